@@ -1,0 +1,76 @@
+from cjo.identity.v1 import event_pb2 as _event_pb2
+from cjo.identity.v1 import profile_pb2 as _profile_pb2
+from google.rpc import status_pb2 as _status_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class IngestEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[_event_pb2.Event, _Mapping]]] = ...) -> None: ...
+
+class IngestEventResult(_message.Message):
+    __slots__ = ("status", "event_id", "profile_id", "duplicate")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    status: _status_pb2.Status
+    event_id: str
+    profile_id: str
+    duplicate: bool
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., event_id: _Optional[str] = ..., profile_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class IngestEventsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[IngestEventResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[IngestEventResult, _Mapping]]] = ...) -> None: ...
+
+class GetProfileRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetProfileResponse(_message.Message):
+    __slots__ = ("profile",)
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    profile: _profile_pb2.Profile
+    def __init__(self, profile: _Optional[_Union[_profile_pb2.Profile, _Mapping]] = ...) -> None: ...
+
+class LookupProfileRequest(_message.Message):
+    __slots__ = ("identifier",)
+    IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    identifier: _event_pb2.Identifier
+    def __init__(self, identifier: _Optional[_Union[_event_pb2.Identifier, _Mapping]] = ...) -> None: ...
+
+class LookupProfileResponse(_message.Message):
+    __slots__ = ("profile",)
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    profile: _profile_pb2.Profile
+    def __init__(self, profile: _Optional[_Union[_profile_pb2.Profile, _Mapping]] = ...) -> None: ...
+
+class ListProfileEventsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListProfileEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_event_pb2.StoredEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[_event_pb2.StoredEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

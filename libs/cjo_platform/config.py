@@ -1,0 +1,157 @@
+"""Configuration from environment variables, validated once at start-up.
+
+Every problem is collected and reported together, naming the variable, so a misconfigured pod
+fails with one clear message instead of a stack trace later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# Default listen ports; also what clients dial when no CJO_<SVC>_TARGET is set.
+DEFAULT_PORTS: dict[str, int] = {
+    "identity": 50051,
+    "content": 50052,
+    "orchestration": 50053,
+    "delivery": 50054,
+    "analytics": 50055,
+}
+
+MIN_SERVICE_TOKEN_LENGTH = 24
+
+
+class ConfigError(Exception):
+    """Raised with every configuration problem found, one per line."""
+
+
+class Env:
+    """Reads typed values from an environment mapping, collecting errors instead of raising."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = os.environ if environ is None else environ
+        self.errors: list[str] = []
+
+    def str(self, name: str, default: str | None = None) -> str:
+        value = self.environ.get(name, "").strip()
+        if value:
+            return value
+        if default is None:
+            self.errors.append(f"{name} is required")
+            return ""
+        return default
+
+    def int(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) -> int:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.errors.append(f"{name}={raw!r} is not an integer")
+            return default
+        if not minimum <= value <= maximum:
+            self.errors.append(f"{name}={value} is outside {minimum}..{maximum}")
+        return value
+
+    def float(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.errors.append(f"{name}={raw!r} is not a number")
+            return default
+        if value < minimum:
+            self.errors.append(f"{name}={value} is below {minimum}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.environ.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        self.errors.append(f"{name}={raw!r} is not a boolean (true/false)")
+        return default
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default).lower()
+        if value not in choices:
+            self.errors.append(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    def check(self) -> None:
+        if self.errors:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What every service needs. Service-specific settings extend this by composition."""
+
+    service: str
+    host: str
+    port: int
+    database_url: str
+    database_schema: str
+    auto_migrate: bool
+    service_token: str
+    peers: Mapping[str, str]  # service name -> gRPC target
+    log_format: str  # json | console | auto
+    log_level: str
+    shutdown_grace_seconds: float
+    data_dir: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def peer(self, service: str) -> str:
+        return self.peers[service]
+
+
+def load_service_settings(service: str, env: Env) -> ServiceSettings:
+    """Read the common settings of ``service``; call ``env.check()`` after adding your own."""
+    upper = service.upper()
+    data_dir = Path(env.str("CJO_DATA_DIR", ".cjo/data"))
+    default_url = f"sqlite:///{data_dir / (service + '.db')}"
+    database_url = env.str(f"CJO_{upper}_DATABASE_URL", env.str("CJO_DATABASE_URL", default_url))
+    if not database_url.startswith(("sqlite", "postgresql")):
+        env.errors.append(
+            f"CJO_{upper}_DATABASE_URL / CJO_DATABASE_URL must be a sqlite:// or "
+            f"postgresql+psycopg:// URL, got {database_url.split(':', 1)[0]!r}"
+        )
+    token = env.str("CJO_SERVICE_TOKEN")
+    if token and len(token) < MIN_SERVICE_TOKEN_LENGTH:
+        env.errors.append(f"CJO_SERVICE_TOKEN must be at least {MIN_SERVICE_TOKEN_LENGTH} characters")
+    peers = {name: _peer_target(env, name, port) for name, port in DEFAULT_PORTS.items()}
+    return ServiceSettings(
+        service=service,
+        host=env.str("CJO_HOST", "127.0.0.1"),
+        port=env.int(f"CJO_{upper}_PORT", DEFAULT_PORTS[service], minimum=0, maximum=65535),
+        database_url=database_url,
+        database_schema=env.str("CJO_DATABASE_SCHEMA_PREFIX", "cjo_") + service,
+        auto_migrate=env.bool("CJO_AUTO_MIGRATE", True),
+        service_token=token,
+        peers=peers,
+        log_format=env.choice("CJO_LOG_FORMAT", "auto", ("auto", "json", "console")),
+        log_level=env.choice("CJO_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        shutdown_grace_seconds=env.float("CJO_SHUTDOWN_GRACE_SECONDS", 10.0),
+        data_dir=data_dir,
+    )
+
+
+def _peer_target(env: Env, name: str, default_port: int) -> str:
+    """Where to dial ``name``: CJO_<NAME>_TARGET, else its local port. The port variable is
+    read only without a target, since Kubernetes service links can set it to a URL."""
+    target = env.environ.get(f"CJO_{name.upper()}_TARGET", "").strip()
+    if target:
+        return target
+    port = env.int(f"CJO_{name.upper()}_PORT", default_port, minimum=0, maximum=65535)
+    return f"127.0.0.1:{port}"

@@ -1,0 +1,6 @@
+"""SQLAlchemy 2 set-up shared by every service: engine, unit of work, migrations, outbox."""
+
+from cjo_platform.db.engine import Database, insert_ignore, utc
+from cjo_platform.db.types import UtcDateTime
+
+__all__ = ["Database", "UtcDateTime", "insert_ignore", "utc"]

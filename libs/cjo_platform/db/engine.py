@@ -1,0 +1,112 @@
+"""Engine and unit of work. Services use synchronous SQLAlchemy in a worker thread pool, so the
+gRPC event loop never blocks on the database and domain code stays plain, testable Python."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+class Database:
+    """One service's database: an engine bound to the service's own schema (PostgreSQL) or file
+    (SQLite), a session factory, and a thread pool to run units of work off the event loop."""
+
+    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 8) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.schema = None if self.is_sqlite else schema
+        self.engine = self._create_engine(url, pool_size)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer; serialising our own threads avoids lock contention entirely.
+        self._executor = ThreadPoolExecutor(
+            max_workers=1 if self.is_sqlite else pool_size, thread_name_prefix="db"
+        )
+
+    def _create_engine(self, url: str, pool_size: int) -> Engine:
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _: Any) -> None:
+                cursor = dbapi_conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+
+            return engine
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        connect_args = {"options": f"-csearch_path={self.schema}"} if self.schema else {}
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                             pool_pre_ping=True, connect_args=connect_args)
+
+    def create_schema(self) -> None:
+        if self.schema:
+            with self.engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+
+    def drop_schema(self) -> None:
+        """Drop the service's schema (tests only)."""
+        if self.schema:
+            with self.engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A unit of work: commits when the block ends, rolls back on any exception."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking database work in the pool, keeping contextvars (trace, log context)."""
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+                  returning: Any = None) -> list[Any]:
+    """INSERT ... ON CONFLICT DO NOTHING for both dialects; returns the ``returning`` column of
+    the rows actually inserted (the ones that were new)."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table).on_conflict_do_nothing()
+    if returning is None:
+        session.execute(stmt, list(rows))
+        return []
+    # RETURNING with executemany is supported by both dialects in SQLAlchemy 2.
+    result = session.execute(stmt.returning(returning), list(rows))
+    return list(result.scalars())

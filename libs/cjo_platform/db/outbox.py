@@ -1,0 +1,166 @@
+"""Transactional outbox: a service writes an event and its outbox row in one local transaction;
+a forwarder sends rows in batches and deletes them only after the receiver acknowledged.
+
+Receivers deduplicate by their own ids, so at-least-once forwarding is effectively once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, delete, select
+from sqlalchemy.orm import Session
+
+from cjo_platform.clock import Clock
+from cjo_platform.db.engine import Database
+from cjo_platform.db.types import UtcDateTime
+from cjo_platform.logging import get_logger
+from cjo_platform.telemetry import batch_span
+
+log = get_logger(__name__)
+
+
+def define_outbox(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        # SQLite needs INTEGER PRIMARY KEY for autoincrement; PostgreSQL gets a bigint identity.
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("topic", String(64), nullable=False),
+        Column("workspace_id", String(64), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("traceparent", String(64), nullable=False, default=""),
+        Column("create_time", UtcDateTime, nullable=False),
+    )
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    workspace_id: str
+    payload: bytes
+    traceparent: str
+    create_time: datetime
+
+
+class Outbox:
+    """Writes rows inside a caller's transaction; :class:`Forwarder` drains them."""
+
+    def __init__(self, table: Table, clock: Clock) -> None:
+        self.table = table
+        self.clock = clock
+        self._listeners: list[Callable[[], None]] = []
+
+    def add(self, session: Session, topic: str, workspace_id: str,
+            payloads: Sequence[tuple[bytes, str]]) -> None:
+        """Queue (payload, traceparent) pairs; they are sent after the transaction commits."""
+        if not payloads:
+            return
+        now = self.clock.now()
+        session.execute(self.table.insert(), [
+            {"topic": topic, "workspace_id": workspace_id, "payload": payload,
+             "traceparent": traceparent, "create_time": now}
+            for payload, traceparent in payloads
+        ])
+
+    def on_write(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def notify(self) -> None:
+        """Call after committing rows so forwarders wake at once instead of at the next poll."""
+        for listener in self._listeners:
+            listener()
+
+
+SendBatch = Callable[[str, Sequence[OutboxRow]], Awaitable[None]]
+
+
+class Forwarder:
+    """Sends one topic's outbox rows to a receiver, oldest first, in batches.
+
+    Rows of one workspace go in one call (the receiver acts on behalf of that workspace). A failed
+    call leaves the rows in place and is retried with backoff; nothing is deleted before the
+    receiver acknowledged, so a crash at any point re-sends at most one batch.
+    """
+
+    def __init__(self, db: Database, outbox: Outbox, topic: str, send: SendBatch, *,
+                 batch_size: int = 500, poll_interval: float = 1.0,
+                 max_backoff: float = 30.0) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.topic = topic
+        self.send = send
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        outbox.on_write(self._wake_threadsafe)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _wake_threadsafe(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _claim(self) -> list[OutboxRow]:
+        table = self.outbox.table
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(table).where(table.c.topic == self.topic)
+                .order_by(table.c.id).limit(self.batch_size)
+            ).all()
+        return [OutboxRow(r.id, r.topic, r.workspace_id, r.payload, r.traceparent, r.create_time)
+                for r in rows]
+
+    def _delete(self, ids: Sequence[int]) -> None:
+        table = self.outbox.table
+        with self.db.transaction() as session:
+            session.execute(delete(table).where(table.c.id.in_(ids)))
+
+    async def drain_once(self) -> int:
+        """Send what is queued now; returns how many rows were acknowledged."""
+        rows = await self.db.run(self._claim)
+        if not rows:
+            return 0
+        # Keep per-workspace order: send the leading run of one workspace, then the next.
+        sent = 0
+        start = 0
+        while start < len(rows):
+            end = start
+            while end < len(rows) and rows[end].workspace_id == rows[start].workspace_id:
+                end += 1
+            group = rows[start:end]
+            with batch_span(f"outbox.forward {self.topic}", [r.traceparent for r in group]):
+                await self.send(group[0].workspace_id, group)
+            await self.db.run(self._delete, [r.id for r in group])
+            sent += len(group)
+            start = end
+        return sent
+
+    async def run(self) -> None:
+        """Forward until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        backoff = self.poll_interval
+        while True:
+            self._wake.clear()
+            try:
+                sent = await self.drain_once()
+                backoff = self.poll_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # receiver down or failing: keep the rows, retry later
+                log.warning("outbox forward failed; will retry", topic=self.topic,
+                            error=str(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            if sent >= self.batch_size:
+                continue  # more may be waiting
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+            except TimeoutError:
+                pass

@@ -1,0 +1,129 @@
+"""Who is calling: a workspace's API key, or another cjo service holding the service token.
+
+Applications send ``authorization: Bearer <api key>``. cjo services calling each other send the
+deployment's service token plus ``x-cjo-workspace``: they act on behalf of the workspace whose
+work they are doing, and can reach nothing else.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cjo_platform.errors import PermissionDenied, Unauthenticated
+
+WORKSPACE_HEADER = "x-cjo-workspace"
+KEY_PREFIX = "cjo"
+
+
+@dataclass(frozen=True)
+class Principal:
+    workspace_id: str  # "" only for a service call that names no workspace
+    key_id: str
+    is_service: bool
+
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "cjo_principal", default=None)
+
+
+def current_principal() -> Principal:
+    principal = _principal.get()
+    if principal is None:
+        raise Unauthenticated("no authenticated caller")
+    return principal
+
+
+def current_workspace() -> str:
+    """The workspace the current request acts on behalf of."""
+    principal = current_principal()
+    if not principal.workspace_id:
+        raise PermissionDenied(f"service calls must name a workspace in {WORKSPACE_HEADER}",
+                               reason="WORKSPACE_REQUIRED")
+    return principal.workspace_id
+
+
+def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
+    return _principal.set(principal)
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+def new_api_key() -> tuple[str, str, str]:
+    """A fresh key: (key_id, secret, secret_hash). Only the hash is ever stored."""
+    key_id = secrets.token_hex(6)
+    secret = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    return key_id, secret, hash_secret(secret)
+
+
+def hash_secret(secret: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough (no password stretching needed).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def key_id_of(secret: str) -> str | None:
+    parts = secret.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1]:
+        return None
+    return parts[1]
+
+
+def same_secret(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+KeyResolver = Callable[[str], Awaitable[Principal | None]]
+
+
+class CachingResolver:
+    """Caches a slower resolver (e.g. a call to identity) by secret hash: valid keys for
+    ``ttl`` seconds, unknown keys for ``negative_ttl`` seconds."""
+
+    def __init__(self, resolve: KeyResolver, *, ttl: float = 60.0, negative_ttl: float = 5.0,
+                 max_entries: int = 10_000) -> None:
+        self._resolve = resolve
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._max = max_entries
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def __call__(self, secret: str) -> Principal | None:
+        digest = hash_secret(secret)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        principal = await self._resolve(secret)
+        if len(self._cache) >= self._max:
+            self._cache.clear()
+        self._cache[digest] = (now + (self._ttl if principal else self._negative_ttl), principal)
+        return principal
+
+
+class Authenticator:
+    """Turns request metadata into a :class:`Principal`, or raises."""
+
+    def __init__(self, service_token: str, resolve_key: KeyResolver) -> None:
+        self._service_token = service_token
+        self._resolve_key = resolve_key
+
+    async def authenticate(self, metadata: dict[str, str]) -> Principal:
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing 'authorization: Bearer <api key>' metadata",
+                                  reason="API_KEY_MISSING")
+        token = token.strip()
+        if same_secret(token, self._service_token):
+            return Principal(workspace_id=metadata.get(WORKSPACE_HEADER, ""), key_id="",
+                             is_service=True)
+        principal = await self._resolve_key(token) if key_id_of(token) else None
+        if principal is None:
+            raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
+        return principal

@@ -1,0 +1,166 @@
+"""Server interceptors: request logging, domain errors -> rich status, authentication.
+
+Each wraps the method's behaviour; order (outermost first) is tracing, logging, errors, auth,
+so the log line carries the final status code and auth failures become proper statuses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import grpc
+import structlog
+
+from cjo_platform.errors import CjoError, PermissionDenied
+from cjo_platform.logging import get_logger
+from cjo_platform.rpc.auth import Authenticator, set_principal
+from cjo_platform.rpc.status import to_grpc_status
+
+log = get_logger("cjo.rpc")
+
+Behavior = Callable[..., Any]
+Decorator = Callable[[Behavior, str, bool], Behavior]
+
+# Methods anyone may call: health checks and reflection.
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, decorate: Decorator, method: str) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            decorate(handler.unary_unary, method, False),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            decorate(handler.stream_unary, method, False),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            decorate(handler.unary_stream, method, True),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+    return grpc.stream_stream_rpc_method_handler(
+        decorate(handler.stream_stream, method, True),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
+
+
+class _Wrapping(grpc.aio.ServerInterceptor):
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(PUBLIC_PREFIXES):
+            return handler
+        return _rewrap(handler, self.decorate, method)
+
+
+class LoggingInterceptor(_Wrapping):
+    """One log line per RPC with method, workspace, status code and duration."""
+
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
+        def finish(context: grpc.aio.ServicerContext, started: float) -> None:
+            code = context.code() or grpc.StatusCode.OK
+            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            level = "info" if name in ("OK", "CANCELLED") else "warning"
+            if name == "INTERNAL" or name == "UNKNOWN":
+                level = "error"
+            getattr(log, level)("rpc", code=name,
+                                duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+        if streaming:
+            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                structlog.contextvars.bind_contextvars(method=method)
+                started = time.perf_counter()
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                finally:
+                    finish(context, started)
+            return stream_behavior
+
+        async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            structlog.contextvars.bind_contextvars(method=method)
+            started = time.perf_counter()
+            try:
+                return await behavior(request, context)
+            finally:
+                finish(context, started)
+        return unary_behavior
+
+
+class ErrorInterceptor(_Wrapping):
+    """Domain errors become rich statuses; anything unexpected becomes INTERNAL, logged with its
+    stack, without leaking internals to the caller."""
+
+    def __init__(self, domain: str) -> None:
+        self.domain = domain
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        if not isinstance(exc, CjoError):
+            log.error("unhandled error", exc_info=exc)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            return
+        status = to_grpc_status(exc, self.domain)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
+        if streaming:
+            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await self._abort(context, exc)
+            return stream_behavior
+
+        async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(context, exc)
+        return unary_behavior
+
+
+class AuthInterceptor(_Wrapping):
+    """Authenticates every non-public call and binds the principal for the request."""
+
+    def __init__(self, authenticator: Authenticator, service_only: Collection[str]) -> None:
+        self.authenticator = authenticator
+        self.service_only = frozenset(service_only)
+
+    async def _login(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        principal = await self.authenticator.authenticate(metadata)
+        if method in self.service_only and not principal.is_service:
+            raise PermissionDenied(f"{method} is for cjo services only",
+                                   reason="SERVICE_ONLY_METHOD")
+        set_principal(principal)
+        if principal.workspace_id:
+            structlog.contextvars.bind_contextvars(workspace=principal.workspace_id)
+
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
+        if streaming:
+            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._login(context, method)
+                async for item in behavior(request, context):
+                    yield item
+            return stream_behavior
+
+        async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._login(context, method)
+            return await behavior(request, context)
+        return unary_behavior

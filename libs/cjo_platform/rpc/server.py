@@ -1,0 +1,152 @@
+"""The one gRPC server bootstrap every service uses.
+
+Order matters: logging and tracing are configured first, interceptors exist before the server is
+built, health reports SERVING only once the database answers, and SIGTERM flips health to
+NOT_SERVING and drains in-flight calls for a grace period before stopping background work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+from cjo_platform.config import ConfigError, Env, ServiceSettings, load_service_settings
+from cjo_platform.db.engine import Database
+from cjo_platform.logging import configure_logging, get_logger
+from cjo_platform.rpc.auth import Authenticator
+from cjo_platform.rpc.client import MAX_MESSAGE_BYTES, close_channels
+from cjo_platform.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
+from cjo_platform.telemetry import configure_tracing, shutdown_tracing
+
+log = get_logger("cjo.server")
+
+
+@dataclass
+class Servicer:
+    """A servicer object, its ``add_XServicer_to_server`` function and full service name."""
+
+    instance: Any
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    full_name: str
+
+
+@dataclass
+class ServiceApp:
+    """Everything a service's bootstrap wires together for :func:`serve`."""
+
+    settings: ServiceSettings
+    db: Database
+    servicers: Sequence[Servicer]
+    authenticator: Authenticator
+    service_only_methods: Collection[str] = ()
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    migrate: Callable[[], None] = lambda: None
+    on_stop: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+
+
+async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
+                handle_signals: bool = True,
+                on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or until ``stop`` is set), then drain and clean up.
+
+    ``on_ready`` receives the bound port once health says SERVING (tests bind port 0).
+    """
+    settings = app.settings
+    stop = stop or asyncio.Event()
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    if settings.auto_migrate:
+        await app.db.run(app.migrate)
+
+    server = grpc.aio.server(
+        interceptors=[
+            aio_server_interceptor(filter_=filters.negate(filters.health_check())),
+            LoggingInterceptor(),
+            ErrorInterceptor(domain=f"{settings.service}.cjo"),
+            AuthInterceptor(app.authenticator, app.service_only_methods),
+        ],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for servicer in app.servicers:
+        servicer.add_to_server(servicer.instance, server)
+    reflection.enable_server_reflection(
+        [s.full_name for s in app.servicers] + [health.SERVICE_NAME, reflection.SERVICE_NAME],
+        server)
+    port = server.add_insecure_port(settings.address)
+    await server.start()
+
+    await app.db.run(app.db.ping)  # SERVING only once the database answers
+    for name in ["", *(s.full_name for s in app.servicers)]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", address=f"{settings.host}:{port}",
+             database=app.db.engine.url.render_as_string(hide_password=True))
+    if on_ready is not None:
+        on_ready(port)
+
+    tasks = [asyncio.create_task(job(), name=job.__name__) for job in app.background]
+    stopper = asyncio.create_task(stop.wait())
+    watched = {stopper, *tasks}
+    done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    for task in done - {stopper}:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task died; stopping", task=task.get_name(),
+                      exc_info=task.exception())
+
+    log.info("draining", grace_seconds=settings.shutdown_grace_seconds)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    stopper.cancel()
+    for hook in app.on_stop:
+        await hook()
+    await close_channels()
+    app.db.dispose()
+    shutdown_tracing()
+    log.info("stopped")
+
+
+def main(service: str, build: Callable[[ServiceSettings, Env], ServiceApp],
+         argv: Sequence[str] | None = None) -> None:
+    """``python -m cjo_<service> [serve|migrate]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args else "serve"
+    if command not in ("serve", "migrate"):
+        print(f"usage: python -m cjo_{service} [serve|migrate]", file=sys.stderr)
+        raise SystemExit(2)
+    env = Env()
+    try:
+        settings = load_service_settings(service, env)
+        env.check()
+        configure_logging(service, fmt=settings.log_format, level=settings.log_level)
+        configure_tracing(service)
+        app = build(settings, env)
+        env.check()
+    except ConfigError as exc:
+        print(f"cjo-{service}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if command == "migrate":
+        app.migrate()
+        log.info("migrated")
+        app.db.dispose()
+        return
+    asyncio.run(serve(app))

@@ -1,0 +1,69 @@
+"""Wiring every service repeats: its database with the shared tables, and how it authenticates
+callers. A service's ``bootstrap.py`` adds its own adapters and servicers on top."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import MetaData, Table
+
+from cjo_platform.clock import Clock
+from cjo_platform.config import ServiceSettings
+from cjo_platform.db.engine import Database
+from cjo_platform.db.idempotency import RequestLog, define_request_log
+from cjo_platform.db.migrations import upgrade
+from cjo_platform.db.outbox import Outbox, define_outbox
+from cjo_platform.errors import Unavailable
+from cjo_platform.rpc.auth import Authenticator, CachingResolver, Principal
+from cjo_platform.rpc.client import channel
+
+
+def shared_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """Add the outbox and request-log tables every service has to its metadata."""
+    return define_outbox(metadata), define_request_log(metadata)
+
+
+@dataclass
+class Storage:
+    """A service's database with the platform tables bound to it."""
+
+    db: Database
+    outbox: Outbox
+    requests: RequestLog
+    migrations: Path
+
+    def migrate(self) -> None:
+        upgrade(self.db, self.migrations)
+
+
+def open_storage(settings: ServiceSettings, metadata: MetaData, migrations: Path,
+                 clock: Clock) -> Storage:
+    outbox_table = metadata.tables["outbox"]
+    request_table = metadata.tables["request_log"]
+    db = Database(settings.database_url, schema=settings.database_schema)
+    return Storage(db, Outbox(outbox_table, clock), RequestLog(request_table, clock), migrations)
+
+
+def remote_authenticator(settings: ServiceSettings) -> Authenticator:
+    """Authenticates API keys by asking identity (which owns workspaces), with a cache."""
+    from cjo.identity.v1 import workspace_service_pb2, workspace_service_pb2_grpc
+
+    async def resolve(secret: str) -> Principal | None:
+        import grpc
+
+        stub = workspace_service_pb2_grpc.WorkspaceServiceStub(channel(settings.peer("identity")))
+        try:
+            reply = await stub.AuthenticateApiKey(
+                workspace_service_pb2.AuthenticateApiKeyRequest(secret=secret),
+                metadata=(("authorization", f"Bearer {settings.service_token}"),),
+                timeout=5.0,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                return None
+            raise Unavailable("cannot verify the API key right now: identity did not answer",
+                              reason="AUTH_UNAVAILABLE") from exc
+        return Principal(workspace_id=reply.workspace_id, key_id=reply.key_id, is_service=False)
+
+    return Authenticator(settings.service_token, CachingResolver(resolve))

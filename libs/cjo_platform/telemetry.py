@@ -1,0 +1,90 @@
+"""OpenTelemetry tracing: one provider per process, OTLP export when configured, and helpers to
+carry a W3C ``traceparent`` through an outbox row or a batch item."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Link, SpanKind
+
+_provider: TracerProvider | None = None
+
+
+def configure_tracing(service: str) -> TracerProvider:
+    """Install the global tracer provider for ``service`` (idempotent per process)."""
+    global _provider
+    if _provider is not None:
+        return _provider
+    resource = Resource.create({"service.name": f"cjo-{service}", "service.namespace": "cjo"})
+    provider = TracerProvider(resource=resource)
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return provider
+
+
+def shutdown_tracing() -> None:
+    if _provider is not None:
+        _provider.shutdown()
+
+
+def tracer(name: str = "cjo") -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def current_traceparent() -> str:
+    """The W3C traceparent of the current span, or "" outside any trace."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def context_from_traceparent(traceparent: str) -> otel_context.Context:
+    return extract({"traceparent": traceparent}) if traceparent else otel_context.Context()
+
+
+@contextmanager
+def continue_trace(name: str, traceparent: str, *, kind: SpanKind = SpanKind.INTERNAL,
+                   attributes: dict[str, str] | None = None) -> Iterator[trace.Span]:
+    """Run a unit of work as a child of ``traceparent`` (e.g. an outbox row's origin)."""
+    with tracer().start_as_current_span(
+        name, context=context_from_traceparent(traceparent), kind=kind, attributes=attributes
+    ) as span:
+        yield span
+
+
+@contextmanager
+def batch_span(name: str, traceparents: Sequence[str]) -> Iterator[trace.Span]:
+    """Span for work on a batch of items that each carry their own trace.
+
+    When every item comes from one trace, the batch continues it (a single event stays one trace
+    end to end); otherwise the batch starts its own trace and links to each distinct origin, as
+    the OpenTelemetry messaging conventions describe for batch publishing.
+    """
+    distinct = sorted({tp for tp in traceparents if tp})
+    if len(distinct) == 1:
+        with continue_trace(name, distinct[0], kind=SpanKind.PRODUCER) as span:
+            yield span
+        return
+    links = []
+    for tp in distinct[:128]:
+        span_context = trace.get_current_span(context_from_traceparent(tp)).get_span_context()
+        if span_context.is_valid:
+            links.append(Link(span_context))
+    with tracer().start_as_current_span(
+        name, context=otel_context.Context(), kind=SpanKind.PRODUCER, links=links
+    ) as span:
+        yield span

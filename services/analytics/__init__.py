@@ -1,0 +1,1 @@
+"""cjo analytics: records facts from orchestration and delivery and builds reports from them."""

@@ -1,0 +1,4 @@
+from cjo_analytics.bootstrap import build
+from cjo_platform.rpc.server import main
+
+main("analytics", build)

@@ -1,0 +1,1 @@
+"""gRPC edge of analytics: maps protos to the domain and back."""

@@ -1,0 +1,31 @@
+"""Wires the analytics service: storage, authentication and the servicer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cjo.analytics.v1 import analytics_service_pb2_grpc
+from cjo_analytics.adapters.tables import metadata
+from cjo_analytics.api.servicer import AnalyticsServicer
+from cjo_platform.clock import Clock, SystemClock
+from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.rpc.server import ServiceApp, Servicer
+from cjo_platform.service import open_storage, remote_authenticator
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+SERVICE = "cjo.analytics.v1.AnalyticsService"
+
+
+def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
+    clock = clock or SystemClock()
+    storage = open_storage(settings, metadata, MIGRATIONS, clock)
+    return ServiceApp(
+        settings=settings,
+        db=storage.db,
+        servicers=[Servicer(AnalyticsServicer(storage.db, clock),
+                            analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server,
+                            SERVICE)],
+        authenticator=remote_authenticator(settings),
+        service_only_methods={f"/{SERVICE}/RecordFacts"},
+        migrate=storage.migrate,
+    )

@@ -1,0 +1,1 @@
+"""Facts and reports, free of transport and persistence."""

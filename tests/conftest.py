@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import Backend, drop_schemas, new_backend, postgres_available
+
+from cjo_platform.logging import configure_logging
+
+configure_logging("test", fmt="console", level="warning")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each database test runs on SQLite and on PostgreSQL (skipped only where PostgreSQL is
+    not listening; CI always has it)."""
+    if request.param == "postgresql" and not postgres_available():
+        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432")
+    b = new_backend(request.param, tmp_path)
+    yield b
+    drop_schemas(b)
+
+
+@pytest.fixture
+def sqlite_backend(tmp_path: Path) -> Backend:
+    return new_backend("sqlite", tmp_path)

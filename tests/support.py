@@ -1,0 +1,119 @@
+"""Helpers shared by the test suites: settings, databases and in-process servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cjo_platform.config import Env, ServiceSettings, load_service_settings
+from cjo_platform.rpc.client import on_behalf_of
+from cjo_platform.rpc.server import ServiceApp, serve
+
+SERVICE_TOKEN = "test-service-token-0123456789abcdef"
+PG_URL = os.environ.get("CJO_TEST_POSTGRES_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Backend:
+    """Where a test's services keep their data: SQLite files in a temporary directory, or
+    PostgreSQL schemas unique to the test (dropped afterwards)."""
+
+    kind: str  # "sqlite" | "postgresql"
+    data_dir: Path
+    schema_prefix: str
+
+    def env(self) -> dict[str, str]:
+        env = {"CJO_DATA_DIR": str(self.data_dir), "CJO_DATABASE_SCHEMA_PREFIX": self.schema_prefix}
+        if self.kind == "postgresql":
+            env["CJO_DATABASE_URL"] = PG_URL
+        return env
+
+
+def new_backend(kind: str, tmp_path: Path) -> Backend:
+    return Backend(kind, tmp_path / "data", f"t{uuid.uuid4().hex[:10]}_")
+
+
+def drop_schemas(backend: Backend) -> None:
+    if backend.kind != "postgresql":
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        schemas = conn.execute(sa.text(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"),
+            {"p": backend.schema_prefix + "%"}).scalars().all()
+        for schema in schemas:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def settings_for(service: str, backend: Backend, **overrides: str) -> ServiceSettings:
+    environ = {"CJO_SERVICE_TOKEN": SERVICE_TOKEN, f"CJO_{service.upper()}_PORT": "0",
+               "CJO_SHUTDOWN_GRACE_SECONDS": "1", **backend.env(), **overrides}
+    env = Env(environ)
+    settings = load_service_settings(service, env)
+    env.check()
+    return settings
+
+
+def as_service(workspace_id: str) -> tuple[tuple[str, str], ...]:
+    """Metadata of a cjo service acting for ``workspace_id``."""
+    return on_behalf_of(SERVICE_TOKEN, workspace_id)
+
+
+def bearer(secret: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {secret}"),)
+
+
+@asynccontextmanager
+async def serving(app: ServiceApp) -> AsyncIterator[str]:
+    """Run ``app`` in this event loop; yields its address; stops and drains on exit."""
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(app, stop=stop, handle_signals=False,
+                                     on_ready=ready.set_result))
+    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises the start-up error
+    try:
+        yield f"127.0.0.1:{ready.result()}"
+    finally:
+        stop.set()
+        await task
+
+
+async def eventually(check: Callable[[], object], timeout: float = 10.0,
+                     interval: float = 0.05) -> object:
+    """Poll an (async or sync) check until it returns a truthy value or time runs out."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
