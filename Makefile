@@ -1,0 +1,57 @@
+# cjo — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help install protos lint test test-fast e2e run bench migration clean
+
+help:
+	@echo "make run        start all five services with a development workspace"
+	@echo "make test       install everything needed and run the whole test suite"
+	@echo "make test-fast  the suite without the slow end-to-end tests"
+	@echo "make lint       ruff, mypy and buf lint"
+	@echo "make protos     regenerate Python stubs from protos/"
+	@echo "make bench      run the benchmarks"
+	@echo "make migration SERVICE=content MSG='add x'   new Alembic revision for a service"
+
+# The virtualenv is rebuilt whenever the pinned requirements change.
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cjo needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(STAMP)
+
+protos: install
+	$(BIN)/python -m cjo_platform.protogen
+
+lint: install
+	$(BIN)/ruff check libs services tests examples
+	$(BIN)/mypy libs/cjo_platform services
+	$(BIN)/buf lint protos
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not e2e"
+
+e2e: install
+	$(BIN)/python -m pytest -m e2e
+
+run: install
+	$(BIN)/python -m cjo_platform.devrun
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+migration: install
+	@test -n "$(SERVICE)" -a -n "$(MSG)" || (echo "usage: make migration SERVICE=<service> MSG='what changed'"; exit 2)
+	$(BIN)/python -m cjo_platform.db.revision cjo_$(SERVICE) "$(MSG)"
+
+clean:
+	rm -rf $(VENV) .cjo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,154 @@
+"""One journey through all five services, as separate processes: an event sent to identity
+becomes an email at a real SMTP server, analytics counts it, and one trace spans the suite."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import grpc
+import pytest
+from support import SERVICE_TOKEN, Backend, bearer, eventually
+from suite import SERVICES, running_suite
+
+from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
+from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
+from cjo.analytics.v1 import fact_pb2
+from cjo.common.v1 import common_pb2
+from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
+from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import workspace_service_pb2 as ws_pb
+from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
+from cjo.orchestration.v1 import journey_pb2, orchestration_service_pb2, orchestration_service_pb2_grpc
+from cjo_platform.protobuf import dict_to_struct
+
+pytestmark = pytest.mark.e2e
+
+SPAN_KIND_SERVER = 2
+
+
+async def create_workspace(channel: grpc.aio.Channel, workspace_id: str) -> str:
+    stub = ws_grpc.WorkspaceServiceStub(channel)
+    reply = await stub.CreateWorkspace(
+        ws_pb.CreateWorkspaceRequest(workspace_id=workspace_id, display_name=workspace_id),
+        metadata=bearer(SERVICE_TOKEN))
+    return reply.api_key.secret
+
+
+async def test_event_to_email_through_five_services(backend: Backend, tmp_path: Path) -> None:
+    async with running_suite(backend, tmp_path) as suite:
+        channels = {name: grpc.aio.insecure_channel(suite.target(name)) for name in SERVICES}
+        key = await create_workspace(channels["identity"], "acme")
+        other_key = await create_workspace(channels["identity"], "globex")
+        auth = bearer(key)
+
+        content = content_service_pb2_grpc.ContentServiceStub(channels["content"])
+        await content.CreateContentItem(content_service_pb2.CreateContentItemRequest(
+            content_item=content_item_pb2.ContentItem(
+                key="welcome",
+                email=content_item_pb2.EmailTemplate(
+                    subject="Welcome, {{ profile.first_name }}!",
+                    html="<p>Hi {{ profile.first_name }}, enjoy the {{ event.plan }} plan.</p>")),
+            request_id="create-welcome"), metadata=auth)
+
+        orchestration = orchestration_service_pb2_grpc.OrchestrationServiceStub(
+            channels["orchestration"])
+        journey = (await orchestration.CreateJourney(orchestration_service_pb2.CreateJourneyRequest(
+            journey=journey_pb2.Journey(
+                display_name="Welcome",
+                event_trigger=journey_pb2.EventTrigger(event_name="signed_up"),
+                entry_node_id="welcome",
+                nodes=[
+                    journey_pb2.Node(id="welcome", send=journey_pb2.SendNode(
+                        content_key="welcome", channel=common_pb2.CHANNEL_EMAIL,
+                        next_node_id="done")),
+                    journey_pb2.Node(id="done", exit=journey_pb2.ExitNode()),
+                ])), metadata=auth)).journey
+        await orchestration.PublishJourney(
+            orchestration_service_pb2.PublishJourneyRequest(name=journey.name), metadata=auth)
+
+        identity = identity_service_pb2_grpc.IdentityServiceStub(channels["identity"])
+        ingested = await identity.IngestEvents(identity_service_pb2.IngestEventsRequest(events=[
+            event_pb2.Event(
+                message_id="m-1", type=event_pb2.EVENT_TYPE_TRACK, name="signed_up",
+                identifiers=[event_pb2.Identifier(type="user_id", value="u-1")],
+                traits=dict_to_struct({"email": "ada@example.com", "first_name": "Ada"}),
+                properties=dict_to_struct({"plan": "pro"}), source="web")]), metadata=auth)
+        assert ingested.results[0].status.code == 0
+
+        await eventually(lambda: suite.mail.envelopes, timeout=30)
+        envelope = suite.mail.envelopes[0]
+        assert envelope.rcpt_tos == ["ada@example.com"]
+        mail = message_from_bytes(envelope.original_content or envelope.content,
+                                  policy=policy.default)
+        assert mail["subject"] == "Welcome, Ada!"
+        html = mail.get_body(("html",)).get_content()
+        assert "Hi Ada, enjoy the pro plan." in html
+
+        analytics = analytics_grpc.AnalyticsServiceStub(channels["analytics"])
+
+        async def counted() -> dict[int, int] | None:
+            report = (await analytics.GetJourneyReport(
+                analytics_pb.GetJourneyReportRequest(journey=journey.name), metadata=auth)).report
+            counts = {c.type: c.count for c in report.counts}
+            done = (counts.get(fact_pb2.FACT_TYPE_JOURNEY_ENTERED) == 1
+                    and counts.get(fact_pb2.FACT_TYPE_MESSAGE_SENT) == 1)
+            return counts if done else None
+
+        await eventually(counted, timeout=30)
+
+        # Another workspace sees none of it, through any service.
+        with pytest.raises(grpc.aio.AioRpcError) as hidden:
+            await orchestration.GetJourney(orchestration_service_pb2.GetJourneyRequest(
+                name=journey.name), metadata=bearer(other_key))
+        assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await content.GetContentItem(content_service_pb2.GetContentItemRequest(
+                name="contentItems/welcome"), metadata=bearer("cjo_nope_nope"))
+        assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        # One trace: identity accepted the event, and every other service served a call in it.
+        ingest_span = await eventually(lambda: next(
+            (s for s in suite.traces.spans if s.name.endswith("IdentityService/IngestEvents")
+             and s.kind == SPAN_KIND_SERVER), None), timeout=15)
+
+        def services_in_trace() -> set[str] | None:
+            found = {s.service for s in suite.traces.spans
+                     if s.trace_id == ingest_span.trace_id and s.kind == SPAN_KIND_SERVER}
+            return found if found == {f"cjo-{n}" for n in SERVICES} else None
+
+        try:
+            await eventually(services_in_trace, timeout=20)
+        except AssertionError:
+            seen = sorted({(s.service, s.name) for s in suite.traces.spans
+                           if s.trace_id == ingest_span.trace_id})
+            raise AssertionError(f"trace {ingest_span.trace_id} holds only {seen}") from None
+
+        for channel in channels.values():
+            await channel.close()
+        # SIGTERM drains and exits cleanly.
+        for name in SERVICES:
+            assert suite.stop(name, signal.SIGTERM) == 0, suite.log(name)
+        await asyncio.sleep(0)
+
+
+async def test_the_readme_example_runs(sqlite_backend: Backend, tmp_path: Path) -> None:
+    """examples/first_journey.py works against a running suite, as the README promises."""
+    import os
+    import sys
+
+    async with running_suite(sqlite_backend, tmp_path) as suite:
+        async with grpc.aio.insecure_channel(suite.target("identity")) as channel:
+            key = await create_workspace(channel, "dev")
+        env = {**os.environ, "CJO_API_KEY": key,
+               **{f"CJO_{n.upper()}_TARGET": suite.target(n) for n in SERVICES}}
+        example = Path(__file__).resolve().parents[2] / "examples" / "first_journey.py"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(example), env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        output = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+        assert proc.returncode == 0, output
+        assert "MESSAGE_STATUS_SENT" in output and "Welcome to Acme, Ada!" in output
+        assert len(suite.mail.envelopes) == 1

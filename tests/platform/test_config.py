@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from cjo_platform.config import ConfigError, Env, load_service_settings
+
+TOKEN = "x" * 32
+
+
+def test_defaults_give_a_local_sqlite_service() -> None:
+    env = Env({"CJO_SERVICE_TOKEN": TOKEN})
+    settings = load_service_settings("content", env)
+    env.check()
+    assert settings.address == "127.0.0.1:50052"
+    assert settings.database_url == "sqlite:///.cjo/data/content.db"
+    assert settings.peer("identity") == "127.0.0.1:50051"
+    assert settings.database_schema == "cjo_content"
+
+
+def test_service_url_beats_shared_url_and_targets_beat_ports() -> None:
+    env = Env({"CJO_SERVICE_TOKEN": TOKEN,
+               "CJO_DATABASE_URL": "postgresql+psycopg://db/shared",
+               "CJO_DELIVERY_DATABASE_URL": "postgresql+psycopg://db/delivery",
+               "CJO_IDENTITY_TARGET": "cjo-identity:50051",
+               "CJO_IDENTITY_PORT": "tcp://10.0.0.1:50051"})  # a Kubernetes service link
+    settings = load_service_settings("delivery", env)
+    env.check()
+    assert settings.database_url.endswith("/delivery")
+    assert settings.peer("identity") == "cjo-identity:50051"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    env = Env({"CJO_SERVICE_TOKEN": "short", "CJO_CONTENT_PORT": "http",
+               "CJO_DATABASE_URL": "mysql://x", "CJO_LOG_FORMAT": "xml"})
+    load_service_settings("content", env)
+    with pytest.raises(ConfigError) as error:
+        env.check()
+    message = str(error.value)
+    for name in ("CJO_SERVICE_TOKEN", "CJO_CONTENT_PORT", "CJO_DATABASE_URL", "CJO_LOG_FORMAT"):
+        assert name in message
+
+
+def test_missing_service_token_is_named() -> None:
+    env = Env({})
+    load_service_settings("identity", env)
+    with pytest.raises(ConfigError, match="CJO_SERVICE_TOKEN is required"):
+        env.check()

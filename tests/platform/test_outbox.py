@@ -1,0 +1,61 @@
+"""The outbox forwards every row once the receiver acknowledged it, keeps rows while the
+receiver fails, and keeps order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from sqlalchemy import MetaData, func, select
+from support import Backend
+
+from cjo_platform.clock import ManualClock
+from cjo_platform.db import Database
+from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, define_outbox
+
+
+def make(backend: Backend) -> tuple[Database, Outbox]:
+    metadata = MetaData()
+    table = define_outbox(metadata)
+    url = backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/outbox.db")
+    db = Database(url, schema=backend.schema_prefix + "outbox")
+    db.create_schema()
+    metadata.create_all(db.engine)
+    return db, Outbox(table, ManualClock())
+
+
+async def test_rows_are_forwarded_in_order_and_kept_while_the_receiver_fails(
+        backend: Backend) -> None:
+    db, outbox = make(backend)
+    received: list[tuple[str, bytes]] = []
+    failing = True
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        if failing:
+            raise ConnectionError("receiver down")
+        received.extend((workspace, r.payload) for r in rows)
+
+    forwarder = Forwarder(db, outbox, "t", send, batch_size=3, poll_interval=0.01,
+                          max_backoff=0.02)
+    with db.transaction() as session:
+        outbox.add(session, "t", "ws-a", [(b"1", ""), (b"2", "")])
+        outbox.add(session, "t", "ws-b", [(b"3", "")])
+        outbox.add(session, "t", "ws-a", [(b"4", ""), (b"5", "")])
+        outbox.add(session, "other", "ws-a", [(b"x", "")])
+    task = asyncio.create_task(forwarder.run())
+    await asyncio.sleep(0.1)
+    assert received == []  # receiver down: nothing lost, nothing acknowledged
+    failing = False
+    for _ in range(200):
+        if len(received) == 5:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert received == [("ws-a", b"1"), ("ws-a", b"2"), ("ws-b", b"3"), ("ws-a", b"4"),
+                        ("ws-a", b"5")]
+    with db.transaction() as session:
+        left = session.execute(select(outbox.table.c.topic, func.count())
+                               .group_by(outbox.table.c.topic)).all()
+    assert [tuple(r) for r in left] == [("other", 1)]
+    db.drop_schema()
+    db.dispose()

@@ -1,0 +1,162 @@
+"""The five services as separate processes on loopback, with a real SMTP server and a real OTLP
+trace receiver, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiosmtpd.controller import Controller
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from support import SERVICE_TOKEN, Backend, free_port
+
+SERVICES = ("identity", "content", "orchestration", "delivery", "analytics")
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    service: str
+    name: str
+    kind: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+
+
+class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace endpoint that keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+
+    async def Export(self, request: Any, context: Any) -> Any:
+        for resource_spans in request.resource_spans:
+            attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            service = attrs.get("service.name", "")
+            for scope in resource_spans.scope_spans:
+                for span in scope.spans:
+                    self.spans.append(ReceivedSpan(
+                        service, span.name, span.kind, span.trace_id.hex(), span.span_id.hex(),
+                        span.parent_span_id.hex()))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class Inbox:
+    """aiosmtpd handler keeping every envelope."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@dataclass
+class Suite:
+    ports: dict[str, int]
+    env: dict[str, str]
+    traces: TraceReceiver
+    mail: Inbox
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def target(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def start(self, service: str) -> None:
+        log = (self.logs / f"{service}.log").open("ab")
+        self.processes[service] = subprocess.Popen(
+            [sys.executable, "-m", f"cjo_{service}"], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT)
+
+    def stop(self, service: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        proc = self.processes.pop(service)
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+
+    async def wait_ready(self, service: str, timeout: float = 60) -> None:
+        async with grpc.aio.insecure_channel(self.target(service)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                proc = self.processes[service]
+                if proc.poll() is not None:
+                    raise AssertionError(f"{service} exited with {proc.returncode}:\n"
+                                         + self.log(service))
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"{service} not ready:\n" + self.log(service))
+                await asyncio.sleep(0.1)
+
+    def log(self, service: str) -> str:
+        path = self.logs / f"{service}.log"
+        return path.read_text(errors="replace")[-6000:] if path.exists() else ""
+
+
+@asynccontextmanager
+async def running_suite(backend: Backend, tmp_path: Path,
+                        extra_env: dict[str, str] | None = None) -> AsyncIterator[Suite]:
+    traces = TraceReceiver()
+    otlp = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(traces, otlp)
+    otlp_port = otlp.add_insecure_port("127.0.0.1:0")
+    await otlp.start()
+
+    inbox = Inbox()
+    smtp_port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+
+    ports = {name: free_port() for name in SERVICES}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    env.update(backend.env())
+    env.update({
+        "CJO_SERVICE_TOKEN": SERVICE_TOKEN,
+        "CJO_LOG_FORMAT": "json",
+        "CJO_SMTP_HOST": "127.0.0.1",
+        "CJO_SMTP_PORT": str(smtp_port),
+        "CJO_SHUTDOWN_GRACE_SECONDS": "2",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "PYTHONUNBUFFERED": "1",
+        **{f"CJO_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        **(extra_env or {}),
+    })
+    logs = tmp_path / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    suite = Suite(ports, env, traces, inbox, logs)
+    try:
+        for name in SERVICES:
+            suite.start(name)
+        await asyncio.gather(*(suite.wait_ready(name) for name in SERVICES))
+        yield suite
+    finally:
+        for name in list(suite.processes):
+            try:
+                suite.stop(name)
+            except subprocess.TimeoutExpired:
+                pass
+        smtp.stop()
+        await otlp.stop(None)
