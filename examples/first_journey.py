@@ -16,12 +16,15 @@ import sys
 import uuid
 
 import grpc
-
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
 from cjo.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc, message_pb2
 from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
-from cjo.orchestration.v1 import journey_pb2, orchestration_service_pb2, orchestration_service_pb2_grpc
+from cjo.orchestration.v1 import (
+    journey_pb2,
+    orchestration_service_pb2,
+    orchestration_service_pb2_grpc,
+)
 from google.protobuf import struct_pb2
 
 

@@ -4,9 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import Backend, drop_schemas, new_backend, postgres_available
-
 from cjo_platform.logging import configure_logging
+from support import Backend, drop_schemas, new_backend, postgres_available
 
 configure_logging("test", fmt="console", level="warning")
 

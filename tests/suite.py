@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,9 +154,7 @@ async def running_suite(backend: Backend, tmp_path: Path,
         yield suite
     finally:
         for name in list(suite.processes):
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 suite.stop(name)
-            except subprocess.TimeoutExpired:
-                pass
         smtp.stop()
         await otlp.stop(None)

@@ -6,6 +6,7 @@ fails with one clear message instead of a stack trace later.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,11 +31,11 @@ class ConfigError(Exception):
 class Env:
     """Reads typed values from an environment mapping, collecting errors instead of raising."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[builtins.str, builtins.str] | None = None) -> None:
         self.environ = os.environ if environ is None else environ
-        self.errors: list[str] = []
+        self.errors: list[builtins.str] = []
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str:
         value = self.environ.get(name, "").strip()
         if value:
             return value
@@ -43,7 +44,8 @@ class Env:
             return ""
         return default
 
-    def int(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) -> int:
+    def int(self, name: builtins.str, default: int, *, minimum: int = 0,
+            maximum: int = 2**31) -> int:
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
@@ -56,7 +58,7 @@ class Env:
             self.errors.append(f"{name}={value} is outside {minimum}..{maximum}")
         return value
 
-    def float(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def float(self, name: builtins.str, default: float, *, minimum: float = 0.0) -> float:
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
@@ -69,7 +71,7 @@ class Env:
             self.errors.append(f"{name}={value} is below {minimum}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: bool) -> bool:
         raw = self.environ.get(name, "").strip().lower()
         if not raw:
             return default
@@ -80,7 +82,8 @@ class Env:
         self.errors.append(f"{name}={raw!r} is not a boolean (true/false)")
         return default
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str,
+               choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(name, default).lower()
         if value not in choices:
             self.errors.append(f"{name}={value!r} must be one of {', '.join(choices)}")
@@ -129,7 +132,8 @@ def load_service_settings(service: str, env: Env) -> ServiceSettings:
         )
     token = env.str("CJO_SERVICE_TOKEN")
     if token and len(token) < MIN_SERVICE_TOKEN_LENGTH:
-        env.errors.append(f"CJO_SERVICE_TOKEN must be at least {MIN_SERVICE_TOKEN_LENGTH} characters")
+        env.errors.append(
+            f"CJO_SERVICE_TOKEN must be at least {MIN_SERVICE_TOKEN_LENGTH} characters")
     peers = {name: _peer_target(env, name, port) for name, port in DEFAULT_PORTS.items()}
     return ServiceSettings(
         service=service,

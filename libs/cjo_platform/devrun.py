@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from cjo_platform.config import DEFAULT_PORTS
 from cjo_platform.rpc.client import on_behalf_of
 
@@ -96,8 +96,9 @@ async def dev_api_key(token: str) -> str:
         if key_file.exists():
             saved = key_file.read_text().strip()
             try:
-                await stub.GetWorkspace(ws_pb.GetWorkspaceRequest(name=f"workspaces/{DEV_WORKSPACE}"),
-                                        metadata=(("authorization", f"Bearer {saved}"),))
+                await stub.GetWorkspace(
+                    ws_pb.GetWorkspaceRequest(name=f"workspaces/{DEV_WORKSPACE}"),
+                    metadata=(("authorization", f"Bearer {saved}"),))
                 return saved
             except grpc.aio.AioRpcError:
                 pass

@@ -16,4 +16,5 @@ MAX_ID_LENGTH = 128
 def check_batch(items: Sized, field: str) -> None:
     """Refuse an empty or oversized batch as a whole, naming the field."""
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
-        raise InvalidArgument.one(field, f"must hold 1 to {MAX_BATCH_ITEMS} items, got {len(items)}")
+        raise InvalidArgument.one(
+            field, f"must hold 1 to {MAX_BATCH_ITEMS} items, got {len(items)}")

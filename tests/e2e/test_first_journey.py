@@ -10,9 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import SERVICE_TOKEN, Backend, bearer, eventually
-from suite import SERVICES, running_suite
-
 from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
 from cjo.analytics.v1 import fact_pb2
@@ -21,8 +18,14 @@ from cjo.content.v1 import content_item_pb2, content_service_pb2, content_servic
 from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
-from cjo.orchestration.v1 import journey_pb2, orchestration_service_pb2, orchestration_service_pb2_grpc
+from cjo.orchestration.v1 import (
+    journey_pb2,
+    orchestration_service_pb2,
+    orchestration_service_pb2_grpc,
+)
 from cjo_platform.protobuf import dict_to_struct
+from suite import SERVICES, running_suite
+from support import SERVICE_TOKEN, Backend, bearer, eventually
 
 pytestmark = pytest.mark.e2e
 

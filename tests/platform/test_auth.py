@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cjo_platform.errors import Unauthenticated
 from cjo_platform.rpc.auth import (
     Authenticator,

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cjo_platform.config import ConfigError, Env, load_service_settings
 
 TOKEN = "x" * 32

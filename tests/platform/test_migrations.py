@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from support import Backend
-
 from cjo_platform.db import Database
 from cjo_platform.db.migrations import upgrade
+from support import Backend
 
 SERVICES = ["identity", "content", "orchestration", "delivery", "analytics"]
 
@@ -20,7 +19,8 @@ SERVICES = ["identity", "content", "orchestration", "delivery", "analytics"]
 @pytest.mark.parametrize("service", SERVICES)
 def test_migrations_match_the_tables(service: str, backend: Backend) -> None:
     tables = importlib.import_module(f"cjo_{service}.adapters.tables")
-    migrations = Path(importlib.import_module(f"cjo_{service}.adapters").__file__).parent / "migrations"
+    adapters = importlib.import_module(f"cjo_{service}.adapters")
+    migrations = Path(str(adapters.__file__)).parent / "migrations"
     env = backend.env()
     url = env.get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/{service}.db")
     db = Database(url, schema=backend.schema_prefix + service)

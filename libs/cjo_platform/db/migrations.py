@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 
 from cjo_platform.db.engine import Database
 
@@ -29,6 +29,10 @@ def run_env(target_metadata: MetaData) -> None:
     """The body of every service's ``env.py``: online migrations on the engine given in config."""
     engine = context.config.attributes["engine"]
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas (or init containers) starting together must not migrate concurrently;
+            # the transaction-scoped lock is released at commit.
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema()))"))
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

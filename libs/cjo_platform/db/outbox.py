@@ -7,11 +7,22 @@ Receivers deduplicate by their own ids, so at-least-once forwarding is effective
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, delete, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from cjo_platform.clock import Clock
@@ -160,7 +171,5 @@ class Forwarder:
                 continue
             if sent >= self.batch_size:
                 continue  # more may be waiting
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-            except TimeoutError:
-                pass

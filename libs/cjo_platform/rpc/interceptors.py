@@ -27,7 +27,8 @@ Decorator = Callable[[Behavior, str, bool], Behavior]
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def _rewrap(handler: grpc.RpcMethodHandler, decorate: Decorator, method: str) -> grpc.RpcMethodHandler:
+def _rewrap(handler: grpc.RpcMethodHandler, decorate: Decorator,
+            method: str) -> grpc.RpcMethodHandler:
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
             decorate(handler.unary_unary, method, False),
@@ -58,7 +59,7 @@ class _Wrapping(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method  # type: ignore[attr-defined]
+        method = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_PREFIXES):
             return handler
         return _rewrap(handler, self.decorate, method)
