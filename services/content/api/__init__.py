@@ -1,0 +1,1 @@
+"""gRPC edge of content: maps protos to the domain and back."""

@@ -1,0 +1,1 @@
+"""Content items, Liquid templates and plain-text derivation, free of transport and persistence."""

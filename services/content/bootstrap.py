@@ -1,0 +1,33 @@
+"""Wires the content service: storage, the template cache, authentication and the servicer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cjo.content.v1 import content_service_pb2_grpc
+from cjo_content.adapters.tables import metadata
+from cjo_content.api.servicer import SERVICE, ContentServicer
+from cjo_content.domain.rendering import EmailRenderer
+from cjo_content.domain.templates import TemplateCache
+from cjo_platform.clock import Clock, SystemClock
+from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.rpc.server import ServiceApp, Servicer
+from cjo_platform.service import open_storage, remote_authenticator
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+
+
+def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
+    clock = clock or SystemClock()
+    storage = open_storage(settings, metadata, MIGRATIONS, clock)
+    cache = TemplateCache(
+        max_entries=env.int("CJO_CONTENT_TEMPLATE_CACHE_ENTRIES", 2048, minimum=1))
+    servicer = ContentServicer(storage.db, storage.requests, EmailRenderer(cache), clock)
+    return ServiceApp(
+        settings=settings,
+        db=storage.db,
+        servicers=[Servicer(servicer, content_service_pb2_grpc.add_ContentServiceServicer_to_server,
+                            SERVICE)],
+        authenticator=remote_authenticator(settings),
+        migrate=storage.migrate,
+    )
