@@ -1,0 +1,150 @@
+"""Message storage: idempotent bulk queueing, reads, and the sender's claim / record queries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from cjo_delivery.adapters.tables import messages
+from cjo_delivery.domain.messages import (
+    Accepted,
+    Channel,
+    Claim,
+    Message,
+    MessageStatus,
+    NewMessage,
+)
+from cjo_delivery.domain.sending import Transition
+from cjo_platform.db import insert_ignore
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+m = messages.c
+
+
+def _message(row: Row[Any] | dict[str, Any]) -> Message:
+    r = row._mapping if isinstance(row, Row) else row
+    return Message(
+        message_id=r["message_id"], idempotency_key=r["idempotency_key"],
+        profile_id=r["profile_id"], address=r["address"], channel=Channel(r["channel"]),
+        content=r["content"], journey_id=r["journey_id"], enrollment_id=r["enrollment_id"],
+        status=MessageStatus(r["status"]), attempts=r["attempts"], error=r["error"],
+        provider_message_id=r["provider_message_id"], create_time=r["create_time"],
+        update_time=r["update_time"],
+    )
+
+
+def queue_messages(session: Session, workspace_id: str, batch: Sequence[NewMessage],
+                   now: datetime, traceparent: str,
+                   new_id: Callable[[], str]) -> list[Accepted]:
+    """Store the messages whose idempotency key is new as QUEUED, in one statement.
+
+    Returns one answer per item, in order: a key seen before (in an earlier request or earlier
+    in this batch) answers with the first message and ``duplicate`` set, and queues nothing.
+    """
+    first_index: dict[str, int] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for index, item in enumerate(batch):
+        if item.idempotency_key in first_index:
+            continue
+        first_index[item.idempotency_key] = index
+        rows[item.idempotency_key] = {
+            "workspace_id": workspace_id, "message_id": new_id(),
+            "idempotency_key": item.idempotency_key, "profile_id": item.profile_id,
+            "address": item.address, "channel": item.channel.value, "content": item.content,
+            "journey_id": item.journey_id, "enrollment_id": item.enrollment_id,
+            "status": MessageStatus.QUEUED.value, "attempts": 0, "error": "",
+            "provider_message_id": "", "next_attempt_time": now, "lease_until": None,
+            "traceparent": traceparent, "create_time": now, "update_time": now,
+        }
+    # ON CONFLICT DO NOTHING: a concurrent request with the same key waits for ours (or we for
+    # it) on the unique index, and exactly one of them inserts.
+    inserted = set(insert_ignore(session, messages, list(rows.values()),
+                                 returning=m.idempotency_key))
+    stored = {key: _message(row) for key, row in rows.items() if key in inserted}
+    existing = [key for key in rows if key not in inserted]
+    if existing:
+        found = session.execute(select(messages).where(
+            m.workspace_id == workspace_id, m.idempotency_key.in_(existing))).all()
+        stored.update({row.idempotency_key: _message(row) for row in found})
+    missing = [key for key in rows if key not in stored]
+    if missing:  # only a message_id collision can get here; refuse rather than mis-answer
+        raise RuntimeError(f"messages neither inserted nor found for keys {missing}")
+    return [Accepted(stored[item.idempotency_key],
+                     duplicate=item.idempotency_key not in inserted
+                     or first_index[item.idempotency_key] != index)
+            for index, item in enumerate(batch)]
+
+
+def get_message(session: Session, workspace_id: str, message_id: str) -> Message | None:
+    row = session.execute(select(messages).where(
+        m.workspace_id == workspace_id, m.message_id == message_id)).first()
+    return _message(row) if row is not None else None
+
+
+def list_messages(session: Session, workspace_id: str, *, profile_id: str, journey_id: str,
+                  limit: int, after: tuple[datetime, str] | None) -> list[Message]:
+    """Newest first; ``after`` is the (create_time, message_id) of the previous page's last."""
+    query = select(messages).where(m.workspace_id == workspace_id)
+    if profile_id:
+        query = query.where(m.profile_id == profile_id)
+    if journey_id:
+        query = query.where(m.journey_id == journey_id)
+    if after is not None:
+        time, message_id = after
+        query = query.where(or_(m.create_time < time,
+                                and_(m.create_time == time, m.message_id < message_id)))
+    rows = session.execute(
+        query.order_by(m.create_time.desc(), m.message_id.desc()).limit(limit)).all()
+    return [_message(row) for row in rows]
+
+
+def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:
+    """Take up to ``limit`` due messages: QUEUED ones whose time has come and SENDING ones whose
+    sender's lease ran out. Row locks with SKIP LOCKED let several senders share the table on
+    PostgreSQL without waiting on each other (SQLite has one writer and ignores the clause)."""
+    due = or_(
+        and_(m.status == MessageStatus.QUEUED.value, m.next_attempt_time <= now),
+        and_(m.status == MessageStatus.SENDING.value, m.lease_until <= now),
+    )
+    rows = session.execute(
+        select(m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content,
+               m.journey_id, m.enrollment_id, m.attempts, m.traceparent)
+        .where(due).order_by(m.next_attempt_time).limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return []
+    session.execute(
+        update(messages)
+        .where(m.workspace_id == bindparam("w"), m.message_id == bindparam("id"))
+        .values(status=MessageStatus.SENDING.value, attempts=m.attempts + 1,
+                lease_until=lease_until, update_time=now),
+        [{"w": r.workspace_id, "id": r.message_id} for r in rows],
+    )
+    return [Claim(workspace_id=r.workspace_id, message_id=r.message_id, profile_id=r.profile_id,
+                  address=r.address, channel=Channel(r.channel), content=r.content,
+                  journey_id=r.journey_id, enrollment_id=r.enrollment_id,
+                  attempts=r.attempts + 1, traceparent=r.traceparent)
+            for r in rows]
+
+
+def record(session: Session, claim: Claim, transition: Transition, now: datetime) -> bool:
+    """Apply ``transition`` if ``claim`` still holds the message; False when another sender took
+    it over after this one's lease ran out (its result then wins)."""
+    values: dict[str, Any] = {
+        "status": transition.status.value, "attempts": transition.attempts,
+        "next_attempt_time": transition.next_attempt_time, "lease_until": None,
+        "provider_message_id": transition.provider_message_id, "update_time": now,
+    }
+    if transition.error is not None:
+        values["error"] = transition.error
+    result = session.execute(
+        update(messages)
+        .where(m.workspace_id == claim.workspace_id, m.message_id == claim.message_id,
+               m.status == MessageStatus.SENDING.value, m.attempts == claim.attempts)
+        .values(**values))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+

@@ -1,0 +1,173 @@
+"""DeliveryService: protos in, domain calls, protos out. Nothing else lives here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import grpc
+from cjo.common.v1 import common_pb2
+from cjo.delivery.v1 import delivery_service_pb2 as pb
+from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
+from cjo.delivery.v1 import message_pb2
+from cjo_delivery.adapters import repository
+from cjo_delivery.adapters.contents import CHANNELS, email_of
+from cjo_delivery.domain.messages import (
+    Accepted,
+    Message,
+    MessageStatus,
+    NewMessage,
+    message_id_of,
+    message_name,
+    validate_send,
+)
+from cjo_platform.clock import Clock
+from cjo_platform.db import Database
+from cjo_platform.errors import InvalidArgument, NotFound
+from cjo_platform.limits import check_batch
+from cjo_platform.paging import decode_token, encode_token, page_size
+from cjo_platform.protobuf import to_timestamp
+from cjo_platform.rpc.auth import current_workspace
+from cjo_platform.rpc.status import OK, to_status_proto
+from cjo_platform.telemetry import current_traceparent
+
+DOMAIN = "delivery.cjo"
+
+_STATUSES = {
+    MessageStatus.QUEUED: message_pb2.MESSAGE_STATUS_QUEUED,
+    MessageStatus.SENDING: message_pb2.MESSAGE_STATUS_SENDING,
+    MessageStatus.SENT: message_pb2.MESSAGE_STATUS_SENT,
+    MessageStatus.FAILED: message_pb2.MESSAGE_STATUS_FAILED,
+}
+
+
+def _new_message(item: pb.SendMessageRequest) -> NewMessage:
+    channel = CHANNELS.get(item.content.channel)
+    validate_send(idempotency_key=item.idempotency_key, profile_id=item.recipient.profile_id,
+                  address=item.recipient.address, channel=channel,
+                  email=email_of(item.content), journey_id=item.journey_id,
+                  enrollment_id=item.enrollment_id).raise_if_any()
+    assert channel is not None
+    return NewMessage(
+        idempotency_key=item.idempotency_key, profile_id=item.recipient.profile_id,
+        address=item.recipient.address, channel=channel,
+        content=item.content.SerializeToString(deterministic=True),
+        journey_id=item.journey_id, enrollment_id=item.enrollment_id)
+
+
+def _to_proto(message: Message) -> message_pb2.Message:
+    return message_pb2.Message(
+        name=message_name(message.message_id), message_id=message.message_id,
+        idempotency_key=message.idempotency_key,
+        recipient=message_pb2.Recipient(profile_id=message.profile_id, address=message.address),
+        content=common_pb2.RenderedMessage.FromString(message.content),
+        journey_id=message.journey_id, enrollment_id=message.enrollment_id,
+        status=_STATUSES[message.status], attempts=message.attempts, error=message.error,
+        provider_message_id=message.provider_message_id,
+        create_time=to_timestamp(message.create_time),
+        update_time=to_timestamp(message.update_time),
+    )
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
+    def __init__(self, db: Database, clock: Clock, on_queued: Callable[[], None]) -> None:
+        self.db = db
+        self.clock = clock
+        self.on_queued = on_queued
+
+    async def _queue(self, batch: Sequence[NewMessage]) -> list[Accepted]:
+        workspace = current_workspace()
+        # Sending happens later, in the sender; the trace of this request follows the message.
+        traceparent = current_traceparent()
+
+        def write() -> list[Accepted]:
+            with self.db.transaction() as session:
+                return repository.queue_messages(session, workspace, batch, self.clock.now(),
+                                                 traceparent, _new_id)
+
+        accepted = await self.db.run(write)
+        if any(not a.duplicate for a in accepted):
+            self.on_queued()
+        return accepted
+
+    async def SendMessage(self, request: pb.SendMessageRequest,
+                          context: grpc.aio.ServicerContext) -> pb.SendMessageResponse:
+        (accepted,) = await self._queue([_new_message(request)])
+        return pb.SendMessageResponse(message=_to_proto(accepted.message),
+                                      duplicate=accepted.duplicate)
+
+    async def BatchSendMessages(self, request: pb.BatchSendMessagesRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> pb.BatchSendMessagesResponse:
+        check_batch(request.requests, "requests")
+        results = [pb.BatchSendMessagesResult(status=OK) for _ in request.requests]
+        valid: list[tuple[int, NewMessage]] = []
+        for index, item in enumerate(request.requests):
+            try:
+                valid.append((index, _new_message(item)))
+            except InvalidArgument as exc:
+                results[index].status.CopyFrom(
+                    to_status_proto(exc.within(f"requests[{index}]"), DOMAIN))
+        if valid:
+            accepted = await self._queue([message for _, message in valid])
+            for (index, _), answer in zip(valid, accepted, strict=True):
+                results[index].message.CopyFrom(_to_proto(answer.message))
+                results[index].duplicate = answer.duplicate
+        return pb.BatchSendMessagesResponse(results=results)
+
+    async def GetMessage(self, request: pb.GetMessageRequest,
+                         context: grpc.aio.ServicerContext) -> pb.GetMessageResponse:
+        message_id = message_id_of(request.name)
+        workspace = current_workspace()
+
+        def read() -> Message | None:
+            with self.db.transaction() as session:
+                return repository.get_message(session, workspace, message_id)
+
+        message = await self.db.run(read)
+        if message is None:
+            raise NotFound(f"message {request.name!r} does not exist", reason="MESSAGE_NOT_FOUND")
+        return pb.GetMessageResponse(message=_to_proto(message))
+
+    async def ListMessages(self, request: pb.ListMessagesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListMessagesResponse:
+        limit = page_size(request.page_size)
+        after = _cursor(request)
+        workspace = current_workspace()
+
+        def read() -> list[Message]:
+            with self.db.transaction() as session:
+                return repository.list_messages(
+                    session, workspace, profile_id=request.profile_id,
+                    journey_id=request.journey_id, limit=limit + 1, after=after)
+
+        found = await self.db.run(read)
+        page, more = found[:limit], len(found) > limit
+        token = ""
+        if more:
+            last = page[-1]
+            token = encode_token({"t": last.create_time.isoformat(), "id": last.message_id,
+                                  "p": request.profile_id, "j": request.journey_id})
+        return pb.ListMessagesResponse(messages=[_to_proto(m) for m in page],
+                                       next_page_token=token)
+
+
+def _cursor(request: pb.ListMessagesRequest) -> tuple[datetime, str] | None:
+    cursor = decode_token(request.page_token)
+    if cursor is None:
+        return None
+    try:
+        after = (datetime.fromisoformat(cursor["t"]), str(cursor["id"]))
+        same_filter = (cursor["p"], cursor["j"]) == (request.profile_id, request.journey_id)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidArgument.one("page_token", "is not a token returned by this method") from None
+    if not same_filter:  # AIP-158: a token only continues the listing it came from
+        raise InvalidArgument.one("page_token", "belongs to a listing with other filters")
+    if after[0].tzinfo is None:
+        raise InvalidArgument.one("page_token", "is not a token returned by this method")
+    return after

@@ -1,0 +1,93 @@
+"""Wires the delivery service: storage, the SMTP provider, the sender, the facts forwarder and
+the servicer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from cjo.delivery.v1 import delivery_service_pb2_grpc
+from cjo_delivery.adapters.facts import FACTS_TOPIC, facts_sender
+from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
+from cjo_delivery.adapters.tables import metadata
+from cjo_delivery.api.servicer import DeliveryServicer
+from cjo_delivery.domain.sending import RetryPolicy
+from cjo_delivery.sender import Sender, SenderSettings
+from cjo_platform.clock import Clock, SystemClock
+from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.db.outbox import Forwarder
+from cjo_platform.rpc.server import ServiceApp, Servicer
+from cjo_platform.service import open_storage, remote_authenticator
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+SERVICE = "cjo.delivery.v1.DeliveryService"
+
+# A send is up to seven SMTP round trips (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL/RCPT,
+# DATA), each bounded by the timeout; the lease must outlast all of them.
+_LEASE_TIMEOUTS = 8
+
+
+def load_smtp_settings(env: Env, connections: int) -> SmtpSettings:
+    settings = SmtpSettings(
+        host=env.str("CJO_SMTP_HOST", "127.0.0.1"),
+        port=env.int("CJO_SMTP_PORT", 1025, minimum=1, maximum=65535),
+        sender=env.str("CJO_SMTP_FROM", "cjo <no-reply@cjo.localhost>"),
+        starttls=env.bool("CJO_SMTP_STARTTLS", False),
+        username=env.str("CJO_SMTP_USERNAME", ""),
+        password=env.str("CJO_SMTP_PASSWORD", ""),
+        timeout_seconds=env.float("CJO_SMTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        connections=connections,
+    )
+    if "@" not in settings.envelope_sender:
+        env.errors.append("CJO_SMTP_FROM must be an address like 'Brand <news@brand.example>'")
+    if settings.username and not settings.password:
+        env.errors.append("CJO_SMTP_PASSWORD is required when CJO_SMTP_USERNAME is set")
+    return settings
+
+
+def load_sender_settings(env: Env) -> SenderSettings:
+    base = env.float("CJO_DELIVERY_RETRY_BASE_SECONDS", 30.0, minimum=0.0)
+    return SenderSettings(
+        poll_seconds=env.float("CJO_DELIVERY_POLL_SECONDS", 0.5, minimum=0.01),
+        batch_size=env.int("CJO_DELIVERY_BATCH_SIZE", 100, minimum=1, maximum=1000),
+        concurrency=env.int("CJO_DELIVERY_CONCURRENCY", 8, minimum=1, maximum=256),
+        lease=timedelta(seconds=env.float("CJO_DELIVERY_LEASE_SECONDS", 300.0, minimum=1.0)),
+        retry=RetryPolicy(
+            max_attempts=env.int("CJO_DELIVERY_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
+            base_delay=timedelta(seconds=base),
+            max_delay=timedelta(seconds=env.float("CJO_DELIVERY_RETRY_MAX_SECONDS", 3600.0,
+                                                  minimum=base)),
+        ),
+    )
+
+
+def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
+    clock = clock or SystemClock()
+    storage = open_storage(settings, metadata, MIGRATIONS, clock)
+    sending = load_sender_settings(env)
+    smtp = load_smtp_settings(env, connections=sending.concurrency)
+    if sending.lease.total_seconds() < _LEASE_TIMEOUTS * smtp.timeout_seconds:
+        env.errors.append(
+            f"CJO_DELIVERY_LEASE_SECONDS must be at least {_LEASE_TIMEOUTS} x "
+            f"CJO_SMTP_TIMEOUT_SECONDS, or a slow send would be claimed and sent twice")
+    provider = SmtpProvider(smtp, clock)
+    sender = Sender(storage.db, storage.outbox, provider, clock, sending)
+    forwarder = Forwarder(storage.db, storage.outbox, FACTS_TOPIC, facts_sender(settings))
+
+    async def send_messages() -> None:
+        await sender.run()
+
+    async def forward_facts() -> None:
+        await forwarder.run()
+
+    return ServiceApp(
+        settings=settings,
+        db=storage.db,
+        servicers=[Servicer(DeliveryServicer(storage.db, clock, sender.wake),
+                            delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server,
+                            SERVICE)],
+        authenticator=remote_authenticator(settings),
+        background=[send_messages, forward_facts],
+        migrate=storage.migrate,
+        on_stop=[provider.close],
+    )

@@ -1,0 +1,196 @@
+"""A message is one piece of rendered content on its way to one person on one channel.
+
+It is stored (QUEUED) before any provider is called, so an accepted message survives a crash,
+and its idempotency key makes a repeated request return the first message instead of sending
+again. Lifecycle::
+
+    QUEUED --claim--> SENDING --provider accepted--> SENT
+      ^                  |  \\--permanent error or attempts used up--> FAILED
+      +-- transient -----+
+      +-- lease expired (the sender died mid-way) --+
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from cjo_platform.errors import InvalidArgument, Violations
+from cjo_platform.limits import MAX_ID_LENGTH
+
+NAME_PREFIX = "messages/"
+
+MAX_ADDRESS_LENGTH = 254
+"""RFC 5321 caps a forward path at 256 octets including the angle brackets."""
+
+MAX_SUBJECT_LENGTH = 998
+"""RFC 5322's line limit; a longer subject is a template bug, not a message."""
+
+MAX_EMAIL_BODY_BYTES = 5 * 1024 * 1024
+"""HTML plus text; providers refuse much larger messages anyway (SES caps the whole at 10 MB)."""
+
+MAX_ERROR_LENGTH = 1000
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    IN_APP = "in_app"
+    WEBHOOK = "webhook"
+
+
+SENDABLE_CHANNELS = frozenset({Channel.EMAIL})
+"""Channels a provider exists for; the others are refused at the door, not queued to fail."""
+
+
+class MessageStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class EmailContent:
+    subject: str
+    preheader: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A validated send request. ``content`` is the serialized rendered message, kept as the
+    caller sent it so GetMessage returns exactly what was sent."""
+
+    idempotency_key: str
+    profile_id: str
+    address: str
+    channel: Channel
+    content: bytes
+    journey_id: str
+    enrollment_id: str
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    idempotency_key: str
+    profile_id: str
+    address: str
+    channel: Channel
+    content: bytes
+    journey_id: str
+    enrollment_id: str
+    status: MessageStatus
+    attempts: int
+    error: str
+    provider_message_id: str
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to one send request: the stored message, and whether it existed already."""
+
+    message: Message
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message a sender holds the lease of. ``attempts`` counts this attempt and doubles as a
+    fencing token: an outcome is recorded only while the row still carries it, so a sender whose
+    lease ran out cannot overwrite the work of the sender that took over."""
+
+    workspace_id: str
+    message_id: str
+    profile_id: str
+    address: str
+    channel: Channel
+    content: bytes
+    journey_id: str
+    enrollment_id: str
+    attempts: int
+    traceparent: str
+
+
+# Deliberately narrower than RFC 5322: ASCII dot-atoms only, a domain with at least one dot and
+# valid DNS labels. Quoted local parts and IP literals are legal but in practice only typos, and
+# nothing that could end an SMTP command or a header (spaces, CR, LF, <, >, commas) gets through.
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})+")
+
+
+def is_plausible_email(address: str) -> bool:
+    if len(address) > MAX_ADDRESS_LENGTH or not _EMAIL.fullmatch(address):
+        return False
+    local = address.rsplit("@", 1)[0]
+    return len(local) <= 64
+
+
+def validate_send(*, idempotency_key: str, profile_id: str, address: str,
+                  channel: Channel | None, email: EmailContent | None, journey_id: str,
+                  enrollment_id: str) -> Violations:
+    """Every problem of one send request, with field paths of SendMessageRequest."""
+    problems = Violations()
+    if problems.check(bool(idempotency_key), "idempotency_key", "is required"):
+        problems.check(len(idempotency_key) <= MAX_ID_LENGTH, "idempotency_key",
+                       f"at most {MAX_ID_LENGTH} characters")
+    problems.check(len(profile_id) <= MAX_ID_LENGTH, "recipient.profile_id",
+                   f"at most {MAX_ID_LENGTH} characters")
+    problems.check(len(journey_id) <= MAX_ID_LENGTH, "journey_id",
+                   f"at most {MAX_ID_LENGTH} characters")
+    problems.check(len(enrollment_id) <= MAX_ID_LENGTH, "enrollment_id",
+                   f"at most {MAX_ID_LENGTH} characters")
+    problems.check(bool(address), "recipient.address", "is required")
+    if not problems.check(channel is not None, "content.channel", "is required"):
+        return problems
+    if not problems.check(channel in SENDABLE_CHANNELS, "content.channel",
+                          "must be CHANNEL_EMAIL; other channels cannot be sent yet"):
+        return problems
+    if address:
+        problems.check(is_plausible_email(address), "recipient.address",
+                       "is not a valid email address")
+    if email is None:
+        problems.add("content.email", "is required for CHANNEL_EMAIL")
+    else:
+        _validate_email(email, problems)
+    return problems
+
+
+def _validate_email(email: EmailContent, problems: Violations) -> None:
+    if problems.check(bool(email.subject.strip()), "content.email.subject", "is required"):
+        problems.check("\r" not in email.subject and "\n" not in email.subject,
+                       "content.email.subject", "must be a single line")
+        problems.check(len(email.subject) <= MAX_SUBJECT_LENGTH, "content.email.subject",
+                       f"at most {MAX_SUBJECT_LENGTH} characters")
+    problems.check("\r" not in email.preheader and "\n" not in email.preheader,
+                   "content.email.preheader", "must be a single line")
+    if problems.check(bool(email.html.strip() or email.text.strip()), "content.email",
+                      "needs an html or a text body"):
+        size = len(email.html.encode()) + len(email.text.encode())
+        problems.check(size <= MAX_EMAIL_BODY_BYTES, "content.email",
+                       f"html and text together at most {MAX_EMAIL_BODY_BYTES} bytes")
+
+
+def message_name(message_id: str) -> str:
+    return f"{NAME_PREFIX}{message_id}"
+
+
+def message_id_of(name: str, field: str = "name") -> str:
+    message_id = name.removeprefix(NAME_PREFIX)
+    if (not name.startswith(NAME_PREFIX) or not message_id or "/" in message_id
+            or len(message_id) > MAX_ID_LENGTH):
+        raise InvalidArgument.one(field, "must be messages/{message_id}")
+    return message_id
+
+
+def truncate_error(text: str) -> str:
+    text = " ".join(text.split())  # provider answers span lines; one line reads better
+    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"

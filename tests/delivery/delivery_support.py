@@ -1,0 +1,103 @@
+"""A real SMTP server for the delivery tests (aiosmtpd in its own thread) and request builders."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from cjo.common.v1 import common_pb2
+from cjo.delivery.v1 import delivery_service_pb2 as pb
+from cjo.delivery.v1 import message_pb2
+from cjo_delivery.bootstrap import build
+from cjo_platform.clock import Clock
+from cjo_platform.config import Env
+from cjo_platform.rpc.server import ServiceApp
+from support import Backend, free_port, settings_for
+
+
+@dataclass
+class SmtpSink:
+    """Records every message it accepts. ``data_replies`` are answered to DATA in turn (then
+    250); RCPT to an address in ``refuse`` gets that reply."""
+
+    data_replies: list[str] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    received: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    data_attempts: int = 0
+    delay: float = 0.0  # seconds each DATA takes, to catch a send in flight
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        with self.lock:
+            self.data_attempts += 1
+            if self.data_replies:
+                return self.data_replies.pop(0)
+            parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            self.received.append(parsed)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self.lock:
+            return [m for m in self.received if m["To"] == address]
+
+
+@contextmanager
+def smtp_server(sink: SmtpSink, port: int) -> Iterator[SmtpSink]:
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+def delivery_app(backend: Backend, smtp_port: int, clock: Clock | None = None, *,
+                 analytics: str = "", **env: str) -> ServiceApp:
+    """The delivery service on ``backend``, sending to 127.0.0.1:``smtp_port``. Facts go to
+    ``analytics``, or else to a port where nothing listens (they stay in the outbox)."""
+    settings = settings_for("delivery", backend,
+                            CJO_ANALYTICS_TARGET=analytics or f"127.0.0.1:{free_port()}")
+    environ = {"CJO_SMTP_PORT": str(smtp_port), "CJO_DELIVERY_POLL_SECONDS": "0.05",
+               "CJO_SMTP_TIMEOUT_SECONDS": "5", **env}
+    config = Env(environ)
+    app = build(settings, config, clock)
+    config.check()
+    return app
+
+
+def rendered_email(subject: str = "Welcome, Ada", html: str = "<p>Hello <b>Ada</b></p>",
+                   text: str = "Hello Ada", preheader: str = "") -> common_pb2.RenderedMessage:
+    return common_pb2.RenderedMessage(
+        channel=common_pb2.CHANNEL_EMAIL, content_key="welcome", content_revision=3,
+        email=common_pb2.RenderedEmail(subject=subject, preheader=preheader, html=html,
+                                       text=text))
+
+
+def send_request(key: str, address: str = "ada@example.com", *, profile_id: str = "p1",
+                 journey_id: str = "", enrollment_id: str = "",
+                 content: common_pb2.RenderedMessage | None = None) -> pb.SendMessageRequest:
+    return pb.SendMessageRequest(
+        idempotency_key=key,
+        recipient=message_pb2.Recipient(profile_id=profile_id, address=address),
+        content=content if content is not None else rendered_email(),
+        journey_id=journey_id, enrollment_id=enrollment_id)

@@ -1,0 +1,170 @@
+"""Delivery's pure parts: validation, retry policy, transitions, SMTP error classes, MIME."""
+
+from __future__ import annotations
+
+import random
+import smtplib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cjo_delivery.adapters.smtp import build_email, classify, with_preheader
+from cjo_delivery.domain.messages import (
+    Channel,
+    EmailContent,
+    MessageStatus,
+    is_plausible_email,
+    message_id_of,
+    validate_send,
+)
+from cjo_delivery.domain.sending import (
+    OutgoingEmail,
+    ProviderError,
+    RetryPolicy,
+    after_failure,
+    after_success,
+    released,
+)
+from cjo_platform.errors import InvalidArgument
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+EMAIL = EmailContent(subject="Hi", preheader="", html="<p>Hi</p>", text="Hi")
+
+
+def problems(**overrides: object) -> dict[str, str]:
+    args: dict[str, object] = {
+        "idempotency_key": "k1", "profile_id": "p1", "address": "ada@example.com",
+        "channel": Channel.EMAIL, "email": EMAIL, "journey_id": "", "enrollment_id": ""}
+    args.update(overrides)
+    return {v.field: v.description for v in validate_send(**args).items}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("address", [
+    "ada@example.com", "ada.lovelace+news@mail.example.co.uk", "o'brien@example.ie",
+    "x@a-b.example"])
+def test_plausible_addresses_pass(address: str) -> None:
+    assert is_plausible_email(address)
+
+
+@pytest.mark.parametrize("address", [
+    "", "ada", "ada@", "@example.com", "ada@localhost", "ada@example..com", "ada@-example.com",
+    "ada lovelace@example.com", "ada@example.com\r\nRCPT TO:<eve@example.com>",
+    "<ada@example.com>", "ada@example.com, eve@example.com", "ada..l@example.com",
+    "a" * 65 + "@example.com", "ada@" + "a" * 250 + ".com"])
+def test_implausible_addresses_fail(address: str) -> None:
+    assert not is_plausible_email(address)
+
+
+def test_a_valid_request_has_no_problems() -> None:
+    assert problems() == {}
+
+
+def test_each_problem_names_its_field() -> None:
+    assert problems(idempotency_key="") == {"idempotency_key": "is required"}
+    assert problems(idempotency_key="k" * 129) == {"idempotency_key": "at most 128 characters"}
+    assert problems(address="") == {"recipient.address": "is required"}
+    assert problems(address="not-an-address") == {
+        "recipient.address": "is not a valid email address"}
+    assert problems(channel=None) == {"content.channel": "is required"}
+    assert problems(channel=Channel.SMS) == {
+        "content.channel": "must be CHANNEL_EMAIL; other channels cannot be sent yet"}
+    assert problems(email=None) == {"content.email": "is required for CHANNEL_EMAIL"}
+    assert problems(email=EmailContent("", "", "<p>x</p>", "")) == {
+        "content.email.subject": "is required"}
+    assert problems(email=EmailContent("a\r\nBcc: eve@example.com", "", "x", "")) == {
+        "content.email.subject": "must be a single line"}
+    assert problems(email=EmailContent("Hi", "", " ", "")) == {
+        "content.email": "needs an html or a text body"}
+    assert problems(journey_id="j" * 200)["journey_id"] == "at most 128 characters"
+
+
+def test_message_names() -> None:
+    assert message_id_of("messages/abc") == "abc"
+    for bad in ("abc", "messages/", "messages/a/b", "journeys/abc"):
+        with pytest.raises(InvalidArgument):
+            message_id_of(bad)
+
+
+def test_retry_delays_grow_exponentially_with_jitter_and_a_cap() -> None:
+    policy = RetryPolicy(max_attempts=10, base_delay=timedelta(seconds=30),
+                         max_delay=timedelta(minutes=10))
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 30), (2, 60), (3, 120), (4, 240), (5, 480), (6, 600), (9, 600)]:
+        delays = {policy.delay(attempt, rng) for _ in range(50)}
+        assert all(timedelta(seconds=ceiling / 2) <= d <= timedelta(seconds=ceiling)
+                   for d in delays)
+        assert len(delays) > 1  # jittered, so queued messages do not retry in lockstep
+
+
+def test_transitions_after_an_attempt() -> None:
+    policy = RetryPolicy(max_attempts=3)
+    rng = random.Random(1)
+    sent = after_success(1, "<m1@cjo>")
+    assert (sent.status, sent.provider_message_id, sent.error) == (
+        MessageStatus.SENT, "<m1@cjo>", "")
+
+    later = after_failure(1, ProviderError("451 try later", transient=True), policy, NOW, rng)
+    assert later.status is MessageStatus.QUEUED and later.error == "451 try later"
+    assert later.next_attempt_time is not None and later.next_attempt_time > NOW
+
+    used_up = after_failure(3, ProviderError("451 try later", transient=True), policy, NOW, rng)
+    assert used_up.status is MessageStatus.FAILED and used_up.next_attempt_time is None
+
+    refused = after_failure(1, ProviderError("550 no such user", transient=False), policy, NOW,
+                            rng)
+    assert (refused.status, refused.error) == (MessageStatus.FAILED, "550 no such user")
+
+    back = released(2, NOW)
+    assert (back.status, back.attempts, back.next_attempt_time, back.error) == (
+        MessageStatus.QUEUED, 1, NOW, None)
+
+
+@pytest.mark.parametrize(("exc", "transient", "text"), [
+    (ConnectionRefusedError(111, "Connection refused"), True, "Connection refused"),
+    (TimeoutError(), True, "timed out"),
+    (smtplib.SMTPServerDisconnected("gone"), True, "connection closed"),
+    (smtplib.SMTPDataError(451, b"4.3.0 try later"), True, "451 4.3.0 try later"),
+    (smtplib.SMTPDataError(554, b"5.7.1 spam"), False, "554 5.7.1 spam"),
+    (smtplib.SMTPSenderRefused(553, b"bad sender", "x@y.z"), False, "553 bad sender"),
+    (smtplib.SMTPRecipientsRefused({"a@b.c": (550, b"5.1.1 no such user")}), False,
+     "550 5.1.1 no such user"),
+    (smtplib.SMTPRecipientsRefused({"a@b.c": (452, b"4.2.2 mailbox full")}), True,
+     "452 4.2.2 mailbox full"),
+    (smtplib.SMTPAuthenticationError(535, b"bad credentials"), True, "535 bad credentials"),
+    (smtplib.SMTPConnectError(554, b"go away"), True, "554 go away"),
+])
+def test_smtp_errors_are_classified(exc: BaseException, transient: bool, text: str) -> None:
+    error = classify(exc, "SMTP server h:25")
+    assert error.transient is transient
+    assert text in error.message
+
+
+def test_email_has_both_bodies_and_a_stable_message_id() -> None:
+    outgoing = OutgoingEmail(message_id="m1", to="ada@example.com", subject="Grüße, Ada",
+                             preheader="Your week", html="<html><body><p>Hi</p></body></html>",
+                             text="Hi")
+    msg = build_email(outgoing, "Brand <news@brand.example>", NOW)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg["Message-ID"] == "<m1@cjo>"
+    assert msg["Subject"] == "Grüße, Ada"
+    assert msg["Date"] == "Sun, 01 Mar 2026 12:00:00 +0000"
+    assert msg["From"] == "Brand <news@brand.example>"
+    html = msg.get_body(("html",))
+    text = msg.get_body(("plain",))
+    assert html is not None and text is not None
+    assert "Your week</div><p>Hi</p>" in html.get_content()
+    assert text.get_content().strip() == "Hi"
+    assert all(ord(c) < 128 for c in msg.as_string())  # 7bit-clean for any relay
+
+
+def test_single_body_emails() -> None:
+    html_only = build_email(OutgoingEmail("m1", "a@b.co", "S", "", "<p>x</p>", ""), "x@y.co", NOW)
+    assert html_only.get_content_type() == "text/html"
+    text_only = build_email(OutgoingEmail("m1", "a@b.co", "S", "pre", "", "x"), "x@y.co", NOW)
+    assert text_only.get_content_type() == "text/plain"
+
+
+def test_preheader_goes_first_in_the_body_and_is_escaped() -> None:
+    assert with_preheader("<p>x</p>", "") == "<p>x</p>"
+    assert with_preheader("<p>x</p>", "a<b").endswith(">a&lt;b</div><p>x</p>")
+    body = with_preheader('<html><BODY class="c"><p>x</p></BODY></html>', "pre")
+    assert body.startswith('<html><BODY class="c"><div')
