@@ -1,0 +1,72 @@
+"""Events as sources send them, and what makes one acceptable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from cjo_identity.domain.identifiers import Identifier, parse_identifier
+from cjo_platform.errors import InvalidArgument, Violations
+from cjo_platform.limits import MAX_ID_LENGTH
+
+MAX_NAME_LENGTH = 128
+MAX_SOURCE_LENGTH = 64
+MAX_IDENTIFIERS = 20
+
+
+class EventType(StrEnum):
+    TRACK = "track"
+    IDENTIFY = "identify"
+
+
+@dataclass(frozen=True)
+class Event:
+    message_id: str
+    type: EventType
+    name: str
+    identifiers: tuple[Identifier, ...]  # normalised, without repeats
+    properties: Mapping[str, Any]
+    traits: Mapping[str, Any]
+    timestamp: datetime  # when it happened at the source
+    source: str
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event_id: str
+    profile_id: str
+    event: Event
+    receive_time: datetime
+
+
+def parse_event(*, message_id: str, event_type: EventType | None, name: str,
+                identifiers: Sequence[tuple[str, str]], properties: Mapping[str, Any],
+                traits: Mapping[str, Any], timestamp: datetime | None, source: str,
+                now: datetime) -> Event:
+    """A valid, normalised event; raises InvalidArgument naming every bad field (paths are
+    relative to the event, e.g. ``identifiers[0].type``). The time defaults to ``now``."""
+    problems = Violations()
+    problems.check(bool(message_id), "message_id", "is required")
+    problems.check(len(message_id) <= MAX_ID_LENGTH, "message_id",
+                   f"at most {MAX_ID_LENGTH} characters")
+    problems.check(event_type is not None, "type", "is required")
+    problems.check(event_type is not EventType.TRACK or bool(name), "name",
+                   "is required for track events")
+    problems.check(len(name) <= MAX_NAME_LENGTH, "name", f"at most {MAX_NAME_LENGTH} characters")
+    problems.check(len(source) <= MAX_SOURCE_LENGTH, "source",
+                   f"at most {MAX_SOURCE_LENGTH} characters")
+    problems.check(1 <= len(identifiers) <= MAX_IDENTIFIERS, "identifiers",
+                   f"must hold 1 to {MAX_IDENTIFIERS} identifiers")
+    parsed = [parse_identifier(kind, value, problems, f"identifiers[{index}]")
+              for index, (kind, value) in enumerate(identifiers)]
+    if problems or event_type is None:
+        raise InvalidArgument(problems.items)
+    return Event(
+        message_id=message_id, type=event_type, name=name,
+        identifiers=tuple(dict.fromkeys(i for i in parsed if i is not None)),
+        properties=properties, traits=traits,
+        timestamp=timestamp or now, source=source,
+    )

@@ -1,0 +1,107 @@
+"""Helpers of the identity tests: a recording stand-in for orchestration, a handle on a running
+identity service, and event builders."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+from cjo.identity.v1 import event_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import workspace_service_pb2 as ws_pb
+from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
+from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
+from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
+from cjo_identity.adapters.tables import outbox
+from cjo_platform.clock import ManualClock
+from cjo_platform.protobuf import to_timestamp
+from cjo_platform.rpc.server import ServiceApp
+from google.protobuf import struct_pb2
+from google.rpc import code_pb2, status_pb2
+from sqlalchemy import func, select
+from support import SERVICE_TOKEN, bearer
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Delivery:
+    """One HandleEvents call the recorder accepted."""
+
+    workspace_id: str
+    authorization: str
+    traceparent: str
+    events: list[orch_pb.ForwardedEvent]
+
+
+@dataclass
+class Recorder(orch_grpc.OrchestrationServiceServicer):
+    """Stands in for orchestration: records HandleEvents calls and acknowledges every item.
+    The real orchestration service is exercised by the lead's end-to-end test."""
+
+    address: str = ""
+    deliveries: list[Delivery] = field(default_factory=list)
+    failing: bool = False  # answer UNAVAILABLE, as a receiver that is down would
+    refused: int = 0
+
+    async def HandleEvents(self, request: orch_pb.HandleEventsRequest,
+                           context: grpc.aio.ServicerContext) -> orch_pb.HandleEventsResponse:
+        if self.failing:
+            self.refused += 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "orchestration is down")
+        metadata = dict(context.invocation_metadata() or ())
+        self.deliveries.append(Delivery(
+            str(metadata.get("x-cjo-workspace", "")), str(metadata.get("authorization", "")),
+            str(metadata.get("traceparent", "")), list(request.events)))
+        ok = status_pb2.Status(code=code_pb2.OK)
+        return orch_pb.HandleEventsResponse(
+            results=[orch_pb.HandleEventResult(status=ok) for _ in request.events])
+
+    @property
+    def events(self) -> list[orch_pb.ForwardedEvent]:
+        return [e for d in self.deliveries for e in d.events]
+
+
+@dataclass
+class Identity:
+    """A running identity service and stubs to call it."""
+
+    app: ServiceApp
+    clock: ManualClock
+    events: identity_service_pb2_grpc.IdentityServiceStub
+    workspaces: ws_grpc.WorkspaceServiceStub
+
+    async def new_workspace(self, workspace_id: str) -> tuple[tuple[str, str], ...]:
+        """Creates a workspace; returns call metadata carrying its first API key."""
+        reply = await self.workspaces.CreateWorkspace(
+            ws_pb.CreateWorkspaceRequest(workspace_id=workspace_id), metadata=bearer(SERVICE_TOKEN))
+        return bearer(reply.api_key.secret)
+
+    async def outbox_rows(self) -> int:
+        def count() -> int:
+            with self.app.db.transaction() as session:
+                return int(session.execute(select(func.count()).select_from(outbox)).scalar_one())
+        return await self.app.db.run(count)
+
+
+def event(message_id: str, *identifiers: tuple[str, str], name: str = "page_viewed",
+          traits: dict[str, object] | None = None, at: datetime | None = None,
+          identify: bool = False) -> event_pb2.Event:
+    """A track event (or an identify call) with the given (type, value) identifiers."""
+    struct = struct_pb2.Struct()
+    struct.update(traits or {})
+    return event_pb2.Event(
+        message_id=message_id,
+        type=event_pb2.EVENT_TYPE_IDENTIFY if identify else event_pb2.EVENT_TYPE_TRACK,
+        name="" if identify else name,
+        identifiers=[event_pb2.Identifier(type=t, value=v) for t, v in identifiers],
+        traits=struct, timestamp=to_timestamp(at), source="web")
+
+
+async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
+    """The error a call fails with (the test fails if it succeeds)."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
