@@ -47,7 +47,7 @@ run: install
 	$(BIN)/python -m cjo_platform.devrun
 
 bench: install
-	$(BIN)/python -m benchmarks
+	$(BIN)/python tests/benchmarks/run.py
 
 migration: install
 	@test -n "$(SERVICE)" -a -n "$(MSG)" || (echo "usage: make migration SERVICE=<service> MSG='what changed'"; exit 2)

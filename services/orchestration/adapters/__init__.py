@@ -1,0 +1,1 @@
+"""Persistence (SQLAlchemy) and the clients of content, delivery and analytics."""

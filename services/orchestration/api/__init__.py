@@ -1,0 +1,1 @@
+"""The gRPC face of orchestration: protos in, domain calls, protos out."""

@@ -1,0 +1,2 @@
+"""Journeys, their validation and the enrollment state machine, free of transport and
+persistence."""

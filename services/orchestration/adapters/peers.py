@@ -1,0 +1,156 @@
+"""Clients of content (render) and delivery (send): one batch call per workspace per pass.
+
+Answers become the engine's SendResult vocabulary: a per-item status that retrying cannot fix is
+Rejected (the step fails), anything else Deferred (the same send is retried later, which is safe
+because delivery deduplicates by the idempotency key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import grpc
+from cjo.common.v1 import common_pb2
+from cjo.content.v1 import content_service_pb2, content_service_pb2_grpc
+from cjo.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc, message_pb2
+from cjo_orchestration.domain.engine import Deferred, Rejected, SendResult, Sent
+from cjo_orchestration.domain.journeys import Channel
+from cjo_platform.config import ServiceSettings
+from cjo_platform.limits import MAX_BATCH_ITEMS
+from cjo_platform.logging import get_logger
+from cjo_platform.protobuf import dict_to_struct
+from cjo_platform.rpc.client import channel, on_behalf_of
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+
+log = get_logger(__name__)
+
+CHANNELS = {
+    Channel.EMAIL: common_pb2.CHANNEL_EMAIL,
+    Channel.SMS: common_pb2.CHANNEL_SMS,
+    Channel.PUSH: common_pb2.CHANNEL_PUSH,
+    Channel.IN_APP: common_pb2.CHANNEL_IN_APP,
+    Channel.WEBHOOK: common_pb2.CHANNEL_WEBHOOK,
+}
+
+# Per-item codes that say the request itself is wrong: the same request will fail again.
+PERMANENT_CODES = frozenset({
+    code_pb2.INVALID_ARGUMENT, code_pb2.NOT_FOUND, code_pb2.FAILED_PRECONDITION,
+    code_pb2.OUT_OF_RANGE, code_pb2.PERMISSION_DENIED, code_pb2.UNIMPLEMENTED,
+})
+
+
+@dataclass(frozen=True)
+class RenderItem:
+    profile_id: str
+    content_key: str
+    channel: Channel
+    traits: Mapping[str, Any]
+    properties: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SendItem:
+    idempotency_key: str
+    profile_id: str
+    address: str
+    content: Any  # the cjo.common.v1.RenderedMessage content answered
+    journey_id: str
+    enrollment_id: str
+
+
+# A cjo.common.v1.RenderedMessage, or why there is none.
+RenderOutcome: TypeAlias = Message | Rejected | Deferred
+
+
+def _item_failure(peer: str, status: status_pb2.Status) -> Rejected | Deferred:
+    detail = f"{peer}: {code_pb2.Code.Name(status.code)}: {status.message}"
+    return Rejected(detail) if status.code in PERMANENT_CODES else Deferred(detail)
+
+
+def _call_failure(peer: str, exc: grpc.aio.AioRpcError) -> Deferred:
+    # A whole call failing says nothing about the items; retry them (a bounded number of times).
+    code = exc.code()
+    if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED):
+        log.error("peer refused a whole batch", peer=peer, code=code.name,
+                  error=exc.details())
+    return Deferred(f"{peer}: {code.name}: {exc.details()}")
+
+
+def _miscount(peer: str, got: int, sent: int) -> Deferred:
+    log.error("peer answered a batch with the wrong number of results", peer=peer, got=got,
+              sent=sent)
+    return Deferred(f"{peer}: answered {got} results for {sent} requests")
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i:i + MAX_BATCH_ITEMS] for i in range(0, len(items), MAX_BATCH_ITEMS)]
+
+
+class Peers:
+    """Content and delivery, called on behalf of a workspace with the service token."""
+
+    def __init__(self, settings: ServiceSettings, timeout: float) -> None:
+        self.settings = settings
+        self.timeout = timeout
+
+    def _metadata(self, workspace_id: str) -> tuple[tuple[str, str], ...]:
+        return on_behalf_of(self.settings.service_token, workspace_id)
+
+    async def render(self, workspace_id: str, items: Sequence[RenderItem]) -> list[RenderOutcome]:
+        stub = content_service_pb2_grpc.ContentServiceStub(channel(self.settings.peer("content")))
+        outcomes: list[RenderOutcome] = []
+        for chunk in _chunks(items):
+            request = content_service_pb2.BatchRenderContentRequest(requests=[
+                content_service_pb2.RenderContentRequest(
+                    name=f"contentItems/{item.content_key}", channel=CHANNELS[item.channel],
+                    context=content_service_pb2.RenderContext(
+                        profile_id=item.profile_id, traits=dict_to_struct(dict(item.traits)),
+                        event=dict_to_struct(dict(item.properties))))
+                for item in chunk])
+            try:
+                reply = await stub.BatchRenderContent(
+                    request, metadata=self._metadata(workspace_id), timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                outcomes.extend([_call_failure("content", exc)] * len(chunk))
+                continue
+            if len(reply.results) != len(chunk):
+                miscount = _miscount("content", len(reply.results), len(chunk))
+                outcomes.extend([miscount] * len(chunk))
+                continue
+            for result in reply.results:
+                outcomes.append(result.message if result.status.code == code_pb2.OK
+                                else _item_failure("content", result.status))
+        return outcomes
+
+    async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
+        stub = delivery_service_pb2_grpc.DeliveryServiceStub(
+            channel(self.settings.peer("delivery")))
+        outcomes: list[SendResult] = []
+        for chunk in _chunks(items):
+            request = delivery_service_pb2.BatchSendMessagesRequest(requests=[
+                delivery_service_pb2.SendMessageRequest(
+                    idempotency_key=item.idempotency_key,
+                    recipient=message_pb2.Recipient(profile_id=item.profile_id,
+                                                    address=item.address),
+                    content=item.content, journey_id=item.journey_id,
+                    enrollment_id=item.enrollment_id)
+                for item in chunk])
+            try:
+                reply = await stub.BatchSendMessages(
+                    request, metadata=self._metadata(workspace_id), timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                outcomes.extend([_call_failure("delivery", exc)] * len(chunk))
+                continue
+            if len(reply.results) != len(chunk):
+                miscount = _miscount("delivery", len(reply.results), len(chunk))
+                outcomes.extend([miscount] * len(chunk))
+                continue
+            for result in reply.results:
+                outcomes.append(Sent(result.message.message_id)
+                                if result.status.code == code_pb2.OK
+                                else _item_failure("delivery", result.status))
+        return outcomes

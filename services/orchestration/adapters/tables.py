@@ -1,0 +1,124 @@
+"""Tables of the orchestration database."""
+
+from cjo_platform.db import UtcDateTime
+from cjo_platform.service import shared_tables
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData()
+outbox, request_log = shared_tables(metadata)
+
+journeys = Table(
+    "journeys",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("journey_id", String(64), nullable=False),
+    Column("display_name", String(200), nullable=False, default=""),
+    Column("state", String(16), nullable=False),
+    # The draft graph as JSON (JourneyGraph.to_dict); versions freeze copies of it.
+    Column("definition", JSON, nullable=False),
+    Column("published_version", BigInteger, nullable=False, default=0),
+    Column("revision", BigInteger, nullable=False, default=1),  # the etag
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "journey_id"),
+    Index("ix_journeys_created", "workspace_id", "create_time", "journey_id"),
+)
+
+journey_versions = Table(
+    "journey_versions",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("journey_id", String(64), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("trigger_event_name", String(200), nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "journey_id", "version"),
+    Index("ix_journey_versions_trigger", "workspace_id", "trigger_event_name"),
+)
+
+# Events forwarded by identity. The unique key deduplicates redeliveries; ``seq`` is the receive
+# order the event worker follows, which keeps each profile's events in order.
+inbox = Table(
+    "inbox",
+    metadata,
+    # SQLite needs INTEGER PRIMARY KEY for autoincrement; PostgreSQL gets a bigint identity.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("profile_id", String(128), nullable=False),
+    Column("event_name", String(200), nullable=False, default=""),
+    Column("properties", JSON, nullable=False),
+    Column("traits", JSON, nullable=False),
+    Column("traceparent", String(64), nullable=False, default=""),
+    Column("receive_time", UtcDateTime, nullable=False),
+    Column("processed", Boolean, nullable=False, default=False),
+    UniqueConstraint("workspace_id", "event_id", name="uq_inbox_event"),
+    # Only the unprocessed tail is ever scanned by seq; a partial index keeps that cheap.
+    Index("ix_inbox_pending", "seq", postgresql_where=text("NOT processed"),
+          sqlite_where=text("processed = 0")),
+)
+
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("enrollment_id", String(64), nullable=False),
+    Column("journey_id", String(64), nullable=False),
+    Column("journey_version", BigInteger, nullable=False),
+    Column("profile_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("current_node_id", String(64), nullable=False, default=""),
+    Column("visits", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("step_count", Integer, nullable=False, default=0),
+    # When the current node runs; NULL once the enrollment ended.
+    Column("due_time", UtcDateTime, nullable=True),
+    # A worker holds a claimed enrollment until then; another takes it over only afterwards.
+    Column("lease_until", UtcDateTime, nullable=True),
+    Column("lease_token", String(32), nullable=True),
+    Column("traits", JSON, nullable=False),
+    Column("properties", JSON, nullable=False),
+    Column("event_id", String(128), nullable=False, default=""),
+    Column("traceparent", String(64), nullable=False, default=""),
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "enrollment_id"),
+    Index("ix_enrollments_due", "due_time", postgresql_where=text("state = 'active'"),
+          sqlite_where=text("state = 'active'")),
+    Index("ix_enrollments_journey", "workspace_id", "journey_id", "create_time"),
+    Index("ix_enrollments_profile", "workspace_id", "journey_id", "profile_id"),
+    # A profile walks a journey at most once at a time, even if two workers race.
+    Index("uq_enrollments_active", "workspace_id", "journey_id", "profile_id", unique=True,
+          postgresql_where=text("state = 'active'"), sqlite_where=text("state = 'active'")),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("enrollment_id", String(64), nullable=False),
+    Column("step_number", Integer, nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("visit", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "enrollment_id", "step_number"),
+)

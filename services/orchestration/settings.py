@@ -1,0 +1,42 @@
+"""Settings of the orchestration engine, from environment variables (validated at start-up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cjo_orchestration.domain.engine import RetryPolicy
+from cjo_platform.config import Env
+from cjo_platform.limits import MAX_BATCH_ITEMS
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    poll_seconds: float  # how often idle workers look for work they were not woken for
+    event_batch: int  # inbox events matched per transaction
+    step_batch: int  # enrollments claimed per pass
+    lease_seconds: float  # how long a claimed enrollment is reserved for its worker
+    peer_timeout_seconds: float  # deadline of one call to content, delivery or analytics
+    retry: RetryPolicy
+
+
+def load_engine_settings(env: Env) -> EngineSettings:
+    prefix = "CJO_ORCHESTRATION_"
+    poll = env.float(f"{prefix}POLL_SECONDS", 0.2, minimum=0.01)
+    timeout = env.float(f"{prefix}PEER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+    # A lease must outlast the peer calls made under it, or a second worker could take over.
+    lease = env.float(f"{prefix}LEASE_SECONDS", 60.0, minimum=1.0)
+    if lease < 3 * timeout:
+        env.errors.append(f"{prefix}LEASE_SECONDS={lease} must be at least 3 x "
+                          f"{prefix}PEER_TIMEOUT_SECONDS ({timeout})")
+    return EngineSettings(
+        poll_seconds=poll,
+        event_batch=env.int(f"{prefix}EVENT_BATCH", 500, minimum=1, maximum=5000),
+        step_batch=env.int(f"{prefix}STEP_BATCH", 100, minimum=1, maximum=MAX_BATCH_ITEMS),
+        lease_seconds=lease,
+        peer_timeout_seconds=timeout,
+        retry=RetryPolicy(
+            base_seconds=env.float(f"{prefix}RETRY_BASE_SECONDS", 1.0, minimum=0.0),
+            max_seconds=env.float(f"{prefix}RETRY_MAX_SECONDS", 300.0, minimum=0.0),
+            max_attempts=env.int(f"{prefix}RETRY_MAX_ATTEMPTS", 10, minimum=1, maximum=1000),
+        ),
+    )

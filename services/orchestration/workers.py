@@ -1,0 +1,269 @@
+"""The engine's background workers: they read work from the database, ask the pure engine what
+to do, call peers, and write the outcome back in one transaction per batch.
+
+* EventWorker: matches inbox events (in receive order) against active journeys and enrolls.
+* StepWorker: claims due enrollments with a lease, runs their nodes with one render call and one
+  send call per workspace, and records steps, state and facts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import timedelta
+
+from cjo_orchestration.adapters import enrollments as enrollment_store
+from cjo_orchestration.adapters import facts
+from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.adapters.peers import Peers, RenderItem, SendItem
+from cjo_orchestration.domain.engine import (
+    Deferred,
+    Enrollment,
+    Rejected,
+    SendResult,
+    Transition,
+    advance,
+    after_send,
+    plan_enrollments,
+)
+from cjo_orchestration.domain.journeys import JourneyGraph
+from cjo_orchestration.settings import EngineSettings
+from cjo_platform.clock import Clock
+from cjo_platform.db import Database
+from cjo_platform.db.outbox import Outbox
+from cjo_platform.logging import get_logger
+from cjo_platform.telemetry import batch_span
+
+log = get_logger(__name__)
+
+MAX_ERROR_BACKOFF_SECONDS = 30.0
+VersionKey = tuple[str, str, int]
+
+
+def new_id() -> str:
+    """80 random bits, hex: unguessable, and short enough for names and send keys."""
+    return secrets.token_hex(10)
+
+
+class Loop:
+    """Runs ``run_once`` until cancelled: again at once while it finds full batches, otherwise
+    after a poll interval or as soon as someone calls :meth:`wake`."""
+
+    name = "loop"
+
+    def __init__(self, poll_seconds: float) -> None:
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """Safe from any thread; a no-op before the loop started."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run_once(self) -> bool:
+        """Do one batch; True when the batch was full and more work may be waiting."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        backoff = self.poll_seconds
+        while True:
+            self._wake.clear()
+            try:
+                more = await self.run_once()
+                backoff = self.poll_seconds
+            except asyncio.CancelledError as exc:
+                if task is None or task.cancelling():
+                    raise  # the service is stopping
+                # gRPC raises CancelledError for a call cancelled under us (its channel closed):
+                # a failed pass, not a reason to stop the worker and with it the service.
+                log.warning("worker pass cancelled; will retry", worker=self.name, error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_ERROR_BACKOFF_SECONDS)
+                continue
+            except Exception as exc:  # database or bug: keep the service up, retry with backoff
+                log.error("worker pass failed; will retry", worker=self.name, exc_info=exc,
+                          retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_ERROR_BACKOFF_SECONDS)
+                continue
+            if more:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+
+
+class EventWorker(Loop):
+    name = "events"
+
+    def __init__(self, db: Database, outbox: Outbox, clock: Clock, settings: EngineSettings,
+                 steps: Loop) -> None:
+        super().__init__(settings.poll_seconds)
+        self.db = db
+        self.outbox = outbox
+        self.clock = clock
+        self.batch = settings.event_batch
+        self.steps = steps
+
+    def _process(self) -> tuple[int, int]:
+        """Match one batch of inbox events; returns (events handled, enrollments created)."""
+        with self.db.transaction() as session:
+            events = enrollment_store.pending_events(session, self.batch)
+            if not events:
+                return 0, 0
+            with batch_span("orchestration.enroll", [e.traceparent for e in events]):
+                triggers = journey_store.triggers(
+                    session, {(e.workspace_id, e.event_name) for e in events if e.event_name})
+                listening: dict[tuple[str, str], list[str]] = defaultdict(list)
+                for trigger in triggers:
+                    listening[(trigger.workspace_id, trigger.event_name)].append(
+                        trigger.journey_id)
+                candidates = {(e.workspace_id, journey_id, e.profile_id) for e in events
+                              for journey_id in listening.get((e.workspace_id, e.event_name), ())}
+                active = enrollment_store.active_keys(session, candidates)
+                planned = plan_enrollments(events, triggers, active, new_id, self.clock.now())
+                inserted = enrollment_store.insert_new(session, [e for e, _ in planned])
+                facts.publish(session, self.outbox,
+                              [f for e, f in planned if e.enrollment_id in inserted])
+                enrollment_store.mark_processed(session, [e.seq for e in events])
+        log.debug("events matched", events=len(events), enrolled=len(inserted),
+                  unmatched=sum(1 for e in events if (e.workspace_id, e.event_name)
+                                not in listening))
+        return len(events), len(inserted)
+
+    async def run_once(self) -> bool:
+        handled, enrolled = await self.db.run(self._process)
+        if enrolled:
+            self.outbox.notify()
+            self.steps.wake()
+        return handled >= self.batch
+
+
+class StepWorker(Loop):
+    name = "steps"
+
+    def __init__(self, db: Database, outbox: Outbox, clock: Clock, settings: EngineSettings,
+                 peers: Peers) -> None:
+        super().__init__(settings.poll_seconds)
+        self.db = db
+        self.outbox = outbox
+        self.clock = clock
+        self.settings = settings
+        self.peers = peers
+        self._graphs: dict[VersionKey, JourneyGraph] = {}  # versions never change: cache freely
+
+    def _claim(self, token: str) -> list[Enrollment]:
+        now = self.clock.now()
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        with self.db.transaction() as session:
+            return enrollment_store.claim_due(session, now, until, token, self.settings.step_batch)
+
+    def _load_graphs(self, keys: Sequence[VersionKey]) -> None:
+        missing = [k for k in set(keys) if k not in self._graphs]
+        if not missing:
+            return
+        with self.db.transaction() as session:
+            found = journey_store.versions(session, missing)
+        if len(self._graphs) + len(found) > 10_000:
+            self._graphs.clear()
+        self._graphs.update(found)
+
+    def _finish(self, token: str, transitions: Sequence[Transition]) -> int:
+        keys = [(t.enrollment.workspace_id, t.enrollment.enrollment_id) for t in transitions]
+        with self.db.transaction() as session:
+            held = enrollment_store.still_leased(session, token, keys)
+            kept = [t for t, key in zip(transitions, keys, strict=True) if key in held]
+            enrollment_store.save_progress(session, [(t.enrollment, t.steps) for t in kept])
+            facts.publish(session, self.outbox, [f for t in kept for f in t.facts])
+        if len(kept) < len(transitions):
+            log.warning("leases expired before the steps were recorded; their new holders "
+                        "record them", lost=len(transitions) - len(kept))
+        return len(kept)
+
+    def _release(self, token: str, claimed: Sequence[Enrollment]) -> None:
+        with self.db.transaction() as session:
+            enrollment_store.release(session, token,
+                                     [(e.workspace_id, e.enrollment_id) for e in claimed])
+
+    async def run_once(self) -> bool:
+        token = secrets.token_hex(16)
+        claimed = await self.db.run(self._claim, token)
+        if not claimed:
+            return False
+        try:
+            await self.db.run(self._load_graphs,
+                              [(e.workspace_id, e.journey_id, e.journey_version) for e in claimed])
+            by_workspace: dict[str, list[Enrollment]] = defaultdict(list)
+            for enrollment in claimed:
+                by_workspace[enrollment.workspace_id].append(enrollment)
+            # Workspaces run side by side, so one pass takes about one render and one send call
+            # however many workspaces it holds, well inside the lease.
+            groups = await asyncio.gather(*(self._run_workspace(workspace_id, group)
+                                            for workspace_id, group in by_workspace.items()))
+            transitions = [t for group_transitions in groups for t in group_transitions]
+        except BaseException:
+            # Stopping or failing: hand the batch back now rather than when the leases expire.
+            await self.db.run(self._release, token, claimed)
+            raise
+        await self.db.run(self._finish, token, transitions)
+        self.outbox.notify()
+        return len(claimed) >= self.settings.step_batch
+
+    def _graph(self, enrollment: Enrollment) -> JourneyGraph:
+        # A version that vanished (it never should) yields an empty graph: the engine then fails
+        # the enrollment with a recorded step instead of stalling it.
+        return self._graphs.get(
+            (enrollment.workspace_id, enrollment.journey_id, enrollment.journey_version),
+            JourneyGraph())
+
+    async def _run_workspace(self, workspace_id: str,
+                             group: Sequence[Enrollment]) -> list[Transition]:
+        with batch_span("orchestration.step", [e.traceparent for e in group]) as span:
+            span.set_attribute("cjo.workspace.id", workspace_id)
+            span.set_attribute("cjo.enrollment.count", len(group))
+            if len(group) == 1:
+                span.set_attribute("cjo.enrollment.id", group[0].enrollment_id)
+                span.set_attribute("cjo.journey.id", group[0].journey_id)
+            now = self.clock.now()
+            transitions = [advance(e, self._graph(e), now) for e in group]
+            waiting = [i for i, t in enumerate(transitions) if t.send is not None]
+            if not waiting:
+                return transitions
+            results = await self._render_and_send(workspace_id, [transitions[i] for i in waiting])
+            now = self.clock.now()
+            for i, result in zip(waiting, results, strict=True):
+                before = transitions[i]
+                assert before.send is not None
+                after = after_send(before.enrollment, self._graph(before.enrollment),
+                                   before.send, result, now, self.settings.retry)
+                transitions[i] = Transition(after.enrollment, before.steps + after.steps,
+                                            before.facts + after.facts)
+            return transitions
+
+    async def _render_and_send(self, workspace_id: str,
+                               waiting: Sequence[Transition]) -> list[SendResult]:
+        renders = await self.peers.render(workspace_id, [
+            RenderItem(t.enrollment.profile_id, t.send.content_key, t.send.channel,
+                       t.enrollment.traits, t.enrollment.properties)
+            for t in waiting if t.send is not None])
+        results: list[SendResult | None] = [None] * len(waiting)
+        to_send: list[tuple[int, SendItem]] = []
+        for i, (transition, rendered) in enumerate(zip(waiting, renders, strict=True)):
+            order = transition.send
+            assert order is not None
+            if isinstance(rendered, Rejected | Deferred):
+                results[i] = rendered
+                continue
+            to_send.append((i, SendItem(order.idempotency_key, transition.enrollment.profile_id,
+                                        order.address, rendered, transition.enrollment.journey_id,
+                                        transition.enrollment.enrollment_id)))
+        if to_send:
+            sent = await self.peers.send(workspace_id, [item for _, item in to_send])
+            for (i, _), result in zip(to_send, sent, strict=True):
+                results[i] = result
+        return [r if r is not None else Deferred("no answer") for r in results]

@@ -1,0 +1,168 @@
+"""`make bench`: the suite's throughput through real processes on loopback.
+
+1. ingest: batches of 1,000 track events (no journey listens to them) sent one after another to
+   identity; prints events/s and the p50/p99 latency of one 1,000-event batch call.
+2. journey: N sign-ups, each a new person, through identity -> orchestration -> content ->
+   delivery -> a real SMTP server; prints emails/s from the first event accepted to the last
+   email handed to SMTP, and checks analytics counted each entry and send exactly once.
+
+Runs on SQLite and, when it listens on 127.0.0.1:5432, PostgreSQL. Figures depend on the
+machine; compare runs made on the same machine in one sitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc  # noqa: E402
+from support import (  # noqa: E402
+    SERVICE_TOKEN,
+    bearer,
+    drop_schemas,
+    eventually,
+    new_backend,
+    postgres_available,
+)
+from suite import running_suite  # noqa: E402
+
+from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb  # noqa: E402
+from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc  # noqa: E402
+from cjo.analytics.v1 import fact_pb2  # noqa: E402
+from cjo.common.v1 import common_pb2  # noqa: E402
+from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc  # noqa: E402
+from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc  # noqa: E402
+from cjo.identity.v1 import workspace_service_pb2 as ws_pb  # noqa: E402
+from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc  # noqa: E402
+from cjo.orchestration.v1 import journey_pb2, orchestration_service_pb2  # noqa: E402
+from cjo.orchestration.v1 import orchestration_service_pb2_grpc  # noqa: E402
+from cjo_platform.protobuf import dict_to_struct  # noqa: E402
+
+BATCH = 1000
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def track(i: int, name: str, profiles: int, run: str) -> event_pb2.Event:
+    user = f"u{i % profiles}"
+    return event_pb2.Event(
+        message_id=f"{run}-{name}-{i}", type=event_pb2.EVENT_TYPE_TRACK, name=name,
+        identifiers=[event_pb2.Identifier(type="user_id", value=user)],
+        traits=dict_to_struct({"email": f"{user}@example.com", "first_name": f"N{i}"}),
+        properties=dict_to_struct({"path": f"/p/{i % 50}", "plan": "pro"}), source="bench")
+
+
+async def bench(kind: str, events: int, signups: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = new_backend(kind, Path(tmp))
+        try:
+            async with running_suite(backend, Path(tmp), extra_env={
+                    "CJO_LOG_LEVEL": "warning", "CJO_DELIVERY_RETRY_BASE_SECONDS": "1"}) as suite:
+                await run_scenarios(kind, suite, events, signups)
+        finally:
+            drop_schemas(backend)
+
+
+async def run_scenarios(kind: str, suite: object, events: int, signups: int) -> None:
+    target = suite.target  # type: ignore[attr-defined]
+    channels = {n: grpc.aio.insecure_channel(target(n)) for n in
+                ("identity", "content", "orchestration", "analytics")}
+    created = await ws_grpc.WorkspaceServiceStub(channels["identity"]).CreateWorkspace(
+        ws_pb.CreateWorkspaceRequest(workspace_id="bench"), metadata=bearer(SERVICE_TOKEN))
+    auth = bearer(created.api_key.secret)
+    identity = identity_service_pb2_grpc.IdentityServiceStub(channels["identity"])
+
+    # 1. ingest
+    latencies: list[float] = []
+    started = time.perf_counter()
+    for start in range(0, events, BATCH):
+        batch = [track(i, "page_viewed", 5000, "ingest") for i in range(start, start + BATCH)]
+        t0 = time.perf_counter()
+        reply = await identity.IngestEvents(
+            identity_service_pb2.IngestEventsRequest(events=batch), metadata=auth, timeout=120)
+        latencies.append(time.perf_counter() - t0)
+        assert all(r.status.code == 0 for r in reply.results)
+    elapsed = time.perf_counter() - started
+    print(f"[{kind}] ingest: {events} events over 5,000 profiles in {elapsed:.2f}s = "
+          f"{events / elapsed:,.0f} events/s; 1,000-event batch p50 "
+          f"{statistics.median(latencies) * 1000:.0f} ms, p99 {percentile(latencies, .99) * 1000:.0f} ms",
+          flush=True)
+
+    # 2. journey
+    content = content_service_pb2_grpc.ContentServiceStub(channels["content"])
+    await content.CreateContentItem(content_service_pb2.CreateContentItemRequest(
+        content_item=content_item_pb2.ContentItem(key="welcome", email=content_item_pb2.EmailTemplate(
+            subject="Welcome, {{ profile.first_name }}!",
+            html="<p>Hi {{ profile.first_name }}, enjoy {{ event.plan }}.</p>"))), metadata=auth)
+    orchestration = orchestration_service_pb2_grpc.OrchestrationServiceStub(
+        channels["orchestration"])
+    journey = (await orchestration.CreateJourney(orchestration_service_pb2.CreateJourneyRequest(
+        journey=journey_pb2.Journey(
+            display_name="bench", event_trigger=journey_pb2.EventTrigger(event_name="signed_up"),
+            entry_node_id="send", nodes=[
+                journey_pb2.Node(id="send", send=journey_pb2.SendNode(
+                    content_key="welcome", channel=common_pb2.CHANNEL_EMAIL,
+                    next_node_id="done")),
+                journey_pb2.Node(id="done", exit=journey_pb2.ExitNode())])),
+        metadata=auth)).journey
+    await orchestration.PublishJourney(
+        orchestration_service_pb2.PublishJourneyRequest(name=journey.name), metadata=auth)
+
+    mail = suite.mail  # type: ignore[attr-defined]
+    before = len(mail.envelopes)
+    started = time.perf_counter()
+    for start in range(0, signups, BATCH):
+        batch = [track(1_000_000 + i, "signed_up", 10**9, "journey")
+                 for i in range(start, min(signups, start + BATCH))]
+        await identity.IngestEvents(identity_service_pb2.IngestEventsRequest(events=batch),
+                                    metadata=auth, timeout=120)
+    await eventually(lambda: len(mail.envelopes) - before >= signups, timeout=600,
+                     interval=0.05)
+    elapsed = time.perf_counter() - started
+    print(f"[{kind}] journey: {signups} sign-ups -> {signups} emails at the SMTP server in "
+          f"{elapsed:.2f}s = {signups / elapsed:,.0f} journeys/s end to end", flush=True)
+
+    analytics = analytics_grpc.AnalyticsServiceStub(channels["analytics"])
+
+    async def counted() -> bool:
+        report = (await analytics.GetJourneyReport(analytics_pb.GetJourneyReportRequest(
+            journey=journey.name), metadata=auth)).report
+        counts = {c.type: c.count for c in report.counts}
+        return (counts.get(fact_pb2.FACT_TYPE_JOURNEY_ENTERED) == signups
+                and counts.get(fact_pb2.FACT_TYPE_MESSAGE_SENT) == signups)
+
+    await eventually(counted, timeout=120)
+    assert len(mail.envelopes) - before == signups, "an email was sent twice"
+    print(f"[{kind}] analytics counted {signups} entries and {signups} sends; no duplicates",
+          flush=True)
+    for channel in channels.values():
+        await channel.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--signups", type=int, default=2_000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="all")
+    args = parser.parse_args()
+    kinds = ["sqlite", "postgresql"] if args.backend == "all" else [args.backend]
+    for kind in kinds:
+        if kind == "postgresql" and not postgres_available():
+            print("[postgresql] skipped: nothing listens on 127.0.0.1:5432")
+            continue
+        asyncio.run(bench(kind, args.events, args.signups))
+
+
+if __name__ == "__main__":
+    main()

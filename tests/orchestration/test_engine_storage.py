@@ -1,0 +1,100 @@
+"""The engine's storage guarantees, on SQLite and PostgreSQL: claimed work is leased to one
+worker, a profile holds one active enrollment per journey even when writers race, and inbox
+events are stored once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import cjo_orchestration.adapters
+import pytest
+from cjo_orchestration.adapters import enrollments as store
+from cjo_orchestration.adapters.tables import metadata
+from cjo_orchestration.domain.engine import Enrollment, EnrollmentState, Step, StepOutcome
+from cjo_platform.db import Database
+from cjo_platform.db.migrations import upgrade
+from support import Backend
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+MIGRATIONS = Path(str(cjo_orchestration.adapters.__file__)).parent / "migrations"
+
+
+@pytest.fixture
+def db(backend: Backend) -> Iterator[Database]:
+    url = backend.env().get("CJO_DATABASE_URL",
+                            f"sqlite:///{backend.data_dir}/orchestration.db")
+    database = Database(url, schema=backend.schema_prefix + "orchestration")
+    upgrade(database, MIGRATIONS)
+    assert "enrollments" in metadata.tables
+    yield database
+    database.dispose()
+
+
+def enrollment(enrollment_id: str, profile: str = "p1", due: datetime = NOW) -> Enrollment:
+    return Enrollment("ws", enrollment_id, "j1", 1, profile, EnrollmentState.ACTIVE, "send", due,
+                      NOW, NOW)
+
+
+def test_a_claimed_enrollment_is_leased_to_one_worker(db: Database) -> None:
+    with db.transaction() as session:
+        store.insert_new(session, [enrollment("e1", "p1"), enrollment("e2", "p2"),
+                                   enrollment("later", "p3", due=NOW + timedelta(hours=1))])
+    lease = NOW + timedelta(seconds=60)
+    with db.transaction() as session:
+        first = store.claim_due(session, NOW, lease, "worker-a", 10)
+    with db.transaction() as session:
+        second = store.claim_due(session, NOW, lease, "worker-b", 10)
+    assert sorted(e.enrollment_id for e in first) == ["e1", "e2"]
+    assert second == []  # leased, and "later" is not due
+
+    # Worker A dies; once its lease expires, worker B takes the work over.
+    with db.transaction() as session:
+        taken = store.claim_due(session, lease, lease + timedelta(seconds=60), "worker-b", 10)
+    assert sorted(e.enrollment_id for e in taken) == ["e1", "e2"]
+    with db.transaction() as session:
+        assert store.still_leased(session, "worker-a", [("ws", "e1")]) == set()
+        assert store.still_leased(session, "worker-b", [("ws", "e1")]) == {("ws", "e1")}
+        done = replace(enrollment("e1"), state=EnrollmentState.COMPLETED, due_time=None,
+                       current_node_id="")
+        store.save_progress(session, [(done, [Step("send", 0, StepOutcome.SUCCEEDED, "m1",
+                                                   NOW)])])
+    with db.transaction() as session:
+        assert store.get(session, "ws", "j1", "e1").state is EnrollmentState.COMPLETED
+        assert [s.detail for s in store.steps_of(session, "ws", ["e1"])["e1"]] == ["m1"]
+        # A finished enrollment is never claimed again.
+        again = store.claim_due(session, NOW + timedelta(days=1), NOW + timedelta(days=2),
+                                "worker-c", 10)
+    assert sorted(e.enrollment_id for e in again) == ["e2", "later"]
+
+
+def test_one_active_enrollment_per_profile_and_journey(db: Database) -> None:
+    with db.transaction() as session:
+        assert store.insert_new(session, [enrollment("e1")]) == {"e1"}
+    # A racing replica's enrollment of the same profile is skipped, not an error.
+    with db.transaction() as session:
+        assert store.insert_new(session, [enrollment("e2"), enrollment("e3", "p2")]) == {"e3"}
+        assert store.active_keys(session, [("ws", "j1", "p1"), ("ws", "j1", "p9")]) == {
+            ("ws", "j1", "p1")}
+
+
+def test_inbox_stores_each_event_once_in_receive_order(db: Database) -> None:
+    def row(event_id: str, workspace: str = "ws") -> dict[str, object]:
+        return {"workspace_id": workspace, "event_id": event_id, "profile_id": "p1",
+                "event_name": "x", "properties": {"a": 1}, "traits": {}, "traceparent": "",
+                "receive_time": NOW, "processed": False}
+
+    with db.transaction() as session:
+        assert store.receive(session, [row("b"), row("a")]) == {"a", "b"}
+    with db.transaction() as session:
+        assert store.receive(session, [row("a"), row("c"), row("a", "other")]) == {"c", "a"}
+        pending = store.pending_events(session, 10)
+    assert [(e.workspace_id, e.event_id) for e in pending] == [
+        ("ws", "b"), ("ws", "a"), ("ws", "c"), ("other", "a")]
+    assert pending[1].properties == {"a": 1}
+    with db.transaction() as session:
+        store.mark_processed(session, [e.seq for e in pending[:2]])
+    with db.transaction() as session:
+        assert [e.event_id for e in store.pending_events(session, 10)] == ["c", "a"]

@@ -1,0 +1,50 @@
+"""The workers' loop survives failed passes and stops only when the service stops it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from cjo_orchestration.workers import Loop
+
+
+class Flaky(Loop):
+    def __init__(self) -> None:
+        super().__init__(poll_seconds=0.01)
+        self.passes = 0
+
+    async def run_once(self) -> bool:
+        self.passes += 1
+        if self.passes == 1:
+            raise asyncio.CancelledError()  # what gRPC raises when a channel closes under a call
+        if self.passes == 2:
+            raise RuntimeError("database went away")
+        return False
+
+
+async def test_a_failed_pass_is_retried_and_cancellation_stops_the_loop() -> None:
+    loop = Flaky()
+    task = asyncio.create_task(loop.run())
+    deadline = asyncio.get_running_loop().time() + 5
+    while loop.passes < 4:
+        assert asyncio.get_running_loop().time() < deadline, "the loop stopped retrying"
+        await asyncio.sleep(0.01)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_wake_runs_a_pass_before_the_poll_interval() -> None:
+    loop = Flaky()
+    loop.passes = 2  # skip the failures
+    loop.poll_seconds = 60
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(0.05)
+    before = loop.passes
+    loop.wake()
+    await asyncio.sleep(0.05)
+    assert loop.passes == before + 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
