@@ -16,6 +16,8 @@ import sys
 import uuid
 
 import grpc
+from google.protobuf import struct_pb2
+
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
 from cjo.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc, message_pb2
@@ -25,7 +27,6 @@ from cjo.orchestration.v1 import (
     orchestration_service_pb2,
     orchestration_service_pb2_grpc,
 )
-from google.protobuf import struct_pb2
 
 
 def target(service: str, port: int) -> str:

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from cjo_platform.logging import configure_logging
 from support import Backend, drop_schemas, new_backend, postgres_available
 

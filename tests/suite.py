@@ -18,6 +18,7 @@ import grpc
 from aiosmtpd.controller import Controller
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
 from support import SERVICE_TOKEN, Backend, free_port
 
 SERVICES = ("identity", "content", "orchestration", "delivery", "analytics")
@@ -80,11 +81,13 @@ class Suite:
             [sys.executable, "-m", f"cjo_{service}"], env=self.env, stdout=log,
             stderr=subprocess.STDOUT)
 
-    def stop(self, service: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    async def stop(self, service: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Signal a service and wait for it to exit. The wait happens off the event loop, which
+        must keep serving: the trace receiver is in it, and services flush spans on the way out."""
         proc = self.processes.pop(service)
         proc.send_signal(sig)
         try:
-            return proc.wait(timeout)
+            return await asyncio.to_thread(proc.wait, timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -155,6 +158,6 @@ async def running_suite(backend: Backend, tmp_path: Path,
     finally:
         for name in list(suite.processes):
             with suppress(subprocess.TimeoutExpired):
-                suite.stop(name)
+                await suite.stop(name)
         smtp.stop()
         await otlp.stop(None)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from cjo.identity.v1 import workspace_service_pb2 as ws_pb
-from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cjo.identity.v1 import workspace_service_pb2 as ws_pb
+from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo_platform.config import DEFAULT_PORTS
 from cjo_platform.rpc.client import on_behalf_of
 

@@ -20,12 +20,13 @@ handed over go back to the queue, so a restart repeats nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from opentelemetry.trace import Status, StatusCode
 
 from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.contents import decode_email
@@ -46,7 +47,7 @@ from cjo_platform.db import Database
 from cjo_platform.db.outbox import Outbox
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import continue_trace
-from opentelemetry.trace import Status, StatusCode
+from cjo_platform.worker import PollingWorker
 
 log = get_logger(__name__)
 
@@ -74,7 +75,9 @@ class _Outcome:
     released: bool = False
 
 
-class Sender:
+class Sender(PollingWorker):
+    name = "sender"
+
     def __init__(self, db: Database, outbox: Outbox, provider: EmailProvider, clock: Clock,
                  settings: SenderSettings, rng: random.Random | None = None) -> None:
         self.db = db
@@ -82,37 +85,13 @@ class Sender:
         self.provider = provider
         self.clock = clock
         self.settings = settings
+        super().__init__(settings.poll_seconds, _MAX_ROUND_BACKOFF)
         self.rng = rng or random.Random()
-        self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
 
-    def wake(self) -> None:
-        """Look for due messages now rather than at the next poll (call after queueing)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self) -> None:
-        """Send until cancelled."""
-        self._loop = asyncio.get_running_loop()
-        backoff = self.settings.poll_seconds
-        while True:
-            self._wake.clear()
-            try:
-                claimed = await self.send_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # database down: claimed messages come back with the lease
-                log.warning("sending round failed; will retry", error=str(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_ROUND_BACKOFF)
-                continue
-            backoff = self.settings.poll_seconds
-            if claimed >= self.settings.batch_size:
-                continue  # more may be due
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
+    async def run_once(self) -> bool:
+        return await self.send_due() >= self.settings.batch_size
 
     async def send_due(self) -> int:
         """Claim one batch of due messages and send it; returns how many were claimed.

@@ -9,7 +9,6 @@ to do, call peers, and write the outcome back in one transaction per batch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
@@ -36,10 +35,10 @@ from cjo_platform.db import Database
 from cjo_platform.db.outbox import Outbox
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
+from cjo_platform.worker import PollingWorker
 
 log = get_logger(__name__)
 
-MAX_ERROR_BACKOFF_SECONDS = 30.0
 VersionKey = tuple[str, str, int]
 
 
@@ -48,61 +47,11 @@ def new_id() -> str:
     return secrets.token_hex(10)
 
 
-class Loop:
-    """Runs ``run_once`` until cancelled: again at once while it finds full batches, otherwise
-    after a poll interval or as soon as someone calls :meth:`wake`."""
-
-    name = "loop"
-
-    def __init__(self, poll_seconds: float) -> None:
-        self.poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def wake(self) -> None:
-        """Safe from any thread; a no-op before the loop started."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def run_once(self) -> bool:
-        """Do one batch; True when the batch was full and more work may be waiting."""
-        raise NotImplementedError
-
-    async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        backoff = self.poll_seconds
-        while True:
-            self._wake.clear()
-            try:
-                more = await self.run_once()
-                backoff = self.poll_seconds
-            except asyncio.CancelledError as exc:
-                if task is None or task.cancelling():
-                    raise  # the service is stopping
-                # gRPC raises CancelledError for a call cancelled under us (its channel closed):
-                # a failed pass, not a reason to stop the worker and with it the service.
-                log.warning("worker pass cancelled; will retry", worker=self.name, error=repr(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_ERROR_BACKOFF_SECONDS)
-                continue
-            except Exception as exc:  # database or bug: keep the service up, retry with backoff
-                log.error("worker pass failed; will retry", worker=self.name, exc_info=exc,
-                          retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_ERROR_BACKOFF_SECONDS)
-                continue
-            if more:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-
-
-class EventWorker(Loop):
+class EventWorker(PollingWorker):
     name = "events"
 
     def __init__(self, db: Database, outbox: Outbox, clock: Clock, settings: EngineSettings,
-                 steps: Loop) -> None:
+                 steps: PollingWorker) -> None:
         super().__init__(settings.poll_seconds)
         self.db = db
         self.outbox = outbox
@@ -144,7 +93,7 @@ class EventWorker(Loop):
         return handled >= self.batch
 
 
-class StepWorker(Loop):
+class StepWorker(PollingWorker):
     name = "steps"
 
     def __init__(self, db: Database, outbox: Outbox, clock: Clock, settings: EngineSettings,

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
+from grpc_status import rpc_status
+
 from cjo.analytics.v1 import analytics_service_pb2 as pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from cjo.analytics.v1 import fact_pb2
@@ -13,7 +15,6 @@ from cjo_analytics.bootstrap import build
 from cjo_platform.config import Env
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.status import field_violations
-from grpc_status import rpc_status
 from support import Backend, as_service, serving, settings_for
 
 WHEN = to_timestamp(datetime(2026, 3, 1, tzinfo=UTC))

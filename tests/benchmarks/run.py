@@ -22,8 +22,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import grpc  # noqa: E402
-from support import (  # noqa: E402
+import grpc
+
+from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
+from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
+from cjo.analytics.v1 import fact_pb2
+from cjo.common.v1 import common_pb2
+from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
+from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import workspace_service_pb2 as ws_pb
+from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
+from cjo.orchestration.v1 import (
+    journey_pb2,
+    orchestration_service_pb2,
+    orchestration_service_pb2_grpc,
+)
+from cjo_platform.protobuf import dict_to_struct
+from suite import running_suite
+from support import (
     SERVICE_TOKEN,
     bearer,
     drop_schemas,
@@ -31,19 +47,6 @@ from support import (  # noqa: E402
     new_backend,
     postgres_available,
 )
-from suite import running_suite  # noqa: E402
-
-from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb  # noqa: E402
-from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc  # noqa: E402
-from cjo.analytics.v1 import fact_pb2  # noqa: E402
-from cjo.common.v1 import common_pb2  # noqa: E402
-from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc  # noqa: E402
-from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc  # noqa: E402
-from cjo.identity.v1 import workspace_service_pb2 as ws_pb  # noqa: E402
-from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc  # noqa: E402
-from cjo.orchestration.v1 import journey_pb2, orchestration_service_pb2  # noqa: E402
-from cjo.orchestration.v1 import orchestration_service_pb2_grpc  # noqa: E402
-from cjo_platform.protobuf import dict_to_struct  # noqa: E402
 
 BATCH = 1000
 
@@ -95,13 +98,15 @@ async def run_scenarios(kind: str, suite: object, events: int, signups: int) -> 
     elapsed = time.perf_counter() - started
     print(f"[{kind}] ingest: {events} events over 5,000 profiles in {elapsed:.2f}s = "
           f"{events / elapsed:,.0f} events/s; 1,000-event batch p50 "
-          f"{statistics.median(latencies) * 1000:.0f} ms, p99 {percentile(latencies, .99) * 1000:.0f} ms",
+          f"{statistics.median(latencies) * 1000:.0f} ms, "
+          f"p99 {percentile(latencies, .99) * 1000:.0f} ms",
           flush=True)
 
     # 2. journey
     content = content_service_pb2_grpc.ContentServiceStub(channels["content"])
     await content.CreateContentItem(content_service_pb2.CreateContentItemRequest(
-        content_item=content_item_pb2.ContentItem(key="welcome", email=content_item_pb2.EmailTemplate(
+        content_item=content_item_pb2.ContentItem(
+            key="welcome", email=content_item_pb2.EmailTemplate(
             subject="Welcome, {{ profile.first_name }}!",
             html="<p>Hi {{ profile.first_name }}, enjoy {{ event.plan }}.</p>"))), metadata=auth)
     orchestration = orchestration_service_pb2_grpc.OrchestrationServiceStub(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from cjo_content.domain.content_items import (
     ContentDraft,
     ContentItem,

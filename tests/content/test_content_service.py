@@ -9,6 +9,9 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2, struct_pb2
+from grpc_status import rpc_status
+
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2 as item_pb
 from cjo.content.v1 import content_service_pb2 as pb
@@ -17,8 +20,6 @@ from cjo_content.bootstrap import build
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.rpc.status import error_reason, field_violations
-from google.protobuf import field_mask_pb2, struct_pb2
-from grpc_status import rpc_status
 from support import Backend, as_service, serving, settings_for
 
 A = as_service("ws-a")

@@ -7,6 +7,7 @@ import smtplib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from cjo_delivery.adapters.smtp import build_email, classify, with_preheader
 from cjo_delivery.domain.messages import (
     Channel,

@@ -6,6 +6,8 @@ import asyncio
 from datetime import timedelta
 
 import grpc
+from delivery_support import SmtpSink, delivery_app, rendered_email, send_request, smtp_server
+
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
@@ -14,7 +16,6 @@ from cjo_delivery.adapters.tables import messages
 from cjo_delivery.domain.messages import Channel, NewMessage
 from cjo_delivery.domain.sending import after_success
 from cjo_platform.clock import ManualClock
-from delivery_support import SmtpSink, delivery_app, rendered_email, send_request, smtp_server
 from support import Backend, as_service, eventually, free_port, serving
 
 WS = as_service("ws-a")

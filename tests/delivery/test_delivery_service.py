@@ -8,6 +8,9 @@ from email.utils import parsedate_to_datetime
 
 import grpc
 import pytest
+from delivery_support import SmtpSink, delivery_app, rendered_email, send_request, smtp_server
+from grpc_status import rpc_status
+
 from cjo.analytics.v1 import analytics_service_pb2 as apb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as apb_grpc
 from cjo.analytics.v1 import fact_pb2
@@ -19,8 +22,6 @@ from cjo_analytics.bootstrap import build as build_analytics
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.rpc.status import field_violations
-from delivery_support import SmtpSink, delivery_app, rendered_email, send_request, smtp_server
-from grpc_status import rpc_status
 from support import Backend, as_service, eventually, free_port, serving, settings_for
 
 WS = as_service("ws-a")

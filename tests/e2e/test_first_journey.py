@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
 from cjo.analytics.v1 import fact_pb2
@@ -133,8 +134,7 @@ async def test_event_to_email_through_five_services(backend: Backend, tmp_path: 
             await channel.close()
         # SIGTERM drains and exits cleanly.
         for name in SERVICES:
-            assert suite.stop(name, signal.SIGTERM) == 0, suite.log(name)
-        await asyncio.sleep(0)
+            assert await suite.stop(name, signal.SIGTERM) == 0, suite.log(name)
 
 
 async def test_the_readme_example_runs(sqlite_backend: Backend, tmp_path: Path) -> None:

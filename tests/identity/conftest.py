@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from identity_support import START, Identity, Recorder
+
 from cjo.identity.v1 import identity_service_pb2_grpc
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from cjo_identity.bootstrap import build
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
-from identity_support import START, Identity, Recorder
 from support import Backend, serving, settings_for
 
 

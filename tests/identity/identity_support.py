@@ -9,6 +9,10 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
+from google.rpc import code_pb2, status_pb2
+from sqlalchemy import func, select
+
 from cjo.identity.v1 import event_pb2, identity_service_pb2_grpc
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
@@ -18,9 +22,6 @@ from cjo_identity.adapters.tables import outbox
 from cjo_platform.clock import ManualClock
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.server import ServiceApp
-from google.protobuf import struct_pb2
-from google.rpc import code_pb2, status_pb2
-from sqlalchemy import func, select
 from support import SERVICE_TOKEN, bearer
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 
 import pytest
+
 from cjo_identity.domain.events import Event, EventType, parse_event
 from cjo_identity.domain.identifiers import Identifier, IdentifierType, parse_identifier
 from cjo_identity.domain.ingest import Outcome, plan_batch

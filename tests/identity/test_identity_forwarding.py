@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cjo.identity.v1 import identity_service_pb2 as pb
 from identity_support import Identity, Recorder, event
+
+from cjo.identity.v1 import identity_service_pb2 as pb
 from support import SERVICE_TOKEN, eventually
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

@@ -7,11 +7,12 @@ import asyncio
 from datetime import timedelta
 
 import grpc
+from grpc_status import rpc_status
+from identity_support import START, Identity, event, rpc_error
+
 from cjo.identity.v1 import event_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo_platform.rpc.status import field_violations
-from grpc_status import rpc_status
-from identity_support import START, Identity, event, rpc_error
 
 
 def lookup(kind: str, value: str) -> pb.LookupProfileRequest:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import grpc
+from grpc_status import rpc_status
+from identity_support import Identity, event, rpc_error
+from sqlalchemy import select
+
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo_identity.adapters.tables import api_keys, request_log
 from cjo_platform.rpc.status import field_violations
-from grpc_status import rpc_status
-from identity_support import Identity, event, rpc_error
-from sqlalchemy import select
 from support import SERVICE_TOKEN, as_service, bearer
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import grpc
 from aiosmtpd.controller import Controller
+from google.rpc import code_pb2, status_pb2
+
 from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
 from cjo.common.v1 import common_pb2
@@ -35,7 +37,6 @@ from cjo_analytics.bootstrap import build as build_analytics
 from cjo_orchestration.bootstrap import build as build_orchestration
 from cjo_platform.config import Env
 from cjo_platform.protobuf import dict_to_struct, struct_to_dict
-from google.rpc import code_pb2, status_pb2
 from support import Backend, as_service, free_port, serving, settings_for
 
 # Fast polling and short retries, so a test sees background work within milliseconds.

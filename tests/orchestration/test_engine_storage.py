@@ -9,8 +9,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import cjo_orchestration.adapters
 import pytest
+
+import cjo_orchestration.adapters
 from cjo_orchestration.adapters import enrollments as store
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.domain.engine import Enrollment, EnrollmentState, Step, StepOutcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from cjo_orchestration.domain.graph import validate_for_publish, validate_shape
 from cjo_orchestration.domain.journeys import (
     Channel,

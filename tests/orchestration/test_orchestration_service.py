@@ -7,11 +7,6 @@ import asyncio
 
 import grpc
 import pytest
-from cjo.analytics.v1 import fact_pb2
-from cjo.common.v1 import common_pb2
-from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
-from cjo.orchestration.v1 import orchestration_service_pb2 as pb
-from cjo_platform.rpc.status import error_reason, field_violations
 from google.protobuf import field_mask_pb2
 from grpc_status import rpc_status
 from orchestration_support import (
@@ -24,6 +19,12 @@ from orchestration_support import (
     running,
     send_then_exit,
 )
+
+from cjo.analytics.v1 import fact_pb2
+from cjo.common.v1 import common_pb2
+from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
+from cjo.orchestration.v1 import orchestration_service_pb2 as pb
+from cjo_platform.rpc.status import error_reason, field_violations
 from support import Backend, as_service, eventually
 
 COMPLETED = enrollment_pb2.ENROLLMENT_STATE_COMPLETED

@@ -3,8 +3,6 @@ continue the traceparent identity forwarded with the event."""
 
 from __future__ import annotations
 
-from cjo.orchestration.v1 import enrollment_pb2
-from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -17,6 +15,9 @@ from orchestration_support import (
     running,
     send_then_exit,
 )
+
+from cjo.orchestration.v1 import enrollment_pb2
+from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from support import Backend, as_service, eventually
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from cjo_platform.errors import Unauthenticated
 from cjo_platform.rpc.auth import (
     Authenticator,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from cjo_platform.config import ConfigError, Env, load_service_settings
 
 TOKEN = "x" * 32

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+
 from cjo_platform.db import Database
 from cjo_platform.db.migrations import upgrade
 from support import Backend

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from sqlalchemy import MetaData, func, select
+
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, define_outbox
-from sqlalchemy import MetaData, func, select
 from support import Backend
 
 

@@ -6,8 +6,6 @@ Receivers deduplicate by their own ids, so at-least-once forwarding is effective
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,10 +26,8 @@ from sqlalchemy.orm import Session
 from cjo_platform.clock import Clock
 from cjo_platform.db.engine import Database
 from cjo_platform.db.types import UtcDateTime
-from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
-
-log = get_logger(__name__)
+from cjo_platform.worker import PollingWorker
 
 
 def define_outbox(metadata: MetaData) -> Table:
@@ -91,7 +87,7 @@ class Outbox:
 SendBatch = Callable[[str, Sequence[OutboxRow]], Awaitable[None]]
 
 
-class Forwarder:
+class Forwarder(PollingWorker):
     """Sends one topic's outbox rows to a receiver, oldest first, in batches.
 
     Rows of one workspace go in one call (the receiver acts on behalf of that workspace). A failed
@@ -102,20 +98,14 @@ class Forwarder:
     def __init__(self, db: Database, outbox: Outbox, topic: str, send: SendBatch, *,
                  batch_size: int = 500, poll_interval: float = 1.0,
                  max_backoff: float = 30.0) -> None:
+        super().__init__(poll_interval, max_backoff)
+        self.name = f"outbox:{topic}"
         self.db = db
         self.outbox = outbox
         self.topic = topic
         self.send = send
         self.batch_size = batch_size
-        self.poll_interval = poll_interval
-        self.max_backoff = max_backoff
-        self._wake = asyncio.Event()
-        outbox.on_write(self._wake_threadsafe)
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _wake_threadsafe(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+        outbox.on_write(self.wake)
 
     def _claim(self) -> list[OutboxRow]:
         table = self.outbox.table
@@ -152,24 +142,5 @@ class Forwarder:
             start = end
         return sent
 
-    async def run(self) -> None:
-        """Forward until cancelled."""
-        self._loop = asyncio.get_running_loop()
-        backoff = self.poll_interval
-        while True:
-            self._wake.clear()
-            try:
-                sent = await self.drain_once()
-                backoff = self.poll_interval
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # receiver down or failing: keep the rows, retry later
-                log.warning("outbox forward failed; will retry", topic=self.topic,
-                            error=str(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
-                continue
-            if sent >= self.batch_size:
-                continue  # more may be waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+    async def run_once(self) -> bool:
+        return await self.drain_once() >= self.batch_size

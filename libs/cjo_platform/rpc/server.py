@@ -119,7 +119,6 @@ async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
     stopper.cancel()
     for hook in app.on_stop:
         await hook()
-    await close_channels()
     app.db.dispose()
     shutdown_tracing()
     log.info("stopped")
@@ -149,4 +148,12 @@ def main(service: str, build: Callable[[ServiceSettings, Env], ServiceApp],
         log.info("migrated")
         app.db.dispose()
         return
-    asyncio.run(serve(app))
+    asyncio.run(_serve_process(app))
+
+
+async def _serve_process(app: ServiceApp) -> None:
+    try:
+        await serve(app)
+    finally:
+        # Client channels are per process (shared by everything in it), so they close with it.
+        await close_channels()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
+from sqlalchemy import RowMapping, delete, select, update
+from sqlalchemy.orm import Session
+
 from cjo_content.adapters.tables import content_items
 from cjo_content.domain.content_items import ContentDraft, ContentItem, EmailTemplate
 from cjo_platform.db import insert_ignore
-from sqlalchemy import RowMapping, delete, select, update
-from sqlalchemy.orm import Session
 
 _t = content_items
 

@@ -1,8 +1,9 @@
 """Tables of the content database."""
 
+from sqlalchemy import JSON, BigInteger, Column, MetaData, PrimaryKeyConstraint, String, Table
+
 from cjo_platform.db import UtcDateTime
 from cjo_platform.service import shared_tables
-from sqlalchemy import JSON, BigInteger, Column, MetaData, PrimaryKeyConstraint, String, Table
 
 metadata = MetaData()
 outbox, request_log = shared_tables(metadata)

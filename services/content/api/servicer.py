@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_service_pb2 as pb
 from cjo.content.v1 import content_service_pb2_grpc as pb_grpc

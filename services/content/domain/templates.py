@@ -15,10 +15,11 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import liquid
-from cjo_platform.errors import Violations
 from liquid.exceptions import LiquidError, TemplateNotFoundError
 from liquid.stream import TokenStream
 from liquid.token import Token
+
+from cjo_platform.errors import Violations
 
 
 class TemplateKind(Enum):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from google.protobuf.message import DecodeError
+
 from cjo.common.v1 import common_pb2
 from cjo_delivery.domain.messages import Channel, EmailContent
-from google.protobuf.message import DecodeError
 
 CHANNELS = {
     common_pb2.CHANNEL_EMAIL: Channel.EMAIL,

@@ -6,6 +6,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
 from cjo_delivery.adapters.tables import messages
 from cjo_delivery.domain.messages import (
     Accepted,
@@ -17,9 +21,6 @@ from cjo_delivery.domain.messages import (
 )
 from cjo_delivery.domain.sending import Transition
 from cjo_platform.db import insert_ignore
-from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.engine import Row
-from sqlalchemy.orm import Session
 
 m = messages.c
 

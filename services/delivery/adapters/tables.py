@@ -1,7 +1,5 @@
 """Tables of the delivery database."""
 
-from cjo_platform.db import UtcDateTime
-from cjo_platform.service import shared_tables
 from sqlalchemy import (
     Column,
     Index,
@@ -13,6 +11,9 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
+
+from cjo_platform.db import UtcDateTime
+from cjo_platform.service import shared_tables
 
 metadata = MetaData()
 outbox, request_log = shared_tables(metadata)

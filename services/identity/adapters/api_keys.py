@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from cjo_identity.adapters.workspaces import add_api_key, find_api_key
 from cjo_identity.domain.workspaces import ApiKey
 from cjo_platform.db import Database
@@ -16,7 +18,6 @@ from cjo_platform.rpc.auth import (
     new_api_key,
     same_secret,
 )
-from sqlalchemy.orm import Session
 
 
 def local_key_resolver(db: Database) -> KeyResolver:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from google.rpc import code_pb2
+
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db.outbox import OutboxRow, SendBatch
 from cjo_platform.logging import get_logger
 from cjo_platform.rpc.client import channel, on_behalf_of
-from google.rpc import code_pb2
 
 log = get_logger(__name__)
 

@@ -12,12 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from cjo_identity.adapters.tables import events, identifiers, profiles
-from cjo_identity.domain.events import Event, EventType, StoredEvent
-from cjo_identity.domain.identifiers import Identifier, IdentifierType
-from cjo_identity.domain.ingest import BatchPlan, Outcome, plan_batch
-from cjo_identity.domain.profiles import Profile
-from cjo_identity.domain.traits import Trait
 from sqlalchemy import (
     ColumnElement,
     Row,
@@ -32,6 +26,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+
+from cjo_identity.adapters.tables import events, identifiers, profiles
+from cjo_identity.domain.events import Event, EventType, StoredEvent
+from cjo_identity.domain.identifiers import Identifier, IdentifierType
+from cjo_identity.domain.ingest import BatchPlan, Outcome, plan_batch
+from cjo_identity.domain.profiles import Profile
+from cjo_identity.domain.traits import Trait
 
 T = TypeVar("T")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from cjo_identity.adapters.tables import api_keys, workspaces
 from cjo_identity.domain.workspaces import ApiKey, Workspace
 from cjo_platform.db import insert_ignore
 from cjo_platform.errors import AlreadyExists
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 
 def add_workspace(session: Session, workspace: Workspace) -> None:

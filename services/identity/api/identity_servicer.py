@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 
 import grpc
+
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb

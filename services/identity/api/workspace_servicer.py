@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
+from sqlalchemy.orm import Session
+
 from cjo.identity.v1 import workspace_service_pb2 as pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as pb_grpc
 from cjo_identity.adapters import workspaces
@@ -18,7 +20,6 @@ from cjo_platform.db import Database
 from cjo_platform.db.idempotency import RequestLog
 from cjo_platform.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from cjo_platform.rpc.auth import KeyResolver, current_principal, current_workspace
-from sqlalchemy.orm import Session
 
 SERVICE = "cjo.identity.v1.WorkspaceService"
 CREATE_WORKSPACE = f"/{SERVICE}/CreateWorkspace"

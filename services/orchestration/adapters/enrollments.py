@@ -11,6 +11,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row, and_, bindparam, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
 from cjo_orchestration.adapters.tables import enrollments, inbox, steps
 from cjo_orchestration.domain.engine import (
     ActiveKey,
@@ -22,8 +25,6 @@ from cjo_orchestration.domain.engine import (
 )
 from cjo_platform.db import insert_ignore
 from cjo_platform.errors import NotFound
-from sqlalchemy import Row, and_, bindparam, or_, select, tuple_, update
-from sqlalchemy.orm import Session
 
 # --- inbox -----------------------------------------------------------------------------------
 

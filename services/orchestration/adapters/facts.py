@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy.orm import Session
+
 from cjo.analytics.v1 import analytics_service_pb2, analytics_service_pb2_grpc, fact_pb2
 from cjo_orchestration.domain.engine import FactKind, FactRecord
 from cjo_platform.config import ServiceSettings
@@ -11,7 +13,6 @@ from cjo_platform.db.outbox import Outbox, OutboxRow, SendBatch
 from cjo_platform.logging import get_logger
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.client import channel, on_behalf_of
-from sqlalchemy.orm import Session
 
 log = get_logger(__name__)
 

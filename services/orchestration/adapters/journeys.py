@@ -6,6 +6,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row, and_, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
 from cjo_orchestration.adapters.tables import journey_versions, journeys
 from cjo_orchestration.domain.engine import Trigger
 from cjo_orchestration.domain.journeys import (
@@ -15,8 +18,6 @@ from cjo_orchestration.domain.journeys import (
     JourneyVersion,
 )
 from cjo_platform.errors import NotFound
-from sqlalchemy import Row, and_, or_, select, tuple_, update
-from sqlalchemy.orm import Session
 
 
 def _journey(row: Row[Any]) -> Journey:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_service_pb2, content_service_pb2_grpc
 from cjo.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc, message_pb2
@@ -22,8 +25,6 @@ from cjo_platform.limits import MAX_BATCH_ITEMS
 from cjo_platform.logging import get_logger
 from cjo_platform.protobuf import dict_to_struct
 from cjo_platform.rpc.client import channel, on_behalf_of
-from google.protobuf.message import Message
-from google.rpc import code_pb2, status_pb2
 
 log = get_logger(__name__)
 

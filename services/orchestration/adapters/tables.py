@@ -1,7 +1,5 @@
 """Tables of the orchestration database."""
 
-from cjo_platform.db import UtcDateTime
-from cjo_platform.service import shared_tables
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -17,6 +15,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+
+from cjo_platform.db import UtcDateTime
+from cjo_platform.service import shared_tables
 
 metadata = MetaData()
 outbox, request_log = shared_tables(metadata)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import grpc
+
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc

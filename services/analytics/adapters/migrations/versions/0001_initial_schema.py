@@ -4,10 +4,9 @@ Revision ID: 0001
 Revises: None
 """
 
+import cjo_platform.db.types
 import sqlalchemy as sa
 from alembic import op
-
-import cjo_platform.db.types
 
 revision = '0001'
 down_revision = None

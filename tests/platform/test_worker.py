@@ -1,14 +1,15 @@
-"""The workers' loop survives failed passes and stops only when the service stops it."""
+"""A polling worker survives failed passes and stops only when the service stops it."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from cjo_orchestration.workers import Loop
+
+from cjo_platform.worker import PollingWorker
 
 
-class Flaky(Loop):
+class Flaky(PollingWorker):
     def __init__(self) -> None:
         super().__init__(poll_seconds=0.01)
         self.passes = 0

@@ -1,0 +1,66 @@
+"""Background workers that poll the database: outbox forwarders, journey steps, message sends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class PollingWorker:
+    """Runs :meth:`run_once` in rounds until cancelled: again at once while rounds report more
+    work waiting, otherwise after ``poll_seconds`` or as soon as :meth:`wake` is called.
+
+    A failing round (database or peer down, a bug) is logged and retried with exponential
+    backoff: a background worker must never take its service down, and the work it left is
+    still in the database.
+    """
+
+    name = "worker"
+
+    def __init__(self, poll_seconds: float, max_backoff: float = 30.0) -> None:
+        self.poll_seconds = poll_seconds
+        self.max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """Start the next round now. Safe from any thread; a no-op before the worker runs."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run_once(self) -> bool:
+        """Do one round; return True when more work may be waiting."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        backoff = self.poll_seconds
+        while True:
+            self._wake.clear()
+            try:
+                more = await self.run_once()
+                backoff = self.poll_seconds
+            except asyncio.CancelledError as exc:
+                if task is None or task.cancelling():
+                    raise  # the service is stopping
+                # gRPC raises CancelledError for a call cancelled under us (e.g. its channel
+                # closed): a failed round, not a reason to stop.
+                log.warning("round cancelled; will retry", worker=self.name, error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            except Exception as exc:
+                log.warning("round failed; will retry", worker=self.name, error=repr(exc),
+                            exc_info=exc, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            if more:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
