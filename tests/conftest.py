@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from cjo_platform.logging import configure_logging
+from cjo_platform.rpc.client import close_channels
 from support import Backend, drop_schemas, new_backend, postgres_available
 
 configure_logging("test", fmt="console", level="warning")
@@ -25,3 +26,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 @pytest.fixture
 def sqlite_backend(tmp_path: Path) -> Backend:
     return new_backend("sqlite", tmp_path)
+
+
+@pytest.fixture(autouse=True)
+async def _close_client_channels() -> AsyncIterator[None]:
+    """Services share one channel per target per event loop; each test has its own loop."""
+    yield
+    await close_channels()

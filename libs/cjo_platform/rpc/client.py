@@ -3,7 +3,9 @@ and calls made on behalf of a workspace with the service token."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
@@ -25,12 +27,16 @@ _RETRY_POLICY = json.dumps({
     }]
 })
 
-_channels: dict[str, grpc.aio.Channel] = {}
+# Channels belong to the event loop that created them; a service has one loop for its life,
+# tests have one per test.
+_channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, grpc.aio.Channel]] = (
+    weakref.WeakKeyDictionary())
 
 
 def channel(target: str) -> grpc.aio.Channel:
     """The process-wide channel to ``target`` (created on first use, in the running loop)."""
-    existing = _channels.get(target)
+    per_loop = _channels.setdefault(asyncio.get_running_loop(), {})
+    existing = per_loop.get(target)
     if existing is None:
         existing = grpc.aio.insecure_channel(
             target,
@@ -42,14 +48,14 @@ def channel(target: str) -> grpc.aio.Channel:
             ],
             interceptors=aio_client_interceptors(),
         )
-        _channels[target] = existing
+        per_loop[target] = existing
     return existing
 
 
 async def close_channels() -> None:
-    channels = list(_channels.values())
-    _channels.clear()
-    for ch in channels:
+    """Close the running loop's channels (at process exit, or at the end of a test)."""
+    per_loop = _channels.pop(asyncio.get_running_loop(), {})
+    for ch in per_loop.values():
         await ch.close()
 
 

@@ -29,6 +29,8 @@ from cjo_platform.telemetry import configure_tracing, shutdown_tracing
 
 log = get_logger("cjo.server")
 
+BACKGROUND_STOP_SECONDS = 15.0
+
 
 @dataclass
 class Servicer:
@@ -115,7 +117,13 @@ async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
     await server.stop(settings.shutdown_grace_seconds)
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    if tasks:
+        # Workers may finish what they started (a send under way), but never hold the exit.
+        _, stuck = await asyncio.wait(
+            tasks, timeout=settings.shutdown_grace_seconds + BACKGROUND_STOP_SECONDS)
+        for task in stuck:
+            log.error("background task ignored cancellation", task=task.get_name(),
+                      stack="".join(_format_stack(task)))
     stopper.cancel()
     for hook in app.on_stop:
         await hook()
@@ -157,3 +165,11 @@ async def _serve_process(app: ServiceApp) -> None:
     finally:
         # Client channels are per process (shared by everything in it), so they close with it.
         await close_channels()
+
+
+def _format_stack(task: asyncio.Task[Any]) -> list[str]:
+    import io
+
+    out = io.StringIO()
+    task.print_stack(file=out)
+    return [out.getvalue()]
