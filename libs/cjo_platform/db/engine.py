@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy import Engine, String, Table, any_, bindparam, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -110,3 +112,13 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]]
     # RETURNING with executemany is supported by both dialects in SQLAlchemy 2.
     result = session.execute(stmt.returning(returning), list(rows))
     return list(result.scalars())
+
+
+def one_of(session: Session, column: ColumnElement[str],
+           values: Sequence[str]) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL as ONE array parameter. psycopg prepares statements
+    it sees repeatedly, and an IN list of n parameters is a new statement (and a new plan) for
+    every n, whose generic plan can degrade into a filter over the whole workspace."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return column.in_(values)

@@ -27,6 +27,7 @@ Revises: {down_revision}
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import cjo_platform.db.types
 

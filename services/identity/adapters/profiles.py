@@ -13,18 +13,14 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    ColumnElement,
     Row,
-    String,
     and_,
-    any_,
     bindparam,
     insert,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from cjo_identity.adapters.tables import events, identifiers, profiles
@@ -33,6 +29,7 @@ from cjo_identity.domain.identifiers import Identifier, IdentifierType
 from cjo_identity.domain.ingest import BatchPlan, Outcome, plan_batch
 from cjo_identity.domain.profiles import Profile
 from cjo_identity.domain.traits import Trait
+from cjo_platform.db import one_of
 
 T = TypeVar("T")
 
@@ -59,7 +56,7 @@ def _earlier_outcomes(session: Session, workspace_id: str,
         rows = session.execute(
             select(events.c.message_id, events.c.event_id, events.c.profile_id)
             .where(events.c.workspace_id == workspace_id,
-                   _one_of(session, events.c.message_id, chunk)))
+                   one_of(session, events.c.message_id, chunk)))
         found.update({r.message_id: Outcome(r.event_id, r.profile_id, duplicate=True)
                       for r in rows})
     return found
@@ -77,7 +74,7 @@ def _owners(session: Session, workspace_id: str, wanted: set[Identifier]) -> dic
             select(identifiers.c.type, identifiers.c.value, identifiers.c.profile_id)
             .where(identifiers.c.workspace_id == workspace_id,
                    or_(*(and_(identifiers.c.type == kind.value,
-                              _one_of(session, identifiers.c.value, values))
+                              one_of(session, identifiers.c.value, values))
                          for kind, values in by_type.items()))))
         found.update({Identifier(IdentifierType(r.type), r.value): r.profile_id for r in rows})
     return found
@@ -92,7 +89,7 @@ def _traits_for_update(session: Session, workspace_id: str,
         rows = session.execute(
             select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times)
             .where(profiles.c.workspace_id == workspace_id,
-                   _one_of(session, profiles.c.profile_id, chunk))
+                   one_of(session, profiles.c.profile_id, chunk))
             .order_by(profiles.c.profile_id).with_for_update())
         held.update({r.profile_id: _load_traits(r.traits, r.trait_times) for r in rows})
     return held
@@ -188,16 +185,6 @@ def _stored_event(row: Row[Any]) -> StoredEvent:
 def _load_traits(values: dict[str, Any], times: dict[str, str]) -> dict[str, Trait]:
     return {name: Trait(value, datetime.fromisoformat(times[name]))
             for name, value in values.items()}
-
-
-def _one_of(session: Session, column: ColumnElement[str],
-            values: Sequence[str]) -> ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL as ONE array parameter. psycopg prepares statements
-    it sees repeatedly, and an IN list of n parameters is a new statement (and a new plan) for
-    every n, whose generic plan can degrade into a filter over the whole workspace."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
-    return column.in_(values)
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:

@@ -11,7 +11,6 @@ from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
 from cjo_identity.adapters import profiles
-from cjo_identity.adapters.retry import retry_on_conflict
 from cjo_identity.api.convert import (
     event_from_proto,
     event_to_proto,
@@ -26,6 +25,7 @@ from cjo_identity.domain.profiles import Profile
 from cjo_platform.clock import Clock
 from cjo_platform.db import Database
 from cjo_platform.db.outbox import Outbox
+from cjo_platform.db.retry import retry_on_conflict
 from cjo_platform.errors import InvalidArgument, NotFound, Violations
 from cjo_platform.limits import check_batch
 from cjo_platform.logging import get_logger

@@ -12,12 +12,12 @@ from cjo.identity.v1 import workspace_service_pb2 as pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as pb_grpc
 from cjo_identity.adapters import workspaces
 from cjo_identity.adapters.api_keys import issue_api_key
-from cjo_identity.adapters.retry import retry_on_conflict
 from cjo_identity.api.convert import api_key_to_proto, workspace_id_of, workspace_to_proto
 from cjo_identity.domain.workspaces import Workspace, check_new_api_key, check_new_workspace
 from cjo_platform.clock import Clock
 from cjo_platform.db import Database
 from cjo_platform.db.idempotency import RequestLog
+from cjo_platform.db.retry import retry_on_conflict
 from cjo_platform.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from cjo_platform.rpc.auth import KeyResolver, current_principal, current_workspace
 
