@@ -7,7 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from cjo.delivery.v1 import delivery_service_pb2_grpc
-from cjo_delivery.adapters.facts import FACTS_TOPIC, facts_sender
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.adapters.tables import metadata
 from cjo_delivery.api.servicer import DeliveryServicer
@@ -15,7 +14,7 @@ from cjo_delivery.domain.sending import RetryPolicy
 from cjo_delivery.sender import Sender, SenderSettings
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
-from cjo_platform.db.outbox import Forwarder
+from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -72,7 +71,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
             f"CJO_SMTP_TIMEOUT_SECONDS, or a slow send would be claimed and sent twice")
     provider = SmtpProvider(smtp, clock)
     sender = Sender(storage.db, storage.outbox, provider, clock, sending)
-    forwarder = Forwarder(storage.db, storage.outbox, FACTS_TOPIC, facts_sender(settings))
+    forwarder = facts_forwarder(settings, storage.db, storage.outbox)
 
     async def send_messages() -> None:
         await sender.run()

@@ -30,7 +30,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.contents import decode_email
-from cjo_delivery.adapters.facts import FACTS_TOPIC, fact_payload
+from cjo_delivery.adapters.facts import fact_payload
 from cjo_delivery.domain.messages import Channel, Claim, MessageStatus
 from cjo_delivery.domain.sending import (
     EmailProvider,
@@ -45,6 +45,7 @@ from cjo_delivery.domain.sending import (
 from cjo_platform.clock import Clock
 from cjo_platform.db import Database
 from cjo_platform.db.outbox import Outbox
+from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import continue_trace
 from cjo_platform.worker import PollingWorker

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc
-from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters.peers import Peers
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.api.servicer import OrchestrationServicer
@@ -13,7 +12,7 @@ from cjo_orchestration.settings import load_engine_settings
 from cjo_orchestration.workers import EventWorker, StepWorker, new_id
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
-from cjo_platform.db.outbox import Forwarder
+from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -28,9 +27,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     steps = StepWorker(storage.db, storage.outbox, clock, engine,
                        Peers(settings, engine.peer_timeout_seconds))
     events = EventWorker(storage.db, storage.outbox, clock, engine, steps)
-    forwarder = Forwarder(storage.db, storage.outbox, facts.TOPIC,
-                          facts.analytics_sender(settings, engine.peer_timeout_seconds),
-                          poll_interval=engine.poll_seconds)
+    forwarder = facts_forwarder(settings, storage.db, storage.outbox,
+                                timeout=engine.peer_timeout_seconds,
+                                poll_interval=engine.poll_seconds)
     servicer = OrchestrationServicer(storage.db, storage.requests, clock, new_id, events.wake)
     return ServiceApp(
         settings=settings,
