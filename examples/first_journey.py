@@ -69,7 +69,8 @@ async def main() -> None:
             raise
     print("content:  contentItems/welcome-email")
 
-    # 2. A journey: on `signed_up`, send the welcome email, then exit.
+    # 2. A journey: on `signed_up`, send the welcome email, then exit. With the same request ids,
+    #    a second run of this script finds the journey it made the first time.
     journey = (await orchestration.CreateJourney(orchestration_service_pb2.CreateJourneyRequest(
         journey=journey_pb2.Journey(
             display_name="Welcome new sign-ups",
@@ -80,9 +81,10 @@ async def main() -> None:
                     content_key="welcome-email", channel=common_pb2.CHANNEL_EMAIL,
                     next_node_id="done")),
                 journey_pb2.Node(id="done", exit=journey_pb2.ExitNode()),
-            ])), metadata=auth)).journey
+            ]),
+        request_id="example-welcome-journey"), metadata=auth)).journey
     journey = (await orchestration.PublishJourney(orchestration_service_pb2.PublishJourneyRequest(
-        name=journey.name), metadata=auth)).journey
+        name=journey.name, request_id="example-welcome-journey-v1"), metadata=auth)).journey
     print(f"journey:  {journey.name} published as version {journey.published_version}")
 
     # 3. An event: somebody signs up on the web site.
@@ -106,7 +108,7 @@ async def main() -> None:
             print(f"message:  {message.name} {message_pb2.MessageStatus.Name(message.status)}"
                   f" to {message.recipient.address}")
             print(f"subject:  {message.content.email.subject}")
-            print(f"body:     {message.content.email.text.strip()}")
+            print(f"body:     {' '.join(message.content.email.text.split())}")
             return
         await asyncio.sleep(0.2)
     sys.exit("the email was not sent within 20 seconds; see the service logs")

@@ -4,6 +4,7 @@ becomes an email at a real SMTP server, analytics counts it, and one trace spans
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -129,6 +130,13 @@ async def test_event_to_email_through_five_services(backend: Backend, tmp_path: 
             seen = sorted({(s.service, s.name) for s in suite.traces.spans
                            if s.trace_id == ingest_span.trace_id})
             raise AssertionError(f"trace {ingest_span.trace_id} holds only {seen}") from None
+
+        # Log lines are JSON carrying the service, the trace and the caller's workspace.
+        ingest_logs = [json.loads(line) for line in suite.log("identity").splitlines()
+                       if "IdentityService/IngestEvents" in line]
+        assert ingest_logs and ingest_logs[0]["workspace"] == "acme"
+        assert ingest_logs[0]["service"] == "identity" and ingest_logs[0]["code"] == "OK"
+        assert ingest_logs[0]["trace_id"] == ingest_span.trace_id
 
         for channel in channels.values():
             await channel.close()
