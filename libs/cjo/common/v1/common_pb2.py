@@ -24,17 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63jo/common/v1/common.proto\x12\rcjo.common.v1\"O\n\rRenderedEmail\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\tpreheader\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"\xa0\x01\n\x0fRenderedMessage\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.cjo.common.v1.Channel\x12\x13\n\x0b\x63ontent_key\x18\x02 \x01(\t\x12\x18\n\x10\x63ontent_revision\x18\x03 \x01(\x03\x12-\n\x05\x65mail\x18\n \x01(\x0b\x32\x1c.cjo.common.v1.RenderedEmailH\x00\x42\x06\n\x04\x62ody*\x81\x01\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03\x12\x12\n\x0e\x43HANNEL_IN_APP\x10\x04\x12\x13\n\x0f\x43HANNEL_WEBHOOK\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63jo/common/v1/common.proto\x12\rcjo.common.v1\"O\n\rRenderedEmail\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\tpreheader\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"[\n\x0bRenderedSms\x12\x0c\n\x04text\x18\x01 \x01(\t\x12,\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1a.cjo.common.v1.SmsEncoding\x12\x10\n\x08segments\x18\x03 \x01(\x05\"\xb3\x01\n\x0cRenderedPush\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12\x11\n\tdeep_link\x18\x03 \x01(\t\x12\x11\n\timage_url\x18\x04 \x01(\t\x12\x33\n\x04\x64\x61ta\x18\x05 \x03(\x0b\x32%.cjo.common.v1.RenderedPush.DataEntry\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\x0bInAppButton\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04link\x18\x02 \x01(\t\"Y\n\rRenderedInApp\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12+\n\x07\x62uttons\x18\x03 \x03(\x0b\x32\x1a.cjo.common.v1.InAppButton\"$\n\x0fRenderedWebhook\x12\x11\n\tjson_body\x18\x01 \x01(\t\"\x95\x03\n\x0fRenderedMessage\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.cjo.common.v1.Channel\x12\x13\n\x0b\x63ontent_key\x18\x02 \x01(\t\x12\x18\n\x10\x63ontent_revision\x18\x03 \x01(\x03\x12-\n\x05\x65mail\x18\n \x01(\x0b\x32\x1c.cjo.common.v1.RenderedEmailH\x00\x12)\n\x03sms\x18\x0b \x01(\x0b\x32\x1a.cjo.common.v1.RenderedSmsH\x00\x12+\n\x04push\x18\x0c \x01(\x0b\x32\x1b.cjo.common.v1.RenderedPushH\x00\x12.\n\x06in_app\x18\r \x01(\x0b\x32\x1c.cjo.common.v1.RenderedInAppH\x00\x12\x31\n\x07webhook\x18\x0e \x01(\x0b\x32\x1e.cjo.common.v1.RenderedWebhookH\x00\x12\x0e\n\x06locale\x18\x04 \x01(\t\x12\x17\n\x0f\x63ontent_version\x18\x05 \x01(\x03\x12\x0f\n\x07variant\x18\x06 \x01(\tB\x06\n\x04\x62ody*\x81\x01\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03\x12\x12\n\x0e\x43HANNEL_IN_APP\x10\x04\x12\x13\n\x0f\x43HANNEL_WEBHOOK\x10\x05*Y\n\x0bSmsEncoding\x12\x1c\n\x18SMS_ENCODING_UNSPECIFIED\x10\x00\x12\x15\n\x11SMS_ENCODING_GSM7\x10\x01\x12\x15\n\x11SMS_ENCODING_UCS2\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNEL']._serialized_start=290
-  _globals['_CHANNEL']._serialized_end=419
+  _globals['_RENDEREDPUSH_DATAENTRY']._loaded_options = None
+  _globals['_RENDEREDPUSH_DATAENTRY']._serialized_options = b'8\001'
+  _globals['_CHANNEL']._serialized_start=983
+  _globals['_CHANNEL']._serialized_end=1112
+  _globals['_SMSENCODING']._serialized_start=1114
+  _globals['_SMSENCODING']._serialized_end=1203
   _globals['_RENDEREDEMAIL']._serialized_start=45
   _globals['_RENDEREDEMAIL']._serialized_end=124
-  _globals['_RENDEREDMESSAGE']._serialized_start=127
-  _globals['_RENDEREDMESSAGE']._serialized_end=287
+  _globals['_RENDEREDSMS']._serialized_start=126
+  _globals['_RENDEREDSMS']._serialized_end=217
+  _globals['_RENDEREDPUSH']._serialized_start=220
+  _globals['_RENDEREDPUSH']._serialized_end=399
+  _globals['_RENDEREDPUSH_DATAENTRY']._serialized_start=356
+  _globals['_RENDEREDPUSH_DATAENTRY']._serialized_end=399
+  _globals['_INAPPBUTTON']._serialized_start=401
+  _globals['_INAPPBUTTON']._serialized_end=443
+  _globals['_RENDEREDINAPP']._serialized_start=445
+  _globals['_RENDEREDINAPP']._serialized_end=534
+  _globals['_RENDEREDWEBHOOK']._serialized_start=536
+  _globals['_RENDEREDWEBHOOK']._serialized_end=572
+  _globals['_RENDEREDMESSAGE']._serialized_start=575
+  _globals['_RENDEREDMESSAGE']._serialized_end=980
 # @@protoc_insertion_point(module_scope)

@@ -22,36 +22,43 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cjo.identity.v1 import consent_pb2 as cjo_dot_identity_dot_v1_dot_consent__pb2
 from cjo.identity.v1 import event_pb2 as cjo_dot_identity_dot_v1_dot_event__pb2
 from cjo.identity.v1 import profile_pb2 as cjo_dot_identity_dot_v1_dot_profile__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cjo/identity/v1/identity_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1b\x63jo/identity/v1/event.proto\x1a\x1d\x63jo/identity/v1/profile.proto\x1a\x17google/rpc/status.proto\"=\n\x13IngestEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.cjo.identity.v1.Event\"p\n\x11IngestEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"K\n\x14IngestEventsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".cjo.identity.v1.IngestEventResult\"!\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"G\n\x14LookupProfileRequest\x12/\n\nidentifier\x18\x01 \x01(\x0b\x32\x1b.cjo.identity.v1.Identifier\"B\n\x15LookupProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"Q\n\x18ListProfileEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x19ListProfileEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.cjo.identity.v1.StoredEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x91\x03\n\x0fIdentityService\x12[\n\x0cIngestEvents\x12$.cjo.identity.v1.IngestEventsRequest\x1a%.cjo.identity.v1.IngestEventsResponse\x12U\n\nGetProfile\x12\".cjo.identity.v1.GetProfileRequest\x1a#.cjo.identity.v1.GetProfileResponse\x12^\n\rLookupProfile\x12%.cjo.identity.v1.LookupProfileRequest\x1a&.cjo.identity.v1.LookupProfileResponse\x12j\n\x11ListProfileEvents\x12).cjo.identity.v1.ListProfileEventsRequest\x1a*.cjo.identity.v1.ListProfileEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cjo/identity/v1/identity_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1d\x63jo/identity/v1/consent.proto\x1a\x1b\x63jo/identity/v1/event.proto\x1a\x1d\x63jo/identity/v1/profile.proto\x1a\x17google/rpc/status.proto\"=\n\x13IngestEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.cjo.identity.v1.Event\"p\n\x11IngestEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"K\n\x14IngestEventsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".cjo.identity.v1.IngestEventResult\"!\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"G\n\x14LookupProfileRequest\x12/\n\nidentifier\x18\x01 \x01(\x0b\x32\x1b.cjo.identity.v1.Identifier\"B\n\x15LookupProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"Q\n\x18ListProfileEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x19ListProfileEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.cjo.identity.v1.StoredEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x18\x42\x61tchCheckConsentRequest\x12.\n\x07queries\x18\x01 \x03(\x0b\x32\x1d.cjo.identity.v1.ConsentQuery\"q\n\x17\x42\x61tchCheckConsentResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x32\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32 .cjo.identity.v1.ConsentDecision\"V\n\x19\x42\x61tchCheckConsentResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.cjo.identity.v1.BatchCheckConsentResult2\xfd\x03\n\x0fIdentityService\x12[\n\x0cIngestEvents\x12$.cjo.identity.v1.IngestEventsRequest\x1a%.cjo.identity.v1.IngestEventsResponse\x12U\n\nGetProfile\x12\".cjo.identity.v1.GetProfileRequest\x1a#.cjo.identity.v1.GetProfileResponse\x12^\n\rLookupProfile\x12%.cjo.identity.v1.LookupProfileRequest\x1a&.cjo.identity.v1.LookupProfileResponse\x12j\n\x11ListProfileEvents\x12).cjo.identity.v1.ListProfileEventsRequest\x1a*.cjo.identity.v1.ListProfileEventsResponse\x12j\n\x11\x42\x61tchCheckConsent\x12).cjo.identity.v1.BatchCheckConsentRequest\x1a*.cjo.identity.v1.BatchCheckConsentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.identity_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INGESTEVENTSREQUEST']._serialized_start=144
-  _globals['_INGESTEVENTSREQUEST']._serialized_end=205
-  _globals['_INGESTEVENTRESULT']._serialized_start=207
-  _globals['_INGESTEVENTRESULT']._serialized_end=319
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=321
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=396
-  _globals['_GETPROFILEREQUEST']._serialized_start=398
-  _globals['_GETPROFILEREQUEST']._serialized_end=431
-  _globals['_GETPROFILERESPONSE']._serialized_start=433
-  _globals['_GETPROFILERESPONSE']._serialized_end=496
-  _globals['_LOOKUPPROFILEREQUEST']._serialized_start=498
-  _globals['_LOOKUPPROFILEREQUEST']._serialized_end=569
-  _globals['_LOOKUPPROFILERESPONSE']._serialized_start=571
-  _globals['_LOOKUPPROFILERESPONSE']._serialized_end=637
-  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_start=639
-  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_end=720
-  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_start=722
-  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_end=820
-  _globals['_IDENTITYSERVICE']._serialized_start=823
-  _globals['_IDENTITYSERVICE']._serialized_end=1224
+  _globals['_INGESTEVENTSREQUEST']._serialized_start=175
+  _globals['_INGESTEVENTSREQUEST']._serialized_end=236
+  _globals['_INGESTEVENTRESULT']._serialized_start=238
+  _globals['_INGESTEVENTRESULT']._serialized_end=350
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=352
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=427
+  _globals['_GETPROFILEREQUEST']._serialized_start=429
+  _globals['_GETPROFILEREQUEST']._serialized_end=462
+  _globals['_GETPROFILERESPONSE']._serialized_start=464
+  _globals['_GETPROFILERESPONSE']._serialized_end=527
+  _globals['_LOOKUPPROFILEREQUEST']._serialized_start=529
+  _globals['_LOOKUPPROFILEREQUEST']._serialized_end=600
+  _globals['_LOOKUPPROFILERESPONSE']._serialized_start=602
+  _globals['_LOOKUPPROFILERESPONSE']._serialized_end=668
+  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_start=670
+  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_end=751
+  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_start=753
+  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_end=851
+  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_start=853
+  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_end=927
+  _globals['_BATCHCHECKCONSENTRESULT']._serialized_start=929
+  _globals['_BATCHCHECKCONSENTRESULT']._serialized_end=1042
+  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_start=1044
+  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_end=1130
+  _globals['_IDENTITYSERVICE']._serialized_start=1133
+  _globals['_IDENTITYSERVICE']._serialized_end=1642
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from cjo.identity.v1 import consent_pb2 as _consent_pb2
 from cjo.identity.v1 import event_pb2 as _event_pb2
 from cjo.identity.v1 import profile_pb2 as _profile_pb2
 from google.rpc import status_pb2 as _status_pb2
@@ -74,3 +75,23 @@ class ListProfileEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[_event_pb2.StoredEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[_event_pb2.StoredEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class BatchCheckConsentRequest(_message.Message):
+    __slots__ = ("queries",)
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedCompositeFieldContainer[_consent_pb2.ConsentQuery]
+    def __init__(self, queries: _Optional[_Iterable[_Union[_consent_pb2.ConsentQuery, _Mapping]]] = ...) -> None: ...
+
+class BatchCheckConsentResult(_message.Message):
+    __slots__ = ("status", "decision")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    status: _status_pb2.Status
+    decision: _consent_pb2.ConsentDecision
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., decision: _Optional[_Union[_consent_pb2.ConsentDecision, _Mapping]] = ...) -> None: ...
+
+class BatchCheckConsentResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchCheckConsentResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchCheckConsentResult, _Mapping]]] = ...) -> None: ...

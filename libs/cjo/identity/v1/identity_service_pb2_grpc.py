@@ -56,6 +56,11 @@ class IdentityServiceStub:
                 request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfileEventsRequest.SerializeToString,
                 response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfileEventsResponse.FromString,
                 _registered_method=True)
+        self.BatchCheckConsent = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/BatchCheckConsent',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -92,6 +97,13 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCheckConsent(self, request, context):
+        """Answers up to 1,000 consent questions at once; delivery asks before every send.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +126,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.ListProfileEvents,
                     request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfileEventsRequest.FromString,
                     response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfileEventsResponse.SerializeToString,
+            ),
+            'BatchCheckConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCheckConsent,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +243,33 @@ class IdentityService:
             '/cjo.identity.v1.IdentityService/ListProfileEvents',
             cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfileEventsRequest.SerializeToString,
             cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfileEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCheckConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/BatchCheckConsent',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,
