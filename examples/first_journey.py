@@ -53,7 +53,8 @@ async def main() -> None:
     delivery = delivery_service_pb2_grpc.DeliveryServiceStub(
         grpc.aio.insecure_channel(target("delivery", 50054)))
 
-    # 1. Content: an email template in Liquid. `request_id` makes re-running this script safe.
+    # 1. Content: an email template in Liquid, published (journeys render published versions).
+    #    `request_id` makes re-running this script safe.
     try:
         await content.CreateContentItem(content_service_pb2.CreateContentItemRequest(
             content_item=content_item_pb2.ContentItem(
@@ -67,6 +68,9 @@ async def main() -> None:
     except grpc.aio.AioRpcError as exc:
         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
+    await content.PublishContentItem(content_service_pb2.PublishContentItemRequest(
+        name="contentItems/welcome-email", request_id="example-publish-welcome-email"),
+        metadata=auth)
     print("content:  contentItems/welcome-email")
 
     # 2. A journey: on `signed_up`, send the welcome email, then exit. With the same request ids,

@@ -7,8 +7,7 @@ from pathlib import Path
 from cjo.content.v1 import content_service_pb2_grpc
 from cjo_content.adapters.tables import metadata
 from cjo_content.api.servicer import SERVICE, ContentServicer
-from cjo_content.domain.rendering import EmailRenderer
-from cjo_content.domain.templates import TemplateCache
+from cjo_content.domain.rendering import CompiledCache
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.rpc.server import ServiceApp, Servicer
@@ -20,9 +19,10 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
     clock = clock or SystemClock()
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
-    cache = TemplateCache(
+    # One entry is every template of one published version (all channels, its snippets).
+    cache = CompiledCache(
         max_entries=env.int("CJO_CONTENT_TEMPLATE_CACHE_ENTRIES", 2048, minimum=1))
-    servicer = ContentServicer(storage.db, storage.requests, EmailRenderer(cache), clock)
+    servicer = ContentServicer(storage.db, storage.requests, cache, clock)
     return ServiceApp(
         settings=settings,
         db=storage.db,

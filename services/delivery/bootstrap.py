@@ -3,13 +3,24 @@ the servicer."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from cjo.delivery.v1 import delivery_service_pb2_grpc
+from cjo_delivery.adapters.consent import IdentityConsent
+from cjo_delivery.adapters.engagement_http import EngagementListener, Tracking
+from cjo_delivery.adapters.engagement_store import record_engagement
+from cjo_delivery.adapters.identity_events import identity_events_forwarder
+from cjo_delivery.adapters.inbox import InboxHub, InboxProvider
+from cjo_delivery.adapters.provider_factory import ProviderFactory
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.adapters.tables import metadata
 from cjo_delivery.api.servicer import DeliveryServicer
+from cjo_delivery.domain.engagement import Engagement
 from cjo_delivery.domain.sending import RetryPolicy
 from cjo_delivery.sender import Sender, SenderSettings
 from cjo_platform.clock import Clock, SystemClock
@@ -57,7 +68,32 @@ def load_sender_settings(env: Env) -> SenderSettings:
             max_delay=timedelta(seconds=env.float("CJO_DELIVERY_RETRY_MAX_SECONDS", 3600.0,
                                                   minimum=base)),
         ),
+        breaker_failures=env.int("CJO_DELIVERY_BREAKER_FAILURES", 5, minimum=1, maximum=1000),
+        breaker_cool_down=timedelta(seconds=env.float("CJO_DELIVERY_BREAKER_COOL_DOWN_SECONDS",
+                                                      30.0, minimum=0.0)),
     )
+
+
+def load_tracking(settings: ServiceSettings, env: Env) -> tuple[Tracking, int] | None:
+    """The engagement listener's links and port; None when CJO_DELIVERY_TRACKING_PORT is unset
+    (no tracking links, no listener)."""
+    port_text = env.str("CJO_DELIVERY_TRACKING_PORT", "")
+    if not port_text:
+        return None
+    if not port_text.isdigit() or int(port_text) > 65535:
+        env.errors.append("CJO_DELIVERY_TRACKING_PORT must be a port number")
+        return None
+    port = int(port_text)
+    base = env.str("CJO_DELIVERY_TRACKING_URL", f"http://127.0.0.1:{port}")
+    if not base.startswith(("http://", "https://")):
+        env.errors.append("CJO_DELIVERY_TRACKING_URL must be an http(s) URL")
+    secret = env.str("CJO_DELIVERY_TRACKING_SECRET", "")
+    if secret and len(secret) < 24:
+        env.errors.append("CJO_DELIVERY_TRACKING_SECRET must be at least 24 characters")
+    # Derived from the service token unless given, so every replica signs alike.
+    key = secret.encode() if secret else hmac.new(
+        settings.service_token.encode(), b"cjo delivery tracking", hashlib.sha256).digest()
+    return Tracking(base, key), port
 
 
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
@@ -70,8 +106,28 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
             f"CJO_DELIVERY_LEASE_SECONDS must be at least {_LEASE_TIMEOUTS} x "
             f"CJO_SMTP_TIMEOUT_SECONDS, or a slow send would be claimed and sent twice")
     provider = SmtpProvider(smtp, clock)
-    sender = Sender(storage.db, storage.outbox, provider, clock, sending)
+    factory = ProviderFactory(clock, smtp_connections=max(1, sending.concurrency // 2))
+    consent = (IdentityConsent(settings)
+               if env.bool("CJO_DELIVERY_CHECK_CONSENT", True) else None)
+    tracking = load_tracking(settings, env)
+    hub = InboxHub()
+    sender = Sender(storage.db, storage.outbox, provider, clock, sending,
+                    build_provider=factory.build, consent=consent,
+                    links=tracking[0].links if tracking else None,
+                    inbox=InboxProvider(storage.db, hub, clock))
     forwarder = facts_forwarder(settings, storage.db, storage.outbox)
+    events = identity_events_forwarder(settings, storage.db, storage.outbox)
+    db, outbox = storage.db, storage.outbox
+
+    async def record(engagement: Engagement) -> bool:
+        def write() -> bool:
+            with db.transaction() as session:
+                return record_engagement(session, outbox, engagement, clock.now())
+
+        found = await db.run(write)
+        if found:
+            outbox.notify()
+        return found
 
     async def send_messages() -> None:
         await sender.run()
@@ -79,14 +135,25 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     async def forward_facts() -> None:
         await forwarder.run()
 
+    async def forward_events() -> None:
+        await events.run()
+
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = [send_messages, forward_facts,
+                                                        forward_events]
+    if tracking is not None:
+        listener = EngagementListener(tracking[0], record, settings.host, tracking[1])
+        background.append(listener.run)
+
     return ServiceApp(
         settings=settings,
         db=storage.db,
-        servicers=[Servicer(DeliveryServicer(storage.db, clock, sender.wake),
+        servicers=[Servicer(DeliveryServicer(
+            storage.db, clock, sender.wake, storage.requests,
+            tracking[0].status_url if tracking else None, hub),
                             delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server,
                             SERVICE)],
         authenticator=remote_authenticator(settings),
-        background=[send_messages, forward_facts],
+        background=background,
         migrate=storage.migrate,
-        on_stop=[provider.close],
+        on_stop=[provider.close, sender.close, factory.close],
     )

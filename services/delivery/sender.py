@@ -15,6 +15,13 @@ discard the repeat. A sender that outlives its lease cannot overwrite the result
 that took over: outcomes are recorded only while the row still carries the claim's attempt
 number. On an orderly shutdown, calls under way are finished and recorded and messages not yet
 handed over go back to the queue, so a restart repeats nothing.
+
+Before any provider call, each claimed message passes the workspace's policies: consent (asked
+of identity in one batch call per workspace and round), the suppression list, quiet hours and
+frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Then the workspace's
+providers for its channel are tried in order of priority: one whose circuit breaker is open is
+skipped, and a transient failure moves on to the next. Email falls back to the deployment's
+SMTP server when the workspace configured no email provider.
 """
 
 from __future__ import annotations
@@ -22,25 +29,39 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from opentelemetry.trace import Status, StatusCode
 
-from cjo_delivery.adapters import repository
-from cjo_delivery.adapters.contents import decode_email
+from cjo_delivery.adapters import provider_store, repository
+from cjo_delivery.adapters.contents import decode_outgoing
 from cjo_delivery.adapters.facts import fact_payload
+from cjo_delivery.domain.breaker import CircuitBreaker
 from cjo_delivery.domain.messages import Channel, Claim, MessageStatus
+from cjo_delivery.domain.policies import (
+    ConsentDecision,
+    ConsentDirectory,
+    ConsentQuery,
+    ConsentUnavailable,
+    Defer,
+    DeliveryPolicy,
+    Suppress,
+    decide,
+)
+from cjo_delivery.domain.providers import DEFAULT_SMTP_ID, ProviderConfig
 from cjo_delivery.domain.sending import (
-    EmailProvider,
-    OutgoingEmail,
+    OutgoingMessage,
+    Provider,
     ProviderError,
     RetryPolicy,
     Transition,
     after_failure,
     after_success,
+    deferred,
     released,
+    suppressed,
 )
 from cjo_platform.clock import Clock
 from cjo_platform.db import Database
@@ -56,6 +77,7 @@ log = get_logger(__name__)
 # sent again once their lease runs out.
 _RECORD_RETRY_DELAYS = (0.2, 1.0, 3.0)
 _MAX_ROUND_BACKOFF = 30.0
+_CONSENT_WAIT = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -66,30 +88,71 @@ class SenderSettings:
     # Longer than the slowest provider call can take, or a live call's message is claimed twice.
     lease: timedelta = timedelta(minutes=5)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker_failures: int = 5
+    breaker_cool_down: timedelta = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
 class _Outcome:
     claim: Claim
     provider_message_id: str = ""
+    provider_id: str = ""
     error: ProviderError | None = None
     released: bool = False
+    decided: Transition | None = None  # set when a policy, not a provider, decided
+
+
+@dataclass
+class _Route:
+    """A provider of one workspace and channel, with its breaker."""
+
+    provider_id: str
+    provider: Provider
+    breaker: CircuitBreaker
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the policies need for one round, read in one transaction."""
+
+    providers: dict[tuple[str, Channel], list[ProviderConfig]]
+    policies: dict[str, DeliveryPolicy]
+    suppressions: dict[tuple[str, str, str], str]
+    recent: dict[tuple[str, str, str], list[datetime]]
+
+
+ProviderBuilder = Callable[[ProviderConfig], Provider]
+LinkMaker = Callable[[Claim], tuple[str, Callable[[str], str] | None]]
 
 
 class Sender(PollingWorker):
     name = "sender"
 
-    def __init__(self, db: Database, outbox: Outbox, provider: EmailProvider, clock: Clock,
-                 settings: SenderSettings, rng: random.Random | None = None) -> None:
+    def __init__(self, db: Database, outbox: Outbox, provider: Provider, clock: Clock,
+                 settings: SenderSettings, rng: random.Random | None = None, *,
+                 build_provider: ProviderBuilder | None = None,
+                 consent: ConsentDirectory | None = None,
+                 links: LinkMaker | None = None, inbox: Provider | None = None) -> None:
         self.db = db
         self.outbox = outbox
-        self.provider = provider
+        self.fallback = provider
         self.clock = clock
         self.settings = settings
         super().__init__(settings.poll_seconds, _MAX_ROUND_BACKOFF)
         self.rng = rng or random.Random()
+        self.build_provider = build_provider
+        self.consent = consent
+        self.links = links
+        self._inbox = None if inbox is None else _Route("inbox", inbox, self._new_breaker())
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._stopping = False
+        self._fallback_breaker = self._new_breaker()
+        # Live providers by (workspace, provider id), rebuilt when their etag changes.
+        self._live: dict[tuple[str, str], tuple[str, _Route]] = {}
+        self._retired: list[Provider] = []
+
+    def _new_breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_cool_down)
 
     async def run_once(self) -> bool:
         return await self.send_due() >= self.settings.batch_size
@@ -111,9 +174,12 @@ class Sender(PollingWorker):
     async def _round(self) -> int:
         if self._stopping:
             return 0
-        claims = await self.db.run(self._claim, self.clock.now())
+        now = self.clock.now()
+        claims = await self.db.run(self._claim, now)
         if claims:
-            await self._deliver(claims)
+            context = await self.db.run(self._load_context, claims, now)
+            decided = await self._apply_policies(claims, context, now)
+            await self._deliver(claims, decided, context)
         return len(claims)
 
     def _claim(self, now: datetime) -> list[Claim]:
@@ -121,14 +187,114 @@ class Sender(PollingWorker):
             return repository.claim_due(session, now, now + self.settings.lease,
                                         self.settings.batch_size)
 
-    async def _deliver(self, claims: Sequence[Claim]) -> None:
+    def _load_context(self, claims: Sequence[Claim], now: datetime) -> _Context:
+        workspaces = sorted({c.workspace_id for c in claims})
+        with self.db.transaction() as session:
+            configs = provider_store.providers_of(session, workspaces)
+            policies = provider_store.policies_of(session, workspaces)
+            suppressions = repository.suppressed_addresses(
+                session, [(c.workspace_id, c.channel.value, c.address) for c in claims])
+            recent: dict[tuple[str, str, str], list[datetime]] = {}
+            for workspace in workspaces:
+                policy = policies.get(workspace)
+                if policy is None or not policy.caps:
+                    continue
+                keys = sorted({(c.profile_id, c.channel.value) for c in claims
+                               if c.workspace_id == workspace and c.profile_id
+                               and c.channel in policy.caps and not c.transactional})
+                found = repository.recent_sends(session, workspace, keys,
+                                                now - policy.longest_window)
+                recent.update({(workspace, *key): times for key, times in found.items()})
+        providers: dict[tuple[str, Channel], list[ProviderConfig]] = defaultdict(list)
+        for config in configs:
+            providers[(config.workspace_id, config.channel)].append(config)
+        return _Context(dict(providers), policies, suppressions, recent)
+
+    async def _consent_of(self, claims: Sequence[Claim]
+                          ) -> dict[str, ConsentDecision] | ConsentUnavailable:
+        """Consent per message id of the claims that need one (a profile, not transactional)."""
+        if self.consent is None:
+            return {}
+        asking: dict[str, list[Claim]] = defaultdict(list)
+        for claim in claims:
+            if claim.profile_id and not claim.transactional:
+                asking[claim.workspace_id].append(claim)
+        answers: dict[str, ConsentDecision] = {}
+        for workspace, group in asking.items():
+            try:
+                decisions = await self.consent.check(workspace, [
+                    ConsentQuery(c.profile_id, c.channel, c.topic) for c in group])
+            except ConsentUnavailable as exc:
+                return exc
+            answers.update({c.message_id: d for c, d in zip(group, decisions, strict=True)})
+        return answers
+
+    async def _apply_policies(self, claims: Sequence[Claim], context: _Context,
+                              now: datetime) -> dict[str, Transition]:
+        """The transitions of claims a policy stops; the others are sent."""
+        consent = await self._consent_of(claims)
+        decided: dict[str, Transition] = {}
+        for claim in claims:
+            if isinstance(consent, ConsentUnavailable):
+                if claim.profile_id and not claim.transactional:
+                    # Never send without knowing; try again soon, the attempt not counted.
+                    decided[claim.message_id] = Transition(
+                        MessageStatus.QUEUED, claim.attempts - 1, now + _CONSENT_WAIT,
+                        str(consent), "")
+                    continue
+                answer = None
+            else:
+                answer = consent.get(claim.message_id)
+            policy = context.policies.get(claim.workspace_id, DeliveryPolicy())
+            decision = decide(
+                claim, policy, consent=answer,
+                suppression=context.suppressions.get(
+                    (claim.workspace_id, claim.channel.value, claim.address)),
+                recent_sends=context.recent.setdefault(
+                    (claim.workspace_id, claim.profile_id, claim.channel.value), []),
+                now=now)
+            if isinstance(decision, Suppress):
+                decided[claim.message_id] = suppressed(claim.attempts, decision.reason)
+            elif isinstance(decision, Defer):
+                decided[claim.message_id] = deferred(claim.attempts, decision.until,
+                                                     decision.reason)
+        return decided
+
+    def _routes(self, claim: Claim, context: _Context) -> list[_Route]:
+        if claim.channel is Channel.IN_APP:
+            return [self._inbox] if self._inbox is not None else []
+        configs = context.providers.get((claim.workspace_id, claim.channel), [])
+        if not configs:
+            if claim.channel is Channel.EMAIL:
+                return [_Route(DEFAULT_SMTP_ID, self.fallback, self._fallback_breaker)]
+            return []
+        routes = []
+        for config in configs:
+            key = (config.workspace_id, config.provider_id)
+            live = self._live.get(key)
+            if live is None or live[0] != config.etag:
+                if live is not None:  # may still be sending; closed at shutdown
+                    self._retired.append(live[1].provider)
+                assert self.build_provider is not None
+                live = (config.etag, _Route(config.provider_id, self.build_provider(config),
+                                            self._new_breaker()))
+                self._live[key] = live
+            routes.append(live[1])
+        return routes
+
+    async def _deliver(self, claims: Sequence[Claim], decided: dict[str, Transition],
+                       context: _Context) -> None:
         """Send every claim, recording outcomes in groups as they come in: under load a group
         holds many messages (one commit for all), while a slow message never holds back the
         record of the fast ones."""
         done: asyncio.Queue[_Outcome] = asyncio.Queue()
 
         async def attempt(claim: Claim) -> None:
-            done.put_nowait(await self._attempt(claim))
+            transition = decided.get(claim.message_id)
+            if transition is not None:
+                done.put_nowait(_Outcome(claim, decided=transition))
+            else:
+                done.put_nowait(await self._attempt(claim, context))
 
         tasks = [asyncio.create_task(attempt(claim)) for claim in claims]
         try:
@@ -143,7 +309,7 @@ class Sender(PollingWorker):
             for task in tasks:
                 task.cancel()
 
-    async def _attempt(self, claim: Claim) -> _Outcome:
+    async def _attempt(self, claim: Claim, context: _Context) -> _Outcome:
         async with self._slots:
             if self._stopping:
                 return _Outcome(claim, released=True)
@@ -153,30 +319,74 @@ class Sender(PollingWorker):
             with continue_trace("delivery.send", claim.traceparent,
                                 attributes=attributes) as span:
                 try:
-                    provider_id = await self.provider.send(self._email(claim))
+                    outgoing = self._outgoing(claim)
+                    outcome = await self._through_providers(claim, outgoing,
+                                                            self._routes(claim, context))
                 except ProviderError as exc:
-                    span.set_status(Status(StatusCode.ERROR, exc.message))
-                    return _Outcome(claim, error=exc)
+                    outcome = _Outcome(claim, error=exc)
                 except Exception as exc:  # a provider bug must not stop the other messages
                     log.error("provider raised an unexpected error", message_id=claim.message_id,
                               exc_info=exc)
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
-                    return _Outcome(claim, error=ProviderError(f"unexpected error: {exc}",
-                                                               transient=True))
-                return _Outcome(claim, provider_message_id=provider_id)
+                    outcome = _Outcome(claim, error=ProviderError(f"unexpected error: {exc}",
+                                                                  transient=True))
+                if outcome.error is not None:
+                    span.set_status(Status(StatusCode.ERROR, outcome.error.message))
+                return outcome
 
-    @staticmethod
-    def _email(claim: Claim) -> OutgoingEmail:
-        if claim.channel is not Channel.EMAIL:
-            raise ProviderError(f"no provider sends {claim.channel.value} messages",
-                                transient=False)
+    async def _through_providers(self, claim: Claim, outgoing: OutgoingMessage,
+                                 routes: Sequence[_Route]) -> _Outcome:
+        """Try the providers in order; the first that takes the message wins."""
+        if not routes:
+            return _Outcome(claim, error=ProviderError(
+                f"no {claim.channel.value} provider is configured in this workspace",
+                transient=False))
+        errors: list[str] = []
+        retry_after: float | None = None
+        for route in routes:
+            now = self.clock.now()
+            if not route.breaker.allow(now):
+                errors.append(f"{route.provider_id}: circuit open")
+                reopen = route.breaker.open_until
+                if reopen is not None:
+                    wait = max((reopen - now).total_seconds(), 0.0)
+                    retry_after = wait if retry_after is None else min(retry_after, wait)
+                continue
+            try:
+                provider_message_id = await route.provider.send(outgoing)
+            except ProviderError as exc:
+                if not exc.transient:
+                    route.breaker.succeeded()  # the provider works; the message is refused
+                    return _Outcome(claim, error=exc)
+                now = self.clock.now()
+                if exc.retry_after is not None:
+                    route.breaker.hold_back(now + timedelta(seconds=exc.retry_after))
+                    retry_after = (exc.retry_after if retry_after is None
+                                   else min(retry_after, exc.retry_after))
+                else:
+                    route.breaker.failed(now)
+                errors.append(exc.message)
+                log.info("provider failed; trying the next", provider=route.provider_id,
+                         message_id=claim.message_id, error=exc.message)
+                continue
+            route.breaker.succeeded()
+            return _Outcome(claim, provider_message_id=provider_message_id,
+                            provider_id=route.provider_id)
+        text = errors[0] if len(errors) == 1 else "; ".join(errors)
+        return _Outcome(claim, error=ProviderError(text, transient=True,
+                                                   retry_after=retry_after))
+
+    def _outgoing(self, claim: Claim) -> OutgoingMessage:
+        unsubscribe_url, rewrite = ("", None) if self.links is None else self.links(claim)
         try:
-            email = decode_email(claim.content)
+            return decode_outgoing(claim, unsubscribe_url, rewrite)
         except ValueError as exc:
             raise ProviderError(str(exc), transient=False) from exc
-        return OutgoingEmail(message_id=claim.message_id, to=claim.address,
-                             subject=email.subject, preheader=email.preheader, html=email.html,
-                             text=email.text)
+
+    async def close(self) -> None:
+        live, self._live = self._live, {}
+        retired, self._retired = self._retired, []
+        for provider in [*(route.provider for _, route in live.values()), *retired]:
+            await provider.close()
 
     async def _record_with_retry(self, group: Sequence[_Outcome]) -> None:
         for delay in (*_RECORD_RETRY_DELAYS, None):
@@ -194,16 +404,19 @@ class Sender(PollingWorker):
 
     def _transition(self, outcome: _Outcome, now: datetime) -> Transition:
         attempts = outcome.claim.attempts
+        if outcome.decided is not None:
+            return outcome.decided
         if outcome.released:
             return released(attempts, now)
         if outcome.error is not None:
             return after_failure(attempts, outcome.error, self.settings.retry, now, self.rng)
-        return after_success(attempts, outcome.provider_message_id)
+        return after_success(attempts, outcome.provider_message_id, outcome.provider_id)
 
     def _record(self, group: Sequence[_Outcome]) -> bool:
         """Write the outcomes and their facts in one transaction; True when facts were written."""
         now = self.clock.now()
         facts: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
+        bounces: list[tuple[str, str, str, str]] = []
         with self.db.transaction() as session:
             for outcome in group:
                 claim = outcome.claim
@@ -213,18 +426,27 @@ class Sender(PollingWorker):
                                 "keeping the newer result", message_id=claim.message_id)
                     continue
                 _log_transition(claim, transition)
+                if transition.status is MessageStatus.BOUNCED:
+                    bounces.append((claim.workspace_id, claim.channel.value, claim.address,
+                                    f"bounced: {transition.error}"))
                 payload = fact_payload(claim, transition.status, now)
                 if payload is not None:
                     facts[claim.workspace_id].append((payload, claim.traceparent))
+            repository.suppress(session, bounces, now)
             for workspace_id, payloads in facts.items():
                 self.outbox.add(session, FACTS_TOPIC, workspace_id, payloads)
         return bool(facts)
 
 
 def _log_transition(claim: Claim, transition: Transition) -> None:
-    if transition.status is MessageStatus.FAILED:
+    if transition.status in (MessageStatus.FAILED, MessageStatus.BOUNCED):
         log.warning("message failed", message_id=claim.message_id, workspace=claim.workspace_id,
-                    attempts=transition.attempts, error=transition.error)
+                    attempts=transition.attempts, error=transition.error,
+                    status=transition.status.value)
+    elif transition.status in (MessageStatus.SUPPRESSED, MessageStatus.DEFERRED):
+        log.info(f"message {transition.status.value}", message_id=claim.message_id,
+                 workspace=claim.workspace_id, reason=transition.error,
+                 until=str(transition.next_attempt_time))
     elif transition.status is MessageStatus.QUEUED and transition.error is not None:
         log.info("message will be retried", message_id=claim.message_id,
                  workspace=claim.workspace_id, attempts=transition.attempts,

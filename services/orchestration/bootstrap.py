@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc
-from cjo_orchestration.adapters.peers import Peers
+from cjo_orchestration.adapters.peers import ContentCatalog, Peers
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.api.servicer import OrchestrationServicer
 from cjo_orchestration.settings import load_engine_settings
@@ -30,7 +30,10 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     forwarder = facts_forwarder(settings, storage.db, storage.outbox,
                                 timeout=engine.peer_timeout_seconds,
                                 poll_interval=engine.poll_seconds)
-    servicer = OrchestrationServicer(storage.db, storage.requests, clock, new_id, events.wake)
+    servicer = OrchestrationServicer(
+        storage.db, storage.requests, clock, new_id, events.wake,
+        content=ContentCatalog(settings, engine.peer_timeout_seconds), on_enrolled=steps.wake,
+        outbox=storage.outbox)
     return ServiceApp(
         settings=settings,
         db=storage.db,

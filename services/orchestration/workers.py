@@ -12,6 +12,7 @@ import asyncio
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 from cjo_orchestration.adapters import enrollments as enrollment_store
@@ -21,12 +22,14 @@ from cjo_orchestration.adapters.peers import Peers, RenderItem, SendItem
 from cjo_orchestration.domain.engine import (
     Deferred,
     Enrollment,
+    ProfileOrder,
     Rejected,
+    SendOrder,
     SendResult,
     Transition,
     advance,
     after_send,
-    plan_enrollments,
+    apply_events,
 )
 from cjo_orchestration.domain.journeys import JourneyGraph
 from cjo_orchestration.settings import EngineSettings
@@ -60,11 +63,12 @@ class EventWorker(PollingWorker):
         self.steps = steps
 
     def _process(self) -> tuple[int, int]:
-        """Match one batch of inbox events; returns (events handled, enrollments created)."""
+        """Apply one batch of inbox events; returns (events handled, enrollments changed)."""
         with self.db.transaction() as session:
             events = enrollment_store.pending_events(session, self.batch)
             if not events:
                 return 0, 0
+            now = self.clock.now()
             with batch_span("orchestration.enroll", [e.traceparent for e in events]):
                 triggers = journey_store.triggers(
                     session, {(e.workspace_id, e.event_name) for e in events if e.event_name})
@@ -72,24 +76,52 @@ class EventWorker(PollingWorker):
                 for trigger in triggers:
                     listening[(trigger.workspace_id, trigger.event_name)].append(
                         trigger.journey_id)
+                profiles = {(e.workspace_id, e.profile_id) for e in events}
+                found = enrollment_store.watched(session, profiles, now)
+                graphs = journey_store.versions(
+                    session, [(e.workspace_id, e.journey_id, e.journey_version)
+                              for e, _ in found])
+                watched: list[tuple[Enrollment, JourneyGraph]] = []
+                busy: set[tuple[str, str]] = set()
+                for enrollment, leased in found:
+                    graph = graphs.get((enrollment.workspace_id, enrollment.journey_id,
+                                        enrollment.journey_version))
+                    if graph is None or not graph.watches_events:
+                        continue
+                    watched.append((enrollment, graph))
+                    if leased:
+                        busy.add((enrollment.workspace_id, enrollment.profile_id))
                 candidates = {(e.workspace_id, journey_id, e.profile_id) for e in events
                               for journey_id in listening.get((e.workspace_id, e.event_name), ())}
-                active = enrollment_store.active_keys(session, candidates)
-                planned = plan_enrollments(events, triggers, active, new_id, self.clock.now())
-                inserted = enrollment_store.insert_new(session, [e for e, _ in planned])
-                facts.publish(session, self.outbox,
-                              [f for e, f in planned if e.enrollment_id in inserted])
-                enrollment_store.mark_processed(session, [e.seq for e in events])
-        log.debug("events matched", events=len(events), enrolled=len(inserted),
-                  unmatched=sum(1 for e in events if (e.workspace_id, e.event_name)
-                                not in listening))
-        return len(events), len(inserted)
+                history = enrollment_store.history(session, candidates)
+                outcome = apply_events(events, triggers, watched, history, busy, new_id, now)
+                created = [(replace(e, step_count=len(taken)), taken)
+                           for e, taken in outcome.created.values()]
+                inserted = enrollment_store.insert_new(session, [e for e, _ in created])
+                enrollment_store.insert_steps(
+                    session, [(replace(e, step_count=0), taken) for e, taken in created
+                              if e.enrollment_id in inserted])
+                enrollment_store.save_progress(session, list(outcome.changed.values()))
+                facts.publish(session, self.outbox, [
+                    f for f in outcome.facts
+                    if f.enrollment_id in inserted or f.enrollment_id not in outcome.created])
+                deferred = set(outcome.deferred)
+                enrollment_store.mark_processed(
+                    session, [e.seq for e in events if e.seq not in deferred])
+        if outcome.deferred:
+            log.debug("events deferred while their profile's step runs",
+                      deferred=len(outcome.deferred))
+        log.debug("events applied", events=len(events), enrolled=len(inserted),
+                  changed=len(outcome.changed), unmatched=outcome.unmatched)
+        return len(events) - len(outcome.deferred), len(inserted) + len(outcome.changed)
 
     async def run_once(self) -> bool:
         handled, enrolled = await self.db.run(self._process)
         if enrolled:
             self.outbox.notify()
             self.steps.wake()
+        # A full batch means more is waiting; a batch of only deferred events waits for the
+        # next poll, by which time the step holding their profile has finished.
         return handled >= self.batch
 
 
@@ -196,15 +228,31 @@ class StepWorker(PollingWorker):
 
     async def _render_and_send(self, workspace_id: str,
                                waiting: Sequence[Transition]) -> list[SendResult]:
+        results: list[SendResult | None] = [None] * len(waiting)
+        sends = [(i, t) for i, t in enumerate(waiting) if isinstance(t.send, SendOrder)]
+        updates = [(i, t) for i, t in enumerate(waiting) if isinstance(t.send, ProfileOrder)]
+        if updates:
+            answers = await self.peers.update_profiles(workspace_id, [
+                t.send for _, t in updates if isinstance(t.send, ProfileOrder)])
+            for (i, _), answer in zip(updates, answers, strict=True):
+                results[i] = answer
+        if sends:
+            for i, result in zip([i for i, _ in sends],
+                                 await self._send(workspace_id, [t for _, t in sends]),
+                                 strict=True):
+                results[i] = result
+        return [r if r is not None else Deferred("no answer") for r in results]
+
+    async def _send(self, workspace_id: str, waiting: Sequence[Transition]) -> list[SendResult]:
+        orders = [t.send for t in waiting if isinstance(t.send, SendOrder)]
         renders = await self.peers.render(workspace_id, [
-            RenderItem(t.enrollment.profile_id, t.send.content_key, t.send.channel,
-                       t.enrollment.traits, t.enrollment.properties)
-            for t in waiting if t.send is not None])
+            RenderItem(t.enrollment.profile_id, order.content_key, order.channel,
+                       t.enrollment.traits, t.enrollment.properties, order.content_version)
+            for t, order in zip(waiting, orders, strict=True)])
         results: list[SendResult | None] = [None] * len(waiting)
         to_send: list[tuple[int, SendItem]] = []
-        for i, (transition, rendered) in enumerate(zip(waiting, renders, strict=True)):
-            order = transition.send
-            assert order is not None
+        for i, (transition, order, rendered) in enumerate(zip(waiting, orders, renders,
+                                                              strict=True)):
             if isinstance(rendered, Rejected | Deferred):
                 results[i] = rendered
                 continue

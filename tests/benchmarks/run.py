@@ -109,6 +109,8 @@ async def run_scenarios(kind: str, suite: object, events: int, signups: int) -> 
             key="welcome", email=content_item_pb2.EmailTemplate(
             subject="Welcome, {{ profile.first_name }}!",
             html="<p>Hi {{ profile.first_name }}, enjoy {{ event.plan }}.</p>"))), metadata=auth)
+    await content.PublishContentItem(content_service_pb2.PublishContentItemRequest(
+        name="contentItems/welcome"), metadata=auth)
     orchestration = orchestration_service_pb2_grpc.OrchestrationServiceStub(
         channels["orchestration"])
     journey = (await orchestration.CreateJourney(orchestration_service_pb2.CreateJourneyRequest(

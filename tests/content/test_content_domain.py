@@ -8,17 +8,22 @@ import pytest
 
 from cjo_content.domain.content_items import (
     ContentDraft,
-    ContentItem,
     EmailTemplate,
+    MissingVariables,
     UpdateMask,
     apply_update,
     check_draft,
     etag_of,
     key_from_name,
 )
-from cjo_content.domain.rendering import EmailRenderer, RenderContext, check_email_templates
+from cjo_content.domain.rendering import (
+    CompiledCache,
+    CompiledContent,
+    RenderContext,
+    RenderedEmail,
+    check_draft_templates,
+)
 from cjo_content.domain.templates import (
-    TemplateCache,
     TemplateKind,
     TemplatePosition,
     TemplateSyntaxError,
@@ -29,9 +34,14 @@ from cjo_platform.errors import FailedPrecondition, InvalidArgument
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def item(email: EmailTemplate, revision: int = 1, key: str = "welcome") -> ContentItem:
-    return ContentItem(key=key, display_name="", tags=(), email=email, revision=revision,
-                       create_time=NOW, update_time=NOW)
+def render_email(email: EmailTemplate, context: RenderContext,
+                 snippets: dict[str, str] | None = None,
+                 policy: MissingVariables = MissingVariables.LENIENT) -> RenderedEmail:
+    compiled = CompiledContent("welcome", ContentDraft(email=email, missing_variables=policy),
+                               snippets or {}, 1)
+    out = compiled.render("email", context)
+    assert isinstance(out, RenderedEmail)
+    return out
 
 
 @pytest.mark.parametrize(("source", "line", "column"), [
@@ -50,18 +60,17 @@ def test_syntax_errors_carry_line_and_column(source: str, line: int, column: int
 
 
 def test_check_email_templates_names_each_broken_field() -> None:
-    problems = check_email_templates(EmailTemplate(subject="{{ x", html="<p>{{ ok }}</p>",
-                                                   text="{% if %}{% endif %}"))
+    problems = check_draft_templates(ContentDraft(email=EmailTemplate(
+        subject="{{ x", html="<p>{{ ok }}</p>", text="{% if %}{% endif %}")).template_sources())
     fields = {v.field: v.description for v in problems.items}
     assert set(fields) == {"email.subject", "email.text"}
     assert fields["email.subject"].startswith("Liquid syntax error at line 1, column 1")
 
 
 def test_html_is_escaped_but_subject_preheader_and_text_are_not() -> None:
-    renderer = EmailRenderer(TemplateCache())
     email = EmailTemplate(subject="Hi {{ profile.name }}", preheader="{{ profile.name }}",
                           html="<p>{{ profile.name }}</p>", text="Hi {{ profile.name }}")
-    out = renderer.render_email("ws", item(email), RenderContext({"name": "<b>Ann & Co</b>"}))
+    out = render_email(email, RenderContext({"name": "<b>Ann & Co</b>"}))
     assert out.html == "<p>&lt;b&gt;Ann &amp; Co&lt;/b&gt;</p>"
     assert out.subject == "Hi <b>Ann & Co</b>"
     assert out.preheader == "<b>Ann & Co</b>"
@@ -69,53 +78,39 @@ def test_html_is_escaped_but_subject_preheader_and_text_are_not() -> None:
 
 
 def test_subject_is_one_line_and_text_is_derived_from_html() -> None:
-    renderer = EmailRenderer(TemplateCache())
     email = EmailTemplate(subject="Hello\n{{ profile.name }}\r\nBcc: x@evil.example",
                           html='<p>Go <a href="{{ event.url }}">here</a></p>')
-    out = renderer.render_email("ws", item(email),
-                                RenderContext({"name": "Ann"}, {"url": "https://a.example/?x=1&y=2"}))
+    out = render_email(email, RenderContext({"name": "Ann"}, {"url": "https://a.example/?x=1&y=2"}))
     assert out.subject == "Hello Ann Bcc: x@evil.example"
     assert out.text == "Go here (https://a.example/?x=1&y=2)"
 
 
 def test_render_errors_fail_with_the_field_and_position() -> None:
-    renderer = EmailRenderer(TemplateCache())
     email = EmailTemplate(subject="s", html="<p>\n  {% include 'footer' %}</p>")
     with pytest.raises(FailedPrecondition) as raised:
-        renderer.render_email("ws", item(email), RenderContext())
+        render_email(email, RenderContext())
     assert raised.value.reason == "RENDER_FAILED"
     assert raised.value.metadata["field"] == "email.html"
     assert (raised.value.metadata["line"], raised.value.metadata["column"]) == ("2", "14")
     assert "footer" in raised.value.message
+    assert "not registered" in raised.value.message
 
     runaway = EmailTemplate(subject="s", html="{% for i in (1..1000000) %}{{ i }}{% endfor %}")
     with pytest.raises(FailedPrecondition, match="loop iteration limit"):
-        renderer.render_email("ws", item(runaway, revision=2), RenderContext())
+        render_email(runaway, RenderContext())
 
 
-def test_a_hot_template_is_parsed_once_and_a_reused_key_never_serves_stale_text() -> None:
-    cache = TemplateCache()
-    renderer = EmailRenderer(cache)
-    first = item(EmailTemplate(subject="v1 {{ profile.name }}", html="<p>one</p>"))
-    for _ in range(5):
-        renderer.render_email("ws", first, RenderContext({"name": "A"}))
-    assert cache.misses == 2  # subject and html, once each
-    assert cache.hits == 8
-
-    # Same key and revision, different text (the item was deleted and created again).
-    again = item(EmailTemplate(subject="v2 {{ profile.name }}", html="<p>two</p>"))
-    assert renderer.render_email("ws", again, RenderContext({"name": "A"})).subject == "v2 A"
-
-
-def test_the_cache_is_bounded() -> None:
-    cache = TemplateCache(max_entries=3)
+def test_the_cache_never_serves_another_fingerprint_and_is_bounded() -> None:
+    cache = CompiledCache(max_entries=3)
+    one = CompiledContent("k", ContentDraft(email=EmailTemplate(subject="one", text="t")), {}, 1)
+    cache.put(("ws", "k", 1), "fp-1", one)
+    assert cache.get(("ws", "k", 1), "fp-1") is one
+    # Same key, other content (deleted and created again): a miss, never the old compilation.
+    assert cache.get(("ws", "k", 1), "fp-2") is None
     for n in range(10):
-        cache.get(("ws", "k", n, "html"), f"<p>{n}</p>", TemplateKind.HTML)
+        cache.put(("ws", "k", n), f"fp-{n}", one)
     assert len(cache) == 3
-    small = TemplateCache(max_source_chars=100)
-    for n in range(10):
-        small.get(("ws", "k", n, "html"), "x" * 40 + str(n), TemplateKind.HTML)
-    assert len(small) == 2
+    assert cache.get(("ws", "k", 1), "fp-1") is None
 
 
 def test_etag_is_stable_and_follows_the_revision() -> None:

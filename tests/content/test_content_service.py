@@ -65,10 +65,20 @@ def render_request(key: str, traits: dict[str, Any] | None = None,
 
 async def create(stub: pb_grpc.ContentServiceStub, item: item_pb.ContentItem,
                  metadata: tuple[tuple[str, str], ...] = A,
-                 request_id: str = "") -> item_pb.ContentItem:
+                 request_id: str = "", publish: bool = False) -> item_pb.ContentItem:
     reply = await stub.CreateContentItem(
         pb.CreateContentItemRequest(content_item=item, request_id=request_id), metadata=metadata)
+    if publish:
+        await stub.PublishContentItem(pb.PublishContentItemRequest(name=reply.content_item.name),
+                                      metadata=metadata)
     return reply.content_item
+
+
+async def publish(stub: pb_grpc.ContentServiceStub, key: str,
+                  metadata: tuple[tuple[str, str], ...] = A) -> item_pb.ContentVersion:
+    reply = await stub.PublishContentItem(
+        pb.PublishContentItemRequest(name=f"contentItems/{key}"), metadata=metadata)
+    return reply.content_version
 
 
 async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
@@ -268,7 +278,7 @@ async def test_bad_items_name_every_field(sqlite_backend: Backend) -> None:
 
 async def test_render_with_traits_and_event_properties(sqlite_backend: Backend) -> None:
     async with content_service(sqlite_backend) as stub:
-        created = await create(stub, new_item("welcome"))
+        created = await create(stub, publish=True, item=new_item("welcome"))
         reply = await stub.RenderContent(render_request(
             "welcome", {"first_name": "Ann", "age": 42},
             {"plan": "Pro", "url": "https://app.example/account?ref=mail&x=1"}), metadata=A)
@@ -285,7 +295,7 @@ async def test_render_with_traits_and_event_properties(sqlite_backend: Backend) 
         assert email.text == ("Hi Ann\n\nThanks for choosing Pro.\n\n"
                               "Open your account (https://app.example/account?ref=mail&x=1)")
 
-        numbers = await create(stub, new_item("numbers", item_pb.EmailTemplate(
+        numbers = await create(stub, publish=True, item=new_item("numbers", item_pb.EmailTemplate(
             subject="{{ profile.age }} / {{ profile.score }}", text="t")))
         out = (await stub.RenderContent(render_request(
             numbers.key, {"age": 42, "score": 2.5}), metadata=A)).message.email
@@ -294,7 +304,7 @@ async def test_render_with_traits_and_event_properties(sqlite_backend: Backend) 
 
 async def test_values_are_escaped_in_html_only(sqlite_backend: Backend) -> None:
     async with content_service(sqlite_backend) as stub:
-        await create(stub, new_item("escape", item_pb.EmailTemplate(
+        await create(stub, publish=True, item=new_item("escape", item_pb.EmailTemplate(
             subject="Hi {{ profile.name }}", html="<p>Hi {{ profile.name }}</p>",
             text="Hi {{ profile.name }}")))
         email = (await stub.RenderContent(render_request(
@@ -307,7 +317,7 @@ async def test_values_are_escaped_in_html_only(sqlite_backend: Backend) -> None:
 
 async def test_missing_variables_render_empty(sqlite_backend: Backend) -> None:
     async with content_service(sqlite_backend) as stub:
-        await create(stub, new_item("sparse", item_pb.EmailTemplate(
+        await create(stub, publish=True, item=new_item("sparse", item_pb.EmailTemplate(
             subject="Hi {{ profile.first_name }}{{ vars.nothing.deeper }}",
             html="<p>[{{ event.missing }}]</p>")))
         email = (await stub.RenderContent(render_request("sparse"), metadata=A)).message.email
@@ -318,21 +328,32 @@ async def test_render_errors_and_bad_requests(sqlite_backend: Backend) -> None:
     async with content_service(sqlite_backend) as stub:
         await create(stub, new_item("with-include", item_pb.EmailTemplate(
             subject="s", html="<p>{% include 'footer' %}</p>")))
-        failed = await rpc_error(stub.RenderContent(render_request("with-include"), metadata=A))
+        failed = await rpc_error(publish(stub, "with-include"))
         assert failed.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(rpc_status.from_call(failed)) == "SNIPPET_NOT_FOUND"
         assert "footer" in (failed.details() or "")
+        unpublished = await rpc_error(stub.RenderContent(render_request("with-include"),
+                                                         metadata=A))
+        assert unpublished.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(rpc_status.from_call(unpublished)) == "CONTENT_NOT_PUBLISHED"
 
         unknown = await rpc_error(stub.RenderContent(render_request("nope"), metadata=A))
         assert unknown.code() == grpc.StatusCode.NOT_FOUND
 
+        await create(stub, publish=True, item=new_item("email-only"))
         sms = await rpc_error(stub.RenderContent(
-            render_request("with-include", channel=common_pb2.CHANNEL_SMS), metadata=A))
-        assert set(violations(sms)) == {"channel"}
+            render_request("email-only", channel=common_pb2.CHANNEL_SMS), metadata=A))
+        assert sms.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(rpc_status.from_call(sms)) == "CHANNEL_BODY_MISSING"
+        bad = await rpc_error(stub.RenderContent(
+            render_request("email-only", channel=42), metadata=A))
+        assert set(violations(bad)) == {"channel"}
 
 
 async def test_a_new_revision_renders_new_text(sqlite_backend: Backend) -> None:
     async with content_service(sqlite_backend) as stub:
-        first = await create(stub, new_item("hot", item_pb.EmailTemplate(subject="v1", text="t")))
+        first = await create(stub, publish=True,
+                             item=new_item("hot", item_pb.EmailTemplate(subject="v1", text="t")))
         assert (await stub.RenderContent(render_request("hot"), metadata=A)).message.email.subject \
             == "v1"
         await stub.UpdateContentItem(pb.UpdateContentItemRequest(
@@ -340,31 +361,39 @@ async def test_a_new_revision_renders_new_text(sqlite_backend: Backend) -> None:
                                              email=item_pb.EmailTemplate(subject="v2")),
             update_mask=mask("email.subject")), metadata=A)
         message = (await stub.RenderContent(render_request("hot"), metadata=A)).message
+        assert (message.email.subject, message.content_version) == ("v1", 1)  # draft only
+        await publish(stub, "hot")
+        message = (await stub.RenderContent(render_request("hot"), metadata=A)).message
         assert (message.email.subject, message.content_revision) == ("v2", 2)
+        assert message.content_version == 2
 
         # Deleted and created again: same key and revision as before, different text.
         await stub.DeleteContentItem(pb.DeleteContentItemRequest(name="contentItems/hot"),
                                      metadata=A)
-        await create(stub, new_item("hot", item_pb.EmailTemplate(subject="v3", text="t")))
+        await create(stub, publish=True,
+                     item=new_item("hot", item_pb.EmailTemplate(subject="v3", text="t")))
         await stub.UpdateContentItem(pb.UpdateContentItemRequest(
             content_item=item_pb.ContentItem(name="contentItems/hot",
                                              email=item_pb.EmailTemplate(subject="v4")),
             update_mask=mask("email.subject")), metadata=A)
+        await publish(stub, "hot")
         message = (await stub.RenderContent(render_request("hot"), metadata=A)).message
         assert (message.email.subject, message.content_revision) == ("v4", 2)
+        assert message.content_version == 2
 
 
 async def test_batch_render_gives_a_status_per_request(sqlite_backend: Backend) -> None:
     async with content_service(sqlite_backend) as stub:
-        await create(stub, new_item("welcome"))
-        await create(stub, new_item("bye", item_pb.EmailTemplate(
+        await create(stub, publish=True, item=new_item("welcome"))
+        await create(stub, publish=True, item=new_item("bye", item_pb.EmailTemplate(
             subject="Bye {{ profile.first_name }}", text="See you, {{ profile.first_name }}")))
-        await create(stub, new_item("broken-at-render", item_pb.EmailTemplate(
-            subject="s", html="{% render 'missing' %}")))
+        await create(stub, publish=True, item=new_item(
+            "broken-at-render", item_pb.EmailTemplate(subject="s", html="{{ profile.missing }}"),
+            missing_variables=item_pb.MISSING_VARIABLE_POLICY_STRICT))
         reply = await stub.BatchRenderContent(pb.BatchRenderContentRequest(requests=[
             render_request("welcome", {"first_name": "Ann"}, {"plan": "Pro"}),
             render_request("unknown-key", {"first_name": "Bob"}),
-            render_request("bye", {"first_name": "Cy"}, channel=common_pb2.CHANNEL_PUSH),
+            render_request("bye", {"first_name": "Cy"}, channel=42),
             render_request("bye", {"first_name": "Di"}),
             render_request("x", name="bye"),
             render_request("broken-at-render"),
@@ -376,7 +405,7 @@ async def test_batch_render_gives_a_status_per_request(sqlite_backend: Backend) 
                          grpc.StatusCode.INVALID_ARGUMENT.value[0],
                          grpc.StatusCode.FAILED_PRECONDITION.value[0], 0]
         assert field_violations(reply.results[2].status) == {
-            "requests[2].channel": "only CHANNEL_EMAIL can be rendered so far"}
+            "requests[2].channel": "unknown channel 42"}
         assert set(field_violations(reply.results[4].status)) == {"requests[4].name"}
         assert error_reason(reply.results[1].status) == "CONTENT_ITEM_NOT_FOUND"
         assert error_reason(reply.results[5].status) == "RENDER_FAILED"
@@ -398,7 +427,10 @@ async def test_batch_render_gives_a_status_per_request(sqlite_backend: Backend) 
 
 async def test_another_workspace_cannot_see_or_change_an_item(backend: Backend) -> None:
     async with content_service(backend) as stub:
-        mine = await create(stub, new_item("secret", display_name="A's"), metadata=A)
+        mine = await create(stub, new_item("secret", display_name="A's"), metadata=A,
+                            publish=True)
+        mine = (await stub.GetContentItem(pb.GetContentItemRequest(name=mine.name),
+                                          metadata=A)).content_item
         name = "contentItems/secret"
 
         get = await rpc_error(stub.GetContentItem(pb.GetContentItemRequest(name=name),

@@ -6,17 +6,19 @@ import asyncio
 import email
 import email.policy
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+import grpc
 from aiosmtpd.controller import Controller
 
 from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import message_pb2
+from cjo.identity.v1 import consent_pb2, identity_service_pb2, identity_service_pb2_grpc
 from cjo_delivery.bootstrap import build
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
@@ -73,13 +75,16 @@ def smtp_server(sink: SmtpSink, port: int) -> Iterator[SmtpSink]:
 
 
 def delivery_app(backend: Backend, smtp_port: int, clock: Clock | None = None, *,
-                 analytics: str = "", **env: str) -> ServiceApp:
+                 analytics: str = "", identity: str = "", **env: str) -> ServiceApp:
     """The delivery service on ``backend``, sending to 127.0.0.1:``smtp_port``. Facts go to
-    ``analytics``, or else to a port where nothing listens (they stay in the outbox)."""
+    ``analytics``, or else to a port where nothing listens (they stay in the outbox). Consent
+    is asked of ``identity``; without one it is not checked."""
     settings = settings_for("delivery", backend,
-                            CJO_ANALYTICS_TARGET=analytics or f"127.0.0.1:{free_port()}")
+                            CJO_ANALYTICS_TARGET=analytics or f"127.0.0.1:{free_port()}",
+                            CJO_IDENTITY_TARGET=identity or f"127.0.0.1:{free_port()}")
     environ = {"CJO_SMTP_PORT": str(smtp_port), "CJO_DELIVERY_POLL_SECONDS": "0.05",
-               "CJO_SMTP_TIMEOUT_SECONDS": "5", **env}
+               "CJO_SMTP_TIMEOUT_SECONDS": "5",
+               "CJO_DELIVERY_CHECK_CONSENT": "true" if identity else "false", **env}
     config = Env(environ)
     app = build(settings, config, clock)
     config.check()
@@ -102,3 +107,38 @@ def send_request(key: str, address: str = "ada@example.com", *, profile_id: str 
         recipient=message_pb2.Recipient(profile_id=profile_id, address=address),
         content=content if content is not None else rendered_email(),
         journey_id=journey_id, enrollment_id=enrollment_id)
+
+
+class IdentityStandIn(identity_service_pb2_grpc.IdentityServiceServicer):
+    """Answers consent questions: profiles in ``unsubscribed`` may not be reached."""
+
+    def __init__(self, unsubscribed: set[str]) -> None:
+        self.unsubscribed = unsubscribed
+        self.calls: list[list[consent_pb2.ConsentQuery]] = []
+
+    async def BatchCheckConsent(self, request: identity_service_pb2.BatchCheckConsentRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> identity_service_pb2.BatchCheckConsentResponse:
+        self.calls.append(list(request.queries))
+        results = []
+        for q in request.queries:
+            gone = q.profile_id in self.unsubscribed
+            results.append(identity_service_pb2.BatchCheckConsentResult(
+                decision=consent_pb2.ConsentDecision(
+                    state=(consent_pb2.CONSENT_STATE_UNSUBSCRIBED if gone
+                           else consent_pb2.CONSENT_STATE_SUBSCRIBED),
+                    allowed=not gone,
+                    reason="unsubscribed via unsubscribe_link" if gone else "subscribed")))
+        return identity_service_pb2.BatchCheckConsentResponse(results=results)
+
+
+@asynccontextmanager
+async def identity_stand_in(servicer: IdentityStandIn, port: int = 0) -> AsyncIterator[str]:
+    server = grpc.aio.server()
+    identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{bound}"
+    finally:
+        await server.stop(None)

@@ -66,8 +66,11 @@ def test_each_problem_names_its_field() -> None:
     assert problems(address="not-an-address") == {
         "recipient.address": "is not a valid email address"}
     assert problems(channel=None) == {"content.channel": "is required"}
+    assert problems(channel=Channel.IN_APP) == {
+        "content.in_app": "is required for CHANNEL_IN_APP"}
     assert problems(channel=Channel.SMS) == {
-        "content.channel": "must be CHANNEL_EMAIL; other channels cannot be sent yet"}
+        "content.sms": "is required for CHANNEL_SMS",
+        "recipient.address": "must be a phone number in E.164 form, e.g. +14155550100"}
     assert problems(email=None) == {"content.email": "is required for CHANNEL_EMAIL"}
     assert problems(email=EmailContent("", "", "<p>x</p>", "")) == {
         "content.email.subject": "is required"}

@@ -23,6 +23,7 @@ QUEUED = message_pb2.MESSAGE_STATUS_QUEUED
 SENDING = message_pb2.MESSAGE_STATUS_SENDING
 SENT = message_pb2.MESSAGE_STATUS_SENT
 FAILED = message_pb2.MESSAGE_STATUS_FAILED
+BOUNCED = message_pb2.MESSAGE_STATUS_BOUNCED
 AFTER_ANY_BACKOFF = timedelta(hours=2)
 
 
@@ -89,7 +90,7 @@ async def test_a_5xx_answer_fails_for_good_with_the_servers_words(backend: Backe
             stub = pb_grpc.DeliveryServiceStub(ch)
             gone = (await stub.SendMessage(send_request("k1", "gone@example.com"),
                                            metadata=WS)).message.name
-            refused = await reaches(stub, gone, FAILED, 1)
+            refused = await reaches(stub, gone, BOUNCED, 1)  # a hard bounce
             assert refused.error == ("recipient refused: 550 5.1.1 <gone@example.com>: "
                                      "no such user")
             spam = (await stub.SendMessage(send_request("k2", "ada@example.com"),

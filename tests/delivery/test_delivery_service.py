@@ -126,7 +126,7 @@ async def test_one_bad_item_does_not_stop_the_others(backend: Backend) -> None:
         app = delivery_app(backend, port, ManualClock())
         async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
             stub = pb_grpc.DeliveryServiceStub(ch)
-            sms = common_pb2.RenderedMessage(channel=common_pb2.CHANNEL_SMS)
+            sms = common_pb2.RenderedMessage(channel=common_pb2.CHANNEL_IN_APP)
             reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
                 send_request("b1", "ada@example.com"),
                 send_request("b2", "bob@example.com"),
@@ -140,7 +140,8 @@ async def test_one_bad_item_does_not_stop_the_others(backend: Backend) -> None:
                 "requests[2].recipient.address": "is not a valid email address"}
             assert field_violations(reply.results[3].status) == {
                 "requests[3].idempotency_key": "is required"}
-            assert "requests[4].content.channel" in field_violations(reply.results[4].status)
+            assert field_violations(reply.results[4].status) == {
+                "requests[4].content.in_app": "is required for CHANNEL_IN_APP"}
             assert not reply.results[2].HasField("message")
             for index in (0, 1, 5):
                 await wait_until_sent(stub, reply.results[index].message.name)
@@ -284,9 +285,9 @@ async def test_sent_and_failed_messages_are_counted_by_analytics(backend: Backen
 
                 assert await eventually(counts) == [
                     (fact_pb2.FACT_TYPE_MESSAGE_SENT, 1, 1),
-                    (fact_pb2.FACT_TYPE_MESSAGE_FAILED, 1, 1)]
+                    (fact_pb2.FACT_TYPE_MESSAGE_BOUNCED, 1, 1)]  # a hard bounce
                 await asyncio.sleep(0.3)
                 assert await counts() == [
                     (fact_pb2.FACT_TYPE_MESSAGE_SENT, 1, 1),
-                    (fact_pb2.FACT_TYPE_MESSAGE_FAILED, 1, 1)]
+                    (fact_pb2.FACT_TYPE_MESSAGE_BOUNCED, 1, 1)]  # a hard bounce
     assert len(sink.received) == 1

@@ -57,6 +57,8 @@ async def test_event_to_email_through_five_services(backend: Backend, tmp_path: 
                     subject="Welcome, {{ profile.first_name }}!",
                     html="<p>Hi {{ profile.first_name }}, enjoy the {{ event.plan }} plan.</p>")),
             request_id="create-welcome"), metadata=auth)
+        await content.PublishContentItem(content_service_pb2.PublishContentItemRequest(
+            name="contentItems/welcome", request_id="publish-welcome"), metadata=auth)
 
         orchestration = orchestration_service_pb2_grpc.OrchestrationServiceStub(
             channels["orchestration"])

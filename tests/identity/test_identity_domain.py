@@ -7,22 +7,44 @@ from itertools import count
 
 import pytest
 
+from cjo_identity.domain.consent import ConsentState, decide
 from cjo_identity.domain.events import Event, EventType, parse_event
-from cjo_identity.domain.identifiers import Identifier, IdentifierType, parse_identifier
-from cjo_identity.domain.ingest import Outcome, plan_batch
-from cjo_identity.domain.resolution import resolve
-from cjo_identity.domain.traits import Trait, apply_traits
+from cjo_identity.domain.golden import Golden, apply_event, fold
+from cjo_identity.domain.graph import Edge, partition
+from cjo_identity.domain.identifiers import Identifier, parse_identifier
+from cjo_identity.domain.ingest import Outcome, Owner, batch_edges, plan_batch, plan_graph
+from cjo_identity.domain.settings import (
+    IdentitySettings,
+    Survivorship,
+    TraitRule,
+    TypeRule,
+    check_settings,
+)
 from cjo_identity.domain.workspaces import check_new_workspace
 from cjo_platform.errors import InvalidArgument, Violations
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-USER = IdentifierType.USER_ID
-ANON = IdentifierType.ANONYMOUS_ID
-EMAIL = IdentifierType.EMAIL
+USER = "user_id"
+ANON = "anonymous_id"
+EMAIL = "email"
+DEFAULTS = IdentitySettings()
 
 
-def ident(kind: IdentifierType, value: str) -> Identifier:
+def ident(kind: str, value: str) -> Identifier:
     return Identifier(kind, value)
+
+
+def edge(at: int, *identifiers: Identifier) -> Edge:
+    return Edge(tuple(sorted(identifiers)), T0 + timedelta(minutes=at), f"m{at}")
+
+
+def groups_of(edges: list[Edge], settings: IdentitySettings = DEFAULTS
+              ) -> set[frozenset[Identifier]]:
+    groups, _ = partition(edges, settings)
+    found: dict[Identifier, set[Identifier]] = {}
+    for item, root in groups.items():
+        found.setdefault(root, set()).add(item)
+    return {frozenset(g) for g in found.values()}
 
 
 def test_emails_are_trimmed_and_lower_cased_other_values_only_trimmed() -> None:
@@ -63,55 +85,154 @@ def test_an_event_without_time_happened_when_received_and_repeats_collapse() -> 
     assert event.identifiers == (ident(EMAIL, "a@x.io"),)
 
 
-def test_the_strongest_known_identifier_decides_and_others_are_not_relinked() -> None:
-    owners = {ident(ANON, "a1"): "p-anon", ident(USER, "u1"): "p-user"}
-    resolution = resolve([ident(ANON, "a1"), ident(USER, "u1"), ident(EMAIL, "e@x.io")], owners)
-    assert resolution.profile_id == "p-user"
-    assert resolution.link == (ident(EMAIL, "e@x.io"),)
-    assert resolution.conflicts == (ident(ANON, "a1"),)  # merging is issue 3
+def test_phones_become_e164_with_the_workspace_region_or_fail_naming_the_field() -> None:
+    problems = Violations()
+    assert parse_identifier("phone", "06 12 34 56 78", problems,
+                            phone_region="FR") == ident("phone", "+33612345678")
+    assert parse_identifier("phone", "+33 6 12 34 56 78", problems) == \
+        ident("phone", "+33612345678")
+    assert not problems
+    assert parse_identifier("phone", "06 12 34 56 78", problems, "identifiers[0]") is None
+    assert parse_identifier("phone", "call me", problems, "identifiers[1]",
+                            phone_region="FR") is None
+    assert [v.field for v in problems.items] == ["identifiers[0].value", "identifiers[1].value"]
 
 
-def test_unknown_identifiers_need_a_new_profile() -> None:
-    resolution = resolve([ident(ANON, "a1")], {})
-    assert resolution.profile_id is None
-    assert resolution.link == (ident(ANON, "a1"),)
+def test_a_login_joins_the_anonymous_history_to_the_known_person() -> None:
+    groups = groups_of([edge(1, ident(ANON, "a1")), edge(2, ident(USER, "u1")),
+                        edge(3, ident(USER, "u1"), ident(ANON, "a1"))])
+    assert groups == {frozenset({ident(ANON, "a1"), ident(USER, "u1")})}
 
 
-def test_traits_keep_the_value_of_the_latest_event_time() -> None:
-    held = {"plan": Trait("pro", T0)}
-    late = apply_traits(held, {"plan": "free", "city": "Paris"}, T0 - timedelta(hours=1))
-    assert late == {"plan": Trait("pro", T0), "city": Trait("Paris", T0 - timedelta(hours=1))}
-    newer = apply_traits(late, {"plan": "team"}, T0 + timedelta(hours=1))
-    assert newer["plan"] == Trait("team", T0 + timedelta(hours=1))
-    tie = apply_traits(newer, {"plan": "fixed"}, T0 + timedelta(hours=1))
-    assert tie["plan"].value == "fixed"  # same time: the later arrival corrects it
+def test_a_limit_drops_the_lower_priority_link_instead_of_merging() -> None:
+    # A shared computer: a1 was u1's first; u2 logging in on it does not make u1 and u2 one.
+    groups = groups_of([edge(1, ident(USER, "u1"), ident(ANON, "a1")),
+                        edge(2, ident(USER, "u2"), ident(ANON, "a1"), ident(EMAIL, "b@x.io"))])
+    assert groups == {frozenset({ident(USER, "u1"), ident(ANON, "a1")}),
+                      frozenset({ident(USER, "u2"), ident(EMAIL, "b@x.io")})}
+    unlimited = IdentitySettings(identifier_types=())
+    assert len(groups_of([edge(1, ident(USER, "u1"), ident(ANON, "a1")),
+                          edge(2, ident(USER, "u2"), ident(ANON, "a1"))], unlimited)) == 1
 
 
-def test_a_batch_links_identifiers_as_it_goes_and_dedupes_message_ids() -> None:
+def test_the_partition_depends_on_event_time_not_on_arrival() -> None:
+    edges = [edge(3, ident(USER, "u2"), ident(ANON, "a1")),
+             edge(1, ident(USER, "u1"), ident(ANON, "a1")),
+             edge(2, ident(ANON, "a1"), ident(EMAIL, "e@x.io"))]
+    assert groups_of(edges) == groups_of(list(reversed(edges))) == {
+        frozenset({ident(USER, "u1"), ident(ANON, "a1"), ident(EMAIL, "e@x.io")}),
+        frozenset({ident(USER, "u2")})}
+
+
+def test_blocked_values_and_bad_settings() -> None:
+    settings = IdentitySettings(identifier_types=(
+        TypeRule(EMAIL, blocked_values=("test@example\\.com", "null")),
+        TypeRule("loyalty_card", limit=2)))
+    assert settings.is_blocked(ident(EMAIL, "test@example.com"))
+    assert not settings.is_blocked(ident(EMAIL, "xtest@example.com"))
+    assert settings.type_order[:3] == (EMAIL, "loyalty_card", USER)
+    assert "loyalty_card" in settings.known_types
+    with pytest.raises(InvalidArgument) as bad:
+        check_settings(IdentitySettings(
+            default_phone_region="XX",
+            identifier_types=(TypeRule("phone", blocked_values=("(",)), TypeRule("Bad!")),
+            trait_rules=(TraitRule("tier", Survivorship.SOURCE_PRIORITY),)))
+    assert {v.field for v in bad.value.violations} == {
+        "settings.default_phone_region", "settings.identifier_types[0].blocked_values[0]",
+        "settings.identifier_types[1].type", "settings.trait_rules[0].source_priority"}
+
+
+def test_merging_profiles_keeps_the_oldest_and_records_the_link() -> None:
+    ids = (f"id{n}" for n in count())
+    owners = {ident(ANON, "a1"): Owner("p-anon", "c-anon"),
+              ident(USER, "u1"): Owner("p-user", "c-user")}
+    cluster_edges = {"c-anon": [edge(5, ident(ANON, "a1"))],
+                     "c-user": [edge(1, ident(USER, "u1"))]}
+    change = plan_graph([edge(9, ident(USER, "u1"), ident(ANON, "a1"))], cluster_edges, owners,
+                        DEFAULTS, lambda: next(ids))
+    assert [(m.merged_profile_id, m.survivor_profile_id, m.link.identifier)
+            for m in change.merges] == [("p-anon", "p-user", ident(ANON, "a1"))]
+    assert change.owners[ident(ANON, "a1")] == Owner("p-user", "c-anon")
+    # A whole profile merged into one that lost nothing: records combine, no refold needed.
+    assert change.absorbed == {"p-anon": "p-user"}
+    assert not change.refold and not change.sources
+
+
+def test_survivorship_rules_give_the_same_record_in_any_order() -> None:
+    settings = IdentitySettings(trait_rules=(
+        TraitRule("first_seen", Survivorship.FIRST),
+        TraitRule("tier", Survivorship.SOURCE_PRIORITY, ("crm", "web")),
+        TraitRule("interests", Survivorship.UNION)))
+
+    def ev(at: int, source: str, **traits: object) -> Event:
+        return parse_event(message_id=f"m{at}", event_type=EventType.IDENTIFY, name="",
+                           identifiers=[("user_id", "u1")], properties={}, traits=traits,
+                           timestamp=T0 + timedelta(minutes=at), source=source, now=T0)
+
+    events = [ev(1, "web", first_seen="a", tier="gold", interests=["ski"], city="Oslo"),
+              ev(2, "crm", first_seen="b", tier="silver", interests="golf"),
+              ev(3, "web", first_seen="c", tier="bronze", interests=["ski", "chess"],
+                 city="Rome")]
+    record = fold(events, settings)
+    again = Golden()
+    for event in reversed(events):
+        apply_event(again, event, settings)
+    assert again == record
+    values = {n: t.value for n, t in record.traits.items()}
+    assert values == {"first_seen": "a", "tier": "silver", "interests": ["chess", "golf", "ski"],
+                      "city": "Rome"}
+    assert (record.traits["tier"].source, record.traits["city"].message_id) == ("crm", "m3")
+
+
+def test_consent_decisions() -> None:
+    def ev(at: int, name: str, channel: str, topic: str = "") -> Event:
+        return parse_event(message_id=f"m{at}", event_type=EventType.TRACK, name=name,
+                           identifiers=[("user_id", "u1")],
+                           properties={"channel": channel, "topic": topic}, traits={},
+                           timestamp=T0 + timedelta(minutes=at), source="link", now=T0)
+
+    record = fold([ev(1, "subscribed", "sms"), ev(2, "unsubscribed", "email", "promo"),
+                   ev(0, "unsubscribed", "sms")], DEFAULTS)
+    assert decide(record, "sms", "", DEFAULTS).allowed  # the later subscribe wins
+    promo = decide(record, "email", "promo", DEFAULTS)
+    assert (promo.state, promo.allowed, promo.reason) == (
+        ConsentState.UNSUBSCRIBED, False, "unsubscribed via link")
+    assert decide(record, "email", "news", DEFAULTS).allowed  # email is opt-out by default
+    assert not decide(Golden(), "sms", "", DEFAULTS).allowed  # sms is opt-in by default
+    assert not decide(None, "email", "", DEFAULTS).allowed
+    with pytest.raises(InvalidArgument) as bad:
+        ev(3, "unsubscribed", "fax")
+    assert [v.field for v in bad.value.violations] == ["properties.channel"]
+
+
+def test_a_batch_dedupes_message_ids() -> None:
     ids = (f"id{n}" for n in count())
 
     def ev(message_id: str, *identifiers: Identifier,
            traits: dict[str, object] | None = None) -> Event:
         return parse_event(message_id=message_id, event_type=EventType.IDENTIFY, name="",
-                           identifiers=[(i.type.value, i.value) for i in identifiers],
+                           identifiers=[(i.type, i.value) for i in identifiers],
                            properties={}, traits=traits or {}, timestamp=None, source="",
                            now=T0)
 
-    plan = plan_batch(
-        [ev("m1", ident(ANON, "a1"), traits={"plan": "free"}),
-         ev("m2", ident(USER, "u1"), ident(ANON, "a1"), traits={"plan": "pro"}),
-         ev("m1", ident(ANON, "zzz")),
-         ev("m0", ident(USER, "u9"))],
-        seen={"m0": Outcome("e-old", "p-old", duplicate=True)}, owners={}, traits={},
-        new_id=lambda: next(ids))
+    batch = [ev("m1", ident(ANON, "a1"), traits={"plan": "free"}),
+             ev("m2", ident(USER, "u1"), ident(ANON, "a1"), traits={"plan": "pro"}),
+             ev("m1", ident(ANON, "zzz")),
+             ev("m0", ident(USER, "u9"))]
+
+    edges = list(batch_edges(batch[:2], DEFAULTS).values())
+    graph = plan_graph(edges, {}, {}, DEFAULTS, lambda: next(ids))
+    plan = plan_batch(batch, seen={"m0": Outcome("e-old", "p-old", duplicate=True)},
+                      graph=graph, held={}, stored=[], settings=DEFAULTS,
+                      new_id=lambda: next(ids))
     profile = plan.outcomes[0].profile_id
     assert [(o.profile_id, o.duplicate) for o in plan.outcomes] == [
         (profile, False), (profile, False), (profile, True), ("p-old", True)]
     assert plan.outcomes[2].event_id == plan.outcomes[0].event_id
-    assert plan.links == {ident(ANON, "a1"): profile, ident(USER, "u1"): profile}
-    assert [a.profile_traits for a in plan.accepted] == [{"plan": "free"}, {"plan": "pro"}]
+    assert set(graph.new_identifiers) == {ident(ANON, "a1"), ident(USER, "u1")}
+    assert [{n: t.value for n, t in a.golden.traits.items()} for a in plan.accepted] == [
+        {"plan": "free"}, {"plan": "pro"}]
     assert plan.new_profiles == {profile}
-    assert plan.changed_profiles == set()
 
 
 def test_workspace_ids_are_dns_labels() -> None:

@@ -117,14 +117,28 @@ async def test_an_anonymous_visitor_who_signs_in_stays_one_profile(identity: Ide
         ("anonymous_id", "a1"), ("email", "ada@example.com"), ("user_id", "u1")]
     assert by_email.profile.traits["first_name"] == "Ada"
 
-    # An anonymous id seen on another profile is not silently moved (merging is issue 3).
-    other = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
-        event("m4", ("anonymous_id", "a2")),
-        event("m5", ("user_id", "u1"), ("anonymous_id", "a2"), identify=True),
+    # Browsing on another device, then signing in there: the two profiles become one, the
+    # oldest survives and the other's id keeps resolving to it.
+    elsewhere = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        event("m4", ("anonymous_id", "a2"), name="product_viewed", at=START + timedelta(hours=1)),
     ]), metadata=acme)
-    assert other.results[1].profile_id == profile_id
-    owner = await identity.events.LookupProfile(lookup("anonymous_id", "a2"), metadata=acme)
-    assert owner.profile.profile_id == other.results[0].profile_id != profile_id
+    merged_away = elsewhere.results[0].profile_id
+    assert merged_away != profile_id
+    login = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        event("m5", ("user_id", "u1"), ("anonymous_id", "a2"), identify=True,
+              at=START + timedelta(hours=2)),
+    ]), metadata=acme)
+    assert login.results[0].profile_id == profile_id
+    old = await identity.events.GetProfile(
+        pb.GetProfileRequest(name=f"profiles/{merged_away}"), metadata=acme)
+    assert old.profile.profile_id == profile_id
+    assert [(m.merged_profile_id, m.identifier.type, m.identifier.value, m.message_id)
+            for m in old.profile.merged_from] == [(merged_away, "anonymous_id", "a2", "m5")]
+    history = await identity.events.ListProfileEvents(
+        pb.ListProfileEventsRequest(parent=f"profiles/{merged_away}"), metadata=acme)
+    seen = [e.event.message_id for e in history.events]
+    assert seen[:2] == ["m5", "m4"] and sorted(seen[2:]) == ["m1", "m2", "m3"]  # m1-m3 tie
+    assert {e.profile_id for e in history.events} == {profile_id}
 
 
 async def test_traits_follow_event_time_not_arrival(identity: Identity) -> None:

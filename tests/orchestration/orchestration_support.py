@@ -35,6 +35,7 @@ from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_analytics.bootstrap import build as build_analytics
 from cjo_orchestration.bootstrap import build as build_orchestration
+from cjo_platform.clock import Clock
 from cjo_platform.config import Env
 from cjo_platform.protobuf import dict_to_struct, struct_to_dict
 from support import Backend, as_service, free_port, serving, settings_for
@@ -69,6 +70,9 @@ class FakeContent(content_grpc.ContentServiceServicer):
         item.name, item.revision = f"contentItems/{item.key}", 1
         self.items[(_workspace(context), item.key)] = item
         return content_pb.CreateContentItemResponse(content_item=item)
+
+    async def PublishContentItem(self, request: Any, context: Any) -> Any:
+        return content_pb.PublishContentItemResponse()
 
     async def BatchRenderContent(self, request: Any, context: Any) -> Any:
         results = []
@@ -264,8 +268,10 @@ async def _start_delivery(cluster: Cluster) -> AsyncIterator[str]:
         app = build_delivery(
             settings_for("delivery", cluster.backend,
                          CJO_ANALYTICS_TARGET=cluster.targets["analytics"]),
+            # No identity runs here to answer delivery's consent checks; consent is identity's
+            # and delivery's to test.
             Env({"CJO_SMTP_HOST": "127.0.0.1", "CJO_SMTP_PORT": str(smtp_port),
-                 "CJO_DELIVERY_POLL_SECONDS": "0.05"}))
+                 "CJO_DELIVERY_POLL_SECONDS": "0.05", "CJO_DELIVERY_CHECK_CONSENT": "false"}))
         server = serving(app)
         address = await server.__aenter__()
     except Exception as exc:
@@ -283,8 +289,10 @@ async def _start_delivery(cluster: Cluster) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def running(backend: Backend, *, content_gate: bool = False) -> AsyncIterator[Cluster]:
-    """Analytics, content, delivery, then orchestration pointed at all three. With
+async def running(backend: Backend, *, content_gate: bool = False,
+                  clock: Clock | None = None) -> AsyncIterator[Cluster]:
+    """Analytics, content, delivery, then orchestration pointed at all three (on ``clock``, when
+    given, so a test moves orchestration's time by hand). With
     ``content_gate``, orchestration reaches content through ``cluster.content_gate``, which
     starts closed: content is down for orchestration until the test opens it."""
     async with AsyncExitStack() as stack:
@@ -302,7 +310,7 @@ async def running(backend: Backend, *, content_gate: bool = False) -> AsyncItera
             settings_for("orchestration", backend,
                          **{f"CJO_{name.upper()}_TARGET": target
                             for name, target in peers.items()}),
-            Env(ENGINE_ENV))
+            Env(ENGINE_ENV), clock)
         cluster.targets["orchestration"] = await stack.enter_async_context(serving(app))
         try:
             yield cluster
@@ -321,6 +329,8 @@ async def create_content(cluster: Cluster, workspace: str, key: str, subject: st
             key=key, display_name=key,
             email=content_item_pb2.EmailTemplate(subject=subject, html=html))),
         metadata=as_service(workspace))
+    await cluster.stub("content").PublishContentItem(content_pb.PublishContentItemRequest(
+        name=f"contentItems/{key}"), metadata=as_service(workspace))
 
 
 def send_then_exit(content_key: str, event_name: str = "cart_updated",

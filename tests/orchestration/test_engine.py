@@ -50,9 +50,8 @@ def enrollment(traits: dict[str, object] | None = None, node: str = "send") -> E
 
 
 def test_events_enroll_each_profile_once_per_journey_in_receive_order() -> None:
-    triggers = [Trigger("ws", "j1", 3, "cart_updated", "send"),
-                Trigger("ws", "j2", 1, "cart_updated", "send"),
-                Trigger("other", "j9", 1, "cart_updated", "send")]
+    triggers = [Trigger("ws", "j1", 3, GRAPH), Trigger("ws", "j2", 1, GRAPH),
+                Trigger("other", "j9", 1, GRAPH)]
     events = [event(2, "p1"), event(1, "p1"), event(3, "p2"), event(4, "p3", name="viewed"),
               event(5, "p4")]
     numbers = itertools.count(1)
@@ -96,8 +95,11 @@ def test_a_sent_message_moves_on_and_the_exit_node_completes_the_enrollment() ->
     assert [(s.node_id, s.visit, s.outcome, s.detail) for s in done.steps] == [
         ("send", 0, StepOutcome.SUCCEEDED, "m-1"), ("done", 0, StepOutcome.SUCCEEDED, "")]
     assert [(f.kind, f.fact_id, f.message_id) for f in done.facts] == [
+        (FactKind.NODE_VISITED, "visited:en1:send:0", ""),
         (FactKind.MESSAGE_REQUESTED, "requested:en1:send:0", "m-1"),
+        (FactKind.NODE_VISITED, "visited:en1:done:0", ""),
         (FactKind.JOURNEY_EXITED, "exited:en1", "")]
+    assert done.enrollment.exit_reason == "completed"
     assert done.send is None
 
 

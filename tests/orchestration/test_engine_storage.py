@@ -14,7 +14,13 @@ import pytest
 import cjo_orchestration.adapters
 from cjo_orchestration.adapters import enrollments as store
 from cjo_orchestration.adapters.tables import metadata
-from cjo_orchestration.domain.engine import Enrollment, EnrollmentState, Step, StepOutcome
+from cjo_orchestration.domain.engine import (
+    Enrollment,
+    EnrollmentState,
+    History,
+    Step,
+    StepOutcome,
+)
 from cjo_platform.db import Database
 from cjo_platform.db.migrations import upgrade
 from support import Backend
@@ -99,3 +105,42 @@ def test_inbox_stores_each_event_once_in_receive_order(db: Database) -> None:
         store.mark_processed(session, [e.seq for e in pending[:2]])
     with db.transaction() as session:
         assert [e.event_id for e in store.pending_events(session, 10)] == ["c", "a"]
+
+
+def test_watched_enrollments_history_and_waits_round_trip(db: Database) -> None:
+    waiting = replace(enrollment("w1", "p1", due=NOW + timedelta(hours=1)), waiting=True,
+                      goal_deadline=NOW + timedelta(days=3))
+    ended = replace(enrollment("old", "p1"), journey_id="j2", state=EnrollmentState.COMPLETED,
+                    due_time=None, exit_reason="completed", goal_deadline=NOW + timedelta(days=1),
+                    update_time=NOW - timedelta(hours=1))
+    expired = replace(enrollment("gone", "p1"), journey_id="j3", state=EnrollmentState.EXITED,
+                      due_time=None, goal_deadline=NOW - timedelta(seconds=1))
+    other_ws = replace(enrollment("x1", "p1"), workspace_id="ws2")
+    with db.transaction() as session:
+        store.insert_new(session, [waiting, ended, expired, other_ws, enrollment("p2e", "p2")])
+        store.claim_due(session, NOW, NOW + timedelta(days=1), "worker", 10)
+    with db.transaction() as session:
+        found = store.watched(session, [("ws", "p1")], NOW)
+        # Active ones, and ended ones whose goal window is open; only this workspace's.
+        assert sorted((e.enrollment_id, leased) for e, leased in found) == [
+            ("old", False), ("w1", False)]
+        [parked] = [e for e, _ in found if e.enrollment_id == "w1"]
+        assert (parked.waiting, parked.goal_deadline) == (True, NOW + timedelta(days=3))
+        assert [(e.enrollment_id, leased) for e, leased in
+                store.watched(session, [("ws", "p2")], NOW)] == [("p2e", True)]
+        history = store.history(session, [("ws", "j1", "p1"), ("ws", "j2", "p1"),
+                                           ("ws", "j9", "p1")])
+    assert history == {
+        ("ws", "j1", "p1"): History(EnrollmentState.ACTIVE, NOW),
+        ("ws", "j2", "p1"): History(EnrollmentState.COMPLETED, NOW - timedelta(hours=1))}
+    # A parked enrollment is not claimed before its timer is due.
+    with db.transaction() as session:
+        assert store.claim_due(session, NOW + timedelta(minutes=59), NOW + timedelta(hours=2),
+                               "w", 10) == []
+        woken = replace(parked, waiting=False, goal_time=NOW, exit_reason="",
+                        properties={"total": 5}, event_id="e9")
+        store.save_progress(session, [(woken, [Step("wait", 0, StepOutcome.WAITING, "", NOW)])])
+    with db.transaction() as session:
+        saved = store.get(session, "ws", "j1", "w1")
+    assert (saved.waiting, saved.goal_time, saved.properties, saved.event_id, saved.step_count) == (
+        False, NOW, {"total": 5}, "e9", 1)

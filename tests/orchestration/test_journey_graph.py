@@ -60,10 +60,9 @@ def test_shape_names_each_bad_node_field() -> None:
         "display_name": "at most 200 characters",
         "nodes[1].id": "duplicates nodes[0].id 'ok'",
         "nodes[2].id": "must be 1 to 64 letters, digits, '-' or '_'",
-        "nodes[2]": "must have a kind: send or exit",
+        "nodes[2]": "must have a kind: send, wait, branch, split, update_profile or exit",
         "nodes[3].send.content_key": "is required",
-        "nodes[3].send.channel": "is required",
-        "nodes[4].send.channel": "only CHANNEL_EMAIL can be sent for now",
+        "nodes[3].send.channel": "is required (or channel_preference)",
         "nodes[5].send.next_node_id": "must be 1 to 64 letters, digits, '-' or '_'",
     }
 
@@ -83,7 +82,7 @@ def test_publish_reports_every_problem_on_its_own() -> None:
         "nodes[1]": "node 'b' cannot be reached from the entry node",
         "nodes[2]": "node 'c' cannot be reached from the entry node",
         "nodes[3]": "node 'd' cannot be reached from the entry node",
-        "nodes[2].send.next_node_id": "closes a cycle: b -> c -> b",
+        "nodes[2].send.next_node_id": "closes a cycle without a wait: b -> c -> b",
     }
 
 
@@ -100,7 +99,7 @@ def test_publish_needs_a_trigger_nodes_and_an_entry() -> None:
 
 def test_a_self_loop_is_a_cycle() -> None:
     assert problems(validate_for_publish("", graph(send("a", "a")))) == {
-        "nodes[0].send.next_node_id": "closes a cycle: a -> a"}
+        "nodes[0].send.next_node_id": "closes a cycle without a wait: a -> a"}
 
 
 def test_a_long_chain_is_validated_without_recursion() -> None:
@@ -121,7 +120,7 @@ def journey(state: JourneyState = JourneyState.DRAFT) -> Journey:
 def test_editing_changes_only_the_named_fields_and_the_etag() -> None:
     before = journey()
     after = apply_changes(before, JourneyChanges(frozenset({"display_name"}),
-                                                 display_name="Renamed", nodes=()), "", NOW)
+                                                 display_name="Renamed"), "", NOW)
     assert after.display_name == "Renamed"
     assert after.graph == before.graph
     assert after.etag != before.etag

@@ -126,10 +126,14 @@ async def test_a_profile_without_an_email_fails_with_a_recorded_step(backend: Ba
     async with running(backend) as cluster:
         await create_content(cluster, "ws-a", "cart", "Hi", "<p>Hi</p>")
         journey = await published(cluster, "ws-a", send_then_exit("cart"))
-        missing = await published(cluster, "ws-a", send_then_exit("no-such-item", "viewed"))
+        # Unknown content is refused when publishing, with the node's field named.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await published(cluster, "ws-a", send_then_exit("no-such-item", "viewed"))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "nodes[0].send.content_key: names no content item: 'no-such-item'" in (
+            refused.value.details() or "")
         await cluster.orchestration.HandleEvents(pb.HandleEventsRequest(events=[
             forwarded("ev-1", "anon", traits={"name": "Anon"}),
-            forwarded("ev-2", "ada", name="viewed"),
         ]), metadata=as_service("ws-a"))
 
         async def ended(j: journey_pb2.Journey) -> list[enrollment_pb2.Enrollment] | None:
@@ -141,10 +145,7 @@ async def test_a_profile_without_an_email_fails_with_a_recorded_step(backend: Ba
         [step] = failed.steps
         assert (step.node_id, step.outcome) == ("remind", enrollment_pb2.STEP_OUTCOME_FAILED)
         assert "email" in step.detail
-        # Unknown content is permanent too: the enrollment fails instead of stalling.
-        [unknown] = await eventually(lambda: ended(missing))  # type: ignore[misc]
-        assert unknown.state == FAILED
-        assert "NOT_FOUND" in unknown.steps[0].detail
+        assert failed.exit_reason == "failed"
         assert await messages(cluster, "ws-a", journey.journey_id) == []
 
         async def exited() -> bool:
@@ -211,22 +212,33 @@ async def test_publish_reports_every_problem(sqlite_backend: Backend) -> None:
             "nodes[0].send.next_node_id": "names no node: 'nowhere'",
             "nodes[1]": "node 'loop1' cannot be reached from the entry node",
             "nodes[2]": "node 'loop2' cannot be reached from the entry node",
-            "nodes[2].send.next_node_id": "closes a cycle: loop1 -> loop2 -> loop1",
+            "nodes[2].send.next_node_id": "closes a cycle without a wait: loop1 -> loop2 -> loop1",
+            # Content said it has no item "a" (one violation per send node naming it).
+            "nodes[0].send.content_key": "names no content item: 'a'",
+            "nodes[1].send.content_key": "names no content item: 'a'",
+            "nodes[2].send.content_key": "names no content item: 'a'",
         }
         again = (await stub.GetJourney(pb.GetJourneyRequest(name=created.name),
                                        metadata=as_service("ws-a"))).journey
         assert (again.state, again.published_version) == (journey_pb2.JOURNEY_STATE_DRAFT, 0)
 
         # A malformed draft is refused before it is stored, naming the field in the request.
-        bad = journey_pb2.Journey(nodes=[journey_pb2.Node(id="x", send=journey_pb2.SendNode(
-            content_key="a", channel=common_pb2.CHANNEL_SMS)), journey_pb2.Node(id="x")])
+        bad = journey_pb2.Journey(
+            event_trigger=journey_pb2.EventTrigger(event_name="cart_updated",
+                                                   filter="event.value >"),
+            nodes=[journey_pb2.Node(id="x", send=journey_pb2.SendNode(
+                content_key="a", channel=common_pb2.CHANNEL_SMS)), journey_pb2.Node(id="x")])
         with pytest.raises(grpc.aio.AioRpcError) as malformed:
             await stub.CreateJourney(pb.CreateJourneyRequest(journey=bad),
                                      metadata=as_service("ws-a"))
         assert field_violations(rpc_status.from_call(malformed.value)) == {
-            "journey.nodes[0].send.channel": "only CHANNEL_EMAIL can be sent for now",
+            "journey.event_trigger.filter": "line 1, column 14: Syntax error: mismatched "
+                                            "input '<EOF>' expecting {'[', '{', '(', '.', '-', "
+                                            "'!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, "
+                                            "NUM_UINT, STRING, BYTES, IDENTIFIER}",
             "journey.nodes[1].id": "duplicates nodes[0].id 'x'",
-            "journey.nodes[1]": "must have a kind: send or exit",
+            "journey.nodes[1]": "must have a kind: send, wait, branch, split, update_profile or "
+                                "exit",
         }
 
 
@@ -234,6 +246,7 @@ async def test_editing_archiving_and_idempotent_creation(sqlite_backend: Backend
     async with running(sqlite_backend) as cluster:
         stub = cluster.orchestration
         ws = as_service("ws-a")
+        await create_content(cluster, "ws-a", "cart", "Hi", "<p>Hi</p>")
         first = (await stub.CreateJourney(pb.CreateJourneyRequest(
             journey=send_then_exit("cart"), request_id="create-1"), metadata=ws)).journey
         repeat = (await stub.CreateJourney(pb.CreateJourneyRequest(

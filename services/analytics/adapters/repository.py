@@ -1,16 +1,51 @@
-"""Fact storage: deduplicated bulk inserts and aggregate queries."""
+"""Fact storage: deduplicated bulk inserts and the report queries. Counting happens in SQL;
+only attribution loads rows (the conversions of a window and their profiles' touchpoints)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import ColumnElement, and_, case, distinct, func, literal, select
 from sqlalchemy.orm import Session
 
 from cjo_analytics.adapters.tables import facts
-from cjo_analytics.domain.facts import Fact, FactCount, FactType
+from cjo_analytics.domain.attribution import Conversion, TouchFact
+from cjo_analytics.domain.facts import (
+    COMPLETING_EXITS,
+    CONVERSIONS,
+    TOUCHES,
+    Fact,
+    FactCount,
+    FactType,
+)
+from cjo_analytics.domain.reports import (
+    Bucket,
+    Granularity,
+    NodeCounts,
+    Outcomes,
+    VersionFunnel,
+    Window,
+    epoch_hour,
+    node_funnel,
+)
+from cjo_analytics.domain.stats import ArmCounts
 from cjo_platform.db import insert_ignore
+
+_CONVERSION_TYPES = [t.value for t in CONVERSIONS]
+_TOUCH_TYPES = [t.value for t in TOUCHES]
+_MESSAGE_OUTCOMES = {
+    FactType.MESSAGE_SENT: "sent", FactType.MESSAGE_DELIVERED: "delivered",
+    FactType.MESSAGE_OPENED: "opened", FactType.MESSAGE_CLICKED: "clicked",
+    FactType.MESSAGE_BOUNCED: "bounced", FactType.MESSAGE_UNSUBSCRIBED: "unsubscribed",
+}
+
+
+def _or_fact(column: ColumnElement[str]) -> ColumnElement[str]:
+    """The column, or the fact id where it is empty (so an empty id never merges facts)."""
+    return func.coalesce(func.nullif(column, ""), facts.c.fact_id)
 
 
 def record_facts(session: Session, workspace_id: str, batch: Sequence[Fact],
@@ -20,7 +55,12 @@ def record_facts(session: Session, workspace_id: str, batch: Sequence[Fact],
         {"workspace_id": workspace_id, "fact_id": f.fact_id, "type": f.type.value,
          "profile_id": f.profile_id, "journey_id": f.journey_id,
          "enrollment_id": f.enrollment_id, "message_id": f.message_id,
-         "occur_time": f.occur_time, "record_time": now}
+         "occur_time": f.occur_time, "record_time": now, "journey_version": f.journey_version,
+         "node_id": f.node_id, "channel": f.channel, "content_key": f.content_key,
+         "variant": f.variant, "experiment_id": f.experiment_id, "arm": f.arm,
+         "control": f.control, "arm_weight": f.arm_weight, "revenue": f.revenue,
+         "currency": f.currency, "exit_reason": f.exit_reason,
+         "occur_hour": epoch_hour(f.occur_time)}
         for f in batch
     ]
     return set(insert_ignore(session, facts, rows, returning=facts.c.fact_id))
@@ -35,3 +75,229 @@ def journey_counts(session: Session, workspace_id: str, journey_id: str) -> list
     order = list(FactType)
     counts = [FactCount(FactType(t), int(n), int(p)) for t, n, p in rows]
     return sorted(counts, key=lambda c: order.index(c.type))
+
+
+def journey_exists(session: Session, workspace_id: str, journey_id: str) -> bool:
+    return session.execute(
+        select(literal(1)).where(facts.c.workspace_id == workspace_id,
+                                 facts.c.journey_id == journey_id).limit(1)
+    ).first() is not None
+
+
+def journey_funnel(session: Session, workspace_id: str, journey_id: str, version: int,
+                   granularity: Granularity | None, window: Window | None
+                   ) -> list[VersionFunnel]:
+    """Per version: entries, conversions, revenue, exits, the node funnel and the series."""
+    scope = [facts.c.workspace_id == workspace_id, facts.c.journey_id == journey_id]
+    if version:
+        scope.append(facts.c.journey_version == version)
+    is_conversion = facts.c.type.in_(_CONVERSION_TYPES)
+    enrollment = _or_fact(facts.c.enrollment_id)
+    exited_type = FactType.JOURNEY_EXITED.value
+    funnels: dict[int, VersionFunnel] = {}
+
+    def funnel(v: int) -> VersionFunnel:
+        return funnels.setdefault(v, VersionFunnel(v))
+
+    totals = session.execute(
+        select(facts.c.journey_version,
+               func.count(distinct(case((facts.c.type == FactType.JOURNEY_ENTERED.value,
+                                         facts.c.profile_id)))),
+               func.count(distinct(case((is_conversion, facts.c.profile_id)))),
+               func.coalesce(func.sum(case((is_conversion, facts.c.revenue), else_=0.0)), 0.0),
+               func.count(distinct(case((facts.c.type == exited_type, enrollment)))))
+        .where(*scope, facts.c.type.in_([FactType.JOURNEY_ENTERED.value, exited_type,
+                                         *_CONVERSION_TYPES]))
+        .group_by(facts.c.journey_version)
+    ).all()
+    for v, entered, converted, revenue, exited in totals:
+        f = funnel(int(v))
+        f.entered_profiles, f.converted_profiles = int(entered), int(converted)
+        f.revenue, f.exited = float(revenue), int(exited)
+
+    # One pass over the journey's visits and exits: per enrollment, its latest visit comes
+    # first (rn = 1) and every row carries how the enrollment ended (2 completed, 1 dropped,
+    # 0 still running), so no join is needed.
+    is_visit = facts.c.type == FactType.NODE_VISITED.value
+    ended = case((facts.c.type != exited_type, 0),
+                 (facts.c.exit_reason.in_(COMPLETING_EXITS), 2), else_=1)
+    ranked = (
+        select(facts.c.journey_version.label("version"), facts.c.node_id.label("node_id"),
+               is_visit.label("is_visit"),
+               func.row_number().over(partition_by=enrollment,
+                                      order_by=(case((is_visit, 0), else_=1),
+                                                facts.c.occur_time.desc(),
+                                                facts.c.fact_id.desc())).label("rn"),
+               func.max(ended).over(partition_by=enrollment).label("ended"))
+        .where(*scope, facts.c.type.in_([FactType.NODE_VISITED.value, exited_type]))
+        .subquery()
+    )
+    visited = dict(((int(v), n), int(c)) for v, n, c in session.execute(
+        select(facts.c.journey_version, facts.c.node_id, func.count(distinct(enrollment)))
+        .where(*scope, is_visit)
+        .group_by(facts.c.journey_version, facts.c.node_id)
+    ).all())
+    current = session.execute(
+        select(ranked.c.version, ranked.c.node_id, func.count(),
+               func.coalesce(func.sum(case((ranked.c.ended == 2, 1), else_=0)), 0),
+               func.coalesce(func.sum(case((ranked.c.ended == 1, 1), else_=0)), 0))
+        .where(ranked.c.rn == 1, ranked.c.is_visit)
+        .group_by(ranked.c.version, ranked.c.node_id)
+    ).all()
+    at_node = {(int(v), n): (int(c), int(done), int(other)) for v, n, c, done, other in current}
+    for (v, node), count in visited.items():
+        here, done, other = at_node.get((v, node), (0, 0, 0))
+        funnel(v).nodes.append(node_funnel(NodeCounts(node, count, here, done, other)))
+    for f in funnels.values():
+        f.nodes.sort(key=lambda n: (-n.entered, n.node_id))
+
+    if granularity is not None and window is not None:
+        bucket = (facts.c.occur_hour // int(granularity)).label("bucket")
+        rows = session.execute(
+            select(bucket, facts.c.journey_version,
+                   func.count(distinct(case((facts.c.type == FactType.JOURNEY_ENTERED.value,
+                                             facts.c.profile_id)))),
+                   func.count(case((is_conversion, facts.c.fact_id))),
+                   func.coalesce(func.sum(case((is_conversion, facts.c.revenue), else_=0.0)),
+                                 0.0),
+                   func.count(distinct(case((facts.c.type == exited_type, enrollment)))))
+            .where(*scope, facts.c.occur_time >= window.start, facts.c.occur_time < window.end,
+                   facts.c.type.in_([FactType.JOURNEY_ENTERED.value, exited_type,
+                                     *_CONVERSION_TYPES]))
+            .group_by(bucket, facts.c.journey_version)
+        ).all()
+        for key, v, entered, conversions, revenue, exited in rows:
+            funnel(int(v)).series.append(Bucket(int(key), int(entered), int(conversions),
+                                                float(revenue), int(exited)))
+    return [funnels[v] for v in sorted(funnels)]
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    channel: int
+    content_key: str
+    variant: str
+    outcomes: Outcomes
+
+
+def channel_outcomes(session: Session, workspace_id: str, journey_id: str,
+                     window: Window | None) -> list[OutcomeRow]:
+    """Unique messages per outcome, grouped by channel, content item and variant. A message's
+    attributes come from whichever of its facts carries them."""
+    message = _or_fact(facts.c.message_id)
+    attributes = (
+        select(message.label("message"), func.max(facts.c.channel).label("channel"),
+               func.max(facts.c.content_key).label("content_key"),
+               func.max(facts.c.variant).label("variant"),
+               func.max(facts.c.journey_id).label("journey_id"))
+        .where(facts.c.workspace_id == workspace_id,
+               facts.c.type.in_([t.value for t in (*_MESSAGE_OUTCOMES,
+                                                   FactType.MESSAGE_REQUESTED)]))
+        .group_by(message)
+        .subquery()
+    )
+    outcome = (
+        select(message.label("message"), facts.c.type.label("type"))
+        .where(facts.c.workspace_id == workspace_id,
+               facts.c.type.in_([t.value for t in _MESSAGE_OUTCOMES]))
+    )
+    if window is not None:
+        outcome = outcome.where(facts.c.occur_time >= window.start,
+                                facts.c.occur_time < window.end)
+    happened = outcome.subquery()
+    query = (
+        select(attributes.c.channel, attributes.c.content_key, attributes.c.variant,
+               happened.c.type, func.count(distinct(happened.c.message)))
+        .select_from(happened.join(attributes, attributes.c.message == happened.c.message))
+        .group_by(attributes.c.channel, attributes.c.content_key, attributes.c.variant,
+                  happened.c.type)
+    )
+    if journey_id:
+        query = query.where(attributes.c.journey_id == journey_id)
+    grouped: dict[tuple[int, str, str], dict[str, int]] = defaultdict(dict)
+    for channel, content_key, variant, kind, count in session.execute(query).all():
+        grouped[(int(channel), content_key, variant)][_MESSAGE_OUTCOMES[FactType(kind)]] = \
+            int(count)
+    return [OutcomeRow(c, k, v, Outcomes(**counts)) for (c, k, v), counts in grouped.items()]
+
+
+@dataclass(frozen=True)
+class ExperimentData:
+    arms: list[ArmCounts]
+    weights: dict[str, float]
+
+
+def experiment(session: Session, workspace_id: str, experiment_id: str) -> ExperimentData:
+    """Per arm: profiles exposed (each in the arm of its first exposure, ties by fact id),
+    those with a conversion at or after exposure and that revenue."""
+    in_experiment = [facts.c.workspace_id == workspace_id,
+                     facts.c.experiment_id == experiment_id]
+    ranked = (
+        select(facts.c.profile_id, facts.c.arm, facts.c.control, facts.c.occur_time,
+               func.row_number().over(partition_by=facts.c.profile_id,
+                                      order_by=(facts.c.occur_time, facts.c.fact_id)
+                                      ).label("rn"))
+        .where(*in_experiment)
+        .subquery()
+    )
+    first = select(ranked).where(ranked.c.rn == 1).subquery()
+    exposures = session.execute(
+        select(first.c.arm, func.count(), func.max(case((first.c.control, 1), else_=0)))
+        .group_by(first.c.arm)
+    ).all()
+    conversion = facts.alias("conversion")
+    converted = session.execute(
+        select(first.c.arm, func.count(distinct(conversion.c.profile_id)),
+               func.coalesce(func.sum(conversion.c.revenue), 0.0))
+        .select_from(first.join(conversion, and_(
+            conversion.c.workspace_id == workspace_id,
+            conversion.c.profile_id == first.c.profile_id,
+            conversion.c.type.in_(_CONVERSION_TYPES),
+            conversion.c.occur_time >= first.c.occur_time)))
+        .group_by(first.c.arm)
+    ).all()
+    by_arm = {arm: (int(n), float(revenue)) for arm, n, revenue in converted}
+    arms = [ArmCounts(arm, bool(control), int(n), *by_arm.get(arm, (0, 0.0)))
+            for arm, n, control in exposures]
+    weights: dict[str, float] = dict(session.execute(
+        select(facts.c.arm, func.max(facts.c.arm_weight))
+        .where(*in_experiment, facts.c.arm_weight > 0)
+        .group_by(facts.c.arm)
+    ).all())
+    return ExperimentData(arms, {a: float(w) for a, w in weights.items()})
+
+
+@dataclass(frozen=True)
+class AttributionData:
+    conversions: list[Conversion]
+    touches: dict[str, list[TouchFact]]  # by profile, in time order
+
+
+def attribution_data(session: Session, workspace_id: str, window: Window,
+                     lookback: timedelta, all_profiles: bool) -> AttributionData:
+    """The conversions of the window and the touch facts that can precede them: of the
+    converting profiles, or of every profile when ``all_profiles`` (the Markov model needs the
+    paths that did not convert)."""
+    in_window = [facts.c.workspace_id == workspace_id, facts.c.type.in_(_CONVERSION_TYPES),
+                 facts.c.occur_time >= window.start, facts.c.occur_time < window.end]
+    conversions = [
+        Conversion(fid, profile, when, float(revenue))
+        for fid, profile, when, revenue in session.execute(
+            select(facts.c.fact_id, facts.c.profile_id, facts.c.occur_time, facts.c.revenue)
+            .where(*in_window).order_by(facts.c.occur_time, facts.c.fact_id)
+        ).all()
+    ]
+    touch_query = (
+        select(facts.c.profile_id, _or_fact(facts.c.message_id), facts.c.channel,
+               facts.c.journey_id, facts.c.content_key, facts.c.occur_time)
+        .where(facts.c.workspace_id == workspace_id, facts.c.type.in_(_TOUCH_TYPES),
+               facts.c.occur_time >= window.start - lookback, facts.c.occur_time < window.end)
+        .order_by(facts.c.profile_id, facts.c.occur_time, facts.c.fact_id)
+    )
+    if not all_profiles:
+        touch_query = touch_query.where(facts.c.profile_id.in_(
+            select(facts.c.profile_id).where(*in_window).scalar_subquery()))
+    touches: dict[str, list[TouchFact]] = defaultdict(list)
+    for profile, message, channel, journey, content, when in session.execute(touch_query):
+        touches[profile].append(TouchFact(message, int(channel), journey, content, when))
+    return AttributionData(conversions, touches)

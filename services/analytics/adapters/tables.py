@@ -1,12 +1,30 @@
 """Tables of the analytics database."""
 
-from sqlalchemy import Column, Index, MetaData, PrimaryKeyConstraint, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    false,
+    text,
+)
 
 from cjo_platform.db import UtcDateTime
 from cjo_platform.service import shared_tables
 
 metadata = MetaData()
 outbox, request_log = shared_tables(metadata)
+
+
+def _text(name: str, length: int = 128) -> Column[str]:
+    return Column(name, String(length), nullable=False, default="", server_default="")
+
 
 facts = Table(
     "facts",
@@ -20,6 +38,31 @@ facts = Table(
     Column("message_id", String(64), nullable=False, default=""),
     Column("occur_time", UtcDateTime, nullable=False),
     Column("record_time", UtcDateTime, nullable=False),
+    Column("journey_version", BigInteger, nullable=False, default=0, server_default=text("0")),
+    _text("node_id"),
+    Column("channel", Integer, nullable=False, default=0, server_default=text("0")),
+    _text("content_key"),
+    _text("variant"),
+    _text("experiment_id"),
+    _text("arm"),
+    Column("control", Boolean, nullable=False, default=False, server_default=false()),
+    Column("arm_weight", Float, nullable=False, default=0.0, server_default=text("0")),
+    Column("revenue", Float, nullable=False, default=0.0, server_default=text("0")),
+    _text("currency", 3),
+    _text("exit_reason"),
+    # Whole hours since the Unix epoch: time buckets as integer arithmetic that SQLite and
+    # PostgreSQL evaluate alike (a day is occur_hour / 24).
+    Column("occur_hour", BigInteger, nullable=False, default=0, server_default=text("0")),
     PrimaryKeyConstraint("workspace_id", "fact_id"),
-    Index("ix_facts_journey", "workspace_id", "journey_id", "type"),
+    # Journey report and funnel: a journey's facts by type, version and enrollment.
+    Index("ix_facts_funnel", "workspace_id", "journey_id", "type", "journey_version",
+          "enrollment_id"),
+    # Experiments and attribution: a profile's facts in time order.
+    Index("ix_facts_profile", "workspace_id", "profile_id", "occur_time"),
+    # Attribution and channel reports: facts of a type in a time range.
+    Index("ix_facts_type_time", "workspace_id", "type", "occur_time"),
+    # Experiments: the exposures of one experiment.
+    Index("ix_facts_experiment", "workspace_id", "experiment_id", "profile_id"),
+    # Channel report: every fact of a message.
+    Index("ix_facts_message", "workspace_id", "message_id"),
 )

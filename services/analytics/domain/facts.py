@@ -3,6 +3,7 @@ Facts are immutable and recorded once; every report is a query over them."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -17,6 +18,25 @@ class FactType(StrEnum):
     MESSAGE_SENT = "message_sent"
     MESSAGE_FAILED = "message_failed"
     JOURNEY_EXITED = "journey_exited"
+    NODE_VISITED = "node_visited"
+    MESSAGE_DELIVERED = "message_delivered"
+    MESSAGE_OPENED = "message_opened"
+    MESSAGE_CLICKED = "message_clicked"
+    MESSAGE_BOUNCED = "message_bounced"
+    MESSAGE_UNSUBSCRIBED = "message_unsubscribed"
+    GOAL_REACHED = "goal_reached"
+    CONVERTED = "converted"
+    EXPERIMENT_EXPOSED = "experiment_exposed"
+
+
+CONVERSIONS = (FactType.GOAL_REACHED, FactType.CONVERTED)
+"""Fact types that count as a conversion."""
+
+TOUCHES = (FactType.MESSAGE_DELIVERED, FactType.MESSAGE_OPENED, FactType.MESSAGE_CLICKED)
+"""Fact types that make a message a touchpoint (delivered or engaged)."""
+
+COMPLETING_EXITS = ("completed", "goal_reached")
+"""Exit reasons that complete the node an enrollment ended at; any other reason drops it."""
 
 
 @dataclass(frozen=True)
@@ -28,10 +48,27 @@ class Fact:
     enrollment_id: str
     message_id: str
     occur_time: datetime
+    journey_version: int = 0
+    node_id: str = ""
+    channel: int = 0
+    content_key: str = ""
+    variant: str = ""
+    experiment_id: str = ""
+    arm: str = ""
+    control: bool = False
+    arm_weight: float = 0.0
+    revenue: float = 0.0
+    currency: str = ""
+    exit_reason: str = ""
 
 
-def validate_fact(fact_id: str, profile_id: str, journey_id: str, has_type: bool,
-                  has_time: bool) -> Violations:
+def validate_fact(fact: Fact | None = None, *, fact_id: str = "", profile_id: str = "",
+                  journey_id: str = "", has_type: bool = True, has_time: bool = True
+                  ) -> Violations:
+    """Problems of one fact; ``fact`` may be None when the type was unknown (then the loose
+    fields are checked)."""
+    if fact is not None:
+        fact_id, profile_id, journey_id = fact.fact_id, fact.profile_id, fact.journey_id
     problems = Violations()
     problems.check(bool(fact_id), "fact_id", "is required")
     problems.check(len(fact_id) <= MAX_ID_LENGTH, "fact_id", f"at most {MAX_ID_LENGTH} characters")
@@ -40,6 +77,20 @@ def validate_fact(fact_id: str, profile_id: str, journey_id: str, has_type: bool
     problems.check(len(journey_id) <= MAX_ID_LENGTH, "journey_id",
                    f"at most {MAX_ID_LENGTH} characters")
     problems.check(has_time, "occur_time", "is required")
+    if fact is None:
+        return problems
+    for name in ("node_id", "content_key", "variant", "experiment_id", "arm", "exit_reason",
+                 "enrollment_id", "message_id"):
+        problems.check(len(getattr(fact, name)) <= MAX_ID_LENGTH, name,
+                       f"at most {MAX_ID_LENGTH} characters")
+    problems.check(fact.journey_version >= 0, "journey_version", "must not be negative")
+    problems.check(not fact.experiment_id or bool(fact.arm), "arm",
+                   "is required when experiment_id is set")
+    problems.check(math.isfinite(fact.revenue) and fact.revenue >= 0, "revenue",
+                   "must be a finite amount, 0 or more")
+    problems.check(math.isfinite(fact.arm_weight) and fact.arm_weight >= 0, "arm_weight",
+                   "must be a finite weight, 0 or more")
+    problems.check(len(fact.currency) <= 3, "currency", "must be an ISO 4217 code")
     return problems
 
 

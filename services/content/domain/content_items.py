@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import Enum
 
+from cjo_content.domain.locales import DEFAULT_LOCALE, is_bcp47
 from cjo_platform.errors import InvalidArgument, Violations
 
 KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
@@ -29,6 +31,19 @@ MAX_TAGS = 50
 MAX_TAG_CHARS = 64
 
 EMAIL_FIELDS = ("subject", "preheader", "html", "text")
+CHANNELS = ("email", "sms", "push", "in_app", "webhook")
+MAX_BUTTONS = 5
+MAX_LOCALIZATIONS = 100
+MAX_VARIANTS = 26
+MAX_VARIANT_WEIGHT = 10_000
+BCP47_HINT = "must be a BCP 47 language tag such as 'en' or 'ko-KR'"
+
+
+class MissingVariables(Enum):
+    """What a render does with a variable that has no value."""
+
+    LENIENT = "lenient"  # empty text
+    STRICT = "strict"  # a render error naming the variable
 
 
 @dataclass(frozen=True)
@@ -46,23 +61,152 @@ class EmailTemplate:
 
 
 @dataclass(frozen=True)
+class SmsTemplate:
+    text: str = ""
+
+    def sources(self) -> dict[str, str]:
+        return {"text": self.text} if self.text else {}
+
+
+@dataclass(frozen=True)
+class PushTemplate:
+    title: str = ""
+    body: str = ""
+    deep_link: str = ""
+    image_url: str = ""
+
+    def sources(self) -> dict[str, str]:
+        return {name: value for name in ("title", "body", "deep_link", "image_url")
+                if (value := getattr(self, name))}
+
+
+@dataclass(frozen=True)
+class InAppButtonTemplate:
+    label: str = ""
+    link: str = ""
+
+
+@dataclass(frozen=True)
+class InAppTemplate:
+    title: str = ""
+    body: str = ""
+    buttons: tuple[InAppButtonTemplate, ...] = ()
+
+    def sources(self) -> dict[str, str]:
+        out = {name: value for name in ("title", "body") if (value := getattr(self, name))}
+        for index, button in enumerate(self.buttons):
+            out[f"buttons[{index}].label"] = button.label
+            if button.link:
+                out[f"buttons[{index}].link"] = button.link
+        return out
+
+
+@dataclass(frozen=True)
+class WebhookTemplate:
+    json_body: str = ""
+
+    def sources(self) -> dict[str, str]:
+        return {"json_body": self.json_body} if self.json_body else {}
+
+
+ChannelTemplate = EmailTemplate | SmsTemplate | PushTemplate | InAppTemplate | WebhookTemplate
+
+
+@dataclass(frozen=True)
+class ChannelBodies:
+    """One body per channel, any of them unset: what a localization or a variant overrides."""
+
+    email: EmailTemplate | None = None
+    sms: SmsTemplate | None = None
+    push: PushTemplate | None = None
+    in_app: InAppTemplate | None = None
+    webhook: WebhookTemplate | None = None
+
+    def body(self, channel: str) -> ChannelTemplate | None:
+        body: ChannelTemplate | None = getattr(self, channel)
+        return body
+
+    def template_sources(self, prefix: str = "") -> dict[str, str]:
+        """Every template of every body, by field path (``{prefix}push.title``)."""
+        out: dict[str, str] = {}
+        for channel in CHANNELS:
+            body = self.body(channel)
+            if body is not None:
+                out.update({f"{prefix}{channel}.{name}": src
+                            for name, src in body.sources().items()})
+        return out
+
+    def is_empty(self) -> bool:
+        return all(self.body(channel) is None for channel in CHANNELS)
+
+
+@dataclass(frozen=True)
+class Localization:
+    """The bodies of an item in one more locale."""
+
+    locale: str
+    bodies: ChannelBodies
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of an A/B/n test: bodies that replace the item's for the people assigned to it."""
+
+    key: str
+    weight: int
+    bodies: ChannelBodies
+
+
+@dataclass(frozen=True)
 class ContentDraft:
-    """The author-controlled part of a content item: what create and update write."""
+    """The author-controlled part of a content item: what create and update write, and what
+    publishing freezes into a version."""
 
     display_name: str = ""
     tags: tuple[str, ...] = ()
     email: EmailTemplate | None = None
+    sms: SmsTemplate | None = None
+    push: PushTemplate | None = None
+    in_app: InAppTemplate | None = None
+    webhook: WebhookTemplate | None = None
+    missing_variables: MissingVariables = MissingVariables.LENIENT
+    default_locale: str = ""
+    localizations: tuple[Localization, ...] = ()
+    variants: tuple[Variant, ...] = ()
+    experiment_key: str = ""
+
+    @property
+    def bodies(self) -> ChannelBodies:
+        """The item's own bodies, in its default locale."""
+        return ChannelBodies(self.email, self.sms, self.push, self.in_app, self.webhook)
+
+    @property
+    def locale(self) -> str:
+        return self.default_locale or DEFAULT_LOCALE
+
+    def body(self, channel: str) -> ChannelTemplate | None:
+        body: ChannelTemplate | None = getattr(self, channel)
+        return body
+
+    def template_sources(self) -> dict[str, str]:
+        """Every template of the item, its localizations and variants, by field path
+        (``push.title``, ``localizations[0].sms.text``, ``variants[1].email.subject``)."""
+        out = self.bodies.template_sources()
+        for index, localization in enumerate(self.localizations):
+            out |= localization.bodies.template_sources(f"localizations[{index}].")
+        for index, variant in enumerate(self.variants):
+            out |= variant.bodies.template_sources(f"variants[{index}].")
+        return out
 
 
 @dataclass(frozen=True)
 class ContentItem:
     key: str
-    display_name: str
-    tags: tuple[str, ...]
-    email: EmailTemplate | None
+    draft: ContentDraft
     revision: int
     create_time: datetime
     update_time: datetime
+    latest_version: int = 0
 
     @property
     def name(self) -> str:
@@ -73,8 +217,25 @@ class ContentItem:
         return etag_of(self.key, self.revision)
 
     @property
-    def draft(self) -> ContentDraft:
-        return ContentDraft(self.display_name, self.tags, self.email)
+    def email(self) -> EmailTemplate | None:
+        return self.draft.email
+
+
+@dataclass(frozen=True)
+class ContentVersion:
+    """An immutable published snapshot of a draft, with the snippets it includes."""
+
+    key: str
+    version: int
+    revision: int
+    draft: ContentDraft
+    snippets: Mapping[str, str]
+    create_time: datetime
+    rolled_back_from: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{NAME_PREFIX}{self.key}/versions/{self.version}"
 
 
 def etag_of(key: str, revision: int) -> str:
@@ -105,16 +266,55 @@ def check_draft(draft: ContentDraft) -> Violations:
     problems.check(len(draft.display_name) <= MAX_DISPLAY_NAME_CHARS, "display_name",
                    f"at most {MAX_DISPLAY_NAME_CHARS} characters")
     check_tags(draft.tags, problems)
-    if draft.email is None:
-        # Only email exists so far; later channels join this check.
-        problems.add("email", "at least one channel body is required")
-    else:
-        email = draft.email
-        problems.check(bool(email.subject.strip()), "email.subject", "is required")
-        problems.check(bool(email.html.strip() or email.text.strip()), "email.html",
-                       "an HTML or a text body is required")
-        check_template_sizes(email, EMAIL_FIELDS, problems)
+    if draft.bodies.is_empty():
+        problems.add("email", "at least one channel body (email, sms, push, in_app, webhook) "
+                              "is required")
+    check_bodies(draft.bodies, "", problems)
+    check_locales(draft, problems)
+    check_variants(draft, problems)
     return problems
+
+
+def check_bodies(bodies: ChannelBodies, prefix: str, problems: Violations) -> None:
+    for channel in CHANNELS:
+        check_body(bodies.body(channel), f"{prefix}{channel}", problems)
+
+
+def check_locales(draft: ContentDraft, problems: Violations) -> None:
+    if draft.default_locale:
+        problems.check(is_bcp47(draft.default_locale), "default_locale", BCP47_HINT)
+    problems.check(len(draft.localizations) <= MAX_LOCALIZATIONS, "localizations",
+                   f"at most {MAX_LOCALIZATIONS} localizations")
+    seen = {draft.locale.lower()}
+    for index, localization in enumerate(draft.localizations):
+        path = f"localizations[{index}]"
+        tag = localization.locale
+        if not is_bcp47(tag):
+            problems.add(f"{path}.locale", BCP47_HINT)
+        elif tag.lower() in seen:
+            problems.add(f"{path}.locale",
+                         f"{tag!r} is the default locale or appears twice")
+        seen.add(tag.lower())
+        if localization.bodies.is_empty():
+            problems.add(path, "at least one channel body is required")
+        check_bodies(localization.bodies, f"{path}.", problems)
+
+
+def check_variants(draft: ContentDraft, problems: Violations) -> None:
+    if draft.experiment_key:
+        check_key(draft.experiment_key, "experiment_key", problems)
+    problems.check(len(draft.variants) <= MAX_VARIANTS, "variants",
+                   f"at most {MAX_VARIANTS} variants")
+    seen: set[str] = set()
+    for index, variant in enumerate(draft.variants):
+        path = f"variants[{index}]"
+        if check_key(variant.key, f"{path}.key", problems):
+            problems.check(variant.key not in seen, f"{path}.key",
+                           f"duplicate variant {variant.key!r}")
+        seen.add(variant.key)
+        problems.check(1 <= variant.weight <= MAX_VARIANT_WEIGHT, f"{path}.weight",
+                       f"must be 1 to {MAX_VARIANT_WEIGHT}")
+        check_bodies(variant.bodies, f"{path}.", problems)
 
 
 def check_tags(tags: Sequence[str], problems: Violations) -> None:
@@ -132,21 +332,43 @@ def check_tags(tags: Sequence[str], problems: Violations) -> None:
         seen.add(tag)
 
 
-def check_template_sizes(email: EmailTemplate, fields: Sequence[str],
-                         problems: Violations) -> None:
-    if "subject" in fields:
-        problems.check(len(email.subject) <= MAX_SUBJECT_CHARS, "email.subject",
+def check_body(body: ChannelTemplate | None, path: str, problems: Violations) -> None:
+    """Required parts and sizes of one channel body at ``path`` (``email``,
+    ``localizations[0].sms``), when it is set."""
+    if body is None:
+        return
+    if isinstance(body, EmailTemplate):
+        problems.check(bool(body.subject.strip()), f"{path}.subject", "is required")
+        problems.check(bool(body.html.strip() or body.text.strip()), f"{path}.html",
+                       "an HTML or a text body is required")
+        problems.check(len(body.subject) <= MAX_SUBJECT_CHARS, f"{path}.subject",
                        f"at most {MAX_SUBJECT_CHARS} characters")
-    for name in fields:
-        source: str = getattr(email, name)
+    elif isinstance(body, SmsTemplate):
+        problems.check(bool(body.text.strip()), f"{path}.text", "is required")
+    elif isinstance(body, PushTemplate):
+        problems.check(bool(body.title.strip() or body.body.strip()), f"{path}.body",
+                       "a title or a body is required")
+    elif isinstance(body, InAppTemplate):
+        problems.check(bool(body.title.strip() or body.body.strip()), f"{path}.body",
+                       "a title or a body is required")
+        problems.check(len(body.buttons) <= MAX_BUTTONS, f"{path}.buttons",
+                       f"at most {MAX_BUTTONS} buttons")
+        for index, button in enumerate(body.buttons):
+            problems.check(bool(button.label.strip()), f"{path}.buttons[{index}].label",
+                           "is required")
+    else:
+        problems.check(bool(body.json_body.strip()), f"{path}.json_body", "is required")
+    for name, source in body.sources().items():
         # Cheap upper bound first: a UTF-8 character is at most 4 bytes.
         if len(source) * 4 > MAX_TEMPLATE_BYTES and len(source.encode()) > MAX_TEMPLATE_BYTES:
-            problems.add(f"email.{name}", f"at most {MAX_TEMPLATE_BYTES // 1024} KiB")
+            problems.add(f"{path}.{name}", f"at most {MAX_TEMPLATE_BYTES // 1024} KiB")
 
 
 # --- updates ---------------------------------------------------------------------------------
 
-UPDATABLE_PATHS = ("display_name", "tags", "email", *(f"email.{f}" for f in EMAIL_FIELDS))
+UPDATABLE_PATHS = ("display_name", "tags", "missing_variables", "default_locale",
+                   "localizations", "variants", "experiment_key", *CHANNELS,
+                   *(f"email.{f}" for f in EMAIL_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -168,41 +390,24 @@ class UpdateMask:
         return cls(frozenset(paths))
 
     def email_fields(self) -> tuple[str, ...]:
-        """Email template fields this mask writes."""
+        """Email template fields this mask writes one by one (not the whole body)."""
         if "email" in self.paths:
-            return EMAIL_FIELDS
+            return ()
         return tuple(f for f in EMAIL_FIELDS if f"email.{f}" in self.paths)
-
-
-def check_patch(patch: ContentDraft, mask: UpdateMask) -> Violations:
-    """Problems of the values an update writes, before the stored item is even read."""
-    problems = Violations()
-    if "display_name" in mask.paths:
-        problems.check(len(patch.display_name) <= MAX_DISPLAY_NAME_CHARS, "display_name",
-                       f"at most {MAX_DISPLAY_NAME_CHARS} characters")
-    if "tags" in mask.paths:
-        check_tags(patch.tags, problems)
-    fields = mask.email_fields()
-    if fields and patch.email is not None:
-        check_template_sizes(patch.email, fields, problems)
-    return problems
 
 
 def apply_update(current: ContentDraft, patch: ContentDraft, mask: UpdateMask) -> ContentDraft:
     """The draft after replacing the masked fields of ``current`` with those of ``patch``.
 
-    ``email`` replaces the whole body (an unset body removes it); ``email.<field>`` replaces one
-    template and creates the body if there was none.
+    A channel path replaces the whole body (an unset body removes it); ``email.<field>``
+    replaces one template and creates the body if there was none.
     """
     result = current
-    if "display_name" in mask.paths:
-        result = replace(result, display_name=patch.display_name)
-    if "tags" in mask.paths:
-        result = replace(result, tags=patch.tags)
-    if "email" in mask.paths:
-        result = replace(result, email=patch.email)
-    else:
-        changes = {f: getattr(patch.email or EmailTemplate(), f) for f in mask.email_fields()}
-        if changes:
-            result = replace(result, email=replace(result.email or EmailTemplate(), **changes))
+    for name in ("display_name", "tags", "missing_variables", "default_locale", "localizations",
+                 "variants", "experiment_key", *CHANNELS):
+        if name in mask.paths:
+            result = replace(result, **{name: getattr(patch, name)})
+    changes = {f: getattr(patch.email or EmailTemplate(), f) for f in mask.email_fields()}
+    if changes:
+        result = replace(result, email=replace(result.email or EmailTemplate(), **changes))
     return result

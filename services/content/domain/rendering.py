@@ -1,48 +1,101 @@
-"""Rendering a content item for one person: which template field uses which escaping, what
-the templates can read, and how the plain-text part is derived."""
+"""Rendering content for one person: which template field uses which escaping, what the
+templates can read, and what each channel's result looks like."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cjo_content.domain.content_items import EMAIL_FIELDS, ContentItem, EmailTemplate
+import liquid
+
+from cjo_content.domain.content_items import (
+    ChannelTemplate,
+    ContentDraft,
+    EmailTemplate,
+    InAppTemplate,
+    MissingVariables,
+    PushTemplate,
+    SmsTemplate,
+    Variant,
+    WebhookTemplate,
+)
+from cjo_content.domain.locales import fallback_chain, is_bcp47
 from cjo_content.domain.plain_text import html_to_text
+from cjo_content.domain.sms import SmsEncoding, sms_encoding
 from cjo_content.domain.templates import (
-    TemplateCache,
+    SnippetSet,
     TemplateKind,
     TemplateRenderError,
     check_templates,
+    compile_template,
     render,
 )
 from cjo_platform.errors import FailedPrecondition, Violations
 
-FIELD_KINDS: Mapping[str, TemplateKind] = {
-    "subject": TemplateKind.TEXT,
-    "preheader": TemplateKind.TEXT,
-    "html": TemplateKind.HTML,
-    "text": TemplateKind.TEXT,
-}
+
+def kind_of(field_path: str) -> TemplateKind:
+    """HTML-escaping applies to email HTML bodies only; everything else is text."""
+    return TemplateKind.HTML if field_path.endswith("email.html") else TemplateKind.TEXT
 
 
-def check_email_templates(email: EmailTemplate,
-                          fields: Sequence[str] = EMAIL_FIELDS) -> Violations:
-    """Liquid syntax problems of the named email fields (CPU work: parses each template)."""
-    sources = {name: source for name in fields if (source := getattr(email, name))}
-    return check_templates(sources, FIELD_KINDS, "email.")
+def check_draft_templates(sources: Mapping[str, str]) -> Violations:
+    """Liquid syntax problems of templates by field path (CPU work: parses each one)."""
+    return check_templates(sources, {path: kind_of(path) for path in sources}, "")
 
 
 @dataclass(frozen=True)
 class RenderContext:
-    """What templates read: ``profile.<trait>``, ``event.<property>``, ``vars.<name>``."""
+    """Who a render is for. Templates read ``profile.<trait>``, ``event.<property>``,
+    ``vars.<name>`` and ``locale`` (the locale money, numbers and dates are formatted in).
+
+    ``locale`` here is the requested locale; empty means the profile's ``locale`` trait.
+    ``workspace_id`` and ``profile_id`` assign the variant of an experiment.
+    """
 
     traits: Mapping[str, Any] = field(default_factory=dict)
     event: Mapping[str, Any] = field(default_factory=dict)
     variables: Mapping[str, Any] = field(default_factory=dict)
+    locale: str = ""
+    profile_id: str = ""
+    workspace_id: str = ""
 
-    def data(self) -> dict[str, object]:
-        return {"profile": self.traits, "event": self.event, "vars": self.variables}
+    def requested_locale(self) -> str:
+        if self.locale:
+            return self.locale
+        trait = self.traits.get("locale")
+        return trait if isinstance(trait, str) and is_bcp47(trait) else ""
+
+    def data(self, locale: str) -> dict[str, object]:
+        return {"profile": self.traits, "event": self.event, "vars": self.variables,
+                "locale": locale}
+
+
+def assign_variant(workspace_id: str, experiment: str, profile_id: str,
+                   variants: Sequence[Variant]) -> Variant:
+    """The variant a person sees: sha256 of (workspace, experiment, profile) mapped to [0, 1)
+    and placed on the cumulative weights. No state, so every replica and every render agrees,
+    and adding a variant moves as few people as the weights allow."""
+    digest = hashlib.sha256(f"{workspace_id}\x00{experiment}\x00{profile_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64 * sum(v.weight for v in variants)
+    for variant in variants:
+        point -= variant.weight
+        if point < 0:
+            return variant
+    return variants[-1]
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """A rendered body with the locale of the body used and the variant assigned ("" if none)."""
+
+    body: RenderedBody
+    locale: str
+    variant: str
 
 
 @dataclass(frozen=True)
@@ -53,44 +106,196 @@ class RenderedEmail:
     text: str
 
 
+@dataclass(frozen=True)
+class RenderedSms:
+    text: str
+    encoding: SmsEncoding
+    segments: int
+
+
+@dataclass(frozen=True)
+class RenderedPush:
+    title: str
+    body: str
+    deep_link: str
+    image_url: str
+
+
+@dataclass(frozen=True)
+class RenderedInApp:
+    title: str
+    body: str
+    buttons: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class RenderedWebhook:
+    json_body: str
+
+
+RenderedBody = RenderedEmail | RenderedSms | RenderedPush | RenderedInApp | RenderedWebhook
+
+
 def _one_line(value: str) -> str:
-    # Header values: a newline in a subject would end the header (or inject another one).
+    # Header-like values: a newline in a subject would end the header (or inject another one).
     return " ".join(value.split())
 
 
-class EmailRenderer:
-    """Renders email bodies with compiled templates from a shared cache."""
+class CompiledContent:
+    """Every template of one draft or published version, parsed once, with its snippets.
 
-    def __init__(self, cache: TemplateCache) -> None:
-        self.cache = cache
+    Immutable once built, so one instance serves all renders of a version on every thread.
+    """
 
-    def render_email(self, workspace_id: str, item: ContentItem,
-                     context: RenderContext) -> RenderedEmail:
-        """The item's email for one person; FAILED_PRECONDITION when the item has no email
-        body or a template cannot be rendered for this context."""
-        if item.email is None:
-            raise FailedPrecondition(f"content item {item.key!r} has no email body",
+    def __init__(self, key: str, draft: ContentDraft, snippets: Mapping[str, str],
+                 revision: int) -> None:
+        self.key = key
+        self.revision = revision
+        self.draft = draft
+        self.snippets = SnippetSet(snippets)
+        strict = draft.missing_variables is MissingVariables.STRICT
+        self.sources = draft.template_sources()
+        self.templates: dict[str, liquid.BoundTemplate] = {}
+        for path, source in self.sources.items():
+            template = compile_template(source, kind_of(path), strict)
+            template.snippets = self.snippets
+            self.templates[path] = template
+        self._variant_index = {v.key: i for i, v in enumerate(draft.variants)}
+        self._locale_index = {loc.locale.lower(): i for i, loc in enumerate(draft.localizations)}
+        # Static HTML (no Liquid markup) has a static plain-text part: derive it once.
+        self._static_text = {
+            path: html_to_text(html) for path, html in self.sources.items()
+            if path.endswith("email.html") and "{" not in html
+            and path.removesuffix("html") + "text" not in self.sources}
+
+    def render(self, channel: str, context: RenderContext) -> RenderedBody:
+        """Just the body of :meth:`render_for`."""
+        return self.render_for(channel, context).body
+
+    def render_for(self, channel: str, context: RenderContext) -> Rendering:
+        """The ``channel`` body for one person: their variant's body if it has one, else the
+        first body along the locale fallback chain. FAILED_PRECONDITION when there is no body
+        for the channel or a template cannot be rendered for this context."""
+        draft = self.draft
+        variant = (assign_variant(context.workspace_id, draft.experiment_key or self.key,
+                                  context.profile_id, draft.variants)
+                   if draft.variants else None)
+        requested = context.requested_locale()
+        body, prefix, locale = self._choose(channel, variant, requested)
+        if body is None:
+            raise FailedPrecondition(f"content item {self.key!r} has no {channel} body",
                                      reason="CHANNEL_BODY_MISSING",
-                                     metadata={"content_key": item.key})
+                                     metadata={"content_key": self.key, "channel": channel})
+        # Format in the requested locale when the body is written in it or a parent of it
+        # (a `ko` body for `ko-KR` formats as ko-KR); else in the body's own locale.
+        formatting = requested if requested and locale.lower() in (
+            tag.lower() for tag in fallback_chain(requested, requested)) else locale
         try:
-            return self._render(workspace_id, item, item.email, context)
+            rendered = self._render(body, context.data(formatting), prefix)
         except TemplateRenderError as err:
-            metadata = {"content_key": item.key, "revision": str(item.revision),
-                        "field": err.field}
+            metadata = {"content_key": self.key, "field": err.field}
             if err.position is not None:
                 metadata |= {"line": str(err.position.line), "column": str(err.position.column)}
-            raise FailedPrecondition(f"content item {item.key!r} cannot be rendered: {err}",
+            raise FailedPrecondition(f"content item {self.key!r} cannot be rendered: {err}",
                                      reason="RENDER_FAILED", metadata=metadata) from None
+        return Rendering(rendered, locale, variant.key if variant else "")
 
-    def _render(self, workspace_id: str, item: ContentItem, email: EmailTemplate,
-                context: RenderContext) -> RenderedEmail:
-        data = context.data()
-        out: dict[str, str] = {}
-        for name, source in email.sources().items():
-            template = self.cache.get((workspace_id, item.key, item.revision, name), source,
-                                      FIELD_KINDS[name])
-            out[name] = render(template, source, data, f"email.{name}")
-        html = out.get("html", "")
-        text = out["text"] if "text" in out else html_to_text(html)
-        return RenderedEmail(subject=_one_line(out.get("subject", "")),
-                             preheader=_one_line(out.get("preheader", "")), html=html, text=text)
+    def _choose(self, channel: str, variant: Variant | None, requested: str,
+                ) -> tuple[ChannelTemplate | None, str, str]:
+        """(body, field-path prefix, locale of the body)."""
+        draft = self.draft
+        if variant is not None:
+            body = variant.bodies.body(channel)
+            if body is not None:
+                return body, f"variants[{self._variant_index[variant.key]}].", draft.locale
+        if requested and draft.localizations:
+            for tag in fallback_chain(requested, draft.locale)[:-1]:
+                index = self._locale_index.get(tag.lower())
+                if index is not None:
+                    body = draft.localizations[index].bodies.body(channel)
+                    if body is not None:
+                        return body, f"localizations[{index}].", \
+                            draft.localizations[index].locale
+        return draft.body(channel), "", draft.locale
+
+    def _field(self, name: str, data: Mapping[str, object], prefix: str) -> str:
+        path = prefix + name
+        template = self.templates.get(path)
+        return "" if template is None else render(template, self.sources[path], data, path)
+
+    def _render(self, body: object, data: Mapping[str, object], prefix: str) -> RenderedBody:
+        def f(name: str, data: Mapping[str, object]) -> str:
+            return self._field(name, data, prefix)
+        if isinstance(body, EmailTemplate):
+            html = f("email.html", data)
+            if prefix + "email.text" in self.sources:
+                text = f("email.text", data)
+            elif prefix + "email.html" in self._static_text:
+                text = self._static_text[prefix + "email.html"]
+            else:
+                text = html_to_text(html)
+            return RenderedEmail(subject=_one_line(f("email.subject", data)),
+                                 preheader=_one_line(f("email.preheader", data)),
+                                 html=html, text=text)
+        if isinstance(body, SmsTemplate):
+            text = f("sms.text", data)
+            encoding, segments = sms_encoding(text)
+            return RenderedSms(text, encoding, segments)
+        if isinstance(body, PushTemplate):
+            return RenderedPush(title=_one_line(f("push.title", data)), body=f("push.body", data),
+                                deep_link=f("push.deep_link", data).strip(),
+                                image_url=f("push.image_url", data).strip())
+        if isinstance(body, InAppTemplate):
+            buttons = tuple(
+                (_one_line(f(f"in_app.buttons[{i}].label", data)),
+                 f(f"in_app.buttons[{i}].link", data).strip())
+                for i in range(len(body.buttons)))
+            return RenderedInApp(title=_one_line(f("in_app.title", data)),
+                                 body=f("in_app.body", data), buttons=buttons)
+        assert isinstance(body, WebhookTemplate)
+        text = f("webhook.json_body", data)
+        try:
+            json.loads(text)
+        except ValueError as err:
+            raise TemplateRenderError(
+                "webhook.json_body",
+                f"rendered body is not valid JSON ({err}); insert values with the json filter",
+                None) from None
+        return RenderedWebhook(text)
+
+
+class CompiledCache:
+    """A thread-safe LRU of compiled content, bounded by entries.
+
+    Keys name a version (workspace, item, version); the fingerprint of what was compiled is
+    kept with the entry and compared on every hit, so a key reused for different content (an
+    item deleted and created again) can never serve a stale compilation.
+    """
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, tuple[str, CompiledContent]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable, fingerprint: str) -> CompiledContent | None:
+        """The compiled content stored under ``key`` if it was compiled from ``fingerprint``."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == fingerprint:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[1]
+            self.misses += 1
+            return None
+
+    def put(self, key: Hashable, fingerprint: str, compiled: CompiledContent) -> None:
+        with self._lock:
+            self._entries[key] = (fingerprint, compiled)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)

@@ -1,24 +1,36 @@
 """Liquid templates: validated when saved, compiled once, rendered per person.
 
-Templates are written by workspace users, so they are treated as untrusted: no loader (nothing
-can be included from disk or anywhere else), and limits on loop iterations, output size and
-local variables so one template cannot stall a worker or exhaust memory.
+Templates are written by workspace users, so they are treated as untrusted: the only loader
+serves the workspace's registered snippets (nothing from disk or the network), and limits on
+loop iterations, output size, local variables and render time so one template cannot stall a
+worker or exhaust memory.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from io import StringIO
 from typing import Any, ClassVar
 
 import liquid
-from liquid.exceptions import LiquidError, TemplateNotFoundError
+from liquid.exceptions import (
+    LiquidError,
+    OutputStreamLimitError,
+    TemplateNotFoundError,
+    UndefinedError,
+)
+from liquid.loader import BaseLoader, TemplateSource
 from liquid.stream import TokenStream
 from liquid.token import Token
+from liquid.undefined import FalsyStrictUndefined
 
+from cjo_content.domain.locales import register_locale_filters
 from cjo_platform.errors import Violations
 
 
@@ -59,6 +71,106 @@ class TemplateRenderError(Exception):
 
 # --- environments ----------------------------------------------------------------------------
 
+MAX_RENDER_SECONDS = 2.0
+"""Wall time one template may take; checked as output is written."""
+
+
+class RenderTimeLimitError(LiquidError):
+    """Raised by the output buffer when a render runs past its deadline."""
+
+
+class _Output(StringIO):
+    """Output buffer with a size limit (in characters, so no per-write encoding) and a
+    deadline, checked every 64 writes to keep the clock out of the hot path."""
+
+    def __init__(self, limit: int, seconds: float) -> None:
+        super().__init__()
+        self.limit = limit
+        self.size = 0
+        self.writes = 0
+        self.deadline = time.monotonic() + seconds
+
+    def write(self, text: str) -> int:
+        self.size += len(text)
+        if self.size > self.limit:
+            raise OutputStreamLimitError("output stream limit reached", token=None)
+        self.writes += 1
+        if not self.writes & 63 and time.monotonic() > self.deadline:
+            raise RenderTimeLimitError(
+                f"render time limit of {MAX_RENDER_SECONDS:g} s reached", token=None)
+        return super().write(text)
+
+
+class _Template(liquid.BoundTemplate):
+    snippets: SnippetSet | None = None
+
+    def _get_buffer(self) -> StringIO:
+        return _Output(self.env.output_stream_limit or 4 * 1024 * 1024, MAX_RENDER_SECONDS)
+
+
+class SnippetSet:
+    """The snippets one render may include, by key; each is compiled once per environment.
+
+    Published versions carry the snippet sources frozen at publish time, so the set is
+    immutable and can be shared by every render of that version.
+    """
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.sources = dict(sources)
+        self._compiled: dict[tuple[int, str], liquid.BoundTemplate] = {}
+        self._lock = threading.Lock()
+
+    def template(self, env: liquid.Environment, key: str) -> liquid.BoundTemplate | None:
+        found = self._compiled.get((id(env), key))
+        if found is not None:
+            return found
+        source = self.sources.get(key)
+        if source is None:
+            return None
+        template = env.from_string(source, name=key)
+        template.snippets = self  # type: ignore[attr-defined]
+        with self._lock:
+            self._compiled[(id(env), key)] = template
+        return template
+
+
+class _SnippetLoader(BaseLoader):
+    """Serves only the registered snippets of the render's content (no file system): the set
+    travels with the outermost template of the render."""
+
+    def get_source(self, env: liquid.Environment, template_name: str, *,
+                   context: liquid.RenderContext | None = None, **kwargs: object,
+                   ) -> TemplateSource:  # pragma: no cover - load() is what tags call
+        raise TemplateNotFoundError(template_name)
+
+    def load(self, env: liquid.Environment, name: str, *,
+             globals: Mapping[str, object] | None = None,
+             context: liquid.RenderContext | None = None, **kwargs: object,
+             ) -> liquid.BoundTemplate:
+        root = context
+        while root is not None and root.parent_context is not None:
+            root = root.parent_context
+        snippets = getattr(root.template, "snippets", None) if root is not None else None
+        template = snippets.template(env, name) if snippets is not None else None
+        if template is None:
+            raise TemplateNotFoundError(name)
+        return template
+
+
+SNIPPET_REFERENCE = re.compile(r"""\{%-?\s*(?:render|include)\s+(?:'([^']*)'|"([^"]*)")""")
+
+
+def referenced_snippets(source: str) -> set[str]:
+    """Keys of the snippets ``source`` includes by name."""
+    return {a or b for a, b in SNIPPET_REFERENCE.findall(source)}
+
+
+def _json_filter(value: object) -> str:
+    # Undefined values become null, so a webhook body stays valid JSON in lenient mode.
+    if isinstance(value, liquid.Undefined):
+        return "null"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
 
 class _PositionedTag:
     """Wraps a tag so parse errors that reached the end of a tag's tokens without a position
@@ -80,22 +192,34 @@ class _PositionedTag:
         return getattr(self._tag, name)
 
 
+
+class _StrictUndefined(FalsyStrictUndefined):
+    """Strict mode: output of a missing variable fails the render, but authors can still test
+    for it (``{% if profile.vip %}``) and give it a fallback (``| default: "friend"``)."""
+
+    force_liquid_default = True
+
+
 class _Environment(liquid.Environment):
     # Class-level in python-liquid; generous for real emails (product loops, long bodies).
     loop_iteration_limit: ClassVar[int | None] = 20_000
     output_stream_limit: ClassVar[int | None] = 4 * 1024 * 1024
     local_namespace_limit: ClassVar[int | None] = 4 * 1024 * 1024
     context_depth_limit: ClassVar[int] = 10
+    template_class = _Template
 
-    def __init__(self, *, autoescape: bool) -> None:
-        # No loader: {% include %} / {% render %} fail at render with "template not found".
-        super().__init__(autoescape=autoescape, strict_filters=True)
+    def __init__(self, *, autoescape: bool, strict: bool) -> None:
+        # Includes resolve registered snippets only; there is no file system loader.
+        super().__init__(autoescape=autoescape, strict_filters=True, loader=_SnippetLoader(),
+                         undefined=_StrictUndefined if strict else liquid.Undefined)
         self.tags = {name: _PositionedTag(tag) for name, tag in self.tags.items()}  # type: ignore[misc]
+        self.filters["json"] = _json_filter
+        register_locale_filters(self.filters)
 
 
 _ENVIRONMENTS = {
-    TemplateKind.HTML: _Environment(autoescape=True),
-    TemplateKind.TEXT: _Environment(autoescape=False),
+    (kind, strict): _Environment(autoescape=kind is TemplateKind.HTML, strict=strict)
+    for kind in TemplateKind for strict in (False, True)
 }
 
 
@@ -115,9 +239,10 @@ def _end_position(source: str) -> TemplatePosition:
     return _position(source, len(source))
 
 
-def compile_template(source: str, kind: TemplateKind) -> liquid.BoundTemplate:
+def compile_template(source: str, kind: TemplateKind,
+                     strict: bool = False) -> liquid.BoundTemplate:
     """Parse ``source``; unknown filters are syntax errors too, so they surface on save."""
-    env = _ENVIRONMENTS[kind]
+    env = _ENVIRONMENTS[(kind, strict)]
     try:
         template = env.from_string(source)
     except LiquidError as err:
@@ -150,53 +275,10 @@ def render(template: liquid.BoundTemplate, source: str, data: Mapping[str, objec
         return template.render(data)
     except TemplateNotFoundError as err:
         raise TemplateRenderError(
-            field, f"cannot include {err.message!r}: includes and snippets are not available",
-            _error_position(err, source)) from None
+            field, f"snippet {err.message!r} is not registered", _error_position(err, source),
+        ) from None
+    except UndefinedError as err:
+        raise TemplateRenderError(field, f"missing variable: {err.message}",
+                                  _error_position(err, source)) from None
     except LiquidError as err:
         raise TemplateRenderError(field, str(err.message), _error_position(err, source)) from None
-
-
-# --- compiled-template cache -----------------------------------------------------------------
-
-
-class TemplateCache:
-    """A thread-safe LRU of compiled templates, bounded by entries and by total source size.
-
-    Keys name a template (workspace, item, revision, field); the source is kept with the entry
-    and compared on every hit, so a key reused for different text (an item deleted and created
-    again) can never serve a stale template.
-    """
-
-    def __init__(self, max_entries: int = 2048, max_source_chars: int = 64 * 1024 * 1024) -> None:
-        self.max_entries = max_entries
-        self.max_source_chars = max_source_chars
-        self._entries: OrderedDict[Hashable, tuple[str, liquid.BoundTemplate]] = OrderedDict()
-        self._chars = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: Hashable, source: str, kind: TemplateKind) -> liquid.BoundTemplate:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and (entry[0] is source or entry[0] == source):
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry[1]
-            self.misses += 1
-        # Compile outside the lock: parsing a large template must not stall other renders.
-        template = compile_template(source, kind)
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._chars -= len(old[0])
-            self._entries[key] = (source, template)
-            self._chars += len(source)
-            while self._entries and (len(self._entries) > self.max_entries
-                                     or self._chars > self.max_source_chars):
-                _, (evicted, _) = self._entries.popitem(last=False)
-                self._chars -= len(evicted)
-        return template

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from google.protobuf.message import DecodeError
 
 from cjo.common.v1 import common_pb2
-from cjo_delivery.domain.messages import Channel, EmailContent
+from cjo_delivery.domain.messages import Channel, Claim, EmailContent
+from cjo_delivery.domain.sending import OutgoingMessage, PushContent
 
 CHANNELS = {
     common_pb2.CHANNEL_EMAIL: Channel.EMAIL,
@@ -34,3 +37,49 @@ def decode_email(content: bytes) -> EmailContent:
     if email is None:
         raise ValueError("stored content has no email body")
     return email
+
+
+def body_of(rendered: common_pb2.RenderedMessage, channel: Channel | None) -> str | None:
+    """The main text of a non-email body, for validation; None when the body does not match
+    ``channel``."""
+    which = rendered.WhichOneof("body")
+    if channel is Channel.SMS and which == "sms":
+        return rendered.sms.text
+    if channel is Channel.PUSH and which == "push":
+        return rendered.push.title + rendered.push.body
+    if channel is Channel.WEBHOOK and which == "webhook":
+        return rendered.webhook.json_body
+    if channel is Channel.IN_APP and which == "in_app":
+        return rendered.in_app.title + rendered.in_app.body
+    return None
+
+
+def decode_outgoing(claim: Claim, unsubscribe_url: str = "",
+                    rewrite_html: Callable[[str], str] | None = None) -> OutgoingMessage:
+    """What a provider needs to send ``claim``; ValueError when the stored content does not fit
+    its channel."""
+    try:
+        rendered = common_pb2.RenderedMessage.FromString(claim.content)
+    except DecodeError as exc:
+        raise ValueError(f"stored content is not a RenderedMessage: {exc}") from exc
+    which = rendered.WhichOneof("body")
+    base = {"message_id": claim.message_id, "channel": claim.channel, "to": claim.address,
+            "workspace_id": claim.workspace_id, "journey_id": claim.journey_id}
+    if claim.channel is Channel.EMAIL and which == "email":
+        email = email_of(rendered)
+        assert email is not None
+        if rewrite_html is not None and email.html:
+            email = EmailContent(email.subject, email.preheader, rewrite_html(email.html),
+                                 email.text)
+        return OutgoingMessage(**base, email=email, unsubscribe_url=unsubscribe_url)
+    if claim.channel is Channel.SMS and which == "sms":
+        return OutgoingMessage(**base, sms_text=rendered.sms.text)
+    if claim.channel is Channel.PUSH and which == "push":
+        p = rendered.push
+        return OutgoingMessage(**base, push=PushContent(p.title, p.body, p.deep_link,
+                                                        p.image_url, dict(p.data)))
+    if claim.channel is Channel.WEBHOOK and which == "webhook":
+        return OutgoingMessage(**base, webhook_body=rendered.webhook.json_body)
+    if claim.channel is Channel.IN_APP and which == "in_app":
+        return OutgoingMessage(**base, in_app=rendered.in_app.SerializeToString())
+    raise ValueError(f"stored content has no {claim.channel.value} body")

@@ -11,6 +11,7 @@ from cjo_platform.protobuf import to_timestamp
 _FACTS = {
     MessageStatus.SENT: ("message_sent", fact_pb2.FACT_TYPE_MESSAGE_SENT),
     MessageStatus.FAILED: ("message_failed", fact_pb2.FACT_TYPE_MESSAGE_FAILED),
+    MessageStatus.BOUNCED: ("message_bounced", fact_pb2.FACT_TYPE_MESSAGE_BOUNCED),
 }
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from cjo_delivery.adapters.tables import messages
+from cjo_delivery.adapters.tables import messages, suppressions
 from cjo_delivery.domain.messages import (
     Accepted,
     Channel,
@@ -21,6 +21,7 @@ from cjo_delivery.domain.messages import (
 )
 from cjo_delivery.domain.sending import Transition
 from cjo_platform.db import insert_ignore
+from cjo_platform.db.engine import one_of
 
 m = messages.c
 
@@ -33,7 +34,11 @@ def _message(row: Row[Any] | dict[str, Any]) -> Message:
         content=r["content"], journey_id=r["journey_id"], enrollment_id=r["enrollment_id"],
         status=MessageStatus(r["status"]), attempts=r["attempts"], error=r["error"],
         provider_message_id=r["provider_message_id"], create_time=r["create_time"],
-        update_time=r["update_time"],
+        update_time=r["update_time"], topic=r["topic"], transactional=bool(r["transactional"]),
+        next_attempt_time=(r["next_attempt_time"]
+                           if r["status"] in (MessageStatus.QUEUED.value,
+                                              MessageStatus.DEFERRED.value) else None),
+        provider_id=r["provider_id"],
     )
 
 
@@ -59,6 +64,8 @@ def queue_messages(session: Session, workspace_id: str, batch: Sequence[NewMessa
             "status": MessageStatus.QUEUED.value, "attempts": 0, "error": "",
             "provider_message_id": "", "next_attempt_time": now, "lease_until": None,
             "traceparent": traceparent, "create_time": now, "update_time": now,
+            "topic": item.topic, "transactional": item.transactional,
+            "time_zone": item.time_zone, "sent_time": None, "provider_id": "",
         }
     # ON CONFLICT DO NOTHING: a concurrent request with the same key waits for ours (or we for
     # it) on the unique index, and exactly one of them inserts.
@@ -86,9 +93,12 @@ def get_message(session: Session, workspace_id: str, message_id: str) -> Message
 
 
 def list_messages(session: Session, workspace_id: str, *, profile_id: str, journey_id: str,
-                  limit: int, after: tuple[datetime, str] | None) -> list[Message]:
+                  limit: int, after: tuple[datetime, str] | None,
+                  status: MessageStatus | None = None) -> list[Message]:
     """Newest first; ``after`` is the (create_time, message_id) of the previous page's last."""
     query = select(messages).where(m.workspace_id == workspace_id)
+    if status is not None:
+        query = query.where(m.status == status.value)
     if profile_id:
         query = query.where(m.profile_id == profile_id)
     if journey_id:
@@ -107,12 +117,14 @@ def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int
     sender's lease ran out. Row locks with SKIP LOCKED let several senders share the table on
     PostgreSQL without waiting on each other (SQLite has one writer and ignores the clause)."""
     due = or_(
-        and_(m.status == MessageStatus.QUEUED.value, m.next_attempt_time <= now),
+        and_(m.status.in_([MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value]),
+             m.next_attempt_time <= now),
         and_(m.status == MessageStatus.SENDING.value, m.lease_until <= now),
     )
     rows = session.execute(
         select(m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content,
-               m.journey_id, m.enrollment_id, m.attempts, m.traceparent)
+               m.journey_id, m.enrollment_id, m.attempts, m.traceparent, m.topic,
+               m.transactional, m.time_zone)
         .where(due).order_by(m.next_attempt_time).limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
@@ -128,7 +140,8 @@ def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int
     return [Claim(workspace_id=r.workspace_id, message_id=r.message_id, profile_id=r.profile_id,
                   address=r.address, channel=Channel(r.channel), content=r.content,
                   journey_id=r.journey_id, enrollment_id=r.enrollment_id,
-                  attempts=r.attempts + 1, traceparent=r.traceparent)
+                  attempts=r.attempts + 1, traceparent=r.traceparent, topic=r.topic,
+                  transactional=bool(r.transactional), time_zone=r.time_zone)
             for r in rows]
 
 
@@ -139,7 +152,10 @@ def record(session: Session, claim: Claim, transition: Transition, now: datetime
         "status": transition.status.value, "attempts": transition.attempts,
         "next_attempt_time": transition.next_attempt_time, "lease_until": None,
         "provider_message_id": transition.provider_message_id, "update_time": now,
+        "provider_id": transition.provider_id,
     }
+    if transition.status is MessageStatus.SENT:
+        values["sent_time"] = now
     if transition.error is not None:
         values["error"] = transition.error
     result = session.execute(
@@ -149,3 +165,41 @@ def record(session: Session, claim: Claim, transition: Transition, now: datetime
         .values(**values))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
+
+
+def suppressed_addresses(session: Session, keys: Sequence[tuple[str, str, str]]
+                         ) -> dict[tuple[str, str, str], str]:
+    """Reasons of the (workspace, channel, address) keys that are suppressed, in one query."""
+    if not keys:
+        return {}
+    s = suppressions.c
+    rows = session.execute(select(s.workspace_id, s.channel, s.address, s.reason).where(
+        one_of(session, s.address, sorted({k[2] for k in keys})),
+        one_of(session, s.workspace_id, sorted({k[0] for k in keys})))).all()
+    wanted = set(keys)
+    return {(r.workspace_id, r.channel, r.address): r.reason for r in rows
+            if (r.workspace_id, r.channel, r.address) in wanted}
+
+
+def suppress(session: Session, rows: Sequence[tuple[str, str, str, str]], now: datetime) -> None:
+    """Add (workspace, channel, address, reason) to the suppression list; the first reason stays."""
+    if rows:
+        insert_ignore(session, suppressions, [
+            {"workspace_id": w, "channel": c, "address": a, "reason": r[:1024],
+             "create_time": now} for w, c, a, r in rows])
+
+
+def recent_sends(session: Session, workspace_id: str, keys: Sequence[tuple[str, str]],
+                 since: datetime) -> dict[tuple[str, str], list[datetime]]:
+    """Sorted send times since ``since`` per (profile, channel), across all journeys."""
+    if not keys:
+        return {}
+    rows = session.execute(select(m.profile_id, m.channel, m.sent_time).where(
+        m.workspace_id == workspace_id,
+        one_of(session, m.profile_id, sorted({k[0] for k in keys})),
+        m.sent_time >= since).order_by(m.sent_time)).all()
+    found: dict[tuple[str, str], list[datetime]] = {k: [] for k in keys}
+    for r in rows:
+        if (r.profile_id, r.channel) in found:
+            found[(r.profile_id, r.channel)].append(r.sent_time)
+    return found

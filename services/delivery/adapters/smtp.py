@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 
-from cjo_delivery.domain.sending import OutgoingEmail, ProviderError
+from cjo_delivery.domain.sending import OutgoingEmail, OutgoingMessage, ProviderError
 from cjo_platform.clock import Clock
 
 # 7bit forces quoted-printable or base64 for non-ASCII bodies, so relays without 8BITMIME get
@@ -43,6 +43,8 @@ class SmtpSettings:
     password: str = field(default="", repr=False)
     timeout_seconds: float = 10.0
     connections: int = 8
+    # TLS context for STARTTLS; None: the system's trust store with host name checks.
+    tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     @property
     def envelope_sender(self) -> str:
@@ -78,6 +80,10 @@ def build_email(email: OutgoingEmail, sender: str, date: datetime) -> EmailMessa
     msg["To"] = email.to
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = message_id_header(email.message_id)
+    if email.unsubscribe_url:
+        # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL themselves.
+        msg["List-Unsubscribe"] = f"<{email.unsubscribe_url}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     body_html = with_preheader(email.html, email.preheader) if email.html else ""
     if email.text:
         msg.set_content(email.text)
@@ -99,7 +105,9 @@ def classify(exc: BaseException, where: str) -> ProviderError:
     not the message's, so they are retried whatever their code."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, text = next(iter(exc.recipients.values()), (550, b"recipient refused"))
-        return ProviderError(f"recipient refused: {_reply(code, text)}", transient=code < 500)
+        # 5xx on RCPT is a hard bounce: the mailbox does not exist or never takes our mail.
+        return ProviderError(f"recipient refused: {_reply(code, text)}", transient=code < 500,
+                             bounce=code >= 500)
     if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError
                   | smtplib.SMTPAuthenticationError):
         return ProviderError(f"{where}: {_reply(exc.smtp_code, exc.smtp_error)}", transient=True)
@@ -131,7 +139,12 @@ class SmtpProvider:
         self._executor = ThreadPoolExecutor(max_workers=settings.connections,
                                             thread_name_prefix="smtp")
 
-    async def send(self, email: OutgoingEmail) -> str:
+    async def send(self, message: OutgoingMessage) -> str:
+        if message.email is None:
+            raise ProviderError("an SMTP provider sends only email", transient=False)
+        return await self.send_email(message.as_email())
+
+    async def send_email(self, email: OutgoingEmail) -> str:
         try:
             msg = build_email(email, self.settings.sender, self.clock.now())
         except (ValueError, UnicodeError) as exc:
@@ -175,7 +188,7 @@ class SmtpProvider:
         try:
             smtp.ehlo()
             if s.starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=s.tls_context or ssl.create_default_context())
                 smtp.ehlo()
             if s.username:
                 smtp.login(s.username, s.password)

@@ -1,6 +1,7 @@
 """Tables of the delivery database."""
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Index,
     Integer,
@@ -9,6 +10,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -42,6 +44,15 @@ messages = Table(
     Column("traceparent", String(64), nullable=False, default=""),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
+    Column("topic", String(64), nullable=False, server_default=""),
+    # Transactional messages skip consent, frequency caps and quiet hours.
+    Column("transactional", Boolean, nullable=False, server_default="0"),
+    # The recipient's IANA time zone for quiet hours; empty: the policy's default.
+    Column("time_zone", String(64), nullable=False, server_default=""),
+    # When a provider accepted the message: what frequency caps count.
+    Column("sent_time", UtcDateTime, nullable=True),
+    # The provider that accepted it.
+    Column("provider_id", String(64), nullable=False, server_default=""),
     PrimaryKeyConstraint("workspace_id", "message_id"),
     UniqueConstraint("workspace_id", "idempotency_key", name="uq_messages_idempotency_key"),
     # The sender's claim query: due QUEUED messages and SENDING ones whose lease ran out.
@@ -51,4 +62,66 @@ messages = Table(
     Index("ix_messages_recent", "workspace_id", "create_time", "message_id"),
     Index("ix_messages_profile", "workspace_id", "profile_id", "create_time"),
     Index("ix_messages_journey", "workspace_id", "journey_id", "create_time"),
+    Index("ix_messages_status", "workspace_id", "status", "create_time"),
+    # Frequency caps: a profile's recent sends on a channel.
+    Index("ix_messages_sends", "workspace_id", "profile_id", "channel", "sent_time"),
+)
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("provider_id", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("display_name", String(256), nullable=False, default=""),
+    # JSON objects of strings. Secrets are never returned by the API nor logged.
+    Column("config", Text, nullable=False),
+    Column("secrets", Text, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("etag", String(64), nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "provider_id"),
+    Index("ix_providers_channel", "workspace_id", "channel", "priority"),
+)
+
+# One row per workspace: its DeliveryPolicy as JSON.
+policies = Table(
+    "policies",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("policy", Text, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id"),
+)
+
+# Addresses that bounced or complained: nothing more is sent to them on that channel.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("reason", String(1024), nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "channel", "address"),
+)
+
+# The in-app inbox: one row per in-app message, per profile.
+inbox_messages = Table(
+    "inbox_messages",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("profile_id", String(128), nullable=False),
+    # The serialized cjo.common.v1.RenderedInApp.
+    Column("content", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("journey_id", String(128), nullable=False, default=""),
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "message_id"),
+    Index("ix_inbox_profile", "workspace_id", "profile_id", "create_time", "message_id"),
 )

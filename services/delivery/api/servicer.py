@@ -13,7 +13,10 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
 from cjo_delivery.adapters import repository
-from cjo_delivery.adapters.contents import CHANNELS, email_of
+from cjo_delivery.adapters.contents import CHANNELS, body_of, email_of
+from cjo_delivery.adapters.inbox import InboxHub
+from cjo_delivery.api.inbox import InboxRpcs
+from cjo_delivery.api.providers import ProviderRpcs
 from cjo_delivery.domain.messages import (
     Accepted,
     Message,
@@ -23,8 +26,11 @@ from cjo_delivery.domain.messages import (
     message_name,
     validate_send,
 )
+from cjo_delivery.domain.policies import load_zone
+from cjo_delivery.domain.providers import provider_name
 from cjo_platform.clock import Clock
 from cjo_platform.db import Database
+from cjo_platform.db.idempotency import RequestLog
 from cjo_platform.errors import InvalidArgument, NotFound
 from cjo_platform.limits import check_batch
 from cjo_platform.paging import decode_token, encode_token, page_size
@@ -40,7 +46,12 @@ _STATUSES = {
     MessageStatus.SENDING: message_pb2.MESSAGE_STATUS_SENDING,
     MessageStatus.SENT: message_pb2.MESSAGE_STATUS_SENT,
     MessageStatus.FAILED: message_pb2.MESSAGE_STATUS_FAILED,
+    MessageStatus.SUPPRESSED: message_pb2.MESSAGE_STATUS_SUPPRESSED,
+    MessageStatus.DEFERRED: message_pb2.MESSAGE_STATUS_DEFERRED,
+    MessageStatus.DELIVERED: message_pb2.MESSAGE_STATUS_DELIVERED,
+    MessageStatus.BOUNCED: message_pb2.MESSAGE_STATUS_BOUNCED,
 }
+_FROM_PROTO = {value: key for key, value in _STATUSES.items()}
 
 
 def _new_message(item: pb.SendMessageRequest) -> NewMessage:
@@ -48,13 +59,16 @@ def _new_message(item: pb.SendMessageRequest) -> NewMessage:
     validate_send(idempotency_key=item.idempotency_key, profile_id=item.recipient.profile_id,
                   address=item.recipient.address, channel=channel,
                   email=email_of(item.content), journey_id=item.journey_id,
-                  enrollment_id=item.enrollment_id).raise_if_any()
+                  enrollment_id=item.enrollment_id, body=body_of(item.content, channel),
+                  topic=item.topic, time_zone=item.time_zone,
+                  time_zone_known=load_zone(item.time_zone) is not None).raise_if_any()
     assert channel is not None
     return NewMessage(
         idempotency_key=item.idempotency_key, profile_id=item.recipient.profile_id,
-        address=item.recipient.address, channel=channel,
+        address=item.recipient.address or item.recipient.profile_id, channel=channel,
         content=item.content.SerializeToString(deterministic=True),
-        journey_id=item.journey_id, enrollment_id=item.enrollment_id)
+        journey_id=item.journey_id, enrollment_id=item.enrollment_id, topic=item.topic,
+        transactional=item.transactional, time_zone=item.time_zone)
 
 
 def _to_proto(message: Message) -> message_pb2.Message:
@@ -67,7 +81,11 @@ def _to_proto(message: Message) -> message_pb2.Message:
         status=_STATUSES[message.status], attempts=message.attempts, error=message.error,
         provider_message_id=message.provider_message_id,
         create_time=to_timestamp(message.create_time),
-        update_time=to_timestamp(message.update_time),
+        update_time=to_timestamp(message.update_time), topic=message.topic,
+        transactional=message.transactional,
+        next_attempt_time=(to_timestamp(message.next_attempt_time)
+                           if message.next_attempt_time is not None else None),
+        provider=provider_name(message.provider_id) if message.provider_id else "",
     )
 
 
@@ -75,11 +93,17 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
-    def __init__(self, db: Database, clock: Clock, on_queued: Callable[[], None]) -> None:
+class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer):
+    def __init__(self, db: Database, clock: Clock, on_queued: Callable[[], None],
+                 requests: RequestLog,
+                 status_url: Callable[[str, str], str] | None = None,
+                 hub: InboxHub | None = None) -> None:
+        self.status_url = status_url
+        self.hub = hub or InboxHub()
         self.db = db
         self.clock = clock
         self.on_queued = on_queued
+        self.requests = requests
 
     async def _queue(self, batch: Sequence[NewMessage]) -> list[Accepted]:
         workspace = current_workspace()
@@ -140,12 +164,18 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
         limit = page_size(request.page_size)
         after = _cursor(request)
         workspace = current_workspace()
+        status = None
+        if request.status:
+            status = _FROM_PROTO.get(request.status)
+            if status is None:
+                raise InvalidArgument.one("status", "is not a MessageStatus")
 
         def read() -> list[Message]:
             with self.db.transaction() as session:
                 return repository.list_messages(
                     session, workspace, profile_id=request.profile_id,
-                    journey_id=request.journey_id, limit=limit + 1, after=after)
+                    journey_id=request.journey_id, limit=limit + 1, after=after,
+                    status=status)
 
         found = await self.db.run(read)
         page, more = found[:limit], len(found) > limit
@@ -153,7 +183,8 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
         if more:
             last = page[-1]
             token = encode_token({"t": last.create_time.isoformat(), "id": last.message_id,
-                                  "p": request.profile_id, "j": request.journey_id})
+                                  "p": request.profile_id, "j": request.journey_id,
+                                  "s": request.status})
         return pb.ListMessagesResponse(messages=[_to_proto(m) for m in page],
                                        next_page_token=token)
 
@@ -164,7 +195,8 @@ def _cursor(request: pb.ListMessagesRequest) -> tuple[datetime, str] | None:
         return None
     try:
         after = (datetime.fromisoformat(cursor["t"]), str(cursor["id"]))
-        same_filter = (cursor["p"], cursor["j"]) == (request.profile_id, request.journey_id)
+        same_filter = ((cursor["p"], cursor["j"], cursor.get("s", 0))
+                       == (request.profile_id, request.journey_id, request.status))
     except (KeyError, TypeError, ValueError):
         raise InvalidArgument.one("page_token", "is not a token returned by this method") from None
     if not same_filter:  # AIP-158: a token only continues the listing it came from

@@ -42,7 +42,7 @@ class Channel(StrEnum):
     WEBHOOK = "webhook"
 
 
-SENDABLE_CHANNELS = frozenset({Channel.EMAIL})
+SENDABLE_CHANNELS = frozenset(Channel)
 """Channels a provider exists for; the others are refused at the door, not queued to fail."""
 
 
@@ -51,6 +51,14 @@ class MessageStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+
+
+FINAL_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED,
+                            MessageStatus.DELIVERED, MessageStatus.BOUNCED})
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,9 @@ class NewMessage:
     content: bytes
     journey_id: str
     enrollment_id: str
+    topic: str = ""
+    transactional: bool = False
+    time_zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,10 @@ class Message:
     provider_message_id: str
     create_time: datetime
     update_time: datetime
+    topic: str = ""
+    transactional: bool = False
+    next_attempt_time: datetime | None = None
+    provider_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,9 @@ class Claim:
     enrollment_id: str
     attempts: int
     traceparent: str
+    topic: str = ""
+    transactional: bool = False
+    time_zone: str = ""
 
 
 # Deliberately narrower than RFC 5322: ASCII dot-atoms only, a domain with at least one dot and
@@ -134,9 +152,16 @@ def is_plausible_email(address: str) -> bool:
     return len(local) <= 64
 
 
+_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+"""E.164: a plus, a country code and at most 15 digits in all."""
+
+MAX_TOPIC_LENGTH = 64
+
+
 def validate_send(*, idempotency_key: str, profile_id: str, address: str,
                   channel: Channel | None, email: EmailContent | None, journey_id: str,
-                  enrollment_id: str) -> Violations:
+                  enrollment_id: str, body: str | None = None, topic: str = "",
+                  time_zone: str = "", time_zone_known: bool = True) -> Violations:
     """Every problem of one send request, with field paths of SendMessageRequest."""
     problems = Violations()
     if problems.check(bool(idempotency_key), "idempotency_key", "is required"):
@@ -148,11 +173,19 @@ def validate_send(*, idempotency_key: str, profile_id: str, address: str,
                    f"at most {MAX_ID_LENGTH} characters")
     problems.check(len(enrollment_id) <= MAX_ID_LENGTH, "enrollment_id",
                    f"at most {MAX_ID_LENGTH} characters")
-    problems.check(bool(address), "recipient.address", "is required")
+    if channel is not Channel.IN_APP:  # the inbox is addressed by profile
+        problems.check(bool(address), "recipient.address", "is required")
+    problems.check(len(topic) <= MAX_TOPIC_LENGTH, "topic",
+                   f"at most {MAX_TOPIC_LENGTH} characters")
+    if time_zone:
+        problems.check(time_zone_known, "time_zone", "is not an IANA time zone")
     if not problems.check(channel is not None, "content.channel", "is required"):
         return problems
-    if not problems.check(channel in SENDABLE_CHANNELS, "content.channel",
-                          "must be CHANNEL_EMAIL; other channels cannot be sent yet"):
+    if channel is Channel.IN_APP:
+        problems.check(bool(profile_id), "recipient.profile_id",
+                       "is required for CHANNEL_IN_APP: the inbox is the profile's")
+    if channel is not Channel.EMAIL:
+        _validate_other(channel, address, body, problems)
         return problems
     if address:
         problems.check(is_plausible_email(address), "recipient.address",
@@ -162,6 +195,30 @@ def validate_send(*, idempotency_key: str, profile_id: str, address: str,
     else:
         _validate_email(email, problems)
     return problems
+
+
+_BODIES = {Channel.SMS: "content.sms", Channel.PUSH: "content.push",
+           Channel.WEBHOOK: "content.webhook", Channel.IN_APP: "content.in_app"}
+
+
+def _validate_other(channel: Channel | None, address: str, body: str | None,
+                    problems: Violations) -> None:
+    """``body`` is the channel's main text (SMS text, push title + body, webhook JSON), None
+    when the rendered message carries another channel's body."""
+    assert channel is not None
+    if channel is Channel.SMS and address:
+        problems.check(bool(_PHONE.fullmatch(address)), "recipient.address",
+                       "must be a phone number in E.164 form, e.g. +14155550100")
+    elif address:
+        problems.check(len(address) <= 320 and address.isprintable() and " " not in address,
+                       "recipient.address", "must be one printable token of at most 320 "
+                       "characters")
+    field = _BODIES[channel]
+    if body is None:
+        problems.add(field, f"is required for CHANNEL_{channel.value.upper()}")
+    elif problems.check(bool(body.strip()), field, "must not be empty"):
+        problems.check(len(body.encode()) <= MAX_EMAIL_BODY_BYTES, field,
+                       f"at most {MAX_EMAIL_BODY_BYTES} bytes")
 
 
 def _validate_email(email: EmailContent, problems: Violations) -> None:

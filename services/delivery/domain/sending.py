@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from cjo_delivery.domain.messages import MessageStatus, truncate_error
+from cjo_delivery.domain.messages import (
+    FINAL_STATUSES,
+    Channel,
+    EmailContent,
+    MessageStatus,
+    truncate_error,
+)
 
 
 @dataclass(frozen=True)
@@ -22,16 +28,67 @@ class OutgoingEmail:
     preheader: str
     html: str
     text: str
+    unsubscribe_url: str = ""
+
+
+@dataclass(frozen=True)
+class PushContent:
+    title: str
+    body: str
+    deep_link: str
+    image_url: str
+    data: dict[str, str]
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message of any channel ready for a provider; exactly the field of its channel is set.
+    ``unsubscribe_url`` is the one-click unsubscribe link of email, when tracking is on."""
+
+    message_id: str
+    channel: Channel
+    to: str
+    email: EmailContent | None = None
+    sms_text: str = ""
+    push: PushContent | None = None
+    webhook_body: str = ""
+    unsubscribe_url: str = ""
+    in_app: bytes | None = None  # the serialized RenderedInApp, stored as rendered
+    workspace_id: str = ""
+    journey_id: str = ""
+
+    def as_email(self) -> OutgoingEmail:
+        assert self.email is not None
+        e = self.email
+        return OutgoingEmail(message_id=self.message_id, to=self.to, subject=e.subject,
+                             preheader=e.preheader, html=e.html, text=e.text,
+                             unsubscribe_url=self.unsubscribe_url)
 
 
 class ProviderError(Exception):
     """A provider did not take the message. ``transient`` says whether trying again later can
-    succeed (server down, 4xx) or not (5xx: the address or content is refused for good)."""
+    succeed (server down, 4xx) or not (5xx: the address or content is refused for good).
+    ``bounce`` marks a permanent refusal of the address itself (no such mailbox, number or
+    device): the address is then suppressed. ``retry_after`` is the provider's own request to
+    wait (HTTP 429 Retry-After), in seconds."""
 
-    def __init__(self, message: str, *, transient: bool) -> None:
+    def __init__(self, message: str, *, transient: bool, bounce: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.transient = transient
+        self.bounce = bounce
+        self.retry_after = retry_after
+
+
+class Provider(Protocol):
+    async def send(self, message: OutgoingMessage) -> str:
+        """Hand ``message`` over; returns the provider's id for it, or raises ProviderError."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; called once when the provider is replaced or at shutdown."""
+        ...
 
 
 class EmailProvider(Protocol):
@@ -67,23 +124,37 @@ class Transition:
     next_attempt_time: datetime | None
     error: str | None
     provider_message_id: str
+    provider_id: str = ""
 
     @property
     def is_final(self) -> bool:
-        return self.status in (MessageStatus.SENT, MessageStatus.FAILED)
+        return self.status in FINAL_STATUSES
 
 
-def after_success(attempts: int, provider_message_id: str) -> Transition:
-    return Transition(MessageStatus.SENT, attempts, None, "", provider_message_id)
+def after_success(attempts: int, provider_message_id: str, provider_id: str = "") -> Transition:
+    return Transition(MessageStatus.SENT, attempts, None, "", provider_message_id, provider_id)
 
 
 def after_failure(attempts: int, error: ProviderError, policy: RetryPolicy, now: datetime,
                   rng: random.Random) -> Transition:
     text = truncate_error(error.message)
     if error.transient and attempts < policy.max_attempts:
-        return Transition(MessageStatus.QUEUED, attempts, now + policy.delay(attempts, rng), text,
-                          "")
+        wait = policy.delay(attempts, rng)
+        if error.retry_after is not None:  # the provider said how long; never come back sooner
+            wait = max(wait, timedelta(seconds=error.retry_after))
+        return Transition(MessageStatus.QUEUED, attempts, now + wait, text, "")
+    if error.bounce:
+        return Transition(MessageStatus.BOUNCED, attempts, None, text, "")
     return Transition(MessageStatus.FAILED, attempts, None, text, "")
+
+
+def suppressed(attempts: int, reason: str) -> Transition:
+    """Not sent by policy; the attempt was not a provider call, so it is not counted."""
+    return Transition(MessageStatus.SUPPRESSED, attempts - 1, None, truncate_error(reason), "")
+
+
+def deferred(attempts: int, until: datetime, reason: str) -> Transition:
+    return Transition(MessageStatus.DEFERRED, attempts - 1, until, truncate_error(reason), "")
 
 
 def released(attempts: int, now: datetime) -> Transition:

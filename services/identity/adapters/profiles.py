@@ -1,35 +1,48 @@
 """Profile, identity graph and event storage.
 
-An ingest batch costs a fixed number of round trips whatever its size: one read of earlier
-message ids, one of the identifiers' owners (per 500 identifiers), one of the touched profiles,
-then one bulk statement per table written.
+An ingest batch costs a fixed number of round trips whatever its size (per 500 keys of an IN
+list): earlier message ids, the owners of its identifiers, the known edges, the touched profiles
+(locked); when links change, the identifiers and edges of the touched clusters and the events of
+the profiles that change hands; then one bulk statement per table written.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Row,
-    and_,
-    bindparam,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Row, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from cjo_identity.adapters.tables import events, identifiers, profiles
+from cjo_identity.adapters.tables import (
+    edges,
+    erased_identifiers,
+    events,
+    identifiers,
+    profile_merges,
+    profiles,
+    segment_members,
+)
 from cjo_identity.domain.events import Event, EventType, StoredEvent
-from cjo_identity.domain.identifiers import Identifier, IdentifierType
-from cjo_identity.domain.ingest import BatchPlan, Outcome, plan_batch
-from cjo_identity.domain.profiles import Profile
-from cjo_identity.domain.traits import Trait
-from cjo_platform.db import one_of
+from cjo_identity.domain.golden import ConsentRecord, Golden, Trait
+from cjo_identity.domain.graph import Edge, Link
+from cjo_identity.domain.identifiers import Identifier
+from cjo_identity.domain.ingest import (
+    BatchPlan,
+    Merge,
+    Outcome,
+    Owner,
+    StoredRef,
+    batch_edges,
+    changed_edges,
+    plan_batch,
+    plan_graph,
+)
+from cjo_identity.domain.profiles import MergeRecord, Profile
+from cjo_identity.domain.settings import IdentitySettings
+from cjo_platform.db import insert_ignore, one_of
 
 T = TypeVar("T")
 
@@ -37,14 +50,40 @@ T = TypeVar("T")
 _CHUNK = 500
 
 
+class StaleGraph(Exception):
+    """The identity graph changed under a batch before it locked its profiles; run it again."""
+
+
 def ingest(session: Session, workspace_id: str, batch: Sequence[Event], now: datetime,
-           new_id: Callable[[], str]) -> BatchPlan:
-    """Apply valid events (deduplicated, resolved, traits merged) and store them."""
+           new_id: Callable[[], str], settings: IdentitySettings) -> BatchPlan:
+    """Apply valid events (deduplicated, resolved, merged, golden records folded); store them."""
     seen = _earlier_outcomes(session, workspace_id, {e.message_id for e in batch})
-    wanted = {i for e in batch if e.message_id not in seen for i in e.identifiers}
-    owners = _owners(session, workspace_id, wanted)
-    held = _traits_for_update(session, workspace_id, set(owners.values()))
-    plan = plan_batch(batch, seen=seen, owners=owners, traits=held, new_id=new_id)
+    fresh = list({e.message_id: e for e in reversed(batch)
+                  if e.message_id not in seen}.values())
+    wanted_edges = batch_edges(fresh, settings)
+    owners = _owners(session, workspace_id,
+                     {i for edge in wanted_edges.values() for i in edge.identifiers})
+    known = {key: edge for key, (edge, _) in
+             _edges_by_key(session, workspace_id, set(wanted_edges)).items()}
+    changed = changed_edges(wanted_edges, known)
+    locked = {o.profile_id for o in owners.values()}
+    held = _golden_for_update(session, workspace_id, locked)
+    if owners and (set(held) != locked or _owners(session, workspace_id, set(owners)) != owners):
+        # A concurrent batch merged or moved these profiles between our read and our lock.
+        raise StaleGraph()
+    cluster_edges: dict[str, list[Edge]] = {}
+    if changed:
+        dirty = {owners[i].cluster_id for edge in changed for i in edge.identifiers
+                 if i in owners}
+        members = _cluster_members(session, workspace_id, dirty)
+        owners.update(members)
+        cluster_edges = _cluster_edges(session, workspace_id, dirty)
+        more = {o.profile_id for o in members.values()} - locked
+        held.update(_golden_for_update(session, workspace_id, more))
+    graph = plan_graph(changed, cluster_edges, owners, settings, new_id)
+    stored = _stored_refs(session, workspace_id, graph.sources) if graph.sources else []
+    plan = plan_batch(batch, seen=seen, graph=graph, held=held, stored=stored,
+                      settings=settings, new_id=new_id)
     _write(session, workspace_id, plan, now)
     return plan
 
@@ -62,49 +101,106 @@ def _earlier_outcomes(session: Session, workspace_id: str,
     return found
 
 
-def _owners(session: Session, workspace_id: str, wanted: set[Identifier]) -> dict[Identifier, str]:
-    found: dict[Identifier, str] = {}
+def _owner(row: Row[Any]) -> Owner:
+    return Owner(row.profile_id, row.cluster_id)
+
+
+def _owners(session: Session, workspace_id: str, wanted: set[Identifier]
+            ) -> dict[Identifier, Owner]:
+    found: dict[Identifier, Owner] = {}
     for chunk in _chunks(sorted(wanted)):
         # "type = t AND value IN (...)" per type matches the primary key on both databases;
         # a row-value IN becomes a long OR filter that PostgreSQL applies row by row.
-        by_type: dict[IdentifierType, list[str]] = defaultdict(list)
+        by_type: dict[str, list[str]] = defaultdict(list)
         for identifier in chunk:
             by_type[identifier.type].append(identifier.value)
         rows = session.execute(
-            select(identifiers.c.type, identifiers.c.value, identifiers.c.profile_id)
+            select(identifiers.c.type, identifiers.c.value, identifiers.c.profile_id,
+                   identifiers.c.cluster_id)
             .where(identifiers.c.workspace_id == workspace_id,
-                   or_(*(and_(identifiers.c.type == kind.value,
+                   or_(*(and_(identifiers.c.type == kind,
                               one_of(session, identifiers.c.value, values))
                          for kind, values in by_type.items()))))
-        found.update({Identifier(IdentifierType(r.type), r.value): r.profile_id for r in rows})
+        found.update({Identifier(r.type, r.value): _owner(r) for r in rows})
     return found
 
 
-def _traits_for_update(session: Session, workspace_id: str,
-                       profile_ids: set[str]) -> dict[str, dict[str, Trait]]:
-    """Current traits of the profiles, locked (PostgreSQL) in a fixed order so that concurrent
+def _edge(row: Row[Any]) -> Edge:
+    return Edge(tuple(sorted(Identifier(t, v) for t, v in row.identifiers)),
+                row.first_time, row.first_message_id)
+
+
+def _edges_by_key(session: Session, workspace_id: str, keys: set[str]
+                  ) -> dict[str, tuple[Edge, str]]:
+    found: dict[str, tuple[Edge, str]] = {}
+    for chunk in _chunks(sorted(keys)):
+        rows = session.execute(select(edges).where(
+            edges.c.workspace_id == workspace_id, one_of(session, edges.c.edge_key, chunk)))
+        found.update({r.edge_key: (_edge(r), r.cluster_id) for r in rows})
+    return found
+
+
+def _cluster_members(session: Session, workspace_id: str, clusters: set[str]
+                     ) -> dict[Identifier, Owner]:
+    found: dict[Identifier, Owner] = {}
+    for chunk in _chunks(sorted(clusters)):
+        rows = session.execute(
+            select(identifiers.c.type, identifiers.c.value, identifiers.c.profile_id,
+                   identifiers.c.cluster_id)
+            .where(identifiers.c.workspace_id == workspace_id,
+                   one_of(session, identifiers.c.cluster_id, chunk)))
+        found.update({Identifier(r.type, r.value): _owner(r) for r in rows})
+    return found
+
+
+def _cluster_edges(session: Session, workspace_id: str, clusters: set[str]
+                   ) -> dict[str, list[Edge]]:
+    found: dict[str, list[Edge]] = defaultdict(list)
+    for chunk in _chunks(sorted(clusters)):
+        rows = session.execute(select(edges).where(
+            edges.c.workspace_id == workspace_id, one_of(session, edges.c.cluster_id, chunk)))
+        for row in rows:
+            found[row.cluster_id].append(_edge(row))
+    return found
+
+
+def _golden_for_update(session: Session, workspace_id: str,
+                       profile_ids: set[str]) -> dict[str, Golden]:
+    """Current records of the profiles, locked (PostgreSQL) in a fixed order so that concurrent
     batches neither lose each other's updates nor deadlock."""
-    held: dict[str, dict[str, Trait]] = {}
+    held: dict[str, Golden] = {}
     for chunk in _chunks(sorted(profile_ids)):
         rows = session.execute(
-            select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times)
+            select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+                   profiles.c.consents)
             .where(profiles.c.workspace_id == workspace_id,
                    one_of(session, profiles.c.profile_id, chunk))
             .order_by(profiles.c.profile_id).with_for_update())
-        held.update({r.profile_id: _load_traits(r.traits, r.trait_times) for r in rows})
+        held.update({r.profile_id: _load_golden(r) for r in rows})
     return held
 
 
+def _stored_refs(session: Session, workspace_id: str, profile_ids: set[str]
+                 ) -> list[StoredRef]:
+    found: list[StoredRef] = []
+    for chunk in _chunks(sorted(profile_ids)):
+        rows = session.execute(select(events).where(
+            events.c.workspace_id == workspace_id,
+            one_of(session, events.c.profile_id, chunk)))
+        found.extend(StoredRef(r.event_id, r.profile_id, _event(r)) for r in rows)
+    return found
+
+
 def _write(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) -> None:
-    def trait_columns(profile_id: str) -> dict[str, Any]:
-        traits = plan.traits[profile_id]
-        return {"traits": {n: t.value for n, t in traits.items()},
-                "trait_times": {n: t.time.isoformat() for n, t in traits.items()}}
+    graph = plan.graph
+
+    def record(profile_id: str) -> dict[str, Any]:
+        return _golden_columns(plan.golden[profile_id])
 
     if plan.new_profiles:
         session.execute(insert(profiles), [
             {"workspace_id": workspace_id, "profile_id": p, "create_time": now,
-             "update_time": now, **trait_columns(p)}
+             "update_time": now, **record(p)}
             for p in sorted(plan.new_profiles)])
     if plan.changed_profiles:
         session.execute(
@@ -112,45 +208,240 @@ def _write(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) 
             .where(profiles.c.workspace_id == workspace_id,
                    profiles.c.profile_id == bindparam("b_profile_id"))
             .values(traits=bindparam("b_traits"), trait_times=bindparam("b_trait_times"),
-                    update_time=now),
-            [{"b_profile_id": p, **{f"b_{k}": v for k, v in trait_columns(p).items()}}
+                    consents=bindparam("b_consents"), update_time=now),
+            [{"b_profile_id": p, **{f"b_{k}": v for k, v in record(p).items()}}
              for p in sorted(plan.changed_profiles)])
-    if plan.links:
+    if graph.merges:
+        _record_merges(session, workspace_id, graph.merges, now)
+    if graph.moved_identifiers:
+        session.execute(
+            update(identifiers)
+            .where(identifiers.c.workspace_id == workspace_id,
+                   identifiers.c.type == bindparam("b_type"),
+                   identifiers.c.value == bindparam("b_value"))
+            .values(profile_id=bindparam("b_profile_id"), cluster_id=bindparam("b_cluster_id")),
+            [{"b_type": i.type, "b_value": i.value, "b_profile_id": o.profile_id,
+              "b_cluster_id": o.cluster_id} for i, o in sorted(graph.moved_identifiers.items())])
+    if graph.new_identifiers:
         # Sorted, so concurrent batches take unique-index locks in the same order.
         session.execute(insert(identifiers), [
-            {"workspace_id": workspace_id, "type": i.type.value, "value": i.value,
-             "profile_id": p, "create_time": now}
-            for i, p in sorted(plan.links.items())])
+            {"workspace_id": workspace_id, "type": i.type, "value": i.value,
+             "profile_id": o.profile_id, "cluster_id": o.cluster_id, "create_time": now}
+            for i, o in sorted(graph.new_identifiers.items())])
+    if graph.edges:
+        keys = sorted(edge.key for edge, _ in graph.edges)
+        for chunk in _chunks(keys):
+            session.execute(delete(edges).where(edges.c.workspace_id == workspace_id,
+                                                one_of(session, edges.c.edge_key, chunk)))
+        session.execute(insert(edges), [
+            {"workspace_id": workspace_id, "edge_key": edge.key, "cluster_id": cluster,
+             "identifiers": [[i.type, i.value] for i in edge.identifiers],
+             "first_time": edge.first_time, "first_message_id": edge.first_message_id}
+            for edge, cluster in sorted(graph.edges, key=lambda ec: ec[0].key)])
+    if graph.absorbed:
+        session.execute(
+            update(events)
+            .where(events.c.workspace_id == workspace_id,
+                   events.c.profile_id == bindparam("b_merged"))
+            .values(profile_id=bindparam("b_survivor")),
+            [{"b_merged": m, "b_survivor": s} for m, s in sorted(graph.absorbed.items())])
+    if plan.repointed:
+        session.execute(
+            update(events)
+            .where(events.c.workspace_id == workspace_id,
+                   events.c.event_id == bindparam("b_event_id"))
+            .values(profile_id=bindparam("b_profile_id")),
+            [{"b_event_id": e, "b_profile_id": p} for e, p in sorted(plan.repointed.items())])
     if plan.accepted:
         session.execute(insert(events), [
             {"workspace_id": workspace_id, "event_id": a.event_id, "message_id": e.message_id,
              "profile_id": a.profile_id, "type": e.type.value, "name": e.name,
-             "identifiers": [[i.type.value, i.value] for i in e.identifiers],
+             "identifiers": [[i.type, i.value] for i in e.identifiers],
              "properties": dict(e.properties), "traits": dict(e.traits),
              "timestamp": e.timestamp, "source": e.source, "receive_time": now}
             for a in plan.accepted for e in [a.event]])
 
 
+def _record_merges(session: Session, workspace_id: str, merges: Sequence[Merge],
+                   now: datetime) -> None:
+    merged = sorted(m.merged_profile_id for m in merges)
+    survivor = {m.merged_profile_id: m.survivor_profile_id for m in merges}
+    # Keep the table flat: whatever had merged into a profile merged away now points on.
+    session.execute(
+        update(profile_merges)
+        .where(profile_merges.c.workspace_id == workspace_id,
+               profile_merges.c.survivor_profile_id == bindparam("b_old"))
+        .values(survivor_profile_id=bindparam("b_new")),
+        [{"b_old": old, "b_new": survivor[old]} for old in merged])
+    for chunk in _chunks(merged):
+        session.execute(delete(profiles).where(profiles.c.workspace_id == workspace_id,
+                                               one_of(session, profiles.c.profile_id, chunk)))
+    session.execute(insert(profile_merges), [
+        {"workspace_id": workspace_id, "merged_profile_id": m.merged_profile_id,
+         "survivor_profile_id": m.survivor_profile_id,
+         "identifier_type": m.link.identifier.type, "identifier_value": m.link.identifier.value,
+         "message_id": m.link.message_id, "merge_time": now}
+        for m in sorted(merges, key=lambda m: m.merged_profile_id)])
+
+
+def resolve_profile_ids(session: Session, workspace_id: str,
+                        profile_ids: Iterable[str]) -> dict[str, str]:
+    """Each id as it resolves today: itself, or the profile it was merged into."""
+    ids = sorted(set(profile_ids))
+    resolved = {p: p for p in ids}
+    for chunk in _chunks(ids):
+        rows = session.execute(
+            select(profile_merges.c.merged_profile_id, profile_merges.c.survivor_profile_id)
+            .where(profile_merges.c.workspace_id == workspace_id,
+                   one_of(session, profile_merges.c.merged_profile_id, chunk)))
+        resolved.update({r.merged_profile_id: r.survivor_profile_id for r in rows})
+    return resolved
+
+
 def get_profile(session: Session, workspace_id: str, profile_id: str) -> Profile | None:
-    row = session.execute(select(profiles).where(
-        profiles.c.workspace_id == workspace_id, profiles.c.profile_id == profile_id)).first()
-    if row is None:
-        return None
-    owned = session.execute(
-        select(identifiers.c.type, identifiers.c.value)
+    """The profile, following a merge: a merged-away id returns its survivor."""
+    profile_id = resolve_profile_ids(session, workspace_id, [profile_id])[profile_id]
+    found = load_profiles(session, workspace_id, [profile_id])
+    return found[0] if found else None
+
+
+def load_profiles(session: Session, workspace_id: str, profile_ids: Sequence[str]
+                  ) -> list[Profile]:
+    """The profiles that exist among ``profile_ids``, in that order, in four queries."""
+    ids = sorted(set(profile_ids))
+    rows: dict[str, Row[Any]] = {}
+    owned: dict[str, list[Identifier]] = defaultdict(list)
+    merged: dict[str, list[MergeRecord]] = defaultdict(list)
+    member_of: dict[str, list[str]] = defaultdict(list)
+    for chunk in _chunks(ids):
+        rows.update({r.profile_id: r for r in session.execute(select(profiles).where(
+            profiles.c.workspace_id == workspace_id,
+            one_of(session, profiles.c.profile_id, chunk)))})
+        for r in session.execute(
+                select(identifiers.c.profile_id, identifiers.c.type, identifiers.c.value)
+                .where(identifiers.c.workspace_id == workspace_id,
+                       one_of(session, identifiers.c.profile_id, chunk))
+                .order_by(identifiers.c.create_time, identifiers.c.type, identifiers.c.value)):
+            owned[r.profile_id].append(Identifier(r.type, r.value))
+        for m in session.execute(
+                select(profile_merges)
+                .where(profile_merges.c.workspace_id == workspace_id,
+                       one_of(session, profile_merges.c.survivor_profile_id, chunk))
+                .order_by(profile_merges.c.merge_time, profile_merges.c.merged_profile_id)):
+            merged[m.survivor_profile_id].append(MergeRecord(
+                Merge(m.merged_profile_id, m.survivor_profile_id,
+                      Link(Identifier(m.identifier_type, m.identifier_value), m.message_id)),
+                m.merge_time))
+        for r in session.execute(
+                select(segment_members.c.profile_id, segment_members.c.segment_id)
+                .where(segment_members.c.workspace_id == workspace_id,
+                       one_of(session, segment_members.c.profile_id, chunk))
+                .order_by(segment_members.c.segment_id)):
+            member_of[r.profile_id].append(r.segment_id)
+    return [Profile(p, tuple(owned[p]), _load_golden(row), row.create_time, row.update_time,
+                    tuple(merged[p]), dict(row.computed or {}), tuple(member_of[p]))
+            for p in profile_ids if (row := rows.get(p)) is not None]
+
+
+def scan_profiles(session: Session, workspace_id: str, after: str, limit: int
+                  ) -> list[tuple[str, Golden, dict[str, Any]]]:
+    """Profiles by id after ``after``: (id, record, computed traits)."""
+    rows = session.execute(
+        select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+               profiles.c.consents, profiles.c.computed)
+        .where(profiles.c.workspace_id == workspace_id, profiles.c.profile_id > after)
+        .order_by(profiles.c.profile_id).limit(limit))
+    return [(r.profile_id, _load_golden(r), dict(r.computed or {})) for r in rows]
+
+
+def erased_among(session: Session, workspace_id: str, wanted: set[Identifier]
+                 ) -> set[Identifier]:
+    found: set[Identifier] = set()
+    for chunk in _chunks(sorted(wanted)):
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for identifier in chunk:
+            by_type[identifier.type].append(identifier.value)
+        rows = session.execute(
+            select(erased_identifiers.c.type, erased_identifiers.c.value)
+            .where(erased_identifiers.c.workspace_id == workspace_id,
+                   or_(*(and_(erased_identifiers.c.type == kind,
+                              one_of(session, erased_identifiers.c.value, values))
+                         for kind, values in by_type.items()))))
+        found.update(Identifier(r.type, r.value) for r in rows)
+    return found
+
+
+def erase_profile(session: Session, workspace_id: str, profile_id: str, block: bool,
+                  now: datetime) -> bool:
+    """Erase everything held about the profile (and the profiles merged into it); False when
+    it does not exist."""
+    if not profile_exists(session, workspace_id, profile_id):
+        return False
+    owned = [Identifier(r.type, r.value) for r in session.execute(
+        select(identifiers.c.type, identifiers.c.value, identifiers.c.cluster_id)
         .where(identifiers.c.workspace_id == workspace_id,
-               identifiers.c.profile_id == profile_id)
-        .order_by(identifiers.c.create_time, identifiers.c.type, identifiers.c.value))
-    return Profile(row.profile_id,
-                   tuple(Identifier(IdentifierType(t), v) for t, v in owned),
-                   _load_traits(row.traits, row.trait_times), row.create_time, row.update_time)
+               identifiers.c.profile_id == profile_id))]
+    clusters = {r for r in session.execute(
+        select(identifiers.c.cluster_id).where(identifiers.c.workspace_id == workspace_id,
+                                               identifiers.c.profile_id == profile_id))
+        .scalars() if r}
+    mine = set(owned)
+    doomed = [key for key, edge in _cluster_edge_keys(session, workspace_id, clusters)
+              if mine & set(edge.identifiers)]
+    for chunk in _chunks(doomed):
+        session.execute(delete(edges).where(edges.c.workspace_id == workspace_id,
+                                            one_of(session, edges.c.edge_key, chunk)))
+    for table in (events, identifiers, profiles):
+        session.execute(delete(table).where(table.c.workspace_id == workspace_id,
+                                            table.c.profile_id == profile_id))
+    session.execute(delete(profile_merges).where(
+        profile_merges.c.workspace_id == workspace_id,
+        profile_merges.c.survivor_profile_id == profile_id))
+    if block and owned:
+        insert_ignore(session, erased_identifiers, [
+            {"workspace_id": workspace_id, "type": i.type, "value": i.value, "erase_time": now}
+            for i in sorted(owned)])
+    return True
+
+
+def _cluster_edge_keys(session: Session, workspace_id: str, clusters: set[str]
+                       ) -> list[tuple[str, Edge]]:
+    found: list[tuple[str, Edge]] = []
+    for chunk in _chunks(sorted(clusters)):
+        found.extend((r.edge_key, _edge(r)) for r in session.execute(select(edges).where(
+            edges.c.workspace_id == workspace_id, one_of(session, edges.c.cluster_id, chunk))))
+    return found
+
+
+def golden_of(session: Session, workspace_id: str, profile_ids: Iterable[str]
+              ) -> dict[str, Golden]:
+    """Records of the (resolved) profiles that exist; no lock."""
+    found: dict[str, Golden] = {}
+    for chunk in _chunks(sorted(set(profile_ids))):
+        rows = session.execute(
+            select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+                   profiles.c.consents)
+            .where(profiles.c.workspace_id == workspace_id,
+                   one_of(session, profiles.c.profile_id, chunk)))
+        found.update({r.profile_id: _load_golden(r) for r in rows})
+    return found
 
 
 def owner_of(session: Session, workspace_id: str, identifier: Identifier) -> str | None:
     return session.execute(select(identifiers.c.profile_id).where(
         identifiers.c.workspace_id == workspace_id,
-        identifiers.c.type == identifier.type.value,
+        identifiers.c.type == identifier.type,
         identifiers.c.value == identifier.value)).scalar_one_or_none()
+
+
+def partition_of(session: Session, workspace_id: str) -> dict[str, set[Identifier]]:
+    """Every profile's identifiers (for tests and exports of small workspaces)."""
+    found: dict[str, set[Identifier]] = defaultdict(set)
+    for row in session.execute(select(identifiers.c.type, identifiers.c.value,
+                                      identifiers.c.profile_id)
+                               .where(identifiers.c.workspace_id == workspace_id)):
+        found[row.profile_id].add(Identifier(row.type, row.value))
+    return dict(found)
 
 
 def profile_exists(session: Session, workspace_id: str, profile_id: str) -> bool:
@@ -170,25 +461,43 @@ def list_events(session: Session, workspace_id: str, profile_id: str, limit: int
                                 and_(events.c.timestamp == time, events.c.event_id < event_id)))
     rows = session.execute(
         query.order_by(events.c.timestamp.desc(), events.c.event_id.desc()).limit(limit))
-    return [_stored_event(r) for r in rows]
+    return [StoredEvent(r.event_id, r.profile_id, _event(r), r.receive_time) for r in rows]
 
 
-def _stored_event(row: Row[Any]) -> StoredEvent:
-    event = Event(
+def _event(row: Row[Any]) -> Event:
+    return Event(
         message_id=row.message_id, type=EventType(row.type), name=row.name,
-        identifiers=tuple(Identifier(IdentifierType(t), v) for t, v in row.identifiers),
+        identifiers=tuple(Identifier(t, v) for t, v in row.identifiers),
         properties=row.properties, traits=row.traits, timestamp=row.timestamp,
         source=row.source)
-    return StoredEvent(row.event_id, row.profile_id, event, row.receive_time)
 
 
-def _load_traits(values: dict[str, Any], times: dict[str, str]) -> dict[str, Trait]:
-    return {name: Trait(value, datetime.fromisoformat(times[name]))
-            for name, value in values.items()}
+def _golden_columns(golden: Golden) -> dict[str, Any]:
+    return {
+        "traits": {n: t.value for n, t in golden.traits.items()},
+        "trait_times": {n: {"t": t.time.isoformat(), "m": t.message_id, "s": t.source}
+                        for n, t in golden.traits.items()},
+        "consents": [{"channel": c.channel, "topic": c.topic, "subscribed": c.subscribed,
+                      "t": c.time.isoformat(), "m": c.message_id, "s": c.source}
+                     for c in sorted(golden.consents.values(),
+                                     key=lambda c: (c.channel, c.topic))] or None,
+    }
+
+
+def _load_golden(row: Any) -> Golden:
+    traits: dict[str, Trait] = {}
+    for name, value in row.traits.items():
+        held = row.trait_times[name]
+        if isinstance(held, str):  # written before provenance was kept
+            traits[name] = Trait(value, datetime.fromisoformat(held))
+        else:
+            traits[name] = Trait(value, datetime.fromisoformat(held["t"]), held["m"], held["s"])
+    consents = {(c["channel"], c["topic"]): ConsentRecord(
+        c["channel"], c["topic"], c["subscribed"], datetime.fromisoformat(c["t"]), c["m"],
+        c["s"]) for c in row.consents or ()}
+    return Golden(traits, consents)
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start:start + _CHUNK]
-
-

@@ -47,9 +47,14 @@ profiles = Table(
     Column("workspace_id", String(64), nullable=False),
     Column("profile_id", String(32), nullable=False),
     Column("traits", Json, nullable=False),  # name -> value
-    Column("trait_times", Json, nullable=False),  # name -> event time (ISO 8601) that set it
+    # name -> provenance {"t": event time (ISO 8601), "m": message id, "s": source}; rows
+    # written before provenance hold the event time string alone.
+    Column("trait_times", Json, nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
+    # [{"channel", "topic", "subscribed", "t", "m", "s"}]; NULL: nothing said yet.
+    Column("consents", Json, nullable=True),
+    Column("computed", Json, nullable=True),  # computed trait name -> value
     PrimaryKeyConstraint("workspace_id", "profile_id"),
 )
 
@@ -62,8 +67,50 @@ identifiers = Table(
     Column("value", String(256), nullable=False),
     Column("profile_id", String(32), nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
+    # The identifiers connected when limits are ignored (see domain/graph.py). Nullable only
+    # because the column was added to a filled table; revision 0002 fills it.
+    Column("cluster_id", String(32), nullable=True),
     PrimaryKeyConstraint("workspace_id", "type", "value"),
     Index("ix_identifiers_profile", "workspace_id", "profile_id"),
+    Index("ix_identifiers_cluster", "workspace_id", "cluster_id"),
+)
+
+# Distinct identifier sets seen together in an event, with the earliest such event: the edges
+# the partition into profiles is computed from.
+edges = Table(
+    "edges",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("edge_key", String(40), nullable=False),  # sha1 of the sorted identifiers
+    Column("cluster_id", String(32), nullable=False),
+    Column("identifiers", Json, nullable=False),  # [[type, value], ...]
+    Column("first_time", UtcDateTime, nullable=False),
+    Column("first_message_id", String(128), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "edge_key"),
+    Index("ix_edges_cluster", "workspace_id", "cluster_id"),
+)
+
+# Profiles merged away; their ids resolve to the survivor (kept flat: always the final one).
+profile_merges = Table(
+    "profile_merges",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("merged_profile_id", String(32), nullable=False),
+    Column("survivor_profile_id", String(32), nullable=False),
+    Column("identifier_type", String(16), nullable=False),
+    Column("identifier_value", String(256), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("merge_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "merged_profile_id"),
+    Index("ix_profile_merges_survivor", "workspace_id", "survivor_profile_id"),
+)
+
+identity_settings = Table(
+    "identity_settings",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("settings", Json, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
 )
 
 events = Table(
@@ -85,4 +132,37 @@ events = Table(
     # Deduplication: a source's message id is applied once per workspace.
     UniqueConstraint("workspace_id", "message_id", name="uq_events_message"),
     Index("ix_events_profile_time", "workspace_id", "profile_id", "timestamp", "event_id"),
+)
+
+segments = Table(
+    "segments",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("segment_id", String(64), nullable=False),
+    Column("display_name", String(200), nullable=False, default=""),
+    Column("condition", String(4096), nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "segment_id"),
+)
+
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("segment_id", String(64), nullable=False),
+    Column("profile_id", String(32), nullable=False),
+    Column("enter_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "segment_id", "profile_id"),
+    Index("ix_segment_members_profile", "workspace_id", "profile_id"),
+)
+
+# Identifiers of erased profiles whose owner asked never to be recognised again.
+erased_identifiers = Table(
+    "erased_identifiers",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("value", String(256), nullable=False),
+    Column("erase_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "type", "value"),
 )

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cjo.identity.v1 import event_pb2, profile_pb2, workspace_pb2
+from google.protobuf import duration_pb2
+
+from cjo.common.v1 import common_pb2
+from cjo.identity.v1 import (
+    consent_pb2,
+    event_pb2,
+    identity_settings_pb2,
+    profile_pb2,
+    workspace_pb2,
+)
+from cjo_identity.domain.computed import Aggregation, ComputedTrait
 from cjo_identity.domain.events import Event, EventType, StoredEvent, parse_event
+from cjo_identity.domain.golden import ConsentRecord, trait_values
 from cjo_identity.domain.profiles import Profile
-from cjo_identity.domain.traits import trait_values
+from cjo_identity.domain.settings import (
+    CHANNELS,
+    IdentitySettings,
+    Survivorship,
+    TraitRule,
+    TypeRule,
+    check_settings,
+)
 from cjo_identity.domain.workspaces import ApiKey, Workspace
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.protobuf import dict_to_struct, from_timestamp, struct_to_dict, to_timestamp
@@ -19,7 +37,35 @@ _EVENT_TYPES = {
 _EVENT_TYPE_PROTOS = {v: k for k, v in _EVENT_TYPES.items()}
 
 
-def event_from_proto(item: event_pb2.Event, now: datetime) -> Event:
+CHANNEL_NAMES = {
+    common_pb2.CHANNEL_EMAIL: "email",
+    common_pb2.CHANNEL_SMS: "sms",
+    common_pb2.CHANNEL_PUSH: "push",
+    common_pb2.CHANNEL_IN_APP: "in_app",
+    common_pb2.CHANNEL_WEBHOOK: "webhook",
+}
+CHANNEL_PROTOS = {name: value for value, name in CHANNEL_NAMES.items()}
+assert set(CHANNEL_PROTOS) == set(CHANNELS)
+_SURVIVORSHIP = {
+    identity_settings_pb2.SURVIVORSHIP_UNSPECIFIED: Survivorship.LATEST,
+    identity_settings_pb2.SURVIVORSHIP_LATEST: Survivorship.LATEST,
+    identity_settings_pb2.SURVIVORSHIP_FIRST: Survivorship.FIRST,
+    identity_settings_pb2.SURVIVORSHIP_SOURCE_PRIORITY: Survivorship.SOURCE_PRIORITY,
+    identity_settings_pb2.SURVIVORSHIP_UNION: Survivorship.UNION,
+}
+_AGGREGATIONS = {
+    identity_settings_pb2.COMPUTED_AGGREGATION_COUNT: Aggregation.COUNT,
+    identity_settings_pb2.COMPUTED_AGGREGATION_SUM: Aggregation.SUM,
+    identity_settings_pb2.COMPUTED_AGGREGATION_LAST_TIME: Aggregation.LAST_TIME,
+}
+_AGGREGATION_PROTOS = {v: k for k, v in _AGGREGATIONS.items()}
+_SURVIVORSHIP_PROTOS = {v: k for k, v in _SURVIVORSHIP.items()
+                        if k != identity_settings_pb2.SURVIVORSHIP_UNSPECIFIED}
+
+
+def event_from_proto(item: event_pb2.Event, now: datetime,
+                     settings: IdentitySettings | None = None) -> Event:
+    settings = settings or IdentitySettings()
     return parse_event(
         message_id=item.message_id,
         event_type=_EVENT_TYPES.get(item.type),
@@ -30,6 +76,8 @@ def event_from_proto(item: event_pb2.Event, now: datetime) -> Event:
         timestamp=_event_time(item),
         source=item.source,
         now=now,
+        known_types=settings.known_types,
+        phone_region=settings.default_phone_region,
     )
 
 
@@ -47,7 +95,7 @@ def event_to_proto(event: Event) -> event_pb2.Event:
         message_id=event.message_id,
         type=_EVENT_TYPE_PROTOS[event.type],
         name=event.name,
-        identifiers=[event_pb2.Identifier(type=i.type.value, value=i.value)
+        identifiers=[event_pb2.Identifier(type=i.type, value=i.value)
                      for i in event.identifiers],
         properties=dict_to_struct(dict(event.properties)),
         traits=dict_to_struct(dict(event.traits)),
@@ -67,14 +115,90 @@ def stored_event_to_proto(stored: StoredEvent) -> event_pb2.StoredEvent:
 
 
 def profile_to_proto(profile: Profile) -> profile_pb2.Profile:
+    traits = profile.golden.traits
     return profile_pb2.Profile(
         name=profile_name(profile.profile_id),
         profile_id=profile.profile_id,
-        identifiers=[event_pb2.Identifier(type=i.type.value, value=i.value)
+        identifiers=[event_pb2.Identifier(type=i.type, value=i.value)
                      for i in profile.identifiers],
-        traits=dict_to_struct(trait_values(profile.traits)),
+        traits=dict_to_struct(trait_values(traits)),
         create_time=to_timestamp(profile.create_time),
         update_time=to_timestamp(profile.update_time),
+        merged_from=[profile_pb2.ProfileMerge(
+            merged_profile_id=m.merge.merged_profile_id,
+            survivor_profile_id=m.merge.survivor_profile_id,
+            identifier=event_pb2.Identifier(type=m.merge.link.identifier.type,
+                                            value=m.merge.link.identifier.value),
+            message_id=m.merge.link.message_id,
+            merge_time=to_timestamp(m.time)) for m in profile.merged_from],
+        trait_provenance={name: profile_pb2.TraitProvenance(
+            source=t.source, event_time=to_timestamp(t.time), message_id=t.message_id)
+            for name, t in traits.items()},
+        consents=[consent_to_proto(c) for c in sorted(
+            profile.golden.consents.values(), key=lambda c: (c.channel, c.topic))],
+        computed_traits=dict_to_struct(profile.computed),
+        segments=[f"segments/{s}" for s in profile.segments],
+    )
+
+
+def consent_to_proto(record: ConsentRecord) -> consent_pb2.Consent:
+    return consent_pb2.Consent(
+        channel=CHANNEL_PROTOS[record.channel], topic=record.topic,
+        state=(consent_pb2.CONSENT_STATE_SUBSCRIBED if record.subscribed
+               else consent_pb2.CONSENT_STATE_UNSUBSCRIBED),
+        source=record.source, update_time=to_timestamp(record.time))
+
+
+def settings_from_proto(item: identity_settings_pb2.IdentitySettings) -> IdentitySettings:
+    """Validated settings; INVALID_ARGUMENT naming every bad field."""
+    channels = [CHANNEL_NAMES.get(d.channel) for d in item.consent_defaults]
+    survivorship = [_SURVIVORSHIP.get(r.survivorship) for r in item.trait_rules]
+    unknown = [n for n, s in enumerate(survivorship) if s is None]
+    if unknown:
+        raise InvalidArgument.one(f"settings.trait_rules[{unknown[0]}].survivorship",
+                                  "is not a known survivorship rule")
+    bad_aggregation = [n for n, c in enumerate(item.computed_traits)
+                       if c.aggregation not in _AGGREGATIONS]
+    if bad_aggregation:
+        raise InvalidArgument.one(f"settings.computed_traits[{bad_aggregation[0]}].aggregation",
+                                  "is required: COUNT, SUM or LAST_TIME")
+    opt_in = dict(IdentitySettings().consent_opt_in)
+    opt_in.update({c: d.opt_in for c, d in zip(channels, item.consent_defaults, strict=True)
+                   if c is not None})
+    settings = IdentitySettings(
+        default_phone_region=item.default_phone_region.upper(),
+        identifier_types=tuple(TypeRule(r.type, r.limit, tuple(r.blocked_values))
+                               for r in item.identifier_types),
+        trait_rules=tuple(TraitRule(r.trait, s or Survivorship.LATEST, tuple(r.source_priority))
+                          for r, s in zip(item.trait_rules, survivorship, strict=True)),
+        consent_opt_in=opt_in,
+        computed_traits=tuple(ComputedTrait(
+            c.name, _AGGREGATIONS[c.aggregation], c.event_name, c.property,
+            c.window.ToTimedelta() if c.HasField("window") and c.window.ToTimedelta() else None)
+            for c in item.computed_traits),
+    )
+    check_settings(settings, channels)
+    return settings
+
+
+def settings_to_proto(settings: IdentitySettings,
+                      update_time: datetime | None) -> identity_settings_pb2.IdentitySettings:
+    return identity_settings_pb2.IdentitySettings(
+        default_phone_region=settings.default_phone_region,
+        identifier_types=[identity_settings_pb2.IdentifierTypeRule(
+            type=r.type, limit=r.limit, blocked_values=r.blocked_values)
+            for r in settings.identifier_types],
+        trait_rules=[identity_settings_pb2.TraitRule(
+            trait=r.trait, survivorship=_SURVIVORSHIP_PROTOS[r.survivorship],
+            source_priority=r.source_priority) for r in settings.trait_rules],
+        consent_defaults=[identity_settings_pb2.ChannelConsentDefault(
+            channel=CHANNEL_PROTOS[c], opt_in=settings.opt_in(c)) for c in CHANNELS],
+        update_time=to_timestamp(update_time),
+        computed_traits=[identity_settings_pb2.ComputedTrait(
+            name=c.name, aggregation=_AGGREGATION_PROTOS[c.aggregation],
+            event_name=c.event_name, property=c.property,
+            window=duration_pb2.Duration(seconds=int(c.window.total_seconds()))
+            if c.window else None) for c in settings.computed_traits],
     )
 
 

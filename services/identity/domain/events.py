@@ -8,13 +8,23 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from cjo_identity.domain.identifiers import Identifier, parse_identifier
+from cjo_identity.domain.identifiers import (
+    BUILT_IN_TYPES,
+    EMAIL,
+    PHONE,
+    Identifier,
+    parse_identifier,
+)
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.limits import MAX_ID_LENGTH
 
 MAX_NAME_LENGTH = 128
 MAX_SOURCE_LENGTH = 64
 MAX_IDENTIFIERS = 20
+# Track events with these names record consent; properties {"channel": ..., "topic": ...}.
+SUBSCRIBED = "subscribed"
+UNSUBSCRIBED = "unsubscribed"
+CONSENT_CHANNELS = ("email", "sms", "push", "in_app", "webhook")
 
 
 class EventType(StrEnum):
@@ -45,7 +55,8 @@ class StoredEvent:
 def parse_event(*, message_id: str, event_type: EventType | None, name: str,
                 identifiers: Sequence[tuple[str, str]], properties: Mapping[str, Any],
                 traits: Mapping[str, Any], timestamp: datetime | None, source: str,
-                now: datetime) -> Event:
+                now: datetime, known_types: frozenset[str] = frozenset(BUILT_IN_TYPES),
+                phone_region: str = "") -> Event:
     """A valid, normalised event; raises InvalidArgument naming every bad field (paths are
     relative to the event, e.g. ``identifiers[0].type``). The time defaults to ``now``."""
     problems = Violations()
@@ -60,8 +71,23 @@ def parse_event(*, message_id: str, event_type: EventType | None, name: str,
                    f"at most {MAX_SOURCE_LENGTH} characters")
     problems.check(1 <= len(identifiers) <= MAX_IDENTIFIERS, "identifiers",
                    f"must hold 1 to {MAX_IDENTIFIERS} identifiers")
-    parsed = [parse_identifier(kind, value, problems, f"identifiers[{index}]")
+    parsed = [parse_identifier(kind, value, problems, f"identifiers[{index}]",
+                               known_types=known_types, phone_region=phone_region)
               for index, (kind, value) in enumerate(identifiers)]
+    # An email or phone given as a trait identifies the person too (so that, e.g., an
+    # unsubscribe that delivery reports by email address reaches the profile). A trait value
+    # that is not a valid identifier stays a plain trait.
+    for kind in (EMAIL, PHONE):
+        value = traits.get(kind)
+        if isinstance(value, str) and value.strip() and kind in known_types:
+            parsed.append(parse_identifier(kind, value, Violations(), known_types=known_types,
+                                           phone_region=phone_region))
+    if event_type is EventType.TRACK and name in (SUBSCRIBED, UNSUBSCRIBED):
+        problems.check(properties.get("channel") in CONSENT_CHANNELS, "properties.channel",
+                       f"must be one of {', '.join(CONSENT_CHANNELS)} for {name} events")
+        topic = properties.get("topic", "")
+        problems.check(topic is None or isinstance(topic, str), "properties.topic",
+                       "must be a string")
     if problems or event_type is None:
         raise InvalidArgument(problems.items)
     return Event(

@@ -1,59 +1,72 @@
 """Identifiers of a person and how they are normalised, so that the same person written two
-ways ("Ada@Example.com " and "ada@example.com") resolves to one profile."""
+ways ("Ada@Example.com " and "ada@example.com", "06 12 34 56 78" and "+33612345678") resolves
+to one profile."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from enum import StrEnum
+
+import phonenumbers
 
 from cjo_platform.errors import Violations
 
 MAX_IDENTIFIER_LENGTH = 256
+MAX_TYPE_LENGTH = 16
+TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 
-
-class IdentifierType(StrEnum):
-    # Declared from the strongest claim of identity to the weakest: resolution trusts a
-    # user_id (the brand's own account id) over an email, and a cookie id least of all.
-    USER_ID = "user_id"
-    EMAIL = "email"
-    PHONE = "phone"
-    DEVICE_ID = "device_id"
-    ANONYMOUS_ID = "anonymous_id"
-
-
-_PRIORITY = {kind: rank for rank, kind in enumerate(IdentifierType)}
-_BY_NAME = {kind.value: kind for kind in IdentifierType}
-_TYPE_LIST = ", ".join(sorted(_BY_NAME))
+USER_ID = "user_id"
+EMAIL = "email"
+PHONE = "phone"
+DEVICE_ID = "device_id"
+ANONYMOUS_ID = "anonymous_id"
+# From the strongest claim of identity to the weakest: the brand's own account id is trusted
+# over an email, and a cookie id least of all. Workspaces may reorder and extend this.
+BUILT_IN_TYPES = (USER_ID, EMAIL, PHONE, DEVICE_ID, ANONYMOUS_ID)
 
 
 @dataclass(frozen=True, order=True)
 class Identifier:
-    type: IdentifierType
+    type: str
     value: str
 
-    @property
-    def priority(self) -> int:
-        """0 is the strongest."""
-        return _PRIORITY[self.type]
+
+def normalise_phone(value: str, region: str) -> str | None:
+    """E.164 form of a phone number, or None when it is not a possible number."""
+    try:
+        number = phonenumbers.parse(value, region or None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def normalise_value(kind: IdentifierType, value: str) -> str:
-    value = value.strip()
-    # Mailbox local parts are case-sensitive in theory but never in practice; treating them
-    # as such would split one person across profiles.
-    return value.lower() if kind is IdentifierType.EMAIL else value
-
-
-def parse_identifier(kind: str, value: str, problems: Violations,
-                     field: str = "") -> Identifier | None:
+def parse_identifier(kind: str, value: str, problems: Violations, field: str = "", *,
+                     known_types: frozenset[str] = frozenset(BUILT_IN_TYPES),
+                     phone_region: str = "") -> Identifier | None:
     """The normalised identifier, or None after adding what is wrong to ``problems``.
 
     ``field`` prefixes the paths: ``identifiers[2]`` gives ``identifiers[2].type``."""
     prefix = f"{field}." if field else ""
-    known = _BY_NAME.get(kind)
-    value = normalise_value(known, value) if known else value.strip()
-    ok = problems.check(known is not None, f"{prefix}type", f"must be one of {_TYPE_LIST}")
+    value = value.strip()
+    ok = problems.check(kind in known_types, f"{prefix}type",
+                        f"must be one of {', '.join(sorted(known_types))}")
     ok &= problems.check(bool(value), f"{prefix}value", "is required")
     ok &= problems.check(len(value) <= MAX_IDENTIFIER_LENGTH, f"{prefix}value",
                          f"at most {MAX_IDENTIFIER_LENGTH} characters")
-    return Identifier(known, value) if ok and known else None
+    if not ok:
+        return None
+    if kind == EMAIL:
+        # Mailbox local parts are case-sensitive in theory but never in practice; treating them
+        # as such would split one person across profiles.
+        value = value.lower()
+    elif kind == PHONE:
+        phone = normalise_phone(value, phone_region)
+        if phone is None:
+            hint = ("with a country code (+...)" if not phone_region
+                    else f"in E.164 or a number of region {phone_region}")
+            problems.add(f"{prefix}value", f"is not a phone number; write it {hint}")
+            return None
+        value = phone
+    return Identifier(kind, value)

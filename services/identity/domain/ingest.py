@@ -1,21 +1,27 @@
 """Applying a batch of events to the identity graph and the profiles, in memory.
 
-The adapter loads what the batch touches (earlier events with the same message ids, the owners
-of its identifiers, the traits of those profiles) in a few queries, this module decides
-everything, and the adapter writes the result in bulk. Events are applied in request order, so
-an identify call later in a batch sees the profile an earlier event created.
+The adapter loads what the batch touches in a fixed number of queries (earlier message ids, the
+owners of the batch's identifiers, the known edges, and for clusters whose graph changes their
+identifiers, edges and events), this module decides everything, and the adapter writes the
+result in bulk.
+
+Fast path: an event whose identifier set was seen before (at an earlier event time) changes no
+link; it goes to the profile of its strongest identifier and its traits are folded in. Otherwise
+the partition of the touched clusters is recomputed (graph.partition) and profiles are merged
+or split to match; a profile whose identifiers changed hands gets its golden record refolded
+from all its events, so the result never depends on arrival order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from cjo_identity.domain.events import Event
+from cjo_identity.domain.golden import Golden, apply_event, combine, fold
+from cjo_identity.domain.graph import Edge, Link, partition
 from cjo_identity.domain.identifiers import Identifier
-from cjo_identity.domain.resolution import resolve
-from cjo_identity.domain.traits import Trait, Traits, apply_traits, trait_values
+from cjo_identity.domain.settings import IdentitySettings
 
 
 @dataclass(frozen=True)
@@ -28,62 +34,280 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Owner:
+    profile_id: str
+    cluster_id: str
+
+
+@dataclass(frozen=True)
 class Accepted:
     """An event applied by this batch, to store and forward."""
 
     event_id: str
     profile_id: str
     event: Event
-    profile_traits: dict[str, Any]  # the profile's traits right after this event
+    golden: Golden  # the profile's record right after this event
+
+
+@dataclass(frozen=True)
+class Merge:
+    merged_profile_id: str
+    survivor_profile_id: str
+    link: Link
+
+
+@dataclass(frozen=True)
+class StoredRef:
+    """An event already stored, as far as resolution needs it."""
+
+    event_id: str
+    profile_id: str
+    event: Event
+
+
+def linkable(event: Event, settings: IdentitySettings) -> tuple[Identifier, ...]:
+    """The event's identifiers that may link, strongest first."""
+    return tuple(sorted((i for i in event.identifiers if not settings.is_blocked(i)),
+                        key=settings.strength))
+
+
+def batch_edges(events: Iterable[Event], settings: IdentitySettings) -> dict[str, Edge]:
+    edges: dict[str, Edge] = {}
+    for event in events:
+        edge = Edge(tuple(sorted(linkable(event, settings))), event.timestamp, event.message_id)
+        held = edges.get(edge.key)
+        edges[edge.key] = edge if held is None else held.earliest(edge)
+    return edges
+
+
+def changed_edges(batch: Mapping[str, Edge], known: Mapping[str, Edge]) -> list[Edge]:
+    """Edges that are new, or now have an earlier first event: only these can move links."""
+    return [edge for key, edge in batch.items()
+            if key not in known or edge.order < known[key].order]
+
+
+@dataclass
+class GraphChange:
+    owners: dict[Identifier, Owner] = field(default_factory=dict)  # final, for all touched
+    new_identifiers: dict[Identifier, Owner] = field(default_factory=dict)
+    moved_identifiers: dict[Identifier, Owner] = field(default_factory=dict)
+    edges: list[tuple[Edge, str]] = field(default_factory=list)  # to (re)write, with cluster
+    new_profiles: set[str] = field(default_factory=set)
+    merges: list[Merge] = field(default_factory=list)
+    # Profiles whose identifiers changed hands: their records are refolded from their events.
+    refold: set[str] = field(default_factory=set)
+    # Old profiles whose events must be loaded (and re-pointed) for the refold.
+    sources: set[str] = field(default_factory=set)
+    # Where each old profile's events go when their identifiers no longer decide.
+    successor: dict[str, str] = field(default_factory=dict)
+    # Profiles merged away whole into a survivor that lost nothing (the usual case): their
+    # records combine (every survivorship rule is order-free) and their events move in bulk,
+    # without reading them back.
+    absorbed: dict[str, str] = field(default_factory=dict)
+
+
+def plan_graph(changed: Sequence[Edge], cluster_edges: Mapping[str, Sequence[Edge]],
+               owners: Mapping[Identifier, Owner], settings: IdentitySettings,
+               new_id: Callable[[], str]) -> GraphChange:
+    """Recompute the partition of every cluster the changed edges touch.
+
+    ``cluster_edges``: the stored edges of those clusters; ``owners``: the owner of every
+    identifier of those clusters (and of the batch)."""
+    change = GraphChange(owners=dict(owners))
+    # Clusters (and new identifiers) joined by the changed edges, ignoring limits.
+    parent: dict[str, str] = {}
+
+    def node(item: Identifier) -> str:
+        owner = owners.get(item)
+        return f"c:{owner.cluster_id}" if owner else f"i:{item.type}\x1f{item.value}"
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for edge in changed:
+        first = find(node(edge.identifiers[0])) if edge.identifiers else None
+        for item in edge.identifiers[1:]:
+            other = find(node(item))
+            if other != first and first is not None:
+                parent[other] = first
+    super_clusters: dict[str, list[Edge]] = {}
+    for edge in changed:
+        if edge.identifiers:
+            super_clusters.setdefault(find(node(edge.identifiers[0])), []).append(edge)
+
+    members_of: dict[str, list[str]] = {}
+    for x in list(parent):
+        members_of.setdefault(find(x), []).append(x)
+    claimed: set[str] = set()
+    for root in sorted(super_clusters):
+        clusters = sorted(x[2:] for x in members_of[root] if x.startswith("c:"))
+        cluster_id = clusters[0] if clusters else new_id()
+        edges: dict[str, Edge] = {}
+        stored_cluster: dict[str, str] = {}
+        for old in clusters:
+            for edge in cluster_edges.get(old, ()):
+                edges[edge.key] = edge
+                stored_cluster[edge.key] = old
+        stored_order = {key: edge.order for key, edge in edges.items()}
+        for edge in super_clusters[root]:
+            held = edges.get(edge.key)
+            edges[edge.key] = edge if held is None else held.earliest(edge)
+        for key, edge in edges.items():
+            if stored_cluster.get(key) != cluster_id or stored_order.get(key) != edge.order:
+                change.edges.append((edge, cluster_id))
+        _assign(change, edges.values(), cluster_id, settings, new_id, claimed)
+    return change
+
+
+def _assign(change: GraphChange, edges: Iterable[Edge], cluster_id: str,
+            settings: IdentitySettings, new_id: Callable[[], str], claimed: set[str]) -> None:
+    """Give each group of identifiers a profile: the existing profile that used one of its
+    identifiers first survives; the others are merged into it (or a new profile is made)."""
+    ordered = sorted(edges, key=lambda e: e.order)
+    groups, links = partition(ordered, settings)
+    first_seen: dict[Identifier, int] = {}
+    for rank, edge in enumerate(ordered):
+        for item in edge.identifiers:
+            first_seen.setdefault(item, rank)
+    by_group: dict[Identifier, list[Identifier]] = {}
+    for item in sorted(groups, key=lambda i: (first_seen[i], settings.strength(i))):
+        by_group.setdefault(groups[item], []).append(item)
+    before = {item: change.owners[item] for item in groups if item in change.owners}
+    old_profiles = {owner.profile_id for owner in before.values()}
+    survivor_of_group: dict[Identifier, str] = {}
+    losers: set[str] = set()
+    refold: set[str] = set()
+    sources: set[str] = set()
+    merges: list[Merge] = []
+    for group, items in sorted(by_group.items(), key=lambda kv: first_seen[kv[1][0]]):
+        survivor = next((before[i].profile_id for i in items
+                         if i in before and before[i].profile_id not in claimed), None)
+        if survivor is None:
+            survivor = new_id()
+            change.new_profiles.add(survivor)
+        claimed.add(survivor)
+        survivor_of_group[group] = survivor
+        for item in items:
+            owner = Owner(survivor, cluster_id)
+            held = before.get(item)
+            if held is None:
+                change.new_identifiers[item] = owner
+            elif held != owner:
+                change.moved_identifiers[item] = owner
+                if held.profile_id != survivor:
+                    losers.add(held.profile_id)
+                    refold.add(survivor)
+                    sources.add(held.profile_id)
+                    if survivor not in change.new_profiles:
+                        sources.add(survivor)
+            change.owners[item] = owner
+    for old in sorted(old_profiles):
+        if old in claimed:
+            change.successor[old] = old
+            continue
+        # Merged away: it joins the group that holds the identifier it used first.
+        items = sorted((i for i, o in before.items() if o.profile_id == old),
+                       key=lambda i: (first_seen[i], settings.strength(i)))
+        group = groups[items[0]]
+        survivor = survivor_of_group[group]
+        change.successor[old] = survivor
+        link = next((lk for joined, lk in links
+                     if groups[joined] == group and joined in items),
+                    next((lk for joined, lk in links if groups[joined] == group),
+                         Link(items[0], "")))
+        merges.append(Merge(old, survivor, link))
+    change.merges += merges
+    split = {p for p in losers if change.successor.get(p) == p}
+    if split:
+        # A profile kept its id but lost identifiers: the records of everyone involved are
+        # refolded from their events.
+        change.refold |= refold | split
+        change.sources |= sources
+    else:
+        change.absorbed.update((m.merged_profile_id, m.survivor_profile_id) for m in merges)
 
 
 @dataclass
 class BatchPlan:
     outcomes: list[Outcome] = field(default_factory=list)  # one per event, in order
     accepted: list[Accepted] = field(default_factory=list)
+    golden: dict[str, Golden] = field(default_factory=dict)  # per written profile, after
     new_profiles: set[str] = field(default_factory=set)
-    # Existing profiles that gained traits or identifiers; the others need no write.
-    changed_profiles: set[str] = field(default_factory=set)
-    traits: dict[str, dict[str, Trait]] = field(default_factory=dict)  # per profile, after
-    links: dict[Identifier, str] = field(default_factory=dict)  # new identifier -> profile
-    conflicts: list[tuple[Identifier, str, str]] = field(default_factory=list)
-    """(identifier, its owner, the profile the event went to): merges for issue 3."""
+    changed_profiles: set[str] = field(default_factory=set)  # existing ones to rewrite
+    repointed: dict[str, str] = field(default_factory=dict)  # stored event id -> profile
+    graph: GraphChange = field(default_factory=GraphChange)
 
 
-def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome],
-               owners: Mapping[Identifier, str], traits: Mapping[str, Traits],
-               new_id: Callable[[], str]) -> BatchPlan:
-    """Decide the outcome of each event.
+def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: GraphChange,
+               held: Mapping[str, Golden], stored: Sequence[StoredRef],
+               settings: IdentitySettings, new_id: Callable[[], str]) -> BatchPlan:
+    """Decide the outcome of each event once the graph is settled.
 
-    ``seen``: outcomes of message ids ingested before; ``owners``: the profile of each known
-    identifier; ``traits``: the current traits of those profiles.
-    """
-    plan = BatchPlan()
+    ``seen``: outcomes of message ids ingested before; ``held``: the current records of the
+    profiles involved; ``stored``: the events of ``graph.sources`` (profiles being refolded)."""
+    plan = BatchPlan(graph=graph, new_profiles=set(graph.new_profiles))
+    owners = graph.owners
+
+    def profile_of(event: Event, fallback: str | None) -> str | None:
+        for item in linkable(event, settings):
+            if item in owners:
+                return owners[item].profile_id
+        return fallback
+
+    refold: dict[str, list[Event]] = {p: [] for p in graph.refold}
+    for ref in stored:
+        target = profile_of(ref.event, graph.successor.get(ref.profile_id, ref.profile_id))
+        assert target is not None
+        if target != ref.profile_id:
+            plan.repointed[ref.event_id] = target
+        if target in refold:
+            refold[target].append(ref.event)
     seen = dict(seen)
-    owners = dict(owners)
+    fresh: list[tuple[Event, Outcome]] = []
     for event in events:
         earlier = seen.get(event.message_id)
         if earlier is not None:
             plan.outcomes.append(Outcome(earlier.event_id, earlier.profile_id, duplicate=True))
             continue
-        resolution = resolve(event.identifiers, owners)
-        profile_id = resolution.profile_id
-        if profile_id is None:
-            profile_id = new_id()
-            plan.new_profiles.add(profile_id)
-        for identifier in resolution.link:
-            owners[identifier] = plan.links[identifier] = profile_id
-        plan.conflicts.extend((i, owners[i], profile_id) for i in resolution.conflicts)
-
-        before = plan.traits.get(profile_id, traits.get(profile_id, {}))
-        after = apply_traits(before, event.traits, event.timestamp)
-        plan.traits[profile_id] = after
-        if profile_id not in plan.new_profiles and (after != before or resolution.link):
-            plan.changed_profiles.add(profile_id)
-
+        profile_id = profile_of(event, None)
+        if profile_id is None:  # only reachable if the adapter missed an identifier
+            raise RuntimeError("an accepted event resolved to no profile")
         outcome = Outcome(new_id(), profile_id)
         seen[event.message_id] = outcome
         plan.outcomes.append(outcome)
-        plan.accepted.append(Accepted(outcome.event_id, profile_id, event,
-                                      trait_values(plan.traits[profile_id])))
+        fresh.append((event, outcome))
+        if profile_id in refold:
+            refold[profile_id].append(event)
+    for profile_id, folded in refold.items():
+        plan.golden[profile_id] = fold(folded, settings)
+    for merged, survivor in sorted(graph.absorbed.items()):
+        golden = plan.golden.get(survivor)
+        if golden is None:
+            golden = plan.golden[survivor] = (held[survivor].copy() if survivor in held
+                                              else Golden())
+        if merged in held:
+            combine(golden, held[merged], settings)
+    for event, outcome in fresh:
+        profile_id = outcome.profile_id
+        if profile_id not in refold:
+            golden = plan.golden.get(profile_id)
+            if golden is None:
+                golden = held[profile_id].copy() if profile_id in held else Golden()
+                plan.golden[profile_id] = golden
+            apply_event(golden, event, settings)
+            snapshot = golden.copy()
+        else:
+            snapshot = plan.golden[profile_id]
+        plan.accepted.append(Accepted(outcome.event_id, profile_id, event, snapshot))
+    touched = set(plan.golden) | {o.profile_id for o in graph.moved_identifiers.values()} \
+        | {o.profile_id for o in graph.new_identifiers.values()}
+    for profile_id in touched:
+        if profile_id not in plan.new_profiles:
+            plan.changed_profiles.add(profile_id)
+        plan.golden.setdefault(profile_id, held[profile_id].copy() if profile_id in held
+                               else Golden())
     return plan

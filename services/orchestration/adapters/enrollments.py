@@ -19,6 +19,7 @@ from cjo_orchestration.domain.engine import (
     ActiveKey,
     Enrollment,
     EnrollmentState,
+    History,
     InboxEvent,
     Step,
     StepOutcome,
@@ -83,7 +84,8 @@ def insert_new(session: Session, batch: Sequence[Enrollment]) -> set[str]:
         "lease_until": None, "lease_token": None, "traits": dict(e.traits),
         "properties": dict(e.properties), "event_id": e.event_id,
         "traceparent": e.traceparent, "create_time": e.create_time,
-        "update_time": e.update_time,
+        "update_time": e.update_time, "waiting": e.waiting, "exit_reason": e.exit_reason,
+        "goal_deadline": e.goal_deadline, "goal_time": e.goal_time,
     } for e in batch]
     return set(insert_ignore(session, enrollments, rows, returning=enrollments.c.enrollment_id))
 
@@ -97,7 +99,50 @@ def _enrollment(row: Row[Any]) -> Enrollment:
         create_time=row.create_time, update_time=row.update_time, visits=row.visits,
         attempts=row.attempts, last_error=row.last_error, traits=row.traits,
         properties=row.properties, event_id=row.event_id, traceparent=row.traceparent,
-        step_count=row.step_count)
+        step_count=row.step_count, waiting=row.waiting, exit_reason=row.exit_reason,
+        goal_deadline=row.goal_deadline, goal_time=row.goal_time)
+
+
+def watched(session: Session, profiles: Iterable[tuple[str, str]],
+            now: datetime) -> list[tuple[Enrollment, bool]]:
+    """The enrollments events of these (workspace, profile) pairs can change, locked: active
+    ones and ended ones whose goal window is still open; with whether a step worker holds each
+    one's lease right now."""
+    wanted = sorted(set(profiles))
+    if not wanted:
+        return []
+    c = enrollments.c
+    rows = session.execute(
+        select(enrollments)
+        .where(tuple_(c.workspace_id, c.profile_id).in_(wanted),
+               or_(c.state == EnrollmentState.ACTIVE.value,
+                   and_(c.goal_time.is_(None), c.goal_deadline >= now)))
+        .order_by(c.create_time, c.enrollment_id).with_for_update()
+    ).all()
+    return [(_enrollment(r), r.lease_until is not None and r.lease_until > now) for r in rows]
+
+
+def history(session: Session, keys: Iterable[ActiveKey]) -> dict[ActiveKey, History]:
+    """The latest enrollment of each (workspace, journey, profile): the active one if any, else
+    the one that ended last."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    c = enrollments.c
+    rows = session.execute(
+        select(c.workspace_id, c.journey_id, c.profile_id, c.state, c.update_time)
+        .where(tuple_(c.workspace_id, c.journey_id, c.profile_id).in_(wanted))
+    ).all()
+    found: dict[ActiveKey, History] = {}
+    for r in rows:
+        key = (r.workspace_id, r.journey_id, r.profile_id)
+        seen = found.get(key)
+        state = EnrollmentState(r.state)
+        if seen is not None and (seen.state is EnrollmentState.ACTIVE or (
+                state is not EnrollmentState.ACTIVE and seen.ended >= r.update_time)):
+            continue
+        found[key] = History(state, r.update_time)
+    return found
 
 
 def claim_due(session: Session, now: datetime, until: datetime, token: str,
@@ -153,11 +198,22 @@ def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[S
                 visits=bindparam("p_visits"), attempts=bindparam("p_attempts"),
                 last_error=bindparam("p_error"), step_count=bindparam("p_count"),
                 due_time=bindparam("p_due"), update_time=bindparam("p_updated"),
+                waiting=bindparam("p_waiting"), exit_reason=bindparam("p_reason"),
+                goal_time=bindparam("p_goal"), traits=bindparam("p_traits"),
+                properties=bindparam("p_properties"), event_id=bindparam("p_event"),
+                traceparent=bindparam("p_traceparent"),
                 lease_until=None, lease_token=None),
         [{"p_ws": e.workspace_id, "p_id": e.enrollment_id, "p_state": e.state.value,
           "p_node": e.current_node_id, "p_visits": dict(e.visits), "p_attempts": e.attempts,
           "p_error": e.last_error, "p_count": e.step_count + len(taken), "p_due": e.due_time,
-          "p_updated": e.update_time} for e, taken in batch])
+          "p_updated": e.update_time, "p_waiting": e.waiting, "p_reason": e.exit_reason,
+          "p_goal": e.goal_time, "p_traits": dict(e.traits), "p_properties": dict(e.properties),
+          "p_event": e.event_id, "p_traceparent": e.traceparent} for e, taken in batch])
+    insert_steps(session, batch)
+
+
+def insert_steps(session: Session, batch: Sequence[tuple[Enrollment, Sequence[Step]]]) -> None:
+    """Append steps, numbered on from each enrollment's ``step_count`` as read."""
     step_rows = [
         {"workspace_id": e.workspace_id, "enrollment_id": e.enrollment_id,
          "step_number": e.step_count + offset, "node_id": s.node_id, "visit": s.visit,

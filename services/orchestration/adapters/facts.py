@@ -4,6 +4,7 @@ cjo_platform.facts)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -13,25 +14,53 @@ from cjo_platform.db.outbox import Outbox
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.protobuf import to_timestamp
 
-_TYPES = {
-    FactKind.JOURNEY_ENTERED: fact_pb2.FACT_TYPE_JOURNEY_ENTERED,
-    FactKind.MESSAGE_REQUESTED: fact_pb2.FACT_TYPE_MESSAGE_REQUESTED,
-    FactKind.JOURNEY_EXITED: fact_pb2.FACT_TYPE_JOURNEY_EXITED,
+# Analytics' fact types are growing in parallel: a kind whose type analytics does not define yet
+# is not sent (analytics could not count it), and is sent as soon as the type exists.
+_TYPE_NAMES = {
+    FactKind.JOURNEY_ENTERED: ("FACT_TYPE_JOURNEY_ENTERED",),
+    FactKind.MESSAGE_REQUESTED: ("FACT_TYPE_MESSAGE_REQUESTED",),
+    FactKind.JOURNEY_EXITED: ("FACT_TYPE_JOURNEY_EXITED",),
+    FactKind.NODE_VISITED: ("FACT_TYPE_NODE_VISITED",),
+    FactKind.GOAL_REACHED: ("FACT_TYPE_GOAL_REACHED", "FACT_TYPE_CONVERTED",
+                            "FACT_TYPE_CONVERSION"),
 }
+_TYPES: dict[FactKind, str] = {}  # by enum value name, which the constructor accepts
+for _kind, _names in _TYPE_NAMES.items():
+    for _name in _names:
+        if _name in fact_pb2.FactType.DESCRIPTOR.values_by_name:
+            _TYPES[_kind] = _name
+            break
+_FIELDS = fact_pb2.Fact.DESCRIPTOR.fields_by_name
+_CHANNELS = {"email": "CHANNEL_EMAIL", "sms": "CHANNEL_SMS", "push": "CHANNEL_PUSH",
+             "in_app": "CHANNEL_IN_APP", "webhook": "CHANNEL_WEBHOOK"}
 
 
-def encode(fact: FactRecord) -> bytes:
-    return fact_pb2.Fact(
-        fact_id=fact.fact_id, type=_TYPES[fact.kind], profile_id=fact.profile_id,
-        journey_id=fact.journey_id, enrollment_id=fact.enrollment_id,
-        message_id=fact.message_id, occur_time=to_timestamp(fact.occur_time),
-    ).SerializeToString()
+def encode(fact: FactRecord) -> bytes | None:
+    kind = _TYPES.get(fact.kind)
+    if kind is None:
+        return None
+    fields: dict[str, Any] = {
+        "fact_id": fact.fact_id, "type": kind, "profile_id": fact.profile_id,
+        "journey_id": fact.journey_id, "enrollment_id": fact.enrollment_id,
+        "message_id": fact.message_id, "occur_time": to_timestamp(fact.occur_time),
+        "journey_version": fact.journey_version, "node_id": fact.node_id,
+        **fact.extra}
+    if fact.kind is FactKind.JOURNEY_EXITED:
+        fields["exit_reason"] = fact.detail
+    if "channel" in fields:
+        fields["channel"] = _CHANNELS.get(str(fields["channel"]), "CHANNEL_UNSPECIFIED")
+    # Only the fields analytics' Fact defines (its contract grows in parallel).
+    return fact_pb2.Fact(**{k: v for k, v in fields.items()
+                            if k in _FIELDS and v not in ("", None)}).SerializeToString()
 
 
 def publish(session: Session, outbox: Outbox, facts: Sequence[FactRecord]) -> None:
     """Queue facts in the caller's transaction, one outbox insert per workspace."""
     by_workspace: dict[str, list[tuple[bytes, str]]] = {}
     for fact in facts:
-        by_workspace.setdefault(fact.workspace_id, []).append((encode(fact), fact.traceparent))
+        payload = encode(fact)
+        if payload is None:
+            continue
+        by_workspace.setdefault(fact.workspace_id, []).append((payload, fact.traceparent))
     for workspace_id, payloads in by_workspace.items():
         outbox.add(session, FACTS_TOPIC, workspace_id, payloads)

@@ -92,8 +92,8 @@ def triggers(session: Session, wanted: Iterable[tuple[str, str]]) -> list[Trigge
         .where(j.state == JourneyState.ACTIVE.value,
                tuple_(v.workspace_id, v.trigger_event_name).in_(pairs))
     ).all()
-    return [Trigger(r.workspace_id, r.journey_id, r.version, r.trigger_event_name,
-                    JourneyGraph.from_dict(r.definition).entry_node_id) for r in rows]
+    return [Trigger(r.workspace_id, r.journey_id, r.version, JourneyGraph.from_dict(r.definition))
+            for r in rows]
 
 
 def versions(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[

@@ -7,6 +7,7 @@ because delivery deduplicates by the idempotency key).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -18,7 +19,14 @@ from google.rpc import code_pb2, status_pb2
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_service_pb2, content_service_pb2_grpc
 from cjo.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc, message_pb2
-from cjo_orchestration.domain.engine import Deferred, Rejected, SendResult, Sent
+from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo_orchestration.domain.engine import (
+    Deferred,
+    ProfileOrder,
+    Rejected,
+    SendResult,
+    Sent,
+)
 from cjo_orchestration.domain.journeys import Channel
 from cjo_platform.config import ServiceSettings
 from cjo_platform.limits import MAX_BATCH_ITEMS
@@ -50,6 +58,7 @@ class RenderItem:
     channel: Channel
     traits: Mapping[str, Any]
     properties: Mapping[str, Any]
+    content_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,19 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i:i + MAX_BATCH_ITEMS] for i in range(0, len(items), MAX_BATCH_ITEMS)]
 
 
+def _version(version: int) -> dict[str, int]:
+    """A pinned content version, once content's RenderContentRequest carries one (content
+    versions are evolving in parallel); until then every render uses the latest."""
+    if version and _RENDER_VERSION_FIELD:
+        return {_RENDER_VERSION_FIELD: version}
+    return {}
+
+
+_RENDER_VERSION_FIELD = next(
+    (name for name in ("version", "content_version")
+     if name in content_service_pb2.RenderContentRequest.DESCRIPTOR.fields_by_name), "")
+
+
 class Peers:
     """Content and delivery, called on behalf of a workspace with the service token."""
 
@@ -110,7 +132,8 @@ class Peers:
                     name=f"contentItems/{item.content_key}", channel=CHANNELS[item.channel],
                     context=content_service_pb2.RenderContext(
                         profile_id=item.profile_id, traits=dict_to_struct(dict(item.traits)),
-                        event=dict_to_struct(dict(item.properties))))
+                        event=dict_to_struct(dict(item.properties))),
+                    **_version(item.content_version))
                 for item in chunk])
             try:
                 reply = await stub.BatchRenderContent(
@@ -125,6 +148,37 @@ class Peers:
             for result in reply.results:
                 outcomes.append(result.message if result.status.code == code_pb2.OK
                                 else _item_failure("content", result.status))
+        return outcomes
+
+    async def update_profiles(self, workspace_id: str,
+                              orders: Sequence[ProfileOrder]) -> list[SendResult]:
+        """Set traits through identity: one identify event per order, its message id the
+        order's derived key, so identity applies a retried update once."""
+        stub = identity_service_pb2_grpc.IdentityServiceStub(
+            channel(self.settings.peer("identity")))
+        outcomes: list[SendResult] = []
+        for chunk in _chunks(orders):
+            request = identity_service_pb2.IngestEventsRequest(events=[
+                event_pb2.Event(
+                    message_id=f"orchestration:{order.idempotency_key}",
+                    type=event_pb2.EVENT_TYPE_IDENTIFY, source="orchestration",
+                    identifiers=[event_pb2.Identifier(type=kind, value=value)
+                                 for kind, value in order.identifiers],
+                    traits=dict_to_struct(dict(order.traits)))
+                for order in chunk])
+            try:
+                reply = await stub.IngestEvents(
+                    request, metadata=self._metadata(workspace_id), timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                outcomes.extend([_call_failure("identity", exc)] * len(chunk))
+                continue
+            if len(reply.results) != len(chunk):
+                miscount = _miscount("identity", len(reply.results), len(chunk))
+                outcomes.extend([miscount] * len(chunk))
+                continue
+            for result in reply.results:
+                outcomes.append(Sent(result.event_id) if result.status.code == code_pb2.OK
+                                else _item_failure("identity", result.status))
         return outcomes
 
     async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
@@ -155,3 +209,35 @@ class Peers:
                                 if result.status.code == code_pb2.OK
                                 else _item_failure("delivery", result.status))
         return outcomes
+
+
+class ContentCatalog:
+    """Asks content which content keys exist, so publishing refuses a journey naming content
+    that is not there. When content cannot be reached, nothing is reported missing: publishing
+    must not depend on a peer being up, and a send to missing content fails visibly anyway."""
+
+    def __init__(self, settings: ServiceSettings, timeout: float) -> None:
+        self.settings = settings
+        self.timeout = timeout
+
+    async def missing(self, workspace_id: str, keys: set[str]) -> set[str]:
+        if not keys:
+            return set()
+        stub = content_service_pb2_grpc.ContentServiceStub(channel(self.settings.peer("content")))
+        metadata = on_behalf_of(self.settings.service_token, workspace_id)
+
+        async def absent(key: str) -> bool:
+            try:
+                await stub.GetContentItem(
+                    content_service_pb2.GetContentItemRequest(name=f"contentItems/{key}"),
+                    metadata=metadata, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    log.warning("content could not say whether an item exists", key=key,
+                                code=exc.code().name)
+                return exc.code() == grpc.StatusCode.NOT_FOUND
+            return False
+
+        ordered = sorted(keys)
+        answers = await asyncio.gather(*(absent(key) for key in ordered))
+        return {key for key, gone in zip(ordered, answers, strict=True) if gone}

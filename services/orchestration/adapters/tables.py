@@ -100,11 +100,19 @@ enrollments = Table(
     Column("traceparent", String(64), nullable=False, default=""),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
+    # Parked at a wait node: when due, the node's timer fired (not its first run).
+    Column("waiting", Boolean, nullable=False, default=False, server_default=text("false")),
+    Column("exit_reason", String(200), nullable=False, default="", server_default=""),
+    # Conversions count until goal_deadline; goal_time records the first one.
+    Column("goal_deadline", UtcDateTime, nullable=True),
+    Column("goal_time", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "enrollment_id"),
     Index("ix_enrollments_due", "due_time", postgresql_where=text("state = 'active'"),
           sqlite_where=text("state = 'active'")),
     Index("ix_enrollments_journey", "workspace_id", "journey_id", "create_time"),
     Index("ix_enrollments_profile", "workspace_id", "journey_id", "profile_id"),
+    # The event worker reads a profile's enrollments across journeys.
+    Index("ix_enrollments_watch", "workspace_id", "profile_id"),
     # A profile walks a journey at most once at a time, even if two workers race.
     Index("uq_enrollments_active", "workspace_id", "journey_id", "profile_id", unique=True,
           postgresql_where=text("state = 'active'"), sqlite_where=text("state = 'active'")),

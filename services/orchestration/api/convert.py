@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
+
+from google.protobuf import duration_pb2
 
 from cjo.common.v1 import common_pb2
 from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
 from cjo_orchestration.domain.engine import Enrollment, EnrollmentState, Step, StepOutcome
 from cjo_orchestration.domain.journeys import (
     Action,
+    BranchAction,
+    BranchCondition,
     Channel,
     EventTrigger,
+    EventWait,
     ExitAction,
+    ExitCriterion,
+    FailurePolicy,
+    Goal,
     Journey,
     JourneyGraph,
     JourneyState,
+    LocalTime,
     Node,
+    ReEntry,
     SendAction,
+    SplitAction,
+    SplitArm,
+    TriggerKind,
+    UpdateProfileAction,
+    WaitAction,
 )
 from cjo_orchestration.domain.names import enrollment_name, journey_name
-from cjo_platform.protobuf import to_timestamp
+from cjo_platform.protobuf import dict_to_struct, struct_to_dict, to_timestamp
 
 _CHANNELS = {
     common_pb2.CHANNEL_EMAIL: Channel.EMAIL,
@@ -34,52 +50,156 @@ _JOURNEY_STATES = {
     JourneyState.DRAFT: journey_pb2.JOURNEY_STATE_DRAFT,
     JourneyState.ACTIVE: journey_pb2.JOURNEY_STATE_ACTIVE,
     JourneyState.ARCHIVED: journey_pb2.JOURNEY_STATE_ARCHIVED,
+    JourneyState.PAUSED: journey_pb2.JOURNEY_STATE_PAUSED,
 }
 _ENROLLMENT_STATES = {
     EnrollmentState.ACTIVE: enrollment_pb2.ENROLLMENT_STATE_ACTIVE,
     EnrollmentState.COMPLETED: enrollment_pb2.ENROLLMENT_STATE_COMPLETED,
     EnrollmentState.FAILED: enrollment_pb2.ENROLLMENT_STATE_FAILED,
+    EnrollmentState.EXITED: enrollment_pb2.ENROLLMENT_STATE_EXITED,
 }
 _OUTCOMES = {
     StepOutcome.SUCCEEDED: enrollment_pb2.STEP_OUTCOME_SUCCEEDED,
     StepOutcome.FAILED: enrollment_pb2.STEP_OUTCOME_FAILED,
+    StepOutcome.WAITING: enrollment_pb2.STEP_OUTCOME_WAITING,
 }
 
 
+_RE_ENTRY = {
+    journey_pb2.RE_ENTRY_POLICY_UNSPECIFIED: ReEntry.NEVER,
+    journey_pb2.RE_ENTRY_POLICY_NEVER: ReEntry.NEVER,
+    journey_pb2.RE_ENTRY_POLICY_AFTER_COOLDOWN: ReEntry.AFTER_COOLDOWN,
+    journey_pb2.RE_ENTRY_POLICY_ALWAYS: ReEntry.ALWAYS,
+}
+_RE_ENTRY_PROTOS = {ReEntry.NEVER: journey_pb2.RE_ENTRY_POLICY_NEVER,
+                    ReEntry.AFTER_COOLDOWN: journey_pb2.RE_ENTRY_POLICY_AFTER_COOLDOWN,
+                    ReEntry.ALWAYS: journey_pb2.RE_ENTRY_POLICY_ALWAYS}
+_FAILURE = {journey_pb2.FAILURE_POLICY_CONTINUE: FailurePolicy.CONTINUE}
+
+
+def _seconds(duration: duration_pb2.Duration) -> timedelta:
+    return duration.ToTimedelta()
+
+
+def _duration(value: timedelta) -> duration_pb2.Duration:
+    message = duration_pb2.Duration()
+    message.FromTimedelta(value)
+    return message
+
+
 def trigger_from_proto(journey: journey_pb2.Journey) -> EventTrigger | None:
-    if journey.HasField("event_trigger"):
-        return EventTrigger(journey.event_trigger.event_name)
+    kind = journey.WhichOneof("trigger")
+    if kind == "event_trigger":
+        return EventTrigger(journey.event_trigger.event_name, journey.event_trigger.filter)
+    if kind == "segment_trigger":
+        return EventTrigger(kind=TriggerKind.SEGMENT,
+                            segment_id=journey.segment_trigger.segment_id)
+    if kind == "api_trigger":
+        return EventTrigger(kind=TriggerKind.API)
     return None
+
+
+def _channel(value: int) -> Channel | None:
+    return _CHANNELS.get(value)
 
 
 def node_from_proto(node: journey_pb2.Node) -> Node:
     kind = node.WhichOneof("kind")
     action: Action | None = None
     if kind == "send":
-        action = SendAction(node.send.content_key, _CHANNELS.get(node.send.channel),
-                            node.send.next_node_id)
+        send = node.send
+        action = SendAction(send.content_key, _channel(send.channel), send.next_node_id,
+                            send.content_version,
+                            tuple(c for c in (_channel(v) for v in send.channel_preference)
+                                  if c is not None),
+                            _FAILURE.get(send.on_failure, FailurePolicy.EXIT))
     elif kind == "exit":
         action = ExitAction()
+    elif kind == "wait":
+        wait = node.wait
+        until = wait.WhichOneof("until")
+        local, event = wait.local_time, wait.event
+        action = WaitAction(
+            duration=_seconds(wait.duration) if until == "duration" else None,
+            local_time=LocalTime(local.hour, local.minute, tuple(local.weekdays),
+                                 local.default_time_zone) if until == "local_time" else None,
+            event=EventWait(event.event_name, event.filter, _seconds(event.timeout),
+                            event.event_next_node_id, event.timeout_next_node_id)
+            if until == "event" else None,
+            next_node_id=wait.next_node_id)
+    elif kind == "branch":
+        action = BranchAction(tuple(BranchCondition(c.condition, c.next_node_id)
+                                    for c in node.branch.conditions),
+                              node.branch.else_next_node_id)
+    elif kind == "split":
+        action = SplitAction(tuple(SplitArm(a.name, a.percent, a.next_node_id, a.control)
+                                   for a in node.split.arms))
+    elif kind == "update_profile":
+        action = UpdateProfileAction(struct_to_dict(node.update_profile.traits),
+                                     node.update_profile.next_node_id)
     return Node(node.id, action)
 
 
 def graph_from_proto(journey: journey_pb2.Journey) -> JourneyGraph:
-    return JourneyGraph(trigger=trigger_from_proto(journey),
-                        nodes=tuple(node_from_proto(n) for n in journey.nodes),
-                        entry_node_id=journey.entry_node_id)
+    goal = journey.goal if journey.HasField("goal") else None
+    return JourneyGraph(
+        trigger=trigger_from_proto(journey),
+        nodes=tuple(node_from_proto(n) for n in journey.nodes),
+        entry_node_id=journey.entry_node_id,
+        re_entry=_RE_ENTRY.get(journey.re_entry, ReEntry.NEVER),
+        re_entry_cooldown=_seconds(journey.re_entry_cooldown),
+        goal=Goal(goal.event_name, goal.filter, _seconds(goal.window), goal.exit_on_goal)
+        if goal is not None else None,
+        exit_criteria=tuple(ExitCriterion(c.event_name, c.filter)
+                            for c in journey.exit_criteria))
+
+
+def _channel_proto(channel: Channel | None) -> int:
+    return _CHANNEL_PROTOS[channel] if channel else common_pb2.CHANNEL_UNSPECIFIED
 
 
 def node_to_proto(node: Node) -> journey_pb2.Node:
     action = node.action
+    message = journey_pb2.Node(id=node.id)
     if isinstance(action, SendAction):
-        return journey_pb2.Node(id=node.id, send=journey_pb2.SendNode(
-            content_key=action.content_key,
-            channel=(_CHANNEL_PROTOS[action.channel] if action.channel
-                     else common_pb2.CHANNEL_UNSPECIFIED),
-            next_node_id=action.next_node_id))
-    if isinstance(action, ExitAction):
-        return journey_pb2.Node(id=node.id, exit=journey_pb2.ExitNode())
-    return journey_pb2.Node(id=node.id)
+        message.send.CopyFrom(journey_pb2.SendNode(
+            content_key=action.content_key, channel=_channel_proto(action.channel),
+            next_node_id=action.next_node_id, content_version=action.content_version,
+            channel_preference=[_channel_proto(c) for c in action.channel_preference],
+            on_failure=(journey_pb2.FAILURE_POLICY_CONTINUE
+                        if action.on_failure is FailurePolicy.CONTINUE
+                        else journey_pb2.FAILURE_POLICY_EXIT)))
+    elif isinstance(action, ExitAction):
+        message.exit.SetInParent()
+    elif isinstance(action, WaitAction):
+        message.wait.next_node_id = action.next_node_id
+        if action.duration is not None:
+            message.wait.duration.CopyFrom(_duration(action.duration))
+        elif action.local_time is not None:
+            local = action.local_time
+            message.wait.local_time.CopyFrom(journey_pb2.LocalTimeWait(
+                hour=local.hour, minute=local.minute, weekdays=local.weekdays,
+                default_time_zone=local.default_time_zone))
+        elif action.event is not None:
+            event = action.event
+            message.wait.event.CopyFrom(journey_pb2.EventWait(
+                event_name=event.event_name, filter=event.filter,
+                timeout=_duration(event.timeout), event_next_node_id=event.event_next_node_id,
+                timeout_next_node_id=event.timeout_next_node_id))
+    elif isinstance(action, BranchAction):
+        message.branch.CopyFrom(journey_pb2.BranchNode(
+            conditions=[journey_pb2.BranchCondition(condition=c.condition,
+                                                    next_node_id=c.next_node_id)
+                        for c in action.conditions],
+            else_next_node_id=action.else_next_node_id))
+    elif isinstance(action, SplitAction):
+        message.split.CopyFrom(journey_pb2.SplitNode(arms=[
+            journey_pb2.SplitArm(name=a.name, percent=a.percent, next_node_id=a.next_node_id,
+                                 control=a.control) for a in action.arms]))
+    elif isinstance(action, UpdateProfileAction):
+        message.update_profile.CopyFrom(journey_pb2.UpdateProfileNode(
+            traits=dict_to_struct(dict(action.traits)), next_node_id=action.next_node_id))
+    return message
 
 
 def journey_to_proto(journey: Journey) -> journey_pb2.Journey:
@@ -90,9 +210,25 @@ def journey_to_proto(journey: Journey) -> journey_pb2.Journey:
         nodes=[node_to_proto(n) for n in graph.nodes], entry_node_id=graph.entry_node_id,
         published_version=journey.published_version, etag=journey.etag,
         create_time=to_timestamp(journey.create_time),
-        update_time=to_timestamp(journey.update_time))
-    if graph.trigger is not None:
-        message.event_trigger.event_name = graph.trigger.event_name
+        update_time=to_timestamp(journey.update_time),
+        re_entry=_RE_ENTRY_PROTOS[graph.re_entry],
+        exit_criteria=[journey_pb2.ExitCriterion(event_name=c.event_name, filter=c.filter)
+                       for c in graph.exit_criteria])
+    if graph.re_entry_cooldown:
+        message.re_entry_cooldown.CopyFrom(_duration(graph.re_entry_cooldown))
+    if graph.goal is not None:
+        message.goal.CopyFrom(journey_pb2.Goal(
+            event_name=graph.goal.event_name, filter=graph.goal.filter,
+            window=_duration(graph.goal.window), exit_on_goal=graph.goal.exit_on_goal))
+    trigger = graph.trigger
+    if trigger is not None:
+        if trigger.kind is TriggerKind.SEGMENT:
+            message.segment_trigger.segment_id = trigger.segment_id
+        elif trigger.kind is TriggerKind.API:
+            message.api_trigger.SetInParent()
+        else:
+            message.event_trigger.CopyFrom(journey_pb2.EventTrigger(
+                event_name=trigger.event_name, filter=trigger.filter))
     return message
 
 
@@ -104,11 +240,16 @@ def step_to_proto(step: Step) -> enrollment_pb2.Step:
 
 def enrollment_to_proto(enrollment: Enrollment,
                         steps: Sequence[Step]) -> enrollment_pb2.Enrollment:
-    return enrollment_pb2.Enrollment(
+    message = enrollment_pb2.Enrollment(
         name=enrollment_name(enrollment.journey_id, enrollment.enrollment_id),
         enrollment_id=enrollment.enrollment_id, journey_id=enrollment.journey_id,
         journey_version=enrollment.journey_version, profile_id=enrollment.profile_id,
         state=_ENROLLMENT_STATES[enrollment.state], current_node_id=enrollment.current_node_id,
         steps=[step_to_proto(s) for s in steps],
         create_time=to_timestamp(enrollment.create_time),
-        update_time=to_timestamp(enrollment.update_time))
+        update_time=to_timestamp(enrollment.update_time), exit_reason=enrollment.exit_reason)
+    if enrollment.goal_time is not None:
+        message.goal_time.CopyFrom(to_timestamp(enrollment.goal_time))
+    if enrollment.due_time is not None:
+        message.due_time.CopyFrom(to_timestamp(enrollment.due_time))
+    return message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import grpc
 
@@ -11,23 +12,30 @@ from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_orchestration.adapters import enrollments as enrollment_store
+from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.adapters.peers import ContentCatalog
 from cjo_orchestration.api.convert import (
     enrollment_to_proto,
     graph_from_proto,
     journey_to_proto,
-    node_from_proto,
-    trigger_from_proto,
 )
 from cjo_orchestration.domain import journeys as domain
-from cjo_orchestration.domain.engine import Enrollment, Step, validate_forwarded_event
+from cjo_orchestration.domain.engine import (
+    Enrollment,
+    Step,
+    may_enter,
+    new_enrollment,
+    validate_forwarded_event,
+)
 from cjo_orchestration.domain.graph import validate_for_publish, validate_shape
 from cjo_orchestration.domain.names import parse_enrollment_name, parse_journey_name
 from cjo_platform.clock import Clock
 from cjo_platform.db import Database
 from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.errors import FieldViolation, InvalidArgument, Violations
-from cjo_platform.limits import check_batch
+from cjo_platform.db.outbox import Outbox
+from cjo_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
+from cjo_platform.limits import MAX_ID_LENGTH, check_batch
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import struct_to_dict
 from cjo_platform.rpc.auth import current_workspace
@@ -66,11 +74,18 @@ def _token(when: datetime, item_id: str, listing: str = "") -> str:
 def _changes(journey: journey_pb2.Journey, paths: list[str]) -> domain.JourneyChanges:
     """AIP-134: the named fields, or without a mask every field the request populates."""
     if not paths:
+        trigger = journey.WhichOneof("trigger")
         paths = [field for field, populated in (
             ("display_name", bool(journey.display_name)),
-            ("event_trigger", journey.HasField("event_trigger")),
+            ("event_trigger", trigger == "event_trigger"),
+            ("segment_trigger", trigger == "segment_trigger"),
+            ("api_trigger", trigger == "api_trigger"),
             ("nodes", bool(journey.nodes)),
-            ("entry_node_id", bool(journey.entry_node_id))) if populated]
+            ("entry_node_id", bool(journey.entry_node_id)),
+            ("re_entry", bool(journey.re_entry)),
+            ("re_entry_cooldown", journey.HasField("re_entry_cooldown")),
+            ("goal", journey.HasField("goal")),
+            ("exit_criteria", bool(journey.exit_criteria))) if populated]
         if not paths:
             raise InvalidArgument.one("update_mask", "names no field to change")
     problems = Violations()
@@ -78,17 +93,22 @@ def _changes(journey: journey_pb2.Journey, paths: list[str]) -> domain.JourneyCh
         problems.check(path in domain.UPDATABLE_FIELDS, f"update_mask.paths[{index}]",
                        f"{path!r} cannot be updated; updatable: "
                        f"{', '.join(domain.UPDATABLE_FIELDS)}")
+    named = [p for p in paths if p in domain.TRIGGER_FIELDS]
+    problems.check(len(named) <= 1, "update_mask", "names more than one trigger field")
     problems.raise_if_any()
-    return domain.JourneyChanges(
-        fields=frozenset(paths), display_name=journey.display_name,
-        trigger=trigger_from_proto(journey),
-        nodes=tuple(node_from_proto(n) for n in journey.nodes),
-        entry_node_id=journey.entry_node_id)
+    return domain.JourneyChanges(fields=frozenset(paths), display_name=journey.display_name,
+                                 graph=graph_from_proto(journey))
 
 
 class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
     def __init__(self, db: Database, requests: RequestLog, clock: Clock,
-                 new_id: Callable[[], str], on_events: Callable[[], None]) -> None:
+                 new_id: Callable[[], str], on_events: Callable[[], None],
+                 content: ContentCatalog | None = None,
+                 on_enrolled: Callable[[], None] | None = None,
+                 outbox: Outbox | None = None) -> None:
+        self.outbox = outbox  # facts of enrollments the Enroll RPC creates
+        self.content = content  # asked which content keys exist before publishing
+        self.on_enrolled = on_enrolled or (lambda: None)  # wakes the step worker
         self.db = db
         self.requests = requests
         self.clock = clock
@@ -177,13 +197,24 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.PublishJourneyResponse:
         journey_id = parse_journey_name(request.name)
         workspace = current_workspace()
+        missing: set[str] = set()
+        if self.content is not None:
+            def read_draft() -> domain.Journey:
+                with self.db.transaction() as session:
+                    return journey_store.get(session, workspace, journey_id)
+
+            draft = await self.db.run(read_draft)
+            keys = {n.action.content_key for n in draft.graph.nodes
+                    if isinstance(n.action, domain.SendAction) and n.action.content_key}
+            missing = await self.content.missing(workspace, keys)
 
         def publish() -> pb.PublishJourneyResponse:
             with self.db.transaction() as session:
                 def freeze() -> pb.PublishJourneyResponse:
                     current = journey_store.get(session, workspace, journey_id, for_update=True)
                     domain.ensure_editable(current, "published")  # before listing problems
-                    problems = validate_for_publish(current.display_name, current.graph)
+                    problems = validate_for_publish(current.display_name, current.graph,
+                                                    missing)
                     if problems:
                         raise InvalidArgument(
                             problems.items, reason="JOURNEY_NOT_PUBLISHABLE",
@@ -201,6 +232,91 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                     response_type=pb.PublishJourneyResponse, compute=freeze)
 
         return await self.db.run(publish)
+
+    async def _lifecycle(self, request: Any, method: str, response_type: Any,
+                         change: Callable[[domain.Journey, datetime], domain.Journey]) -> Any:
+        journey_id = parse_journey_name(request.name)
+        workspace = current_workspace()
+
+        def run() -> Any:
+            with self.db.transaction() as session:
+                def apply() -> Any:
+                    current = journey_store.get(session, workspace, journey_id, for_update=True)
+                    changed = change(current, self.clock.now())
+                    if changed is not current:
+                        journey_store.save(session, changed)
+                    return response_type(journey=journey_to_proto(changed))
+
+                return self.requests.once(
+                    session, workspace_id=workspace, method=method,
+                    request_id=request.request_id, request=request,
+                    response_type=response_type, compute=apply)
+
+        return await self.db.run(run)
+
+    async def PauseJourney(self, request: pb.PauseJourneyRequest,
+                           context: grpc.aio.ServicerContext) -> pb.PauseJourneyResponse:
+        response: pb.PauseJourneyResponse = await self._lifecycle(
+            request, "PauseJourney", pb.PauseJourneyResponse, domain.pause)
+        return response
+
+    async def ResumeJourney(self, request: pb.ResumeJourneyRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ResumeJourneyResponse:
+        response: pb.ResumeJourneyResponse = await self._lifecycle(
+            request, "ResumeJourney", pb.ResumeJourneyResponse, domain.resume)
+        return response
+
+    async def Enroll(self, request: pb.EnrollRequest,
+                     context: grpc.aio.ServicerContext) -> pb.EnrollResponse:
+        journey_id = parse_journey_name(request.journey, "journey")
+        problems = Violations()
+        problems.check(bool(request.profile_id), "profile_id", "is required")
+        problems.check(len(request.profile_id) <= MAX_ID_LENGTH, "profile_id",
+                       f"at most {MAX_ID_LENGTH} characters")
+        problems.check(bool(request.request_id), "request_id",
+                       "is required: it makes a retried Enroll enroll once")
+        problems.raise_if_any()
+        workspace = current_workspace()
+        traceparent = current_traceparent()
+        traceparent = traceparent if len(traceparent) <= MAX_TRACEPARENT_LENGTH else ""
+
+        def enroll() -> pb.EnrollResponse:
+            with self.db.transaction() as session:
+                def apply() -> pb.EnrollResponse:
+                    journey = journey_store.get(session, workspace, journey_id, for_update=True)
+                    if journey.state is not domain.JourneyState.ACTIVE:
+                        raise FailedPrecondition(
+                            f"journey {journey_id} is {journey.state.value}; only an active "
+                            "journey enrolls", reason="JOURNEY_NOT_ACTIVE")
+                    graph = journey_store.versions(session, [
+                        (workspace, journey_id, journey.published_version)])[
+                        (workspace, journey_id, journey.published_version)]
+                    key = (workspace, journey_id, request.profile_id)
+                    now = self.clock.now()
+                    skip = may_enter(graph, enrollment_store.history(session, [key]).get(key),
+                                     now)
+                    if skip:
+                        return pb.EnrollResponse(skip_reason=skip)
+                    enrollment, fact = new_enrollment(
+                        workspace, self.new_id(), journey_id, journey.published_version, graph,
+                        request.profile_id, struct_to_dict(request.profile_traits),
+                        struct_to_dict(request.properties), f"enroll:{request.request_id}",
+                        traceparent, now)
+                    if not enrollment_store.insert_new(session, [enrollment]):
+                        return pb.EnrollResponse(skip_reason="already_active")
+                    if self.outbox is not None:
+                        facts.publish(session, self.outbox, [fact])
+                    return pb.EnrollResponse(enrollment=enrollment_to_proto(enrollment, []))
+
+                return self.requests.once(
+                    session, workspace_id=workspace, method="Enroll",
+                    request_id=request.request_id, request=request,
+                    response_type=pb.EnrollResponse, compute=apply)
+
+        response = await self.db.run(enroll)
+        if response.HasField("enrollment"):
+            self.on_enrolled()
+        return response
 
     async def ArchiveJourney(self, request: pb.ArchiveJourneyRequest,
                              context: grpc.aio.ServicerContext) -> pb.ArchiveJourneyResponse:

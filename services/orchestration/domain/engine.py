@@ -8,38 +8,57 @@ without I/O, and every side effect in one transaction per batch outside.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cjo_orchestration.domain.graph import MAX_EVENT_NAME_LENGTH
-from cjo_orchestration.domain.journeys import Channel, ExitAction, JourneyGraph, SendAction
+from cjo_orchestration.domain.journeys import (
+    SEGMENT_ENTERED,
+    Action,
+    BranchAction,
+    Channel,
+    ExitAction,
+    FailurePolicy,
+    JourneyGraph,
+    LocalTime,
+    ReEntry,
+    SendAction,
+    SplitAction,
+    SplitArm,
+    TriggerKind,
+    UpdateProfileAction,
+    WaitAction,
+)
+from cjo_platform.cel import compile_expression
 from cjo_platform.errors import Violations
 from cjo_platform.limits import MAX_ID_LENGTH
-
-# Control nodes (exit today; wait and branch later) run without I/O, several in one pass. A
-# published graph has no cycles, so this bound only guards against a corrupt version.
-MAX_CONTROL_STEPS_PER_PASS = 100
 
 
 class EnrollmentState(StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
+    EXITED = "exited"
 
 
 class StepOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    WAITING = "waiting"
 
 
 class FactKind(StrEnum):
     JOURNEY_ENTERED = "journey_entered"
     MESSAGE_REQUESTED = "message_requested"
     JOURNEY_EXITED = "journey_exited"
+    NODE_VISITED = "node_visited"
+    GOAL_REACHED = "goal_reached"
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,12 @@ class FactRecord:
     occur_time: datetime
     message_id: str = ""
     traceparent: str = ""
+    node_id: str = ""
+    detail: str = ""  # why an enrollment exited, or which arm a split chose
+    journey_version: int = 0
+    # More of analytics' Fact fields by name (channel, content_key, experiment_id, arm,
+    # control, arm_weight, revenue, currency), set when they apply.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,8 +129,37 @@ class Trigger:
     workspace_id: str
     journey_id: str
     version: int
-    event_name: str
-    entry_node_id: str
+    graph: JourneyGraph
+
+    @property
+    def event_name(self) -> str:
+        return self.graph.event_name
+
+    def matches(self, event: InboxEvent) -> bool:
+        trigger = self.graph.trigger
+        if trigger is None or trigger.kind is TriggerKind.API:
+            return False
+        if trigger.kind is TriggerKind.SEGMENT:
+            return (event.event_name == SEGMENT_ENTERED
+                    and str(event.properties.get("segment_id", "")) == trigger.segment_id)
+        return event.event_name == trigger.event_name and condition_holds(
+            trigger.filter, "event_trigger.filter", event.properties, event.traits)
+
+
+def condition_holds(source: str, field: str, properties: Mapping[str, Any],
+                    traits: Mapping[str, Any], journey: Mapping[str, Any] | None = None) -> bool:
+    """An empty condition holds; an expression that fails (a published one always compiles)
+    does not, and neither does one that errors on this person's data."""
+    if not source:
+        return True
+    activation: dict[str, Any] = {"event": dict(properties), "profile": dict(traits)}
+    if journey is not None:
+        activation["journey"] = dict(journey)
+    try:
+        expression = compile_expression(source, field)
+    except Exception:
+        return False
+    return expression.test(activation)
 
 
 @dataclass(frozen=True)
@@ -130,46 +184,207 @@ class Enrollment:
     event_id: str = ""
     traceparent: str = ""
     step_count: int = 0  # steps recorded so far; numbers the next ones
+    # True while parked at a wait node: the next run of that node is its timer firing.
+    waiting: bool = False
+    exit_reason: str = ""
+    goal_deadline: datetime | None = None  # conversions count until then
+    goal_time: datetime | None = None  # when the goal was reached
 
-    def fact(self, fact_id: str, kind: FactKind, when: datetime,
-             message_id: str = "") -> FactRecord:
+    def fact(self, fact_id: str, kind: FactKind, when: datetime, message_id: str = "",
+             node_id: str = "", detail: str = "", **extra: Any) -> FactRecord:
         return FactRecord(self.workspace_id, fact_id, kind, self.profile_id, self.journey_id,
-                          self.enrollment_id, when, message_id, self.traceparent)
+                          self.enrollment_id, when, message_id, self.traceparent, node_id,
+                          detail, self.journey_version, extra)
+
+    @property
+    def journey_variables(self) -> dict[str, Any]:
+        return {"id": self.journey_id, "version": self.journey_version,
+                "enrollment_id": self.enrollment_id}
 
 
 ActiveKey = tuple[str, str, str]  # (workspace_id, journey_id, profile_id)
 
 
-def plan_enrollments(events: Sequence[InboxEvent], triggers: Iterable[Trigger],
-                     active: set[ActiveKey], new_id: Callable[[], str],
-                     now: datetime) -> list[tuple[Enrollment, FactRecord]]:
-    """Enroll each event's profile in every journey the event triggers, unless the profile is
-    already walking that journey (``active``, or enrolled by an earlier event of this batch).
-    Events are applied in receive order, so a profile's first matching event wins."""
+@dataclass(frozen=True)
+class History:
+    """The latest enrollment of a profile in a journey, for the re-entry rules."""
+
+    state: EnrollmentState
+    ended: datetime  # its update time; meaningful once it ended
+
+
+def may_enter(graph: JourneyGraph, last: History | None, now: datetime) -> str:
+    """"" when a profile may enter, otherwise why not ("already_active", "re_entry_never",
+    "re_entry_cooldown"). At most one active enrollment per profile per journey, always."""
+    if last is None:
+        return ""
+    if last.state is EnrollmentState.ACTIVE:
+        return "already_active"
+    if graph.re_entry is ReEntry.NEVER:
+        return "re_entry_never"
+    if graph.re_entry is ReEntry.AFTER_COOLDOWN and now < last.ended + graph.re_entry_cooldown:
+        return "re_entry_cooldown"
+    return ""
+
+
+def new_enrollment(workspace_id: str, enrollment_id: str, journey_id: str, version: int,
+                   graph: JourneyGraph, profile_id: str, traits: Mapping[str, Any],
+                   properties: Mapping[str, Any], event_id: str, traceparent: str,
+                   now: datetime) -> tuple[Enrollment, FactRecord]:
+    enrollment = Enrollment(
+        workspace_id=workspace_id, enrollment_id=enrollment_id, journey_id=journey_id,
+        journey_version=version, profile_id=profile_id, state=EnrollmentState.ACTIVE,
+        current_node_id=graph.entry_node_id, due_time=now, create_time=now, update_time=now,
+        traits=dict(traits), properties=dict(properties), event_id=event_id,
+        traceparent=traceparent,
+        goal_deadline=now + graph.goal.window if graph.goal else None)
+    return enrollment, enrollment.fact(f"entered:{enrollment_id}", FactKind.JOURNEY_ENTERED,
+                                       now)
+
+
+@dataclass
+class EventOutcome:
+    """What a batch of events did: enrollments created and changed (with the steps each took),
+    facts to publish, and events deferred because a worker holds one of their profile's
+    enrollments right now (they are applied, in order, on a later pass)."""
+
+    created: dict[str, tuple[Enrollment, list[Step]]] = field(default_factory=dict)
+    changed: dict[str, tuple[Enrollment, list[Step]]] = field(default_factory=dict)
+    facts: list[FactRecord] = field(default_factory=list)
+    deferred: list[int] = field(default_factory=list)
+    unmatched: int = 0
+
+
+def apply_events(events: Sequence[InboxEvent], triggers: Iterable[Trigger],
+                 watched: Sequence[tuple[Enrollment, JourneyGraph]],
+                 history: Mapping[ActiveKey, History], busy_profiles: set[tuple[str, str]],
+                 new_id: Callable[[], str], now: datetime) -> EventOutcome:
+    """Apply events in receive order, per profile: each event first reaches the profile's
+    enrollments (goal, exit criteria, an awaited event), then enrolls the profile in every
+    journey it triggers that the re-entry rules let it enter.
+
+    ``watched`` are the profiles' enrollments events can still change (active ones, and ended
+    ones whose goal window is open); ``history`` the latest enrollment per (journey, profile);
+    ``busy_profiles`` the (workspace, profile) pairs whose enrollments a step worker holds.
+    """
     by_event: dict[tuple[str, str], list[Trigger]] = defaultdict(list)
     for trigger in triggers:
         by_event[(trigger.workspace_id, trigger.event_name)].append(trigger)
-    taken = set(active)
-    planned: list[tuple[Enrollment, FactRecord]] = []
+    graphs: dict[str, JourneyGraph] = {}
+    current: dict[tuple[str, str], list[str]] = defaultdict(list)  # profile -> enrollment ids
+    state: dict[str, Enrollment] = {}
+    for enrollment, graph in watched:
+        graphs[enrollment.enrollment_id] = graph
+        state[enrollment.enrollment_id] = enrollment
+        current[(enrollment.workspace_id, enrollment.profile_id)].append(
+            enrollment.enrollment_id)
+    latest = dict(history)
+    outcome = EventOutcome()
     for event in sorted(events, key=lambda e: e.seq):
-        if not event.event_name:
+        profile = (event.workspace_id, event.profile_id)
+        if profile in busy_profiles:
+            outcome.deferred.append(event.seq)
             continue
-        for trigger in by_event.get((event.workspace_id, event.event_name), ()):
-            key = (event.workspace_id, trigger.journey_id, event.profile_id)
-            if key in taken:
+        touched = False
+        for enrollment_id in current[profile]:
+            transition = on_event(state[enrollment_id], graphs[enrollment_id], event, now)
+            if transition is None:
                 continue
-            taken.add(key)
-            enrollment = Enrollment(
-                workspace_id=event.workspace_id, enrollment_id=new_id(),
-                journey_id=trigger.journey_id, journey_version=trigger.version,
-                profile_id=event.profile_id, state=EnrollmentState.ACTIVE,
-                current_node_id=trigger.entry_node_id, due_time=now, create_time=now,
-                update_time=now, traits=dict(event.traits), properties=dict(event.properties),
-                event_id=event.event_id, traceparent=event.traceparent)
-            fact = enrollment.fact(f"entered:{enrollment.enrollment_id}",
-                                   FactKind.JOURNEY_ENTERED, now)
-            planned.append((enrollment, fact))
-    return planned
+            touched = True
+            state[enrollment_id] = transition.enrollment
+            bucket = (outcome.created if enrollment_id in outcome.created else outcome.changed)
+            steps = bucket[enrollment_id][1] if enrollment_id in bucket else []
+            bucket[enrollment_id] = (transition.enrollment, [*steps, *transition.steps])
+            outcome.facts.extend(transition.facts)
+            ended = transition.enrollment
+            if ended.state is not EnrollmentState.ACTIVE:
+                latest[(ended.workspace_id, ended.journey_id, ended.profile_id)] = History(
+                    ended.state, ended.update_time)
+        for trigger in by_event.get((event.workspace_id, event.event_name), ()):
+            if not trigger.matches(event):
+                continue
+            key = (event.workspace_id, trigger.journey_id, event.profile_id)
+            if may_enter(trigger.graph, latest.get(key), now):
+                continue
+            touched = True
+            enrollment, fact = new_enrollment(
+                event.workspace_id, new_id(), trigger.journey_id, trigger.version,
+                trigger.graph, event.profile_id, event.traits, event.properties, event.event_id,
+                event.traceparent, now)
+            latest[key] = History(EnrollmentState.ACTIVE, now)
+            state[enrollment.enrollment_id] = enrollment
+            graphs[enrollment.enrollment_id] = trigger.graph
+            current[profile].append(enrollment.enrollment_id)
+            outcome.created[enrollment.enrollment_id] = (enrollment, [])
+            outcome.facts.append(fact)
+        if not touched:
+            outcome.unmatched += 1
+    return outcome
+
+
+def on_event(enrollment: Enrollment, graph: JourneyGraph, event: InboxEvent,
+             now: datetime) -> Transition | None:
+    """What one event does to one enrollment: count the goal, end it on an exit criterion, or
+    wake it from a wait for this event. None when the event does not concern it."""
+    facts: list[FactRecord] = []
+    changed = enrollment
+    goal = graph.goal
+    if (goal is not None and changed.goal_time is None and changed.goal_deadline is not None
+            and now <= changed.goal_deadline and event.event_name == goal.event_name
+            and condition_holds(goal.filter, "goal.filter", event.properties, event.traits)):
+        # An ended enrollment keeps its update time: re-entry cooldowns count from the end.
+        changed = replace(changed, goal_time=now, update_time=(
+            now if changed.state is EnrollmentState.ACTIVE else changed.update_time))
+        revenue = event.properties.get("revenue")
+        money: dict[str, Any] = ({"revenue": float(revenue),
+                  "currency": str(event.properties.get("currency", ""))}
+                 if isinstance(revenue, int | float) and not isinstance(revenue, bool) else {})
+        facts.append(changed.fact(f"goal:{changed.enrollment_id}", FactKind.GOAL_REACHED, now,
+                                  detail=goal.event_name, **money))
+        if goal.exit_on_goal and changed.state is EnrollmentState.ACTIVE:
+            return _end(changed, EnrollmentState.EXITED, now,
+                        [Step(changed.current_node_id, changed.visits.get(
+                            changed.current_node_id, 0), StepOutcome.SUCCEEDED,
+                              f"goal {goal.event_name} reached", now)], facts,
+                        reason="goal")
+    if changed.state is not EnrollmentState.ACTIVE:
+        return Transition(changed, (), tuple(facts)) if facts else None
+    for criterion in graph.exit_criteria:
+        if event.event_name == criterion.event_name and condition_holds(
+                criterion.filter, "exit_criteria.filter", event.properties, event.traits):
+            node_id = changed.current_node_id
+            step = Step(node_id, changed.visits.get(node_id, 0), StepOutcome.SUCCEEDED,
+                        f"exit criterion {criterion.event_name}", now)
+            return _end(changed, EnrollmentState.EXITED, now, [step], facts,
+                        reason=f"exit_criterion:{criterion.event_name}")
+    node = graph.node(changed.current_node_id)
+    if (changed.waiting and node is not None and isinstance(node.action, WaitAction)
+            and node.action.event is not None
+            and event.event_name == node.action.event.event_name
+            and condition_holds(node.action.event.filter, "wait.event.filter",
+                                event.properties, event.traits)):
+        step = Step(node.id, changed.visits.get(node.id, 0), StepOutcome.SUCCEEDED,
+                    f"event {event.event_name}", now)
+        woken = replace(_visited(changed, node.id), waiting=False,
+                        traits={**changed.traits, **event.traits},
+                        properties=dict(event.properties), event_id=event.event_id,
+                        traceparent=event.traceparent or changed.traceparent)
+        # The next node runs on the step worker's next pass (due now), with its own claim.
+        return replace(_go(woken, node.action.event.event_next_node_id, now, [step],
+                           [*facts, _visit_fact(changed, node.id, now)]), send=None)
+    return Transition(changed, (), tuple(facts)) if facts else None
+
+
+def plan_enrollments(events: Sequence[InboxEvent], triggers: Iterable[Trigger],
+                     active: set[ActiveKey], new_id: Callable[[], str],
+                     now: datetime) -> list[tuple[Enrollment, FactRecord]]:
+    """Enrollments the events create when no enrollment of theirs is watched (kept for
+    callers that only enroll)."""
+    history = {key: History(EnrollmentState.ACTIVE, now) for key in active}
+    outcome = apply_events(events, triggers, (), history, set(), new_id, now)
+    return [(enrollment, next(f for f in outcome.facts
+                              if f.fact_id == f"entered:{enrollment.enrollment_id}"))
+            for enrollment, _ in outcome.created.values()]
 
 
 # --- running nodes ---------------------------------------------------------------------------
@@ -177,8 +392,8 @@ def plan_enrollments(events: Sequence[InboxEvent], triggers: Iterable[Trigger],
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff for transient failures, bounded so a step that never succeeds ends
-    the enrollment as FAILED instead of stalling it forever."""
+    """Exponential backoff for transient failures, bounded so a step that never succeeds
+    follows its failure policy instead of stalling forever."""
 
     base_seconds: float = 1.0
     max_seconds: float = 300.0
@@ -199,6 +414,22 @@ class SendOrder:
     channel: Channel
     address: str
     idempotency_key: str
+    content_version: int = 0
+
+
+@dataclass(frozen=True)
+class ProfileOrder:
+    """Traits the worker must set through identity (an identify event whose message id is the
+    derived key, so identity applies it once however often it is retried)."""
+
+    node_id: str
+    visit: int
+    traits: Mapping[str, Any]
+    identifiers: tuple[tuple[str, str], ...]
+    idempotency_key: str
+
+
+Order = SendOrder | ProfileOrder
 
 
 @dataclass(frozen=True)
@@ -215,7 +446,7 @@ class Rejected:
 
 @dataclass(frozen=True)
 class Deferred:
-    """A transient failure: the same send (same idempotency key) is tried again later."""
+    """A transient failure: the same order (same idempotency key) is tried again later."""
 
     detail: str
 
@@ -228,7 +459,7 @@ class Transition:
     enrollment: Enrollment
     steps: tuple[Step, ...] = ()
     facts: tuple[FactRecord, ...] = ()
-    send: SendOrder | None = None  # the I/O the enrollment now waits for, if any
+    send: Order | None = None  # the I/O the enrollment now waits for, if any
 
 
 def send_key(enrollment_id: str, node_id: str, visit: int) -> str:
@@ -236,44 +467,125 @@ def send_key(enrollment_id: str, node_id: str, visit: int) -> str:
     return f"{enrollment_id}:{node_id}:{visit}"
 
 
+# Which trait holds a profile's address on each channel; in-app and webhook need none.
+ADDRESS_TRAITS = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "push_token"}
+
+
 def recipient_address(channel: Channel, traits: Mapping[str, Any]) -> str:
-    if channel is Channel.EMAIL:
-        email = traits.get("email")
-        return email.strip() if isinstance(email, str) else ""
-    return ""
+    trait = ADDRESS_TRAITS.get(channel)
+    if trait is None:
+        return "-"  # delivery addresses in-app and webhook messages by profile
+    value = traits.get(trait)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def identity_identifiers(traits: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Identifiers identity resolves an update of this profile by."""
+    found = []
+    for kind in ("user_id", "email", "phone"):
+        value = traits.get(kind)
+        if isinstance(value, str) and value.strip():
+            found.append((kind, value.strip()))
+    return tuple(found)
+
+
+def split_bucket(journey_id: str, profile_id: str) -> int:
+    """0..99, the same for a profile in a journey on every visit and every version."""
+    digest = hashlib.sha256(f"{journey_id}\x00{profile_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100
+
+
+def split_arm(split: SplitAction, journey_id: str, profile_id: str) -> SplitArm:
+    bucket = split_bucket(journey_id, profile_id)
+    total = 0
+    for arm in split.arms:
+        total += arm.percent
+        if bucket < total:
+            return arm
+    return split.arms[-1]
+
+
+def profile_zone(traits: Mapping[str, Any], default: str) -> ZoneInfo:
+    for name in (traits.get("timezone"), traits.get("time_zone"), default):
+        if isinstance(name, str) and name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def next_local_time(now: datetime, zone: ZoneInfo, local: LocalTime) -> datetime:
+    """The first instant after ``now`` when the wall clock in ``zone`` shows the wanted time on
+    an allowed weekday. Computed on the local calendar, so it stays at 09:00 across DST; a time
+    that a spring-forward skips resolves to the instant after the gap."""
+    today = now.astimezone(zone).date()
+    for offset in range(0, 9):
+        day = today + timedelta(days=offset)
+        if local.weekdays and day.isoweekday() not in local.weekdays:
+            continue
+        candidate = datetime.combine(day, time(local.hour, local.minute), tzinfo=zone)
+        instant = candidate.astimezone(UTC)
+        if instant > now:
+            return instant
+    raise AssertionError("an allowed weekday falls within 8 days")
 
 
 def advance(enrollment: Enrollment, graph: JourneyGraph, now: datetime) -> Transition:
-    """Run the enrollment's current node and every control node after it, until it needs a send
-    (returned as ``send``) or ends."""
+    """Run the enrollment's current node and every control node after it, until it needs I/O
+    (returned as ``send``), waits, or ends."""
     return _walk(enrollment, graph, now, [], [])
 
 
-def after_send(enrollment: Enrollment, graph: JourneyGraph, order: SendOrder,
+def after_send(enrollment: Enrollment, graph: JourneyGraph, order: Order,
                result: SendResult, now: datetime, policy: RetryPolicy) -> Transition:
-    """Apply the answer to ``order``: move on after a send, end FAILED after a permanent
-    failure, or retry later with backoff after a transient one."""
+    """Apply the answer to ``order``: move on after success, follow the node's failure policy
+    after a permanent failure, or retry later with backoff after a transient one."""
     if isinstance(result, Deferred):
         attempts = enrollment.attempts + 1
         if attempts < policy.max_attempts:
             return Transition(replace(enrollment, attempts=attempts, last_error=result.detail,
                                       due_time=now + policy.delay(attempts), update_time=now))
         result = Rejected(f"gave up after {attempts} attempts: {result.detail}")
+    node = graph.node(order.node_id)
+    action = node.action if node else None
+    next_id = (action.next_node_id if isinstance(action, SendAction | UpdateProfileAction)
+               else "")
     if isinstance(result, Rejected):
         step = Step(order.node_id, order.visit, StepOutcome.FAILED, result.detail, now)
-        return _end(enrollment, EnrollmentState.FAILED, now, [step], [], result.detail)
+        return _settle(_failed(enrollment, action, order.node_id, step, now, [], result.detail),
+                       graph, now)
     step = Step(order.node_id, order.visit, StepOutcome.SUCCEEDED, result.message_id, now)
-    fact = enrollment.fact(f"requested:{order.idempotency_key}", FactKind.MESSAGE_REQUESTED,
-                           now, message_id=result.message_id)
-    node = graph.node(order.node_id)
-    next_id = node.action.next_node_id if node and isinstance(node.action, SendAction) else ""
-    moved = _visited(enrollment, order.node_id)
-    if not next_id:
-        return _end(moved, EnrollmentState.COMPLETED, now, [step], [fact])
-    moved = replace(moved, current_node_id=next_id, due_time=now, update_time=now)
-    walked = _walk(moved, graph, now, [step], [fact])
-    # The next send is due now but runs in a later pass, with its own claim and trace.
-    return replace(walked, send=None)
+    facts = [_visit_fact(enrollment, order.node_id, now)]
+    if isinstance(order, SendOrder):
+        facts.append(enrollment.fact(f"requested:{order.idempotency_key}",
+                                     FactKind.MESSAGE_REQUESTED, now,
+                                     message_id=result.message_id, node_id=order.node_id,
+                                     channel=order.channel.value,
+                                     content_key=order.content_key))
+    return _settle(_go(_visited(enrollment, order.node_id), next_id, now, [step], facts),
+                   graph, now)
+
+
+def _settle(transition: Transition, graph: JourneyGraph, now: datetime) -> Transition:
+    """Run the control nodes after a finished I/O step; the next I/O is due now but runs in a
+    later pass, with its own claim and trace."""
+    if transition.send is _CONTINUE:
+        transition = _walk(transition.enrollment, graph, now, list(transition.steps),
+                           list(transition.facts))
+    return replace(transition, send=None)
+
+
+def _failed(enrollment: Enrollment, action: Action | None, node_id: str, step: Step,
+            now: datetime, steps: list[Step], detail: str,
+            facts: Sequence[FactRecord] = ()) -> Transition:
+    """A permanent failure at a node: continue past it when its policy says so, else end."""
+    if (isinstance(action, SendAction) and action.on_failure is FailurePolicy.CONTINUE):
+        moved = _visited(enrollment, node_id)
+        # Inside a walk the caller keeps walking; after I/O, after_send settles it.
+        return _go(moved, action.next_node_id, now, [*steps, step], list(facts))
+    return _end(enrollment, EnrollmentState.FAILED, now, [*steps, step], list(facts), detail,
+                reason="failed")
 
 
 def _visited(enrollment: Enrollment, node_id: str) -> Enrollment:
@@ -282,41 +594,136 @@ def _visited(enrollment: Enrollment, node_id: str) -> Enrollment:
     return replace(enrollment, visits=visits, attempts=0, last_error="")
 
 
+def _visit_fact(enrollment: Enrollment, node_id: str, now: datetime) -> FactRecord:
+    visit = enrollment.visits.get(node_id, 0)
+    return enrollment.fact(f"visited:{enrollment.enrollment_id}:{node_id}:{visit}",
+                           FactKind.NODE_VISITED, now, node_id=node_id)
+
+
+def _go(enrollment: Enrollment, next_id: str, now: datetime, steps: list[Step],
+        facts: list[FactRecord]) -> Transition:
+    """Move to ``next_id`` (an empty edge completes the journey) and run on from there."""
+    if not next_id:
+        return _end(enrollment, EnrollmentState.COMPLETED, now, steps, facts,
+                    reason="completed")
+    moved = replace(enrollment, current_node_id=next_id, due_time=now, update_time=now,
+                    waiting=False)
+    return Transition(moved, tuple(steps), tuple(facts), _CONTINUE)
+
+
+# Marks a transition whose enrollment moved on and should keep walking in this pass.
+_CONTINUE = ProfileOrder("", 0, {}, (), "")
+
+
 def _end(enrollment: Enrollment, state: EnrollmentState, now: datetime, steps: list[Step],
-         facts: list[FactRecord], error: str = "") -> Transition:
+         facts: list[FactRecord], error: str = "", reason: str = "") -> Transition:
+    reason = reason or state.value
     ended = replace(enrollment, state=state, current_node_id="", due_time=None, attempts=0,
-                    last_error=error, update_time=now)
+                    last_error=error, update_time=now, waiting=False, exit_reason=reason)
     facts = [*facts, ended.fact(f"exited:{enrollment.enrollment_id}", FactKind.JOURNEY_EXITED,
-                                now)]
+                                now, detail=reason)]
     return Transition(ended, tuple(steps), tuple(facts))
 
 
 def _walk(enrollment: Enrollment, graph: JourneyGraph, now: datetime, steps: list[Step],
           facts: list[FactRecord]) -> Transition:
-    for _ in range(MAX_CONTROL_STEPS_PER_PASS):
-        node_id = enrollment.current_node_id
-        visit = enrollment.visits.get(node_id, 0)
-        node = graph.node(node_id)
-        if node is None or node.action is None:
-            detail = f"node {node_id!r} is not in version {enrollment.journey_version}"
-            return _end(enrollment, EnrollmentState.FAILED, now,
-                        [*steps, Step(node_id, visit, StepOutcome.FAILED, detail, now)], facts,
-                        detail)
-        action = node.action
-        if isinstance(action, ExitAction):
-            steps = [*steps, Step(node_id, visit, StepOutcome.SUCCEEDED, "", now)]
-            return _end(_visited(enrollment, node_id), EnrollmentState.COMPLETED, now, steps,
-                        facts)
-        assert isinstance(action, SendAction)
-        channel = action.channel or Channel.EMAIL
-        order = SendOrder(node_id, visit, action.content_key, channel,
-                          recipient_address(channel, enrollment.traits),
-                          send_key(enrollment.enrollment_id, node_id, visit))
-        if not order.address:
-            # Known before any call: fail the step now rather than render for nobody.
-            detail = f"the profile has no {channel.value} address (trait 'email')"
+    # A published graph has no cycle without a wait, so the walk ends within len(nodes) + 1
+    # control steps; the bound only guards against a corrupt version.
+    for _ in range(len(graph.nodes) + 2):
+        transition = _run_node(enrollment, graph, now, steps, facts)
+        if transition.send is not _CONTINUE:
+            return transition
+        enrollment, steps, facts = (transition.enrollment, list(transition.steps),
+                                    list(transition.facts))
+    detail = "the walk did not stop at a wait, a send or an exit; the graph loops"
+    return _end(enrollment, EnrollmentState.FAILED, now, steps, facts, detail, reason="failed")
+
+
+def _run_node(enrollment: Enrollment, graph: JourneyGraph, now: datetime, steps: list[Step],
+              facts: list[FactRecord]) -> Transition:
+    node_id = enrollment.current_node_id
+    visit = enrollment.visits.get(node_id, 0)
+    node = graph.node(node_id)
+    if node is None or node.action is None:
+        detail = f"node {node_id!r} is not in version {enrollment.journey_version}"
+        return _end(enrollment, EnrollmentState.FAILED, now,
+                    [*steps, Step(node_id, visit, StepOutcome.FAILED, detail, now)], facts,
+                    detail, reason="failed")
+    action = node.action
+    done = [*facts, _visit_fact(enrollment, node_id, now)]
+    if isinstance(action, ExitAction):
+        steps = [*steps, Step(node_id, visit, StepOutcome.SUCCEEDED, "", now)]
+        return _end(_visited(enrollment, node_id), EnrollmentState.COMPLETED, now, steps, done,
+                    reason="completed")
+    if isinstance(action, SendAction):
+        for channel in action.channels:
+            address = recipient_address(channel, enrollment.traits)
+            if address:
+                order = SendOrder(node_id, visit, action.content_key, channel, address,
+                                  send_key(enrollment.enrollment_id, node_id, visit),
+                                  action.content_version)
+                return Transition(enrollment, tuple(steps), tuple(facts), order)
+        # Known before any call: fail the step now rather than render for nobody.
+        wanted = ", ".join(f"{c.value} (trait {ADDRESS_TRAITS.get(c, '-')!r})"
+                           for c in action.channels)
+        detail = f"the profile has no address on any channel: {wanted}"
+        failed = Step(node_id, visit, StepOutcome.FAILED, detail, now)
+        return _failed(enrollment, action, node_id, failed, now, steps, detail, facts)
+    if isinstance(action, UpdateProfileAction):
+        identifiers = identity_identifiers(enrollment.traits)
+        if not identifiers:
+            detail = "the profile has no user_id, email or phone trait to identify it by"
             failed = Step(node_id, visit, StepOutcome.FAILED, detail, now)
-            return _end(enrollment, EnrollmentState.FAILED, now, [*steps, failed], facts, detail)
-        return Transition(enrollment, tuple(steps), tuple(facts), order)
-    detail = f"more than {MAX_CONTROL_STEPS_PER_PASS} steps without a send; the graph loops"
-    return _end(enrollment, EnrollmentState.FAILED, now, steps, facts, detail)
+            return _failed(enrollment, action, node_id, failed, now, steps, detail, facts)
+        return Transition(enrollment, tuple(steps), tuple(facts), ProfileOrder(
+            node_id, visit, dict(action.traits), identifiers,
+            send_key(enrollment.enrollment_id, node_id, visit)))
+    if isinstance(action, WaitAction):
+        return _wait(enrollment, action, node_id, visit, now, steps, facts)
+    if isinstance(action, BranchAction):
+        journey = enrollment.journey_variables
+        for index, condition in enumerate(action.conditions):
+            if condition_holds(condition.condition, "branch.condition",
+                               enrollment.properties, enrollment.traits, journey):
+                step = Step(node_id, visit, StepOutcome.SUCCEEDED, f"condition {index}", now)
+                return _go(_visited(enrollment, node_id), condition.next_node_id, now,
+                           [*steps, step], done)
+        step = Step(node_id, visit, StepOutcome.SUCCEEDED, "else", now)
+        return _go(_visited(enrollment, node_id), action.else_next_node_id, now,
+                   [*steps, step], done)
+    assert isinstance(action, SplitAction)
+    arm = split_arm(action, enrollment.journey_id, enrollment.profile_id)
+    step = Step(node_id, visit, StepOutcome.SUCCEEDED, f"arm {arm.name}", now)
+    # The visit is the exposure analytics' experiment reports count.
+    done[-1] = replace(done[-1], detail=f"arm {arm.name}", extra={
+        "experiment_id": f"{enrollment.journey_id}:{node_id}", "arm": arm.name,
+        "control": arm.control, "arm_weight": float(arm.percent)})
+    moved = _visited(enrollment, node_id)
+    if arm.control:
+        return _end(moved, EnrollmentState.EXITED, now, [*steps, step], done,
+                    reason="control")
+    return _go(moved, arm.next_node_id, now, [*steps, step], done)
+
+
+def _wait(enrollment: Enrollment, action: WaitAction, node_id: str, visit: int, now: datetime,
+          steps: list[Step], facts: list[FactRecord]) -> Transition:
+    if enrollment.waiting:
+        # The timer fired: the duration passed, the local time came, or the event timed out.
+        timed_out = action.event is not None
+        next_id = action.event.timeout_next_node_id if action.event else action.next_node_id
+        step = Step(node_id, visit, StepOutcome.SUCCEEDED, "timeout" if timed_out else "timer",
+                    now)
+        return _go(_visited(enrollment, node_id), next_id, now, [*steps, step],
+                   [*facts, _visit_fact(enrollment, node_id, now)])
+    if action.duration is not None:
+        until, detail = now + action.duration, "until"
+    elif action.local_time is not None:
+        zone = profile_zone(enrollment.traits, action.local_time.default_time_zone)
+        until, detail = next_local_time(now, zone, action.local_time), f"until ({zone.key})"
+    else:
+        assert action.event is not None
+        until = now + action.event.timeout
+        detail = f"for event {action.event.event_name} until"
+    step = Step(node_id, visit, StepOutcome.WAITING, f"{detail} {until.isoformat()}", now)
+    parked = replace(enrollment, waiting=True, due_time=until, update_time=now, attempts=0)
+    return Transition(parked, (*steps, step), tuple(facts))

@@ -9,9 +9,25 @@ e.g. ``nodes[2].send.next_node_id``.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
+from datetime import timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cjo_orchestration.domain.journeys import Channel, JourneyGraph, SendAction
-from cjo_platform.errors import Violations
+from cjo_orchestration.domain.journeys import (
+    BranchAction,
+    EventTrigger,
+    ExitCriterion,
+    Goal,
+    JourneyGraph,
+    ReEntry,
+    SendAction,
+    SplitAction,
+    TriggerKind,
+    UpdateProfileAction,
+    WaitAction,
+)
+from cjo_platform.cel import compile_expression
+from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.limits import MAX_ID_LENGTH
 
 MAX_DISPLAY_NAME_LENGTH = 200
@@ -19,8 +35,36 @@ MAX_EVENT_NAME_LENGTH = 200
 MAX_NODES = 200
 NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 NODE_ID_RULE = "must be 1 to 64 letters, digits, '-' or '_'"
-# Only email can be sent in this release; the other channels exist in the contract already.
-SUPPORTED_CHANNELS = frozenset({Channel.EMAIL})
+# What conditions may read: filters see the event and the profile; branches also the journey.
+FILTER_VARIABLES = ("event", "profile")
+BRANCH_VARIABLES = ("event", "profile", "journey")
+MAX_WAIT = timedelta(days=366)
+MAX_TRAITS = 100
+
+
+def check_expression(problems: Violations, at: str, source: str,
+                     allowed: Collection[str]) -> None:
+    """A CEL problem as a violation with its position, e.g. 'line 1, column 7: ...'."""
+    try:
+        compile_expression(source, at, allowed)
+    except InvalidArgument as exc:
+        for violation in exc.violations:
+            problems.add(violation.field, violation.description)
+
+
+def time_zone_known(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_duration(problems: Violations, at: str, value: timedelta | None) -> None:
+    if value is None or value <= timedelta(0):
+        problems.add(at, "is required and must be positive")
+    elif value > MAX_WAIT:
+        problems.add(at, "at most 366 days")
 
 
 def validate_shape(display_name: str, graph: JourneyGraph) -> Violations:
@@ -29,8 +73,13 @@ def validate_shape(display_name: str, graph: JourneyGraph) -> Violations:
     problems.check(len(display_name) <= MAX_DISPLAY_NAME_LENGTH, "display_name",
                    f"at most {MAX_DISPLAY_NAME_LENGTH} characters")
     if graph.trigger is not None:
-        problems.check(len(graph.trigger.event_name) <= MAX_EVENT_NAME_LENGTH,
-                       "event_trigger.event_name", f"at most {MAX_EVENT_NAME_LENGTH} characters")
+        _check_trigger(problems, graph.trigger)
+    if graph.re_entry is ReEntry.AFTER_COOLDOWN:
+        _check_duration(problems, "re_entry_cooldown", graph.re_entry_cooldown)
+    if graph.goal is not None:
+        _check_goal(problems, graph.goal)
+    for index, criterion in enumerate(graph.exit_criteria):
+        _check_criterion(problems, f"exit_criteria[{index}]", criterion)
     problems.check(len(graph.nodes) <= MAX_NODES, "nodes",
                    f"at most {MAX_NODES} nodes, got {len(graph.nodes)}")
     if graph.entry_node_id:
@@ -46,34 +95,136 @@ def validate_shape(display_name: str, graph: JourneyGraph) -> Violations:
             first_index[node.id] = index
         action = node.action
         if action is None:
-            problems.add(at, "must have a kind: send or exit")
+            problems.add(at, "must have a kind: send, wait, branch, split, update_profile or "
+                             "exit")
         elif isinstance(action, SendAction):
             _check_send(problems, f"{at}.send", action)
+        elif isinstance(action, WaitAction):
+            _check_wait(problems, f"{at}.wait", action)
+        elif isinstance(action, BranchAction):
+            _check_branch(problems, f"{at}.branch", action)
+        elif isinstance(action, SplitAction):
+            _check_split(problems, f"{at}.split", action)
+        elif isinstance(action, UpdateProfileAction):
+            problems.check(0 < len(action.traits) <= MAX_TRAITS, f"{at}.update_profile.traits",
+                           f"1 to {MAX_TRAITS} traits")
+        for field, target in node.edges():
+            problems.check(bool(NODE_ID.match(target)), f"{at}.{field}", NODE_ID_RULE)
     return problems
 
 
+def _check_event_name(problems: Violations, at: str, name: str) -> None:
+    if not name:
+        problems.add(at, "is required")
+    elif len(name) > MAX_EVENT_NAME_LENGTH:
+        problems.add(at, f"at most {MAX_EVENT_NAME_LENGTH} characters")
+
+
+def _check_trigger(problems: Violations, trigger: EventTrigger) -> None:
+    if trigger.kind is TriggerKind.EVENT:
+        problems.check(len(trigger.event_name) <= MAX_EVENT_NAME_LENGTH,
+                       "event_trigger.event_name", f"at most {MAX_EVENT_NAME_LENGTH} characters")
+        if trigger.filter:
+            check_expression(problems, "event_trigger.filter", trigger.filter, FILTER_VARIABLES)
+    elif trigger.kind is TriggerKind.SEGMENT:
+        problems.check(len(trigger.segment_id) <= MAX_ID_LENGTH, "segment_trigger.segment_id",
+                       f"at most {MAX_ID_LENGTH} characters")
+
+
+def _check_goal(problems: Violations, goal: Goal) -> None:
+    _check_event_name(problems, "goal.event_name", goal.event_name)
+    if goal.filter:
+        check_expression(problems, "goal.filter", goal.filter, FILTER_VARIABLES)
+    _check_duration(problems, "goal.window", goal.window)
+
+
+def _check_criterion(problems: Violations, at: str, criterion: ExitCriterion) -> None:
+    _check_event_name(problems, f"{at}.event_name", criterion.event_name)
+    if criterion.filter:
+        check_expression(problems, f"{at}.filter", criterion.filter, FILTER_VARIABLES)
+
+
+def _check_wait(problems: Violations, at: str, wait: WaitAction) -> None:
+    kinds = sum(x is not None for x in (wait.duration, wait.local_time, wait.event))
+    if kinds != 1:
+        problems.add(at, "needs exactly one of duration, local_time or event")
+        return
+    if wait.duration is not None:
+        _check_duration(problems, f"{at}.duration", wait.duration)
+    elif wait.local_time is not None:
+        local = wait.local_time
+        problems.check(0 <= local.hour <= 23, f"{at}.local_time.hour", "0 to 23")
+        problems.check(0 <= local.minute <= 59, f"{at}.local_time.minute", "0 to 59")
+        for i, day in enumerate(local.weekdays):
+            problems.check(1 <= day <= 7, f"{at}.local_time.weekdays[{i}]",
+                           "1 (Monday) to 7 (Sunday)")
+        if local.default_time_zone:
+            problems.check(time_zone_known(local.default_time_zone),
+                           f"{at}.local_time.default_time_zone", "is not an IANA time zone")
+    elif wait.event is not None:
+        _check_event_name(problems, f"{at}.event.event_name", wait.event.event_name)
+        if wait.event.filter:
+            check_expression(problems, f"{at}.event.filter", wait.event.filter,
+                             FILTER_VARIABLES)
+        _check_duration(problems, f"{at}.event.timeout", wait.event.timeout)
+
+
+def _check_branch(problems: Violations, at: str, branch: BranchAction) -> None:
+    if not branch.conditions:
+        problems.add(f"{at}.conditions", "at least one condition is required")
+    for i, condition in enumerate(branch.conditions):
+        check_expression(problems, f"{at}.conditions[{i}].condition", condition.condition,
+                         BRANCH_VARIABLES)
+        problems.check(bool(condition.next_node_id), f"{at}.conditions[{i}].next_node_id",
+                       "is required")
+
+
+def _check_split(problems: Violations, at: str, split: SplitAction) -> None:
+    if len(split.arms) < 2:
+        problems.add(f"{at}.arms", "at least two arms are required")
+    seen: set[str] = set()
+    for i, arm in enumerate(split.arms):
+        if not NODE_ID.match(arm.name):
+            problems.add(f"{at}.arms[{i}].name", NODE_ID_RULE)
+        elif arm.name in seen:
+            problems.add(f"{at}.arms[{i}].name", f"duplicates arm {arm.name!r}")
+        seen.add(arm.name)
+        problems.check(1 <= arm.percent <= 100, f"{at}.arms[{i}].percent", "1 to 100")
+    total = sum(arm.percent for arm in split.arms)
+    if split.arms and total != 100:
+        problems.add(f"{at}.arms", f"percentages must add up to 100, got {total}")
+
+
 def _check_send(problems: Violations, at: str, send: SendAction) -> None:
+    if send.content_version < 0:
+        problems.add(f"{at}.content_version", "must not be negative")
     if not send.content_key:
         problems.add(f"{at}.content_key", "is required")
     elif len(send.content_key) > MAX_ID_LENGTH or "/" in send.content_key:
         problems.add(f"{at}.content_key", f"at most {MAX_ID_LENGTH} characters, without '/'")
-    if send.channel is None:
-        problems.add(f"{at}.channel", "is required")
-    elif send.channel not in SUPPORTED_CHANNELS:
-        problems.add(f"{at}.channel", "only CHANNEL_EMAIL can be sent for now")
-    if send.next_node_id and not NODE_ID.match(send.next_node_id):
-        problems.add(f"{at}.next_node_id", NODE_ID_RULE)
+    if not send.channels:
+        problems.add(f"{at}.channel", "is required (or channel_preference)")
+    if len(set(send.channel_preference)) != len(send.channel_preference):
+        problems.add(f"{at}.channel_preference", "names a channel twice")
 
 
-def validate_for_publish(display_name: str, graph: JourneyGraph) -> Violations:
+def validate_for_publish(display_name: str, graph: JourneyGraph,
+                         missing_content: Collection[str] = ()) -> Violations:
     """Every reason the graph cannot run, each as its own violation: the shape problems, then a
     missing trigger, a missing or unknown entry node, dangling edges, nodes no enrollment can
-    reach, and cycles (without wait nodes, a cycle would send in a tight loop)."""
+    reach, cycles without a wait node (they would send in a tight loop), and send nodes naming
+    content in ``missing_content`` (keys content said it does not know)."""
     problems = validate_shape(display_name, graph)
     if graph.trigger is None:
         problems.add("event_trigger", "is required: a journey needs a trigger to enroll anyone")
-    elif not graph.trigger.event_name:
+    elif graph.trigger.kind is TriggerKind.EVENT and not graph.trigger.event_name:
         problems.add("event_trigger.event_name", "is required")
+    elif graph.trigger.kind is TriggerKind.SEGMENT and not graph.trigger.segment_id:
+        problems.add("segment_trigger.segment_id", "is required")
+    for index, node in enumerate(graph.nodes):
+        if isinstance(node.action, SendAction) and node.action.content_key in missing_content:
+            problems.add(f"nodes[{index}].send.content_key",
+                         f"names no content item: {node.action.content_key!r}")
     if not graph.nodes:
         problems.add("nodes", "at least one node is required")
 
@@ -104,9 +255,13 @@ def validate_for_publish(display_name: str, graph: JourneyGraph) -> Violations:
                 problems.add(f"nodes[{index}]",
                              f"node {node.id!r} cannot be reached from the entry node")
 
-    for index, field, path in _cycles(successors):
+    # A wait node breaks a loop's tight spin, so only cycles through no wait node are refused:
+    # look for cycles with the waits' outgoing edges removed.
+    unwaited = [[] if isinstance(graph.nodes[i].action, WaitAction) else edges
+                for i, edges in enumerate(successors)]
+    for index, field, path in _cycles(unwaited):
         names = " -> ".join(graph.nodes[i].id for i in path)
-        problems.add(f"nodes[{index}].{field}", f"closes a cycle: {names}")
+        problems.add(f"nodes[{index}].{field}", f"closes a cycle without a wait: {names}")
     return problems
 
 

@@ -7,8 +7,8 @@ while authors keep editing the draft.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -20,6 +20,7 @@ class JourneyState(StrEnum):
     DRAFT = "draft"
     ACTIVE = "active"
     ARCHIVED = "archived"
+    PAUSED = "paused"
 
 
 class Channel(StrEnum):
@@ -30,9 +31,42 @@ class Channel(StrEnum):
     WEBHOOK = "webhook"
 
 
+class TriggerKind(StrEnum):
+    EVENT = "event"
+    SEGMENT = "segment"
+    API = "api"
+
+
+# Identity forwards segment membership changes as events with this name.
+SEGMENT_ENTERED = "segment_entered"
+
+
 @dataclass(frozen=True)
 class EventTrigger:
-    event_name: str
+    """What enrolls a profile: an event (optionally filtered), entering a segment, or the API."""
+
+    event_name: str = ""
+    filter: str = ""  # CEL over `event` and `profile`
+    kind: TriggerKind = TriggerKind.EVENT
+    segment_id: str = ""
+
+    @property
+    def listens_for(self) -> str:
+        """The event name the event worker looks this trigger up by ("" for the API)."""
+        if self.kind is TriggerKind.SEGMENT:
+            return SEGMENT_ENTERED
+        return self.event_name if self.kind is TriggerKind.EVENT else ""
+
+
+class FailurePolicy(StrEnum):
+    EXIT = "exit"
+    CONTINUE = "continue"
+
+
+class ReEntry(StrEnum):
+    NEVER = "never"
+    AFTER_COOLDOWN = "after_cooldown"
+    ALWAYS = "always"
 
 
 @dataclass(frozen=True)
@@ -42,6 +76,15 @@ class SendAction:
     content_key: str
     channel: Channel | None
     next_node_id: str = ""
+    content_version: int = 0  # 0: the latest published version
+    channel_preference: tuple[Channel, ...] = ()
+    on_failure: FailurePolicy = FailurePolicy.EXIT
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        if self.channel_preference:
+            return self.channel_preference
+        return (self.channel,) if self.channel else ()
 
 
 @dataclass(frozen=True)
@@ -49,7 +92,66 @@ class ExitAction:
     """End the enrollment."""
 
 
-Action = SendAction | ExitAction
+@dataclass(frozen=True)
+class LocalTime:
+    hour: int
+    minute: int
+    weekdays: tuple[int, ...] = ()  # ISO weekdays; empty: every day
+    default_time_zone: str = ""
+
+
+@dataclass(frozen=True)
+class EventWait:
+    event_name: str
+    filter: str
+    timeout: timedelta
+    event_next_node_id: str = ""
+    timeout_next_node_id: str = ""
+
+
+@dataclass(frozen=True)
+class WaitAction:
+    """Hold the enrollment for a duration, until a local time, or until an event."""
+
+    duration: timedelta | None = None
+    local_time: LocalTime | None = None
+    event: EventWait | None = None
+    next_node_id: str = ""
+
+
+@dataclass(frozen=True)
+class BranchCondition:
+    condition: str
+    next_node_id: str
+
+
+@dataclass(frozen=True)
+class BranchAction:
+    conditions: tuple[BranchCondition, ...]
+    else_next_node_id: str = ""
+
+
+@dataclass(frozen=True)
+class SplitArm:
+    name: str
+    percent: int
+    next_node_id: str = ""
+    control: bool = False
+
+
+@dataclass(frozen=True)
+class SplitAction:
+    arms: tuple[SplitArm, ...]
+
+
+@dataclass(frozen=True)
+class UpdateProfileAction:
+    traits: Mapping[str, Any]
+    next_node_id: str = ""
+
+
+Action = (SendAction | ExitAction | WaitAction | BranchAction | SplitAction
+          | UpdateProfileAction)
 
 
 @dataclass(frozen=True)
@@ -59,17 +161,56 @@ class Node:
 
     def edges(self) -> Iterator[tuple[str, str]]:
         """(field path relative to the node, target node id) of every outgoing edge."""
-        if isinstance(self.action, SendAction) and self.action.next_node_id:
-            yield "send.next_node_id", self.action.next_node_id
+        action = self.action
+        if isinstance(action, SendAction | UpdateProfileAction):
+            kind = "send" if isinstance(action, SendAction) else "update_profile"
+            if action.next_node_id:
+                yield f"{kind}.next_node_id", action.next_node_id
+        elif isinstance(action, WaitAction):
+            if action.event is not None:
+                if action.event.event_next_node_id:
+                    yield "wait.event.event_next_node_id", action.event.event_next_node_id
+                if action.event.timeout_next_node_id:
+                    yield "wait.event.timeout_next_node_id", action.event.timeout_next_node_id
+            elif action.next_node_id:
+                yield "wait.next_node_id", action.next_node_id
+        elif isinstance(action, BranchAction):
+            for i, condition in enumerate(action.conditions):
+                if condition.next_node_id:
+                    yield f"branch.conditions[{i}].next_node_id", condition.next_node_id
+            if action.else_next_node_id:
+                yield "branch.else_next_node_id", action.else_next_node_id
+        elif isinstance(action, SplitAction):
+            for i, arm in enumerate(action.arms):
+                if arm.next_node_id and not arm.control:
+                    yield f"split.arms[{i}].next_node_id", arm.next_node_id
+
+
+@dataclass(frozen=True)
+class Goal:
+    event_name: str
+    filter: str
+    window: timedelta
+    exit_on_goal: bool = False
+
+
+@dataclass(frozen=True)
+class ExitCriterion:
+    event_name: str
+    filter: str = ""
 
 
 @dataclass(frozen=True)
 class JourneyGraph:
-    """What a version freezes: the trigger and the nodes."""
+    """What a version freezes: the trigger, the nodes and the journey's settings."""
 
     trigger: EventTrigger | None = None
     nodes: tuple[Node, ...] = ()
     entry_node_id: str = ""
+    re_entry: ReEntry = ReEntry.NEVER
+    re_entry_cooldown: timedelta = timedelta(0)
+    goal: Goal | None = None
+    exit_criteria: tuple[ExitCriterion, ...] = ()
 
     def node(self, node_id: str) -> Node | None:
         return self._by_id.get(node_id)
@@ -84,47 +225,95 @@ class JourneyGraph:
 
     @property
     def event_name(self) -> str:
-        return self.trigger.event_name if self.trigger else ""
+        return self.trigger.listens_for if self.trigger else ""
+
+    @cached_property
+    def watches_events(self) -> bool:
+        """Whether events can change an enrollment of this version once it entered."""
+        return bool(self.goal or self.exit_criteria or any(
+            isinstance(n.action, WaitAction) and n.action.event for n in self.nodes))
 
     # Stored as JSON: readable in the database, and new node kinds only add keys.
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "trigger": {"event_name": self.trigger.event_name} if self.trigger else None,
-            "nodes": [_node_to_dict(n) for n in self.nodes],
-            "entry_node_id": self.entry_node_id,
-        }
+        return _plain(asdict(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JourneyGraph:
         trigger = data.get("trigger")
+        goal = data.get("goal")
         return cls(
-            trigger=EventTrigger(trigger["event_name"]) if trigger else None,
+            trigger=_trigger_from_dict(trigger) if trigger else None,
             nodes=tuple(_node_from_dict(n) for n in data.get("nodes", ())),
             entry_node_id=data.get("entry_node_id", ""),
+            re_entry=ReEntry(data.get("re_entry", ReEntry.NEVER.value)),
+            re_entry_cooldown=timedelta(seconds=data.get("re_entry_cooldown", 0)),
+            goal=Goal(goal["event_name"], goal.get("filter", ""),
+                      timedelta(seconds=goal.get("window", 0)),
+                      goal.get("exit_on_goal", False)) if goal else None,
+            exit_criteria=tuple(ExitCriterion(c["event_name"], c.get("filter", ""))
+                                for c in data.get("exit_criteria", ())),
         )
 
 
-def _node_to_dict(node: Node) -> dict[str, Any]:
-    action = node.action
-    if isinstance(action, SendAction):
-        return {"id": node.id, "send": {
-            "content_key": action.content_key,
-            "channel": action.channel.value if action.channel else None,
-            "next_node_id": action.next_node_id}}
-    if isinstance(action, ExitAction):
-        return {"id": node.id, "exit": {}}
-    return {"id": node.id}
+def _plain(value: Any) -> Any:
+    """asdict output made JSON-friendly: durations in seconds, enums by value, tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+def _trigger_from_dict(data: Mapping[str, Any]) -> EventTrigger:
+    return EventTrigger(data.get("event_name", ""), data.get("filter", ""),
+                        TriggerKind(data.get("kind", TriggerKind.EVENT.value)),
+                        data.get("segment_id", ""))
 
 
 def _node_from_dict(data: Mapping[str, Any]) -> Node:
-    action: Action | None = None
-    if (send := data.get("send")) is not None:
+    """Reads both the current form ({"id", "action": {...}}) and the first release's
+    ({"id", "send": {...}} / {"id", "exit": {}}) that older rows hold."""
+    if (send := data.get("send")) is not None:  # first release
         channel = send.get("channel")
-        action = SendAction(send.get("content_key", ""), Channel(channel) if channel else None,
-                            send.get("next_node_id", ""))
-    elif data.get("exit") is not None:
-        action = ExitAction()
-    return Node(data["id"], action)
+        return Node(data["id"], SendAction(send.get("content_key", ""),
+                                           Channel(channel) if channel else None,
+                                           send.get("next_node_id", "")))
+    if data.get("exit") is not None:
+        return Node(data["id"], ExitAction())
+    action = data.get("action")
+    return Node(data["id"], _action_from_dict(action) if action is not None else None)
+
+
+def _action_from_dict(a: Mapping[str, Any]) -> Action:
+    if "content_key" in a:
+        return SendAction(a["content_key"], Channel(a["channel"]) if a.get("channel") else None,
+                          a.get("next_node_id", ""), a.get("content_version", 0),
+                          tuple(Channel(c) for c in a.get("channel_preference", ())),
+                          FailurePolicy(a.get("on_failure", FailurePolicy.EXIT.value)))
+    if "conditions" in a:
+        return BranchAction(tuple(BranchCondition(c["condition"], c["next_node_id"])
+                                  for c in a["conditions"]), a.get("else_next_node_id", ""))
+    if "arms" in a:
+        return SplitAction(tuple(SplitArm(x["name"], x["percent"], x.get("next_node_id", ""),
+                                          x.get("control", False)) for x in a["arms"]))
+    if "traits" in a:
+        return UpdateProfileAction(dict(a["traits"]), a.get("next_node_id", ""))
+    if "local_time" in a:
+        local, event, duration = a.get("local_time"), a.get("event"), a.get("duration")
+        return WaitAction(
+            duration=timedelta(seconds=duration) if duration is not None else None,
+            local_time=LocalTime(local["hour"], local["minute"], tuple(local["weekdays"]),
+                                 local.get("default_time_zone", "")) if local else None,
+            event=EventWait(event["event_name"], event.get("filter", ""),
+                            timedelta(seconds=event["timeout"]),
+                            event.get("event_next_node_id", ""),
+                            event.get("timeout_next_node_id", "")) if event else None,
+            next_node_id=a.get("next_node_id", ""))
+    return ExitAction()
 
 
 @dataclass(frozen=True)
@@ -153,8 +342,15 @@ class JourneyVersion:
     create_time: datetime
 
 
-# Fields UpdateJourney may change, by their proto names.
-UPDATABLE_FIELDS = ("display_name", "event_trigger", "nodes", "entry_node_id")
+# Fields UpdateJourney may change, by their proto names, and the graph attribute each sets.
+TRIGGER_FIELDS = ("event_trigger", "segment_trigger", "api_trigger")
+UPDATABLE_FIELDS = ("display_name", *TRIGGER_FIELDS, "nodes", "entry_node_id", "re_entry",
+                    "re_entry_cooldown", "goal", "exit_criteria")
+_GRAPH_ATTRIBUTES = {"event_trigger": "trigger", "segment_trigger": "trigger",
+                     "api_trigger": "trigger", "nodes": "nodes",
+                     "entry_node_id": "entry_node_id", "re_entry": "re_entry",
+                     "re_entry_cooldown": "re_entry_cooldown", "goal": "goal",
+                     "exit_criteria": "exit_criteria"}
 
 
 @dataclass(frozen=True)
@@ -163,9 +359,28 @@ class JourneyChanges:
 
     fields: frozenset[str]
     display_name: str = ""
-    trigger: EventTrigger | None = None
-    nodes: tuple[Node, ...] = ()
-    entry_node_id: str = ""
+    graph: JourneyGraph = JourneyGraph()
+
+
+def pause(journey: Journey, now: datetime) -> Journey:
+    """Only an active journey pauses; pausing a paused one is harmless."""
+    if journey.state is JourneyState.PAUSED:
+        return journey
+    if journey.state is not JourneyState.ACTIVE:
+        raise FailedPrecondition(f"journey {journey.journey_id} is {journey.state.value}; only "
+                                 "an active journey can be paused", reason="JOURNEY_NOT_ACTIVE")
+    return replace(journey, state=JourneyState.PAUSED, revision=journey.revision + 1,
+                   update_time=now)
+
+
+def resume(journey: Journey, now: datetime) -> Journey:
+    if journey.state is JourneyState.ACTIVE:
+        return journey
+    if journey.state is not JourneyState.PAUSED:
+        raise FailedPrecondition(f"journey {journey.journey_id} is {journey.state.value}; only "
+                                 "a paused journey can be resumed", reason="JOURNEY_NOT_PAUSED")
+    return replace(journey, state=JourneyState.ACTIVE, revision=journey.revision + 1,
+                   update_time=now)
 
 
 def ensure_editable(journey: Journey, action: str) -> None:
@@ -183,12 +398,10 @@ def apply_changes(journey: Journey, changes: JourneyChanges, etag: str, now: dat
         raise Aborted(f"journey {journey.journey_id} changed since it was read (etag {etag} is "
                       f"stale, current {journey.etag}); read it again and retry")
     graph = journey.graph
-    if "event_trigger" in changes.fields:
-        graph = replace(graph, trigger=changes.trigger)
-    if "nodes" in changes.fields:
-        graph = replace(graph, nodes=changes.nodes)
-    if "entry_node_id" in changes.fields:
-        graph = replace(graph, entry_node_id=changes.entry_node_id)
+    for name in sorted(changes.fields):
+        attribute = _GRAPH_ATTRIBUTES.get(name)
+        if attribute is not None:
+            graph = replace(graph, **{attribute: getattr(changes.graph, attribute)})
     display_name = (changes.display_name if "display_name" in changes.fields
                     else journey.display_name)
     return replace(journey, display_name=display_name, graph=graph,

@@ -23,30 +23,31 @@ _sym_db = _symbol_database.Default()
 
 
 from cjo.analytics.v1 import fact_pb2 as cjo_dot_analytics_dot_v1_dot_fact__pb2
+from cjo.analytics.v1 import reports_pb2 as cjo_dot_analytics_dot_v1_dot_reports__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(cjo/analytics/v1/analytics_service.proto\x12\x10\x63jo.analytics.v1\x1a\x1b\x63jo/analytics/v1/fact.proto\x1a\x17google/rpc/status.proto\";\n\x12RecordFactsRequest\x12%\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x16.cjo.analytics.v1.Fact\"I\n\x10RecordFactResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"J\n\x13RecordFactsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".cjo.analytics.v1.RecordFactResult\"*\n\x17GetJourneyReportRequest\x12\x0f\n\x07journey\x18\x01 \x01(\t\"V\n\tFactCount\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.cjo.analytics.v1.FactType\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x10\n\x08profiles\x18\x03 \x01(\x03\"M\n\rJourneyReport\x12\x0f\n\x07journey\x18\x01 \x01(\t\x12+\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x1b.cjo.analytics.v1.FactCount\"K\n\x18GetJourneyReportResponse\x12/\n\x06report\x18\x01 \x01(\x0b\x32\x1f.cjo.analytics.v1.JourneyReport2\xd9\x01\n\x10\x41nalyticsService\x12Z\n\x0bRecordFacts\x12$.cjo.analytics.v1.RecordFactsRequest\x1a%.cjo.analytics.v1.RecordFactsResponse\x12i\n\x10GetJourneyReport\x12).cjo.analytics.v1.GetJourneyReportRequest\x1a*.cjo.analytics.v1.GetJourneyReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(cjo/analytics/v1/analytics_service.proto\x12\x10\x63jo.analytics.v1\x1a\x1b\x63jo/analytics/v1/fact.proto\x1a\x1e\x63jo/analytics/v1/reports.proto\x1a\x17google/rpc/status.proto\";\n\x12RecordFactsRequest\x12%\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x16.cjo.analytics.v1.Fact\"I\n\x10RecordFactResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"J\n\x13RecordFactsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".cjo.analytics.v1.RecordFactResult\"*\n\x17GetJourneyReportRequest\x12\x0f\n\x07journey\x18\x01 \x01(\t\"V\n\tFactCount\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.cjo.analytics.v1.FactType\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x10\n\x08profiles\x18\x03 \x01(\x03\"M\n\rJourneyReport\x12\x0f\n\x07journey\x18\x01 \x01(\t\x12+\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x1b.cjo.analytics.v1.FactCount\"K\n\x18GetJourneyReportResponse\x12/\n\x06report\x18\x01 \x01(\x0b\x32\x1f.cjo.analytics.v1.JourneyReport2\x9a\x05\n\x10\x41nalyticsService\x12Z\n\x0bRecordFacts\x12$.cjo.analytics.v1.RecordFactsRequest\x1a%.cjo.analytics.v1.RecordFactsResponse\x12i\n\x10GetJourneyReport\x12).cjo.analytics.v1.GetJourneyReportRequest\x1a*.cjo.analytics.v1.GetJourneyReportResponse\x12i\n\x10GetJourneyFunnel\x12).cjo.analytics.v1.GetJourneyFunnelRequest\x1a*.cjo.analytics.v1.GetJourneyFunnelResponse\x12x\n\x15GetChannelPerformance\x12..cjo.analytics.v1.GetChannelPerformanceRequest\x1a/.cjo.analytics.v1.GetChannelPerformanceResponse\x12u\n\x14GetExperimentResults\x12-.cjo.analytics.v1.GetExperimentResultsRequest\x1a..cjo.analytics.v1.GetExperimentResultsResponse\x12\x63\n\x0eGetAttribution\x12\'.cjo.analytics.v1.GetAttributionRequest\x1a(.cjo.analytics.v1.GetAttributionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.analytics.v1.analytics_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDFACTSREQUEST']._serialized_start=116
-  _globals['_RECORDFACTSREQUEST']._serialized_end=175
-  _globals['_RECORDFACTRESULT']._serialized_start=177
-  _globals['_RECORDFACTRESULT']._serialized_end=250
-  _globals['_RECORDFACTSRESPONSE']._serialized_start=252
-  _globals['_RECORDFACTSRESPONSE']._serialized_end=326
-  _globals['_GETJOURNEYREPORTREQUEST']._serialized_start=328
-  _globals['_GETJOURNEYREPORTREQUEST']._serialized_end=370
-  _globals['_FACTCOUNT']._serialized_start=372
-  _globals['_FACTCOUNT']._serialized_end=458
-  _globals['_JOURNEYREPORT']._serialized_start=460
-  _globals['_JOURNEYREPORT']._serialized_end=537
-  _globals['_GETJOURNEYREPORTRESPONSE']._serialized_start=539
-  _globals['_GETJOURNEYREPORTRESPONSE']._serialized_end=614
-  _globals['_ANALYTICSSERVICE']._serialized_start=617
-  _globals['_ANALYTICSSERVICE']._serialized_end=834
+  _globals['_RECORDFACTSREQUEST']._serialized_start=148
+  _globals['_RECORDFACTSREQUEST']._serialized_end=207
+  _globals['_RECORDFACTRESULT']._serialized_start=209
+  _globals['_RECORDFACTRESULT']._serialized_end=282
+  _globals['_RECORDFACTSRESPONSE']._serialized_start=284
+  _globals['_RECORDFACTSRESPONSE']._serialized_end=358
+  _globals['_GETJOURNEYREPORTREQUEST']._serialized_start=360
+  _globals['_GETJOURNEYREPORTREQUEST']._serialized_end=402
+  _globals['_FACTCOUNT']._serialized_start=404
+  _globals['_FACTCOUNT']._serialized_end=490
+  _globals['_JOURNEYREPORT']._serialized_start=492
+  _globals['_JOURNEYREPORT']._serialized_end=569
+  _globals['_GETJOURNEYREPORTRESPONSE']._serialized_start=571
+  _globals['_GETJOURNEYREPORTRESPONSE']._serialized_end=646
+  _globals['_ANALYTICSSERVICE']._serialized_start=649
+  _globals['_ANALYTICSSERVICE']._serialized_end=1315
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from cjo.analytics.v1 import fact_pb2 as _fact_pb2
+from cjo.analytics.v1 import reports_pb2 as _reports_pb2
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from cjo.analytics.v1 import analytics_service_pb2 as cjo_dot_analytics_dot_v1_dot_analytics__service__pb2
+from cjo.analytics.v1 import reports_pb2 as cjo_dot_analytics_dot_v1_dot_reports__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -45,6 +46,26 @@ class AnalyticsServiceStub:
                 request_serializer=cjo_dot_analytics_dot_v1_dot_analytics__service__pb2.GetJourneyReportRequest.SerializeToString,
                 response_deserializer=cjo_dot_analytics_dot_v1_dot_analytics__service__pb2.GetJourneyReportResponse.FromString,
                 _registered_method=True)
+        self.GetJourneyFunnel = channel.unary_unary(
+                '/cjo.analytics.v1.AnalyticsService/GetJourneyFunnel',
+                request_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetJourneyFunnelRequest.SerializeToString,
+                response_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetJourneyFunnelResponse.FromString,
+                _registered_method=True)
+        self.GetChannelPerformance = channel.unary_unary(
+                '/cjo.analytics.v1.AnalyticsService/GetChannelPerformance',
+                request_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetChannelPerformanceRequest.SerializeToString,
+                response_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetChannelPerformanceResponse.FromString,
+                _registered_method=True)
+        self.GetExperimentResults = channel.unary_unary(
+                '/cjo.analytics.v1.AnalyticsService/GetExperimentResults',
+                request_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsRequest.SerializeToString,
+                response_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsResponse.FromString,
+                _registered_method=True)
+        self.GetAttribution = channel.unary_unary(
+                '/cjo.analytics.v1.AnalyticsService/GetAttribution',
+                request_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetAttributionRequest.SerializeToString,
+                response_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetAttributionResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyticsServiceServicer:
@@ -65,6 +86,36 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJourneyFunnel(self, request, context):
+        """A journey's funnel per version and node, its conversions and revenue, and an optional
+        time series. A journey without any fact is INVALID_ARGUMENT (field `journey`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChannelPerformance(self, request, context):
+        """Message outcomes and rates per channel, per content item and per content variant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperimentResults(self, request, context):
+        """Per-arm results of an experiment with lift, confidence interval, p-value, probability to
+        beat control, a sample-ratio check and holdout incrementality.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAttribution(self, request, context):
+        """Multi-touch attribution of the conversions in a window to the messages that preceded them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +128,26 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.GetJourneyReport,
                     request_deserializer=cjo_dot_analytics_dot_v1_dot_analytics__service__pb2.GetJourneyReportRequest.FromString,
                     response_serializer=cjo_dot_analytics_dot_v1_dot_analytics__service__pb2.GetJourneyReportResponse.SerializeToString,
+            ),
+            'GetJourneyFunnel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJourneyFunnel,
+                    request_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetJourneyFunnelRequest.FromString,
+                    response_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetJourneyFunnelResponse.SerializeToString,
+            ),
+            'GetChannelPerformance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChannelPerformance,
+                    request_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetChannelPerformanceRequest.FromString,
+                    response_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetChannelPerformanceResponse.SerializeToString,
+            ),
+            'GetExperimentResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperimentResults,
+                    request_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsRequest.FromString,
+                    response_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsResponse.SerializeToString,
+            ),
+            'GetAttribution': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAttribution,
+                    request_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetAttributionRequest.FromString,
+                    response_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetAttributionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +205,114 @@ class AnalyticsService:
             '/cjo.analytics.v1.AnalyticsService/GetJourneyReport',
             cjo_dot_analytics_dot_v1_dot_analytics__service__pb2.GetJourneyReportRequest.SerializeToString,
             cjo_dot_analytics_dot_v1_dot_analytics__service__pb2.GetJourneyReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJourneyFunnel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.analytics.v1.AnalyticsService/GetJourneyFunnel',
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.GetJourneyFunnelRequest.SerializeToString,
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.GetJourneyFunnelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChannelPerformance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.analytics.v1.AnalyticsService/GetChannelPerformance',
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.GetChannelPerformanceRequest.SerializeToString,
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.GetChannelPerformanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperimentResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.analytics.v1.AnalyticsService/GetExperimentResults',
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsRequest.SerializeToString,
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAttribution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.analytics.v1.AnalyticsService/GetAttribution',
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.GetAttributionRequest.SerializeToString,
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.GetAttributionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,18 +22,19 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cjo.common.v1 import common_pb2 as cjo_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63jo/analytics/v1/fact.proto\x12\x10\x63jo.analytics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\x04\x46\x61\x63t\x12\x0f\n\x07\x66\x61\x63t_id\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.cjo.analytics.v1.FactType\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12\x12\n\njourney_id\x18\x04 \x01(\t\x12\x15\n\renrollment_id\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xbd\x01\n\x08\x46\x61\x63tType\x12\x19\n\x15\x46\x41\x43T_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x46\x41\x43T_TYPE_JOURNEY_ENTERED\x10\x01\x12\x1f\n\x1b\x46\x41\x43T_TYPE_MESSAGE_REQUESTED\x10\x02\x12\x1a\n\x16\x46\x41\x43T_TYPE_MESSAGE_SENT\x10\x03\x12\x1c\n\x18\x46\x41\x43T_TYPE_MESSAGE_FAILED\x10\x04\x12\x1c\n\x18\x46\x41\x43T_TYPE_JOURNEY_EXITED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63jo/analytics/v1/fact.proto\x12\x10\x63jo.analytics.v1\x1a\x1a\x63jo/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x03\n\x04\x46\x61\x63t\x12\x0f\n\x07\x66\x61\x63t_id\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.cjo.analytics.v1.FactType\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12\x12\n\njourney_id\x18\x04 \x01(\t\x12\x15\n\renrollment_id\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fjourney_version\x18\x08 \x01(\x03\x12\x0f\n\x07node_id\x18\t \x01(\t\x12\'\n\x07\x63hannel\x18\n \x01(\x0e\x32\x16.cjo.common.v1.Channel\x12\x13\n\x0b\x63ontent_key\x18\x0b \x01(\t\x12\x0f\n\x07variant\x18\x0c \x01(\t\x12\x15\n\rexperiment_id\x18\r \x01(\t\x12\x0b\n\x03\x61rm\x18\x0e \x01(\t\x12\x0f\n\x07\x63ontrol\x18\x0f \x01(\x08\x12\x12\n\narm_weight\x18\x10 \x01(\x01\x12\x0f\n\x07revenue\x18\x11 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x12 \x01(\t\x12\x13\n\x0b\x65xit_reason\x18\x13 \x01(\t*\xd1\x03\n\x08\x46\x61\x63tType\x12\x19\n\x15\x46\x41\x43T_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x46\x41\x43T_TYPE_JOURNEY_ENTERED\x10\x01\x12\x1f\n\x1b\x46\x41\x43T_TYPE_MESSAGE_REQUESTED\x10\x02\x12\x1a\n\x16\x46\x41\x43T_TYPE_MESSAGE_SENT\x10\x03\x12\x1c\n\x18\x46\x41\x43T_TYPE_MESSAGE_FAILED\x10\x04\x12\x1c\n\x18\x46\x41\x43T_TYPE_JOURNEY_EXITED\x10\x05\x12\x1a\n\x16\x46\x41\x43T_TYPE_NODE_VISITED\x10\x06\x12\x1f\n\x1b\x46\x41\x43T_TYPE_MESSAGE_DELIVERED\x10\x07\x12\x1c\n\x18\x46\x41\x43T_TYPE_MESSAGE_OPENED\x10\x08\x12\x1d\n\x19\x46\x41\x43T_TYPE_MESSAGE_CLICKED\x10\t\x12\x1d\n\x19\x46\x41\x43T_TYPE_MESSAGE_BOUNCED\x10\n\x12\"\n\x1e\x46\x41\x43T_TYPE_MESSAGE_UNSUBSCRIBED\x10\x0b\x12\x1a\n\x16\x46\x41\x43T_TYPE_GOAL_REACHED\x10\x0c\x12\x17\n\x13\x46\x41\x43T_TYPE_CONVERTED\x10\r\x12 \n\x1c\x46\x41\x43T_TYPE_EXPERIMENT_EXPOSED\x10\x0e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.analytics.v1.fact_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FACTTYPE']._serialized_start=282
-  _globals['_FACTTYPE']._serialized_end=471
-  _globals['_FACT']._serialized_start=83
-  _globals['_FACT']._serialized_end=279
+  _globals['_FACTTYPE']._serialized_start=560
+  _globals['_FACTTYPE']._serialized_end=1025
+  _globals['_FACT']._serialized_start=111
+  _globals['_FACT']._serialized_end=557
 # @@protoc_insertion_point(module_scope)

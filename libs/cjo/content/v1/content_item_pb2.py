@@ -25,15 +25,39 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cjo/content/v1/content_item.proto\x12\x0e\x63jo.content.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\rEmailTemplate\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\tpreheader\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"\xfc\x01\n\x0b\x43ontentItem\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12,\n\x05\x65mail\x18\x05 \x01(\x0b\x32\x1d.cjo.content.v1.EmailTemplate\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cjo/content/v1/content_item.proto\x12\x0e\x63jo.content.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\rEmailTemplate\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\tpreheader\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"\x9d\x05\n\x0b\x43ontentItem\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12,\n\x05\x65mail\x18\x05 \x01(\x0b\x32\x1d.cjo.content.v1.EmailTemplate\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x03sms\x18\n \x01(\x0b\x32\x1b.cjo.content.v1.SmsTemplate\x12*\n\x04push\x18\x0b \x01(\x0b\x32\x1c.cjo.content.v1.PushTemplate\x12-\n\x06in_app\x18\x0c \x01(\x0b\x32\x1d.cjo.content.v1.InAppTemplate\x12\x30\n\x07webhook\x18\r \x01(\x0b\x32\x1f.cjo.content.v1.WebhookTemplate\x12@\n\x11missing_variables\x18\x0e \x01(\x0e\x32%.cjo.content.v1.MissingVariablePolicy\x12\x16\n\x0elatest_version\x18\x0f \x01(\x03\x12\x16\n\x0e\x64\x65\x66\x61ult_locale\x18\x10 \x01(\t\x12\x33\n\rlocalizations\x18\x11 \x03(\x0b\x32\x1c.cjo.content.v1.Localization\x12)\n\x08variants\x18\x12 \x03(\x0b\x32\x17.cjo.content.v1.Variant\x12\x16\n\x0e\x65xperiment_key\x18\x13 \x01(\t\"\x83\x02\n\x0cLocalization\x12\x0e\n\x06locale\x18\x01 \x01(\t\x12,\n\x05\x65mail\x18\x02 \x01(\x0b\x32\x1d.cjo.content.v1.EmailTemplate\x12(\n\x03sms\x18\x03 \x01(\x0b\x32\x1b.cjo.content.v1.SmsTemplate\x12*\n\x04push\x18\x04 \x01(\x0b\x32\x1c.cjo.content.v1.PushTemplate\x12-\n\x06in_app\x18\x05 \x01(\x0b\x32\x1d.cjo.content.v1.InAppTemplate\x12\x30\n\x07webhook\x18\x06 \x01(\x0b\x32\x1f.cjo.content.v1.WebhookTemplate\"\x8b\x02\n\x07Variant\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x05\x12,\n\x05\x65mail\x18\x03 \x01(\x0b\x32\x1d.cjo.content.v1.EmailTemplate\x12(\n\x03sms\x18\x04 \x01(\x0b\x32\x1b.cjo.content.v1.SmsTemplate\x12*\n\x04push\x18\x05 \x01(\x0b\x32\x1c.cjo.content.v1.PushTemplate\x12-\n\x06in_app\x18\x06 \x01(\x0b\x32\x1d.cjo.content.v1.InAppTemplate\x12\x30\n\x07webhook\x18\x07 \x01(\x0b\x32\x1f.cjo.content.v1.WebhookTemplate\"\x1b\n\x0bSmsTemplate\x12\x0c\n\x04text\x18\x01 \x01(\t\"Q\n\x0cPushTemplate\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12\x11\n\tdeep_link\x18\x03 \x01(\t\x12\x11\n\timage_url\x18\x04 \x01(\t\"2\n\x13InAppButtonTemplate\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04link\x18\x02 \x01(\t\"b\n\rInAppTemplate\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12\x34\n\x07\x62uttons\x18\x03 \x03(\x0b\x32#.cjo.content.v1.InAppButtonTemplate\"$\n\x0fWebhookTemplate\x12\x11\n\tjson_body\x18\x01 \x01(\t\"\xb0\x02\n\x0e\x43ontentVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x31\n\x0c\x63ontent_item\x18\x04 \x01(\x0b\x32\x1b.cjo.content.v1.ContentItem\x12>\n\x08snippets\x18\x05 \x03(\x0b\x32,.cjo.content.v1.ContentVersion.SnippetsEntry\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10rolled_back_from\x18\x07 \x01(\x03\x1a/\n\rSnippetsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb6\x01\n\x07Snippet\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x89\x01\n\x15MissingVariablePolicy\x12\'\n#MISSING_VARIABLE_POLICY_UNSPECIFIED\x10\x00\x12#\n\x1fMISSING_VARIABLE_POLICY_LENIENT\x10\x01\x12\"\n\x1eMISSING_VARIABLE_POLICY_STRICT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.content.v1.content_item_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CONTENTVERSION_SNIPPETSENTRY']._loaded_options = None
+  _globals['_CONTENTVERSION_SNIPPETSENTRY']._serialized_options = b'8\001'
+  _globals['_MISSINGVARIABLEPOLICY']._serialized_start=2166
+  _globals['_MISSINGVARIABLEPOLICY']._serialized_end=2303
   _globals['_EMAILTEMPLATE']._serialized_start=86
   _globals['_EMAILTEMPLATE']._serialized_end=165
   _globals['_CONTENTITEM']._serialized_start=168
-  _globals['_CONTENTITEM']._serialized_end=420
+  _globals['_CONTENTITEM']._serialized_end=837
+  _globals['_LOCALIZATION']._serialized_start=840
+  _globals['_LOCALIZATION']._serialized_end=1099
+  _globals['_VARIANT']._serialized_start=1102
+  _globals['_VARIANT']._serialized_end=1369
+  _globals['_SMSTEMPLATE']._serialized_start=1371
+  _globals['_SMSTEMPLATE']._serialized_end=1398
+  _globals['_PUSHTEMPLATE']._serialized_start=1400
+  _globals['_PUSHTEMPLATE']._serialized_end=1481
+  _globals['_INAPPBUTTONTEMPLATE']._serialized_start=1483
+  _globals['_INAPPBUTTONTEMPLATE']._serialized_end=1533
+  _globals['_INAPPTEMPLATE']._serialized_start=1535
+  _globals['_INAPPTEMPLATE']._serialized_end=1633
+  _globals['_WEBHOOKTEMPLATE']._serialized_start=1635
+  _globals['_WEBHOOKTEMPLATE']._serialized_end=1671
+  _globals['_CONTENTVERSION']._serialized_start=1674
+  _globals['_CONTENTVERSION']._serialized_end=1978
+  _globals['_CONTENTVERSION_SNIPPETSENTRY']._serialized_start=1931
+  _globals['_CONTENTVERSION_SNIPPETSENTRY']._serialized_end=1978
+  _globals['_SNIPPET']._serialized_start=1981
+  _globals['_SNIPPET']._serialized_end=2163
 # @@protoc_insertion_point(module_scope)

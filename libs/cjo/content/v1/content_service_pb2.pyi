@@ -38,12 +38,14 @@ class GetContentItemResponse(_message.Message):
     def __init__(self, content_item: _Optional[_Union[_content_item_pb2.ContentItem, _Mapping]] = ...) -> None: ...
 
 class ListContentItemsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "tag")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    tag: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
 
 class ListContentItemsResponse(_message.Message):
     __slots__ = ("content_items", "next_page_token")
@@ -96,14 +98,18 @@ class RenderContext(_message.Message):
     def __init__(self, profile_id: _Optional[str] = ..., traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., event: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., variables: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class RenderContentRequest(_message.Message):
-    __slots__ = ("name", "channel", "context")
+    __slots__ = ("name", "channel", "context", "version", "locale")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOCALE_FIELD_NUMBER: _ClassVar[int]
     name: str
     channel: _common_pb2.Channel
     context: RenderContext
-    def __init__(self, name: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., context: _Optional[_Union[RenderContext, _Mapping]] = ...) -> None: ...
+    version: int
+    locale: str
+    def __init__(self, name: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., context: _Optional[_Union[RenderContext, _Mapping]] = ..., version: _Optional[int] = ..., locale: _Optional[str] = ...) -> None: ...
 
 class RenderContentResponse(_message.Message):
     __slots__ = ("message",)
@@ -130,3 +136,141 @@ class BatchRenderContentResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[BatchRenderContentResult]
     def __init__(self, results: _Optional[_Iterable[_Union[BatchRenderContentResult, _Mapping]]] = ...) -> None: ...
+
+class PublishContentItemRequest(_message.Message):
+    __slots__ = ("name", "etag", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    etag: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., etag: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class PublishContentItemResponse(_message.Message):
+    __slots__ = ("content_version",)
+    CONTENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    content_version: _content_item_pb2.ContentVersion
+    def __init__(self, content_version: _Optional[_Union[_content_item_pb2.ContentVersion, _Mapping]] = ...) -> None: ...
+
+class RollbackContentItemRequest(_message.Message):
+    __slots__ = ("name", "version", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RollbackContentItemResponse(_message.Message):
+    __slots__ = ("content_version",)
+    CONTENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    content_version: _content_item_pb2.ContentVersion
+    def __init__(self, content_version: _Optional[_Union[_content_item_pb2.ContentVersion, _Mapping]] = ...) -> None: ...
+
+class ListContentItemVersionsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListContentItemVersionsResponse(_message.Message):
+    __slots__ = ("content_versions", "next_page_token")
+    CONTENT_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    content_versions: _containers.RepeatedCompositeFieldContainer[_content_item_pb2.ContentVersion]
+    next_page_token: str
+    def __init__(self, content_versions: _Optional[_Iterable[_Union[_content_item_pb2.ContentVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class PreviewContentRequest(_message.Message):
+    __slots__ = ("name", "channel", "context", "locale")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    LOCALE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    channel: _common_pb2.Channel
+    context: RenderContext
+    locale: str
+    def __init__(self, name: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., context: _Optional[_Union[RenderContext, _Mapping]] = ..., locale: _Optional[str] = ...) -> None: ...
+
+class PreviewContentResponse(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: _common_pb2.RenderedMessage
+    def __init__(self, message: _Optional[_Union[_common_pb2.RenderedMessage, _Mapping]] = ...) -> None: ...
+
+class CreateSnippetRequest(_message.Message):
+    __slots__ = ("snippet", "request_id")
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    snippet: _content_item_pb2.Snippet
+    request_id: str
+    def __init__(self, snippet: _Optional[_Union[_content_item_pb2.Snippet, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateSnippetResponse(_message.Message):
+    __slots__ = ("snippet",)
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    snippet: _content_item_pb2.Snippet
+    def __init__(self, snippet: _Optional[_Union[_content_item_pb2.Snippet, _Mapping]] = ...) -> None: ...
+
+class GetSnippetRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetSnippetResponse(_message.Message):
+    __slots__ = ("snippet",)
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    snippet: _content_item_pb2.Snippet
+    def __init__(self, snippet: _Optional[_Union[_content_item_pb2.Snippet, _Mapping]] = ...) -> None: ...
+
+class ListSnippetsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSnippetsResponse(_message.Message):
+    __slots__ = ("snippets", "next_page_token")
+    SNIPPETS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    snippets: _containers.RepeatedCompositeFieldContainer[_content_item_pb2.Snippet]
+    next_page_token: str
+    def __init__(self, snippets: _Optional[_Iterable[_Union[_content_item_pb2.Snippet, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateSnippetRequest(_message.Message):
+    __slots__ = ("snippet", "request_id")
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    snippet: _content_item_pb2.Snippet
+    request_id: str
+    def __init__(self, snippet: _Optional[_Union[_content_item_pb2.Snippet, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpdateSnippetResponse(_message.Message):
+    __slots__ = ("snippet",)
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    snippet: _content_item_pb2.Snippet
+    def __init__(self, snippet: _Optional[_Union[_content_item_pb2.Snippet, _Mapping]] = ...) -> None: ...
+
+class DeleteSnippetRequest(_message.Message):
+    __slots__ = ("name", "etag", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    etag: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., etag: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSnippetResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -70,6 +70,51 @@ class ContentServiceStub:
                 request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.BatchRenderContentRequest.SerializeToString,
                 response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.BatchRenderContentResponse.FromString,
                 _registered_method=True)
+        self.PublishContentItem = channel.unary_unary(
+                '/cjo.content.v1.ContentService/PublishContentItem',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.PublishContentItemRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.PublishContentItemResponse.FromString,
+                _registered_method=True)
+        self.RollbackContentItem = channel.unary_unary(
+                '/cjo.content.v1.ContentService/RollbackContentItem',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.RollbackContentItemRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.RollbackContentItemResponse.FromString,
+                _registered_method=True)
+        self.ListContentItemVersions = channel.unary_unary(
+                '/cjo.content.v1.ContentService/ListContentItemVersions',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.ListContentItemVersionsRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.ListContentItemVersionsResponse.FromString,
+                _registered_method=True)
+        self.PreviewContent = channel.unary_unary(
+                '/cjo.content.v1.ContentService/PreviewContent',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.PreviewContentRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.PreviewContentResponse.FromString,
+                _registered_method=True)
+        self.CreateSnippet = channel.unary_unary(
+                '/cjo.content.v1.ContentService/CreateSnippet',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.CreateSnippetRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.CreateSnippetResponse.FromString,
+                _registered_method=True)
+        self.GetSnippet = channel.unary_unary(
+                '/cjo.content.v1.ContentService/GetSnippet',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.GetSnippetRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.GetSnippetResponse.FromString,
+                _registered_method=True)
+        self.ListSnippets = channel.unary_unary(
+                '/cjo.content.v1.ContentService/ListSnippets',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.ListSnippetsRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.ListSnippetsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSnippet = channel.unary_unary(
+                '/cjo.content.v1.ContentService/UpdateSnippet',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateSnippetRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateSnippetResponse.FromString,
+                _registered_method=True)
+        self.DeleteSnippet = channel.unary_unary(
+                '/cjo.content.v1.ContentService/DeleteSnippet',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetResponse.FromString,
+                _registered_method=True)
 
 
 class ContentServiceServicer:
@@ -113,7 +158,8 @@ class ContentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RenderContent(self, request, context):
-        """Renders one content item for one person.
+        """Renders one published version of a content item for one person. An item that was never
+        published fails with FAILED_PRECONDITION, reason CONTENT_NOT_PUBLISHED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,6 +167,73 @@ class ContentServiceServicer:
 
     def BatchRenderContent(self, request, context):
         """Renders up to 1,000 items in one call, with a status per render.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishContentItem(self, request, context):
+        """Freezes the current draft into a new immutable numbered version, with the snippets it
+        includes as they are now. Fails with FAILED_PRECONDITION (reason SNIPPET_NOT_FOUND) when an
+        included snippet does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackContentItem(self, request, context):
+        """Republishes an older version, unchanged (its snippets included), as a new version. The
+        draft is left as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContentItemVersions(self, request, context):
+        """Lists the published versions of an item, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewContent(self, request, context):
+        """Renders the draft of an item with a sample profile and event, for authoring. Snippets are
+        resolved as they are now; the result has `content_version` 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSnippet(self, request, context):
+        """Creates a snippet. Its template is validated like a content item's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSnippet(self, request, context):
+        """Returns a snippet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnippets(self, request, context):
+        """Lists snippets by key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSnippet(self, request, context):
+        """Replaces a snippet's source. Items that include it change at their next publish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSnippet(self, request, context):
+        """Deletes a snippet. Published versions keep their frozen copy.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -163,6 +276,51 @@ def add_ContentServiceServicer_to_server(servicer, server):
                     servicer.BatchRenderContent,
                     request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.BatchRenderContentRequest.FromString,
                     response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.BatchRenderContentResponse.SerializeToString,
+            ),
+            'PublishContentItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishContentItem,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.PublishContentItemRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.PublishContentItemResponse.SerializeToString,
+            ),
+            'RollbackContentItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackContentItem,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.RollbackContentItemRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.RollbackContentItemResponse.SerializeToString,
+            ),
+            'ListContentItemVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContentItemVersions,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.ListContentItemVersionsRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.ListContentItemVersionsResponse.SerializeToString,
+            ),
+            'PreviewContent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewContent,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.PreviewContentRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.PreviewContentResponse.SerializeToString,
+            ),
+            'CreateSnippet': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSnippet,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.CreateSnippetRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.CreateSnippetResponse.SerializeToString,
+            ),
+            'GetSnippet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSnippet,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.GetSnippetRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.GetSnippetResponse.SerializeToString,
+            ),
+            'ListSnippets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnippets,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.ListSnippetsRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.ListSnippetsResponse.SerializeToString,
+            ),
+            'UpdateSnippet': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSnippet,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateSnippetRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateSnippetResponse.SerializeToString,
+            ),
+            'DeleteSnippet': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSnippet,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +513,249 @@ class ContentService:
             '/cjo.content.v1.ContentService/BatchRenderContent',
             cjo_dot_content_dot_v1_dot_content__service__pb2.BatchRenderContentRequest.SerializeToString,
             cjo_dot_content_dot_v1_dot_content__service__pb2.BatchRenderContentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishContentItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/PublishContentItem',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.PublishContentItemRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.PublishContentItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackContentItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/RollbackContentItem',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.RollbackContentItemRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.RollbackContentItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContentItemVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/ListContentItemVersions',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.ListContentItemVersionsRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.ListContentItemVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewContent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/PreviewContent',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.PreviewContentRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.PreviewContentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSnippet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/CreateSnippet',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.CreateSnippetRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.CreateSnippetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSnippet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/GetSnippet',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.GetSnippetRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.GetSnippetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnippets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/ListSnippets',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.ListSnippetsRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.ListSnippetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSnippet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/UpdateSnippet',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateSnippetRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateSnippetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSnippet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/DeleteSnippet',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetResponse.FromString,
             options,
             channel_credentials,
             insecure,

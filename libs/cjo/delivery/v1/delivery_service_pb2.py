@@ -23,35 +23,79 @@ _sym_db = _symbol_database.Default()
 
 
 from cjo.common.v1 import common_pb2 as cjo_dot_common_dot_v1_dot_common__pb2
+from cjo.delivery.v1 import inbox_pb2 as cjo_dot_delivery_dot_v1_dot_inbox__pb2
 from cjo.delivery.v1 import message_pb2 as cjo_dot_delivery_dot_v1_dot_message__pb2
+from cjo.delivery.v1 import policy_pb2 as cjo_dot_delivery_dot_v1_dot_policy__pb2
+from cjo.delivery.v1 import provider_pb2 as cjo_dot_delivery_dot_v1_dot_provider__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cjo/delivery/v1/delivery_service.proto\x12\x0f\x63jo.delivery.v1\x1a\x1a\x63jo/common/v1/common.proto\x1a\x1d\x63jo/delivery/v1/message.proto\x1a\x17google/rpc/status.proto\"\xb8\x01\n\x12SendMessageRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12-\n\trecipient\x18\x02 \x01(\x0b\x32\x1a.cjo.delivery.v1.Recipient\x12/\n\x07\x63ontent\x18\x03 \x01(\x0b\x32\x1e.cjo.common.v1.RenderedMessage\x12\x12\n\njourney_id\x18\x04 \x01(\t\x12\x15\n\renrollment_id\x18\x05 \x01(\t\"S\n\x13SendMessageResponse\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.cjo.delivery.v1.Message\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"Q\n\x18\x42\x61tchSendMessagesRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.cjo.delivery.v1.SendMessageRequest\"{\n\x17\x42\x61tchSendMessagesResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12)\n\x07message\x18\x02 \x01(\x0b\x32\x18.cjo.delivery.v1.Message\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"V\n\x19\x42\x61tchSendMessagesResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.cjo.delivery.v1.BatchSendMessagesResult\"!\n\x11GetMessageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetMessageResponse\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.cjo.delivery.v1.Message\"d\n\x13ListMessagesRequest\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x12\n\njourney_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x14ListMessagesResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.cjo.delivery.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8b\x03\n\x0f\x44\x65liveryService\x12X\n\x0bSendMessage\x12#.cjo.delivery.v1.SendMessageRequest\x1a$.cjo.delivery.v1.SendMessageResponse\x12j\n\x11\x42\x61tchSendMessages\x12).cjo.delivery.v1.BatchSendMessagesRequest\x1a*.cjo.delivery.v1.BatchSendMessagesResponse\x12U\n\nGetMessage\x12\".cjo.delivery.v1.GetMessageRequest\x1a#.cjo.delivery.v1.GetMessageResponse\x12[\n\x0cListMessages\x12$.cjo.delivery.v1.ListMessagesRequest\x1a%.cjo.delivery.v1.ListMessagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cjo/delivery/v1/delivery_service.proto\x12\x0f\x63jo.delivery.v1\x1a\x1a\x63jo/common/v1/common.proto\x1a\x1b\x63jo/delivery/v1/inbox.proto\x1a\x1d\x63jo/delivery/v1/message.proto\x1a\x1c\x63jo/delivery/v1/policy.proto\x1a\x1e\x63jo/delivery/v1/provider.proto\x1a google/protobuf/field_mask.proto\x1a\x17google/rpc/status.proto\"\xf1\x01\n\x12SendMessageRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12-\n\trecipient\x18\x02 \x01(\x0b\x32\x1a.cjo.delivery.v1.Recipient\x12/\n\x07\x63ontent\x18\x03 \x01(\x0b\x32\x1e.cjo.common.v1.RenderedMessage\x12\x12\n\njourney_id\x18\x04 \x01(\t\x12\x15\n\renrollment_id\x18\x05 \x01(\t\x12\r\n\x05topic\x18\x06 \x01(\t\x12\x15\n\rtransactional\x18\x07 \x01(\x08\x12\x11\n\ttime_zone\x18\x08 \x01(\t\"S\n\x13SendMessageResponse\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.cjo.delivery.v1.Message\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"Q\n\x18\x42\x61tchSendMessagesRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.cjo.delivery.v1.SendMessageRequest\"{\n\x17\x42\x61tchSendMessagesResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12)\n\x07message\x18\x02 \x01(\x0b\x32\x18.cjo.delivery.v1.Message\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"V\n\x19\x42\x61tchSendMessagesResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.cjo.delivery.v1.BatchSendMessagesResult\"!\n\x11GetMessageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetMessageResponse\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.cjo.delivery.v1.Message\"\x94\x01\n\x13ListMessagesRequest\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x12\n\njourney_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12.\n\x06status\x18\x05 \x01(\x0e\x32\x1e.cjo.delivery.v1.MessageStatus\"[\n\x14ListMessagesResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.cjo.delivery.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x15\x43reateProviderRequest\x12+\n\x08provider\x18\x01 \x01(\x0b\x32\x19.cjo.delivery.v1.Provider\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"E\n\x16\x43reateProviderResponse\x12+\n\x08provider\x18\x01 \x01(\x0b\x32\x19.cjo.delivery.v1.Provider\"\"\n\x12GetProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x13GetProviderResponse\x12+\n\x08provider\x18\x01 \x01(\x0b\x32\x19.cjo.delivery.v1.Provider\"?\n\x14ListProvidersRequest\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.cjo.common.v1.Channel\"E\n\x15ListProvidersResponse\x12,\n\tproviders\x18\x01 \x03(\x0b\x32\x19.cjo.delivery.v1.Provider\"u\n\x15UpdateProviderRequest\x12+\n\x08provider\x18\x01 \x01(\x0b\x32\x19.cjo.delivery.v1.Provider\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"E\n\x16UpdateProviderResponse\x12+\n\x08provider\x18\x01 \x01(\x0b\x32\x19.cjo.delivery.v1.Provider\"%\n\x15\x44\x65leteProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteProviderResponse\"\x1a\n\x18GetDeliveryPolicyRequest\"L\n\x19GetDeliveryPolicyResponse\x12/\n\x06policy\x18\x01 \x01(\x0b\x32\x1f.cjo.delivery.v1.DeliveryPolicy\"N\n\x1bUpdateDeliveryPolicyRequest\x12/\n\x06policy\x18\x01 \x01(\x0b\x32\x1f.cjo.delivery.v1.DeliveryPolicy\"O\n\x1cUpdateDeliveryPolicyResponse\x12/\n\x06policy\x18\x01 \x01(\x0b\x32\x1f.cjo.delivery.v1.DeliveryPolicy\"p\n\x18ListInboxMessagesRequest\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x19\n\x11include_dismissed\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"e\n\x19ListInboxMessagesResponse\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.cjo.delivery.v1.InboxMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"S\n\x17MarkInboxMessageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.cjo.delivery.v1.InboxState\"J\n\x18MarkInboxMessageResponse\x12.\n\x07message\x18\x01 \x01(\x0b\x32\x1d.cjo.delivery.v1.InboxMessage\"+\n\x15SubscribeInboxRequest\x12\x12\n\nprofile_id\x18\x01 \x01(\t\"H\n\x16SubscribeInboxResponse\x12.\n\x07message\x18\x01 \x01(\x0b\x32\x1d.cjo.delivery.v1.InboxMessage2\x89\x0b\n\x0f\x44\x65liveryService\x12X\n\x0bSendMessage\x12#.cjo.delivery.v1.SendMessageRequest\x1a$.cjo.delivery.v1.SendMessageResponse\x12j\n\x11\x42\x61tchSendMessages\x12).cjo.delivery.v1.BatchSendMessagesRequest\x1a*.cjo.delivery.v1.BatchSendMessagesResponse\x12U\n\nGetMessage\x12\".cjo.delivery.v1.GetMessageRequest\x1a#.cjo.delivery.v1.GetMessageResponse\x12[\n\x0cListMessages\x12$.cjo.delivery.v1.ListMessagesRequest\x1a%.cjo.delivery.v1.ListMessagesResponse\x12\x61\n\x0e\x43reateProvider\x12&.cjo.delivery.v1.CreateProviderRequest\x1a\'.cjo.delivery.v1.CreateProviderResponse\x12X\n\x0bGetProvider\x12#.cjo.delivery.v1.GetProviderRequest\x1a$.cjo.delivery.v1.GetProviderResponse\x12^\n\rListProviders\x12%.cjo.delivery.v1.ListProvidersRequest\x1a&.cjo.delivery.v1.ListProvidersResponse\x12\x61\n\x0eUpdateProvider\x12&.cjo.delivery.v1.UpdateProviderRequest\x1a\'.cjo.delivery.v1.UpdateProviderResponse\x12\x61\n\x0e\x44\x65leteProvider\x12&.cjo.delivery.v1.DeleteProviderRequest\x1a\'.cjo.delivery.v1.DeleteProviderResponse\x12j\n\x11GetDeliveryPolicy\x12).cjo.delivery.v1.GetDeliveryPolicyRequest\x1a*.cjo.delivery.v1.GetDeliveryPolicyResponse\x12s\n\x14UpdateDeliveryPolicy\x12,.cjo.delivery.v1.UpdateDeliveryPolicyRequest\x1a-.cjo.delivery.v1.UpdateDeliveryPolicyResponse\x12j\n\x11ListInboxMessages\x12).cjo.delivery.v1.ListInboxMessagesRequest\x1a*.cjo.delivery.v1.ListInboxMessagesResponse\x12g\n\x10MarkInboxMessage\x12(.cjo.delivery.v1.MarkInboxMessageRequest\x1a).cjo.delivery.v1.MarkInboxMessageResponse\x12\x63\n\x0eSubscribeInbox\x12&.cjo.delivery.v1.SubscribeInboxRequest\x1a\'.cjo.delivery.v1.SubscribeInboxResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.delivery.v1.delivery_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=144
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=328
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=330
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=413
-  _globals['_BATCHSENDMESSAGESREQUEST']._serialized_start=415
-  _globals['_BATCHSENDMESSAGESREQUEST']._serialized_end=496
-  _globals['_BATCHSENDMESSAGESRESULT']._serialized_start=498
-  _globals['_BATCHSENDMESSAGESRESULT']._serialized_end=621
-  _globals['_BATCHSENDMESSAGESRESPONSE']._serialized_start=623
-  _globals['_BATCHSENDMESSAGESRESPONSE']._serialized_end=709
-  _globals['_GETMESSAGEREQUEST']._serialized_start=711
-  _globals['_GETMESSAGEREQUEST']._serialized_end=744
-  _globals['_GETMESSAGERESPONSE']._serialized_start=746
-  _globals['_GETMESSAGERESPONSE']._serialized_end=809
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=811
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=911
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=913
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1004
-  _globals['_DELIVERYSERVICE']._serialized_start=1007
-  _globals['_DELIVERYSERVICE']._serialized_end=1402
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=269
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=510
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=512
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=595
+  _globals['_BATCHSENDMESSAGESREQUEST']._serialized_start=597
+  _globals['_BATCHSENDMESSAGESREQUEST']._serialized_end=678
+  _globals['_BATCHSENDMESSAGESRESULT']._serialized_start=680
+  _globals['_BATCHSENDMESSAGESRESULT']._serialized_end=803
+  _globals['_BATCHSENDMESSAGESRESPONSE']._serialized_start=805
+  _globals['_BATCHSENDMESSAGESRESPONSE']._serialized_end=891
+  _globals['_GETMESSAGEREQUEST']._serialized_start=893
+  _globals['_GETMESSAGEREQUEST']._serialized_end=926
+  _globals['_GETMESSAGERESPONSE']._serialized_start=928
+  _globals['_GETMESSAGERESPONSE']._serialized_end=991
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=994
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1142
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1144
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1235
+  _globals['_CREATEPROVIDERREQUEST']._serialized_start=1237
+  _globals['_CREATEPROVIDERREQUEST']._serialized_end=1325
+  _globals['_CREATEPROVIDERRESPONSE']._serialized_start=1327
+  _globals['_CREATEPROVIDERRESPONSE']._serialized_end=1396
+  _globals['_GETPROVIDERREQUEST']._serialized_start=1398
+  _globals['_GETPROVIDERREQUEST']._serialized_end=1432
+  _globals['_GETPROVIDERRESPONSE']._serialized_start=1434
+  _globals['_GETPROVIDERRESPONSE']._serialized_end=1500
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1502
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1565
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1567
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1636
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_start=1638
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_end=1755
+  _globals['_UPDATEPROVIDERRESPONSE']._serialized_start=1757
+  _globals['_UPDATEPROVIDERRESPONSE']._serialized_end=1826
+  _globals['_DELETEPROVIDERREQUEST']._serialized_start=1828
+  _globals['_DELETEPROVIDERREQUEST']._serialized_end=1865
+  _globals['_DELETEPROVIDERRESPONSE']._serialized_start=1867
+  _globals['_DELETEPROVIDERRESPONSE']._serialized_end=1891
+  _globals['_GETDELIVERYPOLICYREQUEST']._serialized_start=1893
+  _globals['_GETDELIVERYPOLICYREQUEST']._serialized_end=1919
+  _globals['_GETDELIVERYPOLICYRESPONSE']._serialized_start=1921
+  _globals['_GETDELIVERYPOLICYRESPONSE']._serialized_end=1997
+  _globals['_UPDATEDELIVERYPOLICYREQUEST']._serialized_start=1999
+  _globals['_UPDATEDELIVERYPOLICYREQUEST']._serialized_end=2077
+  _globals['_UPDATEDELIVERYPOLICYRESPONSE']._serialized_start=2079
+  _globals['_UPDATEDELIVERYPOLICYRESPONSE']._serialized_end=2158
+  _globals['_LISTINBOXMESSAGESREQUEST']._serialized_start=2160
+  _globals['_LISTINBOXMESSAGESREQUEST']._serialized_end=2272
+  _globals['_LISTINBOXMESSAGESRESPONSE']._serialized_start=2274
+  _globals['_LISTINBOXMESSAGESRESPONSE']._serialized_end=2375
+  _globals['_MARKINBOXMESSAGEREQUEST']._serialized_start=2377
+  _globals['_MARKINBOXMESSAGEREQUEST']._serialized_end=2460
+  _globals['_MARKINBOXMESSAGERESPONSE']._serialized_start=2462
+  _globals['_MARKINBOXMESSAGERESPONSE']._serialized_end=2536
+  _globals['_SUBSCRIBEINBOXREQUEST']._serialized_start=2538
+  _globals['_SUBSCRIBEINBOXREQUEST']._serialized_end=2581
+  _globals['_SUBSCRIBEINBOXRESPONSE']._serialized_start=2583
+  _globals['_SUBSCRIBEINBOXRESPONSE']._serialized_end=2655
+  _globals['_DELIVERYSERVICE']._serialized_start=2658
+  _globals['_DELIVERYSERVICE']._serialized_end=4075
 # @@protoc_insertion_point(module_scope)

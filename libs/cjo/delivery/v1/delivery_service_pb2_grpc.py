@@ -55,6 +55,56 @@ class DeliveryServiceStub:
                 request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListMessagesResponse.FromString,
                 _registered_method=True)
+        self.CreateProvider = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/CreateProvider',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.CreateProviderRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.CreateProviderResponse.FromString,
+                _registered_method=True)
+        self.GetProvider = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/GetProvider',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetProviderRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetProviderResponse.FromString,
+                _registered_method=True)
+        self.ListProviders = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/ListProviders',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListProvidersRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListProvidersResponse.FromString,
+                _registered_method=True)
+        self.UpdateProvider = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/UpdateProvider',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateProviderRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateProviderResponse.FromString,
+                _registered_method=True)
+        self.DeleteProvider = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/DeleteProvider',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.DeleteProviderRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.DeleteProviderResponse.FromString,
+                _registered_method=True)
+        self.GetDeliveryPolicy = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/GetDeliveryPolicy',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetDeliveryPolicyRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetDeliveryPolicyResponse.FromString,
+                _registered_method=True)
+        self.UpdateDeliveryPolicy = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/UpdateDeliveryPolicy',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateDeliveryPolicyRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateDeliveryPolicyResponse.FromString,
+                _registered_method=True)
+        self.ListInboxMessages = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/ListInboxMessages',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListInboxMessagesRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListInboxMessagesResponse.FromString,
+                _registered_method=True)
+        self.MarkInboxMessage = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/MarkInboxMessage',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.MarkInboxMessageRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.MarkInboxMessageResponse.FromString,
+                _registered_method=True)
+        self.SubscribeInbox = channel.unary_stream(
+                '/cjo.delivery.v1.DeliveryService/SubscribeInbox',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -89,6 +139,76 @@ class DeliveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateProvider(self, request, context):
+        """Adds a provider to the workspace's list for its channel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProvider(self, request, context):
+        """Returns a provider (without its secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProviders(self, request, context):
+        """Lists the workspace's providers by channel and priority (without their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProvider(self, request, context):
+        """Changes a provider's fields named in `update_mask`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteProvider(self, request, context):
+        """Removes a provider; messages already sent keep its name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeliveryPolicy(self, request, context):
+        """Returns the workspace's sending policy (empty when never set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDeliveryPolicy(self, request, context):
+        """Replaces the workspace's sending policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInboxMessages(self, request, context):
+        """Lists a profile's in-app inbox, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkInboxMessage(self, request, context):
+        """Marks an inbox message read or dismissed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeInbox(self, request, context):
+        """Streams a profile's new inbox messages as they arrive, until the caller cancels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +231,56 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.ListMessages,
                     request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListMessagesRequest.FromString,
                     response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'CreateProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateProvider,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.CreateProviderRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.CreateProviderResponse.SerializeToString,
+            ),
+            'GetProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProvider,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetProviderRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetProviderResponse.SerializeToString,
+            ),
+            'ListProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProviders,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListProvidersRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListProvidersResponse.SerializeToString,
+            ),
+            'UpdateProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProvider,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateProviderRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateProviderResponse.SerializeToString,
+            ),
+            'DeleteProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteProvider,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.DeleteProviderRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.DeleteProviderResponse.SerializeToString,
+            ),
+            'GetDeliveryPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeliveryPolicy,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetDeliveryPolicyRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetDeliveryPolicyResponse.SerializeToString,
+            ),
+            'UpdateDeliveryPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDeliveryPolicy,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateDeliveryPolicyRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateDeliveryPolicyResponse.SerializeToString,
+            ),
+            'ListInboxMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInboxMessages,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListInboxMessagesRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListInboxMessagesResponse.SerializeToString,
+            ),
+            'MarkInboxMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkInboxMessage,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.MarkInboxMessageRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.MarkInboxMessageResponse.SerializeToString,
+            ),
+            'SubscribeInbox': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeInbox,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +392,276 @@ class DeliveryService:
             '/cjo.delivery.v1.DeliveryService/ListMessages',
             cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListMessagesRequest.SerializeToString,
             cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/CreateProvider',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.CreateProviderRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.CreateProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/GetProvider',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetProviderRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/ListProviders',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListProvidersRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/UpdateProvider',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateProviderRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/DeleteProvider',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.DeleteProviderRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.DeleteProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeliveryPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/GetDeliveryPolicy',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetDeliveryPolicyRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.GetDeliveryPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDeliveryPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/UpdateDeliveryPolicy',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateDeliveryPolicyRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.UpdateDeliveryPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInboxMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/ListInboxMessages',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListInboxMessagesRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.ListInboxMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkInboxMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/MarkInboxMessage',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.MarkInboxMessageRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.MarkInboxMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeInbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/SubscribeInbox',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxResponse.FromString,
             options,
             channel_credentials,
             insecure,

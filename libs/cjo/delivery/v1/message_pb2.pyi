@@ -17,11 +17,19 @@ class MessageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_STATUS_SENDING: _ClassVar[MessageStatus]
     MESSAGE_STATUS_SENT: _ClassVar[MessageStatus]
     MESSAGE_STATUS_FAILED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_SUPPRESSED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_DEFERRED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_DELIVERED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_BOUNCED: _ClassVar[MessageStatus]
 MESSAGE_STATUS_UNSPECIFIED: MessageStatus
 MESSAGE_STATUS_QUEUED: MessageStatus
 MESSAGE_STATUS_SENDING: MessageStatus
 MESSAGE_STATUS_SENT: MessageStatus
 MESSAGE_STATUS_FAILED: MessageStatus
+MESSAGE_STATUS_SUPPRESSED: MessageStatus
+MESSAGE_STATUS_DEFERRED: MessageStatus
+MESSAGE_STATUS_DELIVERED: MessageStatus
+MESSAGE_STATUS_BOUNCED: MessageStatus
 
 class Recipient(_message.Message):
     __slots__ = ("profile_id", "address")
@@ -32,7 +40,7 @@ class Recipient(_message.Message):
     def __init__(self, profile_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("name", "message_id", "idempotency_key", "recipient", "content", "journey_id", "enrollment_id", "status", "attempts", "error", "provider_message_id", "create_time", "update_time")
+    __slots__ = ("name", "message_id", "idempotency_key", "recipient", "content", "journey_id", "enrollment_id", "status", "attempts", "error", "provider_message_id", "create_time", "update_time", "topic", "transactional", "next_attempt_time", "provider")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +54,10 @@ class Message(_message.Message):
     PROVIDER_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONAL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
     name: str
     message_id: str
     idempotency_key: str
@@ -59,4 +71,8 @@ class Message(_message.Message):
     provider_message_id: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., message_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., recipient: _Optional[_Union[Recipient, _Mapping]] = ..., content: _Optional[_Union[_common_pb2.RenderedMessage, _Mapping]] = ..., journey_id: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    topic: str
+    transactional: bool
+    next_attempt_time: _timestamp_pb2.Timestamp
+    provider: str
+    def __init__(self, name: _Optional[str] = ..., message_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., recipient: _Optional[_Union[Recipient, _Mapping]] = ..., content: _Optional[_Union[_common_pb2.RenderedMessage, _Mapping]] = ..., journey_id: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., topic: _Optional[str] = ..., transactional: _Optional[bool] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider: _Optional[str] = ...) -> None: ...

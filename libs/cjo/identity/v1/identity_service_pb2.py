@@ -24,41 +24,75 @@ _sym_db = _symbol_database.Default()
 
 from cjo.identity.v1 import consent_pb2 as cjo_dot_identity_dot_v1_dot_consent__pb2
 from cjo.identity.v1 import event_pb2 as cjo_dot_identity_dot_v1_dot_event__pb2
+from cjo.identity.v1 import identity_settings_pb2 as cjo_dot_identity_dot_v1_dot_identity__settings__pb2
 from cjo.identity.v1 import profile_pb2 as cjo_dot_identity_dot_v1_dot_profile__pb2
+from cjo.identity.v1 import segment_pb2 as cjo_dot_identity_dot_v1_dot_segment__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cjo/identity/v1/identity_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1d\x63jo/identity/v1/consent.proto\x1a\x1b\x63jo/identity/v1/event.proto\x1a\x1d\x63jo/identity/v1/profile.proto\x1a\x17google/rpc/status.proto\"=\n\x13IngestEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.cjo.identity.v1.Event\"p\n\x11IngestEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"K\n\x14IngestEventsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".cjo.identity.v1.IngestEventResult\"!\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"G\n\x14LookupProfileRequest\x12/\n\nidentifier\x18\x01 \x01(\x0b\x32\x1b.cjo.identity.v1.Identifier\"B\n\x15LookupProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"Q\n\x18ListProfileEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x19ListProfileEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.cjo.identity.v1.StoredEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x18\x42\x61tchCheckConsentRequest\x12.\n\x07queries\x18\x01 \x03(\x0b\x32\x1d.cjo.identity.v1.ConsentQuery\"q\n\x17\x42\x61tchCheckConsentResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x32\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32 .cjo.identity.v1.ConsentDecision\"V\n\x19\x42\x61tchCheckConsentResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.cjo.identity.v1.BatchCheckConsentResult2\xfd\x03\n\x0fIdentityService\x12[\n\x0cIngestEvents\x12$.cjo.identity.v1.IngestEventsRequest\x1a%.cjo.identity.v1.IngestEventsResponse\x12U\n\nGetProfile\x12\".cjo.identity.v1.GetProfileRequest\x1a#.cjo.identity.v1.GetProfileResponse\x12^\n\rLookupProfile\x12%.cjo.identity.v1.LookupProfileRequest\x1a&.cjo.identity.v1.LookupProfileResponse\x12j\n\x11ListProfileEvents\x12).cjo.identity.v1.ListProfileEventsRequest\x1a*.cjo.identity.v1.ListProfileEventsResponse\x12j\n\x11\x42\x61tchCheckConsent\x12).cjo.identity.v1.BatchCheckConsentRequest\x1a*.cjo.identity.v1.BatchCheckConsentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cjo/identity/v1/identity_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1d\x63jo/identity/v1/consent.proto\x1a\x1b\x63jo/identity/v1/event.proto\x1a\'cjo/identity/v1/identity_settings.proto\x1a\x1d\x63jo/identity/v1/profile.proto\x1a\x1d\x63jo/identity/v1/segment.proto\x1a\x17google/rpc/status.proto\"=\n\x13IngestEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.cjo.identity.v1.Event\"p\n\x11IngestEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"K\n\x14IngestEventsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".cjo.identity.v1.IngestEventResult\"!\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"G\n\x14LookupProfileRequest\x12/\n\nidentifier\x18\x01 \x01(\x0b\x32\x1b.cjo.identity.v1.Identifier\"B\n\x15LookupProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"Q\n\x18ListProfileEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x19ListProfileEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.cjo.identity.v1.StoredEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x18\x42\x61tchCheckConsentRequest\x12.\n\x07queries\x18\x01 \x03(\x0b\x32\x1d.cjo.identity.v1.ConsentQuery\"q\n\x17\x42\x61tchCheckConsentResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x32\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32 .cjo.identity.v1.ConsentDecision\"V\n\x19\x42\x61tchCheckConsentResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.cjo.identity.v1.BatchCheckConsentResult\"\x1c\n\x1aGetIdentitySettingsRequest\"R\n\x1bGetIdentitySettingsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.cjo.identity.v1.IdentitySettings\"T\n\x1dUpdateIdentitySettingsRequest\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.cjo.identity.v1.IdentitySettings\"U\n\x1eUpdateIdentitySettingsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.cjo.identity.v1.IdentitySettings\"L\n\x13ListProfilesRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x14ListProfilesResponse\x12*\n\x08profiles\x18\x01 \x03(\x0b\x32\x18.cjo.identity.v1.Profile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x14\x43reateSegmentRequest\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\"B\n\x15\x43reateSegmentResponse\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\"!\n\x11GetSegmentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetSegmentResponse\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\"R\n\x19ListSegmentMembersRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"J\n\x1aListSegmentMembersResponse\x12\x13\n\x0bprofile_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x14\x44\x65leteProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11\x62lock_identifiers\x18\x02 \x01(\x08\"\x17\n\x15\x44\x65leteProfileResponse\"$\n\x14\x45xportProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"%\n\x15\x45xportProfileResponse\x12\x0c\n\x04json\x18\x01 \x01(\t2\xad\n\n\x0fIdentityService\x12[\n\x0cIngestEvents\x12$.cjo.identity.v1.IngestEventsRequest\x1a%.cjo.identity.v1.IngestEventsResponse\x12U\n\nGetProfile\x12\".cjo.identity.v1.GetProfileRequest\x1a#.cjo.identity.v1.GetProfileResponse\x12^\n\rLookupProfile\x12%.cjo.identity.v1.LookupProfileRequest\x1a&.cjo.identity.v1.LookupProfileResponse\x12j\n\x11ListProfileEvents\x12).cjo.identity.v1.ListProfileEventsRequest\x1a*.cjo.identity.v1.ListProfileEventsResponse\x12j\n\x11\x42\x61tchCheckConsent\x12).cjo.identity.v1.BatchCheckConsentRequest\x1a*.cjo.identity.v1.BatchCheckConsentResponse\x12p\n\x13GetIdentitySettings\x12+.cjo.identity.v1.GetIdentitySettingsRequest\x1a,.cjo.identity.v1.GetIdentitySettingsResponse\x12y\n\x16UpdateIdentitySettings\x12..cjo.identity.v1.UpdateIdentitySettingsRequest\x1a/.cjo.identity.v1.UpdateIdentitySettingsResponse\x12[\n\x0cListProfiles\x12$.cjo.identity.v1.ListProfilesRequest\x1a%.cjo.identity.v1.ListProfilesResponse\x12^\n\rCreateSegment\x12%.cjo.identity.v1.CreateSegmentRequest\x1a&.cjo.identity.v1.CreateSegmentResponse\x12U\n\nGetSegment\x12\".cjo.identity.v1.GetSegmentRequest\x1a#.cjo.identity.v1.GetSegmentResponse\x12m\n\x12ListSegmentMembers\x12*.cjo.identity.v1.ListSegmentMembersRequest\x1a+.cjo.identity.v1.ListSegmentMembersResponse\x12^\n\rDeleteProfile\x12%.cjo.identity.v1.DeleteProfileRequest\x1a&.cjo.identity.v1.DeleteProfileResponse\x12^\n\rExportProfile\x12%.cjo.identity.v1.ExportProfileRequest\x1a&.cjo.identity.v1.ExportProfileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.identity_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INGESTEVENTSREQUEST']._serialized_start=175
-  _globals['_INGESTEVENTSREQUEST']._serialized_end=236
-  _globals['_INGESTEVENTRESULT']._serialized_start=238
-  _globals['_INGESTEVENTRESULT']._serialized_end=350
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=352
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=427
-  _globals['_GETPROFILEREQUEST']._serialized_start=429
-  _globals['_GETPROFILEREQUEST']._serialized_end=462
-  _globals['_GETPROFILERESPONSE']._serialized_start=464
-  _globals['_GETPROFILERESPONSE']._serialized_end=527
-  _globals['_LOOKUPPROFILEREQUEST']._serialized_start=529
-  _globals['_LOOKUPPROFILEREQUEST']._serialized_end=600
-  _globals['_LOOKUPPROFILERESPONSE']._serialized_start=602
-  _globals['_LOOKUPPROFILERESPONSE']._serialized_end=668
-  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_start=670
-  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_end=751
-  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_start=753
-  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_end=851
-  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_start=853
-  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_end=927
-  _globals['_BATCHCHECKCONSENTRESULT']._serialized_start=929
-  _globals['_BATCHCHECKCONSENTRESULT']._serialized_end=1042
-  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_start=1044
-  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_end=1130
-  _globals['_IDENTITYSERVICE']._serialized_start=1133
-  _globals['_IDENTITYSERVICE']._serialized_end=1642
+  _globals['_INGESTEVENTSREQUEST']._serialized_start=247
+  _globals['_INGESTEVENTSREQUEST']._serialized_end=308
+  _globals['_INGESTEVENTRESULT']._serialized_start=310
+  _globals['_INGESTEVENTRESULT']._serialized_end=422
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=424
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=499
+  _globals['_GETPROFILEREQUEST']._serialized_start=501
+  _globals['_GETPROFILEREQUEST']._serialized_end=534
+  _globals['_GETPROFILERESPONSE']._serialized_start=536
+  _globals['_GETPROFILERESPONSE']._serialized_end=599
+  _globals['_LOOKUPPROFILEREQUEST']._serialized_start=601
+  _globals['_LOOKUPPROFILEREQUEST']._serialized_end=672
+  _globals['_LOOKUPPROFILERESPONSE']._serialized_start=674
+  _globals['_LOOKUPPROFILERESPONSE']._serialized_end=740
+  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_start=742
+  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_end=823
+  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_start=825
+  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_end=923
+  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_start=925
+  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_end=999
+  _globals['_BATCHCHECKCONSENTRESULT']._serialized_start=1001
+  _globals['_BATCHCHECKCONSENTRESULT']._serialized_end=1114
+  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_start=1116
+  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_end=1202
+  _globals['_GETIDENTITYSETTINGSREQUEST']._serialized_start=1204
+  _globals['_GETIDENTITYSETTINGSREQUEST']._serialized_end=1232
+  _globals['_GETIDENTITYSETTINGSRESPONSE']._serialized_start=1234
+  _globals['_GETIDENTITYSETTINGSRESPONSE']._serialized_end=1316
+  _globals['_UPDATEIDENTITYSETTINGSREQUEST']._serialized_start=1318
+  _globals['_UPDATEIDENTITYSETTINGSREQUEST']._serialized_end=1402
+  _globals['_UPDATEIDENTITYSETTINGSRESPONSE']._serialized_start=1404
+  _globals['_UPDATEIDENTITYSETTINGSRESPONSE']._serialized_end=1489
+  _globals['_LISTPROFILESREQUEST']._serialized_start=1491
+  _globals['_LISTPROFILESREQUEST']._serialized_end=1567
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=1569
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=1660
+  _globals['_CREATESEGMENTREQUEST']._serialized_start=1662
+  _globals['_CREATESEGMENTREQUEST']._serialized_end=1727
+  _globals['_CREATESEGMENTRESPONSE']._serialized_start=1729
+  _globals['_CREATESEGMENTRESPONSE']._serialized_end=1795
+  _globals['_GETSEGMENTREQUEST']._serialized_start=1797
+  _globals['_GETSEGMENTREQUEST']._serialized_end=1830
+  _globals['_GETSEGMENTRESPONSE']._serialized_start=1832
+  _globals['_GETSEGMENTRESPONSE']._serialized_end=1895
+  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_start=1897
+  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_end=1979
+  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_start=1981
+  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_end=2055
+  _globals['_DELETEPROFILEREQUEST']._serialized_start=2057
+  _globals['_DELETEPROFILEREQUEST']._serialized_end=2120
+  _globals['_DELETEPROFILERESPONSE']._serialized_start=2122
+  _globals['_DELETEPROFILERESPONSE']._serialized_end=2145
+  _globals['_EXPORTPROFILEREQUEST']._serialized_start=2147
+  _globals['_EXPORTPROFILEREQUEST']._serialized_end=2183
+  _globals['_EXPORTPROFILERESPONSE']._serialized_start=2185
+  _globals['_EXPORTPROFILERESPONSE']._serialized_end=2222
+  _globals['_IDENTITYSERVICE']._serialized_start=2225
+  _globals['_IDENTITYSERVICE']._serialized_end=3550
 # @@protoc_insertion_point(module_scope)

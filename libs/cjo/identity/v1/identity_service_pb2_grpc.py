@@ -27,7 +27,18 @@ if _version_not_supported:
 
 class IdentityServiceStub:
     """IdentityService ingests events from every source and keeps one profile per person.
-    Accepted events are forwarded to orchestration through a transactional outbox.
+    Accepted events are forwarded to orchestration through a transactional outbox, in order per
+    profile, as cjo.orchestration.v1.ForwardedEvent with the resolved profile id.
+
+    Identity resolution: an event links its identifiers (minus blocked values). When they belong
+    to different profiles, the profiles are merged: the oldest (by first event time) survives,
+    the others' events, identifiers and traits join it, and their ids keep resolving to it. The
+    result does not depend on arrival order: links are applied in event-time order, so an event
+    that arrives late is placed where it belongs.
+
+    Consent events: a track event named "subscribed" or "unsubscribed" with properties
+    {"channel": "email" | "sms" | "push" | "in_app" | "webhook", "topic": "<optional>"} records
+    the person's consent for that channel (and topic); the latest by event time wins.
     """
 
     def __init__(self, channel):
@@ -61,11 +72,62 @@ class IdentityServiceStub:
                 request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentRequest.SerializeToString,
                 response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentResponse.FromString,
                 _registered_method=True)
+        self.GetIdentitySettings = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/GetIdentitySettings',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetIdentitySettingsRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetIdentitySettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateIdentitySettings = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/UpdateIdentitySettings',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateIdentitySettingsRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateIdentitySettingsResponse.FromString,
+                _registered_method=True)
+        self.ListProfiles = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/ListProfiles',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfilesRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfilesResponse.FromString,
+                _registered_method=True)
+        self.CreateSegment = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/CreateSegment',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.CreateSegmentRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.CreateSegmentResponse.FromString,
+                _registered_method=True)
+        self.GetSegment = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/GetSegment',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentResponse.FromString,
+                _registered_method=True)
+        self.ListSegmentMembers = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/ListSegmentMembers',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentMembersRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentMembersResponse.FromString,
+                _registered_method=True)
+        self.DeleteProfile = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/DeleteProfile',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteProfileRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteProfileResponse.FromString,
+                _registered_method=True)
+        self.ExportProfile = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/ExportProfile',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ExportProfileRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ExportProfileResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
     """IdentityService ingests events from every source and keeps one profile per person.
-    Accepted events are forwarded to orchestration through a transactional outbox.
+    Accepted events are forwarded to orchestration through a transactional outbox, in order per
+    profile, as cjo.orchestration.v1.ForwardedEvent with the resolved profile id.
+
+    Identity resolution: an event links its identifiers (minus blocked values). When they belong
+    to different profiles, the profiles are merged: the oldest (by first event time) survives,
+    the others' events, identifiers and traits join it, and their ids keep resolving to it. The
+    result does not depend on arrival order: links are applied in event-time order, so an event
+    that arrives late is placed where it belongs.
+
+    Consent events: a track event named "subscribed" or "unsubscribed" with properties
+    {"channel": "email" | "sms" | "push" | "in_app" | "webhook", "topic": "<optional>"} records
+    the person's consent for that channel (and topic); the latest by event time wins.
     """
 
     def IngestEvents(self, request, context):
@@ -104,6 +166,67 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetIdentitySettings(self, request, context):
+        """Returns the caller's workspace identity settings (the defaults until changed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateIdentitySettings(self, request, context):
+        """Replaces the caller's workspace identity settings. Invalid settings (a bad regular
+        expression, an unknown region) fail with INVALID_ARGUMENT naming the field. New rules apply
+        to the events ingested from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProfiles(self, request, context):
+        """Lists profiles for which a CEL filter holds (over `traits`, `computed` and `consent`, as in
+        segments), by profile id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSegment(self, request, context):
+        """Creates a segment. An invalid condition fails with INVALID_ARGUMENT on `segment.condition`
+        giving the line and column of the error. Existing profiles that match enter it at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSegment(self, request, context):
+        """Returns a segment with its member count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegmentMembers(self, request, context):
+        """Lists the members of a segment, by profile id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteProfile(self, request, context):
+        """Erases a profile: its traits, events, identifiers, consent and memberships. Forwards a
+        ForwardedEvent named "profile_deleted" so other services drop their copies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportProfile(self, request, context):
+        """Everything identity holds about a profile, as one JSON document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +255,46 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentRequest.FromString,
                     response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentResponse.SerializeToString,
             ),
+            'GetIdentitySettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIdentitySettings,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetIdentitySettingsRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetIdentitySettingsResponse.SerializeToString,
+            ),
+            'UpdateIdentitySettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateIdentitySettings,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateIdentitySettingsRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateIdentitySettingsResponse.SerializeToString,
+            ),
+            'ListProfiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProfiles,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfilesRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfilesResponse.SerializeToString,
+            ),
+            'CreateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSegment,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.CreateSegmentRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.CreateSegmentResponse.SerializeToString,
+            ),
+            'GetSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSegment,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentResponse.SerializeToString,
+            ),
+            'ListSegmentMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegmentMembers,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentMembersRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentMembersResponse.SerializeToString,
+            ),
+            'DeleteProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteProfile,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteProfileRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteProfileResponse.SerializeToString,
+            ),
+            'ExportProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportProfile,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ExportProfileRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ExportProfileResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'cjo.identity.v1.IdentityService', rpc_method_handlers)
@@ -142,7 +305,18 @@ def add_IdentityServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class IdentityService:
     """IdentityService ingests events from every source and keeps one profile per person.
-    Accepted events are forwarded to orchestration through a transactional outbox.
+    Accepted events are forwarded to orchestration through a transactional outbox, in order per
+    profile, as cjo.orchestration.v1.ForwardedEvent with the resolved profile id.
+
+    Identity resolution: an event links its identifiers (minus blocked values). When they belong
+    to different profiles, the profiles are merged: the oldest (by first event time) survives,
+    the others' events, identifiers and traits join it, and their ids keep resolving to it. The
+    result does not depend on arrival order: links are applied in event-time order, so an event
+    that arrives late is placed where it belongs.
+
+    Consent events: a track event named "subscribed" or "unsubscribed" with properties
+    {"channel": "email" | "sms" | "push" | "in_app" | "webhook", "topic": "<optional>"} records
+    the person's consent for that channel (and topic); the latest by event time wins.
     """
 
     @staticmethod
@@ -270,6 +444,222 @@ class IdentityService:
             '/cjo.identity.v1.IdentityService/BatchCheckConsent',
             cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentRequest.SerializeToString,
             cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchCheckConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIdentitySettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/GetIdentitySettings',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetIdentitySettingsRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetIdentitySettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateIdentitySettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/UpdateIdentitySettings',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateIdentitySettingsRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateIdentitySettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/ListProfiles',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfilesRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListProfilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/CreateSegment',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.CreateSegmentRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.CreateSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/GetSegment',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegmentMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/ListSegmentMembers',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentMembersRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/DeleteProfile',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteProfileRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/ExportProfile',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.ExportProfileRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.ExportProfileResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,18 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cjo.identity.v1 import consent_pb2 as cjo_dot_identity_dot_v1_dot_consent__pb2
 from cjo.identity.v1 import event_pb2 as cjo_dot_identity_dot_v1_dot_event__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63jo/identity/v1/profile.proto\x12\x0f\x63jo.identity.v1\x1a\x1b\x63jo/identity/v1/event.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x07Profile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12\x30\n\x0bidentifiers\x18\x03 \x03(\x0b\x32\x1b.cjo.identity.v1.Identifier\x12\'\n\x06traits\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63jo/identity/v1/profile.proto\x12\x0f\x63jo.identity.v1\x1a\x1d\x63jo/identity/v1/consent.proto\x1a\x1b\x63jo/identity/v1/event.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x04\n\x07Profile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12\x30\n\x0bidentifiers\x18\x03 \x03(\x0b\x32\x1b.cjo.identity.v1.Identifier\x12\'\n\x06traits\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0bmerged_from\x18\x07 \x03(\x0b\x32\x1d.cjo.identity.v1.ProfileMerge\x12G\n\x10trait_provenance\x18\x08 \x03(\x0b\x32-.cjo.identity.v1.Profile.TraitProvenanceEntry\x12*\n\x08\x63onsents\x18\t \x03(\x0b\x32\x18.cjo.identity.v1.Consent\x12\x30\n\x0f\x63omputed_traits\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08segments\x18\x0b \x03(\t\x1aX\n\x14TraitProvenanceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .cjo.identity.v1.TraitProvenance:\x02\x38\x01\"e\n\x0fTraitProvenance\x12\x0e\n\x06source\x18\x01 \x01(\t\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmessage_id\x18\x03 \x01(\t\"\xbb\x01\n\x0cProfileMerge\x12\x19\n\x11merged_profile_id\x18\x01 \x01(\t\x12\x1b\n\x13survivor_profile_id\x18\x02 \x01(\t\x12/\n\nidentifier\x18\x03 \x01(\x0b\x32\x1b.cjo.identity.v1.Identifier\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12.\n\nmerge_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.profile_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROFILE']._serialized_start=143
-  _globals['_PROFILE']._serialized_end=375
+  _globals['_PROFILE_TRAITPROVENANCEENTRY']._loaded_options = None
+  _globals['_PROFILE_TRAITPROVENANCEENTRY']._serialized_options = b'8\001'
+  _globals['_PROFILE']._serialized_start=174
+  _globals['_PROFILE']._serialized_end=733
+  _globals['_PROFILE_TRAITPROVENANCEENTRY']._serialized_start=645
+  _globals['_PROFILE_TRAITPROVENANCEENTRY']._serialized_end=733
+  _globals['_TRAITPROVENANCE']._serialized_start=735
+  _globals['_TRAITPROVENANCE']._serialized_end=836
+  _globals['_PROFILEMERGE']._serialized_start=839
+  _globals['_PROFILEMERGE']._serialized_end=1026
 # @@protoc_insertion_point(module_scope)

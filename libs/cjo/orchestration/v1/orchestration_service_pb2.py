@@ -30,7 +30,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0cjo/orchestration/v1/orchestration_service.proto\x12\x14\x63jo.orchestration.v1\x1a\x1b\x63jo/identity/v1/event.proto\x1a%cjo/orchestration/v1/enrollment.proto\x1a\"cjo/orchestration/v1/journey.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\"Z\n\x14\x43reateJourneyRequest\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x15\x43reateJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"!\n\x11GetJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x12GetJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"<\n\x13ListJourneysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListJourneysResponse\x12/\n\x08journeys\x18\x01 \x03(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x14UpdateJourneyRequest\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"G\n\x15UpdateJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"9\n\x15PublishJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x16PublishJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"9\n\x15\x41rchiveJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x16\x41rchiveJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"\xa3\x01\n\x0e\x46orwardedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12%\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x16.cjo.identity.v1.Event\x12/\n\x0eprofile_traits\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"K\n\x13HandleEventsRequest\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.cjo.orchestration.v1.ForwardedEvent\"J\n\x11HandleEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"P\n\x14HandleEventsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.cjo.orchestration.v1.HandleEventResult\"$\n\x14GetEnrollmentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x15GetEnrollmentResponse\x12\x34\n\nenrollment\x18\x01 \x01(\x0b\x32 .cjo.orchestration.v1.Enrollment\"c\n\x16ListEnrollmentsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"i\n\x17ListEnrollmentsResponse\x12\x35\n\x0b\x65nrollments\x18\x01 \x03(\x0b\x32 .cjo.orchestration.v1.Enrollment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcd\x07\n\x14OrchestrationService\x12h\n\rCreateJourney\x12*.cjo.orchestration.v1.CreateJourneyRequest\x1a+.cjo.orchestration.v1.CreateJourneyResponse\x12_\n\nGetJourney\x12\'.cjo.orchestration.v1.GetJourneyRequest\x1a(.cjo.orchestration.v1.GetJourneyResponse\x12\x65\n\x0cListJourneys\x12).cjo.orchestration.v1.ListJourneysRequest\x1a*.cjo.orchestration.v1.ListJourneysResponse\x12h\n\rUpdateJourney\x12*.cjo.orchestration.v1.UpdateJourneyRequest\x1a+.cjo.orchestration.v1.UpdateJourneyResponse\x12k\n\x0ePublishJourney\x12+.cjo.orchestration.v1.PublishJourneyRequest\x1a,.cjo.orchestration.v1.PublishJourneyResponse\x12k\n\x0e\x41rchiveJourney\x12+.cjo.orchestration.v1.ArchiveJourneyRequest\x1a,.cjo.orchestration.v1.ArchiveJourneyResponse\x12\x65\n\x0cHandleEvents\x12).cjo.orchestration.v1.HandleEventsRequest\x1a*.cjo.orchestration.v1.HandleEventsResponse\x12h\n\rGetEnrollment\x12*.cjo.orchestration.v1.GetEnrollmentRequest\x1a+.cjo.orchestration.v1.GetEnrollmentResponse\x12n\n\x0fListEnrollments\x12,.cjo.orchestration.v1.ListEnrollmentsRequest\x1a-.cjo.orchestration.v1.ListEnrollmentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0cjo/orchestration/v1/orchestration_service.proto\x12\x14\x63jo.orchestration.v1\x1a\x1b\x63jo/identity/v1/event.proto\x1a%cjo/orchestration/v1/enrollment.proto\x1a\"cjo/orchestration/v1/journey.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\"Z\n\x14\x43reateJourneyRequest\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x15\x43reateJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"!\n\x11GetJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x12GetJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"<\n\x13ListJourneysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListJourneysResponse\x12/\n\x08journeys\x18\x01 \x03(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x14UpdateJourneyRequest\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"G\n\x15UpdateJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"9\n\x15PublishJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x16PublishJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"7\n\x13PauseJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"F\n\x14PauseJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"8\n\x14ResumeJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x15ResumeJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"\xa6\x01\n\rEnrollRequest\x12\x0f\n\x07journey\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12/\n\x0eprofile_traits\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\nproperties\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"[\n\x0e\x45nrollResponse\x12\x34\n\nenrollment\x18\x01 \x01(\x0b\x32 .cjo.orchestration.v1.Enrollment\x12\x13\n\x0bskip_reason\x18\x02 \x01(\t\"9\n\x15\x41rchiveJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x16\x41rchiveJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"\xa3\x01\n\x0e\x46orwardedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12%\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x16.cjo.identity.v1.Event\x12/\n\x0eprofile_traits\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"K\n\x13HandleEventsRequest\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.cjo.orchestration.v1.ForwardedEvent\"J\n\x11HandleEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"P\n\x14HandleEventsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.cjo.orchestration.v1.HandleEventResult\"$\n\x14GetEnrollmentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x15GetEnrollmentResponse\x12\x34\n\nenrollment\x18\x01 \x01(\x0b\x32 .cjo.orchestration.v1.Enrollment\"c\n\x16ListEnrollmentsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"i\n\x17ListEnrollmentsResponse\x12\x35\n\x0b\x65nrollments\x18\x01 \x03(\x0b\x32 .cjo.orchestration.v1.Enrollment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xf3\t\n\x14OrchestrationService\x12h\n\rCreateJourney\x12*.cjo.orchestration.v1.CreateJourneyRequest\x1a+.cjo.orchestration.v1.CreateJourneyResponse\x12_\n\nGetJourney\x12\'.cjo.orchestration.v1.GetJourneyRequest\x1a(.cjo.orchestration.v1.GetJourneyResponse\x12\x65\n\x0cListJourneys\x12).cjo.orchestration.v1.ListJourneysRequest\x1a*.cjo.orchestration.v1.ListJourneysResponse\x12h\n\rUpdateJourney\x12*.cjo.orchestration.v1.UpdateJourneyRequest\x1a+.cjo.orchestration.v1.UpdateJourneyResponse\x12k\n\x0ePublishJourney\x12+.cjo.orchestration.v1.PublishJourneyRequest\x1a,.cjo.orchestration.v1.PublishJourneyResponse\x12\x65\n\x0cPauseJourney\x12).cjo.orchestration.v1.PauseJourneyRequest\x1a*.cjo.orchestration.v1.PauseJourneyResponse\x12h\n\rResumeJourney\x12*.cjo.orchestration.v1.ResumeJourneyRequest\x1a+.cjo.orchestration.v1.ResumeJourneyResponse\x12S\n\x06\x45nroll\x12#.cjo.orchestration.v1.EnrollRequest\x1a$.cjo.orchestration.v1.EnrollResponse\x12k\n\x0e\x41rchiveJourney\x12+.cjo.orchestration.v1.ArchiveJourneyRequest\x1a,.cjo.orchestration.v1.ArchiveJourneyResponse\x12\x65\n\x0cHandleEvents\x12).cjo.orchestration.v1.HandleEventsRequest\x1a*.cjo.orchestration.v1.HandleEventsResponse\x12h\n\rGetEnrollment\x12*.cjo.orchestration.v1.GetEnrollmentRequest\x1a+.cjo.orchestration.v1.GetEnrollmentResponse\x12n\n\x0fListEnrollments\x12,.cjo.orchestration.v1.ListEnrollmentsRequest\x1a-.cjo.orchestration.v1.ListEnrollmentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,26 +57,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHJOURNEYREQUEST']._serialized_end=969
   _globals['_PUBLISHJOURNEYRESPONSE']._serialized_start=971
   _globals['_PUBLISHJOURNEYRESPONSE']._serialized_end=1043
-  _globals['_ARCHIVEJOURNEYREQUEST']._serialized_start=1045
-  _globals['_ARCHIVEJOURNEYREQUEST']._serialized_end=1102
-  _globals['_ARCHIVEJOURNEYRESPONSE']._serialized_start=1104
-  _globals['_ARCHIVEJOURNEYRESPONSE']._serialized_end=1176
-  _globals['_FORWARDEDEVENT']._serialized_start=1179
-  _globals['_FORWARDEDEVENT']._serialized_end=1342
-  _globals['_HANDLEEVENTSREQUEST']._serialized_start=1344
-  _globals['_HANDLEEVENTSREQUEST']._serialized_end=1419
-  _globals['_HANDLEEVENTRESULT']._serialized_start=1421
-  _globals['_HANDLEEVENTRESULT']._serialized_end=1495
-  _globals['_HANDLEEVENTSRESPONSE']._serialized_start=1497
-  _globals['_HANDLEEVENTSRESPONSE']._serialized_end=1577
-  _globals['_GETENROLLMENTREQUEST']._serialized_start=1579
-  _globals['_GETENROLLMENTREQUEST']._serialized_end=1615
-  _globals['_GETENROLLMENTRESPONSE']._serialized_start=1617
-  _globals['_GETENROLLMENTRESPONSE']._serialized_end=1694
-  _globals['_LISTENROLLMENTSREQUEST']._serialized_start=1696
-  _globals['_LISTENROLLMENTSREQUEST']._serialized_end=1795
-  _globals['_LISTENROLLMENTSRESPONSE']._serialized_start=1797
-  _globals['_LISTENROLLMENTSRESPONSE']._serialized_end=1902
-  _globals['_ORCHESTRATIONSERVICE']._serialized_start=1905
-  _globals['_ORCHESTRATIONSERVICE']._serialized_end=2878
+  _globals['_PAUSEJOURNEYREQUEST']._serialized_start=1045
+  _globals['_PAUSEJOURNEYREQUEST']._serialized_end=1100
+  _globals['_PAUSEJOURNEYRESPONSE']._serialized_start=1102
+  _globals['_PAUSEJOURNEYRESPONSE']._serialized_end=1172
+  _globals['_RESUMEJOURNEYREQUEST']._serialized_start=1174
+  _globals['_RESUMEJOURNEYREQUEST']._serialized_end=1230
+  _globals['_RESUMEJOURNEYRESPONSE']._serialized_start=1232
+  _globals['_RESUMEJOURNEYRESPONSE']._serialized_end=1303
+  _globals['_ENROLLREQUEST']._serialized_start=1306
+  _globals['_ENROLLREQUEST']._serialized_end=1472
+  _globals['_ENROLLRESPONSE']._serialized_start=1474
+  _globals['_ENROLLRESPONSE']._serialized_end=1565
+  _globals['_ARCHIVEJOURNEYREQUEST']._serialized_start=1567
+  _globals['_ARCHIVEJOURNEYREQUEST']._serialized_end=1624
+  _globals['_ARCHIVEJOURNEYRESPONSE']._serialized_start=1626
+  _globals['_ARCHIVEJOURNEYRESPONSE']._serialized_end=1698
+  _globals['_FORWARDEDEVENT']._serialized_start=1701
+  _globals['_FORWARDEDEVENT']._serialized_end=1864
+  _globals['_HANDLEEVENTSREQUEST']._serialized_start=1866
+  _globals['_HANDLEEVENTSREQUEST']._serialized_end=1941
+  _globals['_HANDLEEVENTRESULT']._serialized_start=1943
+  _globals['_HANDLEEVENTRESULT']._serialized_end=2017
+  _globals['_HANDLEEVENTSRESPONSE']._serialized_start=2019
+  _globals['_HANDLEEVENTSRESPONSE']._serialized_end=2099
+  _globals['_GETENROLLMENTREQUEST']._serialized_start=2101
+  _globals['_GETENROLLMENTREQUEST']._serialized_end=2137
+  _globals['_GETENROLLMENTRESPONSE']._serialized_start=2139
+  _globals['_GETENROLLMENTRESPONSE']._serialized_end=2216
+  _globals['_LISTENROLLMENTSREQUEST']._serialized_start=2218
+  _globals['_LISTENROLLMENTSREQUEST']._serialized_end=2317
+  _globals['_LISTENROLLMENTSRESPONSE']._serialized_start=2319
+  _globals['_LISTENROLLMENTSRESPONSE']._serialized_end=2424
+  _globals['_ORCHESTRATIONSERVICE']._serialized_start=2427
+  _globals['_ORCHESTRATIONSERVICE']._serialized_end=3694
 # @@protoc_insertion_point(module_scope)

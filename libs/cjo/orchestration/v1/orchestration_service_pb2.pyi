@@ -84,6 +84,56 @@ class PublishJourneyResponse(_message.Message):
     journey: _journey_pb2.Journey
     def __init__(self, journey: _Optional[_Union[_journey_pb2.Journey, _Mapping]] = ...) -> None: ...
 
+class PauseJourneyRequest(_message.Message):
+    __slots__ = ("name", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class PauseJourneyResponse(_message.Message):
+    __slots__ = ("journey",)
+    JOURNEY_FIELD_NUMBER: _ClassVar[int]
+    journey: _journey_pb2.Journey
+    def __init__(self, journey: _Optional[_Union[_journey_pb2.Journey, _Mapping]] = ...) -> None: ...
+
+class ResumeJourneyRequest(_message.Message):
+    __slots__ = ("name", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ResumeJourneyResponse(_message.Message):
+    __slots__ = ("journey",)
+    JOURNEY_FIELD_NUMBER: _ClassVar[int]
+    journey: _journey_pb2.Journey
+    def __init__(self, journey: _Optional[_Union[_journey_pb2.Journey, _Mapping]] = ...) -> None: ...
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("journey", "profile_id", "profile_traits", "properties", "request_id")
+    JOURNEY_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_TRAITS_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    journey: str
+    profile_id: str
+    profile_traits: _struct_pb2.Struct
+    properties: _struct_pb2.Struct
+    request_id: str
+    def __init__(self, journey: _Optional[str] = ..., profile_id: _Optional[str] = ..., profile_traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ("enrollment", "skip_reason")
+    ENROLLMENT_FIELD_NUMBER: _ClassVar[int]
+    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    enrollment: _enrollment_pb2.Enrollment
+    skip_reason: str
+    def __init__(self, enrollment: _Optional[_Union[_enrollment_pb2.Enrollment, _Mapping]] = ..., skip_reason: _Optional[str] = ...) -> None: ...
+
 class ArchiveJourneyRequest(_message.Message):
     __slots__ = ("name", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]

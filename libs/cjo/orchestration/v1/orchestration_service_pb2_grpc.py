@@ -60,6 +60,21 @@ class OrchestrationServiceStub:
                 request_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PublishJourneyRequest.SerializeToString,
                 response_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PublishJourneyResponse.FromString,
                 _registered_method=True)
+        self.PauseJourney = channel.unary_unary(
+                '/cjo.orchestration.v1.OrchestrationService/PauseJourney',
+                request_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PauseJourneyRequest.SerializeToString,
+                response_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PauseJourneyResponse.FromString,
+                _registered_method=True)
+        self.ResumeJourney = channel.unary_unary(
+                '/cjo.orchestration.v1.OrchestrationService/ResumeJourney',
+                request_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ResumeJourneyRequest.SerializeToString,
+                response_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ResumeJourneyResponse.FromString,
+                _registered_method=True)
+        self.Enroll = channel.unary_unary(
+                '/cjo.orchestration.v1.OrchestrationService/Enroll',
+                request_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.EnrollRequest.SerializeToString,
+                response_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.EnrollResponse.FromString,
+                _registered_method=True)
         self.ArchiveJourney = channel.unary_unary(
                 '/cjo.orchestration.v1.OrchestrationService/ArchiveJourney',
                 request_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ArchiveJourneyRequest.SerializeToString,
@@ -122,6 +137,27 @@ class OrchestrationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseJourney(self, request, context):
+        """Stops enrolling new profiles until ResumeJourney; enrollments in flight keep walking.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJourney(self, request, context):
+        """Resumes enrolling after PauseJourney.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Enroll(self, request, context):
+        """Enrolls one profile in an active journey (any trigger), subject to its re-entry policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ArchiveJourney(self, request, context):
         """Stops a journey for good: it enrolls nobody new.
         """
@@ -178,6 +214,21 @@ def add_OrchestrationServiceServicer_to_server(servicer, server):
                     servicer.PublishJourney,
                     request_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PublishJourneyRequest.FromString,
                     response_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PublishJourneyResponse.SerializeToString,
+            ),
+            'PauseJourney': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseJourney,
+                    request_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PauseJourneyRequest.FromString,
+                    response_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PauseJourneyResponse.SerializeToString,
+            ),
+            'ResumeJourney': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJourney,
+                    request_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ResumeJourneyRequest.FromString,
+                    response_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ResumeJourneyResponse.SerializeToString,
+            ),
+            'Enroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enroll,
+                    request_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.EnrollRequest.FromString,
+                    response_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.EnrollResponse.SerializeToString,
             ),
             'ArchiveJourney': grpc.unary_unary_rpc_method_handler(
                     servicer.ArchiveJourney,
@@ -336,6 +387,87 @@ class OrchestrationService:
             '/cjo.orchestration.v1.OrchestrationService/PublishJourney',
             cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PublishJourneyRequest.SerializeToString,
             cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PublishJourneyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseJourney(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.orchestration.v1.OrchestrationService/PauseJourney',
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PauseJourneyRequest.SerializeToString,
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.PauseJourneyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJourney(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.orchestration.v1.OrchestrationService/ResumeJourney',
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ResumeJourneyRequest.SerializeToString,
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ResumeJourneyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Enroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.orchestration.v1.OrchestrationService/Enroll',
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.EnrollRequest.SerializeToString,
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.EnrollResponse.FromString,
             options,
             channel_credentials,
             insecure,

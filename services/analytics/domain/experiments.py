@@ -1,0 +1,66 @@
+"""An experiment's results from its per-arm counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cjo_analytics.domain.stats import (
+    ArmCounts,
+    Comparison,
+    Incrementality,
+    SampleRatio,
+    compare,
+    incrementality,
+    sample_ratio_check,
+)
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    counts: ArmCounts
+    control: bool
+    comparison: Comparison | None
+    expected_share: float
+
+
+@dataclass(frozen=True)
+class ExperimentResults:
+    control_arm: str
+    arms: list[ArmResult]
+    sample_ratio: SampleRatio | None
+    incrementality: Incrementality | None
+
+
+def experiment_results(arms: Sequence[ArmCounts], control_arm: str,
+                       request_weights: Mapping[str, float],
+                       fact_weights: Mapping[str, float]) -> ExperimentResults:
+    """Compare every arm with the control (the named one, else the one flagged control).
+    Expected weights: the request's, else those carried by the facts, else equal; an arm with
+    no weight (or not exposed at all) counts with weight 0 / exposures 0."""
+    names = sorted({a.arm for a in arms} | set(request_weights))
+    by_name = {a.arm: a for a in arms}
+    if not control_arm:
+        flagged = sorted(a.arm for a in arms if a.control)
+        control_arm = flagged[0] if flagged else ""
+    counts = [by_name.get(n, ArmCounts(n, False, 0, 0, 0.0)) for n in names]
+    if request_weights:
+        weights = [request_weights.get(n, 0.0) for n in names]
+    elif fact_weights and all(n in fact_weights for n in names):
+        weights = [fact_weights[n] for n in names]
+    else:
+        weights = [1.0] * len(names)
+    srm = sample_ratio_check([c.exposures for c in counts], weights) if len(names) > 1 else None
+    shares = srm.expected_shares if srm else tuple(1.0 for _ in names)
+    control = by_name.get(control_arm)
+    results = [
+        ArmResult(c, c.arm == control_arm,
+                  compare(control, c) if control is not None and c.arm != control_arm else None,
+                  share)
+        for c, share in zip(counts, shares, strict=True)
+    ]
+    results.sort(key=lambda r: (not r.control, r.counts.arm))
+    lift = None
+    if control is not None:
+        lift = incrementality(control, [c for c in counts if c.arm != control_arm])
+    return ExperimentResults(control_arm, results, srm, lift)

@@ -1,0 +1,172 @@
+"""The engagement listener: a small HTTP/1.1 server on asyncio streams for the open pixel, the
+click redirect, one-click unsubscribe (RFC 8058) and provider status webhooks.
+
+Every URL carries a token signed with the tracking secret; a forged or altered one is answered
+403 and changes nothing. Unsubscribing needs a POST (the one-click form mailbox providers send):
+a GET only shows a confirmation button, because link scanners fetch every link they see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cjo_delivery.domain.engagement import Engagement, EngagementKind, rewrite_links
+from cjo_delivery.domain.messages import Channel, Claim
+from cjo_delivery.domain.tracking import TrackingToken, sign, verify
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+_PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+_MAX_BODY = 64 * 1024
+_MAX_HEAD = 16 * 1024
+_READ_TIMEOUT = 10.0
+_STATUSES = {"delivered": EngagementKind.DELIVERED, "bounced": EngagementKind.BOUNCED,
+             "complained": EngagementKind.COMPLAINED}
+
+Record = Callable[[Engagement], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Makes the signed links of a deployment."""
+
+    base_url: str
+    secret: bytes
+
+    def url(self, path: str, token: TrackingToken) -> str:
+        return f"{self.base_url.rstrip('/')}/{path}/{sign(token, self.secret)}"
+
+    def links(self, claim: Claim) -> tuple[str, Callable[[str], str] | None]:
+        """The unsubscribe URL and the HTML rewriter of an email."""
+        if claim.channel is not Channel.EMAIL:
+            return "", None
+        w, mid = claim.workspace_id, claim.message_id
+        unsubscribe = self.url("u", TrackingToken("unsubscribe", w, mid))
+        opened = self.url("o", TrackingToken("open", w, mid))
+
+        def rewrite(body: str) -> str:
+            return rewrite_links(
+                body, lambda target: self.url("c", TrackingToken("click", w, mid, target)),
+                opened)
+
+        return unsubscribe, rewrite
+
+    def status_url(self, workspace_id: str, provider_id: str) -> str:
+        return self.url("s", TrackingToken("status", workspace_id, provider_id))
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    location: str = ""
+
+
+_REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error"}
+
+
+class EngagementListener:
+    def __init__(self, tracking: Tracking, record: Record, host: str, port: int) -> None:
+        self.tracking = tracking
+        self.record = record
+        self.host = host
+        self.port = port
+        self.bound_port = 0
+
+    async def run(self) -> None:
+        server = await asyncio.start_server(self._serve, self.host, self.port,
+                                            limit=_MAX_HEAD)
+        self.bound_port = server.sockets[0].getsockname()[1]
+        log.info("engagement listener started", port=self.bound_port)
+        async with server:
+            await server.serve_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            response = await asyncio.wait_for(self._handle(reader), _READ_TIMEOUT)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError, ConnectionError):
+            response = _Response(400, b"bad request")
+        except Exception as exc:  # answer 500 rather than drop the connection
+            log.error("engagement request failed", exc_info=exc)
+            response = _Response(500, b"internal error")
+        head = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'OK')}",
+                f"Content-Type: {response.content_type}",
+                f"Content-Length: {len(response.body)}", "Connection: close",
+                "Cache-Control: no-store"]
+        if response.location:
+            head.append(f"Location: {response.location}")
+        try:
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + response.body)
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader) -> _Response:
+        request_line = (await reader.readuntil(b"\r\n")).decode("latin-1").strip()
+        method, target, _ = request_line.split(" ", 2)
+        length = 0
+        while True:
+            line = (await reader.readuntil(b"\r\n")).decode("latin-1").strip()
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        if length > _MAX_BODY:
+            return _Response(413, b"too large")
+        body = await reader.readexactly(length) if length else b""
+        path = urlsplit(target).path
+        parts = path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] not in ("o", "c", "u", "s"):
+            return _Response(404, b"not found")
+        route, signed = parts
+        token = verify(signed, self.tracking.secret)
+        expected = {"o": "open", "c": "click", "u": "unsubscribe", "s": "status"}[route]
+        if token is None or token.action != expected:
+            return _Response(403, b"forged or damaged link")
+        return await self._route(route, method, token, body)
+
+    async def _route(self, route: str, method: str, token: TrackingToken,
+                     body: bytes) -> _Response:
+        w, mid = token.workspace_id, token.message_id
+        if route == "o" and method == "GET":
+            await self.record(Engagement(EngagementKind.OPENED, w, mid))
+            return _Response(200, _PIXEL, "image/gif")
+        if route == "c" and method == "GET":
+            await self.record(Engagement(EngagementKind.CLICKED, w, mid, url=token.url))
+            return _Response(302, location=token.url)
+        if route == "u" and method == "GET":
+            page = ("<!doctype html><title>Unsubscribe</title><form method=post>"
+                    "<button>Unsubscribe</button></form>")
+            return _Response(200, page.encode(), "text/html; charset=utf-8")
+        if route == "u" and method == "POST":
+            if not await self.record(Engagement(EngagementKind.UNSUBSCRIBED, w, mid)):
+                return _Response(404, b"no such message")
+            return _Response(200, b"You are unsubscribed.")
+        if route == "s" and method == "POST":
+            return await self._status(w, body)
+        return _Response(405, b"method not allowed")
+
+    async def _status(self, workspace_id: str, body: bytes) -> _Response:
+        """A provider's report: {"message_id": cjo's id, "status": delivered | bounced |
+        complained, "reason": "..."} (the provider learnt the id from the message)."""
+        try:
+            report = json.loads(body)
+            kind = _STATUSES[str(report["status"])]
+            message_id = str(report["message_id"])
+            reason = str(report.get("reason", ""))[:500]
+        except (ValueError, KeyError, TypeError):
+            return _Response(400, b"expected {message_id, status, reason}")
+        found = await self.record(Engagement(kind, workspace_id, message_id, reason=reason))
+        return _Response(200 if found else 404, b"ok" if found else b"no such message")

@@ -1,0 +1,118 @@
+"""Inbox storage, the in-app "provider" that delivers into it, and the hub that wakes live
+subscribers.
+
+Subscribers do not trust the hub for content: a wake-up (or a poll every few seconds, which
+also catches messages another replica delivered) makes them read what is new from the
+database, after the last message they streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from cjo_delivery.adapters.tables import inbox_messages
+from cjo_delivery.domain.inbox import InboxMessage, InboxState
+from cjo_delivery.domain.sending import OutgoingMessage, ProviderError
+from cjo_platform.clock import Clock
+from cjo_platform.db import Database, insert_ignore
+
+i = inbox_messages.c
+
+
+def _inbox(row: Row[Any]) -> InboxMessage:
+    return InboxMessage(workspace_id=row.workspace_id, message_id=row.message_id,
+                        profile_id=row.profile_id, content=row.content,
+                        state=InboxState(row.state), journey_id=row.journey_id,
+                        create_time=row.create_time, update_time=row.update_time)
+
+
+def list_inbox(session: Session, workspace_id: str, profile_id: str, *, include_dismissed: bool,
+               limit: int, after: tuple[datetime, str] | None,
+               newer_than: tuple[datetime, str] | None = None) -> list[InboxMessage]:
+    """Newest first after ``after`` (paging); or, with ``newer_than``, oldest first from its
+    time on (the caller skips the ids it has seen at that time: times can tie)."""
+    query = select(inbox_messages).where(i.workspace_id == workspace_id,
+                                         i.profile_id == profile_id)
+    if not include_dismissed:
+        query = query.where(i.state != InboxState.DISMISSED.value)
+    if newer_than is not None:
+        query = query.where(i.create_time >= newer_than[0])
+        order = (i.create_time, i.message_id)
+    else:
+        if after is not None:
+            time, message_id = after
+            query = query.where(or_(i.create_time < time,
+                                    and_(i.create_time == time, i.message_id < message_id)))
+        order = (i.create_time.desc(), i.message_id.desc())
+    return [_inbox(r) for r in session.execute(query.order_by(*order).limit(limit)).all()]
+
+
+def mark(session: Session, workspace_id: str, message_id: str, state: InboxState,
+         now: datetime) -> InboxMessage | None:
+    session.execute(update(inbox_messages).where(
+        i.workspace_id == workspace_id, i.message_id == message_id).values(
+        state=state.value, update_time=now))
+    row = session.execute(select(inbox_messages).where(
+        i.workspace_id == workspace_id, i.message_id == message_id)).first()
+    return _inbox(row) if row is not None else None
+
+
+class InboxHub:
+    """Wakes the subscribers of a profile in this process."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[tuple[str, str], set[asyncio.Event]] = defaultdict(set)
+
+    def subscribe(self, workspace_id: str, profile_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._waiters[(workspace_id, profile_id)].add(event)
+        return event
+
+    def unsubscribe(self, workspace_id: str, profile_id: str, event: asyncio.Event) -> None:
+        waiters = self._waiters.get((workspace_id, profile_id))
+        if waiters is not None:
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[(workspace_id, profile_id)]
+
+    def publish(self, keys: Sequence[tuple[str, str]]) -> None:
+        for key in keys:
+            for event in self._waiters.get(key, ()):
+                event.set()
+
+
+class InboxProvider:
+    """Delivers in-app messages by storing them in the inbox (idempotent per message)."""
+
+    def __init__(self, db: Database, hub: InboxHub, clock: Clock) -> None:
+        self.db = db
+        self.hub = hub
+        self.clock = clock
+
+    async def send(self, message: OutgoingMessage) -> str:
+        if message.in_app is None:
+            raise ProviderError("the inbox takes only in-app messages", transient=False)
+        now = self.clock.now()
+        row = {"workspace_id": message.workspace_id, "message_id": message.message_id,
+               "profile_id": message.to, "content": message.in_app,
+               "state": InboxState.UNREAD.value, "journey_id": message.journey_id,
+               "create_time": now, "update_time": now}
+
+        def store() -> None:
+            with self.db.transaction() as session:
+                insert_ignore(session, inbox_messages, [row])
+
+        await self.db.run(store)
+        self.hub.publish([(message.workspace_id, message.to)])
+        return message.message_id
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,65 @@
+"""Turns a stored provider configuration into a live provider."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+import httpx
+
+from cjo_delivery.adapters.http_providers import (
+    FcmPushProvider,
+    JsonHttpProvider,
+    TwilioSmsProvider,
+    WebhookProvider,
+)
+from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
+from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
+from cjo_delivery.domain.sending import Provider
+from cjo_platform.clock import Clock
+
+
+class ProviderFactory:
+    """Builds providers that share one HTTP connection pool."""
+
+    def __init__(self, clock: Clock, *, smtp_connections: int = 4,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        self.clock = clock
+        self.smtp_connections = smtp_connections
+        self.tls_context = tls_context
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:  # created in the running loop, on first use
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+            # httpx writes headers and body separately; without TCP_NODELAY, Nagle holds the
+            # body until the server's delayed ACK (40 ms on Linux) on every request.
+            transport = httpx.AsyncHTTPTransport(
+                limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+            self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        return self._client
+
+    def build(self, config: ProviderConfig) -> Provider:
+        kind = config.kind
+        if kind is ProviderKind.SMTP:
+            c, s = config.config, config.secrets
+            starttls = c.get("starttls", "false") == "true"
+            return SmtpProvider(SmtpSettings(
+                host=c["host"], port=int(c.get("port", "587" if starttls else "25")),
+                sender=c["from"], starttls=starttls, username=s.get("username", ""),
+                password=s.get("password", ""),
+                timeout_seconds=float(c.get("timeout_seconds", "10")),
+                connections=self.smtp_connections, tls_context=self.tls_context), self.clock)
+        if kind is ProviderKind.HTTP_JSON:
+            return JsonHttpProvider(config, self.client, self.clock)
+        if kind is ProviderKind.TWILIO_SMS:
+            return TwilioSmsProvider(config, self.client, self.clock)
+        if kind is ProviderKind.FCM_PUSH:
+            return FcmPushProvider(config, self.client, self.clock)
+        return WebhookProvider(config, self.client, self.clock)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,129 @@
+"""Storage of providers and delivery policies."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from cjo_delivery.adapters.tables import policies, providers
+from cjo_delivery.domain.messages import Channel
+from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap, QuietHours
+from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
+from cjo_platform.db.engine import one_of
+
+p = providers.c
+
+
+def _provider(row: Row[Any]) -> ProviderConfig:
+    return ProviderConfig(
+        workspace_id=row.workspace_id, provider_id=row.provider_id, channel=Channel(row.channel),
+        kind=ProviderKind(row.kind), priority=row.priority, display_name=row.display_name,
+        config=json.loads(row.config), secrets=json.loads(row.secrets),
+        disabled=bool(row.disabled), etag=row.etag, create_time=row.create_time,
+        update_time=row.update_time)
+
+
+def new_etag() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def insert_provider(session: Session, config: ProviderConfig) -> None:
+    session.execute(providers.insert().values(
+        workspace_id=config.workspace_id, provider_id=config.provider_id,
+        channel=config.channel.value, kind=config.kind.value, priority=config.priority,
+        display_name=config.display_name, config=json.dumps(config.config, sort_keys=True),
+        secrets=json.dumps(config.secrets, sort_keys=True), disabled=config.disabled,
+        etag=config.etag, create_time=config.create_time, update_time=config.update_time))
+
+
+def replace_provider(session: Session, config: ProviderConfig) -> None:
+    session.execute(update(providers).where(
+        p.workspace_id == config.workspace_id, p.provider_id == config.provider_id).values(
+        priority=config.priority, display_name=config.display_name,
+        config=json.dumps(config.config, sort_keys=True),
+        secrets=json.dumps(config.secrets, sort_keys=True), disabled=config.disabled,
+        etag=config.etag, update_time=config.update_time))
+
+
+def get_provider(session: Session, workspace_id: str, provider_id: str,
+                 for_update: bool = False) -> ProviderConfig | None:
+    query = select(providers).where(p.workspace_id == workspace_id, p.provider_id == provider_id)
+    if for_update:
+        query = query.with_for_update()
+    row = session.execute(query).first()
+    return _provider(row) if row is not None else None
+
+
+def delete_provider(session: Session, workspace_id: str, provider_id: str) -> bool:
+    result = session.execute(delete(providers).where(
+        p.workspace_id == workspace_id, p.provider_id == provider_id))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def list_providers(session: Session, workspace_id: str,
+                   channel: Channel | None = None) -> list[ProviderConfig]:
+    query = select(providers).where(p.workspace_id == workspace_id)
+    if channel is not None:
+        query = query.where(p.channel == channel.value)
+    rows = session.execute(query.order_by(p.channel, p.priority, p.create_time,
+                                          p.provider_id)).all()
+    return [_provider(r) for r in rows]
+
+
+def providers_of(session: Session, workspace_ids: Sequence[str]) -> list[ProviderConfig]:
+    """Every enabled provider of these workspaces, in the order they are tried."""
+    if not workspace_ids:
+        return []
+    rows = session.execute(select(providers).where(
+        one_of(session, p.workspace_id, sorted(set(workspace_ids))), p.disabled.is_(False))
+        .order_by(p.workspace_id, p.channel, p.priority, p.create_time, p.provider_id)).all()
+    return [_provider(r) for r in rows]
+
+
+def policy_to_json(policy: DeliveryPolicy) -> str:
+    quiet = policy.quiet_hours
+    return json.dumps({
+        "caps": [{"channel": c.channel.value, "max": c.max_messages,
+                  "window": int(c.window.total_seconds())} for c in policy.caps.values()],
+        "quiet": None if quiet is None else {
+            "start": quiet.start.strftime("%H:%M"), "end": quiet.end.strftime("%H:%M"),
+            "zone": quiet.default_time_zone},
+    })
+
+
+def policy_from_json(text: str) -> DeliveryPolicy:
+    data = json.loads(text)
+    caps = {Channel(c["channel"]): FrequencyCap(Channel(c["channel"]), int(c["max"]),
+                                                timedelta(seconds=int(c["window"])))
+            for c in data.get("caps", [])}
+    quiet = data.get("quiet")
+    return DeliveryPolicy(caps, None if quiet is None else QuietHours(
+        time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"]), quiet["zone"]))
+
+
+def get_policy(session: Session, workspace_id: str) -> DeliveryPolicy:
+    row = session.execute(select(policies.c.policy).where(
+        policies.c.workspace_id == workspace_id)).first()
+    return policy_from_json(row.policy) if row is not None else DeliveryPolicy()
+
+
+def policies_of(session: Session, workspace_ids: Sequence[str]) -> dict[str, DeliveryPolicy]:
+    if not workspace_ids:
+        return {}
+    rows = session.execute(select(policies.c.workspace_id, policies.c.policy).where(
+        one_of(session, policies.c.workspace_id, sorted(set(workspace_ids))))).all()
+    return {r.workspace_id: policy_from_json(r.policy) for r in rows}
+
+
+def put_policy(session: Session, workspace_id: str, policy: DeliveryPolicy,
+               now: datetime) -> None:
+    session.execute(delete(policies).where(policies.c.workspace_id == workspace_id))
+    session.execute(policies.insert().values(workspace_id=workspace_id,
+                                             policy=policy_to_json(policy), update_time=now))

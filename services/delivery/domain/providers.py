@@ -1,0 +1,147 @@
+"""Providers a workspace configures per channel, tried in order of priority.
+
+Secrets live apart from the settings: they are written, used by the sender, and never returned
+or logged (``ProviderConfig.secrets`` is left out of its repr).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from cjo_delivery.domain.messages import Channel
+from cjo_platform.errors import InvalidArgument, Violations
+from cjo_platform.limits import MAX_ID_LENGTH
+
+NAME_PREFIX = "providers/"
+DEFAULT_SMTP_ID = "default-smtp"
+"""The deployment's SMTP server (CJO_SMTP_*), used for email when a workspace has none."""
+
+MAX_PROVIDERS_PER_CHANNEL = 10
+MAX_SETTING_LENGTH = 2048
+
+
+class ProviderKind(StrEnum):
+    SMTP = "smtp"
+    HTTP_JSON = "http_json"
+    TWILIO_SMS = "twilio_sms"
+    FCM_PUSH = "fcm_push"
+    WEBHOOK = "webhook"
+
+
+@dataclass(frozen=True)
+class _Shape:
+    channels: frozenset[Channel]
+    config: frozenset[str]  # allowed keys
+    required: frozenset[str]
+    secrets: frozenset[str]
+    urls: frozenset[str] = frozenset()
+
+
+_ALL = frozenset(Channel) - {Channel.IN_APP}
+SHAPES = {
+    ProviderKind.SMTP: _Shape(frozenset({Channel.EMAIL}),
+                              frozenset({"host", "port", "from", "starttls", "timeout_seconds"}),
+                              frozenset({"host", "from"}), frozenset({"username", "password"})),
+    ProviderKind.HTTP_JSON: _Shape(_ALL, frozenset({"url", "timeout_seconds"}),
+                                   frozenset({"url"}), frozenset({"api_key"}),
+                                   frozenset({"url"})),
+    ProviderKind.TWILIO_SMS: _Shape(frozenset({Channel.SMS}),
+                                    frozenset({"account_sid", "from", "base_url",
+                                               "timeout_seconds"}),
+                                    frozenset({"account_sid", "from"}),
+                                    frozenset({"auth_token"}), frozenset({"base_url"})),
+    ProviderKind.FCM_PUSH: _Shape(frozenset({Channel.PUSH}),
+                                  frozenset({"project_id", "base_url", "timeout_seconds"}),
+                                  frozenset({"project_id"}), frozenset({"access_token"}),
+                                  frozenset({"base_url"})),
+    ProviderKind.WEBHOOK: _Shape(frozenset({Channel.WEBHOOK}),
+                                 frozenset({"url", "timeout_seconds"}), frozenset({"url"}),
+                                 frozenset({"signing_secret"}), frozenset({"url"})),
+}
+REQUIRED_SECRETS = {ProviderKind.TWILIO_SMS: frozenset({"auth_token"}),
+                    ProviderKind.FCM_PUSH: frozenset({"access_token"}),
+                    ProviderKind.WEBHOOK: frozenset({"signing_secret"})}
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    workspace_id: str
+    provider_id: str
+    channel: Channel
+    kind: ProviderKind
+    priority: int
+    display_name: str
+    config: dict[str, str]
+    secrets: dict[str, str] = field(repr=False)
+    disabled: bool
+    etag: str
+    create_time: datetime
+    update_time: datetime
+
+
+def provider_name(provider_id: str) -> str:
+    return f"{NAME_PREFIX}{provider_id}"
+
+
+def provider_id_of(name: str, field: str = "name") -> str:
+    provider_id = name.removeprefix(NAME_PREFIX)
+    if (not name.startswith(NAME_PREFIX) or not provider_id or "/" in provider_id
+            or len(provider_id) > MAX_ID_LENGTH):
+        raise InvalidArgument.one(field, "must be providers/{provider_id}")
+    return provider_id
+
+
+def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
+                      display_name: str, config: dict[str, str], secrets: dict[str, str],
+                      prefix: str = "provider") -> Violations:
+    """Every problem of a provider's settings. ``secrets`` are the ones it will have after the
+    change (stored and new). Descriptions never quote a secret's value."""
+    problems = Violations()
+    problems.check(len(display_name) <= 256, f"{prefix}.display_name", "at most 256 characters")
+    ok_channel = problems.check(channel is not None and channel is not Channel.IN_APP,
+                                f"{prefix}.channel", "is required and cannot be CHANNEL_IN_APP")
+    if not problems.check(kind is not None, f"{prefix}.kind", "is required"):
+        return problems
+    assert kind is not None
+    shape = SHAPES[kind]
+    if ok_channel:
+        problems.check(channel in shape.channels, f"{prefix}.channel",
+                       f"is not a channel a {kind.value} provider sends")
+    for key, value in config.items():
+        if not problems.check(key in shape.config, f"{prefix}.config[{key}]",
+                              f"is not a setting of a {kind.value} provider; "
+                              f"use {', '.join(sorted(shape.config))}"):
+            continue
+        problems.check(len(value) <= MAX_SETTING_LENGTH, f"{prefix}.config[{key}]",
+                       f"at most {MAX_SETTING_LENGTH} characters")
+        if key in shape.urls:
+            url = urlsplit(value)
+            problems.check(url.scheme in ("http", "https") and bool(url.netloc),
+                           f"{prefix}.config[{key}]", "must be an http(s) URL")
+        if key in ("port",):
+            problems.check(value.isdigit() and 1 <= int(value) <= 65535,
+                           f"{prefix}.config[{key}]", "must be a port number")
+        if key == "timeout_seconds":
+            problems.check(_is_positive_number(value), f"{prefix}.config[{key}]",
+                           "must be a positive number of seconds")
+        if key == "starttls":
+            problems.check(value in ("true", "false"), f"{prefix}.config[{key}]",
+                           "must be true or false")
+    for key in sorted(shape.required - config.keys()):
+        problems.add(f"{prefix}.config[{key}]", f"is required for a {kind.value} provider")
+    for key in secrets:
+        problems.check(key in shape.secrets, f"{prefix}.secrets[{key}]",
+                       f"is not a secret of a {kind.value} provider")
+    for key in sorted(REQUIRED_SECRETS.get(kind, frozenset()) - secrets.keys()):
+        problems.add(f"{prefix}.secrets[{key}]", f"is required for a {kind.value} provider")
+    return problems
+
+
+def _is_positive_number(value: str) -> bool:
+    try:
+        return 0 < float(value) <= 300
+    except ValueError:
+        return False

@@ -1,0 +1,94 @@
+"""Computed traits: counts, sums and last times of a profile's events over a window."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from cjo_platform.errors import Violations
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_COMPUTED_TRAITS = 50
+
+
+class Aggregation(StrEnum):
+    COUNT = "count"
+    SUM = "sum"
+    LAST_TIME = "last_time"
+
+
+@dataclass(frozen=True)
+class ComputedTrait:
+    name: str
+    aggregation: Aggregation
+    event_name: str
+    property: str = ""
+    window: timedelta | None = None  # None: the whole history
+
+
+@dataclass(frozen=True)
+class EventFact:
+    """The part of a stored event computed traits read."""
+
+    name: str
+    properties: Mapping[str, Any]
+    timestamp: datetime
+
+
+def check_computed(definitions: Sequence[ComputedTrait], problems: Violations,
+                   field: str) -> None:
+    problems.check(len(definitions) <= MAX_COMPUTED_TRAITS, field,
+                   f"at most {MAX_COMPUTED_TRAITS}")
+    names: set[str] = set()
+    for index, item in enumerate(definitions):
+        path = f"{field}[{index}]"
+        problems.check(bool(NAME.fullmatch(item.name)), f"{path}.name",
+                       "must be a letter then up to 63 letters, digits or underscores")
+        problems.check(item.name not in names, f"{path}.name", "is defined twice")
+        names.add(item.name)
+        problems.check(0 < len(item.event_name) <= 128, f"{path}.event_name",
+                       "must be 1 to 128 characters")
+        problems.check(item.aggregation is not Aggregation.SUM or bool(item.property),
+                       f"{path}.property", "is required for SUM")
+        problems.check(item.window is None or item.window > timedelta(0), f"{path}.window",
+                       "must be positive (or unset for the whole history)")
+
+
+def compute(definitions: Sequence[ComputedTrait], facts: Iterable[EventFact],
+            now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in definitions:
+        if item.aggregation is Aggregation.COUNT:
+            values[item.name] = 0
+        elif item.aggregation is Aggregation.SUM:
+            values[item.name] = 0.0
+    facts = list(facts)
+    for item in definitions:
+        since = now - item.window if item.window else None
+        chosen = [f for f in facts if f.name == item.event_name
+                  and (since is None or since <= f.timestamp <= now)]
+        if item.aggregation is Aggregation.COUNT:
+            values[item.name] = len(chosen)
+        elif item.aggregation is Aggregation.SUM:
+            values[item.name] = float(sum(_number(f.properties.get(item.property))
+                                          for f in chosen))
+        elif chosen:
+            values[item.name] = max(f.timestamp for f in chosen).isoformat()
+    return values
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
+
+
+def earliest_needed(definitions: Sequence[ComputedTrait], now: datetime) -> datetime | None:
+    """Events older than this never count (None: some trait reads the whole history)."""
+    if not definitions or any(d.window is None for d in definitions):
+        return None
+    return now - max(d.window for d in definitions if d.window is not None)

@@ -1,0 +1,181 @@
+"""Journeys as files: a YAML or JSON form that maps one to one onto cjo.orchestration.v1.Journey
+(protobuf's JSON mapping, field names as in the proto), so journeys can live in a repository.
+
+    python -m cjo_orchestration.journeyfile validate journey.yaml
+    python -m cjo_orchestration.journeyfile apply journey.yaml [--publish]
+    python -m cjo_orchestration.journeyfile export journeys/{journey_id}
+
+`validate` checks the file offline, with the same rules PublishJourney applies (except whether
+the content exists, which only content knows). `apply` creates the journey, or, when the file
+names a `journey_id`, updates that journey's draft; `--publish` then publishes it. The server is
+CJO_ORCHESTRATION_TARGET (default 127.0.0.1:50053), the key CJO_API_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import field_mask_pb2, json_format
+
+from cjo.orchestration.v1 import journey_pb2
+from cjo.orchestration.v1 import orchestration_service_pb2 as pb
+from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
+from cjo_orchestration.api.convert import graph_from_proto
+from cjo_orchestration.domain.graph import validate_for_publish
+from cjo_orchestration.domain.journeys import UPDATABLE_FIELDS
+from cjo_platform.errors import FieldViolation
+
+# Set by the server; a file may carry them (e.g. after `export`) but they are not applied.
+OUTPUT_ONLY = ("name", "state", "published_version", "etag", "create_time", "update_time")
+
+
+class JourneyFileError(ValueError):
+    """The file is not a journey: unreadable, not YAML/JSON, or not the proto's shape."""
+
+
+def _yaml() -> Any:
+    try:
+        return importlib.import_module("yaml")
+    except ImportError:
+        raise JourneyFileError("reading YAML needs PyYAML (pip install PyYAML); JSON files "
+                               "work without it") from None
+
+
+def parse(text: str, *, suffix: str = ".yaml") -> journey_pb2.Journey:
+    """The journey a YAML (or JSON: ``suffix`` ".json") text describes. Unknown fields are an
+    error, so a typo never silently drops part of a journey."""
+    try:
+        data = json.loads(text) if suffix == ".json" else _yaml().safe_load(text)
+    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError's subclasses
+        raise JourneyFileError(f"not valid {suffix.lstrip('.').upper()}: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError is not a ValueError
+        raise JourneyFileError(f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise JourneyFileError("the file must hold one journey (a mapping)")
+    try:
+        return json_format.ParseDict(data, journey_pb2.Journey())
+    except json_format.ParseError as exc:
+        raise JourneyFileError(str(exc)) from None
+
+
+def load(path: Path) -> journey_pb2.Journey:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise JourneyFileError(f"cannot read {path}: {exc.strerror}") from None
+    return parse(text, suffix=".json" if path.suffix == ".json" else ".yaml")
+
+
+def to_dict(journey: journey_pb2.Journey, *, with_output: bool = False) -> dict[str, Any]:
+    data = json_format.MessageToDict(journey, preserving_proto_field_name=True)
+    if not with_output:
+        for name in OUTPUT_ONLY:
+            data.pop(name, None)
+    return data
+
+
+def dump(journey: journey_pb2.Journey, *, as_json: bool = False) -> str:
+    data = to_dict(journey)
+    if as_json:
+        return json.dumps(data, indent=2) + "\n"
+    text: str = _yaml().safe_dump(data, sort_keys=False, allow_unicode=True)
+    return text
+
+
+def problems(journey: journey_pb2.Journey) -> list[FieldViolation]:
+    """What PublishJourney would refuse, without asking content about content keys."""
+    return validate_for_publish(journey.display_name, graph_from_proto(journey)).items
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def _metadata() -> tuple[tuple[str, str], ...]:
+    key = os.environ.get("CJO_API_KEY", "")
+    return (("authorization", f"Bearer {key}"),) if key else ()
+
+
+async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Journey:
+    target = os.environ.get("CJO_ORCHESTRATION_TARGET", "127.0.0.1:50053")
+    # The same file applied twice is one change: the request id is the content's hash.
+    digest = hashlib.sha256(journey.SerializeToString(deterministic=True)).hexdigest()[:32]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.OrchestrationServiceStub(channel)
+        body = journey_pb2.Journey()
+        body.CopyFrom(journey)
+        for name in OUTPUT_ONLY:
+            body.ClearField(name)
+        if journey.journey_id:
+            body.name = f"journeys/{journey.journey_id}"
+            paths = [f for f in UPDATABLE_FIELDS
+                     if f not in ("event_trigger", "segment_trigger", "api_trigger")
+                     or body.WhichOneof("trigger") == f]
+            stored = (await stub.UpdateJourney(pb.UpdateJourneyRequest(
+                journey=body, update_mask=field_mask_pb2.FieldMask(paths=paths),
+                request_id=f"file-{digest}"), metadata=_metadata())).journey
+        else:
+            stored = (await stub.CreateJourney(pb.CreateJourneyRequest(
+                journey=body, request_id=f"file-{digest}"), metadata=_metadata())).journey
+        if publish:
+            stored = (await stub.PublishJourney(pb.PublishJourneyRequest(
+                name=stored.name, request_id=f"publish-{digest}"),
+                metadata=_metadata())).journey
+        return stored
+
+
+async def _export(name: str) -> journey_pb2.Journey:
+    target = os.environ.get("CJO_ORCHESTRATION_TARGET", "127.0.0.1:50053")
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.OrchestrationServiceStub(channel)
+        reply = await stub.GetJourney(pb.GetJourneyRequest(name=name), metadata=_metadata())
+        return reply.journey
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cjo_orchestration.journeyfile",
+                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("validate", help="check a journey file offline")
+    check.add_argument("file", type=Path)
+    apply = commands.add_parser("apply", help="create or update the journey of a file")
+    apply.add_argument("file", type=Path)
+    apply.add_argument("--publish", action="store_true", help="publish it afterwards")
+    export = commands.add_parser("export", help="print a journey as YAML")
+    export.add_argument("name", help="journeys/{journey_id}")
+    export.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "export":
+            print(dump(asyncio.run(_export(args.name)), as_json=args.json), end="")
+            return 0
+        journey = load(args.file)
+        found = problems(journey)
+        for violation in found:
+            print(f"{args.file}: {violation.field}: {violation.description}", file=sys.stderr)
+        if args.command == "validate":
+            if not found:
+                print(f"{args.file}: ok")
+            return 1 if found else 0
+        stored = asyncio.run(_apply(journey, args.publish))
+        print(f"{stored.name} {journey_pb2.JourneyState.Name(stored.state)} "
+              f"version {stored.published_version}")
+        return 0
+    except JourneyFileError as exc:
+        print(f"{getattr(args, 'file', args.command)}: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

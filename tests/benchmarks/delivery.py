@@ -1,0 +1,190 @@
+"""Delivery benchmark: sends per second through BatchSendMessages (1,000 messages per call) to a
+local sink provider, with the policies on, and the latency of a 1,000-message batch.
+
+    .venv/bin/python tests/benchmarks/delivery.py [--messages 20000] [--batches 10]
+                                                  [--backend sqlite|postgresql]
+
+An in-process delivery server; the workspace's SMS provider is a generic JSON-over-HTTP provider
+pointing at a keep-alive HTTP sink in its own process (so the sink does not share the event loop).
+Policies on: consent is asked of a real gRPC stand-in for identity (one call per claimed batch),
+a frequency cap (high enough never to defer) and quiet hours (outside them) are checked, and the
+suppression list is read, for every message.
+
+Prints (1) sends/s from the first BatchSendMessages call to the last message the sink received,
+with the p50/p99 latency of one accepting call, and (2) for ``--batches`` single batches of
+1,000: the p50/p99 time from the call to the last of its 1,000 messages reaching the sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))
+
+import grpc
+from delivery_support import IdentityStandIn, identity_stand_in
+from sqlalchemy import func, select
+
+from cjo.common.v1 import common_pb2
+from cjo.delivery.v1 import delivery_service_pb2 as pb
+from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
+from cjo.delivery.v1 import message_pb2, policy_pb2, provider_pb2
+from cjo_delivery.adapters.tables import messages
+from cjo_delivery.bootstrap import build
+from cjo_platform.config import Env
+from cjo_platform.logging import configure_logging
+from support import as_service, drop_schemas, free_port, new_backend, serving, settings_for
+
+BATCH = 1000
+WS = as_service("bench")
+
+
+def _sink(port: int, count: Synchronized) -> None:  # type: ignore[type-arg]
+    """A keep-alive HTTP/1.1 server answering every POST 200 {"id": ...}; counts requests."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                length = 0
+                await reader.readuntil(b"\r\n")
+                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                with count.get_lock():
+                    count.value += 1
+                    n = count.value
+                body = b'{"id":"sink-%d"}' % n
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def request(key: str, i: int) -> pb.SendMessageRequest:
+    return pb.SendMessageRequest(
+        idempotency_key=key, journey_id=f"j{i % 3}",
+        recipient=message_pb2.Recipient(profile_id=f"p{i}", address=f"+1415555{i % 10000:04d}"),
+        content=common_pb2.RenderedMessage(
+            channel=common_pb2.CHANNEL_SMS,
+            sms=common_pb2.RenderedSms(text=f"Your order {i} has shipped. Track it in the app.")))
+
+
+async def wait_for(count: Synchronized, target: int) -> float:  # type: ignore[type-arg]
+    while count.value < target:
+        await asyncio.sleep(0.002)
+    return time.perf_counter()
+
+
+async def run(args: argparse.Namespace) -> None:
+    configure_logging("bench", fmt="console", level=args.log_level)
+    port = free_port()
+    count: Synchronized = multiprocessing.Value("q", 0)  # type: ignore[type-arg]
+    sink = multiprocessing.Process(target=_sink, args=(port, count), daemon=True)
+    sink.start()
+    identity = IdentityStandIn(set())
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = new_backend(args.backend, Path(tmp))
+        try:
+            async with identity_stand_in(identity) as target:
+                settings = settings_for("delivery", backend, CJO_IDENTITY_TARGET=target,
+                                        CJO_ANALYTICS_TARGET=f"127.0.0.1:{free_port()}")
+                env = Env({"CJO_DELIVERY_POLL_SECONDS": "0.05",
+                           "CJO_DELIVERY_BATCH_SIZE": str(args.claim),
+                           "CJO_DELIVERY_CONCURRENCY": str(args.concurrency)})
+                app = build(settings, env)
+                env.check()
+                async with serving(app) as address, \
+                        grpc.aio.insecure_channel(address) as ch:
+                    stub = pb_grpc.DeliveryServiceStub(ch)
+                    await stub.CreateProvider(pb.CreateProviderRequest(
+                        provider=provider_pb2.Provider(
+                            channel=common_pb2.CHANNEL_SMS,
+                            kind=provider_pb2.PROVIDER_KIND_HTTP_JSON,
+                            config={"url": f"http://127.0.0.1:{port}/send"})), metadata=WS)
+                    await stub.UpdateDeliveryPolicy(pb.UpdateDeliveryPolicyRequest(
+                        policy=policy_pb2.DeliveryPolicy(
+                            frequency_caps=[policy_pb2.FrequencyCap(
+                                channel=common_pb2.CHANNEL_SMS, max_messages=1000,
+                                window_seconds=86400)],
+                            quiet_hours=policy_pb2.QuietHours(
+                                start="03:00", end="03:01", default_time_zone="UTC"))),
+                        metadata=WS)
+                    await throughput(stub, count, args.messages)
+                    await batch_latency(stub, count, args.messages, args.batches)
+
+                    def sent() -> int:
+                        with app.db.transaction() as session:
+                            return int(session.execute(select(func.count()).where(
+                                messages.c.status == "sent")).scalar_one())
+
+                    total = await app.db.run(sent)
+                    expected = args.messages + args.batches * BATCH
+                    print(f"check: {total} of {expected} messages SENT, sink received "
+                          f"{count.value}; consent calls {len(identity.calls)}")
+        finally:
+            drop_schemas(backend)
+            sink.terminate()
+
+
+async def throughput(stub: pb_grpc.DeliveryServiceStub, count: Synchronized,  # type: ignore[type-arg]
+                     n: int) -> None:
+    calls = []
+    start = time.perf_counter()
+    for b in range(0, n, BATCH):
+        t = time.perf_counter()
+        reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(
+            requests=[request(f"t{i}", i) for i in range(b, min(b + BATCH, n))]), metadata=WS)
+        calls.append(time.perf_counter() - t)
+        assert all(r.status.code == 0 for r in reply.results)
+    end = await wait_for(count, n)
+    q = statistics.quantiles(calls, n=100) if len(calls) > 1 else calls * 99
+    print(f"throughput: {n} messages in {end - start:.2f} s = {n / (end - start):,.0f} sends/s; "
+          f"BatchSendMessages call p50 {statistics.median(calls) * 1000:.0f} ms, "
+          f"p99 {q[98] * 1000:.0f} ms")
+
+
+async def batch_latency(stub: pb_grpc.DeliveryServiceStub, count: Synchronized,  # type: ignore[type-arg]
+                        offset: int, batches: int) -> None:
+    latencies = []
+    for b in range(batches):
+        base = count.value
+        t = time.perf_counter()
+        await stub.BatchSendMessages(pb.BatchSendMessagesRequest(
+            requests=[request(f"l{b}:{i}", offset + i) for i in range(BATCH)]), metadata=WS)
+        latencies.append(await wait_for(count, base + BATCH) - t)
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    print(f"1,000-message batch, call to last message at the provider: p50 "
+          f"{statistics.median(latencies) * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms "
+          f"over {batches} batches")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--claim", type=int, default=500, help="CJO_DELIVERY_BATCH_SIZE")
+    parser.add_argument("--concurrency", type=int, default=64, help="CJO_DELIVERY_CONCURRENCY")
+    parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgresql"])
+    parser.add_argument("--log-level", default="error")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

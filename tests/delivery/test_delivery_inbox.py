@@ -1,0 +1,84 @@
+"""The in-app inbox: in-app messages land in the profile's inbox, are listed, marked read or
+dismissed, and reach a live SubscribeInbox stream as they arrive."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import grpc
+import pytest
+from delivery_support import delivery_app
+
+from cjo.common.v1 import common_pb2
+from cjo.delivery.v1 import delivery_service_pb2 as pb
+from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
+from cjo.delivery.v1 import inbox_pb2, message_pb2
+from cjo_platform.clock import ManualClock
+from support import Backend, as_service, eventually, free_port, serving
+
+WS = as_service("ws-a")
+OTHER = as_service("ws-b")
+
+
+def in_app(key: str, title: str, profile_id: str = "p1") -> pb.SendMessageRequest:
+    return pb.SendMessageRequest(
+        idempotency_key=key, recipient=message_pb2.Recipient(profile_id=profile_id),
+        content=common_pb2.RenderedMessage(
+            channel=common_pb2.CHANNEL_IN_APP,
+            in_app=common_pb2.RenderedInApp(title=title, body="Tap to see", buttons=[
+                common_pb2.InAppButton(label="Open", link="acme://offers")])))
+
+
+async def test_the_inbox_lists_marks_and_streams_new_messages(backend: Backend) -> None:
+    clock = ManualClock()
+    app = delivery_app(backend, free_port(), clock)
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+        stub = pb_grpc.DeliveryServiceStub(ch)
+        first = (await stub.SendMessage(in_app("k1", "Welcome"), metadata=WS)).message
+
+        async def listed(**kw: object) -> list[inbox_pb2.InboxMessage]:
+            return list((await stub.ListInboxMessages(pb.ListInboxMessagesRequest(
+                profile_id="p1", **kw), metadata=WS)).messages)  # type: ignore[arg-type]
+
+        await eventually(listed)
+        stream = stub.SubscribeInbox(pb.SubscribeInboxRequest(profile_id="p1"), metadata=WS)
+        received: list[inbox_pb2.InboxMessage] = []
+
+        async def read() -> None:
+            async for item in stream:
+                received.append(item.message)
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.3)  # subscribed; the existing message is not streamed
+        clock.advance(timedelta(seconds=1))
+        await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+            in_app("k2", "20% off"), in_app("k3", "Not yours", profile_id="p2"),
+            in_app("k4", "Last chance")]), metadata=WS)
+        await eventually(lambda: len(received) == 2, timeout=5)
+        assert sorted(m.content.title for m in received) == ["20% off", "Last chance"]
+        assert received[0].state == inbox_pb2.INBOX_STATE_UNREAD
+        assert received[0].content.buttons[0].link == "acme://offers"
+        stream.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+
+        sent = (await stub.GetMessage(pb.GetMessageRequest(name=first.name),
+                                      metadata=WS)).message
+        assert sent.status == message_pb2.MESSAGE_STATUS_SENT
+        assert [m.content.title for m in await listed()][-1] == "Welcome"
+        read_one = (await stub.MarkInboxMessage(pb.MarkInboxMessageRequest(
+            name=f"inboxMessages/{first.message_id}", state=inbox_pb2.INBOX_STATE_READ),
+            metadata=WS)).message
+        assert read_one.state == inbox_pb2.INBOX_STATE_READ
+        await stub.MarkInboxMessage(pb.MarkInboxMessageRequest(
+            name=received[0].name, state=inbox_pb2.INBOX_STATE_DISMISSED), metadata=WS)
+        assert len(await listed()) == 2
+        assert len(await listed(include_dismissed=True)) == 3
+        page = await stub.ListInboxMessages(pb.ListInboxMessagesRequest(
+            profile_id="p1", page_size=1), metadata=WS)
+        assert len(page.messages) == 1 and page.next_page_token
+        with pytest.raises(grpc.aio.AioRpcError) as other:
+            await stub.MarkInboxMessage(pb.MarkInboxMessageRequest(
+                name=read_one.name, state=inbox_pb2.INBOX_STATE_READ), metadata=OTHER)
+        assert other.value.code() == grpc.StatusCode.NOT_FOUND

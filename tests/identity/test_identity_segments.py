@@ -1,0 +1,204 @@
+"""Computed traits, CEL-filtered profile lists, real-time segments forwarded through the outbox,
+and erasure/export of a profile, over a real gRPC server on both backends."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import timedelta
+
+import grpc
+from google.protobuf import duration_pb2
+from grpc_status import rpc_status
+from identity_support import START, Identity, Recorder, event, rpc_error
+
+from cjo.identity.v1 import event_pb2, identity_settings_pb2, segment_pb2
+from cjo.identity.v1 import identity_service_pb2 as pb
+from cjo_platform.rpc.status import field_violations
+from support import eventually
+
+Metadata = tuple[tuple[str, str], ...]
+DAY = timedelta(days=1)
+
+
+def order(message_id: str, user: str, revenue: float, at: timedelta) -> event_pb2.Event:
+    item = event(message_id, ("user_id", user), name="order_completed", at=START + at)
+    item.properties.update({"revenue": revenue})
+    return item
+
+
+async def ingest(identity: Identity, metadata: Metadata,
+                 *events: event_pb2.Event) -> pb.IngestEventsResponse:
+    reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=events),
+                                               metadata=metadata)
+    assert {r.status.code for r in reply.results} == {0}, reply
+    return reply
+
+
+async def with_computed_traits(identity: Identity, metadata: Metadata) -> None:
+    await identity.events.UpdateIdentitySettings(pb.UpdateIdentitySettingsRequest(
+        settings=identity_settings_pb2.IdentitySettings(computed_traits=[
+            identity_settings_pb2.ComputedTrait(
+                name="orders_30d", aggregation=identity_settings_pb2.COMPUTED_AGGREGATION_COUNT,
+                event_name="order_completed", window=duration_pb2.Duration(seconds=30 * 86400)),
+            identity_settings_pb2.ComputedTrait(
+                name="lifetime_value", event_name="order_completed", property="revenue",
+                aggregation=identity_settings_pb2.COMPUTED_AGGREGATION_SUM),
+            identity_settings_pb2.ComputedTrait(
+                name="last_order_at", event_name="order_completed",
+                aggregation=identity_settings_pb2.COMPUTED_AGGREGATION_LAST_TIME),
+        ])), metadata=metadata)
+
+
+async def test_computed_traits_and_filtered_lists(identity: Identity) -> None:
+    acme = await identity.new_workspace("acme")
+    bad = await rpc_error(identity.events.UpdateIdentitySettings(pb.UpdateIdentitySettingsRequest(
+        settings=identity_settings_pb2.IdentitySettings(computed_traits=[
+            identity_settings_pb2.ComputedTrait(
+                name="ltv", event_name="order_completed",
+                aggregation=identity_settings_pb2.COMPUTED_AGGREGATION_SUM)])), metadata=acme))
+    assert "settings.computed_traits[0].property" in field_violations(rpc_status.from_call(bad))
+    await with_computed_traits(identity, acme)
+    identity.clock.advance(60 * DAY)
+    reply = await ingest(identity, acme,
+                         order("o1", "u1", 10, 10 * DAY),  # outside the 30 days
+                         order("o2", "u1", 20, 50 * DAY),
+                         order("o3", "u1", 30, 55 * DAY),
+                         order("o4", "u2", 5, 58 * DAY),
+                         event("v1", ("user_id", "u3"), traits={"plan": "pro"}, identify=True))
+    u1 = (await identity.events.GetProfile(pb.GetProfileRequest(
+        name=f"profiles/{reply.results[0].profile_id}"), metadata=acme)).profile
+    assert dict(u1.computed_traits) == {
+        "orders_30d": 2, "lifetime_value": 60.0,
+        "last_order_at": (START + 55 * DAY).isoformat()}
+
+    async def listed(condition: str, size: int = 0) -> list[str]:
+        users, token = [], ""
+        while True:
+            page = await identity.events.ListProfiles(pb.ListProfilesRequest(
+                filter=condition, page_size=size, page_token=token), metadata=acme)
+            users += [i.value for p in page.profiles for i in p.identifiers]
+            token = page.next_page_token
+            if not token:
+                return sorted(users)
+
+    assert await listed("computed.orders_30d >= 1") == ["u1", "u2"]
+    assert await listed("computed.lifetime_value > 10.0 || traits.plan == 'pro'", 1) == [
+        "u1", "u3"]
+    assert await listed("") == ["u1", "u2", "u3"]
+    invalid = await rpc_error(identity.events.ListProfiles(
+        pb.ListProfilesRequest(filter="traits.plan == "), metadata=acme))
+    assert field_violations(rpc_status.from_call(invalid))["filter"].startswith("line 1, column")
+    unknown = await rpc_error(identity.events.ListProfiles(
+        pb.ListProfilesRequest(filter="profile.plan == 'pro'"), metadata=acme))
+    assert "unknown variable profile" in field_violations(rpc_status.from_call(unknown))["filter"]
+
+
+async def test_segment_members_follow_profiles_and_orchestration_hears_it(
+        identity: Identity, recorder: Recorder) -> None:
+    acme = await identity.new_workspace("acme")
+    await with_computed_traits(identity, acme)
+    identity.clock.advance(60 * DAY)
+    await ingest(identity, acme, order("o1", "u1", 20, 50 * DAY))
+
+    def segment(condition: str) -> pb.CreateSegmentRequest:
+        return pb.CreateSegmentRequest(segment=segment_pb2.Segment(
+            segment_id="repeat-buyers", display_name="Repeat buyers", condition=condition))
+
+    bad = await rpc_error(identity.events.CreateSegment(
+        segment("computed.orders_30d >= && 2"), metadata=acme))
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(rpc_status.from_call(bad))["segment.condition"].startswith(
+        "line 1, column ")
+    condition = "computed.orders_30d >= 2 && consent.email != 'unsubscribed'"
+    created = await identity.events.CreateSegment(segment(condition), metadata=acme)
+    assert created.segment.member_count == 0
+    taken = await rpc_error(identity.events.CreateSegment(segment(condition), metadata=acme))
+    assert taken.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    second = await ingest(identity, acme, order("o2", "u1", 20, 51 * DAY),
+                          order("o3", "u2", 1, 52 * DAY), order("o4", "u2", 1, 53 * DAY))
+    u1 = second.results[0].profile_id
+    u2 = second.results[1].profile_id
+    got = await identity.events.GetSegment(pb.GetSegmentRequest(name="segments/repeat-buyers"),
+                                           metadata=acme)
+    assert got.segment.member_count == 2
+    page = await identity.events.ListSegmentMembers(pb.ListSegmentMembersRequest(
+        parent="segments/repeat-buyers", page_size=1), metadata=acme)
+    rest = await identity.events.ListSegmentMembers(pb.ListSegmentMembersRequest(
+        parent="segments/repeat-buyers", page_token=page.next_page_token), metadata=acme)
+    assert sorted([*page.profile_ids, *rest.profile_ids]) == sorted([u1, u2])
+    assert not rest.next_page_token
+    profile = (await identity.events.GetProfile(pb.GetProfileRequest(name=f"profiles/{u2}"),
+                                                metadata=acme)).profile
+    assert list(profile.segments) == ["segments/repeat-buyers"]
+
+    # u2 unsubscribes from email: u2 leaves the segment.
+    unsubscribe = event("c1", ("user_id", "u2"), name="unsubscribed", at=START + 54 * DAY)
+    unsubscribe.properties.update({"channel": "email"})
+    await ingest(identity, acme, unsubscribe)
+
+    def transitions() -> list[tuple[str, str, str]]:
+        return [(e.event.name, e.profile_id, e.event.properties["segment_name"])
+                for e in recorder.events if e.event.name.startswith("segment_")]
+
+    await eventually(lambda: len(transitions()) == 3)
+    assert Counter(transitions()) == Counter([
+        ("segment_entered", u1, "Repeat buyers"), ("segment_entered", u2, "Repeat buyers"),
+        ("segment_exited", u2, "Repeat buyers")])
+    # Per profile, the segment event follows the event that caused it.
+    of_u2 = [e.event.name for e in recorder.events if e.profile_id == u2]
+    assert of_u2 == ["order_completed", "order_completed", "segment_entered", "unsubscribed",
+                     "segment_exited"]
+    got = await identity.events.GetSegment(pb.GetSegmentRequest(name="segments/repeat-buyers"),
+                                           metadata=acme)
+    assert got.segment.member_count == 1
+
+    # A segment created later admits the profiles that already match.
+    late = await identity.events.CreateSegment(pb.CreateSegmentRequest(
+        segment=segment_pb2.Segment(segment_id="buyers", display_name="Buyers",
+                                    condition="computed.lifetime_value > 0.0")), metadata=acme)
+    assert late.segment.member_count == 2
+
+
+async def test_a_deleted_profile_is_gone_and_its_identifiers_can_be_blocked(
+        identity: Identity, recorder: Recorder) -> None:
+    acme = await identity.new_workspace("acme")
+    first = await ingest(identity, acme,
+                         event("m1", ("anonymous_id", "a1"), name="page_viewed"),
+                         event("m2", ("user_id", "u1"), ("email", "ada@example.com"),
+                               traits={"first_name": "Ada"}, identify=True,
+                               at=START + timedelta(minutes=1)))
+    anon, user = first.results[0].profile_id, first.results[1].profile_id
+    await ingest(identity, acme, event("m3", ("user_id", "u1"), ("anonymous_id", "a1"),
+                                       at=START + timedelta(minutes=2)))
+    exported = await identity.events.ExportProfile(pb.ExportProfileRequest(
+        name=f"profiles/{user}"), metadata=acme)
+    document = json.loads(exported.json)
+    assert document["profile"]["traits"] == {"first_name": "Ada"}
+    assert sorted(e["event"]["messageId"] for e in document["events"]) == ["m1", "m2", "m3"]
+    # The anonymous profile was seen first, so it survived the login and took u1 in.
+    survivor = document["profile"]["profileId"]
+    assert survivor == anon
+    assert [m["mergedProfileId"] for m in document["profile"]["mergedFrom"]] == [user]
+    await identity.events.DeleteProfile(pb.DeleteProfileRequest(
+        name=f"profiles/{user}", block_identifiers=True), metadata=acme)
+    for name in (f"profiles/{anon}", f"profiles/{user}"):
+        gone = await rpc_error(identity.events.GetProfile(pb.GetProfileRequest(name=name),
+                                                          metadata=acme))
+        assert gone.code() == grpc.StatusCode.NOT_FOUND
+    missing = await rpc_error(identity.events.LookupProfile(pb.LookupProfileRequest(
+        identifier=event_pb2.Identifier(type="email", value="ada@example.com")), metadata=acme))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+    again = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        event("m4", ("email", "ada@example.com")),
+        event("m5", ("email", "ada@example.com"), ("anonymous_id", "fresh"))]), metadata=acme)
+    assert "events[0].identifiers" in field_violations(again.results[0].status)
+    assert again.results[1].status.code == 0
+    fresh = (await identity.events.GetProfile(pb.GetProfileRequest(
+        name=f"profiles/{again.results[1].profile_id}"), metadata=acme)).profile
+    assert [(i.type, i.value) for i in fresh.identifiers] == [("anonymous_id", "fresh")]
+
+    await eventually(lambda: any(e.event.name == "profile_deleted" for e in recorder.events))
+    erased = [e for e in recorder.events if e.event.name == "profile_deleted"]
+    assert [e.profile_id for e in erased] == [survivor]
