@@ -22,6 +22,14 @@ frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Then the works
 providers for its channel are tried in order of priority: one whose circuit breaker is open is
 skipped, and a transient failure moves on to the next. Email falls back to the deployment's
 SMTP server when the workspace configured no email provider.
+
+A provider with a rate limit (``rate_per_second``, ``burst``) whose token bucket is empty is
+skipped like one with an open breaker. When no provider was called because of that, the message
+goes back to the queue, its attempt not counted, due at its turn: when the next token comes,
+or one token's time after the turn last handed out, so a backlog comes back at the rate rather
+than being claimed and put back every round. Excess waits in the database, never in memory.
+The buckets live in this process, so with N sender replicas each enforces the full rate:
+configure rate/N.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from cjo_delivery.domain.policies import (
     decide,
 )
 from cjo_delivery.domain.providers import DEFAULT_SMTP_ID, ProviderConfig
+from cjo_delivery.domain.ratelimit import TokenBucket, bucket_of
 from cjo_delivery.domain.sending import (
     OutgoingMessage,
     Provider,
@@ -60,6 +69,7 @@ from cjo_delivery.domain.sending import (
     after_failure,
     after_success,
     deferred,
+    rate_limited,
     released,
     suppressed,
 )
@@ -109,6 +119,7 @@ class _Route:
     provider_id: str
     provider: Provider
     breaker: CircuitBreaker
+    bucket: TokenBucket | None = None
 
 
 @dataclass(frozen=True)
@@ -277,7 +288,7 @@ class Sender(PollingWorker):
                     self._retired.append(live[1].provider)
                 assert self.build_provider is not None
                 live = (config.etag, _Route(config.provider_id, self.build_provider(config),
-                                            self._new_breaker()))
+                                            self._new_breaker(), bucket_of(config.config)))
                 self._live[key] = live
             routes.append(live[1])
         return routes
@@ -342,8 +353,13 @@ class Sender(PollingWorker):
                 transient=False))
         errors: list[str] = []
         retry_after: float | None = None
+        turns: list[tuple[datetime, TokenBucket]] = []  # of providers at their rate limit
+        called = False
         for route in routes:
             now = self.clock.now()
+            if route.bucket is not None and route.bucket.wait(now):
+                turns.append((route.bucket.next_turn(now), route.bucket))
+                continue
             if not route.breaker.allow(now):
                 errors.append(f"{route.provider_id}: circuit open")
                 reopen = route.breaker.open_until
@@ -351,6 +367,9 @@ class Sender(PollingWorker):
                     wait = max((reopen - now).total_seconds(), 0.0)
                     retry_after = wait if retry_after is None else min(retry_after, wait)
                 continue
+            if route.bucket is not None:
+                route.bucket.take(now)
+            called = True
             try:
                 provider_message_id = await route.provider.send(outgoing)
             except ProviderError as exc:
@@ -371,6 +390,10 @@ class Sender(PollingWorker):
             route.breaker.succeeded()
             return _Outcome(claim, provider_message_id=provider_message_id,
                             provider_id=route.provider_id)
+        if turns and not called:
+            turn, bucket = min(turns, key=lambda t: t[0])
+            bucket.promise(turn)
+            return _Outcome(claim, decided=rate_limited(claim.attempts, turn))
         text = errors[0] if len(errors) == 1 else "; ".join(errors)
         return _Outcome(claim, error=ProviderError(text, transient=True,
                                                    retry_after=retry_after))

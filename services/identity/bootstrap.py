@@ -1,5 +1,5 @@
 """Wires the identity service: storage, its own API key authentication, the two servicers and
-the outbox forwarder to orchestration."""
+the outbox forwarders to orchestration (events) and analytics (conversion facts)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from cjo_identity.api.workspace_servicer import WorkspaceServicer
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.db.outbox import Forwarder
+from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.auth import Authenticator, CachingResolver
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage
@@ -28,6 +29,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # Identity owns the keys: it checks them in its own database instead of calling itself.
     resolve_key = CachingResolver(local_key_resolver(storage.db))
     forwarder = Forwarder(storage.db, storage.outbox, EVENTS_TOPIC, event_sender(settings))
+    # Conversion facts share the outbox; each forwarder drains only its own topic.
+    facts = facts_forwarder(settings, storage.db, storage.outbox)
     return ServiceApp(
         settings=settings,
         db=storage.db,
@@ -41,6 +44,6 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         ],
         authenticator=Authenticator(settings.service_token, resolve_key),
         service_only_methods=workspace_servicer.SERVICE_ONLY_METHODS,
-        background=[forwarder.run],
+        background=[forwarder.run, facts.run],
         migrate=storage.migrate,
     )

@@ -30,6 +30,7 @@ from cjo_orchestration.domain.engine import (
     advance,
     after_send,
     apply_events,
+    profile_time_zone,
 )
 from cjo_orchestration.domain.journeys import JourneyGraph
 from cjo_orchestration.settings import EngineSettings
@@ -258,7 +259,8 @@ class StepWorker(PollingWorker):
                 continue
             to_send.append((i, SendItem(order.idempotency_key, transition.enrollment.profile_id,
                                         order.address, rendered, transition.enrollment.journey_id,
-                                        transition.enrollment.enrollment_id)))
+                                        transition.enrollment.enrollment_id,
+                                        profile_time_zone(transition.enrollment.traits))))
         if to_send:
             sent = await self.peers.send(workspace_id, [item for _, item in to_send])
             for (i, _), result in zip(to_send, sent, strict=True):

@@ -133,7 +133,9 @@ def test_transitions_after_an_attempt() -> None:
      "550 5.1.1 no such user"),
     (smtplib.SMTPRecipientsRefused({"a@b.c": (452, b"4.2.2 mailbox full")}), True,
      "452 4.2.2 mailbox full"),
-    (smtplib.SMTPAuthenticationError(535, b"bad credentials"), True, "535 bad credentials"),
+    # Wrong credentials stay wrong: failed for good, not retried; a 4xx AUTH answer is retried.
+    (smtplib.SMTPAuthenticationError(535, b"bad credentials"), False, "535 bad credentials"),
+    (smtplib.SMTPAuthenticationError(454, b"try later"), True, "454 try later"),
     (smtplib.SMTPConnectError(554, b"go away"), True, "554 go away"),
 ])
 def test_smtp_errors_are_classified(exc: BaseException, transient: bool, text: str) -> None:

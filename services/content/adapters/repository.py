@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import RowMapping, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from cjo_content.adapters.tables import content_items, content_versions, snippets
+from cjo_content.adapters.tables import content_items, content_settings, content_versions, snippets
 from cjo_content.domain.content_items import (
     CHANNELS,
     ChannelBodies,
@@ -30,12 +30,14 @@ from cjo_content.domain.content_items import (
     Variant,
     WebhookTemplate,
 )
+from cjo_content.domain.settings import ContentSettings
 from cjo_content.domain.snippets import Snippet
 from cjo_platform.db import insert_ignore
 
 _t = content_items
 _v = content_versions
 _s = snippets
+_cs = content_settings
 
 
 # --- draft <-> JSON --------------------------------------------------------------------------
@@ -341,3 +343,33 @@ def delete_snippet(session: Session, workspace_id: str, key: str, revision: int)
 def count_versions(session: Session, workspace_id: str, key: str) -> int:
     return int(session.execute(select(func.count()).where(
         _v.c.workspace_id == workspace_id, _v.c.key == key)).scalar_one())
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def get_settings(session: Session, workspace_id: str) -> ContentSettings:
+    """The workspace's settings; the defaults when it never changed them."""
+    row = session.execute(select(_cs.c.default_locale, _cs.c.revision, _cs.c.update_time).where(
+        _cs.c.workspace_id == workspace_id)).first()
+    if row is None:
+        return ContentSettings()
+    return ContentSettings(default_locale=row.default_locale, revision=int(row.revision),
+                           update_time=row.update_time)
+
+
+def save_settings(session: Session, workspace_id: str, current: ContentSettings,
+                  settings: ContentSettings, now: datetime) -> ContentSettings | None:
+    """Write ``settings`` as the next revision of ``current``; None when somebody else saved
+    first (compare-and-set on the revision; the first save inserts the row)."""
+    saved = ContentSettings(default_locale=settings.default_locale,
+                            revision=current.revision + 1, update_time=now)
+    values = {"default_locale": saved.default_locale, "revision": saved.revision,
+              "update_time": now}
+    if current.revision == 0:
+        inserted = insert_ignore(session, _cs, [{"workspace_id": workspace_id, **values}],
+                                 returning=_cs.c.workspace_id)
+        return saved if inserted else None
+    result = session.execute(update(_cs).where(
+        _cs.c.workspace_id == workspace_id, _cs.c.revision == current.revision).values(**values))
+    return saved if result.rowcount == 1 else None  # type: ignore[attr-defined]

@@ -66,3 +66,14 @@ snippets = Table(
     Column("update_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "key"),
 )
+
+# One row per workspace that changed its content settings; no row means the defaults.
+content_settings = Table(
+    "content_settings",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("default_locale", String(64), nullable=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id"),
+)

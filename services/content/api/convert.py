@@ -28,6 +28,7 @@ from cjo_content.domain.rendering import (
     RenderedSms,
     Rendering,
 )
+from cjo_content.domain.settings import SETTINGS_NAME, ContentSettings
 from cjo_content.domain.sms import SmsEncoding
 from cjo_content.domain.snippets import Snippet
 from cjo_platform.protobuf import struct_to_dict, to_timestamp
@@ -148,12 +149,13 @@ def snippet_to_proto(snippet: Snippet) -> item_pb.Snippet:
                            update_time=to_timestamp(snippet.update_time))
 
 
-def context_from_proto(context: pb.RenderContext, locale: str,
-                       workspace_id: str) -> RenderContext:
+def context_from_proto(context: pb.RenderContext, locale: str, workspace_id: str,
+                       workspace_locale: str = "") -> RenderContext:
     return RenderContext(traits=struct_to_dict(context.traits),
                          event=struct_to_dict(context.event),
                          variables=struct_to_dict(context.variables), locale=locale,
-                         profile_id=context.profile_id, workspace_id=workspace_id)
+                         profile_id=context.profile_id, workspace_id=workspace_id,
+                         workspace_locale=workspace_locale)
 
 
 def rendered_message(key: str, revision: int, version: int, channel: str,
@@ -180,3 +182,15 @@ def rendered_message(key: str, revision: int, version: int, channel: str,
     else:
         message.webhook.CopyFrom(common_pb2.RenderedWebhook(json_body=body.json_body))
     return message
+
+
+def settings_to_proto(settings: ContentSettings) -> item_pb.ContentSettings:
+    message = item_pb.ContentSettings(name=SETTINGS_NAME, default_locale=settings.default_locale,
+                                      revision=settings.revision, etag=settings.etag)
+    if settings.update_time is not None:
+        message.update_time.CopyFrom(to_timestamp(settings.update_time))
+    return message
+
+
+def settings_from_proto(message: item_pb.ContentSettings) -> ContentSettings:
+    return ContentSettings(default_locale=message.default_locale)

@@ -14,10 +14,12 @@ log = get_logger("cjo.content")
 
 
 def render_result(workspace: str, compiled: CompiledContent, version: int, channel: str,
-                  locale: str, context: pb.RenderContext) -> pb.BatchRenderContentResult:
+                  locale: str, context: pb.RenderContext, workspace_locale: str = "",
+                  ) -> pb.BatchRenderContentResult:
     """One render; whatever goes wrong stays in this result's status."""
     try:
-        rendering = compiled.render_for(channel, context_from_proto(context, locale, workspace))
+        rendering = compiled.render_for(
+            channel, context_from_proto(context, locale, workspace, workspace_locale))
         return pb.BatchRenderContentResult(status=OK, message=rendered_message(
             compiled.key, compiled.revision, version, channel, rendering))
     except CjoError as exc:

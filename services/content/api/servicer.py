@@ -21,6 +21,8 @@ from cjo_content.api.convert import (
     draft_from_proto,
     item_to_proto,
     rendered_message,
+    settings_from_proto,
+    settings_to_proto,
     snippet_to_proto,
     version_to_proto,
 )
@@ -35,6 +37,13 @@ from cjo_content.domain.content_items import (
 )
 from cjo_content.domain.locales import is_bcp47
 from cjo_content.domain.rendering import CompiledCache, CompiledContent
+from cjo_content.domain.settings import (
+    SETTINGS_NAME,
+    ContentSettings,
+    apply_settings_update,
+    check_settings_name,
+    parse_settings_mask,
+)
 from cjo_content.domain.snippets import Snippet, resolve_snippets, snippet_key_from_name
 from cjo_content.domain.validation import check_new_item, check_snippet, check_update
 from cjo_platform.clock import Clock
@@ -323,21 +332,25 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
     # --- rendering -------------------------------------------------------------------------
 
     async def _published(self, workspace: str, targets: list[_Target],
-                         ) -> dict[tuple[str, int], _Published | CjoError]:
-        """(key, requested version) -> compiled version, or why it cannot be rendered.
+                         ) -> tuple[dict[tuple[str, int], _Published | CjoError], str]:
+        """(key, requested version) -> compiled version, or why it cannot be rendered; and the
+        workspace's default locale.
 
-        One transaction reads latest versions and fingerprints; the version documents are read
-        only for versions this process has not compiled yet.
+        One transaction reads latest versions, fingerprints and the workspace's settings (one
+        query each, whatever the batch size); the version documents are read only for
+        versions this process has not compiled yet.
         """
         wanted = {(t.key, t.version) for t in targets}
 
-        def resolve(session: Session) -> tuple[dict[str, int], dict[tuple[str, int], str]]:
+        def resolve(session: Session,
+                    ) -> tuple[dict[str, int], dict[tuple[str, int], str], str]:
             latest = repository.latest_versions(session, workspace, {k for k, _ in wanted})
             exact = {(k, v if v else latest.get(k, 0)) for k, v in wanted}
             return latest, repository.fingerprints(
-                session, workspace, {(k, v) for k, v in exact if v})
+                session, workspace, {(k, v) for k, v in exact if v}), \
+                repository.get_settings(session, workspace).default_locale
 
-        latest, fingerprints = await self._read(resolve)
+        latest, fingerprints, workspace_locale = await self._read(resolve)
         out: dict[tuple[str, int], _Published | CjoError] = {}
         compiled: dict[tuple[str, int], CompiledContent] = {}
         missing: set[tuple[str, int]] = set()
@@ -374,16 +387,17 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                 entry = compiled[(key, exact_version)]
                 out[(key, requested)] = _Published(exact_version, entry.revision, entry,
                                                    fingerprints[(key, exact_version)])
-        return out
+        return out, workspace_locale
 
     @staticmethod
     def _render(workspace: str, target: _Target, published: _Published | CjoError,
                 request: pb.RenderContentRequest | pb.PreviewContentRequest,
-                ) -> common_pb2.RenderedMessage:
+                workspace_locale: str) -> common_pb2.RenderedMessage:
         """One render for a unary call: errors are raised, not put in a status."""
         if isinstance(published, CjoError):
             raise published
-        context = context_from_proto(request.context, target.locale, workspace)
+        context = context_from_proto(request.context, target.locale, workspace,
+                                     workspace_locale)
         rendering = published.compiled.render_for(target.channel, context)
         return rendered_message(target.key, published.revision, published.version,
                                 target.channel, rendering)
@@ -392,8 +406,10 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.RenderContentResponse:
         target = _target(request)
         workspace = current_workspace()
-        published = (await self._published(workspace, [target]))[(target.key, target.version)]
-        message = await asyncio.to_thread(self._render, workspace, target, published, request)
+        found, workspace_locale = await self._published(workspace, [target])
+        message = await asyncio.to_thread(self._render, workspace, target,
+                                          found[(target.key, target.version)], request,
+                                          workspace_locale)
         return pb.RenderContentResponse(message=message)
 
     async def BatchRenderContent(self, request: pb.BatchRenderContentRequest,
@@ -409,7 +425,11 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
             except InvalidArgument as exc:
                 results[index].status.CopyFrom(
                     to_status_proto(exc.within(f"requests[{index}]"), DOMAIN))
-        published = await self._published(workspace, [t for _, t in targets]) if targets else {}
+        published: dict[tuple[str, int], _Published | CjoError] = {}
+        workspace_locale = ""
+        if targets:
+            published, workspace_locale = await self._published(workspace,
+                                                                [t for _, t in targets])
         renderable: list[tuple[int, _Target, _Published]] = []
         for index, target in targets:
             found = published[(target.key, target.version)]
@@ -424,7 +444,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                 for index, target, version in renderable:
                     results[index].CopyFrom(render_result(
                         workspace, version.compiled, version.version, target.channel,
-                        target.locale, request.requests[index].context))
+                        target.locale, request.requests[index].context, workspace_locale))
 
             await asyncio.to_thread(render_all)
         return pb.BatchRenderContentResponse(results=results)
@@ -434,21 +454,21 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         target = _target(request)
         workspace = current_workspace()
 
-        def read(session: Session) -> tuple[ContentItem, dict[str, str]]:
+        def read(session: Session) -> tuple[ContentItem, dict[str, str], str]:
             item = repository.get(session, workspace, target.key)
             if item is None:
                 raise _not_found(target.key)
             snippets = resolve_snippets(
                 item.draft.template_sources().values(),
                 lambda keys: repository.snippet_sources(session, workspace, keys))
-            return item, snippets
+            return item, snippets, repository.get_settings(session, workspace).default_locale
 
-        item, snippets = await self._read(read)
+        item, snippets, workspace_locale = await self._read(read)
 
         def preview() -> common_pb2.RenderedMessage:
             compiled = CompiledContent(item.key, item.draft, snippets, item.revision)
             return self._render(workspace, target, _Published(0, item.revision, compiled),
-                                request)
+                                request, workspace_locale)
 
         return pb.PreviewContentResponse(message=await asyncio.to_thread(preview))
 
@@ -532,6 +552,48 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
 
         return await self._write("DeleteSnippet", request, request.request_id,
                                  pb.DeleteSnippetResponse, remove)
+
+
+    # --- settings --------------------------------------------------------------------------
+
+    async def GetContentSettings(self, request: pb.GetContentSettingsRequest,
+                                 context: grpc.aio.ServicerContext,
+                                 ) -> pb.GetContentSettingsResponse:
+        check_settings_name(request.name, "name")
+        workspace = current_workspace()
+        settings = await self._read(lambda session: repository.get_settings(session, workspace))
+        return pb.GetContentSettingsResponse(content_settings=settings_to_proto(settings))
+
+    async def UpdateContentSettings(self, request: pb.UpdateContentSettingsRequest,
+                                    context: grpc.aio.ServicerContext,
+                                    ) -> pb.UpdateContentSettingsResponse:
+        workspace = current_workspace()
+        check_settings_name(request.content_settings.name, "content_settings.name")
+        mask = parse_settings_mask(request.update_mask.paths)
+        patch = settings_from_proto(request.content_settings)
+        etag = request.content_settings.etag
+        # Validate before the transaction so bad input never touches the database.
+        try:
+            apply_settings_update(ContentSettings(), patch, mask)
+        except InvalidArgument as exc:
+            raise exc.within("content_settings") from None
+
+        def change(session: Session) -> pb.UpdateContentSettingsResponse:
+            current = repository.get_settings(session, workspace)
+            if etag and etag != current.etag:
+                raise _stale("content settings", SETTINGS_NAME, etag)
+            updated = apply_settings_update(current, patch, mask)
+            if updated == current:  # nothing changed: keep revision and etag
+                return pb.UpdateContentSettingsResponse(
+                    content_settings=settings_to_proto(current))
+            saved = repository.save_settings(session, workspace, current, updated,
+                                             self.clock.now())
+            if saved is None:
+                raise _stale("content settings", SETTINGS_NAME, current.etag)
+            return pb.UpdateContentSettingsResponse(content_settings=settings_to_proto(saved))
+
+        return await self._write("UpdateContentSettings", request, request.request_id,
+                                 pb.UpdateContentSettingsResponse, change)
 
 
 T = TypeVar("T")

@@ -39,6 +39,34 @@ def fallback_chain(requested: str, default: str = DEFAULT_LOCALE) -> list[str]:
     return chain
 
 
+def _subtags(tag: str) -> list[str]:
+    """``zh-Hant-TW`` -> [``zh-Hant-TW``, ``zh-Hant``, ``zh``]; [] for an empty or bad tag."""
+    parts = tag.split("-") if tag and is_bcp47(tag) else []
+    return ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+
+
+@lru_cache(maxsize=1024)
+def locale_chain(requested: str, item_default: str, workspace_default: str,
+                 ) -> tuple[str, ...]:
+    """The locales a render tries, in order, for a body: the requested locale and its parents,
+    then ``""`` (the item's own base bodies) when the item sets ``item_default``, then the
+    workspace default and its parents. ``ko-KR`` with workspace ``en`` -> (ko-KR, ko, en)."""
+    chain: list[str] = []
+    seen: set[str] = set()
+    for tag in _subtags(requested):
+        if tag.lower() not in seen:
+            seen.add(tag.lower())
+            chain.append(tag)
+    if item_default:
+        chain.append("")
+        return tuple(chain)
+    for tag in _subtags(workspace_default):
+        if tag.lower() not in seen:
+            seen.add(tag.lower())
+            chain.append(tag)
+    return tuple(chain)
+
+
 @lru_cache(maxsize=512)
 def _babel_locale(tag: str) -> babel.Locale:
     try:

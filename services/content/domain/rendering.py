@@ -24,7 +24,7 @@ from cjo_content.domain.content_items import (
     Variant,
     WebhookTemplate,
 )
-from cjo_content.domain.locales import fallback_chain, is_bcp47
+from cjo_content.domain.locales import DEFAULT_LOCALE, fallback_chain, is_bcp47, locale_chain
 from cjo_content.domain.plain_text import html_to_text
 from cjo_content.domain.sms import SmsEncoding, sms_encoding
 from cjo_content.domain.templates import (
@@ -55,6 +55,8 @@ class RenderContext:
 
     ``locale`` here is the requested locale; empty means the profile's ``locale`` trait.
     ``workspace_id`` and ``profile_id`` assign the variant of an experiment.
+    ``workspace_locale`` is the workspace's default locale (its content settings), the last
+    locale tried before an item's base bodies; empty means ``en``.
     """
 
     traits: Mapping[str, Any] = field(default_factory=dict)
@@ -63,6 +65,7 @@ class RenderContext:
     locale: str = ""
     profile_id: str = ""
     workspace_id: str = ""
+    workspace_locale: str = ""
 
     def requested_locale(self) -> str:
         if self.locale:
@@ -181,7 +184,8 @@ class CompiledContent:
                                   context.profile_id, draft.variants)
                    if draft.variants else None)
         requested = context.requested_locale()
-        body, prefix, locale = self._choose(channel, variant, requested)
+        body, prefix, locale = self._choose(channel, variant, requested,
+                                             context.workspace_locale)
         if body is None:
             raise FailedPrecondition(f"content item {self.key!r} has no {channel} body",
                                      reason="CHANNEL_BODY_MISSING",
@@ -201,22 +205,32 @@ class CompiledContent:
         return Rendering(rendered, locale, variant.key if variant else "")
 
     def _choose(self, channel: str, variant: Variant | None, requested: str,
-                ) -> tuple[ChannelTemplate | None, str, str]:
-        """(body, field-path prefix, locale of the body)."""
+                workspace_locale: str = "") -> tuple[ChannelTemplate | None, str, str]:
+        """(body, field-path prefix, locale of the body).
+
+        The chain: the requested locale and its parents (``ko-KR``, ``ko``), then the item's
+        ``default_locale`` when it sets one (its base bodies), then the workspace default and
+        its parents, then the base bodies. Base bodies of an item without ``default_locale``
+        are taken to be written in the workspace default.
+        """
         draft = self.draft
+        workspace_locale = workspace_locale or DEFAULT_LOCALE
+        base_locale = draft.default_locale or workspace_locale
         if variant is not None:
             body = variant.bodies.body(channel)
             if body is not None:
-                return body, f"variants[{self._variant_index[variant.key]}].", draft.locale
-        if requested and draft.localizations:
-            for tag in fallback_chain(requested, draft.locale)[:-1]:
+                return body, f"variants[{self._variant_index[variant.key]}].", base_locale
+        if draft.localizations:
+            for tag in locale_chain(requested, draft.default_locale, workspace_locale):
+                if not tag:
+                    break  # the item's own default locale: its base bodies
                 index = self._locale_index.get(tag.lower())
                 if index is not None:
                     body = draft.localizations[index].bodies.body(channel)
                     if body is not None:
                         return body, f"localizations[{index}].", \
                             draft.localizations[index].locale
-        return draft.body(channel), "", draft.locale
+        return draft.body(channel), "", base_locale
 
     def _field(self, name: str, data: Mapping[str, object], prefix: str) -> str:
         path = prefix + name

@@ -50,7 +50,9 @@ class ProviderFactory:
                 sender=c["from"], starttls=starttls, username=s.get("username", ""),
                 password=s.get("password", ""),
                 timeout_seconds=float(c.get("timeout_seconds", "10")),
-                connections=self.smtp_connections, tls_context=self.tls_context), self.clock)
+                connections=self.smtp_connections, ca_file=c.get("ca_file", ""),
+                # A workspace's own CA bundle wins over the deployment's TLS context.
+                tls_context=None if c.get("ca_file") else self.tls_context), self.clock)
         if kind is ProviderKind.HTTP_JSON:
             return JsonHttpProvider(config, self.client, self.clock)
         if kind is ProviderKind.TWILIO_SMS:

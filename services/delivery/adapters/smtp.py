@@ -43,8 +43,10 @@ class SmtpSettings:
     password: str = field(default="", repr=False)
     timeout_seconds: float = 10.0
     connections: int = 8
-    # TLS context for STARTTLS; None: the system's trust store with host name checks.
+    # TLS context for STARTTLS; None: the system's trust store with host name checks, or the
+    # CA bundle ``ca_file`` (PEM) when one is set (a relay with a private CA).
     tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    ca_file: str = ""
 
     @property
     def envelope_sender(self) -> str:
@@ -108,6 +110,11 @@ def classify(exc: BaseException, where: str) -> ProviderError:
         # 5xx on RCPT is a hard bounce: the mailbox does not exist or never takes our mail.
         return ProviderError(f"recipient refused: {_reply(code, text)}", transient=code < 500,
                              bounce=code >= 500)
+    if isinstance(exc, smtplib.SMTPAuthenticationError) and exc.smtp_code >= 500:
+        # 535 and kin: the credentials are wrong, and stay wrong until somebody changes them;
+        # retrying every message would only hammer the relay (and may lock the account).
+        return ProviderError(f"{where}: authentication failed: "
+                             f"{_reply(exc.smtp_code, exc.smtp_error)}", transient=False)
     if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError
                   | smtplib.SMTPAuthenticationError):
         return ProviderError(f"{where}: {_reply(exc.smtp_code, exc.smtp_error)}", transient=True)
@@ -135,6 +142,7 @@ class SmtpProvider:
         self.clock = clock
         self._where = f"SMTP server {settings.host}:{settings.port}"
         self._idle: list[tuple[smtplib.SMTP, float]] = []
+        self._tls: ssl.SSLContext | None = settings.tls_context
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=settings.connections,
                                             thread_name_prefix="smtp")
@@ -188,7 +196,7 @@ class SmtpProvider:
         try:
             smtp.ehlo()
             if s.starttls:
-                smtp.starttls(context=s.tls_context or ssl.create_default_context())
+                smtp.starttls(context=self._tls_context())
                 smtp.ehlo()
             if s.username:
                 smtp.login(s.username, s.password)
@@ -196,6 +204,14 @@ class SmtpProvider:
             _close(smtp)
             raise
         return smtp
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Made on first use, in the sending thread: a missing or bad CA file is an OSError
+        the message's outcome reports, not a crash of the sender."""
+        if self._tls is None:
+            # Two threads may both make one; either is as good.
+            self._tls = ssl.create_default_context(cafile=self.settings.ca_file or None)
+        return self._tls
 
     async def close(self) -> None:
         with self._lock:

@@ -62,9 +62,11 @@ class DeliveryPolicy:
 def load_zone(name: str) -> ZoneInfo | None:
     if not name:
         return None
+    if len(name) > 64:  # the longest IANA name is about 30 characters
+        return None
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory: OSError
         return None
 
 

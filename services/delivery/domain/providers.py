@@ -12,6 +12,7 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 
 from cjo_delivery.domain.messages import Channel
+from cjo_delivery.domain.ratelimit import valid_burst, valid_rate
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.limits import MAX_ID_LENGTH
 
@@ -41,9 +42,12 @@ class _Shape:
 
 
 _ALL = frozenset(Channel) - {Channel.IN_APP}
+# Settings every kind takes: a token-bucket rate limit (see domain/ratelimit.py).
+RATE_SETTINGS = frozenset({"rate_per_second", "burst"})
 SHAPES = {
     ProviderKind.SMTP: _Shape(frozenset({Channel.EMAIL}),
-                              frozenset({"host", "port", "from", "starttls", "timeout_seconds"}),
+                              frozenset({"host", "port", "from", "starttls", "timeout_seconds",
+                                         "ca_file"}),
                               frozenset({"host", "from"}), frozenset({"username", "password"})),
     ProviderKind.HTTP_JSON: _Shape(_ALL, frozenset({"url", "timeout_seconds"}),
                                    frozenset({"url"}), frozenset({"api_key"}),
@@ -110,10 +114,11 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
     if ok_channel:
         problems.check(channel in shape.channels, f"{prefix}.channel",
                        f"is not a channel a {kind.value} provider sends")
+    allowed = shape.config | RATE_SETTINGS
     for key, value in config.items():
-        if not problems.check(key in shape.config, f"{prefix}.config[{key}]",
+        if not problems.check(key in allowed, f"{prefix}.config[{key}]",
                               f"is not a setting of a {kind.value} provider; "
-                              f"use {', '.join(sorted(shape.config))}"):
+                              f"use {', '.join(sorted(allowed))}"):
             continue
         problems.check(len(value) <= MAX_SETTING_LENGTH, f"{prefix}.config[{key}]",
                        f"at most {MAX_SETTING_LENGTH} characters")
@@ -127,9 +132,18 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
         if key == "timeout_seconds":
             problems.check(_is_positive_number(value), f"{prefix}.config[{key}]",
                            "must be a positive number of seconds")
+        if key == "rate_per_second":
+            problems.check(valid_rate(value), f"{prefix}.config[{key}]",
+                           "must be a positive number of messages per second")
+        if key == "burst":
+            problems.check(valid_burst(value), f"{prefix}.config[{key}]",
+                           "must be a positive whole number of messages")
         if key == "starttls":
             problems.check(value in ("true", "false"), f"{prefix}.config[{key}]",
                            "must be true or false")
+    if "burst" in config:
+        problems.check("rate_per_second" in config, f"{prefix}.config[burst]",
+                       "needs config[rate_per_second]")
     for key in sorted(shape.required - config.keys()):
         problems.add(f"{prefix}.config[{key}]", f"is required for a {kind.value} provider")
     for key in secrets:

@@ -157,6 +157,12 @@ def deferred(attempts: int, until: datetime, reason: str) -> Transition:
     return Transition(MessageStatus.DEFERRED, attempts - 1, until, truncate_error(reason), "")
 
 
+def rate_limited(attempts: int, until: datetime) -> Transition:
+    """Every provider that could take the message is at its rate limit: queued again, due when
+    a token is there, and the attempt is not counted (no provider was called)."""
+    return Transition(MessageStatus.QUEUED, attempts - 1, until, None, "")
+
+
 def released(attempts: int, now: datetime) -> Transition:
     """A claimed message the sender gave back unsent (shutting down): due again at once, and the
     attempt it never made is not counted."""

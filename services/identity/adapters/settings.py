@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from cjo_identity.adapters.tables import identity_settings
 from cjo_identity.domain.computed import Aggregation, ComputedTrait
+from cjo_identity.domain.conversions import ConversionEvent
 from cjo_identity.domain.settings import IdentitySettings, Survivorship, TraitRule, TypeRule
 
 
@@ -48,6 +49,11 @@ def settings_to_json(settings: IdentitySettings) -> dict[str, Any]:
                              "event_name": c.event_name, "property": c.property,
                              "window_s": c.window.total_seconds() if c.window else None}
                             for c in settings.computed_traits],
+        "conversion_events": [{"event_name": c.event_name,
+                               "revenue_property": c.revenue_property,
+                               "currency_property": c.currency_property,
+                               "currency": c.currency}
+                              for c in settings.conversion_events],
     }
 
 
@@ -66,4 +72,8 @@ def settings_from_json(document: dict[str, Any]) -> IdentitySettings:
                           c.get("property", ""),
                           timedelta(seconds=c["window_s"]) if c.get("window_s") else None)
             for c in document.get("computed_traits", ())),
+        conversion_events=tuple(
+            ConversionEvent(c["event_name"], c.get("revenue_property", ""),
+                            c.get("currency_property", ""), c.get("currency", ""))
+            for c in document.get("conversion_events", ())),
     )

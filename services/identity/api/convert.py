@@ -15,6 +15,7 @@ from cjo.identity.v1 import (
     workspace_pb2,
 )
 from cjo_identity.domain.computed import Aggregation, ComputedTrait
+from cjo_identity.domain.conversions import ConversionEvent
 from cjo_identity.domain.events import Event, EventType, StoredEvent, parse_event
 from cjo_identity.domain.golden import ConsentRecord, trait_values
 from cjo_identity.domain.profiles import Profile
@@ -176,6 +177,9 @@ def settings_from_proto(item: identity_settings_pb2.IdentitySettings) -> Identit
             c.name, _AGGREGATIONS[c.aggregation], c.event_name, c.property,
             c.window.ToTimedelta() if c.HasField("window") and c.window.ToTimedelta() else None)
             for c in item.computed_traits),
+        conversion_events=tuple(ConversionEvent(
+            c.event_name, c.revenue_property, c.currency_property, c.currency.strip().upper())
+            for c in item.conversion_events),
     )
     check_settings(settings, channels)
     return settings
@@ -199,6 +203,10 @@ def settings_to_proto(settings: IdentitySettings,
             event_name=c.event_name, property=c.property,
             window=duration_pb2.Duration(seconds=int(c.window.total_seconds()))
             if c.window else None) for c in settings.computed_traits],
+        conversion_events=[identity_settings_pb2.ConversionEvent(
+            event_name=c.event_name, revenue_property=c.revenue_property,
+            currency_property=c.currency_property, currency=c.currency)
+            for c in settings.conversion_events],
     )
 
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf import json_format
 
+from cjo.analytics.v1 import fact_pb2
 from cjo.identity.v1 import consent_pb2, event_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_service_pb2_grpc as pb_grpc
@@ -30,10 +31,11 @@ from cjo_identity.api.convert import (
     stored_event_to_proto,
 )
 from cjo_identity.domain.consent import ConsentState, Decision, decide
+from cjo_identity.domain.conversions import Conversion
 from cjo_identity.domain.events import Event, StoredEvent
 from cjo_identity.domain.golden import Golden, trait_values
 from cjo_identity.domain.identifiers import Identifier, parse_identifier
-from cjo_identity.domain.ingest import Accepted, BatchPlan, linkable
+from cjo_identity.domain.ingest import Accepted, BatchPlan, conversions_of, linkable
 from cjo_identity.domain.profiles import Profile
 from cjo_identity.domain.segments import (
     ENTERED,
@@ -50,6 +52,7 @@ from cjo_platform.db import Database
 from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.retry import retry_on_conflict
 from cjo_platform.errors import AlreadyExists, InvalidArgument, NotFound, Violations
+from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.limits import check_batch
 from cjo_platform.logging import get_logger
 from cjo_platform.paging import decode_token, encode_token, page_size
@@ -80,6 +83,19 @@ def forwarded_event(accepted: Accepted, traceparent: str) -> bytes:
         event=event_to_proto(accepted.event),
         profile_traits=dict_to_struct(trait_values(accepted.golden.traits)),
         traceparent=traceparent,
+    ).SerializeToString()
+
+
+def conversion_fact(accepted: Accepted, conversion: Conversion) -> bytes:
+    """The outbox payload analytics records for a conversion; its id follows from the event's,
+    so a re-sent fact is recorded once."""
+    return fact_pb2.Fact(
+        fact_id=f"identity.conversion:{accepted.event_id}",
+        type=fact_pb2.FACT_TYPE_CONVERTED,
+        profile_id=accepted.profile_id,
+        occur_time=to_timestamp(accepted.event.timestamp),
+        revenue=conversion.revenue,
+        currency=conversion.currency,
     ).SerializeToString()
 
 
@@ -165,11 +181,19 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                     *((forwarded_event(a, traceparent), traceparent) for a in plan.accepted),
                     *((segment_event(t, plan.golden[t.profile_id], now, traceparent),
                        traceparent) for t in transitions)])
+                self.outbox.add(session, FACTS_TOPIC, workspace, [
+                    (conversion_fact(a, c), traceparent)
+                    for a, c in conversions_of(plan.accepted, settings)])
             return plan
 
         plan = await self.db.run(retry_on_conflict, lambda: _again_if_stale(apply))
         if plan.accepted:
             self.outbox.notify()
+        for accepted, conversion in conversions_of(plan.accepted, settings):
+            if conversion.problem:
+                log.warning("conversion recorded with revenue 0", event_id=accepted.event_id,
+                            message_id=accepted.event.message_id,
+                            event_name=accepted.event.name, reason=conversion.problem)
         for merge in plan.graph.merges:
             log.info("profiles merged", merged_profile_id=merge.merged_profile_id,
                      profile_id=merge.survivor_profile_id,

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cjo_identity.domain.events import Event
+from cjo_identity.domain.conversions import Conversion, value_of
+from cjo_identity.domain.events import Event, EventType
 from cjo_identity.domain.golden import Golden, apply_event, combine, fold
 from cjo_identity.domain.graph import Edge, Link, partition
 from cjo_identity.domain.identifiers import Identifier
@@ -311,3 +312,16 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
         plan.golden.setdefault(profile_id, held[profile_id].copy() if profile_id in held
                                else Golden())
     return plan
+
+
+def conversions_of(accepted: Sequence[Accepted], settings: IdentitySettings
+                   ) -> list[tuple[Accepted, Conversion]]:
+    """The accepted track events that are conversions, with their value."""
+    if not settings.conversions:
+        return []
+    found = []
+    for item in accepted:
+        definition = settings.conversions.get(item.event.name)
+        if definition is not None and item.event.type is EventType.TRACK:
+            found.append((item, value_of(definition, item.event.properties)))
+    return found

@@ -13,6 +13,11 @@ from functools import cached_property
 import phonenumbers
 
 from cjo_identity.domain.computed import ComputedTrait, check_computed
+from cjo_identity.domain.conversions import (
+    ConversionEvent,
+    check_conversions,
+    conversion_index,
+)
 from cjo_identity.domain.identifiers import BUILT_IN_TYPES, TYPE_NAME, USER_ID, Identifier
 from cjo_platform.errors import Violations
 
@@ -49,6 +54,7 @@ class IdentitySettings:
     trait_rules: tuple[TraitRule, ...] = ()
     consent_opt_in: Mapping[str, bool] = field(default_factory=lambda: {"sms": True})
     computed_traits: tuple[ComputedTrait, ...] = ()
+    conversion_events: tuple[ConversionEvent, ...] = ()
 
     @cached_property
     def type_order(self) -> tuple[str, ...]:
@@ -72,6 +78,11 @@ class IdentitySettings:
     def _blocked(self) -> dict[str, re.Pattern[str]]:
         return {rule.type: re.compile("|".join(f"(?:{p})" for p in rule.blocked_values))
                 for rule in self.identifier_types if rule.blocked_values}
+
+    @cached_property
+    def conversions(self) -> dict[str, ConversionEvent]:
+        """The conversion events by event name."""
+        return conversion_index(self.conversion_events)
 
     @cached_property
     def _trait_rules(self) -> dict[str, TraitRule]:
@@ -136,6 +147,7 @@ def check_settings(settings: IdentitySettings,
             or bool(trait_rule.source_priority), f"{path}.source_priority",
             "is required for source priority")
     check_computed(settings.computed_traits, problems, "settings.computed_traits")
+    check_conversions(settings.conversion_events, problems, "settings.conversion_events")
     for index, channel in enumerate(channels):
         problems.check(channel in CHANNELS, f"settings.consent_defaults[{index}].channel",
                        f"must be one of {', '.join(CHANNELS)}")

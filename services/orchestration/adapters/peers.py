@@ -69,6 +69,7 @@ class SendItem:
     content: Any  # the cjo.common.v1.RenderedMessage content answered
     journey_id: str
     enrollment_id: str
+    time_zone: str = ""  # the profile's IANA zone, for delivery's quiet hours; "" the default
 
 
 # A cjo.common.v1.RenderedMessage, or why there is none.
@@ -100,7 +101,7 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i:i + MAX_BATCH_ITEMS] for i in range(0, len(items), MAX_BATCH_ITEMS)]
 
 
-def _version(version: int) -> dict[str, int]:
+def _version(version: int) -> dict[str, Any]:
     """A pinned content version, once content's RenderContentRequest carries one (content
     versions are evolving in parallel); until then every render uses the latest."""
     if version and _RENDER_VERSION_FIELD:
@@ -192,7 +193,7 @@ class Peers:
                     recipient=message_pb2.Recipient(profile_id=item.profile_id,
                                                     address=item.address),
                     content=item.content, journey_id=item.journey_id,
-                    enrollment_id=item.enrollment_id)
+                    enrollment_id=item.enrollment_id, time_zone=item.time_zone)
                 for item in chunk])
             try:
                 reply = await stub.BatchSendMessages(

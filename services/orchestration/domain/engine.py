@@ -505,14 +505,35 @@ def split_arm(split: SplitAction, journey_id: str, profile_id: str) -> SplitArm:
     return split.arms[-1]
 
 
+_MAX_ZONE_NAME = 64  # the longest IANA name is about 30 characters
+
+
+def _zone(name: object) -> ZoneInfo | None:
+    if not isinstance(name, str) or not name or len(name) > _MAX_ZONE_NAME:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory: OSError
+        return None
+
+
 def profile_zone(traits: Mapping[str, Any], default: str) -> ZoneInfo:
     for name in (traits.get("timezone"), traits.get("time_zone"), default):
-        if isinstance(name, str) and name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
+        zone = _zone(name)
+        if zone is not None:
+            return zone
     return ZoneInfo("UTC")
+
+
+def profile_time_zone(traits: Mapping[str, Any]) -> str:
+    """The IANA time zone a profile's traits name (``timezone``, else ``time_zone``), for
+    delivery's quiet hours; "" when none names a known zone (delivery then uses its policy's
+    default rather than refusing the message)."""
+    for name in (traits.get("timezone"), traits.get("time_zone")):
+        if _zone(name) is not None:
+            assert isinstance(name, str)
+            return name
+    return ""
 
 
 def next_local_time(now: datetime, zone: ZoneInfo, local: LocalTime) -> datetime:

@@ -55,7 +55,7 @@ def check_expression(problems: Violations, at: str, source: str,
 def time_zone_known(name: str) -> bool:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory: OSError
         return False
     return True
 

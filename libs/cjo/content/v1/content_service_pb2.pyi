@@ -274,3 +274,31 @@ class DeleteSnippetRequest(_message.Message):
 class DeleteSnippetResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetContentSettingsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetContentSettingsResponse(_message.Message):
+    __slots__ = ("content_settings",)
+    CONTENT_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    content_settings: _content_item_pb2.ContentSettings
+    def __init__(self, content_settings: _Optional[_Union[_content_item_pb2.ContentSettings, _Mapping]] = ...) -> None: ...
+
+class UpdateContentSettingsRequest(_message.Message):
+    __slots__ = ("content_settings", "update_mask", "request_id")
+    CONTENT_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    content_settings: _content_item_pb2.ContentSettings
+    update_mask: _field_mask_pb2.FieldMask
+    request_id: str
+    def __init__(self, content_settings: _Optional[_Union[_content_item_pb2.ContentSettings, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpdateContentSettingsResponse(_message.Message):
+    __slots__ = ("content_settings",)
+    CONTENT_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    content_settings: _content_item_pb2.ContentSettings
+    def __init__(self, content_settings: _Optional[_Union[_content_item_pb2.ContentSettings, _Mapping]] = ...) -> None: ...

@@ -115,6 +115,16 @@ class ContentServiceStub:
                 request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetRequest.SerializeToString,
                 response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetResponse.FromString,
                 _registered_method=True)
+        self.GetContentSettings = channel.unary_unary(
+                '/cjo.content.v1.ContentService/GetContentSettings',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.GetContentSettingsRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.GetContentSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateContentSettings = channel.unary_unary(
+                '/cjo.content.v1.ContentService/UpdateContentSettings',
+                request_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateContentSettingsRequest.SerializeToString,
+                response_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateContentSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class ContentServiceServicer:
@@ -239,6 +249,20 @@ class ContentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetContentSettings(self, request, context):
+        """Returns the workspace's content settings; defaults when they were never changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateContentSettings(self, request, context):
+        """Changes the settings fields named in `update_mask`. Renders use the new values at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -321,6 +345,16 @@ def add_ContentServiceServicer_to_server(servicer, server):
                     servicer.DeleteSnippet,
                     request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetRequest.FromString,
                     response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetResponse.SerializeToString,
+            ),
+            'GetContentSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContentSettings,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.GetContentSettingsRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.GetContentSettingsResponse.SerializeToString,
+            ),
+            'UpdateContentSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContentSettings,
+                    request_deserializer=cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateContentSettingsRequest.FromString,
+                    response_serializer=cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateContentSettingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -756,6 +790,60 @@ class ContentService:
             '/cjo.content.v1.ContentService/DeleteSnippet',
             cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetRequest.SerializeToString,
             cjo_dot_content_dot_v1_dot_content__service__pb2.DeleteSnippetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContentSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/GetContentSettings',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.GetContentSettingsRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.GetContentSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateContentSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.content.v1.ContentService/UpdateContentSettings',
+            cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateContentSettingsRequest.SerializeToString,
+            cjo_dot_content_dot_v1_dot_content__service__pb2.UpdateContentSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

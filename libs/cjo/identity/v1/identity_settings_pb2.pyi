@@ -65,20 +65,34 @@ class ChannelConsentDefault(_message.Message):
     def __init__(self, channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., opt_in: _Optional[bool] = ...) -> None: ...
 
 class IdentitySettings(_message.Message):
-    __slots__ = ("default_phone_region", "identifier_types", "trait_rules", "consent_defaults", "update_time", "computed_traits")
+    __slots__ = ("default_phone_region", "identifier_types", "trait_rules", "consent_defaults", "update_time", "computed_traits", "conversion_events")
     DEFAULT_PHONE_REGION_FIELD_NUMBER: _ClassVar[int]
     IDENTIFIER_TYPES_FIELD_NUMBER: _ClassVar[int]
     TRAIT_RULES_FIELD_NUMBER: _ClassVar[int]
     CONSENT_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_TRAITS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_EVENTS_FIELD_NUMBER: _ClassVar[int]
     default_phone_region: str
     identifier_types: _containers.RepeatedCompositeFieldContainer[IdentifierTypeRule]
     trait_rules: _containers.RepeatedCompositeFieldContainer[TraitRule]
     consent_defaults: _containers.RepeatedCompositeFieldContainer[ChannelConsentDefault]
     update_time: _timestamp_pb2.Timestamp
     computed_traits: _containers.RepeatedCompositeFieldContainer[ComputedTrait]
-    def __init__(self, default_phone_region: _Optional[str] = ..., identifier_types: _Optional[_Iterable[_Union[IdentifierTypeRule, _Mapping]]] = ..., trait_rules: _Optional[_Iterable[_Union[TraitRule, _Mapping]]] = ..., consent_defaults: _Optional[_Iterable[_Union[ChannelConsentDefault, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computed_traits: _Optional[_Iterable[_Union[ComputedTrait, _Mapping]]] = ...) -> None: ...
+    conversion_events: _containers.RepeatedCompositeFieldContainer[ConversionEvent]
+    def __init__(self, default_phone_region: _Optional[str] = ..., identifier_types: _Optional[_Iterable[_Union[IdentifierTypeRule, _Mapping]]] = ..., trait_rules: _Optional[_Iterable[_Union[TraitRule, _Mapping]]] = ..., consent_defaults: _Optional[_Iterable[_Union[ChannelConsentDefault, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computed_traits: _Optional[_Iterable[_Union[ComputedTrait, _Mapping]]] = ..., conversion_events: _Optional[_Iterable[_Union[ConversionEvent, _Mapping]]] = ...) -> None: ...
+
+class ConversionEvent(_message.Message):
+    __slots__ = ("event_name", "revenue_property", "currency_property", "currency")
+    EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_PROPERTY_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_PROPERTY_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    event_name: str
+    revenue_property: str
+    currency_property: str
+    currency: str
+    def __init__(self, event_name: _Optional[str] = ..., revenue_property: _Optional[str] = ..., currency_property: _Optional[str] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class ComputedTrait(_message.Message):
     __slots__ = ("name", "aggregation", "event_name", "property", "window")
