@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import timedelta
+from typing import cast
 
 import grpc
 
@@ -11,6 +12,7 @@ from cjo.analytics.v1 import analytics_service_pb2 as pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from cjo.analytics.v1 import fact_pb2
 from cjo.analytics.v1 import reports_pb2 as rpb
+from cjo.common.v1 import common_pb2
 from cjo_analytics.adapters import repository
 from cjo_analytics.domain import attribution
 from cjo_analytics.domain.experiments import experiment_results
@@ -124,10 +126,16 @@ def _version_funnel(f: VersionFunnel, granularity: Granularity | None,
         series=series)
 
 
+def _channel(value: int) -> common_pb2.Channel:
+    # Enum values are ints at run time; the generated stubs type them as the enum class.
+    return cast(common_pb2.Channel, value)
+
+
 def _credits(model: attribution.ModelResult) -> rpb.ModelAttribution:
-    def credit(c: attribution.Credit, **key: object) -> rpb.Credit:
+    def credit(c: attribution.Credit, *, channel: int = 0, key: str = "") -> rpb.Credit:
         return rpb.Credit(conversions=c.conversions_micros / attribution.MICROS,
-                          revenue=c.revenue_micros / attribution.MICROS, **key)
+                          revenue=c.revenue_micros / attribution.MICROS,
+                          channel=_channel(channel), key=key)
 
     return rpb.ModelAttribution(
         model=_MODEL_PROTOS[model.model],
@@ -251,9 +259,9 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
             items[key] = items[key].plus(row.outcomes)
         rows.sort(key=lambda r: (r.channel, r.content_key, r.variant))
         return rpb.GetChannelPerformanceResponse(
-            channels=[rpb.ChannelOutcomes(channel=c, outcomes=_outcomes(o))
+            channels=[rpb.ChannelOutcomes(channel=_channel(c), outcomes=_outcomes(o))
                       for c, o in sorted(channels.items())],
-            content_items=[rpb.ContentOutcomes(channel=c, content_key=k,
+            content_items=[rpb.ContentOutcomes(channel=_channel(c), content_key=k,
                                                outcomes=_outcomes(o))
                            for (c, k), o in sorted(items.items())],
             variants=[rpb.VariantOutcomes(channel=r.channel, content_key=r.content_key,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import cast
 
 from google.protobuf import duration_pb2
 
@@ -37,7 +38,7 @@ from cjo_orchestration.domain.journeys import (
 from cjo_orchestration.domain.names import enrollment_name, journey_name
 from cjo_platform.protobuf import dict_to_struct, struct_to_dict, to_timestamp
 
-_CHANNELS = {
+_CHANNELS: dict[int, Channel] = {
     common_pb2.CHANNEL_EMAIL: Channel.EMAIL,
     common_pb2.CHANNEL_SMS: Channel.SMS,
     common_pb2.CHANNEL_PUSH: Channel.PUSH,
@@ -154,8 +155,10 @@ def graph_from_proto(journey: journey_pb2.Journey) -> JourneyGraph:
                             for c in journey.exit_criteria))
 
 
-def _channel_proto(channel: Channel | None) -> int:
-    return _CHANNEL_PROTOS[channel] if channel else common_pb2.CHANNEL_UNSPECIFIED
+def _channel_proto(channel: Channel | None) -> common_pb2.Channel:
+    # Enum values are ints at run time; the generated stubs type them as the enum class.
+    value = _CHANNEL_PROTOS[channel] if channel else common_pb2.CHANNEL_UNSPECIFIED
+    return cast(common_pb2.Channel, value)
 
 
 def node_to_proto(node: Node) -> journey_pb2.Node:
