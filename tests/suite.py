@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,12 @@ from aiosmtpd.controller import Controller
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from cjo_platform.clock import (
+    TEST_CLOCK_RECHECK_SECONDS,
+    advance_test_clock,
+    read_test_clock_offset,
+    set_test_clock_offset,
+)
 from support import SERVICE_TOKEN, Backend, free_port
 
 SERVICES = ("identity", "content", "orchestration", "delivery", "analytics")
@@ -71,6 +79,23 @@ class Suite:
     mail: Inbox
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    clock_file: Path | None = None  # the shared test clock, when the suite runs on one
+
+    def now(self) -> datetime:
+        """The time the services see: the wall clock, plus the test clock's offset."""
+        offset = read_test_clock_offset(self.clock_file) if self.clock_file else timedelta(0)
+        return datetime.now(UTC) + offset
+
+    def advance(self, delta: timedelta) -> datetime:
+        """Move every service's clock forward by ``delta`` (needs ``clock_start``). Each service
+        looks at the clock file at least every TEST_CLOCK_RECHECK_SECONDS; this returns after
+        twice that, so from then on every service reads the new time (their workers act on it
+        at their next poll)."""
+        if self.clock_file is None:
+            raise AssertionError("running_suite(..., clock_start=...) runs on a test clock")
+        advance_test_clock(self.clock_file, delta)
+        time.sleep(2 * TEST_CLOCK_RECHECK_SECONDS)
+        return self.now()
 
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
@@ -119,7 +144,11 @@ class Suite:
 
 @asynccontextmanager
 async def running_suite(backend: Backend, tmp_path: Path,
-                        extra_env: dict[str, str] | None = None) -> AsyncIterator[Suite]:
+                        extra_env: dict[str, str] | None = None,
+                        clock_start: datetime | None = None) -> AsyncIterator[Suite]:
+    """Start the suite. With ``clock_start``, every service runs on one test clock
+    (CJO_TEST_CLOCK_FILE, CJO_ENV=test) that reads ``clock_start`` now and that the test moves
+    with :meth:`Suite.advance`."""
     traces = TraceReceiver()
     otlp = grpc.aio.server()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(traces, otlp)
@@ -147,9 +176,14 @@ async def running_suite(backend: Backend, tmp_path: Path,
         **{f"CJO_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         **(extra_env or {}),
     })
+    clock_file = None
+    if clock_start is not None:
+        clock_file = tmp_path / "test-clock"
+        set_test_clock_offset(clock_file, clock_start - datetime.now(UTC))
+        env.update({"CJO_ENV": "test", "CJO_TEST_CLOCK_FILE": str(clock_file)})
     logs = tmp_path / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    suite = Suite(ports, env, traces, inbox, logs)
+    suite = Suite(ports, env, traces, inbox, logs, clock_file=clock_file)
     try:
         for name in SERVICES:
             suite.start(name)

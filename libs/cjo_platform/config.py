@@ -23,6 +23,9 @@ DEFAULT_PORTS: dict[str, int] = {
 
 MIN_SERVICE_TOKEN_LENGTH = 24
 
+# CJO_ENV: what kind of deployment this is. Only "test" unlocks test-only settings.
+ENVIRONMENTS = ("development", "test", "production")
+
 
 class ConfigError(Exception):
     """Raised with every configuration problem found, one per line."""
@@ -110,6 +113,11 @@ class ServiceSettings:
     log_level: str
     shutdown_grace_seconds: float
     data_dir: Path
+    # What kind of deployment this is (CJO_ENV): development, test or production.
+    environment: str = "development"
+    # For end-to-end tests only (CJO_TEST_CLOCK_FILE, accepted with CJO_ENV=test): the file
+    # whose offset every process adds to the wall clock (cjo_platform.clock.FileOffsetClock).
+    test_clock_file: Path | None = None
 
     @property
     def address(self) -> str:
@@ -135,6 +143,7 @@ def load_service_settings(service: str, env: Env) -> ServiceSettings:
         env.errors.append(
             f"CJO_SERVICE_TOKEN must be at least {MIN_SERVICE_TOKEN_LENGTH} characters")
     peers = {name: _peer_target(env, name, port) for name, port in DEFAULT_PORTS.items()}
+    environment = env.choice("CJO_ENV", "development", ENVIRONMENTS)
     return ServiceSettings(
         service=service,
         host=env.str("CJO_HOST", "127.0.0.1"),
@@ -148,7 +157,22 @@ def load_service_settings(service: str, env: Env) -> ServiceSettings:
         log_level=env.choice("CJO_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         shutdown_grace_seconds=env.float("CJO_SHUTDOWN_GRACE_SECONDS", 10.0),
         data_dir=data_dir,
+        environment=environment,
+        test_clock_file=_test_clock_file(env, environment),
     )
+
+
+def _test_clock_file(env: Env, environment: str) -> Path | None:
+    """CJO_TEST_CLOCK_FILE moves time for every service at once; it is accepted only with an
+    explicit CJO_ENV=test, so a stray variable can never skew a real deployment's clock."""
+    raw = env.str("CJO_TEST_CLOCK_FILE", "")
+    if not raw:
+        return None
+    if environment != "test":
+        env.errors.append(f"CJO_TEST_CLOCK_FILE is for tests only and needs CJO_ENV=test "
+                          f"(CJO_ENV is {environment!r})")
+        return None
+    return Path(raw)
 
 
 def _peer_target(env: Env, name: str, default_port: int) -> str:

@@ -41,6 +41,7 @@ class PollingWorker:
         task = asyncio.current_task()
         backoff = self.poll_seconds
         while True:
+            _raise_if_cancelling(task)
             self._wake.clear()
             try:
                 more = await self.run_once()
@@ -55,6 +56,9 @@ class PollingWorker:
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             except Exception as exc:
+                # A library may answer our cancellation with an error of its own (grpc.aio: an
+                # AioRpcError CANCELLED): then the service is stopping all the same.
+                _raise_if_cancelling(task)
                 log.warning("round failed; will retry", worker=self.name, error=repr(exc),
                             exc_info=exc, retry_in=backoff)
                 await asyncio.sleep(backoff)
@@ -62,5 +66,15 @@ class PollingWorker:
                 continue
             if more:
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that arrives as the event is set (an outbox write while the service stops).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
+
+
+def _raise_if_cancelling(task: asyncio.Task[object] | None) -> None:
+    """Stop when the task was asked to stop, even if the request never reached us as a
+    CancelledError (a library swallowed it): ``cancelling()`` still counts it."""
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()

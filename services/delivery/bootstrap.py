@@ -106,7 +106,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
             f"CJO_DELIVERY_LEASE_SECONDS must be at least {_LEASE_TIMEOUTS} x "
             f"CJO_SMTP_TIMEOUT_SECONDS, or a slow send would be claimed and sent twice")
     provider = SmtpProvider(smtp, clock)
-    factory = ProviderFactory(clock, smtp_connections=max(1, sending.concurrency // 2))
+    # At most one HTTP connection per provider call in flight (CJO_DELIVERY_CONCURRENCY).
+    factory = ProviderFactory(clock, smtp_connections=max(1, sending.concurrency // 2),
+                              http_connections=sending.concurrency)
     consent = (IdentityConsent(settings)
                if env.bool("CJO_DELIVERY_CHECK_CONSENT", True) else None)
     tracking = load_tracking(settings, env)
@@ -153,6 +155,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                             delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server,
                             SERVICE)],
         authenticator=remote_authenticator(settings),
+        service_only_methods={f"/{SERVICE}/EraseProfiles"},
         background=background,
         migrate=storage.migrate,
         on_stop=[provider.close, sender.close, factory.close],

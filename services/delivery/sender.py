@@ -3,8 +3,8 @@
 One round: claim a batch of due messages in one transaction (QUEUED ones whose time has come,
 SENDING ones whose lease ran out), marking them SENDING with ``attempts + 1`` and a lease;
 commit; call the provider for each (a few at a time); record the outcomes — SENT, QUEUED again
-with a backoff, or FAILED — as they arrive, each group in one transaction together with the
-outbox rows of the facts for analytics.
+with a backoff, or FAILED — as they arrive, each group in one transaction (a few bulk updates)
+together with the outbox rows of the facts for analytics.
 
 Crash safety: a message is in the database before any provider call, and its outcome is written
 only after the call returned. When the process dies in between, the message stays SENDING until
@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from opentelemetry.trace import Status, StatusCode
+from sqlalchemy.orm import Session
 
 from cjo_delivery.adapters import provider_store, repository
 from cjo_delivery.adapters.contents import decode_outgoing
@@ -436,28 +437,45 @@ class Sender(PollingWorker):
         return after_success(attempts, outcome.provider_message_id, outcome.provider_id)
 
     def _record(self, group: Sequence[_Outcome]) -> bool:
-        """Write the outcomes and their facts in one transaction; True when facts were written."""
+        """Write the outcomes and their facts in one transaction; True when facts were written.
+
+        The outcomes go in a few bulk statements; only when a message of the group was claimed
+        again meanwhile (this sender outlived its lease) is the transaction rolled back and the
+        group written message by message, keeping the newer sender's results."""
         now = self.clock.now()
+        changes = [(outcome.claim, self._transition(outcome, now)) for outcome in group]
+        try:
+            with self.db.transaction() as session:
+                repository.record_all(session, changes, now)
+                return self._consequences(session, changes, now)
+        except repository.LeaseLost:
+            pass
+        with self.db.transaction() as session:
+            kept = []
+            for claim, transition in changes:
+                if repository.record(session, claim, transition, now):
+                    kept.append((claim, transition))
+                else:
+                    log.warning("message was claimed again after this sender's lease ran "
+                                "out; keeping the newer result", message_id=claim.message_id)
+            return self._consequences(session, kept, now)
+
+    def _consequences(self, session: Session, changes: Sequence[tuple[Claim, Transition]],
+                      now: datetime) -> bool:
+        """Suppress bounced addresses and queue the facts of recorded transitions."""
         facts: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
         bounces: list[tuple[str, str, str, str]] = []
-        with self.db.transaction() as session:
-            for outcome in group:
-                claim = outcome.claim
-                transition = self._transition(outcome, now)
-                if not repository.record(session, claim, transition, now):
-                    log.warning("message was claimed again after this sender's lease ran out; "
-                                "keeping the newer result", message_id=claim.message_id)
-                    continue
-                _log_transition(claim, transition)
-                if transition.status is MessageStatus.BOUNCED:
-                    bounces.append((claim.workspace_id, claim.channel.value, claim.address,
-                                    f"bounced: {transition.error}"))
-                payload = fact_payload(claim, transition.status, now)
-                if payload is not None:
-                    facts[claim.workspace_id].append((payload, claim.traceparent))
-            repository.suppress(session, bounces, now)
-            for workspace_id, payloads in facts.items():
-                self.outbox.add(session, FACTS_TOPIC, workspace_id, payloads)
+        for claim, transition in changes:
+            _log_transition(claim, transition)
+            if transition.status is MessageStatus.BOUNCED:
+                bounces.append((claim.workspace_id, claim.channel.value, claim.address,
+                                f"bounced: {transition.error}"))
+            payload = fact_payload(claim, transition.status, now)
+            if payload is not None:
+                facts[claim.workspace_id].append((payload, claim.traceparent))
+        repository.suppress(session, bounces, now)
+        for workspace_id, payloads in facts.items():
+            self.outbox.add(session, FACTS_TOPIC, workspace_id, payloads)
         return bool(facts)
 
 

@@ -14,9 +14,21 @@ class EngineSettings:
     poll_seconds: float  # how often idle workers look for work they were not woken for
     event_batch: int  # inbox events matched per transaction
     step_batch: int  # enrollments claimed per pass
+    # Passes a step worker runs at once. A pass mostly waits for content and delivery; with a
+    # few in flight, one pass's database work overlaps the others' peer calls. Each claims its
+    # own batch under its own lease. After a crash, up to step_lanes x step_batch sends are
+    # retried (delivery accepts each once, by idempotency key).
+    step_lanes: int
     lease_seconds: float  # how long a claimed enrollment is reserved for its worker
     peer_timeout_seconds: float  # deadline of one call to content, delivery or analytics
     retry: RetryPolicy
+    # Scheduled triggers: segment members enrolled per page (one transaction each), and
+    # occurrences claimed per pass.
+    schedule_page_size: int = 500
+    schedule_batch: int = 10
+    # Occurrences in a final state (done, failed, skipped, ...) are deleted this many days after
+    # they finished; the latest of each journey is always kept.
+    schedule_retention_days: int = 30
 
 
 def load_engine_settings(env: Env) -> EngineSettings:
@@ -32,6 +44,7 @@ def load_engine_settings(env: Env) -> EngineSettings:
         poll_seconds=poll,
         event_batch=env.int(f"{prefix}EVENT_BATCH", 500, minimum=1, maximum=5000),
         step_batch=env.int(f"{prefix}STEP_BATCH", 100, minimum=1, maximum=MAX_BATCH_ITEMS),
+        step_lanes=env.int(f"{prefix}STEP_LANES", 3, minimum=1, maximum=32),
         lease_seconds=lease,
         peer_timeout_seconds=timeout,
         retry=RetryPolicy(
@@ -39,4 +52,9 @@ def load_engine_settings(env: Env) -> EngineSettings:
             max_seconds=env.float(f"{prefix}RETRY_MAX_SECONDS", 300.0, minimum=0.0),
             max_attempts=env.int(f"{prefix}RETRY_MAX_ATTEMPTS", 10, minimum=1, maximum=1000),
         ),
+        schedule_page_size=env.int(f"{prefix}SCHEDULE_PAGE_SIZE", 500, minimum=1,
+                                   maximum=MAX_BATCH_ITEMS),
+        schedule_batch=env.int(f"{prefix}SCHEDULE_BATCH", 10, minimum=1, maximum=100),
+        schedule_retention_days=env.int(f"{prefix}SCHEDULE_RETENTION_DAYS", 30, minimum=1,
+                                        maximum=3650),
     )

@@ -16,12 +16,15 @@ from dataclasses import replace
 from datetime import timedelta
 
 from cjo_orchestration.adapters import enrollments as enrollment_store
-from cjo_orchestration.adapters import facts
+from cjo_orchestration.adapters import erasures, facts
 from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters.peers import Peers, RenderItem, SendItem
 from cjo_orchestration.domain.engine import (
+    LIFECYCLE_EVENTS,
+    PROFILE_MERGED,
     Deferred,
     Enrollment,
+    EnrollmentState,
     ProfileOrder,
     Rejected,
     SendOrder,
@@ -30,7 +33,9 @@ from cjo_orchestration.domain.engine import (
     advance,
     after_send,
     apply_events,
+    merged_profile_id,
     profile_time_zone,
+    resolve_profile,
 )
 from cjo_orchestration.domain.journeys import JourneyGraph
 from cjo_orchestration.settings import EngineSettings
@@ -77,7 +82,18 @@ class EventWorker(PollingWorker):
                 for trigger in triggers:
                     listening[(trigger.workspace_id, trigger.event_name)].append(
                         trigger.journey_id)
-                profiles = {(e.workspace_id, e.profile_id) for e in events}
+                named = {(e.workspace_id, e.profile_id) for e in events} | {
+                    (e.workspace_id, merged_profile_id(e)) for e in events
+                    if e.event_name == PROFILE_MERGED and merged_profile_id(e)}
+                retired = enrollment_store.retired_successors(session, named)
+                # Events still addressed to a merged profile reach its survivor.
+                profiles = {(w, resolved) for w, p in named
+                            if (resolved := resolve_profile(retired, w, p))}
+                # Erasures and merges act on every active enrollment of their profiles, also
+                # in journeys that ordinary events cannot change.
+                lifecycle = {(e.workspace_id, resolve_profile(retired, e.workspace_id, p))
+                             for e in events if e.event_name in LIFECYCLE_EVENTS
+                             for p in (e.profile_id, merged_profile_id(e)) if p}
                 found = enrollment_store.watched(session, profiles, now)
                 graphs = journey_store.versions(
                     session, [(e.workspace_id, e.journey_id, e.journey_version)
@@ -87,31 +103,48 @@ class EventWorker(PollingWorker):
                 for enrollment, leased in found:
                     graph = graphs.get((enrollment.workspace_id, enrollment.journey_id,
                                         enrollment.journey_version))
-                    if graph is None or not graph.watches_events:
+                    subject = (enrollment.workspace_id, enrollment.profile_id) in lifecycle
+                    if not subject and (graph is None or not graph.watches_events):
                         continue
-                    watched.append((enrollment, graph))
+                    watched.append((enrollment, graph or JourneyGraph()))
                     if leased:
                         busy.add((enrollment.workspace_id, enrollment.profile_id))
-                candidates = {(e.workspace_id, journey_id, e.profile_id) for e in events
+                candidates = {(e.workspace_id, journey_id,
+                               resolve_profile(retired, e.workspace_id, e.profile_id))
+                              for e in events
                               for journey_id in listening.get((e.workspace_id, e.event_name), ())}
                 history = enrollment_store.history(session, candidates)
-                outcome = apply_events(events, triggers, watched, history, busy, new_id, now)
+                outcome = apply_events(events, triggers, watched, history, busy, new_id, now,
+                                       retired)
+                # Ended ones first: a merge may end one profile's enrollment in a journey and
+                # move the other's in, and only one may be active at any moment.
+                changed = list(outcome.changed.values())
+                enrollment_store.save_progress(session, [
+                    c for c in changed if c[0].state is not EnrollmentState.ACTIVE])
                 created = [(replace(e, step_count=len(taken)), taken)
                            for e, taken in outcome.created.values()]
                 inserted = enrollment_store.insert_new(session, [e for e, _ in created])
                 enrollment_store.insert_steps(
                     session, [(replace(e, step_count=0), taken) for e, taken in created
                               if e.enrollment_id in inserted])
-                enrollment_store.save_progress(session, list(outcome.changed.values()))
+                enrollment_store.save_progress(session, [
+                    c for c in changed if c[0].state is EnrollmentState.ACTIVE])
+                erased = enrollment_store.retire(session, outcome.retired, now)
+                enrollment_store.drop_events(session, outcome.dropped)
                 facts.publish(session, self.outbox, [
                     f for f in outcome.facts
                     if f.enrollment_id in inserted or f.enrollment_id not in outcome.created])
+                erasures.request(session, self.outbox, erased)
                 deferred = set(outcome.deferred)
                 enrollment_store.mark_processed(
                     session, [e.seq for e in events if e.seq not in deferred])
         if outcome.deferred:
             log.debug("events deferred while their profile's step runs",
                       deferred=len(outcome.deferred))
+        for retirement in outcome.retired:
+            log.info("profile erased" if retirement.erased else "profile merged",
+                     workspace=retirement.workspace_id, profile_id=retirement.profile_id,
+                     successor_profile_id=retirement.successor_profile_id)
         log.debug("events applied", events=len(events), enrolled=len(inserted),
                   changed=len(outcome.changed), unmatched=outcome.unmatched)
         return len(events) - len(outcome.deferred), len(inserted) + len(outcome.changed)
@@ -139,6 +172,11 @@ class StepWorker(PollingWorker):
         self.peers = peers
         self._graphs: dict[VersionKey, JourneyGraph] = {}  # versions never change: cache freely
 
+    async def run(self) -> None:
+        # Every lane is the polling loop; wake() wakes them all, an idle lane finds no work.
+        lanes = self.settings.step_lanes
+        await asyncio.gather(*(super(StepWorker, self).run() for _ in range(lanes)))
+
     def _claim(self, token: str) -> list[Enrollment]:
         now = self.clock.now()
         until = now + timedelta(seconds=self.settings.lease_seconds)
@@ -160,7 +198,8 @@ class StepWorker(PollingWorker):
         with self.db.transaction() as session:
             held = enrollment_store.still_leased(session, token, keys)
             kept = [t for t, key in zip(transitions, keys, strict=True) if key in held]
-            enrollment_store.save_progress(session, [(t.enrollment, t.steps) for t in kept])
+            enrollment_store.save_progress(session, [(t.enrollment, t.steps) for t in kept],
+                                           context=False)
             facts.publish(session, self.outbox, [f for t in kept for f in t.facts])
         if len(kept) < len(transitions):
             log.warning("leases expired before the steps were recorded; their new holders "

@@ -199,6 +199,41 @@ async def test_channel_performance_counts_unique_messages(
     assert "window.end_time" in violations
 
 
+def days_from(start: datetime, days: int) -> rpb.TimeWindow:
+    return rpb.TimeWindow(start_time=to_timestamp(start),
+                          end_time=to_timestamp(start + timedelta(days=days)))
+
+
+async def test_outcomes_before_attributes_across_batches(
+        stub: pb_grpc.AnalyticsServiceStub) -> None:
+    opened = [fact(F.FACT_TYPE_MESSAGE_OPENED, "p1", T0 + timedelta(days=1), "o1",
+                   message_id="m1"),
+              fact(F.FACT_TYPE_MESSAGE_OPENED, "p1", T0 + timedelta(days=3), "o2",
+                   message_id="m1")]
+    await record(stub, opened)  # no attributes yet: the message's channel is unknown
+    await record(stub, [fact(F.FACT_TYPE_MESSAGE_SENT, "p1", T0, "s1", message_id="m1",
+                             journey_id="j1", channel=EMAIL, content_key="welcome",
+                             variant="A")])
+    await record(stub, opened)  # a redelivered batch
+    # A late fact of an earlier open moves the first open back in time.
+    await record(stub, [fact(F.FACT_TYPE_MESSAGE_OPENED, "p1", T0 + timedelta(hours=2), "o0",
+                             message_id="m1")])
+
+    report = await stub.GetChannelPerformance(rpb.GetChannelPerformanceRequest(
+        journey="journeys/j1"), metadata=WS)
+    assert [(c.channel, c.outcomes.sent, c.outcomes.opened) for c in report.channels] == [
+        (EMAIL, 1, 1)]
+    assert [(v.content_key, v.variant) for v in report.variants] == [("welcome", "A")]
+
+    first_day = await stub.GetChannelPerformance(rpb.GetChannelPerformanceRequest(
+        window=days_from(T0, 1)), metadata=WS)
+    assert [(c.outcomes.sent, c.outcomes.opened) for c in first_day.channels] == [(1, 1)]
+    # The message was first opened on day one: later days count no open for it.
+    later = await stub.GetChannelPerformance(rpb.GetChannelPerformanceRequest(
+        window=days_from(T0 + timedelta(days=1), 5)), metadata=WS)
+    assert [(c.outcomes.sent, c.outcomes.opened) for c in later.channels] == []
+
+
 async def test_experiment_results_per_arm_with_statistics(
         stub: pb_grpc.AnalyticsServiceStub) -> None:
     facts: list[F.Fact] = []

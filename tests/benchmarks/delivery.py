@@ -3,12 +3,14 @@ local sink provider, with the policies on, and the latency of a 1,000-message ba
 
     .venv/bin/python tests/benchmarks/delivery.py [--messages 20000] [--batches 10]
                                                   [--backend sqlite|postgresql]
+                                                  [--channel sms|email]
 
 An in-process delivery server; the workspace's SMS provider is a generic JSON-over-HTTP provider
 pointing at a keep-alive HTTP sink in its own process (so the sink does not share the event loop).
 Policies on: consent is asked of a real gRPC stand-in for identity (one call per claimed batch),
 a frequency cap (high enough never to defer) and quiet hours (outside them) are checked, and the
-suppression list is read, for every message.
+suppression list is read, for every message. ``--channel email`` sends emails instead, through
+the deployment's SMTP server (CJO_SMTP_*): an aiosmtpd server in its own process.
 
 Prints (1) sends/s from the first BatchSendMessages call to the last message the sink received,
 with the p50/p99 latency of one accepting call, and (2) for ``--batches`` single batches of
@@ -23,6 +25,7 @@ import multiprocessing
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))
 
 import grpc
 from delivery_support import IdentityStandIn, identity_stand_in
+from http_sink import read_request_body
 from sqlalchemy import func, select
 
 from cjo.common.v1 import common_pb2
@@ -53,12 +57,7 @@ def _sink(port: int, count: Synchronized) -> None:  # type: ignore[type-arg]
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                length = 0
-                await reader.readuntil(b"\r\n")
-                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
+                await read_request_body(reader)
                 with count.get_lock():
                     count.value += 1
                     n = count.value
@@ -77,7 +76,35 @@ def _sink(port: int, count: Synchronized) -> None:  # type: ignore[type-arg]
     asyncio.run(main())
 
 
+def _smtp_sink(port: int, count: Synchronized) -> None:  # type: ignore[type-arg]
+    """An aiosmtpd server that accepts every message; counts them."""
+    from aiosmtpd.controller import Controller
+
+    class Handler:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            with count.get_lock():
+                count.value += 1
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    threading.Event().wait()
+
+
+CHANNEL = "sms"
+
+
 def request(key: str, i: int) -> pb.SendMessageRequest:
+    if CHANNEL == "email":
+        return pb.SendMessageRequest(
+            idempotency_key=key, journey_id=f"j{i % 3}",
+            recipient=message_pb2.Recipient(profile_id=f"p{i}", address=f"user{i}@example.com"),
+            content=common_pb2.RenderedMessage(
+                channel=common_pb2.CHANNEL_EMAIL,
+                email=common_pb2.RenderedEmail(
+                    subject=f"Your order {i} has shipped",
+                    html=f"<p>Your order {i} has shipped. Track it in the app.</p>",
+                    text=f"Your order {i} has shipped. Track it in the app.")))
     return pb.SendMessageRequest(
         idempotency_key=key, journey_id=f"j{i % 3}",
         recipient=message_pb2.Recipient(profile_id=f"p{i}", address=f"+1415555{i % 10000:04d}"),
@@ -96,7 +123,8 @@ async def run(args: argparse.Namespace) -> None:
     configure_logging("bench", fmt="console", level=args.log_level)
     port = free_port()
     count: Synchronized = multiprocessing.Value("q", 0)  # type: ignore[type-arg]
-    sink = multiprocessing.Process(target=_sink, args=(port, count), daemon=True)
+    sink = multiprocessing.Process(target=_smtp_sink if CHANNEL == "email" else _sink,
+                                   args=(port, count), daemon=True)
     sink.start()
     identity = IdentityStandIn(set())
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +133,7 @@ async def run(args: argparse.Namespace) -> None:
             async with identity_stand_in(identity) as target:
                 settings = settings_for("delivery", backend, CJO_IDENTITY_TARGET=target,
                                         CJO_ANALYTICS_TARGET=f"127.0.0.1:{free_port()}")
-                env = Env({"CJO_DELIVERY_POLL_SECONDS": "0.05",
+                env = Env({"CJO_DELIVERY_POLL_SECONDS": "0.05", "CJO_SMTP_PORT": str(port),
                            "CJO_DELIVERY_BATCH_SIZE": str(args.claim),
                            "CJO_DELIVERY_CONCURRENCY": str(args.concurrency)})
                 app = build(settings, env)
@@ -121,7 +149,8 @@ async def run(args: argparse.Namespace) -> None:
                     await stub.UpdateDeliveryPolicy(pb.UpdateDeliveryPolicyRequest(
                         policy=policy_pb2.DeliveryPolicy(
                             frequency_caps=[policy_pb2.FrequencyCap(
-                                channel=common_pb2.CHANNEL_SMS, max_messages=1000,
+                                channel=common_pb2.CHANNEL_EMAIL if CHANNEL == "email"
+                                else common_pb2.CHANNEL_SMS, max_messages=1000,
                                 window_seconds=86400)],
                             quiet_hours=policy_pb2.QuietHours(
                                 start="03:00", end="03:01", default_time_zone="UTC"))),
@@ -134,8 +163,13 @@ async def run(args: argparse.Namespace) -> None:
                             return int(session.execute(select(func.count()).where(
                                 messages.c.status == "sent")).scalar_one())
 
-                    total = await app.db.run(sent)
+                    # The sink counts a message before its outcome is committed; give the last
+                    # group a moment to be recorded.
                     expected = args.messages + args.batches * BATCH
+                    deadline = time.perf_counter() + 30
+                    while (total := await app.db.run(sent)) < expected \
+                            and time.perf_counter() < deadline:
+                        await asyncio.sleep(0.05)
                     print(f"check: {total} of {expected} messages SENT, sink received "
                           f"{count.value}; consent calls {len(identity.calls)}")
         finally:
@@ -182,8 +216,13 @@ def main() -> None:
     parser.add_argument("--claim", type=int, default=500, help="CJO_DELIVERY_BATCH_SIZE")
     parser.add_argument("--concurrency", type=int, default=64, help="CJO_DELIVERY_CONCURRENCY")
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgresql"])
+    parser.add_argument("--channel", default="sms", choices=["sms", "email"],
+                        help="sms: generic JSON HTTP provider; email: the deployment's SMTP")
     parser.add_argument("--log-level", default="error")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    global CHANNEL
+    CHANNEL = args.channel
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import grpc
+from content_support import (
+    A,
+    B,
+    content_service,
+    mask,
+    rpc_error,
+    struct,
+    violations,
+)
 
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2 as item_pb
@@ -12,15 +21,6 @@ from cjo_content.domain.content_items import ChannelBodies, ContentDraft, Locali
 from cjo_content.domain.locales import locale_chain
 from cjo_content.domain.rendering import CompiledContent, RenderContext
 from support import Backend
-from tests.content.test_content_service import (
-    A,
-    B,
-    content_service,
-    mask,
-    rpc_error,
-    struct,
-    violations,
-)
 
 SMS = common_pb2.CHANNEL_SMS
 

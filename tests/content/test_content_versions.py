@@ -6,15 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from grpc_status import rpc_status
-
-from cjo.common.v1 import common_pb2
-from cjo.content.v1 import content_item_pb2 as item_pb
-from cjo.content.v1 import content_service_pb2 as pb
-from cjo.content.v1 import content_service_pb2_grpc as pb_grpc
-from cjo_platform.rpc.status import error_reason
-from support import Backend
-from tests.content.test_content_service import (
+from content_support import (
     A,
     B,
     content_service,
@@ -26,6 +18,14 @@ from tests.content.test_content_service import (
     rpc_error,
     violations,
 )
+from grpc_status import rpc_status
+
+from cjo.common.v1 import common_pb2
+from cjo.content.v1 import content_item_pb2 as item_pb
+from cjo.content.v1 import content_service_pb2 as pb
+from cjo.content.v1 import content_service_pb2_grpc as pb_grpc
+from cjo_platform.rpc.status import error_reason
+from support import Backend
 
 SMS = common_pb2.CHANNEL_SMS
 

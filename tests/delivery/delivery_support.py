@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import shutil
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from aiosmtpd.controller import Controller
 
 from cjo.common.v1 import common_pb2
@@ -142,3 +146,16 @@ async def identity_stand_in(servicer: IdentityStandIn, port: int = 0) -> AsyncIt
         yield f"127.0.0.1:{bound}"
     finally:
         await server.stop(None)
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 and its key (the certificate is its own CA)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key

@@ -4,9 +4,7 @@ AUTH against a real aiosmtpd server on loopback with a throwaway certificate."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ import grpc
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from delivery_support import SmtpSink, delivery_app, rendered_email
+from delivery_support import SmtpSink, delivery_app, rendered_email, self_signed
 from grpc_status import rpc_status
 from http_sink import HttpSink, http_sink
 
@@ -135,19 +133,6 @@ async def test_rate_limit_settings_are_validated(backend: Backend) -> None:
 
 
 USER, PASSWORD = "cjo-relay", "s3cret-relay-pw"
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A throwaway certificate for 127.0.0.1 and its key (the certificate is its own CA)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=30)
-    return cert, key
 
 
 class Logins:

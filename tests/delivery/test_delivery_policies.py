@@ -9,6 +9,7 @@ the tests count the calls (one per claimed batch) and choose each answer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -243,10 +244,10 @@ async def test_a_crash_in_the_middle_of_a_batch_neither_loses_nor_doubles(
         app = delivery_app(backend, port, clock)
         await app.db.run(app.migrate)
         # Queue five messages through the API of a first process whose sender is replaced by
-        # one that dies after handing over two of them.
-        async with serving(delivery_app(backend, port, clock,
-                                        CJO_DELIVERY_POLL_SECONDS="3600")) as address, \
-                grpc.aio.insecure_channel(address) as ch:
+        # one that dies after handing over two of them. The API process runs no background
+        # work: its own sender, woken by the accepted batch, must not claim the messages first.
+        accepting = dataclasses.replace(delivery_app(backend, port, clock), background=())
+        async with serving(accepting) as address, grpc.aio.insecure_channel(address) as ch:
             stub = pb_grpc.DeliveryServiceStub(ch)
             reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
                 send_request(f"k{i}", f"user{i}@example.com") for i in range(5)]), metadata=WS)

@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import grpc
+import pytest
 from delivery_support import SmtpSink, delivery_app, rendered_email, send_request, smtp_server
 
 from cjo.delivery.v1 import delivery_service_pb2 as pb
@@ -13,8 +14,8 @@ from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
 from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.tables import messages
-from cjo_delivery.domain.messages import Channel, NewMessage
-from cjo_delivery.domain.sending import after_success
+from cjo_delivery.domain.messages import Channel, MessageStatus, NewMessage
+from cjo_delivery.domain.sending import Transition, after_success
 from cjo_platform.clock import ManualClock
 from support import Backend, as_service, eventually, free_port, serving
 
@@ -217,3 +218,54 @@ async def test_shutdown_finishes_the_send_under_way_and_requeues_the_rest(
             assert attempts == [1, 1, 1]
     assert sorted(m["To"] for m in sink.received) == [
         "user0@example.com", "user1@example.com", "user2@example.com"]
+
+
+async def test_outcomes_are_recorded_in_bulk_unless_a_successor_took_one_over(
+        backend: Backend) -> None:
+    clock = ManualClock()
+    app = delivery_app(backend, free_port(), clock)
+    await app.db.run(app.migrate)
+    news = [NewMessage(idempotency_key=f"k{i}", profile_id="p1", address=f"u{i}@example.com",
+                       channel=Channel.EMAIL, content=rendered_email().SerializeToString(),
+                       journey_id="", enrollment_id="") for i in range(3)]
+    lease = timedelta(minutes=5)
+    ids = iter(["m0", "m1", "m2"])
+
+    def scenario() -> tuple[list[tuple[str, int, str, bool]], list[tuple[str, int, str, bool]]]:
+        with app.db.transaction() as session:
+            repository.queue_messages(session, "ws-a", news, clock.now(), "", lambda: next(ids))
+        with app.db.transaction() as session:
+            claims = repository.claim_due(session, clock.now(), clock.now() + lease, 10)
+        by_id = {c.message_id: c for c in claims}
+        # m2's lease runs out and a successor takes it while this sender still holds m0, m1.
+        clock.advance(lease + timedelta(seconds=1))
+        with app.db.transaction() as session:
+            session.execute(messages.update().where(messages.c.message_id != "m2")
+                            .values(lease_until=clock.now() + lease))
+            [successor] = repository.claim_due(session, clock.now(), clock.now() + lease, 10)
+        assert successor.message_id == "m2"
+        changes = [(by_id["m0"], after_success(1, "p-0")),
+                   (by_id["m1"], Transition(MessageStatus.QUEUED, 1, clock.now(), "busy", "")),
+                   (by_id["m2"], after_success(1, "late"))]
+
+        def state() -> list[tuple[str, int, str, bool]]:
+            with app.db.transaction() as session:
+                found = [repository.get_message(session, "ws-a", f"m{i}") for i in range(3)]
+            return [(m.status.value, m.attempts, m.error, m.provider_message_id == "late")
+                    for m in found if m is not None]
+
+        with pytest.raises(repository.LeaseLost), app.db.transaction() as session:
+            repository.record_all(session, changes, clock.now())
+        rolled_back = state()
+        with app.db.transaction() as session:  # the two still held go in one call
+            repository.record_all(session, changes[:2], clock.now())
+        return rolled_back, state()
+
+    try:
+        rolled_back, recorded = await app.db.run(scenario)
+    finally:
+        app.db.dispose()
+    assert rolled_back == [("sending", 1, "", False), ("sending", 1, "", False),
+                           ("sending", 2, "", False)]
+    assert recorded == [("sent", 1, "", False), ("queued", 1, "busy", False),
+                        ("sending", 2, "", False)]

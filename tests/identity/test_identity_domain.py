@@ -158,6 +158,34 @@ def test_merging_profiles_keeps_the_oldest_and_records_the_link() -> None:
     assert not change.refold and not change.sources
 
 
+def test_a_known_identifier_seen_alone_is_stored_without_relinking() -> None:
+    """The fast path for the usual event of a known person: its edge cannot move a link, even
+    when earlier than everything stored and under the default user_id limit, so it is stored in
+    the cluster its identifier ends up in (renamed here by a merge in the same batch)."""
+    owners = {ident(ANON, "a1"): Owner("p-anon", "c-anon"),
+              ident(USER, "u1"): Owner("p-user", "c-user"),
+              ident(USER, "u2"): Owner("p-two", "c-two")}
+    cluster_edges = {"c-anon": [edge(5, ident(ANON, "a1"))],
+                     "c-user": [edge(1, ident(USER, "u1"))],
+                     "c-two": [edge(2, ident(USER, "u2"))]}
+    login = edge(9, ident(USER, "u1"), ident(ANON, "a1"))
+    lone = edge(0, ident(USER, "u1"))
+    other = edge(3, ident(USER, "u2"))
+    plain = plan_graph([login], cluster_edges, owners, DEFAULTS, lambda: "new")
+    fast = plan_graph([login, lone, other], cluster_edges, owners, DEFAULTS, lambda: "new")
+    assert (fast.owners, fast.merges, fast.absorbed) == (plain.owners, plain.merges,
+                                                          plain.absorbed)
+    assert sorted((e.key, c) for e, c in fast.edges) == sorted(
+        [*((e.key, c) for e, c in plain.edges), (lone.key, "c-anon"), (other.key, "c-two")])
+    # What a full recomputation would give: the lone edges change no group.
+    stored = [e for es in cluster_edges.values() for e in es] + [login]
+    assert groups_of([*stored, lone, other]) == groups_of(stored)
+    # An identifier nobody owns yet still makes its profile.
+    fresh = plan_graph([edge(4, ident(USER, "u3"))], {}, owners, DEFAULTS, lambda: "p-new")
+    assert fresh.new_profiles == {"p-new"}
+    assert fresh.new_identifiers[ident(USER, "u3")].profile_id == "p-new"
+
+
 def test_survivorship_rules_give_the_same_record_in_any_order() -> None:
     settings = IdentitySettings(trait_rules=(
         TraitRule("first_seen", Survivorship.FIRST),

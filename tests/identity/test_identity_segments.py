@@ -202,3 +202,52 @@ async def test_a_deleted_profile_is_gone_and_its_identifiers_can_be_blocked(
     await eventually(lambda: any(e.event.name == "profile_deleted" for e in recorder.events))
     erased = [e for e in recorder.events if e.event.name == "profile_deleted"]
     assert [e.profile_id for e in erased] == [survivor]
+
+
+async def test_a_merge_that_only_brings_computed_traits_moves_membership(
+        identity: Identity, recorder: Recorder) -> None:
+    """Ingest skips re-evaluating segments (and rewriting records) of profiles whose inputs did
+    not change; a survivor whose record stays the same but whose computed traits change through
+    a merge must still enter, and an event that changes nothing keeps it a member."""
+    acme = await identity.new_workspace("acme")
+    await with_computed_traits(identity, acme)
+    identity.clock.advance(60 * DAY)
+    await identity.events.CreateSegment(pb.CreateSegmentRequest(segment=segment_pb2.Segment(
+        segment_id="buyers", display_name="Buyers", condition="computed.orders_30d > 0")),
+        metadata=acme)
+    known = (await ingest(identity, acme, event("k1", ("user_id", "u1"), at=START + 50 * DAY))
+             ).results[0].profile_id
+    anonymous = order("o1", "a1", 5, 51 * DAY)
+    del anonymous.identifiers[:]
+    anonymous.identifiers.add(type="anonymous_id", value="a1")
+    buyer = (await ingest(identity, acme, anonymous)).results[0].profile_id
+    assert buyer != known
+
+    def members() -> list[str]:
+        return [e.profile_id for e in recorder.events if e.event.name == "segment_entered"]
+
+    await eventually(lambda: members() == [buyer])
+    # The sign-in merges the anonymous buyer into the known profile: its record (no traits on
+    # either side) is unchanged, its computed traits are not.
+    identity.clock.advance(timedelta(minutes=1))
+    signed_in = await ingest(identity, acme, event("s1", ("user_id", "u1"), ("anonymous_id", "a1"),
+                                                   name="signed_in", at=START + 52 * DAY))
+    assert signed_in.results[0].profile_id == known
+    await eventually(lambda: members() == [buyer, known])
+    first = (await identity.events.GetProfile(pb.GetProfileRequest(name=f"profiles/{known}"),
+                                              metadata=acme)).profile
+    assert list(first.segments) == ["segments/buyers"]
+    assert first.computed_traits["orders_30d"] == 1
+
+    # An event that changes neither record nor computed traits: still a member, no new
+    # transition, but the profile's update time moves.
+    identity.clock.advance(timedelta(minutes=1))
+    await ingest(identity, acme, event("p1", ("user_id", "u1"), at=START + 53 * DAY))
+    again = (await identity.events.GetProfile(pb.GetProfileRequest(name=f"profiles/{known}"),
+                                              metadata=acme)).profile
+    assert list(again.segments) == ["segments/buyers"]
+    assert again.computed_traits["orders_30d"] == 1
+    assert again.update_time.ToDatetime() > first.update_time.ToDatetime()
+    await eventually(lambda: any(e.event.message_id == "p1" for e in recorder.events))
+    assert members() == [buyer, known]
+    assert not [e for e in recorder.events if e.event.name == "segment_exited"]

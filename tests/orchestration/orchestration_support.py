@@ -15,12 +15,14 @@ import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 from aiosmtpd.controller import Controller
 from google.rpc import code_pb2, status_pb2
 
+import cjo_orchestration.adapters
 from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
 from cjo.common.v1 import common_pb2
@@ -37,6 +39,8 @@ from cjo_analytics.bootstrap import build as build_analytics
 from cjo_orchestration.bootstrap import build as build_orchestration
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
+from cjo_platform.db import Database
+from cjo_platform.db.migrations import upgrade
 from cjo_platform.protobuf import dict_to_struct, struct_to_dict
 from support import Backend, as_service, free_port, serving, settings_for
 
@@ -288,6 +292,17 @@ async def _start_delivery(cluster: Cluster) -> AsyncIterator[str]:
         await server.__aexit__(None, None, None)
 
 
+async def start_peers(cluster: Cluster) -> None:
+    """Analytics, content and delivery (real, or the stand-ins), on the cluster's exit stack;
+    their addresses go into ``cluster.targets``. For suites that start orchestration themselves
+    (with other services or settings than ``running`` gives)."""
+    stack = cluster.stack
+    cluster.targets["analytics"] = await stack.enter_async_context(
+        serving(build_analytics(settings_for("analytics", cluster.backend), Env({}))))
+    cluster.targets["content"] = await stack.enter_async_context(_start_content(cluster))
+    cluster.targets["delivery"] = await stack.enter_async_context(_start_delivery(cluster))
+
+
 @asynccontextmanager
 async def running(backend: Backend, *, content_gate: bool = False,
                   clock: Clock | None = None) -> AsyncIterator[Cluster]:
@@ -297,10 +312,7 @@ async def running(backend: Backend, *, content_gate: bool = False,
     starts closed: content is down for orchestration until the test opens it."""
     async with AsyncExitStack() as stack:
         cluster = Cluster(backend, stack)
-        cluster.targets["analytics"] = await stack.enter_async_context(
-            serving(build_analytics(settings_for("analytics", backend), Env({}))))
-        cluster.targets["content"] = await stack.enter_async_context(_start_content(cluster))
-        cluster.targets["delivery"] = await stack.enter_async_context(_start_delivery(cluster))
+        await start_peers(cluster)
         peers = dict(cluster.targets)
         if content_gate:
             cluster.content_gate = Gate(cluster.targets["content"])
@@ -388,3 +400,12 @@ async def journey_counts(cluster: Cluster, workspace: str, journey_name: str) ->
         analytics_pb.GetJourneyReportRequest(journey=journey_name),
         metadata=as_service(workspace))
     return {c.type: c.count for c in reply.report.counts}
+
+
+def migrated_database(backend: Backend) -> Database:
+    """Orchestration's database on ``backend``, migrated to the newest revision."""
+    url = backend.env().get("CJO_DATABASE_URL",
+                            f"sqlite:///{backend.data_dir}/orchestration.db")
+    database = Database(url, schema=backend.schema_prefix + "orchestration")
+    upgrade(database, Path(str(cjo_orchestration.adapters.__file__)).parent / "migrations")
+    return database

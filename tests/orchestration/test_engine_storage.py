@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from orchestration_support import migrated_database
 
-import cjo_orchestration.adapters
 from cjo_orchestration.adapters import enrollments as store
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.domain.engine import (
@@ -22,19 +21,14 @@ from cjo_orchestration.domain.engine import (
     StepOutcome,
 )
 from cjo_platform.db import Database
-from cjo_platform.db.migrations import upgrade
 from support import Backend
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
-MIGRATIONS = Path(str(cjo_orchestration.adapters.__file__)).parent / "migrations"
 
 
 @pytest.fixture
 def db(backend: Backend) -> Iterator[Database]:
-    url = backend.env().get("CJO_DATABASE_URL",
-                            f"sqlite:///{backend.data_dir}/orchestration.db")
-    database = Database(url, schema=backend.schema_prefix + "orchestration")
-    upgrade(database, MIGRATIONS)
+    database = migrated_database(backend)
     assert "enrollments" in metadata.tables
     yield database
     database.dispose()

@@ -1,5 +1,6 @@
 """Journeys end to end with the real peers in-process and orchestration on a ManualClock: the
-cart-abandonment journey (email only; `email_opened` arrives as identity would forward it), the
+cart-abandonment journey (email only; `email_opened` arrives as identity would forward it; the
+five-process version with push and open tracking is tests/e2e/test_cart_abandonment.py), the
 Enroll RPC, and pause/resume."""
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ def hours(n: float) -> duration_pb2.Duration:
 
 def cart_abandonment() -> journey_pb2.Journey:
     """cart_updated -> wait up to 1 h for order_completed -> on timeout, branch on
-    cart_value > 50 -> email -> wait 1 day for email_opened -> else a second email (push stands
-    in here until delivery's push channel lands) ; exit on order_completed anywhere; goal
-    order_completed within 3 days."""
+    cart_value > 50 -> email -> wait 1 day for email_opened -> else the nudge, push preferred
+    (these profiles have no push_token, so it goes out as an email); exit on order_completed
+    anywhere; goal order_completed within 3 days. The real journey file, with push at an
+    FCM-shaped server and a real open pixel across five processes, runs in
+    tests/e2e/test_cart_abandonment.py."""
     n = journey_pb2.Node
     return journey_pb2.Journey(
         display_name="Cart abandonment",

@@ -1,7 +1,9 @@
 """SQLAlchemy 2 set-up shared by every service: engine, unit of work, migrations, outbox."""
 
-from cjo_platform.db.engine import Database, insert_ignore, one_of, utc
+from cjo_platform.db.bulk import bulk_insert
+from cjo_platform.db.engine import Database, insert_ignore, keys_in, one_of, upsert, utc
 from cjo_platform.db.retry import retry_on_conflict
 from cjo_platform.db.types import UtcDateTime
 
-__all__ = ["Database", "UtcDateTime", "insert_ignore", "one_of", "retry_on_conflict", "utc"]
+__all__ = ["Database", "UtcDateTime", "bulk_insert", "insert_ignore", "keys_in", "one_of",
+           "retry_on_conflict", "upsert", "utc"]

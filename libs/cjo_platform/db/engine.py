@@ -6,14 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, String, Table, any_, bindparam, create_engine, event, text
+from sqlalchemy import (
+    Engine,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    or_,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
@@ -114,6 +126,24 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]]
     return list(result.scalars())
 
 
+def upsert(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+           merge: Callable[[Any], dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT (primary key) DO UPDATE for both dialects. ``merge`` receives the
+    ``excluded`` row (the one that conflicted) and returns the SET clause, which may refer to the
+    stored row through the table's columns. Rows go in primary-key order, so concurrent upserts
+    of overlapping rows lock them in the same order and cannot deadlock. Each key may appear
+    once in ``rows`` (PostgreSQL cannot update a row twice in one statement)."""
+    if not rows:
+        return
+    key = [c.name for c in table.primary_key.columns]
+    ordered = sorted(rows, key=lambda row: tuple(row[k] for k in key))
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    session.execute(stmt.on_conflict_do_update(index_elements=key, set_=merge(stmt.excluded)),
+                    ordered)
+
+
 def one_of(session: Session, column: ColumnElement[str],
            values: Sequence[str]) -> ColumnElement[bool]:
     """``column IN values``; on PostgreSQL as ONE array parameter. psycopg prepares statements
@@ -122,3 +152,21 @@ def one_of(session: Session, column: ColumnElement[str],
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
     return column.in_(values)
+
+
+def keys_in(session: Session, columns: Sequence[ColumnElement[Any]],
+            keys: Iterable[tuple[Any, ...]]) -> ColumnElement[bool]:
+    """Rows whose ``columns`` equal one of ``keys`` (one value per column; the last a string),
+    as an index-friendly predicate.
+
+    A row-value ``(a, b) IN (VALUES ...)`` makes SQLite scan the whole table, so a batch cost a
+    pass over every row ever written. Keys are matched instead as ``a = ? AND b IN (...)`` per
+    leading value, which both databases answer from their indexes (the IN list is ``one_of``:
+    one array parameter on PostgreSQL, one prepared statement for any batch size)."""
+    *leading, last = columns
+    groups: dict[tuple[Any, ...], set[str]] = defaultdict(set)
+    for key in keys:
+        groups[key[:-1]].add(key[-1])
+    return or_(*(and_(*(column == value for column, value in zip(leading, prefix, strict=True)),
+                      one_of(session, last, sorted(values)))
+                 for prefix, values in sorted(groups.items())))

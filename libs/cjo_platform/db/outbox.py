@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from cjo_platform.clock import Clock
+from cjo_platform.db.bulk import bulk_insert
 from cjo_platform.db.engine import Database
 from cjo_platform.db.types import UtcDateTime
 from cjo_platform.telemetry import batch_span
@@ -69,7 +70,8 @@ class Outbox:
         if not payloads:
             return
         now = self.clock.now()
-        session.execute(self.table.insert(), [
+        # Ids follow the order of ``payloads``, which is the order the forwarder sends them in.
+        bulk_insert(session, self.table, [
             {"topic": topic, "workspace_id": workspace_id, "payload": payload,
              "traceparent": traceparent, "create_time": now}
             for payload, traceparent in payloads

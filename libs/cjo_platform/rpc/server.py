@@ -12,13 +12,14 @@ import signal
 import sys
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
+from cjo_platform.clock import Clock, FileOffsetClock, SystemClock
 from cjo_platform.config import ConfigError, Env, ServiceSettings, load_service_settings
 from cjo_platform.db.engine import Database
 from cjo_platform.logging import configure_logging, get_logger
@@ -132,8 +133,25 @@ async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
     log.info("stopped")
 
 
-def main(service: str, build: Callable[[ServiceSettings, Env], ServiceApp],
-         argv: Sequence[str] | None = None) -> None:
+class Build(Protocol):
+    """A service's ``bootstrap.build``."""
+
+    def __call__(self, settings: ServiceSettings, env: Env, clock: Clock | None = None,
+                 ) -> ServiceApp: ...
+
+
+def service_clock(settings: ServiceSettings) -> Clock:
+    """The wall clock, or in an end-to-end test (CJO_TEST_CLOCK_FILE with CJO_ENV=test, which
+    config enforces) the wall clock plus the offset the test writes to that file."""
+    if settings.test_clock_file is None:
+        return SystemClock()
+    log.warning("TEST CLOCK IN USE: time is the wall clock plus the offset in a file; "
+                "for tests only, never in production", file=str(settings.test_clock_file),
+                environment=settings.environment)
+    return FileOffsetClock(settings.test_clock_file)
+
+
+def main(service: str, build: Build, argv: Sequence[str] | None = None) -> None:
     """``python -m cjo_<service> [serve|migrate]``."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args else "serve"
@@ -146,7 +164,7 @@ def main(service: str, build: Callable[[ServiceSettings, Env], ServiceApp],
         env.check()
         configure_logging(service, fmt=settings.log_format, level=settings.log_level)
         configure_tracing(service)
-        app = build(settings, env)
+        app = build(settings, env, clock=service_clock(settings))
         env.check()
     except ConfigError as exc:
         print(f"cjo-{service}: {exc}", file=sys.stderr)

@@ -4,14 +4,15 @@ only attribution loads rows (the conversions of a window and their profiles' tou
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, distinct, func, literal, select
 from sqlalchemy.orm import Session
 
-from cjo_analytics.adapters.tables import facts
+from cjo_analytics.adapters.tables import facts, messages
 from cjo_analytics.domain.attribution import Conversion, TouchFact
 from cjo_analytics.domain.facts import (
     COMPLETING_EXITS,
@@ -32,7 +33,7 @@ from cjo_analytics.domain.reports import (
     node_funnel,
 )
 from cjo_analytics.domain.stats import ArmCounts
-from cjo_platform.db import insert_ignore
+from cjo_platform.db import insert_ignore, upsert
 
 _CONVERSION_TYPES = [t.value for t in CONVERSIONS]
 _TOUCH_TYPES = [t.value for t in TOUCHES]
@@ -50,7 +51,8 @@ def _or_fact(column: ColumnElement[str]) -> ColumnElement[str]:
 
 def record_facts(session: Session, workspace_id: str, batch: Sequence[Fact],
                  now: datetime) -> set[str]:
-    """Insert facts not yet recorded; returns the ids that were new."""
+    """Insert facts not yet recorded and fold the new ones into their messages' rows; returns
+    the ids that were new."""
     rows = [
         {"workspace_id": workspace_id, "fact_id": f.fact_id, "type": f.type.value,
          "profile_id": f.profile_id, "journey_id": f.journey_id,
@@ -63,7 +65,44 @@ def record_facts(session: Session, workspace_id: str, batch: Sequence[Fact],
          "occur_hour": epoch_hour(f.occur_time)}
         for f in batch
     ]
-    return set(insert_ignore(session, facts, rows, returning=facts.c.fact_id))
+    new = set(insert_ignore(session, facts, rows, returning=facts.c.fact_id))
+    firsts = {f.fact_id: f for f in reversed(batch) if f.fact_id in new}
+    _fold_into_messages(session, workspace_id, firsts.values())
+    return new
+
+
+_MESSAGE_ATTRIBUTES = ("journey_id", "channel", "content_key", "variant")
+_OUTCOME_TIMES = {t: f"{name}_time" for t, name in _MESSAGE_OUTCOMES.items()}
+
+
+def _fold_into_messages(session: Session, workspace_id: str, new: Iterable[Fact]) -> None:
+    """Keep one row per message: each attribute from whichever fact carries it (the greatest
+    when facts disagree, as a GROUP BY with max() would pick), each outcome at its first time."""
+    rows: dict[str, dict[str, Any]] = {}
+    for f in new:
+        if f.type not in _OUTCOME_TIMES and f.type is not FactType.MESSAGE_REQUESTED:
+            continue
+        key = f.message_id or f.fact_id
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {"workspace_id": workspace_id, "message_key": key,
+                               "journey_id": "", "channel": 0, "content_key": "", "variant": "",
+                               **dict.fromkeys(_OUTCOME_TIMES.values())}
+        for name in _MESSAGE_ATTRIBUTES:
+            row[name] = max(row[name], getattr(f, name))
+        if (column := _OUTCOME_TIMES.get(f.type)) is not None:
+            row[column] = min(row[column] or f.occur_time, f.occur_time)
+
+    def merge(excluded: Any) -> dict[str, Any]:
+        stored = messages.c
+        greatest = {name: case((excluded[name] > stored[name], excluded[name]),
+                               else_=stored[name]) for name in _MESSAGE_ATTRIBUTES}
+        earliest = {name: case((stored[name].is_(None), excluded[name]),
+                               (excluded[name] < stored[name], excluded[name]),
+                               else_=stored[name]) for name in _OUTCOME_TIMES.values()}
+        return greatest | earliest
+
+    upsert(session, messages, list(rows.values()), merge)
 
 
 def journey_counts(session: Session, workspace_id: str, journey_id: str) -> list[FactCount]:
@@ -182,43 +221,32 @@ class OutcomeRow:
 
 def channel_outcomes(session: Session, workspace_id: str, journey_id: str,
                      window: Window | None) -> list[OutcomeRow]:
-    """Unique messages per outcome, grouped by channel, content item and variant. A message's
-    attributes come from whichever of its facts carries them."""
-    message = _or_fact(facts.c.message_id)
-    attributes = (
-        select(message.label("message"), func.max(facts.c.channel).label("channel"),
-               func.max(facts.c.content_key).label("content_key"),
-               func.max(facts.c.variant).label("variant"),
-               func.max(facts.c.journey_id).label("journey_id"))
-        .where(facts.c.workspace_id == workspace_id,
-               facts.c.type.in_([t.value for t in (*_MESSAGE_OUTCOMES,
-                                                   FactType.MESSAGE_REQUESTED)]))
-        .group_by(message)
-        .subquery()
-    )
-    outcome = (
-        select(message.label("message"), facts.c.type.label("type"))
-        .where(facts.c.workspace_id == workspace_id,
-               facts.c.type.in_([t.value for t in _MESSAGE_OUTCOMES]))
-    )
-    if window is not None:
-        outcome = outcome.where(facts.c.occur_time >= window.start,
-                                facts.c.occur_time < window.end)
-    happened = outcome.subquery()
+    """Unique messages per outcome, grouped by channel, content item and variant. A message
+    counts for an outcome when the outcome FIRST happened inside the window."""
+    m = messages.c
+
+    def happened(column: str) -> ColumnElement[int]:
+        at = m[column]
+        inside = at.is_not(None) if window is None else and_(at >= window.start,
+                                                              at < window.end)
+        return func.coalesce(func.sum(case((inside, 1), else_=0)), 0)
+
+    outcomes = list(_MESSAGE_OUTCOMES.values())
     query = (
-        select(attributes.c.channel, attributes.c.content_key, attributes.c.variant,
-               happened.c.type, func.count(distinct(happened.c.message)))
-        .select_from(happened.join(attributes, attributes.c.message == happened.c.message))
-        .group_by(attributes.c.channel, attributes.c.content_key, attributes.c.variant,
-                  happened.c.type)
+        select(m.channel, m.content_key, m.variant,
+               *(happened(f"{name}_time") for name in outcomes))
+        .where(m.workspace_id == workspace_id)
+        .group_by(m.channel, m.content_key, m.variant)
     )
     if journey_id:
-        query = query.where(attributes.c.journey_id == journey_id)
-    grouped: dict[tuple[int, str, str], dict[str, int]] = defaultdict(dict)
-    for channel, content_key, variant, kind, count in session.execute(query).all():
-        grouped[(int(channel), content_key, variant)][_MESSAGE_OUTCOMES[FactType(kind)]] = \
-            int(count)
-    return [OutcomeRow(c, k, v, Outcomes(**counts)) for (c, k, v), counts in grouped.items()]
+        query = query.where(m.journey_id == journey_id)
+    result = []
+    for channel, content_key, variant, *counts in session.execute(query).all():
+        if any(counts):
+            result.append(OutcomeRow(int(channel), content_key, variant,
+                                     Outcomes(**dict(zip(outcomes, map(int, counts),
+                                                         strict=True)))))
+    return result
 
 
 @dataclass(frozen=True)

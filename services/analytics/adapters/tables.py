@@ -63,6 +63,27 @@ facts = Table(
     Index("ix_facts_type_time", "workspace_id", "type", "occur_time"),
     # Experiments: the exposures of one experiment.
     Index("ix_facts_experiment", "workspace_id", "experiment_id", "profile_id"),
-    # Channel report: every fact of a message.
-    Index("ix_facts_message", "workspace_id", "message_id"),
+)
+
+# One row per message, kept up to date as its facts arrive: the attributes some fact of the
+# message carried, and when each outcome FIRST happened. The channel report is then one GROUP BY
+# over the messages of a journey instead of a join of every message fact with every other.
+messages = Table(
+    "messages",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    # The message id, or the fact id for a message fact that carried none.
+    Column("message_key", String(128), nullable=False),
+    _text("journey_id"),
+    Column("channel", Integer, nullable=False, default=0, server_default=text("0")),
+    _text("content_key"),
+    _text("variant"),
+    Column("sent_time", UtcDateTime, nullable=True),
+    Column("delivered_time", UtcDateTime, nullable=True),
+    Column("opened_time", UtcDateTime, nullable=True),
+    Column("clicked_time", UtcDateTime, nullable=True),
+    Column("bounced_time", UtcDateTime, nullable=True),
+    Column("unsubscribed_time", UtcDateTime, nullable=True),
+    PrimaryKeyConstraint("workspace_id", "message_key"),
+    Index("ix_messages_journey", "workspace_id", "journey_id"),
 )

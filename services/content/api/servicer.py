@@ -84,6 +84,34 @@ def _stale(what: str, key: str, etag: str) -> Aborted:
                    metadata={"key": key})
 
 
+def _item_at(session: Session, workspace: str, key: str, etag: str) -> ContentItem:
+    """The content item as stored now; the caller's etag, when given, must still match."""
+    return _current(repository.get(session, workspace, key), "content item", key, etag,
+                    _not_found)
+
+
+def _snippet_at(session: Session, workspace: str, key: str, etag: str) -> Snippet:
+    """The snippet as stored now; the caller's etag, when given, must still match."""
+    return _current(repository.get_snippet(session, workspace, key), "snippet", key, etag,
+                    _snippet_not_found)
+
+
+Stored = TypeVar("Stored", ContentItem, Snippet)
+
+
+def _current(found: Stored | None, what: str, key: str, etag: str,
+             missing: Callable[[str], NotFound]) -> Stored:
+    if found is None:
+        raise missing(key)
+    _check_etag(what, key, etag, found.etag)
+    return found
+
+
+def _check_etag(what: str, key: str, expected: str, actual: str) -> None:
+    if expected and expected != actual:
+        raise _stale(what, key, expected)
+
+
 def _raise_within(problems: Violations, prefix: str) -> None:
     if problems:
         raise InvalidArgument(problems.items).within(prefix)
@@ -218,11 +246,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         _raise_within(await asyncio.to_thread(check_update, patch, mask), "content_item")
 
         def change(session: Session) -> pb.UpdateContentItemResponse:
-            current = repository.get(session, workspace, key)
-            if current is None:
-                raise _not_found(key)
-            if etag and etag != current.etag:
-                raise _stale("content item", key, etag)
+            current = _item_at(session, workspace, key, etag)
             draft = apply_update(current.draft, patch, mask)
             if draft == current.draft:  # nothing changed: keep revision and etag
                 return pb.UpdateContentItemResponse(content_item=item_to_proto(current))
@@ -243,11 +267,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         key = key_from_name(request.name)
 
         def remove(session: Session) -> pb.DeleteContentItemResponse:
-            current = repository.get(session, workspace, key)
-            if current is None:
-                raise _not_found(key)
-            if request.etag and request.etag != current.etag:
-                raise _stale("content item", key, request.etag)
+            current = _item_at(session, workspace, key, request.etag)
             if not repository.delete_revision(session, workspace, key, current.revision):
                 raise _stale("content item", key, current.etag)
             return pb.DeleteContentItemResponse()
@@ -264,11 +284,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         key = key_from_name(request.name)
 
         def publish(session: Session) -> pb.PublishContentItemResponse:
-            current = repository.get(session, workspace, key)
-            if current is None:
-                raise _not_found(key)
-            if request.etag and request.etag != current.etag:
-                raise _stale("content item", key, request.etag)
+            current = _item_at(session, workspace, key, request.etag)
             snippets = resolve_snippets(
                 current.draft.template_sources().values(),
                 lambda keys: repository.snippet_sources(session, workspace, keys))
@@ -290,9 +306,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
             raise InvalidArgument.one("version", "must be a published version number")
 
         def rollback(session: Session) -> pb.RollbackContentItemResponse:
-            current = repository.get(session, workspace, key)
-            if current is None:
-                raise _not_found(key)
+            current = _item_at(session, workspace, key, "")
             old = repository.get_version(session, workspace, key, request.version)
             if old is None:
                 raise NotFound(f"content item {key!r} has no version {request.version}",
@@ -519,11 +533,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         _raise_within(await asyncio.to_thread(check_snippet, key, source, ""), "snippet")
 
         def change(session: Session) -> pb.UpdateSnippetResponse:
-            current = repository.get_snippet(session, workspace, key)
-            if current is None:
-                raise _snippet_not_found(key)
-            if etag and etag != current.etag:
-                raise _stale("snippet", key, etag)
+            current = _snippet_at(session, workspace, key, etag)
             if source == current.source:
                 return pb.UpdateSnippetResponse(snippet=snippet_to_proto(current))
             saved = repository.save_snippet(session, workspace, current, source,
@@ -541,11 +551,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         key = snippet_key_from_name(request.name)
 
         def remove(session: Session) -> pb.DeleteSnippetResponse:
-            current = repository.get_snippet(session, workspace, key)
-            if current is None:
-                raise _snippet_not_found(key)
-            if request.etag and request.etag != current.etag:
-                raise _stale("snippet", key, request.etag)
+            current = _snippet_at(session, workspace, key, request.etag)
             if not repository.delete_snippet(session, workspace, key, current.revision):
                 raise _stale("snippet", key, current.etag)
             return pb.DeleteSnippetResponse()
@@ -580,8 +586,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
 
         def change(session: Session) -> pb.UpdateContentSettingsResponse:
             current = repository.get_settings(session, workspace)
-            if etag and etag != current.etag:
-                raise _stale("content settings", SETTINGS_NAME, etag)
+            _check_etag("content settings", SETTINGS_NAME, etag, current.etag)
             updated = apply_settings_update(current, patch, mask)
             if updated == current:  # nothing changed: keep revision and etag
                 return pb.UpdateContentSettingsResponse(

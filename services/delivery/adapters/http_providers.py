@@ -1,5 +1,5 @@
-"""Providers spoken over HTTP (httpx, one pooled client per process): a generic JSON provider,
-a Twilio-shaped SMS API, FCM HTTP v1 push, and signed webhooks.
+"""Providers spoken over HTTP (one pooled client per process, adapters/http_client.py): a
+generic JSON provider, a Twilio-shaped SMS API, FCM HTTP v1 push, and signed webhooks.
 
 Every adapter turns the provider's answer into a ProviderError that says whether a retry can
 help, whether the address is gone for good (a bounce: it is then suppressed) and how long the
@@ -16,8 +16,12 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
-
+from cjo_delivery.adapters.http_client import (
+    HttpClient,
+    HttpResponse,
+    HttpTimeout,
+    HttpTransportError,
+)
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.providers import ProviderConfig
 from cjo_delivery.domain.sending import OutgoingMessage, ProviderError
@@ -50,14 +54,14 @@ def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: HttpResponse) -> Any:
     try:
         return response.json()
     except ValueError:
         return None
 
 
-def _snippet(response: httpx.Response) -> str:
+def _snippet(response: HttpResponse) -> str:
     return " ".join(response.text[:300].split())
 
 
@@ -65,21 +69,20 @@ class HttpProvider:
     """Shared plumbing: POST, transport errors, 429 and 5xx. Subclasses build the request and
     read the provider's own error format."""
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient, clock: Clock) -> None:
+    def __init__(self, config: ProviderConfig, client: HttpClient, clock: Clock) -> None:
         self.config = config
         self.client = client
         self.clock = clock
         self.timeout = float(config.config.get("timeout_seconds", DEFAULT_TIMEOUT))
         self.where = f"{config.kind.value} provider {config.provider_id}"
 
-    async def _post(self, url: str, **kwargs: Any) -> httpx.Response:
+    async def _post(self, url: str, **kwargs: Any) -> HttpResponse:
         try:
             response = await self.client.post(url, timeout=self.timeout, **kwargs)
-        except httpx.TimeoutException:
+        except HttpTimeout:
             raise ProviderError(f"{self.where}: timed out", transient=True) from None
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{self.where}: {type(exc).__name__}: {exc}",
-                                transient=True) from None
+        except HttpTransportError as exc:
+            raise ProviderError(f"{self.where}: {exc}", transient=True) from None
         if response.status_code == 429:
             raise ProviderError(
                 f"{self.where}: 429 rate limited: {self._describe(response)}", transient=True,
@@ -87,7 +90,7 @@ class HttpProvider:
                                                 self.clock.now()))
         return response
 
-    def _describe(self, response: httpx.Response) -> str:
+    def _describe(self, response: HttpResponse) -> str:
         return _snippet(response)
 
     async def close(self) -> None:
@@ -115,7 +118,7 @@ class JsonHttpProvider(HttpProvider):
         headers = {"Idempotency-Key": message.message_id}
         if "api_key" in self.config.secrets:
             headers["Authorization"] = f"Bearer {self.config.secrets['api_key']}"
-        response = await self._post(self.config.config["url"], json=body, headers=headers)
+        response = await self._post(self.config.config["url"], json_body=body, headers=headers)
         if response.is_success:
             data = _json(response)
             if isinstance(data, dict) and isinstance(data.get("id"), str):
@@ -142,7 +145,7 @@ class TwilioSmsProvider(HttpProvider):
         base = c.get("base_url", "https://api.twilio.com").rstrip("/")
         url = f"{base}/2010-04-01/Accounts/{c['account_sid']}/Messages.json"
         response = await self._post(
-            url, data={"To": message.to, "From": c["from"], "Body": message.sms_text},
+            url, form={"To": message.to, "From": c["from"], "Body": message.sms_text},
             auth=(c["account_sid"], self.config.secrets.get("auth_token", "")),
             headers={"I-Twilio-Idempotency-Token": message.message_id})
         data = _json(response)
@@ -180,7 +183,7 @@ class FcmPushProvider(HttpProvider):
             data["deep_link"] = push.deep_link
         body = {"message": {"token": message.to, "notification": notification, "data": data}}
         response = await self._post(
-            f"{base}/v1/projects/{c['project_id']}/messages:send", json=body,
+            f"{base}/v1/projects/{c['project_id']}/messages:send", json_body=body,
             headers={"Authorization": f"Bearer {self.config.secrets.get('access_token', '')}"})
         answer = _json(response)
         if response.is_success and isinstance(answer, dict) \

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 
-import httpx
-
+from cjo_delivery.adapters.http_client import HttpClient
 from cjo_delivery.adapters.http_providers import (
     FcmPushProvider,
     JsonHttpProvider,
@@ -20,25 +18,15 @@ from cjo_platform.clock import Clock
 
 
 class ProviderFactory:
-    """Builds providers that share one HTTP connection pool."""
+    """Builds providers; the HTTP ones share one pooled client (``http_connections`` connections
+    at most, TLS verified with ``tls_context`` or the system's trust store)."""
 
-    def __init__(self, clock: Clock, *, smtp_connections: int = 4,
+    def __init__(self, clock: Clock, *, smtp_connections: int = 4, http_connections: int = 64,
                  tls_context: ssl.SSLContext | None = None) -> None:
         self.clock = clock
         self.smtp_connections = smtp_connections
         self.tls_context = tls_context
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:  # created in the running loop, on first use
-            limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-            # httpx writes headers and body separately; without TCP_NODELAY, Nagle holds the
-            # body until the server's delayed ACK (40 ms on Linux) on every request.
-            transport = httpx.AsyncHTTPTransport(
-                limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-            self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
-        return self._client
+        self.client = HttpClient(connections=http_connections, tls_context=tls_context)
 
     def build(self, config: ProviderConfig) -> Provider:
         kind = config.kind
@@ -62,6 +50,4 @@ class ProviderFactory:
         return WebhookProvider(config, self.client, self.clock)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.client.close()

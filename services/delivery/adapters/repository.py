@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from cjo_delivery.adapters.tables import messages, suppressions
+from cjo_delivery.adapters.tables import inbox_messages, messages, suppressions
 from cjo_delivery.domain.messages import (
     Accepted,
     Channel,
@@ -145,6 +145,53 @@ def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int
             for r in rows]
 
 
+class LeaseLost(Exception):
+    """Raised by :func:`record_all` when a message of the group was claimed again by another
+    sender after this one's lease ran out: roll back and record one by one with :func:`record`."""
+
+
+def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
+               now: datetime) -> None:
+    """Apply every transition in one statement per kind of change (executemany), each only if
+    its claim still holds the message. Raises :class:`LeaseLost` when one did not, having
+    already changed the others: the caller's transaction must then be rolled back."""
+    shapes: dict[tuple[bool, bool], list[dict[str, Any]]] = {}
+    for claim, transition in changes:
+        sent = transition.status is MessageStatus.SENT
+        params = {
+            "b_workspace_id": claim.workspace_id, "b_message_id": claim.message_id,
+            "b_claim_attempts": claim.attempts, "b_status": transition.status.value,
+            "b_attempts": transition.attempts, "b_next": transition.next_attempt_time,
+            "b_provider_message_id": transition.provider_message_id,
+            "b_provider_id": transition.provider_id, "b_error": transition.error,
+        }
+        shapes.setdefault((sent, transition.error is not None), []).append(params)
+    updated = 0
+    for (sent, with_error), rows in shapes.items():
+        values: dict[str, Any] = {
+            "status": bindparam("b_status"), "attempts": bindparam("b_attempts"),
+            "next_attempt_time": bindparam("b_next"), "lease_until": None,
+            "provider_message_id": bindparam("b_provider_message_id"), "update_time": now,
+            "provider_id": bindparam("b_provider_id"),
+        }
+        if sent:
+            values["sent_time"] = now
+        if with_error:
+            values["error"] = bindparam("b_error")
+        result = session.execute(
+            update(messages)
+            .where(m.workspace_id == bindparam("b_workspace_id"),
+                   m.message_id == bindparam("b_message_id"),
+                   m.status == MessageStatus.SENDING.value,
+                   m.attempts == bindparam("b_claim_attempts"))
+            .values(**values), rows)
+        # Both dialects sum the rows of an executemany (supports_sane_multi_rowcount).
+        updated += result.rowcount  # type: ignore[attr-defined]
+    if updated != len(changes):
+        raise LeaseLost(f"{len(changes) - updated} of {len(changes)} messages were claimed "
+                        f"again")
+
+
 def record(session: Session, claim: Claim, transition: Transition, now: datetime) -> bool:
     """Apply ``transition`` if ``claim`` still holds the message; False when another sender took
     it over after this one's lease ran out (its result then wins)."""
@@ -164,7 +211,6 @@ def record(session: Session, claim: Claim, transition: Transition, now: datetime
                m.status == MessageStatus.SENDING.value, m.attempts == claim.attempts)
         .values(**values))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
 
 
 def suppressed_addresses(session: Session, keys: Sequence[tuple[str, str, str]]
@@ -203,3 +249,41 @@ def recent_sends(session: Session, workspace_id: str, keys: Sequence[tuple[str, 
         if (r.profile_id, r.channel) in found:
             found[(r.profile_id, r.channel)].append(r.sent_time)
     return found
+
+
+ERASED_REASON = "canceled: profile erased"
+
+
+def erase_profile(session: Session, workspace_id: str, profile_id: str,
+                  now: datetime) -> tuple[int, int]:
+    """Erase what delivery holds of a profile (GDPR erasure); returns (canceled, in flight).
+
+    Messages not yet handed to a provider (QUEUED, DEFERRED: waiting on a frequency cap, quiet
+    hours, a rate limit or a retry) end as SUPPRESSED with :data:`ERASED_REASON`. Every other
+    message of the profile loses its address, rendered content and error text (which may quote
+    the address); ids, channel, status, times and the provider's message id stay, so reports
+    still count it and a late provider webhook still finds it. The in-app inbox is deleted.
+
+    A SENDING message belongs to a sender that may be talking to the provider right now: it is
+    left alone and counted as in flight, so the caller erases again once it finished. Running
+    this again changes nothing more, so retries are safe.
+    """
+    mine = and_(m.workspace_id == workspace_id, m.profile_id == profile_id)
+    canceled = session.execute(
+        update(messages)
+        .where(mine, m.status.in_([MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value]))
+        .values(status=MessageStatus.SUPPRESSED.value, next_attempt_time=None, address="",
+                content=b"", error=ERASED_REASON, update_time=now)
+    ).rowcount  # type: ignore[attr-defined]
+    session.execute(
+        update(messages)
+        .where(mine, m.status != MessageStatus.SENDING.value,
+               or_(m.address != "", func.length(m.content) > 0))
+        .values(address="", content=b"", error="", update_time=now))
+    in_flight = session.execute(
+        select(func.count()).select_from(messages)
+        .where(mine, m.status == MessageStatus.SENDING.value)).scalar_one()
+    session.execute(delete(inbox_messages).where(
+        inbox_messages.c.workspace_id == workspace_id,
+        inbox_messages.c.profile_id == profile_id))
+    return int(canceled), int(in_flight)

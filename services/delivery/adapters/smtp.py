@@ -1,36 +1,46 @@
-"""The email provider: SMTP through smtplib, in a thread pool so the event loop never blocks.
+"""The email provider: SMTP spoken over asyncio streams, on the event loop, with a pool of
+persistent connections per relay.
 
-Connections are kept open and reused between messages (a TLS handshake and login per message
-would cost more than the message); any error closes the connection it happened on.
+A connection is opened (EHLO, STARTTLS, AUTH) once and then carries message after message: after
+a transaction the server has reset its state itself (RFC 5321 4.1.1.4), so the next MAIL FROM
+follows directly; a transaction that failed with a reply is ended with RSET and the connection
+kept. Where the server offers PIPELINING (RFC 2920; Postfix, Exchange, the big relays do),
+MAIL FROM, RCPT TO and DATA go out in one write: two round trips per message instead of four.
+A connection idle for too long, one that timed out, broke, or got 421 is closed.
+
+Errors are raised as smtplib's exception types, so ``classify`` reads them the same whichever
+path produced them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
-import re
+import base64
+import hmac
 import smtplib
+import socket
 import ssl
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, parseaddr
+from email.utils import parseaddr
 
+from cjo_delivery.adapters.smtp_message import (
+    build_email,
+    message_id_header,
+    with_preheader,
+)
 from cjo_delivery.domain.sending import OutgoingEmail, OutgoingMessage, ProviderError
 from cjo_platform.clock import Clock
 
-# 7bit forces quoted-printable or base64 for non-ASCII bodies, so relays without 8BITMIME get
-# the same bytes as everybody else.
-_POLICY = SMTP.clone(cte_type="7bit")
+__all__ = ["SmtpProvider", "SmtpSettings", "build_email", "classify", "message_id_header",
+           "with_preheader"]
 
 # Servers drop idle clients after a minute or more (Postfix: 300 s); reusing a connection idle
 # for less than this is safe, an older one is closed rather than risked. This measures socket
 # idleness, not business time, so it uses the monotonic clock and not the injected one.
 _MAX_IDLE_SECONDS = 30.0
+# AUTH mechanisms in smtplib's order of preference; each one the server offers is tried.
+_AUTH_MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
 
 
 @dataclass(frozen=True)
@@ -51,49 +61,6 @@ class SmtpSettings:
     @property
     def envelope_sender(self) -> str:
         return parseaddr(self.sender)[1]
-
-
-def message_id_header(message_id: str) -> str:
-    """The Message-ID of cjo's message ``message_id``: stable across attempts, so a receiver
-    can drop the copy a repeated delivery produces."""
-    return f"<{message_id}@cjo>"
-
-
-_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
-
-
-def with_preheader(body: str, preheader: str) -> str:
-    """Put the preheader first in the HTML body, hidden, where mail clients read the preview."""
-    if not preheader:
-        return body
-    hidden = ('<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
-              f"{html.escape(preheader)}</div>")
-    match = _BODY_TAG.search(body)
-    if match is None:
-        return hidden + body
-    return body[: match.end()] + hidden + body[match.end():]
-
-
-def build_email(email: OutgoingEmail, sender: str, date: datetime) -> EmailMessage:
-    """multipart/alternative with text and HTML when both exist, else the one body there is."""
-    msg = EmailMessage(policy=_POLICY)
-    msg["Subject"] = email.subject
-    msg["From"] = sender
-    msg["To"] = email.to
-    msg["Date"] = format_datetime(date)
-    msg["Message-ID"] = message_id_header(email.message_id)
-    if email.unsubscribe_url:
-        # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL themselves.
-        msg["List-Unsubscribe"] = f"<{email.unsubscribe_url}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    body_html = with_preheader(email.html, email.preheader) if email.html else ""
-    if email.text:
-        msg.set_content(email.text)
-        if body_html:
-            msg.add_alternative(body_html, subtype="html")
-    else:
-        msg.set_content(body_html, subtype="html")
-    return msg
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -134,18 +101,197 @@ def classify(exc: BaseException, where: str) -> ProviderError:
     return ProviderError(f"{where}: {type(exc).__name__}: {exc}", transient=True)
 
 
+class _Connection:
+    """One SMTP session. Every reply is awaited at most ``timeout`` seconds (TimeoutError)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 timeout: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.timeout = timeout
+        self.extensions: dict[str, str] = {}
+        self.idle_since = time.monotonic()
+
+    @classmethod
+    async def open(cls, settings: SmtpSettings, local_name: str,
+                   tls: ssl.SSLContext | None) -> _Connection:
+        async with asyncio.timeout(settings.timeout_seconds):
+            reader, writer = await asyncio.open_connection(settings.host, settings.port)
+        conn = cls(reader, writer, settings.timeout_seconds)
+        try:
+            code, text = await conn.reply()
+            if code != 220:
+                raise smtplib.SMTPConnectError(code, text)
+            await conn.hello(local_name)
+            if settings.starttls:
+                if "starttls" not in conn.extensions:
+                    raise smtplib.SMTPNotSupportedError(
+                        "STARTTLS extension not supported by server.")
+                code, text = await conn.command(b"STARTTLS")
+                if code != 220:
+                    raise smtplib.SMTPResponseException(code, text)
+                assert tls is not None
+                async with asyncio.timeout(settings.timeout_seconds):
+                    await writer.start_tls(tls, server_hostname=settings.host)
+                await conn.hello(local_name)
+            if settings.username:
+                await conn.login(settings.username, settings.password)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def reply(self) -> tuple[int, bytes]:
+        """One reply, all of its lines: the code and the text (lines joined by newlines)."""
+        lines: list[bytes] = []
+        async with asyncio.timeout(self.timeout):
+            while True:
+                line = await self.reader.readline()
+                if not line:
+                    self.close()
+                    raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+                lines.append(line[4:].rstrip(b"\r\n"))
+                if line[3:4] != b"-":
+                    break
+        try:
+            code = int(line[:3])
+        except ValueError:
+            self.close()
+            raise smtplib.SMTPServerDisconnected(f"not an SMTP reply: {line!r}") from None
+        if code == 421:  # the server is shutting this connection down
+            self.close()
+        return code, b"\n".join(lines)
+
+    async def command(self, line: bytes) -> tuple[int, bytes]:
+        self.writer.write(line + b"\r\n")
+        return await self.reply()
+
+    async def hello(self, local_name: str) -> None:
+        code, text = await self.command(b"EHLO " + local_name.encode("ascii"))
+        if code != 250:
+            code, text = await self.command(b"HELO " + local_name.encode("ascii"))
+            if code != 250:
+                raise smtplib.SMTPHeloError(code, text)
+            self.extensions = {}
+            return
+        extensions = {}
+        for line in text.decode("latin-1").split("\n")[1:]:
+            keyword, _, params = line.partition(" ")
+            extensions[keyword.lower()] = params
+        self.extensions = extensions
+
+    async def login(self, user: str, password: str) -> None:
+        if "auth" not in self.extensions:
+            raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+        offered = self.extensions["auth"].upper().split()
+        last: smtplib.SMTPAuthenticationError | None = None
+        for mechanism in _AUTH_MECHANISMS:
+            if mechanism not in offered:
+                continue
+            code, text = await self._authenticate(mechanism, user, password)
+            if code in (235, 503):  # 503: already authenticated
+                return
+            last = smtplib.SMTPAuthenticationError(code, text)
+        if last is None:
+            raise smtplib.SMTPException("No suitable authentication method found.")
+        raise last
+
+    async def _authenticate(self, mechanism: str, user: str,
+                            password: str) -> tuple[int, bytes]:
+        def b64(data: bytes) -> bytes:
+            return base64.b64encode(data)
+
+        if mechanism == "PLAIN":
+            return await self.command(
+                b"AUTH PLAIN " + b64(b"\0" + user.encode() + b"\0" + password.encode()))
+        code, text = await self.command(b"AUTH " + mechanism.encode("ascii"))
+        if mechanism == "CRAM-MD5":
+            if code != 334:
+                return code, text
+            digest = hmac.HMAC(password.encode(), base64.b64decode(text), "md5").hexdigest()
+            return await self.command(b64(f"{user} {digest}".encode()))
+        for answer in (user, password):  # LOGIN: the user name, then the password
+            if code != 334:
+                return code, text
+            code, text = await self.command(b64(answer.encode()))
+        return code, text
+
+    async def send(self, sender: str, to: str, data: bytes) -> None:
+        """One transaction; a refusal raises smtplib's exception for it after RSET."""
+        mail = f"MAIL FROM:<{sender}>".encode()
+        rcpt = f"RCPT TO:<{to}>".encode()
+        if "pipelining" in self.extensions:
+            self.writer.write(b"%s\r\n%s\r\nDATA\r\n" % (mail, rcpt))
+            replies = [await self.reply(), await self.reply(), await self.reply()]
+        else:
+            replies = [await self.command(mail)]
+            if replies[0][0] == 250:
+                replies.append(await self.command(rcpt))
+                if replies[1][0] in (250, 251):
+                    replies.append(await self.command(b"DATA"))
+        (mail_code, mail_text), *rest = replies
+        refusal: smtplib.SMTPException | None = None
+        if mail_code != 250:
+            refusal = smtplib.SMTPSenderRefused(mail_code, mail_text, sender)
+        elif rest[0][0] not in (250, 251):
+            refusal = smtplib.SMTPRecipientsRefused({to: rest[0]})
+        elif rest[1][0] != 354:
+            refusal = smtplib.SMTPDataError(*rest[1])
+        if refusal is not None:
+            if len(rest) == 2 and rest[1][0] == 354:
+                # Pipelined DATA accepted although the transaction failed: end it empty.
+                await self.command(b".")
+            await self.reset()
+            raise refusal
+        # Dot-stuffing (RFC 5321 4.5.2): a line that starts with "." gets another one.
+        if data.startswith(b"."):
+            data = b"." + data
+        self.writer.write(data.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        code, text = await self.reply()
+        if code != 250:
+            await self.reset()
+            raise smtplib.SMTPDataError(code, text)
+        self.idle_since = time.monotonic()
+
+    async def reset(self) -> None:
+        """RSET after a failed transaction; the connection is closed when that fails too."""
+        if self.closed:
+            return
+        try:
+            code, _ = await self.command(b"RSET")
+        except (OSError, smtplib.SMTPException):
+            code = 0
+        if code != 250:
+            self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.writer.is_closing()
+
+    async def quit(self) -> None:
+        """QUIT politely if the server still listens; a dead socket is just closed."""
+        try:
+            if not self.closed:
+                await self.command(b"QUIT")
+        except (OSError, smtplib.SMTPException):
+            pass
+        self.close()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class SmtpProvider:
-    """An EmailProvider speaking SMTP to one relay."""
+    """An EmailProvider speaking SMTP to one relay over at most ``connections`` connections."""
 
     def __init__(self, settings: SmtpSettings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
         self._where = f"SMTP server {settings.host}:{settings.port}"
-        self._idle: list[tuple[smtplib.SMTP, float]] = []
+        self._idle: list[_Connection] = []
         self._tls: ssl.SSLContext | None = settings.tls_context
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=settings.connections,
-                                            thread_name_prefix="smtp")
+        self._local_name = ""
+        self._slots: asyncio.Semaphore | None = None  # made on the loop that sends
 
     async def send(self, message: OutgoingMessage) -> str:
         if message.email is None:
@@ -154,80 +300,58 @@ class SmtpProvider:
 
     async def send_email(self, email: OutgoingEmail) -> str:
         try:
-            msg = build_email(email, self.settings.sender, self.clock.now())
+            data = build_email(email, self.settings.sender, self.clock.now())
         except (ValueError, UnicodeError) as exc:
             raise classify(exc, self._where) from exc
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._send_blocking, msg, email.to)
+        if not email.to.isascii():  # would need SMTPUTF8; same answer as smtplib gave
+            raise classify(UnicodeEncodeError("ascii", email.to, 0, len(email.to),
+                                              "a non-ASCII address"), self._where)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.settings.connections)
+        async with self._slots:
+            try:
+                conn = await self._acquire()
+            except Exception as exc:
+                raise classify(exc, self._where) from exc
+            try:
+                await conn.send(self.settings.envelope_sender, email.to, data)
+            except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
+                self._release(conn)  # a refusal; the connection was reset and still works
+                raise classify(exc, self._where) from exc
+            except BaseException as exc:  # broken, timed out, or cancelled mid-transaction
+                conn.close()
+                if isinstance(exc, Exception):
+                    raise classify(exc, self._where) from exc
+                raise
+            self._release(conn)
         return message_id_header(email.message_id)
 
-    def _send_blocking(self, msg: EmailMessage, to: str) -> None:
-        try:
-            smtp = self._acquire()
-        except Exception as exc:
-            raise classify(exc, self._where) from exc
-        try:
-            smtp.send_message(msg, from_addr=self.settings.envelope_sender, to_addrs=[to])
-        except Exception as exc:
-            _close(smtp)
-            raise classify(exc, self._where) from exc
-        self._release(smtp)
-
-    def _acquire(self) -> smtplib.SMTP:
+    async def _acquire(self) -> _Connection:
         now = time.monotonic()
-        with self._lock:
-            while self._idle:
-                smtp, since = self._idle.pop()
-                if now - since < _MAX_IDLE_SECONDS:
-                    return smtp
-                _close(smtp)
-        return self._connect()
+        while self._idle:
+            conn = self._idle.pop()
+            if now - conn.idle_since < _MAX_IDLE_SECONDS and not conn.closed:
+                return conn
+            await conn.quit()
+        if not self._local_name:
+            # What smtplib says in EHLO; the look-up may block, so not on the loop.
+            self._local_name = await asyncio.to_thread(socket.getfqdn)
+        return await _Connection.open(self.settings, self._local_name,
+                                      self._tls_context() if self.settings.starttls else None)
 
-    def _release(self, smtp: smtplib.SMTP) -> None:
-        with self._lock:
-            if len(self._idle) < self.settings.connections:
-                self._idle.append((smtp, time.monotonic()))
-                return
-        _close(smtp)
-
-    def _connect(self) -> smtplib.SMTP:
-        s = self.settings
-        smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
-        try:
-            smtp.ehlo()
-            if s.starttls:
-                smtp.starttls(context=self._tls_context())
-                smtp.ehlo()
-            if s.username:
-                smtp.login(s.username, s.password)
-        except BaseException:
-            _close(smtp)
-            raise
-        return smtp
+    def _release(self, conn: _Connection) -> None:
+        if conn.closed:
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
 
     def _tls_context(self) -> ssl.SSLContext:
-        """Made on first use, in the sending thread: a missing or bad CA file is an OSError
-        the message's outcome reports, not a crash of the sender."""
+        """Made on first use: a missing or bad CA file is an OSError the message's outcome
+        reports, not a crash of the sender."""
         if self._tls is None:
-            # Two threads may both make one; either is as good.
             self._tls = ssl.create_default_context(cafile=self.settings.ca_file or None)
         return self._tls
 
     async def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-
-        def close_all() -> None:
-            for smtp, _ in idle:
-                _close(smtp)
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, close_all)
-        self._executor.shutdown(wait=False)
-
-
-def _close(smtp: smtplib.SMTP) -> None:
-    """QUIT politely if the server still listens; a dead socket is just closed."""
-    try:
-        smtp.quit()
-    except Exception:
-        smtp.close()
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(conn.quit() for conn in idle))

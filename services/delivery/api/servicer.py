@@ -31,8 +31,8 @@ from cjo_delivery.domain.providers import provider_name
 from cjo_platform.clock import Clock
 from cjo_platform.db import Database
 from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.errors import InvalidArgument, NotFound
-from cjo_platform.limits import check_batch
+from cjo_platform.errors import InvalidArgument, NotFound, Violations
+from cjo_platform.limits import MAX_ID_LENGTH, check_batch
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
@@ -187,6 +187,31 @@ class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer)
                                   "s": request.status})
         return pb.ListMessagesResponse(messages=[_to_proto(m) for m in page],
                                        next_page_token=token)
+
+    async def EraseProfiles(self, request: pb.EraseProfilesRequest,
+                            context: grpc.aio.ServicerContext) -> pb.EraseProfilesResponse:
+        """Service-only (orchestration forwards erasures from its outbox); see
+        repository.erase_profile for what is canceled, blanked and kept."""
+        check_batch(request.profile_ids, "profile_ids")
+        problems = Violations()
+        for index, profile_id in enumerate(request.profile_ids):
+            problems.check(0 < len(profile_id) <= MAX_ID_LENGTH, f"profile_ids[{index}]",
+                           f"must be 1 to {MAX_ID_LENGTH} characters")
+        problems.raise_if_any()
+        workspace = current_workspace()
+
+        def erase() -> list[tuple[int, int]]:
+            with self.db.transaction() as session:
+                now = self.clock.now()
+                return [repository.erase_profile(session, workspace, profile_id, now)
+                        for profile_id in request.profile_ids]
+
+        counts = await self.db.run(erase)
+        return pb.EraseProfilesResponse(results=[
+            pb.EraseProfileResult(profile_id=profile_id, canceled_count=canceled,
+                                  in_flight_count=in_flight)
+            for profile_id, (canceled, in_flight) in zip(request.profile_ids, counts,
+                                                         strict=True)])
 
 
 def _cursor(request: pb.ListMessagesRequest) -> tuple[datetime, str] | None:

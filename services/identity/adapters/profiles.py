@@ -13,7 +13,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import (
+    Row,
+    String,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from cjo_identity.adapters.tables import (
@@ -39,15 +51,18 @@ from cjo_identity.domain.ingest import (
     changed_edges,
     plan_batch,
     plan_graph,
+    relinks,
 )
 from cjo_identity.domain.profiles import MergeRecord, Profile
 from cjo_identity.domain.settings import IdentitySettings
-from cjo_platform.db import insert_ignore, one_of
+from cjo_platform.db import bulk_insert, insert_ignore, one_of
 
 T = TypeVar("T")
 
-# Bind parameters per IN list: SQLite allows 32,766 per statement, PostgreSQL 65,535.
-_CHUNK = 500
+# Keys per IN list. PostgreSQL gets one array parameter whatever the size; SQLite allows 32,766
+# bind parameters per statement. Every statement costs a round trip (and, on a busy process, a
+# wait for the GIL on return), so a whole batch's keys go in one statement.
+_CHUNK = 5000
 
 
 class StaleGraph(Exception):
@@ -67,23 +82,26 @@ def ingest(session: Session, workspace_id: str, batch: Sequence[Event], now: dat
              _edges_by_key(session, workspace_id, set(wanted_edges)).items()}
     changed = changed_edges(wanted_edges, known)
     locked = {o.profile_id for o in owners.values()}
-    held = _golden_for_update(session, workspace_id, locked)
+    held, computed = _golden_for_update(session, workspace_id, locked)
     if owners and (set(held) != locked or _owners(session, workspace_id, set(owners)) != owners):
         # A concurrent batch merged or moved these profiles between our read and our lock.
         raise StaleGraph()
     cluster_edges: dict[str, list[Edge]] = {}
-    if changed:
-        dirty = {owners[i].cluster_id for edge in changed for i in edge.identifiers
-                 if i in owners}
+    if any(relinks(edge, owners) for edge in changed):
+        dirty = {owners[i].cluster_id for edge in changed if relinks(edge, owners)
+                 for i in edge.identifiers if i in owners}
         members = _cluster_members(session, workspace_id, dirty)
         owners.update(members)
         cluster_edges = _cluster_edges(session, workspace_id, dirty)
         more = {o.profile_id for o in members.values()} - locked
-        held.update(_golden_for_update(session, workspace_id, more))
+        more_held, more_computed = _golden_for_update(session, workspace_id, more)
+        held.update(more_held)
+        computed.update(more_computed)
     graph = plan_graph(changed, cluster_edges, owners, settings, new_id)
     stored = _stored_refs(session, workspace_id, graph.sources) if graph.sources else []
     plan = plan_batch(batch, seen=seen, graph=graph, held=held, stored=stored,
                       settings=settings, new_id=new_id)
+    plan.before = {p: (golden, computed[p]) for p, golden in held.items()}
     _write(session, workspace_id, plan, now)
     return plan
 
@@ -105,24 +123,48 @@ def _owner(row: Row[Any]) -> Owner:
     return Owner(row.profile_id, row.cluster_id)
 
 
+def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
+                         wanted: set[Identifier], columns: Sequence[str]) -> list[Row[Any]]:
+    """Rows of ``table`` (keyed by workspace_id, type, value) for the wanted identifiers, each
+    found by one probe of the primary key, so the cost follows the batch, not the workspace.
+
+    The obvious "type = t AND value IN (...) OR ..." is planned as a scan of the workspace's
+    whole index by SQLite (the OR defeats the primary key), and by PostgreSQL when statistics
+    are missing or stale (a young or fast-growing table, autovacuum behind): each batch then
+    cost more as the workspace grew. SQLite gets one statement per type; PostgreSQL a lateral
+    join over the (type, value) arrays, whose OFFSET 0 keeps the planner from flattening it
+    into a hash join over the workspace."""
+    found: list[Row[Any]] = []
+    if session.get_bind().dialect.name == "postgresql":
+        picked = ", ".join(f"t.{c}" for c in columns)
+        query = text(
+            f"SELECT x.* FROM unnest(CAST(:types AS text[]), CAST(:values AS text[])) "
+            f"AS k(type, value) CROSS JOIN LATERAL (SELECT {picked} FROM {table.name} AS t "
+            f"WHERE t.workspace_id = :workspace_id AND t.type = k.type AND t.value = k.value "
+            f"OFFSET 0) AS x").bindparams(bindparam("types", type_=ARRAY(String)),
+                                          bindparam("values", type_=ARRAY(String)))
+        for chunk in _chunks(sorted(wanted)):
+            found.extend(session.execute(query, {
+                "workspace_id": workspace_id, "types": [i.type for i in chunk],
+                "values": [i.value for i in chunk]}))
+        return found
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for identifier in sorted(wanted):
+        by_type[identifier.type].append(identifier.value)
+    for kind, values in sorted(by_type.items()):
+        for chunk in _chunks(values):
+            found.extend(session.execute(
+                select(*(table.c[c] for c in columns))
+                .where(table.c.workspace_id == workspace_id, table.c.type == kind,
+                       table.c.value.in_(chunk))))
+    return found
+
+
 def _owners(session: Session, workspace_id: str, wanted: set[Identifier]
             ) -> dict[Identifier, Owner]:
-    found: dict[Identifier, Owner] = {}
-    for chunk in _chunks(sorted(wanted)):
-        # "type = t AND value IN (...)" per type matches the primary key on both databases;
-        # a row-value IN becomes a long OR filter that PostgreSQL applies row by row.
-        by_type: dict[str, list[str]] = defaultdict(list)
-        for identifier in chunk:
-            by_type[identifier.type].append(identifier.value)
-        rows = session.execute(
-            select(identifiers.c.type, identifiers.c.value, identifiers.c.profile_id,
-                   identifiers.c.cluster_id)
-            .where(identifiers.c.workspace_id == workspace_id,
-                   or_(*(and_(identifiers.c.type == kind,
-                              one_of(session, identifiers.c.value, values))
-                         for kind, values in by_type.items()))))
-        found.update({Identifier(r.type, r.value): _owner(r) for r in rows})
-    return found
+    rows = _keyed_by_identifier(session, identifiers, workspace_id, wanted,
+                                ("type", "value", "profile_id", "cluster_id"))
+    return {Identifier(r.type, r.value): _owner(r) for r in rows}
 
 
 def _edge(row: Row[Any]) -> Edge:
@@ -164,20 +206,23 @@ def _cluster_edges(session: Session, workspace_id: str, clusters: set[str]
     return found
 
 
-def _golden_for_update(session: Session, workspace_id: str,
-                       profile_ids: set[str]) -> dict[str, Golden]:
-    """Current records of the profiles, locked (PostgreSQL) in a fixed order so that concurrent
-    batches neither lose each other's updates nor deadlock."""
+def _golden_for_update(session: Session, workspace_id: str, profile_ids: set[str]
+                       ) -> tuple[dict[str, Golden], dict[str, dict[str, Any]]]:
+    """Current records and computed traits of the profiles, locked (PostgreSQL) in a fixed
+    order so that concurrent batches neither lose each other's updates nor deadlock."""
     held: dict[str, Golden] = {}
+    computed: dict[str, dict[str, Any]] = {}
     for chunk in _chunks(sorted(profile_ids)):
         rows = session.execute(
             select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
-                   profiles.c.consents)
+                   profiles.c.consents, profiles.c.computed)
             .where(profiles.c.workspace_id == workspace_id,
                    one_of(session, profiles.c.profile_id, chunk))
             .order_by(profiles.c.profile_id).with_for_update())
-        held.update({r.profile_id: _load_golden(r) for r in rows})
-    return held
+        for r in rows:
+            held[r.profile_id] = _load_golden(r)
+            computed[r.profile_id] = dict(r.computed or {})
+    return held, computed
 
 
 def _stored_refs(session: Session, workspace_id: str, profile_ids: set[str]
@@ -198,11 +243,12 @@ def _write(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) 
         return _golden_columns(plan.golden[profile_id])
 
     if plan.new_profiles:
-        session.execute(insert(profiles), [
+        bulk_insert(session, profiles, [
             {"workspace_id": workspace_id, "profile_id": p, "create_time": now,
              "update_time": now, **record(p)}
             for p in sorted(plan.new_profiles)])
-    if plan.changed_profiles:
+    rewritten = sorted(p for p in plan.changed_profiles if plan.record_changed(p))
+    if rewritten:
         session.execute(
             update(profiles)
             .where(profiles.c.workspace_id == workspace_id,
@@ -210,7 +256,13 @@ def _write(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) 
             .values(traits=bindparam("b_traits"), trait_times=bindparam("b_trait_times"),
                     consents=bindparam("b_consents"), update_time=now),
             [{"b_profile_id": p, **{f"b_{k}": v for k, v in record(p).items()}}
-             for p in sorted(plan.changed_profiles)])
+             for p in rewritten])
+    # Touched, but the record came out the same (an event without traits): the time alone.
+    for chunk in _chunks(sorted(plan.changed_profiles - set(rewritten))):
+        session.execute(update(profiles)
+                        .where(profiles.c.workspace_id == workspace_id,
+                               one_of(session, profiles.c.profile_id, chunk))
+                        .values(update_time=now))
     if graph.merges:
         _record_merges(session, workspace_id, graph.merges, now)
     if graph.moved_identifiers:
@@ -224,7 +276,7 @@ def _write(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) 
               "b_cluster_id": o.cluster_id} for i, o in sorted(graph.moved_identifiers.items())])
     if graph.new_identifiers:
         # Sorted, so concurrent batches take unique-index locks in the same order.
-        session.execute(insert(identifiers), [
+        bulk_insert(session, identifiers, [
             {"workspace_id": workspace_id, "type": i.type, "value": i.value,
              "profile_id": o.profile_id, "cluster_id": o.cluster_id, "create_time": now}
             for i, o in sorted(graph.new_identifiers.items())])
@@ -233,7 +285,7 @@ def _write(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) 
         for chunk in _chunks(keys):
             session.execute(delete(edges).where(edges.c.workspace_id == workspace_id,
                                                 one_of(session, edges.c.edge_key, chunk)))
-        session.execute(insert(edges), [
+        bulk_insert(session, edges, [
             {"workspace_id": workspace_id, "edge_key": edge.key, "cluster_id": cluster,
              "identifiers": [[i.type, i.value] for i in edge.identifiers],
              "first_time": edge.first_time, "first_message_id": edge.first_message_id}
@@ -253,7 +305,7 @@ def _write(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) 
             .values(profile_id=bindparam("b_profile_id")),
             [{"b_event_id": e, "b_profile_id": p} for e, p in sorted(plan.repointed.items())])
     if plan.accepted:
-        session.execute(insert(events), [
+        bulk_insert(session, events, [
             {"workspace_id": workspace_id, "event_id": a.event_id, "message_id": e.message_id,
              "profile_id": a.profile_id, "type": e.type.value, "name": e.name,
              "identifiers": [[i.type, i.value] for i in e.identifiers],
@@ -276,7 +328,7 @@ def _record_merges(session: Session, workspace_id: str, merges: Sequence[Merge],
     for chunk in _chunks(merged):
         session.execute(delete(profiles).where(profiles.c.workspace_id == workspace_id,
                                                one_of(session, profiles.c.profile_id, chunk)))
-    session.execute(insert(profile_merges), [
+    bulk_insert(session, profile_merges, [
         {"workspace_id": workspace_id, "merged_profile_id": m.merged_profile_id,
          "survivor_profile_id": m.survivor_profile_id,
          "identifier_type": m.link.identifier.type, "identifier_value": m.link.identifier.value,
@@ -356,19 +408,9 @@ def scan_profiles(session: Session, workspace_id: str, after: str, limit: int
 
 def erased_among(session: Session, workspace_id: str, wanted: set[Identifier]
                  ) -> set[Identifier]:
-    found: set[Identifier] = set()
-    for chunk in _chunks(sorted(wanted)):
-        by_type: dict[str, list[str]] = defaultdict(list)
-        for identifier in chunk:
-            by_type[identifier.type].append(identifier.value)
-        rows = session.execute(
-            select(erased_identifiers.c.type, erased_identifiers.c.value)
-            .where(erased_identifiers.c.workspace_id == workspace_id,
-                   or_(*(and_(erased_identifiers.c.type == kind,
-                              one_of(session, erased_identifiers.c.value, values))
-                         for kind, values in by_type.items()))))
-        found.update(Identifier(r.type, r.value) for r in rows)
-    return found
+    rows = _keyed_by_identifier(session, erased_identifiers, workspace_id, wanted,
+                                ("type", "value"))
+    return {Identifier(r.type, r.value) for r in rows}
 
 
 def erase_profile(session: Session, workspace_id: str, profile_id: str, block: bool,

@@ -19,9 +19,12 @@ from cjo_identity.domain.computed import EventFact, compute, earliest_needed
 from cjo_identity.domain.golden import Golden
 from cjo_identity.domain.segments import Segment, activation
 from cjo_identity.domain.settings import IdentitySettings
-from cjo_platform.db import one_of
+from cjo_platform.db import bulk_insert, one_of
 
-_CHUNK = 500
+# Keys per IN list. PostgreSQL gets one array parameter whatever the size; SQLite allows 32,766
+# bind parameters per statement. Every statement costs a round trip (and, on a busy process, a
+# wait for the GIL on return), so a whole batch's keys go in one statement.
+_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,17 @@ def computed_values(session: Session, workspace_id: str, profile_ids: Iterable[s
 
 def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
             removed: Iterable[str], settings: IdentitySettings, now: datetime,
-            only: Sequence[Segment] | None = None) -> list[Transition]:
+            only: Sequence[Segment] | None = None,
+            before: Mapping[str, tuple[Golden, Mapping[str, Any]]] | None = None
+            ) -> list[Transition]:
     """Recompute computed traits and memberships of the profiles in ``golden``; drop the
-    memberships of ``removed`` profiles (merged away or erased). Returns who entered or left."""
+    memberships of ``removed`` profiles (merged away or erased). Returns who entered or left.
+
+    ``before``: the stored record and computed traits of profiles that existed (when known).
+    Computed traits equal to the stored ones are not rewritten, and a profile whose record and
+    computed traits are both unchanged keeps its memberships without evaluating a condition:
+    membership is a function of exactly those inputs."""
+    before = before or {}
     removed = sorted(set(removed))
     for chunk in _chunks(removed):
         session.execute(delete(segment_members).where(
@@ -116,19 +127,23 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
     if not golden:
         return []
     computed = computed_values(session, workspace_id, golden, settings, now)
-    if settings.computed_traits:
+    stale = [(p, values) for p, values in sorted(computed.items())
+             if p not in before or before[p][1] != values]
+    if settings.computed_traits and stale:
         session.execute(
             update(profiles)
             .where(profiles.c.workspace_id == workspace_id,
                    profiles.c.profile_id == bindparam("b_profile_id"))
             .values(computed=bindparam("b_computed")),
-            [{"b_profile_id": p, "b_computed": values} for p, values in sorted(computed.items())])
+            [{"b_profile_id": p, "b_computed": values} for p, values in stale])
     all_segments = list(only) if only is not None else load_segments(session, workspace_id)
     if not all_segments:
         return []
-    held = memberships(session, workspace_id, golden)
+    changed = [p for p in sorted(golden) if p not in before
+               or before[p][0] != golden[p] or before[p][1] != computed[p]]
+    held = memberships(session, workspace_id, changed)
     transitions: list[Transition] = []
-    for profile_id in sorted(golden):
+    for profile_id in changed:
         facts = activation(golden[profile_id], computed[profile_id])
         for segment in all_segments:
             member = segment.expression.test(facts)
@@ -137,7 +152,7 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
     entered = [t for t in transitions if t.entered]
     left = [t for t in transitions if not t.entered]
     if entered:
-        session.execute(insert(segment_members), [
+        bulk_insert(session, segment_members, [
             {"workspace_id": workspace_id, "segment_id": t.segment.segment_id,
              "profile_id": t.profile_id, "enter_time": now} for t in entered])
     if left:

@@ -35,12 +35,13 @@ from cjo_identity.domain.conversions import Conversion
 from cjo_identity.domain.events import Event, StoredEvent
 from cjo_identity.domain.golden import Golden, trait_values
 from cjo_identity.domain.identifiers import Identifier, parse_identifier
-from cjo_identity.domain.ingest import Accepted, BatchPlan, conversions_of, linkable
+from cjo_identity.domain.ingest import Accepted, BatchPlan, Merge, conversions_of, linkable
 from cjo_identity.domain.profiles import Profile
 from cjo_identity.domain.segments import (
     ENTERED,
     EXITED,
     PROFILE_DELETED,
+    PROFILE_MERGED,
     Segment,
     activation,
     check_segment,
@@ -129,6 +130,23 @@ def erasure_event(profile_id: str, now: datetime, traceparent: str) -> bytes:
     ).SerializeToString()
 
 
+def merge_event(merge: Merge, golden: Golden | None, now: datetime, traceparent: str) -> bytes:
+    """The outbox payload telling orchestration that ``merged_profile_id`` is now part of the
+    survivor, so enrollments of the merged profile follow the person. A profile is merged away
+    once, so ids derived from the pair make a re-sent or re-planned merge deduplicate."""
+    key = f"{PROFILE_MERGED}:{merge.merged_profile_id}:{merge.survivor_profile_id}"
+    return orchestration_pb.ForwardedEvent(
+        event_id=key, profile_id=merge.survivor_profile_id,
+        event=event_pb2.Event(message_id=key, type=event_pb2.EVENT_TYPE_TRACK,
+                              name=PROFILE_MERGED,
+                              properties=dict_to_struct(
+                                  {"merged_profile_id": merge.merged_profile_id}),
+                              timestamp=to_timestamp(now), source="identity"),
+        profile_traits=dict_to_struct(trait_values(golden.traits) if golden else {}),
+        traceparent=traceparent,
+    ).SerializeToString()
+
+
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def __init__(self, db: Database, outbox: Outbox, clock: Clock) -> None:
         self.db = db
@@ -176,8 +194,12 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                 transitions = segments.refresh(
                     session, workspace,
                     {p: g for p, g in plan.golden.items() if p not in merged}, merged,
-                    settings, now)
+                    settings, now, before=plan.before)
                 self.outbox.add(session, EVENTS_TOPIC, workspace, [
+                    # Merges first: the batch's events (and all later ones) carry the survivor's
+                    # id, and must find the merged profile's enrollments already moved to it.
+                    *((merge_event(m, plan.golden.get(m.survivor_profile_id), now,
+                                   traceparent), traceparent) for m in plan.graph.merges),
                     *((forwarded_event(a, traceparent), traceparent) for a in plan.accepted),
                     *((segment_event(t, plan.golden[t.profile_id], now, traceparent),
                        traceparent) for t in transitions)])
@@ -217,6 +239,35 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         if profile is None:
             raise NotFound(f"profile {request.name!r} does not exist")
         return pb.GetProfileResponse(profile=profile_to_proto(profile))
+
+    async def BatchGetProfiles(self, request: pb.BatchGetProfilesRequest,
+                               context: grpc.aio.ServicerContext) -> pb.BatchGetProfilesResponse:
+        check_batch(request.names, "names")
+        workspace = current_workspace()
+        results = [pb.BatchGetProfileResult(status=OK) for _ in request.names]
+        wanted: list[tuple[int, str]] = []
+        for index, name in enumerate(request.names):
+            try:
+                wanted.append((index, profile_id_of(name, f"names[{index}]")))
+            except InvalidArgument as error:
+                results[index].status.CopyFrom(to_status_proto(error, DOMAIN))
+
+        def read() -> tuple[dict[str, str], dict[str, Profile]]:
+            with self.db.transaction() as session:
+                resolved = profiles.resolve_profile_ids(session, workspace,
+                                                        [p for _, p in wanted])
+                found = profiles.load_profiles(session, workspace, sorted(set(resolved.values())))
+                return resolved, {p.profile_id: p for p in found}
+
+        resolved, found = await self.db.run(read) if wanted else ({}, {})
+        for index, profile_id in wanted:
+            profile = found.get(resolved[profile_id])
+            if profile is None:
+                results[index].status.CopyFrom(to_status_proto(
+                    NotFound(f"profile {request.names[index]!r} does not exist"), DOMAIN))
+            else:
+                results[index].profile.CopyFrom(profile_to_proto(profile))
+        return pb.BatchGetProfilesResponse(results=results)
 
     async def LookupProfile(self, request: pb.LookupProfileRequest,
                             context: grpc.aio.ServicerContext) -> pb.LookupProfileResponse:

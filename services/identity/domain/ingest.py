@@ -6,7 +6,8 @@ identifiers, edges and events), this module decides everything, and the adapter 
 result in bulk.
 
 Fast path: an event whose identifier set was seen before (at an earlier event time) changes no
-link; it goes to the profile of its strongest identifier and its traits are folded in. Otherwise
+link; it goes to the profile of its strongest identifier and its traits are folded in. So does a
+new set made of one identifier that is already known (see relinks). Otherwise
 the partition of the touched clusters is recomputed (graph.partition) and profiles are merged
 or split to match; a profile whose identifiers changed hands gets its golden record refolded
 from all its events, so the result never depends on arrival order.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cjo_identity.domain.conversions import Conversion, value_of
 from cjo_identity.domain.events import Event, EventType
@@ -87,6 +89,14 @@ def changed_edges(batch: Mapping[str, Edge], known: Mapping[str, Edge]) -> list[
             if key not in known or edge.order < known[key].order]
 
 
+def relinks(edge: Edge, owners: Mapping[Identifier, Owner]) -> bool:
+    """Whether the edge can change the partition. A lone identifier that already has an owner
+    cannot: at any place in the canonical order it only adds an identifier that is already
+    there, joins nothing and counts nothing against a limit. Such edges (the usual event of a
+    known person) are stored without recomputing their cluster."""
+    return len(edge.identifiers) != 1 or edge.identifiers[0] not in owners
+
+
 @dataclass
 class GraphChange:
     owners: dict[Identifier, Owner] = field(default_factory=dict)  # final, for all touched
@@ -115,6 +125,8 @@ def plan_graph(changed: Sequence[Edge], cluster_edges: Mapping[str, Sequence[Edg
     ``cluster_edges``: the stored edges of those clusters; ``owners``: the owner of every
     identifier of those clusters (and of the batch)."""
     change = GraphChange(owners=dict(owners))
+    lone = [edge for edge in changed if not relinks(edge, owners)]
+    changed = [edge for edge in changed if relinks(edge, owners)]
     # Clusters (and new identifiers) joined by the changed edges, ignoring limits.
     parent: dict[str, str] = {}
 
@@ -161,6 +173,8 @@ def plan_graph(changed: Sequence[Edge], cluster_edges: Mapping[str, Sequence[Edg
             if stored_cluster.get(key) != cluster_id or stored_order.get(key) != edge.order:
                 change.edges.append((edge, cluster_id))
         _assign(change, edges.values(), cluster_id, settings, new_id, claimed)
+    # Stored in the cluster their identifier ends up in (it may have just been renamed).
+    change.edges += [(edge, change.owners[edge.identifiers[0]].cluster_id) for edge in lone]
     return change
 
 
@@ -241,6 +255,14 @@ class BatchPlan:
     changed_profiles: set[str] = field(default_factory=set)  # existing ones to rewrite
     repointed: dict[str, str] = field(default_factory=dict)  # stored event id -> profile
     graph: GraphChange = field(default_factory=GraphChange)
+    # The existing profiles as they were before the batch: their record and computed traits.
+    # What equals its earlier value is not rewritten, and segment conditions are not evaluated
+    # again for a profile whose inputs did not change.
+    before: dict[str, tuple[Golden, dict[str, Any]]] = field(default_factory=dict)
+
+    def record_changed(self, profile_id: str) -> bool:
+        held = self.before.get(profile_id)
+        return held is None or held[0] != self.golden[profile_id]
 
 
 def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: GraphChange,

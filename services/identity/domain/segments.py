@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,12 +11,13 @@ from cjo_identity.domain.golden import Golden, trait_values
 from cjo_identity.domain.settings import CHANNELS
 from cjo_platform.cel import Expression, compile_expression
 from cjo_platform.errors import Violations
+from cjo_platform.ids import SEGMENT_ID_RULE, is_segment_id
 
-SEGMENT_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 VARIABLES = ("traits", "computed", "consent")
 ENTERED = "segment_entered"
 EXITED = "segment_exited"
 PROFILE_DELETED = "profile_deleted"
+PROFILE_MERGED = "profile_merged"
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,7 @@ def compile_condition(source: str, field: str) -> Expression:
 
 def check_segment(segment: Segment) -> None:
     problems = Violations()
-    problems.check(bool(SEGMENT_ID.fullmatch(segment.segment_id)), "segment.segment_id",
-                   "must be 1 to 63 lower-case letters, digits or dashes")
+    problems.check(is_segment_id(segment.segment_id), "segment.segment_id", SEGMENT_ID_RULE)
     problems.check(len(segment.display_name) <= 200, "segment.display_name",
                    "at most 200 characters")
     problems.raise_if_any()

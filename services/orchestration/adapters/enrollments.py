@@ -11,21 +11,32 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, and_, bindparam, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
-from cjo_orchestration.adapters.tables import enrollments, inbox, steps
+from cjo_orchestration.adapters.tables import enrollments, inbox, retired_profiles, steps
 from cjo_orchestration.domain.engine import (
     ActiveKey,
     Enrollment,
     EnrollmentState,
     History,
     InboxEvent,
+    Retirement,
     Step,
     StepOutcome,
 )
-from cjo_platform.db import insert_ignore
+from cjo_platform.db import bulk_insert, insert_ignore, keys_in, one_of
 from cjo_platform.errors import NotFound
+
+# Keys are matched as ``a = ? AND b IN (...)``, never as a row-value IN (a whole-table scan on
+# SQLite): see cjo_platform.db.keys_in, shared with the scheduler's occurrence claims.
+_keys_in = keys_in
+
+
+# Literal, not a bound parameter: the partial indexes (WHERE state = 'active') then match in
+# every plan, including PostgreSQL's generic plans of statements psycopg has prepared.
+_ACTIVE: ColumnElement[str] = literal_column(f"'{EnrollmentState.ACTIVE.value}'")
+
 
 # --- inbox -----------------------------------------------------------------------------------
 
@@ -66,8 +77,8 @@ def active_keys(session: Session, candidates: Iterable[ActiveKey]) -> set[Active
     c = enrollments.c
     rows = session.execute(
         select(c.workspace_id, c.journey_id, c.profile_id)
-        .where(c.state == EnrollmentState.ACTIVE.value,
-               tuple_(c.workspace_id, c.journey_id, c.profile_id).in_(wanted))
+        .where(c.state == _ACTIVE,
+               _keys_in(session, (c.workspace_id, c.journey_id, c.profile_id), wanted))
     ).all()
     return {(r.workspace_id, r.journey_id, r.profile_id) for r in rows}
 
@@ -83,6 +94,8 @@ def insert_new(session: Session, batch: Sequence[Enrollment]) -> set[str]:
         "last_error": e.last_error, "step_count": e.step_count, "due_time": e.due_time,
         "lease_until": None, "lease_token": None, "traits": dict(e.traits),
         "properties": dict(e.properties), "event_id": e.event_id,
+        # What enrolled it, kept as it was: event_id is overwritten when a wait-for-event wakes.
+        "entry_id": e.event_id,
         "traceparent": e.traceparent, "create_time": e.create_time,
         "update_time": e.update_time, "waiting": e.waiting, "exit_reason": e.exit_reason,
         "goal_deadline": e.goal_deadline, "goal_time": e.goal_time,
@@ -114,7 +127,7 @@ def watched(session: Session, profiles: Iterable[tuple[str, str]],
     c = enrollments.c
     rows = session.execute(
         select(enrollments)
-        .where(tuple_(c.workspace_id, c.profile_id).in_(wanted),
+        .where(_keys_in(session, (c.workspace_id, c.profile_id), wanted),
                or_(c.state == EnrollmentState.ACTIVE.value,
                    and_(c.goal_time.is_(None), c.goal_deadline >= now)))
         .order_by(c.create_time, c.enrollment_id).with_for_update()
@@ -131,7 +144,7 @@ def history(session: Session, keys: Iterable[ActiveKey]) -> dict[ActiveKey, Hist
     c = enrollments.c
     rows = session.execute(
         select(c.workspace_id, c.journey_id, c.profile_id, c.state, c.update_time)
-        .where(tuple_(c.workspace_id, c.journey_id, c.profile_id).in_(wanted))
+        .where(_keys_in(session, (c.workspace_id, c.journey_id, c.profile_id), wanted))
     ).all()
     found: dict[ActiveKey, History] = {}
     for r in rows:
@@ -156,7 +169,7 @@ def claim_due(session: Session, now: datetime, until: datetime, token: str,
     c = enrollments.c
     rows = session.execute(
         select(enrollments)
-        .where(c.state == EnrollmentState.ACTIVE.value, c.due_time <= now,
+        .where(c.state == _ACTIVE, c.due_time <= now,
                or_(c.lease_until.is_(None), c.lease_until <= now))
         .order_by(c.due_time).limit(limit).with_for_update(skip_locked=True)
     ).all()
@@ -164,8 +177,8 @@ def claim_due(session: Session, now: datetime, until: datetime, token: str,
         return []
     session.execute(
         update(enrollments)
-        .where(tuple_(c.workspace_id, c.enrollment_id).in_(
-            [(r.workspace_id, r.enrollment_id) for r in rows]))
+        .where(_keys_in(session, (c.workspace_id, c.enrollment_id),
+                        [(r.workspace_id, r.enrollment_id) for r in rows]))
         .values(lease_until=until, lease_token=token))
     return [_enrollment(r) for r in rows]
 
@@ -179,36 +192,53 @@ def still_leased(session: Session, token: str, keys: Sequence[tuple[str, str]]) 
     c = enrollments.c
     rows = session.execute(
         select(c.workspace_id, c.enrollment_id)
-        .where(tuple_(c.workspace_id, c.enrollment_id).in_(sorted(set(keys))),
+        .where(_keys_in(session, (c.workspace_id, c.enrollment_id), keys),
                c.lease_token == token)
         .with_for_update()
     ).all()
     return {(r.workspace_id, r.enrollment_id) for r in rows}
 
 
-def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[Step]]]) -> None:
-    """Write each enrollment's new state and release its lease, and append its steps."""
+def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[Step]]], *,
+                  context: bool = True) -> None:
+    """Write each enrollment's new state and release its lease, and append its steps.
+
+    ``context=False`` leaves what only events change (traits, properties, the triggering event,
+    the goal time) as stored: the step worker's transitions never change it, and not writing it
+    saves encoding two JSON documents per enrollment on the hottest path.
+    """
     if not batch:
         return
     c = enrollments.c
+    values: dict[str, Any] = {
+        "state": bindparam("p_state"), "current_node_id": bindparam("p_node"),
+        "visits": bindparam("p_visits"), "attempts": bindparam("p_attempts"),
+        "last_error": bindparam("p_error"), "step_count": bindparam("p_count"),
+        "due_time": bindparam("p_due"), "update_time": bindparam("p_updated"),
+        "waiting": bindparam("p_waiting"), "exit_reason": bindparam("p_reason"),
+        "lease_until": None, "lease_token": None}
+    if context:
+        # Merges move an enrollment to the surviving profile.
+        values.update(profile_id=bindparam("p_profile"))
+        values.update(goal_time=bindparam("p_goal"), traits=bindparam("p_traits"),
+                      properties=bindparam("p_properties"), event_id=bindparam("p_event"),
+                      traceparent=bindparam("p_traceparent"))
+    rows: list[dict[str, Any]] = []
+    for e, taken in batch:
+        row = {"p_ws": e.workspace_id, "p_id": e.enrollment_id, "p_state": e.state.value,
+               "p_node": e.current_node_id, "p_visits": dict(e.visits),
+               "p_attempts": e.attempts, "p_error": e.last_error,
+               "p_count": e.step_count + len(taken), "p_due": e.due_time,
+               "p_updated": e.update_time, "p_waiting": e.waiting, "p_reason": e.exit_reason}
+        if context:
+            row.update(p_profile=e.profile_id, p_goal=e.goal_time, p_traits=dict(e.traits),
+                       p_properties=dict(e.properties), p_event=e.event_id,
+                       p_traceparent=e.traceparent)
+        rows.append(row)
     session.execute(
         update(enrollments)
         .where(c.workspace_id == bindparam("p_ws"), c.enrollment_id == bindparam("p_id"))
-        .values(state=bindparam("p_state"), current_node_id=bindparam("p_node"),
-                visits=bindparam("p_visits"), attempts=bindparam("p_attempts"),
-                last_error=bindparam("p_error"), step_count=bindparam("p_count"),
-                due_time=bindparam("p_due"), update_time=bindparam("p_updated"),
-                waiting=bindparam("p_waiting"), exit_reason=bindparam("p_reason"),
-                goal_time=bindparam("p_goal"), traits=bindparam("p_traits"),
-                properties=bindparam("p_properties"), event_id=bindparam("p_event"),
-                traceparent=bindparam("p_traceparent"),
-                lease_until=None, lease_token=None),
-        [{"p_ws": e.workspace_id, "p_id": e.enrollment_id, "p_state": e.state.value,
-          "p_node": e.current_node_id, "p_visits": dict(e.visits), "p_attempts": e.attempts,
-          "p_error": e.last_error, "p_count": e.step_count + len(taken), "p_due": e.due_time,
-          "p_updated": e.update_time, "p_waiting": e.waiting, "p_reason": e.exit_reason,
-          "p_goal": e.goal_time, "p_traits": dict(e.traits), "p_properties": dict(e.properties),
-          "p_event": e.event_id, "p_traceparent": e.traceparent} for e, taken in batch])
+        .values(values), rows)
     insert_steps(session, batch)
 
 
@@ -221,7 +251,7 @@ def insert_steps(session: Session, batch: Sequence[tuple[Enrollment, Sequence[St
         for e, taken in batch for offset, s in enumerate(taken)
     ]
     if step_rows:
-        session.execute(steps.insert(), step_rows)
+        bulk_insert(session, steps, step_rows)
 
 
 def release(session: Session, token: str, keys: Sequence[tuple[str, str]]) -> None:
@@ -231,7 +261,7 @@ def release(session: Session, token: str, keys: Sequence[tuple[str, str]]) -> No
     c = enrollments.c
     session.execute(
         update(enrollments)
-        .where(tuple_(c.workspace_id, c.enrollment_id).in_(sorted(set(keys))),
+        .where(_keys_in(session, (c.workspace_id, c.enrollment_id), keys),
                c.lease_token == token)
         .values(lease_until=None, lease_token=None))
 
@@ -279,3 +309,82 @@ def steps_of(session: Session, workspace_id: str,
         found[r.enrollment_id].append(
             Step(r.node_id, r.visit, StepOutcome(r.outcome), r.detail, r.time))
     return found
+
+
+# --- profile lifecycle -----------------------------------------------------------------------
+# Merges: the merged profile's enrollments are re-keyed to the survivor (active ones by the
+# engine, the rest here), and ``retired_profiles`` maps its id to the survivor for events still
+# addressed to it; its inbox rows are not rewritten, the mapping is applied as they are read.
+# Erasure: the profile's enrollments, failed steps' details and inbox events lose the traits,
+# properties and error texts they held. Ids, states, node ids, step outcomes and times stay:
+# they hold nothing about the person and keep journey counts and analytics' facts consistent.
+
+
+def retired_successors(session: Session,
+                       profiles: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The successor of each retired (workspace, profile) among ``profiles`` and, transitively,
+    of their successors ("" for an erased profile); profiles never retired are absent."""
+    found: dict[tuple[str, str], str] = {}
+    wanted = set(profiles)
+    c = retired_profiles.c
+    while wanted:
+        rows = session.execute(
+            select(c.workspace_id, c.profile_id, c.successor_profile_id)
+            .where(_keys_in(session, (c.workspace_id, c.profile_id), sorted(wanted)))).all()
+        for r in rows:
+            found[(r.workspace_id, r.profile_id)] = r.successor_profile_id
+        wanted = {(r.workspace_id, r.successor_profile_id) for r in rows
+                  if r.successor_profile_id} - found.keys()
+    return found
+
+
+def retire(session: Session, retirements: Sequence[Retirement],
+           now: datetime) -> list[tuple[str, str]]:
+    """Record merges and erasures in order: re-key the merged profile's remaining (ended)
+    enrollments, point profiles merged earlier into a retired one at its successor (chains stay
+    one hop), and erase what the store holds of erased profiles. Returns the (workspace,
+    profile) ids erased: each erased profile and those merged into it before."""
+    c = retired_profiles.c
+    e = enrollments.c
+    erased: list[tuple[str, str]] = []
+    for retirement in retirements:
+        ws, profile_id = retirement.workspace_id, retirement.profile_id
+        insert_ignore(session, retired_profiles, [{
+            "workspace_id": ws, "profile_id": profile_id,
+            "successor_profile_id": retirement.successor_profile_id, "retire_time": now}])
+        # The same person under the ids merged into this one earlier.
+        person = [profile_id, *session.scalars(select(c.profile_id).where(
+            c.workspace_id == ws, c.successor_profile_id == profile_id))]
+        session.execute(
+            update(retired_profiles)
+            .where(c.workspace_id == ws, c.successor_profile_id == profile_id)
+            .values(successor_profile_id=retirement.successor_profile_id))
+        if not retirement.erased:
+            session.execute(
+                update(enrollments)
+                .where(e.workspace_id == ws, e.profile_id == profile_id)
+                .values(profile_id=retirement.successor_profile_id))
+            continue
+        erased += [(ws, p) for p in person]
+        mine = and_(e.workspace_id == ws, one_of(session, e.profile_id, person))
+        session.execute(update(enrollments).where(mine)
+                        .values(traits={}, properties={}, last_error=""))
+        s = steps.c
+        session.execute(
+            update(steps)
+            .where(s.workspace_id == ws, s.outcome == StepOutcome.FAILED.value,
+                   s.enrollment_id.in_(select(e.enrollment_id).where(mine)))
+            .values(detail=""))
+        # Pending events of the person are dropped with their contents.
+        session.execute(
+            update(inbox)
+            .where(inbox.c.workspace_id == ws, one_of(session, inbox.c.profile_id, person))
+            .values(properties={}, traits={}, processed=True))
+    return erased
+
+
+def drop_events(session: Session, seqs: Sequence[int]) -> None:
+    """Events that arrived for an erased profile: processed, and their contents blanked."""
+    if seqs:
+        session.execute(update(inbox).where(inbox.c.seq.in_(seqs))
+                        .values(properties={}, traits={}, processed=True))

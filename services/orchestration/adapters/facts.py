@@ -4,8 +4,11 @@ cjo_platform.facts)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
+from google.protobuf import timestamp_pb2
 from sqlalchemy.orm import Session
 
 from cjo.analytics.v1 import fact_pb2
@@ -35,23 +38,36 @@ _CHANNELS = {"email": "CHANNEL_EMAIL", "sms": "CHANNEL_SMS", "push": "CHANNEL_PU
              "in_app": "CHANNEL_IN_APP", "webhook": "CHANNEL_WEBHOOK"}
 
 
+# Fields every fact carries, taken from the record as they are (proto3 drops empty strings).
+_COMMON = tuple(name for name in ("fact_id", "profile_id", "journey_id", "enrollment_id",
+                                  "message_id", "node_id", "journey_version")
+                if name in _FIELDS)
+
+
+@lru_cache(maxsize=64)
+def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:
+    """The facts of one batch share their time: convert it once. The message is only ever
+    copied into facts (never changed), so sharing it is safe."""
+    stamp = to_timestamp(when)
+    assert stamp is not None
+    return stamp
+
+
 def encode(fact: FactRecord) -> bytes | None:
     kind = _TYPES.get(fact.kind)
     if kind is None:
         return None
-    fields: dict[str, Any] = {
-        "fact_id": fact.fact_id, "type": kind, "profile_id": fact.profile_id,
-        "journey_id": fact.journey_id, "enrollment_id": fact.enrollment_id,
-        "message_id": fact.message_id, "occur_time": to_timestamp(fact.occur_time),
-        "journey_version": fact.journey_version, "node_id": fact.node_id,
-        **fact.extra}
-    if fact.kind is FactKind.JOURNEY_EXITED:
+    fields: dict[str, Any] = {name: getattr(fact, name) for name in _COMMON}
+    if fact.extra:
+        fields.update(fact.extra)
+        if "channel" in fields:
+            fields["channel"] = _CHANNELS.get(str(fields["channel"]), "CHANNEL_UNSPECIFIED")
+        # Only the fields analytics' Fact defines (its contract grows in parallel).
+        fields = {k: v for k, v in fields.items() if k in _FIELDS and v is not None}
+    if fact.kind is FactKind.JOURNEY_EXITED and "exit_reason" in _FIELDS:
         fields["exit_reason"] = fact.detail
-    if "channel" in fields:
-        fields["channel"] = _CHANNELS.get(str(fields["channel"]), "CHANNEL_UNSPECIFIED")
-    # Only the fields analytics' Fact defines (its contract grows in parallel).
-    return fact_pb2.Fact(**{k: v for k, v in fields.items()
-                            if k in _FIELDS and v not in ("", None)}).SerializeToString()
+    return fact_pb2.Fact(type=kind, occur_time=_timestamp(fact.occur_time),
+                         **fields).SerializeToString()
 
 
 def publish(session: Session, outbox: Outbox, facts: Sequence[FactRecord]) -> None:

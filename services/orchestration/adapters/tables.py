@@ -73,6 +73,22 @@ inbox = Table(
     # Only the unprocessed tail is ever scanned by seq; a partial index keeps that cheap.
     Index("ix_inbox_pending", "seq", postgresql_where=text("NOT processed"),
           sqlite_where=text("processed = 0")),
+    # Erasure blanks a profile's stored events.
+    Index("ix_inbox_profile", "workspace_id", "profile_id"),
+)
+
+# Profiles identity merged into another or erased (profile_merged / profile_deleted events).
+# An event still addressed to one (forwarded before identity's merge committed, say) is applied
+# to the survivor, or dropped when the profile was erased. Only opaque ids are kept.
+retired_profiles = Table(
+    "retired_profiles",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("profile_id", String(128), nullable=False),
+    # The profile it was merged into; "" when it was erased.
+    Column("successor_profile_id", String(128), nullable=False, default=""),
+    Column("retire_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "profile_id"),
 )
 
 enrollments = Table(
@@ -100,6 +116,10 @@ enrollments = Table(
     Column("traceparent", String(64), nullable=False, default=""),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
+    # The event (or scheduled occurrence) that enrolled it, never changed afterwards: event_id
+    # follows the latest event (a wait-for-event that wakes overwrites it). The scheduler's
+    # once-per-occurrence guard matches on this.
+    Column("entry_id", String(128), nullable=False, default="", server_default=""),
     # Parked at a wait node: when due, the node's timer fired (not its first run).
     Column("waiting", Boolean, nullable=False, default=False, server_default=text("false")),
     Column("exit_reason", String(200), nullable=False, default="", server_default=""),
@@ -130,4 +150,38 @@ steps = Table(
     Column("detail", Text, nullable=False, default=""),
     Column("time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "enrollment_id", "step_number"),
+)
+
+# One row per firing of a scheduled journey version. The scheduler claims due rows with a lease
+# (SKIP LOCKED on PostgreSQL), enrolls the segment's members page by page and stores the page
+# cursor with each page's enrollments, so a restart resumes at the page it stopped at.
+schedule_occurrences = Table(
+    "schedule_occurrences",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("journey_id", String(64), nullable=False),
+    Column("journey_version", BigInteger, nullable=False),
+    Column("fire_time", UtcDateTime, nullable=False),
+    Column("state", String(16), nullable=False),  # domain.schedule.OccurrenceState
+    # ListSegmentMembers' token for the next page; "" before the first page.
+    Column("page_token", Text, nullable=False, default=""),
+    Column("pages", Integer, nullable=False, default=0),
+    Column("enrolled", Integer, nullable=False, default=0),
+    # Members listed but not enrolled: re-entry rules, already active, or no profile any more.
+    Column("not_enrolled", Integer, nullable=False, default=0),
+    Column("detail", Text, nullable=False, default=""),
+    Column("lease_until", UtcDateTime, nullable=True),
+    Column("lease_token", String(32), nullable=True),
+    # Reading the audience failed this many times in a row (identity unavailable, say); the
+    # occurrence waits lease_until, with exponential backoff, before it is tried again.
+    Column("attempts", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("start_time", UtcDateTime, nullable=True),  # when the first page was enrolled
+    Column("finish_time", UtcDateTime, nullable=True),  # when it reached a final state
+    PrimaryKeyConstraint("workspace_id", "journey_id", "journey_version", "fire_time"),
+    Index("ix_schedule_occurrences_due", "fire_time",
+          postgresql_where=text("state IN ('pending', 'running')"),
+          sqlite_where=text("state IN ('pending', 'running')")),
+    # The retention sweep finds old final-state occurrences by when they finished.
+    Index("ix_schedule_occurrences_finished", "finish_time"),
 )

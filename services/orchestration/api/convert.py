@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from cjo.common.v1 import common_pb2
 from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
@@ -28,6 +28,7 @@ from cjo_orchestration.domain.journeys import (
     LocalTime,
     Node,
     ReEntry,
+    Schedule,
     SendAction,
     SplitAction,
     SplitArm,
@@ -97,7 +98,38 @@ def trigger_from_proto(journey: journey_pb2.Journey) -> EventTrigger | None:
                             segment_id=journey.segment_trigger.segment_id)
     if kind == "api_trigger":
         return EventTrigger(kind=TriggerKind.API)
+    if kind == "scheduled_trigger":
+        scheduled = journey.scheduled_trigger
+        return EventTrigger(kind=TriggerKind.SCHEDULED, segment_id=scheduled.segment_id,
+                            schedule=Schedule(
+                                at=_instant(scheduled, "at"), cron=scheduled.cron,
+                                time_zone=scheduled.time_zone,
+                                start_time=_instant(scheduled, "start_time"),
+                                end_time=_instant(scheduled, "end_time")))
     return None
+
+
+def _instant(message: journey_pb2.ScheduledTrigger, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, field)
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def _scheduled_to_proto(segment_id: str,
+                        schedule: Schedule | None) -> journey_pb2.ScheduledTrigger:
+    message = journey_pb2.ScheduledTrigger(segment_id=segment_id)
+    if schedule is not None:
+        if schedule.at is not None:
+            message.at.CopyFrom(to_timestamp(schedule.at))
+        elif schedule.cron:
+            message.cron = schedule.cron
+        message.time_zone = schedule.time_zone
+        if schedule.start_time is not None:
+            message.start_time.CopyFrom(to_timestamp(schedule.start_time))
+        if schedule.end_time is not None:
+            message.end_time.CopyFrom(to_timestamp(schedule.end_time))
+    return message
 
 
 def _channel(value: int) -> Channel | None:
@@ -229,6 +261,10 @@ def journey_to_proto(journey: Journey) -> journey_pb2.Journey:
             message.segment_trigger.segment_id = trigger.segment_id
         elif trigger.kind is TriggerKind.API:
             message.api_trigger.SetInParent()
+        elif trigger.kind is TriggerKind.SCHEDULED:
+            message.scheduled_trigger.SetInParent()  # present even when empty (a draft)
+            message.scheduled_trigger.CopyFrom(
+                _scheduled_to_proto(trigger.segment_id, trigger.schedule))
         else:
             message.event_trigger.CopyFrom(journey_pb2.EventTrigger(
                 event_name=trigger.event_name, filter=trigger.filter))

@@ -14,6 +14,7 @@ from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.adapters import schedules as schedule_store
 from cjo_orchestration.adapters.peers import ContentCatalog
 from cjo_orchestration.api.convert import (
     enrollment_to_proto,
@@ -26,6 +27,7 @@ from cjo_orchestration.domain.engine import (
     Step,
     may_enter,
     new_enrollment,
+    resolve_profile,
     validate_forwarded_event,
 )
 from cjo_orchestration.domain.graph import validate_for_publish, validate_shape
@@ -80,6 +82,7 @@ def _changes(journey: journey_pb2.Journey, paths: list[str]) -> domain.JourneyCh
             ("event_trigger", trigger == "event_trigger"),
             ("segment_trigger", trigger == "segment_trigger"),
             ("api_trigger", trigger == "api_trigger"),
+            ("scheduled_trigger", trigger == "scheduled_trigger"),
             ("nodes", bool(journey.nodes)),
             ("entry_node_id", bool(journey.entry_node_id)),
             ("re_entry", bool(journey.re_entry)),
@@ -214,7 +217,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                     current = journey_store.get(session, workspace, journey_id, for_update=True)
                     domain.ensure_editable(current, "published")  # before listing problems
                     problems = validate_for_publish(current.display_name, current.graph,
-                                                    missing)
+                                                    missing, self.clock.now())
                     if problems:
                         raise InvalidArgument(
                             problems.items, reason="JOURNEY_NOT_PUBLISHABLE",
@@ -224,6 +227,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                     published, version = domain.publish(current, self.clock.now())
                     journey_store.save(session, published)
                     journey_store.add_version(session, version)
+                    schedule_store.after_publish(session, version, self.clock.now())
                     return pb.PublishJourneyResponse(journey=journey_to_proto(published))
 
                 return self.requests.once(
@@ -242,9 +246,15 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
             with self.db.transaction() as session:
                 def apply() -> Any:
                     current = journey_store.get(session, workspace, journey_id, for_update=True)
-                    changed = change(current, self.clock.now())
+                    now = self.clock.now()
+                    changed = change(current, now)
                     if changed is not current:
                         journey_store.save(session, changed)
+                        version = (changed.workspace_id, changed.journey_id,
+                                   changed.published_version)
+                        schedule_store.after_lifecycle(
+                            session, changed,
+                            journey_store.versions(session, [version]).get(version), now)
                     return response_type(journey=journey_to_proto(changed))
 
                 return self.requests.once(
@@ -291,7 +301,14 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                     graph = journey_store.versions(session, [
                         (workspace, journey_id, journey.published_version)])[
                         (workspace, journey_id, journey.published_version)]
-                    key = (workspace, journey_id, request.profile_id)
+                    # A profile merged away enrolls as its survivor; an erased one not at all.
+                    profile_id = resolve_profile(
+                        enrollment_store.retired_successors(
+                            session, [(workspace, request.profile_id)]),
+                        workspace, request.profile_id)
+                    if not profile_id:
+                        return pb.EnrollResponse(skip_reason="profile_erased")
+                    key = (workspace, journey_id, profile_id)
                     now = self.clock.now()
                     skip = may_enter(graph, enrollment_store.history(session, [key]).get(key),
                                      now)
@@ -299,7 +316,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                         return pb.EnrollResponse(skip_reason=skip)
                     enrollment, fact = new_enrollment(
                         workspace, self.new_id(), journey_id, journey.published_version, graph,
-                        request.profile_id, struct_to_dict(request.profile_traits),
+                        profile_id, struct_to_dict(request.profile_traits),
                         struct_to_dict(request.properties), f"enroll:{request.request_id}",
                         traceparent, now)
                     if not enrollment_store.insert_new(session, [enrollment]):
@@ -327,9 +344,11 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
             with self.db.transaction() as session:
                 def stop() -> pb.ArchiveJourneyResponse:
                     current = journey_store.get(session, workspace, journey_id, for_update=True)
-                    archived = domain.archive(current, self.clock.now())
+                    now = self.clock.now()
+                    archived = domain.archive(current, now)
                     if archived is not current:
                         journey_store.save(session, archived)
+                        schedule_store.after_lifecycle(session, archived, None, now)
                     return pb.ArchiveJourneyResponse(journey=journey_to_proto(archived))
 
                 return self.requests.once(

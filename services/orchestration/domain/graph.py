@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from datetime import timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cjo_orchestration.domain.journeys import (
@@ -26,8 +26,10 @@ from cjo_orchestration.domain.journeys import (
     UpdateProfileAction,
     WaitAction,
 )
+from cjo_orchestration.domain.schedule import check_publishable, check_schedule
 from cjo_platform.cel import compile_expression
 from cjo_platform.errors import InvalidArgument, Violations
+from cjo_platform.ids import SEGMENT_ID_RULE, is_segment_id
 from cjo_platform.limits import MAX_ID_LENGTH
 
 MAX_DISPLAY_NAME_LENGTH = 200
@@ -120,6 +122,13 @@ def _check_event_name(problems: Violations, at: str, name: str) -> None:
         problems.add(at, f"at most {MAX_EVENT_NAME_LENGTH} characters")
 
 
+def _check_segment_id(problems: Violations, at: str, segment_id: str) -> None:
+    """Identity's own rule for segment ids: an id it would refuse names no segment, and asking
+    for its members could only ever fail. Empty is left to publishing (a draft may lack it)."""
+    if segment_id and not is_segment_id(segment_id):
+        problems.add(at, SEGMENT_ID_RULE)
+
+
 def _check_trigger(problems: Violations, trigger: EventTrigger) -> None:
     if trigger.kind is TriggerKind.EVENT:
         problems.check(len(trigger.event_name) <= MAX_EVENT_NAME_LENGTH,
@@ -127,8 +136,10 @@ def _check_trigger(problems: Violations, trigger: EventTrigger) -> None:
         if trigger.filter:
             check_expression(problems, "event_trigger.filter", trigger.filter, FILTER_VARIABLES)
     elif trigger.kind is TriggerKind.SEGMENT:
-        problems.check(len(trigger.segment_id) <= MAX_ID_LENGTH, "segment_trigger.segment_id",
-                       f"at most {MAX_ID_LENGTH} characters")
+        _check_segment_id(problems, "segment_trigger.segment_id", trigger.segment_id)
+    elif trigger.kind is TriggerKind.SCHEDULED:
+        _check_segment_id(problems, "scheduled_trigger.segment_id", trigger.segment_id)
+        check_schedule(problems, "scheduled_trigger", trigger.schedule)
 
 
 def _check_goal(problems: Violations, goal: Goal) -> None:
@@ -209,9 +220,11 @@ def _check_send(problems: Violations, at: str, send: SendAction) -> None:
 
 
 def validate_for_publish(display_name: str, graph: JourneyGraph,
-                         missing_content: Collection[str] = ()) -> Violations:
+                         missing_content: Collection[str] = (),
+                         now: datetime | None = None) -> Violations:
     """Every reason the graph cannot run, each as its own violation: the shape problems, then a
-    missing trigger, a missing or unknown entry node, dangling edges, nodes no enrollment can
+    missing trigger (or a schedule without a segment or a time; with ``now``, a one-off time
+    already past), a missing or unknown entry node, dangling edges, nodes no enrollment can
     reach, cycles without a wait node (they would send in a tight loop), and send nodes naming
     content in ``missing_content`` (keys content said it does not know)."""
     problems = validate_shape(display_name, graph)
@@ -221,6 +234,9 @@ def validate_for_publish(display_name: str, graph: JourneyGraph,
         problems.add("event_trigger.event_name", "is required")
     elif graph.trigger.kind is TriggerKind.SEGMENT and not graph.trigger.segment_id:
         problems.add("segment_trigger.segment_id", "is required")
+    elif graph.trigger.kind is TriggerKind.SCHEDULED:
+        check_publishable(problems, "scheduled_trigger", graph.trigger.segment_id,
+                          graph.trigger.schedule, now)
     for index, node in enumerate(graph.nodes):
         if isinstance(node.action, SendAction) and node.action.content_key in missing_content:
             problems.add(f"nodes[{index}].send.content_key",

@@ -35,6 +35,7 @@ class TriggerKind(StrEnum):
     EVENT = "event"
     SEGMENT = "segment"
     API = "api"
+    SCHEDULED = "scheduled"
 
 
 # Identity forwards segment membership changes as events with this name.
@@ -42,13 +43,27 @@ SEGMENT_ENTERED = "segment_entered"
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """When a scheduled trigger fires: once ``at`` an instant, or on a 5-field ``cron``
+    expression evaluated in ``time_zone`` ("" is UTC), within optional bounds."""
+
+    at: datetime | None = None
+    cron: str = ""
+    time_zone: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+@dataclass(frozen=True)
 class EventTrigger:
-    """What enrolls a profile: an event (optionally filtered), entering a segment, or the API."""
+    """What enrolls a profile: an event (optionally filtered), entering a segment, the API, or
+    a schedule (the members of ``segment_id`` at the times ``schedule`` names)."""
 
     event_name: str = ""
     filter: str = ""  # CEL over `event` and `profile`
     kind: TriggerKind = TriggerKind.EVENT
     segment_id: str = ""
+    schedule: Schedule | None = None  # set for TriggerKind.SCHEDULED only
 
     @property
     def listens_for(self) -> str:
@@ -265,13 +280,24 @@ def _plain(value: Any) -> Any:
         return value.total_seconds()
     if isinstance(value, StrEnum):
         return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
     return value
 
 
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
 def _trigger_from_dict(data: Mapping[str, Any]) -> EventTrigger:
+    schedule = data.get("schedule")
     return EventTrigger(data.get("event_name", ""), data.get("filter", ""),
                         TriggerKind(data.get("kind", TriggerKind.EVENT.value)),
-                        data.get("segment_id", ""))
+                        data.get("segment_id", ""),
+                        Schedule(_instant(schedule.get("at")), schedule.get("cron", ""),
+                                 schedule.get("time_zone", ""),
+                                 _instant(schedule.get("start_time")),
+                                 _instant(schedule.get("end_time"))) if schedule else None)
 
 
 def _node_from_dict(data: Mapping[str, Any]) -> Node:
@@ -343,11 +369,12 @@ class JourneyVersion:
 
 
 # Fields UpdateJourney may change, by their proto names, and the graph attribute each sets.
-TRIGGER_FIELDS = ("event_trigger", "segment_trigger", "api_trigger")
+TRIGGER_FIELDS = ("event_trigger", "segment_trigger", "api_trigger", "scheduled_trigger")
 UPDATABLE_FIELDS = ("display_name", *TRIGGER_FIELDS, "nodes", "entry_node_id", "re_entry",
                     "re_entry_cooldown", "goal", "exit_criteria")
 _GRAPH_ATTRIBUTES = {"event_trigger": "trigger", "segment_trigger": "trigger",
-                     "api_trigger": "trigger", "nodes": "nodes",
+                     "api_trigger": "trigger", "scheduled_trigger": "trigger",
+                     "nodes": "nodes",
                      "entry_node_id": "entry_node_id", "re_entry": "re_entry",
                      "re_entry_cooldown": "re_entry_cooldown", "goal": "goal",
                      "exit_criteria": "exit_criteria"}

@@ -226,3 +226,25 @@ class SubscribeInboxResponse(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     message: _inbox_pb2.InboxMessage
     def __init__(self, message: _Optional[_Union[_inbox_pb2.InboxMessage, _Mapping]] = ...) -> None: ...
+
+class EraseProfilesRequest(_message.Message):
+    __slots__ = ("profile_ids",)
+    PROFILE_IDS_FIELD_NUMBER: _ClassVar[int]
+    profile_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, profile_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EraseProfileResult(_message.Message):
+    __slots__ = ("profile_id", "canceled_count", "in_flight_count")
+    PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
+    CANCELED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    profile_id: str
+    canceled_count: int
+    in_flight_count: int
+    def __init__(self, profile_id: _Optional[str] = ..., canceled_count: _Optional[int] = ..., in_flight_count: _Optional[int] = ...) -> None: ...
+
+class EraseProfilesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EraseProfileResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[EraseProfileResult, _Mapping]]] = ...) -> None: ...

@@ -105,6 +105,11 @@ class DeliveryServiceStub:
                 request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxRequest.SerializeToString,
                 response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxResponse.FromString,
                 _registered_method=True)
+        self.EraseProfiles = channel.unary_unary(
+                '/cjo.delivery.v1.DeliveryService/EraseProfiles',
+                request_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.EraseProfilesRequest.SerializeToString,
+                response_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.EraseProfilesResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -209,6 +214,16 @@ class DeliveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseProfiles(self, request, context):
+        """Erases profiles (GDPR erasure; for cjo's own services only): cancels their messages not yet
+        handed to a provider (status SUPPRESSED, error "canceled: profile erased"), blanks the
+        address and rendered content of all their messages and deletes their in-app inbox.
+        Idempotent: erasing a profile again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +296,11 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.SubscribeInbox,
                     request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxRequest.FromString,
                     response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxResponse.SerializeToString,
+            ),
+            'EraseProfiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseProfiles,
+                    request_deserializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.EraseProfilesRequest.FromString,
+                    response_serializer=cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.EraseProfilesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +682,33 @@ class DeliveryService:
             '/cjo.delivery.v1.DeliveryService/SubscribeInbox',
             cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxRequest.SerializeToString,
             cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.SubscribeInboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.delivery.v1.DeliveryService/EraseProfiles',
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.EraseProfilesRequest.SerializeToString,
+            cjo_dot_delivery_dot_v1_dot_delivery__service__pb2.EraseProfilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,26 @@ class GetProfileResponse(_message.Message):
     profile: _profile_pb2.Profile
     def __init__(self, profile: _Optional[_Union[_profile_pb2.Profile, _Mapping]] = ...) -> None: ...
 
+class BatchGetProfilesRequest(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetProfileResult(_message.Message):
+    __slots__ = ("status", "profile")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    status: _status_pb2.Status
+    profile: _profile_pb2.Profile
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., profile: _Optional[_Union[_profile_pb2.Profile, _Mapping]] = ...) -> None: ...
+
+class BatchGetProfilesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchGetProfileResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchGetProfileResult, _Mapping]]] = ...) -> None: ...
+
 class LookupProfileRequest(_message.Message):
     __slots__ = ("identifier",)
     IDENTIFIER_FIELD_NUMBER: _ClassVar[int]

@@ -57,6 +57,11 @@ class IdentityServiceStub:
                 request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetProfileRequest.SerializeToString,
                 response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetProfileResponse.FromString,
                 _registered_method=True)
+        self.BatchGetProfiles = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/BatchGetProfiles',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetProfilesRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetProfilesResponse.FromString,
+                _registered_method=True)
         self.LookupProfile = channel.unary_unary(
                 '/cjo.identity.v1.IdentityService/LookupProfile',
                 request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.LookupProfileRequest.SerializeToString,
@@ -140,6 +145,15 @@ class IdentityServiceServicer:
 
     def GetProfile(self, request, context):
         """Returns a profile by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetProfiles(self, request, context):
+        """Returns up to 1,000 profiles by name, each with its own status (NOT_FOUND for a profile
+        that does not exist, e.g. one erased since its id was listed); orchestration reads a
+        segment's members' traits with it when a scheduled journey fires.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,6 +253,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.GetProfile,
                     request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetProfileRequest.FromString,
                     response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetProfileResponse.SerializeToString,
+            ),
+            'BatchGetProfiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetProfiles,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetProfilesRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetProfilesResponse.SerializeToString,
             ),
             'LookupProfile': grpc.unary_unary_rpc_method_handler(
                     servicer.LookupProfile,
@@ -363,6 +382,33 @@ class IdentityService:
             '/cjo.identity.v1.IdentityService/GetProfile',
             cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetProfileRequest.SerializeToString,
             cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/BatchGetProfiles',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetProfilesRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetProfilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,22 @@ class ApiTrigger(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ScheduledTrigger(_message.Message):
+    __slots__ = ("segment_id", "at", "cron", "time_zone", "start_time", "end_time")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    at: _timestamp_pb2.Timestamp
+    cron: str
+    time_zone: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, segment_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cron: _Optional[str] = ..., time_zone: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Goal(_message.Message):
     __slots__ = ("event_name", "filter", "window", "exit_on_goal")
     EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -203,7 +219,7 @@ class Node(_message.Message):
     def __init__(self, id: _Optional[str] = ..., send: _Optional[_Union[SendNode, _Mapping]] = ..., exit: _Optional[_Union[ExitNode, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ..., branch: _Optional[_Union[BranchNode, _Mapping]] = ..., split: _Optional[_Union[SplitNode, _Mapping]] = ..., update_profile: _Optional[_Union[UpdateProfileNode, _Mapping]] = ...) -> None: ...
 
 class Journey(_message.Message):
-    __slots__ = ("name", "journey_id", "display_name", "state", "event_trigger", "segment_trigger", "api_trigger", "nodes", "entry_node_id", "published_version", "etag", "create_time", "update_time", "re_entry", "re_entry_cooldown", "goal", "exit_criteria")
+    __slots__ = ("name", "journey_id", "display_name", "state", "event_trigger", "segment_trigger", "api_trigger", "scheduled_trigger", "nodes", "entry_node_id", "published_version", "etag", "create_time", "update_time", "re_entry", "re_entry_cooldown", "goal", "exit_criteria")
     NAME_FIELD_NUMBER: _ClassVar[int]
     JOURNEY_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +227,7 @@ class Journey(_message.Message):
     EVENT_TRIGGER_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_TRIGGER_FIELD_NUMBER: _ClassVar[int]
     API_TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_TRIGGER_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     ENTRY_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +245,7 @@ class Journey(_message.Message):
     event_trigger: EventTrigger
     segment_trigger: SegmentTrigger
     api_trigger: ApiTrigger
+    scheduled_trigger: ScheduledTrigger
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
     entry_node_id: str
     published_version: int
@@ -238,4 +256,4 @@ class Journey(_message.Message):
     re_entry_cooldown: _duration_pb2.Duration
     goal: Goal
     exit_criteria: _containers.RepeatedCompositeFieldContainer[ExitCriterion]
-    def __init__(self, name: _Optional[str] = ..., journey_id: _Optional[str] = ..., display_name: _Optional[str] = ..., state: _Optional[_Union[JourneyState, str]] = ..., event_trigger: _Optional[_Union[EventTrigger, _Mapping]] = ..., segment_trigger: _Optional[_Union[SegmentTrigger, _Mapping]] = ..., api_trigger: _Optional[_Union[ApiTrigger, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., entry_node_id: _Optional[str] = ..., published_version: _Optional[int] = ..., etag: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., re_entry: _Optional[_Union[ReEntryPolicy, str]] = ..., re_entry_cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., goal: _Optional[_Union[Goal, _Mapping]] = ..., exit_criteria: _Optional[_Iterable[_Union[ExitCriterion, _Mapping]]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., journey_id: _Optional[str] = ..., display_name: _Optional[str] = ..., state: _Optional[_Union[JourneyState, str]] = ..., event_trigger: _Optional[_Union[EventTrigger, _Mapping]] = ..., segment_trigger: _Optional[_Union[SegmentTrigger, _Mapping]] = ..., api_trigger: _Optional[_Union[ApiTrigger, _Mapping]] = ..., scheduled_trigger: _Optional[_Union[ScheduledTrigger, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., entry_node_id: _Optional[str] = ..., published_version: _Optional[int] = ..., etag: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., re_entry: _Optional[_Union[ReEntryPolicy, str]] = ..., re_entry_cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., goal: _Optional[_Union[Goal, _Mapping]] = ..., exit_criteria: _Optional[_Iterable[_Union[ExitCriterion, _Mapping]]] = ...) -> None: ...

@@ -167,7 +167,11 @@ class OrchestrationServiceServicer:
 
     def HandleEvents(self, request, context):
         """Accepts up to 1,000 events forwarded by identity. Deduplicated by `event_id`; each event gets
-        a status. Accepted events are applied in order per profile.
+        a status. Accepted events are applied in order per profile. Two names are lifecycle events:
+        `profile_deleted` (the profile was erased: its enrollments exit with reason
+        "profile_deleted" and orchestration and delivery erase their copies of its data) and
+        `profile_merged` (`profile_id` is the survivor, property `merged_profile_id` the profile
+        merged into it: the merged profile's enrollments move to the survivor).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

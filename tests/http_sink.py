@@ -3,6 +3,7 @@ from a script (then with the default answer), like Twilio, FCM or a webhook rece
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -108,3 +109,15 @@ def fcm_error(status: int, grpc_status: str, error_code: str) -> Answer:
                                      "status": grpc_status, "details": [{
                                          "@type": "type.googleapis.com/google.firebase.fcm.v1"
                                                   ".FcmError", "errorCode": error_code}]}})
+
+
+async def read_request_body(reader: asyncio.StreamReader) -> bytes:
+    """Read one HTTP/1.1 request from a keep-alive connection and return its body: for raw
+    asyncio servers where ThreadingHTTPServer would be the bottleneck (benchmarks, many
+    connections). Raises IncompleteReadError when the client closes the connection."""
+    length = 0
+    await reader.readuntil(b"\r\n")  # the request line
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return await reader.readexactly(length)

@@ -1,0 +1,174 @@
+"""Plain bulk INSERT for hot paths: COPY on PostgreSQL, executemany elsewhere.
+
+COPY ... FROM STDIN runs in the session's own transaction, so the rows commit or roll back with
+everything else the unit of work wrote. It skips what makes a pipelined executemany slow (a
+statement per row, parameter binding per row on the server) and writes a batch in about half the
+time. It cannot do ON CONFLICT or RETURNING: callers that need either use ``insert_ignore`` /
+``upsert`` or a plain ``insert()``.
+
+Values go through each column type's bind processor for the dialect, exactly as an INSERT would
+bind them (TypeDecorators such as ``UtcDateTime`` run ``process_bind_param``; JSON columns are
+encoded as SQLAlchemy's JSON type encodes them, so ``None`` is JSON ``null``), and a failure
+surfaces as the SQLAlchemy error an INSERT raises (a unique-key clash is an ``IntegrityError``),
+so ``retry_on_conflict`` still re-runs a unit of work that lost a race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from sqlalchemy import Column, Table, insert, null
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
+
+# Below this many rows an executemany costs no more than a COPY. Measured on a local PostgreSQL
+# with outbox rows (CPU per call): 1 row ~0.5 ms either way, 10 rows 0.8 against 0.5 ms,
+# 50 rows 2.2 against 1.1 ms, 200 rows 6.1 against 2.3 ms.
+COPY_THRESHOLD = 8
+
+
+class _Missing:
+    """A value a row did not give for a column that other rows of the batch did give."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()
+_NONE: Any = object()  # a column without a Python-side scalar default
+
+
+def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *,
+                copy_threshold: int = COPY_THRESHOLD) -> None:
+    """Insert ``rows`` (keyed by column key) into ``table``, in order, in the session's
+    transaction; autoincrement ids are assigned in row order as with an INSERT.
+
+    Rows may give different columns. A column no row gives is left out of the statement, so the
+    database applies its server default (or NULL), unless it has a Python-side scalar default,
+    which is written instead, as an INSERT would (a callable one makes the rows go through an
+    INSERT, which calls it). A column some rows give and others do not is
+    filled, for the rows that lack it, with the Python-side scalar default, else with SQL NULL;
+    if the column has a default only the database or a callable can compute, the batch is split
+    into runs of rows that agree on giving it, each run inserted in turn (order is kept).
+    """
+    if not rows:
+        return
+    unknown = {key for row in rows for key in row} - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {', '.join(sorted(unknown))}")
+    # Defaults computed per row in Python (callables, SQL expressions) only an INSERT evaluates.
+    computed = {c for c in table.columns
+                if c.default is not None and _scalar_default(c) is _NONE}
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    for run_columns, run in _runs(table, rows):
+        if (postgresql and len(run) >= copy_threshold
+                and computed.issubset(run_columns)):
+            _copy(session, table, run_columns, run)
+        else:
+            _execute_many(session, table, run_columns, run)
+
+
+def _runs(table: Table, rows: Sequence[Mapping[str, Any]]
+          ) -> Iterator[tuple[list[Column[Any]], list[list[Any]]]]:
+    """Consecutive runs of rows normalised to one column list, as value lists (``MISSING``
+    where a row lacks a column that is then written as SQL NULL)."""
+    given = [c for c in table.columns if any(c.key in row for row in rows)]
+    # A scalar Python default counts for columns no row gives too: written as an INSERT would.
+    filled = [c for c in table.columns if c not in given and _scalar_default(c) is not _NONE]
+    # Columns only the server (or a callable) can fill for the rows that lack them.
+    split = [c for c in given if _scalar_default(c) is _NONE and _computed_default(table, c)
+             and not all(c.key in row for row in rows)]
+    if not split:
+        columns = given + filled
+        yield columns, [_values(row, columns) for row in rows]
+        return
+    start = 0
+    while start < len(rows):
+        shape = tuple(c.key in rows[start] for c in split)
+        end = start + 1
+        while end < len(rows) and tuple(c.key in rows[end] for c in split) == shape:
+            end += 1
+        leave_out = {c for c, present in zip(split, shape, strict=True) if not present}
+        columns = [c for c in given if c not in leave_out] + filled
+        yield columns, [_values(row, columns) for row in rows[start:end]]
+        start = end
+
+
+def _scalar_default(column: Column[Any]) -> Any:
+    default = column.default
+    return default.arg if isinstance(default, ScalarElementColumnDefault) else _NONE
+
+
+def _computed_default(table: Table, column: Column[Any]) -> bool:
+    """Whether leaving the column out is not the same as writing NULL: a server default, an
+    identity/serial key, or a Python default computed per row (callable, SQL expression)."""
+    return (column.default is not None or column.server_default is not None
+            or column is table.autoincrement_column)
+
+
+def _values(row: Mapping[str, Any], columns: Sequence[Column[Any]]) -> list[Any]:
+    values = []
+    for c in columns:
+        if c.key in row:
+            values.append(row[c.key])
+        else:
+            default = _scalar_default(c)
+            values.append(MISSING if default is _NONE else default)
+    return values
+
+
+def _execute_many(session: Session, table: Table, columns: Sequence[Column[Any]],
+                  rows: list[list[Any]]) -> None:
+    # SQL NULL for a missing value: null() for types that treat None as a value (JSON null).
+    nulls = [null() if c.type.should_evaluate_none else None for c in columns]
+    session.execute(insert(table), [
+        {c.key: sql_null if v is MISSING else v
+         for c, sql_null, v in zip(columns, nulls, row, strict=True)}
+        for row in rows])
+
+
+def _copy(session: Session, table: Table, columns: Sequence[Column[Any]],
+          rows: list[list[Any]]) -> None:
+    connection = session.connection()
+    dialect = connection.dialect
+    statement = (f"COPY {_table_name(table, connection.get_execution_options(), dialect)} "
+                 f"({', '.join(dialect.identifier_preparer.quote(c.name) for c in columns)}) "
+                 "FROM STDIN")
+    processors = [_bind(c, dialect) for c in columns]
+    driver: Any = connection.connection.driver_connection
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([None if v is MISSING else process(v)
+                                for process, v in zip(processors, row, strict=True)])
+    except psycopg.Error as error:
+        raise DBAPIError.instance(statement, None, error, psycopg.Error) from error
+
+
+def _bind(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """The column type's bind processor for the dialect: what an INSERT would send."""
+    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if processor is None:
+        return _identity
+    return processor
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _table_name(table: Table, options: Mapping[str, Any], dialect: Dialect) -> str:
+    """The table as an INSERT on this connection addresses it: its own schema, translated by a
+    ``schema_translate_map`` if the connection has one; without a schema the connection's
+    search_path finds it (Database sets one per service)."""
+    schema = table.schema
+    translate = options.get("schema_translate_map")
+    if translate and schema in translate:
+        schema = translate[schema]
+    preparer = dialect.identifier_preparer
+    name = preparer.quote(table.name)
+    return f"{preparer.quote_schema(schema)}.{name}" if schema else name

@@ -1,0 +1,179 @@
+"""The engine's and the scheduler's per-batch queries read only the rows of the batch, on SQLite
+and PostgreSQL.
+
+A statement that scans the whole enrollments table makes every batch cost a pass over every
+enrollment ever made: timer firings per second then fall as the backlog grows (a row-value
+``(workspace_id, enrollment_id) IN (VALUES ...)`` did exactly that on SQLite). Each test runs the
+real storage functions, captures the statements they send, and asks the database for its plan of
+each one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from orchestration_support import migrated_database
+from sqlalchemy import event, select, text
+from sqlalchemy.orm import Session
+
+from cjo_orchestration.adapters import enrollments as store
+from cjo_orchestration.adapters import schedules
+from cjo_orchestration.adapters.tables import schedule_occurrences
+from cjo_orchestration.domain.engine import Enrollment, EnrollmentState, Step, StepOutcome
+from cjo_orchestration.domain.schedule import Occurrence, OccurrenceState
+from cjo_platform.db import Database
+from support import Backend
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+ROWS = 6000  # enough that the planners prefer an index over a scan wherever one applies
+
+
+@pytest.fixture
+def db(backend: Backend) -> Iterator[Database]:
+    database = migrated_database(backend)
+    # Half ended long ago, half parked at a wait whose timer is due; two workspaces.
+    batch = [Enrollment(f"ws{i % 2}", f"en{i:05d}", "j1", 1, f"p{i}",
+                        EnrollmentState.ACTIVE if i % 2 else EnrollmentState.COMPLETED,
+                        "wait" if i % 2 else "", NOW if i % 2 else None, NOW, NOW,
+                        waiting=bool(i % 2), traits={"email": f"p{i}@example.com"})
+             for i in range(ROWS)]
+    with database.transaction() as session:
+        for start in range(0, ROWS, 1000):
+            store.insert_new(session, batch[start:start + 1000])
+        if not database.is_sqlite:
+            session.execute(text("ANALYZE enrollments"))
+    yield database
+    database.dispose()
+
+
+def plans(db: Database, work: Callable[[Session], Any],
+          table: str = "enrollments") -> list[tuple[str, str]]:
+    """Run ``work`` in a transaction; returns (statement, plan) of each statement it sent that
+    reads or changes ``table``."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                executemany: bool) -> None:
+        if table in statement and not statement.lstrip().upper().startswith("INSERT"):
+            sent.append((statement, parameters[0] if executemany else parameters))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        with db.transaction() as session:
+            work(session)
+            cursor = session.connection().connection.driver_connection.cursor()
+            found = []
+            for statement, parameters in sent:
+                prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
+                cursor.execute(prefix + statement, parameters)
+                found.append((statement, "\n".join(str(row[-1] if db.is_sqlite else row[0])
+                                                   for row in cursor.fetchall())))
+            cursor.close()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    assert found, "no statement captured"
+    return found
+
+
+def assert_no_table_scan(found: list[tuple[str, str]], table: str = "enrollments") -> None:
+    for statement, plan in found:
+        scans = [line for line in plan.splitlines()
+                 if line.strip() == f"SCAN {table}" or f"Seq Scan on {table}" in line]
+        assert not scans, f"scans every row of {table}:\n{statement}\n{plan}"
+
+
+def test_claiming_and_recording_a_batch_reads_only_that_batch(db: Database) -> None:
+    lease = NOW + timedelta(seconds=60)
+    claimed: list[Enrollment] = []
+
+    def claim(session: Session) -> None:
+        claimed.extend(store.claim_due(session, NOW, lease, "worker", 100))
+
+    assert_no_table_scan(plans(db, claim))
+    assert len(claimed) == 100 and {e.workspace_id for e in claimed} == {"ws1"}
+    keys = [(e.workspace_id, e.enrollment_id) for e in claimed]
+
+    def finish(session: Session) -> None:
+        assert store.still_leased(session, "worker", keys) == set(keys)
+        store.save_progress(session, [
+            (replace(e, waiting=False, current_node_id="send"),
+             [Step("wait", 0, StepOutcome.SUCCEEDED, "timer", NOW)]) for e in claimed])
+
+    assert_no_table_scan(plans(db, finish))
+    assert_no_table_scan(plans(db, lambda session: store.release(session, "other", keys)))
+
+
+def test_the_event_worker_reads_only_the_profiles_of_its_events(db: Database) -> None:
+    profiles = [(f"ws{i % 2}", f"p{i}") for i in range(0, 200, 3)]
+    found: list[Any] = []
+
+    def read(session: Session) -> None:
+        found.extend(store.watched(session, profiles, NOW))
+        found.append(store.history(session, [(ws, "j1", p) for ws, p in profiles]))
+        found.append(store.active_keys(session, [(ws, "j1", p) for ws, p in profiles]))
+
+    assert_no_table_scan(plans(db, read))
+    watched, history, active = found[:-2], found[-2], found[-1]
+    # Profiles with an odd number are active (and watched); the others ended.
+    odd = {(ws, p) for ws, p in profiles if int(p[1:]) % 2}
+    assert {(e.workspace_id, e.profile_id) for e, _ in watched} == odd
+    assert len(history) == len(profiles)
+    assert active == {(ws, "j1", p) for ws, p in odd}
+
+
+def test_the_scheduler_claims_and_records_only_its_occurrences(db: Database) -> None:
+    """Scheduled occurrences pile up (one per firing, kept for the retention period): claiming
+    the due ones, recording a page and the retention sweep must not read them all."""
+    rows = [{"workspace_id": f"ws{i % 2}", "journey_id": f"j{i % 300}", "journey_version": 1,
+             "fire_time": NOW - timedelta(hours=i), "state": "done" if i >= 20 else "pending",
+             "page_token": "", "pages": 1, "enrolled": 0, "not_enrolled": 0, "detail": "",
+             "create_time": NOW, "finish_time": NOW - timedelta(hours=i) if i >= 20 else None}
+            for i in range(ROWS)]
+    with db.transaction() as session:
+        session.execute(schedule_occurrences.insert(), rows)
+        if not db.is_sqlite:
+            session.execute(text("ANALYZE schedule_occurrences"))
+    lease = NOW + timedelta(seconds=60)
+    claimed: list[Occurrence] = []
+
+    def claim(session: Session) -> None:
+        claimed.extend(schedules.claim_due(session, NOW, lease, "worker", 10))
+
+    assert_no_table_scan(plans(db, claim, "schedule_occurrences"), "schedule_occurrences")
+    assert len(claimed) == 10 and {o.state for o in claimed} == {OccurrenceState.PENDING}
+
+    def record(session: Session) -> None:
+        held = schedules.held(session, claimed[0], "worker")
+        assert held is not None
+        schedules.save(session, replace(held, pages=2))
+        assert schedules.retry_later(session, "worker", claimed[1], lease, "UNAVAILABLE")
+        schedules.release(session, "worker", claimed[2:])
+
+    assert_no_table_scan(plans(db, record, "schedule_occurrences"), "schedule_occurrences")
+    deleted: list[tuple[int, int]] = []
+
+    def sweep(session: Session) -> None:
+        deleted.append(schedules.sweep(session, NOW - timedelta(days=200), 10))
+
+    assert_no_table_scan(plans(db, sweep, "schedule_occurrences"), "schedule_occurrences")
+    # Finished over 200 days (4800 hours) ago: rows 4801..5999, of every journey. Ten journeys
+    # were swept: all their old rows went (each one's latest is recent, so it stays).
+    cutoff = NOW - timedelta(days=200)
+    old: Counter[tuple[str, str]] = Counter(
+        (r["workspace_id"], r["journey_id"]) for r in rows
+        if r["finish_time"] is not None and r["finish_time"] < cutoff)
+    with db.transaction() as session:
+        c = schedule_occurrences.c
+        left = Counter((r.workspace_id, r.journey_id) for r in session.execute(
+            select(c.workspace_id, c.journey_id).where(c.finish_time < cutoff)))
+        journeys = {(r.workspace_id, r.journey_id) for r in session.execute(
+            select(c.workspace_id, c.journey_id).distinct())}
+    swept = [key for key in old if key not in left]
+    assert len(swept) == 10 and set(left) == set(old) - set(swept)
+    assert deleted == [(sum(old[key] for key in swept), 10)]
+    assert len(journeys) == 300  # every journey kept its latest occurrence
