@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, distinct, func, literal, select
+from sqlalchemy import ColumnElement, String, and_, case, distinct, func, literal, select
 from sqlalchemy.orm import Session
 
 from cjo_analytics.adapters.tables import facts, messages
@@ -93,9 +93,18 @@ def _fold_into_messages(session: Session, workspace_id: str, new: Iterable[Fact]
         if (column := _OUTCOME_TIMES.get(f.type)) is not None:
             row[column] = min(row[column] or f.occur_time, f.occur_time)
 
+    # Strings compare by code point, as max() above and SQLite do: PostgreSQL would otherwise
+    # compare in the database's collation, and a language collation can order two variant
+    # names the other way.
+    binary = session.get_bind().dialect.name == "postgresql"
+
+    def by_code_point(column: Any) -> Any:
+        return column.collate("C") if binary and isinstance(column.type, String) else column
+
     def merge(excluded: Any) -> dict[str, Any]:
         stored = messages.c
-        greatest = {name: case((excluded[name] > stored[name], excluded[name]),
+        greatest = {name: case((by_code_point(excluded[name]) > by_code_point(stored[name]),
+                                excluded[name]),
                                else_=stored[name]) for name in _MESSAGE_ATTRIBUTES}
         earliest = {name: case((stored[name].is_(None), excluded[name]),
                                (excluded[name] < stored[name], excluded[name]),
