@@ -274,6 +274,13 @@ async def newsletter_segment(suite: Scheduled, members: int) -> list[str]:
     return emails
 
 
+async def everyone_segment(suite: Scheduled, segment_id: str) -> None:
+    """A segment every profile of the workspace is a member of."""
+    await suite.identity.CreateSegment(identity_pb.CreateSegmentRequest(
+        segment=segment_pb2.Segment(segment_id=segment_id, condition="true")),
+        metadata=as_service(WS))
+
+
 def weekly(trigger: journey_pb2.ScheduledTrigger) -> journey_pb2.Journey:
     return journey_pb2.Journey(
         display_name="Newsletter", scheduled_trigger=trigger, entry_node_id="send",
@@ -568,9 +575,7 @@ async def test_a_segment_id_identity_refuses_is_refused_at_create(
         assert "journey.scheduled_trigger.segment_id" in violations
         # Identity refuses the very same id.
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await suite.identity.CreateSegment(identity_pb.CreateSegmentRequest(
-                segment=segment_pb2.Segment(segment_id="news/letter", condition="true")),
-                metadata=as_service(WS))
+            await everyone_segment(suite, "news/letter")
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -590,9 +595,7 @@ async def test_a_deleted_segment_fails_its_occurrence_and_plans_the_next(
     async with scheduled_suite(backend) as suite:
         await suite.stop_background_scheduler()
         await newsletter_segment(suite, 2)
-        await suite.identity.CreateSegment(identity_pb.CreateSegmentRequest(
-            segment=segment_pb2.Segment(segment_id="doomed", condition="true")),
-            metadata=as_service(WS))
+        await everyone_segment(suite, "doomed")
         hourly = "0 * * * *"
         # The doomed journey's occurrence is the earliest due: it is claimed first every pass.
         doomed = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
@@ -618,9 +621,7 @@ async def test_an_unavailable_audience_backs_off_without_holding_up_the_others(
     async with scheduled_suite(backend) as suite:
         await suite.stop_background_scheduler()
         await newsletter_segment(suite, 2)
-        await suite.identity.CreateSegment(identity_pb.CreateSegmentRequest(
-            segment=segment_pb2.Segment(segment_id="flaky", condition="true")),
-            metadata=as_service(WS))
+        await everyone_segment(suite, "flaky")
         flaky = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
             segment_id="flaky", at=to_timestamp(START + timedelta(minutes=1)))))
         news = await publish(suite, weekly(journey_pb2.ScheduledTrigger(

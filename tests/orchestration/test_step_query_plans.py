@@ -128,7 +128,8 @@ def test_the_event_worker_reads_only_the_profiles_of_its_events(db: Database) ->
 
 def test_the_scheduler_claims_and_records_only_its_occurrences(db: Database) -> None:
     """Scheduled occurrences pile up (one per firing, kept for the retention period): claiming
-    the due ones, recording a page and the retention sweep must not read them all."""
+    the due ones, recording a page, the retention sweep and an operator's listing must not read
+    them all."""
     rows = [{"workspace_id": f"ws{i % 2}", "journey_id": f"j{i % 300}", "journey_version": 1,
              "fire_time": NOW - timedelta(hours=i), "state": "done" if i >= 20 else "pending",
              "page_token": "", "pages": 1, "enrolled": 0, "not_enrolled": 0, "detail": "",
@@ -155,6 +156,21 @@ def test_the_scheduler_claims_and_records_only_its_occurrences(db: Database) -> 
         schedules.release(session, "worker", claimed[2:])
 
     assert_no_table_scan(plans(db, record, "schedule_occurrences"), "schedule_occurrences")
+    listed: list[Occurrence] = []
+
+    def list_pages(session: Session) -> None:
+        first = schedules.page(session, "ws0", "j0", None, 5, None)
+        listed.extend(first)
+        listed.extend(schedules.page(session, "ws0", "j0", OccurrenceState.DONE, 5,
+                                     (first[-1].fire_time, first[-1].journey_version)))
+
+    # Operators page through a journey's occurrences (ListScheduleOccurrences): the journey
+    # index yields them in order and seeks to the cursor; no sort of the journey's history.
+    for statement, plan in plans(db, list_pages, "schedule_occurrences"):
+        assert "ix_schedule_occurrences_journey" in plan, f"{statement}\n{plan}"
+        assert "TEMP B-TREE" not in plan and "Sort" not in plan, f"{statement}\n{plan}"
+    # Journey j0 of ws0 holds rows 0, 300, 600, ...: the first pending, the others done.
+    assert [o.fire_time for o in listed] == [NOW - timedelta(hours=300 * k) for k in range(10)]
     deleted: list[tuple[int, int]] = []
 
     def sweep(session: Session) -> None:

@@ -7,7 +7,17 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, delete, func, literal_column, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    and_,
+    delete,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters.tables import enrollments, journeys, schedule_occurrences
@@ -22,6 +32,7 @@ from cjo_orchestration.domain.schedule import (
     schedule_of,
 )
 from cjo_platform.db import insert_ignore, keys_in
+from cjo_platform.errors import NotFound
 
 _OPEN = [s.value for s in OPEN_STATES]
 _FINAL = [s.value for s in FINAL_STATES]
@@ -35,7 +46,7 @@ def _occurrence(row: Row[Any]) -> Occurrence:
     return Occurrence(row.workspace_id, row.journey_id, row.journey_version, row.fire_time,
                       OccurrenceState(row.state), row.page_token, row.pages, row.enrolled,
                       row.not_enrolled, row.detail, row.start_time, row.finish_time,
-                      row.attempts)
+                      row.attempts, row.create_time)
 
 
 def _where_key(key: tuple[str, str, int, datetime]) -> Any:
@@ -179,6 +190,34 @@ def of_journey(session: Session, workspace_id: str, journey_id: str) -> list[Occ
     rows = session.execute(select(schedule_occurrences).where(
         c.workspace_id == workspace_id, c.journey_id == journey_id)
         .order_by(c.fire_time, c.journey_version)).all()
+    return [_occurrence(r) for r in rows]
+
+
+def get(session: Session, workspace_id: str, journey_id: str, journey_version: int,
+        fire_time: datetime) -> Occurrence:
+    row = session.execute(select(schedule_occurrences).where(
+        _where_key((workspace_id, journey_id, journey_version, fire_time)))).first()
+    if row is None:
+        raise NotFound(f"occurrence of journey {journey_id} version {journey_version} at "
+                       f"{fire_time.isoformat()} not found",
+                       reason="SCHEDULE_OCCURRENCE_NOT_FOUND")
+    return _occurrence(row)
+
+
+def page(session: Session, workspace_id: str, journey_id: str, state: OccurrenceState | None,
+         size: int, before: tuple[datetime, int] | None) -> list[Occurrence]:
+    """A journey's occurrences, newest fire time first (then newest version); ``before`` is the
+    (fire_time, journey_version) of the previous page's last. The row-value comparison lets the
+    journey index seek to the cursor rather than walk past every newer occurrence."""
+    c = schedule_occurrences.c
+    query = select(schedule_occurrences).where(c.workspace_id == workspace_id,
+                                               c.journey_id == journey_id)
+    if state is not None:
+        query = query.where(c.state == state.value)
+    if before is not None:
+        query = query.where(tuple_(c.fire_time, c.journey_version) < before)
+    rows = session.execute(query.order_by(c.fire_time.desc(), c.journey_version.desc())
+                           .limit(size)).all()
     return [_occurrence(r) for r in rows]
 
 

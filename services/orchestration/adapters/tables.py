@@ -184,4 +184,8 @@ schedule_occurrences = Table(
           sqlite_where=text("state IN ('pending', 'running')")),
     # The retention sweep finds old final-state occurrences by when they finished.
     Index("ix_schedule_occurrences_finished", "finish_time"),
+    # ListScheduleOccurrences pages through a journey's occurrences by fire time, newest first
+    # (the primary key orders them by version first).
+    Index("ix_schedule_occurrences_journey", "workspace_id", "journey_id", "fire_time",
+          "journey_version"),
 )

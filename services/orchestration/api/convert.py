@@ -1,4 +1,4 @@
-"""Proto <-> domain mapping for journeys and enrollments."""
+"""Proto <-> domain mapping for journeys, enrollments and scheduled occurrences."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import cast
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from cjo.common.v1 import common_pb2
-from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
+from cjo.orchestration.v1 import enrollment_pb2, journey_pb2, schedule_occurrence_pb2
 from cjo_orchestration.domain.engine import Enrollment, EnrollmentState, Step, StepOutcome
 from cjo_orchestration.domain.journeys import (
     Action,
@@ -36,7 +36,13 @@ from cjo_orchestration.domain.journeys import (
     UpdateProfileAction,
     WaitAction,
 )
-from cjo_orchestration.domain.names import enrollment_name, journey_name
+from cjo_orchestration.domain.names import (
+    enrollment_name,
+    journey_name,
+    occurrence_id,
+    occurrence_name,
+)
+from cjo_orchestration.domain.schedule import Occurrence, OccurrenceState
 from cjo_platform.protobuf import dict_to_struct, struct_to_dict, to_timestamp
 
 _CHANNELS: dict[int, Channel] = {
@@ -66,6 +72,17 @@ _OUTCOMES = {
     StepOutcome.WAITING: enrollment_pb2.STEP_OUTCOME_WAITING,
 }
 
+_OccurrenceProto = schedule_occurrence_pb2.ScheduleOccurrence
+OCCURRENCE_STATES = {
+    OccurrenceState.PENDING: _OccurrenceProto.STATE_PENDING,
+    OccurrenceState.RUNNING: _OccurrenceProto.STATE_RUNNING,
+    OccurrenceState.DONE: _OccurrenceProto.STATE_DONE,
+    OccurrenceState.MISSED: _OccurrenceProto.STATE_MISSED,
+    OccurrenceState.SKIPPED: _OccurrenceProto.STATE_SKIPPED,
+    OccurrenceState.CANCELLED: _OccurrenceProto.STATE_CANCELLED,
+    OccurrenceState.FAILED: _OccurrenceProto.STATE_FAILED,
+}
+OCCURRENCE_STATES_FROM_PROTO = {v: k for k, v in OCCURRENCE_STATES.items()}
 
 _RE_ENTRY = {
     journey_pb2.RE_ENTRY_POLICY_UNSPECIFIED: ReEntry.NEVER,
@@ -292,3 +309,17 @@ def enrollment_to_proto(enrollment: Enrollment,
     if enrollment.due_time is not None:
         message.due_time.CopyFrom(to_timestamp(enrollment.due_time))
     return message
+
+
+def occurrence_to_proto(occurrence: Occurrence) -> schedule_occurrence_pb2.ScheduleOccurrence:
+    return schedule_occurrence_pb2.ScheduleOccurrence(
+        name=occurrence_name(occurrence.journey_id, occurrence.journey_version,
+                             occurrence.fire_time),
+        occurrence_id=occurrence_id(occurrence.journey_version, occurrence.fire_time),
+        journey_id=occurrence.journey_id, journey_version=occurrence.journey_version,
+        fire_time=to_timestamp(occurrence.fire_time), state=OCCURRENCE_STATES[occurrence.state],
+        start_time=to_timestamp(occurrence.start_time),
+        finish_time=to_timestamp(occurrence.finish_time),
+        enrolled_count=occurrence.enrolled, not_enrolled_count=occurrence.not_enrolled,
+        page_count=occurrence.pages, attempts=occurrence.attempts, detail=occurrence.detail,
+        create_time=to_timestamp(occurrence.create_time))

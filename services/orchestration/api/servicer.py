@@ -17,9 +17,11 @@ from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters import schedules as schedule_store
 from cjo_orchestration.adapters.peers import ContentCatalog
 from cjo_orchestration.api.convert import (
+    OCCURRENCE_STATES_FROM_PROTO,
     enrollment_to_proto,
     graph_from_proto,
     journey_to_proto,
+    occurrence_to_proto,
 )
 from cjo_orchestration.domain import journeys as domain
 from cjo_orchestration.domain.engine import (
@@ -31,7 +33,12 @@ from cjo_orchestration.domain.engine import (
     validate_forwarded_event,
 )
 from cjo_orchestration.domain.graph import validate_for_publish, validate_shape
-from cjo_orchestration.domain.names import parse_enrollment_name, parse_journey_name
+from cjo_orchestration.domain.names import (
+    parse_enrollment_name,
+    parse_journey_name,
+    parse_occurrence_name,
+)
+from cjo_orchestration.domain.schedule import Occurrence
 from cjo_platform.clock import Clock
 from cjo_platform.db import Database
 from cjo_platform.db.idempotency import RequestLog
@@ -438,4 +445,54 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         return pb.ListEnrollmentsResponse(
             enrollments=[enrollment_to_proto(e, steps.get(e.enrollment_id, [])) for e in page],
             next_page_token=(_token(page[-1].create_time, page[-1].enrollment_id, listing)
+                             if more else ""))
+
+    # --- scheduled occurrences -----------------------------------------------------------------
+
+    async def GetScheduleOccurrence(
+            self, request: pb.GetScheduleOccurrenceRequest,
+            context: grpc.aio.ServicerContext) -> pb.GetScheduleOccurrenceResponse:
+        journey_id, version, fire_time = parse_occurrence_name(request.name)
+        workspace = current_workspace()
+
+        def read() -> Occurrence:
+            with self.db.transaction() as session:
+                return schedule_store.get(session, workspace, journey_id, version, fire_time)
+
+        return pb.GetScheduleOccurrenceResponse(
+            occurrence=occurrence_to_proto(await self.db.run(read)))
+
+    async def ListScheduleOccurrences(
+            self, request: pb.ListScheduleOccurrencesRequest,
+            context: grpc.aio.ServicerContext) -> pb.ListScheduleOccurrencesResponse:
+        journey_id = parse_journey_name(request.parent, "parent")
+        size = page_size(request.page_size)
+        state = None
+        if request.state:
+            state = OCCURRENCE_STATES_FROM_PROTO.get(request.state)
+            if state is None:
+                raise InvalidArgument.one("state",
+                                          f"{request.state} is not a ScheduleOccurrence.State")
+        listing = f"{journey_id}/{state or ''}"
+        cursor = _cursor(request.page_token, listing)
+        before: tuple[datetime, int] | None = None
+        if cursor is not None:
+            # The id half holds the journey version here (a BIGINT: at most 18 digits).
+            version = cursor[1]
+            if not (version.isdecimal() and len(version) <= 18) or cursor[0].tzinfo is None:
+                raise InvalidArgument.one("page_token", "is not a token returned by this method")
+            before = cursor[0], int(version)
+        workspace = current_workspace()
+
+        def read() -> list[Occurrence]:
+            with self.db.transaction() as session:
+                journey_store.get(session, workspace, journey_id)  # NOT_FOUND for a bad parent
+                return schedule_store.page(session, workspace, journey_id, state, size + 1,
+                                           before)
+
+        found = await self.db.run(read)
+        page, more = found[:size], len(found) > size
+        return pb.ListScheduleOccurrencesResponse(
+            occurrences=[occurrence_to_proto(o) for o in page],
+            next_page_token=(_token(page[-1].fire_time, str(page[-1].journey_version), listing)
                              if more else ""))

@@ -1,7 +1,11 @@
-"""Resource names (AIP-122): `journeys/{journey_id}` and
-`journeys/{journey_id}/enrollments/{enrollment_id}`."""
+"""Resource names (AIP-122): `journeys/{journey_id}`,
+`journeys/{journey_id}/enrollments/{enrollment_id}` and
+`journeys/{journey_id}/occurrences/{occurrence_id}`."""
 
 from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
 
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.limits import MAX_ID_LENGTH
@@ -33,3 +37,36 @@ def parse_enrollment_name(name: str, field: str = "name") -> tuple[str, str]:
         raise InvalidArgument.one(
             field, "must be journeys/{journey_id}/enrollments/{enrollment_id}")
     return parts[1], parts[3]
+
+
+# A scheduled occurrence is keyed by (journey version, fire time); its id spells both out, so a
+# name maps onto the primary key without a lookup table. Microseconds appear only when an `at`
+# schedule named them.
+_OCCURRENCE_ID = re.compile(r"v([1-9][0-9]{0,17})-([0-9]{8}T[0-9]{6})(?:\.([0-9]{6}))?Z")
+
+
+def occurrence_id(journey_version: int, fire_time: datetime) -> str:
+    when = fire_time.astimezone(UTC)
+    fraction = f".{when.microsecond:06d}" if when.microsecond else ""
+    return f"v{journey_version}-{when:%Y%m%dT%H%M%S}{fraction}Z"
+
+
+def occurrence_name(journey_id: str, journey_version: int, fire_time: datetime) -> str:
+    return f"journeys/{journey_id}/occurrences/{occurrence_id(journey_version, fire_time)}"
+
+
+def parse_occurrence_name(name: str, field: str = "name") -> tuple[str, int, datetime]:
+    """(journey id, journey version, fire time) of an occurrence's name."""
+    parts = name.split("/")
+    found = _OCCURRENCE_ID.fullmatch(parts[3]) if len(parts) == 4 else None
+    try:
+        if (found is None or parts[0] != "journeys" or parts[2] != "occurrences"
+                or not _segment(parts[1])):
+            raise ValueError(name)
+        fire_time = datetime.strptime(found.group(2), "%Y%m%dT%H%M%S").replace(
+            microsecond=int(found.group(3) or 0), tzinfo=UTC)
+    except ValueError:  # also a well-formed but impossible date, e.g. month 13
+        raise InvalidArgument.one(
+            field, "must be journeys/{journey_id}/occurrences/{occurrence_id}, the id as "
+                   "listed, e.g. v2-20260309T080000Z") from None
+    return parts[1], int(found.group(1)), fire_time

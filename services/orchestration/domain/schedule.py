@@ -203,6 +203,7 @@ class Occurrence:
     start_time: datetime | None = None
     finish_time: datetime | None = None
     attempts: int = 0  # failed tries in a row to read the audience (transient failures)
+    create_time: datetime | None = None  # when it was planned
 
     @property
     def key(self) -> tuple[str, str, int, datetime]:

@@ -1,6 +1,7 @@
 from cjo.identity.v1 import event_pb2 as _event_pb2
 from cjo.orchestration.v1 import enrollment_pb2 as _enrollment_pb2
 from cjo.orchestration.v1 import journey_pb2 as _journey_pb2
+from cjo.orchestration.v1 import schedule_occurrence_pb2 as _schedule_occurrence_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.rpc import status_pb2 as _status_pb2
@@ -213,3 +214,35 @@ class ListEnrollmentsResponse(_message.Message):
     enrollments: _containers.RepeatedCompositeFieldContainer[_enrollment_pb2.Enrollment]
     next_page_token: str
     def __init__(self, enrollments: _Optional[_Iterable[_Union[_enrollment_pb2.Enrollment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetScheduleOccurrenceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetScheduleOccurrenceResponse(_message.Message):
+    __slots__ = ("occurrence",)
+    OCCURRENCE_FIELD_NUMBER: _ClassVar[int]
+    occurrence: _schedule_occurrence_pb2.ScheduleOccurrence
+    def __init__(self, occurrence: _Optional[_Union[_schedule_occurrence_pb2.ScheduleOccurrence, _Mapping]] = ...) -> None: ...
+
+class ListScheduleOccurrencesRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token", "state")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    state: _schedule_occurrence_pb2.ScheduleOccurrence.State
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[_schedule_occurrence_pb2.ScheduleOccurrence.State, str]] = ...) -> None: ...
+
+class ListScheduleOccurrencesResponse(_message.Message):
+    __slots__ = ("occurrences", "next_page_token")
+    OCCURRENCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    occurrences: _containers.RepeatedCompositeFieldContainer[_schedule_occurrence_pb2.ScheduleOccurrence]
+    next_page_token: str
+    def __init__(self, occurrences: _Optional[_Iterable[_Union[_schedule_occurrence_pb2.ScheduleOccurrence, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -95,6 +95,16 @@ class OrchestrationServiceStub:
                 request_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListEnrollmentsRequest.SerializeToString,
                 response_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListEnrollmentsResponse.FromString,
                 _registered_method=True)
+        self.GetScheduleOccurrence = channel.unary_unary(
+                '/cjo.orchestration.v1.OrchestrationService/GetScheduleOccurrence',
+                request_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.GetScheduleOccurrenceRequest.SerializeToString,
+                response_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.GetScheduleOccurrenceResponse.FromString,
+                _registered_method=True)
+        self.ListScheduleOccurrences = channel.unary_unary(
+                '/cjo.orchestration.v1.OrchestrationService/ListScheduleOccurrences',
+                request_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListScheduleOccurrencesRequest.SerializeToString,
+                response_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListScheduleOccurrencesResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestrationServiceServicer:
@@ -191,6 +201,21 @@ class OrchestrationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetScheduleOccurrence(self, request, context):
+        """Returns one firing of a journey's scheduled trigger.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListScheduleOccurrences(self, request, context):
+        """Lists the firings of a journey's scheduled trigger (of every version), newest fire time
+        first: the planned next one, the one enrolling, and those that ended, with their counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestrationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +278,16 @@ def add_OrchestrationServiceServicer_to_server(servicer, server):
                     servicer.ListEnrollments,
                     request_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListEnrollmentsRequest.FromString,
                     response_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListEnrollmentsResponse.SerializeToString,
+            ),
+            'GetScheduleOccurrence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScheduleOccurrence,
+                    request_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.GetScheduleOccurrenceRequest.FromString,
+                    response_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.GetScheduleOccurrenceResponse.SerializeToString,
+            ),
+            'ListScheduleOccurrences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScheduleOccurrences,
+                    request_deserializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListScheduleOccurrencesRequest.FromString,
+                    response_serializer=cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListScheduleOccurrencesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -580,6 +615,60 @@ class OrchestrationService:
             '/cjo.orchestration.v1.OrchestrationService/ListEnrollments',
             cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListEnrollmentsRequest.SerializeToString,
             cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListEnrollmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScheduleOccurrence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.orchestration.v1.OrchestrationService/GetScheduleOccurrence',
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.GetScheduleOccurrenceRequest.SerializeToString,
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.GetScheduleOccurrenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListScheduleOccurrences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.orchestration.v1.OrchestrationService/ListScheduleOccurrences',
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListScheduleOccurrencesRequest.SerializeToString,
+            cjo_dot_orchestration_dot_v1_dot_orchestration__service__pb2.ListScheduleOccurrencesResponse.FromString,
             options,
             channel_credentials,
             insecure,
