@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from cjo_delivery.adapters import provider_store, repository
 from cjo_delivery.adapters.contents import decode_outgoing
 from cjo_delivery.adapters.facts import fact_payload
+from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.domain.breaker import CircuitBreaker
 from cjo_delivery.domain.messages import Channel, Claim, MessageStatus
 from cjo_delivery.domain.policies import (
@@ -144,8 +145,10 @@ class Sender(PollingWorker):
                  settings: SenderSettings, rng: random.Random | None = None, *,
                  build_provider: ProviderBuilder | None = None,
                  consent: ConsentDirectory | None = None,
-                 links: LinkMaker | None = None, inbox: Provider | None = None) -> None:
+                 links: LinkMaker | None = None, inbox: Provider | None = None,
+                 secret_box: SecretBox | None = None) -> None:
         self.db = db
+        self.secret_box = secret_box or SecretBox([])
         self.outbox = outbox
         self.fallback = provider
         self.clock = clock
@@ -202,7 +205,7 @@ class Sender(PollingWorker):
     def _load_context(self, claims: Sequence[Claim], now: datetime) -> _Context:
         workspaces = sorted({c.workspace_id for c in claims})
         with self.db.transaction() as session:
-            configs = provider_store.providers_of(session, workspaces)
+            configs = provider_store.providers_of(session, workspaces, self.secret_box)
             policies = provider_store.policies_of(session, workspaces)
             suppressions = repository.suppressed_addresses(
                 session, [(c.workspace_id, c.channel.value, c.address) for c in claims])

@@ -11,14 +11,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cjo_delivery.adapters.smtp import build_email, classify, with_preheader
+from cjo_delivery.domain.addresses import is_plausible_email, parse_email
 from cjo_delivery.domain.messages import (
     Channel,
     EmailContent,
     MessageStatus,
-    is_plausible_email,
     message_id_of,
     validate_send,
 )
+from cjo_delivery.domain.providers import ProviderKind, validate_provider
 from cjo_delivery.domain.sending import (
     OutgoingEmail,
     ProviderError,
@@ -53,7 +54,8 @@ def problems(**overrides: object) -> dict[str, str]:
 
 @pytest.mark.parametrize("address", [
     "ada@example.com", "ada.lovelace+news@mail.example.co.uk", "o'brien@example.ie",
-    "x@a-b.example"])
+    "x@a-b.example", "jörg@bücher.example", "用户@例子.广告", "ada@BÜCHER.example",
+    "ada@xn--bcher-kva.example", "ü" * 32 + "@example.com"])
 def test_plausible_addresses_pass(address: str) -> None:
     assert is_plausible_email(address)
 
@@ -62,9 +64,32 @@ def test_plausible_addresses_pass(address: str) -> None:
     "", "ada", "ada@", "@example.com", "ada@localhost", "ada@example..com", "ada@-example.com",
     "ada lovelace@example.com", "ada@example.com\r\nRCPT TO:<eve@example.com>",
     "<ada@example.com>", "ada@example.com, eve@example.com", "ada..l@example.com",
-    "a" * 65 + "@example.com", "ada@" + "a" * 250 + ".com"])
+    "a" * 65 + "@example.com", "ada@" + "a" * 250 + ".com",
+    # Internationalised, but malformed: an empty label, an invisible or a space character, a
+    # code point IDNA 2008 forbids, no dot, 66 octets of local part in 33 characters.
+    "jörg@bücher..example", "j\u200börg@example.com", "jörg\u00a0x@example.com",
+    "ada@b_cher.example", "ada@bücher", "ü" * 33 + "@example.com", "jörg@bü\ncher.example"])
 def test_implausible_addresses_fail(address: str) -> None:
     assert not is_plausible_email(address)
+
+
+def test_a_domain_travels_as_its_a_label_and_a_non_ascii_local_part_needs_smtputf8() -> None:
+    someone = parse_email("someone@Bücher.example")
+    assert (someone.transport, someone.needs_smtputf8) == ("someone@xn--bcher-kva.example",
+                                                           False)
+    # IDNA 2008, not the stdlib's IDNA 2003: faß.de is not fass.de.
+    assert parse_email("ada@faß.de").transport == "ada@xn--fa-hia.de"
+    jorg = parse_email("jörg@bücher.example")
+    assert (jorg.transport, jorg.needs_smtputf8) == ("jörg@bücher.example", True)
+
+
+@pytest.mark.parametrize(("sender", "ok"), [
+    ("Acme <news@acme.example>", True), ("Bücher <jörg@bücher.example>", True),
+    ("news@acme.example", True), ("Acme", False), ("Acme <news@acme..example>", False)])
+def test_an_smtp_provider_from_follows_the_address_rule(sender: str, ok: bool) -> None:
+    problems = validate_provider(channel=Channel.EMAIL, kind=ProviderKind.SMTP, display_name="",
+                                 config={"host": "relay.example", "from": sender}, secrets={})
+    assert {v.field for v in problems.items} == (set() if ok else {"provider.config[from]"})
 
 
 def test_a_valid_request_has_no_problems() -> None:

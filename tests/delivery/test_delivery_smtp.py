@@ -1,7 +1,7 @@
 """The SMTP provider against real SMTP servers on loopback: connection reuse, PIPELINING, RSET
-after a refusal, dot-stuffing. aiosmtpd plays the relay; one test uses a small hand-written
-server that answers only pipelined command groups, so a client that waits for each reply hangs
-there (and times out) instead of passing."""
+after a refusal, dot-stuffing, internationalised addresses with and without SMTPUTF8. aiosmtpd
+plays the relay; one test uses a small hand-written server that answers only pipelined command
+groups, so a client that waits for each reply hangs there (and times out) instead of passing."""
 
 from __future__ import annotations
 
@@ -10,14 +10,19 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import grpc
 import pytest
 from aiosmtpd.controller import Controller
-from delivery_support import SmtpSink
+from delivery_support import SmtpSink, delivery_app, send_request
 
+from cjo.delivery.v1 import delivery_service_pb2 as pb
+from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
+from cjo.delivery.v1 import message_pb2
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.domain.sending import OutgoingEmail, ProviderError
 from cjo_platform.clock import ManualClock
-from support import free_port
+from cjo_platform.rpc.status import field_violations
+from support import Backend, as_service, eventually, free_port, serving
 
 
 class CountingSink(SmtpSink):
@@ -38,10 +43,27 @@ class CountingSink(SmtpSink):
         return responses
 
 
+class RawSink(CountingSink):
+    """Also keeps each message's MAIL FROM parameters and its bytes as they arrived."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mail_options: list[list[str]] = []
+        self.raw: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.mail_options.append(list(envelope.mail_options))
+            self.raw.append(envelope.content)
+        return await super().handle_DATA(server, session, envelope)
+
+
 @contextmanager
-def relay(sink: SmtpSink) -> Iterator[int]:
+def relay(sink: SmtpSink, **options: Any) -> Iterator[int]:
+    """aiosmtpd on a free port; ``options`` are its SMTP's (its Controller offers SMTPUTF8
+    unless ``enable_SMTPUTF8=False``)."""
     port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller = Controller(sink, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield port
@@ -55,9 +77,10 @@ def email(n: int, to: str = "", text: str = "Hello Ada") -> OutgoingEmail:
                          text=text)
 
 
-def provider(port: int, connections: int = 4) -> SmtpProvider:
-    return SmtpProvider(SmtpSettings(port=port, connections=connections, timeout_seconds=3),
-                        ManualClock())
+def provider(port: int, connections: int = 4,
+             sender: str = "cjo <no-reply@cjo.localhost>") -> SmtpProvider:
+    return SmtpProvider(SmtpSettings(port=port, connections=connections, timeout_seconds=3,
+                                     sender=sender), ManualClock())
 
 
 @pytest.mark.parametrize("pipelining", [False, True])
@@ -150,3 +173,110 @@ async def test_commands_are_pipelined_where_the_server_offers_it() -> None:
     assert ids == [f"<m{n}@cjo>" for n in range(5)]
     assert len(received) == 5 and all(b"Message-ID: <m" in m for m in received)
 
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_a_non_ascii_local_part_goes_over_smtputf8_intact(pipelining: bool) -> None:
+    sink = RawSink(pipelining=pipelining)
+    with relay(sink) as port:
+        smtp = provider(port, connections=1)
+        assert await smtp.send_email(email(1, to="jörg@bücher.example")) == "<m1@cjo>"
+        assert await smtp.send_email(email(2, to="ada@example.com")) == "<m2@cjo>"
+        await smtp.close()
+    assert [to for _, [to] in sink.envelopes] == ["jörg@bücher.example", "ada@example.com"]
+    # SMTPUTF8 only where it is needed; the UTF-8 headers are declared 8-bit (aiosmtpd offers
+    # 8BITMIME).
+    assert sink.mail_options == [["SMTPUTF8", "BODY=8BITMIME"], []]
+    utf8, plain = sink.raw
+    assert b"\r\nTo: j\xc3\xb6rg@b\xc3\xbccher.example\r\n" in utf8  # RFC 6532, no =?utf-8?
+    assert sink.received[0]["To"] == "jörg@bücher.example"
+    body = sink.received[0].get_body(("plain",))
+    assert body is not None and body.get_content().rstrip() == "Hello Ada"
+    assert plain.isascii()
+
+
+async def test_without_smtputf8_a_domain_is_sent_as_its_a_label_and_a_local_part_fails_for_good(
+        ) -> None:
+    sink = RawSink()
+    with relay(sink, enable_SMTPUTF8=False) as port:
+        smtp = provider(port, connections=1)
+        results = await asyncio.gather(
+            smtp.send_email(email(1, to="someone@bücher.example")),
+            smtp.send_email(email(2, to="jörg@bücher.example")),
+            smtp.send_email(email(3, to="ada@example.com")), return_exceptions=True)
+        await smtp.close()
+    delivered, refused, plain = results
+    assert (delivered, plain) == ("<m1@cjo>", "<m3@cjo>")
+    assert isinstance(refused, ProviderError)
+    assert not refused.transient and not refused.bounce  # not the mailbox's fault: no suppression
+    assert "does not offer SMTPUTF8" in refused.message
+    assert "jörg@bücher.example" in refused.message
+    assert [to for _, [to] in sink.envelopes] == ["someone@xn--bcher-kva.example",
+                                                  "ada@example.com"]
+    assert [m["To"] for m in sink.received] == ["someone@xn--bcher-kva.example",
+                                                "ada@example.com"]
+    assert all(raw.isascii() for raw in sink.raw) and sink.mail_options == [[], []]
+    assert sink.hellos == 1  # the refused message cost the connection nothing
+
+
+async def test_the_from_address_follows_the_same_rules() -> None:
+    plain_server, utf8_server = RawSink(), RawSink()
+    with relay(plain_server, enable_SMTPUTF8=False) as port:
+        smtp = provider(port, sender="Bücher & Co <news@bücher.example>")
+        await smtp.send_email(email(1))
+        # A non-ASCII local part in the From can never reach this server: every message fails.
+        smtp_utf8 = provider(port, sender="Jörg <jörg@bücher.example>")
+        with pytest.raises(ProviderError) as refused:
+            await smtp_utf8.send_email(email(2))
+        await smtp.close()
+        await smtp_utf8.close()
+    assert not refused.value.transient and "jörg@bücher.example" in refused.value.message
+    assert plain_server.envelopes == [("news@xn--bcher-kva.example", ["user1@example.com"])]
+    [received] = plain_server.received
+    assert received["From"].addresses[0].display_name == "Bücher & Co"
+    assert received["From"].addresses[0].addr_spec == "news@xn--bcher-kva.example"
+    with relay(utf8_server) as port:
+        smtp_utf8 = provider(port, sender="Jörg <jörg@bücher.example>")
+        await smtp_utf8.send_email(email(3))
+        await smtp_utf8.close()
+    assert utf8_server.envelopes == [("jörg@bücher.example", ["user3@example.com"])]
+    assert utf8_server.received[0]["From"] == "Jörg <jörg@bücher.example>"
+    assert utf8_server.mail_options == [["SMTPUTF8", "BODY=8BITMIME"]]
+
+
+async def test_the_service_takes_internationalised_addresses_and_refuses_malformed_ones(
+        sqlite_backend: Backend) -> None:
+    ws = as_service("ws-a")
+    sink = SmtpSink()
+    with relay(sink, enable_SMTPUTF8=False) as port:
+        app = delivery_app(sqlite_backend, port, ManualClock())
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.DeliveryServiceStub(ch)
+            reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+                send_request("i1", "jörg@bücher.example"),
+                send_request("i2", "someone@bücher.example"),
+                send_request("i3", "ada@example.com"),
+                send_request("i4", "jörg@bücher..example"),
+                send_request("i5", "jörg\u200b@bücher.example"),  # an invisible character
+                send_request("i6", "jörg@b_cher.example"),
+            ]), metadata=ws)
+            assert [r.status.code for r in reply.results] == [0, 0, 0, 3, 3, 3]
+            for index in (3, 4, 5):
+                assert field_violations(reply.results[index].status) == {
+                    f"requests[{index}].recipient.address": "is not a valid email address"}
+
+            async def outcome(name: str) -> message_pb2.Message | None:
+                message = (await stub.GetMessage(pb.GetMessageRequest(name=name),
+                                                 metadata=ws)).message
+                final = (message_pb2.MESSAGE_STATUS_SENT, message_pb2.MESSAGE_STATUS_FAILED)
+                return message if message.status in final else None
+
+            failed, sent, plain = [await eventually(lambda r=r: outcome(r.message.name))
+                                   for r in reply.results[:3]]
+    assert isinstance(failed, message_pb2.Message)
+    assert failed.status == message_pb2.MESSAGE_STATUS_FAILED
+    assert failed.attempts == 1 and "does not offer SMTPUTF8" in failed.error
+    assert isinstance(sent, message_pb2.Message) and isinstance(plain, message_pb2.Message)
+    assert [m.status for m in (sent, plain)] == [message_pb2.MESSAGE_STATUS_SENT] * 2
+    assert sorted(to for _, [to] in sink.envelopes) == ["ada@example.com",
+                                                        "someone@xn--bcher-kva.example"]

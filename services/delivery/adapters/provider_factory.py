@@ -13,8 +13,31 @@ from cjo_delivery.adapters.http_providers import (
 )
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
-from cjo_delivery.domain.sending import Provider
+from cjo_delivery.domain.sending import OutgoingMessage, Provider, ProviderError
 from cjo_platform.clock import Clock
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class UnreadableSecretsProvider:
+    """Stands in for a provider whose stored secrets no configured key decrypts.
+
+    Each send fails as TRANSIENT with the reason: the cause is the deployment's key set (a key
+    removed too early, or a replica started with an older CJO_DELIVERY_SECRET_KEYS during a
+    rollout), not the message, so the sender moves on to the workspace's next provider, and
+    messages with no other provider are retried with backoff (up to CJO_DELIVERY_MAX_ATTEMPTS)
+    rather than failed for good by a configuration slip that restoring the key repairs. A
+    permanent error would also stop the failover to the next provider."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.reason = f"provider {config.provider_id}: {config.secrets_error}"
+
+    async def send(self, message: OutgoingMessage) -> str:
+        raise ProviderError(self.reason, transient=True)
+
+    async def close(self) -> None:
+        return None
 
 
 class ProviderFactory:
@@ -29,6 +52,13 @@ class ProviderFactory:
         self.client = HttpClient(connections=http_connections, tls_context=tls_context)
 
     def build(self, config: ProviderConfig) -> Provider:
+        if config.secrets_error:
+            # Built once per provider version and process, so this is logged once, not per send.
+            log.error("provider secrets cannot be decrypted; sends through it fail until the "
+                      "key is configured again or its secrets are set anew",
+                      workspace=config.workspace_id, provider_id=config.provider_id,
+                      error=config.secrets_error)
+            return UnreadableSecretsProvider(config)
         kind = config.kind
         if kind is ProviderKind.SMTP:
             c, s = config.config, config.secrets

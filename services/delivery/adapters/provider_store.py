@@ -12,53 +12,73 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
+from cjo_delivery.adapters.secret_box import SecretBox, SecretsUnreadable
 from cjo_delivery.adapters.tables import policies, providers
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap, QuietHours
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
 from cjo_platform.db.engine import one_of
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
 
 p = providers.c
 
 
-def _provider(row: Row[Any]) -> ProviderConfig:
+def _provider(row: Row[Any], box: SecretBox) -> ProviderConfig:
+    try:
+        secrets, error = box.unseal(row.workspace_id, row.provider_id, row.secrets), ""
+    except SecretsUnreadable as exc:
+        # Reported where it matters (the sender's provider, the re-encryption pass), not on
+        # every read: one unreadable row must not break listing or the other providers.
+        secrets, error = {}, str(exc)
     return ProviderConfig(
         workspace_id=row.workspace_id, provider_id=row.provider_id, channel=Channel(row.channel),
         kind=ProviderKind(row.kind), priority=row.priority, display_name=row.display_name,
-        config=json.loads(row.config), secrets=json.loads(row.secrets),
+        config=json.loads(row.config), secrets=secrets,
         disabled=bool(row.disabled), etag=row.etag, create_time=row.create_time,
-        update_time=row.update_time)
+        update_time=row.update_time, secrets_error=error)
 
 
 def new_etag() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def insert_provider(session: Session, config: ProviderConfig) -> None:
+def _sealed(box: SecretBox, config: ProviderConfig) -> str:
+    return box.seal(config.workspace_id, config.provider_id, config.secrets)
+
+
+def insert_provider(session: Session, config: ProviderConfig, box: SecretBox) -> None:
     session.execute(providers.insert().values(
         workspace_id=config.workspace_id, provider_id=config.provider_id,
         channel=config.channel.value, kind=config.kind.value, priority=config.priority,
         display_name=config.display_name, config=json.dumps(config.config, sort_keys=True),
-        secrets=json.dumps(config.secrets, sort_keys=True), disabled=config.disabled,
+        secrets=_sealed(box, config), disabled=config.disabled,
         etag=config.etag, create_time=config.create_time, update_time=config.update_time))
 
 
-def replace_provider(session: Session, config: ProviderConfig) -> None:
+def replace_provider(session: Session, config: ProviderConfig, box: SecretBox, *,
+                     secrets_changed: bool) -> None:
+    """Without ``secrets_changed`` the stored secrets stay byte for byte: an update of other
+    settings never re-encrypts them, nor blanks ones this process cannot decrypt."""
+    values: dict[str, Any] = dict(
+        priority=config.priority, display_name=config.display_name,
+        config=json.dumps(config.config, sort_keys=True), disabled=config.disabled,
+        etag=config.etag, update_time=config.update_time)
+    if secrets_changed:
+        values["secrets"] = _sealed(box, config)
     session.execute(update(providers).where(
         p.workspace_id == config.workspace_id, p.provider_id == config.provider_id).values(
-        priority=config.priority, display_name=config.display_name,
-        config=json.dumps(config.config, sort_keys=True),
-        secrets=json.dumps(config.secrets, sort_keys=True), disabled=config.disabled,
-        etag=config.etag, update_time=config.update_time))
+        **values))
 
 
-def get_provider(session: Session, workspace_id: str, provider_id: str,
+def get_provider(session: Session, workspace_id: str, provider_id: str, box: SecretBox,
                  for_update: bool = False) -> ProviderConfig | None:
     query = select(providers).where(p.workspace_id == workspace_id, p.provider_id == provider_id)
     if for_update:
         query = query.with_for_update()
     row = session.execute(query).first()
-    return _provider(row) if row is not None else None
+    return _provider(row, box) if row is not None else None
 
 
 def delete_provider(session: Session, workspace_id: str, provider_id: str) -> bool:
@@ -67,24 +87,59 @@ def delete_provider(session: Session, workspace_id: str, provider_id: str) -> bo
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def list_providers(session: Session, workspace_id: str,
+def list_providers(session: Session, workspace_id: str, box: SecretBox,
                    channel: Channel | None = None) -> list[ProviderConfig]:
     query = select(providers).where(p.workspace_id == workspace_id)
     if channel is not None:
         query = query.where(p.channel == channel.value)
     rows = session.execute(query.order_by(p.channel, p.priority, p.create_time,
                                           p.provider_id)).all()
-    return [_provider(r) for r in rows]
+    return [_provider(r, box) for r in rows]
 
 
-def providers_of(session: Session, workspace_ids: Sequence[str]) -> list[ProviderConfig]:
+def providers_of(session: Session, workspace_ids: Sequence[str],
+                 box: SecretBox) -> list[ProviderConfig]:
     """Every enabled provider of these workspaces, in the order they are tried."""
     if not workspace_ids:
         return []
     rows = session.execute(select(providers).where(
         one_of(session, p.workspace_id, sorted(set(workspace_ids))), p.disabled.is_(False))
         .order_by(p.workspace_id, p.channel, p.priority, p.create_time, p.provider_id)).all()
-    return [_provider(r) for r in rows]
+    return [_provider(r, box) for r in rows]
+
+
+def reseal_secrets(session: Session, box: SecretBox) -> tuple[int, int]:
+    """Re-encrypt, under the first key, every provider's secrets stored in plaintext or under
+    another key; returns (rewritten, unreadable). Run in one transaction at start-up.
+
+    Idempotent, and safe with several replicas at once: rows already under the first key are
+    not selected, and the rest are locked (FOR UPDATE on PostgreSQL), so a second replica waits,
+    then finds them current and leaves them. A row no configured key decrypts is left as it is
+    and logged with its provider id; it never stops the others.
+    """
+    if not box.encrypts:
+        return 0, 0
+    rows = session.execute(
+        select(p.workspace_id, p.provider_id, p.secrets)
+        .where(p.secrets.not_like(box.current_prefix + "%"))
+        .order_by(p.workspace_id, p.provider_id).with_for_update()).all()
+    rewritten = unreadable = 0
+    for row in rows:
+        if box.is_current(row.secrets):
+            continue
+        try:
+            secrets = box.unseal(row.workspace_id, row.provider_id, row.secrets)
+        except SecretsUnreadable as exc:
+            unreadable += 1
+            log.error("provider secrets cannot be decrypted; the provider sends nothing until "
+                      "its key is configured again or its secrets are set anew",
+                      workspace=row.workspace_id, provider_id=row.provider_id, error=str(exc))
+            continue
+        session.execute(update(providers).where(
+            p.workspace_id == row.workspace_id, p.provider_id == row.provider_id).values(
+            secrets=box.seal(row.workspace_id, row.provider_id, secrets)))
+        rewritten += 1
+    return rewritten, unreadable
 
 
 def policy_to_json(policy: DeliveryPolicy) -> str:

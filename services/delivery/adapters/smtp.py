@@ -8,6 +8,12 @@ kept. Where the server offers PIPELINING (RFC 2920; Postfix, Exchange, the big r
 MAIL FROM, RCPT TO and DATA go out in one write: two round trips per message instead of four.
 A connection idle for too long, one that timed out, broke, or got 421 is closed.
 
+Internationalised addresses (see domain/addresses.py): a non-ASCII domain is sent as its
+A-label, so any server takes it; a non-ASCII local part (recipient or From) needs SMTPUTF8
+(RFC 6531), asked for in MAIL FROM with BODY=8BITMIME where offered. A server that does not offer
+SMTPUTF8 can never take such a message, so it fails for good without being tried, and the
+connection goes on with the next one.
+
 Errors are raised as smtplib's exception types, so ``classify`` reads them the same whichever
 path produced them.
 """
@@ -22,6 +28,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from email.utils import parseaddr
 
 from cjo_delivery.adapters.smtp_message import (
@@ -29,6 +36,7 @@ from cjo_delivery.adapters.smtp_message import (
     message_id_header,
     with_preheader,
 )
+from cjo_delivery.domain.addresses import parse_email
 from cjo_delivery.domain.sending import OutgoingEmail, OutgoingMessage, ProviderError
 from cjo_platform.clock import Clock
 
@@ -61,6 +69,25 @@ class SmtpSettings:
     @property
     def envelope_sender(self) -> str:
         return parseaddr(self.sender)[1]
+
+
+@dataclass(frozen=True)
+class _From:
+    """The configured sender as sent: the From header (its address in the form it travels in),
+    the envelope sender, and whether it needs SMTPUTF8 (a non-ASCII local part)."""
+
+    header: str
+    envelope: str
+    needs_smtputf8: bool
+
+    @classmethod
+    def of(cls, sender: str) -> _From:
+        name, address = parseaddr(sender)
+        parsed = parse_email(address)  # ValueError for a malformed one
+        header = sender
+        if parsed.transport != address:  # a non-ASCII domain: A-labels in the header too
+            header = str(Address(display_name=name, addr_spec=parsed.transport))
+        return cls(header, parsed.transport, parsed.needs_smtputf8)
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -216,9 +243,18 @@ class _Connection:
             code, text = await self.command(b64(answer.encode()))
         return code, text
 
-    async def send(self, sender: str, to: str, data: bytes) -> None:
-        """One transaction; a refusal raises smtplib's exception for it after RSET."""
-        mail = f"MAIL FROM:<{sender}>".encode()
+    @property
+    def smtputf8(self) -> bool:
+        return "smtputf8" in self.extensions
+
+    async def send(self, sender: str, to: str, data: bytes, *, utf8: bool = False) -> None:
+        """One transaction; a refusal raises smtplib's exception for it after RSET. ``utf8``:
+        the addresses or headers are UTF-8, the server offers SMTPUTF8 (RFC 6531)."""
+        params = ""
+        if utf8:
+            # RFC 6531 3.4: UTF-8 headers are 8-bit content, so say so where the server can.
+            params = " SMTPUTF8 BODY=8BITMIME" if "8bitmime" in self.extensions else " SMTPUTF8"
+        mail = f"MAIL FROM:<{sender}>{params}".encode()
         rcpt = f"RCPT TO:<{to}>".encode()
         if "pipelining" in self.extensions:
             self.writer.write(b"%s\r\n%s\r\nDATA\r\n" % (mail, rcpt))
@@ -292,6 +328,7 @@ class SmtpProvider:
         self._tls: ssl.SSLContext | None = settings.tls_context
         self._local_name = ""
         self._slots: asyncio.Semaphore | None = None  # made on the loop that sends
+        self._from: _From | None = None
 
     async def send(self, message: OutgoingMessage) -> str:
         if message.email is None:
@@ -299,13 +336,19 @@ class SmtpProvider:
         return await self.send_email(message.as_email())
 
     async def send_email(self, email: OutgoingEmail) -> str:
+        sender = self._sender()
         try:
-            data = build_email(email, self.settings.sender, self.clock.now())
+            to = parse_email(email.to)
+        except ValueError as exc:
+            raise ProviderError(f"recipient address {email.to!r}: {exc}",
+                                transient=False) from exc
+        needs_smtputf8 = [a for a, needs in ((sender.envelope, sender.needs_smtputf8),
+                                             (to.transport, to.needs_smtputf8)) if needs]
+        try:
+            data = build_email(email, sender.header, self.clock.now(), to=to.transport,
+                               utf8=bool(needs_smtputf8))
         except (ValueError, UnicodeError) as exc:
             raise classify(exc, self._where) from exc
-        if not email.to.isascii():  # would need SMTPUTF8; same answer as smtplib gave
-            raise classify(UnicodeEncodeError("ascii", email.to, 0, len(email.to),
-                                              "a non-ASCII address"), self._where)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.connections)
         async with self._slots:
@@ -313,8 +356,15 @@ class SmtpProvider:
                 conn = await self._acquire()
             except Exception as exc:
                 raise classify(exc, self._where) from exc
+            if needs_smtputf8 and not conn.smtputf8:
+                self._release(conn)  # nothing was sent on it; the next message may use it
+                raise ProviderError(
+                    f"{self._where} does not offer SMTPUTF8 (RFC 6531), needed for "
+                    f"{' and '.join(needs_smtputf8)}: a local part that is not ASCII has no "
+                    "ASCII form", transient=False)
             try:
-                await conn.send(self.settings.envelope_sender, email.to, data)
+                await conn.send(sender.envelope, to.transport, data,
+                                utf8=bool(needs_smtputf8))
             except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
                 self._release(conn)  # a refusal; the connection was reset and still works
                 raise classify(exc, self._where) from exc
@@ -325,6 +375,18 @@ class SmtpProvider:
                 raise
             self._release(conn)
         return message_id_header(email.message_id)
+
+    def _sender(self) -> _From:
+        """The configured From, parsed once. Malformed, it fails every message for good (as
+        wrong credentials do) until the configuration is fixed; start-up and the provider API
+        refuse such a From, so only an older stored configuration can get here."""
+        if self._from is None:
+            try:
+                self._from = _From.of(self.settings.sender)
+            except ValueError as exc:
+                raise ProviderError(f"the From address {self.settings.sender!r}: {exc}",
+                                    transient=False) from exc
+        return self._from
 
     async def _acquire(self) -> _Connection:
         now = time.monotonic()

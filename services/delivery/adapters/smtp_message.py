@@ -9,7 +9,9 @@ package's folding, which is exactly what the full ``EmailMessage`` would have pr
 
 The result is 7-bit clean (quoted-printable or base64 for non-ASCII bodies), so relays without
 8BITMIME get the same bytes as everybody else, with CRLF line ends, not yet dot-stuffed (that is
-the transport's job).
+the transport's job). The one exception is a message sent over SMTPUTF8 (an address with a
+non-ASCII local part): its From and To are written in UTF-8 as RFC 6532 wants, since an
+address cannot be an encoded word (RFC 2047 5).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from cjo_delivery.domain.sending import OutgoingEmail
 
 # 7bit forces quoted-printable or base64 for non-ASCII, as above.
 _POLICY = SMTP.clone(cte_type="7bit")
+# RFC 6532: UTF-8 header values as they are, for the address headers of an SMTPUTF8 message.
+_UTF8_POLICY = SMTP.clone(utf8=True)
 # Lines longer than this are written quoted-printable, as the email package does.
 _MAX_LINE = _POLICY.max_line_length or 78
 # An address the email package would write back unchanged (no display name, no quoting).
@@ -53,12 +57,16 @@ def with_preheader(body: str, preheader: str) -> str:
     return body[: match.end()] + hidden + body[match.end():]
 
 
-def build_email(email: OutgoingEmail, sender: str, date: datetime) -> bytes:
+def build_email(email: OutgoingEmail, sender: str, date: datetime, *, to: str = "",
+                utf8: bool = False) -> bytes:
     """The message as sent: multipart/alternative with text and HTML when both exist, else the
-    one body there is. ValueError when a header cannot be written (a line break in it)."""
+    one body there is. ``to`` is the recipient as sent (its domain's A-label form; default
+    ``email.to``); ``utf8``: the message goes over SMTPUTF8, From and To are written in UTF-8.
+    ValueError when a header cannot be written (a line break in it)."""
+    to = to or email.to
     head = [
-        _from_header(sender),
-        _header("To", email.to, plain=_PLAIN_ADDRESS.fullmatch(email.to) is not None),
+        _from_header(sender, utf8),
+        _header("To", to, plain=_PLAIN_ADDRESS.fullmatch(to) is not None, utf8=utf8),
         _header("Subject", email.subject, plain="=?" not in email.subject),
         _header("Date", format_datetime(date)),
         _header("Message-ID", message_id_header(email.message_id),
@@ -84,22 +92,25 @@ def build_email(email: OutgoingEmail, sender: str, date: datetime) -> bytes:
     return b"".join(head)
 
 
-def _header(name: str, value: str, *, plain: bool = True) -> bytes:
+def _header(name: str, value: str, *, plain: bool = True, utf8: bool = False) -> bytes:
     """``Name: value`` CRLF; through the email package's folding unless ``value`` is short
-    ASCII that it would write as it is."""
+    ASCII that it would write as it is. ``utf8``: non-ASCII stays UTF-8 (RFC 6532)."""
     if "\r" in value or "\n" in value:
         # What EmailMessage says too: a line break would let the value inject headers.
         raise ValueError("Header values may not contain linefeed or carriage return characters")
     if plain and value.isascii() and len(name) + 2 + len(value) <= _MAX_LINE:
         return f"{name}: {value}\r\n".encode("ascii")
     # What EmailMessage does with it: parse into a structured header, fold that.
+    if utf8:
+        return _UTF8_POLICY.header_factory(name, value).fold(policy=_UTF8_POLICY).encode()
     return _POLICY.header_factory(name, value).fold(policy=_POLICY).encode("ascii")
 
 
 @lru_cache(maxsize=64)
-def _from_header(sender: str) -> bytes:
+def _from_header(sender: str, utf8: bool) -> bytes:
     """A provider's From is the same for every message: encoded once."""
-    return _header("From", sender, plain=_PLAIN_ADDRESS.fullmatch(sender) is not None)
+    return _header("From", sender, plain=_PLAIN_ADDRESS.fullmatch(sender) is not None,
+                   utf8=utf8)
 
 
 def _text_part(content: str, subtype: str) -> bytes:

@@ -16,6 +16,7 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import policy_pb2, provider_pb2
 from cjo_delivery.adapters import provider_store
 from cjo_delivery.adapters.contents import CHANNELS
+from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import (
     DeliveryPolicy,
@@ -26,6 +27,7 @@ from cjo_delivery.domain.policies import (
 )
 from cjo_delivery.domain.providers import (
     MAX_PROVIDERS_PER_CHANNEL,
+    REQUIRED_SECRETS,
     ProviderConfig,
     ProviderKind,
     provider_id_of,
@@ -106,6 +108,7 @@ class ProviderRpcs:
     clock: Clock
     requests: RequestLog
     status_url: StatusUrl | None
+    secret_box: SecretBox
 
     async def CreateProvider(self, request: pb.CreateProviderRequest,
                              context: grpc.aio.ServicerContext) -> pb.CreateProviderResponse:
@@ -120,7 +123,8 @@ class ProviderRpcs:
         def create() -> pb.CreateProviderResponse:
             with self.db.transaction() as session:
                 def insert() -> pb.CreateProviderResponse:
-                    existing = provider_store.list_providers(session, workspace, channel)
+                    existing = provider_store.list_providers(session, workspace,
+                                                              self.secret_box, channel)
                     if len(existing) >= MAX_PROVIDERS_PER_CHANNEL:
                         raise FailedPrecondition(
                             f"a channel has at most {MAX_PROVIDERS_PER_CHANNEL} providers",
@@ -131,7 +135,7 @@ class ProviderRpcs:
                         kind=kind, priority=p.priority, display_name=p.display_name,
                         config=dict(p.config), secrets=dict(p.secrets), disabled=p.disabled,
                         etag=provider_store.new_etag(), create_time=now, update_time=now)
-                    provider_store.insert_provider(session, config)
+                    provider_store.insert_provider(session, config, self.secret_box)
                     return pb.CreateProviderResponse(
                         provider=provider_to_proto(config, self.status_url))
 
@@ -149,7 +153,8 @@ class ProviderRpcs:
 
         def read() -> ProviderConfig | None:
             with self.db.transaction() as session:
-                return provider_store.get_provider(session, workspace, provider_id)
+                return provider_store.get_provider(session, workspace, provider_id,
+                                                   self.secret_box)
 
         config = await self.db.run(read)
         if config is None:
@@ -168,7 +173,8 @@ class ProviderRpcs:
 
         def read() -> list[ProviderConfig]:
             with self.db.transaction() as session:
-                return provider_store.list_providers(session, workspace, channel)
+                return provider_store.list_providers(session, workspace, self.secret_box,
+                                                     channel)
 
         found = await self.db.run(read)
         return pb.ListProvidersResponse(
@@ -188,7 +194,7 @@ class ProviderRpcs:
         def change() -> ProviderConfig:
             with self.db.transaction() as session:
                 current = provider_store.get_provider(session, workspace, provider_id,
-                                                      for_update=True)
+                                                      self.secret_box, for_update=True)
                 if current is None:
                     raise NotFound(f"provider {p.name!r} does not exist",
                                    reason="PROVIDER_NOT_FOUND")
@@ -199,9 +205,14 @@ class ProviderRpcs:
                 secrets = ({**current.secrets, **p.secrets} if "secrets" in paths
                            else current.secrets)
                 display = p.display_name if "display_name" in paths else current.display_name
+                # Secrets this process cannot decrypt stay stored as they are when the update
+                # leaves them alone (disabling such a provider must work); only their names,
+                # which are unknown here, are taken as present.
+                kept = (dict.fromkeys(REQUIRED_SECRETS.get(current.kind, ()), "")
+                        if current.secrets_error and "secrets" not in paths else secrets)
                 validate_provider(channel=current.channel, kind=current.kind,
                                   display_name=display, config=config,
-                                  secrets=secrets).raise_if_any()
+                                  secrets=kept).raise_if_any()
                 updated = ProviderConfig(
                     workspace_id=workspace, provider_id=provider_id, channel=current.channel,
                     kind=current.kind,
@@ -210,7 +221,8 @@ class ProviderRpcs:
                     disabled=p.disabled if "disabled" in paths else current.disabled,
                     etag=provider_store.new_etag(), create_time=current.create_time,
                     update_time=self.clock.now())
-                provider_store.replace_provider(session, updated)
+                provider_store.replace_provider(session, updated, self.secret_box,
+                                                secrets_changed="secrets" in paths)
                 return updated
 
         return pb.UpdateProviderResponse(provider=provider_to_proto(await self.db.run(change),

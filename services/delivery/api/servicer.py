@@ -15,6 +15,7 @@ from cjo.delivery.v1 import message_pb2
 from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.contents import CHANNELS, body_of, email_of
 from cjo_delivery.adapters.inbox import InboxHub
+from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.api.inbox import InboxRpcs
 from cjo_delivery.api.providers import ProviderRpcs
 from cjo_delivery.domain.messages import (
@@ -97,8 +98,9 @@ class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer)
     def __init__(self, db: Database, clock: Clock, on_queued: Callable[[], None],
                  requests: RequestLog,
                  status_url: Callable[[str, str], str] | None = None,
-                 hub: InboxHub | None = None) -> None:
+                 hub: InboxHub | None = None, secret_box: SecretBox | None = None) -> None:
         self.status_url = status_url
+        self.secret_box = secret_box or SecretBox([])
         self.hub = hub or InboxHub()
         self.db = db
         self.clock = clock

@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from cjo_delivery.domain.addresses import is_plausible_email
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.limits import MAX_ID_LENGTH
 
 NAME_PREFIX = "messages/"
-
-MAX_ADDRESS_LENGTH = 254
-"""RFC 5321 caps a forward path at 256 octets including the angle brackets."""
 
 MAX_SUBJECT_LENGTH = 998
 """RFC 5322's line limit; a longer subject is a template bug, not a message."""
@@ -135,21 +133,6 @@ class Claim:
     topic: str = ""
     transactional: bool = False
     time_zone: str = ""
-
-
-# Deliberately narrower than RFC 5322: ASCII dot-atoms only, a domain with at least one dot and
-# valid DNS labels. Quoted local parts and IP literals are legal but in practice only typos, and
-# nothing that could end an SMTP command or a header (spaces, CR, LF, <, >, commas) gets through.
-_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_EMAIL = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})+")
-
-
-def is_plausible_email(address: str) -> bool:
-    if len(address) > MAX_ADDRESS_LENGTH or not _EMAIL.fullmatch(address):
-        return False
-    local = address.rsplit("@", 1)[0]
-    return len(local) <= 64
 
 
 _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parseaddr
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from cjo_delivery.domain.addresses import is_plausible_email
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.ratelimit import valid_burst, valid_rate
 from cjo_platform.errors import InvalidArgument, Violations
@@ -84,6 +86,9 @@ class ProviderConfig:
     etag: str
     create_time: datetime
     update_time: datetime
+    # Why the stored secrets could not be read (``secrets`` is then empty): a provider in this
+    # state is reported and sends nothing, while the workspace's other providers keep working.
+    secrets_error: str = ""
 
 
 def provider_name(provider_id: str) -> str:
@@ -129,6 +134,10 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
         if key in ("port",):
             problems.check(value.isdigit() and 1 <= int(value) <= 65535,
                            f"{prefix}.config[{key}]", "must be a port number")
+        if key == "from" and kind is ProviderKind.SMTP:
+            # The same rule as a recipient's (internationalised addresses included).
+            problems.check(is_plausible_email(parseaddr(value)[1]), f"{prefix}.config[{key}]",
+                           "must be an address like 'Brand <news@brand.example>'")
         if key == "timeout_seconds":
             problems.check(_is_positive_number(value), f"{prefix}.config[{key}]",
                            "must be a positive number of seconds")
