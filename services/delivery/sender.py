@@ -20,8 +20,9 @@ Before any provider call, each claimed message passes the workspace's policies: 
 of identity in one batch call per workspace and round), the suppression list, quiet hours and
 frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Then the workspace's
 providers for its channel are tried in order of priority: one whose circuit breaker is open is
-skipped, and a transient failure moves on to the next. Email falls back to the deployment's
-SMTP server when the workspace configured no email provider.
+skipped, and a transient failure moves on to the next, as does a provider that can never take
+this message (one without SMTPUTF8 for an address that needs it). Email falls back to the
+deployment's SMTP server when the workspace configured no email provider.
 
 A provider with a rate limit (``rate_per_second``, ``burst``) whose token bucket is empty is
 skipped like one with an open breaker. When no provider was called because of that, the message
@@ -355,10 +356,11 @@ class Sender(PollingWorker):
             return _Outcome(claim, error=ProviderError(
                 f"no {claim.channel.value} provider is configured in this workspace",
                 transient=False))
-        errors: list[str] = []
+        errors: list[str] = []  # of providers that may take the message later
+        refusals: list[str] = []  # of providers that can never take it
         retry_after: float | None = None
         turns: list[tuple[datetime, TokenBucket]] = []  # of providers at their rate limit
-        called = False
+        called = False  # whether a provider was tried and failed for a while
         for route in routes:
             now = self.clock.now()
             if route.bucket is not None and route.bucket.wait(now):
@@ -373,13 +375,20 @@ class Sender(PollingWorker):
                 continue
             if route.bucket is not None:
                 route.bucket.take(now)
-            called = True
             try:
                 provider_message_id = await route.provider.send(outgoing)
             except ProviderError as exc:
+                if exc.unsupported:
+                    route.breaker.succeeded()  # the provider works; it cannot take this one
+                    refusals.append(exc.message)
+                    log.info("provider cannot take the message; trying the next",
+                             provider=route.provider_id, message_id=claim.message_id,
+                             error=exc.message)
+                    continue
                 if not exc.transient:
                     route.breaker.succeeded()  # the provider works; the message is refused
                     return _Outcome(claim, error=exc)
+                called = True
                 now = self.clock.now()
                 if exc.retry_after is not None:
                     route.breaker.hold_back(now + timedelta(seconds=exc.retry_after))
@@ -398,8 +407,9 @@ class Sender(PollingWorker):
             turn, bucket = min(turns, key=lambda t: t[0])
             bucket.promise(turn)
             return _Outcome(claim, decided=rate_limited(claim.attempts, turn))
-        text = errors[0] if len(errors) == 1 else "; ".join(errors)
-        return _Outcome(claim, error=ProviderError(text, transient=True,
+        if not errors:  # every provider was asked and none can ever take it
+            return _Outcome(claim, error=ProviderError("; ".join(refusals), transient=False))
+        return _Outcome(claim, error=ProviderError("; ".join(errors + refusals), transient=True,
                                                    retry_after=retry_after))
 
     def _outgoing(self, claim: Claim) -> OutgoingMessage:

@@ -15,9 +15,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from delivery_support import SmtpSink, delivery_app, send_request
 
+from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
-from cjo.delivery.v1 import message_pb2
+from cjo.delivery.v1 import message_pb2, provider_pb2
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.domain.sending import OutgoingEmail, ProviderError
 from cjo_platform.clock import ManualClock
@@ -280,3 +281,38 @@ async def test_the_service_takes_internationalised_addresses_and_refuses_malform
     assert [m.status for m in (sent, plain)] == [message_pb2.MESSAGE_STATUS_SENT] * 2
     assert sorted(to for _, [to] in sink.envelopes) == ["ada@example.com",
                                                         "someone@xn--bcher-kva.example"]
+
+
+async def test_a_provider_without_smtputf8_hands_the_message_to_the_next_that_has_it(
+        backend: Backend) -> None:
+    """The workspace's first email provider cannot carry a non-ASCII local part; its second
+    can. That message goes through the second, the plain one stays with the first, and nothing
+    is counted against the first's health (its breaker stays closed for the next message)."""
+    ws = as_service("ws-a")
+    plain_sink, utf8_sink = SmtpSink(), SmtpSink()
+    with relay(plain_sink, enable_SMTPUTF8=False) as plain_port, relay(utf8_sink) as utf8_port:
+        app = delivery_app(backend, free_port(), ManualClock())
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.DeliveryServiceStub(ch)
+            for priority, port in ((1, plain_port), (2, utf8_port)):
+                await stub.CreateProvider(pb.CreateProviderRequest(
+                    provider=provider_pb2.Provider(
+                        channel=common_pb2.CHANNEL_EMAIL, kind=provider_pb2.PROVIDER_KIND_SMTP,
+                        priority=priority, config={"host": "127.0.0.1", "port": str(port),
+                                                   "from": "cjo <news@cjo.test>"})),
+                    metadata=ws)
+            reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+                send_request(f"k{n}", to) for n, to in enumerate(
+                    ("jörg@bücher.example", "ada@example.com", "bob@example.com"))]),
+                metadata=ws)
+
+            async def sent(name: str) -> message_pb2.Message | None:
+                message = (await stub.GetMessage(pb.GetMessageRequest(name=name),
+                                                 metadata=ws)).message
+                return message if message.status == message_pb2.MESSAGE_STATUS_SENT else None
+
+            for result in reply.results:
+                await eventually(lambda r=result: sent(r.message.name))
+    assert [to for _, [to] in utf8_sink.envelopes] == ["jörg@bücher.example"]
+    assert sorted(to for _, [to] in plain_sink.envelopes) == ["ada@example.com",
+                                                              "bob@example.com"]

@@ -11,8 +11,9 @@ A connection idle for too long, one that timed out, broke, or got 421 is closed.
 Internationalised addresses (see domain/addresses.py): a non-ASCII domain is sent as its
 A-label, so any server takes it; a non-ASCII local part (recipient or From) needs SMTPUTF8
 (RFC 6531), asked for in MAIL FROM with BODY=8BITMIME where offered. A server that does not offer
-SMTPUTF8 can never take such a message, so it fails for good without being tried, and the
-connection goes on with the next one.
+SMTPUTF8 can never take such a message: it is refused without being tried (the next email
+provider of the workspace may take it; with none, it fails for good), and the connection goes
+on with the next message.
 
 Errors are raised as smtplib's exception types, so ``classify`` reads them the same whichever
 path produced them.
@@ -361,7 +362,7 @@ class SmtpProvider:
                 raise ProviderError(
                     f"{self._where} does not offer SMTPUTF8 (RFC 6531), needed for "
                     f"{' and '.join(needs_smtputf8)}: a local part that is not ASCII has no "
-                    "ASCII form", transient=False)
+                    "ASCII form", transient=False, unsupported=True)
             try:
                 await conn.send(sender.envelope, to.transport, data,
                                 utf8=bool(needs_smtputf8))

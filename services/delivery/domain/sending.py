@@ -70,15 +70,19 @@ class ProviderError(Exception):
     succeed (server down, 4xx) or not (5xx: the address or content is refused for good).
     ``bounce`` marks a permanent refusal of the address itself (no such mailbox, number or
     device): the address is then suppressed. ``retry_after`` is the provider's own request to
-    wait (HTTP 429 Retry-After), in seconds."""
+    wait (HTTP 429 Retry-After), in seconds. ``unsupported`` says this provider can never take
+    the message (it lacks a capability the message needs, such as SMTPUTF8) while another
+    provider of the channel may: the message moves on to the next provider, and fails for good
+    only when none takes it."""
 
     def __init__(self, message: str, *, transient: bool, bounce: bool = False,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, unsupported: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.transient = transient
         self.bounce = bounce
         self.retry_after = retry_after
+        self.unsupported = unsupported
 
 
 class Provider(Protocol):
