@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, text
 
 from cjo_analytics import adapters
@@ -32,6 +33,9 @@ def test_disagreeing_variants_fold_alike_whatever_the_database_collation(
         upgrade(db, MIGRATIONS)
         if backend.kind == "postgresql":
             with db.engine.begin() as conn:
+                if conn.execute(text("SELECT 1 FROM pg_collation WHERE collname = 'en-x-icu'")
+                                ).first() is None:
+                    pytest.skip("this PostgreSQL has no ICU collations to test with")
                 conn.execute(text(f'ALTER TABLE "{db.schema}".messages ALTER COLUMN variant '
                                   'TYPE varchar(128) COLLATE "en-x-icu"'))
         for n, variants in enumerate((("a", "B"), ("B", "a"))):
