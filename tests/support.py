@@ -28,10 +28,20 @@ def postgres_available() -> bool:
         return False
 
 
+# Ports free_port() handed out in this process: one not yet bound when the next is asked for
+# is still free, and would otherwise be handed out twice.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, never one this process was given before."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))  # the kernel picks from the ephemeral range
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass

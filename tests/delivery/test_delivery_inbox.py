@@ -50,7 +50,7 @@ async def test_the_inbox_lists_marks_and_streams_new_messages(backend: Backend) 
                 received.append(item.message)
 
         reader = asyncio.create_task(read())
-        await asyncio.sleep(0.3)  # subscribed; the existing message is not streamed
+        await stream.initial_metadata()  # subscribed; the existing message is not streamed
         clock.advance(timedelta(seconds=1))
         await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
             in_app("k2", "20% off"), in_app("k3", "Not yours", profile_id="p2"),

@@ -191,7 +191,8 @@ async def _partition(identity: Identity, metadata: Metadata, workspace: str,
     return await identity.app.db.run(read)
 
 
-@settings(max_examples=20, deadline=None,
+# Derandomized: the same 20 examples on every run, so CI cannot fail on a draw nobody saw.
+@settings(max_examples=20, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(specs=_event_specs, data=st.data())
 async def test_any_arrival_order_gives_the_same_profiles(identity: Identity, specs: Any,

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from cjo_platform.config import Env
 from cjo_platform.db import Database
 from cjo_platform.db.migrations import upgrade
 from cjo_platform.protobuf import dict_to_struct, struct_to_dict
-from support import Backend, as_service, free_port, serving, settings_for
+from support import Backend, as_service, eventually, free_port, serving, settings_for
 
 # Fast polling and short retries, so a test sees background work within milliseconds.
 ENGINE_ENV = {
@@ -387,6 +388,23 @@ async def enrollments(cluster: Cluster, workspace: str, journey: journey_pb2.Jou
         pb.ListEnrollmentsRequest(parent=journey.name, profile_id=profile_id),
         metadata=as_service(workspace))
     return list(reply.enrollments)
+
+
+async def parked(cluster: Cluster, workspace: str, journey: journey_pb2.Journey, clock: Clock,
+                 profile_id: str = "", count: int = 1) -> list[Any]:
+    """The journey's enrollments (``profile_id``'s only, if given) once there are ``count`` and
+    each waits at a wait node: its timer set and still ahead of ``clock``. Moving the clock or
+    sending the awaited event any sooner races the step that enters the wait: it could read the
+    moved clock and wait on, or begin waiting after the event has gone by."""
+    async def check() -> list[Any] | None:
+        found = await enrollments(cluster, workspace, journey, profile_id)
+        waiting = [e for e in found if e.HasField("due_time")
+                   and e.due_time.ToDatetime(UTC) > clock.now()]
+        return found if len(found) == len(waiting) == count else None
+
+    result = await eventually(check)
+    assert isinstance(result, list)
+    return result
 
 
 async def messages(cluster: Cluster, workspace: str, journey_id: str) -> list[Any]:

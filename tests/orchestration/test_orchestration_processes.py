@@ -140,8 +140,10 @@ class Orchestrator:
             "CJO_SERVICE_TOKEN": SERVICE_TOKEN, "CJO_LOG_FORMAT": "json",
             "CJO_LOG_LEVEL": "warning", "CJO_ORCHESTRATION_PORT": str(free_port()),
             "CJO_ORCHESTRATION_POLL_SECONDS": "0.05",
-            "CJO_ORCHESTRATION_LEASE_SECONDS": "3",
-            "CJO_ORCHESTRATION_PEER_TIMEOUT_SECONDS": "1",
+            # The service's defaults: a pass on a loaded machine takes seconds, and a lease that
+            # ran out under it would hand the batch to a second claim that sends it again.
+            "CJO_ORCHESTRATION_LEASE_SECONDS": "60",
+            "CJO_ORCHESTRATION_PEER_TIMEOUT_SECONDS": "10",
             "CJO_ORCHESTRATION_STEP_BATCH": "100",
             "CJO_ORCHESTRATION_RETRY_BASE_SECONDS": "0.05",
             "CJO_ORCHESTRATION_RETRY_MAX_SECONDS": "0.5",
@@ -187,7 +189,11 @@ async def test_sigkill_mid_backlog_then_restart_runs_every_step_exactly_once(
     ids = seed(db, count, timers=False)
     delivery = RecordingDelivery(delay=0.05)
     async with peers(delivery) as targets:
-        first = Orchestrator(sqlite_backend, targets, tmp_path, "first")
+        # The restarted process takes over the killed one's claims only once their leases ran
+        # out: short enough for the 60 s bound below, still several times a loaded pass.
+        short_lease = {"CJO_ORCHESTRATION_LEASE_SECONDS": "15",
+                       "CJO_ORCHESTRATION_PEER_TIMEOUT_SECONDS": "5"}
+        first = Orchestrator(sqlite_backend, targets, tmp_path, "first", short_lease)
         try:
             await until(lambda: len(delivery.messages) >= count // 4, 60, "a quarter sent",
                         [first])

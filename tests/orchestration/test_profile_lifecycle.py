@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from aiosmtpd.controller import Controller
 from google.protobuf import duration_pb2
-from orchestration_support import ENGINE_ENV, Cluster, _start_content, create_content
+from orchestration_support import ENGINE_ENV, Cluster, _start_content, create_content, parked
 from sqlalchemy import select
 
 from cjo.common.v1 import common_pb2
@@ -192,13 +192,7 @@ async def enroll_control(suite: Suite, email: str) -> None:
     step that enters the wait could read the clock after the caller moved it, and wait on.)"""
     control = await ingest(suite, f"cart-{email}", "cart_updated", {"email": email},
                            {"email": email})
-
-    async def waiting() -> bool:
-        found = await enrollments_of(suite, control)
-        return bool(found) and found[0].HasField("due_time") \
-            and found[0].due_time.ToDatetime(UTC) > suite.clock.now()
-
-    await eventually(waiting)
+    await parked(suite.cluster, WS, suite.journey, suite.clock, control)
 
 
 async def rows(db: Database, table: Any, **where: str) -> list[dict[str, Any]]:
@@ -350,7 +344,8 @@ async def both_enrolled_then_merged(suite: Suite) -> tuple[str, str, Any, Any]:
     visitor = await ingest(suite, "cart-anon-2", "cart_updated", {"anonymous_id": "anon-2"},
                            {"email": "visitor2@example.com"}, {"cart_value": 60})
     assert visitor != buyer
-    (first,) = await enrolled(suite, visitor)
+    # Parked before the clock moves, or its wait could start from the moved clock.
+    (first,) = await parked(suite.cluster, WS, suite.journey, suite.clock, visitor)
     suite.clock.advance(timedelta(minutes=1))
     await ingest(suite, "cart-buyer-2", "cart_updated", {"user_id": "u-2"}, {},
                  {"cart_value": 70})
@@ -379,10 +374,15 @@ async def test_when_both_profiles_walk_the_journey_the_earlier_enrollment_contin
         await enroll_control(suite, "control@example.com")
         suite.clock.advance(timedelta(hours=2))
         await eventually(lambda: "control@example.com" in suite.mailed_to())
-        reply = await suite.delivery.ListMessages(delivery_pb.ListMessagesRequest(
-            journey_id=suite.journey.journey_id), metadata=as_service(WS))
-        assert sorted(m.enrollment_id for m in reply.messages
-                      if m.recipient.address != "control@example.com") == [first.enrollment_id]
+
+        async def reminded() -> list[str] | None:
+            reply = await suite.delivery.ListMessages(delivery_pb.ListMessagesRequest(
+                journey_id=suite.journey.journey_id), metadata=as_service(WS))
+            ids = sorted(m.enrollment_id for m in reply.messages
+                         if m.recipient.address != "control@example.com")
+            return ids if first.enrollment_id in ids else None
+
+        assert await eventually(reminded) == [first.enrollment_id]
 
 
 async def test_redelivered_merges_and_erasures_change_nothing(backend: Backend) -> None:

@@ -29,6 +29,7 @@ from orchestration_support import (
     enrollments,
     forwarded,
     journey_counts,
+    parked,
     start_peers,
 )
 from sqlalchemy import delete, update
@@ -709,8 +710,8 @@ async def test_a_replayed_page_does_not_enroll_again_after_a_wait_for_event_woke
         journey = await publish(suite, wait_for_click())
         suite.clock.set(START + timedelta(minutes=5))
         await suite.settle()
-        entered = await enrollments(suite.cluster, WS, journey)
-        assert len(entered) == 2
+        # Both wait for the click before it is sent: one sent sooner would go by unseen.
+        entered = await parked(suite.cluster, WS, journey, suite.clock, count=2)
         clicker = entered[0].profile_id
         reply = await suite.cluster.orchestration.HandleEvents(pb.HandleEventsRequest(
             events=[forwarded("click-1", clicker, "clicked")]), metadata=as_service(WS))

@@ -11,7 +11,7 @@ from sqlalchemy import MetaData, func, select
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, define_outbox
-from support import Backend
+from support import Backend, eventually
 
 
 def make(backend: Backend) -> tuple[Database, Outbox]:
@@ -52,10 +52,8 @@ async def test_rows_are_forwarded_in_order_and_kept_while_the_receiver_fails(
             return int(session.execute(select(func.count()).where(
                 outbox.table.c.topic == "t")).scalar_one())
 
-    for _ in range(300):
-        if queued() == 0:  # acknowledged rows are deleted only after the receiver had them
-            break
-        await asyncio.sleep(0.01)
+    # Acknowledged rows are deleted only after the receiver had them.
+    await eventually(lambda: queued() == 0)
     task.cancel()
     assert received == [("ws-a", b"1"), ("ws-a", b"2"), ("ws-b", b"3"), ("ws-a", b"4"),
                         ("ws-a", b"5")]

@@ -120,6 +120,8 @@ class InboxRpcs:
         since = newest[0].create_time if newest else datetime(1970, 1, 1, tzinfo=UTC)
         seen = {m.message_id for m in newest}  # ids already known at time ``since``
         try:
+            # Tells the caller the starting point is fixed: whatever lands from now on streams.
+            await context.send_initial_metadata(())
             while True:
                 with contextlib.suppress(TimeoutError):  # the poll for other replicas
                     await asyncio.wait_for(wake.wait(), POLL_SECONDS)
