@@ -11,7 +11,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cjo_delivery.adapters.smtp import build_email, classify, with_preheader
-from cjo_delivery.domain.addresses import is_plausible_email, parse_email
+from cjo_delivery.bootstrap import load_smtp_settings
+from cjo_delivery.domain.addresses import (
+    canonical_email,
+    is_plausible_email,
+    parse_email,
+    parse_mailbox,
+)
 from cjo_delivery.domain.messages import (
     Channel,
     EmailContent,
@@ -28,6 +34,7 @@ from cjo_delivery.domain.sending import (
     after_success,
     released,
 )
+from cjo_platform.config import Env
 from cjo_platform.errors import InvalidArgument
 
 
@@ -68,7 +75,11 @@ def test_plausible_addresses_pass(address: str) -> None:
     # Internationalised, but malformed: an empty label, an invisible or a space character, a
     # code point IDNA 2008 forbids, no dot, 66 octets of local part in 33 characters.
     "jörg@bücher..example", "j\u200börg@example.com", "jörg\u00a0x@example.com",
-    "ada@b_cher.example", "ada@bücher", "ü" * 33 + "@example.com", "jörg@bü\ncher.example"])
+    "ada@b_cher.example", "ada@bücher", "ü" * 33 + "@example.com", "jörg@bü\ncher.example",
+    # Invisible characters in the domain, which IDNA mapping would drop or keep silently; a
+    # space; an A-label that is not Punycode of anything.
+    "ada@bü\u200bcher.example", "ada@bü\u00adcher.example", "ada@bücher.example\u200d",
+    "ada@bücher .example", "ada@xn--zz.example"])
 def test_implausible_addresses_fail(address: str) -> None:
     assert not is_plausible_email(address)
 
@@ -80,16 +91,61 @@ def test_a_domain_travels_as_its_a_label_and_a_non_ascii_local_part_needs_smtput
     # IDNA 2008, not the stdlib's IDNA 2003: faß.de is not fass.de.
     assert parse_email("ada@faß.de").transport == "ada@xn--fa-hia.de"
     jorg = parse_email("jörg@bücher.example")
-    assert (jorg.transport, jorg.needs_smtputf8) == ("jörg@bücher.example", True)
+    # Over SMTPUTF8 too: the domain as its A-label, converted by us (IDNA 2008), not a relay.
+    assert (jorg.transport, jorg.needs_smtputf8) == ("jörg@xn--bcher-kva.example", True)
+    assert jorg.domain == "bücher.example"
+
+
+@pytest.mark.parametrize("typed", [
+    "jörg@bücher.example", "jörg@BÜCHER.example", "jörg@bücher\u3002example",
+    "jörg@xn--bcher-kva.example", "jörg@XN--BCHER-KVA.Example", "jo\u0308rg@bücher.example"])
+def test_every_spelling_of_one_mailbox_has_one_transport_form(typed: str) -> None:
+    # An ideographic full stop, upper case, an A-label, a decomposed ö (NFD): all the same
+    # mailbox, sent and compared as NFC local part @ lower-case A-label.
+    assert parse_email(typed).transport == "jörg@xn--bcher-kva.example"
+    assert canonical_email(typed) == "jörg@xn--bcher-kva.example"
+
+
+def test_the_canonical_form_keeps_the_local_part_case_and_lowers_the_domain() -> None:
+    # Local parts may be case-sensitive (RFC 5321 2.4); delivery has always kept their case.
+    assert canonical_email("Ada.L@Example.COM") == "Ada.L@example.com"
+    assert canonical_email("ada@example.com") == "ada@example.com"
+    # What does not parse (an old row) stays as it is rather than failing a look-up.
+    assert canonical_email("not an address") == "not an address"
 
 
 @pytest.mark.parametrize(("sender", "ok"), [
     ("Acme <news@acme.example>", True), ("Bücher <jörg@bücher.example>", True),
-    ("news@acme.example", True), ("Acme", False), ("Acme <news@acme..example>", False)])
+    ("news@acme.example", True), ('"Acme, Inc." <news@acme.example>', True),
+    ("Acme", False), ("Acme <news@acme..example>", False),
+    # parseaddr read only the first of these; the header would carry both mailboxes.
+    ("Acme <news@acme.example>, eve@evil.example", False),
+    ("news@acme.example, eve@evil.example", False), ("Acme: news@acme.example;", False),
+    ("Acme <news@acme.example", False), ("Ac\u200bme <news@acme.example>", False),
+    ("Acme <news@bü\u200bcher.example>", False)])
 def test_an_smtp_provider_from_follows_the_address_rule(sender: str, ok: bool) -> None:
     problems = validate_provider(channel=Channel.EMAIL, kind=ProviderKind.SMTP, display_name="",
                                  config={"host": "relay.example", "from": sender}, secrets={})
     assert {v.field for v in problems.items} == (set() if ok else {"provider.config[from]"})
+
+
+def test_the_from_header_is_rebuilt_from_its_one_mailbox() -> None:
+    assert parse_mailbox("Jörg <jörg@BÜCHER\u3002example>").header == (
+        "Jörg <jörg@xn--bcher-kva.example>")
+    assert parse_mailbox('"Acme, Inc." <News@Acme.example>').header == (
+        '"Acme, Inc." <News@acme.example>')
+    assert parse_mailbox("news@acme.example").header == "news@acme.example"
+    with pytest.raises(ValueError, match="exactly one mailbox"):
+        parse_mailbox("Acme <news@acme.example>, eve@evil.example")
+
+
+@pytest.mark.parametrize(("sender", "ok"), [
+    ("Acme <news@acme.example>", True), ("Acme <news@acme.example>, eve@evil.example", False)])
+def test_cjo_smtp_from_follows_the_from_rule_at_start(sender: str, ok: bool) -> None:
+    env = Env({"CJO_SMTP_FROM": sender})
+    load_smtp_settings(env, connections=1)
+    assert env.errors == ([] if ok else [
+        "CJO_SMTP_FROM must be one address like 'Brand <news@brand.example>'"])
 
 
 def test_a_valid_request_has_no_problems() -> None:

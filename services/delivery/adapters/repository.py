@@ -11,6 +11,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from cjo_delivery.adapters.tables import inbox_messages, messages, suppressions
+from cjo_delivery.domain.addresses import canonical_email
 from cjo_delivery.domain.messages import (
     Accepted,
     Channel,
@@ -213,26 +214,36 @@ def record(session: Session, claim: Claim, transition: Transition, now: datetime
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def suppression_address(channel: str, address: str) -> str:
+    """The spelling the suppression list keeps an address in. For email the canonical one, so
+    every spelling of one mailbox (``someone@BÜCHER.example``, ``someone@xn--bcher-kva.example``)
+    is one entry. Canonicalised here rather than when a message is accepted: messages keep the
+    address as the caller sent it (GetMessage, identity's events show it), and this module is
+    the only place suppressions are written (bounces, unsubscribes, complaints) and read."""
+    return canonical_email(address) if channel == Channel.EMAIL.value else address
+
+
 def suppressed_addresses(session: Session, keys: Sequence[tuple[str, str, str]]
                          ) -> dict[tuple[str, str, str], str]:
-    """Reasons of the (workspace, channel, address) keys that are suppressed, in one query."""
+    """Reasons of the (workspace, channel, address) keys that are suppressed, in one query,
+    whichever spelling of an address a key and the list use."""
     if not keys:
         return {}
+    stored = {key: (key[0], key[1], suppression_address(key[1], key[2])) for key in keys}
     s = suppressions.c
     rows = session.execute(select(s.workspace_id, s.channel, s.address, s.reason).where(
-        one_of(session, s.address, sorted({k[2] for k in keys})),
+        one_of(session, s.address, sorted({k[2] for k in stored.values()})),
         one_of(session, s.workspace_id, sorted({k[0] for k in keys})))).all()
-    wanted = set(keys)
-    return {(r.workspace_id, r.channel, r.address): r.reason for r in rows
-            if (r.workspace_id, r.channel, r.address) in wanted}
+    reasons = {(r.workspace_id, r.channel, r.address): r.reason for r in rows}
+    return {key: reasons[found] for key, found in stored.items() if found in reasons}
 
 
 def suppress(session: Session, rows: Sequence[tuple[str, str, str, str]], now: datetime) -> None:
     """Add (workspace, channel, address, reason) to the suppression list; the first reason stays."""
     if rows:
         insert_ignore(session, suppressions, [
-            {"workspace_id": w, "channel": c, "address": a, "reason": r[:1024],
-             "create_time": now} for w, c, a, r in rows])
+            {"workspace_id": w, "channel": c, "address": suppression_address(c, a),
+             "reason": r[:1024], "create_time": now} for w, c, a, r in rows])
 
 
 def recent_sends(session: Session, workspace_id: str, keys: Sequence[tuple[str, str]],

@@ -9,11 +9,11 @@ MAIL FROM, RCPT TO and DATA go out in one write: two round trips per message ins
 A connection idle for too long, one that timed out, broke, or got 421 is closed.
 
 Internationalised addresses (see domain/addresses.py): a non-ASCII domain is sent as its
-A-label, so any server takes it; a non-ASCII local part (recipient or From) needs SMTPUTF8
-(RFC 6531), asked for in MAIL FROM with BODY=8BITMIME where offered. A server that does not offer
-SMTPUTF8 can never take such a message: it is refused without being tried (the next email
-provider of the workspace may take it; with none, it fails for good), and the connection goes
-on with the next message.
+A-label, with SMTPUTF8 or without, so any server takes it and none converts it; a non-ASCII
+local part (recipient or From) needs SMTPUTF8 (RFC 6531), asked for in MAIL FROM with
+BODY=8BITMIME where offered. A server that does not offer SMTPUTF8 can never take such a
+message: it is refused without being tried (the next email provider of the workspace may take
+it; with none, it fails for good), and the connection goes on with the next message.
 
 Errors are raised as smtplib's exception types, so ``classify`` reads them the same whichever
 path produced them.
@@ -29,15 +29,13 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from email.headerregistry import Address
-from email.utils import parseaddr
 
 from cjo_delivery.adapters.smtp_message import (
     build_email,
     message_id_header,
     with_preheader,
 )
-from cjo_delivery.domain.addresses import parse_email
+from cjo_delivery.domain.addresses import parse_email, parse_mailbox
 from cjo_delivery.domain.sending import OutgoingEmail, OutgoingMessage, ProviderError
 from cjo_platform.clock import Clock
 
@@ -67,15 +65,12 @@ class SmtpSettings:
     tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
     ca_file: str = ""
 
-    @property
-    def envelope_sender(self) -> str:
-        return parseaddr(self.sender)[1]
-
 
 @dataclass(frozen=True)
 class _From:
-    """The configured sender as sent: the From header (its address in the form it travels in),
-    the envelope sender, and whether it needs SMTPUTF8 (a non-ASCII local part)."""
+    """The configured sender as sent: the From header (rebuilt from the one mailbox configured,
+    its address in the form it travels in), the envelope sender, and whether it needs SMTPUTF8
+    (a non-ASCII local part)."""
 
     header: str
     envelope: str
@@ -83,12 +78,9 @@ class _From:
 
     @classmethod
     def of(cls, sender: str) -> _From:
-        name, address = parseaddr(sender)
-        parsed = parse_email(address)  # ValueError for a malformed one
-        header = sender
-        if parsed.transport != address:  # a non-ASCII domain: A-labels in the header too
-            header = str(Address(display_name=name, addr_spec=parsed.transport))
-        return cls(header, parsed.transport, parsed.needs_smtputf8)
+        mailbox = parse_mailbox(sender)  # ValueError for a malformed one, or for two
+        address = mailbox.address
+        return cls(mailbox.header, address.transport, address.needs_smtputf8)
 
 
 def _reply(code: int, text: bytes | str) -> str:

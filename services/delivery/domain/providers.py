@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import parseaddr
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from cjo_delivery.domain.addresses import is_plausible_email
+from cjo_delivery.domain.addresses import parse_mailbox
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.ratelimit import valid_burst, valid_rate
 from cjo_platform.errors import InvalidArgument, Violations
@@ -135,9 +134,8 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
             problems.check(value.isdigit() and 1 <= int(value) <= 65535,
                            f"{prefix}.config[{key}]", "must be a port number")
         if key == "from" and kind is ProviderKind.SMTP:
-            # The same rule as a recipient's (internationalised addresses included).
-            problems.check(is_plausible_email(parseaddr(value)[1]), f"{prefix}.config[{key}]",
-                           "must be an address like 'Brand <news@brand.example>'")
+            problems.check(valid_from(value), f"{prefix}.config[{key}]",
+                           "must be one address like 'Brand <news@brand.example>'")
         if key == "timeout_seconds":
             problems.check(_is_positive_number(value), f"{prefix}.config[{key}]",
                            "must be a positive number of seconds")
@@ -161,6 +159,16 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
     for key in sorted(REQUIRED_SECRETS.get(kind, frozenset()) - secrets.keys()):
         problems.add(f"{prefix}.secrets[{key}]", f"is required for a {kind.value} provider")
     return problems
+
+
+def valid_from(value: str) -> bool:
+    """Whether ``value`` can be an SMTP provider's From: exactly one mailbox whose address
+    follows a recipient's rule (internationalised ones included); CJO_SMTP_FROM too."""
+    try:
+        parse_mailbox(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_positive_number(value: str) -> bool:
