@@ -7,6 +7,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +18,21 @@ from cjo_delivery.adapters.engagement_store import record_engagement
 from cjo_delivery.adapters.identity_events import identity_events_forwarder
 from cjo_delivery.adapters.inbox import InboxHub, InboxProvider
 from cjo_delivery.adapters.provider_factory import ProviderFactory
-from cjo_delivery.adapters.provider_store import reseal_secrets
 from cjo_delivery.adapters.secret_box import load_secret_box
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.adapters.tables import metadata
 from cjo_delivery.api.servicer import DeliveryServicer
-from cjo_delivery.domain.addresses import is_plausible_email
 from cjo_delivery.domain.engagement import Engagement
+from cjo_delivery.domain.providers import valid_from
 from cjo_delivery.domain.sending import RetryPolicy
+from cjo_delivery.reseal import COMMAND as RESEAL_COMMAND
+from cjo_delivery.reseal import reseal_command
 from cjo_delivery.sender import Sender, SenderSettings
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.facts import facts_forwarder
-from cjo_platform.logging import get_logger
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
-
-log = get_logger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 SERVICE = "cjo.delivery.v1.DeliveryService"
@@ -54,8 +53,9 @@ def load_smtp_settings(env: Env, connections: int) -> SmtpSettings:
         timeout_seconds=env.float("CJO_SMTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         connections=connections,
     )
-    if not is_plausible_email(settings.envelope_sender):
-        env.errors.append("CJO_SMTP_FROM must be an address like 'Brand <news@brand.example>'")
+    if not valid_from(settings.sender):
+        env.errors.append("CJO_SMTP_FROM must be one address like "
+                          "'Brand <news@brand.example>'")
     if settings.username and not settings.password:
         env.errors.append("CJO_SMTP_PASSWORD is required when CJO_SMTP_USERNAME is set")
     return settings
@@ -128,18 +128,6 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     events = identity_events_forwarder(settings, storage.db, storage.outbox)
     db, outbox = storage.db, storage.outbox
 
-    def migrate() -> None:
-        """Schema first, then secrets re-encrypted under the first key. It runs where
-        migrations run, before the server takes traffic and with the pod's own keys (the
-        `migrate` initContainer on Kubernetes, the start with CJO_AUTO_MIGRATE, or by hand), so
-        a key rotation needs no extra command."""
-        storage.migrate()
-        with db.transaction() as session:
-            rewritten, unreadable = reseal_secrets(session, secret_box)
-        if secret_box.encrypts:  # what an operator checks before dropping an old key
-            log.info("provider secrets re-encrypted", key_id=secret_box.current_key_id,
-                     rewritten=rewritten, unreadable=unreadable)
-
     async def record(engagement: Engagement) -> bool:
         def write() -> bool:
             with db.transaction() as session:
@@ -176,6 +164,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/EraseProfiles"},
         background=background,
-        migrate=migrate,
+        # Schema only: stored secrets are rewritten by `reseal-secrets`, never by the
+        # initContainer, while pods that may not read the new form still run.
+        migrate=storage.migrate,
+        commands={RESEAL_COMMAND: partial(reseal_command, db, secret_box)},
         on_stop=[provider.close, sender.close, factory.close],
     )

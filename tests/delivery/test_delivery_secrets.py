@@ -1,13 +1,14 @@
 """Provider secrets encrypted at rest: what is stored, that providers still send with them, key
-rotation, rows written before encryption, rows no key decrypts, and the start-up checks."""
+rotation with `reseal-secrets` (never `migrate`), rows written before encryption and back to
+plaintext, rows no key decrypts, and the start-up checks."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 from delivery_support import delivery_app
+from grpc_status import rpc_status
 from http_sink import Answer, HttpSink, http_sink
 from sqlalchemy import select, update
 from structlog.testing import capture_logs
@@ -39,6 +41,7 @@ from cjo_platform.clock import ManualClock
 from cjo_platform.config import ConfigError, Env
 from cjo_platform.db import Database
 from cjo_platform.rpc.server import ServiceApp
+from cjo_platform.rpc.status import field_violations
 from support import (
     SERVICE_TOKEN,
     Backend,
@@ -91,6 +94,32 @@ def stored(backend: Backend) -> dict[str, str]:
     with database(backend) as db, db.transaction() as session:
         rows = session.execute(select(providers.c.provider_id, providers.c.secrets)).all()
         return {r.provider_id: r.secrets for r in rows}
+
+
+def command_env(data_dir: Path, **env: str) -> dict[str, str]:
+    """The environment of a `python -m cjo_delivery` process, as an operator would run it: this
+    process's, without its cjo settings, plus ``env``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    environ.update({"CJO_SERVICE_TOKEN": SERVICE_TOKEN, "CJO_DATA_DIR": str(data_dir), **env})
+    return environ
+
+
+def run_delivery(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cjo_delivery", *args], env=environ,
+                          capture_output=True, text=True, timeout=60)
+
+
+def reseal(backend: Backend, keys: tuple[bytes, ...], *args: str) -> tuple[int, str, str]:
+    """`python -m cjo_delivery reseal-secrets` with these keys: its exit code, its report line
+    (stdout) and its log (stderr)."""
+    environ = command_env(backend.data_dir, **backend.env(),
+                          **{KEYS_VARIABLE: ",".join(text(k) for k in keys)})
+    done = run_delivery(environ, "reseal-secrets", *args)
+    return done.returncode, done.stdout.strip(), done.stderr
+
+
+def report(key_id: str, rewritten: int, unreadable: int, left: int) -> str:
+    return f"key_id={key_id} rewritten={rewritten} unreadable={unreadable} left={left}"
 
 
 @asynccontextmanager
@@ -169,32 +198,35 @@ async def test_the_stored_row_holds_no_secret_and_the_webhook_is_signed_with_it(
     assert signed_with(sink, secret) == [True]
 
 
-async def test_rotation_and_plaintext_rows_are_re_encrypted_under_the_first_key(
+async def test_migrate_leaves_secrets_and_reseal_secrets_re_encrypts_them(
         backend: Backend) -> None:
     with http_sink(accept()) as legacy_sink, http_sink(accept()) as old_sink:
-        # A row written before encryption existed (no key: plaintext JSON) ...
+        # A row written before encryption existed (no key: plaintext JSON) and one under the
+        # old key.
         async with stub_of(app_with(backend)) as stub:
             legacy = await create(stub, webhook(legacy_sink.url, "legacy-secret", priority=1))
-        assert stored(backend)[legacy] == '{"signing_secret": "legacy-secret"}'
-        # ... and one under the old key; the plaintext one is read, not yet upgraded (this
-        # process does not migrate, and so does not re-encrypt).
-        old_only = app_with(backend, OLD_KEY)
-        old_only = dataclasses.replace(
-            old_only, settings=dataclasses.replace(old_only.settings, auto_migrate=False))
-        async with stub_of(old_only) as stub:
+        async with stub_of(app_with(backend, OLD_KEY)) as stub:
             under_old = await create(stub, webhook(old_sink.url, "old-secret", priority=2))
             await message(stub, await send_webhook(stub, "k1"), sent)
         before = stored(backend)
         assert before[under_old].startswith(f"enc:v1:{key_id_of(OLD_KEY)}:")
         assert before[legacy] == '{"signing_secret": "legacy-secret"}'
 
+        # A new pod's migrate (its initContainer) leaves them: pods of the previous release,
+        # which may not read the new form, still run while it migrates.
         rotated = app_with(backend, NEW_KEY, OLD_KEY)
         await rotated.db.run(rotated.migrate)
+        rotated.db.dispose()
+        assert stored(backend) == before
+
+        # The operator's command rewrites both under the first key, and says nothing is left.
+        new_id = key_id_of(NEW_KEY)
+        assert reseal(backend, (NEW_KEY, OLD_KEY))[:2] == (0, report(new_id, 2, 0, 0))
         after = stored(backend)
-        new_prefix = f"enc:v1:{key_id_of(NEW_KEY)}:"
-        assert all(value.startswith(new_prefix) for value in after.values())
+        assert all(value.startswith(f"enc:v1:{new_id}:") for value in after.values())
         assert "legacy-secret" not in after[legacy] and "old-secret" not in after[under_old]
-        await rotated.db.run(rotated.migrate)  # idempotent: nothing left to rewrite
+        # Idempotent: nothing left to rewrite.
+        assert reseal(backend, (NEW_KEY, OLD_KEY))[:2] == (0, report(new_id, 0, 0, 0))
         assert stored(backend) == after
 
         # The old key can now go: both providers still sign with their own secret.
@@ -209,6 +241,29 @@ async def test_rotation_and_plaintext_rows_are_re_encrypted_under_the_first_key(
     assert signed_with(old_sink, "old-secret") == [True]
 
 
+async def test_reseal_secrets_back_to_plaintext_only_when_confirmed(backend: Backend) -> None:
+    async with stub_of(app_with(backend, NEW_KEY)) as stub:
+        provider_id = await create(stub, webhook("http://127.0.0.1:9/a", "round-trip"))
+    encrypted = stored(backend)
+
+    code, _, err = reseal(backend, (NEW_KEY,), "--plaintext")
+    assert code == 2 and "--confirm" in err
+    assert stored(backend) == encrypted
+    code, _, err = reseal(backend, ())
+    assert code == 2 and f"{KEYS_VARIABLE} is not set" in err
+
+    # For a rollback to a release without encryption, which reads the column as JSON.
+    assert reseal(backend, (NEW_KEY,), "--plaintext", "--confirm")[:2] == (
+        0, report("plaintext", 1, 0, 0))
+    assert json.loads(stored(backend)[provider_id]) == {"signing_secret": "round-trip"}
+    # And forward again.
+    assert reseal(backend, (NEW_KEY,))[:2] == (0, report(key_id_of(NEW_KEY), 1, 0, 0))
+    again = stored(backend)[provider_id]
+    assert again.startswith(f"enc:v1:{key_id_of(NEW_KEY)}:") and again != encrypted[provider_id]
+    assert SecretBox([NEW_KEY]).unseal("ws-a", provider_id, again) == {
+        "signing_secret": "round-trip"}
+
+
 async def test_replicas_re_encrypting_at_once_agree(backend: Backend) -> None:
     if backend.kind == "sqlite":
         pytest.skip("replicas share a database only on PostgreSQL")
@@ -218,12 +273,12 @@ async def test_replicas_re_encrypting_at_once_agree(backend: Backend) -> None:
                          as_service(f"ws-{i % 2}"))
     box = SecretBox([NEW_KEY, OLD_KEY])
 
-    def reseal(db: Database) -> tuple[int, int]:
+    def run(db: Database) -> tuple[int, int]:
         with db.transaction() as session:
-            return reseal_secrets(session, box)
+            return reseal_secrets(session, box, box)
 
     with database(backend) as one, database(backend) as two, database(backend) as three:
-        counts = await asyncio.gather(*(asyncio.to_thread(reseal, db)
+        counts = await asyncio.gather(*(asyncio.to_thread(run, db)
                                         for db in (one, two, three)))
     assert sorted(rewritten for rewritten, _ in counts) == [0, 0, 20]
     with database(backend) as db, db.transaction() as session:
@@ -240,10 +295,14 @@ async def test_a_row_no_key_decrypts_is_reported_and_the_others_keep_sending(
             lost = await create(stub, webhook(lost_sink.url, "lost", priority=1))
             alone = await create(stub, webhook(lost_sink.url, "lost-too"), OTHER)
         kept = stored(backend)
+        # The command reports both rows, rewrites nothing, and fails so that no old key is
+        # dropped on its word.
+        code, line, err = reseal(backend, (NEW_KEY,))
+        assert (code, line) == (1, report(key_id_of(NEW_KEY), 0, 2, 2))
+        assert "cannot be decrypted" in err and lost in err and alone in err
+        assert stored(backend) == kept
         app = app_with(backend, NEW_KEY, CJO_DELIVERY_RETRY_BASE_SECONDS="60")
         with capture_logs() as logs:
-            await app.db.run(app.migrate)  # reports both rows, rewrites nothing, goes on
-            assert stored(backend) == kept
             async with stub_of(app) as stub:
                 good = await create(stub, webhook(good_sink.url, "good", priority=2))
                 # Workspace a fails over to its readable provider.
@@ -266,10 +325,54 @@ async def test_a_row_no_key_decrypts_is_reported_and_the_others_keep_sending(
     assert lost_sink.count() == 0 and signed_with(good_sink, "good") == [True]
     reported = [e for e in logs if e.get("log_level") == "error"
                 and "cannot be decrypted" in e["event"]]
-    # By the re-encryption pass at each start, and by the sender when it routes to them.
+    # By the sender when it routes to them (a start no longer looks at the stored secrets).
     assert {e["provider_id"] for e in reported} == {lost, alone}
-    assert {e["provider_id"] for e in reported if "sends through it fail" in e["event"]} == {
-        lost, alone}
+    assert all("sends through it fail" in e["event"] for e in reported)
+
+
+def test_an_unknown_command_is_refused_with_the_commands_there_are(tmp_path: Path) -> None:
+    done = run_delivery(command_env(tmp_path), "reseal")
+    assert done.returncode == 2
+    assert "usage: python -m cjo_delivery [serve|migrate|reseal-secrets]" in done.stderr
+
+
+async def test_unreadable_secrets_are_replaced_by_an_update_not_merged(
+        backend: Backend) -> None:
+    smtp = provider_pb2.Provider(
+        channel=common_pb2.CHANNEL_EMAIL, kind=provider_pb2.PROVIDER_KIND_SMTP,
+        config={"host": "127.0.0.1", "from": "Brand <news@brand.example>"},
+        secrets={"username": "ada", "password": "first"})
+    async with stub_of(app_with(backend, STRAY_KEY)) as stub:
+        lost_hook = await create(stub, webhook("http://127.0.0.1:9/a", "lost"))
+        lost_smtp = await create(stub, smtp)
+    async with stub_of(app_with(backend, NEW_KEY)) as stub:
+        readable = await create(stub, smtp)
+
+        async def set_secrets(provider_id: str, **secrets: str) -> provider_pb2.Provider:
+            reply = await stub.UpdateProvider(pb.UpdateProviderRequest(
+                provider=provider_pb2.Provider(name=f"providers/{provider_id}",
+                                               secrets=secrets),
+                update_mask={"paths": ["secrets"]}), metadata=WS)
+            return reply.provider
+
+        # Nothing to merge with: the update must carry every secret the kind requires ...
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await set_secrets(lost_hook)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(rpc_status.from_call(error.value)) == {
+            "provider.secrets[signing_secret]": "is required for a webhook provider"}
+        assert (await set_secrets(lost_hook, signing_secret="fresh")).secret_keys == [
+            "signing_secret"]
+        # ... and the secrets it leaves out are gone, as the API says (not silently kept or
+        # merged with values nobody can read).
+        assert (await set_secrets(lost_smtp, password="second")).secret_keys == ["password"]
+        # A readable provider's secrets are merged as always.
+        assert (await set_secrets(readable, password="second")).secret_keys == [
+            "password", "username"]
+    box = SecretBox([NEW_KEY])
+    now = stored(backend)
+    assert box.unseal("ws-a", lost_hook, now[lost_hook]) == {"signing_secret": "fresh"}
+    assert box.unseal("ws-a", lost_smtp, now[lost_smtp]) == {"password": "second"}
 
 
 async def test_a_ciphertext_moved_to_another_provider_does_not_decrypt(
@@ -314,11 +417,8 @@ def test_keys_are_checked_at_start_by_name() -> None:
 ])
 def test_production_refuses_to_start_without_a_usable_key(tmp_path: Path, keys: str,
                                                           expected: str) -> None:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
-    environ.update({"CJO_ENV": "production", "CJO_SERVICE_TOKEN": SERVICE_TOKEN,
-                    "CJO_DATA_DIR": str(tmp_path), KEYS_VARIABLE: keys})
-    done = subprocess.run([sys.executable, "-m", "cjo_delivery", "migrate"], env=environ,
-                          capture_output=True, text=True, timeout=60)
+    done = run_delivery(command_env(tmp_path, CJO_ENV="production", **{KEYS_VARIABLE: keys}),
+                        "migrate")
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr
     assert not (tmp_path / "delivery.db").exists()  # refused before touching the database

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -53,6 +53,9 @@ class ServiceApp:
     service_only_methods: Collection[str] = ()
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     migrate: Callable[[], None] = lambda: None
+    # Further one-off subcommands (``python -m cjo_<service> <name> [args]``): each takes its
+    # arguments and returns the process's exit code.
+    commands: Mapping[str, Callable[[list[str]], int]] = field(default_factory=dict)
     on_stop: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
@@ -152,13 +155,10 @@ def service_clock(settings: ServiceSettings) -> Clock:
 
 
 def main(service: str, build: Build, argv: Sequence[str] | None = None) -> None:
-    """``python -m cjo_<service> [serve|migrate]``."""
+    """``python -m cjo_<service> [serve|migrate|<a command of the app>] [args]``."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args else "serve"
-    if command not in ("serve", "migrate"):
-        print(f"usage: python -m cjo_{service} [serve|migrate]", file=sys.stderr)
-        raise SystemExit(2)
-    env = Env()
+    env = Env()  # the app's commands are known once it is built, so usage is checked after
     try:
         settings = load_service_settings(service, env)
         env.check()
@@ -174,7 +174,23 @@ def main(service: str, build: Build, argv: Sequence[str] | None = None) -> None:
         log.info("migrated")
         app.db.dispose()
         return
+    if command != "serve":
+        run = app.commands.get(command)
+        if run is None:
+            app.db.dispose()
+            _usage(service, app.commands)
+        try:
+            code = run(args[1:])
+        finally:
+            app.db.dispose()
+        raise SystemExit(code)
     asyncio.run(_serve_process(app))
+
+
+def _usage(service: str, commands: Collection[str]) -> NoReturn:
+    names = "|".join(["serve", "migrate", *commands])
+    print(f"usage: python -m cjo_{service} [{names}]", file=sys.stderr)
+    raise SystemExit(2)
 
 
 async def _serve_process(app: ServiceApp) -> None:

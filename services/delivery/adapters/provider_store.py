@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from cjo_delivery.adapters.secret_box import SecretBox, SecretsUnreadable
+from cjo_delivery.adapters.secret_box import MARKER, SecretBox, SecretsUnreadable
 from cjo_delivery.adapters.tables import policies, providers
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap, QuietHours
@@ -108,27 +108,34 @@ def providers_of(session: Session, workspace_ids: Sequence[str],
     return [_provider(r, box) for r in rows]
 
 
-def reseal_secrets(session: Session, box: SecretBox) -> tuple[int, int]:
-    """Re-encrypt, under the first key, every provider's secrets stored in plaintext or under
-    another key; returns (rewritten, unreadable). Run in one transaction at start-up.
+def _not_as_written_by(box: SecretBox) -> ColumnElement[bool]:
+    """Rows whose stored secrets differ in form from what ``box`` writes: not under its first
+    key, or (a box without keys) not plaintext."""
+    if box.encrypts:
+        return p.secrets.not_like(box.current_prefix + "%")
+    return p.secrets.like(MARKER + "%")
 
-    Idempotent, and safe with several replicas at once: rows already under the first key are
-    not selected, and the rest are locked (FOR UPDATE on PostgreSQL), so a second replica waits,
-    then finds them current and leaves them. A row no configured key decrypts is left as it is
-    and logged with its provider id; it never stops the others.
+
+def reseal_secrets(session: Session, reader: SecretBox, writer: SecretBox) -> tuple[int, int]:
+    """Rewrite, as ``writer`` writes them, the secrets of every provider stored otherwise,
+    decrypting them with ``reader``; returns (rewritten, unreadable).
+
+    ``writer`` is the configured box (re-encryption under the first key) or a box without
+    keys (back to plaintext JSON for a release without encryption). Idempotent, and safe with
+    several replicas at once: rows already in the target form are not selected, and the rest
+    are locked (FOR UPDATE on PostgreSQL), so a second run waits, then finds them done and
+    leaves them. A row ``reader`` cannot decrypt is left as it is and logged with its provider
+    id; it never stops the others.
     """
-    if not box.encrypts:
-        return 0, 0
     rows = session.execute(
-        select(p.workspace_id, p.provider_id, p.secrets)
-        .where(p.secrets.not_like(box.current_prefix + "%"))
+        select(p.workspace_id, p.provider_id, p.secrets).where(_not_as_written_by(writer))
         .order_by(p.workspace_id, p.provider_id).with_for_update()).all()
     rewritten = unreadable = 0
     for row in rows:
-        if box.is_current(row.secrets):
+        if writer.is_current(row.secrets):  # rewritten by another run while this one waited
             continue
         try:
-            secrets = box.unseal(row.workspace_id, row.provider_id, row.secrets)
+            secrets = reader.unseal(row.workspace_id, row.provider_id, row.secrets)
         except SecretsUnreadable as exc:
             unreadable += 1
             log.error("provider secrets cannot be decrypted; the provider sends nothing until "
@@ -137,9 +144,16 @@ def reseal_secrets(session: Session, box: SecretBox) -> tuple[int, int]:
             continue
         session.execute(update(providers).where(
             p.workspace_id == row.workspace_id, p.provider_id == row.provider_id).values(
-            secrets=box.seal(row.workspace_id, row.provider_id, secrets)))
+            secrets=writer.seal(row.workspace_id, row.provider_id, secrets)))
         rewritten += 1
     return rewritten, unreadable
+
+
+def count_not_as_written_by(session: Session, box: SecretBox) -> int:
+    """How many providers' secrets are not in the form ``box`` writes (what a key rotation
+    checks before the old key is dropped)."""
+    return int(session.execute(
+        select(func.count()).select_from(providers).where(_not_as_written_by(box))).scalar_one())
 
 
 def policy_to_json(policy: DeliveryPolicy) -> str:

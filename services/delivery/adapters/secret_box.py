@@ -1,8 +1,9 @@
 """Provider secrets encrypted at rest: the one place that encrypts and decrypts them.
 
 Keys come from ``CJO_DELIVERY_SECRET_KEYS``, a comma-separated list of base64-encoded 32-byte
-keys. The first key encrypts; every key decrypts, so a key is rotated by putting a new one first
-and removing the old one once nothing is stored under it any more.
+keys. The first key encrypts; every key decrypts, so a key is rotated by putting a new one first,
+re-encrypting the stored rows (``python -m cjo_delivery reseal-secrets``) and removing the old
+one once nothing is stored under it any more (deploy/README.md, "Provider secret keys").
 
 A stored value is ``enc:v1:<key id>:<base64url(nonce + ciphertext + tag)>``: AES-256-GCM with a
 random 96-bit nonce. The key id (a hash of the key, never the key) says which key to use and
@@ -119,9 +120,10 @@ class SecretBox:
         return opened
 
     def is_current(self, stored: str) -> bool:
-        """Whether ``stored`` is already as this box would write it (no rewrite needed)."""
+        """Whether ``stored`` is already in the form this box writes: under the first key, or
+        plaintext for a box without keys (no rewrite needed)."""
         if not self._keys:
-            return True  # nothing to encrypt with; encrypted rows stay as they are
+            return not stored.startswith(MARKER)
         return stored.startswith(self.current_prefix)
 
 

@@ -202,8 +202,14 @@ class ProviderRpcs:
                     raise Aborted(f"provider {p.name!r} changed since etag {p.etag!r} was read",
                                   reason="ETAG_MISMATCH")
                 config = dict(p.config) if "config" in paths else current.config
-                secrets = ({**current.secrets, **p.secrets} if "secrets" in paths
-                           else current.secrets)
+                if "secrets" not in paths:
+                    secrets = current.secrets
+                elif current.secrets_error:
+                    # The stored ones cannot be read, so there is nothing to merge with: the
+                    # given secrets replace them all, and the required ones must be among them.
+                    secrets = dict(p.secrets)
+                else:
+                    secrets = {**current.secrets, **p.secrets}
                 display = p.display_name if "display_name" in paths else current.display_name
                 # Secrets this process cannot decrypt stay stored as they are when the update
                 # leaves them alone (disabling such a provider must work); only their names,

@@ -166,7 +166,9 @@ class DeliveryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateProvider(self, request, context):
-        """Changes a provider's fields named in `update_mask`.
+        """Changes a provider's fields named in `update_mask`. Secrets given are merged into the
+        stored ones, except when the stored ones cannot be decrypted: then they are replaced (see
+        Provider.secrets).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,7 +210,9 @@ class DeliveryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubscribeInbox(self, request, context):
-        """Streams a profile's new inbox messages as they arrive, until the caller cancels.
+        """Streams a profile's new inbox messages as they arrive, until the caller cancels. The
+        stream's initial metadata is sent once the subscription is in place: every message that
+        arrives after it is streamed; earlier ones are not (ListInboxMessages lists them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
