@@ -101,6 +101,11 @@ async def run_scenarios(kind: str, suite: object, events: int, signups: int) -> 
           f"{statistics.median(latencies) * 1000:.0f} ms, "
           f"p99 {percentile(latencies, .99) * 1000:.0f} ms",
           flush=True)
+    # With 20 batches p99 is the slowest one: say which it was (the first batches create the
+    # profiles; a late one points at the database, e.g. a checkpoint or autovacuum).
+    slowest = sorted(range(len(latencies)), key=latencies.__getitem__, reverse=True)[:3]
+    print(f"[{kind}] slowest batches: " + ", ".join(
+        f"#{i + 1} {latencies[i] * 1000:.0f} ms" for i in slowest), flush=True)
 
     # 2. journey
     content = content_service_pb2_grpc.ContentServiceStub(channels["content"])
