@@ -21,7 +21,8 @@ from cjo_platform.logging import get_logger
 log = get_logger(__name__)
 
 COMMAND = "reseal-secrets"
-# Exit codes: 0 every row is in the target form; 1 some row is unreadable or left; 2 refused.
+# Exit codes: 0 every row is in the target form; 1 some row is unreadable or left; 2 refused
+# (and bad configuration); 3 the command failed (cjo_platform.rpc.server.COMMAND_FAILED).
 DONE, LEFT, REFUSED = 0, 1, 2
 
 

@@ -117,6 +117,7 @@ def test_the_canonical_form_keeps_the_local_part_case_and_lowers_the_domain() ->
 @pytest.mark.parametrize(("sender", "ok"), [
     ("Acme <news@acme.example>", True), ("Bücher <jörg@bücher.example>", True),
     ("news@acme.example", True), ('"Acme, Inc." <news@acme.example>', True),
+    ("Acme Inc. <news@acme.example>", True), ("J. Smith <j.smith@acme.example>", True),
     ("Acme", False), ("Acme <news@acme..example>", False),
     # parseaddr read only the first of these; the header would carry both mailboxes.
     ("Acme <news@acme.example>, eve@evil.example", False),

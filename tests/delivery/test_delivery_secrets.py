@@ -336,6 +336,15 @@ def test_an_unknown_command_is_refused_with_the_commands_there_are(tmp_path: Pat
     assert "usage: python -m cjo_delivery [serve|migrate|reseal-secrets]" in done.stderr
 
 
+def test_a_command_that_fails_exits_apart_from_what_it_reports(tmp_path: Path) -> None:
+    """The database is unreachable: not "rows left" (1) nor bad configuration (2), but 3."""
+    done = run_delivery(command_env(
+        tmp_path, CJO_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x",
+        **{KEYS_VARIABLE: text(NEW_KEY)}), "reseal-secrets")
+    assert done.returncode == 3, done.stderr
+    assert "command failed" in done.stderr
+
+
 async def test_unreadable_secrets_are_replaced_by_an_update_not_merged(
         backend: Backend) -> None:
     smtp = provider_pb2.Provider(

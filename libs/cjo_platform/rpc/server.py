@@ -31,6 +31,9 @@ from cjo_platform.telemetry import configure_tracing, shutdown_tracing
 log = get_logger("cjo.server")
 
 BACKGROUND_STOP_SECONDS = 15.0
+# Exit code of a service command (python -m cjo_<service> <command>) that raised: 2 stays for
+# bad configuration or usage, 0 and 1 for what the command itself reports.
+COMMAND_FAILED = 3
 
 
 @dataclass
@@ -181,6 +184,11 @@ def main(service: str, build: Build, argv: Sequence[str] | None = None) -> None:
             _usage(service, app.commands)
         try:
             code = run(args[1:])
+        except Exception:
+            # Apart from the command's own codes: a script must tell "it failed" (database
+            # unreachable, lock timeout) from what the command reports.
+            log.exception("command failed", command=command)
+            code = COMMAND_FAILED
         finally:
             app.db.dispose()
         raise SystemExit(code)

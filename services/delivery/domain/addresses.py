@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from email.errors import NonASCIILocalPartDefect
+from email.errors import NonASCIILocalPartDefect, ObsoleteHeaderDefect
 from email.headerregistry import Address, AddressHeader, HeaderRegistry
 
 import idna
@@ -147,8 +147,11 @@ def parse_mailbox(value: str) -> Mailbox:
         raise ValueError("contains an invisible character")
     header = _HEADERS("From", value)
     assert isinstance(header, AddressHeader)
-    # A non-ASCII local part is a defect to RFC 5322 and exactly what RFC 6532 allows.
-    defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
+    # A non-ASCII local part is a defect to RFC 5322 and exactly what RFC 6532 allows; obsolete
+    # syntax (a period in an unquoted name: "Acme Inc. <...>", "J. Smith <...>") must still be
+    # accepted (RFC 5322 4), and the header is rebuilt with the name quoted anyway.
+    defects = [d for d in header.defects
+               if not isinstance(d, NonASCIILocalPartDefect | ObsoleteHeaderDefect)]
     if defects:
         raise ValueError(f"not one mailbox: {defects[0]}")
     groups = header.groups
