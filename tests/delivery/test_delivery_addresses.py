@@ -1,9 +1,9 @@
 """One mailbox, many spellings: the suppression list treats them as one address, a From names
-exactly one mailbox, and suppressions stored before the canonical form are rewritten to it."""
+exactly one mailbox, and suppressions stored before the canonical form gain a canonical row."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -85,12 +85,30 @@ async def test_a_from_with_two_mailboxes_is_refused(sqlite_backend: Backend) -> 
         "provider.config[from]": "must be one address like 'Brand <news@brand.example>'"}
 
 
-def test_the_migration_rewrites_stored_suppressions_to_the_canonical_form(
-        backend: Backend) -> None:
+def _migrated(backend: Backend, old: list[tuple[str, str, str, str, datetime]]) -> Database:
+    """A delivery schema at 0002 holding the ``old`` suppressions, then upgraded to head."""
     url = PG_URL if backend.kind == "postgresql" else f"sqlite:///{backend.data_dir}/d.db"
     backend.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(url, schema=backend.schema_prefix + "delivery")
-    old = [  # workspace, channel, address, reason, minutes after T0
+    db.create_schema()
+    command.upgrade(alembic_config(db, MIGRATIONS), "0002")
+    with db.engine.begin() as conn:
+        conn.execute(insert(suppressions), [
+            {"workspace_id": w, "channel": c, "address": a, "reason": r, "create_time": t}
+            for w, c, a, r, t in old])
+    upgrade(db, MIGRATIONS)
+    return db
+
+
+def _stored(db: Database) -> set[tuple[str, str, str, str]]:
+    s = suppressions.c
+    with db.transaction() as session:
+        return set(session.execute(select(s.workspace_id, s.channel, s.address, s.reason)))
+
+
+def test_the_migration_adds_the_canonical_form_and_keeps_every_stored_spelling(
+        backend: Backend) -> None:
+    old = [(w, c, a, r, T0.replace(minute=minutes)) for w, c, a, r, minutes in [
         ("ws-a", "email", "someone@BÜCHER.example", "bounced: first", 0),
         ("ws-a", "email", "someone@bücher.example", "unsubscribed: later", 5),
         ("ws-a", "email", "someone@xn--bcher-kva.example", "complained: latest", 9),
@@ -98,30 +116,59 @@ def test_the_migration_rewrites_stored_suppressions_to_the_canonical_form(
         ("ws-a", "email", "bob@example.com", "bounced: bob", 2),
         ("ws-b", "email", "someone@bücher.example", "bounced: other workspace", 3),
         ("ws-a", "sms", "+14155550100", "bounced: sms", 4),
-    ]
+    ]]
+    db = _migrated(backend, old)
     try:
-        db.create_schema()
-        command.upgrade(alembic_config(db, MIGRATIONS), "0002")
-        with db.engine.begin() as conn:
-            conn.execute(insert(suppressions), [
-                {"workspace_id": w, "channel": c, "address": a, "reason": r,
-                 "create_time": T0.replace(minute=minutes)} for w, c, a, r, minutes in old])
-        upgrade(db, MIGRATIONS)
-        s = suppressions.c
+        rows = _stored(db)
         with db.transaction() as session:
-            rows = set(session.execute(select(s.workspace_id, s.channel, s.address, s.reason)))
             found = repository.suppressed_addresses(
                 session, [("ws-a", "email", "someone@bücher\u3002example"),
                           ("ws-a", "email", "Ada@example.com"),
-                          ("ws-a", "email", "ada@example.com")])
+                          ("ws-a", "email", "ada@example.com"),
+                          ("ws-a", "email", "Carol@Example.com")])
+            # After the migration a pod of the previous release, still serving during the
+            # rollout, records a bounce in the spelling it was given.
+            session.execute(insert(suppressions).values(
+                workspace_id="ws-a", channel="email", address="Carol@Example.com",
+                reason="bounced: by an old pod", create_time=T0.replace(hour=10)))
+        with db.transaction() as session:
+            later = repository.suppressed_addresses(
+                session, [("ws-a", "email", "Carol@Example.com"),
+                          ("ws-a", "email", "carol@example.com")])
     finally:
         db.dispose()
-    assert rows == {
+    # Every original row, which the previous release looks up as typed, is still there; the
+    # canonical rows carry the earliest spelling's reason.
+    assert rows == {(w, c, a, r) for w, c, a, r, _ in old
+                    if a != "someone@xn--bcher-kva.example"} | {
         ("ws-a", "email", "someone@xn--bcher-kva.example", "bounced: first"),
         ("ws-a", "email", "Ada@example.com", "bounced: ada"),
-        ("ws-a", "email", "bob@example.com", "bounced: bob"),
         ("ws-b", "email", "someone@xn--bcher-kva.example", "bounced: other workspace"),
-        ("ws-a", "sms", "+14155550100", "bounced: sms"),
     }
     assert found == {("ws-a", "email", "someone@bücher\u3002example"): "bounced: first",
                      ("ws-a", "email", "Ada@example.com"): "bounced: ada"}
+    # The typed spelling still suppresses that spelling; another mailbox (local parts keep
+    # their case) stays unsuppressed.
+    assert later == {("ws-a", "email", "Carol@Example.com"): "bounced: by an old pod"}
+
+
+def test_the_migration_streams_a_long_list_and_leaves_canonical_rows_alone(
+        backend: Backend) -> None:
+    # More rows than one batch of the migration (1000), most canonical already, as on a real
+    # list: those stay as they are unless another spelling of theirs is older.
+    old = [("ws-a", "email", f"user{n}@example.com", f"bounced: {n}", T0) for n in range(2400)]
+    old += [("ws-a", "email", f"user{n}@EXAMPLE.com", f"earlier: {n}",
+             T0.replace(minute=0, second=0) - timedelta(minutes=1)) for n in range(0, 2400, 100)]
+    old += [("ws-z", "email", f"late{n}@Example.COM", f"only: {n}", T0) for n in range(30)]
+    db = _migrated(backend, old)
+    try:
+        rows = _stored(db)
+    finally:
+        db.dispose()
+    expected = {(w, c, a, r) for w, c, a, r, _ in old}
+    expected -= {("ws-a", "email", f"user{n}@example.com", f"bounced: {n}")
+                 for n in range(0, 2400, 100)}
+    expected |= {("ws-a", "email", f"user{n}@example.com", f"earlier: {n}")
+                 for n in range(0, 2400, 100)}
+    expected |= {("ws-z", "email", f"late{n}@example.com", f"only: {n}") for n in range(30)}
+    assert rows == expected

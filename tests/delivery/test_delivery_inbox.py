@@ -4,6 +4,8 @@ dismissed, and reach a live SubscribeInbox stream as they arrive."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import grpc
@@ -14,6 +16,7 @@ from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import inbox_pb2, message_pb2
+from cjo_delivery.api import inbox as inbox_api
 from cjo_platform.clock import ManualClock
 from support import Backend, as_service, eventually, free_port, serving
 
@@ -30,6 +33,25 @@ def in_app(key: str, title: str, profile_id: str = "p1") -> pb.SendMessageReques
                 common_pb2.InAppButton(label="Open", link="acme://offers")])))
 
 
+@asynccontextmanager
+async def subscribed(stub: pb_grpc.DeliveryServiceStub
+                     ) -> AsyncIterator[list[inbox_pb2.InboxMessage]]:
+    """The messages p1's SubscribeInbox streams, as they come; subscribed once entered."""
+    stream = stub.SubscribeInbox(pb.SubscribeInboxRequest(profile_id="p1"), metadata=WS)
+    received: list[inbox_pb2.InboxMessage] = []
+
+    async def read() -> None:
+        async for item in stream:
+            received.append(item.message)
+
+    reader = asyncio.create_task(read())
+    await stream.initial_metadata()  # the starting point is fixed
+    yield received
+    stream.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+
+
 async def test_the_inbox_lists_marks_and_streams_new_messages(backend: Backend) -> None:
     clock = ManualClock()
     app = delivery_app(backend, free_port(), clock)
@@ -42,26 +64,15 @@ async def test_the_inbox_lists_marks_and_streams_new_messages(backend: Backend) 
                 profile_id="p1", **kw), metadata=WS)).messages)  # type: ignore[arg-type]
 
         await eventually(listed)
-        stream = stub.SubscribeInbox(pb.SubscribeInboxRequest(profile_id="p1"), metadata=WS)
-        received: list[inbox_pb2.InboxMessage] = []
-
-        async def read() -> None:
-            async for item in stream:
-                received.append(item.message)
-
-        reader = asyncio.create_task(read())
-        await stream.initial_metadata()  # subscribed; the existing message is not streamed
-        clock.advance(timedelta(seconds=1))
-        await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
-            in_app("k2", "20% off"), in_app("k3", "Not yours", profile_id="p2"),
-            in_app("k4", "Last chance")]), metadata=WS)
-        await eventually(lambda: len(received) == 2, timeout=5)
+        async with subscribed(stub) as received:  # the existing message is not streamed
+            clock.advance(timedelta(seconds=1))
+            await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+                in_app("k2", "20% off"), in_app("k3", "Not yours", profile_id="p2"),
+                in_app("k4", "Last chance")]), metadata=WS)
+            await eventually(lambda: len(received) == 2, timeout=5)
         assert sorted(m.content.title for m in received) == ["20% off", "Last chance"]
         assert received[0].state == inbox_pb2.INBOX_STATE_UNREAD
         assert received[0].content.buttons[0].link == "acme://offers"
-        stream.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await reader
 
         sent = (await stub.GetMessage(pb.GetMessageRequest(name=first.name),
                                       metadata=WS)).message
@@ -82,3 +93,37 @@ async def test_the_inbox_lists_marks_and_streams_new_messages(backend: Backend) 
             await stub.MarkInboxMessage(pb.MarkInboxMessageRequest(
                 name=read_one.name, state=inbox_pb2.INBOX_STATE_READ), metadata=OTHER)
         assert other.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_stream_starts_after_every_message_of_the_newest_time_and_pages_ties(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small pages, so runs of one create_time longer than a page are exercised.
+    monkeypatch.setattr(inbox_api, "_STREAM_BATCH", 2)
+    clock = ManualClock()  # not advanced: one batch's messages share one create_time
+    app = delivery_app(backend, free_port(), clock)
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+        stub = pb_grpc.DeliveryServiceStub(ch)
+        await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+            in_app(f"old{n}", f"old {n}") for n in range(5)]), metadata=WS)
+
+        async def listed() -> bool:
+            return len((await stub.ListInboxMessages(pb.ListInboxMessagesRequest(
+                profile_id="p1"), metadata=WS)).messages) == 5
+
+        await eventually(listed)
+        async with subscribed(stub) as received:
+            # The same create_time as the messages before the subscription, then a later one.
+            await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+                in_app(f"tie{n}", f"tie {n}") for n in range(5)]), metadata=WS)
+            await eventually(lambda: len(received) >= 5, timeout=10)
+            clock.advance(timedelta(seconds=1))
+            await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+                in_app(f"new{n}", f"new {n}") for n in range(5)]), metadata=WS)
+            await eventually(lambda: len(received) >= 10, timeout=10)
+            await asyncio.sleep(inbox_api.POLL_SECONDS + 0.5)  # a poll more: none twice
+    # Each once, the ties (in any order: they land at any time, with any id) before the later.
+    assert sorted(m.content.title for m in received[:5]) == [f"tie {n}" for n in range(5)]
+    assert sorted(m.content.title for m in received[5:]) == [f"new {n}" for n in range(5)]
+    assert len({m.message_id for m in received}) == 10
+    times = [m.create_time.ToDatetime() for m in received]
+    assert times == sorted(times) and times[4] < times[5]

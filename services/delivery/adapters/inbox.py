@@ -37,14 +37,16 @@ def _inbox(row: Row[Any]) -> InboxMessage:
 def list_inbox(session: Session, workspace_id: str, profile_id: str, *, include_dismissed: bool,
                limit: int, after: tuple[datetime, str] | None,
                newer_than: tuple[datetime, str] | None = None) -> list[InboxMessage]:
-    """Newest first after ``after`` (paging); or, with ``newer_than``, oldest first from its
-    time on (the caller skips the ids it has seen at that time: times can tie)."""
+    """Newest first after the (time, id) ``after`` (paging); or, with ``newer_than``, oldest
+    first after that (time, id), ``(time, "")`` taking every message of that time."""
     query = select(inbox_messages).where(i.workspace_id == workspace_id,
                                          i.profile_id == profile_id)
     if not include_dismissed:
         query = query.where(i.state != InboxState.DISMISSED.value)
     if newer_than is not None:
-        query = query.where(i.create_time >= newer_than[0])
+        time, message_id = newer_than
+        query = query.where(or_(i.create_time > time,
+                                and_(i.create_time == time, i.message_id > message_id)))
         order = (i.create_time, i.message_id)
     else:
         if after is not None:
@@ -53,6 +55,13 @@ def list_inbox(session: Session, workspace_id: str, profile_id: str, *, include_
                                     and_(i.create_time == time, i.message_id < message_id)))
         order = (i.create_time.desc(), i.message_id.desc())
     return [_inbox(r) for r in session.execute(query.order_by(*order).limit(limit)).all()]
+
+
+def ids_at(session: Session, workspace_id: str, profile_id: str, time: datetime) -> set[str]:
+    """The ids of the profile's messages created at exactly ``time``."""
+    return set(session.execute(select(i.message_id).where(
+        i.workspace_id == workspace_id, i.profile_id == profile_id,
+        i.create_time == time)).scalars())
 
 
 def mark(session: Session, workspace_id: str, message_id: str, state: InboxState,

@@ -214,13 +214,19 @@ def record(session: Session, claim: Claim, transition: Transition, now: datetime
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def suppression_address(channel: str, address: str) -> str:
-    """The spelling the suppression list keeps an address in. For email the canonical one, so
-    every spelling of one mailbox (``someone@BÜCHER.example``, ``someone@xn--bcher-kva.example``)
-    is one entry. Canonicalised here rather than when a message is accepted: messages keep the
-    address as the caller sent it (GetMessage, identity's events show it), and this module is
-    the only place suppressions are written (bounces, unsubscribes, complaints) and read."""
-    return canonical_email(address) if channel == Channel.EMAIL.value else address
+def suppression_spellings(channel: str, address: str) -> tuple[str, ...]:
+    """The spellings the suppression list keeps an address under: for email the canonical one
+    first, so every spelling of one mailbox (``someone@BÜCHER.example``,
+    ``someone@xn--bcher-kva.example``) finds one entry, then the address as given, which is all
+    the release before the canonical form looks up (it serves beside this one during a rolling
+    update, and alone after a rollback) and what it wrote. Canonicalised here rather than when a
+    message is accepted: messages keep the address as the caller sent it (GetMessage, identity's
+    events show it), and this module is the only place suppressions are written (bounces,
+    unsubscribes, complaints) and read."""
+    if channel != Channel.EMAIL.value:
+        return (address,)
+    canonical = canonical_email(address)
+    return (canonical,) if canonical == address else (canonical, address)
 
 
 def suppressed_addresses(session: Session, keys: Sequence[tuple[str, str, str]]
@@ -229,21 +235,31 @@ def suppressed_addresses(session: Session, keys: Sequence[tuple[str, str, str]]
     whichever spelling of an address a key and the list use."""
     if not keys:
         return {}
-    stored = {key: (key[0], key[1], suppression_address(key[1], key[2])) for key in keys}
+    spellings = {key: suppression_spellings(key[1], key[2]) for key in keys}
     s = suppressions.c
     rows = session.execute(select(s.workspace_id, s.channel, s.address, s.reason).where(
-        one_of(session, s.address, sorted({k[2] for k in stored.values()})),
+        one_of(session, s.address, sorted({a for found in spellings.values() for a in found})),
         one_of(session, s.workspace_id, sorted({k[0] for k in keys})))).all()
     reasons = {(r.workspace_id, r.channel, r.address): r.reason for r in rows}
-    return {key: reasons[found] for key, found in stored.items() if found in reasons}
+    found: dict[tuple[str, str, str], str] = {}
+    for key, stored in spellings.items():
+        # The canonical row first: it holds the earliest reason the migration found.
+        hits = [reasons[(key[0], key[1], a)] for a in stored if (key[0], key[1], a) in reasons]
+        if hits:
+            found[key] = hits[0]
+    return found
 
 
 def suppress(session: Session, rows: Sequence[tuple[str, str, str, str]], now: datetime) -> None:
-    """Add (workspace, channel, address, reason) to the suppression list; the first reason stays."""
+    """Add (workspace, channel, address, reason) to the suppression list under each of its
+    spellings; the first reason stays."""
     if rows:
-        insert_ignore(session, suppressions, [
-            {"workspace_id": w, "channel": c, "address": suppression_address(c, a),
-             "reason": r[:1024], "create_time": now} for w, c, a, r in rows])
+        # In key order, so concurrent writers of one mailbox cannot deadlock on its rows.
+        insert_ignore(session, suppressions, sorted(
+            ({"workspace_id": w, "channel": c, "address": spelling, "reason": r[:1024],
+              "create_time": now}
+             for w, c, a, r in rows for spelling in suppression_spellings(c, a)),
+            key=lambda row: (row["workspace_id"], row["channel"], row["address"])))
 
 
 def recent_sends(session: Session, workspace_id: str, keys: Sequence[tuple[str, str]],

@@ -115,10 +115,11 @@ class InboxRpcs:
         workspace = current_workspace()
         profile_id = request.profile_id
         wake = self.hub.subscribe(workspace, profile_id)
-        # Only what arrives from now on: the newest existing message is the starting point.
-        newest = await self.db.run(self._read_new, workspace, profile_id, None)
-        since = newest[0].create_time if newest else datetime(1970, 1, 1, tzinfo=UTC)
-        seen = {m.message_id for m in newest}  # ids already known at time ``since``
+        # Only what arrives from now on. The position is the latest create_time streamed (at
+        # first the newest existing message's) and every id known at that time: times tie
+        # (one clock reading for a batch, a coarse clock), and a message of that very time can
+        # still land, with any id, so ids alone cannot be the cursor there.
+        since, seen = await self.db.run(self._starting_point, workspace, profile_id)
         try:
             # Tells the caller the starting point is fixed: whatever lands from now on streams.
             await context.send_initial_metadata(())
@@ -126,23 +127,37 @@ class InboxRpcs:
                 with contextlib.suppress(TimeoutError):  # the poll for other replicas
                     await asyncio.wait_for(wake.wait(), POLL_SECONDS)
                 wake.clear()
-                for message in await self.db.run(self._read_new, workspace, profile_id,
-                                                 (since, "")):
-                    if message.message_id in seen:
-                        continue
-                    if message.create_time > since:
-                        since, seen = message.create_time, set()
-                    seen.add(message.message_id)
-                    yield pb.SubscribeInboxResponse(message=inbox_to_proto(message))
+                # Everything from ``since`` on, paged by (time, id): no run of tied times,
+                # however long, stalls the stream.
+                cursor = (since, "")
+                while True:
+                    page = await self.db.run(self._read_after, workspace, profile_id, cursor)
+                    for message in page:
+                        cursor = (message.create_time, message.message_id)
+                        if message.create_time == since and message.message_id in seen:
+                            continue
+                        if message.create_time > since:
+                            since, seen = message.create_time, set()
+                        seen.add(message.message_id)
+                        yield pb.SubscribeInboxResponse(message=inbox_to_proto(message))
+                    if len(page) < _STREAM_BATCH:
+                        break
         finally:
             self.hub.unsubscribe(workspace, profile_id, wake)
 
-    def _read_new(self, workspace: str, profile_id: str,
-                  cursor: tuple[datetime, str] | None) -> list[InboxMessage]:
-        """The newest message when ``cursor`` is None, else those after it, oldest first."""
+    def _starting_point(self, workspace: str, profile_id: str) -> tuple[datetime, set[str]]:
+        """The newest message's create_time and the ids of every message of that time."""
         with self.db.transaction() as session:
-            if cursor is None:
-                return store.list_inbox(session, workspace, profile_id, include_dismissed=True,
-                                        limit=1, after=None)
+            newest = store.list_inbox(session, workspace, profile_id, include_dismissed=True,
+                                      limit=1, after=None)
+            if not newest:
+                return datetime(1970, 1, 1, tzinfo=UTC), set()
+            since = newest[0].create_time
+            return since, store.ids_at(session, workspace, profile_id, since)
+
+    def _read_after(self, workspace: str, profile_id: str,
+                    cursor: tuple[datetime, str]) -> list[InboxMessage]:
+        """A batch of the messages after the (time, id) ``cursor``, oldest first."""
+        with self.db.transaction() as session:
             return store.list_inbox(session, workspace, profile_id, include_dismissed=True,
                                     limit=_STREAM_BATCH, after=None, newer_than=cursor)

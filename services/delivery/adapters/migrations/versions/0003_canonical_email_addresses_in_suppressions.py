@@ -4,6 +4,8 @@ Revision ID: 0003
 Revises: 0002
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -14,38 +16,66 @@ down_revision = '0002'
 branch_labels = None
 depends_on = None
 
+# Rows read, and at most as many written, at a time: memory stays flat however long the list
+# (the migrate init container has 256Mi).
+BATCH = 1000
+
 
 def upgrade() -> None:
-    # Suppressions were stored and compared as typed; they are now compared in the canonical
-    # form (domain/addresses.py), so a row in another spelling (an upper-case or Unicode domain,
-    # a decomposed local part) would stop suppressing its mailbox. Rewrite each email row to
-    # its canonical form; where several spellings meet, the earliest row (its reason) stays.
-    # The rule lives in Python (IDNA), so rows are read and the changed ones written back.
-    from cjo_delivery.domain.addresses import canonical_email
+    # Suppressions are now looked up in their canonical form (domain/addresses.py) as well as
+    # the spelling asked about, and written in both. Add the canonical row for every email row
+    # stored in another spelling (an upper-case or Unicode domain, a decomposed local part), so
+    # each spelling of one mailbox finds it. Additive: the release before this one, whose pods
+    # keep serving during a rolling update (and again after a rollback), looks addresses up
+    # exactly as typed, so every original row stays. Where spellings meet, the canonical row
+    # (added, or there already) takes the earliest one's reason and time.
+    # The rule lives in Python (IDNA), so rows are streamed and only the few not canonical yet
+    # are written, in batches.
+    from sqlalchemy.orm import Session
 
-    table = sa.table('suppressions', sa.column('workspace_id', sa.String),
-                     sa.column('channel', sa.String), sa.column('address', sa.String),
-                     sa.column('create_time', cjo_platform.db.types.UtcDateTime))
+    from cjo_delivery.domain.addresses import canonical_email
+    from cjo_platform.db import upsert
+
+    table = sa.Table('suppressions', sa.MetaData(),
+                     sa.Column('workspace_id', sa.String), sa.Column('channel', sa.String),
+                     sa.Column('address', sa.String), sa.Column('reason', sa.String),
+                     sa.Column('create_time', cjo_platform.db.types.UtcDateTime),
+                     sa.PrimaryKeyConstraint('workspace_id', 'channel', 'address'))
     c = table.c
+
+    def earliest(new: Any) -> dict[str, Any]:
+        # Batches come in key order, not time order: whichever row is earlier wins.
+        earlier = new.create_time < c.create_time
+        return {'reason': sa.case((earlier, new.reason), else_=c.reason),
+                'create_time': sa.case((earlier, new.create_time), else_=c.create_time)}
+
     bind = op.get_bind()
-    rows = bind.execute(sa.select(c.workspace_id, c.address).where(c.channel == 'email')
-                        .order_by(c.create_time, c.address)).all()
-    keeper: dict[tuple[str, str], str] = {}
-    for workspace_id, address in rows:
-        keeper.setdefault((workspace_id, canonical_email(address)), address)
-    kept = {(workspace_id, address) for (workspace_id, _), address in keeper.items()}
-    gone = [{'w': w, 'a': a} for w, a in rows if (w, a) not in kept]
-    renamed = [{'w': w, 'a': a, 'canonical': canonical} for (w, canonical), a in keeper.items()
-               if a != canonical]
-    mine = sa.and_(c.workspace_id == sa.bindparam('w'), c.channel == 'email',
-                   c.address == sa.bindparam('a'))
-    if gone:  # first, so no renamed row collides with a spelling still there
-        bind.execute(table.delete().where(mine), gone)
-    if renamed:
-        bind.execute(table.update().where(mine)
-                     .values(address=sa.bindparam('canonical')), renamed)
+    # A server-side cursor on PostgreSQL, fetched BATCH rows at a time (for this query only:
+    # Connection.execution_options would change the connection alembic goes on using). The
+    # cursor's snapshot does not see the rows written meanwhile; on SQLite those are canonical,
+    # so skipped if seen.
+    rows = bind.execute(sa.select(c.workspace_id, c.address, c.reason, c.create_time)
+                        .where(c.channel == 'email').order_by(c.workspace_id, c.address),
+                        execution_options={'yield_per': BATCH})
+    with Session(bind=bind) as session:
+        for batch in rows.partitions():
+            canonical: dict[tuple[str, str], dict[str, Any]] = {}
+            for workspace_id, address, reason, create_time in batch:
+                key = (workspace_id, canonical_email(address))
+                if key[1] == address:
+                    continue
+                row = canonical.get(key)
+                if row is None or create_time < row['create_time']:  # one upsert per key
+                    canonical[key] = {'workspace_id': workspace_id, 'channel': 'email',
+                                      'address': key[1], 'reason': reason,
+                                      'create_time': create_time}
+            upsert(session, table, list(canonical.values()), earliest)
 
 
 def downgrade() -> None:
-    # The canonical spelling is one of the spellings the older code compared; nothing to undo.
+    # Nothing to undo: upgrade() deleted no row and renamed none, so every row the older code
+    # looks up (the spelling it was given) is still there. The canonical rows stay: to the
+    # older code they are one more spelling of a suppressed mailbox, rightly suppressed. What
+    # this release suppressed is stored in the spelling given too (repository.suppress), which
+    # is the one the older code will be asked about.
     pass
