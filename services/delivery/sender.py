@@ -24,13 +24,18 @@ skipped, and a transient failure moves on to the next, as does a provider that c
 this message (one without SMTPUTF8 for an address that needs it). Email falls back to the
 deployment's SMTP server when the workspace configured no email provider.
 
-A provider with a rate limit (``rate_per_second``, ``burst``) whose token bucket is empty is
-skipped like one with an open breaker. When no provider was called because of that, the message
-goes back to the queue, its attempt not counted, due at its turn: when the next token comes,
-or one token's time after the turn last handed out, so a backlog comes back at the rate rather
-than being claimed and put back every round. Excess waits in the database, never in memory.
-The buckets live in this process, so with N sender replicas each enforces the full rate:
-configure rate/N.
+Rate limits (``rate_per_second``, ``burst``) hold across every sender replica sharing the
+database (domain/ratelimit.py, adapters/rate_store.py). Once the claims are in, a round reserves
+in one transaction, per rate-limited provider, as many sends as it has messages that will try
+that provider first; each message takes one from its provider's grant, and the round gives back
+what it did not use (a failover, a failed call, a shutdown) in at most one more transaction.
+Rounds without rate-limited providers pay nothing. A provider without a send left for the
+message is skipped like one with an open breaker; the first message of a round that fails over
+to a rate-limited provider reserves one send on the spot. When no provider was called because
+of that, the message goes back to the queue, its attempt not counted, due at its turn: when
+sends free up, after the turns already handed out on any replica, so a backlog comes back at the
+rate rather than being claimed and put back every round. Excess waits in the database, never in
+memory.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from datetime import datetime, timedelta
 from opentelemetry.trace import Status, StatusCode
 from sqlalchemy.orm import Session
 
-from cjo_delivery.adapters import provider_store, repository
+from cjo_delivery.adapters import provider_store, rate_store, repository
 from cjo_delivery.adapters.contents import decode_outgoing
 from cjo_delivery.adapters.facts import fact_payload
 from cjo_delivery.adapters.secret_box import SecretBox
@@ -62,7 +67,7 @@ from cjo_delivery.domain.policies import (
     decide,
 )
 from cjo_delivery.domain.providers import DEFAULT_SMTP_ID, ProviderConfig
-from cjo_delivery.domain.ratelimit import TokenBucket, bucket_of
+from cjo_delivery.domain.ratelimit import Grant, RateLimit, limit_of
 from cjo_delivery.domain.sending import (
     OutgoingMessage,
     Provider,
@@ -122,7 +127,7 @@ class _Route:
     provider_id: str
     provider: Provider
     breaker: CircuitBreaker
-    bucket: TokenBucket | None = None
+    limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ class _Context:
     policies: dict[str, DeliveryPolicy]
     suppressions: dict[tuple[str, str, str], str]
     recent: dict[tuple[str, str, str], list[datetime]]
+    # This round's reservations of rate-limited providers, by (workspace, provider id).
+    grants: dict[tuple[str, str], Grant] = field(default_factory=dict)
 
 
 ProviderBuilder = Callable[[ProviderConfig], Provider]
@@ -166,6 +173,8 @@ class Sender(PollingWorker):
         # Live providers by (workspace, provider id), rebuilt when their etag changes.
         self._live: dict[tuple[str, str], tuple[str, _Route]] = {}
         self._retired: list[Provider] = []
+        # One reservation at a time for messages that fail over to a rate-limited provider.
+        self._reserving = asyncio.Lock()
 
     def _new_breaker(self) -> CircuitBreaker:
         return CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_cool_down)
@@ -195,7 +204,11 @@ class Sender(PollingWorker):
         if claims:
             context = await self.db.run(self._load_context, claims, now)
             decided = await self._apply_policies(claims, context, now)
-            await self._deliver(claims, decided, context)
+            await self._reserve(claims, decided, context, now)
+            try:
+                await self._deliver(claims, decided, context)
+            finally:
+                await self._give_back(context.grants)
         return len(claims)
 
     def _claim(self, now: datetime) -> list[Claim]:
@@ -293,10 +306,63 @@ class Sender(PollingWorker):
                     self._retired.append(live[1].provider)
                 assert self.build_provider is not None
                 live = (config.etag, _Route(config.provider_id, self.build_provider(config),
-                                            self._new_breaker(), bucket_of(config.config)))
+                                            self._new_breaker(), limit_of(config.config)))
                 self._live[key] = live
             routes.append(live[1])
         return routes
+
+    async def _reserve(self, claims: Sequence[Claim], decided: dict[str, Transition],
+                       context: _Context, now: datetime) -> None:
+        """Reserve in one transaction the sends this round wants of rate-limited providers.
+
+        A message counts for the first provider whose breaker lets it through, the one it
+        will try first: counting its fallbacks too would hold budget other replicas could use.
+        A message that fails over to a rate-limited provider reserves on its own (``_grant``).
+        """
+        wants: dict[tuple[str, str], tuple[RateLimit, int]] = {}
+        for claim in claims:
+            if claim.message_id in decided:
+                continue
+            first = next((route for route in self._routes(claim, context)
+                          if route.breaker.state(now) != "open"), None)
+            if first is not None and first.limit is not None:
+                key = (claim.workspace_id, first.provider_id)
+                wants[key] = (first.limit, wants.get(key, (first.limit, 0))[1] + 1)
+        if wants:
+            context.grants.update(await self.db.run(self._reserve_in_db, wants, now))
+
+    def _reserve_in_db(self, wants: dict[tuple[str, str], tuple[RateLimit, int]],
+                       now: datetime) -> dict[tuple[str, str], Grant]:
+        with self.db.transaction() as session:
+            return rate_store.reserve(session, wants, now)
+
+    async def _grant(self, claim: Claim, route: _Route, grants: dict[tuple[str, str], Grant]
+                     ) -> Grant:
+        """The round's grant of a rate-limited provider; one send is reserved on the spot for
+        the first message of the round that fails over to it."""
+        assert route.limit is not None
+        key = (claim.workspace_id, route.provider_id)
+        if key in grants:
+            return grants[key]
+        async with self._reserving:
+            if key not in grants:
+                grants.update(await self.db.run(self._reserve_in_db, {key: (route.limit, 1)},
+                                                self.clock.now()))
+        return grants[key]
+
+    async def _give_back(self, grants: dict[tuple[str, str], Grant]) -> None:
+        """Return the sends the round reserved and did not use, so a failover, a failed or
+        an unsent message does not burn budget, and record the turns handed out."""
+        if not any(grant.unused or grant.last_turn is not None for grant in grants.values()):
+            return
+        try:
+            await self.db.run(self._give_back_in_db, grants, self.clock.now())
+        except Exception as exc:  # the budget is lost until the rate refills it: still safe
+            log.warning("giving back unused rate-limited sends failed", error=str(exc))
+
+    def _give_back_in_db(self, grants: dict[tuple[str, str], Grant], now: datetime) -> None:
+        with self.db.transaction() as session:
+            rate_store.settle(session, grants, now)
 
     async def _deliver(self, claims: Sequence[Claim], decided: dict[str, Transition],
                        context: _Context) -> None:
@@ -337,7 +403,8 @@ class Sender(PollingWorker):
                 try:
                     outgoing = self._outgoing(claim)
                     outcome = await self._through_providers(claim, outgoing,
-                                                            self._routes(claim, context))
+                                                            self._routes(claim, context),
+                                                            context.grants)
                 except ProviderError as exc:
                     outcome = _Outcome(claim, error=exc)
                 except Exception as exc:  # a provider bug must not stop the other messages
@@ -350,7 +417,8 @@ class Sender(PollingWorker):
                 return outcome
 
     async def _through_providers(self, claim: Claim, outgoing: OutgoingMessage,
-                                 routes: Sequence[_Route]) -> _Outcome:
+                                 routes: Sequence[_Route],
+                                 grants: dict[tuple[str, str], Grant]) -> _Outcome:
         """Try the providers in order; the first that takes the message wins."""
         if not routes:
             return _Outcome(claim, error=ProviderError(
@@ -359,22 +427,25 @@ class Sender(PollingWorker):
         errors: list[str] = []  # of providers that may take the message later
         refusals: list[str] = []  # of providers that can never take it
         retry_after: float | None = None
-        turns: list[tuple[datetime, TokenBucket]] = []  # of providers at their rate limit
+        turns: list[tuple[datetime, Grant]] = []  # of providers at their rate limit
         called = False  # whether a provider was tried and failed for a while
         for route in routes:
             now = self.clock.now()
-            if route.bucket is not None and route.bucket.wait(now):
-                turns.append((route.bucket.next_turn(now), route.bucket))
-                continue
+            grant = None
+            if route.limit is not None and route.breaker.state(now) != "open":
+                grant = await self._grant(claim, route, grants)
+                if not grant.take():
+                    turns.append((grant.next_turn(now), grant))
+                    continue
             if not route.breaker.allow(now):
+                if grant is not None:  # a half-open breaker's one trial is under way
+                    grant.put_back()
                 errors.append(f"{route.provider_id}: circuit open")
                 reopen = route.breaker.open_until
                 if reopen is not None:
                     wait = max((reopen - now).total_seconds(), 0.0)
                     retry_after = wait if retry_after is None else min(retry_after, wait)
                 continue
-            if route.bucket is not None:
-                route.bucket.take(now)
             try:
                 provider_message_id = await route.provider.send(outgoing)
             except ProviderError as exc:
@@ -404,8 +475,8 @@ class Sender(PollingWorker):
             return _Outcome(claim, provider_message_id=provider_message_id,
                             provider_id=route.provider_id)
         if turns and not called:
-            turn, bucket = min(turns, key=lambda t: t[0])
-            bucket.promise(turn)
+            turn, grant = min(turns, key=lambda t: t[0])
+            grant.promise(turn)
             return _Outcome(claim, decided=rate_limited(claim.attempts, turn))
         if not errors:  # every provider was asked and none can ever take it
             return _Outcome(claim, error=ProviderError("; ".join(refusals), transient=False))

@@ -1,5 +1,6 @@
-"""Per-provider rate limits (token bucket on the injected clock) and SMTP with STARTTLS and
-AUTH against a real aiosmtpd server on loopback with a throwaway certificate."""
+"""Per-provider rate limits (GCRA on the injected clock, shared by replicas through the
+database) and SMTP with STARTTLS and AUTH against a real aiosmtpd server on loopback with a
+throwaway certificate."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, provider_pb2
-from cjo_delivery.domain.ratelimit import TokenBucket
+from cjo_delivery.domain.ratelimit import Grant, RateLimit
 from cjo_platform.clock import ManualClock
 from cjo_platform.rpc.status import field_violations
 from support import Backend, as_service, eventually, free_port, serving
@@ -51,23 +52,61 @@ async def settled(sink: HttpSink, count: int) -> None:
     assert sink.count() == count
 
 
-def test_a_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
-    clock = ManualClock()
-    bucket = TokenBucket(rate=3.0, burst=2)
-    now = clock.now()
-    assert bucket.take(now) and bucket.take(now) and not bucket.take(now)
-    wait = bucket.wait(now)
-    assert timedelta(seconds=0.333) < wait <= timedelta(seconds=0.334)
-    assert bucket.wait(now + wait) == timedelta(0)  # coming back then finds the token
-    assert bucket.take(now + wait) and not bucket.take(now + wait)
-    # Refused messages get turns one token apart, not all the next token.
-    first = bucket.next_turn(now + wait)
-    assert timedelta(seconds=0.333) < first - (now + wait) <= timedelta(seconds=0.334)
-    bucket.promise(first)
-    assert bucket.next_turn(now + wait) == first + timedelta(microseconds=333334)
-    later = now + timedelta(hours=1)  # a long idle time fills it to the burst, no more
-    assert bucket.next_turn(later) == later
-    assert bucket.take(later) and bucket.take(later) and not bucket.take(later)
+def test_a_limit_grants_its_burst_then_its_rate() -> None:
+    limit = RateLimit(rate=3.0, burst=2)
+    now = ManualClock().now()
+    granted, tat = limit.reserve(now, now, want=5)  # a fresh row's arrival time is now
+    assert granted == 2 and tat == now + timedelta(microseconds=666667)
+    assert limit.reserve(tat, now, want=5) == (0, tat)  # nothing left, never a negative grant
+    one = now + limit.span(1)  # one send's time later, exactly one more
+    assert limit.span(1) == timedelta(microseconds=333334)
+    granted, tat = limit.reserve(tat, one, want=5)
+    assert granted == 1 and limit.reserve(tat, one, want=5)[0] == 0
+    later = now + timedelta(hours=1)  # a long idle time frees the burst, no more
+    assert limit.reserve(tat, later, want=5)[0] == 2
+    # Many small reservations at the rate add up to the rate, not more.
+    tat, sent = now, 0
+    for step in range(1, 301):
+        got, tat = limit.reserve(tat, now + timedelta(milliseconds=10 * step), want=1)
+        sent += got
+    assert sent == 2 + 8  # the burst, then 3/s over the 2.99 s that followed
+
+
+def test_giving_back_returns_unused_sends_but_never_banks_past_the_burst() -> None:
+    limit = RateLimit(rate=10.0, burst=5)
+    now = ManualClock().now()
+    granted, tat = limit.reserve(now, now, want=5)
+    assert granted == 5
+    back = limit.give_back(tat, now, unused=2)  # two were never sent
+    assert limit.reserve(back, now, want=5)[0] == 2
+    assert limit.give_back(tat, now, unused=50) == now  # no more than a full burst
+    assert limit.reserve(limit.give_back(tat, now, unused=50), now, want=9)[0] == 5
+    # Returned late, the time that passed counts once, not twice.
+    late = now + timedelta(seconds=0.3)
+    assert limit.reserve(limit.give_back(tat, late, unused=5), late, want=9)[0] == 5
+
+
+def test_a_grant_hands_out_its_sends_and_spreads_the_turns_of_refused_messages() -> None:
+    limit = RateLimit(rate=2.0, burst=2)
+    now = ManualClock().now()
+    granted, tat = limit.reserve(now, now, want=4)
+    grant = Grant(limit, granted, tat, promised=None)
+    assert grant.take() and grant.take() and not grant.take()
+    # Refused messages come back as sends free up, one after the other: 0.5 s apart.
+    turns = []
+    for _ in range(3):
+        turns.append(grant.next_turn(now))
+        grant.promise(turns[-1])
+    assert [t - now for t in turns] == [timedelta(seconds=0.5 * k) for k in (1, 2, 3)]
+    assert grant.last_turn == turns[-1] and grant.unused == 0
+    # The next round (on any replica) queues behind the turns already handed out.
+    nxt = Grant(limit, 0, tat, promised=grant.last_turn)
+    assert nxt.next_turn(now) == turns[-1] + timedelta(seconds=0.5)
+    # A taken send that was not made goes back to the round's grant.
+    fresh = Grant(limit, 1, tat, promised=None)
+    assert fresh.take()
+    fresh.put_back()
+    assert fresh.unused == 1
 
 
 async def test_rate_limit_holds_excess_in_the_queue_until_tokens_come(backend: Backend) -> None:

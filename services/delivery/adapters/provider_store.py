@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from cjo_delivery.adapters.secret_box import MARKER, SecretBox, SecretsUnreadable
-from cjo_delivery.adapters.tables import policies, providers
+from cjo_delivery.adapters.tables import policies, provider_rates, providers
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap, QuietHours
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
@@ -84,6 +84,9 @@ def get_provider(session: Session, workspace_id: str, provider_id: str, box: Sec
 def delete_provider(session: Session, workspace_id: str, provider_id: str) -> bool:
     result = session.execute(delete(providers).where(
         p.workspace_id == workspace_id, p.provider_id == provider_id))
+    session.execute(delete(provider_rates).where(
+        provider_rates.c.workspace_id == workspace_id,
+        provider_rates.c.provider_id == provider_id))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 

@@ -125,3 +125,15 @@ inbox_messages = Table(
     PrimaryKeyConstraint("workspace_id", "message_id"),
     Index("ix_inbox_profile", "workspace_id", "profile_id", "create_time", "message_id"),
 )
+
+# Provider rate limits shared by every sender replica: per rate-limited provider, the GCRA's
+# theoretical arrival time (domain/ratelimit.py) and the latest turn handed to a refused message.
+provider_rates = Table(
+    "provider_rates",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("provider_id", String(64), nullable=False),
+    Column("tat", UtcDateTime, nullable=False),
+    Column("promised", UtcDateTime, nullable=True),
+    PrimaryKeyConstraint("workspace_id", "provider_id"),
+)

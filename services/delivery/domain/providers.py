@@ -43,7 +43,7 @@ class _Shape:
 
 
 _ALL = frozenset(Channel) - {Channel.IN_APP}
-# Settings every kind takes: a token-bucket rate limit (see domain/ratelimit.py).
+# Settings every kind takes: a rate limit shared by every sender replica (see domain/ratelimit.py).
 RATE_SETTINGS = frozenset({"rate_per_second", "burst"})
 SHAPES = {
     ProviderKind.SMTP: _Shape(frozenset({Channel.EMAIL}),

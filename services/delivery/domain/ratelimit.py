@@ -1,9 +1,19 @@
-"""Per-provider rate limits: a token bucket driven by the injected clock.
+"""Per-provider rate limits: the generic cell rate algorithm (GCRA) on the injected clock.
 
 A provider configured with ``rate_per_second`` (and optionally ``burst``, default the rate
 rounded up, at least 1) takes at most ``burst`` messages at once and ``rate_per_second`` on
-average. The bucket lives in the sender process: with N sender replicas each one enforces the
-whole rate, so configure rate/N per provider when running N replicas.
+average, summed over every sender replica. The whole state of a limit is one instant, the
+theoretical arrival time (``tat``): when the provider would have caught up with everything
+sent so far at the rate. It lives in the database (adapters/rate_store.py), so replicas
+sharing a database share the limit; this module is the arithmetic.
+
+A sender reserves the sends of a whole round at once (``reserve``), hands out the grant one
+message at a time (``Grant.take``), and gives back what it did not use (``give_back``), so a
+message that went to another provider or was never sent does not burn budget. A message
+refused for want of a grant gets a turn (``Grant.next_turn``): when the next sends free up,
+after the turns already handed out, so a backlog comes back spread at the rate instead of
+being claimed and put back every round. A turn is a hint, not a reservation: whoever comes
+first takes the send.
 """
 
 from __future__ import annotations
@@ -14,66 +24,84 @@ from datetime import datetime, timedelta
 
 MAX_RATE_PER_SECOND = 100_000.0
 MAX_BURST = 100_000
-_EPSILON = 1e-9  # float sums of refills must not leave a token at 0.9999999
+_EPSILON = 1e-6  # times are whole microseconds: room for 0.9999996 sends is room for one
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    rate: float  # sends per second
+    burst: int  # most sends at once
+
+    def span(self, sends: int) -> timedelta:
+        """The time ``sends`` take at the rate, rounded up to the microsecond (so the sum of
+        the spans of a round never lets more through than the rate)."""
+        return timedelta(microseconds=math.ceil(sends * 1e6 / self.rate))
+
+    def reserve(self, tat: datetime, now: datetime, want: int) -> tuple[int, datetime]:
+        """Reserve up to ``want`` sends at ``now``: how many, and the new arrival time."""
+        start = max(tat, now)
+        room = (now - start).total_seconds() + self.burst / self.rate
+        granted = max(0, min(want, math.floor(room * self.rate + _EPSILON)))
+        return granted, start + self.span(granted)
+
+    def give_back(self, tat: datetime, now: datetime, unused: int) -> datetime:
+        """The arrival time once ``unused`` reserved sends are returned; never before ``now``,
+        where the whole burst is free again (time that passed is not banked beyond it)."""
+        return max(tat - self.span(unused), now)
 
 
 @dataclass
-class TokenBucket:
-    rate: float  # tokens added per second
-    burst: int  # most tokens held
-    tokens: float = -1.0  # -1: full on first use
-    updated: datetime | None = None
-    promised: datetime | None = None  # the latest turn handed to a refused message
+class Grant:
+    """One round's reservation of one provider's sends."""
 
-    def _refill(self, now: datetime) -> None:
-        if self.updated is None or self.tokens < 0:
-            self.tokens = float(self.burst)
-        elif now > self.updated:
-            elapsed = (now - self.updated).total_seconds()
-            self.tokens = min(float(self.burst), self.tokens + elapsed * self.rate)
-        if self.updated is None or now > self.updated:
-            self.updated = now
+    limit: RateLimit
+    granted: int
+    tat: datetime  # after the reservation
+    promised: datetime | None  # the latest turn handed out before this round
+    used: int = 0
+    refused: int = 0
+    last_turn: datetime | None = None  # the latest turn this round handed out
 
-    def wait(self, now: datetime) -> timedelta:
-        """How long until a token is there; zero when one is there now."""
-        self._refill(now)
-        if self.tokens >= 1.0 - _EPSILON:
-            return timedelta(0)
-        # Rounded up to the microsecond, so coming back at now + wait always finds the token.
-        return timedelta(microseconds=math.ceil((1.0 - self.tokens) / self.rate * 1e6))
+    def take(self) -> bool:
+        """Use one reserved send if one is left."""
+        if self.used >= self.granted:
+            return False
+        self.used += 1
+        return True
+
+    def put_back(self) -> None:
+        """Return a send taken but not made."""
+        self.used -= 1
+
+    @property
+    def unused(self) -> int:
+        return self.granted - self.used
 
     def next_turn(self, now: datetime) -> datetime:
-        """When a message refused now should come back: when the next token comes, or one
-        token's time after the turn last handed out, so a backlog comes back spread at the
-        rate instead of all at once (and is not claimed and put back again and again). A turn
-        is a hint, not a reservation: whoever comes first takes the token."""
-        due = now + self.wait(now)
-        if self.promised is not None and self.promised >= due:
-            due = self.promised + timedelta(microseconds=math.ceil(1e6 / self.rate))
-        return due
+        """When a message refused now should come back: the k-th refused message of the round
+        is due when the k-th send after the reservation frees up, or k sends' time after the
+        latest turn handed out before the round, whichever is later."""
+        # Sends free up one by one once the arrival time is less than a burst ahead.
+        base = self.tat - self.limit.span(self.limit.burst)
+        if self.promised is not None and self.promised > base:
+            base = self.promised
+        return max(base + self.limit.span(self.refused + 1), now)
 
     def promise(self, turn: datetime) -> None:
         """Record that a refused message was told to come back at ``turn``."""
-        if self.promised is None or turn > self.promised:
-            self.promised = turn
-
-    def take(self, now: datetime) -> bool:
-        """Take one token if there is one."""
-        self._refill(now)
-        if self.tokens < 1.0 - _EPSILON:
-            return False
-        self.tokens = max(self.tokens - 1.0, 0.0)
-        return True
+        self.refused += 1
+        if self.last_turn is None or turn > self.last_turn:
+            self.last_turn = turn
 
 
-def bucket_of(config: dict[str, str]) -> TokenBucket | None:
-    """The bucket a provider's (validated) settings ask for; None when it has no rate limit."""
+def limit_of(config: dict[str, str]) -> RateLimit | None:
+    """The limit a provider's (validated) settings ask for; None when it has no rate limit."""
     rate = config.get("rate_per_second")
     if not rate:
         return None
     per_second = float(rate)
     burst = int(config.get("burst") or max(1, math.ceil(per_second)))
-    return TokenBucket(per_second, burst)
+    return RateLimit(per_second, burst)
 
 
 def valid_rate(value: str) -> bool:
