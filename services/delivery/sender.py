@@ -27,14 +27,19 @@ deployment's SMTP server when the workspace configured no email provider.
 Rate limits (``rate_per_second``, ``burst``) hold across every sender replica sharing the
 database (domain/ratelimit.py, adapters/rate_store.py). Once the claims are in, a round reserves
 in one transaction, per rate-limited provider, as many sends as it has messages that will try
-that provider first; each message takes one from its provider's grant, and the round gives back
-what it did not use (a failover, a failed call, a shutdown) in at most one more transaction.
-Rounds without rate-limited providers pay nothing. A provider without a send left for the
-message is skipped like one with an open breaker; the first message of a round that fails over
-to a rate-limited provider reserves one send on the spot. When no provider was called because
-of that, the message goes back to the queue, its attempt not counted, due at its turn: when
-sends free up, after the turns already handed out on any replica, so a backlog comes back at the
-rate rather than being claimed and put back every round. Excess waits in the database, never in
+that provider first (a half-open breaker's one trial counts once; the rest count for the next
+provider); each message takes one from its provider's grant, and the round gives back what it
+did not use (a failover, a send the provider never saw, a shutdown) in at most one more
+transaction. A call the provider received, failed or not, keeps its send: the provider counted
+it. Rounds without rate-limited providers pay nothing. A provider without a send left for the
+message is skipped like one with an open breaker. A grant used up is topped up on the spot (for
+the messages of the round that may still want it, so failovers are not held to one a round);
+once a reservation comes back short, or after two top-ups, the provider is done for the round.
+When no provider was called because of that, the message goes back to the queue, its attempt
+not counted, due at its turn: when sends free up, after the turns already handed out on any
+replica, so a backlog comes back at the rate rather than being claimed and put back every
+round. When reserving fails (the database), only that provider's messages are affected: they
+go back to the queue the same way, due shortly. Excess waits in the database, never in
 memory.
 """
 
@@ -96,6 +101,8 @@ log = get_logger(__name__)
 _RECORD_RETRY_DELAYS = (0.2, 1.0, 3.0)
 _MAX_ROUND_BACKOFF = 30.0
 _CONSENT_WAIT = timedelta(seconds=30)
+_RESERVE_RETRY = timedelta(seconds=5)  # after reserving sends of a rate-limited provider failed
+_MAX_TOP_UPS = 2  # reservations on the spot per rate-limited provider and round
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,8 @@ class _Context:
     recent: dict[tuple[str, str, str], list[datetime]]
     # This round's reservations of rate-limited providers, by (workspace, provider id).
     grants: dict[tuple[str, str], Grant] = field(default_factory=dict)
+    # How many of the round's messages list each rate-limited provider: what a top-up asks.
+    candidates: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 ProviderBuilder = Callable[[ProviderConfig], Provider]
@@ -204,7 +213,7 @@ class Sender(PollingWorker):
         if claims:
             context = await self.db.run(self._load_context, claims, now)
             decided = await self._apply_policies(claims, context, now)
-            await self._reserve(claims, decided, context, now)
+            await self._reserve(claims, decided, context)
             try:
                 await self._deliver(claims, decided, context)
             finally:
@@ -312,47 +321,90 @@ class Sender(PollingWorker):
         return routes
 
     async def _reserve(self, claims: Sequence[Claim], decided: dict[str, Transition],
-                       context: _Context, now: datetime) -> None:
+                       context: _Context) -> None:
         """Reserve in one transaction the sends this round wants of rate-limited providers.
 
         A message counts for the first provider whose breaker lets it through, the one it
         will try first: counting its fallbacks too would hold budget other replicas could use.
-        A message that fails over to a rate-limited provider reserves on its own (``_grant``).
+        A half-open breaker lets one trial through, so only one message counts for it. A
+        message that fails over to a rate-limited provider tops its grant up (``_take``).
         """
+        now = self.clock.now()
         wants: dict[tuple[str, str], tuple[RateLimit, int]] = {}
+        trials: set[int] = set()  # half-open breakers already counted for their one trial
         for claim in claims:
             if claim.message_id in decided:
                 continue
-            first = next((route for route in self._routes(claim, context)
-                          if route.breaker.state(now) != "open"), None)
+            first = None
+            for route in self._routes(claim, context):
+                key = (claim.workspace_id, route.provider_id)
+                if route.limit is not None:
+                    context.candidates[key] = context.candidates.get(key, 0) + 1
+                state = route.breaker.state(now)
+                if first is not None or state == "open" or (
+                        state == "half_open" and id(route.breaker) in trials):
+                    continue
+                if state == "half_open":
+                    trials.add(id(route.breaker))
+                first = route
             if first is not None and first.limit is not None:
                 key = (claim.workspace_id, first.provider_id)
                 wants[key] = (first.limit, wants.get(key, (first.limit, 0))[1] + 1)
-        if wants:
-            context.grants.update(await self.db.run(self._reserve_in_db, wants, now))
+        if not wants:
+            return
+        grants: dict[tuple[str, str], Grant] = {}
+        try:
+            # Now, not when the round began: a back-dated reservation lets too much through.
+            grants = await self.db.run(self._reserve_in_db, wants, self.clock.now())
+        except Exception as exc:  # only these providers' messages wait; the round goes on
+            log.warning("reserving rate-limited sends failed", error=str(exc))
+        for key, (limit, _) in wants.items():
+            # A provider deleted meanwhile has no row: its messages wait like on a failure.
+            context.grants[key] = grants.get(key) or _failed_grant(limit, now)
 
     def _reserve_in_db(self, wants: dict[tuple[str, str], tuple[RateLimit, int]],
                        now: datetime) -> dict[tuple[str, str], Grant]:
         with self.db.transaction() as session:
             return rate_store.reserve(session, wants, now)
 
-    async def _grant(self, claim: Claim, route: _Route, grants: dict[tuple[str, str], Grant]
-                     ) -> Grant:
-        """The round's grant of a rate-limited provider; one send is reserved on the spot for
-        the first message of the round that fails over to it."""
+    async def _take(self, claim: Claim, route: _Route, context: _Context
+                    ) -> tuple[Grant, bool]:
+        """The round's grant of a rate-limited provider, and whether a send was taken from it;
+        a grant used up (or missing: a failover) is topped up on the spot, one at a time."""
         assert route.limit is not None
         key = (claim.workspace_id, route.provider_id)
-        if key in grants:
-            return grants[key]
-        async with self._reserving:
-            if key not in grants:
-                grants.update(await self.db.run(self._reserve_in_db, {key: (route.limit, 1)},
-                                                self.clock.now()))
-        return grants[key]
+        grant = context.grants.get(key)
+        if grant is None or not (grant.unused or grant.exhausted):
+            async with self._reserving:
+                grant = context.grants.get(key)
+                if grant is None or not (grant.unused or grant.exhausted):
+                    grant = await self._top_up(key, route.limit, grant, context)
+        return grant, grant.take()  # no await since the check: the send is still there
+
+    async def _top_up(self, key: tuple[str, str], limit: RateLimit, grant: Grant | None,
+                      context: _Context) -> Grant:
+        """Reserve for the messages of the round that may still want this provider."""
+        served = 0 if grant is None else grant.used + grant.refused
+        want = max(1, context.candidates.get(key, 0) - served)
+        now = self.clock.now()
+        more = None
+        try:
+            more = (await self.db.run(self._reserve_in_db, {key: (limit, want)}, now)).get(key)
+        except Exception as exc:  # only this provider's messages wait; the round goes on
+            log.warning("reserving rate-limited sends failed", provider=key[1], error=str(exc))
+        if grant is None:
+            grant = context.grants[key] = more or _failed_grant(limit, now)
+        elif more is None:
+            grant.exhausted = True
+        else:
+            grant.add(more)
+        grant.top_ups += 1
+        grant.exhausted = grant.exhausted or grant.top_ups >= _MAX_TOP_UPS
+        return grant
 
     async def _give_back(self, grants: dict[tuple[str, str], Grant]) -> None:
-        """Return the sends the round reserved and did not use, so a failover, a failed or
-        an unsent message does not burn budget, and record the turns handed out."""
+        """Return the sends the round reserved and did not use, so a failover or a message
+        the provider never saw does not burn budget, and record the turns handed out."""
         if not any(grant.unused or grant.last_turn is not None for grant in grants.values()):
             return
         try:
@@ -404,7 +456,7 @@ class Sender(PollingWorker):
                     outgoing = self._outgoing(claim)
                     outcome = await self._through_providers(claim, outgoing,
                                                             self._routes(claim, context),
-                                                            context.grants)
+                                                            context)
                 except ProviderError as exc:
                     outcome = _Outcome(claim, error=exc)
                 except Exception as exc:  # a provider bug must not stop the other messages
@@ -417,8 +469,7 @@ class Sender(PollingWorker):
                 return outcome
 
     async def _through_providers(self, claim: Claim, outgoing: OutgoingMessage,
-                                 routes: Sequence[_Route],
-                                 grants: dict[tuple[str, str], Grant]) -> _Outcome:
+                                 routes: Sequence[_Route], context: _Context) -> _Outcome:
         """Try the providers in order; the first that takes the message wins."""
         if not routes:
             return _Outcome(claim, error=ProviderError(
@@ -432,10 +483,14 @@ class Sender(PollingWorker):
         for route in routes:
             now = self.clock.now()
             grant = None
-            if route.limit is not None and route.breaker.state(now) != "open":
-                grant = await self._grant(claim, route, grants)
-                if not grant.take():
-                    turns.append((grant.next_turn(now), grant))
+            # Not while a half-open breaker's one trial is under way: this message cannot go
+            # and would top the grant up for nothing.
+            if (route.limit is not None and route.breaker.state(now) != "open"
+                    and not route.breaker.trial_under_way):
+                grant, taken = await self._take(claim, route, context)
+                if not taken:
+                    turns.append((now + _RESERVE_RETRY if grant.failed else grant.next_turn(now),
+                                  grant))
                     continue
             if not route.breaker.allow(now):
                 if grant is not None:  # a half-open breaker's one trial is under way
@@ -451,6 +506,8 @@ class Sender(PollingWorker):
             except ProviderError as exc:
                 if exc.unsupported:
                     route.breaker.succeeded()  # the provider works; it cannot take this one
+                    if grant is not None:  # refused before sending: the send is not used
+                        grant.put_back()
                     refusals.append(exc.message)
                     log.info("provider cannot take the message; trying the next",
                              provider=route.provider_id, message_id=claim.message_id,
@@ -561,6 +618,11 @@ class Sender(PollingWorker):
         for workspace_id, payloads in facts.items():
             self.outbox.add(session, FACTS_TOPIC, workspace_id, payloads)
         return bool(facts)
+
+
+def _failed_grant(limit: RateLimit, now: datetime) -> Grant:
+    """A grant of nothing, for a provider whose sends could not be reserved this round."""
+    return Grant(limit, 0, now, None, exhausted=True, failed=True)
 
 
 def _log_transition(claim: Claim, transition: Transition) -> None:

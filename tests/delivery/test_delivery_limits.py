@@ -166,6 +166,16 @@ async def test_rate_limit_settings_are_validated(backend: Backend) -> None:
         assert status is not None
         assert set(field_violations(status)) >= {"provider.config[rate_per_second]",
                                                  "provider.config[burst]"}
+        # So slow a burst would take longer than a datetime reaches: refused, not stored.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+                channel=common_pb2.CHANNEL_SMS, kind=provider_pb2.PROVIDER_KIND_HTTP_JSON,
+                config={"url": "http://127.0.0.1:1", "rate_per_second": "1e-12"},
+                secrets={"api_key": "k"})), metadata=WS)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = rpc_status.from_call(caught.value)
+        assert status is not None
+        assert set(field_violations(status)) == {"provider.config[rate_per_second]"}
 
 
 # --- SMTP with STARTTLS and AUTH ----------------------------------------------------------

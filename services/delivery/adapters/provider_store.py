@@ -67,9 +67,18 @@ def replace_provider(session: Session, config: ProviderConfig, box: SecretBox, *
         etag=config.etag, update_time=config.update_time)
     if secrets_changed:
         values["secrets"] = _sealed(box, config)
+    before = session.execute(select(p.config, p.disabled).where(
+        p.workspace_id == config.workspace_id, p.provider_id == config.provider_id)).first()
     session.execute(update(providers).where(
         p.workspace_id == config.workspace_id, p.provider_id == config.provider_id).values(
         **values))
+    # After the provider row, the lock order of a sender's reservation (rate_store).
+    if before is None or (before.config, before.disabled) != (values["config"], config.disabled):
+        # A new rate, or a provider back in service, starts afresh: the turns and arrival
+        # time of the old settings could hold a backlog hours behind the new rate.
+        session.execute(delete(provider_rates).where(
+            provider_rates.c.workspace_id == config.workspace_id,
+            provider_rates.c.provider_id == config.provider_id))
 
 
 def get_provider(session: Session, workspace_id: str, provider_id: str, box: SecretBox,

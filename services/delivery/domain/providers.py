@@ -13,7 +13,12 @@ from urllib.parse import urlsplit
 
 from cjo_delivery.domain.addresses import parse_mailbox
 from cjo_delivery.domain.messages import Channel
-from cjo_delivery.domain.ratelimit import valid_burst, valid_rate
+from cjo_delivery.domain.ratelimit import (
+    MAX_RATE_PER_SECOND,
+    MIN_RATE_PER_SECOND,
+    valid_burst,
+    valid_rate,
+)
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.limits import MAX_ID_LENGTH
 
@@ -141,7 +146,8 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
                            "must be a positive number of seconds")
         if key == "rate_per_second":
             problems.check(valid_rate(value), f"{prefix}.config[{key}]",
-                           "must be a positive number of messages per second")
+                           "must be a number of messages per second from "
+                           f"{MIN_RATE_PER_SECOND:g} to {MAX_RATE_PER_SECOND:g}")
         if key == "burst":
             problems.check(valid_burst(value), f"{prefix}.config[{key}]",
                            "must be a positive whole number of messages")

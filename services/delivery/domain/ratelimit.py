@@ -9,7 +9,7 @@ sharing a database share the limit; this module is the arithmetic.
 
 A sender reserves the sends of a whole round at once (``reserve``), hands out the grant one
 message at a time (``Grant.take``), and gives back what it did not use (``give_back``), so a
-message that went to another provider or was never sent does not burn budget. A message
+message that went to another provider, or never reached one, does not burn budget. A message
 refused for want of a grant gets a turn (``Grant.next_turn``): when the next sends free up,
 after the turns already handed out, so a backlog comes back spread at the rate instead of
 being claimed and put back every round. A turn is a hint, not a reservation: whoever comes
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 MAX_RATE_PER_SECOND = 100_000.0
+# The slowest rate: a burst's span (MAX_BURST / rate, ~3 years) must fit a datetime.
+MIN_RATE_PER_SECOND = 0.001
 MAX_BURST = 100_000
 _EPSILON = 1e-6  # times are whole microseconds: room for 0.9999996 sends is room for one
 
@@ -61,6 +63,19 @@ class Grant:
     used: int = 0
     refused: int = 0
     last_turn: datetime | None = None  # the latest turn this round handed out
+    # No more to be had this round: a reservation came back short (or failed).
+    exhausted: bool = False
+    failed: bool = False  # reserving failed: nothing granted, no turn known
+    top_ups: int = 0
+
+    def add(self, more: Grant) -> None:
+        """Merge a later reservation of the same provider in the same round."""
+        self.granted += more.granted
+        self.tat = more.tat
+        if more.promised is not None and (self.promised is None
+                                          or more.promised > self.promised):
+            self.promised = more.promised
+        self.exhausted = self.exhausted or more.exhausted
 
     def take(self) -> bool:
         """Use one reserved send if one is left."""
@@ -99,7 +114,8 @@ def limit_of(config: dict[str, str]) -> RateLimit | None:
     rate = config.get("rate_per_second")
     if not rate:
         return None
-    per_second = float(rate)
+    # A stored rate may predate the floor now enforced on input.
+    per_second = max(float(rate), MIN_RATE_PER_SECOND)
     burst = int(config.get("burst") or max(1, math.ceil(per_second)))
     return RateLimit(per_second, burst)
 
@@ -109,7 +125,7 @@ def valid_rate(value: str) -> bool:
         rate = float(value)
     except ValueError:
         return False
-    return math.isfinite(rate) and 0 < rate <= MAX_RATE_PER_SECOND
+    return math.isfinite(rate) and MIN_RATE_PER_SECOND <= rate <= MAX_RATE_PER_SECOND
 
 
 def valid_burst(value: str) -> bool:
