@@ -299,6 +299,18 @@ async def publish(suite: Scheduled, journey: journey_pb2.Journey) -> journey_pb2
                                       metadata=as_service(WS))).journey
 
 
+async def newsletter_by_hand(suite: Scheduled, members: int, **trigger: Any
+                             ) -> tuple[journey_pb2.Journey, list[str]]:
+    """The background scheduler stopped (the test runs the passes), a newsletter segment of
+    ``members`` subscribers, and a published journey with this scheduled ``trigger``; returns
+    the journey and the subscribers' emails."""
+    await suite.stop_background_scheduler()
+    emails = await newsletter_segment(suite, members)
+    journey = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
+        segment_id="newsletter", **trigger)))
+    return journey, emails
+
+
 def mailed(suite: Scheduled) -> Counter[str]:
     return Counter(rcpt for envelope in suite.cluster.mailbox.envelopes
                    for rcpt in envelope.rcpt_tos)
@@ -366,10 +378,8 @@ async def _all_ended(suite: Scheduled, journey: journey_pb2.Journey) -> bool:
 async def test_a_cron_schedule_fires_at_local_time_across_daylight_saving(
         backend: Backend) -> None:
     async with scheduled_suite(backend) as suite:
-        await suite.stop_background_scheduler()
-        emails = await newsletter_segment(suite, 2)
-        journey = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
-            segment_id="newsletter", cron="0 9 * * *", time_zone=NEW_YORK)))
+        journey, emails = await newsletter_by_hand(suite, 2, cron="0 9 * * *",
+                                                   time_zone=NEW_YORK)
         est = datetime(2026, 3, 7, 14, 0, tzinfo=UTC)  # 09:00 before the change
         edt = datetime(2026, 3, 8, 13, 0, tzinfo=UTC)  # 09:00 after it
         assert [o.fire_time for o in await suite.occurrences(journey)] == [est]
@@ -437,10 +447,7 @@ async def test_a_crash_mid_audience_resumes_at_the_stored_page(backend: Backend)
 async def test_paused_journeys_skip_their_occurrences_and_resume_without_backfill(
         backend: Backend) -> None:
     async with scheduled_suite(backend) as suite:
-        await suite.stop_background_scheduler()
-        await newsletter_segment(suite, 2)
-        journey = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
-            segment_id="newsletter", cron="0 * * * *")))
+        journey, _ = await newsletter_by_hand(suite, 2, cron="0 * * * *")
         stub = suite.cluster.orchestration
         await stub.PauseJourney(pb.PauseJourneyRequest(name=journey.name),
                                 metadata=as_service(WS))
@@ -470,10 +477,7 @@ async def test_paused_journeys_skip_their_occurrences_and_resume_without_backfil
 
 async def test_missed_occurrences_fire_the_latest_once(backend: Backend) -> None:
     async with scheduled_suite(backend) as suite:
-        await suite.stop_background_scheduler()
-        await newsletter_segment(suite, 2)
-        journey = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
-            segment_id="newsletter", cron="0 * * * *")))
+        journey, _ = await newsletter_by_hand(suite, 2, cron="0 * * * *")
         # As if the scheduler were down from 12:00 to 17:10.
         suite.clock.set(START + timedelta(hours=5, minutes=10))
         await suite.settle()
@@ -731,10 +735,8 @@ async def test_a_replayed_page_does_not_enroll_again_after_a_wait_for_event_woke
 async def test_a_merge_between_listing_and_reading_enrolls_the_survivor_once(
         backend: Backend) -> None:
     async with scheduled_suite(backend) as suite:
-        await suite.stop_background_scheduler()
-        emails = await newsletter_segment(suite, 2)
-        journey = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
-            segment_id="newsletter", at=to_timestamp(START + timedelta(minutes=5)))))
+        journey, emails = await newsletter_by_hand(
+            suite, 2, at=to_timestamp(START + timedelta(minutes=5)))
         real = suite.worker.audience
         listed: list[str] = []
 
@@ -771,10 +773,8 @@ async def test_a_merge_between_listing_and_reading_enrolls_the_survivor_once(
 async def test_a_page_in_flight_when_the_journey_is_paused_enrolls_nobody(
         backend: Backend) -> None:
     async with scheduled_suite(backend) as suite:
-        await suite.stop_background_scheduler()
-        await newsletter_segment(suite, 2)
-        journey = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
-            segment_id="newsletter", at=to_timestamp(START + timedelta(minutes=5)))))
+        journey, _ = await newsletter_by_hand(
+            suite, 2, at=to_timestamp(START + timedelta(minutes=5)))
         real = suite.worker.audience
 
         class PausedMeanwhile(Delegating):
@@ -795,10 +795,8 @@ async def test_a_page_in_flight_when_the_journey_is_paused_enrolls_nobody(
 
 async def test_a_lease_lost_mid_page_commits_nothing(backend: Backend) -> None:
     async with scheduled_suite(backend) as suite:
-        await suite.stop_background_scheduler()
-        await newsletter_segment(suite, 2)
-        journey = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
-            segment_id="newsletter", at=to_timestamp(START + timedelta(minutes=5)))))
+        journey, _ = await newsletter_by_hand(
+            suite, 2, at=to_timestamp(START + timedelta(minutes=5)))
         real = suite.worker.audience
 
         class TakenOver(Delegating):
@@ -844,10 +842,7 @@ async def test_two_replicas_enroll_each_member_once(backend: Backend) -> None:
 async def test_old_final_occurrences_are_swept_keeping_each_journeys_latest(
         sqlite_backend: Backend) -> None:
     async with scheduled_suite(sqlite_backend) as suite:
-        await suite.stop_background_scheduler()
-        await newsletter_segment(suite, 1)
-        journey = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
-            segment_id="newsletter", cron="0 * * * *")))
+        journey, _ = await newsletter_by_hand(suite, 1, cron="0 * * * *")
         for hour in (1, 2, 3):
             suite.clock.set(START + timedelta(hours=hour))
             await suite.settle()
