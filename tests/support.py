@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cjo_platform.config import Env, ServiceSettings, load_service_settings
 from cjo_platform.rpc.client import on_behalf_of
@@ -127,3 +128,14 @@ async def eventually(check: Callable[[], object], timeout: float = 10.0,
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+async def same_answer_to_concurrent_repeats(call: Callable[..., Any], request: Any,
+                                            metadata: Any, times: int = 8) -> Any:
+    """Send ``request`` (carrying a ``request_id``) ``times`` times at once; every call must
+    succeed with the same answer, which is returned. A repeat of a mutating RPC returns the
+    first answer, also when the repeats race each other."""
+    answers = await asyncio.gather(*(call(request, metadata=metadata) for _ in range(times)))
+    first = answers[0]
+    assert all(answer == first for answer in answers), answers
+    return first

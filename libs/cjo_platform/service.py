@@ -14,6 +14,7 @@ from cjo_platform.db.engine import Database
 from cjo_platform.db.idempotency import RequestLog, define_request_log
 from cjo_platform.db.migrations import upgrade
 from cjo_platform.db.outbox import Outbox, define_outbox
+from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import Unavailable
 from cjo_platform.rpc.auth import Authenticator, CachingResolver, Principal
 from cjo_platform.rpc.client import channel
@@ -32,6 +33,7 @@ class Storage:
     outbox: Outbox
     requests: RequestLog
     migrations: Path
+    transactions: Transactions
 
     def migrate(self) -> None:
         upgrade(self.db, self.migrations)
@@ -42,7 +44,9 @@ def open_storage(settings: ServiceSettings, metadata: MetaData, migrations: Path
     outbox_table = metadata.tables["outbox"]
     request_table = metadata.tables["request_log"]
     db = Database(settings.database_url, schema=settings.database_schema)
-    return Storage(db, Outbox(outbox_table, clock), RequestLog(request_table, clock), migrations)
+    outbox = Outbox(outbox_table, clock)
+    requests = RequestLog(request_table, clock)
+    return Storage(db, outbox, requests, migrations, Transactions(db, clock, outbox, requests))
 
 
 def remote_authenticator(settings: ServiceSettings) -> Authenticator:

@@ -14,7 +14,7 @@ T = TypeVar("T")
 _RETRYABLE_SQLSTATES = {"40P01", "40001"}
 
 
-def _lost_race(exc: DBAPIError) -> bool:
+def lost_race(exc: DBAPIError) -> bool:
     return isinstance(exc, IntegrityError) or (
         getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES)
 
@@ -27,6 +27,6 @@ def retry_on_conflict(work: Callable[[], T], attempts: int = 3) -> T:
         try:
             return work()
         except DBAPIError as exc:
-            if not _lost_race(exc):
+            if not lost_race(exc):
                 raise
     return work()

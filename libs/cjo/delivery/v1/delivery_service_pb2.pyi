@@ -136,12 +136,14 @@ class ListProvidersResponse(_message.Message):
     def __init__(self, providers: _Optional[_Iterable[_Union[_provider_pb2.Provider, _Mapping]]] = ...) -> None: ...
 
 class UpdateProviderRequest(_message.Message):
-    __slots__ = ("provider", "update_mask")
+    __slots__ = ("provider", "update_mask", "request_id")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     provider: _provider_pb2.Provider
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, provider: _Optional[_Union[_provider_pb2.Provider, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, provider: _Optional[_Union[_provider_pb2.Provider, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpdateProviderResponse(_message.Message):
     __slots__ = ("provider",)
@@ -150,10 +152,12 @@ class UpdateProviderResponse(_message.Message):
     def __init__(self, provider: _Optional[_Union[_provider_pb2.Provider, _Mapping]] = ...) -> None: ...
 
 class DeleteProviderRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteProviderResponse(_message.Message):
     __slots__ = ()
@@ -170,10 +174,12 @@ class GetDeliveryPolicyResponse(_message.Message):
     def __init__(self, policy: _Optional[_Union[_policy_pb2.DeliveryPolicy, _Mapping]] = ...) -> None: ...
 
 class UpdateDeliveryPolicyRequest(_message.Message):
-    __slots__ = ("policy",)
+    __slots__ = ("policy", "request_id")
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     policy: _policy_pb2.DeliveryPolicy
-    def __init__(self, policy: _Optional[_Union[_policy_pb2.DeliveryPolicy, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, policy: _Optional[_Union[_policy_pb2.DeliveryPolicy, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpdateDeliveryPolicyResponse(_message.Message):
     __slots__ = ("policy",)

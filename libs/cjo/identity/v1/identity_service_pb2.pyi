@@ -129,10 +129,12 @@ class GetIdentitySettingsResponse(_message.Message):
     def __init__(self, settings: _Optional[_Union[_identity_settings_pb2.IdentitySettings, _Mapping]] = ...) -> None: ...
 
 class UpdateIdentitySettingsRequest(_message.Message):
-    __slots__ = ("settings",)
+    __slots__ = ("settings", "request_id")
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     settings: _identity_settings_pb2.IdentitySettings
-    def __init__(self, settings: _Optional[_Union[_identity_settings_pb2.IdentitySettings, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, settings: _Optional[_Union[_identity_settings_pb2.IdentitySettings, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UpdateIdentitySettingsResponse(_message.Message):
     __slots__ = ("settings",)
@@ -159,10 +161,12 @@ class ListProfilesResponse(_message.Message):
     def __init__(self, profiles: _Optional[_Iterable[_Union[_profile_pb2.Profile, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CreateSegmentRequest(_message.Message):
-    __slots__ = ("segment",)
+    __slots__ = ("segment", "request_id")
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     segment: _segment_pb2.Segment
-    def __init__(self, segment: _Optional[_Union[_segment_pb2.Segment, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, segment: _Optional[_Union[_segment_pb2.Segment, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateSegmentResponse(_message.Message):
     __slots__ = ("segment",)
@@ -201,12 +205,14 @@ class ListSegmentMembersResponse(_message.Message):
     def __init__(self, profile_ids: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteProfileRequest(_message.Message):
-    __slots__ = ("name", "block_identifiers")
+    __slots__ = ("name", "block_identifiers", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BLOCK_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     block_identifiers: bool
-    def __init__(self, name: _Optional[str] = ..., block_identifiers: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., block_identifiers: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteProfileResponse(_message.Message):
     __slots__ = ()

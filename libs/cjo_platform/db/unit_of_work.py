@@ -1,0 +1,148 @@
+"""The unit of work every use-case runs in: one transaction, its outbox rows, its request-log
+entry, the conflict retry, and the wake-ups sent once it committed.
+
+A use-case is a plain function ``(uow: UnitOfWork, ...) -> result``; servicers, workers and
+schedulers hand it to :class:`Transactions`, which runs it in the database's thread pool::
+
+    journey = await transactions.run(lambda uow: journeys.create(uow, workspace, draft))
+
+A mutating RPC with a ``request_id`` goes through :meth:`Transactions.once`, which returns the
+first answer to every repeat, concurrent repeats included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from cjo_platform.clock import Clock
+from cjo_platform.db.engine import Database, insert_ignore
+from cjo_platform.db.idempotency import MAX_REQUEST_ID_LENGTH, RequestLog
+from cjo_platform.db.outbox import Outbox
+from cjo_platform.db.retry import lost_race
+from cjo_platform.errors import FailedPrecondition, InvalidArgument
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+
+# A transaction that lost a race is run again this many times in all; enough for a burst of
+# identical requests (each retry reads what the winner committed).
+CONFLICT_ATTEMPTS = 6
+
+
+class UnitOfWork:
+    """One transaction of one use-case. ``session`` reads and writes; :meth:`publish` queues
+    outbox rows in the same transaction; :meth:`after_commit` runs a callback (a wake-up) only
+    once the transaction committed, never for an attempt that was rolled back."""
+
+    def __init__(self, session: Session, clock: Clock, outbox: Outbox | None) -> None:
+        self.session = session
+        self.clock = clock
+        self._outbox = outbox
+        self._after_commit: list[Callable[[], None]] = []
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def publish(self, topic: str, workspace_id: str,
+                payloads: Sequence[tuple[bytes, str]]) -> None:
+        """Queue ``(payload, traceparent)`` rows for ``topic``'s forwarder; it wakes once the
+        transaction committed."""
+        if not payloads:
+            return
+        if self._outbox is None:
+            raise RuntimeError("this service has no outbox")
+        self._outbox.add(self.session, topic, workspace_id, payloads)
+        self.after_commit(self._outbox.notify)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        if callback not in self._after_commit:
+            self._after_commit.append(callback)
+
+    def _committed(self) -> None:
+        for callback in self._after_commit:
+            callback()
+
+
+class Transactions:
+    """Runs use-cases in units of work: off the event loop, retried when they lose a race to a
+    concurrent transaction, their wake-ups sent after commit."""
+
+    def __init__(self, db: Database, clock: Clock, outbox: Outbox | None = None,
+                 requests: RequestLog | None = None) -> None:
+        self.db = db
+        self.clock = clock
+        self.outbox = outbox
+        self.requests = requests
+
+    def run_sync(self, work: Callable[[UnitOfWork], T], *, attempts: int = CONFLICT_ATTEMPTS,
+                 ) -> T:
+        """Run ``work`` in one transaction in this thread; again (from the start, in a new
+        transaction) when it lost a race: a unique key a concurrent writer inserted first, a
+        serialization failure or a deadlock. The next attempt reads the winner's rows."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.db.transaction() as session:
+                    uow = UnitOfWork(session, self.clock, self.outbox)
+                    result = work(uow)
+            except DBAPIError as exc:
+                if attempt == attempts or not lost_race(exc):
+                    raise
+                # A little jitter so a burst of identical requests does not collide again.
+                time.sleep(random.uniform(0, 0.005 * attempt))
+                continue
+            uow._committed()
+            return result
+        raise AssertionError("unreachable")
+
+    async def run(self, work: Callable[[UnitOfWork], T]) -> T:
+        """:meth:`run_sync` in the database's thread pool (trace and log context kept)."""
+        return await self.db.run(self.run_sync, work)
+
+    async def once(self, *, workspace_id: str, method: str, request_id: str, request: Message,
+                   response_type: type[M], work: Callable[[UnitOfWork], M]) -> M:
+        """Run a mutating RPC's use-case once per ``request_id``: the answer is stored with the
+        change it describes, and every repeat, concurrent ones included, gets that answer.
+
+        The request id is claimed first (an insert that waits for a concurrent claim of the same
+        id to commit or roll back), so a repeat never runs the use-case against the first
+        call's half-visible effects. Reusing an id for a different request is refused."""
+        if not request_id:
+            return await self.run(work)
+        if len(request_id) > MAX_REQUEST_ID_LENGTH:
+            raise InvalidArgument.one("request_id", f"at most {MAX_REQUEST_ID_LENGTH} characters")
+        if self.requests is None:
+            raise RuntimeError("this service has no request log")
+        table = self.requests.table
+        digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+        key = (table.c.workspace_id == workspace_id, table.c.method == method,
+               table.c.request_id == request_id)
+
+        def claim_and_run(uow: UnitOfWork) -> M:
+            claimed = insert_ignore(uow.session, table, [{
+                "workspace_id": workspace_id, "method": method, "request_id": request_id,
+                "request_hash": digest, "response": b"", "create_time": uow.now()}],
+                returning=table.c.request_id)
+            if not claimed:
+                row = uow.session.execute(
+                    select(table.c.request_hash, table.c.response).where(*key)).one()
+                if row.request_hash != digest:
+                    raise FailedPrecondition(
+                        f"request_id {request_id!r} was already used for a different request",
+                        reason="REQUEST_ID_REUSED")
+                return response_type.FromString(row.response)
+            response = work(uow)
+            uow.session.execute(update(table).where(*key).values(
+                response=response.SerializeToString()))
+            return response
+
+        return await self.run(claim_and_run)
