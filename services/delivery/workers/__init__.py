@@ -1,0 +1,1 @@
+"""Background loops of delivery: each round calls a use-case."""

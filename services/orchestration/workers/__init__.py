@@ -1,0 +1,1 @@
+"""Background loops of orchestration: each round calls a use-case."""
