@@ -30,7 +30,11 @@ async def test_rows_are_forwarded_in_order_and_kept_while_the_receiver_fails(
     received: list[tuple[str, bytes]] = []
     failing = True
 
+    attempts = 0
+
     async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        nonlocal attempts
+        attempts += 1
         if failing:
             raise ConnectionError("receiver down")
         received.extend((workspace, r.payload) for r in rows)
@@ -42,15 +46,16 @@ async def test_rows_are_forwarded_in_order_and_kept_while_the_receiver_fails(
         outbox.add(session, "t", "ws-b", [(b"3", "")])
         outbox.add(session, "t", "ws-a", [(b"4", ""), (b"5", "")])
         outbox.add(session, "other", "ws-a", [(b"x", "")])
-    task = asyncio.create_task(forwarder.run())
-    await asyncio.sleep(0.1)
-    assert received == []  # receiver down: nothing lost, nothing acknowledged
-    failing = False
-
     def queued() -> int:
         with db.transaction() as session:
             return int(session.execute(select(func.count()).where(
                 outbox.table.c.topic == "t")).scalar_one())
+
+    task = asyncio.create_task(forwarder.run())
+    await eventually(lambda: attempts >= 3)  # tried, failed, backed off, tried again
+    assert received == []  # receiver down: nothing lost, nothing acknowledged
+    assert queued() == 5
+    failing = False
 
     # Acknowledged rows are deleted only after the receiver had them.
     await eventually(lambda: queued() == 0)

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from cjo_platform.worker import PollingWorker
+from support import eventually
 
 
 class Flaky(PollingWorker):
@@ -41,11 +42,10 @@ async def test_wake_runs_a_pass_before_the_poll_interval() -> None:
     loop.passes = 2  # skip the failures
     loop.poll_seconds = 60
     task = asyncio.create_task(loop.run())
-    await asyncio.sleep(0.05)
-    before = loop.passes
+    # The first pass ran; the next one is a minute away unless woken.
+    await eventually(lambda: loop.passes == 3)
     loop.wake()
-    await asyncio.sleep(0.05)
-    assert loop.passes == before + 1
+    await eventually(lambda: loop.passes == 4, timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
