@@ -28,11 +28,12 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> timedelta:
         """The wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))
+        ceiling: timedelta = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))
         if not self.jitter:
             return ceiling
         fixed = ceiling * (1.0 - self.jitter)
-        return fixed + (ceiling - fixed) * (rng or random).random()
+        share: float = (rng or random).random()
+        return fixed + (ceiling - fixed) * share
 
     def exhausted(self, attempts: int) -> bool:
         """True when ``attempts`` tries have failed and no more may follow."""

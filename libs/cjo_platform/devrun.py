@@ -92,7 +92,8 @@ async def dev_api_key(token: str) -> str:
     key_file = STATE / "dev-api-key"
     target = f"127.0.0.1:{DEFAULT_PORTS['identity']}"
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = ws_grpc.WorkspaceServiceStub(channel)
+        # The generated *_pb2_grpc modules carry no annotations (no .pyi is generated for them).
+        stub = ws_grpc.WorkspaceServiceStub(channel)  # type: ignore[no-untyped-call]
         if key_file.exists():
             saved = key_file.read_text().strip()
             try:
@@ -107,7 +108,7 @@ async def dev_api_key(token: str) -> str:
                 ws_pb.CreateWorkspaceRequest(workspace_id=DEV_WORKSPACE,
                                              display_name="Development"),
                 metadata=(("authorization", f"Bearer {token}"),))
-            secret = created.api_key.secret
+            secret: str = created.api_key.secret
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise

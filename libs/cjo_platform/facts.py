@@ -17,7 +17,9 @@ def facts_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
                     timeout: float = 10.0, poll_interval: float = 1.0) -> Forwarder:
     send = peer_sender(
         settings, "analytics",
-        method=lambda ch: analytics_service_pb2_grpc.AnalyticsServiceStub(ch).RecordFacts,
+        # The generated *_pb2_grpc modules carry no annotations (no .pyi is generated for them).
+        method=lambda ch: analytics_service_pb2_grpc.AnalyticsServiceStub(  # type: ignore[no-untyped-call]
+            ch).RecordFacts,
         request=lambda rows: analytics_service_pb2.RecordFactsRequest(
             facts=[fact_pb2.Fact.FromString(row.payload) for row in rows]),
         what="facts", timeout=timeout)

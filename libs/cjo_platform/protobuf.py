@@ -17,7 +17,8 @@ def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 
 def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+    moment: datetime = ts.ToDatetime(tzinfo=UTC)
+    return moment
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

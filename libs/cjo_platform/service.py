@@ -56,7 +56,9 @@ def remote_authenticator(settings: ServiceSettings) -> Authenticator:
     async def resolve(secret: str) -> Principal | None:
         import grpc
 
-        stub = workspace_service_pb2_grpc.WorkspaceServiceStub(channel(settings.peer("identity")))
+        # The generated *_pb2_grpc modules carry no annotations (no .pyi is generated for them).
+        stub = workspace_service_pb2_grpc.WorkspaceServiceStub(  # type: ignore[no-untyped-call]
+            channel(settings.peer("identity")))
         try:
             reply = await stub.AuthenticateApiKey(
                 workspace_service_pb2.AuthenticateApiKeyRequest(secret=secret),

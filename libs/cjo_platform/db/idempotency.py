@@ -65,7 +65,8 @@ class RequestLog:
                 raise FailedPrecondition(
                     f"request_id {request_id!r} was already used for a different request",
                     reason="REQUEST_ID_REUSED")
-            return response_type.FromString(row.response)
+            first: M = response_type.FromString(row.response)
+            return first
         response = compute()
         session.execute(t.insert().values(
             workspace_id=workspace_id, method=method, request_id=request_id,

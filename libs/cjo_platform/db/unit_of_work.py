@@ -139,7 +139,8 @@ class Transactions:
                     raise FailedPrecondition(
                         f"request_id {request_id!r} was already used for a different request",
                         reason="REQUEST_ID_REUSED")
-                return response_type.FromString(row.response)
+                first: M = response_type.FromString(row.response)
+                return first
             response = work(uow)
             uow.session.execute(update(table).where(*key).values(
                 response=response.SerializeToString()))

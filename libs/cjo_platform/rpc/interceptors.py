@@ -50,7 +50,8 @@ def _rewrap(handler: grpc.RpcMethodHandler, decorate: Decorator,
         response_serializer=handler.response_serializer)
 
 
-class _Wrapping(grpc.aio.ServerInterceptor):
+# grpcio ships no type information, so its base class is Any to mypy.
+class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
         raise NotImplementedError
 
