@@ -22,7 +22,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     return ServiceApp(
         settings=settings,
         db=storage.db,
-        servicers=[Servicer(AnalyticsServicer(storage.db, clock),
+        servicers=[Servicer(AnalyticsServicer(storage.transactions),
                             analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server,
                             SERVICE)],
         authenticator=remote_authenticator(settings),

@@ -26,6 +26,7 @@ from cjo_analytics.domain.reports import (
     Bucket,
     Granularity,
     NodeCounts,
+    OutcomeRow,
     Outcomes,
     VersionFunnel,
     Window,
@@ -218,14 +219,6 @@ def journey_funnel(session: Session, workspace_id: str, journey_id: str, version
             funnel(int(v)).series.append(Bucket(int(key), int(entered), int(conversions),
                                                 float(revenue), int(exited)))
     return [funnels[v] for v in sorted(funnels)]
-
-
-@dataclass(frozen=True)
-class OutcomeRow:
-    channel: int
-    content_key: str
-    variant: str
-    outcomes: Outcomes
 
 
 def channel_outcomes(session: Session, workspace_id: str, journey_id: str,

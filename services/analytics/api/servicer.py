@@ -1,367 +1,75 @@
-"""AnalyticsService: protos in, domain calls, protos out. Nothing else lives here."""
+"""AnalyticsService: each RPC turns its request into domain inputs, runs one use-case and
+turns the result into its reply (conversions in :mod:`convert`)."""
 
 from __future__ import annotations
-
-from collections import defaultdict
-from datetime import timedelta
-from typing import cast
 
 import grpc
 
 from cjo.analytics.v1 import analytics_service_pb2 as pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
-from cjo.analytics.v1 import fact_pb2
 from cjo.analytics.v1 import reports_pb2 as rpb
-from cjo.common.v1 import common_pb2
-from cjo_analytics.adapters import repository
-from cjo_analytics.domain import attribution
-from cjo_analytics.domain.experiments import experiment_results
-from cjo_analytics.domain.facts import Fact, FactType, validate_fact
-from cjo_analytics.domain.reports import (
-    DEFAULT_HALF_LIFE_HOURS,
-    DEFAULT_LOOKBACK_DAYS,
-    LOOKBACK_DAYS,
-    MAX_ATTRIBUTION_WINDOW,
-    MAX_HALF_LIFE_HOURS,
-    Granularity,
-    Outcomes,
-    VersionFunnel,
-    Window,
-    bucket_keys,
-    check_window,
-    hour_start,
-)
-from cjo_platform.clock import Clock
-from cjo_platform.db import Database
-from cjo_platform.errors import FieldViolation, InvalidArgument, Violations
-from cjo_platform.limits import MAX_ID_LENGTH, check_batch
-from cjo_platform.protobuf import from_timestamp, to_timestamp
+from cjo_analytics.api import convert
+from cjo_analytics.service_layer import facts, reports
+from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.rpc.auth import current_workspace
-from cjo_platform.rpc.status import OK, to_status_proto
+from cjo_platform.rpc.batch import BatchAnswer
 
 DOMAIN = "analytics.cjo"
-MAX_DETAILED_CONVERSIONS = 1000
-
-_TYPES = {
-    fact_pb2.FACT_TYPE_JOURNEY_ENTERED: FactType.JOURNEY_ENTERED,
-    fact_pb2.FACT_TYPE_MESSAGE_REQUESTED: FactType.MESSAGE_REQUESTED,
-    fact_pb2.FACT_TYPE_MESSAGE_SENT: FactType.MESSAGE_SENT,
-    fact_pb2.FACT_TYPE_MESSAGE_FAILED: FactType.MESSAGE_FAILED,
-    fact_pb2.FACT_TYPE_JOURNEY_EXITED: FactType.JOURNEY_EXITED,
-    fact_pb2.FACT_TYPE_NODE_VISITED: FactType.NODE_VISITED,
-    fact_pb2.FACT_TYPE_MESSAGE_DELIVERED: FactType.MESSAGE_DELIVERED,
-    fact_pb2.FACT_TYPE_MESSAGE_OPENED: FactType.MESSAGE_OPENED,
-    fact_pb2.FACT_TYPE_MESSAGE_CLICKED: FactType.MESSAGE_CLICKED,
-    fact_pb2.FACT_TYPE_MESSAGE_BOUNCED: FactType.MESSAGE_BOUNCED,
-    fact_pb2.FACT_TYPE_MESSAGE_UNSUBSCRIBED: FactType.MESSAGE_UNSUBSCRIBED,
-    fact_pb2.FACT_TYPE_GOAL_REACHED: FactType.GOAL_REACHED,
-    fact_pb2.FACT_TYPE_CONVERTED: FactType.CONVERTED,
-    fact_pb2.FACT_TYPE_EXPERIMENT_EXPOSED: FactType.EXPERIMENT_EXPOSED,
-}
-_TYPE_PROTOS = {v: k for k, v in _TYPES.items()}
-_GRANULARITIES = {rpb.GRANULARITY_HOUR: Granularity.HOUR, rpb.GRANULARITY_DAY: Granularity.DAY}
-_MODELS = {
-    rpb.ATTRIBUTION_MODEL_FIRST_TOUCH: attribution.Model.FIRST_TOUCH,
-    rpb.ATTRIBUTION_MODEL_LAST_TOUCH: attribution.Model.LAST_TOUCH,
-    rpb.ATTRIBUTION_MODEL_LINEAR: attribution.Model.LINEAR,
-    rpb.ATTRIBUTION_MODEL_TIME_DECAY: attribution.Model.TIME_DECAY,
-    rpb.ATTRIBUTION_MODEL_POSITION_BASED: attribution.Model.POSITION_BASED,
-    rpb.ATTRIBUTION_MODEL_DATA_DRIVEN: attribution.Model.DATA_DRIVEN,
-}
-_MODEL_PROTOS = {v: k for k, v in _MODELS.items()}
-
-
-def _to_fact(item: fact_pb2.Fact) -> Fact:
-    if item.type not in _TYPES or not item.HasField("occur_time"):
-        validate_fact(fact_id=item.fact_id, profile_id=item.profile_id,
-                      journey_id=item.journey_id, has_type=item.type in _TYPES,
-                      has_time=item.HasField("occur_time")).raise_if_any()
-    fact = Fact(item.fact_id, _TYPES[item.type], item.profile_id, item.journey_id,
-                item.enrollment_id, item.message_id, from_timestamp(item.occur_time),
-                journey_version=item.journey_version, node_id=item.node_id,
-                channel=item.channel, content_key=item.content_key, variant=item.variant,
-                experiment_id=item.experiment_id, arm=item.arm, control=item.control,
-                arm_weight=item.arm_weight, revenue=item.revenue, currency=item.currency,
-                exit_reason=item.exit_reason)
-    validate_fact(fact).raise_if_any()
-    return fact
-
-
-def journey_id_of(name: str, field: str) -> str:
-    prefix = "journeys/"
-    if not name.startswith(prefix) or not name[len(prefix):] or "/" in name[len(prefix):]:
-        raise InvalidArgument.one(field, "must be journeys/{journey_id}")
-    return name[len(prefix):]
-
-
-def _window(message: rpb.TimeWindow, present: bool) -> Window | None:
-    if not present:
-        return None
-    return Window(from_timestamp(message.start_time), from_timestamp(message.end_time))
-
-
-def _outcomes(o: Outcomes) -> rpb.MessageOutcomes:
-    return rpb.MessageOutcomes(sent=o.sent, delivered=o.delivered, opened=o.opened,
-                               clicked=o.clicked, bounced=o.bounced,
-                               unsubscribed=o.unsubscribed, **o.rates())
-
-
-def _version_funnel(f: VersionFunnel, granularity: Granularity | None,
-                    window: Window | None) -> rpb.VersionFunnel:
-    series: list[rpb.FunnelBucket] = []
-    if granularity is not None and window is not None:
-        filled = {b.key: b for b in f.series}
-        for key in bucket_keys(window, granularity):
-            b = filled.get(key)
-            series.append(rpb.FunnelBucket(
-                start_time=to_timestamp(hour_start(key * int(granularity))),
-                entered=b.entered if b else 0, conversions=b.conversions if b else 0,
-                revenue=b.revenue if b else 0.0, exited=b.exited if b else 0))
-    return rpb.VersionFunnel(
-        journey_version=f.version, entered_profiles=f.entered_profiles,
-        converted_profiles=f.converted_profiles, conversion_rate=f.conversion_rate,
-        revenue=f.revenue, exited=f.exited,
-        nodes=[rpb.NodeFunnel(node_id=n.node_id, entered=n.entered, completed=n.completed,
-                              in_progress=n.in_progress, dropped=n.dropped) for n in f.nodes],
-        series=series)
-
-
-def _channel(value: int) -> common_pb2.Channel:
-    # Enum values are ints at run time; the generated stubs type them as the enum class.
-    return cast(common_pb2.Channel, value)
-
-
-def _credits(model: attribution.ModelResult) -> rpb.ModelAttribution:
-    def credit(c: attribution.Credit, *, channel: int = 0, key: str = "") -> rpb.Credit:
-        return rpb.Credit(conversions=c.conversions_micros / attribution.MICROS,
-                          revenue=c.revenue_micros / attribution.MICROS,
-                          channel=_channel(channel), key=key)
-
-    return rpb.ModelAttribution(
-        model=_MODEL_PROTOS[model.model],
-        channels=[credit(model.channels[k], channel=k) for k in sorted(model.channels)],
-        journeys=[credit(model.journeys[k], key=k) for k in sorted(model.journeys)],
-        content_items=[credit(model.content_items[k], key=k)
-                       for k in sorted(model.content_items)],
-        conversions=[
-            rpb.AttributedConversion(
-                fact_id=c.fact_id, profile_id=c.profile_id,
-                occur_time=to_timestamp(c.occur_time), revenue=c.revenue,
-                touchpoints=[rpb.Touchpoint(
-                    message_id=t.touch.message_id, channel=t.touch.channel,
-                    journey_id=t.touch.journey_id, content_key=t.touch.content_key,
-                    occur_time=to_timestamp(t.touch.occur_time),
-                    share=t.share_micros / attribution.MICROS,
-                    revenue=t.revenue_micros / attribution.MICROS) for t in touches])
-            for c, touches in model.conversions],
-    )
 
 
 class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
-    def __init__(self, db: Database, clock: Clock) -> None:
-        self.db = db
-        self.clock = clock
+    def __init__(self, transactions: Transactions) -> None:
+        self.transactions = transactions
 
     async def RecordFacts(self, request: pb.RecordFactsRequest,
                           context: grpc.aio.ServicerContext) -> pb.RecordFactsResponse:
-        check_batch(request.facts, "facts")
+        answer = BatchAnswer(request.facts, "facts", DOMAIN, pb.RecordFactResult)
+        parsed = answer.parse(convert.to_fact)
         workspace = current_workspace()
-        results: list[pb.RecordFactResult] = []
-        valid: list[Fact] = []
-        for index, item in enumerate(request.facts):
-            try:
-                valid.append(_to_fact(item))
-                results.append(pb.RecordFactResult(status=OK))
-            except InvalidArgument as exc:
-                status = to_status_proto(exc.within(f"facts[{index}]"), DOMAIN)
-                results.append(pb.RecordFactResult(status=status))
-
-        def write() -> set[str]:
-            with self.db.transaction() as session:
-                return repository.record_facts(session, workspace, valid, self.clock.now())
-
-        inserted = await self.db.run(write)
-        seen: set[str] = set()
-        for result, item in zip(results, request.facts, strict=True):
-            if result.status.code == 0:
-                result.duplicate = item.fact_id not in inserted or item.fact_id in seen
-                seen.add(item.fact_id)
-        return pb.RecordFactsResponse(results=results)
+        duplicates = await self.transactions.run(
+            lambda uow: facts.record_facts(uow, workspace, [fact for _, fact in parsed]))
+        for (index, _), duplicate in zip(parsed, duplicates, strict=True):
+            answer.results[index].duplicate = duplicate
+        return pb.RecordFactsResponse(results=answer.results)
 
     async def GetJourneyReport(self, request: pb.GetJourneyReportRequest,
                                context: grpc.aio.ServicerContext) -> pb.GetJourneyReportResponse:
-        journey_id = journey_id_of(request.journey, "journey")
+        journey_id = convert.journey_id_of(request.journey, "journey")
         workspace = current_workspace()
-
-        def read() -> list[repository.FactCount]:
-            with self.db.transaction() as session:
-                return repository.journey_counts(session, workspace, journey_id)
-
-        counts = await self.db.run(read)
-        return pb.GetJourneyReportResponse(report=pb.JourneyReport(
-            journey=request.journey,
-            counts=[pb.FactCount(type=_TYPE_PROTOS[c.type], count=c.count, profiles=c.profiles)
-                    for c in counts],
-        ))
+        counts = await self.transactions.run(
+            lambda uow: reports.journey_report(uow, workspace, journey_id))
+        return convert.journey_report(request.journey, counts)
 
     async def GetJourneyFunnel(self, request: rpb.GetJourneyFunnelRequest,
                                context: grpc.aio.ServicerContext
                                ) -> rpb.GetJourneyFunnelResponse:
-        journey_id = journey_id_of(request.journey, "journey")
-        problems = Violations()
-        problems.check(request.journey_version >= 0, "journey_version", "must not be negative")
-        granularity = None
-        if request.granularity != rpb.GRANULARITY_UNSPECIFIED:
-            granularity = _GRANULARITIES.get(request.granularity)
-            problems.check(granularity is not None, "granularity", "is not a known granularity")
-        window = _window(request.window, request.HasField("window"))
-        check_window(problems, window, "window", required=granularity is not None,
-                     granularity=granularity)
-        problems.raise_if_any()
+        query = convert.funnel_query(request)
         workspace = current_workspace()
-
-        def read() -> list[VersionFunnel] | None:
-            with self.db.transaction() as session:
-                if not repository.journey_exists(session, workspace, journey_id):
-                    return None
-                return repository.journey_funnel(session, workspace, journey_id,
-                                                 request.journey_version, granularity, window)
-
-        funnels = await self.db.run(read)
-        if funnels is None:
-            raise InvalidArgument(
-                [FieldViolation("journey", "no facts were recorded for this journey")],
-                reason="UNKNOWN_JOURNEY")
-        return rpb.GetJourneyFunnelResponse(
-            journey=request.journey,
-            versions=[_version_funnel(f, granularity, window) for f in funnels])
+        funnels = await self.transactions.run(
+            lambda uow: reports.journey_funnel(uow, workspace, query))
+        return convert.journey_funnel(request.journey, query, funnels)
 
     async def GetChannelPerformance(self, request: rpb.GetChannelPerformanceRequest,
                                     context: grpc.aio.ServicerContext
                                     ) -> rpb.GetChannelPerformanceResponse:
-        journey_id = journey_id_of(request.journey, "journey") if request.journey else ""
-        problems = Violations()
-        window = _window(request.window, request.HasField("window"))
-        check_window(problems, window, "window", required=False)
-        problems.raise_if_any()
+        journey_id, window = convert.channel_query(request)
         workspace = current_workspace()
-
-        def read() -> list[repository.OutcomeRow]:
-            with self.db.transaction() as session:
-                return repository.channel_outcomes(session, workspace, journey_id, window)
-
-        rows = await self.db.run(read)
-        channels: dict[int, Outcomes] = defaultdict(Outcomes)
-        items: dict[tuple[int, str], Outcomes] = defaultdict(Outcomes)
-        for row in rows:
-            channels[row.channel] = channels[row.channel].plus(row.outcomes)
-            key = (row.channel, row.content_key)
-            items[key] = items[key].plus(row.outcomes)
-        rows.sort(key=lambda r: (r.channel, r.content_key, r.variant))
-        return rpb.GetChannelPerformanceResponse(
-            channels=[rpb.ChannelOutcomes(channel=_channel(c), outcomes=_outcomes(o))
-                      for c, o in sorted(channels.items())],
-            content_items=[rpb.ContentOutcomes(channel=_channel(c), content_key=k,
-                                               outcomes=_outcomes(o))
-                           for (c, k), o in sorted(items.items())],
-            variants=[rpb.VariantOutcomes(channel=r.channel, content_key=r.content_key,
-                                          variant=r.variant, outcomes=_outcomes(r.outcomes))
-                      for r in rows],
-        )
+        report = await self.transactions.run(
+            lambda uow: reports.channel_performance(uow, workspace, journey_id, window))
+        return convert.channel_performance(report)
 
     async def GetExperimentResults(self, request: rpb.GetExperimentResultsRequest,
                                    context: grpc.aio.ServicerContext
                                    ) -> rpb.GetExperimentResultsResponse:
-        problems = Violations()
-        problems.check(bool(request.experiment_id), "experiment_id", "is required")
-        problems.check(len(request.experiment_id) <= MAX_ID_LENGTH, "experiment_id",
-                       f"at most {MAX_ID_LENGTH} characters")
-        for arm, weight in request.expected_weights.items():
-            problems.check(weight > 0 and weight != float("inf"), f"expected_weights[{arm}]",
-                           "must be a positive weight")
-        problems.raise_if_any()
+        convert.check_experiment_request(request)
         workspace = current_workspace()
-
-        def read() -> repository.ExperimentData:
-            with self.db.transaction() as session:
-                return repository.experiment(session, workspace, request.experiment_id)
-
-        data = await self.db.run(read)
-        if not data.arms:
-            raise InvalidArgument(
-                [FieldViolation("experiment_id", "no exposure was recorded for this experiment")],
-                reason="UNKNOWN_EXPERIMENT")
-        if request.control_arm and request.control_arm not in {a.arm for a in data.arms}:
-            raise InvalidArgument.one("control_arm", "is not an exposed arm of the experiment")
-        results = experiment_results(data.arms, request.control_arm,
-                                     dict(request.expected_weights), data.weights)
-        reply = rpb.GetExperimentResultsResponse(experiment_id=request.experiment_id,
-                                                 control_arm=results.control_arm)
-        for r in results.arms:
-            c = r.counts
-            arm = reply.arms.add(arm=c.arm, control=r.control, exposures=c.exposures,
-                                 conversions=c.conversions, conversion_rate=c.rate,
-                                 revenue=c.revenue, expected_share=r.expected_share)
-            if r.comparison is not None:
-                cmp = r.comparison
-                arm.absolute_lift = cmp.absolute_lift
-                arm.absolute_lift_ci.lower, arm.absolute_lift_ci.upper = cmp.absolute_ci
-                arm.relative_lift = cmp.relative_lift
-                arm.relative_lift_ci.lower, arm.relative_lift_ci.upper = cmp.relative_ci
-                arm.p_value = cmp.p_value
-                arm.probability_to_beat_control = cmp.probability_to_beat
-        if results.sample_ratio is not None:
-            srm = results.sample_ratio
-            reply.sample_ratio.CopyFrom(rpb.SampleRatioCheck(
-                chi_square=srm.chi_square, degrees_of_freedom=srm.degrees_of_freedom,
-                p_value=srm.p_value, mismatch=srm.mismatch,
-                warning=(f"sample ratio mismatch: exposures differ from the configured split "
-                         f"(chi-square p = {srm.p_value:.2g} < 0.001); check assignment and "
-                         f"exposure logging before trusting these results")
-                if srm.mismatch else ""))
-        if results.incrementality is not None:
-            inc = results.incrementality
-            reply.incrementality.CopyFrom(rpb.Incrementality(
-                incremental_conversions=inc.incremental_conversions,
-                incremental_revenue=inc.incremental_revenue,
-                incrementality=inc.incrementality))
-        return reply
+        weights = dict(request.expected_weights)
+        results = await self.transactions.run(lambda uow: reports.experiment_results(
+            uow, workspace, request.experiment_id, request.control_arm, weights))
+        return convert.experiment_results(request.experiment_id, results)
 
     async def GetAttribution(self, request: rpb.GetAttributionRequest,
                              context: grpc.aio.ServicerContext) -> rpb.GetAttributionResponse:
-        problems = Violations()
-        window = _window(request.window, request.HasField("window"))
-        check_window(problems, window, "window", required=True, max_span=MAX_ATTRIBUTION_WINDOW)
-        lookback_days = request.lookback_days or DEFAULT_LOOKBACK_DAYS
-        low, high = LOOKBACK_DAYS
-        problems.check(low <= lookback_days <= high, "lookback_days",
-                       f"must be {low} to {high} days")
-        half_life = request.half_life_hours or DEFAULT_HALF_LIFE_HOURS
-        problems.check(0 < half_life <= MAX_HALF_LIFE_HOURS, "half_life_hours",
-                       f"must be more than 0 and at most {MAX_HALF_LIFE_HOURS:g} hours")
-        problems.check(len(request.models) > 0, "models", "at least one model is required")
-        models: list[attribution.Model] = []
-        for index, model in enumerate(request.models):
-            if problems.check(model in _MODELS, f"models[{index}]", "is not a known model"):
-                models.append(_MODELS[model])
-        problems.raise_if_any()
-        assert window is not None
-        lookback = timedelta(days=lookback_days)
-        workspace = current_workspace()
-        keep = MAX_DETAILED_CONVERSIONS if request.include_conversions else 0
-
-        def run() -> attribution.Attribution:
-            with self.db.transaction() as session:
-                data = repository.attribution_data(
-                    session, workspace, window, lookback,
-                    all_profiles=attribution.Model.DATA_DRIVEN in models)
-            return attribution.attribute_all(data.conversions, data.touches, models, lookback,
-                                             half_life, keep)
-
-        result = await self.db.run(run)
-        return rpb.GetAttributionResponse(
-            conversions=result.conversions,
-            attributed_conversions=result.attributed_conversions,
-            attributed_revenue=result.attributed_revenue_micros / attribution.MICROS,
-            models=[_credits(m) for m in result.models])
-
+        query = convert.attribution_query(request)
+        result = await reports.attribution(self.transactions, current_workspace(), query)
+        return convert.attribution_reply(result)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 
+from cjo_analytics.domain.attribution import Model
 from cjo_platform.errors import Violations
 
 MAX_BUCKETS = 1000
@@ -33,6 +36,29 @@ class Granularity(IntEnum):
 class Window:
     start: datetime
     end: datetime
+
+
+@dataclass(frozen=True)
+class FunnelQuery:
+    """A journey's funnel: one version (0 for all), with a time series of the window when a
+    granularity is given."""
+
+    journey_id: str
+    version: int
+    granularity: Granularity | None
+    window: Window | None
+
+
+@dataclass(frozen=True)
+class AttributionQuery:
+    """Conversions of ``window`` credited by each of ``models`` to the touchpoints of the
+    ``lookback`` before them; ``keep_conversions`` of them listed with their touchpoints."""
+
+    window: Window
+    models: list[Model]
+    lookback: timedelta
+    half_life_hours: float
+    keep_conversions: int
 
 
 def epoch_hour(when: datetime) -> int:
@@ -162,3 +188,34 @@ class Outcomes:
             "bounce_rate": ratio(self.bounced, self.sent),
             "unsubscribe_rate": ratio(self.unsubscribed, self.delivered),
         }
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    """Message outcomes of one variant of one content item on one channel."""
+
+    channel: int
+    content_key: str
+    variant: str
+    outcomes: Outcomes
+
+
+@dataclass(frozen=True)
+class ChannelPerformance:
+    """Outcomes per channel, per content item (channel, key) and per variant, each in order."""
+
+    channels: list[tuple[int, Outcomes]]
+    content_items: list[tuple[tuple[int, str], Outcomes]]
+    variants: list[OutcomeRow]
+
+
+def roll_up_outcomes(rows: Iterable[OutcomeRow]) -> ChannelPerformance:
+    """Roll the per-variant rows up to content items and channels."""
+    variants = sorted(rows, key=lambda r: (r.channel, r.content_key, r.variant))
+    channels: dict[int, Outcomes] = defaultdict(Outcomes)
+    items: dict[tuple[int, str], Outcomes] = defaultdict(Outcomes)
+    for row in variants:
+        channels[row.channel] = channels[row.channel].plus(row.outcomes)
+        key = (row.channel, row.content_key)
+        items[key] = items[key].plus(row.outcomes)
+    return ChannelPerformance(sorted(channels.items()), sorted(items.items()), variants)

@@ -1,1 +1,1 @@
-"""The analytics use-cases: each takes a unit of work and domain inputs and returns domain results."""
+"""The analytics use-cases: each takes a unit of work and domain inputs, returns domain results."""
