@@ -6,15 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from cjo.identity.v1 import identity_service_pb2_grpc, workspace_service_pb2_grpc
-from cjo_identity.adapters.api_keys import local_key_resolver
-from cjo_identity.adapters.orchestration import event_sender
+from cjo_identity.adapters.orchestration import events_forwarder
 from cjo_identity.adapters.tables import metadata
 from cjo_identity.api import identity_servicer, workspace_servicer
-from cjo_identity.api.identity_servicer import EVENTS_TOPIC, IdentityServicer
+from cjo_identity.api.identity_servicer import IdentityServicer
 from cjo_identity.api.workspace_servicer import WorkspaceServicer
+from cjo_identity.service_layer.workspaces import local_key_resolver
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
-from cjo_platform.db.outbox import Forwarder
 from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.auth import Authenticator, CachingResolver
 from cjo_platform.rpc.server import ServiceApp, Servicer
@@ -26,24 +25,25 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
     clock = clock or SystemClock()
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
+    transactions = storage.transactions
     # Identity owns the keys: it checks them in its own database instead of calling itself.
-    resolve_key = CachingResolver(local_key_resolver(storage.db))
-    forwarder = Forwarder(storage.db, storage.outbox, EVENTS_TOPIC, event_sender(settings))
+    resolve_key = CachingResolver(local_key_resolver(transactions))
+    events = events_forwarder(settings, storage.db, storage.outbox)
     # Conversion facts share the outbox; each forwarder drains only its own topic.
     facts = facts_forwarder(settings, storage.db, storage.outbox)
     return ServiceApp(
         settings=settings,
         db=storage.db,
         servicers=[
-            Servicer(IdentityServicer(storage.db, storage.outbox, clock),
+            Servicer(IdentityServicer(transactions),
                      identity_service_pb2_grpc.add_IdentityServiceServicer_to_server,
                      identity_servicer.SERVICE),
-            Servicer(WorkspaceServicer(storage.db, storage.requests, resolve_key, clock),
+            Servicer(WorkspaceServicer(transactions, resolve_key),
                      workspace_service_pb2_grpc.add_WorkspaceServiceServicer_to_server,
                      workspace_servicer.SERVICE),
         ],
         authenticator=Authenticator(settings.service_token, resolve_key),
         service_only_methods=workspace_servicer.SERVICE_ONLY_METHODS,
-        background=[forwarder.run, facts.run],
+        background=[events.run, facts.run],
         migrate=storage.migrate,
     )

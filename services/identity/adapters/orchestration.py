@@ -1,46 +1,35 @@
-"""Forwarding accepted events to orchestration (the receiving end of the events outbox)."""
+"""The receiving end of the events outbox: accepted events, segment transitions, merges and
+erasures go to OrchestrationService.HandleEvents, one batch per workspace."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
+from typing import Any
 
-from google.rpc import code_pb2
+import grpc
 
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
+from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC
 from cjo_platform.config import ServiceSettings
-from cjo_platform.db.outbox import OutboxRow, SendBatch
-from cjo_platform.logging import get_logger
-from cjo_platform.rpc.client import channel, on_behalf_of
-
-log = get_logger(__name__)
-
-SEND_TIMEOUT_SECONDS = 10.0
+from cjo_platform.db import Database
+from cjo_platform.db.outbox import Forwarder, Outbox
+from cjo_platform.forwarding import peer_sender
 
 
-def event_sender(settings: ServiceSettings) -> SendBatch:
-    """Sends one workspace's outbox rows to OrchestrationService.HandleEvents.
+def events_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox) -> Forwarder:
+    send = peer_sender(
+        settings, "orchestration",
+        method=_handle_events,
+        request=lambda rows: pb.HandleEventsRequest(
+            events=[pb.ForwardedEvent.FromString(row.payload) for row in rows]),
+        what="events")
+    return Forwarder(db, outbox, EVENTS_TOPIC, send)
 
-    Any RPC error propagates, so the forwarder keeps the rows and retries; orchestration
-    deduplicates by event id, so a batch re-sent after a lost acknowledgement is harmless.
-    """
 
-    async def send(workspace_id: str, rows: Sequence[OutboxRow]) -> None:
-        stub = pb_grpc.OrchestrationServiceStub(channel(settings.peer("orchestration")))
-        reply = await stub.HandleEvents(
-            pb.HandleEventsRequest(events=[pb.ForwardedEvent.FromString(r.payload)
-                                           for r in rows]),
-            metadata=on_behalf_of(settings.service_token, workspace_id),
-            timeout=SEND_TIMEOUT_SECONDS,
-        )
-        if len(reply.results) != len(rows):
-            raise RuntimeError(f"orchestration answered {len(reply.results)} results "
-                               f"for {len(rows)} events")
-        # A rejected event is invalid for orchestration (it is final, not transient): sending it
-        # again would fail the same way and hold up every later event, so it is logged and let go.
-        for row, result in zip(rows, reply.results, strict=True):
-            if result.status.code != code_pb2.OK:
-                log.error("orchestration rejected an event", outbox_id=row.id,
-                          code=result.status.code, message=result.status.message)
-
-    return send
+def _handle_events(ch: grpc.aio.Channel) -> Callable[..., Any]:
+    # The generated *_grpc modules have no .pyi (only the messages do), so the stub class is
+    # untyped to mypy; this one line waits for libs to generate them.
+    stub = pb_grpc.OrchestrationServiceStub(ch)  # type: ignore[no-untyped-call]
+    handle_events: Callable[..., Any] = stub.HandleEvents
+    return handle_events

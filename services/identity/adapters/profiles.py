@@ -58,6 +58,8 @@ from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.db import bulk_insert, insert_ignore, one_of
 
 T = TypeVar("T")
+# A result row of any number of columns.
+AnyRow = Row[*tuple[Any, ...]]
 
 # Keys per IN list. PostgreSQL gets one array parameter whatever the size; SQLite allows 32,766
 # bind parameters per statement. Every statement costs a round trip (and, on a busy process, a
@@ -119,12 +121,12 @@ def _earlier_outcomes(session: Session, workspace_id: str,
     return found
 
 
-def _owner(row: Row[Any]) -> Owner:
+def _owner(row: AnyRow) -> Owner:
     return Owner(row.profile_id, row.cluster_id)
 
 
 def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
-                         wanted: set[Identifier], columns: Sequence[str]) -> list[Row[Any]]:
+                         wanted: set[Identifier], columns: Sequence[str]) -> list[AnyRow]:
     """Rows of ``table`` (keyed by workspace_id, type, value) for the wanted identifiers, each
     found by one probe of the primary key, so the cost follows the batch, not the workspace.
 
@@ -134,7 +136,7 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
     cost more as the workspace grew. SQLite gets one statement per type; PostgreSQL a lateral
     join over the (type, value) arrays, whose OFFSET 0 keeps the planner from flattening it
     into a hash join over the workspace."""
-    found: list[Row[Any]] = []
+    found: list[AnyRow] = []
     if session.get_bind().dialect.name == "postgresql":
         picked = ", ".join(f"t.{c}" for c in columns)
         query = text(
@@ -152,11 +154,11 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
     for identifier in sorted(wanted):
         by_type[identifier.type].append(identifier.value)
     for kind, values in sorted(by_type.items()):
-        for chunk in _chunks(values):
+        for some in _chunks(values):
             found.extend(session.execute(
                 select(*(table.c[c] for c in columns))
                 .where(table.c.workspace_id == workspace_id, table.c.type == kind,
-                       table.c.value.in_(chunk))))
+                       table.c.value.in_(some))))
     return found
 
 
@@ -167,7 +169,7 @@ def _owners(session: Session, workspace_id: str, wanted: set[Identifier]
     return {Identifier(r.type, r.value): _owner(r) for r in rows}
 
 
-def _edge(row: Row[Any]) -> Edge:
+def _edge(row: AnyRow) -> Edge:
     return Edge(tuple(sorted(Identifier(t, v) for t, v in row.identifiers)),
                 row.first_time, row.first_message_id)
 
@@ -361,7 +363,7 @@ def load_profiles(session: Session, workspace_id: str, profile_ids: Sequence[str
                   ) -> list[Profile]:
     """The profiles that exist among ``profile_ids``, in that order, in four queries."""
     ids = sorted(set(profile_ids))
-    rows: dict[str, Row[Any]] = {}
+    rows: dict[str, AnyRow] = {}
     owned: dict[str, list[Identifier]] = defaultdict(list)
     merged: dict[str, list[MergeRecord]] = defaultdict(list)
     member_of: dict[str, list[str]] = defaultdict(list)
@@ -384,12 +386,12 @@ def load_profiles(session: Session, workspace_id: str, profile_ids: Sequence[str
                 Merge(m.merged_profile_id, m.survivor_profile_id,
                       Link(Identifier(m.identifier_type, m.identifier_value), m.message_id)),
                 m.merge_time))
-        for r in session.execute(
+        for member in session.execute(
                 select(segment_members.c.profile_id, segment_members.c.segment_id)
                 .where(segment_members.c.workspace_id == workspace_id,
                        one_of(session, segment_members.c.profile_id, chunk))
                 .order_by(segment_members.c.segment_id)):
-            member_of[r.profile_id].append(r.segment_id)
+            member_of[member.profile_id].append(member.segment_id)
     return [Profile(p, tuple(owned[p]), _load_golden(row), row.create_time, row.update_time,
                     tuple(merged[p]), dict(row.computed or {}), tuple(member_of[p]))
             for p in profile_ids if (row := rows.get(p)) is not None]
@@ -506,7 +508,7 @@ def list_events(session: Session, workspace_id: str, profile_id: str, limit: int
     return [StoredEvent(r.event_id, r.profile_id, _event(r), r.receive_time) for r in rows]
 
 
-def _event(row: Row[Any]) -> Event:
+def _event(row: AnyRow) -> Event:
     return Event(
         message_id=row.message_id, type=EventType(row.type), name=row.name,
         identifiers=tuple(Identifier(t, v) for t, v in row.identifiers),

@@ -14,6 +14,7 @@ from cjo.identity.v1 import (
     profile_pb2,
     workspace_pb2,
 )
+from cjo_identity.adapters.outbox_payloads import event_to_proto
 from cjo_identity.domain.computed import Aggregation, ComputedTrait
 from cjo_identity.domain.conversions import ConversionEvent
 from cjo_identity.domain.events import Event, EventType, StoredEvent, parse_event
@@ -35,7 +36,6 @@ _EVENT_TYPES = {
     event_pb2.EVENT_TYPE_TRACK: EventType.TRACK,
     event_pb2.EVENT_TYPE_IDENTIFY: EventType.IDENTIFY,
 }
-_EVENT_TYPE_PROTOS = {v: k for k, v in _EVENT_TYPES.items()}
 
 
 CHANNEL_NAMES = {
@@ -89,20 +89,6 @@ def _event_time(item: event_pb2.Event) -> datetime | None:
         return from_timestamp(item.timestamp)
     except ValueError:
         raise InvalidArgument.one("timestamp", "is not a valid time") from None
-
-
-def event_to_proto(event: Event) -> event_pb2.Event:
-    return event_pb2.Event(
-        message_id=event.message_id,
-        type=_EVENT_TYPE_PROTOS[event.type],
-        name=event.name,
-        identifiers=[event_pb2.Identifier(type=i.type, value=i.value)
-                     for i in event.identifiers],
-        properties=dict_to_struct(dict(event.properties)),
-        traits=dict_to_struct(dict(event.traits)),
-        timestamp=to_timestamp(event.timestamp),
-        source=event.source,
-    )
 
 
 def stored_event_to_proto(stored: StoredEvent) -> event_pb2.StoredEvent:

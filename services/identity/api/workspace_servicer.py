@@ -1,24 +1,15 @@
-"""WorkspaceService: protos in, domain calls, protos out."""
+"""WorkspaceService: protos in, a use-case of the service layer, protos out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 import grpc
-from sqlalchemy.orm import Session
 
 from cjo.identity.v1 import workspace_service_pb2 as pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as pb_grpc
-from cjo_identity.adapters import workspaces
-from cjo_identity.adapters.api_keys import issue_api_key
 from cjo_identity.api.convert import api_key_to_proto, workspace_id_of, workspace_to_proto
-from cjo_identity.domain.workspaces import Workspace, check_new_api_key, check_new_workspace
-from cjo_platform.clock import Clock
-from cjo_platform.db import Database
-from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.db.retry import retry_on_conflict
-from cjo_platform.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from cjo_identity.service_layer import workspaces
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from cjo_platform.rpc.auth import KeyResolver, current_principal, current_workspace
 
 SERVICE = "cjo.identity.v1.WorkspaceService"
@@ -30,31 +21,33 @@ SERVICE_ONLY_METHODS = frozenset({CREATE_WORKSPACE, AUTHENTICATE_API_KEY})
 # CreateWorkspace acts for no workspace yet; its request ids are deployment-wide.
 _DEPLOYMENT = ""
 
-R = TypeVar("R", pb.CreateWorkspaceResponse, pb.CreateApiKeyResponse)
-
 
 class WorkspaceServicer(pb_grpc.WorkspaceServiceServicer):
-    def __init__(self, db: Database, requests: RequestLog, resolve_key: KeyResolver,
-                 clock: Clock) -> None:
-        self.db = db
-        self.requests = requests
+    """The request log keeps each answer WITHOUT the key's secret: the secret is set on the
+    answer of the call that created the key (after its commit), and a repeat gets the key
+    without it."""
+
+    def __init__(self, transactions: Transactions, resolve_key: KeyResolver) -> None:
+        self.transactions = transactions
         self.resolve_key = resolve_key
-        self.clock = clock
 
     async def CreateWorkspace(self, request: pb.CreateWorkspaceRequest,
                               context: grpc.aio.ServicerContext) -> pb.CreateWorkspaceResponse:
-        check_new_workspace(request.workspace_id, request.display_name)
-        now = self.clock.now()
+        revealed: list[str] = []
 
-        def create(session: Session) -> tuple[pb.CreateWorkspaceResponse, str]:
-            workspace = Workspace(request.workspace_id, request.display_name, now)
-            workspaces.add_workspace(session, workspace)
-            key, secret = issue_api_key(session, workspace.workspace_id, "default", now)
+        def create(uow: UnitOfWork) -> pb.CreateWorkspaceResponse:
+            workspace, key, secret = workspaces.create_workspace(
+                uow, request.workspace_id, request.display_name)
+            _reveal_after_commit(uow, revealed, secret)
             return pb.CreateWorkspaceResponse(workspace=workspace_to_proto(workspace),
-                                              api_key=api_key_to_proto(key)), secret
+                                              api_key=api_key_to_proto(key))
 
-        return await self.db.run(retry_on_conflict, lambda: self._once_revealing_secret(
-            _DEPLOYMENT, CREATE_WORKSPACE, request, pb.CreateWorkspaceResponse, create))
+        response = await self.transactions.once(
+            workspace_id=_DEPLOYMENT, method=CREATE_WORKSPACE, request_id=request.request_id,
+            request=request, response_type=pb.CreateWorkspaceResponse, work=create)
+        if revealed:
+            response.api_key.secret = revealed[0]
+        return response
 
     async def GetWorkspace(self, request: pb.GetWorkspaceRequest,
                            context: grpc.aio.ServicerContext) -> pb.GetWorkspaceResponse:
@@ -66,31 +59,26 @@ class WorkspaceServicer(pb_grpc.WorkspaceServiceServicer):
         if not principal.is_service and workspace_id != principal.workspace_id:
             raise PermissionDenied("an API key can read only its own workspace",
                                    reason="OTHER_WORKSPACE")
-
-        def read() -> Workspace | None:
-            with self.db.transaction() as session:
-                return workspaces.get_workspace(session, workspace_id)
-
-        workspace = await self.db.run(read)
-        if workspace is None:
-            raise NotFound(f"workspace {workspace_id!r} does not exist")
+        workspace = await self.transactions.run(
+            lambda uow: workspaces.get_workspace(uow, workspace_id))
         return pb.GetWorkspaceResponse(workspace=workspace_to_proto(workspace))
 
     async def CreateApiKey(self, request: pb.CreateApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> pb.CreateApiKeyResponse:
         workspace_id = current_workspace()
-        check_new_api_key(request.display_name)
-        now = self.clock.now()
+        revealed: list[str] = []
 
-        def create(session: Session) -> tuple[pb.CreateApiKeyResponse, str]:
-            # A key holder's workspace exists; a service acting for one might name any.
-            if workspaces.get_workspace(session, workspace_id) is None:
-                raise NotFound(f"workspace {workspace_id!r} does not exist")
-            key, secret = issue_api_key(session, workspace_id, request.display_name, now)
-            return pb.CreateApiKeyResponse(api_key=api_key_to_proto(key)), secret
+        def create(uow: UnitOfWork) -> pb.CreateApiKeyResponse:
+            key, secret = workspaces.create_api_key(uow, workspace_id, request.display_name)
+            _reveal_after_commit(uow, revealed, secret)
+            return pb.CreateApiKeyResponse(api_key=api_key_to_proto(key))
 
-        return await self.db.run(retry_on_conflict, lambda: self._once_revealing_secret(
-            workspace_id, CREATE_API_KEY, request, pb.CreateApiKeyResponse, create))
+        response = await self.transactions.once(
+            workspace_id=workspace_id, method=CREATE_API_KEY, request_id=request.request_id,
+            request=request, response_type=pb.CreateApiKeyResponse, work=create)
+        if revealed:
+            response.api_key.secret = revealed[0]
+        return response
 
     async def AuthenticateApiKey(
         self, request: pb.AuthenticateApiKeyRequest, context: grpc.aio.ServicerContext,
@@ -103,24 +91,8 @@ class WorkspaceServicer(pb_grpc.WorkspaceServiceServicer):
         return pb.AuthenticateApiKeyResponse(workspace_id=principal.workspace_id,
                                              key_id=principal.key_id)
 
-    def _once_revealing_secret(self, workspace_id: str, method: str,
-                               request: pb.CreateWorkspaceRequest | pb.CreateApiKeyRequest,
-                               response_type: type[R],
-                               create: Callable[[Session], tuple[R, str]]) -> R:
-        """Create once per request id. The request log keeps the answer WITHOUT the secret, so
-        the secret is shown by the first answer only and a repeat returns the key without it."""
-        revealed: list[str] = []
-        with self.db.transaction() as session:
 
-            def compute() -> R:
-                response, secret = create(session)
-                revealed.append(secret)
-                return response
-
-            response = self.requests.once(
-                session, workspace_id=workspace_id, method=method,
-                request_id=request.request_id, request=request, response_type=response_type,
-                compute=compute)
-        if revealed:
-            response.api_key.secret = revealed[0]
-        return response
+def _reveal_after_commit(uow: UnitOfWork, revealed: list[str], secret: str) -> None:
+    # Only the attempt that committed may reveal its key: an attempt that lost a race and was
+    # rolled back issued a key that does not exist.
+    uow.after_commit(lambda: revealed.append(secret))

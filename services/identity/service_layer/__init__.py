@@ -1,1 +1,2 @@
-"""The identity use-cases: each takes a unit of work and domain inputs and returns domain results."""
+"""The identity use-cases: each takes a unit of work and domain inputs, returns domain
+results."""

@@ -1,0 +1,120 @@
+"""Ingest: a batch of parsed events becomes stored events, resolved profiles, segment
+transitions and outbox rows, in one unit of work.
+
+The guarantees live here: a message id is applied once (a repeat answers the first outcome),
+erased identifiers never identify anyone again, merges reach orchestration before the events
+that carry the survivor's id, and every write of the batch commits together or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from cjo_identity.adapters import profiles, segments
+from cjo_identity.adapters.outbox_payloads import (
+    EVENTS_TOPIC,
+    conversion_fact,
+    forwarded_event,
+    merge_event,
+    segment_event,
+)
+from cjo_identity.domain.events import Event
+from cjo_identity.domain.ingest import BatchPlan, Outcome, conversions_of, linkable
+from cjo_identity.domain.settings import IdentitySettings
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.errors import InvalidArgument
+from cjo_platform.facts import FACTS_TOPIC
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+# A batch whose profiles a concurrent batch merged or moved between its read and its lock plans
+# again from fresh reads; more than a few in a row means something else is wrong.
+STALE_ATTEMPTS = 5
+
+UNRESOLVABLE = InvalidArgument.one(
+    "identifiers", "every identifier is blocked or erased; nothing to resolve the event to")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One committed batch: an outcome (or the event's own error) per event, and the plan."""
+
+    outcomes: list[Outcome | InvalidArgument]
+    plan: BatchPlan | None
+
+
+async def ingest_events(transactions: Transactions, workspace_id: str, batch: Sequence[Event],
+                        settings: IdentitySettings, traceparent: str
+                        ) -> list[Outcome | InvalidArgument]:
+    """Apply the events (parsed with ``settings``); one outcome or error per event, in order."""
+    for attempt in range(1, STALE_ATTEMPTS + 1):
+        try:
+            applied = await transactions.run(
+                lambda uow: apply_events(uow, workspace_id, batch, settings, traceparent))
+        except profiles.StaleGraph:
+            if attempt == STALE_ATTEMPTS:
+                raise
+            continue
+        if applied.plan is not None:
+            _log_committed(applied.plan, settings)
+        return applied.outcomes
+    raise AssertionError("unreachable")
+
+
+def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
+                 settings: IdentitySettings, traceparent: str) -> Applied:
+    """One attempt at the batch; raises :class:`profiles.StaleGraph` when the graph changed
+    under it (run it again in a new unit of work)."""
+    session = uow.session
+    wanted = {i for event in batch for i in event.identifiers}
+    erased = profiles.erased_among(session, workspace_id, wanted) if wanted else set()
+    outcomes: list[Outcome | InvalidArgument | None] = []
+    valid: list[Event] = []
+    for event in batch:
+        if erased & set(event.identifiers):
+            event = replace(event, identifiers=tuple(
+                i for i in event.identifiers if i not in erased))
+        if not event.identifiers or not linkable(event, settings):
+            outcomes.append(UNRESOLVABLE)
+            continue
+        outcomes.append(None)
+        valid.append(event)
+    if not valid:
+        return Applied([o for o in outcomes if o is not None], None)
+    now = uow.now()
+    plan = profiles.ingest(session, workspace_id, valid, now, new_id, settings)
+    merged = {m.merged_profile_id for m in plan.graph.merges}
+    transitions = segments.refresh(
+        session, workspace_id, {p: g for p, g in plan.golden.items() if p not in merged},
+        merged, settings, now, before=plan.before)
+    uow.publish(EVENTS_TOPIC, workspace_id, [
+        # Merges first: the batch's events (and all later ones) carry the survivor's id, and
+        # must find the merged profile's enrollments already moved to it.
+        *((merge_event(m, plan.golden.get(m.survivor_profile_id), now, traceparent),
+           traceparent) for m in plan.graph.merges),
+        *((forwarded_event(a, traceparent), traceparent) for a in plan.accepted),
+        *((segment_event(t, plan.golden[t.profile_id], now, traceparent), traceparent)
+          for t in transitions)])
+    uow.publish(FACTS_TOPIC, workspace_id, [
+        (conversion_fact(a, c), traceparent) for a, c in conversions_of(plan.accepted, settings)])
+    applied = iter(plan.outcomes)
+    return Applied([o if o is not None else next(applied) for o in outcomes], plan)
+
+
+def _log_committed(plan: BatchPlan, settings: IdentitySettings) -> None:
+    for accepted, conversion in conversions_of(plan.accepted, settings):
+        if conversion.problem:
+            log.warning("conversion recorded with revenue 0", event_id=accepted.event_id,
+                        message_id=accepted.event.message_id,
+                        event_name=accepted.event.name, reason=conversion.problem)
+    for merge in plan.graph.merges:
+        log.info("profiles merged", merged_profile_id=merge.merged_profile_id,
+                 profile_id=merge.survivor_profile_id,
+                 identifier_type=merge.link.identifier.type)

@@ -1,0 +1,124 @@
+"""Profiles (golden records): read one, many, by identifier or by CEL filter; their event
+history; export everything held about a person; erase a person.
+
+A profile id merged into another resolves to the survivor everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from cjo_identity.adapters import profiles, segments
+from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC, erasure_event
+from cjo_identity.adapters.settings import load_settings
+from cjo_identity.domain.events import StoredEvent
+from cjo_identity.domain.identifiers import Identifier
+from cjo_identity.domain.profiles import Profile
+from cjo_identity.domain.segments import activation
+from cjo_platform.cel import Expression
+from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.errors import NotFound
+
+# ListProfiles reads at most SCAN_ROUNDS * SCAN_CHUNK profiles per call, so a rare match cannot
+# make one call read the whole workspace; its page token continues the scan.
+SCAN_CHUNK = 1000
+SCAN_ROUNDS = 10
+# Events read per query of an export.
+EXPORT_CHUNK = 1000
+
+EventCursor = tuple[datetime, str]
+
+
+def _missing(profile_id: str) -> NotFound:
+    return NotFound(f"profile 'profiles/{profile_id}' does not exist")
+
+
+def get_profile(uow: UnitOfWork, workspace_id: str, profile_id: str) -> Profile:
+    profile = profiles.get_profile(uow.session, workspace_id, profile_id)
+    if profile is None:
+        raise _missing(profile_id)
+    return profile
+
+
+def get_profiles(uow: UnitOfWork, workspace_id: str, profile_ids: Sequence[str]
+                 ) -> dict[str, Profile]:
+    """The profiles that exist among ``profile_ids`` (merged-away ids answered by their
+    survivor), keyed by the id asked for."""
+    resolved = profiles.resolve_profile_ids(uow.session, workspace_id, profile_ids)
+    found = {p.profile_id: p for p in profiles.load_profiles(
+        uow.session, workspace_id, sorted(set(resolved.values())))}
+    return {asked: found[held] for asked, held in resolved.items() if held in found}
+
+
+def lookup_profile(uow: UnitOfWork, workspace_id: str, identifier: Identifier) -> Profile:
+    """The profile that owns the (normalised) identifier."""
+    owner = profiles.owner_of(uow.session, workspace_id, identifier)
+    profile = None if owner is None else profiles.get_profile(uow.session, workspace_id, owner)
+    if profile is None:
+        raise NotFound("no profile has this identifier", reason="IDENTIFIER_UNKNOWN")
+    return profile
+
+
+def list_profile_events(uow: UnitOfWork, workspace_id: str, profile_id: str, size: int,
+                        after: EventCursor | None
+                        ) -> tuple[list[StoredEvent], EventCursor | None]:
+    """Up to ``size`` of the profile's events, newest (by event time) first, after ``after``;
+    and where the next page starts (None on the last page)."""
+    resolved = profiles.resolve_profile_ids(uow.session, workspace_id, [profile_id])[profile_id]
+    if not profiles.profile_exists(uow.session, workspace_id, resolved):
+        raise _missing(profile_id)
+    page = profiles.list_events(uow.session, workspace_id, resolved, size + 1, after)
+    if len(page) <= size:
+        return page, None
+    last = page[size - 1]
+    return page[:size], (last.event.timestamp, last.event_id)
+
+
+def list_profiles(uow: UnitOfWork, workspace_id: str, condition: Expression | None, size: int,
+                  after: str) -> tuple[list[Profile], str | None]:
+    """Up to ``size`` profiles (by id, after ``after``) matching ``condition`` (all when None);
+    and where the scan continues (None when it reached the end). A page may hold fewer than
+    ``size`` and still continue: the scan is bounded per call."""
+    matched: list[str] = []
+    last = after
+    for _ in range(SCAN_ROUNDS):
+        rows = profiles.scan_profiles(uow.session, workspace_id, last, SCAN_CHUNK)
+        for profile_id, golden, computed in rows:
+            last = profile_id
+            if condition is None or condition.test(activation(golden, computed)):
+                matched.append(profile_id)
+                if len(matched) == size:
+                    break
+        if len(matched) == size or len(rows) < SCAN_CHUNK:
+            break
+    more = len(matched) == size or len(rows) == SCAN_CHUNK
+    return profiles.load_profiles(uow.session, workspace_id, matched), last if more else None
+
+
+def export_profile(uow: UnitOfWork, workspace_id: str, profile_id: str
+                   ) -> tuple[Profile, list[StoredEvent]]:
+    """Everything held about a person: the profile and all its events, newest first."""
+    profile = get_profile(uow, workspace_id, profile_id)
+    history: list[StoredEvent] = []
+    after: EventCursor | None = None
+    while page := profiles.list_events(uow.session, workspace_id, profile.profile_id,
+                                       EXPORT_CHUNK, after):
+        history += page
+        after = (page[-1].event.timestamp, page[-1].event_id)
+    return profile, history
+
+
+def delete_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,
+                   block_identifiers: bool, traceparent: str) -> None:
+    """Erase the person: the profile, the profiles merged into it, their identifiers, events
+    and memberships; with ``block_identifiers`` those identifiers never identify anyone again.
+    Orchestration hears of it so it drops its copies."""
+    session = uow.session
+    now = uow.now()
+    resolved = profiles.resolve_profile_ids(session, workspace_id, [profile_id])[profile_id]
+    if not profiles.erase_profile(session, workspace_id, resolved, block_identifiers, now):
+        raise _missing(profile_id)
+    settings = load_settings(session, workspace_id)[0]
+    segments.refresh(session, workspace_id, {}, [resolved], settings, now)
+    uow.publish(EVENTS_TOPIC, workspace_id, [
+        (erasure_event(resolved, now, traceparent), traceparent)])
