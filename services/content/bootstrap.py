@@ -8,6 +8,7 @@ from cjo.content.v1 import content_service_pb2_grpc
 from cjo_content.adapters.tables import metadata
 from cjo_content.api.servicer import SERVICE, ContentServicer
 from cjo_content.domain.rendering import CompiledCache
+from cjo_content.service_layer.rendering import Renderer
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.rpc.server import ServiceApp, Servicer
@@ -22,7 +23,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # One entry is every template of one published version (all channels, its snippets).
     cache = CompiledCache(
         max_entries=env.int("CJO_CONTENT_TEMPLATE_CACHE_ENTRIES", 2048, minimum=1))
-    servicer = ContentServicer(storage.db, storage.requests, cache, clock)
+    servicer = ContentServicer(storage.transactions, Renderer(storage.transactions, cache))
     return ServiceApp(
         settings=settings,
         db=storage.db,

@@ -128,10 +128,14 @@ def insert(session: Session, workspace_id: str, key: str, draft: ContentDraft,
     return ContentItem(key=key, draft=draft, revision=1, create_time=now, update_time=now)
 
 
-def get(session: Session, workspace_id: str, key: str) -> ContentItem | None:
-    row = session.execute(
-        select(*_COLUMNS).where(_t.c.workspace_id == workspace_id, _t.c.key == key)
-    ).mappings().first()
+def get(session: Session, workspace_id: str, key: str, *,
+        for_update: bool = False) -> ContentItem | None:
+    """The item; ``for_update`` locks its row until the transaction ends (PostgreSQL), so a
+    change computed from it cannot lose a race to a concurrent writer."""
+    query = select(*_COLUMNS).where(_t.c.workspace_id == workspace_id, _t.c.key == key)
+    if for_update:
+        query = query.with_for_update()
+    row = session.execute(query).mappings().first()
     return None if row is None else _to_item(row)
 
 
@@ -298,9 +302,13 @@ def insert_snippet(session: Session, workspace_id: str, key: str, source: str,
     return Snippet(key=key, source=source, revision=1, create_time=now, update_time=now)
 
 
-def get_snippet(session: Session, workspace_id: str, key: str) -> Snippet | None:
-    row = session.execute(select(*_SNIPPET_COLUMNS).where(
-        _s.c.workspace_id == workspace_id, _s.c.key == key)).mappings().first()
+def get_snippet(session: Session, workspace_id: str, key: str, *,
+                for_update: bool = False) -> Snippet | None:
+    """The snippet; ``for_update`` locks its row until the transaction ends (PostgreSQL)."""
+    query = select(*_SNIPPET_COLUMNS).where(_s.c.workspace_id == workspace_id, _s.c.key == key)
+    if for_update:
+        query = query.with_for_update()
+    row = session.execute(query).mappings().first()
     return None if row is None else _to_snippet(row)
 
 
@@ -348,10 +356,15 @@ def count_versions(session: Session, workspace_id: str, key: str) -> int:
 # --- settings --------------------------------------------------------------------------------
 
 
-def get_settings(session: Session, workspace_id: str) -> ContentSettings:
-    """The workspace's settings; the defaults when it never changed them."""
-    row = session.execute(select(_cs.c.default_locale, _cs.c.revision, _cs.c.update_time).where(
-        _cs.c.workspace_id == workspace_id)).first()
+def get_settings(session: Session, workspace_id: str, *,
+                 for_update: bool = False) -> ContentSettings:
+    """The workspace's settings; the defaults when it never changed them. ``for_update``
+    locks the workspace's row, when it has one, until the transaction ends (PostgreSQL)."""
+    query = select(_cs.c.default_locale, _cs.c.revision, _cs.c.update_time).where(
+        _cs.c.workspace_id == workspace_id)
+    if for_update:
+        query = query.with_for_update()
+    row = session.execute(query).first()
     if row is None:
         return ContentSettings()
     return ContentSettings(default_locale=row.default_locale, revision=int(row.revision),
@@ -361,15 +374,16 @@ def get_settings(session: Session, workspace_id: str) -> ContentSettings:
 def save_settings(session: Session, workspace_id: str, current: ContentSettings,
                   settings: ContentSettings, now: datetime) -> ContentSettings | None:
     """Write ``settings`` as the next revision of ``current``; None when somebody else saved
-    first (compare-and-set on the revision; the first save inserts the row)."""
+    first (compare-and-set on the revision). The first save inserts the row: a concurrent
+    first save makes it fail with the database's IntegrityError, so the unit of work runs
+    again and reads the winner's row."""
     saved = ContentSettings(default_locale=settings.default_locale,
                             revision=current.revision + 1, update_time=now)
     values = {"default_locale": saved.default_locale, "revision": saved.revision,
               "update_time": now}
     if current.revision == 0:
-        inserted = insert_ignore(session, _cs, [{"workspace_id": workspace_id, **values}],
-                                 returning=_cs.c.workspace_id)
-        return saved if inserted else None
+        session.execute(_cs.insert().values(workspace_id=workspace_id, **values))
+        return saved
     result = session.execute(update(_cs).where(
         _cs.c.workspace_id == workspace_id, _cs.c.revision == current.revision).values(**values))
     return saved if result.rowcount == 1 else None  # type: ignore[attr-defined]

@@ -19,18 +19,22 @@ from cjo_content.domain.content_items import (
     SmsTemplate,
     Variant,
     WebhookTemplate,
+    key_from_name,
 )
+from cjo_content.domain.locales import is_bcp47
 from cjo_content.domain.rendering import (
     RenderContext,
+    RenderedContent,
     RenderedEmail,
     RenderedInApp,
     RenderedPush,
     RenderedSms,
-    Rendering,
+    RenderTarget,
 )
 from cjo_content.domain.settings import SETTINGS_NAME, ContentSettings
 from cjo_content.domain.sms import SmsEncoding
 from cjo_content.domain.snippets import Snippet
+from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.protobuf import struct_to_dict, to_timestamp
 
 CHANNEL_NAMES = {
@@ -149,21 +153,49 @@ def snippet_to_proto(snippet: Snippet) -> item_pb.Snippet:
                            update_time=to_timestamp(snippet.update_time))
 
 
-def context_from_proto(context: pb.RenderContext, locale: str, workspace_id: str,
-                       workspace_locale: str = "") -> RenderContext:
+def render_target(request: pb.RenderContentRequest | pb.PreviewContentRequest) -> RenderTarget:
+    """Which item, version, channel and locale a render asks for; every bad field named."""
+    problems = Violations()
+    key = ""
+    try:
+        key = key_from_name(request.name)
+    except InvalidArgument as exc:
+        problems.items.extend(exc.violations)
+    channel = CHANNEL_NAMES.get(request.channel, "")
+    if not request.channel:
+        problems.add("channel", "is required")
+    elif not channel:
+        problems.add("channel", f"unknown channel {request.channel}")
+    version = request.version if isinstance(request, pb.RenderContentRequest) else 0
+    problems.check(version >= 0, "version", "must be 0 (latest published) or a version number")
+    problems.check(not request.locale or is_bcp47(request.locale), "locale",
+                   "must be a BCP 47 language tag such as 'en' or 'ko-KR'")
+    problems.raise_if_any()
+    return RenderTarget(key, version, channel, request.locale)
+
+
+def context_from_proto(context: pb.RenderContext, locale: str,
+                       workspace_id: str) -> RenderContext:
+    """Who a render is for; the workspace's default locale is the render use-case's to add."""
     return RenderContext(traits=struct_to_dict(context.traits),
                          event=struct_to_dict(context.event),
                          variables=struct_to_dict(context.variables), locale=locale,
-                         profile_id=context.profile_id, workspace_id=workspace_id,
-                         workspace_locale=workspace_locale)
+                         profile_id=context.profile_id, workspace_id=workspace_id)
 
 
-def rendered_message(key: str, revision: int, version: int, channel: str,
-                     rendering: Rendering) -> common_pb2.RenderedMessage:
+def render_request(request: pb.RenderContentRequest | pb.PreviewContentRequest,
+                   workspace_id: str) -> tuple[RenderTarget, RenderContext]:
+    target = render_target(request)
+    return target, context_from_proto(request.context, target.locale, workspace_id)
+
+
+def rendered_message(rendered: RenderedContent) -> common_pb2.RenderedMessage:
+    rendering = rendered.rendering
     body = rendering.body
     message = common_pb2.RenderedMessage(
-        channel=_CHANNEL_ENUMS[channel], content_key=key, content_revision=revision,
-        content_version=version, locale=rendering.locale, variant=rendering.variant)
+        channel=_CHANNEL_ENUMS[rendered.channel], content_key=rendered.key,
+        content_revision=rendered.revision, content_version=rendered.version,
+        locale=rendering.locale, variant=rendering.variant)
     if isinstance(body, RenderedEmail):
         message.email.CopyFrom(common_pb2.RenderedEmail(
             subject=body.subject, preheader=body.preheader, html=body.html, text=body.text))

@@ -102,6 +102,28 @@ class Rendering:
 
 
 @dataclass(frozen=True)
+class RenderTarget:
+    """What one render asks for: an item, its version, a channel and maybe a locale."""
+
+    key: str
+    version: int  # 0: the latest published version (a preview renders the draft)
+    channel: str
+    locale: str  # "" : the profile's locale trait, then the fallback chain
+
+
+@dataclass(frozen=True)
+class RenderedContent:
+    """A rendering with what it was rendered from: item, draft revision, version (0 for a
+    preview of the draft) and channel."""
+
+    key: str
+    revision: int
+    version: int
+    channel: str
+    rendering: Rendering
+
+
+@dataclass(frozen=True)
 class RenderedEmail:
     subject: str
     preheader: str
@@ -160,9 +182,8 @@ class CompiledContent:
         self.sources = draft.template_sources()
         self.templates: dict[str, liquid.BoundTemplate] = {}
         for path, source in self.sources.items():
-            template = compile_template(source, kind_of(path), strict)
-            template.snippets = self.snippets
-            self.templates[path] = template
+            self.templates[path] = compile_template(source, kind_of(path), strict,
+                                                    self.snippets)
         self._variant_index = {v.key: i for i, v in enumerate(draft.variants)}
         self._locale_index = {loc.locale.lower(): i for i, loc in enumerate(draft.localizations)}
         # Static HTML (no Liquid markup) has a static plain-text part: derive it once.

@@ -128,7 +128,8 @@ class SnippetSet:
         if source is None:
             return None
         template = env.from_string(source, name=key)
-        template.snippets = self  # type: ignore[attr-defined]
+        assert isinstance(template, _Template)  # every environment's template_class
+        template.snippets = self
         with self._lock:
             self._compiled[(id(env), key)] = template
         return template
@@ -150,7 +151,8 @@ class _SnippetLoader(BaseLoader):
         root = context
         while root is not None and root.parent_context is not None:
             root = root.parent_context
-        snippets = getattr(root.template, "snippets", None) if root is not None else None
+        outermost = root.template if root is not None else None
+        snippets = outermost.snippets if isinstance(outermost, _Template) else None
         template = snippets.template(env, name) if snippets is not None else None
         if template is None:
             raise TemplateNotFoundError(name)
@@ -239,15 +241,18 @@ def _end_position(source: str) -> TemplatePosition:
     return _position(source, len(source))
 
 
-def compile_template(source: str, kind: TemplateKind,
-                     strict: bool = False) -> liquid.BoundTemplate:
-    """Parse ``source``; unknown filters are syntax errors too, so they surface on save."""
+def compile_template(source: str, kind: TemplateKind, strict: bool = False,
+                     snippets: SnippetSet | None = None) -> liquid.BoundTemplate:
+    """Parse ``source``; unknown filters are syntax errors too, so they surface on save.
+    ``snippets`` are the ones its renders may include."""
     env = _ENVIRONMENTS[(kind, strict)]
     try:
         template = env.from_string(source)
     except LiquidError as err:
         position = _error_position(err, source) or _end_position(source)
         raise TemplateSyntaxError(str(err.message), position) from None
+    assert isinstance(template, _Template)  # every environment's template_class
+    template.snippets = snippets
     for name, spans in template.analyze(include_partials=False).filters.items():
         if name not in env.filters:
             raise TemplateSyntaxError(f"unknown filter {name!r}",

@@ -1,0 +1,188 @@
+"""Rendering: find the published versions a request or a batch needs, compile each version
+once per process (the cache), render them for one person each; preview a draft.
+
+Reads run in units of work; compiling and rendering are CPU work and run in a worker thread,
+never in the database's thread pool or on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+
+from cjo_content.adapters import repository
+from cjo_content.domain.content_items import ContentItem, ContentVersion
+from cjo_content.domain.errors import item_not_found, not_published, version_not_found
+from cjo_content.domain.rendering import (
+    CompiledCache,
+    CompiledContent,
+    RenderContext,
+    RenderedContent,
+    RenderTarget,
+)
+from cjo_content.domain.snippets import resolve_snippets
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.errors import CjoError
+from cjo_platform.logging import get_logger
+from cjo_platform.telemetry import tracer
+
+log = get_logger("cjo.content")
+
+# (item key, requested version: 0 for the latest published)
+Wanted = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Published:
+    """A compiled published version, ready to render."""
+
+    version: int
+    compiled: CompiledContent
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """What one transaction read for a set of render requests."""
+
+    latest: dict[str, int]  # item key -> latest published version, for the items that exist
+    fingerprints: dict[tuple[str, int], str]  # (key, exact version) -> fingerprint
+    workspace_locale: str
+
+
+def _look_up(uow: UnitOfWork, workspace_id: str, wanted: Collection[Wanted]) -> _Lookup:
+    """Latest versions, fingerprints and the workspace's default locale: one query each,
+    whatever the batch size."""
+    latest = repository.latest_versions(uow.session, workspace_id, {k for k, _ in wanted})
+    exact = {(k, v or latest.get(k, 0)) for k, v in wanted}
+    return _Lookup(latest,
+                   repository.fingerprints(uow.session, workspace_id, {e for e in exact if e[1]}),
+                   repository.get_settings(uow.session, workspace_id).default_locale)
+
+
+def _render(content: CompiledContent, version: int, target: RenderTarget,
+            context: RenderContext) -> RenderedContent:
+    return RenderedContent(content.key, content.revision, version, target.channel,
+                           content.render_for(target.channel, context))
+
+
+class Renderer:
+    """Renders content for people. One per process: it owns the compiled-version cache."""
+
+    def __init__(self, transactions: Transactions, cache: CompiledCache) -> None:
+        self.transactions = transactions
+        self.cache = cache
+
+    async def render(self, workspace_id: str, target: RenderTarget,
+                     context: RenderContext) -> RenderedContent:
+        """One published version rendered for one person; errors are raised."""
+        found, workspace_locale = await self.published(workspace_id, [(target.key,
+                                                                       target.version)])
+        published = found[(target.key, target.version)]
+        if isinstance(published, CjoError):
+            raise published
+        return await asyncio.to_thread(
+            _render, published.compiled, published.version, target,
+            replace(context, workspace_locale=workspace_locale))
+
+    async def render_batch(self, workspace_id: str,
+                           requests: Sequence[tuple[RenderTarget, RenderContext]],
+                           ) -> list[RenderedContent | CjoError]:
+        """One outcome per request, in order: its rendering or why it failed. A request that
+        fails never fails the others."""
+        if not requests:
+            return []
+        found, workspace_locale = await self.published(
+            workspace_id, {(target.key, target.version) for target, _ in requests})
+
+        def outcome(target: RenderTarget, context: RenderContext) -> RenderedContent | CjoError:
+            published = found[(target.key, target.version)]
+            if isinstance(published, CjoError):
+                return published
+            try:
+                return _render(published.compiled, published.version, target,
+                               replace(context, workspace_locale=workspace_locale))
+            except CjoError as exc:
+                return exc
+            except Exception:
+                # A bug in one render must not fail the rest of the batch.
+                log.exception("render failed unexpectedly", content_key=target.key)
+                return CjoError("render failed")
+
+        renderable = sum(isinstance(found[(t.key, t.version)], Published) for t, _ in requests)
+        with tracer().start_as_current_span(
+                "content.render_batch", attributes={"cjo.render.count": renderable}):
+            return await asyncio.to_thread(
+                lambda: [outcome(target, context) for target, context in requests])
+
+    async def preview(self, workspace_id: str, target: RenderTarget,
+                      context: RenderContext) -> RenderedContent:
+        """The item's current draft (with the snippets as they are now) rendered for one
+        person, without publishing it; reported as version 0."""
+        item, snippets, workspace_locale = await self.transactions.run(
+            lambda uow: _draft_to_preview(uow, workspace_id, target.key))
+        context = replace(context, workspace_locale=workspace_locale)
+
+        def preview() -> RenderedContent:
+            compiled = CompiledContent(item.key, item.draft, snippets, item.revision)
+            return _render(compiled, 0, target, context)
+
+        return await asyncio.to_thread(preview)
+
+    async def published(self, workspace_id: str, wanted: Collection[Wanted],
+                        ) -> tuple[dict[Wanted, Published | CjoError], str]:
+        """(key, requested version) -> the compiled version, or why it cannot be rendered;
+        and the workspace's default locale.
+
+        The version documents are read (in a second transaction) and compiled only for
+        versions this process has not compiled yet."""
+        lookup = await self.transactions.run(lambda uow: _look_up(uow, workspace_id, wanted))
+        compiled: dict[tuple[str, int], CompiledContent] = {}
+        missing: set[tuple[str, int]] = set()
+        for exact, fingerprint in lookup.fingerprints.items():
+            hit = self.cache.get((workspace_id, *exact), fingerprint)
+            if hit is None:
+                missing.add(exact)
+            else:
+                compiled[exact] = hit
+        if missing:
+            documents: dict[tuple[str, int], ContentVersion] = await self.transactions.run(
+                lambda uow: repository.versions(uow.session, workspace_id, missing))
+            compiled |= await asyncio.to_thread(self._compile, workspace_id, documents,
+                                                lookup.fingerprints)
+        out: dict[Wanted, Published | CjoError] = {}
+        for key, requested in wanted:
+            out[(key, requested)] = _resolve(key, requested, lookup.latest, compiled)
+        return out, lookup.workspace_locale
+
+    def _compile(self, workspace_id: str, documents: dict[tuple[str, int], ContentVersion],
+                 fingerprints: dict[tuple[str, int], str],
+                 ) -> dict[tuple[str, int], CompiledContent]:
+        made: dict[tuple[str, int], CompiledContent] = {}
+        for exact, doc in documents.items():
+            made[exact] = CompiledContent(doc.key, doc.draft, doc.snippets, doc.revision)
+            self.cache.put((workspace_id, *exact), fingerprints[exact], made[exact])
+        return made
+
+
+def _resolve(key: str, requested: int, latest: dict[str, int],
+             compiled: dict[tuple[str, int], CompiledContent]) -> Published | CjoError:
+    if key not in latest:
+        return item_not_found(key)
+    version = requested or latest[key]
+    if not version:
+        return not_published(key)
+    if (key, version) not in compiled:
+        return version_not_found(key, requested)
+    return Published(version, compiled[(key, version)])
+
+
+def _draft_to_preview(uow: UnitOfWork, workspace_id: str,
+                      key: str) -> tuple[ContentItem, dict[str, str], str]:
+    """The draft, the sources of the snippets it includes now, and the workspace locale."""
+    item = repository.get(uow.session, workspace_id, key)
+    if item is None:
+        raise item_not_found(key)
+    snippets = resolve_snippets(
+        item.draft.template_sources().values(),
+        lambda keys: repository.snippet_sources(uow.session, workspace_id, keys))
+    return item, snippets, repository.get_settings(uow.session, workspace_id).default_locale
