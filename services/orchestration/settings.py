@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
-from cjo_orchestration.domain.engine import RetryPolicy
+from cjo_platform.backoff import RetryPolicy
 from cjo_platform.config import Env
 from cjo_platform.limits import MAX_BATCH_ITEMS
 
@@ -47,9 +48,12 @@ def load_engine_settings(env: Env) -> EngineSettings:
         step_lanes=env.int(f"{prefix}STEP_LANES", 3, minimum=1, maximum=32),
         lease_seconds=lease,
         peer_timeout_seconds=timeout,
+        # No jitter: delays stay base x 2^(n-1), capped, exactly as operators configure them.
         retry=RetryPolicy(
-            base_seconds=env.float(f"{prefix}RETRY_BASE_SECONDS", 1.0, minimum=0.0),
-            max_seconds=env.float(f"{prefix}RETRY_MAX_SECONDS", 300.0, minimum=0.0),
+            base_delay=timedelta(seconds=env.float(f"{prefix}RETRY_BASE_SECONDS", 1.0,
+                                                   minimum=0.0)),
+            max_delay=timedelta(seconds=env.float(f"{prefix}RETRY_MAX_SECONDS", 300.0,
+                                                  minimum=0.0)),
             max_attempts=env.int(f"{prefix}RETRY_MAX_ATTEMPTS", 10, minimum=1, maximum=1000),
         ),
         schedule_page_size=env.int(f"{prefix}SCHEDULE_PAGE_SIZE", 500, minimum=1,

@@ -5,22 +5,14 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from cjo_orchestration.domain.engine import (
-    Deferred,
+from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
     FactKind,
-    InboxEvent,
-    Rejected,
-    RetryPolicy,
-    Sent,
     StepOutcome,
-    Trigger,
-    advance,
-    after_send,
-    plan_enrollments,
-    validate_forwarded_event,
 )
+from cjo_orchestration.domain.entry import InboxEvent, Trigger, validate_forwarded_event
+from cjo_orchestration.domain.events import plan_enrollments
 from cjo_orchestration.domain.journeys import (
     Channel,
     EventTrigger,
@@ -29,13 +21,17 @@ from cjo_orchestration.domain.journeys import (
     Node,
     SendAction,
 )
+from cjo_orchestration.domain.orders import Deferred, Rejected, Sent
+from cjo_orchestration.domain.walk import advance, after_send
+from cjo_platform.backoff import RetryPolicy
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 GRAPH = JourneyGraph(EventTrigger("cart_updated"), (
     Node("send", SendAction("cart", Channel.EMAIL, "done")),
     Node("done", ExitAction()),
 ), "send")
-POLICY = RetryPolicy(base_seconds=1, max_seconds=10, max_attempts=4)
+POLICY = RetryPolicy(max_attempts=4, base_delay=timedelta(seconds=1),
+                     max_delay=timedelta(seconds=10))
 
 
 def event(seq: int, profile: str, name: str = "cart_updated", ws: str = "ws") -> InboxEvent:
@@ -165,7 +161,8 @@ def test_transient_failures_back_off_exponentially_then_give_up() -> None:
 
 
 def test_backoff_is_capped() -> None:
-    assert RetryPolicy(base_seconds=1, max_seconds=10).delay(20) == timedelta(seconds=10)
+    capped = RetryPolicy(base_delay=timedelta(seconds=1), max_delay=timedelta(seconds=10))
+    assert capped.delay(20) == timedelta(seconds=10)
 
 
 def test_a_node_missing_from_the_version_fails_visibly() -> None:

@@ -11,27 +11,20 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from cjo_orchestration.domain.engine import (
+from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
     FactKind,
+    StepOutcome,
+)
+from cjo_orchestration.domain.entry import (
     History,
     InboxEvent,
-    ProfileOrder,
-    Rejected,
-    RetryPolicy,
-    SendOrder,
-    Sent,
-    StepOutcome,
-    Transition,
     Trigger,
-    advance,
-    after_send,
-    apply_events,
     may_enter,
     new_enrollment,
-    split_bucket,
 )
+from cjo_orchestration.domain.events import apply_events
 from cjo_orchestration.domain.graph import validate_for_publish
 from cjo_orchestration.domain.journeys import (
     BranchAction,
@@ -54,9 +47,15 @@ from cjo_orchestration.domain.journeys import (
     UpdateProfileAction,
     WaitAction,
 )
+from cjo_orchestration.domain.orders import ProfileOrder, Rejected, SendOrder, Sent
+from cjo_orchestration.domain.splits import split_bucket
+from cjo_orchestration.domain.transitions import Transition
+from cjo_orchestration.domain.walk import advance, after_send
+from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import ManualClock
 
-POLICY = RetryPolicy(base_seconds=1, max_seconds=10, max_attempts=4)
+POLICY = RetryPolicy(max_attempts=4, base_delay=timedelta(seconds=1),
+                     max_delay=timedelta(seconds=10))
 START = datetime(2026, 3, 1, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
 

@@ -250,7 +250,7 @@ class JourneyGraph:
 
     # Stored as JSON: readable in the database, and new node kinds only add keys.
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return {key: _plain(value) for key, value in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JourneyGraph:

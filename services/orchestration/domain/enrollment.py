@@ -1,0 +1,118 @@
+"""An enrollment (one profile's run through one journey version), the steps it records and the
+facts it publishes for analytics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class EnrollmentState(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXITED = "exited"
+
+
+class StepOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    WAITING = "waiting"
+
+
+class FactKind(StrEnum):
+    JOURNEY_ENTERED = "journey_entered"
+    MESSAGE_REQUESTED = "message_requested"
+    JOURNEY_EXITED = "journey_exited"
+    NODE_VISITED = "node_visited"
+    GOAL_REACHED = "goal_reached"
+
+
+@dataclass(frozen=True)
+class FactRecord:
+    """A fact for analytics; ``fact_id`` is derived, so replaying a transition repeats the id
+    and analytics records it once."""
+
+    workspace_id: str
+    fact_id: str
+    kind: FactKind
+    profile_id: str
+    journey_id: str
+    enrollment_id: str
+    occur_time: datetime
+    message_id: str = ""
+    traceparent: str = ""
+    node_id: str = ""
+    detail: str = ""  # why an enrollment exited, or which arm a split chose
+    journey_version: int = 0
+    # More of analytics' Fact fields by name (channel, content_key, experiment_id, arm,
+    # control, arm_weight, revenue, currency), set when they apply.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    node_id: str
+    visit: int
+    outcome: StepOutcome
+    detail: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    workspace_id: str
+    enrollment_id: str
+    journey_id: str
+    journey_version: int
+    profile_id: str
+    state: EnrollmentState
+    current_node_id: str
+    due_time: datetime | None  # when the current node runs; None once the enrollment ended
+    create_time: datetime
+    update_time: datetime
+    # Times each node ran, so a node visited again gets a fresh send key.
+    visits: Mapping[str, int] = field(default_factory=dict)
+    attempts: int = 0  # failed tries of the current node, for backoff
+    last_error: str = ""
+    # What templates render against, as of the triggering event.
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    event_id: str = ""
+    traceparent: str = ""
+    step_count: int = 0  # steps recorded so far; numbers the next ones
+    # True while parked at a wait node: the next run of that node is its timer firing.
+    waiting: bool = False
+    exit_reason: str = ""
+    goal_deadline: datetime | None = None  # conversions count until then
+    goal_time: datetime | None = None  # when the goal was reached
+
+    def fact(self, fact_id: str, kind: FactKind, when: datetime, message_id: str = "",
+             node_id: str = "", detail: str = "", **extra: Any) -> FactRecord:
+        return FactRecord(self.workspace_id, fact_id, kind, self.profile_id, self.journey_id,
+                          self.enrollment_id, when, message_id, self.traceparent, node_id,
+                          detail, self.journey_version, extra)
+
+    @property
+    def journey_variables(self) -> dict[str, Any]:
+        return {"id": self.journey_id, "version": self.journey_version,
+                "enrollment_id": self.enrollment_id}
+
+    @property
+    def active(self) -> bool:
+        return self.state is EnrollmentState.ACTIVE
+
+
+_ENROLLMENT_FIELDS = frozenset(f.name for f in fields(Enrollment))
+
+
+def evolve(enrollment: Enrollment, **changes: Any) -> Enrollment:
+    """``dataclasses.replace`` without running ``__init__`` over all of Enrollment's fields:
+    a timer firing makes about seven copies, and ``replace`` was a fifth of a step's CPU."""
+    assert changes.keys() <= _ENROLLMENT_FIELDS, changes.keys() - _ENROLLMENT_FIELDS
+    copy = object.__new__(Enrollment)
+    copy.__dict__.update(enrollment.__dict__, **changes)
+    return copy

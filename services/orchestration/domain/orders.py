@@ -1,0 +1,90 @@
+"""The I/O a walk asks of the step worker (a send, a profile update) and the answers it gets.
+
+An order carries a key derived from (enrollment, node, visit), so a retried or replayed step
+asks its peer for the same thing again and the peer acts once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cjo_orchestration.domain.journeys import Channel
+
+
+@dataclass(frozen=True)
+class SendOrder:
+    """A send the worker must perform before the enrollment can move on."""
+
+    node_id: str
+    visit: int
+    content_key: str
+    channel: Channel
+    address: str
+    idempotency_key: str
+    content_version: int = 0
+
+
+@dataclass(frozen=True)
+class ProfileOrder:
+    """Traits the worker must set through identity (an identify event whose message id is the
+    derived key, so identity applies it once however often it is retried)."""
+
+    node_id: str
+    visit: int
+    traits: Mapping[str, Any]
+    identifiers: tuple[tuple[str, str], ...]
+    idempotency_key: str
+
+
+Order = SendOrder | ProfileOrder
+
+
+@dataclass(frozen=True)
+class Sent:
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A permanent failure: retrying cannot help (unknown content, no address...)."""
+
+    detail: str
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A transient failure: the same order (same idempotency key) is tried again later."""
+
+    detail: str
+
+
+SendResult = Sent | Rejected | Deferred
+
+
+def send_key(enrollment_id: str, node_id: str, visit: int) -> str:
+    """Delivery's idempotency key: a retried or replayed step never sends twice."""
+    return f"{enrollment_id}:{node_id}:{visit}"
+
+
+# Which trait holds a profile's address on each channel; in-app and webhook need none.
+ADDRESS_TRAITS = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "push_token"}
+
+
+def recipient_address(channel: Channel, traits: Mapping[str, Any]) -> str:
+    trait = ADDRESS_TRAITS.get(channel)
+    if trait is None:
+        return "-"  # delivery addresses in-app and webhook messages by profile
+    value = traits.get(trait)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def identity_identifiers(traits: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Identifiers identity resolves an update of this profile by."""
+    found = []
+    for kind in ("user_id", "email", "phone"):
+        value = traits.get(kind)
+        if isinstance(value, str) and value.strip():
+            found.append((kind, value.strip()))
+    return tuple(found)

@@ -1,0 +1,272 @@
+"""Walking nodes: run an enrollment's current node and every control node after it (branch,
+split, exit, a wait's timer) until it needs I/O (a send, a profile update), parks at a wait, or
+ends; then apply the answer to that I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import assert_never
+
+from cjo_orchestration.domain.conditions import condition_holds
+from cjo_orchestration.domain.enrollment import (
+    Enrollment,
+    EnrollmentState,
+    FactKind,
+    FactRecord,
+    Step,
+    StepOutcome,
+    evolve,
+)
+from cjo_orchestration.domain.journeys import (
+    Action,
+    BranchAction,
+    ExitAction,
+    FailurePolicy,
+    JourneyGraph,
+    SendAction,
+    SplitAction,
+    UpdateProfileAction,
+    WaitAction,
+)
+from cjo_orchestration.domain.orders import (
+    ADDRESS_TRAITS,
+    Deferred,
+    Order,
+    ProfileOrder,
+    Rejected,
+    SendOrder,
+    SendResult,
+    Sent,
+    identity_identifiers,
+    recipient_address,
+    send_key,
+)
+from cjo_orchestration.domain.splits import experiment_id, split_arm
+from cjo_orchestration.domain.timing import wait_until
+from cjo_orchestration.domain.transitions import (
+    KEEP_WALKING,
+    Transition,
+    end_enrollment,
+    move_on,
+    visit_fact,
+    visited,
+)
+from cjo_platform.backoff import RetryPolicy
+
+
+def advance(enrollment: Enrollment, graph: JourneyGraph, now: datetime) -> Transition:
+    """Run the enrollment's current node and every control node after it, until it needs I/O
+    (returned as ``send``), waits, or ends."""
+    return _walk(enrollment, graph, now, (), ())
+
+
+def after_send(enrollment: Enrollment, graph: JourneyGraph, order: Order,
+               result: SendResult, now: datetime, policy: RetryPolicy) -> Transition:
+    """Apply the answer to ``order``: move on after success, follow the node's failure policy
+    after a permanent failure, or retry later with backoff after a transient one."""
+    if isinstance(result, Deferred):
+        attempts = enrollment.attempts + 1
+        if not policy.exhausted(attempts):
+            return retry_later(enrollment, result.detail, attempts, now, policy)
+        result = Rejected(f"gave up after {attempts} attempts: {result.detail}")
+    node = graph.node(order.node_id)
+    action = node.action if node else None
+    if isinstance(result, Rejected):
+        step = Step(order.node_id, order.visit, StepOutcome.FAILED, result.detail, now)
+        return _settle(_failed(enrollment, action, step, now), graph, now)
+    return _settle(_succeeded(enrollment, action, order, result, now), graph, now)
+
+
+# --- results of sends --------------------------------------------------------------------------
+
+
+def retry_later(enrollment: Enrollment, error: str, attempts: int, now: datetime,
+                policy: RetryPolicy) -> Transition:
+    """Try the same order again after the policy's backoff for ``attempts`` failures."""
+    return Transition(evolve(enrollment, attempts=attempts, last_error=error,
+                             due_time=now + policy.delay(attempts), update_time=now))
+
+
+def _succeeded(enrollment: Enrollment, action: Action | None, order: Order, result: Sent,
+               now: datetime) -> Transition:
+    next_id = (action.next_node_id if isinstance(action, SendAction | UpdateProfileAction)
+               else "")
+    step = Step(order.node_id, order.visit, StepOutcome.SUCCEEDED, result.message_id, now)
+    facts = [visit_fact(enrollment, order.node_id, now)]
+    if isinstance(order, SendOrder):
+        facts.append(enrollment.fact(f"requested:{order.idempotency_key}",
+                                     FactKind.MESSAGE_REQUESTED, now,
+                                     message_id=result.message_id, node_id=order.node_id,
+                                     channel=order.channel.value,
+                                     content_key=order.content_key))
+    return move_on(visited(enrollment, order.node_id), next_id, now, [step], facts)
+
+
+def _failed(enrollment: Enrollment, action: Action | None, failed: Step, now: datetime,
+            steps: Sequence[Step] = (), facts: Sequence[FactRecord] = ()) -> Transition:
+    """A permanent failure at a node: continue past it when its policy says so, else end."""
+    if isinstance(action, SendAction) and action.on_failure is FailurePolicy.CONTINUE:
+        # Inside a walk the caller keeps walking; after I/O, after_send settles it.
+        return move_on(visited(enrollment, failed.node_id), action.next_node_id, now,
+                       [*steps, failed], facts)
+    return end_enrollment(enrollment, EnrollmentState.FAILED, now, [*steps, failed], facts,
+                          failed.detail, reason="failed")
+
+
+def _settle(transition: Transition, graph: JourneyGraph, now: datetime) -> Transition:
+    """Run the control nodes after a finished I/O step; the next I/O is due now but runs in a
+    later pass, with its own claim and trace."""
+    if transition.send is KEEP_WALKING:
+        transition = _walk(transition.enrollment, graph, now, transition.steps,
+                           transition.facts)
+    return Transition(transition.enrollment, transition.steps, transition.facts)
+
+
+# --- walking -----------------------------------------------------------------------------------
+
+
+def _walk(enrollment: Enrollment, graph: JourneyGraph, now: datetime, steps: Sequence[Step],
+          facts: Sequence[FactRecord]) -> Transition:
+    # A published graph has no cycle without a wait, so the walk ends within len(nodes) + 1
+    # control steps; the bound only guards against a corrupt version.
+    for _ in range(len(graph.nodes) + 2):
+        transition = _run_node(enrollment, graph, now, steps, facts)
+        if transition.send is not KEEP_WALKING:
+            return transition
+        enrollment, steps, facts = transition.enrollment, transition.steps, transition.facts
+    detail = "the walk did not stop at a wait, a send or an exit; the graph loops"
+    return end_enrollment(enrollment, EnrollmentState.FAILED, now, steps, facts, detail,
+                          reason="failed")
+
+
+@dataclass(frozen=True, slots=True)
+class _Here:
+    """The node a walk runs: where the enrollment stands, and what the walk did before it."""
+
+    enrollment: Enrollment
+    node_id: str
+    visit: int
+    now: datetime
+    steps: Sequence[Step]
+    facts: Sequence[FactRecord]
+
+    def step(self, outcome: StepOutcome, detail: str) -> Step:
+        return Step(self.node_id, self.visit, outcome, detail, self.now)
+
+    def with_visit_fact(self) -> list[FactRecord]:
+        return [*self.facts, visit_fact(self.enrollment, self.node_id, self.now)]
+
+    def take(self, next_id: str, detail: str) -> Transition:
+        """Leave this control node along ``next_id``."""
+        return move_on(visited(self.enrollment, self.node_id), next_id, self.now,
+                       [*self.steps, self.step(StepOutcome.SUCCEEDED, detail)],
+                       self.with_visit_fact())
+
+    def wait_for(self, order: Order) -> Transition:
+        return Transition(self.enrollment, tuple(self.steps), tuple(self.facts), order)
+
+    def fail(self, action: Action, detail: str) -> Transition:
+        return _failed(self.enrollment, action, self.step(StepOutcome.FAILED, detail),
+                       self.now, self.steps, self.facts)
+
+
+def _run_node(enrollment: Enrollment, graph: JourneyGraph, now: datetime,
+              steps: Sequence[Step], facts: Sequence[FactRecord]) -> Transition:
+    node_id = enrollment.current_node_id
+    here = _Here(enrollment, node_id, enrollment.visits.get(node_id, 0), now, steps, facts)
+    node = graph.node(node_id)
+    if node is None or node.action is None:
+        detail = f"node {node_id!r} is not in version {enrollment.journey_version}"
+        return end_enrollment(enrollment, EnrollmentState.FAILED, now,
+                              [*steps, here.step(StepOutcome.FAILED, detail)], facts, detail,
+                              reason="failed")
+    match node.action:
+        case SendAction() as send:
+            return _send(here, send)
+        case UpdateProfileAction() as update:
+            return _update_profile(here, update)
+        case WaitAction() as wait:
+            return _wait(here, wait)
+        case BranchAction() as branch:
+            return _branch(here, branch)
+        case SplitAction() as split:
+            return _split(here, split)
+        case ExitAction():
+            return _exit(here)
+        case unknown:
+            assert_never(unknown)
+
+
+def _send(here: _Here, action: SendAction) -> Transition:
+    """Order a send on the first channel the profile has an address on."""
+    traits = here.enrollment.traits
+    for channel in action.channels:
+        address = recipient_address(channel, traits)
+        if address:
+            return here.wait_for(SendOrder(
+                here.node_id, here.visit, action.content_key, channel, address,
+                send_key(here.enrollment.enrollment_id, here.node_id, here.visit),
+                action.content_version))
+    # Known before any call: fail the step now rather than render for nobody.
+    wanted = ", ".join(f"{c.value} (trait {ADDRESS_TRAITS.get(c, '-')!r})"
+                       for c in action.channels)
+    return here.fail(action, f"the profile has no address on any channel: {wanted}")
+
+
+def _update_profile(here: _Here, action: UpdateProfileAction) -> Transition:
+    identifiers = identity_identifiers(here.enrollment.traits)
+    if not identifiers:
+        return here.fail(action,
+                         "the profile has no user_id, email or phone trait to identify it by")
+    return here.wait_for(ProfileOrder(
+        here.node_id, here.visit, dict(action.traits), identifiers,
+        send_key(here.enrollment.enrollment_id, here.node_id, here.visit)))
+
+
+def _wait(here: _Here, action: WaitAction) -> Transition:
+    if here.enrollment.waiting:
+        # The timer fired: the duration passed, the local time came, or the event timed out.
+        if action.event is not None:
+            return here.take(action.event.timeout_next_node_id, "timeout")
+        return here.take(action.next_node_id, "timer")
+    until, detail = wait_until(action, here.enrollment.traits, here.now)
+    parked = evolve(here.enrollment, waiting=True, due_time=until, update_time=here.now,
+                    attempts=0)
+    return Transition(parked, (*here.steps, here.step(StepOutcome.WAITING, detail)),
+                      tuple(here.facts))
+
+
+def _branch(here: _Here, action: BranchAction) -> Transition:
+    """Follow the first condition that holds, else the else edge."""
+    enrollment = here.enrollment
+    journey = enrollment.journey_variables
+    for index, condition in enumerate(action.conditions):
+        if condition_holds(condition.condition, "branch.condition", enrollment.properties,
+                           enrollment.traits, journey):
+            return here.take(condition.next_node_id, f"condition {index}")
+    return here.take(action.else_next_node_id, "else")
+
+
+def _split(here: _Here, action: SplitAction) -> Transition:
+    """Send the profile down its arm; the control arm exits the journey."""
+    enrollment = here.enrollment
+    arm = split_arm(action, enrollment.journey_id, enrollment.profile_id)
+    step = here.step(StepOutcome.SUCCEEDED, f"arm {arm.name}")
+    facts = here.with_visit_fact()
+    # The visit is the exposure analytics' experiment reports count.
+    facts[-1] = replace(facts[-1], detail=f"arm {arm.name}", extra={
+        "experiment_id": experiment_id(enrollment.journey_id, here.node_id), "arm": arm.name,
+        "control": arm.control, "arm_weight": float(arm.percent)})
+    moved = visited(enrollment, here.node_id)
+    if arm.control:
+        return end_enrollment(moved, EnrollmentState.EXITED, here.now, [*here.steps, step],
+                              facts, reason="control")
+    return move_on(moved, arm.next_node_id, here.now, [*here.steps, step], facts)
+
+
+def _exit(here: _Here) -> Transition:
+    return end_enrollment(visited(here.enrollment, here.node_id), EnrollmentState.COMPLETED,
+                          here.now, [*here.steps, here.step(StepOutcome.SUCCEEDED, "")],
+                          here.with_visit_fact(), reason="completed")
