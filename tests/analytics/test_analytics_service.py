@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import grpc
@@ -11,6 +12,8 @@ from grpc_status import rpc_status
 from cjo.analytics.v1 import analytics_service_pb2 as pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from cjo.analytics.v1 import fact_pb2
+from cjo.analytics.v1 import reports_pb2 as rpb
+from cjo.common.v1 import common_pb2
 from cjo_analytics.bootstrap import build
 from cjo_platform.config import Env
 from cjo_platform.protobuf import to_timestamp
@@ -51,6 +54,41 @@ async def test_facts_are_recorded_once_and_counted(backend: Backend) -> None:
         other = (await stub.GetJourneyReport(pb.GetJourneyReportRequest(journey="journeys/j1"),
                                              metadata=as_service("ws-b"))).report
         assert list(other.counts) == []  # another workspace sees nothing
+
+
+async def test_concurrent_duplicate_batches_record_each_fact_once(backend: Backend) -> None:
+    # RecordFacts has no request_id: the fact ids are its idempotency keys. Forwarders retry
+    # a batch whose answer they lost, so the same batch can arrive several times at once.
+    app = build(settings_for("analytics", backend), Env({}))
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.AnalyticsServiceStub(channel)
+        email = common_pb2.CHANNEL_EMAIL
+        batch = pb.RecordFactsRequest(facts=[
+            fact("in-1", fact_pb2.FACT_TYPE_JOURNEY_ENTERED, "p1"),
+            fact("in-2", fact_pb2.FACT_TYPE_JOURNEY_ENTERED, "p2"),
+            fact_pb2.Fact(fact_id="sent-1", type=fact_pb2.FACT_TYPE_MESSAGE_SENT,
+                          profile_id="p1", journey_id="j1", message_id="m1", channel=email,
+                          occur_time=WHEN),
+            fact_pb2.Fact(fact_id="open-1", type=fact_pb2.FACT_TYPE_MESSAGE_OPENED,
+                          profile_id="p1", journey_id="j1", message_id="m1", channel=email,
+                          occur_time=WHEN),
+        ])
+        answers = await asyncio.gather(*(
+            stub.RecordFacts(batch, metadata=as_service("ws-a")) for _ in range(8)))
+        assert all(r.status.code == 0 for answer in answers for r in answer.results)
+        # Each fact is new in exactly one answer, a duplicate in the seven others.
+        for index in range(len(batch.facts)):
+            assert sum(not answer.results[index].duplicate for answer in answers) == 1
+
+        report = (await stub.GetJourneyReport(pb.GetJourneyReportRequest(journey="journeys/j1"),
+                                              metadata=as_service("ws-a"))).report
+        assert [(c.type, c.count) for c in report.counts] == [
+            (fact_pb2.FACT_TYPE_JOURNEY_ENTERED, 2), (fact_pb2.FACT_TYPE_MESSAGE_SENT, 1),
+            (fact_pb2.FACT_TYPE_MESSAGE_OPENED, 1)]
+        performance = await stub.GetChannelPerformance(rpb.GetChannelPerformanceRequest(),
+                                                       metadata=as_service("ws-a"))
+        [by_channel] = performance.channels
+        assert (by_channel.outcomes.sent, by_channel.outcomes.opened) == (1, 1)
 
 
 async def test_bad_requests_name_the_field(sqlite_backend: Backend) -> None:
