@@ -21,7 +21,7 @@ from cjo_orchestration.domain.journeys import (
     Node,
     SendAction,
 )
-from cjo_orchestration.domain.orders import Deferred, Rejected, Sent
+from cjo_orchestration.domain.orders import Deferred, Rejected, SendOrder, Sent
 from cjo_orchestration.domain.walk import advance, after_send
 from cjo_platform.backoff import RetryPolicy
 
@@ -73,7 +73,7 @@ def test_forwarded_events_need_an_id_and_a_profile() -> None:
 
 def test_a_send_node_asks_for_one_send_with_a_derived_key() -> None:
     step = advance(enrollment(), GRAPH, NOW)
-    assert step.send is not None
+    assert isinstance(step.send, SendOrder)
     assert (step.send.idempotency_key, step.send.address, step.send.content_key) == (
         "en1:send:0", "ada@example.com", "cart")
     assert step.steps == () and step.enrollment.state is EnrollmentState.ACTIVE

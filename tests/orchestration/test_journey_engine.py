@@ -457,7 +457,9 @@ def test_facts_carry_the_exit_reason_the_split_exposure_and_the_goal_revenue() -
     def decoded(record: object) -> fact_pb2.Fact:
         payload = encode(record)  # type: ignore[arg-type]
         assert payload is not None
-        return fact_pb2.Fact.FromString(payload)
+        fact = fact_pb2.Fact()
+        fact.ParseFromString(payload)
+        return fact
 
     g = graph(Node("split", SplitAction((SplitArm("a", 50, "s"),
                                          SplitArm("holdout", 50, control=True)))),
