@@ -220,9 +220,9 @@ def _babel_per_value() -> None:
 
 def _profile_render_threads(profiler: cProfile.Profile) -> None:
     """Profile the render loop, which runs in worker threads (cProfile sees one thread)."""
-    from cjo_content.api import servicer
+    from cjo_content.service_layer import rendering
 
-    original = servicer.ContentServicer._render
+    original = rendering._render
 
     def profiled(*args: object, **kwargs: object) -> object:
         profiler.enable()
@@ -231,7 +231,7 @@ def _profile_render_threads(profiler: cProfile.Profile) -> None:
         finally:
             profiler.disable()
 
-    servicer.ContentServicer._render = staticmethod(profiled)
+    rendering._render = profiled  # type: ignore[assignment]
 
 
 if __name__ == "__main__":
