@@ -1,4 +1,4 @@
-"""Wires the orchestration service: storage, peers, the engine's workers and the servicer."""
+"""Wires the orchestration service: storage, peers, the workers and the servicer."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from cjo_orchestration.adapters.audience import Audience
 from cjo_orchestration.adapters.erasures import erasures_forwarder
 from cjo_orchestration.adapters.peers import ContentCatalog, Peers
 from cjo_orchestration.adapters.tables import metadata
-from cjo_orchestration.api.servicer import OrchestrationServicer
-from cjo_orchestration.scheduler import ScheduleWorker
+from cjo_orchestration.api.servicer import SERVICE, OrchestrationServicer
+from cjo_orchestration.service_layer.ids import new_id
+from cjo_orchestration.service_layer.schedules import ScheduleRound
+from cjo_orchestration.service_layer.steps import StepRound
 from cjo_orchestration.settings import load_engine_settings
-from cjo_orchestration.workers import EventWorker, StepWorker, new_id
+from cjo_orchestration.workers.events import EventWorker
+from cjo_orchestration.workers.schedules import ScheduleWorker
+from cjo_orchestration.workers.steps import StepWorker
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.facts import facts_forwarder
@@ -20,29 +24,29 @@ from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
-SERVICE = "cjo.orchestration.v1.OrchestrationService"
 
 
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
     clock = clock or SystemClock()
     engine = load_engine_settings(env)
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
-    steps = StepWorker(storage.db, storage.outbox, clock, engine,
-                       Peers(settings, engine.peer_timeout_seconds))
-    events = EventWorker(storage.db, storage.outbox, clock, engine, steps)
-    schedules = ScheduleWorker(storage.db, storage.outbox, clock, engine,
-                               Audience(settings, engine.peer_timeout_seconds), steps, new_id)
-    forwarder = facts_forwarder(settings, storage.db, storage.outbox,
-                                timeout=engine.peer_timeout_seconds,
-                                poll_interval=engine.poll_seconds)
+    transactions = storage.transactions
+    timeout = engine.peer_timeout_seconds
+    steps = StepWorker(StepRound(transactions, Peers(settings, timeout), engine),
+                       engine.poll_seconds, engine.step_lanes)
+    events = EventWorker(transactions, engine.poll_seconds, engine.event_batch, new_id,
+                         steps.wake)
+    schedules = ScheduleWorker(
+        ScheduleRound(transactions, engine, Audience(settings, timeout), new_id),
+        engine.poll_seconds, steps.wake)
+    facts = facts_forwarder(settings, storage.db, storage.outbox, timeout=timeout,
+                            poll_interval=engine.poll_seconds)
     # Erasures reach delivery from the outbox, after the profile's enrollments ended.
-    erasures = erasures_forwarder(settings, storage.db, storage.outbox,
-                                  timeout=engine.peer_timeout_seconds,
+    erasures = erasures_forwarder(settings, storage.db, storage.outbox, timeout=timeout,
                                   poll_interval=engine.poll_seconds)
-    servicer = OrchestrationServicer(
-        storage.db, storage.requests, clock, new_id, events.wake,
-        content=ContentCatalog(settings, engine.peer_timeout_seconds), on_enrolled=steps.wake,
-        outbox=storage.outbox)
+    servicer = OrchestrationServicer(transactions, new_id, events.wake,
+                                     content=ContentCatalog(settings, timeout),
+                                     on_enrolled=steps.wake)
     return ServiceApp(
         settings=settings,
         db=storage.db,
@@ -51,6 +55,6 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                             SERVICE)],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/HandleEvents"},
-        background=[events.run, steps.run, schedules.run, forwarder.run, erasures.run],
+        background=[events.run, steps.run, schedules.run, facts.run, erasures.run],
         migrate=storage.migrate,
     )

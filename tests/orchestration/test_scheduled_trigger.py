@@ -65,7 +65,8 @@ from cjo_orchestration.domain.schedule import (
     first_fire,
     next_fire,
 )
-from cjo_orchestration.scheduler import ScheduleWorker
+from cjo_orchestration.service_layer.schedules import ScheduleRound
+from cjo_orchestration.workers.schedules import ScheduleWorker
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.protobuf import to_timestamp
@@ -197,9 +198,10 @@ class Scheduled:
     def replica(self, audience: Any = None) -> ScheduleWorker:
         """Another scheduler on the same database, as a second replica or a restarted one
         would be; the test runs its rounds itself."""
-        worker = self.worker
-        return ScheduleWorker(self.app.db, worker.outbox, self.clock, worker.settings,
-                              audience or worker.audience, worker.steps, worker.new_id)
+        own = self.worker.round
+        return ScheduleWorker(
+            ScheduleRound(own.transactions, own.settings, audience or own.audience, own.new_id),
+            own.settings.poll_seconds, self.worker.wake_steps)
 
     async def stop_background_scheduler(self) -> None:
         """Leave scheduling to rounds the test runs, so it knows exactly what ran when. Returns
@@ -409,7 +411,7 @@ async def test_a_crash_mid_audience_resumes_at_the_stored_page(backend: Backend)
         await suite.stop_background_scheduler()
         # The failure is injected into the identity client (a real identity answers every
         # call that is made): the second page's profile read fails, as if identity went away.
-        audience = suite.worker.audience
+        audience = suite.worker.round.audience
         calls = 0
 
         class Failing(Delegating):
@@ -631,7 +633,7 @@ async def test_an_unavailable_audience_backs_off_without_holding_up_the_others(
             segment_id="flaky", at=to_timestamp(START + timedelta(minutes=1)))))
         news = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
             segment_id="newsletter", at=to_timestamp(START + timedelta(minutes=2)))))
-        real = suite.worker.audience
+        real = suite.worker.round.audience
         # A real gRPC call to a port nobody listens on: UNAVAILABLE, for the flaky segment only.
         nobody = Audience(replace(real.settings, peers={
             **real.settings.peers, "identity": f"127.0.0.1:{free_port()}"}), timeout=2.0)
@@ -737,7 +739,7 @@ async def test_a_merge_between_listing_and_reading_enrolls_the_survivor_once(
     async with scheduled_suite(backend) as suite:
         journey, emails = await newsletter_by_hand(
             suite, 2, at=to_timestamp(START + timedelta(minutes=5)))
-        real = suite.worker.audience
+        real = suite.worker.round.audience
         listed: list[str] = []
 
         class MergingInBetween:
@@ -775,7 +777,7 @@ async def test_a_page_in_flight_when_the_journey_is_paused_enrolls_nobody(
     async with scheduled_suite(backend) as suite:
         journey, _ = await newsletter_by_hand(
             suite, 2, at=to_timestamp(START + timedelta(minutes=5)))
-        real = suite.worker.audience
+        real = suite.worker.round.audience
 
         class PausedMeanwhile(Delegating):
             async def traits(self, *args: Any) -> Any:
@@ -797,7 +799,7 @@ async def test_a_lease_lost_mid_page_commits_nothing(backend: Backend) -> None:
     async with scheduled_suite(backend) as suite:
         journey, _ = await newsletter_by_hand(
             suite, 2, at=to_timestamp(START + timedelta(minutes=5)))
-        real = suite.worker.audience
+        real = suite.worker.round.audience
 
         class TakenOver(Delegating):
             async def traits(self, *args: Any) -> Any:
@@ -850,7 +852,7 @@ async def test_old_final_occurrences_are_swept_keeping_each_journeys_latest(
             OccurrenceState.DONE] * 3 + [OccurrenceState.PENDING]
         # 30 days (the default) after the first two finished, they go; the latest done stays.
         suite.clock.set(START + timedelta(days=30, hours=2, minutes=30))
-        assert not await suite.app.db.run(suite.replica().sweep)  # not a full batch
+        assert not await suite.replica().round.sweep()  # not a full batch
         kept = await suite.occurrences(journey)
         assert [(o.fire_time.hour, o.state) for o in kept] == [
             (15, OccurrenceState.DONE), (16, OccurrenceState.PENDING)]

@@ -1,5 +1,5 @@
-"""Facts for analytics, written to the outbox in the engine's transactions (forwarded by
-cjo_platform.facts)."""
+"""Facts for analytics: the one place a FactRecord becomes an analytics Fact and is queued in
+the outbox of the use-case's transaction (cjo_platform.facts forwards it)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from functools import lru_cache
 from typing import Any
 
 from google.protobuf import timestamp_pb2
-from sqlalchemy.orm import Session
 
 from cjo.analytics.v1 import fact_pb2
 from cjo_orchestration.domain.engine import FactKind, FactRecord
-from cjo_platform.db.outbox import Outbox
+from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.protobuf import to_timestamp
 
@@ -70,8 +69,8 @@ def encode(fact: FactRecord) -> bytes | None:
                          **fields).SerializeToString()
 
 
-def publish(session: Session, outbox: Outbox, facts: Sequence[FactRecord]) -> None:
-    """Queue facts in the caller's transaction, one outbox insert per workspace."""
+def publish(uow: UnitOfWork, facts: Sequence[FactRecord]) -> None:
+    """Queue facts in the unit of work's transaction, one outbox insert per workspace."""
     by_workspace: dict[str, list[tuple[bytes, str]]] = {}
     for fact in facts:
         payload = encode(fact)
@@ -79,4 +78,4 @@ def publish(session: Session, outbox: Outbox, facts: Sequence[FactRecord]) -> No
             continue
         by_workspace.setdefault(fact.workspace_id, []).append((payload, fact.traceparent))
     for workspace_id, payloads in by_workspace.items():
-        outbox.add(session, FACTS_TOPIC, workspace_id, payloads)
+        uow.publish(FACTS_TOPIC, workspace_id, payloads)

@@ -1,1 +1,2 @@
-"""The orchestration use-cases: each takes a unit of work and domain inputs and returns domain results."""
+"""The orchestration use-cases: each takes a unit of work and domain inputs and returns
+domain results."""

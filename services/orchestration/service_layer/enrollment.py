@@ -1,0 +1,152 @@
+"""The one enrollment path. Whatever enrolls a profile (the Enroll RPC, a page of a scheduled
+occurrence's audience, an event matching a trigger) goes history -> may_enter ->
+new_enrollment -> insert -> facts through here.
+
+The event round is the one caller that decides entry itself: its events must be applied in
+receive order together with the events that end or move enrollments, so the pure engine
+(``apply_events``) runs the re-entry rules on its way; it then admits what it created with
+:func:`admit`, the same insert and facts as :func:`enroll`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from cjo_orchestration.adapters import enrollments as enrollment_store
+from cjo_orchestration.adapters import facts
+from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.domain.engine import (
+    Enrollment,
+    FactRecord,
+    Step,
+    may_enter,
+    new_enrollment,
+    resolve_profile,
+)
+from cjo_orchestration.domain.journeys import JourneyGraph, JourneyState
+from cjo_orchestration.service_layer.ids import NewId
+from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.errors import FailedPrecondition
+
+# Why a profile was not enrolled, beyond the engine's re-entry reasons.
+ALREADY_ACTIVE = "already_active"  # a concurrent writer enrolled it first
+PROFILE_ERASED = "profile_erased"
+MAX_TRACEPARENT_LENGTH = 64  # longer is malformed: it only costs the trace link
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What profiles enter: a published journey version, and what enrolls them (``entry_id``:
+    the event, occurrence or request; kept on the enrollment, never overwritten)."""
+
+    workspace_id: str
+    journey_id: str
+    version: int
+    graph: JourneyGraph
+    entry_id: str
+    traceparent: str = ""
+
+
+@dataclass(frozen=True)
+class Entrant:
+    """A profile asking to enter, with what its templates render against."""
+
+    profile_id: str
+    traits: Mapping[str, Any]
+    properties: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The enrollment made for an entrant, or why there is none."""
+
+    enrollment: Enrollment | None
+    skip_reason: str = ""
+
+
+def enroll(uow: UnitOfWork, entry: Entry, entrants: Sequence[Entrant],
+           new_id: NewId) -> list[Admission]:
+    """Enroll each entrant the re-entry rules let in; one answer per entrant, in order."""
+    now = uow.now()
+    keys = [(entry.workspace_id, entry.journey_id, e.profile_id) for e in entrants]
+    history = enrollment_store.history(uow.session, keys)
+    traceparent = entry.traceparent if len(entry.traceparent) <= MAX_TRACEPARENT_LENGTH else ""
+    answers: list[Admission] = []
+    created: list[tuple[Enrollment, FactRecord]] = []
+    for entrant, key in zip(entrants, keys, strict=True):
+        skip = may_enter(entry.graph, history.get(key), now)
+        if skip:
+            answers.append(Admission(None, skip))
+            continue
+        enrollment, fact = new_enrollment(
+            entry.workspace_id, new_id(), entry.journey_id, entry.version, entry.graph,
+            entrant.profile_id, entrant.traits, entrant.properties, entry.entry_id,
+            traceparent, now)
+        created.append((enrollment, fact))
+        answers.append(Admission(enrollment))
+    inserted = admit(uow, [(e, ()) for e, _ in created], [f for _, f in created])
+    return [a if a.enrollment is None or a.enrollment.enrollment_id in inserted
+            else Admission(None, ALREADY_ACTIVE) for a in answers]
+
+
+def admit(uow: UnitOfWork, created: Sequence[tuple[Enrollment, Sequence[Step]]],
+          entered: Sequence[FactRecord]) -> set[str]:
+    """Insert new enrollments with the steps they already took, and publish ``entered`` (their
+    facts) for those inserted. One that would be a second active enrollment of its profile in
+    its journey (a racing replica or request) is left out, facts and all. Returns the ids
+    inserted."""
+    inserted = enrollment_store.insert_new(
+        uow.session, [replace(e, step_count=len(taken)) for e, taken in created])
+    enrollment_store.insert_steps(uow.session, [
+        (replace(e, step_count=0), taken) for e, taken in created
+        if taken and e.enrollment_id in inserted])
+    facts.publish(uow, [f for f in entered if f.enrollment_id in inserted])
+    return inserted
+
+
+def enroll_profile(uow: UnitOfWork, workspace_id: str, journey_id: str, entrant: Entrant,
+                   entry_id: str, traceparent: str, new_id: NewId) -> Admission:
+    """The Enroll RPC: one profile into an active journey's published version. A profile merged
+    away enrolls as its survivor; an erased one not at all."""
+    journey = journey_store.get(uow.session, workspace_id, journey_id, for_update=True)
+    if journey.state is not JourneyState.ACTIVE:
+        raise FailedPrecondition(
+            f"journey {journey_id} is {journey.state.value}; only an active journey enrolls",
+            reason="JOURNEY_NOT_ACTIVE")
+    version = (workspace_id, journey_id, journey.published_version)
+    graph = journey_store.versions(uow.session, [version])[version]
+    profile_id = resolve_profile(
+        enrollment_store.retired_successors(uow.session, [(workspace_id, entrant.profile_id)]),
+        workspace_id, entrant.profile_id)
+    if not profile_id:
+        return Admission(None, PROFILE_ERASED)
+    entry = Entry(workspace_id, journey_id, journey.published_version, graph, entry_id,
+                  traceparent)
+    [admission] = enroll(uow, entry, [replace(entrant, profile_id=profile_id)], new_id)
+    return admission
+
+
+def get_enrollment(uow: UnitOfWork, workspace_id: str, journey_id: str,
+                   enrollment_id: str) -> tuple[Enrollment, list[Step]]:
+    """An enrollment with every step it took."""
+    found = enrollment_store.get(uow.session, workspace_id, journey_id, enrollment_id)
+    steps = enrollment_store.steps_of(uow.session, workspace_id, [enrollment_id])
+    return found, steps.get(enrollment_id, [])
+
+
+def list_enrollments(uow: UnitOfWork, workspace_id: str, journey_id: str, profile_id: str,
+                     size: int, before: tuple[datetime, str] | None,
+                     ) -> tuple[list[tuple[Enrollment, list[Step]]], bool]:
+    """Up to ``size`` of a journey's enrollments (of one profile, when given), newest first,
+    before the (create_time, enrollment_id) cursor, with their steps; and whether more follow.
+    NOT_FOUND for a journey that does not exist."""
+    journey_store.get(uow.session, workspace_id, journey_id)
+    found = enrollment_store.page(uow.session, workspace_id, journey_id, profile_id, size + 1,
+                                  before)
+    page = found[:size]
+    steps = enrollment_store.steps_of(uow.session, workspace_id,
+                                      [e.enrollment_id for e in page])
+    return [(e, steps.get(e.enrollment_id, [])) for e in page], len(found) > size

@@ -1,0 +1,165 @@
+"""Events from identity: stored in the inbox as they arrive (HandleEvents), then applied in
+receive order by the event round: goals, exit criteria and awaited events reach the profile's
+enrollments, triggers enroll it, erasures and merges end or move its enrollments."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cjo_orchestration.adapters import enrollments as enrollment_store
+from cjo_orchestration.adapters import erasures, facts
+from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.domain.engine import (
+    LIFECYCLE_EVENTS,
+    PROFILE_MERGED,
+    Enrollment,
+    EnrollmentState,
+    EventOutcome,
+    InboxEvent,
+    apply_events,
+    merged_profile_id,
+    resolve_profile,
+)
+from cjo_orchestration.domain.journeys import JourneyGraph
+from cjo_orchestration.service_layer.enrollment import MAX_TRACEPARENT_LENGTH, admit
+from cjo_orchestration.service_layer.ids import NewId
+from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.logging import get_logger
+from cjo_platform.telemetry import batch_span
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ForwardedEvent:
+    """An event identity forwarded, already resolved to its profile."""
+
+    event_id: str
+    profile_id: str
+    event_name: str
+    properties: Mapping[str, Any]
+    traits: Mapping[str, Any]
+    traceparent: str
+
+
+def receive(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent]) -> list[bool]:
+    """Store events not seen before in the inbox; for each event, whether it was new (a repeat
+    within the batch, or of an earlier batch, is not)."""
+    first: dict[str, ForwardedEvent] = {}
+    for event in events:
+        first.setdefault(event.event_id, event)
+    now = uow.now()
+    new = enrollment_store.receive(uow.session, [{
+        "workspace_id": workspace_id, "event_id": e.event_id, "profile_id": e.profile_id,
+        "event_name": e.event_name, "properties": dict(e.properties), "traits": dict(e.traits),
+        # A malformed traceparent only costs the trace link, never the event.
+        "traceparent": e.traceparent if len(e.traceparent) <= MAX_TRACEPARENT_LENGTH else "",
+        "receive_time": now, "processed": False} for e in first.values()]) if first else set()
+    answers: list[bool] = []
+    for event in events:
+        answers.append(event.event_id in new and first.get(event.event_id) is event)
+        if answers[-1]:
+            new.discard(event.event_id)  # a later copy in this batch is a duplicate
+    return answers
+
+
+@dataclass(frozen=True)
+class EventRound:
+    """What one event round did: events handled (applied or dropped; deferred ones wait) and
+    enrollments created or changed."""
+
+    handled: int
+    enrolled: int
+
+
+def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId) -> EventRound:
+    """Apply the oldest ``batch`` inbox events, locked, in one transaction."""
+    session = uow.session
+    events = enrollment_store.pending_events(session, batch)
+    if not events:
+        return EventRound(0, 0)
+    now = uow.now()
+    with batch_span("orchestration.enroll", [e.traceparent for e in events]):
+        triggers = journey_store.triggers(
+            session, {(e.workspace_id, e.event_name) for e in events if e.event_name})
+        listening: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for trigger in triggers:
+            listening[(trigger.workspace_id, trigger.event_name)].append(trigger.journey_id)
+        named = {(e.workspace_id, e.profile_id) for e in events} | {
+            (e.workspace_id, merged_profile_id(e)) for e in events
+            if e.event_name == PROFILE_MERGED and merged_profile_id(e)}
+        retired = enrollment_store.retired_successors(session, named)
+        # Events still addressed to a merged profile reach its survivor.
+        profiles = {(w, resolved) for w, p in named
+                    if (resolved := resolve_profile(retired, w, p))}
+        # Erasures and merges act on every active enrollment of their profiles, also in
+        # journeys that ordinary events cannot change.
+        lifecycle = {(e.workspace_id, resolve_profile(retired, e.workspace_id, p))
+                     for e in events if e.event_name in LIFECYCLE_EVENTS
+                     for p in (e.profile_id, merged_profile_id(e)) if p}
+        watched, busy = _watched(uow, profiles, lifecycle)
+        candidates = {(e.workspace_id, journey_id,
+                       resolve_profile(retired, e.workspace_id, e.profile_id))
+                      for e in events
+                      for journey_id in listening.get((e.workspace_id, e.event_name), ())}
+        history = enrollment_store.history(session, candidates)
+        outcome = apply_events(events, triggers, watched, history, busy, new_id, now, retired)
+        inserted = _record(uow, events, outcome)
+    if outcome.deferred:
+        log.debug("events deferred while their profile's step runs",
+                  deferred=len(outcome.deferred))
+    for retirement in outcome.retired:
+        log.info("profile erased" if retirement.erased else "profile merged",
+                 workspace=retirement.workspace_id, profile_id=retirement.profile_id,
+                 successor_profile_id=retirement.successor_profile_id)
+    log.debug("events applied", events=len(events), enrolled=len(inserted),
+              changed=len(outcome.changed), unmatched=outcome.unmatched)
+    return EventRound(len(events) - len(outcome.deferred), len(inserted) + len(outcome.changed))
+
+
+def _watched(uow: UnitOfWork, profiles: set[tuple[str, str]],
+             lifecycle: set[tuple[str, str]],
+             ) -> tuple[list[tuple[Enrollment, JourneyGraph]], set[tuple[str, str]]]:
+    """The profiles' enrollments the events can change, with their graphs; and the profiles a
+    step worker holds right now (their events wait)."""
+    found = enrollment_store.watched(uow.session, profiles, uow.now())
+    graphs = journey_store.versions(
+        uow.session, [(e.workspace_id, e.journey_id, e.journey_version) for e, _ in found])
+    watched: list[tuple[Enrollment, JourneyGraph]] = []
+    busy: set[tuple[str, str]] = set()
+    for enrollment, leased in found:
+        graph = graphs.get((enrollment.workspace_id, enrollment.journey_id,
+                            enrollment.journey_version))
+        subject = (enrollment.workspace_id, enrollment.profile_id) in lifecycle
+        if not subject and (graph is None or not graph.watches_events):
+            continue
+        watched.append((enrollment, graph or JourneyGraph()))
+        if leased:
+            busy.add((enrollment.workspace_id, enrollment.profile_id))
+    return watched, busy
+
+
+def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome) -> set[str]:
+    """Write what the events did; returns the ids of the enrollments they created."""
+    session = uow.session
+    now = uow.now()
+    # Ended ones first: a merge may end one profile's enrollment in a journey and move the
+    # other's in, and only one may be active at any moment.
+    changed = list(outcome.changed.values())
+    enrollment_store.save_progress(session, [
+        c for c in changed if c[0].state is not EnrollmentState.ACTIVE])
+    inserted = admit(uow, list(outcome.created.values()),
+                     [f for f in outcome.facts if f.enrollment_id in outcome.created])
+    enrollment_store.save_progress(session, [
+        c for c in changed if c[0].state is EnrollmentState.ACTIVE])
+    erased = enrollment_store.retire(session, outcome.retired, now)
+    enrollment_store.drop_events(session, outcome.dropped)
+    facts.publish(uow, [f for f in outcome.facts if f.enrollment_id not in outcome.created])
+    erasures.request(uow, erased)
+    deferred = set(outcome.deferred)
+    enrollment_store.mark_processed(session, [e.seq for e in events if e.seq not in deferred])
+    return inserted
+

@@ -1,0 +1,186 @@
+"""The step round: claim due enrollments with a lease, advance them through the pure engine,
+render and send (or update profiles) through the peers with one batch call per workspace, and
+record steps, state and facts, all as long as the lease still holds."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import timedelta
+
+from cjo_orchestration.adapters import enrollments as enrollment_store
+from cjo_orchestration.adapters import facts
+from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.adapters.peers import Peers, RenderItem, SendItem
+from cjo_orchestration.domain.engine import (
+    Deferred,
+    Enrollment,
+    ProfileOrder,
+    Rejected,
+    SendOrder,
+    SendResult,
+    Transition,
+    advance,
+    after_send,
+    profile_time_zone,
+)
+from cjo_orchestration.domain.journeys import JourneyGraph
+from cjo_orchestration.settings import EngineSettings
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.logging import get_logger
+from cjo_platform.telemetry import batch_span
+
+log = get_logger(__name__)
+
+VersionKey = tuple[str, str, int]
+MAX_CACHED_GRAPHS = 10_000
+
+
+def claim_due(uow: UnitOfWork, lease_seconds: float, token: str,
+              batch: int) -> list[Enrollment]:
+    """Due enrollments, leased to ``token`` (SKIP LOCKED: replicas share the work)."""
+    now = uow.now()
+    return enrollment_store.claim_due(uow.session, now, now + timedelta(seconds=lease_seconds),
+                                      token, batch)
+
+
+def record(uow: UnitOfWork, token: str, transitions: Sequence[Transition]) -> int:
+    """Write the transitions of enrollments still leased to ``token``, with their facts;
+    returns how many. One whose lease expired is left to its new holder."""
+    keys = [(t.enrollment.workspace_id, t.enrollment.enrollment_id) for t in transitions]
+    held = enrollment_store.still_leased(uow.session, token, keys)
+    kept = [t for t, key in zip(transitions, keys, strict=True) if key in held]
+    enrollment_store.save_progress(uow.session, [(t.enrollment, t.steps) for t in kept],
+                                   context=False)
+    facts.publish(uow, [f for t in kept for f in t.facts])
+    if len(kept) < len(transitions):
+        log.warning("leases expired before the steps were recorded; their new holders record "
+                    "them", lost=len(transitions) - len(kept))
+    return len(kept)
+
+
+def release(uow: UnitOfWork, token: str, claimed: Sequence[Enrollment]) -> None:
+    """Hand claimed enrollments back untouched (stopping or failing), not at lease expiry."""
+    enrollment_store.release(uow.session, token,
+                             [(e.workspace_id, e.enrollment_id) for e in claimed])
+
+
+class StepRound:
+    """One pass of the step worker. Keeps the graphs of the versions it ran (versions never
+    change, so caching them is free)."""
+
+    def __init__(self, transactions: Transactions, peers: Peers,
+                 settings: EngineSettings) -> None:
+        self.transactions = transactions
+        self.peers = peers
+        self.settings = settings
+        self._graphs: dict[VersionKey, JourneyGraph] = {}
+
+    async def run(self) -> bool:
+        """Run one batch of due enrollments; True when the batch was full (more may wait)."""
+        token = secrets.token_hex(16)
+        claimed = await self.transactions.run(lambda uow: claim_due(
+            uow, self.settings.lease_seconds, token, self.settings.step_batch))
+        if not claimed:
+            return False
+        try:
+            await self._load_graphs(claimed)
+            by_workspace: dict[str, list[Enrollment]] = defaultdict(list)
+            for enrollment in claimed:
+                by_workspace[enrollment.workspace_id].append(enrollment)
+            # Workspaces run side by side, so one pass takes about one render and one send call
+            # however many workspaces it holds, well inside the lease.
+            groups = await asyncio.gather(*(self._run_workspace(workspace_id, group)
+                                            for workspace_id, group in by_workspace.items()))
+            transitions = [t for group_transitions in groups for t in group_transitions]
+        except BaseException:
+            # Stopping or failing: hand the batch back now rather than when the leases expire.
+            await self.transactions.run(lambda uow: release(uow, token, claimed))
+            raise
+        await self.transactions.run(lambda uow: record(uow, token, transitions))
+        return len(claimed) >= self.settings.step_batch
+
+    async def _load_graphs(self, claimed: Sequence[Enrollment]) -> None:
+        missing = list({(e.workspace_id, e.journey_id, e.journey_version) for e in claimed}
+                       - self._graphs.keys())
+        if not missing:
+            return
+        found = await self.transactions.run(
+            lambda uow: journey_store.versions(uow.session, missing))
+        if len(self._graphs) + len(found) > MAX_CACHED_GRAPHS:
+            self._graphs.clear()
+        self._graphs.update(found)
+
+    def _graph(self, enrollment: Enrollment) -> JourneyGraph:
+        # A version that vanished (it never should) yields an empty graph: the engine then fails
+        # the enrollment with a recorded step instead of stalling it.
+        return self._graphs.get(
+            (enrollment.workspace_id, enrollment.journey_id, enrollment.journey_version),
+            JourneyGraph())
+
+    async def _run_workspace(self, workspace_id: str,
+                             group: Sequence[Enrollment]) -> list[Transition]:
+        with batch_span("orchestration.step", [e.traceparent for e in group]) as span:
+            span.set_attribute("cjo.workspace.id", workspace_id)
+            span.set_attribute("cjo.enrollment.count", len(group))
+            if len(group) == 1:
+                span.set_attribute("cjo.enrollment.id", group[0].enrollment_id)
+                span.set_attribute("cjo.journey.id", group[0].journey_id)
+            now = self.transactions.clock.now()
+            transitions = [advance(e, self._graph(e), now) for e in group]
+            waiting = [i for i, t in enumerate(transitions) if t.send is not None]
+            if not waiting:
+                return transitions
+            results = await self._perform(workspace_id, [transitions[i] for i in waiting])
+            now = self.transactions.clock.now()
+            for i, result in zip(waiting, results, strict=True):
+                before = transitions[i]
+                assert before.send is not None
+                after = after_send(before.enrollment, self._graph(before.enrollment),
+                                   before.send, result, now, self.settings.retry)
+                transitions[i] = Transition(after.enrollment, before.steps + after.steps,
+                                            before.facts + after.facts)
+            return transitions
+
+    async def _perform(self, workspace_id: str,
+                       waiting: Sequence[Transition]) -> list[SendResult]:
+        """Carry out the orders the transitions wait on: profile updates through identity,
+        sends through content (render) and delivery."""
+        results: list[SendResult] = [Deferred("no answer")] * len(waiting)
+        updates = [(i, t.send) for i, t in enumerate(waiting) if isinstance(t.send, ProfileOrder)]
+        sends = [(i, t) for i, t in enumerate(waiting) if isinstance(t.send, SendOrder)]
+        if updates:
+            answers = await self.peers.update_profiles(workspace_id, [o for _, o in updates])
+            for (i, _), answer in zip(updates, answers, strict=True):
+                results[i] = answer
+        if sends:
+            answers = await self._send(workspace_id, [t for _, t in sends])
+            for (i, _), answer in zip(sends, answers, strict=True):
+                results[i] = answer
+        return results
+
+    async def _send(self, workspace_id: str, waiting: Sequence[Transition]) -> list[SendResult]:
+        orders = [t.send for t in waiting if isinstance(t.send, SendOrder)]
+        renders = await self.peers.render(workspace_id, [
+            RenderItem(t.enrollment.profile_id, order.content_key, order.channel,
+                       t.enrollment.traits, t.enrollment.properties, order.content_version)
+            for t, order in zip(waiting, orders, strict=True)])
+        results: list[SendResult] = [Deferred("no answer")] * len(waiting)
+        to_send: list[tuple[int, SendItem]] = []
+        for i, (transition, order, rendered) in enumerate(zip(waiting, orders, renders,
+                                                              strict=True)):
+            if isinstance(rendered, Rejected | Deferred):
+                results[i] = rendered
+                continue
+            enrollment = transition.enrollment
+            to_send.append((i, SendItem(order.idempotency_key, enrollment.profile_id,
+                                        order.address, rendered, enrollment.journey_id,
+                                        enrollment.enrollment_id,
+                                        profile_time_zone(enrollment.traits))))
+        if to_send:
+            sent = await self.peers.send(workspace_id, [item for _, item in to_send])
+            for (i, _), result in zip(to_send, sent, strict=True):
+                results[i] = result
+        return results

@@ -1,0 +1,27 @@
+"""The step worker: runs journey steps that are due (service_layer.steps.StepRound) in a few
+lanes at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cjo_orchestration.service_layer.steps import StepRound
+from cjo_platform.worker import PollingWorker
+
+
+class StepWorker(PollingWorker):
+    name = "steps"
+
+    def __init__(self, round: StepRound, poll_seconds: float, lanes: int) -> None:
+        super().__init__(poll_seconds)
+        self.round = round
+        self.lanes = lanes
+
+    async def run(self) -> None:
+        # A pass mostly waits for its peers: with a few lanes, one pass's database work overlaps
+        # the others' peer calls. Every lane is the polling loop; wake() wakes them all, an idle
+        # lane finds no work.
+        await asyncio.gather(*(super(StepWorker, self).run() for _ in range(self.lanes)))
+
+    async def run_once(self) -> bool:
+        return await self.round.run()
