@@ -226,6 +226,8 @@ def _update_profile(here: _Here, action: UpdateProfileAction) -> Transition:
 
 
 def _wait(here: _Here, action: WaitAction) -> Transition:
+    """Park the enrollment until the timer; once it fired, leave by the timer's edge (an event
+    wait's timeout edge)."""
     if here.enrollment.waiting:
         # The timer fired: the duration passed, the local time came, or the event timed out.
         if action.event is not None:
