@@ -1,5 +1,5 @@
-"""Wires the delivery service: storage, the SMTP provider, the sender, the facts forwarder and
-the servicer."""
+"""Wires the delivery service: storage, the providers, the sender, the outbox forwarders, the
+engagement listener and the servicer."""
 
 from __future__ import annotations
 
@@ -14,20 +14,22 @@ from typing import Any
 from cjo.delivery.v1 import delivery_service_pb2_grpc
 from cjo_delivery.adapters.consent import IdentityConsent
 from cjo_delivery.adapters.engagement_http import EngagementListener, Tracking
-from cjo_delivery.adapters.engagement_store import record_engagement
 from cjo_delivery.adapters.identity_events import identity_events_forwarder
 from cjo_delivery.adapters.inbox import InboxHub, InboxProvider
 from cjo_delivery.adapters.provider_factory import ProviderFactory
+from cjo_delivery.adapters.routes import Routes
 from cjo_delivery.adapters.secret_box import load_secret_box
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.adapters.tables import metadata
 from cjo_delivery.api.servicer import DeliveryServicer
 from cjo_delivery.domain.engagement import Engagement
 from cjo_delivery.domain.providers import valid_from
-from cjo_delivery.domain.sending import RetryPolicy
 from cjo_delivery.reseal import COMMAND as RESEAL_COMMAND
 from cjo_delivery.reseal import reseal_command
-from cjo_delivery.sender import Sender, SenderSettings
+from cjo_delivery.service_layer.engagement import record_engagement
+from cjo_delivery.service_layer.send_round import MESSAGE_RETRY, SenderSettings, SendRound
+from cjo_delivery.workers.sender import Sender
+from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.facts import facts_forwarder
@@ -73,6 +75,7 @@ def load_sender_settings(env: Env) -> SenderSettings:
             base_delay=timedelta(seconds=base),
             max_delay=timedelta(seconds=env.float("CJO_DELIVERY_RETRY_MAX_SECONDS", 3600.0,
                                                   minimum=base)),
+            jitter=MESSAGE_RETRY.jitter,
         ),
         breaker_failures=env.int("CJO_DELIVERY_BREAKER_FAILURES", 5, minimum=1, maximum=1000),
         breaker_cool_down=timedelta(seconds=env.float("CJO_DELIVERY_BREAKER_COOL_DOWN_SECONDS",
@@ -120,23 +123,18 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                if env.bool("CJO_DELIVERY_CHECK_CONSENT", True) else None)
     tracking = load_tracking(settings, env)
     hub = InboxHub()
-    sender = Sender(storage.db, storage.outbox, provider, clock, sending,
-                    build_provider=factory.build, consent=consent,
-                    links=tracking[0].links if tracking else None,
-                    inbox=InboxProvider(storage.db, hub, clock), secret_box=secret_box)
+    transactions = storage.transactions
+    routes = Routes(provider, breaker_failures=sending.breaker_failures,
+                    breaker_cool_down=sending.breaker_cool_down, build_provider=factory.build,
+                    inbox=InboxProvider(transactions, hub))
+    sender = Sender(SendRound(transactions, routes, clock, sending, consent=consent,
+                              links=tracking[0].links if tracking else None,
+                              secret_box=secret_box))
     forwarder = facts_forwarder(settings, storage.db, storage.outbox)
     events = identity_events_forwarder(settings, storage.db, storage.outbox)
-    db, outbox = storage.db, storage.outbox
 
     async def record(engagement: Engagement) -> bool:
-        def write() -> bool:
-            with db.transaction() as session:
-                return record_engagement(session, outbox, engagement, clock.now())
-
-        found = await db.run(write)
-        if found:
-            outbox.notify()
-        return found
+        return await transactions.run(lambda uow: record_engagement(uow, engagement))
 
     async def send_messages() -> None:
         await sender.run()
@@ -157,8 +155,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         settings=settings,
         db=storage.db,
         servicers=[Servicer(DeliveryServicer(
-            storage.db, clock, sender.wake, storage.requests,
-            tracking[0].status_url if tracking else None, hub, secret_box),
+            transactions, sender.wake, tracking[0].status_url if tracking else None, hub,
+            secret_box),
                             delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server,
                             SERVICE)],
         authenticator=remote_authenticator(settings),
@@ -167,6 +165,6 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         # Schema only: stored secrets are rewritten by `reseal-secrets`, never by the
         # initContainer, while pods that may not read the new form still run.
         migrate=storage.migrate,
-        commands={RESEAL_COMMAND: partial(reseal_command, db, secret_box)},
-        on_stop=[provider.close, sender.close, factory.close],
+        commands={RESEAL_COMMAND: partial(reseal_command, transactions, secret_box)},
+        on_stop=[provider.close, routes.close, factory.close],
     )

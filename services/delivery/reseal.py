@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cjo_delivery.adapters.provider_store import count_not_as_written_by, reseal_secrets
 from cjo_delivery.adapters.secret_box import KEYS_VARIABLE, SecretBox
-from cjo_platform.db import Database
+from cjo_delivery.service_layer import secrets
+from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def reseal_command(db: Database, box: SecretBox, args: list[str]) -> int:
+def reseal_command(transactions: Transactions, box: SecretBox, args: list[str]) -> int:
     """Runs the command (its arguments after the command name); returns the exit code and
     prints ``key_id=... rewritten=N unreadable=N left=N`` on stdout."""
     options = _parser().parse_args(args)
@@ -54,12 +54,11 @@ def reseal_command(db: Database, box: SecretBox, args: list[str]) -> int:
         return REFUSED
     writer = SecretBox([]) if options.plaintext else box
     key_id = "plaintext" if options.plaintext else box.current_key_id
-    with db.transaction() as session:
-        rewritten, unreadable = reseal_secrets(session, box, writer)
+    rewritten, unreadable = transactions.run_sync(
+        lambda uow: secrets.reseal(uow, box, writer))
     # Counted after the commit, apart from the rewrite: a row another pod wrote in another
     # form meanwhile shows here, so exit 0 means nothing is left at this moment.
-    with db.transaction() as session:
-        left = count_not_as_written_by(session, writer)
+    left = transactions.run_sync(lambda uow: secrets.count_left(uow, writer))
     log.info("provider secrets resealed", key_id=key_id, rewritten=rewritten,
              unreadable=unreadable, left=left)
     print(f"key_id={key_id} rewritten={rewritten} unreadable={unreadable} left={left}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import random
@@ -29,11 +30,12 @@ from cjo_delivery.domain.providers import ProviderKind, validate_provider
 from cjo_delivery.domain.sending import (
     OutgoingEmail,
     ProviderError,
-    RetryPolicy,
     after_failure,
     after_success,
     released,
 )
+from cjo_delivery.service_layer.send_round import MESSAGE_RETRY
+from cjo_platform.backoff import RetryPolicy
 from cjo_platform.config import Env
 from cjo_platform.errors import InvalidArgument
 
@@ -183,8 +185,9 @@ def test_message_names() -> None:
 
 
 def test_retry_delays_grow_exponentially_with_jitter_and_a_cap() -> None:
-    policy = RetryPolicy(max_attempts=10, base_delay=timedelta(seconds=30),
-                         max_delay=timedelta(minutes=10))
+    assert RetryPolicy(max_attempts=5, base_delay=timedelta(seconds=30),
+                                        max_delay=timedelta(hours=1), jitter=0.5) == MESSAGE_RETRY
+    policy = dataclasses.replace(MESSAGE_RETRY, max_attempts=10, max_delay=timedelta(minutes=10))
     rng = random.Random(7)
     for attempt, ceiling in [(1, 30), (2, 60), (3, 120), (4, 240), (5, 480), (6, 600), (9, 600)]:
         delays = {policy.delay(attempt, rng) for _ in range(50)}

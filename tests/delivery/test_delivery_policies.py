@@ -27,13 +27,16 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, policy_pb2
 from cjo_delivery.adapters import repository
+from cjo_delivery.adapters.routes import Routes
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.adapters.tables import outbox
 from cjo_delivery.domain.messages import MessageStatus, message_id_of
 from cjo_delivery.domain.sending import OutgoingMessage
-from cjo_delivery.sender import Sender, SenderSettings
+from cjo_delivery.service_layer.send_round import SenderSettings, SendRound
+from cjo_delivery.workers.sender import Sender
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.outbox import Outbox
+from cjo_platform.db.unit_of_work import Transactions
 from support import Backend, as_service, eventually, free_port, serving
 
 WS = as_service("ws-a")
@@ -263,8 +266,11 @@ async def test_a_crash_in_the_middle_of_a_batch_neither_loses_nor_doubles(
                 send_request(f"k{i}", f"user{i}@example.com") for i in range(5)]), metadata=WS)
             names = [r.message.name for r in reply.results]
         hanging = HangingProvider(SmtpProvider(SmtpSettings(port=port), clock), healthy=2)
-        doomed = Sender(app.db, Outbox(outbox, clock), hanging, clock,
-                        SenderSettings(concurrency=1, batch_size=10))
+        settings = SenderSettings(concurrency=1, batch_size=10)
+        doomed = Sender(SendRound(
+            Transactions(app.db, clock, Outbox(outbox, clock)),
+            Routes(hanging, breaker_failures=settings.breaker_failures,
+                   breaker_cool_down=settings.breaker_cool_down), clock, settings))
         round_ = asyncio.create_task(doomed.send_due())
         await eventually(lambda: len(sink.received) == 2)
 

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from cjo_delivery.adapters.tables import inbox_messages
 from cjo_delivery.domain.inbox import InboxMessage, InboxState
 from cjo_delivery.domain.sending import OutgoingMessage, ProviderError
-from cjo_platform.clock import Clock
-from cjo_platform.db import Database, insert_ignore
+from cjo_platform.db import insert_ignore
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 
 i = inbox_messages.c
 
@@ -101,25 +101,24 @@ class InboxHub:
 class InboxProvider:
     """Delivers in-app messages by storing them in the inbox (idempotent per message)."""
 
-    def __init__(self, db: Database, hub: InboxHub, clock: Clock) -> None:
-        self.db = db
+    def __init__(self, transactions: Transactions, hub: InboxHub) -> None:
+        self.transactions = transactions
         self.hub = hub
-        self.clock = clock
 
     async def send(self, message: OutgoingMessage) -> str:
         if message.in_app is None:
             raise ProviderError("the inbox takes only in-app messages", transient=False)
-        now = self.clock.now()
-        row = {"workspace_id": message.workspace_id, "message_id": message.message_id,
-               "profile_id": message.to, "content": message.in_app,
-               "state": InboxState.UNREAD.value, "journey_id": message.journey_id,
-               "create_time": now, "update_time": now}
+        content = message.in_app
 
-        def store() -> None:
-            with self.db.transaction() as session:
-                insert_ignore(session, inbox_messages, [row])
+        def store(uow: UnitOfWork) -> None:
+            now = uow.now()
+            insert_ignore(uow.session, inbox_messages, [{
+                "workspace_id": message.workspace_id, "message_id": message.message_id,
+                "profile_id": message.to, "content": content,
+                "state": InboxState.UNREAD.value, "journey_id": message.journey_id,
+                "create_time": now, "update_time": now}])
 
-        await self.db.run(store)
+        await self.transactions.run(store)
         self.hub.publish([(message.workspace_id, message.to)])
         return message.message_id
 

@@ -17,7 +17,7 @@ from cjo_delivery.adapters.tables import policies, provider_rates, providers
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap, QuietHours
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
-from cjo_platform.db.engine import one_of
+from cjo_platform.db.engine import one_of, upsert
 from cjo_platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -205,6 +205,8 @@ def policies_of(session: Session, workspace_ids: Sequence[str]) -> dict[str, Del
 
 def put_policy(session: Session, workspace_id: str, policy: DeliveryPolicy,
                now: datetime) -> None:
-    session.execute(delete(policies).where(policies.c.workspace_id == workspace_id))
-    session.execute(policies.insert().values(workspace_id=workspace_id,
-                                             policy=policy_to_json(policy), update_time=now))
+    """Replace the workspace's policy. An upsert: concurrent updates of a workspace without a
+    policy yet would otherwise both insert, and all but one fail on the primary key."""
+    upsert(session, policies, [{"workspace_id": workspace_id, "policy": policy_to_json(policy),
+                                "update_time": now}],
+           lambda new: {"policy": new.policy, "update_time": new.update_time})

@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 import grpc
 
 from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import inbox_pb2
-from cjo_delivery.adapters import inbox as store
 from cjo_delivery.adapters.inbox import InboxHub
 from cjo_delivery.domain.inbox import InboxMessage, InboxState, inbox_id_of, inbox_name
-from cjo_platform.clock import Clock
-from cjo_platform.db import Database
-from cjo_platform.errors import InvalidArgument, NotFound
+from cjo_delivery.service_layer import inbox
+from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.errors import InvalidArgument
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
@@ -59,8 +58,7 @@ def _cursor(token: str, profile_id: str, dismissed: bool) -> tuple[datetime, str
 class InboxRpcs:
     """Mixed into DeliveryServicer."""
 
-    db: Database
-    clock: Clock
+    transactions: Transactions
     hub: InboxHub
 
     async def ListInboxMessages(self, request: pb.ListInboxMessagesRequest,
@@ -72,13 +70,9 @@ class InboxRpcs:
         after = _cursor(request.page_token, request.profile_id, request.include_dismissed)
         workspace = current_workspace()
 
-        def read() -> list[InboxMessage]:
-            with self.db.transaction() as session:
-                return store.list_inbox(session, workspace, request.profile_id,
-                                        include_dismissed=request.include_dismissed,
-                                        limit=limit + 1, after=after)
-
-        found = await self.db.run(read)
+        found = await self.transactions.run(lambda uow: inbox.list_inbox(
+            uow, workspace, request.profile_id, include_dismissed=request.include_dismissed,
+            limit=limit + 1, after=after))
         page = found[:limit]
         token = ""
         if len(found) > limit:
@@ -97,14 +91,8 @@ class InboxRpcs:
             raise InvalidArgument.one("state", "must be INBOX_STATE_READ or INBOX_STATE_DISMISSED")
         workspace = current_workspace()
 
-        def write() -> InboxMessage | None:
-            with self.db.transaction() as session:
-                return store.mark(session, workspace, message_id, state, self.clock.now())
-
-        found = await self.db.run(write)
-        if found is None:
-            raise NotFound(f"inbox message {request.name!r} does not exist",
-                           reason="INBOX_MESSAGE_NOT_FOUND")
+        found = await self.transactions.run(
+            lambda uow: inbox.mark(uow, workspace, message_id, request.name, state))
         return pb.MarkInboxMessageResponse(message=inbox_to_proto(found))
 
     async def SubscribeInbox(self, request: pb.SubscribeInboxRequest,
@@ -119,7 +107,8 @@ class InboxRpcs:
         # first the newest existing message's) and every id known at that time: times tie
         # (one clock reading for a batch, a coarse clock), and a message of that very time can
         # still land, with any id, so ids alone cannot be the cursor there.
-        since, seen = await self.db.run(self._starting_point, workspace, profile_id)
+        since, seen = await self.transactions.run(
+            lambda uow: inbox.starting_point(uow, workspace, profile_id))
         try:
             # Tells the caller the starting point is fixed: whatever lands from now on streams.
             await context.send_initial_metadata(())
@@ -131,7 +120,7 @@ class InboxRpcs:
                 # however long, stalls the stream.
                 cursor = (since, "")
                 while True:
-                    page = await self.db.run(self._read_after, workspace, profile_id, cursor)
+                    page = await self._read_after(workspace, profile_id, cursor)
                     for message in page:
                         cursor = (message.create_time, message.message_id)
                         if message.create_time == since and message.message_id in seen:
@@ -145,19 +134,7 @@ class InboxRpcs:
         finally:
             self.hub.unsubscribe(workspace, profile_id, wake)
 
-    def _starting_point(self, workspace: str, profile_id: str) -> tuple[datetime, set[str]]:
-        """The newest message's create_time and the ids of every message of that time."""
-        with self.db.transaction() as session:
-            newest = store.list_inbox(session, workspace, profile_id, include_dismissed=True,
-                                      limit=1, after=None)
-            if not newest:
-                return datetime(1970, 1, 1, tzinfo=UTC), set()
-            since = newest[0].create_time
-            return since, store.ids_at(session, workspace, profile_id, since)
-
-    def _read_after(self, workspace: str, profile_id: str,
-                    cursor: tuple[datetime, str]) -> list[InboxMessage]:
-        """A batch of the messages after the (time, id) ``cursor``, oldest first."""
-        with self.db.transaction() as session:
-            return store.list_inbox(session, workspace, profile_id, include_dismissed=True,
-                                    limit=_STREAM_BATCH, after=None, newer_than=cursor)
+    async def _read_after(self, workspace: str, profile_id: str,
+                          cursor: inbox.Position) -> list[InboxMessage]:
+        return await self.transactions.run(
+            lambda uow: inbox.read_after(uow, workspace, profile_id, cursor, _STREAM_BATCH))

@@ -1,4 +1,4 @@
-"""Provider and policy RPCs of DeliveryService: protos in, domain calls, protos out.
+"""Provider and policy RPCs of DeliveryService: protos in, use-cases called, protos out.
 
 Secrets go in and never come out: responses carry only ``secret_keys``, and the request log
 (which replays answers to repeated request ids) stores responses, never requests.
@@ -6,7 +6,6 @@ Secrets go in and never come out: responses carry only ``secret_keys``, and the 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import time, timedelta
 
@@ -14,7 +13,6 @@ import grpc
 
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import policy_pb2, provider_pb2
-from cjo_delivery.adapters import provider_store
 from cjo_delivery.adapters.contents import CHANNELS
 from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.domain.messages import Channel
@@ -26,18 +24,14 @@ from cjo_delivery.domain.policies import (
     validate_policy,
 )
 from cjo_delivery.domain.providers import (
-    MAX_PROVIDERS_PER_CHANNEL,
-    REQUIRED_SECRETS,
     ProviderConfig,
     ProviderKind,
     provider_id_of,
     provider_name,
-    validate_provider,
 )
-from cjo_platform.clock import Clock
-from cjo_platform.db import Database
-from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from cjo_delivery.service_layer import policies, providers
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.errors import InvalidArgument
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
 
@@ -51,7 +45,6 @@ KINDS = {
 }
 _KINDS_OUT = {v: k for k, v in KINDS.items()}
 _CHANNELS_OUT = {v: k for k, v in CHANNELS.items()}
-_UPDATABLE = {"priority", "display_name", "config", "secrets", "disabled"}
 
 
 StatusUrl = Callable[[str, str], str]
@@ -104,62 +97,29 @@ def policy_from_proto(message: policy_pb2.DeliveryPolicy) -> DeliveryPolicy:
 class ProviderRpcs:
     """Mixed into DeliveryServicer."""
 
-    db: Database
-    clock: Clock
-    requests: RequestLog
+    transactions: Transactions
     status_url: StatusUrl | None
     secret_box: SecretBox
 
     async def CreateProvider(self, request: pb.CreateProviderRequest,
                              context: grpc.aio.ServicerContext) -> pb.CreateProviderResponse:
-        p = request.provider
-        channel = CHANNELS.get(p.channel)
-        kind = KINDS.get(p.kind)
-        validate_provider(channel=channel, kind=kind, display_name=p.display_name,
-                          config=dict(p.config), secrets=dict(p.secrets)).raise_if_any()
-        assert channel is not None and kind is not None
+        draft = _draft(request.provider, channel=CHANNELS.get(request.provider.channel),
+                       kind=KINDS.get(request.provider.kind))
         workspace = current_workspace()
-
-        def create() -> pb.CreateProviderResponse:
-            with self.db.transaction() as session:
-                def insert() -> pb.CreateProviderResponse:
-                    existing = provider_store.list_providers(session, workspace,
-                                                              self.secret_box, channel)
-                    if len(existing) >= MAX_PROVIDERS_PER_CHANNEL:
-                        raise FailedPrecondition(
-                            f"a channel has at most {MAX_PROVIDERS_PER_CHANNEL} providers",
-                            reason="TOO_MANY_PROVIDERS")
-                    now = self.clock.now()
-                    config = ProviderConfig(
-                        workspace_id=workspace, provider_id=uuid.uuid4().hex, channel=channel,
-                        kind=kind, priority=p.priority, display_name=p.display_name,
-                        config=dict(p.config), secrets=dict(p.secrets), disabled=p.disabled,
-                        etag=provider_store.new_etag(), create_time=now, update_time=now)
-                    provider_store.insert_provider(session, config, self.secret_box)
-                    return pb.CreateProviderResponse(
-                        provider=provider_to_proto(config, self.status_url))
-
-                return self.requests.once(
-                    session, workspace_id=workspace, method=f"/{SERVICE}/CreateProvider",
-                    request_id=request.request_id, request=request,
-                    response_type=pb.CreateProviderResponse, compute=insert)
-
-        return await self.db.run(create)
+        return await self.transactions.once(
+            workspace_id=workspace, method=f"/{SERVICE}/CreateProvider",
+            request_id=request.request_id, request=request,
+            response_type=pb.CreateProviderResponse,
+            work=lambda uow: pb.CreateProviderResponse(provider=provider_to_proto(
+                providers.create_provider(uow, workspace, draft, box=self.secret_box),
+                self.status_url)))
 
     async def GetProvider(self, request: pb.GetProviderRequest,
                           context: grpc.aio.ServicerContext) -> pb.GetProviderResponse:
         provider_id = provider_id_of(request.name)
         workspace = current_workspace()
-
-        def read() -> ProviderConfig | None:
-            with self.db.transaction() as session:
-                return provider_store.get_provider(session, workspace, provider_id,
-                                                   self.secret_box)
-
-        config = await self.db.run(read)
-        if config is None:
-            raise NotFound(f"provider {request.name!r} does not exist",
-                           reason="PROVIDER_NOT_FOUND")
+        config = await self.transactions.run(lambda uow: providers.get_provider(
+            uow, workspace, provider_id, request.name, box=self.secret_box))
         return pb.GetProviderResponse(provider=provider_to_proto(config, self.status_url))
 
     async def ListProviders(self, request: pb.ListProvidersRequest,
@@ -170,107 +130,68 @@ class ProviderRpcs:
             if channel is None:
                 raise InvalidArgument.one("channel", "is not a Channel")
         workspace = current_workspace()
-
-        def read() -> list[ProviderConfig]:
-            with self.db.transaction() as session:
-                return provider_store.list_providers(session, workspace, self.secret_box,
-                                                     channel)
-
-        found = await self.db.run(read)
+        found = await self.transactions.run(lambda uow: providers.list_providers(
+            uow, workspace, channel, box=self.secret_box))
         return pb.ListProvidersResponse(
             providers=[provider_to_proto(c, self.status_url) for c in found])
 
     async def UpdateProvider(self, request: pb.UpdateProviderRequest,
                              context: grpc.aio.ServicerContext) -> pb.UpdateProviderResponse:
         provider_id = provider_id_of(request.provider.name, "provider.name")
-        paths = set(request.update_mask.paths)
-        unknown = paths - _UPDATABLE
+        paths = frozenset(request.update_mask.paths)
+        unknown = paths - providers.UPDATABLE
         if not paths or unknown:
-            raise InvalidArgument.one("update_mask", f"must name some of {sorted(_UPDATABLE)}"
-                                      + (f"; not {sorted(unknown)}" if unknown else ""))
+            raise InvalidArgument.one(
+                "update_mask", f"must name some of {sorted(providers.UPDATABLE)}"
+                + (f"; not {sorted(unknown)}" if unknown else ""))
         p = request.provider
+        changes = _draft(p, channel=None, kind=None)
         workspace = current_workspace()
-
-        def change() -> ProviderConfig:
-            with self.db.transaction() as session:
-                current = provider_store.get_provider(session, workspace, provider_id,
-                                                      self.secret_box, for_update=True)
-                if current is None:
-                    raise NotFound(f"provider {p.name!r} does not exist",
-                                   reason="PROVIDER_NOT_FOUND")
-                if p.etag and p.etag != current.etag:
-                    raise Aborted(f"provider {p.name!r} changed since etag {p.etag!r} was read",
-                                  reason="ETAG_MISMATCH")
-                config = dict(p.config) if "config" in paths else current.config
-                if "secrets" not in paths:
-                    secrets = current.secrets
-                elif current.secrets_error:
-                    # The stored ones cannot be read, so there is nothing to merge with: the
-                    # given secrets replace them all, and the required ones must be among them.
-                    secrets = dict(p.secrets)
-                else:
-                    secrets = {**current.secrets, **p.secrets}
-                display = p.display_name if "display_name" in paths else current.display_name
-                # Secrets this process cannot decrypt stay stored as they are when the update
-                # leaves them alone (disabling such a provider must work); only their names,
-                # which are unknown here, are taken as present.
-                kept = (dict.fromkeys(REQUIRED_SECRETS.get(current.kind, ()), "")
-                        if current.secrets_error and "secrets" not in paths else secrets)
-                validate_provider(channel=current.channel, kind=current.kind,
-                                  display_name=display, config=config,
-                                  secrets=kept).raise_if_any()
-                updated = ProviderConfig(
-                    workspace_id=workspace, provider_id=provider_id, channel=current.channel,
-                    kind=current.kind,
-                    priority=p.priority if "priority" in paths else current.priority,
-                    display_name=display, config=config, secrets=secrets,
-                    disabled=p.disabled if "disabled" in paths else current.disabled,
-                    etag=provider_store.new_etag(), create_time=current.create_time,
-                    update_time=self.clock.now())
-                provider_store.replace_provider(session, updated, self.secret_box,
-                                                secrets_changed="secrets" in paths)
-                return updated
-
-        return pb.UpdateProviderResponse(provider=provider_to_proto(await self.db.run(change),
-                                                                    self.status_url))
+        return await self.transactions.once(
+            workspace_id=workspace, method=f"/{SERVICE}/UpdateProvider",
+            request_id=request.request_id, request=request,
+            response_type=pb.UpdateProviderResponse,
+            work=lambda uow: pb.UpdateProviderResponse(provider=provider_to_proto(
+                providers.update_provider(uow, workspace, provider_id, p.name, changes, paths,
+                                          p.etag, box=self.secret_box),
+                self.status_url)))
 
     async def DeleteProvider(self, request: pb.DeleteProviderRequest,
                              context: grpc.aio.ServicerContext) -> pb.DeleteProviderResponse:
         provider_id = provider_id_of(request.name)
         workspace = current_workspace()
 
-        def remove() -> bool:
-            with self.db.transaction() as session:
-                return provider_store.delete_provider(session, workspace, provider_id)
+        def delete(uow: UnitOfWork) -> pb.DeleteProviderResponse:
+            providers.delete_provider(uow, workspace, provider_id, request.name)
+            return pb.DeleteProviderResponse()
 
-        if not await self.db.run(remove):
-            raise NotFound(f"provider {request.name!r} does not exist",
-                           reason="PROVIDER_NOT_FOUND")
-        return pb.DeleteProviderResponse()
+        return await self.transactions.once(
+            workspace_id=workspace, method=f"/{SERVICE}/DeleteProvider",
+            request_id=request.request_id, request=request,
+            response_type=pb.DeleteProviderResponse, work=delete)
 
     async def GetDeliveryPolicy(self, request: pb.GetDeliveryPolicyRequest,
                                 context: grpc.aio.ServicerContext
                                 ) -> pb.GetDeliveryPolicyResponse:
         workspace = current_workspace()
-
-        def read() -> DeliveryPolicy:
-            with self.db.transaction() as session:
-                return provider_store.get_policy(session, workspace)
-
-        return pb.GetDeliveryPolicyResponse(policy=policy_to_proto(await self.db.run(read)))
+        policy = await self.transactions.run(lambda uow: policies.get_policy(uow, workspace))
+        return pb.GetDeliveryPolicyResponse(policy=policy_to_proto(policy))
 
     async def UpdateDeliveryPolicy(self, request: pb.UpdateDeliveryPolicyRequest,
                                    context: grpc.aio.ServicerContext
                                    ) -> pb.UpdateDeliveryPolicyResponse:
         policy = policy_from_proto(request.policy)
         workspace = current_workspace()
-
-        def write() -> None:
-            with self.db.transaction() as session:
-                provider_store.put_policy(session, workspace, policy, self.clock.now())
-
-        await self.db.run(write)
-        return pb.UpdateDeliveryPolicyResponse(policy=policy_to_proto(policy))
-
+        return await self.transactions.once(
+            workspace_id=workspace, method=f"/{SERVICE}/UpdateDeliveryPolicy",
+            request_id=request.request_id, request=request,
+            response_type=pb.UpdateDeliveryPolicyResponse,
+            work=lambda uow: pb.UpdateDeliveryPolicyResponse(policy=policy_to_proto(
+                policies.update_policy(uow, workspace, policy))))
 
 
+def _draft(p: provider_pb2.Provider, *, channel: Channel | None,
+           kind: ProviderKind | None) -> providers.ProviderDraft:
+    return providers.ProviderDraft(channel=channel, kind=kind, priority=p.priority,
+                                   display_name=p.display_name, config=dict(p.config),
+                                   secrets=dict(p.secrets), disabled=p.disabled)

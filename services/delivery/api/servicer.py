@@ -1,8 +1,7 @@
-"""DeliveryService: protos in, domain calls, protos out. Nothing else lives here."""
+"""DeliveryService's message RPCs: protos in, use-cases (service_layer/) called, protos out."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -12,7 +11,6 @@ from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
-from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.contents import CHANNELS, body_of, email_of
 from cjo_delivery.adapters.inbox import InboxHub
 from cjo_delivery.adapters.secret_box import SecretBox
@@ -29,15 +27,14 @@ from cjo_delivery.domain.messages import (
 )
 from cjo_delivery.domain.policies import load_zone
 from cjo_delivery.domain.providers import provider_name
-from cjo_platform.clock import Clock
-from cjo_platform.db import Database
-from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.errors import InvalidArgument, NotFound, Violations
-from cjo_platform.limits import MAX_ID_LENGTH, check_batch
+from cjo_delivery.service_layer import messages
+from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.errors import InvalidArgument
+from cjo_platform.limits import check_batch
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
-from cjo_platform.rpc.status import OK, to_status_proto
+from cjo_platform.rpc.batch import BatchAnswer
 from cjo_platform.telemetry import current_traceparent
 
 DOMAIN = "delivery.cjo"
@@ -90,37 +87,22 @@ def _to_proto(message: Message) -> message_pb2.Message:
     )
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex
-
-
 class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer):
-    def __init__(self, db: Database, clock: Clock, on_queued: Callable[[], None],
-                 requests: RequestLog,
+    def __init__(self, transactions: Transactions, wake_sender: Callable[[], None],
                  status_url: Callable[[str, str], str] | None = None,
                  hub: InboxHub | None = None, secret_box: SecretBox | None = None) -> None:
+        self.transactions = transactions
+        self.wake_sender = wake_sender
         self.status_url = status_url
         self.secret_box = secret_box or SecretBox([])
         self.hub = hub or InboxHub()
-        self.db = db
-        self.clock = clock
-        self.on_queued = on_queued
-        self.requests = requests
 
     async def _queue(self, batch: Sequence[NewMessage]) -> list[Accepted]:
         workspace = current_workspace()
         # Sending happens later, in the sender; the trace of this request follows the message.
         traceparent = current_traceparent()
-
-        def write() -> list[Accepted]:
-            with self.db.transaction() as session:
-                return repository.queue_messages(session, workspace, batch, self.clock.now(),
-                                                 traceparent, _new_id)
-
-        accepted = await self.db.run(write)
-        if any(not a.duplicate for a in accepted):
-            self.on_queued()
-        return accepted
+        return await self.transactions.run(lambda uow: messages.queue_messages(
+            uow, workspace, batch, traceparent, self.wake_sender))
 
     async def SendMessage(self, request: pb.SendMessageRequest,
                           context: grpc.aio.ServicerContext) -> pb.SendMessageResponse:
@@ -131,34 +113,21 @@ class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer)
     async def BatchSendMessages(self, request: pb.BatchSendMessagesRequest,
                                 context: grpc.aio.ServicerContext
                                 ) -> pb.BatchSendMessagesResponse:
-        check_batch(request.requests, "requests")
-        results = [pb.BatchSendMessagesResult(status=OK) for _ in request.requests]
-        valid: list[tuple[int, NewMessage]] = []
-        for index, item in enumerate(request.requests):
-            try:
-                valid.append((index, _new_message(item)))
-            except InvalidArgument as exc:
-                results[index].status.CopyFrom(
-                    to_status_proto(exc.within(f"requests[{index}]"), DOMAIN))
+        answer = BatchAnswer(request.requests, "requests", DOMAIN, pb.BatchSendMessagesResult)
+        valid = answer.parse(_new_message)
         if valid:
             accepted = await self._queue([message for _, message in valid])
-            for (index, _), answer in zip(valid, accepted, strict=True):
-                results[index].message.CopyFrom(_to_proto(answer.message))
-                results[index].duplicate = answer.duplicate
-        return pb.BatchSendMessagesResponse(results=results)
+            for (index, _), queued in zip(valid, accepted, strict=True):
+                answer.results[index].message.CopyFrom(_to_proto(queued.message))
+                answer.results[index].duplicate = queued.duplicate
+        return pb.BatchSendMessagesResponse(results=answer.results)
 
     async def GetMessage(self, request: pb.GetMessageRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetMessageResponse:
         message_id = message_id_of(request.name)
         workspace = current_workspace()
-
-        def read() -> Message | None:
-            with self.db.transaction() as session:
-                return repository.get_message(session, workspace, message_id)
-
-        message = await self.db.run(read)
-        if message is None:
-            raise NotFound(f"message {request.name!r} does not exist", reason="MESSAGE_NOT_FOUND")
+        message = await self.transactions.run(
+            lambda uow: messages.get_message(uow, workspace, message_id, request.name))
         return pb.GetMessageResponse(message=_to_proto(message))
 
     async def ListMessages(self, request: pb.ListMessagesRequest,
@@ -171,15 +140,9 @@ class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer)
             status = _FROM_PROTO.get(request.status)
             if status is None:
                 raise InvalidArgument.one("status", "is not a MessageStatus")
-
-        def read() -> list[Message]:
-            with self.db.transaction() as session:
-                return repository.list_messages(
-                    session, workspace, profile_id=request.profile_id,
-                    journey_id=request.journey_id, limit=limit + 1, after=after,
-                    status=status)
-
-        found = await self.db.run(read)
+        found = await self.transactions.run(lambda uow: messages.list_messages(
+            uow, workspace, profile_id=request.profile_id, journey_id=request.journey_id,
+            status=status, limit=limit + 1, after=after))
         page, more = found[:limit], len(found) > limit
         token = ""
         if more:
@@ -192,28 +155,16 @@ class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer)
 
     async def EraseProfiles(self, request: pb.EraseProfilesRequest,
                             context: grpc.aio.ServicerContext) -> pb.EraseProfilesResponse:
-        """Service-only (orchestration forwards erasures from its outbox); see
-        repository.erase_profile for what is canceled, blanked and kept."""
+        """Service-only (orchestration forwards erasures from its outbox)."""
         check_batch(request.profile_ids, "profile_ids")
-        problems = Violations()
-        for index, profile_id in enumerate(request.profile_ids):
-            problems.check(0 < len(profile_id) <= MAX_ID_LENGTH, f"profile_ids[{index}]",
-                           f"must be 1 to {MAX_ID_LENGTH} characters")
-        problems.raise_if_any()
         workspace = current_workspace()
-
-        def erase() -> list[tuple[int, int]]:
-            with self.db.transaction() as session:
-                now = self.clock.now()
-                return [repository.erase_profile(session, workspace, profile_id, now)
-                        for profile_id in request.profile_ids]
-
-        counts = await self.db.run(erase)
+        profile_ids = list(request.profile_ids)
+        counts = await self.transactions.run(
+            lambda uow: messages.erase_profiles(uow, workspace, profile_ids))
         return pb.EraseProfilesResponse(results=[
             pb.EraseProfileResult(profile_id=profile_id, canceled_count=canceled,
                                   in_flight_count=in_flight)
-            for profile_id, (canceled, in_flight) in zip(request.profile_ids, counts,
-                                                         strict=True)])
+            for profile_id, (canceled, in_flight) in zip(profile_ids, counts, strict=True)])
 
 
 def _cursor(request: pb.ListMessagesRequest) -> tuple[datetime, str] | None:

@@ -1,5 +1,6 @@
-"""What happens to a claimed message after a provider call: the retry policy and the status
-transitions. Pure: the sender feeds in the outcome, the time and a random source."""
+"""What happens to a claimed message after a provider call: its status transitions (retried
+under cjo_platform.backoff.RetryPolicy). Pure: the sender feeds in the outcome, the time and a
+random source."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from cjo_delivery.domain.messages import (
     MessageStatus,
     truncate_error,
 )
+from cjo_platform.backoff import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -106,20 +108,6 @@ class EmailProvider(Protocol):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    base_delay: timedelta = timedelta(seconds=30)
-    max_delay: timedelta = timedelta(hours=1)
-
-    def delay(self, attempt: int, rng: random.Random) -> timedelta:
-        """Wait after failed attempt number ``attempt`` (1-based): exponential, capped, with
-        "equal jitter" — half fixed, half random — so a server that comes back is not hit by
-        every queued message in the same instant, yet no retry comes almost immediately."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))
-        return ceiling / 2 + (ceiling / 2) * rng.random()
-
-
-@dataclass(frozen=True)
 class Transition:
     """The new state of a claimed message. ``error`` None keeps the stored error."""
 
@@ -142,7 +130,7 @@ def after_success(attempts: int, provider_message_id: str, provider_id: str = ""
 def after_failure(attempts: int, error: ProviderError, policy: RetryPolicy, now: datetime,
                   rng: random.Random) -> Transition:
     text = truncate_error(error.message)
-    if error.transient and attempts < policy.max_attempts:
+    if error.transient and not policy.exhausted(attempts):
         wait = policy.delay(attempts, rng)
         if error.retry_after is not None:  # the provider said how long; never come back sooner
             wait = max(wait, timedelta(seconds=error.retry_after))

@@ -1,1 +1,1 @@
-"""The delivery use-cases: each takes a unit of work and domain inputs and returns domain results."""
+"""The delivery use-cases: each takes a unit of work and domain inputs, returns domain results."""

@@ -1,0 +1,81 @@
+"""The last transactions of a send round: record what became of each claimed message, suppress
+bounced addresses and queue the facts for analytics, all in one transaction per group."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from cjo_delivery.adapters import repository
+from cjo_delivery.adapters.facts import fact_payload
+from cjo_delivery.domain.messages import Claim, MessageStatus
+from cjo_delivery.domain.sending import Transition
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.facts import FACTS_TOPIC
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+Change = tuple[Claim, Transition]
+
+
+async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
+                          now: datetime) -> None:
+    """Write the transitions and their consequences.
+
+    They go in a few bulk statements; only when a message of the group was claimed again
+    meanwhile (this sender outlived its lease) is that transaction rolled back and the group
+    written message by message, keeping the newer sender's results."""
+    try:
+        await transactions.run(lambda uow: record_all(uow, changes, now))
+    except repository.LeaseLost:
+        await transactions.run(lambda uow: record_each(uow, changes, now))
+
+
+def record_all(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> None:
+    repository.record_all(uow.session, changes, now)
+    _consequences(uow, changes, now)
+
+
+def record_each(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> None:
+    kept = []
+    for claim, transition in changes:
+        if repository.record(uow.session, claim, transition, now):
+            kept.append((claim, transition))
+        else:
+            log.warning("message was claimed again after this sender's lease ran out; keeping "
+                        "the newer result", message_id=claim.message_id)
+    _consequences(uow, kept, now)
+
+
+def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> None:
+    """Suppress bounced addresses and queue the facts of recorded transitions."""
+    facts: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
+    bounces: list[tuple[str, str, str, str]] = []
+    for claim, transition in changes:
+        _log_transition(claim, transition)
+        if transition.status is MessageStatus.BOUNCED:
+            bounces.append((claim.workspace_id, claim.channel.value, claim.address,
+                            f"bounced: {transition.error}"))
+        payload = fact_payload(claim, transition.status, now)
+        if payload is not None:
+            facts[claim.workspace_id].append((payload, claim.traceparent))
+    repository.suppress(uow.session, bounces, now)
+    for workspace_id, payloads in facts.items():
+        uow.publish(FACTS_TOPIC, workspace_id, payloads)
+
+
+def _log_transition(claim: Claim, transition: Transition) -> None:
+    if transition.status in (MessageStatus.FAILED, MessageStatus.BOUNCED):
+        log.warning("message failed", message_id=claim.message_id, workspace=claim.workspace_id,
+                    attempts=transition.attempts, error=transition.error,
+                    status=transition.status.value)
+    elif transition.status in (MessageStatus.SUPPRESSED, MessageStatus.DEFERRED):
+        log.info(f"message {transition.status.value}", message_id=claim.message_id,
+                 workspace=claim.workspace_id, reason=transition.error,
+                 until=str(transition.next_attempt_time))
+    elif transition.status is MessageStatus.QUEUED and transition.error is not None:
+        log.info("message will be retried", message_id=claim.message_id,
+                 workspace=claim.workspace_id, attempts=transition.attempts,
+                 next_attempt_time=str(transition.next_attempt_time), error=transition.error)

@@ -1,0 +1,381 @@
+"""Run a send round: claim due messages, apply the workspace's policies, reserve rate-limited
+sends, hand each message to its providers (domain/failover.py decides the way), and record the
+outcomes.
+
+One round: claim a batch of due messages in one transaction (QUEUED ones whose time has come,
+SENDING ones whose lease ran out), marking them SENDING with ``attempts + 1`` and a lease;
+commit; call the providers for each (a few at a time); record the outcomes — SENT, QUEUED again
+with a backoff, or FAILED — as they arrive, each group in one transaction (a few bulk updates)
+together with the outbox rows of the facts for analytics.
+
+Crash safety: a message is in the database before any provider call, and its outcome is written
+only after the call returned. When the process dies in between, the message stays SENDING until
+its lease runs out and is then claimed again by whichever sender comes next. So a provider call
+cut off mid-way (or finished but not yet recorded) may be repeated once; nothing accepted is
+ever lost. The email carries a stable Message-ID ``<{message_id}@cjo>``, so receivers can
+discard the repeat. A sender that outlives its lease cannot overwrite the result of the sender
+that took over: outcomes are recorded only while the row still carries the claim's attempt
+number. On an orderly shutdown (:meth:`SendRound.stop`), calls under way are finished and
+recorded and messages not yet handed over go back to the queue, so a restart repeats nothing.
+
+Before any provider call, each claimed message passes the workspace's policies: consent (asked
+of identity in one batch call per workspace and round), the suppression list, quiet hours and
+frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Email falls back to the
+deployment's SMTP server when the workspace configured no email provider.
+
+Rate limits (``rate_per_second``, ``burst``) hold across every sender replica sharing the
+database (service_layer/rate_grants.py). A call the provider received, failed or not, keeps its
+send: the provider counted it. Rounds without rate-limited providers pay nothing. When no
+provider was called because every one was at its limit, the message goes back to the queue, its
+attempt not counted, due at its turn: when sends free up, after the turns already handed out on
+any replica, so a backlog comes back at the rate rather than being claimed and put back every
+round. Excess waits in the database, never in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from opentelemetry.trace import Status, StatusCode
+
+from cjo_delivery.adapters.contents import decode_outgoing
+from cjo_delivery.adapters.routes import Route, Routes
+from cjo_delivery.adapters.secret_box import SecretBox
+from cjo_delivery.domain import failover
+from cjo_delivery.domain.messages import Claim, MessageStatus
+from cjo_delivery.domain.policies import (
+    ConsentDecision,
+    ConsentDirectory,
+    ConsentQuery,
+    ConsentUnavailable,
+    Defer,
+    DeliveryPolicy,
+    Suppress,
+    decide,
+)
+from cjo_delivery.domain.ratelimit import RateLimit
+from cjo_delivery.domain.sending import (
+    OutgoingMessage,
+    ProviderError,
+    Transition,
+    after_failure,
+    after_success,
+    deferred,
+    rate_limited,
+    released,
+    suppressed,
+)
+from cjo_delivery.service_layer.claims import RoundContext, claim_due, load_context
+from cjo_delivery.service_layer.outcomes import record_outcomes
+from cjo_delivery.service_layer.rate_grants import RoundGrants
+from cjo_platform.backoff import RetryPolicy
+from cjo_platform.clock import Clock
+from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.logging import get_logger
+from cjo_platform.telemetry import continue_trace
+
+log = get_logger(__name__)
+
+# Recording outcomes is retried in place for a short while: giving up means the messages are
+# sent again once their lease runs out.
+_RECORD_RETRY_DELAYS = (0.2, 1.0, 3.0)
+_CONSENT_WAIT = timedelta(seconds=30)
+
+# Exponential from 30 s to an hour with equal jitter (half fixed, half random): a provider that
+# comes back is not hit by every queued message in the same instant, yet none comes back at once.
+MESSAGE_RETRY = RetryPolicy(max_attempts=5, base_delay=timedelta(seconds=30),
+                            max_delay=timedelta(hours=1), jitter=0.5)
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    poll_seconds: float = 0.5
+    batch_size: int = 100
+    concurrency: int = 8
+    # Longer than the slowest provider call can take, or a live call's message is claimed twice.
+    lease: timedelta = timedelta(minutes=5)
+    retry: RetryPolicy = field(default_factory=lambda: MESSAGE_RETRY)
+    breaker_failures: int = 5
+    breaker_cool_down: timedelta = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    claim: Claim
+    provider_message_id: str = ""
+    provider_id: str = ""
+    error: ProviderError | None = None
+    released: bool = False
+    decided: Transition | None = None  # set when a policy or a rate limit, not a call, decided
+
+
+LinkMaker = Callable[[Claim], tuple[str, Callable[[str], str] | None]]
+
+
+class SendRound:
+    """Sends due messages, one batch per :meth:`run`. Holds what outlives a round in this
+    process: the providers' routes (live connections, circuit breakers) and the send slots."""
+
+    def __init__(self, transactions: Transactions, routes: Routes, clock: Clock,
+                 settings: SenderSettings, rng: random.Random | None = None, *,
+                 consent: ConsentDirectory | None = None, links: LinkMaker | None = None,
+                 secret_box: SecretBox | None = None) -> None:
+        self.transactions = transactions
+        self.routes = routes
+        self.clock = clock
+        self.settings = settings
+        self.rng = rng or random.Random()
+        self.consent = consent
+        self.links = links
+        self.secret_box = secret_box or SecretBox([])
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Hand no more messages over: those not yet with a provider go back to the queue."""
+        self.stopping = True
+
+    async def run(self) -> int:
+        """Claim one batch of due messages and send it; returns how many were claimed."""
+        if self.stopping:
+            return 0
+        now = self.clock.now()
+        settings = self.settings
+        claims = await self.transactions.run(
+            lambda uow: claim_due(uow, now, settings.lease, settings.batch_size))
+        if claims:
+            context = await self.transactions.run(
+                lambda uow: load_context(uow, claims, self.secret_box, now))
+            decided = await self._apply_policies(claims, context, now)
+            grants = RoundGrants(self.transactions, self.clock)
+            await self._reserve(claims, decided, context, grants)
+            try:
+                await self._deliver(claims, decided, context, grants)
+            finally:
+                await grants.give_back()
+        return len(claims)
+
+    async def _consent_of(self, claims: Sequence[Claim]
+                          ) -> dict[str, ConsentDecision] | ConsentUnavailable:
+        """Consent per message id of the claims that need one (a profile, not transactional)."""
+        if self.consent is None:
+            return {}
+        asking: dict[str, list[Claim]] = defaultdict(list)
+        for claim in claims:
+            if claim.profile_id and not claim.transactional:
+                asking[claim.workspace_id].append(claim)
+        answers: dict[str, ConsentDecision] = {}
+        for workspace, group in asking.items():
+            try:
+                decisions = await self.consent.check(workspace, [
+                    ConsentQuery(c.profile_id, c.channel, c.topic) for c in group])
+            except ConsentUnavailable as exc:
+                return exc
+            answers.update({c.message_id: d for c, d in zip(group, decisions, strict=True)})
+        return answers
+
+    async def _apply_policies(self, claims: Sequence[Claim], context: RoundContext,
+                              now: datetime) -> dict[str, Transition]:
+        """The transitions of claims a policy stops; the others are sent."""
+        consent = await self._consent_of(claims)
+        decided: dict[str, Transition] = {}
+        for claim in claims:
+            if isinstance(consent, ConsentUnavailable):
+                if claim.profile_id and not claim.transactional:
+                    # Never send without knowing; try again soon, the attempt not counted.
+                    decided[claim.message_id] = Transition(
+                        MessageStatus.QUEUED, claim.attempts - 1, now + _CONSENT_WAIT,
+                        str(consent), "")
+                    continue
+                answer = None
+            else:
+                answer = consent.get(claim.message_id)
+            policy = context.policies.get(claim.workspace_id, DeliveryPolicy())
+            decision = decide(
+                claim, policy, consent=answer,
+                suppression=context.suppressions.get(
+                    (claim.workspace_id, claim.channel.value, claim.address)),
+                recent_sends=context.recent.setdefault(
+                    (claim.workspace_id, claim.profile_id, claim.channel.value), []),
+                now=now)
+            if isinstance(decision, Suppress):
+                decided[claim.message_id] = suppressed(claim.attempts, decision.reason)
+            elif isinstance(decision, Defer):
+                decided[claim.message_id] = deferred(claim.attempts, decision.until,
+                                                     decision.reason)
+        return decided
+
+    async def _reserve(self, claims: Sequence[Claim], decided: dict[str, Transition],
+                       context: RoundContext, grants: RoundGrants) -> None:
+        """Reserve in one transaction the sends this round wants of rate-limited providers.
+
+        A message counts for the first provider whose breaker lets it through, the one it
+        will try first: counting its fallbacks too would hold budget other replicas could use.
+        A half-open breaker lets one trial through, so only one message counts for it. A
+        message that fails over to a rate-limited provider tops its grant up (``take``).
+        """
+        now = self.clock.now()
+        wants: dict[tuple[str, str], tuple[RateLimit, int]] = {}
+        trials: set[int] = set()  # half-open breakers already counted for their one trial
+        for claim in claims:
+            if claim.message_id in decided:
+                continue
+            first = None
+            for route in self.routes.of(claim, context.providers_of(claim)):
+                key = (claim.workspace_id, route.provider_id)
+                if route.limit is not None:
+                    grants.candidates[key] = grants.candidates.get(key, 0) + 1
+                state = route.breaker.state(now)
+                if first is not None or state == "open" or (
+                        state == "half_open" and id(route.breaker) in trials):
+                    continue
+                if state == "half_open":
+                    trials.add(id(route.breaker))
+                first = route
+            if first is not None and first.limit is not None:
+                key = (claim.workspace_id, first.provider_id)
+                wants[key] = (first.limit, wants.get(key, (first.limit, 0))[1] + 1)
+        await grants.reserve(wants)
+
+    async def _deliver(self, claims: Sequence[Claim], decided: dict[str, Transition],
+                       context: RoundContext, grants: RoundGrants) -> None:
+        """Send every claim, recording outcomes in groups as they come in: under load a group
+        holds many messages (one commit for all), while a slow message never holds back the
+        record of the fast ones."""
+        done: asyncio.Queue[_Outcome] = asyncio.Queue()
+
+        async def attempt(claim: Claim) -> None:
+            transition = decided.get(claim.message_id)
+            if transition is not None:
+                done.put_nowait(_Outcome(claim, decided=transition))
+            else:
+                done.put_nowait(await self._attempt(claim, context, grants))
+
+        tasks = [asyncio.create_task(attempt(claim)) for claim in claims]
+        try:
+            pending = len(tasks)
+            while pending:
+                group = [await done.get()]
+                while not done.empty():
+                    group.append(done.get_nowait())
+                await self._record_with_retry(group)
+                pending -= len(group)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _attempt(self, claim: Claim, context: RoundContext,
+                       grants: RoundGrants) -> _Outcome:
+        async with self._slots:
+            if self.stopping:
+                return _Outcome(claim, released=True)
+            attributes = {"cjo.message.id": claim.message_id,
+                          "cjo.workspace.id": claim.workspace_id,
+                          "cjo.message.attempt": str(claim.attempts)}
+            with continue_trace("delivery.send", claim.traceparent,
+                                attributes=attributes) as span:
+                try:
+                    outgoing = self._outgoing(claim)
+                    routes = self.routes.of(claim, context.providers_of(claim))
+                    outcome = await self._through_providers(claim, outgoing, routes, grants)
+                except ProviderError as exc:
+                    outcome = _Outcome(claim, error=exc)
+                except Exception as exc:  # a provider bug must not stop the other messages
+                    log.error("provider raised an unexpected error", message_id=claim.message_id,
+                              exc_info=exc)
+                    outcome = _Outcome(claim, error=ProviderError(f"unexpected error: {exc}",
+                                                                  transient=True))
+                if outcome.error is not None:
+                    span.set_status(Status(StatusCode.ERROR, outcome.error.message))
+                return outcome
+
+    async def _through_providers(self, claim: Claim, outgoing: OutgoingMessage,
+                                 routes: Sequence[Route], grants: RoundGrants) -> _Outcome:
+        """Carry out the failover's steps until it reaches a verdict."""
+        if not routes:
+            return _Outcome(claim, error=ProviderError(
+                f"no {claim.channel.value} provider is configured in this workspace",
+                transient=False))
+        trip = failover.Trip()
+        last: failover.Outcome | None = None
+        while True:
+            now = self.clock.now()
+            step = failover.decide(trip, [route.state(now) for route in routes], last, now)
+            trip = step.trip
+            if step.give_back is not None:
+                grants.grants[(claim.workspace_id, routes[step.give_back].provider_id)].put_back()
+            if step.breaker is not None:
+                index, change = step.breaker
+                breaker = routes[index].breaker
+                if change is failover.BreakerChange.SUCCEEDED:
+                    breaker.succeeded()
+                elif change is failover.BreakerChange.FAILED:
+                    breaker.failed(now)
+                else:
+                    assert step.hold_until is not None
+                    breaker.hold_back(step.hold_until)
+            action = step.action
+            if isinstance(action, failover.TakeSend):
+                route = routes[action.index]
+                assert route.limit is not None
+                grant, taken = await grants.take((claim.workspace_id, route.provider_id),
+                                                 route.limit)
+                last = (failover.SendReserved() if taken
+                        else failover.NoSendLeft(grants.turn(grant, now)))
+            elif isinstance(action, failover.Call):
+                route = routes[action.index]
+                allowed = route.breaker.allow(now)  # claims a half-open breaker's one trial
+                assert allowed, "failover calls only providers whose breaker lets it through"
+                try:
+                    last = failover.Delivered(await route.provider.send(outgoing))
+                except ProviderError as exc:
+                    last = failover.CallFailed(exc)
+                    if exc.transient or exc.unsupported:
+                        log.info("provider did not take the message; trying the next",
+                                 provider=route.provider_id, message_id=claim.message_id,
+                                 error=exc.message)
+            elif isinstance(action, failover.Sent):
+                return _Outcome(claim, provider_message_id=action.provider_message_id,
+                                provider_id=routes[action.index].provider_id)
+            elif isinstance(action, failover.WaitForTurn):
+                key = (claim.workspace_id, routes[action.index].provider_id)
+                grants.grants[key].promise(action.turn)
+                return _Outcome(claim, decided=rate_limited(claim.attempts, action.turn))
+            else:
+                return _Outcome(claim, error=action.error)
+
+    def _outgoing(self, claim: Claim) -> OutgoingMessage:
+        unsubscribe_url, rewrite = ("", None) if self.links is None else self.links(claim)
+        try:
+            return decode_outgoing(claim, unsubscribe_url, rewrite)
+        except ValueError as exc:
+            raise ProviderError(str(exc), transient=False) from exc
+
+    async def _record_with_retry(self, group: Sequence[_Outcome]) -> None:
+        now = self.clock.now()
+        changes = [(outcome.claim, self._transition(outcome, now)) for outcome in group]
+        for delay in (*_RECORD_RETRY_DELAYS, None):
+            try:
+                await record_outcomes(self.transactions, changes, now)
+            except Exception as exc:
+                if delay is None:
+                    raise
+                log.warning("recording send outcomes failed; retrying", error=str(exc))
+                await asyncio.sleep(delay)
+                continue
+            return
+
+    def _transition(self, outcome: _Outcome, now: datetime) -> Transition:
+        attempts = outcome.claim.attempts
+        if outcome.decided is not None:
+            return outcome.decided
+        if outcome.released:
+            return released(attempts, now)
+        if outcome.error is not None:
+            return after_failure(attempts, outcome.error, self.settings.retry, now, self.rng)
+        return after_success(attempts, outcome.provider_message_id, outcome.provider_id)

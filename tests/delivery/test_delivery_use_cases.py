@@ -1,0 +1,187 @@
+"""The delivery use-cases called directly, in units of work on a temporary SQLite database: no
+gRPC, no background loops; send rounds driven one at a time on a manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from cjo.common.v1 import common_pb2
+from cjo_delivery.adapters.routes import Routes
+from cjo_delivery.adapters.secret_box import SecretBox
+from cjo_delivery.adapters.tables import metadata
+from cjo_delivery.bootstrap import MIGRATIONS
+from cjo_delivery.domain.engagement import Engagement, EngagementKind
+from cjo_delivery.domain.messages import Channel, MessageStatus, NewMessage
+from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap
+from cjo_delivery.domain.providers import MAX_PROVIDERS_PER_CHANNEL, ProviderKind
+from cjo_delivery.domain.sending import OutgoingMessage, ProviderError
+from cjo_delivery.service_layer import messages, policies, providers
+from cjo_delivery.service_layer.engagement import record_engagement
+from cjo_delivery.service_layer.send_round import SenderSettings, SendRound
+from cjo_platform.clock import ManualClock
+from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.errors import Aborted, FailedPrecondition, NotFound
+from cjo_platform.service import open_storage
+from support import new_backend, settings_for
+
+WS = "ws-a"
+BOX = SecretBox([])
+
+
+@dataclass
+class Storage:
+    transactions: Transactions
+    clock: ManualClock
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Storage]:
+    clock = ManualClock()
+    backend = new_backend("sqlite", tmp_path)
+    backend.data_dir.mkdir(parents=True)
+    opened = open_storage(settings_for("delivery", backend), metadata, MIGRATIONS, clock)
+    opened.migrate()
+    yield Storage(opened.transactions, clock)
+    opened.db.dispose()
+
+
+def email(key: str, profile_id: str = "p1") -> NewMessage:
+    content = common_pb2.RenderedMessage(
+        channel=common_pb2.CHANNEL_EMAIL, content_key="welcome",
+        email=common_pb2.RenderedEmail(subject="Hi", html="<p>Hi</p>", text="Hi"))
+    return NewMessage(idempotency_key=key, profile_id=profile_id, address="ada@example.com",
+                      channel=Channel.EMAIL, content=content.SerializeToString(),
+                      journey_id="j1", enrollment_id="e1")
+
+
+@dataclass
+class Mailbox:
+    """A provider in memory: takes messages, or fails the next ``failures`` calls."""
+
+    failures: list[ProviderError] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+
+    async def send(self, message: OutgoingMessage) -> str:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(message.message_id)
+        return f"<{message.message_id}@mailbox>"
+
+    async def close(self) -> None:
+        pass
+
+
+def send_round(storage: Storage, mailbox: Mailbox) -> SendRound:
+    settings = SenderSettings()
+    routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
+                    breaker_cool_down=settings.breaker_cool_down)
+    return SendRound(storage.transactions, routes, storage.clock, settings)
+
+
+def status_of(storage: Storage, message_id: str) -> MessageStatus:
+    return storage.transactions.run_sync(
+        lambda uow: messages.get_message(uow, WS, message_id, message_id)).status
+
+
+def test_queueing_answers_a_repeated_key_with_the_first_message_and_wakes_once(
+        storage: Storage) -> None:
+    wakes: list[str] = []
+    first = storage.transactions.run_sync(lambda uow: messages.queue_messages(
+        uow, WS, [email("k1"), email("k1")], "", lambda: wakes.append("woken")))
+    again = storage.transactions.run_sync(lambda uow: messages.queue_messages(
+        uow, WS, [email("k1")], "", lambda: wakes.append("woken")))
+    assert [a.duplicate for a in first] == [False, True]
+    assert again[0].duplicate and again[0].message.message_id == first[0].message.message_id
+    assert wakes == ["woken"]  # nothing new the second time: the sender sleeps on
+
+
+async def test_a_send_round_sends_retries_with_backoff_and_records_each_outcome(
+        storage: Storage) -> None:
+    mailbox = Mailbox(failures=[ProviderError("451 later", transient=True)])
+    (queued,) = await storage.transactions.run(lambda uow: messages.queue_messages(
+        uow, WS, [email("k1")], "", lambda: None))
+    message_id = queued.message.message_id
+    rounds = send_round(storage, mailbox)
+
+    assert await rounds.run() == 1
+    assert status_of(storage, message_id) is MessageStatus.QUEUED  # failed for a while
+    assert await rounds.run() == 0  # not due before the backoff ran out
+    storage.clock.advance(timedelta(hours=1))
+    assert await rounds.run() == 1
+    message = storage.transactions.run_sync(
+        lambda uow: messages.get_message(uow, WS, message_id, message_id))
+    assert (message.status, message.attempts) == (MessageStatus.SENT, 2)
+    assert mailbox.sent == [message_id]
+
+
+async def test_a_frequency_cap_defers_the_message_over_it(storage: Storage) -> None:
+    await storage.transactions.run(lambda uow: policies.update_policy(uow, WS, DeliveryPolicy(
+        {Channel.EMAIL: FrequencyCap(Channel.EMAIL, 1, timedelta(hours=1))})))
+    accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
+        uow, WS, [email("k1"), email("k2")], "", lambda: None))
+    mailbox = Mailbox()
+    await send_round(storage, mailbox).run()
+    statuses = sorted(status_of(storage, a.message.message_id).value for a in accepted)
+    assert statuses == sorted([MessageStatus.SENT.value, MessageStatus.DEFERRED.value])
+    assert len(mailbox.sent) == 1
+
+
+def test_providers_are_created_updated_with_an_etag_and_deleted(storage: Storage) -> None:
+    run = storage.transactions.run_sync
+    draft = providers.ProviderDraft(channel=Channel.SMS, kind=ProviderKind.HTTP_JSON,
+                                    display_name="First",
+                                    config={"url": "https://sms.example/send"},
+                                    secrets={"api_key": "k1"})
+    created = run(lambda uow: providers.create_provider(uow, WS, draft, box=BOX))
+    changes = providers.ProviderDraft(channel=None, kind=None, display_name="Renamed")
+    updated = run(lambda uow: providers.update_provider(
+        uow, WS, created.provider_id, "n", changes, frozenset({"display_name"}), created.etag,
+        box=BOX))
+    assert updated.display_name == "Renamed" and updated.secrets == {"api_key": "k1"}
+    with pytest.raises(Aborted):  # the etag of the first version no longer matches
+        run(lambda uow: providers.update_provider(
+            uow, WS, created.provider_id, "n", changes, frozenset({"display_name"}),
+            created.etag, box=BOX))
+    run(lambda uow: providers.delete_provider(uow, WS, created.provider_id, "n"))
+    with pytest.raises(NotFound):
+        run(lambda uow: providers.get_provider(uow, WS, created.provider_id, "n", box=BOX))
+
+
+def test_a_channel_takes_a_bounded_number_of_providers(storage: Storage) -> None:
+    draft = providers.ProviderDraft(channel=Channel.SMS, kind=ProviderKind.HTTP_JSON,
+                                    config={"url": "https://sms.example/send"},
+                                    secrets={"api_key": "k"})
+    for _ in range(MAX_PROVIDERS_PER_CHANNEL):
+        storage.transactions.run_sync(
+            lambda uow: providers.create_provider(uow, WS, draft, box=BOX))
+    with pytest.raises(FailedPrecondition):
+        storage.transactions.run_sync(
+            lambda uow: providers.create_provider(uow, WS, draft, box=BOX))
+
+
+def test_an_unsubscribe_suppresses_the_address_and_tells_identity_and_analytics(
+        storage: Storage) -> None:
+    (queued,) = storage.transactions.run_sync(lambda uow: messages.queue_messages(
+        uow, WS, [email("k1")], "", lambda: None))
+    unsubscribe = Engagement(EngagementKind.UNSUBSCRIBED, WS, queued.message.message_id)
+    assert storage.transactions.run_sync(lambda uow: record_engagement(uow, unsubscribe))
+    unknown = Engagement(EngagementKind.OPENED, WS, "nope")
+    assert not storage.transactions.run_sync(lambda uow: record_engagement(uow, unknown))
+    outbox = storage.transactions.outbox
+    assert outbox is not None
+    topics = storage.transactions.run_sync(lambda uow: sorted(
+        row.topic for row in uow.session.execute(outbox.table.select()).all()))
+    assert topics == ["analytics.facts", "identity.events"]
+
+
+def test_erasing_a_profile_cancels_its_queued_messages(storage: Storage) -> None:
+    (queued,) = storage.transactions.run_sync(lambda uow: messages.queue_messages(
+        uow, WS, [email("k1")], "", lambda: None))
+    counts = storage.transactions.run_sync(lambda uow: messages.erase_profiles(uow, WS, ["p1"]))
+    assert counts == [(1, 0)]
+    assert status_of(storage, queued.message.message_id) is MessageStatus.SUPPRESSED
