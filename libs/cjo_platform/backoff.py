@@ -28,7 +28,14 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> timedelta:
         """The wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling: timedelta = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))
+        # Doubling stops at the cap, so any attempt number (a retry that never gives up) is safe:
+        # timedelta overflows long before 2 ** attempt does.
+        ceiling = self.base_delay
+        for _ in range(max(attempt - 1, 0)):
+            if ceiling >= self.max_delay:
+                break
+            ceiling *= 2
+        ceiling = min(ceiling, self.max_delay)
         if not self.jitter:
             return ceiling
         fixed = ceiling * (1.0 - self.jitter)
