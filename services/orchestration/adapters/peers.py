@@ -8,9 +8,9 @@ because delivery deduplicates by the idempotency key).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -29,9 +29,9 @@ from cjo_orchestration.domain.engine import (
 )
 from cjo_orchestration.domain.journeys import Channel
 from cjo_platform.config import ServiceSettings
-from cjo_platform.limits import MAX_BATCH_ITEMS
 from cjo_platform.logging import get_logger
 from cjo_platform.protobuf import dict_to_struct
+from cjo_platform.rpc.batch import call_in_chunks
 from cjo_platform.rpc.client import channel, on_behalf_of
 
 log = get_logger(__name__)
@@ -74,6 +74,9 @@ class SendItem:
 
 # A cjo.common.v1.RenderedMessage, or why there is none.
 RenderOutcome: TypeAlias = Message | Rejected | Deferred
+Metadata: TypeAlias = tuple[tuple[str, str], ...]
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
 
 
 def _item_failure(peer: str, status: status_pb2.Status) -> Rejected | Deferred:
@@ -97,10 +100,6 @@ def _miscount(peer: str, got: int, sent: int) -> Deferred:
     return Deferred(f"{peer}: answered {got} results for {sent} requests")
 
 
-def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
-    return [items[i:i + MAX_BATCH_ITEMS] for i in range(0, len(items), MAX_BATCH_ITEMS)]
-
-
 def _version(version: int) -> dict[str, Any]:
     """A pinned content version, once content's RenderContentRequest carries one (content
     versions are evolving in parallel); until then every render uses the latest."""
@@ -121,35 +120,48 @@ class Peers:
         self.settings = settings
         self.timeout = timeout
 
-    def _metadata(self, workspace_id: str) -> tuple[tuple[str, str], ...]:
+    def _metadata(self, workspace_id: str) -> Metadata:
         return on_behalf_of(self.settings.service_token, workspace_id)
+
+    async def _in_chunks(self, peer: str, workspace_id: str, items: Sequence[Item],
+                         call: Callable[[Sequence[Item], Metadata], Awaitable[Any]],
+                         answer: Callable[[Any], Outcome]) -> list[Outcome | Rejected | Deferred]:
+        """One batch call per chunk of ``items``; each result with an OK status becomes
+        ``answer(result)``, any other its Rejected or Deferred. A failure that names no item
+        (the whole call failed, or it answered the wrong number of results) defers every item
+        of its chunk."""
+        metadata = self._metadata(workspace_id)
+
+        async def chunk_outcomes(chunk: Sequence[Item]) -> list[Outcome | Rejected | Deferred]:
+            try:
+                reply = await call(chunk, metadata)
+            except grpc.aio.AioRpcError as exc:
+                return [_call_failure(peer, exc)] * len(chunk)
+            if len(reply.results) != len(chunk):
+                return [_miscount(peer, len(reply.results), len(chunk))] * len(chunk)
+            return [answer(result) if result.status.code == code_pb2.OK
+                    else _item_failure(peer, result.status) for result in reply.results]
+
+        return await call_in_chunks(items, chunk_outcomes)
 
     async def render(self, workspace_id: str, items: Sequence[RenderItem]) -> list[RenderOutcome]:
         stub = content_service_pb2_grpc.ContentServiceStub(channel(self.settings.peer("content")))
-        outcomes: list[RenderOutcome] = []
-        for chunk in _chunks(items):
-            request = content_service_pb2.BatchRenderContentRequest(requests=[
-                content_service_pb2.RenderContentRequest(
-                    name=f"contentItems/{item.content_key}", channel=CHANNELS[item.channel],
-                    context=content_service_pb2.RenderContext(
-                        profile_id=item.profile_id, traits=dict_to_struct(dict(item.traits)),
-                        event=dict_to_struct(dict(item.properties))),
-                    **_version(item.content_version))
-                for item in chunk])
-            try:
-                reply = await stub.BatchRenderContent(
-                    request, metadata=self._metadata(workspace_id), timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                outcomes.extend([_call_failure("content", exc)] * len(chunk))
-                continue
-            if len(reply.results) != len(chunk):
-                miscount = _miscount("content", len(reply.results), len(chunk))
-                outcomes.extend([miscount] * len(chunk))
-                continue
-            for result in reply.results:
-                outcomes.append(result.message if result.status.code == code_pb2.OK
-                                else _item_failure("content", result.status))
-        return outcomes
+
+        async def call(chunk: Sequence[RenderItem], metadata: Metadata) -> Any:
+            return await stub.BatchRenderContent(
+                content_service_pb2.BatchRenderContentRequest(requests=[
+                    content_service_pb2.RenderContentRequest(
+                        name=f"contentItems/{item.content_key}", channel=CHANNELS[item.channel],
+                        context=content_service_pb2.RenderContext(
+                            profile_id=item.profile_id,
+                            traits=dict_to_struct(dict(item.traits)),
+                            event=dict_to_struct(dict(item.properties))),
+                        **_version(item.content_version))
+                    for item in chunk]),
+                metadata=metadata, timeout=self.timeout)
+
+        return await self._in_chunks("content", workspace_id, items, call,
+                                     lambda result: result.message)
 
     async def update_profiles(self, workspace_id: str,
                               orders: Sequence[ProfileOrder]) -> list[SendResult]:
@@ -157,59 +169,40 @@ class Peers:
         order's derived key, so identity applies a retried update once."""
         stub = identity_service_pb2_grpc.IdentityServiceStub(
             channel(self.settings.peer("identity")))
-        outcomes: list[SendResult] = []
-        for chunk in _chunks(orders):
-            request = identity_service_pb2.IngestEventsRequest(events=[
-                event_pb2.Event(
-                    message_id=f"orchestration:{order.idempotency_key}",
-                    type=event_pb2.EVENT_TYPE_IDENTIFY, source="orchestration",
-                    identifiers=[event_pb2.Identifier(type=kind, value=value)
-                                 for kind, value in order.identifiers],
-                    traits=dict_to_struct(dict(order.traits)))
-                for order in chunk])
-            try:
-                reply = await stub.IngestEvents(
-                    request, metadata=self._metadata(workspace_id), timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                outcomes.extend([_call_failure("identity", exc)] * len(chunk))
-                continue
-            if len(reply.results) != len(chunk):
-                miscount = _miscount("identity", len(reply.results), len(chunk))
-                outcomes.extend([miscount] * len(chunk))
-                continue
-            for result in reply.results:
-                outcomes.append(Sent(result.event_id) if result.status.code == code_pb2.OK
-                                else _item_failure("identity", result.status))
-        return outcomes
+
+        async def call(chunk: Sequence[ProfileOrder], metadata: Metadata) -> Any:
+            return await stub.IngestEvents(
+                identity_service_pb2.IngestEventsRequest(events=[
+                    event_pb2.Event(
+                        message_id=f"orchestration:{order.idempotency_key}",
+                        type=event_pb2.EVENT_TYPE_IDENTIFY, source="orchestration",
+                        identifiers=[event_pb2.Identifier(type=kind, value=value)
+                                     for kind, value in order.identifiers],
+                        traits=dict_to_struct(dict(order.traits)))
+                    for order in chunk]),
+                metadata=metadata, timeout=self.timeout)
+
+        return await self._in_chunks("identity", workspace_id, orders, call,
+                                     lambda result: Sent(result.event_id))
 
     async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
         stub = delivery_service_pb2_grpc.DeliveryServiceStub(
             channel(self.settings.peer("delivery")))
-        outcomes: list[SendResult] = []
-        for chunk in _chunks(items):
-            request = delivery_service_pb2.BatchSendMessagesRequest(requests=[
-                delivery_service_pb2.SendMessageRequest(
-                    idempotency_key=item.idempotency_key,
-                    recipient=message_pb2.Recipient(profile_id=item.profile_id,
-                                                    address=item.address),
-                    content=item.content, journey_id=item.journey_id,
-                    enrollment_id=item.enrollment_id, time_zone=item.time_zone)
-                for item in chunk])
-            try:
-                reply = await stub.BatchSendMessages(
-                    request, metadata=self._metadata(workspace_id), timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                outcomes.extend([_call_failure("delivery", exc)] * len(chunk))
-                continue
-            if len(reply.results) != len(chunk):
-                miscount = _miscount("delivery", len(reply.results), len(chunk))
-                outcomes.extend([miscount] * len(chunk))
-                continue
-            for result in reply.results:
-                outcomes.append(Sent(result.message.message_id)
-                                if result.status.code == code_pb2.OK
-                                else _item_failure("delivery", result.status))
-        return outcomes
+
+        async def call(chunk: Sequence[SendItem], metadata: Metadata) -> Any:
+            return await stub.BatchSendMessages(
+                delivery_service_pb2.BatchSendMessagesRequest(requests=[
+                    delivery_service_pb2.SendMessageRequest(
+                        idempotency_key=item.idempotency_key,
+                        recipient=message_pb2.Recipient(profile_id=item.profile_id,
+                                                        address=item.address),
+                        content=item.content, journey_id=item.journey_id,
+                        enrollment_id=item.enrollment_id, time_zone=item.time_zone)
+                    for item in chunk]),
+                metadata=metadata, timeout=self.timeout)
+
+        return await self._in_chunks("delivery", workspace_id, items, call,
+                                     lambda result: Sent(result.message.message_id))
 
 
 class ContentCatalog:
