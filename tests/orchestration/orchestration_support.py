@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 from aiosmtpd.controller import Controller
 from google.rpc import code_pb2, status_pb2
+from sqlalchemy import func, select
 
 import cjo_orchestration.adapters
 from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
@@ -37,6 +38,8 @@ from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_analytics.bootstrap import build as build_analytics
+from cjo_orchestration.adapters.tables import enrollments as enrollment_table
+from cjo_orchestration.adapters.tables import inbox as inbox_table
 from cjo_orchestration.bootstrap import build as build_orchestration
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
@@ -222,6 +225,15 @@ class Cluster:
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     real: set[str] = field(default_factory=set)
     content_gate: Gate | None = None  # between orchestration and content, when asked for
+    _database: Database | None = None
+
+    @property
+    def database(self) -> Database:
+        """Orchestration's own database, for waiting on states no RPC shows."""
+        if self._database is None:
+            self._database = migrated_database(self.backend)
+            self.stack.callback(self._database.dispose)
+        return self._database
 
     def stub(self, service: str) -> Any:
         channel = self.channels.get(service)
@@ -418,6 +430,34 @@ async def journey_counts(cluster: Cluster, workspace: str, journey_name: str) ->
         analytics_pb.GetJourneyReportRequest(journey=journey_name),
         metadata=as_service(workspace))
     return {c.type: c.count for c in reply.report.counts}
+
+
+async def events_applied(cluster: Cluster) -> None:
+    """Wait until orchestration's event worker has applied every event it received: whatever
+    those events enroll or change has then happened."""
+    def pending() -> int:
+        with cluster.database.transaction() as session:
+            return int(session.execute(select(func.count()).select_from(inbox_table).where(
+                inbox_table.c.processed.is_(False))).scalar_one())
+
+    async def applied() -> bool:
+        return await cluster.database.run(pending) == 0
+
+    await eventually(applied)
+
+
+async def failed_attempts(cluster: Cluster, enrollment_id: str, at_least: int) -> None:
+    """Wait until the step worker tried the enrollment's current node ``at_least`` times and
+    failed each time (its retries back off)."""
+    def attempts() -> int:
+        with cluster.database.transaction() as session:
+            return int(session.execute(select(enrollment_table.c.attempts).where(
+                enrollment_table.c.enrollment_id == enrollment_id)).scalar_one())
+
+    async def tried() -> bool:
+        return await cluster.database.run(attempts) >= at_least
+
+    await eventually(tried)
 
 
 def migrated_database(backend: Backend) -> Database:

@@ -3,8 +3,6 @@ process (see orchestration_support), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
@@ -12,6 +10,8 @@ from grpc_status import rpc_status
 from orchestration_support import (
     create_content,
     enrollments,
+    events_applied,
+    failed_attempts,
     forwarded,
     journey_counts,
     messages,
@@ -95,7 +95,7 @@ async def test_a_matching_event_runs_the_journey_once(backend: Backend) -> None:
             return bool(found) and all(e.state == COMPLETED for e in found)
 
         await eventually(bob_done)
-        await asyncio.sleep(0.3)  # give a wrongful second enrollment time to show up
+        await events_applied(cluster)  # a wrongful second enrollment would exist by now
         assert [e.profile_id for e in await enrollments(cluster, "ws-a", journey)] == [
             "bob", "ada"]  # newest first
         first_page = await stub.ListEnrollments(pb.ListEnrollmentsRequest(
@@ -165,7 +165,7 @@ async def test_content_down_at_first_is_retried_and_sends_once(backend: Backend)
             forwarded("ev-1", "ada")]), metadata=as_service("ws-a"))
 
         [waiting] = await eventually(lambda: enrollments(cluster, "ws-a", journey))  # type: ignore[misc]
-        await asyncio.sleep(1.0)  # several retries fail while content is unreachable
+        await failed_attempts(cluster, waiting.enrollment_id, at_least=3)
         [waiting] = await enrollments(cluster, "ws-a", journey)
         assert (waiting.state, waiting.current_node_id, list(waiting.steps)) == (
             ACTIVE, "remind", [])
@@ -291,7 +291,7 @@ async def test_editing_archiving_and_idempotent_creation(sqlite_backend: Backend
         # Archived journeys enroll nobody.
         await stub.HandleEvents(pb.HandleEventsRequest(events=[forwarded("ev-1", "ada")]),
                                 metadata=ws)
-        await asyncio.sleep(0.3)
+        await events_applied(cluster)
         assert await enrollments(cluster, "ws-a", first) == []
 
         # Pagination, oldest first.
@@ -341,7 +341,7 @@ async def test_workspaces_are_isolated(sqlite_backend: Backend) -> None:
         reply = await stub.HandleEvents(pb.HandleEventsRequest(events=[
             forwarded("ev-1", "eve")]), metadata=other)
         assert not reply.results[0].duplicate
-        await asyncio.sleep(0.3)
+        await events_applied(cluster)
         assert [e.profile_id for e in await enrollments(cluster, "ws-a", journey)] == ["ada"]
         mine = (await stub.GetJourney(pb.GetJourneyRequest(name=journey.name),
                                       metadata=as_service("ws-a"))).journey
