@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import itertools
 import shutil
 import subprocess
 import threading
@@ -27,7 +28,7 @@ from cjo_delivery.bootstrap import build
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
 from cjo_platform.rpc.server import ServiceApp
-from support import Backend, free_port, settings_for
+from support import Backend, eventually, free_port, settings_for
 
 
 @dataclass
@@ -159,3 +160,27 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
                     "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True, timeout=30)
     return cert, key
+
+
+_probes = itertools.count()
+
+
+async def a_send_round_passed(stub: Any, metadata: Any) -> None:
+    """Wait for a send round that began after this call: an in-app probe queued now is sent in
+    it, and rounds claim the earliest due messages first, so every message due before (on the
+    manual clock, which stands still) was claimed by then. What "nothing more happens" waits
+    for, instead of sleeping."""
+    key = f"probe-{next(_probes)}"
+    request = pb.SendMessageRequest(
+        idempotency_key=key, transactional=True,
+        recipient=message_pb2.Recipient(profile_id=key),
+        content=common_pb2.RenderedMessage(channel=common_pb2.CHANNEL_IN_APP,
+                                           in_app=common_pb2.RenderedInApp(title="probe")))
+    name = (await stub.SendMessage(request, metadata=metadata)).message.name
+
+    async def sent() -> bool:
+        message = (await stub.GetMessage(pb.GetMessageRequest(name=name),
+                                         metadata=metadata)).message
+        return bool(message.status == message_pb2.MESSAGE_STATUS_SENT)
+
+    await eventually(sent)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import grpc
 import pytest
-from delivery_support import SmtpSink, delivery_app, rendered_email, send_request, smtp_server
+from delivery_support import (
+    SmtpSink,
+    a_send_round_passed,
+    delivery_app,
+    rendered_email,
+    send_request,
+    smtp_server,
+)
 
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
@@ -54,12 +60,12 @@ async def test_server_down_at_first_is_retried_and_delivered_once(backend: Backe
         assert f"SMTP server 127.0.0.1:{port}" in waiting.error
 
         with smtp_server(SmtpSink(), port) as sink:
-            await asyncio.sleep(0.3)  # up again, but the backoff has not run out yet
+            await a_send_round_passed(stub, WS)  # up again, but the backoff has not run out
             assert (await get(stub, name)).attempts == 1
             clock.advance(AFTER_ANY_BACKOFF)
             sent = await reaches(stub, name, SENT, 2)
             assert sent.error == ""
-            await asyncio.sleep(0.3)
+            await a_send_round_passed(stub, WS)
     assert len(sink.received) == 1
 
 
@@ -75,7 +81,7 @@ async def test_a_4xx_answer_is_retried_and_delivered_once(backend: Backend) -> N
             assert waiting.error == "451 4.3.0 try later"
             clock.advance(AFTER_ANY_BACKOFF)
             await reaches(stub, name, SENT, 2)
-            await asyncio.sleep(0.3)
+            await a_send_round_passed(stub, WS)
     assert sink.data_attempts == 2
     assert len(sink.received) == 1
 
@@ -100,7 +106,7 @@ async def test_a_5xx_answer_fails_for_good_with_the_servers_words(backend: Backe
             assert rejected.error == "554 5.7.1 rejected as spam"
 
             clock.advance(AFTER_ANY_BACKOFF)
-            await asyncio.sleep(0.3)  # failed is final: no further attempt
+            await a_send_round_passed(stub, WS)  # failed is final: no further attempt
             assert (await get(stub, gone)).attempts == 1
             assert (await get(stub, spam)).attempts == 1
     assert sink.received == []
@@ -150,7 +156,7 @@ async def test_a_message_left_sending_by_a_crash_is_delivered_after_its_lease(
             stub = pb_grpc.DeliveryServiceStub(ch)
             sent = await reaches(stub, "messages/expired", SENT, 2)
             assert sent.provider_message_id == "<expired@cjo>"
-            await asyncio.sleep(0.3)  # a live lease is respected
+            await a_send_round_passed(stub, WS)  # a live lease is respected
             assert (await get(stub, "messages/leased")).status == SENDING
             clock.advance(timedelta(minutes=6))
             await reaches(stub, "messages/leased", SENT, 2)
