@@ -113,19 +113,22 @@ async def test_an_erased_and_blocked_person_is_never_identified_again(tx: Transa
 
 async def test_a_batch_planned_on_a_stale_graph_is_planned_again(
         tx: Transactions, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = ingest.profiles.ingest
-    calls: list[int] = []
+    (known,) = await ingest_ok(tx, track("m1", ("user_id", "u1")))
+    real = ingest.profiles.golden_for_update
+    locks: list[set[str]] = []
 
-    def stale_once(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 1:
-            raise ingest.profiles.StaleGraph()
-        return real(*args, **kwargs)
+    def merged_away_once(session: Any, workspace_id: str, profile_ids: set[str]) -> Any:
+        # The first lock finds the profile gone, as when a concurrent batch merged it away
+        # between this batch's read and its lock.
+        locks.append(set(profile_ids))
+        return ({}, {}) if len(locks) == 1 else real(session, workspace_id, profile_ids)
 
-    monkeypatch.setattr(ingest.profiles, "ingest", stale_once)
-    (outcome,) = await ingest_ok(tx, track("m1", ("user_id", "u1")))
-    assert len(calls) == 2
-    assert [e.event_id for e in forwarded(tx)] == [outcome.event_id]  # the retry's rows only
+    monkeypatch.setattr(ingest.profiles, "golden_for_update", merged_away_once)
+    (outcome,) = await ingest_ok(tx, track("m2", ("user_id", "u1")))
+    assert locks[:2] == [{known.profile_id}, {known.profile_id}]
+    assert outcome.profile_id == known.profile_id
+    # Only the committed attempt's rows were written.
+    assert [e.event_id for e in forwarded(tx)] == [known.event_id, outcome.event_id]
 
 
 async def test_conversions_become_facts_for_analytics(tx: Transactions) -> None:

@@ -9,7 +9,7 @@ the profiles that change hands; then one bulk statement per table written.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -47,14 +47,8 @@ from cjo_identity.domain.ingest import (
     Outcome,
     Owner,
     StoredRef,
-    batch_edges,
-    changed_edges,
-    plan_batch,
-    plan_graph,
-    relinks,
 )
 from cjo_identity.domain.profiles import MergeRecord, Profile
-from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.db import bulk_insert, insert_ignore, one_of
 
 T = TypeVar("T")
@@ -67,48 +61,7 @@ AnyRow = Row[*tuple[Any, ...]]
 _CHUNK = 5000
 
 
-class StaleGraph(Exception):
-    """The identity graph changed under a batch before it locked its profiles; run it again."""
-
-
-def ingest(session: Session, workspace_id: str, batch: Sequence[Event], now: datetime,
-           new_id: Callable[[], str], settings: IdentitySettings) -> BatchPlan:
-    """Apply valid events (deduplicated, resolved, merged, golden records folded); store them."""
-    seen = _earlier_outcomes(session, workspace_id, {e.message_id for e in batch})
-    fresh = list({e.message_id: e for e in reversed(batch)
-                  if e.message_id not in seen}.values())
-    wanted_edges = batch_edges(fresh, settings)
-    owners = _owners(session, workspace_id,
-                     {i for edge in wanted_edges.values() for i in edge.identifiers})
-    known = {key: edge for key, (edge, _) in
-             _edges_by_key(session, workspace_id, set(wanted_edges)).items()}
-    changed = changed_edges(wanted_edges, known)
-    locked = {o.profile_id for o in owners.values()}
-    held, computed = _golden_for_update(session, workspace_id, locked)
-    if owners and (set(held) != locked or _owners(session, workspace_id, set(owners)) != owners):
-        # A concurrent batch merged or moved these profiles between our read and our lock.
-        raise StaleGraph()
-    cluster_edges: dict[str, list[Edge]] = {}
-    if any(relinks(edge, owners) for edge in changed):
-        dirty = {owners[i].cluster_id for edge in changed if relinks(edge, owners)
-                 for i in edge.identifiers if i in owners}
-        members = _cluster_members(session, workspace_id, dirty)
-        owners.update(members)
-        cluster_edges = _cluster_edges(session, workspace_id, dirty)
-        more = {o.profile_id for o in members.values()} - locked
-        more_held, more_computed = _golden_for_update(session, workspace_id, more)
-        held.update(more_held)
-        computed.update(more_computed)
-    graph = plan_graph(changed, cluster_edges, owners, settings, new_id)
-    stored = _stored_refs(session, workspace_id, graph.sources) if graph.sources else []
-    plan = plan_batch(batch, seen=seen, graph=graph, held=held, stored=stored,
-                      settings=settings, new_id=new_id)
-    plan.before = {p: (golden, computed[p]) for p, golden in held.items()}
-    _write(session, workspace_id, plan, now)
-    return plan
-
-
-def _earlier_outcomes(session: Session, workspace_id: str,
+def earlier_outcomes(session: Session, workspace_id: str,
                       message_ids: set[str]) -> dict[str, Outcome]:
     found: dict[str, Outcome] = {}
     for chunk in _chunks(sorted(message_ids)):
@@ -162,7 +115,7 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
     return found
 
 
-def _owners(session: Session, workspace_id: str, wanted: set[Identifier]
+def owners(session: Session, workspace_id: str, wanted: set[Identifier]
             ) -> dict[Identifier, Owner]:
     rows = _keyed_by_identifier(session, identifiers, workspace_id, wanted,
                                 ("type", "value", "profile_id", "cluster_id"))
@@ -174,7 +127,7 @@ def _edge(row: AnyRow) -> Edge:
                 row.first_time, row.first_message_id)
 
 
-def _edges_by_key(session: Session, workspace_id: str, keys: set[str]
+def edges_by_key(session: Session, workspace_id: str, keys: set[str]
                   ) -> dict[str, tuple[Edge, str]]:
     found: dict[str, tuple[Edge, str]] = {}
     for chunk in _chunks(sorted(keys)):
@@ -184,7 +137,7 @@ def _edges_by_key(session: Session, workspace_id: str, keys: set[str]
     return found
 
 
-def _cluster_members(session: Session, workspace_id: str, clusters: set[str]
+def cluster_members(session: Session, workspace_id: str, clusters: set[str]
                      ) -> dict[Identifier, Owner]:
     found: dict[Identifier, Owner] = {}
     for chunk in _chunks(sorted(clusters)):
@@ -197,7 +150,7 @@ def _cluster_members(session: Session, workspace_id: str, clusters: set[str]
     return found
 
 
-def _cluster_edges(session: Session, workspace_id: str, clusters: set[str]
+def cluster_edges(session: Session, workspace_id: str, clusters: set[str]
                    ) -> dict[str, list[Edge]]:
     found: dict[str, list[Edge]] = defaultdict(list)
     for chunk in _chunks(sorted(clusters)):
@@ -208,7 +161,7 @@ def _cluster_edges(session: Session, workspace_id: str, clusters: set[str]
     return found
 
 
-def _golden_for_update(session: Session, workspace_id: str, profile_ids: set[str]
+def golden_for_update(session: Session, workspace_id: str, profile_ids: set[str]
                        ) -> tuple[dict[str, Golden], dict[str, dict[str, Any]]]:
     """Current records and computed traits of the profiles, locked (PostgreSQL) in a fixed
     order so that concurrent batches neither lose each other's updates nor deadlock."""
@@ -227,7 +180,7 @@ def _golden_for_update(session: Session, workspace_id: str, profile_ids: set[str
     return held, computed
 
 
-def _stored_refs(session: Session, workspace_id: str, profile_ids: set[str]
+def stored_refs(session: Session, workspace_id: str, profile_ids: set[str]
                  ) -> list[StoredRef]:
     found: list[StoredRef] = []
     for chunk in _chunks(sorted(profile_ids)):
@@ -238,7 +191,7 @@ def _stored_refs(session: Session, workspace_id: str, profile_ids: set[str]
     return found
 
 
-def _write(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) -> None:
+def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) -> None:
     graph = plan.graph
 
     def record(profile_id: str) -> dict[str, Any]:

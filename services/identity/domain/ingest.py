@@ -1,9 +1,9 @@
 """Applying a batch of events to the identity graph and the profiles, in memory.
 
-The adapter loads what the batch touches in a fixed number of queries (earlier message ids, the
-owners of the batch's identifiers, the known edges, and for clusters whose graph changes their
-identifiers, edges and events), this module decides everything, and the adapter writes the
-result in bulk.
+The ingest use-case (service_layer/ingest.py) loads what the batch touches through the adapter
+in a fixed number of queries (earlier message ids, the owners of the batch's identifiers, the
+known edges, and for clusters whose graph changes their identifiers, edges and events), this
+module decides everything, and the adapter writes the result in bulk.
 
 Fast path: an event whose identifier set was seen before (at an earlier event time) changes no
 link; it goes to the profile of its strongest identifier and its traits are folded in. So does a

@@ -11,6 +11,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy.orm import Session
 
 from cjo_identity.adapters import profiles, segments
 from cjo_identity.adapters.outbox_payloads import (
@@ -21,7 +24,18 @@ from cjo_identity.adapters.outbox_payloads import (
     segment_event,
 )
 from cjo_identity.domain.events import Event
-from cjo_identity.domain.ingest import BatchPlan, Outcome, conversions_of, linkable
+from cjo_identity.domain.graph import Edge
+from cjo_identity.domain.ingest import (
+    BatchPlan,
+    Outcome,
+    batch_edges,
+    changed_edges,
+    conversions_of,
+    linkable,
+    plan_batch,
+    plan_graph,
+    relinks,
+)
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument
@@ -36,6 +50,10 @@ STALE_ATTEMPTS = 5
 
 UNRESOLVABLE = InvalidArgument.one(
     "identifiers", "every identifier is blocked or erased; nothing to resolve the event to")
+
+
+class StaleGraph(Exception):
+    """The identity graph changed under a batch before it locked its profiles; run it again."""
 
 
 def new_id() -> str:
@@ -58,7 +76,7 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
         try:
             applied = await transactions.run(
                 lambda uow: apply_events(uow, workspace_id, batch, settings, traceparent))
-        except profiles.StaleGraph:
+        except StaleGraph:
             if attempt == STALE_ATTEMPTS:
                 raise
             continue
@@ -70,8 +88,8 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
 
 def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                  settings: IdentitySettings, traceparent: str) -> Applied:
-    """One attempt at the batch; raises :class:`profiles.StaleGraph` when the graph changed
-    under it (run it again in a new unit of work)."""
+    """One attempt at the batch; raises :class:`StaleGraph` when the graph changed under it
+    (run it again in a new unit of work)."""
     session = uow.session
     wanted = {i for event in batch for i in event.identifiers}
     erased = profiles.erased_among(session, workspace_id, wanted) if wanted else set()
@@ -89,7 +107,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     if not valid:
         return Applied([o for o in outcomes if o is not None], None)
     now = uow.now()
-    plan = profiles.ingest(session, workspace_id, valid, now, new_id, settings)
+    plan = _resolve_and_store(session, workspace_id, valid, now, settings)
     merged = {m.merged_profile_id for m in plan.graph.merges}
     transitions = segments.refresh(
         session, workspace_id, {p: g for p, g in plan.golden.items() if p not in merged},
@@ -106,6 +124,48 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
         (conversion_fact(a, c), traceparent) for a, c in conversions_of(plan.accepted, settings)])
     applied = iter(plan.outcomes)
     return Applied([o if o is not None else next(applied) for o in outcomes], plan)
+
+
+def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Event],
+                       now: datetime, settings: IdentitySettings) -> BatchPlan:
+    """Dedupe, resolve, merge and fold the (resolvable) events, and store the result.
+
+    Reads what the batch touches (a fixed number of queries whatever its size), locks the
+    profiles it changes, lets the domain plan everything, then writes in bulk."""
+    seen = profiles.earlier_outcomes(session, workspace_id, {e.message_id for e in batch})
+    fresh = list({e.message_id: e for e in reversed(batch)
+                  if e.message_id not in seen}.values())
+    wanted_edges = batch_edges(fresh, settings)
+    owners = profiles.owners(session, workspace_id,
+                             {i for edge in wanted_edges.values() for i in edge.identifiers})
+    known = {key: edge for key, (edge, _) in
+             profiles.edges_by_key(session, workspace_id, set(wanted_edges)).items()}
+    changed = changed_edges(wanted_edges, known)
+    locked = {o.profile_id for o in owners.values()}
+    held, computed = profiles.golden_for_update(session, workspace_id, locked)
+    if owners and (set(held) != locked
+                   or profiles.owners(session, workspace_id, set(owners)) != owners):
+        # A concurrent batch merged or moved these profiles between our read and our lock.
+        raise StaleGraph()
+    cluster_edges: dict[str, list[Edge]] = {}
+    if any(relinks(edge, owners) for edge in changed):
+        dirty = {owners[i].cluster_id for edge in changed if relinks(edge, owners)
+                 for i in edge.identifiers if i in owners}
+        members = profiles.cluster_members(session, workspace_id, dirty)
+        owners.update(members)
+        cluster_edges = profiles.cluster_edges(session, workspace_id, dirty)
+        more = {o.profile_id for o in members.values()} - locked
+        more_held, more_computed = profiles.golden_for_update(session, workspace_id, more)
+        held.update(more_held)
+        computed.update(more_computed)
+    graph = plan_graph(changed, cluster_edges, owners, settings, new_id)
+    stored = (profiles.stored_refs(session, workspace_id, graph.sources) if graph.sources
+              else [])
+    plan = plan_batch(batch, seen=seen, graph=graph, held=held, stored=stored,
+                      settings=settings, new_id=new_id)
+    plan.before = {p: (golden, computed[p]) for p, golden in held.items()}
+    profiles.write_batch(session, workspace_id, plan, now)
+    return plan
 
 
 def _log_committed(plan: BatchPlan, settings: IdentitySettings) -> None:
