@@ -9,11 +9,12 @@ import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Protocol
 
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
-from cjo_orchestration.adapters.peers import Peers, RenderItem, SendItem
+from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
 from cjo_orchestration.domain.engine import (
     Deferred,
     Enrollment,
@@ -67,11 +68,23 @@ def release(uow: UnitOfWork, token: str, claimed: Sequence[Enrollment]) -> None:
                              [(e.workspace_id, e.enrollment_id) for e in claimed])
 
 
+class StepPeers(Protocol):
+    """What a step needs from content, delivery and identity (adapters.peers.Peers)."""
+
+    async def render(self, workspace_id: str,
+                     items: Sequence[RenderItem]) -> list[RenderOutcome]: ...
+
+    async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]: ...
+
+    async def update_profiles(self, workspace_id: str,
+                              orders: Sequence[ProfileOrder]) -> list[SendResult]: ...
+
+
 class StepRound:
     """One pass of the step worker. Keeps the graphs of the versions it ran (versions never
     change, so caching them is free)."""
 
-    def __init__(self, transactions: Transactions, peers: Peers,
+    def __init__(self, transactions: Transactions, peers: StepPeers,
                  settings: EngineSettings) -> None:
         self.transactions = transactions
         self.peers = peers
