@@ -9,9 +9,9 @@ the profiles that change hands; then one bulk statement per table written.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     Row,
@@ -50,21 +50,21 @@ from cjo_identity.domain.ingest import (
 )
 from cjo_identity.domain.profiles import MergeRecord, Profile
 from cjo_platform.db import bulk_insert, insert_ignore, one_of
+from cjo_platform.rpc.batch import chunks
 
-T = TypeVar("T")
 # A result row of any number of columns.
 AnyRow = Row[*tuple[Any, ...]]
 
 # Keys per IN list. PostgreSQL gets one array parameter whatever the size; SQLite allows 32,766
 # bind parameters per statement. Every statement costs a round trip (and, on a busy process, a
 # wait for the GIL on return), so a whole batch's keys go in one statement.
-_CHUNK = 5000
+IN_LIST_KEYS = 5000
 
 
 def earlier_outcomes(session: Session, workspace_id: str,
-                      message_ids: set[str]) -> dict[str, Outcome]:
+                     message_ids: set[str]) -> dict[str, Outcome]:
     found: dict[str, Outcome] = {}
-    for chunk in _chunks(sorted(message_ids)):
+    for chunk in chunks(sorted(message_ids), IN_LIST_KEYS):
         rows = session.execute(
             select(events.c.message_id, events.c.event_id, events.c.profile_id)
             .where(events.c.workspace_id == workspace_id,
@@ -98,7 +98,7 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
             f"WHERE t.workspace_id = :workspace_id AND t.type = k.type AND t.value = k.value "
             f"OFFSET 0) AS x").bindparams(bindparam("types", type_=ARRAY(String)),
                                           bindparam("values", type_=ARRAY(String)))
-        for chunk in _chunks(sorted(wanted)):
+        for chunk in chunks(sorted(wanted), IN_LIST_KEYS):
             found.extend(session.execute(query, {
                 "workspace_id": workspace_id, "types": [i.type for i in chunk],
                 "values": [i.value for i in chunk]}))
@@ -107,7 +107,7 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
     for identifier in sorted(wanted):
         by_type[identifier.type].append(identifier.value)
     for kind, values in sorted(by_type.items()):
-        for some in _chunks(values):
+        for some in chunks(values, IN_LIST_KEYS):
             found.extend(session.execute(
                 select(*(table.c[c] for c in columns))
                 .where(table.c.workspace_id == workspace_id, table.c.type == kind,
@@ -116,7 +116,7 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
 
 
 def owners(session: Session, workspace_id: str, wanted: set[Identifier]
-            ) -> dict[Identifier, Owner]:
+           ) -> dict[Identifier, Owner]:
     rows = _keyed_by_identifier(session, identifiers, workspace_id, wanted,
                                 ("type", "value", "profile_id", "cluster_id"))
     return {Identifier(r.type, r.value): _owner(r) for r in rows}
@@ -128,9 +128,9 @@ def _edge(row: AnyRow) -> Edge:
 
 
 def edges_by_key(session: Session, workspace_id: str, keys: set[str]
-                  ) -> dict[str, tuple[Edge, str]]:
+                 ) -> dict[str, tuple[Edge, str]]:
     found: dict[str, tuple[Edge, str]] = {}
-    for chunk in _chunks(sorted(keys)):
+    for chunk in chunks(sorted(keys), IN_LIST_KEYS):
         rows = session.execute(select(edges).where(
             edges.c.workspace_id == workspace_id, one_of(session, edges.c.edge_key, chunk)))
         found.update({r.edge_key: (_edge(r), r.cluster_id) for r in rows})
@@ -138,9 +138,9 @@ def edges_by_key(session: Session, workspace_id: str, keys: set[str]
 
 
 def cluster_members(session: Session, workspace_id: str, clusters: set[str]
-                     ) -> dict[Identifier, Owner]:
+                    ) -> dict[Identifier, Owner]:
     found: dict[Identifier, Owner] = {}
-    for chunk in _chunks(sorted(clusters)):
+    for chunk in chunks(sorted(clusters), IN_LIST_KEYS):
         rows = session.execute(
             select(identifiers.c.type, identifiers.c.value, identifiers.c.profile_id,
                    identifiers.c.cluster_id)
@@ -151,9 +151,9 @@ def cluster_members(session: Session, workspace_id: str, clusters: set[str]
 
 
 def cluster_edges(session: Session, workspace_id: str, clusters: set[str]
-                   ) -> dict[str, list[Edge]]:
+                  ) -> dict[str, list[Edge]]:
     found: dict[str, list[Edge]] = defaultdict(list)
-    for chunk in _chunks(sorted(clusters)):
+    for chunk in chunks(sorted(clusters), IN_LIST_KEYS):
         rows = session.execute(select(edges).where(
             edges.c.workspace_id == workspace_id, one_of(session, edges.c.cluster_id, chunk)))
         for row in rows:
@@ -162,12 +162,12 @@ def cluster_edges(session: Session, workspace_id: str, clusters: set[str]
 
 
 def golden_for_update(session: Session, workspace_id: str, profile_ids: set[str]
-                       ) -> tuple[dict[str, Golden], dict[str, dict[str, Any]]]:
+                      ) -> tuple[dict[str, Golden], dict[str, dict[str, Any]]]:
     """Current records and computed traits of the profiles, locked (PostgreSQL) in a fixed
     order so that concurrent batches neither lose each other's updates nor deadlock."""
     held: dict[str, Golden] = {}
     computed: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(profile_ids)):
+    for chunk in chunks(sorted(profile_ids), IN_LIST_KEYS):
         rows = session.execute(
             select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
                    profiles.c.consents, profiles.c.computed)
@@ -181,9 +181,9 @@ def golden_for_update(session: Session, workspace_id: str, profile_ids: set[str]
 
 
 def stored_refs(session: Session, workspace_id: str, profile_ids: set[str]
-                 ) -> list[StoredRef]:
+                ) -> list[StoredRef]:
     found: list[StoredRef] = []
-    for chunk in _chunks(sorted(profile_ids)):
+    for chunk in chunks(sorted(profile_ids), IN_LIST_KEYS):
         rows = session.execute(select(events).where(
             events.c.workspace_id == workspace_id,
             one_of(session, events.c.profile_id, chunk)))
@@ -213,7 +213,7 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
             [{"b_profile_id": p, **{f"b_{k}": v for k, v in record(p).items()}}
              for p in rewritten])
     # Touched, but the record came out the same (an event without traits): the time alone.
-    for chunk in _chunks(sorted(plan.changed_profiles - set(rewritten))):
+    for chunk in chunks(sorted(plan.changed_profiles - set(rewritten)), IN_LIST_KEYS):
         session.execute(update(profiles)
                         .where(profiles.c.workspace_id == workspace_id,
                                one_of(session, profiles.c.profile_id, chunk))
@@ -237,7 +237,7 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
             for i, o in sorted(graph.new_identifiers.items())])
     if graph.edges:
         keys = sorted(edge.key for edge, _ in graph.edges)
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys, IN_LIST_KEYS):
             session.execute(delete(edges).where(edges.c.workspace_id == workspace_id,
                                                 one_of(session, edges.c.edge_key, chunk)))
         bulk_insert(session, edges, [
@@ -280,7 +280,7 @@ def _record_merges(session: Session, workspace_id: str, merges: Sequence[Merge],
                profile_merges.c.survivor_profile_id == bindparam("b_old"))
         .values(survivor_profile_id=bindparam("b_new")),
         [{"b_old": old, "b_new": survivor[old]} for old in merged])
-    for chunk in _chunks(merged):
+    for chunk in chunks(merged, IN_LIST_KEYS):
         session.execute(delete(profiles).where(profiles.c.workspace_id == workspace_id,
                                                one_of(session, profiles.c.profile_id, chunk)))
     bulk_insert(session, profile_merges, [
@@ -296,7 +296,7 @@ def resolve_profile_ids(session: Session, workspace_id: str,
     """Each id as it resolves today: itself, or the profile it was merged into."""
     ids = sorted(set(profile_ids))
     resolved = {p: p for p in ids}
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids, IN_LIST_KEYS):
         rows = session.execute(
             select(profile_merges.c.merged_profile_id, profile_merges.c.survivor_profile_id)
             .where(profile_merges.c.workspace_id == workspace_id,
@@ -320,7 +320,7 @@ def load_profiles(session: Session, workspace_id: str, profile_ids: Sequence[str
     owned: dict[str, list[Identifier]] = defaultdict(list)
     merged: dict[str, list[MergeRecord]] = defaultdict(list)
     member_of: dict[str, list[str]] = defaultdict(list)
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids, IN_LIST_KEYS):
         rows.update({r.profile_id: r for r in session.execute(select(profiles).where(
             profiles.c.workspace_id == workspace_id,
             one_of(session, profiles.c.profile_id, chunk)))})
@@ -385,7 +385,7 @@ def erase_profile(session: Session, workspace_id: str, profile_id: str, block: b
     mine = set(owned)
     doomed = [key for key, edge in _cluster_edge_keys(session, workspace_id, clusters)
               if mine & set(edge.identifiers)]
-    for chunk in _chunks(doomed):
+    for chunk in chunks(doomed, IN_LIST_KEYS):
         session.execute(delete(edges).where(edges.c.workspace_id == workspace_id,
                                             one_of(session, edges.c.edge_key, chunk)))
     for table in (events, identifiers, profiles):
@@ -404,7 +404,7 @@ def erase_profile(session: Session, workspace_id: str, profile_id: str, block: b
 def _cluster_edge_keys(session: Session, workspace_id: str, clusters: set[str]
                        ) -> list[tuple[str, Edge]]:
     found: list[tuple[str, Edge]] = []
-    for chunk in _chunks(sorted(clusters)):
+    for chunk in chunks(sorted(clusters), IN_LIST_KEYS):
         found.extend((r.edge_key, _edge(r)) for r in session.execute(select(edges).where(
             edges.c.workspace_id == workspace_id, one_of(session, edges.c.cluster_id, chunk))))
     return found
@@ -414,7 +414,7 @@ def golden_of(session: Session, workspace_id: str, profile_ids: Iterable[str]
               ) -> dict[str, Golden]:
     """Records of the (resolved) profiles that exist; no lock."""
     found: dict[str, Golden] = {}
-    for chunk in _chunks(sorted(set(profile_ids))):
+    for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
         rows = session.execute(
             select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
                    profiles.c.consents)
@@ -494,7 +494,3 @@ def _load_golden(row: Any) -> Golden:
         c["s"]) for c in row.consents or ()}
     return Golden(traits, consents)
 
-
-def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start:start + _CHUNK]

@@ -14,17 +14,14 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from cjo_identity.adapters.profiles import IN_LIST_KEYS
 from cjo_identity.adapters.tables import events, profiles, segment_members, segments
 from cjo_identity.domain.computed import EventFact, compute, earliest_needed
 from cjo_identity.domain.golden import Golden
 from cjo_identity.domain.segments import Segment, activation
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.db import bulk_insert, one_of
-
-# Keys per IN list. PostgreSQL gets one array parameter whatever the size; SQLite allows 32,766
-# bind parameters per statement. Every statement costs a round trip (and, on a busy process, a
-# wait for the GIL on return), so a whole batch's keys go in one statement.
-_CHUNK = 5000
+from cjo_platform.rpc.batch import chunks
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ def list_members(session: Session, workspace_id: str, segment_id: str, limit: in
 def memberships(session: Session, workspace_id: str, profile_ids: Iterable[str]
                 ) -> dict[str, set[str]]:
     found: dict[str, set[str]] = defaultdict(set)
-    for chunk in _chunks(sorted(set(profile_ids))):
+    for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
         for row in session.execute(
                 select(segment_members.c.profile_id, segment_members.c.segment_id)
                 .where(segment_members.c.workspace_id == workspace_id,
@@ -93,7 +90,7 @@ def computed_values(session: Session, workspace_id: str, profile_ids: Iterable[s
     names = sorted({d.event_name for d in definitions})
     since = earliest_needed(definitions, now)
     facts: dict[str, list[EventFact]] = defaultdict(list)
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids, IN_LIST_KEYS):
         query = select(events.c.profile_id, events.c.name, events.c.properties,
                        events.c.timestamp).where(
             events.c.workspace_id == workspace_id,
@@ -120,7 +117,7 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
     membership is a function of exactly those inputs."""
     before = before or {}
     removed = sorted(set(removed))
-    for chunk in _chunks(removed):
+    for chunk in chunks(removed, IN_LIST_KEYS):
         session.execute(delete(segment_members).where(
             segment_members.c.workspace_id == workspace_id,
             one_of(session, segment_members.c.profile_id, chunk)))
@@ -165,7 +162,3 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
              for t in left])
     return transitions
 
-
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start:start + _CHUNK]
