@@ -47,8 +47,10 @@ class InvalidArgument(CjoError):
         return cls([FieldViolation(field_path, description)])
 
     def within(self, prefix: str) -> InvalidArgument:
-        """The same problems, with fields relative to ``prefix`` (e.g. ``events[3]``)."""
-        return InvalidArgument([FieldViolation(f"{prefix}.{v.field}", v.description)
+        """The same problems, with fields relative to ``prefix`` (e.g. ``events[3]``). A
+        violation with no field is the item itself (a bad string in a repeated field)."""
+        return InvalidArgument([FieldViolation(f"{prefix}.{v.field}" if v.field else prefix,
+                                               v.description)
                                 for v in self.violations], reason=self.reason)
 
 
