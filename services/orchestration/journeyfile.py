@@ -28,7 +28,7 @@ from google.protobuf import field_mask_pb2, json_format
 
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
-from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
+from cjo_orchestration.adapters import stubs
 from cjo_orchestration.api.convert import graph_from_proto
 from cjo_orchestration.domain.graph import validate_for_publish
 from cjo_orchestration.domain.journeys import UPDATABLE_FIELDS
@@ -62,7 +62,8 @@ def parse(text: str, *, suffix: str = ".yaml") -> journey_pb2.Journey:
     if not isinstance(data, dict):
         raise JourneyFileError("the file must hold one journey (a mapping)")
     try:
-        return json_format.ParseDict(data, journey_pb2.Journey())
+        journey: journey_pb2.Journey = json_format.ParseDict(data, journey_pb2.Journey())
+        return journey
     except json_format.ParseError as exc:
         raise JourneyFileError(str(exc)) from None
 
@@ -76,7 +77,8 @@ def load(path: Path) -> journey_pb2.Journey:
 
 
 def to_dict(journey: journey_pb2.Journey, *, with_output: bool = False) -> dict[str, Any]:
-    data = json_format.MessageToDict(journey, preserving_proto_field_name=True)
+    data: dict[str, Any] = json_format.MessageToDict(journey,
+                                                     preserving_proto_field_name=True)
     if not with_output:
         for name in OUTPUT_ONLY:
             data.pop(name, None)
@@ -109,7 +111,7 @@ async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Jou
     # The same file applied twice is one change: the request id is the content's hash.
     digest = hashlib.sha256(journey.SerializeToString(deterministic=True)).hexdigest()[:32]
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.OrchestrationServiceStub(channel)
+        stub = stubs.orchestration(channel)
         body = journey_pb2.Journey()
         body.CopyFrom(journey)
         for name in OUTPUT_ONLY:
@@ -119,7 +121,7 @@ async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Jou
             paths = [f for f in UPDATABLE_FIELDS
                      if f not in ("event_trigger", "segment_trigger", "api_trigger")
                      or body.WhichOneof("trigger") == f]
-            stored = (await stub.UpdateJourney(pb.UpdateJourneyRequest(
+            stored: journey_pb2.Journey = (await stub.UpdateJourney(pb.UpdateJourneyRequest(
                 journey=body, update_mask=field_mask_pb2.FieldMask(paths=paths),
                 request_id=f"file-{digest}"), metadata=_metadata())).journey
         else:
@@ -135,9 +137,10 @@ async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Jou
 async def _export(name: str) -> journey_pb2.Journey:
     target = os.environ.get("CJO_ORCHESTRATION_TARGET", "127.0.0.1:50053")
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.OrchestrationServiceStub(channel)
-        reply = await stub.GetJourney(pb.GetJourneyRequest(name=name), metadata=_metadata())
-        return reply.journey
+        reply = await stubs.orchestration(channel).GetJourney(
+            pb.GetJourneyRequest(name=name), metadata=_metadata())
+        exported: journey_pb2.Journey = reply.journey
+        return exported
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,10 @@ import grpc
 from google.rpc import code_pb2
 
 from cjo.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
+from cjo_orchestration.adapters import stubs
 from cjo_platform.config import ServiceSettings
-from cjo_platform.limits import MAX_BATCH_ITEMS
 from cjo_platform.protobuf import struct_to_dict
+from cjo_platform.rpc.batch import chunks
 from cjo_platform.rpc.client import channel, on_behalf_of
 
 # Answers that a retry cannot change: the occurrence fails (the next one is still planned).
@@ -59,9 +60,8 @@ class Audience:
         self.settings = settings
         self.timeout = timeout
 
-    def _stub(self) -> Any:
-        return identity_service_pb2_grpc.IdentityServiceStub(
-            channel(self.settings.peer("identity")))
+    def _stub(self) -> identity_service_pb2_grpc.IdentityServiceStub:
+        return stubs.identity(channel(self.settings.peer("identity")))
 
     async def members(self, workspace_id: str, segment_id: str, page_token: str,
                       page_size: int) -> MemberPage:
@@ -83,8 +83,7 @@ class Audience:
         ids appears once, under the id that still exists. A profile that no longer exists (or
         that identity refuses to read) is left out."""
         found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(profile_ids), MAX_BATCH_ITEMS):
-            chunk = profile_ids[start:start + MAX_BATCH_ITEMS]
+        for chunk in chunks(profile_ids):
             try:
                 reply = await self._stub().BatchGetProfiles(
                     identity_service_pb2.BatchGetProfilesRequest(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cjo.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc
+from cjo.delivery.v1 import delivery_service_pb2
+from cjo_orchestration.adapters import stubs
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db.engine import Database
 from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow
@@ -61,7 +62,7 @@ def erasures_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, 
                        timeout: float = 10.0, poll_interval: float = 1.0) -> Forwarder:
     send = peer_sender(
         settings, "delivery",
-        method=lambda ch: delivery_service_pb2_grpc.DeliveryServiceStub(ch).EraseProfiles,
+        method=lambda ch: stubs.delivery(ch).EraseProfiles,
         request=lambda rows: delivery_service_pb2.EraseProfilesRequest(
             profile_ids=_profiles(rows)),
         what="erasures", check_reply=_check_reply, timeout=timeout)

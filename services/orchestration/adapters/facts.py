@@ -65,8 +65,9 @@ def encode(fact: FactRecord) -> bytes | None:
         fields = {k: v for k, v in fields.items() if k in _FIELDS and v is not None}
     if fact.kind is FactKind.JOURNEY_EXITED and "exit_reason" in _FIELDS:
         fields["exit_reason"] = fact.detail
-    return fact_pb2.Fact(type=kind, occur_time=_timestamp(fact.occur_time),
-                         **fields).SerializeToString()
+    payload: bytes = fact_pb2.Fact(type=kind, occur_time=_timestamp(fact.occur_time),
+                                   **fields).SerializeToString()
+    return payload
 
 
 def publish(uow: UnitOfWork, facts: Sequence[FactRecord]) -> None:

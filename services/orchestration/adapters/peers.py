@@ -17,9 +17,10 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
 from cjo.common.v1 import common_pb2
-from cjo.content.v1 import content_service_pb2, content_service_pb2_grpc
-from cjo.delivery.v1 import delivery_service_pb2, delivery_service_pb2_grpc, message_pb2
-from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo.content.v1 import content_service_pb2
+from cjo.delivery.v1 import delivery_service_pb2, message_pb2
+from cjo.identity.v1 import event_pb2, identity_service_pb2
+from cjo_orchestration.adapters import stubs
 from cjo_orchestration.domain.engine import (
     Deferred,
     ProfileOrder,
@@ -145,7 +146,7 @@ class Peers:
         return await call_in_chunks(items, chunk_outcomes)
 
     async def render(self, workspace_id: str, items: Sequence[RenderItem]) -> list[RenderOutcome]:
-        stub = content_service_pb2_grpc.ContentServiceStub(channel(self.settings.peer("content")))
+        stub = stubs.content(channel(self.settings.peer("content")))
 
         async def call(chunk: Sequence[RenderItem], metadata: Metadata) -> Any:
             return await stub.BatchRenderContent(
@@ -167,8 +168,7 @@ class Peers:
                               orders: Sequence[ProfileOrder]) -> list[SendResult]:
         """Set traits through identity: one identify event per order, its message id the
         order's derived key, so identity applies a retried update once."""
-        stub = identity_service_pb2_grpc.IdentityServiceStub(
-            channel(self.settings.peer("identity")))
+        stub = stubs.identity(channel(self.settings.peer("identity")))
 
         async def call(chunk: Sequence[ProfileOrder], metadata: Metadata) -> Any:
             return await stub.IngestEvents(
@@ -186,8 +186,7 @@ class Peers:
                                      lambda result: Sent(result.event_id))
 
     async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
-        stub = delivery_service_pb2_grpc.DeliveryServiceStub(
-            channel(self.settings.peer("delivery")))
+        stub = stubs.delivery(channel(self.settings.peer("delivery")))
 
         async def call(chunk: Sequence[SendItem], metadata: Metadata) -> Any:
             return await stub.BatchSendMessages(
@@ -217,7 +216,7 @@ class ContentCatalog:
     async def missing(self, workspace_id: str, keys: set[str]) -> set[str]:
         if not keys:
             return set()
-        stub = content_service_pb2_grpc.ContentServiceStub(channel(self.settings.peer("content")))
+        stub = stubs.content(channel(self.settings.peer("content")))
         metadata = on_behalf_of(self.settings.service_token, workspace_id)
 
         async def absent(key: str) -> bool:
@@ -229,7 +228,7 @@ class ContentCatalog:
                 if exc.code() != grpc.StatusCode.NOT_FOUND:
                     log.warning("content could not say whether an item exists", key=key,
                                 code=exc.code().name)
-                return exc.code() == grpc.StatusCode.NOT_FOUND
+                return bool(exc.code() == grpc.StatusCode.NOT_FOUND)
             return False
 
         ordered = sorted(keys)

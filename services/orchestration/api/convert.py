@@ -97,7 +97,8 @@ _FAILURE = {journey_pb2.FAILURE_POLICY_CONTINUE: FailurePolicy.CONTINUE}
 
 
 def _seconds(duration: duration_pb2.Duration) -> timedelta:
-    return duration.ToTimedelta()
+    delta: timedelta = duration.ToTimedelta()
+    return delta
 
 
 def _duration(value: timedelta) -> duration_pb2.Duration:
@@ -130,7 +131,8 @@ def _instant(message: journey_pb2.ScheduledTrigger, field: str) -> datetime | No
     if not message.HasField(field):
         return None
     value: timestamp_pb2.Timestamp = getattr(message, field)
-    return value.ToDatetime(tzinfo=UTC)
+    when: datetime = value.ToDatetime(tzinfo=UTC)
+    return when
 
 
 def _scheduled_to_proto(segment_id: str,
