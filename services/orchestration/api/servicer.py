@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import grpc
+from google.protobuf.message import Message
 
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
@@ -20,6 +21,7 @@ from cjo_orchestration.api.convert import (
 )
 from cjo_orchestration.domain import journeys as domain
 from cjo_orchestration.domain.engine import validate_forwarded_event
+from cjo_orchestration.domain.journeys import Journey
 from cjo_orchestration.domain.names import (
     parse_enrollment_name,
     parse_journey_name,
@@ -174,36 +176,33 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
 
     async def PauseJourney(self, request: pb.PauseJourneyRequest,
                            context: grpc.aio.ServicerContext) -> pb.PauseJourneyResponse:
-        journey_id = parse_journey_name(request.name)
-        workspace = current_workspace()
-        return await self.transactions.once(
-            workspace_id=workspace, method=_method("PauseJourney"),
-            request_id=request.request_id, request=request,
-            response_type=pb.PauseJourneyResponse,
-            work=lambda uow: pb.PauseJourneyResponse(journey=journey_to_proto(
-                journeys.pause(uow, workspace, journey_id))))
+        journey = await self._change_state("PauseJourney", request, request.name,
+                                           request.request_id, journeys.pause)
+        return pb.PauseJourneyResponse(journey=journey)
 
     async def ResumeJourney(self, request: pb.ResumeJourneyRequest,
                             context: grpc.aio.ServicerContext) -> pb.ResumeJourneyResponse:
-        journey_id = parse_journey_name(request.name)
-        workspace = current_workspace()
-        return await self.transactions.once(
-            workspace_id=workspace, method=_method("ResumeJourney"),
-            request_id=request.request_id, request=request,
-            response_type=pb.ResumeJourneyResponse,
-            work=lambda uow: pb.ResumeJourneyResponse(journey=journey_to_proto(
-                journeys.resume(uow, workspace, journey_id))))
+        journey = await self._change_state("ResumeJourney", request, request.name,
+                                           request.request_id, journeys.resume)
+        return pb.ResumeJourneyResponse(journey=journey)
 
     async def ArchiveJourney(self, request: pb.ArchiveJourneyRequest,
                              context: grpc.aio.ServicerContext) -> pb.ArchiveJourneyResponse:
-        journey_id = parse_journey_name(request.name)
+        journey = await self._change_state("ArchiveJourney", request, request.name,
+                                           request.request_id, journeys.archive)
+        return pb.ArchiveJourneyResponse(journey=journey)
+
+    async def _change_state(self, method: str, request: Message, name: str, request_id: str,
+                            change: Callable[[UnitOfWork, str, str], Journey],
+                            ) -> journey_pb2.Journey:
+        """Pause, resume and archive: the journey as the first answer to ``request_id`` left it
+        (stored as a bare Journey: the three responses carry nothing else)."""
+        journey_id = parse_journey_name(name)
         workspace = current_workspace()
         return await self.transactions.once(
-            workspace_id=workspace, method=_method("ArchiveJourney"),
-            request_id=request.request_id, request=request,
-            response_type=pb.ArchiveJourneyResponse,
-            work=lambda uow: pb.ArchiveJourneyResponse(journey=journey_to_proto(
-                journeys.archive(uow, workspace, journey_id))))
+            workspace_id=workspace, method=_method(method), request_id=request_id,
+            request=request, response_type=journey_pb2.Journey,
+            work=lambda uow: journey_to_proto(change(uow, workspace, journey_id)))
 
     # --- enrollments -------------------------------------------------------------------------
 

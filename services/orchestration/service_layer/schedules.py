@@ -40,6 +40,7 @@ from cjo_orchestration.domain.schedule import (
 from cjo_orchestration.service_layer.enrollment import Entrant, Entry, enroll
 from cjo_orchestration.service_layer.ids import NewId
 from cjo_orchestration.settings import EngineSettings
+from cjo_platform.backoff import RetryPolicy
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span, current_traceparent
@@ -161,12 +162,12 @@ def fail(uow: UnitOfWork, token: str, firing: Firing, detail: str) -> None:
 
 
 def retry_later(uow: UnitOfWork, token: str, firing: Firing, detail: str,
-                settings: EngineSettings) -> None:
+                policy: RetryPolicy) -> None:
     """A failure that may pass: hand only this occurrence back, to be tried again after an
     exponentially growing delay (capped by the retry policy); it stays at its page."""
     occurrence = firing.occurrence
     attempts = occurrence.attempts + 1
-    retry_time = uow.now() + settings.retry.delay(attempts)
+    retry_time = uow.now() + policy.delay(attempts)
     schedule_store.retry_later(uow.session, token, occurrence, retry_time,
                                f"retrying after {attempts} failed attempt(s): {detail}")
     log.warning("scheduled occurrence could not read its audience; retrying later",
@@ -291,7 +292,7 @@ class ScheduleRound:
 
     async def _retry(self, token: str, firing: Firing, detail: str) -> None:
         await self.transactions.run(
-            lambda uow: retry_later(uow, token, firing, detail, self.settings))
+            lambda uow: retry_later(uow, token, firing, detail, self.settings.retry))
 
     async def _enroll_page(self, token: str, firing: Firing) -> int:
         occurrence = firing.occurrence
