@@ -28,7 +28,7 @@ from cjo_delivery.bootstrap import build
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
 from cjo_platform.rpc.server import ServiceApp
-from support import Backend, eventually, free_port, settings_for
+from support import Backend, as_service, eventually, free_port, settings_for
 
 
 @dataclass
@@ -163,24 +163,37 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 _probes = itertools.count()
+# Probes live in a workspace of their own: sender rounds claim due messages of every workspace,
+# and the tested workspace's listings, counts and facts stay free of them.
+PROBES = as_service("ws-probe")
 
 
-async def a_send_round_passed(stub: Any, metadata: Any) -> None:
-    """Wait for a send round that began after this call: an in-app probe queued now is sent in
-    it, and rounds claim the earliest due messages first, so every message due before (on the
-    manual clock, which stands still) was claimed by then. What "nothing more happens" waits
-    for, instead of sleeping."""
+async def _probe_sent(stub: Any) -> None:
     key = f"probe-{next(_probes)}"
     request = pb.SendMessageRequest(
         idempotency_key=key, transactional=True,
         recipient=message_pb2.Recipient(profile_id=key),
         content=common_pb2.RenderedMessage(channel=common_pb2.CHANNEL_IN_APP,
                                            in_app=common_pb2.RenderedInApp(title="probe")))
-    name = (await stub.SendMessage(request, metadata=metadata)).message.name
+    name = (await stub.SendMessage(request, metadata=PROBES)).message.name
 
     async def sent() -> bool:
         message = (await stub.GetMessage(pb.GetMessageRequest(name=name),
-                                         metadata=metadata)).message
+                                         metadata=PROBES)).message
         return bool(message.status == message_pb2.MESSAGE_STATUS_SENT)
 
     await eventually(sent)
+
+
+async def a_send_round_passed(stub: Any) -> None:
+    """Wait until a send round that began after this call has ended: what "nothing more
+    happens" waits for, instead of sleeping.
+
+    An in-app probe queued now is sent in a round that claimed every message due before it
+    (rounds take the earliest due first; the manual clock stands still). Other messages of that
+    round may still be with their providers when the probe is recorded, so a second probe is
+    sent too: a sender runs one round at a time, so the second is claimed only after the first
+    one's round has recorded everything it claimed. With several replicas, use one.
+    """
+    await _probe_sent(stub)
+    await _probe_sent(stub)

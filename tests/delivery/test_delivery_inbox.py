@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import inbox_pb2, message_pb2
 from cjo_delivery.api import inbox as inbox_api
+from cjo_delivery.domain.inbox import InboxMessage
 from cjo_platform.clock import ManualClock
 from support import Backend, as_service, eventually, free_port, serving
 
@@ -97,8 +99,18 @@ async def test_the_inbox_lists_marks_and_streams_new_messages(backend: Backend) 
 
 async def test_the_stream_starts_after_every_message_of_the_newest_time_and_pages_ties(
         backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Small pages, so runs of one create_time longer than a page are exercised.
+    # Small pages, so runs of one create_time longer than a page are exercised; frequent
+    # polls, so the stream reads again many times while nothing new arrives.
     monkeypatch.setattr(inbox_api, "_STREAM_BATCH", 2)
+    monkeypatch.setattr(inbox_api, "POLL_SECONDS", 0.05)
+    reads: list[tuple[Any, ...]] = []  # the stream's reads, counted
+    read_after = inbox_api.inbox.read_after
+
+    def counted(*args: Any) -> list[InboxMessage]:
+        reads.append(args)
+        return read_after(*args)
+
+    monkeypatch.setattr(inbox_api.inbox, "read_after", counted)
     clock = ManualClock()  # not advanced: one batch's messages share one create_time
     app = delivery_app(backend, free_port(), clock)
     async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
@@ -120,10 +132,16 @@ async def test_the_stream_starts_after_every_message_of_the_newest_time_and_page
             await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
                 in_app(f"new{n}", f"new {n}") for n in range(5)]), metadata=WS)
             await eventually(lambda: len(received) >= 10, timeout=10)
-            await asyncio.sleep(inbox_api.POLL_SECONDS + 0.5)  # a poll more: none twice
+            # Polls and a wake-up more: a last message arrives after them, and nothing else.
+            later = len(reads) + 3
+            await eventually(lambda: len(reads) >= later, timeout=10)
+            clock.advance(timedelta(seconds=1))
+            await stub.SendMessage(in_app("last", "last"), metadata=WS)
+            await eventually(lambda: any(m.content.title == "last" for m in received))
+    assert [m.content.title for m in received[10:]] == ["last"]
     # Each once, the ties (in any order: they land at any time, with any id) before the later.
     assert sorted(m.content.title for m in received[:5]) == [f"tie {n}" for n in range(5)]
-    assert sorted(m.content.title for m in received[5:]) == [f"new {n}" for n in range(5)]
-    assert len({m.message_id for m in received}) == 10
+    assert sorted(m.content.title for m in received[5:10]) == [f"new {n}" for n in range(5)]
+    assert len({m.message_id for m in received}) == 11
     times = [m.create_time.ToDatetime() for m in received]
     assert times == sorted(times) and times[4] < times[5]

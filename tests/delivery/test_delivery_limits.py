@@ -4,7 +4,6 @@ throwaway certificate."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import threading
 from collections.abc import Iterator
@@ -17,7 +16,13 @@ import grpc
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from delivery_support import SmtpSink, delivery_app, rendered_email, self_signed
+from delivery_support import (
+    SmtpSink,
+    a_send_round_passed,
+    delivery_app,
+    rendered_email,
+    self_signed,
+)
 from grpc_status import rpc_status
 from http_sink import HttpSink, http_sink
 
@@ -44,11 +49,11 @@ def sms(key: str) -> pb.SendMessageRequest:
                                            sms=common_pb2.RenderedSms(text="Your code")))
 
 
-async def settled(sink: HttpSink, count: int) -> None:
-    """Wait until ``sink`` got ``count`` requests, then a few sender polls more, so a send
-    beyond the limit would have shown up."""
+async def settled(stub: pb_grpc.DeliveryServiceStub, sink: HttpSink, count: int) -> None:
+    """Wait until ``sink`` got ``count`` requests, then for a send round that began after, so a
+    send beyond the limit would have shown up."""
     assert await eventually(lambda: sink.count() >= count)
-    await asyncio.sleep(0.3)
+    await a_send_round_passed(stub)
     assert sink.count() == count
 
 
@@ -124,7 +129,7 @@ async def test_rate_limit_holds_excess_in_the_queue_until_tokens_come(backend: B
             names = [r.message.name for r in reply.results]
             start = clock.now()
 
-            await settled(sink, 2)  # the burst
+            await settled(stub, sink, 2)  # the burst
             waiting = [m for m in [(await stub.GetMessage(pb.GetMessageRequest(name=n),
                                                           metadata=WS)).message for n in names]
                        if m.status != SENT]
@@ -137,13 +142,13 @@ async def test_rate_limit_holds_excess_in_the_queue_until_tokens_come(backend: B
             assert dues == [timedelta(seconds=0.5 * k) for k in range(1, 8)]
 
             clock.advance(timedelta(seconds=0.5))  # one token
-            await settled(sink, 3)
+            await settled(stub, sink, 3)
             clock.advance(timedelta(seconds=1))  # two more
-            await settled(sink, 5)
+            await settled(stub, sink, 5)
             clock.advance(timedelta(seconds=60))  # idle for long: still only the burst of 2
-            await settled(sink, 7)
+            await settled(stub, sink, 7)
             clock.advance(timedelta(seconds=1))
-            await settled(sink, 9)
+            await settled(stub, sink, 9)
 
             keys = [r.headers["idempotency-key"] for r in sink.requests]
             assert len(set(keys)) == 9  # each message once, none twice
@@ -279,7 +284,7 @@ async def test_smtp_wrong_password_fails_for_good_without_retrying(backend: Back
             tries = logins.tries  # smtplib tries each mechanism the server offers, once
             assert 1 <= tries <= 2
             clock.advance(timedelta(hours=2))  # far past any backoff: nothing is retried
-            await asyncio.sleep(0.3)
+            await a_send_round_passed(stub)
             assert logins.tries == tries and not sink.received
             again = (await stub.GetMessage(pb.GetMessageRequest(name=name), metadata=WS)).message
             assert again.status == FAILED and again.attempts == 1

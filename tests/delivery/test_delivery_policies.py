@@ -16,6 +16,7 @@ import grpc
 from delivery_support import (
     IdentityStandIn,
     SmtpSink,
+    a_send_round_passed,
     delivery_app,
     identity_stand_in,
     send_request,
@@ -158,7 +159,7 @@ async def test_a_frequency_cap_counts_across_journeys(backend: Backend) -> None:
             listed = (await stub.ListMessages(pb.ListMessagesRequest(status=DEFERRED),
                                               metadata=WS)).messages
             assert [m.name for m in listed] == [late.name]
-            await asyncio.sleep(0.3)
+            await a_send_round_passed(stub)  # the deferred one stays deferred
             assert len(sink.received) == 3
             clock.advance(timedelta(hours=23, seconds=1))
             [sent] = await settled(stub, [late.name], SENT)
@@ -195,7 +196,7 @@ async def test_quiet_hours_defer_to_the_morning_in_the_profiles_time_zone(
                 2026, 1, 15, 7, 0, tzinfo=UTC)  # 08:00 in Paris
             clock.set(datetime(2026, 1, 15, 7, 0, tzinfo=UTC))
             await settled(stub, [names[1]], SENT)
-            await asyncio.sleep(0.3)
+            await a_send_round_passed(stub)  # still 02:00 in New York
             assert (await get(stub, names[0])).status == DEFERRED
             clock.set(datetime(2026, 1, 15, 13, 0, tzinfo=UTC))
             await settled(stub, [names[0]], SENT)
@@ -288,8 +289,8 @@ async def test_a_crash_in_the_middle_of_a_batch_neither_loses_nor_doubles(
             stub = pb_grpc.DeliveryServiceStub(ch)
             done = await settled(stub, names, SENT)
             hanging.release.set()  # the old sender's late outcome must not overwrite
-            await asyncio.wait({round_}, timeout=5)
-            await asyncio.sleep(0.2)
+            # The old round ends once it has recorded (or been refused) every outcome.
+            assert await asyncio.wait_for(round_, timeout=10) == 5
             after = [await get(stub, n) for n in names]
         app.db.dispose()
     assert [m.status for m in after] == [SENT] * 5

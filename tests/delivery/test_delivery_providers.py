@@ -4,7 +4,6 @@ failover, the circuit breaker, 429 Retry-After, and secrets that never come back
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -12,7 +11,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from delivery_support import delivery_app
+from delivery_support import a_send_round_passed, delivery_app
 from grpc_status import rpc_status
 from http_sink import (
     Answer,
@@ -228,7 +227,7 @@ async def test_429_retry_after_is_honoured(backend: Backend) -> None:
             wait = waiting.next_attempt_time.ToDatetime() - clock.now().replace(tzinfo=None)
             assert wait >= timedelta(seconds=600)  # not the 1 s backoff
             clock.advance(timedelta(seconds=300))
-            await asyncio.sleep(0.3)  # the sender polls; the provider asked for 600 s
+            await a_send_round_passed(stub)  # the provider asked for 600 s
             assert sink.count() == 1
             clock.advance(timedelta(seconds=301))
             sent = await final(stub, name, SENT)

@@ -129,8 +129,8 @@ async def test_a_rate_limited_provider_falls_over_to_an_unlimited_one(backend: B
                 unlimited.url, priority=1)), metadata=WS)
             reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(
                 requests=[sms(f"k{i}") for i in range(5)]), metadata=WS)
-            await settled(limited, 2)  # the burst; the clock stands still
-            await settled(unlimited, 3)  # the rest at once, nothing left waiting
+            await settled(stub, limited, 2)  # the burst; the clock stands still
+            await settled(stub, unlimited, 3)  # the rest at once, nothing left waiting
             for r in reply.results:
                 m = (await stub.GetMessage(pb.GetMessageRequest(name=r.message.name),
                                            metadata=WS)).message
@@ -149,7 +149,7 @@ async def test_messages_failing_over_to_a_rate_limited_provider_keep_to_its_limi
                                            rate_per_second="1", burst="3")
             # The clock stands still: never more than the burst, however the failovers go.
             assert await eventually(lambda: backup.count() >= 1)
-            await settled(backup, backup.count())
+            await settled(stub, backup, backup.count())
             assert backup.count() <= 3
             start = clock.now()
 
@@ -183,7 +183,7 @@ async def test_every_failover_of_a_round_may_use_the_rate_limited_backup(
             stub = pb_grpc.DeliveryServiceStub(ch)
             reply = await behind_a_primary(stub, primary.url, backup.url, 10,
                                            rate_per_second="100", burst="100")
-            await settled(backup, 10)  # the clock stands still: all in the first round
+            await settled(stub, backup, 10)  # the clock stands still: all in the first round
             for r in reply.results:
                 m = (await stub.GetMessage(pb.GetMessageRequest(name=r.message.name),
                                            metadata=WS)).message
@@ -220,7 +220,7 @@ async def test_a_failed_reservation_only_holds_that_providers_messages_back(
             assert sink.count() == 0
             monkeypatch.undo()
             clock.advance(RESERVE_RETRY)
-            await settled(sink, 3)
+            await settled(stub, sink, 3)
             for r in reply.results:
                 m = (await stub.GetMessage(pb.GetMessageRequest(name=r.message.name),
                                            metadata=WS)).message

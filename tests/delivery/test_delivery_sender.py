@@ -60,12 +60,12 @@ async def test_server_down_at_first_is_retried_and_delivered_once(backend: Backe
         assert f"SMTP server 127.0.0.1:{port}" in waiting.error
 
         with smtp_server(SmtpSink(), port) as sink:
-            await a_send_round_passed(stub, WS)  # up again, but the backoff has not run out
+            await a_send_round_passed(stub)  # up again, but the backoff has not run out
             assert (await get(stub, name)).attempts == 1
             clock.advance(AFTER_ANY_BACKOFF)
             sent = await reaches(stub, name, SENT, 2)
             assert sent.error == ""
-            await a_send_round_passed(stub, WS)
+            await a_send_round_passed(stub)
     assert len(sink.received) == 1
 
 
@@ -81,7 +81,7 @@ async def test_a_4xx_answer_is_retried_and_delivered_once(backend: Backend) -> N
             assert waiting.error == "451 4.3.0 try later"
             clock.advance(AFTER_ANY_BACKOFF)
             await reaches(stub, name, SENT, 2)
-            await a_send_round_passed(stub, WS)
+            await a_send_round_passed(stub)
     assert sink.data_attempts == 2
     assert len(sink.received) == 1
 
@@ -106,7 +106,7 @@ async def test_a_5xx_answer_fails_for_good_with_the_servers_words(backend: Backe
             assert rejected.error == "554 5.7.1 rejected as spam"
 
             clock.advance(AFTER_ANY_BACKOFF)
-            await a_send_round_passed(stub, WS)  # failed is final: no further attempt
+            await a_send_round_passed(stub)  # failed is final: no further attempt
             assert (await get(stub, gone)).attempts == 1
             assert (await get(stub, spam)).attempts == 1
     assert sink.received == []
@@ -156,7 +156,7 @@ async def test_a_message_left_sending_by_a_crash_is_delivered_after_its_lease(
             stub = pb_grpc.DeliveryServiceStub(ch)
             sent = await reaches(stub, "messages/expired", SENT, 2)
             assert sent.provider_message_id == "<expired@cjo>"
-            await a_send_round_passed(stub, WS)  # a live lease is respected
+            await a_send_round_passed(stub)  # a live lease is respected
             assert (await get(stub, "messages/leased")).status == SENDING
             clock.advance(timedelta(minutes=6))
             await reaches(stub, "messages/leased", SENT, 2)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
 import grpc
 import pytest
-from delivery_support import SmtpSink, delivery_app, rendered_email, send_request, smtp_server
+from delivery_support import (
+    SmtpSink,
+    a_send_round_passed,
+    delivery_app,
+    rendered_email,
+    send_request,
+    smtp_server,
+)
 from grpc_status import rpc_status
+from sqlalchemy import func, select
 
 from cjo.analytics.v1 import analytics_service_pb2 as apb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as apb_grpc
@@ -19,8 +26,10 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
 from cjo_analytics.bootstrap import build as build_analytics
+from cjo_delivery.adapters.tables import outbox
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
+from cjo_platform.rpc.server import ServiceApp
 from cjo_platform.rpc.status import field_violations
 from support import Backend, as_service, eventually, free_port, serving, settings_for
 
@@ -31,6 +40,12 @@ SENT = message_pb2.MESSAGE_STATUS_SENT
 async def status_of(stub: pb_grpc.DeliveryServiceStub, name: str,
                     metadata: tuple[tuple[str, str], ...] = WS) -> message_pb2.Message:
     return (await stub.GetMessage(pb.GetMessageRequest(name=name), metadata=metadata)).message
+
+
+def facts_waiting(app: ServiceApp) -> int:
+    """Outbox rows not yet acknowledged by their receiver."""
+    with app.db.transaction() as session:
+        return int(session.execute(select(func.count()).select_from(outbox)).scalar_one())
 
 
 async def wait_until_sent(stub: pb_grpc.DeliveryServiceStub, name: str,
@@ -114,7 +129,7 @@ async def test_a_repeated_idempotency_key_never_sends_twice(backend: Backend) ->
             assert batch.results[2].message.message_id == first.message.message_id
             await wait_until_sent(stub, batch.results[0].message.name)
 
-            await asyncio.sleep(0.3)  # a few more sender rounds: nothing else goes out
+            await a_send_round_passed(stub)  # nothing else goes out
             listed = await stub.ListMessages(pb.ListMessagesRequest(), metadata=WS)
             assert len(listed.messages) == 2
     assert sorted(e["To"] for e in sink.received) == ["ada@example.com", "bob@example.com"]
@@ -286,7 +301,11 @@ async def test_sent_and_failed_messages_are_counted_by_analytics(backend: Backen
                 assert await eventually(counts) == [
                     (fact_pb2.FACT_TYPE_MESSAGE_SENT, 1, 1),
                     (fact_pb2.FACT_TYPE_MESSAGE_BOUNCED, 1, 1)]  # a hard bounce
-                await asyncio.sleep(0.3)
+                # Nothing more to come: a later round sent nothing of this workspace, and every
+                # fact written has been forwarded and acknowledged (analytics records it in the
+                # call that acknowledges it).
+                await a_send_round_passed(stub)
+                await eventually(lambda: facts_waiting(app) == 0)
                 assert await counts() == [
                     (fact_pb2.FACT_TYPE_MESSAGE_SENT, 1, 1),
                     (fact_pb2.FACT_TYPE_MESSAGE_BOUNCED, 1, 1)]  # a hard bounce
