@@ -5,7 +5,8 @@ from __future__ import annotations
 import grpc
 
 from cjo.common.v1 import common_pb2
-from cjo.identity.v1 import consent_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import consent_pb2, identity_service_pb2
+from cjo_delivery.adapters import stubs
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import ConsentDecision, ConsentQuery, ConsentUnavailable
 from cjo_platform.config import ServiceSettings
@@ -30,8 +31,7 @@ class IdentityConsent:
 
     async def check(self, workspace_id: str,
                     queries: list[ConsentQuery]) -> list[ConsentDecision]:
-        stub = identity_service_pb2_grpc.IdentityServiceStub(
-            channel(self.settings.peer("identity")))
+        stub = stubs.identity(channel(self.settings.peer("identity")))
         decisions: list[ConsentDecision] = []
         for start in range(0, len(queries), _BATCH):
             chunk = queries[start:start + _BATCH]

@@ -63,23 +63,31 @@ def decode_outgoing(claim: Claim, unsubscribe_url: str = "",
     except DecodeError as exc:
         raise ValueError(f"stored content is not a RenderedMessage: {exc}") from exc
     which = rendered.WhichOneof("body")
-    base = {"message_id": claim.message_id, "channel": claim.channel, "to": claim.address,
-            "workspace_id": claim.workspace_id, "journey_id": claim.journey_id}
-    if claim.channel is Channel.EMAIL and which == "email":
+    channel = claim.channel
+    # Exactly the body of the message's channel is set; the unsubscribe link is email's.
+    email: EmailContent | None = None
+    push: PushContent | None = None
+    in_app: bytes | None = None
+    sms_text = webhook_body = ""
+    if channel is Channel.EMAIL and which == "email":
         email = email_of(rendered)
         assert email is not None
         if rewrite_html is not None and email.html:
             email = EmailContent(email.subject, email.preheader, rewrite_html(email.html),
                                  email.text)
-        return OutgoingMessage(**base, email=email, unsubscribe_url=unsubscribe_url)
-    if claim.channel is Channel.SMS and which == "sms":
-        return OutgoingMessage(**base, sms_text=rendered.sms.text)
-    if claim.channel is Channel.PUSH and which == "push":
+    elif channel is Channel.SMS and which == "sms":
+        sms_text = rendered.sms.text
+    elif channel is Channel.PUSH and which == "push":
         p = rendered.push
-        return OutgoingMessage(**base, push=PushContent(p.title, p.body, p.deep_link,
-                                                        p.image_url, dict(p.data)))
-    if claim.channel is Channel.WEBHOOK and which == "webhook":
-        return OutgoingMessage(**base, webhook_body=rendered.webhook.json_body)
-    if claim.channel is Channel.IN_APP and which == "in_app":
-        return OutgoingMessage(**base, in_app=rendered.in_app.SerializeToString())
-    raise ValueError(f"stored content has no {claim.channel.value} body")
+        push = PushContent(p.title, p.body, p.deep_link, p.image_url, dict(p.data))
+    elif channel is Channel.WEBHOOK and which == "webhook":
+        webhook_body = rendered.webhook.json_body
+    elif channel is Channel.IN_APP and which == "in_app":
+        in_app = rendered.in_app.SerializeToString()
+    else:
+        raise ValueError(f"stored content has no {channel.value} body")
+    return OutgoingMessage(
+        message_id=claim.message_id, channel=channel, to=claim.address, email=email,
+        sms_text=sms_text, push=push, webhook_body=webhook_body,
+        unsubscribe_url=unsubscribe_url if email is not None else "", in_app=in_app,
+        workspace_id=claim.workspace_id, journey_id=claim.journey_id)

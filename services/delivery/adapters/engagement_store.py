@@ -84,12 +84,13 @@ def event_payload(engagement: Engagement, message: EngagedMessage, now: datetime
                        **({"topic": message.topic} if message.topic else {}),
                        **({"journey_id": message.journey_id} if message.journey_id else {}),
                        **({"url": engagement.url} if engagement.url else {})})
-    return event_pb2.Event(
+    event: bytes = event_pb2.Event(
         message_id=f"cjo-delivery:{engagement.engagement_id}",
         type=event_pb2.EVENT_TYPE_TRACK, name=engagement.event_name(message.channel),
         identifiers=[event_pb2.Identifier(type=identifier, value=message.address)],
         properties=properties, timestamp=to_timestamp(now),
         source="cjo-delivery").SerializeToString()
+    return event
 
 
 def fact_payload(engagement: Engagement, message: EngagedMessage, now: datetime
@@ -100,9 +101,10 @@ def fact_payload(engagement: Engagement, message: EngagedMessage, now: datetime
     if kind is None or not message.profile_id:
         return None
     rendered = common_pb2.RenderedMessage.FromString(message.content)
-    return fact_pb2.Fact(
+    payload: bytes = fact_pb2.Fact(
         fact_id=f"message_{engagement.engagement_id}", type=kind,
         profile_id=message.profile_id, journey_id=message.journey_id,
         enrollment_id=message.enrollment_id, message_id=engagement.message_id,
         occur_time=to_timestamp(now), channel=_CHANNELS[message.channel],
         content_key=rendered.content_key, variant=rendered.variant).SerializeToString()
+    return payload

@@ -23,8 +23,9 @@ def fact_payload(claim: Claim, status: MessageStatus, occur_time: datetime) -> b
         return None
     prefix, kind = _FACTS[status]
     # The id is derived from the message, so a fact written twice is recorded once.
-    return fact_pb2.Fact(
+    payload: bytes = fact_pb2.Fact(
         fact_id=f"{prefix}:{claim.message_id}", type=kind, profile_id=claim.profile_id,
         journey_id=claim.journey_id, enrollment_id=claim.enrollment_id,
         message_id=claim.message_id, occur_time=to_timestamp(occur_time),
     ).SerializeToString()
+    return payload

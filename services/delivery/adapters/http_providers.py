@@ -122,7 +122,8 @@ class JsonHttpProvider(HttpProvider):
         if response.is_success:
             data = _json(response)
             if isinstance(data, dict) and isinstance(data.get("id"), str):
-                return data["id"]
+                provider_id: str = data["id"]
+                return provider_id
             return message.message_id
         raise ProviderError(f"{self.where}: {response.status_code} {_snippet(response)}",
                             transient=response.status_code >= 500
@@ -150,7 +151,8 @@ class TwilioSmsProvider(HttpProvider):
             headers={"I-Twilio-Idempotency-Token": message.message_id})
         data = _json(response)
         if response.is_success and isinstance(data, dict) and isinstance(data.get("sid"), str):
-            return data["sid"]
+            sid: str = data["sid"]
+            return sid
         code = data.get("code") if isinstance(data, dict) else None
         text = data.get("message", "") if isinstance(data, dict) else _snippet(response)
         described = f"{self.where}: {response.status_code} error {code}: {text}"
@@ -188,7 +190,8 @@ class FcmPushProvider(HttpProvider):
         answer = _json(response)
         if response.is_success and isinstance(answer, dict) \
                 and isinstance(answer.get("name"), str):
-            return answer["name"]
+            name: str = answer["name"]
+            return name
         status, error_code, text = "", "", _snippet(response)
         if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
             error = answer["error"]

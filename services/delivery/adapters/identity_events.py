@@ -4,7 +4,8 @@ so a batch sent twice after a crash is applied once."""
 
 from __future__ import annotations
 
-from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import event_pb2, identity_service_pb2
+from cjo_delivery.adapters import stubs
 from cjo_delivery.adapters.engagement_store import IDENTITY_EVENTS_TOPIC
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db.engine import Database
@@ -16,7 +17,7 @@ def identity_events_forwarder(settings: ServiceSettings, db: Database, outbox: O
                               timeout: float = 10.0, poll_interval: float = 1.0) -> Forwarder:
     send = peer_sender(
         settings, "identity",
-        method=lambda ch: identity_service_pb2_grpc.IdentityServiceStub(ch).IngestEvents,
+        method=lambda ch: stubs.identity(ch).IngestEvents,
         request=lambda rows: identity_service_pb2.IngestEventsRequest(
             events=[event_pb2.Event.FromString(row.payload) for row in rows]),
         what="engagement events", timeout=timeout)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -47,7 +47,7 @@ def list_inbox(session: Session, workspace_id: str, profile_id: str, *, include_
         time, message_id = newer_than
         query = query.where(or_(i.create_time > time,
                                 and_(i.create_time == time, i.message_id > message_id)))
-        order = (i.create_time, i.message_id)
+        order: tuple[ColumnElement[Any], ...] = (i.create_time, i.message_id)
     else:
         if after is not None:
             time, message_id = after

@@ -101,9 +101,9 @@ def _header(name: str, value: str, *, plain: bool = True, utf8: bool = False) ->
     if plain and value.isascii() and len(name) + 2 + len(value) <= _MAX_LINE:
         return f"{name}: {value}\r\n".encode("ascii")
     # What EmailMessage does with it: parse into a structured header, fold that.
-    if utf8:
-        return _UTF8_POLICY.header_factory(name, value).fold(policy=_UTF8_POLICY).encode()
-    return _POLICY.header_factory(name, value).fold(policy=_POLICY).encode("ascii")
+    policy = _UTF8_POLICY if utf8 else _POLICY
+    folded: str = policy.header_factory(name, value).fold(policy=policy)
+    return folded.encode() if utf8 else folded.encode("ascii")
 
 
 @lru_cache(maxsize=64)
