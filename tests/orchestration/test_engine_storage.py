@@ -13,13 +13,8 @@ from orchestration_support import migrated_database
 
 from cjo_orchestration.adapters import enrollments as store
 from cjo_orchestration.adapters.tables import metadata
-from cjo_orchestration.domain.engine import (
-    Enrollment,
-    EnrollmentState,
-    History,
-    Step,
-    StepOutcome,
-)
+from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
+from cjo_orchestration.domain.entry import History
 from cjo_platform.db import Database
 from support import Backend
 

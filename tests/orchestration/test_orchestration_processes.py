@@ -32,7 +32,7 @@ from cjo.delivery.v1 import delivery_service_pb2_grpc as delivery_grpc
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters.tables import enrollments, steps
-from cjo_orchestration.domain.engine import Enrollment, EnrollmentState
+from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
 from cjo_orchestration.domain.journeys import (
     Channel,
     EventTrigger,

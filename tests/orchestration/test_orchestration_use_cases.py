@@ -15,14 +15,7 @@ from cjo.analytics.v1 import fact_pb2
 from cjo.common.v1.common_pb2 import RenderedMessage
 from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
 from cjo_orchestration.adapters.tables import metadata
-from cjo_orchestration.domain.engine import (
-    Deferred,
-    EnrollmentState,
-    ProfileOrder,
-    Rejected,
-    SendResult,
-    Sent,
-)
+from cjo_orchestration.domain.enrollment import EnrollmentState
 from cjo_orchestration.domain.journeys import (
     Channel,
     EventTrigger,
@@ -36,6 +29,7 @@ from cjo_orchestration.domain.journeys import (
     SendAction,
     TriggerKind,
 )
+from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendResult, Sent
 from cjo_orchestration.service_layer import enrollment, events, journeys, schedules
 from cjo_orchestration.service_layer.enrollment import Entrant, Entry
 from cjo_orchestration.service_layer.steps import StepRound

@@ -43,15 +43,11 @@ from cjo_orchestration.adapters.tables import inbox as inbox_table
 from cjo_orchestration.adapters.tables import steps as step_table
 from cjo_orchestration.api.convert import graph_from_proto
 from cjo_orchestration.bootstrap import build as build_orchestration
-from cjo_orchestration.domain.engine import (
-    Enrollment,
-    EnrollmentState,
-    InboxEvent,
-    apply_events,
-    merge_enrollments,
-    resolve_profile,
-)
+from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
+from cjo_orchestration.domain.entry import InboxEvent
+from cjo_orchestration.domain.events import apply_events
 from cjo_orchestration.domain.journeys import JourneyGraph
+from cjo_orchestration.domain.lifecycle import merge_enrollments, resolve_profile
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.db import Database

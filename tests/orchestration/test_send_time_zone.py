@@ -20,7 +20,7 @@ from orchestration_support import (
 from cjo.delivery.v1 import delivery_service_pb2 as delivery_pb
 from cjo.delivery.v1 import message_pb2, policy_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
-from cjo_orchestration.domain.engine import profile_time_zone
+from cjo_orchestration.domain.timing import profile_time_zone
 from support import Backend, as_service, eventually
 
 TOKYO = ZoneInfo("Asia/Tokyo")  # UTC+9 all year: no DST to reason about

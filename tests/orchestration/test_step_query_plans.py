@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from cjo_orchestration.adapters import enrollments as store
 from cjo_orchestration.adapters import schedules
 from cjo_orchestration.adapters.tables import schedule_occurrences
-from cjo_orchestration.domain.engine import Enrollment, EnrollmentState, Step, StepOutcome
+from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
 from cjo_orchestration.domain.schedule import Occurrence, OccurrenceState
 from cjo_platform.db import Database
 from support import Backend

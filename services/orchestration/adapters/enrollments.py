@@ -15,16 +15,9 @@ from sqlalchemy import ColumnElement, Row, and_, bindparam, literal_column, or_,
 from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters.tables import enrollments, inbox, retired_profiles, steps
-from cjo_orchestration.domain.engine import (
-    ActiveKey,
-    Enrollment,
-    EnrollmentState,
-    History,
-    InboxEvent,
-    Retirement,
-    Step,
-    StepOutcome,
-)
+from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
+from cjo_orchestration.domain.entry import ActiveKey, History, InboxEvent
+from cjo_orchestration.domain.lifecycle import Retirement
 from cjo_platform.db import bulk_insert, insert_ignore, keys_in, one_of
 from cjo_platform.errors import NotFound
 

@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from cjo.analytics.v1 import fact_pb2
-from cjo_orchestration.domain.engine import FactKind, FactRecord
+from cjo_orchestration.domain.enrollment import FactKind, FactRecord
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.protobuf import to_timestamp

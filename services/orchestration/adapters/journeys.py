@@ -10,7 +10,7 @@ from sqlalchemy import Row, and_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters.tables import journey_versions, journeys
-from cjo_orchestration.domain.engine import Trigger
+from cjo_orchestration.domain.entry import Trigger
 from cjo_orchestration.domain.journeys import (
     Journey,
     JourneyGraph,

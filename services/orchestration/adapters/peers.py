@@ -21,14 +21,8 @@ from cjo.content.v1 import content_service_pb2
 from cjo.delivery.v1 import delivery_service_pb2, message_pb2
 from cjo.identity.v1 import event_pb2, identity_service_pb2
 from cjo_orchestration.adapters import stubs
-from cjo_orchestration.domain.engine import (
-    Deferred,
-    ProfileOrder,
-    Rejected,
-    SendResult,
-    Sent,
-)
 from cjo_orchestration.domain.journeys import Channel
+from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendResult, Sent
 from cjo_platform.config import ServiceSettings
 from cjo_platform.logging import get_logger
 from cjo_platform.protobuf import dict_to_struct

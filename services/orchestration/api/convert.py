@@ -10,7 +10,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from cjo.common.v1 import common_pb2
 from cjo.orchestration.v1 import enrollment_pb2, journey_pb2, schedule_occurrence_pb2
-from cjo_orchestration.domain.engine import Enrollment, EnrollmentState, Step, StepOutcome
+from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
 from cjo_orchestration.domain.journeys import (
     Action,
     BranchAction,

@@ -20,7 +20,7 @@ from cjo_orchestration.api.convert import (
     occurrence_to_proto,
 )
 from cjo_orchestration.domain import journeys as domain
-from cjo_orchestration.domain.engine import validate_forwarded_event
+from cjo_orchestration.domain.entry import validate_forwarded_event
 from cjo_orchestration.domain.journeys import Journey
 from cjo_orchestration.domain.names import (
     parse_enrollment_name,

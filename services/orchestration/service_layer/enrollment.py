@@ -18,15 +18,10 @@ from typing import Any
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
-from cjo_orchestration.domain.engine import (
-    Enrollment,
-    FactRecord,
-    Step,
-    may_enter,
-    new_enrollment,
-    resolve_profile,
-)
+from cjo_orchestration.domain.enrollment import Enrollment, FactRecord, Step
+from cjo_orchestration.domain.entry import may_enter, new_enrollment
 from cjo_orchestration.domain.journeys import JourneyGraph, JourneyState
+from cjo_orchestration.domain.lifecycle import resolve_profile
 from cjo_orchestration.service_layer.ids import NewId
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.errors import FailedPrecondition

@@ -12,18 +12,16 @@ from typing import Any
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import erasures, facts
 from cjo_orchestration.adapters import journeys as journey_store
-from cjo_orchestration.domain.engine import (
+from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
+from cjo_orchestration.domain.entry import InboxEvent
+from cjo_orchestration.domain.events import EventOutcome, apply_events
+from cjo_orchestration.domain.journeys import JourneyGraph
+from cjo_orchestration.domain.lifecycle import (
     LIFECYCLE_EVENTS,
     PROFILE_MERGED,
-    Enrollment,
-    EnrollmentState,
-    EventOutcome,
-    InboxEvent,
-    apply_events,
     merged_profile_id,
     resolve_profile,
 )
-from cjo_orchestration.domain.journeys import JourneyGraph
 from cjo_orchestration.service_layer.enrollment import MAX_TRACEPARENT_LENGTH, admit
 from cjo_orchestration.service_layer.ids import NewId
 from cjo_platform.db.unit_of_work import UnitOfWork

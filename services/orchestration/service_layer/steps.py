@@ -15,19 +15,12 @@ from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
-from cjo_orchestration.domain.engine import (
-    Deferred,
-    Enrollment,
-    ProfileOrder,
-    Rejected,
-    SendOrder,
-    SendResult,
-    Transition,
-    advance,
-    after_send,
-    profile_time_zone,
-)
+from cjo_orchestration.domain.enrollment import Enrollment
 from cjo_orchestration.domain.journeys import JourneyGraph
+from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendOrder, SendResult
+from cjo_orchestration.domain.timing import profile_time_zone
+from cjo_orchestration.domain.transitions import Transition
+from cjo_orchestration.domain.walk import advance, after_send
 from cjo_orchestration.settings import EngineSettings
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
