@@ -2,8 +2,7 @@
 
 from cjo_platform.db.bulk import bulk_insert
 from cjo_platform.db.engine import Database, insert_ignore, keys_in, one_of, upsert, utc
-from cjo_platform.db.retry import retry_on_conflict
 from cjo_platform.db.types import UtcDateTime
 
 __all__ = ["Database", "UtcDateTime", "bulk_insert", "insert_ignore", "keys_in", "one_of",
-           "retry_on_conflict", "upsert", "utc"]
+           "upsert", "utc"]

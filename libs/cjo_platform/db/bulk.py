@@ -10,7 +10,7 @@ Values go through each column type's bind processor for the dialect, exactly as 
 bind them (TypeDecorators such as ``UtcDateTime`` run ``process_bind_param``; JSON columns are
 encoded as SQLAlchemy's JSON type encodes them, so ``None`` is JSON ``null``), and a failure
 surfaces as the SQLAlchemy error an INSERT raises (a unique-key clash is an ``IntegrityError``),
-so ``retry_on_conflict`` still re-runs a unit of work that lost a race.
+so the unit of work still re-runs a unit of work that lost a race.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ first answer to every repeat, concurrent repeats included.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -20,16 +19,14 @@ from datetime import datetime
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from cjo_platform.clock import Clock
-from cjo_platform.db.engine import Database, insert_ignore
-from cjo_platform.db.idempotency import MAX_REQUEST_ID_LENGTH, RequestLog
+from cjo_platform.db.engine import Database
+from cjo_platform.db.idempotency import RequestLog
 from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.retry import lost_race
-from cjo_platform.errors import FailedPrecondition, InvalidArgument
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -118,32 +115,18 @@ class Transactions:
         call's half-visible effects. Reusing an id for a different request is refused."""
         if not request_id:
             return await self.run(work)
-        if len(request_id) > MAX_REQUEST_ID_LENGTH:
-            raise InvalidArgument.one("request_id", f"at most {MAX_REQUEST_ID_LENGTH} characters")
-        if self.requests is None:
+        requests = self.requests
+        if requests is None:
             raise RuntimeError("this service has no request log")
-        table = self.requests.table
-        digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-        key = (table.c.workspace_id == workspace_id, table.c.method == method,
-               table.c.request_id == request_id)
+        key = {"workspace_id": workspace_id, "method": method, "request_id": request_id}
 
         def claim_and_run(uow: UnitOfWork) -> M:
-            claimed = insert_ignore(uow.session, table, [{
-                "workspace_id": workspace_id, "method": method, "request_id": request_id,
-                "request_hash": digest, "response": b"", "create_time": uow.now()}],
-                returning=table.c.request_id)
-            if not claimed:
-                row = uow.session.execute(
-                    select(table.c.request_hash, table.c.response).where(*key)).one()
-                if row.request_hash != digest:
-                    raise FailedPrecondition(
-                        f"request_id {request_id!r} was already used for a different request",
-                        reason="REQUEST_ID_REUSED")
-                first: M = response_type.FromString(row.response)
+            stored = requests.claim(uow.session, request=request, **key)
+            if stored is not None:
+                first: M = response_type.FromString(stored)
                 return first
             response = work(uow)
-            uow.session.execute(update(table).where(*key).values(
-                response=response.SerializeToString()))
+            requests.answer(uow.session, response=response, **key)
             return response
 
         return await self.run(claim_and_run)
