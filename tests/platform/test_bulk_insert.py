@@ -1,7 +1,8 @@
 """bulk_insert (COPY on PostgreSQL, executemany elsewhere) writes what an INSERT would write, on
 both backends and on both of its paths: defaults filled, JSON and UTC timestamps round-trip, the
 service's schema is the one written to, a duplicate key is an IntegrityError (the unit of
-work's conflict retry relies on it) and leaves nothing of the failed transaction, and rows may give different columns.
+work's conflict retry relies on it) and leaves nothing of the failed transaction, and rows may
+give different columns.
 """
 
 from __future__ import annotations
