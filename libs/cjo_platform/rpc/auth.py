@@ -32,6 +32,17 @@ _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "cjo_principal", default=None)
 
 
+_method: contextvars.ContextVar[str] = contextvars.ContextVar("cjo_method", default="")
+
+
+def current_method() -> str:
+    """The full gRPC method of the current request (``/cjo.x.v1.XService/Method``)."""
+    method = _method.get()
+    if not method:
+        raise Unauthenticated("no authenticated call")
+    return method
+
+
 def current_principal() -> Principal:
     principal = _principal.get()
     if principal is None:
@@ -50,6 +61,10 @@ def current_workspace() -> str:
 
 def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
     return _principal.set(principal)
+
+
+def set_method(method: str) -> None:
+    _method.set(method)
 
 
 # --- API keys -------------------------------------------------------------------------------

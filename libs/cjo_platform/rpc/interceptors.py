@@ -15,7 +15,7 @@ import structlog
 
 from cjo_platform.errors import CjoError, PermissionDenied
 from cjo_platform.logging import get_logger
-from cjo_platform.rpc.auth import Authenticator, set_principal
+from cjo_platform.rpc.auth import Authenticator, set_method, set_principal
 from cjo_platform.rpc.status import to_grpc_status
 
 log = get_logger("cjo.rpc")
@@ -151,6 +151,7 @@ class AuthInterceptor(_Wrapping):
             raise PermissionDenied(f"{method} is for cjo services only",
                                    reason="SERVICE_ONLY_METHOD")
         set_principal(principal)
+        set_method(method)
         if principal.workspace_id:
             structlog.contextvars.bind_contextvars(workspace=principal.workspace_id)
 

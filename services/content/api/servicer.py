@@ -31,6 +31,7 @@ from cjo_platform.errors import CjoError, InvalidArgument
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
+from cjo_platform.rpc.idempotent import once
 
 SERVICE = "cjo.content.v1.ContentService"
 DOMAIN = "content.cjo"
@@ -69,13 +70,6 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         self.transactions = transactions
         self.renderer = renderer
 
-    async def _once(self, method: str, request: Message, request_id: str,
-                    response_type: type[R], work: Callable[[UnitOfWork], R]) -> R:
-        """Run a mutating RPC's use-case once per ``request_id`` (repeats get its answer)."""
-        return await self.transactions.once(
-            workspace_id=current_workspace(), method=f"/{SERVICE}/{method}",
-            request_id=request_id, request=request, response_type=response_type, work=work)
-
     # --- content items ---------------------------------------------------------------------
 
     async def CreateContentItem(self, request: pb.CreateContentItemRequest,
@@ -83,8 +77,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                                 ) -> pb.CreateContentItemResponse:
         workspace = current_workspace()
         key, draft = request.content_item.key, draft_from_proto(request.content_item)
-        return await self._once(
-            "CreateContentItem", request, request.request_id, pb.CreateContentItemResponse,
+        return await once(
+            self.transactions, request, pb.CreateContentItemResponse,
             _within("content_item", lambda uow: pb.CreateContentItemResponse(
                 content_item=item_to_proto(content_items.create(uow, workspace, key, draft)))))
 
@@ -113,8 +107,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         key = key_from_name(request.content_item.name, "content_item.name")
         mask = UpdateMask.parse(request.update_mask.paths)
         patch, etag = draft_from_proto(request.content_item), request.content_item.etag
-        return await self._once(
-            "UpdateContentItem", request, request.request_id, pb.UpdateContentItemResponse,
+        return await once(
+            self.transactions, request, pb.UpdateContentItemResponse,
             _within("content_item", lambda uow: pb.UpdateContentItemResponse(
                 content_item=item_to_proto(
                     content_items.update(uow, workspace, key, patch, mask, etag)))))
@@ -129,8 +123,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
             content_items.delete(uow, workspace, key, request.etag)
             return pb.DeleteContentItemResponse()
 
-        return await self._once("DeleteContentItem", request, request.request_id,
-                                pb.DeleteContentItemResponse, delete)
+        return await once(self.transactions, request, pb.DeleteContentItemResponse, delete)
 
     # --- versions --------------------------------------------------------------------------
 
@@ -139,8 +132,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                                  ) -> pb.PublishContentItemResponse:
         workspace = current_workspace()
         key = key_from_name(request.name)
-        return await self._once(
-            "PublishContentItem", request, request.request_id, pb.PublishContentItemResponse,
+        return await once(
+            self.transactions, request, pb.PublishContentItemResponse,
             lambda uow: pb.PublishContentItemResponse(content_version=version_to_proto(
                 versions.publish(uow, workspace, key, request.etag))))
 
@@ -149,8 +142,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                                   ) -> pb.RollbackContentItemResponse:
         workspace = current_workspace()
         key = key_from_name(request.name)
-        return await self._once(
-            "RollbackContentItem", request, request.request_id, pb.RollbackContentItemResponse,
+        return await once(
+            self.transactions, request, pb.RollbackContentItemResponse,
             lambda uow: pb.RollbackContentItemResponse(content_version=version_to_proto(
                 versions.rollback(uow, workspace, key, request.version))))
 
@@ -203,8 +196,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.CreateSnippetResponse:
         workspace = current_workspace()
         key, source = request.snippet.key, request.snippet.source
-        return await self._once(
-            "CreateSnippet", request, request.request_id, pb.CreateSnippetResponse,
+        return await once(
+            self.transactions, request, pb.CreateSnippetResponse,
             _within("snippet", lambda uow: pb.CreateSnippetResponse(
                 snippet=snippet_to_proto(snippets.create(uow, workspace, key, source)))))
 
@@ -230,8 +223,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         workspace = current_workspace()
         key = snippet_key_from_name(request.snippet.name, "snippet.name")
         source, etag = request.snippet.source, request.snippet.etag
-        return await self._once(
-            "UpdateSnippet", request, request.request_id, pb.UpdateSnippetResponse,
+        return await once(
+            self.transactions, request, pb.UpdateSnippetResponse,
             _within("snippet", lambda uow: pb.UpdateSnippetResponse(
                 snippet=snippet_to_proto(snippets.update(uow, workspace, key, source, etag)))))
 
@@ -244,8 +237,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
             snippets.delete(uow, workspace, key, request.etag)
             return pb.DeleteSnippetResponse()
 
-        return await self._once("DeleteSnippet", request, request.request_id,
-                                pb.DeleteSnippetResponse, delete)
+        return await once(self.transactions, request, pb.DeleteSnippetResponse, delete)
 
     # --- settings --------------------------------------------------------------------------
 
@@ -265,9 +257,8 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         mask = parse_settings_mask(request.update_mask.paths)
         patch = settings_from_proto(request.content_settings)
         etag = request.content_settings.etag
-        return await self._once(
-            "UpdateContentSettings", request, request.request_id,
-            pb.UpdateContentSettingsResponse,
+        return await once(
+            self.transactions, request, pb.UpdateContentSettingsResponse,
             _within("content_settings", lambda uow: pb.UpdateContentSettingsResponse(
                 content_settings=settings_to_proto(
                     settings.update(uow, workspace, patch, mask, etag)))))

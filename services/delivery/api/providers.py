@@ -34,8 +34,8 @@ from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
+from cjo_platform.rpc.idempotent import once
 
-SERVICE = "cjo.delivery.v1.DeliveryService"
 KINDS = {
     provider_pb2.PROVIDER_KIND_SMTP: ProviderKind.SMTP,
     provider_pb2.PROVIDER_KIND_HTTP_JSON: ProviderKind.HTTP_JSON,
@@ -106,10 +106,8 @@ class ProviderRpcs:
         draft = _draft(request.provider, channel=CHANNELS.get(request.provider.channel),
                        kind=KINDS.get(request.provider.kind))
         workspace = current_workspace()
-        return await self.transactions.once(
-            workspace_id=workspace, method=f"/{SERVICE}/CreateProvider",
-            request_id=request.request_id, request=request,
-            response_type=pb.CreateProviderResponse,
+        return await once(
+            self.transactions, request, pb.CreateProviderResponse,
             work=lambda uow: pb.CreateProviderResponse(provider=provider_to_proto(
                 providers.create_provider(uow, workspace, draft, box=self.secret_box),
                 self.status_url)))
@@ -147,10 +145,8 @@ class ProviderRpcs:
         p = request.provider
         changes = _draft(p, channel=None, kind=None)
         workspace = current_workspace()
-        return await self.transactions.once(
-            workspace_id=workspace, method=f"/{SERVICE}/UpdateProvider",
-            request_id=request.request_id, request=request,
-            response_type=pb.UpdateProviderResponse,
+        return await once(
+            self.transactions, request, pb.UpdateProviderResponse,
             work=lambda uow: pb.UpdateProviderResponse(provider=provider_to_proto(
                 providers.update_provider(uow, workspace, provider_id, p.name, changes, paths,
                                           p.etag, box=self.secret_box),
@@ -165,10 +161,9 @@ class ProviderRpcs:
             providers.delete_provider(uow, workspace, provider_id, request.name)
             return pb.DeleteProviderResponse()
 
-        return await self.transactions.once(
-            workspace_id=workspace, method=f"/{SERVICE}/DeleteProvider",
-            request_id=request.request_id, request=request,
-            response_type=pb.DeleteProviderResponse, work=delete)
+        return await once(
+            self.transactions, request, pb.DeleteProviderResponse,
+            work=delete)
 
     async def GetDeliveryPolicy(self, request: pb.GetDeliveryPolicyRequest,
                                 context: grpc.aio.ServicerContext
@@ -182,10 +177,8 @@ class ProviderRpcs:
                                    ) -> pb.UpdateDeliveryPolicyResponse:
         policy = policy_from_proto(request.policy)
         workspace = current_workspace()
-        return await self.transactions.once(
-            workspace_id=workspace, method=f"/{SERVICE}/UpdateDeliveryPolicy",
-            request_id=request.request_id, request=request,
-            response_type=pb.UpdateDeliveryPolicyResponse,
+        return await once(
+            self.transactions, request, pb.UpdateDeliveryPolicyResponse,
             work=lambda uow: pb.UpdateDeliveryPolicyResponse(policy=policy_to_proto(
                 policies.update_policy(uow, workspace, policy))))
 

@@ -31,6 +31,7 @@ from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
+from cjo_platform.rpc.idempotent import once
 from cjo_platform.rpc.status import to_status_proto
 from cjo_platform.telemetry import current_traceparent
 
@@ -147,10 +148,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     ) -> pb.UpdateIdentitySettingsResponse:
         workspace = current_workspace()
         wanted = settings_from_proto(request.settings)
-        return await self.transactions.once(
-            workspace_id=workspace, method=f"/{SERVICE}/UpdateIdentitySettings",
-            request_id=request.request_id, request=request,
-            response_type=pb.UpdateIdentitySettingsResponse,
+        return await once(
+            self.transactions, request, pb.UpdateIdentitySettingsResponse,
             work=lambda uow: pb.UpdateIdentitySettingsResponse(settings=settings_to_proto(
                 wanted, settings.update_settings(uow, workspace, wanted))))
 
@@ -173,10 +172,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         workspace = current_workspace()
         draft = request.segment
         traceparent = current_traceparent()
-        return await self.transactions.once(
-            workspace_id=workspace, method=f"/{SERVICE}/CreateSegment",
-            request_id=request.request_id, request=request,
-            response_type=pb.CreateSegmentResponse,
+        return await once(
+            self.transactions, request, pb.CreateSegmentResponse,
             work=lambda uow: pb.CreateSegmentResponse(segment=segment_to_proto(
                 *segments.create_segment(uow, workspace, draft.segment_id, draft.display_name,
                                          draft.condition, traceparent))))
@@ -214,10 +211,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                                     traceparent)
             return pb.DeleteProfileResponse()
 
-        return await self.transactions.once(
-            workspace_id=workspace, method=f"/{SERVICE}/DeleteProfile",
-            request_id=request.request_id, request=request,
-            response_type=pb.DeleteProfileResponse, work=erase)
+        return await once(
+            self.transactions, request, pb.DeleteProfileResponse,
+            work=erase)
 
     async def ExportProfile(self, request: pb.ExportProfileRequest,
                             context: grpc.aio.ServicerContext) -> pb.ExportProfileResponse:

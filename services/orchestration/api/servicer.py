@@ -36,15 +36,11 @@ from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import struct_to_dict
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
+from cjo_platform.rpc.idempotent import once
 from cjo_platform.telemetry import current_traceparent
 
 DOMAIN = "orchestration.cjo"
 SERVICE = "cjo.orchestration.v1.OrchestrationService"
-
-
-def _method(name: str) -> str:
-    """The request log's name of a method (its full gRPC path)."""
-    return f"/{SERVICE}/{name}"
 
 
 def _cursor(token: str, listing: str = "") -> tuple[datetime, str] | None:
@@ -123,10 +119,8 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         workspace = current_workspace()
         draft = request.journey
         graph = graph_from_proto(draft)
-        return await self.transactions.once(
-            workspace_id=workspace, method=_method("CreateJourney"),
-            request_id=request.request_id, request=request,
-            response_type=pb.CreateJourneyResponse,
+        return await once(
+            self.transactions, request, pb.CreateJourneyResponse,
             work=lambda uow: pb.CreateJourneyResponse(journey=journey_to_proto(
                 journeys.create(uow, workspace, self.new_id(), draft.display_name, graph))))
 
@@ -154,10 +148,8 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         journey_id = parse_journey_name(request.journey.name, "journey.name")
         changes = _changes(request.journey, list(request.update_mask.paths))
         workspace = current_workspace()
-        return await self.transactions.once(
-            workspace_id=workspace, method=_method("UpdateJourney"),
-            request_id=request.request_id, request=request,
-            response_type=pb.UpdateJourneyResponse,
+        return await once(
+            self.transactions, request, pb.UpdateJourneyResponse,
             work=lambda uow: pb.UpdateJourneyResponse(journey=journey_to_proto(
                 journeys.update(uow, workspace, journey_id, changes, request.journey.etag))))
 
@@ -167,42 +159,36 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         workspace = current_workspace()
         missing = await journeys.missing_content(self.transactions, self.content, workspace,
                                                  journey_id)
-        return await self.transactions.once(
-            workspace_id=workspace, method=_method("PublishJourney"),
-            request_id=request.request_id, request=request,
-            response_type=pb.PublishJourneyResponse,
+        return await once(
+            self.transactions, request, pb.PublishJourneyResponse,
             work=lambda uow: pb.PublishJourneyResponse(journey=journey_to_proto(
                 journeys.publish(uow, workspace, journey_id, missing))))
 
     async def PauseJourney(self, request: pb.PauseJourneyRequest,
                            context: grpc.aio.ServicerContext) -> pb.PauseJourneyResponse:
-        journey = await self._change_state("PauseJourney", request, request.name,
-                                           request.request_id, journeys.pause)
+        journey = await self._change_state(request, request.name, journeys.pause)
         return pb.PauseJourneyResponse(journey=journey)
 
     async def ResumeJourney(self, request: pb.ResumeJourneyRequest,
                             context: grpc.aio.ServicerContext) -> pb.ResumeJourneyResponse:
-        journey = await self._change_state("ResumeJourney", request, request.name,
-                                           request.request_id, journeys.resume)
+        journey = await self._change_state(request, request.name, journeys.resume)
         return pb.ResumeJourneyResponse(journey=journey)
 
     async def ArchiveJourney(self, request: pb.ArchiveJourneyRequest,
                              context: grpc.aio.ServicerContext) -> pb.ArchiveJourneyResponse:
-        journey = await self._change_state("ArchiveJourney", request, request.name,
-                                           request.request_id, journeys.archive)
+        journey = await self._change_state(request, request.name, journeys.archive)
         return pb.ArchiveJourneyResponse(journey=journey)
 
-    async def _change_state(self, method: str, request: Message, name: str, request_id: str,
+    async def _change_state(self, request: Message, name: str,
                             change: Callable[[UnitOfWork, str, str], Journey],
                             ) -> journey_pb2.Journey:
-        """Pause, resume and archive: the journey as the first answer to ``request_id`` left it
-        (stored as a bare Journey: the three responses carry nothing else)."""
+        """Pause, resume and archive: the journey as the first answer to the request's
+        ``request_id`` left it (stored as a bare Journey: the three responses carry nothing
+        else)."""
         journey_id = parse_journey_name(name)
         workspace = current_workspace()
-        return await self.transactions.once(
-            workspace_id=workspace, method=_method(method), request_id=request_id,
-            request=request, response_type=journey_pb2.Journey,
-            work=lambda uow: journey_to_proto(change(uow, workspace, journey_id)))
+        return await once(self.transactions, request, journey_pb2.Journey,
+                          work=lambda uow: journey_to_proto(change(uow, workspace, journey_id)))
 
     # --- enrollments -------------------------------------------------------------------------
 
@@ -229,9 +215,9 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                 return pb.EnrollResponse(skip_reason=admitted.skip_reason)
             return pb.EnrollResponse(enrollment=enrollment_to_proto(admitted.enrollment, []))
 
-        response = await self.transactions.once(
-            workspace_id=workspace, method=_method("Enroll"), request_id=request.request_id,
-            request=request, response_type=pb.EnrollResponse, work=enroll)
+        response = await once(
+            self.transactions, request, pb.EnrollResponse,
+            work=enroll)
         if response.HasField("enrollment"):
             self.on_enrolled()
         return response

@@ -1,0 +1,25 @@
+"""A mutating RPC's use-case, run once per ``request_id``: the servicer's side of
+:meth:`cjo_platform.db.unit_of_work.Transactions.once`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.rpc.auth import current_method, current_workspace
+
+M = TypeVar("M", bound=Message)
+
+
+async def once(transactions: Transactions, request: Message, response_type: type[M],
+               work: Callable[[UnitOfWork], M]) -> M:
+    """Answer ``request`` (which carries a ``request_id``) with ``work`` in one unit of work,
+    keyed by the current call's workspace and method: a repeat, concurrent ones included, gets
+    the first answer; a request without a ``request_id`` simply runs."""
+    return await transactions.once(
+        workspace_id=current_workspace(), method=current_method(),
+        request_id=request.request_id, request=request,
+        response_type=response_type, work=work)
