@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import grpc
-from google.protobuf.message import Message
 
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
@@ -40,6 +40,9 @@ from cjo_platform.rpc.idempotent import once
 from cjo_platform.telemetry import current_traceparent
 
 DOMAIN = "orchestration.cjo"
+StateChange = pb.PauseJourneyRequest | pb.ResumeJourneyRequest | pb.ArchiveJourneyRequest
+StateChanged = TypeVar("StateChanged", pb.PauseJourneyResponse, pb.ResumeJourneyResponse,
+                       pb.ArchiveJourneyResponse)
 SERVICE = "cjo.orchestration.v1.OrchestrationService"
 
 
@@ -166,29 +169,24 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
 
     async def PauseJourney(self, request: pb.PauseJourneyRequest,
                            context: grpc.aio.ServicerContext) -> pb.PauseJourneyResponse:
-        journey = await self._change_state(request, request.name, journeys.pause)
-        return pb.PauseJourneyResponse(journey=journey)
+        return await self._change_state(request, pb.PauseJourneyResponse, journeys.pause)
 
     async def ResumeJourney(self, request: pb.ResumeJourneyRequest,
                             context: grpc.aio.ServicerContext) -> pb.ResumeJourneyResponse:
-        journey = await self._change_state(request, request.name, journeys.resume)
-        return pb.ResumeJourneyResponse(journey=journey)
+        return await self._change_state(request, pb.ResumeJourneyResponse, journeys.resume)
 
     async def ArchiveJourney(self, request: pb.ArchiveJourneyRequest,
                              context: grpc.aio.ServicerContext) -> pb.ArchiveJourneyResponse:
-        journey = await self._change_state(request, request.name, journeys.archive)
-        return pb.ArchiveJourneyResponse(journey=journey)
+        return await self._change_state(request, pb.ArchiveJourneyResponse, journeys.archive)
 
-    async def _change_state(self, request: Message, name: str,
-                            change: Callable[[UnitOfWork, str, str], Journey],
-                            ) -> journey_pb2.Journey:
+    async def _change_state(self, request: StateChange, response_type: type[StateChanged],
+                            change: Callable[[UnitOfWork, str, str], Journey]) -> StateChanged:
         """Pause, resume and archive: the journey as the first answer to the request's
-        ``request_id`` left it (stored as a bare Journey: the three responses carry nothing
-        else)."""
-        journey_id = parse_journey_name(name)
+        ``request_id`` left it."""
+        journey_id = parse_journey_name(request.name)
         workspace = current_workspace()
-        return await once(self.transactions, request, journey_pb2.Journey,
-                          work=lambda uow: journey_to_proto(change(uow, workspace, journey_id)))
+        return await once(self.transactions, request, response_type, work=lambda uow: response_type(
+            journey=journey_to_proto(change(uow, workspace, journey_id))))
 
     # --- enrollments -------------------------------------------------------------------------
 
