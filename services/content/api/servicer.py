@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -174,13 +175,20 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                                  ) -> pb.BatchRenderContentResponse:
         workspace = current_workspace()
         answer = BatchAnswer(request.requests, "requests", DOMAIN, pb.BatchRenderContentResult)
-        parsed = answer.parse(lambda item: render_request(item, workspace))
+        # Converting a thousand people's traits and building a thousand rendered messages is
+        # CPU work: off the event loop, like the rendering itself, so other calls keep flowing.
+        parsed = await asyncio.to_thread(
+            answer.parse, lambda item: render_request(item, workspace))
         outcomes = await self.renderer.render_batch(workspace, [r for _, r in parsed])
-        for (index, _), outcome in zip(parsed, outcomes, strict=True):
-            if isinstance(outcome, CjoError):
-                answer.fail(index, outcome)
-            else:
-                answer.results[index].message.CopyFrom(rendered_message(outcome))
+
+        def answer_each() -> None:
+            for (index, _), outcome in zip(parsed, outcomes, strict=True):
+                if isinstance(outcome, CjoError):
+                    answer.fail(index, outcome)
+                else:
+                    answer.results[index].message.CopyFrom(rendered_message(outcome))
+
+        await asyncio.to_thread(answer_each)
         return pb.BatchRenderContentResponse(results=answer.results)
 
     async def PreviewContent(self, request: pb.PreviewContentRequest,
