@@ -208,3 +208,16 @@ async def test_concurrent_batches_about_one_new_person_make_one_profile(
     profile = (await identity.events.LookupProfile(lookup("user_id", "u1"), metadata=acme)).profile
     assert len(profile.identifiers) == 13  # u1 and every anonymous id
     assert dict(profile.traits) == {f"t{i}": i for i in range(12)}  # no lost update
+
+
+async def test_a_batch_of_profiles_answers_each_name_on_its_own(identity: Identity) -> None:
+    acme = await identity.new_workspace("acme")
+    ingest = pb.IngestEventsRequest(events=[event("m1", ("user_id", "u1"))])
+    profile_id = (await identity.events.IngestEvents(ingest, metadata=acme)).results[0].profile_id
+    reply = await identity.events.BatchGetProfiles(pb.BatchGetProfilesRequest(names=[
+        f"profiles/{profile_id}", "segments/s1", "profiles/nobody"]), metadata=acme)
+    assert [r.status.code for r in reply.results] == [0, 3, 5]
+    assert reply.results[0].profile.profile_id == profile_id
+    # A bad name is the item itself: the violation names `names[1]`, nothing inside it.
+    assert field_violations(reply.results[1].status) == {
+        "names[1]": "must be profiles/{profile_id}"}

@@ -32,7 +32,6 @@ from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
 from cjo_platform.rpc.idempotent import once
-from cjo_platform.rpc.status import to_status_proto
 from cjo_platform.telemetry import current_traceparent
 
 SERVICE = "cjo.identity.v1.IdentityService"
@@ -77,14 +76,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                                context: grpc.aio.ServicerContext) -> pb.BatchGetProfilesResponse:
         answer = BatchAnswer(request.names, "names", DOMAIN, pb.BatchGetProfileResult)
         workspace = current_workspace()
-        wanted: list[tuple[int, str]] = []
-        for index, name in enumerate(request.names):
-            try:
-                wanted.append((index, profile_id_of(name, f"names[{index}]")))
-            except InvalidArgument as error:
-                # A name is a string: the violation is the item itself, not a field inside it
-                # (BatchAnswer.fail would name "names[i].names[i]").
-                answer.results[index].status.CopyFrom(to_status_proto(error, DOMAIN))
+        # A name is a string: its violation has no field of its own and is named `names[i]`.
+        wanted = answer.parse(lambda name: profile_id_of(name, ""))
         found = await self.transactions.run(lambda uow: profiles.get_profiles(
             uow, workspace, [p for _, p in wanted])) if wanted else {}
         for index, profile_id in wanted:
