@@ -4,6 +4,7 @@ database: no gRPC, no peers (the step round's are a recording stand-in), the clo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from cjo_orchestration.domain.journeys import (
     Channel,
     EventTrigger,
     ExitAction,
+    ExitCriterion,
     JourneyChanges,
     JourneyGraph,
     JourneyState,
@@ -201,6 +203,24 @@ def test_events_are_stored_once_and_applied_in_order(tx: Transactions) -> None:
         EnrollmentState.ACTIVE, "remind", [], False)
     assert found.traits == {"email": "ada@example.com"}
     assert tx.run_sync(lambda uow: events.apply_inbox(uow, 100, Ids())).handled == 0
+
+
+def test_facts_of_one_event_round_go_out_in_the_order_things_happened(
+        tx: Transactions) -> None:
+    graph = replace(cart_reminder(ReEntry.ALWAYS),
+                    exit_criteria=(ExitCriterion("cart_emptied"),))
+    active_journey(tx, graph)
+    tx.run_sync(lambda uow: events.receive(uow, WS, [event("e1", "ada")]))
+    tx.run_sync(lambda uow: events.apply_inbox(uow, 100, Ids()))
+    assert facts(tx) == [fact_pb2.FACT_TYPE_JOURNEY_ENTERED]
+    # One round: the person empties the cart (exit criterion), then fills it again (re-entry).
+    tx.run_sync(lambda uow: events.receive(uow, WS, [
+        event("e2", "ada", name="cart_emptied"), event("e3", "ada")]))
+    ids = Ids()
+    ids.count = 100
+    tx.run_sync(lambda uow: events.apply_inbox(uow, 100, ids))
+    assert facts(tx)[1:] == [fact_pb2.FACT_TYPE_JOURNEY_EXITED,
+                             fact_pb2.FACT_TYPE_JOURNEY_ENTERED]
 
 
 # --- the step round ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import uuid
 import pytest
 from google.protobuf import wrappers_pb2
 from sqlalchemy import Column, MetaData, String, Table, func, select
+from sqlalchemy.exc import IntegrityError
 
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
@@ -136,3 +137,28 @@ def test_request_ids_are_limited(sqlite_backend: Backend) -> None:
             request=wrappers_pb2.StringValue(), response_type=wrappers_pb2.StringValue,
             work=lambda uow: wrappers_pb2.StringValue()))
     assert raised.value.violations[0].field == "request_id"
+
+
+async def test_a_constraint_that_would_fail_again_is_not_retried(backend: Backend) -> None:
+    transactions, things = make(backend)
+    attempts: list[int] = []
+
+    def missing_name(uow: UnitOfWork) -> None:
+        attempts.append(1)
+        uow.session.execute(things.insert().values(id="k", name=None))  # NOT NULL
+
+    with pytest.raises(IntegrityError):
+        await transactions.run(missing_name)
+    assert len(attempts) == 1
+
+
+async def test_a_failing_wake_up_does_not_fail_a_committed_change(backend: Backend) -> None:
+    transactions, things = make(backend)
+
+    def insert(uow: UnitOfWork) -> str:
+        uow.after_commit(lambda: 1 / 0)  # type: ignore[arg-type,return-value]
+        uow.session.execute(things.insert().values(id="k", name="k"))
+        return "ok"
+
+    assert await transactions.run(insert) == "ok"
+    assert count(transactions, things) == 1

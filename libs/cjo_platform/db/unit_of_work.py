@@ -27,6 +27,9 @@ from cjo_platform.db.engine import Database
 from cjo_platform.db.idempotency import RequestLog
 from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.retry import lost_race
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -66,8 +69,14 @@ class UnitOfWork:
             self._after_commit.append(callback)
 
     def _committed(self) -> None:
+        # The change is committed whatever a wake-up does: a failing one is logged, never
+        # reported to the caller as a failure of the change. Callbacks run on the database's
+        # thread, so they must be thread-safe (PollingWorker.wake is).
         for callback in self._after_commit:
-            callback()
+            try:
+                callback()
+            except Exception:
+                log.exception("a callback after commit failed")
 
 
 class Transactions:

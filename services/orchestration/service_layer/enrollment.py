@@ -82,23 +82,21 @@ def enroll(uow: UnitOfWork, entry: Entry, entrants: Sequence[Entrant],
             traceparent, now)
         created.append((enrollment, fact))
         answers.append(Admission(enrollment))
-    inserted = admit(uow, [(e, ()) for e, _ in created], [f for _, f in created])
+    inserted = admit(uow, [(e, ()) for e, _ in created])
+    facts.publish(uow, [f for _, f in created if f.enrollment_id in inserted])
     return [a if a.enrollment is None or a.enrollment.enrollment_id in inserted
             else Admission(None, ALREADY_ACTIVE) for a in answers]
 
 
-def admit(uow: UnitOfWork, created: Sequence[tuple[Enrollment, Sequence[Step]]],
-          entered: Sequence[FactRecord]) -> set[str]:
-    """Insert new enrollments with the steps they already took, and publish ``entered`` (their
-    facts) for those inserted. One that would be a second active enrollment of its profile in
-    its journey (a racing replica or request) is left out, facts and all. Returns the ids
-    inserted."""
+def admit(uow: UnitOfWork, created: Sequence[tuple[Enrollment, Sequence[Step]]]) -> set[str]:
+    """Insert new enrollments with the steps they already took. One that would be a second
+    active enrollment of its profile in its journey (a racing replica or request) is left out;
+    the caller publishes facts only for the ids returned (the ones inserted)."""
     inserted = enrollment_store.insert_new(
         uow.session, [replace(e, step_count=len(taken)) for e, taken in created])
     enrollment_store.insert_steps(uow.session, [
         (replace(e, step_count=0), taken) for e, taken in created
         if taken and e.enrollment_id in inserted])
-    facts.publish(uow, [f for f in entered if f.enrollment_id in inserted])
     return inserted
 
 

@@ -106,15 +106,19 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId) -> EventRound:
         history = enrollment_store.history(session, candidates)
         outcome = apply_events(events, triggers, watched, history, busy, new_id, now, retired)
         inserted = _record(uow, events, outcome)
-    if outcome.deferred:
-        log.debug("events deferred while their profile's step runs",
-                  deferred=len(outcome.deferred))
-    for retirement in outcome.retired:
-        log.info("profile erased" if retirement.erased else "profile merged",
-                 workspace=retirement.workspace_id, profile_id=retirement.profile_id,
-                 successor_profile_id=retirement.successor_profile_id)
-    log.debug("events applied", events=len(events), enrolled=len(inserted),
-              changed=len(outcome.changed), unmatched=outcome.unmatched)
+
+    def report() -> None:  # once, for the attempt that committed
+        if outcome.deferred:
+            log.debug("events deferred while their profile's step runs",
+                      deferred=len(outcome.deferred))
+        for retirement in outcome.retired:
+            log.info("profile erased" if retirement.erased else "profile merged",
+                     workspace=retirement.workspace_id, profile_id=retirement.profile_id,
+                     successor_profile_id=retirement.successor_profile_id)
+        log.debug("events applied", events=len(events), enrolled=len(inserted),
+                  changed=len(outcome.changed), unmatched=outcome.unmatched)
+
+    uow.after_commit(report)
     return EventRound(len(events) - len(outcome.deferred), len(inserted) + len(outcome.changed))
 
 
@@ -149,13 +153,15 @@ def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome
     changed = list(outcome.changed.values())
     enrollment_store.save_progress(session, [
         c for c in changed if c[0].state is not EnrollmentState.ACTIVE])
-    inserted = admit(uow, list(outcome.created.values()),
-                     [f for f in outcome.facts if f.enrollment_id in outcome.created])
+    inserted = admit(uow, list(outcome.created.values()))
     enrollment_store.save_progress(session, [
         c for c in changed if c[0].state is EnrollmentState.ACTIVE])
     erased = enrollment_store.retire(session, outcome.retired, now)
     enrollment_store.drop_events(session, outcome.dropped)
-    facts.publish(uow, [f for f in outcome.facts if f.enrollment_id not in outcome.created])
+    # In the order the events happened (an exit, then a re-entry), leaving out the facts of
+    # enrollments a racing writer kept from being inserted.
+    facts.publish(uow, [f for f in outcome.facts
+                        if f.enrollment_id in inserted or f.enrollment_id not in outcome.created])
     erasures.request(uow, erased)
     deferred = set(outcome.deferred)
     enrollment_store.mark_processed(session, [e.seq for e in events if e.seq not in deferred])
