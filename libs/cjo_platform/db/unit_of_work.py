@@ -48,7 +48,8 @@ class UnitOfWork:
         self.session = session
         self.clock = clock
         self._outbox = outbox
-        self._after_commit: list[Callable[[], None]] = []
+        # Ordered and without repeats (every publish registers the same wake-up), in O(1).
+        self._after_commit: dict[Callable[[], None], None] = {}
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -65,8 +66,7 @@ class UnitOfWork:
         self.after_commit(self._outbox.notify)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        if callback not in self._after_commit:
-            self._after_commit.append(callback)
+        self._after_commit.setdefault(callback)
 
     def _committed(self) -> None:
         # The change is committed whatever a wake-up does: a failing one is logged, never

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 
 from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.facts import fact_payload
@@ -44,8 +45,9 @@ def record_each(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> No
         if repository.record(uow.session, claim, transition, now):
             kept.append((claim, transition))
         else:
-            log.warning("message was claimed again after this sender's lease ran out; keeping "
-                        "the newer result", message_id=claim.message_id)
+            uow.after_commit(partial(  # logged once, for the attempt that committed
+                log.warning, "message was claimed again after this sender's lease ran out; "
+                             "keeping the newer result", message_id=claim.message_id))
     _consequences(uow, kept, now)
 
 
@@ -54,7 +56,7 @@ def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> 
     facts: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
     bounces: list[tuple[str, str, str, str]] = []
     for claim, transition in changes:
-        _log_transition(claim, transition)
+        uow.after_commit(partial(_log_transition, claim, transition))  # once, if committed
         if transition.status is MessageStatus.BOUNCED:
             bounces.append((claim.workspace_id, claim.channel.value, claim.address,
                             f"bounced: {transition.error}"))

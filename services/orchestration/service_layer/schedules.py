@@ -22,6 +22,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from cjo_orchestration.adapters import journeys as journey_store
@@ -115,9 +116,10 @@ def claim_due(uow: UnitOfWork, lease_seconds: float, token: str,
             schedule_store.save(session, occurrence.settled(OccurrenceState.MISSED, detail, now))
             schedule_store.plan(session, occurrence.workspace_id, occurrence.journey_id,
                                 occurrence.journey_version, late.latest, now)
-            log.warning("scheduled occurrences missed; firing the latest once",
-                        journey_id=occurrence.journey_id, missed=late.missed,
-                        latest=late.latest.isoformat())
+            uow.after_commit(partial(  # logged once, for the attempt that committed
+                log.warning, "scheduled occurrences missed; firing the latest once",
+                             journey_id=occurrence.journey_id, missed=late.missed,
+                             latest=late.latest.isoformat()))
         elif decision is Decision.SKIP_PAUSED:
             schedule_store.save(session, occurrence.settled(
                 OccurrenceState.SKIPPED,
@@ -158,7 +160,8 @@ def fail(uow: UnitOfWork, token: str, firing: Firing, detail: str) -> None:
     schedule_store.save(uow.session, occurrence.settled(OccurrenceState.FAILED, detail,
                                                         uow.now()))
     _plan_next(uow, occurrence, firing.graph)
-    log.error("scheduled occurrence failed", **_about(firing.occurrence), detail=detail)
+    uow.after_commit(partial(  # logged once, for the attempt that committed
+        log.error, "scheduled occurrence failed", **_about(firing.occurrence), detail=detail))
 
 
 def retry_later(uow: UnitOfWork, token: str, firing: Firing, detail: str,
@@ -170,9 +173,10 @@ def retry_later(uow: UnitOfWork, token: str, firing: Firing, detail: str,
     retry_time = uow.now() + policy.delay(attempts)
     schedule_store.retry_later(uow.session, token, occurrence, retry_time,
                                f"retrying after {attempts} failed attempt(s): {detail}")
-    log.warning("scheduled occurrence could not read its audience; retrying later",
-                **_about(occurrence), attempts=attempts, retry_time=retry_time.isoformat(),
-                detail=detail)
+    uow.after_commit(partial(  # logged once, for the attempt that committed
+        log.warning, "scheduled occurrence could not read its audience; retrying later",
+                     **_about(occurrence), attempts=attempts, retry_time=retry_time.isoformat(),
+                     detail=detail))
 
 
 def enroll_page(uow: UnitOfWork, token: str, firing: Firing, listed: int,
@@ -185,16 +189,18 @@ def enroll_page(uow: UnitOfWork, token: str, firing: Firing, listed: int,
     session = uow.session
     occurrence = schedule_store.held(session, firing.occurrence, token)
     if occurrence is None:
-        log.warning("lease of a scheduled occurrence expired before its page was recorded; "
-                    "its new holder enrolls it", **_about(firing.occurrence))
+        uow.after_commit(partial(  # logged once, for the attempt that committed
+            log.warning, "lease of a scheduled occurrence expired before its page was recorded; "
+                         "its new holder enrolls it", **_about(firing.occurrence)))
         return 0
     journey = schedule_store.journey_state(session, occurrence.workspace_id,
                                            occurrence.journey_id)
     if journey is None or journey[0] in (JourneyState.PAUSED, JourneyState.ARCHIVED):
         # Stop at this page; the next claim settles the occurrence as paused/archived.
         schedule_store.release(session, token, [occurrence])
-        log.info("journey paused or archived while a scheduled page was read; the page is "
-                 "not enrolled", **_about(occurrence))
+        uow.after_commit(partial(  # logged once, for the attempt that committed
+            log.info, "journey paused or archived while a scheduled page was read; the page is "
+                      "not enrolled", **_about(occurrence)))
         return 0
     now = uow.now()
     already = schedule_store.enrolled_by(session, occurrence, list(traits))
@@ -216,9 +222,10 @@ def enroll_page(uow: UnitOfWork, token: str, firing: Firing, listed: int,
     schedule_store.save(session, progressed)
     if done:
         _plan_next(uow, progressed, firing.graph)
-        log.info("scheduled occurrence enrolled", journey_id=progressed.journey_id,
-                 fire_time=progressed.fire_time.isoformat(), enrolled=progressed.enrolled,
-                 not_enrolled=progressed.not_enrolled, pages=progressed.pages)
+        uow.after_commit(partial(  # logged once, for the attempt that committed
+            log.info, "scheduled occurrence enrolled", journey_id=progressed.journey_id,
+                      fire_time=progressed.fire_time.isoformat(), enrolled=progressed.enrolled,
+                      not_enrolled=progressed.not_enrolled, pages=progressed.pages))
     return enrolled
 
 
@@ -231,8 +238,9 @@ def sweep(uow: UnitOfWork, finished_before: datetime) -> bool:
     each journey stays); True when a full batch went (more may be waiting)."""
     deleted, journeys = schedule_store.sweep(uow.session, finished_before, SWEEP_BATCH)
     if deleted:
-        log.info("old scheduled occurrences deleted", deleted=deleted, journeys=journeys,
-                 finished_before=finished_before.isoformat())
+        uow.after_commit(partial(  # logged once, for the attempt that committed
+            log.info, "old scheduled occurrences deleted", deleted=deleted, journeys=journeys,
+                      finished_before=finished_before.isoformat()))
     return journeys >= SWEEP_BATCH
 
 

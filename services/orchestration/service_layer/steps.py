@@ -9,6 +9,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Protocol
 
 from cjo_orchestration.adapters import enrollments as enrollment_store
@@ -50,8 +51,9 @@ def record(uow: UnitOfWork, token: str, transitions: Sequence[Transition]) -> in
                                    context=False)
     facts.publish(uow, [f for t in kept for f in t.facts])
     if len(kept) < len(transitions):
-        log.warning("leases expired before the steps were recorded; their new holders record "
-                    "them", lost=len(transitions) - len(kept))
+        uow.after_commit(partial(  # logged once, for the attempt that committed
+            log.warning, "leases expired before the steps were recorded; their new holders record "
+                         "them", lost=len(transitions) - len(kept)))
     return len(kept)
 
 
