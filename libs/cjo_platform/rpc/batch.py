@@ -53,9 +53,6 @@ class BatchAnswer(Generic[R]):
             error = error.within(f"{self.field}[{index}]")
         self.results[index].status.CopyFrom(to_status_proto(error, self.domain))
 
-    def ok(self, index: int) -> bool:
-        return bool(self.results[index].status.code == 0)
-
 
 def chunks(items: Sequence[Item], size: int = MAX_BATCH_ITEMS) -> list[Sequence[Item]]:
     """``items`` in order, in slices of at most ``size`` (a peer's batch limit)."""
