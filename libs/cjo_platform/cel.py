@@ -4,6 +4,15 @@ Expressions are compiled once and cached (the Rust core evaluates ~50,000 small 
 second on one core here; compiling is the expensive part). Validation reports the position of a
 syntax error and any variable the caller does not provide, so a bad expression is refused when it
 is saved, never when a customer's journey reaches it.
+
+What can be known without data is refused at save time too: every compiled expression is
+evaluated once with none of its variables bound. Evaluation stops at the first variable it
+reads ("undefined variable"), so any other error of that trial comes from a part of the
+expression that reads no data (``1/0``, ``[1, 2][5]``, ``9223372036854775807 + 1``,
+``uint(-1)``, ``int("x")``, an unknown function) and fails for every person: the save is refused
+naming the field. Errors that depend on data (a missing key, a field of the wrong type) are not
+refused; at run time *every* evaluation error, whatever the Rust core raises, is a
+:class:`CelEvaluationError`, and a condition that errs does not hold.
 """
 
 from __future__ import annotations
@@ -20,10 +29,11 @@ from cjo_platform.errors import InvalidArgument
 
 MAX_EXPRESSION_LENGTH = 4096
 _POSITION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
+_UNDEFINED = re.compile(r"Undefined variable or function: '([^']*)'")
 
 
 class CelEvaluationError(Exception):
-    """An expression failed at run time (missing field, type mismatch ...)."""
+    """An expression failed at run time (missing field, type mismatch, division by zero ...)."""
 
 
 @dataclass(frozen=True)
@@ -31,11 +41,16 @@ class Expression:
     source: str
     program: Any  # cel.Program
     variables: frozenset[str]
+    # Why the expression fails whatever the data is (None when it does not): found by the trial
+    # evaluation at compile time.
+    static_error: str | None = None
 
     def evaluate(self, activation: Mapping[str, Any]) -> Any:
         try:
             return self.program.execute(dict(activation))
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except Exception as exc:
+            # The Rust core raises ZeroDivisionError, IndexError, OverflowError, KeyError,
+            # TypeError, ValueError, RuntimeError ... none of them is the caller's bug.
             raise CelEvaluationError(f"{self.source!r}: {exc}") from exc
 
     def test(self, activation: Mapping[str, Any]) -> bool:
@@ -57,28 +72,55 @@ def _describe(error: str) -> str:
     return error.splitlines()[0] if error else "invalid expression"
 
 
+def _static_error(program: Any, variables: frozenset[str]) -> str | None:
+    """The error the expression raises whatever its variables hold, if any (see the module
+    docstring): a trial evaluation with no variable bound."""
+    try:
+        program.execute({})
+    except Exception as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        undefined = _UNDEFINED.search(message)
+        if undefined is not None:
+            name = undefined.group(1)
+            return None if name in variables else f"unknown function or variable {name}"
+        return f"fails for any data: {message}"
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str) -> Expression:
     program = cel.compile(source)
-    return Expression(source, program, frozenset(program.variables()))
+    variables = frozenset(program.variables())
+    return Expression(source, program, variables, _static_error(program, variables))
+
+
+def load_expression(source: str, field: str) -> Expression:
+    """An expression saved earlier, to evaluate: compiled (or fetched from the cache) without
+    refusing what :func:`compile_expression` refuses at save time; a definition saved before a
+    check existed then simply errs when evaluated (and a condition that errs does not hold).
+    INVALID_ARGUMENT on ``field`` only when it does not parse at all."""
+    if len(source) > MAX_EXPRESSION_LENGTH:
+        raise InvalidArgument.one(field, f"at most {MAX_EXPRESSION_LENGTH} characters")
+    try:
+        return _compile(source)
+    except Exception as exc:
+        raise InvalidArgument.one(field, _describe(str(exc))) from None
 
 
 def compile_expression(source: str, field: str,
                        allowed: Collection[str] | None = None) -> Expression:
-    """Compile (or fetch from the cache) ``source``; INVALID_ARGUMENT on ``field`` when it does
-    not parse, is too long, or reads a variable outside ``allowed``."""
+    """Compile (or fetch from the cache) ``source`` to save it; INVALID_ARGUMENT on ``field``
+    when it does not parse, is too long, reads a variable outside ``allowed``, or fails whatever
+    the data is (see the module docstring)."""
     if not source.strip():
         raise InvalidArgument.one(field, "is empty")
-    if len(source) > MAX_EXPRESSION_LENGTH:
-        raise InvalidArgument.one(field, f"at most {MAX_EXPRESSION_LENGTH} characters")
-    try:
-        expression = _compile(source)
-    except ValueError as exc:
-        raise InvalidArgument.one(field, _describe(str(exc))) from None
+    expression = load_expression(source, field)
     if allowed is not None:
         unknown = sorted(expression.variables - set(allowed))
         if unknown:
             raise InvalidArgument.one(
                 field, f"unknown variable {', '.join(unknown)}; available: "
                        f"{', '.join(sorted(allowed))}")
+    if expression.static_error is not None:
+        raise InvalidArgument.one(field, expression.static_error)
     return expression

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cjo_platform.cel import CelEvaluationError, compile_expression
+from cjo_platform.cel import CelEvaluationError, compile_expression, load_expression
 from cjo_platform.errors import InvalidArgument
 
 
@@ -34,3 +34,61 @@ def test_unknown_variables_and_empty_expressions_are_refused() -> None:
         compile_expression("secrets.key == 'x'", "filter", allowed={"event", "profile"})
     with pytest.raises(InvalidArgument, match="is empty"):
         compile_expression("  ", "filter")
+
+
+# The fuzzer's expressions: they compile, and fail whenever they are evaluated.
+ALWAYS_FAILING = {
+    "1/0 == 1": "division by zero",
+    "1 % 0 == 1": "modulo by zero",
+    "[1,2][5] == 1": "index out of bounds",
+    "9223372036854775807 + 1 > 0": "overflow",
+    "uint(-1) > 0u": "overflow",
+    'int("x") == 1': "parse error",
+    "{'a': 1}['b'] == 1": "b",
+    "'a' + 1 == 'a1'": "Unsupported operation",
+    "nosuchfunction(1)": "unknown function or variable nosuchfunction",
+}
+
+
+@pytest.mark.parametrize("source", sorted(ALWAYS_FAILING))
+def test_an_expression_failing_for_any_data_is_refused_when_saved(source: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        compile_expression(source, "segment.condition", allowed={"traits"})
+    violation = error.value.violations[0]
+    assert violation.field == "segment.condition"
+    assert ALWAYS_FAILING[source] in violation.description
+
+
+@pytest.mark.parametrize("source", sorted(ALWAYS_FAILING))
+def test_every_evaluation_error_is_a_cel_evaluation_error(source: str) -> None:
+    # Saved before the check existed: loaded as it is, errs when evaluated, never escapes as
+    # anything but CelEvaluationError, and as a condition does not hold.
+    expression = load_expression(source, "segment.condition")
+    with pytest.raises(CelEvaluationError):
+        expression.evaluate({"traits": {}})
+    assert expression.test({"traits": {}}) is False
+
+
+def test_a_failing_part_is_refused_even_beside_data() -> None:
+    with pytest.raises(InvalidArgument, match="division by zero"):
+        compile_expression("traits.vip == true || 1/0 == 1", "filter", allowed={"traits"})
+
+
+@pytest.mark.parametrize("source", [
+    "traits.plan == 'pro'",                 # a missing key is the person's data
+    "traits.age + 1 > 18",                  # so is a field of the wrong type
+    "int(traits.zip) > 1000",               # a conversion of data may fail for some people
+    "10 / traits.count > 1",                # a division by data may be by zero for some
+    "traits.tags[3] == 'x'",                # an index into data may be out of bounds
+    "size(traits) > 0 && traits.x.y == 1",
+])
+def test_data_dependent_errors_are_not_refused(source: str) -> None:
+    expression = compile_expression(source, "filter", allowed={"traits"})
+    assert expression.static_error is None
+    assert expression.test({"traits": {}}) is False
+    with pytest.raises(CelEvaluationError):
+        expression.evaluate({"traits": {"count": 0, "age": "x", "zip": "x", "tags": []}})
+
+
+def test_a_constant_expression_that_evaluates_is_accepted() -> None:
+    assert compile_expression("1 + 1 == 2 && [1, 2][1] == 2", "f").test({})

@@ -9,7 +9,7 @@ from typing import Any
 
 from cjo_identity.domain.golden import Golden, trait_values
 from cjo_identity.domain.settings import CHANNELS
-from cjo_platform.cel import Expression, compile_expression
+from cjo_platform.cel import Expression, compile_expression, load_expression
 from cjo_platform.errors import Violations
 from cjo_platform.ids import SEGMENT_ID_RULE, is_segment_id
 
@@ -29,7 +29,8 @@ class Segment:
 
     @property
     def expression(self) -> Expression:
-        return compile_condition(self.condition, "segment.condition")
+        # Saved earlier: evaluated as it is, never refused by a check added since.
+        return load_expression(self.condition, "segment.condition")
 
 
 def compile_condition(source: str, field: str) -> Expression:
