@@ -10,6 +10,7 @@ from sqlalchemy import MetaData, Table
 
 from cjo_platform.clock import Clock
 from cjo_platform.config import ServiceSettings
+from cjo_platform.db.dead_letters import DeadLetters, define_dead_letters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.idempotency import RequestLog, define_request_log
 from cjo_platform.db.migrations import upgrade
@@ -21,7 +22,9 @@ from cjo_platform.rpc.client import channel
 
 
 def shared_tables(metadata: MetaData) -> tuple[Table, Table]:
-    """Add the outbox and request-log tables every service has to its metadata."""
+    """Add the outbox, request-log and dead-letter tables every service has to its metadata
+    (returns the first two; the dead letters are ``metadata.tables["dead_letters"]``)."""
+    define_dead_letters(metadata)
     return define_outbox(metadata), define_request_log(metadata)
 
 
@@ -34,6 +37,7 @@ class Storage:
     requests: RequestLog
     migrations: Path
     transactions: Transactions
+    dead_letters: DeadLetters
 
     def migrate(self) -> None:
         upgrade(self.db, self.migrations)
@@ -44,9 +48,11 @@ def open_storage(settings: ServiceSettings, metadata: MetaData, migrations: Path
     outbox_table = metadata.tables["outbox"]
     request_table = metadata.tables["request_log"]
     db = Database(settings.database_url, schema=settings.database_schema)
-    outbox = Outbox(outbox_table, clock)
+    dead_letters = DeadLetters(metadata.tables["dead_letters"], clock)
+    outbox = Outbox(outbox_table, clock, dead_letters)
     requests = RequestLog(request_table, clock)
-    return Storage(db, outbox, requests, migrations, Transactions(db, clock, outbox, requests))
+    return Storage(db, outbox, requests, migrations, Transactions(db, clock, outbox, requests),
+                   dead_letters)
 
 
 def remote_authenticator(settings: ServiceSettings) -> Authenticator:

@@ -9,6 +9,7 @@ from cjo_analytics.adapters.tables import metadata
 from cjo_analytics.api.servicer import AnalyticsServicer
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.rpc.dead_letters import dead_letter_servicer
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -24,7 +25,10 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         db=storage.db,
         servicers=[Servicer(AnalyticsServicer(storage.transactions),
                             analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server,
-                            SERVICE)],
+                            SERVICE),
+                   # Analytics forwards nothing: its dead letters can be listed, none replayed.
+                   dead_letter_servicer(storage.transactions, storage.dead_letters, {},
+                                        f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/RecordFacts"},
         migrate=storage.migrate,

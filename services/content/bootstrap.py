@@ -11,6 +11,7 @@ from cjo_content.domain.rendering import CompiledCache
 from cjo_content.service_layer.rendering import Renderer
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.rpc.dead_letters import dead_letter_servicer
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -28,7 +29,10 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         settings=settings,
         db=storage.db,
         servicers=[Servicer(servicer, content_service_pb2_grpc.add_ContentServiceServicer_to_server,
-                            SERVICE)],
+                            SERVICE),
+                   # Content forwards nothing yet: its dead letters can be listed, none replayed.
+                   dead_letter_servicer(storage.transactions, storage.dead_letters, {},
+                                        f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         migrate=storage.migrate,
     )

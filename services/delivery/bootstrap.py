@@ -33,6 +33,7 @@ from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.facts import facts_forwarder
+from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -158,7 +159,10 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
             transactions, sender.wake, tracking[0].status_url if tracking else None, hub,
             secret_box),
                             delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server,
-                            SERVICE)],
+                            SERVICE),
+                   dead_letter_servicer(transactions, storage.dead_letters,
+                                        outbox_replays(forwarder, events),
+                                        f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/EraseProfiles"},
         background=background,

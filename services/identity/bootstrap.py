@@ -16,6 +16,7 @@ from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.auth import Authenticator, CachingResolver
+from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage
 
@@ -41,6 +42,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
             Servicer(WorkspaceServicer(transactions, resolve_key),
                      workspace_service_pb2_grpc.add_WorkspaceServiceServicer_to_server,
                      workspace_servicer.SERVICE),
+            dead_letter_servicer(transactions, storage.dead_letters,
+                                 outbox_replays(events, facts), f"{settings.service}.cjo"),
         ],
         authenticator=Authenticator(settings.service_token, resolve_key),
         service_only_methods=workspace_servicer.SERVICE_ONLY_METHODS,

@@ -20,6 +20,7 @@ from cjo_orchestration.workers.steps import StepWorker
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.facts import facts_forwarder
+from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -52,7 +53,10 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         db=storage.db,
         servicers=[Servicer(servicer,
                             orchestration_service_pb2_grpc.add_OrchestrationServiceServicer_to_server,
-                            SERVICE)],
+                            SERVICE),
+                   dead_letter_servicer(transactions, storage.dead_letters,
+                                        outbox_replays(facts, erasures),
+                                        f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/HandleEvents"},
         background=[events.run, steps.run, schedules.run, facts.run, erasures.run],

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Column,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from cjo_platform.clock import Clock
 from cjo_platform.db.bulk import bulk_insert
+from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.types import UtcDateTime
 from cjo_platform.telemetry import batch_span
@@ -43,6 +45,14 @@ def define_outbox(metadata: MetaData) -> Table:
         Column("payload", LargeBinary, nullable=False),
         Column("traceparent", String(64), nullable=False, default=""),
         Column("create_time", UtcDateTime, nullable=False),
+        # The forwarder replica sending the row, and until when its claim holds; a claim that
+        # expired (its replica died) is taken over.
+        Column("lease_owner", String(64), nullable=True),
+        Column("lease_until", UtcDateTime, nullable=True),
+        # Times the receiver refused the row alone (not counting outages), and since when.
+        Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+        Column("first_failed_time", UtcDateTime, nullable=True),
+        Index("ix_outbox_topic", "topic", "id"),
     )
 
 
@@ -59,9 +69,12 @@ class OutboxRow:
 class Outbox:
     """Writes rows inside a caller's transaction; :class:`Forwarder` drains them."""
 
-    def __init__(self, table: Table, clock: Clock) -> None:
+    def __init__(self, table: Table, clock: Clock, dead_letters: DeadLetters | None = None,
+                 ) -> None:
         self.table = table
         self.clock = clock
+        # Where rows the receiver refused for good go (``None`` only in tests of the outbox).
+        self.dead_letters = dead_letters
         self._listeners: list[Callable[[], None]] = []
 
     def add(self, session: Session, topic: str, workspace_id: str,

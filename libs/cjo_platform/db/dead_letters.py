@@ -1,0 +1,154 @@
+"""Dead letters: items a service gave up on (an outbox row its receiver refused for good, an
+inbox event whose processing kept failing), kept per workspace with their error so operators can
+list, inspect and replay them (``cjo.common.v1.DeadLetterService``) instead of reading logs.
+
+Every service with an outbox has the table; ``source`` names where a letter came from
+(``outbox:analytics.facts``, ``inbox:events``) and so which replay puts it back.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from cjo_platform.clock import Clock
+from cjo_platform.db.types import UtcDateTime
+
+MAX_SOURCE_LENGTH = 128
+MAX_ITEM_KEY_LENGTH = 256
+MAX_ERROR_LENGTH = 2000
+
+
+def define_dead_letters(metadata: MetaData) -> Table:
+    return Table(
+        "dead_letters",
+        metadata,
+        # SQLite needs INTEGER PRIMARY KEY for autoincrement; PostgreSQL gets a bigint identity.
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("workspace_id", String(64), nullable=False),
+        Column("source", String(MAX_SOURCE_LENGTH), nullable=False),
+        Column("item_key", String(MAX_ITEM_KEY_LENGTH), nullable=False, default=""),
+        Column("payload", LargeBinary, nullable=False),
+        Column("traceparent", String(64), nullable=False, default=""),
+        Column("error", Text, nullable=False, default=""),
+        Column("attempts", Integer, nullable=False, default=1),
+        Column("first_failed_time", UtcDateTime, nullable=False),
+        Column("last_failed_time", UtcDateTime, nullable=False),
+        Index("ix_dead_letters_workspace", "workspace_id", "id"),
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    workspace_id: str
+    source: str
+    item_key: str
+    payload: bytes
+    traceparent: str
+    error: str
+    attempts: int
+    first_failed_time: datetime
+    last_failed_time: datetime
+
+
+def _storable(text: str, limit: int) -> str:
+    # An error quoting the bad input may carry what PostgreSQL cannot store (NUL); a letter
+    # must always be storable, or the item it describes would be lost.
+    text = text.replace("\x00", "\\0")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+class DeadLetters:
+    """Reads and writes dead letters inside a caller's transaction."""
+
+    def __init__(self, table: Table, clock: Clock) -> None:
+        self.table = table
+        self.clock = clock
+
+    def add(self, session: Session, *, workspace_id: str, source: str, item_key: str,
+            payload: bytes, error: str, traceparent: str = "", attempts: int = 1,
+            first_failed_time: datetime | None = None) -> None:
+        """Keep an item given up on, with the error that made it fail."""
+        now = self.clock.now()
+        session.execute(self.table.insert().values(
+            workspace_id=workspace_id, source=_storable(source, MAX_SOURCE_LENGTH),
+            item_key=_storable(item_key, MAX_ITEM_KEY_LENGTH), payload=payload,
+            traceparent=_storable(traceparent, 64), error=_storable(error, MAX_ERROR_LENGTH),
+            attempts=max(attempts, 1), first_failed_time=first_failed_time or now,
+            last_failed_time=now))
+
+    def list(self, session: Session, workspace_id: str, source: str | None = None, *,
+             after_id: int = 0, limit: int = 100) -> builtins.list[DeadLetter]:
+        """The workspace's letters (of one source, when given), oldest first, after ``after_id``
+        (the last id of the previous page)."""
+        table = self.table
+        query = select(table).where(table.c.workspace_id == workspace_id, table.c.id > after_id)
+        if source:
+            query = query.where(table.c.source == source)
+        rows = session.execute(query.order_by(table.c.id).limit(limit)).all()
+        return [_letter(row) for row in rows]
+
+    def count(self, session: Session, workspace_id: str, *,
+              sources: Collection[str] | None = None) -> int:
+        """How many letters the workspace has (of these sources, when given)."""
+        table = self.table
+        query = select(func.count()).select_from(table).where(
+            table.c.workspace_id == workspace_id)
+        if sources is not None:
+            query = query.where(table.c.source.in_(sorted(sources)))
+        return int(session.execute(query).scalar_one())
+
+    def take(self, session: Session, workspace_id: str, ids: Sequence[int] | None, *,
+             sources: Collection[str] | None = None, limit: int = 1000,
+             ) -> builtins.list[DeadLetter]:
+        """Remove and return the workspace's letters with these ``ids`` (``None``: all), of
+        these ``sources`` when given, oldest first, at most ``limit``; ids of other workspaces
+        or of letters already taken are ignored. The caller replays them in the same
+        transaction."""
+        table = self.table
+        query = select(table).where(table.c.workspace_id == workspace_id)
+        if ids is not None:
+            if not ids:
+                return []
+            query = query.where(table.c.id.in_(sorted(set(ids))))
+        if sources is not None:
+            query = query.where(table.c.source.in_(sorted(sources)))
+        query = query.order_by(table.c.id).limit(limit)
+        if session.get_bind().dialect.name == "postgresql":
+            # Two concurrent retries of the same letters: one takes them, the other waits and
+            # then finds them gone (never replays twice).
+            query = query.with_for_update()
+        letters = [_letter(row) for row in session.execute(query).all()]
+        if letters:
+            session.execute(delete(table).where(table.c.id.in_([x.id for x in letters])))
+        return letters
+
+
+def _letter(r: Row[Any]) -> DeadLetter:
+    return DeadLetter(
+        id=int(r.id), workspace_id=r.workspace_id, source=r.source, item_key=r.item_key,
+        payload=bytes(r.payload), traceparent=r.traceparent, error=r.error,
+        attempts=int(r.attempts), first_failed_time=r.first_failed_time,
+        last_failed_time=r.last_failed_time)
