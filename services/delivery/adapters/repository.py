@@ -10,7 +10,7 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from cjo_delivery.adapters.tables import inbox_messages, messages, suppressions
+from cjo_delivery.adapters.tables import cap_locks, inbox_messages, messages, suppressions
 from cjo_delivery.domain.addresses import canonical_email
 from cjo_delivery.domain.messages import (
     Accepted,
@@ -135,7 +135,7 @@ def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int
         update(messages)
         .where(m.workspace_id == bindparam("w"), m.message_id == bindparam("id"))
         .values(status=MessageStatus.SENDING.value, attempts=m.attempts + 1,
-                lease_until=lease_until, update_time=now),
+                lease_until=lease_until, update_time=now, cap_time=None),
         [{"w": r.workspace_id, "id": r.message_id} for r in rows],
     )
     return [Claim(workspace_id=r.workspace_id, message_id=r.message_id, profile_id=r.profile_id,
@@ -262,20 +262,55 @@ def suppress(session: Session, rows: Sequence[tuple[str, str, str, str]], now: d
             key=lambda row: (row["workspace_id"], row["channel"], row["address"])))
 
 
-def recent_sends(session: Session, workspace_id: str, keys: Sequence[tuple[str, str]],
-                 since: datetime) -> dict[tuple[str, str], list[datetime]]:
-    """Sorted send times since ``since`` per (profile, channel), across all journeys."""
+def lock_caps(session: Session, workspace_id: str, keys: Sequence[tuple[str, str]]) -> None:
+    """Lock the (profile, channel) cap rows of a workspace until commit, creating missing
+    ones: a round counting and reserving a profile's sends waits for any other round doing
+    the same, on any replica. In key order, so two rounds cannot deadlock."""
+    if not keys:
+        return
+    ordered = sorted(set(keys))
+    insert_ignore(session, cap_locks, [{"workspace_id": workspace_id, "profile_id": p,
+                                        "channel": c} for p, c in ordered])
+    c = cap_locks.c
+    session.execute(
+        select(c.profile_id).where(c.workspace_id == workspace_id,
+                                   one_of(session, c.profile_id, sorted({p for p, _ in ordered})))
+        .order_by(c.profile_id, c.channel).with_for_update()).all()
+
+
+def cap_usage(session: Session, workspace_id: str, keys: Sequence[tuple[str, str]],
+              since: datetime) -> dict[tuple[str, str], list[datetime]]:
+    """Sorted times since ``since`` per (profile, channel), across all journeys, of what a
+    frequency cap counts: messages sent, and messages SENDING that reserved a slot (at the
+    time they reserved it) on any replica."""
     if not keys:
         return {}
-    rows = session.execute(select(m.profile_id, m.channel, m.sent_time).where(
+    rows = session.execute(select(m.profile_id, m.channel, m.sent_time, m.cap_time).where(
         m.workspace_id == workspace_id,
         one_of(session, m.profile_id, sorted({k[0] for k in keys})),
-        m.sent_time >= since).order_by(m.sent_time)).all()
+        or_(m.sent_time >= since,
+            and_(m.status == MessageStatus.SENDING.value, m.cap_time >= since)))).all()
     found: dict[tuple[str, str], list[datetime]] = {k: [] for k in keys}
     for r in rows:
-        if (r.profile_id, r.channel) in found:
-            found[(r.profile_id, r.channel)].append(r.sent_time)
+        times = found.get((r.profile_id, r.channel))
+        if times is not None:
+            times.append(r.sent_time if r.sent_time is not None else r.cap_time)
+    for times in found.values():
+        times.sort()
     return found
+
+
+def reserve_caps(session: Session, claims: Sequence[Claim], now: datetime) -> None:
+    """Mark the claimed messages as holding a cap slot since ``now``. The slot is theirs while
+    they are SENDING under this claim; any outcome but SENT gives it back (sent_time counts
+    from then on), as does a later claim of the message."""
+    if claims:
+        session.execute(
+            update(messages)
+            .where(m.workspace_id == bindparam("w"), m.message_id == bindparam("id"),
+                   m.status == MessageStatus.SENDING.value, m.attempts == bindparam("a"))
+            .values(cap_time=now),
+            [{"w": c.workspace_id, "id": c.message_id, "a": c.attempts} for c in claims])
 
 
 ERASED_REASON = "canceled: profile erased"
@@ -313,4 +348,6 @@ def erase_profile(session: Session, workspace_id: str, profile_id: str,
     session.execute(delete(inbox_messages).where(
         inbox_messages.c.workspace_id == workspace_id,
         inbox_messages.c.profile_id == profile_id))
+    session.execute(delete(cap_locks).where(cap_locks.c.workspace_id == workspace_id,
+                                            cap_locks.c.profile_id == profile_id))
     return int(canceled), int(in_flight)

@@ -53,6 +53,9 @@ messages = Table(
     Column("sent_time", UtcDateTime, nullable=True),
     # The provider that accepted it.
     Column("provider_id", String(64), nullable=False, server_default=""),
+    # When this SENDING message took a slot of its profile's frequency cap (the reservation
+    # every replica counts until the message is SENT, then sent_time counts); NULL otherwise.
+    Column("cap_time", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "message_id"),
     UniqueConstraint("workspace_id", "idempotency_key", name="uq_messages_idempotency_key"),
     # The sender's claim query: due QUEUED messages and SENDING ones whose lease ran out.
@@ -135,5 +138,30 @@ provider_rates = Table(
     Column("provider_id", String(64), nullable=False),
     Column("tat", UtcDateTime, nullable=False),
     Column("promised", UtcDateTime, nullable=True),
+    PrimaryKeyConstraint("workspace_id", "provider_id"),
+)
+
+# One row per (workspace, profile, channel) a frequency cap applies to: the lock a send round
+# holds while it counts the profile's sends and reserves slots, so replicas take turns.
+cap_locks = Table(
+    "cap_locks",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("profile_id", String(128), nullable=False),
+    Column("channel", String(16), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "profile_id", "channel"),
+)
+
+# Circuit breakers shared by every sender replica (domain/breaker.py): per provider (the
+# workspace "" for the deployment's SMTP server and the inbox), its consecutive failures,
+# until when it is open and until when a half-open breaker's one trial call is out.
+provider_breakers = Table(
+    "provider_breakers",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("provider_id", String(64), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("open_until", UtcDateTime, nullable=True),
+    Column("trial_until", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "provider_id"),
 )

@@ -18,12 +18,12 @@ from cjo_platform.db.unit_of_work import UnitOfWork
 
 @dataclass(frozen=True)
 class RoundContext:
-    """What the policies and the failover need for one round, read in one transaction."""
+    """What the policies and the failover need for one round, read in one transaction (the
+    frequency caps are counted later, under their lock: service_layer/caps.py)."""
 
     providers: dict[tuple[str, Channel], list[ProviderConfig]]
     policies: dict[str, DeliveryPolicy]
     suppressions: dict[tuple[str, str, str], str]
-    recent: dict[tuple[str, str, str], list[datetime]]
 
     def providers_of(self, claim: Claim) -> list[ProviderConfig]:
         return self.providers.get((claim.workspace_id, claim.channel), [])
@@ -34,25 +34,14 @@ def claim_due(uow: UnitOfWork, now: datetime, lease: timedelta, batch_size: int)
     return repository.claim_due(uow.session, now, now + lease, batch_size)
 
 
-def load_context(uow: UnitOfWork, claims: Sequence[Claim], box: SecretBox,
-                 now: datetime) -> RoundContext:
+def load_context(uow: UnitOfWork, claims: Sequence[Claim], box: SecretBox) -> RoundContext:
     workspaces = sorted({c.workspace_id for c in claims})
     session = uow.session
     configs = provider_store.providers_of(session, workspaces, box)
     policies = provider_store.policies_of(session, workspaces)
     suppressions = repository.suppressed_addresses(
         session, [(c.workspace_id, c.channel.value, c.address) for c in claims])
-    recent: dict[tuple[str, str, str], list[datetime]] = {}
-    for workspace in workspaces:
-        policy = policies.get(workspace)
-        if policy is None or not policy.caps:
-            continue
-        keys = sorted({(c.profile_id, c.channel.value) for c in claims
-                       if c.workspace_id == workspace and c.profile_id
-                       and c.channel in policy.caps and not c.transactional})
-        found = repository.recent_sends(session, workspace, keys, now - policy.longest_window)
-        recent.update({(workspace, *key): times for key, times in found.items()})
     providers: dict[tuple[str, Channel], list[ProviderConfig]] = defaultdict(list)
     for config in configs:
         providers[(config.workspace_id, config.channel)].append(config)
-    return RoundContext(dict(providers), policies, suppressions, recent)
+    return RoundContext(dict(providers), policies, suppressions)

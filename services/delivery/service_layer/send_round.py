@@ -20,8 +20,10 @@ recorded and messages not yet handed over go back to the queue, so a restart rep
 
 Before any provider call, each claimed message passes the workspace's policies: consent (asked
 of identity in one batch call per workspace and round), the suppression list, quiet hours and
-frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Email falls back to the
-deployment's SMTP server when the workspace configured no email provider.
+frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Frequency caps hold across
+every sender replica: a capped message reserves its slot in the database (service_layer/caps.py).
+Email falls back to the deployment's SMTP server when the workspace configured no email
+provider.
 
 Rate limits (``rate_per_second``, ``burst``) hold across every sender replica sharing the
 database (service_layer/rate_grants.py). A call the provider received, failed or not, keeps its
@@ -47,16 +49,12 @@ from cjo_delivery.adapters.contents import decode_outgoing
 from cjo_delivery.adapters.routes import Route, Routes
 from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.domain import failover
-from cjo_delivery.domain.messages import Claim, MessageStatus
+from cjo_delivery.domain.messages import Claim
 from cjo_delivery.domain.policies import (
     ConsentDecision,
     ConsentDirectory,
     ConsentQuery,
     ConsentUnavailable,
-    Defer,
-    DeliveryPolicy,
-    Suppress,
-    decide,
 )
 from cjo_delivery.domain.ratelimit import RateLimit
 from cjo_delivery.domain.sending import (
@@ -65,11 +63,10 @@ from cjo_delivery.domain.sending import (
     Transition,
     after_failure,
     after_success,
-    deferred,
     rate_limited,
     released,
-    suppressed,
 )
+from cjo_delivery.service_layer import caps
 from cjo_delivery.service_layer.claims import RoundContext, claim_due, load_context
 from cjo_delivery.service_layer.outcomes import record_outcomes
 from cjo_delivery.service_layer.rate_grants import RoundGrants
@@ -84,7 +81,6 @@ log = get_logger(__name__)
 # Recording outcomes is retried in place for a short while: giving up means the messages are
 # sent again once their lease runs out.
 _RECORD_RETRY_DELAYS = (0.2, 1.0, 3.0)
-_CONSENT_WAIT = timedelta(seconds=30)
 
 # Exponential from 30 s to an hour with equal jitter (half fixed, half random): a provider that
 # comes back is not hit by every queued message in the same instant, yet none comes back at once.
@@ -150,7 +146,7 @@ class SendRound:
             lambda uow: claim_due(uow, now, settings.lease, settings.batch_size))
         if claims:
             context = await self.transactions.run(
-                lambda uow: load_context(uow, claims, self.secret_box, now))
+                lambda uow: load_context(uow, claims, self.secret_box))
             decided = await self._apply_policies(claims, context, now)
             grants = RoundGrants(self.transactions, self.clock)
             await self._reserve(claims, decided, context, grants)
@@ -181,34 +177,13 @@ class SendRound:
 
     async def _apply_policies(self, claims: Sequence[Claim], context: RoundContext,
                               now: datetime) -> dict[str, Transition]:
-        """The transitions of claims a policy stops; the others are sent."""
+        """The transitions of claims a policy stops; the others are sent. Frequency caps are
+        counted and reserved in one transaction shared with every replica (caps.py)."""
         consent = await self._consent_of(claims)
-        decided: dict[str, Transition] = {}
-        for claim in claims:
-            if isinstance(consent, ConsentUnavailable):
-                if claim.profile_id and not claim.transactional:
-                    # Never send without knowing; try again soon, the attempt not counted.
-                    decided[claim.message_id] = Transition(
-                        MessageStatus.QUEUED, claim.attempts - 1, now + _CONSENT_WAIT,
-                        str(consent), "")
-                    continue
-                answer = None
-            else:
-                answer = consent.get(claim.message_id)
-            policy = context.policies.get(claim.workspace_id, DeliveryPolicy())
-            decision = decide(
-                claim, policy, consent=answer,
-                suppression=context.suppressions.get(
-                    (claim.workspace_id, claim.channel.value, claim.address)),
-                recent_sends=context.recent.setdefault(
-                    (claim.workspace_id, claim.profile_id, claim.channel.value), []),
-                now=now)
-            if isinstance(decision, Suppress):
-                decided[claim.message_id] = suppressed(claim.attempts, decision.reason)
-            elif isinstance(decision, Defer):
-                decided[claim.message_id] = deferred(claim.attempts, decision.until,
-                                                     decision.reason)
-        return decided
+        if not caps.capped(claims, context):
+            return caps.decide_policies(None, claims, context, consent, now)
+        return await self.transactions.run(
+            lambda uow: caps.decide_policies(uow, claims, context, consent, now))
 
     async def _reserve(self, claims: Sequence[Claim], decided: dict[str, Transition],
                        context: RoundContext, grants: RoundGrants) -> None:
