@@ -8,21 +8,27 @@ with its own Database, sender and listener) on one schema; on SQLite one process
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from delivery_support import delivery_app
 from http_sink import Answer, HttpSink, Request, http_sink
+from test_delivery_rate_replicas import limited, rate_db
 
 from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, policy_pb2, provider_pb2
+from cjo_delivery.adapters import breaker_store, provider_store
+from cjo_delivery.adapters.secret_box import SecretBox
+from cjo_delivery.domain.breaker import CircuitBreaker
 from cjo_platform.clock import ManualClock
-from support import Backend, as_service, eventually, free_port, serving
+from cjo_platform.db import Database
+from support import Backend, as_service, eventually, free_port, serving, settings_for
 
 WS = as_service("ws-a")
 SENT = message_pb2.MESSAGE_STATUS_SENT
@@ -129,3 +135,114 @@ async def test_a_frequency_cap_is_exact_across_replicas(backend: Backend) -> Non
 
             assert await eventually(two_each, timeout=30)
             assert sink.count() == 4
+
+
+# --- circuit breakers ----------------------------------------------------------------------
+
+THRESHOLD = 3
+BREAKER_ENV = {"CJO_DELIVERY_BREAKER_FAILURES": str(THRESHOLD),
+               "CJO_DELIVERY_BREAKER_COOL_DOWN_SECONDS": "30",
+               # One call at a time per replica, so the calls are counted exactly.
+               "CJO_DELIVERY_CONCURRENCY": "1", "CJO_DELIVERY_BATCH_SIZE": "2",
+               "CJO_DELIVERY_MAX_ATTEMPTS": "100", "CJO_DELIVERY_RETRY_MAX_SECONDS": "60"}
+
+
+async def resting(stub: pb_grpc.DeliveryServiceStub, names: list[str], clock: ManualClock,
+                  metadata: tuple[tuple[str, str], ...] = WS) -> list[message_pb2.Message]:
+    """Wait until every message is SENT or waits for a later time (the clock stands still, so
+    nothing more can happen)."""
+    async def check() -> list[message_pb2.Message] | None:
+        found = await statuses(stub, names, metadata)
+        now = clock.now()
+        if all(m.status == SENT or (m.status == QUEUED
+                                    and m.next_attempt_time.ToDatetime(UTC) > now)
+               for m in found):
+            return found
+        return None
+
+    found = await eventually(check, timeout=30)
+    assert isinstance(found, list)
+    return found
+
+
+async def test_replicas_share_one_breaker_and_one_half_open_trial(backend: Backend) -> None:
+    clock = ManualClock()
+    failing = HttpSink(default=lambda request: Answer(500, {"error": "down"}))
+    count = replica_count(backend)
+    with http_sink(failing) as sink:
+        async with replicas(backend, clock, count, **BREAKER_ENV) as stubs:
+            await stubs[0].CreateProvider(pb.CreateProviderRequest(
+                provider=sms_provider(sink.url)), metadata=WS)
+            names = [(await stubs[i % count].SendMessage(sms(f"k{i}", f"p{i}"),
+                                                         metadata=WS)).message.name
+                     for i in range(12)]
+            found = await resting(stubs[0], names, clock)
+            # The failures of every replica count towards one breaker: it opened after the
+            # threshold (plus at most the call another replica had under way), where breakers
+            # of their own would each have let THRESHOLD calls through.
+            opened = sink.count()
+            assert THRESHOLD <= opened <= THRESHOLD + count - 1
+            assert all(m.error for m in found)
+            assert sum("circuit open" in m.error for m in found) >= len(names) - opened
+            assert sum("500" in m.error for m in found) == opened
+            # Half-open: of all the replicas' messages, exactly one tries the provider.
+            clock.advance(timedelta(seconds=61))
+            await eventually(lambda: sink.count() > opened)
+            await resting(stubs[0], names, clock)
+            assert sink.count() == opened + 1
+            # It failed: open again, for everyone. Then the provider recovers; the next
+            # trial closes the breaker and everything goes out, each message once.
+            failing.default = lambda request: Answer(200, {"id": "ok"})
+            for _ in range(5):
+                clock.advance(timedelta(seconds=61))
+                found = await resting(stubs[0], names, clock)
+                if all(m.status == SENT for m in found):
+                    break
+            assert all(m.status == SENT for m in found)
+            delivered = [r.headers["idempotency-key"] for r in sink.requests[opened + 1:]]
+            assert len(delivered) == len(set(delivered)) == len(names)
+
+
+def test_a_half_open_breaker_gives_its_trial_to_exactly_one_of_many_callers(
+        backend: Backend) -> None:
+    like, key, t0 = CircuitBreaker(2, timedelta(seconds=30)), ("ws-a", "p"), datetime(
+        2026, 3, 1, 9, tzinfo=UTC)
+    settings = settings_for("delivery", backend)
+    with rate_db(backend) as db:
+        with db.transaction() as session:
+            provider_store.insert_provider(session, limited("p"), SecretBox([]))
+        for _ in range(2):  # two failures, seen by two replicas: open
+            with db.transaction() as session:
+                breaker_store.change(session, key, like, lambda b: b.failed(t0))
+        with db.transaction() as session:
+            [stored] = breaker_store.read(session, [key], lambda k: like).values()
+        assert stored.state(t0) == "open" and stored.failures == 2
+        # Cooled down: eight callers on two replicas (two Databases) want the one trial.
+        other = Database(settings.database_url, schema=settings.database_schema)
+        later = t0 + timedelta(seconds=31)
+        answers: list[bool] = []
+
+        def call(database: Database) -> None:
+            with database.transaction() as session:
+                done = breaker_store.change(session, key, like, lambda b: b.allow(later))
+            assert done is not None
+            answers.append(done[0])
+
+        threads = [threading.Thread(target=call, args=(db if i % 2 else other,))
+                   for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        other.dispose()
+        assert sorted(answers) == [False] * 7 + [True]
+        # The trial failed: open again for everyone; the provider's deletion takes the row.
+        with db.transaction() as session:
+            breaker_store.change(session, key, like, lambda b: b.failed(later))
+            [stored] = breaker_store.read(session, [key], lambda k: like).values()
+        assert stored.state(later) == "open" and stored.trial_until is None
+        with db.transaction() as session:
+            provider_store.delete_provider(session, "ws-a", "p")
+            assert breaker_store.change(session, key, like, lambda b: b.failed(later)) is None
+            [stored] = breaker_store.read(session, [key], lambda k: like).values()
+        assert stored.clean

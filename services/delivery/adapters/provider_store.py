@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from cjo_delivery.adapters.secret_box import MARKER, SecretBox, SecretsUnreadable
-from cjo_delivery.adapters.tables import policies, provider_rates, providers
+from cjo_delivery.adapters.tables import policies, provider_breakers, provider_rates, providers
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap, QuietHours
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
@@ -79,6 +79,9 @@ def replace_provider(session: Session, config: ProviderConfig, box: SecretBox, *
         session.execute(delete(provider_rates).where(
             provider_rates.c.workspace_id == config.workspace_id,
             provider_rates.c.provider_id == config.provider_id))
+    # New settings (a fixed URL or key) get a closed breaker, as every replica's live provider
+    # is rebuilt with a fresh one when the etag changes.
+    _forget_breaker(session, config.workspace_id, config.provider_id)
 
 
 def get_provider(session: Session, workspace_id: str, provider_id: str, box: SecretBox,
@@ -96,7 +99,14 @@ def delete_provider(session: Session, workspace_id: str, provider_id: str) -> bo
     session.execute(delete(provider_rates).where(
         provider_rates.c.workspace_id == workspace_id,
         provider_rates.c.provider_id == provider_id))
+    _forget_breaker(session, workspace_id, provider_id)
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _forget_breaker(session: Session, workspace_id: str, provider_id: str) -> None:
+    session.execute(delete(provider_breakers).where(
+        provider_breakers.c.workspace_id == workspace_id,
+        provider_breakers.c.provider_id == provider_id))
 
 
 def list_providers(session: Session, workspace_id: str, box: SecretBox,

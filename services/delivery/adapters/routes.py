@@ -2,8 +2,9 @@
 rebuilt when their settings change), the deployment's SMTP server for email when the workspace
 configured none, and the inbox for in-app messages; each with its circuit breaker.
 
-Breakers and live providers are this process's own: a breaker protects a provider from this
-replica's calls, and connections belong to the process that opened them.
+Live providers are this process's own (connections belong to the process that opened them);
+each route's breaker is this process's copy of the breaker every replica shares
+(service_layer/breakers.py keeps it in step with the database).
 """
 
 from __future__ import annotations
@@ -24,18 +25,26 @@ ProviderBuilder = Callable[[ProviderConfig], Provider]
 
 @dataclass
 class Route:
-    """A provider of one workspace and channel, with its breaker."""
+    """A provider of one workspace and channel, with its breaker. ``workspace_id`` is "" for
+    the deployment's own routes (its SMTP server, the inbox), shared by every workspace."""
 
     provider_id: str
     provider: Provider
     breaker: CircuitBreaker
     limit: RateLimit | None = None
+    workspace_id: str = ""
+    synced_at: datetime | None = None  # when ``breaker`` was last read from the database
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The breaker's key among every replica's."""
+        return (self.workspace_id, self.provider_id)
 
     def state(self, now: datetime) -> ProviderState:
         """What failover needs to know of this provider at ``now``."""
         return ProviderState(self.provider_id, self.limit is not None,
                              BreakerState(self.breaker.state(now)),
-                             self.breaker.trial_under_way, self.breaker.open_until)
+                             self.breaker.trial_under_way(now), self.breaker.open_until)
 
 
 class Routes:
@@ -70,7 +79,8 @@ class Routes:
                     self._retired.append(live[1].provider)
                 assert self.build_provider is not None
                 live = (config.etag, Route(config.provider_id, self.build_provider(config),
-                                           self._new_breaker(), limit_of(config.config)))
+                                           self._new_breaker(), limit_of(config.config),
+                                           config.workspace_id))
                 self._live[key] = live
             routes.append(live[1])
         return routes

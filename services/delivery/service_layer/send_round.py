@@ -67,6 +67,7 @@ from cjo_delivery.domain.sending import (
     released,
 )
 from cjo_delivery.service_layer import caps
+from cjo_delivery.service_layer.breakers import SharedBreakers
 from cjo_delivery.service_layer.claims import RoundContext, claim_due, load_context
 from cjo_delivery.service_layer.outcomes import record_outcomes
 from cjo_delivery.service_layer.rate_grants import RoundGrants
@@ -130,6 +131,7 @@ class SendRound:
         self.links = links
         self.secret_box = secret_box or SecretBox([])
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self.breakers = SharedBreakers(transactions, trial_lease=settings.lease)
         self.stopping = False
 
     def stop(self) -> None:
@@ -148,6 +150,10 @@ class SendRound:
             context = await self.transactions.run(
                 lambda uow: load_context(uow, claims, self.secret_box))
             decided = await self._apply_policies(claims, context, now)
+            await self.breakers.refresh(
+                [route for claim in claims if claim.message_id not in decided
+                 for route in self.routes.of(claim, context.providers_of(claim))],
+                self.clock.now())
             grants = RoundGrants(self.transactions, self.clock)
             await self._reserve(claims, decided, context, grants)
             try:
@@ -286,14 +292,7 @@ class SendRound:
                 grants.grants[(claim.workspace_id, routes[step.give_back].provider_id)].put_back()
             if step.breaker is not None:
                 index, change = step.breaker
-                breaker = routes[index].breaker
-                if change is failover.BreakerChange.SUCCEEDED:
-                    breaker.succeeded()
-                elif change is failover.BreakerChange.FAILED:
-                    breaker.failed(now)
-                else:
-                    assert step.hold_until is not None
-                    breaker.hold_back(step.hold_until)
+                await self.breakers.record(routes[index], change, now, step.hold_until)
             action = step.action
             if isinstance(action, failover.TakeSend):
                 route = routes[action.index]
@@ -304,8 +303,12 @@ class SendRound:
                         else failover.NoSendLeft(grants.turn(grant, now)))
             elif isinstance(action, failover.Call):
                 route = routes[action.index]
-                allowed = route.breaker.allow(now)  # claims a half-open breaker's one trial
-                assert allowed, "failover calls only providers whose breaker lets it through"
+                # Claims a half-open breaker's one trial, among every replica's messages.
+                if not await self.breakers.allow(route, now):
+                    # It shut meanwhile (another replica opened it or took the trial): the
+                    # failover sees it shut and moves on.
+                    last = None
+                    continue
                 try:
                     last = failover.Delivered(await route.provider.send(outgoing))
                 except ProviderError as exc:

@@ -1,0 +1,121 @@
+"""The sender's circuit breakers, shared by every replica through the database
+(adapters/breaker_store.py; the rules in domain/breaker.py).
+
+Each route keeps a copy of its breaker, read afresh at the start of every round (one query for
+the round's routes) and again when a round runs longer than ``refresh``. A change is made in the
+database under the row's lock and the copy replaced by what was stored, so a failure counts
+once whichever replica saw it and the breaker opens for all of them. A half-open breaker's one
+trial is claimed in the database: of all the replicas wanting it, exactly one calls the
+provider. Successes of a breaker that is closed with no failure counted (the usual case) cost
+nothing. When the database cannot be reached, the copy decides alone: the breaker still
+protects the provider from this replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from cjo_delivery.adapters import breaker_store
+from cjo_delivery.adapters.routes import Route
+from cjo_delivery.domain.breaker import CircuitBreaker
+from cjo_delivery.domain.failover import BreakerChange
+from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+REFRESH = timedelta(seconds=1)
+
+
+def _copy(route: Route, stored: CircuitBreaker, now: datetime) -> None:
+    breaker = route.breaker
+    breaker.failures, breaker.open_until, breaker.trial_until = (
+        stored.failures, stored.open_until, stored.trial_until)
+    route.synced_at = now
+
+
+class SharedBreakers:
+    def __init__(self, transactions: Transactions, *, trial_lease: timedelta,
+                 refresh: timedelta = REFRESH) -> None:
+        self.transactions = transactions
+        self.trial_lease = trial_lease
+        self.refresh_after = refresh
+
+    async def refresh(self, routes: Sequence[Route], now: datetime) -> None:
+        """Read the stored breakers of ``routes`` into their copies, in one query."""
+        by_key = {route.key: route for route in routes}
+        if not by_key:
+            return
+        try:
+            stored = await self.transactions.run(lambda uow: breaker_store.read(
+                uow.session, list(by_key), lambda key: by_key[key].breaker))
+        except Exception as exc:
+            log.warning("reading the shared circuit breakers failed", error=str(exc))
+            return
+        for key, breaker in stored.items():
+            _copy(by_key[key], breaker, now)
+
+    async def allow(self, route: Route, now: datetime) -> bool:
+        """Whether ``route`` may be called now; claims a half-open breaker's one trial (among
+        every replica). When it answers False the copy is shut at ``now``."""
+        if route.synced_at is None or now - route.synced_at >= self.refresh_after:
+            await self.refresh([route], now)
+        breaker = route.breaker
+        state = breaker.state(now)
+        if state == "closed":
+            return True
+        if state == "open" or breaker.trial_under_way(now):
+            return False
+        # Half-open: claim the trial here first, so this replica's other messages wait for it.
+        breaker.trial_until = now + self.trial_lease
+        lease = self.trial_lease
+        try:
+            done = await self.transactions.run(lambda uow: breaker_store.change(
+                uow.session, route.key, breaker, lambda b: b.allow(now, lease)))
+        except Exception as exc:
+            log.warning("claiming a breaker's trial failed; this replica tries alone",
+                        provider=route.provider_id, error=str(exc))
+            return True
+        if done is None:  # the provider was deleted: its copy decides until it is rebuilt
+            return True
+        allowed, stored = done
+        _copy(route, stored, now)
+        if not allowed and not (stored.state(now) == "open" or stored.trial_under_way(now)):
+            breaker.trial_until = now + self.trial_lease  # never "no" with the copy open
+        return allowed
+
+    async def record(self, route: Route, change: BreakerChange, now: datetime,
+                     hold_until: datetime | None) -> None:
+        """What a call told of the provider: applied to the copy at once (this replica's
+        next messages see it), then to the shared breaker."""
+        breaker = route.breaker
+        was_clean = breaker.clean
+        if change is BreakerChange.SUCCEEDED:
+            breaker.succeeded()
+            if was_clean:
+                return
+        elif change is BreakerChange.FAILED:
+            breaker.failed(now)
+        else:
+            assert hold_until is not None
+            breaker.hold_back(hold_until)
+
+        def apply(stored: CircuitBreaker) -> None:
+            if change is BreakerChange.SUCCEEDED:
+                stored.succeeded()
+            elif change is BreakerChange.FAILED:
+                stored.failed(now)
+            else:
+                assert hold_until is not None
+                stored.hold_back(hold_until)
+
+        try:
+            done = await self.transactions.run(
+                lambda uow: breaker_store.change(uow.session, route.key, breaker, apply))
+        except Exception as exc:
+            log.warning("recording a breaker change failed; kept in this replica",
+                        provider=route.provider_id, error=str(exc))
+            return
+        if done is not None:
+            _copy(route, done[1], now)
