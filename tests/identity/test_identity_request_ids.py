@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from identity_support import Identity, Recorder, event, rpc_error
 from sqlalchemy import func, select
 
@@ -97,6 +98,32 @@ async def segment_entered_once(identity: Identity, recorder: Recorder, call: Cal
     assert await forwarded(identity, recorder, "segment_entered") == 3
 
 
+async def with_segment(identity: Identity) -> Metadata:
+    acme = await with_people(identity)
+    await identity.events.CreateSegment(pb.CreateSegmentRequest(segment=segment_pb2.Segment(
+        segment_id="pros", condition='traits.plan == "pro"')), metadata=acme)
+    return acme
+
+
+async def update_segment(identity: Identity) -> Call:
+    acme = await with_segment(identity)
+    return Call(identity.events.UpdateSegment, pb.UpdateSegmentRequest(
+        segment=segment_pb2.Segment(name="segments/pros", condition='traits.plan == "free"'),
+        update_mask=field_mask_pb2.FieldMask(paths=["condition"]), request_id="update-1"), acme)
+
+
+async def segment_exited_once(identity: Identity, recorder: Recorder, call: Call,
+                              first: pb.UpdateSegmentResponse | pb.DeleteSegmentResponse
+                              ) -> None:
+    assert await forwarded(identity, recorder, "segment_exited") == 3
+
+
+async def delete_segment(identity: Identity) -> Call:
+    acme = await with_segment(identity)
+    return Call(identity.events.DeleteSegment, pb.DeleteSegmentRequest(
+        name="segments/pros", request_id="delete-1"), acme)
+
+
 async def delete_profile(identity: Identity) -> Call:
     acme = await with_people(identity)
     profile = await identity.events.LookupProfile(pb.LookupProfileRequest(
@@ -142,6 +169,10 @@ CASES = [
          lambda r: setattr(r.settings, "default_phone_region", "FR")),
     Case("CreateSegment", create_segment, segment_entered_once,
          lambda r: setattr(r.segment, "display_name", "another")),
+    Case("UpdateSegment", update_segment, segment_exited_once,
+         lambda r: setattr(r.segment, "display_name", "another")),
+    Case("DeleteSegment", delete_segment, segment_exited_once,
+         lambda r: setattr(r, "name", "segments/another")),
     Case("DeleteProfile", delete_profile, erased_once,
          lambda r: setattr(r, "block_identifiers", True)),
     Case("CreateWorkspace", create_workspace, one_workspace, renamed, reveals_secret=True),

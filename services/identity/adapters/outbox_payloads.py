@@ -68,18 +68,21 @@ def conversion_fact(accepted: Accepted, conversion: Conversion) -> bytes:
 
 
 def segment_event(transition: Transition, golden: Golden, now: datetime,
-                  traceparent: str) -> bytes:
-    """The payload telling orchestration a profile entered or left a segment."""
+                  traceparent: str, reason: str = "") -> bytes:
+    """The payload telling orchestration a profile entered or left a segment (``reason``: why it
+    left, when not because its condition stopped holding, e.g. "segment_deleted")."""
     segment = transition.segment
     name = ENTERED if transition.entered else EXITED
+    properties = {"segment_id": segment.segment_id, "segment_name": segment.display_name}
+    if reason:
+        properties["reason"] = reason
     return _payload(orchestration_pb.ForwardedEvent(
         event_id=uuid.uuid4().hex,
         profile_id=transition.profile_id,
         event=event_pb2.Event(
             message_id=f"{name}:{segment.segment_id}:{transition.profile_id}:{now.isoformat()}",
             type=event_pb2.EVENT_TYPE_TRACK, name=name,
-            properties=dict_to_struct({"segment_id": segment.segment_id,
-                                       "segment_name": segment.display_name}),
+            properties=dict_to_struct(properties),
             timestamp=to_timestamp(now), source="identity"),
         profile_traits=dict_to_struct(trait_values(golden.traits)),
         traceparent=traceparent,

@@ -11,16 +11,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cjo_identity.adapters.profiles import IN_LIST_KEYS
 from cjo_identity.adapters.tables import events, profiles, segment_members, segments
 from cjo_identity.domain.computed import EventFact, compute, earliest_needed
 from cjo_identity.domain.golden import Golden
-from cjo_identity.domain.segments import Segment, activation
+from cjo_identity.domain.segments import (
+    INVALID_AFTER,
+    Health,
+    Segment,
+    SegmentState,
+    activation,
+    evaluate,
+)
 from cjo_identity.domain.settings import IdentitySettings
+from cjo_platform.cel import Expression
 from cjo_platform.db import bulk_insert, one_of
+from cjo_platform.errors import InvalidArgument
 from cjo_platform.rpc.batch import chunks
 
 
@@ -33,29 +42,131 @@ class Transition:
     entered: bool
 
 
+def _segment(row: Any) -> Segment:
+    return Segment(
+        segment_id=row.segment_id, display_name=row.display_name, condition=row.condition,
+        create_time=row.create_time, state=SegmentState(row.state),
+        error_count=int(row.error_count), consecutive_errors=int(row.consecutive_errors),
+        last_error=row.last_error or "", last_error_time=row.last_error_time,
+        last_error_profile_id=row.last_error_profile_id or "", update_time=row.update_time,
+        etag=row.etag or "")
+
+
 def load_segments(session: Session, workspace_id: str) -> list[Segment]:
-    rows = session.execute(select(segments).where(segments.c.workspace_id == workspace_id)
-                           .order_by(segments.c.segment_id))
-    return [Segment(r.segment_id, r.display_name, r.condition, r.create_time) for r in rows]
+    """The segments to evaluate: the active ones."""
+    rows = session.execute(select(segments).where(
+        segments.c.workspace_id == workspace_id,
+        segments.c.state == SegmentState.ACTIVE.value).order_by(segments.c.segment_id))
+    return [_segment(r) for r in rows]
 
 
-def get_segment(session: Session, workspace_id: str, segment_id: str
-                ) -> tuple[Segment, int] | None:
-    row = session.execute(select(segments).where(
-        segments.c.workspace_id == workspace_id, segments.c.segment_id == segment_id)).first()
-    if row is None:
+def read_segment(session: Session, workspace_id: str, segment_id: str, *,
+                 for_update: bool = False) -> Segment | None:
+    query = select(segments).where(segments.c.workspace_id == workspace_id,
+                                   segments.c.segment_id == segment_id)
+    row = session.execute(query.with_for_update() if for_update else query).first()
+    return None if row is None else _segment(row)
+
+
+def get_segment(session: Session, workspace_id: str, segment_id: str, *,
+                for_update: bool = False) -> tuple[Segment, int] | None:
+    """The segment and its member count."""
+    found = read_segment(session, workspace_id, segment_id, for_update=for_update)
+    if found is None:
         return None
-    count = session.execute(select(func.count()).select_from(segment_members).where(
-        segment_members.c.workspace_id == workspace_id,
-        segment_members.c.segment_id == segment_id)).scalar_one()
-    return Segment(row.segment_id, row.display_name, row.condition, row.create_time), int(count)
+    return found, member_counts(session, workspace_id, [segment_id])[segment_id]
+
+
+def list_segments(session: Session, workspace_id: str, after: str, limit: int
+                  ) -> list[tuple[Segment, int]]:
+    """Up to ``limit`` segments by id after ``after``, with their member counts."""
+    found = [_segment(r) for r in session.execute(
+        select(segments).where(segments.c.workspace_id == workspace_id,
+                               segments.c.segment_id > after)
+        .order_by(segments.c.segment_id).limit(limit))]
+    counts = member_counts(session, workspace_id, [s.segment_id for s in found])
+    return [(s, counts[s.segment_id]) for s in found]
+
+
+def member_counts(session: Session, workspace_id: str, segment_ids: Sequence[str]
+                  ) -> dict[str, int]:
+    counts = dict.fromkeys(segment_ids, 0)
+    if segment_ids:
+        counts.update({r.segment_id: int(r.members) for r in session.execute(
+            select(segment_members.c.segment_id, func.count().label("members"))
+            .where(segment_members.c.workspace_id == workspace_id,
+                   one_of(session, segment_members.c.segment_id, list(segment_ids)))
+            .group_by(segment_members.c.segment_id))})
+    return counts
+
+
+def _columns(segment: Segment) -> dict[str, Any]:
+    return {"display_name": segment.display_name, "condition": segment.condition,
+            "state": segment.state.value, "error_count": segment.error_count,
+            "consecutive_errors": segment.consecutive_errors,
+            "last_error": segment.last_error or None, "last_error_time": segment.last_error_time,
+            "last_error_profile_id": segment.last_error_profile_id or None,
+            "update_time": segment.update_time, "etag": segment.etag or None}
 
 
 def add_segment(session: Session, workspace_id: str, segment: Segment) -> None:
     session.execute(insert(segments).values(
         workspace_id=workspace_id, segment_id=segment.segment_id,
-        display_name=segment.display_name, condition=segment.condition,
-        create_time=segment.create_time))
+        create_time=segment.create_time, **_columns(segment)))
+
+
+def replace_segment(session: Session, workspace_id: str, segment: Segment) -> None:
+    session.execute(update(segments).where(
+        segments.c.workspace_id == workspace_id,
+        segments.c.segment_id == segment.segment_id).values(**_columns(segment)))
+
+
+def delete_segment(session: Session, workspace_id: str, segment_id: str) -> None:
+    """The segment and its memberships."""
+    session.execute(delete(segment_members).where(
+        segment_members.c.workspace_id == workspace_id,
+        segment_members.c.segment_id == segment_id))
+    session.execute(delete(segments).where(segments.c.workspace_id == workspace_id,
+                                           segments.c.segment_id == segment_id))
+
+
+def record_health(session: Session, workspace_id: str, evaluated: Mapping[str, Segment],
+                  health: Mapping[str, Health], now: datetime) -> None:
+    """Store a batch's evaluation errors: one statement for the segments that had errors, one
+    for those whose run of errors a success ended, each row once, in segment id order (so that
+    concurrent batches lock segments in one order). Counts are added in SQL, not overwritten,
+    so concurrent batches do not lose each other's errors; a segment whose condition changed
+    since the batch read it is left alone."""
+    failed = [(segment_id, h) for segment_id, h in sorted(health.items()) if h.errors]
+    if failed:
+        consecutive = (segments.c.consecutive_errors * bindparam("b_keep")
+                       + bindparam("b_trailing"))
+        session.execute(
+            update(segments)
+            .where(segments.c.workspace_id == workspace_id,
+                   segments.c.segment_id == bindparam("b_segment_id"),
+                   segments.c.condition == bindparam("b_condition"))
+            .values(error_count=segments.c.error_count + bindparam("b_errors"),
+                    consecutive_errors=consecutive,
+                    state=case((consecutive >= INVALID_AFTER, SegmentState.INVALID.value),
+                               else_=segments.c.state),
+                    last_error=bindparam("b_last_error"), last_error_time=now,
+                    last_error_profile_id=bindparam("b_profile_id")),
+            [{"b_segment_id": segment_id, "b_condition": evaluated[segment_id].condition,
+              "b_keep": 0 if h.succeeded else 1, "b_trailing": h.trailing_errors,
+              "b_errors": h.errors, "b_last_error": h.last_error,
+              "b_profile_id": h.last_error_profile_id} for segment_id, h in failed])
+    recovered = [segment_id for segment_id, h in sorted(health.items())
+                 if not h.errors and h.worth_writing]
+    if recovered:
+        session.execute(
+            update(segments)
+            .where(segments.c.workspace_id == workspace_id,
+                   segments.c.segment_id == bindparam("b_segment_id"),
+                   segments.c.condition == bindparam("b_condition"))
+            .values(consecutive_errors=0),
+            [{"b_segment_id": segment_id, "b_condition": evaluated[segment_id].condition}
+             for segment_id in recovered])
 
 
 def list_members(session: Session, workspace_id: str, segment_id: str, limit: int,
@@ -133,19 +244,35 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
                    profiles.c.profile_id == bindparam("b_profile_id"))
             .values(computed=bindparam("b_computed")),
             [{"b_profile_id": p, "b_computed": values} for p, values in stale])
-    all_segments = list(only) if only is not None else load_segments(session, workspace_id)
+    all_segments = [s for s in (only if only is not None
+                                else load_segments(session, workspace_id)) if s.evaluated]
     if not all_segments:
         return []
     changed = [p for p in sorted(golden) if p not in before
                or before[p][0] != golden[p] or before[p][1] != computed[p]]
     held = memberships(session, workspace_id, changed)
     transitions: list[Transition] = []
+    health = {s.segment_id: Health(held=s.consecutive_errors) for s in all_segments}
+    programs: dict[str, Expression] = {}
+    for segment in all_segments:
+        try:
+            programs[segment.segment_id] = segment.expression
+        except InvalidArgument as exc:
+            health[segment.segment_id].broken(f"the condition no longer compiles: {exc.message}")
     for profile_id in changed:
         facts = activation(golden[profile_id], computed[profile_id])
         for segment in all_segments:
-            member = segment.expression.test(facts)
-            if member != (segment.segment_id in held.get(profile_id, set())):
-                transitions.append(Transition(profile_id, segment, member))
+            counted = health[segment.segment_id]
+            if counted.invalid:
+                continue  # switched off by this batch: the rest keep their memberships
+            verdict = evaluate(programs[segment.segment_id], facts)
+            counted.record(profile_id, verdict)
+            if verdict.error:
+                continue  # membership unknown: left as it was
+            if verdict.member != (segment.segment_id in held.get(profile_id, set())):
+                transitions.append(Transition(profile_id, segment, verdict.member))
+    record_health(session, workspace_id, {s.segment_id: s for s in all_segments},
+                  {k: h for k, h in health.items() if h.worth_writing}, now)
     entered = [t for t in transitions if t.entered]
     left = [t for t in transitions if not t.entered]
     if entered:

@@ -2,8 +2,10 @@
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Index,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -142,6 +144,16 @@ segments = Table(
     Column("display_name", String(200), nullable=False, default=""),
     Column("condition", String(4096), nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
+    # Evaluation health (see domain/segments.py): "active" or "invalid", errors since the
+    # condition was set, errors since the last success, and the last error.
+    Column("state", String(16), nullable=False, server_default="active"),
+    Column("error_count", BigInteger, nullable=False, server_default="0"),
+    Column("consecutive_errors", Integer, nullable=False, server_default="0"),
+    Column("last_error", String(1000), nullable=True),
+    Column("last_error_time", UtcDateTime, nullable=True),
+    Column("last_error_profile_id", String(32), nullable=True),
+    Column("update_time", UtcDateTime, nullable=True),  # NULL: never updated
+    Column("etag", String(32), nullable=True),  # NULL: rows created before etags
     PrimaryKeyConstraint("workspace_id", "segment_id"),
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from google.protobuf import duration_pb2
 
@@ -15,7 +15,7 @@ from cjo.identity.v1 import (
     workspace_pb2,
 )
 from cjo_identity.adapters.outbox_payloads import event_to_proto
-from cjo_identity.domain.computed import Aggregation, ComputedTrait
+from cjo_identity.domain.computed import MAX_WINDOW, MAX_WINDOW_TEXT, Aggregation, ComputedTrait
 from cjo_identity.domain.conversions import ConversionEvent
 from cjo_identity.domain.events import Event, EventType, StoredEvent, parse_event
 from cjo_identity.domain.golden import ConsentRecord, trait_values
@@ -149,6 +149,8 @@ def settings_from_proto(item: identity_settings_pb2.IdentitySettings) -> Identit
     if bad_aggregation:
         raise InvalidArgument.one(f"settings.computed_traits[{bad_aggregation[0]}].aggregation",
                                   "is required: COUNT, SUM or LAST_TIME")
+    windows = [_window(c, f"settings.computed_traits[{n}].window")
+               for n, c in enumerate(item.computed_traits)]
     opt_in = dict(IdentitySettings().consent_opt_in)
     opt_in.update({c: d.opt_in for c, d in zip(channels, item.consent_defaults, strict=True)
                    if c is not None})
@@ -160,15 +162,29 @@ def settings_from_proto(item: identity_settings_pb2.IdentitySettings) -> Identit
                           for r, s in zip(item.trait_rules, survivorship, strict=True)),
         consent_opt_in=opt_in,
         computed_traits=tuple(ComputedTrait(
-            c.name, _AGGREGATIONS[c.aggregation], c.event_name, c.property,
-            c.window.ToTimedelta() if c.HasField("window") and c.window.ToTimedelta() else None)
-            for c in item.computed_traits),
+            c.name, _AGGREGATIONS[c.aggregation], c.event_name, c.property, window)
+            for c, window in zip(item.computed_traits, windows, strict=True)),
         conversion_events=tuple(ConversionEvent(
             c.event_name, c.revenue_property, c.currency_property, c.currency.strip().upper())
             for c in item.conversion_events),
     )
     check_settings(settings, channels)
     return settings
+
+
+def _window(item: identity_settings_pb2.ComputedTrait, field: str) -> timedelta | None:
+    """The window as a timedelta (None: unset or zero, the whole history), checked before it is
+    converted: a Duration can hold ~292 billion years, more than a timedelta (or a date) can."""
+    if not item.HasField("window"):
+        return None
+    seconds, nanos = item.window.seconds, item.window.nanos
+    if nanos:
+        raise InvalidArgument.one(field, "must be whole seconds")
+    if seconds < 0:
+        raise InvalidArgument.one(field, "must be positive (or unset for the whole history)")
+    if seconds > MAX_WINDOW.total_seconds():
+        raise InvalidArgument.one(field, MAX_WINDOW_TEXT)
+    return timedelta(seconds=seconds) if seconds else None
 
 
 def settings_to_proto(settings: IdentitySettings,

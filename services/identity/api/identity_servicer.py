@@ -22,7 +22,13 @@ from cjo_identity.api.convert import (
 )
 from cjo_identity.domain.consent import ConsentState, Decision
 from cjo_identity.domain.identifiers import parse_identifier
-from cjo_identity.domain.segments import Segment, compile_condition
+from cjo_identity.domain.segments import (
+    Segment,
+    SegmentChanges,
+    SegmentState,
+    check_update_mask,
+    compile_condition,
+)
 from cjo_identity.service_layer import consent, ingest, profiles, segments, settings
 from cjo_identity.service_layer.consent import ConsentQuery
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
@@ -179,6 +185,45 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             lambda uow: segments.get_segment(uow, workspace, segment_id))
         return pb.GetSegmentResponse(segment=segment_to_proto(*found))
 
+    async def ListSegments(self, request: pb.ListSegmentsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListSegmentsResponse:
+        size = page_size(request.page_size)
+        cursor = decode_token(request.page_token)
+        after = str(cursor.get("after", "")) if cursor else ""
+        workspace = current_workspace()
+        found, last = await self.transactions.run(
+            lambda uow: segments.list_segments(uow, workspace, size, after))
+        return pb.ListSegmentsResponse(
+            segments=[segment_to_proto(s, count) for s, count in found],
+            next_page_token=encode_token({"after": last}) if last is not None else "")
+
+    async def UpdateSegment(self, request: pb.UpdateSegmentRequest,
+                            context: grpc.aio.ServicerContext) -> pb.UpdateSegmentResponse:
+        segment_id = segment_id_of(request.segment.name, "segment.name")
+        paths = frozenset(request.update_mask.paths)
+        check_update_mask(paths)
+        draft = request.segment
+        changes = SegmentChanges(display_name=draft.display_name, condition=draft.condition)
+        workspace = current_workspace()
+        traceparent = current_traceparent()
+        return await once(
+            self.transactions, request, pb.UpdateSegmentResponse,
+            work=lambda uow: pb.UpdateSegmentResponse(segment=segment_to_proto(
+                *segments.update_segment(uow, workspace, segment_id, changes, paths,
+                                         draft.etag, traceparent))))
+
+    async def DeleteSegment(self, request: pb.DeleteSegmentRequest,
+                            context: grpc.aio.ServicerContext) -> pb.DeleteSegmentResponse:
+        segment_id = segment_id_of(request.name, "name")
+        workspace = current_workspace()
+        traceparent = current_traceparent()
+
+        def delete(uow: UnitOfWork) -> pb.DeleteSegmentResponse:
+            segments.delete_segment(uow, workspace, segment_id, traceparent)
+            return pb.DeleteSegmentResponse()
+
+        return await once(self.transactions, request, pb.DeleteSegmentResponse, work=delete)
+
     async def ListSegmentMembers(
         self, request: pb.ListSegmentMembersRequest, context: grpc.aio.ServicerContext,
     ) -> pb.ListSegmentMembersResponse:
@@ -244,11 +289,23 @@ def _consent_query(query: consent_pb2.ConsentQuery) -> ConsentQuery:
     return ConsentQuery(query.profile_id, channel, query.topic)
 
 
+_SEGMENT_STATES = {
+    SegmentState.ACTIVE: segment_pb2.SEGMENT_STATE_ACTIVE,
+    SegmentState.INVALID: segment_pb2.SEGMENT_STATE_INVALID,
+}
+
+
 def segment_to_proto(segment: Segment, member_count: int) -> segment_pb2.Segment:
     return segment_pb2.Segment(
         name=f"segments/{segment.segment_id}", segment_id=segment.segment_id,
         display_name=segment.display_name, condition=segment.condition,
-        member_count=member_count, create_time=to_timestamp(segment.create_time))
+        member_count=member_count, create_time=to_timestamp(segment.create_time),
+        state=_SEGMENT_STATES[segment.state], error_count=segment.error_count,
+        consecutive_error_count=segment.consecutive_errors, last_error=segment.last_error,
+        last_error_time=to_timestamp(segment.last_error_time),
+        last_error_profile_id=segment.last_error_profile_id,
+        update_time=to_timestamp(segment.update_time or segment.create_time),
+        etag=segment.etag)
 
 
 def segment_id_of(name: str, field: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -13,6 +15,11 @@ from cjo_platform.errors import Violations
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_COMPUTED_TRAITS = 50
+# A window longer than this is a mistake (a unit mix-up), not a business rule; an unbounded one
+# would also push `now - window` outside the dates Python and the databases can hold.
+MAX_WINDOW = timedelta(days=3650)
+MAX_WINDOW_TEXT = "at most 10 years (3,650 days)"
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 class Aggregation(StrEnum):
@@ -56,6 +63,17 @@ def check_computed(definitions: Sequence[ComputedTrait], problems: Violations,
                        f"{path}.property", "is required for SUM")
         problems.check(item.window is None or item.window > timedelta(0), f"{path}.window",
                        "must be positive (or unset for the whole history)")
+        problems.check(item.window is None or item.window <= MAX_WINDOW, f"{path}.window",
+                       MAX_WINDOW_TEXT)
+
+
+def window_start(now: datetime, window: timedelta | None) -> datetime | None:
+    """The earliest event time a window counts; None for the whole history. Never raises: a
+    window reaching before the first representable date (settings stored before windows were
+    bounded) counts the whole history."""
+    if window is None or window >= now - _EARLIEST:
+        return None
+    return now - window
 
 
 def compute(definitions: Sequence[ComputedTrait], facts: Iterable[EventFact],
@@ -68,27 +86,38 @@ def compute(definitions: Sequence[ComputedTrait], facts: Iterable[EventFact],
             values[item.name] = 0.0
     facts = list(facts)
     for item in definitions:
-        since = now - item.window if item.window else None
+        since = window_start(now, item.window)
         chosen = [f for f in facts if f.name == item.event_name
                   and (since is None or since <= f.timestamp <= now)]
         if item.aggregation is Aggregation.COUNT:
             values[item.name] = len(chosen)
         elif item.aggregation is Aggregation.SUM:
-            values[item.name] = float(sum(_number(f.properties.get(item.property))
-                                          for f in chosen))
+            values[item.name] = _bounded(sum(_number(f.properties.get(item.property))
+                                             for f in chosen))
         elif chosen:
             values[item.name] = max(f.timestamp for f in chosen).isoformat()
     return values
 
 
 def _number(value: Any) -> float:
+    """A summed property's value: numbers count, anything else (and NaN or infinity, which no
+    JSON column can store) counts as 0."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else 0.0
+
+
+def _bounded(total: float) -> float:
+    """Huge finite values can still add up to infinity; a sum is clamped to the largest finite
+    number so that it can be stored (PostgreSQL's JSON refuses Infinity) and compared in CEL."""
+    if math.isnan(total):
+        return 0.0
+    return max(-sys.float_info.max, min(sys.float_info.max, float(total)))
 
 
 def earliest_needed(definitions: Sequence[ComputedTrait], now: datetime) -> datetime | None:
     """Events older than this never count (None: some trait reads the whole history)."""
     if not definitions or any(d.window is None for d in definitions):
         return None
-    return now - max(d.window for d in definitions if d.window is not None)
+    return window_start(now, max(d.window for d in definitions if d.window is not None))

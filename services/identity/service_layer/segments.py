@@ -1,59 +1,149 @@
 """Segments: CEL conditions over profiles, whose members orchestration hears about as they
 enter and leave. Memberships of changed profiles are refreshed by ingest and erasure; creating
-a segment scans the workspace once."""
+a segment, or changing its condition, scans the workspace once. A condition failing for a
+profile is recorded on the segment (domain/segments.py) and never fails the use-case."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 from cjo_identity.adapters import profiles, segments
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC, segment_event
+from cjo_identity.adapters.segments import Transition
 from cjo_identity.adapters.settings import load_settings
-from cjo_identity.domain.segments import Segment, check_segment
+from cjo_identity.domain.segments import (
+    SEGMENT_DELETED,
+    Segment,
+    SegmentChanges,
+    apply_changes,
+    check_segment,
+)
 from cjo_platform.db.unit_of_work import UnitOfWork
-from cjo_platform.errors import AlreadyExists, NotFound
+from cjo_platform.errors import Aborted, AlreadyExists, NotFound
 
 # Profiles read per query of a scan (a bounded memory footprint per step).
 SCAN_CHUNK = 1000
 
 
+def _missing(segment_id: str) -> NotFound:
+    return NotFound(f"segment 'segments/{segment_id}' does not exist",
+                    reason="SEGMENT_NOT_FOUND")
+
+
+def _new_etag() -> str:
+    return uuid.uuid4().hex
+
+
 def create_segment(uow: UnitOfWork, workspace_id: str, segment_id: str, display_name: str,
                    condition: str, traceparent: str) -> tuple[Segment, int]:
     """Create the segment; every existing profile that matches enters it now (and orchestration
-    hears of it). Returns the segment and how many entered."""
+    hears of it). Returns the segment (with the errors its first evaluation recorded) and its
+    member count."""
     now = uow.now()
-    segment = Segment(segment_id, display_name, condition, now)
+    segment = Segment(segment_id, display_name, condition, now, update_time=now,
+                      etag=_new_etag())
     check_segment(segment)
     session = uow.session
-    if segments.get_segment(session, workspace_id, segment_id) is not None:
+    if segments.read_segment(session, workspace_id, segment_id) is not None:
         raise AlreadyExists(f"segment {segment_id!r} already exists", reason="SEGMENT_EXISTS")
     segments.add_segment(session, workspace_id, segment)
+    _recompute(uow, workspace_id, segment, traceparent)
+    return get_segment(uow, workspace_id, segment_id)
+
+
+def _recompute(uow: UnitOfWork, workspace_id: str, segment: Segment, traceparent: str) -> None:
+    """Evaluate the segment for every profile of the workspace: those that match and are not
+    members enter, members that no longer match leave. Stops early when the segment becomes
+    INVALID (the rest keep their memberships)."""
+    session = uow.session
+    now = uow.now()
     settings = load_settings(session, workspace_id)[0]
-    entered = 0
     after = ""
+    current = segment
     while rows := profiles.scan_profiles(session, workspace_id, after, SCAN_CHUNK):
         after = rows[-1][0]
         golden = {p: g for p, g, _ in rows}
         transitions = segments.refresh(session, workspace_id, golden, (), settings, now,
-                                       only=[segment])
-        entered += len(transitions)
+                                       only=[current])
         uow.publish(EVENTS_TOPIC, workspace_id, [
             (segment_event(t, golden[t.profile_id], now, traceparent), traceparent)
             for t in transitions])
-    return segment, entered
+        fresh = segments.read_segment(session, workspace_id, segment.segment_id)
+        if fresh is None or not fresh.evaluated:
+            return
+        current = fresh
 
 
 def get_segment(uow: UnitOfWork, workspace_id: str, segment_id: str) -> tuple[Segment, int]:
     """The segment and its member count."""
     found = segments.get_segment(uow.session, workspace_id, segment_id)
     if found is None:
-        raise NotFound(f"segment 'segments/{segment_id}' does not exist")
+        raise _missing(segment_id)
     return found
+
+
+def list_segments(uow: UnitOfWork, workspace_id: str, size: int, after: str
+                  ) -> tuple[list[tuple[Segment, int]], str | None]:
+    """Up to ``size`` segments (with member counts) by id after ``after``, and where the next
+    page starts (None on the last page)."""
+    found = segments.list_segments(uow.session, workspace_id, after, size + 1)
+    if len(found) <= size:
+        return found, None
+    return found[:size], found[size - 1][0].segment_id
+
+
+def update_segment(uow: UnitOfWork, workspace_id: str, segment_id: str,
+                   changes: SegmentChanges, paths: frozenset[str], etag: str,
+                   traceparent: str) -> tuple[Segment, int]:
+    """Change the fields named in ``paths``; refused when ``etag`` is given and the segment
+    changed since it was read. Setting the condition clears the segment's errors, makes it
+    ACTIVE and recomputes its members as CreateSegment does."""
+    session = uow.session
+    current = segments.read_segment(session, workspace_id, segment_id, for_update=True)
+    if current is None:
+        raise _missing(segment_id)
+    if etag and etag != current.etag:
+        raise Aborted(f"segment 'segments/{segment_id}' changed since etag {etag!r} was read",
+                      reason="ETAG_MISMATCH")
+    updated = apply_changes(current, changes, paths, uow.now(), _new_etag())
+    segments.replace_segment(session, workspace_id, updated)
+    if "condition" in paths:
+        _recompute(uow, workspace_id, updated, traceparent)
+    return get_segment(uow, workspace_id, segment_id)
+
+
+def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: str,
+                   traceparent: str) -> None:
+    """Delete the segment and its memberships; each member leaves it (orchestration hears a
+    segment_exited with reason segment_deleted, in order with the member's events)."""
+    session = uow.session
+    segment = segments.read_segment(session, workspace_id, segment_id, for_update=True)
+    if segment is None:
+        raise _missing(segment_id)
+    after = ""
+    while members := segments.list_members(session, workspace_id, segment_id, SCAN_CHUNK,
+                                           after):
+        after = members[-1]
+        _publish_exits(uow, workspace_id, segment, members, traceparent)
+    segments.delete_segment(session, workspace_id, segment_id)
+
+
+def _publish_exits(uow: UnitOfWork, workspace_id: str, segment: Segment,
+                   members: Sequence[str], traceparent: str) -> None:
+    now = uow.now()
+    golden = profiles.golden_of(uow.session, workspace_id, members)
+    uow.publish(EVENTS_TOPIC, workspace_id, [
+        (segment_event(Transition(p, segment, entered=False), golden[p], now, traceparent,
+                       reason=SEGMENT_DELETED), traceparent)
+        for p in members if p in golden])
 
 
 def list_members(uow: UnitOfWork, workspace_id: str, segment_id: str, size: int, after: str
                  ) -> tuple[list[str], str | None]:
     """Up to ``size`` member profile ids after ``after`` (by id), and where the next page
     starts (None on the last page)."""
-    if segments.get_segment(uow.session, workspace_id, segment_id) is None:
-        raise NotFound(f"segment 'segments/{segment_id}' does not exist")
+    if segments.read_segment(uow.session, workspace_id, segment_id) is None:
+        raise _missing(segment_id)
     members = segments.list_members(uow.session, workspace_id, segment_id, size + 1, after)
     return members[:size], members[size - 1] if len(members) > size else None

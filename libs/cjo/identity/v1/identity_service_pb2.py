@@ -27,78 +27,91 @@ from cjo.identity.v1 import event_pb2 as cjo_dot_identity_dot_v1_dot_event__pb2
 from cjo.identity.v1 import identity_settings_pb2 as cjo_dot_identity_dot_v1_dot_identity__settings__pb2
 from cjo.identity.v1 import profile_pb2 as cjo_dot_identity_dot_v1_dot_profile__pb2
 from cjo.identity.v1 import segment_pb2 as cjo_dot_identity_dot_v1_dot_segment__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cjo/identity/v1/identity_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1d\x63jo/identity/v1/consent.proto\x1a\x1b\x63jo/identity/v1/event.proto\x1a\'cjo/identity/v1/identity_settings.proto\x1a\x1d\x63jo/identity/v1/profile.proto\x1a\x1d\x63jo/identity/v1/segment.proto\x1a\x17google/rpc/status.proto\"=\n\x13IngestEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.cjo.identity.v1.Event\"p\n\x11IngestEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"K\n\x14IngestEventsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".cjo.identity.v1.IngestEventResult\"!\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"(\n\x17\x42\x61tchGetProfilesRequest\x12\r\n\x05names\x18\x01 \x03(\t\"f\n\x15\x42\x61tchGetProfileResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12)\n\x07profile\x18\x02 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"S\n\x18\x42\x61tchGetProfilesResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32&.cjo.identity.v1.BatchGetProfileResult\"G\n\x14LookupProfileRequest\x12/\n\nidentifier\x18\x01 \x01(\x0b\x32\x1b.cjo.identity.v1.Identifier\"B\n\x15LookupProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"Q\n\x18ListProfileEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x19ListProfileEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.cjo.identity.v1.StoredEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x18\x42\x61tchCheckConsentRequest\x12.\n\x07queries\x18\x01 \x03(\x0b\x32\x1d.cjo.identity.v1.ConsentQuery\"q\n\x17\x42\x61tchCheckConsentResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x32\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32 .cjo.identity.v1.ConsentDecision\"V\n\x19\x42\x61tchCheckConsentResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.cjo.identity.v1.BatchCheckConsentResult\"\x1c\n\x1aGetIdentitySettingsRequest\"R\n\x1bGetIdentitySettingsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.cjo.identity.v1.IdentitySettings\"h\n\x1dUpdateIdentitySettingsRequest\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.cjo.identity.v1.IdentitySettings\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"U\n\x1eUpdateIdentitySettingsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.cjo.identity.v1.IdentitySettings\"L\n\x13ListProfilesRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x14ListProfilesResponse\x12*\n\x08profiles\x18\x01 \x03(\x0b\x32\x18.cjo.identity.v1.Profile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x14\x43reateSegmentRequest\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"B\n\x15\x43reateSegmentResponse\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\"!\n\x11GetSegmentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetSegmentResponse\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\"R\n\x19ListSegmentMembersRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"J\n\x1aListSegmentMembersResponse\x12\x13\n\x0bprofile_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"S\n\x14\x44\x65leteProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11\x62lock_identifiers\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x44\x65leteProfileResponse\"$\n\x14\x45xportProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"%\n\x15\x45xportProfileResponse\x12\x0c\n\x04json\x18\x01 \x01(\t2\x96\x0b\n\x0fIdentityService\x12[\n\x0cIngestEvents\x12$.cjo.identity.v1.IngestEventsRequest\x1a%.cjo.identity.v1.IngestEventsResponse\x12U\n\nGetProfile\x12\".cjo.identity.v1.GetProfileRequest\x1a#.cjo.identity.v1.GetProfileResponse\x12g\n\x10\x42\x61tchGetProfiles\x12(.cjo.identity.v1.BatchGetProfilesRequest\x1a).cjo.identity.v1.BatchGetProfilesResponse\x12^\n\rLookupProfile\x12%.cjo.identity.v1.LookupProfileRequest\x1a&.cjo.identity.v1.LookupProfileResponse\x12j\n\x11ListProfileEvents\x12).cjo.identity.v1.ListProfileEventsRequest\x1a*.cjo.identity.v1.ListProfileEventsResponse\x12j\n\x11\x42\x61tchCheckConsent\x12).cjo.identity.v1.BatchCheckConsentRequest\x1a*.cjo.identity.v1.BatchCheckConsentResponse\x12p\n\x13GetIdentitySettings\x12+.cjo.identity.v1.GetIdentitySettingsRequest\x1a,.cjo.identity.v1.GetIdentitySettingsResponse\x12y\n\x16UpdateIdentitySettings\x12..cjo.identity.v1.UpdateIdentitySettingsRequest\x1a/.cjo.identity.v1.UpdateIdentitySettingsResponse\x12[\n\x0cListProfiles\x12$.cjo.identity.v1.ListProfilesRequest\x1a%.cjo.identity.v1.ListProfilesResponse\x12^\n\rCreateSegment\x12%.cjo.identity.v1.CreateSegmentRequest\x1a&.cjo.identity.v1.CreateSegmentResponse\x12U\n\nGetSegment\x12\".cjo.identity.v1.GetSegmentRequest\x1a#.cjo.identity.v1.GetSegmentResponse\x12m\n\x12ListSegmentMembers\x12*.cjo.identity.v1.ListSegmentMembersRequest\x1a+.cjo.identity.v1.ListSegmentMembersResponse\x12^\n\rDeleteProfile\x12%.cjo.identity.v1.DeleteProfileRequest\x1a&.cjo.identity.v1.DeleteProfileResponse\x12^\n\rExportProfile\x12%.cjo.identity.v1.ExportProfileRequest\x1a&.cjo.identity.v1.ExportProfileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cjo/identity/v1/identity_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1d\x63jo/identity/v1/consent.proto\x1a\x1b\x63jo/identity/v1/event.proto\x1a\'cjo/identity/v1/identity_settings.proto\x1a\x1d\x63jo/identity/v1/profile.proto\x1a\x1d\x63jo/identity/v1/segment.proto\x1a google/protobuf/field_mask.proto\x1a\x17google/rpc/status.proto\"=\n\x13IngestEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.cjo.identity.v1.Event\"p\n\x11IngestEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"K\n\x14IngestEventsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".cjo.identity.v1.IngestEventResult\"!\n\x11GetProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"(\n\x17\x42\x61tchGetProfilesRequest\x12\r\n\x05names\x18\x01 \x03(\t\"f\n\x15\x42\x61tchGetProfileResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12)\n\x07profile\x18\x02 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"S\n\x18\x42\x61tchGetProfilesResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32&.cjo.identity.v1.BatchGetProfileResult\"G\n\x14LookupProfileRequest\x12/\n\nidentifier\x18\x01 \x01(\x0b\x32\x1b.cjo.identity.v1.Identifier\"B\n\x15LookupProfileResponse\x12)\n\x07profile\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Profile\"Q\n\x18ListProfileEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x19ListProfileEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.cjo.identity.v1.StoredEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x18\x42\x61tchCheckConsentRequest\x12.\n\x07queries\x18\x01 \x03(\x0b\x32\x1d.cjo.identity.v1.ConsentQuery\"q\n\x17\x42\x61tchCheckConsentResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x32\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32 .cjo.identity.v1.ConsentDecision\"V\n\x19\x42\x61tchCheckConsentResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.cjo.identity.v1.BatchCheckConsentResult\"\x1c\n\x1aGetIdentitySettingsRequest\"R\n\x1bGetIdentitySettingsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.cjo.identity.v1.IdentitySettings\"h\n\x1dUpdateIdentitySettingsRequest\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.cjo.identity.v1.IdentitySettings\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"U\n\x1eUpdateIdentitySettingsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.cjo.identity.v1.IdentitySettings\"L\n\x13ListProfilesRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x14ListProfilesResponse\x12*\n\x08profiles\x18\x01 \x03(\x0b\x32\x18.cjo.identity.v1.Profile\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"U\n\x14\x43reateSegmentRequest\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"B\n\x15\x43reateSegmentResponse\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\"!\n\x11GetSegmentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetSegmentResponse\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\"<\n\x13ListSegmentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x14ListSegmentsResponse\x12*\n\x08segments\x18\x01 \x03(\x0b\x32\x18.cjo.identity.v1.Segment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x86\x01\n\x14UpdateSegmentRequest\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"B\n\x15UpdateSegmentResponse\x12)\n\x07segment\x18\x01 \x01(\x0b\x32\x18.cjo.identity.v1.Segment\"8\n\x14\x44\x65leteSegmentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x17\n\x15\x44\x65leteSegmentResponse\"R\n\x19ListSegmentMembersRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"J\n\x1aListSegmentMembersResponse\x12\x13\n\x0bprofile_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"S\n\x14\x44\x65leteProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11\x62lock_identifiers\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x17\n\x15\x44\x65leteProfileResponse\"$\n\x14\x45xportProfileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"%\n\x15\x45xportProfileResponse\x12\x0c\n\x04json\x18\x01 \x01(\t2\xb3\r\n\x0fIdentityService\x12[\n\x0cIngestEvents\x12$.cjo.identity.v1.IngestEventsRequest\x1a%.cjo.identity.v1.IngestEventsResponse\x12U\n\nGetProfile\x12\".cjo.identity.v1.GetProfileRequest\x1a#.cjo.identity.v1.GetProfileResponse\x12g\n\x10\x42\x61tchGetProfiles\x12(.cjo.identity.v1.BatchGetProfilesRequest\x1a).cjo.identity.v1.BatchGetProfilesResponse\x12^\n\rLookupProfile\x12%.cjo.identity.v1.LookupProfileRequest\x1a&.cjo.identity.v1.LookupProfileResponse\x12j\n\x11ListProfileEvents\x12).cjo.identity.v1.ListProfileEventsRequest\x1a*.cjo.identity.v1.ListProfileEventsResponse\x12j\n\x11\x42\x61tchCheckConsent\x12).cjo.identity.v1.BatchCheckConsentRequest\x1a*.cjo.identity.v1.BatchCheckConsentResponse\x12p\n\x13GetIdentitySettings\x12+.cjo.identity.v1.GetIdentitySettingsRequest\x1a,.cjo.identity.v1.GetIdentitySettingsResponse\x12y\n\x16UpdateIdentitySettings\x12..cjo.identity.v1.UpdateIdentitySettingsRequest\x1a/.cjo.identity.v1.UpdateIdentitySettingsResponse\x12[\n\x0cListProfiles\x12$.cjo.identity.v1.ListProfilesRequest\x1a%.cjo.identity.v1.ListProfilesResponse\x12^\n\rCreateSegment\x12%.cjo.identity.v1.CreateSegmentRequest\x1a&.cjo.identity.v1.CreateSegmentResponse\x12U\n\nGetSegment\x12\".cjo.identity.v1.GetSegmentRequest\x1a#.cjo.identity.v1.GetSegmentResponse\x12[\n\x0cListSegments\x12$.cjo.identity.v1.ListSegmentsRequest\x1a%.cjo.identity.v1.ListSegmentsResponse\x12^\n\rUpdateSegment\x12%.cjo.identity.v1.UpdateSegmentRequest\x1a&.cjo.identity.v1.UpdateSegmentResponse\x12^\n\rDeleteSegment\x12%.cjo.identity.v1.DeleteSegmentRequest\x1a&.cjo.identity.v1.DeleteSegmentResponse\x12m\n\x12ListSegmentMembers\x12*.cjo.identity.v1.ListSegmentMembersRequest\x1a+.cjo.identity.v1.ListSegmentMembersResponse\x12^\n\rDeleteProfile\x12%.cjo.identity.v1.DeleteProfileRequest\x1a&.cjo.identity.v1.DeleteProfileResponse\x12^\n\rExportProfile\x12%.cjo.identity.v1.ExportProfileRequest\x1a&.cjo.identity.v1.ExportProfileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.identity_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INGESTEVENTSREQUEST']._serialized_start=247
-  _globals['_INGESTEVENTSREQUEST']._serialized_end=308
-  _globals['_INGESTEVENTRESULT']._serialized_start=310
-  _globals['_INGESTEVENTRESULT']._serialized_end=422
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=424
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=499
-  _globals['_GETPROFILEREQUEST']._serialized_start=501
-  _globals['_GETPROFILEREQUEST']._serialized_end=534
-  _globals['_GETPROFILERESPONSE']._serialized_start=536
-  _globals['_GETPROFILERESPONSE']._serialized_end=599
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=601
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=641
-  _globals['_BATCHGETPROFILERESULT']._serialized_start=643
-  _globals['_BATCHGETPROFILERESULT']._serialized_end=745
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=747
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=830
-  _globals['_LOOKUPPROFILEREQUEST']._serialized_start=832
-  _globals['_LOOKUPPROFILEREQUEST']._serialized_end=903
-  _globals['_LOOKUPPROFILERESPONSE']._serialized_start=905
-  _globals['_LOOKUPPROFILERESPONSE']._serialized_end=971
-  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_start=973
-  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_end=1054
-  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_start=1056
-  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_end=1154
-  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_start=1156
-  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_end=1230
-  _globals['_BATCHCHECKCONSENTRESULT']._serialized_start=1232
-  _globals['_BATCHCHECKCONSENTRESULT']._serialized_end=1345
-  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_start=1347
-  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_end=1433
-  _globals['_GETIDENTITYSETTINGSREQUEST']._serialized_start=1435
-  _globals['_GETIDENTITYSETTINGSREQUEST']._serialized_end=1463
-  _globals['_GETIDENTITYSETTINGSRESPONSE']._serialized_start=1465
-  _globals['_GETIDENTITYSETTINGSRESPONSE']._serialized_end=1547
-  _globals['_UPDATEIDENTITYSETTINGSREQUEST']._serialized_start=1549
-  _globals['_UPDATEIDENTITYSETTINGSREQUEST']._serialized_end=1653
-  _globals['_UPDATEIDENTITYSETTINGSRESPONSE']._serialized_start=1655
-  _globals['_UPDATEIDENTITYSETTINGSRESPONSE']._serialized_end=1740
-  _globals['_LISTPROFILESREQUEST']._serialized_start=1742
-  _globals['_LISTPROFILESREQUEST']._serialized_end=1818
-  _globals['_LISTPROFILESRESPONSE']._serialized_start=1820
-  _globals['_LISTPROFILESRESPONSE']._serialized_end=1911
-  _globals['_CREATESEGMENTREQUEST']._serialized_start=1913
-  _globals['_CREATESEGMENTREQUEST']._serialized_end=1998
-  _globals['_CREATESEGMENTRESPONSE']._serialized_start=2000
-  _globals['_CREATESEGMENTRESPONSE']._serialized_end=2066
-  _globals['_GETSEGMENTREQUEST']._serialized_start=2068
-  _globals['_GETSEGMENTREQUEST']._serialized_end=2101
-  _globals['_GETSEGMENTRESPONSE']._serialized_start=2103
-  _globals['_GETSEGMENTRESPONSE']._serialized_end=2166
-  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_start=2168
-  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_end=2250
-  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_start=2252
-  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_end=2326
-  _globals['_DELETEPROFILEREQUEST']._serialized_start=2328
-  _globals['_DELETEPROFILEREQUEST']._serialized_end=2411
-  _globals['_DELETEPROFILERESPONSE']._serialized_start=2413
-  _globals['_DELETEPROFILERESPONSE']._serialized_end=2436
-  _globals['_EXPORTPROFILEREQUEST']._serialized_start=2438
-  _globals['_EXPORTPROFILEREQUEST']._serialized_end=2474
-  _globals['_EXPORTPROFILERESPONSE']._serialized_start=2476
-  _globals['_EXPORTPROFILERESPONSE']._serialized_end=2513
-  _globals['_IDENTITYSERVICE']._serialized_start=2516
-  _globals['_IDENTITYSERVICE']._serialized_end=3946
+  _globals['_INGESTEVENTSREQUEST']._serialized_start=281
+  _globals['_INGESTEVENTSREQUEST']._serialized_end=342
+  _globals['_INGESTEVENTRESULT']._serialized_start=344
+  _globals['_INGESTEVENTRESULT']._serialized_end=456
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=458
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=533
+  _globals['_GETPROFILEREQUEST']._serialized_start=535
+  _globals['_GETPROFILEREQUEST']._serialized_end=568
+  _globals['_GETPROFILERESPONSE']._serialized_start=570
+  _globals['_GETPROFILERESPONSE']._serialized_end=633
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=635
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=675
+  _globals['_BATCHGETPROFILERESULT']._serialized_start=677
+  _globals['_BATCHGETPROFILERESULT']._serialized_end=779
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=781
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=864
+  _globals['_LOOKUPPROFILEREQUEST']._serialized_start=866
+  _globals['_LOOKUPPROFILEREQUEST']._serialized_end=937
+  _globals['_LOOKUPPROFILERESPONSE']._serialized_start=939
+  _globals['_LOOKUPPROFILERESPONSE']._serialized_end=1005
+  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_start=1007
+  _globals['_LISTPROFILEEVENTSREQUEST']._serialized_end=1088
+  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_start=1090
+  _globals['_LISTPROFILEEVENTSRESPONSE']._serialized_end=1188
+  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_start=1190
+  _globals['_BATCHCHECKCONSENTREQUEST']._serialized_end=1264
+  _globals['_BATCHCHECKCONSENTRESULT']._serialized_start=1266
+  _globals['_BATCHCHECKCONSENTRESULT']._serialized_end=1379
+  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_start=1381
+  _globals['_BATCHCHECKCONSENTRESPONSE']._serialized_end=1467
+  _globals['_GETIDENTITYSETTINGSREQUEST']._serialized_start=1469
+  _globals['_GETIDENTITYSETTINGSREQUEST']._serialized_end=1497
+  _globals['_GETIDENTITYSETTINGSRESPONSE']._serialized_start=1499
+  _globals['_GETIDENTITYSETTINGSRESPONSE']._serialized_end=1581
+  _globals['_UPDATEIDENTITYSETTINGSREQUEST']._serialized_start=1583
+  _globals['_UPDATEIDENTITYSETTINGSREQUEST']._serialized_end=1687
+  _globals['_UPDATEIDENTITYSETTINGSRESPONSE']._serialized_start=1689
+  _globals['_UPDATEIDENTITYSETTINGSRESPONSE']._serialized_end=1774
+  _globals['_LISTPROFILESREQUEST']._serialized_start=1776
+  _globals['_LISTPROFILESREQUEST']._serialized_end=1852
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=1854
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=1945
+  _globals['_CREATESEGMENTREQUEST']._serialized_start=1947
+  _globals['_CREATESEGMENTREQUEST']._serialized_end=2032
+  _globals['_CREATESEGMENTRESPONSE']._serialized_start=2034
+  _globals['_CREATESEGMENTRESPONSE']._serialized_end=2100
+  _globals['_GETSEGMENTREQUEST']._serialized_start=2102
+  _globals['_GETSEGMENTREQUEST']._serialized_end=2135
+  _globals['_GETSEGMENTRESPONSE']._serialized_start=2137
+  _globals['_GETSEGMENTRESPONSE']._serialized_end=2200
+  _globals['_LISTSEGMENTSREQUEST']._serialized_start=2202
+  _globals['_LISTSEGMENTSREQUEST']._serialized_end=2262
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_start=2264
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=2355
+  _globals['_UPDATESEGMENTREQUEST']._serialized_start=2358
+  _globals['_UPDATESEGMENTREQUEST']._serialized_end=2492
+  _globals['_UPDATESEGMENTRESPONSE']._serialized_start=2494
+  _globals['_UPDATESEGMENTRESPONSE']._serialized_end=2560
+  _globals['_DELETESEGMENTREQUEST']._serialized_start=2562
+  _globals['_DELETESEGMENTREQUEST']._serialized_end=2618
+  _globals['_DELETESEGMENTRESPONSE']._serialized_start=2620
+  _globals['_DELETESEGMENTRESPONSE']._serialized_end=2643
+  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_start=2645
+  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_end=2727
+  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_start=2729
+  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_end=2803
+  _globals['_DELETEPROFILEREQUEST']._serialized_start=2805
+  _globals['_DELETEPROFILEREQUEST']._serialized_end=2888
+  _globals['_DELETEPROFILERESPONSE']._serialized_start=2890
+  _globals['_DELETEPROFILERESPONSE']._serialized_end=2913
+  _globals['_EXPORTPROFILEREQUEST']._serialized_start=2915
+  _globals['_EXPORTPROFILEREQUEST']._serialized_end=2951
+  _globals['_EXPORTPROFILERESPONSE']._serialized_start=2953
+  _globals['_EXPORTPROFILERESPONSE']._serialized_end=2990
+  _globals['_IDENTITYSERVICE']._serialized_start=2993
+  _globals['_IDENTITYSERVICE']._serialized_end=4708
 # @@protoc_insertion_point(module_scope)

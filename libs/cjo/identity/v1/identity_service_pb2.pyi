@@ -3,6 +3,7 @@ from cjo.identity.v1 import event_pb2 as _event_pb2
 from cjo.identity.v1 import identity_settings_pb2 as _identity_settings_pb2
 from cjo.identity.v1 import profile_pb2 as _profile_pb2
 from cjo.identity.v1 import segment_pb2 as _segment_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -185,6 +186,50 @@ class GetSegmentResponse(_message.Message):
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     segment: _segment_pb2.Segment
     def __init__(self, segment: _Optional[_Union[_segment_pb2.Segment, _Mapping]] = ...) -> None: ...
+
+class ListSegmentsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSegmentsResponse(_message.Message):
+    __slots__ = ("segments", "next_page_token")
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    segments: _containers.RepeatedCompositeFieldContainer[_segment_pb2.Segment]
+    next_page_token: str
+    def __init__(self, segments: _Optional[_Iterable[_Union[_segment_pb2.Segment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateSegmentRequest(_message.Message):
+    __slots__ = ("segment", "update_mask", "request_id")
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    segment: _segment_pb2.Segment
+    update_mask: _field_mask_pb2.FieldMask
+    request_id: str
+    def __init__(self, segment: _Optional[_Union[_segment_pb2.Segment, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpdateSegmentResponse(_message.Message):
+    __slots__ = ("segment",)
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    segment: _segment_pb2.Segment
+    def __init__(self, segment: _Optional[_Union[_segment_pb2.Segment, _Mapping]] = ...) -> None: ...
+
+class DeleteSegmentRequest(_message.Message):
+    __slots__ = ("name", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSegmentResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ListSegmentMembersRequest(_message.Message):
     __slots__ = ("parent", "page_size", "page_token")

@@ -102,6 +102,21 @@ class IdentityServiceStub:
                 request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentRequest.SerializeToString,
                 response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentResponse.FromString,
                 _registered_method=True)
+        self.ListSegments = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/ListSegments',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentsRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSegment = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/UpdateSegment',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateSegmentRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateSegmentResponse.FromString,
+                _registered_method=True)
+        self.DeleteSegment = channel.unary_unary(
+                '/cjo.identity.v1.IdentityService/DeleteSegment',
+                request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteSegmentRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteSegmentResponse.FromString,
+                _registered_method=True)
         self.ListSegmentMembers = channel.unary_unary(
                 '/cjo.identity.v1.IdentityService/ListSegmentMembers',
                 request_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentMembersRequest.SerializeToString,
@@ -205,15 +220,46 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateSegment(self, request, context):
-        """Creates a segment. An invalid condition fails with INVALID_ARGUMENT on `segment.condition`
-        giving the line and column of the error. Existing profiles that match enter it at once.
+        """Creates a segment. An invalid condition (one that does not compile, reads an unknown
+        variable, or fails whatever the data, e.g. `1/0 == 1`) fails with INVALID_ARGUMENT on
+        `segment.condition` giving the line and column of the error. Existing profiles that match
+        enter it at once; profiles for which the condition fails are recorded on the segment as
+        evaluation errors (see Segment) and never fail the call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSegment(self, request, context):
-        """Returns a segment with its member count.
+        """Returns a segment with its member count and evaluation errors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegments(self, request, context):
+        """Lists the workspace's segments by segment id, with their member counts and evaluation
+        errors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSegment(self, request, context):
+        """Changes a segment's `display_name` and/or `condition`. A new condition is validated as in
+        CreateSegment, clears the segment's evaluation errors, makes it SEGMENT_STATE_ACTIVE again
+        and recomputes its members at once: profiles that now match enter it, members that no
+        longer match leave it (orchestration hears both). Setting `condition` to its current value
+        does the same, which is how an INVALID segment is re-activated once the data is repaired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSegment(self, request, context):
+        """Deletes a segment and its memberships. Each member gets a "segment_exited" event (property
+        "reason": "segment_deleted") in order with its other events, so journeys that react to
+        leaving the segment see it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -298,6 +344,21 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.GetSegment,
                     request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentRequest.FromString,
                     response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentResponse.SerializeToString,
+            ),
+            'ListSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegments,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentsRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'UpdateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSegment,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateSegmentRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateSegmentResponse.SerializeToString,
+            ),
+            'DeleteSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSegment,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteSegmentRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteSegmentResponse.SerializeToString,
             ),
             'ListSegmentMembers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSegmentMembers,
@@ -625,6 +686,87 @@ class IdentityService:
             '/cjo.identity.v1.IdentityService/GetSegment',
             cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentRequest.SerializeToString,
             cjo_dot_identity_dot_v1_dot_identity__service__pb2.GetSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/ListSegments',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentsRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/UpdateSegment',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateSegmentRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.UpdateSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.IdentityService/DeleteSegment',
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteSegmentRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_identity__service__pb2.DeleteSegmentResponse.FromString,
             options,
             channel_credentials,
             insecure,
