@@ -118,6 +118,11 @@ async def test_a_failing_segment_never_stops_ingest_and_is_switched_off_then_rep
     # Fails with a division by zero for code "0": the CEL runtime raises another error class.
     await create(identity, acme, "ratio", "100 / int(traits.code) > 1")
     await create(identity, other, "codes", CODES)
+    # What fails whatever the data is refused when saved, naming the field.
+    for constant in ("1/0 == 1", "traits.code == 'x' || [1, 2][5] == 1"):
+        refused = await rpc_error(create(identity, acme, "constant", constant))
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "segment.condition" in field_violations(rpc_status.from_call(refused))
 
     # A batch mixing good and bad codes is accepted whole; the good ones enter.
     first = await ingest(identity, acme, [person(1, "7"), person(2, "abc"), person(3, "12"),
@@ -263,6 +268,7 @@ async def test_list_update_and_delete_segments(identity: Identity, recorder: Rec
             (update("segments/s0", ["condition"], condition="traits.code >"), "segment.condition"),
             (update("segments/s0", ["condition"], condition="profile.code == 1"),
              "segment.condition"),
+            (update("segments/s0", ["condition"], condition="1/0 == 1"), "segment.condition"),
             (update("segments/s0", ["display_name"], display_name="x" * 201),
              "segment.display_name"),
             (update("s0", ["display_name"]), "segment.name")]:
