@@ -12,6 +12,10 @@ MAX_BATCH_ITEMS = 1000
 MAX_ID_LENGTH = 128
 """Client-chosen identifiers: message ids, idempotency keys, fact ids, request ids."""
 
+MAX_NESTING = 32
+"""Levels of nesting in a request (each message, Struct and list is one level): deeper is
+refused by the validation layer, well before protobuf's own decoding limit (100)."""
+
 
 def check_batch(items: Sized, field: str) -> None:
     """Refuse an empty or oversized batch as a whole, naming the field."""

@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 from cjo_platform.errors import CjoError, InvalidArgument
 from cjo_platform.limits import MAX_BATCH_ITEMS, check_batch
 from cjo_platform.rpc.status import OK, to_status_proto
+from cjo_platform.rpc.validation import check_item
 
 R = TypeVar("R", bound=Message)
 Item = TypeVar("Item")
@@ -38,11 +39,13 @@ class BatchAnswer(Generic[R]):
             self.results.append(answer)
 
     def parse(self, parse: Callable[[Any], Parsed]) -> list[tuple[int, Parsed]]:
-        """``(index, parse(item))`` for every item that parses; the others fail with the
-        InvalidArgument ``parse`` raised."""
+        """``(index, parse(item))`` for every item that passes the shared validation (which
+        the interceptor leaves to the batch, see :mod:`cjo_platform.rpc.validation`) and
+        parses; the others fail with the InvalidArgument raised."""
         parsed: list[tuple[int, Parsed]] = []
         for index, item in enumerate(self.items):
             try:
+                check_item(item)
                 parsed.append((index, parse(item)))
             except InvalidArgument as exc:
                 self.fail(index, exc)

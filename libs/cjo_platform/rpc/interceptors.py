@@ -1,7 +1,9 @@
 """Server interceptors: request logging, domain errors -> rich status, authentication.
 
 Each wraps the method's behaviour; order (outermost first) is tracing, logging, errors, auth,
-so the log line carries the final status code and auth failures become proper statuses.
+validation (:mod:`cjo_platform.rpc.validation`), so the log line carries the final status code,
+auth failures become proper statuses, and only an authenticated caller learns what is wrong
+with a request.
 """
 
 from __future__ import annotations
@@ -27,26 +29,31 @@ Decorator = Callable[[Behavior, str, bool], Behavior]
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def _rewrap(handler: grpc.RpcMethodHandler, decorate: Decorator,
-            method: str) -> grpc.RpcMethodHandler:
+def _rewrap(handler: grpc.RpcMethodHandler, decorate: Decorator, method: str,
+            decoding: Callable[[Any], Any] | None = None) -> grpc.RpcMethodHandler:
+    """``handler`` with its behaviour decorated (and, given ``decoding``, its request
+    deserializer replaced by ``decoding(deserializer)``)."""
+    deserializer = handler.request_deserializer
+    if decoding is not None and deserializer is not None:
+        deserializer = decoding(deserializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
             decorate(handler.unary_unary, method, False),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
             decorate(handler.stream_unary, method, False),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
             decorate(handler.unary_stream, method, True),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer)
     return grpc.stream_stream_rpc_method_handler(
         decorate(handler.stream_stream, method, True),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=deserializer,
         response_serializer=handler.response_serializer)
 
 

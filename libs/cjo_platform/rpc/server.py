@@ -26,6 +26,7 @@ from cjo_platform.logging import configure_logging, get_logger
 from cjo_platform.rpc.auth import Authenticator
 from cjo_platform.rpc.client import MAX_MESSAGE_BYTES, close_channels
 from cjo_platform.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
+from cjo_platform.rpc.validation import ValidationInterceptor
 from cjo_platform.telemetry import configure_tracing, shutdown_tracing
 
 log = get_logger("cjo.server")
@@ -87,6 +88,8 @@ async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
             LoggingInterceptor(),
             ErrorInterceptor(domain=f"{settings.service}.cjo"),
             AuthInterceptor(app.authenticator, app.service_only_methods),
+            # Innermost: what no service can store is refused before any servicer runs.
+            ValidationInterceptor(),
         ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

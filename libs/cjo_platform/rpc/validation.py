@@ -1,0 +1,482 @@
+"""The one validation layer every RPC of every service goes through, before any servicer code.
+
+It walks the decoded request generically, by its descriptor (nested messages, repeated fields,
+maps, ``Struct``/``Value``/``ListValue``), and refuses with INVALID_ARGUMENT and a ``BadRequest``
+naming each field (``events[3].properties.price``, ``provider.config[host]``) what no service
+can store or compute with:
+
+- a string (or map key, or ``Struct`` key) holding U+0000: PostgreSQL ``text`` and ``jsonb``
+  refuse it. It is the only code point they refuse: a proto3 string is valid UTF-8 once decoded
+  (protobuf refuses anything else), so it holds no lone surrogate, and every other code point,
+  non-characters included, is stored by both databases;
+- a ``Timestamp`` outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z or with nanos
+  outside 0..999,999,999, and a ``Duration`` outside +-315,576,000,000 s or whose nanos are out
+  of range or of the other sign (the protobuf ranges; a domain's narrower range is its own check,
+  see :mod:`cjo_platform.limits`);
+- a ``double``/``float`` (also a ``Struct`` number) that is NaN or infinite;
+- nesting deeper than :data:`cjo_platform.limits.MAX_NESTING` levels.
+
+A request that does not decode at all (malformed, or nested deeper than protobuf's own decoding
+limit) is INVALID_ARGUMENT too, with reason ``REQUEST_NOT_DECODABLE``, never UNKNOWN.
+
+Batches answer per item: in a batch RPC (its response holds ``repeated ... results`` whose
+messages carry a ``google.rpc.Status status``, and its request exactly one repeated field, the
+items) the interceptor checks everything but the items, and :class:`~cjo_platform.rpc.batch.
+BatchAnswer` runs :func:`check_item` on each item, so a bad item fails alone with its own status
+(``events[3].properties.price``) and the others go through.
+
+Walking is planned once per message type: a plan lists only the fields that can hold something
+to check, so subtrees of ints, enums, bools and bytes are never visited.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from cjo_platform.errors import FieldViolation, InvalidArgument
+from cjo_platform.limits import MAX_NESTING
+from cjo_platform.rpc.interceptors import PUBLIC_PREFIXES, Behavior, _rewrap, _Wrapping
+
+NUL = "\x00"
+NUL_RULE = "must not contain the NUL character (U+0000)"
+KEY_NUL_RULE = "key must not contain the NUL character (U+0000)"
+FINITE_RULE = "must be a finite number (not NaN or Infinity)"
+NESTING_RULE = f"nested deeper than {MAX_NESTING} levels"
+TIMESTAMP_RULE = ("must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z, "
+                  "with nanos from 0 to 999,999,999")
+DURATION_RULE = ("must be between -315,576,000,000 and 315,576,000,000 seconds, with nanos "
+                 "of the same sign and less than one second")
+MAX_VIOLATIONS = 100  # per request; a caller fixing them learns of the rest on the next try
+
+TIMESTAMP_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+TIMESTAMP_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+DURATION_MAX_SECONDS = 315_576_000_000  # 10,000 years
+MAX_NANOS = 999_999_999
+
+_TIMESTAMP = "google.protobuf.Timestamp"
+_DURATION = "google.protobuf.Duration"
+_STRUCT = "google.protobuf.Struct"
+_VALUE = "google.protobuf.Value"
+_LIST_VALUE = "google.protobuf.ListValue"
+_STATUS = "google.rpc.Status"
+_STRING_TYPES = frozenset({FieldDescriptor.TYPE_STRING})
+_FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT})
+_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+# --- paths: built only when something is wrong ---------------------------------------------
+# A path is a linked tuple (parent, part, kind) from the root, rendered on demand, so the walk
+# over a thousand good events formats no strings.
+
+FIELD, INDEX, STRUCT_KEY, MAP_KEY = range(4)
+Path = tuple[Any, Any, int] | None
+
+
+def _render(path: Path) -> str:
+    parts: list[tuple[Any, int]] = []
+    while path is not None:
+        path, part, kind = path
+        parts.append((part, kind))
+    text = ""
+    for part, kind in reversed(parts):
+        if kind == INDEX:
+            text += f"[{part}]"
+        elif kind == MAP_KEY or (kind == STRUCT_KEY and not _SIMPLE_KEY.fullmatch(part)):
+            text += f"[{part}]" if _SIMPLE_KEY.fullmatch(str(part)) else f"[{json.dumps(part)}]"
+        else:  # a field (its descriptor), or a Struct key read as one: ``properties.price``
+            name = part if kind == STRUCT_KEY else part.name
+            text += f".{name}" if text else name
+    return text
+
+
+class _Found:
+    """Violations collected during one walk (capped)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, path: Path, description: str) -> None:
+        if len(self.items) < MAX_VIOLATIONS:
+            self.items.append(FieldViolation(_render(path), description))
+
+
+# --- plans ----------------------------------------------------------------------------------
+
+Check = Callable[[Any, Path, int, _Found], None]
+# Field -> check of its value, for the fields that can hold something to check. Keyed by the
+# field's descriptor (the same object on every call), as reading a descriptor's name costs more
+# than the check itself.
+Plan = dict[FieldDescriptor, Check]
+_plans: dict[str, Plan] = {}
+_building: set[str] = set()  # plans being made (a recursive type meets itself)
+
+
+def _plan(descriptor: Descriptor) -> Plan:
+    """The plan of a message type (empty when nothing in it can hold anything to check: its
+    subtree is skipped), made once."""
+    name = descriptor.full_name
+    plan = _plans.get(name)
+    if plan is None:
+        # Registered before it is filled: a recursive type finds itself and is walked, its
+        # depth bounded by MAX_NESTING.
+        plan = _plans[name] = {}
+        _building.add(name)
+        try:
+            plan.update({field: check for field in descriptor.fields
+                         if (check := _field_check(field)) is not None})
+        finally:
+            _building.discard(name)
+    return plan
+
+
+def _field_check(field: FieldDescriptor) -> Check | None:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return _map_check(field)
+    single = _single_check(field)
+    if single is None or not field.is_repeated:
+        return single
+
+    def each(values: Any, path: Path, depth: int, found: _Found) -> None:
+        for index, value in enumerate(values):
+            single(value, (path, index, INDEX), depth, found)
+    if field.type in _STRING_TYPES:
+        def strings(values: Any, path: Path, depth: int, found: _Found) -> None:
+            if any(NUL in value for value in values):
+                each(values, path, depth, found)
+        return strings
+    if field.type in _FLOAT_TYPES:
+        def numbers(values: Any, path: Path, depth: int, found: _Found) -> None:
+            if not all(map(math.isfinite, values)):
+                each(values, path, depth, found)
+        return numbers
+    return each
+
+
+def _single_check(field: FieldDescriptor) -> Check | None:
+    """The check of one value of ``field`` (one element when repeated), with ``path`` naming
+    that value."""
+    if field.type in _STRING_TYPES:
+        return _check_string
+    if field.type in _FLOAT_TYPES:
+        return _check_number
+    message = field.message_type
+    if message is None:
+        return None
+    return _message_check(message)
+
+
+def _message_check(message: Descriptor) -> Check | None:
+    name = message.full_name
+    if name == _TIMESTAMP:
+        return _check_timestamp
+    if name == _DURATION:
+        return _check_duration
+    if name == _STRUCT:
+        return _check_struct
+    if name == _VALUE:
+        return _check_value
+    if name == _LIST_VALUE:
+        return _check_list
+    if name == _STATUS:
+        return None  # an answer a cjo service wrote, passed along; not a client's input
+    plan = _plan(message)
+    if not plan and message.full_name not in _building:
+        return None
+    if _text_only(message):
+        # Its encoding holds a zero byte only for a NUL, an empty string or a zero number: one
+        # search of the bytes (in C) clears nearly every such message without a walk.
+        def check_text(value: Any, path: Path, depth: int, found: _Found) -> None:
+            if b"\x00" in value.SerializeToString():
+                _walk(value, plan, path, depth + 1, found)
+        return check_text
+
+    def check(value: Any, path: Path, depth: int, found: _Found) -> None:
+        _walk(value, plan, path, depth + 1, found)
+    return check
+
+
+_TEXT_TYPES = frozenset({
+    FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_ENUM,
+    FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64})
+
+
+def _text_only(message: Descriptor) -> bool:
+    """Only strings and varints (no message, bytes, fixed-width number or map): the kind of
+    message whose bytes can be searched for a NUL."""
+    return all(field.type in _TEXT_TYPES for field in message.fields)
+
+
+def _map_check(field: FieldDescriptor) -> Check | None:
+    entry = field.message_type
+    string_keys = entry.fields_by_name["key"].type in _STRING_TYPES
+    value_check = _single_check(entry.fields_by_name["value"])
+    if not string_keys and value_check is None:
+        return None
+
+    def check(mapping: Any, path: Path, depth: int, found: _Found) -> None:
+        if string_keys and NUL in "".join(mapping):
+            for key in mapping:
+                if NUL in key:
+                    found.add((path, key, MAP_KEY), KEY_NUL_RULE)
+        if value_check is not None:
+            for key in mapping:
+                value_check(mapping[key], (path, key, MAP_KEY), depth, found)
+    return check
+
+
+def _check_string(value: str, path: Path, depth: int, found: _Found) -> None:
+    if NUL in value:
+        found.add(path, NUL_RULE)
+
+
+def _check_number(value: float, path: Path, depth: int, found: _Found) -> None:
+    if not math.isfinite(value):
+        found.add(path, FINITE_RULE)
+
+
+def _check_timestamp(value: Any, path: Path, depth: int, found: _Found) -> None:
+    if not (TIMESTAMP_MIN_SECONDS <= value.seconds <= TIMESTAMP_MAX_SECONDS
+            and 0 <= value.nanos <= MAX_NANOS):
+        found.add(path, TIMESTAMP_RULE)
+
+
+def _check_duration(value: Any, path: Path, depth: int, found: _Found) -> None:
+    seconds, nanos = value.seconds, value.nanos
+    if not (-DURATION_MAX_SECONDS <= seconds <= DURATION_MAX_SECONDS
+            and -MAX_NANOS <= nanos <= MAX_NANOS
+            and (seconds == 0 or nanos == 0 or (seconds > 0) == (nanos > 0))):
+        found.add(path, DURATION_RULE)
+
+
+# Struct, Value and ListValue carry most of a request's bytes (event properties and traits), so
+# their checks are written out by hand rather than planned.
+
+def _check_struct(struct: Any, path: Path, depth: int, found: _Found) -> None:
+    depth += 1
+    if depth > MAX_NESTING:
+        found.add(path, NESTING_RULE)
+        return
+    fields = struct.fields
+    if NUL in "".join(fields):
+        for key in fields:
+            if NUL in key:
+                found.add((path, key, MAP_KEY), KEY_NUL_RULE)
+    for key in fields:
+        value = fields[key]
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            if not math.isfinite(value.number_value):
+                found.add((path, key, STRUCT_KEY), FINITE_RULE)
+        elif kind == "string_value":
+            if NUL in value.string_value:
+                found.add((path, key, STRUCT_KEY), NUL_RULE)
+        elif kind == "struct_value":
+            _check_struct(value.struct_value, (path, key, STRUCT_KEY), depth, found)
+        elif kind == "list_value":
+            _check_list(value.list_value, (path, key, STRUCT_KEY), depth, found)
+
+
+def _check_list(values: Any, path: Path, depth: int, found: _Found) -> None:
+    depth += 1
+    if depth > MAX_NESTING:
+        found.add(path, NESTING_RULE)
+        return
+    for index, value in enumerate(values.values):
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            if not math.isfinite(value.number_value):
+                found.add((path, index, INDEX), FINITE_RULE)
+        elif kind == "string_value":
+            if NUL in value.string_value:
+                found.add((path, index, INDEX), NUL_RULE)
+        elif kind == "struct_value":
+            _check_struct(value.struct_value, (path, index, INDEX), depth, found)
+        elif kind == "list_value":
+            _check_list(value.list_value, (path, index, INDEX), depth, found)
+
+
+def _check_value(value: Any, path: Path, depth: int, found: _Found) -> None:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        _check_string(value.string_value, path, depth, found)
+    elif kind == "number_value":
+        _check_number(value.number_value, path, depth, found)
+    elif kind == "struct_value":
+        _check_struct(value.struct_value, path, depth, found)
+    elif kind == "list_value":
+        _check_list(value.list_value, path, depth, found)
+
+
+def _walk(message: Message, plan: Plan, path: Path, depth: int, found: _Found,
+          skip: FieldDescriptor | None = None) -> None:
+    if depth > MAX_NESTING:
+        found.add(path, NESTING_RULE)
+        return
+    if not plan:
+        return
+    for field, value in message.ListFields():
+        check = plan.get(field)
+        if check is None or field is skip:
+            continue
+        if check is _check_string:  # the commonest case, without a call
+            if NUL in value:
+                found.add((path, field, FIELD), NUL_RULE)
+        else:
+            check(value, (path, field, FIELD), depth, found)
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+
+def violations(message: Message, *, skip: str = "", depth: int = 1) -> list[FieldViolation]:
+    """Every problem in ``message`` (paths relative to it), leaving out the field named
+    ``skip``; ``depth`` is the nesting level of ``message`` itself."""
+    found = _Found()
+    descriptor = message.DESCRIPTOR
+    left_out = descriptor.fields_by_name.get(skip) if skip else None
+    _walk(message, _plan(descriptor), None, depth, found, left_out)
+    return found.items
+
+
+def check_request(message: Message, *, skip: str = "") -> None:
+    """Refuse ``message`` (INVALID_ARGUMENT, every problem named) if anything in it, apart from
+    the field ``skip``, cannot be stored or computed with."""
+    found = violations(message, skip=skip)
+    if found:
+        raise InvalidArgument(found, reason="INVALID_ARGUMENT")
+
+
+def check_item(item: object) -> None:
+    """The same checks for one item of a batch (a message, or a string of a repeated string
+    field); violations are relative to the item, as :meth:`BatchAnswer.fail` expects (a
+    string's own violation has no field)."""
+    if isinstance(item, str):
+        if NUL in item:
+            raise InvalidArgument.one("", NUL_RULE)
+        return
+    if isinstance(item, float):
+        if not math.isfinite(item):
+            raise InvalidArgument.one("", FINITE_RULE)
+        return
+    if isinstance(item, Message):
+        # an item sits in its request: level 2
+        found = violations(item, depth=2)
+        if found:
+            raise InvalidArgument(found)
+
+
+def batch_items_field(request: Descriptor, response: Descriptor) -> str:
+    """The repeated field of ``request`` whose items a batch RPC answers one by one ("" when
+    the method is no batch): the response holds repeated results carrying a
+    ``google.rpc.Status status`` and the request exactly one repeated field."""
+    answers_each = any(
+        field.is_repeated and field.message_type is not None
+        and any(inner.message_type is not None and inner.message_type.full_name == _STATUS
+                for inner in field.message_type.fields)
+        for field in response.fields)
+    if not answers_each:
+        return ""
+    repeated = [field.name for field in request.fields
+                if field.is_repeated and not (field.message_type is not None
+                                              and field.message_type.GetOptions().map_entry)]
+    return repeated[0] if len(repeated) == 1 else ""
+
+
+# --- the interceptor ------------------------------------------------------------------------
+
+
+class Undecodable:
+    """What the request deserializer yields for bytes that are no valid request (malformed, or
+    nested deeper than protobuf decodes): the interceptor answers INVALID_ARGUMENT for it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _decoding(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception as exc:  # DecodeError, RecursionError ...: the bytes are the problem
+            return Undecodable(str(exc) or type(exc).__name__)
+    return decode
+
+
+def _undecodable(request: Undecodable) -> InvalidArgument:
+    return InvalidArgument(
+        [FieldViolation("", "the request is not a valid protobuf message of this method (it "
+                            f"is malformed or nested too deeply): {request.error}")],
+        message=f"the request could not be decoded: {request.error}",
+        reason="REQUEST_NOT_DECODABLE")
+
+
+@functools.lru_cache(maxsize=1024)
+def _items_field(method: str) -> str:
+    """The batch items field of ``/package.Service/Method`` (see :func:`batch_items_field`)."""
+    service, _, name = method.lstrip("/").partition("/")
+    try:
+        found = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
+    except KeyError:
+        return ""
+    return batch_items_field(found.input_type, found.output_type)
+
+
+def _check(request: Any, skip: str) -> None:
+    if isinstance(request, Undecodable):
+        raise _undecodable(request)
+    if isinstance(request, Message):
+        check_request(request, skip=skip)
+
+
+class ValidationInterceptor(_Wrapping):
+    """Runs :func:`check_request` on every request of every non-public method (see the module
+    docstring), after authentication and before the servicer."""
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(PUBLIC_PREFIXES):
+            return handler
+        return _rewrap(handler, self.decorate, method, _decoding)
+
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
+        skip = _items_field(method)
+
+        async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            async for request in requests:
+                _check(request, skip)
+                yield request
+
+        def prepare(request: Any) -> Any:
+            if isinstance(request, (Message, Undecodable)):
+                _check(request, skip)
+                return request
+            return checked(request)  # a client-streaming call: each message as it comes
+
+        if streaming:
+            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                async for item in behavior(prepare(request), context):
+                    yield item
+            return stream_behavior
+
+        async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await behavior(prepare(request), context)
+        return unary_behavior
