@@ -23,4 +23,5 @@ def facts_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
         request=lambda rows: analytics_service_pb2.RecordFactsRequest(
             facts=[fact_pb2.Fact.FromString(row.payload) for row in rows]),
         what="facts", timeout=timeout)
-    return Forwarder(db, outbox, FACTS_TOPIC, send, poll_interval=poll_interval)
+    return Forwarder(db, outbox, FACTS_TOPIC, send, poll_interval=poll_interval,
+                     item_key=lambda row: fact_pb2.Fact.FromString(row.payload).fact_id)

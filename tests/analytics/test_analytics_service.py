@@ -124,3 +124,23 @@ async def test_only_services_may_record_facts(sqlite_backend: Backend) -> None:
             await stub.RecordFacts(pb.RecordFactsRequest(facts=[fact("f", 1, "p")]),
                                    metadata=(("authorization", "Bearer not-the-token"),))
         assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_fact_the_database_cannot_store_fails_alone(backend: Backend) -> None:
+    # Before: on PostgreSQL a profile id of 65 to 128 characters failed the whole batch with
+    # INTERNAL, and the facts forwarder retried it forever: no later fact of any workspace was
+    # counted. Now the others are recorded and the fact answers for itself (or is stored).
+    app = build(settings_for("analytics", backend), Env({}))
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.AnalyticsServiceStub(channel)
+        entered = fact_pb2.FACT_TYPE_JOURNEY_ENTERED
+        reply = await stub.RecordFacts(pb.RecordFactsRequest(facts=[
+            fact("ok-1", entered, "p1"), fact("long", entered, "p" * 100),
+            fact("ok-2", entered, "p2")]), metadata=as_service("ws-a"))
+        codes = [r.status.code for r in reply.results]
+        assert codes[0] == codes[2] == 0 and codes[1] in (0, 3)
+        if codes[1]:
+            assert "facts[1]" in field_violations(reply.results[1].status)
+        report = (await stub.GetJourneyReport(pb.GetJourneyReportRequest(journey="journeys/j1"),
+                                              metadata=as_service("ws-a"))).report
+        assert [(c.type, c.count) for c in report.counts] == [(entered, 3 if not codes[1] else 2)]

@@ -10,6 +10,7 @@ from sqlalchemy import MetaData, func, select
 
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
+from cjo_platform.db.dead_letters import DeadLetters, define_dead_letters
 from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, define_outbox
 from support import Backend, eventually
 
@@ -17,11 +18,13 @@ from support import Backend, eventually
 def make(backend: Backend) -> tuple[Database, Outbox]:
     metadata = MetaData()
     table = define_outbox(metadata)
+    clock = ManualClock()
+    dead_letters = DeadLetters(define_dead_letters(metadata), clock)
     url = backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/outbox.db")
     db = Database(url, schema=backend.schema_prefix + "outbox")
     db.create_schema()
     metadata.create_all(db.engine)
-    return db, Outbox(table, ManualClock())
+    return db, Outbox(table, clock, dead_letters)
 
 
 async def test_rows_are_forwarded_in_order_and_kept_while_the_receiver_fails(

@@ -1,14 +1,21 @@
 """Transactional outbox: a service writes an event and its outbox row in one local transaction;
 a forwarder sends rows in batches and deletes them only after the receiver acknowledged.
 
-Receivers deduplicate by their own ids, so at-least-once forwarding is effectively once.
+Receivers deduplicate by their own ids, so at-least-once forwarding is effectively once. Several
+replicas share one outbox: each claims the rows it sends (a lease), so every row is sent by one
+of them, and a workspace's rows go out in order. A row the receiver refuses for good goes to the
+dead letters instead of holding up the rows behind it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     BigInteger,
@@ -19,18 +26,28 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
     delete,
+    false,
+    func,
+    not_,
     select,
+    text,
+    update,
 )
 from sqlalchemy.orm import Session
 
+from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock
 from cjo_platform.db.bulk import bulk_insert
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.types import UtcDateTime
+from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
 from cjo_platform.worker import PollingWorker
+
+log = get_logger(__name__)
 
 
 def define_outbox(metadata: MetaData) -> Table:
@@ -64,6 +81,9 @@ class OutboxRow:
     payload: bytes
     traceparent: str
     create_time: datetime
+    # Times the receiver refused this row alone, and since when (see Forwarder).
+    attempts: int = 0
+    first_failed_time: datetime | None = None
 
 
 class Outbox:
@@ -99,63 +119,296 @@ class Outbox:
             listener()
 
 
-SendBatch = Callable[[str, Sequence[OutboxRow]], Awaitable[None]]
+@dataclass(frozen=True)
+class Refusal:
+    """The receiver's answer for one row it did not take. ``transient`` errors (the receiver is
+    busy or down) are retried; the others mean the row itself is at fault."""
+
+    row: OutboxRow
+    error: str
+    transient: bool = False
+
+
+SendBatch = Callable[[str, Sequence[OutboxRow]], Awaitable[Sequence[Refusal] | None]]
+"""A forwarder's ``send(workspace_id, rows)``: returns the rows the receiver refused (``None`` or
+empty when it took them all); raises :class:`Undeliverable` when the receiver refused the call
+as a whole for a reason that repeating the same call cannot change, and anything else when the
+receiver could not be reached (the rows are kept and retried with backoff)."""
+
+
+class Undeliverable(Exception):
+    """The receiver refused a whole call for good (e.g. INTERNAL or INVALID_ARGUMENT): one of its
+    rows is probably at fault, so the forwarder splits the call to find it."""
+
+
+ROW_RETRY = RetryPolicy(max_delay=timedelta(seconds=60))
+"""How long a workspace's rows wait after the receiver refused the first of them alone."""
 
 
 class Forwarder(PollingWorker):
     """Sends one topic's outbox rows to a receiver, oldest first, in batches.
 
-    Rows of one workspace go in one call (the receiver acts on behalf of that workspace). A failed
-    call leaves the rows in place and is retried with backoff; nothing is deleted before the
-    receiver acknowledged, so a crash at any point re-sends at most one batch.
+    **Claims.** A round claims up to ``batch_size`` rows in a short transaction: it leases them
+    (``lease_owner``, ``lease_until``) for ``lease``, then sends and deletes them. Another
+    replica's claim skips leased rows and every workspace that has rows in flight, so each row is
+    sent by one replica and a workspace's rows stay in order. On PostgreSQL the claims of one
+    topic are serialized by a transaction-scoped advisory lock (each sees the leases the others
+    committed) and rows are locked with ``FOR UPDATE SKIP LOCKED``; a lease that ran out (its
+    replica died) is taken over. A claim keeps a workspace only when it holds the workspace's
+    oldest rows, without gaps.
+
+    **One bad row never blocks the others.** Rows of one workspace go in one call (the receiver
+    acts on behalf of that workspace). Rows the receiver refused one by one go to the dead
+    letters. A call refused as a whole for good (:class:`Undeliverable`) is split in halves, in
+    order, down to the single row at fault: the rows before it are delivered; it and the rows
+    behind it wait ``retry`` (growing with each refusal) while other workspaces go on; after
+    ``max_attempts`` refusals it goes to the dead letters, provided the receiver took other calls
+    since it first failed (or the next row, sent alone as a probe). A receiver that is down (any
+    other error) keeps every row, and the whole round is retried with backoff.
+
+    Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends at most
+    one batch (after its lease ran out).
     """
 
     def __init__(self, db: Database, outbox: Outbox, topic: str, send: SendBatch, *,
                  batch_size: int = 500, poll_interval: float = 1.0,
-                 max_backoff: float = 30.0) -> None:
+                 max_backoff: float = 30.0, lease: timedelta = timedelta(seconds=60),
+                 max_attempts: int = 5,
+                 retry: RetryPolicy = ROW_RETRY,
+                 item_key: Callable[[OutboxRow], str] | None = None,
+                 owner: str | None = None) -> None:
         super().__init__(poll_interval, max_backoff)
+        if outbox.dead_letters is None:
+            raise ValueError("a forwarder needs the outbox's dead letters")
         self.name = f"outbox:{topic}"
         self.db = db
         self.outbox = outbox
+        self.dead_letters: DeadLetters = outbox.dead_letters
         self.topic = topic
         self.send = send
         self.batch_size = batch_size
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.retry = retry
+        self.item_key = item_key or (lambda row: "")
+        # Unique per forwarder object: two forwarders of one process are two claimants.
+        self.owner = owner or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._last_success: datetime | None = None
+        self._lease_until: datetime | None = None
         outbox.on_write(self.wake)
+
+    @property
+    def clock(self) -> Clock:
+        return self.outbox.clock
+
+    # --- the database side (runs in the database's thread pool) ------------------------------
 
     def _claim(self) -> list[OutboxRow]:
         table = self.outbox.table
+        now = self.clock.now()
         with self.db.transaction() as session:
-            rows = session.execute(
-                select(table).where(table.c.topic == self.topic)
-                .order_by(table.c.id).limit(self.batch_size)
-            ).all()
-        return [OutboxRow(r.id, r.topic, r.workspace_id, r.payload, r.traceparent, r.create_time)
-                for r in rows]
+            postgres = session.get_bind().dialect.name == "postgresql"
+            if postgres:
+                session.execute(text(
+                    "SELECT pg_advisory_xact_lock(hashtext(current_schema() || :key))"),
+                    {"key": f":outbox:{self.topic}"})
+            else:
+                # SQLite: take the write lock first (an update of no row), so a claim of another
+                # process waits for this one instead of failing on a stale read.
+                session.execute(update(table).where(false()).values(lease_owner=None))
+            mine = table.c.topic == self.topic
+            leased = and_(table.c.lease_until.is_not(None), table.c.lease_until > now)
+            in_flight = select(table.c.workspace_id).where(mine, leased).distinct()
+            query = (select(table).where(mine, not_(leased),
+                                         table.c.workspace_id.not_in(in_flight))
+                     .order_by(table.c.id).limit(self.batch_size))
+            if postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = session.execute(query).all()
+            if not rows:
+                return []
+            # Keep a workspace only when the claim holds all its rows up to the last one claimed:
+            # a row skipped because another transaction had it locked would otherwise be
+            # overtaken by the rows behind it.
+            claimed: dict[str, int] = {}
+            for row in rows:
+                claimed[row.workspace_id] = claimed.get(row.workspace_id, 0) + 1
+            last = rows[-1].id
+            counts: dict[str, int] = {
+                workspace: int(count) for workspace, count in session.execute(
+                    select(table.c.workspace_id, func.count())
+                    .where(mine, table.c.workspace_id.in_(sorted(claimed)), table.c.id <= last)
+                    .group_by(table.c.workspace_id))}
+            kept = [row for row in rows
+                    if counts.get(row.workspace_id) == claimed[row.workspace_id]]
+            if kept:
+                until = now + self.lease
+                session.execute(update(table).where(table.c.id.in_([r.id for r in kept]))
+                                .values(lease_owner=self.owner, lease_until=until))
+                self._lease_until = until
+        return [OutboxRow(r.id, r.topic, r.workspace_id, r.payload, r.traceparent,
+                          r.create_time, r.attempts, r.first_failed_time) for r in kept]
 
-    def _delete(self, ids: Sequence[int]) -> None:
+    def _renew(self) -> None:
+        """Extend this forwarder's leases of the topic (a long round must not lose them)."""
+        table = self.outbox.table
+        until = self.clock.now() + self.lease
+        with self.db.transaction() as session:
+            session.execute(update(table).where(table.c.topic == self.topic,
+                                                table.c.lease_owner == self.owner)
+                            .values(lease_until=until))
+        self._lease_until = until
+
+    def _settle(self, delivered: Sequence[int], dead: Sequence[tuple[OutboxRow, str, int]],
+                ) -> None:
+        """Delete delivered rows; move ``(row, error, attempts)`` to the dead letters."""
         table = self.outbox.table
         with self.db.transaction() as session:
-            session.execute(delete(table).where(table.c.id.in_(ids)))
+            gone = [*delivered, *(row.id for row, _, _ in dead)]
+            if gone:
+                session.execute(delete(table).where(table.c.id.in_(gone)))
+            for row, error, attempts in dead:
+                self.dead_letters.add(
+                    session, workspace_id=row.workspace_id, source=self.name,
+                    item_key=_key(self.item_key, row), payload=row.payload, error=error,
+                    traceparent=row.traceparent, attempts=attempts,
+                    first_failed_time=row.first_failed_time)
+
+    def _hold(self, rows: Sequence[OutboxRow], until: datetime | None,
+              refused: OutboxRow | None = None) -> None:
+        """Keep ``rows`` (claimed by this forwarder) for later: leased until ``until`` (``None``:
+        released for the next claim), counting one more refusal of ``refused``."""
+        table = self.outbox.table
+        now = self.clock.now()
+        with self.db.transaction() as session:
+            if rows:
+                session.execute(update(table).where(table.c.id.in_([r.id for r in rows]),
+                                                    table.c.lease_owner == self.owner)
+                                .values(lease_until=until, lease_owner=self.owner
+                                        if until is not None else None))
+            if refused is not None:
+                session.execute(update(table).where(table.c.id == refused.id).values(
+                    attempts=refused.attempts + 1,
+                    first_failed_time=refused.first_failed_time or now))
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def _call(self, workspace_id: str, rows: Sequence[OutboxRow]) -> Sequence[Refusal]:
+        if self._lease_until is not None and \
+                self._lease_until - self.clock.now() < self.lease / 2:
+            await self.db.run(self._renew)
+        with batch_span(f"outbox.forward {self.topic}", [r.traceparent for r in rows]):
+            refused = await self.send(workspace_id, rows)
+        self._last_success = self.clock.now()
+        return refused or ()
+
+    async def _deliver(self, workspace_id: str, rows: Sequence[OutboxRow],
+                       ) -> tuple[int, str | None]:
+        """Deliver the longest leading run of ``rows`` the receiver takes; returns how many rows
+        are done (delivered or dead-lettered) and, when it stopped early, the error of the row
+        it stopped at (refused alone). Raises when the receiver is unreachable."""
+        try:
+            refused = await self._call(workspace_id, rows)
+        except Undeliverable as exc:
+            if len(rows) == 1:
+                return 0, str(exc) or repr(exc)
+            half = len(rows) // 2
+            done, error = await self._deliver(workspace_id, rows[:half])
+            if error is not None:
+                return done, error
+            more, error = await self._deliver(workspace_id, rows[half:])
+            return half + more, error
+        by_id = {r.row.id: r for r in refused}
+        # A row the receiver wants again later holds itself and the rows behind it.
+        stop = next((i for i, row in enumerate(rows)
+                     if row.id in by_id and by_id[row.id].transient), len(rows))
+        taken = rows[:stop]
+        dead = [(row, by_id[row.id].error, row.attempts + 1) for row in taken if row.id in by_id]
+        delivered = [row.id for row in taken if row.id not in by_id]
+        await self.db.run(self._settle, delivered, dead)
+        for row, error, _ in dead:
+            log.error("receiver refused an outbox row; moved to the dead letters",
+                      worker=self.name, outbox_id=row.id, workspace=workspace_id, error=error)
+        if stop < len(rows):
+            raise RuntimeError(f"the receiver asked to retry row {rows[stop].id} later: "
+                               f"{by_id[rows[stop].id].error}")
+        return len(rows), None
+
+    def _proven(self, row: OutboxRow) -> bool:
+        """Did the receiver take a call since ``row`` was first refused (so it works and the
+        row is at fault)?"""
+        return (self._last_success is not None and row.first_failed_time is not None
+                and self._last_success >= row.first_failed_time)
+
+    async def _forward(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+        """Send one workspace's rows; returns the rows left for later (empty when done)."""
+        pending = list(rows)
+        while pending:
+            done, error = await self._deliver(workspace_id, pending)
+            pending = pending[done:]
+            if error is None:
+                return []
+            culprit, behind = pending[0], pending[1:]
+            now = self.clock.now()
+            if culprit.first_failed_time is None:
+                culprit = replace(culprit, first_failed_time=now)
+            attempts = culprit.attempts + 1
+            if attempts >= self.max_attempts:
+                if self._proven(culprit):
+                    await self.db.run(self._settle, [], [(culprit, error, attempts)])
+                    self._gave_up(culprit, error)
+                    pending = behind
+                    continue
+                if behind:
+                    # Is the receiver refusing everything, or only this row? Ask with the next.
+                    probed, _ = await self._deliver(workspace_id, behind[:1])
+                    if probed:
+                        await self.db.run(self._settle, [], [(culprit, error, attempts)])
+                        self._gave_up(culprit, error)
+                        pending = behind[1:]
+                        continue
+            log.warning("receiver refused an outbox row; retrying it later", worker=self.name,
+                        outbox_id=culprit.id, workspace=workspace_id, attempts=attempts,
+                        error=error)
+            until = now + self.retry.delay(attempts)
+            await self.db.run(self._hold, pending, until, replace(culprit, attempts=attempts - 1))
+            return pending
+        return []
+
+    def _gave_up(self, row: OutboxRow, error: str) -> None:
+        log.error("receiver kept refusing an outbox row; moved to the dead letters",
+                  worker=self.name, outbox_id=row.id, workspace=row.workspace_id, error=error)
 
     async def drain_once(self) -> int:
-        """Send what is queued now; returns how many rows were acknowledged."""
+        """Claim and send what is queued now; returns how many rows were claimed."""
         rows = await self.db.run(self._claim)
         if not rows:
             return 0
-        # Keep per-workspace order: send the leading run of one workspace, then the next.
-        sent = 0
-        start = 0
-        while start < len(rows):
-            end = start
-            while end < len(rows) and rows[end].workspace_id == rows[start].workspace_id:
-                end += 1
-            group = rows[start:end]
-            with batch_span(f"outbox.forward {self.topic}", [r.traceparent for r in group]):
-                await self.send(group[0].workspace_id, group)
-            await self.db.run(self._delete, [r.id for r in group])
-            sent += len(group)
-            start = end
-        return sent
+        groups: dict[str, list[OutboxRow]] = {}
+        for row in rows:
+            groups.setdefault(row.workspace_id, []).append(row)
+        left = list(groups.values())
+        try:
+            while left:
+                group = left[0]
+                await self._forward(group[0].workspace_id, group)
+                left.pop(0)
+        finally:
+            if left:
+                # The receiver is unreachable: release what this round did not send, so the
+                # next round (here or on another replica) sends it without waiting for leases.
+                unsent = [row for group in left for row in group]
+                with contextlib.suppress(Exception):
+                    await self.db.run(self._hold, unsent, None)
+            self._lease_until = None
+        return len(rows)
 
     async def run_once(self) -> bool:
         return await self.drain_once() >= self.batch_size
+
+
+def _key(item_key: Callable[[OutboxRow], str], row: OutboxRow) -> str:
+    try:
+        return item_key(row)
+    except Exception:  # a payload that does not even parse is exactly what dead letters hold
+        return ""

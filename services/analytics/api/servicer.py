@@ -26,9 +26,10 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         answer = BatchAnswer(request.facts, "facts", DOMAIN, pb.RecordFactResult)
         parsed = answer.parse(convert.to_fact)
         workspace = current_workspace()
-        duplicates = await self.transactions.run(
-            lambda uow: facts.record_facts(uow, workspace, [fact for _, fact in parsed]))
-        for (index, _), duplicate in zip(parsed, duplicates, strict=True):
+        # A fact the database cannot store fails alone; the others are recorded.
+        recorded = await answer.write(parsed, lambda batch: self.transactions.run(
+            lambda uow: facts.record_facts(uow, workspace, batch)))
+        for index, duplicate in recorded:
             answer.results[index].duplicate = duplicate
         return pb.RecordFactsResponse(results=answer.results)
 

@@ -22,4 +22,5 @@ def identity_events_forwarder(settings: ServiceSettings, db: Database, outbox: O
             events=[event_pb2.Event.FromString(row.payload) for row in rows]),
         what="engagement events", timeout=timeout)
     return Forwarder(db, outbox, IDENTITY_EVENTS_TOPIC, send, batch_size=1000,
-                     poll_interval=poll_interval)
+                     poll_interval=poll_interval,
+                     item_key=lambda row: event_pb2.Event.FromString(row.payload).message_id)

@@ -24,7 +24,8 @@ def events_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox) ->
         request=lambda rows: pb.HandleEventsRequest(
             events=[pb.ForwardedEvent.FromString(row.payload) for row in rows]),
         what="events")
-    return Forwarder(db, outbox, EVENTS_TOPIC, send)
+    return Forwarder(db, outbox, EVENTS_TOPIC, send,
+                     item_key=lambda row: pb.ForwardedEvent.FromString(row.payload).event_id)
 
 
 def _handle_events(ch: grpc.aio.Channel) -> Callable[..., Any]:

@@ -57,10 +57,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             lambda uow: settings.get_settings(uow, workspace))
         parsed = answer.parse(lambda item: event_from_proto(item, now, current))
         if parsed:
-            outcomes = await ingest.ingest_events(
-                self.transactions, workspace, [e for _, e in parsed], current,
-                current_traceparent())
-            for (index, _), outcome in zip(parsed, outcomes, strict=True):
+            traceparent = current_traceparent()
+            # An event the database cannot store fails alone; the others are ingested.
+            outcomes = await answer.write(parsed, lambda batch: ingest.ingest_events(
+                self.transactions, workspace, batch, current, traceparent))
+            for index, outcome in outcomes:
                 if isinstance(outcome, InvalidArgument):
                     answer.fail(index, outcome)
                     continue

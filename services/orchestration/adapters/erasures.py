@@ -66,4 +66,5 @@ def erasures_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, 
         request=lambda rows: delivery_service_pb2.EraseProfilesRequest(
             profile_ids=_profiles(rows)),
         what="erasures", check_reply=_check_reply, timeout=timeout)
-    return Forwarder(db, outbox, ERASURES_TOPIC, send, poll_interval=poll_interval)
+    return Forwarder(db, outbox, ERASURES_TOPIC, send, poll_interval=poll_interval,
+                     item_key=lambda row: ",".join(_profiles([row])))

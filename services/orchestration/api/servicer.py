@@ -250,11 +250,12 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         workspace = current_workspace()
         traceparent = current_traceparent()
         parsed = answer.parse(lambda item: _forwarded(item, traceparent))
-        new = await self.transactions.run(
-            lambda uow: events.receive(uow, workspace, [e for _, e in parsed])) if parsed else []
-        for (index, _), is_new in zip(parsed, new, strict=True):
+        # An event the database cannot store fails alone; the others are received.
+        new = await answer.write(parsed, lambda batch: self.transactions.run(
+            lambda uow: events.receive(uow, workspace, batch)))
+        for index, is_new in new:
             answer.results[index].duplicate = not is_new
-        if any(new):
+        if any(is_new for _, is_new in new):
             self.on_events()
         return pb.HandleEventsResponse(results=answer.results)
 

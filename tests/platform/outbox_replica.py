@@ -1,0 +1,56 @@
+"""One forwarder replica in a process of its own, for the replica tests:
+
+    python outbox_replica.py <database url> <schema> <name> <lease seconds> run|hang
+
+It forwards topic ``t`` of the outbox in ``schema`` to a "receiver" that records each row in the
+``received`` table (in receipt order, with the replica's name). ``hang`` claims a batch and then
+never answers, like a replica that died mid-batch (the test kills it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from outbox_support import open_box
+from sqlalchemy import BigInteger, Column, Identity, MetaData, String, Table, insert
+
+from cjo_platform.clock import SystemClock
+from cjo_platform.db.outbox import Forwarder, OutboxRow
+
+received_metadata = MetaData()
+received = Table(
+    "received", received_metadata,
+    Column("seq", BigInteger, Identity(), primary_key=True),
+    Column("replica", String(32), nullable=False),
+    Column("workspace_id", String(64), nullable=False),
+    Column("payload", String(64), nullable=False),
+)
+
+
+async def main(url: str, schema: str, name: str, lease: float, mode: str) -> None:
+    box = open_box(url, schema, SystemClock())
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        if mode == "hang":
+            print("claimed", flush=True)
+            await asyncio.Event().wait()
+
+        def record() -> None:
+            with box.db.transaction() as session:
+                session.execute(insert(received), [
+                    {"replica": name, "workspace_id": workspace, "payload": r.payload.decode()}
+                    for r in rows])
+
+        await box.db.run(record)
+
+    forwarder = Forwarder(box.db, box.outbox, "t", send, batch_size=50, poll_interval=0.05,
+                          lease=timedelta(seconds=lease))
+    await forwarder.run()
+
+
+if __name__ == "__main__":
+    url, schema, name, lease, mode = sys.argv[1:6]
+    asyncio.run(main(url, schema, name, float(lease), mode))
