@@ -61,6 +61,11 @@ def parse_identifier(kind: str, value: str, problems: Violations, field: str = "
         # Mailbox local parts are case-sensitive in theory but never in practice; treating them
         # as such would split one person across profiles.
         value = value.lower()
+        # Lower-casing can lengthen a value ("İ" becomes two characters): checked again, or one
+        # event would overflow the column and fail its whole batch.
+        if not problems.check(len(value) <= MAX_IDENTIFIER_LENGTH, f"{prefix}value",
+                              f"at most {MAX_IDENTIFIER_LENGTH} characters"):
+            return None
     elif kind == PHONE:
         phone = normalise_phone(value, phone_region)
         if phone is None:

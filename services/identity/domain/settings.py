@@ -19,6 +19,7 @@ from cjo_identity.domain.conversions import (
     conversion_index,
 )
 from cjo_identity.domain.identifiers import BUILT_IN_TYPES, TYPE_NAME, USER_ID, Identifier
+from cjo_identity.domain.patterns import NESTED_REPETITION, nested_repetition
 from cjo_platform.errors import Violations
 
 CHANNELS = ("email", "sms", "push", "in_app", "webhook")
@@ -133,6 +134,8 @@ def check_settings(settings: IdentitySettings,
                 re.compile(pattern)
             except re.error as exc:
                 problems.add(where, f"is not a valid regular expression: {exc}")
+                continue
+            problems.check(not nested_repetition(pattern), where, NESTED_REPETITION)
     problems.check(len(settings.trait_rules) <= MAX_RULES, "settings.trait_rules",
                    f"at most {MAX_RULES} rules")
     traits: set[str] = set()

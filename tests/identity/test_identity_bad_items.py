@@ -1,0 +1,62 @@
+"""One event's (or one setting's) bad data hurts only itself: an identifier that outgrows its
+column when normalised fails its own event, and a blocked-value pattern that could take
+exponential time is refused when saved. Through the real gRPC server, on both backends."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+from identity_support import Identity, event, rpc_error
+
+from cjo.identity.v1 import identity_service_pb2 as pb
+from cjo.identity.v1 import identity_settings_pb2 as settings_pb2
+from cjo_identity.domain.identifiers import MAX_IDENTIFIER_LENGTH
+from cjo_identity.domain.patterns import nested_repetition
+from cjo_platform.rpc.status import field_violations
+
+
+async def test_an_identifier_that_grows_when_normalised_fails_only_its_event(
+        identity: Identity) -> None:
+    acme = await identity.new_workspace("acme")
+    # 200 characters sent, 400 once lower-cased ("İ" becomes "i" and a combining dot).
+    grown = "İ" * 200
+    assert len(grown) <= MAX_IDENTIFIER_LENGTH < len(grown.lower())
+    reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        event("m1", ("user_id", "u1")), event("m2", ("email", grown)),
+        event("m3", ("user_id", "u3"), traits={"email": grown})]), metadata=acme)
+    assert [r.status.code for r in reply.results] == [0, 3, 0]
+    assert "events[1].identifiers[0].value" in field_violations(reply.results[1].status)
+    # As a trait it is not an identifier, just a trait.
+    profile = await identity.events.GetProfile(pb.GetProfileRequest(
+        name=f"profiles/{reply.results[2].profile_id}"), metadata=acme)
+    assert [i.type for i in profile.profile.identifiers] == ["user_id"]
+    assert profile.profile.traits["email"] == grown
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+", "(\\w*)*@x", "(?:x|y+)*z", "((ab)*c)+"])
+async def test_a_pattern_that_can_take_exponential_time_is_refused(
+        identity: Identity, pattern: str) -> None:
+    acme = await identity.new_workspace("acme")
+    error = await rpc_error(identity.events.UpdateIdentitySettings(
+        pb.UpdateIdentitySettingsRequest(settings=settings_pb2.IdentitySettings(
+            identifier_types=[settings_pb2.IdentifierTypeRule(
+                type="email", blocked_values=["null", pattern])])), metadata=acme))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(rpc_status.from_call(error))
+    assert "exponential" in violations["settings.identifier_types[0].blocked_values[1]"]
+    assert "settings.identifier_types[0].blocked_values[0]" not in violations
+
+
+def test_usual_patterns_are_accepted_and_refused_ones_really_are_slow() -> None:
+    for usual in ("null", "0+", "test@example\\.com", "(unknown|none|n/a)", "[0-9]{3}-\\d+",
+                  "(ab)+", "(?:a++)+", "(a{2,3}){2}", ".*@mailinator\\.com"):
+        assert not nested_repetition(usual), usual
+    # What the refusal prevents: each character more doubles the time; 20 are already
+    # noticeable, an identifier may hold 256.
+    started = time.perf_counter()
+    assert re.fullmatch("(a+)+", "a" * 20 + "!") is None
+    assert time.perf_counter() - started > 0.01
