@@ -1,20 +1,40 @@
-"""Request limits shared by every service (documented in the README)."""
+"""Limits shared by every service, declared once: what the edge accepts and how wide every
+service's columns are (tables build their id columns from these constants, so an id one service
+accepts always fits in the next one's storage). Documented in docs/api-guide.md#limits."""
 
 from __future__ import annotations
 
 from collections.abc import Sized
+from datetime import timedelta
 
-from cjo_platform.errors import InvalidArgument
+from cjo_platform.errors import InvalidArgument, Violations
 
 MAX_BATCH_ITEMS = 1000
 """Items per batch call: events, renders, messages, facts."""
 
 MAX_ID_LENGTH = 128
-"""Client-chosen identifiers: message ids, idempotency keys, fact ids, request ids."""
+"""Identifiers a client chooses or one service hands to another: message ids, idempotency keys,
+fact ids, request ids, external ids, experiment ids, and journey, enrollment, event and message
+ids as the services that receive them store them."""
+
+MAX_PROFILE_ID_LENGTH = MAX_ID_LENGTH
+"""A profile id as every service stores it. Identity makes 32-character ids, but delivery's
+``SendMessage``, orchestration's ``Enroll`` and analytics' ``RecordFacts`` take the caller's own
+(an id from another system) up to this length, so every column that holds a profile id outside
+identity is this wide: one long id can never stop a forwarder that carries it."""
+
+MAX_WORKSPACE_ID_LENGTH = 64
+"""Width of every ``workspace_id`` column (identity's rule for a workspace id allows 63)."""
 
 MAX_NESTING = 32
 """Levels of nesting in a request (each message, Struct and list is one level): deeper is
 refused by the validation layer, well before protobuf's own decoding limit (100)."""
+
+MAX_WINDOW = timedelta(days=3650)
+"""The longest time window or delay a service should accept where a duration is added to or
+subtracted from a date (computed-trait windows, attribution windows, waits): 10 years, far
+beyond any use and far from the limits of date arithmetic (year 1 to 9999), so the arithmetic
+never overflows. A service may allow less (a wait: 366 days)."""
 
 
 def check_batch(items: Sized, field: str) -> None:
@@ -22,3 +42,38 @@ def check_batch(items: Sized, field: str) -> None:
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise InvalidArgument.one(
             field, f"must hold 1 to {MAX_BATCH_ITEMS} items, got {len(items)}")
+
+
+def check_id(problems: Violations, field: str, value: str, *, required: bool = False,
+             max_length: int = MAX_ID_LENGTH) -> bool:
+    """Record a problem with the id ``value`` of ``field`` (missing when ``required``, longer
+    than ``max_length``); True when there is none."""
+    if not value:
+        return problems.check(not required, field, "is required")
+    return problems.check(len(value) <= max_length, field, f"at most {max_length} characters")
+
+
+def describe(span: timedelta) -> str:
+    """``10 years (3,650 days)``, ``366 days``, ``90 minutes``: a limit as people read it."""
+    seconds = int(span.total_seconds())
+    if seconds == 1:
+        return "1 second"
+    if seconds % 86400 == 0:
+        days = seconds // 86400
+        if days % 365 == 0 and days >= 3650:
+            return f"{days // 365} years ({days:,} days)"
+        return f"{days:,} days"
+    if seconds % 60 == 0:
+        return f"{seconds // 60:,} minutes"
+    return f"{seconds:,} seconds"
+
+
+def check_duration(problems: Violations, field: str, value: timedelta | None, *,
+                   minimum: timedelta = timedelta(seconds=1),
+                   maximum: timedelta = MAX_WINDOW, required: bool = True) -> bool:
+    """Record a problem with the duration ``value`` of ``field`` (None is unset): outside
+    ``minimum``..``maximum``, or unset when ``required``. True when there is none."""
+    if value is None:
+        return problems.check(not required, field, "is required")
+    return problems.check(minimum <= value <= maximum, field,
+                          f"must be {describe(minimum)} to {describe(maximum)}")

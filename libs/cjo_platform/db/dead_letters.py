@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from cjo_platform.clock import Clock
 from cjo_platform.db.types import UtcDateTime
+from cjo_platform.limits import MAX_WORKSPACE_ID_LENGTH
 
 MAX_SOURCE_LENGTH = 128
 MAX_ITEM_KEY_LENGTH = 256
@@ -46,7 +47,7 @@ def define_dead_letters(metadata: MetaData) -> Table:
         # SQLite needs INTEGER PRIMARY KEY for autoincrement; PostgreSQL gets a bigint identity.
         Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                autoincrement=True),
-        Column("workspace_id", String(64), nullable=False),
+        Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
         Column("source", String(MAX_SOURCE_LENGTH), nullable=False),
         Column("item_key", String(MAX_ITEM_KEY_LENGTH), nullable=False, default=""),
         Column("payload", LargeBinary, nullable=False),

@@ -26,15 +26,16 @@ from cjo_platform.clock import Clock
 from cjo_platform.db.engine import insert_ignore
 from cjo_platform.db.types import UtcDateTime
 from cjo_platform.errors import FailedPrecondition, InvalidArgument
+from cjo_platform.limits import MAX_ID_LENGTH, MAX_WORKSPACE_ID_LENGTH
 
-MAX_REQUEST_ID_LENGTH = 128
+MAX_REQUEST_ID_LENGTH = MAX_ID_LENGTH
 
 
 def define_request_log(metadata: MetaData) -> Table:
     return Table(
         "request_log",
         metadata,
-        Column("workspace_id", String(64), nullable=False),
+        Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
         Column("method", String(128), nullable=False),
         Column("request_id", String(MAX_REQUEST_ID_LENGTH), nullable=False),
         Column("request_hash", String(64), nullable=False),

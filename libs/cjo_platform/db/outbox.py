@@ -43,6 +43,7 @@ from cjo_platform.db.bulk import bulk_insert
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.types import UtcDateTime
+from cjo_platform.limits import MAX_WORKSPACE_ID_LENGTH
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
 from cjo_platform.worker import PollingWorker
@@ -58,7 +59,7 @@ def define_outbox(metadata: MetaData) -> Table:
         Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                autoincrement=True),
         Column("topic", String(64), nullable=False),
-        Column("workspace_id", String(64), nullable=False),
+        Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
         Column("payload", LargeBinary, nullable=False),
         Column("traceparent", String(64), nullable=False, default=""),
         Column("create_time", UtcDateTime, nullable=False),

@@ -16,26 +16,27 @@ from sqlalchemy import (
 )
 
 from cjo_platform.db import UtcDateTime
+from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, MAX_WORKSPACE_ID_LENGTH
 from cjo_platform.service import shared_tables
 
 metadata = MetaData()
 outbox, request_log = shared_tables(metadata)
 
 
-def _text(name: str, length: int = 128) -> Column[str]:
+def _text(name: str, length: int = MAX_ID_LENGTH) -> Column[str]:
     return Column(name, String(length), nullable=False, default="", server_default="")
 
 
 facts = Table(
     "facts",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
-    Column("fact_id", String(128), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("fact_id", String(MAX_ID_LENGTH), nullable=False),
     Column("type", String(32), nullable=False),
-    Column("profile_id", String(64), nullable=False),
-    Column("journey_id", String(128), nullable=False, default=""),
-    Column("enrollment_id", String(64), nullable=False, default=""),
-    Column("message_id", String(64), nullable=False, default=""),
+    Column("profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
+    Column("journey_id", String(MAX_ID_LENGTH), nullable=False, default=""),
+    Column("enrollment_id", String(MAX_ID_LENGTH), nullable=False, default=""),
+    Column("message_id", String(MAX_ID_LENGTH), nullable=False, default=""),
     Column("occur_time", UtcDateTime, nullable=False),
     Column("record_time", UtcDateTime, nullable=False),
     Column("journey_version", BigInteger, nullable=False, default=0, server_default=text("0")),
@@ -71,9 +72,9 @@ facts = Table(
 messages = Table(
     "messages",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     # The message id, or the fact id for a message fact that carried none.
-    Column("message_key", String(128), nullable=False),
+    Column("message_key", String(MAX_ID_LENGTH), nullable=False),
     _text("journey_id"),
     Column("channel", Integer, nullable=False, default=0, server_default=text("0")),
     _text("content_key"),

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from cjo_platform.errors import Violations
-from cjo_platform.limits import MAX_ID_LENGTH
+from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, check_id
 
 
 class FactType(StrEnum):
@@ -73,7 +73,8 @@ def validate_fact(fact: Fact | None = None, *, fact_id: str = "", profile_id: st
     problems.check(bool(fact_id), "fact_id", "is required")
     problems.check(len(fact_id) <= MAX_ID_LENGTH, "fact_id", f"at most {MAX_ID_LENGTH} characters")
     problems.check(has_type, "type", "is required")
-    problems.check(bool(profile_id), "profile_id", "is required")
+    check_id(problems, "profile_id", profile_id, required=True,
+             max_length=MAX_PROFILE_ID_LENGTH)
     problems.check(len(journey_id) <= MAX_ID_LENGTH, "journey_id",
                    f"at most {MAX_ID_LENGTH} characters")
     problems.check(has_time, "occur_time", "is required")

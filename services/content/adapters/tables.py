@@ -13,6 +13,7 @@ from sqlalchemy import (
 )
 
 from cjo_platform.db import UtcDateTime
+from cjo_platform.limits import MAX_WORKSPACE_ID_LENGTH
 from cjo_platform.service import shared_tables
 
 metadata = MetaData()
@@ -21,7 +22,7 @@ outbox, request_log = shared_tables(metadata)
 content_items = Table(
     "content_items",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("key", String(128), nullable=False),
     Column("display_name", String(256), nullable=False, default=""),
     Column("tags", JSON, nullable=False),
@@ -42,7 +43,7 @@ content_items = Table(
 content_versions = Table(
     "content_versions",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("key", String(128), nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("revision", BigInteger, nullable=False),
@@ -58,7 +59,7 @@ content_versions = Table(
 snippets = Table(
     "snippets",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("key", String(128), nullable=False),
     Column("source", Text, nullable=False),
     Column("revision", BigInteger, nullable=False),
@@ -71,7 +72,7 @@ snippets = Table(
 content_settings = Table(
     "content_settings",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("default_locale", String(64), nullable=False),
     Column("revision", BigInteger, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),

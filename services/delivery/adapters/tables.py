@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 
 from cjo_platform.db import UtcDateTime
+from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, MAX_WORKSPACE_ID_LENGTH
 from cjo_platform.service import shared_tables
 
 metadata = MetaData()
@@ -23,16 +24,16 @@ outbox, request_log = shared_tables(metadata)
 messages = Table(
     "messages",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("message_id", String(64), nullable=False),
-    Column("idempotency_key", String(128), nullable=False),
-    Column("profile_id", String(128), nullable=False, default=""),
+    Column("idempotency_key", String(MAX_ID_LENGTH), nullable=False),
+    Column("profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False, default=""),
     Column("address", String(320), nullable=False),
     Column("channel", String(16), nullable=False),
     # The serialized cjo.common.v1.RenderedMessage, exactly as the caller sent it.
     Column("content", LargeBinary, nullable=False),
-    Column("journey_id", String(128), nullable=False, default=""),
-    Column("enrollment_id", String(128), nullable=False, default=""),
+    Column("journey_id", String(MAX_ID_LENGTH), nullable=False, default=""),
+    Column("enrollment_id", String(MAX_ID_LENGTH), nullable=False, default=""),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("error", String(1024), nullable=False, default=""),
@@ -73,7 +74,7 @@ messages = Table(
 providers = Table(
     "providers",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("provider_id", String(64), nullable=False),
     Column("channel", String(16), nullable=False),
     Column("kind", String(16), nullable=False),
@@ -94,7 +95,7 @@ providers = Table(
 policies = Table(
     "policies",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("policy", Text, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id"),
@@ -104,7 +105,7 @@ policies = Table(
 suppressions = Table(
     "suppressions",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("channel", String(16), nullable=False),
     Column("address", String(320), nullable=False),
     Column("reason", String(1024), nullable=False),
@@ -116,13 +117,13 @@ suppressions = Table(
 inbox_messages = Table(
     "inbox_messages",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("message_id", String(64), nullable=False),
-    Column("profile_id", String(128), nullable=False),
+    Column("profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
     # The serialized cjo.common.v1.RenderedInApp.
     Column("content", LargeBinary, nullable=False),
     Column("state", String(16), nullable=False),
-    Column("journey_id", String(128), nullable=False, default=""),
+    Column("journey_id", String(MAX_ID_LENGTH), nullable=False, default=""),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "message_id"),
@@ -134,7 +135,7 @@ inbox_messages = Table(
 provider_rates = Table(
     "provider_rates",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("provider_id", String(64), nullable=False),
     Column("tat", UtcDateTime, nullable=False),
     Column("promised", UtcDateTime, nullable=True),
@@ -146,8 +147,8 @@ provider_rates = Table(
 cap_locks = Table(
     "cap_locks",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
-    Column("profile_id", String(128), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
     Column("channel", String(16), nullable=False),
     PrimaryKeyConstraint("workspace_id", "profile_id", "channel"),
 )
@@ -158,7 +159,7 @@ cap_locks = Table(
 provider_breakers = Table(
     "provider_breakers",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("provider_id", String(64), nullable=False),
     Column("failures", Integer, nullable=False),
     Column("open_until", UtcDateTime, nullable=True),

@@ -19,7 +19,7 @@ from enum import StrEnum
 
 from cjo_delivery.domain.addresses import is_plausible_email
 from cjo_platform.errors import InvalidArgument, Violations
-from cjo_platform.limits import MAX_ID_LENGTH
+from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, check_id
 
 NAME_PREFIX = "messages/"
 
@@ -150,8 +150,7 @@ def validate_send(*, idempotency_key: str, profile_id: str, address: str,
     if problems.check(bool(idempotency_key), "idempotency_key", "is required"):
         problems.check(len(idempotency_key) <= MAX_ID_LENGTH, "idempotency_key",
                        f"at most {MAX_ID_LENGTH} characters")
-    problems.check(len(profile_id) <= MAX_ID_LENGTH, "recipient.profile_id",
-                   f"at most {MAX_ID_LENGTH} characters")
+    check_id(problems, "recipient.profile_id", profile_id, max_length=MAX_PROFILE_ID_LENGTH)
     problems.check(len(journey_id) <= MAX_ID_LENGTH, "journey_id",
                    f"at most {MAX_ID_LENGTH} characters")
     problems.check(len(enrollment_id) <= MAX_ID_LENGTH, "enrollment_id",

@@ -14,6 +14,7 @@ from sqlalchemy import (
 )
 
 from cjo_platform.db import UtcDateTime
+from cjo_platform.limits import MAX_ID_LENGTH, MAX_WORKSPACE_ID_LENGTH
 from cjo_platform.service import shared_tables
 
 metadata = MetaData()
@@ -26,7 +27,7 @@ Json = JSON()
 workspaces = Table(
     "workspaces",
     metadata,
-    Column("workspace_id", String(64), primary_key=True),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), primary_key=True),
     Column("display_name", String(200), nullable=False, default=""),
     Column("create_time", UtcDateTime, nullable=False),
 )
@@ -36,7 +37,7 @@ api_keys = Table(
     "api_keys",
     metadata,
     Column("key_id", String(32), primary_key=True),
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("display_name", String(200), nullable=False, default=""),
     Column("secret_hash", String(64), nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
@@ -46,7 +47,7 @@ api_keys = Table(
 profiles = Table(
     "profiles",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("profile_id", String(32), nullable=False),
     Column("traits", Json, nullable=False),  # name -> value
     # name -> provenance {"t": event time (ISO 8601), "m": message id, "s": source}; rows
@@ -64,7 +65,7 @@ profiles = Table(
 identifiers = Table(
     "identifiers",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("type", String(16), nullable=False),
     Column("value", String(256), nullable=False),
     Column("profile_id", String(32), nullable=False),
@@ -82,12 +83,12 @@ identifiers = Table(
 edges = Table(
     "edges",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("edge_key", String(40), nullable=False),  # sha1 of the sorted identifiers
     Column("cluster_id", String(32), nullable=False),
     Column("identifiers", Json, nullable=False),  # [[type, value], ...]
     Column("first_time", UtcDateTime, nullable=False),
-    Column("first_message_id", String(128), nullable=False),
+    Column("first_message_id", String(MAX_ID_LENGTH), nullable=False),
     PrimaryKeyConstraint("workspace_id", "edge_key"),
     Index("ix_edges_cluster", "workspace_id", "cluster_id"),
 )
@@ -96,12 +97,12 @@ edges = Table(
 profile_merges = Table(
     "profile_merges",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("merged_profile_id", String(32), nullable=False),
     Column("survivor_profile_id", String(32), nullable=False),
     Column("identifier_type", String(16), nullable=False),
     Column("identifier_value", String(256), nullable=False),
-    Column("message_id", String(128), nullable=False),
+    Column("message_id", String(MAX_ID_LENGTH), nullable=False),
     Column("merge_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "merged_profile_id"),
     Index("ix_profile_merges_survivor", "workspace_id", "survivor_profile_id"),
@@ -110,7 +111,7 @@ profile_merges = Table(
 identity_settings = Table(
     "identity_settings",
     metadata,
-    Column("workspace_id", String(64), primary_key=True),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), primary_key=True),
     Column("settings", Json, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
 )
@@ -118,9 +119,9 @@ identity_settings = Table(
 events = Table(
     "events",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("event_id", String(32), nullable=False),
-    Column("message_id", String(128), nullable=False),
+    Column("message_id", String(MAX_ID_LENGTH), nullable=False),
     Column("profile_id", String(32), nullable=False),
     Column("type", String(16), nullable=False),
     Column("name", String(128), nullable=False, default=""),
@@ -139,7 +140,7 @@ events = Table(
 segments = Table(
     "segments",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("segment_id", String(64), nullable=False),
     Column("display_name", String(200), nullable=False, default=""),
     Column("condition", String(4096), nullable=False),
@@ -160,7 +161,7 @@ segments = Table(
 segment_members = Table(
     "segment_members",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("segment_id", String(64), nullable=False),
     Column("profile_id", String(32), nullable=False),
     Column("enter_time", UtcDateTime, nullable=False),
@@ -172,7 +173,7 @@ segment_members = Table(
 erased_identifiers = Table(
     "erased_identifiers",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("type", String(16), nullable=False),
     Column("value", String(256), nullable=False),
     Column("erase_time", UtcDateTime, nullable=False),

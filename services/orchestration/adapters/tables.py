@@ -17,6 +17,7 @@ from sqlalchemy import (
 )
 
 from cjo_platform.db import UtcDateTime
+from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, MAX_WORKSPACE_ID_LENGTH
 from cjo_platform.service import shared_tables
 
 metadata = MetaData()
@@ -25,7 +26,7 @@ outbox, request_log = shared_tables(metadata)
 journeys = Table(
     "journeys",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("journey_id", String(64), nullable=False),
     Column("display_name", String(200), nullable=False, default=""),
     Column("state", String(16), nullable=False),
@@ -42,7 +43,7 @@ journeys = Table(
 journey_versions = Table(
     "journey_versions",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("journey_id", String(64), nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("trigger_event_name", String(200), nullable=False),
@@ -60,9 +61,9 @@ inbox = Table(
     # SQLite needs INTEGER PRIMARY KEY for autoincrement; PostgreSQL gets a bigint identity.
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
            autoincrement=True),
-    Column("workspace_id", String(64), nullable=False),
-    Column("event_id", String(128), nullable=False),
-    Column("profile_id", String(128), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("event_id", String(MAX_ID_LENGTH), nullable=False),
+    Column("profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
     Column("event_name", String(200), nullable=False, default=""),
     Column("properties", JSON, nullable=False),
     Column("traits", JSON, nullable=False),
@@ -83,10 +84,10 @@ inbox = Table(
 retired_profiles = Table(
     "retired_profiles",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
-    Column("profile_id", String(128), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
     # The profile it was merged into; "" when it was erased.
-    Column("successor_profile_id", String(128), nullable=False, default=""),
+    Column("successor_profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False, default=""),
     Column("retire_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "profile_id"),
 )
@@ -94,11 +95,11 @@ retired_profiles = Table(
 enrollments = Table(
     "enrollments",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("enrollment_id", String(64), nullable=False),
     Column("journey_id", String(64), nullable=False),
     Column("journey_version", BigInteger, nullable=False),
-    Column("profile_id", String(128), nullable=False),
+    Column("profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
     Column("state", String(16), nullable=False),
     Column("current_node_id", String(64), nullable=False, default=""),
     Column("visits", JSON, nullable=False),
@@ -112,14 +113,14 @@ enrollments = Table(
     Column("lease_token", String(32), nullable=True),
     Column("traits", JSON, nullable=False),
     Column("properties", JSON, nullable=False),
-    Column("event_id", String(128), nullable=False, default=""),
+    Column("event_id", String(MAX_ID_LENGTH), nullable=False, default=""),
     Column("traceparent", String(64), nullable=False, default=""),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     # The event (or scheduled occurrence) that enrolled it, never changed afterwards: event_id
     # follows the latest event (a wait-for-event that wakes overwrites it). The scheduler's
     # once-per-occurrence guard matches on this.
-    Column("entry_id", String(128), nullable=False, default="", server_default=""),
+    Column("entry_id", String(MAX_ID_LENGTH), nullable=False, default="", server_default=""),
     # Parked at a wait node: when due, the node's timer fired (not its first run).
     Column("waiting", Boolean, nullable=False, default=False, server_default=text("false")),
     Column("exit_reason", String(200), nullable=False, default="", server_default=""),
@@ -141,7 +142,7 @@ enrollments = Table(
 steps = Table(
     "steps",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("enrollment_id", String(64), nullable=False),
     Column("step_number", Integer, nullable=False),
     Column("node_id", String(64), nullable=False),
@@ -158,7 +159,7 @@ steps = Table(
 schedule_occurrences = Table(
     "schedule_occurrences",
     metadata,
-    Column("workspace_id", String(64), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
     Column("journey_id", String(64), nullable=False),
     Column("journey_version", BigInteger, nullable=False),
     Column("fire_time", UtcDateTime, nullable=False),

@@ -31,7 +31,7 @@ from cjo_orchestration.service_layer import enrollment, events, journeys, schedu
 from cjo_orchestration.service_layer.ids import NewId
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument, Violations
-from cjo_platform.limits import MAX_ID_LENGTH
+from cjo_platform.limits import MAX_PROFILE_ID_LENGTH, check_id
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import struct_to_dict
 from cjo_platform.rpc.auth import current_workspace
@@ -194,9 +194,8 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                      context: grpc.aio.ServicerContext) -> pb.EnrollResponse:
         journey_id = parse_journey_name(request.journey, "journey")
         problems = Violations()
-        problems.check(bool(request.profile_id), "profile_id", "is required")
-        problems.check(len(request.profile_id) <= MAX_ID_LENGTH, "profile_id",
-                       f"at most {MAX_ID_LENGTH} characters")
+        check_id(problems, "profile_id", request.profile_id, required=True,
+                 max_length=MAX_PROFILE_ID_LENGTH)
         problems.check(bool(request.request_id), "request_id",
                        "is required: it makes a retried Enroll enroll once")
         problems.raise_if_any()

@@ -18,17 +18,14 @@ from cjo_orchestration.domain.enrollment import (
 from cjo_orchestration.domain.graph import MAX_EVENT_NAME_LENGTH
 from cjo_orchestration.domain.journeys import SEGMENT_ENTERED, JourneyGraph, ReEntry, TriggerKind
 from cjo_platform.errors import Violations
-from cjo_platform.limits import MAX_ID_LENGTH
+from cjo_platform.limits import MAX_PROFILE_ID_LENGTH, check_id
 
 
 def validate_forwarded_event(event_id: str, profile_id: str, event_name: str) -> Violations:
     problems = Violations()
-    problems.check(bool(event_id), "event_id", "is required")
-    problems.check(len(event_id) <= MAX_ID_LENGTH, "event_id",
-                   f"at most {MAX_ID_LENGTH} characters")
-    problems.check(bool(profile_id), "profile_id", "is required")
-    problems.check(len(profile_id) <= MAX_ID_LENGTH, "profile_id",
-                   f"at most {MAX_ID_LENGTH} characters")
+    check_id(problems, "event_id", event_id, required=True)
+    check_id(problems, "profile_id", profile_id, required=True,
+             max_length=MAX_PROFILE_ID_LENGTH)
     problems.check(len(event_name) <= MAX_EVENT_NAME_LENGTH, "event.name",
                    f"at most {MAX_EVENT_NAME_LENGTH} characters")
     return problems
