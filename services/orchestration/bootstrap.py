@@ -10,6 +10,7 @@ from cjo_orchestration.adapters.erasures import erasures_forwarder
 from cjo_orchestration.adapters.peers import ContentCatalog, Peers
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.api.servicer import SERVICE, OrchestrationServicer
+from cjo_orchestration.service_layer.events import InboxRound
 from cjo_orchestration.service_layer.ids import new_id
 from cjo_orchestration.service_layer.schedules import ScheduleRound
 from cjo_orchestration.service_layer.steps import StepRound
@@ -35,8 +36,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     timeout = engine.peer_timeout_seconds
     steps = StepWorker(StepRound(transactions, Peers(settings, timeout), engine),
                        engine.poll_seconds, engine.step_lanes)
-    events = EventWorker(transactions, engine.poll_seconds, engine.event_batch, new_id,
-                         steps.wake)
+    events = EventWorker(
+        InboxRound(transactions, engine.event_batch, new_id, engine.event_max_attempts),
+        engine.poll_seconds, steps.wake)
     schedules = ScheduleWorker(
         ScheduleRound(transactions, engine, Audience(settings, timeout), new_id),
         engine.poll_seconds, steps.wake)

@@ -30,6 +30,9 @@ class EngineSettings:
     # Occurrences in a final state (done, failed, skipped, ...) are deleted this many days after
     # they finished; the latest of each journey is always kept.
     schedule_retention_days: int = 30
+    # Rounds that may fail to apply one inbox event before it is given up to the dead letters
+    # (its profile's later events wait behind it until then).
+    event_max_attempts: int = 5
 
 
 def load_engine_settings(env: Env) -> EngineSettings:
@@ -61,4 +64,5 @@ def load_engine_settings(env: Env) -> EngineSettings:
         schedule_batch=env.int(f"{prefix}SCHEDULE_BATCH", 10, minimum=1, maximum=100),
         schedule_retention_days=env.int(f"{prefix}SCHEDULE_RETENTION_DAYS", 30, minimum=1,
                                         maximum=3650),
+        event_max_attempts=env.int(f"{prefix}EVENT_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
     )

@@ -11,7 +11,17 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, bindparam, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters.tables import enrollments, inbox, retired_profiles, steps
@@ -39,20 +49,68 @@ def receive(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
     return set(insert_ignore(session, inbox, rows, returning=inbox.c.event_id))
 
 
-def pending_events(session: Session, limit: int) -> list[InboxEvent]:
-    """The oldest unprocessed events, locked for this transaction.
+def pending_events(session: Session, limit: int,
+                   seqs: Sequence[int] | None = None) -> list[InboxEvent]:
+    """The oldest unprocessed events (of ``seqs`` only, when given), locked for this
+    transaction, leaving out every profile whose older unprocessed event another replica holds.
 
-    A plain FOR UPDATE (not SKIP LOCKED): a second replica waits for the first batch to commit
-    instead of overtaking it, so a profile's events are never applied out of order.
+    Rows are locked with SKIP LOCKED, so replicas take different events (different profiles) at
+    once; a profile whose oldest pending event is not among them is being applied elsewhere, so
+    its events here wait for a later round and never overtake it. On SQLite (one writer) the
+    lock clause is not emitted and the guard never drops anything.
     """
     c = inbox.c
+    query = (select(c.seq, c.workspace_id, c.event_id, c.profile_id, c.event_name,
+                    c.properties, c.traits, c.traceparent, c.attempts)
+             .where(c.processed.is_(False)))
+    if seqs is not None:
+        query = query.where(c.seq.in_(sorted(seqs)))
     rows = session.execute(
-        select(c.seq, c.workspace_id, c.event_id, c.profile_id, c.event_name, c.properties,
-               c.traits, c.traceparent)
-        .where(c.processed.is_(False)).order_by(c.seq).limit(limit).with_for_update()
-    ).all()
+        query.order_by(c.seq).limit(limit).with_for_update(skip_locked=True)).all()
+    if not rows:
+        return []
+    first: dict[tuple[str, str], int] = {}
+    for r in rows:
+        first.setdefault((r.workspace_id, r.profile_id), r.seq)
+    oldest = session.execute(
+        select(c.workspace_id, c.profile_id, func.min(c.seq).label("seq"))
+        .where(c.processed.is_(False), _keys_in(session, (c.workspace_id, c.profile_id),
+                                                sorted(first)))
+        .group_by(c.workspace_id, c.profile_id)).all()
+    held = {(r.workspace_id, r.profile_id) for r in oldest
+            if r.seq < first[(r.workspace_id, r.profile_id)]}
     return [InboxEvent(r.workspace_id, r.seq, r.event_id, r.profile_id, r.event_name,
-                       r.properties, r.traits, r.traceparent) for r in rows]
+                       r.properties, r.traits, r.traceparent, r.attempts)
+            for r in rows if (r.workspace_id, r.profile_id) not in held]
+
+
+def record_failure(session: Session, seq: int, error: str) -> int:
+    """Count one more failed attempt to apply an event, with its error; returns the count."""
+    c = inbox.c
+    attempts = session.execute(
+        update(inbox).where(c.seq == seq)
+        .values(attempts=c.attempts + 1, last_error=error).returning(c.attempts)).scalar()
+    return int(attempts or 0)
+
+
+def give_up(session: Session, seqs: Sequence[int]) -> None:
+    """Events no attempt could apply: out of the inbox's pending tail (their rows, attempts and
+    last error stay, for the dead letters' replay and for dedupe)."""
+    if seqs:
+        session.execute(update(inbox).where(inbox.c.seq.in_(seqs)).values(processed=True))
+
+
+def replay(session: Session, workspace_id: str, event_ids: Sequence[str]) -> int:
+    """Put given-up events back in the pending tail, their attempts counted afresh; returns how
+    many were found."""
+    if not event_ids:
+        return 0
+    c = inbox.c
+    result = session.execute(
+        update(inbox).where(c.workspace_id == workspace_id,
+                            one_of(session, c.event_id, sorted(set(event_ids))))
+        .values(processed=False, attempts=0, last_error=""))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def mark_processed(session: Session, seqs: Sequence[int]) -> None:

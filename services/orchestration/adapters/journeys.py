@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, or_, select, tuple_, update
+from sqlalchemy import Row, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters.tables import journey_versions, journeys
@@ -25,7 +25,9 @@ def _journey(row: Row[Any]) -> Journey:
         workspace_id=row.workspace_id, journey_id=row.journey_id,
         display_name=row.display_name, state=JourneyState(row.state),
         graph=JourneyGraph.from_dict(row.definition), published_version=row.published_version,
-        revision=row.revision, create_time=row.create_time, update_time=row.update_time)
+        revision=row.revision, create_time=row.create_time, update_time=row.update_time,
+        error_count=row.error_count, last_error=row.last_error,
+        last_error_time=row.last_error_time)
 
 
 def _values(journey: Journey) -> dict[str, Any]:
@@ -108,3 +110,20 @@ def versions(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[
     ).all()
     return {(r.workspace_id, r.journey_id, r.version): JourneyGraph.from_dict(r.definition)
             for r in rows}
+
+
+def record_errors(session: Session, errors: Mapping[tuple[str, str], tuple[int, str]],
+                  now: datetime) -> None:
+    """Count errors on journeys: ``(workspace, journey) -> (how many, the latest)``, one
+    statement for the round. Journeys go in key order, so two rounds never wait on each other's
+    rows in opposite orders."""
+    if not errors:
+        return
+    c = journeys.c
+    session.execute(
+        update(journeys)
+        .where(c.workspace_id == bindparam("p_ws"), c.journey_id == bindparam("p_id"))
+        .values(error_count=c.error_count + bindparam("p_count"),
+                last_error=bindparam("p_error"), last_error_time=bindparam("p_time")),
+        [{"p_ws": ws, "p_id": journey_id, "p_count": count, "p_error": error, "p_time": now}
+         for (ws, journey_id), (count, error) in sorted(errors.items())])

@@ -79,11 +79,16 @@ def _item_failure(peer: str, status: status_pb2.Status) -> Rejected | Deferred:
     return Rejected(detail) if status.code in PERMANENT_CODES else Deferred(detail)
 
 
+# Whole-call failures that say the peer is busy or away, not that an item is bad.
+TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                             grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
 def _call_failure(peer: str, exc: grpc.aio.AioRpcError) -> Deferred:
     # A whole call failing says nothing about the items; retry them (a bounded number of times).
+    # A batch the peer refused is split first, so this is one item's answer or a transient one.
     code = exc.code()
-    if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED):
+    if code not in TRANSIENT_CODES:
         log.error("peer refused a whole batch", peer=peer, code=code.name,
                   error=exc.details())
     return Deferred(f"{peer}: {code.name}: {exc.details()}")
@@ -131,11 +136,25 @@ class Peers:
             try:
                 reply = await call(chunk, metadata)
             except grpc.aio.AioRpcError as exc:
+                if len(chunk) > 1 and exc.code() not in TRANSIENT_CODES:
+                    return await halves(chunk)  # find the item the peer refuses
                 return [_call_failure(peer, exc)] * len(chunk)
+            except Exception as exc:
+                # The request could not be built (an item's data protobuf cannot carry): that
+                # item fails for good, the others go on.
+                if len(chunk) > 1:
+                    return await halves(chunk)
+                return [Rejected(f"{peer}: the request could not be built: "
+                                 f"{type(exc).__name__}: {exc}")]
             if len(reply.results) != len(chunk):
                 return [_miscount(peer, len(reply.results), len(chunk))] * len(chunk)
             return [answer(result) if result.status.code == code_pb2.OK
                     else _item_failure(peer, result.status) for result in reply.results]
+
+        async def halves(chunk: Sequence[Item]) -> list[Outcome | Rejected | Deferred]:
+            # One after the other: a peer failing every call gets at most 2n - 1 calls, in turn.
+            middle = len(chunk) // 2
+            return [*await chunk_outcomes(chunk[:middle]), *await chunk_outcomes(chunk[middle:])]
 
         return await call_in_chunks(items, chunk_outcomes)
 

@@ -36,6 +36,11 @@ journeys = Table(
     Column("revision", BigInteger, nullable=False, default=1),  # the etag
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
+    # Errors its published versions ran into while handling one item (a condition that failed
+    # to evaluate, a template that failed to render), counted by the rounds, and the latest.
+    Column("error_count", BigInteger, nullable=False, default=0, server_default=text("0")),
+    Column("last_error", Text, nullable=False, default="", server_default=""),
+    Column("last_error_time", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "journey_id"),
     Index("ix_journeys_created", "workspace_id", "create_time", "journey_id"),
 )
@@ -70,10 +75,17 @@ inbox = Table(
     Column("traceparent", String(64), nullable=False, default=""),
     Column("receive_time", UtcDateTime, nullable=False),
     Column("processed", Boolean, nullable=False, default=False),
+    # Rounds that failed to apply the event, and the last one's error; after
+    # CJO_ORCHESTRATION_EVENT_MAX_ATTEMPTS it goes to the dead letters.
+    Column("attempts", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("last_error", Text, nullable=False, default="", server_default=""),
     UniqueConstraint("workspace_id", "event_id", name="uq_inbox_event"),
     # Only the unprocessed tail is ever scanned by seq; a partial index keeps that cheap.
     Index("ix_inbox_pending", "seq", postgresql_where=text("NOT processed"),
           sqlite_where=text("processed = 0")),
+    # A claim checks that no older pending event of its profiles is held by another replica.
+    Index("ix_inbox_pending_profile", "workspace_id", "profile_id", "seq",
+          postgresql_where=text("NOT processed"), sqlite_where=text("processed = 0")),
     # Erasure blanks a profile's stored events.
     Index("ix_inbox_profile", "workspace_id", "profile_id"),
 )

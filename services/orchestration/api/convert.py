@@ -267,7 +267,10 @@ def journey_to_proto(journey: Journey) -> journey_pb2.Journey:
         update_time=to_timestamp(journey.update_time),
         re_entry=_RE_ENTRY_PROTOS[graph.re_entry],
         exit_criteria=[journey_pb2.ExitCriterion(event_name=c.event_name, filter=c.filter)
-                       for c in graph.exit_criteria])
+                       for c in graph.exit_criteria],
+        error_count=journey.error_count, last_error=journey.last_error)
+    if journey.last_error_time is not None:
+        message.last_error_time.CopyFrom(to_timestamp(journey.last_error_time))
     if graph.re_entry_cooldown:
         message.re_entry_cooldown.CopyFrom(_duration(graph.re_entry_cooldown))
     if graph.goal is not None:
@@ -305,7 +308,8 @@ def enrollment_to_proto(enrollment: Enrollment,
         state=_ENROLLMENT_STATES[enrollment.state], current_node_id=enrollment.current_node_id,
         steps=[step_to_proto(s) for s in steps],
         create_time=to_timestamp(enrollment.create_time),
-        update_time=to_timestamp(enrollment.update_time), exit_reason=enrollment.exit_reason)
+        update_time=to_timestamp(enrollment.update_time), exit_reason=enrollment.exit_reason,
+        last_error=enrollment.last_error)
     if enrollment.goal_time is not None:
         message.goal_time.CopyFrom(to_timestamp(enrollment.goal_time))
     if enrollment.due_time is not None:

@@ -43,6 +43,7 @@ class InboxEvent:
     properties: Mapping[str, Any]
     traits: Mapping[str, Any]
     traceparent: str
+    attempts: int = 0  # earlier rounds that failed to apply it
 
 
 @dataclass(frozen=True)

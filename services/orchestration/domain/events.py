@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from cjo_orchestration.domain.conditions import error_detail
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
@@ -35,8 +36,18 @@ from cjo_orchestration.domain.lifecycle import (
 )
 from cjo_orchestration.domain.reactions import on_event
 from cjo_orchestration.domain.transitions import Transition
+from cjo_orchestration.domain.walk import fail_enrollment
 
 Profile = tuple[str, str]  # (workspace_id, profile_id)
+
+
+@dataclass(frozen=True)
+class JourneyError:
+    """One error a journey's definition ran into while handling one item."""
+
+    workspace_id: str
+    journey_id: str
+    detail: str
 
 
 @dataclass
@@ -55,6 +66,9 @@ class EventOutcome:
     unmatched: int = 0
     retired: list[Retirement] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
+    # Errors of journeys' definitions the events ran into (a trigger filter, exit criterion,
+    # goal or wait filter that failed to evaluate), in order: (workspace, journey, error).
+    errors: list[JourneyError] = field(default_factory=list)
 
     def record(self, transition: Transition) -> None:
         """Keep an enrollment's new state and steps, after those it took earlier in the batch."""
@@ -63,6 +77,9 @@ class EventOutcome:
         steps = bucket[enrollment_id][1] if enrollment_id in bucket else []
         bucket[enrollment_id] = (transition.enrollment, [*steps, *transition.steps])
         self.facts.extend(transition.facts)
+        if transition.error:
+            self.errors.append(JourneyError(transition.enrollment.workspace_id,
+                                            transition.enrollment.journey_id, transition.error))
 
 
 def apply_events(events: Sequence[InboxEvent], triggers: Iterable[Trigger],
@@ -150,8 +167,13 @@ class _Batch:
         """Hand the event to each of the profile's enrollments; True when any one reacted."""
         reacted = False
         for enrollment_id in self.by_profile[(event.workspace_id, event.profile_id)]:
-            transition = on_event(self.enrollments[enrollment_id], self.graphs[enrollment_id],
-                                  event, self.now)
+            enrollment = self.enrollments[enrollment_id]
+            try:
+                transition = on_event(enrollment, self.graphs[enrollment_id], event, self.now)
+            except Exception as exc:
+                # This enrollment only: an active one fails with the error; an ended one (its
+                # goal window still open) stays as it ended. Its journey counts the error.
+                transition = self._failed(enrollment, error_detail(exc))
             if transition is None:
                 continue
             reacted = True
@@ -168,9 +190,22 @@ class _Batch:
         enter; True when it entered any."""
         entered = False
         for trigger in self.triggers.get((event.workspace_id, event.event_name), ()):
-            if trigger.matches(event) and self._enter(trigger, event):
-                entered = True
+            try:
+                if trigger.matches(event) and self._enter(trigger, event):
+                    entered = True
+            except Exception as exc:
+                # A filter that fails to evaluate keeps the profile out of this journey only;
+                # the journey counts the error.
+                self.outcome.errors.append(JourneyError(event.workspace_id, trigger.journey_id,
+                                                        error_detail(exc)))
         return entered
+
+    def _failed(self, enrollment: Enrollment, detail: str) -> Transition | None:
+        if enrollment.active:
+            return fail_enrollment(enrollment, self.now, detail)
+        self.outcome.errors.append(JourneyError(enrollment.workspace_id, enrollment.journey_id,
+                                                detail))
+        return None
 
     def _enter(self, trigger: Trigger, event: InboxEvent) -> bool:
         key = (event.workspace_id, trigger.journey_id, event.profile_id)

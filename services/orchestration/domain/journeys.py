@@ -353,6 +353,11 @@ class Journey:
     revision: int
     create_time: datetime
     update_time: datetime
+    # Errors its published versions ran into while handling one item, and the latest: a
+    # definition that keeps failing shows here (the rounds count them, never the editors).
+    error_count: int = 0
+    last_error: str = ""
+    last_error_time: datetime | None = None
 
     @property
     def etag(self) -> str:

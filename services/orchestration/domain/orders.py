@@ -51,6 +51,9 @@ class Rejected:
     """A permanent failure: retrying cannot help (unknown content, no address...)."""
 
     detail: str
+    # The journey's own definition is at fault (its content failed to render): the journey
+    # counts the error, besides the enrollment that records it.
+    journey_error: bool = False
 
 
 @dataclass(frozen=True)

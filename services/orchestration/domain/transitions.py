@@ -25,6 +25,9 @@ class Transition:
     steps: tuple[Step, ...] = ()
     facts: tuple[FactRecord, ...] = ()
     send: Order | None = None  # the I/O the enrollment now waits for, if any
+    # The error of the journey's definition this transition ran into (a condition that failed
+    # to evaluate, a node that raised): its journey counts it; "" when none.
+    error: str = ""
 
 
 # Marks a transition whose enrollment moved on and should keep walking in this pass.

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import assert_never
 
-from cjo_orchestration.domain.conditions import condition_holds
+from cjo_orchestration.domain.conditions import condition_holds, error_detail
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
@@ -120,25 +120,51 @@ def _settle(transition: Transition, graph: JourneyGraph, now: datetime) -> Trans
     later pass, with its own claim and trace."""
     if transition.send is KEEP_WALKING:
         transition = _walk(transition.enrollment, graph, now, transition.steps,
-                           transition.facts)
-    return Transition(transition.enrollment, transition.steps, transition.facts)
+                           transition.facts, transition.error)
+    return replace(transition, send=None)
 
 
 # --- walking -----------------------------------------------------------------------------------
 
 
 def _walk(enrollment: Enrollment, graph: JourneyGraph, now: datetime, steps: Sequence[Step],
-          facts: Sequence[FactRecord]) -> Transition:
+          facts: Sequence[FactRecord], error: str = "") -> Transition:
     # A published graph has no cycle without a wait, so the walk ends within len(nodes) + 1
     # control steps; the bound only guards against a corrupt version.
     for _ in range(len(graph.nodes) + 2):
-        transition = _run_node(enrollment, graph, now, steps, facts)
+        try:
+            transition = _run_node(enrollment, graph, now, steps, facts)
+        except Exception as exc:
+            # A node that cannot run for this profile (a branch condition that fails to
+            # evaluate, say) fails this enrollment only, by the node's failure policy.
+            transition = _node_failed(enrollment, graph, now, steps, facts, error_detail(exc))
+        error = transition.error or error
         if transition.send is not KEEP_WALKING:
-            return transition
+            return replace(transition, error=error) if error else transition
         enrollment, steps, facts = transition.enrollment, transition.steps, transition.facts
     detail = "the walk did not stop at a wait, a send or an exit; the graph loops"
-    return end_enrollment(enrollment, EnrollmentState.FAILED, now, steps, facts, detail,
-                          reason="failed")
+    return replace(end_enrollment(enrollment, EnrollmentState.FAILED, now, steps, facts, detail,
+                                  reason="failed"), error=error or detail)
+
+
+def _node_failed(enrollment: Enrollment, graph: JourneyGraph, now: datetime,
+                 steps: Sequence[Step], facts: Sequence[FactRecord], detail: str) -> Transition:
+    """The current node raised: a FAILED step there with the error, then the node's failure
+    policy (continue past a send that says so, else the enrollment fails)."""
+    node_id = enrollment.current_node_id
+    node = graph.node(node_id)
+    failed = Step(node_id, enrollment.visits.get(node_id, 0), StepOutcome.FAILED, detail, now)
+    return replace(_failed(enrollment, node.action if node else None, failed, now, steps, facts),
+                   error=detail)
+
+
+def fail_enrollment(enrollment: Enrollment, now: datetime, detail: str) -> Transition:
+    """End an active enrollment as FAILED at the node it stands at, with ``detail`` in its step
+    and its last error: what an item whose handling raised is left in."""
+    node_id = enrollment.current_node_id
+    failed = Step(node_id, enrollment.visits.get(node_id, 0), StepOutcome.FAILED, detail, now)
+    return replace(end_enrollment(enrollment, EnrollmentState.FAILED, now, [failed], (), detail,
+                                  reason="failed"), error=detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,15 @@ enrollments, triggers enroll it, erasures and merges end or move its enrollments
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import erasures, facts
 from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.domain.conditions import error_detail
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
 from cjo_orchestration.domain.entry import InboxEvent
 from cjo_orchestration.domain.events import EventOutcome, apply_events
@@ -23,8 +25,9 @@ from cjo_orchestration.domain.lifecycle import (
     resolve_profile,
 )
 from cjo_orchestration.service_layer.enrollment import MAX_TRACEPARENT_LENGTH, admit
+from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.service_layer.ids import NewId
-from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
 
@@ -73,10 +76,16 @@ class EventRound:
     enrolled: int
 
 
-def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId) -> EventRound:
-    """Apply the oldest ``batch`` inbox events, locked, in one transaction."""
+def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
+                seqs: Sequence[int] | None = None,
+                claimed: list[InboxEvent] | None = None) -> EventRound:
+    """Apply the oldest ``batch`` inbox events (of ``seqs`` only, when given), locked, in one
+    transaction. ``claimed`` receives the events this attempt claimed, so a caller whose
+    transaction failed knows which to apply one profile at a time."""
     session = uow.session
-    events = enrollment_store.pending_events(session, batch)
+    events = enrollment_store.pending_events(session, batch, seqs)
+    if claimed is not None:
+        claimed[:] = events
     if not events:
         return EventRound(0, 0)
     now = uow.now()
@@ -163,7 +172,120 @@ def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome
     facts.publish(uow, [f for f in outcome.facts
                         if f.enrollment_id in inserted or f.enrollment_id not in outcome.created])
     erasures.request(uow, erased)
+    count_errors(uow, outcome.errors)
     deferred = set(outcome.deferred)
     enrollment_store.mark_processed(session, [e.seq for e in events if e.seq not in deferred])
     return inserted
 
+
+
+# --- poison isolation ------------------------------------------------------------------------
+
+# Where given-up events go: (uow, event, error, attempts), in the transaction that gives up.
+DeadLetterSink = Callable[[UnitOfWork, InboxEvent, str, int], None]
+
+
+def fail_event(uow: UnitOfWork, event: InboxEvent, error: str, max_attempts: int,
+               dead_letter: DeadLetterSink | None) -> bool:
+    """Count a failed attempt to apply ``event``; after ``max_attempts`` give it up (to the dead
+    letters, when there are any), so its profile's later events flow again. True when given
+    up."""
+    attempts = enrollment_store.record_failure(uow.session, event.seq, error)
+    about = {"workspace": event.workspace_id, "event_id": event.event_id,
+             "profile_id": event.profile_id, "attempts": attempts, "error": error}
+    if attempts < max_attempts:
+        uow.after_commit(partial(  # logged once, for the attempt that committed
+            log.warning, "event could not be applied; its profile's events wait for a retry",
+            **about))
+        return False
+    enrollment_store.give_up(uow.session, [event.seq])
+    if dead_letter is not None:
+        dead_letter(uow, event, error, attempts)
+    uow.after_commit(partial(log.error, "event given up after repeated failures; it is in the "
+                                        "dead letters", **about))
+    return True
+
+
+def profile_groups(events: Sequence[InboxEvent]) -> list[list[InboxEvent]]:
+    """The events by the profiles they concern (a merge joins its two profiles), each group in
+    receive order, the groups in the order of their first event: groups share no profile, so
+    applying them one after the other keeps every profile's order."""
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(key: tuple[str, str]) -> tuple[str, str]:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    for event in events:
+        mine = root((event.workspace_id, event.profile_id))
+        if event.event_name == PROFILE_MERGED and (merged := merged_profile_id(event)):
+            other = root((event.workspace_id, merged))
+            if other != mine:
+                parent[other] = mine
+    groups: dict[tuple[str, str], list[InboxEvent]] = defaultdict(list)
+    for event in sorted(events, key=lambda e: e.seq):
+        groups[root((event.workspace_id, event.profile_id))].append(event)
+    return sorted(groups.values(), key=lambda g: g[0].seq)
+
+
+class InboxRound:
+    """One event round: the whole batch in one transaction; when that fails (an event that
+    cannot be applied, whatever it raised), the batch again one profile at a time, then one
+    event at a time within a profile that still fails. The event that fails counts an attempt
+    and holds back only its own profile's later events; everything else is applied."""
+
+    def __init__(self, transactions: Transactions, batch: int, new_id: NewId,
+                 max_attempts: int, dead_letter: DeadLetterSink | None = None) -> None:
+        self.transactions = transactions
+        self.batch = batch
+        self.new_id = new_id
+        self.max_attempts = max_attempts
+        self.dead_letter = dead_letter
+
+    async def run(self) -> EventRound:
+        claimed: list[InboxEvent] = []
+        try:
+            return await self.transactions.run(
+                lambda uow: apply_inbox(uow, self.batch, self.new_id, claimed=claimed))
+        except Exception as exc:
+            if not claimed:
+                raise  # nothing was claimed: the database itself failed; the worker backs off
+            log.warning("event round failed; applying its events one profile at a time",
+                        events=len(claimed), error=repr(exc))
+        handled = enrolled = 0
+        for group in profile_groups(claimed):
+            applied = await self._apply_group(group)
+            handled += applied.handled
+            enrolled += applied.enrolled
+        return EventRound(handled, enrolled)
+
+    async def _apply(self, events: Sequence[InboxEvent]) -> EventRound:
+        seqs = [e.seq for e in events]
+        return await self.transactions.run(
+            lambda uow: apply_inbox(uow, len(seqs), self.new_id, seqs=seqs))
+
+    async def _apply_group(self, group: Sequence[InboxEvent]) -> EventRound:
+        try:
+            return await self._apply(group)
+        except Exception as exc:
+            if len(group) == 1:
+                return await self._failed(group[0], exc)
+        handled = enrolled = 0
+        for event in group:
+            try:
+                applied = await self._apply([event])
+            except Exception as exc:
+                failed = await self._failed(event, exc)
+                handled += failed.handled
+                break  # the profile's later events wait behind it
+            handled += applied.handled
+            enrolled += applied.enrolled
+        return EventRound(handled, enrolled)
+
+    async def _failed(self, event: InboxEvent, exc: Exception) -> EventRound:
+        error = error_detail(exc)
+        log.debug("event failed", event_id=event.event_id, error=error, exc_info=exc)
+        gave_up = await self.transactions.run(lambda uow: fail_event(
+            uow, event, error, self.max_attempts, self.dead_letter))
+        return EventRound(1 if gave_up else 0, 0)

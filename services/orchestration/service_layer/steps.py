@@ -8,7 +8,7 @@ import asyncio
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Protocol
 
@@ -16,12 +16,15 @@ from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
+from cjo_orchestration.domain.conditions import error_detail
 from cjo_orchestration.domain.enrollment import Enrollment
+from cjo_orchestration.domain.events import JourneyError
 from cjo_orchestration.domain.journeys import JourneyGraph
 from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendOrder, SendResult
 from cjo_orchestration.domain.timing import profile_time_zone
 from cjo_orchestration.domain.transitions import Transition
-from cjo_orchestration.domain.walk import advance, after_send
+from cjo_orchestration.domain.walk import advance, after_send, fail_enrollment
+from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.settings import EngineSettings
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
@@ -50,6 +53,8 @@ def record(uow: UnitOfWork, token: str, transitions: Sequence[Transition]) -> in
     enrollment_store.save_progress(uow.session, [(t.enrollment, t.steps) for t in kept],
                                    context=False)
     facts.publish(uow, [f for t in kept for f in t.facts])
+    count_errors(uow, [JourneyError(t.enrollment.workspace_id, t.enrollment.journey_id, t.error)
+                       for t in kept if t.error])
     if len(kept) < len(transitions):
         uow.after_commit(partial(  # logged once, for the attempt that committed
             log.warning, "leases expired before the steps were recorded; their new holders record "
@@ -107,8 +112,35 @@ class StepRound:
             # Stopping or failing: hand the batch back now rather than when the leases expire.
             await self.transactions.run(lambda uow: release(uow, token, claimed))
             raise
-        await self.transactions.run(lambda uow: record(uow, token, transitions))
+        try:
+            await self.transactions.run(lambda uow: record(uow, token, transitions))
+        except Exception as exc:
+            # One enrollment's outcome cannot be written: write them one at a time, and fail
+            # the one that cannot be written with the error instead.
+            log.warning("recording a step batch failed; recording one enrollment at a time",
+                        enrollments=len(transitions), error=repr(exc))
+            await self._record_one_by_one(token, claimed, transitions)
         return len(claimed) >= self.settings.step_batch
+
+    async def _record_one_by_one(self, token: str, claimed: Sequence[Enrollment],
+                                 transitions: Sequence[Transition]) -> None:
+        before = {e.enrollment_id: e for e in claimed}
+        for transition in transitions:
+            try:
+                await self.transactions.run(partial(record, token=token, transitions=[transition]))
+                continue
+            except Exception as exc:
+                detail = error_detail(exc)
+                log.error("an enrollment's step could not be recorded; it fails",
+                          enrollment_id=transition.enrollment.enrollment_id, error=detail)
+            failed = fail_enrollment(before[transition.enrollment.enrollment_id],
+                                     self.transactions.clock.now(), detail)
+            try:
+                await self.transactions.run(partial(record, token=token, transitions=[failed]))
+            except Exception:
+                # Left leased: retried once the lease expires, never in a tight loop.
+                log.exception("an enrollment's failure could not be recorded either",
+                              enrollment_id=failed.enrollment.enrollment_id)
 
     async def _load_graphs(self, claimed: Sequence[Enrollment]) -> None:
         missing = list({(e.workspace_id, e.journey_id, e.journey_version) for e in claimed}
@@ -137,20 +169,41 @@ class StepRound:
                 span.set_attribute("cjo.enrollment.id", group[0].enrollment_id)
                 span.set_attribute("cjo.journey.id", group[0].journey_id)
             now = self.transactions.clock.now()
-            transitions = [advance(e, self._graph(e), now) for e in group]
+            transitions = [self._advance(e, now) for e in group]
             waiting = [i for i, t in enumerate(transitions) if t.send is not None]
             if not waiting:
                 return transitions
-            results = await self._perform(workspace_id, [transitions[i] for i in waiting])
+            try:
+                results = await self._perform(workspace_id, [transitions[i] for i in waiting])
+            except Exception as exc:
+                # Not an answer about any one item (peers answer per item): this workspace's
+                # sends are retried with backoff, the other workspaces' go on.
+                log.exception("a workspace's sends failed; retrying them later",
+                              workspace=workspace_id)
+                results = [Deferred(error_detail(exc))] * len(waiting)
             now = self.transactions.clock.now()
             for i, result in zip(waiting, results, strict=True):
                 before = transitions[i]
                 assert before.send is not None
-                after = after_send(before.enrollment, self._graph(before.enrollment),
-                                   before.send, result, now, self.settings.retry)
+                try:
+                    after = after_send(before.enrollment, self._graph(before.enrollment),
+                                       before.send, result, now, self.settings.retry)
+                except Exception as exc:
+                    after = fail_enrollment(before.enrollment, now, error_detail(exc))
+                error = before.error or after.error or (
+                    result.detail if isinstance(result, Rejected) and result.journey_error
+                    else "")
                 transitions[i] = Transition(after.enrollment, before.steps + after.steps,
-                                            before.facts + after.facts)
+                                            before.facts + after.facts, error=error)
             return transitions
+
+    def _advance(self, enrollment: Enrollment, now: datetime) -> Transition:
+        """The engine's walk (which fails a node that raises by the node's policy); anything
+        else that raises fails this enrollment only."""
+        try:
+            return advance(enrollment, self._graph(enrollment), now)
+        except Exception as exc:
+            return fail_enrollment(enrollment, now, error_detail(exc))
 
     async def _perform(self, workspace_id: str,
                        waiting: Sequence[Transition]) -> list[SendResult]:
@@ -179,7 +232,11 @@ class StepRound:
         to_send: list[tuple[int, SendItem]] = []
         for i, (transition, order, rendered) in enumerate(zip(waiting, orders, renders,
                                                               strict=True)):
-            if isinstance(rendered, Rejected | Deferred):
+            if isinstance(rendered, Rejected):
+                # The content this journey sends cannot render for this profile.
+                results[i] = Rejected(rendered.detail, journey_error=True)
+                continue
+            if isinstance(rendered, Deferred):
                 results[i] = rendered
                 continue
             enrollment = transition.enrollment

@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%cjo/orchestration/v1/enrollment.proto\x12\x14\x63jo.orchestration.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x04Step\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05visit\x18\x02 \x01(\x05\x12\x32\n\x07outcome\x18\x03 \x01(\x0e\x32!.cjo.orchestration.v1.StepOutcome\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc0\x03\n\nEnrollment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\renrollment_id\x18\x02 \x01(\t\x12\x12\n\njourney_id\x18\x03 \x01(\t\x12\x17\n\x0fjourney_version\x18\x04 \x01(\x03\x12\x12\n\nprofile_id\x18\x05 \x01(\t\x12\x34\n\x05state\x18\x06 \x01(\x0e\x32%.cjo.orchestration.v1.EnrollmentState\x12\x17\n\x0f\x63urrent_node_id\x18\x07 \x01(\t\x12)\n\x05steps\x18\x08 \x03(\x0b\x32\x1a.cjo.orchestration.v1.Step\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xit_reason\x18\x0b \x01(\t\x12-\n\tgoal_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64ue_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xaa\x01\n\x0f\x45nrollmentState\x12 \n\x1c\x45NROLLMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NROLLMENT_STATE_ACTIVE\x10\x01\x12\x1e\n\x1a\x45NROLLMENT_STATE_COMPLETED\x10\x02\x12\x1b\n\x17\x45NROLLMENT_STATE_FAILED\x10\x03\x12\x1b\n\x17\x45NROLLMENT_STATE_EXITED\x10\x04*z\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02\x12\x18\n\x14STEP_OUTCOME_WAITING\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%cjo/orchestration/v1/enrollment.proto\x12\x14\x63jo.orchestration.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x04Step\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05visit\x18\x02 \x01(\x05\x12\x32\n\x07outcome\x18\x03 \x01(\x0e\x32!.cjo.orchestration.v1.StepOutcome\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd4\x03\n\nEnrollment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\renrollment_id\x18\x02 \x01(\t\x12\x12\n\njourney_id\x18\x03 \x01(\t\x12\x17\n\x0fjourney_version\x18\x04 \x01(\x03\x12\x12\n\nprofile_id\x18\x05 \x01(\t\x12\x34\n\x05state\x18\x06 \x01(\x0e\x32%.cjo.orchestration.v1.EnrollmentState\x12\x17\n\x0f\x63urrent_node_id\x18\x07 \x01(\t\x12)\n\x05steps\x18\x08 \x03(\x0b\x32\x1a.cjo.orchestration.v1.Step\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xit_reason\x18\x0b \x01(\t\x12-\n\tgoal_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64ue_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x0e \x01(\t*\xaa\x01\n\x0f\x45nrollmentState\x12 \n\x1c\x45NROLLMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NROLLMENT_STATE_ACTIVE\x10\x01\x12\x1e\n\x1a\x45NROLLMENT_STATE_COMPLETED\x10\x02\x12\x1b\n\x17\x45NROLLMENT_STATE_FAILED\x10\x03\x12\x1b\n\x17\x45NROLLMENT_STATE_EXITED\x10\x04*z\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16STEP_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x02\x12\x18\n\x14STEP_OUTCOME_WAITING\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.orchestration.v1.enrollment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENROLLMENTSTATE']._serialized_start=699
-  _globals['_ENROLLMENTSTATE']._serialized_end=869
-  _globals['_STEPOUTCOME']._serialized_start=871
-  _globals['_STEPOUTCOME']._serialized_end=993
+  _globals['_ENROLLMENTSTATE']._serialized_start=719
+  _globals['_ENROLLMENTSTATE']._serialized_end=889
+  _globals['_STEPOUTCOME']._serialized_start=891
+  _globals['_STEPOUTCOME']._serialized_end=1013
   _globals['_STEP']._serialized_start=97
   _globals['_STEP']._serialized_end=245
   _globals['_ENROLLMENT']._serialized_start=248
-  _globals['_ENROLLMENT']._serialized_end=696
+  _globals['_ENROLLMENT']._serialized_end=716
 # @@protoc_insertion_point(module_scope)

@@ -49,7 +49,7 @@ class Step(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., visit: _Optional[int] = ..., outcome: _Optional[_Union[StepOutcome, str]] = ..., detail: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Enrollment(_message.Message):
-    __slots__ = ("name", "enrollment_id", "journey_id", "journey_version", "profile_id", "state", "current_node_id", "steps", "create_time", "update_time", "exit_reason", "goal_time", "due_time")
+    __slots__ = ("name", "enrollment_id", "journey_id", "journey_version", "profile_id", "state", "current_node_id", "steps", "create_time", "update_time", "exit_reason", "goal_time", "due_time", "last_error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENROLLMENT_ID_FIELD_NUMBER: _ClassVar[int]
     JOURNEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class Enrollment(_message.Message):
     EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
     GOAL_TIME_FIELD_NUMBER: _ClassVar[int]
     DUE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     enrollment_id: str
     journey_id: str
@@ -76,4 +77,5 @@ class Enrollment(_message.Message):
     exit_reason: str
     goal_time: _timestamp_pb2.Timestamp
     due_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., journey_id: _Optional[str] = ..., journey_version: _Optional[int] = ..., profile_id: _Optional[str] = ..., state: _Optional[_Union[EnrollmentState, str]] = ..., current_node_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_reason: _Optional[str] = ..., goal_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    last_error: str
+    def __init__(self, name: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., journey_id: _Optional[str] = ..., journey_version: _Optional[int] = ..., profile_id: _Optional[str] = ..., state: _Optional[_Union[EnrollmentState, str]] = ..., current_node_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_reason: _Optional[str] = ..., goal_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ...) -> None: ...
