@@ -16,7 +16,6 @@ from sqlalchemy import (
     Row,
     and_,
     bindparam,
-    func,
     literal_column,
     or_,
     select,
@@ -55,9 +54,9 @@ def pending_events(session: Session, limit: int,
     transaction, leaving out every profile whose older unprocessed event another replica holds.
 
     Rows are locked with SKIP LOCKED, so replicas take different events (different profiles) at
-    once; a profile whose oldest pending event is not among them is being applied elsewhere, so
-    its events here wait for a later round and never overtake it. On SQLite (one writer) the
-    lock clause is not emitted and the guard never drops anything.
+    once; a pending event of a profile that this claim skipped is being applied elsewhere, so the
+    profile's later events here wait for a later round and never overtake it. On SQLite (one
+    writer) the lock clause is not emitted and nothing is ever skipped.
     """
     c = inbox.c
     query = (select(c.seq, c.workspace_id, c.event_id, c.profile_id, c.event_name,
@@ -69,19 +68,22 @@ def pending_events(session: Session, limit: int,
         query.order_by(c.seq).limit(limit).with_for_update(skip_locked=True)).all()
     if not rows:
         return []
-    first: dict[tuple[str, str], int] = {}
-    for r in rows:
-        first.setdefault((r.workspace_id, r.profile_id), r.seq)
-    oldest = session.execute(
-        select(c.workspace_id, c.profile_id, func.min(c.seq).label("seq"))
-        .where(c.processed.is_(False), _keys_in(session, (c.workspace_id, c.profile_id),
-                                                sorted(first)))
-        .group_by(c.workspace_id, c.profile_id)).all()
-    held = {(r.workspace_id, r.profile_id) for r in oldest
-            if r.seq < first[(r.workspace_id, r.profile_id)]}
+    # Each profile keeps the events claimed before its first pending event this claim did not
+    # get (another replica holds it): nothing overtakes an event still being applied elsewhere.
+    claimed = {r.seq for r in rows}
+    profiles = sorted({(r.workspace_id, r.profile_id) for r in rows})
+    pending = session.execute(
+        select(c.workspace_id, c.profile_id, c.seq)
+        .where(c.processed.is_(False), c.seq <= max(claimed),
+               _keys_in(session, (c.workspace_id, c.profile_id), profiles))
+        .order_by(c.seq)).all()
+    gap: dict[tuple[str, str], int] = {}
+    for r in pending:
+        if r.seq not in claimed:
+            gap.setdefault((r.workspace_id, r.profile_id), r.seq)
     return [InboxEvent(r.workspace_id, r.seq, r.event_id, r.profile_id, r.event_name,
                        r.properties, r.traits, r.traceparent, r.attempts)
-            for r in rows if (r.workspace_id, r.profile_id) not in held]
+            for r in rows if r.seq < gap.get((r.workspace_id, r.profile_id), r.seq + 1)]
 
 
 def record_failure(session: Session, seq: int, error: str) -> int:

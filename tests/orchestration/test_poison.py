@@ -1,0 +1,267 @@
+"""Poison isolation through the real gRPC server: a journey whose condition or content fails at
+run time for some profiles, or an event whose round raises whatever it raises, fails only its
+own item (the enrollment records the error, the journey counts it); the journey's other
+profiles, and a fresh journey in another workspace, keep flowing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from google.protobuf import duration_pb2
+from orchestration_support import (
+    ENGINE_ENV,
+    Cluster,
+    create_content,
+    enrollments,
+    events_applied,
+    forwarded,
+    published,
+    running,
+)
+from sqlalchemy import select
+
+from cjo.common.v1 import common_pb2
+from cjo.content.v1 import content_item_pb2
+from cjo.content.v1 import content_service_pb2 as content_pb
+from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
+from cjo.orchestration.v1 import orchestration_service_pb2 as pb
+from cjo_orchestration.adapters.tables import inbox
+from cjo_orchestration.service_layer import events as event_use_cases
+from support import Backend, as_service, eventually
+
+n = journey_pb2.Node
+FAILED = enrollment_pb2.ENROLLMENT_STATE_FAILED
+COMPLETED = enrollment_pb2.ENROLLMENT_STATE_COMPLETED
+ACTIVE = enrollment_pb2.ENROLLMENT_STATE_ACTIVE
+# Long enough for a loaded CI machine, far shorter than the 30 s a stalled round backs off.
+PROMPTLY = 8.0
+
+
+def hours(count: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromTimedelta(timedelta(hours=count))
+    return value
+
+
+async def handle(cluster: Cluster, workspace: str, *events: pb.ForwardedEvent) -> None:
+    reply = await cluster.orchestration.HandleEvents(pb.HandleEventsRequest(events=events),
+                                                      metadata=as_service(workspace))
+    assert all(r.status.code == 0 for r in reply.results)
+
+
+async def states(cluster: Cluster, workspace: str, journey: journey_pb2.Journey,
+                 wanted: dict[str, int]) -> dict[str, Any]:
+    """The journey's enrollments by profile, once each profile in ``wanted`` is in its state."""
+    async def check() -> dict[str, Any] | None:
+        found = {e.profile_id: e for e in await enrollments(cluster, workspace, journey)}
+        ok = all(p in found and found[p].state == s for p, s in wanted.items())
+        return found if ok else None
+
+    return await eventually(check, timeout=PROMPTLY)  # type: ignore[return-value]
+
+
+async def journey_now(cluster: Cluster, workspace: str,
+                      journey: journey_pb2.Journey) -> journey_pb2.Journey:
+    reply = await cluster.orchestration.GetJourney(pb.GetJourneyRequest(name=journey.name),
+                                                   metadata=as_service(workspace))
+    return reply.journey
+
+
+async def fresh_workspace_flows(cluster: Cluster, tag: str) -> None:
+    """A brand-new workspace's event-triggered journey enrolls and completes promptly."""
+    journey = await published(cluster, "ws-fresh", journey_pb2.Journey(
+        display_name=f"Fresh {tag}", event_trigger=journey_pb2.EventTrigger(event_name=tag),
+        entry_node_id="done", nodes=[n(id="done", exit=journey_pb2.ExitNode())]))
+    await handle(cluster, "ws-fresh", forwarded(f"fresh-{tag}", f"newcomer-{tag}", tag))
+    await states(cluster, "ws-fresh", journey, {f"newcomer-{tag}": COMPLETED})
+
+
+def failed_at(enrollment: Any, node_id: str, words: Sequence[str]) -> None:
+    """The enrollment failed at ``node_id`` with an error naming ``words``, in its last error and
+    in its failed step."""
+    assert enrollment.state == FAILED and enrollment.exit_reason == "failed"
+    step = enrollment.steps[-1]
+    assert (step.node_id, step.outcome) == (node_id, enrollment_pb2.STEP_OUTCOME_FAILED)
+    assert step.HasField("time")
+    for word in words:
+        assert word in enrollment.last_error and word in step.detail, (word, enrollment)
+
+
+async def marked(cluster: Cluster, workspace: str, journey: journey_pb2.Journey,
+                 words: Sequence[str]) -> journey_pb2.Journey:
+    async def check() -> journey_pb2.Journey | None:
+        found = await journey_now(cluster, workspace, journey)
+        return found if found.error_count >= 1 else None
+
+    found: journey_pb2.Journey = await eventually(check, timeout=PROMPTLY)  # type: ignore
+    assert found.HasField("last_error_time")
+    for word in words:
+        assert word in found.last_error, (word, found.last_error)
+    return found
+
+
+async def test_a_trigger_filter_failing_at_run_time_keeps_out_only_its_profile(
+        backend: Backend) -> None:
+    async with running(backend) as cluster:
+        journey = await published(cluster, "ws-a", journey_pb2.Journey(
+            display_name="Coded", entry_node_id="done",
+            event_trigger=journey_pb2.EventTrigger(event_name="coupon",
+                                                   filter="int(event.code) > 0"),
+            nodes=[n(id="done", exit=journey_pb2.ExitNode())]))
+        await handle(cluster, "ws-a",
+                     forwarded("c-bad", "bad", "coupon", properties={"code": "x"}),
+                     forwarded("c-good", "good", "coupon", properties={"code": "7"}))
+        await states(cluster, "ws-a", journey, {"good": COMPLETED})
+        await fresh_workspace_flows(cluster, "after_trigger_filter")
+        await events_applied(cluster)
+        found = await marked(cluster, "ws-a", journey, ["event_trigger.filter", "int"])
+        assert found.error_count == 1
+        assert [e.profile_id for e in await enrollments(cluster, "ws-a", journey)] == ["good"]
+
+
+async def test_a_branch_condition_failing_at_run_time_fails_only_that_enrollment(
+        backend: Backend) -> None:
+    async with running(backend) as cluster:
+        journey = await published(cluster, "ws-a", journey_pb2.Journey(
+            display_name="Average order", entry_node_id="big",
+            event_trigger=journey_pb2.EventTrigger(event_name="order"),
+            nodes=[n(id="big", branch=journey_pb2.BranchNode(
+                       conditions=[journey_pb2.BranchCondition(
+                           condition="event.total / event.items > 10", next_node_id="done")],
+                       else_next_node_id="done")),
+                   n(id="done", exit=journey_pb2.ExitNode())]))
+        await handle(cluster, "ws-a",
+                     forwarded("o-bad", "bad", "order", properties={"total": 50, "items": 0}),
+                     forwarded("o-good", "good", "order", properties={"total": 50, "items": 2}))
+        found = await states(cluster, "ws-a", journey, {"bad": FAILED, "good": COMPLETED})
+        failed_at(found["bad"], "big", ["branch.condition", "division by zero"])
+        await fresh_workspace_flows(cluster, "after_branch")
+        assert (await marked(cluster, "ws-a", journey, ["branch.condition"])).error_count == 1
+
+
+async def test_a_wait_filter_failing_at_run_time_fails_only_that_enrollment(
+        backend: Backend) -> None:
+    async with running(backend) as cluster:
+        journey = await published(cluster, "ws-a", journey_pb2.Journey(
+            display_name="Await payment", entry_node_id="pay",
+            event_trigger=journey_pb2.EventTrigger(event_name="checkout"),
+            nodes=[n(id="pay", wait=journey_pb2.WaitNode(event=journey_pb2.EventWait(
+                       event_name="paid", filter="int(event.code) > 0", timeout=hours(24),
+                       event_next_node_id="done", timeout_next_node_id="done"))),
+                   n(id="done", exit=journey_pb2.ExitNode())]))
+        await handle(cluster, "ws-a", forwarded("k-bad", "bad", "checkout"),
+                     forwarded("k-good", "good", "checkout"))
+
+        async def both_wait() -> bool:
+            found = await enrollments(cluster, "ws-a", journey)
+            return len(found) == 2 and all(e.steps and e.steps[-1].outcome
+                                           == enrollment_pb2.STEP_OUTCOME_WAITING
+                                           for e in found)
+
+        await eventually(both_wait)
+        await handle(cluster, "ws-a", forwarded("p-bad", "bad", "paid", properties={"code": "x"}),
+                     forwarded("p-good", "good", "paid", properties={"code": "3"}))
+        found = await states(cluster, "ws-a", journey, {"bad": FAILED, "good": COMPLETED})
+        failed_at(found["bad"], "pay", ["wait.event.filter", "int"])
+        await fresh_workspace_flows(cluster, "after_wait_filter")
+        assert (await marked(cluster, "ws-a", journey, ["wait.event.filter"])).error_count == 1
+
+
+async def test_content_failing_to_render_fails_only_that_enrollment(backend: Backend) -> None:
+    async with running(backend) as cluster:
+        if "content" not in cluster.real:
+            pytest.skip("the real content service did not start")
+        content = cluster.stub("content")
+        await content.CreateContentItem(content_pb.CreateContentItemRequest(
+            content_item=content_item_pb2.ContentItem(
+                key="strict", display_name="strict",
+                missing_variables=content_item_pb2.MISSING_VARIABLE_POLICY_STRICT,
+                email=content_item_pb2.EmailTemplate(subject="Hi {{ profile.nickname }}",
+                                                     html="<p>hello</p>"))),
+            metadata=as_service("ws-a"))
+        await content.PublishContentItem(content_pb.PublishContentItemRequest(
+            name="contentItems/strict"), metadata=as_service("ws-a"))
+        journey = await published(cluster, "ws-a", journey_pb2.Journey(
+            display_name="Greeting", entry_node_id="mail",
+            event_trigger=journey_pb2.EventTrigger(event_name="visit"),
+            nodes=[n(id="mail", send=journey_pb2.SendNode(
+                       content_key="strict", channel=common_pb2.CHANNEL_EMAIL,
+                       next_node_id="done")),
+                   n(id="done", exit=journey_pb2.ExitNode())]))
+        await handle(cluster, "ws-a",
+                     forwarded("v-bad", "bad", "visit", traits={"email": "bad@example.com"}),
+                     forwarded("v-good", "good", "visit", traits={
+                         "email": "good@example.com", "nickname": "Goodie"}))
+        found = await states(cluster, "ws-a", journey, {"bad": FAILED, "good": COMPLETED})
+        failed_at(found["bad"], "mail", ["nickname"])
+        await fresh_workspace_flows(cluster, "after_render")
+        assert (await marked(cluster, "ws-a", journey, ["nickname"])).error_count == 1
+        await eventually(lambda: any("Goodie" in str(e.content) for e in
+                                     cluster.mailbox.envelopes), timeout=PROMPTLY)
+
+
+async def test_an_event_whose_round_raises_is_retried_then_given_up_alone(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever an event raises (here, a bug the engine does not catch), it holds back only its
+    own profile's later events, and only until it is given up."""
+    monkeypatch.setitem(ENGINE_ENV, "CJO_ORCHESTRATION_EVENT_MAX_ATTEMPTS", "3")
+    real = event_use_cases.apply_events
+
+    def apply_events(events: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
+        if any(e.event_name == "poison" for e in events):
+            raise RuntimeError("a bug the engine did not expect")
+        return real(events, *args, **kwargs)
+
+    monkeypatch.setattr(event_use_cases, "apply_events", apply_events)
+    async with running(backend) as cluster:
+        journey = await published(cluster, "ws-a", journey_pb2.Journey(
+            display_name="Visits", entry_node_id="done",
+            event_trigger=journey_pb2.EventTrigger(event_name="visit"),
+            nodes=[n(id="done", exit=journey_pb2.ExitNode())]))
+        # One batch: the poisoned profile's event, its later visit, and another profile's.
+        await handle(cluster, "ws-a", forwarded("x-1", "victim", "poison"),
+                     forwarded("x-2", "victim", "visit"), forwarded("y-1", "bystander", "visit"))
+        await states(cluster, "ws-a", journey, {"bystander": COMPLETED})
+        await fresh_workspace_flows(cluster, "after_raising_event")
+        # Given up after three attempts; then the victim's later event flows.
+        await states(cluster, "ws-a", journey, {"victim": COMPLETED})
+        await events_applied(cluster)
+
+        def poisoned() -> Any:
+            with cluster.database.transaction() as session:
+                return session.execute(select(inbox.c.attempts, inbox.c.last_error).where(
+                    inbox.c.event_id == "x-1")).one()
+
+        attempts, error = await cluster.database.run(poisoned)
+        assert attempts == 3 and "a bug the engine did not expect" in error
+
+
+async def test_a_step_that_raises_fails_only_its_enrollment(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cjo_orchestration.service_layer import steps
+
+    real = steps.advance
+
+    def advance(enrollment: Any, *args: Any, **kwargs: Any) -> Any:
+        if enrollment.profile_id == "bad":
+            raise OverflowError("date value out of range")
+        return real(enrollment, *args, **kwargs)
+
+    monkeypatch.setattr(steps, "advance", advance)
+    async with running(backend) as cluster:
+        await create_content(cluster, "ws-a", "hello", "Hello {{ profile.name }}", "<p>hi</p>")
+        journey = await published(cluster, "ws-a", journey_pb2.Journey(
+            display_name="Hello", entry_node_id="mail",
+            event_trigger=journey_pb2.EventTrigger(event_name="visit"),
+            nodes=[n(id="mail", send=journey_pb2.SendNode(
+                       content_key="hello", channel=common_pb2.CHANNEL_EMAIL,
+                       next_node_id="done")),
+                   n(id="done", exit=journey_pb2.ExitNode())]))
+        await handle(cluster, "ws-a", forwarded("v-bad", "bad", "visit"),
+                     forwarded("v-good", "good", "visit"))
+        found = await states(cluster, "ws-a", journey, {"bad": FAILED, "good": COMPLETED})
+        failed_at(found["bad"], "mail", ["OverflowError", "date value out of range"])
+        await fresh_workspace_flows(cluster, "after_raising_step")
