@@ -5,8 +5,8 @@ last_error_time). Inbox events count the rounds that failed to apply them (attem
 before they are given up to the dead letters; a partial index on the pending tail by profile lets
 a claim check that no older event of its profiles is held by another replica.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 import sqlalchemy as sa
@@ -14,8 +14,8 @@ from alembic import op
 
 import cjo_platform.db.types
 
-revision = '0008'
-down_revision = '0007'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
