@@ -5,6 +5,7 @@ and Delete of segments. Through the real gRPC server, on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import grpc
@@ -296,3 +297,19 @@ async def test_list_update_and_delete_segments(identity: Identity, recorder: Rec
     assert [s.segment_id for s in listed.segments] == ["s0", "s1", "s2", "s4"]
     assert [s.segment_id for s in (await identity.events.ListSegments(
         pb.ListSegmentsRequest(), metadata=other)).segments] == ["theirs"]
+
+
+async def test_concurrent_batches_count_every_error(identity: Identity) -> None:
+    acme = await identity.new_workspace("acme")
+    await create(identity, acme, "codes", CODES)
+    await create(identity, acme, "pros", 'traits.plan == "pro"')
+    batches = [[person(f"{b}-{n}", "abc" if n else "1", prefix=f"b{b}-") for n in range(6)]
+               for b in range(8)]
+    replies = await asyncio.gather(*(identity.events.IngestEvents(
+        pb.IngestEventsRequest(events=batch), metadata=acme) for batch in batches))
+    assert {r.status.code for reply in replies for r in reply.results} == {0}
+    codes = await get(identity, acme, "codes")
+    # Counts are added in the database, so concurrent batches lose none.
+    assert codes.error_count == 8 * 5 and codes.state == segment_pb2.SEGMENT_STATE_ACTIVE
+    assert codes.member_count == 8
+    assert (await get(identity, acme, "pros")).member_count == 8 * 6
