@@ -80,6 +80,12 @@ class Database:
     def create_schema(self) -> None:
         if self.schema:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # CREATE SCHEMA IF NOT EXISTS is not safe against itself: of two replicas
+                    # starting together, one fails on the unique index. The lock (released at
+                    # commit) makes the second wait, then find the schema there.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:schema))"),
+                                 {"schema": f"create schema {self.schema}"})
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
 
     def drop_schema(self) -> None:
