@@ -136,6 +136,7 @@ async def test_a_failing_segment_never_stops_ingest_and_is_switched_off_then_rep
     # Profiles are evaluated by id: the good ones may come after the bad one, ending its run.
     assert (codes.error_count, codes.consecutive_error_count) in ((1, 1), (1, 0))
     assert "int" in codes.last_error and codes.last_error_profile_id == bad
+    assert CODES not in codes.last_error  # the segment shows its condition already
     assert codes.last_error_time.ToDatetime().year == START.year
     # Events were stored and forwarded for every profile, bad code or not.
     await eventually(lambda: sum(e.event.type == event_pb2.EVENT_TYPE_IDENTIFY

@@ -148,7 +148,8 @@ def evaluate(expression: Expression, facts: Mapping[str, Any]) -> Verdict:
     except Exception as exc:  # the customer's expression on the customer's data: anything
         if _missing_data(exc):
             return Verdict(False)
-        return Verdict(False, _message(exc))
+        # The condition is on the segment already; the error says what went wrong with it.
+        return Verdict(False, _message(exc, prefix=f"{expression.source!r}: "))
     return Verdict(value is True)
 
 
@@ -165,9 +166,9 @@ def _missing_data(exc: BaseException) -> bool:
     return False
 
 
-def _message(exc: BaseException) -> str:
+def _message(exc: BaseException, prefix: str) -> str:
     # NUL cannot be stored in a PostgreSQL text column; an error may quote the data.
-    text = (str(exc) or type(exc).__name__).replace("\x00", "\\x00")
+    text = (str(exc).removeprefix(prefix) or type(exc).__name__).replace("\x00", "\\x00")
     return text if len(text) <= MAX_ERROR_LENGTH else text[:MAX_ERROR_LENGTH - 1] + "…"
 
 
