@@ -10,7 +10,12 @@ from cjo_orchestration.adapters.erasures import erasures_forwarder
 from cjo_orchestration.adapters.peers import ContentCatalog, Peers
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.api.servicer import SERVICE, OrchestrationServicer
-from cjo_orchestration.service_layer.events import InboxRound
+from cjo_orchestration.service_layer.events import (
+    INBOX_SOURCE,
+    InboxRound,
+    replay_events,
+    to_dead_letters,
+)
 from cjo_orchestration.service_layer.ids import new_id
 from cjo_orchestration.service_layer.schedules import ScheduleRound
 from cjo_orchestration.service_layer.steps import StepRound
@@ -37,7 +42,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     steps = StepWorker(StepRound(transactions, Peers(settings, timeout), engine),
                        engine.poll_seconds, engine.step_lanes)
     events = EventWorker(
-        InboxRound(transactions, engine.event_batch, new_id, engine.event_max_attempts),
+        InboxRound(transactions, engine.event_batch, new_id, engine.event_max_attempts,
+                   to_dead_letters(storage.dead_letters)),
         engine.poll_seconds, steps.wake)
     schedules = ScheduleWorker(
         ScheduleRound(transactions, engine, Audience(settings, timeout), new_id),
@@ -57,7 +63,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                             orchestration_service_pb2_grpc.add_OrchestrationServiceServicer_to_server,
                             SERVICE),
                    dead_letter_servicer(transactions, storage.dead_letters,
-                                        outbox_replays(facts, erasures),
+                                        {**outbox_replays(facts, erasures),
+                                         INBOX_SOURCE: replay_events(events.wake)},
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/HandleEvents"},

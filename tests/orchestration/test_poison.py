@@ -5,10 +5,12 @@ profiles, and a fresh journey in another workspace, keep flowing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import duration_pb2
 from orchestration_support import (
@@ -24,6 +26,8 @@ from orchestration_support import (
 from sqlalchemy import select
 
 from cjo.common.v1 import common_pb2
+from cjo.common.v1 import dead_letter_service_pb2 as dead_letter_pb
+from cjo.common.v1 import dead_letter_service_pb2_grpc as dead_letter_grpc
 from cjo.content.v1 import content_item_pb2
 from cjo.content.v1 import content_service_pb2 as content_pb
 from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
@@ -38,6 +42,14 @@ COMPLETED = enrollment_pb2.ENROLLMENT_STATE_COMPLETED
 ACTIVE = enrollment_pb2.ENROLLMENT_STATE_ACTIVE
 # Long enough for a loaded CI machine, far shorter than the 30 s a stalled round backs off.
 PROMPTLY = 8.0
+
+
+def dead_letter_stub(cluster: Cluster) -> Any:
+    channel = cluster.channels.get("dead_letters")
+    if channel is None:
+        channel = cluster.channels["dead_letters"] = grpc.aio.insecure_channel(
+            cluster.targets["orchestration"])
+    return dead_letter_grpc.DeadLetterServiceStub(channel)
 
 
 def hours(count: float) -> duration_pb2.Duration:
@@ -203,15 +215,17 @@ async def test_content_failing_to_render_fails_only_that_enrollment(backend: Bac
                                      cluster.mailbox.envelopes), timeout=PROMPTLY)
 
 
-async def test_an_event_whose_round_raises_is_retried_then_given_up_alone(
+async def test_an_event_whose_round_raises_is_dead_lettered_alone_and_replayed(
         backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever an event raises (here, a bug the engine does not catch), it holds back only its
-    own profile's later events, and only until it is given up."""
+    own profile's later events, and only until it is given up to the dead letters, from which
+    an operator lists it and, once the cause is fixed, replays it."""
     monkeypatch.setitem(ENGINE_ENV, "CJO_ORCHESTRATION_EVENT_MAX_ATTEMPTS", "3")
     real = event_use_cases.apply_events
+    bug = {"present": True}
 
     def apply_events(events: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
-        if any(e.event_name == "poison" for e in events):
+        if bug["present"] and any(e.properties.get("poison") for e in events):
             raise RuntimeError("a bug the engine did not expect")
         return real(events, *args, **kwargs)
 
@@ -219,10 +233,12 @@ async def test_an_event_whose_round_raises_is_retried_then_given_up_alone(
     async with running(backend) as cluster:
         journey = await published(cluster, "ws-a", journey_pb2.Journey(
             display_name="Visits", entry_node_id="done",
+            re_entry=journey_pb2.RE_ENTRY_POLICY_ALWAYS,
             event_trigger=journey_pb2.EventTrigger(event_name="visit"),
             nodes=[n(id="done", exit=journey_pb2.ExitNode())]))
         # One batch: the poisoned profile's event, its later visit, and another profile's.
-        await handle(cluster, "ws-a", forwarded("x-1", "victim", "poison"),
+        await handle(cluster, "ws-a", forwarded("x-1", "victim", "visit",
+                                                properties={"poison": True}),
                      forwarded("x-2", "victim", "visit"), forwarded("y-1", "bystander", "visit"))
         await states(cluster, "ws-a", journey, {"bystander": COMPLETED})
         await fresh_workspace_flows(cluster, "after_raising_event")
@@ -237,6 +253,30 @@ async def test_an_event_whose_round_raises_is_retried_then_given_up_alone(
 
         attempts, error = await cluster.database.run(poisoned)
         assert attempts == 3 and "a bug the engine did not expect" in error
+
+        letters = dead_letter_stub(cluster)
+        listed = await letters.ListDeadLetters(dead_letter_pb.ListDeadLettersRequest(
+            source="inbox:events"), metadata=as_service("ws-a"))
+        [letter] = listed.dead_letters
+        assert (letter.item_key, letter.attempts) == ("x-1", 3)
+        assert "a bug the engine did not expect" in letter.error
+        assert json.loads(letter.payload)["properties"] == {"poison": True}
+        assert not (await letters.ListDeadLetters(dead_letter_pb.ListDeadLettersRequest(),
+                                                  metadata=as_service("ws-fresh"))).dead_letters
+
+        bug["present"] = False  # the cause is fixed: the operator replays the letter
+        retried = await letters.RetryDeadLetters(dead_letter_pb.RetryDeadLettersRequest(
+            all=True, source="inbox:events", request_id="replay-1"),
+            metadata=as_service("ws-a"))
+        assert list(retried.retried_ids) == [letter.id]
+
+        async def replayed() -> bool:
+            found = await enrollments(cluster, "ws-a", journey, "victim")
+            return len(found) == 2 and all(e.state == COMPLETED for e in found)
+
+        await eventually(replayed, timeout=PROMPTLY)
+        assert not (await letters.ListDeadLetters(dead_letter_pb.ListDeadLettersRequest(),
+                                                  metadata=as_service("ws-a"))).dead_letters
 
 
 async def test_a_step_that_raises_fails_only_its_enrollment(

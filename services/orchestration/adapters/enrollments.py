@@ -16,6 +16,7 @@ from sqlalchemy import (
     Row,
     and_,
     bindparam,
+    delete,
     literal_column,
     or_,
     select,
@@ -23,7 +24,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from cjo_orchestration.adapters.tables import enrollments, inbox, retired_profiles, steps
+from cjo_orchestration.adapters.tables import (
+    dead_letters,
+    enrollments,
+    inbox,
+    retired_profiles,
+    steps,
+)
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
 from cjo_orchestration.domain.entry import ActiveKey, History, InboxEvent
 from cjo_orchestration.domain.lifecycle import Retirement
@@ -41,6 +48,9 @@ _ACTIVE: ColumnElement[str] = literal_column(f"'{EnrollmentState.ACTIVE.value}'"
 
 
 # --- inbox -----------------------------------------------------------------------------------
+
+# The dead letters' source of events the event round gave up (their item key is the event id).
+INBOX_SOURCE = "inbox:events"
 
 
 def receive(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
@@ -428,7 +438,13 @@ def retire(session: Session, retirements: Sequence[Retirement],
             .where(s.workspace_id == ws, s.outcome == StepOutcome.FAILED.value,
                    s.enrollment_id.in_(select(e.enrollment_id).where(mine)))
             .values(detail=""))
-        # Pending events of the person are dropped with their contents.
+        # Pending events of the person are dropped with their contents, and so are the dead
+        # letters of its events the event round gave up.
+        letters = dead_letters.c
+        session.execute(delete(dead_letters).where(
+            letters.workspace_id == ws, letters.source == INBOX_SOURCE,
+            letters.item_key.in_(select(inbox.c.event_id).where(
+                inbox.c.workspace_id == ws, one_of(session, inbox.c.profile_id, person)))))
         session.execute(
             update(inbox)
             .where(inbox.c.workspace_id == ws, one_of(session, inbox.c.profile_id, person))

@@ -22,6 +22,7 @@ from cjo_platform.service import shared_tables
 
 metadata = MetaData()
 outbox, request_log = shared_tables(metadata)
+dead_letters = metadata.tables["dead_letters"]  # cjo_platform.db.dead_letters
 
 journeys = Table(
     "journeys",

@@ -4,6 +4,7 @@ enrollments, triggers enroll it, erasures and merges end or move its enrollments
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from cjo_orchestration.domain.lifecycle import (
 from cjo_orchestration.service_layer.enrollment import MAX_TRACEPARENT_LENGTH, admit
 from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.service_layer.ids import NewId
+from cjo_platform.db.dead_letters import DeadLetter, DeadLetters
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
@@ -183,6 +185,52 @@ def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome
 
 # Where given-up events go: (uow, event, error, attempts), in the transaction that gives up.
 DeadLetterSink = Callable[[UnitOfWork, InboxEvent, str, int], None]
+INBOX_SOURCE = enrollment_store.INBOX_SOURCE  # the dead letters' source of given-up events
+
+
+def to_dead_letters(dead_letters: DeadLetters) -> DeadLetterSink:
+    """Given-up events as dead letters of :data:`INBOX_SOURCE`: the event (id, profile, name,
+    properties, traits) as JSON, with the error and the attempts."""
+
+    def add(uow: UnitOfWork, event: InboxEvent, error: str, attempts: int) -> None:
+        payload = json.dumps({
+            "event_id": event.event_id, "profile_id": event.profile_id,
+            "event_name": event.event_name, "properties": dict(event.properties),
+            "traits": dict(event.traits)}, default=str, sort_keys=True).encode()
+        dead_letters.add(uow.session, workspace_id=event.workspace_id, source=INBOX_SOURCE,
+                         item_key=event.event_id, payload=payload, error=error,
+                         traceparent=event.traceparent, attempts=attempts)
+
+    return add
+
+
+def replay_events(wake: Callable[[], None]) -> Callable[[UnitOfWork, Sequence[DeadLetter]],
+                                                        None]:
+    """RetryDeadLetters for :data:`INBOX_SOURCE`: the events go back into the inbox's pending
+    tail with their attempts counted afresh (an event whose row is gone is received again from
+    the letter), and the event worker is woken."""
+
+    def replay(uow: UnitOfWork, letters: Sequence[DeadLetter]) -> None:
+        by_workspace: dict[str, list[DeadLetter]] = defaultdict(list)
+        for letter in letters:
+            by_workspace[letter.workspace_id].append(letter)
+        for workspace_id, mine in by_workspace.items():
+            found = enrollment_store.replay(uow.session, workspace_id,
+                                            [x.item_key for x in mine])
+            if found < len(mine):
+                receive(uow, workspace_id, [_forwarded(x) for x in mine])
+        uow.after_commit(wake)
+
+    return replay
+
+
+def _forwarded(letter: DeadLetter) -> ForwardedEvent:
+    event = json.loads(letter.payload)
+    return ForwardedEvent(event_id=letter.item_key, profile_id=str(event["profile_id"]),
+                          event_name=str(event.get("event_name", "")),
+                          properties=dict(event.get("properties") or {}),
+                          traits=dict(event.get("traits") or {}),
+                          traceparent=letter.traceparent)
 
 
 def fail_event(uow: UnitOfWork, event: InboxEvent, error: str, max_attempts: int,
