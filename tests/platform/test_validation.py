@@ -338,3 +338,13 @@ async def test_nul_in_a_map_key_is_refused_and_nothing_is_written(backend: Backe
                          "provider.secrets[api_key]": NUL}
         listed = await stub.ListProviders(delivery_pb.ListProvidersRequest(), metadata=workspace)
         assert not listed.providers
+
+        # A server-streaming call is checked before its first answer.
+        stream = stub.SubscribeInbox(delivery_pb.SubscribeInboxRequest(profile_id="p\x00"),
+                                     metadata=workspace)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in stream:
+                pass
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = rpc_status.from_call(caught.value)
+        assert status is not None and field_violations(status) == {"profile_id": NUL}
