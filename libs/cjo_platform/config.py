@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cjo_platform.rpc.auth import KEY_CACHE_SECONDS
+
 # Default listen ports; also what clients dial when no CJO_<SVC>_TARGET is set.
 DEFAULT_PORTS: dict[str, int] = {
     "identity": 50051,
@@ -115,6 +117,9 @@ class ServiceSettings:
     data_dir: Path
     # What kind of deployment this is (CJO_ENV): development, test or production.
     environment: str = "development"
+    # How long a verified API key is trusted without asking identity again
+    # (CJO_API_KEY_CACHE_SECONDS): the bound on how late a deleted key is refused.
+    api_key_cache_seconds: float = KEY_CACHE_SECONDS
     # For end-to-end tests only (CJO_TEST_CLOCK_FILE, accepted with CJO_ENV=test): the file
     # whose offset every process adds to the wall clock (cjo_platform.clock.FileOffsetClock).
     test_clock_file: Path | None = None
@@ -159,7 +164,20 @@ def load_service_settings(service: str, env: Env) -> ServiceSettings:
         data_dir=data_dir,
         environment=environment,
         test_clock_file=_test_clock_file(env, environment),
+        api_key_cache_seconds=_api_key_cache_seconds(env),
     )
+
+
+MAX_API_KEY_CACHE_SECONDS = 300.0
+
+
+def _api_key_cache_seconds(env: Env) -> float:
+    seconds = env.float("CJO_API_KEY_CACHE_SECONDS", KEY_CACHE_SECONDS)
+    if seconds > MAX_API_KEY_CACHE_SECONDS:
+        env.errors.append(f"CJO_API_KEY_CACHE_SECONDS={seconds} is above "
+                          f"{MAX_API_KEY_CACHE_SECONDS:.0f}: a deleted key must stop working "
+                          f"within minutes")
+    return seconds
 
 
 def _test_clock_file(env: Env, environment: str) -> Path | None:

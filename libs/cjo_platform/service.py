@@ -78,4 +78,5 @@ def remote_authenticator(settings: ServiceSettings) -> Authenticator:
                               reason="AUTH_UNAVAILABLE") from exc
         return Principal(workspace_id=reply.workspace_id, key_id=reply.key_id, is_service=False)
 
-    return Authenticator(settings.service_token, CachingResolver(resolve))
+    return Authenticator(settings.service_token,
+                         CachingResolver(resolve, ttl=settings.api_key_cache_seconds))

@@ -28,7 +28,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
     transactions = storage.transactions
     # Identity owns the keys: it checks them in its own database instead of calling itself.
-    resolve_key = CachingResolver(local_key_resolver(transactions))
+    from_database = local_key_resolver(transactions)
+    resolve_key = CachingResolver(from_database, ttl=settings.api_key_cache_seconds)
     events = events_forwarder(settings, storage.db, storage.outbox)
     # Conversion facts share the outbox; each forwarder drains only its own topic.
     facts = facts_forwarder(settings, storage.db, storage.outbox)
@@ -39,7 +40,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
             Servicer(IdentityServicer(transactions),
                      identity_service_pb2_grpc.add_IdentityServiceServicer_to_server,
                      identity_servicer.SERVICE),
-            Servicer(WorkspaceServicer(transactions, resolve_key),
+            Servicer(WorkspaceServicer(transactions, from_database, resolve_key.forget_key),
                      workspace_service_pb2_grpc.add_WorkspaceServiceServicer_to_server,
                      workspace_servicer.SERVICE),
             dead_letter_servicer(transactions, storage.dead_letters,

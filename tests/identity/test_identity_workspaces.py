@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from grpc_status import rpc_status
-from identity_support import Identity, event, rpc_error
+from identity_support import Identity, Recorder, event, rpc_error
 from sqlalchemy import select
 
+from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
+from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
+from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
+from cjo_analytics.bootstrap import build as build_analytics
 from cjo_identity.adapters.tables import api_keys, request_log
+from cjo_identity.bootstrap import build
+from cjo_platform.config import Env
 from cjo_platform.rpc.status import field_violations
-from support import SERVICE_TOKEN, as_service, bearer
+from support import (
+    SERVICE_TOKEN,
+    Backend,
+    as_service,
+    bearer,
+    eventually,
+    serving,
+    settings_for,
+)
 
 
 async def test_creating_a_workspace_needs_the_service_token(identity: Identity) -> None:
@@ -114,3 +130,70 @@ async def test_keys_and_workspaces_stay_within_their_workspace(identity: Identit
     for_nobody = await rpc_error(identity.workspaces.CreateApiKey(
         ws_pb.CreateApiKeyRequest(), metadata=as_service("nobody")))
     assert for_nobody.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_deleted_key_stops_working_on_every_replica_within_the_bound(
+        backend: Backend, recorder: Recorder) -> None:
+    # Two identity replicas on one database, and analytics authenticating through identity;
+    # the bound (CJO_API_KEY_CACHE_SECONDS) is short here, 30 seconds by default.
+    bound = 1.0
+    overrides = {"CJO_ORCHESTRATION_TARGET": recorder.address,
+                 "CJO_API_KEY_CACHE_SECONDS": str(bound)}
+    first = build(settings_for("identity", backend, **overrides), Env({}))
+    second = build(settings_for("identity", backend, **overrides), Env({}))
+    async with serving(first) as one, serving(second) as two, \
+            grpc.aio.insecure_channel(one) as channel_one, \
+            grpc.aio.insecure_channel(two) as channel_two:
+        analytics = build_analytics(settings_for(
+            "analytics", backend, CJO_IDENTITY_TARGET=two, CJO_API_KEY_CACHE_SECONDS=str(bound)),
+            Env({}))
+        async with serving(analytics) as three, grpc.aio.insecure_channel(three) as channel_three:
+            deleting = ws_grpc.WorkspaceServiceStub(channel_one)
+            other = ws_grpc.WorkspaceServiceStub(channel_two)
+            reports = analytics_grpc.AnalyticsServiceStub(channel_three)
+            created = await deleting.CreateWorkspace(
+                ws_pb.CreateWorkspaceRequest(workspace_id="acme"), metadata=bearer(SERVICE_TOKEN))
+            spare = await deleting.CreateApiKey(ws_pb.CreateApiKeyRequest(display_name="new"),
+                                                metadata=bearer(created.api_key.secret))
+            old = bearer(created.api_key.secret)
+            report = analytics_pb.GetJourneyReportRequest(journey="journeys/j1")
+            # Every replica has verified (and cached) the old key.
+            await deleting.GetWorkspace(ws_pb.GetWorkspaceRequest(), metadata=old)
+            await other.GetWorkspace(ws_pb.GetWorkspaceRequest(), metadata=old)
+            await reports.GetJourneyReport(report, metadata=old)
+
+            # Rotation: the old key is deleted with the new one.
+            request = ws_pb.DeleteApiKeyRequest(name=created.api_key.name, request_id="d-1")
+            deleted = await deleting.DeleteApiKey(request,
+                                                  metadata=bearer(spare.api_key.secret))
+            started = asyncio.get_running_loop().time()
+            assert deleted.api_key.key_id == created.api_key.key_id
+            assert await deleting.DeleteApiKey(request,
+                                               metadata=bearer(spare.api_key.secret)) == deleted
+            refused = await rpc_error(deleting.GetWorkspace(ws_pb.GetWorkspaceRequest(),
+                                                            metadata=old))
+            assert refused.code() == grpc.StatusCode.UNAUTHENTICATED  # at once where deleted
+
+            async def refused_everywhere() -> bool:
+                for call in (other.GetWorkspace(ws_pb.GetWorkspaceRequest(), metadata=old),
+                             reports.GetJourneyReport(report, metadata=old)):
+                    try:
+                        await call
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                        continue
+                    return False
+                return True
+
+            await eventually(refused_everywhere, timeout=bound + 2, interval=0.05)
+            assert asyncio.get_running_loop().time() - started <= bound + 0.5
+            # The new key goes on working everywhere.
+            await reports.GetJourneyReport(report, metadata=bearer(spare.api_key.secret))
+            gone = await rpc_error(deleting.DeleteApiKey(
+                ws_pb.DeleteApiKeyRequest(name=created.api_key.name),
+                metadata=bearer(spare.api_key.secret)))
+            assert gone.code() == grpc.StatusCode.NOT_FOUND
+            foreign = await rpc_error(deleting.DeleteApiKey(
+                ws_pb.DeleteApiKeyRequest(name="workspaces/other/apiKeys/abc"),
+                metadata=bearer(spare.api_key.secret)))
+            assert foreign.code() == grpc.StatusCode.PERMISSION_DENIED

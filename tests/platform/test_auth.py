@@ -61,3 +61,55 @@ async def test_bad_credentials_are_unauthenticated(header: str) -> None:
     auth = Authenticator(TOKEN, resolve)
     with pytest.raises(Unauthenticated):
         await auth.authenticate({"authorization": header} if header else {})
+
+
+async def test_a_revoked_key_is_refused_by_every_replica_within_the_cache_bound() -> None:
+    # Two replicas (two authenticators, each with its own cache) in front of one key store.
+    key_id, secret, _ = new_api_key()
+    keys = {secret: Principal("acme", key_id, False)}
+    now = 1000.0
+
+    async def resolve(candidate: str) -> Principal | None:
+        return keys.get(candidate)
+
+    replicas = [Authenticator(TOKEN, CachingResolver(resolve, ttl=30.0, clock=lambda: now))
+                for _ in range(2)]
+    metadata = {"authorization": f"Bearer {secret}"}
+    for replica in replicas:
+        assert (await replica.authenticate(metadata)).key_id == key_id
+
+    del keys[secret]  # revoked in identity
+    now += 29.9  # inside the bound a replica may still trust its cache...
+    assert (await replicas[0].authenticate(metadata)).key_id == key_id
+    now += 0.2  # ...but no replica accepts the key once the bound passed
+    for replica in replicas:
+        with pytest.raises(Unauthenticated):
+            await replica.authenticate(metadata)
+
+
+async def test_the_replica_that_deleted_a_key_forgets_it_at_once() -> None:
+    key_id, secret, _ = new_api_key()
+    keys = {secret: Principal("acme", key_id, False)}
+
+    async def resolve(candidate: str) -> Principal | None:
+        return keys.get(candidate)
+
+    cache = CachingResolver(resolve, clock=lambda: 0.0)
+    assert await cache(secret) is not None
+    del keys[secret]
+    cache.forget_key(key_id)
+    assert await cache(secret) is None
+
+
+async def test_no_cache_when_the_bound_is_zero() -> None:
+    calls = 0
+
+    async def resolve(_: str) -> Principal | None:
+        nonlocal calls
+        calls += 1
+        return Principal("acme", "k", False)
+
+    cache = CachingResolver(resolve, ttl=0.0)
+    for _ in range(3):
+        await cache("cjo_k_secret")
+    assert calls == 3

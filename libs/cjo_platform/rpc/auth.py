@@ -95,30 +95,58 @@ def same_secret(a: str, b: str) -> bool:
 
 KeyResolver = Callable[[str], Awaitable[Principal | None]]
 
+KEY_CACHE_SECONDS = 30.0
+"""How long a replica trusts a key it verified (``CJO_API_KEY_CACHE_SECONDS``): a deleted API
+key stops working on every replica of every service within this time."""
+
+NEGATIVE_KEY_CACHE_SECONDS = 5.0
+"""How long a replica remembers that a secret is not a key (a key is never cached as unknown
+before it exists: its secret is random and first shown by the call that created it)."""
+
 
 class CachingResolver:
     """Caches a slower resolver (e.g. a call to identity) by secret hash: valid keys for
-    ``ttl`` seconds, unknown keys for ``negative_ttl`` seconds."""
+    ``ttl`` seconds, unknown keys for ``negative_ttl`` seconds (never longer than ``ttl``).
 
-    def __init__(self, resolve: KeyResolver, *, ttl: float = 60.0, negative_ttl: float = 5.0,
-                 max_entries: int = 10_000) -> None:
+    ``ttl`` is the bound on revocation: a key deleted in identity is refused by every replica
+    at most ``ttl`` seconds later, when the replica's entry runs out and it asks again (the
+    replica that deleted the key forgets it at once). ``clock`` gives monotonic seconds."""
+
+    def __init__(self, resolve: KeyResolver, *, ttl: float = KEY_CACHE_SECONDS,
+                 negative_ttl: float = NEGATIVE_KEY_CACHE_SECONDS, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._resolve = resolve
         self._ttl = ttl
-        self._negative_ttl = negative_ttl
+        self._negative_ttl = min(negative_ttl, ttl)
         self._max = max_entries
+        self._clock = clock
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    @property
+    def ttl(self) -> float:
+        return self._ttl
 
     async def __call__(self, secret: str) -> Principal | None:
         digest = hash_secret(secret)
-        now = time.monotonic()
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > self._clock():
             return hit[1]
+        # The entry's time starts before asking: the answer is never trusted for longer than
+        # ``ttl`` after the moment it could have been true.
+        asked = self._clock()
         principal = await self._resolve(secret)
         if len(self._cache) >= self._max:
             self._cache.clear()
-        self._cache[digest] = (now + (self._ttl if principal else self._negative_ttl), principal)
+        if self._ttl > 0:
+            self._cache[digest] = (asked + (self._ttl if principal else self._negative_ttl),
+                                   principal)
         return principal
+
+    def forget_key(self, key_id: str) -> None:
+        """Drop a deleted key at once (in this process; other replicas within ``ttl``)."""
+        for digest, (_, principal) in list(self._cache.items()):
+            if principal is not None and principal.key_id == key_id:
+                del self._cache[digest]
 
 
 class Authenticator:

@@ -33,6 +33,10 @@ def add_api_key(session: Session, key: ApiKey) -> None:
         secret_hash=key.secret_hash, create_time=key.create_time))
 
 
+def delete_api_key(session: Session, key_id: str) -> None:
+    session.execute(api_keys.delete().where(api_keys.c.key_id == key_id))
+
+
 def find_api_key(session: Session, key_id: str) -> ApiKey | None:
     row = session.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
     if row is None:

@@ -224,6 +224,15 @@ def workspace_id_of(name: str, field: str) -> str:
     return _id_of(name, "workspaces/", field, "workspaces/{workspace_id}")
 
 
+def api_key_name_of(name: str, field: str) -> tuple[str, str]:
+    """(workspace id, key id) of ``workspaces/{workspace_id}/apiKeys/{key_id}``."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "workspaces" or parts[2] != "apiKeys" or not parts[1] \
+            or not parts[3]:
+        raise InvalidArgument.one(field, "must be workspaces/{workspace_id}/apiKeys/{key_id}")
+    return parts[1], parts[3]
+
+
 def _id_of(name: str, prefix: str, field: str, pattern: str) -> str:
     rest = name.removeprefix(prefix)
     if not name.startswith(prefix) or not rest or "/" in rest:

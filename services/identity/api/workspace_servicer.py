@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from cjo.identity.v1 import workspace_service_pb2 as pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as pb_grpc
-from cjo_identity.api.convert import api_key_to_proto, workspace_id_of, workspace_to_proto
+from cjo_identity.api.convert import (
+    api_key_name_of,
+    api_key_to_proto,
+    workspace_id_of,
+    workspace_to_proto,
+)
 from cjo_identity.service_layer import workspaces
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from cjo_platform.rpc.auth import KeyResolver, current_principal, current_workspace
+from cjo_platform.rpc.idempotent import once
 
 SERVICE = "cjo.identity.v1.WorkspaceService"
 CREATE_WORKSPACE = f"/{SERVICE}/CreateWorkspace"
@@ -27,9 +35,13 @@ class WorkspaceServicer(pb_grpc.WorkspaceServiceServicer):
     answer of the call that created the key (after its commit), and a repeat gets the key
     without it."""
 
-    def __init__(self, transactions: Transactions, resolve_key: KeyResolver) -> None:
+    def __init__(self, transactions: Transactions, resolve_key: KeyResolver,
+                 forget_key: Callable[[str], None] = lambda key_id: None) -> None:
+        # ``resolve_key`` reads the database: other services cache its answers for the bound
+        # themselves, and an answer from a cache here would make their bound twice as long.
         self.transactions = transactions
         self.resolve_key = resolve_key
+        self.forget_key = forget_key
 
     async def CreateWorkspace(self, request: pb.CreateWorkspaceRequest,
                               context: grpc.aio.ServicerContext) -> pb.CreateWorkspaceResponse:
@@ -78,6 +90,22 @@ class WorkspaceServicer(pb_grpc.WorkspaceServiceServicer):
             request=request, response_type=pb.CreateApiKeyResponse, work=create)
         if revealed:
             response.api_key.secret = revealed[0]
+        return response
+
+    async def DeleteApiKey(self, request: pb.DeleteApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> pb.DeleteApiKeyResponse:
+        workspace_id, key_id = api_key_name_of(request.name, "name")
+        if workspace_id != current_workspace():
+            raise PermissionDenied("an API key can delete only keys of its own workspace",
+                                   reason="OTHER_WORKSPACE")
+
+        def delete(uow: UnitOfWork) -> pb.DeleteApiKeyResponse:
+            key = workspaces.delete_api_key(uow, workspace_id, key_id)
+            return pb.DeleteApiKeyResponse(api_key=api_key_to_proto(key))
+
+        response = await once(self.transactions, request, pb.DeleteApiKeyResponse, delete)
+        # This replica refuses the key at once; the others when their cache entry runs out.
+        self.forget_key(key_id)
         return response
 
     async def AuthenticateApiKey(

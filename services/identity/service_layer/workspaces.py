@@ -52,6 +52,16 @@ def create_api_key(uow: UnitOfWork, workspace_id: str, display_name: str
     return _issue_api_key(uow, workspace_id, display_name)
 
 
+def delete_api_key(uow: UnitOfWork, workspace_id: str, key_id: str) -> ApiKey:
+    """Revoke one of the workspace's keys; the deleted key is returned."""
+    key = workspaces.find_api_key(uow.session, key_id)
+    if key is None or key.workspace_id != workspace_id:
+        raise NotFound(f"API key {key_id!r} does not exist in workspace {workspace_id!r}",
+                       reason="API_KEY_NOT_FOUND")
+    workspaces.delete_api_key(uow.session, key_id)
+    return key
+
+
 def authenticate_api_key(uow: UnitOfWork, secret: str) -> Principal | None:
     """Who presents ``secret``; None when no key has it."""
     key_id = key_id_of(secret)

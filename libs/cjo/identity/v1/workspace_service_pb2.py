@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cjo.identity.v1 import workspace_pb2 as cjo_dot_identity_dot_v1_dot_workspace__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cjo/identity/v1/workspace_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1f\x63jo/identity/v1/workspace.proto\"X\n\x16\x43reateWorkspaceRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"r\n\x17\x43reateWorkspaceResponse\x12-\n\tworkspace\x18\x01 \x01(\x0b\x32\x1a.cjo.identity.v1.Workspace\x12(\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"#\n\x13GetWorkspaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x14GetWorkspaceResponse\x12-\n\tworkspace\x18\x01 \x01(\x0b\x32\x1a.cjo.identity.v1.Workspace\"?\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"@\n\x14\x43reateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"+\n\x19\x41uthenticateApiKeyRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\"B\n\x1a\x41uthenticateApiKeyResponse\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t2\xa1\x03\n\x10WorkspaceService\x12\x64\n\x0f\x43reateWorkspace\x12\'.cjo.identity.v1.CreateWorkspaceRequest\x1a(.cjo.identity.v1.CreateWorkspaceResponse\x12[\n\x0cGetWorkspace\x12$.cjo.identity.v1.GetWorkspaceRequest\x1a%.cjo.identity.v1.GetWorkspaceResponse\x12[\n\x0c\x43reateApiKey\x12$.cjo.identity.v1.CreateApiKeyRequest\x1a%.cjo.identity.v1.CreateApiKeyResponse\x12m\n\x12\x41uthenticateApiKey\x12*.cjo.identity.v1.AuthenticateApiKeyRequest\x1a+.cjo.identity.v1.AuthenticateApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cjo/identity/v1/workspace_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1f\x63jo/identity/v1/workspace.proto\"X\n\x16\x43reateWorkspaceRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"r\n\x17\x43reateWorkspaceResponse\x12-\n\tworkspace\x18\x01 \x01(\x0b\x32\x1a.cjo.identity.v1.Workspace\x12(\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"#\n\x13GetWorkspaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x14GetWorkspaceResponse\x12-\n\tworkspace\x18\x01 \x01(\x0b\x32\x1a.cjo.identity.v1.Workspace\"?\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"@\n\x14\x43reateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"7\n\x13\x44\x65leteApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"@\n\x14\x44\x65leteApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"+\n\x19\x41uthenticateApiKeyRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\"B\n\x1a\x41uthenticateApiKeyResponse\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t2\xfe\x03\n\x10WorkspaceService\x12\x64\n\x0f\x43reateWorkspace\x12\'.cjo.identity.v1.CreateWorkspaceRequest\x1a(.cjo.identity.v1.CreateWorkspaceResponse\x12[\n\x0cGetWorkspace\x12$.cjo.identity.v1.GetWorkspaceRequest\x1a%.cjo.identity.v1.GetWorkspaceResponse\x12[\n\x0c\x43reateApiKey\x12$.cjo.identity.v1.CreateApiKeyRequest\x1a%.cjo.identity.v1.CreateApiKeyResponse\x12[\n\x0c\x44\x65leteApiKey\x12$.cjo.identity.v1.DeleteApiKeyRequest\x1a%.cjo.identity.v1.DeleteApiKeyResponse\x12m\n\x12\x41uthenticateApiKey\x12*.cjo.identity.v1.AuthenticateApiKeyRequest\x1a+.cjo.identity.v1.AuthenticateApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,10 +44,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAPIKEYREQUEST']._serialized_end=470
   _globals['_CREATEAPIKEYRESPONSE']._serialized_start=472
   _globals['_CREATEAPIKEYRESPONSE']._serialized_end=536
-  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_start=538
-  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=581
-  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_start=583
-  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_end=649
-  _globals['_WORKSPACESERVICE']._serialized_start=652
-  _globals['_WORKSPACESERVICE']._serialized_end=1069
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=538
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=593
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=595
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=659
+  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_start=661
+  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=704
+  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_start=706
+  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_end=772
+  _globals['_WORKSPACESERVICE']._serialized_start=775
+  _globals['_WORKSPACESERVICE']._serialized_end=1285
 # @@protoc_insertion_point(module_scope)

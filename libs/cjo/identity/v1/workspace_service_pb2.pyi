@@ -50,6 +50,20 @@ class CreateApiKeyResponse(_message.Message):
     api_key: _workspace_pb2.ApiKey
     def __init__(self, api_key: _Optional[_Union[_workspace_pb2.ApiKey, _Mapping]] = ...) -> None: ...
 
+class DeleteApiKeyRequest(_message.Message):
+    __slots__ = ("name", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DeleteApiKeyResponse(_message.Message):
+    __slots__ = ("api_key",)
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    api_key: _workspace_pb2.ApiKey
+    def __init__(self, api_key: _Optional[_Union[_workspace_pb2.ApiKey, _Mapping]] = ...) -> None: ...
+
 class AuthenticateApiKeyRequest(_message.Message):
     __slots__ = ("secret",)
     SECRET_FIELD_NUMBER: _ClassVar[int]

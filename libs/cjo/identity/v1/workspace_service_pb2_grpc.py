@@ -51,6 +51,11 @@ class WorkspaceServiceStub:
                 request_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyRequest.SerializeToString,
                 response_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyResponse.FromString,
                 _registered_method=True)
+        self.DeleteApiKey = channel.unary_unary(
+                '/cjo.identity.v1.WorkspaceService/DeleteApiKey',
+                request_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.DeleteApiKeyRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.DeleteApiKeyResponse.FromString,
+                _registered_method=True)
         self.AuthenticateApiKey = channel.unary_unary(
                 '/cjo.identity.v1.WorkspaceService/AuthenticateApiKey',
                 request_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.AuthenticateApiKeyRequest.SerializeToString,
@@ -78,7 +83,18 @@ class WorkspaceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateApiKey(self, request, context):
-        """Creates another API key for the caller's workspace, e.g. to rotate keys.
+        """Creates another API key for the caller's workspace, e.g. to rotate keys: create the new
+        key, move every client to it, then delete the old one (DeleteApiKey).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteApiKey(self, request, context):
+        """Deletes (revokes) one of the caller's workspace's API keys. Its secret is refused at once
+        by the identity replica that deleted it, and by every replica of every cjo service at most
+        CJO_API_KEY_CACHE_SECONDS later (default 30 seconds): that is how long a replica trusts a
+        key it verified before asking identity again. A key may delete itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +125,11 @@ def add_WorkspaceServiceServicer_to_server(servicer, server):
                     servicer.CreateApiKey,
                     request_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyRequest.FromString,
                     response_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'DeleteApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApiKey,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.DeleteApiKeyRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.DeleteApiKeyResponse.SerializeToString,
             ),
             'AuthenticateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthenticateApiKey,
@@ -199,6 +220,33 @@ class WorkspaceService:
             '/cjo.identity.v1.WorkspaceService/CreateApiKey',
             cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyRequest.SerializeToString,
             cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.WorkspaceService/DeleteApiKey',
+            cjo_dot_identity_dot_v1_dot_workspace__service__pb2.DeleteApiKeyRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_workspace__service__pb2.DeleteApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
