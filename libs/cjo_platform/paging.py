@@ -31,6 +31,18 @@ def decode_token(token: str, field: str = "page_token") -> dict[str, Any] | None
         cursor = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument.one(field, "is not a token returned by this method") from None
-    if not isinstance(cursor, dict):
+    # A token is the caller's input: one crafted with a NUL character would reach the
+    # database (which refuses it) past the validation of the request's own strings.
+    if not isinstance(cursor, dict) or _holds_nul(cursor):
         raise InvalidArgument.one(field, "is not a token returned by this method")
     return cursor
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False

@@ -6,6 +6,8 @@ and Delete of segments. Through the real gRPC server, on both backends."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import Sequence
 
 import grpc
@@ -238,9 +240,11 @@ async def test_list_update_and_delete_segments(identity: Identity, recorder: Rec
             break
     assert seen == [("s0", 3), ("s1", 2), ("s2", 1), ("s3", 0), ("s4", 0)]
     assert pages == 3
-    bad_token = await rpc_error(identity.events.ListSegments(pb.ListSegmentsRequest(
-        page_token="not a token"), metadata=acme))
-    assert bad_token.code() == grpc.StatusCode.INVALID_ARGUMENT
+    crafted = base64.urlsafe_b64encode(json.dumps({"after": "\x00"}).encode()).decode()
+    for token in ("not a token", crafted):
+        bad_token = await rpc_error(identity.events.ListSegments(pb.ListSegmentsRequest(
+            page_token=token), metadata=acme))
+        assert bad_token.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     def update(name: str, paths: list[str], **fields: str) -> pb.UpdateSegmentRequest:
         return pb.UpdateSegmentRequest(segment=segment_pb2.Segment(name=name, **fields),
