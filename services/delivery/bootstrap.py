@@ -15,7 +15,7 @@ from cjo.delivery.v1 import delivery_service_pb2_grpc
 from cjo_delivery.adapters.consent import IdentityConsent
 from cjo_delivery.adapters.engagement_http import EngagementListener, Tracking
 from cjo_delivery.adapters.identity_events import identity_events_forwarder
-from cjo_delivery.adapters.inbox import InboxHub, InboxProvider
+from cjo_delivery.adapters.inbox import INBOX_SIGNAL, InboxHub, InboxProvider
 from cjo_delivery.adapters.provider_factory import ProviderFactory
 from cjo_delivery.adapters.routes import Routes
 from cjo_delivery.adapters.secret_box import load_secret_box
@@ -32,6 +32,8 @@ from cjo_delivery.workers.sender import Sender
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.db.signals import Signals
+from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
@@ -43,6 +45,8 @@ SERVICE = "cjo.delivery.v1.DeliveryService"
 # A send is up to seven SMTP round trips (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL/RCPT,
 # DATA), each bounded by the timeout; the lease must outlast all of them.
 _LEASE_TIMEOUTS = 8
+# The signal of messages queued: wakes the sender of every replica.
+QUEUED_SIGNAL = "queued"
 
 
 def load_smtp_settings(env: Env, connections: int) -> SmtpSettings:
@@ -125,12 +129,20 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     tracking = load_tracking(settings, env)
     hub = InboxHub()
     transactions = storage.transactions
+    # Wake-ups that reach every replica (LISTEN/NOTIFY on PostgreSQL); polls stay the net.
+    signals = Signals(storage.db)
+    signals.on(INBOX_SIGNAL, hub.on_signal)
     routes = Routes(provider, breaker_failures=sending.breaker_failures,
                     breaker_cool_down=sending.breaker_cool_down, build_provider=factory.build,
-                    inbox=InboxProvider(transactions, hub))
+                    inbox=InboxProvider(transactions, signals))
     sender = Sender(SendRound(transactions, routes, clock, sending, consent=consent,
                               links=tracking[0].links if tracking else None,
                               secret_box=secret_box))
+    signals.on(QUEUED_SIGNAL, lambda _: sender.wake())
+
+    def announce_queued(uow: UnitOfWork) -> None:
+        signals.send(uow, QUEUED_SIGNAL)
+
     forwarder = facts_forwarder(settings, storage.db, storage.outbox)
     events = identity_events_forwarder(settings, storage.db, storage.outbox)
 
@@ -146,8 +158,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     async def forward_events() -> None:
         await events.run()
 
-    background: list[Callable[[], Coroutine[Any, Any, None]]] = [send_messages, forward_facts,
-                                                        forward_events]
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = [
+        signals.run, send_messages, forward_facts, forward_events]
     if tracking is not None:
         listener = EngagementListener(tracking[0], record, settings.host, tracking[1])
         background.append(listener.run)
@@ -156,7 +168,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         settings=settings,
         db=storage.db,
         servicers=[Servicer(DeliveryServicer(
-            transactions, sender.wake, tracking[0].status_url if tracking else None, hub,
+            transactions, announce_queued, tracking[0].status_url if tracking else None, hub,
             secret_box),
                             delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server,
                             SERVICE),

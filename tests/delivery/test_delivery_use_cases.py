@@ -24,7 +24,7 @@ from cjo_delivery.service_layer import messages, policies, providers
 from cjo_delivery.service_layer.engagement import record_engagement
 from cjo_delivery.service_layer.send_round import SenderSettings, SendRound
 from cjo_platform.clock import ManualClock
-from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import Aborted, FailedPrecondition, NotFound
 from cjo_platform.service import open_storage
 from support import new_backend, settings_for
@@ -91,10 +91,14 @@ def status_of(storage: Storage, message_id: str) -> MessageStatus:
 def test_queueing_answers_a_repeated_key_with_the_first_message_and_wakes_once(
         storage: Storage) -> None:
     wakes: list[str] = []
+
+    def announce(uow: UnitOfWork) -> None:
+        uow.after_commit(lambda: wakes.append("woken"))
+
     first = storage.transactions.run_sync(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1"), email("k1")], "", lambda: wakes.append("woken")))
+        uow, WS, [email("k1"), email("k1")], "", announce))
     again = storage.transactions.run_sync(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1")], "", lambda: wakes.append("woken")))
+        uow, WS, [email("k1")], "", announce))
     assert [a.duplicate for a in first] == [False, True]
     assert again[0].duplicate and again[0].message.message_id == first[0].message.message_id
     assert wakes == ["woken"]  # nothing new the second time: the sender sleeps on
@@ -104,7 +108,7 @@ async def test_a_send_round_sends_retries_with_backoff_and_records_each_outcome(
         storage: Storage) -> None:
     mailbox = Mailbox(failures=[ProviderError("451 later", transient=True)])
     (queued,) = await storage.transactions.run(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1")], "", lambda: None))
+        uow, WS, [email("k1")], "", lambda uow: None))
     message_id = queued.message.message_id
     rounds = send_round(storage, mailbox)
 
@@ -123,7 +127,7 @@ async def test_a_frequency_cap_defers_the_message_over_it(storage: Storage) -> N
     await storage.transactions.run(lambda uow: policies.update_policy(uow, WS, DeliveryPolicy(
         {Channel.EMAIL: FrequencyCap(Channel.EMAIL, 1, timedelta(hours=1))})))
     accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1"), email("k2")], "", lambda: None))
+        uow, WS, [email("k1"), email("k2")], "", lambda uow: None))
     mailbox = Mailbox()
     await send_round(storage, mailbox).run()
     statuses = sorted(status_of(storage, a.message.message_id).value for a in accepted)
@@ -167,7 +171,7 @@ def test_a_channel_takes_a_bounded_number_of_providers(storage: Storage) -> None
 def test_an_unsubscribe_suppresses_the_address_and_tells_identity_and_analytics(
         storage: Storage) -> None:
     (queued,) = storage.transactions.run_sync(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1")], "", lambda: None))
+        uow, WS, [email("k1")], "", lambda uow: None))
     unsubscribe = Engagement(EngagementKind.UNSUBSCRIBED, WS, queued.message.message_id)
     assert storage.transactions.run_sync(lambda uow: record_engagement(uow, unsubscribe))
     unknown = Engagement(EngagementKind.OPENED, WS, "nope")
@@ -181,7 +185,7 @@ def test_an_unsubscribe_suppresses_the_address_and_tells_identity_and_analytics(
 
 def test_erasing_a_profile_cancels_its_queued_messages(storage: Storage) -> None:
     (queued,) = storage.transactions.run_sync(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1")], "", lambda: None))
+        uow, WS, [email("k1")], "", lambda uow: None))
     counts = storage.transactions.run_sync(lambda uow: messages.erase_profiles(uow, WS, ["p1"]))
     assert counts == [(1, 0)]
     assert status_of(storage, queued.message.message_id) is MessageStatus.SUPPRESSED

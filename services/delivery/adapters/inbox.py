@@ -1,14 +1,17 @@
 """Inbox storage, the in-app "provider" that delivers into it, and the hub that wakes live
 subscribers.
 
-Subscribers do not trust the hub for content: a wake-up (or a poll every few seconds, which
-also catches messages another replica delivered) makes them read what is new from the
-database, after the last message they streamed.
+Storing an inbox message signals it (``cjo_platform.db.signals``, LISTEN/NOTIFY on PostgreSQL):
+the hub of every replica wakes the profile's subscribers once the message committed, whichever
+replica delivered it. Subscribers do not trust the hub for content: a wake-up (or a poll every
+few seconds, the safety net for a lost signal) makes them read what is new from the database,
+after the last message they streamed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -22,9 +25,13 @@ from cjo_delivery.adapters.tables import inbox_messages
 from cjo_delivery.domain.inbox import InboxMessage, InboxState
 from cjo_delivery.domain.sending import OutgoingMessage, ProviderError
 from cjo_platform.db import insert_ignore
+from cjo_platform.db.signals import Signals
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 
 i = inbox_messages.c
+
+# The signal of a new inbox message; its payload is the JSON [workspace id, profile id].
+INBOX_SIGNAL = "inbox"
 
 
 def _inbox(row: Row[Any]) -> InboxMessage:
@@ -97,13 +104,25 @@ class InboxHub:
             for event in self._waiters.get(key, ()):
                 event.set()
 
+    def on_signal(self, payload: str | None) -> None:
+        """An inbox signal from any replica; None: any profile may have new messages."""
+        if payload is None:
+            self.publish(list(self._waiters))
+            return
+        try:
+            workspace_id, profile_id = json.loads(payload)
+        except (ValueError, TypeError):
+            return  # not ours to read; the poll catches up
+        self.publish([(str(workspace_id), str(profile_id))])
+
 
 class InboxProvider:
-    """Delivers in-app messages by storing them in the inbox (idempotent per message)."""
+    """Delivers in-app messages by storing them in the inbox (idempotent per message), and
+    signals every replica's subscribers of the profile."""
 
-    def __init__(self, transactions: Transactions, hub: InboxHub) -> None:
+    def __init__(self, transactions: Transactions, signals: Signals) -> None:
         self.transactions = transactions
-        self.hub = hub
+        self.signals = signals
 
     async def send(self, message: OutgoingMessage) -> str:
         if message.in_app is None:
@@ -117,9 +136,9 @@ class InboxProvider:
                 "profile_id": message.to, "content": content,
                 "state": InboxState.UNREAD.value, "journey_id": message.journey_id,
                 "create_time": now, "update_time": now}])
+            self.signals.send(uow, INBOX_SIGNAL, json.dumps([message.workspace_id, message.to]))
 
         await self.transactions.run(store)
-        self.hub.publish([(message.workspace_id, message.to)])
         return message.message_id
 
     async def close(self) -> None:

@@ -28,7 +28,7 @@ from cjo_delivery.domain.messages import (
 from cjo_delivery.domain.policies import load_zone
 from cjo_delivery.domain.providers import provider_name
 from cjo_delivery.service_layer import messages
-from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.limits import check_batch
 from cjo_platform.paging import decode_token, encode_token, page_size
@@ -88,11 +88,12 @@ def _to_proto(message: Message) -> message_pb2.Message:
 
 
 class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer):
-    def __init__(self, transactions: Transactions, wake_sender: Callable[[], None],
+    def __init__(self, transactions: Transactions,
+                 announce_queued: Callable[[UnitOfWork], None],
                  status_url: Callable[[str, str], str] | None = None,
                  hub: InboxHub | None = None, secret_box: SecretBox | None = None) -> None:
         self.transactions = transactions
-        self.wake_sender = wake_sender
+        self.announce_queued = announce_queued
         self.status_url = status_url
         self.secret_box = secret_box or SecretBox([])
         self.hub = hub or InboxHub()
@@ -102,7 +103,7 @@ class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer)
         # Sending happens later, in the sender; the trace of this request follows the message.
         traceparent = current_traceparent()
         return await self.transactions.run(lambda uow: messages.queue_messages(
-            uow, workspace, batch, traceparent, self.wake_sender))
+            uow, workspace, batch, traceparent, self.announce_queued))
 
     async def SendMessage(self, request: pb.SendMessageRequest,
                           context: grpc.aio.ServicerContext) -> pb.SendMessageResponse:

@@ -14,14 +14,15 @@ from cjo_platform.limits import MAX_ID_LENGTH
 
 
 def queue_messages(uow: UnitOfWork, workspace_id: str, batch: Sequence[NewMessage],
-                   traceparent: str, wake_sender: Callable[[], None]) -> list[Accepted]:
+                   traceparent: str, announce: Callable[[UnitOfWork], None]) -> list[Accepted]:
     """Queue the messages whose idempotency key is new; one answer per item, in order (a key
-    seen before answers with its first message, ``duplicate`` set). The sender is woken once
-    they committed. ``traceparent`` is the request's trace, which the message's send follows."""
+    seen before answers with its first message, ``duplicate`` set). When any is new,
+    ``announce`` signals it in the transaction, so the senders of every replica wake once it
+    committed. ``traceparent`` is the request's trace, which the message's send follows."""
     accepted = repository.queue_messages(uow.session, workspace_id, batch, uow.now(),
                                          traceparent, lambda: uuid.uuid4().hex)
     if any(not a.duplicate for a in accepted):
-        uow.after_commit(wake_sender)
+        announce(uow)
     return accepted
 
 
