@@ -5,7 +5,7 @@ accepts always fits in the next one's storage). Documented in docs/api-guide.md#
 from __future__ import annotations
 
 from collections.abc import Sized
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from cjo_platform.errors import InvalidArgument, Violations
 
@@ -35,6 +35,13 @@ MAX_WINDOW = timedelta(days=3650)
 subtracted from a date (computed-trait windows, attribution windows, waits): 10 years, far
 beyond any use and far from the limits of date arithmetic (year 1 to 9999), so the arithmetic
 never overflows. A service may allow less (a wait: 366 days)."""
+
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+"""Instants a person plans (a schedule's times) lie between these: wide enough for any use, and
+far from the limits of date arithmetic (years 1 and 9999), so stepping a cron expression or
+adding a window from them never overflows. (The validation layer allows protobuf's whole
+range; a service narrows it where it computes with the time.)"""
 
 
 def check_batch(items: Sized, field: str) -> None:
@@ -77,3 +84,13 @@ def check_duration(problems: Violations, field: str, value: timedelta | None, *,
         return problems.check(not required, field, "is required")
     return problems.check(minimum <= value <= maximum, field,
                           f"must be {describe(minimum)} to {describe(maximum)}")
+
+
+def check_time(problems: Violations, field: str, value: datetime | None, *,
+               earliest: datetime = EARLIEST_TIME, latest: datetime = LATEST_TIME) -> bool:
+    """Record a problem with the instant ``value`` of ``field`` (None is unset and fine) when
+    it lies outside ``earliest``..``latest``. True when there is none."""
+    if value is None:
+        return True
+    return problems.check(earliest <= value <= latest, field,
+                          f"must be between {earliest:%Y-%m-%d} and {latest:%Y-%m-%d}")

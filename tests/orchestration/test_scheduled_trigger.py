@@ -516,6 +516,17 @@ async def test_invalid_schedules_are_refused_with_field_violations(
         violations = field_violations(rpc_status.from_call(caught.value))
         assert {"scheduled_trigger.at", "scheduled_trigger.segment_id"} <= set(violations)
 
+        # A start in year 9999 is a valid Timestamp, but stepping the cron expression from it
+        # overflowed (INTERNAL at publish): a schedule's times lie in the shared sensible range.
+        late = weekly(journey_pb2.ScheduledTrigger(
+            segment_id="newsletter", cron="0 9 * * 1",
+            start_time=to_timestamp(datetime(9999, 12, 31, tzinfo=UTC))))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateJourney(pb.CreateJourneyRequest(journey=late),
+                                     metadata=as_service(WS))
+        assert field_violations(rpc_status.from_call(caught.value)) == {
+            "journey.scheduled_trigger.start_time": "must be between 1970-01-01 and 2200-01-01"}
+
 
 def test_the_example_journey_file_maps_onto_the_proto_and_back() -> None:
     example = Path(__file__).parents[2] / "examples" / "journeys" / "weekly_newsletter.yaml"

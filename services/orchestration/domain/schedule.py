@@ -18,6 +18,7 @@ from cronsim import CronSim, CronSimError
 
 from cjo_orchestration.domain.journeys import JourneyGraph, JourneyState, Schedule, TriggerKind
 from cjo_platform.errors import Violations
+from cjo_platform.limits import check_time
 
 MAX_CRON_LENGTH = 200
 # Counting the occurrences missed during an outage stops here; the detail then says "at least".
@@ -71,6 +72,8 @@ def check_schedule(problems: Violations, at: str, schedule: Schedule | None) -> 
         # ZoneInfoNotFoundError is a KeyError; "America" (a directory) is an OSError.
         except (KeyError, ValueError, OSError):
             problems.add(f"{at}.time_zone", "is not an IANA time zone, e.g. 'Europe/Berlin'")
+    for name in ("at", "start_time", "end_time"):  # cron steps from these never overflow
+        check_time(problems, f"{at}.{name}", getattr(schedule, name))
     if (schedule.start_time is not None and schedule.end_time is not None
             and schedule.end_time <= schedule.start_time):
         problems.add(f"{at}.end_time", "must be after start_time")
