@@ -14,6 +14,8 @@ from outbox_support import Box, open_box
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.outbox import Forwarder, OutboxRow, Refusal, SendBatch, Undeliverable
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.rpc.dead_letters import to_outbox
 from support import Backend, eventually
 
 AT_ONCE = RetryPolicy(base_delay=timedelta(0), max_delay=timedelta(0))
@@ -179,3 +181,30 @@ async def test_the_worker_keeps_forwarding_past_a_bad_row(box: Box) -> None:
     finally:
         task.cancel()
     assert received == [b"a1", b"a3"] and len(box.letters("ws-a")) == 1
+
+
+async def test_a_retried_dead_letter_is_forwarded_again(box: Box) -> None:
+    received: list[bytes] = []
+    refuse = True
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        refused = [Refusal(r, "FAILED_PRECONDITION: unknown journey") for r in rows
+                   if refuse and r.payload == b"late"]
+        received.extend(r.payload for r in rows if not refused or r is not refused[0].row)
+        return refused
+
+    f = forwarder(box, send)
+    box.queue("t", "ws-a", [b"a1", b"late"])
+    await drain(f)
+    assert received == [b"a1"] and len(box.letters("ws-a")) == 1
+
+    # The operator fixed the cause and retries the letter (RetryDeadLetters' replay).
+    refuse = False
+    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+
+    def retry(uow: UnitOfWork) -> None:
+        to_outbox("t")(uow, box.dead_letters.take(uow.session, "ws-a", None))
+
+    await transactions.run(retry)
+    await drain(f)
+    assert received == [b"a1", b"late"] and box.letters("ws-a") == []

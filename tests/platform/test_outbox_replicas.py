@@ -183,3 +183,26 @@ async def test_a_killed_replica_process_rows_are_sent_by_the_other(
         total = session.execute(select(func.count()).select_from(received)).scalar_one()
     assert [r.payload for r in rows] == [str(n) for n in range(10)] and total == 10
     assert {r.replica for r in rows} == {"lives"}
+
+
+async def test_a_long_round_keeps_its_rows(boxes: tuple[Box, Box]) -> None:
+    first, second = boxes
+    clock = first.outbox.clock
+    assert isinstance(clock, ManualClock)
+    stolen: list[int] = []
+
+    async def steal(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        stolen.extend(int(r.payload) for r in rows)
+
+    other = Forwarder(second.db, second.outbox, "t", steal, lease=timedelta(seconds=30))
+    sent: list[int] = []
+
+    async def slow(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        clock.advance(timedelta(seconds=20))  # each call takes 20 s, the lease is 30 s
+        await other.drain_once()  # the other replica tries meanwhile
+        sent.extend(int(r.payload) for r in rows)
+
+    for n, workspace in enumerate(["ws-a", "ws-b", "ws-c"], start=1):
+        first.queue("t", workspace, [str(n).encode()])
+    await Forwarder(first.db, first.outbox, "t", slow, lease=timedelta(seconds=30)).drain_once()
+    assert sent == [1, 2, 3] and stolen == []

@@ -196,6 +196,8 @@ class Forwarder(PollingWorker):
         self.owner = owner or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._last_success: datetime | None = None
         self._lease_until: datetime | None = None
+        # Rows of the current round still being sent (their leases are renewed if it runs long).
+        self._sending: set[int] = set()
         outbox.on_write(self.wake)
 
     @property
@@ -247,15 +249,17 @@ class Forwarder(PollingWorker):
                 session.execute(update(table).where(table.c.id.in_([r.id for r in kept]))
                                 .values(lease_owner=self.owner, lease_until=until))
                 self._lease_until = until
+                self._sending = {r.id for r in kept}
         return [OutboxRow(r.id, r.topic, r.workspace_id, r.payload, r.traceparent,
                           r.create_time, r.attempts, r.first_failed_time) for r in kept]
 
     def _renew(self) -> None:
-        """Extend this forwarder's leases of the topic (a long round must not lose them)."""
+        """Extend the leases of the rows this round is still sending (a long round must not
+        lose them; rows held for a later retry keep their time)."""
         table = self.outbox.table
         until = self.clock.now() + self.lease
         with self.db.transaction() as session:
-            session.execute(update(table).where(table.c.topic == self.topic,
+            session.execute(update(table).where(table.c.id.in_(sorted(self._sending)),
                                                 table.c.lease_owner == self.owner)
                             .values(lease_until=until))
         self._lease_until = until
@@ -266,6 +270,7 @@ class Forwarder(PollingWorker):
         table = self.outbox.table
         with self.db.transaction() as session:
             gone = [*delivered, *(row.id for row, _, _ in dead)]
+            self._sending.difference_update(gone)
             if gone:
                 session.execute(delete(table).where(table.c.id.in_(gone)))
             for row, error, attempts in dead:
@@ -281,6 +286,7 @@ class Forwarder(PollingWorker):
         released for the next claim), counting one more refusal of ``refused``."""
         table = self.outbox.table
         now = self.clock.now()
+        self._sending.difference_update(r.id for r in rows)
         with self.db.transaction() as session:
             if rows:
                 session.execute(update(table).where(table.c.id.in_([r.id for r in rows]),
@@ -402,6 +408,7 @@ class Forwarder(PollingWorker):
                 with contextlib.suppress(Exception):
                     await self.db.run(self._hold, unsent, None)
             self._lease_until = None
+            self._sending = set()
         return len(rows)
 
     async def run_once(self) -> bool:
