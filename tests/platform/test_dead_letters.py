@@ -177,3 +177,15 @@ def test_every_service_serves_its_dead_letters(service: str, sqlite_backend: Bac
     app = bootstrap.build(settings_for(service, sqlite_backend), Env({}))
     assert "cjo.common.v1.DeadLetterService" in {s.full_name for s in app.servicers}
     app.db.dispose()
+
+
+@pytest.mark.parametrize("token", ["eyJhZnRlciI6IDEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwfQ==", "x",
+                                   "eyJhZnRlciI6ICIxIn0="])
+async def test_a_forged_page_token_names_the_field(letters: Letters, token: str) -> None:
+    # {"after": 10**22}, not base64 JSON, {"after": "1"}: never INTERNAL.
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await letters.stub.ListDeadLetters(pb.ListDeadLettersRequest(page_token=token),
+                                           metadata=as_service("ws-a"))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(bad.value)
+    assert status is not None and "page_token" in field_violations(status)

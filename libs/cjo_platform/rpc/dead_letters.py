@@ -82,11 +82,13 @@ class DeadLetterServicer(pb_grpc.DeadLetterServiceServicer):
         cursor = decode_token(request.page_token)
         after = 0
         if cursor is not None:
-            if cursor.get("source", "") != request.source or not isinstance(
-                    cursor.get("after"), int):
+            after = cursor.get("after")
+            if not isinstance(after, int) or isinstance(after, bool) or \
+                    not 0 <= after < 2**63:
+                raise InvalidArgument.one("page_token", "is not a token returned by this method")
+            if cursor.get("source", "") != request.source:
                 raise InvalidArgument.one("page_token",
                                           "belongs to a listing of another source")
-            after = cursor["after"]
         workspace = current_workspace()
         letters = await self.transactions.run(lambda uow: self.dead_letters.list(
             uow.session, workspace, request.source or None, after_id=after, limit=size + 1))
