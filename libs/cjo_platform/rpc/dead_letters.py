@@ -82,10 +82,10 @@ class DeadLetterServicer(pb_grpc.DeadLetterServiceServicer):
         cursor = decode_token(request.page_token)
         after = 0
         if cursor is not None:
-            after = cursor.get("after")
-            if not isinstance(after, int) or isinstance(after, bool) or \
-                    not 0 <= after < 2**63:
+            last = cursor.get("after")
+            if not isinstance(last, int) or isinstance(last, bool) or not 0 <= last < 2**63:
                 raise InvalidArgument.one("page_token", "is not a token returned by this method")
+            after = last
             if cursor.get("source", "") != request.source:
                 raise InvalidArgument.one("page_token",
                                           "belongs to a listing of another source")
