@@ -28,8 +28,20 @@ import cel
 from cjo_platform.errors import InvalidArgument
 
 MAX_EXPRESSION_LENGTH = 4096
+MAX_COMPREHENSION_NESTING = 2
+"""Comprehensions (``all``, ``exists``, ``exists_one``, ``map``, ``filter``) inside each other:
+their cost multiplies (three nested over lists of 300 literals take ~15 s, in a server's event
+loop), so deeper nesting is refused when saved; two cover lists of lists of a profile's data."""
 _POSITION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
 _UNDEFINED = re.compile(r"Undefined variable or function: '([^']*)'")
+# A string literal (any CEL quoting; raw and bytes prefixes leave the quotes as they are), or a
+# comprehension's opening, or another bracket.
+_LITERAL = "|".join([r"'''.*?'''", r'""".*?"""', r"'(?:\\.|[^'\\\n])*'", r'"(?:\\.|[^"\\\n])*"'])
+_LITERALS = re.compile(_LITERAL, re.DOTALL)
+_ITERATION_VARIABLE = re.compile(
+    r"\.\s*(?:all|exists_one|exists|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
+_TOKENS = re.compile(rf"({_LITERAL})|\.\s*(all|exists_one|exists|map|filter)\s*\(|([()\[\]{{}}])",
+                     re.DOTALL)
 
 
 class CelEvaluationError(Exception):
@@ -72,9 +84,28 @@ def _describe(error: str) -> str:
     return error.splitlines()[0] if error else "invalid expression"
 
 
-def _static_error(program: Any, variables: frozenset[str]) -> str | None:
+def _comprehension_nesting(source: str) -> int:
+    """How deeply comprehensions nest in ``source`` (string literals skipped)."""
+    stack: list[bool] = []  # per open bracket: does it open a comprehension?
+    deepest = 0
+    for match in _TOKENS.finditer(source):
+        literal, macro, bracket = match.groups()
+        if literal:
+            continue
+        if macro or bracket in ("(", "[", "{"):
+            stack.append(bool(macro))
+            deepest = max(deepest, sum(stack))
+        elif stack:
+            stack.pop()
+    return deepest
+
+
+def _static_error(source: str, program: Any, variables: frozenset[str]) -> str | None:
     """The error the expression raises whatever its variables hold, if any (see the module
-    docstring): a trial evaluation with no variable bound."""
+    docstring): a trial evaluation with no variable bound; or why it is not tried."""
+    if _comprehension_nesting(source) > MAX_COMPREHENSION_NESTING:
+        return (f"comprehensions (all, exists, exists_one, map, filter) nest at most "
+                f"{MAX_COMPREHENSION_NESTING} deep")
     try:
         program.execute({})
     except Exception as exc:
@@ -87,11 +118,18 @@ def _static_error(program: Any, variables: frozenset[str]) -> str | None:
     return None
 
 
+def _iteration_variables(source: str) -> set[str]:
+    """The variables comprehensions bind (``o`` in ``orders.exists(o, ...)``): the compiler
+    lists them among the expression's variables, but no caller provides them."""
+    return set(_ITERATION_VARIABLE.findall(_LITERALS.sub('""', source)))
+
+
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str) -> Expression:
     program = cel.compile(source)
-    variables = frozenset(program.variables())
-    return Expression(source, program, variables, _static_error(program, variables))
+    named = frozenset(program.variables())
+    return Expression(source, program, named - _iteration_variables(source),
+                      _static_error(source, program, named))
 
 
 def load_expression(source: str, field: str) -> Expression:

@@ -92,3 +92,20 @@ def test_data_dependent_errors_are_not_refused(source: str) -> None:
 
 def test_a_constant_expression_that_evaluates_is_accepted() -> None:
     assert compile_expression("1 + 1 == 2 && [1, 2][1] == 2", "f").test({})
+
+
+def test_comprehensions_nest_at_most_two_deep() -> None:
+    # Their cost multiplies: three deep over literal lists would hold a server for seconds,
+    # when saved (the trial evaluation) and for every person it is evaluated for.
+    nested = "traits.orders.exists(o, o.items.exists(i, i.sku == 'x'))"
+    assert compile_expression(nested, "f", allowed={"traits"}).static_error is None
+    with pytest.raises(InvalidArgument, match="nest at most 2 deep"):
+        compile_expression("[1].all(a, [2].all(b, [3].all(c, a + b + c > 0)))", "f")
+    # Text that merely looks like a comprehension is no comprehension.
+    assert compile_expression("traits.note == '.all(.all(.all('", "f").static_error is None
+
+
+def test_iteration_variables_are_no_unknown_variables() -> None:
+    expression = compile_expression("traits.tags.exists(t, t == 'vip')", "f", allowed={"traits"})
+    assert expression.variables == {"traits"}
+    assert expression.test({"traits": {"tags": ["new", "vip"]}})
