@@ -71,6 +71,8 @@ def define_outbox(metadata: MetaData) -> Table:
         Column("attempts", Integer, nullable=False, default=0, server_default="0"),
         Column("first_failed_time", UtcDateTime, nullable=True),
         Index("ix_outbox_topic", "topic", "id"),
+        # Finds the rows in flight (leased) without reading the whole backlog at every claim.
+        Index("ix_outbox_lease", "topic", "lease_until"),
     )
 
 
