@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -305,3 +305,75 @@ async def test_a_step_that_raises_fails_only_its_enrollment(
         found = await states(cluster, "ws-a", journey, {"bad": FAILED, "good": COMPLETED})
         failed_at(found["bad"], "mail", ["OverflowError", "date value out of range"])
         await fresh_workspace_flows(cluster, "after_raising_step")
+
+
+async def test_a_scheduled_occurrence_that_raises_fails_alone(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_scheduled_trigger import WS, newsletter_segment, publish, scheduled_suite, weekly
+
+    from cjo.orchestration.v1.schedule_occurrence_pb2 import ScheduleOccurrence
+    from cjo_orchestration.service_layer import schedules
+
+    real = schedules.decide
+
+    def decide(*args: Any, **kwargs: Any) -> Any:
+        fire_time = args[5]
+        if fire_time.minute == 30:  # the broken journey fires at half past
+            raise OverflowError("date value out of range")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(schedules, "decide", decide)
+    async with scheduled_suite(backend) as suite:
+        await suite.stop_background_scheduler()
+        await newsletter_segment(suite, 2)
+        broken = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
+            segment_id="newsletter", cron="30 12 * * *")))
+        news = await publish(suite, weekly(journey_pb2.ScheduledTrigger(
+            segment_id="newsletter", cron="0 13 * * *")))
+        suite.clock.set(datetime(2026, 3, 7, 13, 5, tzinfo=UTC))
+        await suite.settle()
+
+        async def occurrences(journey: journey_pb2.Journey) -> list[Any]:
+            reply = await suite.cluster.orchestration.ListScheduleOccurrences(
+                pb.ListScheduleOccurrencesRequest(parent=journey.name), metadata=as_service(WS))
+            return list(reply.occurrences)
+
+        [failed] = await occurrences(broken)
+        assert failed.state == ScheduleOccurrence.STATE_FAILED
+        assert "OverflowError: date value out of range" in failed.detail
+        assert [(o.state, o.enrolled_count) for o in await occurrences(news)][-1] == (
+            ScheduleOccurrence.STATE_DONE, 2)
+        marked = (await suite.cluster.orchestration.GetJourney(
+            pb.GetJourneyRequest(name=broken.name), metadata=as_service(WS))).journey
+        assert marked.error_count == 1 and "OverflowError" in marked.last_error
+
+
+async def test_enroll_that_raises_fails_only_that_profile(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cjo_orchestration.service_layer import enrollment
+
+    real = enrollment.new_enrollment
+
+    def new_enrollment(*args: Any, **kwargs: Any) -> Any:
+        if args[5] == "bad":  # the profile id
+            raise OverflowError("date value out of range")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(enrollment, "new_enrollment", new_enrollment)
+    async with running(backend) as cluster:
+        journey = await published(cluster, "ws-a", journey_pb2.Journey(
+            display_name="By API", entry_node_id="done", api_trigger=journey_pb2.ApiTrigger(),
+            nodes=[n(id="done", exit=journey_pb2.ExitNode())]))
+
+        async def enroll(profile_id: str) -> pb.EnrollResponse:
+            reply: pb.EnrollResponse = await cluster.orchestration.Enroll(pb.EnrollRequest(
+                journey=journey.name, profile_id=profile_id, request_id=f"r-{profile_id}"),
+                metadata=as_service("ws-a"))
+            return reply
+
+        refused = await enroll("bad")
+        assert not refused.HasField("enrollment") and refused.skip_reason == "journey_error"
+        assert (await enroll("good")).HasField("enrollment")
+        await states(cluster, "ws-a", journey, {"good": COMPLETED})
+        found = await journey_now(cluster, "ws-a", journey)
+        assert found.error_count == 1 and "OverflowError" in found.last_error

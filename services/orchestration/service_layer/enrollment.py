@@ -18,10 +18,13 @@ from typing import Any
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.domain.conditions import error_detail
 from cjo_orchestration.domain.enrollment import Enrollment, FactRecord, Step
 from cjo_orchestration.domain.entry import may_enter, new_enrollment
+from cjo_orchestration.domain.events import JourneyError
 from cjo_orchestration.domain.journeys import JourneyGraph, JourneyState
 from cjo_orchestration.domain.lifecycle import resolve_profile
+from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.service_layer.ids import NewId
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.errors import FailedPrecondition
@@ -29,6 +32,7 @@ from cjo_platform.errors import FailedPrecondition
 # Why a profile was not enrolled, beyond the engine's re-entry reasons.
 ALREADY_ACTIVE = "already_active"  # a concurrent writer enrolled it first
 PROFILE_ERASED = "profile_erased"
+JOURNEY_ERROR = "journey_error"  # the version failed to start it; the journey's last_error says why
 MAX_TRACEPARENT_LENGTH = 64  # longer is malformed: it only costs the trace link
 
 
@@ -71,17 +75,26 @@ def enroll(uow: UnitOfWork, entry: Entry, entrants: Sequence[Entrant],
     traceparent = entry.traceparent if len(entry.traceparent) <= MAX_TRACEPARENT_LENGTH else ""
     answers: list[Admission] = []
     created: list[tuple[Enrollment, FactRecord]] = []
+    errors: list[JourneyError] = []
     for entrant, key in zip(entrants, keys, strict=True):
-        skip = may_enter(entry.graph, history.get(key), now)
-        if skip:
-            answers.append(Admission(None, skip))
+        try:
+            skip = may_enter(entry.graph, history.get(key), now)
+            if skip:
+                answers.append(Admission(None, skip))
+                continue
+            enrollment, fact = new_enrollment(
+                entry.workspace_id, new_id(), entry.journey_id, entry.version, entry.graph,
+                entrant.profile_id, entrant.traits, entrant.properties, entry.entry_id,
+                traceparent, now)
+        except Exception as exc:
+            # The version cannot start this entrant (its goal window overflows the calendar,
+            # say): this entrant is not enrolled, the journey counts the error, the rest go on.
+            errors.append(JourneyError(entry.workspace_id, entry.journey_id, error_detail(exc)))
+            answers.append(Admission(None, JOURNEY_ERROR))
             continue
-        enrollment, fact = new_enrollment(
-            entry.workspace_id, new_id(), entry.journey_id, entry.version, entry.graph,
-            entrant.profile_id, entrant.traits, entrant.properties, entry.entry_id,
-            traceparent, now)
         created.append((enrollment, fact))
         answers.append(Admission(enrollment))
+    count_errors(uow, errors)
     inserted = admit(uow, [(e, ()) for e, _ in created])
     facts.publish(uow, [f for _, f in created if f.enrollment_id in inserted])
     return [a if a.enrollment is None or a.enrollment.enrollment_id in inserted

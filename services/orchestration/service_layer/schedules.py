@@ -28,6 +28,8 @@ from typing import Any
 from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters import schedules as schedule_store
 from cjo_orchestration.adapters.audience import Audience, AudienceError
+from cjo_orchestration.domain.conditions import error_detail
+from cjo_orchestration.domain.events import JourneyError
 from cjo_orchestration.domain.journeys import JourneyGraph, JourneyState
 from cjo_orchestration.domain.schedule import (
     MAX_MISSED_COUNT,
@@ -39,6 +41,7 @@ from cjo_orchestration.domain.schedule import (
     schedule_of,
 )
 from cjo_orchestration.service_layer.enrollment import Entrant, Entry, enroll
+from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.service_layer.ids import NewId
 from cjo_orchestration.settings import EngineSettings
 from cjo_platform.backoff import RetryPolicy
@@ -94,48 +97,71 @@ def claim_due(uow: UnitOfWork, lease_seconds: float, token: str,
         (o.workspace_id, o.journey_id, o.journey_version) for o in claimed])
     firings: list[Firing] = []
     settled = 0
+    errors: list[JourneyError] = []
     for occurrence in claimed:
-        journey = journey_store.get(session, occurrence.workspace_id, occurrence.journey_id)
-        graph = graphs.get((occurrence.workspace_id, occurrence.journey_id,
-                            occurrence.journey_version), JourneyGraph())
-        decision, late = decide(journey.state, journey.published_version,
-                                occurrence.journey_version, occurrence.state, graph,
-                                occurrence.fire_time, now)
-        current = (journey.state is not JourneyState.ARCHIVED
-                   and journey.published_version == occurrence.journey_version)
-        scheduled = schedule_of(graph)
-        if decision is Decision.RUN and scheduled is not None:
-            firings.append(Firing(occurrence, scheduled[0], graph))
-            continue
-        settled += 1
-        if decision is Decision.CATCH_UP and late is not None:
-            count = (f"at least {late.missed}" if late.missed >= MAX_MISSED_COUNT
-                     else str(late.missed))
-            detail = (f"missed while the scheduler was not running; {count} occurrence(s) "
-                      f"left out, fired the latest ({late.latest.isoformat()}) once instead")
-            schedule_store.save(session, occurrence.settled(OccurrenceState.MISSED, detail, now))
-            schedule_store.plan(session, occurrence.workspace_id, occurrence.journey_id,
-                                occurrence.journey_version, late.latest, now)
+        try:
+            firing = _settle_or_fire(uow, occurrence, graphs)
+        except Exception as exc:
+            # This occurrence's version cannot be read or decided on: it fails, with why; the
+            # journey counts it; the other claimed occurrences go on.
+            detail = error_detail(exc)
+            schedule_store.save(session, occurrence.settled(OccurrenceState.FAILED, detail, now))
+            errors.append(JourneyError(occurrence.workspace_id, occurrence.journey_id, detail))
             uow.after_commit(partial(  # logged once, for the attempt that committed
-                log.warning, "scheduled occurrences missed; firing the latest once",
-                             journey_id=occurrence.journey_id, missed=late.missed,
-                             latest=late.latest.isoformat()))
-        elif decision is Decision.SKIP_PAUSED:
-            schedule_store.save(session, occurrence.settled(
-                OccurrenceState.SKIPPED,
-                f"journey paused ({occurrence.enrolled} enrolled before)"
-                if occurrence.state is OccurrenceState.RUNNING else "journey paused", now))
-            if current and scheduled is not None:
-                # Not made up on resume: the schedule goes on after now.
-                schedule_store.plan(session, occurrence.workspace_id, occurrence.journey_id,
-                                    occurrence.journey_version, next_fire(scheduled[1], now),
-                                    now)
+                log.error, "scheduled occurrence failed", **_about(occurrence), detail=detail))
+            firing = None
+        if firing is not None:
+            firings.append(firing)
         else:
-            reason = ("journey archived" if decision is Decision.CANCEL_ARCHIVED
-                      else "replaced by a newer version")
-            schedule_store.save(session, occurrence.settled(OccurrenceState.CANCELLED, reason,
-                                                            now))
+            settled += 1
+    count_errors(uow, errors)
     return firings, settled > 0
+
+
+def _settle_or_fire(uow: UnitOfWork, occurrence: Occurrence,
+                    graphs: Mapping[tuple[str, str, int], JourneyGraph]) -> Firing | None:
+    """The occurrence to fire now, or None once it is settled here."""
+    session = uow.session
+    now = uow.now()
+    journey = journey_store.get(session, occurrence.workspace_id, occurrence.journey_id)
+    graph = graphs.get((occurrence.workspace_id, occurrence.journey_id,
+                        occurrence.journey_version), JourneyGraph())
+    decision, late = decide(journey.state, journey.published_version,
+                            occurrence.journey_version, occurrence.state, graph,
+                            occurrence.fire_time, now)
+    current = (journey.state is not JourneyState.ARCHIVED
+               and journey.published_version == occurrence.journey_version)
+    scheduled = schedule_of(graph)
+    if decision is Decision.RUN and scheduled is not None:
+        return Firing(occurrence, scheduled[0], graph)
+    if decision is Decision.CATCH_UP and late is not None:
+        count = (f"at least {late.missed}" if late.missed >= MAX_MISSED_COUNT
+                 else str(late.missed))
+        detail = (f"missed while the scheduler was not running; {count} occurrence(s) "
+                  f"left out, fired the latest ({late.latest.isoformat()}) once instead")
+        schedule_store.save(session, occurrence.settled(OccurrenceState.MISSED, detail, now))
+        schedule_store.plan(session, occurrence.workspace_id, occurrence.journey_id,
+                            occurrence.journey_version, late.latest, now)
+        uow.after_commit(partial(  # logged once, for the attempt that committed
+            log.warning, "scheduled occurrences missed; firing the latest once",
+                         journey_id=occurrence.journey_id, missed=late.missed,
+                         latest=late.latest.isoformat()))
+    elif decision is Decision.SKIP_PAUSED:
+        schedule_store.save(session, occurrence.settled(
+            OccurrenceState.SKIPPED,
+            f"journey paused ({occurrence.enrolled} enrolled before)"
+            if occurrence.state is OccurrenceState.RUNNING else "journey paused", now))
+        if current and scheduled is not None:
+            # Not made up on resume: the schedule goes on after now.
+            schedule_store.plan(session, occurrence.workspace_id, occurrence.journey_id,
+                                occurrence.journey_version, next_fire(scheduled[1], now),
+                                now)
+    else:
+        reason = ("journey archived" if decision is Decision.CANCEL_ARCHIVED
+                  else "replaced by a newer version")
+        schedule_store.save(session, occurrence.settled(OccurrenceState.CANCELLED, reason,
+                                                        now))
+    return None
 
 
 def _plan_next(uow: UnitOfWork, occurrence: Occurrence, graph: JourneyGraph) -> None:
@@ -152,11 +178,16 @@ def _plan_next(uow: UnitOfWork, occurrence: Occurrence, graph: JourneyGraph) -> 
                         next_fire(scheduled[1], occurrence.fire_time), uow.now())
 
 
-def fail(uow: UnitOfWork, token: str, firing: Firing, detail: str) -> None:
-    """A failure no retry can change: the occurrence is FAILED with why, the next planned."""
+def fail(uow: UnitOfWork, token: str, firing: Firing, detail: str, *,
+         journey_error: bool = False) -> None:
+    """A failure no retry can change: the occurrence is FAILED with why, the next planned
+    (``journey_error``: the journey counts it too)."""
     occurrence = schedule_store.held(uow.session, firing.occurrence, token)
     if occurrence is None:
         return
+    if journey_error:
+        count_errors(uow, [JourneyError(occurrence.workspace_id, occurrence.journey_id,
+                                        detail)])
     schedule_store.save(uow.session, occurrence.settled(OccurrenceState.FAILED, detail,
                                                         uow.now()))
     _plan_next(uow, occurrence, firing.graph)
@@ -275,9 +306,10 @@ class ScheduleRound:
                 enrolled += await self._enroll_page(token, firing)
             except Exception as exc:
                 # Unexpected (a bug, a lost database connection): this occurrence only is
-                # retried later; the rest of the batch goes on.
+                # retried later, and fails once the retry policy is exhausted; the rest of the
+                # batch goes on.
                 log.exception("scheduled occurrence page failed", **_about(firing.occurrence))
-                await self._retry(token, firing, repr(exc))
+                await self._failed(token, firing, error_detail(exc))
             except BaseException:
                 # Stopping: hand the rest back now, not at lease expiry.
                 await self._release(token, [f.occurrence for f in firings[index:]])
@@ -294,6 +326,15 @@ class ScheduleRound:
         full = await self.transactions.run(lambda uow: sweep(uow, before))
         self._next_sweep = now if full else now + SWEEP_EVERY
         return full
+
+    async def _failed(self, token: str, firing: Firing, detail: str) -> None:
+        attempts = firing.occurrence.attempts + 1
+        if self.settings.retry.exhausted(attempts):
+            given_up = f"gave up after {attempts} attempts: {detail}"
+            await self.transactions.run(lambda uow: fail(uow, token, firing, given_up,
+                                                         journey_error=True))
+        else:
+            await self._retry(token, firing, detail)
 
     async def _release(self, token: str, occurrences: Sequence[Occurrence]) -> None:
         await self.transactions.run(lambda uow: release(uow, token, occurrences))
