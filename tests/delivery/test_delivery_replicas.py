@@ -340,3 +340,90 @@ async def test_messages_queued_by_another_process_wake_the_senders(backend: Back
                     assert time.perf_counter() - start < 1.0
             finally:
                 db.dispose()
+
+
+# --- a poisoned provider -------------------------------------------------------------------
+
+POISONED, HEALTHY, FAILING_OVER = as_service("ws-a"), as_service("ws-b"), as_service("ws-c")
+
+
+async def test_a_failing_provider_hurts_only_its_own_workspace(backend: Backend) -> None:
+    clock = ManualClock()
+    count = replica_count(backend)
+    down = HttpSink(default=lambda request: Answer(500, {"error": "internal"}))
+    with http_sink(down) as broken, http_sink(HttpSink()) as working, \
+            http_sink(HttpSink()) as backup:
+        async with replicas(backend, clock, count, CJO_DELIVERY_MAX_ATTEMPTS="1",
+                            CJO_DELIVERY_BREAKER_FAILURES=str(THRESHOLD)) as stubs:
+            stub = stubs[0]
+            poisoned = (await stub.CreateProvider(pb.CreateProviderRequest(
+                provider=sms_provider(broken.url)), metadata=POISONED)).provider
+            healthy = (await stub.CreateProvider(pb.CreateProviderRequest(
+                provider=sms_provider(working.url)), metadata=HEALTHY)).provider
+            # A third workspace uses the same broken server first and a backup second.
+            await stub.CreateProvider(pb.CreateProviderRequest(
+                provider=sms_provider(broken.url)), metadata=FAILING_OVER)
+            fallback = provider_pb2.Provider(
+                channel=common_pb2.CHANNEL_SMS, priority=1,
+                kind=provider_pb2.PROVIDER_KIND_HTTP_JSON, config={"url": backup.url},
+                secrets={"api_key": "k"})
+            backup_name = (await stub.CreateProvider(pb.CreateProviderRequest(
+                provider=fallback), metadata=FAILING_OVER)).provider.name
+            # The poisoned workspace's backlog is queued first, through every replica.
+            bad = [(await stubs[i % count].SendMessage(sms(f"a{i}", f"p{i}"),
+                                                       metadata=POISONED)).message.name
+                   for i in range(30)]
+            start = time.perf_counter()
+            good = [(await stubs[i % count].SendMessage(sms(f"b{i}", f"p{i}"),
+                                                        metadata=HEALTHY)).message.name
+                    for i in range(20)]
+            over = [(await stubs[i % count].SendMessage(sms(f"c{i}", f"p{i}"),
+                                                        metadata=FAILING_OVER)).message.name
+                    for i in range(10)]
+
+            async def flowed() -> bool:
+                found = await statuses(stub, good, HEALTHY)
+                return all(m.status == SENT for m in found)
+
+            # The healthy workspace flows at once, as if nothing were wrong elsewhere.
+            assert await eventually(flowed, timeout=10, interval=0.01)
+            took = time.perf_counter() - start
+            assert took < 3.0, took
+            assert working.count() == 20
+            sent_over = await eventually(lambda: _all_sent(stub, over, FAILING_OVER))
+            assert isinstance(sent_over, list)
+            assert all(m.provider == backup_name for m in sent_over)
+
+            async def failed() -> list[message_pb2.Message] | None:
+                found = await statuses(stub, bad, POISONED)
+                return found if all(m.status == FAILED for m in found) else None
+
+            # Every poisoned message failed with its own recorded error: the provider's answer
+            # for the few that reached it, the open breaker for the rest (the provider was
+            # spared the backlog).
+            done = await eventually(failed, timeout=10)
+            assert isinstance(done, list)
+            reached = [m for m in done if "500" in m.error]
+            assert reached and all("circuit open" in m.error for m in done
+                                   if m not in reached)
+            assert len(reached) < len(done)
+
+    # The breaker opened for the broken provider of the poisoned workspace only.
+    settings = settings_for("delivery", backend)
+    db = Database(settings.database_url, schema=settings.database_schema)
+    try:
+        with db.transaction() as session:
+            stored = breaker_store.read(
+                session, [("ws-a", poisoned.name.split("/")[1]),
+                          ("ws-b", healthy.name.split("/")[1])],
+                lambda key: CircuitBreaker(THRESHOLD))
+    finally:
+        db.dispose()
+    states = [breaker.state(clock.now()) for breaker in stored.values()]
+    assert states == ["open", "closed"]
+
+
+async def _all_sent(stub: pb_grpc.DeliveryServiceStub, names: list[str],
+                    metadata: tuple[tuple[str, str], ...]) -> list[message_pb2.Message] | None:
+    found = await statuses(stub, names, metadata)
+    return found if all(m.status == SENT for m in found) else None

@@ -26,7 +26,8 @@ _STATES = {InboxState.UNREAD: inbox_pb2.INBOX_STATE_UNREAD,
            InboxState.DISMISSED: inbox_pb2.INBOX_STATE_DISMISSED}
 _MARKS = {inbox_pb2.INBOX_STATE_READ: InboxState.READ,
           inbox_pb2.INBOX_STATE_DISMISSED: InboxState.DISMISSED}
-# How often a subscriber looks for messages another replica delivered.
+# How often a subscriber looks for new messages unasked: the safety net should the inbox signal
+# (adapters/inbox.py, from whichever replica delivered) be lost.
 POLL_SECONDS = 2.0
 _STREAM_BATCH = 1000
 

@@ -116,7 +116,8 @@ LinkMaker = Callable[[Claim], tuple[str, Callable[[str], str] | None]]
 
 class SendRound:
     """Sends due messages, one batch per :meth:`run`. Holds what outlives a round in this
-    process: the providers' routes (live connections, circuit breakers) and the send slots."""
+    process: the providers' routes (live connections, this replica's copies of the shared
+    circuit breakers) and the send slots."""
 
     def __init__(self, transactions: Transactions, routes: Routes, clock: Clock,
                  settings: SenderSettings, rng: random.Random | None = None, *,
