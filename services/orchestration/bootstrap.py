@@ -25,12 +25,15 @@ from cjo_orchestration.workers.schedules import ScheduleWorker
 from cjo_orchestration.workers.steps import StepWorker
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.db.signals import Signals
+from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+EVENTS_SIGNAL = "orchestration.events"  # new events in the inbox
 
 
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
@@ -53,7 +56,15 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # Erasures reach delivery from the outbox, after the profile's enrollments ended.
     erasures = erasures_forwarder(settings, storage.db, storage.outbox, timeout=timeout,
                                   poll_interval=engine.poll_seconds)
-    servicer = OrchestrationServicer(transactions, new_id, events.wake,
+    # New inbox events wake the event worker of every replica (LISTEN/NOTIFY on PostgreSQL;
+    # in-process on SQLite); polling stays the safety net.
+    signals = Signals(storage.db)
+    signals.on(EVENTS_SIGNAL, lambda _: events.wake())
+
+    def events_received(uow: UnitOfWork) -> None:
+        signals.send(uow, EVENTS_SIGNAL)
+
+    servicer = OrchestrationServicer(transactions, new_id, events_received,
                                      content=ContentCatalog(settings, timeout),
                                      on_enrolled=steps.wake)
     return ServiceApp(
@@ -64,10 +75,11 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                             SERVICE),
                    dead_letter_servicer(transactions, storage.dead_letters,
                                         {**outbox_replays(facts, erasures),
-                                         INBOX_SOURCE: replay_events(events.wake)},
+                                         INBOX_SOURCE: replay_events(events_received)},
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/HandleEvents"},
-        background=[events.run, steps.run, schedules.run, facts.run, erasures.run],
+        background=[signals.run, events.run, steps.run, schedules.run, facts.run,
+                    erasures.run],
         migrate=storage.migrate,
     )

@@ -107,11 +107,12 @@ def _forwarded(item: pb.ForwardedEvent, default_traceparent: str) -> events.Forw
 
 class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
     def __init__(self, transactions: Transactions, new_id: NewId,
-                 on_events: Callable[[], None], content: ContentCatalog | None = None,
+                 on_events: Callable[[UnitOfWork], None],
+                 content: ContentCatalog | None = None,
                  on_enrolled: Callable[[], None] | None = None) -> None:
         self.transactions = transactions
         self.new_id = new_id
-        self.on_events = on_events  # wakes the event worker
+        self.on_events = on_events  # wakes the event workers once the unit of work commits
         self.content = content  # asked which content keys exist before publishing
         self.on_enrolled = on_enrolled or (lambda: None)  # wakes the step worker
 
@@ -250,12 +251,16 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         traceparent = current_traceparent()
         parsed = answer.parse(lambda item: _forwarded(item, traceparent))
         # An event the database cannot store fails alone; the others are received.
+        def receive(uow: UnitOfWork, batch: list[events.ForwardedEvent]) -> list[bool]:
+            received = events.receive(uow, workspace, batch)
+            if any(received):
+                self.on_events(uow)  # every replica's event worker looks, once this commits
+            return received
+
         new = await answer.write(parsed, lambda batch: self.transactions.run(
-            lambda uow: events.receive(uow, workspace, batch)))
+            lambda uow: receive(uow, batch)))
         for index, is_new in new:
             answer.results[index].duplicate = not is_new
-        if any(is_new for _, is_new in new):
-            self.on_events()
         return pb.HandleEventsResponse(results=answer.results)
 
     # --- scheduled occurrences -----------------------------------------------------------------

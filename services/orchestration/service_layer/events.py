@@ -204,11 +204,11 @@ def to_dead_letters(dead_letters: DeadLetters) -> DeadLetterSink:
     return add
 
 
-def replay_events(wake: Callable[[], None]) -> Callable[[UnitOfWork, Sequence[DeadLetter]],
-                                                        None]:
+def replay_events(wake: Callable[[UnitOfWork], None],
+                  ) -> Callable[[UnitOfWork, Sequence[DeadLetter]], None]:
     """RetryDeadLetters for :data:`INBOX_SOURCE`: the events go back into the inbox's pending
     tail with their attempts counted afresh (an event whose row is gone is received again from
-    the letter), and the event worker is woken."""
+    the letter); ``wake(uow)`` wakes the event workers once it commits."""
 
     def replay(uow: UnitOfWork, letters: Sequence[DeadLetter]) -> None:
         by_workspace: dict[str, list[DeadLetter]] = defaultdict(list)
@@ -219,7 +219,7 @@ def replay_events(wake: Callable[[], None]) -> Callable[[UnitOfWork, Sequence[De
                                             [x.item_key for x in mine])
             if found < len(mine):
                 receive(uow, workspace_id, [_forwarded(x) for x in mine])
-        uow.after_commit(wake)
+        wake(uow)
 
     return replay
 
