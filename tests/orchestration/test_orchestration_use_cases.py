@@ -15,6 +15,7 @@ import cjo_orchestration.adapters
 from cjo.analytics.v1 import fact_pb2
 from cjo.common.v1.common_pb2 import RenderedMessage
 from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
+from cjo_orchestration.adapters import enrollments as store
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.domain.enrollment import EnrollmentState
 from cjo_orchestration.domain.journeys import (
@@ -307,3 +308,27 @@ def test_publishing_a_scheduled_journey_plans_its_first_occurrence(tx: Transacti
     [cancelled], _ = tx.run_sync(lambda uow: schedules.list_occurrences(
         uow, WS, "j1", None, 10, None))
     assert cancelled.detail == "journey archived"
+
+
+def test_an_event_given_up_is_a_dead_letter_until_its_profile_is_erased(
+        tx: Transactions) -> None:
+    from cjo_platform.db.dead_letters import DeadLetters
+
+    letters = DeadLetters(metadata.tables["dead_letters"], tx.clock)
+    active_journey(tx, cart_reminder())
+    tx.run_sync(lambda uow: events.receive(uow, WS, [event("e1", "ada"), event("e2", "bob")]))
+    pending = tx.run_sync(lambda uow: store.pending_events(uow.session, 10))
+    for given_up in pending:
+        assert tx.run_sync(lambda uow, e=given_up: events.fail_event(
+            uow, e, "boom", 1, events.to_dead_letters(letters)))
+    assert tx.run_sync(lambda uow: events.apply_inbox(uow, 100, Ids())).handled == 0
+    listed = tx.run_sync(lambda uow: letters.list(uow.session, WS))
+    assert [(x.item_key, x.source, x.error, x.attempts) for x in listed] == [
+        ("e1", "inbox:events", "boom", 1), ("e2", "inbox:events", "boom", 1)]
+
+    tx.run_sync(lambda uow: events.receive(uow, WS, [event("gone", "ada",
+                                                           name="profile_deleted")]))
+    tx.run_sync(lambda uow: events.apply_inbox(uow, 100, Ids()))
+    # The erased person's letter is gone with its contents; bob's stays.
+    assert [x.item_key for x in tx.run_sync(lambda uow: letters.list(uow.session, WS))] == [
+        "e2"]
