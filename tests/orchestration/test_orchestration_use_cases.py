@@ -14,8 +14,8 @@ from sqlalchemy import select
 import cjo_orchestration.adapters
 from cjo.analytics.v1 import fact_pb2
 from cjo.common.v1.common_pb2 import RenderedMessage
-from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
 from cjo_orchestration.adapters import enrollments as store
+from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.domain.enrollment import EnrollmentState
 from cjo_orchestration.domain.journeys import (
