@@ -145,6 +145,43 @@ async def test_a_frequency_cap_is_exact_across_replicas(backend: Backend) -> Non
             assert sink.count() == 4
 
 
+async def test_a_send_that_fails_gives_its_cap_slot_back(backend: Backend) -> None:
+    clock = ManualClock()
+    # The first call fails for a while (500); every later one is accepted.
+    flaky = HttpSink(script=[Answer(500, {"error": "busy"})])
+    with http_sink(flaky) as sink:
+        async with replicas(backend, clock, replica_count(backend),
+                            CJO_DELIVERY_BREAKER_FAILURES="100") as stubs:
+            stub = stubs[0]
+            await stub.CreateProvider(pb.CreateProviderRequest(provider=sms_provider(sink.url)),
+                                      metadata=WS)
+            await stub.UpdateDeliveryPolicy(pb.UpdateDeliveryPolicyRequest(
+                policy=policy_pb2.DeliveryPolicy(frequency_caps=[policy_pb2.FrequencyCap(
+                    channel=common_pb2.CHANNEL_SMS, max_messages=1, window_seconds=86400)])),
+                metadata=WS)
+            first = (await stub.SendMessage(sms("k1", "p1"), metadata=WS)).message.name
+
+            async def retrying() -> bool:
+                [m] = await statuses(stub, [first])
+                return bool(m.status == QUEUED and "500" in m.error)
+
+            assert await eventually(retrying)
+            # The failed send holds no slot: the profile's next message goes out.
+            second = (await stub.SendMessage(sms("k2", "p1"), metadata=WS)).message.name
+            await eventually(lambda: _all_sent(stub, [second], WS))
+            # The first one, retried, now meets the cap the second one used.
+            clock.advance(timedelta(hours=2))
+
+            async def capped() -> message_pb2.Message | None:
+                [m] = await statuses(stub, [first])
+                return m if m.status == DEFERRED else None
+
+            late = await eventually(capped)
+            assert isinstance(late, message_pb2.Message)
+            assert late.error == "frequency cap: 1 per 86400 s on sms"
+            assert sink.count() == 2
+
+
 # --- circuit breakers ----------------------------------------------------------------------
 
 THRESHOLD = 3

@@ -1,14 +1,17 @@
 """The sender's circuit breakers, shared by every replica through the database
 (adapters/breaker_store.py; the rules in domain/breaker.py).
 
-Each route keeps a copy of its breaker, read afresh at the start of every round (one query for
-the round's routes) and again when a round runs longer than ``refresh``. A change is made in the
-database under the row's lock and the copy replaced by what was stored, so a failure counts
-once whichever replica saw it and the breaker opens for all of them. A half-open breaker's one
-trial is claimed in the database: of all the replicas wanting it, exactly one calls the
-provider. Successes of a breaker that is closed with no failure counted (the usual case) cost
-nothing. When the database cannot be reached, the copy decides alone: the breaker still
-protects the provider from this replica.
+Each route keeps a copy of its breaker, read afresh when it is older than ``refresh`` (1 s): at
+the start of a round (one query for the round's stale routes) and before a call. A change is
+made in the database under the row's lock and the copy replaced by what was stored, so a
+failure counts once whichever replica saw it and the breaker opens for all of them (a replica
+whose copy still shows it closed learns it at its next failure, or within the second). A
+half-open breaker's one trial is claimed in the database: of all the replicas wanting it,
+exactly one calls the provider (a copy cannot miss an opening for longer than the cool-down).
+Successes of a breaker that is closed with no failure counted in the copy (the usual case)
+cost nothing, so a success resets the failures this replica knows of. When the database cannot
+be reached, the copy decides alone: the breaker still protects the provider from this
+replica.
 """
 
 from __future__ import annotations
@@ -42,9 +45,12 @@ class SharedBreakers:
         self.trial_lease = trial_lease
         self.refresh_after = refresh
 
+    def stale(self, route: Route, now: datetime) -> bool:
+        return route.synced_at is None or now - route.synced_at >= self.refresh_after
+
     async def refresh(self, routes: Sequence[Route], now: datetime) -> None:
-        """Read the stored breakers of ``routes`` into their copies, in one query."""
-        by_key = {route.key: route for route in routes}
+        """Read the stored breakers of the stale ``routes`` into their copies, in one query."""
+        by_key = {route.key: route for route in routes if self.stale(route, now)}
         if not by_key:
             return
         try:
@@ -59,8 +65,7 @@ class SharedBreakers:
     async def allow(self, route: Route, now: datetime) -> bool:
         """Whether ``route`` may be called now; claims a half-open breaker's one trial (among
         every replica). When it answers False the copy is shut at ``now``."""
-        if route.synced_at is None or now - route.synced_at >= self.refresh_after:
-            await self.refresh([route], now)
+        await self.refresh([route], now)
         breaker = route.breaker
         state = breaker.state(now)
         if state == "closed":
