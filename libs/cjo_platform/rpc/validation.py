@@ -35,6 +35,7 @@ import functools
 import json
 import math
 import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -120,7 +121,11 @@ Check = Callable[[Any, Path, int, _Found], None]
 # than the check itself.
 Plan = dict[FieldDescriptor, Check]
 _plans: dict[str, Plan] = {}
-_building: set[str] = set()  # plans being made (a recursive type meets itself)
+# Plans are made under a lock (a batch's items may be checked in worker threads) and published
+# together once complete, so no thread ever walks a plan still being filled.
+_lock = threading.RLock()
+_unpublished: dict[str, Plan] = {}
+_filling: set[str] = set()  # on the stack: a recursive type meets itself
 
 
 def _plan(descriptor: Descriptor) -> Plan:
@@ -128,17 +133,26 @@ def _plan(descriptor: Descriptor) -> Plan:
     subtree is skipped), made once."""
     name = descriptor.full_name
     plan = _plans.get(name)
-    if plan is None:
+    if plan is not None:
+        return plan
+    with _lock:
+        plan = _plans.get(name) or _unpublished.get(name)
+        if plan is not None:
+            return plan
+        outermost = not _unpublished
         # Registered before it is filled: a recursive type finds itself and is walked, its
         # depth bounded by MAX_NESTING.
-        plan = _plans[name] = {}
-        _building.add(name)
+        plan = _unpublished[name] = {}
+        _filling.add(name)
         try:
             plan.update({field: check for field in descriptor.fields
                          if (check := _field_check(field)) is not None})
         finally:
-            _building.discard(name)
-    return plan
+            _filling.discard(name)
+            if outermost:
+                _plans.update(_unpublished)
+                _unpublished.clear()
+        return plan
 
 
 def _field_check(field: FieldDescriptor) -> Check | None:
@@ -192,7 +206,7 @@ def _message_check(message: Descriptor) -> Check | None:
     if name == _STATUS:
         return None  # an answer a cjo service wrote, passed along; not a client's input
     plan = _plan(message)
-    if not plan and message.full_name not in _building:
+    if not plan and message.full_name not in _filling:
         return None
     if _text_only(message):
         # Its encoding holds a zero byte only for a NUL, an empty string or a zero number: one
