@@ -384,13 +384,15 @@ async def set_up(tenant: Tenant, identity: Replicas, content: Replicas, delivery
     if ordered:
         day = journey_pb2.WaitNode(next_node_id="done")
         day.duration.FromSeconds(86400)
-        for k in range(1, STEPS):
+        # order-STEPS has no next step to end it: its entries show that every step was applied.
+        for k in range(1, STEPS + 1):
             journeys[f"order-{k}"] = journey_pb2.Journey(
                 display_name=f"Step {k} before step {k + 1}",
                 event_trigger=journey_pb2.EventTrigger(event_name="step",
                                                        filter=f"event.n == {k}"),
                 exit_criteria=[journey_pb2.ExitCriterion(event_name="step",
-                                                         filter=f"event.n == {k + 1}")],
+                                                         filter=f"event.n == {k + 1}")]
+                if k < STEPS else [],
                 entry_node_id="wait", nodes=[journey_pb2.Node(id="wait", wait=day), done])
     names = {}
     for key_, journey in journeys.items():
@@ -573,6 +575,18 @@ async def journeys_through_replicas(running: Cluster, channels: dict[str, list[g
         return True
 
     await until(nothing_pending, "delivery has nothing queued or sending")
+
+    async def steps_applied() -> bool:
+        """Each step enrolled its profile in its order-k journey (step k+1's exit of order-k
+        is applied in the same event round as its own entry)."""
+        for k in range(1, STEPS + 1):
+            found = await orchestration.next().ListEnrollments(orch_pb.ListEnrollmentsRequest(
+                parent=acme[f"order-{k}"], page_size=1000), metadata=acme_auth)
+            if len(found.enrollments) < ORDERED_PROFILES:
+                return False
+        return True
+
+    await until(steps_applied, "every numbered step applied")
 
     def drained() -> bool:
         return (not any(outbox_rows(running.backend).values())
