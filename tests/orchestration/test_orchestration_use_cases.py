@@ -332,3 +332,16 @@ def test_an_event_given_up_is_a_dead_letter_until_its_profile_is_erased(
     # The erased person's letter is gone with its contents; bob's stays.
     assert [x.item_key for x in tx.run_sync(lambda uow: letters.list(uow.session, WS))] == [
         "e2"]
+
+
+def test_a_version_that_no_longer_reads_stops_only_its_own_journey(tx: Transactions) -> None:
+    active_journey(tx, cart_reminder(), "j1")
+    active_journey(tx, cart_reminder(), "j2")
+    versions = metadata.tables["journey_versions"]
+    tx.run_sync(lambda uow: uow.session.execute(versions.update().where(
+        versions.c.journey_id == "j2").values(definition={"nodes": "not a list"})))
+    tx.run_sync(lambda uow: events.receive(uow, WS, [event("e1", "ada")]))
+    assert tx.run_sync(lambda uow: events.apply_inbox(uow, 100, Ids())).enrolled == 1
+    [(found, _)], _ = tx.run_sync(lambda uow: enrollment.list_enrollments(
+        uow, WS, "j1", "ada", 10, None))
+    assert found.state is EnrollmentState.ACTIVE

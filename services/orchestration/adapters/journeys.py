@@ -18,6 +18,9 @@ from cjo_orchestration.domain.journeys import (
     JourneyVersion,
 )
 from cjo_platform.errors import NotFound
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def _journey(row: Row[Any]) -> Journey:
@@ -94,8 +97,8 @@ def triggers(session: Session, wanted: Iterable[tuple[str, str]]) -> list[Trigge
         .where(j.state == JourneyState.ACTIVE.value,
                tuple_(v.workspace_id, v.trigger_event_name).in_(pairs))
     ).all()
-    return [Trigger(r.workspace_id, r.journey_id, r.version, JourneyGraph.from_dict(r.definition))
-            for r in rows]
+    return [Trigger(r.workspace_id, r.journey_id, r.version, graph) for r in rows
+            if (graph := _graph(r)) is not None]
 
 
 def versions(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[
@@ -108,8 +111,20 @@ def versions(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[
         select(v.workspace_id, v.journey_id, v.version, v.definition)
         .where(tuple_(v.workspace_id, v.journey_id, v.version).in_(sorted(set(keys))))
     ).all()
-    return {(r.workspace_id, r.journey_id, r.version): JourneyGraph.from_dict(r.definition)
-            for r in rows}
+    return {(r.workspace_id, r.journey_id, r.version): graph for r in rows
+            if (graph := _graph(r)) is not None}
+
+
+def _graph(row: Any) -> JourneyGraph | None:
+    """A stored version's graph; None (logged) for one that no longer reads (it was stored by a
+    release that wrote it differently, say): its journey enrolls nobody and its enrollments fail
+    with a recorded step, while every other journey runs."""
+    try:
+        return JourneyGraph.from_dict(row.definition)
+    except Exception as exc:
+        log.error("a journey version cannot be read", workspace=row.workspace_id,
+                  journey_id=row.journey_id, version=row.version, error=repr(exc))
+        return None
 
 
 def record_errors(session: Session, errors: Mapping[tuple[str, str], tuple[int, str]],
