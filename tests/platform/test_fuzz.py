@@ -1,0 +1,622 @@
+"""Fuzz every RPC of every service through the real gRPC servers: no request, however malformed,
+is answered INTERNAL or UNKNOWN, and no answer to workspace A's key shows workspace B's data.
+
+The five services run in-process on the test's database, with two workspaces and resources of
+each. Requests come from hypothesis strategies built from the proto descriptors (see
+``fuzz_support``) and from mutations of a few known-good requests per RPC. Every failure is
+collected (grouped by RPC and by the server's exception) and reported together, each with the
+smallest request that caused it.
+
+CI runs a bounded, deterministic budget; ``CJO_FUZZ_EXAMPLES=400`` fuzzes deeper, and
+``CJO_FUZZ_RPC=CreateJourney,IngestEvents`` fuzzes only the RPCs named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import structlog
+from fuzz_support import Findings, Fuzzer, Plausible, Rpc, all_rpcs, describe, mask_paths, requests
+from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf.message import DecodeError, Message
+from hypothesis import HealthCheck, Phase, given, settings
+
+from cjo.analytics.v1 import analytics_service_pb2 as an_pb
+from cjo.analytics.v1 import fact_pb2, reports_pb2
+from cjo.common.v1 import common_pb2
+from cjo.content.v1 import content_item_pb2
+from cjo.content.v1 import content_service_pb2 as ct_pb
+from cjo.content.v1 import content_service_pb2_grpc as ct_grpc
+from cjo.delivery.v1 import delivery_service_pb2 as dl_pb
+from cjo.delivery.v1 import delivery_service_pb2_grpc as dl_grpc
+from cjo.delivery.v1 import inbox_pb2, message_pb2, policy_pb2, provider_pb2
+from cjo.identity.v1 import consent_pb2, event_pb2, identity_settings_pb2, segment_pb2
+from cjo.identity.v1 import identity_service_pb2 as id_pb
+from cjo.identity.v1 import identity_service_pb2_grpc as id_grpc
+from cjo.identity.v1 import workspace_service_pb2 as ws_pb
+from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
+from cjo.orchestration.v1 import journey_pb2
+from cjo.orchestration.v1 import orchestration_service_pb2 as or_pb
+from cjo.orchestration.v1 import orchestration_service_pb2_grpc as or_grpc
+from cjo_analytics.bootstrap import build as build_analytics
+from cjo_content.bootstrap import build as build_content
+from cjo_delivery.bootstrap import build as build_delivery
+from cjo_identity.bootstrap import build as build_identity
+from cjo_orchestration.bootstrap import build as build_orchestration
+from cjo_platform.config import Env
+from cjo_platform.protobuf import dict_to_struct
+from cjo_platform.rpc import interceptors
+from support import SERVICE_TOKEN, Backend, as_service, bearer, free_port, serving, settings_for
+
+EXAMPLES = int(os.environ.get("CJO_FUZZ_EXAMPLES", "12"))
+ONLY = {name for name in os.environ.get("CJO_FUZZ_RPC", "").split(",") if name}
+REPORT = os.environ.get("CJO_FUZZ_REPORT", "")
+CALL_TIMEOUT = 30.0
+REPEATS = 4  # identical concurrent copies of each RPC's first known-good request
+# Only workspace B's data carries this; an answer to A's key holding it is a breach.
+B_MARKER = "only-in-workspace-b-7f3a"
+RUNS_OF_LAST = ("Delete", "Erase", "Archive")  # destructive RPCs go last
+
+pytestmark = pytest.mark.timeout(max(300, EXAMPLES * 40))
+
+BUILDERS = {"identity": build_identity, "content": build_content,
+            "orchestration": build_orchestration, "delivery": build_delivery,
+            "analytics": build_analytics}
+
+
+@asynccontextmanager
+async def five_services(backend: Backend) -> AsyncIterator[tuple[dict[str, str], set[str]]]:
+    """Every service as a real gRPC server in this event loop, each dialing the others (mail
+    goes to a port where nothing listens: sends fail and are retried, as in an outage). Yields
+    their addresses and the methods only cjo services may call (the fuzzer calls those with the
+    service token, acting for workspace A)."""
+    ports = {name: free_port() for name in BUILDERS}
+    targets = {f"CJO_{name.upper()}_TARGET": f"127.0.0.1:{port}" for name, port in ports.items()}
+    service_env = {"CJO_SMTP_PORT": str(free_port()), "CJO_SMTP_TIMEOUT_SECONDS": "1"}
+    addresses = {}
+    service_only: set[str] = set()
+    async with AsyncExitStack() as stack:
+        for name, build in BUILDERS.items():  # identity first: the others ask it about keys
+            settings = settings_for(name, backend, **targets,
+                                    **{f"CJO_{name.upper()}_PORT": str(ports[name])})
+            env = Env(service_env)
+            app = build(settings, env)
+            env.check()
+            service_only |= set(app.service_only_methods)
+            addresses[name] = await stack.enter_async_context(serving(app))
+        yield addresses, service_only
+
+
+class ServerErrors:
+    """Stands in for the interceptors' logger: keeps each unhandled exception a server turned
+    into INTERNAL, so a finding names its cause."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seen: list[BaseException] = []
+
+    def error(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, BaseException):
+            self.seen.append(exc)
+        return self.inner.error(event, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass
+class World:
+    """Two workspaces, resources of each, and the values and requests the fuzzer starts from."""
+
+    channels: dict[str, grpc.aio.Channel]
+    key_a: str
+    key_b: str
+    plausible: Plausible = field(default_factory=Plausible)
+    seeds: dict[str, list[Message]] = field(default_factory=dict)
+    b_names: dict[str, list[str]] = field(default_factory=dict)  # RPC name -> B's resource names
+
+    def seed(self, *requests: Message) -> None:
+        for request in requests:
+            name = request.DESCRIPTOR.name.removesuffix("Request")
+            self.seeds.setdefault(name, []).append(request)
+
+
+def journey(display_name: str, content_key: str) -> journey_pb2.Journey:
+    """An event-triggered journey touching most node kinds."""
+    return journey_pb2.Journey(
+        display_name=display_name,
+        event_trigger=journey_pb2.EventTrigger(event_name="signed_up",
+                                               filter='event.plan == "pro"'),
+        entry_node_id="send",
+        nodes=[
+            journey_pb2.Node(id="send", send=journey_pb2.SendNode(
+                content_key=content_key, channel=common_pb2.CHANNEL_EMAIL, next_node_id="wait")),
+            journey_pb2.Node(id="wait", wait=journey_pb2.WaitNode(
+                duration=duration_pb2.Duration(seconds=3600), next_node_id="branch")),
+            journey_pb2.Node(id="branch", branch=journey_pb2.BranchNode(
+                conditions=[journey_pb2.BranchCondition(condition="profile.traits.vip == true",
+                                                        next_node_id="tag")],
+                else_next_node_id="done")),
+            journey_pb2.Node(id="tag", update_profile=journey_pb2.UpdateProfileNode(
+                traits=dict_to_struct({"welcomed": True}), next_node_id="done")),
+            journey_pb2.Node(id="done", exit=journey_pb2.ExitNode()),
+        ],
+        re_entry=journey_pb2.RE_ENTRY_POLICY_AFTER_COOLDOWN,
+        re_entry_cooldown=duration_pb2.Duration(seconds=86_400))
+
+
+def api_journey(display_name: str, content_key: str) -> journey_pb2.Journey:
+    return journey_pb2.Journey(
+        display_name=display_name, api_trigger=journey_pb2.ApiTrigger(), entry_node_id="inbox",
+        nodes=[journey_pb2.Node(id="inbox", send=journey_pb2.SendNode(
+                   content_key=content_key, channel=common_pb2.CHANNEL_IN_APP,
+                   next_node_id="done")),
+               journey_pb2.Node(id="done", exit=journey_pb2.ExitNode())])
+
+
+def content_item(key: str, marker: str = "") -> content_item_pb2.ContentItem:
+    return content_item_pb2.ContentItem(
+        key=key, display_name=f"Welcome {marker}", tags=["onboarding"],
+        email=content_item_pb2.EmailTemplate(
+            subject="Welcome, {{ profile.first_name }}!",
+            html=f"<p>Hi {{{{ profile.first_name }}}} {marker} {{% render 'footer' %}}</p>"),
+        in_app=content_item_pb2.InAppTemplate(title=f"Hello {marker}", body="Hi"),
+        sms=content_item_pb2.SmsTemplate(text=f"Hi {marker}"))
+
+
+async def populate(world: World, workspace: str, metadata: Any, marker: str) -> dict[str, str]:
+    """Resources of every kind in one workspace; returns their names and ids."""
+    ch = world.channels
+    identity = id_grpc.IdentityServiceStub(ch["identity"])
+    content = ct_grpc.ContentServiceStub(ch["content"])
+    orchestration = or_grpc.OrchestrationServiceStub(ch["orchestration"])
+    delivery = dl_grpc.DeliveryServiceStub(ch["delivery"])
+    got: dict[str, str] = {}
+
+    await content.CreateSnippet(ct_pb.CreateSnippetRequest(snippet=content_item_pb2.Snippet(
+        key="footer", source=f"<small>{marker} footer</small>")), metadata=metadata)
+    item = (await content.CreateContentItem(ct_pb.CreateContentItemRequest(
+        content_item=content_item(f"welcome-{workspace}", marker)), metadata=metadata)).content_item
+    await content.PublishContentItem(ct_pb.PublishContentItemRequest(name=item.name),
+                                     metadata=metadata)
+    got.update(content_item=item.name, content_key=item.key, snippet="snippets/footer")
+
+    ingested = await identity.IngestEvents(id_pb.IngestEventsRequest(events=[event_pb2.Event(
+        message_id=f"seed-{workspace}", type=event_pb2.EVENT_TYPE_IDENTIFY,
+        identifiers=[event_pb2.Identifier(type="user_id", value=f"user-{workspace}")],
+        traits=dict_to_struct({"email": f"{workspace}@example.com", "first_name": marker or "Ada",
+                               "plan": "pro", "vip": True}), source="web")]),
+        metadata=metadata)
+    assert ingested.results[0].status.code == 0, ingested
+    profile = (await identity.LookupProfile(id_pb.LookupProfileRequest(
+        identifier=event_pb2.Identifier(type="user_id", value=f"user-{workspace}")),
+        metadata=metadata)).profile
+    got.update(profile=profile.name, profile_id=profile.name.removeprefix("profiles/"))
+    segment = (await identity.CreateSegment(id_pb.CreateSegmentRequest(
+        segment=segment_pb2.Segment(segment_id=f"pros-{workspace}",
+                                    display_name=f"Pros {marker}",
+                                    condition='traits.plan == "pro"')),
+        metadata=metadata)).segment
+    got.update(segment=segment.name, segment_id=segment.segment_id)
+
+    events_journey = (await orchestration.CreateJourney(or_pb.CreateJourneyRequest(
+        journey=journey(f"Welcome {marker}", item.key)), metadata=metadata)).journey
+    await orchestration.PublishJourney(or_pb.PublishJourneyRequest(name=events_journey.name),
+                                       metadata=metadata)
+    api = (await orchestration.CreateJourney(or_pb.CreateJourneyRequest(
+        journey=api_journey(f"Inbox {marker}", item.key)), metadata=metadata)).journey
+    await orchestration.PublishJourney(or_pb.PublishJourneyRequest(name=api.name),
+                                       metadata=metadata)
+    enrollment = (await orchestration.Enroll(or_pb.EnrollRequest(
+        journey=api.name, profile_id=got["profile_id"], request_id=f"enroll-{workspace}"),
+        metadata=metadata)).enrollment
+    got.update(journey=events_journey.name, journey_id=events_journey.journey_id,
+               api_journey=api.name, enrollment=enrollment.name,
+               enrollment_id=enrollment.enrollment_id, journey_etag=events_journey.etag)
+
+    provider = (await delivery.CreateProvider(dl_pb.CreateProviderRequest(
+        provider=provider_pb2.Provider(
+            channel=common_pb2.CHANNEL_SMS, kind=provider_pb2.PROVIDER_KIND_TWILIO_SMS,
+            display_name=f"Twilio {marker}",
+            config={"account_sid": "AC123", "from": "+15005550006",
+                    "base_url": "http://127.0.0.1:9"},
+            secrets={"auth_token": "secret-token-123"})), metadata=metadata)).provider
+    message = (await delivery.SendMessage(dl_pb.SendMessageRequest(
+        idempotency_key=f"hello-{workspace}", transactional=True,
+        recipient=message_pb2.Recipient(profile_id=got["profile_id"]),
+        content=common_pb2.RenderedMessage(channel=common_pb2.CHANNEL_IN_APP,
+                                           in_app=common_pb2.RenderedInApp(
+                                               title=f"Hello {marker}", body="hi"))),
+        metadata=metadata)).message
+    got.update(provider=provider.name, provider_id=provider.provider_id, message=message.name,
+               message_id=message.message_id, inbox=f"inboxMessages/{message.message_id}")
+    return got
+
+
+async def build_world(addresses: dict[str, str]) -> World:
+    channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
+    workspaces = ws_grpc.WorkspaceServiceStub(channels["identity"])
+    keys = {}
+    for workspace in ("fuzz-a", "fuzz-b"):
+        keys[workspace] = (await workspaces.CreateWorkspace(ws_pb.CreateWorkspaceRequest(
+            workspace_id=workspace, display_name=workspace),
+            metadata=bearer(SERVICE_TOKEN))).api_key.secret
+    world = World(channels, keys["fuzz-a"], keys["fuzz-b"])
+    a = await populate(world, "fuzz-a", bearer(world.key_a), "")
+    b = await populate(world, "fuzz-b", bearer(world.key_b), B_MARKER)
+    add_plausible(world.plausible, a)
+    add_plausible(world.plausible, b)  # B's names and ids: A must never get past NOT_FOUND
+    world.b_names = {
+        "GetJourney": [b["journey"], b["api_journey"]], "GetContentItem": [b["content_item"]],
+        "GetProfile": [b["profile"]], "GetSegment": [b["segment"]],
+        "GetProvider": [b["provider"]], "GetMessage": [b["message"]],
+        "GetEnrollment": [b["enrollment"]], "ExportProfile": [b["profile"]],
+    }
+    add_seeds(world, a)
+    return world
+
+
+def add_plausible(p: Plausible, got: dict[str, str]) -> None:
+    for kind, value in got.items():
+        p.add(value, kind)
+        if kind in ("content_item", "snippet", "journey", "api_journey", "profile", "segment",
+                    "provider", "message", "enrollment", "inbox"):
+            p.add(value, "name", "parent")
+    p.add(got["journey"], "journey")
+    p.add(got["api_journey"], "journey")
+    p.add(got["journey_id"], "journey_id")
+    p.add(got["profile_id"], "profile_id", "profile_ids", "value")
+    p.add(got["content_key"], "content_key", "key")
+    p.add(got["segment_id"], "segment_id")
+    p.add(got["journey_etag"], "etag")
+    for value, fields in (
+        ("signed_up", ("event_name", "name")), ("order_completed", ("event_name", "name")),
+        ("user_id", ("type",)), ("email", ("type", "trait", "property")),
+        ("ada@example.com", ("address", "value")), ("+14155550100", ("address", "value")),
+        ('event.plan == "pro"', ("filter", "condition")), ("traits.vip == true", ("condition",)),
+        ("profile.traits.vip == true", ("condition",)),
+        ("1/0 == 1", ("filter", "condition")), ("[1,2][5] == 1", ("filter", "condition")),
+        ("9223372036854775807 + 1 > 0", ("filter", "condition")),
+        ('int("x") == 1', ("filter", "condition")), ("true", ("filter", "condition")),
+        ("size(traits) > 0", ("filter", "condition")), ("en", ("locale", "default_locale")),
+        ("fr-FR", ("locale", "default_locale")), ("xx-INVALID", ("locale",)),
+        ("Europe/Paris", ("time_zone", "default_time_zone")),
+        ("Mars/Olympus", ("time_zone", "default_time_zone")),
+        ("0 9 * * *", ("cron",)), ("*/1 * * * * *", ("cron",)), ("22:00", ("start", "end")),
+        ("25:61", ("start", "end")), ("EUR", ("currency",)), ("euro", ("currency",)),
+        ("total", ("revenue_property", "property")), ("newsletter", ("topic",)),
+        ("fuzz-a", ("workspace_id",)), ("workspaces/fuzz-a", ("name",)),
+        ("contentSettings", ("name",)), ("r-1", ("request_id", "idempotency_key")),
+        ("r-2", ("request_id", "idempotency_key")), ("https://example.com/hook",
+                                                      ("status_webhook_url", "link", "url")),
+    ):
+        p.add(value, *fields)
+
+
+def add_seeds(world: World, a: dict[str, str]) -> None:
+    """A few valid requests per RPC, for mutation (RPCs without seeds are fuzzed from their
+    descriptors alone)."""
+    now = int(time.time())
+    window = reports_pb2.TimeWindow(start_time={"seconds": now - 86_400},
+                                    end_time={"seconds": now + 86_400})
+    email = common_pb2.RenderedMessage(
+        channel=common_pb2.CHANNEL_EMAIL, content_key=a["content_key"],
+        email=common_pb2.RenderedEmail(subject="Hi", html="<p>Hi</p>", text="Hi"))
+    send = dl_pb.SendMessageRequest(
+        idempotency_key="seed-send", recipient=message_pb2.Recipient(
+            profile_id=a["profile_id"], address="ada@example.com"), content=email,
+        journey_id=a["journey_id"], enrollment_id=a["enrollment_id"], time_zone="Europe/Paris")
+    render = ct_pb.RenderContentRequest(
+        name=a["content_item"], channel=common_pb2.CHANNEL_EMAIL,
+        context=ct_pb.RenderContext(profile_id=a["profile_id"],
+                                    traits=dict_to_struct({"first_name": "Ada"}),
+                                    event=dict_to_struct({"plan": "pro"})), locale="en")
+    track = event_pb2.Event(
+        message_id="seed-track", type=event_pb2.EVENT_TYPE_TRACK, name="signed_up",
+        identifiers=[event_pb2.Identifier(type="user_id", value="user-fuzz-a")],
+        properties=dict_to_struct({"plan": "pro", "total": 12.5}),
+        traits=dict_to_struct({"email": "ada@example.com"}), timestamp={"seconds": now},
+        source="web")
+    scheduled = journey_pb2.Journey(
+        display_name="Weekly", scheduled_trigger=journey_pb2.ScheduledTrigger(
+            segment_id=a["segment_id"], cron="0 9 * * 1", time_zone="Europe/Paris"),
+        entry_node_id="done", nodes=[journey_pb2.Node(id="done", exit=journey_pb2.ExitNode())])
+    world.seed(
+        an_pb.RecordFactsRequest(facts=[fact_pb2.Fact(
+            fact_id="seed-fact", type=fact_pb2.FACT_TYPE_MESSAGE_SENT,
+            profile_id=a["profile_id"], journey_id=a["journey_id"],
+            message_id=a["message_id"], occur_time={"seconds": now},
+            channel=common_pb2.CHANNEL_EMAIL, content_key=a["content_key"])]),
+        an_pb.GetJourneyReportRequest(journey=a["journey"]),
+        reports_pb2.GetJourneyFunnelRequest(journey=a["journey"], window=window),
+        reports_pb2.GetChannelPerformanceRequest(journey=a["journey"], window=window),
+        reports_pb2.GetExperimentResultsRequest(experiment_id="exp",
+                                                expected_weights={"a": 50, "b": 50},
+                                                control_arm="a"),
+        reports_pb2.GetAttributionRequest(window=window, lookback_days=7,
+                                          models=[reports_pb2.ATTRIBUTION_MODEL_LAST_TOUCH]),
+        ct_pb.CreateContentItemRequest(content_item=content_item("fresh"), request_id="r-1"),
+        ct_pb.GetContentItemRequest(name=a["content_item"]),
+        ct_pb.ListContentItemsRequest(page_size=10, tag="onboarding"),
+        ct_pb.UpdateContentItemRequest(
+            content_item=content_item(a["content_key"]).__class__(
+                name=a["content_item"], display_name="Renamed"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"])),
+        ct_pb.DeleteContentItemRequest(name="contentItems/fresh"),
+        render, ct_pb.BatchRenderContentRequest(requests=[render, render]),
+        ct_pb.PublishContentItemRequest(name=a["content_item"]),
+        ct_pb.RollbackContentItemRequest(name=a["content_item"], version=1),
+        ct_pb.ListContentItemVersionsRequest(parent=a["content_item"], page_size=5),
+        ct_pb.PreviewContentRequest(name=a["content_item"], channel=common_pb2.CHANNEL_EMAIL,
+                                    context=render.context),
+        ct_pb.CreateSnippetRequest(snippet=content_item_pb2.Snippet(key="header", source="hi")),
+        ct_pb.GetSnippetRequest(name="snippets/footer"), ct_pb.ListSnippetsRequest(page_size=5),
+        ct_pb.UpdateSnippetRequest(snippet=content_item_pb2.Snippet(name="snippets/footer",
+                                                                     source="bye")),
+        ct_pb.DeleteSnippetRequest(name="snippets/header"),
+        ct_pb.GetContentSettingsRequest(name="contentSettings"),
+        ct_pb.UpdateContentSettingsRequest(
+            content_settings=content_item_pb2.ContentSettings(default_locale="fr-FR"),
+            update_mask=field_mask_pb2.FieldMask(paths=["default_locale"])),
+        send, dl_pb.BatchSendMessagesRequest(requests=[send, send]),
+        dl_pb.GetMessageRequest(name=a["message"]),
+        dl_pb.ListMessagesRequest(profile_id=a["profile_id"], page_size=5),
+        dl_pb.CreateProviderRequest(provider=provider_pb2.Provider(
+            channel=common_pb2.CHANNEL_PUSH, kind=provider_pb2.PROVIDER_KIND_HTTP_JSON,
+            config={"url": "http://127.0.0.1:9/push"}, secrets={"api_key": "k-123"})),
+        dl_pb.GetProviderRequest(name=a["provider"]),
+        dl_pb.ListProvidersRequest(channel=common_pb2.CHANNEL_SMS),
+        dl_pb.UpdateProviderRequest(
+            provider=provider_pb2.Provider(name=a["provider"], priority=2),
+            update_mask=field_mask_pb2.FieldMask(paths=["priority"])),
+        dl_pb.DeleteProviderRequest(name=a["provider"]),
+        dl_pb.GetDeliveryPolicyRequest(),
+        dl_pb.UpdateDeliveryPolicyRequest(policy=policy_pb2.DeliveryPolicy(
+            frequency_caps=[policy_pb2.FrequencyCap(channel=common_pb2.CHANNEL_EMAIL,
+                                                    max_messages=3, window_seconds=86_400)],
+            quiet_hours=policy_pb2.QuietHours(start="22:00", end="08:00",
+                                              default_time_zone="Europe/Paris"))),
+        dl_pb.ListInboxMessagesRequest(profile_id=a["profile_id"], page_size=5),
+        dl_pb.MarkInboxMessageRequest(name=a["inbox"], state=inbox_pb2.INBOX_STATE_READ),
+        dl_pb.SubscribeInboxRequest(profile_id=a["profile_id"]),
+        dl_pb.EraseProfilesRequest(profile_ids=["nobody"]),
+        id_pb.IngestEventsRequest(events=[track]),
+        id_pb.GetProfileRequest(name=a["profile"]),
+        id_pb.BatchGetProfilesRequest(names=[a["profile"], "profiles/nobody"]),
+        id_pb.LookupProfileRequest(identifier=event_pb2.Identifier(type="user_id",
+                                                                   value="user-fuzz-a")),
+        id_pb.ListProfileEventsRequest(parent=a["profile"], page_size=5),
+        id_pb.BatchCheckConsentRequest(queries=[consent_pb2.ConsentQuery(
+            profile_id=a["profile_id"], channel=common_pb2.CHANNEL_EMAIL, topic="newsletter")]),
+        id_pb.GetIdentitySettingsRequest(),
+        id_pb.UpdateIdentitySettingsRequest(settings=identity_settings_pb2.IdentitySettings(
+            default_phone_region="FR",
+            computed_traits=[identity_settings_pb2.ComputedTrait(
+                name="orders_30d", aggregation=identity_settings_pb2.COMPUTED_AGGREGATION_COUNT,
+                event_name="order_completed", window=duration_pb2.Duration(seconds=30 * 86_400))],
+            conversion_events=[identity_settings_pb2.ConversionEvent(
+                event_name="order_completed", revenue_property="total", currency="EUR")])),
+        id_pb.ListProfilesRequest(filter='traits.plan == "pro"', page_size=5),
+        id_pb.CreateSegmentRequest(segment=segment_pb2.Segment(
+            segment_id="vips", display_name="VIPs", condition="traits.vip == true")),
+        id_pb.GetSegmentRequest(name=a["segment"]),
+        id_pb.ListSegmentMembersRequest(parent=a["segment"], page_size=5),
+        id_pb.DeleteProfileRequest(name=a["profile"]),
+        id_pb.ExportProfileRequest(name=a["profile"]),
+        ws_pb.CreateWorkspaceRequest(workspace_id="fuzz-c", display_name="C"),
+        ws_pb.GetWorkspaceRequest(name="workspaces/fuzz-a"),
+        ws_pb.CreateApiKeyRequest(display_name="ci"),
+        ws_pb.AuthenticateApiKeyRequest(secret=world.key_a),
+        or_pb.CreateJourneyRequest(journey=journey("Fresh", a["content_key"])),
+        or_pb.CreateJourneyRequest(journey=scheduled),
+        or_pb.GetJourneyRequest(name=a["journey"]), or_pb.ListJourneysRequest(page_size=5),
+        or_pb.UpdateJourneyRequest(
+            journey=journey_pb2.Journey(name=a["journey"], display_name="Renamed",
+                                        goal=journey_pb2.Goal(
+                                            event_name="order_completed",
+                                            window=duration_pb2.Duration(seconds=86_400))),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name", "goal"])),
+        or_pb.PublishJourneyRequest(name=a["journey"]),
+        or_pb.PauseJourneyRequest(name=a["journey"]),
+        or_pb.ResumeJourneyRequest(name=a["journey"]),
+        or_pb.EnrollRequest(journey=a["api_journey"], profile_id=a["profile_id"],
+                            profile_traits=dict_to_struct({"first_name": "Ada"}),
+                            properties=dict_to_struct({"plan": "pro"}), request_id="r-2"),
+        or_pb.ArchiveJourneyRequest(name=a["api_journey"]),
+        or_pb.HandleEventsRequest(events=[or_pb.ForwardedEvent(
+            event_id="seed-event", profile_id=a["profile_id"], event=track,
+            profile_traits=dict_to_struct({"plan": "pro"}))]),
+        or_pb.GetEnrollmentRequest(name=a["enrollment"]),
+        or_pb.ListEnrollmentsRequest(parent=a["api_journey"], profile_id=a["profile_id"]),
+        or_pb.ListScheduleOccurrencesRequest(parent=a["journey"], page_size=5),
+        or_pb.GetScheduleOccurrenceRequest(name=f"{a['journey']}/occurrences/x"),
+    )
+
+
+class Caller:
+    """Sends one request of any RPC through its channel and records what went wrong."""
+
+    def __init__(self, world: World, errors: ServerErrors, findings: Findings,
+                 service_only: set[str]) -> None:
+        self.world = world
+        self.errors = errors
+        self.findings = findings
+        self.service_only = service_only
+
+    def metadata(self, rpc: Rpc) -> Any:
+        return as_service("fuzz-a") if rpc.path in self.service_only else bearer(self.world.key_a)
+
+    def channel(self, rpc: Rpc) -> grpc.aio.Channel:
+        service = rpc.service.split(".")[1]
+        return self.world.channels[service]
+
+    async def call(self, rpc: Rpc, request: Message) -> None:
+        self.errors.seen.clear()
+        try:
+            answers = await self._send(rpc, request)
+            code: grpc.StatusCode | None = grpc.StatusCode.OK
+            details = ""
+        except grpc.aio.AioRpcError as exc:
+            answers, code, details = [], exc.code(), exc.details() or ""
+        except DecodeError:
+            # The server answered, but with more nesting than a client can decode.
+            answers, code, details = [], None, ""
+        except (TypeError, ValueError, RecursionError):
+            return  # the client library could not encode it: it never reaches a server
+        self.findings.calls += 1
+        if code is None:
+            self.findings.codes["UNREADABLE"] += 1
+            self.findings.add(rpc.name, "OK but UNREADABLE", "the answer is nested deeper "
+                              "than protobuf decodes", "", request)
+            return
+        self.findings.codes[code.name] += 1
+        for answer in answers:
+            if B_MARKER.encode() in answer.SerializeToString():
+                self.findings.breaches.append(f"{rpc.name}: {answer}"[:400])
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+                    grpc.StatusCode.DEADLINE_EXCEEDED):
+            if self.errors.seen:
+                cause, detail = describe(self.errors.seen[0])
+            else:
+                cause, detail = f"status details: {details[:120]}", ""
+            self.findings.add(rpc.name, code.name, cause, detail, request)
+
+    async def _send(self, rpc: Rpc, request: Message) -> list[Message]:
+        channel, metadata = self.channel(rpc), self.metadata(rpc)
+        serialize, parse = type(request).SerializeToString, rpc.response_class.FromString
+        if rpc.method.server_streaming:
+            if rpc.method.client_streaming:
+                stream = channel.stream_stream(rpc.path, request_serializer=serialize,
+                                               response_deserializer=parse)(
+                    iter([request]), metadata=metadata, timeout=CALL_TIMEOUT)
+            else:
+                stream = channel.unary_stream(rpc.path, request_serializer=serialize,
+                                              response_deserializer=parse)(
+                    request, metadata=metadata, timeout=CALL_TIMEOUT)
+            # Open it, send the request, take what comes within a moment, hang up.
+            try:
+                first = await asyncio.wait_for(stream.read(), 0.3)
+            except TimeoutError:
+                first = None
+            finally:
+                stream.cancel()
+            return [first] if isinstance(first, Message) else []
+        if rpc.method.client_streaming:
+            answer = await channel.stream_unary(rpc.path, request_serializer=serialize,
+                                                response_deserializer=parse)(
+                iter([request]), metadata=metadata, timeout=CALL_TIMEOUT)
+        else:
+            answer = await channel.unary_unary(rpc.path, request_serializer=serialize,
+                                               response_deserializer=parse)(
+                request, metadata=metadata, timeout=CALL_TIMEOUT)
+        return [answer]
+
+
+def fuzz(rpcs: Sequence[Rpc], world: World, caller: Caller, loop: asyncio.AbstractEventLoop,
+         examples: int) -> None:
+    """Run hypothesis over every RPC (in a worker thread; calls are made on the servers'
+    event loop). Nothing raises here: findings are collected and asserted at the end."""
+    fuzzer = Fuzzer(world.plausible, int(time.time()))
+    mask_paths(rpcs)
+
+    def on_loop(coro: Any) -> None:
+        asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    for rpc in rpcs:
+        seeds = world.seeds.get(rpc.name, [])
+        if seeds:  # identical concurrent repeats of a valid request
+            async def repeats(rpc: Rpc = rpc, seed: Message = seeds[0]) -> None:
+                await asyncio.gather(*(caller.call(rpc, seed) for _ in range(REPEATS)))
+            on_loop(repeats())
+
+        run_hypothesis(rpc, requests(fuzzer, rpc, seeds),
+                       lambda rpc, request: on_loop(caller.call(rpc, request)), examples)
+
+
+def run_hypothesis(rpc: Rpc, strategy: Any, call: Any, examples: int) -> None:
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
+              print_blob=False)
+    @given(strategy)
+    def run(request: Message) -> None:
+        call(rpc, request)
+
+    run()
+
+
+async def isolation(world: World) -> list[str]:
+    """B's resources, asked for by name with A's key, are NOT_FOUND (or refused), never shown."""
+    breaches = []
+    stubs = {"GetJourney": or_grpc.OrchestrationServiceStub(world.channels["orchestration"]),
+             "GetEnrollment": or_grpc.OrchestrationServiceStub(world.channels["orchestration"]),
+             "GetContentItem": ct_grpc.ContentServiceStub(world.channels["content"]),
+             "GetProfile": id_grpc.IdentityServiceStub(world.channels["identity"]),
+             "ExportProfile": id_grpc.IdentityServiceStub(world.channels["identity"]),
+             "GetSegment": id_grpc.IdentityServiceStub(world.channels["identity"]),
+             "GetProvider": dl_grpc.DeliveryServiceStub(world.channels["delivery"]),
+             "GetMessage": dl_grpc.DeliveryServiceStub(world.channels["delivery"])}
+    modules = {"GetJourney": or_pb, "GetEnrollment": or_pb, "GetContentItem": ct_pb,
+               "GetProfile": id_pb, "ExportProfile": id_pb, "GetSegment": id_pb,
+               "GetProvider": dl_pb, "GetMessage": dl_pb}
+    for method, names in world.b_names.items():
+        request_class = getattr(modules[method], f"{method}Request")
+        for name in names:
+            try:
+                answer = await getattr(stubs[method], method)(request_class(name=name),
+                                                              metadata=bearer(world.key_a))
+                breaches.append(f"{method}({name}) with A's key answered {answer}"[:300])
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.NOT_FOUND,
+                                      grpc.StatusCode.PERMISSION_DENIED,
+                                      grpc.StatusCode.INVALID_ARGUMENT):
+                    breaches.append(f"{method}({name}) with A's key: {exc.code().name}")
+            # B still sees its own.
+            await getattr(stubs[method], method)(request_class(name=name),
+                                                 metadata=bearer(world.key_b))
+    return breaches
+
+
+def reproduce(backend: Backend) -> Any:
+    def command(rpc: str) -> str:
+        return (f"CJO_FUZZ_EXAMPLES={EXAMPLES} CJO_FUZZ_RPC={rpc} .venv/bin/python -m pytest "
+                f"tests/platform/test_fuzz.py -k {backend.kind}")
+    return command
+
+
+async def test_no_request_is_answered_internal_or_unknown(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    errors = ServerErrors(interceptors.log)
+    monkeypatch.setattr(interceptors, "log", errors)
+    rpcs = [rpc for rpc in all_rpcs() if not ONLY or rpc.name in ONLY]
+    rpcs.sort(key=lambda rpc: rpc.name.startswith(RUNS_OF_LAST))
+    findings = Findings()
+    started = time.monotonic()
+    async with five_services(backend) as (addresses, service_only):
+        world = await build_world(addresses)
+        caller = Caller(world, errors, findings, service_only)
+        # The B resources exist before A starts fuzzing, and stay B's only.
+        before = await isolation(world)
+        with structlog.contextvars.bound_contextvars():
+            await asyncio.to_thread(fuzz, rpcs, world, caller, asyncio.get_running_loop(),
+                                    EXAMPLES)
+        after = await isolation(world)
+        findings.breaches += before + after
+        for channel in world.channels.values():
+            await channel.close()
+    report = findings.report(reproduce(backend))
+    report += f"\n({len(rpcs)} RPCs, {time.monotonic() - started:.0f} s, {backend.kind})"
+    if REPORT:
+        Path(REPORT).write_text(report + "\n")
+    print(report)
+    assert findings.calls > len(rpcs) * EXAMPLES // 2, report
+    assert not findings.classes and not findings.breaches, report
