@@ -70,10 +70,15 @@ class Rpc:
 
     service: str  # full name, e.g. cjo.identity.v1.IdentityService
     method: MethodDescriptor
+    server: str = ""  # the service that answers it (cjo.common.v1 services run in every one)
 
     @property
     def name(self) -> str:
         return self.method.name
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.server}" if self.server else self.name
 
     @property
     def path(self) -> str:
