@@ -462,6 +462,7 @@ class Findings:
     calls: int = 0
     codes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     breaches: list[str] = field(default_factory=list)
+    ok: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # per RPC
 
     def add(self, rpc: str, code: str, cause: str, detail: str, request: Message) -> None:
         key = (rpc, code, cause)
@@ -477,6 +478,9 @@ class Findings:
         lines = [f"{len(self.classes)} distinct INTERNAL/UNKNOWN classes in {self.calls} calls "
                  f"(codes: {dict(sorted(self.codes.items()))}); {len(self.breaches)} "
                  f"cross-workspace breaches"]
+        never_ok = sorted(label for label, count in self.ok.items() if not count)
+        if never_ok:  # what the fuzzer never got past validation: its blind spots
+            lines.append(f"never answered OK: {', '.join(never_ok)}")
         for finding in sorted(self.classes.values(), key=lambda f: (f.rpc, f.cause)):
             lines.append(f"- {finding.rpc} -> {finding.code} x{finding.count}: {finding.cause}: "
                          f"{finding.detail}\n"

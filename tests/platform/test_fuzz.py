@@ -490,6 +490,7 @@ class Caller:
                               "than protobuf decodes", "", request)
             return
         self.findings.codes[code.name] += 1
+        self.findings.ok[rpc.label] += code == grpc.StatusCode.OK
         for answer in answers:
             if B_MARKER.encode() in answer.SerializeToString():
                 self.findings.breaches.append(f"{rpc.label}: {answer}"[:400])
