@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,12 @@ import grpc
 import pytest
 import structlog
 from fuzz_support import Findings, Fuzzer, Plausible, Rpc, all_rpcs, describe, mask_paths, requests
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from cjo.analytics.v1 import analytics_service_pb2 as an_pb
+from cjo.analytics.v1 import analytics_service_pb2_grpc as an_grpc
 from cjo.analytics.v1 import fact_pb2, reports_pb2
 from cjo.common.v1 import common_pb2, dead_letter_service_pb2
 from cjo.content.v1 import content_item_pb2
@@ -67,7 +69,7 @@ CALL_TIMEOUT = 30.0
 REPEATS = 4  # identical concurrent copies of each RPC's first known-good request
 # Only workspace B's data carries this; an answer to A's key holding it is a breach.
 B_MARKER = "only-in-workspace-b-7f3a"
-RUNS_OF_LAST = ("Delete", "Erase", "Archive")  # destructive RPCs go last
+RUNS_OF_LAST = ("Delete", "Erase", "Archive", "Purge")  # destructive RPCs go last
 
 pytestmark = pytest.mark.timeout(max(300, EXAMPLES * 40))
 
@@ -243,6 +245,23 @@ async def populate(world: World, workspace: str, metadata: Any, marker: str) -> 
         metadata=metadata)).message
     got.update(provider=provider.name, provider_id=provider.provider_id, message=message.name,
                message_id=message.message_id, inbox=f"inboxMessages/{message.message_id}")
+
+    # Facts for the reports, as orchestration and delivery would record them: an entry and an
+    # experiment with two arms.
+    fact = partial(fact_pb2.Fact, profile_id=got["profile_id"], journey_id=got["journey_id"],
+                   journey_version=1, enrollment_id=got["enrollment_id"],
+                   occur_time=timestamp_pb2.Timestamp(seconds=int(time.time())))
+    experiment = f"exp-{workspace}"
+    await an_grpc.AnalyticsServiceStub(ch["analytics"]).RecordFacts(an_pb.RecordFactsRequest(
+        facts=[fact(fact_id=f"entered-{workspace}", type=fact_pb2.FACT_TYPE_JOURNEY_ENTERED),
+               *(fact(fact_id=f"exposed-{workspace}-{arm}",
+                      type=fact_pb2.FACT_TYPE_EXPERIMENT_EXPOSED, experiment_id=experiment,
+                      arm=arm, control=arm == "b", arm_weight=50.0) for arm in "ab")]),
+        metadata=as_service(workspace))
+    # A key of its own for DeleteApiKey (the workspace's first key stays in use).
+    spare = (await ws_grpc.WorkspaceServiceStub(ch["identity"]).CreateApiKey(
+        ws_pb.CreateApiKeyRequest(display_name="spare"), metadata=metadata)).api_key
+    got.update(experiment_id=experiment, spare_key=spare.name)
     return got
 
 
@@ -273,7 +292,7 @@ def add_plausible(p: Plausible, got: dict[str, str]) -> None:
     for kind, value in got.items():
         p.add(value, kind)
         if kind in ("content_item", "snippet", "journey", "api_journey", "profile", "segment",
-                    "provider", "message", "enrollment", "inbox"):
+                    "provider", "message", "enrollment", "inbox", "spare_key"):
             p.add(value, "name", "parent")
     p.add(got["journey"], "journey")
     p.add(got["api_journey"], "journey")
@@ -281,6 +300,7 @@ def add_plausible(p: Plausible, got: dict[str, str]) -> None:
     p.add(got["profile_id"], "profile_id", "profile_ids", "value")
     p.add(got["content_key"], "content_key", "key")
     p.add(got["segment_id"], "segment_id")
+    p.add(got["experiment_id"], "experiment_id")
     p.add(got["journey_etag"], "etag")
     for value, fields in (
         ("signed_up", ("event_name", "name")), ("order_completed", ("event_name", "name")),
@@ -343,7 +363,7 @@ def add_seeds(world: World, a: dict[str, str]) -> None:
         an_pb.GetJourneyReportRequest(journey=a["journey"]),
         reports_pb2.GetJourneyFunnelRequest(journey=a["journey"], window=window),
         reports_pb2.GetChannelPerformanceRequest(journey=a["journey"], window=window),
-        reports_pb2.GetExperimentResultsRequest(experiment_id="exp",
+        reports_pb2.GetExperimentResultsRequest(experiment_id=a["experiment_id"],
                                                 expected_weights={"a": 50, "b": 50},
                                                 control_arm="a"),
         reports_pb2.GetAttributionRequest(window=window, lookback_days=7,
@@ -428,6 +448,7 @@ def add_seeds(world: World, a: dict[str, str]) -> None:
         ws_pb.GetWorkspaceRequest(name="workspaces/fuzz-a"),
         ws_pb.CreateApiKeyRequest(display_name="ci"),
         ws_pb.AuthenticateApiKeyRequest(secret=world.key_a),
+        ws_pb.DeleteApiKeyRequest(name=a["spare_key"]),
         or_pb.CreateJourneyRequest(journey=journey("Fresh", a["content_key"])),
         or_pb.CreateJourneyRequest(journey=scheduled),
         or_pb.GetJourneyRequest(name=a["journey"]), or_pb.ListJourneysRequest(page_size=5),
@@ -450,7 +471,8 @@ def add_seeds(world: World, a: dict[str, str]) -> None:
         or_pb.GetEnrollmentRequest(name=a["enrollment"]),
         or_pb.ListEnrollmentsRequest(parent=a["api_journey"], profile_id=a["profile_id"]),
         or_pb.ListScheduleOccurrencesRequest(parent=a["journey"], page_size=5),
-        or_pb.GetScheduleOccurrenceRequest(name=f"{a['journey']}/occurrences/x"),
+        or_pb.GetScheduleOccurrenceRequest(
+            name=f"{a['journey']}/occurrences/v1-20260309T080000Z"),
     )
 
 
