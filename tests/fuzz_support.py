@@ -51,6 +51,7 @@ NANOS = (0, 1, 999_999_999, 1_000_000_000, -1, -999_999_999, 2**31 - 1, -(2**31)
 DURATION_SECONDS = (0, 1, -1, 59, 60, 3600, 86_400, 30 * 86_400, 94_608_000_000,
                     315_576_000_000, 315_576_000_001, -315_576_000_001, 2**63 - 1, -(2**63))
 UNKNOWN_ENUMS = (-1, 99, 1000, 2**31 - 1, -(2**31))
+BATCH_SIZES = (100, 1000, 1001, 5000)
 MAX_DEPTH = 4  # message nesting generated from descriptors (deep structs go further)
 DEEP_STRUCT = 60  # well past protobuf's default decoding limit of 100 message levels
 
@@ -395,9 +396,15 @@ def mutated(draw: st.DrawFn, fuzzer: Fuzzer, seeds: Sequence[Message]) -> Messag
         if not slots:
             break
         parent, fd = draw(st.sampled_from(slots))
-        action = draw(st.sampled_from(("replace", "replace", "clear", "append")))
+        action = draw(st.sampled_from(("replace", "replace", "clear", "append", "multiply")))
         if action == "clear":
             parent.ClearField(fd.name)
+        elif action == "multiply" and fd.is_repeated and not _is_map(fd):
+            # Batches at, just past and far past their limits.
+            existing = list(getattr(parent, fd.name))
+            if existing:
+                count = draw(st.sampled_from(BATCH_SIZES))
+                set_field(parent, fd, [existing[i % len(existing)] for i in range(count)])
         elif action == "append" and fd.is_repeated and not _is_map(fd):
             extra = draw(fuzzer.field_value(fd, depth=2))
             existing = list(getattr(parent, fd.name))

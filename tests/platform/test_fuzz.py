@@ -59,7 +59,16 @@ from cjo_orchestration.bootstrap import build as build_orchestration
 from cjo_platform.config import Env
 from cjo_platform.protobuf import dict_to_struct
 from cjo_platform.rpc import interceptors
-from support import SERVICE_TOKEN, Backend, as_service, bearer, free_port, serving, settings_for
+from support import (
+    SERVICE_TOKEN,
+    Backend,
+    as_service,
+    bearer,
+    eventually,
+    free_port,
+    serving,
+    settings_for,
+)
 
 EXAMPLES = int(os.environ.get("CJO_FUZZ_EXAMPLES", "30"))  # ~35 s per database
 ONLY = {name for name in os.environ.get("CJO_FUZZ_RPC", "").split(",") if name}
@@ -129,6 +138,7 @@ class World:
     plausible: Plausible = field(default_factory=Plausible)
     seeds: dict[str, list[Message]] = field(default_factory=dict)
     b_names: dict[str, list[str]] = field(default_factory=dict)  # RPC name -> B's resource names
+    b: dict[str, str] = field(default_factory=dict)  # B's resources, by kind
 
     def seed(self, *requests: Message) -> None:
         for request in requests:
@@ -226,7 +236,7 @@ async def populate(world: World, workspace: str, metadata: Any, marker: str) -> 
         journey=api.name, profile_id=got["profile_id"], request_id=f"enroll-{workspace}"),
         metadata=metadata)).enrollment
     got.update(journey=events_journey.name, journey_id=events_journey.journey_id,
-               api_journey=api.name, enrollment=enrollment.name,
+               api_journey=api.name, api_journey_id=api.journey_id, enrollment=enrollment.name,
                enrollment_id=enrollment.enrollment_id, journey_etag=events_journey.etag)
 
     provider = (await delivery.CreateProvider(dl_pb.CreateProviderRequest(
@@ -275,7 +285,7 @@ async def build_world(addresses: dict[str, str]) -> World:
             metadata=bearer(SERVICE_TOKEN))).api_key.secret
     world = World(channels, keys["fuzz-a"], keys["fuzz-b"])
     a = await populate(world, "fuzz-a", bearer(world.key_a), "")
-    b = await populate(world, "fuzz-b", bearer(world.key_b), B_MARKER)
+    b = world.b = await populate(world, "fuzz-b", bearer(world.key_b), B_MARKER)
     add_plausible(world.plausible, a)
     add_plausible(world.plausible, b)  # B's names and ids: A must never get past NOT_FOUND
     world.b_names = {
@@ -317,6 +327,9 @@ def add_plausible(p: Plausible, got: dict[str, str]) -> None:
         ("Mars/Olympus", ("time_zone", "default_time_zone")),
         ("0 9 * * *", ("cron",)), ("*/1 * * * * *", ("cron",)), ("22:00", ("start", "end")),
         ("25:61", ("start", "end")), ("EUR", ("currency",)), ("euro", ("currency",)),
+        *((expression, ("filter", "condition")) for expression in EXPRESSIONS),
+        *((template, ("html", "subject", "text", "source", "body", "title", "json_body",
+                      "preheader")) for template in TEMPLATES),
         ("total", ("revenue_property", "property")), ("newsletter", ("topic",)),
         ("fuzz-a", ("workspace_id",)), ("workspaces/fuzz-a", ("name",)),
         ("contentSettings", ("name",)), ("r-1", ("request_id", "idempotency_key")),
@@ -324,6 +337,29 @@ def add_plausible(p: Plausible, got: dict[str, str]) -> None:
                                                       ("status_webhook_url", "link", "url")),
     ):
         p.add(value, *fields)
+
+
+# Expressions and templates that parse but are costly, recursive or fail at run time.
+EXPRESSIONS = (
+    "(" * 400 + "1" + ")" * 400 + " == 1", "1" + " + 1" * 3000 + " > 0",
+    "!" * 2000 + "true", "[" * 300 + "1" + "]" * 300 + " == []",
+    "profile.traits.a.b.c.d == 1", "has(event.items) && event.items.all(i, i > 0)",
+    "[1, 2, 3].map(x, x * 2).size() > 0", 'string(1.0/0.0) == "inf"',
+    "timestamp('9999-12-31T23:59:59Z') + duration('1s') > timestamp('2020-01-01T00:00:00Z')",
+    "duration('315576000000s') > duration('0s')",
+    'matches("aaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", "(a+)+$")',
+    "double(9223372036854775807) > 0.0", "uint(-1) > 0u", "dyn(1) == dyn('1')",
+    "profile.traits == {}", "size('x' + 'x') > 1", "event.plan.startsWith('p')",
+)
+TEMPLATES = (
+    "{% for i in (1..100000000) %}x{% endfor %}", "{% render 'footer' %}" * 50,
+    "{% render 'missing' %}", "{% include 'footer' %}", "{% if a %}" * 300 + "x" +
+    "{% endif %}" * 300, "{{ 'x' | append: 'y' | upcase | truncate: -1 }}",
+    "{{ 1 | divided_by: 0 }}", "{{ 9223372036854775807 | plus: 1 }}", "{{ x | date: '%Q' }}",
+    "{% assign a = (1..999999999) %}{{ a | size }}", "{{ profile.traits | json }}",
+    "{% capture c %}{% endcapture %}{{ c | split: '' | join: ',' }}", "{{ ",
+    "{{ 'a' | money: 'XXX' }}", "{{ '2020-01-01' | date: '%Y' | times: 1e308 }}",
+)
 
 
 def add_seeds(world: World, a: dict[str, str]) -> None:
@@ -629,6 +665,48 @@ async def isolation(world: World) -> list[str]:
     return breaches
 
 
+async def still_flowing(world: World, timeout: float = 30.0) -> str:
+    """Whatever A's fuzzing left behind (poison journeys, templates, segments, dead letters),
+    B's work still flows through every worker: an event enrolls a new profile in B's journey,
+    and an enrollment in B's API journey has its in-app message rendered and sent (identity ->
+    orchestration -> content -> delivery). Returns what did not happen ("" when all did)."""
+    b, metadata = world.b, bearer(world.key_b)
+    identity = id_grpc.IdentityServiceStub(world.channels["identity"])
+    orchestration = or_grpc.OrchestrationServiceStub(world.channels["orchestration"])
+    delivery = dl_grpc.DeliveryServiceStub(world.channels["delivery"])
+    user = event_pb2.Identifier(type="user_id", value="after-the-fuzzing")
+    await identity.IngestEvents(id_pb.IngestEventsRequest(events=[event_pb2.Event(
+        message_id="after-the-fuzzing", type=event_pb2.EVENT_TYPE_TRACK, name="signed_up",
+        identifiers=[user], properties=dict_to_struct({"plan": "pro"}),
+        traits=dict_to_struct({"email": "late@example.com"}), source="web")]),
+        metadata=metadata)
+    profile_id = (await identity.LookupProfile(id_pb.LookupProfileRequest(identifier=user),
+                                               metadata=metadata)).profile.name.split("/")[-1]
+
+    async def enrolled() -> bool:
+        listed = await orchestration.ListEnrollments(or_pb.ListEnrollmentsRequest(
+            parent=b["journey"], profile_id=profile_id), metadata=metadata)
+        return bool(listed.enrollments)
+
+    async def sent() -> bool:
+        listed = await delivery.ListMessages(dl_pb.ListMessagesRequest(
+            profile_id=profile_id, journey_id=b["api_journey_id"]), metadata=metadata)
+        return any(m.status == message_pb2.MESSAGE_STATUS_SENT for m in listed.messages)
+
+    try:
+        await eventually(enrolled, timeout=timeout)
+    except AssertionError:
+        return "an event of B's did not enroll its profile in B's event-triggered journey"
+    await orchestration.Enroll(or_pb.EnrollRequest(
+        journey=b["api_journey"], profile_id=profile_id, request_id="after-the-fuzzing"),
+        metadata=metadata)
+    try:
+        await eventually(sent, timeout=timeout)
+    except AssertionError:
+        return "an enrollment in B's API journey never had its in-app message sent"
+    return ""
+
+
 def served(rpcs: Sequence[Rpc]) -> list[Rpc]:
     """Each RPC with the service answering it: the shared cjo.common.v1 services (dead letters)
     are fuzzed in every service."""
@@ -666,6 +744,7 @@ async def test_no_request_is_answered_internal_or_unknown(
                                     EXAMPLES)
         after = await isolation(world)
         findings.breaches += before + after
+        stalled = await still_flowing(world)
         for channel in world.channels.values():
             await channel.close()
     report = findings.report(reproduce(backend))
@@ -675,6 +754,7 @@ async def test_no_request_is_answered_internal_or_unknown(
     print(report)
     assert findings.calls > len(rpcs) * EXAMPLES // 2, report
     assert not findings.classes and not findings.breaches, report
+    assert not stalled, f"after the fuzzing, workspace B's work stalled: {stalled}"
 
 
 class Broken(ct_grpc.ContentServiceServicer):
