@@ -145,3 +145,24 @@ async def test_the_stream_starts_after_every_message_of_the_newest_time_and_page
     assert len({m.message_id for m in received}) == 11
     times = [m.create_time.ToDatetime() for m in received]
     assert times == sorted(times) and times[4] < times[5]
+
+
+async def test_an_in_app_message_reaches_its_profile_whatever_address_it_carries(
+        backend: Backend) -> None:
+    """Orchestration addresses in-app sends "-" (the profile is the address): the message is
+    still the profile's, in its inbox, never in an inbox of "-"."""
+    app = delivery_app(backend, free_port())
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+        stub = pb_grpc.DeliveryServiceStub(ch)
+        request = in_app("journey-step", "From a journey")
+        request.recipient.address = "-"
+        sent = (await stub.SendMessage(request, metadata=WS)).message
+        assert sent.recipient.address == "p1"
+
+        async def inbox(profile_id: str) -> list[inbox_pb2.InboxMessage]:
+            return list((await stub.ListInboxMessages(pb.ListInboxMessagesRequest(
+                profile_id=profile_id), metadata=WS)).messages)
+
+        listed = await eventually(lambda: inbox("p1"))
+        assert [m.content.title for m in listed] == ["From a journey"]  # type: ignore[attr-defined]
+        assert await inbox("-") == []

@@ -18,6 +18,7 @@ from cjo_delivery.api.inbox import InboxRpcs
 from cjo_delivery.api.providers import ProviderRpcs
 from cjo_delivery.domain.messages import (
     Accepted,
+    Channel,
     Message,
     MessageStatus,
     NewMessage,
@@ -61,9 +62,12 @@ def _new_message(item: pb.SendMessageRequest) -> NewMessage:
                   topic=item.topic, time_zone=item.time_zone,
                   time_zone_known=load_zone(item.time_zone) is not None).raise_if_any()
     assert channel is not None
+    # The inbox is the profile's: an in-app message goes to its profile whatever address the
+    # caller gave (orchestration passes "-" for channels addressed by profile).
+    address = item.recipient.address if channel is not Channel.IN_APP else ""
     return NewMessage(
         idempotency_key=item.idempotency_key, profile_id=item.recipient.profile_id,
-        address=item.recipient.address or item.recipient.profile_id, channel=channel,
+        address=address or item.recipient.profile_id, channel=channel,
         content=item.content.SerializeToString(deterministic=True),
         journey_id=item.journey_id, enrollment_id=item.enrollment_id, topic=item.topic,
         transactional=item.transactional, time_zone=item.time_zone)
