@@ -27,11 +27,14 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, policy_pb2, provider_pb2
 from cjo_delivery.adapters import breaker_store, provider_store
+from cjo_delivery.adapters.routes import Route
 from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.api.servicer import _new_message
 from cjo_delivery.bootstrap import QUEUED_SIGNAL
 from cjo_delivery.domain.breaker import CircuitBreaker
+from cjo_delivery.domain.failover import BreakerChange
 from cjo_delivery.service_layer import messages
+from cjo_delivery.service_layer.breakers import SharedBreakers
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.signals import Signals
@@ -291,6 +294,34 @@ def test_a_half_open_breaker_gives_its_trial_to_exactly_one_of_many_callers(
             assert breaker_store.change(session, key, like, lambda b: b.failed(later)) is None
             [stored] = breaker_store.read(session, [key], lambda k: like).values()
         assert stored.clean
+
+
+async def test_only_consecutive_failures_across_replicas_open_the_breaker(
+        backend: Backend) -> None:
+    """Failures counted by one replica are cleared by a success another replica sees, even
+    when that replica's copy of the breaker still showed no failure: failures spread over time,
+    with successes in between, never open it."""
+    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    with rate_db(backend) as db:
+        transactions = Transactions(db, ManualClock(t0))
+        # Two replicas' copies of the deployment's SMTP route (no provider row needed).
+        a, b = (Route("smtp", None, CircuitBreaker(2, timedelta(seconds=30)))  # type: ignore[arg-type]
+                for _ in range(2))
+        breakers = SharedBreakers(transactions, trial_lease=timedelta(minutes=5))
+        await breakers.refresh([a, b], t0)
+        for second in range(3):  # a fails, b (copy fresh and clean) succeeds, and again
+            now = t0 + timedelta(milliseconds=100 * second)
+            await breakers.record(a, BreakerChange.FAILED, now, None)
+            assert b.breaker.clean and not breakers.stale(b, now)
+            await breakers.record(b, BreakerChange.SUCCEEDED, now, None)
+        with db.transaction() as session:
+            [stored] = breaker_store.read(session, [a.key], lambda k: a.breaker).values()
+        assert stored.state(now) == "closed" and stored.failures == 0
+        # Two failures in a row still open it, for both replicas.
+        await breakers.record(a, BreakerChange.FAILED, now, None)
+        await breakers.record(a, BreakerChange.FAILED, now, None)
+        later = now + timedelta(seconds=1)
+        assert not await breakers.allow(b, later)
 
 
 # --- signals: the inbox and the sender's wake-ups ------------------------------------------

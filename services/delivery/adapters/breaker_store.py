@@ -77,3 +77,16 @@ def change(session: Session, key: BreakerKey, like: CircuitBreaker,
         .values(failures=breaker.failures, open_until=breaker.open_until,
                 trial_until=breaker.trial_until))
     return result, breaker
+
+
+def reset_failures(session: Session, key: BreakerKey) -> None:
+    """A success seen by a replica whose copy showed the breaker closed and clean: zero the
+    stored failure count if there is one, so the count stays consecutive across replicas. A
+    conditional update, with no lock when there is nothing to reset (the usual case); an open
+    or half-open breaker is left alone (only its trial's success closes it)."""
+    workspace_id, provider_id = key
+    session.execute(
+        update(provider_breakers)
+        .where(b.workspace_id == workspace_id, b.provider_id == provider_id,
+               b.failures > 0, b.open_until.is_(None), b.trial_until.is_(None))
+        .values(failures=0))

@@ -8,8 +8,10 @@ failure counts once whichever replica saw it and the breaker opens for all of th
 whose copy still shows it closed learns it at its next failure, or within the second). A
 half-open breaker's one trial is claimed in the database: of all the replicas wanting it,
 exactly one calls the provider (a copy cannot miss an opening for longer than the cool-down).
-Successes of a breaker that is closed with no failure counted in the copy (the usual case)
-cost nothing, so a success resets the failures this replica knows of. When the database cannot
+A success of a breaker that is closed with no failure counted in the copy (the usual case)
+costs one conditional update that zeroes a failure count another replica stored meanwhile
+(and locks nothing when there is none), so the count is of consecutive failures across
+replicas. When the database cannot
 be reached, the copy decides alone: the breaker still protects the provider from this
 replica.
 """
@@ -90,6 +92,16 @@ class SharedBreakers:
             breaker.trial_until = now + self.trial_lease  # never "no" with the copy open
         return allowed
 
+    async def _reset(self, route: Route) -> None:
+        """A success with a clean copy: another replica may have counted a failure since the
+        copy was read; zero it, so only consecutive failures open the breaker."""
+        try:
+            await self.transactions.run(
+                lambda uow: breaker_store.reset_failures(uow.session, route.key))
+        except Exception as exc:
+            log.warning("resetting a breaker's failures failed",
+                        provider=route.provider_id, error=str(exc))
+
     async def record(self, route: Route, change: BreakerChange, now: datetime,
                      hold_until: datetime | None) -> None:
         """What a call told of the provider: applied to the copy at once (this replica's
@@ -99,6 +111,7 @@ class SharedBreakers:
         if change is BreakerChange.SUCCEEDED:
             breaker.succeeded()
             if was_clean:
+                await self._reset(route)
                 return
         elif change is BreakerChange.FAILED:
             breaker.failed(now)
