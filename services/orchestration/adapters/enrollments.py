@@ -33,7 +33,12 @@ from cjo_orchestration.adapters.tables import (
 )
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
 from cjo_orchestration.domain.entry import ActiveKey, History, InboxEvent
-from cjo_orchestration.domain.lifecycle import Retirement
+from cjo_orchestration.domain.lifecycle import (
+    PROFILE_MERGED,
+    Retirement,
+    merged_profile_id,
+    resolve_profile,
+)
 from cjo_platform.db import bulk_insert, insert_ignore, keys_in, one_of
 from cjo_platform.errors import NotFound
 
@@ -61,12 +66,15 @@ def receive(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
 def pending_events(session: Session, limit: int,
                    seqs: Sequence[int] | None = None) -> list[InboxEvent]:
     """The oldest unprocessed events (of ``seqs`` only, when given), locked for this
-    transaction, leaving out every profile whose older unprocessed event another replica holds.
+    transaction, leaving out every event of a profile whose older unprocessed event another
+    replica holds.
 
     Rows are locked with SKIP LOCKED, so replicas take different events (different profiles) at
     once; a pending event of a profile that this claim skipped is being applied elsewhere, so the
-    profile's later events here wait for a later round and never overtake it. On SQLite (one
-    writer) the lock clause is not emitted and nothing is ever skipped.
+    profile's later events here wait for a later round and never overtake it. A merge concerns
+    two profiles (the survivor and the merged one): it waits while an older event of either is
+    held elsewhere, and both profiles' later events wait while it is. On SQLite (one writer) the
+    lock clause is not emitted and nothing is ever skipped.
     """
     c = inbox.c
     query = (select(c.seq, c.workspace_id, c.event_id, c.profile_id, c.event_name,
@@ -78,22 +86,67 @@ def pending_events(session: Session, limit: int,
         query.order_by(c.seq).limit(limit).with_for_update(skip_locked=True)).all()
     if not rows:
         return []
-    # Each profile keeps the events claimed before its first pending event this claim did not
-    # get (another replica holds it): nothing overtakes an event still being applied elsewhere.
-    claimed = {r.seq for r in rows}
-    profiles = sorted({(r.workspace_id, r.profile_id) for r in rows})
-    pending = session.execute(
-        select(c.workspace_id, c.profile_id, c.seq)
-        .where(c.processed.is_(False), c.seq <= max(claimed),
-               _keys_in(session, (c.workspace_id, c.profile_id), profiles))
-        .order_by(c.seq)).all()
-    gap: dict[tuple[str, str], int] = {}
-    for r in pending:
-        if r.seq not in claimed:
-            gap.setdefault((r.workspace_id, r.profile_id), r.seq)
-    return [InboxEvent(r.workspace_id, r.seq, r.event_id, r.profile_id, r.event_name,
-                       r.properties, r.traits, r.traceparent, r.attempts)
-            for r in rows if r.seq < gap.get((r.workspace_id, r.profile_id), r.seq + 1)]
+    events = [InboxEvent(r.workspace_id, r.seq, r.event_id, r.profile_id, r.event_name,
+                         r.properties, r.traits, r.traceparent, r.attempts) for r in rows]
+    claimed = {e.seq for e in events}
+    last = max(claimed)
+    # Events are ordered by person: a profile merged earlier is the same person as its survivor
+    # (its events are applied to the survivor), so the ids of both count as one key.
+    addressed = {k for e in events for k in _concerns(e)}
+    person, aliases = _people(session, addressed)
+    wanted = sorted(aliases)
+    # The older pending events of these people: addressed to them, or merges of them into
+    # another profile (found by the merged id in their properties; merges are rare).
+    pending: dict[int, set[tuple[str, str]]] = {}
+    for r in session.execute(
+            select(c.seq, c.workspace_id, c.profile_id)
+            .where(c.processed.is_(False), c.seq <= last,
+                   _keys_in(session, (c.workspace_id, c.profile_id), wanted))).all():
+        pending[r.seq] = {(r.workspace_id, r.profile_id)}
+    for m in session.execute(
+            select(c.seq, c.workspace_id, c.event_id, c.profile_id, c.event_name, c.properties)
+            .where(c.processed.is_(False), c.seq <= last, c.event_name == PROFILE_MERGED,
+                   one_of(session, c.workspace_id, sorted({w for w, _ in wanted})))).all():
+        merge = InboxEvent(m.workspace_id, m.seq, m.event_id, m.profile_id, m.event_name,
+                           m.properties, {}, "", 0)
+        if aliases & (concerned := _concerns(merge)):
+            pending.setdefault(m.seq, set()).update(concerned)
+    if _people(session, addressed)[0] != person:
+        return []  # a merge of these people committed meanwhile: claim again next round
+    # In receive order, a person is blocked from their first event this claim cannot apply (held
+    # elsewhere, or a merge blocked by its other profile) on: what is left cannot overtake it.
+    blocked: set[tuple[str, str]] = set()
+    for seq in sorted(pending):
+        people = {person.get(k, k) for k in pending[seq]}
+        if seq not in claimed or blocked & people:
+            blocked |= people
+            pending[seq] = set()  # not applied here
+    return [e for e in events if pending.get(e.seq)]
+
+
+def _people(session: Session, keys: set[tuple[str, str]],
+            ) -> tuple[dict[tuple[str, str], tuple[str, str]], set[tuple[str, str]]]:
+    """Who each (workspace, profile) key is now (itself, or the survivor it was merged into),
+    and every key of those people: theirs, and those of the profiles merged into them."""
+    successors = retired_successors(session, keys)
+    person = {(w, p): (w, resolve_profile(successors, w, p) or p) for w, p in keys}
+    c = retired_profiles.c
+    found = sorted(set(person.values()))
+    merged = session.execute(
+        select(c.workspace_id, c.profile_id, c.successor_profile_id)
+        .where(_keys_in(session, (c.workspace_id, c.successor_profile_id), found))).all() \
+        if found else []
+    for r in merged:  # chains are stored one hop long: the survivor is the person
+        person[(r.workspace_id, r.profile_id)] = (r.workspace_id, r.successor_profile_id)
+    return person, set(person) | set(person.values())
+
+
+def _concerns(event: InboxEvent) -> set[tuple[str, str]]:
+    """The (workspace, profile) keys an event concerns: its profile, and a merge's merged one."""
+    keys = {(event.workspace_id, event.profile_id)}
+    if event.event_name == PROFILE_MERGED and (merged := merged_profile_id(event)):
+        keys.add((event.workspace_id, merged))
+    return keys
 
 
 def record_failure(session: Session, seq: int, error: str) -> int:
