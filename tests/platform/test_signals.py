@@ -10,11 +10,12 @@ import contextlib
 import statistics
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
@@ -107,6 +108,43 @@ async def test_a_signal_reaches_every_process_once_its_transaction_commits(
             print(f"signal latency across replicas: median {median * 1000:.1f} ms, "
                   f"max {max(latencies) * 1000:.1f} ms")
             assert median < 0.1
+
+
+async def test_signals_are_sent_after_the_commit_outside_the_use_cases_transaction(
+        backend: Backend) -> None:
+    """A NOTIFY in a use-case's transaction would take PostgreSQL's database-wide notification
+    lock at its commit, serialising every signalling commit: the use-case's transaction runs
+    none; the signal goes out after the commit, and signals sent at once from many threads
+    all arrive (identical ones possibly once)."""
+    if backend.kind != "postgresql":
+        pytest.skip("only PostgreSQL notifies other processes")
+    async with replica(backend) as a, replica(backend) as b:
+        executed: list[str] = []
+
+        def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+            executed.append(statement)
+
+        in_transaction: list[str] = []
+
+        def work(uow: UnitOfWork) -> None:
+            a.signals.send(uow, "wake", "hot")
+            uow.session.execute(text("SELECT 1"))
+            in_transaction.extend(executed)  # everything run so far: the transaction's part
+
+        event.listen(a.db.engine, "before_cursor_execute", record)
+        try:
+            a.transactions.run_sync(work)
+            await eventually(lambda: b.heard.signals() == ["hot"])
+        finally:
+            event.remove(a.db.engine, "before_cursor_execute", record)
+        assert in_transaction and not any("pg_notify" in s for s in in_transaction)
+        assert any("pg_notify" in s for s in executed[len(in_transaction):])
+
+        names = [f"t{i}" for i in range(40)]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(a.send, names))
+        await eventually(lambda: set(b.heard.signals()) == {"hot", *names})
+        assert sorted(a.heard.signals()) == sorted(["hot", *names])
 
 
 async def test_the_listener_reconnects_and_tells_its_handlers_to_look(

@@ -2,13 +2,18 @@
 the queue, a new inbox message for a profile), so a replica other than the writer reacts within
 milliseconds instead of at its next poll.
 
-A use-case sends a signal inside its transaction: :meth:`Signals.send` ``(uow, name, payload)``.
-On PostgreSQL that is ``pg_notify(channel, payload)``, which PostgreSQL delivers when (and only
-if) the transaction commits; every process holds one LISTEN connection (psycopg 3, async),
+A use-case sends a signal from its transaction: :meth:`Signals.send` ``(uow, name, payload)``.
+Nothing is sent unless (and until) the transaction commits. Then, on PostgreSQL, it is
+``pg_notify(channel, payload)`` in a short transaction of its own on a pooled connection, never
+in the use-case's transaction: a NOTIFY takes PostgreSQL's database-wide notification lock at
+commit, which would serialise every commit that signals (of every service on that PostgreSQL)
+behind each other. Signals sent while another thread of the process is notifying are sent by
+that thread, in one statement after its own, identical ones once (coalesced: no timer, no
+extra wait when idle). Every process holds one LISTEN connection (psycopg 3, async),
 reconnecting with backoff, and hands each notification to the handlers registered with
 :meth:`Signals.on`. In the process that sent it, the handlers run right after the commit (the
 echo that comes back through LISTEN is skipped). On SQLite (one process) that in-process
-dispatch is all there is.
+dispatch is all there is. A NOTIFY that fails after the commit is logged; the pollers cover it.
 
 Signals are wake-ups, not messages: a handler looks in the database for what is new. A
 notification can be lost (the listening connection broke; a process started after it was
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -43,7 +49,9 @@ log = get_logger(__name__)
 Handler = Callable[[str | None], None]
 
 _MAX_CHANNEL = 63  # PostgreSQL identifiers (NAMEDATALEN - 1 bytes)
-_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+# Several signals in one round trip and one short transaction.
+_NOTIFY = text("SELECT pg_notify(c, p) FROM unnest(CAST(:channels AS text[]), "
+               "CAST(:payloads AS text[])) AS s(c, p)")
 
 
 def channel_name(schema: str | None, name: str) -> str:
@@ -71,6 +79,10 @@ class Signals:
         self._listening_to: set[str] = set()
         # Set while the LISTEN connection is up (always set on SQLite once running).
         self.listening = asyncio.Event()
+        # Notifications waiting for the thread that is sending (ordered, without repeats).
+        self._pending: dict[tuple[str, str], None] = {}
+        self._sending = False
+        self._lock = threading.Lock()
 
     def channel(self, name: str) -> str:
         return channel_name(self.db.schema, name)
@@ -81,13 +93,36 @@ class Signals:
         self._channels[self.channel(name)] = name
 
     def send(self, uow: UnitOfWork, name: str, payload: str = "") -> None:
-        """Signal ``name`` once ``uow`` commits (never when it rolls back). ``payload`` is short
-        text (PostgreSQL takes up to 8,000 bytes); identical signals of one transaction may
-        arrive once."""
+        """Signal ``name`` once ``uow`` commits (never when it rolls back), after the commit
+        and outside its transaction. ``payload`` is short text (PostgreSQL takes up to 8,000
+        bytes); identical signals sent close together may arrive once."""
+        uow.after_commit(partial(self._committed, name, payload))
+
+    def _committed(self, name: str, payload: str) -> None:
+        self._dispatch(name, payload)
         if not self.db.is_sqlite:
-            uow.session.execute(_NOTIFY, {"channel": self.channel(name),
-                                          "payload": f"{self.origin}:{payload}"})
-        uow.after_commit(partial(self._dispatch, name, payload))
+            self._notify(self.channel(name), f"{self.origin}:{payload}")
+
+    def _notify(self, channel: str, payload: str) -> None:
+        """NOTIFY other processes; when another thread is notifying, leave it to that one."""
+        with self._lock:
+            self._pending[(channel, payload)] = None
+            if self._sending:
+                return
+            self._sending = True
+        while True:
+            with self._lock:
+                batch = list(self._pending)
+                self._pending.clear()
+                if not batch:
+                    self._sending = False
+                    return
+            try:
+                with self.db.engine.begin() as conn:
+                    conn.execute(_NOTIFY, {"channels": [c for c, _ in batch],
+                                           "payloads": [p for _, p in batch]})
+            except Exception as exc:  # the pollers are the safety net
+                log.warning("sending signals failed", error=repr(exc), count=len(batch))
 
     def _dispatch(self, name: str, payload: str | None) -> None:
         """Hand a signal to this process's handlers, from any thread."""
