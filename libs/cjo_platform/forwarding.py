@@ -2,12 +2,15 @@
 
 Every forwarder in cjo has this shape: rows become one request, the peer is called on behalf of
 the rows' workspace with the service token, and the peer answers each row on its own. A row the
-peer refused (a non-OK status of its own) goes to the dead letters, unless the status says
-"later" (UNAVAILABLE and the like). A call that fails as a whole with an error that repeating it
-cannot cure (INTERNAL, INVALID_ARGUMENT, ...) is :class:`~cjo_platform.db.outbox.Undeliverable`:
-the forwarder splits it to find the row at fault. Any other failure (the peer is down, busy, or
-the deployment is misconfigured) keeps the rows, retried with backoff; receivers deduplicate by
-their own ids, so a batch re-sent after a lost acknowledgement is applied once.
+peer refused (a non-OK status of its own) goes to the dead letters when the status blames it
+(INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE; INTERNAL or UNKNOWN only while the peer took
+other rows of the call); any other status means "later". A call that fails as a whole with such
+a status is :class:`~cjo_platform.db.outbox.Undeliverable`: the forwarder splits it to find the
+row at fault. A call the peer answers "later" (busy, out of time, too large, a deployment
+problem) is :class:`~cjo_platform.db.outbox.Later`: only that workspace's rows wait. Only a peer
+that cannot be reached (UNAVAILABLE, which the channel already retried) stops the forwarder's
+round. Receivers deduplicate by their own ids, so a batch re-sent after a lost acknowledgement
+is applied once.
 """
 
 from __future__ import annotations
@@ -20,24 +23,37 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2
 
 from cjo_platform.config import ServiceSettings
-from cjo_platform.db.outbox import OutboxRow, Refusal, SendBatch, Undeliverable
+from cjo_platform.db.outbox import Later, OutboxRow, Refusal, SendBatch, Undeliverable
 from cjo_platform.rpc.client import channel, on_behalf_of
 
 SEND_TIMEOUT_SECONDS = 10.0
 
-# Codes that say "try again later" (the peer is down, busy or out of time) or "the deployment is
-# wrong" (a bad service token, a peer too old for the RPC): no row is at fault, so no row may be
-# dead-lettered for them. Every other failure is blamed on the rows.
+# Codes that blame the request (or the item) for certain: the same rows will fail again.
+FAULT_CODES = frozenset({
+    code_pb2.INVALID_ARGUMENT, code_pb2.FAILED_PRECONDITION, code_pb2.OUT_OF_RANGE,
+})
+
+# Codes that say the peer failed without saying why: a row is blamed only when it failed alone
+# while its neighbours were taken (a receiver whose database is down answers UNAVAILABLE).
+SUSPECT_CODES = frozenset({code_pb2.INTERNAL, code_pb2.UNKNOWN})
+
+# Codes that say "try again later" (the peer is busy or out of time, the call is too large) or
+# "the deployment is wrong" (a bad service token, a peer too old for the RPC): no row is at
+# fault. Kept for callers that ask :func:`is_transient`; every code outside FAULT_CODES and
+# SUSPECT_CODES is treated so.
 TRANSIENT_CODES = frozenset({
     code_pb2.CANCELLED, code_pb2.DEADLINE_EXCEEDED, code_pb2.RESOURCE_EXHAUSTED,
     code_pb2.ABORTED, code_pb2.UNAVAILABLE, code_pb2.UNAUTHENTICATED,
     code_pb2.PERMISSION_DENIED, code_pb2.UNIMPLEMENTED,
 })
 
+# A smaller call may pass: too many bytes for the peer, or too much work for the deadline.
+SPLIT_CODES = frozenset({code_pb2.RESOURCE_EXHAUSTED, code_pb2.DEADLINE_EXCEEDED})
+
 
 def is_transient(code: int) -> bool:
     """Whether a peer's ``google.rpc.Code`` means "later" rather than "this item is bad"."""
-    return code in TRANSIENT_CODES
+    return code not in FAULT_CODES and code not in SUSPECT_CODES
 
 
 def peer_sender(settings: ServiceSettings, peer: str, *,
@@ -50,7 +66,8 @@ def peer_sender(settings: ServiceSettings, peer: str, *,
     ``lambda ch: FooServiceStub(ch).RecordFacts``), ``request(rows)`` builds its request, and
     the reply's ``results[i].status`` answers row ``i`` (the refused rows are returned to the
     forwarder). ``check_reply``, when given, replaces that per-item check (for replies of another
-    shape); it raises to keep the rows."""
+    shape); it raises :class:`~cjo_platform.db.outbox.Later` to keep the workspace's rows for
+    later."""
 
     async def send(workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
         try:
@@ -65,16 +82,17 @@ def peer_sender(settings: ServiceSettings, peer: str, *,
                                timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             code = exc.code().value[0]
-            if is_transient(code):
-                raise
-            raise Undeliverable(f"{peer} refused the {what}: {exc.code().name}: "
-                                f"{exc.details()}") from exc
+            if code == code_pb2.UNAVAILABLE:
+                raise  # unreachable (the channel retried already): the round stops
+            message = f"{peer} refused the {what}: {exc.code().name}: {exc.details()}"
+            if code in FAULT_CODES or code in SUSPECT_CODES:
+                raise Undeliverable(message, certain=code in FAULT_CODES) from exc
+            raise Later(message, split=code in SPLIT_CODES) from exc
         if check_reply is not None:
             check_reply(workspace_id, rows, reply)
             return []
         if len(reply.results) != len(rows):
-            raise RuntimeError(f"{peer} answered {len(reply.results)} results for "
-                               f"{len(rows)} {what}")
+            raise Later(f"{peer} answered {len(reply.results)} results for {len(rows)} {what}")
         refused: list[Refusal] = []
         for row, result in zip(rows, reply.results, strict=True):
             code = result.status.code
@@ -83,7 +101,8 @@ def peer_sender(settings: ServiceSettings, peer: str, *,
                 continue
             refused.append(Refusal(row, f"{peer} refused the item: {_code_name(code)}: "
                                         f"{result.status.message}",
-                                   transient=is_transient(code)))
+                                   transient=is_transient(code),
+                                   certain=code in FAULT_CODES))
         return refused
 
     return send

@@ -12,6 +12,13 @@ from cjo_platform.errors import InvalidArgument, Violations
 MAX_BATCH_ITEMS = 1000
 """Items per batch call: events, renders, messages, facts."""
 
+MAX_CALL_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""Payload bytes one service-to-service batch call carries at most (an outbox forwarder's call:
+the sum of its rows' payloads; a single larger row goes alone). Far below the gRPC message limit
+of every cjo channel and server (``cjo_platform.rpc.client.MAX_MESSAGE_BYTES``, 32 MiB), so a
+batch of large items (an identity event carries the profile's traits) is never refused for its
+size."""
+
 MAX_ID_LENGTH = 128
 """Identifiers a client chooses or one service hands to another: message ids, idempotency keys,
 fact ids, request ids, external ids, experiment ids, and journey, enrollment, event and message

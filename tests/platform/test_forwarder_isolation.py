@@ -11,10 +11,20 @@ from datetime import timedelta
 import pytest
 from outbox_support import Box, open_box
 
+from cjo_orchestration.adapters.erasures import MessagesInFlight
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import ManualClock
-from cjo_platform.db.outbox import Forwarder, OutboxRow, Refusal, SendBatch, Undeliverable
+from cjo_platform.db.outbox import (
+    Forwarder,
+    Later,
+    OutboxRow,
+    Refusal,
+    SendBatch,
+    Undeliverable,
+)
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.limits import MAX_CALL_PAYLOAD_BYTES
+from cjo_platform.rpc.client import MAX_MESSAGE_BYTES
 from cjo_platform.rpc.dead_letters import to_outbox
 from support import Backend, eventually
 
@@ -95,6 +105,8 @@ async def test_rows_the_receiver_refuses_one_by_one_are_dead_lettered_at_once(bo
 
 
 async def test_a_row_asked_for_later_holds_its_workspace_only(box: Box) -> None:
+    clock = box.outbox.clock
+    assert isinstance(clock, ManualClock)
     received: list[bytes] = []
     busy = True
 
@@ -107,15 +119,134 @@ async def test_a_row_asked_for_later_holds_its_workspace_only(box: Box) -> None:
 
     box.queue("t", "ws-a", [b"a1", b"a2", b"a3"])
     box.queue("t", "ws-b", [b"b1"])
-    f = forwarder(box, send)
-    with pytest.raises(RuntimeError):
-        await f.drain_once()
-    # The receiver is busy: the round stops, keeping a2, a3 and ws-b's row for the next one.
-    assert received == [b"a1"] and box.queued() == 3
+    f = forwarder(box, send, retry=RetryPolicy(base_delay=timedelta(seconds=10)))
+    await f.drain_once()
+    # ws-a's receiver is busy: a2 and a3 wait; ws-b's row went out in the same round.
+    assert received == [b"a1", b"b1"] and box.queued() == 2
+    box.queue("t", "ws-b", [b"b2"])
+    await f.drain_once()
+    assert received == [b"a1", b"b1", b"b2"] and box.queued() == 2
     busy = False
+    clock.advance(timedelta(seconds=11))
     await drain(f)
     assert [p for p in received if p.startswith(b"a")] == [b"a1", b"a2", b"a3"]
-    assert b"b1" in received and box.letters("ws-a") == []
+    assert box.letters("ws-a") == [] and box.queued() == 0
+
+
+@pytest.mark.parametrize("later", [
+    Later("DEADLINE_EXCEEDED: heavy batch", split=True),
+    Later("RESOURCE_EXHAUSTED: message larger than max", split=True),
+    MessagesInFlight("delivery is sending messages of 1 erased profiles"),
+])
+async def test_a_call_asked_for_later_holds_only_its_workspace(box: Box, later: Later) -> None:
+    clock = box.outbox.clock
+    assert isinstance(clock, ManualClock)
+    received: list[bytes] = []
+    busy = True
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        # ws-a's calls of more than one row are too heavy (when splitting may help); a call
+        # starting with a1 is refused while the receiver is busy.
+        if workspace == "ws-a" and ((later.split and len(rows) > 1)
+                                    or (busy and rows[0].payload == b"a1")):
+            raise later
+        received.extend(r.payload for r in rows)
+
+    box.queue("t", "ws-a", [b"a1", b"a2", b"a3"])
+    box.queue("t", "ws-b", [b"b1", b"b2"])
+    f = forwarder(box, send, retry=RetryPolicy(base_delay=timedelta(seconds=10)))
+    for _ in range(3):
+        await f.drain_once()  # never raises: only ws-a waits
+    assert received == [b"b1", b"b2"] and box.queued() == 3
+    busy = False
+    clock.advance(timedelta(seconds=61))
+    await drain(f)
+    assert [p for p in received if p.startswith(b"a")] == [b"a1", b"a2", b"a3"]
+    assert box.letters("ws-a") == [] and box.queued() == 0
+
+
+async def test_claims_and_calls_are_limited_in_payload_bytes(box: Box) -> None:
+    calls: list[int] = []
+    received: list[bytes] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        calls.append(sum(len(r.payload) for r in rows))
+        received.extend(r.payload for r in rows)
+
+    rows = [f"{i:03}".encode() * 100 for i in range(30)]  # 300 bytes each
+    box.queue("t", "ws-a", rows[:20])
+    box.queue("t", "ws-a", [b"x" * 5000])  # larger than a call: goes alone
+    box.queue("t", "ws-a", rows[20:])
+    f = forwarder(box, send, max_call_bytes=1000, max_claim_bytes=3000)
+    claimed = await f.drain_once()
+    assert claimed == 10  # 3,000 bytes' worth, not the batch size of 100
+    assert await f.run_once()  # cut short by bytes: more to send at once
+    await drain(f)
+    assert received == [*rows[:20], b"x" * 5000, *rows[20:]]
+    assert max(c for c in calls if c != 5000) <= 1000 and 5000 in calls
+    assert MAX_CALL_PAYLOAD_BYTES * 2 <= MAX_MESSAGE_BYTES
+
+
+async def test_a_receiver_failing_without_reason_never_dead_letters_a_lone_row(
+        box: Box) -> None:
+    """A receiver replica whose database is down answers INTERNAL (an old receiver) while
+    another replica takes other calls: the row is not at fault and is never dead-lettered."""
+    clock = box.outbox.clock
+    assert isinstance(clock, ManualClock)
+    received: list[bytes] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        if workspace == "ws-a":
+            raise Undeliverable("INTERNAL: internal error", certain=False)
+        received.extend(r.payload for r in rows)
+
+    box.queue("t", "ws-a", [b"a1"])
+    f = forwarder(box, send, max_attempts=2)
+    for i in range(6):
+        box.queue("t", "ws-b", [f"b{i}".encode()])
+        await f.drain_once()
+        clock.advance(timedelta(seconds=61))
+    assert len(received) == 6 and box.letters("ws-a") == [] and box.queued() == 1
+    assert box.attempts(b"a1") >= 2
+
+
+async def test_a_row_failing_without_reason_alone_among_taken_neighbours_is_dead_lettered(
+        box: Box) -> None:
+    received: list[bytes] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        if any(r.payload == b"bad" for r in rows):
+            raise Undeliverable("INTERNAL: internal error", certain=False)
+        received.extend(r.payload for r in rows)
+
+    box.queue("t", "ws-a", [b"a1", b"bad", b"a3"])
+    await drain(forwarder(box, send))
+    assert received == [b"a1", b"a3"] and len(box.letters("ws-a")) == 1
+
+
+async def test_a_row_taken_over_by_another_forwarder_is_settled_once(box: Box) -> None:
+    clock = box.outbox.clock
+    assert isinstance(clock, ManualClock)
+    entered, gate = asyncio.Event(), asyncio.Event()
+    first = True
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        nonlocal first
+        if first:
+            first = False
+            entered.set()
+            await gate.wait()  # the first forwarder stalls past its lease
+        return [Refusal(r, "INVALID_ARGUMENT: bad") for r in rows]
+
+    box.queue("t", "ws-a", [b"bad"])
+    slow, other = forwarder(box, send), forwarder(box, send)
+    stalled = asyncio.create_task(slow.drain_once())
+    await entered.wait()
+    clock.advance(timedelta(seconds=61))
+    await other.drain_once()  # took the row over and dead-lettered it
+    gate.set()
+    await stalled  # the stalled one's answer comes late: the row is no longer its own
+    assert len(box.letters("ws-a")) == 1 and box.queued() == 0
 
 
 async def test_a_receiver_down_or_refusing_everything_dead_letters_nothing(box: Box) -> None:

@@ -3,8 +3,12 @@ a forwarder sends rows in batches and deletes them only after the receiver ackno
 
 Receivers deduplicate by their own ids, so at-least-once forwarding is effectively once. Several
 replicas share one outbox: each claims the rows it sends (a lease), so every row is sent by one
-of them, and a workspace's rows go out in order. A row the receiver refuses for good goes to the
-dead letters instead of holding up the rows behind it.
+of them. A workspace's rows go out in id order, which is the order their transactions inserted
+them, not the order they committed: the guarantee a receiver gets is the producer's. Identity
+locks a profile's rows before it writes the profile's events, so its events arrive in order
+**per profile** (not across the profiles of a workspace); SQLite serializes every write, so
+there id order is commit order. A row the receiver refuses for good goes to the dead letters
+instead of holding up the rows behind it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -35,6 +40,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from cjo_platform.backoff import RetryPolicy
@@ -43,7 +49,7 @@ from cjo_platform.db.bulk import bulk_insert
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.types import UtcDateTime
-from cjo_platform.limits import MAX_WORKSPACE_ID_LENGTH
+from cjo_platform.limits import MAX_CALL_PAYLOAD_BYTES, MAX_WORKSPACE_ID_LENGTH
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
 from cjo_platform.worker import PollingWorker
@@ -125,49 +131,98 @@ class Outbox:
 @dataclass(frozen=True)
 class Refusal:
     """The receiver's answer for one row it did not take. ``transient`` errors (the receiver is
-    busy or down) are retried; the others mean the row itself is at fault."""
+    busy) are retried later; the others mean the row itself is at fault, for certain when
+    ``certain`` (the receiver said what is wrong with it), otherwise (INTERNAL, UNKNOWN) only when
+    the receiver took other rows of the same call."""
 
     row: OutboxRow
     error: str
     transient: bool = False
+    certain: bool = True
 
 
 SendBatch = Callable[[str, Sequence[OutboxRow]], Awaitable[Sequence[Refusal] | None]]
 """A forwarder's ``send(workspace_id, rows)``: returns the rows the receiver refused (``None`` or
 empty when it took them all); raises :class:`Undeliverable` when the receiver refused the call
-as a whole for a reason that repeating the same call cannot change, and anything else when the
-receiver could not be reached (the rows are kept and retried with backoff)."""
+as a whole for a reason that repeating the same call cannot change, :class:`Later` when it asked
+for the call again later (only this workspace's rows wait), and anything else when the receiver
+could not be reached at all (the round stops; every row is kept and retried with backoff)."""
 
 
 class Undeliverable(Exception):
-    """The receiver refused a whole call for good (e.g. INTERNAL or INVALID_ARGUMENT): one of its
-    rows is probably at fault, so the forwarder splits the call to find it."""
+    """The receiver refused a whole call for good: one of its rows is probably at fault, so the
+    forwarder splits the call to find it. ``certain``: the receiver said the request is bad
+    (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE, or it cannot even be built); otherwise
+    (INTERNAL, UNKNOWN) it failed without saying why, and a row is blamed only when it failed
+    alone while its neighbours were taken in the same round."""
+
+    def __init__(self, message: str = "", *, certain: bool = True) -> None:
+        super().__init__(message)
+        self.certain = certain
+
+
+class Later(Exception):
+    """The receiver asked for the call again later (busy, out of time, a problem of the
+    deployment): this workspace's rows wait with backoff while the other workspaces go on.
+    ``split``: a smaller call may pass (the call was too large or too slow), so a call of several
+    rows is split in halves first."""
+
+    def __init__(self, message: str = "", *, split: bool = False) -> None:
+        super().__init__(message)
+        self.split = split
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """Why delivering a workspace's rows stopped at a row: refused alone (``later``: asked for
+    again later, not the row's fault), and whether that refusal can be blamed on the row."""
+
+    error: str
+    later: bool = False
+    certain: bool = True
 
 
 ROW_RETRY = RetryPolicy(max_delay=timedelta(seconds=60))
 """How long a workspace's rows wait after the receiver refused the first of them alone."""
 
+MAX_CLAIM_BYTES = 4 * MAX_CALL_PAYLOAD_BYTES
+"""Payload bytes one round claims at most (at least one row): a backlog of large rows is sent a
+few megabytes at a time, never loaded or sent whole."""
+
 
 class Forwarder(PollingWorker):
     """Sends one topic's outbox rows to a receiver, oldest first, in batches.
 
-    **Claims.** A round claims up to ``batch_size`` rows in a short transaction: it leases them
-    (``lease_owner``, ``lease_until``) for ``lease``, then sends and deletes them. Another
-    replica's claim skips leased rows and every workspace that has rows in flight, so each row is
-    sent by one replica and a workspace's rows stay in order. On PostgreSQL the claims of one
-    topic are serialized by a transaction-scoped advisory lock (each sees the leases the others
-    committed) and rows are locked with ``FOR UPDATE SKIP LOCKED``; a lease that ran out (its
-    replica died) is taken over. A claim keeps a workspace only when it holds the workspace's
+    **Claims.** A round claims up to ``batch_size`` rows and ``max_claim_bytes`` of payload (at
+    least one row) in a short transaction: it leases them (``lease_owner``, ``lease_until``) for
+    ``lease``, then sends and deletes them. Another replica's claim skips leased rows and every
+    workspace that has rows in flight, so each row is sent by one replica and a workspace's rows
+    stay in order. On PostgreSQL the claims of one topic are serialized by a transaction-scoped
+    advisory lock (each sees the leases the others committed) and rows are locked with
+    ``FOR UPDATE SKIP LOCKED``; a lease that ran out (its replica died) is taken over, and only
+    the holder of a row's lease deletes or dead-letters it. Leases compare each replica's own
+    clock with the times other replicas wrote: replicas' clocks must agree well within the lease
+    (NTP; see docs/operations.md). A claim keeps a workspace only when it holds the workspace's
     oldest rows, without gaps.
 
-    **One bad row never blocks the others.** Rows of one workspace go in one call (the receiver
-    acts on behalf of that workspace). Rows the receiver refused one by one go to the dead
-    letters. A call refused as a whole for good (:class:`Undeliverable`) is split in halves, in
-    order, down to the single row at fault: the rows before it are delivered; it and the rows
-    behind it wait ``retry`` (growing with each refusal) while other workspaces go on; after
-    ``max_attempts`` refusals it goes to the dead letters, provided the receiver took other calls
-    since it first failed (or the next row, sent alone as a probe). A receiver that is down (any
-    other error) keeps every row, and the whole round is retried with backoff.
+    **Order** is the order of the rows' ids, which is the order their transactions inserted
+    them: a producer that serializes its writes for a key (identity locks the profile row before
+    it writes an event) gets that key's rows in commit order; two transactions that insert rows
+    of one workspace concurrently may commit in the other order than their ids.
+
+    **One bad row never blocks the others.** Rows of one workspace go in calls of at most
+    ``max_call_bytes`` of payload (the receiver acts on behalf of that workspace). Rows the
+    receiver refused one by one go to the dead letters. A call refused as a whole for good
+    (:class:`Undeliverable`) is split in halves, in order, down to the single row at fault: the
+    rows before it are delivered; it and the rows behind it wait ``retry`` (growing with each
+    refusal) while other workspaces go on; after ``max_attempts`` refusals it goes to the dead
+    letters, provided the receiver took a neighbour of it in the same round (the rows before it,
+    or the next row sent alone as a probe) or, for a refusal that names the request's fault
+    (INVALID_ARGUMENT and the like), any call since it first failed. A call the receiver wants
+    later (:class:`Later`: busy, out of time, too large) holds only its workspace's rows, with
+    backoff, counting no refusal; a call too large or too slow is split first. Only a receiver
+    that cannot be reached at all (any other error) stops the round: every row is kept, and the
+    round is retried with backoff.
 
     Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends at most
     one batch (after its lease ran out).
@@ -179,7 +234,9 @@ class Forwarder(PollingWorker):
                  max_attempts: int = 5,
                  retry: RetryPolicy = ROW_RETRY,
                  item_key: Callable[[OutboxRow], str] | None = None,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None,
+                 max_call_bytes: int = MAX_CALL_PAYLOAD_BYTES,
+                 max_claim_bytes: int = MAX_CLAIM_BYTES) -> None:
         super().__init__(poll_interval, max_backoff)
         if outbox.dead_letters is None:
             raise ValueError("a forwarder needs the outbox's dead letters")
@@ -194,6 +251,11 @@ class Forwarder(PollingWorker):
         self.max_attempts = max_attempts
         self.retry = retry
         self.item_key = item_key or (lambda row: "")
+        self.max_call_bytes = max_call_bytes
+        self.max_claim_bytes = max_claim_bytes
+        # Workspaces whose rows the receiver asked for later, and how many times in a row.
+        self._later: dict[str, int] = {}
+        self._cut = False
         # Unique per forwarder object: two forwarders of one process are two claimants.
         self.owner = owner or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._last_success: datetime | None = None
@@ -224,12 +286,16 @@ class Forwarder(PollingWorker):
             mine = table.c.topic == self.topic
             leased = and_(table.c.lease_until.is_not(None), table.c.lease_until > now)
             in_flight = select(table.c.workspace_id).where(mine, leased).distinct()
-            query = (select(table).where(mine, not_(leased),
-                                         table.c.workspace_id.not_in(in_flight))
+            query = (select(table.c.id, table.c.workspace_id,
+                            func.length(table.c.payload).label("size"))
+                     .where(mine, not_(leased), table.c.workspace_id.not_in(in_flight))
                      .order_by(table.c.id).limit(self.batch_size))
             if postgres:
                 query = query.with_for_update(skip_locked=True)
-            rows = session.execute(query).all()
+            found = session.execute(query).all()
+            rows = _within(found, self.max_claim_bytes)
+            # Cut short by bytes: there is more to send at once.
+            self._cut = len(rows) < len(found)
             if not rows:
                 return []
             # Keep a workspace only when the claim holds all its rows up to the last one claimed:
@@ -244,16 +310,19 @@ class Forwarder(PollingWorker):
                     select(table.c.workspace_id, func.count())
                     .where(mine, table.c.workspace_id.in_(sorted(claimed)), table.c.id <= last)
                     .group_by(table.c.workspace_id))}
-            kept = [row for row in rows
+            kept = [row.id for row in rows
                     if counts.get(row.workspace_id) == claimed[row.workspace_id]]
-            if kept:
-                until = now + self.lease
-                session.execute(update(table).where(table.c.id.in_([r.id for r in kept]))
-                                .values(lease_owner=self.owner, lease_until=until))
-                self._lease_until = until
-                self._sending = {r.id for r in kept}
+            if not kept:
+                return []
+            until = now + self.lease
+            session.execute(update(table).where(table.c.id.in_(kept))
+                            .values(lease_owner=self.owner, lease_until=until))
+            self._lease_until = until
+            self._sending = set(kept)
+            full = session.execute(select(table).where(table.c.id.in_(kept))
+                                   .order_by(table.c.id)).all()
         return [OutboxRow(r.id, r.topic, r.workspace_id, r.payload, r.traceparent,
-                          r.create_time, r.attempts, r.first_failed_time) for r in kept]
+                          r.create_time, r.attempts, r.first_failed_time) for r in full]
 
     def _renew(self) -> None:
         """Extend the leases of the rows this round is still sending (a long round must not
@@ -268,14 +337,25 @@ class Forwarder(PollingWorker):
 
     def _settle(self, delivered: Sequence[int], dead: Sequence[tuple[OutboxRow, str, int]],
                 ) -> None:
-        """Delete delivered rows; move ``(row, error, attempts)`` to the dead letters."""
+        """Delete delivered rows; move ``(row, error, attempts)`` to the dead letters. Only rows
+        this forwarder still holds: a row another replica took over (this one's lease ran out)
+        is that replica's to settle, so it is never dead-lettered twice."""
         table = self.outbox.table
         with self.db.transaction() as session:
             gone = [*delivered, *(row.id for row, _, _ in dead)]
             self._sending.difference_update(gone)
+            held: set[int] = set()
             if gone:
-                session.execute(delete(table).where(table.c.id.in_(gone)))
+                held = set(session.execute(
+                    delete(table).where(table.c.id.in_(gone), table.c.lease_owner == self.owner)
+                    .returning(table.c.id)).scalars())
+            if len(held) < len(gone):
+                log.warning("outbox rows were taken over by another forwarder before this one "
+                            "settled them", worker=self.name,
+                            outbox_ids=sorted(set(gone) - held))
             for row, error, attempts in dead:
+                if row.id not in held:
+                    continue
                 self.dead_letters.add(
                     session, workspace_id=row.workspace_id, source=self.name,
                     item_key=_key(self.item_key, row), payload=row.payload, error=error,
@@ -296,7 +376,8 @@ class Forwarder(PollingWorker):
                                 .values(lease_until=until, lease_owner=self.owner
                                         if until is not None else None))
             if refused is not None:
-                session.execute(update(table).where(table.c.id == refused.id).values(
+                session.execute(update(table).where(table.c.id == refused.id,
+                                                    table.c.lease_owner == self.owner).values(
                     attempts=refused.attempts + 1,
                     first_failed_time=refused.first_failed_time or now))
 
@@ -312,25 +393,52 @@ class Forwarder(PollingWorker):
         return refused or ()
 
     async def _deliver(self, workspace_id: str, rows: Sequence[OutboxRow],
-                       ) -> tuple[int, str | None]:
-        """Deliver the longest leading run of ``rows`` the receiver takes; returns how many rows
-        are done (delivered or dead-lettered) and, when it stopped early, the error of the row
-        it stopped at (refused alone). Raises when the receiver is unreachable."""
+                       ) -> tuple[int, _Stop | None]:
+        """Deliver the longest leading run of ``rows`` the receiver takes, in calls of at most
+        ``max_call_bytes``; returns how many rows are done (delivered or dead-lettered) and,
+        when it stopped early, why it stopped at the next row. Raises when the receiver is
+        unreachable."""
+        done = 0
+        for part in _parts(rows, self.max_call_bytes):
+            taken, stop = await self._deliver_call(workspace_id, part)
+            done += taken
+            if stop is not None:
+                return done, stop
+        return done, None
+
+    async def _halves(self, workspace_id: str, rows: Sequence[OutboxRow],
+                      ) -> tuple[int, _Stop | None]:
+        half = len(rows) // 2
+        done, stop = await self._deliver_call(workspace_id, rows[:half])
+        if stop is not None:
+            return done, stop
+        more, stop = await self._deliver_call(workspace_id, rows[half:])
+        return half + more, stop
+
+    async def _deliver_call(self, workspace_id: str, rows: Sequence[OutboxRow],
+                            ) -> tuple[int, _Stop | None]:
         try:
             refused = await self._call(workspace_id, rows)
         except Undeliverable as exc:
             if len(rows) == 1:
-                return 0, str(exc) or repr(exc)
-            half = len(rows) // 2
-            done, error = await self._deliver(workspace_id, rows[:half])
-            if error is not None:
-                return done, error
-            more, error = await self._deliver(workspace_id, rows[half:])
-            return half + more, error
+                return 0, _Stop(str(exc) or repr(exc), certain=exc.certain)
+            return await self._halves(workspace_id, rows)
+        except Later as exc:
+            if exc.split and len(rows) > 1:
+                return await self._halves(workspace_id, rows)
+            return 0, _Stop(str(exc) or repr(exc), later=True)
         by_id = {r.row.id: r for r in refused}
+        # A refusal that is not certainly the row's fault (INTERNAL, UNKNOWN) is blamed on it
+        # only when the receiver took other rows of the same call.
+        others_taken = len(by_id) < len(rows)
+
+        def holds(row: OutboxRow) -> bool:
+            refusal = by_id.get(row.id)
+            return refusal is not None and (
+                refusal.transient or (not refusal.certain and not others_taken))
+
         # A row the receiver wants again later holds itself and the rows behind it.
-        stop = next((i for i, row in enumerate(rows)
-                     if row.id in by_id and by_id[row.id].transient), len(rows))
+        stop = next((i for i, row in enumerate(rows) if holds(row)), len(rows))
         taken = rows[:stop]
         dead = [(row, by_id[row.id].error, row.attempts + 1) for row in taken if row.id in by_id]
         delivered = [row.id for row in taken if row.id not in by_id]
@@ -339,8 +447,7 @@ class Forwarder(PollingWorker):
             log.error("receiver refused an outbox row; moved to the dead letters",
                       worker=self.name, outbox_id=row.id, workspace=workspace_id, error=error)
         if stop < len(rows):
-            raise RuntimeError(f"the receiver asked to retry row {rows[stop].id} later: "
-                               f"{by_id[rows[stop].id].error}")
+            return stop, _Stop(by_id[rows[stop].id].error, later=True)
         return len(rows), None
 
     def _proven(self, row: OutboxRow) -> bool:
@@ -352,18 +459,35 @@ class Forwarder(PollingWorker):
     async def _forward(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
         """Send one workspace's rows; returns the rows left for later (empty when done)."""
         pending = list(rows)
+        # Whether a row of this workspace was taken in this round (a neighbour of a row that
+        # fails without saying why, which proves the receiver works).
+        neighbour_taken = False
         while pending:
-            done, error = await self._deliver(workspace_id, pending)
+            done, stop = await self._deliver(workspace_id, pending)
+            neighbour_taken = neighbour_taken or done > 0
             pending = pending[done:]
-            if error is None:
+            if stop is None:
+                self._later.pop(workspace_id, None)
                 return []
-            culprit, behind = pending[0], pending[1:]
             now = self.clock.now()
+            if stop.later:
+                # Not the row's fault: hold this workspace only, with backoff, counting nothing.
+                self._later[workspace_id] = waits = self._later.get(workspace_id, 0) + 1
+                log.warning("receiver asked for an outbox row later; its workspace waits",
+                            worker=self.name, outbox_id=pending[0].id, workspace=workspace_id,
+                            error=stop.error)
+                await self.db.run(self._hold, pending, now + self.retry.delay(waits))
+                return pending
+            self._later.pop(workspace_id, None)
+            error = stop.error
+            culprit, behind = pending[0], pending[1:]
             if culprit.first_failed_time is None:
                 culprit = replace(culprit, first_failed_time=now)
             attempts = culprit.attempts + 1
             if attempts >= self.max_attempts:
-                if self._proven(culprit):
+                # Certain refusals: the receiver took any call since; otherwise only a
+                # neighbour taken in this round proves the receiver works.
+                if neighbour_taken or (stop.certain and self._proven(culprit)):
                     await self.db.run(self._settle, [], [(culprit, error, attempts)])
                     self._gave_up(culprit, error)
                     pending = behind
@@ -374,6 +498,7 @@ class Forwarder(PollingWorker):
                     if probed:
                         await self.db.run(self._settle, [], [(culprit, error, attempts)])
                         self._gave_up(culprit, error)
+                        neighbour_taken = True
                         pending = behind[1:]
                         continue
             log.warning("receiver refused an outbox row; retrying it later", worker=self.name,
@@ -414,7 +539,32 @@ class Forwarder(PollingWorker):
         return len(rows)
 
     async def run_once(self) -> bool:
-        return await self.drain_once() >= self.batch_size
+        self._cut = False
+        return await self.drain_once() >= self.batch_size or self._cut
+
+
+def _within(rows: Sequence[Row[Any, Any, Any]], budget: int) -> list[Row[Any, Any, Any]]:
+    """The leading ``rows`` whose ``size`` adds up to at most ``budget`` (at least one)."""
+    total = 0
+    for count, row in enumerate(rows):
+        total += int(row.size or 0)
+        if total > budget and count:
+            return list(rows[:count])
+    return list(rows)
+
+
+def _parts(rows: Sequence[OutboxRow], budget: int) -> list[Sequence[OutboxRow]]:
+    """``rows`` in order, in calls of at most ``budget`` payload bytes (a larger row alone)."""
+    parts: list[Sequence[OutboxRow]] = []
+    start, total = 0, 0
+    for index, row in enumerate(rows):
+        if index > start and total + len(row.payload) > budget:
+            parts.append(rows[start:index])
+            start, total = index, 0
+        total += len(row.payload)
+    if start < len(rows):
+        parts.append(rows[start:])
+    return parts
 
 
 def _key(item_key: Callable[[OutboxRow], str], row: OutboxRow) -> str:

@@ -10,9 +10,13 @@ import weakref
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from cjo_platform.limits import MAX_CALL_PAYLOAD_BYTES
 from cjo_platform.rpc.auth import WORKSPACE_HEADER
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+"""gRPC's message limit on every cjo channel and server: well above the payload bytes of one
+batch call (:data:`~cjo_platform.limits.MAX_CALL_PAYLOAD_BYTES`) plus its framing."""
+assert MAX_MESSAGE_BYTES >= 2 * MAX_CALL_PAYLOAD_BYTES
 
 _RETRY_POLICY = json.dumps({
     "methodConfig": [{

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import structlog
 
+from cjo_platform.db.item_writes import database_unavailable
 from cjo_platform.errors import CjoError, PermissionDenied
 from cjo_platform.logging import get_logger
 from cjo_platform.rpc.auth import Authenticator, set_method, set_principal
@@ -108,13 +109,20 @@ class LoggingInterceptor(_Wrapping):
 
 
 class ErrorInterceptor(_Wrapping):
-    """Domain errors become rich statuses; anything unexpected becomes INTERNAL, logged with its
-    stack, without leaking internals to the caller."""
+    """Domain errors become rich statuses; a database that is down or out of connections
+    becomes UNAVAILABLE (callers retry; no request and no forwarded row is blamed for it);
+    anything else unexpected becomes INTERNAL, logged with its stack, without leaking internals
+    to the caller."""
 
     def __init__(self, domain: str) -> None:
         self.domain = domain
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        if not isinstance(exc, CjoError) and database_unavailable(exc):
+            log.warning("database unavailable; answered UNAVAILABLE", error=repr(exc)[:300])
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "the service's database is unavailable; retry later")
+            return
         if not isinstance(exc, CjoError):
             log.error("unhandled error", exc_info=exc)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")

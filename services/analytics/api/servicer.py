@@ -10,6 +10,7 @@ from cjo.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from cjo.analytics.v1 import reports_pb2 as rpb
 from cjo_analytics.api import convert
 from cjo_analytics.service_layer import facts, reports
+from cjo_platform.db.item_writes import write_each
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
@@ -27,7 +28,7 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         parsed = answer.parse(convert.to_fact)
         workspace = current_workspace()
         # A fact the database cannot store fails alone; the others are recorded.
-        recorded = await answer.write(parsed, lambda batch: self.transactions.run(
+        recorded = await write_each(answer, parsed, lambda batch: self.transactions.run(
             lambda uow: facts.record_facts(uow, workspace, batch)))
         for index, duplicate in recorded:
             answer.results[index].duplicate = duplicate

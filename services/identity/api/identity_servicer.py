@@ -31,6 +31,7 @@ from cjo_identity.domain.segments import (
 )
 from cjo_identity.service_layer import consent, ingest, profiles, segments, settings
 from cjo_identity.service_layer.consent import ConsentQuery
+from cjo_platform.db.item_writes import write_each
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument, NotFound, Violations
 from cjo_platform.paging import decode_token, encode_token, page_size
@@ -59,7 +60,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         if parsed:
             traceparent = current_traceparent()
             # An event the database cannot store fails alone; the others are ingested.
-            outcomes = await answer.write(parsed, lambda batch: ingest.ingest_events(
+            outcomes = await write_each(answer, parsed, lambda batch: ingest.ingest_events(
                 self.transactions, workspace, batch, current, traceparent))
             for index, outcome in outcomes:
                 if isinstance(outcome, InvalidArgument):

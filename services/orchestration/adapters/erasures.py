@@ -15,7 +15,7 @@ from cjo.delivery.v1 import delivery_service_pb2
 from cjo_orchestration.adapters import stubs
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db.engine import Database
-from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow
+from cjo_platform.db.outbox import Forwarder, Later, Outbox, OutboxRow
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.forwarding import peer_sender
 from cjo_platform.logging import get_logger
@@ -36,9 +36,10 @@ def request(uow: UnitOfWork, erased: Sequence[tuple[str, str]]) -> None:
             for p in profile_ids])
 
 
-class MessagesInFlight(Exception):
+class MessagesInFlight(Later):
     """Delivery is handing some of the profiles' messages to a provider right now; erasing
-    again once they finished erases them too."""
+    again once they finished erases them too. Only this workspace's erasures wait: the others
+    go on."""
 
 
 def _profiles(rows: Sequence[OutboxRow]) -> list[str]:
@@ -49,7 +50,8 @@ def _profiles(rows: Sequence[OutboxRow]) -> list[str]:
 def _check_reply(workspace_id: str, rows: Sequence[OutboxRow],
                  reply: delivery_service_pb2.EraseProfilesResponse) -> None:
     busy = [r.profile_id for r in reply.results if r.in_flight_count]
-    # Raising keeps the rows: the forwarder retries with backoff, and erasing is idempotent.
+    # Later keeps this workspace's rows (with backoff; erasing is idempotent) while the other
+    # workspaces' erasures go on.
     if busy:
         raise MessagesInFlight(f"delivery is sending messages of {len(busy)} erased "
                                f"profiles; erasing again later")

@@ -29,6 +29,7 @@ from cjo_orchestration.domain.names import (
 )
 from cjo_orchestration.service_layer import enrollment, events, journeys, schedules
 from cjo_orchestration.service_layer.ids import NewId
+from cjo_platform.db.item_writes import write_each
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.limits import MAX_PROFILE_ID_LENGTH, check_id
@@ -257,7 +258,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                 self.on_events(uow)  # every replica's event worker looks, once this commits
             return received
 
-        new = await answer.write(parsed, lambda batch: self.transactions.run(
+        new = await write_each(answer, parsed, lambda batch: self.transactions.run(
             lambda uow: receive(uow, batch)))
         for index, is_new in new:
             answer.results[index].duplicate = not is_new
