@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
+import pytest
+from google.protobuf import duration_pb2, field_mask_pb2
 from grpc_status import rpc_status
 from identity_support import START, Identity, Recorder, event, rpc_error
 
 from cjo.identity.v1 import event_pb2, identity_settings_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
+from cjo_identity.adapters import profiles as profile_store
+from cjo_identity.service_layer import segments as segment_use_cases
 from cjo_platform.rpc.status import field_violations
 from support import eventually
 
@@ -251,3 +255,37 @@ async def test_a_merge_that_only_brings_computed_traits_moves_membership(
     await eventually(lambda: any(e.event.message_id == "p1" for e in recorder.events))
     assert members() == [buyer, known]
     assert not [e for e in recorder.events if e.event.name == "segment_exited"]
+
+
+async def test_a_segment_scan_runs_one_short_transaction_per_chunk_of_profiles(
+        identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Creating a segment, or changing its condition, scans the workspace a chunk of profiles
+    per transaction (never one transaction holding the segment for the whole workspace, which
+    held up ingest); the answer, and a repeat's, has every member of the finished scan."""
+    acme = await identity.new_workspace("acme")
+    await ingest(identity, acme, *(
+        event(f"m{n}", ("user_id", f"u{n}"), identify=True,
+              traits={"plan": "pro" if n % 2 else "free"}) for n in range(7)))
+    monkeypatch.setattr(segment_use_cases, "SCAN_CHUNK", 2)
+    transactions: list[object] = []  # the session of each chunk read (kept: ids stay unique)
+    scan = profile_store.scan_profiles
+
+    def counted(session: object, *args: Any) -> Any:
+        transactions.append(session)
+        return scan(session, *args)
+
+    monkeypatch.setattr(profile_store, "scan_profiles", counted)
+    create = pb.CreateSegmentRequest(request_id="r1", segment=segment_pb2.Segment(
+        segment_id="pros", condition='traits.plan == "pro"'))
+    created = await identity.events.CreateSegment(create, metadata=acme)
+    assert created.segment.member_count == 3
+    assert len({id(t) for t in transactions}) == 4  # 7 profiles, 2 a chunk
+    again = await identity.events.CreateSegment(create, metadata=acme)
+    assert again == created and len(transactions) == 4
+    update = pb.UpdateSegmentRequest(
+        request_id="r2", update_mask=field_mask_pb2.FieldMask(paths=["condition"]),
+        segment=segment_pb2.Segment(name="segments/pros", condition='traits.plan == "free"'))
+    updated = await identity.events.UpdateSegment(update, metadata=acme)
+    assert updated.segment.member_count == 4
+    assert len({id(t) for t in transactions}) == 8
+    assert await identity.events.UpdateSegment(update, metadata=acme) == updated

@@ -23,3 +23,17 @@ async def once(transactions: Transactions, request: Message, response_type: type
         workspace_id=current_workspace(), method=current_method(),
         request_id=request.request_id, request=request,
         response_type=response_type, work=work)
+
+
+async def answer_later(transactions: Transactions, request: Message, response: M) -> M:
+    """Replace the stored answer to ``request``'s ``request_id`` with ``response``: for an RPC
+    whose change is finished in later transactions after :func:`once` (a segment's scan), so
+    a repeat once it is done gets the finished answer. Returns ``response``."""
+    request_id = getattr(request, "request_id", "")
+    requests = transactions.requests
+    if request_id and requests is not None:
+        workspace_id, method = current_workspace(), current_method()
+        await transactions.run(lambda uow: requests.answer(
+            uow.session, workspace_id=workspace_id, method=method, request_id=request_id,
+            response=response))
+    return response

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from cjo_identity.adapters.profiles import IN_LIST_KEYS
@@ -128,6 +128,16 @@ def delete_segment(session: Session, workspace_id: str, segment_id: str) -> None
         segment_members.c.segment_id == segment_id))
     session.execute(delete(segments).where(segments.c.workspace_id == workspace_id,
                                            segments.c.segment_id == segment_id))
+
+
+def lock_scan(session: Session, workspace_id: str, segment_id: str) -> None:
+    """Serialise the chunks of scans of one segment (two scans of the same chunk would both
+    see a member that no longer matches and both announce it left), until the transaction
+    ends. PostgreSQL: an advisory lock, which ingest never takes (no lock order to keep with
+    it); SQLite has one writer already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :key))"),
+                        {"key": f"segment scan {workspace_id} {segment_id}"})
 
 
 def record_health(session: Session, workspace_id: str, evaluated: Mapping[str, Segment],

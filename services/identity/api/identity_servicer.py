@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from cjo.identity.v1 import consent_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
@@ -38,12 +41,14 @@ from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
-from cjo_platform.rpc.idempotent import once
+from cjo_platform.rpc.idempotent import answer_later, once
 from cjo_platform.telemetry import current_traceparent
 
 SERVICE = "cjo.identity.v1.IdentityService"
 DOMAIN = "identity.cjo"
 
+
+M = TypeVar("M", bound=Message)
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def __init__(self, transactions: Transactions) -> None:
@@ -173,11 +178,31 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         workspace = current_workspace()
         draft = request.segment
         traceparent = current_traceparent()
-        return await once(
-            self.transactions, request, pb.CreateSegmentResponse,
-            work=lambda uow: pb.CreateSegmentResponse(segment=segment_to_proto(
-                *segments.create_segment(uow, workspace, draft.segment_id, draft.display_name,
-                                         draft.condition, traceparent))))
+
+        def create(uow: UnitOfWork) -> pb.CreateSegmentResponse:
+            segments.create_segment(uow, workspace, draft.segment_id, draft.display_name,
+                                    draft.condition, traceparent, scan=False)
+            return pb.CreateSegmentResponse()  # stored until the scan is done: "under way"
+
+        first = await once(self.transactions, request, pb.CreateSegmentResponse, work=create)
+        if first.HasField("segment"):
+            return first  # a repeat after the scan: the first call's answer
+        return await self._scanned(request, draft.segment_id, draft.condition, traceparent,
+                                   lambda s: pb.CreateSegmentResponse(segment=s))
+
+    async def _scanned(self, request: Message, segment_id: str, condition: str,
+                       traceparent: str, respond: Callable[[segment_pb2.Segment], M]) -> M:
+        """Scan the workspace for a new condition, a chunk per transaction, then answer with
+        the segment as the scan left it, stored as the request's answer. Until then the stored
+        answer is empty, so a repeat (concurrent, or after a crash mid-scan) scans too (a
+        second scan only makes the transitions still missing) and answers the same."""
+        workspace = current_workspace()
+        await segments.recompute(self.transactions, workspace, segment_id, condition,
+                                 traceparent)
+        found = await self.transactions.run(
+            lambda uow: segments.get_segment(uow, workspace, segment_id))
+        return await answer_later(self.transactions, request,
+                                  respond(segment_to_proto(*found)))
 
     async def GetSegment(self, request: pb.GetSegmentRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetSegmentResponse:
@@ -208,11 +233,20 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         changes = SegmentChanges(display_name=draft.display_name, condition=draft.condition)
         workspace = current_workspace()
         traceparent = current_traceparent()
-        return await once(
-            self.transactions, request, pb.UpdateSegmentResponse,
-            work=lambda uow: pb.UpdateSegmentResponse(segment=segment_to_proto(
-                *segments.update_segment(uow, workspace, segment_id, changes, paths,
-                                         draft.etag, traceparent))))
+        rescan = "condition" in paths
+
+        def update(uow: UnitOfWork) -> pb.UpdateSegmentResponse:
+            updated = segments.update_segment(uow, workspace, segment_id, changes, paths,
+                                              draft.etag, traceparent, scan=False)
+            if rescan:
+                return pb.UpdateSegmentResponse()  # stored until the scan is done
+            return pb.UpdateSegmentResponse(segment=segment_to_proto(*updated))
+
+        first = await once(self.transactions, request, pb.UpdateSegmentResponse, work=update)
+        if first.HasField("segment"):
+            return first  # no new condition, or a repeat after the scan: the first answer
+        return await self._scanned(request, segment_id, draft.condition, traceparent,
+                                   lambda s: pb.UpdateSegmentResponse(segment=s))
 
     async def DeleteSegment(self, request: pb.DeleteSegmentRequest,
                             context: grpc.aio.ServicerContext) -> pb.DeleteSegmentResponse:

@@ -1,12 +1,14 @@
 """Segments: CEL conditions over profiles, whose members orchestration hears about as they
 enter and leave. Memberships of changed profiles are refreshed by ingest and erasure; creating
-a segment, or changing its condition, scans the workspace once. A condition failing for a
+a segment, or changing its condition, scans the workspace once, a chunk of profiles per
+transaction (the API's way: :func:`recompute`). A condition failing for a
 profile is recorded on the segment (domain/segments.py) and never fails the use-case."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from functools import partial
 
 from cjo_identity.adapters import profiles, segments
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC, segment_event
@@ -19,7 +21,7 @@ from cjo_identity.domain.segments import (
     apply_changes,
     check_segment,
 )
-from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import Aborted, AlreadyExists, NotFound
 
 # Profiles read per query of a scan (a bounded memory footprint per step).
@@ -36,9 +38,11 @@ def _new_etag() -> str:
 
 
 def create_segment(uow: UnitOfWork, workspace_id: str, segment_id: str, display_name: str,
-                   condition: str, traceparent: str) -> tuple[Segment, int]:
-    """Create the segment; every existing profile that matches enters it now (and orchestration
-    hears of it). Returns the segment (with the errors its first evaluation recorded) and its
+                   condition: str, traceparent: str, *, scan: bool = True
+                   ) -> tuple[Segment, int]:
+    """Create the segment; every existing profile that matches enters it (and orchestration
+    hears of it): in this unit of work, or with ``scan=False`` afterwards, in chunks, by
+    :func:`recompute`. Returns the segment (with the errors its evaluation recorded) and its
     member count."""
     now = uow.now()
     segment = Segment(segment_id, display_name, condition, now, update_time=now,
@@ -48,31 +52,65 @@ def create_segment(uow: UnitOfWork, workspace_id: str, segment_id: str, display_
     if segments.read_segment(session, workspace_id, segment_id) is not None:
         raise AlreadyExists(f"segment {segment_id!r} already exists", reason="SEGMENT_EXISTS")
     segments.add_segment(session, workspace_id, segment)
-    _recompute(uow, workspace_id, segment, traceparent)
+    if scan:
+        _recompute(uow, workspace_id, segment_id, condition, traceparent)
     return get_segment(uow, workspace_id, segment_id)
 
 
-def _recompute(uow: UnitOfWork, workspace_id: str, segment: Segment, traceparent: str) -> None:
-    """Evaluate the segment for every profile of the workspace: those that match and are not
-    members enter, members that no longer match leave. Stops early when the segment becomes
-    INVALID (the rest keep their memberships)."""
+def _recompute(uow: UnitOfWork, workspace_id: str, segment_id: str, condition: str,
+               traceparent: str) -> None:
+    after: str | None = ""
+    while after is not None:
+        after = recompute_chunk(uow, workspace_id, segment_id, condition, after, traceparent)
+
+
+def recompute_chunk(uow: UnitOfWork, workspace_id: str, segment_id: str, condition: str,
+                    after: str, traceparent: str) -> str | None:
+    """Evaluate the segment for the next :data:`SCAN_CHUNK` profiles after ``after`` (by id):
+    those that match and are not members enter, members that no longer match leave. Returns
+    where the next chunk starts, or None when the scan is over: no profile left, the segment is
+    gone, its condition is no longer ``condition`` (a newer change scans for itself) or it
+    became INVALID (the rest keep their memberships).
+
+    The segment row is read without a lock; its errors are added by the same statement ingest
+    uses, after the profiles are written: the lock order of ingest (profiles, then segment),
+    each chunk its own short transaction when run by :func:`recompute`. Chunks of concurrent
+    scans of the segment (a repeated request) take turns, so a transition is made once."""
     session = uow.session
+    segments.lock_scan(session, workspace_id, segment_id)
+    segment = segments.read_segment(session, workspace_id, segment_id)
+    if segment is None or segment.condition != condition or not segment.evaluated:
+        return None
+    rows = profiles.scan_profiles(session, workspace_id, after, SCAN_CHUNK)
+    if not rows:
+        return None
     now = uow.now()
     settings = load_settings(session, workspace_id)[0]
-    after = ""
-    current = segment
-    while rows := profiles.scan_profiles(session, workspace_id, after, SCAN_CHUNK):
-        after = rows[-1][0]
-        golden = {p: g for p, g, _ in rows}
-        transitions = segments.refresh(session, workspace_id, golden, (), settings, now,
-                                       only=[current])
-        uow.publish(EVENTS_TOPIC, workspace_id, [
-            (segment_event(t, golden[t.profile_id], now, traceparent), traceparent)
-            for t in transitions])
-        fresh = segments.read_segment(session, workspace_id, segment.segment_id)
-        if fresh is None or not fresh.evaluated:
-            return
-        current = fresh
+    golden = {p: g for p, g, _ in rows}
+    transitions = segments.refresh(session, workspace_id, golden, (), settings, now,
+                                   only=[segment])
+    uow.publish(EVENTS_TOPIC, workspace_id, [
+        (segment_event(t, golden[t.profile_id], now, traceparent), traceparent)
+        for t in transitions])
+    return rows[-1][0] if len(rows) == SCAN_CHUNK else None
+
+
+async def recompute(transactions: Transactions, workspace_id: str, segment_id: str,
+                    condition: str, traceparent: str) -> None:
+    """Scan the workspace for a segment created, or whose condition changed, with
+    ``scan=False``: one transaction per :data:`SCAN_CHUNK` profiles, so ingest is never held up
+    for the length of a scan and no transaction grows with the workspace. Scanning again is
+    harmless: only missing transitions are made."""
+    after: str | None = ""
+    while after is not None:
+        after = await transactions.run(partial(
+            _chunk_in, workspace_id=workspace_id, segment_id=segment_id, condition=condition,
+            after=after, traceparent=traceparent))
+
+
+def _chunk_in(uow: UnitOfWork, *, workspace_id: str, segment_id: str, condition: str,
+              after: str, traceparent: str) -> str | None:
+    return recompute_chunk(uow, workspace_id, segment_id, condition, after, traceparent)
 
 
 def get_segment(uow: UnitOfWork, workspace_id: str, segment_id: str) -> tuple[Segment, int]:
@@ -95,10 +133,11 @@ def list_segments(uow: UnitOfWork, workspace_id: str, size: int, after: str
 
 def update_segment(uow: UnitOfWork, workspace_id: str, segment_id: str,
                    changes: SegmentChanges, paths: frozenset[str], etag: str,
-                   traceparent: str) -> tuple[Segment, int]:
+                   traceparent: str, *, scan: bool = True) -> tuple[Segment, int]:
     """Change the fields named in ``paths``; refused when ``etag`` is given and the segment
     changed since it was read. Setting the condition clears the segment's errors, makes it
-    ACTIVE and recomputes its members as CreateSegment does."""
+    ACTIVE and recomputes its members as CreateSegment does (with ``scan=False``, afterwards
+    by :func:`recompute`)."""
     session = uow.session
     current = segments.read_segment(session, workspace_id, segment_id, for_update=True)
     if current is None:
@@ -108,8 +147,8 @@ def update_segment(uow: UnitOfWork, workspace_id: str, segment_id: str,
                       reason="ETAG_MISMATCH")
     updated = apply_changes(current, changes, paths, uow.now(), _new_etag())
     segments.replace_segment(session, workspace_id, updated)
-    if "condition" in paths:
-        _recompute(uow, workspace_id, updated, traceparent)
+    if "condition" in paths and scan:
+        _recompute(uow, workspace_id, segment_id, updated.condition, traceparent)
     return get_segment(uow, workspace_id, segment_id)
 
 
