@@ -23,6 +23,7 @@ from cjo_orchestration.settings import load_engine_settings
 from cjo_orchestration.workers.events import EventWorker
 from cjo_orchestration.workers.schedules import ScheduleWorker
 from cjo_orchestration.workers.steps import StepWorker
+from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.db.signals import Signals
@@ -46,7 +47,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                        engine.poll_seconds, engine.step_lanes)
     events = EventWorker(
         InboxRound(transactions, engine.event_batch, new_id, engine.event_max_attempts,
-                   to_dead_letters(storage.dead_letters)),
+                   to_dead_letters(storage.dead_letters),
+                   RetryPolicy(base_delay=engine.retry.base_delay,
+                               max_delay=engine.retry.max_delay)),
         engine.poll_seconds, steps.wake)
     schedules = ScheduleWorker(
         ScheduleRound(transactions, engine, Audience(settings, timeout), new_id),

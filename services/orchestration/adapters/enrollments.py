@@ -63,11 +63,12 @@ def receive(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
     return set(insert_ignore(session, inbox, rows, returning=inbox.c.event_id))
 
 
-def pending_events(session: Session, limit: int,
-                   seqs: Sequence[int] | None = None) -> list[InboxEvent]:
-    """The oldest unprocessed events (of ``seqs`` only, when given), locked for this
-    transaction, leaving out every event of a profile whose older unprocessed event another
-    replica holds.
+def pending_events(session: Session, limit: int, seqs: Sequence[int] | None = None, *,
+                   now: datetime | None = None) -> list[InboxEvent]:
+    """The oldest unprocessed events (of ``seqs`` only, when given; due at ``now``, when given:
+    an event backing off after a failed attempt is not), locked for this transaction, leaving
+    out every event of a profile whose older unprocessed event another replica holds (or that
+    is backing off).
 
     Rows are locked with SKIP LOCKED, so replicas take different events (different profiles) at
     once; a pending event of a profile that this claim skipped is being applied elsewhere, so the
@@ -82,6 +83,8 @@ def pending_events(session: Session, limit: int,
              .where(c.processed.is_(False)))
     if seqs is not None:
         query = query.where(c.seq.in_(sorted(seqs)))
+    if now is not None:
+        query = query.where(or_(c.not_before.is_(None), c.not_before <= now))
     rows = session.execute(
         query.order_by(c.seq).limit(limit).with_for_update(skip_locked=True)).all()
     if not rows:
@@ -149,20 +152,30 @@ def _concerns(event: InboxEvent) -> set[tuple[str, str]]:
     return keys
 
 
-def record_failure(session: Session, seq: int, error: str) -> int:
-    """Count one more failed attempt to apply an event, with its error; returns the count."""
+def record_failure(session: Session, seq: int, error: str, retry_at: datetime) -> int | None:
+    """Count one more failed attempt to apply a pending event, with its error, and hold it back
+    until ``retry_at``; returns the count, or None when the event is no longer pending or
+    another replica holds it (it was applied, or is being applied, there: nothing failed)."""
     c = inbox.c
+    held = session.execute(
+        select(c.seq).where(c.seq == seq, c.processed.is_(False))
+        .with_for_update(skip_locked=True)).scalar()
+    if held is None:
+        return None
     attempts = session.execute(
-        update(inbox).where(c.seq == seq)
-        .values(attempts=c.attempts + 1, last_error=error).returning(c.attempts)).scalar()
-    return int(attempts or 0)
+        update(inbox).where(c.seq == seq, c.processed.is_(False))
+        .values(attempts=c.attempts + 1, last_error=error, not_before=retry_at)
+        .returning(c.attempts)).scalar()
+    return None if attempts is None else int(attempts)
 
 
 def give_up(session: Session, seqs: Sequence[int]) -> None:
     """Events no attempt could apply: out of the inbox's pending tail (their rows, attempts and
-    last error stay, for the dead letters' replay and for dedupe)."""
+    last error stay, for the dead letters' replay and for dedupe). Call it holding the rows'
+    locks (:func:`record_failure`); only rows still pending are given up."""
     if seqs:
-        session.execute(update(inbox).where(inbox.c.seq.in_(seqs)).values(processed=True))
+        session.execute(update(inbox).where(inbox.c.seq.in_(seqs), inbox.c.processed.is_(False))
+                        .values(processed=True))
 
 
 def replay(session: Session, workspace_id: str, event_ids: Sequence[str]) -> int:
@@ -174,7 +187,7 @@ def replay(session: Session, workspace_id: str, event_ids: Sequence[str]) -> int
     result = session.execute(
         update(inbox).where(c.workspace_id == workspace_id,
                             one_of(session, c.event_id, sorted(set(event_ids))))
-        .values(processed=False, attempts=0, last_error=""))
+        .values(processed=False, attempts=0, last_error="", not_before=None))
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -80,6 +80,9 @@ inbox = Table(
     # CJO_ORCHESTRATION_EVENT_MAX_ATTEMPTS it goes to the dead letters.
     Column("attempts", Integer, nullable=False, default=0, server_default=text("0")),
     Column("last_error", Text, nullable=False, default="", server_default=""),
+    # After a failed attempt the event is not claimed again before this time (the delay doubles
+    # with each attempt), so a burst of rounds cannot use up its attempts in seconds.
+    Column("not_before", UtcDateTime, nullable=True),
     UniqueConstraint("workspace_id", "event_id", name="uq_inbox_event"),
     # Only the unprocessed tail is ever scanned by seq; a partial index keeps that cheap.
     Index("ix_inbox_pending", "seq", postgresql_where=text("NOT processed"),

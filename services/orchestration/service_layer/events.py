@@ -8,6 +8,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -28,7 +29,9 @@ from cjo_orchestration.domain.lifecycle import (
 from cjo_orchestration.service_layer.enrollment import MAX_TRACEPARENT_LENGTH, admit
 from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.service_layer.ids import NewId
+from cjo_platform.backoff import RetryPolicy
 from cjo_platform.db.dead_letters import DeadLetter, DeadLetters
+from cjo_platform.db.item_writes import database_unavailable
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
@@ -85,7 +88,7 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
     transaction. ``claimed`` receives the events this attempt claimed, so a caller whose
     transaction failed knows which to apply one profile at a time."""
     session = uow.session
-    events = enrollment_store.pending_events(session, batch, seqs)
+    events = enrollment_store.pending_events(session, batch, seqs, now=uow.now())
     if claimed is not None:
         claimed[:] = events
     if not events:
@@ -233,12 +236,23 @@ def _forwarded(letter: DeadLetter) -> ForwardedEvent:
                           traceparent=letter.traceparent)
 
 
+# How long a failed event waits before its next attempt (doubling, capped).
+EVENT_BACKOFF = RetryPolicy(base_delay=timedelta(seconds=1), max_delay=timedelta(minutes=5))
+
+
 def fail_event(uow: UnitOfWork, event: InboxEvent, error: str, max_attempts: int,
-               dead_letter: DeadLetterSink | None) -> bool:
-    """Count a failed attempt to apply ``event``; after ``max_attempts`` give it up (to the dead
-    letters, when there are any), so its profile's later events flow again. True when given
-    up."""
-    attempts = enrollment_store.record_failure(uow.session, event.seq, error)
+               dead_letter: DeadLetterSink | None,
+               backoff: RetryPolicy = EVENT_BACKOFF) -> bool:
+    """Count a failed attempt to apply ``event`` and hold it back for ``backoff``'s delay; after
+    ``max_attempts`` give it up (to the dead letters, when there are any), so its profile's
+    later events flow again. True when given up. An event no longer pending (another replica
+    applied it meanwhile) or held by another replica is left alone."""
+    now = uow.now()
+    # attempts so far + 1 is this one; its delay is the one after that attempt.
+    attempts = enrollment_store.record_failure(
+        uow.session, event.seq, error, now + backoff.delay(event.attempts + 1))
+    if attempts is None:
+        return False
     about = {"workspace": event.workspace_id, "event_id": event.event_id,
              "profile_id": event.profile_id, "attempts": attempts, "error": error}
     if attempts < max_attempts:
@@ -280,16 +294,21 @@ def profile_groups(events: Sequence[InboxEvent]) -> list[list[InboxEvent]]:
 class InboxRound:
     """One event round: the whole batch in one transaction; when that fails (an event that
     cannot be applied, whatever it raised), the batch again one profile at a time, then one
-    event at a time within a profile that still fails. The event that fails counts an attempt
-    and holds back only its own profile's later events; everything else is applied."""
+    event at a time within a profile that still fails. The event that fails counts an attempt,
+    backs off (``backoff``: doubling delays) and holds back only its own profile's later events;
+    everything else is applied. A failure of the database itself (down, timed out, deadlocked)
+    is no event's fault: it counts against none, and the round fails for the worker to retry
+    with its own backoff."""
 
     def __init__(self, transactions: Transactions, batch: int, new_id: NewId,
-                 max_attempts: int, dead_letter: DeadLetterSink | None = None) -> None:
+                 max_attempts: int, dead_letter: DeadLetterSink | None = None,
+                 backoff: RetryPolicy = EVENT_BACKOFF) -> None:
         self.transactions = transactions
         self.batch = batch
         self.new_id = new_id
         self.max_attempts = max_attempts
         self.dead_letter = dead_letter
+        self.backoff = backoff
 
     async def run(self) -> EventRound:
         claimed: list[InboxEvent] = []
@@ -297,8 +316,8 @@ class InboxRound:
             return await self.transactions.run(
                 lambda uow: apply_inbox(uow, self.batch, self.new_id, claimed=claimed))
         except Exception as exc:
-            if not claimed:
-                raise  # nothing was claimed: the database itself failed; the worker backs off
+            if not claimed or database_unavailable(exc):
+                raise  # the database itself failed; the worker backs off
             log.warning("event round failed; applying its events one profile at a time",
                         events=len(claimed), error=repr(exc))
         handled = enrolled = 0
@@ -317,6 +336,8 @@ class InboxRound:
         try:
             return await self._apply(group)
         except Exception as exc:
+            if database_unavailable(exc):
+                raise
             if len(group) == 1:
                 return await self._failed(group[0], exc)
         handled = enrolled = 0
@@ -324,6 +345,8 @@ class InboxRound:
             try:
                 applied = await self._apply([event])
             except Exception as exc:
+                if database_unavailable(exc):
+                    raise
                 failed = await self._failed(event, exc)
                 handled += failed.handled
                 break  # the profile's later events wait behind it
@@ -335,5 +358,6 @@ class InboxRound:
         error = error_detail(exc)
         log.debug("event failed", event_id=event.event_id, error=error, exc_info=exc)
         gave_up = await self.transactions.run(lambda uow: fail_event(
-            uow, event, error, self.max_attempts, self.dead_letter))
+            uow, event, error, self.max_attempts, self.dead_letter, self.backoff))
         return EventRound(1 if gave_up else 0, 0)
+

@@ -26,6 +26,7 @@ from cjo_orchestration.domain.transitions import Transition
 from cjo_orchestration.domain.walk import advance, after_send, fail_enrollment
 from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.settings import EngineSettings
+from cjo_platform.db.item_writes import database_unavailable
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
@@ -115,6 +116,9 @@ class StepRound:
         try:
             await self.transactions.run(lambda uow: record(uow, token, transitions))
         except Exception as exc:
+            if database_unavailable(exc):
+                _database_failed(exc, len(transitions))
+                raise
             # One enrollment's outcome cannot be written: write them one at a time, and fail
             # the one that cannot be written with the error instead.
             log.warning("recording a step batch failed; recording one enrollment at a time",
@@ -130,6 +134,9 @@ class StepRound:
                 await self.transactions.run(partial(record, token=token, transitions=[transition]))
                 continue
             except Exception as exc:
+                if database_unavailable(exc):
+                    _database_failed(exc, len(transitions))
+                    raise
                 detail = error_detail(exc)
                 log.error("an enrollment's step could not be recorded; it fails",
                           enrollment_id=transition.enrollment.enrollment_id, error=detail)
@@ -249,3 +256,12 @@ class StepRound:
             for (i, _), result in zip(to_send, sent, strict=True):
                 results[i] = result
         return results
+
+
+def _database_failed(exc: Exception, transitions: int) -> None:
+    """A failure of the database's own while recording steps is no enrollment's fault: none is
+    failed for it. What was not recorded stays leased and runs again once the lease expires (a
+    send repeats with the same idempotency key, which delivery accepts once); the worker backs
+    off."""
+    log.warning("the database failed while recording steps; they run again after their lease",
+                enrollments=transitions, error=repr(exc))
