@@ -3,6 +3,7 @@ and erasure/export of a profile, over a real gRPC server on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from datetime import timedelta
@@ -17,9 +18,10 @@ from identity_support import START, Identity, Recorder, event, rpc_error
 from cjo.identity.v1 import event_pb2, identity_settings_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo_identity.adapters import profiles as profile_store
+from cjo_identity.adapters import segments as segment_store
 from cjo_identity.service_layer import segments as segment_use_cases
 from cjo_platform.rpc.status import field_violations
-from support import eventually
+from support import Backend, eventually
 
 Metadata = tuple[tuple[str, str], ...]
 DAY = timedelta(days=1)
@@ -289,3 +291,82 @@ async def test_a_segment_scan_runs_one_short_transaction_per_chunk_of_profiles(
     assert updated.segment.member_count == 4
     assert len({id(t) for t in transactions}) == 8
     assert await identity.events.UpdateSegment(update, metadata=acme) == updated
+
+
+async def test_deleting_a_segment_lets_its_members_leave_a_chunk_per_transaction(
+        identity: Identity, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeleteSegment: the members leave a chunk per transaction (not a million outbox rows in
+    one), each announced once; then the segment goes; a repeat gets the first answer."""
+    acme = await identity.new_workspace("acme")
+    people = await ingest(identity, acme, *(
+        event(f"m{n}", ("user_id", f"u{n}"), identify=True, traits={"plan": "pro"})
+        for n in range(7)))
+    await identity.events.CreateSegment(pb.CreateSegmentRequest(segment=segment_pb2.Segment(
+        segment_id="pros", condition='traits.plan == "pro"')), metadata=acme)
+    monkeypatch.setattr(segment_use_cases, "SCAN_CHUNK", 2)
+    transactions: list[object] = []  # the session of each read of members
+    read = segment_store.list_members
+
+    def counted(session: object, *args: Any) -> Any:
+        transactions.append(session)
+        return read(session, *args)
+
+    monkeypatch.setattr(segment_store, "list_members", counted)
+    delete = pb.DeleteSegmentRequest(request_id="d1", name="segments/pros")
+    await identity.events.DeleteSegment(delete, metadata=acme)
+    assert len({id(t) for t in transactions}) >= 4  # 7 members, 2 a chunk
+    await identity.events.DeleteSegment(delete, metadata=acme)  # a repeat: the same answer
+    gone = await rpc_error(identity.events.GetSegment(
+        pb.GetSegmentRequest(name="segments/pros"), metadata=acme))
+    assert gone.code() == grpc.StatusCode.NOT_FOUND
+    members = sorted(r.profile_id for r in people.results)
+
+    def exits() -> list[str]:
+        return sorted(e.profile_id for e in recorder.events
+                      if e.event.name == "segment_exited"
+                      and e.event.properties["reason"] == "segment_deleted")
+
+    await eventually(lambda: exits() == members)
+
+
+async def test_ingest_that_hits_segment_errors_goes_on_while_the_segment_is_rescanned(
+        identity: Identity, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose profiles make a segment's condition fail records the errors on the
+    segment's row: while that segment's new condition is being scanned, the batch is not
+    held up until the scan ends (PostgreSQL; SQLite runs one transaction at a time, between
+    the scan's chunks)."""
+    if backend.kind != "postgresql":
+        pytest.skip("SQLite has one writer: ingest runs between the scan's chunks")
+    acme = await identity.new_workspace("acme")
+    await ingest(identity, acme, *(
+        event(f"m{n}", ("user_id", f"u{n}"), identify=True, traits={"code": str(n)})
+        for n in range(7)))
+    await identity.events.CreateSegment(pb.CreateSegmentRequest(segment=segment_pb2.Segment(
+        segment_id="codes", condition="int(traits.code) > 5")), metadata=acme)
+    monkeypatch.setattr(segment_use_cases, "SCAN_CHUNK", 2)
+    loop = asyncio.get_running_loop()
+    scan = profile_store.scan_profiles
+    ingested: list[bool] = []
+
+    async def ingest_bad() -> pb.IngestEventsResponse:
+        bad = event("bad", ("user_id", "u-bad"), identify=True, traits={"code": "x"})
+        return await identity.events.IngestEvents(pb.IngestEventsRequest(events=[bad]),
+                                                  metadata=acme)
+
+    def meanwhile(session: object, *args: Any) -> Any:
+        if len(ingested) == 0 and args[1] != "":  # the scan's second chunk, in its transaction
+            call = asyncio.run_coroutine_threadsafe(ingest_bad(), loop)
+            try:
+                ingested.append(call.result(timeout=10).results[0].status.code == 0)
+            except TimeoutError:
+                ingested.append(False)
+        return scan(session, *args)
+
+    monkeypatch.setattr(profile_store, "scan_profiles", meanwhile)
+    updated = await identity.events.UpdateSegment(pb.UpdateSegmentRequest(
+        update_mask=field_mask_pb2.FieldMask(paths=["condition"]),
+        segment=segment_pb2.Segment(name="segments/codes", condition="int(traits.code) > 0")),
+        metadata=acme)
+    assert ingested == [True]
+    assert updated.segment.member_count == 6
+    assert updated.segment.error_count >= 1  # the bad profile's error, recorded by ingest

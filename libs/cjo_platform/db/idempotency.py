@@ -79,6 +79,12 @@ class RequestLog:
         stored: bytes = row.response
         return stored
 
+    def seen(self, session: Session, *, workspace_id: str, method: str,
+             request_id: str) -> bool:
+        """Whether ``request_id`` was claimed already (answered, or being answered)."""
+        return session.execute(select(self.table.c.request_id).where(
+            *self._key(workspace_id, method, request_id))).first() is not None
+
     def answer(self, session: Session, *, workspace_id: str, method: str, request_id: str,
                response: Message) -> None:
         """Store the answer to a claimed id, in the transaction that made the change."""

@@ -37,3 +37,15 @@ async def answer_later(transactions: Transactions, request: Message, response: M
             uow.session, workspace_id=workspace_id, method=method, request_id=request_id,
             response=response))
     return response
+
+
+async def seen(transactions: Transactions, request: Message) -> bool:
+    """Whether ``request``'s ``request_id`` was used before (so its work must not be started
+    again outside :func:`once`: the first answer stands). False without a ``request_id``."""
+    request_id = getattr(request, "request_id", "")
+    requests = transactions.requests
+    if not request_id or requests is None:
+        return False
+    workspace_id, method = current_workspace(), current_method()
+    return await transactions.run(lambda uow: requests.seen(
+        uow.session, workspace_id=workspace_id, method=method, request_id=request_id))

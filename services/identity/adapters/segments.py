@@ -189,6 +189,21 @@ def list_members(session: Session, workspace_id: str, segment_id: str, limit: in
         .order_by(segment_members.c.profile_id).limit(limit)).scalars())
 
 
+def remove_members(session: Session, workspace_id: str, segment_id: str,
+                   profile_ids: Sequence[str]) -> list[str]:
+    """Remove these members of the segment; returns those this call removed (not a concurrent
+    one), so each leaving is announced once."""
+    removed: list[str] = []
+    for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
+        removed += session.execute(
+            delete(segment_members)
+            .where(segment_members.c.workspace_id == workspace_id,
+                   segment_members.c.segment_id == segment_id,
+                   one_of(session, segment_members.c.profile_id, chunk))
+            .returning(segment_members.c.profile_id)).scalars()
+    return sorted(removed)
+
+
 def memberships(session: Session, workspace_id: str, profile_ids: Iterable[str]
                 ) -> dict[str, set[str]]:
     found: dict[str, set[str]] = defaultdict(set)

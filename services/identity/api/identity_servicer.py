@@ -41,7 +41,7 @@ from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
-from cjo_platform.rpc.idempotent import answer_later, once
+from cjo_platform.rpc.idempotent import answer_later, once, seen
 from cjo_platform.telemetry import current_traceparent
 
 SERVICE = "cjo.identity.v1.IdentityService"
@@ -258,6 +258,10 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             segments.delete_segment(uow, workspace, segment_id, traceparent)
             return pb.DeleteSegmentResponse()
 
+        # The members leave a chunk per transaction first; the deletion (and the answer to
+        # the request id) is then one short transaction. A repeat only gets the first answer.
+        if not await seen(self.transactions, request):
+            await segments.drain(self.transactions, workspace, segment_id, traceparent)
         return await once(self.transactions, request, pb.DeleteSegmentResponse, work=delete)
 
     async def ListSegmentMembers(

@@ -168,6 +168,33 @@ def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: str,
     segments.delete_segment(session, workspace_id, segment_id)
 
 
+def drain_chunk(uow: UnitOfWork, workspace_id: str, segment_id: str,
+                traceparent: str) -> bool:
+    """Before DeleteSegment: up to :data:`SCAN_CHUNK` members leave the segment (orchestration
+    hears a segment_exited with reason segment_deleted), in a transaction that locks neither
+    the segment nor a profile. Returns whether more members may be left."""
+    session = uow.session
+    segment = segments.read_segment(session, workspace_id, segment_id)
+    if segment is None:
+        return False
+    members = segments.list_members(session, workspace_id, segment_id, SCAN_CHUNK, "")
+    if not members:
+        return False
+    gone = segments.remove_members(session, workspace_id, segment_id, members)
+    _publish_exits(uow, workspace_id, segment, gone, traceparent)
+    return len(members) == SCAN_CHUNK
+
+
+async def drain(transactions: Transactions, workspace_id: str, segment_id: str,
+                traceparent: str) -> None:
+    """Empty the segment before it is deleted, a chunk of members per transaction, so that
+    deleting a segment of a million members is not one transaction writing a million outbox
+    rows; :func:`delete_segment` then handles the few that entered meanwhile."""
+    while await transactions.run(partial(drain_chunk, workspace_id=workspace_id,
+                                         segment_id=segment_id, traceparent=traceparent)):
+        pass
+
+
 def _publish_exits(uow: UnitOfWork, workspace_id: str, segment: Segment,
                    members: Sequence[str], traceparent: str) -> None:
     now = uow.now()
