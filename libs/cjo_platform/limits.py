@@ -51,6 +51,14 @@ adding a window from them never overflows. (The validation layer allows protobuf
 range; a service narrows it where it computes with the time.)"""
 
 
+def storable_text(text: str, max_length: int) -> str:
+    """``text`` as every database can store it in a column of ``max_length`` characters: NUL
+    (which PostgreSQL refuses in text) written as ``\\0`` and a longer text cut, ending in
+    "…". For what a service records from elsewhere: an error quoting the bad input, a key."""
+    text = text.replace("\x00", "\\0")
+    return text if len(text) <= max_length else text[:max_length - 1] + "…"
+
+
 def check_batch(items: Sized, field: str) -> None:
     """Refuse an empty or oversized batch as a whole, naming the field."""
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:

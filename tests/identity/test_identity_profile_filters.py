@@ -3,6 +3,8 @@ filter that errs on some profiles' data simply does not match them (never INTERN
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from grpc_status import rpc_status
@@ -45,3 +47,19 @@ async def test_a_filter_erring_on_some_profiles_does_not_match_them(identity: Id
     assert await listed("100 / traits.orders > 10") == ["u2"]
     assert await listed("int(traits.zip) > 1000") == ["u2"]
     assert await listed("traits.tags[3] == 'x'") == []
+
+
+async def test_a_filter_too_costly_for_any_data_is_refused_fast(identity: Identity) -> None:
+    acme = await identity.new_workspace("acme")
+    ones = "[" + ",".join(["1"] * 300) + "]"
+    costly = f"size({ones}.map(x, {ones}.map(y, [x, y, x, y]))) == 0 || traits.a == 1"
+    started = time.perf_counter()
+    error = await rpc_error(identity.events.ListProfiles(
+        pb.ListProfilesRequest(filter=costly), metadata=acme))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(rpc_status.from_call(error))
+    assert "too costly" in violations["filter"]
+    assert time.perf_counter() - started < 2.0
+    listed = await identity.events.ListProfiles(
+        pb.ListProfilesRequest(filter="traits.tags.exists(t, t == 'vip')"), metadata=acme)
+    assert list(listed.profiles) == []

@@ -49,10 +49,30 @@ def test_a_verdict_is_member_not_member_or_the_error_never_an_exception() -> Non
     failed = evaluate(codes, facts(code="abc"))
     assert not failed.member and "int" in failed.error
     for source, n in [("traits.n / 0 == 1", 5), ("[1, 2][traits.n] == 1", 5),
-                      ("traits.n + 9223372036854775807 > 0", 5), ("uint(traits.n) > 0u", -5),
-                      ("traits.n > 'a'", 5)]:
+                      ("traits.n + 9223372036854775807 > 0", 5), ("uint(traits.n) > 0u", -5)]:
         verdict = evaluate(compile_condition(source, "condition"), facts(n=n))
         assert verdict.error and not verdict.member, source
+    # A trait of another type than the condition expects is data the profile does not have
+    # (as in journeys' conditions): the condition does not hold, and that is no error.
+    older = compile_condition("traits.age > 30", "condition")
+    for age in (None, "42", [42], {"years": 42}):
+        assert evaluate(older, facts(age=age)) == Verdict(False), age
+    assert evaluate(compile_condition("traits.n > 'a'", "condition"), facts(n=5)) == Verdict(False)
+
+
+async def test_odd_trait_values_never_switch_a_segment_off(identity: Identity) -> None:
+    acme = await identity.new_workspace("acme")
+    await create(identity, acme, "older", "traits.age > 30")
+    odd: list[object] = [None, "42", [42], True]
+    batch = [event(f"a{n}", ("user_id", f"a{n}"), traits={"age": odd[n % len(odd)]},
+                   identify=True) for n in range(INVALID_AFTER + 10)]
+    await ingest(identity, acme, batch)
+    fine = await ingest(identity, acme, [event("b", ("user_id", "b"), traits={"age": 41},
+                                               identify=True)])
+    older = await get(identity, acme, "older")
+    assert older.state == segment_pb2.SEGMENT_STATE_ACTIVE
+    assert (older.error_count, older.last_error) == (0, "")
+    assert await members(identity, acme, "older") == {fine.results[0].profile_id}
 
 
 def test_health_counts_errors_in_a_row_across_batches() -> None:

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from cjo_platform.cel import CelEvaluationError, compile_expression, load_expression
+from cjo_platform.cel import (
+    CelEvaluationError,
+    compile_expression,
+    is_missing_data,
+    load_expression,
+)
 from cjo_platform.errors import InvalidArgument
+from cjo_platform.limits import storable_text
 
 
 def test_conditions_evaluate_against_plain_values() -> None:
@@ -109,3 +117,81 @@ def test_iteration_variables_are_no_unknown_variables() -> None:
     expression = compile_expression("traits.tags.exists(t, t == 'vip')", "f", allowed={"traits"})
     assert expression.variables == {"traits"}
     assert expression.test({"traits": {"tags": ["new", "vip"]}})
+
+
+def _ones(count: int) -> str:
+    return "[" + ",".join(["1"] * count) + "]"
+
+
+# Two comprehensions over 300 literals, each building a list: ~10 s of the CEL core when it was
+# tried at save time (and again for every person), > 60 s with 950.
+COSTLY = (f"size({_ones(300)}.map(x, {_ones(300)}.map(y, [x, y, x, y]))) == 0"
+          " || event.a == 1")
+
+
+@pytest.mark.parametrize("source", [COSTLY, COSTLY.replace(_ones(300), _ones(950)),
+                                    f"size({_ones(2000)}.map(x, [x, x, x, x])) == 0",
+                                    f"{_ones(400)}.exists(x, {_ones(400)}.exists(y, x < y))"])
+def test_an_expression_too_costly_for_any_data_is_refused_fast(source: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(InvalidArgument) as error:
+        compile_expression(source, "event_trigger.filter", allowed={"event"})
+    violation = error.value.violations[0]
+    assert violation.field == "event_trigger.filter"
+    assert "too costly" in violation.description
+    # Saved before the bound existed: loaded, and errs at once without being run.
+    expression = load_expression(source, "f")
+    with pytest.raises(CelEvaluationError, match="too costly"):
+        expression.evaluate({"event": {"a": 1}})
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("source", [
+    "traits.tags.exists(t, t == 'vip')",
+    "traits.orders.exists(o, o.items.exists(i, i.sku == 'x'))",
+    f"traits.country in {_ones(1500)}",
+    f"traits.tags.exists(t, t in {_ones(500)})",
+    f"size({_ones(30)}.map(x, {_ones(30)}.map(y, [x, y]))) > 0",
+    "[[1, 2], [3]].exists(l, l.exists(x, x == 3))",
+    "{'a': 1, 'b': 2}.all(k, k != 'c') && traits.tags.map(t, t).filter(t, t == 'a').size() > 0",
+])
+def test_usual_comprehensions_are_cheap_enough(source: str) -> None:
+    expression = compile_expression(source, "f", allowed={"traits"})
+    assert expression.static_error is None
+    expression.test({"traits": {"tags": ["new", "vip"], "country": 1,
+                                "orders": [{"items": [{"sku": "x"}]}]}})
+
+
+def test_a_comprehension_too_costly_for_ones_data_errs_for_that_data_only() -> None:
+    # Nesting two maps over a trait: fine for a short list, quadratic-cubed for a long one
+    # (300 tags took 12 s of the CEL core; 1,000 tags took 7 minutes).
+    expression = compile_expression("size(traits.tags.map(x, traits.tags.map(y, [x, y]))) > 0",
+                                    "f", allowed={"traits"})
+    assert expression.holds({"traits": {"tags": list(range(10))}})
+    started = time.perf_counter()
+    with pytest.raises(CelEvaluationError, match="too costly for this data"):
+        expression.holds({"traits": {"tags": list(range(1000))}})
+    assert time.perf_counter() - started < 1.0
+    # The cost bound is an error of the condition, not missing data.
+    with pytest.raises(CelEvaluationError) as error:
+        expression.evaluate({"traits": {"tags": list(range(1000))}})
+    assert not is_missing_data(error.value)
+
+
+def test_missing_data_and_type_mismatches_do_not_hold_other_errors_raise() -> None:
+    older = compile_expression("traits.age > 30", "f", allowed={"traits"})
+    assert older.holds({"traits": {"age": 42}})
+    for traits in ({}, {"age": None}, {"age": "42"}, {"age": [42]}):
+        assert older.holds({"traits": traits}) is False, traits
+    for source, traits in [("int(traits.zip) > 1", {"zip": "abc"}),
+                           ("10 / traits.n > 1", {"n": 0}),
+                           ("traits.n + 9223372036854775807 > 0", {"n": 1})]:
+        with pytest.raises(CelEvaluationError) as error:
+            compile_expression(source, "f", allowed={"traits"}).holds({"traits": traits})
+        assert not is_missing_data(error.value), source
+
+
+def test_storable_text_drops_nul_and_bounds_the_length() -> None:
+    assert storable_text("a\x00b", 10) == "a\\0b"
+    assert storable_text("x" * 20, 10) == "x" * 9 + "…"
+    assert storable_text("fine", 4) == "fine"

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from cjo_platform.clock import Clock
 from cjo_platform.db.types import UtcDateTime
-from cjo_platform.limits import MAX_WORKSPACE_ID_LENGTH
+from cjo_platform.limits import MAX_WORKSPACE_ID_LENGTH, storable_text
 
 MAX_SOURCE_LENGTH = 128
 MAX_ITEM_KEY_LENGTH = 256
@@ -74,13 +74,6 @@ class DeadLetter:
     last_failed_time: datetime
 
 
-def _storable(text: str, limit: int) -> str:
-    # An error quoting the bad input may carry what PostgreSQL cannot store (NUL); a letter
-    # must always be storable, or the item it describes would be lost.
-    text = text.replace("\x00", "\\0")
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 class DeadLetters:
     """Reads and writes dead letters inside a caller's transaction."""
 
@@ -94,9 +87,10 @@ class DeadLetters:
         """Keep an item given up on, with the error that made it fail."""
         now = self.clock.now()
         session.execute(self.table.insert().values(
-            workspace_id=workspace_id, source=_storable(source, MAX_SOURCE_LENGTH),
-            item_key=_storable(item_key, MAX_ITEM_KEY_LENGTH), payload=payload,
-            traceparent=_storable(traceparent, 64), error=_storable(error, MAX_ERROR_LENGTH),
+            workspace_id=workspace_id, source=storable_text(source, MAX_SOURCE_LENGTH),
+            item_key=storable_text(item_key, MAX_ITEM_KEY_LENGTH), payload=payload,
+            traceparent=storable_text(traceparent, 64),
+            error=storable_text(error, MAX_ERROR_LENGTH),
             attempts=max(attempts, 1), first_failed_time=first_failed_time or now,
             last_failed_time=now))
 

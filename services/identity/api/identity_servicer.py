@@ -161,14 +161,16 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     async def ListProfiles(self, request: pb.ListProfilesRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListProfilesResponse:
-        condition = (compile_condition(request.filter, "filter")
-                     if request.filter.strip() else None)
+        source = request.filter
         size = page_size(request.page_size)
         cursor = decode_token(request.page_token)
         after = str(cursor.get("after", "")) if cursor else ""
         workspace = current_workspace()
-        found, last = await self.transactions.run(
-            lambda uow: profiles.list_profiles(uow, workspace, condition, size, after))
+        # Compiled (its trial evaluation included) in the transaction's thread, never on the
+        # event loop that serves every other call.
+        found, last = await self.transactions.run(lambda uow: profiles.list_profiles(
+            uow, workspace, compile_condition(source, "filter") if source.strip() else None,
+            size, after))
         return pb.ListProfilesResponse(
             profiles=[profile_to_proto(p) for p in found],
             next_page_token=encode_token({"after": last}) if last is not None else "")

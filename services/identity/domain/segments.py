@@ -20,6 +20,7 @@ from cjo_identity.domain.settings import CHANNELS
 from cjo_platform.cel import Expression, compile_expression, load_expression
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.ids import SEGMENT_ID_RULE, is_segment_id
+from cjo_platform.limits import storable_text
 
 VARIABLES = ("traits", "computed", "consent")
 ENTERED = "segment_entered"
@@ -140,36 +141,17 @@ class Verdict:
 
 
 def evaluate(expression: Expression, facts: Mapping[str, Any]) -> Verdict:
-    """Evaluate a segment's condition. A trait (or map key) the profile does not have makes the
-    condition false, as documented; any other failure is the verdict's error, never an
-    exception, whatever the CEL runtime raises (its errors are not one class)."""
+    """Evaluate a segment's condition. A trait (or map key) the profile does not have, or has in
+    another type than the condition expects, makes the condition false, as documented (the rule
+    of :func:`cjo_platform.cel.is_missing_data`, shared with journeys' conditions); any other
+    failure is the verdict's error, never an exception, whatever the CEL runtime raises (its
+    errors are not one class)."""
     try:
-        value = expression.evaluate(facts)
+        return Verdict(expression.holds(facts))
     except Exception as exc:  # the customer's expression on the customer's data: anything
-        if _missing_data(exc):
-            return Verdict(False)
         # The condition is on the segment already; the error says what went wrong with it.
-        return Verdict(False, _message(exc, prefix=f"{expression.source!r}: "))
-    return Verdict(value is True)
-
-
-def _missing_data(exc: BaseException) -> bool:
-    """Whether the failure is a missing map key (e.g. `traits.plan` for a profile without a
-    plan), also when the CEL layer wrapped it."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, KeyError):
-            return True
-        seen = seen.__cause__
-    return False
-
-
-def _message(exc: BaseException, prefix: str) -> str:
-    # NUL cannot be stored in a PostgreSQL text column; an error may quote the data.
-    text = (str(exc).removeprefix(prefix) or type(exc).__name__).replace("\x00", "\\x00")
-    return text if len(text) <= MAX_ERROR_LENGTH else text[:MAX_ERROR_LENGTH - 1] + "…"
+        text = str(exc).removeprefix(f"{expression.source!r}: ") or type(exc).__name__
+        return Verdict(False, storable_text(text, MAX_ERROR_LENGTH))
 
 
 @dataclass

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cjo_platform.cel import compile_expression
+from cjo_platform.cel import load_expression
+from cjo_platform.limits import storable_text
 
 MAX_ERROR_DETAIL = 500  # what an enrollment, a step or a journey keeps of an error's text
 
@@ -28,41 +29,27 @@ def error_detail(error: BaseException) -> str:
     type and message; bounded, and storable by every database (no NUL)."""
     text = str(error) if isinstance(error, ConditionError) else (
         f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
-    text = text.replace("\x00", "\\0")
-    return text if len(text) <= MAX_ERROR_DETAIL else text[:MAX_ERROR_DETAIL - 1] + "…"
-
-
-def _missing_data(error: BaseException) -> bool:
-    """A missing field (KeyError) or a field of another type than the expression expects
-    (TypeError: no such overload): the person's data, not the definition. cel.py may wrap what
-    the CEL core raised, so the cause chain is looked at too."""
-    seen: BaseException | None = error
-    for _ in range(3):
-        if seen is None:
-            return False
-        if isinstance(seen, KeyError | TypeError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return storable_text(text, MAX_ERROR_DETAIL)
 
 
 def condition_holds(source: str, field: str, properties: Mapping[str, Any],
                     traits: Mapping[str, Any], journey: Mapping[str, Any] | None = None) -> bool:
     """An empty condition holds; one about data the person does not have (or has in another
-    type) does not. Any other failure raises :class:`ConditionError`, whatever the expression
-    library raised: the caller fails only the item it evaluated the condition for."""
+    type) does not (:func:`cjo_platform.cel.is_missing_data`, the rule identity's segments
+    follow too). Any other failure raises :class:`ConditionError`, whatever the expression
+    library raised: the caller fails only the item it evaluated the condition for. The condition
+    was checked when its journey was published: it is loaded as saved (a check added since makes
+    it err here, recorded on the item, rather than refused)."""
     if not source:
         return True
     activation: dict[str, Any] = {"event": dict(properties), "profile": dict(traits)}
     if journey is not None:
         activation["journey"] = dict(journey)
     try:
-        expression = compile_expression(source, field)
-    except Exception as exc:  # published expressions compile; a rule tightened since may refuse
+        expression = load_expression(source, field)
+    except Exception as exc:  # published expressions compile; a parser changed since may refuse
         raise ConditionError(field, f"does not compile: {exc}") from exc
     try:
-        return expression.evaluate(activation) is True
+        return expression.holds(activation)
     except Exception as exc:
-        if _missing_data(exc):
-            return False
         raise ConditionError(field, str(exc) or type(exc).__name__) from exc
