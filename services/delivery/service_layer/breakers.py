@@ -9,9 +9,10 @@ whose copy still shows it closed learns it at its next failure, or within the se
 half-open breaker's one trial is claimed in the database: of all the replicas wanting it,
 exactly one calls the provider (a copy cannot miss an opening for longer than the cool-down).
 A success of a breaker that is closed with no failure counted in the copy (the usual case)
-costs one conditional update that zeroes a failure count another replica stored meanwhile
-(and locks nothing when there is none), so the count is of consecutive failures across
-replicas. When the database cannot
+costs no transaction of its own: the sender zeroes a failure count another replica stored
+meanwhile in the transaction that records the round's outcomes (:func:`clear_failures`, one
+conditional update per provider that locks nothing when there is none), so the count is of
+consecutive failures across replicas. When the database cannot
 be reached, the copy decides alone: the breaker still protects the provider from this
 replica.
 """
@@ -25,7 +26,7 @@ from cjo_delivery.adapters import breaker_store
 from cjo_delivery.adapters.routes import Route
 from cjo_delivery.domain.breaker import CircuitBreaker
 from cjo_delivery.domain.failover import BreakerChange
-from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -46,6 +47,8 @@ class SharedBreakers:
         self.transactions = transactions
         self.trial_lease = trial_lease
         self.refresh_after = refresh
+        # Providers that answered with a clean copy since the last take_resets().
+        self._resets: set[breaker_store.BreakerKey] = set()
 
     def stale(self, route: Route, now: datetime) -> bool:
         return route.synced_at is None or now - route.synced_at >= self.refresh_after
@@ -92,15 +95,12 @@ class SharedBreakers:
             breaker.trial_until = now + self.trial_lease  # never "no" with the copy open
         return allowed
 
-    async def _reset(self, route: Route) -> None:
-        """A success with a clean copy: another replica may have counted a failure since the
-        copy was read; zero it, so only consecutive failures open the breaker."""
-        try:
-            await self.transactions.run(
-                lambda uow: breaker_store.reset_failures(uow.session, route.key))
-        except Exception as exc:
-            log.warning("resetting a breaker's failures failed",
-                        provider=route.provider_id, error=str(exc))
+    def take_resets(self) -> list[breaker_store.BreakerKey]:
+        """The breakers whose stored failures a success with a clean copy should zero (another
+        replica may have counted one since the copy was read); for :func:`clear_failures` in the
+        transaction that records the outcomes."""
+        keys, self._resets = sorted(self._resets), set()
+        return keys
 
     async def record(self, route: Route, change: BreakerChange, now: datetime,
                      hold_until: datetime | None) -> None:
@@ -111,7 +111,7 @@ class SharedBreakers:
         if change is BreakerChange.SUCCEEDED:
             breaker.succeeded()
             if was_clean:
-                await self._reset(route)
+                self._resets.add(route.key)
                 return
         elif change is BreakerChange.FAILED:
             breaker.failed(now)
@@ -137,3 +137,10 @@ class SharedBreakers:
             return
         if done is not None:
             _copy(route, done[1], now)
+
+
+def clear_failures(uow: UnitOfWork, keys: Sequence[breaker_store.BreakerKey]) -> None:
+    """Zero the stored failure counts of closed breakers whose providers just answered, so only
+    consecutive failures (across replicas) open a breaker."""
+    for key in keys:
+        breaker_store.reset_failures(uow.session, key)

@@ -4,14 +4,16 @@ bounced addresses and queue the facts for analytics, all in one transaction per 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 
 from cjo_delivery.adapters import repository
+from cjo_delivery.adapters.breaker_store import BreakerKey
 from cjo_delivery.adapters.facts import fact_payload
 from cjo_delivery.domain.messages import Claim, MessageStatus
 from cjo_delivery.domain.sending import Transition
+from cjo_delivery.service_layer.breakers import clear_failures
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.logging import get_logger
@@ -22,16 +24,23 @@ Change = tuple[Claim, Transition]
 
 
 async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
-                          now: datetime) -> None:
-    """Write the transitions and their consequences.
+                          now: datetime, breaker_resets: Sequence[BreakerKey] = ()) -> None:
+    """Write the transitions and their consequences (and zero the failure counts of the
+    breakers in ``breaker_resets``: see :func:`~cjo_delivery.service_layer.breakers.
+    clear_failures`).
 
     They go in a few bulk statements; only when a message of the group was claimed again
     meanwhile (this sender outlived its lease) is that transaction rolled back and the group
     written message by message, keeping the newer sender's results."""
+    def write(record: Callable[[UnitOfWork, Sequence[Change], datetime], None],
+              uow: UnitOfWork) -> None:
+        record(uow, changes, now)
+        clear_failures(uow, breaker_resets)
+
     try:
-        await transactions.run(lambda uow: record_all(uow, changes, now))
+        await transactions.run(partial(write, record_all))
     except repository.LeaseLost:
-        await transactions.run(lambda uow: record_each(uow, changes, now))
+        await transactions.run(partial(write, record_each))
 
 
 def record_all(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> None:

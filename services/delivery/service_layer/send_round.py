@@ -338,9 +338,10 @@ class SendRound:
     async def _record_with_retry(self, group: Sequence[_Outcome]) -> None:
         now = self.clock.now()
         changes = [(outcome.claim, self._transition(outcome, now)) for outcome in group]
+        resets = self.breakers.take_resets()
         for delay in (*_RECORD_RETRY_DELAYS, None):
             try:
-                await record_outcomes(self.transactions, changes, now)
+                await record_outcomes(self.transactions, changes, now, resets)
             except Exception as exc:
                 if delay is None:
                     raise
