@@ -38,6 +38,9 @@ M = TypeVar("M", bound=Message)
 # identical requests (each retry reads what the winner committed).
 CONFLICT_ATTEMPTS = 6
 
+# Its own generator: the global one belongs to the application (and to hypothesis in tests).
+_jitter = random.Random()
+
 
 class UnitOfWork:
     """One transaction of one use-case. ``session`` reads and writes; :meth:`publish` queues
@@ -104,7 +107,7 @@ class Transactions:
                 if attempt == attempts or not lost_race(exc):
                     raise
                 # A little jitter so a burst of identical requests does not collide again.
-                time.sleep(random.uniform(0, 0.005 * attempt))
+                time.sleep(_jitter.uniform(0, 0.005 * attempt))
                 continue
             uow._committed()
             return result
