@@ -298,29 +298,34 @@ class Forwarder(PollingWorker):
             self._cut = len(rows) < len(found)
             if not rows:
                 return []
-            # Keep a workspace only when the claim holds all its rows up to the last one claimed:
-            # a row skipped because another transaction had it locked would otherwise be
-            # overtaken by the rows behind it.
-            claimed: dict[str, int] = {}
-            for row in rows:
-                claimed[row.workspace_id] = claimed.get(row.workspace_id, 0) + 1
-            last = rows[-1].id
-            counts: dict[str, int] = {
-                workspace: int(count) for workspace, count in session.execute(
-                    select(table.c.workspace_id, func.count())
-                    .where(mine, table.c.workspace_id.in_(sorted(claimed)), table.c.id <= last)
-                    .group_by(table.c.workspace_id))}
-            kept = [row.id for row in rows
-                    if counts.get(row.workspace_id) == claimed[row.workspace_id]]
+            kept = [row.id for row in rows]
+            if postgres:
+                # Keep a workspace only when the claim holds all its rows up to the last one
+                # claimed: a row skipped because another transaction had it locked would
+                # otherwise be overtaken by the rows behind it. (SQLite skips no row: the claim
+                # holds the write lock, and a workspace with a leased row is left out whole.)
+                claimed: dict[str, int] = {}
+                for row in rows:
+                    claimed[row.workspace_id] = claimed.get(row.workspace_id, 0) + 1
+                last = rows[-1].id
+                counts: dict[str, int] = {
+                    workspace: int(count) for workspace, count in session.execute(
+                        select(table.c.workspace_id, func.count())
+                        .where(mine, table.c.workspace_id.in_(sorted(claimed)),
+                               table.c.id <= last)
+                        .group_by(table.c.workspace_id))}
+                kept = [row.id for row in rows
+                        if counts.get(row.workspace_id) == claimed[row.workspace_id]]
             if not kept:
                 return []
             until = now + self.lease
-            session.execute(update(table).where(table.c.id.in_(kept))
-                            .values(lease_owner=self.owner, lease_until=until))
+            # Leased and read in one statement.
+            full = sorted(session.execute(
+                update(table).where(table.c.id.in_(kept))
+                .values(lease_owner=self.owner, lease_until=until)
+                .returning(*table.c)).all(), key=lambda r: r.id)
             self._lease_until = until
             self._sending = set(kept)
-            full = session.execute(select(table).where(table.c.id.in_(kept))
-                                   .order_by(table.c.id)).all()
         return [OutboxRow(r.id, r.topic, r.workspace_id, r.payload, r.traceparent,
                           r.create_time, r.attempts, r.first_failed_time) for r in full]
 

@@ -65,7 +65,8 @@ def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> 
     facts: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
     bounces: list[tuple[str, str, str, str]] = []
     for claim, transition in changes:
-        uow.after_commit(partial(_log_transition, claim, transition))  # once, if committed
+        if _logged(transition):  # a SENT message logs nothing: no callback for it
+            uow.after_commit(partial(_log_transition, claim, transition))  # once, if committed
         if transition.status is MessageStatus.BOUNCED:
             bounces.append((claim.workspace_id, claim.channel.value, claim.address,
                             f"bounced: {transition.error}"))
@@ -75,6 +76,16 @@ def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> 
     repository.suppress(uow.session, bounces, now)
     for workspace_id, payloads in facts.items():
         uow.publish(FACTS_TOPIC, workspace_id, payloads)
+
+
+def _logged(transition: Transition) -> bool:
+    """Whether :func:`_log_transition` logs anything for ``transition``."""
+    return transition.status in _LOGGED or (
+        transition.status is MessageStatus.QUEUED and transition.error is not None)
+
+
+_LOGGED = frozenset({MessageStatus.FAILED, MessageStatus.BOUNCED, MessageStatus.SUPPRESSED,
+                     MessageStatus.DEFERRED})
 
 
 def _log_transition(claim: Claim, transition: Transition) -> None:
