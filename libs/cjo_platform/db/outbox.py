@@ -274,6 +274,12 @@ class Forwarder(PollingWorker):
         table = self.outbox.table
         now = self.clock.now()
         with self.db.transaction() as session:
+            mine = table.c.topic == self.topic
+            # An idle poll reads one index entry and takes no lock: the claim's lock (SQLite's
+            # write lock, or the advisory lock) would hold back the writers for nothing.
+            if session.execute(select(table.c.id).where(mine).limit(1)).first() is None:
+                self._cut = False
+                return []
             postgres = session.get_bind().dialect.name == "postgresql"
             if postgres:
                 session.execute(text(
@@ -283,7 +289,6 @@ class Forwarder(PollingWorker):
                 # SQLite: take the write lock first (an update of no row), so a claim of another
                 # process waits for this one instead of failing on a stale read.
                 session.execute(update(table).where(false()).values(lease_owner=None))
-            mine = table.c.topic == self.topic
             leased = and_(table.c.lease_until.is_not(None), table.c.lease_until > now)
             in_flight = select(table.c.workspace_id).where(mine, leased).distinct()
             query = (select(table.c.id, table.c.workspace_id,
