@@ -40,11 +40,15 @@ from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_analytics.bootstrap import build as build_analytics
 from cjo_orchestration.adapters.tables import enrollments as enrollment_table
 from cjo_orchestration.adapters.tables import inbox as inbox_table
+from cjo_orchestration.adapters.tables import metadata as orchestration_metadata
 from cjo_orchestration.bootstrap import build as build_orchestration
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
 from cjo_platform.db import Database
+from cjo_platform.db.idempotency import RequestLog
 from cjo_platform.db.migrations import upgrade
+from cjo_platform.db.outbox import Outbox
+from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.protobuf import dict_to_struct, struct_to_dict
 from support import Backend, as_service, eventually, free_port, serving, settings_for
 
@@ -467,3 +471,22 @@ def migrated_database(backend: Backend) -> Database:
     database = Database(url, schema=backend.schema_prefix + "orchestration")
     upgrade(database, Path(str(cjo_orchestration.adapters.__file__)).parent / "migrations")
     return database
+
+
+def transactions_on(db: Database, clock: Clock) -> Transactions:
+    """The use-cases' transactions on orchestration's database, with its outbox and request log
+    (what bootstrap wires), for tests that drive use-cases without a server."""
+    tables = orchestration_metadata.tables
+    return Transactions(db, clock, Outbox(tables["outbox"], clock),
+                        RequestLog(tables["request_log"], clock))
+
+
+class Ids:
+    """Sequential ids (``e000001``, ...) for events and enrollments made by a test."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return f"e{self.count:06d}"

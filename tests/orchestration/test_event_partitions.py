@@ -12,10 +12,10 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from orchestration_support import migrated_database
+from orchestration_support import migrated_database, transactions_on
 from sqlalchemy import func, select
 
-from cjo_orchestration.adapters.tables import enrollments, inbox, metadata
+from cjo_orchestration.adapters.tables import enrollments, inbox
 from cjo_orchestration.domain.journeys import (
     Channel,
     EventTrigger,
@@ -29,9 +29,6 @@ from cjo_orchestration.domain.journeys import (
 from cjo_orchestration.service_layer import events, journeys
 from cjo_orchestration.service_layer.events import InboxRound
 from cjo_platform.clock import ManualClock
-from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.db.outbox import Outbox
-from cjo_platform.db.unit_of_work import Transactions
 from support import Backend
 
 WS = "ws"
@@ -65,8 +62,7 @@ async def test_two_event_workers_share_the_inbox_by_profile(backend: Backend) ->
     clock = ManualClock(datetime(2026, 6, 1, 9, tzinfo=UTC))
     databases = [migrated_database(backend) for _ in range(2)]
     try:
-        replicas = [Transactions(db, clock, Outbox(metadata.tables["outbox"], clock),
-                                 RequestLog(metadata.tables["request_log"], clock))
+        replicas = [transactions_on(db, clock)
                     for db in databases]
         first = replicas[0]
         first.run_sync(lambda uow: journeys.create(uow, WS, "j1", "Steps", STEPS))

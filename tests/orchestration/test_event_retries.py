@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from orchestration_support import migrated_database
+from orchestration_support import Ids, migrated_database, transactions_on
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -21,8 +21,6 @@ from cjo_orchestration.service_layer.events import ForwardedEvent, InboxRound
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.dead_letters import DeadLetters
-from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
 from support import Backend
 
@@ -31,14 +29,6 @@ VISITS = JourneyGraph(trigger=EventTrigger("visit"), entry_node_id="done",
                       re_entry=ReEntry.ALWAYS, nodes=(Node("done", ExitAction()),))
 BACKOFF = RetryPolicy(base_delay=timedelta(seconds=10), max_delay=timedelta(seconds=60))
 
-
-class Ids:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self) -> str:
-        self.count += 1
-        return f"e{self.count:06d}"
 
 
 @pytest.fixture
@@ -50,8 +40,7 @@ def clock() -> ManualClock:
 def tx(backend: Backend, clock: ManualClock) -> Iterator[Transactions]:
     db = migrated_database(backend)
     try:
-        transactions = Transactions(db, clock, Outbox(metadata.tables["outbox"], clock),
-                                    RequestLog(metadata.tables["request_log"], clock))
+        transactions = transactions_on(db, clock)
         transactions.run_sync(lambda uow: journeys.create(uow, WS, "j1", "Visits", VISITS))
         transactions.run_sync(lambda uow: journeys.publish(uow, WS, "j1", set()))
         yield transactions

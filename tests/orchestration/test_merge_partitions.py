@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from orchestration_support import migrated_database
+from orchestration_support import migrated_database, transactions_on
 from sqlalchemy import func, select
 
 from cjo_orchestration.adapters import enrollments as enrollment_store
-from cjo_orchestration.adapters.tables import enrollments, inbox, metadata, retired_profiles
+from cjo_orchestration.adapters.tables import enrollments, inbox, retired_profiles
 from cjo_orchestration.domain.journeys import (
     Channel,
     EventTrigger,
@@ -34,8 +34,6 @@ from cjo_orchestration.service_layer import events, journeys
 from cjo_orchestration.service_layer.events import ForwardedEvent, InboxRound
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
-from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
 from support import Backend
 
@@ -64,8 +62,7 @@ def replicas(backend: Backend) -> Iterator[list[tuple[Database, Transactions]]]:
     clock = ManualClock(datetime(2026, 6, 1, 9, tzinfo=UTC))
     databases = [migrated_database(backend) for _ in range(2)]
     try:
-        yield [(db, Transactions(db, clock, Outbox(metadata.tables["outbox"], clock),
-                                 RequestLog(metadata.tables["request_log"], clock)))
+        yield [(db, transactions_on(db, clock))
                for db in databases]
     finally:
         for db in databases:

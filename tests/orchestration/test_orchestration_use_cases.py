@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from orchestration_support import Ids, transactions_on
 from sqlalchemy import select
 
 import cjo_orchestration.adapters
@@ -40,9 +41,7 @@ from cjo_orchestration.settings import load_engine_settings
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.db import Database
-from cjo_platform.db.idempotency import RequestLog
 from cjo_platform.db.migrations import upgrade
-from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from cjo_platform.facts import FACTS_TOPIC
@@ -61,17 +60,8 @@ def clock() -> ManualClock:
 def tx(tmp_path: Path, clock: ManualClock) -> Transactions:
     db = Database(f"sqlite:///{tmp_path}/orchestration.db")
     upgrade(db, MIGRATIONS)
-    return Transactions(db, clock, Outbox(metadata.tables["outbox"], clock),
-                        RequestLog(metadata.tables["request_log"], clock))
+    return transactions_on(db, clock)
 
-
-class Ids:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self) -> str:
-        self.count += 1
-        return f"id{self.count}"
 
 
 def cart_reminder(re_entry: ReEntry = ReEntry.NEVER) -> JourneyGraph:

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from orchestration_support import migrated_database
+from orchestration_support import Ids, migrated_database, transactions_on
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from cjo.common.v1.common_pb2 import RenderedMessage
 from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
-from cjo_orchestration.adapters.tables import enrollments, metadata
+from cjo_orchestration.adapters.tables import enrollments
 from cjo_orchestration.domain.enrollment import EnrollmentState
 from cjo_orchestration.domain.journeys import (
     Channel,
@@ -32,8 +32,6 @@ from cjo_orchestration.service_layer.steps import StepRound
 from cjo_orchestration.settings import load_engine_settings
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
-from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
 from support import Backend
 
@@ -61,14 +59,6 @@ class Peers:
         return [Rejected("not in this test") for _ in orders]
 
 
-class Ids:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self) -> str:
-        self.count += 1
-        return f"e{self.count:06d}"
-
 
 @pytest.fixture
 def clock() -> ManualClock:
@@ -79,8 +69,7 @@ def clock() -> ManualClock:
 def tx(backend: Backend, clock: ManualClock) -> Iterator[Transactions]:
     db = migrated_database(backend)
     try:
-        transactions = Transactions(db, clock, Outbox(metadata.tables["outbox"], clock),
-                                    RequestLog(metadata.tables["request_log"], clock))
+        transactions = transactions_on(db, clock)
         transactions.run_sync(lambda uow: journeys.create(uow, WS, "j1", "Mail", MAIL))
         transactions.run_sync(lambda uow: journeys.publish(uow, WS, "j1", set()))
         ids = Ids()
