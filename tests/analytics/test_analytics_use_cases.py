@@ -166,4 +166,7 @@ async def test_attribution_credits_the_touchpoints_before_a_conversion(
         EMAIL: 50 * MICROS, SMS: 0}
     assert {c: credit.revenue_micros for c, credit in last.channels.items()} == {
         EMAIL: 0, SMS: 50 * MICROS}
-    assert [len(touches) for _, touches in last.conversions] == [2]
+    assert sorted((c.profile_id, len(touches)) for c, touches in last.conversions) == [
+        ("p1", 2), ("p2", 0)]  # the unattributed conversion is listed too
+    assert (result.unattributed_conversions, result.unattributed_revenue_micros) == (
+        1, 20 * MICROS)

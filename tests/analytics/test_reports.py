@@ -317,13 +317,15 @@ async def test_attribution_credits_touchpoints_and_adds_up(
             rpb.ATTRIBUTION_MODEL_DATA_DRIVEN]), metadata=WS)
     assert (reply.conversions, reply.attributed_conversions, reply.attributed_revenue) == (
         2, 1, 100.0)
+    assert (reply.unattributed_conversions, reply.unattributed_revenue) == (1, 0.0)
     first, linear, data_driven = reply.models
     assert [(c.channel, c.revenue) for c in first.channels] == [(EMAIL, 100.0), (SMS, 0.0)]
     assert [(c.key, c.conversions, c.revenue) for c in linear.journeys] == [
         ("j1", 0.5, 50.0), ("j2", 0.5, 50.0)]
     assert [(c.key, c.revenue) for c in linear.content_items] == [
         ("promo", 50.0), ("welcome", 50.0)]
-    [conversion] = linear.conversions
+    conversion, unattributed = linear.conversions
+    assert (unattributed.fact_id, list(unattributed.touchpoints)) == ("goal2", [])
     assert [(t.message_id, t.share) for t in conversion.touchpoints] == [("m1", 0.5), ("m2", 0.5)]
     assert conversion.touchpoints[0].occur_time.ToDatetime(UTC) == T0
     assert sum(c.revenue for c in data_driven.channels) == pytest.approx(100.0, abs=1e-9)
@@ -331,6 +333,60 @@ async def test_attribution_credits_touchpoints_and_adds_up(
     short = await stub.GetAttribution(rpb.GetAttributionRequest(
         window=window, lookback_days=1, models=[rpb.ATTRIBUTION_MODEL_LAST_TOUCH]), metadata=WS)
     assert [(c.channel, c.revenue) for c in short.models[0].channels] == [(SMS, 100.0)]
+
+
+async def test_attribution_lists_unattributed_conversions_and_ignores_other_windows(
+        stub: pb_grpc.AnalyticsServiceStub) -> None:
+    # The three paths worked by hand in test_attribution.py (removal effects EMAIL 3/8, SMS
+    # 3/4, PUSH 1/2), plus a conversion with no touchpoint. Workspace ws-b has the same
+    # behaviour in the window and more history outside it. Before: ws-b's q, who converted
+    # before the window, counted as a non-converting path (EMAIL, SMS) and moved the credit;
+    # the unattributed conversion was not listed.
+    push = common_pb2.CHANNEL_PUSH
+    start, end = T0 + timedelta(days=40), T0 + timedelta(days=42)
+    hour, day = timedelta(hours=1), timedelta(days=1)
+
+    def touch(profile: str, message: str, channel: int, at: datetime) -> F.Fact:
+        return fact(F.FACT_TYPE_MESSAGE_DELIVERED, profile, at, message_id=message,
+                    channel=channel, journey_id="j1", content_key=f"c-{message}")
+
+    def converted(profile: str, fact_id: str, at: datetime, revenue: float) -> F.Fact:
+        return fact(F.FACT_TYPE_CONVERTED, profile, at, fact_id, revenue=revenue)
+
+    in_window = [
+        touch("a", "a1", EMAIL, start + hour), touch("a", "a2", SMS, start + 2 * hour),
+        converted("a", "xa", start + 5 * hour, 90.0),
+        touch("b", "b1", SMS, start + hour), touch("b", "b2", push, start + 2 * hour),
+        touch("c", "c1", push, start + 3 * hour), converted("c", "xc", start + 6 * hour, 30.0),
+        converted("d", "xd", start + 7 * hour, 20.0),  # no touchpoint at all
+    ]
+    outside = [
+        touch("q", "q1", EMAIL, start - 10 * day), touch("q", "q2", SMS, start - 5 * day),
+        converted("q", "xq", start - 2 * day, 50.0),
+        touch("a", "a0", push, start - 40 * day),
+        converted("b", "xb-old", start - 45 * day, 10.0),
+        touch("e", "e1", EMAIL, end + hour), converted("e", "xe", end + 2 * hour, 10.0),
+    ]
+    await record(stub, in_window)
+    await record(stub, [F.Fact(**{**{f.name: v for f, v in x.ListFields()},
+                                  "fact_id": f"b-{x.fact_id}"}) for x in in_window] + outside,
+                 workspace=as_service("ws-b"))
+    request = rpb.GetAttributionRequest(
+        window=rpb.TimeWindow(start_time=to_timestamp(start), end_time=to_timestamp(end)),
+        include_conversions=True, models=[rpb.ATTRIBUTION_MODEL_DATA_DRIVEN])
+    for workspace in ("ws-a", "ws-b"):
+        reply = await stub.GetAttribution(request, metadata=as_service(workspace))
+        assert (reply.conversions, reply.attributed_conversions, reply.attributed_revenue,
+                reply.unattributed_conversions, reply.unattributed_revenue) == (
+            3, 2, 120.0, 1, 20.0), workspace
+        [data_driven] = reply.models
+        assert [(c.channel, c.conversions, c.revenue) for c in data_driven.channels] == [
+            (EMAIL, 0.333333, 30.0), (SMS, 0.666667, 60.0), (push, 1.0, 30.0)], workspace
+        assert [(c.fact_id.removeprefix("b-"), [(t.message_id, t.share)
+                                                for t in c.touchpoints])
+                for c in data_driven.conversions] == [
+            ("xa", [("a1", 0.333333), ("a2", 0.666667)]), ("xc", [("c1", 1.0)]),
+            ("xd", [])], workspace
 
 
 async def test_attribution_rejects_bad_parameters_naming_the_field(

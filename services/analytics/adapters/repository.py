@@ -299,22 +299,28 @@ def experiment(session: Session, workspace_id: str, experiment_id: str) -> Exper
 
 @dataclass(frozen=True)
 class AttributionData:
-    conversions: list[Conversion]
+    conversions: list[Conversion]  # in time order
     touches: dict[str, list[TouchFact]]  # by profile, in time order
 
 
 def attribution_data(session: Session, workspace_id: str, window: Window,
                      lookback: timedelta, all_profiles: bool) -> AttributionData:
-    """The conversions of the window and the touch facts that can precede them: of the
-    converting profiles, or of every profile when ``all_profiles`` (the Markov model needs the
-    paths that did not convert)."""
-    in_window = [facts.c.workspace_id == workspace_id, facts.c.type.in_(_CONVERSION_TYPES),
-                 facts.c.occur_time >= window.start, facts.c.occur_time < window.end]
+    """The conversions of the window and the touch facts of [window start - lookback, window
+    end) that can precede them: of the converting profiles, or of every profile when
+    ``all_profiles`` (the Markov model also needs the paths that did not convert, and then the
+    conversions of [window start - lookback, window start) too, which end earlier paths)."""
+    conversion_types = [facts.c.workspace_id == workspace_id,
+                        facts.c.type.in_(_CONVERSION_TYPES)]
+    in_window = [*conversion_types, facts.c.occur_time >= window.start,
+                 facts.c.occur_time < window.end]
+    since = window.start - lookback if all_profiles else window.start
     conversions = [
         Conversion(fid, profile, when, float(revenue))
         for fid, profile, when, revenue in session.execute(
             select(facts.c.fact_id, facts.c.profile_id, facts.c.occur_time, facts.c.revenue)
-            .where(*in_window).order_by(facts.c.occur_time, facts.c.fact_id)
+            .where(*conversion_types, facts.c.occur_time >= since,
+                   facts.c.occur_time < window.end)
+            .order_by(facts.c.occur_time, facts.c.fact_id)
         ).all()
     ]
     touch_query = (

@@ -35,7 +35,7 @@ from cjo_platform.limits import MAX_ID_LENGTH
 from cjo_platform.protobuf import from_timestamp, to_timestamp
 
 MAX_DETAILED_CONVERSIONS = 1000
-"""Conversions an attribution reply lists with their touchpoints, when asked to."""
+"""Conversions an attribution reply lists (with their touchpoints, if any), when asked to."""
 
 _TYPES = {
     fact_pb2.FACT_TYPE_JOURNEY_ENTERED: FactType.JOURNEY_ENTERED,
@@ -284,4 +284,6 @@ def attribution_reply(result: attribution.Attribution) -> rpb.GetAttributionResp
         conversions=result.conversions,
         attributed_conversions=result.attributed_conversions,
         attributed_revenue=result.attributed_revenue_micros / attribution.MICROS,
+        unattributed_conversions=result.unattributed_conversions,
+        unattributed_revenue=result.unattributed_revenue_micros / attribution.MICROS,
         models=[_credits(m) for m in result.models])

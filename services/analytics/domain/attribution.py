@@ -5,7 +5,13 @@ every model, the credits of a conversion add up exactly to one conversion and to
 Touchpoints of a conversion are the profile's messages with a delivered, opened or clicked fact
 in [conversion time - lookback, conversion time]; a message counts once, at its first such fact
 in that range. Touchpoints are ordered by time, ties by message id, so first and last touch are
-deterministic."""
+deterministic. A conversion with no touchpoint is listed and counted as unattributed; it credits
+nobody.
+
+The data-driven model learns one removal effect per channel from Markov paths (see
+``markov_paths``): a path depends only on the touch facts in [window start - lookback, window
+end) and the conversions in that same span, so identical behaviour there gets identical credit
+whatever happened before or after it."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import bisect
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -102,19 +108,24 @@ def allocate(total: int, weights: Sequence[float]) -> list[int]:
     return parts
 
 
+def _first_per_message(facts: Iterable[TouchFact]) -> list[Touchpoint]:
+    """One touchpoint per message, at its first fact, ordered by time then message id."""
+    first: dict[str, TouchFact] = {}
+    for fact in facts:
+        first.setdefault(fact.message_id, fact)
+    points = [Touchpoint(f.message_id, f.channel, f.journey_id, f.content_key, f.occur_time)
+              for f in first.values()]
+    points.sort(key=lambda t: (t.occur_time, t.message_id))
+    return points
+
+
 def touchpoints(history: Sequence[TouchFact], times: Sequence[datetime], at: datetime,
                 lookback: timedelta) -> list[Touchpoint]:
     """The touchpoints of a conversion at ``at`` from one profile's touch facts (sorted by time;
     ``times`` are their times)."""
     lo = bisect.bisect_left(times, at - lookback)
     hi = bisect.bisect_right(times, at)
-    first: dict[str, TouchFact] = {}
-    for fact in history[lo:hi]:
-        first.setdefault(fact.message_id, fact)
-    points = [Touchpoint(f.message_id, f.channel, f.journey_id, f.content_key, f.occur_time)
-              for f in first.values()]
-    points.sort(key=lambda t: (t.occur_time, t.message_id))
-    return points
+    return _first_per_message(history[lo:hi])
 
 
 def position_weights(n: int) -> list[float]:
@@ -169,17 +180,19 @@ def weigher(model: Model, half_life_hours: float,
 def attribute(model: Model, conversions: Iterable[tuple[Conversion, Sequence[Touchpoint]]],
               half_life_hours: float = 168.0, removal_effects: dict[int, float] | None = None,
               keep_conversions: int = 0) -> ModelResult:
-    """Credit each conversion (with at least one touchpoint) to its touchpoints."""
+    """Credit each conversion with at least one touchpoint to its touchpoints; the first
+    ``keep_conversions`` conversions are kept for the reply, those without a touchpoint with an
+    empty list."""
     weigh = weigher(model, half_life_hours, removal_effects)
     result = ModelResult(model)
     for conversion, points in conversions:
-        if not points:
-            continue
-        weights = weigh(points, conversion)
-        shares = allocate(MICROS, weights)
-        revenues = allocate(to_micros(conversion.revenue), weights)
-        credited = [CreditedTouch(t, s, r) for t, s, r in zip(points, shares, revenues,
-                                                              strict=True)]
+        credited: list[CreditedTouch] = []
+        if points:
+            weights = weigh(points, conversion)
+            shares = allocate(MICROS, weights)
+            revenues = allocate(to_micros(conversion.revenue), weights)
+            credited = [CreditedTouch(t, s, r) for t, s, r in zip(points, shares, revenues,
+                                                                  strict=True)]
         for c in credited:
             for bucket in (result.channels[c.touch.channel], result.journeys[c.touch.journey_id],
                            result.content_items[c.touch.content_key]):
@@ -256,39 +269,87 @@ def removal_effects(paths: Iterable[tuple[Sequence[int], bool]]) -> dict[int, fl
             for c in channels}
 
 
+Path = tuple[list[int], bool]
+"""A Markov path: the channels of its touchpoints in order, and whether it ended in a
+conversion."""
+
+
+def markov_paths(conversions: Sequence[Conversion], touches: Mapping[str, Sequence[TouchFact]],
+                 start: datetime, end: datetime, lookback: timedelta) -> list[Path]:
+    """The paths the data-driven model learns from, over the span [start - lookback, end).
+
+    Each profile's touch facts in the span are cut by its conversions in the span (a touch at
+    the instant of a conversion goes before it); so every touch of the span lies on exactly one
+    path, and a message counts once per path, at its first fact on it:
+
+    - the touches up to a conversion in the window [start, end), since the profile's previous
+      conversion, make a converting path;
+    - the touches up to a conversion before the window belong to that earlier conversion (an
+      earlier window's path): no path here, neither converting nor non-converting;
+    - the touches after the profile's last conversion make a non-converting (null) path: the
+      profile had not converted again by the end of the window.
+
+    A profile converting several times has one path per conversion. Paths without a touch are
+    left out (they would credit nobody). Nothing before the span or from ``end`` on is read."""
+    span_start = start - lookback
+    cuts: dict[str, list[Conversion]] = defaultdict(list)
+    for c in sorted(conversions, key=lambda c: (c.occur_time, c.fact_id)):
+        if span_start <= c.occur_time < end:
+            cuts[c.profile_id].append(c)
+    paths: list[Path] = []
+    for profile in sorted(set(touches) | set(cuts)):
+        history = [t for t in touches.get(profile, ()) if span_start <= t.occur_time < end]
+        history.sort(key=lambda t: t.occur_time)
+        taken = 0
+        for conversion in cuts.get(profile, []):
+            upto = taken
+            while upto < len(history) and history[upto].occur_time <= conversion.occur_time:
+                upto += 1
+            if conversion.occur_time >= start:
+                paths.append(([t.channel for t in _first_per_message(history[taken:upto])],
+                              True))
+            taken = upto
+        paths.append(([t.channel for t in _first_per_message(history[taken:])], False))
+    return [p for p in paths if p[0]]
+
+
 @dataclass(frozen=True)
 class Attribution:
     conversions: int
     attributed_conversions: int
     attributed_revenue_micros: int
+    unattributed_revenue_micros: int
     models: list[ModelResult]
 
+    @property
+    def unattributed_conversions(self) -> int:
+        """Conversions of the window without a touchpoint in their lookback."""
+        return self.conversions - self.attributed_conversions
 
-def attribute_all(conversions: Sequence[Conversion], touches: dict[str, list[TouchFact]],
+
+def attribute_all(conversions: Sequence[Conversion], touches: Mapping[str, Sequence[TouchFact]],
                   models: Sequence[Model], lookback: timedelta, half_life_hours: float,
-                  keep_conversions: int = 0) -> Attribution:
-    """Every requested model over the conversions and the profiles' touch facts (each list in
-    time order)."""
+                  keep_conversions: int = 0, *, start: datetime, end: datetime
+                  ) -> Attribution:
+    """Every requested model over the conversions of the window [start, end) and the profiles'
+    touch facts (each list in time order). ``conversions`` may also hold the conversions of
+    [start - lookback, start): they are not credited, they only end the data-driven model's
+    paths (``markov_paths``)."""
     times = {profile: [t.occur_time for t in history] for profile, history in touches.items()}
+    in_window = sorted((c for c in conversions if start <= c.occur_time < end),
+                       key=lambda c: (c.occur_time, c.fact_id))
     paths = [(c, touchpoints(touches.get(c.profile_id, []), times.get(c.profile_id, []),
-                             c.occur_time, lookback)) for c in conversions]
+                             c.occur_time, lookback)) for c in in_window]
     effects: dict[int, float] | None = None
     if Model.DATA_DRIVEN in models:
-        converting = {c.profile_id for c in conversions}
-        journeys: list[tuple[Sequence[int], bool]] = [
-            ([t.channel for t in points], True) for _, points in paths if points]
-        for profile, history in touches.items():
-            if profile not in converting:
-                seen: dict[str, int] = {}
-                for fact in history:
-                    seen.setdefault(fact.message_id, fact.channel)
-                journeys.append((list(seen.values()), False))
-        effects = removal_effects(journeys)
-    attributed = [(c, p) for c, p in paths if p]
+        effects = removal_effects(markov_paths(conversions, touches, start, end, lookback))
+    attributed_revenue = sum(to_micros(c.revenue) for c, p in paths if p)
     return Attribution(
-        conversions=len(conversions),
-        attributed_conversions=len(attributed),
-        attributed_revenue_micros=sum(to_micros(c.revenue) for c, _ in attributed),
-        models=[attribute(m, attributed, half_life_hours, effects, keep_conversions)
+        conversions=len(in_window),
+        attributed_conversions=sum(1 for _, p in paths if p),
+        attributed_revenue_micros=attributed_revenue,
+        unattributed_revenue_micros=sum(to_micros(c.revenue) for c in in_window)
+        - attributed_revenue,
+        models=[attribute(m, paths, half_life_hours, effects, keep_conversions)
                 for m in models],
     )

@@ -64,8 +64,9 @@ def experiment_results(uow: UnitOfWork, workspace_id: str, experiment_id: str,
 async def attribution(transactions: Transactions, workspace_id: str, query: AttributionQuery
                       ) -> Attribution:
     """Credit the window's conversions to the touchpoints before them, by every model asked
-    for."""
-    # The data-driven model also needs the paths of the profiles that did not convert.
+    for; conversions without a touchpoint are counted (and listed) as unattributed."""
+    # The data-driven model also needs the paths of the profiles that did not convert, and the
+    # conversions just before the window that end earlier paths.
     data_driven = Model.DATA_DRIVEN in query.models
     data = await transactions.run(lambda uow: repository.attribution_data(
         uow.session, workspace_id, query.window, query.lookback, all_profiles=data_driven))
@@ -73,4 +74,5 @@ async def attribution(transactions: Transactions, workspace_id: str, query: Attr
     # off the event loop.
     return await transactions.db.run(
         attribute_all, data.conversions, data.touches, query.models, query.lookback,
-        query.half_life_hours, query.keep_conversions)
+        query.half_life_hours, query.keep_conversions, start=query.window.start,
+        end=query.window.end)

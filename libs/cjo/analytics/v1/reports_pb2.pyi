@@ -355,13 +355,17 @@ class ModelAttribution(_message.Message):
     def __init__(self, model: _Optional[_Union[AttributionModel, str]] = ..., channels: _Optional[_Iterable[_Union[Credit, _Mapping]]] = ..., journeys: _Optional[_Iterable[_Union[Credit, _Mapping]]] = ..., content_items: _Optional[_Iterable[_Union[Credit, _Mapping]]] = ..., conversions: _Optional[_Iterable[_Union[AttributedConversion, _Mapping]]] = ...) -> None: ...
 
 class GetAttributionResponse(_message.Message):
-    __slots__ = ("conversions", "attributed_conversions", "attributed_revenue", "models")
+    __slots__ = ("conversions", "attributed_conversions", "attributed_revenue", "models", "unattributed_conversions", "unattributed_revenue")
     CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTED_CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTED_REVENUE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    UNATTRIBUTED_CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    UNATTRIBUTED_REVENUE_FIELD_NUMBER: _ClassVar[int]
     conversions: int
     attributed_conversions: int
     attributed_revenue: float
     models: _containers.RepeatedCompositeFieldContainer[ModelAttribution]
-    def __init__(self, conversions: _Optional[int] = ..., attributed_conversions: _Optional[int] = ..., attributed_revenue: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelAttribution, _Mapping]]] = ...) -> None: ...
+    unattributed_conversions: int
+    unattributed_revenue: float
+    def __init__(self, conversions: _Optional[int] = ..., attributed_conversions: _Optional[int] = ..., attributed_revenue: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelAttribution, _Mapping]]] = ..., unattributed_conversions: _Optional[int] = ..., unattributed_revenue: _Optional[float] = ...) -> None: ...
