@@ -18,7 +18,10 @@ from cjo_analytics.domain.stats import (
     probability_b_beats_a,
     relative_lift_interval,
     sample_ratio_check,
+    t_quantile_two_sided,
+    t_two_sided_p,
     two_proportion_p_value,
+    welch,
 )
 
 CASES = [(120, 1000, 150, 1000), (5, 40, 9, 38), (300, 10_000, 340, 10_000),
@@ -115,3 +118,63 @@ def test_experiment_results_compare_each_arm_with_the_flagged_control() -> None:
     assert inc.incremental_conversions == pytest.approx(28.0)
     assert inc.incremental_revenue == pytest.approx(2500.0 - 0.9 * 2000)
     assert inc.incrementality == pytest.approx((0.134 - 0.12) / 0.134)
+
+
+WELCH_CASES = [
+    # (exposures, converted people's revenues) of control and arm
+    (200, [20.0, 35.5, 12.0, 80.0, 44.0, 19.99], 180, [50.0, 75.0, 12.5, 99.0, 31.0, 66.0, 8.0]),
+    (40, [5.0] * 3, 38, [5.0] * 9),
+    (5000, [float(v) for v in range(1, 120)], 4900, [float(v) * 1.3 for v in range(1, 150)]),
+    (3, [100.0], 2, [1.0, 2.0]),
+]
+
+
+def _with_zeros(n: int, values: list[float]) -> np.ndarray:
+    return np.array(values + [0.0] * (n - len(values)))
+
+
+@pytest.mark.parametrize(("n_a", "values_a", "n_b", "values_b"), WELCH_CASES)
+def test_welch_matches_scipy_and_the_welch_satterthwaite_degrees_of_freedom(
+        n_a: int, values_a: list[float], n_b: int, values_b: list[float]) -> None:
+    a, b = _with_zeros(n_a, values_a), _with_zeros(n_b, values_b)
+    result = welch(n_a, values_a, n_b, values_b)
+    assert result is not None
+    expected = stats.ttest_ind(b, a, equal_var=False)
+    assert result.p_value == pytest.approx(expected.pvalue, rel=1e-8)
+    va, vb = a.var(ddof=1) / n_a, b.var(ddof=1) / n_b
+    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
+    assert result.degrees_of_freedom == pytest.approx(df, rel=1e-10)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    difference = b.mean() - a.mean()
+    assert result.difference == pytest.approx(difference, rel=1e-12)
+    assert result.interval[0] == pytest.approx(difference - half, rel=1e-9, abs=1e-12)
+    assert result.interval[1] == pytest.approx(difference + half, rel=1e-9, abs=1e-12)
+    # scipy's own interval of the same test agrees.
+    low, high = expected.confidence_interval(0.95)
+    assert result.interval == pytest.approx((low, high), rel=1e-9)
+
+
+@pytest.mark.parametrize("df", [1.0, 2.5, 7.3, 30.0, 1234.5])
+@pytest.mark.parametrize("t", [0.0, 0.4, 1.96, 3.1, 12.0])
+def test_t_distribution_matches_scipy(df: float, t: float) -> None:
+    assert t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-9, abs=1e-300)
+    assert t_quantile_two_sided(0.05, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-10)
+
+
+def test_welch_is_undefined_without_two_people_or_without_variance() -> None:
+    assert welch(1, [5.0], 10, [1.0]) is None
+    assert welch(10, [], 10, []) is None
+
+
+def test_an_arm_compares_its_revenue_per_exposed_person_with_the_control() -> None:
+    control = ArmCounts("control", True, 200, 6, 211.49, (20.0, 35.5, 12.0, 80.0, 44.0, 19.99))
+    arm = ArmCounts("b", False, 180, 3, 150.0, (50.0, 75.0, 25.0))
+    [c, b] = experiment_results([control, arm], "", {}, {}).arms
+    assert b.comparison is not None and b.comparison.revenue is not None
+    assert b.counts.revenue_per_exposure == pytest.approx(150.0 / 180)
+    assert b.comparison.revenue_per_exposure_lift == pytest.approx(150.0 / 180 - 211.49 / 200)
+    expected = stats.ttest_ind(_with_zeros(180, [50.0, 75.0, 25.0]),
+                               _with_zeros(200, list(control.person_revenues)),
+                               equal_var=False)
+    assert b.comparison.revenue.p_value == pytest.approx(expected.pvalue, rel=1e-8)
+    assert c.comparison is None

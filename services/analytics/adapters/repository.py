@@ -1,19 +1,41 @@
 """Fact storage: deduplicated bulk inserts and the report queries. Counting happens in SQL;
-only attribution loads rows (the conversions of a window and their profiles' touchpoints)."""
+only attribution loads rows (the conversions of a window and their profiles' touchpoints).
+
+Reports count people, not profile ids: a fact's person is the survivor its profile was merged
+into (``profile_aliases``, kept flat as merges arrive), else its own profile id, resolved when
+the report reads, so facts recorded before a merge move with it."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, case, distinct, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    String,
+    Table,
+    and_,
+    case,
+    distinct,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Join
 
-from cjo_analytics.adapters.tables import facts, messages
+from cjo_analytics.adapters.tables import facts, messages, profile_aliases
 from cjo_analytics.domain.attribution import Conversion, TouchFact
+from cjo_analytics.domain.experiments import ExperimentArm, ExperimentSummary
 from cjo_analytics.domain.facts import (
     COMPLETING_EXITS,
     CONVERSIONS,
@@ -63,13 +85,60 @@ def record_facts(session: Session, workspace_id: str, batch: Sequence[Fact],
          "variant": f.variant, "experiment_id": f.experiment_id, "arm": f.arm,
          "control": f.control, "arm_weight": f.arm_weight, "revenue": f.revenue,
          "currency": f.currency, "exit_reason": f.exit_reason,
-         "occur_hour": epoch_hour(f.occur_time)}
+         "occur_hour": epoch_hour(f.occur_time), "conversion_deadline": f.conversion_deadline}
         for f in batch
     ]
     new = set(insert_ignore(session, facts, rows, returning=facts.c.fact_id))
     firsts = {f.fact_id: f for f in reversed(batch) if f.fact_id in new}
     _fold_into_messages(session, workspace_id, firsts.values())
+    merges = [(f.profile_id, f.survivor_profile_id) for f in batch
+              if f.type is FactType.PROFILE_MERGED and firsts.get(f.fact_id) is f]
+    if merges:
+        record_merges(session, workspace_id, merges)
     return new
+
+
+def record_merges(session: Session, workspace_id: str,
+                  merges: Sequence[tuple[str, str]]) -> None:
+    """Fold merges (merged profile id, survivor id), in order, into the flat alias table: the
+    merged id (and every id that pointed at it) now points at the survivor's own survivor. Any
+    arrival order ends in the same table; a merge that would close a cycle is ignored."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Two batches folding a chain (a -> b, b -> c) at once would each miss the other's row.
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :key))"),
+                        {"key": f"profile_aliases:{workspace_id}"})
+    a = profile_aliases.c
+    for merged, survivor in merges:
+        final = session.execute(
+            select(a.survivor_profile_id).where(a.workspace_id == workspace_id,
+                                                a.merged_profile_id == survivor)
+        ).scalar_one_or_none() or survivor
+        if final == merged:
+            continue  # identity merges a profile away once; a cycle would lose the person
+        upsert(session, profile_aliases, [{"workspace_id": workspace_id,
+                                           "merged_profile_id": merged,
+                                           "survivor_profile_id": final}],
+               lambda excluded: {"survivor_profile_id": excluded.survivor_profile_id})
+        session.execute(update(profile_aliases)
+                        .where(a.workspace_id == workspace_id, a.survivor_profile_id == merged)
+                        .values(survivor_profile_id=final))
+
+
+def _people(table: Table | FromClause) -> tuple[Join, ColumnElement[str]]:
+    """``table`` (facts or an alias of it) joined with the aliases, and the person of each of
+    its rows: the survivor its profile was merged into, else the profile itself."""
+    alias = profile_aliases.alias()
+    joined = table.outerjoin(alias, and_(alias.c.workspace_id == table.c.workspace_id,
+                                         alias.c.merged_profile_id == table.c.profile_id))
+    return joined, func.coalesce(alias.c.survivor_profile_id, table.c.profile_id)
+
+
+def _profiles_of_people(workspace_id: str) -> FromClause:
+    """(person, profile_id) for every profile id that counts as someone else: each person's own
+    id is not listed (join it directly)."""
+    a = profile_aliases.c
+    return (select(a.survivor_profile_id.label("person"), a.merged_profile_id.label("profile_id"))
+            .where(a.workspace_id == workspace_id).subquery())
 
 
 _MESSAGE_ATTRIBUTES = ("journey_id", "channel", "content_key", "variant")
@@ -116,8 +185,10 @@ def _fold_into_messages(session: Session, workspace_id: str, new: Iterable[Fact]
 
 
 def journey_counts(session: Session, workspace_id: str, journey_id: str) -> list[FactCount]:
+    joined, person = _people(facts)
     rows = session.execute(
-        select(facts.c.type, func.count(), func.count(distinct(facts.c.profile_id)))
+        select(facts.c.type, func.count(), func.count(distinct(person)))
+        .select_from(joined)
         .where(facts.c.workspace_id == workspace_id, facts.c.journey_id == journey_id)
         .group_by(facts.c.type)
     ).all()
@@ -148,13 +219,15 @@ def journey_funnel(session: Session, workspace_id: str, journey_id: str, version
     def funnel(v: int) -> VersionFunnel:
         return funnels.setdefault(v, VersionFunnel(v))
 
+    joined, person = _people(facts)
     totals = session.execute(
         select(facts.c.journey_version,
                func.count(distinct(case((facts.c.type == FactType.JOURNEY_ENTERED.value,
-                                         facts.c.profile_id)))),
-               func.count(distinct(case((is_conversion, facts.c.profile_id)))),
+                                         person)))),
+               func.count(distinct(case((is_conversion, person)))),
                func.coalesce(func.sum(case((is_conversion, facts.c.revenue), else_=0.0)), 0.0),
                func.count(distinct(case((facts.c.type == exited_type, enrollment)))))
+        .select_from(joined)
         .where(*scope, facts.c.type.in_([FactType.JOURNEY_ENTERED.value, exited_type,
                                          *_CONVERSION_TYPES]))
         .group_by(facts.c.journey_version)
@@ -205,11 +278,12 @@ def journey_funnel(session: Session, workspace_id: str, journey_id: str, version
         rows = session.execute(
             select(bucket, facts.c.journey_version,
                    func.count(distinct(case((facts.c.type == FactType.JOURNEY_ENTERED.value,
-                                             facts.c.profile_id)))),
+                                             person)))),
                    func.count(case((is_conversion, facts.c.fact_id))),
                    func.coalesce(func.sum(case((is_conversion, facts.c.revenue), else_=0.0)),
                                  0.0),
                    func.count(distinct(case((facts.c.type == exited_type, enrollment)))))
+            .select_from(joined)
             .where(*scope, facts.c.occur_time >= window.start, facts.c.occur_time < window.end,
                    facts.c.type.in_([FactType.JOURNEY_ENTERED.value, exited_type,
                                      *_CONVERSION_TYPES]))
@@ -255,18 +329,23 @@ def channel_outcomes(session: Session, workspace_id: str, journey_id: str,
 class ExperimentData:
     arms: list[ArmCounts]
     weights: dict[str, float]
+    currencies: set[str]  # of the counted conversions (at least two when they mix)
 
 
 def experiment(session: Session, workspace_id: str, experiment_id: str) -> ExperimentData:
-    """Per arm: profiles exposed (each in the arm of its first exposure, ties by fact id),
-    those with a conversion at or after exposure and that revenue."""
+    """Per arm: people exposed (each in the arm of their first exposure under any of their
+    profile ids, ties by fact id), those with a conversion at or after that exposure (and not
+    after its conversion deadline, when it has one) under any of their ids, and that revenue."""
     in_experiment = [facts.c.workspace_id == workspace_id,
                      facts.c.experiment_id == experiment_id]
+    joined, person = _people(facts)
     ranked = (
-        select(facts.c.profile_id, facts.c.arm, facts.c.control, facts.c.occur_time,
-               func.row_number().over(partition_by=facts.c.profile_id,
+        select(person.label("person"), facts.c.arm, facts.c.control, facts.c.occur_time,
+               facts.c.conversion_deadline,
+               func.row_number().over(partition_by=person,
                                       order_by=(facts.c.occur_time, facts.c.fact_id)
                                       ).label("rn"))
+        .select_from(joined)
         .where(*in_experiment)
         .subquery()
     )
@@ -275,26 +354,72 @@ def experiment(session: Session, workspace_id: str, experiment_id: str) -> Exper
         select(first.c.arm, func.count(), func.max(case((first.c.control, 1), else_=0)))
         .group_by(first.c.arm)
     ).all()
+    # Every profile id of each exposed person: their own, and those merged into them.
+    others = _profiles_of_people(workspace_id)
+    ids = union_all(
+        select(first.c.person, first.c.person.label("profile_id")),
+        select(first.c.person, others.c.profile_id)
+        .join(others, others.c.person == first.c.person),
+    ).subquery()
     conversion = facts.alias("conversion")
-    converted = session.execute(
-        select(first.c.arm, func.count(distinct(conversion.c.profile_id)),
-               func.coalesce(func.sum(conversion.c.revenue), 0.0))
-        .select_from(first.join(conversion, and_(
+    currency = func.nullif(conversion.c.currency, "")
+    per_person = session.execute(
+        select(first.c.arm, func.coalesce(func.sum(conversion.c.revenue), 0.0),
+               func.min(currency), func.max(currency))
+        .select_from(first.join(ids, ids.c.person == first.c.person).join(conversion, and_(
             conversion.c.workspace_id == workspace_id,
-            conversion.c.profile_id == first.c.profile_id,
+            conversion.c.profile_id == ids.c.profile_id,
             conversion.c.type.in_(_CONVERSION_TYPES),
-            conversion.c.occur_time >= first.c.occur_time)))
-        .group_by(first.c.arm)
+            conversion.c.occur_time >= first.c.occur_time,
+            or_(first.c.conversion_deadline.is_(None),
+                conversion.c.occur_time <= first.c.conversion_deadline))))
+        .group_by(first.c.arm, first.c.person)
     ).all()
-    by_arm = {arm: (int(n), float(revenue)) for arm, n, revenue in converted}
-    arms = [ArmCounts(arm, bool(control), int(n), *by_arm.get(arm, (0, 0.0)))
+    revenues: dict[str, list[float]] = defaultdict(list)
+    currencies: set[str] = set()
+    for arm, revenue, low, high in per_person:
+        revenues[arm].append(float(revenue))
+        currencies.update(c for c in (low, high) if c)
+    arms = [ArmCounts(arm, bool(control), int(n), len(revenues[arm]),
+                      math.fsum(revenues[arm]), tuple(revenues[arm]))
             for arm, n, control in exposures]
     weights: dict[str, float] = dict(session.execute(
         select(facts.c.arm, func.max(facts.c.arm_weight))
         .where(*in_experiment, facts.c.arm_weight > 0)
         .group_by(facts.c.arm)
     ).all())
-    return ExperimentData(arms, {a: float(w) for a, w in weights.items()})
+    return ExperimentData(arms, {a: float(w) for a, w in weights.items()}, currencies)
+
+
+def experiments(session: Session, workspace_id: str, after: str, limit: int
+                ) -> list[ExperimentSummary]:
+    """Up to ``limit`` experiments with an id after ``after``, by id: what their exposures
+    say about them, and the distinct people exposed."""
+    joined, person = _people(facts)
+    rows = session.execute(
+        select(facts.c.experiment_id, func.max(facts.c.journey_id), func.max(facts.c.node_id),
+               func.max(facts.c.content_key), func.min(facts.c.occur_time),
+               func.max(facts.c.occur_time), func.count(distinct(person)))
+        .select_from(joined)
+        .where(facts.c.workspace_id == workspace_id, facts.c.experiment_id > after)
+        .group_by(facts.c.experiment_id)
+        .order_by(facts.c.experiment_id)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return []
+    arms: dict[str, list[ExperimentArm]] = defaultdict(list)
+    for experiment_id, arm, control, weight in session.execute(
+        select(facts.c.experiment_id, facts.c.arm,
+               func.max(case((facts.c.control, 1), else_=0)), func.max(facts.c.arm_weight))
+        .where(facts.c.workspace_id == workspace_id,
+               facts.c.experiment_id.in_([r[0] for r in rows]))
+        .group_by(facts.c.experiment_id, facts.c.arm)
+        .order_by(facts.c.experiment_id, facts.c.arm)
+    ).all():
+        arms[experiment_id].append(ExperimentArm(arm, bool(control), float(weight)))
+    return [ExperimentSummary(e, journey, node, content, first, last, int(n), arms[e])
+            for e, journey, node, content, first, last, n in rows]
 
 
 @dataclass(frozen=True)
@@ -308,31 +433,40 @@ def attribution_data(session: Session, workspace_id: str, window: Window,
     """The conversions of the window and the touch facts of [window start - lookback, window
     end) that can precede them: of the converting profiles, or of every profile when
     ``all_profiles`` (the Markov model also needs the paths that did not convert, and then the
-    conversions of [window start - lookback, window start) too, which end earlier paths)."""
+    conversions of [window start - lookback, window start) too, which end earlier paths).
+
+    Profile ids are people: a merged profile's conversions and touches are its survivor's."""
     conversion_types = [facts.c.workspace_id == workspace_id,
                         facts.c.type.in_(_CONVERSION_TYPES)]
-    in_window = [*conversion_types, facts.c.occur_time >= window.start,
-                 facts.c.occur_time < window.end]
     since = window.start - lookback if all_profiles else window.start
+    joined, person = _people(facts)
     conversions = [
         Conversion(fid, profile, when, float(revenue))
         for fid, profile, when, revenue in session.execute(
-            select(facts.c.fact_id, facts.c.profile_id, facts.c.occur_time, facts.c.revenue)
+            select(facts.c.fact_id, person, facts.c.occur_time, facts.c.revenue)
+            .select_from(joined)
             .where(*conversion_types, facts.c.occur_time >= since,
                    facts.c.occur_time < window.end)
             .order_by(facts.c.occur_time, facts.c.fact_id)
         ).all()
     ]
     touch_query = (
-        select(facts.c.profile_id, _or_fact(facts.c.message_id), facts.c.channel,
+        select(person, _or_fact(facts.c.message_id), facts.c.channel,
                facts.c.journey_id, facts.c.content_key, facts.c.occur_time)
+        .select_from(joined)
         .where(facts.c.workspace_id == workspace_id, facts.c.type.in_(_TOUCH_TYPES),
                facts.c.occur_time >= window.start - lookback, facts.c.occur_time < window.end)
-        .order_by(facts.c.profile_id, facts.c.occur_time, facts.c.fact_id)
+        .order_by(person, facts.c.occur_time, facts.c.fact_id)
     )
     if not all_profiles:
-        touch_query = touch_query.where(facts.c.profile_id.in_(
-            select(facts.c.profile_id).where(*in_window).scalar_subquery()))
+        converted = facts.alias("converted")
+        converted_joined, converted_person = _people(converted)
+        touch_query = touch_query.where(person.in_(
+            select(converted_person).select_from(converted_joined)
+            .where(converted.c.workspace_id == workspace_id,
+                   converted.c.type.in_(_CONVERSION_TYPES),
+                   converted.c.occur_time >= window.start, converted.c.occur_time < window.end)
+            .scalar_subquery()))
     touches: dict[str, list[TouchFact]] = defaultdict(list)
     for profile, message, channel, journey, content, when in session.execute(touch_query):
         touches[profile].append(TouchFact(message, int(channel), journey, content, when))

@@ -54,6 +54,8 @@ facts = Table(
     # Whole hours since the Unix epoch: time buckets as integer arithmetic that SQLite and
     # PostgreSQL evaluate alike (a day is occur_hour / 24).
     Column("occur_hour", BigInteger, nullable=False, default=0, server_default=text("0")),
+    # End of an exposure's conversion window (journey splits: the enrollment's goal deadline).
+    Column("conversion_deadline", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "fact_id"),
     # Journey report and funnel: a journey's facts by type, version and enrollment.
     Index("ix_facts_funnel", "workspace_id", "journey_id", "type", "journey_version",
@@ -87,4 +89,19 @@ messages = Table(
     Column("unsubscribed_time", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "message_key"),
     Index("ix_messages_journey", "workspace_id", "journey_id"),
+)
+
+# Identity merges, flattened: each profile merged away -> the profile that stands for the person
+# now (its last survivor, whatever order the merges arrived in). Reports that count people
+# read a fact's person as coalesce(survivor, profile_id) through this table, so facts recorded
+# before the merge move with it.
+profile_aliases = Table(
+    "profile_aliases",
+    metadata,
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("merged_profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
+    Column("survivor_profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "merged_profile_id"),
+    # Re-pointing a chain: the aliases whose survivor was just merged away.
+    Index("ix_profile_aliases_survivor", "workspace_id", "survivor_profile_id"),
 )

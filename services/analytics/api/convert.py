@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import cast
 
@@ -11,7 +12,7 @@ from cjo.analytics.v1 import fact_pb2
 from cjo.analytics.v1 import reports_pb2 as rpb
 from cjo.common.v1 import common_pb2
 from cjo_analytics.domain import attribution
-from cjo_analytics.domain.experiments import ExperimentResults
+from cjo_analytics.domain.experiments import CONTENT_PREFIX, ExperimentResults, ExperimentSummary
 from cjo_analytics.domain.facts import Fact, FactCount, FactType, validate_fact
 from cjo_analytics.domain.reports import (
     DEFAULT_HALF_LIFE_HOURS,
@@ -52,6 +53,7 @@ _TYPES = {
     fact_pb2.FACT_TYPE_GOAL_REACHED: FactType.GOAL_REACHED,
     fact_pb2.FACT_TYPE_CONVERTED: FactType.CONVERTED,
     fact_pb2.FACT_TYPE_EXPERIMENT_EXPOSED: FactType.EXPERIMENT_EXPOSED,
+    fact_pb2.FACT_TYPE_PROFILE_MERGED: FactType.PROFILE_MERGED,
 }
 _TYPE_PROTOS = {v: k for k, v in _TYPES.items()}
 _GRANULARITIES = {rpb.GRANULARITY_HOUR: Granularity.HOUR, rpb.GRANULARITY_DAY: Granularity.DAY}
@@ -80,7 +82,9 @@ def to_fact(item: fact_pb2.Fact) -> Fact:
                 channel=item.channel, content_key=item.content_key, variant=item.variant,
                 experiment_id=item.experiment_id, arm=item.arm, control=item.control,
                 arm_weight=item.arm_weight, revenue=item.revenue, currency=item.currency,
-                exit_reason=item.exit_reason)
+                exit_reason=item.exit_reason, survivor_profile_id=item.survivor_profile_id,
+                conversion_deadline=(from_timestamp(item.conversion_deadline)
+                                     if item.HasField("conversion_deadline") else None))
     validate_fact(fact).raise_if_any()
     return fact
 
@@ -132,6 +136,26 @@ def check_experiment_request(request: rpb.GetExperimentResultsRequest) -> None:
         problems.check(weight > 0 and weight != float("inf"), f"expected_weights[{arm}]",
                        "must be a positive weight")
     problems.raise_if_any()
+
+
+DEFAULT_EXPERIMENTS_PAGE = 100
+MAX_EXPERIMENTS_PAGE = 1000
+
+
+def experiments_page(request: rpb.ListExperimentsRequest) -> tuple[str, int]:
+    """The id to continue after ("" from the start) and the page size."""
+    problems = Violations()
+    problems.check(0 <= request.page_size <= MAX_EXPERIMENTS_PAGE, "page_size",
+                   f"must be 0 to {MAX_EXPERIMENTS_PAGE}")
+    after = ""
+    if request.page_token:
+        try:
+            after = base64.urlsafe_b64decode(request.page_token.encode()).decode()
+        except (ValueError, UnicodeDecodeError):
+            after = ""
+        problems.check(bool(after), "page_token", "is not a token this service returned")
+    problems.raise_if_any()
+    return after, request.page_size or DEFAULT_EXPERIMENTS_PAGE
 
 
 def attribution_query(request: rpb.GetAttributionRequest) -> AttributionQuery:
@@ -226,7 +250,8 @@ def experiment_results(experiment_id: str,
         c = r.counts
         arm = reply.arms.add(arm=c.arm, control=r.control, exposures=c.exposures,
                              conversions=c.conversions, conversion_rate=c.rate,
-                             revenue=c.revenue, expected_share=r.expected_share)
+                             revenue=c.revenue, expected_share=r.expected_share,
+                             revenue_per_exposure=c.revenue_per_exposure)
         if r.comparison is not None:
             cmp = r.comparison
             arm.absolute_lift = cmp.absolute_lift
@@ -235,6 +260,14 @@ def experiment_results(experiment_id: str,
             arm.relative_lift_ci.lower, arm.relative_lift_ci.upper = cmp.relative_ci
             arm.p_value = cmp.p_value
             arm.probability_to_beat_control = cmp.probability_to_beat
+            arm.revenue_per_exposure_lift = cmp.revenue_per_exposure_lift
+            arm.revenue_p_value = 1.0
+            if cmp.revenue is not None:
+                welch = cmp.revenue
+                ci = arm.revenue_per_exposure_lift_ci
+                ci.lower, ci.upper = welch.interval
+                arm.revenue_p_value = welch.p_value
+                arm.revenue_degrees_of_freedom = welch.degrees_of_freedom
     if results.sample_ratio is not None:
         srm = results.sample_ratio
         reply.sample_ratio.CopyFrom(rpb.SampleRatioCheck(
@@ -244,6 +277,11 @@ def experiment_results(experiment_id: str,
                      f"(chi-square p = {srm.p_value:.2g} < 0.001); check assignment and "
                      f"exposure logging before trusting these results")
             if srm.mismatch else ""))
+    reply.currency = results.currency
+    if results.mixed_currencies:
+        reply.currency_warning = (
+            f"the conversions carry several currencies ({', '.join(results.mixed_currencies)}); "
+            f"revenue is summed as recorded, without conversion")
     if results.incrementality is not None:
         inc = results.incrementality
         reply.incrementality.CopyFrom(rpb.Incrementality(
@@ -251,6 +289,40 @@ def experiment_results(experiment_id: str,
             incremental_revenue=inc.incremental_revenue,
             incrementality=inc.incrementality))
     return reply
+
+
+def _experiment_kind(row: ExperimentSummary) -> rpb.ExperimentKind:
+    if row.experiment_id.startswith(CONTENT_PREFIX):
+        return rpb.EXPERIMENT_KIND_CONTENT_VARIANT
+    if row.journey_id and row.node_id:
+        return rpb.EXPERIMENT_KIND_JOURNEY_SPLIT
+    return rpb.EXPERIMENT_KIND_UNSPECIFIED
+
+
+def _experiment(row: ExperimentSummary) -> rpb.Experiment:
+    kind = _experiment_kind(row)
+    journey = kind == rpb.EXPERIMENT_KIND_JOURNEY_SPLIT
+    return rpb.Experiment(
+        experiment_id=row.experiment_id, kind=kind,
+        journey_id=row.journey_id if journey else "",
+        node_id=row.node_id if journey else "",
+        content_key=(row.experiment_id.removeprefix(CONTENT_PREFIX)
+                     if kind == rpb.EXPERIMENT_KIND_CONTENT_VARIANT else ""),
+        arms=[rpb.ExperimentArm(arm=a.arm, control=a.control, weight=a.weight)
+              for a in row.arms],
+        first_exposure_time=to_timestamp(row.first_exposure),
+        last_exposure_time=to_timestamp(row.last_exposure),
+        exposures=row.exposures)
+
+
+def experiments_reply(rows: list[ExperimentSummary], page_size: int
+                      ) -> rpb.ListExperimentsResponse:
+    """``rows`` holds one more than the page when another page follows."""
+    page = rows[:page_size]
+    token = (base64.urlsafe_b64encode(page[-1].experiment_id.encode()).decode()
+             if len(rows) > page_size else "")
+    return rpb.ListExperimentsResponse(experiments=[_experiment(r) for r in page],
+                                       next_page_token=token)
 
 
 def _credits(model: attribution.ModelResult) -> rpb.ModelAttribution:

@@ -70,6 +70,14 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
             uow, workspace, request.experiment_id, request.control_arm, weights))
         return convert.experiment_results(request.experiment_id, results)
 
+    async def ListExperiments(self, request: rpb.ListExperimentsRequest,
+                              context: grpc.aio.ServicerContext) -> rpb.ListExperimentsResponse:
+        after, page_size = convert.experiments_page(request)
+        workspace = current_workspace()
+        rows = await self.transactions.run(
+            lambda uow: reports.list_experiments(uow, workspace, after, page_size + 1))
+        return convert.experiments_reply(rows, page_size)
+
     async def GetAttribution(self, request: rpb.GetAttributionRequest,
                              context: grpc.aio.ServicerContext) -> rpb.GetAttributionResponse:
         query = convert.attribution_query(request)

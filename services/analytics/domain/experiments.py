@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
+from datetime import datetime
 
 from cjo_analytics.domain.stats import (
     ArmCounts,
@@ -30,11 +31,43 @@ class ExperimentResults:
     arms: list[ArmResult]
     sample_ratio: SampleRatio | None
     incrementality: Incrementality | None
+    currency: str = ""  # the one currency of the counted conversions, "" when none or mixed
+    mixed_currencies: tuple[str, ...] = ()  # set when the conversions carry several
+
+
+CONTENT_PREFIX = "content:"
+
+
+@dataclass(frozen=True)
+class ExperimentArm:
+    arm: str
+    control: bool
+    weight: float
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """What an experiment's exposures say about it (ListExperiments)."""
+
+    experiment_id: str
+    journey_id: str
+    node_id: str
+    content_key: str
+    first_exposure: datetime
+    last_exposure: datetime
+    exposures: int  # distinct people
+    arms: list[ExperimentArm]
+
+
+def content_experiment_id(content_key: str) -> str:
+    """The experiment id of a content item's variants, as delivery's exposures carry it."""
+    return f"{CONTENT_PREFIX}{content_key}"
 
 
 def experiment_results(arms: Sequence[ArmCounts], control_arm: str,
                        request_weights: Mapping[str, float],
-                       fact_weights: Mapping[str, float]) -> ExperimentResults:
+                       fact_weights: Mapping[str, float],
+                       currencies: Set[str] = frozenset()) -> ExperimentResults:
     """Compare every arm with the control (the named one, else the one flagged control).
     Expected weights: the request's, else those carried by the facts, else equal; an arm with
     no weight (or not exposed at all) counts with weight 0 / exposures 0."""
@@ -63,4 +96,6 @@ def experiment_results(arms: Sequence[ArmCounts], control_arm: str,
     lift = None
     if control is not None:
         lift = incrementality(control, [c for c in counts if c.arm != control_arm])
-    return ExperimentResults(control_arm, results, srm, lift)
+    mixed = tuple(sorted(currencies)) if len(currencies) > 1 else ()
+    currency = next(iter(currencies)) if len(currencies) == 1 else ""
+    return ExperimentResults(control_arm, results, srm, lift, currency, mixed)

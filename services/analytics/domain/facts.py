@@ -27,6 +27,7 @@ class FactType(StrEnum):
     GOAL_REACHED = "goal_reached"
     CONVERTED = "converted"
     EXPERIMENT_EXPOSED = "experiment_exposed"
+    PROFILE_MERGED = "profile_merged"
 
 
 CONVERSIONS = (FactType.GOAL_REACHED, FactType.CONVERTED)
@@ -60,6 +61,8 @@ class Fact:
     revenue: float = 0.0
     currency: str = ""
     exit_reason: str = ""
+    survivor_profile_id: str = ""
+    conversion_deadline: datetime | None = None
 
 
 def validate_fact(fact: Fact | None = None, *, fact_id: str = "", profile_id: str = "",
@@ -92,6 +95,14 @@ def validate_fact(fact: Fact | None = None, *, fact_id: str = "", profile_id: st
     problems.check(math.isfinite(fact.arm_weight) and fact.arm_weight >= 0, "arm_weight",
                    "must be a finite weight, 0 or more")
     problems.check(len(fact.currency) <= 3, "currency", "must be an ISO 4217 code")
+    if fact.type is FactType.PROFILE_MERGED:
+        check_id(problems, "survivor_profile_id", fact.survivor_profile_id, required=True,
+                 max_length=MAX_PROFILE_ID_LENGTH)
+        problems.check(fact.survivor_profile_id != fact.profile_id, "survivor_profile_id",
+                       "must differ from profile_id")
+    else:
+        problems.check(not fact.survivor_profile_id, "survivor_profile_id",
+                       "is only for profile merged facts")
     return problems
 
 

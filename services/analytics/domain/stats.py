@@ -1,6 +1,7 @@
 """Experiment statistics in pure Python (math.erfc, math.lgamma): two-proportion z-test,
-Wald and delta-method intervals, Bayesian probability to beat control and the chi-square
-sample-ratio check. Each function is checked against scipy in the tests."""
+Wald and delta-method intervals, Bayesian probability to beat control, the chi-square
+sample-ratio check and Welch's t-test of revenue per exposed person. Each function is checked
+against scipy in the tests."""
 
 from __future__ import annotations
 
@@ -153,6 +154,98 @@ def sample_ratio_check(observed: Sequence[int], weights: Sequence[float]) -> Sam
     return SampleRatio(statistic, df, chi_square_sf(statistic, df) if df > 0 else 1.0, shares)
 
 
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz, as in Numerical
+    Recipes' betacf)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (tiny if abs(d) < tiny else d)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        for numerator in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+                          -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (tiny if abs(d) < tiny else d)
+            c = 1.0 + numerator / c
+            c = tiny if abs(c) < tiny else c
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            break
+    return h
+
+
+def beta_inc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_fraction(a, b, x) / a
+    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| > |t|) for Student's T with ``df`` (any positive real) degrees of freedom."""
+    return min(1.0, beta_inc(df / 2.0, 0.5, df / (df + t * t)))
+
+
+def t_quantile_two_sided(alpha: float, df: float) -> float:
+    """The t with P(|T| > t) = ``alpha`` (e.g. 0.05 for a 95% interval), by bisection."""
+    low, high = 0.0, 1.0
+    while t_two_sided_p(high, df) > alpha:
+        low, high = high, high * 2.0
+    for _ in range(200):
+        middle = (low + high) / 2.0
+        if t_two_sided_p(middle, df) > alpha:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-13 * high:
+            break
+    return (low + high) / 2.0
+
+
+@dataclass(frozen=True)
+class Welch:
+    difference: float
+    interval: tuple[float, float]
+    p_value: float
+    degrees_of_freedom: float
+
+
+def _mean_and_variance(n: int, values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample variance of ``n`` observations: ``values`` and n - len(values) zeros
+    (the exposed people who did not convert), in two passes."""
+    mean = math.fsum(values) / n
+    squares = math.fsum((v - mean) ** 2 for v in values) + (n - len(values)) * mean * mean
+    return mean, squares / (n - 1)
+
+
+def welch(n_a: int, values_a: Sequence[float], n_b: int, values_b: Sequence[float],
+          confidence: float = 0.95) -> Welch | None:
+    """Welch's unequal-variances t-test and interval of mean_b - mean_a, where each arm has n
+    observations: its ``values`` and zeros for the rest. None when an arm has fewer than two
+    observations or neither varies (the statistic is undefined)."""
+    if n_a < 2 or n_b < 2:
+        return None
+    mean_a, var_a = _mean_and_variance(n_a, values_a)
+    mean_b, var_b = _mean_and_variance(n_b, values_b)
+    share_a, share_b = var_a / n_a, var_b / n_b
+    se2 = share_a + share_b
+    if se2 <= 0.0:
+        return None
+    df = se2 * se2 / (share_a * share_a / (n_a - 1) + share_b * share_b / (n_b - 1))
+    se = math.sqrt(se2)
+    difference = mean_b - mean_a
+    half = t_quantile_two_sided(1.0 - confidence, df) * se
+    return Welch(difference, (difference - half, difference + half),
+                 t_two_sided_p(difference / se, df), df)
+
+
 @dataclass(frozen=True)
 class ArmCounts:
     arm: str
@@ -160,10 +253,17 @@ class ArmCounts:
     exposures: int
     conversions: int
     revenue: float
+    # Revenue of each converted person (their conversions in the window summed); the other
+    # exposed people count 0. Feeds the Welch test of revenue per exposed person.
+    person_revenues: tuple[float, ...] = ()
 
     @property
     def rate(self) -> float:
         return self.conversions / self.exposures if self.exposures else 0.0
+
+    @property
+    def revenue_per_exposure(self) -> float:
+        return self.revenue / self.exposures if self.exposures else 0.0
 
 
 @dataclass(frozen=True)
@@ -174,6 +274,8 @@ class Comparison:
     relative_ci: tuple[float, float]
     p_value: float
     probability_to_beat: float
+    revenue_per_exposure_lift: float = 0.0
+    revenue: Welch | None = None  # None when undefined
 
 
 def compare(control: ArmCounts, arm: ArmCounts) -> Comparison:
@@ -181,6 +283,9 @@ def compare(control: ArmCounts, arm: ArmCounts) -> Comparison:
     c, n = control.conversions, control.exposures
     relative = (arm.rate - control.rate) / control.rate if control.rate > 0 else 0.0
     return Comparison(
+        revenue_per_exposure_lift=arm.revenue_per_exposure - control.revenue_per_exposure,
+        revenue=welch(control.exposures, control.person_revenues, arm.exposures,
+                      arm.person_revenues),
         absolute_lift=arm.rate - control.rate,
         absolute_ci=difference_interval(c, n, arm.conversions, arm.exposures),
         relative_lift=relative,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from cjo_analytics.adapters import repository
 from cjo_analytics.domain.attribution import Attribution, Model, attribute_all
-from cjo_analytics.domain.experiments import ExperimentResults
+from cjo_analytics.domain.experiments import ExperimentResults, ExperimentSummary
 from cjo_analytics.domain.experiments import experiment_results as compare_arms
 from cjo_analytics.domain.facts import FactCount
 from cjo_analytics.domain.reports import (
@@ -58,7 +58,13 @@ def experiment_results(uow: UnitOfWork, workspace_id: str, experiment_id: str,
             reason="UNKNOWN_EXPERIMENT")
     if control_arm and control_arm not in {a.arm for a in data.arms}:
         raise InvalidArgument.one("control_arm", "is not an exposed arm of the experiment")
-    return compare_arms(data.arms, control_arm, expected_weights, data.weights)
+    return compare_arms(data.arms, control_arm, expected_weights, data.weights, data.currencies)
+
+
+def list_experiments(uow: UnitOfWork, workspace_id: str, after: str, limit: int
+                     ) -> list[ExperimentSummary]:
+    """Up to ``limit`` experiments with at least one exposure and an id after ``after``."""
+    return repository.experiments(uow.session, workspace_id, after, limit)
 
 
 async def attribution(transactions: Transactions, workspace_id: str, query: AttributionQuery

@@ -61,6 +61,11 @@ class AnalyticsServiceStub:
                 request_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsRequest.SerializeToString,
                 response_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsResponse.FromString,
                 _registered_method=True)
+        self.ListExperiments = channel.unary_unary(
+                '/cjo.analytics.v1.AnalyticsService/ListExperiments',
+                request_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.ListExperimentsRequest.SerializeToString,
+                response_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.ListExperimentsResponse.FromString,
+                _registered_method=True)
         self.GetAttribution = channel.unary_unary(
                 '/cjo.analytics.v1.AnalyticsService/GetAttribution',
                 request_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetAttributionRequest.SerializeToString,
@@ -109,6 +114,14 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExperiments(self, request, context):
+        """The workspace's experiments (journey splits and content variant tests) that have at least
+        one exposure, ordered by id: the ids GetExperimentResults takes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAttribution(self, request, context):
         """Multi-touch attribution of the conversions in a window to the messages that preceded them.
         """
@@ -143,6 +156,11 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.GetExperimentResults,
                     request_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsRequest.FromString,
                     response_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsResponse.SerializeToString,
+            ),
+            'ListExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperiments,
+                    request_deserializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.ListExperimentsRequest.FromString,
+                    response_serializer=cjo_dot_analytics_dot_v1_dot_reports__pb2.ListExperimentsResponse.SerializeToString,
             ),
             'GetAttribution': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAttribution,
@@ -286,6 +304,33 @@ class AnalyticsService:
             '/cjo.analytics.v1.AnalyticsService/GetExperimentResults',
             cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsRequest.SerializeToString,
             cjo_dot_analytics_dot_v1_dot_reports__pb2.GetExperimentResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.analytics.v1.AnalyticsService/ListExperiments',
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.ListExperimentsRequest.SerializeToString,
+            cjo_dot_analytics_dot_v1_dot_reports__pb2.ListExperimentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,6 +17,12 @@ class Granularity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GRANULARITY_HOUR: _ClassVar[Granularity]
     GRANULARITY_DAY: _ClassVar[Granularity]
 
+class ExperimentKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPERIMENT_KIND_UNSPECIFIED: _ClassVar[ExperimentKind]
+    EXPERIMENT_KIND_JOURNEY_SPLIT: _ClassVar[ExperimentKind]
+    EXPERIMENT_KIND_CONTENT_VARIANT: _ClassVar[ExperimentKind]
+
 class AttributionModel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ATTRIBUTION_MODEL_UNSPECIFIED: _ClassVar[AttributionModel]
@@ -29,6 +35,9 @@ class AttributionModel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 GRANULARITY_UNSPECIFIED: Granularity
 GRANULARITY_HOUR: Granularity
 GRANULARITY_DAY: Granularity
+EXPERIMENT_KIND_UNSPECIFIED: ExperimentKind
+EXPERIMENT_KIND_JOURNEY_SPLIT: ExperimentKind
+EXPERIMENT_KIND_CONTENT_VARIANT: ExperimentKind
 ATTRIBUTION_MODEL_UNSPECIFIED: AttributionModel
 ATTRIBUTION_MODEL_FIRST_TOUCH: AttributionModel
 ATTRIBUTION_MODEL_LAST_TOUCH: AttributionModel
@@ -215,7 +224,7 @@ class Interval(_message.Message):
     def __init__(self, lower: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
 
 class ArmResult(_message.Message):
-    __slots__ = ("arm", "control", "exposures", "conversions", "conversion_rate", "revenue", "absolute_lift", "absolute_lift_ci", "relative_lift", "relative_lift_ci", "p_value", "probability_to_beat_control", "expected_share")
+    __slots__ = ("arm", "control", "exposures", "conversions", "conversion_rate", "revenue", "absolute_lift", "absolute_lift_ci", "relative_lift", "relative_lift_ci", "p_value", "probability_to_beat_control", "expected_share", "revenue_per_exposure", "revenue_per_exposure_lift", "revenue_per_exposure_lift_ci", "revenue_p_value", "revenue_degrees_of_freedom")
     ARM_FIELD_NUMBER: _ClassVar[int]
     CONTROL_FIELD_NUMBER: _ClassVar[int]
     EXPOSURES_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +238,11 @@ class ArmResult(_message.Message):
     P_VALUE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_TO_BEAT_CONTROL_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_PER_EXPOSURE_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_PER_EXPOSURE_LIFT_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_PER_EXPOSURE_LIFT_CI_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_DEGREES_OF_FREEDOM_FIELD_NUMBER: _ClassVar[int]
     arm: str
     control: bool
     exposures: int
@@ -242,7 +256,12 @@ class ArmResult(_message.Message):
     p_value: float
     probability_to_beat_control: float
     expected_share: float
-    def __init__(self, arm: _Optional[str] = ..., control: _Optional[bool] = ..., exposures: _Optional[int] = ..., conversions: _Optional[int] = ..., conversion_rate: _Optional[float] = ..., revenue: _Optional[float] = ..., absolute_lift: _Optional[float] = ..., absolute_lift_ci: _Optional[_Union[Interval, _Mapping]] = ..., relative_lift: _Optional[float] = ..., relative_lift_ci: _Optional[_Union[Interval, _Mapping]] = ..., p_value: _Optional[float] = ..., probability_to_beat_control: _Optional[float] = ..., expected_share: _Optional[float] = ...) -> None: ...
+    revenue_per_exposure: float
+    revenue_per_exposure_lift: float
+    revenue_per_exposure_lift_ci: Interval
+    revenue_p_value: float
+    revenue_degrees_of_freedom: float
+    def __init__(self, arm: _Optional[str] = ..., control: _Optional[bool] = ..., exposures: _Optional[int] = ..., conversions: _Optional[int] = ..., conversion_rate: _Optional[float] = ..., revenue: _Optional[float] = ..., absolute_lift: _Optional[float] = ..., absolute_lift_ci: _Optional[_Union[Interval, _Mapping]] = ..., relative_lift: _Optional[float] = ..., relative_lift_ci: _Optional[_Union[Interval, _Mapping]] = ..., p_value: _Optional[float] = ..., probability_to_beat_control: _Optional[float] = ..., expected_share: _Optional[float] = ..., revenue_per_exposure: _Optional[float] = ..., revenue_per_exposure_lift: _Optional[float] = ..., revenue_per_exposure_lift_ci: _Optional[_Union[Interval, _Mapping]] = ..., revenue_p_value: _Optional[float] = ..., revenue_degrees_of_freedom: _Optional[float] = ...) -> None: ...
 
 class SampleRatioCheck(_message.Message):
     __slots__ = ("chi_square", "degrees_of_freedom", "p_value", "mismatch", "warning")
@@ -269,18 +288,70 @@ class Incrementality(_message.Message):
     def __init__(self, incremental_conversions: _Optional[float] = ..., incremental_revenue: _Optional[float] = ..., incrementality: _Optional[float] = ...) -> None: ...
 
 class GetExperimentResultsResponse(_message.Message):
-    __slots__ = ("experiment_id", "control_arm", "arms", "sample_ratio", "incrementality")
+    __slots__ = ("experiment_id", "control_arm", "arms", "sample_ratio", "incrementality", "currency", "currency_warning")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTROL_ARM_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATIO_FIELD_NUMBER: _ClassVar[int]
     INCREMENTALITY_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_WARNING_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     control_arm: str
     arms: _containers.RepeatedCompositeFieldContainer[ArmResult]
     sample_ratio: SampleRatioCheck
     incrementality: Incrementality
-    def __init__(self, experiment_id: _Optional[str] = ..., control_arm: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[ArmResult, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., incrementality: _Optional[_Union[Incrementality, _Mapping]] = ...) -> None: ...
+    currency: str
+    currency_warning: str
+    def __init__(self, experiment_id: _Optional[str] = ..., control_arm: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[ArmResult, _Mapping]]] = ..., sample_ratio: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., incrementality: _Optional[_Union[Incrementality, _Mapping]] = ..., currency: _Optional[str] = ..., currency_warning: _Optional[str] = ...) -> None: ...
+
+class ListExperimentsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ExperimentArm(_message.Message):
+    __slots__ = ("arm", "control", "weight")
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    control: bool
+    weight: float
+    def __init__(self, arm: _Optional[str] = ..., control: _Optional[bool] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("experiment_id", "kind", "journey_id", "node_id", "content_key", "arms", "first_exposure_time", "last_exposure_time", "exposures")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    JOURNEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_EXPOSURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_EXPOSURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURES_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    kind: ExperimentKind
+    journey_id: str
+    node_id: str
+    content_key: str
+    arms: _containers.RepeatedCompositeFieldContainer[ExperimentArm]
+    first_exposure_time: _timestamp_pb2.Timestamp
+    last_exposure_time: _timestamp_pb2.Timestamp
+    exposures: int
+    def __init__(self, experiment_id: _Optional[str] = ..., kind: _Optional[_Union[ExperimentKind, str]] = ..., journey_id: _Optional[str] = ..., node_id: _Optional[str] = ..., content_key: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[ExperimentArm, _Mapping]]] = ..., first_exposure_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_exposure_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exposures: _Optional[int] = ...) -> None: ...
+
+class ListExperimentsResponse(_message.Message):
+    __slots__ = ("experiments", "next_page_token")
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
+    next_page_token: str
+    def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetAttributionRequest(_message.Message):
     __slots__ = ("window", "lookback_days", "models", "half_life_hours", "include_conversions")

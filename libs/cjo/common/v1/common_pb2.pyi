@@ -99,7 +99,7 @@ class RenderedWebhook(_message.Message):
     def __init__(self, json_body: _Optional[str] = ...) -> None: ...
 
 class RenderedMessage(_message.Message):
-    __slots__ = ("channel", "content_key", "content_revision", "email", "sms", "push", "in_app", "webhook", "locale", "content_version", "variant")
+    __slots__ = ("channel", "content_key", "content_revision", "email", "sms", "push", "in_app", "webhook", "locale", "content_version", "variant", "variant_weight")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     CONTENT_KEY_FIELD_NUMBER: _ClassVar[int]
     CONTENT_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class RenderedMessage(_message.Message):
     LOCALE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     channel: Channel
     content_key: str
     content_revision: int
@@ -122,4 +123,5 @@ class RenderedMessage(_message.Message):
     locale: str
     content_version: int
     variant: str
-    def __init__(self, channel: _Optional[_Union[Channel, str]] = ..., content_key: _Optional[str] = ..., content_revision: _Optional[int] = ..., email: _Optional[_Union[RenderedEmail, _Mapping]] = ..., sms: _Optional[_Union[RenderedSms, _Mapping]] = ..., push: _Optional[_Union[RenderedPush, _Mapping]] = ..., in_app: _Optional[_Union[RenderedInApp, _Mapping]] = ..., webhook: _Optional[_Union[RenderedWebhook, _Mapping]] = ..., locale: _Optional[str] = ..., content_version: _Optional[int] = ..., variant: _Optional[str] = ...) -> None: ...
+    variant_weight: int
+    def __init__(self, channel: _Optional[_Union[Channel, str]] = ..., content_key: _Optional[str] = ..., content_revision: _Optional[int] = ..., email: _Optional[_Union[RenderedEmail, _Mapping]] = ..., sms: _Optional[_Union[RenderedSms, _Mapping]] = ..., push: _Optional[_Union[RenderedPush, _Mapping]] = ..., in_app: _Optional[_Union[RenderedInApp, _Mapping]] = ..., webhook: _Optional[_Union[RenderedWebhook, _Mapping]] = ..., locale: _Optional[str] = ..., content_version: _Optional[int] = ..., variant: _Optional[str] = ..., variant_weight: _Optional[int] = ...) -> None: ...
