@@ -1,5 +1,5 @@
 """Wires the identity service: storage, its own API key authentication, the two servicers and
-the outbox forwarders to orchestration (events) and analytics (conversion facts)."""
+the outbox forwarders to orchestration (events) and analytics (conversion and merge facts)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     from_database = local_key_resolver(transactions)
     resolve_key = CachingResolver(from_database, ttl=settings.api_key_cache_seconds)
     events = events_forwarder(settings, storage.db, storage.outbox)
-    # Conversion facts share the outbox; each forwarder drains only its own topic.
+    # Conversion and merge facts share the outbox; each forwarder drains only its own topic.
     facts = facts_forwarder(settings, storage.db, storage.outbox)
     return ServiceApp(
         settings=settings,

@@ -203,3 +203,57 @@ def test_revenue_and_currency_are_read_from_the_properties(
 def test_a_conversion_without_revenue_property_carries_none() -> None:
     value = value_of(ConversionEvent("signup"), {"total": 5})
     assert (value.revenue, value.currency, value.problem) == (0.0, "", "")
+
+
+async def test_analytics_counts_an_anonymous_exposure_on_the_profile_it_merges_into(
+        pair: Pair) -> None:
+    """The issue's case through identity's forwarding: exposed while anonymous, logged in (the
+    anonymous profile merges into the known one), bought as the known profile."""
+    identity = pair.identity
+    acme = await identity.new_workspace("acme")
+    await identity.events.UpdateIdentitySettings(pb.UpdateIdentitySettingsRequest(
+        settings=identity_settings_pb2.IdentitySettings(conversion_events=[ORDER])),
+        metadata=acme)
+    known = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        track(f"crm{i}", f"u{i}", "signed_up") for i in range(4)]), metadata=acme)
+    visits = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        event_pb2.Event(message_id=f"visit{i}", type=event_pb2.EVENT_TYPE_TRACK,
+                        name="cart_viewed", timestamp=to_timestamp(BOUGHT_AT),
+                        identifiers=[event_pb2.Identifier(type="anonymous_id", value=f"a{i}")])
+        for i in range(4)]), metadata=acme)
+    anonymous = [r.profile_id for r in visits.results]
+    # A journey split exposes the anonymous profiles (as orchestration records it).
+    exposed = await pair.analytics.RecordFacts(analytics_pb.RecordFactsRequest(facts=[
+        fact_pb2.Fact(fact_id=f"x{i}", type=fact_pb2.FACT_TYPE_NODE_VISITED, profile_id=p,
+                      journey_id="j1", node_id="split", experiment_id="j1:split",
+                      arm="treatment" if i % 2 else "control", control=i % 2 == 0,
+                      occur_time=to_timestamp(BOUGHT_AT - timedelta(minutes=30)))
+        for i, p in enumerate(anonymous)]), metadata=as_service("acme"))
+    assert all(r.status.code == 0 for r in exposed.results)
+
+    logins = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        event_pb2.Event(message_id=f"login{i}", type=event_pb2.EVENT_TYPE_IDENTIFY,
+                        timestamp=to_timestamp(BOUGHT_AT - timedelta(minutes=10)),
+                        identifiers=[event_pb2.Identifier(type="anonymous_id", value=f"a{i}"),
+                                     event_pb2.Identifier(type="user_id", value=f"u{i}")])
+        for i in range(4)]), metadata=acme)
+    survivors = [r.profile_id for r in logins.results]
+    assert survivors == [r.profile_id for r in known.results]  # the known profiles survive
+    assert not set(survivors) & set(anonymous)
+    # People 1 (treatment) and 2 (control) buy, as their known profile.
+    await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        track("o1", "u1", "order_completed", total=30), track("o2", "u2", "order_completed",
+                                                               total=12)]), metadata=acme)
+
+    async def results() -> reports_pb2.GetExperimentResultsResponse | None:
+        if await identity.outbox_rows():
+            return None
+        reply = await pair.analytics.GetExperimentResults(
+            reports_pb2.GetExperimentResultsRequest(experiment_id="j1:split"),
+            metadata=as_service("acme"))
+        return reply if sum(a.conversions for a in reply.arms) >= 2 else None
+
+    reply = await eventually(results)
+    assert [(a.arm, a.exposures, a.conversions, a.revenue) for a in reply.arms] == [
+        ("control", 2, 1, 12.0), ("treatment", 2, 1, 30.0)]
+    assert reply.currency == "EUR"

@@ -1,5 +1,6 @@
 """What identity writes to its outbox, as the bytes the receivers decode: forwarded events for
-orchestration (topic :data:`EVENTS_TOPIC`) and conversion facts for analytics (``FACTS_TOPIC``).
+orchestration (topic :data:`EVENTS_TOPIC`) and conversion and merge facts for analytics
+(``FACTS_TOPIC``).
 
 Every payload is built here, so the shape of what leaves identity has one home. Ids that must
 deduplicate on a re-send or a re-plan are derived from what they describe; the others are new."""
@@ -64,6 +65,19 @@ def conversion_fact(accepted: Accepted, conversion: Conversion) -> bytes:
         occur_time=to_timestamp(accepted.event.timestamp),
         revenue=conversion.revenue,
         currency=conversion.currency,
+    ))
+
+
+def merge_fact(merge: Merge, now: datetime) -> bytes:
+    """The payload telling analytics that ``merged_profile_id`` is the survivor's person now, so
+    its reports count both ids' facts once, on the survivor. A profile is merged away once: the
+    id follows from the pair, so a re-sent or re-planned merge is recorded once."""
+    return _payload(fact_pb2.Fact(
+        fact_id=f"identity.merge:{merge.merged_profile_id}:{merge.survivor_profile_id}",
+        type=fact_pb2.FACT_TYPE_PROFILE_MERGED,
+        profile_id=merge.merged_profile_id,
+        survivor_profile_id=merge.survivor_profile_id,
+        occur_time=to_timestamp(now),
     ))
 
 

@@ -21,6 +21,7 @@ from cjo_identity.adapters.outbox_payloads import (
     conversion_fact,
     forwarded_event,
     merge_event,
+    merge_fact,
     segment_event,
 )
 from cjo_identity.domain.events import Event
@@ -121,7 +122,11 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
         *((segment_event(t, plan.golden[t.profile_id], now, traceparent), traceparent)
           for t in transitions)])
     uow.publish(FACTS_TOPIC, workspace_id, [
-        (conversion_fact(a, c), traceparent) for a, c in conversions_of(plan.accepted, settings)])
+        # Merges too, in the same transaction: analytics counts a merged profile's exposures
+        # and conversions on the survivor.
+        *((merge_fact(m, now), traceparent) for m in plan.graph.merges),
+        *((conversion_fact(a, c), traceparent)
+          for a, c in conversions_of(plan.accepted, settings))])
     applied = iter(plan.outcomes)
     return Applied([o if o is not None else next(applied) for o in outcomes], plan)
 
