@@ -30,6 +30,10 @@ MAX_PROFILE_ID_LENGTH = MAX_ID_LENGTH
 (an id from another system) up to this length, so every column that holds a profile id outside
 identity is this wide: one long id can never stop a forwarder that carries it."""
 
+MAX_TOPIC_LENGTH = 64
+"""A message's consent topic (``newsletter``): delivery's ``SendMessage`` and a journey's send
+node accept at most this many characters, the width of delivery's ``messages.topic``."""
+
 MAX_WORKSPACE_ID_LENGTH = 64
 """Width of every ``workspace_id`` column (identity's rule for a workspace id allows 63)."""
 
@@ -88,6 +92,13 @@ def describe(span: timedelta) -> str:
     if seconds % 60 == 0:
         return f"{seconds // 60:,} minutes"
     return f"{seconds:,} seconds"
+
+
+def check_topic(problems: Violations, field: str, topic: str) -> bool:
+    """Record a problem with the consent topic ``topic`` of ``field`` (empty: the channel as a
+    whole); True when there is none."""
+    return problems.check(len(topic) <= MAX_TOPIC_LENGTH, field,
+                          f"at most {MAX_TOPIC_LENGTH} characters")
 
 
 def check_duration(problems: Violations, field: str, value: timedelta | None, *,

@@ -15,7 +15,12 @@ from sqlalchemy import (
 )
 
 from cjo_platform.db import UtcDateTime
-from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, MAX_WORKSPACE_ID_LENGTH
+from cjo_platform.limits import (
+    MAX_ID_LENGTH,
+    MAX_PROFILE_ID_LENGTH,
+    MAX_TOPIC_LENGTH,
+    MAX_WORKSPACE_ID_LENGTH,
+)
 from cjo_platform.service import shared_tables
 
 metadata = MetaData()
@@ -45,7 +50,7 @@ messages = Table(
     Column("traceparent", String(64), nullable=False, default=""),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
-    Column("topic", String(64), nullable=False, server_default=""),
+    Column("topic", String(MAX_TOPIC_LENGTH), nullable=False, server_default=""),
     # Transactional messages skip consent, frequency caps and quiet hours.
     Column("transactional", Boolean, nullable=False, server_default="0"),
     # The recipient's IANA time zone for quiet hours; empty: the policy's default.

@@ -19,7 +19,7 @@ from enum import StrEnum
 
 from cjo_delivery.domain.addresses import is_plausible_email
 from cjo_platform.errors import InvalidArgument, Violations
-from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, check_id
+from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, check_id, check_topic
 
 NAME_PREFIX = "messages/"
 
@@ -138,8 +138,6 @@ class Claim:
 _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 """E.164: a plus, a country code and at most 15 digits in all."""
 
-MAX_TOPIC_LENGTH = 64
-
 
 def validate_send(*, idempotency_key: str, profile_id: str, address: str,
                   channel: Channel | None, email: EmailContent | None, journey_id: str,
@@ -157,8 +155,7 @@ def validate_send(*, idempotency_key: str, profile_id: str, address: str,
                    f"at most {MAX_ID_LENGTH} characters")
     if channel is not Channel.IN_APP:  # the inbox is addressed by profile
         problems.check(bool(address), "recipient.address", "is required")
-    problems.check(len(topic) <= MAX_TOPIC_LENGTH, "topic",
-                   f"at most {MAX_TOPIC_LENGTH} characters")
+    check_topic(problems, "topic", topic)
     if time_zone:
         problems.check(time_zone_known, "time_zone", "is not an IANA time zone")
     if not problems.check(channel is not None, "content.channel", "is required"):

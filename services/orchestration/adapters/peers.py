@@ -65,6 +65,8 @@ class SendItem:
     journey_id: str
     enrollment_id: str
     time_zone: str = ""  # the profile's IANA zone, for delivery's quiet hours; "" the default
+    topic: str = ""  # consent topic within the channel; "" the channel as a whole
+    transactional: bool = False  # exempt from consent, frequency caps and quiet hours
 
 
 # A cjo.common.v1.RenderedMessage, or why there is none.
@@ -209,7 +211,8 @@ class Peers:
                         recipient=message_pb2.Recipient(profile_id=item.profile_id,
                                                         address=item.address),
                         content=item.content, journey_id=item.journey_id,
-                        enrollment_id=item.enrollment_id, time_zone=item.time_zone)
+                        enrollment_id=item.enrollment_id, time_zone=item.time_zone,
+                        topic=item.topic, transactional=item.transactional)
                     for item in chunk]),
                 metadata=metadata, timeout=self.timeout)
 

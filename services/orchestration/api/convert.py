@@ -164,7 +164,8 @@ def node_from_proto(node: journey_pb2.Node) -> Node:
                             send.content_version,
                             tuple(c for c in (_channel(v) for v in send.channel_preference)
                                   if c is not None),
-                            _FAILURE.get(send.on_failure, FailurePolicy.EXIT))
+                            _FAILURE.get(send.on_failure, FailurePolicy.EXIT),
+                            send.topic, send.transactional)
     elif kind == "exit":
         action = ExitAction()
     elif kind == "wait":
@@ -222,7 +223,8 @@ def node_to_proto(node: Node) -> journey_pb2.Node:
             channel_preference=[_channel_proto(c) for c in action.channel_preference],
             on_failure=(journey_pb2.FAILURE_POLICY_CONTINUE
                         if action.on_failure is FailurePolicy.CONTINUE
-                        else journey_pb2.FAILURE_POLICY_EXIT)))
+                        else journey_pb2.FAILURE_POLICY_EXIT),
+            topic=action.topic, transactional=action.transactional))
     elif isinstance(action, ExitAction):
         message.exit.SetInParent()
     elif isinstance(action, WaitAction):

@@ -30,7 +30,7 @@ from cjo_orchestration.domain.schedule import check_publishable, check_schedule
 from cjo_platform.cel import compile_expression
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.ids import SEGMENT_ID_RULE, is_segment_id
-from cjo_platform.limits import MAX_ID_LENGTH
+from cjo_platform.limits import MAX_ID_LENGTH, check_topic
 
 MAX_DISPLAY_NAME_LENGTH = 200
 MAX_EVENT_NAME_LENGTH = 200
@@ -217,6 +217,7 @@ def _check_send(problems: Violations, at: str, send: SendAction) -> None:
         problems.add(f"{at}.channel", "is required (or channel_preference)")
     if len(set(send.channel_preference)) != len(send.channel_preference):
         problems.add(f"{at}.channel_preference", "names a channel twice")
+    check_topic(problems, f"{at}.topic", send.topic)
 
 
 def validate_for_publish(display_name: str, graph: JourneyGraph,

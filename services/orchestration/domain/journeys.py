@@ -94,6 +94,8 @@ class SendAction:
     content_version: int = 0  # 0: the latest published version
     channel_preference: tuple[Channel, ...] = ()
     on_failure: FailurePolicy = FailurePolicy.EXIT
+    topic: str = ""  # consent topic within the channel (each channel of the preference)
+    transactional: bool = False  # delivery skips consent, caps and quiet hours
 
     @property
     def channels(self) -> tuple[Channel, ...]:
@@ -319,7 +321,8 @@ def _action_from_dict(a: Mapping[str, Any]) -> Action:
         return SendAction(a["content_key"], Channel(a["channel"]) if a.get("channel") else None,
                           a.get("next_node_id", ""), a.get("content_version", 0),
                           tuple(Channel(c) for c in a.get("channel_preference", ())),
-                          FailurePolicy(a.get("on_failure", FailurePolicy.EXIT.value)))
+                          FailurePolicy(a.get("on_failure", FailurePolicy.EXIT.value)),
+                          a.get("topic", ""), a.get("transactional", False))
     if "conditions" in a:
         return BranchAction(tuple(BranchCondition(c["condition"], c["next_node_id"])
                                   for c in a["conditions"]), a.get("else_next_node_id", ""))

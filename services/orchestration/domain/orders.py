@@ -24,6 +24,8 @@ class SendOrder:
     address: str
     idempotency_key: str
     content_version: int = 0
+    topic: str = ""  # the send node's consent topic, on whichever channel was chosen
+    transactional: bool = False
 
 
 @dataclass(frozen=True)

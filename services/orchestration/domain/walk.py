@@ -234,7 +234,7 @@ def _send(here: _Here, action: SendAction) -> Transition:
             return here.wait_for(SendOrder(
                 here.node_id, here.visit, action.content_key, channel, address,
                 send_key(here.enrollment.enrollment_id, here.node_id, here.visit),
-                action.content_version))
+                action.content_version, action.topic, action.transactional))
     # Known before any call: fail the step now rather than render for nobody.
     wanted = ", ".join(f"{c.value} (trait {ADDRESS_TRAITS.get(c, '-')!r})"
                        for c in action.channels)

@@ -250,7 +250,8 @@ class StepRound:
             to_send.append((i, SendItem(order.idempotency_key, enrollment.profile_id,
                                         order.address, rendered, enrollment.journey_id,
                                         enrollment.enrollment_id,
-                                        profile_time_zone(enrollment.traits))))
+                                        profile_time_zone(enrollment.traits),
+                                        order.topic, order.transactional)))
         if to_send:
             sent = await self.peers.send(workspace_id, [item for _, item in to_send])
             for (i, _), result in zip(to_send, sent, strict=True):

@@ -28,19 +28,19 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cjo/orchestration/v1/journey.proto\x12\x14\x63jo.orchestration.v1\x1a\x1a\x63jo/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\x0c\x45ventTrigger\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\"$\n\x0eSegmentTrigger\x12\x12\n\nsegment_id\x18\x01 \x01(\t\"\x0c\n\nApiTrigger\"\xdd\x01\n\x10ScheduledTrigger\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12(\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x0e\n\x04\x63ron\x18\x03 \x01(\tH\x00\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08schedule\"k\n\x04Goal\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12)\n\x06window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x65xit_on_goal\x18\x04 \x01(\x08\"3\n\rExitCriterion\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\"\xe4\x01\n\x08SendNode\x12\x13\n\x0b\x63ontent_key\x18\x01 \x01(\t\x12\'\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x16.cjo.common.v1.Channel\x12\x14\n\x0cnext_node_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63ontent_version\x18\x04 \x01(\x03\x12\x32\n\x12\x63hannel_preference\x18\x05 \x03(\x0e\x32\x16.cjo.common.v1.Channel\x12\x37\n\non_failure\x18\x06 \x01(\x0e\x32#.cjo.orchestration.v1.FailurePolicy\"\x95\x01\n\tEventWait\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x65vent_next_node_id\x18\x04 \x01(\t\x12\x1c\n\x14timeout_next_node_id\x18\x05 \x01(\t\"Z\n\rLocalTimeWait\x12\x0c\n\x04hour\x18\x01 \x01(\x05\x12\x0e\n\x06minute\x18\x02 \x01(\x05\x12\x10\n\x08weekdays\x18\x03 \x03(\x05\x12\x19\n\x11\x64\x65\x66\x61ult_time_zone\x18\x04 \x01(\t\"\xc5\x01\n\x08WaitNode\x12-\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x39\n\nlocal_time\x18\x02 \x01(\x0b\x32#.cjo.orchestration.v1.LocalTimeWaitH\x00\x12\x30\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1f.cjo.orchestration.v1.EventWaitH\x00\x12\x14\n\x0cnext_node_id\x18\x04 \x01(\tB\x07\n\x05until\":\n\x0f\x42ranchCondition\x12\x11\n\tcondition\x18\x01 \x01(\t\x12\x14\n\x0cnext_node_id\x18\x02 \x01(\t\"b\n\nBranchNode\x12\x39\n\nconditions\x18\x01 \x03(\x0b\x32%.cjo.orchestration.v1.BranchCondition\x12\x19\n\x11\x65lse_next_node_id\x18\x02 \x01(\t\"P\n\x08SplitArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x05\x12\x14\n\x0cnext_node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontrol\x18\x04 \x01(\x08\"9\n\tSplitNode\x12,\n\x04\x61rms\x18\x01 \x03(\x0b\x32\x1e.cjo.orchestration.v1.SplitArm\"R\n\x11UpdateProfileNode\x12\'\n\x06traits\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0cnext_node_id\x18\x02 \x01(\t\"\n\n\x08\x45xitNode\"\xd3\x02\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x04send\x18\n \x01(\x0b\x32\x1e.cjo.orchestration.v1.SendNodeH\x00\x12.\n\x04\x65xit\x18\x0b \x01(\x0b\x32\x1e.cjo.orchestration.v1.ExitNodeH\x00\x12.\n\x04wait\x18\x0c \x01(\x0b\x32\x1e.cjo.orchestration.v1.WaitNodeH\x00\x12\x32\n\x06\x62ranch\x18\r \x01(\x0b\x32 .cjo.orchestration.v1.BranchNodeH\x00\x12\x30\n\x05split\x18\x0e \x01(\x0b\x32\x1f.cjo.orchestration.v1.SplitNodeH\x00\x12\x41\n\x0eupdate_profile\x18\x0f \x01(\x0b\x32\'.cjo.orchestration.v1.UpdateProfileNodeH\x00\x42\x06\n\x04kind\"\xf9\x06\n\x07Journey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\njourney_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".cjo.orchestration.v1.JourneyState\x12;\n\revent_trigger\x18\x05 \x01(\x0b\x32\".cjo.orchestration.v1.EventTriggerH\x00\x12?\n\x0fsegment_trigger\x18\x0c \x01(\x0b\x32$.cjo.orchestration.v1.SegmentTriggerH\x00\x12\x37\n\x0b\x61pi_trigger\x18\r \x01(\x0b\x32 .cjo.orchestration.v1.ApiTriggerH\x00\x12\x43\n\x11scheduled_trigger\x18\x12 \x01(\x0b\x32&.cjo.orchestration.v1.ScheduledTriggerH\x00\x12)\n\x05nodes\x18\x06 \x03(\x0b\x32\x1a.cjo.orchestration.v1.Node\x12\x15\n\rentry_node_id\x18\x07 \x01(\t\x12\x19\n\x11published_version\x18\x08 \x01(\x03\x12\x0c\n\x04\x65tag\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x08re_entry\x18\x0e \x01(\x0e\x32#.cjo.orchestration.v1.ReEntryPolicy\x12\x34\n\x11re_entry_cooldown\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x04goal\x18\x10 \x01(\x0b\x32\x1a.cjo.orchestration.v1.Goal\x12:\n\rexit_criteria\x18\x11 \x03(\x0b\x32#.cjo.orchestration.v1.ExitCriterion\x12\x13\n\x0b\x65rror_count\x18\x13 \x01(\x03\x12\x12\n\nlast_error\x18\x14 \x01(\t\x12\x33\n\x0flast_error_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07trigger*\x96\x01\n\x0cJourneyState\x12\x1d\n\x19JOURNEY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13JOURNEY_STATE_DRAFT\x10\x01\x12\x18\n\x14JOURNEY_STATE_ACTIVE\x10\x02\x12\x1a\n\x16JOURNEY_STATE_ARCHIVED\x10\x03\x12\x18\n\x14JOURNEY_STATE_PAUSED\x10\x04*\x8b\x01\n\rReEntryPolicy\x12\x1f\n\x1bRE_ENTRY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n\x15RE_ENTRY_POLICY_NEVER\x10\x01\x12\"\n\x1eRE_ENTRY_POLICY_AFTER_COOLDOWN\x10\x02\x12\x1a\n\x16RE_ENTRY_POLICY_ALWAYS\x10\x03*e\n\rFailurePolicy\x12\x1e\n\x1a\x46\x41ILURE_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41ILURE_POLICY_EXIT\x10\x01\x12\x1b\n\x17\x46\x41ILURE_POLICY_CONTINUE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cjo/orchestration/v1/journey.proto\x12\x14\x63jo.orchestration.v1\x1a\x1a\x63jo/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\x0c\x45ventTrigger\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\"$\n\x0eSegmentTrigger\x12\x12\n\nsegment_id\x18\x01 \x01(\t\"\x0c\n\nApiTrigger\"\xdd\x01\n\x10ScheduledTrigger\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12(\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x0e\n\x04\x63ron\x18\x03 \x01(\tH\x00\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08schedule\"k\n\x04Goal\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12)\n\x06window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x65xit_on_goal\x18\x04 \x01(\x08\"3\n\rExitCriterion\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\"\x8a\x02\n\x08SendNode\x12\x13\n\x0b\x63ontent_key\x18\x01 \x01(\t\x12\'\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x16.cjo.common.v1.Channel\x12\x14\n\x0cnext_node_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63ontent_version\x18\x04 \x01(\x03\x12\x32\n\x12\x63hannel_preference\x18\x05 \x03(\x0e\x32\x16.cjo.common.v1.Channel\x12\x37\n\non_failure\x18\x06 \x01(\x0e\x32#.cjo.orchestration.v1.FailurePolicy\x12\r\n\x05topic\x18\x07 \x01(\t\x12\x15\n\rtransactional\x18\x08 \x01(\x08\"\x95\x01\n\tEventWait\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x65vent_next_node_id\x18\x04 \x01(\t\x12\x1c\n\x14timeout_next_node_id\x18\x05 \x01(\t\"Z\n\rLocalTimeWait\x12\x0c\n\x04hour\x18\x01 \x01(\x05\x12\x0e\n\x06minute\x18\x02 \x01(\x05\x12\x10\n\x08weekdays\x18\x03 \x03(\x05\x12\x19\n\x11\x64\x65\x66\x61ult_time_zone\x18\x04 \x01(\t\"\xc5\x01\n\x08WaitNode\x12-\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x39\n\nlocal_time\x18\x02 \x01(\x0b\x32#.cjo.orchestration.v1.LocalTimeWaitH\x00\x12\x30\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1f.cjo.orchestration.v1.EventWaitH\x00\x12\x14\n\x0cnext_node_id\x18\x04 \x01(\tB\x07\n\x05until\":\n\x0f\x42ranchCondition\x12\x11\n\tcondition\x18\x01 \x01(\t\x12\x14\n\x0cnext_node_id\x18\x02 \x01(\t\"b\n\nBranchNode\x12\x39\n\nconditions\x18\x01 \x03(\x0b\x32%.cjo.orchestration.v1.BranchCondition\x12\x19\n\x11\x65lse_next_node_id\x18\x02 \x01(\t\"P\n\x08SplitArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x05\x12\x14\n\x0cnext_node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontrol\x18\x04 \x01(\x08\"9\n\tSplitNode\x12,\n\x04\x61rms\x18\x01 \x03(\x0b\x32\x1e.cjo.orchestration.v1.SplitArm\"R\n\x11UpdateProfileNode\x12\'\n\x06traits\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0cnext_node_id\x18\x02 \x01(\t\"\n\n\x08\x45xitNode\"\xd3\x02\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x04send\x18\n \x01(\x0b\x32\x1e.cjo.orchestration.v1.SendNodeH\x00\x12.\n\x04\x65xit\x18\x0b \x01(\x0b\x32\x1e.cjo.orchestration.v1.ExitNodeH\x00\x12.\n\x04wait\x18\x0c \x01(\x0b\x32\x1e.cjo.orchestration.v1.WaitNodeH\x00\x12\x32\n\x06\x62ranch\x18\r \x01(\x0b\x32 .cjo.orchestration.v1.BranchNodeH\x00\x12\x30\n\x05split\x18\x0e \x01(\x0b\x32\x1f.cjo.orchestration.v1.SplitNodeH\x00\x12\x41\n\x0eupdate_profile\x18\x0f \x01(\x0b\x32\'.cjo.orchestration.v1.UpdateProfileNodeH\x00\x42\x06\n\x04kind\"\xf9\x06\n\x07Journey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\njourney_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".cjo.orchestration.v1.JourneyState\x12;\n\revent_trigger\x18\x05 \x01(\x0b\x32\".cjo.orchestration.v1.EventTriggerH\x00\x12?\n\x0fsegment_trigger\x18\x0c \x01(\x0b\x32$.cjo.orchestration.v1.SegmentTriggerH\x00\x12\x37\n\x0b\x61pi_trigger\x18\r \x01(\x0b\x32 .cjo.orchestration.v1.ApiTriggerH\x00\x12\x43\n\x11scheduled_trigger\x18\x12 \x01(\x0b\x32&.cjo.orchestration.v1.ScheduledTriggerH\x00\x12)\n\x05nodes\x18\x06 \x03(\x0b\x32\x1a.cjo.orchestration.v1.Node\x12\x15\n\rentry_node_id\x18\x07 \x01(\t\x12\x19\n\x11published_version\x18\x08 \x01(\x03\x12\x0c\n\x04\x65tag\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x08re_entry\x18\x0e \x01(\x0e\x32#.cjo.orchestration.v1.ReEntryPolicy\x12\x34\n\x11re_entry_cooldown\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x04goal\x18\x10 \x01(\x0b\x32\x1a.cjo.orchestration.v1.Goal\x12:\n\rexit_criteria\x18\x11 \x03(\x0b\x32#.cjo.orchestration.v1.ExitCriterion\x12\x13\n\x0b\x65rror_count\x18\x13 \x01(\x03\x12\x12\n\nlast_error\x18\x14 \x01(\t\x12\x33\n\x0flast_error_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07trigger*\x96\x01\n\x0cJourneyState\x12\x1d\n\x19JOURNEY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13JOURNEY_STATE_DRAFT\x10\x01\x12\x18\n\x14JOURNEY_STATE_ACTIVE\x10\x02\x12\x1a\n\x16JOURNEY_STATE_ARCHIVED\x10\x03\x12\x18\n\x14JOURNEY_STATE_PAUSED\x10\x04*\x8b\x01\n\rReEntryPolicy\x12\x1f\n\x1bRE_ENTRY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n\x15RE_ENTRY_POLICY_NEVER\x10\x01\x12\"\n\x1eRE_ENTRY_POLICY_AFTER_COOLDOWN\x10\x02\x12\x1a\n\x16RE_ENTRY_POLICY_ALWAYS\x10\x03*e\n\rFailurePolicy\x12\x1e\n\x1a\x46\x41ILURE_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41ILURE_POLICY_EXIT\x10\x01\x12\x1b\n\x17\x46\x41ILURE_POLICY_CONTINUE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.orchestration.v1.journey_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOURNEYSTATE']._serialized_start=2980
-  _globals['_JOURNEYSTATE']._serialized_end=3130
-  _globals['_REENTRYPOLICY']._serialized_start=3133
-  _globals['_REENTRYPOLICY']._serialized_end=3272
-  _globals['_FAILUREPOLICY']._serialized_start=3274
-  _globals['_FAILUREPOLICY']._serialized_end=3375
+  _globals['_JOURNEYSTATE']._serialized_start=3018
+  _globals['_JOURNEYSTATE']._serialized_end=3168
+  _globals['_REENTRYPOLICY']._serialized_start=3171
+  _globals['_REENTRYPOLICY']._serialized_end=3310
+  _globals['_FAILUREPOLICY']._serialized_start=3312
+  _globals['_FAILUREPOLICY']._serialized_end=3413
   _globals['_EVENTTRIGGER']._serialized_start=183
   _globals['_EVENTTRIGGER']._serialized_end=233
   _globals['_SEGMENTTRIGGER']._serialized_start=235
@@ -54,27 +54,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXITCRITERION']._serialized_start=620
   _globals['_EXITCRITERION']._serialized_end=671
   _globals['_SENDNODE']._serialized_start=674
-  _globals['_SENDNODE']._serialized_end=902
-  _globals['_EVENTWAIT']._serialized_start=905
-  _globals['_EVENTWAIT']._serialized_end=1054
-  _globals['_LOCALTIMEWAIT']._serialized_start=1056
-  _globals['_LOCALTIMEWAIT']._serialized_end=1146
-  _globals['_WAITNODE']._serialized_start=1149
-  _globals['_WAITNODE']._serialized_end=1346
-  _globals['_BRANCHCONDITION']._serialized_start=1348
-  _globals['_BRANCHCONDITION']._serialized_end=1406
-  _globals['_BRANCHNODE']._serialized_start=1408
-  _globals['_BRANCHNODE']._serialized_end=1506
-  _globals['_SPLITARM']._serialized_start=1508
-  _globals['_SPLITARM']._serialized_end=1588
-  _globals['_SPLITNODE']._serialized_start=1590
-  _globals['_SPLITNODE']._serialized_end=1647
-  _globals['_UPDATEPROFILENODE']._serialized_start=1649
-  _globals['_UPDATEPROFILENODE']._serialized_end=1731
-  _globals['_EXITNODE']._serialized_start=1733
-  _globals['_EXITNODE']._serialized_end=1743
-  _globals['_NODE']._serialized_start=1746
-  _globals['_NODE']._serialized_end=2085
-  _globals['_JOURNEY']._serialized_start=2088
-  _globals['_JOURNEY']._serialized_end=2977
+  _globals['_SENDNODE']._serialized_end=940
+  _globals['_EVENTWAIT']._serialized_start=943
+  _globals['_EVENTWAIT']._serialized_end=1092
+  _globals['_LOCALTIMEWAIT']._serialized_start=1094
+  _globals['_LOCALTIMEWAIT']._serialized_end=1184
+  _globals['_WAITNODE']._serialized_start=1187
+  _globals['_WAITNODE']._serialized_end=1384
+  _globals['_BRANCHCONDITION']._serialized_start=1386
+  _globals['_BRANCHCONDITION']._serialized_end=1444
+  _globals['_BRANCHNODE']._serialized_start=1446
+  _globals['_BRANCHNODE']._serialized_end=1544
+  _globals['_SPLITARM']._serialized_start=1546
+  _globals['_SPLITARM']._serialized_end=1626
+  _globals['_SPLITNODE']._serialized_start=1628
+  _globals['_SPLITNODE']._serialized_end=1685
+  _globals['_UPDATEPROFILENODE']._serialized_start=1687
+  _globals['_UPDATEPROFILENODE']._serialized_end=1769
+  _globals['_EXITNODE']._serialized_start=1771
+  _globals['_EXITNODE']._serialized_end=1781
+  _globals['_NODE']._serialized_start=1784
+  _globals['_NODE']._serialized_end=2123
+  _globals['_JOURNEY']._serialized_start=2126
+  _globals['_JOURNEY']._serialized_end=3015
 # @@protoc_insertion_point(module_scope)

@@ -101,20 +101,24 @@ class ExitCriterion(_message.Message):
     def __init__(self, event_name: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class SendNode(_message.Message):
-    __slots__ = ("content_key", "channel", "next_node_id", "content_version", "channel_preference", "on_failure")
+    __slots__ = ("content_key", "channel", "next_node_id", "content_version", "channel_preference", "on_failure", "topic", "transactional")
     CONTENT_KEY_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     NEXT_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONAL_FIELD_NUMBER: _ClassVar[int]
     content_key: str
     channel: _common_pb2.Channel
     next_node_id: str
     content_version: int
     channel_preference: _containers.RepeatedScalarFieldContainer[_common_pb2.Channel]
     on_failure: FailurePolicy
-    def __init__(self, content_key: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., next_node_id: _Optional[str] = ..., content_version: _Optional[int] = ..., channel_preference: _Optional[_Iterable[_Union[_common_pb2.Channel, str]]] = ..., on_failure: _Optional[_Union[FailurePolicy, str]] = ...) -> None: ...
+    topic: str
+    transactional: bool
+    def __init__(self, content_key: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., next_node_id: _Optional[str] = ..., content_version: _Optional[int] = ..., channel_preference: _Optional[_Iterable[_Union[_common_pb2.Channel, str]]] = ..., on_failure: _Optional[_Union[FailurePolicy, str]] = ..., topic: _Optional[str] = ..., transactional: _Optional[bool] = ...) -> None: ...
 
 class EventWait(_message.Message):
     __slots__ = ("event_name", "filter", "timeout", "event_next_node_id", "timeout_next_node_id")
