@@ -152,6 +152,12 @@ async def test_a_provider_bounce_report_suppresses_the_address(backend: Backend)
             again = (await stub.SendMessage(send_request("k2", "ada@example.com"),
                                             metadata=WS)).message.name
             await eventually(lambda: _status(stub, again, SUPPRESSED))
+            # Transactional messages skip consent, not the suppression list.
+            receipt = send_request("k3", "ada@example.com")
+            receipt.transactional = True
+            kept = (await stub.SendMessage(receipt, metadata=WS)).message.name
+            await eventually(lambda: _status(stub, kept, SUPPRESSED))
+            assert (await get(stub, kept)).error.startswith("address suppressed: bounced")
 
 
 async def _status(stub: pb_grpc.DeliveryServiceStub, name: str, status: int) -> bool:

@@ -167,6 +167,35 @@ async def test_a_frequency_cap_counts_across_journeys(backend: Backend) -> None:
     assert len(sink.received) == 4
 
 
+async def test_a_transactional_message_is_neither_held_back_by_a_cap_nor_counted(
+        backend: Backend) -> None:
+    port = free_port()
+    with smtp_server(SmtpSink(), port) as sink:
+        app = delivery_app(backend, port, ManualClock())
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.DeliveryServiceStub(ch)
+            await set_policy(stub, policy_pb2.DeliveryPolicy(frequency_caps=[
+                policy_pb2.FrequencyCap(channel=common_pb2.CHANNEL_EMAIL, max_messages=1,
+                                        window_seconds=86400)]))
+
+            async def send(key: str, transactional: bool) -> message_pb2.Message:
+                request = send_request(key)
+                request.transactional = transactional
+                name = (await stub.SendMessage(request, metadata=WS)).message.name
+                [done] = await settled(stub, [name], SENT, DEFERRED)
+                return done
+
+            # A receipt first: the day's one marketing email is still to come.
+            assert (await send("receipt-1", True)).status == SENT
+            assert (await send("promo-1", False)).status == SENT
+            # The cap is full now, for marketing only.
+            assert (await send("receipt-2", True)).status == SENT
+            held = await send("promo-2", False)
+            assert held.status == DEFERRED
+            assert held.error.startswith("frequency cap: 1 per 86400 s on email")
+    assert len(sink.received) == 3
+
+
 async def test_quiet_hours_defer_to_the_morning_in_the_profiles_time_zone(
         backend: Backend) -> None:
     # 03:30 UTC is 22:30 the evening before in New York (EST, UTC-5) and 04:30 in Paris.

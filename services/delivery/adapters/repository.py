@@ -282,12 +282,14 @@ def cap_usage(session: Session, workspace_id: str, keys: Sequence[tuple[str, str
               since: datetime) -> dict[tuple[str, str], list[datetime]]:
     """Sorted times since ``since`` per (profile, channel), across all journeys, of what a
     frequency cap counts: messages sent, and messages SENDING that reserved a slot (at the
-    time they reserved it) on any replica."""
+    time they reserved it) on any replica. Transactional messages are exempt from caps both
+    ways: never held back, and a receipt never uses up the marketing messages a cap allows."""
     if not keys:
         return {}
     rows = session.execute(select(m.profile_id, m.channel, m.sent_time, m.cap_time).where(
         m.workspace_id == workspace_id,
         one_of(session, m.profile_id, sorted({k[0] for k in keys})),
+        m.transactional.is_(False),
         or_(m.sent_time >= since,
             and_(m.status == MessageStatus.SENDING.value, m.cap_time >= since)))).all()
     found: dict[tuple[str, str], list[datetime]] = {k: [] for k in keys}
