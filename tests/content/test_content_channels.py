@@ -212,6 +212,8 @@ def test_variants_are_assigned_by_weight_deterministically_per_profile() -> None
     for n in range(5000):
         out = content.render_for("sms", RenderContext(profile_id=f"p{n}", workspace_id="ws"))
         counts[out.variant] += 1
+        # The weight comes along: analytics' sample-ratio check of the exposures uses it.
+        assert out.variant_weight == {"a": 1, "b": 3, "control": 1}[out.variant]
         expected = {"a": "A", "b": "B", "control": "BASE"}[out.variant]
         assert out.body.text == expected  # type: ignore[union-attr]
     assert 900 <= counts["a"] <= 1100 and 2800 <= counts["b"] <= 3200, counts

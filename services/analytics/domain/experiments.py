@@ -15,6 +15,7 @@ from cjo_analytics.domain.stats import (
     incrementality,
     sample_ratio_check,
 )
+from cjo_platform.experiment_ids import CONTENT_EXPERIMENT_PREFIX
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class ExperimentResults:
     mixed_currencies: tuple[str, ...] = ()  # set when the conversions carry several
 
 
-CONTENT_PREFIX = "content:"
+CONTENT_PREFIX = CONTENT_EXPERIMENT_PREFIX
+"""Experiment ids of content variant tests start with it (delivery derives them)."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,6 @@ class ExperimentSummary:
     last_exposure: datetime
     exposures: int  # distinct people
     arms: list[ExperimentArm]
-
-
-def content_experiment_id(content_key: str) -> str:
-    """The experiment id of a content item's variants, as delivery's exposures carry it."""
-    return f"{CONTENT_PREFIX}{content_key}"
 
 
 def experiment_results(arms: Sequence[ArmCounts], control_arm: str,

@@ -195,7 +195,8 @@ def rendered_message(rendered: RenderedContent) -> common_pb2.RenderedMessage:
     message = common_pb2.RenderedMessage(
         channel=_CHANNEL_ENUMS[rendered.channel], content_key=rendered.key,
         content_revision=rendered.revision, content_version=rendered.version,
-        locale=rendering.locale, variant=rendering.variant)
+        locale=rendering.locale, variant=rendering.variant,
+        variant_weight=rendering.variant_weight)
     if isinstance(body, RenderedEmail):
         message.email.CopyFrom(common_pb2.RenderedEmail(
             subject=body.subject, preheader=body.preheader, html=body.html, text=body.text))

@@ -94,11 +94,13 @@ def assign_variant(workspace_id: str, experiment: str, profile_id: str,
 
 @dataclass(frozen=True)
 class Rendering:
-    """A rendered body with the locale of the body used and the variant assigned ("" if none)."""
+    """A rendered body with the locale of the body used and the variant assigned ("" if none)
+    with its configured weight (0 if none)."""
 
     body: RenderedBody
     locale: str
     variant: str
+    variant_weight: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,8 @@ class CompiledContent:
                 metadata |= {"line": str(err.position.line), "column": str(err.position.column)}
             raise FailedPrecondition(f"content item {self.key!r} cannot be rendered: {err}",
                                      reason="RENDER_FAILED", metadata=metadata) from None
-        return Rendering(rendered, locale, variant.key if variant else "")
+        return Rendering(rendered, locale, variant.key if variant else "",
+                         variant.weight if variant else 0)
 
     def _choose(self, channel: str, variant: Variant | None, requested: str,
                 workspace_locale: str = "") -> tuple[ChannelTemplate | None, str, str]:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from google.protobuf.message import DecodeError
+
 from cjo.analytics.v1 import fact_pb2
+from cjo.common.v1 import common_pb2
+from cjo_delivery.adapters.contents import CHANNELS
 from cjo_delivery.domain.messages import Claim, MessageStatus
+from cjo_platform.experiment_ids import content_experiment_id
 from cjo_platform.protobuf import to_timestamp
 
 _FACTS = {
@@ -13,19 +18,46 @@ _FACTS = {
     MessageStatus.FAILED: ("message_failed", fact_pb2.FACT_TYPE_MESSAGE_FAILED),
     MessageStatus.BOUNCED: ("message_bounced", fact_pb2.FACT_TYPE_MESSAGE_BOUNCED),
 }
+_CHANNEL_PROTOS = {channel: value for value, channel in CHANNELS.items()}
 
 
-def fact_payload(claim: Claim, status: MessageStatus, occur_time: datetime) -> bytes | None:
-    """The serialized fact for a message that reached ``status``, or None when there is nothing
+def _rendered(claim: Claim) -> common_pb2.RenderedMessage:
+    try:
+        rendered: common_pb2.RenderedMessage = common_pb2.RenderedMessage.FromString(
+            claim.content)
+    except DecodeError:  # stored by something else: the facts go without its attributes
+        rendered = common_pb2.RenderedMessage()
+    return rendered
+
+
+def fact_payloads(claim: Claim, status: MessageStatus, occur_time: datetime) -> list[bytes]:
+    """The serialized facts for a message that reached ``status``; none when there is nothing
     to report: only final statuses are facts, and a fact is about a profile, so a message sent
-    directly through the API without one is not counted."""
+    directly through the API without one is not counted.
+
+    Each carries the message's channel, content item and variant (so channel performance
+    counts every send under its variant). A SENT message with a content variant also exposes
+    its person to the content item's experiment: only a sent message is an exposure (a
+    suppressed, failed or bounced one showed the person nothing)."""
     if status not in _FACTS or not claim.profile_id:
-        return None
+        return []
     prefix, kind = _FACTS[status]
-    # The id is derived from the message, so a fact written twice is recorded once.
-    payload: bytes = fact_pb2.Fact(
+    rendered = _rendered(claim)
+    # The ids are derived from the message, so a fact written twice is recorded once.
+    message = fact_pb2.Fact(
         fact_id=f"{prefix}:{claim.message_id}", type=kind, profile_id=claim.profile_id,
         journey_id=claim.journey_id, enrollment_id=claim.enrollment_id,
         message_id=claim.message_id, occur_time=to_timestamp(occur_time),
-    ).SerializeToString()
-    return payload
+        channel=_CHANNEL_PROTOS[claim.channel], content_key=rendered.content_key,
+        variant=rendered.variant)
+    facts = [message]
+    if status is MessageStatus.SENT and rendered.variant and rendered.content_key:
+        exposure = fact_pb2.Fact()
+        exposure.CopyFrom(message)
+        exposure.fact_id = f"experiment_exposed:{claim.message_id}"
+        exposure.type = fact_pb2.FACT_TYPE_EXPERIMENT_EXPOSED
+        exposure.experiment_id = content_experiment_id(rendered.content_key)
+        exposure.arm = rendered.variant
+        exposure.arm_weight = float(rendered.variant_weight)
+        facts.append(exposure)
+    return [f.SerializeToString() for f in facts]

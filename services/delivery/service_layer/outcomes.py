@@ -10,7 +10,7 @@ from functools import partial
 
 from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.breaker_store import BreakerKey
-from cjo_delivery.adapters.facts import fact_payload
+from cjo_delivery.adapters.facts import fact_payloads
 from cjo_delivery.domain.messages import Claim, MessageStatus
 from cjo_delivery.domain.sending import Transition
 from cjo_delivery.service_layer.breakers import clear_failures
@@ -70,9 +70,9 @@ def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> 
         if transition.status is MessageStatus.BOUNCED:
             bounces.append((claim.workspace_id, claim.channel.value, claim.address,
                             f"bounced: {transition.error}"))
-        payload = fact_payload(claim, transition.status, now)
-        if payload is not None:
-            facts[claim.workspace_id].append((payload, claim.traceparent))
+        facts[claim.workspace_id].extend(
+            (payload, claim.traceparent)
+            for payload in fact_payloads(claim, transition.status, now))
     repository.suppress(uow.session, bounces, now)
     for workspace_id, payloads in facts.items():
         uow.publish(FACTS_TOPIC, workspace_id, payloads)
