@@ -470,6 +470,8 @@ def test_facts_carry_the_exit_reason_the_split_exposure_and_the_goal_revenue() -
     assert (exposure.type, exposure.node_id, exposure.arm, exposure.control,
             exposure.experiment_id, exposure.arm_weight) == (
         fact_pb2.FACT_TYPE_NODE_VISITED, "split", "holdout", True, "j1:split", 50.0)
+    # Conversions count for the experiment within the journey goal's window.
+    assert exposure.conversion_deadline.ToDatetime(UTC) == START + DAY
     assert (exited.type, exited.exit_reason, exited.journey_version) == (
         fact_pb2.FACT_TYPE_JOURNEY_EXITED, "control", 1)
     entered = enroll(g, START)

@@ -61,8 +61,10 @@ def encode(fact: FactRecord) -> bytes | None:
         fields.update(fact.extra)
         if "channel" in fields:
             fields["channel"] = _CHANNELS.get(str(fields["channel"]), "CHANNEL_UNSPECIFIED")
-        # Only the fields analytics' Fact defines (its contract grows in parallel).
-        fields = {k: v for k, v in fields.items() if k in _FIELDS and v is not None}
+        # Only the fields analytics' Fact defines (its contract grows in parallel); times
+        # (conversion_deadline) as timestamps.
+        fields = {k: to_timestamp(v) if isinstance(v, datetime) else v
+                  for k, v in fields.items() if k in _FIELDS and v is not None}
     if fact.kind is FactKind.JOURNEY_EXITED and "exit_reason" in _FIELDS:
         fields["exit_reason"] = fact.detail
     payload: bytes = fact_pb2.Fact(type=kind, occur_time=_timestamp(fact.occur_time),

@@ -283,10 +283,12 @@ def _split(here: _Here, action: SplitAction) -> Transition:
     arm = split_arm(action, enrollment.journey_id, enrollment.profile_id)
     step = here.step(StepOutcome.SUCCEEDED, f"arm {arm.name}")
     facts = here.with_visit_fact()
-    # The visit is the exposure analytics' experiment reports count.
+    # The visit is the exposure analytics' experiment reports count; conversions count for
+    # the experiment until the enrollment's goal deadline (the journey goal's window).
     facts[-1] = replace(facts[-1], detail=f"arm {arm.name}", extra={
         "experiment_id": experiment_id(enrollment.journey_id, here.node_id), "arm": arm.name,
-        "control": arm.control, "arm_weight": float(arm.percent)})
+        "control": arm.control, "arm_weight": float(arm.percent),
+        "conversion_deadline": enrollment.goal_deadline})
     moved = visited(enrollment, here.node_id)
     if arm.control:
         return end_enrollment(moved, EnrollmentState.EXITED, here.now, [*here.steps, step],
