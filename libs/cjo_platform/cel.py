@@ -316,6 +316,32 @@ def _iteration_variables(source: str) -> set[str]:
     return set(_ITERATION_VARIABLE.findall(_LITERALS.sub('""', source)))
 
 
+_SELECT = re.compile(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*)\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)"
+                     r"|\[\s*(?:'([^'\\]*)'|\"([^\"\\]*)\")\s*\])")
+
+
+def fields_read(source: str, variable: str) -> set[str]:
+    """The fields of ``variable`` that ``source`` reads by name: ``x`` in ``journey.x`` and in
+    ``journey["x"]`` (not inside a string literal), so a caller offering a variable with a fixed
+    set of fields can refuse an unknown one when the expression is saved."""
+    found: set[str] = set()
+    # Literals are blanked rather than removed, so an index's key stays readable: keys are
+    # matched on the original text at the positions the blanked text says are code.
+    blanked = _LITERALS.sub(lambda m: m.group(0)[0] + " " * (len(m.group(0)) - 2)
+                            + m.group(0)[-1], source)
+    for match in _SELECT.finditer(blanked):
+        if match.group(1) != variable:
+            continue
+        if match.group(2):
+            found.add(match.group(2))
+        else:  # an index with a string key: read the key from the original text
+            original = _SELECT.match(source, match.start())
+            if original is not None and original.group(1) == variable:
+                found.add(original.group(3) if original.group(3) is not None
+                          else original.group(4) or "")
+    return found
+
+
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str) -> Expression:
     program = cel.compile(source)

@@ -127,9 +127,11 @@ def test_only_a_numeric_revenue_is_a_conversion_value() -> None:
 
 def test_an_exit_criterion_needs_its_event_and_its_filter() -> None:
     criteria = GRAPH.exit_criteria
-    assert met_exit_criterion(criteria, event("unsubscribed", {"all": True})) == criteria[0]
-    assert met_exit_criterion(criteria, event("unsubscribed", {"all": False})) is None
-    assert met_exit_criterion(criteria, event("order", {"all": True})) is None
+    assert met_exit_criterion(criteria, event("unsubscribed", {"all": True}),
+                              enrollment()) == criteria[0]
+    assert met_exit_criterion(criteria, event("unsubscribed", {"all": False}),
+                              enrollment()) is None
+    assert met_exit_criterion(criteria, event("order", {"all": True}), enrollment()) is None
 
 
 def test_an_exit_criterion_is_checked_after_the_goal_and_carries_its_fact() -> None:

@@ -18,6 +18,7 @@ from cjo_delivery.adapters.consent import _CHANNELS
 from cjo_delivery.adapters.tables import messages
 from cjo_delivery.domain.engagement import Engagement, EngagementKind
 from cjo_delivery.domain.messages import Channel, MessageStatus
+from cjo_platform.engagement import ENROLLMENT_ID, JOURNEY_ID, MESSAGE_ID
 from cjo_platform.protobuf import to_timestamp
 
 IDENTITY_EVENTS_TOPIC = "identity.events"
@@ -80,9 +81,13 @@ def event_payload(engagement: Engagement, message: EngagedMessage, now: datetime
     if identifier is None:
         return None
     properties = Struct()
-    properties.update({"channel": message.channel.value, "message_id": engagement.message_id,
+    # The journey and enrollment that sent the message: an event wait on an engagement holds
+    # only for its own enrollment's message (cjo_platform.engagement).
+    properties.update({"channel": message.channel.value, MESSAGE_ID: engagement.message_id,
                        **({"topic": message.topic} if message.topic else {}),
-                       **({"journey_id": message.journey_id} if message.journey_id else {}),
+                       **({JOURNEY_ID: message.journey_id} if message.journey_id else {}),
+                       **({ENROLLMENT_ID: message.enrollment_id}
+                          if message.enrollment_id else {}),
                        **({"url": engagement.url} if engagement.url else {})})
     event: bytes = event_pb2.Event(
         message_id=f"cjo-delivery:{engagement.engagement_id}",

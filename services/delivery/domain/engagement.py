@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from cjo_delivery.domain.messages import Channel, MessageStatus
+from cjo_platform.engagement import EVENT_NAME_TEMPLATES
 
 
 class EngagementKind(StrEnum):
@@ -27,14 +28,9 @@ class EngagementKind(StrEnum):
     COMPLAINED = "complained"
 
 
-EVENT_NAMES = {
-    EngagementKind.OPENED: "{channel}_opened",
-    EngagementKind.CLICKED: "link_clicked",
-    EngagementKind.UNSUBSCRIBED: "unsubscribed",
-    EngagementKind.DELIVERED: "{channel}_delivered",
-    EngagementKind.BOUNCED: "{channel}_bounced",
-    EngagementKind.COMPLAINED: "{channel}_complained",
-}
+EVENT_NAMES = {kind: EVENT_NAME_TEMPLATES[kind.value] for kind in EngagementKind}
+"""Each kind's event name (``{channel}`` is the message's channel); shared with orchestration,
+whose engagement waits hold only for the journey's own message."""
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,7 @@ def insert_new(session: Session, batch: Sequence[Enrollment]) -> set[str]:
         "traceparent": e.traceparent, "create_time": e.create_time,
         "update_time": e.update_time, "waiting": e.waiting, "exit_reason": e.exit_reason,
         "goal_deadline": e.goal_deadline, "goal_time": e.goal_time,
+        "entry_properties": dict(e.entry_properties),
     } for e in batch]
     return set(insert_ignore(session, enrollments, rows, returning=enrollments.c.enrollment_id))
 
@@ -251,7 +252,8 @@ def _enrollment(row: Row[Any]) -> Enrollment:
         attempts=row.attempts, last_error=row.last_error, traits=row.traits,
         properties=row.properties, event_id=row.event_id, traceparent=row.traceparent,
         step_count=row.step_count, waiting=row.waiting, exit_reason=row.exit_reason,
-        goal_deadline=row.goal_deadline, goal_time=row.goal_time)
+        goal_deadline=row.goal_deadline, goal_time=row.goal_time,
+        entry_properties=row.entry_properties)
 
 
 def watched(session: Session, profiles: Iterable[tuple[str, str]],
@@ -506,7 +508,8 @@ def retire(session: Session, retirements: Sequence[Retirement],
         erased += [(ws, p) for p in person]
         mine = and_(e.workspace_id == ws, one_of(session, e.profile_id, person))
         session.execute(update(enrollments).where(mine)
-                        .values(traits={}, properties={}, last_error=""))
+                        .values(traits={}, properties={}, entry_properties={},
+                                last_error=""))
         s = steps.c
         session.execute(
             update(steps)

@@ -143,6 +143,9 @@ enrollments = Table(
     # Conversions count until goal_deadline; goal_time records the first one.
     Column("goal_deadline", UtcDateTime, nullable=True),
     Column("goal_time", UtcDateTime, nullable=True),
+    # The properties of the event that enrolled it, never changed afterwards (``properties``
+    # follows the latest event): ``journey.entry`` in conditions.
+    Column("entry_properties", JSON, nullable=False, server_default="{}"),
     PrimaryKeyConstraint("workspace_id", "enrollment_id"),
     Index("ix_enrollments_due", "due_time", postgresql_where=text("state = 'active'"),
           sqlite_where=text("state = 'active'")),

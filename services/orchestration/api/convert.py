@@ -177,7 +177,8 @@ def node_from_proto(node: journey_pb2.Node) -> Node:
             local_time=LocalTime(local.hour, local.minute, tuple(local.weekdays),
                                  local.default_time_zone) if until == "local_time" else None,
             event=EventWait(event.event_name, event.filter, _seconds(event.timeout),
-                            event.event_next_node_id, event.timeout_next_node_id)
+                            event.event_next_node_id, event.timeout_next_node_id,
+                            event.any_message)
             if until == "event" else None,
             next_node_id=wait.next_node_id)
     elif kind == "branch":
@@ -241,7 +242,8 @@ def node_to_proto(node: Node) -> journey_pb2.Node:
             message.wait.event.CopyFrom(journey_pb2.EventWait(
                 event_name=event.event_name, filter=event.filter,
                 timeout=_duration(event.timeout), event_next_node_id=event.event_next_node_id,
-                timeout_next_node_id=event.timeout_next_node_id))
+                timeout_next_node_id=event.timeout_next_node_id,
+                any_message=event.any_message))
     elif isinstance(action, BranchAction):
         message.branch.CopyFrom(journey_pb2.BranchNode(
             conditions=[journey_pb2.BranchCondition(condition=c.condition,

@@ -1,15 +1,35 @@
 """Conditions a journey's author writes (trigger filters, goals, exit criteria, branches, event
-waits), evaluated against one person's data."""
+waits), evaluated against one person's data.
+
+Every condition sees the same three variables (docs/api-guide.md, "Conditions: CEL"):
+
+- ``event``: the properties of the event the condition is about (the trigger's, the goal's, the
+  exit criterion's or the awaited event for filters; for a branch, the event that enrolled the
+  person or last woke them from an event wait). There is no ``event.name``: a property called
+  ``name`` would collide with it, and each filter belongs to one event name already.
+- ``profile``: the profile as the event or the enrollment carries it (traits flat, plus
+  ``computed``, ``segments`` and ``consent`` where identity provides them).
+- ``journey``: the journey and the enrollment (:data:`JOURNEY_FIELDS`); a trigger filter runs
+  before there is an enrollment and sees only :data:`TRIGGER_JOURNEY_FIELDS`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from cjo_platform.cel import load_expression
+from cjo_orchestration.domain.enrollment import Enrollment
+from cjo_platform.cel import fields_read, load_expression
 from cjo_platform.limits import storable_text
 
 MAX_ERROR_DETAIL = 500  # what an enrollment, a step or a journey keeps of an error's text
+CONDITION_VARIABLES = ("event", "profile", "journey")
+JOURNEY_FIELDS = ("id", "version", "enrollment_id", "node_id", "entry_time", "entry")
+"""``journey.*`` wherever an enrollment exists: the journey's id and version, the enrollment's
+id, the node it stands at, when it entered (a timestamp) and ``entry``, the properties of the
+event that enrolled it (the variables the journey carries, never overwritten by later events)."""
+TRIGGER_JOURNEY_FIELDS = ("id", "version")
+"""``journey.*`` in a trigger filter: the journey being entered (no enrollment exists yet)."""
 
 
 class ConditionError(Exception):
@@ -32,8 +52,33 @@ def error_detail(error: BaseException) -> str:
     return storable_text(text, MAX_ERROR_DETAIL)
 
 
+def journey_variables(enrollment: Enrollment) -> dict[str, Any]:
+    """``journey`` for a condition evaluated for ``enrollment`` (:data:`JOURNEY_FIELDS`)."""
+    return {"id": enrollment.journey_id, "version": enrollment.journey_version,
+            "enrollment_id": enrollment.enrollment_id, "node_id": enrollment.current_node_id,
+            "entry_time": enrollment.create_time, "entry": dict(enrollment.entry_properties)}
+
+
+def trigger_variables(journey_id: str, version: int) -> dict[str, Any]:
+    """``journey`` for a trigger filter (:data:`TRIGGER_JOURNEY_FIELDS`)."""
+    return {"id": journey_id, "version": version}
+
+
+def unknown_journey_fields(source: str, allowed: Collection[str] = JOURNEY_FIELDS) -> list[str]:
+    """The ``journey.<field>`` reads of ``source`` that are not among ``allowed``, sorted."""
+    return sorted(fields_read(source, "journey") - set(allowed))
+
+
+def enrollment_condition_holds(source: str, field: str, properties: Mapping[str, Any],
+                               traits: Mapping[str, Any], enrollment: Enrollment) -> bool:
+    """:func:`condition_holds` with ``journey`` built from ``enrollment`` (only when there is a
+    condition to evaluate: most goals, exits and waits have none)."""
+    return not source or condition_holds(source, field, properties, traits,
+                                         journey_variables(enrollment))
+
+
 def condition_holds(source: str, field: str, properties: Mapping[str, Any],
-                    traits: Mapping[str, Any], journey: Mapping[str, Any] | None = None) -> bool:
+                    traits: Mapping[str, Any], journey: Mapping[str, Any]) -> bool:
     """An empty condition holds; one about data the person does not have (or has in another
     type) does not (:func:`cjo_platform.cel.is_missing_data`, the rule identity's segments
     follow too). Any other failure raises :class:`ConditionError`, whatever the expression
@@ -42,9 +87,7 @@ def condition_holds(source: str, field: str, properties: Mapping[str, Any],
     it err here, recorded on the item, rather than refused)."""
     if not source:
         return True
-    activation: dict[str, Any] = {"event": dict(properties), "profile": dict(traits)}
-    if journey is not None:
-        activation["journey"] = dict(journey)
+    activation = {"event": dict(properties), "profile": dict(traits), "journey": dict(journey)}
     try:
         expression = load_expression(source, field)
     except Exception as exc:  # published expressions compile; a parser changed since may refuse

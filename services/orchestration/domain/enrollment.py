@@ -89,17 +89,15 @@ class Enrollment:
     exit_reason: str = ""
     goal_deadline: datetime | None = None  # conversions count until then
     goal_time: datetime | None = None  # when the goal was reached
+    # The properties of the event that enrolled it, never overwritten (``properties`` follows
+    # the latest event): ``journey.entry`` in conditions.
+    entry_properties: Mapping[str, Any] = field(default_factory=dict)
 
     def fact(self, fact_id: str, kind: FactKind, when: datetime, message_id: str = "",
              node_id: str = "", detail: str = "", **extra: Any) -> FactRecord:
         return FactRecord(self.workspace_id, fact_id, kind, self.profile_id, self.journey_id,
                           self.enrollment_id, when, message_id, self.traceparent, node_id,
                           detail, self.journey_version, extra)
-
-    @property
-    def journey_variables(self) -> dict[str, Any]:
-        return {"id": self.journey_id, "version": self.journey_version,
-                "enrollment_id": self.enrollment_id}
 
     @property
     def active(self) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cjo_orchestration.domain.conditions import condition_holds
+from cjo_orchestration.domain.conditions import condition_holds, trigger_variables
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
@@ -67,7 +67,8 @@ class Trigger:
             return (event.event_name == SEGMENT_ENTERED
                     and str(event.properties.get("segment_id", "")) == trigger.segment_id)
         return event.event_name == trigger.event_name and condition_holds(
-            trigger.filter, "event_trigger.filter", event.properties, event.traits)
+            trigger.filter, "event_trigger.filter", event.properties, event.traits,
+            trigger_variables(self.journey_id, self.version))
 
 
 ActiveKey = tuple[str, str, str]  # (workspace_id, journey_id, profile_id)
@@ -104,7 +105,7 @@ def new_enrollment(workspace_id: str, enrollment_id: str, journey_id: str, versi
         journey_version=version, profile_id=profile_id, state=EnrollmentState.ACTIVE,
         current_node_id=graph.entry_node_id, due_time=now, create_time=now, update_time=now,
         traits=dict(traits), properties=dict(properties), event_id=event_id,
-        traceparent=traceparent,
+        traceparent=traceparent, entry_properties=dict(properties),
         goal_deadline=now + graph.goal.window if graph.goal else None)
     return enrollment, enrollment.fact(f"entered:{enrollment_id}", FactKind.JOURNEY_ENTERED,
                                        now)

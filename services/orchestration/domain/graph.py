@@ -13,6 +13,12 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cjo_orchestration.domain.conditions import (
+    CONDITION_VARIABLES,
+    JOURNEY_FIELDS,
+    TRIGGER_JOURNEY_FIELDS,
+    unknown_journey_fields,
+)
 from cjo_orchestration.domain.journeys import (
     BranchAction,
     EventTrigger,
@@ -37,21 +43,25 @@ MAX_EVENT_NAME_LENGTH = 200
 MAX_NODES = 200
 NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 NODE_ID_RULE = "must be 1 to 64 letters, digits, '-' or '_'"
-# What conditions may read: filters see the event and the profile; branches also the journey.
-FILTER_VARIABLES = ("event", "profile")
-BRANCH_VARIABLES = ("event", "profile", "journey")
 MAX_WAIT = timedelta(days=366)
 MAX_TRAITS = 100
 
 
 def check_expression(problems: Violations, at: str, source: str,
-                     allowed: Collection[str]) -> None:
-    """A CEL problem as a violation with its position, e.g. 'line 1, column 7: ...'."""
+                     journey_fields: Collection[str] = JOURNEY_FIELDS) -> None:
+    """A CEL problem as a violation with its position, e.g. 'line 1, column 7: ...'. Every
+    condition may read ``event``, ``profile`` and ``journey`` (domain/conditions.py), and of
+    ``journey`` only ``journey_fields``."""
     try:
-        compile_expression(source, at, allowed)
+        compile_expression(source, at, CONDITION_VARIABLES)
     except InvalidArgument as exc:
         for violation in exc.violations:
             problems.add(violation.field, violation.description)
+        return
+    unknown = unknown_journey_fields(source, journey_fields)
+    if unknown:
+        problems.add(at, f"unknown field journey.{', journey.'.join(unknown)}; available: "
+                         f"{', '.join('journey.' + f for f in journey_fields)}")
 
 
 def time_zone_known(name: str) -> bool:
@@ -134,7 +144,8 @@ def _check_trigger(problems: Violations, trigger: EventTrigger) -> None:
         problems.check(len(trigger.event_name) <= MAX_EVENT_NAME_LENGTH,
                        "event_trigger.event_name", f"at most {MAX_EVENT_NAME_LENGTH} characters")
         if trigger.filter:
-            check_expression(problems, "event_trigger.filter", trigger.filter, FILTER_VARIABLES)
+            check_expression(problems, "event_trigger.filter", trigger.filter,
+                             TRIGGER_JOURNEY_FIELDS)
     elif trigger.kind is TriggerKind.SEGMENT:
         _check_segment_id(problems, "segment_trigger.segment_id", trigger.segment_id)
     elif trigger.kind is TriggerKind.SCHEDULED:
@@ -145,14 +156,14 @@ def _check_trigger(problems: Violations, trigger: EventTrigger) -> None:
 def _check_goal(problems: Violations, goal: Goal) -> None:
     _check_event_name(problems, "goal.event_name", goal.event_name)
     if goal.filter:
-        check_expression(problems, "goal.filter", goal.filter, FILTER_VARIABLES)
+        check_expression(problems, "goal.filter", goal.filter)
     _check_duration(problems, "goal.window", goal.window)
 
 
 def _check_criterion(problems: Violations, at: str, criterion: ExitCriterion) -> None:
     _check_event_name(problems, f"{at}.event_name", criterion.event_name)
     if criterion.filter:
-        check_expression(problems, f"{at}.filter", criterion.filter, FILTER_VARIABLES)
+        check_expression(problems, f"{at}.filter", criterion.filter)
 
 
 def _check_wait(problems: Violations, at: str, wait: WaitAction) -> None:
@@ -175,8 +186,7 @@ def _check_wait(problems: Violations, at: str, wait: WaitAction) -> None:
     elif wait.event is not None:
         _check_event_name(problems, f"{at}.event.event_name", wait.event.event_name)
         if wait.event.filter:
-            check_expression(problems, f"{at}.event.filter", wait.event.filter,
-                             FILTER_VARIABLES)
+            check_expression(problems, f"{at}.event.filter", wait.event.filter)
         _check_duration(problems, f"{at}.event.timeout", wait.event.timeout)
 
 
@@ -184,8 +194,7 @@ def _check_branch(problems: Violations, at: str, branch: BranchAction) -> None:
     if not branch.conditions:
         problems.add(f"{at}.conditions", "at least one condition is required")
     for i, condition in enumerate(branch.conditions):
-        check_expression(problems, f"{at}.conditions[{i}].condition", condition.condition,
-                         BRANCH_VARIABLES)
+        check_expression(problems, f"{at}.conditions[{i}].condition", condition.condition)
         problems.check(bool(condition.next_node_id), f"{at}.conditions[{i}].next_node_id",
                        "is required")
 

@@ -124,6 +124,9 @@ class EventWait:
     timeout: timedelta
     event_next_node_id: str = ""
     timeout_next_node_id: str = ""
+    # An engagement event (an open, a click ... cjo_platform.engagement) wakes the wait only when
+    # it is about the message this enrollment sent, unless any_message widens it.
+    any_message: bool = False
 
 
 @dataclass(frozen=True)
@@ -340,7 +343,8 @@ def _action_from_dict(a: Mapping[str, Any]) -> Action:
             event=EventWait(event["event_name"], event.get("filter", ""),
                             timedelta(seconds=event["timeout"]),
                             event.get("event_next_node_id", ""),
-                            event.get("timeout_next_node_id", "")) if event else None,
+                            event.get("timeout_next_node_id", ""),
+                            event.get("any_message", False)) if event else None,
             next_node_id=a.get("next_node_id", ""))
     return ExitAction()
 

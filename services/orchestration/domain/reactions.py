@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from cjo_orchestration.domain.conditions import condition_holds
+from cjo_orchestration.domain.conditions import enrollment_condition_holds
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
@@ -34,6 +34,7 @@ from cjo_orchestration.domain.transitions import (
     visit_fact,
     visited,
 )
+from cjo_platform.engagement import ENROLLMENT_ID, is_engagement_event
 
 
 def on_event(enrollment: Enrollment, graph: JourneyGraph, event: InboxEvent,
@@ -63,7 +64,8 @@ def goal_reached(enrollment: Enrollment, goal: Goal, event: InboxEvent, now: dat
     still active."""
     return (enrollment.goal_time is None and enrollment.goal_deadline is not None
             and now <= enrollment.goal_deadline and event.event_name == goal.event_name
-            and condition_holds(goal.filter, "goal.filter", event.properties, event.traits))
+            and enrollment_condition_holds(goal.filter, "goal.filter", event.properties,
+                                           event.traits, enrollment))
 
 
 def reach_goal(enrollment: Enrollment, goal: Goal, event: InboxEvent,
@@ -86,18 +88,19 @@ def conversion_value(properties: Mapping[str, Any]) -> dict[str, Any]:
 # --- exit criteria -----------------------------------------------------------------------------
 
 
-def met_exit_criterion(criteria: Sequence[ExitCriterion],
-                       event: InboxEvent) -> ExitCriterion | None:
+def met_exit_criterion(criteria: Sequence[ExitCriterion], event: InboxEvent,
+                       enrollment: Enrollment) -> ExitCriterion | None:
     for criterion in criteria:
-        if event.event_name == criterion.event_name and condition_holds(
-                criterion.filter, "exit_criteria.filter", event.properties, event.traits):
+        if event.event_name == criterion.event_name and enrollment_condition_holds(
+                criterion.filter, "exit_criteria.filter", event.properties, event.traits,
+                enrollment):
             return criterion
     return None
 
 
 def exit_on_criterion(enrollment: Enrollment, graph: JourneyGraph, event: InboxEvent,
                       now: datetime, facts: Sequence[FactRecord]) -> Transition | None:
-    criterion = met_exit_criterion(graph.exit_criteria, event)
+    criterion = met_exit_criterion(graph.exit_criteria, event, enrollment)
     if criterion is None:
         return None
     return _exit(enrollment, now, facts, f"exit criterion {criterion.event_name}",
@@ -115,15 +118,28 @@ def _exit(enrollment: Enrollment, now: datetime, facts: Sequence[FactRecord], de
 
 def awaited_event(enrollment: Enrollment, graph: JourneyGraph,
                   event: InboxEvent) -> EventWait | None:
-    """The wait the enrollment is parked at, when it waits for this very event."""
+    """The wait the enrollment is parked at, when it waits for this very event: for an
+    engagement event (an open, a click ... of a message), one about the message this enrollment
+    sent unless the wait takes ``any_message``; then its filter."""
     if not enrollment.waiting:
         return None
     node = graph.node(enrollment.current_node_id)
     wait = node.action.event if node is not None and isinstance(node.action, WaitAction) else None
-    if wait is None or event.event_name != wait.event_name or not condition_holds(
-            wait.filter, "wait.event.filter", event.properties, event.traits):
+    if wait is None or event.event_name != wait.event_name:
+        return None
+    if not (wait.any_message or own_message(enrollment, event)):
+        return None
+    if not enrollment_condition_holds(wait.filter, "wait.event.filter", event.properties,
+                                      event.traits, enrollment):
         return None
     return wait
+
+
+def own_message(enrollment: Enrollment, event: InboxEvent) -> bool:
+    """Whether ``event`` concerns this enrollment: any event but an engagement does; an
+    engagement (cjo_platform.engagement) only when its message was sent by this enrollment."""
+    return (not is_engagement_event(event.event_name)
+            or event.properties.get(ENROLLMENT_ID) == enrollment.enrollment_id)
 
 
 def wake_on_event(enrollment: Enrollment, graph: JourneyGraph, event: InboxEvent,

@@ -9,7 +9,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import assert_never
 
-from cjo_orchestration.domain.conditions import condition_holds, error_detail
+from cjo_orchestration.domain.conditions import (
+    condition_holds,
+    error_detail,
+    journey_variables,
+)
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
@@ -269,7 +273,7 @@ def _wait(here: _Here, action: WaitAction) -> Transition:
 def _branch(here: _Here, action: BranchAction) -> Transition:
     """Follow the first condition that holds, else the else edge."""
     enrollment = here.enrollment
-    journey = enrollment.journey_variables
+    journey = journey_variables(enrollment)
     for index, condition in enumerate(action.conditions):
         if condition_holds(condition.condition, "branch.condition", enrollment.properties,
                            enrollment.traits, journey):

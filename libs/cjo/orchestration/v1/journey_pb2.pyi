@@ -121,18 +121,20 @@ class SendNode(_message.Message):
     def __init__(self, content_key: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., next_node_id: _Optional[str] = ..., content_version: _Optional[int] = ..., channel_preference: _Optional[_Iterable[_Union[_common_pb2.Channel, str]]] = ..., on_failure: _Optional[_Union[FailurePolicy, str]] = ..., topic: _Optional[str] = ..., transactional: _Optional[bool] = ...) -> None: ...
 
 class EventWait(_message.Message):
-    __slots__ = ("event_name", "filter", "timeout", "event_next_node_id", "timeout_next_node_id")
+    __slots__ = ("event_name", "filter", "timeout", "event_next_node_id", "timeout_next_node_id", "any_message")
     EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     EVENT_NEXT_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_NEXT_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ANY_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     event_name: str
     filter: str
     timeout: _duration_pb2.Duration
     event_next_node_id: str
     timeout_next_node_id: str
-    def __init__(self, event_name: _Optional[str] = ..., filter: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., event_next_node_id: _Optional[str] = ..., timeout_next_node_id: _Optional[str] = ...) -> None: ...
+    any_message: bool
+    def __init__(self, event_name: _Optional[str] = ..., filter: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., event_next_node_id: _Optional[str] = ..., timeout_next_node_id: _Optional[str] = ..., any_message: _Optional[bool] = ...) -> None: ...
 
 class LocalTimeWait(_message.Message):
     __slots__ = ("hour", "minute", "weekdays", "default_time_zone")
