@@ -72,6 +72,9 @@ async def test_clicks_opens_and_unsubscribes_are_tracked_and_forgeries_refused(
                 stub = pb_grpc.DeliveryServiceStub(ch)
                 request = send_request("k1", content=rendered_email(html=html))
                 request.topic = "promotions"
+                # Sent by a journey: its engagements name the enrollment, so that journey's
+                # waits know the message is theirs.
+                request.journey_id, request.enrollment_id = "j1", "en1"
                 name = (await stub.SendMessage(request, metadata=WS)).message.name
                 await eventually(lambda: _status(stub, name, SENT))
                 [email] = sink.received
@@ -115,7 +118,9 @@ async def test_clicks_opens_and_unsubscribes_are_tracked_and_forgeries_refused(
     assert names[0][1] == names[1][1]  # repeats carry the same id
     assert identity.events[0][2]["url"] == "https://shop.example/sale?a=1&b=2"
     assert identity.events[3][2] == {"channel": "email", "topic": "promotions",
-                                     "message_id": message_id}
+                                     "message_id": message_id, "journey_id": "j1",
+                                     "enrollment_id": "en1"}
+    assert all(e[2]["enrollment_id"] == "en1" for e in identity.events)
     kinds = {f.type for f in recorded if f.message_id == message_id}
     assert {fact_pb2.FACT_TYPE_MESSAGE_SENT, fact_pb2.FACT_TYPE_MESSAGE_CLICKED,
             fact_pb2.FACT_TYPE_MESSAGE_OPENED, fact_pb2.FACT_TYPE_MESSAGE_UNSUBSCRIBED} <= kinds
