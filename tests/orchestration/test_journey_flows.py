@@ -112,7 +112,11 @@ async def test_cart_abandonment_journey(backend: Backend) -> None:
         found = await settled(
             lambda f: f["cy"].state == enrollment_pb2.ENROLLMENT_STATE_COMPLETED
             and all(f[p].steps[-1].node_id == "wait_open" for p in ("ada", "bob")))
-        await handle(forwarded("open-bob", "bob", "email_opened"))
+        # Identity forwards the open as delivery emits it: about bob's message, sent by his
+        # enrollment (an open that names no enrollment would wake no journey's wait).
+        await handle(forwarded("open-bob", "bob", "email_opened", properties={
+            "channel": "email", "journey_id": journey.journey_id,
+            "enrollment_id": found["bob"].enrollment_id}))
         found = await settled(
             lambda f: f["bob"].state == enrollment_pb2.ENROLLMENT_STATE_COMPLETED)
 
