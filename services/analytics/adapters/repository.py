@@ -425,7 +425,7 @@ def experiments(session: Session, workspace_id: str, after: str, limit: int
 @dataclass(frozen=True)
 class AttributionData:
     conversions: list[Conversion]  # in time order
-    touches: dict[str, list[TouchFact]]  # by profile, in time order
+    touches: dict[str, list[TouchFact]]  # by profile, in time order, ties by message id
 
 
 def attribution_data(session: Session, workspace_id: str, window: Window,
@@ -456,7 +456,7 @@ def attribution_data(session: Session, workspace_id: str, window: Window,
         .select_from(joined)
         .where(facts.c.workspace_id == workspace_id, facts.c.type.in_(_TOUCH_TYPES),
                facts.c.occur_time >= window.start - lookback, facts.c.occur_time < window.end)
-        .order_by(person, facts.c.occur_time, facts.c.fact_id)
+        .order_by(person, facts.c.occur_time, _or_fact(facts.c.message_id), facts.c.fact_id)
     )
     if not all_profiles:
         converted = facts.alias("converted")

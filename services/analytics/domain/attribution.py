@@ -290,27 +290,39 @@ def markov_paths(conversions: Sequence[Conversion], touches: Mapping[str, Sequen
       profile had not converted again by the end of the window.
 
     A profile converting several times has one path per conversion. Paths without a touch are
-    left out (they would credit nobody). Nothing before the span or from ``end`` on is read."""
+    left out (they would credit nobody). Nothing before the span or from ``end`` on is read.
+    Each profile's touch facts are in time order, ties by message id (so a path lists its
+    messages as ``touchpoints`` does)."""
     span_start = start - lookback
     cuts: dict[str, list[Conversion]] = defaultdict(list)
     for c in sorted(conversions, key=lambda c: (c.occur_time, c.fact_id)):
         if span_start <= c.occur_time < end:
             cuts[c.profile_id].append(c)
     paths: list[Path] = []
-    for profile in sorted(set(touches) | set(cuts)):
-        history = [t for t in touches.get(profile, ()) if span_start <= t.occur_time < end]
-        history.sort(key=lambda t: t.occur_time)
+    for profile in sorted(touches):
+        ends = cuts.get(profile, [])
         taken = 0
-        for conversion in cuts.get(profile, []):
-            upto = taken
-            while upto < len(history) and history[upto].occur_time <= conversion.occur_time:
-                upto += 1
-            if conversion.occur_time >= start:
-                paths.append(([t.channel for t in _first_per_message(history[taken:upto])],
-                              True))
-            taken = upto
-        paths.append(([t.channel for t in _first_per_message(history[taken:])], False))
-    return [p for p in paths if p[0]]
+        seen: set[str] = set()
+        channels: list[int] = []
+        for fact in touches[profile]:
+            if fact.occur_time < span_start:
+                continue
+            if fact.occur_time >= end:
+                break
+            while taken < len(ends) and ends[taken].occur_time < fact.occur_time:
+                if channels and ends[taken].occur_time >= start:
+                    paths.append((channels, True))
+                seen, channels = set(), []
+                taken += 1
+            if fact.message_id not in seen:
+                seen.add(fact.message_id)
+                channels.append(fact.channel)
+        if taken < len(ends):  # the touches since the last cut end at the next conversion
+            if channels and ends[taken].occur_time >= start:
+                paths.append((channels, True))
+        elif channels:
+            paths.append((channels, False))
+    return paths
 
 
 @dataclass(frozen=True)
@@ -332,9 +344,9 @@ def attribute_all(conversions: Sequence[Conversion], touches: Mapping[str, Seque
                   keep_conversions: int = 0, *, start: datetime, end: datetime
                   ) -> Attribution:
     """Every requested model over the conversions of the window [start, end) and the profiles'
-    touch facts (each list in time order). ``conversions`` may also hold the conversions of
-    [start - lookback, start): they are not credited, they only end the data-driven model's
-    paths (``markov_paths``)."""
+    touch facts (each list in time order, ties by message id). ``conversions`` may also hold
+    the conversions of [start - lookback, start): they are not credited, they only end the
+    data-driven model's paths (``markov_paths``)."""
     times = {profile: [t.occur_time for t in history] for profile, history in touches.items()}
     in_window = sorted((c for c in conversions if start <= c.occur_time < end),
                        key=lambda c: (c.occur_time, c.fact_id))
