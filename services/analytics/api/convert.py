@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import timedelta
 from typing import cast
 
@@ -33,6 +32,7 @@ from cjo_analytics.domain.reports import (
 )
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.limits import MAX_ID_LENGTH
+from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import from_timestamp, to_timestamp
 
 MAX_DETAILED_CONVERSIONS = 1000
@@ -138,24 +138,15 @@ def check_experiment_request(request: rpb.GetExperimentResultsRequest) -> None:
     problems.raise_if_any()
 
 
-DEFAULT_EXPERIMENTS_PAGE = 100
-MAX_EXPERIMENTS_PAGE = 1000
-
-
 def experiments_page(request: rpb.ListExperimentsRequest) -> tuple[str, int]:
-    """The id to continue after ("" from the start) and the page size."""
-    problems = Violations()
-    problems.check(0 <= request.page_size <= MAX_EXPERIMENTS_PAGE, "page_size",
-                   f"must be 0 to {MAX_EXPERIMENTS_PAGE}")
-    after = ""
-    if request.page_token:
-        try:
-            after = base64.urlsafe_b64decode(request.page_token.encode()).decode()
-        except (ValueError, UnicodeDecodeError):
-            after = ""
-        problems.check(bool(after), "page_token", "is not a token this service returned")
-    problems.raise_if_any()
-    return after, request.page_size or DEFAULT_EXPERIMENTS_PAGE
+    """The id to continue after ("" from the start) and the page size (AIP-158: 0 is 100, more
+    than 1,000 is 1,000)."""
+    size = page_size(request.page_size)
+    cursor = decode_token(request.page_token)
+    after = cursor.get("after") if cursor is not None else ""
+    if not isinstance(after, str):
+        raise InvalidArgument.one("page_token", "is not a token returned by this method")
+    return after, size
 
 
 def attribution_query(request: rpb.GetAttributionRequest) -> AttributionQuery:
@@ -315,12 +306,11 @@ def _experiment(row: ExperimentSummary) -> rpb.Experiment:
         exposures=row.exposures)
 
 
-def experiments_reply(rows: list[ExperimentSummary], page_size: int
+def experiments_reply(rows: list[ExperimentSummary], size: int
                       ) -> rpb.ListExperimentsResponse:
     """``rows`` holds one more than the page when another page follows."""
-    page = rows[:page_size]
-    token = (base64.urlsafe_b64encode(page[-1].experiment_id.encode()).decode()
-             if len(rows) > page_size else "")
+    page = rows[:size]
+    token = encode_token({"after": page[-1].experiment_id}) if len(rows) > size else ""
     return rpb.ListExperimentsResponse(experiments=[_experiment(r) for r in page],
                                        next_page_token=token)
 

@@ -108,7 +108,9 @@ class AnalyticsServiceServicer:
 
     def GetExperimentResults(self, request, context):
         """Per-arm results of an experiment with lift, confidence interval, p-value, probability to
-        beat control, a sample-ratio check and holdout incrementality.
+        beat control, revenue per exposed person (Welch interval and p-value against control), a
+        sample-ratio check and holdout incrementality. People are counted, not profile ids: merged
+        profiles count on their survivor.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -22,8 +22,8 @@ def upgrade() -> None:
     op.create_table(
         'profile_aliases',
         sa.Column('workspace_id', sa.String(length=64), nullable=False),
-        sa.Column('merged_profile_id', sa.String(length=256), nullable=False),
-        sa.Column('survivor_profile_id', sa.String(length=256), nullable=False),
+        sa.Column('merged_profile_id', sa.String(length=128), nullable=False),
+        sa.Column('survivor_profile_id', sa.String(length=128), nullable=False),
         sa.PrimaryKeyConstraint('workspace_id', 'merged_profile_id'),
     )
     op.create_index('ix_profile_aliases_survivor', 'profile_aliases',
