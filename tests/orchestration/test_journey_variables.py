@@ -14,8 +14,10 @@ import pytest
 from orchestration_support import Ids, migrated_database, transactions_on
 
 from cjo.common.v1.common_pb2 import RenderedMessage
+from cjo_orchestration import journeyfile
 from cjo_orchestration.adapters import enrollments as store
 from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
+from cjo_orchestration.api.convert import graph_from_proto
 from cjo_orchestration.domain.conditions import journey_variables
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
 from cjo_orchestration.domain.journeys import (
@@ -270,3 +272,24 @@ def test_a_condition_reading_an_unknown_variable_is_refused_naming_the_field(
     [violation] = [v for v in refused.value.violations if v.field == field]
     assert says in violation.description
     assert not tx.run_sync(lambda uow: store.page(uow.session, WS, "j", "", 10, None))
+
+
+def test_any_message_round_trips_through_journey_files_and_storage() -> None:
+    text = """
+display_name: Opened any email
+event_trigger: {event_name: cart_updated}
+entry_node_id: wait_open
+nodes:
+  - id: wait_open
+    wait:
+      event: {event_name: email_opened, any_message: true, timeout: 3600s,
+              event_next_node_id: done}
+  - {id: done, exit: {}}
+"""
+    journey = journeyfile.parse(text)
+    assert not journeyfile.problems(journey)
+    graph = graph_from_proto(journey)
+    wait = graph.nodes[0].action
+    assert isinstance(wait, WaitAction) and wait.event is not None and wait.event.any_message
+    assert JourneyGraph.from_dict(graph.to_dict()) == graph  # as stored
+    assert "any_message: true" in journeyfile.dump(journey)
