@@ -20,11 +20,14 @@ EVENT_NAME_TEMPLATES = {
 }
 """Each engagement kind's event name; ``{channel}`` is the message's channel."""
 
-ENGAGEMENT_EVENT_NAMES = frozenset(
+MESSAGE_EVENT_NAMES = frozenset(
     template.format(channel=channel)
-    for template in EVENT_NAME_TEMPLATES.values() for channel in ENGAGEMENT_CHANNELS)
-"""Every event name delivery emits for an engagement: ``email_opened``, ``link_clicked``,
-``unsubscribed``, ``sms_delivered``, ``push_bounced`` ..."""
+    for kind, template in EVENT_NAME_TEMPLATES.items() if kind != "unsubscribed"
+    for channel in ENGAGEMENT_CHANNELS)
+"""The engagement events that are about one message: ``email_opened``, ``link_clicked``,
+``sms_delivered``, ``push_bounced`` ... Not ``unsubscribed``: that is a change of consent,
+whichever way it came (a message's link, a preference page, an app's own event), and identity
+records it as such."""
 
 MESSAGE_ID = "message_id"
 JOURNEY_ID = "journey_id"
@@ -33,6 +36,6 @@ ENROLLMENT_ID = "enrollment_id"
 that sent it."""
 
 
-def is_engagement_event(event_name: str) -> bool:
-    """Whether ``event_name`` is one delivery emits for an engagement with a message."""
-    return event_name in ENGAGEMENT_EVENT_NAMES
+def is_message_event(event_name: str) -> bool:
+    """Whether ``event_name`` is an engagement with one message (:data:`MESSAGE_EVENT_NAMES`)."""
+    return event_name in MESSAGE_EVENT_NAMES

@@ -20,6 +20,7 @@ from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
 from cjo_orchestration.api.convert import graph_from_proto
 from cjo_orchestration.domain.conditions import journey_variables
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
+from cjo_orchestration.domain.entry import InboxEvent
 from cjo_orchestration.domain.journeys import (
     BranchAction,
     BranchCondition,
@@ -34,6 +35,7 @@ from cjo_orchestration.domain.journeys import (
     WaitAction,
 )
 from cjo_orchestration.domain.orders import ProfileOrder, Rejected, SendResult, Sent
+from cjo_orchestration.domain.reactions import own_message
 from cjo_orchestration.service_layer import enrollment, events, journeys
 from cjo_orchestration.service_layer.steps import StepRound
 from cjo_orchestration.settings import load_engine_settings
@@ -293,3 +295,19 @@ nodes:
     assert isinstance(wait, WaitAction) and wait.event is not None and wait.event.any_message
     assert JourneyGraph.from_dict(graph.to_dict()) == graph  # as stored
     assert "any_message: true" in journeyfile.dump(journey)
+
+
+@pytest.mark.parametrize(("name", "tied"), [
+    ("email_opened", True), ("push_opened", True), ("link_clicked", True),
+    ("sms_delivered", True), ("email_bounced", True), ("email_complained", True),
+    ("unsubscribed", False), ("app_opened", False), ("order_completed", False),
+])
+def test_which_events_are_tied_to_the_enrollments_message(name: str, tied: bool) -> None:
+    mine = Enrollment(WS, "en1", "j", 1, "ada", EnrollmentState.ACTIVE, "w", START, START, START)
+
+    def about(enrollment_id: str) -> InboxEvent:
+        return InboxEvent(WS, 1, "e1", "ada", name, {"enrollment_id": enrollment_id}
+                          if enrollment_id else {}, {}, "")
+    assert own_message(mine, about("en1"))
+    assert own_message(mine, about("en2")) is not tied
+    assert own_message(mine, about("")) is not tied

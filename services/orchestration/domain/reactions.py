@@ -34,7 +34,7 @@ from cjo_orchestration.domain.transitions import (
     visit_fact,
     visited,
 )
-from cjo_platform.engagement import ENROLLMENT_ID, is_engagement_event
+from cjo_platform.engagement import ENROLLMENT_ID, is_message_event
 
 
 def on_event(enrollment: Enrollment, graph: JourneyGraph, event: InboxEvent,
@@ -119,7 +119,7 @@ def _exit(enrollment: Enrollment, now: datetime, facts: Sequence[FactRecord], de
 def awaited_event(enrollment: Enrollment, graph: JourneyGraph,
                   event: InboxEvent) -> EventWait | None:
     """The wait the enrollment is parked at, when it waits for this very event: for an
-    engagement event (an open, a click ... of a message), one about the message this enrollment
+    engagement with a message (an open, a click ...), one about the message this enrollment
     sent unless the wait takes ``any_message``; then its filter."""
     if not enrollment.waiting:
         return None
@@ -136,9 +136,10 @@ def awaited_event(enrollment: Enrollment, graph: JourneyGraph,
 
 
 def own_message(enrollment: Enrollment, event: InboxEvent) -> bool:
-    """Whether ``event`` concerns this enrollment: any event but an engagement does; an
-    engagement (cjo_platform.engagement) only when its message was sent by this enrollment."""
-    return (not is_engagement_event(event.event_name)
+    """Whether ``event`` concerns this enrollment: any event but an engagement with a message
+    does; an engagement (an open, a click, a delivery report ...: cjo_platform.engagement) only
+    when this enrollment sent the message."""
+    return (not is_message_event(event.event_name)
             or event.properties.get(ENROLLMENT_ID) == enrollment.enrollment_id)
 
 
