@@ -7,6 +7,7 @@ import pytest
 from cjo_platform.cel import (
     CelEvaluationError,
     compile_expression,
+    fields_read,
     is_missing_data,
     load_expression,
 )
@@ -195,3 +196,11 @@ def test_storable_text_drops_nul_and_bounds_the_length() -> None:
     assert storable_text("a\x00b", 10) == "a\\0b"
     assert storable_text("x" * 20, 10) == "x" * 9 + "…"
     assert storable_text("fine", 4) == "fine"
+
+
+def test_fields_read_names_the_fields_selected_or_indexed_by_name() -> None:
+    source = ('journey.entry.amount < event.amount && journey["id"] == "journey.fake" '
+              "&& journey [ 'node_id' ] != '' && other.journey.x == 1 && size(journey) > 0")
+    assert fields_read(source, "journey") == {"entry", "id", "node_id"}
+    assert fields_read(source, "event") == {"amount"}
+    assert fields_read('"journey.nope" == event.x', "journey") == set()
