@@ -1,5 +1,6 @@
-"""Wires the identity service: storage, its own API key authentication, the two servicers and
-the outbox forwarders to orchestration (events) and analytics (conversion and merge facts)."""
+"""Wires the identity service: storage, its own API key authentication, the two servicers, the
+outbox forwarders to orchestration (events) and analytics (conversion and merge facts), and the
+time worker (lapsing computed traits, backfills)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from cjo_identity.adapters.tables import metadata
 from cjo_identity.api import identity_servicer, workspace_servicer
 from cjo_identity.api.identity_servicer import IdentityServicer
 from cjo_identity.api.workspace_servicer import WorkspaceServicer
+from cjo_identity.service_layer.backfills import BackfillRound
+from cjo_identity.service_layer.lapses import LapseRound
 from cjo_identity.service_layer.workspaces import local_key_resolver
+from cjo_identity.settings import load_time_settings
+from cjo_identity.workers.time import TimeWorker
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.facts import facts_forwarder
@@ -33,11 +38,14 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     events = events_forwarder(settings, storage.db, storage.outbox)
     # Conversion and merge facts share the outbox; each forwarder drains only its own topic.
     facts = facts_forwarder(settings, storage.db, storage.outbox)
+    timing = load_time_settings(env)
+    time = TimeWorker(LapseRound(transactions, timing.lapses),
+                      BackfillRound(transactions, timing.backfills), timing.poll_seconds)
     return ServiceApp(
         settings=settings,
         db=storage.db,
         servicers=[
-            Servicer(IdentityServicer(transactions),
+            Servicer(IdentityServicer(transactions, on_backfill=time.wake),
                      identity_service_pb2_grpc.add_IdentityServiceServicer_to_server,
                      identity_servicer.SERVICE),
             Servicer(WorkspaceServicer(transactions, from_database, resolve_key.forget_key),
@@ -48,6 +56,6 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         ],
         authenticator=Authenticator(settings.service_token, resolve_key),
         service_only_methods=workspace_servicer.SERVICE_ONLY_METHODS,
-        background=[events.run, facts.run],
+        background=[events.run, facts.run, time.run],
         migrate=storage.migrate,
     )

@@ -350,15 +350,67 @@ def load_profiles(session: Session, workspace_id: str, profile_ids: Sequence[str
             for p in profile_ids if (row := rows.get(p)) is not None]
 
 
-def scan_profiles(session: Session, workspace_id: str, after: str, limit: int
-                  ) -> list[tuple[str, Golden, dict[str, Any]]]:
-    """Profiles by id after ``after``: (id, record, computed traits)."""
-    rows = session.execute(
-        select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
-               profiles.c.consents, profiles.c.computed)
-        .where(profiles.c.workspace_id == workspace_id, profiles.c.profile_id > after)
-        .order_by(profiles.c.profile_id).limit(limit))
+def scan_profiles(session: Session, workspace_id: str, after: str, limit: int, *,
+                  for_update: bool = False) -> list[tuple[str, Golden, dict[str, Any]]]:
+    """Profiles by id after ``after``: (id, record, computed traits); ``for_update`` locks them
+    (PostgreSQL) in id order, ingest's lock order."""
+    query = (select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+                    profiles.c.consents, profiles.c.computed)
+             .where(profiles.c.workspace_id == workspace_id, profiles.c.profile_id > after)
+             .order_by(profiles.c.profile_id).limit(limit))
+    rows = session.execute(query.with_for_update() if for_update else query)
     return [(r.profile_id, _load_golden(r), dict(r.computed or {})) for r in rows]
+
+
+def due_profiles(session: Session, now: datetime, limit: int) -> dict[str, list[str]]:
+    """Up to ``limit`` profiles whose computed traits are due to be recomputed, earliest
+    first, by workspace (read without a lock: :func:`claim_due` takes them)."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for row in session.execute(
+            select(profiles.c.workspace_id, profiles.c.profile_id)
+            .where(profiles.c.recompute_due <= now)
+            .order_by(profiles.c.recompute_due).limit(limit)):
+        found[row.workspace_id].append(row.profile_id)
+    return dict(found)
+
+
+def claim_due(session: Session, workspace_id: str, profile_ids: Sequence[str], now: datetime
+              ) -> tuple[dict[str, Golden], dict[str, dict[str, Any]]]:
+    """Lock those of the profiles still due (SKIP LOCKED: a profile another replica is
+    recomputing, or an ingest is writing, is left to it) and clear their due time; returns
+    their records and stored computed traits. A profile recomputed by another replica since
+    it was listed is no longer due, so each due time is handled once."""
+    held: dict[str, Golden] = {}
+    computed: dict[str, dict[str, Any]] = {}
+    for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
+        rows = session.execute(
+            select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+                   profiles.c.consents, profiles.c.computed)
+            .where(profiles.c.workspace_id == workspace_id,
+                   one_of(session, profiles.c.profile_id, chunk),
+                   profiles.c.recompute_due <= now)
+            .order_by(profiles.c.profile_id).with_for_update(skip_locked=True))
+        for r in rows:
+            held[r.profile_id] = _load_golden(r)
+            computed[r.profile_id] = dict(r.computed or {})
+    for chunk in chunks(sorted(held), IN_LIST_KEYS):
+        session.execute(update(profiles)
+                        .where(profiles.c.workspace_id == workspace_id,
+                               one_of(session, profiles.c.profile_id, chunk))
+                        .values(recompute_due=None))
+    return held, computed
+
+
+def defer_due(session: Session, workspace_id: str, profile_ids: Sequence[str],
+              until: datetime) -> None:
+    """Push the due time of profiles whose recompute failed to ``until``, so they do not
+    stay first in line ahead of every other workspace's."""
+    for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
+        session.execute(update(profiles)
+                        .where(profiles.c.workspace_id == workspace_id,
+                               one_of(session, profiles.c.profile_id, chunk),
+                               profiles.c.recompute_due.is_not(None))
+                        .values(recompute_due=until))
 
 
 def erased_among(session: Session, workspace_id: str, wanted: set[Identifier]

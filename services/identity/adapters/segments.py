@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from cjo_identity.adapters import backfills
 from cjo_identity.adapters.profiles import IN_LIST_KEYS
 from cjo_identity.adapters.tables import events, profiles, segment_members, segments
-from cjo_identity.domain.computed import EventFact, compute, earliest_needed
+from cjo_identity.domain.backfills import segment_target
+from cjo_identity.domain.computed import EventFact, compute, earliest_needed, next_change
 from cjo_identity.domain.golden import Golden
 from cjo_identity.domain.segments import (
     INVALID_AFTER,
@@ -28,7 +30,7 @@ from cjo_identity.domain.segments import (
 )
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.cel import Expression
-from cjo_platform.db import bulk_insert, one_of
+from cjo_platform.db import UtcDateTime, bulk_insert, one_of
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.rpc.batch import chunks
 
@@ -74,7 +76,13 @@ def get_segment(session: Session, workspace_id: str, segment_id: str, *,
     found = read_segment(session, workspace_id, segment_id, for_update=for_update)
     if found is None:
         return None
+    found = _with_backfills(session, workspace_id, [found])[0]
     return found, member_counts(session, workspace_id, [segment_id])[segment_id]
+
+
+def _with_backfills(session: Session, workspace_id: str, found: list[Segment]) -> list[Segment]:
+    jobs = backfills.read(session, workspace_id, [segment_target(s.segment_id) for s in found])
+    return [replace(s, backfill=jobs.get(segment_target(s.segment_id))) for s in found]
 
 
 def list_segments(session: Session, workspace_id: str, after: str, limit: int
@@ -84,6 +92,7 @@ def list_segments(session: Session, workspace_id: str, after: str, limit: int
         select(segments).where(segments.c.workspace_id == workspace_id,
                                segments.c.segment_id > after)
         .order_by(segments.c.segment_id).limit(limit))]
+    found = _with_backfills(session, workspace_id, found)
     counts = member_counts(session, workspace_id, [s.segment_id for s in found])
     return [(s, counts[s.segment_id]) for s in found]
 
@@ -217,12 +226,14 @@ def memberships(session: Session, workspace_id: str, profile_ids: Iterable[str]
 
 
 def computed_values(session: Session, workspace_id: str, profile_ids: Iterable[str],
-                    settings: IdentitySettings, now: datetime) -> dict[str, dict[str, Any]]:
-    """Fresh computed traits of the profiles, from their events."""
+                    settings: IdentitySettings, now: datetime
+                    ) -> tuple[dict[str, dict[str, Any]], dict[str, datetime | None]]:
+    """Fresh computed traits of the profiles, from their events, and when each profile's
+    traits next change with no new event (:func:`~cjo_identity.domain.computed.next_change`)."""
     definitions = settings.computed_traits
     ids = sorted(set(profile_ids))
     if not definitions or not ids:
-        return {p: {} for p in ids}
+        return {p: {} for p in ids}, dict.fromkeys(ids)
     names = sorted({d.event_name for d in definitions})
     since = earliest_needed(definitions, now)
     facts: dict[str, list[EventFact]] = defaultdict(list)
@@ -236,21 +247,40 @@ def computed_values(session: Session, workspace_id: str, profile_ids: Iterable[s
             query = query.where(events.c.timestamp >= since)
         for row in session.execute(query):
             facts[row.profile_id].append(EventFact(row.name, row.properties, row.timestamp))
-    return {p: compute(definitions, facts[p], now) for p in ids}
+    return ({p: compute(definitions, facts[p], now) for p in ids},
+            {p: next_change(definitions, facts[p], now) for p in ids})
+
+
+def _store_due(session: Session, workspace_id: str, due: Mapping[str, datetime | None]) -> None:
+    """The time each profile's computed traits next change with no new event; a row whose
+    time is already right is not written."""
+    if not due:
+        return
+    when = bindparam("b_due", type_=UtcDateTime)
+    session.execute(
+        update(profiles)
+        .where(profiles.c.workspace_id == workspace_id,
+               profiles.c.profile_id == bindparam("b_profile_id"),
+               profiles.c.recompute_due.is_distinct_from(when))
+        .values(recompute_due=when),
+        [{"b_profile_id": p, "b_due": time} for p, time in sorted(due.items())])
 
 
 def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
             removed: Iterable[str], settings: IdentitySettings, now: datetime,
             only: Sequence[Segment] | None = None,
-            before: Mapping[str, tuple[Golden, Mapping[str, Any]]] | None = None
-            ) -> list[Transition]:
+            before: Mapping[str, tuple[Golden, Mapping[str, Any]]] | None = None,
+            stored: Mapping[str, dict[str, Any]] | None = None) -> list[Transition]:
     """Recompute computed traits and memberships of the profiles in ``golden``; drop the
     memberships of ``removed`` profiles (merged away or erased). Returns who entered or left.
 
     ``before``: the stored record and computed traits of profiles that existed (when known).
     Computed traits equal to the stored ones are not rewritten, and a profile whose record and
     computed traits are both unchanged keeps its memberships without evaluating a condition:
-    membership is a function of exactly those inputs."""
+    membership is a function of exactly those inputs.
+
+    ``stored``: evaluate with these (stored) computed traits instead of recomputing them (a
+    segment's backfill: ingest and the time worker keep computed traits current)."""
     before = before or {}
     removed = sorted(set(removed))
     for chunk in chunks(removed, IN_LIST_KEYS):
@@ -259,16 +289,34 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
             one_of(session, segment_members.c.profile_id, chunk)))
     if not golden:
         return []
-    computed = computed_values(session, workspace_id, golden, settings, now)
+    if stored is not None:
+        return _evaluate(session, workspace_id, golden, dict(stored), before, only, now)
+    computed, due = computed_values(session, workspace_id, golden, settings, now)
+    # Written when they differ from the stored ones; a new profile's (or a scanned one's,
+    # ``before`` unknown) only when there are some, so a workspace without computed traits
+    # writes nothing here.
     stale = [(p, values) for p, values in sorted(computed.items())
-             if p not in before or before[p][1] != values]
-    if settings.computed_traits and stale:
+             if (before[p][1] != values if p in before else bool(values))]
+    if stale:
         session.execute(
             update(profiles)
             .where(profiles.c.workspace_id == workspace_id,
                    profiles.c.profile_id == bindparam("b_profile_id"))
-            .values(computed=bindparam("b_computed")),
-            [{"b_profile_id": p, "b_computed": values} for p, values in stale])
+            .values(computed=bindparam("b_computed"), recompute_due=bindparam("b_due")),
+            [{"b_profile_id": p, "b_computed": values, "b_due": due[p]}
+             for p, values in stale])
+    if settings.computed_traits:
+        _store_due(session, workspace_id,
+                   {p: due[p] for p in set(golden) - {p for p, _ in stale}})
+    return _evaluate(session, workspace_id, golden, computed, before, only, now)
+
+
+def _evaluate(session: Session, workspace_id: str, golden: Mapping[str, Golden],
+              computed: Mapping[str, Mapping[str, Any]],
+              before: Mapping[str, tuple[Golden, Mapping[str, Any]]],
+              only: Sequence[Segment] | None, now: datetime) -> list[Transition]:
+    """Memberships of the profiles whose record or computed traits changed: who entered or
+    left (the conditions' errors recorded on their segments)."""
     all_segments = [s for s in (only if only is not None
                                 else load_segments(session, workspace_id)) if s.evaluated]
     if not all_segments:

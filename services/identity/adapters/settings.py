@@ -14,10 +14,10 @@ from cjo_identity.domain.conversions import ConversionEvent
 from cjo_identity.domain.settings import IdentitySettings, Survivorship, TraitRule, TypeRule
 
 
-def load_settings(session: Session, workspace_id: str
+def load_settings(session: Session, workspace_id: str, *, for_update: bool = False
                   ) -> tuple[IdentitySettings, datetime | None]:
-    row = session.execute(select(identity_settings).where(
-        identity_settings.c.workspace_id == workspace_id)).first()
+    query = select(identity_settings).where(identity_settings.c.workspace_id == workspace_id)
+    row = session.execute(query.with_for_update() if for_update else query).first()
     if row is None:
         return IdentitySettings(), None
     return settings_from_json(row.settings), row.update_time

@@ -58,7 +58,11 @@ profiles = Table(
     # [{"channel", "topic", "subscribed", "t", "m", "s"}]; NULL: nothing said yet.
     Column("consents", Json, nullable=True),
     Column("computed", Json, nullable=True),  # computed trait name -> value
+    # When a windowed computed trait next changes with no new event (an event leaves its
+    # window, or a future-dated one enters it); NULL: never. The time worker claims due rows.
+    Column("recompute_due", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "profile_id"),
+    Index("ix_profiles_recompute_due", "recompute_due"),
 )
 
 # The identity graph: each identifier belongs to exactly one profile of its workspace.
@@ -167,6 +171,32 @@ segment_members = Table(
     Column("enter_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "segment_id", "profile_id"),
     Index("ix_segment_members_profile", "workspace_id", "profile_id"),
+)
+
+# Background scans of a workspace's profiles (see service_layer/backfills.py): one per segment
+# whose condition was set ("segments/<id>") and one for the computed traits ("computed_traits"),
+# replaced (cursor back to the start) when its definition changes again.
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("target", String(80), nullable=False),
+    # What the scan applies: the segment's condition, or a digest of the computed traits'
+    # definitions. A chunk whose definition changed since is not written.
+    Column("definition", String(4096), nullable=False),
+    Column("state", String(16), nullable=False),  # pending, running, done
+    Column("cursor", String(32), nullable=False, default=""),  # the last profile id scanned
+    Column("profiles_scanned", BigInteger, nullable=False, default=0),
+    Column("profiles_total", BigInteger, nullable=False, default=0),
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("start_time", UtcDateTime, nullable=True),
+    Column("end_time", UtcDateTime, nullable=True),
+    Column("lease_token", String(32), nullable=True),
+    Column("lease_until", UtcDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),  # failed chunks in a row
+    Column("last_error", String(1000), nullable=True),
+    PrimaryKeyConstraint("workspace_id", "target"),
+    Index("ix_backfills_state", "state", "lease_until"),
 )
 
 # Identifiers of erased profiles whose owner asked never to be recognised again.

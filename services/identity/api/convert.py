@@ -8,6 +8,7 @@ from google.protobuf import duration_pb2
 
 from cjo.common.v1 import common_pb2
 from cjo.identity.v1 import (
+    backfill_pb2,
     consent_pb2,
     event_pb2,
     identity_settings_pb2,
@@ -15,6 +16,7 @@ from cjo.identity.v1 import (
     workspace_pb2,
 )
 from cjo_identity.adapters.outbox_payloads import event_to_proto
+from cjo_identity.domain.backfills import Backfill, BackfillState
 from cjo_identity.domain.computed import MAX_WINDOW, MAX_WINDOW_TEXT, Aggregation, ComputedTrait
 from cjo_identity.domain.conversions import ConversionEvent
 from cjo_identity.domain.events import Event, EventType, StoredEvent, parse_event
@@ -187,9 +189,28 @@ def _window(item: identity_settings_pb2.ComputedTrait, field: str) -> timedelta 
     return timedelta(seconds=seconds) if seconds else None
 
 
-def settings_to_proto(settings: IdentitySettings,
-                      update_time: datetime | None) -> identity_settings_pb2.IdentitySettings:
+_BACKFILL_STATES = {
+    BackfillState.PENDING: backfill_pb2.BACKFILL_STATE_PENDING,
+    BackfillState.RUNNING: backfill_pb2.BACKFILL_STATE_RUNNING,
+    BackfillState.DONE: backfill_pb2.BACKFILL_STATE_DONE,
+}
+
+
+def backfill_to_proto(backfill: Backfill | None) -> backfill_pb2.Backfill | None:
+    if backfill is None:
+        return None
+    return backfill_pb2.Backfill(
+        state=_BACKFILL_STATES[backfill.state], profiles_scanned=backfill.profiles_scanned,
+        profiles_total=backfill.profiles_total, create_time=to_timestamp(backfill.create_time),
+        start_time=to_timestamp(backfill.start_time), end_time=to_timestamp(backfill.end_time),
+        last_error=backfill.last_error)
+
+
+def settings_to_proto(settings: IdentitySettings, update_time: datetime | None,
+                      backfill: Backfill | None = None
+                      ) -> identity_settings_pb2.IdentitySettings:
     return identity_settings_pb2.IdentitySettings(
+        computed_traits_backfill=backfill_to_proto(backfill),
         default_phone_region=settings.default_phone_region,
         identifier_types=[identity_settings_pb2.IdentifierTypeRule(
             type=r.type, limit=r.limit, blocked_values=r.blocked_values)

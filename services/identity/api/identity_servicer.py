@@ -16,6 +16,7 @@ from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cjo_identity.api.convert import (
     CHANNEL_NAMES,
+    backfill_to_proto,
     event_from_proto,
     profile_id_of,
     profile_to_proto,
@@ -23,6 +24,7 @@ from cjo_identity.api.convert import (
     settings_to_proto,
     stored_event_to_proto,
 )
+from cjo_identity.domain.backfills import BackfillState
 from cjo_identity.domain.consent import ConsentState, Decision
 from cjo_identity.domain.identifiers import parse_identifier
 from cjo_identity.domain.segments import (
@@ -41,7 +43,7 @@ from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
-from cjo_platform.rpc.idempotent import answer_later, once, seen
+from cjo_platform.rpc.idempotent import once, seen
 from cjo_platform.telemetry import current_traceparent
 
 SERVICE = "cjo.identity.v1.IdentityService"
@@ -51,8 +53,11 @@ DOMAIN = "identity.cjo"
 M = TypeVar("M", bound=Message)
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
-    def __init__(self, transactions: Transactions) -> None:
+    def __init__(self, transactions: Transactions,
+                 on_backfill: Callable[[], None] = lambda: None) -> None:
         self.transactions = transactions
+        # Called after a backfill is committed: wakes this replica's time worker.
+        self.on_backfill = on_backfill
 
     async def IngestEvents(self, request: pb.IngestEventsRequest,
                            context: grpc.aio.ServicerContext) -> pb.IngestEventsResponse:
@@ -145,19 +150,26 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self, request: pb.GetIdentitySettingsRequest, context: grpc.aio.ServicerContext,
     ) -> pb.GetIdentitySettingsResponse:
         workspace = current_workspace()
-        current, update_time = await self.transactions.run(
-            lambda uow: settings.get_settings(uow, workspace))
-        return pb.GetIdentitySettingsResponse(settings=settings_to_proto(current, update_time))
+        current, update_time, backfill = await self.transactions.run(
+            lambda uow: settings.get_settings_and_backfill(uow, workspace))
+        return pb.GetIdentitySettingsResponse(
+            settings=settings_to_proto(current, update_time, backfill))
 
     async def UpdateIdentitySettings(
         self, request: pb.UpdateIdentitySettingsRequest, context: grpc.aio.ServicerContext,
     ) -> pb.UpdateIdentitySettingsResponse:
         workspace = current_workspace()
         wanted = settings_from_proto(request.settings)
-        return await once(
-            self.transactions, request, pb.UpdateIdentitySettingsResponse,
-            work=lambda uow: pb.UpdateIdentitySettingsResponse(settings=settings_to_proto(
-                wanted, settings.update_settings(uow, workspace, wanted))))
+
+        def update(uow: UnitOfWork) -> pb.UpdateIdentitySettingsResponse:
+            update_time, backfill = settings.update_settings(uow, workspace, wanted)
+            if backfill is not None and backfill.state is not BackfillState.DONE:
+                uow.after_commit(self.on_backfill)
+            return pb.UpdateIdentitySettingsResponse(
+                settings=settings_to_proto(wanted, update_time, backfill))
+
+        return await once(self.transactions, request, pb.UpdateIdentitySettingsResponse,
+                          work=update)
 
     async def ListProfiles(self, request: pb.ListProfilesRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListProfilesResponse:
@@ -179,32 +191,14 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.CreateSegmentResponse:
         workspace = current_workspace()
         draft = request.segment
-        traceparent = current_traceparent()
 
         def create(uow: UnitOfWork) -> pb.CreateSegmentResponse:
-            segments.create_segment(uow, workspace, draft.segment_id, draft.display_name,
-                                    draft.condition, traceparent, scan=False)
-            return pb.CreateSegmentResponse()  # stored until the scan is done: "under way"
+            created = segments.create_segment(uow, workspace, draft.segment_id,
+                                              draft.display_name, draft.condition)
+            uow.after_commit(self.on_backfill)
+            return pb.CreateSegmentResponse(segment=segment_to_proto(*created))
 
-        first = await once(self.transactions, request, pb.CreateSegmentResponse, work=create)
-        if first.HasField("segment"):
-            return first  # a repeat after the scan: the first call's answer
-        return await self._scanned(request, draft.segment_id, draft.condition, traceparent,
-                                   lambda s: pb.CreateSegmentResponse(segment=s))
-
-    async def _scanned(self, request: Message, segment_id: str, condition: str,
-                       traceparent: str, respond: Callable[[segment_pb2.Segment], M]) -> M:
-        """Scan the workspace for a new condition, a chunk per transaction, then answer with
-        the segment as the scan left it, stored as the request's answer. Until then the stored
-        answer is empty, so a repeat (concurrent, or after a crash mid-scan) scans too (a
-        second scan only makes the transitions still missing) and answers the same."""
-        workspace = current_workspace()
-        await segments.recompute(self.transactions, workspace, segment_id, condition,
-                                 traceparent)
-        found = await self.transactions.run(
-            lambda uow: segments.get_segment(uow, workspace, segment_id))
-        return await answer_later(self.transactions, request,
-                                  respond(segment_to_proto(*found)))
+        return await once(self.transactions, request, pb.CreateSegmentResponse, work=create)
 
     async def GetSegment(self, request: pb.GetSegmentRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetSegmentResponse:
@@ -234,21 +228,15 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         draft = request.segment
         changes = SegmentChanges(display_name=draft.display_name, condition=draft.condition)
         workspace = current_workspace()
-        traceparent = current_traceparent()
-        rescan = "condition" in paths
 
         def update(uow: UnitOfWork) -> pb.UpdateSegmentResponse:
             updated = segments.update_segment(uow, workspace, segment_id, changes, paths,
-                                              draft.etag, traceparent, scan=False)
-            if rescan:
-                return pb.UpdateSegmentResponse()  # stored until the scan is done
+                                              draft.etag)
+            if "condition" in paths:
+                uow.after_commit(self.on_backfill)
             return pb.UpdateSegmentResponse(segment=segment_to_proto(*updated))
 
-        first = await once(self.transactions, request, pb.UpdateSegmentResponse, work=update)
-        if first.HasField("segment"):
-            return first  # no new condition, or a repeat after the scan: the first answer
-        return await self._scanned(request, segment_id, draft.condition, traceparent,
-                                   lambda s: pb.UpdateSegmentResponse(segment=s))
+        return await once(self.transactions, request, pb.UpdateSegmentResponse, work=update)
 
     async def DeleteSegment(self, request: pb.DeleteSegmentRequest,
                             context: grpc.aio.ServicerContext) -> pb.DeleteSegmentResponse:
@@ -347,7 +335,7 @@ def segment_to_proto(segment: Segment, member_count: int) -> segment_pb2.Segment
         last_error_time=to_timestamp(segment.last_error_time),
         last_error_profile_id=segment.last_error_profile_id,
         update_time=to_timestamp(segment.update_time or segment.create_time),
-        etag=segment.etag)
+        etag=segment.etag, backfill=backfill_to_proto(segment.backfill))
 
 
 def segment_id_of(name: str, field: str) -> str:

@@ -116,6 +116,34 @@ def _bounded(total: float) -> float:
     return max(-sys.float_info.max, min(sys.float_info.max, float(total)))
 
 
+# An event leaves a window just after ``timestamp + window`` (the window's start is inclusive):
+# the recompute is due one tick later, so that it sees the event gone.
+TICK = timedelta(microseconds=1)
+
+
+def next_change(definitions: Sequence[ComputedTrait], facts: Iterable[EventFact],
+                now: datetime) -> datetime | None:
+    """The earliest instant after ``now`` at which a computed trait may change with no new
+    event: an event counted by a windowed trait leaves the window, or an event dated in the
+    future enters the traits that read its name. None: nothing changes until the next event."""
+    due: datetime | None = None
+    facts = list(facts)
+    for item in definitions:
+        since = window_start(now, item.window)
+        for fact in facts:
+            if fact.name != item.event_name:
+                continue
+            if fact.timestamp > now:
+                moment = fact.timestamp
+            elif since is not None and item.window is not None and since <= fact.timestamp:
+                moment = fact.timestamp + item.window + TICK
+            else:
+                continue
+            if due is None or moment < due:
+                due = moment
+    return due
+
+
 def earliest_needed(definitions: Sequence[ComputedTrait], now: datetime) -> datetime | None:
     """Events older than this never count (None: some trait reads the whole history)."""
     if not definitions or any(d.window is None for d in definitions):

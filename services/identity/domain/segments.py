@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from cjo_identity.domain.backfills import Backfill
 from cjo_identity.domain.golden import Golden, trait_values
 from cjo_identity.domain.settings import CHANNELS
 from cjo_platform.cel import Expression, compile_expression, load_expression
@@ -58,6 +59,7 @@ class Segment:
     last_error_profile_id: str = ""
     update_time: datetime | None = None  # None: never updated since created
     etag: str = ""
+    backfill: Backfill | None = None  # the scan of its condition (None: created before them)
 
     @property
     def expression(self) -> Expression:

@@ -1,8 +1,9 @@
 """Segments: CEL conditions over profiles, whose members orchestration hears about as they
-enter and leave. Memberships of changed profiles are refreshed by ingest and erasure; creating
-a segment, or changing its condition, scans the workspace once, a chunk of profiles per
-transaction (the API's way: :func:`recompute`). A condition failing for a
-profile is recorded on the segment (domain/segments.py) and never fails the use-case."""
+enter and leave. Memberships of changed profiles are refreshed by ingest and erasure, and by the
+time worker when a windowed computed trait lapses; creating a segment, or changing its
+condition, records a backfill that the time worker runs in the background, a chunk of profiles
+per transaction (service_layer/backfills.py). A condition failing for a profile is recorded on
+the segment (domain/segments.py) and never fails the use-case."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import uuid
 from collections.abc import Sequence
 from functools import partial
 
-from cjo_identity.adapters import profiles, segments
+from cjo_identity.adapters import backfills, profiles, segments
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC, segment_event
 from cjo_identity.adapters.segments import Transition
-from cjo_identity.adapters.settings import load_settings
+from cjo_identity.domain.backfills import segment_target
 from cjo_identity.domain.segments import (
     SEGMENT_DELETED,
     Segment,
@@ -38,12 +39,11 @@ def _new_etag() -> str:
 
 
 def create_segment(uow: UnitOfWork, workspace_id: str, segment_id: str, display_name: str,
-                   condition: str, traceparent: str, *, scan: bool = True
-                   ) -> tuple[Segment, int]:
-    """Create the segment; every existing profile that matches enters it (and orchestration
-    hears of it): in this unit of work, or with ``scan=False`` afterwards, in chunks, by
-    :func:`recompute`. Returns the segment (with the errors its evaluation recorded) and its
-    member count."""
+                   condition: str) -> tuple[Segment, int]:
+    """Create the segment and record its backfill: the time worker lets every existing profile
+    that matches enter it (and orchestration hears of it), a chunk of profiles per transaction
+    (service_layer/backfills.py). Returns the segment (its backfill PENDING) and its member
+    count (0)."""
     now = uow.now()
     segment = Segment(segment_id, display_name, condition, now, update_time=now,
                       etag=_new_etag())
@@ -52,65 +52,8 @@ def create_segment(uow: UnitOfWork, workspace_id: str, segment_id: str, display_
     if segments.read_segment(session, workspace_id, segment_id) is not None:
         raise AlreadyExists(f"segment {segment_id!r} already exists", reason="SEGMENT_EXISTS")
     segments.add_segment(session, workspace_id, segment)
-    if scan:
-        _recompute(uow, workspace_id, segment_id, condition, traceparent)
+    backfills.start(session, workspace_id, segment_target(segment_id), condition, now)
     return get_segment(uow, workspace_id, segment_id)
-
-
-def _recompute(uow: UnitOfWork, workspace_id: str, segment_id: str, condition: str,
-               traceparent: str) -> None:
-    after: str | None = ""
-    while after is not None:
-        after = recompute_chunk(uow, workspace_id, segment_id, condition, after, traceparent)
-
-
-def recompute_chunk(uow: UnitOfWork, workspace_id: str, segment_id: str, condition: str,
-                    after: str, traceparent: str) -> str | None:
-    """Evaluate the segment for the next :data:`SCAN_CHUNK` profiles after ``after`` (by id):
-    those that match and are not members enter, members that no longer match leave. Returns
-    where the next chunk starts, or None when the scan is over: no profile left, the segment is
-    gone, its condition is no longer ``condition`` (a newer change scans for itself) or it
-    became INVALID (the rest keep their memberships).
-
-    The segment row is read without a lock; its errors are added by the same statement ingest
-    uses, after the profiles are written: the lock order of ingest (profiles, then segment),
-    each chunk its own short transaction when run by :func:`recompute`. Chunks of concurrent
-    scans of the segment (a repeated request) take turns, so a transition is made once."""
-    session = uow.session
-    segments.lock_scan(session, workspace_id, segment_id)
-    segment = segments.read_segment(session, workspace_id, segment_id)
-    if segment is None or segment.condition != condition or not segment.evaluated:
-        return None
-    rows = profiles.scan_profiles(session, workspace_id, after, SCAN_CHUNK)
-    if not rows:
-        return None
-    now = uow.now()
-    settings = load_settings(session, workspace_id)[0]
-    golden = {p: g for p, g, _ in rows}
-    transitions = segments.refresh(session, workspace_id, golden, (), settings, now,
-                                   only=[segment])
-    uow.publish(EVENTS_TOPIC, workspace_id, [
-        (segment_event(t, golden[t.profile_id], now, traceparent), traceparent)
-        for t in transitions])
-    return rows[-1][0] if len(rows) == SCAN_CHUNK else None
-
-
-async def recompute(transactions: Transactions, workspace_id: str, segment_id: str,
-                    condition: str, traceparent: str) -> None:
-    """Scan the workspace for a segment created, or whose condition changed, with
-    ``scan=False``: one transaction per :data:`SCAN_CHUNK` profiles, so ingest is never held up
-    for the length of a scan and no transaction grows with the workspace. Scanning again is
-    harmless: only missing transitions are made."""
-    after: str | None = ""
-    while after is not None:
-        after = await transactions.run(partial(
-            _chunk_in, workspace_id=workspace_id, segment_id=segment_id, condition=condition,
-            after=after, traceparent=traceparent))
-
-
-def _chunk_in(uow: UnitOfWork, *, workspace_id: str, segment_id: str, condition: str,
-              after: str, traceparent: str) -> str | None:
-    return recompute_chunk(uow, workspace_id, segment_id, condition, after, traceparent)
 
 
 def get_segment(uow: UnitOfWork, workspace_id: str, segment_id: str) -> tuple[Segment, int]:
@@ -132,12 +75,12 @@ def list_segments(uow: UnitOfWork, workspace_id: str, size: int, after: str
 
 
 def update_segment(uow: UnitOfWork, workspace_id: str, segment_id: str,
-                   changes: SegmentChanges, paths: frozenset[str], etag: str,
-                   traceparent: str, *, scan: bool = True) -> tuple[Segment, int]:
+                   changes: SegmentChanges, paths: frozenset[str], etag: str
+                   ) -> tuple[Segment, int]:
     """Change the fields named in ``paths``; refused when ``etag`` is given and the segment
     changed since it was read. Setting the condition clears the segment's errors, makes it
-    ACTIVE and recomputes its members as CreateSegment does (with ``scan=False``, afterwards
-    by :func:`recompute`)."""
+    ACTIVE and records a backfill of its members, as CreateSegment does (a backfill still
+    running for the old condition starts over)."""
     session = uow.session
     current = segments.read_segment(session, workspace_id, segment_id, for_update=True)
     if current is None:
@@ -147,8 +90,9 @@ def update_segment(uow: UnitOfWork, workspace_id: str, segment_id: str,
                       reason="ETAG_MISMATCH")
     updated = apply_changes(current, changes, paths, uow.now(), _new_etag())
     segments.replace_segment(session, workspace_id, updated)
-    if "condition" in paths and scan:
-        _recompute(uow, workspace_id, segment_id, updated.condition, traceparent)
+    if "condition" in paths:
+        backfills.start(session, workspace_id, segment_target(segment_id), updated.condition,
+                        updated.update_time or uow.now())
     return get_segment(uow, workspace_id, segment_id)
 
 
@@ -166,6 +110,7 @@ def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: str,
         after = members[-1]
         _publish_exits(uow, workspace_id, segment, members, traceparent)
     segments.delete_segment(session, workspace_id, segment_id)
+    backfills.remove(session, workspace_id, segment_target(segment_id))
 
 
 def drain_chunk(uow: UnitOfWork, workspace_id: str, segment_id: str,

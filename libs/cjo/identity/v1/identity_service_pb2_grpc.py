@@ -205,7 +205,9 @@ class IdentityServiceServicer:
     def UpdateIdentitySettings(self, request, context):
         """Replaces the caller's workspace identity settings. Invalid settings (a bad regular
         expression, an unknown region) fail with INVALID_ARGUMENT naming the field. New rules apply
-        to the events ingested from then on.
+        to the events ingested from then on. When the computed traits changed, every existing
+        profile is recomputed in the background (IdentitySettings.computed_traits_backfill); the
+        call does not wait for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,9 +224,10 @@ class IdentityServiceServicer:
     def CreateSegment(self, request, context):
         """Creates a segment. An invalid condition (one that does not compile, reads an unknown
         variable, or fails whatever the data, e.g. `1/0 == 1`) fails with INVALID_ARGUMENT on
-        `segment.condition` giving the line and column of the error. Existing profiles that match
-        enter it at once; profiles for which the condition fails are recorded on the segment as
-        evaluation errors (see Segment) and never fail the call.
+        `segment.condition` giving the line and column of the error. Returns at once, with the
+        segment's backfill PENDING: existing profiles that match enter it in the background
+        (Segment.backfill shows the progress; orchestration hears each entry); profiles for which
+        the condition fails are recorded on the segment as evaluation errors (see Segment).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -248,9 +251,10 @@ class IdentityServiceServicer:
     def UpdateSegment(self, request, context):
         """Changes a segment's `display_name` and/or `condition`. A new condition is validated as in
         CreateSegment, clears the segment's evaluation errors, makes it SEGMENT_STATE_ACTIVE again
-        and recomputes its members at once: profiles that now match enter it, members that no
-        longer match leave it (orchestration hears both). Setting `condition` to its current value
-        does the same, which is how an INVALID segment is re-activated once the data is repaired.
+        and recomputes its members in the background (Segment.backfill; the call returns at once):
+        profiles that now match enter it, members that no longer match leave it (orchestration
+        hears both). Setting `condition` to its current value does the same, which is how an
+        INVALID segment is re-activated once the data is repaired.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

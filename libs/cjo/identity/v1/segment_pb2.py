@@ -22,18 +22,19 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cjo.identity.v1 import backfill_pb2 as cjo_dot_identity_dot_v1_dot_backfill__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63jo/identity/v1/segment.proto\x12\x0f\x63jo.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x03\n\x07Segment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x11\n\tcondition\x18\x04 \x01(\t\x12\x14\n\x0cmember_count\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05state\x18\x07 \x01(\x0e\x32\x1d.cjo.identity.v1.SegmentState\x12\x13\n\x0b\x65rror_count\x18\x08 \x01(\x03\x12\x1f\n\x17\x63onsecutive_error_count\x18\t \x01(\x03\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x33\n\x0flast_error_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15last_error_profile_id\x18\x0c \x01(\t\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t*b\n\x0cSegmentState\x12\x1d\n\x19SEGMENT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SEGMENT_STATE_ACTIVE\x10\x01\x12\x19\n\x15SEGMENT_STATE_INVALID\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63jo/identity/v1/segment.proto\x12\x0f\x63jo.identity.v1\x1a\x1e\x63jo/identity/v1/backfill.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x03\n\x07Segment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x11\n\tcondition\x18\x04 \x01(\t\x12\x14\n\x0cmember_count\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05state\x18\x07 \x01(\x0e\x32\x1d.cjo.identity.v1.SegmentState\x12\x13\n\x0b\x65rror_count\x18\x08 \x01(\x03\x12\x1f\n\x17\x63onsecutive_error_count\x18\t \x01(\x03\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x33\n\x0flast_error_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15last_error_profile_id\x18\x0c \x01(\t\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12+\n\x08\x62\x61\x63kfill\x18\x0f \x01(\x0b\x32\x19.cjo.identity.v1.Backfill*b\n\x0cSegmentState\x12\x1d\n\x19SEGMENT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SEGMENT_STATE_ACTIVE\x10\x01\x12\x19\n\x15SEGMENT_STATE_INVALID\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.segment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEGMENTSTATE']._serialized_start=508
-  _globals['_SEGMENTSTATE']._serialized_end=606
-  _globals['_SEGMENT']._serialized_start=84
-  _globals['_SEGMENT']._serialized_end=506
+  _globals['_SEGMENTSTATE']._serialized_start=585
+  _globals['_SEGMENTSTATE']._serialized_end=683
+  _globals['_SEGMENT']._serialized_start=116
+  _globals['_SEGMENT']._serialized_end=583
 # @@protoc_insertion_point(module_scope)

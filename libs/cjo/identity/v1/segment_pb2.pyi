@@ -1,5 +1,6 @@
 import datetime
 
+from cjo.identity.v1 import backfill_pb2 as _backfill_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -19,7 +20,7 @@ SEGMENT_STATE_ACTIVE: SegmentState
 SEGMENT_STATE_INVALID: SegmentState
 
 class Segment(_message.Message):
-    __slots__ = ("name", "segment_id", "display_name", "condition", "member_count", "create_time", "state", "error_count", "consecutive_error_count", "last_error", "last_error_time", "last_error_profile_id", "update_time", "etag")
+    __slots__ = ("name", "segment_id", "display_name", "condition", "member_count", "create_time", "state", "error_count", "consecutive_error_count", "last_error", "last_error_time", "last_error_profile_id", "update_time", "etag", "backfill")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +35,7 @@ class Segment(_message.Message):
     LAST_ERROR_PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    BACKFILL_FIELD_NUMBER: _ClassVar[int]
     name: str
     segment_id: str
     display_name: str
@@ -48,4 +50,5 @@ class Segment(_message.Message):
     last_error_profile_id: str
     update_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, name: _Optional[str] = ..., segment_id: _Optional[str] = ..., display_name: _Optional[str] = ..., condition: _Optional[str] = ..., member_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[SegmentState, str]] = ..., error_count: _Optional[int] = ..., consecutive_error_count: _Optional[int] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error_profile_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    backfill: _backfill_pb2.Backfill
+    def __init__(self, name: _Optional[str] = ..., segment_id: _Optional[str] = ..., display_name: _Optional[str] = ..., condition: _Optional[str] = ..., member_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[SegmentState, str]] = ..., error_count: _Optional[int] = ..., consecutive_error_count: _Optional[int] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error_profile_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., backfill: _Optional[_Union[_backfill_pb2.Backfill, _Mapping]] = ...) -> None: ...
