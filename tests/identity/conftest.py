@@ -35,7 +35,8 @@ async def identity(backend: Backend, recorder: Recorder) -> AsyncIterator[Identi
     listening on orchestration's default port)."""
     clock = ManualClock(START)
     settings = settings_for("identity", backend, CJO_ORCHESTRATION_TARGET=recorder.address)
-    app = build(settings, Env({}), clock=clock)
+    # The time worker looks for due profiles often: tests advance the clock, then wait.
+    app = build(settings, Env({"CJO_IDENTITY_TIME_POLL_SECONDS": "0.05"}), clock=clock)
     async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
         yield Identity(app, clock, identity_service_pb2_grpc.IdentityServiceStub(channel),
                        ws_grpc.WorkspaceServiceStub(channel))

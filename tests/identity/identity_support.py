@@ -13,7 +13,13 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 from sqlalchemy import func, select
 
-from cjo.identity.v1 import event_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import (
+    backfill_pb2,
+    event_pb2,
+    identity_service_pb2,
+    identity_service_pb2_grpc,
+    segment_pb2,
+)
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
@@ -22,7 +28,7 @@ from cjo_identity.adapters.tables import outbox
 from cjo_platform.clock import ManualClock
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.server import ServiceApp
-from support import SERVICE_TOKEN, bearer
+from support import SERVICE_TOKEN, bearer, eventually
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -79,6 +85,17 @@ class Identity:
         reply = await self.workspaces.CreateWorkspace(
             ws_pb.CreateWorkspaceRequest(workspace_id=workspace_id), metadata=bearer(SERVICE_TOKEN))
         return bearer(reply.api_key.secret)
+
+    async def backfilled(self, metadata: tuple[tuple[str, str], ...],
+                         segment_id: str) -> segment_pb2.Segment:
+        """The segment once the time worker finished its backfill (members complete)."""
+        async def done() -> segment_pb2.Segment | None:
+            got = (await self.events.GetSegment(identity_service_pb2.GetSegmentRequest(
+                name=f"segments/{segment_id}"), metadata=metadata)).segment
+            return got if got.backfill.state == backfill_pb2.BACKFILL_STATE_DONE else None
+        found = await eventually(done)
+        assert isinstance(found, segment_pb2.Segment)
+        return found
 
     async def outbox_rows(self) -> int:
         def count() -> int:

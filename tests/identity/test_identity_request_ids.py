@@ -16,7 +16,7 @@ from identity_support import Identity, Recorder, event, rpc_error
 from sqlalchemy import func, select
 
 from cjo.identity.v1 import identity_service_pb2 as pb
-from cjo.identity.v1 import identity_settings_pb2, segment_pb2
+from cjo.identity.v1 import backfill_pb2, identity_settings_pb2, segment_pb2
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo_identity.adapters.tables import api_keys
 from support import SERVICE_TOKEN, bearer, eventually, same_answer_to_concurrent_repeats
@@ -94,7 +94,9 @@ async def create_segment(identity: Identity) -> Call:
 
 async def segment_entered_once(identity: Identity, recorder: Recorder, call: Call,
                                first: pb.CreateSegmentResponse) -> None:
-    assert first.segment.member_count == 3
+    # The answer comes before the backfill: the members enter in the background, once.
+    assert first.segment.backfill.state == backfill_pb2.BACKFILL_STATE_PENDING
+    assert (await identity.backfilled(call.metadata, "pros")).member_count == 3
     assert await forwarded(identity, recorder, "segment_entered") == 3
 
 
@@ -102,6 +104,7 @@ async def with_segment(identity: Identity) -> Metadata:
     acme = await with_people(identity)
     await identity.events.CreateSegment(pb.CreateSegmentRequest(segment=segment_pb2.Segment(
         segment_id="pros", condition='traits.plan == "pro"')), metadata=acme)
+    await identity.backfilled(acme, "pros")
     return acme
 
 

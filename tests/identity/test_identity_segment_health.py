@@ -15,7 +15,7 @@ from google.protobuf import field_mask_pb2
 from grpc_status import rpc_status
 from identity_support import START, Identity, Recorder, event, rpc_error
 
-from cjo.identity.v1 import event_pb2, segment_pb2
+from cjo.identity.v1 import backfill_pb2, event_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo_identity.domain.golden import Golden, Trait
 from cjo_identity.domain.segments import (
@@ -141,6 +141,9 @@ async def test_a_failing_segment_never_stops_ingest_and_is_switched_off_then_rep
     # Fails with a division by zero for code "0": the CEL runtime raises another error class.
     await create(identity, acme, "ratio", "100 / int(traits.code) > 1")
     await create(identity, other, "codes", CODES)
+    for metadata, segment_id in ((acme, "codes"), (acme, "pros"), (acme, "ratio"),
+                                 (other, "codes")):
+        await identity.backfilled(metadata, segment_id)  # nobody to scan yet
     # What fails whatever the data is refused when saved, naming the field.
     for constant in ("1/0 == 1", "traits.code == 'x' || [1, 2][5] == 1"):
         refused = await rpc_error(create(identity, acme, "constant", constant))
@@ -202,7 +205,10 @@ async def test_a_failing_segment_never_stops_ingest_and_is_switched_off_then_rep
     assert fixed.state == segment_pb2.SEGMENT_STATE_ACTIVE
     assert (fixed.error_count, fixed.last_error, fixed.HasField("last_error_time")) == (
         0, "", False)
-    assert fixed.member_count == 3 and fixed.etag != codes.etag
+    assert fixed.etag != codes.etag
+    # Members are recomputed in the background, right after the answer.
+    assert fixed.backfill.state == backfill_pb2.BACKFILL_STATE_PENDING
+    assert (await identity.backfilled(acme, "codes")).member_count == 3
     assert await members(identity, acme, "codes") == good | {late.results[0].profile_id}
     await eventually(lambda: late.results[0].profile_id in segment_events(
         recorder, "segment_entered", "codes"))
@@ -222,21 +228,23 @@ async def test_a_failing_segment_never_stops_ingest_and_is_switched_off_then_rep
     listed = await identity.events.ListSegments(pb.ListSegmentsRequest(), metadata=acme)
     assert [s.segment_id for s in listed.segments] == ["pros", "ratio"]
     # The id is free again.
-    again = await create(identity, acme, "codes", CODES_REPAIRED)
-    assert again.member_count == 3
+    await create(identity, acme, "codes", CODES_REPAIRED)
+    assert (await identity.backfilled(acme, "codes")).member_count == 3
 
 
 async def test_creating_a_segment_over_bad_data_records_the_errors_not_fails(
         identity: Identity) -> None:
     acme = await identity.new_workspace("acme")
     await ingest(identity, acme, [person(n, "abc" if n % 2 else str(n + 1)) for n in range(10)])
-    created = await create(identity, acme, "codes", CODES)
+    await create(identity, acme, "codes", CODES)
+    created = await identity.backfilled(acme, "codes")
     assert created.state == segment_pb2.SEGMENT_STATE_ACTIVE
     assert (created.member_count, created.error_count) == (5, 5)
     assert created.last_error_profile_id
     # Failing for everyone: INVALID at once, and the call still succeeds.
     await ingest(identity, acme, [person(f"x{n}", "n/a") for n in range(INVALID_AFTER)])
-    everyone = await create(identity, acme, "nobody", "int(traits.plan) > 0")
+    await create(identity, acme, "nobody", "int(traits.plan) > 0")
+    everyone = await identity.backfilled(acme, "nobody")
     assert everyone.state == segment_pb2.SEGMENT_STATE_INVALID
     assert everyone.error_count == INVALID_AFTER and everyone.member_count == 0
 
@@ -248,6 +256,8 @@ async def test_list_update_and_delete_segments(identity: Identity, recorder: Rec
     for n in range(5):
         await create(identity, acme, f"s{n}", f"int(traits.code) > {n}")
     await create(identity, other, "theirs", "true")
+    for n in range(5):
+        await identity.backfilled(acme, f"s{n}")
 
     seen, token, pages = [], "", 0
     while True:
@@ -285,7 +295,8 @@ async def test_list_update_and_delete_segments(identity: Identity, recorder: Rec
     narrowed = (await identity.events.UpdateSegment(update(
         "segments/s0", ["condition"], condition="int(traits.code) > 2", etag=renamed.etag),
         metadata=acme)).segment
-    assert narrowed.member_count == 1
+    assert narrowed.condition == "int(traits.code) > 2"
+    assert (await identity.backfilled(acme, "s0")).member_count == 1
     await eventually(lambda: len(segment_events(recorder, "segment_exited", "s0")) == 2)
 
     for bad, field in [
@@ -328,6 +339,8 @@ async def test_concurrent_batches_count_every_error(identity: Identity) -> None:
     acme = await identity.new_workspace("acme")
     await create(identity, acme, "codes", CODES)
     await create(identity, acme, "pros", 'traits.plan == "pro"')
+    await identity.backfilled(acme, "codes")
+    await identity.backfilled(acme, "pros")
     batches = [[person(f"{b}-{n}", "abc" if n else "1", prefix=f"b{b}-") for n in range(6)]
                for b in range(8)]
     replies = await asyncio.gather(*(identity.events.IngestEvents(

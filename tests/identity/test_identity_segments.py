@@ -15,10 +15,11 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from grpc_status import rpc_status
 from identity_support import START, Identity, Recorder, event, rpc_error
 
-from cjo.identity.v1 import event_pb2, identity_settings_pb2, segment_pb2
+from cjo.identity.v1 import backfill_pb2, event_pb2, identity_settings_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo_identity.adapters import profiles as profile_store
 from cjo_identity.adapters import segments as segment_store
+from cjo_identity.service_layer import backfills as backfill_use_cases
 from cjo_identity.service_layer import segments as segment_use_cases
 from cjo_platform.rpc.status import field_violations
 from support import Backend, eventually
@@ -164,7 +165,8 @@ async def test_segment_members_follow_profiles_and_orchestration_hears_it(
     late = await identity.events.CreateSegment(pb.CreateSegmentRequest(
         segment=segment_pb2.Segment(segment_id="buyers", display_name="Buyers",
                                     condition="computed.lifetime_value > 0.0")), metadata=acme)
-    assert late.segment.member_count == 2
+    assert late.segment.backfill.state == backfill_pb2.BACKFILL_STATE_PENDING
+    assert (await identity.backfilled(acme, "buyers")).member_count == 2
 
 
 async def test_a_deleted_profile_is_gone_and_its_identifiers_can_be_blocked(
@@ -259,28 +261,33 @@ async def test_a_merge_that_only_brings_computed_traits_moves_membership(
     assert not [e for e in recorder.events if e.event.name == "segment_exited"]
 
 
-async def test_a_segment_scan_runs_one_short_transaction_per_chunk_of_profiles(
+async def test_a_segment_backfill_runs_one_short_transaction_per_chunk_of_profiles(
         identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Creating a segment, or changing its condition, scans the workspace a chunk of profiles
-    per transaction (never one transaction holding the segment for the whole workspace, which
-    held up ingest); the answer, and a repeat's, has every member of the finished scan."""
+    """Creating a segment, or changing its condition, answers at once and the time worker
+    scans the workspace a chunk of profiles per transaction (never one transaction holding
+    the segment for the whole workspace, which held up ingest); a repeat of the request gets
+    the first answer."""
     acme = await identity.new_workspace("acme")
     await ingest(identity, acme, *(
         event(f"m{n}", ("user_id", f"u{n}"), identify=True,
               traits={"plan": "pro" if n % 2 else "free"}) for n in range(7)))
-    monkeypatch.setattr(segment_use_cases, "SCAN_CHUNK", 2)
+    monkeypatch.setattr(backfill_use_cases, "SCAN_CHUNK", 2)
     transactions: list[object] = []  # the session of each chunk read (kept: ids stay unique)
     scan = profile_store.scan_profiles
 
-    def counted(session: object, *args: Any) -> Any:
+    def counted(session: object, *args: Any, **kwargs: Any) -> Any:
         transactions.append(session)
-        return scan(session, *args)
+        return scan(session, *args, **kwargs)
 
     monkeypatch.setattr(profile_store, "scan_profiles", counted)
     create = pb.CreateSegmentRequest(request_id="r1", segment=segment_pb2.Segment(
         segment_id="pros", condition='traits.plan == "pro"'))
     created = await identity.events.CreateSegment(create, metadata=acme)
-    assert created.segment.member_count == 3
+    assert created.segment.backfill.state == backfill_pb2.BACKFILL_STATE_PENDING
+    done = await identity.backfilled(acme, "pros")
+    assert done.member_count == 3
+    assert (done.backfill.profiles_scanned, done.backfill.profiles_total) == (7, 7)
+    assert done.backfill.end_time.ToDatetime() >= done.backfill.start_time.ToDatetime()
     assert len({id(t) for t in transactions}) == 4  # 7 profiles, 2 a chunk
     again = await identity.events.CreateSegment(create, metadata=acme)
     assert again == created and len(transactions) == 4
@@ -288,7 +295,8 @@ async def test_a_segment_scan_runs_one_short_transaction_per_chunk_of_profiles(
         request_id="r2", update_mask=field_mask_pb2.FieldMask(paths=["condition"]),
         segment=segment_pb2.Segment(name="segments/pros", condition='traits.plan == "free"'))
     updated = await identity.events.UpdateSegment(update, metadata=acme)
-    assert updated.segment.member_count == 4
+    assert updated.segment.backfill.state == backfill_pb2.BACKFILL_STATE_PENDING
+    assert (await identity.backfilled(acme, "pros")).member_count == 4
     assert len({id(t) for t in transactions}) == 8
     assert await identity.events.UpdateSegment(update, metadata=acme) == updated
 
@@ -303,6 +311,7 @@ async def test_deleting_a_segment_lets_its_members_leave_a_chunk_per_transaction
         for n in range(7)))
     await identity.events.CreateSegment(pb.CreateSegmentRequest(segment=segment_pb2.Segment(
         segment_id="pros", condition='traits.plan == "pro"')), metadata=acme)
+    await identity.backfilled(acme, "pros")
     monkeypatch.setattr(segment_use_cases, "SCAN_CHUNK", 2)
     transactions: list[object] = []  # the session of each read of members
     read = segment_store.list_members
@@ -343,7 +352,8 @@ async def test_ingest_that_hits_segment_errors_goes_on_while_the_segment_is_resc
         for n in range(7)))
     await identity.events.CreateSegment(pb.CreateSegmentRequest(segment=segment_pb2.Segment(
         segment_id="codes", condition="int(traits.code) > 5")), metadata=acme)
-    monkeypatch.setattr(segment_use_cases, "SCAN_CHUNK", 2)
+    await identity.backfilled(acme, "codes")
+    monkeypatch.setattr(backfill_use_cases, "SCAN_CHUNK", 2)
     loop = asyncio.get_running_loop()
     scan = profile_store.scan_profiles
     ingested: list[bool] = []
@@ -353,20 +363,22 @@ async def test_ingest_that_hits_segment_errors_goes_on_while_the_segment_is_resc
         return await identity.events.IngestEvents(pb.IngestEventsRequest(events=[bad]),
                                                   metadata=acme)
 
-    def meanwhile(session: object, *args: Any) -> Any:
+    def meanwhile(session: object, *args: Any, **kwargs: Any) -> Any:
         if len(ingested) == 0 and args[1] != "":  # the scan's second chunk, in its transaction
             call = asyncio.run_coroutine_threadsafe(ingest_bad(), loop)
             try:
                 ingested.append(call.result(timeout=10).results[0].status.code == 0)
             except TimeoutError:
                 ingested.append(False)
-        return scan(session, *args)
+        return scan(session, *args, **kwargs)
 
     monkeypatch.setattr(profile_store, "scan_profiles", meanwhile)
     updated = await identity.events.UpdateSegment(pb.UpdateSegmentRequest(
         update_mask=field_mask_pb2.FieldMask(paths=["condition"]),
         segment=segment_pb2.Segment(name="segments/codes", condition="int(traits.code) > 0")),
         metadata=acme)
+    assert updated.segment.backfill.state == backfill_pb2.BACKFILL_STATE_PENDING
+    done = await identity.backfilled(acme, "codes")
     assert ingested == [True]
-    assert updated.segment.member_count == 6
-    assert updated.segment.error_count >= 1  # the bad profile's error, recorded by ingest
+    assert done.member_count == 6
+    assert done.error_count >= 1  # the bad profile's error, recorded by ingest
