@@ -7,15 +7,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from identity_support import START, Identity, Recorder
+from identity_support import START, Identity, Recorder, serve_identity
 
-from cjo.identity.v1 import identity_service_pb2_grpc
-from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
-from cjo_identity.bootstrap import build
 from cjo_platform.clock import ManualClock
-from cjo_platform.config import Env
-from support import Backend, serving, settings_for
+from support import Backend
 
 
 @pytest.fixture
@@ -33,10 +29,5 @@ async def recorder() -> AsyncIterator[Recorder]:
 async def identity(backend: Backend, recorder: Recorder) -> AsyncIterator[Identity]:
     """Identity on the test's backend, forwarding to ``recorder`` (never to whatever may be
     listening on orchestration's default port)."""
-    clock = ManualClock(START)
-    settings = settings_for("identity", backend, CJO_ORCHESTRATION_TARGET=recorder.address)
-    # The time worker looks for due profiles often: tests advance the clock, then wait.
-    app = build(settings, Env({"CJO_IDENTITY_TIME_POLL_SECONDS": "0.05"}), clock=clock)
-    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
-        yield Identity(app, clock, identity_service_pb2_grpc.IdentityServiceStub(channel),
-                       ws_grpc.WorkspaceServiceStub(channel))
+    async with serve_identity(backend, recorder, ManualClock(START)) as running:
+        yield running

@@ -3,7 +3,8 @@ identity service, and event builders."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,10 +26,12 @@ from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from cjo_identity.adapters.tables import outbox
+from cjo_identity.bootstrap import build
 from cjo_platform.clock import ManualClock
+from cjo_platform.config import Env
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.server import ServiceApp
-from support import SERVICE_TOKEN, bearer, eventually
+from support import SERVICE_TOKEN, Backend, bearer, eventually, serving, settings_for
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -102,6 +105,19 @@ class Identity:
             with self.app.db.transaction() as session:
                 return int(session.execute(select(func.count()).select_from(outbox)).scalar_one())
         return await self.app.db.run(count)
+
+
+@asynccontextmanager
+async def serve_identity(backend: Backend, recorder: Recorder, clock: ManualClock,
+                         **env: str) -> AsyncIterator[Identity]:
+    """An identity process (a replica, when called again on the same backend) forwarding to
+    ``recorder``; its time worker looks for due profiles often (tests advance the clock, then
+    wait), unless ``env`` says otherwise."""
+    settings = settings_for("identity", backend, CJO_ORCHESTRATION_TARGET=recorder.address)
+    app = build(settings, Env({"CJO_IDENTITY_TIME_POLL_SECONDS": "0.05", **env}), clock=clock)
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+        yield Identity(app, clock, identity_service_pb2_grpc.IdentityServiceStub(channel),
+                       ws_grpc.WorkspaceServiceStub(channel))
 
 
 def event(message_id: str, *identifiers: tuple[str, str], name: str = "page_viewed",

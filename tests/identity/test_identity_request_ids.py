@@ -15,8 +15,8 @@ from google.protobuf import field_mask_pb2
 from identity_support import Identity, Recorder, event, rpc_error
 from sqlalchemy import func, select
 
-from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import backfill_pb2, identity_settings_pb2, segment_pb2
+from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo_identity.adapters.tables import api_keys
 from support import SERVICE_TOKEN, bearer, eventually, same_answer_to_concurrent_repeats
@@ -118,6 +118,8 @@ async def update_segment(identity: Identity) -> Call:
 async def segment_exited_once(identity: Identity, recorder: Recorder, call: Call,
                               first: pb.UpdateSegmentResponse | pb.DeleteSegmentResponse
                               ) -> None:
+    if isinstance(first, pb.UpdateSegmentResponse):  # the members leave in the background
+        await identity.backfilled(call.metadata, "pros")
     assert await forwarded(identity, recorder, "segment_exited") == 3
 
 
