@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cjo.identity.v1 import backfill_pb2
+from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo_platform.config import Env, ServiceSettings, load_service_settings
 from cjo_platform.rpc.client import on_behalf_of
 from cjo_platform.rpc.server import ServiceApp, serve
@@ -139,3 +141,14 @@ async def same_answer_to_concurrent_repeats(call: Callable[..., Any], request: A
     first = answers[0]
     assert all(answer == first for answer in answers), answers
     return first
+
+
+async def segment_backfilled(identity: Any, metadata: Any, segment_id: str) -> Any:
+    """The segment once identity's time worker finished its backfill (its members complete);
+    ``identity`` is an IdentityService stub."""
+    async def done() -> Any:
+        got = (await identity.GetSegment(identity_pb.GetSegmentRequest(
+            name=f"segments/{segment_id}"), metadata=metadata)).segment
+        return got if got.backfill.state == backfill_pb2.BACKFILL_STATE_DONE else None
+
+    return await eventually(done, timeout=30)

@@ -72,7 +72,15 @@ from cjo_platform.config import Env
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.server import ServiceApp
 from cjo_platform.rpc.status import field_violations
-from support import Backend, as_service, eventually, free_port, serving, settings_for
+from support import (
+    Backend,
+    as_service,
+    eventually,
+    free_port,
+    segment_backfilled,
+    serving,
+    settings_for,
+)
 
 WS = "ws-sched"
 PAGE_SIZE = 2  # five members make three pages
@@ -272,6 +280,7 @@ async def newsletter_segment(suite: Scheduled, members: int) -> list[str]:
         segment=segment_pb2.Segment(segment_id="newsletter", display_name="Newsletter",
                                     condition="traits.newsletter == true")),
         metadata=as_service(WS))
+    await segment_backfilled(suite.identity, as_service(WS), "newsletter")
     await create_content(suite.cluster, WS, "weekly", "This week for {{ profile.email }}",
                          "<p>News</p>")
     return emails
@@ -282,6 +291,7 @@ async def everyone_segment(suite: Scheduled, segment_id: str) -> None:
     await suite.identity.CreateSegment(identity_pb.CreateSegmentRequest(
         segment=segment_pb2.Segment(segment_id=segment_id, condition="true")),
         metadata=as_service(WS))
+    await segment_backfilled(suite.identity, as_service(WS), segment_id)
 
 
 def weekly(trigger: journey_pb2.ScheduledTrigger) -> journey_pb2.Journey:

@@ -66,6 +66,7 @@ from support import (
     bearer,
     eventually,
     free_port,
+    segment_backfilled,
     serving,
     settings_for,
 )
@@ -222,6 +223,7 @@ async def populate(world: World, workspace: str, metadata: Any, marker: str) -> 
                                     display_name=f"Pros {marker}",
                                     condition='traits.plan == "pro"')),
         metadata=metadata)).segment
+    await segment_backfilled(identity, metadata, segment.segment_id)
     got.update(segment=segment.name, segment_id=segment.segment_id)
 
     events_journey = (await orchestration.CreateJourney(or_pb.CreateJourneyRequest(

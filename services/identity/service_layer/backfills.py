@@ -91,10 +91,11 @@ def chunk(uow: UnitOfWork, job: Backfill, token: str, lease_seconds: float) -> B
     only: list[Segment] = []
     if segment_id is not None:
         segment = segments.read_segment(session, job.workspace_id, segment_id)
-        if segment is None or segment.condition != job.definition:
-            raise Superseded()  # deleted or changed: its backfill is gone or replaced
-        if not segment.evaluated:
-            # INVALID during the scan: the rest keep their memberships, as with ingest.
+        if segment is not None and segment.condition != job.definition:
+            raise Superseded()  # changed: a newer backfill replaced this one
+        if segment is None or not segment.evaluated:
+            # Gone (DeleteSegment removes its backfill too), or INVALID during the scan: the
+            # rest keep their memberships, as with ingest.
             if not backfills.advance(session, job, token, job.cursor, 0, True, now, until):
                 raise Superseded()
             return _done(job, now)
