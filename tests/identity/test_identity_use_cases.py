@@ -16,6 +16,7 @@ from cjo.analytics.v1 import fact_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC
 from cjo_identity.adapters.tables import metadata, outbox, request_log
+from cjo_identity.domain.backfills import BackfillState
 from cjo_identity.domain.consent import ConsentState
 from cjo_identity.domain.conversions import ConversionEvent
 from cjo_identity.domain.events import Event, EventType, parse_event
@@ -24,6 +25,7 @@ from cjo_identity.domain.ingest import Outcome
 from cjo_identity.domain.segments import compile_condition
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_identity.service_layer import consent, ingest, profiles, segments, settings, workspaces
+from cjo_identity.service_layer.backfills import BackfillRound, BackfillSettings
 from cjo_identity.service_layer.consent import ConsentQuery
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
@@ -145,8 +147,8 @@ async def test_conversions_become_facts_for_analytics(tx: Transactions) -> None:
 async def test_settings_are_saved_with_their_update_time(tx: Transactions) -> None:
     assert tx.run_sync(lambda uow: settings.get_settings(uow, WS)) == (DEFAULTS, None)
     wanted = IdentitySettings(default_phone_region="DE")
-    saved_at = await tx.run(lambda uow: settings.update_settings(uow, WS, wanted))
-    assert saved_at == START
+    saved_at, backfill = await tx.run(lambda uow: settings.update_settings(uow, WS, wanted))
+    assert (saved_at, backfill) == (START, None)  # no computed trait changed: nothing to redo
     assert tx.run_sync(lambda uow: settings.get_settings(uow, WS)) == (wanted, START)
 
 
@@ -155,19 +157,26 @@ async def test_a_new_segment_takes_in_the_matching_profiles(tx: Transactions) ->
                                          traits={"plan": "pro" if n % 2 else "free"})
                                    for n in range(5)))
     created, entered = await tx.run(lambda uow: segments.create_segment(
-        uow, WS, "pros", "Pros", 'traits.plan == "pro"', ""))
-    assert (created.segment_id, entered) == ("pros", 2)
+        uow, WS, "pros", "Pros", 'traits.plan == "pro"'))
+    assert (created.segment_id, entered) == ("pros", 0)  # the backfill admits them
+    assert created.backfill is not None and created.backfill.state is BackfillState.PENDING
+    backfill = BackfillRound(tx, BackfillSettings())
+    assert await backfill.run() is False  # one chunk: 5 profiles
+    done, entered = tx.run_sync(lambda uow: segments.get_segment(uow, WS, "pros"))
+    assert entered == 2 and done.backfill is not None
+    assert (done.backfill.state, done.backfill.profiles_scanned,
+            done.backfill.profiles_total) == (BackfillState.DONE, 5, 5)
     members, more = tx.run_sync(lambda uow: segments.list_members(uow, WS, "pros", 1, ""))
     rest, end = tx.run_sync(lambda uow: segments.list_members(uow, WS, "pros", 1, more or ""))
     assert sorted(members + rest) == sorted(people[n].profile_id for n in (1, 3))
     assert end is None
     assert [e.event.name for e in forwarded(tx)[5:]] == ["segment_entered"] * 2
     with pytest.raises(AlreadyExists):
-        await tx.run(lambda uow: segments.create_segment(uow, WS, "pros", "", "true", ""))
+        await tx.run(lambda uow: segments.create_segment(uow, WS, "pros", "", "true"))
     with pytest.raises(NotFound):
         tx.run_sync(lambda uow: segments.get_segment(uow, WS, "nobody"))
     with pytest.raises(InvalidArgument):
-        await tx.run(lambda uow: segments.create_segment(uow, WS, "bad", "", "traits.", ""))
+        await tx.run(lambda uow: segments.create_segment(uow, WS, "bad", "", "traits."))
 
 
 async def test_profiles_are_listed_by_filter_and_their_events_page_newest_first(
