@@ -4,6 +4,8 @@ Revision ID: 0006
 Revises: 0005
 """
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -18,6 +20,12 @@ depends_on = None
 def upgrade() -> None:
     op.add_column('profiles', sa.Column('recompute_due', cjo_platform.db.types.UtcDateTime(timezone=True), nullable=True))
     op.create_index('ix_profiles_recompute_due', 'profiles', ['recompute_due'], unique=False)
+    # Profiles with computed traits are due at once: the time worker recomputes each, which
+    # sets its real next due time (without this, a window would lapse only at its next event).
+    profiles = sa.table('profiles', sa.column('computed', sa.JSON()),
+                        sa.column('recompute_due', cjo_platform.db.types.UtcDateTime()))
+    op.execute(profiles.update().where(profiles.c.computed.is_not(None))
+               .values(recompute_due=datetime(1970, 1, 1, tzinfo=UTC)))
     op.create_table(
         'backfills',
         sa.Column('workspace_id', sa.String(length=64), nullable=False),
