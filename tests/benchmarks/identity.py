@@ -17,6 +17,11 @@ A computed trait (orders_30d) and one segment are defined, so the golden record,
 and segment membership are maintained on every batch. Prints events/s over the whole run, the
 p50/p99 latency of one 1,000-event IngestEvents call, the number of merges, and whether every
 accepted event was forwarded exactly once.
+
+With --lapse the clock is a manual one a day after the first events: every order then counts in
+orders_30d (each person enters the segment), and after the ingest the clock moves 40 days on
+with no new event: the time worker recomputes every profile whose order left the window and
+announces its segment_exited; the benchmark prints how long that took (profiles/s).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from cjo.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from cjo_identity.adapters.tables import outbox, profile_merges
 from cjo_identity.bootstrap import build
+from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.logging import configure_logging
 from cjo_platform.protobuf import dict_to_struct, to_timestamp
@@ -89,7 +95,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def bench(kind: str, events: int, profiles: int) -> None:
+async def bench(kind: str, events: int, profiles: int, lapse: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backend = new_backend(kind, Path(tmp))
         recorder = Recorder()
@@ -97,12 +103,16 @@ async def bench(kind: str, events: int, profiles: int) -> None:
         orch_grpc.add_OrchestrationServiceServicer_to_server(recorder, server)
         recorder.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
         await server.start()
+        clock = ManualClock(T0 + timedelta(days=1)) if lapse else None
         app = build(settings_for("identity", backend,
-                                 CJO_ORCHESTRATION_TARGET=recorder.address), Env({}))
+                                 CJO_ORCHESTRATION_TARGET=recorder.address), Env({}),
+                    clock=clock)
         try:
             async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
                 await run(app, pb_grpc.IdentityServiceStub(channel), recorder, kind, events,
                           profiles)
+                if clock is not None:
+                    await lapses(recorder, kind, clock)
         finally:
             await server.stop(None)
             drop_schemas(backend)
@@ -160,11 +170,32 @@ async def run(app: object, stub: pb_grpc.IdentityServiceStub, recorder: Recorder
           f"{set(ids.values()) == {1} and len(ids) == accepted}; outbox left {left})")
 
 
+async def lapses(recorder: Recorder, kind: str, clock: ManualClock) -> None:
+    """Every order leaves its 30-day window with no new event: time until every member's
+    segment_exited was forwarded."""
+    members = {e.profile_id for e in recorder.events if e.event.name == "segment_entered"}
+    start = time.perf_counter()
+    clock.advance(timedelta(days=40))
+    deadline = start + 600
+    while time.perf_counter() < deadline:
+        exited = {e.profile_id for e in recorder.events if e.event.name == "segment_exited"}
+        if exited >= members:
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    exits = Counter(e.profile_id for e in recorder.events if e.event.name == "segment_exited")
+    print(f"identity lapses [{kind}]: {len(members):,} members left the segment with no new "
+          f"event in {elapsed:.1f} s ({len(members) / elapsed:,.0f} profiles/s, recomputed, "
+          f"evaluated and forwarded); each once: {set(exits.values()) == {1}}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--profiles", type=int, default=20_000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--lapse", action="store_true",
+                        help="also time the lapse of every order's 30-day window")
     args = parser.parse_args()
     configure_logging("bench", fmt="console", level="error")
     kinds = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
@@ -172,7 +203,7 @@ def main() -> None:
         if kind == "postgresql" and not postgres_available():
             print("identity [postgresql]: skipped, no PostgreSQL on 127.0.0.1:5432")
             continue
-        asyncio.run(bench(kind, args.events, args.profiles))
+        asyncio.run(bench(kind, args.events, args.profiles, args.lapse))
 
 
 if __name__ == "__main__":
