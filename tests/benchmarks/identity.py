@@ -112,7 +112,7 @@ async def bench(kind: str, events: int, profiles: int, lapse: bool = False) -> N
                 await run(app, pb_grpc.IdentityServiceStub(channel), recorder, kind, events,
                           profiles)
                 if clock is not None:
-                    await lapses(recorder, kind, clock)
+                    await lapses(recorder, kind, clock, profiles)
         finally:
             await server.stop(None)
             drop_schemas(backend)
@@ -170,10 +170,15 @@ async def run(app: object, stub: pb_grpc.IdentityServiceStub, recorder: Recorder
           f"{set(ids.values()) == {1} and len(ids) == accepted}; outbox left {left})")
 
 
-async def lapses(recorder: Recorder, kind: str, clock: ManualClock) -> None:
+async def lapses(recorder: Recorder, kind: str, clock: ManualClock, profiles: int) -> None:
     """Every order leaves its 30-day window with no new event: time until every member's
     segment_exited was forwarded."""
-    members = {e.profile_id for e in recorder.events if e.event.name == "segment_entered"}
+    def entered() -> set[str]:
+        return {e.profile_id for e in recorder.events if e.event.name == "segment_entered"}
+
+    while len(entered()) < profiles:  # every person entered (the forwarder caught up)
+        await asyncio.sleep(0.2)
+    members = entered()
     start = time.perf_counter()
     clock.advance(timedelta(days=40))
     deadline = start + 600
