@@ -324,3 +324,41 @@ async def _last_error(identity: Identity, metadata: Metadata) -> bool:
     got = (await identity.events.GetSegment(pb.GetSegmentRequest(name="segments/everyone"),
                                             metadata=metadata)).segment
     return "median" in got.backfill.last_error
+
+
+async def test_events_ingested_during_a_backfill_are_announced_once(
+        identity: Identity, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a segment's backfill is between chunks, ingest changes a profile the cursor
+    already passed and one it has not reached: each enters at once (ingest evaluates every
+    active segment) and the backfill neither announces them again nor undoes them."""
+    acme = await identity.new_workspace("acme")
+    people = await ingest(identity, acme, *(
+        event(f"m{n}", ("user_id", f"u{n}"), identify=True, traits={"plan": "free"})
+        for n in range(6)))
+    ids = sorted(r.profile_id for r in people.results)
+    user_of = {r.profile_id: f"u{n}" for n, r in enumerate(people.results)}
+    monkeypatch.setattr(backfill_use_cases, "SCAN_CHUNK", 2)
+    run = BackfillRound.run
+    paused, resume = asyncio.Event(), asyncio.Event()
+
+    async def pausing(self: BackfillRound) -> bool:
+        more = await run(self)
+        if more and not resume.is_set():
+            paused.set()
+            await resume.wait()
+        return more
+
+    monkeypatch.setattr(BackfillRound, "run", pausing)
+    await create_segment(identity, acme, "pros", 'traits.plan == "pro"')
+    await paused.wait()  # the first chunk (ids[0], ids[1]) is done
+    behind, ahead = ids[0], ids[4]
+    await ingest(identity, acme, *(
+        event(f"p{n}", ("user_id", user_of[p]), identify=True, traits={"plan": "pro"})
+        for n, p in enumerate((behind, ahead))))
+    assert sorted(await members(identity, acme, "pros")) == sorted([behind, ahead])
+    resume.set()
+    done = await identity.backfilled(acme, "pros")
+    assert (done.member_count, done.backfill.profiles_scanned) == (2, 6)
+    await eventually(lambda: drained(identity))
+    assert sorted(transitions(recorder, "segment_entered")) == sorted([behind, ahead])
+    assert transitions(recorder, "segment_exited") == []
