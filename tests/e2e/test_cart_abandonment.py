@@ -252,7 +252,7 @@ async def run_journey(suite: Suite, channels: dict[str, grpc.aio.Channel],
     dan_bought = suite.advance(timedelta(minutes=10))
     await ingest("order-dan", "dan", "order_completed", revenue=90)
     found = await settled(lambda f: f["dan"].state == EXITED)
-    assert found["dan"].exit_reason == "exit_criterion:order_completed"
+    assert found["dan"].exit_reason == "exit_criteria"
 
     # 3. The hour is up: cy's small cart ends the journey; ada and bob wait for 09:00 Berlin.
     suite.advance(timedelta(minutes=55))

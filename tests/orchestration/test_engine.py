@@ -90,11 +90,13 @@ def test_a_sent_message_moves_on_and_the_exit_node_completes_the_enrollment() ->
     assert dict(done.enrollment.visits) == {"send": 1, "done": 1}
     assert [(s.node_id, s.visit, s.outcome, s.detail) for s in done.steps] == [
         ("send", 0, StepOutcome.SUCCEEDED, "m-1"), ("done", 0, StepOutcome.SUCCEEDED, "")]
-    assert [(f.kind, f.fact_id, f.message_id) for f in done.facts] == [
-        (FactKind.NODE_VISITED, "visited:en1:send:0", ""),
-        (FactKind.MESSAGE_REQUESTED, "requested:en1:send:0", "m-1"),
-        (FactKind.NODE_VISITED, "visited:en1:done:0", ""),
-        (FactKind.JOURNEY_EXITED, "exited:en1", "")]
+    # The send node's arrival was counted when the enrollment got there; this step arrives at
+    # the exit node (its second arrival) and ends there.
+    assert [(f.kind, f.fact_id, f.message_id, f.node_id, f.extra.get("visit_sequence"))
+            for f in done.facts] == [
+        (FactKind.MESSAGE_REQUESTED, "requested:en1:send:0", "m-1", "send", None),
+        (FactKind.NODE_VISITED, "arrived:en1:done:0", "", "done", 2),
+        (FactKind.JOURNEY_EXITED, "exited:en1", "", "done", None)]
     assert done.enrollment.exit_reason == "completed"
     assert done.send is None
 
@@ -122,7 +124,9 @@ def test_a_profile_without_an_email_fails_the_step_without_any_call() -> None:
     assert step.enrollment.state is EnrollmentState.FAILED
     assert [(s.node_id, s.outcome) for s in step.steps] == [("send", StepOutcome.FAILED)]
     assert "email" in step.steps[0].detail
-    assert [f.kind for f in step.facts] == [FactKind.JOURNEY_EXITED]
+    # Failed at the send node, and ended there.
+    assert [(f.kind, f.node_id, f.detail) for f in step.facts] == [
+        (FactKind.NODE_FAILED, "send", ""), (FactKind.JOURNEY_EXITED, "send", "failed")]
 
 
 def test_a_permanent_failure_ends_the_enrollment_as_failed() -> None:
@@ -135,7 +139,8 @@ def test_a_permanent_failure_ends_the_enrollment_as_failed() -> None:
     assert failed.enrollment.due_time is None
     assert [(s.outcome, s.detail) for s in failed.steps] == [
         (StepOutcome.FAILED, "content: NOT_FOUND: no item")]
-    assert [f.fact_id for f in failed.facts] == ["exited:en1"]
+    assert [(f.fact_id, f.node_id) for f in failed.facts] == [
+        ("failed:en1:send:0", "send"), ("exited:en1", "send")]
 
 
 def test_transient_failures_back_off_exponentially_then_give_up() -> None:

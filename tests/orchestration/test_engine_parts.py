@@ -11,6 +11,7 @@ import pytest
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
+    ExitReason,
     FactKind,
     StepOutcome,
 )
@@ -139,9 +140,11 @@ def test_an_exit_criterion_is_checked_after_the_goal_and_carries_its_fact() -> N
                          exit_criteria=(ExitCriterion("order"),))
     transition = on_event(enrollment(), graph, event("order", {"total": 20}), NOW)
     assert transition is not None
-    assert transition.enrollment.exit_reason == "exit_criterion:order"
-    assert [f.kind for f in transition.facts] == [FactKind.GOAL_REACHED,
-                                                  FactKind.JOURNEY_EXITED]
+    assert transition.enrollment.exit_reason == "exit_criteria"
+    # The exit happened at the wait the enrollment was parked at; the step names the criterion.
+    assert [(f.kind, f.node_id) for f in transition.facts] == [
+        (FactKind.GOAL_REACHED, ""), (FactKind.JOURNEY_EXITED, "wait")]
+    assert transition.steps[0].detail == "exit criterion order"
     assert transition.steps[0].node_id == "wait" and transition.steps[0].visit == 1
 
 
@@ -176,7 +179,9 @@ def test_the_awaited_event_becomes_what_later_nodes_render_against() -> None:
     assert moved.properties == {"method": "card"}
     assert (moved.event_id, moved.traceparent, moved.visits["wait"]) == ("e9", "tp-event", 2)
     assert woken.steps[0].detail == "event paid" and woken.steps[0].visit == 1
-    assert woken.facts[0].fact_id == "visited:en1:wait:1"
+    # Leaving the wait counts the arrival at the next node (its first visit), third arrival.
+    assert [(f.fact_id, f.extra) for f in woken.facts] == [
+        ("arrived:en1:thanks:0", {"visit_sequence": 3})]
     quiet = wake_on_event(enrollment(), GRAPH, InboxEvent(
         "ws", 1, "e9", "p1", "paid", {"method": "card"}, {}, ""), NOW, ())
     assert quiet is not None and quiet.enrollment.traceparent == "tp-entry"
@@ -243,12 +248,14 @@ def test_an_empty_edge_completes_the_journey() -> None:
     assert done.facts[-1].fact_id == "exited:en1"
 
 
-def test_an_end_says_why_by_default_its_state() -> None:
-    failed = end_enrollment(enrollment(), EnrollmentState.FAILED, NOW, [], [], "boom")
+def test_an_end_says_why_and_where() -> None:
+    failed = end_enrollment(enrollment(), EnrollmentState.FAILED, NOW, [], [], error="boom",
+                            reason=ExitReason.FAILED)
     ended = failed.enrollment
     assert (ended.exit_reason, ended.last_error, ended.current_node_id, ended.due_time) == (
         "failed", "boom", "", None)
-    assert failed.facts[-1].detail == "failed" and not ended.waiting
+    assert (failed.facts[-1].detail, failed.facts[-1].node_id) == ("failed", "wait")
+    assert not ended.waiting
     step = step_at_current_node(enrollment(), "why", NOW)
     assert (step.node_id, step.visit, step.outcome) == ("wait", 1, StepOutcome.SUCCEEDED)
 

@@ -303,11 +303,12 @@ def test_an_exit_criterion_ends_the_enrollment_wherever_it_is() -> None:
                            [], [(parked, g)], {}, set(), lambda: "x", START + DAY / 2)
     [(ended, steps)] = outcome.changed.values()
     assert (ended.state, ended.exit_reason, ended.due_time) == (
-        EnrollmentState.EXITED, "exit_criterion:order_completed", None)
+        EnrollmentState.EXITED, "exit_criteria", None)
     assert [(s.node_id, s.detail) for s in steps] == [("wait",
                                                         "exit criterion order_completed")]
-    assert [(f.kind, f.detail) for f in outcome.facts] == [
-        (FactKind.JOURNEY_EXITED, "exit_criterion:order_completed")]
+    # One reason for every criterion; the exit is counted at the wait it happened at.
+    assert [(f.kind, f.detail, f.node_id) for f in outcome.facts] == [
+        (FactKind.JOURNEY_EXITED, "exit_criteria", "wait")]
 
 
 def test_an_event_in_the_same_batch_reaches_the_enrollment_it_just_created() -> None:
@@ -348,7 +349,11 @@ def test_a_goal_may_end_the_enrollment() -> None:
                            lambda: "x", START)
     [(ended, _)] = outcome.changed.values()
     assert (ended.state, ended.exit_reason, ended.goal_time) == (
-        EnrollmentState.EXITED, "goal", START)
+        EnrollmentState.EXITED, "goal_reached", START)
+    # A conversion, then the exit at the wait: analytics counts both as completions.
+    assert [(f.kind, f.detail, f.node_id) for f in outcome.facts] == [
+        (FactKind.GOAL_REACHED, "order_completed", ""),
+        (FactKind.JOURNEY_EXITED, "goal_reached", "wait")]
 
 
 def test_events_of_a_profile_whose_step_is_running_wait_their_turn() -> None:
@@ -469,11 +474,16 @@ def test_facts_carry_the_exit_reason_the_split_exposure_and_the_goal_revenue() -
     exposure, exited = (decoded(f) for f in held.facts)
     assert (exposure.type, exposure.node_id, exposure.arm, exposure.control,
             exposure.experiment_id, exposure.arm_weight) == (
-        fact_pb2.FACT_TYPE_NODE_VISITED, "split", "holdout", True, "j1:split", 50.0)
+        fact_pb2.FACT_TYPE_EXPERIMENT_EXPOSED, "split", "holdout", True, "j1:split", 50.0)
     # Conversions count for the experiment within the journey goal's window.
     assert exposure.conversion_deadline.ToDatetime(UTC) == START + DAY
-    assert (exited.type, exited.exit_reason, exited.journey_version) == (
-        fact_pb2.FACT_TYPE_JOURNEY_EXITED, "control", 1)
+    assert (exited.type, exited.exit_reason, exited.journey_version, exited.node_id) == (
+        fact_pb2.FACT_TYPE_JOURNEY_EXITED, "control", 1, "split")
+    _, (_, arrival_record) = new_enrollment("ws", "en-p0", "j1", 1, g, "p0", {}, {}, "ev", "",
+                                            START)
+    arrival = decoded(arrival_record)
+    assert (arrival.type, arrival.node_id, arrival.visit_sequence) == (
+        fact_pb2.FACT_TYPE_NODE_VISITED, "split", 1)
     entered = enroll(g, START)
     outcome = apply_events([event(1, "order_completed", revenue=42.5, currency="EUR")], [],
                            [(entered, g)], {}, set(), lambda: "x", START)

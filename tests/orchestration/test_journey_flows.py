@@ -136,7 +136,7 @@ async def test_cart_abandonment_journey(backend: Backend) -> None:
         assert path(found["cy"]) == [("wait_order", "waiting"), ("wait_order", "ok"),
                                      ("big_cart", "ok"), ("done", "ok")]
         assert (found["dan"].exit_reason, found["dan"].goal_time.ToDatetime(UTC)) == (
-            "exit_criterion:order_completed", T0 + timedelta(minutes=10))
+            "exit_criteria", T0 + timedelta(minutes=10))
         assert found["ada"].goal_time.ToDatetime(UTC) == T0 + timedelta(hours=45)
         assert not found["bob"].HasField("goal_time") and not found["cy"].HasField("goal_time")
 

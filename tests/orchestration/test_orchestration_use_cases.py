@@ -153,7 +153,8 @@ def test_enroll_admits_each_profile_once_and_says_why_not(tx: Transactions) -> N
     again = tx.run_sync(lambda uow: enrollment.enroll_profile(
         uow, WS, "j1", Entrant("ada", {}, {}), "enroll:r2", "", new_id))
     assert (again.enrollment, again.skip_reason) == (None, "already_active")
-    assert facts(tx) == [fact_pb2.FACT_TYPE_JOURNEY_ENTERED]  # one, for the one enrollment
+    # One entry, for the one enrollment, and its arrival at the entry node.
+    assert facts(tx) == [fact_pb2.FACT_TYPE_JOURNEY_ENTERED, fact_pb2.FACT_TYPE_NODE_VISITED]
 
     tx.run_sync(lambda uow: journeys.pause(uow, WS, "j1"))
     with pytest.raises(FailedPrecondition) as paused:
@@ -173,7 +174,7 @@ def test_one_entry_enrolls_many_and_a_racing_enrollment_wins_once(tx: Transactio
     # Both still active: re-entry ALWAYS never makes a second active enrollment.
     second = tx.run_sync(lambda uow: enrollment.enroll(uow, entry, entrants, Ids()))
     assert [a.skip_reason for a in second] == ["already_active", "already_active"]
-    assert facts(tx) == [fact_pb2.FACT_TYPE_JOURNEY_ENTERED] * 2
+    assert facts(tx) == [fact_pb2.FACT_TYPE_JOURNEY_ENTERED, fact_pb2.FACT_TYPE_NODE_VISITED] * 2
 
 
 # --- events --------------------------------------------------------------------------------------
@@ -203,15 +204,15 @@ def test_facts_of_one_event_round_go_out_in_the_order_things_happened(
     active_journey(tx, graph)
     tx.run_sync(lambda uow: events.receive(uow, WS, [event("e1", "ada")]))
     tx.run_sync(lambda uow: events.apply_inbox(uow, 100, Ids()))
-    assert facts(tx) == [fact_pb2.FACT_TYPE_JOURNEY_ENTERED]
+    assert facts(tx) == [fact_pb2.FACT_TYPE_JOURNEY_ENTERED, fact_pb2.FACT_TYPE_NODE_VISITED]
     # One round: the person empties the cart (exit criterion), then fills it again (re-entry).
     tx.run_sync(lambda uow: events.receive(uow, WS, [
         event("e2", "ada", name="cart_emptied"), event("e3", "ada")]))
     ids = Ids()
     ids.count = 100
     tx.run_sync(lambda uow: events.apply_inbox(uow, 100, ids))
-    assert facts(tx)[1:] == [fact_pb2.FACT_TYPE_JOURNEY_EXITED,
-                             fact_pb2.FACT_TYPE_JOURNEY_ENTERED]
+    assert facts(tx)[2:] == [fact_pb2.FACT_TYPE_JOURNEY_EXITED,
+                             fact_pb2.FACT_TYPE_JOURNEY_ENTERED, fact_pb2.FACT_TYPE_NODE_VISITED]
 
 
 # --- the step round ------------------------------------------------------------------------------

@@ -304,7 +304,7 @@ async def test_an_identified_visitor_exits_by_the_buyers_order(backend: Backend)
         ended = await eventually(exited)
         assert ended.enrollment_id == entered.enrollment_id
         assert ended.profile_id == buyer
-        assert ended.exit_reason == "exit_criterion:order_completed"
+        assert ended.exit_reason == "exit_criteria"
         assert f"merged from profile {visitor}" in [s.detail for s in ended.steps]
         assert await enrollments_of(suite, visitor) == []
 
@@ -497,7 +497,7 @@ def test_events_of_retired_profiles_reach_the_survivor_or_nobody() -> None:
     outcome = apply_events(
         [_inbox(1, "a", "order_completed"), _inbox(2, "gone", "cart_updated")], [],
         [(c, graph)], {}, set(), lambda: "new", T0, retired)
-    assert outcome.changed["ec"][0].exit_reason == "exit_criterion:order_completed"
+    assert outcome.changed["ec"][0].exit_reason == "exit_criteria"
     assert outcome.dropped == [2]
 
 

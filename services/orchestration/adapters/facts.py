@@ -25,6 +25,8 @@ _TYPE_NAMES = {
     FactKind.NODE_VISITED: ("FACT_TYPE_NODE_VISITED",),
     FactKind.GOAL_REACHED: ("FACT_TYPE_GOAL_REACHED", "FACT_TYPE_CONVERTED",
                             "FACT_TYPE_CONVERSION"),
+    FactKind.NODE_FAILED: ("FACT_TYPE_NODE_FAILED",),
+    FactKind.EXPERIMENT_EXPOSED: ("FACT_TYPE_EXPERIMENT_EXPOSED",),
 }
 _TYPES: dict[FactKind, str] = {}  # by enum value name, which the constructor accepts
 for _kind, _names in _TYPE_NAMES.items():

@@ -17,6 +17,21 @@ class EnrollmentState(StrEnum):
     EXITED = "exited"
 
 
+class ExitReason(StrEnum):
+    """Why an enrollment ended: the closed list documented on analytics' ``Fact.exit_reason``
+    (fact.proto), kept on the enrollment and sent on its JOURNEY_EXITED fact. Analytics counts
+    COMPLETED and GOAL_REACHED as completing the node the enrollment ended at, every other
+    reason as dropping (FAILED: failing) it there."""
+
+    COMPLETED = "completed"  # an exit node, or a node whose next edge is empty
+    GOAL_REACHED = "goal_reached"  # the goal's event, with exit_on_goal
+    EXIT_CRITERIA = "exit_criteria"  # an exit criterion's event (its name is in the step)
+    FAILED = "failed"  # a step failed for good and the node's policy ends the enrollment
+    CONTROL = "control"  # held out by the control arm of a split
+    PROFILE_DELETED = "profile_deleted"  # the profile was erased
+    MERGED = "merged"  # merged into a profile whose enrollment in the journey continues
+
+
 class StepOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -29,6 +44,8 @@ class FactKind(StrEnum):
     JOURNEY_EXITED = "journey_exited"
     NODE_VISITED = "node_visited"
     GOAL_REACHED = "goal_reached"
+    NODE_FAILED = "node_failed"
+    EXPERIMENT_EXPOSED = "experiment_exposed"
 
 
 @dataclass(frozen=True)
@@ -46,7 +63,7 @@ class FactRecord:
     message_id: str = ""
     traceparent: str = ""
     node_id: str = ""
-    detail: str = ""  # why an enrollment exited, or which arm a split chose
+    detail: str = ""  # why an enrollment exited (an ExitReason), or which arm a split chose
     journey_version: int = 0
     # More of analytics' Fact fields by name (channel, content_key, experiment_id, arm,
     # control, arm_weight, conversion_deadline, revenue, currency), set when they apply.

@@ -17,6 +17,7 @@ from cjo_orchestration.domain.enrollment import (
 )
 from cjo_orchestration.domain.graph import MAX_EVENT_NAME_LENGTH
 from cjo_orchestration.domain.journeys import SEGMENT_ENTERED, JourneyGraph, ReEntry, TriggerKind
+from cjo_orchestration.domain.transitions import arrival_fact
 from cjo_platform.errors import Violations
 from cjo_platform.limits import MAX_PROFILE_ID_LENGTH, check_id
 
@@ -99,7 +100,9 @@ def may_enter(graph: JourneyGraph, last: History | None, now: datetime) -> str:
 def new_enrollment(workspace_id: str, enrollment_id: str, journey_id: str, version: int,
                    graph: JourneyGraph, profile_id: str, traits: Mapping[str, Any],
                    properties: Mapping[str, Any], event_id: str, traceparent: str,
-                   now: datetime) -> tuple[Enrollment, FactRecord]:
+                   now: datetime) -> tuple[Enrollment, tuple[FactRecord, FactRecord]]:
+    """A new enrollment at the journey's entry node, with its facts: it entered the journey,
+    and arrived at the entry node (the funnel counts a node when it is entered)."""
     enrollment = Enrollment(
         workspace_id=workspace_id, enrollment_id=enrollment_id, journey_id=journey_id,
         journey_version=version, profile_id=profile_id, state=EnrollmentState.ACTIVE,
@@ -107,5 +110,5 @@ def new_enrollment(workspace_id: str, enrollment_id: str, journey_id: str, versi
         traits=dict(traits), properties=dict(properties), event_id=event_id,
         traceparent=traceparent, entry_properties=dict(properties),
         goal_deadline=now + graph.goal.window if graph.goal else None)
-    return enrollment, enrollment.fact(f"entered:{enrollment_id}", FactKind.JOURNEY_ENTERED,
-                                       now)
+    entered = enrollment.fact(f"entered:{enrollment_id}", FactKind.JOURNEY_ENTERED, now)
+    return enrollment, (entered, arrival_fact(enrollment, now))

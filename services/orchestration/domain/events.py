@@ -211,14 +211,14 @@ class _Batch:
         key = (event.workspace_id, trigger.journey_id, event.profile_id)
         if may_enter(trigger.graph, self.latest.get(key), self.now):
             return False
-        enrollment, fact = new_enrollment(
+        enrollment, entry_facts = new_enrollment(
             event.workspace_id, self.new_id(), trigger.journey_id, trigger.version,
             trigger.graph, event.profile_id, event.traits, event.properties, event.event_id,
             event.traceparent, self.now)
         self.latest[key] = History(EnrollmentState.ACTIVE, self.now)
         self.watch(enrollment, trigger.graph)
         self.outcome.created[enrollment.enrollment_id] = (enrollment, [])
-        self.outcome.facts.append(fact)
+        self.outcome.facts.extend(entry_facts)
         return True
 
     # --- erasures and merges -------------------------------------------------------------------

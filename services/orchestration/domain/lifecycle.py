@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, evolve
+from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, ExitReason, evolve
 from cjo_orchestration.domain.entry import InboxEvent
 from cjo_orchestration.domain.transitions import (
     Transition,
@@ -22,8 +22,6 @@ PROFILE_DELETED = "profile_deleted"
 # merged into it.
 PROFILE_MERGED = "profile_merged"
 LIFECYCLE_EVENTS = frozenset({PROFILE_DELETED, PROFILE_MERGED})
-EXIT_PROFILE_DELETED = "profile_deleted"
-EXIT_MERGED = "merged"
 _MAX_MERGE_HOPS = 32  # A -> B -> C ...: chains are compressed when stored, so they stay short
 
 
@@ -68,7 +66,7 @@ def erase_enrollment(enrollment: Enrollment, now: datetime) -> Transition:
         return Transition(forgotten)
     step = step_at_current_node(forgotten, "profile deleted", now)
     return end_enrollment(forgotten, EnrollmentState.EXITED, now, [step], [],
-                          reason=EXIT_PROFILE_DELETED)
+                          reason=ExitReason.PROFILE_DELETED)
 
 
 def merge_enrollments(merged: Sequence[Enrollment], survivor: Sequence[Enrollment],
@@ -108,4 +106,4 @@ def _entered_first(one: Enrollment, other: Enrollment) -> bool:
 def _exit_merged(enrollment: Enrollment, now: datetime, detail: str) -> Transition:
     return end_enrollment(enrollment, EnrollmentState.EXITED, now,
                           [step_at_current_node(enrollment, detail, now)], [],
-                          reason=EXIT_MERGED)
+                          reason=ExitReason.MERGED)

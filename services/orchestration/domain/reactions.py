@@ -12,6 +12,7 @@ from cjo_orchestration.domain.conditions import enrollment_condition_holds
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
+    ExitReason,
     FactKind,
     FactRecord,
     Step,
@@ -31,7 +32,6 @@ from cjo_orchestration.domain.transitions import (
     end_enrollment,
     move_on,
     step_at_current_node,
-    visit_fact,
     visited,
 )
 from cjo_platform.engagement import ENROLLMENT_ID, is_message_event
@@ -47,7 +47,8 @@ def on_event(enrollment: Enrollment, graph: JourneyGraph, event: InboxEvent,
         enrollment, conversion = reach_goal(enrollment, goal, event, now)
         facts = (conversion,)
         if goal.exit_on_goal and enrollment.active:
-            return _exit(enrollment, now, facts, f"goal {goal.event_name} reached", "goal")
+            return _exit(enrollment, now, facts, f"goal {goal.event_name} reached",
+                         ExitReason.GOAL_REACHED)
     if enrollment.active:
         reaction = (exit_on_criterion(enrollment, graph, event, now, facts)
                     or wake_on_event(enrollment, graph, event, now, facts))
@@ -104,11 +105,11 @@ def exit_on_criterion(enrollment: Enrollment, graph: JourneyGraph, event: InboxE
     if criterion is None:
         return None
     return _exit(enrollment, now, facts, f"exit criterion {criterion.event_name}",
-                 f"exit_criterion:{criterion.event_name}")
+                 ExitReason.EXIT_CRITERIA)
 
 
 def _exit(enrollment: Enrollment, now: datetime, facts: Sequence[FactRecord], detail: str,
-          reason: str) -> Transition:
+          reason: ExitReason) -> Transition:
     return end_enrollment(enrollment, EnrollmentState.EXITED, now,
                           [step_at_current_node(enrollment, detail, now)], facts, reason=reason)
 
@@ -157,5 +158,4 @@ def wake_on_event(enrollment: Enrollment, graph: JourneyGraph, event: InboxEvent
                    properties=dict(event.properties), event_id=event.event_id,
                    traceparent=event.traceparent or enrollment.traceparent)
     # The next node runs on the step worker's next pass (due now), with its own claim.
-    return replace(move_on(woken, wait.event_next_node_id, now, [step],
-                           [*facts, visit_fact(enrollment, node_id, now)]), send=None)
+    return replace(move_on(woken, wait.event_next_node_id, now, [step], facts), send=None)

@@ -1,5 +1,6 @@
 """A transition (an enrollment's new state, the steps it took, the facts to publish, the I/O it
-waits for) and the moves every rule builds one from: visit a node, move on, end."""
+waits for) and the moves every rule builds one from: visit a node, move on, end. Arriving at a
+node and ending are the two moves that publish the funnel's facts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import datetime
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
+    ExitReason,
     FactKind,
     FactRecord,
     Step,
@@ -41,10 +43,24 @@ def visited(enrollment: Enrollment, node_id: str) -> Enrollment:
     return evolve(enrollment, visits=visits, attempts=0, last_error="")
 
 
-def visit_fact(enrollment: Enrollment, node_id: str, now: datetime) -> FactRecord:
+def arrival_fact(enrollment: Enrollment, now: datetime) -> FactRecord:
+    """The NODE_VISITED fact of ``enrollment`` arriving at its current node (analytics counts a
+    node when it is entered). The id carries the node's visit number, so a re-visit has its own
+    and a replayed transition repeats it; ``visit_sequence`` numbers the arrival among all of the
+    enrollment's (1: the entry node), since the arrivals of one walk share their time and a
+    report must still tell which came last."""
+    node_id = enrollment.current_node_id
     visit = enrollment.visits.get(node_id, 0)
-    return enrollment.fact(f"visited:{enrollment.enrollment_id}:{node_id}:{visit}",
-                           FactKind.NODE_VISITED, now, node_id=node_id)
+    return enrollment.fact(f"arrived:{enrollment.enrollment_id}:{node_id}:{visit}",
+                           FactKind.NODE_VISITED, now, node_id=node_id,
+                           visit_sequence=sum(enrollment.visits.values()) + 1)
+
+
+def failure_fact(enrollment: Enrollment, failed: Step) -> FactRecord:
+    """The NODE_FAILED fact of a step that failed for good at ``failed.node_id``, whether the
+    enrollment then ends there or (a send whose on_failure is CONTINUE) moves on."""
+    return enrollment.fact(f"failed:{enrollment.enrollment_id}:{failed.node_id}:{failed.visit}",
+                           FactKind.NODE_FAILED, failed.time, node_id=failed.node_id)
 
 
 def step_at_current_node(enrollment: Enrollment, detail: str, now: datetime) -> Step:
@@ -56,22 +72,24 @@ def step_at_current_node(enrollment: Enrollment, detail: str, now: datetime) -> 
 
 def move_on(enrollment: Enrollment, next_id: str, now: datetime, steps: Sequence[Step],
             facts: Sequence[FactRecord]) -> Transition:
-    """Move to ``next_id`` (an empty edge completes the journey) and run on from there."""
+    """Move to ``next_id`` (an empty edge completes the journey at the node it leaves) and run
+    on from there. ``enrollment`` has counted the visit of the node it leaves (``visited``)."""
     if not next_id:
         return end_enrollment(enrollment, EnrollmentState.COMPLETED, now, steps, facts,
-                              reason="completed")
+                              reason=ExitReason.COMPLETED)
     moved = evolve(enrollment, current_node_id=next_id, due_time=now, update_time=now,
                    waiting=False)
-    return Transition(moved, tuple(steps), tuple(facts), KEEP_WALKING)
+    return Transition(moved, tuple(steps), (*facts, arrival_fact(moved, now)), KEEP_WALKING)
 
 
 def end_enrollment(enrollment: Enrollment, state: EnrollmentState, now: datetime,
-                   steps: Sequence[Step], facts: Sequence[FactRecord], error: str = "",
-                   reason: str = "") -> Transition:
-    """End in ``state``; ``reason`` (default: the state) is the exit fact's detail."""
-    reason = reason or state.value
+                   steps: Sequence[Step], facts: Sequence[FactRecord], *,
+                   reason: ExitReason, error: str = "") -> Transition:
+    """End in ``state`` for ``reason``, at the node the enrollment stands at: the exit fact
+    names that node, so analytics counts the exit (a wait it was parked at, a send that failed,
+    the exit node) where it happened."""
     ended = evolve(enrollment, state=state, current_node_id="", due_time=None, attempts=0,
                    last_error=error, update_time=now, waiting=False, exit_reason=reason)
     exited = ended.fact(f"exited:{enrollment.enrollment_id}", FactKind.JOURNEY_EXITED, now,
-                        detail=reason)
+                        node_id=enrollment.current_node_id, detail=reason)
     return Transition(ended, tuple(steps), (*facts, exited))

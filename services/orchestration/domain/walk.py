@@ -17,6 +17,7 @@ from cjo_orchestration.domain.conditions import (
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
+    ExitReason,
     FactKind,
     FactRecord,
     Step,
@@ -53,8 +54,8 @@ from cjo_orchestration.domain.transitions import (
     KEEP_WALKING,
     Transition,
     end_enrollment,
+    failure_fact,
     move_on,
-    visit_fact,
     visited,
 )
 from cjo_platform.backoff import RetryPolicy
@@ -98,7 +99,7 @@ def _succeeded(enrollment: Enrollment, action: Action | None, order: Order, resu
     next_id = (action.next_node_id if isinstance(action, SendAction | UpdateProfileAction)
                else "")
     step = Step(order.node_id, order.visit, StepOutcome.SUCCEEDED, result.message_id, now)
-    facts = [visit_fact(enrollment, order.node_id, now)]
+    facts: list[FactRecord] = []
     if isinstance(order, SendOrder):
         facts.append(enrollment.fact(f"requested:{order.idempotency_key}",
                                      FactKind.MESSAGE_REQUESTED, now,
@@ -110,13 +111,15 @@ def _succeeded(enrollment: Enrollment, action: Action | None, order: Order, resu
 
 def _failed(enrollment: Enrollment, action: Action | None, failed: Step, now: datetime,
             steps: Sequence[Step] = (), facts: Sequence[FactRecord] = ()) -> Transition:
-    """A permanent failure at a node: continue past it when its policy says so, else end."""
+    """A permanent failure at a node, counted there (its NODE_FAILED fact): continue past it
+    when its policy says so, else end there."""
+    facts = (*facts, failure_fact(enrollment, failed))
     if isinstance(action, SendAction) and action.on_failure is FailurePolicy.CONTINUE:
         # Inside a walk the caller keeps walking; after I/O, after_send settles it.
         return move_on(visited(enrollment, failed.node_id), action.next_node_id, now,
                        [*steps, failed], facts)
     return end_enrollment(enrollment, EnrollmentState.FAILED, now, [*steps, failed], facts,
-                          failed.detail, reason="failed")
+                          error=failed.detail, reason=ExitReason.FAILED)
 
 
 def _settle(transition: Transition, graph: JourneyGraph, now: datetime) -> Transition:
@@ -147,8 +150,8 @@ def _walk(enrollment: Enrollment, graph: JourneyGraph, now: datetime, steps: Seq
             return replace(transition, error=error) if error else transition
         enrollment, steps, facts = transition.enrollment, transition.steps, transition.facts
     detail = "the walk did not stop at a wait, a send or an exit; the graph loops"
-    return replace(end_enrollment(enrollment, EnrollmentState.FAILED, now, steps, facts, detail,
-                                  reason="failed"), error=error or detail)
+    return replace(end_enrollment(enrollment, EnrollmentState.FAILED, now, steps, facts,
+                                  error=detail, reason=ExitReason.FAILED), error=error or detail)
 
 
 def _node_failed(enrollment: Enrollment, graph: JourneyGraph, now: datetime,
@@ -167,8 +170,8 @@ def fail_enrollment(enrollment: Enrollment, now: datetime, detail: str) -> Trans
     and its last error: what an item whose handling raised is left in."""
     node_id = enrollment.current_node_id
     failed = Step(node_id, enrollment.visits.get(node_id, 0), StepOutcome.FAILED, detail, now)
-    return replace(end_enrollment(enrollment, EnrollmentState.FAILED, now, [failed], (), detail,
-                                  reason="failed"), error=detail)
+    return replace(end_enrollment(enrollment, EnrollmentState.FAILED, now, [failed], (),
+                                  error=detail, reason=ExitReason.FAILED), error=detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +188,10 @@ class _Here:
     def step(self, outcome: StepOutcome, detail: str) -> Step:
         return Step(self.node_id, self.visit, outcome, detail, self.now)
 
-    def with_visit_fact(self) -> list[FactRecord]:
-        return [*self.facts, visit_fact(self.enrollment, self.node_id, self.now)]
-
     def take(self, next_id: str, detail: str) -> Transition:
         """Leave this control node along ``next_id``."""
         return move_on(visited(self.enrollment, self.node_id), next_id, self.now,
-                       [*self.steps, self.step(StepOutcome.SUCCEEDED, detail)],
-                       self.with_visit_fact())
+                       [*self.steps, self.step(StepOutcome.SUCCEEDED, detail)], self.facts)
 
     def wait_for(self, order: Order) -> Transition:
         return Transition(self.enrollment, tuple(self.steps), tuple(self.facts), order)
@@ -210,8 +209,8 @@ def _run_node(enrollment: Enrollment, graph: JourneyGraph, now: datetime,
     if node is None or node.action is None:
         detail = f"node {node_id!r} is not in version {enrollment.journey_version}"
         return end_enrollment(enrollment, EnrollmentState.FAILED, now,
-                              [*steps, here.step(StepOutcome.FAILED, detail)], facts, detail,
-                              reason="failed")
+                              [*steps, here.step(StepOutcome.FAILED, detail)], facts,
+                              error=detail, reason=ExitReason.FAILED)
     match node.action:
         case SendAction() as send:
             return _send(here, send)
@@ -286,21 +285,23 @@ def _split(here: _Here, action: SplitAction) -> Transition:
     enrollment = here.enrollment
     arm = split_arm(action, enrollment.journey_id, enrollment.profile_id)
     step = here.step(StepOutcome.SUCCEEDED, f"arm {arm.name}")
-    facts = here.with_visit_fact()
-    # The visit is the exposure analytics' experiment reports count; conversions count for
-    # the experiment until the enrollment's goal deadline (the journey goal's window).
-    facts[-1] = replace(facts[-1], detail=f"arm {arm.name}", extra={
-        "experiment_id": experiment_id(enrollment.journey_id, here.node_id), "arm": arm.name,
-        "control": arm.control, "arm_weight": float(arm.percent),
-        "conversion_deadline": enrollment.goal_deadline})
+    # The exposure analytics' experiment reports count (the node's arrival was counted already);
+    # conversions count for it until the enrollment's goal deadline (the goal's window).
+    exposure = enrollment.fact(
+        f"exposed:{enrollment.enrollment_id}:{here.node_id}:{here.visit}",
+        FactKind.EXPERIMENT_EXPOSED, here.now, node_id=here.node_id, detail=f"arm {arm.name}",
+        experiment_id=experiment_id(enrollment.journey_id, here.node_id), arm=arm.name,
+        control=arm.control, arm_weight=float(arm.percent),
+        conversion_deadline=enrollment.goal_deadline)
+    facts = [*here.facts, exposure]
     moved = visited(enrollment, here.node_id)
     if arm.control:
         return end_enrollment(moved, EnrollmentState.EXITED, here.now, [*here.steps, step],
-                              facts, reason="control")
+                              facts, reason=ExitReason.CONTROL)
     return move_on(moved, arm.next_node_id, here.now, [*here.steps, step], facts)
 
 
 def _exit(here: _Here) -> Transition:
     return end_enrollment(visited(here.enrollment, here.node_id), EnrollmentState.COMPLETED,
                           here.now, [*here.steps, here.step(StepOutcome.SUCCEEDED, "")],
-                          here.with_visit_fact(), reason="completed")
+                          here.facts, reason=ExitReason.COMPLETED)

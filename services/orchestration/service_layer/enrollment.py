@@ -74,7 +74,7 @@ def enroll(uow: UnitOfWork, entry: Entry, entrants: Sequence[Entrant],
     history = enrollment_store.history(uow.session, keys)
     traceparent = entry.traceparent if len(entry.traceparent) <= MAX_TRACEPARENT_LENGTH else ""
     answers: list[Admission] = []
-    created: list[tuple[Enrollment, FactRecord]] = []
+    created: list[tuple[Enrollment, Sequence[FactRecord]]] = []
     errors: list[JourneyError] = []
     for entrant, key in zip(entrants, keys, strict=True):
         try:
@@ -82,7 +82,7 @@ def enroll(uow: UnitOfWork, entry: Entry, entrants: Sequence[Entrant],
             if skip:
                 answers.append(Admission(None, skip))
                 continue
-            enrollment, fact = new_enrollment(
+            enrollment, entry_facts = new_enrollment(
                 entry.workspace_id, new_id(), entry.journey_id, entry.version, entry.graph,
                 entrant.profile_id, entrant.traits, entrant.properties, entry.entry_id,
                 traceparent, now)
@@ -92,11 +92,11 @@ def enroll(uow: UnitOfWork, entry: Entry, entrants: Sequence[Entrant],
             errors.append(JourneyError(entry.workspace_id, entry.journey_id, error_detail(exc)))
             answers.append(Admission(None, JOURNEY_ERROR))
             continue
-        created.append((enrollment, fact))
+        created.append((enrollment, entry_facts))
         answers.append(Admission(enrollment))
     count_errors(uow, errors)
     inserted = admit(uow, [(e, ()) for e, _ in created])
-    facts.publish(uow, [f for _, f in created if f.enrollment_id in inserted])
+    facts.publish(uow, [f for _, fs in created for f in fs if f.enrollment_id in inserted])
     return [a if a.enrollment is None or a.enrollment.enrollment_id in inserted
             else Admission(None, ALREADY_ACTIVE) for a in answers]
 
