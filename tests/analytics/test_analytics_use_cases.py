@@ -64,14 +64,14 @@ def test_journey_funnel_counts_entries_conversions_and_nodes(tx: Transactions) -
     record(tx, [
         fact(FactType.JOURNEY_ENTERED, "p1", T0, enrollment_id="e1", journey_version=1),
         fact(FactType.NODE_VISITED, "p1", T0 + timedelta(minutes=1), enrollment_id="e1",
-             journey_version=1, node_id="A"),
+             journey_version=1, node_id="A", visit_sequence=1),
         fact(FactType.NODE_VISITED, "p1", T0 + timedelta(minutes=2), enrollment_id="e1",
-             journey_version=1, node_id="B"),
+             journey_version=1, node_id="B", visit_sequence=2),
         fact(FactType.GOAL_REACHED, "p1", T0 + timedelta(hours=1), enrollment_id="e1",
              journey_version=1, revenue=30.0),
         fact(FactType.JOURNEY_ENTERED, "p2", T0, enrollment_id="e2", journey_version=1),
         fact(FactType.NODE_VISITED, "p2", T0 + timedelta(minutes=1), enrollment_id="e2",
-             journey_version=1, node_id="A"),
+             journey_version=1, node_id="A", visit_sequence=1),
     ])
     window = Window(T0, T0 + timedelta(days=1))
     [funnel] = tx.run_sync(lambda uow: reports.journey_funnel(

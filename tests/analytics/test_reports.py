@@ -59,18 +59,20 @@ async def invalid(call: Any, request: Any) -> tuple[dict[str, str], str]:
 
 def journey_facts(e: str, profile: str, version: int, start: datetime, nodes: list[str],
                   exit_reason: str = "", revenue: float = 0.0) -> list[F.Fact]:
+    """The facts orchestration publishes: entered, an arrival at each node (numbered), a goal,
+    an exit at the last node."""
     common = {"journey_id": "j1", "enrollment_id": e, "journey_version": version}
     out = [fact(F.FACT_TYPE_JOURNEY_ENTERED, profile, start, f"{e}-in", **common)]
     for i, node in enumerate(nodes):
         out.append(fact(F.FACT_TYPE_NODE_VISITED, profile, start + timedelta(minutes=i + 1),
-                        f"{e}-v{i}", node_id=node, **common))
+                        f"{e}-v{i}", node_id=node, visit_sequence=i + 1, **common))
     end = start + timedelta(hours=1)
     if revenue:
         out.append(fact(F.FACT_TYPE_GOAL_REACHED, profile, end, f"{e}-goal", revenue=revenue,
                         currency="EUR", **common))
     if exit_reason:
         out.append(fact(F.FACT_TYPE_JOURNEY_EXITED, profile, end, f"{e}-out",
-                        exit_reason=exit_reason, **common))
+                        exit_reason=exit_reason, node_id=nodes[-1] if nodes else "", **common))
     return out
 
 

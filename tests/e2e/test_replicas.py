@@ -671,7 +671,7 @@ async def journeys_through_replicas(running: Cluster, channels: dict[str, list[g
         for e in await enrollments(orchestration, acme_auth, acme[f"order-{k}"]):
             ordered_states[(f"order-{k}", STATE.Name(e.state), e.exit_reason)] += 1
     out_of_order = {key: n for key, n in ordered_states.items()
-                    if key[1:] != ("ENROLLMENT_STATE_EXITED", "exit_criterion:step")}
+                    if key[1:] != ("ENROLLMENT_STATE_EXITED", "exit_criteria")}
     expect(ordered_states.total() == ORDERED_PROFILES * (STEPS - 1) and not out_of_order,
            f"{ordered_states.total()} order-k enrollments for "
            f"{ORDERED_PROFILES * (STEPS - 1)}; not ended by the next step (still ACTIVE: a "

@@ -39,6 +39,7 @@ from cjo_analytics.domain.experiments import ExperimentArm, ExperimentSummary
 from cjo_analytics.domain.facts import (
     COMPLETING_EXITS,
     CONVERSIONS,
+    FAILING_EXITS,
     TOUCHES,
     Fact,
     FactCount,
@@ -47,13 +48,13 @@ from cjo_analytics.domain.facts import (
 from cjo_analytics.domain.reports import (
     Bucket,
     Granularity,
-    NodeCounts,
+    NodeFunnel,
+    NodeOutcome,
     OutcomeRow,
     Outcomes,
     VersionFunnel,
     Window,
     epoch_hour,
-    node_funnel,
 )
 from cjo_analytics.domain.stats import ArmCounts
 from cjo_platform.db import insert_ignore, upsert
@@ -85,7 +86,8 @@ def record_facts(session: Session, workspace_id: str, batch: Sequence[Fact],
          "variant": f.variant, "experiment_id": f.experiment_id, "arm": f.arm,
          "control": f.control, "arm_weight": f.arm_weight, "revenue": f.revenue,
          "currency": f.currency, "exit_reason": f.exit_reason,
-         "occur_hour": epoch_hour(f.occur_time), "conversion_deadline": f.conversion_deadline}
+         "occur_hour": epoch_hour(f.occur_time), "conversion_deadline": f.conversion_deadline,
+         "visit_sequence": f.visit_sequence}
         for f in batch
     ]
     new = set(insert_ignore(session, facts, rows, returning=facts.c.fact_id))
@@ -237,39 +239,8 @@ def journey_funnel(session: Session, workspace_id: str, journey_id: str, version
         f.entered_profiles, f.converted_profiles = int(entered), int(converted)
         f.revenue, f.exited = float(revenue), int(exited)
 
-    # One pass over the journey's visits and exits: per enrollment, its latest visit comes
-    # first (rn = 1) and every row carries how the enrollment ended (2 completed, 1 dropped,
-    # 0 still running), so no join is needed.
-    is_visit = facts.c.type == FactType.NODE_VISITED.value
-    ended = case((facts.c.type != exited_type, 0),
-                 (facts.c.exit_reason.in_(COMPLETING_EXITS), 2), else_=1)
-    ranked = (
-        select(facts.c.journey_version.label("version"), facts.c.node_id.label("node_id"),
-               is_visit.label("is_visit"),
-               func.row_number().over(partition_by=enrollment,
-                                      order_by=(case((is_visit, 0), else_=1),
-                                                facts.c.occur_time.desc(),
-                                                facts.c.fact_id.desc())).label("rn"),
-               func.max(ended).over(partition_by=enrollment).label("ended"))
-        .where(*scope, facts.c.type.in_([FactType.NODE_VISITED.value, exited_type]))
-        .subquery()
-    )
-    visited = dict(((int(v), n), int(c)) for v, n, c in session.execute(
-        select(facts.c.journey_version, facts.c.node_id, func.count(distinct(enrollment)))
-        .where(*scope, is_visit)
-        .group_by(facts.c.journey_version, facts.c.node_id)
-    ).all())
-    current = session.execute(
-        select(ranked.c.version, ranked.c.node_id, func.count(),
-               func.coalesce(func.sum(case((ranked.c.ended == 2, 1), else_=0)), 0),
-               func.coalesce(func.sum(case((ranked.c.ended == 1, 1), else_=0)), 0))
-        .where(ranked.c.rn == 1, ranked.c.is_visit)
-        .group_by(ranked.c.version, ranked.c.node_id)
-    ).all()
-    at_node = {(int(v), n): (int(c), int(done), int(other)) for v, n, c, done, other in current}
-    for (v, node), count in visited.items():
-        here, done, other = at_node.get((v, node), (0, 0, 0))
-        funnel(v).nodes.append(node_funnel(NodeCounts(node, count, here, done, other)))
+    for v, node in _node_funnels(session, scope):
+        funnel(v).nodes.append(node)
     for f in funnels.values():
         f.nodes.sort(key=lambda n: (-n.entered, n.node_id))
 
@@ -293,6 +264,67 @@ def journey_funnel(session: Session, workspace_id: str, journey_id: str, version
             funnel(int(v)).series.append(Bucket(int(key), int(entered), int(conversions),
                                                 float(revenue), int(exited)))
     return [funnels[v] for v in sorted(funnels)]
+
+
+def _node_funnels(session: Session, scope: list[ColumnElement[bool]]
+                  ) -> list[tuple[int, NodeFunnel]]:
+    """Per (version, node): the enrollments that entered it, by their NodeOutcome there. Each
+    (enrollment, node) pair of an arrival, a failure or an exit at the node is classified
+    against the enrollment's exit and its latest numbered arrival (its position)."""
+    enrollment = _or_fact(facts.c.enrollment_id)
+    visited, failed = FactType.NODE_VISITED.value, FactType.NODE_FAILED.value
+    exited = FactType.JOURNEY_EXITED.value
+    positions = (
+        select(enrollment.label("enrollment"), facts.c.node_id.label("node_id"),
+               func.row_number().over(partition_by=enrollment,
+                                      order_by=(facts.c.visit_sequence.desc(),
+                                                facts.c.fact_id.desc())).label("rn"))
+        .where(*scope, facts.c.type == visited, facts.c.visit_sequence > 0)
+        .subquery()
+    )
+    position = (select(positions.c.enrollment, positions.c.node_id)
+                .where(positions.c.rn == 1).subquery())
+    exits = (
+        select(enrollment.label("enrollment"), func.max(facts.c.node_id).label("node_id"),
+               func.max(case((facts.c.exit_reason.in_(COMPLETING_EXITS),
+                              int(NodeOutcome.COMPLETED)),
+                             (facts.c.exit_reason.in_(FAILING_EXITS), int(NodeOutcome.FAILED)),
+                             else_=int(NodeOutcome.DROPPED))).label("outcome"))
+        .where(*scope, facts.c.type == exited)
+        .group_by(enrollment)
+        .subquery()
+    )
+    # Old exits name no node: they count in the version's `exited`, at no node.
+    pairs = (
+        select(facts.c.journey_version.label("version"), enrollment.label("enrollment"),
+               facts.c.node_id.label("node_id"),
+               func.max(case((facts.c.type == failed, 1), else_=0)).label("failed"))
+        .where(*scope, facts.c.type.in_([visited, failed, exited]), facts.c.node_id != "")
+        .group_by(facts.c.journey_version, enrollment, facts.c.node_id)
+        .subquery()
+    )
+    outcome = case(
+        (exits.c.node_id == pairs.c.node_id, exits.c.outcome),
+        (and_(exits.c.enrollment.is_(None), position.c.node_id == pairs.c.node_id),
+         int(NodeOutcome.IN_PROGRESS)),
+        (pairs.c.failed == 1, int(NodeOutcome.FAILED)),
+        else_=int(NodeOutcome.COMPLETED))
+
+    def counted(value: NodeOutcome) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((outcome == int(value), 1), else_=0)), 0)
+
+    rows = session.execute(
+        select(pairs.c.version, pairs.c.node_id, func.count(),
+               *(counted(value) for value in NodeOutcome))
+        .select_from(pairs
+                     .outerjoin(exits, exits.c.enrollment == pairs.c.enrollment)
+                     .outerjoin(position, position.c.enrollment == pairs.c.enrollment))
+        .group_by(pairs.c.version, pairs.c.node_id)
+    ).all()
+    return [(int(v), NodeFunnel(node, entered=int(n), in_progress=int(in_progress),
+                                completed=int(completed), failed=int(failed_count),
+                                dropped=int(dropped)))
+            for v, node, n, in_progress, completed, failed_count, dropped in rows]
 
 
 def channel_outcomes(session: Session, workspace_id: str, journey_id: str,

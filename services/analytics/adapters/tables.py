@@ -56,6 +56,8 @@ facts = Table(
     Column("occur_hour", BigInteger, nullable=False, default=0, server_default=text("0")),
     # End of an exposure's conversion window (journey splits: the enrollment's goal deadline).
     Column("conversion_deadline", UtcDateTime, nullable=True),
+    # NODE_VISITED: the n-th arrival of its enrollment (0: not numbered, an old visit fact).
+    Column("visit_sequence", BigInteger, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("workspace_id", "fact_id"),
     # Journey report and funnel: a journey's facts by type, version and enrollment.
     Index("ix_facts_funnel", "workspace_id", "journey_id", "type", "journey_version",

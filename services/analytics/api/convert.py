@@ -54,6 +54,7 @@ _TYPES = {
     fact_pb2.FACT_TYPE_CONVERTED: FactType.CONVERTED,
     fact_pb2.FACT_TYPE_EXPERIMENT_EXPOSED: FactType.EXPERIMENT_EXPOSED,
     fact_pb2.FACT_TYPE_PROFILE_MERGED: FactType.PROFILE_MERGED,
+    fact_pb2.FACT_TYPE_NODE_FAILED: FactType.NODE_FAILED,
 }
 _TYPE_PROTOS = {v: k for k, v in _TYPES.items()}
 _GRANULARITIES = {rpb.GRANULARITY_HOUR: Granularity.HOUR, rpb.GRANULARITY_DAY: Granularity.DAY}
@@ -84,7 +85,8 @@ def to_fact(item: fact_pb2.Fact) -> Fact:
                 arm_weight=item.arm_weight, revenue=item.revenue, currency=item.currency,
                 exit_reason=item.exit_reason, survivor_profile_id=item.survivor_profile_id,
                 conversion_deadline=(from_timestamp(item.conversion_deadline)
-                                     if item.HasField("conversion_deadline") else None))
+                                     if item.HasField("conversion_deadline") else None),
+                visit_sequence=item.visit_sequence)
     validate_fact(fact).raise_if_any()
     return fact
 
@@ -203,7 +205,8 @@ def _version_funnel(f: VersionFunnel, granularity: Granularity | None,
         converted_profiles=f.converted_profiles, conversion_rate=f.conversion_rate,
         revenue=f.revenue, exited=f.exited,
         nodes=[rpb.NodeFunnel(node_id=n.node_id, entered=n.entered, completed=n.completed,
-                              in_progress=n.in_progress, dropped=n.dropped) for n in f.nodes],
+                              in_progress=n.in_progress, dropped=n.dropped, failed=n.failed)
+               for n in f.nodes],
         series=series)
 
 

@@ -28,6 +28,7 @@ class FactType(StrEnum):
     CONVERTED = "converted"
     EXPERIMENT_EXPOSED = "experiment_exposed"
     PROFILE_MERGED = "profile_merged"
+    NODE_FAILED = "node_failed"
 
 
 CONVERSIONS = (FactType.GOAL_REACHED, FactType.CONVERTED)
@@ -36,8 +37,12 @@ CONVERSIONS = (FactType.GOAL_REACHED, FactType.CONVERTED)
 TOUCHES = (FactType.MESSAGE_DELIVERED, FactType.MESSAGE_OPENED, FactType.MESSAGE_CLICKED)
 """Fact types that make a message a touchpoint (delivered or engaged)."""
 
-COMPLETING_EXITS = ("completed", "goal_reached")
-"""Exit reasons that complete the node an enrollment ended at; any other reason drops it."""
+COMPLETING_EXITS = ("completed", "goal_reached", "goal")
+"""Exit reasons (fact.proto's closed list of ``Fact.exit_reason``) that complete the node an
+enrollment ended at; "goal" is what orchestration called "goal_reached" before the list was
+closed. FAILING_EXITS fail the node; any other reason drops the enrollment there."""
+
+FAILING_EXITS = ("failed",)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,9 @@ class Fact:
     exit_reason: str = ""
     survivor_profile_id: str = ""
     conversion_deadline: datetime | None = None
+    # NODE_VISITED: which arrival of its enrollment (1: the entry node); 0 when not numbered
+    # (visits recorded before arrivals were, which were recorded when leaving the node).
+    visit_sequence: int = 0
 
 
 def validate_fact(fact: Fact | None = None, *, fact_id: str = "", profile_id: str = "",
@@ -88,6 +96,7 @@ def validate_fact(fact: Fact | None = None, *, fact_id: str = "", profile_id: st
         problems.check(len(getattr(fact, name)) <= MAX_ID_LENGTH, name,
                        f"at most {MAX_ID_LENGTH} characters")
     problems.check(fact.journey_version >= 0, "journey_version", "must not be negative")
+    problems.check(fact.visit_sequence >= 0, "visit_sequence", "must not be negative")
     problems.check(not fact.experiment_id or bool(fact.arm), "arm",
                    "is required when experiment_id is set")
     problems.check(math.isfinite(fact.revenue) and fact.revenue >= 0, "revenue",

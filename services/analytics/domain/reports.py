@@ -102,38 +102,31 @@ def bucket_keys(window: Window, granularity: Granularity) -> list[int]:
     return list(range(first, last + 1))
 
 
-@dataclass(frozen=True)
-class NodeCounts:
-    """Raw counts of one node: enrollments that visited it, enrollments whose last visit is this
-    node, and of those, how many ended completed and how many ended otherwise."""
+class NodeOutcome(IntEnum):
+    """How one enrollment that entered a node fared there, by the first rule that applies:
+    it ended at the node (by its exit reason: COMPLETED for "completed"/"goal_reached", FAILED
+    for "failed", DROPPED for any other); it is active and its latest arrival is at the node
+    (IN_PROGRESS: parked at a wait, awaiting a send, retrying); a step of the node failed for
+    good and it moved on (FAILED: a send whose on_failure is CONTINUE); else it left the node
+    onward (COMPLETED). An enrollment that entered a node more than once counts once."""
 
-    node_id: str
-    visited: int
-    at_node: int
-    ended_completed: int
-    ended_other: int
+    IN_PROGRESS = 0
+    COMPLETED = 1
+    FAILED = 2
+    DROPPED = 3
 
 
 @dataclass(frozen=True)
 class NodeFunnel:
+    """Enrollments that entered a node, split by their NodeOutcome there (the four add up to
+    ``entered``)."""
+
     node_id: str
     entered: int
     completed: int
     in_progress: int
     dropped: int
-
-
-def node_funnel(counts: NodeCounts) -> NodeFunnel:
-    """An enrollment completed a node when it moved on to another one, or ended there
-    completed; it dropped when it ended there otherwise; it is in progress when still there."""
-    moved_on = counts.visited - counts.at_node
-    return NodeFunnel(
-        node_id=counts.node_id,
-        entered=counts.visited,
-        completed=moved_on + counts.ended_completed,
-        in_progress=counts.at_node - counts.ended_completed - counts.ended_other,
-        dropped=counts.ended_other,
-    )
+    failed: int = 0
 
 
 @dataclass(frozen=True)
