@@ -128,6 +128,76 @@ async def test_journey_funnel_counts_nodes_conversions_and_series(
         "journey": "no facts were recorded for this journey"}
 
 
+async def test_the_node_funnel_classifies_each_enrollment_at_each_node_it_entered(
+        stub: pb_grpc.AnalyticsServiceStub) -> None:
+    """Every fact at the same instant, as within one walk: only visit_sequence orders them."""
+    def at(e: str, kind: int, node: str, key: str, **fields: Any) -> F.Fact:
+        return fact(kind, f"p-{e}", T0, f"{e}-{key}", journey_id="j1", enrollment_id=e,
+                    journey_version=1, node_id=node, **fields)
+
+    def visit(e: str, node: str, sequence: int) -> F.Fact:
+        return at(e, F.FACT_TYPE_NODE_VISITED, node, f"v{sequence}", visit_sequence=sequence)
+
+    def exit_at(e: str, node: str, reason: str) -> F.Fact:
+        return at(e, F.FACT_TYPE_JOURNEY_EXITED, node, "out", exit_reason=reason)
+
+    await record(stub, [
+        # e1 loops A -> B -> A and waits at A again: in progress at A, completed B.
+        visit("e1", "A", 1), visit("e1", "B", 2), visit("e1", "A", 3),
+        # e2's send at A fails, it moves on (CONTINUE), a control arm ends it at B.
+        visit("e2", "A", 1), at("e2", F.FACT_TYPE_NODE_FAILED, "A", "fail"),
+        visit("e2", "B", 2), exit_at("e2", "B", "control"),
+        # e3 reaches the goal at A (exit_on_goal): completed there.
+        visit("e3", "A", 1), exit_at("e3", "A", "goal_reached"),
+        # e4's send at A fails and ends it there.
+        visit("e4", "A", 1), at("e4", F.FACT_TYPE_NODE_FAILED, "A", "fail"),
+        exit_at("e4", "A", "failed"),
+        # e5 is merged away while at B.
+        visit("e5", "A", 1), visit("e5", "B", 2), exit_at("e5", "B", "merged"),
+    ])
+    funnel = await stub.GetJourneyFunnel(rpb.GetJourneyFunnelRequest(journey="journeys/j1"),
+                                         metadata=WS)
+    [v1] = funnel.versions
+    # (node, entered, in_progress, completed, failed, dropped), worked out from the paths:
+    # A: e1 in progress; e3 (goal), e5 (left) completed; e2 (CONTINUE), e4 failed.
+    # B: e1 left it (completed); e2 (control) and e5 (merged) dropped.
+    assert [(n.node_id, n.entered, n.in_progress, n.completed, n.failed, n.dropped)
+            for n in v1.nodes] == [("A", 5, 1, 2, 2, 0), ("B", 3, 0, 1, 0, 2)]
+    assert all(n.entered == n.in_progress + n.completed + n.failed + n.dropped
+               for n in v1.nodes)
+    assert v1.exited == 4
+
+
+async def test_facts_recorded_before_arrivals_were_counted_read_as_documented(
+        stub: pb_grpc.AnalyticsServiceStub) -> None:
+    """Old orchestration recorded a visit when an enrollment LEFT a node (no visit_sequence)
+    and exits naming no node, with reasons "goal" and "exit_criterion:<event>"."""
+    def old(e: str, kind: int, minute: int, **fields: Any) -> F.Fact:
+        return fact(kind, f"p-{e}", T0 + timedelta(minutes=minute), f"{e}-{minute}",
+                    journey_id="j1", enrollment_id=e, journey_version=1, **fields)
+
+    await record(stub, [
+        old("o1", F.FACT_TYPE_NODE_VISITED, 1, node_id="A"),
+        old("o1", F.FACT_TYPE_NODE_VISITED, 2, node_id="B"),
+        old("o1", F.FACT_TYPE_JOURNEY_EXITED, 3, exit_reason="goal"),
+        old("o2", F.FACT_TYPE_NODE_VISITED, 1, node_id="A"),
+        old("o2", F.FACT_TYPE_JOURNEY_EXITED, 2, exit_reason="exit_criterion:order"),
+        # Active across the upgrade: left A before it, then ended at C under the new code
+        # (whose arrival at C was never recorded: it stood there when the upgrade came).
+        old("u1", F.FACT_TYPE_NODE_VISITED, 1, node_id="A"),
+        old("u1", F.FACT_TYPE_JOURNEY_EXITED, 5, node_id="C", exit_reason="exit_criteria"),
+    ])
+    funnel = await stub.GetJourneyFunnel(rpb.GetJourneyFunnelRequest(journey="journeys/j1"),
+                                         metadata=WS)
+    [v1] = funnel.versions
+    # An old visit is an enrollment that entered and left the node: completed. Old exits name
+    # no node: they count in `exited` only. u1's exit names C: entered and dropped there.
+    assert [(n.node_id, n.entered, n.in_progress, n.completed, n.failed, n.dropped)
+            for n in v1.nodes] == [("A", 3, 0, 3, 0, 0), ("B", 1, 0, 1, 0, 0),
+                                   ("C", 1, 0, 0, 0, 1)]
+    assert v1.exited == 3
+
+
 async def test_funnel_rejects_bad_windows_naming_the_field(
         stub: pb_grpc.AnalyticsServiceStub) -> None:
     await record(stub, journey_facts("e1", "p1", 1, T0, ["A"]))
