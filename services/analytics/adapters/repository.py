@@ -270,42 +270,47 @@ def _node_funnels(session: Session, scope: list[ColumnElement[bool]]
                   ) -> list[tuple[int, NodeFunnel]]:
     """Per (version, node): the enrollments that entered it, by their NodeOutcome there. Each
     (enrollment, node) pair of an arrival, a failure or an exit at the node is classified
-    against the enrollment's exit and its latest numbered arrival (its position)."""
+    against the enrollment's exit and its latest numbered arrival (its position). One sort per
+    enrollment (window functions) instead of joins, which SQLite would run per row."""
     enrollment = _or_fact(facts.c.enrollment_id)
     visited, failed = FactType.NODE_VISITED.value, FactType.NODE_FAILED.value
-    exited = FactType.JOURNEY_EXITED.value
-    positions = (
-        select(enrollment.label("enrollment"), facts.c.node_id.label("node_id"),
-               func.row_number().over(partition_by=enrollment,
-                                      order_by=(facts.c.visit_sequence.desc(),
-                                                facts.c.fact_id.desc())).label("rn"))
-        .where(*scope, facts.c.type == visited, facts.c.visit_sequence > 0)
-        .subquery()
-    )
-    position = (select(positions.c.enrollment, positions.c.node_id)
-                .where(positions.c.rn == 1).subquery())
-    exits = (
-        select(enrollment.label("enrollment"), func.max(facts.c.node_id).label("node_id"),
-               func.max(case((facts.c.exit_reason.in_(COMPLETING_EXITS),
-                              int(NodeOutcome.COMPLETED)),
-                             (facts.c.exit_reason.in_(FAILING_EXITS), int(NodeOutcome.FAILED)),
-                             else_=int(NodeOutcome.DROPPED))).label("outcome"))
-        .where(*scope, facts.c.type == exited)
-        .group_by(enrollment)
+    is_exit = facts.c.type == FactType.JOURNEY_EXITED.value
+    numbered = and_(facts.c.type == visited, facts.c.visit_sequence > 0)
+    exit_outcome = case((facts.c.exit_reason.in_(COMPLETING_EXITS), int(NodeOutcome.COMPLETED)),
+                        (facts.c.exit_reason.in_(FAILING_EXITS), int(NodeOutcome.FAILED)),
+                        else_=int(NodeOutcome.DROPPED))
+    rows = (
+        select(facts.c.journey_version.label("version"), enrollment.label("enrollment"),
+               facts.c.node_id.label("node_id"),
+               case((facts.c.type == failed, 1), else_=0).label("failed"),
+               func.max(case((is_exit, 1), else_=0)).over(partition_by=enrollment)
+               .label("ended"),
+               func.max(case((is_exit, facts.c.node_id))).over(partition_by=enrollment)
+               .label("exit_node"),
+               func.max(case((is_exit, exit_outcome))).over(partition_by=enrollment)
+               .label("exit_outcome"),
+               # The node of the latest numbered arrival (NULL when none is numbered).
+               func.first_value(case((numbered, facts.c.node_id))).over(
+                   partition_by=enrollment,
+                   order_by=(case((numbered, 0), else_=1), facts.c.visit_sequence.desc(),
+                             facts.c.fact_id.desc())).label("position"))
+        .where(*scope, facts.c.type.in_([visited, failed, FactType.JOURNEY_EXITED.value]))
         .subquery()
     )
     # Old exits name no node: they count in the version's `exited`, at no node.
     pairs = (
-        select(facts.c.journey_version.label("version"), enrollment.label("enrollment"),
-               facts.c.node_id.label("node_id"),
-               func.max(case((facts.c.type == failed, 1), else_=0)).label("failed"))
-        .where(*scope, facts.c.type.in_([visited, failed, exited]), facts.c.node_id != "")
-        .group_by(facts.c.journey_version, enrollment, facts.c.node_id)
+        select(rows.c.version, rows.c.node_id, func.max(rows.c.failed).label("failed"),
+               func.max(rows.c.ended).label("ended"),
+               func.max(rows.c.exit_node).label("exit_node"),
+               func.max(rows.c.exit_outcome).label("exit_outcome"),
+               func.max(rows.c.position).label("position"))
+        .where(rows.c.node_id != "")
+        .group_by(rows.c.version, rows.c.enrollment, rows.c.node_id)
         .subquery()
     )
     outcome = case(
-        (exits.c.node_id == pairs.c.node_id, exits.c.outcome),
-        (and_(exits.c.enrollment.is_(None), position.c.node_id == pairs.c.node_id),
+        (pairs.c.exit_node == pairs.c.node_id, pairs.c.exit_outcome),
+        (and_(pairs.c.ended == 0, pairs.c.position == pairs.c.node_id),
          int(NodeOutcome.IN_PROGRESS)),
         (pairs.c.failed == 1, int(NodeOutcome.FAILED)),
         else_=int(NodeOutcome.COMPLETED))
@@ -313,18 +318,15 @@ def _node_funnels(session: Session, scope: list[ColumnElement[bool]]
     def counted(value: NodeOutcome) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((outcome == int(value), 1), else_=0)), 0)
 
-    rows = session.execute(
+    counts = session.execute(
         select(pairs.c.version, pairs.c.node_id, func.count(),
                *(counted(value) for value in NodeOutcome))
-        .select_from(pairs
-                     .outerjoin(exits, exits.c.enrollment == pairs.c.enrollment)
-                     .outerjoin(position, position.c.enrollment == pairs.c.enrollment))
         .group_by(pairs.c.version, pairs.c.node_id)
     ).all()
     return [(int(v), NodeFunnel(node, entered=int(n), in_progress=int(in_progress),
                                 completed=int(completed), failed=int(failed_count),
                                 dropped=int(dropped)))
-            for v, node, n, in_progress, completed, failed_count, dropped in rows]
+            for v, node, n, in_progress, completed, failed_count, dropped in counts]
 
 
 def channel_outcomes(session: Session, workspace_id: str, journey_id: str,
