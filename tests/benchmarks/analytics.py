@@ -65,8 +65,9 @@ def facts(count: int, profiles: int, seed: int = 1) -> Iterator[F.Fact]:
             F.Fact(type=F.FACT_TYPE_JOURNEY_ENTERED, **common),
             F.Fact(type=F.FACT_TYPE_EXPERIMENT_EXPOSED, experiment_id="exp1", arm=arm,
                    control=control, arm_weight=weight, **common),
-            F.Fact(type=F.FACT_TYPE_NODE_VISITED, node_id="split", **common),
+            F.Fact(type=F.FACT_TYPE_NODE_VISITED, node_id="split", visit_sequence=1, **common),
         ]
+        node = "split"
         if not control:
             for step in range(1 + (rng.random() < 0.5)):
                 at += timedelta(minutes=rng.randrange(1, 120))
@@ -74,7 +75,9 @@ def facts(count: int, profiles: int, seed: int = 1) -> Iterator[F.Fact]:
                 message = {"message_id": f"{e}m{step}", "channel": channel,
                            "content_key": f"c{step}-{journey}", "variant": rng.choice("AB"),
                            "node_id": f"send{step}", **common}
-                out.append(F.Fact(type=F.FACT_TYPE_NODE_VISITED, node_id=f"send{step}", **common))
+                node = f"send{step}"
+                out.append(F.Fact(type=F.FACT_TYPE_NODE_VISITED, node_id=node,
+                                  visit_sequence=step + 2, **common))
                 out.append(F.Fact(type=F.FACT_TYPE_MESSAGE_SENT, **message))
                 if rng.random() < 0.03:
                     out.append(F.Fact(type=F.FACT_TYPE_MESSAGE_BOUNCED, **message))
@@ -88,7 +91,7 @@ def facts(count: int, profiles: int, seed: int = 1) -> Iterator[F.Fact]:
             out.append(F.Fact(type=F.FACT_TYPE_CONVERTED, revenue=round(rng.uniform(5, 200), 2),
                               currency="EUR", profile_id=profile))
         if rng.random() < 0.75:
-            out.append(F.Fact(type=F.FACT_TYPE_JOURNEY_EXITED, exit_reason=rng.choice(
+            out.append(F.Fact(type=F.FACT_TYPE_JOURNEY_EXITED, node_id=node, exit_reason=rng.choice(
                 ("completed", "completed", "exit_criteria")), **common))
         for i, fact in enumerate(out):
             fact.fact_id = f"{e}-{i}"

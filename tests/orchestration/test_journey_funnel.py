@@ -9,8 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import duration_pb2
-from orchestration_support import Cluster, create_content, enrollments, forwarded, parked, \
-    published, running
+from orchestration_support import (
+    Cluster,
+    create_content,
+    enrollments,
+    forwarded,
+    parked,
+    published,
+    running,
+)
 
 from cjo.analytics.v1 import reports_pb2
 from cjo.common.v1 import common_pb2
