@@ -24,6 +24,7 @@ from sqlalchemy import (
     distinct,
     func,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -69,8 +70,10 @@ _MESSAGE_OUTCOMES = {
 
 
 def _or_fact(column: ColumnElement[str]) -> ColumnElement[str]:
-    """The column, or the fact id where it is empty (so an empty id never merges facts)."""
-    return func.coalesce(func.nullif(column, ""), facts.c.fact_id)
+    """The column, or the fact id where it is empty (so an empty id never merges facts). The ''
+    is written into the SQL: SQLite sorts a window partitioned by an expression with a bound
+    parameter once per window function instead of once."""
+    return func.coalesce(func.nullif(column, literal_column("''")), facts.c.fact_id)
 
 
 def record_facts(session: Session, workspace_id: str, batch: Sequence[Fact],
@@ -275,25 +278,29 @@ def _node_funnels(session: Session, scope: list[ColumnElement[bool]]
     enrollment = _or_fact(facts.c.enrollment_id)
     visited, failed = FactType.NODE_VISITED.value, FactType.NODE_FAILED.value
     is_exit = facts.c.type == FactType.JOURNEY_EXITED.value
-    numbered = and_(facts.c.type == visited, facts.c.visit_sequence > 0)
+    # No bound parameter in the window (see _or_fact): its constants are written into the SQL.
+    zero: ColumnElement[int] = literal_column("0")
+    one: ColumnElement[int] = literal_column("1")
+    numbered = and_(facts.c.type == literal(visited, literal_execute=True),
+                    facts.c.visit_sequence > zero)
     exit_outcome = case((facts.c.exit_reason.in_(COMPLETING_EXITS), int(NodeOutcome.COMPLETED)),
                         (facts.c.exit_reason.in_(FAILING_EXITS), int(NodeOutcome.FAILED)),
                         else_=int(NodeOutcome.DROPPED))
+    # One window for all four (one sort): the enrollment's facts, latest numbered arrival first.
+    whole: dict[str, Any] = {
+        "partition_by": enrollment, "rows": (None, None),
+        "order_by": (case((numbered, zero), else_=one), facts.c.visit_sequence.desc(),
+                     facts.c.fact_id.desc())}
     rows = (
         select(facts.c.journey_version.label("version"), enrollment.label("enrollment"),
                facts.c.node_id.label("node_id"),
                case((facts.c.type == failed, 1), else_=0).label("failed"),
-               func.max(case((is_exit, 1), else_=0)).over(partition_by=enrollment)
-               .label("ended"),
-               func.max(case((is_exit, facts.c.node_id))).over(partition_by=enrollment)
-               .label("exit_node"),
-               func.max(case((is_exit, exit_outcome))).over(partition_by=enrollment)
-               .label("exit_outcome"),
+               func.max(case((is_exit, 1), else_=0)).over(**whole).label("ended"),
+               func.max(case((is_exit, facts.c.node_id))).over(**whole).label("exit_node"),
+               func.max(case((is_exit, exit_outcome))).over(**whole).label("exit_outcome"),
                # The node of the latest numbered arrival (NULL when none is numbered).
-               func.first_value(case((numbered, facts.c.node_id))).over(
-                   partition_by=enrollment,
-                   order_by=(case((numbered, 0), else_=1), facts.c.visit_sequence.desc(),
-                             facts.c.fact_id.desc())).label("position"))
+               func.first_value(case((numbered, facts.c.node_id))).over(**whole)
+               .label("position"))
         .where(*scope, facts.c.type.in_([visited, failed, FactType.JOURNEY_EXITED.value]))
         .subquery()
     )
