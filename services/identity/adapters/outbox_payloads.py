@@ -8,21 +8,26 @@ deduplicate on a re-send or a re-plan are derived from what they describe; the o
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from cjo.analytics.v1 import fact_pb2
-from cjo.identity.v1 import event_pb2
+from cjo.identity.v1 import consent_pb2, event_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
 from cjo_identity.adapters.segments import Transition
 from cjo_identity.domain.conversions import Conversion
 from cjo_identity.domain.events import Event, EventType
-from cjo_identity.domain.golden import Golden, trait_values
+from cjo_identity.domain.golden import ConsentRecord, Golden, trait_values
 from cjo_identity.domain.ingest import Accepted, Merge
 from cjo_identity.domain.segments import ENTERED, EXITED, PROFILE_DELETED, PROFILE_MERGED
+from cjo_platform.profiles import channel_proto
 from cjo_platform.protobuf import dict_to_struct, to_timestamp
 
 EVENTS_TOPIC = "orchestration.events"
+
+# A profile's computed traits and segment ids, as a batch left them.
+ProfileState: TypeAlias = tuple[Mapping[str, Any], Iterable[str]]
 
 _EVENT_TYPES = {
     EventType.TRACK: event_pb2.EVENT_TYPE_TRACK,
@@ -44,14 +49,38 @@ def event_to_proto(event: Event) -> event_pb2.Event:
     )
 
 
-def forwarded_event(accepted: Accepted, traceparent: str) -> bytes:
-    """The payload orchestration receives for an accepted event."""
+def consent_to_proto(record: ConsentRecord) -> consent_pb2.Consent:
+    return consent_pb2.Consent(
+        channel=channel_proto(record.channel), topic=record.topic,
+        state=(consent_pb2.CONSENT_STATE_SUBSCRIBED if record.subscribed
+               else consent_pb2.CONSENT_STATE_UNSUBSCRIBED),
+        source=record.source, update_time=to_timestamp(record.time))
+
+
+def _profile(golden: Golden | None, state: ProfileState | None) -> dict[str, Any]:
+    """The ForwardedEvent fields describing the profile: its traits and consent from
+    ``golden``, its computed traits and segments from ``state``, for orchestration's
+    ``profile`` view (cjo_platform.profiles)."""
+    if golden is None:
+        return {}
+    computed, segments = state or ({}, ())
+    return {"profile_traits": dict_to_struct(trait_values(golden.traits)),
+            "computed_traits": dict_to_struct(dict(computed)),
+            "segments": [f"segments/{s}" for s in sorted(segments)],
+            "consents": [consent_to_proto(c) for c in sorted(
+                golden.consents.values(), key=lambda c: (c.channel, c.topic))]}
+
+
+def forwarded_event(accepted: Accepted, traceparent: str,
+                    state: ProfileState | None = None) -> bytes:
+    """The payload orchestration receives for an accepted event: the profile as of that event
+    (traits and consent right after it, computed traits and segments after its batch)."""
     return _payload(orchestration_pb.ForwardedEvent(
         event_id=accepted.event_id,
         profile_id=accepted.profile_id,
         event=event_to_proto(accepted.event),
-        profile_traits=dict_to_struct(trait_values(accepted.golden.traits)),
         traceparent=traceparent,
+        **_profile(accepted.golden, state),
     ))
 
 
@@ -82,7 +111,7 @@ def merge_fact(merge: Merge, now: datetime) -> bytes:
 
 
 def segment_event(transition: Transition, golden: Golden, now: datetime,
-                  traceparent: str, reason: str = "") -> bytes:
+                  traceparent: str, reason: str = "", state: ProfileState | None = None) -> bytes:
     """The payload telling orchestration a profile entered or left a segment (``reason``: why it
     left, when not because its condition stopped holding, e.g. "segment_deleted")."""
     segment = transition.segment
@@ -98,8 +127,8 @@ def segment_event(transition: Transition, golden: Golden, now: datetime,
             type=event_pb2.EVENT_TYPE_TRACK, name=name,
             properties=dict_to_struct(properties),
             timestamp=to_timestamp(now), source="identity"),
-        profile_traits=dict_to_struct(trait_values(golden.traits)),
         traceparent=traceparent,
+        **_profile(golden, state),
     ))
 
 
@@ -114,7 +143,8 @@ def erasure_event(profile_id: str, now: datetime, traceparent: str) -> bytes:
     ))
 
 
-def merge_event(merge: Merge, golden: Golden | None, now: datetime, traceparent: str) -> bytes:
+def merge_event(merge: Merge, golden: Golden | None, now: datetime, traceparent: str,
+                state: ProfileState | None = None) -> bytes:
     """The payload telling orchestration that ``merged_profile_id`` is now part of the
     survivor, so enrollments of the merged profile follow the person. A profile is merged away
     once, so ids derived from the pair make a re-sent or re-planned merge deduplicate."""
@@ -126,8 +156,8 @@ def merge_event(merge: Merge, golden: Golden | None, now: datetime, traceparent:
                               properties=dict_to_struct(
                                   {"merged_profile_id": merge.merged_profile_id}),
                               timestamp=to_timestamp(now), source="identity"),
-        profile_traits=dict_to_struct(trait_values(golden.traits) if golden else {}),
         traceparent=traceparent,
+        **_profile(golden, state),
     ))
 
 

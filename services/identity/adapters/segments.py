@@ -225,6 +225,23 @@ def memberships(session: Session, workspace_id: str, profile_ids: Iterable[str]
     return found
 
 
+def profile_states(session: Session, workspace_id: str, profile_ids: Iterable[str]
+                   ) -> dict[str, tuple[dict[str, Any], list[str]]]:
+    """Stored computed traits and segment ids of the profiles (two queries per chunk): what
+    identity forwards with their events, read after the batch refreshed them."""
+    ids = sorted(set(profile_ids))
+    member_of = memberships(session, workspace_id, ids)
+    found: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for chunk in chunks(ids, IN_LIST_KEYS):
+        for row in session.execute(
+                select(profiles.c.profile_id, profiles.c.computed)
+                .where(profiles.c.workspace_id == workspace_id,
+                       one_of(session, profiles.c.profile_id, chunk))):
+            found[row.profile_id] = (dict(row.computed or {}),
+                                     sorted(member_of.get(row.profile_id, ())))
+    return found
+
+
 def computed_values(session: Session, workspace_id: str, profile_ids: Iterable[str],
                     settings: IdentitySettings, now: datetime
                     ) -> tuple[dict[str, dict[str, Any]], dict[str, datetime | None]]:

@@ -15,12 +15,12 @@ from cjo.identity.v1 import (
     profile_pb2,
     workspace_pb2,
 )
-from cjo_identity.adapters.outbox_payloads import event_to_proto
+from cjo_identity.adapters.outbox_payloads import consent_to_proto, event_to_proto
 from cjo_identity.domain.backfills import Backfill, BackfillState
 from cjo_identity.domain.computed import MAX_WINDOW, MAX_WINDOW_TEXT, Aggregation, ComputedTrait
 from cjo_identity.domain.conversions import ConversionEvent
 from cjo_identity.domain.events import Event, EventType, StoredEvent, parse_event
-from cjo_identity.domain.golden import ConsentRecord, trait_values
+from cjo_identity.domain.golden import trait_values
 from cjo_identity.domain.profiles import Profile
 from cjo_identity.domain.settings import (
     CHANNELS,
@@ -128,14 +128,6 @@ def profile_to_proto(profile: Profile) -> profile_pb2.Profile:
         computed_traits=dict_to_struct(profile.computed),
         segments=[f"segments/{s}" for s in profile.segments],
     )
-
-
-def consent_to_proto(record: ConsentRecord) -> consent_pb2.Consent:
-    return consent_pb2.Consent(
-        channel=CHANNEL_PROTOS[record.channel], topic=record.topic,
-        state=(consent_pb2.CONSENT_STATE_SUBSCRIBED if record.subscribed
-               else consent_pb2.CONSENT_STATE_UNSUBSCRIBED),
-        source=record.source, update_time=to_timestamp(record.time))
 
 
 def settings_from_proto(item: identity_settings_pb2.IdentitySettings) -> IdentitySettings:

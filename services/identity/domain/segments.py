@@ -17,11 +17,11 @@ from typing import Any
 
 from cjo_identity.domain.backfills import Backfill
 from cjo_identity.domain.golden import Golden, trait_values
-from cjo_identity.domain.settings import CHANNELS
 from cjo_platform.cel import Expression, compile_expression, load_expression
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.ids import SEGMENT_ID_RULE, is_segment_id
 from cjo_platform.limits import storable_text
+from cjo_platform.profiles import consent_view
 
 VARIABLES = ("traits", "computed", "consent")
 ENTERED = "segment_entered"
@@ -123,14 +123,15 @@ def apply_changes(segment: Segment, changes: SegmentChanges, paths: frozenset[st
                    last_error_profile_id="")
 
 
+def consent_of(golden: Golden) -> dict[str, str]:
+    """The ``consent`` a segment condition reads, the same as journeys' ``profile.consent``."""
+    return consent_view((channel, topic, record.subscribed)
+                        for (channel, topic), record in golden.consents.items())
+
+
 def activation(golden: Golden, computed: Mapping[str, Any]) -> dict[str, Any]:
-    # Every channel is present, so `consent.email == "unknown"` works without has().
-    consent: dict[str, str] = dict.fromkeys(CHANNELS, "unknown")
-    for (channel, topic), record in golden.consents.items():
-        key = f"{channel}/{topic}" if topic else channel
-        consent[key] = "subscribed" if record.subscribed else "unsubscribed"
     return {"traits": trait_values(golden.traits), "computed": dict(computed),
-            "consent": consent}
+            "consent": consent_of(golden)}
 
 
 @dataclass(frozen=True)

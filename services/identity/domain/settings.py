@@ -21,8 +21,9 @@ from cjo_identity.domain.conversions import (
 from cjo_identity.domain.identifiers import BUILT_IN_TYPES, TYPE_NAME, USER_ID, Identifier
 from cjo_identity.domain.patterns import NESTED_REPETITION, nested_repetition
 from cjo_platform.errors import Violations
+from cjo_platform.profiles import CONSENT_CHANNELS
 
-CHANNELS = ("email", "sms", "push", "in_app", "webhook")
+CHANNELS = CONSENT_CHANNELS
 MAX_RULES = 100
 MAX_PATTERN_LENGTH = 256
 

@@ -113,13 +113,22 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     transitions = segments.refresh(
         session, workspace_id, {p: g for p, g in plan.golden.items() if p not in merged},
         merged, settings, now, before=plan.before)
+    # Journeys' conditions on these events read the profile's computed traits and segments
+    # as this batch left them.
+    states = segments.profile_states(
+        session, workspace_id, {a.profile_id for a in plan.accepted}
+        | {t.profile_id for t in transitions}
+        | {m.survivor_profile_id for m in plan.graph.merges})
     uow.publish(EVENTS_TOPIC, workspace_id, [
         # Merges first: the batch's events (and all later ones) carry the survivor's id, and
         # must find the merged profile's enrollments already moved to it.
-        *((merge_event(m, plan.golden.get(m.survivor_profile_id), now, traceparent),
+        *((merge_event(m, plan.golden.get(m.survivor_profile_id), now, traceparent,
+                       states.get(m.survivor_profile_id)),
            traceparent) for m in plan.graph.merges),
-        *((forwarded_event(a, traceparent), traceparent) for a in plan.accepted),
-        *((segment_event(t, plan.golden[t.profile_id], now, traceparent), traceparent)
+        *((forwarded_event(a, traceparent, states.get(a.profile_id)), traceparent)
+          for a in plan.accepted),
+        *((segment_event(t, plan.golden[t.profile_id], now, traceparent,
+                         state=states.get(t.profile_id)), traceparent)
           for t in transitions)])
     uow.publish(FACTS_TOPIC, workspace_id, [
         # Merges too, in the same transaction: analytics counts a merged profile's exposures

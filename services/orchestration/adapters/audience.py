@@ -13,7 +13,7 @@ from google.rpc import code_pb2
 from cjo.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from cjo_orchestration.adapters import stubs
 from cjo_platform.config import ServiceSettings
-from cjo_platform.protobuf import struct_to_dict
+from cjo_platform.profiles import view_from_proto
 from cjo_platform.rpc.batch import chunks
 from cjo_platform.rpc.client import channel, on_behalf_of
 
@@ -78,10 +78,10 @@ class Audience:
 
     async def traits(self, workspace_id: str,
                      profile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Traits keyed by the profile identity answered with, in listing order: a profile
-        merged away since the listing resolves to its survivor, so a person listed under both
-        ids appears once, under the id that still exists. A profile that no longer exists (or
-        that identity refuses to read) is left out."""
+        """Profile views (cjo_platform.profiles) keyed by the profile identity answered with, in
+        listing order: a profile merged away since the listing resolves to its survivor, so a
+        person listed under both ids appears once, under the id that still exists. A profile
+        that no longer exists (or that identity refuses to read) is left out."""
         found: dict[str, dict[str, Any]] = {}
         for chunk in chunks(profile_ids):
             try:
@@ -99,7 +99,7 @@ class Audience:
             for profile_id, result in zip(chunk, reply.results, strict=True):
                 if result.status.code == code_pb2.OK:
                     survivor = result.profile.profile_id or profile_id
-                    found.setdefault(survivor, struct_to_dict(result.profile.traits))
+                    found.setdefault(survivor, view_from_proto(result.profile))
                 elif result.status.code not in PERMANENT:
                     # This profile may be readable on a retry: the page is tried again. One a
                     # retry cannot read (gone, refused) is left out, like a deleted one.

@@ -1,4 +1,5 @@
-"""Clients of content (render) and delivery (send): one batch call per workspace per pass.
+"""Clients of identity (live profiles, profile updates), content (render) and delivery (send):
+one batch call per workspace per pass.
 
 Answers become the engine's SendResult vocabulary: a per-item status that retrying cannot fix is
 Rejected (the step fails), anything else Deferred (the same send is retried later, which is safe
@@ -25,6 +26,7 @@ from cjo_orchestration.domain.journeys import Channel
 from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendResult, Sent
 from cjo_platform.config import ServiceSettings
 from cjo_platform.logging import get_logger
+from cjo_platform.profiles import view_from_proto
 from cjo_platform.protobuf import dict_to_struct
 from cjo_platform.rpc.batch import call_in_chunks
 from cjo_platform.rpc.client import channel, on_behalf_of
@@ -67,6 +69,22 @@ class SendItem:
     time_zone: str = ""  # the profile's IANA zone, for delivery's quiet hours; "" the default
     topic: str = ""  # consent topic within the channel; "" the channel as a whole
     transactional: bool = False  # exempt from consent, frequency caps and quiet hours
+
+
+@dataclass(frozen=True)
+class LiveProfile:
+    """A profile as identity holds it now: ``profile_id`` is the survivor's when the id asked
+    for was merged away; ``view`` is what conditions and templates read as ``profile``."""
+
+    profile_id: str
+    view: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProfileGone:
+    """Identity answered NOT_FOUND: the profile was erased (or never existed)."""
+
+    detail: str
 
 
 # A cjo.common.v1.RenderedMessage, or why there is none.
@@ -127,7 +145,9 @@ class Peers:
 
     async def _in_chunks(self, peer: str, workspace_id: str, items: Sequence[Item],
                          call: Callable[[Sequence[Item], Metadata], Awaitable[Any]],
-                         answer: Callable[[Any], Outcome]) -> list[Outcome | Rejected | Deferred]:
+                         answer: Callable[[Any], Outcome],
+                         failure: Callable[[str, status_pb2.Status], Outcome | Rejected | Deferred]
+                         = _item_failure) -> list[Outcome | Rejected | Deferred]:
         """One batch call per chunk of ``items``; each result with an OK status becomes
         ``answer(result)``, any other its Rejected or Deferred. A failure that names no item
         (the whole call failed, or it answered the wrong number of results) defers every item
@@ -151,7 +171,7 @@ class Peers:
             if len(reply.results) != len(chunk):
                 return [_miscount(peer, len(reply.results), len(chunk))] * len(chunk)
             return [answer(result) if result.status.code == code_pb2.OK
-                    else _item_failure(peer, result.status) for result in reply.results]
+                    else failure(peer, result.status) for result in reply.results]
 
         async def halves(chunk: Sequence[Item]) -> list[Outcome | Rejected | Deferred]:
             # One after the other: a peer failing every call gets at most 2n - 1 calls, in turn.
@@ -178,6 +198,29 @@ class Peers:
 
         return await self._in_chunks("content", workspace_id, items, call,
                                      lambda result: result.message)
+
+    async def profiles(self, workspace_id: str, profile_ids: Sequence[str]
+                       ) -> list[LiveProfile | ProfileGone | Rejected | Deferred]:
+        """The profiles as identity holds them now (BatchGetProfiles, chunks of 1,000): a
+        merged-away id answers its survivor, an erased profile NOT_FOUND (ProfileGone)."""
+        stub = stubs.identity(channel(self.settings.peer("identity")))
+
+        async def call(chunk: Sequence[str], metadata: Metadata) -> Any:
+            return await stub.BatchGetProfiles(
+                identity_service_pb2.BatchGetProfilesRequest(
+                    names=[f"profiles/{profile_id}" for profile_id in chunk]),
+                metadata=metadata, timeout=self.timeout)
+
+        def failure(peer: str, status: status_pb2.Status) -> ProfileGone | Rejected | Deferred:
+            if status.code == code_pb2.NOT_FOUND:
+                return ProfileGone(f"{peer}: NOT_FOUND: {status.message}")
+            return _item_failure(peer, status)
+
+        def answer(result: Any) -> LiveProfile | ProfileGone:
+            return LiveProfile(result.profile.profile_id, view_from_proto(result.profile))
+
+        return await self._in_chunks("identity", workspace_id, profile_ids, call, answer,
+                                     failure)
 
     async def update_profiles(self, workspace_id: str,
                               orders: Sequence[ProfileOrder]) -> list[SendResult]:

@@ -34,6 +34,7 @@ from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.limits import MAX_PROFILE_ID_LENGTH, check_id
 from cjo_platform.paging import decode_token, encode_token, page_size
+from cjo_platform.profiles import consent_from_proto, profile_view, segment_id
 from cjo_platform.protobuf import struct_to_dict
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
@@ -102,7 +103,11 @@ def _forwarded(item: pb.ForwardedEvent, default_traceparent: str) -> events.Forw
     return events.ForwardedEvent(
         event_id=item.event_id, profile_id=item.profile_id, event_name=item.event.name,
         properties=struct_to_dict(item.event.properties),
-        traits=struct_to_dict(item.profile_traits),
+        # The profile as of this event, as every condition evaluated on it reads `profile`.
+        traits=profile_view(struct_to_dict(item.profile_traits),
+                            struct_to_dict(item.computed_traits),
+                            (segment_id(s) for s in item.segments),
+                            consent_from_proto(item.consents)),
         traceparent=item.traceparent or default_traceparent)
 
 

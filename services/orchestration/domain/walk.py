@@ -59,6 +59,7 @@ from cjo_orchestration.domain.transitions import (
     visited,
 )
 from cjo_platform.backoff import RetryPolicy
+from cjo_platform.profiles import with_traits
 
 
 def advance(enrollment: Enrollment, graph: JourneyGraph, now: datetime) -> Transition:
@@ -100,6 +101,10 @@ def _succeeded(enrollment: Enrollment, action: Action | None, order: Order, resu
                else "")
     step = Step(order.node_id, order.visit, StepOutcome.SUCCEEDED, result.message_id, now)
     facts: list[FactRecord] = []
+    if isinstance(order, ProfileOrder):
+        # Identity accepted the traits: the nodes walked next in this pass read them (the next
+        # round reads them back from identity).
+        enrollment = evolve(enrollment, traits=with_traits(enrollment.traits, order.traits))
     if isinstance(order, SendOrder):
         facts.append(enrollment.fact(f"requested:{order.idempotency_key}",
                                      FactKind.MESSAGE_REQUESTED, now,

@@ -1,29 +1,46 @@
-"""The step round: claim due enrollments with a lease, advance them through the pure engine,
-render and send (or update profiles) through the peers with one batch call per workspace, and
-record steps, state and facts, all as long as the lease still holds."""
+"""The step round: claim due enrollments with a lease, read their profiles as identity holds
+them now (one BatchGetProfiles per workspace), advance them through the pure engine, render and
+send (or update profiles) through the peers with one batch call per workspace, and record steps,
+state and facts, all as long as the lease still holds.
+
+Consistency: a step sees every identity change accepted before its round read the profile (its
+traits, computed traits, segments, consent and the address a send goes to; a merged-away
+profile reads as its survivor). When identity cannot answer, the workspace's group is not
+advanced on the data it held: it is retried with the send backoff (and fails once that is
+spent, like a send). A profile identity no longer has (erased) ends the enrollment the way an
+erasure does (exited, "profile_deleted"): nothing is sent to it."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
-from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
+from cjo_orchestration.adapters.peers import (
+    LiveProfile,
+    ProfileGone,
+    RenderItem,
+    RenderOutcome,
+    SendItem,
+)
 from cjo_orchestration.domain.conditions import error_detail
-from cjo_orchestration.domain.enrollment import Enrollment
+from cjo_orchestration.domain.enrollment import Enrollment, evolve
 from cjo_orchestration.domain.events import JourneyError
 from cjo_orchestration.domain.journeys import JourneyGraph
+from cjo_orchestration.domain.lifecycle import erase_enrollment
 from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendOrder, SendResult
 from cjo_orchestration.domain.timing import profile_time_zone
 from cjo_orchestration.domain.transitions import Transition
-from cjo_orchestration.domain.walk import advance, after_send, fail_enrollment
+from cjo_orchestration.domain.walk import advance, after_send, fail_enrollment, retry_later
 from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.settings import EngineSettings
 from cjo_platform.db.item_writes import database_unavailable
@@ -69,8 +86,15 @@ def release(uow: UnitOfWork, token: str, claimed: Sequence[Enrollment]) -> None:
                              [(e.workspace_id, e.enrollment_id) for e in claimed])
 
 
+ProfileAnswer = LiveProfile | ProfileGone | Rejected | Deferred
+PROFILE_READS_KEPT = 10_000  # durations of the latest profile reads, for the benchmark's p50
+
+
 class StepPeers(Protocol):
     """What a step needs from content, delivery and identity (adapters.peers.Peers)."""
+
+    async def profiles(self, workspace_id: str,
+                       profile_ids: Sequence[str]) -> list[ProfileAnswer]: ...
 
     async def render(self, workspace_id: str,
                      items: Sequence[RenderItem]) -> list[RenderOutcome]: ...
@@ -91,6 +115,8 @@ class StepRound:
         self.peers = peers
         self.settings = settings
         self._graphs: dict[VersionKey, JourneyGraph] = {}
+        # Seconds each workspace group's profile read took (latest first out).
+        self.profile_read_seconds: deque[float] = deque(maxlen=PROFILE_READS_KEPT)
 
     async def run(self) -> bool:
         """Run one batch of due enrollments; True when the batch was full (more may wait)."""
@@ -175,8 +201,11 @@ class StepRound:
             if len(group) == 1:
                 span.set_attribute("cjo.enrollment.id", group[0].enrollment_id)
                 span.set_attribute("cjo.journey.id", group[0].journey_id)
+            live = await self._live(workspace_id, group)
             now = self.transactions.clock.now()
-            transitions = [self._advance(e, now) for e in group]
+            transitions = [self._advance(evolve(e, traits=view), now)
+                           if isinstance(view, dict) else view
+                           for e, view in zip(group, live, strict=True)]
             waiting = [i for i, t in enumerate(transitions) if t.send is not None]
             if not waiting:
                 return transitions
@@ -203,6 +232,42 @@ class StepRound:
                 transitions[i] = Transition(after.enrollment, before.steps + after.steps,
                                             before.facts + after.facts, error=error)
             return transitions
+
+    async def _live(self, workspace_id: str,
+                    group: Sequence[Enrollment]) -> list[dict[str, Any] | Transition]:
+        """Each enrollment's profile view as identity holds it now, or the transition that
+        replaces its step: retried later (identity could not answer), ended (erased), failed
+        (retries spent)."""
+        profile_ids = list(dict.fromkeys(e.profile_id for e in group))
+        started = time.perf_counter()
+        try:
+            answers = dict(zip(profile_ids, await self.peers.profiles(workspace_id, profile_ids),
+                               strict=True))
+        except Exception as exc:
+            # Not an answer about any one profile: the whole group waits, like failed sends.
+            log.exception("reading a workspace's profiles failed; retrying its steps later",
+                          workspace=workspace_id)
+            answers = dict.fromkeys(profile_ids, Deferred(error_detail(exc)))
+        self.profile_read_seconds.append(time.perf_counter() - started)
+        now = self.transactions.clock.now()
+        return [self._with_profile(e, answers[e.profile_id], now) for e in group]
+
+    def _with_profile(self, enrollment: Enrollment, answer: ProfileAnswer,
+                      now: datetime) -> dict[str, Any] | Transition:
+        if isinstance(answer, LiveProfile):
+            return answer.view
+        if isinstance(answer, ProfileGone):
+            # Erased: nothing may be sent to it; identity's erasure event will say the same.
+            return erase_enrollment(enrollment, now)
+        attempts = enrollment.attempts + 1
+        if isinstance(answer, Rejected) or self.settings.retry.exhausted(attempts):
+            detail = (answer.detail if isinstance(answer, Rejected)
+                      else f"gave up after {attempts} attempts: {answer.detail}")
+            # Identity's trouble, not the journey's: no journey error is counted.
+            return replace(fail_enrollment(enrollment, now,
+                                           f"the profile could not be read: {detail}"), error="")
+        return retry_later(enrollment, f"the profile could not be read: {answer.detail}",
+                           attempts, now, self.settings.retry)
 
     def _advance(self, enrollment: Enrollment, now: datetime) -> Transition:
         """The engine's walk (which fails a node that raises by the node's policy); anything

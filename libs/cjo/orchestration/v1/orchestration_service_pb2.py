@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cjo.identity.v1 import consent_pb2 as cjo_dot_identity_dot_v1_dot_consent__pb2
 from cjo.identity.v1 import event_pb2 as cjo_dot_identity_dot_v1_dot_event__pb2
 from cjo.orchestration.v1 import enrollment_pb2 as cjo_dot_orchestration_dot_v1_dot_enrollment__pb2
 from cjo.orchestration.v1 import journey_pb2 as cjo_dot_orchestration_dot_v1_dot_journey__pb2
@@ -31,73 +32,73 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0cjo/orchestration/v1/orchestration_service.proto\x12\x14\x63jo.orchestration.v1\x1a\x1b\x63jo/identity/v1/event.proto\x1a%cjo/orchestration/v1/enrollment.proto\x1a\"cjo/orchestration/v1/journey.proto\x1a.cjo/orchestration/v1/schedule_occurrence.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\"Z\n\x14\x43reateJourneyRequest\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x15\x43reateJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"!\n\x11GetJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x12GetJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"<\n\x13ListJourneysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListJourneysResponse\x12/\n\x08journeys\x18\x01 \x03(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x14UpdateJourneyRequest\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"G\n\x15UpdateJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"9\n\x15PublishJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x16PublishJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"7\n\x13PauseJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"F\n\x14PauseJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"8\n\x14ResumeJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x15ResumeJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"\xa6\x01\n\rEnrollRequest\x12\x0f\n\x07journey\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12/\n\x0eprofile_traits\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\nproperties\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"[\n\x0e\x45nrollResponse\x12\x34\n\nenrollment\x18\x01 \x01(\x0b\x32 .cjo.orchestration.v1.Enrollment\x12\x13\n\x0bskip_reason\x18\x02 \x01(\t\"9\n\x15\x41rchiveJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x16\x41rchiveJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"\xa3\x01\n\x0e\x46orwardedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12%\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x16.cjo.identity.v1.Event\x12/\n\x0eprofile_traits\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"K\n\x13HandleEventsRequest\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.cjo.orchestration.v1.ForwardedEvent\"J\n\x11HandleEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"P\n\x14HandleEventsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.cjo.orchestration.v1.HandleEventResult\"$\n\x14GetEnrollmentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x15GetEnrollmentResponse\x12\x34\n\nenrollment\x18\x01 \x01(\x0b\x32 .cjo.orchestration.v1.Enrollment\"c\n\x16ListEnrollmentsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"i\n\x17ListEnrollmentsResponse\x12\x35\n\x0b\x65nrollments\x18\x01 \x03(\x0b\x32 .cjo.orchestration.v1.Enrollment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x1cGetScheduleOccurrenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x1dGetScheduleOccurrenceResponse\x12<\n\noccurrence\x18\x01 \x01(\x0b\x32(.cjo.orchestration.v1.ScheduleOccurrence\"\x96\x01\n\x1eListScheduleOccurrencesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12=\n\x05state\x18\x04 \x01(\x0e\x32..cjo.orchestration.v1.ScheduleOccurrence.State\"y\n\x1fListScheduleOccurrencesResponse\x12=\n\x0boccurrences\x18\x01 \x03(\x0b\x32(.cjo.orchestration.v1.ScheduleOccurrence\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xff\x0b\n\x14OrchestrationService\x12h\n\rCreateJourney\x12*.cjo.orchestration.v1.CreateJourneyRequest\x1a+.cjo.orchestration.v1.CreateJourneyResponse\x12_\n\nGetJourney\x12\'.cjo.orchestration.v1.GetJourneyRequest\x1a(.cjo.orchestration.v1.GetJourneyResponse\x12\x65\n\x0cListJourneys\x12).cjo.orchestration.v1.ListJourneysRequest\x1a*.cjo.orchestration.v1.ListJourneysResponse\x12h\n\rUpdateJourney\x12*.cjo.orchestration.v1.UpdateJourneyRequest\x1a+.cjo.orchestration.v1.UpdateJourneyResponse\x12k\n\x0ePublishJourney\x12+.cjo.orchestration.v1.PublishJourneyRequest\x1a,.cjo.orchestration.v1.PublishJourneyResponse\x12\x65\n\x0cPauseJourney\x12).cjo.orchestration.v1.PauseJourneyRequest\x1a*.cjo.orchestration.v1.PauseJourneyResponse\x12h\n\rResumeJourney\x12*.cjo.orchestration.v1.ResumeJourneyRequest\x1a+.cjo.orchestration.v1.ResumeJourneyResponse\x12S\n\x06\x45nroll\x12#.cjo.orchestration.v1.EnrollRequest\x1a$.cjo.orchestration.v1.EnrollResponse\x12k\n\x0e\x41rchiveJourney\x12+.cjo.orchestration.v1.ArchiveJourneyRequest\x1a,.cjo.orchestration.v1.ArchiveJourneyResponse\x12\x65\n\x0cHandleEvents\x12).cjo.orchestration.v1.HandleEventsRequest\x1a*.cjo.orchestration.v1.HandleEventsResponse\x12h\n\rGetEnrollment\x12*.cjo.orchestration.v1.GetEnrollmentRequest\x1a+.cjo.orchestration.v1.GetEnrollmentResponse\x12n\n\x0fListEnrollments\x12,.cjo.orchestration.v1.ListEnrollmentsRequest\x1a-.cjo.orchestration.v1.ListEnrollmentsResponse\x12\x80\x01\n\x15GetScheduleOccurrence\x12\x32.cjo.orchestration.v1.GetScheduleOccurrenceRequest\x1a\x33.cjo.orchestration.v1.GetScheduleOccurrenceResponse\x12\x86\x01\n\x17ListScheduleOccurrences\x12\x34.cjo.orchestration.v1.ListScheduleOccurrencesRequest\x1a\x35.cjo.orchestration.v1.ListScheduleOccurrencesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0cjo/orchestration/v1/orchestration_service.proto\x12\x14\x63jo.orchestration.v1\x1a\x1d\x63jo/identity/v1/consent.proto\x1a\x1b\x63jo/identity/v1/event.proto\x1a%cjo/orchestration/v1/enrollment.proto\x1a\"cjo/orchestration/v1/journey.proto\x1a.cjo/orchestration/v1/schedule_occurrence.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\"Z\n\x14\x43reateJourneyRequest\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x15\x43reateJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"!\n\x11GetJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x12GetJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"<\n\x13ListJourneysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListJourneysResponse\x12/\n\x08journeys\x18\x01 \x03(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x14UpdateJourneyRequest\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"G\n\x15UpdateJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"9\n\x15PublishJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x16PublishJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"7\n\x13PauseJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"F\n\x14PauseJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"8\n\x14ResumeJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x15ResumeJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"\xa6\x01\n\rEnrollRequest\x12\x0f\n\x07journey\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12/\n\x0eprofile_traits\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\nproperties\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"[\n\x0e\x45nrollResponse\x12\x34\n\nenrollment\x18\x01 \x01(\x0b\x32 .cjo.orchestration.v1.Enrollment\x12\x13\n\x0bskip_reason\x18\x02 \x01(\t\"9\n\x15\x41rchiveJourneyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x16\x41rchiveJourneyResponse\x12.\n\x07journey\x18\x01 \x01(\x0b\x32\x1d.cjo.orchestration.v1.Journey\"\x93\x02\n\x0e\x46orwardedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12%\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x16.cjo.identity.v1.Event\x12/\n\x0eprofile_traits\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x30\n\x0f\x63omputed_traits\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08segments\x18\x07 \x03(\t\x12*\n\x08\x63onsents\x18\x08 \x03(\x0b\x32\x18.cjo.identity.v1.Consent\"K\n\x13HandleEventsRequest\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.cjo.orchestration.v1.ForwardedEvent\"J\n\x11HandleEventResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"P\n\x14HandleEventsResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.cjo.orchestration.v1.HandleEventResult\"$\n\x14GetEnrollmentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x15GetEnrollmentResponse\x12\x34\n\nenrollment\x18\x01 \x01(\x0b\x32 .cjo.orchestration.v1.Enrollment\"c\n\x16ListEnrollmentsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\nprofile_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"i\n\x17ListEnrollmentsResponse\x12\x35\n\x0b\x65nrollments\x18\x01 \x03(\x0b\x32 .cjo.orchestration.v1.Enrollment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x1cGetScheduleOccurrenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x1dGetScheduleOccurrenceResponse\x12<\n\noccurrence\x18\x01 \x01(\x0b\x32(.cjo.orchestration.v1.ScheduleOccurrence\"\x96\x01\n\x1eListScheduleOccurrencesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12=\n\x05state\x18\x04 \x01(\x0e\x32..cjo.orchestration.v1.ScheduleOccurrence.State\"y\n\x1fListScheduleOccurrencesResponse\x12=\n\x0boccurrences\x18\x01 \x03(\x0b\x32(.cjo.orchestration.v1.ScheduleOccurrence\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xff\x0b\n\x14OrchestrationService\x12h\n\rCreateJourney\x12*.cjo.orchestration.v1.CreateJourneyRequest\x1a+.cjo.orchestration.v1.CreateJourneyResponse\x12_\n\nGetJourney\x12\'.cjo.orchestration.v1.GetJourneyRequest\x1a(.cjo.orchestration.v1.GetJourneyResponse\x12\x65\n\x0cListJourneys\x12).cjo.orchestration.v1.ListJourneysRequest\x1a*.cjo.orchestration.v1.ListJourneysResponse\x12h\n\rUpdateJourney\x12*.cjo.orchestration.v1.UpdateJourneyRequest\x1a+.cjo.orchestration.v1.UpdateJourneyResponse\x12k\n\x0ePublishJourney\x12+.cjo.orchestration.v1.PublishJourneyRequest\x1a,.cjo.orchestration.v1.PublishJourneyResponse\x12\x65\n\x0cPauseJourney\x12).cjo.orchestration.v1.PauseJourneyRequest\x1a*.cjo.orchestration.v1.PauseJourneyResponse\x12h\n\rResumeJourney\x12*.cjo.orchestration.v1.ResumeJourneyRequest\x1a+.cjo.orchestration.v1.ResumeJourneyResponse\x12S\n\x06\x45nroll\x12#.cjo.orchestration.v1.EnrollRequest\x1a$.cjo.orchestration.v1.EnrollResponse\x12k\n\x0e\x41rchiveJourney\x12+.cjo.orchestration.v1.ArchiveJourneyRequest\x1a,.cjo.orchestration.v1.ArchiveJourneyResponse\x12\x65\n\x0cHandleEvents\x12).cjo.orchestration.v1.HandleEventsRequest\x1a*.cjo.orchestration.v1.HandleEventsResponse\x12h\n\rGetEnrollment\x12*.cjo.orchestration.v1.GetEnrollmentRequest\x1a+.cjo.orchestration.v1.GetEnrollmentResponse\x12n\n\x0fListEnrollments\x12,.cjo.orchestration.v1.ListEnrollmentsRequest\x1a-.cjo.orchestration.v1.ListEnrollmentsResponse\x12\x80\x01\n\x15GetScheduleOccurrence\x12\x32.cjo.orchestration.v1.GetScheduleOccurrenceRequest\x1a\x33.cjo.orchestration.v1.GetScheduleOccurrenceResponse\x12\x86\x01\n\x17ListScheduleOccurrences\x12\x34.cjo.orchestration.v1.ListScheduleOccurrencesRequest\x1a\x35.cjo.orchestration.v1.ListScheduleOccurrencesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.orchestration.v1.orchestration_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEJOURNEYREQUEST']._serialized_start=315
-  _globals['_CREATEJOURNEYREQUEST']._serialized_end=405
-  _globals['_CREATEJOURNEYRESPONSE']._serialized_start=407
-  _globals['_CREATEJOURNEYRESPONSE']._serialized_end=478
-  _globals['_GETJOURNEYREQUEST']._serialized_start=480
-  _globals['_GETJOURNEYREQUEST']._serialized_end=513
-  _globals['_GETJOURNEYRESPONSE']._serialized_start=515
-  _globals['_GETJOURNEYRESPONSE']._serialized_end=583
-  _globals['_LISTJOURNEYSREQUEST']._serialized_start=585
-  _globals['_LISTJOURNEYSREQUEST']._serialized_end=645
-  _globals['_LISTJOURNEYSRESPONSE']._serialized_start=647
-  _globals['_LISTJOURNEYSRESPONSE']._serialized_end=743
-  _globals['_UPDATEJOURNEYREQUEST']._serialized_start=746
-  _globals['_UPDATEJOURNEYREQUEST']._serialized_end=885
-  _globals['_UPDATEJOURNEYRESPONSE']._serialized_start=887
-  _globals['_UPDATEJOURNEYRESPONSE']._serialized_end=958
-  _globals['_PUBLISHJOURNEYREQUEST']._serialized_start=960
-  _globals['_PUBLISHJOURNEYREQUEST']._serialized_end=1017
-  _globals['_PUBLISHJOURNEYRESPONSE']._serialized_start=1019
-  _globals['_PUBLISHJOURNEYRESPONSE']._serialized_end=1091
-  _globals['_PAUSEJOURNEYREQUEST']._serialized_start=1093
-  _globals['_PAUSEJOURNEYREQUEST']._serialized_end=1148
-  _globals['_PAUSEJOURNEYRESPONSE']._serialized_start=1150
-  _globals['_PAUSEJOURNEYRESPONSE']._serialized_end=1220
-  _globals['_RESUMEJOURNEYREQUEST']._serialized_start=1222
-  _globals['_RESUMEJOURNEYREQUEST']._serialized_end=1278
-  _globals['_RESUMEJOURNEYRESPONSE']._serialized_start=1280
-  _globals['_RESUMEJOURNEYRESPONSE']._serialized_end=1351
-  _globals['_ENROLLREQUEST']._serialized_start=1354
-  _globals['_ENROLLREQUEST']._serialized_end=1520
-  _globals['_ENROLLRESPONSE']._serialized_start=1522
-  _globals['_ENROLLRESPONSE']._serialized_end=1613
-  _globals['_ARCHIVEJOURNEYREQUEST']._serialized_start=1615
-  _globals['_ARCHIVEJOURNEYREQUEST']._serialized_end=1672
-  _globals['_ARCHIVEJOURNEYRESPONSE']._serialized_start=1674
-  _globals['_ARCHIVEJOURNEYRESPONSE']._serialized_end=1746
-  _globals['_FORWARDEDEVENT']._serialized_start=1749
-  _globals['_FORWARDEDEVENT']._serialized_end=1912
-  _globals['_HANDLEEVENTSREQUEST']._serialized_start=1914
-  _globals['_HANDLEEVENTSREQUEST']._serialized_end=1989
-  _globals['_HANDLEEVENTRESULT']._serialized_start=1991
-  _globals['_HANDLEEVENTRESULT']._serialized_end=2065
-  _globals['_HANDLEEVENTSRESPONSE']._serialized_start=2067
-  _globals['_HANDLEEVENTSRESPONSE']._serialized_end=2147
-  _globals['_GETENROLLMENTREQUEST']._serialized_start=2149
-  _globals['_GETENROLLMENTREQUEST']._serialized_end=2185
-  _globals['_GETENROLLMENTRESPONSE']._serialized_start=2187
-  _globals['_GETENROLLMENTRESPONSE']._serialized_end=2264
-  _globals['_LISTENROLLMENTSREQUEST']._serialized_start=2266
-  _globals['_LISTENROLLMENTSREQUEST']._serialized_end=2365
-  _globals['_LISTENROLLMENTSRESPONSE']._serialized_start=2367
-  _globals['_LISTENROLLMENTSRESPONSE']._serialized_end=2472
-  _globals['_GETSCHEDULEOCCURRENCEREQUEST']._serialized_start=2474
-  _globals['_GETSCHEDULEOCCURRENCEREQUEST']._serialized_end=2518
-  _globals['_GETSCHEDULEOCCURRENCERESPONSE']._serialized_start=2520
-  _globals['_GETSCHEDULEOCCURRENCERESPONSE']._serialized_end=2613
-  _globals['_LISTSCHEDULEOCCURRENCESREQUEST']._serialized_start=2616
-  _globals['_LISTSCHEDULEOCCURRENCESREQUEST']._serialized_end=2766
-  _globals['_LISTSCHEDULEOCCURRENCESRESPONSE']._serialized_start=2768
-  _globals['_LISTSCHEDULEOCCURRENCESRESPONSE']._serialized_end=2889
-  _globals['_ORCHESTRATIONSERVICE']._serialized_start=2892
-  _globals['_ORCHESTRATIONSERVICE']._serialized_end=4427
+  _globals['_CREATEJOURNEYREQUEST']._serialized_start=346
+  _globals['_CREATEJOURNEYREQUEST']._serialized_end=436
+  _globals['_CREATEJOURNEYRESPONSE']._serialized_start=438
+  _globals['_CREATEJOURNEYRESPONSE']._serialized_end=509
+  _globals['_GETJOURNEYREQUEST']._serialized_start=511
+  _globals['_GETJOURNEYREQUEST']._serialized_end=544
+  _globals['_GETJOURNEYRESPONSE']._serialized_start=546
+  _globals['_GETJOURNEYRESPONSE']._serialized_end=614
+  _globals['_LISTJOURNEYSREQUEST']._serialized_start=616
+  _globals['_LISTJOURNEYSREQUEST']._serialized_end=676
+  _globals['_LISTJOURNEYSRESPONSE']._serialized_start=678
+  _globals['_LISTJOURNEYSRESPONSE']._serialized_end=774
+  _globals['_UPDATEJOURNEYREQUEST']._serialized_start=777
+  _globals['_UPDATEJOURNEYREQUEST']._serialized_end=916
+  _globals['_UPDATEJOURNEYRESPONSE']._serialized_start=918
+  _globals['_UPDATEJOURNEYRESPONSE']._serialized_end=989
+  _globals['_PUBLISHJOURNEYREQUEST']._serialized_start=991
+  _globals['_PUBLISHJOURNEYREQUEST']._serialized_end=1048
+  _globals['_PUBLISHJOURNEYRESPONSE']._serialized_start=1050
+  _globals['_PUBLISHJOURNEYRESPONSE']._serialized_end=1122
+  _globals['_PAUSEJOURNEYREQUEST']._serialized_start=1124
+  _globals['_PAUSEJOURNEYREQUEST']._serialized_end=1179
+  _globals['_PAUSEJOURNEYRESPONSE']._serialized_start=1181
+  _globals['_PAUSEJOURNEYRESPONSE']._serialized_end=1251
+  _globals['_RESUMEJOURNEYREQUEST']._serialized_start=1253
+  _globals['_RESUMEJOURNEYREQUEST']._serialized_end=1309
+  _globals['_RESUMEJOURNEYRESPONSE']._serialized_start=1311
+  _globals['_RESUMEJOURNEYRESPONSE']._serialized_end=1382
+  _globals['_ENROLLREQUEST']._serialized_start=1385
+  _globals['_ENROLLREQUEST']._serialized_end=1551
+  _globals['_ENROLLRESPONSE']._serialized_start=1553
+  _globals['_ENROLLRESPONSE']._serialized_end=1644
+  _globals['_ARCHIVEJOURNEYREQUEST']._serialized_start=1646
+  _globals['_ARCHIVEJOURNEYREQUEST']._serialized_end=1703
+  _globals['_ARCHIVEJOURNEYRESPONSE']._serialized_start=1705
+  _globals['_ARCHIVEJOURNEYRESPONSE']._serialized_end=1777
+  _globals['_FORWARDEDEVENT']._serialized_start=1780
+  _globals['_FORWARDEDEVENT']._serialized_end=2055
+  _globals['_HANDLEEVENTSREQUEST']._serialized_start=2057
+  _globals['_HANDLEEVENTSREQUEST']._serialized_end=2132
+  _globals['_HANDLEEVENTRESULT']._serialized_start=2134
+  _globals['_HANDLEEVENTRESULT']._serialized_end=2208
+  _globals['_HANDLEEVENTSRESPONSE']._serialized_start=2210
+  _globals['_HANDLEEVENTSRESPONSE']._serialized_end=2290
+  _globals['_GETENROLLMENTREQUEST']._serialized_start=2292
+  _globals['_GETENROLLMENTREQUEST']._serialized_end=2328
+  _globals['_GETENROLLMENTRESPONSE']._serialized_start=2330
+  _globals['_GETENROLLMENTRESPONSE']._serialized_end=2407
+  _globals['_LISTENROLLMENTSREQUEST']._serialized_start=2409
+  _globals['_LISTENROLLMENTSREQUEST']._serialized_end=2508
+  _globals['_LISTENROLLMENTSRESPONSE']._serialized_start=2510
+  _globals['_LISTENROLLMENTSRESPONSE']._serialized_end=2615
+  _globals['_GETSCHEDULEOCCURRENCEREQUEST']._serialized_start=2617
+  _globals['_GETSCHEDULEOCCURRENCEREQUEST']._serialized_end=2661
+  _globals['_GETSCHEDULEOCCURRENCERESPONSE']._serialized_start=2663
+  _globals['_GETSCHEDULEOCCURRENCERESPONSE']._serialized_end=2756
+  _globals['_LISTSCHEDULEOCCURRENCESREQUEST']._serialized_start=2759
+  _globals['_LISTSCHEDULEOCCURRENCESREQUEST']._serialized_end=2909
+  _globals['_LISTSCHEDULEOCCURRENCESRESPONSE']._serialized_start=2911
+  _globals['_LISTSCHEDULEOCCURRENCESRESPONSE']._serialized_end=3032
+  _globals['_ORCHESTRATIONSERVICE']._serialized_start=3035
+  _globals['_ORCHESTRATIONSERVICE']._serialized_end=4570
 # @@protoc_insertion_point(module_scope)

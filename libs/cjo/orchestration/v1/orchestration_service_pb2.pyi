@@ -1,3 +1,4 @@
+from cjo.identity.v1 import consent_pb2 as _consent_pb2
 from cjo.identity.v1 import event_pb2 as _event_pb2
 from cjo.orchestration.v1 import enrollment_pb2 as _enrollment_pb2
 from cjo.orchestration.v1 import journey_pb2 as _journey_pb2
@@ -150,18 +151,24 @@ class ArchiveJourneyResponse(_message.Message):
     def __init__(self, journey: _Optional[_Union[_journey_pb2.Journey, _Mapping]] = ...) -> None: ...
 
 class ForwardedEvent(_message.Message):
-    __slots__ = ("event_id", "profile_id", "event", "profile_traits", "traceparent")
+    __slots__ = ("event_id", "profile_id", "event", "profile_traits", "traceparent", "computed_traits", "segments", "consents")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     PROFILE_TRAITS_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_TRAITS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    CONSENTS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     profile_id: str
     event: _event_pb2.Event
     profile_traits: _struct_pb2.Struct
     traceparent: str
-    def __init__(self, event_id: _Optional[str] = ..., profile_id: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., profile_traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    computed_traits: _struct_pb2.Struct
+    segments: _containers.RepeatedScalarFieldContainer[str]
+    consents: _containers.RepeatedCompositeFieldContainer[_consent_pb2.Consent]
+    def __init__(self, event_id: _Optional[str] = ..., profile_id: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., profile_traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., traceparent: _Optional[str] = ..., computed_traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., segments: _Optional[_Iterable[str]] = ..., consents: _Optional[_Iterable[_Union[_consent_pb2.Consent, _Mapping]]] = ...) -> None: ...
 
 class HandleEventsRequest(_message.Message):
     __slots__ = ("events",)

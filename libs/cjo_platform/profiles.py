@@ -1,0 +1,95 @@
+"""The profile view: what a condition's ``profile`` (CEL) and a template's ``profile.*``
+(Liquid) see of a person, built in one place for every service.
+
+The profile's traits sit flat at the top (``profile.email``), beside three reserved keys:
+
+- ``computed``: the computed traits, by name (``profile.computed.orders_30d``);
+- ``segments``: the ids of the segments the profile is a member of
+  (``'vip' in profile.segments``);
+- ``consent``: what the person said per channel (``profile.consent.email``) and per
+  ``channel/topic`` (``profile.consent['email/newsletter']``): "subscribed", "unsubscribed" or,
+  for a channel nobody said anything about, "unknown". Identity's segment conditions read the
+  same shape as their ``consent`` variable (:func:`consent_view`).
+
+A trait named like a reserved key is shadowed by it in the view (the profile keeps it; read it
+through identity's GetProfile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cjo.common.v1 import common_pb2
+from cjo.identity.v1 import consent_pb2, profile_pb2
+from cjo_platform.protobuf import struct_to_dict
+
+# The channels consent is recorded for; every one is present in a consent view.
+CONSENT_CHANNELS = ("email", "sms", "push", "in_app", "webhook")
+COMPUTED = "computed"
+SEGMENTS = "segments"
+CONSENT = "consent"
+RESERVED_KEYS = frozenset({COMPUTED, SEGMENTS, CONSENT})
+SUBSCRIBED = "subscribed"
+UNSUBSCRIBED = "unsubscribed"
+UNKNOWN = "unknown"
+
+
+def consent_view(records: Iterable[tuple[str, str, bool]]) -> dict[str, str]:
+    """``{channel: state, "channel/topic": state}`` from (channel, topic, subscribed) records.
+    Every channel is present, so ``consent.email == "unknown"`` works without ``has()``."""
+    consent: dict[str, str] = dict.fromkeys(CONSENT_CHANNELS, UNKNOWN)
+    for channel, topic, subscribed in records:
+        consent[f"{channel}/{topic}" if topic else channel] = (
+            SUBSCRIBED if subscribed else UNSUBSCRIBED)
+    return consent
+
+
+def profile_view(traits: Mapping[str, Any], computed: Mapping[str, Any] | None = None,
+                 segments: Iterable[str] = (),
+                 consent: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The view of a profile: its traits at the top, then the reserved keys (which win over a
+    trait of the same name)."""
+    return {**traits, COMPUTED: dict(computed or {}), SEGMENTS: sorted(set(segments)),
+            CONSENT: dict(consent) if consent is not None else consent_view(())}
+
+
+def with_traits(view: Mapping[str, Any], traits: Mapping[str, Any]) -> dict[str, Any]:
+    """``view`` after ``traits`` were set on the profile (the reserved keys stay)."""
+    return {**view, **{k: v for k, v in traits.items() if k not in RESERVED_KEYS}}
+
+
+# --- from the identity protos -------------------------------------------------------------------
+
+
+def channel_name(channel: int) -> str:
+    """``CHANNEL_IN_APP`` -> ``in_app``."""
+    name: str = common_pb2.Channel.Name(channel)
+    return name.removeprefix("CHANNEL_").lower()
+
+
+def channel_proto(name: str) -> common_pb2.Channel:
+    """``in_app`` -> ``CHANNEL_IN_APP``."""
+    value: common_pb2.Channel = common_pb2.Channel.Value(f"CHANNEL_{name.upper()}")
+    return value
+
+
+_SAID = (consent_pb2.CONSENT_STATE_SUBSCRIBED, consent_pb2.CONSENT_STATE_UNSUBSCRIBED)
+
+
+def consent_from_proto(consents: Iterable[consent_pb2.Consent]) -> dict[str, str]:
+    return consent_view(
+        (channel_name(c.channel), c.topic, c.state == consent_pb2.CONSENT_STATE_SUBSCRIBED)
+        for c in consents if c.state in _SAID)
+
+
+def segment_id(name: str) -> str:
+    """``segments/{id}`` -> ``id`` (an id given bare stays as it is)."""
+    return name.removeprefix("segments/")
+
+
+def view_from_proto(profile: profile_pb2.Profile) -> dict[str, Any]:
+    """The view of a profile identity answered (GetProfile, BatchGetProfiles)."""
+    return profile_view(struct_to_dict(profile.traits), struct_to_dict(profile.computed_traits),
+                        (segment_id(s) for s in profile.segments),
+                        consent_from_proto(profile.consents))
