@@ -1,5 +1,7 @@
 """Orchestration with its real peers in this process: analytics, content and delivery (with an
-SMTP server), each on the test's backend.
+SMTP server), each on the test's backend, and an identity stand-in answering the step round's
+profile reads from what the test forwarded (:class:`InboxIdentity`; suites about identity run
+the real one).
 
 Content and delivery were written alongside orchestration. Should either not import or not start,
 a small but real grpc.aio servicer stands in for it (a warning says so): the fake content renders
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -34,13 +36,18 @@ from cjo.content.v1 import content_service_pb2_grpc as content_grpc
 from cjo.delivery.v1 import delivery_service_pb2 as delivery_pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as delivery_grpc
 from cjo.delivery.v1 import message_pb2
+from cjo.identity.v1 import identity_service_pb2 as identity_pb
+from cjo.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from cjo.identity.v1 import profile_pb2
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_analytics.bootstrap import build as build_analytics
+from cjo_orchestration.adapters.peers import LiveProfile, ProfileGone
 from cjo_orchestration.adapters.tables import enrollments as enrollment_table
 from cjo_orchestration.adapters.tables import inbox as inbox_table
 from cjo_orchestration.adapters.tables import metadata as orchestration_metadata
+from cjo_orchestration.adapters.tables import retired_profiles as retired_table
 from cjo_orchestration.bootstrap import build as build_orchestration
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
@@ -49,6 +56,7 @@ from cjo_platform.db.idempotency import RequestLog
 from cjo_platform.db.migrations import upgrade
 from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.profiles import RESERVED_KEYS, profile_view
 from cjo_platform.protobuf import dict_to_struct, struct_to_dict
 from support import Backend, as_service, eventually, free_port, serving, settings_for
 
@@ -156,6 +164,99 @@ async def fake_server(servicer: Any, add: Callable[[Any, grpc.aio.Server], None]
         yield f"127.0.0.1:{port}"
     finally:
         await server.stop(None)
+
+
+class InboxIdentity(identity_grpc.IdentityServiceServicer):
+    """Identity for suites that forward events to orchestration by hand (no identity runs): a
+    profile is what its latest forwarded event said of it (the traits, computed traits and
+    segments identity would hold after that event), read from orchestration's own inbox; a
+    merged-away profile answers its survivor, an erased one NOT_FOUND. An id that was never
+    forwarded answers the traits it was enrolled with (Enroll), else NOT_FOUND."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    async def BatchGetProfiles(self, request: Any, context: Any) -> Any:
+        workspace = _workspace(context)
+        with self.cluster.database.transaction() as session:
+            results = [self._read(session, workspace, name.removeprefix("profiles/"))
+                       for name in request.names]
+        return identity_pb.BatchGetProfilesResponse(results=results)
+
+    def _read(self, session: Any, workspace: str, profile_id: str) -> Any:
+        for _ in range(32):
+            successor = session.execute(
+                select(retired_table.c.successor_profile_id)
+                .where(retired_table.c.workspace_id == workspace,
+                       retired_table.c.profile_id == profile_id)).scalar()
+            if successor is None:
+                break
+            if not successor:
+                return _not_found(profile_id)
+            profile_id = successor
+        view = session.execute(
+            select(inbox_table.c.traits)
+            .where(inbox_table.c.workspace_id == workspace,
+                   inbox_table.c.profile_id == profile_id)
+            .order_by(inbox_table.c.seq.desc())).scalars().first()
+        if not view:
+            view = session.execute(
+                select(enrollment_table.c.traits)
+                .where(enrollment_table.c.workspace_id == workspace,
+                       enrollment_table.c.profile_id == profile_id)
+                .order_by(enrollment_table.c.create_time.desc())).scalars().first()
+        if not view:
+            return _not_found(profile_id)
+        return identity_pb.BatchGetProfileResult(
+            status=status_pb2.Status(code=code_pb2.OK),
+            profile=profile_pb2.Profile(
+                name=f"profiles/{profile_id}", profile_id=profile_id,
+                traits=dict_to_struct({k: v for k, v in view.items()
+                                       if k not in RESERVED_KEYS}),
+                computed_traits=dict_to_struct(dict(view.get("computed") or {})),
+                segments=[f"segments/{s}" for s in view.get("segments") or ()]))
+
+
+def _not_found(profile_id: str) -> Any:
+    return identity_pb.BatchGetProfileResult(status=status_pb2.Status(
+        code=code_pb2.NOT_FOUND, message=f"profile {profile_id!r} not found"))
+
+
+class ProfileBook:
+    """Identity as the step round sees it (StepPeers.profiles), answering from a dict: what a
+    test sets is the golden record now. ``down`` makes every call fail as if identity were
+    unreachable; an unknown id is NOT_FOUND (erased)."""
+
+    def __init__(self, people: dict[str, dict[str, Any]] | None = None) -> None:
+        self.people: dict[str, dict[str, Any]] = dict(people or {})
+        self.merged: dict[str, str] = {}  # merged-away id -> survivor
+        self.down = False
+        self.calls: list[list[str]] = []
+
+    def set(self, profile_id: str, traits: dict[str, Any], computed: dict[str, Any] | None = None,
+            segments: tuple[str, ...] = ()) -> None:
+        self.people[profile_id] = profile_view(traits, computed, segments)
+
+    async def profiles(self, workspace_id: str,
+                       profile_ids: Sequence[str]) -> list[Any]:
+        self.calls.append(list(profile_ids))
+        if self.down:
+            raise ConnectionError("identity: UNAVAILABLE: connection refused")
+        answers: list[Any] = []
+        for asked in profile_ids:
+            survivor = self.merged.get(asked, asked)
+            view = self.people.get(survivor)
+            answers.append(LiveProfile(survivor, view) if view is not None
+                           else ProfileGone(f"identity: NOT_FOUND: {asked}"))
+        return answers
+
+
+def profile_book_for(*profile_ids: str) -> ProfileBook:
+    """A book where each profile has an email address named after it."""
+    book = ProfileBook()
+    for profile_id in profile_ids:
+        book.set(profile_id, {"email": f"{profile_id}@example.com"})
+    return book
 
 
 # --- the cluster -----------------------------------------------------------------------------
@@ -323,13 +424,17 @@ async def start_peers(cluster: Cluster) -> None:
 @asynccontextmanager
 async def running(backend: Backend, *, content_gate: bool = False,
                   clock: Clock | None = None) -> AsyncIterator[Cluster]:
-    """Analytics, content, delivery, then orchestration pointed at all three (on ``clock``, when
+    """Analytics, content, delivery, an identity stand-in (:class:`InboxIdentity`), then
+    orchestration pointed at all four (on ``clock``, when
     given, so a test moves orchestration's time by hand). With
     ``content_gate``, orchestration reaches content through ``cluster.content_gate``, which
     starts closed: content is down for orchestration until the test opens it."""
     async with AsyncExitStack() as stack:
         cluster = Cluster(backend, stack)
         await start_peers(cluster)
+        cluster.targets["identity"] = await stack.enter_async_context(fake_server(
+            InboxIdentity(cluster), identity_grpc.add_IdentityServiceServicer_to_server,
+            free_port()))
         peers = dict(cluster.targets)
         if content_gate:
             cluster.content_gate = Gate(cluster.targets["content"])

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from orchestration_support import Ids, transactions_on
+from orchestration_support import Ids, ProfileBook, profile_book_for, transactions_on
 from sqlalchemy import select
 
 import cjo_orchestration.adapters
@@ -218,11 +218,12 @@ def test_facts_of_one_event_round_go_out_in_the_order_things_happened(
 # --- the step round ------------------------------------------------------------------------------
 
 
-class RecordingPeers:
-    """Content and delivery as the step round sees them: renders everything, sends what it is
-    told to accept."""
+class RecordingPeers(ProfileBook):
+    """Identity, content and delivery as the step round sees them: ada's profile has her
+    address, renders everything, sends what it is told to accept."""
 
     def __init__(self, accept: bool = True) -> None:
+        super().__init__(profile_book_for("ada").people)
         self.accept = accept
         self.sent: list[SendItem] = []
 

@@ -9,7 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from orchestration_support import Ids, migrated_database, transactions_on
+from orchestration_support import (
+    Ids,
+    ProfileBook,
+    migrated_database,
+    profile_book_for,
+    transactions_on,
+)
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -42,8 +48,9 @@ MAIL = JourneyGraph(trigger=EventTrigger("visit"), entry_node_id="mail",
 SETTINGS = load_engine_settings(Env({}))
 
 
-class Peers:
+class Peers(ProfileBook):
     def __init__(self) -> None:
+        super().__init__(profile_book_for("ada", "bob").people)
         self.sent: list[SendItem] = []
 
     async def render(self, workspace_id: str,
