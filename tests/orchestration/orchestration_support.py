@@ -194,18 +194,19 @@ class InboxIdentity(identity_grpc.IdentityServiceServicer):
             if not successor:
                 return _not_found(profile_id)
             profile_id = successor
-        view = session.execute(
+        forwarded = session.execute(
             select(inbox_table.c.traits)
             .where(inbox_table.c.workspace_id == workspace,
                    inbox_table.c.profile_id == profile_id)
-            .order_by(inbox_table.c.seq.desc())).scalars().first()
-        if not view:
+            .order_by(inbox_table.c.seq.desc())).scalars()
+        view = next((traits for traits in forwarded if traits), None)
+        if view is None:
             view = session.execute(
                 select(enrollment_table.c.traits)
                 .where(enrollment_table.c.workspace_id == workspace,
                        enrollment_table.c.profile_id == profile_id)
                 .order_by(enrollment_table.c.create_time.desc())).scalars().first()
-        if not view:
+        if view is None:
             return _not_found(profile_id)
         return identity_pb.BatchGetProfileResult(
             status=status_pb2.Status(code=code_pb2.OK),
