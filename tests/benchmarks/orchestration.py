@@ -10,16 +10,21 @@ For each size, a fresh database (a SQLite file, or a schema in the PostgreSQL at
 email -> exit) and N enrollments parked at the wait whose timers are all due. Content is the real
 content service in this process (the item created and published through its API), unless
 --fake-content or it cannot start; delivery is an in-process sink that accepts and counts each
-idempotency key (no provider). Prints timer firings/s from the orchestrator's start to the last
-enrollment ended (watched through the sink's count first, so the bench does not scan the
+idempotency key (no provider). Identity is an in-process gRPC server answering the step round's
+BatchGetProfiles from a dict-like function of the profile id (SeededIdentity: the seeded
+address), so each round pays the real call. Prints timer firings/s from the orchestrator's start
+to the last enrollment ended (watched through the sink's count first, so the bench does not scan the
 enrollments table while the orchestrator drains it), and the orchestrator process's peak resident
-memory (VmHWM): it must not grow with N, because workers claim bounded batches.
+memory (VmHWM): it must not grow with N, because workers claim bounded batches; and the p50 /
+p90 of the profile read a round makes (timed in the round, logged by the orchestrator when its
+step worker stops).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -32,7 +37,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "orchestration"))
 
-from orchestration_support import FakeContent, fake_server
+from orchestration_support import FakeContent, SeededIdentity, fake_server, seeded_email
 from test_orchestration_processes import (
     Orchestrator,
     RecordingDelivery,
@@ -45,6 +50,7 @@ from cjo.content.v1 import content_item_pb2
 from cjo.content.v1 import content_service_pb2 as content_pb
 from cjo.content.v1 import content_service_pb2_grpc as content_grpc
 from cjo.delivery.v1 import delivery_service_pb2_grpc as delivery_grpc
+from cjo.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from cjo_platform.config import Env
 from cjo_platform.logging import configure_logging
 from support import (
@@ -118,14 +124,19 @@ async def run(size: int, step_batch: int, fake_content: bool, database: str) -> 
             content_target, content_kind = await start_content(stack, backend, fake_content)
             delivery_target = await stack.enter_async_context(fake_server(
                 delivery, delivery_grpc.add_DeliveryServiceServicer_to_server, free_port()))
+            identity = SeededIdentity(seeded_email)
+            identity_target = await stack.enter_async_context(fake_server(
+                identity, identity_grpc.add_IdentityServiceServicer_to_server, free_port()))
             targets = {"CJO_CONTENT_TARGET": content_target,
                        "CJO_DELIVERY_TARGET": delivery_target,
+                       "CJO_IDENTITY_TARGET": identity_target,
                        "CJO_ANALYTICS_TARGET": f"127.0.0.1:{free_port()}"}
             orchestrator = Orchestrator(
                 backend, targets, Path(tmp), "bench",
                 {"CJO_ORCHESTRATION_STEP_BATCH": str(step_batch),
                  "CJO_ORCHESTRATION_LEASE_SECONDS": "60",
-                 "CJO_ORCHESTRATION_PEER_TIMEOUT_SECONDS": "10"})
+                 "CJO_ORCHESTRATION_PEER_TIMEOUT_SECONDS": "10",
+                 "CJO_LOG_LEVEL": "info"})
             try:
                 start = time.perf_counter()
                 first_send = 0.0
@@ -145,15 +156,30 @@ async def run(size: int, step_batch: int, fake_content: bool, database: str) -> 
                 peak = peak_rss_mib(orchestrator.process.pid)
             finally:
                 orchestrator.stop()
+        reads = profile_reads(orchestrator.log)
         duplicates = sum(n - 1 for n in delivery.attempts.values())
         assert len(delivery.messages) == size, (len(delivery.messages), size)
         print(f"{size:>7,} due timers: {size / elapsed:,.0f} firings/s end to end "
               f"({elapsed:.1f} s incl. process start; {size / drained:,.0f}/s from the first "
               f"send; seeded in {seeded:.1f} s), "
               f"orchestrator peak RSS {peak:.0f} MiB, duplicate send attempts {duplicates}, "
-              f"step batch {step_batch}; {database}; {content_kind}, sink delivery")
+              f"step batch {step_batch}; {database}; {content_kind}, sink delivery; "
+              f"profile reads {reads.get('reads', 0):,} ({identity.calls:,} calls): "
+              f"p50 {reads.get('p50_ms', float('nan'))} ms, "
+              f"p90 {reads.get('p90_ms', float('nan'))} ms per round")
         db.dispose()
         drop_schemas(backend)
+
+
+def profile_reads(log: Path) -> dict[str, float]:
+    """The step worker's summary of its profile reads, from the orchestrator's JSON log."""
+    for line in reversed(log.read_text().splitlines()):
+        if "latest profile reads" in line:
+            try:
+                return dict(json.loads(line))
+            except ValueError:
+                break
+    return {}
 
 
 def main() -> None:

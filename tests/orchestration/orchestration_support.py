@@ -218,6 +218,33 @@ class InboxIdentity(identity_grpc.IdentityServiceServicer):
                 segments=[f"segments/{s}" for s in view.get("segments") or ()]))
 
 
+class SeededIdentity(identity_grpc.IdentityServiceServicer):
+    """Identity answering BatchGetProfiles from a function of the profile id (its traits, or
+    None for NOT_FOUND): for backlogs written straight into orchestration's database."""
+
+    def __init__(self, traits_of: Callable[[str], dict[str, Any] | None]) -> None:
+        self.traits_of = traits_of
+        self.calls = 0
+
+    async def BatchGetProfiles(self, request: Any, context: Any) -> Any:
+        self.calls += 1
+        results = []
+        for name in request.names:
+            profile_id = name.removeprefix("profiles/")
+            traits = self.traits_of(profile_id)
+            results.append(_not_found(profile_id) if traits is None else
+                           identity_pb.BatchGetProfileResult(
+                               status=status_pb2.Status(code=code_pb2.OK),
+                               profile=profile_pb2.Profile(name=name, profile_id=profile_id,
+                                                           traits=dict_to_struct(traits))))
+        return identity_pb.BatchGetProfilesResponse(results=results)
+
+
+def seeded_email(profile_id: str) -> dict[str, Any]:
+    """``p<id>`` has the address ``<id>@example.com`` (what the backlog seeds enrolled with)."""
+    return {"email": f"{profile_id.removeprefix('p')}@example.com"}
+
+
 def _not_found(profile_id: str) -> Any:
     return identity_pb.BatchGetProfileResult(status=status_pb2.Status(
         code=code_pb2.NOT_FOUND, message=f"profile {profile_id!r} not found"))

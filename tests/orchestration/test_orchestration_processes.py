@@ -2,8 +2,9 @@
 restarted, every step runs exactly once; two processes against one PostgreSQL drain 10,000 due
 timers with no step run twice.
 
-Content and delivery are in-process stand-ins (FakeContent renders; the recording delivery
-counts every send attempt per idempotency key, and accepts each key once, as delivery does).
+Identity, content and delivery are in-process stand-ins (SeededIdentity answers the seeded
+profiles; FakeContent renders; the recording delivery counts every send attempt per idempotency
+key, and accepts each key once, as delivery does).
 The backlog is written straight into orchestration's database before the processes start.
 """
 
@@ -22,13 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orchestration_support import FakeContent, FakeDelivery, fake_server
+from orchestration_support import (
+    FakeContent,
+    FakeDelivery,
+    SeededIdentity,
+    fake_server,
+    seeded_email,
+)
 from sqlalchemy import func, select
 
 import cjo_orchestration.adapters
 from cjo.content.v1 import content_item_pb2
 from cjo.content.v1 import content_service_pb2_grpc as content_grpc
 from cjo.delivery.v1 import delivery_service_pb2_grpc as delivery_grpc
+from cjo.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters.tables import enrollments, steps
@@ -122,8 +130,12 @@ async def peers(delivery: RecordingDelivery) -> AsyncIterator[dict[str, str]]:
     async with (fake_server(content, content_grpc.add_ContentServiceServicer_to_server,
                             free_port()) as content_target,
                 fake_server(delivery, delivery_grpc.add_DeliveryServiceServicer_to_server,
-                            free_port()) as delivery_target):
+                            free_port()) as delivery_target,
+                fake_server(SeededIdentity(seeded_email),
+                            identity_grpc.add_IdentityServiceServicer_to_server,
+                            free_port()) as identity_target):
         yield {"CJO_CONTENT_TARGET": content_target, "CJO_DELIVERY_TARGET": delivery_target,
+               "CJO_IDENTITY_TARGET": identity_target,
                # Nothing listens there: facts stay in the outbox, which is not under test.
                "CJO_ANALYTICS_TARGET": f"127.0.0.1:{free_port()}"}
 

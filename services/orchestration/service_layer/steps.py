@@ -118,6 +118,15 @@ class StepRound:
         # Seconds each workspace group's profile read took (latest first out).
         self.profile_read_seconds: deque[float] = deque(maxlen=PROFILE_READS_KEPT)
 
+    def profile_read_summary(self) -> dict[str, float]:
+        """How long the latest profile reads took (one per workspace group): count, p50, p90
+        in milliseconds; logged when the step worker stops."""
+        taken = sorted(self.profile_read_seconds)
+        if not taken:
+            return {"reads": 0}
+        return {"reads": len(taken), "p50_ms": round(1000 * taken[len(taken) // 2], 2),
+                "p90_ms": round(1000 * taken[int(len(taken) * 0.9)], 2)}
+
     async def run(self) -> bool:
         """Run one batch of due enrollments; True when the batch was full (more may wait)."""
         token = secrets.token_hex(16)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from cjo_orchestration.service_layer.steps import StepRound
+from cjo_platform.logging import get_logger
 from cjo_platform.worker import PollingWorker
+
+log = get_logger(__name__)
 
 
 class StepWorker(PollingWorker):
@@ -21,7 +24,11 @@ class StepWorker(PollingWorker):
         # A pass mostly waits for its peers: with a few lanes, one pass's database work overlaps
         # the others' peer calls. Every lane is the polling loop; wake() wakes them all, an idle
         # lane finds no work.
-        await asyncio.gather(*(super(StepWorker, self).run() for _ in range(self.lanes)))
+        try:
+            await asyncio.gather(*(super(StepWorker, self).run() for _ in range(self.lanes)))
+        finally:
+            log.info("step worker stopped; latest profile reads",
+                     **self.round.profile_read_summary())
 
     async def run_once(self) -> bool:
         return await self.round.run()
