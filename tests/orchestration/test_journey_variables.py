@@ -11,7 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from orchestration_support import Ids, migrated_database, transactions_on
+from orchestration_support import (
+    Ids,
+    ProfileBook,
+    migrated_database,
+    profile_book_for,
+    transactions_on,
+)
 
 from cjo.common.v1.common_pb2 import RenderedMessage
 from cjo_orchestration import journeyfile
@@ -64,11 +70,12 @@ def tx(backend: Backend, clock: ManualClock) -> Iterator[Transactions]:
         db.dispose()
 
 
-class Delivery:
-    """Content and delivery as the step round sees them: renders everything, accepts every send
-    (message id ``m-<send key>``) and keeps what it sent."""
+class Delivery(ProfileBook):
+    """Identity, content and delivery as the step round sees them: ada has her address, renders
+    everything, accepts every send (message id ``m-<send key>``) and keeps what it sent."""
 
     def __init__(self) -> None:
+        super().__init__(profile_book_for("ada").people)
         self.sent: list[SendItem] = []
 
     async def render(self, workspace_id: str,
