@@ -242,6 +242,14 @@ def profile_states(session: Session, workspace_id: str, profile_ids: Iterable[st
     return found
 
 
+def states_of(session: Session, workspace_id: str, transitions: Sequence[Transition]
+              ) -> dict[str, tuple[dict[str, Any], list[str]]]:
+    """:func:`profile_states` of the profiles that entered or left a segment (none: no query)."""
+    if not transitions:
+        return {}
+    return profile_states(session, workspace_id, {t.profile_id for t in transitions})
+
+
 def computed_values(session: Session, workspace_id: str, profile_ids: Iterable[str],
                     settings: IdentitySettings, now: datetime
                     ) -> tuple[dict[str, dict[str, Any]], dict[str, datetime | None]]:

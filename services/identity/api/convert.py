@@ -9,7 +9,6 @@ from google.protobuf import duration_pb2
 from cjo.common.v1 import common_pb2
 from cjo.identity.v1 import (
     backfill_pb2,
-    consent_pb2,
     event_pb2,
     identity_settings_pb2,
     profile_pb2,

@@ -113,8 +113,10 @@ def chunk(uow: UnitOfWork, job: Backfill, token: str, lease_seconds: float) -> B
     else:
         transitions = segments.refresh(session, job.workspace_id, golden, (), settings, now,
                                        before={p: (g, c) for p, g, c in rows})
+    states = segments.states_of(session, job.workspace_id, transitions)
     uow.publish(EVENTS_TOPIC, job.workspace_id, [
-        (segment_event(t, golden[t.profile_id], now, ""), "") for t in transitions])
+        (segment_event(t, golden[t.profile_id], now, "", state=states.get(t.profile_id)), "")
+        for t in transitions])
     done = len(rows) < SCAN_CHUNK
     cursor = rows[-1][0] if rows else job.cursor
     if not backfills.advance(session, job, token, cursor, len(rows), done, now, until):

@@ -48,8 +48,10 @@ def recompute(uow: UnitOfWork, workspace_id: str, profile_ids: list[str]) -> int
         return 0
     transitions = segments.refresh(session, workspace_id, held, (), settings, now,
                                    before={p: (g, computed[p]) for p, g in held.items()})
+    states = segments.states_of(session, workspace_id, transitions)
     uow.publish(EVENTS_TOPIC, workspace_id, [
-        (segment_event(t, held[t.profile_id], now, ""), "") for t in transitions])
+        (segment_event(t, held[t.profile_id], now, "", state=states.get(t.profile_id)), "")
+        for t in transitions])
     return len(held)
 
 
