@@ -12,10 +12,13 @@ import pytest
 from grpc_status import rpc_status
 from identity_support import Identity, event, rpc_error
 
+from cjo.common.v1 import common_pb2
+from cjo.identity.v1 import consent_pb2, event_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_settings_pb2 as settings_pb2
 from cjo_identity.domain.identifiers import MAX_IDENTIFIER_LENGTH
 from cjo_identity.domain.patterns import nested_repetition
+from cjo_platform.limits import MAX_TOPIC_LENGTH
 from cjo_platform.rpc.status import field_violations
 
 
@@ -60,3 +63,34 @@ def test_usual_patterns_are_accepted_and_refused_ones_really_are_slow() -> None:
     started = time.perf_counter()
     assert re.fullmatch("(a+)+", "a" * 20 + "!") is None
     assert time.perf_counter() - started > 0.01
+
+
+async def test_a_consent_topic_longer_than_any_send_can_name_fails_only_its_item(
+        identity: Identity) -> None:
+    """Delivery and journeys accept topics of MAX_TOPIC_LENGTH characters: identity keeps the
+    same limit, so every topic a person unsubscribes from can be named by a send."""
+    acme = await identity.new_workspace("acme")
+    longest, longer = "t" * MAX_TOPIC_LENGTH, "t" * (MAX_TOPIC_LENGTH + 1)
+
+    def unsubscribe(message_id: str, topic: str) -> event_pb2.Event:
+        item = event(message_id, ("user_id", "u1"), name="unsubscribed")
+        item.properties.update({"channel": "email", "topic": topic})
+        return item
+
+    reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        unsubscribe("m1", longest), unsubscribe("m2", longer), event("m3", ("user_id", "u1"))]),
+        metadata=acme)
+    assert [r.status.code for r in reply.results] == [0, 3, 0]
+    assert "at most 64 characters" in field_violations(
+        reply.results[1].status)["events[1].properties.topic"]
+    profile_id = reply.results[0].profile_id
+    profile = await identity.events.GetProfile(pb.GetProfileRequest(
+        name=f"profiles/{profile_id}"), metadata=acme)
+    assert [c.topic for c in profile.profile.consents] == [longest]
+
+    answers = await identity.events.BatchCheckConsent(pb.BatchCheckConsentRequest(queries=[
+        consent_pb2.ConsentQuery(profile_id=profile_id, channel=common_pb2.CHANNEL_EMAIL,
+                                 topic=topic) for topic in (longest, longer)]), metadata=acme)
+    assert answers.results[0].decision.state == consent_pb2.CONSENT_STATE_UNSUBSCRIBED
+    assert answers.results[1].status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "queries[1].topic" in field_violations(answers.results[1].status)

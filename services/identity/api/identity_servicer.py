@@ -39,6 +39,7 @@ from cjo_identity.service_layer.consent import ConsentQuery
 from cjo_platform.db.item_writes import write_each
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument, NotFound, Violations
+from cjo_platform.limits import check_topic
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
@@ -313,7 +314,7 @@ def _consent_query(query: consent_pb2.ConsentQuery) -> ConsentQuery:
     channel = CHANNEL_NAMES.get(query.channel)
     problems.check(bool(query.profile_id), "profile_id", "is required")
     problems.check(channel is not None, "channel", "is required")
-    problems.check(len(query.topic) <= 128, "topic", "at most 128 characters")
+    check_topic(problems, "topic", query.topic)
     if problems or channel is None:
         raise InvalidArgument(problems.items)
     return ConsentQuery(query.profile_id, channel, query.topic)

@@ -16,7 +16,7 @@ from cjo_identity.domain.identifiers import (
     parse_identifier,
 )
 from cjo_platform.errors import InvalidArgument, Violations
-from cjo_platform.limits import MAX_ID_LENGTH
+from cjo_platform.limits import MAX_ID_LENGTH, check_topic
 
 MAX_NAME_LENGTH = 128
 MAX_SOURCE_LENGTH = 64
@@ -86,8 +86,11 @@ def parse_event(*, message_id: str, event_type: EventType | None, name: str,
         problems.check(properties.get("channel") in CONSENT_CHANNELS, "properties.channel",
                        f"must be one of {', '.join(CONSENT_CHANNELS)} for {name} events")
         topic = properties.get("topic", "")
-        problems.check(topic is None or isinstance(topic, str), "properties.topic",
-                       "must be a string")
+        if problems.check(topic is None or isinstance(topic, str), "properties.topic",
+                          "must be a string") and topic:
+            # The same limit as every send's topic: a longer one could be stored but never
+            # named by a message, so it would silently stop nothing.
+            check_topic(problems, "properties.topic", topic)
     if problems or event_type is None:
         raise InvalidArgument(problems.items)
     return Event(
