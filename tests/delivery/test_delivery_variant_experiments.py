@@ -5,6 +5,7 @@ channel performance and ListExperiments."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +32,8 @@ from cjo_analytics.bootstrap import build as build_analytics
 from cjo_content.bootstrap import build as build_content
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
+from cjo_platform.experiment_ids import content_experiment_id
+from cjo_platform.limits import MAX_ID_LENGTH
 from cjo_platform.protobuf import to_timestamp
 from support import Backend, as_service, eventually, free_port, serving, settings_for
 
@@ -128,3 +131,71 @@ async def test_a_content_variant_test_is_read_through_get_experiment_results(
                                           rpb.EXPERIMENT_KIND_CONTENT_VARIANT, "spring-sale",
                                           sum(sent.values()))
         assert [(a.arm, a.weight) for a in experiment.arms] == [("long", 3.0), ("short", 1.0)]
+
+
+async def test_an_item_with_the_longest_key_is_an_experiment_too(backend: Backend) -> None:
+    """Content keys go to 128 characters, as many as analytics allows in an experiment id:
+    the id derived from a long key still fits, and its exposures are counted and listed."""
+    key = "k" * 128
+    other = "k" * 127 + "x"  # shares the prefix that a shortened id keeps: another experiment
+    smtp_port = free_port()
+    content_app = build_content(settings_for("content", backend), Env({}), clock=ManualClock())
+    analytics_app = build_analytics(settings_for("analytics", backend), Env({}))
+    async with serving(content_app) as content_address, \
+            grpc.aio.insecure_channel(content_address) as content_channel, \
+            serving(analytics_app) as analytics_address, \
+            grpc.aio.insecure_channel(analytics_address) as analytics_channel, \
+            identity_stand_in(IdentityStandIn(set())) as identity:
+        content = content_grpc.ContentServiceStub(content_channel)
+        analytics = analytics_grpc.AnalyticsServiceStub(analytics_channel)
+        rendered = []
+        for item_key in (key, other):
+            long_item = item()
+            long_item.key = item_key
+            created = await content.CreateContentItem(
+                content_pb.CreateContentItemRequest(content_item=long_item), metadata=WS)
+            await content.PublishContentItem(content_pb.PublishContentItemRequest(
+                name=created.content_item.name), metadata=WS)
+            for n in range(4):
+                reply = await content.RenderContent(content_pb.RenderContentRequest(
+                    name=f"contentItems/{item_key}", channel=EMAIL,
+                    context=content_pb.RenderContext(profile_id=f"p{n}")), metadata=WS)
+                rendered.append((f"p{n}", reply.message))
+
+        with smtp_server(SmtpSink(), smtp_port):
+            app = delivery_app(backend, smtp_port, ManualClock(SENT_AT),
+                               analytics=analytics_address, identity=identity)
+            async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+                stub = pb_grpc.DeliveryServiceStub(ch)
+                for n, (profile, message) in enumerate(rendered):
+                    await stub.SendMessage(send_request(
+                        f"k-{n}", f"{profile}@example.com", profile_id=profile,
+                        content=message), metadata=WS)
+
+                async def listed() -> list[rpb.Experiment] | None:
+                    reply = await analytics.ListExperiments(rpb.ListExperimentsRequest(),
+                                                            metadata=WS)
+                    return (list(reply.experiments)
+                            if sum(e.exposures for e in reply.experiments) == 8 else None)
+
+                experiments = await eventually(listed)
+        ids = [content_experiment_id(k) for k in (key, other)]
+        assert all(len(i) <= MAX_ID_LENGTH for i in ids) and ids[0] != ids[1]
+        assert sorted((e.experiment_id, e.content_key, e.kind, e.exposures)
+                      for e in experiments) == sorted(
+            (i, k, rpb.EXPERIMENT_KIND_CONTENT_VARIANT, 4) for i, k in zip(ids, (key, other)))
+        results = await analytics.GetExperimentResults(
+            rpb.GetExperimentResultsRequest(experiment_id=ids[0]), metadata=WS)
+        assert sum(a.exposures for a in results.arms) == 4
+
+
+def test_content_experiment_ids_fit_the_id_limit() -> None:
+    assert content_experiment_id("spring-sale") == "content:spring-sale"
+    fits = "a" * (MAX_ID_LENGTH - len("content:"))
+    assert content_experiment_id(fits) == f"content:{fits}"  # the longest kept whole
+    longer = fits + "b"
+    shortened = content_experiment_id(longer)
+    assert len(shortened) == MAX_ID_LENGTH
+    assert shortened.startswith("content:" + "a" * 103 + "~")
+    assert shortened.endswith(hashlib.sha256(longer.encode()).hexdigest()[:16])
+    assert content_experiment_id(fits + "c") != shortened

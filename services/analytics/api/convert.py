@@ -300,7 +300,8 @@ def _experiment(row: ExperimentSummary) -> rpb.Experiment:
         experiment_id=row.experiment_id, kind=kind,
         journey_id=row.journey_id if journey else "",
         node_id=row.node_id if journey else "",
-        content_key=(row.experiment_id.removeprefix(CONTENT_PREFIX)
+        # The exposures name the item: a long key's id is shortened (experiment_ids.py).
+        content_key=(row.content_key or row.experiment_id.removeprefix(CONTENT_PREFIX)
                      if kind == rpb.EXPERIMENT_KIND_CONTENT_VARIANT else ""),
         arms=[rpb.ExperimentArm(arm=a.arm, control=a.control, weight=a.weight)
               for a in row.arms],
