@@ -34,6 +34,15 @@ MAX_TOPIC_LENGTH = 64
 """A message's consent topic (``newsletter``): delivery's ``SendMessage`` and a journey's send
 node accept at most this many characters, the width of delivery's ``messages.topic``."""
 
+MAX_SEGMENTS = 100
+"""Segments one workspace holds (identity's ``CreateSegment`` refuses one more): every event
+evaluates each of them, and a profile's memberships travel with each of its events to
+orchestration (``ForwardedEvent.segments``) and into each of its enrollments."""
+
+MAX_COMPUTED_TRAITS = 50
+"""Computed traits one workspace defines (identity's settings): a profile's computed traits
+travel with each of its events to orchestration (``ForwardedEvent.computed_traits``)."""
+
 MAX_WORKSPACE_ID_LENGTH = 64
 """Width of every ``workspace_id`` column (identity's rule for a workspace id allows 63)."""
 

@@ -13,12 +13,12 @@ from grpc_status import rpc_status
 from identity_support import Identity, event, rpc_error
 
 from cjo.common.v1 import common_pb2
-from cjo.identity.v1 import consent_pb2, event_pb2
+from cjo.identity.v1 import consent_pb2, event_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_settings_pb2 as settings_pb2
 from cjo_identity.domain.identifiers import MAX_IDENTIFIER_LENGTH
 from cjo_identity.domain.patterns import nested_repetition
-from cjo_platform.limits import MAX_TOPIC_LENGTH
+from cjo_platform.limits import MAX_COMPUTED_TRAITS, MAX_SEGMENTS, MAX_TOPIC_LENGTH
 from cjo_platform.rpc.status import field_violations
 
 
@@ -94,3 +94,43 @@ async def test_a_consent_topic_longer_than_any_send_can_name_fails_only_its_item
     assert answers.results[0].decision.state == consent_pb2.CONSENT_STATE_UNSUBSCRIBED
     assert answers.results[1].status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "queries[1].topic" in field_violations(answers.results[1].status)
+
+
+async def test_a_workspace_holds_at_most_max_segments(identity: Identity) -> None:
+    """Every event of a profile carries its segment memberships to orchestration: the number
+    of segments a workspace can create bounds them."""
+    acme = await identity.new_workspace("acme")
+
+    def create(segment_id: str) -> pb.CreateSegmentRequest:
+        return pb.CreateSegmentRequest(segment=segment_pb2.Segment(
+            segment_id=segment_id, display_name=segment_id, condition="true"))
+
+    for n in range(MAX_SEGMENTS):
+        await identity.events.CreateSegment(create(f"s{n}"), metadata=acme)
+    error = await rpc_error(identity.events.CreateSegment(create("one-more"), metadata=acme))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"at most {MAX_SEGMENTS} segments" in field_violations(
+        rpc_status.from_call(error))["segment"]
+    # Another workspace has its own; a deleted segment makes room.
+    other = await identity.new_workspace("other")
+    await identity.events.CreateSegment(create("one-more"), metadata=other)
+    await identity.events.DeleteSegment(pb.DeleteSegmentRequest(name="segments/s0"),
+                                        metadata=acme)
+    created = await identity.events.CreateSegment(create("one-more"), metadata=acme)
+    assert created.segment.segment_id == "one-more"
+
+
+async def test_a_workspace_defines_at_most_max_computed_traits(identity: Identity) -> None:
+    acme = await identity.new_workspace("acme")
+
+    def traits(count: int) -> pb.UpdateIdentitySettingsRequest:
+        return pb.UpdateIdentitySettingsRequest(settings=settings_pb2.IdentitySettings(
+            computed_traits=[settings_pb2.ComputedTrait(
+                name=f"orders_{n}", aggregation=settings_pb2.COMPUTED_AGGREGATION_COUNT,
+                event_name="order_completed") for n in range(count)]))
+
+    await identity.events.UpdateIdentitySettings(traits(MAX_COMPUTED_TRAITS), metadata=acme)
+    error = await rpc_error(identity.events.UpdateIdentitySettings(
+        traits(MAX_COMPUTED_TRAITS + 1), metadata=acme))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "settings.computed_traits" in field_violations(rpc_status.from_call(error))

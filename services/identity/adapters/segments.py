@@ -62,6 +62,12 @@ def load_segments(session: Session, workspace_id: str) -> list[Segment]:
     return [_segment(r) for r in rows]
 
 
+def count_segments(session: Session, workspace_id: str) -> int:
+    """The workspace's segments, whatever their state."""
+    return int(session.execute(select(func.count()).select_from(segments).where(
+        segments.c.workspace_id == workspace_id)).scalar_one())
+
+
 def read_segment(session: Session, workspace_id: str, segment_id: str, *,
                  for_update: bool = False) -> Segment | None:
     query = select(segments).where(segments.c.workspace_id == workspace_id,

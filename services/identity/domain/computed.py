@@ -12,9 +12,9 @@ from enum import StrEnum
 from typing import Any
 
 from cjo_platform.errors import Violations
+from cjo_platform.limits import MAX_COMPUTED_TRAITS
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-MAX_COMPUTED_TRAITS = 50
 # A window longer than this is a mistake (a unit mix-up), not a business rule; an unbounded one
 # would also push `now - window` outside the dates Python and the databases can hold.
 MAX_WINDOW = timedelta(days=3650)

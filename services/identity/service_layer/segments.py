@@ -23,7 +23,8 @@ from cjo_identity.domain.segments import (
     check_segment,
 )
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
-from cjo_platform.errors import Aborted, AlreadyExists, NotFound
+from cjo_platform.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from cjo_platform.limits import MAX_SEGMENTS
 
 # Profiles read per query of a scan (a bounded memory footprint per step).
 SCAN_CHUNK = 1000
@@ -51,6 +52,9 @@ def create_segment(uow: UnitOfWork, workspace_id: str, segment_id: str, display_
     session = uow.session
     if segments.read_segment(session, workspace_id, segment_id) is not None:
         raise AlreadyExists(f"segment {segment_id!r} already exists", reason="SEGMENT_EXISTS")
+    if segments.count_segments(session, workspace_id) >= MAX_SEGMENTS:
+        raise InvalidArgument.one(
+            "segment", f"a workspace holds at most {MAX_SEGMENTS} segments; delete one first")
     segments.add_segment(session, workspace_id, segment)
     backfills.start(session, workspace_id, segment_target(segment_id), condition, now)
     return get_segment(uow, workspace_id, segment_id)

@@ -227,7 +227,8 @@ class IdentityServiceServicer:
         `segment.condition` giving the line and column of the error. Returns at once, with the
         segment's backfill PENDING: existing profiles that match enter it in the background
         (Segment.backfill shows the progress; orchestration hears each entry); profiles for which
-        the condition fails are recorded on the segment as evaluation errors (see Segment).
+        the condition fails are recorded on the segment as evaluation errors (see Segment). A
+        workspace holds at most 100 segments: one more is INVALID_ARGUMENT on `segment`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
