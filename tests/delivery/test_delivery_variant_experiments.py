@@ -183,7 +183,8 @@ async def test_an_item_with_the_longest_key_is_an_experiment_too(backend: Backen
         assert all(len(i) <= MAX_ID_LENGTH for i in ids) and ids[0] != ids[1]
         assert sorted((e.experiment_id, e.content_key, e.kind, e.exposures)
                       for e in experiments) == sorted(
-            (i, k, rpb.EXPERIMENT_KIND_CONTENT_VARIANT, 4) for i, k in zip(ids, (key, other)))
+            [(ids[0], key, rpb.EXPERIMENT_KIND_CONTENT_VARIANT, 4),
+             (ids[1], other, rpb.EXPERIMENT_KIND_CONTENT_VARIANT, 4)])
         results = await analytics.GetExperimentResults(
             rpb.GetExperimentResultsRequest(experiment_id=ids[0]), metadata=WS)
         assert sum(a.exposures for a in results.arms) == 4
