@@ -23,9 +23,11 @@ def load_time_settings(env: Env) -> TimeSettings:
         poll_seconds=env.float(f"{prefix}TIME_POLL_SECONDS", 1.0, minimum=0.01),
         lapses=LapseSettings(
             batch=env.int(f"{prefix}TIME_BATCH", 500, minimum=1, maximum=5000),
-            retry_seconds=retry),
+            retry_seconds=retry,
+            lease_seconds=env.float(f"{prefix}TIME_LEASE_SECONDS", 60.0, minimum=1.0)),
         backfills=BackfillSettings(
             lease_seconds=env.float(f"{prefix}BACKFILL_LEASE_SECONDS", 60.0, minimum=1.0),
             retry_seconds=retry,
+            max_attempts=env.int(f"{prefix}BACKFILL_MAX_ATTEMPTS", 10, minimum=1),
             batch=env.int(f"{prefix}BACKFILL_BATCH", 4, minimum=1, maximum=100)),
     )

@@ -7,17 +7,18 @@ holds up no other. Real gRPC processes on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from identity_support import START, Identity, Recorder, event, serve_identity
 from sqlalchemy import select, update
 
 from cjo.identity.v1 import backfill_pb2, event_pb2, identity_settings_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
-from cjo_identity.adapters import profiles as profile_store
 from cjo_identity.adapters.tables import identity_settings, profiles
 from cjo_identity.domain.computed import (
     TICK,
@@ -28,8 +29,11 @@ from cjo_identity.domain.computed import (
     next_change,
 )
 from cjo_identity.service_layer import backfills as backfill_use_cases
+from cjo_identity.service_layer import lapses as lapse_use_cases
 from cjo_identity.service_layer.backfills import BackfillRound
+from cjo_identity.service_layer.lapses import LapseRound
 from cjo_platform.clock import ManualClock
+from cjo_platform.telemetry import configure_tracing
 from support import Backend, eventually
 
 Metadata = tuple[tuple[str, str], ...]
@@ -75,6 +79,18 @@ async def members(identity: Identity, metadata: Metadata, segment_id: str) -> li
         parent=f"segments/{segment_id}", page_size=1000), metadata=metadata)).profile_ids)
 
 
+TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def valid_traceparent(traceparent: str) -> bool:
+    """A W3C traceparent with a non-zero trace id and span id."""
+    return TRACEPARENT.fullmatch(traceparent) is not None
+
+
+def trace_of(traceparent: str) -> str:
+    return traceparent.split("-")[1]
+
+
 def transitions(recorder: Recorder, name: str) -> list[str]:
     return [e.profile_id for e in recorder.events if e.event.name == name]
 
@@ -116,6 +132,7 @@ def test_the_next_change_is_when_the_first_counted_event_leaves_or_a_future_one_
 
 async def test_a_profile_leaves_a_segment_when_its_window_lapses_with_no_new_event(
         identity: Identity, recorder: Recorder) -> None:
+    configure_tracing("identity")  # as the service's main does: spans are recorded
     acme = await identity.new_workspace("acme")
     await with_orders_30d(identity, acme)
     bought = (await ingest(identity, acme, order("o1", "u1", START))).results[0].profile_id
@@ -135,6 +152,11 @@ async def test_a_profile_leaves_a_segment_when_its_window_lapses_with_no_new_eve
                                              "segment_name": "Recent-Buyers"}
     assert exited.event.timestamp.ToDatetime(UTC) == START + 31 * DAY
     assert await due_of(identity, bought) is None  # nothing left to lapse
+    # Each worker round is a span of its own: the backfill's entry and the lapse's exit start
+    # their traces at the time worker.
+    entered = next(e for e in recorder.events if e.event.name == "segment_entered")
+    assert valid_traceparent(entered.traceparent) and valid_traceparent(exited.traceparent)
+    assert trace_of(entered.traceparent) != trace_of(exited.traceparent)
 
     # A new order brings the person back in at once, and sets the next lapse.
     later = START + 31 * DAY
@@ -194,9 +216,9 @@ async def test_create_segment_answers_at_once_and_a_restart_resumes_the_backfill
     scanned_from: list[tuple[str, str]] = []  # (worker token, cursor) of each chunk
     chunk = backfill_use_cases.chunk
 
-    def recorded(uow: Any, job: Any, token: str, lease_seconds: float) -> Any:
+    def recorded(uow: Any, job: Any, token: str, lease_seconds: float, **kw: Any) -> Any:
         scanned_from.append((token, job.cursor))
-        return chunk(uow, job, token, lease_seconds)
+        return chunk(uow, job, token, lease_seconds, **kw)
 
     monkeypatch.setattr(backfill_use_cases, "chunk", recorded)
     run = BackfillRound.run
@@ -247,37 +269,58 @@ async def test_create_segment_answers_at_once_and_a_restart_resumes_the_backfill
     assert len(resumed) == 3  # 7 profiles left, 3 a chunk
 
 
-async def test_two_replicas_announce_each_lapse_once(
-        backend: Backend, recorder: Recorder) -> None:
+async def test_two_replicas_share_the_due_profiles_and_neither_spins(
+        backend: Backend, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replicas, more due profiles than a batch: each profile is recomputed once, a round
+    that reports more work recomputed some (the replica whose claim found rows held by the
+    other does not loop against the database), and the rounds that report more are bounded by
+    the number of full batches."""
     if backend.kind != "postgresql":
         pytest.skip("replicas share a PostgreSQL database (SQLite has one writer)")
     clock = ManualClock(START)
-    async with serve_identity(backend, recorder, clock, CJO_IDENTITY_TIME_BATCH="3") as one, \
-            serve_identity(backend, recorder, clock, CJO_IDENTITY_TIME_BATCH="3") as two:
+    people_count, batch = 40, 3
+    async with serve_identity(backend, recorder, clock, CJO_IDENTITY_TIME_BATCH=str(batch)) \
+            as one, serve_identity(backend, recorder, clock,
+                                   CJO_IDENTITY_TIME_BATCH=str(batch)) as two:
         acme = await one.new_workspace("acme")
         await with_orders_30d(one, acme)
-        people = await ingest(one, acme, *(order(f"o{n}", f"u{n}", START) for n in range(40)))
+        people = await ingest(one, acme, *(order(f"o{n}", f"u{n}", START)
+                                           for n in range(people_count)))
         ids = sorted(r.profile_id for r in people.results)
         await create_segment(one, acme, "recent-buyers", RECENT)
         await one.backfilled(acme, "recent-buyers")
         await eventually(lambda: sorted(transitions(recorder, "segment_entered")) == ids)
-        claimed: list[str] = []
-        claim = profile_store.claim_due
+        # Each round's recomputes, gathered through a context variable (the database thread
+        # runs in a copy of the round's context).
+        this_round: contextvars.ContextVar[list[int]] = contextvars.ContextVar("this_round")
+        rounds: list[tuple[int, bool, int]] = []  # (replica, reported more, recomputed)
+        recompute, run = lapse_use_cases.recompute, LapseRound.run
 
-        def counted(session: Any, workspace_id: str, profile_ids: Any, now: Any) -> Any:
-            held = claim(session, workspace_id, profile_ids, now)
-            claimed.extend(held[0])
-            return held
+        def counted(*args: Any, **kwargs: Any) -> int:
+            done = recompute(*args, **kwargs)
+            this_round.get().append(done)
+            return done
 
-        profile_store.claim_due = counted  # type: ignore[assignment]
-        try:
-            clock.advance(31 * DAY)
-            await eventually(lambda: sorted(transitions(recorder, "segment_exited")) == ids)
-            await eventually(lambda: drained(one))
-        finally:
-            profile_store.claim_due = claim  # type: ignore[assignment]
-        assert sorted(claimed) == ids  # each profile recomputed once for its due time
+        async def round_counted(self: LapseRound) -> bool:
+            this_round.set([])
+            more = await run(self)
+            rounds.append((id(self), more, sum(this_round.get())))
+            return more
+
+        monkeypatch.setattr(lapse_use_cases, "recompute", counted)
+        monkeypatch.setattr(LapseRound, "run", round_counted)
+        clock.advance(31 * DAY)
+        await eventually(lambda: sorted(transitions(recorder, "segment_exited")) == ids)
+        await eventually(lambda: drained(one))
         assert await members(two, acme, "recent-buyers") == []
+        monkeypatch.setattr(LapseRound, "run", run)
+    assert sum(r for _, _, r in rounds) == people_count  # each profile recomputed once
+    busy = [(replica, r) for replica, more, r in rounds if more]
+    assert all(r > 0 for _, r in busy), busy  # no round reported more and did nothing
+    assert len(busy) <= people_count // batch
+    shares = {replica: sum(r for rep, _, r in rounds if rep == replica)
+              for replica, _, _ in rounds}
+    print("profiles recomputed by each replica:", sorted(shares.values()))
     assert sorted(transitions(recorder, "segment_exited")) == ids
 
 
@@ -362,3 +405,74 @@ async def test_events_ingested_during_a_backfill_are_announced_once(
     await eventually(lambda: drained(identity))
     assert sorted(transitions(recorder, "segment_entered")) == sorted([behind, ahead])
     assert transitions(recorder, "segment_exited") == []
+
+
+async def test_a_backfill_failing_again_and_again_is_given_up_until_its_definition_is_set(
+        backend: Backend, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After CJO_IDENTITY_BACKFILL_MAX_ATTEMPTS chunks fail in a row the backfill is FAILED
+    (state and last error in the API) and no worker tries it again; setting the segment's
+    condition again starts a new scan."""
+    clock = ManualClock(START)
+    tried: list[tuple[str, str]] = []  # (workspace, target) of each chunk run
+    chunk = backfill_use_cases.chunk
+
+    def recorded(uow: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
+        tried.append((job.workspace_id, job.target))
+        return chunk(uow, job, *args, **kwargs)
+
+    monkeypatch.setattr(backfill_use_cases, "chunk", recorded)
+    async with serve_identity(backend, recorder, clock, CJO_IDENTITY_BACKFILL_MAX_ATTEMPTS="3",
+                              CJO_IDENTITY_TIME_RETRY_SECONDS="0") as identity:
+        broken = await identity.new_workspace("broken")
+        fine = await identity.new_workspace("fine")
+        await with_orders_30d(identity, broken)
+        theirs = (await ingest(identity, broken, order("b1", "u1", START))).results[0]
+        await eventually(lambda: ("broken", "computed_traits") in tried)
+
+        def set_aggregation(aggregation: str) -> None:
+            with identity.app.db.transaction() as session:
+                document = session.execute(select(identity_settings.c.settings).where(
+                    identity_settings.c.workspace_id == "broken")).scalar_one()
+                document["computed_traits"][0]["aggregation"] = aggregation
+                session.execute(update(identity_settings).where(
+                    identity_settings.c.workspace_id == "broken").values(settings=document))
+
+        original = await identity.app.db.run(_aggregation_of, identity)
+        await identity.app.db.run(set_aggregation, "median")  # unreadable now
+
+        async def given_up() -> Any:
+            got = (await identity.events.GetSegment(pb.GetSegmentRequest(
+                name="segments/everyone"), metadata=broken)).segment
+            return got if got.backfill.state == backfill_pb2.BACKFILL_STATE_FAILED else None
+
+        await create_segment(identity, broken, "everyone", "true")
+        stuck = await eventually(given_up)
+        assert "median" in stuck.backfill.last_error
+        assert stuck.backfill.consecutive_failures == 3
+        assert stuck.member_count == 0
+        # No worker tries it again: later rounds advance another workspace's backfill only.
+        await create_segment(identity, fine, "everyone", "true")
+        assert (await identity.backfilled(fine, "everyone")).member_count == 0
+        assert tried.count(("broken", "segments/everyone")) == 3
+        assert (await given_up()).backfill.consecutive_failures == 3
+
+        # Repaired, and the condition set again: a new scan, which completes.
+        await identity.app.db.run(set_aggregation, original)
+        restarted = (await identity.events.UpdateSegment(pb.UpdateSegmentRequest(
+            segment=segment_pb2.Segment(name="segments/everyone", condition="true"),
+            update_mask=field_mask_pb2.FieldMask(paths=["condition"])),
+            metadata=broken)).segment
+        assert restarted.backfill.state in (backfill_pb2.BACKFILL_STATE_PENDING,
+                                            backfill_pb2.BACKFILL_STATE_RUNNING,
+                                            backfill_pb2.BACKFILL_STATE_DONE)
+        done = await identity.backfilled(broken, "everyone")
+        assert done.member_count == 1
+        assert (done.backfill.last_error, done.backfill.consecutive_failures) == ("", 0)
+        assert await members(identity, broken, "everyone") == [theirs.profile_id]
+
+
+def _aggregation_of(identity: Identity) -> str:
+    with identity.app.db.transaction() as session:
+        document = session.execute(select(identity_settings.c.settings).where(
+            identity_settings.c.workspace_id == "broken")).scalar_one()
+        return str(document["computed_traits"][0]["aggregation"])

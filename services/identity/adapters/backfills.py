@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cjo_identity.adapters.tables import backfills, profiles
@@ -101,12 +101,17 @@ def advance(session: Session, job: Backfill, token: str, cursor: str, scanned: i
 
 
 def failed(session: Session, job: Backfill, token: str, error: str,
-           retry_at: datetime) -> None:
+           retry_at: datetime, max_attempts: int) -> BackfillState:
     """A chunk failed: recorded on the backfill, which no worker takes again before
-    ``retry_at`` (other backfills go on)."""
+    ``retry_at`` (other backfills go on); the ``max_attempts``-th failure in a row makes it
+    FAILED, never taken again until its definition is set again (:func:`start`). Returns the
+    state it is left in."""
     c = backfills.c
+    given_up = c.attempts + 1 >= max_attempts
     session.execute(update(backfills).where(
         c.workspace_id == job.workspace_id, c.target == job.target,
         c.definition == job.definition, c.lease_token == token).values(
         attempts=c.attempts + 1, last_error=storable_text(error, 1000), lease_token=None,
-        lease_until=retry_at))
+        state=case((given_up, BackfillState.FAILED.value), else_=c.state),
+        lease_until=case((given_up, None), else_=retry_at)))
+    return BackfillState.FAILED if job.attempts + 1 >= max_attempts else job.state

@@ -362,24 +362,38 @@ def scan_profiles(session: Session, workspace_id: str, after: str, limit: int, *
     return [(r.profile_id, _load_golden(r), dict(r.computed or {})) for r in rows]
 
 
-def due_profiles(session: Session, now: datetime, limit: int) -> dict[str, list[str]]:
-    """Up to ``limit`` profiles whose computed traits are due to be recomputed, earliest
-    first, by workspace (read without a lock: :func:`claim_due` takes them)."""
+def claim_due(session: Session, now: datetime, limit: int, until: datetime
+              ) -> dict[str, list[str]]:
+    """Claim up to ``limit`` profiles whose computed traits are due to be recomputed, earliest
+    first, by workspace: listed and locked in one statement (SKIP LOCKED on PostgreSQL, so a
+    concurrent replica claims the next ones instead of the same ones) and leased by moving
+    their due time to ``until``, which other replicas do not see as due. The recompute
+    (:func:`take_claimed`, a transaction per workspace) finds them by that lease; a replica
+    that dies leaves them due again at ``until``. SQLite has one writer: the claim is one
+    transaction, which is enough."""
     found: dict[str, list[str]] = defaultdict(list)
     for row in session.execute(
             select(profiles.c.workspace_id, profiles.c.profile_id)
             .where(profiles.c.recompute_due <= now)
-            .order_by(profiles.c.recompute_due).limit(limit)):
+            .order_by(profiles.c.recompute_due).limit(limit)
+            .with_for_update(skip_locked=True)):
         found[row.workspace_id].append(row.profile_id)
+    for workspace_id, profile_ids in found.items():
+        for chunk in chunks(sorted(profile_ids), IN_LIST_KEYS):
+            session.execute(update(profiles)
+                            .where(profiles.c.workspace_id == workspace_id,
+                                   one_of(session, profiles.c.profile_id, chunk))
+                            .values(recompute_due=until))
     return dict(found)
 
 
-def claim_due(session: Session, workspace_id: str, profile_ids: Sequence[str], now: datetime
-              ) -> tuple[dict[str, Golden], dict[str, dict[str, Any]]]:
-    """Lock those of the profiles still due (SKIP LOCKED: a profile another replica is
-    recomputing, or an ingest is writing, is left to it) and clear their due time; returns
-    their records and stored computed traits. A profile recomputed by another replica since
-    it was listed is no longer due, so each due time is handled once."""
+def take_claimed(session: Session, workspace_id: str, profile_ids: Sequence[str],
+                 lease: datetime) -> tuple[dict[str, Golden], dict[str, dict[str, Any]]]:
+    """Lock those of the claimed profiles still under this claim's ``lease`` (SKIP LOCKED: a
+    profile an ingest is writing is left to it, and ingest recomputes it, replacing the lease)
+    and clear their due time; returns their records and stored computed traits. A profile
+    recomputed since it was claimed (by ingest, or by another replica after the lease ran out)
+    has another due time and is left alone, so each due time is handled once."""
     held: dict[str, Golden] = {}
     computed: dict[str, dict[str, Any]] = {}
     for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
@@ -388,7 +402,7 @@ def claim_due(session: Session, workspace_id: str, profile_ids: Sequence[str], n
                    profiles.c.consents, profiles.c.computed)
             .where(profiles.c.workspace_id == workspace_id,
                    one_of(session, profiles.c.profile_id, chunk),
-                   profiles.c.recompute_due <= now)
+                   profiles.c.recompute_due == lease)
             .order_by(profiles.c.profile_id).with_for_update(skip_locked=True))
         for r in rows:
             held[r.profile_id] = _load_golden(r)
@@ -402,14 +416,15 @@ def claim_due(session: Session, workspace_id: str, profile_ids: Sequence[str], n
 
 
 def defer_due(session: Session, workspace_id: str, profile_ids: Sequence[str],
-              until: datetime) -> None:
-    """Push the due time of profiles whose recompute failed to ``until``, so they do not
-    stay first in line ahead of every other workspace's."""
+              lease: datetime, until: datetime) -> None:
+    """Push the due time of claimed profiles whose recompute failed to ``until``, so they do
+    not stay first in line ahead of every other workspace's (those recomputed meanwhile, no
+    longer under ``lease``, keep theirs)."""
     for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
         session.execute(update(profiles)
                         .where(profiles.c.workspace_id == workspace_id,
                                one_of(session, profiles.c.profile_id, chunk),
-                               profiles.c.recompute_due.is_not(None))
+                               profiles.c.recompute_due == lease)
                         .values(recompute_due=until))
 
 

@@ -184,6 +184,7 @@ _BACKFILL_STATES = {
     BackfillState.PENDING: backfill_pb2.BACKFILL_STATE_PENDING,
     BackfillState.RUNNING: backfill_pb2.BACKFILL_STATE_RUNNING,
     BackfillState.DONE: backfill_pb2.BACKFILL_STATE_DONE,
+    BackfillState.FAILED: backfill_pb2.BACKFILL_STATE_FAILED,
 }
 
 
@@ -194,7 +195,7 @@ def backfill_to_proto(backfill: Backfill | None) -> backfill_pb2.Backfill | None
         state=_BACKFILL_STATES[backfill.state], profiles_scanned=backfill.profiles_scanned,
         profiles_total=backfill.profiles_total, create_time=to_timestamp(backfill.create_time),
         start_time=to_timestamp(backfill.start_time), end_time=to_timestamp(backfill.end_time),
-        last_error=backfill.last_error)
+        last_error=backfill.last_error, consecutive_failures=backfill.attempts)
 
 
 def settings_to_proto(settings: IdentitySettings, update_time: datetime | None,

@@ -26,6 +26,7 @@ class BackfillState(StrEnum):
     PENDING = "pending"  # recorded; no worker has started it
     RUNNING = "running"
     DONE = "done"
+    FAILED = "failed"  # too many chunks failed in a row; a new definition starts it over
 
 
 @dataclass(frozen=True)

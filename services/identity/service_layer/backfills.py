@@ -16,7 +16,9 @@ and only a membership that differs from the stored one is a transition, so nothi
 announced twice nor undone.
 
 A chunk that fails (a definition that cannot be read, a database error) is recorded on its
-backfill, which waits before it is tried again; the other backfills go on.
+backfill, which waits before it is tried again; the other backfills go on. After
+``max_attempts`` failures in a row the backfill is FAILED (a permanently broken definition is
+not retried for ever); setting the definition again records a new one.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from cjo_identity.domain.segments import Segment
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
+from cjo_platform.telemetry import current_traceparent, tracer
 
 log = get_logger(__name__)
 
@@ -55,15 +58,19 @@ class Superseded(Exception):
 class BackfillSettings:
     lease_seconds: float = 60.0  # how long a claimed backfill is reserved for its worker
     retry_seconds: float = 60.0  # how long a backfill whose chunk failed waits
+    max_attempts: int = 10  # chunks failing in a row before the backfill is FAILED
     batch: int = 4  # backfills claimed per round (one chunk of each)
 
 
 def start_computed(uow: UnitOfWork, workspace_id: str, old: IdentitySettings,
                    new: IdentitySettings) -> bool:
     """Record a backfill of the computed traits when their definitions changed (a newer
-    change replaces one still running). Returns whether one was recorded."""
+    change replaces one still running) or their last backfill FAILED (saving them again is
+    how it is restarted). Returns whether one was recorded."""
     if computed_digest(old.computed_traits) == computed_digest(new.computed_traits):
-        return False
+        last = computed_backfill(uow, workspace_id)
+        if last is None or last.state is not BackfillState.FAILED:
+            return False
     backfills.start(uow.session, workspace_id, COMPUTED_TRAITS,
                     computed_digest(new.computed_traits), uow.now())
     return True
@@ -80,9 +87,11 @@ def claim(uow: UnitOfWork, token: str, settings: BackfillSettings) -> list[Backf
                            token, settings.batch)
 
 
-def chunk(uow: UnitOfWork, job: Backfill, token: str, lease_seconds: float) -> Backfill:
+def chunk(uow: UnitOfWork, job: Backfill, token: str, lease_seconds: float,
+          traceparent: str = "") -> Backfill:
     """One chunk of ``job``; returns the backfill as this chunk left it (DONE after the last).
-    Raises :class:`Superseded` when the chunk must not be written."""
+    The segment events it writes carry ``traceparent`` (the round's span). Raises
+    :class:`Superseded` when the chunk must not be written."""
     session = uow.session
     now = uow.now()
     settings = load_settings(session, job.workspace_id)[0]
@@ -115,7 +124,8 @@ def chunk(uow: UnitOfWork, job: Backfill, token: str, lease_seconds: float) -> B
                                        before={p: (g, c) for p, g, c in rows})
     states = segments.states_of(session, job.workspace_id, transitions)
     uow.publish(EVENTS_TOPIC, job.workspace_id, [
-        (segment_event(t, golden[t.profile_id], now, "", state=states.get(t.profile_id)), "")
+        (segment_event(t, golden[t.profile_id], now, traceparent,
+                       state=states.get(t.profile_id)), traceparent)
         for t in transitions])
     done = len(rows) < SCAN_CHUNK
     cursor = rows[-1][0] if rows else job.cursor
@@ -132,9 +142,10 @@ def _done(job: Backfill, now: datetime, scanned: int = 0) -> Backfill:
 
 
 def failed(uow: UnitOfWork, job: Backfill, token: str, error: str,
-           retry_seconds: float) -> None:
-    backfills.failed(uow.session, job, token, error,
-                     uow.now() + timedelta(seconds=retry_seconds))
+           settings: BackfillSettings) -> BackfillState:
+    return backfills.failed(uow.session, job, token, error,
+                            uow.now() + timedelta(seconds=settings.retry_seconds),
+                            settings.max_attempts)
 
 
 class BackfillRound:
@@ -147,23 +158,34 @@ class BackfillRound:
         self.token = uuid.uuid4().hex  # this worker's leases
 
     async def run(self) -> bool:
-        """One round; returns whether a claimed backfill has chunks left."""
-        claimed = await self.transactions.run(partial(claim, token=self.token,
-                                                      settings=self.settings))
+        """One round (one span: the segment events it writes carry its traceparent); returns
+        whether a claimed backfill has chunks left."""
+        with tracer().start_as_current_span("identity.time.backfills") as span:
+            claimed = await self.transactions.run(partial(claim, token=self.token,
+                                                          settings=self.settings))
+            span.set_attribute("cjo.identity.backfills_claimed", len(claimed))
+            return await self._chunks(claimed, current_traceparent())
+
+    async def _chunks(self, claimed: list[Backfill], traceparent: str) -> bool:
         more = False
         for job in claimed:
             try:
                 after = await self.transactions.run(partial(
-                    chunk, job=job, token=self.token, lease_seconds=self.settings.lease_seconds))
+                    chunk, job=job, token=self.token, lease_seconds=self.settings.lease_seconds,
+                    traceparent=traceparent))
             except Superseded:
                 continue
             except Exception as exc:
                 # This backfill alone waits; the others (and other workspaces) go on.
                 log.warning("backfill chunk failed; will retry", workspace_id=job.workspace_id,
                             target=job.target, error=repr(exc), exc_info=exc)
-                await self.transactions.run(partial(
+                state = await self.transactions.run(partial(
                     failed, job=job, token=self.token, error=str(exc) or repr(exc),
-                    retry_seconds=self.settings.retry_seconds))
+                    settings=self.settings))
+                if state is BackfillState.FAILED:
+                    log.error("backfill given up after failing chunks in a row; set its "
+                              "definition again to restart it", workspace_id=job.workspace_id,
+                              target=job.target, attempts=job.attempts + 1, error=repr(exc))
                 continue
             more = more or after.state is not BackfillState.DONE
         return more

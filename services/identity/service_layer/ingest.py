@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.orm import Session
 
@@ -54,7 +55,13 @@ UNRESOLVABLE = InvalidArgument.one(
 
 
 class StaleGraph(Exception):
-    """The identity graph changed under a batch before it locked its profiles; run it again."""
+    """The identity graph changed under a batch before it locked its profiles, or the batch
+    needs a profile whose id is lower than one it already locked; run it again, locking
+    ``lock_first`` with the others from the start."""
+
+    def __init__(self, lock_first: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.lock_first = lock_first
 
 
 def new_id() -> str:
@@ -73,13 +80,16 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
                         settings: IdentitySettings, traceparent: str
                         ) -> list[Outcome | InvalidArgument]:
     """Apply the events (parsed with ``settings``); one outcome or error per event, in order."""
+    lock_first: frozenset[str] = frozenset()
     for attempt in range(1, STALE_ATTEMPTS + 1):
         try:
-            applied = await transactions.run(
-                lambda uow: apply_events(uow, workspace_id, batch, settings, traceparent))
-        except StaleGraph:
+            applied = await transactions.run(partial(
+                apply_events, workspace_id=workspace_id, batch=batch, settings=settings,
+                traceparent=traceparent, lock_first=lock_first))
+        except StaleGraph as stale:
             if attempt == STALE_ATTEMPTS:
                 raise
+            lock_first = lock_first | stale.lock_first
             continue
         if applied.plan is not None:
             _log_committed(applied.plan, settings)
@@ -88,9 +98,11 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
 
 
 def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
-                 settings: IdentitySettings, traceparent: str) -> Applied:
+                 settings: IdentitySettings, traceparent: str,
+                 lock_first: frozenset[str] = frozenset()) -> Applied:
     """One attempt at the batch; raises :class:`StaleGraph` when the graph changed under it
-    (run it again in a new unit of work)."""
+    or it must lock more profiles out of order (run it again in a new unit of work, locking
+    the profiles of ``lock_first`` from the start)."""
     session = uow.session
     wanted = {i for event in batch for i in event.identifiers}
     erased = profiles.erased_among(session, workspace_id, wanted) if wanted else set()
@@ -108,7 +120,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     if not valid:
         return Applied([o for o in outcomes if o is not None], None)
     now = uow.now()
-    plan = _resolve_and_store(session, workspace_id, valid, now, settings)
+    plan = _resolve_and_store(session, workspace_id, valid, now, settings, lock_first)
     merged = {m.merged_profile_id for m in plan.graph.merges}
     transitions = segments.refresh(
         session, workspace_id, {p: g for p, g in plan.golden.items() if p not in merged},
@@ -141,11 +153,20 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
 
 
 def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Event],
-                       now: datetime, settings: IdentitySettings) -> BatchPlan:
+                       now: datetime, settings: IdentitySettings,
+                       lock_first: frozenset[str] = frozenset()) -> BatchPlan:
     """Dedupe, resolve, merge and fold the (resolvable) events, and store the result.
 
     Reads what the batch touches (a fixed number of queries whatever its size), locks the
-    profiles it changes, lets the domain plan everything, then writes in bulk."""
+    profiles it changes, lets the domain plan everything, then writes in bulk.
+
+    Lock order: every transaction that waits for profile locks (this one, and a backfill's
+    chunk, which locks up to 1,000 profiles of a workspace) takes them in ascending profile
+    id, so no two can wait for each other (a deadlock). The cluster members a relinking batch
+    needs are only known once its owners are locked; when one of them has an id below a
+    profile already locked, taking it now would break the order, so the batch rolls back
+    (releasing every lock) and runs again locking them all in one sorted pass. The time
+    worker's lapses never wait (SKIP LOCKED)."""
     seen = profiles.earlier_outcomes(session, workspace_id, {e.message_id for e in batch})
     fresh = list({e.message_id: e for e in reversed(batch)
                   if e.message_id not in seen}.values())
@@ -156,7 +177,10 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
              profiles.edges_by_key(session, workspace_id, set(wanted_edges)).items()}
     changed = changed_edges(wanted_edges, known)
     locked = {o.profile_id for o in owners.values()}
-    held, computed = profiles.golden_for_update(session, workspace_id, locked)
+    held, computed = profiles.golden_for_update(session, workspace_id, locked | lock_first)
+    # Profiles locked ahead (an earlier attempt needed them) join the batch only if its
+    # clusters still include them.
+    ahead = {p: (held.pop(p), computed.pop(p)) for p in lock_first - locked if p in held}
     if owners and (set(held) != locked
                    or profiles.owners(session, workspace_id, set(owners)) != owners):
         # A concurrent batch merged or moved these profiles between our read and our lock.
@@ -169,7 +193,13 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
         owners.update(members)
         cluster_edges = profiles.cluster_edges(session, workspace_id, dirty)
         more = {o.profile_id for o in members.values()} - locked
-        more_held, more_computed = profiles.golden_for_update(session, workspace_id, more)
+        for p in more & set(ahead):
+            held[p], computed[p] = ahead[p]
+        unlocked = more - set(ahead)
+        highest = max(locked | set(ahead), default="")
+        if unlocked and min(unlocked) < highest:
+            raise StaleGraph(frozenset(locked | more))
+        more_held, more_computed = profiles.golden_for_update(session, workspace_id, unlocked)
         held.update(more_held)
         computed.update(more_computed)
     graph = plan_graph(changed, cluster_edges, owners, settings, new_id)

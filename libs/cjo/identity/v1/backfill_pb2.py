@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63jo/identity/v1/backfill.proto\x12\x0f\x63jo.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n\x08\x42\x61\x63kfill\x12-\n\x05state\x18\x01 \x01(\x0e\x32\x1e.cjo.identity.v1.BackfillState\x12\x18\n\x10profiles_scanned\x18\x02 \x01(\x03\x12\x16\n\x0eprofiles_total\x18\x03 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x07 \x01(\t*\x80\x01\n\rBackfillState\x12\x1e\n\x1a\x42\x41\x43KFILL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KFILL_STATE_PENDING\x10\x01\x12\x1a\n\x16\x42\x41\x43KFILL_STATE_RUNNING\x10\x02\x12\x17\n\x13\x42\x41\x43KFILL_STATE_DONE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63jo/identity/v1/backfill.proto\x12\x0f\x63jo.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x02\n\x08\x42\x61\x63kfill\x12-\n\x05state\x18\x01 \x01(\x0e\x32\x1e.cjo.identity.v1.BackfillState\x12\x18\n\x10profiles_scanned\x18\x02 \x01(\x03\x12\x16\n\x0eprofiles_total\x18\x03 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\x05*\x9b\x01\n\rBackfillState\x12\x1e\n\x1a\x42\x41\x43KFILL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KFILL_STATE_PENDING\x10\x01\x12\x1a\n\x16\x42\x41\x43KFILL_STATE_RUNNING\x10\x02\x12\x17\n\x13\x42\x41\x43KFILL_STATE_DONE\x10\x03\x12\x19\n\x15\x42\x41\x43KFILL_STATE_FAILED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.backfill_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BACKFILLSTATE']._serialized_start=358
-  _globals['_BACKFILLSTATE']._serialized_end=486
+  _globals['_BACKFILLSTATE']._serialized_start=388
+  _globals['_BACKFILLSTATE']._serialized_end=543
   _globals['_BACKFILL']._serialized_start=85
-  _globals['_BACKFILL']._serialized_end=355
+  _globals['_BACKFILL']._serialized_end=385
 # @@protoc_insertion_point(module_scope)

@@ -15,13 +15,15 @@ class BackfillState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BACKFILL_STATE_PENDING: _ClassVar[BackfillState]
     BACKFILL_STATE_RUNNING: _ClassVar[BackfillState]
     BACKFILL_STATE_DONE: _ClassVar[BackfillState]
+    BACKFILL_STATE_FAILED: _ClassVar[BackfillState]
 BACKFILL_STATE_UNSPECIFIED: BackfillState
 BACKFILL_STATE_PENDING: BackfillState
 BACKFILL_STATE_RUNNING: BackfillState
 BACKFILL_STATE_DONE: BackfillState
+BACKFILL_STATE_FAILED: BackfillState
 
 class Backfill(_message.Message):
-    __slots__ = ("state", "profiles_scanned", "profiles_total", "create_time", "start_time", "end_time", "last_error")
+    __slots__ = ("state", "profiles_scanned", "profiles_total", "create_time", "start_time", "end_time", "last_error", "consecutive_failures")
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROFILES_SCANNED_FIELD_NUMBER: _ClassVar[int]
     PROFILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +31,7 @@ class Backfill(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     state: BackfillState
     profiles_scanned: int
     profiles_total: int
@@ -36,4 +39,5 @@ class Backfill(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     last_error: str
-    def __init__(self, state: _Optional[_Union[BackfillState, str]] = ..., profiles_scanned: _Optional[int] = ..., profiles_total: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ...) -> None: ...
+    consecutive_failures: int
+    def __init__(self, state: _Optional[_Union[BackfillState, str]] = ..., profiles_scanned: _Optional[int] = ..., profiles_total: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
