@@ -316,11 +316,12 @@ async def test_two_replicas_share_the_due_profiles_and_neither_spins(
         monkeypatch.setattr(LapseRound, "run", run)
     assert sum(r for _, _, r in rounds) == people_count  # each profile recomputed once
     busy = [(replica, r) for replica, more, r in rounds if more]
-    assert all(r > 0 for _, r in busy), busy  # no round reported more and did nothing
-    assert len(busy) <= people_count // batch
     shares = {replica: sum(r for rep, _, r in rounds if rep == replica)
               for replica, _, _ in rounds}
-    print("profiles recomputed by each replica:", sorted(shares.values()))
+    print(f"profiles recomputed by each replica: {sorted(shares.values())}; rounds "
+          f"{len(rounds)}, reporting more {len(busy)}")
+    assert all(r > 0 for _, r in busy), busy  # no round reported more and did nothing
+    assert len(busy) <= people_count // batch
     assert sorted(transitions(recorder, "segment_exited")) == ids
 
 
