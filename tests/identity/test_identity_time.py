@@ -477,3 +477,41 @@ def _aggregation_of(identity: Identity) -> str:
         document = session.execute(select(identity_settings.c.settings).where(
             identity_settings.c.workspace_id == "broken")).scalar_one()
         return str(document["computed_traits"][0]["aggregation"])
+
+
+async def test_a_failed_computed_traits_backfill_restarts_when_the_settings_are_saved_again(
+        backend: Backend, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saving the computed traits unchanged records no backfill, except when their last one
+    FAILED: then it is how the scan is restarted."""
+    failing = True
+    chunk = backfill_use_cases.chunk
+
+    def flaky(uow: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
+        if failing and job.target == "computed_traits":
+            raise RuntimeError("the scan broke")
+        return chunk(uow, job, *args, **kwargs)
+
+    monkeypatch.setattr(backfill_use_cases, "chunk", flaky)
+    async with serve_identity(backend, recorder, ManualClock(START),
+                              CJO_IDENTITY_BACKFILL_MAX_ATTEMPTS="2",
+                              CJO_IDENTITY_TIME_RETRY_SECONDS="0") as identity:
+        acme = await identity.new_workspace("acme")
+        bought = (await ingest(identity, acme, order("o1", "u1", START))).results[0]
+
+        async def computed_backfill(state: int) -> Any:
+            got = (await identity.events.GetIdentitySettings(pb.GetIdentitySettingsRequest(),
+                                                             metadata=acme)).settings
+            return got.computed_traits_backfill \
+                if got.computed_traits_backfill.state == state else None
+
+        await with_orders_30d(identity, acme)
+        stuck = await eventually(lambda: computed_backfill(backfill_pb2.BACKFILL_STATE_FAILED))
+        assert (stuck.last_error, stuck.consecutive_failures) == ("the scan broke", 2)
+        assert "orders_30d" not in (await profile(identity, acme,
+                                                  bought.profile_id)).computed_traits
+        failing = False
+        await with_orders_30d(identity, acme)  # the same definitions, saved again
+        done = await eventually(lambda: computed_backfill(backfill_pb2.BACKFILL_STATE_DONE))
+        assert (done.last_error, done.consecutive_failures, done.profiles_scanned) == ("", 0, 1)
+        assert (await profile(identity, acme, bought.profile_id)).computed_traits[
+            "orders_30d"] == 1
