@@ -1,7 +1,7 @@
 """The profile view: what a condition's ``profile`` (CEL) and a template's ``profile.*``
 (Liquid) see of a person, built in one place for every service.
 
-The profile's traits sit flat at the top (``profile.email``), beside three reserved keys:
+The profile's traits sit flat at the top (``profile.email``), beside four reserved keys:
 
 - ``computed``: the computed traits, by name (``profile.computed.orders_30d``);
 - ``segments``: the ids of the segments the profile is a member of
@@ -9,7 +9,11 @@ The profile's traits sit flat at the top (``profile.email``), beside three reser
 - ``consent``: what the person said per channel (``profile.consent.email``) and per
   ``channel/topic`` (``profile.consent['email/newsletter']``): "subscribed", "unsubscribed" or,
   for a channel nobody said anything about, "unknown". Identity's segment conditions read the
-  same shape as their ``consent`` variable (:func:`consent_view`).
+  same shape as their ``consent`` variable (:func:`consent_view`);
+- ``identifiers``: the identifiers that resolve to the profile, by type, each a list of values
+  in the order identity linked them (``profile.identifiers.email``,
+  ``'ada@example.com' in profile.identifiers.email``; a type the profile has none of is absent:
+  ``has(profile.identifiers.phone)``).
 
 A trait named like a reserved key is shadowed by it in the view (the profile keeps it; read it
 through identity's GetProfile).
@@ -29,7 +33,8 @@ CONSENT_CHANNELS = ("email", "sms", "push", "in_app", "webhook")
 COMPUTED = "computed"
 SEGMENTS = "segments"
 CONSENT = "consent"
-RESERVED_KEYS = frozenset({COMPUTED, SEGMENTS, CONSENT})
+IDENTIFIERS = "identifiers"
+RESERVED_KEYS = frozenset({COMPUTED, SEGMENTS, CONSENT, IDENTIFIERS})
 SUBSCRIBED = "subscribed"
 UNSUBSCRIBED = "unsubscribed"
 UNKNOWN = "unknown"
@@ -45,13 +50,34 @@ def consent_view(records: Iterable[tuple[str, str, bool]]) -> dict[str, str]:
     return consent
 
 
+def identifiers_view(identifiers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """``{type: [value, ...]}`` from (type, value) pairs, values in the order given (identity's:
+    the order it linked them), each once."""
+    found: dict[str, list[str]] = {}
+    for kind, value in identifiers:
+        values = found.setdefault(kind, [])
+        if value not in values:
+            values.append(value)
+    return found
+
+
 def profile_view(traits: Mapping[str, Any], computed: Mapping[str, Any] | None = None,
                  segments: Iterable[str] = (),
-                 consent: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 consent: Mapping[str, str] | None = None,
+                 identifiers: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
     """The view of a profile: its traits at the top, then the reserved keys (which win over a
     trait of the same name)."""
     return {**traits, COMPUTED: dict(computed or {}), SEGMENTS: sorted(set(segments)),
-            CONSENT: dict(consent) if consent is not None else consent_view(())}
+            CONSENT: dict(consent) if consent is not None else consent_view(()),
+            IDENTIFIERS: identifiers_view(identifiers)}
+
+
+def identifier_values(view: Mapping[str, Any], kind: str) -> list[str]:
+    """The profile's identifiers of type ``kind`` (oldest first), from its view."""
+    held = view.get(IDENTIFIERS)
+    values = held.get(kind) if isinstance(held, Mapping) else None
+    return [v for v in values if isinstance(v, str) and v.strip()] if isinstance(
+        values, list) else []
 
 
 def with_traits(view: Mapping[str, Any], traits: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,4 +118,5 @@ def view_from_proto(profile: profile_pb2.Profile) -> dict[str, Any]:
     """The view of a profile identity answered (GetProfile, BatchGetProfiles)."""
     return profile_view(struct_to_dict(profile.traits), struct_to_dict(profile.computed_traits),
                         (segment_id(s) for s in profile.segments),
-                        consent_from_proto(profile.consents))
+                        consent_from_proto(profile.consents),
+                        ((i.type, i.value) for i in profile.identifiers))

@@ -9,6 +9,9 @@ from cjo_platform.backoff import RetryPolicy
 from cjo_platform.config import Env
 from cjo_platform.limits import MAX_BATCH_ITEMS
 
+PROFILE_READ_BACKOFF = RetryPolicy(max_attempts=1000, base_delay=timedelta(seconds=1),
+                                   max_delay=timedelta(seconds=60), jitter=0.5)
+
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -33,6 +36,14 @@ class EngineSettings:
     # Rounds that may fail to apply one inbox event before it is given up to the dead letters
     # (its profile's later events wait behind it until then).
     event_max_attempts: int = 5
+    # Identity could not answer a step round's profile read: the workspace's due enrollments
+    # wait this backoff (per workspace, by consecutive failed reads, jittered) and are retried
+    # without end; it never counts as an enrollment's attempt.
+    profile_read_backoff: RetryPolicy = PROFILE_READ_BACKOFF
+    # Identity answered a merged-away profile with its survivor before its profile_merged event
+    # reached orchestration: the enrollment waits this long (no attempt counted) for the event
+    # round to merge the two profiles' enrollments first.
+    merge_wait: timedelta = timedelta(seconds=1)
 
 
 def load_engine_settings(env: Env) -> EngineSettings:
@@ -65,4 +76,9 @@ def load_engine_settings(env: Env) -> EngineSettings:
         schedule_retention_days=env.int(f"{prefix}SCHEDULE_RETENTION_DAYS", 30, minimum=1,
                                         maximum=3650),
         event_max_attempts=env.int(f"{prefix}EVENT_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
+        profile_read_backoff=RetryPolicy(
+            max_attempts=1000, base_delay=timedelta(seconds=1),
+            max_delay=timedelta(seconds=env.float(f"{prefix}PROFILE_READ_MAX_BACKOFF_SECONDS",
+                                                  60.0, minimum=1.0)),
+            jitter=0.5),
     )

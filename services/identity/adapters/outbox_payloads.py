@@ -26,8 +26,8 @@ from cjo_platform.protobuf import dict_to_struct, to_timestamp
 
 EVENTS_TOPIC = "orchestration.events"
 
-# A profile's computed traits and segment ids, as a batch left them.
-ProfileState: TypeAlias = tuple[Mapping[str, Any], Iterable[str]]
+# A profile's computed traits, segment ids and identifiers (type, value), as a batch left them.
+ProfileState: TypeAlias = tuple[Mapping[str, Any], Iterable[str], Iterable[tuple[str, str]]]
 
 _EVENT_TYPES = {
     EventType.TRACK: event_pb2.EVENT_TYPE_TRACK,
@@ -59,16 +59,18 @@ def consent_to_proto(record: ConsentRecord) -> consent_pb2.Consent:
 
 def _profile(golden: Golden | None, state: ProfileState | None) -> dict[str, Any]:
     """The ForwardedEvent fields describing the profile: its traits and consent from
-    ``golden``, its computed traits and segments from ``state``, for orchestration's
-    ``profile`` view (cjo_platform.profiles)."""
+    ``golden``, its computed traits, segments and identifiers from ``state``, for
+    orchestration's ``profile`` view (cjo_platform.profiles)."""
     if golden is None:
         return {}
-    computed, segments = state or ({}, ())
+    computed, segments, linked = state or ({}, (), ())
     return {"profile_traits": dict_to_struct(trait_values(golden.traits)),
             "computed_traits": dict_to_struct(dict(computed)),
             "segments": [f"segments/{s}" for s in sorted(segments)],
             "consents": [consent_to_proto(c) for c in sorted(
-                golden.consents.values(), key=lambda c: (c.channel, c.topic))]}
+                golden.consents.values(), key=lambda c: (c.channel, c.topic))],
+            "identifiers": [event_pb2.Identifier(type=kind, value=value)
+                            for kind, value in linked]}
 
 
 def forwarded_event(accepted: Accepted, traceparent: str,

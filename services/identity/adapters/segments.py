@@ -16,7 +16,13 @@ from sqlalchemy.orm import Session
 
 from cjo_identity.adapters import backfills
 from cjo_identity.adapters.profiles import IN_LIST_KEYS
-from cjo_identity.adapters.tables import events, profiles, segment_members, segments
+from cjo_identity.adapters.tables import (
+    events,
+    identifiers,
+    profiles,
+    segment_members,
+    segments,
+)
 from cjo_identity.domain.backfills import segment_target
 from cjo_identity.domain.computed import EventFact, compute, earliest_needed, next_change
 from cjo_identity.domain.golden import Golden
@@ -232,24 +238,33 @@ def memberships(session: Session, workspace_id: str, profile_ids: Iterable[str]
 
 
 def profile_states(session: Session, workspace_id: str, profile_ids: Iterable[str]
-                   ) -> dict[str, tuple[dict[str, Any], list[str]]]:
-    """Stored computed traits and segment ids of the profiles (two queries per chunk): what
-    identity forwards with their events, read after the batch refreshed them."""
+                   ) -> dict[str, tuple[dict[str, Any], list[str], list[tuple[str, str]]]]:
+    """Stored computed traits, segment ids and identifiers (type, value; in the order they were
+    linked) of the profiles (three queries per chunk): what identity forwards with their events,
+    read after the batch refreshed them."""
     ids = sorted(set(profile_ids))
     member_of = memberships(session, workspace_id, ids)
-    found: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    linked: dict[str, list[tuple[str, str]]] = {}
+    found: dict[str, tuple[dict[str, Any], list[str], list[tuple[str, str]]]] = {}
     for chunk in chunks(ids, IN_LIST_KEYS):
+        for row in session.execute(
+                select(identifiers.c.profile_id, identifiers.c.type, identifiers.c.value)
+                .where(identifiers.c.workspace_id == workspace_id,
+                       one_of(session, identifiers.c.profile_id, chunk))
+                .order_by(identifiers.c.create_time, identifiers.c.type, identifiers.c.value)):
+            linked.setdefault(row.profile_id, []).append((row.type, row.value))
         for row in session.execute(
                 select(profiles.c.profile_id, profiles.c.computed)
                 .where(profiles.c.workspace_id == workspace_id,
                        one_of(session, profiles.c.profile_id, chunk))):
             found[row.profile_id] = (dict(row.computed or {}),
-                                     sorted(member_of.get(row.profile_id, ())))
+                                     sorted(member_of.get(row.profile_id, ())),
+                                     linked.get(row.profile_id, []))
     return found
 
 
 def states_of(session: Session, workspace_id: str, transitions: Sequence[Transition]
-              ) -> dict[str, tuple[dict[str, Any], list[str]]]:
+              ) -> dict[str, tuple[dict[str, Any], list[str], list[tuple[str, str]]]]:
     """:func:`profile_states` of the profiles that entered or left a segment (none: no query)."""
     if not transitions:
         return {}

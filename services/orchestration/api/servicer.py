@@ -107,7 +107,8 @@ def _forwarded(item: pb.ForwardedEvent, default_traceparent: str) -> events.Forw
         traits=profile_view(struct_to_dict(item.profile_traits),
                             struct_to_dict(item.computed_traits),
                             (segment_id(s) for s in item.segments),
-                            consent_from_proto(item.consents)),
+                            consent_from_proto(item.consents),
+                            ((i.type, i.value) for i in item.identifiers)),
         traceparent=item.traceparent or default_traceparent)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cjo_orchestration.domain.journeys import Channel
+from cjo_platform.profiles import identifier_values
 
 
 @dataclass(frozen=True)
@@ -73,23 +74,36 @@ def send_key(enrollment_id: str, node_id: str, visit: int) -> str:
     return f"{enrollment_id}:{node_id}:{visit}"
 
 
-# Which trait holds a profile's address on each channel; in-app and webhook need none.
+# Which trait holds a profile's address on each channel, and the identifier type that stands in
+# when the trait is missing (a login sent only as an identifier); in-app and webhook need none.
 ADDRESS_TRAITS = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "push_token"}
+ADDRESS_IDENTIFIERS = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "push_token"}
+# Identifier types an update_profile node hands identity, strongest first.
+UPDATE_IDENTIFIERS = ("user_id", "email", "phone", "anonymous_id")
 
 
-def recipient_address(channel: Channel, traits: Mapping[str, Any]) -> str:
+def recipient_address(channel: Channel, view: Mapping[str, Any]) -> str:
+    """Where a send on ``channel`` goes: the profile's address trait, else the identifier of that
+    type identity linked last (the profile view's ``identifiers``); "" when it has neither."""
     trait = ADDRESS_TRAITS.get(channel)
     if trait is None:
         return "-"  # delivery addresses in-app and webhook messages by profile
-    value = traits.get(trait)
-    return value.strip() if isinstance(value, str) else ""
+    value = view.get(trait)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    linked = identifier_values(view, ADDRESS_IDENTIFIERS[channel])
+    return linked[-1].strip() if linked else ""
 
 
-def identity_identifiers(traits: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """Identifiers identity resolves an update of this profile by."""
-    found = []
+def identity_identifiers(view: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Identifiers identity resolves an update of this profile by: the profile's own identifiers
+    (the view's ``identifiers``), then its user_id / email / phone traits."""
+    found: dict[tuple[str, str], None] = {}
+    for kind in UPDATE_IDENTIFIERS:
+        for value in identifier_values(view, kind):
+            found[(kind, value.strip())] = None
     for kind in ("user_id", "email", "phone"):
-        value = traits.get(kind)
+        value = view.get(kind)
         if isinstance(value, str) and value.strip():
-            found.append((kind, value.strip()))
+            found[(kind, value.strip())] = None
     return tuple(found)

@@ -4,10 +4,15 @@ send (or update profiles) through the peers with one batch call per workspace, a
 state and facts, all as long as the lease still holds.
 
 Consistency: a step sees every identity change accepted before its round read the profile (its
-traits, computed traits, segments, consent and the address a send goes to; a merged-away
-profile reads as its survivor). When identity cannot answer, the workspace's group is not
-advanced on the data it held: it is retried with the send backoff (and fails once that is
-spent, like a send). A profile identity no longer has (erased) ends the enrollment the way an
+traits, computed traits, segments, consent, identifiers and the address a send goes to), and a
+merge identity accepted is applied to the enrollments before the step acts: when identity
+answers a profile with its survivor before the merge's profile_merged event reached
+orchestration, the enrollment waits (``merge_wait``, no attempt counted) for the event round to
+merge the two profiles' enrollments, so one person in one journey is one enrollment. When
+identity cannot answer, the workspace's group is not advanced on the data it held: it waits a
+jittered backoff (per workspace, capped) and is retried without end, never failed for it and
+never charged an attempt (identity's trouble is not the enrollment's). A profile identity no
+longer has (erased: it existed when enrolled, as Enroll checks) ends the enrollment the way an
 erasure does (exited, "profile_deleted"): nothing is sent to it."""
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import asyncio
 import secrets
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -40,7 +45,7 @@ from cjo_orchestration.domain.lifecycle import erase_enrollment
 from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendOrder, SendResult
 from cjo_orchestration.domain.timing import profile_time_zone
 from cjo_orchestration.domain.transitions import Transition
-from cjo_orchestration.domain.walk import advance, after_send, fail_enrollment, retry_later
+from cjo_orchestration.domain.walk import advance, after_send, fail_enrollment
 from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.settings import EngineSettings
 from cjo_platform.db.item_writes import database_unavailable
@@ -117,6 +122,9 @@ class StepRound:
         self._graphs: dict[VersionKey, JourneyGraph] = {}
         # Seconds each workspace group's profile read took (latest first out).
         self.profile_read_seconds: deque[float] = deque(maxlen=PROFILE_READS_KEPT)
+        # Consecutive profile reads identity could not answer, by workspace: the backoff's
+        # state (a successful read forgets it). Shared by the rounds of one worker.
+        self.identity_failures: dict[str, int] = {}
 
     def profile_read_summary(self) -> dict[str, float]:
         """How long the latest profile reads took (one per workspace group): count, p50, p90
@@ -245,38 +253,62 @@ class StepRound:
     async def _live(self, workspace_id: str,
                     group: Sequence[Enrollment]) -> list[dict[str, Any] | Transition]:
         """Each enrollment's profile view as identity holds it now, or the transition that
-        replaces its step: retried later (identity could not answer), ended (erased), failed
-        (retries spent)."""
+        replaces its step: waiting (identity could not answer, or its merge has not reached
+        the journey yet), ended (erased), failed (identity refused the read)."""
         profile_ids = list(dict.fromkeys(e.profile_id for e in group))
         started = time.perf_counter()
         try:
             answers = dict(zip(profile_ids, await self.peers.profiles(workspace_id, profile_ids),
                                strict=True))
         except Exception as exc:
-            # Not an answer about any one profile: the whole group waits, like failed sends.
-            log.exception("reading a workspace's profiles failed; retrying its steps later",
-                          workspace=workspace_id)
+            # Not an answer about any one profile: the whole group waits (_identity_backoff).
+            log.warning("reading a workspace's profiles failed; retrying its steps later",
+                        workspace=workspace_id, error=error_detail(exc))
             answers = dict.fromkeys(profile_ids, Deferred(error_detail(exc)))
         self.profile_read_seconds.append(time.perf_counter() - started)
         now = self.transactions.clock.now()
-        return [self._with_profile(e, answers[e.profile_id], now) for e in group]
+        unanswered = self._identity_backoff(workspace_id, answers.values())
+        return [self._with_profile(e, answers[e.profile_id], now, unanswered)
+                for e in group]
+
+    def _identity_backoff(self, workspace_id: str,
+                          answers: Iterable[ProfileAnswer]) -> timedelta:
+        """How long the group's unanswered profiles wait: a backoff by the workspace's
+        consecutive reads that identity could not (fully) answer, jittered so a recovering
+        identity is not hit by every waiting group at once."""
+        if not any(isinstance(a, Deferred) for a in answers):
+            self.identity_failures.pop(workspace_id, None)
+            return timedelta(0)
+        failures = self.identity_failures.get(workspace_id, 0) + 1
+        self.identity_failures[workspace_id] = failures
+        delay = self.settings.profile_read_backoff.delay(failures)
+        log.warning("identity could not answer the step round's profile read; the steps wait "
+                    "(identity's trouble: no enrollment is failed or charged an attempt)",
+                    workspace=workspace_id, failed_reads=failures,
+                    retry_in_seconds=round(delay.total_seconds(), 2))
+        return delay
 
     def _with_profile(self, enrollment: Enrollment, answer: ProfileAnswer,
-                      now: datetime) -> dict[str, Any] | Transition:
+                      now: datetime, unanswered: timedelta) -> dict[str, Any] | Transition:
         if isinstance(answer, LiveProfile):
+            if answer.profile_id != enrollment.profile_id:
+                # Identity merged this profile; its profile_merged event (identity's outbox
+                # guarantees it) has not been applied here yet. Acting now could mail one person
+                # twice (both profiles' enrollments) under the dead id: wait for the event round
+                # to merge the enrollments.
+                return _wait(enrollment, now + self.settings.merge_wait, now,
+                             f"waiting for identity's merge of profile {enrollment.profile_id} "
+                             f"into {answer.profile_id} to reach this journey")
             return answer.view
         if isinstance(answer, ProfileGone):
             # Erased: nothing may be sent to it; identity's erasure event will say the same.
             return erase_enrollment(enrollment, now)
-        attempts = enrollment.attempts + 1
-        if isinstance(answer, Rejected) or self.settings.retry.exhausted(attempts):
-            detail = (answer.detail if isinstance(answer, Rejected)
-                      else f"gave up after {attempts} attempts: {answer.detail}")
+        if isinstance(answer, Rejected):
             # Identity's trouble, not the journey's: no journey error is counted.
-            return replace(fail_enrollment(enrollment, now,
-                                           f"the profile could not be read: {detail}"), error="")
-        return retry_later(enrollment, f"the profile could not be read: {answer.detail}",
-                           attempts, now, self.settings.retry)
+            return replace(fail_enrollment(
+                enrollment, now, f"the profile could not be read: {answer.detail}"), error="")
+        return _wait(enrollment, now + unanswered, now,
+                     f"the profile could not be read: {answer.detail}")
 
     def _advance(self, enrollment: Enrollment, now: datetime) -> Transition:
         """The engine's walk (which fails a node that raises by the node's policy); anything
@@ -331,6 +363,11 @@ class StepRound:
             for (i, _), result in zip(to_send, sent, strict=True):
                 results[i] = result
         return results
+
+
+def _wait(enrollment: Enrollment, until: datetime, now: datetime, why: str) -> Transition:
+    """The enrollment stays where it is, due again at ``until``; its attempts are untouched."""
+    return Transition(evolve(enrollment, last_error=why, due_time=until, update_time=now))
 
 
 def _database_failed(exc: Exception, transitions: int) -> None:
