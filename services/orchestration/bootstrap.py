@@ -43,7 +43,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
     transactions = storage.transactions
     timeout = engine.peer_timeout_seconds
-    steps = StepWorker(StepRound(transactions, Peers(settings, timeout), engine),
+    peers = Peers(settings, timeout)
+    steps = StepWorker(StepRound(transactions, peers, engine),
                        engine.poll_seconds, engine.step_lanes)
     events = EventWorker(
         InboxRound(transactions, engine.event_batch, new_id, engine.event_max_attempts,
@@ -69,7 +70,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
 
     servicer = OrchestrationServicer(transactions, new_id, events_received,
                                      content=ContentCatalog(settings, timeout),
-                                     on_enrolled=steps.wake)
+                                     on_enrolled=steps.wake, profiles=peers)
     return ServiceApp(
         settings=settings,
         db=storage.db,

@@ -171,7 +171,9 @@ class InboxIdentity(identity_grpc.IdentityServiceServicer):
     profile is what its latest forwarded event said of it (the traits, computed traits and
     segments identity would hold after that event), read from orchestration's own inbox; a
     merged-away profile answers its survivor, an erased one NOT_FOUND. An id that was never
-    forwarded answers the traits it was enrolled with (Enroll), else NOT_FOUND."""
+    forwarded answers the traits it was enrolled with; before it is enrolled it exists only
+    when the test says identity knows it (``cluster.known_profiles``, as if identified through
+    another path). Any other id is NOT_FOUND, as with identity (so Enroll refuses it)."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -201,11 +203,14 @@ class InboxIdentity(identity_grpc.IdentityServiceServicer):
             .order_by(inbox_table.c.seq.desc())).scalars()
         view = next((traits for traits in forwarded if traits), None)
         if view is None:
+            # Enrolled (so it passed Enroll's check, or came from an audience or a seed).
             view = session.execute(
                 select(enrollment_table.c.traits)
                 .where(enrollment_table.c.workspace_id == workspace,
                        enrollment_table.c.profile_id == profile_id)
                 .order_by(enrollment_table.c.create_time.desc())).scalars().first()
+        if view is None and profile_id in self.cluster.known_profiles:
+            view = {}
         if view is None:
             return _not_found(profile_id)
         return identity_pb.BatchGetProfileResult(
@@ -253,22 +258,31 @@ def _not_found(profile_id: str) -> Any:
 class ProfileBook:
     """Identity as the step round sees it (StepPeers.profiles), answering from a dict: what a
     test sets is the golden record now. ``down`` makes every call fail as if identity were
-    unreachable; an unknown id is NOT_FOUND (erased)."""
+    unreachable; ``failures`` makes that many calls fail first. Like identity, an id it has no
+    record of is NOT_FOUND whether it never existed or was erased (:meth:`erase`); Enroll
+    refuses such an id, so in the step round NOT_FOUND means erased."""
 
     def __init__(self, people: dict[str, dict[str, Any]] | None = None) -> None:
         self.people: dict[str, dict[str, Any]] = dict(people or {})
         self.merged: dict[str, str] = {}  # merged-away id -> survivor
         self.down = False
+        self.failures = 0
         self.calls: list[list[str]] = []
 
     def set(self, profile_id: str, traits: dict[str, Any], computed: dict[str, Any] | None = None,
             segments: tuple[str, ...] = ()) -> None:
         self.people[profile_id] = profile_view(traits, computed, segments)
 
+    def erase(self, profile_id: str) -> None:
+        """Identity erased the profile: its record (and what was merged into it) is gone."""
+        self.people.pop(profile_id, None)
+        self.merged = {k: v for k, v in self.merged.items() if v != profile_id}
+
     async def profiles(self, workspace_id: str,
                        profile_ids: Sequence[str]) -> list[Any]:
         self.calls.append(list(profile_ids))
-        if self.down:
+        if self.down or self.failures > 0:
+            self.failures = max(self.failures - 1, 0)
             raise ConnectionError("identity: UNAVAILABLE: connection refused")
         answers: list[Any] = []
         for asked in profile_ids:
@@ -358,6 +372,8 @@ class Cluster:
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     real: set[str] = field(default_factory=set)
     content_gate: Gate | None = None  # between orchestration and content, when asked for
+    # Profiles the identity stand-in knows without a forwarded event (InboxIdentity).
+    known_profiles: set[str] = field(default_factory=set)
     _database: Database | None = None
 
     @property

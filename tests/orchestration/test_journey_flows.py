@@ -175,6 +175,7 @@ async def test_enroll_is_idempotent_and_pausing_stops_new_enrollments(
                 profile_traits=dict_to_struct({"email": f"{profile}@example.com",
                                                "name": profile.title()}))
 
+        cluster.known_profiles.update({"ada", "bob"})  # identified before: identity knows them
         first = await stub.Enroll(enroll("r1"), metadata=ws)
         again = await stub.Enroll(enroll("r1"), metadata=ws)
         assert first.enrollment.enrollment_id and (

@@ -371,6 +371,7 @@ async def test_enroll_that_raises_fails_only_that_profile(
                 metadata=as_service("ws-a"))
             return reply
 
+        cluster.known_profiles.update({"bad", "good"})
         refused = await enroll("bad")
         assert not refused.HasField("enrollment") and refused.skip_reason == "journey_error"
         assert (await enroll("good")).HasField("enrollment")

@@ -116,12 +116,15 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
     def __init__(self, transactions: Transactions, new_id: NewId,
                  on_events: Callable[[UnitOfWork], None],
                  content: ContentCatalog | None = None,
-                 on_enrolled: Callable[[], None] | None = None) -> None:
+                 on_enrolled: Callable[[], None] | None = None,
+                 profiles: enrollment.ProfileDirectory | None = None) -> None:
         self.transactions = transactions
         self.new_id = new_id
         self.on_events = on_events  # wakes the event workers once the unit of work commits
         self.content = content  # asked which content keys exist before publishing
         self.on_enrolled = on_enrolled or (lambda: None)  # wakes the step worker
+        # Identity, asked by Enroll whether the profile exists (required to serve Enroll).
+        self.profiles = profiles
 
     # --- journeys ----------------------------------------------------------------------------
 
@@ -211,11 +214,15 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         entrant = enrollment.Entrant(request.profile_id, struct_to_dict(request.profile_traits),
                                      struct_to_dict(request.properties))
         traceparent = current_traceparent()
+        # Identity decides whether the profile exists (and who it is now) before anything is
+        # written: a step reads identity's record, so an id it does not know could never run.
+        known_as = await enrollment.identity_profile(self.profiles, workspace,
+                                                     request.profile_id)
 
         def enroll(uow: UnitOfWork) -> pb.EnrollResponse:
             admitted = enrollment.enroll_profile(
                 uow, workspace, journey_id, entrant, f"enroll:{request.request_id}",
-                traceparent, self.new_id)
+                traceparent, self.new_id, known_as)
             if admitted.enrollment is None:
                 return pb.EnrollResponse(skip_reason=admitted.skip_reason)
             return pb.EnrollResponse(enrollment=enrollment_to_proto(admitted.enrollment, []))

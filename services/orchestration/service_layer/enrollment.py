@@ -13,27 +13,33 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.adapters.peers import LiveProfile, ProfileGone
 from cjo_orchestration.domain.conditions import error_detail
 from cjo_orchestration.domain.enrollment import Enrollment, FactRecord, Step
 from cjo_orchestration.domain.entry import may_enter, new_enrollment
 from cjo_orchestration.domain.events import JourneyError
 from cjo_orchestration.domain.journeys import JourneyGraph, JourneyState
 from cjo_orchestration.domain.lifecycle import resolve_profile
+from cjo_orchestration.domain.orders import Rejected
 from cjo_orchestration.service_layer.errors import count_errors
 from cjo_orchestration.service_layer.ids import NewId
 from cjo_platform.db.unit_of_work import UnitOfWork
-from cjo_platform.errors import FailedPrecondition
+from cjo_platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
 
 # Why a profile was not enrolled, beyond the engine's re-entry reasons.
 ALREADY_ACTIVE = "already_active"  # a concurrent writer enrolled it first
 PROFILE_ERASED = "profile_erased"
 JOURNEY_ERROR = "journey_error"  # the version failed to start it; the journey's last_error says why
 MAX_TRACEPARENT_LENGTH = 64  # longer is malformed: it only costs the trace link
+NOT_ASKED = ""  # enroll_profile's identity_profile_id when identity was not asked
 
 
 @dataclass(frozen=True)
@@ -113,10 +119,45 @@ def admit(uow: UnitOfWork, created: Sequence[tuple[Enrollment, Sequence[Step]]])
     return inserted
 
 
+class ProfileDirectory(Protocol):
+    """Identity's profiles as they are now (adapters.peers.Peers.profiles)."""
+
+    async def profiles(self, workspace_id: str, profile_ids: Sequence[str]) -> Sequence[Any]: ...
+
+
+async def identity_profile(directory: ProfileDirectory | None, workspace_id: str,
+                           profile_id: str) -> str | None:
+    """What identity calls ``profile_id`` now, asked before Enroll writes anything: itself, its
+    survivor when it was merged away, or None when identity does not know it (never identified,
+    or erased). UNAVAILABLE when identity cannot answer; ``NOT_ASKED`` without a directory."""
+    if directory is None:
+        return NOT_ASKED
+    try:
+        [answer] = await directory.profiles(workspace_id, [profile_id])
+    except Exception as exc:
+        raise Unavailable(f"identity could not say whether profile {profile_id!r} exists; "
+                          f"retry the request: {error_detail(exc)}",
+                          reason="IDENTITY_UNAVAILABLE") from exc
+    if isinstance(answer, LiveProfile):
+        return answer.profile_id
+    if isinstance(answer, ProfileGone):
+        return None
+    detail = getattr(answer, "detail", repr(answer))
+    if isinstance(answer, Rejected):  # identity refuses the id itself (malformed, say)
+        raise InvalidArgument.one("profile_id", detail)
+    log.warning("identity could not answer Enroll's profile check", workspace=workspace_id,
+                error=detail)
+    raise Unavailable(f"identity could not say whether profile {profile_id!r} exists; retry "
+                      f"the request: {detail}", reason="IDENTITY_UNAVAILABLE")
+
+
 def enroll_profile(uow: UnitOfWork, workspace_id: str, journey_id: str, entrant: Entrant,
-                   entry_id: str, traceparent: str, new_id: NewId) -> Admission:
-    """The Enroll RPC: one profile into an active journey's published version. A profile merged
-    away enrolls as its survivor; an erased one not at all."""
+                   entry_id: str, traceparent: str, new_id: NewId,
+                   identity_profile_id: str | None = NOT_ASKED) -> Admission:
+    """The Enroll RPC: one profile into an active journey's published version, given what
+    identity calls it (:func:`identity_profile`; ``NOT_ASKED`` skips that check). A profile
+    merged away enrolls as its survivor; an erased one not at all (skip "profile_erased"); one
+    identity does not know is NOT_FOUND."""
     journey = journey_store.get(uow.session, workspace_id, journey_id, for_update=True)
     if journey.state is not JourneyState.ACTIVE:
         raise FailedPrecondition(
@@ -129,6 +170,13 @@ def enroll_profile(uow: UnitOfWork, workspace_id: str, journey_id: str, entrant:
         workspace_id, entrant.profile_id)
     if not profile_id:
         return Admission(None, PROFILE_ERASED)
+    if identity_profile_id is None:
+        raise NotFound(
+            f"identity has no profile {entrant.profile_id!r}: enroll a profile identity knows "
+            f"(ingest an identify event with its identifiers first, and enroll the profile_id "
+            f"it answers)", reason="PROFILE_NOT_FOUND", metadata={"field": "profile_id"})
+    if identity_profile_id:
+        profile_id = identity_profile_id  # identity's survivor, even before its merge event
     entry = Entry(workspace_id, journey_id, journey.published_version, graph, entry_id,
                   traceparent)
     [admission] = enroll(uow, entry, [replace(entrant, profile_id=profile_id)], new_id)
