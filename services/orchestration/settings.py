@@ -44,6 +44,9 @@ class EngineSettings:
     # reached orchestration: the enrollment waits this long (no attempt counted) for the event
     # round to merge the two profiles' enrollments first.
     merge_wait: timedelta = timedelta(seconds=1)
+    # ... for merges identity made at most this long ago: an older merge whose event never came
+    # (dead-lettered, say) no longer holds the enrollments back.
+    merge_wait_limit: timedelta = timedelta(minutes=10)
 
 
 def load_engine_settings(env: Env) -> EngineSettings:

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +255,9 @@ def _not_found(profile_id: str) -> Any:
         code=code_pb2.NOT_FOUND, message=f"profile {profile_id!r} not found"))
 
 
+JUST_NOW = datetime.max.replace(tzinfo=UTC)  # a merge time later than any clock's now
+
+
 class ProfileBook:
     """Identity as the step round sees it (StepPeers.profiles), answering from a dict: what a
     test sets is the golden record now. ``down`` makes every call fail as if identity were
@@ -265,6 +268,8 @@ class ProfileBook:
     def __init__(self, people: dict[str, dict[str, Any]] | None = None) -> None:
         self.people: dict[str, dict[str, Any]] = dict(people or {})
         self.merged: dict[str, str] = {}  # merged-away id -> survivor
+        # When identity merged each (merged_from's merge_time); unset: just now.
+        self.merged_at: dict[str, datetime] = {}
         self.down = False
         self.failures = 0
         self.calls: list[list[str]] = []
@@ -288,7 +293,9 @@ class ProfileBook:
         for asked in profile_ids:
             survivor = self.merged.get(asked, asked)
             view = self.people.get(survivor)
-            answers.append(LiveProfile(survivor, view) if view is not None
+            merged_from = tuple((merged, self.merged_at.get(merged, JUST_NOW))
+                                for merged, into in self.merged.items() if into == survivor)
+            answers.append(LiveProfile(survivor, view, merged_from) if view is not None
                            else ProfileGone(f"identity: NOT_FOUND: {asked}"))
         return answers
 

@@ -26,14 +26,16 @@ from cjo_orchestration.domain.journeys import (
     SendAction,
     UpdateProfileAction,
 )
-from cjo_orchestration.domain.orders import ProfileOrder, SendResult, Sent
-from cjo_orchestration.service_layer import enrollment, journeys
+from cjo_orchestration.domain.orders import Deferred, ProfileOrder, SendResult, Sent
+from cjo_orchestration.service_layer import enrollment, events, journeys
 from cjo_orchestration.service_layer.enrollment import Entrant
+from cjo_orchestration.service_layer.events import InboxRound
 from cjo_orchestration.service_layer.steps import StepRound
 from cjo_orchestration.settings import load_engine_settings
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.profiles import profile_view
 from support import Backend
 
 WS = "ws"
@@ -52,6 +54,7 @@ class Peers(ProfileBook):
         self.sent: list[SendItem] = []
         self.rendered: list[RenderItem] = []
         self.updates: list[ProfileOrder] = []
+        self.defer_sends = 0  # delivery defers this many sends first
 
     async def render(self, workspace_id: str,
                      items: Sequence[RenderItem]) -> list[RenderOutcome]:
@@ -60,6 +63,9 @@ class Peers(ProfileBook):
 
     async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
         self.sent.extend(items)
+        if self.defer_sends > 0:
+            self.defer_sends -= 1
+            return [Deferred("delivery: UNAVAILABLE") for _ in items]
         return [Sent(f"m-{item.idempotency_key}") for item in items]
 
     async def update_profiles(self, workspace_id: str,
@@ -128,13 +134,84 @@ async def test_one_profile_read_per_workspace_group(tx: Transactions) -> None:
         "ada@example.com", "bob@example.com", "cy@example.com"]
 
 
+def forward_merge(tx: Transactions, merged: str, survivor: str) -> None:
+    """Identity's profile_merged event reaches orchestration (its inbox), as the outbox sends it."""
+    tx.run_sync(lambda uow: events.receive(uow, WS, [events.ForwardedEvent(
+        f"profile_merged:{merged}:{survivor}", survivor, "profile_merged",
+        {"merged_profile_id": merged}, {}, "")]))
+
+
+async def apply_events(tx: Transactions) -> None:
+    await InboxRound(tx, 100, IDS, max_attempts=5).run()
+
+
 async def test_a_merged_away_visitor_is_mailed_at_the_survivors_address(
-        tx: Transactions) -> None:
+        tx: Transactions, clock: ManualClock) -> None:
     publish(tx, MAIL)
     enroll(tx, "visitor", {"anonymous_id": "cookie-1"})  # no address when entering
     peers = Peers()
     peers.set("known", {"email": "known@example.com"})
     peers.merged["visitor"] = "known"  # logged in during the wait: merged into a CRM profile
+    steps_round = StepRound(tx, peers, SETTINGS)
+    await steps_round.run()
+    # Identity answered the survivor before its merge event arrived: the step waits for it
+    # (a short fixed delay, no attempt counted) rather than act under the dead id.
+    waiting, _ = enrollments(tx)["visitor"]
+    assert not peers.sent and waiting.attempts == 0
+    assert waiting.due_time == clock.now() + SETTINGS.merge_wait
+    assert "waiting for identity's merge of profile visitor into known" in waiting.last_error
+    forward_merge(tx, "visitor", "known")
+    await apply_events(tx)
+    clock.advance(SETTINGS.merge_wait)
+    await steps_round.run()
+    [sent] = peers.sent
+    assert (sent.address, sent.profile_id) == ("known@example.com", "known")
+
+
+async def test_both_profiles_of_one_person_in_a_journey_get_one_mail_after_a_merge(
+        tx: Transactions, clock: ManualClock) -> None:
+    """A visitor and the account it logs into both walk journey J; identity merges them before
+    the step round, its profile_merged event after: one mail, after the event round merged the
+    two enrollments (the one that entered first goes on), none before."""
+    publish(tx, MAIL)
+    enroll(tx, "visitor", {"anonymous_id": "cookie-1"})
+    clock.advance(timedelta(seconds=5))
+    enroll(tx, "known", {"email": "known@example.com"})
+    peers = Peers()
+    peers.set("known", {"email": "known@example.com"})
+    peers.merged["visitor"] = "known"
+    steps_round = StepRound(tx, peers, SETTINGS)
+    await steps_round.run()
+    assert not peers.sent  # neither acts on a merge this journey has not applied
+    held = enrollments(tx)
+    assert {p: (e.state, e.attempts) for p, (e, _) in held.items()} == {
+        "visitor": (EnrollmentState.ACTIVE, 0), "known": (EnrollmentState.ACTIVE, 0)}
+    clock.advance(SETTINGS.merge_wait)
+    await steps_round.run()
+    assert not peers.sent  # still no event: still waiting
+    forward_merge(tx, "visitor", "known")
+    await apply_events(tx)
+    clock.advance(SETTINGS.merge_wait)
+    await steps_round.run()
+    [sent] = peers.sent
+    assert (sent.address, sent.profile_id) == ("known@example.com", "known")
+    page, _ = tx.run_sync(lambda uow: enrollment.list_enrollments(uow, WS, "j1", "", 100, None))
+    found = [e for e, _ in page]
+    assert sorted((e.profile_id, e.state, e.exit_reason) for e in found) == [
+        ("known", EnrollmentState.COMPLETED, "completed"),
+        ("known", EnrollmentState.EXITED, "merged")]
+    [kept] = [e for e in found if e.state is EnrollmentState.COMPLETED]
+    assert sent.enrollment_id == kept.enrollment_id  # the visitor's: it entered first
+
+
+async def test_a_merge_whose_event_never_came_holds_nobody_back_for_good(
+        tx: Transactions, clock: ManualClock) -> None:
+    publish(tx, MAIL)
+    enroll(tx, "visitor", {})
+    peers = Peers()
+    peers.set("known", {"email": "known@example.com"})
+    peers.merged["visitor"] = "known"
+    peers.merged_at["visitor"] = clock.now() - SETTINGS.merge_wait_limit
     await StepRound(tx, peers, SETTINGS).run()
     assert [s.address for s in peers.sent] == ["known@example.com"]
 
@@ -190,7 +267,7 @@ async def test_identity_unavailable_advances_nobody_and_retries_later(
     held, steps = enrollments(tx)["ada"]
     assert not peers.sent and not steps
     assert (held.state, held.current_node_id, held.attempts) == (
-        EnrollmentState.ACTIVE, "mail", 1)
+        EnrollmentState.ACTIVE, "mail", 0)  # identity's trouble is no attempt of the step
     assert "the profile could not be read" in held.last_error
     assert not await steps_round.run() and len(peers.calls) == 1  # backing off: not due yet
     peers.down = False
@@ -200,20 +277,61 @@ async def test_identity_unavailable_advances_nobody_and_retries_later(
     assert enrollments(tx)["ada"][0].state is EnrollmentState.COMPLETED
 
 
-async def test_identity_unavailable_for_good_fails_the_step_after_the_retries(
+async def test_a_long_identity_outage_fails_nobody_and_the_mail_goes_out_after_it(
         tx: Transactions, clock: ManualClock) -> None:
+    """20 profile reads in a row fail (more than the send retries allow): the enrollment keeps
+    waiting, with a backoff that grows to its cap and no further, and is mailed once identity
+    answers again."""
     publish(tx, MAIL)
     enroll(tx, "ada", {"email": "ada@example.com"})
     peers = Peers()
+    peers.set("ada", {"email": "ada@example.com"})
     peers.down = True
     steps_round = StepRound(tx, peers, SETTINGS)
-    for _ in range(SETTINGS.retry.max_attempts):
+    backoff = SETTINGS.profile_read_backoff
+    waits = []
+    for _ in range(20):
+        assert not await steps_round.run()
+        held, _ = enrollments(tx)["ada"]
+        assert (held.state, held.attempts) == (EnrollmentState.ACTIVE, 0)
+        waits.append(held.due_time - clock.now())
+        clock.advance(backoff.max_delay)
+    assert len(peers.calls) == 20 and not peers.sent
+    # Equal jitter: between half the doubling ceiling and the ceiling, capped at max_delay.
+    for failures, wait in enumerate(waits, start=1):
+        ceiling = min(backoff.base_delay * 2 ** (failures - 1), backoff.max_delay)
+        assert ceiling / 2 <= wait <= ceiling
+    assert steps_round.identity_failures == {WS: 20}
+    peers.down = False
+    await steps_round.run()
+    assert [s.address for s in peers.sent] == ["ada@example.com"]
+    done, _ = enrollments(tx)["ada"]
+    assert done.state is EnrollmentState.COMPLETED
+    assert steps_round.identity_failures == {}  # a read that succeeds forgets the backoff
+
+
+async def test_send_retries_and_an_identity_blip_do_not_add_up_to_a_failure(
+        tx: Transactions, clock: ManualClock) -> None:
+    """9 delivery deferrals (one short of the send retries) and one failed profile read: the
+    10th send goes out."""
+    publish(tx, MAIL)
+    enroll(tx, "ada", {"email": "ada@example.com"})
+    peers = Peers()
+    peers.set("ada", {"email": "ada@example.com"})
+    peers.defer_sends = SETTINGS.retry.max_attempts - 1
+    steps_round = StepRound(tx, peers, SETTINGS)
+    for _ in range(SETTINGS.retry.max_attempts - 1):
         await steps_round.run()
-        clock.advance(SETTINGS.retry.max_delay + timedelta(seconds=1))
-    failed, _ = enrollments(tx)["ada"]
-    assert failed.state is EnrollmentState.FAILED
-    assert f"gave up after {SETTINGS.retry.max_attempts} attempts" in failed.last_error
-    assert not peers.sent
+        clock.advance(SETTINGS.retry.max_delay)
+    held, _ = enrollments(tx)["ada"]
+    assert (held.state, held.attempts) == (EnrollmentState.ACTIVE, SETTINGS.retry.max_attempts - 1)
+    peers.failures = 1  # identity blips once
+    await steps_round.run()
+    clock.advance(SETTINGS.profile_read_backoff.max_delay)
+    await steps_round.run()
+    done, _ = enrollments(tx)["ada"]
+    assert done.state is EnrollmentState.COMPLETED
+    assert len(peers.sent) == SETTINGS.retry.max_attempts  # 9 deferred, then the one accepted
 
 
 async def test_an_erased_profile_is_sent_nothing_and_exits(tx: Transactions) -> None:
@@ -225,3 +343,51 @@ async def test_an_erased_profile_is_sent_nothing_and_exits(tx: Transactions) -> 
     assert not peers.sent
     assert (gone.state, gone.exit_reason) == (EnrollmentState.EXITED, "profile_deleted")
     assert [s.detail for s in steps] == ["profile deleted"]
+
+
+async def test_a_login_sent_only_as_an_identifier_is_mailed_at_that_address(
+        tx: Transactions) -> None:
+    """A visitor logs in with an identify event carrying identifiers=[email] and no `email`
+    trait: the mail goes to the email identifier, and conditions read `profile.identifiers`."""
+    publish(tx, JourneyGraph(
+        trigger=EventTrigger("cart_updated"), entry_node_id="known",
+        nodes=(Node("known", BranchAction((BranchCondition(
+            "has(profile.identifiers.email) && "
+            "'ada@example.com' in profile.identifiers.email", "mail"),), "done")),
+            Node("mail", SendAction("reminder", Channel.EMAIL, "done")),
+            Node("done", ExitAction()))))
+    enroll(tx, "ada", {})
+    peers = Peers()
+    peers.people["ada"] = profile_view({"name": "Ada"}, identifiers=[
+        ("anonymous_id", "cookie-1"), ("email", "old@example.com"),
+        ("email", "ada@example.com")])
+    await StepRound(tx, peers, SETTINGS).run()
+    # The email identity linked last; templates see the identifiers too.
+    assert [s.address for s in peers.sent] == ["ada@example.com"]
+    assert peers.rendered[0].traits["identifiers"]["anonymous_id"] == ["cookie-1"]
+    assert enrollments(tx)["ada"][0].state is EnrollmentState.COMPLETED
+
+
+async def test_an_address_trait_still_wins_over_the_identifiers(tx: Transactions) -> None:
+    publish(tx, MAIL)
+    enroll(tx, "ada", {})
+    peers = Peers()
+    peers.people["ada"] = profile_view({"email": "home@example.com"},
+                                       identifiers=[("email", "work@example.com")])
+    await StepRound(tx, peers, SETTINGS).run()
+    assert [s.address for s in peers.sent] == ["home@example.com"]
+
+
+async def test_update_profile_reaches_a_profile_known_only_by_its_user_id(
+        tx: Transactions) -> None:
+    publish(tx, JourneyGraph(
+        trigger=EventTrigger("cart_updated"), entry_node_id="promote",
+        nodes=(Node("promote", UpdateProfileAction({"vip": True}, "done")),
+               Node("done", ExitAction()))))
+    enroll(tx, "ada", {})
+    peers = Peers()
+    peers.people["ada"] = profile_view({}, identifiers=[("user_id", "u-42")])
+    await StepRound(tx, peers, SETTINGS).run()
+    assert [o.identifiers for o in peers.updates] == [(("user_id", "u-42"),)]
+    done, _ = enrollments(tx)["ada"]
+    assert done.state is EnrollmentState.COMPLETED

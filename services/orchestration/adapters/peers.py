@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -27,7 +28,7 @@ from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, Se
 from cjo_platform.config import ServiceSettings
 from cjo_platform.logging import get_logger
 from cjo_platform.profiles import view_from_proto
-from cjo_platform.protobuf import dict_to_struct
+from cjo_platform.protobuf import dict_to_struct, from_timestamp
 from cjo_platform.rpc.batch import call_in_chunks
 from cjo_platform.rpc.client import channel, on_behalf_of
 
@@ -74,10 +75,12 @@ class SendItem:
 @dataclass(frozen=True)
 class LiveProfile:
     """A profile as identity holds it now: ``profile_id`` is the survivor's when the id asked
-    for was merged away; ``view`` is what conditions and templates read as ``profile``."""
+    for was merged away; ``view`` is what conditions and templates read as ``profile``;
+    ``merged_from`` the profiles merged into it, with when (identity's clock)."""
 
     profile_id: str
     view: dict[str, Any]
+    merged_from: tuple[tuple[str, datetime], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,10 @@ class Peers:
             return _item_failure(peer, status)
 
         def answer(result: Any) -> LiveProfile | ProfileGone:
-            return LiveProfile(result.profile.profile_id, view_from_proto(result.profile))
+            profile = result.profile
+            return LiveProfile(profile.profile_id, view_from_proto(profile),
+                               tuple((m.merged_profile_id, from_timestamp(m.merge_time))
+                                     for m in profile.merged_from))
 
         return await self._in_chunks("identity", workspace_id, profile_ids, call, answer,
                                      failure)

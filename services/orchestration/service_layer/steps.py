@@ -268,8 +268,23 @@ class StepRound:
         self.profile_read_seconds.append(time.perf_counter() - started)
         now = self.transactions.clock.now()
         unanswered = self._identity_backoff(workspace_id, answers.values())
-        return [self._with_profile(e, answers[e.profile_id], now, unanswered)
+        unmerged = await self._merges_not_applied(workspace_id, answers.values(), now)
+        return [self._with_profile(e, answers[e.profile_id], now, unanswered, unmerged)
                 for e in group]
+
+    async def _merges_not_applied(self, workspace_id: str, answers: Iterable[ProfileAnswer],
+                                  now: datetime) -> set[str]:
+        """The recently merged-away profiles (``merge_wait_limit``) among the answers whose
+        profile_merged event the event round has not applied yet (no retired row here): one
+        query, only when identity answered a recent merge."""
+        recent = {merged for a in answers if isinstance(a, LiveProfile)
+                  for merged, when in a.merged_from
+                  if now - when < self.settings.merge_wait_limit}
+        if not recent:
+            return set()
+        retired = await self.transactions.run(lambda uow: enrollment_store.retired_successors(
+            uow.session, [(workspace_id, p) for p in sorted(recent)]))
+        return {p for p in recent if (workspace_id, p) not in retired}
 
     def _identity_backoff(self, workspace_id: str,
                           answers: Iterable[ProfileAnswer]) -> timedelta:
@@ -288,16 +303,25 @@ class StepRound:
                     retry_in_seconds=round(delay.total_seconds(), 2))
         return delay
 
-    def _with_profile(self, enrollment: Enrollment, answer: ProfileAnswer,
-                      now: datetime, unanswered: timedelta) -> dict[str, Any] | Transition:
+    def _with_profile(self, enrollment: Enrollment, answer: ProfileAnswer, now: datetime,
+                      unanswered: timedelta, unmerged: set[str]) -> dict[str, Any] | Transition:
         if isinstance(answer, LiveProfile):
+            merged_at = dict(answer.merged_from)
             if answer.profile_id != enrollment.profile_id:
-                # Identity merged this profile; its profile_merged event (identity's outbox
-                # guarantees it) has not been applied here yet. Acting now could mail one person
-                # twice (both profiles' enrollments) under the dead id: wait for the event round
-                # to merge the enrollments.
+                # This enrollment's profile was merged away. Only a merge older than the limit
+                # (its event never came: dead-lettered, say) lets it act as the survivor.
+                when = merged_at.get(enrollment.profile_id)
+                stale = when is not None and now - when >= self.settings.merge_wait_limit
+                pending = [] if stale else [enrollment.profile_id]
+            else:
+                pending = [merged for merged in merged_at if merged in unmerged]
+            if pending:
+                # Identity merged profiles of this person; their profile_merged event (identity's
+                # outbox guarantees it) has not been applied here yet. Acting now could mail one
+                # person twice (both profiles' enrollments, the merged one under the dead id):
+                # wait for the event round to merge the enrollments.
                 return _wait(enrollment, now + self.settings.merge_wait, now,
-                             f"waiting for identity's merge of profile {enrollment.profile_id} "
+                             f"waiting for identity's merge of profile {', '.join(pending)} "
                              f"into {answer.profile_id} to reach this journey")
             return answer.view
         if isinstance(answer, ProfileGone):
