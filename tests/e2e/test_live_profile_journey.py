@@ -7,7 +7,11 @@ Cart reminder: cart_updated -> wait 1 h -> email "cart" -> done. During the hour
   the mail goes to that email;
 - another visitor logs in to an account that already exists with an email (identity merges
   the visitor into it): the mail goes to the account's email;
-- a known customer changes their email: the mail goes to the new address.
+- a known customer changes their email: the mail goes to the new address;
+- a visitor logs in with an email sent only as an identifier (no `email` trait): the mail goes
+  to that email (the profile's identifiers).
+
+`Enroll` with an id identity does not know (a backend's own id) is NOT_FOUND.
 
 A second workspace in the same processes, with its own customer under the same user id, gets
 its own mail at its own address and nothing else.
@@ -24,6 +28,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from grpc_status import rpc_status
 
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
@@ -33,6 +38,7 @@ from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import enrollment_pb2, journey_pb2, orchestration_service_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from cjo_platform.protobuf import dict_to_struct
+from cjo_platform.rpc.status import error_reason
 from suite import SERVICES, Suite, running_suite
 from support import SERVICE_TOKEN, Backend, bearer, eventually
 
@@ -155,10 +161,11 @@ async def run(suite: Suite, channels: dict[str, grpc.aio.Channel]) -> None:
     visitor_b = await shop.ingest("cart-b", "cart_updated", {"anonymous_id": "anon-b"},
                                   cart_value=60)
     await shop.ingest("cart-dora", "cart_updated", {"user_id": "dora"}, cart_value=70)
+    await shop.ingest("cart-e", "cart_updated", {"anonymous_id": "anon-e"}, cart_value=40)
     await other.ingest("cart-dora", "cart_updated", {"user_id": "dora"}, cart_value=70)
 
     async def parked() -> bool:
-        return waiting(await shop.enrollments(), 3) and waiting(await other.enrollments(), 1)
+        return waiting(await shop.enrollments(), 4) and waiting(await other.enrollments(), 1)
 
     await eventually(parked, timeout=20)
 
@@ -173,6 +180,18 @@ async def run(suite: Suite, channels: dict[str, grpc.aio.Channel]) -> None:
     assert survivor == carl != visitor_b
     await shop.ingest("email-dora", "identify", {"user_id": "dora"},
                       {"email": "dora@new.example"})
+    # (d) A login that carries the email only as an identifier, with no trait at all.
+    await shop.ingest("login-e", "identify", {"anonymous_id": "anon-e", "email": "eve@id.example"})
+
+    # A backend's own id that identity never saw: Enroll refuses it before writing anything.
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await shop.orchestration.Enroll(orchestration_service_pb2.EnrollRequest(
+            journey=shop.journey, profile_id="crm-row-4711", request_id="enroll-unknown"),
+            metadata=shop.auth)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "ingest an identify event" in (unknown.value.details() or "")
+    assert error_reason(rpc_status.from_call(unknown.value)) == "PROFILE_NOT_FOUND"
+    assert "crm-row-4711" not in {e.profile_id for e in await shop.enrollments()}
 
     async def moved() -> bool:
         # The merge reached orchestration: the visitor's enrollment now belongs to carl.
@@ -182,7 +201,7 @@ async def run(suite: Suite, channels: dict[str, grpc.aio.Channel]) -> None:
     suite.advance(timedelta(minutes=41))
 
     async def mailed() -> bool:
-        return len(suite.mail.envelopes) >= 4
+        return len(suite.mail.envelopes) >= 5
 
     try:
         await eventually(mailed, timeout=30)
@@ -202,7 +221,7 @@ async def run(suite: Suite, channels: dict[str, grpc.aio.Channel]) -> None:
         for e in suite.mail.envelopes}
     assert Counter(tuple(e.rcpt_tos) for e in suite.mail.envelopes) == {
         ("alice@new.example",): 1, ("carl@crm.example",): 1, ("dora@new.example",): 1,
-        ("dora@other.example",): 1}
+        ("eve@id.example",): 1, ("dora@other.example",): 1}
     # Templates render against the same live profile: the names the person has now.
     assert subjects[("alice@new.example",)] == "Your cart, Alice"
     assert subjects[("carl@crm.example",)] == "Your cart, Carl"

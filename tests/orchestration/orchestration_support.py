@@ -179,6 +179,8 @@ class InboxIdentity(identity_grpc.IdentityServiceServicer):
         self.cluster = cluster
 
     async def BatchGetProfiles(self, request: Any, context: Any) -> Any:
+        if self.cluster.identity_down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "identity is down (test)")
         workspace = _workspace(context)
         with self.cluster.database.transaction() as session:
             results = [self._read(session, workspace, name.removeprefix("profiles/"))
@@ -381,6 +383,7 @@ class Cluster:
     content_gate: Gate | None = None  # between orchestration and content, when asked for
     # Profiles the identity stand-in knows without a forwarded event (InboxIdentity).
     known_profiles: set[str] = field(default_factory=set)
+    identity_down: bool = False  # the identity stand-in answers UNAVAILABLE while set
     _database: Database | None = None
 
     @property

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from grpc_status import rpc_status
 from orchestration_support import (
     create_content,
     enrollments,
@@ -25,6 +26,7 @@ from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo_platform.clock import ManualClock
 from cjo_platform.protobuf import dict_to_struct
+from cjo_platform.rpc.status import error_reason
 from support import Backend, as_service, eventually
 
 EMAIL = common_pb2.CHANNEL_EMAIL
@@ -199,3 +201,37 @@ async def test_enroll_is_idempotent_and_pausing_stops_new_enrollments(
         with pytest.raises(grpc.aio.AioRpcError) as missing_id:
             await stub.Enroll(enroll(""), metadata=ws)
         assert missing_id.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_enroll_refuses_a_profile_identity_does_not_know(sqlite_backend: Backend) -> None:
+    """Every step reads identity's record, so Enroll asks identity first: an id it does not
+    know (a backend's own id) is NOT_FOUND and nothing is written; when identity cannot answer,
+    UNAVAILABLE (retry), also with nothing written."""
+    async with running(sqlite_backend) as cluster:
+        ws = as_service("ws-a")
+        stub = cluster.orchestration
+        journey = await published(cluster, "ws-a", journey_pb2.Journey(
+            display_name="By API", api_trigger=journey_pb2.ApiTrigger(), entry_node_id="done",
+            nodes=[journey_pb2.Node(id="done", exit=journey_pb2.ExitNode())]))
+
+        def enroll(profile: str) -> pb.EnrollRequest:
+            return pb.EnrollRequest(journey=journey.name, profile_id=profile,
+                                    request_id=f"r-{profile}")
+
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.Enroll(enroll("crm-4711"), metadata=ws)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "ingest an identify event" in (unknown.value.details() or "")
+        status = rpc_status.from_call(unknown.value)
+        assert error_reason(status) == "PROFILE_NOT_FOUND"
+        assert await enrollments(cluster, "ws-a", journey) == []
+
+        cluster.identity_down = True
+        with pytest.raises(grpc.aio.AioRpcError) as down:
+            await stub.Enroll(enroll("ada"), metadata=ws)
+        assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert await enrollments(cluster, "ws-a", journey) == []
+
+        cluster.identity_down = False
+        cluster.known_profiles.add("ada")  # identified since
+        assert (await stub.Enroll(enroll("ada"), metadata=ws)).enrollment.profile_id == "ada"
