@@ -244,7 +244,7 @@ def _send(here: _Here, action: SendAction) -> Transition:
                 send_key(here.enrollment.enrollment_id, here.node_id, here.visit),
                 action.content_version, action.topic, action.transactional))
     # Known before any call: fail the step now rather than render for nobody.
-    wanted = ", ".join(f"{c.value} (trait {ADDRESS_TRAITS.get(c, '-')!r})"
+    wanted = ", ".join(f"{c.value} (trait or identifier {ADDRESS_TRAITS.get(c, '-')!r})"
                        for c in action.channels)
     return here.fail(action, f"the profile has no address on any channel: {wanted}")
 
@@ -253,7 +253,8 @@ def _update_profile(here: _Here, action: UpdateProfileAction) -> Transition:
     identifiers = identity_identifiers(here.enrollment.traits)
     if not identifiers:
         return here.fail(action,
-                         "the profile has no user_id, email or phone trait to identify it by")
+                         "the profile has no identifier (nor user_id, email or phone trait) to "
+                         "identify it by")
     return here.wait_for(ProfileOrder(
         here.node_id, here.visit, dict(action.traits), identifiers,
         send_key(here.enrollment.enrollment_id, here.node_id, here.visit)))
