@@ -379,7 +379,7 @@ def test_a_channel_preference_picks_the_first_reachable_channel() -> None:
         Channel.PUSH, "tok")
     nobody = advance(enroll(g, START, traits={}), g, START)
     assert nobody.enrollment.state is EnrollmentState.FAILED
-    assert "push (trait 'push_token')" in nobody.steps[0].detail
+    assert "push (trait or identifier 'push_token')" in nobody.steps[0].detail
 
 
 def test_a_continue_policy_moves_past_a_failed_send() -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from orchestration_support import ENGINE_ENV
+from orchestration_support import ENGINE_ENV, SeededIdentity, fake_server
 
+from cjo.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
@@ -33,13 +34,19 @@ Stub = pb_grpc.OrchestrationServiceStub
 
 @asynccontextmanager
 async def orchestration(backend: Backend) -> AsyncIterator[Stub]:
-    """Orchestration alone: its peers point at ports nothing listens on (these journeys send
-    nothing, so publishing asks content nothing)."""
+    """Orchestration with an identity stand-in that knows every profile (Enroll asks it); its
+    other peers point at ports nothing listens on (these journeys send nothing, so publishing
+    asks content nothing)."""
     peers = {f"CJO_{name.upper()}_TARGET": f"127.0.0.1:{free_port()}"
-             for name in ("identity", "content", "delivery", "analytics")}
-    app = build_orchestration(settings_for("orchestration", backend, **peers), Env(ENGINE_ENV))
-    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
-        yield pb_grpc.OrchestrationServiceStub(channel)  # type: ignore[no-untyped-call]
+             for name in ("content", "delivery", "analytics")}
+    async with fake_server(SeededIdentity(lambda profile_id: {}),
+                           identity_grpc.add_IdentityServiceServicer_to_server,
+                           free_port()) as identity:
+        app = build_orchestration(
+            settings_for("orchestration", backend, CJO_IDENTITY_TARGET=identity, **peers),
+            Env(ENGINE_ENV))
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+            yield pb_grpc.OrchestrationServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
 def draft(name: str = "Welcome") -> journey_pb2.Journey:
