@@ -94,6 +94,12 @@ async def test_a_merge_reaches_orchestration_before_the_events_of_its_batch(
     batch = forwarded(tx)[2:]
     assert [e.event.name for e in batch] == ["profile_merged", "logged_in"]
     assert batch[0].event.properties["merged_profile_id"] == known.profile_id
+    # Each carries the survivor's identifiers as the batch left them (the merged profile's
+    # too), in the order they were linked: orchestration's `profile.identifiers`.
+    for event in batch:
+        assert [(i.type, i.value) for i in event.identifiers] == [
+            ("anonymous_id", "a1"), ("user_id", "u1")]
+    assert [(i.type, i.value) for i in forwarded(tx)[1].identifiers] == [("user_id", "u1")]
     # The merged-away id keeps answering, for the survivor.
     found = tx.run_sync(lambda uow: profiles.get_profiles(uow, WS, [known.profile_id]))
     assert found[known.profile_id].profile_id == anonymous.profile_id
