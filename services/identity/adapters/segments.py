@@ -253,13 +253,13 @@ def profile_states(session: Session, workspace_id: str, profile_ids: Iterable[st
                        one_of(session, identifiers.c.profile_id, chunk))
                 .order_by(identifiers.c.create_time, identifiers.c.type, identifiers.c.value)):
             linked.setdefault(row.profile_id, []).append((row.type, row.value))
-        for row in session.execute(
+        for held in session.execute(
                 select(profiles.c.profile_id, profiles.c.computed)
                 .where(profiles.c.workspace_id == workspace_id,
                        one_of(session, profiles.c.profile_id, chunk))):
-            found[row.profile_id] = (dict(row.computed or {}),
-                                     sorted(member_of.get(row.profile_id, ())),
-                                     linked.get(row.profile_id, []))
+            found[held.profile_id] = (dict(held.computed or {}),
+                                      sorted(member_of.get(held.profile_id, ())),
+                                      linked.get(held.profile_id, []))
     return found
 
 

@@ -103,7 +103,7 @@ def identity_identifiers(view: Mapping[str, Any]) -> tuple[tuple[str, str], ...]
         for value in identifier_values(view, kind):
             found[(kind, value.strip())] = None
     for kind in ("user_id", "email", "phone"):
-        value = view.get(kind)
-        if isinstance(value, str) and value.strip():
-            found[(kind, value.strip())] = None
+        trait = view.get(kind)
+        if isinstance(trait, str) and trait.strip():
+            found[(kind, trait.strip())] = None
     return tuple(found)
