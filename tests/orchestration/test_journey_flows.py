@@ -234,4 +234,8 @@ async def test_enroll_refuses_a_profile_identity_does_not_know(sqlite_backend: B
 
         cluster.identity_down = False
         cluster.known_profiles.add("ada")  # identified since
-        assert (await stub.Enroll(enroll("ada"), metadata=ws)).enrollment.profile_id == "ada"
+        first = await stub.Enroll(enroll("ada"), metadata=ws)
+        assert first.enrollment.profile_id == "ada"
+        # A repeat gets the first answer, even while identity cannot answer.
+        cluster.identity_down = True
+        assert await stub.Enroll(enroll("ada"), metadata=ws) == first

@@ -38,7 +38,7 @@ from cjo_platform.profiles import consent_from_proto, profile_view, segment_id
 from cjo_platform.protobuf import struct_to_dict
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
-from cjo_platform.rpc.idempotent import once
+from cjo_platform.rpc.idempotent import once, seen
 from cjo_platform.telemetry import current_traceparent
 
 DOMAIN = "orchestration.cjo"
@@ -216,8 +216,10 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         traceparent = current_traceparent()
         # Identity decides whether the profile exists (and who it is now) before anything is
         # written: a step reads identity's record, so an id it does not know could never run.
-        known_as = await enrollment.identity_profile(self.profiles, workspace,
-                                                     request.profile_id)
+        # A repeated request_id gets its first answer whatever identity says now.
+        known_as = (enrollment.NOT_ASKED if await seen(self.transactions, request) else
+                    await enrollment.identity_profile(self.profiles, workspace,
+                                                      request.profile_id))
 
         def enroll(uow: UnitOfWork) -> pb.EnrollResponse:
             admitted = enrollment.enroll_profile(
