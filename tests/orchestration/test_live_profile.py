@@ -337,7 +337,9 @@ async def test_send_retries_and_an_identity_blip_do_not_add_up_to_a_failure(
 async def test_an_erased_profile_is_sent_nothing_and_exits(tx: Transactions) -> None:
     publish(tx, MAIL)
     enroll(tx, "ada", {"email": "ada@example.com"})
-    peers = Peers()  # identity no longer has ada: NOT_FOUND
+    peers = Peers()
+    peers.set("ada", {"email": "ada@example.com"})
+    peers.erase("ada")  # identity no longer has ada: NOT_FOUND (Enroll checked it existed)
     await StepRound(tx, peers, SETTINGS).run()
     gone, steps = enrollments(tx)["ada"]
     assert not peers.sent
