@@ -3,12 +3,15 @@ analytics server, then time a journey funnel, an experiment and an attribution r
 
     .venv/bin/python tests/benchmarks/analytics.py [--facts 1000000] [--profiles 100000]
                                                     [--backend sqlite|postgresql|all]
+                                                    [--merged 0.0]
 
 The mix, per enrollment (one profile, one of three journeys, versions 1-2): entered, an
 exposure to a three-arm experiment (holdout 20% / a 40% / b 40%), node visits, one or two
 messages over email/SMS/push (sent, delivered, opened 45%, clicked 15%, bounced 3%), a
 conversion with revenue for ~8% (more in arm b, fewer in the holdout) and an exit for ~75%.
-Times are spread over 30 days. PostgreSQL runs when it listens on 127.0.0.1:5432.
+Times are spread over 30 days. With ``--merged`` that share of the profiles is merged by
+identity (p{2k+1} into p{2k}) before the reports run, so they count people through the aliases.
+PostgreSQL runs when it listens on 127.0.0.1:5432.
 """
 
 from __future__ import annotations
@@ -114,18 +117,19 @@ async def timed(label: str, call: object, request: object, repeat: int = 3) -> o
     return reply
 
 
-async def bench(kind: str, count: int, profiles: int) -> None:
+async def bench(kind: str, count: int, profiles: int, merged: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backend = new_backend(kind, Path(tmp))
         try:
             app = build(settings_for("analytics", backend, CJO_LOG_LEVEL="warning"), Env({}))
             async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
-                await run(kind, pb_grpc.AnalyticsServiceStub(channel), count, profiles)
+                await run(kind, pb_grpc.AnalyticsServiceStub(channel), count, profiles, merged)
         finally:
             drop_schemas(backend)
 
 
-async def run(kind: str, stub: pb_grpc.AnalyticsServiceStub, count: int, profiles: int) -> None:
+async def run(kind: str, stub: pb_grpc.AnalyticsServiceStub, count: int, profiles: int,
+              merged: float) -> None:
     stream = facts(count, profiles)
     latencies: list[float] = []
     recorded = 0
@@ -147,6 +151,17 @@ async def run(kind: str, stub: pb_grpc.AnalyticsServiceStub, count: int, profile
           f"{recorded / calls:,.0f} facts/s inside RecordFacts; 1,000-fact batch p50 "
           f"{statistics.median(latencies) * 1000:.0f} ms, p99 "
           f"{sorted(latencies)[int(0.99 * (len(latencies) - 1))] * 1000:.0f} ms", flush=True)
+
+    merges = [F.Fact(fact_id=f"merge{i}", type=F.FACT_TYPE_PROFILE_MERGED,
+                     profile_id=f"p{2 * i + 1}", survivor_profile_id=f"p{2 * i}",
+                     occur_time=to_timestamp(START)) for i in range(int(profiles * merged / 2))]
+    t0 = time.perf_counter()
+    for start in range(0, len(merges), BATCH):
+        await stub.RecordFacts(pb.RecordFactsRequest(facts=merges[start:start + BATCH]),
+                               metadata=WS, timeout=120)
+    if merges:
+        print(f"  {len(merges):,} merges recorded in {time.perf_counter() - t0:.2f} s",
+              flush=True)
 
     window = rpb.TimeWindow(start_time=to_timestamp(START),
                             end_time=to_timestamp(START + timedelta(days=DAYS)))
@@ -185,6 +200,8 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=1_000_000)
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "all"), default="all")
+    parser.add_argument("--merged", type=float, default=0.0,
+                        help="share of the profiles merged into another before the reports")
     args = parser.parse_args()
     configure_logging("bench", fmt="console", level="warning")
     kinds = ["sqlite", "postgresql"] if args.backend == "all" else [args.backend]
@@ -192,7 +209,7 @@ def main() -> None:
         if kind == "postgresql" and not postgres_available():
             print("[postgresql] skipped: nothing listens on 127.0.0.1:5432")
             continue
-        asyncio.run(bench(kind, args.facts, args.profiles))
+        asyncio.run(bench(kind, args.facts, args.profiles, args.merged))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -136,14 +135,6 @@ def _people(table: Table | FromClause) -> tuple[Join, ColumnElement[str]]:
     joined = table.outerjoin(alias, and_(alias.c.workspace_id == table.c.workspace_id,
                                          alias.c.merged_profile_id == table.c.profile_id))
     return joined, func.coalesce(alias.c.survivor_profile_id, table.c.profile_id)
-
-
-def _profiles_of_people(workspace_id: str) -> FromClause:
-    """(person, profile_id) for every profile id that counts as someone else: each person's own
-    id is not listed (join it directly)."""
-    a = profile_aliases.c
-    return (select(a.survivor_profile_id.label("person"), a.merged_profile_id.label("profile_id"))
-            .where(a.workspace_id == workspace_id).subquery())
 
 
 _MESSAGE_ATTRIBUTES = ("journey_id", "channel", "content_key", "variant")
@@ -395,32 +386,37 @@ def experiment(session: Session, workspace_id: str, experiment_id: str) -> Exper
         select(first.c.arm, func.count(), func.max(case((first.c.control, 1), else_=0)))
         .group_by(first.c.arm)
     ).all()
-    # Every profile id of each exposed person: their own, and those merged into them.
-    others = _profiles_of_people(workspace_id)
-    ids = union_all(
-        select(first.c.person, first.c.person.label("profile_id")),
-        select(first.c.person, others.c.profile_id)
-        .join(others, others.c.person == first.c.person),
-    ).subquery()
+    # Each exposed person's conversions, looked up by profile id (an index, whatever the
+    # planner believes of the sizes): under their own id, then under the ids merged into them.
     conversion = facts.alias("conversion")
+    alias = profile_aliases.c
+
+    def converted(by: ColumnElement[str]) -> ColumnElement[bool]:
+        return and_(conversion.c.workspace_id == workspace_id, conversion.c.profile_id == by,
+                    conversion.c.type.in_(_CONVERSION_TYPES),
+                    conversion.c.occur_time >= first.c.occur_time,
+                    or_(first.c.conversion_deadline.is_(None),
+                        conversion.c.occur_time <= first.c.conversion_deadline))
+
     currency = func.nullif(conversion.c.currency, "")
-    per_person = session.execute(
-        select(first.c.arm, func.coalesce(func.sum(conversion.c.revenue), 0.0),
-               func.min(currency), func.max(currency))
-        .select_from(first.join(ids, ids.c.person == first.c.person).join(conversion, and_(
-            conversion.c.workspace_id == workspace_id,
-            conversion.c.profile_id == ids.c.profile_id,
-            conversion.c.type.in_(_CONVERSION_TYPES),
-            conversion.c.occur_time >= first.c.occur_time,
-            or_(first.c.conversion_deadline.is_(None),
-                conversion.c.occur_time <= first.c.conversion_deadline))))
-        .group_by(first.c.arm, first.c.person)
-    ).all()
+    sums = (first.c.arm, first.c.person, func.coalesce(func.sum(conversion.c.revenue), 0.0),
+            func.min(currency), func.max(currency))
+    own = select(*sums).select_from(first.join(conversion, converted(first.c.person)))
+    merged = select(*sums).select_from(
+        first.join(profile_aliases, and_(alias.workspace_id == workspace_id,
+                                         alias.survivor_profile_id == first.c.person))
+        .join(conversion, converted(alias.merged_profile_id)))
+    by_person: dict[tuple[str, str], tuple[float, set[str]]] = {}
+    for query in (own, merged):
+        for arm, person, revenue, low, high in session.execute(
+                query.group_by(first.c.arm, first.c.person)).all():
+            total, seen = by_person.get((arm, person), (0.0, set()))
+            by_person[arm, person] = (total + float(revenue), seen | {c for c in (low, high) if c})
     revenues: dict[str, list[float]] = defaultdict(list)
     currencies: set[str] = set()
-    for arm, revenue, low, high in per_person:
-        revenues[arm].append(float(revenue))
-        currencies.update(c for c in (low, high) if c)
+    for (arm, _), (revenue, seen) in by_person.items():
+        revenues[arm].append(revenue)
+        currencies |= seen
     arms = [ArmCounts(arm, bool(control), int(n), len(revenues[arm]),
                       math.fsum(revenues[arm]), tuple(revenues[arm]))
             for arm, n, control in exposures]
