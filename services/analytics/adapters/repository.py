@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union,
     update,
 )
 from sqlalchemy.orm import Session
@@ -57,7 +58,7 @@ from cjo_analytics.domain.reports import (
     epoch_hour,
 )
 from cjo_analytics.domain.stats import ArmCounts
-from cjo_platform.db import insert_ignore, upsert
+from cjo_platform.db import insert_ignore, one_of, upsert
 
 _CONVERSION_TYPES = [t.value for t in CONVERSIONS]
 _TOUCH_TYPES = [t.value for t in TOUCHES]
@@ -387,31 +388,28 @@ def experiment(session: Session, workspace_id: str, experiment_id: str) -> Exper
         .group_by(first.c.arm)
     ).all()
     # Each exposed person's conversions, looked up by profile id (an index, whatever the
-    # planner believes of the sizes): under their own id, then under the ids merged into them.
+    # planner believes of the sizes): under their own id in SQL, then under the ids merged
+    # into them (SQLite would otherwise scan every conversion per person).
     conversion = facts.alias("conversion")
-    alias = profile_aliases.c
-
-    def converted(by: ColumnElement[str]) -> ColumnElement[bool]:
-        return and_(conversion.c.workspace_id == workspace_id, conversion.c.profile_id == by,
-                    conversion.c.type.in_(_CONVERSION_TYPES),
-                    conversion.c.occur_time >= first.c.occur_time,
-                    or_(first.c.conversion_deadline.is_(None),
-                        conversion.c.occur_time <= first.c.conversion_deadline))
-
     currency = func.nullif(conversion.c.currency, "")
-    sums = (first.c.arm, first.c.person, func.coalesce(func.sum(conversion.c.revenue), 0.0),
-            func.min(currency), func.max(currency))
-    own = select(*sums).select_from(first.join(conversion, converted(first.c.person)))
-    merged = select(*sums).select_from(
-        first.join(profile_aliases, and_(alias.workspace_id == workspace_id,
-                                         alias.survivor_profile_id == first.c.person))
-        .join(conversion, converted(alias.merged_profile_id)))
-    by_person: dict[tuple[str, str], tuple[float, set[str]]] = {}
-    for query in (own, merged):
-        for arm, person, revenue, low, high in session.execute(
-                query.group_by(first.c.arm, first.c.person)).all():
-            total, seen = by_person.get((arm, person), (0.0, set()))
-            by_person[arm, person] = (total + float(revenue), seen | {c for c in (low, high) if c})
+    own = session.execute(
+        select(first.c.arm, first.c.person, func.coalesce(func.sum(conversion.c.revenue), 0.0),
+               func.min(currency), func.max(currency))
+        .select_from(first.join(conversion, and_(
+            conversion.c.workspace_id == workspace_id,
+            conversion.c.profile_id == first.c.person,
+            conversion.c.type.in_(_CONVERSION_TYPES),
+            conversion.c.occur_time >= first.c.occur_time,
+            or_(first.c.conversion_deadline.is_(None),
+                conversion.c.occur_time <= first.c.conversion_deadline))))
+        .group_by(first.c.arm, first.c.person)
+    ).all()
+    by_person: dict[tuple[str, str], tuple[float, set[str]]] = {
+        (arm, who): (float(revenue), {c for c in (low, high) if c})
+        for arm, who, revenue, low, high in own}
+    for arm, who, revenue, seen in _merged_conversions(session, workspace_id, first):
+        total, before = by_person.get((arm, who), (0.0, set()))
+        by_person[arm, who] = (total + revenue, before | seen)
     revenues: dict[str, list[float]] = defaultdict(list)
     currencies: set[str] = set()
     for (arm, _), (revenue, seen) in by_person.items():
@@ -459,6 +457,37 @@ def experiments(session: Session, workspace_id: str, after: str, limit: int
             for e, journey, node, content, first, last, n in rows]
 
 
+_LOOKUP_CHUNK = 1000
+
+
+def _merged_conversions(session: Session, workspace_id: str, first: FromClause
+                        ) -> Iterator[tuple[str, str, float, set[str]]]:
+    """(arm, person, revenue, currencies) of each exposed person's conversions under the
+    profile ids merged into them, inside the person's window (``first``: arm, person,
+    occur_time, conversion_deadline of the first exposures)."""
+    alias = profile_aliases.c
+    windows: dict[str, tuple[str, str, datetime, datetime | None]] = {
+        merged: (arm, person, start, deadline)
+        for merged, arm, person, start, deadline in session.execute(
+            select(alias.merged_profile_id, first.c.arm, first.c.person, first.c.occur_time,
+                   first.c.conversion_deadline)
+            .select_from(first.join(profile_aliases, and_(
+                alias.workspace_id == workspace_id, alias.survivor_profile_id == first.c.person)))
+        ).all()}
+    merged_ids = sorted(windows)
+    for start in range(0, len(merged_ids), _LOOKUP_CHUNK):
+        chunk = merged_ids[start:start + _LOOKUP_CHUNK]
+        for profile, when, revenue, currency in session.execute(
+            select(facts.c.profile_id, facts.c.occur_time, facts.c.revenue, facts.c.currency)
+            .where(facts.c.workspace_id == workspace_id,
+                   one_of(session, facts.c.profile_id, chunk),
+                   facts.c.type.in_(_CONVERSION_TYPES))
+        ).all():
+            arm, person, exposed, deadline = windows[profile]
+            if when >= exposed and (deadline is None or when <= deadline):
+                yield arm, person, float(revenue), {currency} if currency else set()
+
+
 @dataclass(frozen=True)
 class AttributionData:
     conversions: list[Conversion]  # in time order
@@ -496,14 +525,21 @@ def attribution_data(session: Session, workspace_id: str, window: Window,
         .order_by(person, facts.c.occur_time, _or_fact(facts.c.message_id), facts.c.fact_id)
     )
     if not all_profiles:
+        # The touches of every profile id of the converting people (their own and those merged
+        # into them), filtered on the stored profile id so the database can use it.
         converted = facts.alias("converted")
         converted_joined, converted_person = _people(converted)
-        touch_query = touch_query.where(person.in_(
-            select(converted_person).select_from(converted_joined)
-            .where(converted.c.workspace_id == workspace_id,
-                   converted.c.type.in_(_CONVERSION_TYPES),
-                   converted.c.occur_time >= window.start, converted.c.occur_time < window.end)
-            .scalar_subquery()))
+        converting = (select(converted_person).select_from(converted_joined)
+                      .where(converted.c.workspace_id == workspace_id,
+                             converted.c.type.in_(_CONVERSION_TYPES),
+                             converted.c.occur_time >= window.start,
+                             converted.c.occur_time < window.end))
+        alias = profile_aliases.c
+        touch_query = touch_query.where(facts.c.profile_id.in_(union(
+            converting,
+            select(alias.merged_profile_id).where(alias.workspace_id == workspace_id,
+                                                  alias.survivor_profile_id.in_(converting))))
+        )
     touches: dict[str, list[TouchFact]] = defaultdict(list)
     for profile, message, channel, journey, content, when in session.execute(touch_query):
         touches[profile].append(TouchFact(message, int(channel), journey, content, when))
