@@ -32,7 +32,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Join
 
 from cjo_analytics.adapters.tables import facts, messages, profile_aliases
 from cjo_analytics.domain.attribution import Conversion, TouchFact
@@ -129,13 +128,19 @@ def record_merges(session: Session, workspace_id: str,
                         .values(survivor_profile_id=final))
 
 
-def _people(table: Table | FromClause) -> tuple[Join, ColumnElement[str]]:
-    """``table`` (facts or an alias of it) joined with the aliases, and the person of each of
-    its rows: the survivor its profile was merged into, else the profile itself."""
+def _people(table: Table | FromClause) -> tuple[Table | FromClause, ColumnElement[str]]:
+    """``table`` (facts or an alias of it) and the person of each of its rows: the survivor its
+    profile was merged into, else the profile itself.
+
+    The survivor is a correlated lookup by primary key, one index probe per row, rather than an
+    outer join: without statistics (a fresh table) PostgreSQL planned the join as a scan of
+    every alias of the workspace per fact (24 s for 24,000 exposures and 2,000 merges)."""
     alias = profile_aliases.alias()
-    joined = table.outerjoin(alias, and_(alias.c.workspace_id == table.c.workspace_id,
-                                         alias.c.merged_profile_id == table.c.profile_id))
-    return joined, func.coalesce(alias.c.survivor_profile_id, table.c.profile_id)
+    survivor = (select(alias.c.survivor_profile_id)
+                .where(alias.c.workspace_id == table.c.workspace_id,
+                       alias.c.merged_profile_id == table.c.profile_id)
+                .scalar_subquery())
+    return table, func.coalesce(survivor, table.c.profile_id)
 
 
 _MESSAGE_ATTRIBUTES = ("journey_id", "channel", "content_key", "variant")

@@ -104,6 +104,9 @@ profile_aliases = Table(
     Column("merged_profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
     Column("survivor_profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
     PrimaryKeyConstraint("workspace_id", "merged_profile_id"),
-    # Re-pointing a chain: the aliases whose survivor was just merged away.
-    Index("ix_profile_aliases_survivor", "workspace_id", "survivor_profile_id"),
+    # Re-pointing a chain (the aliases whose survivor was just merged away) and the ids merged
+    # into a person. Survivor first: an index led by workspace_id alone looked as good as the
+    # primary key to a planner without statistics, which then scanned the workspace's aliases
+    # for every fact instead of probing the key.
+    Index("ix_profile_aliases_survivor", "survivor_profile_id", "workspace_id"),
 )
