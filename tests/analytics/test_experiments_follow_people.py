@@ -185,6 +185,76 @@ async def test_a_journey_split_counts_conversions_inside_the_goal_window(
             ("control", 2, 12.0), ("treatment", 1, 10.0)]
 
 
+def purchase(profile: str, event_id: str, hours: float, revenue: float, *, goal_of: str = "",
+             converted: bool = True) -> list[fact_pb2.Fact]:
+    """One purchase event as analytics receives it: identity's CONVERTED fact (at the event's
+    time) and, when it is also the goal of ``goal_of``'s journey enrollment, orchestration's
+    GOAL_REACHED (a minute later, when the step round ran), both with the event's revenue."""
+    facts = []
+    if converted:
+        facts.append(fact_pb2.Fact(
+            fact_id=f"identity.conversion:{event_id}", type=CONVERTED, profile_id=profile,
+            occur_time=at(hours), revenue=revenue, currency="EUR", source_event_id=event_id))
+    if goal_of:
+        facts.append(fact_pb2.Fact(
+            fact_id=f"goal:{goal_of}", type=fact_pb2.FACT_TYPE_GOAL_REACHED,
+            profile_id=goal_of.removeprefix("e-"), journey_id="j1", enrollment_id=goal_of,
+            occur_time=at(hours + 1 / 60), revenue=revenue, currency="EUR",
+            source_event_id=event_id))
+    return facts
+
+
+async def test_a_purchase_that_is_a_goal_and_a_conversion_counts_once(
+        backend: Backend) -> None:
+    app = build(settings_for("analytics", backend), Env({}))
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.AnalyticsServiceStub(channel)
+        await record(stub, [
+            exposure("t1", "treatment"), exposure("t2", "treatment"),
+            exposure("anon-t3", "treatment"), exposure("c1", "control"),
+            exposure("c2", "control"),
+            # t1: one purchase, both the journey's goal and a workspace conversion.
+            *purchase("t1", "ev1", 2, 30.0, goal_of="e-t1"),
+            # t2: a purchase that is only a conversion, then one that is both.
+            *purchase("t2", "ev2", 2, 20.0), *purchase("t2", "ev3", 3, 5.0, goal_of="e-t2"),
+            # t3 entered anonymously: the goal is the anonymous enrollment's, the conversion
+            # the known profile's; one person, one purchase.
+            merge("anon-t3", "known-t3", 1),
+            *purchase("known-t3", "ev5", 2, 40.0),
+            *purchase("anon-t3", "ev5", 2, 40.0, goal_of="e-anon-t3", converted=False),
+            *purchase("c1", "ev4", 2, 10.0, goal_of="e-c1"),
+        ])
+        results = await stub.GetExperimentResults(
+            rpb.GetExperimentResultsRequest(experiment_id=SPLIT), metadata=WS)
+        # Hand-worked, each purchase once: treatment 30, 20 + 5, 40; control 10, 0.
+        treatment_people, control_people = [30.0, 25.0, 40.0], [10.0, 0.0]
+        control, treatment = results.arms
+        assert [(a.arm, a.exposures, a.conversions, a.revenue) for a in results.arms] == [
+            ("control", 2, 1, 10.0), ("treatment", 3, 3, 95.0)]
+        assert treatment.revenue_per_exposure == pytest.approx(95.0 / 3)
+        assert control.revenue_per_exposure == pytest.approx(5.0)
+        welch = stats.ttest_ind(treatment_people, control_people, equal_var=False)
+        assert treatment.revenue_p_value == pytest.approx(welch.pvalue, rel=1e-8)
+        assert treatment.revenue_degrees_of_freedom == pytest.approx(welch.df, rel=1e-10)
+
+        # Attribution lists each purchase once, as its earliest fact, with its revenue once.
+        attribution = await stub.GetAttribution(rpb.GetAttributionRequest(
+            window=rpb.TimeWindow(start_time=at(0), end_time=at(10)),
+            models=[rpb.ATTRIBUTION_MODEL_LAST_TOUCH], include_conversions=True), metadata=WS)
+        assert attribution.conversions == 5
+        assert sorted((c.fact_id, c.profile_id, c.revenue)
+                      for c in attribution.models[0].conversions) == [
+            ("identity.conversion:ev1", "t1", 30.0), ("identity.conversion:ev2", "t2", 20.0),
+            ("identity.conversion:ev3", "t2", 5.0), ("identity.conversion:ev4", "c1", 10.0),
+            ("identity.conversion:ev5", "known-t3", 40.0)]
+
+        # The journey report counts the journey's own goal: three enrollments reached it.
+        funnel = await stub.GetJourneyFunnel(
+            rpb.GetJourneyFunnelRequest(journey="journeys/j1"), metadata=WS)
+        [version] = funnel.versions
+        assert (version.converted_profiles, version.revenue) == (4, 85.0)
+
+
 async def test_mixed_currencies_are_named_not_converted(sqlite_backend: Backend) -> None:
     app = build(settings_for("analytics", sqlite_backend), Env({}))
     async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:

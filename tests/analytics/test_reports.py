@@ -152,20 +152,22 @@ async def test_the_node_funnel_classifies_each_enrollment_at_each_node_it_entere
         # e4's send at A fails and ends it there.
         visit("e4", "A", 1), at("e4", F.FACT_TYPE_NODE_FAILED, "A", "fail"),
         exit_at("e4", "A", "failed"),
-        # e5 is merged away while at B.
+        # e5 is merged away while at B: its person carries on in the surviving enrollment.
         visit("e5", "A", 1), visit("e5", "B", 2), exit_at("e5", "B", "merged"),
+        # e6 meets an exit criterion at B: a drop.
+        visit("e6", "A", 1), visit("e6", "B", 2), exit_at("e6", "B", "exit_criteria"),
     ])
     funnel = await stub.GetJourneyFunnel(rpb.GetJourneyFunnelRequest(journey="journeys/j1"),
                                          metadata=WS)
     [v1] = funnel.versions
-    # (node, entered, in_progress, completed, failed, dropped), worked out from the paths:
-    # A: e1 in progress; e3 (goal), e5 (left) completed; e2 (CONTINUE), e4 failed.
-    # B: e1 left it (completed); e2 (control) and e5 (merged) dropped.
-    assert [(n.node_id, n.entered, n.in_progress, n.completed, n.failed, n.dropped)
-            for n in v1.nodes] == [("A", 5, 1, 2, 2, 0), ("B", 3, 0, 1, 0, 2)]
-    assert all(n.entered == n.in_progress + n.completed + n.failed + n.dropped
+    # (node, entered, in_progress, completed, failed, dropped, held_out), worked out from the
+    # paths: A: e1 in progress; e3 (goal), e5, e6 (left) completed; e2 (CONTINUE), e4 failed.
+    # B: e1 left it (completed); e2 held out (control); e6 dropped; e5 (merged) not counted.
+    assert [(n.node_id, n.entered, n.in_progress, n.completed, n.failed, n.dropped, n.held_out)
+            for n in v1.nodes] == [("A", 6, 1, 3, 2, 0, 0), ("B", 3, 0, 1, 0, 1, 1)]
+    assert all(n.entered == n.in_progress + n.completed + n.failed + n.dropped + n.held_out
                for n in v1.nodes)
-    assert v1.exited == 4
+    assert v1.exited == 5
 
 
 async def test_facts_recorded_before_arrivals_were_counted_read_as_documented(

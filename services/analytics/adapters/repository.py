@@ -25,7 +25,6 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
-    or_,
     select,
     text,
     union,
@@ -40,6 +39,8 @@ from cjo_analytics.domain.facts import (
     COMPLETING_EXITS,
     CONVERSIONS,
     FAILING_EXITS,
+    HOLDING_EXITS,
+    MERGED_EXITS,
     TOUCHES,
     Fact,
     FactCount,
@@ -89,7 +90,7 @@ def record_facts(session: Session, workspace_id: str, batch: Sequence[Fact],
          "control": f.control, "arm_weight": f.arm_weight, "revenue": f.revenue,
          "currency": f.currency, "exit_reason": f.exit_reason,
          "occur_hour": epoch_hour(f.occur_time), "conversion_deadline": f.conversion_deadline,
-         "visit_sequence": f.visit_sequence}
+         "visit_sequence": f.visit_sequence, "source_event_id": f.source_event_id}
         for f in batch
     ]
     new = set(insert_ignore(session, facts, rows, returning=facts.c.fact_id))
@@ -209,11 +210,13 @@ def journey_exists(session: Session, workspace_id: str, journey_id: str) -> bool
 def journey_funnel(session: Session, workspace_id: str, journey_id: str, version: int,
                    granularity: Granularity | None, window: Window | None
                    ) -> list[VersionFunnel]:
-    """Per version: entries, conversions, revenue, exits, the node funnel and the series."""
+    """Per version: entries, conversions (the journey's own goal: GOAL_REACHED), revenue,
+    exits, the node funnel and the series."""
     scope = [facts.c.workspace_id == workspace_id, facts.c.journey_id == journey_id]
     if version:
         scope.append(facts.c.journey_version == version)
-    is_conversion = facts.c.type.in_(_CONVERSION_TYPES)
+    goal = FactType.GOAL_REACHED.value
+    is_conversion = facts.c.type == goal
     enrollment = _or_fact(facts.c.enrollment_id)
     exited_type = FactType.JOURNEY_EXITED.value
     funnels: dict[int, VersionFunnel] = {}
@@ -231,7 +234,7 @@ def journey_funnel(session: Session, workspace_id: str, journey_id: str, version
                func.count(distinct(case((facts.c.type == exited_type, enrollment)))))
         .select_from(joined)
         .where(*scope, facts.c.type.in_([FactType.JOURNEY_ENTERED.value, exited_type,
-                                         *_CONVERSION_TYPES]))
+                                         goal]))
         .group_by(facts.c.journey_version)
     ).all()
     for v, entered, converted, revenue, exited in totals:
@@ -257,7 +260,7 @@ def journey_funnel(session: Session, workspace_id: str, journey_id: str, version
             .select_from(joined)
             .where(*scope, facts.c.occur_time >= window.start, facts.c.occur_time < window.end,
                    facts.c.type.in_([FactType.JOURNEY_ENTERED.value, exited_type,
-                                     *_CONVERSION_TYPES]))
+                                     goal]))
             .group_by(bucket, facts.c.journey_version)
         ).all()
         for key, v, entered, conversions, revenue, exited in rows:
@@ -282,6 +285,8 @@ def _node_funnels(session: Session, scope: list[ColumnElement[bool]]
                     facts.c.visit_sequence > zero)
     exit_outcome = case((facts.c.exit_reason.in_(COMPLETING_EXITS), int(NodeOutcome.COMPLETED)),
                         (facts.c.exit_reason.in_(FAILING_EXITS), int(NodeOutcome.FAILED)),
+                        (facts.c.exit_reason.in_(HOLDING_EXITS), int(NodeOutcome.HELD_OUT)),
+                        (facts.c.exit_reason.in_(MERGED_EXITS), int(NodeOutcome.MERGED)),
                         else_=int(NodeOutcome.DROPPED))
     # One window for all four (one sort): the enrollment's facts, latest numbered arrival first.
     whole: dict[str, Any] = {
@@ -322,15 +327,20 @@ def _node_funnels(session: Session, scope: list[ColumnElement[bool]]
     def counted(value: NodeOutcome) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((outcome == int(value), 1), else_=0)), 0)
 
+    # A merged enrollment is not counted where it ended: its person carries on in the
+    # surviving enrollment.
     counts = session.execute(
-        select(pairs.c.version, pairs.c.node_id, func.count(),
-               *(counted(value) for value in NodeOutcome))
+        select(pairs.c.version, pairs.c.node_id,
+               *(counted(value) for value in NodeOutcome if value is not NodeOutcome.MERGED))
+        .where(outcome != int(NodeOutcome.MERGED))
         .group_by(pairs.c.version, pairs.c.node_id)
     ).all()
-    return [(int(v), NodeFunnel(node, entered=int(n), in_progress=int(in_progress),
-                                completed=int(completed), failed=int(failed_count),
-                                dropped=int(dropped)))
-            for v, node, n, in_progress, completed, failed_count, dropped in counts]
+    return [(int(v), NodeFunnel(node, entered=sum(map(int, by_outcome)),
+                                in_progress=int(in_progress), completed=int(completed),
+                                failed=int(failed_count), dropped=int(dropped),
+                                held_out=int(held_out)))
+            for v, node, *by_outcome in counts
+            for in_progress, completed, failed_count, dropped, held_out in [by_outcome]]
 
 
 def channel_outcomes(session: Session, workspace_id: str, journey_id: str,
@@ -373,7 +383,9 @@ class ExperimentData:
 def experiment(session: Session, workspace_id: str, experiment_id: str) -> ExperimentData:
     """Per arm: people exposed (each in the arm of their first exposure under any of their
     profile ids, ties by fact id), those with a conversion at or after that exposure (and not
-    after its conversion deadline, when it has one) under any of their ids, and that revenue."""
+    after its conversion deadline, when it has one) under any of their ids, and that revenue.
+    A conversion counts once per (person, source event): a purchase that is a journey's goal
+    and a workspace conversion is one conversion, at its earliest fact."""
     in_experiment = [facts.c.workspace_id == workspace_id,
                      facts.c.experiment_id == experiment_id]
     joined, person = _people(facts)
@@ -387,42 +399,30 @@ def experiment(session: Session, workspace_id: str, experiment_id: str) -> Exper
         .where(*in_experiment)
         .subquery()
     )
-    first = select(ranked).where(ranked.c.rn == 1).subquery()
-    exposures = session.execute(
-        select(first.c.arm, func.count(), func.max(case((first.c.control, 1), else_=0)))
-        .group_by(first.c.arm)
-    ).all()
-    # Each exposed person's conversions, looked up by profile id (an index, whatever the
-    # planner believes of the sizes): under their own id in SQL, then under the ids merged
-    # into them (SQLite would otherwise scan every conversion per person).
-    conversion = facts.alias("conversion")
-    currency = func.nullif(conversion.c.currency, "")
-    own = session.execute(
-        select(first.c.arm, first.c.person, func.coalesce(func.sum(conversion.c.revenue), 0.0),
-               func.min(currency), func.max(currency))
-        .select_from(first.join(conversion, and_(
-            conversion.c.workspace_id == workspace_id,
-            conversion.c.profile_id == first.c.person,
-            conversion.c.type.in_(_CONVERSION_TYPES),
-            conversion.c.occur_time >= first.c.occur_time,
-            or_(first.c.conversion_deadline.is_(None),
-                conversion.c.occur_time <= first.c.conversion_deadline))))
-        .group_by(first.c.arm, first.c.person)
-    ).all()
-    by_person: dict[tuple[str, str], tuple[float, set[str]]] = {
-        (arm, who): (float(revenue), {c for c in (low, high) if c})
-        for arm, who, revenue, low, high in own}
-    for arm, who, revenue, seen in _merged_conversions(session, workspace_id, first):
-        total, before = by_person.get((arm, who), (0.0, set()))
-        by_person[arm, who] = (total + revenue, before | seen)
-    revenues: dict[str, list[float]] = defaultdict(list)
+    exposed: dict[str, tuple[str, datetime, datetime | None]] = {}
+    exposures: dict[str, int] = defaultdict(int)
+    controls: dict[str, bool] = defaultdict(bool)
+    for who, arm, control, start, deadline in session.execute(
+        select(ranked.c.person, ranked.c.arm, ranked.c.control, ranked.c.occur_time,
+               ranked.c.conversion_deadline).where(ranked.c.rn == 1)
+    ).all():
+        exposed[who] = (arm, start, deadline)
+        exposures[arm] += 1
+        controls[arm] |= bool(control)
+    by_person: dict[str, float] = defaultdict(float)
     currencies: set[str] = set()
-    for (arm, _), (revenue, seen) in by_person.items():
-        revenues[arm].append(revenue)
-        currencies |= seen
-    arms = [ArmCounts(arm, bool(control), int(n), len(revenues[arm]),
-                      math.fsum(revenues[arm]), tuple(revenues[arm]))
-            for arm, n, control in exposures]
+    for who, when, revenue, currency in _conversions_of(session, workspace_id, exposed):
+        arm, start, deadline = exposed[who]
+        if when >= start and (deadline is None or when <= deadline):
+            by_person[who] += revenue
+            if currency:
+                currencies.add(currency)
+    revenues: dict[str, list[float]] = defaultdict(list)
+    for who in sorted(by_person):
+        revenues[exposed[who][0]].append(by_person[who])
+    arms = [ArmCounts(arm, controls[arm], n, len(revenues[arm]), math.fsum(revenues[arm]),
+                      tuple(revenues[arm]))
+            for arm, n in sorted(exposures.items())]
     weights: dict[str, float] = dict(session.execute(
         select(facts.c.arm, func.max(facts.c.arm_weight))
         .where(*in_experiment, facts.c.arm_weight > 0)
@@ -465,32 +465,41 @@ def experiments(session: Session, workspace_id: str, after: str, limit: int
 _LOOKUP_CHUNK = 1000
 
 
-def _merged_conversions(session: Session, workspace_id: str, first: FromClause
-                        ) -> Iterator[tuple[str, str, float, set[str]]]:
-    """(arm, person, revenue, currencies) of each exposed person's conversions under the
-    profile ids merged into them, inside the person's window (``first``: arm, person,
-    occur_time, conversion_deadline of the first exposures)."""
+def _conversions_of(session: Session, workspace_id: str, people: Iterable[str]
+                    ) -> Iterator[tuple[str, datetime, float, str]]:
+    """(person, time, revenue, currency) of each distinct conversion of ``people`` under any of
+    their profile ids: once per source event, at its earliest fact (ties by fact id).
+
+    Plain index lookups in chunks, never a join the planner could turn into a scan (without
+    statistics PostgreSQL scanned the aliases per exposed person: 3 s for 20,000 people): the
+    ids merged into the people by the survivor index, then the conversions by profile id."""
+    person_of = {who: who for who in people}
     alias = profile_aliases.c
-    windows: dict[str, tuple[str, str, datetime, datetime | None]] = {
-        merged: (arm, person, start, deadline)
-        for merged, arm, person, start, deadline in session.execute(
-            select(alias.merged_profile_id, first.c.arm, first.c.person, first.c.occur_time,
-                   first.c.conversion_deadline)
-            .select_from(first.join(profile_aliases, and_(
-                alias.workspace_id == workspace_id, alias.survivor_profile_id == first.c.person)))
-        ).all()}
-    merged_ids = sorted(windows)
-    for start in range(0, len(merged_ids), _LOOKUP_CHUNK):
-        chunk = merged_ids[start:start + _LOOKUP_CHUNK]
-        for profile, when, revenue, currency in session.execute(
-            select(facts.c.profile_id, facts.c.occur_time, facts.c.revenue, facts.c.currency)
+    survivors = sorted(person_of)
+    for start in range(0, len(survivors), _LOOKUP_CHUNK):
+        chunk = survivors[start:start + _LOOKUP_CHUNK]
+        person_of.update(session.execute(
+            select(alias.merged_profile_id, alias.survivor_profile_id)
+            .where(alias.workspace_id == workspace_id,
+                   one_of(session, alias.survivor_profile_id, chunk))
+        ).all())
+    earliest: dict[tuple[str, str], tuple[datetime, str, float, str]] = {}
+    profile_ids = sorted(person_of)
+    for start in range(0, len(profile_ids), _LOOKUP_CHUNK):
+        chunk = profile_ids[start:start + _LOOKUP_CHUNK]
+        for profile, fact_id, source, when, revenue, currency in session.execute(
+            select(facts.c.profile_id, facts.c.fact_id, facts.c.source_event_id,
+                   facts.c.occur_time, facts.c.revenue, facts.c.currency)
             .where(facts.c.workspace_id == workspace_id,
                    one_of(session, facts.c.profile_id, chunk),
                    facts.c.type.in_(_CONVERSION_TYPES))
         ).all():
-            arm, person, exposed, deadline = windows[profile]
-            if when >= exposed and (deadline is None or when <= deadline):
-                yield arm, person, float(revenue), {currency} if currency else set()
+            key = (person_of[profile], source or fact_id)
+            seen = (when, fact_id, float(revenue), currency)
+            if key not in earliest or seen < earliest[key]:
+                earliest[key] = seen
+    for (who, _), (when, _, revenue, currency) in earliest.items():
+        yield who, when, revenue, currency
 
 
 @dataclass(frozen=True)
@@ -506,21 +515,26 @@ def attribution_data(session: Session, workspace_id: str, window: Window,
     ``all_profiles`` (the Markov model also needs the paths that did not convert, and then the
     conversions of [window start - lookback, window start) too, which end earlier paths).
 
-    Profile ids are people: a merged profile's conversions and touches are its survivor's."""
+    Profile ids are people: a merged profile's conversions and touches are its survivor's. A
+    conversion is counted once per (person, source event), at its earliest fact."""
     conversion_types = [facts.c.workspace_id == workspace_id,
                         facts.c.type.in_(_CONVERSION_TYPES)]
     since = window.start - lookback if all_profiles else window.start
     joined, person = _people(facts)
-    conversions = [
-        Conversion(fid, profile, when, float(revenue))
-        for fid, profile, when, revenue in session.execute(
-            select(facts.c.fact_id, person, facts.c.occur_time, facts.c.revenue)
-            .select_from(joined)
-            .where(*conversion_types, facts.c.occur_time >= since,
-                   facts.c.occur_time < window.end)
-            .order_by(facts.c.occur_time, facts.c.fact_id)
-        ).all()
-    ]
+    conversions: list[Conversion] = []
+    counted: set[tuple[str, str]] = set()
+    for fid, profile, source, when, revenue in session.execute(
+        select(facts.c.fact_id, person, facts.c.source_event_id, facts.c.occur_time,
+               facts.c.revenue)
+        .select_from(joined)
+        .where(*conversion_types, facts.c.occur_time >= since, facts.c.occur_time < window.end)
+        .order_by(facts.c.occur_time, facts.c.fact_id)
+    ).all():
+        # One conversion per (person, source event): a goal that is also a converted fact is
+        # listed once, as its earliest fact.
+        if (profile, source or fid) not in counted:
+            counted.add((profile, source or fid))
+            conversions.append(Conversion(fid, profile, when, float(revenue)))
     touch_query = (
         select(person, _or_fact(facts.c.message_id), facts.c.channel,
                facts.c.journey_id, facts.c.content_key, facts.c.occur_time)

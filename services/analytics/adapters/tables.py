@@ -58,6 +58,10 @@ facts = Table(
     Column("conversion_deadline", UtcDateTime, nullable=True),
     # NODE_VISITED: the n-th arrival of its enrollment (0: not numbered, an old visit fact).
     Column("visit_sequence", BigInteger, nullable=False, server_default=text("0")),
+    # GOAL_REACHED / CONVERTED: the event that made the conversion ('': not known, an old fact);
+    # reports across journeys count one conversion per (person, source event).
+    # (No client default: inserts written for older schemas leave it out.)
+    Column("source_event_id", String(MAX_ID_LENGTH), nullable=False, server_default=""),
     PrimaryKeyConstraint("workspace_id", "fact_id"),
     # Journey report and funnel: a journey's facts by type, version and enrollment.
     Index("ix_facts_funnel", "workspace_id", "journey_id", "type", "journey_version",

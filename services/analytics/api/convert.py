@@ -86,7 +86,7 @@ def to_fact(item: fact_pb2.Fact) -> Fact:
                 exit_reason=item.exit_reason, survivor_profile_id=item.survivor_profile_id,
                 conversion_deadline=(from_timestamp(item.conversion_deadline)
                                      if item.HasField("conversion_deadline") else None),
-                visit_sequence=item.visit_sequence)
+                visit_sequence=item.visit_sequence, source_event_id=item.source_event_id)
     validate_fact(fact).raise_if_any()
     return fact
 
@@ -205,7 +205,8 @@ def _version_funnel(f: VersionFunnel, granularity: Granularity | None,
         converted_profiles=f.converted_profiles, conversion_rate=f.conversion_rate,
         revenue=f.revenue, exited=f.exited,
         nodes=[rpb.NodeFunnel(node_id=n.node_id, entered=n.entered, completed=n.completed,
-                              in_progress=n.in_progress, dropped=n.dropped, failed=n.failed)
+                              in_progress=n.in_progress, dropped=n.dropped, failed=n.failed,
+                              held_out=n.held_out)
                for n in f.nodes],
         series=series)
 

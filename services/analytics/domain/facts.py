@@ -32,7 +32,10 @@ class FactType(StrEnum):
 
 
 CONVERSIONS = (FactType.GOAL_REACHED, FactType.CONVERTED)
-"""Fact types that count as a conversion."""
+"""Fact types that count as a conversion. One purchase may be both (a journey's goal and a
+workspace conversion, each with the event's revenue): reports across journeys (attribution,
+experiments) count a conversion once per (person, ``source_event_id``); the journey funnel
+counts the journey's own goal (GOAL_REACHED) only."""
 
 TOUCHES = (FactType.MESSAGE_DELIVERED, FactType.MESSAGE_OPENED, FactType.MESSAGE_CLICKED)
 """Fact types that make a message a touchpoint (delivered or engaged)."""
@@ -40,9 +43,13 @@ TOUCHES = (FactType.MESSAGE_DELIVERED, FactType.MESSAGE_OPENED, FactType.MESSAGE
 COMPLETING_EXITS = ("completed", "goal_reached", "goal")
 """Exit reasons (fact.proto's closed list of ``Fact.exit_reason``) that complete the node an
 enrollment ended at; "goal" is what orchestration called "goal_reached" before the list was
-closed. FAILING_EXITS fail the node; any other reason drops the enrollment there."""
+closed. FAILING_EXITS fail the node, HOLDING_EXITS hold it out there (a split's control arm,
+a deliberate non-treatment), MERGED_EXITS leave the node's counts (the person carries on in
+the surviving enrollment); any other reason drops the enrollment there."""
 
 FAILING_EXITS = ("failed",)
+HOLDING_EXITS = ("control",)
+MERGED_EXITS = ("merged",)
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,10 @@ class Fact:
     # NODE_VISITED: which arrival of its enrollment (1: the entry node); 0 when not numbered
     # (visits recorded before arrivals were, which were recorded when leaving the node).
     visit_sequence: int = 0
+    # GOAL_REACHED / CONVERTED: the id of the event that made the conversion, so one purchase
+    # that is both a journey's goal and a workspace conversion counts once ("": recorded
+    # before conversions named their event; such a fact counts on its own).
+    source_event_id: str = ""
 
 
 def validate_fact(fact: Fact | None = None, *, fact_id: str = "", profile_id: str = "",
@@ -92,7 +103,7 @@ def validate_fact(fact: Fact | None = None, *, fact_id: str = "", profile_id: st
     if fact is None:
         return problems
     for name in ("node_id", "content_key", "variant", "experiment_id", "arm", "exit_reason",
-                 "enrollment_id", "message_id"):
+                 "enrollment_id", "message_id", "source_event_id"):
         problems.check(len(getattr(fact, name)) <= MAX_ID_LENGTH, name,
                        f"at most {MAX_ID_LENGTH} characters")
     problems.check(fact.journey_version >= 0, "journey_version", "must not be negative")

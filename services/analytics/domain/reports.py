@@ -104,8 +104,10 @@ def bucket_keys(window: Window, granularity: Granularity) -> list[int]:
 
 class NodeOutcome(IntEnum):
     """How one enrollment that entered a node fared there, by the first rule that applies:
-    it ended at the node (by its exit reason: COMPLETED for "completed"/"goal_reached", FAILED
-    for "failed", DROPPED for any other); it is active and its latest arrival is at the node
+    it ended at the node with exit reason "merged" (MERGED: not counted at the node, the person
+    carries on in the surviving enrollment); it ended at the node (by its exit reason:
+    COMPLETED for "completed"/"goal_reached", FAILED for "failed", HELD_OUT for "control",
+    DROPPED for any other); it is active and its latest arrival is at the node
     (IN_PROGRESS: parked at a wait, awaiting a send, retrying); a step of the node failed for
     good and it moved on (FAILED: a send whose on_failure is CONTINUE); else it left the node
     onward (COMPLETED). An enrollment that entered a node more than once counts once."""
@@ -114,12 +116,14 @@ class NodeOutcome(IntEnum):
     COMPLETED = 1
     FAILED = 2
     DROPPED = 3
+    HELD_OUT = 4
+    MERGED = 5
 
 
 @dataclass(frozen=True)
 class NodeFunnel:
-    """Enrollments that entered a node, split by their NodeOutcome there (the four add up to
-    ``entered``)."""
+    """Enrollments that entered a node, split by their NodeOutcome there (the five add up to
+    ``entered``; MERGED ones are not counted at the node)."""
 
     node_id: str
     entered: int
@@ -127,6 +131,7 @@ class NodeFunnel:
     in_progress: int
     dropped: int
     failed: int = 0
+    held_out: int = 0
 
 
 @dataclass(frozen=True)

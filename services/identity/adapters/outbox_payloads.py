@@ -96,6 +96,9 @@ def conversion_fact(accepted: Accepted, conversion: Conversion) -> bytes:
         occur_time=to_timestamp(accepted.event.timestamp),
         revenue=conversion.revenue,
         currency=conversion.currency,
+        # The same purchase may also be a journey's goal (orchestration sends the event id
+        # too): analytics counts the conversion once.
+        source_event_id=accepted.event_id,
     ))
 
 

@@ -66,7 +66,8 @@ class FactRecord:
     detail: str = ""  # why an enrollment exited (an ExitReason), or which arm a split chose
     journey_version: int = 0
     # More of analytics' Fact fields by name (channel, content_key, experiment_id, arm,
-    # control, arm_weight, conversion_deadline, revenue, currency), set when they apply.
+    # control, arm_weight, conversion_deadline, revenue, currency, source_event_id), set when
+    # they apply.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

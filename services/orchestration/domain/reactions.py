@@ -75,7 +75,8 @@ def reach_goal(enrollment: Enrollment, goal: Goal, event: InboxEvent,
     reached = evolve(enrollment, goal_time=now,
                      update_time=now if enrollment.active else enrollment.update_time)
     return reached, reached.fact(f"goal:{reached.enrollment_id}", FactKind.GOAL_REACHED, now,
-                                 detail=goal.event_name, **conversion_value(event.properties))
+                                 detail=goal.event_name, source_event_id=event.event_id,
+                                 **conversion_value(event.properties))
 
 
 def conversion_value(properties: Mapping[str, Any]) -> dict[str, Any]:

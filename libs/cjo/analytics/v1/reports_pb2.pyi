@@ -67,20 +67,22 @@ class GetJourneyFunnelRequest(_message.Message):
     def __init__(self, journey: _Optional[str] = ..., journey_version: _Optional[int] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., window: _Optional[_Union[TimeWindow, _Mapping]] = ...) -> None: ...
 
 class NodeFunnel(_message.Message):
-    __slots__ = ("node_id", "entered", "completed", "in_progress", "dropped", "failed")
+    __slots__ = ("node_id", "entered", "completed", "in_progress", "dropped", "failed", "held_out")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ENTERED_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
     IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     entered: int
     completed: int
     in_progress: int
     dropped: int
     failed: int
-    def __init__(self, node_id: _Optional[str] = ..., entered: _Optional[int] = ..., completed: _Optional[int] = ..., in_progress: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+    held_out: int
+    def __init__(self, node_id: _Optional[str] = ..., entered: _Optional[int] = ..., completed: _Optional[int] = ..., in_progress: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., held_out: _Optional[int] = ...) -> None: ...
 
 class FunnelBucket(_message.Message):
     __slots__ = ("start_time", "entered", "conversions", "revenue", "exited")
