@@ -110,7 +110,8 @@ def test_a_goal_reached_after_the_end_keeps_the_end_time_for_the_cooldown() -> N
     reached, fact = reach_goal(ended, GOAL, event("order", {"total": 20, "revenue": 30}), NOW)
     assert reached.goal_time == NOW and reached.update_time == ended.update_time
     assert (fact.kind, fact.fact_id, fact.detail) == (FactKind.GOAL_REACHED, "goal:en1", "order")
-    assert fact.extra == {"revenue": 30.0, "currency": ""}
+    # The event's id lets analytics count the purchase once when identity also reports it.
+    assert fact.extra == {"revenue": 30.0, "currency": "", "source_event_id": "e9"}
     active, _ = reach_goal(enrollment(), GOAL, event("order", {"total": 20}), NOW)
     assert active.update_time == NOW
 
