@@ -28,8 +28,9 @@ import grpc
 import pytest
 from http_sink import Answer, HttpSink, Request, http_sink
 
+from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb2
 from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
-from cjo.analytics.v1 import reports_pb2
+from cjo.analytics.v1 import fact_pb2, reports_pb2
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
 from cjo.delivery.v1 import (
@@ -38,7 +39,12 @@ from cjo.delivery.v1 import (
     message_pb2,
     provider_pb2,
 )
-from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import (
+    event_pb2,
+    identity_service_pb2,
+    identity_service_pb2_grpc,
+    identity_settings_pb2,
+)
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import enrollment_pb2, orchestration_service_pb2
@@ -203,6 +209,13 @@ async def run_journey(suite: Suite, channels: dict[str, grpc.aio.Channel],
     journey = await apply_journey_file(suite, key)
 
     identity = identity_service_pb2_grpc.IdentityServiceStub(channels["identity"])
+    # An order is also a workspace conversion: identity reports it to analytics as well as the
+    # journey's goal does; attribution must count each order once (checked in step 7).
+    await identity.UpdateIdentitySettings(identity_service_pb2.UpdateIdentitySettingsRequest(
+        settings=identity_settings_pb2.IdentitySettings(conversion_events=[
+            identity_settings_pb2.ConversionEvent(event_name="order_completed",
+                                                  revenue_property="revenue", currency="EUR")])),
+        metadata=auth)
     orchestration = orch_grpc.OrchestrationServiceStub(channels["orchestration"])
 
     async def ingest(message_id: str, user: str, name: str, **properties: Any) -> None:
@@ -324,6 +337,24 @@ async def run_journey(suite: Suite, channels: dict[str, grpc.aio.Channel],
     assert {b.start_time.ToDatetime(UTC).date(): b.conversions
             for b in counted.series if b.conversions} == {
         dan_bought.date(): 1, bought.date(): 1}
+    # Each order is the journey's goal AND a workspace conversion: listed once, revenue once.
+    attribution_request = reports_pb2.GetAttributionRequest(
+        window=window, models=[reports_pb2.ATTRIBUTION_MODEL_LAST_TOUCH],
+        include_conversions=True)
+
+    async def both_facts_arrived() -> Any:
+        reply = await analytics.GetJourneyReport(analytics_pb2.GetJourneyReportRequest(
+            journey=journey), metadata=auth)
+        goals = [c.count for c in reply.report.counts
+                 if c.type == fact_pb2.FACT_TYPE_GOAL_REACHED]
+        attribution = await analytics.GetAttribution(attribution_request, metadata=auth)
+        converted = {c.fact_id for c in attribution.models[0].conversions
+                     if c.fact_id.startswith("identity.conversion:")}
+        return attribution if goals == [2] and len(converted) == 2 else None
+
+    attribution = await eventually(both_facts_arrived, timeout=20)
+    assert attribution.conversions == 2
+    assert sorted(c.revenue for c in attribution.models[0].conversions) == [80.0, 90.0]
 
     # 8. Nothing twice. Move past every timer, then wait until nothing can send any more: every
     # enrollment has ended and delivery holds no message that is not final. Only then count.
