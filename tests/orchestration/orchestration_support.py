@@ -272,6 +272,9 @@ class ProfileBook:
         self.merged: dict[str, str] = {}  # merged-away id -> survivor
         # When identity merged each (merged_from's merge_time); unset: just now.
         self.merged_at: dict[str, datetime] = {}
+        # Merged-away ids identity answers with their survivor but does not list in its
+        # merged_from (merged through a chain: A into B, then B into C lists only B).
+        self.unlisted: set[str] = set()
         self.down = False
         self.failures = 0
         self.calls: list[list[str]] = []
@@ -296,7 +299,8 @@ class ProfileBook:
             survivor = self.merged.get(asked, asked)
             view = self.people.get(survivor)
             merged_from = tuple((merged, self.merged_at.get(merged, JUST_NOW))
-                                for merged, into in self.merged.items() if into == survivor)
+                                for merged, into in self.merged.items()
+                                if into == survivor and merged not in self.unlisted)
             answers.append(LiveProfile(survivor, view, merged_from) if view is not None
                            else ProfileGone(f"identity: NOT_FOUND: {asked}"))
         return answers

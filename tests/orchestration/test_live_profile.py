@@ -216,6 +216,39 @@ async def test_a_merge_whose_event_never_came_holds_nobody_back_for_good(
     assert [s.address for s in peers.sent] == ["known@example.com"]
 
 
+async def test_a_profile_merged_through_a_chain_waits_only_as_long_as_its_last_link(
+        tx: Transactions, clock: ManualClock) -> None:
+    """The visitor was merged into "middle", then "middle" into "known": identity answers the
+    visitor's id with "known" but lists only "middle" in its merged_from. The step waits while
+    that last merge is recent, and acts once it is older than the limit (its events never
+    came), instead of waiting for good."""
+    publish(tx, MAIL)
+    enroll(tx, "visitor", {})
+    peers = Peers()
+    peers.set("known", {"email": "known@example.com"})
+    peers.merged.update(visitor="known", middle="known")
+    peers.merged_at["middle"] = clock.now()
+    peers.unlisted.add("visitor")
+    steps_round = StepRound(tx, peers, SETTINGS)
+    await steps_round.run()
+    assert not peers.sent
+    clock.advance(SETTINGS.merge_wait_limit)
+    await steps_round.run()
+    assert [s.address for s in peers.sent] == ["known@example.com"]
+
+
+async def test_a_merge_identity_does_not_list_at_all_holds_nobody_back(
+        tx: Transactions) -> None:
+    publish(tx, MAIL)
+    enroll(tx, "visitor", {})
+    peers = Peers()
+    peers.set("known", {"email": "known@example.com"})
+    peers.merged["visitor"] = "known"
+    peers.unlisted.add("visitor")
+    await StepRound(tx, peers, SETTINGS).run()
+    assert [s.address for s in peers.sent] == ["known@example.com"]
+
+
 async def test_a_branch_after_update_profile_sees_the_written_trait(tx: Transactions) -> None:
     publish(tx, JourneyGraph(
         trigger=EventTrigger("cart_updated"), entry_node_id="promote",

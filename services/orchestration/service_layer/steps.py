@@ -310,8 +310,13 @@ class StepRound:
             if answer.profile_id != enrollment.profile_id:
                 # This enrollment's profile was merged away. Only a merge older than the limit
                 # (its event never came: dead-lettered, say) lets it act as the survivor.
-                when = merged_at.get(enrollment.profile_id)
-                stale = when is not None and now - when >= self.settings.merge_wait_limit
+                # A profile merged through a chain (A into B, then B into C) may be listed by
+                # the survivor under its last link only, or not at all: the latest merge into
+                # the survivor bounds when this one took effect, and with none listed nothing
+                # tells us to wait. Either way the wait ends.
+                when = merged_at.get(enrollment.profile_id) or max(merged_at.values(),
+                                                                    default=None)
+                stale = when is None or now - when >= self.settings.merge_wait_limit
                 pending = [] if stale else [enrollment.profile_id]
             else:
                 pending = [merged for merged in merged_at if merged in unmerged]
