@@ -43,12 +43,19 @@ from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_analytics.bootstrap import build as build_analytics
-from cjo_orchestration.adapters.peers import LiveProfile, ProfileGone
+from cjo_orchestration.adapters.peers import (
+    LiveProfile,
+    ProfileGone,
+    RenderItem,
+    RenderOutcome,
+    SendItem,
+)
 from cjo_orchestration.adapters.tables import enrollments as enrollment_table
 from cjo_orchestration.adapters.tables import inbox as inbox_table
 from cjo_orchestration.adapters.tables import metadata as orchestration_metadata
 from cjo_orchestration.adapters.tables import retired_profiles as retired_table
 from cjo_orchestration.bootstrap import build as build_orchestration
+from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendResult, Sent
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
 from cjo_platform.db import Database
@@ -313,6 +320,31 @@ def profile_book_for(*profile_ids: str) -> ProfileBook:
         book.set(profile_id, {"email": f"{profile_id}@example.com"})
     return book
 
+
+
+class RecordingPeers(ProfileBook):
+    """Identity, content and delivery as the step round sees them: the named profiles have an
+    address each (:func:`profile_book_for`), every item renders, every send is accepted (message
+    id ``m-<send key>``; deferred instead when ``accept`` is false) and kept in ``sent``, and
+    profile updates are refused unless a test overrides :meth:`update_profiles`."""
+
+    def __init__(self, *profile_ids: str, accept: bool = True) -> None:
+        super().__init__(profile_book_for(*profile_ids).people)
+        self.accept = accept
+        self.sent: list[SendItem] = []
+
+    async def render(self, workspace_id: str,
+                     items: Sequence[RenderItem]) -> list[RenderOutcome]:
+        return [common_pb2.RenderedMessage(content_key=item.content_key) for item in items]
+
+    async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
+        self.sent.extend(items)
+        return [Sent(f"m-{item.idempotency_key}") if self.accept
+                else Deferred("delivery: UNAVAILABLE") for item in items]
+
+    async def update_profiles(self, workspace_id: str,
+                              orders: Sequence[ProfileOrder]) -> list[SendResult]:
+        return [Rejected("not in this test") for _ in orders]
 
 # --- the cluster -----------------------------------------------------------------------------
 

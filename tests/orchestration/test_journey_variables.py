@@ -6,23 +6,16 @@ recording stand-in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from orchestration_support import (
-    Ids,
-    ProfileBook,
-    migrated_database,
-    profile_book_for,
-    transactions_on,
-)
+from orchestration_support import Ids, RecordingPeers, migrated_database, transactions_on
 
-from cjo.common.v1.common_pb2 import RenderedMessage
 from cjo_orchestration import journeyfile
 from cjo_orchestration.adapters import enrollments as store
-from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
+from cjo_orchestration.adapters.peers import SendItem
 from cjo_orchestration.api.convert import graph_from_proto
 from cjo_orchestration.domain.conditions import journey_variables
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
@@ -40,7 +33,6 @@ from cjo_orchestration.domain.journeys import (
     SendAction,
     WaitAction,
 )
-from cjo_orchestration.domain.orders import ProfileOrder, Rejected, SendResult, Sent
 from cjo_orchestration.domain.reactions import own_message
 from cjo_orchestration.service_layer import enrollment, events, journeys
 from cjo_orchestration.service_layer.steps import StepRound
@@ -70,25 +62,12 @@ def tx(backend: Backend, clock: ManualClock) -> Iterator[Transactions]:
         db.dispose()
 
 
-class Delivery(ProfileBook):
-    """Identity, content and delivery as the step round sees them: ada has her address, renders
-    everything, accepts every send (message id ``m-<send key>``) and keeps what it sent."""
+class Delivery(RecordingPeers):
+    """Identity, content and delivery as the step round sees them (ada has her address), with
+    the message each journey sent."""
 
     def __init__(self) -> None:
-        super().__init__(profile_book_for("ada").people)
-        self.sent: list[SendItem] = []
-
-    async def render(self, workspace_id: str,
-                     items: Sequence[RenderItem]) -> list[RenderOutcome]:
-        return [RenderedMessage(content_key=item.content_key) for item in items]
-
-    async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
-        self.sent.extend(items)
-        return [Sent(f"m-{item.idempotency_key}") for item in items]
-
-    async def update_profiles(self, workspace_id: str,
-                              orders: Sequence[ProfileOrder]) -> list[SendResult]:
-        return [Rejected("not in this test") for _ in orders]
+        super().__init__("ada")
 
     def message_of(self, journey_id: str) -> SendItem:
         [item] = [s for s in self.sent if s.journey_id == journey_id]

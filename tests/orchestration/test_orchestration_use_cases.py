@@ -3,20 +3,18 @@ database: no gRPC, no peers (the step round's are a recording stand-in), the clo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from orchestration_support import Ids, ProfileBook, profile_book_for, transactions_on
+from orchestration_support import Ids, RecordingPeers, transactions_on
 from sqlalchemy import select
 
 import cjo_orchestration.adapters
 from cjo.analytics.v1 import fact_pb2
 from cjo.common.v1.common_pb2 import RenderedMessage
 from cjo_orchestration.adapters import enrollments as store
-from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.domain.enrollment import EnrollmentState
 from cjo_orchestration.domain.journeys import (
@@ -33,7 +31,6 @@ from cjo_orchestration.domain.journeys import (
     SendAction,
     TriggerKind,
 )
-from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendResult, Sent
 from cjo_orchestration.service_layer import enrollment, events, journeys, schedules
 from cjo_orchestration.service_layer.enrollment import Entrant, Entry
 from cjo_orchestration.service_layer.steps import StepRound
@@ -218,34 +215,11 @@ def test_facts_of_one_event_round_go_out_in_the_order_things_happened(
 # --- the step round ------------------------------------------------------------------------------
 
 
-class RecordingPeers(ProfileBook):
-    """Identity, content and delivery as the step round sees them: ada's profile has her
-    address, renders everything, sends what it is told to accept."""
-
-    def __init__(self, accept: bool = True) -> None:
-        super().__init__(profile_book_for("ada").people)
-        self.accept = accept
-        self.sent: list[SendItem] = []
-
-    async def render(self, workspace_id: str,
-                     items: Sequence[RenderItem]) -> list[RenderOutcome]:
-        return [RenderedMessage(content_key=item.content_key) for item in items]
-
-    async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
-        self.sent.extend(items)
-        return [Sent(f"m-{item.idempotency_key}") if self.accept
-                else Deferred("delivery: UNAVAILABLE") for item in items]
-
-    async def update_profiles(self, workspace_id: str,
-                              orders: Sequence[ProfileOrder]) -> list[SendResult]:
-        return [Rejected("not in this test") for _ in orders]
-
-
 async def test_a_step_round_sends_once_and_records_the_steps(tx: Transactions) -> None:
     active_journey(tx, cart_reminder())
     tx.run_sync(lambda uow: enrollment.enroll_profile(
         uow, WS, "j1", Entrant("ada", {"email": "ada@example.com"}, {}), "r1", "", Ids()))
-    peers = RecordingPeers()
+    peers = RecordingPeers("ada")
     steps = StepRound(tx, peers, load_engine_settings(Env({})))
     assert not await steps.run()  # not a full batch
     [sent] = peers.sent
@@ -266,7 +240,7 @@ async def test_a_deferred_send_is_retried_later_not_now(tx: Transactions,
     active_journey(tx, cart_reminder())
     tx.run_sync(lambda uow: enrollment.enroll_profile(
         uow, WS, "j1", Entrant("ada", {"email": "ada@example.com"}, {}), "r1", "", Ids()))
-    peers = RecordingPeers(accept=False)
+    peers = RecordingPeers("ada", accept=False)
     steps = StepRound(tx, peers, load_engine_settings(Env({})))
     await steps.run()
     await steps.run()  # backing off: not due again yet

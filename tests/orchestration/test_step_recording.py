@@ -9,18 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from orchestration_support import (
-    Ids,
-    ProfileBook,
-    migrated_database,
-    profile_book_for,
-    transactions_on,
-)
+from orchestration_support import Ids, RecordingPeers, migrated_database, transactions_on
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from cjo.common.v1.common_pb2 import RenderedMessage
-from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
 from cjo_orchestration.adapters.tables import enrollments
 from cjo_orchestration.domain.enrollment import EnrollmentState
 from cjo_orchestration.domain.journeys import (
@@ -31,7 +23,6 @@ from cjo_orchestration.domain.journeys import (
     Node,
     SendAction,
 )
-from cjo_orchestration.domain.orders import ProfileOrder, Rejected, SendResult, Sent
 from cjo_orchestration.service_layer import enrollment, journeys, steps
 from cjo_orchestration.service_layer.enrollment import Entrant
 from cjo_orchestration.service_layer.steps import StepRound
@@ -46,25 +37,6 @@ MAIL = JourneyGraph(trigger=EventTrigger("visit"), entry_node_id="mail",
                     nodes=(Node("mail", SendAction("hello", Channel.EMAIL, "done")),
                            Node("done", ExitAction())))
 SETTINGS = load_engine_settings(Env({}))
-
-
-class Peers(ProfileBook):
-    def __init__(self) -> None:
-        super().__init__(profile_book_for("ada", "bob").people)
-        self.sent: list[SendItem] = []
-
-    async def render(self, workspace_id: str,
-                     items: Sequence[RenderItem]) -> list[RenderOutcome]:
-        return [RenderedMessage(content_key=item.content_key) for item in items]
-
-    async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
-        self.sent.extend(items)
-        return [Sent(f"m-{item.idempotency_key}") for item in items]
-
-    async def update_profiles(self, workspace_id: str,
-                              orders: Sequence[ProfileOrder]) -> list[SendResult]:
-        return [Rejected("not in this test") for _ in orders]
-
 
 
 @pytest.fixture
@@ -117,7 +89,7 @@ async def test_a_database_failure_while_recording_fails_no_enrollment(
                 if calls["n"] <= 2 else None)
 
     failing_record(monkeypatch, down_twice)
-    peers = Peers()
+    peers = RecordingPeers("ada", "bob")
     round = StepRound(tx, peers, SETTINGS)
     for _ in range(2):
         with pytest.raises(OperationalError):  # the worker backs off
@@ -141,6 +113,6 @@ async def test_an_outcome_that_cannot_be_stored_fails_only_its_enrollment(
         return ValueError("a value the database cannot store") if mine else None
 
     failing_record(monkeypatch, ada_cannot_be_stored)
-    await StepRound(tx, Peers(), SETTINGS).run()
+    await StepRound(tx, RecordingPeers("ada", "bob"), SETTINGS).run()
     assert states(tx) == {"ada": EnrollmentState.FAILED.value,
                           "bob": EnrollmentState.COMPLETED.value}
