@@ -2,13 +2,13 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SERVICES := identity content orchestration delivery analytics
+SERVICES := identity content orchestration delivery analytics decisioning
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: help install protos lint test test-fast e2e run bench migration clean
 
 help:
-	@echo "make run        start all five services with a development workspace"
+	@echo "make run        start all six services with a development workspace"
 	@echo "make test       install everything needed and run the whole test suite"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make lint       ruff, mypy and buf lint"
@@ -52,7 +52,7 @@ run: install
 
 # Each benchmark prints its own figures; run one with e.g. `make bench-content`. Sizes are the
 # issues' (1,000,000 analytics facts take ~10 minutes per database); pass ARGS to change them.
-BENCHES := throughput identity content orchestration delivery analytics
+BENCHES := throughput identity content orchestration delivery analytics decisioning
 
 bench: $(addprefix bench-,$(BENCHES))
 

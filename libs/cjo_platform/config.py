@@ -21,6 +21,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "orchestration": 50053,
     "delivery": 50054,
     "analytics": 50055,
+    "decisioning": 50056,
 }
 
 MIN_SERVICE_TOKEN_LENGTH = 24

@@ -1,4 +1,4 @@
-"""`make run`: all five services under one supervisor, for development.
+"""`make run`: all six services under one supervisor, for development.
 
 Starts a development mailbox (an SMTP server on loopback that keeps every email under
 ``.cjo/mail``), runs each service as its own process with readable interleaved logs, waits until
@@ -29,7 +29,7 @@ STATE = Path(os.environ.get("CJO_DEV_STATE", ".cjo"))
 DEV_WORKSPACE = "dev"
 MAIL_PORT = int(os.environ.get("CJO_DEV_SMTP_PORT", "1025"))
 COLORS = {"identity": 36, "content": 35, "orchestration": 33, "delivery": 32, "analytics": 34,
-          "mailbox": 37}
+          "decisioning": 31, "mailbox": 37}
 
 
 def say(source: str, line: str) -> None:

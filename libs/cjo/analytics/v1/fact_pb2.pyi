@@ -48,7 +48,7 @@ FACT_TYPE_PROFILE_MERGED: FactType
 FACT_TYPE_NODE_FAILED: FactType
 
 class Fact(_message.Message):
-    __slots__ = ("fact_id", "type", "profile_id", "journey_id", "enrollment_id", "message_id", "occur_time", "journey_version", "node_id", "channel", "content_key", "variant", "experiment_id", "arm", "control", "arm_weight", "revenue", "currency", "exit_reason", "survivor_profile_id", "conversion_deadline", "visit_sequence", "source_event_id")
+    __slots__ = ("fact_id", "type", "profile_id", "journey_id", "enrollment_id", "message_id", "occur_time", "journey_version", "node_id", "channel", "content_key", "variant", "experiment_id", "arm", "control", "arm_weight", "revenue", "currency", "exit_reason", "survivor_profile_id", "conversion_deadline", "visit_sequence", "source_event_id", "decision_id")
     FACT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class Fact(_message.Message):
     CONVERSION_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     VISIT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     fact_id: str
     type: FactType
     profile_id: str
@@ -95,4 +96,5 @@ class Fact(_message.Message):
     conversion_deadline: _timestamp_pb2.Timestamp
     visit_sequence: int
     source_event_id: str
-    def __init__(self, fact_id: _Optional[str] = ..., type: _Optional[_Union[FactType, str]] = ..., profile_id: _Optional[str] = ..., journey_id: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., message_id: _Optional[str] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., journey_version: _Optional[int] = ..., node_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., content_key: _Optional[str] = ..., variant: _Optional[str] = ..., experiment_id: _Optional[str] = ..., arm: _Optional[str] = ..., control: _Optional[bool] = ..., arm_weight: _Optional[float] = ..., revenue: _Optional[float] = ..., currency: _Optional[str] = ..., exit_reason: _Optional[str] = ..., survivor_profile_id: _Optional[str] = ..., conversion_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., visit_sequence: _Optional[int] = ..., source_event_id: _Optional[str] = ...) -> None: ...
+    decision_id: str
+    def __init__(self, fact_id: _Optional[str] = ..., type: _Optional[_Union[FactType, str]] = ..., profile_id: _Optional[str] = ..., journey_id: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., message_id: _Optional[str] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., journey_version: _Optional[int] = ..., node_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., content_key: _Optional[str] = ..., variant: _Optional[str] = ..., experiment_id: _Optional[str] = ..., arm: _Optional[str] = ..., control: _Optional[bool] = ..., arm_weight: _Optional[float] = ..., revenue: _Optional[float] = ..., currency: _Optional[str] = ..., exit_reason: _Optional[str] = ..., survivor_profile_id: _Optional[str] = ..., conversion_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., visit_sequence: _Optional[int] = ..., source_event_id: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...

@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SendMessageRequest(_message.Message):
-    __slots__ = ("idempotency_key", "recipient", "content", "journey_id", "enrollment_id", "topic", "transactional", "time_zone")
+    __slots__ = ("idempotency_key", "recipient", "content", "journey_id", "enrollment_id", "topic", "transactional", "time_zone", "decision_id")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class SendMessageRequest(_message.Message):
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     TRANSACTIONAL_FIELD_NUMBER: _ClassVar[int]
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     recipient: _message_pb2.Recipient
     content: _common_pb2.RenderedMessage
@@ -31,7 +32,8 @@ class SendMessageRequest(_message.Message):
     topic: str
     transactional: bool
     time_zone: str
-    def __init__(self, idempotency_key: _Optional[str] = ..., recipient: _Optional[_Union[_message_pb2.Recipient, _Mapping]] = ..., content: _Optional[_Union[_common_pb2.RenderedMessage, _Mapping]] = ..., journey_id: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., topic: _Optional[str] = ..., transactional: _Optional[bool] = ..., time_zone: _Optional[str] = ...) -> None: ...
+    decision_id: str
+    def __init__(self, idempotency_key: _Optional[str] = ..., recipient: _Optional[_Union[_message_pb2.Recipient, _Mapping]] = ..., content: _Optional[_Union[_common_pb2.RenderedMessage, _Mapping]] = ..., journey_id: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., topic: _Optional[str] = ..., transactional: _Optional[bool] = ..., time_zone: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...
 
 class SendMessageResponse(_message.Message):
     __slots__ = ("message", "duplicate")

@@ -26,17 +26,17 @@ from cjo.common.v1 import common_pb2 as cjo_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63jo/delivery/v1/message.proto\x12\x0f\x63jo.delivery.v1\x1a\x1a\x63jo/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\tRecipient\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x8e\x04\n\x07Message\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12-\n\trecipient\x18\x04 \x01(\x0b\x32\x1a.cjo.delivery.v1.Recipient\x12/\n\x07\x63ontent\x18\x05 \x01(\x0b\x32\x1e.cjo.common.v1.RenderedMessage\x12\x12\n\njourney_id\x18\x06 \x01(\t\x12\x15\n\renrollment_id\x18\x07 \x01(\t\x12.\n\x06status\x18\x08 \x01(\x0e\x32\x1e.cjo.delivery.v1.MessageStatus\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x1b\n\x13provider_message_id\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05topic\x18\x0e \x01(\t\x12\x15\n\rtransactional\x18\x0f \x01(\x08\x12\x35\n\x11next_attempt_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08provider\x18\x11 \x01(\t*\x90\x02\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15MESSAGE_STATUS_QUEUED\x10\x01\x12\x1a\n\x16MESSAGE_STATUS_SENDING\x10\x02\x12\x17\n\x13MESSAGE_STATUS_SENT\x10\x03\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x04\x12\x1d\n\x19MESSAGE_STATUS_SUPPRESSED\x10\x05\x12\x1b\n\x17MESSAGE_STATUS_DEFERRED\x10\x06\x12\x1c\n\x18MESSAGE_STATUS_DELIVERED\x10\x07\x12\x1a\n\x16MESSAGE_STATUS_BOUNCED\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63jo/delivery/v1/message.proto\x12\x0f\x63jo.delivery.v1\x1a\x1a\x63jo/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\tRecipient\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xa3\x04\n\x07Message\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12-\n\trecipient\x18\x04 \x01(\x0b\x32\x1a.cjo.delivery.v1.Recipient\x12/\n\x07\x63ontent\x18\x05 \x01(\x0b\x32\x1e.cjo.common.v1.RenderedMessage\x12\x12\n\njourney_id\x18\x06 \x01(\t\x12\x15\n\renrollment_id\x18\x07 \x01(\t\x12.\n\x06status\x18\x08 \x01(\x0e\x32\x1e.cjo.delivery.v1.MessageStatus\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x1b\n\x13provider_message_id\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05topic\x18\x0e \x01(\t\x12\x15\n\rtransactional\x18\x0f \x01(\x08\x12\x35\n\x11next_attempt_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08provider\x18\x11 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x12 \x01(\t*\x90\x02\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15MESSAGE_STATUS_QUEUED\x10\x01\x12\x1a\n\x16MESSAGE_STATUS_SENDING\x10\x02\x12\x17\n\x13MESSAGE_STATUS_SENT\x10\x03\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x04\x12\x1d\n\x19MESSAGE_STATUS_SUPPRESSED\x10\x05\x12\x1b\n\x17MESSAGE_STATUS_DEFERRED\x10\x06\x12\x1c\n\x18MESSAGE_STATUS_DELIVERED\x10\x07\x12\x1a\n\x16MESSAGE_STATUS_BOUNCED\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.delivery.v1.message_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGESTATUS']._serialized_start=691
-  _globals['_MESSAGESTATUS']._serialized_end=963
+  _globals['_MESSAGESTATUS']._serialized_start=712
+  _globals['_MESSAGESTATUS']._serialized_end=984
   _globals['_RECIPIENT']._serialized_start=111
   _globals['_RECIPIENT']._serialized_end=159
   _globals['_MESSAGE']._serialized_start=162
-  _globals['_MESSAGE']._serialized_end=688
+  _globals['_MESSAGE']._serialized_end=709
 # @@protoc_insertion_point(module_scope)

@@ -40,7 +40,7 @@ class Recipient(_message.Message):
     def __init__(self, profile_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("name", "message_id", "idempotency_key", "recipient", "content", "journey_id", "enrollment_id", "status", "attempts", "error", "provider_message_id", "create_time", "update_time", "topic", "transactional", "next_attempt_time", "provider")
+    __slots__ = ("name", "message_id", "idempotency_key", "recipient", "content", "journey_id", "enrollment_id", "status", "attempts", "error", "provider_message_id", "create_time", "update_time", "topic", "transactional", "next_attempt_time", "provider", "decision_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class Message(_message.Message):
     TRANSACTIONAL_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     message_id: str
     idempotency_key: str
@@ -75,4 +76,5 @@ class Message(_message.Message):
     transactional: bool
     next_attempt_time: _timestamp_pb2.Timestamp
     provider: str
-    def __init__(self, name: _Optional[str] = ..., message_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., recipient: _Optional[_Union[Recipient, _Mapping]] = ..., content: _Optional[_Union[_common_pb2.RenderedMessage, _Mapping]] = ..., journey_id: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., topic: _Optional[str] = ..., transactional: _Optional[bool] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider: _Optional[str] = ...) -> None: ...
+    decision_id: str
+    def __init__(self, name: _Optional[str] = ..., message_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., recipient: _Optional[_Union[Recipient, _Mapping]] = ..., content: _Optional[_Union[_common_pb2.RenderedMessage, _Mapping]] = ..., journey_id: _Optional[str] = ..., enrollment_id: _Optional[str] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., topic: _Optional[str] = ..., transactional: _Optional[bool] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...

@@ -149,16 +149,18 @@ class LocalTimeWait(_message.Message):
     def __init__(self, hour: _Optional[int] = ..., minute: _Optional[int] = ..., weekdays: _Optional[_Iterable[int]] = ..., default_time_zone: _Optional[str] = ...) -> None: ...
 
 class WaitNode(_message.Message):
-    __slots__ = ("duration", "local_time", "event", "next_node_id")
+    __slots__ = ("duration", "local_time", "event", "best_time", "next_node_id")
     DURATION_FIELD_NUMBER: _ClassVar[int]
     LOCAL_TIME_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    BEST_TIME_FIELD_NUMBER: _ClassVar[int]
     NEXT_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     duration: _duration_pb2.Duration
     local_time: LocalTimeWait
     event: EventWait
+    best_time: BestTimeWait
     next_node_id: str
-    def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., local_time: _Optional[_Union[LocalTimeWait, _Mapping]] = ..., event: _Optional[_Union[EventWait, _Mapping]] = ..., next_node_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., local_time: _Optional[_Union[LocalTimeWait, _Mapping]] = ..., event: _Optional[_Union[EventWait, _Mapping]] = ..., best_time: _Optional[_Union[BestTimeWait, _Mapping]] = ..., next_node_id: _Optional[str] = ...) -> None: ...
 
 class BranchCondition(_message.Message):
     __slots__ = ("condition", "next_node_id")
@@ -189,10 +191,36 @@ class SplitArm(_message.Message):
     def __init__(self, name: _Optional[str] = ..., percent: _Optional[int] = ..., next_node_id: _Optional[str] = ..., control: _Optional[bool] = ...) -> None: ...
 
 class SplitNode(_message.Message):
-    __slots__ = ("arms",)
+    __slots__ = ("arms", "optimize", "min_control_percent")
     ARMS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZE_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONTROL_PERCENT_FIELD_NUMBER: _ClassVar[int]
     arms: _containers.RepeatedCompositeFieldContainer[SplitArm]
-    def __init__(self, arms: _Optional[_Iterable[_Union[SplitArm, _Mapping]]] = ...) -> None: ...
+    optimize: bool
+    min_control_percent: int
+    def __init__(self, arms: _Optional[_Iterable[_Union[SplitArm, _Mapping]]] = ..., optimize: _Optional[bool] = ..., min_control_percent: _Optional[int] = ...) -> None: ...
+
+class DecideNode(_message.Message):
+    __slots__ = ("decision_point", "channel", "next_node_id", "no_action_next_node_id", "on_failure")
+    DECISION_POINT_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NO_ACTION_NEXT_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    decision_point: str
+    channel: _common_pb2.Channel
+    next_node_id: str
+    no_action_next_node_id: str
+    on_failure: FailurePolicy
+    def __init__(self, decision_point: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., next_node_id: _Optional[str] = ..., no_action_next_node_id: _Optional[str] = ..., on_failure: _Optional[_Union[FailurePolicy, str]] = ...) -> None: ...
+
+class BestTimeWait(_message.Message):
+    __slots__ = ("channel", "max_delay")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELAY_FIELD_NUMBER: _ClassVar[int]
+    channel: _common_pb2.Channel
+    max_delay: _duration_pb2.Duration
+    def __init__(self, channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., max_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class UpdateProfileNode(_message.Message):
     __slots__ = ("traits", "next_node_id")
@@ -207,7 +235,7 @@ class ExitNode(_message.Message):
     def __init__(self) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "send", "exit", "wait", "branch", "split", "update_profile")
+    __slots__ = ("id", "send", "exit", "wait", "branch", "split", "update_profile", "decide")
     ID_FIELD_NUMBER: _ClassVar[int]
     SEND_FIELD_NUMBER: _ClassVar[int]
     EXIT_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +243,7 @@ class Node(_message.Message):
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_FIELD_NUMBER: _ClassVar[int]
     id: str
     send: SendNode
     exit: ExitNode
@@ -222,7 +251,8 @@ class Node(_message.Message):
     branch: BranchNode
     split: SplitNode
     update_profile: UpdateProfileNode
-    def __init__(self, id: _Optional[str] = ..., send: _Optional[_Union[SendNode, _Mapping]] = ..., exit: _Optional[_Union[ExitNode, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ..., branch: _Optional[_Union[BranchNode, _Mapping]] = ..., split: _Optional[_Union[SplitNode, _Mapping]] = ..., update_profile: _Optional[_Union[UpdateProfileNode, _Mapping]] = ...) -> None: ...
+    decide: DecideNode
+    def __init__(self, id: _Optional[str] = ..., send: _Optional[_Union[SendNode, _Mapping]] = ..., exit: _Optional[_Union[ExitNode, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ..., branch: _Optional[_Union[BranchNode, _Mapping]] = ..., split: _Optional[_Union[SplitNode, _Mapping]] = ..., update_profile: _Optional[_Union[UpdateProfileNode, _Mapping]] = ..., decide: _Optional[_Union[DecideNode, _Mapping]] = ...) -> None: ...
 
 class Journey(_message.Message):
     __slots__ = ("name", "journey_id", "display_name", "state", "event_trigger", "segment_trigger", "api_trigger", "scheduled_trigger", "nodes", "entry_node_id", "published_version", "etag", "create_time", "update_time", "re_entry", "re_entry_cooldown", "goal", "exit_criteria", "error_count", "last_error", "last_error_time")

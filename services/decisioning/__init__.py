@@ -1,0 +1,1 @@
+"""The decisioning service: next best action, bandits and off-policy evaluation."""

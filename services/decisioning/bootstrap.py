@@ -1,0 +1,33 @@
+"""Wires the decisioning service: storage, authentication and the servicer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cjo.decisioning.v1 import decisioning_service_pb2_grpc
+from cjo_decisioning.adapters.tables import metadata
+from cjo_decisioning.api.servicer import SERVICE, SERVICE_ONLY_METHODS, DecisioningServicer
+from cjo_platform.clock import Clock, SystemClock
+from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.rpc.dead_letters import dead_letter_servicer
+from cjo_platform.rpc.server import ServiceApp, Servicer
+from cjo_platform.service import open_storage, remote_authenticator
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+
+
+def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
+    clock = clock or SystemClock()
+    storage = open_storage(settings, metadata, MIGRATIONS, clock)
+    return ServiceApp(
+        settings=settings,
+        db=storage.db,
+        servicers=[Servicer(DecisioningServicer(storage.transactions),
+                            decisioning_service_pb2_grpc.add_DecisioningServiceServicer_to_server,
+                            SERVICE),
+                   dead_letter_servicer(storage.transactions, storage.dead_letters, {},
+                                        f"{settings.service}.cjo")],
+        authenticator=remote_authenticator(settings),
+        service_only_methods=SERVICE_ONLY_METHODS,
+        migrate=storage.migrate,
+    )

@@ -1,0 +1,1 @@
+"""Pure decisioning logic: catalogue rules, model, arbitration, evaluation, send times."""

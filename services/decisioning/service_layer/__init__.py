@@ -1,0 +1,1 @@
+"""Decisioning use-cases."""

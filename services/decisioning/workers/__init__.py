@@ -1,0 +1,1 @@
+"""Background loops: learning from lapsed windows, forwarders."""
