@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc
+from cjo_decisioning.adapters.content import ContentCatalog
 from cjo_decisioning.adapters.tables import metadata
 from cjo_decisioning.api.servicer import SERVICE, SERVICE_ONLY_METHODS, DecisioningServicer
+from cjo_decisioning.settings import load_decisioning_settings
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.rpc.dead_letters import dead_letter_servicer
@@ -19,10 +21,13 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
     clock = clock or SystemClock()
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
+    engine = load_decisioning_settings(env)
+    servicer = DecisioningServicer(storage.transactions,
+                                   ContentCatalog(settings, engine.peer_timeout_seconds))
     return ServiceApp(
         settings=settings,
         db=storage.db,
-        servicers=[Servicer(DecisioningServicer(storage.transactions),
+        servicers=[Servicer(servicer,
                             decisioning_service_pb2_grpc.add_DecisioningServiceServicer_to_server,
                             SERVICE),
                    dead_letter_servicer(storage.transactions, storage.dead_letters, {},

@@ -3,15 +3,200 @@ turns the result into its reply."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc as pb_grpc
-from cjo_platform.db.unit_of_work import Transactions
+from cjo_decisioning.adapters.content import ContentCatalog
+from cjo_decisioning.api.convert import (
+    action_from_proto,
+    action_to_proto,
+    key_from_name,
+    point_from_proto,
+    point_to_proto,
+)
+from cjo_decisioning.domain.catalogue import (
+    ACTION_MASK,
+    POINT_MASK,
+    Action,
+    check_action,
+    check_action_key,
+    check_point_key,
+    content_not_found,
+    parse_mask,
+)
+from cjo_decisioning.service_layer import catalogue
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.errors import InvalidArgument
+from cjo_platform.paging import decode_token, encode_token, page_size
+from cjo_platform.rpc.auth import current_workspace
+from cjo_platform.rpc.idempotent import once
 
 DOMAIN = "decisioning.cjo"
 SERVICE = "cjo.decisioning.v1.DecisioningService"
 # Called by other cjo services only (identity's events, delivery's message facts).
 SERVICE_ONLY_METHODS = {f"/{SERVICE}/RecordEvents", f"/{SERVICE}/RecordMessageFacts"}
+ACTIONS, POINTS = "actions/", "decisionPoints/"
+
+R = TypeVar("R", bound=Message)
+
+
+def within(prefix: str, work: Callable[[UnitOfWork], R]) -> Callable[[UnitOfWork], R]:
+    """``work`` with its field violations named from the request field ``prefix`` (use-cases
+    name fields of the resource they change)."""
+    def run(uow: UnitOfWork) -> R:
+        try:
+            return work(uow)
+        except InvalidArgument as exc:
+            raise exc.within(prefix) from None
+    return run
+
+
+def _after(token: str) -> str | None:
+    cursor = decode_token(token)
+    if cursor is None:
+        return None
+    after = cursor.get("after")
+    if not isinstance(after, str):
+        raise InvalidArgument.one("page_token", "is not a token returned by this method")
+    return after
+
+
+def _token(after: str | None) -> str:
+    return "" if after is None else encode_token({"after": after})
 
 
 class DecisioningServicer(pb_grpc.DecisioningServiceServicer):
-    def __init__(self, transactions: Transactions) -> None:
+    """The RPCs, grouped by resource; helpers add theirs the same way: parse, run one
+    use-case in ``self.transactions`` (``once`` for mutating ones), convert."""
+
+    def __init__(self, transactions: Transactions, content: ContentCatalog) -> None:
         self.transactions = transactions
+        self.content = content
+
+    async def _check_contents(self, workspace_id: str, action: Action) -> None:
+        missing = await self.content.missing(
+            workspace_id, [c.content_key for c in action.contents if c.content_key])
+        if missing:
+            raise content_not_found(missing[0])
+
+    # --- actions ---------------------------------------------------------------------------
+
+    async def CreateAction(self, request: pb.CreateActionRequest,
+                           context: grpc.aio.ServicerContext) -> pb.CreateActionResponse:
+        workspace = current_workspace()
+        action = action_from_proto(request.action)
+        try:
+            check_action(action).raise_if_any()  # before asking content about its keys
+        except InvalidArgument as exc:
+            raise exc.within("action") from None
+        await self._check_contents(workspace, action)
+        return await once(
+            self.transactions, request, pb.CreateActionResponse,
+            within("action", lambda uow: pb.CreateActionResponse(
+                action=action_to_proto(catalogue.create_action(uow, workspace, action)))))
+
+    async def GetAction(self, request: pb.GetActionRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetActionResponse:
+        key = key_from_name(request.name, ACTIONS)
+        workspace = current_workspace()
+        stored = await self.transactions.run(
+            lambda uow: catalogue.get_action(uow, workspace, key))
+        return pb.GetActionResponse(action=action_to_proto(stored))
+
+    async def ListActions(self, request: pb.ListActionsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListActionsResponse:
+        size, after = page_size(request.page_size), _after(request.page_token)
+        workspace = current_workspace()
+        found, last = await self.transactions.run(
+            lambda uow: catalogue.page_actions(uow, workspace, after, size))
+        return pb.ListActionsResponse(actions=[action_to_proto(a) for a in found],
+                                      next_page_token=_token(last))
+
+    async def UpdateAction(self, request: pb.UpdateActionRequest,
+                           context: grpc.aio.ServicerContext) -> pb.UpdateActionResponse:
+        workspace = current_workspace()
+        key = key_from_name(request.action.name, ACTIONS, "action.name")
+        check_action_key(key, "action.name")
+        mask = parse_mask(request.update_mask.paths, ACTION_MASK)
+        patch = action_from_proto(request.action, key)
+        if "contents" in mask or request.allow_missing:
+            await self._check_contents(workspace, patch)
+        etag = request.action.etag
+        return await once(
+            self.transactions, request, pb.UpdateActionResponse,
+            within("action", lambda uow: pb.UpdateActionResponse(action=action_to_proto(
+                catalogue.update_action(uow, workspace, patch, mask, etag,
+                                        request.allow_missing)))))
+
+    async def DeleteAction(self, request: pb.DeleteActionRequest,
+                           context: grpc.aio.ServicerContext) -> pb.DeleteActionResponse:
+        workspace = current_workspace()
+        key = key_from_name(request.name, ACTIONS)
+
+        def delete(uow: UnitOfWork) -> pb.DeleteActionResponse:
+            catalogue.delete_action(uow, workspace, key, request.etag)
+            return pb.DeleteActionResponse()
+
+        return await once(self.transactions, request, pb.DeleteActionResponse, delete)
+
+    # --- decision points -------------------------------------------------------------------
+
+    async def CreateDecisionPoint(self, request: pb.CreateDecisionPointRequest,
+                                  context: grpc.aio.ServicerContext,
+                                  ) -> pb.CreateDecisionPointResponse:
+        workspace = current_workspace()
+        point = point_from_proto(request.decision_point)
+        return await once(
+            self.transactions, request, pb.CreateDecisionPointResponse,
+            within("decision_point", lambda uow: pb.CreateDecisionPointResponse(
+                decision_point=point_to_proto(catalogue.create_point(uow, workspace, point)))))
+
+    async def GetDecisionPoint(self, request: pb.GetDecisionPointRequest,
+                               context: grpc.aio.ServicerContext,
+                               ) -> pb.GetDecisionPointResponse:
+        key = key_from_name(request.name, POINTS)
+        workspace = current_workspace()
+        stored = await self.transactions.run(lambda uow: catalogue.get_point(uow, workspace, key))
+        return pb.GetDecisionPointResponse(decision_point=point_to_proto(stored))
+
+    async def ListDecisionPoints(self, request: pb.ListDecisionPointsRequest,
+                                 context: grpc.aio.ServicerContext,
+                                 ) -> pb.ListDecisionPointsResponse:
+        size, after = page_size(request.page_size), _after(request.page_token)
+        workspace = current_workspace()
+        found, last = await self.transactions.run(
+            lambda uow: catalogue.page_points(uow, workspace, after, size))
+        return pb.ListDecisionPointsResponse(decision_points=[point_to_proto(p) for p in found],
+                                             next_page_token=_token(last))
+
+    async def UpdateDecisionPoint(self, request: pb.UpdateDecisionPointRequest,
+                                  context: grpc.aio.ServicerContext,
+                                  ) -> pb.UpdateDecisionPointResponse:
+        workspace = current_workspace()
+        key = key_from_name(request.decision_point.name, POINTS, "decision_point.name")
+        check_point_key(key, "decision_point.name")
+        mask = parse_mask(request.update_mask.paths, POINT_MASK)
+        patch = point_from_proto(request.decision_point, key)
+        etag = request.decision_point.etag
+        return await once(
+            self.transactions, request, pb.UpdateDecisionPointResponse,
+            within("decision_point", lambda uow: pb.UpdateDecisionPointResponse(
+                decision_point=point_to_proto(catalogue.update_point(
+                    uow, workspace, patch, mask, etag, request.allow_missing)))))
+
+    async def DeleteDecisionPoint(self, request: pb.DeleteDecisionPointRequest,
+                                  context: grpc.aio.ServicerContext,
+                                  ) -> pb.DeleteDecisionPointResponse:
+        workspace = current_workspace()
+        key = key_from_name(request.name, POINTS)
+
+        def delete(uow: UnitOfWork) -> pb.DeleteDecisionPointResponse:
+            catalogue.delete_point(uow, workspace, key, request.etag)
+            return pb.DeleteDecisionPointResponse()
+
+        return await once(self.transactions, request, pb.DeleteDecisionPointResponse, delete)

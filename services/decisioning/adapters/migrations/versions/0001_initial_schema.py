@@ -60,7 +60,7 @@ def upgrade() -> None:
     sa.Column('profile_id', sa.String(length=128), nullable=False),
     sa.Column('action', sa.String(length=64), server_default='', nullable=False),
     sa.Column('pick_probability', sa.Float(), server_default=sa.text('0'), nullable=False),
-    sa.Column('control', sa.Boolean(), server_default=sa.text('0'), nullable=False),
+    sa.Column('control', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.Column('request_id', sa.String(length=128), server_default='', nullable=False),
     sa.Column('decide_time', cjo_platform.db.types.UtcDateTime(timezone=True), nullable=False),
     sa.Column('decide_hour', sa.BigInteger(), nullable=False),
@@ -73,7 +73,7 @@ def upgrade() -> None:
     sa.Column('reward_deadline', cjo_platform.db.types.UtcDateTime(timezone=True), nullable=True),
     sa.Column('reward_time', cjo_platform.db.types.UtcDateTime(timezone=True), nullable=True),
     sa.Column('reward_event_id', sa.String(length=128), server_default='', nullable=False),
-    sa.Column('learned', sa.Boolean(), server_default=sa.text('0'), nullable=False),
+    sa.Column('learned', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.Column('lease_owner', sa.String(length=64), server_default='', nullable=False),
     sa.Column('lease_until', cjo_platform.db.types.UtcDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('workspace_id', 'decision_id')

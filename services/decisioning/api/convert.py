@@ -1,0 +1,164 @@
+"""Protos <-> domain values for the decisioning API."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2
+
+from cjo.common.v1 import common_pb2
+from cjo.decisioning.v1 import action_pb2, decision_point_pb2
+from cjo_decisioning.domain.catalogue import (
+    Action,
+    ActionContent,
+    Arbitration,
+    ContactLimit,
+    DecisionPoint,
+    Exploration,
+    ModelSpec,
+    Reward,
+    StoredAction,
+    StoredPoint,
+)
+from cjo_platform.errors import InvalidArgument
+from cjo_platform.protobuf import from_timestamp, to_timestamp
+
+CHANNEL_NAMES: dict[int, str] = {
+    common_pb2.CHANNEL_EMAIL: "email",
+    common_pb2.CHANNEL_SMS: "sms",
+    common_pb2.CHANNEL_PUSH: "push",
+    common_pb2.CHANNEL_IN_APP: "in_app",
+    common_pb2.CHANNEL_WEBHOOK: "webhook",
+}
+CHANNEL_ENUMS: dict[str, Any] = {name: value for value, name in CHANNEL_NAMES.items()}
+_METHODS = {
+    decision_point_pb2.EXPLORATION_METHOD_UNSPECIFIED: "thompson",
+    decision_point_pb2.EXPLORATION_METHOD_THOMPSON: "thompson",
+    decision_point_pb2.EXPLORATION_METHOD_EPSILON_GREEDY: "epsilon_greedy",
+    decision_point_pb2.EXPLORATION_METHOD_GREEDY: "greedy",
+    decision_point_pb2.EXPLORATION_METHOD_UNIFORM_RANDOM: "uniform_random",
+}
+_METHOD_ENUMS = {name: value for value, name in _METHODS.items()
+                 if value != decision_point_pb2.EXPLORATION_METHOD_UNSPECIFIED}
+_EXPOSURES = {
+    decision_point_pb2.EXPOSURE_MODE_UNSPECIFIED: "reported",
+    decision_point_pb2.EXPOSURE_MODE_REPORTED: "reported",
+    decision_point_pb2.EXPOSURE_MODE_ON_DECIDE: "on_decide",
+}
+_EXPOSURE_ENUMS = {"reported": decision_point_pb2.EXPOSURE_MODE_REPORTED,
+                   "on_decide": decision_point_pb2.EXPOSURE_MODE_ON_DECIDE}
+
+
+def key_from_name(name: str, prefix: str, field_path: str = "name") -> str:
+    """``actions/{key}`` -> key (prefix ``actions/``)."""
+    if not name.startswith(prefix) or len(name) == len(prefix):
+        raise InvalidArgument.one(field_path, f"must be {prefix}{{key}}")
+    return name[len(prefix):]
+
+
+def channel_name(channel: int) -> str:
+    """A channel's name; "" for CHANNEL_UNSPECIFIED (any) or an unknown number."""
+    return CHANNEL_NAMES.get(channel, "")
+
+
+def _duration(value: duration_pb2.Duration) -> timedelta:
+    return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+
+
+def _to_duration(value: timedelta) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(value)
+    return duration
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+def action_from_proto(action: action_pb2.Action, key: str | None = None) -> Action:
+    return Action(
+        key=action.key if key is None else key,
+        display_name=action.display_name,
+        contents=tuple(ActionContent(channel_name(c.channel), c.content_key)
+                       for c in action.contents),
+        value=action.value,
+        eligibility=action.eligibility,
+        start_time=from_timestamp(action.start_time) if action.HasField("start_time") else None,
+        end_time=from_timestamp(action.end_time) if action.HasField("end_time") else None,
+        contact_limits=tuple(ContactLimit(c.max_exposures, _duration(c.period))
+                             for c in action.contact_limits),
+        budget=action.budget,
+        lever=action.lever,
+        mandatory=action.mandatory,
+        transactional=action.transactional,
+        topic=action.topic,
+        tags=tuple(action.tags))
+
+
+def content_to_proto(content: ActionContent) -> action_pb2.ActionContent:
+    return action_pb2.ActionContent(channel=CHANNEL_ENUMS.get(content.channel,
+                                                              common_pb2.CHANNEL_UNSPECIFIED),
+                                    content_key=content.content_key)
+
+
+def action_to_proto(stored: StoredAction) -> action_pb2.Action:
+    a = stored.action
+    return action_pb2.Action(
+        name=f"actions/{a.key}", key=a.key, display_name=a.display_name,
+        contents=[content_to_proto(c) for c in a.contents],
+        value=a.value, eligibility=a.eligibility,
+        start_time=to_timestamp(a.start_time), end_time=to_timestamp(a.end_time),
+        contact_limits=[action_pb2.ContactLimit(max_exposures=c.max_exposures,
+                                                period=_to_duration(c.period))
+                        for c in a.contact_limits],
+        budget=a.budget, lever=a.lever, mandatory=a.mandatory, transactional=a.transactional,
+        topic=a.topic, tags=list(a.tags), etag=stored.etag,
+        create_time=to_timestamp(stored.create_time),
+        update_time=to_timestamp(stored.update_time))
+
+
+# --- decision points -------------------------------------------------------------------------
+
+
+def point_from_proto(point: decision_point_pb2.DecisionPoint,
+                     key: str | None = None) -> DecisionPoint:
+    reward = point.reward
+    return DecisionPoint(
+        key=point.key if key is None else key,
+        display_name=point.display_name,
+        actions=tuple(point.actions),
+        arbitration=Arbitration(point.arbitration.formula, point.arbitration.context_weight),
+        max_actions=point.max_actions,
+        exploration=Exploration(_METHODS.get(point.exploration.method, "unknown"),
+                                point.exploration.epsilon),
+        model=ModelSpec(point.model.non_contextual, tuple(point.model.features),
+                        point.model.prior_propensity),
+        reward=Reward(reward.event_name, reward.filter,
+                      _duration(reward.window) if reward.HasField("window") else None),
+        exposure=_EXPOSURES.get(point.exposure, "unknown"),
+        control_action=point.control_action,
+        min_control_share=point.min_control_share)
+
+
+def point_to_proto(stored: StoredPoint) -> decision_point_pb2.DecisionPoint:
+    p = stored.point
+    return decision_point_pb2.DecisionPoint(
+        name=f"decisionPoints/{p.key}", key=p.key, display_name=p.display_name,
+        actions=list(p.actions),
+        arbitration=decision_point_pb2.Arbitration(formula=p.arbitration.formula,
+                                                   context_weight=p.arbitration.context_weight),
+        max_actions=p.max_actions,
+        exploration=decision_point_pb2.Exploration(method=_METHOD_ENUMS[p.exploration.method],
+                                                   epsilon=p.exploration.epsilon),
+        model=decision_point_pb2.Model(non_contextual=p.model.non_contextual,
+                                       features=list(p.model.features),
+                                       prior_propensity=p.model.prior_propensity),
+        reward=decision_point_pb2.Reward(
+            event_name=p.reward.event_name, filter=p.reward.filter,
+            window=None if p.reward.window is None else _to_duration(p.reward.window)),
+        exposure=_EXPOSURE_ENUMS[p.exposure],
+        control_action=p.control_action, min_control_share=p.min_control_share,
+        error_count=stored.error_count, last_error=stored.last_error,
+        last_error_time=to_timestamp(stored.last_error_time),
+        etag=stored.etag, create_time=to_timestamp(stored.create_time),
+        update_time=to_timestamp(stored.update_time))
