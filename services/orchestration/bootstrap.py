@@ -7,7 +7,7 @@ from pathlib import Path
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc
 from cjo_orchestration.adapters.audience import Audience
 from cjo_orchestration.adapters.erasures import erasures_forwarder
-from cjo_orchestration.adapters.peers import ContentCatalog, Peers
+from cjo_orchestration.adapters.peers import ContentCatalog, DecisioningCatalog, Peers
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.api.servicer import SERVICE, OrchestrationServicer
 from cjo_orchestration.service_layer.events import (
@@ -70,6 +70,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
 
     servicer = OrchestrationServicer(transactions, new_id, events_received,
                                      content=ContentCatalog(settings, timeout),
+                                     decisioning=DecisioningCatalog(settings, timeout),
                                      on_enrolled=steps.wake, profiles=peers)
     return ServiceApp(
         settings=settings,

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_analytics.bootstrap import build as build_analytics
 from cjo_orchestration.adapters.peers import (
+    ChosenAction,
+    DecideItem,
+    DecisionAnswer,
     LiveProfile,
     ProfileGone,
     RenderItem,
@@ -55,7 +58,16 @@ from cjo_orchestration.adapters.tables import inbox as inbox_table
 from cjo_orchestration.adapters.tables import metadata as orchestration_metadata
 from cjo_orchestration.adapters.tables import retired_profiles as retired_table
 from cjo_orchestration.bootstrap import build as build_orchestration
-from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendResult, Sent
+from cjo_orchestration.domain.journeys import Channel
+from cjo_orchestration.domain.orders import (
+    Deferred,
+    ProfileOrder,
+    Rejected,
+    SendResult,
+    SendTimeFound,
+    Sent,
+    Unavailable,
+)
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
 from cjo_platform.db import Database
@@ -345,6 +357,72 @@ class RecordingPeers(ProfileBook):
     async def update_profiles(self, workspace_id: str,
                               orders: Sequence[ProfileOrder]) -> list[SendResult]:
         return [Rejected("not in this test") for _ in orders]
+
+    # --- decisioning (decide nodes, optimising splits, best-time waits) ----------------------
+
+    decisioning: FakeDecisioning | None = None
+
+    async def decide(self, workspace_id: str, decision_point: str, channel: Channel | None,
+                     time: datetime, items: Sequence[DecideItem]
+                     ) -> list[DecisionAnswer | Rejected | Unavailable]:
+        assert self.decisioning is not None, "this test's peers have no decisioning"
+        return self.decisioning.decide(decision_point, channel, items)
+
+    async def send_times(self, workspace_id: str, channel: Channel | None, earliest: datetime,
+                         max_delay: timedelta, profile_ids: Sequence[str]
+                         ) -> list[SendTimeFound | Rejected | Unavailable]:
+        assert self.decisioning is not None, "this test's peers have no decisioning"
+        return self.decisioning.send_times(channel, earliest, max_delay, profile_ids)
+
+
+@dataclass
+class DecideCall:
+    decision_point: str
+    channel: Channel | None
+    items: list[DecideItem]
+
+
+class FakeDecisioning:
+    """Decisioning as the step round sees it, recording every call. ``points`` maps a decision
+    point to the action each person gets (a function of the item; None: no action eligible); a
+    point it does not know is NOT_FOUND, like decisioning's. A repeated request id gets the
+    first decision (decision id ``d-<request id>``), as decisioning's idempotency promises.
+    ``down`` makes every call fail as if decisioning were unreachable. ``send_time`` answers
+    GetSendTimes (earliest, max_delay -> time); decisioning caps it at earliest + max_delay."""
+
+    def __init__(self) -> None:
+        self.points: dict[str, Callable[[DecideItem], ChosenAction | None]] = {}
+        self.down = False
+        self.decide_calls: list[DecideCall] = []
+        self.decisions: dict[str, DecisionAnswer] = {}
+        self.send_time: Callable[[datetime, timedelta], datetime] = lambda earliest, _: earliest
+        self.send_time_calls: list[tuple[Channel | None, datetime, timedelta, list[str]]] = []
+
+    def decide(self, decision_point: str, channel: Channel | None,
+               items: Sequence[DecideItem]) -> list[DecisionAnswer | Rejected | Unavailable]:
+        self.decide_calls.append(DecideCall(decision_point, channel, list(items)))
+        if self.down:
+            return [Unavailable("decisioning: UNAVAILABLE: connection refused")] * len(items)
+        choose = self.points.get(decision_point)
+        if choose is None:
+            return [Rejected(f"decisioning: NOT_FOUND: decision point {decision_point!r}",
+                             journey_error=True)] * len(items)
+        answers: list[DecisionAnswer | Rejected | Unavailable] = []
+        for item in items:
+            if item.request_id not in self.decisions:
+                self.decisions[item.request_id] = DecisionAnswer(f"d-{item.request_id}",
+                                                                 choose(item))
+            answers.append(self.decisions[item.request_id])
+        return answers
+
+    def send_times(self, channel: Channel | None, earliest: datetime, max_delay: timedelta,
+                   profile_ids: Sequence[str]) -> list[SendTimeFound | Rejected | Unavailable]:
+        self.send_time_calls.append((channel, earliest, max_delay, list(profile_ids)))
+        if self.down:
+            return [Unavailable("decisioning: UNAVAILABLE: connection refused")] * len(
+                profile_ids)
+        when = min(self.send_time(earliest, max_delay), earliest + max_delay)
+        return [SendTimeFound(when, "profile") for _ in profile_ids]
 
 # --- the cluster -----------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ def test_shape_names_each_bad_node_field() -> None:
         "display_name": "at most 200 characters",
         "nodes[1].id": "duplicates nodes[0].id 'ok'",
         "nodes[2].id": "must be 1 to 64 letters, digits, '-' or '_'",
-        "nodes[2]": "must have a kind: send, wait, branch, split, update_profile or exit",
+        "nodes[2]": "must have a kind: send, wait, branch, split, update_profile, decide or exit",
         "nodes[3].send.content_key": "is required",
         "nodes[3].send.channel": "is required (or channel_preference)",
         "nodes[5].send.next_node_id": "must be 1 to 64 letters, digits, '-' or '_'",

@@ -237,8 +237,8 @@ async def test_publish_reports_every_problem(sqlite_backend: Backend) -> None:
                                             "'!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, "
                                             "NUM_UINT, STRING, BYTES, IDENTIFIER}",
             "journey.nodes[1].id": "duplicates nodes[0].id 'x'",
-            "journey.nodes[1]": "must have a kind: send, wait, branch, split, update_profile or "
-                                "exit",
+            "journey.nodes[1]": "must have a kind: send, wait, branch, split, update_profile, "
+                                "decide or exit",
         }
 
 

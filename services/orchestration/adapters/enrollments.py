@@ -253,7 +253,7 @@ def _enrollment(row: Row[Any]) -> Enrollment:
         properties=row.properties, event_id=row.event_id, traceparent=row.traceparent,
         step_count=row.step_count, waiting=row.waiting, exit_reason=row.exit_reason,
         goal_deadline=row.goal_deadline, goal_time=row.goal_time,
-        entry_properties=row.entry_properties)
+        entry_properties=row.entry_properties, wait_deadline=row.wait_deadline)
 
 
 def watched(session: Session, profiles: Iterable[tuple[str, str]],
@@ -356,7 +356,7 @@ def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[S
         "last_error": bindparam("p_error"), "step_count": bindparam("p_count"),
         "due_time": bindparam("p_due"), "update_time": bindparam("p_updated"),
         "waiting": bindparam("p_waiting"), "exit_reason": bindparam("p_reason"),
-        "lease_until": None, "lease_token": None}
+        "wait_deadline": bindparam("p_deadline"), "lease_until": None, "lease_token": None}
     if context:
         # Merges move an enrollment to the surviving profile.
         values.update(profile_id=bindparam("p_profile"))
@@ -369,7 +369,8 @@ def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[S
                "p_node": e.current_node_id, "p_visits": dict(e.visits),
                "p_attempts": e.attempts, "p_error": e.last_error,
                "p_count": e.step_count + len(taken), "p_due": e.due_time,
-               "p_updated": e.update_time, "p_waiting": e.waiting, "p_reason": e.exit_reason}
+               "p_updated": e.update_time, "p_waiting": e.waiting, "p_reason": e.exit_reason,
+               "p_deadline": e.wait_deadline}
         if context:
             row.update(p_profile=e.profile_id, p_goal=e.goal_time, p_traits=dict(e.traits),
                        p_properties=dict(e.properties), p_event=e.event_id,

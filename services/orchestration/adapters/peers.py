@@ -1,5 +1,6 @@
-"""Clients of identity (live profiles, profile updates), content (render) and delivery (send):
-one batch call per workspace per pass.
+"""Clients of identity (live profiles, profile updates), content (render), delivery (send) and
+decisioning (decisions, send times, and the points of optimising splits): one batch call per
+workspace per pass.
 
 Answers become the engine's SendResult vocabulary: a per-item status that retrying cannot fix is
 Rejected (the step fails), anything else Deferred (the same send is retried later, which is safe
@@ -11,26 +12,46 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_service_pb2
+from cjo.decisioning.v1 import (
+    action_pb2,
+    decision_pb2,
+    decision_point_pb2,
+    decisioning_service_pb2,
+)
 from cjo.delivery.v1 import delivery_service_pb2, message_pb2
 from cjo.identity.v1 import event_pb2, identity_service_pb2
 from cjo_orchestration.adapters import stubs
+from cjo_orchestration.domain.decisions import SplitPoint
 from cjo_orchestration.domain.journeys import Channel
-from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendResult, Sent
+from cjo_orchestration.domain.orders import (
+    Deferred,
+    ProfileOrder,
+    Rejected,
+    SendResult,
+    SendTimeFound,
+    Sent,
+    Unavailable,
+)
 from cjo_platform.config import ServiceSettings
+from cjo_platform.errors import FailedPrecondition
+from cjo_platform.errors import Unavailable as PeerUnavailable
 from cjo_platform.logging import get_logger
 from cjo_platform.profiles import view_from_proto
-from cjo_platform.protobuf import dict_to_struct, from_timestamp
+from cjo_platform.protobuf import dict_to_struct, from_timestamp, to_timestamp
 from cjo_platform.rpc.batch import call_in_chunks
 from cjo_platform.rpc.client import channel, on_behalf_of
+
+channel_to = channel  # `channel` is also a parameter name in the decisioning client
 
 log = get_logger(__name__)
 
@@ -70,6 +91,38 @@ class SendItem:
     time_zone: str = ""  # the profile's IANA zone, for delivery's quiet hours; "" the default
     topic: str = ""  # consent topic within the channel; "" the channel as a whole
     transactional: bool = False  # exempt from consent, frequency caps and quiet hours
+    decision_id: str = ""  # the decisioning decision the message carries out, if any
+
+
+@dataclass(frozen=True)
+class DecideItem:
+    """One person of a BatchDecide call: the profile view the step round read (decisioning
+    does not ask identity again), and the step's key as the request id."""
+
+    profile_id: str
+    profile: Mapping[str, Any]
+    request_id: str
+    journey_id: str
+    enrollment_id: str
+    node_id: str
+
+
+@dataclass(frozen=True)
+class ChosenAction:
+    """The first-ranked action of a decision, as a journey acts on it."""
+
+    key: str
+    contents: tuple[tuple[Channel, str], ...] = ()  # (channel, content key), in the action's order
+    topic: str = ""
+    transactional: bool = False
+
+
+@dataclass(frozen=True)
+class DecisionAnswer:
+    """A decision: its id, and the chosen action (None when no action was eligible)."""
+
+    decision_id: str
+    action: ChosenAction | None
 
 
 @dataclass(frozen=True)
@@ -136,8 +189,107 @@ _RENDER_VERSION_FIELD = next(
      if name in content_service_pb2.RenderContentRequest.DESCRIPTOR.fields_by_name), "")
 
 
-class Peers:
-    """Content and delivery, called on behalf of a workspace with the service token."""
+def _decisioning_call_failure(exc: grpc.aio.AioRpcError) -> Rejected | Unavailable:
+    """A whole decisioning call failed: NOT_FOUND (no such decision point) and other refusals
+    of the request are the journey's definition's fault; anything else is decisioning's
+    trouble, waited out."""
+    detail = f"decisioning: {exc.code().name}: {exc.details()}"
+    if exc.code() in TRANSIENT_CODES or exc.code() in (grpc.StatusCode.INTERNAL,
+                                                      grpc.StatusCode.UNKNOWN,
+                                                      grpc.StatusCode.CANCELLED):
+        return Unavailable(detail)
+    return Rejected(detail, journey_error=True)
+
+
+def _decisioning_item_failure(status: status_pb2.Status) -> Rejected | Unavailable:
+    detail = f"decisioning: {code_pb2.Code.Name(status.code)}: {status.message}"
+    return Rejected(detail) if status.code in PERMANENT_CODES else Unavailable(detail)
+
+
+def _decision(decision: decision_pb2.Decision) -> DecisionAnswer:
+    if not decision.actions:
+        return DecisionAnswer(decision.decision_id, None)
+    first = decision.actions[0]
+    channels = {value: key for key, value in CHANNELS.items()}
+    return DecisionAnswer(decision.decision_id, ChosenAction(
+        first.action,
+        tuple((channels[c.channel], c.content_key) for c in first.contents
+              if c.channel in channels),
+        first.topic, first.transactional))
+
+
+class Decisioning:
+    """Decisioning as the step round asks it: BatchDecide per decision point, GetSendTimes per
+    channel and maximum delay. Answers per item; a whole call that fails answers every item of
+    its chunk alike (Unavailable: waited out; Rejected: the node fails)."""
+
+    def __init__(self, settings: ServiceSettings, timeout: float) -> None:
+        self.settings = settings
+        self.timeout = timeout
+
+    async def decide(self, workspace_id: str, decision_point: str, channel: Channel | None,
+                     time: datetime, items: Sequence[DecideItem]
+                     ) -> list[DecisionAnswer | Rejected | Unavailable]:
+        stub = stubs.decisioning(channel_to(self.settings.peer("decisioning")))
+        metadata = on_behalf_of(self.settings.service_token, workspace_id)
+        context = decision_pb2.DecisionContext(
+            channel=CHANNELS[channel] if channel else common_pb2.CHANNEL_UNSPECIFIED,
+            time=to_timestamp(time))
+
+        async def call(chunk: Sequence[DecideItem]) -> list[DecisionAnswer | Rejected
+                                                            | Unavailable]:
+            try:
+                reply = await stub.BatchDecide(decisioning_service_pb2.BatchDecideRequest(
+                    decision_point=f"decisionPoints/{decision_point}", context=context,
+                    items=[decisioning_service_pb2.DecideItem(
+                        profile_id=item.profile_id, profile=dict_to_struct(dict(item.profile)),
+                        request_id=item.request_id,
+                        context=decision_pb2.DecisionContext(
+                            channel=context.channel, time=context.time,
+                            journey_id=item.journey_id, enrollment_id=item.enrollment_id,
+                            node_id=item.node_id))
+                        for item in chunk]), metadata=metadata, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                return [_decisioning_call_failure(exc)] * len(chunk)
+            if len(reply.results) != len(chunk):
+                return [Unavailable(f"decisioning: answered {len(reply.results)} results for "
+                                    f"{len(chunk)} people")] * len(chunk)
+            return [_decision(r.decision) if r.status.code == code_pb2.OK
+                    else _decisioning_item_failure(r.status) for r in reply.results]
+
+        return await call_in_chunks(items, call)
+
+    async def send_times(self, workspace_id: str, channel: Channel | None, earliest: datetime,
+                         max_delay: timedelta, profile_ids: Sequence[str]
+                         ) -> list[SendTimeFound | Rejected | Unavailable]:
+        stub = stubs.decisioning(channel_to(self.settings.peer("decisioning")))
+        metadata = on_behalf_of(self.settings.service_token, workspace_id)
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(max_delay)
+
+        async def call(chunk: Sequence[str]) -> list[SendTimeFound | Rejected | Unavailable]:
+            try:
+                reply = await stub.GetSendTimes(decisioning_service_pb2.GetSendTimesRequest(
+                    profile_ids=list(chunk),
+                    channel=CHANNELS[channel] if channel else common_pb2.CHANNEL_UNSPECIFIED,
+                    earliest_time=to_timestamp(earliest), max_delay=delay),
+                    metadata=metadata, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                return [_decisioning_call_failure(exc)] * len(chunk)
+            if len(reply.send_times) != len(chunk):
+                return [Unavailable(f"decisioning: answered {len(reply.send_times)} send times "
+                                    f"for {len(chunk)} people")] * len(chunk)
+            return [SendTimeFound(from_timestamp(t.send_time),
+                                  decisioning_service_pb2.SendTimeSource.Name(t.source)
+                                  .removeprefix("SEND_TIME_SOURCE_").lower())
+                    for t in reply.send_times]
+
+        return await call_in_chunks(profile_ids, call)
+
+
+class Peers(Decisioning):
+    """Identity, content, delivery and decisioning, called on behalf of a workspace with the
+    service token."""
 
     def __init__(self, settings: ServiceSettings, timeout: float) -> None:
         self.settings = settings
@@ -246,8 +398,8 @@ class Peers:
                     for order in chunk]),
                 metadata=metadata, timeout=self.timeout)
 
-        return await self._in_chunks("identity", workspace_id, orders, call,
-                                     lambda result: Sent(result.event_id))
+        return [*await self._in_chunks("identity", workspace_id, orders, call,
+                                       lambda result: Sent(result.event_id))]
 
     async def send(self, workspace_id: str, items: Sequence[SendItem]) -> list[SendResult]:
         stub = stubs.delivery(channel(self.settings.peer("delivery")))
@@ -261,12 +413,62 @@ class Peers:
                                                         address=item.address),
                         content=item.content, journey_id=item.journey_id,
                         enrollment_id=item.enrollment_id, time_zone=item.time_zone,
-                        topic=item.topic, transactional=item.transactional)
+                        topic=item.topic, transactional=item.transactional,
+                        decision_id=item.decision_id)
                     for item in chunk]),
                 metadata=metadata, timeout=self.timeout)
 
-        return await self._in_chunks("delivery", workspace_id, items, call,
-                                     lambda result: Sent(result.message.message_id))
+        return [*await self._in_chunks("delivery", workspace_id, items, call,
+                                       lambda result: Sent(result.message.message_id))]
+
+
+class DecisioningCatalog:
+    """Creates or updates the decision points of a journey's optimising splits before the
+    journey's version is written (UpdateAction / UpdateDecisionPoint with allow_missing, so a
+    re-publish updates them). Decisioning unreachable: UNAVAILABLE, and nothing is published."""
+
+    def __init__(self, settings: ServiceSettings, timeout: float) -> None:
+        self.settings = settings
+        self.timeout = timeout
+
+    async def upsert(self, workspace_id: str, points: Sequence[SplitPoint]) -> None:
+        if not points:
+            return
+        stub = stubs.decisioning(channel_to(self.settings.peer("decisioning")))
+        metadata = on_behalf_of(self.settings.service_token, workspace_id)
+        try:
+            for point in points:
+                for key, name in point.actions:
+                    await stub.UpdateAction(decisioning_service_pb2.UpdateActionRequest(
+                        action=action_pb2.Action(name=f"actions/{key}", key=key,
+                                                 display_name=name),
+                        allow_missing=True), metadata=metadata, timeout=self.timeout)
+                window = duration_pb2.Duration()
+                window.FromTimedelta(point.reward_window)
+                await stub.UpdateDecisionPoint(decisioning_service_pb2.UpdateDecisionPointRequest(
+                    decision_point=decision_point_pb2.DecisionPoint(
+                        name=f"decisionPoints/{point.key}", key=point.key,
+                        display_name=point.display_name,
+                        actions=[key for key, _ in point.actions],
+                        reward=decision_point_pb2.Reward(event_name=point.reward_event,
+                                                         filter=point.reward_filter,
+                                                         window=window),
+                        exposure=decision_point_pb2.EXPOSURE_MODE_ON_DECIDE,
+                        control_action=point.control_action,
+                        min_control_share=point.min_control_share),
+                    allow_missing=True), metadata=metadata, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in TRANSIENT_CODES:
+                raise PeerUnavailable(f"decisioning could not be reached to create the decision "
+                                      f"points of the journey's optimising splits: "
+                                      f"{exc.code().name}: {exc.details()}; nothing was "
+                                      "published, retry", reason="DECISIONING_UNAVAILABLE"
+                                      ) from exc
+            # The journey was checked against decisioning's rules; a refusal is still possible
+            # (an action key taken by a hand-made action, say): publishing fails with it.
+            raise FailedPrecondition(f"decisioning refused the decision point of an optimising "
+                                     f"split: {exc.code().name}: {exc.details()}",
+                                     reason="DECISION_POINT_REFUSED") from exc
 
 
 class ContentCatalog:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import grpc
 
 from cjo.content.v1 import content_service_pb2_grpc
+from cjo.decisioning.v1 import decisioning_service_pb2_grpc
 from cjo.delivery.v1 import delivery_service_pb2_grpc
 from cjo.identity.v1 import identity_service_pb2_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc
@@ -14,6 +15,12 @@ from cjo.orchestration.v1 import orchestration_service_pb2_grpc
 
 def content(channel: grpc.aio.Channel) -> content_service_pb2_grpc.ContentServiceStub:
     return content_service_pb2_grpc.ContentServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def decisioning(
+        channel: grpc.aio.Channel) -> decisioning_service_pb2_grpc.DecisioningServiceStub:
+    return decisioning_service_pb2_grpc.DecisioningServiceStub(  # type: ignore[no-untyped-call]
+        channel)
 
 
 def delivery(channel: grpc.aio.Channel) -> delivery_service_pb2_grpc.DeliveryServiceStub:

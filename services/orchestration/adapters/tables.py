@@ -146,6 +146,9 @@ enrollments = Table(
     # The properties of the event that enrolled it, never changed afterwards (``properties``
     # follows the latest event): ``journey.entry`` in conditions.
     Column("entry_properties", JSON, nullable=False, server_default="{}"),
+    # While a best-time wait asks decisioning for the send time: the latest moment it waits
+    # (arrival + max_delay), which retries after an outage never pass.
+    Column("wait_deadline", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "enrollment_id"),
     Index("ix_enrollments_due", "due_time", postgresql_where=text("state = 'active'"),
           sqlite_where=text("state = 'active'")),

@@ -13,9 +13,11 @@ from cjo.orchestration.v1 import enrollment_pb2, journey_pb2, schedule_occurrenc
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
 from cjo_orchestration.domain.journeys import (
     Action,
+    BestTime,
     BranchAction,
     BranchCondition,
     Channel,
+    DecideAction,
     EventTrigger,
     EventWait,
     ExitAction,
@@ -43,6 +45,7 @@ from cjo_orchestration.domain.names import (
     occurrence_name,
 )
 from cjo_orchestration.domain.schedule import Occurrence, OccurrenceState
+from cjo_platform.errors import InvalidArgument
 from cjo_platform.protobuf import dict_to_struct, struct_to_dict, to_timestamp
 
 _CHANNELS: dict[int, Channel] = {
@@ -155,7 +158,18 @@ def _channel(value: int) -> Channel | None:
     return _CHANNELS.get(value)
 
 
-def node_from_proto(node: journey_pb2.Node) -> Node:
+def _optional_channel(value: int, field: str) -> Channel | None:
+    """CHANNEL_UNSPECIFIED is None (any channel); a value no channel has is refused, rather than
+    read as "any"."""
+    if value == common_pb2.CHANNEL_UNSPECIFIED:
+        return None
+    channel = _CHANNELS.get(value)
+    if channel is None:
+        raise InvalidArgument.one(field, f"is not a channel: {value}")
+    return channel
+
+
+def node_from_proto(node: journey_pb2.Node, at: str = "journey.nodes[0]") -> Node:
     kind = node.WhichOneof("kind")
     action: Action | None = None
     if kind == "send":
@@ -180,14 +194,26 @@ def node_from_proto(node: journey_pb2.Node) -> Node:
                             event.event_next_node_id, event.timeout_next_node_id,
                             event.any_message)
             if until == "event" else None,
-            next_node_id=wait.next_node_id)
+            next_node_id=wait.next_node_id,
+            best_time=BestTime(
+                _optional_channel(wait.best_time.channel, f"{at}.wait.best_time.channel"),
+                _seconds(wait.best_time.max_delay) if wait.best_time.HasField("max_delay")
+                else timedelta(days=1))
+            if until == "best_time" else None)
     elif kind == "branch":
         action = BranchAction(tuple(BranchCondition(c.condition, c.next_node_id)
                                     for c in node.branch.conditions),
                               node.branch.else_next_node_id)
     elif kind == "split":
         action = SplitAction(tuple(SplitArm(a.name, a.percent, a.next_node_id, a.control)
-                                   for a in node.split.arms))
+                                   for a in node.split.arms),
+                             node.split.optimize, node.split.min_control_percent)
+    elif kind == "decide":
+        decide = node.decide
+        action = DecideAction(decide.decision_point,
+                              _optional_channel(decide.channel, f"{at}.decide.channel"),
+                              decide.next_node_id, decide.no_action_next_node_id,
+                              _FAILURE.get(decide.on_failure, FailurePolicy.EXIT))
     elif kind == "update_profile":
         action = UpdateProfileAction(struct_to_dict(node.update_profile.traits),
                                      node.update_profile.next_node_id)
@@ -198,7 +224,8 @@ def graph_from_proto(journey: journey_pb2.Journey) -> JourneyGraph:
     goal = journey.goal if journey.HasField("goal") else None
     return JourneyGraph(
         trigger=trigger_from_proto(journey),
-        nodes=tuple(node_from_proto(n) for n in journey.nodes),
+        nodes=tuple(node_from_proto(n, f"journey.nodes[{i}]")
+                    for i, n in enumerate(journey.nodes)),
         entry_node_id=journey.entry_node_id,
         re_entry=_RE_ENTRY.get(journey.re_entry, ReEntry.NEVER),
         re_entry_cooldown=_seconds(journey.re_entry_cooldown),
@@ -237,6 +264,10 @@ def node_to_proto(node: Node) -> journey_pb2.Node:
             message.wait.local_time.CopyFrom(journey_pb2.LocalTimeWait(
                 hour=local.hour, minute=local.minute, weekdays=local.weekdays,
                 default_time_zone=local.default_time_zone))
+        elif action.best_time is not None:
+            message.wait.best_time.CopyFrom(journey_pb2.BestTimeWait(
+                channel=_channel_proto(action.best_time.channel),
+                max_delay=_duration(action.best_time.max_delay)))
         elif action.event is not None:
             event = action.event
             message.wait.event.CopyFrom(journey_pb2.EventWait(
@@ -253,7 +284,16 @@ def node_to_proto(node: Node) -> journey_pb2.Node:
     elif isinstance(action, SplitAction):
         message.split.CopyFrom(journey_pb2.SplitNode(arms=[
             journey_pb2.SplitArm(name=a.name, percent=a.percent, next_node_id=a.next_node_id,
-                                 control=a.control) for a in action.arms]))
+                                 control=a.control) for a in action.arms],
+            optimize=action.optimize, min_control_percent=action.min_control_percent))
+    elif isinstance(action, DecideAction):
+        message.decide.CopyFrom(journey_pb2.DecideNode(
+            decision_point=action.decision_point, channel=_channel_proto(action.channel),
+            next_node_id=action.next_node_id,
+            no_action_next_node_id=action.no_action_next_node_id,
+            on_failure=(journey_pb2.FAILURE_POLICY_CONTINUE
+                        if action.on_failure is FailurePolicy.CONTINUE
+                        else journey_pb2.FAILURE_POLICY_EXIT)))
     elif isinstance(action, UpdateProfileAction):
         message.update_profile.CopyFrom(journey_pb2.UpdateProfileNode(
             traits=dict_to_struct(dict(action.traits)), next_node_id=action.next_node_id))

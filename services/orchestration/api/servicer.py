@@ -11,7 +11,7 @@ import grpc
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
-from cjo_orchestration.adapters.peers import ContentCatalog
+from cjo_orchestration.adapters.peers import ContentCatalog, DecisioningCatalog
 from cjo_orchestration.api.convert import (
     OCCURRENCE_STATES_FROM_PROTO,
     enrollment_to_proto,
@@ -116,12 +116,15 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
     def __init__(self, transactions: Transactions, new_id: NewId,
                  on_events: Callable[[UnitOfWork], None],
                  content: ContentCatalog | None = None,
+                 decisioning: DecisioningCatalog | None = None,
                  on_enrolled: Callable[[], None] | None = None,
                  profiles: enrollment.ProfileDirectory | None = None) -> None:
         self.transactions = transactions
         self.new_id = new_id
         self.on_events = on_events  # wakes the event workers once the unit of work commits
         self.content = content  # asked which content keys exist before publishing
+        # Gets the decision points of optimising splits before a version is published.
+        self.decisioning = decisioning
         self.on_enrolled = on_enrolled or (lambda: None)  # wakes the step worker
         # Identity, asked by Enroll whether the profile exists (required to serve Enroll).
         self.profiles = profiles
@@ -173,10 +176,12 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         workspace = current_workspace()
         missing = await journeys.missing_content(self.transactions, self.content, workspace,
                                                  journey_id)
+        revision = await journeys.prepare_decisioning(self.transactions, self.decisioning,
+                                                      workspace, journey_id, missing)
         return await once(
             self.transactions, request, pb.PublishJourneyResponse,
             work=lambda uow: pb.PublishJourneyResponse(journey=journey_to_proto(
-                journeys.publish(uow, workspace, journey_id, missing))))
+                journeys.publish(uow, workspace, journey_id, missing, revision))))
 
     async def PauseJourney(self, request: pb.PauseJourneyRequest,
                            context: grpc.aio.ServicerContext) -> pb.PauseJourneyResponse:

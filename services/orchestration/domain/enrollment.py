@@ -110,6 +110,9 @@ class Enrollment:
     # The properties of the event that enrolled it, never overwritten (``properties`` follows
     # the latest event): ``journey.entry`` in conditions.
     entry_properties: Mapping[str, Any] = field(default_factory=dict)
+    # While a best-time wait asks decisioning for the send time: the latest moment it may
+    # wait (arrival + max_delay), so retries after an outage never wait past it; else None.
+    wait_deadline: datetime | None = None
 
     def fact(self, fact_id: str, kind: FactKind, when: datetime, message_id: str = "",
              node_id: str = "", detail: str = "", **extra: Any) -> FactRecord:

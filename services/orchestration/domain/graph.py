@@ -21,6 +21,7 @@ from cjo_orchestration.domain.conditions import (
 )
 from cjo_orchestration.domain.journeys import (
     BranchAction,
+    DecideAction,
     EventTrigger,
     ExitCriterion,
     Goal,
@@ -33,7 +34,7 @@ from cjo_orchestration.domain.journeys import (
     WaitAction,
 )
 from cjo_orchestration.domain.schedule import check_publishable, check_schedule
-from cjo_platform.cel import compile_expression
+from cjo_platform.cel import compile_expression, load_expression
 from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.ids import SEGMENT_ID_RULE, is_segment_id
 from cjo_platform.limits import MAX_ID_LENGTH, check_topic
@@ -45,6 +46,16 @@ NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 NODE_ID_RULE = "must be 1 to 64 letters, digits, '-' or '_'"
 MAX_WAIT = timedelta(days=366)
 MAX_TRAITS = 100
+MAX_BEST_TIME_DELAY = timedelta(days=7)
+MAX_MIN_CONTROL_PERCENT = 50
+# decisioning's DecisionPoint.key; keys starting with "journey." belong to optimising splits.
+DECISION_POINT_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+DECISION_POINT_KEY_RULE = ("must be 1 to 128 characters of a-z, 0-9, '_', '-' and '.', "
+                           "starting with a letter or digit")
+# decisioning's Reward.window: from 1 minute to 366 days.
+MIN_REWARD_WINDOW = timedelta(minutes=1)
+# decisioning's reward filter sees the event and the profile, not the journey.
+REWARD_FILTER_VARIABLES = frozenset({"event", "profile"})
 
 
 def check_expression(problems: Violations, at: str, source: str,
@@ -107,8 +118,8 @@ def validate_shape(display_name: str, graph: JourneyGraph) -> Violations:
             first_index[node.id] = index
         action = node.action
         if action is None:
-            problems.add(at, "must have a kind: send, wait, branch, split, update_profile or "
-                             "exit")
+            problems.add(at, "must have a kind: send, wait, branch, split, update_profile, "
+                             "decide or exit")
         elif isinstance(action, SendAction):
             _check_send(problems, f"{at}.send", action)
         elif isinstance(action, WaitAction):
@@ -120,6 +131,8 @@ def validate_shape(display_name: str, graph: JourneyGraph) -> Violations:
         elif isinstance(action, UpdateProfileAction):
             problems.check(0 < len(action.traits) <= MAX_TRAITS, f"{at}.update_profile.traits",
                            f"1 to {MAX_TRAITS} traits")
+        elif isinstance(action, DecideAction):
+            _check_decide(problems, f"{at}.decide", action)
         for field, target in node.edges():
             problems.check(bool(NODE_ID.match(target)), f"{at}.{field}", NODE_ID_RULE)
     return problems
@@ -167,11 +180,16 @@ def _check_criterion(problems: Violations, at: str, criterion: ExitCriterion) ->
 
 
 def _check_wait(problems: Violations, at: str, wait: WaitAction) -> None:
-    kinds = sum(x is not None for x in (wait.duration, wait.local_time, wait.event))
+    kinds = sum(x is not None for x in (wait.duration, wait.local_time, wait.event,
+                                        wait.best_time))
     if kinds != 1:
-        problems.add(at, "needs exactly one of duration, local_time or event")
+        problems.add(at, "needs exactly one of duration, local_time, event or best_time")
         return
-    if wait.duration is not None:
+    if wait.best_time is not None:
+        delay = wait.best_time.max_delay
+        problems.check(timedelta(0) < delay <= MAX_BEST_TIME_DELAY, f"{at}.best_time.max_delay",
+                       "must be positive and at most 7 days")
+    elif wait.duration is not None:
         _check_duration(problems, f"{at}.duration", wait.duration)
     elif wait.local_time is not None:
         local = wait.local_time
@@ -199,7 +217,19 @@ def _check_branch(problems: Violations, at: str, branch: BranchAction) -> None:
                        "is required")
 
 
+def _check_decide(problems: Violations, at: str, decide: DecideAction) -> None:
+    if not decide.decision_point:
+        problems.add(f"{at}.decision_point", "is required")
+    elif not DECISION_POINT_KEY.match(decide.decision_point):
+        problems.add(f"{at}.decision_point", DECISION_POINT_KEY_RULE)
+    elif decide.decision_point.startswith("journey."):
+        problems.add(f"{at}.decision_point", "keys starting with 'journey.' belong to journeys' "
+                                             "optimising splits")
+
+
 def _check_split(problems: Violations, at: str, split: SplitAction) -> None:
+    problems.check(0 <= split.min_control_percent <= MAX_MIN_CONTROL_PERCENT,
+                   f"{at}.min_control_percent", f"0 to {MAX_MIN_CONTROL_PERCENT}")
     if len(split.arms) < 2:
         problems.add(f"{at}.arms", "at least two arms are required")
     seen: set[str] = set()
@@ -209,7 +239,14 @@ def _check_split(problems: Violations, at: str, split: SplitAction) -> None:
         elif arm.name in seen:
             problems.add(f"{at}.arms[{i}].name", f"duplicates arm {arm.name!r}")
         seen.add(arm.name)
+        if split.optimize:  # the bandit allocates; percent is ignored
+            continue
         problems.check(1 <= arm.percent <= 100, f"{at}.arms[{i}].percent", "1 to 100")
+    if split.optimize:
+        controls = [i for i, arm in enumerate(split.arms) if arm.control]
+        problems.check(len(controls) <= 1, f"{at}.arms[{controls[-1] if controls else 0}].control",
+                       "an optimising split has at most one control arm")
+        return
     total = sum(arm.percent for arm in split.arms)
     if split.arms and total != 100:
         problems.add(f"{at}.arms", f"percentages must add up to 100, got {total}")
@@ -251,6 +288,8 @@ def validate_for_publish(display_name: str, graph: JourneyGraph,
         if isinstance(node.action, SendAction) and node.action.content_key in missing_content:
             problems.add(f"nodes[{index}].send.content_key",
                          f"names no content item: {node.action.content_key!r}")
+        if isinstance(node.action, SplitAction) and node.action.optimize:
+            _check_optimised_split(problems, f"nodes[{index}].split", graph)
     if not graph.nodes:
         problems.add("nodes", "at least one node is required")
 
@@ -289,6 +328,29 @@ def validate_for_publish(display_name: str, graph: JourneyGraph,
         names = " -> ".join(graph.nodes[i].id for i in path)
         problems.add(f"nodes[{index}].{field}", f"closes a cycle without a wait: {names}")
     return problems
+
+
+def _check_optimised_split(problems: Violations, at: str, graph: JourneyGraph) -> None:
+    """Decisioning's reward is the journey's goal: it must exist, fit a reward's window, and
+    its filter may read only what a reward filter sees (the event and the profile)."""
+    goal = graph.goal
+    if goal is None or not goal.event_name:
+        problems.add(f"{at}.optimize", "an optimising split needs the journey's goal (its "
+                                       "reward): set goal.event_name")
+        return
+    if goal.window < MIN_REWARD_WINDOW:
+        problems.add("goal.window", "at least 1 minute with an optimising split (the window "
+                                    "its reward is credited in)")
+    if goal.filter:
+        try:
+            reads = load_expression(goal.filter, "goal.filter").variables
+        except Exception:
+            return  # does not compile: the shape check reported it
+        extra = sorted(reads - REWARD_FILTER_VARIABLES)
+        if extra:
+            problems.add("goal.filter", f"with an optimising split the goal is decisioning's "
+                                        f"reward, whose filter reads only event and profile; it "
+                                        f"reads {', '.join(extra)}")
 
 
 def _reachable(successors: list[list[tuple[str, int]]], start: int) -> set[int]:

@@ -130,13 +130,24 @@ class EventWait:
 
 
 @dataclass(frozen=True)
+class BestTime:
+    """Until the hour the person most often engages (decisioning's GetSendTimes), at most
+    ``max_delay`` after arriving."""
+
+    channel: Channel | None = None  # None: engagement on every channel counts
+    max_delay: timedelta = timedelta(days=1)
+
+
+@dataclass(frozen=True)
 class WaitAction:
-    """Hold the enrollment for a duration, until a local time, or until an event."""
+    """Hold the enrollment for a duration, until a local time, until an event, or until the
+    person's best time."""
 
     duration: timedelta | None = None
     local_time: LocalTime | None = None
     event: EventWait | None = None
     next_node_id: str = ""
+    best_time: BestTime | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +173,35 @@ class SplitArm:
 @dataclass(frozen=True)
 class SplitAction:
     arms: tuple[SplitArm, ...]
+    # Arms chosen by decisioning's bandit on the journey's goal instead of by percent; the
+    # control arm keeps at least min_control_percent (0: 10) of the people.
+    optimize: bool = False
+    min_control_percent: int = 0
+
+    @property
+    def control(self) -> SplitArm | None:
+        return next((arm for arm in self.arms if arm.control), None)
+
+    @property
+    def control_share(self) -> float:
+        """The share the control keeps whatever the bandit says (0 without a control arm)."""
+        if self.control is None:
+            return 0.0
+        return (self.min_control_percent or DEFAULT_MIN_CONTROL_PERCENT) / 100
+
+
+DEFAULT_MIN_CONTROL_PERCENT = 10
+
+
+@dataclass(frozen=True)
+class DecideAction:
+    """Ask decisioning for the next best action at ``decision_point`` and send its content."""
+
+    decision_point: str
+    channel: Channel | None = None  # None: the chosen action's first content's channel
+    next_node_id: str = ""
+    no_action_next_node_id: str = ""
+    on_failure: FailurePolicy = FailurePolicy.EXIT
 
 
 @dataclass(frozen=True)
@@ -171,7 +211,7 @@ class UpdateProfileAction:
 
 
 Action = (SendAction | ExitAction | WaitAction | BranchAction | SplitAction
-          | UpdateProfileAction)
+          | UpdateProfileAction | DecideAction)
 
 
 @dataclass(frozen=True)
@@ -204,6 +244,11 @@ class Node:
             for i, arm in enumerate(action.arms):
                 if arm.next_node_id and not arm.control:
                     yield f"split.arms[{i}].next_node_id", arm.next_node_id
+        elif isinstance(action, DecideAction):
+            if action.next_node_id:
+                yield "decide.next_node_id", action.next_node_id
+            if action.no_action_next_node_id:
+                yield "decide.no_action_next_node_id", action.no_action_next_node_id
 
 
 @dataclass(frozen=True)
@@ -331,11 +376,18 @@ def _action_from_dict(a: Mapping[str, Any]) -> Action:
                                   for c in a["conditions"]), a.get("else_next_node_id", ""))
     if "arms" in a:
         return SplitAction(tuple(SplitArm(x["name"], x["percent"], x.get("next_node_id", ""),
-                                          x.get("control", False)) for x in a["arms"]))
+                                          x.get("control", False)) for x in a["arms"]),
+                           a.get("optimize", False), a.get("min_control_percent", 0))
+    if "decision_point" in a:
+        return DecideAction(a["decision_point"],
+                            Channel(a["channel"]) if a.get("channel") else None,
+                            a.get("next_node_id", ""), a.get("no_action_next_node_id", ""),
+                            FailurePolicy(a.get("on_failure", FailurePolicy.EXIT.value)))
     if "traits" in a:
         return UpdateProfileAction(dict(a["traits"]), a.get("next_node_id", ""))
     if "local_time" in a:
         local, event, duration = a.get("local_time"), a.get("event"), a.get("duration")
+        best = a.get("best_time")
         return WaitAction(
             duration=timedelta(seconds=duration) if duration is not None else None,
             local_time=LocalTime(local["hour"], local["minute"], tuple(local["weekdays"]),
@@ -345,7 +397,9 @@ def _action_from_dict(a: Mapping[str, Any]) -> Action:
                             event.get("event_next_node_id", ""),
                             event.get("timeout_next_node_id", ""),
                             event.get("any_message", False)) if event else None,
-            next_node_id=a.get("next_node_id", ""))
+            next_node_id=a.get("next_node_id", ""),
+            best_time=BestTime(Channel(best["channel"]) if best.get("channel") else None,
+                               timedelta(seconds=best["max_delay"])) if best else None)
     return ExitAction()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from cjo_orchestration.domain.journeys import Channel
@@ -27,6 +28,8 @@ class SendOrder:
     content_version: int = 0
     topic: str = ""  # the send node's consent topic, on whichever channel was chosen
     transactional: bool = False
+    decision_id: str = ""  # a decide node's decision, carried on the message
+    decision_action: str = ""  # ... and the action it chose
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,33 @@ class ProfileOrder:
     idempotency_key: str
 
 
-Order = SendOrder | ProfileOrder
+@dataclass(frozen=True)
+class DecideOrder:
+    """A decision the worker must ask decisioning for (a decide node's action, an optimising
+    split's arm). ``request_id`` is the step's derived key, so a retried or replayed step gets
+    the decision it got the first time."""
+
+    node_id: str
+    visit: int
+    decision_point: str
+    request_id: str
+    channel: Channel | None = None  # the decide node's channel; None: any
+    split: bool = False  # an optimising split's arm (nothing to send), not a decide node
+
+
+@dataclass(frozen=True)
+class SendTimeOrder:
+    """A best-time wait's question to decisioning: when to reach this person, at the latest
+    ``deadline`` (arrival + max_delay)."""
+
+    node_id: str
+    visit: int
+    channel: Channel | None
+    deadline: datetime
+    max_delay: timedelta
+
+
+Order = SendOrder | ProfileOrder | DecideOrder | SendTimeOrder
 
 
 @dataclass(frozen=True)
@@ -66,7 +95,36 @@ class Deferred:
     detail: str
 
 
-SendResult = Sent | Rejected | Deferred
+@dataclass(frozen=True)
+class Decided:
+    """Decisioning's answer to a DecideOrder, carried out: ``action`` "" when no action was
+    eligible; for a decide node, the message that sent the action's content (``message_id``,
+    ``channel``, ``content_key``)."""
+
+    decision_id: str
+    action: str = ""
+    message_id: str = ""
+    channel: Channel | None = None
+    content_key: str = ""
+
+
+@dataclass(frozen=True)
+class SendTimeFound:
+    """Decisioning's answer to a SendTimeOrder: when to send, and where it came from."""
+
+    send_time: datetime
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Decisioning could not answer (down, busy): not the enrollment's trouble. The step waits
+    a backoff per workspace and asks again, never charged an attempt."""
+
+    detail: str
+
+
+SendResult = Sent | Rejected | Deferred | Decided | SendTimeFound | Unavailable
 
 
 def send_key(enrollment_id: str, node_id: str, visit: int) -> str:

@@ -40,7 +40,7 @@ def visited(enrollment: Enrollment, node_id: str) -> Enrollment:
     """One more run of ``node_id`` counted; its retries start afresh."""
     visits = dict(enrollment.visits)
     visits[node_id] = visits.get(node_id, 0) + 1
-    return evolve(enrollment, visits=visits, attempts=0, last_error="")
+    return evolve(enrollment, visits=visits, attempts=0, last_error="", wait_deadline=None)
 
 
 def arrival_fact(enrollment: Enrollment, now: datetime) -> FactRecord:
@@ -89,7 +89,8 @@ def end_enrollment(enrollment: Enrollment, state: EnrollmentState, now: datetime
     names that node, so analytics counts the exit (a wait it was parked at, a send that failed,
     the exit node) where it happened."""
     ended = evolve(enrollment, state=state, current_node_id="", due_time=None, attempts=0,
-                   last_error=error, update_time=now, waiting=False, exit_reason=reason)
+                   last_error=error, update_time=now, waiting=False, exit_reason=reason,
+                   wait_deadline=None)
     exited = ended.fact(f"exited:{enrollment.enrollment_id}", FactKind.JOURNEY_EXITED, now,
                         node_id=enrollment.current_node_id, detail=reason)
     return Transition(ended, tuple(steps), (*facts, exited))

@@ -14,6 +14,7 @@ from cjo_orchestration.domain.conditions import (
     error_detail,
     journey_variables,
 )
+from cjo_orchestration.domain.decisions import arm_of_action, split_point_key
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
@@ -27,23 +28,30 @@ from cjo_orchestration.domain.enrollment import (
 from cjo_orchestration.domain.journeys import (
     Action,
     BranchAction,
+    DecideAction,
     ExitAction,
     FailurePolicy,
     JourneyGraph,
     SendAction,
     SplitAction,
+    SplitArm,
     UpdateProfileAction,
     WaitAction,
 )
 from cjo_orchestration.domain.orders import (
     ADDRESS_TRAITS,
+    Decided,
+    DecideOrder,
     Deferred,
     Order,
     ProfileOrder,
     Rejected,
     SendOrder,
     SendResult,
+    SendTimeFound,
+    SendTimeOrder,
     Sent,
+    Unavailable,
     identity_identifiers,
     recipient_address,
     send_key,
@@ -72,6 +80,10 @@ def after_send(enrollment: Enrollment, graph: JourneyGraph, order: Order,
                result: SendResult, now: datetime, policy: RetryPolicy) -> Transition:
     """Apply the answer to ``order``: move on after success, follow the node's failure policy
     after a permanent failure, or retry later with backoff after a transient one."""
+    if isinstance(order, SendTimeOrder):
+        return _send_time_answered(enrollment, order, result, now, policy)
+    if isinstance(result, Unavailable):  # the step round waits these out; never a failure
+        result = Deferred(result.detail)
     if isinstance(result, Deferred):
         attempts = enrollment.attempts + 1
         if not policy.exhausted(attempts):
@@ -79,10 +91,75 @@ def after_send(enrollment: Enrollment, graph: JourneyGraph, order: Order,
         result = Rejected(f"gave up after {attempts} attempts: {result.detail}")
     node = graph.node(order.node_id)
     action = node.action if node else None
-    if isinstance(result, Rejected):
-        step = Step(order.node_id, order.visit, StepOutcome.FAILED, result.detail, now)
+    if isinstance(order, DecideOrder) and isinstance(result, Decided):
+        if isinstance(action, SplitAction):
+            arm = arm_of_action(action, enrollment.journey_id, order.node_id, result.action)
+            if arm is None:
+                result = Rejected(f"decisioning chose {result.action or 'no action'!r}, which is "
+                                  f"no arm of this split (decision {result.decision_id})")
+            else:
+                return _settle(_arm_chosen(enrollment, action, order, arm, result, now), graph,
+                               now)
+        elif isinstance(action, DecideAction):
+            return _settle(_decided(enrollment, action, order, result, now), graph, now)
+    if not isinstance(result, Sent):
+        detail = result.detail if isinstance(result, Rejected) else (
+            f"the answer {type(result).__name__} does not fit node {order.node_id!r}")
+        step = Step(order.node_id, order.visit, StepOutcome.FAILED, detail, now)
         return _settle(_failed(enrollment, action, step, now), graph, now)
     return _settle(_succeeded(enrollment, action, order, result, now), graph, now)
+
+
+def _decided(enrollment: Enrollment, action: DecideAction, order: DecideOrder,
+             result: Decided, now: datetime) -> Transition:
+    """A decide node's action was sent (its MESSAGE_REQUESTED fact carries the decision id, so
+    the reward finds the decision), or no action was eligible (the no-action edge)."""
+    if not result.action:
+        step = Step(order.node_id, order.visit, StepOutcome.SUCCEEDED,
+                    f"no action (decision {result.decision_id})", now)
+        return move_on(visited(enrollment, order.node_id), action.no_action_next_node_id, now,
+                       [step], [])
+    step = Step(order.node_id, order.visit, StepOutcome.SUCCEEDED,
+                f"{result.message_id} (action {result.action}, decision {result.decision_id})",
+                now)
+    fact = enrollment.fact(f"requested:{order.request_id}", FactKind.MESSAGE_REQUESTED, now,
+                           message_id=result.message_id, node_id=order.node_id,
+                           channel=result.channel.value if result.channel else None,
+                           content_key=result.content_key, decision_id=result.decision_id)
+    return move_on(visited(enrollment, order.node_id), action.next_node_id, now, [step], [fact])
+
+
+def _arm_chosen(enrollment: Enrollment, split: SplitAction, order: DecideOrder, arm_name: str,
+                result: Decided, now: datetime) -> Transition:
+    arm = next(a for a in split.arms if a.name == arm_name)
+    here = _Here(enrollment, order.node_id, order.visit, now, (), ())
+    # The allocation is adaptive: no fixed weight to report (arm_weight 0).
+    return _enter_arm(here, arm, arm_weight=0.0, decision_id=result.decision_id)
+
+
+def _send_time_answered(enrollment: Enrollment, order: SendTimeOrder, result: SendResult,
+                        now: datetime, policy: RetryPolicy) -> Transition:
+    """Park a best-time wait at the answer, never past its deadline. Without an answer (a
+    refusal), it waits until the deadline; a transient failure asks again after a backoff,
+    still never past the deadline (the walk then moves on)."""
+    if isinstance(result, Deferred | Unavailable):
+        attempts = enrollment.attempts + 1
+        retry = min(now + policy.delay(attempts), order.deadline)
+        return Transition(evolve(enrollment, attempts=attempts, last_error=result.detail,
+                                 due_time=retry, update_time=now))
+    if isinstance(result, SendTimeFound):
+        until = min(max(result.send_time, now), order.deadline)
+        detail = f"until {until.isoformat()} (best time, {result.source or 'decisioning'})"
+        error = ""
+    else:
+        until = order.deadline
+        why = result.detail if isinstance(result, Rejected) else type(result).__name__
+        detail = f"until {until.isoformat()} (max_delay: no best time: {why})"
+        error = why
+    parked = evolve(enrollment, waiting=True, due_time=until, wait_deadline=None, attempts=0,
+                    last_error=error, update_time=now)
+    return Transition(parked, (Step(order.node_id, order.visit, StepOutcome.WAITING, detail,
+                                    now),))
 
 
 # --- results of sends --------------------------------------------------------------------------
@@ -119,7 +196,8 @@ def _failed(enrollment: Enrollment, action: Action | None, failed: Step, now: da
     """A permanent failure at a node, counted there (its NODE_FAILED fact): continue past it
     when its policy says so, else end there."""
     facts = (*facts, failure_fact(enrollment, failed))
-    if isinstance(action, SendAction) and action.on_failure is FailurePolicy.CONTINUE:
+    if (isinstance(action, SendAction | DecideAction)
+            and action.on_failure is FailurePolicy.CONTINUE):
         # Inside a walk the caller keeps walking; after I/O, after_send settles it.
         return move_on(visited(enrollment, failed.node_id), action.next_node_id, now,
                        [*steps, failed], facts)
@@ -227,6 +305,8 @@ def _run_node(enrollment: Enrollment, graph: JourneyGraph, now: datetime,
             return _branch(here, branch)
         case SplitAction() as split:
             return _split(here, split)
+        case DecideAction() as decide:
+            return _decide(here, decide)
         case ExitAction():
             return _exit(here)
         case unknown:
@@ -263,6 +343,8 @@ def _update_profile(here: _Here, action: UpdateProfileAction) -> Transition:
 def _wait(here: _Here, action: WaitAction) -> Transition:
     """Park the enrollment until the timer; once it fired, leave by the timer's edge (an event
     wait's timeout edge)."""
+    if action.best_time is not None:
+        return _best_time(here, action)
     if here.enrollment.waiting:
         # The timer fired: the duration passed, the local time came, or the event timed out.
         if action.event is not None:
@@ -273,6 +355,35 @@ def _wait(here: _Here, action: WaitAction) -> Transition:
                     attempts=0)
     return Transition(parked, (*here.steps, here.step(StepOutcome.WAITING, detail)),
                       tuple(here.facts))
+
+
+def _best_time(here: _Here, action: WaitAction) -> Transition:
+    """Arriving: park until arrival + max_delay at the latest, and ask decisioning for the
+    person's best time (the answer moves the timer earlier). While decisioning cannot answer,
+    the question is repeated after a backoff, until the deadline; then the wait ends anyway."""
+    assert action.best_time is not None
+    enrollment = here.enrollment
+    deadline = enrollment.wait_deadline
+    if enrollment.waiting and (deadline is None or here.now >= deadline):
+        detail = "timer" if deadline is None else (
+            f"max_delay reached without a best time ({enrollment.last_error})"
+            if enrollment.last_error else "max_delay reached without a best time")
+        return here.take(action.next_node_id, detail)
+    if not enrollment.waiting or deadline is None:
+        deadline = here.now + action.best_time.max_delay
+        enrollment = evolve(enrollment, waiting=True, due_time=deadline,
+                            wait_deadline=deadline, attempts=0, update_time=here.now)
+    return Transition(enrollment, tuple(here.steps), tuple(here.facts), SendTimeOrder(
+        here.node_id, here.visit, action.best_time.channel, deadline,
+        action.best_time.max_delay))
+
+
+def _decide(here: _Here, action: DecideAction) -> Transition:
+    """Ask decisioning (the step round batches the node's enrollments into one BatchDecide);
+    the request id is the step's key, so a retry or replay gets the same decision."""
+    return here.wait_for(DecideOrder(
+        here.node_id, here.visit, action.decision_point,
+        send_key(here.enrollment.enrollment_id, here.node_id, here.visit), action.channel))
 
 
 def _branch(here: _Here, action: BranchAction) -> Transition:
@@ -289,16 +400,30 @@ def _branch(here: _Here, action: BranchAction) -> Transition:
 def _split(here: _Here, action: SplitAction) -> Transition:
     """Send the profile down its arm; the control arm exits the journey."""
     enrollment = here.enrollment
+    if action.optimize:
+        # Decisioning's bandit picks the arm (the step round asks for the node's people in one
+        # BatchDecide), at the point publishing created for this node.
+        return here.wait_for(DecideOrder(
+            here.node_id, here.visit, split_point_key(enrollment.journey_id, here.node_id),
+            send_key(enrollment.enrollment_id, here.node_id, here.visit), split=True))
     arm = split_arm(action, enrollment.journey_id, enrollment.profile_id)
-    step = here.step(StepOutcome.SUCCEEDED, f"arm {arm.name}")
+    return _enter_arm(here, arm, arm_weight=float(arm.percent))
+
+
+def _enter_arm(here: _Here, arm: SplitArm, arm_weight: float,
+               decision_id: str = "") -> Transition:
+    enrollment = here.enrollment
+    step = here.step(StepOutcome.SUCCEEDED, f"arm {arm.name}" + (
+        f" (decision {decision_id})" if decision_id else ""))
     # The exposure analytics' experiment reports count (the node's arrival was counted already);
     # conversions count for it until the enrollment's goal deadline (the goal's window).
     exposure = enrollment.fact(
         f"exposed:{enrollment.enrollment_id}:{here.node_id}:{here.visit}",
         FactKind.EXPERIMENT_EXPOSED, here.now, node_id=here.node_id, detail=f"arm {arm.name}",
         experiment_id=experiment_id(enrollment.journey_id, here.node_id), arm=arm.name,
-        control=arm.control, arm_weight=float(arm.percent),
-        conversion_deadline=enrollment.goal_deadline)
+        control=arm.control, arm_weight=arm_weight,
+        conversion_deadline=enrollment.goal_deadline,
+        **({"decision_id": decision_id} if decision_id else {}))
     facts = [*here.facts, exposure]
     moved = visited(enrollment, here.node_id)
     if arm.control:

@@ -9,12 +9,13 @@ from datetime import datetime
 
 from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters import schedules as schedule_store
-from cjo_orchestration.adapters.peers import ContentCatalog
+from cjo_orchestration.adapters.peers import ContentCatalog, DecisioningCatalog
 from cjo_orchestration.domain import journeys as domain
+from cjo_orchestration.domain.decisions import split_points
 from cjo_orchestration.domain.graph import validate_for_publish, validate_shape
 from cjo_orchestration.domain.journeys import Journey, JourneyChanges, JourneyGraph
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
-from cjo_platform.errors import FieldViolation, InvalidArgument, Violations
+from cjo_platform.errors import Aborted, FieldViolation, InvalidArgument, Violations
 
 
 def _check_shape(display_name: str, graph: JourneyGraph) -> None:
@@ -70,19 +71,49 @@ async def missing_content(transactions: Transactions, catalog: ContentCatalog | 
     return await catalog.missing(workspace_id, keys)
 
 
-def publish(uow: UnitOfWork, workspace_id: str, journey_id: str,
-            missing_content: set[str]) -> Journey:
-    """Freeze the draft as the next version, which the journey then enrolls on; refused with
-    every problem listed (``missing_content`` among them) when the draft cannot run."""
-    current = journey_store.get(uow.session, workspace_id, journey_id, for_update=True)
-    domain.ensure_editable(current, "published")  # before listing problems
-    now = uow.now()
-    problems = validate_for_publish(current.display_name, current.graph, missing_content, now)
+def _check_publishable(journey: Journey, missing_content: set[str], now: datetime) -> None:
+    domain.ensure_editable(journey, "published")  # before listing problems
+    problems = validate_for_publish(journey.display_name, journey.graph, missing_content, now)
     if problems:
         raise InvalidArgument(
             problems.items, reason="JOURNEY_NOT_PUBLISHABLE",
-            message=f"journey {journey_id} cannot be published: "
+            message=f"journey {journey.journey_id} cannot be published: "
                     + "; ".join(f"{v.field}: {v.description}" for v in problems.items))
+
+
+async def prepare_decisioning(transactions: Transactions, catalog: DecisioningCatalog | None,
+                              workspace_id: str, journey_id: str,
+                              missing_content: set[str]) -> int | None:
+    """Create or update in decisioning the decision points of the draft's optimising splits,
+    before its version is written (outside any transaction: no lock is held while decisioning
+    answers). Only a publishable draft gets that far, and decisioning unreachable is
+    UNAVAILABLE before anything is published. Returns the draft's revision the points were made
+    for (publish refuses a draft changed since), or None when it has no optimising split."""
+    draft = await transactions.run(lambda uow: get(uow, workspace_id, journey_id))
+    if not any(isinstance(n.action, domain.SplitAction) and n.action.optimize
+               for n in draft.graph.nodes):
+        return None
+    _check_publishable(draft, missing_content, transactions.clock.now())
+    points = split_points(journey_id, draft.display_name, draft.graph)
+    if catalog is None:
+        raise InvalidArgument.one("journey.nodes", "optimising splits need decisioning, which "
+                                                   "this server is not configured to reach")
+    await catalog.upsert(workspace_id, points)
+    return draft.revision
+
+
+def publish(uow: UnitOfWork, workspace_id: str, journey_id: str,
+            missing_content: set[str], revision: int | None = None) -> Journey:
+    """Freeze the draft as the next version, which the journey then enrolls on; refused with
+    every problem listed (``missing_content`` among them) when the draft cannot run. With
+    ``revision`` (the draft decisioning's points were made for), a draft changed since is
+    refused (ABORTED: publish again)."""
+    current = journey_store.get(uow.session, workspace_id, journey_id, for_update=True)
+    now = uow.now()
+    _check_publishable(current, missing_content, now)
+    if revision is not None and current.revision != revision:
+        raise Aborted(f"journey {journey_id} changed while its optimising splits were set up "
+                      "in decisioning; publish it again")
     published, version = domain.publish(current, now)
     journey_store.save(uow.session, published)
     journey_store.add_version(uow.session, version)

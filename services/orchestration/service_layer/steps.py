@@ -31,6 +31,8 @@ from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import facts
 from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters.peers import (
+    DecideItem,
+    DecisionAnswer,
     LiveProfile,
     ProfileGone,
     RenderItem,
@@ -40,9 +42,22 @@ from cjo_orchestration.adapters.peers import (
 from cjo_orchestration.domain.conditions import error_detail
 from cjo_orchestration.domain.enrollment import Enrollment, evolve
 from cjo_orchestration.domain.events import JourneyError
-from cjo_orchestration.domain.journeys import JourneyGraph
+from cjo_orchestration.domain.journeys import Channel, JourneyGraph
 from cjo_orchestration.domain.lifecycle import erase_enrollment
-from cjo_orchestration.domain.orders import Deferred, ProfileOrder, Rejected, SendOrder, SendResult
+from cjo_orchestration.domain.orders import (
+    Decided,
+    DecideOrder,
+    Deferred,
+    ProfileOrder,
+    Rejected,
+    SendOrder,
+    SendResult,
+    SendTimeFound,
+    SendTimeOrder,
+    Sent,
+    Unavailable,
+    recipient_address,
+)
 from cjo_orchestration.domain.timing import profile_time_zone
 from cjo_orchestration.domain.transitions import Transition
 from cjo_orchestration.domain.walk import advance, after_send, fail_enrollment
@@ -109,6 +124,14 @@ class StepPeers(Protocol):
     async def update_profiles(self, workspace_id: str,
                               orders: Sequence[ProfileOrder]) -> list[SendResult]: ...
 
+    async def decide(self, workspace_id: str, decision_point: str, channel: Channel | None,
+                     time: datetime, items: Sequence[DecideItem]
+                     ) -> list[DecisionAnswer | Rejected | Unavailable]: ...
+
+    async def send_times(self, workspace_id: str, channel: Channel | None, earliest: datetime,
+                         max_delay: timedelta, profile_ids: Sequence[str]
+                         ) -> list[SendTimeFound | Rejected | Unavailable]: ...
+
 
 class StepRound:
     """One pass of the step worker. Keeps the graphs of the versions it ran (versions never
@@ -125,6 +148,8 @@ class StepRound:
         # Consecutive profile reads identity could not answer, by workspace: the backoff's
         # state (a successful read forgets it). Shared by the rounds of one worker.
         self.identity_failures: dict[str, int] = {}
+        # The same for decisioning's decisions (decide nodes, optimising splits).
+        self.decisioning_failures: dict[str, int] = {}
 
     def profile_read_summary(self) -> dict[str, float]:
         """How long the latest profile reads took (one per workspace group): count, p50, p90
@@ -235,9 +260,19 @@ class StepRound:
                               workspace=workspace_id)
                 results = [Deferred(error_detail(exc))] * len(waiting)
             now = self.transactions.clock.now()
+            unavailable = self._decisioning_backoff(workspace_id, [
+                r for i, r in zip(waiting, results, strict=True)
+                if isinstance(transitions[i].send, DecideOrder)])
             for i, result in zip(waiting, results, strict=True):
                 before = transitions[i]
                 assert before.send is not None
+                if isinstance(before.send, DecideOrder) and isinstance(result, Unavailable):
+                    # Decisioning's trouble, not the enrollment's: it waits at the node and asks
+                    # again (same request id), no attempt charged; what it walked stays.
+                    waited = _wait(before.enrollment, now + unavailable, now, result.detail)
+                    transitions[i] = replace(waited, steps=before.steps, facts=before.facts,
+                                             error=before.error)
+                    continue
                 try:
                     after = after_send(before.enrollment, self._graph(before.enrollment),
                                        before.send, result, now, self.settings.retry)
@@ -303,6 +338,23 @@ class StepRound:
                     retry_in_seconds=round(delay.total_seconds(), 2))
         return delay
 
+    def _decisioning_backoff(self, workspace_id: str, results: Sequence[SendResult]
+                             ) -> timedelta:
+        """How long decisions decisioning could not answer wait: identity's backoff policy, by
+        the workspace's consecutive rounds with such answers."""
+        if not results:
+            return timedelta(0)
+        if not any(isinstance(r, Unavailable) for r in results):
+            self.decisioning_failures.pop(workspace_id, None)
+            return timedelta(0)
+        failures = self.decisioning_failures.get(workspace_id, 0) + 1
+        self.decisioning_failures[workspace_id] = failures
+        delay = self.settings.profile_read_backoff.delay(failures)
+        log.warning("decisioning could not answer the step round's decisions; the steps wait "
+                    "(no enrollment is failed or charged an attempt)", workspace=workspace_id,
+                    failed_rounds=failures, retry_in_seconds=round(delay.total_seconds(), 2))
+        return delay
+
     def _with_profile(self, enrollment: Enrollment, answer: ProfileAnswer, now: datetime,
                       unanswered: timedelta, unmerged: set[str]) -> dict[str, Any] | Transition:
         if isinstance(answer, LiveProfile):
@@ -353,27 +405,117 @@ class StepRound:
         sends through content (render) and delivery."""
         results: list[SendResult] = [Deferred("no answer")] * len(waiting)
         updates = [(i, t.send) for i, t in enumerate(waiting) if isinstance(t.send, ProfileOrder)]
-        sends = [(i, t) for i, t in enumerate(waiting) if isinstance(t.send, SendOrder)]
+        sends = [(i, t.enrollment, t.send) for i, t in enumerate(waiting)
+                 if isinstance(t.send, SendOrder)]
+        decides = [(i, t) for i, t in enumerate(waiting) if isinstance(t.send, DecideOrder)]
+        times = [(i, t) for i, t in enumerate(waiting) if isinstance(t.send, SendTimeOrder)]
         if updates:
             answers = await self.peers.update_profiles(workspace_id, [o for _, o in updates])
             for (i, _), answer in zip(updates, answers, strict=True):
                 results[i] = answer
+        decided: dict[int, DecisionAnswer] = {}
+        if decides:
+            for (i, transition), decision in zip(decides, await self._decide(workspace_id,
+                                                                             decides),
+                                                 strict=True):
+                if not isinstance(decision, DecisionAnswer):
+                    results[i] = decision
+                    continue
+                decided[i] = decision
+                order = transition.send
+                assert isinstance(order, DecideOrder)
+                outcome = _decision_order(transition.enrollment, order, decision)
+                if isinstance(outcome, SendOrder):
+                    sends.append((i, transition.enrollment, outcome))
+                else:
+                    results[i] = outcome
+        if times:
+            for (i, _), answer in zip(times, await self._send_times(workspace_id, times),
+                                      strict=True):
+                results[i] = answer
         if sends:
-            answers = await self._send(workspace_id, [t for _, t in sends])
-            for (i, _), answer in zip(sends, answers, strict=True):
+            answers = await self._send(workspace_id, [(e, o) for _, e, o in sends])
+            for (i, _, order), answer in zip(sends, answers, strict=True):
+                if i in decided and isinstance(answer, Sent):
+                    # The decide node's action went out: the answer names the decision.
+                    answer = Decided(decided[i].decision_id, order.decision_action,
+                                     answer.message_id, order.channel, order.content_key)
                 results[i] = answer
         return results
 
-    async def _send(self, workspace_id: str, waiting: Sequence[Transition]) -> list[SendResult]:
-        orders = [t.send for t in waiting if isinstance(t.send, SendOrder)]
+    async def _decide(self, workspace_id: str, decides: Sequence[tuple[int, Transition]]
+                      ) -> list[DecisionAnswer | SendResult]:
+        """One BatchDecide per decision point (and channel) of the round's enrollments, with
+        the profile view the round read and the step's key as the request id."""
+        groups: dict[tuple[str, Channel | None], list[int]] = defaultdict(list)
+        for position, (_, transition) in enumerate(decides):
+            order = transition.send
+            assert isinstance(order, DecideOrder)
+            groups[(order.decision_point, order.channel)].append(position)
+        answers: list[DecisionAnswer | SendResult] = [Unavailable("no answer")] * len(decides)
+        now = self.transactions.clock.now()
+
+        async def ask(point: str, channel: Channel | None, positions: list[int]) -> None:
+            items = []
+            for position in positions:
+                enrollment, order = decides[position][1].enrollment, decides[position][1].send
+                assert isinstance(order, DecideOrder)
+                items.append(DecideItem(enrollment.profile_id, enrollment.traits,
+                                        order.request_id, enrollment.journey_id,
+                                        enrollment.enrollment_id, order.node_id))
+            try:
+                got: Sequence[DecisionAnswer | SendResult] = await self.peers.decide(
+                    workspace_id, point, channel, now, items)
+            except Exception as exc:
+                log.warning("asking decisioning failed; the decisions wait",
+                            workspace=workspace_id, decision_point=point,
+                            error=error_detail(exc))
+                got = [Unavailable(f"decisioning: {error_detail(exc)}")] * len(positions)
+            for position, answer in zip(positions, got, strict=True):
+                answers[position] = answer
+
+        await asyncio.gather(*(ask(point, channel, positions)
+                               for (point, channel), positions in groups.items()))
+        return answers
+
+    async def _send_times(self, workspace_id: str, times: Sequence[tuple[int, Transition]]
+                          ) -> list[SendResult]:
+        """One GetSendTimes per (channel, max_delay) of the round's best-time waits."""
+        groups: dict[tuple[Channel | None, timedelta], list[int]] = defaultdict(list)
+        for position, (_, transition) in enumerate(times):
+            order = transition.send
+            assert isinstance(order, SendTimeOrder)
+            groups[(order.channel, order.max_delay)].append(position)
+        answers: list[SendResult] = [Unavailable("no answer")] * len(times)
+        now = self.transactions.clock.now()
+
+        async def ask(channel: Channel | None, max_delay: timedelta,
+                      positions: list[int]) -> None:
+            profile_ids = [times[p][1].enrollment.profile_id for p in positions]
+            try:
+                got: Sequence[SendResult] = await self.peers.send_times(
+                    workspace_id, channel, now, max_delay, profile_ids)
+            except Exception as exc:
+                log.warning("asking decisioning for send times failed; the waits ask again",
+                            workspace=workspace_id, error=error_detail(exc))
+                got = [Unavailable(f"decisioning: {error_detail(exc)}")] * len(positions)
+            for position, answer in zip(positions, got, strict=True):
+                answers[position] = answer
+
+        await asyncio.gather(*(ask(channel, delay, positions)
+                               for (channel, delay), positions in groups.items()))
+        return answers
+
+    async def _send(self, workspace_id: str,
+                    waiting: Sequence[tuple[Enrollment, SendOrder]]) -> list[SendResult]:
         renders = await self.peers.render(workspace_id, [
-            RenderItem(t.enrollment.profile_id, order.content_key, order.channel,
-                       t.enrollment.traits, t.enrollment.properties, order.content_version)
-            for t, order in zip(waiting, orders, strict=True)])
+            RenderItem(enrollment.profile_id, order.content_key, order.channel,
+                       enrollment.traits, enrollment.properties, order.content_version)
+            for enrollment, order in waiting])
         results: list[SendResult] = [Deferred("no answer")] * len(waiting)
         to_send: list[tuple[int, SendItem]] = []
-        for i, (transition, order, rendered) in enumerate(zip(waiting, orders, renders,
-                                                              strict=True)):
+        for i, ((enrollment, order), rendered) in enumerate(zip(waiting, renders,
+                                                                strict=True)):
             if isinstance(rendered, Rejected):
                 # The content this journey sends cannot render for this profile.
                 results[i] = Rejected(rendered.detail, journey_error=True)
@@ -381,17 +523,39 @@ class StepRound:
             if isinstance(rendered, Deferred):
                 results[i] = rendered
                 continue
-            enrollment = transition.enrollment
             to_send.append((i, SendItem(order.idempotency_key, enrollment.profile_id,
                                         order.address, rendered, enrollment.journey_id,
                                         enrollment.enrollment_id,
                                         profile_time_zone(enrollment.traits),
-                                        order.topic, order.transactional)))
+                                        order.topic, order.transactional, order.decision_id)))
         if to_send:
             sent = await self.peers.send(workspace_id, [item for _, item in to_send])
             for (i, _), result in zip(to_send, sent, strict=True):
                 results[i] = result
         return results
+
+
+def _decision_order(enrollment: Enrollment, order: DecideOrder,
+                    answer: DecisionAnswer) -> SendOrder | SendResult:
+    """What a decision asks of the round: for a decide node, the send of the chosen action's
+    content on the node's channel (or the action's first content), like a send node's with the
+    action's topic and transactional flag and the decision id; for an optimising split (no
+    channel, no content) or no action at all, nothing more."""
+    action = answer.action
+    if order.split or action is None:
+        return Decided(answer.decision_id, action.key if action else "")
+    if not action.contents:
+        return Rejected(f"action {action.key!r} of decision {answer.decision_id} has no content "
+                        "to send", journey_error=True)
+    channel, content_key = next(
+        ((c, k) for c, k in action.contents if c == order.channel), action.contents[0])
+    address = recipient_address(channel, enrollment.traits)
+    if not address:
+        return Rejected(f"the profile has no address on {channel.value} for action "
+                        f"{action.key!r} (decision {answer.decision_id})")
+    return SendOrder(order.node_id, order.visit, content_key, channel, address,
+                     order.request_id, 0, action.topic, action.transactional,
+                     answer.decision_id, action.key)
 
 
 def _wait(enrollment: Enrollment, until: datetime, now: datetime, why: str) -> Transition:
