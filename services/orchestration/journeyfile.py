@@ -32,7 +32,7 @@ from cjo_orchestration.adapters import stubs
 from cjo_orchestration.api.convert import graph_from_proto
 from cjo_orchestration.domain.graph import validate_for_publish
 from cjo_orchestration.domain.journeys import UPDATABLE_FIELDS
-from cjo_platform.errors import FieldViolation
+from cjo_platform.errors import FieldViolation, InvalidArgument
 
 # Set by the server; a file may carry them (e.g. after `export`) but they are not applied.
 OUTPUT_ONLY = ("name", "state", "published_version", "etag", "create_time", "update_time")
@@ -95,7 +95,12 @@ def dump(journey: journey_pb2.Journey, *, as_json: bool = False) -> str:
 
 def problems(journey: journey_pb2.Journey) -> list[FieldViolation]:
     """What PublishJourney would refuse, without asking content about content keys."""
-    return validate_for_publish(journey.display_name, graph_from_proto(journey)).items
+    try:
+        graph = graph_from_proto(journey)
+    except InvalidArgument as exc:  # a value no graph holds (an unknown channel number)
+        return [FieldViolation(v.field.removeprefix("journey."), v.description)
+                for v in exc.violations]
+    return validate_for_publish(journey.display_name, graph).items
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -272,6 +272,7 @@ def test_an_unknown_channel_is_refused_naming_the_field() -> None:
     with pytest.raises(InvalidArgument) as refused:
         graph_from_proto(_journey(node))
     assert refused.value.violations[0].field == "journey.nodes[0].decide.channel"
+    assert [p.field for p in journeyfile.problems(_journey(node))] == ["nodes[0].decide.channel"]
 
 
 def test_a_decide_node_round_trips_through_a_journey_file() -> None:
