@@ -1,13 +1,16 @@
 """Experiment statistics in pure Python (math.erfc, math.lgamma): two-proportion z-test,
 Wald and delta-method intervals, Bayesian probability to beat control, the chi-square
-sample-ratio check and Welch's t-test of revenue per exposed person. Each function is checked
-against scipy in the tests."""
+sample-ratio check and Welch's t-test of revenue per exposed person (on the incomplete beta of
+cjo_platform.stats, shared with decisioning). Each function is checked against scipy in the
+tests."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from cjo_platform.stats import beta_inc
 
 Z_95 = 1.959963984540054
 """The 97.5% quantile of the standard normal: half-width of a two-sided 95% interval."""
@@ -152,40 +155,6 @@ def sample_ratio_check(observed: Sequence[int], weights: Sequence[float]) -> Sam
             statistic += (count - expected) ** 2 / expected
     df = len(observed) - 1
     return SampleRatio(statistic, df, chi_square_sf(statistic, df) if df > 0 else 1.0, shares)
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz, as in Numerical
-    Recipes' betacf)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (tiny if abs(d) < tiny else d)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        for numerator in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
-                          -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (tiny if abs(d) < tiny else d)
-            c = 1.0 + numerator / c
-            c = tiny if abs(c) < tiny else c
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-16:
-            break
-    return h
-
-
-def beta_inc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                     + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_fraction(a, b, x) / a
-    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
 
 
 def t_two_sided_p(t: float, df: float) -> float:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf import duration_pb2
 
 from cjo.common.v1 import common_pb2
 from cjo.decisioning.v1 import action_pb2, decision_point_pb2
+from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo_decisioning.domain.catalogue import (
     Action,
     ActionContent,
@@ -21,6 +22,7 @@ from cjo_decisioning.domain.catalogue import (
     StoredAction,
     StoredPoint,
 )
+from cjo_decisioning.domain.reports import DecisionReport, ReportQuery
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.protobuf import from_timestamp, to_timestamp
 
@@ -162,3 +164,31 @@ def point_to_proto(stored: StoredPoint) -> decision_point_pb2.DecisionPoint:
         last_error_time=to_timestamp(stored.last_error_time),
         etag=stored.etag, create_time=to_timestamp(stored.create_time),
         update_time=to_timestamp(stored.update_time))
+
+# --- reports ----------------------------------------------------------------------------------
+
+
+def _time_or_none(request: Any, field_name: str) -> datetime | None:
+    return from_timestamp(getattr(request, field_name)) if request.HasField(field_name) else None
+
+
+def report_query(request: pb.GetDecisionReportRequest) -> ReportQuery:
+    return ReportQuery(
+        decision_point=key_from_name(request.decision_point, "decisionPoints/",
+                                     "decision_point"),
+        start=_time_or_none(request, "start_time"), end=_time_or_none(request, "end_time"),
+        bucket=_duration(request.bucket) if request.HasField("bucket") else None)
+
+
+def report_reply(report: DecisionReport) -> pb.GetDecisionReportResponse:
+    return pb.GetDecisionReportResponse(
+        decisions=report.decisions, no_action=report.no_action,
+        actions=[pb.ActionReport(
+            action=a.action, decisions=a.decisions, exposures=a.exposures, rewards=a.rewards,
+            failures=a.failures, share=a.share, posterior_mean=a.posterior_mean,
+            posterior_lower=a.posterior_lower, posterior_upper=a.posterior_upper,
+            mean_propensity=a.mean_propensity) for a in report.actions],
+        buckets=[pb.TrafficBucket(
+            start_time=to_timestamp(b.start), decisions=b.decisions,
+            actions=[pb.ActionShare(action=s.action, decisions=s.decisions, share=s.share)
+                     for s in b.actions]) for b in report.buckets])

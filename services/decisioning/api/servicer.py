@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc as pb_grpc
 from cjo_decisioning.adapters.content import ContentCatalog
+from cjo_decisioning.api import convert
 from cjo_decisioning.api.convert import (
     action_from_proto,
     action_to_proto,
@@ -29,7 +30,7 @@ from cjo_decisioning.domain.catalogue import (
     content_not_found,
     parse_mask,
 )
-from cjo_decisioning.service_layer import catalogue
+from cjo_decisioning.service_layer import catalogue, reports
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.paging import decode_token, encode_token, page_size
@@ -200,3 +201,14 @@ class DecisioningServicer(pb_grpc.DecisioningServiceServicer):
             return pb.DeleteDecisionPointResponse()
 
         return await once(self.transactions, request, pb.DeleteDecisionPointResponse, delete)
+
+    # --- reports --------------------------------------------------------------------------------
+
+    async def GetDecisionReport(self, request: pb.GetDecisionReportRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> pb.GetDecisionReportResponse:
+        query = convert.report_query(request)
+        workspace = current_workspace()
+        report = await self.transactions.run(
+            lambda uow: reports.decision_point_report(uow, workspace, query))
+        return convert.report_reply(report)
