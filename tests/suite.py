@@ -1,5 +1,6 @@
-"""The five services as separate processes on loopback, with a real SMTP server and a real OTLP
-trace receiver, for end-to-end tests."""
+"""The six services as separate processes on loopback, with a real SMTP server and a real OTLP
+trace receiver, for end-to-end tests. A service may run as several replicas behind a balancer
+(tests/grpc_balancer.py), as a Kubernetes Service spreads calls over a Deployment's pods."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import grpc
 from aiosmtpd.controller import Controller
+from grpc_balancer import Balancer, balancing
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
@@ -29,7 +31,7 @@ from cjo_platform.clock import (
 )
 from support import SERVICE_TOKEN, Backend, free_port
 
-SERVICES = ("identity", "content", "orchestration", "delivery", "analytics")
+SERVICES = ("identity", "content", "orchestration", "delivery", "analytics", "decisioning")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str
+    start_unix_nano: int = 0  # when the span began, to tell the order of calls within a trace
 
 
 class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -56,7 +59,7 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                 for span in scope.spans:
                     self.spans.append(ReceivedSpan(
                         service, span.name, span.kind, span.trace_id.hex(), span.span_id.hex(),
-                        span.parent_span_id.hex()))
+                        span.parent_span_id.hex(), span.start_time_unix_nano))
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -73,13 +76,21 @@ class Inbox:
 
 @dataclass
 class Suite:
-    ports: dict[str, int]
+    ports: dict[str, int]  # what a client dials per service: its process, or its balancer
     env: dict[str, str]
     traces: TraceReceiver
     mail: Inbox
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     clock_file: Path | None = None  # the shared test clock, when the suite runs on one
+    # Each process's own port by process name: the service's name, or `<service>-<n>` for the
+    # replicas of a service that runs several (behind `balancers[service]`).
+    process_ports: dict[str, int] = field(default_factory=dict)
+    balancers: dict[str, Balancer] = field(default_factory=dict)
+
+    def replicas(self, service: str) -> list[str]:
+        """The process names of ``service``."""
+        return [n for n in self.process_ports if n == service or n.startswith(f"{service}-")]
 
     def now(self) -> datetime:
         """The time the services see: the wall clock, plus the test clock's offset."""
@@ -100,10 +111,13 @@ class Suite:
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
 
-    def start(self, service: str) -> None:
-        log = (self.logs / f"{service}.log").open("ab")
-        self.processes[service] = subprocess.Popen(
-            [sys.executable, "-m", f"cjo_{service}"], env=self.env, stdout=log,
+    def start(self, name: str) -> None:
+        """Start the process ``name`` (a service, or one replica of it)."""
+        service = name.split("-", 1)[0]
+        log = (self.logs / f"{name}.log").open("ab")
+        env = {**self.env, f"CJO_{service.upper()}_PORT": str(self.process_ports[name])}
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", f"cjo_{service}"], env=env, stdout=log,
             stderr=subprocess.STDOUT)
 
     async def stop(self, service: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
@@ -119,7 +133,9 @@ class Suite:
             raise
 
     async def wait_ready(self, service: str, timeout: float = 60) -> None:
-        async with grpc.aio.insecure_channel(self.target(service)) as channel:
+        """Wait until the process ``service`` (a service, or one replica) reports SERVING."""
+        address = f"127.0.0.1:{self.process_ports[service]}"
+        async with grpc.aio.insecure_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             deadline = asyncio.get_running_loop().time() + timeout
             while True:
@@ -145,10 +161,12 @@ class Suite:
 @asynccontextmanager
 async def running_suite(backend: Backend, tmp_path: Path,
                         extra_env: dict[str, str] | None = None,
-                        clock_start: datetime | None = None) -> AsyncIterator[Suite]:
+                        clock_start: datetime | None = None,
+                        replicas: Mapping[str, int] | None = None) -> AsyncIterator[Suite]:
     """Start the suite. With ``clock_start``, every service runs on one test clock
     (CJO_TEST_CLOCK_FILE, CJO_ENV=test) that reads ``clock_start`` now and that the test moves
-    with :meth:`Suite.advance`."""
+    with :meth:`Suite.advance`. ``replicas`` runs a service as that many processes (on one
+    database: PostgreSQL) behind a round-robin balancer that every client and peer dials."""
     traces = TraceReceiver()
     otlp = grpc.aio.server()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(traces, otlp)
@@ -161,6 +179,19 @@ async def running_suite(backend: Backend, tmp_path: Path,
     smtp.start()
 
     ports = {name: free_port() for name in SERVICES}
+    process_ports = {name: port for name, port in ports.items()
+                     if (replicas or {}).get(name, 1) <= 1}
+    for name, count in (replicas or {}).items():
+        if count > 1:
+            process_ports.update({f"{name}-{i}": free_port() for i in range(count)})
+    stack = AsyncExitStack()
+    balancers: dict[str, Balancer] = {}
+    for name, count in (replicas or {}).items():
+        if count > 1:
+            balancers[name] = await stack.enter_async_context(balancing(
+                [f"127.0.0.1:{process_ports[f'{name}-{i}']}" for i in range(count)]))
+            # Peers and the test dial the balancer; each replica listens on its own port.
+            ports[name] = int(balancers[name].address.rsplit(":", 1)[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
     env.update(backend.env())
     env.update({
@@ -183,15 +214,17 @@ async def running_suite(backend: Backend, tmp_path: Path,
         env.update({"CJO_ENV": "test", "CJO_TEST_CLOCK_FILE": str(clock_file)})
     logs = tmp_path / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    suite = Suite(ports, env, traces, inbox, logs, clock_file=clock_file)
+    suite = Suite(ports, env, traces, inbox, logs, clock_file=clock_file,
+                  process_ports=process_ports, balancers=balancers)
     try:
-        for name in SERVICES:
+        for name in process_ports:
             suite.start(name)
-        await asyncio.gather(*(suite.wait_ready(name) for name in SERVICES))
+        await asyncio.gather(*(suite.wait_ready(name) for name in process_ports))
         yield suite
     finally:
         for name in list(suite.processes):
             with suppress(subprocess.TimeoutExpired):
                 await suite.stop(name)
+        await stack.aclose()
         smtp.stop()
         await otlp.stop(None)

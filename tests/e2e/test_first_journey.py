@@ -1,5 +1,6 @@
-"""One journey through all five services, as separate processes: an event sent to identity
-becomes an email at a real SMTP server, analytics counts it, and one trace spans the suite."""
+"""One journey through the suite's services, as separate processes: an event sent to identity
+becomes an email at a real SMTP server, analytics counts it, and one trace spans every service
+the step went through."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from support import SERVICE_TOKEN, Backend, bearer, eventually
 pytestmark = pytest.mark.e2e
 
 SPAN_KIND_SERVER = 2
+# The services a send node's step goes through, from the event to the analytics fact.
+SEND_PATH = ("identity", "orchestration", "content", "delivery", "analytics")
 
 
 async def create_workspace(channel: grpc.aio.Channel, workspace_id: str) -> str:
@@ -116,7 +119,8 @@ async def test_event_to_email_through_five_services(backend: Backend, tmp_path: 
                 name="contentItems/welcome"), metadata=bearer("cjo_nope_nope"))
         assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
-        # One trace: identity accepted the event, and every other service served a call in it.
+        # One trace: identity accepted the event, and every service on the send's path served a
+        # call in it (decisioning may too: it hears of the event and of the message to learn).
         ingest_span = await eventually(lambda: next(
             (s for s in suite.traces.spans if s.name.endswith("IdentityService/IngestEvents")
              and s.kind == SPAN_KIND_SERVER), None), timeout=15)
@@ -124,7 +128,7 @@ async def test_event_to_email_through_five_services(backend: Backend, tmp_path: 
         def services_in_trace() -> set[str] | None:
             found = {s.service for s in suite.traces.spans
                      if s.trace_id == ingest_span.trace_id and s.kind == SPAN_KIND_SERVER}
-            return found if found == {f"cjo-{n}" for n in SERVICES} else None
+            return found if found >= {f"cjo-{n}" for n in SEND_PATH} else None
 
         try:
             await eventually(services_in_trace, timeout=20)

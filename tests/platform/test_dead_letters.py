@@ -171,7 +171,7 @@ async def test_a_bad_retry_names_the_field(letters: Letters, request_: pb.RetryD
 
 
 @pytest.mark.parametrize("service", ["identity", "content", "orchestration", "delivery",
-                                     "analytics"])
+                                     "analytics", "decisioning"])
 def test_every_service_serves_its_dead_letters(service: str, sqlite_backend: Backend) -> None:
     bootstrap = importlib.import_module(f"cjo_{service}.bootstrap")
     app = bootstrap.build(settings_for(service, sqlite_backend), Env({}))

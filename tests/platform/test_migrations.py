@@ -16,7 +16,7 @@ from cjo_platform.db import Database
 from cjo_platform.db.migrations import upgrade
 from support import Backend
 
-SERVICES = ["identity", "content", "orchestration", "delivery", "analytics"]
+SERVICES = ["identity", "content", "orchestration", "delivery", "analytics", "decisioning"]
 
 
 @pytest.mark.parametrize("service", SERVICES)
