@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SERVICES := identity content orchestration delivery analytics decisioning
 STAMP  := $(VENV)/.installed-stamp
+# The last released contract: `make lint` refuses proto changes that would break its clients
+# (protos/releases/README.md says how to cut the next one).
+PROTO_RELEASE := 0.1.0
 
 .PHONY: help install protos lint test test-fast e2e run bench migration clean
 
@@ -11,7 +14,7 @@ help:
 	@echo "make run        start all six services with a development workspace"
 	@echo "make test       install everything needed and run the whole test suite"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
-	@echo "make lint       ruff, mypy and buf lint"
+	@echo "make lint       ruff, mypy, buf lint and buf breaking against the last release"
 	@echo "make protos     regenerate Python stubs from protos/"
 	@echo "make bench      run every benchmark (make bench-content ARGS='--profiles 10000' for one)"
 	@echo "make migration SERVICE=content MSG='add x'   new Alembic revision for a service"
@@ -37,6 +40,7 @@ lint: install
 	@mkdir -p build/mypy && for s in $(SERVICES); do ln -sfn ../../services/$$s build/mypy/cjo_$$s; done
 	$(BIN)/mypy -p cjo_platform $(addprefix -p cjo_,$(SERVICES))
 	$(BIN)/buf lint protos
+	$(BIN)/buf breaking protos --against protos/releases/$(PROTO_RELEASE).binpb
 
 test: install
 	$(BIN)/python -m pytest
