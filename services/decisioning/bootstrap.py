@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc
 from cjo_decisioning.adapters.content import ContentCatalog
+from cjo_decisioning.adapters.identity import ProfileBook
 from cjo_decisioning.adapters.tables import metadata
 from cjo_decisioning.api.servicer import SERVICE, SERVICE_ONLY_METHODS, DecisioningServicer
+from cjo_decisioning.service_layer.decide import Engine
 from cjo_decisioning.settings import load_decisioning_settings
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
@@ -18,12 +21,20 @@ from cjo_platform.service import open_storage, remote_authenticator
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
 
+def new_id() -> str:
+    """80 random bits, hex: an unguessable decision id, short enough for message metadata."""
+    return secrets.token_hex(10)
+
+
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
     clock = clock or SystemClock()
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
     engine = load_decisioning_settings(env)
-    servicer = DecisioningServicer(storage.transactions,
-                                   ContentCatalog(settings, engine.peer_timeout_seconds))
+    timeout = engine.peer_timeout_seconds
+    servicer = DecisioningServicer(
+        storage.transactions, ContentCatalog(settings, timeout), ProfileBook(settings, timeout),
+        Engine(new_id, seed=engine.seed, draws=engine.draws,
+               model_refresh_seconds=engine.model_refresh_seconds))
     return ServiceApp(
         settings=settings,
         db=storage.db,

@@ -181,3 +181,11 @@ def delete_point(session: Session, workspace_id: str, key: str, etag: str) -> bo
     result = session.execute(delete(_p).where(
         _p.c.workspace_id == workspace_id, _p.c.key == key, _p.c.etag == etag))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def record_point_error(session: Session, workspace_id: str, key: str, count: int, error: str,
+                       now: datetime) -> None:
+    """Errors of a point's formula or reward filter at run time, shown on the point (the etag
+    stays: the definition did not change)."""
+    session.execute(update(_p).where(_p.c.workspace_id == workspace_id, _p.c.key == key).values(
+        error_count=_p.c.error_count + count, last_error=error[:1000], last_error_time=now))

@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import duration_pb2
 
 from cjo.common.v1 import common_pb2
-from cjo.decisioning.v1 import action_pb2, decision_point_pb2
+from cjo.decisioning.v1 import action_pb2, decision_pb2, decision_point_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo_decisioning.domain.catalogue import (
     Action,
@@ -23,8 +23,9 @@ from cjo_decisioning.domain.catalogue import (
     StoredPoint,
 )
 from cjo_decisioning.domain.reports import DecisionReport, ReportQuery
+from cjo_decisioning.service_layer.decide import Decision, DecisionContext
 from cjo_platform.errors import InvalidArgument
-from cjo_platform.protobuf import from_timestamp, to_timestamp
+from cjo_platform.protobuf import dict_to_struct, from_timestamp, struct_to_dict, to_timestamp
 
 CHANNEL_NAMES: dict[int, str] = {
     common_pb2.CHANNEL_EMAIL: "email",
@@ -192,3 +193,43 @@ def report_reply(report: DecisionReport) -> pb.GetDecisionReportResponse:
             start_time=to_timestamp(b.start), decisions=b.decisions,
             actions=[pb.ActionShare(action=s.action, decisions=s.decisions, share=s.share)
                      for s in b.actions]) for b in report.buckets])
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+def context_from_proto(context: decision_pb2.DecisionContext) -> DecisionContext:
+    return DecisionContext(
+        channel=channel_name(context.channel), attributes=struct_to_dict(context.attributes),
+        time=from_timestamp(context.time) if context.HasField("time") else None,
+        journey_id=context.journey_id, enrollment_id=context.enrollment_id,
+        node_id=context.node_id)
+
+
+def context_to_proto(context: DecisionContext) -> decision_pb2.DecisionContext:
+    return decision_pb2.DecisionContext(
+        channel=CHANNEL_ENUMS.get(context.channel, common_pb2.CHANNEL_UNSPECIFIED),
+        attributes=dict_to_struct(dict(context.attributes)),
+        time=to_timestamp(context.time), journey_id=context.journey_id,
+        enrollment_id=context.enrollment_id, node_id=context.node_id)
+
+
+def decision_to_proto(decision: Decision) -> decision_pb2.Decision:
+    return decision_pb2.Decision(
+        name=f"decisions/{decision.decision_id}", decision_id=decision.decision_id,
+        decision_point=decision.decision_point, profile_id=decision.profile_id,
+        actions=[decision_pb2.RankedAction(
+            action=r.action, propensity=r.propensity, score=r.score,
+            pick_probability=r.pick_probability, value=r.value, lever=r.lever,
+            context_weight=r.context_weight,
+            contents=[content_to_proto(c) for c in r.contents], mandatory=r.mandatory,
+            transactional=r.transactional, topic=r.topic, control=r.control)
+            for r in decision.actions],
+        ineligible=[decision_pb2.IneligibleAction(
+            action=i.action,
+            reason=decision_pb2.IneligibilityReason.Value(f"INELIGIBILITY_REASON_{i.reason}"),
+            detail=i.detail) for i in decision.ineligible],
+        decide_time=to_timestamp(decision.decide_time),
+        outcome=decision.outcome,  # type: ignore[arg-type]
+        expose_time=to_timestamp(decision.expose_time),
+        reward_time=to_timestamp(decision.reward_time),
+        context=context_to_proto(decision.context))

@@ -3,19 +3,26 @@ turns the result into its reply."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
+from cjo.decisioning.v1 import decision_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc as pb_grpc
 from cjo_decisioning.adapters.content import ContentCatalog
+from cjo_decisioning.adapters.identity import Profile, ProfileBook
 from cjo_decisioning.api import convert
 from cjo_decisioning.api.convert import (
     action_from_proto,
     action_to_proto,
+    context_from_proto,
+    decision_to_proto,
     key_from_name,
     point_from_proto,
     point_to_proto,
@@ -30,12 +37,26 @@ from cjo_decisioning.domain.catalogue import (
     content_not_found,
     parse_mask,
 )
-from cjo_decisioning.service_layer import catalogue, reports
+from cjo_decisioning.service_layer import catalogue, exposures, reports
+from cjo_decisioning.service_layer.decide import (
+    DecideItem,
+    Decision,
+    DecisionContext,
+    Engine,
+    check_context,
+    decide_batch,
+    get_decision,
+    profile_of,
+)
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
-from cjo_platform.errors import InvalidArgument
+from cjo_platform.errors import CjoError, InvalidArgument
+from cjo_platform.limits import check_batch
 from cjo_platform.paging import decode_token, encode_token, page_size
+from cjo_platform.protobuf import from_timestamp, struct_to_dict
 from cjo_platform.rpc.auth import current_workspace
+from cjo_platform.rpc.batch import BatchAnswer
 from cjo_platform.rpc.idempotent import once
+from cjo_platform.rpc.status import to_status_proto
 
 DOMAIN = "decisioning.cjo"
 SERVICE = "cjo.decisioning.v1.DecisioningService"
@@ -75,9 +96,12 @@ class DecisioningServicer(pb_grpc.DecisioningServiceServicer):
     """The RPCs, grouped by resource; helpers add theirs the same way: parse, run one
     use-case in ``self.transactions`` (``once`` for mutating ones), convert."""
 
-    def __init__(self, transactions: Transactions, content: ContentCatalog) -> None:
+    def __init__(self, transactions: Transactions, content: ContentCatalog,
+                 profiles: ProfileBook, engine: Engine) -> None:
         self.transactions = transactions
         self.content = content
+        self.profiles = profiles
+        self.engine = engine
 
     async def _check_contents(self, workspace_id: str, action: Action) -> None:
         missing = await self.content.missing(
@@ -212,3 +236,109 @@ class DecisioningServicer(pb_grpc.DecisioningServiceServicer):
         report = await self.transactions.run(
             lambda uow: reports.decision_point_report(uow, workspace, query))
         return convert.report_reply(report)
+
+    # --- decisions -------------------------------------------------------------------------
+
+    async def _decide(self, workspace: str, point: str,
+                      requests: Sequence[tuple[int, DecideRequestItem]],
+                      ) -> list[tuple[int, Decision | CjoError]]:
+        """Decisions for parsed items (index, item): profiles read from identity in one call
+        for the items that carry none; an unknown profile fails only its item."""
+        asked = [(index, item) for index, item in requests if item.profile is None]
+        answers = await self.profiles.profiles(workspace, [item.profile_id for _, item in asked])
+        looked_up: dict[int, Profile | CjoError] = {
+            index: answer for (index, _), answer in zip(asked, answers, strict=True)}
+        outcomes: dict[int, Decision | CjoError] = {}
+        ready: list[tuple[int, DecideItem]] = []
+        for index, item in requests:
+            if item.profile is not None:
+                ready.append((index, DecideItem(item.profile_id, profile_of(item.profile),
+                                                item.context, item.request_id)))
+                continue
+            found = looked_up[index]
+            if isinstance(found, CjoError):
+                outcomes[index] = found
+            else:
+                ready.append((index, DecideItem(found.profile_id, found.view, item.context,
+                                                item.request_id)))
+        if ready:
+            decided = await self.transactions.run(lambda uow: decide_batch(
+                uow, workspace, point, [item for _, item in ready], self.engine))
+            outcomes.update(zip([index for index, _ in ready], decided, strict=True))
+        return [(index, outcomes[index]) for index, _ in requests]
+
+    async def Decide(self, request: pb.DecideRequest,
+                     context: grpc.aio.ServicerContext) -> pb.DecideResponse:
+        workspace = current_workspace()
+        point = key_from_name(request.decision_point, POINTS, "decision_point")
+        item = _item(request.profile_id, request.profile if request.HasField("profile") else None,
+                     request.context, request.request_id)
+        [(_, outcome)] = await self._decide(workspace, point, [(0, item)])
+        if isinstance(outcome, CjoError):
+            raise outcome
+        return pb.DecideResponse(decision=decision_to_proto(outcome))
+
+    async def BatchDecide(self, request: pb.BatchDecideRequest,
+                          context: grpc.aio.ServicerContext) -> pb.BatchDecideResponse:
+        workspace = current_workspace()
+        point = key_from_name(request.decision_point, POINTS, "decision_point")
+        shared = request.context
+        answer = BatchAnswer(request.items, "items", DOMAIN, pb.DecideResult)
+        parsed = answer.parse(lambda item: _item(
+            item.profile_id, item.profile if item.HasField("profile") else None,
+            item.context if item.HasField("context") else shared, item.request_id))
+        for index, outcome in await self._decide(workspace, point, parsed):
+            if isinstance(outcome, CjoError):
+                answer.fail(index, outcome)
+            else:
+                answer.results[index].decision.CopyFrom(decision_to_proto(outcome))
+        return pb.BatchDecideResponse(results=answer.results)
+
+    async def GetDecision(self, request: pb.GetDecisionRequest,
+                          context: grpc.aio.ServicerContext) -> pb.GetDecisionResponse:
+        decision_id = key_from_name(request.name, "decisions/")
+        workspace = current_workspace()
+        found = await self.transactions.run(
+            lambda uow: get_decision(uow, workspace, decision_id))
+        return pb.GetDecisionResponse(decision=decision_to_proto(found))
+
+    async def RecordExposures(self, request: pb.RecordExposuresRequest,
+                              context: grpc.aio.ServicerContext,
+                              ) -> pb.RecordExposuresResponse:
+        workspace = current_workspace()
+        check_batch(request.exposures, "exposures")
+        results = [pb.RecordExposureResult() for _ in request.exposures]
+        items: list[tuple[int, tuple[str, datetime | None]]] = []
+        for index, exposure in enumerate(request.exposures):
+            if not exposure.decision_id:
+                results[index].status.CopyFrom(to_status_proto(InvalidArgument.one(
+                    f"exposures[{index}].decision_id", "is required"), DOMAIN))
+                continue
+            items.append((index, (exposure.decision_id, from_timestamp(exposure.expose_time)
+                                  if exposure.HasField("expose_time") else None)))
+        answers = await self.transactions.run(lambda uow: exposures.expose(
+            uow, workspace, [item for _, item in items]))
+        for (index, _), outcome in zip(items, answers, strict=True):
+            if isinstance(outcome, CjoError):
+                results[index].status.CopyFrom(to_status_proto(outcome, DOMAIN))
+            else:
+                results[index].duplicate = outcome
+        return pb.RecordExposuresResponse(results=results)
+
+
+@dataclass(frozen=True)
+class DecideRequestItem:
+    profile_id: str
+    profile: dict[str, Any] | None  # the inline view; None: read it from identity
+    context: DecisionContext
+    request_id: str
+
+
+def _item(profile_id: str, profile: struct_pb2.Struct | None,
+          context: decision_pb2.DecisionContext, request_id: str) -> DecideRequestItem:
+    if not profile_id:
+        raise InvalidArgument.one("profile_id", "is required")
+    parsed = context_from_proto(context)
+    check_context(parsed)
+    return DecideRequestItem(profile_id, None if profile is None else struct_to_dict(profile),
+                             parsed, request_id)

@@ -345,6 +345,11 @@ def point_not_found(key: str) -> NotFound:
                     metadata={"decision_point": key})
 
 
+def decision_not_found(decision_id: str) -> NotFound:
+    return NotFound(f"decision {decision_id!r} not found", reason="DECISION_NOT_FOUND",
+                    metadata={"decision_id": decision_id})
+
+
 def content_not_found(key: str) -> NotFound:
     return NotFound(f"content item {key!r} not found", reason="CONTENT_NOT_FOUND",
                     metadata={"content_key": key})

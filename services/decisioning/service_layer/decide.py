@@ -1,0 +1,507 @@
+"""Decide: the ranked eligible actions of a decision point for a batch of people, in one
+transaction.
+
+Per call: the point and its actions (their compiled expressions cached by etag), the models
+(cached by version), the replays of request ids and the contact counts are read with one query
+each, whatever the batch size; every candidate of every person is checked (validity, budget,
+contact limits, channel content, eligibility, context weight, formula), the policy ranks the
+whole batch at once, and the decisions are written in one bulk insert. A failing expression
+makes only that action ineligible for that person; nothing here fails the batch for one item."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import RowMapping
+
+from cjo_decisioning.adapters import catalogue as repository
+from cjo_decisioning.adapters import decisions as log
+from cjo_decisioning.adapters import models as model_store
+from cjo_decisioning.adapters.tables import EXPOSED, NO_ACTION, PENDING
+from cjo_decisioning.domain.catalogue import (
+    Action,
+    ActionContent,
+    StoredPoint,
+    decision_not_found,
+    point_not_found,
+)
+from cjo_decisioning.domain.features import ContextView, Features, featurize
+from cjo_decisioning.domain.model import ActionModel
+from cjo_decisioning.domain.policy import Candidate, PolicyConfig, Ranked, decide
+from cjo_platform.cel import CelEvaluationError, Expression, load_expression
+from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.errors import InvalidArgument
+from cjo_platform.profiles import CONSENT, IDENTIFIERS, SEGMENTS, consent_view
+
+# Ineligibility reasons (IneligibilityReason names without the prefix).
+ELIGIBILITY_RULE = "ELIGIBILITY_RULE"
+ELIGIBILITY_ERROR = "ELIGIBILITY_ERROR"
+NOT_ACTIVE = "NOT_ACTIVE"
+CONTACT_LIMIT = "CONTACT_LIMIT"
+BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+NO_CONTENT_FOR_CHANNEL = "NO_CONTENT_FOR_CHANNEL"
+ARBITRATION_ERROR = "ARBITRATION_ERROR"
+ACTION_DELETED = "ACTION_DELETED"
+
+MAX_ATTRIBUTES = 50
+# A formula is affine in the propensity when its midpoint is the mean of its ends, up to this.
+AFFINE_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    channel: str = ""  # "" any
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    time: datetime | None = None  # None: now
+    journey_id: str = ""
+    enrollment_id: str = ""
+    node_id: str = ""
+
+    def to_json(self, decide_time: datetime) -> dict[str, Any]:
+        return {**asdict(self), "attributes": dict(self.attributes),
+                "time": decide_time.isoformat()}
+
+    @staticmethod
+    def from_json(doc: Mapping[str, Any]) -> DecisionContext:
+        time = doc.get("time")
+        return DecisionContext(doc.get("channel", ""), dict(doc.get("attributes") or {}),
+                               None if time is None else datetime.fromisoformat(time),
+                               doc.get("journey_id", ""), doc.get("enrollment_id", ""),
+                               doc.get("node_id", ""))
+
+
+@dataclass(frozen=True)
+class DecideItem:
+    profile_id: str  # the survivor's when identity answered for a merged-away id
+    profile: Mapping[str, Any]  # the profile view
+    context: DecisionContext
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class RankedAction:
+    action: str
+    propensity: float
+    score: float
+    pick_probability: float
+    value: float
+    lever: float
+    context_weight: float
+    contents: tuple[ActionContent, ...] = ()
+    mandatory: bool = False
+    transactional: bool = False
+    topic: str = ""
+    control: bool = False
+
+
+@dataclass(frozen=True)
+class IneligibleAction:
+    action: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision_id: str
+    decision_point: str
+    profile_id: str
+    actions: tuple[RankedAction, ...]
+    ineligible: tuple[IneligibleAction, ...]
+    decide_time: datetime
+    outcome: int
+    context: DecisionContext
+    expose_time: datetime | None = None
+    reward_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What a decision needs beyond its inputs: ids, randomness and model refreshes."""
+
+    new_id: Callable[[], str]
+    seed: int | None = None
+    draws: int = 256
+    model_refresh_seconds: float = 1.0
+
+
+def check_context(context: DecisionContext, field_path: str = "context") -> None:
+    if len(context.attributes) > MAX_ATTRIBUTES:
+        raise InvalidArgument.one(f"{field_path}.attributes", f"at most {MAX_ATTRIBUTES}")
+
+
+def profile_of(view: Mapping[str, Any]) -> dict[str, Any]:
+    """An inline profile as a full view: the reserved keys a caller left out are empty."""
+    full = dict(view)
+    full.setdefault("computed", {})
+    full.setdefault(SEGMENTS, [])
+    full.setdefault(CONSENT, consent_view(()))
+    full.setdefault(IDENTIFIERS, {})
+    return full
+
+
+# --- the catalogue, compiled and cached --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CompiledAction:
+    action: Action
+    etag: str
+    eligibility: Expression | None
+
+
+@dataclass
+class _CompiledPoint:
+    stored: StoredPoint
+    context_weight: Expression | None
+    formula: Expression | None
+
+
+_lock = threading.Lock()
+_points: dict[tuple[int, str, str], _CompiledPoint] = {}
+_actions: dict[tuple[int, str, str], _CompiledAction] = {}
+_MAX_CACHED = 10_000
+
+
+def _expression(source: str, field_path: str) -> Expression | None:
+    return load_expression(source, field_path) if source else None
+
+
+def _point(uow: UnitOfWork, workspace_id: str, key: str) -> _CompiledPoint:
+    engine = id(uow.session.get_bind().engine)
+    etag = repository.point_etag(uow.session, workspace_id, key)
+    if etag is None:
+        raise point_not_found(key)
+    with _lock:
+        cached = _points.get((engine, workspace_id, key))
+    if cached is not None and cached.stored.etag == etag:
+        return cached
+    stored = repository.get_point(uow.session, workspace_id, key)
+    if stored is None:
+        raise point_not_found(key)
+    arbitration = stored.point.arbitration
+    compiled = _CompiledPoint(stored,
+                              _expression(arbitration.context_weight,
+                                          "arbitration.context_weight"),
+                              _expression(arbitration.formula, "arbitration.formula"))
+    with _lock:
+        if len(_points) > _MAX_CACHED:
+            _points.clear()
+        _points[(engine, workspace_id, key)] = compiled
+    return compiled
+
+
+def _catalogue(uow: UnitOfWork, workspace_id: str, keys: Sequence[str],
+               ) -> tuple[dict[str, _CompiledAction], dict[str, int]]:
+    """The point's existing actions (compiled) and their exposures so far (budgets)."""
+    engine = id(uow.session.get_bind().engine)
+    current = repository.action_etags(uow.session, workspace_id, keys)
+    found: dict[str, _CompiledAction] = {}
+    stale: list[str] = []
+    with _lock:
+        for key, (etag, _) in current.items():
+            cached = _actions.get((engine, workspace_id, key))
+            if cached is not None and cached.etag == etag:
+                found[key] = cached
+            else:
+                stale.append(key)
+    if stale:
+        loaded = repository.get_actions(uow.session, workspace_id, stale)
+        with _lock:
+            if len(_actions) > _MAX_CACHED:
+                _actions.clear()
+            for key, stored in loaded.items():
+                compiled = _CompiledAction(stored.action, stored.etag,
+                                           _expression(stored.action.eligibility, "eligibility"))
+                _actions[(engine, workspace_id, key)] = compiled
+                found[key] = compiled
+    return found, {key: exposures for key, (_, exposures) in current.items()}
+
+
+# --- candidates --------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    """A finite number >= 0, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _contacts(uow: UnitOfWork, workspace_id: str, items: Sequence[DecideItem],
+              actions: Mapping[str, _CompiledAction], now: datetime,
+              ) -> dict[tuple[str, str], list[datetime]]:
+    limited = {key: a.action for key, a in actions.items()
+               if a.action.contact_limits and not a.action.transactional}
+    if not limited or not items:
+        return {}
+    longest = max(limit.period for a in limited.values() for limit in a.contact_limits)
+    earliest = min(item.context.time or now for item in items)
+    found: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+    for profile_id, action, exposed in log.contacts(
+            uow.session, workspace_id, {item.profile_id for item in items}, limited,
+            earliest - longest):
+        found[(profile_id, action)].append(exposed)
+    return found
+
+
+def _limit_reached(action: Action, exposures: Sequence[datetime], at: datetime) -> str | None:
+    for limit in action.contact_limits:
+        since = at - limit.period
+        count = sum(1 for t in exposures if since <= t <= at)
+        if count >= limit.max_exposures:
+            return (f"{count} exposures in {limit.period} (at most {limit.max_exposures})")
+    return None
+
+
+@dataclass
+class _Evaluated:
+    candidates: list[Candidate] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)
+    ineligible: list[IneligibleAction] = field(default_factory=list)
+
+
+def _candidates(point: _CompiledPoint, actions: Mapping[str, _CompiledAction],
+                exposures: Mapping[str, int], contacts: Mapping[tuple[str, str], list[datetime]],
+                item: DecideItem, at: datetime, context: ContextView,
+                errors: list[str]) -> _Evaluated:
+    spec = point.stored.point
+    out = _Evaluated()
+    cel_context = context.cel()
+    for key in spec.actions:
+        compiled = actions.get(key)
+        if compiled is None:
+            out.ineligible.append(IneligibleAction(key, ACTION_DELETED,
+                                                   "the action was deleted"))
+            continue
+        action = compiled.action
+        if (action.start_time and at < action.start_time) or (
+                action.end_time and at >= action.end_time):
+            out.ineligible.append(IneligibleAction(key, NOT_ACTIVE,
+                                                   f"not offered at {at.isoformat()}"))
+            continue
+        if action.budget and exposures.get(key, 0) >= action.budget:
+            out.ineligible.append(IneligibleAction(
+                key, BUDGET_EXHAUSTED, f"{exposures.get(key, 0)} of {action.budget} exposed"))
+            continue
+        if action.contact_limits and not action.transactional:
+            reached = _limit_reached(action, contacts.get((item.profile_id, key), ()), at)
+            if reached:
+                out.ineligible.append(IneligibleAction(key, CONTACT_LIMIT, reached))
+                continue
+        if context.channel and action.contents and action.content_for(context.channel) is None:
+            out.ineligible.append(IneligibleAction(key, NO_CONTENT_FOR_CHANNEL,
+                                                   f"no content for {context.channel}"))
+            continue
+        activation: dict[str, Any] = {"profile": item.profile, "context": cel_context}
+        if compiled.eligibility is not None:
+            try:
+                held = compiled.eligibility.evaluate(activation)
+            except CelEvaluationError as exc:
+                out.ineligible.append(IneligibleAction(key, ELIGIBILITY_ERROR, str(exc)))
+                continue
+            if held is not True:
+                out.ineligible.append(IneligibleAction(key, ELIGIBILITY_RULE,
+                                                       f"{action.eligibility} is not true"))
+                continue
+        activation["action"] = action.cel()
+        weight: float | None = 1.0
+        if point.context_weight is not None:
+            try:
+                weight = _number(point.context_weight.evaluate(activation))
+                problem = "is not a finite number >= 0"
+            except CelEvaluationError as exc:
+                weight, problem = None, str(exc)
+            if weight is None:
+                out.ineligible.append(IneligibleAction(
+                    key, ARBITRATION_ERROR, f"context weight: {problem}"))
+                continue
+        assert weight is not None
+        value, lever = action.effective_value, action.effective_lever
+        slope, intercept = weight * value * lever, 0.0
+        if point.formula is not None:
+            terms = {**activation, "context_weight": weight, "value": value, "lever": lever}
+            try:
+                at0, at1, middle = (_number(point.formula.evaluate({**terms, "propensity": p}))
+                                    for p in (0.0, 1.0, 0.5))
+            except CelEvaluationError as exc:
+                errors.append(f"arbitration.formula: {exc}")
+                out.ineligible.append(IneligibleAction(key, ARBITRATION_ERROR, str(exc)))
+                continue
+            if at0 is None or at1 is None or middle is None:
+                out.ineligible.append(IneligibleAction(
+                    key, ARBITRATION_ERROR, "the formula gave no finite number >= 0"))
+                continue
+            if abs(middle - (at0 + at1) / 2) > AFFINE_TOLERANCE * max(1.0, abs(at0), abs(at1)):
+                errors.append("arbitration.formula: not affine in propensity")
+                out.ineligible.append(IneligibleAction(
+                    key, ARBITRATION_ERROR, "the formula must be affine in propensity "
+                                            "(a + b * propensity)"))
+                continue
+            slope, intercept = at1 - at0, at0
+        out.weights[key] = weight
+        out.candidates.append(Candidate(action=key, slope=slope, intercept=intercept,
+                                        mandatory=action.mandatory,
+                                        control=key == spec.control_action))
+    return out
+
+
+# --- decide ------------------------------------------------------------------------------------
+
+
+def _rng(engine: Engine, point: str, items: Sequence[DecideItem]) -> np.random.Generator:
+    if engine.seed is None:
+        return np.random.default_rng()
+    text = "\x1f".join([point, *(item.request_id or item.profile_id for item in items)])
+    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    return np.random.default_rng([engine.seed, digest])
+
+
+def _ranked_json(r: RankedAction, returned: bool) -> dict[str, Any]:
+    doc = asdict(r)
+    doc["contents"] = [asdict(c) for c in r.contents]
+    doc["returned"] = returned
+    return doc
+
+
+def decision_from_row(row: RowMapping) -> Decision:
+    ranked = tuple(RankedAction(**{
+        **{k: v for k, v in c.items() if k != "returned"},
+        "contents": tuple(ActionContent(**x) for x in c.get("contents", ()))})
+        for c in row["candidates"] if c.get("returned"))
+    ineligible = tuple(IneligibleAction(i["action"], i["reason"], i.get("detail", ""))
+                       for i in row["ineligible"])
+    return Decision(row["decision_id"], row["decision_point"], row["profile_id"], ranked,
+                    ineligible, row["decide_time"], int(row["outcome"]),
+                    DecisionContext.from_json(row["context"]), row["expose_time"],
+                    row["reward_time"])
+
+
+def decide_batch(uow: UnitOfWork, workspace_id: str, point_key: str,
+                 items: Sequence[DecideItem], engine: Engine) -> list[Decision]:
+    """One decision per item, in order (a repeated request id gets its first decision)."""
+    point = _point(uow, workspace_id, point_key)
+    spec = point.stored.point
+    now = uow.now()
+    replayed = log.replays(uow.session, workspace_id, point_key,
+                           [i.request_id for i in items if i.request_id])
+    answers: list[Decision | None] = [
+        decision_from_row(replayed[i.request_id]) if i.request_id in replayed else None
+        for i in items]
+    # A request id twice in one batch: the later ones get the first one's decision.
+    first_of: dict[str, int] = {}
+    fresh: list[int] = []
+    for index, item in enumerate(items):
+        if answers[index] is None:
+            if item.request_id and item.request_id in first_of:
+                continue
+            if item.request_id:
+                first_of[item.request_id] = index
+            fresh.append(index)
+    todo = [items[i] for i in fresh]
+    if todo:
+        actions, exposures = _catalogue(uow, workspace_id, spec.actions)
+        contacts = _contacts(uow, workspace_id, todo, actions, now)
+        stored = model_store.load(uow, workspace_id, point_key, list(actions),
+                                  refresh_seconds=engine.model_refresh_seconds)
+        prior = spec.model.effective_prior
+        models = {key: stored.get(key) or ActionModel.prior(prior) for key in actions}
+        errors: list[str] = []
+        features: list[Features] = []
+        evaluated: list[_Evaluated] = []
+        times: list[datetime] = []
+        for item in todo:
+            at = (item.context.time or now).astimezone(UTC)
+            view = ContextView(item.context.channel, at, item.context.attributes)
+            times.append(at)
+            features.append(featurize(item.profile, view, names=spec.model.features,
+                                      contextual=not spec.model.non_contextual))
+            evaluated.append(_candidates(point, actions, exposures, contacts, item, at, view,
+                                         errors))
+        config = PolicyConfig(method=spec.exploration.method,
+                              epsilon=spec.exploration.effective_epsilon,
+                              min_control_share=spec.min_control_share, draws=engine.draws)
+        rankings = decide(models, features, [e.candidates for e in evaluated], config,
+                          _rng(engine, point_key, todo))
+        decisions, rows, exposed = _log(uow, workspace_id, point, actions, todo, times,
+                                        features, evaluated, rankings, engine)
+        log.insert(uow.session, rows)
+        if exposed:
+            repository.add_exposures(uow.session, workspace_id, exposed)
+        if errors:
+            repository.record_point_error(uow.session, workspace_id, point_key, len(errors),
+                                          errors[-1], now)
+        for index, decision in zip(fresh, decisions, strict=True):
+            answers[index] = decision
+    for index, item in enumerate(items):
+        if answers[index] is None:
+            answers[index] = answers[first_of[item.request_id]]
+    return [a for a in answers if a is not None]
+
+
+def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
+         actions: Mapping[str, _CompiledAction], items: Sequence[DecideItem],
+         times: Sequence[datetime], features: Sequence[Features],
+         evaluated: Sequence[_Evaluated], rankings: Sequence[Sequence[Ranked]], engine: Engine,
+         ) -> tuple[list[Decision], list[dict[str, Any]], dict[str, int]]:
+    spec = point.stored.point
+    on_decide = spec.exposure == "on_decide"
+    window = spec.reward.effective_window
+    limit = spec.effective_max_actions
+    decisions: list[Decision] = []
+    rows: list[dict[str, Any]] = []
+    exposed: dict[str, int] = defaultdict(int)
+    for item, at, feats, found, ranking in zip(items, times, features, evaluated, rankings,
+                                               strict=True):
+        ranked: list[RankedAction] = []
+        for r in ranking:
+            action = actions[r.action].action
+            contents = action.contents
+            if item.context.channel:
+                contents = tuple(c for c in contents if c.channel == item.context.channel)
+            ranked.append(RankedAction(
+                r.action, float(r.propensity), float(r.score), float(r.pick_probability),
+                action.effective_value, action.effective_lever, found.weights[r.action],
+                contents, action.mandatory, action.transactional, action.topic,
+                r.action == spec.control_action))
+        first = ranked[0] if ranked else None
+        outcome = NO_ACTION if first is None else EXPOSED if on_decide else PENDING
+        expose_time = at if outcome == EXPOSED else None
+        if first is not None and outcome == EXPOSED:
+            exposed[first.action] += 1
+        decision = Decision(engine.new_id(), spec.key, item.profile_id, tuple(ranked[:limit]),
+                            tuple(found.ineligible), at, outcome, replace(item.context, time=at),
+                            expose_time)
+        decisions.append(decision)
+        rows.append({
+            "workspace_id": workspace_id, "decision_id": decision.decision_id,
+            "decision_point": spec.key, "profile_id": item.profile_id,
+            "action": first.action if first else "",
+            "pick_probability": first.pick_probability if first else 0.0,
+            "control": bool(first and first.control), "request_id": item.request_id,
+            "decide_time": at, "decide_hour": int(at.timestamp() // 3600),
+            "candidates": [_ranked_json(r, i < limit) for i, r in enumerate(ranked)],
+            "ineligible": [asdict(i) for i in found.ineligible],
+            "features": feats.to_json(), "context": item.context.to_json(at),
+            "outcome": outcome, "expose_time": expose_time,
+            "reward_deadline": at + window if expose_time else None,
+            "reward_time": None, "reward_event_id": "", "learned": False,
+            "lease_owner": "", "lease_until": None})
+    return decisions, rows, dict(exposed)
+
+
+def get_decision(uow: UnitOfWork, workspace_id: str, decision_id: str) -> Decision:
+    row = log.get(uow.session, workspace_id, decision_id)
+    if row is None:
+        raise decision_not_found(decision_id)
+    return decision_from_row(row)
+
