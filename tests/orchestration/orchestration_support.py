@@ -33,6 +33,7 @@ from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2
 from cjo.content.v1 import content_service_pb2 as content_pb
 from cjo.content.v1 import content_service_pb2_grpc as content_grpc
+from cjo.decisioning.v1 import decisioning_service_pb2_grpc as decisioning_grpc
 from cjo.delivery.v1 import delivery_service_pb2 as delivery_pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as delivery_grpc
 from cjo.delivery.v1 import message_pb2
@@ -591,19 +592,25 @@ async def start_peers(cluster: Cluster) -> None:
 
 @asynccontextmanager
 async def running(backend: Backend, *, content_gate: bool = False,
-                  clock: Clock | None = None) -> AsyncIterator[Cluster]:
+                  clock: Clock | None = None, decisioning: Any = None) -> AsyncIterator[Cluster]:
     """Analytics, content, delivery, an identity stand-in (:class:`InboxIdentity`), then
     orchestration pointed at all four (on ``clock``, when
     given, so a test moves orchestration's time by hand). With
     ``content_gate``, orchestration reaches content through ``cluster.content_gate``, which
-    starts closed: content is down for orchestration until the test opens it."""
+    starts closed: content is down for orchestration until the test opens it. ``decisioning``
+    is a DecisioningService servicer to serve as decisioning; without one, decisioning is a
+    port nothing listens on."""
     async with AsyncExitStack() as stack:
         cluster = Cluster(backend, stack)
         await start_peers(cluster)
         cluster.targets["identity"] = await stack.enter_async_context(fake_server(
             InboxIdentity(cluster), identity_grpc.add_IdentityServiceServicer_to_server,
             free_port()))
-        peers = dict(cluster.targets)
+        if decisioning is not None:
+            cluster.targets["decisioning"] = await stack.enter_async_context(fake_server(
+                decisioning, decisioning_grpc.add_DecisioningServiceServicer_to_server,
+                free_port()))
+        peers = {"decisioning": f"127.0.0.1:{free_port()}", **cluster.targets}
         if content_gate:
             cluster.content_gate = Gate(cluster.targets["content"])
             stack.push_async_callback(cluster.content_gate.close)

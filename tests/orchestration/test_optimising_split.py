@@ -10,13 +10,16 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
+from google.protobuf import duration_pb2
 from orchestration_support import (
     FakeDecisioning,
     Ids,
     RecordingPeers,
     fake_server,
     migrated_database,
+    running,
     transactions_on,
 )
 from sqlalchemy import select
@@ -25,6 +28,8 @@ from cjo.analytics.v1 import fact_pb2
 from cjo.decisioning.v1 import decision_point_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2 as dpb
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc as dgrpc
+from cjo.orchestration.v1 import journey_pb2
+from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo_orchestration.adapters.peers import ChosenAction, DecisioningCatalog
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.domain.decisions import arm_action_key, split_point_key
@@ -49,7 +54,7 @@ from cjo_platform.config import Env
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import InvalidArgument, Unavailable
 from cjo_platform.facts import FACTS_TOPIC
-from support import Backend, free_port, settings_for
+from support import Backend, as_service, free_port, settings_for
 
 WS = "ws"
 SETTINGS = load_engine_settings(Env({}))
@@ -186,6 +191,50 @@ async def test_invalid_optimising_splits_are_refused_before_decisioning_is_asked
     assert field in {v.field for v in refused.value.violations} | {
         v.field.removeprefix("journey.") for v in refused.value.violations}
     assert servicer.points == [] and servicer.actions == []
+
+
+async def test_publish_journey_upserts_through_the_service(backend: Backend) -> None:
+    """PublishJourney over gRPC, with the service wired as bootstrap wires it: the point is
+    upserted before the version exists; with decisioning unreachable, UNAVAILABLE and still a
+    draft."""
+    recorder = RecordingDecisioning()
+    draft = journey_pb2.Journey(
+        display_name="Welcome", event_trigger=journey_pb2.EventTrigger(event_name="visit"),
+        entry_node_id="pick",
+        goal=journey_pb2.Goal(event_name="order_completed", window=duration(timedelta(days=1))),
+        nodes=[journey_pb2.Node(id="pick", split=journey_pb2.SplitNode(optimize=True, arms=[
+                   journey_pb2.SplitArm(name="a", next_node_id="done"),
+                   journey_pb2.SplitArm(name="b", next_node_id="done"),
+                   journey_pb2.SplitArm(name="control", control=True)])),
+               journey_pb2.Node(id="done", exit=journey_pb2.ExitNode())])
+    async with running(backend, decisioning=recorder) as cluster:
+        stub = cluster.orchestration
+        created = (await stub.CreateJourney(pb.CreateJourneyRequest(journey=draft),
+                                            metadata=as_service(WS))).journey
+        published = (await stub.PublishJourney(pb.PublishJourneyRequest(name=created.name),
+                                               metadata=as_service(WS))).journey
+        assert published.published_version == 1
+        [upsert] = recorder.points
+        assert upsert.decision_point.key == f"journey.{created.journey_id}.pick"
+        assert upsert.decision_point.min_control_share == pytest.approx(0.1)
+        assert published.nodes[0].split.optimize  # the journey reads back as written
+    async with running(backend) as cluster:  # decisioning down
+        stub = cluster.orchestration
+        created = (await stub.CreateJourney(pb.CreateJourneyRequest(journey=draft),
+                                            metadata=as_service(WS))).journey
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.PublishJourney(pb.PublishJourneyRequest(name=created.name),
+                                      metadata=as_service(WS))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        again = (await stub.GetJourney(pb.GetJourneyRequest(name=created.name),
+                                       metadata=as_service(WS))).journey
+        assert again.published_version == 0
+
+
+def duration(value: timedelta) -> duration_pb2.Duration:
+    message = duration_pb2.Duration()
+    message.FromTimedelta(value)
+    return message
 
 
 def queued_facts(tx: Transactions) -> list[fact_pb2.Fact]:
