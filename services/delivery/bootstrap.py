@@ -34,6 +34,7 @@ from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.db.signals import Signals
 from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.decisioning import decisioning_facts_forwarder
 from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
@@ -145,6 +146,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
 
     forwarder = facts_forwarder(settings, storage.db, storage.outbox)
     events = identity_events_forwarder(settings, storage.db, storage.outbox)
+    # Exposures of decisions, opens and clicks for decisioning (rewards, send times).
+    outcomes = decisioning_facts_forwarder(settings, storage.db, storage.outbox)
 
     async def record(engagement: Engagement) -> bool:
         return await transactions.run(lambda uow: record_engagement(uow, engagement))
@@ -158,8 +161,11 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     async def forward_events() -> None:
         await events.run()
 
+    async def forward_outcomes() -> None:
+        await outcomes.run()
+
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [
-        signals.run, send_messages, forward_facts, forward_events]
+        signals.run, send_messages, forward_facts, forward_events, forward_outcomes]
     if tracking is not None:
         listener = EngagementListener(tracking[0], record, settings.host, tracking[1])
         background.append(listener.run)
@@ -173,7 +179,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                             delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server,
                             SERVICE),
                    dead_letter_servicer(transactions, storage.dead_letters,
-                                        outbox_replays(forwarder, events),
+                                        outbox_replays(forwarder, events, outcomes),
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/EraseProfiles"},

@@ -1,6 +1,7 @@
 """Wires the identity service: storage, its own API key authentication, the two servicers, the
-outbox forwarders to orchestration (events) and analytics (conversion and merge facts), and the
-time worker (lapsing computed traits, backfills)."""
+outbox forwarders to orchestration (events), analytics (conversion and merge facts) and
+decisioning (track events and merges: rewards), and the time worker (lapsing computed traits,
+backfills)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from cjo_identity.settings import load_time_settings
 from cjo_identity.workers.time import TimeWorker
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.decisioning import decisioning_events_forwarder
 from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.auth import Authenticator, CachingResolver
 from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
@@ -38,6 +40,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     events = events_forwarder(settings, storage.db, storage.outbox)
     # Conversion and merge facts share the outbox; each forwarder drains only its own topic.
     facts = facts_forwarder(settings, storage.db, storage.outbox)
+    # Decisioning learns from the track events (its rewards): one more outbox row per event.
+    to_decisioning = env.bool("CJO_IDENTITY_FORWARD_TO_DECISIONING", True)
+    rewards = decisioning_events_forwarder(settings, storage.db, storage.outbox)
     timing = load_time_settings(env)
     time = TimeWorker(LapseRound(transactions, timing.lapses),
                       BackfillRound(transactions, timing.backfills), timing.poll_seconds)
@@ -45,17 +50,20 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         settings=settings,
         db=storage.db,
         servicers=[
-            Servicer(IdentityServicer(transactions, on_backfill=time.wake),
+            Servicer(IdentityServicer(transactions, on_backfill=time.wake,
+                                      forward_to_decisioning=to_decisioning),
                      identity_service_pb2_grpc.add_IdentityServiceServicer_to_server,
                      identity_servicer.SERVICE),
             Servicer(WorkspaceServicer(transactions, from_database, resolve_key.forget_key),
                      workspace_service_pb2_grpc.add_WorkspaceServiceServicer_to_server,
                      workspace_servicer.SERVICE),
             dead_letter_servicer(transactions, storage.dead_letters,
-                                 outbox_replays(events, facts), f"{settings.service}.cjo"),
+                                 outbox_replays(events, facts, rewards),
+                                 f"{settings.service}.cjo"),
         ],
         authenticator=Authenticator(settings.service_token, resolve_key),
         service_only_methods=workspace_servicer.SERVICE_ONLY_METHODS,
-        background=[events.run, facts.run, time.run],
+        # With forwarding off, rows written before still drain.
+        background=[events.run, facts.run, rewards.run, time.run],
         migrate=storage.migrate,
     )

@@ -7,18 +7,25 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from identity_support import START, Identity, Recorder, serve_identity
+from identity_support import START, DecisioningRecorder, Identity, Recorder, serve_identity
 
+from cjo.decisioning.v1 import decisioning_service_pb2_grpc as dec_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from cjo_platform.clock import ManualClock
 from support import Backend
 
 
 @pytest.fixture
-async def recorder() -> AsyncIterator[Recorder]:
+def decisioning() -> DecisioningRecorder:
+    return DecisioningRecorder()
+
+
+@pytest.fixture
+async def recorder(decisioning: DecisioningRecorder) -> AsyncIterator[Recorder]:
     server = grpc.aio.server()
     recording = Recorder()
     orch_grpc.add_OrchestrationServiceServicer_to_server(recording, server)
+    dec_grpc.add_DecisioningServiceServicer_to_server(decisioning, server)
     recording.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
     await server.start()
     yield recording

@@ -14,6 +14,8 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 from sqlalchemy import func, select
 
+from cjo.decisioning.v1 import decisioning_service_pb2 as dec_pb
+from cjo.decisioning.v1 import decisioning_service_pb2_grpc as dec_grpc
 from cjo.identity.v1 import (
     backfill_pb2,
     event_pb2,
@@ -75,6 +77,28 @@ class Recorder(orch_grpc.OrchestrationServiceServicer):
 
 
 @dataclass
+class DecisioningRecorder(dec_grpc.DecisioningServiceServicer):
+    """Stands in for decisioning on the recorder's server: records RecordEvents calls (the
+    track events and merges identity forwards for rewards) and acknowledges every item."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    async def RecordEvents(self, request: dec_pb.RecordEventsRequest,
+                           context: grpc.aio.ServicerContext) -> dec_pb.RecordEventsResponse:
+        metadata = dict(context.invocation_metadata() or ())
+        self.deliveries.append(Delivery(
+            str(metadata.get("x-cjo-workspace", "")), str(metadata.get("authorization", "")),
+            str(metadata.get("traceparent", "")), list(request.events)))
+        ok = status_pb2.Status(code=code_pb2.OK)
+        return dec_pb.RecordEventsResponse(
+            results=[dec_pb.RecordEventResult(status=ok) for _ in request.events])
+
+    @property
+    def events(self) -> list[orch_pb.ForwardedEvent]:
+        return [e for d in self.deliveries for e in d.events]
+
+
+@dataclass
 class Identity:
     """A running identity service and stubs to call it."""
 
@@ -113,7 +137,10 @@ async def serve_identity(backend: Backend, recorder: Recorder, clock: ManualCloc
     """An identity process (a replica, when called again on the same backend) forwarding to
     ``recorder``; its time worker looks for due profiles often (tests advance the clock, then
     wait), unless ``env`` says otherwise."""
-    settings = settings_for("identity", backend, CJO_ORCHESTRATION_TARGET=recorder.address)
+    # The recorder's server plays decisioning too (DecisioningRecorder), never whatever may be
+    # listening on decisioning's default port.
+    settings = settings_for("identity", backend, CJO_ORCHESTRATION_TARGET=recorder.address,
+                            CJO_DECISIONING_TARGET=recorder.address)
     app = build(settings, Env({"CJO_IDENTITY_TIME_POLL_SECONDS": "0.05", **env}), clock=clock)
     async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
         yield Identity(app, clock, identity_service_pb2_grpc.IdentityServiceStub(channel),

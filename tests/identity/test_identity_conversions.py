@@ -54,6 +54,7 @@ async def pair(backend: Backend, recorder: Recorder) -> AsyncIterator[Pair]:
             grpc.aio.insecure_channel(analytics_address) as analytics_channel:
         clock = ManualClock(START)
         settings = settings_for("identity", backend, CJO_ORCHESTRATION_TARGET=recorder.address,
+                                CJO_DECISIONING_TARGET=recorder.address,
                                 CJO_ANALYTICS_TARGET=analytics_address)
         app = build_identity(settings, Env({}), clock=clock)
         async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:

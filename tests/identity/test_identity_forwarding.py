@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from identity_support import Identity, Recorder, event
+import pytest
+from identity_support import START, DecisioningRecorder, Identity, Recorder, event, serve_identity
 
 from cjo.identity.v1 import identity_service_pb2 as pb
-from support import SERVICE_TOKEN, eventually
+from cjo_identity.bootstrap import build
+from cjo_platform.clock import ManualClock
+from cjo_platform.config import ConfigError, Env
+from support import SERVICE_TOKEN, Backend, eventually, settings_for
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
@@ -84,3 +88,52 @@ async def test_events_wait_out_an_orchestration_outage(identity: Identity,
     await eventually(lambda: drained(identity))
     assert sorted(e.event_id for e in recorder.events) == sorted(sent)  # none lost, none doubled
     assert [e.event.message_id for e in recorder.events] == [f"m{i}" for i in range(5)]
+
+
+async def test_track_events_and_merges_reach_decisioning_identify_calls_do_not(
+        identity: Identity, recorder: Recorder, decisioning: DecisioningRecorder) -> None:
+    """Decisioning gets the bytes orchestration gets, for track events (its rewards) and merges
+    (a survivor's reward finds the merged profile's decisions); an identify call rewards
+    nothing and is not sent. Another workspace's events go on its own behalf."""
+    acme = await identity.new_workspace("acme")
+    other = await identity.new_workspace("other")
+    for batch in ([event("i1", ("user_id", "u1"), traits={"plan": "pro"}, identify=True),
+                   event("t1", ("user_id", "u1"), name="order_completed"),
+                   event("t2", ("anonymous_id", "a9"), name="page_viewed")],
+                  # Links a9 to u1: two profiles become one (a merge).
+                  [event("t3", ("user_id", "u1"), ("anonymous_id", "a9"), name="cart_viewed")]):
+        await identity.events.IngestEvents(pb.IngestEventsRequest(events=batch), metadata=acme)
+    await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        event("t1", ("user_id", "u1"), name="order_completed")]), metadata=other)
+    # (The merge's fact for analytics waits in the outbox: no analytics here.)
+    await eventually(lambda: len(decisioning.events) >= 5 and len(recorder.events) >= 6)
+    by_workspace = Counter(d.workspace_id for d in decisioning.deliveries for _ in d.events)
+    assert by_workspace == {"acme": 4, "other": 1}
+    names = [e.event.name for d in decisioning.deliveries if d.workspace_id == "acme"
+             for e in d.events]
+    assert sorted(names) == ["cart_viewed", "order_completed", "page_viewed", "profile_merged"]
+    # The same bytes as orchestration's (an identify call goes there only).
+    to_orchestration = {e.event_id: e for e in recorder.events}
+    for e in decisioning.events:
+        assert e == to_orchestration[e.event_id]
+    assert "i1" in {e.event.message_id for e in recorder.events}
+    assert all(d.authorization == f"Bearer {SERVICE_TOKEN}" for d in decisioning.deliveries)
+
+
+async def test_forwarding_to_decisioning_can_be_switched_off(
+        backend: Backend, recorder: Recorder, decisioning: DecisioningRecorder) -> None:
+    async with serve_identity(backend, recorder, ManualClock(START),
+                              CJO_IDENTITY_FORWARD_TO_DECISIONING="false") as identity:
+        acme = await identity.new_workspace("acme")
+        await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+            event("t1", ("user_id", "u1"), name="order_completed")]), metadata=acme)
+        await eventually(lambda: drained(identity))
+        assert [e.event.name for e in recorder.events] == ["order_completed"]
+        assert decisioning.events == []  # and no row waits for it: the outbox drained
+
+
+def test_the_off_switch_is_validated_at_start_up(backend: Backend) -> None:
+    env = Env({"CJO_IDENTITY_FORWARD_TO_DECISIONING": "perhaps"})
+    build(settings_for("identity", backend), env).db.dispose()
+    with pytest.raises(ConfigError, match="CJO_IDENTITY_FORWARD_TO_DECISIONING"):
+        env.check()

@@ -47,20 +47,21 @@ class EngagedMessage:
     enrollment_id: str
     traceparent: str
     content: bytes
+    decision_id: str = ""
 
 
 def engaged_message(session: Session, engagement: Engagement) -> EngagedMessage | None:
     """The message ``engagement`` is about, in the engagement's workspace; None if none."""
     row = session.execute(select(
         m.status, m.profile_id, m.address, m.channel, m.topic, m.journey_id, m.enrollment_id,
-        m.traceparent, m.content).where(
+        m.traceparent, m.content, m.decision_id).where(
         m.workspace_id == engagement.workspace_id,
         m.message_id == engagement.message_id)).first()
     if row is None:
         return None
     return EngagedMessage(MessageStatus(row.status), row.profile_id, row.address,
                           Channel(row.channel), row.topic, row.journey_id, row.enrollment_id,
-                          row.traceparent, row.content)
+                          row.traceparent, row.content, row.decision_id)
 
 
 def change_status(session: Session, engagement: Engagement, current: MessageStatus,
@@ -111,5 +112,12 @@ def fact_payload(engagement: Engagement, message: EngagedMessage, now: datetime
         profile_id=message.profile_id, journey_id=message.journey_id,
         enrollment_id=message.enrollment_id, message_id=engagement.message_id,
         occur_time=to_timestamp(now), channel=_CHANNELS[message.channel],
-        content_key=rendered.content_key, variant=rendered.variant).SerializeToString()
+        content_key=rendered.content_key, variant=rendered.variant,
+        decision_id=message.decision_id).SerializeToString()
     return payload
+
+
+def learns_send_times(engagement: Engagement) -> bool:
+    """Opens and clicks go to decisioning too (with or without a decision): the hours a person
+    engages are what best send times are learned from."""
+    return engagement.kind in (EngagementKind.OPENED, EngagementKind.CLICKED)

@@ -49,7 +49,7 @@ def fact_payloads(claim: Claim, status: MessageStatus, occur_time: datetime) -> 
         journey_id=claim.journey_id, enrollment_id=claim.enrollment_id,
         message_id=claim.message_id, occur_time=to_timestamp(occur_time),
         channel=_CHANNEL_PROTOS[claim.channel], content_key=rendered.content_key,
-        variant=rendered.variant)
+        variant=rendered.variant, decision_id=claim.decision_id)
     facts = [message]
     if status is MessageStatus.SENT and rendered.variant and rendered.content_key:
         exposure = fact_pb2.Fact()
@@ -61,3 +61,11 @@ def fact_payloads(claim: Claim, status: MessageStatus, occur_time: datetime) -> 
         exposure.arm_weight = float(rendered.variant_weight)
         facts.append(exposure)
     return [f.SerializeToString() for f in facts]
+
+
+def exposes_decision(claim: Claim, status: MessageStatus) -> bool:
+    """Whether the message's first fact (:func:`fact_payloads`) tells decisioning that the
+    person saw the message's decision: the SENT fact of a message with a decision id. A
+    suppressed, failed or deduplicated message showed the person nothing, so it is no exposure
+    (and a decision never exposed teaches nothing)."""
+    return status is MessageStatus.SENT and bool(claim.decision_id) and bool(claim.profile_id)

@@ -39,7 +39,7 @@ def _message(row: Row[Any] | dict[str, Any]) -> Message:
         next_attempt_time=(r["next_attempt_time"]
                            if r["status"] in (MessageStatus.QUEUED.value,
                                               MessageStatus.DEFERRED.value) else None),
-        provider_id=r["provider_id"],
+        provider_id=r["provider_id"], decision_id=r["decision_id"],
     )
 
 
@@ -67,6 +67,7 @@ def queue_messages(session: Session, workspace_id: str, batch: Sequence[NewMessa
             "traceparent": traceparent, "create_time": now, "update_time": now,
             "topic": item.topic, "transactional": item.transactional,
             "time_zone": item.time_zone, "sent_time": None, "provider_id": "",
+            "decision_id": item.decision_id,
         }
     # ON CONFLICT DO NOTHING: a concurrent request with the same key waits for ours (or we for
     # it) on the unique index, and exactly one of them inserts.
@@ -125,7 +126,7 @@ def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int
     rows = session.execute(
         select(m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content,
                m.journey_id, m.enrollment_id, m.attempts, m.traceparent, m.topic,
-               m.transactional, m.time_zone)
+               m.transactional, m.time_zone, m.decision_id)
         .where(due).order_by(m.next_attempt_time).limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
@@ -142,7 +143,8 @@ def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int
                   address=r.address, channel=Channel(r.channel), content=r.content,
                   journey_id=r.journey_id, enrollment_id=r.enrollment_id,
                   attempts=r.attempts + 1, traceparent=r.traceparent, topic=r.topic,
-                  transactional=bool(r.transactional), time_zone=r.time_zone)
+                  transactional=bool(r.transactional), time_zone=r.time_zone,
+                  decision_id=r.decision_id)
             for r in rows]
 
 

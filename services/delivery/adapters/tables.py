@@ -62,6 +62,9 @@ messages = Table(
     # When this SENDING message took a slot of its profile's frequency cap (the reservation
     # every replica counts until the message is SENT, then sent_time counts); NULL otherwise.
     Column("cap_time", UtcDateTime, nullable=True),
+    # The decisioning decision the message carries out ("" for none): on its facts, and its
+    # SENT fact goes to decisioning as the decision's exposure.
+    Column("decision_id", String(MAX_ID_LENGTH), nullable=False, server_default=""),
     PrimaryKeyConstraint("workspace_id", "message_id"),
     UniqueConstraint("workspace_id", "idempotency_key", name="uq_messages_idempotency_key"),
     # The sender's claim query: due QUEUED messages and SENDING ones whose lease ran out.

@@ -60,7 +60,8 @@ def _new_message(item: pb.SendMessageRequest) -> NewMessage:
                   email=email_of(item.content), journey_id=item.journey_id,
                   enrollment_id=item.enrollment_id, body=body_of(item.content, channel),
                   topic=item.topic, time_zone=item.time_zone,
-                  time_zone_known=load_zone(item.time_zone) is not None).raise_if_any()
+                  time_zone_known=load_zone(item.time_zone) is not None,
+                  decision_id=item.decision_id).raise_if_any()
     assert channel is not None
     # The inbox is the profile's: an in-app message goes to its profile whatever address the
     # caller gave (orchestration passes "-" for channels addressed by profile).
@@ -70,7 +71,8 @@ def _new_message(item: pb.SendMessageRequest) -> NewMessage:
         address=address or item.recipient.profile_id, channel=channel,
         content=item.content.SerializeToString(deterministic=True),
         journey_id=item.journey_id, enrollment_id=item.enrollment_id, topic=item.topic,
-        transactional=item.transactional, time_zone=item.time_zone)
+        transactional=item.transactional, time_zone=item.time_zone,
+        decision_id=item.decision_id)
 
 
 def _to_proto(message: Message) -> message_pb2.Message:
@@ -88,6 +90,7 @@ def _to_proto(message: Message) -> message_pb2.Message:
         next_attempt_time=(to_timestamp(message.next_attempt_time)
                            if message.next_attempt_time is not None else None),
         provider=provider_name(message.provider_id) if message.provider_id else "",
+        decision_id=message.decision_id,
     )
 
 

@@ -82,6 +82,7 @@ class NewMessage:
     topic: str = ""
     transactional: bool = False
     time_zone: str = ""
+    decision_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class Message:
     transactional: bool = False
     next_attempt_time: datetime | None = None
     provider_id: str = ""
+    decision_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class Claim:
     topic: str = ""
     transactional: bool = False
     time_zone: str = ""
+    # The decisioning decision the message carries out: its SENT fact is the exposure.
+    decision_id: str = ""
 
 
 _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -142,7 +146,8 @@ _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 def validate_send(*, idempotency_key: str, profile_id: str, address: str,
                   channel: Channel | None, email: EmailContent | None, journey_id: str,
                   enrollment_id: str, body: str | None = None, topic: str = "",
-                  time_zone: str = "", time_zone_known: bool = True) -> Violations:
+                  time_zone: str = "", time_zone_known: bool = True,
+                  decision_id: str = "") -> Violations:
     """Every problem of one send request, with field paths of SendMessageRequest."""
     problems = Violations()
     if problems.check(bool(idempotency_key), "idempotency_key", "is required"):
@@ -152,6 +157,8 @@ def validate_send(*, idempotency_key: str, profile_id: str, address: str,
     problems.check(len(journey_id) <= MAX_ID_LENGTH, "journey_id",
                    f"at most {MAX_ID_LENGTH} characters")
     problems.check(len(enrollment_id) <= MAX_ID_LENGTH, "enrollment_id",
+                   f"at most {MAX_ID_LENGTH} characters")
+    problems.check(len(decision_id) <= MAX_ID_LENGTH, "decision_id",
                    f"at most {MAX_ID_LENGTH} characters")
     if channel is not Channel.IN_APP:  # the inbox is addressed by profile
         problems.check(bool(address), "recipient.address", "is required")

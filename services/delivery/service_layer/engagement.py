@@ -8,6 +8,7 @@ from cjo_delivery.adapters import engagement_store, repository
 from cjo_delivery.adapters.engagement_store import IDENTITY_EVENTS_TOPIC
 from cjo_delivery.domain.engagement import Engagement, status_after, suppresses
 from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.decisioning import DECISIONING_FACTS_TOPIC
 from cjo_platform.facts import FACTS_TOPIC
 
 
@@ -31,4 +32,7 @@ def record_engagement(uow: UnitOfWork, engagement: Engagement) -> bool:
     fact = engagement_store.fact_payload(engagement, message, now)
     if fact is not None:
         uow.publish(FACTS_TOPIC, engagement.workspace_id, [(fact, message.traceparent)])
+        if engagement_store.learns_send_times(engagement):
+            uow.publish(DECISIONING_FACTS_TOPIC, engagement.workspace_id,
+                        [(fact, message.traceparent)])
     return True

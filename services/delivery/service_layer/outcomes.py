@@ -10,11 +10,12 @@ from functools import partial
 
 from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.breaker_store import BreakerKey
-from cjo_delivery.adapters.facts import fact_payloads
+from cjo_delivery.adapters.facts import exposes_decision, fact_payloads
 from cjo_delivery.domain.messages import Claim, MessageStatus
 from cjo_delivery.domain.sending import Transition
 from cjo_delivery.service_layer.breakers import clear_failures
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.decisioning import DECISIONING_FACTS_TOPIC
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.logging import get_logger
 
@@ -61,8 +62,10 @@ def record_each(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> No
 
 
 def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> None:
-    """Suppress bounced addresses and queue the facts of recorded transitions."""
+    """Suppress bounced addresses and queue the facts of recorded transitions (and the
+    exposures of decisions for decisioning)."""
     facts: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
+    exposures: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
     bounces: list[tuple[str, str, str, str]] = []
     for claim, transition in changes:
         if _logged(transition):  # a SENT message logs nothing: no callback for it
@@ -70,12 +73,15 @@ def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> 
         if transition.status is MessageStatus.BOUNCED:
             bounces.append((claim.workspace_id, claim.channel.value, claim.address,
                             f"bounced: {transition.error}"))
-        facts[claim.workspace_id].extend(
-            (payload, claim.traceparent)
-            for payload in fact_payloads(claim, transition.status, now))
+        built = fact_payloads(claim, transition.status, now)
+        facts[claim.workspace_id].extend((payload, claim.traceparent) for payload in built)
+        if built and exposes_decision(claim, transition.status):
+            exposures[claim.workspace_id].append((built[0], claim.traceparent))
     repository.suppress(uow.session, bounces, now)
     for workspace_id, payloads in facts.items():
         uow.publish(FACTS_TOPIC, workspace_id, payloads)
+    for workspace_id, payloads in exposures.items():
+        uow.publish(DECISIONING_FACTS_TOPIC, workspace_id, payloads)
 
 
 def _logged(transition: Transition) -> bool:

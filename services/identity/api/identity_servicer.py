@@ -55,8 +55,11 @@ M = TypeVar("M", bound=Message)
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def __init__(self, transactions: Transactions,
-                 on_backfill: Callable[[], None] = lambda: None) -> None:
+                 on_backfill: Callable[[], None] = lambda: None,
+                 forward_to_decisioning: bool = True) -> None:
         self.transactions = transactions
+        # Track events and merges also go to decisioning (rewards): one outbox row per event.
+        self.forward_to_decisioning = forward_to_decisioning
         # Called after a backfill is committed: wakes this replica's time worker.
         self.on_backfill = on_backfill
 
@@ -72,7 +75,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             traceparent = current_traceparent()
             # An event the database cannot store fails alone; the others are ingested.
             outcomes = await write_each(answer, parsed, lambda batch: ingest.ingest_events(
-                self.transactions, workspace, batch, current, traceparent))
+                self.transactions, workspace, batch, current, traceparent,
+                self.forward_to_decisioning))
             for index, outcome in outcomes:
                 if isinstance(outcome, InvalidArgument):
                     answer.fail(index, outcome)

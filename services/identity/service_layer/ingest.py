@@ -25,7 +25,7 @@ from cjo_identity.adapters.outbox_payloads import (
     merge_fact,
     segment_event,
 )
-from cjo_identity.domain.events import Event
+from cjo_identity.domain.events import Event, EventType
 from cjo_identity.domain.graph import Edge
 from cjo_identity.domain.ingest import (
     BatchPlan,
@@ -40,6 +40,7 @@ from cjo_identity.domain.ingest import (
 )
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.decisioning import DECISIONING_EVENTS_TOPIC
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.logging import get_logger
@@ -77,15 +78,18 @@ class Applied:
 
 
 async def ingest_events(transactions: Transactions, workspace_id: str, batch: Sequence[Event],
-                        settings: IdentitySettings, traceparent: str
+                        settings: IdentitySettings, traceparent: str,
+                        forward_to_decisioning: bool = True
                         ) -> list[Outcome | InvalidArgument]:
-    """Apply the events (parsed with ``settings``); one outcome or error per event, in order."""
+    """Apply the events (parsed with ``settings``); one outcome or error per event, in order.
+    With ``forward_to_decisioning``, track events and merges also go to decisioning."""
     lock_first: frozenset[str] = frozenset()
     for attempt in range(1, STALE_ATTEMPTS + 1):
         try:
             applied = await transactions.run(partial(
                 apply_events, workspace_id=workspace_id, batch=batch, settings=settings,
-                traceparent=traceparent, lock_first=lock_first))
+                traceparent=traceparent, lock_first=lock_first,
+                forward_to_decisioning=forward_to_decisioning))
         except StaleGraph as stale:
             if attempt == STALE_ATTEMPTS:
                 raise
@@ -99,7 +103,8 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
 
 def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                  settings: IdentitySettings, traceparent: str,
-                 lock_first: frozenset[str] = frozenset()) -> Applied:
+                 lock_first: frozenset[str] = frozenset(),
+                 forward_to_decisioning: bool = True) -> Applied:
     """One attempt at the batch; raises :class:`StaleGraph` when the graph changed under it
     or it must lock more profiles out of order (run it again in a new unit of work, locking
     the profiles of ``lock_first`` from the start)."""
@@ -131,17 +136,25 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
         session, workspace_id, {a.profile_id for a in plan.accepted}
         | {t.profile_id for t in transitions}
         | {m.survivor_profile_id for m in plan.graph.merges})
+    # Merges first: the batch's events (and all later ones) carry the survivor's id, and must
+    # find the merged profile's enrollments (and, in decisioning, its decisions) moved to it.
+    merges = [(merge_event(m, plan.golden.get(m.survivor_profile_id), now, traceparent,
+                           states.get(m.survivor_profile_id)), traceparent)
+              for m in plan.graph.merges]
+    accepted = [(a, forwarded_event(a, traceparent, states.get(a.profile_id)))
+                for a in plan.accepted]
     uow.publish(EVENTS_TOPIC, workspace_id, [
-        # Merges first: the batch's events (and all later ones) carry the survivor's id, and
-        # must find the merged profile's enrollments already moved to it.
-        *((merge_event(m, plan.golden.get(m.survivor_profile_id), now, traceparent,
-                       states.get(m.survivor_profile_id)),
-           traceparent) for m in plan.graph.merges),
-        *((forwarded_event(a, traceparent, states.get(a.profile_id)), traceparent)
-          for a in plan.accepted),
+        *merges,
+        *((payload, traceparent) for _, payload in accepted),
         *((segment_event(t, plan.golden[t.profile_id], now, traceparent,
                          state=states.get(t.profile_id)), traceparent)
           for t in transitions)])
+    if forward_to_decisioning:
+        # The same bytes orchestration gets: decisioning rewards its decisions with the track
+        # events and follows merges. Identify-only events reward nothing, so they stay here.
+        uow.publish(DECISIONING_EVENTS_TOPIC, workspace_id, [
+            *merges, *((payload, traceparent) for a, payload in accepted
+                       if a.event.type is EventType.TRACK)])
     uow.publish(FACTS_TOPIC, workspace_id, [
         # Merges too, in the same transaction: analytics counts a merged profile's exposures
         # and conversions on the survivor.
