@@ -18,6 +18,9 @@ from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
 from cjo.analytics.v1 import fact_pb2
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
+from cjo.decisioning.v1 import action_pb2, decision_point_pb2
+from cjo.decisioning.v1 import decisioning_service_pb2 as decisioning_pb
+from cjo.decisioning.v1 import decisioning_service_pb2_grpc as decisioning_grpc
 from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
@@ -27,7 +30,7 @@ from cjo.orchestration.v1 import (
     orchestration_service_pb2_grpc,
 )
 from cjo_platform.protobuf import dict_to_struct
-from suite import SERVICES, running_suite
+from suite import SERVICES, ReceivedSpan, running_suite
 from support import SERVICE_TOKEN, Backend, bearer, eventually
 
 pytestmark = pytest.mark.e2e
@@ -169,3 +172,92 @@ async def test_the_readme_example_runs(sqlite_backend: Backend, tmp_path: Path) 
         assert proc.returncode == 0, output
         assert "MESSAGE_STATUS_SENT" in output and "Welcome to Acme, Ada!" in output
         assert len(suite.mail.envelopes) == 1
+
+
+async def test_a_decide_step_is_one_trace(sqlite_backend: Backend, tmp_path: Path) -> None:
+    """A decide node's step: orchestration asks decisioning, renders the chosen action's content
+    and sends it, each call a child of the step, in that order, in the trace of the event that
+    started the journey."""
+    async with running_suite(sqlite_backend, tmp_path) as suite:
+        channels = {name: grpc.aio.insecure_channel(suite.target(name)) for name in SERVICES}
+        auth = bearer(await create_workspace(channels["identity"], "acme"))
+        content = content_service_pb2_grpc.ContentServiceStub(channels["content"])
+        await content.CreateContentItem(content_service_pb2.CreateContentItemRequest(
+            content_item=content_item_pb2.ContentItem(
+                key="offer", email=content_item_pb2.EmailTemplate(
+                    subject="An offer for {{ profile.first_name }}", html="<p>10% off</p>"))),
+            metadata=auth)
+        await content.PublishContentItem(content_service_pb2.PublishContentItemRequest(
+            name="contentItems/offer"), metadata=auth)
+        decisioning = decisioning_grpc.DecisioningServiceStub(channels["decisioning"])
+        await decisioning.CreateAction(decisioning_pb.CreateActionRequest(action=action_pb2.Action(
+            key="ten_off", contents=[action_pb2.ActionContent(
+                channel=common_pb2.CHANNEL_EMAIL, content_key="offer")])), metadata=auth)
+        await decisioning.CreateDecisionPoint(decisioning_pb.CreateDecisionPointRequest(
+            decision_point=decision_point_pb2.DecisionPoint(
+                key="welcome_offer", actions=["ten_off"],
+                reward=decision_point_pb2.Reward(event_name="purchase"))), metadata=auth)
+        orchestration = orchestration_service_pb2_grpc.OrchestrationServiceStub(
+            channels["orchestration"])
+        journey = (await orchestration.CreateJourney(orchestration_service_pb2.CreateJourneyRequest(
+            journey=journey_pb2.Journey(
+                display_name="Offer", event_trigger=journey_pb2.EventTrigger(
+                    event_name="signed_up"),
+                entry_node_id="offer",
+                nodes=[
+                    journey_pb2.Node(id="offer", decide=journey_pb2.DecideNode(
+                        decision_point="welcome_offer", channel=common_pb2.CHANNEL_EMAIL,
+                        next_node_id="done")),
+                    journey_pb2.Node(id="done", exit=journey_pb2.ExitNode()),
+                ])), metadata=auth)).journey
+        await orchestration.PublishJourney(
+            orchestration_service_pb2.PublishJourneyRequest(name=journey.name), metadata=auth)
+
+        identity = identity_service_pb2_grpc.IdentityServiceStub(channels["identity"])
+        await identity.IngestEvents(identity_service_pb2.IngestEventsRequest(events=[
+            event_pb2.Event(
+                message_id="m-1", type=event_pb2.EVENT_TYPE_TRACK, name="signed_up",
+                identifiers=[event_pb2.Identifier(type="user_id", value="u-1")],
+                traits=dict_to_struct({"email": "ada@example.com", "first_name": "Ada"}))]),
+            metadata=auth)
+        await eventually(lambda: suite.mail.envelopes, timeout=30)
+
+        ingest = await eventually(lambda: next(
+            (s for s in suite.traces.spans if s.name.endswith("IdentityService/IngestEvents")
+             and s.kind == SPAN_KIND_SERVER), None), timeout=15)
+        assert isinstance(ingest, ReceivedSpan)
+        step_calls = ("DecisioningService/BatchDecide", "ContentService/BatchRenderContent",
+                      "DeliveryService/BatchSendMessages")
+
+        def step_of(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> str | None:
+            """The orchestration step span this call descends from (through its client span)."""
+            parent = by_id.get(span.parent_span_id)
+            while parent is not None and parent.service == "cjo-orchestration":
+                if parent.name == "orchestration.step":
+                    return parent.span_id
+                parent = by_id.get(parent.parent_span_id)
+            return None
+
+        def the_step() -> list[ReceivedSpan] | None:
+            """The three calls' server spans once they, and the step they descend from, are in."""
+            by_id = {s.span_id: s for s in suite.traces.spans if s.trace_id == ingest.trace_id}
+            served = [next((s for s in by_id.values() if s.kind == SPAN_KIND_SERVER
+                            and s.name.endswith(call)), None) for call in step_calls]
+            if any(s is None for s in served):
+                return None
+            steps = {step_of(s, by_id) for s in served if s is not None}
+            one_step = len(steps) == 1 and None not in steps
+            return [s for s in served if s is not None] if one_step else None
+
+        try:
+            served = await eventually(the_step, timeout=20)
+        except AssertionError:
+            seen = sorted({(s.service, s.name, s.span_id, s.parent_span_id)
+                           for s in suite.traces.spans if s.trace_id == ingest.trace_id})
+            raise AssertionError(f"trace {ingest.trace_id} holds only {seen}") from None
+        assert isinstance(served, list)
+        assert [s.service for s in served] == ["cjo-decisioning", "cjo-content", "cjo-delivery"]
+        # Decide, then render what was decided, then send it.
+        assert served[0].start_unix_nano < served[1].start_unix_nano < served[2].start_unix_nano
+        for channel in channels.values():
+            await channel.close()
