@@ -21,12 +21,14 @@ from cjo_delivery.adapters.routes import Routes
 from cjo_delivery.adapters.secret_box import load_secret_box
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.adapters.tables import metadata
+from cjo_delivery.adapters.webhooks.receiver import ProviderWebhooks
 from cjo_delivery.api.servicer import DeliveryServicer
 from cjo_delivery.domain.engagement import Engagement
 from cjo_delivery.domain.providers import valid_from
 from cjo_delivery.reseal import COMMAND as RESEAL_COMMAND
 from cjo_delivery.reseal import reseal_command
 from cjo_delivery.service_layer.engagement import record_engagement
+from cjo_delivery.service_layer.provider_webhooks import ProviderReports
 from cjo_delivery.service_layer.send_round import MESSAGE_RETRY, SenderSettings, SendRound
 from cjo_delivery.workers.sender import Sender
 from cjo_platform.backoff import RetryPolicy
@@ -167,7 +169,11 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [
         signals.run, send_messages, forward_facts, forward_events, forward_outcomes]
     if tracking is not None:
-        listener = EngagementListener(tracking[0], record, settings.host, tracking[1])
+        # Reports of real providers; SNS certificates are fetched with the providers' client.
+        reports = ProviderReports(transactions, secret_box,
+                                  ProviderWebhooks(factory.client, clock))
+        listener = EngagementListener(tracking[0], record, settings.host, tracking[1],
+                                      reports)
         background.append(listener.run)
 
     return ServiceApp(

@@ -1,5 +1,7 @@
 """The engagement listener: a small HTTP/1.1 server on asyncio streams for the open pixel, the
-click redirect, one-click unsubscribe (RFC 8058) and provider status webhooks.
+click redirect, one-click unsubscribe (RFC 8058) and provider status webhooks: cjo's own JSON,
+or a real provider's reports (SendGrid, SES via SNS, Mailgun, Postmark, Twilio, bounce
+messages) when the provider's ``webhook_format`` says so (service_layer/provider_webhooks.py).
 
 Every URL carries a token signed with the tracking secret; a forged or altered one is answered
 403 and changes nothing. Unsubscribing needs a POST (the one-click form mailbox providers send):
@@ -13,21 +15,30 @@ import base64
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from cjo_delivery.adapters.webhooks.request import WebhookRequest
 from cjo_delivery.domain.engagement import Engagement, EngagementKind, rewrite_links
 from cjo_delivery.domain.messages import Channel, Claim
+from cjo_delivery.domain.provider_events import MessageRef, ProviderEvent
 from cjo_delivery.domain.tracking import TrackingToken, sign, verify
 from cjo_platform.logging import get_logger
+
+if TYPE_CHECKING:
+    from cjo_delivery.service_layer.provider_webhooks import ProviderReports
 
 log = get_logger(__name__)
 
 _PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _MAX_BODY = 64 * 1024
+# Providers post reports in batches (SendGrid: up to thousands of events per POST).
+_MAX_REPORT_BODY = 4 * 1024 * 1024
 _MAX_HEAD = 16 * 1024
 _READ_TIMEOUT = 10.0
 _STATUSES = {"delivered": EngagementKind.DELIVERED, "bounced": EngagementKind.BOUNCED,
-             "complained": EngagementKind.COMPLAINED}
+             "complained": EngagementKind.COMPLAINED, "opened": EngagementKind.OPENED,
+             "clicked": EngagementKind.CLICKED}
 
 Record = Callable[[Engagement], Awaitable[bool]]
 
@@ -69,14 +80,17 @@ class _Response:
     location: str = ""
 
 
-_REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class EngagementListener:
-    def __init__(self, tracking: Tracking, record: Record, host: str, port: int) -> None:
+    def __init__(self, tracking: Tracking, record: Record, host: str, port: int,
+                 reports: ProviderReports | None = None) -> None:
         self.tracking = tracking
         self.record = record
+        self.reports = reports
         self.host = host
         self.port = port
         self.bound_port = 0
@@ -115,19 +129,22 @@ class EngagementListener:
     async def _handle(self, reader: asyncio.StreamReader) -> _Response:
         request_line = (await reader.readuntil(b"\r\n")).decode("latin-1").strip()
         method, target, _ = request_line.split(" ", 2)
-        length = 0
+        headers: dict[str, str] = {}
         while True:
             line = (await reader.readuntil(b"\r\n")).decode("latin-1").strip()
             if not line:
                 break
             name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value.strip())
-        if length > _MAX_BODY:
-            return _Response(413, b"too large")
-        body = await reader.readexactly(length) if length else b""
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
         path = urlsplit(target).path
         parts = path.strip("/").split("/")
+        if length > (_MAX_REPORT_BODY if parts[0] == "s" else _MAX_BODY):
+            return _Response(413, b"too large")
+        body = await reader.readexactly(length) if length else b""
+        if path == "/healthz" and method == "GET":
+            # For a load balancer or Ingress in front of the listener (deploy/k8s/base).
+            return _Response(200, b"ok")
         if len(parts) != 2 or parts[0] not in ("o", "c", "u", "s"):
             return _Response(404, b"not found")
         route, signed = parts
@@ -135,6 +152,14 @@ class EngagementListener:
         expected = {"o": "open", "c": "click", "u": "unsubscribe", "s": "status"}[route]
         if token is None or token.action != expected:
             return _Response(403, b"forged or damaged link")
+        if route == "s" and self.reports is not None:
+            provider = await self.reports.provider(token.workspace_id, token.message_id)
+            if provider is not None:
+                # The URL as the provider called it: Twilio signs it.
+                url = self.tracking.base_url.rstrip("/") + target
+                answer = await self.reports.receive(
+                    provider, WebhookRequest(method, url, headers, body))
+                return _Response(answer.status, answer.text.encode())
         return await self._route(route, method, token, body)
 
     async def _route(self, route: str, method: str, token: TrackingToken,
@@ -160,13 +185,27 @@ class EngagementListener:
 
     async def _status(self, workspace_id: str, body: bytes) -> _Response:
         """A provider's report: {"message_id": cjo's id, "status": delivered | bounced |
-        complained, "reason": "..."} (the provider learnt the id from the message)."""
+        complained | opened | clicked, "reason": "...", "url": "..."} (the provider learnt the
+        id from the message). A push provider may name the device instead: "device_token"
+        finds the latest push sent to it, and so its profile."""
         try:
             report = json.loads(body)
             kind = _STATUSES[str(report["status"])]
-            message_id = str(report["message_id"])
+            message_id = str(report.get("message_id", ""))
+            token = str(report.get("device_token", ""))
+            if not (message_id or token):
+                raise KeyError("message_id")
             reason = str(report.get("reason", ""))[:500]
-        except (ValueError, KeyError, TypeError):
-            return _Response(400, b"expected {message_id, status, reason}")
-        found = await self.record(Engagement(kind, workspace_id, message_id, reason=reason))
+            url = str(report.get("url", ""))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return _Response(400, b"expected {message_id or device_token, status, reason}")
+        if message_id:
+            found = await self.record(Engagement(kind, workspace_id, message_id, url=url,
+                                                 reason=reason))
+        elif self.reports is not None:
+            answer = await self.reports.record(workspace_id, [ProviderEvent(
+                kind, MessageRef(device_token=token), reason, url)], {})
+            found = answer.recorded == 1
+        else:
+            found = False
         return _Response(200 if found else 404, b"ok" if found else b"no such message")

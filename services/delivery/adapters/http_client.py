@@ -115,6 +115,19 @@ class HttpClient:
             # ValueError: a URL aiohttp cannot use (validated before, so rare).
             raise HttpTransportError(f"{type(exc).__name__}: {exc}") from None
 
+    async def get(self, url: str, *, timeout: float) -> HttpResponse:
+        """GET ``url`` and read the answer (capped like any other), within ``timeout``."""
+        try:
+            async with self._open().get(
+                    url, allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                return HttpResponse(response.status, response.headers,
+                                    await _read_capped(response))
+        except TimeoutError:
+            raise HttpTimeout(f"no answer within {timeout:g} s") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise HttpTransportError(f"{type(exc).__name__}: {exc}") from None
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -77,6 +77,10 @@ messages = Table(
     Index("ix_messages_status", "workspace_id", "status", "create_time"),
     # Frequency caps: a profile's recent sends on a channel.
     Index("ix_messages_sends", "workspace_id", "profile_id", "channel", "sent_time"),
+    # Provider reports: a message by the id its provider answered the send with, and a push
+    # by the device token it went to (adapters/webhook_store.py).
+    Index("ix_messages_provider_message", "workspace_id", "provider_message_id"),
+    Index("ix_messages_address", "workspace_id", "address", "channel", "sent_time"),
 )
 
 providers = Table(

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from cjo_delivery.domain.addresses import parse_mailbox
 from cjo_delivery.domain.messages import Channel
+from cjo_delivery.domain.provider_events import WebhookFormat, valid_public_key, valid_sns_hosts
 from cjo_delivery.domain.ratelimit import (
     MAX_RATE_PER_SECOND,
     MIN_RATE_PER_SECOND,
@@ -50,6 +51,11 @@ class _Shape:
 _ALL = frozenset(Channel) - {Channel.IN_APP}
 # Settings every kind takes: a rate limit shared by every sender replica (see domain/ratelimit.py).
 RATE_SETTINGS = frozenset({"rate_per_second", "burst"})
+# Settings every kind takes: how its status webhook URL reads the provider's own reports
+# (adapters/webhooks/), and the credentials that prove a report is the provider's.
+WEBHOOK_SETTINGS = frozenset({"webhook_format", "webhook_public_key", "webhook_sns_hosts",
+                              "webhook_username"})
+WEBHOOK_SECRETS = frozenset({"webhook_signing_key", "webhook_password", "webhook_auth_token"})
 SHAPES = {
     ProviderKind.SMTP: _Shape(frozenset({Channel.EMAIL}),
                               frozenset({"host", "port", "from", "starttls", "timeout_seconds",
@@ -123,7 +129,7 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
     if ok_channel:
         problems.check(channel in shape.channels, f"{prefix}.channel",
                        f"is not a channel a {kind.value} provider sends")
-    allowed = shape.config | RATE_SETTINGS
+    allowed = shape.config | RATE_SETTINGS | WEBHOOK_SETTINGS
     for key, value in config.items():
         if not problems.check(key in allowed, f"{prefix}.config[{key}]",
                               f"is not a setting of a {kind.value} provider; "
@@ -151,6 +157,15 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
         if key == "burst":
             problems.check(valid_burst(value), f"{prefix}.config[{key}]",
                            "must be a positive whole number of messages")
+        if key == "webhook_format":
+            problems.check(value in set(WebhookFormat), f"{prefix}.config[{key}]",
+                           f"must be one of {', '.join(f.value for f in WebhookFormat)}")
+        if key == "webhook_public_key":
+            problems.check(valid_public_key(value), f"{prefix}.config[{key}]",
+                           "must be SendGrid's ECDSA P-256 verification key (base64 or PEM)")
+        if key == "webhook_sns_hosts":
+            problems.check(valid_sns_hosts(value), f"{prefix}.config[{key}]",
+                           "must be comma-separated host names; * stands for one label")
         if key == "starttls":
             problems.check(value in ("true", "false"), f"{prefix}.config[{key}]",
                            "must be true or false")
@@ -159,12 +174,36 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
                        "needs config[rate_per_second]")
     for key in sorted(shape.required - config.keys()):
         problems.add(f"{prefix}.config[{key}]", f"is required for a {kind.value} provider")
+    _webhook_problems(kind, config, secrets, prefix, problems)
     for key in secrets:
-        problems.check(key in shape.secrets, f"{prefix}.secrets[{key}]",
+        problems.check(key in shape.secrets | WEBHOOK_SECRETS, f"{prefix}.secrets[{key}]",
                        f"is not a secret of a {kind.value} provider")
     for key in sorted(REQUIRED_SECRETS.get(kind, frozenset()) - secrets.keys()):
         problems.add(f"{prefix}.secrets[{key}]", f"is required for a {kind.value} provider")
     return problems
+
+
+# What each webhook format needs to tell the provider's reports from forgeries.
+_WEBHOOK_NEEDS = {WebhookFormat.SENDGRID: (("config", "webhook_public_key"),),
+                  WebhookFormat.MAILGUN: (("secrets", "webhook_signing_key"),),
+                  WebhookFormat.POSTMARK: (("config", "webhook_username"),
+                                           ("secrets", "webhook_password")),
+                  WebhookFormat.TWILIO: (("secrets", "webhook_auth_token"),)}
+
+
+def _webhook_problems(kind: ProviderKind, config: dict[str, str], secrets: dict[str, str],
+                      prefix: str, problems: Violations) -> None:
+    if config.get("webhook_format") not in set(WebhookFormat):
+        return
+    wanted = WebhookFormat(config["webhook_format"])
+    have = {"config": config, "secrets": secrets}
+    for where, key in _WEBHOOK_NEEDS.get(wanted, ()):
+        # A Twilio SMS provider's own auth token signs its status callbacks.
+        if key == "webhook_auth_token" and kind is ProviderKind.TWILIO_SMS \
+                and "auth_token" in secrets:
+            continue
+        problems.check(key in have[where], f"{prefix}.{where}[{key}]",
+                       f"is required for webhook_format {wanted.value}")
 
 
 def valid_from(value: str) -> bool:

@@ -1,0 +1,56 @@
+"""Finds the messages providers report on (domain/provider_events.py): by cjo's id, by the id
+the provider answered the send with, or by the device token a push went to. One query per kind
+of reference for a whole batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cjo_delivery.adapters.tables import messages
+from cjo_delivery.domain.messages import Channel, MessageStatus
+from cjo_delivery.domain.provider_events import MessageRef
+
+m = messages.c
+_MAX_MESSAGE_ID = 64
+_MAX_PROVIDER_ID = 256
+_MAX_ADDRESS = 320
+# A push engagement belongs to a push the device got: one that reached a provider.
+_REACHED = (MessageStatus.SENT.value, MessageStatus.DELIVERED.value)
+
+
+def resolve(session: Session, workspace_id: str, refs: Sequence[MessageRef]
+            ) -> dict[MessageRef, str]:
+    """cjo's message id for each reference that finds a message of ``workspace_id``; cjo's id
+    first, then the provider's, then the device token."""
+    ids = {r.message_id for r in refs if 0 < len(r.message_id) <= _MAX_MESSAGE_ID}
+    provider_ids = {r.provider_message_id for r in refs
+                    if 0 < len(r.provider_message_id) <= _MAX_PROVIDER_ID}
+    tokens = {r.device_token for r in refs if 0 < len(r.device_token) <= _MAX_ADDRESS}
+    known: set[str] = set()
+    by_provider: dict[str, str] = {}
+    by_token: dict[str, str] = {}
+    if ids:
+        known = set(session.execute(select(m.message_id).where(
+            m.workspace_id == workspace_id, m.message_id.in_(ids))).scalars())
+    if provider_ids:
+        for row in session.execute(select(m.provider_message_id, m.message_id).where(
+                m.workspace_id == workspace_id, m.provider_message_id.in_(provider_ids))):
+            by_provider.setdefault(row.provider_message_id, row.message_id)
+    if tokens:
+        # The latest push each token got: what an engagement reported now is about.
+        for row in session.execute(select(m.address, m.message_id).where(
+                m.workspace_id == workspace_id, m.channel == Channel.PUSH.value,
+                m.address.in_(tokens), m.status.in_(_REACHED)).order_by(
+                m.sent_time.desc(), m.message_id.desc())):
+            by_token.setdefault(row.address, row.message_id)
+    found: dict[MessageRef, str] = {}
+    for ref in refs:
+        message_id = (ref.message_id if ref.message_id in known
+                      else by_provider.get(ref.provider_message_id)
+                      or by_token.get(ref.device_token))
+        if message_id:
+            found[ref] = message_id
+    return found

@@ -1,0 +1,61 @@
+"""Reads a provider's status webhook: picks the provider's module by its ``webhook_format``
+setting, checks the request is the provider's and returns the events it reports."""
+
+from __future__ import annotations
+
+from cjo_delivery.adapters.http_client import HttpClient, HttpTimeout, HttpTransportError
+from cjo_delivery.adapters.webhooks import dsn, mailgun, postmark, sendgrid, ses, twilio
+from cjo_delivery.adapters.webhooks.request import Refused, WebhookRequest
+from cjo_delivery.domain.provider_events import ProviderEvent, WebhookFormat
+from cjo_delivery.domain.providers import ProviderConfig
+from cjo_platform.clock import Clock
+
+FETCH_TIMEOUT = 10.0
+
+
+class Unavailable(Exception):
+    """Something the check needs could not be fetched now (SNS's certificate): answered 503,
+    so the provider retries."""
+
+
+class ProviderWebhooks:
+    def __init__(self, client: HttpClient, clock: Clock) -> None:
+        self.client = client
+        self.clock = clock
+        self.sns = ses.SnsVerifier(self._fetch)
+        self.mailgun_tokens = mailgun.ReplayGuard()
+
+    async def _fetch(self, url: str) -> bytes:
+        try:
+            response = await self.client.get(url, timeout=FETCH_TIMEOUT)
+        except (HttpTimeout, HttpTransportError) as exc:
+            raise Unavailable(f"{url}: {exc}") from None
+        if not response.is_success:
+            raise Unavailable(f"{url}: {response.status_code}")
+        return response.content
+
+    async def events(self, provider: ProviderConfig, request: WebhookRequest
+                     ) -> list[ProviderEvent]:
+        """Refused when the request is not the provider's; Malformed when it is unreadable."""
+        if request.method != "POST":
+            raise Refused(405, "POST only")
+        if provider.secrets_error:
+            raise Unavailable("the provider's secrets cannot be decrypted")
+        c, s = provider.config, provider.secrets
+        match WebhookFormat(c["webhook_format"]):
+            case WebhookFormat.SENDGRID:
+                return sendgrid.events(request, c.get("webhook_public_key", ""))
+            case WebhookFormat.SES:
+                return await ses.events(request, self.sns, c.get("webhook_sns_hosts", ""))
+            case WebhookFormat.MAILGUN:
+                return mailgun.events(request, s.get("webhook_signing_key", ""),
+                                      self.mailgun_tokens, self.clock.now().timestamp())
+            case WebhookFormat.POSTMARK:
+                return postmark.events(request, c.get("webhook_username", ""),
+                                       s.get("webhook_password", ""))
+            case WebhookFormat.TWILIO:
+                return twilio.events(request, s.get("webhook_auth_token")
+                                     or s.get("auth_token", ""))
+            case WebhookFormat.DSN:
+                # A bounce mailbox has no signature: the signed URL is the credential.
+                return dsn.events(request.body)

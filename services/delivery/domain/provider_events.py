@@ -1,0 +1,116 @@
+"""Engagement as real email and SMS providers report it (SendGrid, Amazon SES, Mailgun,
+Postmark, Twilio, delivery status notifications), mapped onto cjo's own engagement kinds.
+
+A provider names the message its own way: by cjo's id when cjo could hand it one (custom
+args, metadata, tags, or the ``Message-ID`` cjo writes, ``<message_id@cjo>``), by the id the
+provider answered the send with, or, for push, by the device token. A report carries every
+reference it has; the first that finds a message wins (adapters/webhook_store.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+
+from cjo_delivery.domain.engagement import EngagementKind
+
+MAX_REASON = 500
+
+
+class WebhookFormat(StrEnum):
+    """What a provider's status webhook URL accepts (provider setting ``webhook_format``)."""
+
+    SENDGRID = "sendgrid"
+    SES = "ses"
+    MAILGUN = "mailgun"
+    POSTMARK = "postmark"
+    TWILIO = "twilio"
+    DSN = "dsn"
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """How a report names its message; any of the three may be empty."""
+
+    message_id: str = ""
+    provider_message_id: str = ""
+    device_token: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.message_id or self.provider_message_id or self.device_token)
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    kind: EngagementKind
+    ref: MessageRef
+    reason: str = ""
+    url: str = ""
+
+
+_CJO_MESSAGE_ID = re.compile(r"^\s*<?([A-Za-z0-9_.-]{1,64})@cjo>?\s*$")
+
+
+def cjo_message_id(header: str) -> str:
+    """cjo's message id from a ``Message-ID`` cjo wrote (``<id@cjo>``, brackets optional as
+    some providers drop them); "" for any other Message-ID."""
+    match = _CJO_MESSAGE_ID.match(header or "")
+    return match.group(1) if match else ""
+
+
+def event(kind: EngagementKind | None, ref: MessageRef, reason: object = "",
+          url: object = "") -> ProviderEvent | None:
+    """A report worth recording: a kind cjo keeps and a reference to look up."""
+    if kind is None or not ref:
+        return None
+    # Only a click is about a link: an unsubscribe reported with its page's URL is the same
+    # unsubscribe (one engagement id) as one reported without.
+    return ProviderEvent(kind, ref, " ".join(str(reason or "").split())[:MAX_REASON],
+                         str(url or "") if kind is EngagementKind.CLICKED else "")
+
+
+def is_permanent_status(status: str) -> bool:
+    """An RFC 3463 enhanced status code of a permanent failure (5.x.x)."""
+    return re.fullmatch(r"\s*5\.\d{1,3}\.\d{1,3}\s*", status or "") is not None
+
+
+def valid_public_key(text: str) -> bool:
+    """Whether ``text`` is an ECDSA P-256 public key, base64 DER (as SendGrid shows it) or PEM."""
+    try:
+        public_key(text)
+    except ValueError:
+        return False
+    return True
+
+
+def public_key(text: str) -> ec.EllipticCurvePublicKey:
+    """SendGrid's verification key; ValueError when ``text`` is none."""
+    text = text.strip()
+    try:
+        key = (load_pem_public_key(text.encode()) if text.startswith("-----")
+               else load_der_public_key(base64.b64decode(text, validate=True)))
+    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm) as exc:
+        raise ValueError("not a public key") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("not an ECDSA P-256 public key")
+    return key
+
+
+_LABEL = re.compile(r"^(\*|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)$")
+
+
+def valid_sns_hosts(text: str) -> bool:
+    """Comma-separated host patterns, ``*`` one whole label (never the last two)."""
+    patterns = [p.strip().lower() for p in text.split(",") if p.strip()]
+    for pattern in patterns:
+        labels = pattern.split(".")
+        if not all(_LABEL.match(label) for label in labels) or "*" in labels[-2:]:
+            return False
+    return bool(patterns)

@@ -1,0 +1,87 @@
+"""Provider status webhooks: load the provider (with its secrets), check the request is the
+provider's and read its events (adapters/webhooks/, no transaction held while SNS's certificate
+is fetched), then record every event whose message is found in one transaction, exactly as
+cjo's own engagement is recorded (service_layer/engagement.py): status, suppression, identity
+event, fact.
+
+A report about a message cjo does not know is answered 200 and ignored: providers retry
+anything else for days, and a message may be another system's sent through the same account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cjo_delivery.adapters import provider_store, webhook_store
+from cjo_delivery.adapters.secret_box import SecretBox
+from cjo_delivery.adapters.webhooks.receiver import ProviderWebhooks, Unavailable
+from cjo_delivery.adapters.webhooks.request import Malformed, Refused, WebhookRequest
+from cjo_delivery.domain.engagement import Engagement
+from cjo_delivery.domain.provider_events import ProviderEvent
+from cjo_delivery.domain.providers import ProviderConfig
+from cjo_delivery.service_layer.engagement import record_engagement
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    text: str
+    recorded: int = 0
+
+
+def record_provider_events(uow: UnitOfWork, workspace_id: str,
+                           events: Sequence[ProviderEvent]) -> int:
+    """Records the events whose message exists; how many did."""
+    found = webhook_store.resolve(uow.session, workspace_id, [e.ref for e in events])
+    recorded = 0
+    for e in events:
+        message_id = found.get(e.ref)
+        if message_id is not None and record_engagement(
+                uow, Engagement(e.kind, workspace_id, message_id, url=e.url, reason=e.reason)):
+            recorded += 1
+    return recorded
+
+
+class ProviderReports:
+    """What the engagement listener hands a provider's report to."""
+
+    def __init__(self, transactions: Transactions, secret_box: SecretBox,
+                 webhooks: ProviderWebhooks) -> None:
+        self.transactions = transactions
+        self.secret_box = secret_box
+        self.webhooks = webhooks
+
+    async def provider(self, workspace_id: str, provider_id: str) -> ProviderConfig | None:
+        """The provider, when its status webhook reads a provider's own format."""
+        config = await self.transactions.run(lambda uow: provider_store.get_provider(
+            uow.session, workspace_id, provider_id, self.secret_box))
+        return config if config is not None and config.config.get("webhook_format") else None
+
+    async def receive(self, provider: ProviderConfig, request: WebhookRequest) -> Answer:
+        where = {"workspace": provider.workspace_id, "provider_id": provider.provider_id,
+                 "format": provider.config["webhook_format"]}
+        try:
+            events = await self.webhooks.events(provider, request)
+        except Refused as exc:
+            log.warning("provider report refused", reason=str(exc), **where)
+            return Answer(exc.status, str(exc))
+        except Malformed as exc:
+            return Answer(400, str(exc))
+        except Unavailable as exc:
+            log.warning("provider report not checked", reason=str(exc), **where)
+            return Answer(503, "try again later")
+        return await self.record(provider.workspace_id, events, where)
+
+    async def record(self, workspace_id: str, events: Sequence[ProviderEvent],
+                     where: dict[str, str]) -> Answer:
+        recorded = await self.transactions.run(
+            lambda uow: record_provider_events(uow, workspace_id, events)) if events else 0
+        if recorded < len(events):
+            log.info("provider report about unknown messages ignored",
+                     events=len(events), recorded=recorded, **where)
+        return Answer(200, f"recorded {recorded} of {len(events)}", recorded)
