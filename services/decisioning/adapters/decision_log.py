@@ -1,15 +1,24 @@
-"""Reads of the decision log for reports: counts grouped in the database, through
-ix_decisions_point_time (workspace, point, decide time)."""
+"""Reads of the decision log for reports and off-policy evaluation: counts grouped in the
+database, and the decisions with a known outcome streamed in pages.
+
+Both go through ix_decisions_point_time (workspace, point, decide time)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Float, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from cjo_decisioning.adapters.tables import NO_ACTION, NOT_REWARDED, REWARDED, decisions
+from cjo_decisioning.domain.evaluation import LoggedDecision
+from cjo_decisioning.domain.replay import logged_decision
 from cjo_decisioning.domain.reports import ActionCounts, BucketCount
+
+# Rows fetched per round trip while streaming (on PostgreSQL a server-side cursor): the
+# decisions of a long period never sit in memory as rows all at once.
+PAGE = 5_000
 
 
 def _in_period(workspace_id: str, point: str, start: datetime | None,
@@ -56,3 +65,21 @@ def traffic(session: Session, workspace_id: str, point: str, start: datetime | N
         .where(_in_period(workspace_id, point, start, end))
         .group_by(bucket, decisions.c.action)).all()
     return [BucketCount(int(index), action, int(n)) for index, action, n in rows]
+
+
+def decided_with_outcome(session: Session, workspace_id: str, point: str,
+                         start: datetime | None, end: datetime,
+                         ) -> Iterator[list[LoggedDecision | None]]:
+    """The point's decisions in the period whose outcome is known (rewarded, or the window
+    lapsed without a reward), oldest first, in pages of :data:`PAGE`; None for a decision
+    whose log cannot be used (see domain.replay.logged_decision)."""
+    result = session.execute(
+        select(decisions.c.action, decisions.c.pick_probability, decisions.c.candidates,
+               decisions.c.outcome)
+        .where(_in_period(workspace_id, point, start, end),
+               decisions.c.outcome.in_((REWARDED, NOT_REWARDED)))
+        .order_by(decisions.c.decide_time)
+        .execution_options(yield_per=PAGE))
+    for page in result.partitions():
+        yield [logged_decision(candidates, action, float(pick), outcome == REWARDED)
+               for action, pick, candidates, outcome in page]

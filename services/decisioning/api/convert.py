@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import duration_pb2
 
 from cjo.common.v1 import common_pb2
-from cjo.decisioning.v1 import action_pb2, decision_pb2, decision_point_pb2
+from cjo.decisioning.v1 import action_pb2, decision_pb2, decision_point_pb2, evaluation_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo_decisioning.domain.catalogue import (
     Action,
@@ -21,6 +21,15 @@ from cjo_decisioning.domain.catalogue import (
     Reward,
     StoredAction,
     StoredPoint,
+)
+from cjo_decisioning.domain.evaluation import Estimate, Evaluation
+from cjo_decisioning.domain.replay import (
+    Alternative,
+    AlwaysAction,
+    EvaluationQuery,
+    Greedy,
+    Policy,
+    UniformRandom,
 )
 from cjo_decisioning.domain.reports import DecisionReport, ReportQuery
 from cjo_decisioning.service_layer.decide import Decision, DecisionContext
@@ -166,11 +175,56 @@ def point_to_proto(stored: StoredPoint) -> decision_point_pb2.DecisionPoint:
         etag=stored.etag, create_time=to_timestamp(stored.create_time),
         update_time=to_timestamp(stored.update_time))
 
-# --- reports ----------------------------------------------------------------------------------
+# --- evaluation and reports ------------------------------------------------------------------
 
 
 def _time_or_none(request: Any, field_name: str) -> datetime | None:
     return from_timestamp(getattr(request, field_name)) if request.HasField(field_name) else None
+
+
+def target_policy(policy: evaluation_pb2.TargetPolicy) -> Policy | None:
+    """The TargetPolicy oneof; None when none is set."""
+    kind = policy.WhichOneof("policy")
+    if kind == "uniform_random":
+        return UniformRandom()
+    if kind == "always_action":
+        return AlwaysAction(policy.always_action)
+    if kind == "greedy":
+        return Greedy()
+    if kind == "alternative":
+        alternative = policy.alternative
+        arbitration = alternative.arbitration
+        exploration = alternative.exploration
+        return Alternative(
+            formula=arbitration.formula if alternative.HasField("arbitration") else None,
+            context_weight=arbitration.context_weight,
+            levers=dict(alternative.levers), values=dict(alternative.values),
+            method=(_METHODS.get(exploration.method, "thompson")
+                    if alternative.HasField("exploration") else ""),
+            epsilon=exploration.epsilon)
+    return None
+
+
+def evaluation_query(request: pb.EvaluatePolicyRequest) -> EvaluationQuery:
+    return EvaluationQuery(
+        decision_point=key_from_name(request.decision_point, "decisionPoints/",
+                                     "decision_point"),
+        policy=target_policy(request.policy),
+        start=_time_or_none(request, "start_time"), end=_time_or_none(request, "end_time"),
+        confidence=request.confidence_level)
+
+
+def _estimate(estimate: Estimate) -> evaluation_pb2.Estimate:
+    return evaluation_pb2.Estimate(value=estimate.value, lower=estimate.lower,
+                                   upper=estimate.upper, standard_error=estimate.standard_error)
+
+
+def evaluation_reply(result: Evaluation) -> pb.EvaluatePolicyResponse:
+    return pb.EvaluatePolicyResponse(
+        decisions=result.decisions, uncovered=result.uncovered,
+        logged=_estimate(result.logged), ips=_estimate(result.ips),
+        snips=_estimate(result.snips), doubly_robust=_estimate(result.doubly_robust),
+        effective_sample_size=result.effective_sample_size)
 
 
 def report_query(request: pb.GetDecisionReportRequest) -> ReportQuery:

@@ -37,7 +37,7 @@ from cjo_decisioning.domain.catalogue import (
     content_not_found,
     parse_mask,
 )
-from cjo_decisioning.service_layer import catalogue, exposures, reports
+from cjo_decisioning.service_layer import catalogue, evaluation, exposures, reports
 from cjo_decisioning.service_layer.decide import (
     DecideItem,
     Decision,
@@ -226,7 +226,13 @@ class DecisioningServicer(pb_grpc.DecisioningServiceServicer):
 
         return await once(self.transactions, request, pb.DeleteDecisionPointResponse, delete)
 
-    # --- reports --------------------------------------------------------------------------------
+    # --- evaluation and reports ----------------------------------------------------------------
+
+    async def EvaluatePolicy(self, request: pb.EvaluatePolicyRequest,
+                             context: grpc.aio.ServicerContext) -> pb.EvaluatePolicyResponse:
+        query = convert.evaluation_query(request)
+        result = await evaluation.evaluate_policy(self.transactions, current_workspace(), query)
+        return convert.evaluation_reply(result)
 
     async def GetDecisionReport(self, request: pb.GetDecisionReportRequest,
                                 context: grpc.aio.ServicerContext
