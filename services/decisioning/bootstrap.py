@@ -1,8 +1,10 @@
-"""Wires the decisioning service: storage, authentication and the servicer."""
+"""Wires the decisioning service: storage, authentication, the servicer and the learning
+worker."""
 
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc
@@ -11,7 +13,9 @@ from cjo_decisioning.adapters.identity import ProfileBook
 from cjo_decisioning.adapters.tables import metadata
 from cjo_decisioning.api.servicer import SERVICE, SERVICE_ONLY_METHODS, DecisioningServicer
 from cjo_decisioning.service_layer.decide import Engine
+from cjo_decisioning.service_layer.learning import LearningRound, LearningSettings
 from cjo_decisioning.settings import load_decisioning_settings
+from cjo_decisioning.workers.learning import LearningWorker
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.rpc.dead_letters import dead_letter_servicer
@@ -31,10 +35,14 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
     engine = load_decisioning_settings(env)
     timeout = engine.peer_timeout_seconds
+    learning = load_learning_settings(env)
+    learner = LearningWorker(LearningRound(storage.transactions, learning),
+                             learning.poll_seconds)
     servicer = DecisioningServicer(
         storage.transactions, ContentCatalog(settings, timeout), ProfileBook(settings, timeout),
         Engine(new_id, seed=engine.seed, draws=engine.draws,
-               model_refresh_seconds=engine.model_refresh_seconds))
+               model_refresh_seconds=engine.model_refresh_seconds),
+        on_reward=learner.wake)
     return ServiceApp(
         settings=settings,
         db=storage.db,
@@ -45,5 +53,15 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods=SERVICE_ONLY_METHODS,
+        background=[learner.run],
         migrate=storage.migrate,
     )
+
+
+def load_learning_settings(env: Env) -> LearningSettings:
+    return LearningSettings(
+        batch=env.int("CJO_DECISIONING_LEARN_BATCH", 1000, minimum=1, maximum=1000),
+        lease=timedelta(seconds=env.float("CJO_DECISIONING_LEARN_LEASE_SECONDS", 60.0,
+                                          minimum=1.0)),
+        # Lapsed windows are found by this poll; a reward wakes the worker at once.
+        poll_seconds=env.float("CJO_DECISIONING_LEARN_POLL_SECONDS", 1.0, minimum=0.01))

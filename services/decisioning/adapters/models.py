@@ -12,13 +12,16 @@ import time
 import weakref
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from cjo_decisioning.adapters.tables import models as _m
 from cjo_decisioning.domain.model import ActionModel
+from cjo_platform.db import insert_ignore
 from cjo_platform.db.unit_of_work import UnitOfWork
 
 
@@ -83,3 +86,46 @@ def delete(uow: UnitOfWork, workspace_id: str, point: str) -> None:
                                              _m.c.decision_point == point))
     engine = uow.session.get_bind().engine
     uow.after_commit(lambda: forget(engine, workspace_id, point))
+
+
+# --- the learning worker's side ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    model: ActionModel
+    version: int
+
+
+def lock_model(session: Session, workspace_id: str, decision_point: str, action: str,
+               prior_propensity: float, now: datetime) -> StoredModel:
+    """The model of (point, action), locked until the transaction ends; created from the prior
+    when there is none yet (ON CONFLICT DO NOTHING: two replicas creating it at once both find
+    the one row). A learner locks one model per transaction, so learners cannot deadlock."""
+    t = _m.c
+    key = (t.workspace_id == workspace_id, t.decision_point == decision_point,
+           t.action == action)
+    if session.execute(select(t.version).where(*key)).first() is None:
+        mean, precision = ActionModel.prior(prior_propensity).to_bytes()
+        insert_ignore(session, _m, [{
+            "workspace_id": workspace_id, "decision_point": decision_point, "action": action,
+            "mean": mean, "precision": precision, "observations": 0, "rewards": 0,
+            "version": 0, "update_time": now}])
+    row = session.execute(
+        select(t.mean, t.precision, t.observations, t.rewards, t.version).where(*key)
+        .with_for_update()).one()
+    return StoredModel(ActionModel.from_bytes(row.mean, row.precision, int(row.observations),
+                                              int(row.rewards)), int(row.version))
+
+
+def save_model(session: Session, workspace_id: str, decision_point: str, action: str,
+               model: ActionModel, version: int, now: datetime) -> None:
+    """Store a model locked with :func:`lock_model` as ``version``: every process's cache
+    (:func:`load`) sees the new version at its next check and reads it again."""
+    t = _m.c
+    mean, precision = model.to_bytes()
+    session.execute(update(_m).where(
+        t.workspace_id == workspace_id, t.decision_point == decision_point,
+        t.action == action).values(
+        mean=mean, precision=precision, observations=model.observations,
+        rewards=model.rewards, version=version, update_time=now))

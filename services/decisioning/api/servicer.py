@@ -27,6 +27,7 @@ from cjo_decisioning.api.convert import (
     point_from_proto,
     point_to_proto,
 )
+from cjo_decisioning.api.outcomes import OutcomeRpcs
 from cjo_decisioning.domain.catalogue import (
     ACTION_MASK,
     POINT_MASK,
@@ -92,13 +93,16 @@ def _token(after: str | None) -> str:
     return "" if after is None else encode_token({"after": after})
 
 
-class DecisioningServicer(pb_grpc.DecisioningServiceServicer):
+class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
     """The RPCs, grouped by resource; helpers add theirs the same way: parse, run one
     use-case in ``self.transactions`` (``once`` for mutating ones), convert."""
 
     def __init__(self, transactions: Transactions, content: ContentCatalog,
-                 profiles: ProfileBook, engine: Engine) -> None:
+                 profiles: ProfileBook, engine: Engine,
+                 on_reward: Callable[[], None] = lambda: None) -> None:
         self.transactions = transactions
+        # Called after a reward committed: wakes this replica's learning worker.
+        self.on_reward = on_reward
         self.content = content
         self.profiles = profiles
         self.engine = engine

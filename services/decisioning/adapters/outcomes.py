@@ -1,0 +1,190 @@
+"""What outcomes read and write: forwarded ids already received, the points' rewards, open
+decisions and their rewards, profile aliases, and the learning worker's claims (decisions whose
+outcome is known and not yet learned). Exposures are service_layer.exposures' (one path for
+RecordExposures and delivery's SENT facts)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, false, or_, select, update
+from sqlalchemy.orm import Session
+
+from cjo_decisioning.adapters import catalogue
+from cjo_decisioning.adapters.tables import (
+    EXPOSED,
+    NOT_REWARDED,
+    REWARDED,
+    decision_points,
+    decisions,
+    profile_aliases,
+    received,
+)
+from cjo_decisioning.domain.catalogue import DecisionPoint, point_from_json
+from cjo_decisioning.domain.outcomes import OpenDecision, Rewarded
+from cjo_platform.db import insert_ignore, one_of, upsert
+
+d = decisions.c
+p = decision_points.c
+a = profile_aliases.c
+
+
+def first_received(session: Session, workspace_id: str, source_ids: Sequence[str],
+                   now: datetime) -> set[str]:
+    """Record ``source_ids`` as received; returns those that were new (a concurrent call with
+    the same id waits on the primary key, and exactly one of them gets it)."""
+    unique = sorted(set(source_ids))
+    return set(insert_ignore(session, received, [
+        {"workspace_id": workspace_id, "source_id": s, "receive_time": now} for s in unique],
+        returning=received.c.source_id))
+
+
+# --- decision points ------------------------------------------------------------------------
+
+
+def workspace_points(session: Session, workspace_id: str) -> list[DecisionPoint]:
+    """Every point of the workspace (one query per call: rewards look for their event)."""
+    return [point_from_json(spec) for spec in session.execute(
+        select(p.spec).where(p.workspace_id == workspace_id)).scalars()]
+
+
+def record_point_errors(session: Session, workspace_id: str,
+                        errors: Mapping[str, tuple[int, str]], now: datetime) -> None:
+    """Count run-time errors on their points (error_count, last_error)."""
+    for key, (count, error) in sorted(errors.items()):
+        catalogue.record_point_error(session, workspace_id, key, count, error, now)
+
+
+# --- people and rewards ---------------------------------------------------------------------
+
+
+def people(session: Session, workspace_id: str, profile_ids: Iterable[str]
+           ) -> dict[str, list[str]]:
+    """Every profile id of each person: the id itself and the ids merged into it."""
+    wanted = sorted(set(profile_ids))
+    found: dict[str, list[str]] = {i: [i] for i in wanted}
+    if wanted:
+        for r in session.execute(select(a.profile_id, a.survivor_profile_id).where(
+                a.workspace_id == workspace_id,
+                one_of(session, a.survivor_profile_id, wanted))):
+            found[r.survivor_profile_id].append(r.profile_id)
+    return found
+
+
+def survivors(session: Session, workspace_id: str, profile_ids: Iterable[str]
+              ) -> dict[str, str]:
+    """The survivor of each of ``profile_ids`` that was merged away."""
+    wanted = sorted(set(profile_ids))
+    if not wanted:
+        return {}
+    return {r.profile_id: r.survivor_profile_id for r in session.execute(
+        select(a.profile_id, a.survivor_profile_id).where(
+            a.workspace_id == workspace_id, one_of(session, a.profile_id, wanted)))}
+
+
+def add_alias(session: Session, workspace_id: str, merged_profile_id: str,
+              survivor_profile_id: str, now: datetime) -> None:
+    """``merged_profile_id`` is part of the survivor now, and so is every id merged into it
+    before (aliases point at the last link, so a person's ids are one lookup)."""
+    session.execute(update(profile_aliases).where(
+        a.workspace_id == workspace_id, a.survivor_profile_id == merged_profile_id)
+        .values(survivor_profile_id=survivor_profile_id))
+    upsert(session, profile_aliases, [
+        {"workspace_id": workspace_id, "profile_id": merged_profile_id,
+         "survivor_profile_id": survivor_profile_id, "merge_time": now}],
+        lambda excluded: {"survivor_profile_id": excluded.survivor_profile_id,
+                          "merge_time": excluded.merge_time})
+
+
+def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[str],
+                   point_keys: Iterable[str]) -> list[OpenDecision]:
+    """The exposed (not yet rewarded or lapsed) decisions of ``profile_ids`` at the points."""
+    profiles, keys = sorted(set(profile_ids)), sorted(set(point_keys))
+    if not profiles or not keys:
+        return []
+    return [OpenDecision(r.decision_id, r.decision_point, r.profile_id, r.action,
+                         r.expose_time, r.reward_deadline)
+            for r in session.execute(
+                select(d.decision_id, d.decision_point, d.profile_id, d.action, d.expose_time,
+                       d.reward_deadline)
+                .where(d.workspace_id == workspace_id, one_of(session, d.profile_id, profiles),
+                       d.outcome == EXPOSED, one_of(session, d.decision_point, keys)))]
+
+
+def reward(session: Session, workspace_id: str, rewarded: Sequence[Rewarded]) -> int:
+    """Mark the decisions REWARDED (only while still EXPOSED and not learned); how many were."""
+    if not rewarded:
+        return 0
+    result = session.execute(
+        update(decisions)
+        .where(d.workspace_id == workspace_id, d.decision_id == bindparam("i"),
+               d.outcome == EXPOSED, d.learned == false())
+        .values(outcome=REWARDED, reward_time=bindparam("t"), reward_event_id=bindparam("e")),
+        [{"i": r.decision_id, "t": r.reward_time, "e": r.reward_event_id[:128]}
+         for r in rewarded])
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --- learning -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    workspace_id: str
+    decision_point: str
+    action: str
+    decision_id: str
+
+
+def _learnable(now: datetime) -> Any:
+    return and_(d.learned == false(), or_(
+        d.outcome == REWARDED, and_(d.outcome == EXPOSED, d.reward_deadline < now)))
+
+
+def claim_learnable(session: Session, now: datetime, owner: str, lease: timedelta,
+                    limit: int) -> list[Claimed]:
+    """Lease up to ``limit`` decisions whose outcome is known and not yet learned: rewarded
+    ones, and exposed ones whose window lapsed. Listed and locked in one statement (SKIP LOCKED
+    on PostgreSQL, so replicas claim different decisions) and leased to ``owner``; a replica
+    that dies leaves them to the others once the lease runs out."""
+    rows = session.execute(
+        select(d.workspace_id, d.decision_id, d.decision_point, d.action)
+        .where(_learnable(now), or_(d.lease_until.is_(None), d.lease_until <= now))
+        .order_by(d.reward_deadline).limit(limit)
+        .with_for_update(skip_locked=True)).all()
+    if not rows:
+        return []
+    session.execute(
+        update(decisions)
+        .where(d.workspace_id == bindparam("w"), d.decision_id == bindparam("i"))
+        .values(lease_owner=owner, lease_until=now + lease),
+        [{"w": r.workspace_id, "i": r.decision_id} for r in rows])
+    return [Claimed(r.workspace_id, r.decision_point, r.action, r.decision_id) for r in rows]
+
+
+def held(session: Session, workspace_id: str, decision_ids: Sequence[str], owner: str,
+         now: datetime) -> list[tuple[str, Any, bool]]:
+    """The claimed decisions still held by ``owner`` and not learned, locked, as
+    (decision_id, features JSON, rewarded), in id order. A decision whose lease ran out and
+    was learned by another replica is left out (it is learned once)."""
+    rows = session.execute(
+        select(d.decision_id, d.features, d.outcome)
+        .where(d.workspace_id == workspace_id, one_of(session, d.decision_id, decision_ids),
+               d.lease_owner == owner, _learnable(now))
+        .order_by(d.decision_id).with_for_update()).all()
+    return [(r.decision_id, r.features, r.outcome == REWARDED) for r in rows]
+
+
+def mark_learned(session: Session, workspace_id: str, outcomes: Sequence[tuple[str, bool]]
+                 ) -> None:
+    """Learned; a lapsed decision (rewarded False) becomes NOT_REWARDED."""
+    if not outcomes:
+        return
+    session.execute(
+        update(decisions)
+        .where(d.workspace_id == workspace_id, d.decision_id == bindparam("i"))
+        .values(learned=True, lease_owner="", lease_until=None, outcome=bindparam("o")),
+        [{"i": i, "o": REWARDED if rewarded else NOT_REWARDED} for i, rewarded in outcomes])

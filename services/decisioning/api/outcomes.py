@@ -1,0 +1,123 @@
+"""The outcome RPCs of DecisioningService (mixed into the servicer): RecordEvents and
+RecordMessageFacts (service-only: identity's and delivery's forwarders) and GetSendTimes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import grpc
+
+from cjo.analytics.v1 import fact_pb2
+from cjo.common.v1 import common_pb2
+from cjo.decisioning.v1 import decisioning_service_pb2 as pb
+from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
+from cjo_decisioning.domain.outcomes import PROFILE_MERGED, MessageFact, TrackEvent
+from cjo_decisioning.service_layer import outcomes, send_times
+from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.errors import InvalidArgument, Violations
+from cjo_platform.limits import MAX_BATCH_ITEMS, MAX_PROFILE_ID_LENGTH, check_duration, check_id
+from cjo_platform.profiles import consent_from_proto, profile_view, segment_id
+from cjo_platform.protobuf import from_timestamp, struct_to_dict, to_timestamp
+from cjo_platform.rpc.auth import current_workspace
+from cjo_platform.rpc.batch import BatchAnswer
+
+DOMAIN = "decisioning.cjo"
+MAX_SEND_DELAY = timedelta(days=7)
+DEFAULT_SEND_DELAY = timedelta(days=1)
+
+_KINDS = {fact_pb2.FACT_TYPE_MESSAGE_SENT: outcomes.SENT,
+          fact_pb2.FACT_TYPE_MESSAGE_OPENED: outcomes.OPENED,
+          fact_pb2.FACT_TYPE_MESSAGE_CLICKED: outcomes.CLICKED}
+_SOURCES = {"profile": pb.SEND_TIME_SOURCE_PROFILE,
+            "population": pb.SEND_TIME_SOURCE_POPULATION,
+            "default": pb.SEND_TIME_SOURCE_DEFAULT}
+
+
+def message_fact(fact: fact_pb2.Fact) -> MessageFact:
+    if not fact.fact_id:
+        raise InvalidArgument.one("fact_id", "is required")
+    if not fact.HasField("occur_time"):
+        raise InvalidArgument.one("occur_time", "is required")
+    return MessageFact(fact_id=fact.fact_id, kind=_KINDS.get(fact.type, "other"),
+                       profile_id=fact.profile_id, decision_id=fact.decision_id,
+                       channel=fact.channel, occur_time=from_timestamp(fact.occur_time))
+
+
+def track_event(forwarded: orchestration_pb.ForwardedEvent) -> TrackEvent:
+    if not forwarded.event_id:
+        raise InvalidArgument.one("event_id", "is required")
+    event = forwarded.event
+    properties = struct_to_dict(event.properties)
+    merged = ""
+    if event.name == PROFILE_MERGED:
+        merged = str(properties.get("merged_profile_id") or "")
+    return TrackEvent(
+        event_id=forwarded.event_id, profile_id=forwarded.profile_id, name=event.name,
+        time=from_timestamp(event.timestamp),
+        event={"name": event.name, "properties": properties, "source": event.source,
+               "message_id": event.message_id},
+        profile=profile_view(struct_to_dict(forwarded.profile_traits),
+                             struct_to_dict(forwarded.computed_traits),
+                             (segment_id(s) for s in forwarded.segments),
+                             consent_from_proto(forwarded.consents),
+                             ((i.type, i.value) for i in forwarded.identifiers)),
+        merged_profile_id=merged)
+
+
+class OutcomeRpcs:
+    """Needs ``transactions`` and ``on_reward`` (wakes this replica's learning worker)."""
+
+    transactions: Transactions
+    on_reward: Callable[[], None]
+
+    async def RecordMessageFacts(self, request: pb.RecordMessageFactsRequest,
+                                 context: grpc.aio.ServicerContext
+                                 ) -> pb.RecordMessageFactsResponse:
+        answer = BatchAnswer(request.facts, "facts", DOMAIN, pb.RecordMessageFactResult)
+        parsed = answer.parse(message_fact)
+        if parsed:
+            workspace = current_workspace()
+            duplicates = await self.transactions.run(lambda uow: outcomes.record_message_facts(
+                uow, workspace, [fact for _, fact in parsed]))
+            for (index, _), duplicate in zip(parsed, duplicates, strict=True):
+                answer.results[index].duplicate = duplicate
+        return pb.RecordMessageFactsResponse(results=answer.results)
+
+    async def RecordEvents(self, request: pb.RecordEventsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.RecordEventsResponse:
+        answer = BatchAnswer(request.events, "events", DOMAIN, pb.RecordEventResult)
+        parsed = answer.parse(track_event)
+        if parsed:
+            workspace = current_workspace()
+            duplicates = await self.transactions.run(lambda uow: outcomes.record_events(
+                uow, workspace, [event for _, event in parsed], self.on_reward))
+            for (index, _), duplicate in zip(parsed, duplicates, strict=True):
+                answer.results[index].duplicate = duplicate
+        return pb.RecordEventsResponse(results=answer.results)
+
+    async def GetSendTimes(self, request: pb.GetSendTimesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetSendTimesResponse:
+        problems = Violations()
+        problems.check(1 <= len(request.profile_ids) <= MAX_BATCH_ITEMS, "profile_ids",
+                       f"must hold 1 to {MAX_BATCH_ITEMS} ids, got {len(request.profile_ids)}")
+        for index, profile_id in enumerate(request.profile_ids[:MAX_BATCH_ITEMS + 1]):
+            check_id(problems, f"profile_ids[{index}]", profile_id, required=True,
+                     max_length=MAX_PROFILE_ID_LENGTH)
+        problems.check(request.channel in common_pb2.Channel.values(), "channel",
+                       "is not a channel")
+        max_delay = (request.max_delay.ToTimedelta() if request.HasField("max_delay")
+                     else DEFAULT_SEND_DELAY)
+        check_duration(problems, "max_delay", max_delay, minimum=timedelta(0),
+                       maximum=MAX_SEND_DELAY)
+        problems.raise_if_any()
+        workspace = current_workspace()
+        earliest = (from_timestamp(request.earliest_time) if request.HasField("earliest_time")
+                    else self.transactions.clock.now())
+        ids = list(request.profile_ids)
+        found = await self.transactions.run(lambda uow: send_times.send_times(
+            uow, workspace, ids, request.channel, earliest, max_delay))
+        return pb.GetSendTimesResponse(send_times=[
+            pb.SendTime(profile_id=profile_id, send_time=to_timestamp(time),
+                        source=_SOURCES[source], observations=observations)
+            for profile_id, (time, source, observations) in zip(ids, found, strict=True)])

@@ -1,0 +1,98 @@
+"""Learning: decisions whose outcome is known (rewarded, or exposed with the window lapsed)
+update their (point, action) model, each decision exactly once.
+
+A round leases up to ``batch`` such decisions (SKIP LOCKED on PostgreSQL, so replicas share the
+work) and learns them per (workspace, point, action) in one transaction each: the model row is
+locked (created from the point's prior when absent), ``domain.model.update`` applies the
+decisions' stored features and rewards, and the model is saved as its next version with the
+decisions marked learned. Only decisions still leased to this replica and not learned are
+taken, so a decision whose lease ran out and that another replica learned is not learned twice.
+A group that fails (a deleted point, features the model cannot read) marks its decisions
+learned with the error logged and on the point, and never stops the round or another group."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+
+from cjo_decisioning.adapters import catalogue, models, outcomes
+from cjo_decisioning.adapters.outcomes import Claimed
+from cjo_decisioning.domain.features import Features
+from cjo_decisioning.domain.model import update
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    batch: int = 1000  # decisions leased per round
+    lease: timedelta = timedelta(seconds=60)  # after a crash, another replica learns them then
+    poll_seconds: float = 1.0
+
+
+class LearningRound:
+    def __init__(self, transactions: Transactions, settings: LearningSettings,
+                 owner: str | None = None) -> None:
+        self.transactions = transactions
+        self.settings = settings
+        self.owner = owner or uuid.uuid4().hex
+
+    async def run_once(self) -> bool:
+        """Learn one batch; True when more may be waiting."""
+        claimed = await self.transactions.run(self._claim)
+        groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+        for c in claimed:
+            groups[(c.workspace_id, c.decision_point, c.action)].append(c.decision_id)
+        for (workspace_id, point, action), ids in sorted(groups.items()):
+            try:
+                await self.transactions.run(partial(
+                    learn_group, workspace_id=workspace_id, decision_point=point,
+                    action=action, decision_ids=ids, owner=self.owner))
+            except Exception as exc:
+                log.warning("learning failed; the decisions are marked learned",
+                            workspace=workspace_id, decision_point=point, action=action,
+                            decisions=len(ids), error=repr(exc), exc_info=exc)
+                await self.transactions.run(partial(
+                    give_up, workspace_id=workspace_id, decision_point=point,
+                    decision_ids=ids, owner=self.owner, error=f"learning {action}: {exc!r}"))
+        return len(claimed) >= self.settings.batch
+
+    def _claim(self, uow: UnitOfWork) -> list[Claimed]:
+        return outcomes.claim_learnable(uow.session, uow.now(), self.owner,
+                                        self.settings.lease, self.settings.batch)
+
+
+def learn_group(uow: UnitOfWork, workspace_id: str, decision_point: str, action: str,
+                decision_ids: Sequence[str], owner: str) -> int:
+    """Apply the decisions' outcomes to the model of (point, action); how many were learned."""
+    session, now = uow.session, uow.now()
+    held = outcomes.held(session, workspace_id, decision_ids, owner, now)
+    if not held:
+        return 0
+    stored_point = catalogue.get_point(session, workspace_id, decision_point)
+    if stored_point is None:
+        raise LookupError(f"decision point {decision_point!r} was deleted")
+    stored = models.lock_model(session, workspace_id, decision_point, action,
+                               stored_point.point.model.effective_prior, now)
+    features = [Features.from_json(f) for _, f, _ in held]
+    rewards = [1 if rewarded else 0 for _, _, rewarded in held]
+    learned = update(stored.model, features, rewards)  # counts observations and rewards too
+    models.save_model(session, workspace_id, decision_point, action, learned,
+                      stored.version + 1, now)
+    outcomes.mark_learned(session, workspace_id, [(i, rewarded) for i, _, rewarded in held])
+    return len(held)
+
+
+def give_up(uow: UnitOfWork, workspace_id: str, decision_point: str,
+            decision_ids: Sequence[str], owner: str, error: str) -> None:
+    """Mark the decisions learned without learning them, and record why on their point."""
+    held = outcomes.held(uow.session, workspace_id, decision_ids, owner, uow.now())
+    outcomes.mark_learned(uow.session, workspace_id, [(i, rewarded) for i, _, rewarded in held])
+    outcomes.record_point_errors(uow.session, workspace_id, {decision_point: (1, error)},
+                                 uow.now())

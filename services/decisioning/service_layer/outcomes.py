@@ -1,0 +1,111 @@
+"""Outcomes coming back to decisioning, each call in one transaction:
+
+- delivery's message facts (RecordMessageFacts): the SENT fact of a message carrying a decision
+  id is that decision's exposure (the same path as RecordExposures); every open and click adds
+  to the person's and the workspace's engagement hours (best send times);
+- identity's track events and merges (RecordEvents): an event named by a point's reward rewards
+  the person's open exposed decisions there (domain.outcomes: the last exposure wins); a merge
+  makes the merged profile's decisions and engagement the survivor's.
+
+Forwarded items are deduplicated by their ids (the `received` table), so an item re-sent after
+a lost acknowledgement is taken once and answered as a duplicate."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from cjo_decisioning.adapters import engagement, outcomes
+from cjo_decisioning.domain.outcomes import (
+    MessageFact,
+    TrackEvent,
+    engagement_hour,
+    plan_rewards,
+)
+from cjo_decisioning.service_layer import exposures
+from cjo_platform.cel import load_expression
+from cjo_platform.db.unit_of_work import UnitOfWork
+
+SENT, OPENED, CLICKED = "sent", "opened", "clicked"
+
+
+def _first_seen(uow: UnitOfWork, workspace_id: str, ids: Sequence[str]) -> list[bool]:
+    """Per item, whether this is the first time its id was received (the first of repeats in
+    one call counts as new, the others as duplicates)."""
+    new = outcomes.first_received(uow.session, workspace_id, ids, uow.now())
+    seen: set[str] = set()
+    answer = []
+    for source_id in ids:
+        answer.append(source_id in new and source_id not in seen)
+        seen.add(source_id)
+    return answer
+
+
+def record_message_facts(uow: UnitOfWork, workspace_id: str,
+                         facts: Sequence[MessageFact]) -> list[bool]:
+    """Take delivery's facts; per fact, whether it was a duplicate."""
+    fresh = _first_seen(uow, workspace_id, [f"fact:{f.fact_id}" for f in facts])
+    taken = [f for f, new in zip(facts, fresh, strict=True) if new]
+    sent: list[tuple[str, datetime | None]] = [
+        (f.decision_id, f.occur_time) for f in taken if f.kind == SENT and f.decision_id]
+    if sent:
+        # The path RecordExposures takes: a decision is exposed once, its budget counted once;
+        # a decision this workspace does not have is no fault of the message (ignored).
+        exposures.expose(uow, workspace_id, sent)
+    engaged = [f for f in taken if f.kind in (OPENED, CLICKED) and f.profile_id]
+    if engaged:
+        # An engagement of a merged-away id counts for its survivor.
+        survivors = outcomes.survivors(uow.session, workspace_id,
+                                       {f.profile_id for f in engaged})
+        counts = Counter((survivors.get(f.profile_id, f.profile_id), f.channel,
+                          engagement_hour(f.occur_time)) for f in engaged)
+        engagement.add_engagements(uow.session, workspace_id, counts)
+    return [not new for new in fresh]
+
+
+def record_events(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent],
+                  on_reward: Callable[[], None] = lambda: None) -> list[bool]:
+    """Take identity's events; per event, whether it was a duplicate. ``on_reward`` runs once
+    the transaction committed, when a decision was rewarded (it wakes the learning worker)."""
+    fresh = _first_seen(uow, workspace_id, [f"event:{e.event_id}" for e in events])
+    taken = [e for e, new in zip(events, fresh, strict=True) if new]
+    now = uow.now()
+    # Merges first (identity sends them before the events that carry the survivor's id).
+    for event in taken:
+        if event.merged_profile_id and event.merged_profile_id != event.profile_id:
+            outcomes.add_alias(uow.session, workspace_id, event.merged_profile_id,
+                               event.profile_id, now)
+            engagement.move_engagements(uow.session, workspace_id, event.merged_profile_id,
+                                        event.profile_id)
+    rewarding = [e for e in taken if not e.merged_profile_id]
+    if rewarding:
+        _reward(uow, workspace_id, rewarding, on_reward)
+    return [not new for new in fresh]
+
+
+def _reward(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent],
+            on_reward: Callable[[], None]) -> None:
+    session = uow.session
+    names = {e.name for e in events}
+    points = [point for point in outcomes.workspace_points(session, workspace_id)
+              if point.reward.event_name in names]
+    if not points:
+        return
+    names = {point.reward.event_name for point in points}
+    events = [e for e in events if e.name in names]
+    people = outcomes.people(session, workspace_id, {e.profile_id for e in events})
+    open_decisions = outcomes.open_decisions(
+        session, workspace_id, {i for ids in people.values() for i in ids},
+        {point.key for point in points})
+    plan = plan_rewards(events, points, open_decisions, people, _filter_holds)
+    if outcomes.reward(session, workspace_id, plan.rewarded):
+        uow.after_commit(on_reward)
+    outcomes.record_point_errors(session, workspace_id, plan.errors, uow.now())
+
+
+def _filter_holds(source: str, activation: Mapping[str, Any]) -> bool:
+    # Compiled once per process (cjo_platform.cel caches programs by source). A filter about
+    # data the event lacks does not hold; any other failure raises and is counted on the point.
+    return load_expression(source, "reward.filter").holds(activation)

@@ -1,0 +1,152 @@
+"""The learning worker: rewarded decisions and lapsed windows update their action's model,
+each decision exactly once, even with two replicas learning from one PostgreSQL database; a
+point that is gone marks its decisions learned and stops nothing; the injected clock decides
+when a window lapsed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from outcomes_support import START, decision_row, running, sent, track
+
+from cjo_decisioning.adapters.tables import (
+    EXPOSED,
+    NOT_REWARDED,
+    REWARDED,
+    decision_points,
+    decisions,
+    models,
+)
+from cjo_decisioning.domain.model import ActionModel
+from cjo_platform.clock import ManualClock
+from support import Backend, eventually
+
+HOUR = timedelta(hours=1)
+
+
+async def test_a_reward_is_learned_at_once_and_the_model_grows(backend: Backend) -> None:
+    # An hour between polls: only the wake-up after the reward's commit can learn it in time.
+    async with running(backend, CJO_DECISIONING_LEARN_POLL_SECONDS="3600") as d:
+        await d.point("home", "order_completed")
+        await d.decided("d1", "home", "p1", "a", features={"i": [0, 7], "v": [1.0, 1.0]})
+        await d.facts(sent("m1", "d1", START))
+        assert await d.model("home", "a") is None  # an exposure alone teaches nothing
+        await d.events(track("e1", "p1", "order_completed", START + HOUR))
+
+        async def learned() -> bool:
+            return bool((await d.decision("d1")).learned)
+
+        await eventually(learned)
+        row = await d.model("home", "a")
+        assert (row.version, row.observations, row.rewards) == (1, 1, 1)
+        model = ActionModel.from_bytes(row.mean, row.precision)
+        prior = ActionModel.prior(0.05)
+        # The rewarded features' weights moved up from the prior; the others stayed.
+        assert model.mean[0] > prior.mean[0] and model.mean[7] > prior.mean[7]
+        assert model.mean[8] == prior.mean[8]
+        assert (await d.decision("d1")).outcome == REWARDED
+
+
+async def test_a_lapsed_window_is_learned_as_a_failure_when_the_clock_says_so(
+        backend: Backend) -> None:
+    clock = ManualClock(START)
+    async with running(backend, clock) as d:
+        await d.point("home", "order_completed", window=2 * HOUR)
+        await d.decided("d1", "home", "p1", "a")
+        await d.decided("d2", "home", "p2", "a")
+        await d.facts(sent("m1", "d1", START), sent("m2", "d2", START + HOUR, "p2"))
+        clock.advance(2 * HOUR + timedelta(seconds=1))  # d1's window lapsed, d2's is open
+
+        async def lapsed() -> bool:
+            return bool((await d.decision("d1")).learned)
+
+        await eventually(lapsed)
+        first, second = await d.decision("d1"), await d.decision("d2")
+        assert (first.outcome, first.learned) == (NOT_REWARDED, True)
+        assert (second.outcome, second.learned) == (EXPOSED, False)
+        row = await d.model("home", "a")
+        assert (row.version, row.observations, row.rewards) == (1, 1, 0)
+        # A purchase after the lapse rewards nothing: the decision's outcome is settled.
+        await d.events(track("e1", "p1", "order_completed", START + 2 * HOUR))
+        assert (await d.decision("d1")).outcome == NOT_REWARDED
+
+
+async def test_a_deleted_point_s_decisions_are_marked_learned_and_others_learn(
+        backend: Backend) -> None:
+    clock = ManualClock(START)
+    async with running(backend, clock) as d:
+        await d.point("gone", "order_completed", window=HOUR)
+        await d.point("home", "order_completed")
+        await d.decided("d1", "gone", "p1", "a")
+        await d.decided("d2", "home", "p1", "b")
+        await d.facts(sent("m1", "d1", START), sent("m2", "d2", START))
+
+        def delete_point() -> None:
+            with d.app.db.transaction() as session:
+                session.execute(decision_points.delete().where(
+                    decision_points.c.key == "gone"))
+        await d.app.db.run(delete_point)
+        clock.advance(2 * HOUR)  # d1's window lapses, its point gone
+        await d.events(track("e1", "p1", "order_completed", START + HOUR))
+
+        async def both() -> bool:
+            return all([(await d.decision(i)).learned for i in ("d1", "d2")])
+
+        await eventually(both)
+        assert await d.model("gone", "a") is None
+        assert (await d.decision("d1")).outcome == NOT_REWARDED
+        row = await d.model("home", "b")
+        assert (row.observations, row.rewards) == (1, 1)
+
+
+async def test_features_the_model_cannot_read_fail_their_group_alone(backend: Backend) -> None:
+    async with running(backend) as d:
+        await d.point("home", "order_completed")
+        await d.decided("bad", "home", "p1", "a", features={"i": [0, 1 << 40], "v": [1.0, 1.0]})
+        await d.decided("good", "home", "p2", "b")
+        await d.facts(sent("m1", "bad", START), sent("m2", "good", START, "p2"))
+        await d.events(track("e1", "p1", "order_completed", START + HOUR),
+                       track("e2", "p2", "order_completed", START + HOUR))
+
+        async def both() -> bool:
+            return all([(await d.decision(i)).learned for i in ("bad", "good")])
+
+        await eventually(both)
+        assert (await d.model("home", "b")).rewards == 1
+        [point] = await d.rows(decision_points)
+        assert point.error_count == 1 and "learning a" in point.last_error
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_two_replicas_learn_each_decision_exactly_once(backend: Backend) -> None:
+    count = 3000
+    env = {"CJO_DECISIONING_LEARN_BATCH": "100"}
+    async with running(backend, **env) as first, running(backend, **env) as second:
+        await first.point("home", "order_completed", actions_=("a", "b", "c"))
+        rng = np.random.default_rng(7)
+        rows = []
+        for n in range(count):
+            rewarded = bool(rng.random() < 0.3)
+            rows.append(decision_row(
+                f"d{n:05}", "home", f"p{n}", "abc"[n % 3],
+                features={"i": [0, int(rng.integers(1, 4096))], "v": [1.0, 1.0]},
+                outcome=REWARDED if rewarded else EXPOSED, expose_time=START,
+                reward_deadline=START + HOUR, reward_time=START if rewarded else None))
+        # Every window lapses at once under the replicas' clocks.
+        for replica in (first, second):
+            replica.clock.advance(2 * HOUR)
+        # Both replicas' learners poll every 0.05 s and claim batches of 100.
+        await first.insert(decisions, rows)
+
+        async def done() -> bool:
+            left = await first.rows(decisions.c.decision_id, decisions.c.learned.is_(False))
+            return not left
+
+        await eventually(done, timeout=120)
+        found = await first.rows(models)
+        assert sum(m.observations for m in found) == count
+        assert sum(m.rewards for m in found) == sum(
+            1 for r in rows if r["outcome"] == REWARDED)
