@@ -82,6 +82,9 @@ async def test_sendgrid_sample_events_bounce_the_message_and_reach_the_profile(
         assert url.startswith(f"http://127.0.0.1:{h.tracking_port}/s/")
         message_id = await h.send_email("k1")
         [email] = h.sink.received
+        # What SendGrid's SMTP relay reports back: custom args and the Message-ID.
+        assert json.loads(email["X-SMTPAPI"]) == {"unique_args": {"cjo_message_id": message_id}}
+        assert email["X-Cjo-Message-Id"] == message_id
         events = fixture("sendgrid_events.json", email="ada@example.com",
                          smtp_id=email["Message-ID"])
         body = json.dumps(events).encode()
@@ -241,10 +244,13 @@ async def test_ses_through_sns_confirms_verifies_and_records(
             assert message.status == BOUNCED and "5.1.1 user unknown" in message.error
             await bounce_reaches_suppression(h, "ada@example.com", "k2")
 
-            # Named by the message tag; the address is another one.
+            # Named by the message tag the email carried; the address is another one.
             second = await h.send_email("k3", "bo@example.com")
+            [to_bo] = h.sink.to("bo@example.com")
+            tag = to_bo["X-SES-MESSAGE-TAGS"].removeprefix("cjo-message-id=")
+            assert tag == second
             complaint = notification(fixture("ses_complaint.json", email="bo@example.com",
-                                             message_id=second, ses_message_id="x"), "2")
+                                             message_id=tag, ses_message_id="x"), "2")
             assert (await h.web.post(url, json=complaint)).status_code == 200
             await bounce_reaches_suppression(h, "bo@example.com", "k4")
             unknown = notification(fixture("ses_complaint.json", email="cy@example.com",
@@ -275,8 +281,10 @@ async def test_mailgun_signed_events_with_a_replay_window(backend: Backend) -> N
         now = int(h.clock.now().timestamp())
         # Mailgun writes the Message-ID without its brackets.
         header = email["Message-ID"].strip("<>")
+        variables = json.loads(email["X-Mailgun-Variables"])
         opened = mailgun_signed("mailgun_opened.json", SIGNING_KEY, now, "tok-1",
-                                email="ada@example.com", message_id=message_id)
+                                email="ada@example.com",
+                                message_id=variables["cjo-message-id"])
         failed = mailgun_signed("mailgun_failed.json", SIGNING_KEY, now, "tok-2",
                                 email="ada@example.com", message_id_header=header)
         forged = mailgun_signed("mailgun_failed.json", "another-key", now, "tok-3",
@@ -309,7 +317,11 @@ async def test_postmark_records_with_basic_auth(backend: Backend) -> None:
         url = provider.status_webhook_url
         first = await h.send_email("k1")
         second = await h.send_email("k2", "bo@example.com")
-        bounce = fixture("postmark_bounce.json", email="ada@example.com", message_id=first)
+        # The metadata Postmark's SMTP relay takes from the X-PM-Metadata-* headers.
+        [to_ada], [to_bo] = h.sink.to("ada@example.com"), h.sink.to("bo@example.com")
+        assert to_ada["X-PM-Metadata-cjo-message-id"] == first
+        bounce = fixture("postmark_bounce.json", email="ada@example.com",
+                         message_id=to_ada["X-PM-Metadata-cjo-message-id"])
         auth = ("cjo-hooks", WEBHOOK_PASSWORD)
         assert (await h.web.post(url, json=bounce)).status_code == 401
         assert (await h.web.post(url, json=bounce, auth=("cjo-hooks", "guess"))
@@ -321,7 +333,7 @@ async def test_postmark_records_with_basic_auth(backend: Backend) -> None:
         await bounce_reaches_suppression(h, "ada@example.com", "k3")
 
         change = fixture("postmark_subscription_change.json", email="bo@example.com",
-                         message_id=second)
+                         message_id=to_bo["X-PM-Metadata-cjo-message-id"])
         assert (await h.web.post(url, json=change, auth=auth)).status_code == 200
         # Postmark's own id of a message cjo did not send through its API: ignored.
         delivery = fixture("postmark_delivery.json", email="bo@example.com",
@@ -481,3 +493,18 @@ def test_sns_hosts_allowlist_matches_whole_labels() -> None:
     assert not allowed("https://sns.evil.example.amazonaws.com.evil.example/x.pem", hosts)
     assert not allowed("https://sns.a.b.amazonaws.com/x.pem", hosts)
     assert not allowed(f"https://evil.example/{quote('sns.x.amazonaws.com')}", hosts)
+
+
+def test_a_bounce_names_the_message_by_cjo_s_header_when_the_relay_rewrote_the_message_id(
+        ) -> None:
+    from cjo_delivery.adapters.webhooks import dsn
+
+    # Amazon SES and others replace the Message-ID; the X-Cjo-Message-Id every email carries
+    # comes back in the returned headers.
+    rewritten = "<0100018c-ses-rewritten@email.amazonses.com>\nX-Cjo-Message-Id: m-123"
+    raw = fixture("dsn_permanent.eml", email="ada@example.com", action="failed",
+                  status="5.1.1", message_id_header=rewritten).encode()
+    [bounce] = dsn.events(raw)
+    assert bounce.ref.message_id == "m-123"
+    assert bounce.reason.startswith("5.1.1 550 5.1.1")
+    assert dsn.events(b"Subject: out of office\r\n\r\nBack on Monday.") == []

@@ -69,6 +69,7 @@ class ProviderFactory:
                 password=s.get("password", ""),
                 timeout_seconds=float(c.get("timeout_seconds", "10")),
                 connections=self.smtp_connections, ca_file=c.get("ca_file", ""),
+                webhook_format=c.get("webhook_format", ""),
                 # A workspace's own CA bundle wins over the deployment's TLS context.
                 tls_context=None if c.get("ca_file") else self.tls_context), self.clock)
         if kind is ProviderKind.HTTP_JSON:

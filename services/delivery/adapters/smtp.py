@@ -36,6 +36,7 @@ from cjo_delivery.adapters.smtp_message import (
     with_preheader,
 )
 from cjo_delivery.domain.addresses import parse_email, parse_mailbox
+from cjo_delivery.domain.provider_events import tagging_headers
 from cjo_delivery.domain.sending import OutgoingEmail, OutgoingMessage, ProviderError
 from cjo_platform.clock import Clock
 
@@ -64,6 +65,9 @@ class SmtpSettings:
     # CA bundle ``ca_file`` (PEM) when one is set (a relay with a private CA).
     tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
     ca_file: str = ""
+    # The provider's webhook_format: which relay's tagging headers each email carries, so that
+    # the relay's reports name cjo's message (domain/provider_events.tagging_headers).
+    webhook_format: str = ""
 
 
 @dataclass(frozen=True)
@@ -339,7 +343,9 @@ class SmtpProvider:
                                              (to.transport, to.needs_smtputf8)) if needs]
         try:
             data = build_email(email, sender.header, self.clock.now(), to=to.transport,
-                               utf8=bool(needs_smtputf8))
+                               utf8=bool(needs_smtputf8),
+                               headers=tagging_headers(self.settings.webhook_format,
+                                                       email.message_id))
         except (ValueError, UnicodeError) as exc:
             raise classify(exc, self._where) from exc
         if self._slots is None:

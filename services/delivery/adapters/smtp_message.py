@@ -21,6 +21,7 @@ import binascii
 import html
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from email.policy import SMTP
 from email.utils import format_datetime
@@ -58,11 +59,12 @@ def with_preheader(body: str, preheader: str) -> str:
 
 
 def build_email(email: OutgoingEmail, sender: str, date: datetime, *, to: str = "",
-                utf8: bool = False) -> bytes:
+                utf8: bool = False, headers: Sequence[tuple[str, str]] = ()) -> bytes:
     """The message as sent: multipart/alternative with text and HTML when both exist, else the
     one body there is. ``to`` is the recipient as sent (its domain's A-label form; default
-    ``email.to``); ``utf8``: the message goes over SMTPUTF8, From and To are written in UTF-8.
-    ValueError when a header cannot be written (a line break in it)."""
+    ``email.to``); ``utf8``: the message goes over SMTPUTF8, From and To are written in UTF-8;
+    ``headers``: more header fields (name, value). ValueError when a header cannot be written
+    (a line break in it)."""
     to = to or email.to
     head = [
         _from_header(sender, utf8),
@@ -71,6 +73,7 @@ def build_email(email: OutgoingEmail, sender: str, date: datetime, *, to: str = 
         _header("Date", format_datetime(date)),
         _header("Message-ID", message_id_header(email.message_id),
                 plain=" " not in email.message_id),
+        *(_header(name, value) for name, value in headers),
     ]
     if email.unsubscribe_url:
         # RFC 8058 one-click unsubscribe: mailbox providers POST to the URL themselves.

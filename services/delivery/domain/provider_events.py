@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -114,3 +115,25 @@ def valid_sns_hosts(text: str) -> bool:
         if not all(_LABEL.match(label) for label in labels) or "*" in labels[-2:]:
             return False
     return bool(patterns)
+
+
+CJO_MESSAGE_ID_HEADER = "X-Cjo-Message-Id"
+
+
+def tagging_headers(webhook_format: str, message_id: str) -> list[tuple[str, str]]:
+    """Headers an email sent through an SMTP relay carries so that the relay's reports name
+    cjo's message: ``X-Cjo-Message-Id`` always (kept in bounce messages and SES's original
+    headers, where a relay may rewrite the Message-ID), and the relay's own way of attaching
+    data to a message for ``webhook_format``."""
+    headers = [(CJO_MESSAGE_ID_HEADER, message_id)]
+    if webhook_format == WebhookFormat.SENDGRID:
+        headers.append(("X-SMTPAPI", json.dumps({"unique_args": {"cjo_message_id": message_id}},
+                                                separators=(",", ":"))))
+    elif webhook_format == WebhookFormat.MAILGUN:
+        headers.append(("X-Mailgun-Variables", json.dumps({"cjo-message-id": message_id},
+                                                          separators=(",", ":"))))
+    elif webhook_format == WebhookFormat.POSTMARK:
+        headers.append(("X-PM-Metadata-cjo-message-id", message_id))
+    elif webhook_format == WebhookFormat.SES:
+        headers.append(("X-SES-MESSAGE-TAGS", f"cjo-message-id={message_id}"))
+    return headers

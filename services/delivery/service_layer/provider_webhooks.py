@@ -66,7 +66,7 @@ class ProviderReports:
         where = {"workspace": provider.workspace_id, "provider_id": provider.provider_id,
                  "format": provider.config["webhook_format"]}
         try:
-            events = await self.webhooks.events(provider, request)
+            reading = await self.webhooks.read(provider, request)
         except Refused as exc:
             log.warning("provider report refused", reason=str(exc), **where)
             return Answer(exc.status, str(exc))
@@ -75,7 +75,9 @@ class ProviderReports:
         except Unavailable as exc:
             log.warning("provider report not checked", reason=str(exc), **where)
             return Answer(503, "try again later")
-        return await self.record(provider.workspace_id, events, where)
+        answer = await self.record(provider.workspace_id, reading.events, where)
+        reading.recorded()
+        return answer
 
     async def record(self, workspace_id: str, events: Sequence[ProviderEvent],
                      where: dict[str, str]) -> Answer:

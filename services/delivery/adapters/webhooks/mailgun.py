@@ -28,8 +28,11 @@ _KINDS = {"delivered": EngagementKind.DELIVERED, "opened": EngagementKind.OPENED
 
 
 class ReplayGuard:
-    """Tokens seen within the replay window, by this process (a replay to another replica
-    is still only a repeat, which the engagement ids dedupe downstream)."""
+    """Tokens of reports recorded within the replay window, by this process (a replay to
+    another replica is still only a repeat, which the engagement ids dedupe downstream).
+
+    A token counts as used once its report is recorded, not when it is first read: Mailgun
+    retries a report it got no 2xx for with the same signature, and that retry must pass."""
 
     def __init__(self) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()
@@ -40,10 +43,10 @@ class ReplayGuard:
         while self._seen and (len(self._seen) >= _SEEN_TOKENS
                               or next(iter(self._seen.values())) < now - REPLAY_WINDOW_SECONDS):
             self._seen.popitem(last=False)
-        if token in self._seen:
-            return False
+        return token not in self._seen
+
+    def used(self, token: str, now: float) -> None:
         self._seen[token] = now
-        return True
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -51,7 +54,8 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def events(request: WebhookRequest, signing_key: str, guard: ReplayGuard,
-           now: float) -> list[ProviderEvent]:
+           now: float) -> tuple[list[ProviderEvent], str]:
+    """The events and the report's token (to mark used once they are recorded)."""
     try:
         body = request.json()
     except ValueError:
@@ -79,4 +83,4 @@ def events(request: WebhookRequest, signing_key: str, guard: ReplayGuard,
     reason = " ".join(str(status.get(k)) for k in ("code", "message", "description")
                       if status.get(k)) or str(data.get("reason", ""))
     found = event(kind, ref, reason, data.get("url", ""))
-    return [found] if found is not None else []
+    return ([found] if found is not None else []), token

@@ -3,6 +3,9 @@ setting, checks the request is the provider's and returns the events it reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 from cjo_delivery.adapters.http_client import HttpClient, HttpTimeout, HttpTransportError
 from cjo_delivery.adapters.webhooks import dsn, mailgun, postmark, sendgrid, ses, twilio
 from cjo_delivery.adapters.webhooks.request import Refused, WebhookRequest
@@ -14,8 +17,20 @@ FETCH_TIMEOUT = 10.0
 
 
 class Unavailable(Exception):
-    """Something the check needs could not be fetched now (SNS's certificate): answered 503,
-    so the provider retries."""
+    """Something the check needs could not be had now (SNS's certificate, the provider's
+    secrets): answered 503, so the provider retries."""
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Reading:
+    events: list[ProviderEvent]
+    # Run once the events are recorded: a Mailgun token is used up then, not before, so
+    # Mailgun's retry of a report that failed here is not taken for a replay.
+    recorded: Callable[[], None] = field(default=_nothing)
 
 
 class ProviderWebhooks:
@@ -34,8 +49,7 @@ class ProviderWebhooks:
             raise Unavailable(f"{url}: {response.status_code}")
         return response.content
 
-    async def events(self, provider: ProviderConfig, request: WebhookRequest
-                     ) -> list[ProviderEvent]:
+    async def read(self, provider: ProviderConfig, request: WebhookRequest) -> Reading:
         """Refused when the request is not the provider's; Malformed when it is unreadable."""
         if request.method != "POST":
             raise Refused(405, "POST only")
@@ -44,18 +58,21 @@ class ProviderWebhooks:
         c, s = provider.config, provider.secrets
         match WebhookFormat(c["webhook_format"]):
             case WebhookFormat.SENDGRID:
-                return sendgrid.events(request, c.get("webhook_public_key", ""))
+                return Reading(sendgrid.events(request, c.get("webhook_public_key", "")))
             case WebhookFormat.SES:
-                return await ses.events(request, self.sns, c.get("webhook_sns_hosts", ""))
+                return Reading(await ses.events(request, self.sns,
+                                                c.get("webhook_sns_hosts", "")))
             case WebhookFormat.MAILGUN:
-                return mailgun.events(request, s.get("webhook_signing_key", ""),
-                                      self.mailgun_tokens, self.clock.now().timestamp())
+                now = self.clock.now().timestamp()
+                found, token = mailgun.events(request, s.get("webhook_signing_key", ""),
+                                              self.mailgun_tokens, now)
+                return Reading(found, lambda: self.mailgun_tokens.used(token, now))
             case WebhookFormat.POSTMARK:
-                return postmark.events(request, c.get("webhook_username", ""),
-                                       s.get("webhook_password", ""))
+                return Reading(postmark.events(request, c.get("webhook_username", ""),
+                                               s.get("webhook_password", "")))
             case WebhookFormat.TWILIO:
-                return twilio.events(request, s.get("webhook_auth_token")
-                                     or s.get("auth_token", ""))
+                return Reading(twilio.events(request, s.get("webhook_auth_token")
+                                             or s.get("auth_token", "")))
             case WebhookFormat.DSN:
                 # A bounce mailbox has no signature: the signed URL is the credential.
-                return dsn.events(request.body)
+                return Reading(dsn.events(request.body))
