@@ -289,3 +289,25 @@ async def test_a_bad_item_fails_alone_and_profiles_come_from_identity(
                 await stub.Decide(pb.DecideRequest(decision_point="decisionPoints/home",
                                                    profile_id="nobody"), metadata=A)
             assert refused(info)[:2] == (grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND")
+
+
+async def test_a_formula_scores_affinely_or_leaves_the_candidate_out(backend: Backend) -> None:
+    async with decisioning_service(backend, ManualClock(NOW)) as services:
+        stub = services.decisioning
+        await create_action(stub, action("cheap", value=1, tags=["square"]))
+        await create_action(stub, action("dear", value=10, mandatory=True))
+        greedy = decision_point_pb2.Exploration(
+            method=decision_point_pb2.EXPLORATION_METHOD_GREEDY)  # scores by the mean
+        formula = ('"square" in action.tags ? propensity * propensity'
+                   ' : propensity * value + 0.5')
+        await create_point(stub, point(
+            "home", ["cheap", "dear"], max_actions=2, exploration=greedy,
+            arbitration=decision_point_pb2.Arbitration(formula=formula)))
+        decision = await decide(stub, "home", "p1")
+        assert [a.action for a in decision.actions] == ["dear"]
+        assert decision.actions[0].score == pytest.approx(
+            decision.actions[0].propensity * 10 + 0.5)
+        assert reasons(decision) == {"cheap": R.INELIGIBILITY_REASON_ARBITRATION_ERROR}
+        shown = (await stub.GetDecisionPoint(pb.GetDecisionPointRequest(
+            name="decisionPoints/home"), metadata=A)).decision_point
+        assert shown.error_count == 1 and "affine" in shown.last_error

@@ -15,10 +15,11 @@ import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import cel
 import numpy as np
 from sqlalchemy import RowMapping
 
@@ -66,8 +67,9 @@ class DecisionContext:
     node_id: str = ""
 
     def to_json(self, decide_time: datetime) -> dict[str, Any]:
-        return {**asdict(self), "attributes": dict(self.attributes),
-                "time": decide_time.isoformat()}
+        return {"channel": self.channel, "attributes": dict(self.attributes),
+                "time": decide_time.isoformat(), "journey_id": self.journey_id,
+                "enrollment_id": self.enrollment_id, "node_id": self.node_id}
 
     @staticmethod
     def from_json(doc: Mapping[str, Any]) -> DecisionContext:
@@ -229,6 +231,24 @@ def _catalogue(uow: UnitOfWork, workspace_id: str, keys: Sequence[str],
 # --- candidates --------------------------------------------------------------------------------
 
 
+def _variables(profile: Mapping[str, Any], context: Mapping[str, Any]) -> cel.Context:
+    """A person's CEL variables, converted once for all the expressions run for them: turning
+    a profile into CEL values is most of an evaluation's cost (~60 µs against ~1 µs to run a
+    small expression here), and a decision runs several per person."""
+    return cel.Context(variables={"profile": profile, "context": context})
+
+
+def _run(expression: Expression, variables: cel.Context, activation: Mapping[str, Any]) -> Any:
+    """``expression.evaluate(activation)``, on the converted ``variables`` when its cost does
+    not depend on the data (else the evaluation checks the bound with the data first)."""
+    if expression.cost.depends_on_data:
+        return expression.evaluate(activation)
+    try:
+        return expression.program.execute(variables)
+    except Exception as exc:  # the Rust core's errors, as Expression.evaluate wraps them
+        raise CelEvaluationError(f"{expression.source!r}: {exc}") from exc
+
+
 def _number(value: Any) -> float | None:
     """A finite number >= 0, or None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -263,6 +283,12 @@ def _limit_reached(action: Action, exposures: Sequence[datetime], at: datetime) 
     return None
 
 
+def _formula_at(formula: Expression, variables: cel.Context, terms: Mapping[str, Any],
+                propensity: float) -> float | None:
+    variables.add_variable("propensity", propensity)
+    return _number(_run(formula, variables, {**terms, "propensity": propensity}))
+
+
 @dataclass
 class _Evaluated:
     candidates: list[Candidate] = field(default_factory=list)
@@ -277,6 +303,7 @@ def _candidates(point: _CompiledPoint, actions: Mapping[str, _CompiledAction],
     spec = point.stored.point
     out = _Evaluated()
     cel_context = context.cel()
+    variables: cel.Context | None = None
     for key in spec.actions:
         compiled = actions.get(key)
         if compiled is None:
@@ -303,9 +330,12 @@ def _candidates(point: _CompiledPoint, actions: Mapping[str, _CompiledAction],
                                                    f"no content for {context.channel}"))
             continue
         activation: dict[str, Any] = {"profile": item.profile, "context": cel_context}
+        if variables is None and (compiled.eligibility or point.formula or point.context_weight):
+            variables = _variables(item.profile, cel_context)
         if compiled.eligibility is not None:
+            assert variables is not None
             try:
-                held = compiled.eligibility.evaluate(activation)
+                held = _run(compiled.eligibility, variables, activation)
             except CelEvaluationError as exc:
                 out.ineligible.append(IneligibleAction(key, ELIGIBILITY_ERROR, str(exc)))
                 continue
@@ -314,10 +344,13 @@ def _candidates(point: _CompiledPoint, actions: Mapping[str, _CompiledAction],
                                                        f"{action.eligibility} is not true"))
                 continue
         activation["action"] = action.cel()
+        if variables is not None and (point.context_weight or point.formula):
+            variables.add_variable("action", activation["action"])
         weight: float | None = 1.0
         if point.context_weight is not None:
+            assert variables is not None
             try:
-                weight = _number(point.context_weight.evaluate(activation))
+                weight = _number(_run(point.context_weight, variables, activation))
                 problem = "is not a finite number >= 0"
             except CelEvaluationError as exc:
                 weight, problem = None, str(exc)
@@ -329,9 +362,12 @@ def _candidates(point: _CompiledPoint, actions: Mapping[str, _CompiledAction],
         value, lever = action.effective_value, action.effective_lever
         slope, intercept = weight * value * lever, 0.0
         if point.formula is not None:
+            assert variables is not None
             terms = {**activation, "context_weight": weight, "value": value, "lever": lever}
+            for name in ("context_weight", "value", "lever"):
+                variables.add_variable(name, terms[name])
             try:
-                at0, at1, middle = (_number(point.formula.evaluate({**terms, "propensity": p}))
+                at0, at1, middle = (_formula_at(point.formula, variables, terms, p)
                                     for p in (0.0, 1.0, 0.5))
             except CelEvaluationError as exc:
                 errors.append(f"arbitration.formula: {exc}")
@@ -367,10 +403,14 @@ def _rng(engine: Engine, point: str, items: Sequence[DecideItem]) -> np.random.G
 
 
 def _ranked_json(r: RankedAction, returned: bool) -> dict[str, Any]:
-    doc = asdict(r)
-    doc["contents"] = [asdict(c) for c in r.contents]
-    doc["returned"] = returned
-    return doc
+    # By hand: dataclasses.asdict deep-copies every field, a third of a batch's time.
+    return {"action": r.action, "propensity": r.propensity, "score": r.score,
+            "pick_probability": r.pick_probability, "value": r.value, "lever": r.lever,
+            "context_weight": r.context_weight,
+            "contents": [{"channel": c.channel, "content_key": c.content_key}
+                         for c in r.contents],
+            "mandatory": r.mandatory, "transactional": r.transactional, "topic": r.topic,
+            "control": r.control, "returned": returned}
 
 
 def decision_from_row(row: RowMapping) -> Decision:
@@ -490,7 +530,8 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
             "control": bool(first and first.control), "request_id": item.request_id,
             "decide_time": at, "decide_hour": int(at.timestamp() // 3600),
             "candidates": [_ranked_json(r, i < limit) for i, r in enumerate(ranked)],
-            "ineligible": [asdict(i) for i in found.ineligible],
+            "ineligible": [{"action": i.action, "reason": i.reason, "detail": i.detail}
+                           for i in found.ineligible],
             "features": feats.to_json(), "context": item.context.to_json(at),
             "outcome": outcome, "expose_time": expose_time,
             "reward_deadline": at + window if expose_time else None,
