@@ -290,6 +290,15 @@ async def test_a_bad_item_fails_alone_and_profiles_come_from_identity(
                                                    profile_id="nobody"), metadata=A)
             assert refused(info)[:2] == (grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND")
 
+            # A repeated request id is answered from the log, without asking identity (which
+            # does not know this person).
+            first = await decide(stub, "home", "ghost", request_id="r1",
+                                 profile=profile(tier="gold"))
+            again = await stub.Decide(pb.DecideRequest(decision_point="decisionPoints/home",
+                                                       profile_id="ghost", request_id="r1"),
+                                      metadata=A)
+            assert again.decision == first
+
 
 async def test_a_formula_scores_affinely_or_leaves_the_candidate_out(backend: Backend) -> None:
     async with decisioning_service(backend, ManualClock(NOW)) as services:

@@ -4,7 +4,7 @@ turns the result into its reply."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -48,6 +48,7 @@ from cjo_decisioning.service_layer.decide import (
     decide_batch,
     get_decision,
     profile_of,
+    replayed_requests,
 )
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import CjoError, InvalidArgument
@@ -255,6 +256,15 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
         """Decisions for parsed items (index, item): profiles read from identity in one call
         for the items that carry none; an unknown profile fails only its item."""
         asked = [(index, item) for index, item in requests if item.profile is None]
+        with_ids = {item.request_id for _, item in asked if item.request_id}
+        if with_ids:
+            # A repeat gets its first decision without asking identity again (the person may
+            # have been erased or merged since).
+            replayed = await self.transactions.run(
+                lambda uow: replayed_requests(uow, workspace, point, with_ids))
+            requests = [(index, replace(item, profile={}) if item.request_id in replayed
+                         else item) for index, item in requests]
+            asked = [(index, item) for index, item in requests if item.profile is None]
         answers = await self.profiles.profiles(workspace, [item.profile_id for _, item in asked])
         looked_up: dict[int, Profile | CjoError] = {
             index: answer for (index, _), answer in zip(asked, answers, strict=True)}

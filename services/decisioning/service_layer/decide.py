@@ -14,7 +14,7 @@ import hashlib
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -424,6 +424,12 @@ def decision_from_row(row: RowMapping) -> Decision:
                     ineligible, row["decide_time"], int(row["outcome"]),
                     DecisionContext.from_json(row["context"]), row["expose_time"],
                     row["reward_time"])
+
+
+def replayed_requests(uow: UnitOfWork, workspace_id: str, point_key: str,
+                      request_ids: Collection[str]) -> set[str]:
+    """Which of ``request_ids`` already have their decision at the point."""
+    return set(log.replays(uow.session, workspace_id, point_key, request_ids))
 
 
 def decide_batch(uow: UnitOfWork, workspace_id: str, point_key: str,
