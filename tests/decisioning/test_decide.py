@@ -3,6 +3,7 @@ beside it, identity real where profiles are read from it), on SQLite and Postgre
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -320,3 +321,15 @@ async def test_a_formula_scores_affinely_or_leaves_the_candidate_out(backend: Ba
         shown = (await stub.GetDecisionPoint(pb.GetDecisionPointRequest(
             name="decisionPoints/home"), metadata=A)).decision_point
         assert shown.error_count == 1 and "affine" in shown.last_error
+
+
+async def test_concurrent_repeats_of_a_request_id_get_one_decision(backend: Backend) -> None:
+    async with decisioning_service(backend, ManualClock(NOW)) as services:
+        stub = services.decisioning
+        for key in ["a", "b", "c"]:
+            await create_action(stub, action(key))
+        await create_point(stub, point("home", ["a", "b", "c"]))
+        request = pb.DecideRequest(decision_point="decisionPoints/home", profile_id="p1",
+                                   profile=profile(), request_id="enr-7/n1/1")
+        replies = await asyncio.gather(*(stub.Decide(request, metadata=A) for _ in range(8)))
+        assert len({r.decision.decision_id for r in replies}) == 1

@@ -28,7 +28,7 @@ def insert(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
 
 def replays(session: Session, workspace_id: str, point: str,
             request_ids: Collection[str]) -> dict[str, RowMapping]:
-    """The decisions already made at ``point`` for these request ids (ix_decisions_request)."""
+    """The decisions already made at ``point`` for these request ids (ux_decisions_request)."""
     if not request_ids:
         return {}
     rows = session.execute(select(*_COLUMNS).where(

@@ -127,7 +127,10 @@ decisions = Table(
     Column("lease_owner", String(64), nullable=False, server_default=""),
     Column("lease_until", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "decision_id"),
-    Index("ix_decisions_request", "workspace_id", "decision_point", "request_id"),
+    # One decision per request id at a point: a concurrent repeat loses the insert, and its
+    # unit of work runs again and reads the winner's decision.
+    Index("ux_decisions_request", "workspace_id", "decision_point", "request_id", unique=True,
+          postgresql_where=text("request_id <> ''"), sqlite_where=text("request_id <> ''")),
     # Rewards: a profile's exposed decisions whose window is open.
     Index("ix_decisions_profile_outcome", "workspace_id", "profile_id", "outcome"),
     # Contact limits: a person's exposures of an action in a period.
