@@ -4,8 +4,9 @@ journeys to a real SMTP server and a real SMS provider (an HTTP server speaking 
 Each service is reached through a balancer (tests/grpc_balancer.py) that hands every call to
 the next of its two replicas, as a Kubernetes Service would; the test's own calls alternate
 between the replicas directly. The balancers also count every item id the services' outbox
-forwarders send (events to orchestration, facts to analytics, engagement events to identity):
-the receivers deduplicate, so a row sent twice is invisible in every report, but not here.
+forwarders send (events to orchestration, facts to analytics, engagement events to identity,
+track events to decisioning): the receivers deduplicate, so a row sent twice is invisible in
+every report, but not here.
 
 Workspace ``acme`` has an SMTP provider, a Twilio provider and a cap of 1 SMS per profile per
 day. Its ``welcome`` journey sends an email, then an SMS; its ``promo`` and ``flash`` journeys,
@@ -50,6 +51,7 @@ from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
 from cjo.analytics.v1 import fact_pb2
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
+from cjo.decisioning.v1 import decisioning_service_pb2 as decisioning_pb
 from cjo.delivery.v1 import delivery_service_pb2 as delivery_pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as delivery_grpc
 from cjo.delivery.v1 import message_pb2, policy_pb2, provider_pb2
@@ -92,12 +94,15 @@ RUN_SECONDS = float(os.environ.get("CJO_E2E_RUN_SECONDS", "200"))
 HANDLE_EVENTS = "/cjo.orchestration.v1.OrchestrationService/HandleEvents"
 RECORD_FACTS = "/cjo.analytics.v1.AnalyticsService/RecordFacts"
 INGEST_EVENTS = "/cjo.identity.v1.IdentityService/IngestEvents"
+RECORD_EVENTS = "/cjo.decisioning.v1.DecisioningService/RecordEvents"
 # The receiving RPC of every outbox topic, and how to read the ids of what a request carries.
 FORWARDED: dict[str, Callable[[bytes], list[str]]] = {
     HANDLE_EVENTS: lambda data: [e.event_id for e in
                                  orch_pb.HandleEventsRequest.FromString(data).events],
     RECORD_FACTS: lambda data: [f.fact_id for f in
                                 analytics_pb.RecordFactsRequest.FromString(data).facts],
+    RECORD_EVENTS: lambda data: [e.event_id for e in
+                                 decisioning_pb.RecordEventsRequest.FromString(data).events],
     INGEST_EVENTS: lambda data: [e.message_id for e in
                                  identity_service_pb2.IngestEventsRequest.FromString(data).events],
 }
@@ -252,9 +257,6 @@ async def cluster(backend: Backend, tmp_path: Path, smtp_port: int) -> AsyncIter
             **{f"CJO_{s.upper()}_TARGET": b.address for s, b in balancers.items()},
             "CJO_SMTP_HOST": "127.0.0.1",
             "CJO_SMTP_PORT": str(smtp_port),
-            # What this test counts is the journey's hand-offs; rewards for decisioning (one
-            # more outbox row per track event) are not among them.
-            "CJO_IDENTITY_FORWARD_TO_DECISIONING": "false",
             # Both delivery replicas read the providers' secrets with one key.
             "CJO_DELIVERY_SECRET_KEYS": base64.b64encode(b"k" * 32).decode(),
             "CJO_DELIVERY_POLL_SECONDS": "0.1",
@@ -650,8 +652,10 @@ async def journeys_through_replicas(running: Cluster, channels: dict[str, list[g
     orchestration_in = running.balancers["orchestration"]
     analytics_in = running.balancers["analytics"]
     identity_in = running.balancers["identity"]
+    decisioning_in = running.balancers["decisioning"]
     for balancer, method, what in ((orchestration_in, HANDLE_EVENTS, "events to orchestration"),
                                    (analytics_in, RECORD_FACTS, "facts to analytics"),
+                                   (decisioning_in, RECORD_EVENTS, "track events to decisioning"),
                                    (identity_in, INGEST_EVENTS, "engagement events to identity")):
         received = balancer.received[method]
         repeated = balancer.repeated(method)
