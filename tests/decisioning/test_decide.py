@@ -333,3 +333,21 @@ async def test_concurrent_repeats_of_a_request_id_get_one_decision(backend: Back
                                    profile=profile(), request_id="enr-7/n1/1")
         replies = await asyncio.gather(*(stub.Decide(request, metadata=A) for _ in range(8)))
         assert len({r.decision.decision_id for r in replies}) == 1
+
+
+async def test_a_batch_exposed_on_decide_spends_a_budget_no_further(backend: Backend) -> None:
+    async with decisioning_service(backend, ManualClock(NOW)) as services:
+        stub = services.decisioning
+        await create_action(stub, action("voucher", mandatory=True, budget=3))
+        await create_action(stub, action("filler"))
+        await create_point(stub, point("home", ["voucher", "filler"], exposure=ON_DECIDE))
+        reply = await stub.BatchDecide(pb.BatchDecideRequest(
+            decision_point="decisionPoints/home",
+            items=[pb.DecideItem(profile_id=f"p{i}", profile=profile()) for i in range(5)]),
+            metadata=A)
+        winners = [r.decision.actions[0].action for r in reply.results]
+        assert winners == ["voucher"] * 3 + ["filler"] * 2
+        assert reasons(reply.results[4].decision) == {
+            "voucher": R.INELIGIBILITY_REASON_BUDGET_EXHAUSTED}
+        later = await decide(stub, "home", "p9")
+        assert reasons(later) == {"voucher": R.INELIGIBILITY_REASON_BUDGET_EXHAUSTED}

@@ -478,8 +478,8 @@ def decide_batch(uow: UnitOfWork, workspace_id: str, point_key: str,
                               min_control_share=spec.min_control_share, draws=engine.draws)
         rankings = decide(models, features, [e.candidates for e in evaluated], config,
                           _rng(engine, point_key, todo))
-        decisions, rows, exposed = _log(uow, workspace_id, point, actions, todo, times,
-                                        features, evaluated, rankings, engine)
+        decisions, rows, exposed = _log(uow, workspace_id, point, actions, exposures, todo,
+                                        times, features, evaluated, rankings, engine)
         log.insert(uow.session, rows)
         if exposed:
             repository.add_exposures(uow.session, workspace_id, exposed)
@@ -495,8 +495,8 @@ def decide_batch(uow: UnitOfWork, workspace_id: str, point_key: str,
 
 
 def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
-         actions: Mapping[str, _CompiledAction], items: Sequence[DecideItem],
-         times: Sequence[datetime], features: Sequence[Features],
+         actions: Mapping[str, _CompiledAction], spent: Mapping[str, int],
+         items: Sequence[DecideItem], times: Sequence[datetime], features: Sequence[Features],
          evaluated: Sequence[_Evaluated], rankings: Sequence[Sequence[Ranked]], engine: Engine,
          ) -> tuple[list[Decision], list[dict[str, Any]], dict[str, int]]:
     spec = point.stored.point
@@ -506,8 +506,20 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
     decisions: list[Decision] = []
     rows: list[dict[str, Any]] = []
     exposed: dict[str, int] = defaultdict(int)
+    # Exposed at once, a batch's winners spend budgets as they go: a winner whose budget the
+    # earlier decisions of the batch spent gives way to the next candidate (its logged pick
+    # probability is then the policy's without that constraint, a small bias for evaluation).
+    left = {key: a.action.budget - spent.get(key, 0) for key, a in actions.items()
+            if on_decide and a.action.budget}
     for item, at, feats, found, ranking in zip(items, times, features, evaluated, rankings,
                                                strict=True):
+        ranking = list(ranking)
+        while ranking and left.get(ranking[0].action, 1) <= 0:
+            gone = ranking.pop(0)
+            found.ineligible.append(IneligibleAction(
+                gone.action, BUDGET_EXHAUSTED, "spent by this batch's earlier decisions"))
+        if ranking and ranking[0].action in left:
+            left[ranking[0].action] -= 1
         ranked: list[RankedAction] = []
         for r in ranking:
             action = actions[r.action].action
