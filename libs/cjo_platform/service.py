@@ -17,8 +17,10 @@ from cjo_platform.db.migrations import upgrade
 from cjo_platform.db.outbox import Outbox, define_outbox
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import Unavailable
+from cjo_platform.protobuf import from_timestamp
 from cjo_platform.rpc.auth import Authenticator, CachingResolver, Principal
 from cjo_platform.rpc.client import channel
+from cjo_platform.rpc.scopes import Scope
 
 
 def shared_tables(metadata: MetaData) -> tuple[Table, Table]:
@@ -76,7 +78,10 @@ def remote_authenticator(settings: ServiceSettings) -> Authenticator:
                 return None
             raise Unavailable("cannot verify the API key right now: identity did not answer",
                               reason="AUTH_UNAVAILABLE") from exc
-        return Principal(workspace_id=reply.workspace_id, key_id=reply.key_id, is_service=False)
+        return Principal(workspace_id=reply.workspace_id, key_id=reply.key_id, is_service=False,
+                         scope=Scope.of(reply.scope),
+                         expire_time=(from_timestamp(reply.expire_time)
+                                      if reply.HasField("expire_time") else None))
 
     return Authenticator(settings.service_token,
                          CachingResolver(resolve, ttl=settings.api_key_cache_seconds))

@@ -36,7 +36,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     transactions = storage.transactions
     # Identity owns the keys: it checks them in its own database instead of calling itself.
     from_database = local_key_resolver(transactions)
-    resolve_key = CachingResolver(from_database, ttl=settings.api_key_cache_seconds)
+    resolve_key = CachingResolver(from_database, ttl=settings.api_key_cache_seconds,
+                                  now=clock.now)
     events = events_forwarder(settings, storage.db, storage.outbox)
     # Conversion and merge facts share the outbox; each forwarder drains only its own topic.
     facts = facts_forwarder(settings, storage.db, storage.outbox)

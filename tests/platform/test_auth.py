@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from cjo_platform.errors import Unauthenticated
+from cjo_platform.errors import PermissionDenied, Unauthenticated
 from cjo_platform.rpc.auth import (
     Authenticator,
     CachingResolver,
     Principal,
+    authorize,
     hash_secret,
     key_id_of,
     new_api_key,
 )
+from cjo_platform.rpc.scopes import Scope
 
 TOKEN = "s" * 32
 
@@ -113,3 +117,56 @@ async def test_no_cache_when_the_bound_is_zero() -> None:
     for _ in range(3):
         await cache("cjo_k_secret")
     assert calls == 3
+
+
+async def test_a_rotated_out_secret_is_not_trusted_past_its_expiry() -> None:
+    # The cache's entry would last 30 s; the secret stops working 5 s after it was verified.
+    key_id, secret, _ = new_api_key()
+    wall = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    keys = {secret: Principal("acme", key_id, False, Scope.WRITE,
+                              expire_time=wall + timedelta(seconds=5))}
+    asked: list[str] = []
+
+    async def resolve(candidate: str) -> Principal | None:
+        asked.append(candidate)
+        principal = keys.get(candidate)
+        return principal if principal and principal.expire_time and \
+            principal.expire_time > wall else None
+
+    cache = CachingResolver(resolve, ttl=30.0, clock=lambda: 0.0, now=lambda: wall)
+    assert (await cache(secret)) is not None
+    wall += timedelta(seconds=4.9)
+    assert (await cache(secret)) is not None and len(asked) == 1  # cached
+    wall += timedelta(seconds=0.1)
+    assert await cache(secret) is None  # asked again at its expiry, although cached
+    assert len(asked) == 2
+
+
+@pytest.mark.parametrize(("held", "method", "allowed"), [
+    (Scope.ADMIN, "/cjo.identity.v1.WorkspaceService/RotateApiKey", True),
+    (Scope.WRITE, "/cjo.identity.v1.WorkspaceService/RotateApiKey", False),
+    (Scope.WRITE, "/cjo.delivery.v1.DeliveryService/CreateProvider", False),
+    (Scope.WRITE, "/cjo.content.v1.ContentService/UpdateContentSettings", False),
+    (Scope.WRITE, "/cjo.orchestration.v1.OrchestrationService/PublishJourney", True),
+    (Scope.WRITE, "/cjo.identity.v1.IdentityService/IngestEvents", True),
+    (Scope.WRITE, "/cjo.analytics.v1.AnalyticsService/GetJourneyFunnel", True),
+    (Scope.READ, "/cjo.analytics.v1.AnalyticsService/GetJourneyFunnel", True),
+    (Scope.READ, "/cjo.decisioning.v1.DecisioningService/Decide", False),
+    (Scope.READ, "/cjo.identity.v1.IdentityService/IngestEvents", False),
+    (Scope.INGEST, "/cjo.identity.v1.IdentityService/IngestEvents", True),
+    (Scope.INGEST, "/cjo.identity.v1.IdentityService/GetProfile", False),
+    (Scope.INGEST, "/cjo.common.v1.DeadLetterService/ListDeadLetters", False),
+    # A method the table does not know needs ADMIN.
+    (Scope.WRITE, "/cjo.identity.v1.IdentityService/SomethingNew", False),
+    (Scope.ADMIN, "/cjo.identity.v1.IdentityService/SomethingNew", True),
+])
+def test_a_key_calls_only_what_its_scope_allows(held: Scope, method: str, allowed: bool) -> None:
+    key = Principal("acme", "k", False, held)
+    if allowed:
+        authorize(key, method)
+    else:
+        with pytest.raises(PermissionDenied) as refused:
+            authorize(key, method)
+        assert refused.value.reason == "SCOPE_REQUIRED"
+        assert refused.value.metadata["key_scope"] == held.label
+    authorize(Principal("acme", "", True, Scope.INGEST), method)  # the service token: always

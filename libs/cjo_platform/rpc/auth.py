@@ -2,7 +2,8 @@
 
 Applications send ``authorization: Bearer <api key>``. cjo services calling each other send the
 deployment's service token plus ``x-cjo-workspace``: they act on behalf of the workspace whose
-work they are doing, and can reach nothing else.
+work they are doing, and can reach nothing else. A key may call only what its scope allows
+(:mod:`cjo_platform.rpc.scopes`); the service token is not a key and is not scoped.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from cjo_platform.errors import PermissionDenied, Unauthenticated
+from cjo_platform.rpc.scopes import Scope, allows, required_scope
 
 WORKSPACE_HEADER = "x-cjo-workspace"
 KEY_PREFIX = "cjo"
@@ -26,6 +29,10 @@ class Principal:
     workspace_id: str  # "" only for a service call that names no workspace
     key_id: str
     is_service: bool
+    scope: Scope = Scope.ADMIN  # what a key may call; the service token may call everything
+    # When the presented secret stops working (a secret replaced by a rotation): no cache
+    # trusts the principal past it. None: until the key is revoked.
+    expire_time: datetime | None = None
 
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -59,6 +66,19 @@ def current_workspace() -> str:
     return principal.workspace_id
 
 
+def authorize(principal: Principal, method: str) -> None:
+    """Refuses a key whose scope does not cover ``method`` (the service token passes)."""
+    if principal.is_service:
+        return
+    needed = required_scope(method)
+    if not allows(principal.scope, needed):
+        raise PermissionDenied(
+            f"this API key's scope is {principal.scope.label}; {method} needs {needed.label}",
+            reason="SCOPE_REQUIRED",
+            metadata={"scope": needed.label, "key_scope": principal.scope.label,
+                      "method": method})
+
+
 def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
     return _principal.set(principal)
 
@@ -73,8 +93,14 @@ def set_method(method: str) -> None:
 def new_api_key() -> tuple[str, str, str]:
     """A fresh key: (key_id, secret, secret_hash). Only the hash is ever stored."""
     key_id = secrets.token_hex(6)
+    secret, secret_hash = new_secret(key_id)
+    return key_id, secret, secret_hash
+
+
+def new_secret(key_id: str) -> tuple[str, str]:
+    """A fresh secret for the key ``key_id`` (e.g. a rotation): (secret, secret_hash)."""
     secret = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-    return key_id, secret, hash_secret(secret)
+    return secret, hash_secret(secret)
 
 
 def hash_secret(secret: str) -> str:
@@ -108,18 +134,22 @@ class CachingResolver:
     """Caches a slower resolver (e.g. a call to identity) by secret hash: valid keys for
     ``ttl`` seconds, unknown keys for ``negative_ttl`` seconds (never longer than ``ttl``).
 
-    ``ttl`` is the bound on revocation: a key deleted in identity is refused by every replica
-    at most ``ttl`` seconds later, when the replica's entry runs out and it asks again (the
-    replica that deleted the key forgets it at once). ``clock`` gives monotonic seconds."""
+    ``ttl`` is the bound on revocation: a key revoked or deleted in identity is refused by every
+    replica at most ``ttl`` seconds later, when the replica's entry runs out and it asks again
+    (the replica that revoked the key forgets it at once). A secret that expires (rotated out)
+    is never trusted past its ``expire_time`` by ``now``. ``clock`` gives monotonic seconds,
+    ``now`` the wall time expiries are compared with (the service's clock)."""
 
     def __init__(self, resolve: KeyResolver, *, ttl: float = KEY_CACHE_SECONDS,
                  negative_ttl: float = NEGATIVE_KEY_CACHE_SECONDS, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._resolve = resolve
         self._ttl = ttl
         self._negative_ttl = min(negative_ttl, ttl)
         self._max = max_entries
         self._clock = clock
+        self._now = now
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     @property
@@ -129,7 +159,7 @@ class CachingResolver:
     async def __call__(self, secret: str) -> Principal | None:
         digest = hash_secret(secret)
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > self._clock():
+        if hit is not None and hit[0] > self._clock() and not self._expired(hit[1]):
             return hit[1]
         # The entry's time starts before asking: the answer is never trusted for longer than
         # ``ttl`` after the moment it could have been true.
@@ -142,8 +172,15 @@ class CachingResolver:
                                    principal)
         return principal
 
+    def _expired(self, principal: Principal | None) -> bool:
+        # Checked on every hit, so a rotated-out secret ends on time although its entry's
+        # ``ttl`` is counted on another clock.
+        return (principal is not None and principal.expire_time is not None
+                and principal.expire_time <= self._now())
+
     def forget_key(self, key_id: str) -> None:
-        """Drop a deleted key at once (in this process; other replicas within ``ttl``)."""
+        """Drop a revoked, rotated or deleted key at once (in this process; other replicas
+        within ``ttl``)."""
         for digest, (_, principal) in list(self._cache.items()):
             if principal is not None and principal.key_id == key_id:
                 del self._cache[digest]

@@ -18,7 +18,7 @@ import structlog
 from cjo_platform.db.item_writes import database_unavailable
 from cjo_platform.errors import CjoError, PermissionDenied
 from cjo_platform.logging import get_logger
-from cjo_platform.rpc.auth import Authenticator, set_method, set_principal
+from cjo_platform.rpc.auth import Authenticator, authorize, set_method, set_principal
 from cjo_platform.rpc.status import to_grpc_status
 
 log = get_logger("cjo.rpc")
@@ -153,7 +153,8 @@ class ErrorInterceptor(_Wrapping):
 
 
 class AuthInterceptor(_Wrapping):
-    """Authenticates every non-public call and binds the principal for the request."""
+    """Authenticates every non-public call, checks the key's scope covers the method, and binds
+    the principal for the request."""
 
     def __init__(self, authenticator: Authenticator, service_only: Collection[str]) -> None:
         self.authenticator = authenticator
@@ -165,6 +166,7 @@ class AuthInterceptor(_Wrapping):
         if method in self.service_only and not principal.is_service:
             raise PermissionDenied(f"{method} is for cjo services only",
                                    reason="SERVICE_ONLY_METHOD")
+        authorize(principal, method)
         set_principal(principal)
         set_method(method)
         if principal.workspace_id:

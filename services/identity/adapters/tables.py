@@ -41,6 +41,14 @@ api_keys = Table(
     Column("display_name", String(200), nullable=False, default=""),
     Column("secret_hash", String(64), nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
+    # ApiKeyScope's number; keys from before scopes are ADMIN (1).
+    Column("scope", Integer, nullable=False, default=1, server_default="1"),
+    Column("secret_hint", String(64), nullable=False, default="", server_default=""),
+    # The secret a rotation replaced, accepted until its expiry (then ignored, never cleaned).
+    Column("previous_secret_hash", String(64), nullable=True),
+    Column("previous_secret_expire_time", UtcDateTime, nullable=True),
+    Column("revoke_time", UtcDateTime, nullable=True),
+    Column("last_use_time", UtcDateTime, nullable=True),
     Index("ix_api_keys_workspace", "workspace_id"),
 )
 

@@ -264,9 +264,18 @@ def workspace_to_proto(workspace: Workspace) -> workspace_pb2.Workspace:
 
 def api_key_to_proto(key: ApiKey) -> workspace_pb2.ApiKey:
     """Without the secret: it is set only on the one answer that reveals it."""
-    return workspace_pb2.ApiKey(
+    proto = workspace_pb2.ApiKey(
         name=f"workspaces/{key.workspace_id}/apiKeys/{key.key_id}",
         key_id=key.key_id,
         display_name=key.display_name,
         create_time=to_timestamp(key.create_time),
+        scope=workspace_pb2.ApiKeyScope.ValueType(key.scope.value),
+        secret_hint=key.hint(),
     )
+    if key.previous_secret_hash is not None and key.previous_secret_expire_time is not None:
+        proto.previous_secret_expire_time.CopyFrom(to_timestamp(key.previous_secret_expire_time))
+    if key.revoke_time is not None:
+        proto.revoke_time.CopyFrom(to_timestamp(key.revoke_time))
+    if key.last_use_time is not None:
+        proto.last_use_time.CopyFrom(to_timestamp(key.last_use_time))
+    return proto

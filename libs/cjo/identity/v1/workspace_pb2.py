@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63jo/identity/v1/workspace.proto\x12\x0f\x63jo.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\tWorkspace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06secret\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63jo/identity/v1/workspace.proto\x12\x0f\x63jo.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\tWorkspace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe4\x02\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06secret\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05scope\x18\x06 \x01(\x0e\x32\x1c.cjo.identity.v1.ApiKeyScope\x12\x13\n\x0bsecret_hint\x18\x07 \x01(\t\x12?\n\x1bprevious_secret_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x90\x01\n\x0b\x41piKeyScope\x12\x1d\n\x19\x41PI_KEY_SCOPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41PI_KEY_SCOPE_ADMIN\x10\x01\x12\x17\n\x13\x41PI_KEY_SCOPE_WRITE\x10\x02\x12\x16\n\x12\x41PI_KEY_SCOPE_READ\x10\x03\x12\x18\n\x14\x41PI_KEY_SCOPE_INGEST\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.workspace_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_APIKEYSCOPE']._serialized_start=565
+  _globals['_APIKEYSCOPE']._serialized_end=709
   _globals['_WORKSPACE']._serialized_start=85
   _globals['_WORKSPACE']._serialized_end=203
-  _globals['_APIKEY']._serialized_start=205
-  _globals['_APIKEY']._serialized_end=330
+  _globals['_APIKEY']._serialized_start=206
+  _globals['_APIKEY']._serialized_end=562
 # @@protoc_insertion_point(module_scope)

@@ -23,35 +23,49 @@ _sym_db = _symbol_database.Default()
 
 
 from cjo.identity.v1 import workspace_pb2 as cjo_dot_identity_dot_v1_dot_workspace__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cjo/identity/v1/workspace_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1f\x63jo/identity/v1/workspace.proto\"X\n\x16\x43reateWorkspaceRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"r\n\x17\x43reateWorkspaceResponse\x12-\n\tworkspace\x18\x01 \x01(\x0b\x32\x1a.cjo.identity.v1.Workspace\x12(\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"#\n\x13GetWorkspaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x14GetWorkspaceResponse\x12-\n\tworkspace\x18\x01 \x01(\x0b\x32\x1a.cjo.identity.v1.Workspace\"?\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"@\n\x14\x43reateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"7\n\x13\x44\x65leteApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"@\n\x14\x44\x65leteApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"+\n\x19\x41uthenticateApiKeyRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\"B\n\x1a\x41uthenticateApiKeyResponse\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t2\xfe\x03\n\x10WorkspaceService\x12\x64\n\x0f\x43reateWorkspace\x12\'.cjo.identity.v1.CreateWorkspaceRequest\x1a(.cjo.identity.v1.CreateWorkspaceResponse\x12[\n\x0cGetWorkspace\x12$.cjo.identity.v1.GetWorkspaceRequest\x1a%.cjo.identity.v1.GetWorkspaceResponse\x12[\n\x0c\x43reateApiKey\x12$.cjo.identity.v1.CreateApiKeyRequest\x1a%.cjo.identity.v1.CreateApiKeyResponse\x12[\n\x0c\x44\x65leteApiKey\x12$.cjo.identity.v1.DeleteApiKeyRequest\x1a%.cjo.identity.v1.DeleteApiKeyResponse\x12m\n\x12\x41uthenticateApiKey\x12*.cjo.identity.v1.AuthenticateApiKeyRequest\x1a+.cjo.identity.v1.AuthenticateApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cjo/identity/v1/workspace_service.proto\x12\x0f\x63jo.identity.v1\x1a\x1f\x63jo/identity/v1/workspace.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n\x16\x43reateWorkspaceRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"r\n\x17\x43reateWorkspaceResponse\x12-\n\tworkspace\x18\x01 \x01(\x0b\x32\x1a.cjo.identity.v1.Workspace\x12(\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"#\n\x13GetWorkspaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x14GetWorkspaceResponse\x12-\n\tworkspace\x18\x01 \x01(\x0b\x32\x1a.cjo.identity.v1.Workspace\"l\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x05scope\x18\x03 \x01(\x0e\x32\x1c.cjo.identity.v1.ApiKeyScope\"@\n\x14\x43reateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"7\n\x13\x44\x65leteApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"@\n\x14\x44\x65leteApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"+\n\x19\x41uthenticateApiKeyRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\"\xa0\x01\n\x1a\x41uthenticateApiKeyResponse\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12+\n\x05scope\x18\x03 \x01(\x0e\x32\x1c.cjo.identity.v1.ApiKeyScope\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x13ListApiKeysResponse\x12)\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x17.cjo.identity.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"@\n\x14RevokeApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey\"c\n\x13RotateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x07overlap\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"@\n\x14RotateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x17.cjo.identity.v1.ApiKey2\x92\x06\n\x10WorkspaceService\x12\x64\n\x0f\x43reateWorkspace\x12\'.cjo.identity.v1.CreateWorkspaceRequest\x1a(.cjo.identity.v1.CreateWorkspaceResponse\x12[\n\x0cGetWorkspace\x12$.cjo.identity.v1.GetWorkspaceRequest\x1a%.cjo.identity.v1.GetWorkspaceResponse\x12[\n\x0c\x43reateApiKey\x12$.cjo.identity.v1.CreateApiKeyRequest\x1a%.cjo.identity.v1.CreateApiKeyResponse\x12X\n\x0bListApiKeys\x12#.cjo.identity.v1.ListApiKeysRequest\x1a$.cjo.identity.v1.ListApiKeysResponse\x12[\n\x0cRevokeApiKey\x12$.cjo.identity.v1.RevokeApiKeyRequest\x1a%.cjo.identity.v1.RevokeApiKeyResponse\x12[\n\x0cRotateApiKey\x12$.cjo.identity.v1.RotateApiKeyRequest\x1a%.cjo.identity.v1.RotateApiKeyResponse\x12[\n\x0c\x44\x65leteApiKey\x12$.cjo.identity.v1.DeleteApiKeyRequest\x1a%.cjo.identity.v1.DeleteApiKeyResponse\x12m\n\x12\x41uthenticateApiKey\x12*.cjo.identity.v1.AuthenticateApiKeyRequest\x1a+.cjo.identity.v1.AuthenticateApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.workspace_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEWORKSPACEREQUEST']._serialized_start=93
-  _globals['_CREATEWORKSPACEREQUEST']._serialized_end=181
-  _globals['_CREATEWORKSPACERESPONSE']._serialized_start=183
-  _globals['_CREATEWORKSPACERESPONSE']._serialized_end=297
-  _globals['_GETWORKSPACEREQUEST']._serialized_start=299
-  _globals['_GETWORKSPACEREQUEST']._serialized_end=334
-  _globals['_GETWORKSPACERESPONSE']._serialized_start=336
-  _globals['_GETWORKSPACERESPONSE']._serialized_end=405
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=407
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=470
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=472
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=536
-  _globals['_DELETEAPIKEYREQUEST']._serialized_start=538
-  _globals['_DELETEAPIKEYREQUEST']._serialized_end=593
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=595
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=659
-  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_start=661
-  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=704
-  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_start=706
-  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_end=772
-  _globals['_WORKSPACESERVICE']._serialized_start=775
-  _globals['_WORKSPACESERVICE']._serialized_end=1285
+  _globals['_CREATEWORKSPACEREQUEST']._serialized_start=158
+  _globals['_CREATEWORKSPACEREQUEST']._serialized_end=246
+  _globals['_CREATEWORKSPACERESPONSE']._serialized_start=248
+  _globals['_CREATEWORKSPACERESPONSE']._serialized_end=362
+  _globals['_GETWORKSPACEREQUEST']._serialized_start=364
+  _globals['_GETWORKSPACEREQUEST']._serialized_end=399
+  _globals['_GETWORKSPACERESPONSE']._serialized_start=401
+  _globals['_GETWORKSPACERESPONSE']._serialized_end=470
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=472
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=580
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=582
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=646
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=648
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=703
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=705
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=769
+  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_start=771
+  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=814
+  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_start=817
+  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_end=977
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=979
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1038
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1040
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1129
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1131
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1186
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1188
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1252
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=1254
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=1353
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=1355
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1419
+  _globals['_WORKSPACESERVICE']._serialized_start=1422
+  _globals['_WORKSPACESERVICE']._serialized_end=2208
 # @@protoc_insertion_point(module_scope)

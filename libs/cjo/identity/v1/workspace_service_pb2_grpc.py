@@ -51,6 +51,21 @@ class WorkspaceServiceStub:
                 request_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyRequest.SerializeToString,
                 response_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyResponse.FromString,
                 _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/cjo.identity.v1.WorkspaceService/ListApiKeys',
+                request_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/cjo.identity.v1.WorkspaceService/RevokeApiKey',
+                request_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.RotateApiKey = channel.unary_unary(
+                '/cjo.identity.v1.WorkspaceService/RotateApiKey',
+                request_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RotateApiKeyRequest.SerializeToString,
+                response_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RotateApiKeyResponse.FromString,
+                _registered_method=True)
         self.DeleteApiKey = channel.unary_unary(
                 '/cjo.identity.v1.WorkspaceService/DeleteApiKey',
                 request_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.DeleteApiKeyRequest.SerializeToString,
@@ -83,8 +98,39 @@ class WorkspaceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateApiKey(self, request, context):
-        """Creates another API key for the caller's workspace, e.g. to rotate keys: create the new
-        key, move every client to it, then delete the old one (DeleteApiKey).
+        """Creates another API key for the caller's workspace, with the scope asked for (ADMIN when
+        none is named). Needs an ADMIN key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Lists the caller's workspace's API keys, revoked ones included, by key id. Secrets are
+        never returned: a key shows its scope, times and a secret hint. Needs an ADMIN key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revokes one of the caller's workspace's API keys; it stays listed with its revoke_time.
+        Its secrets (a rotated-out one too) are refused at once by the identity replica that
+        revoked it, and by every replica of every cjo service at most CJO_API_KEY_CACHE_SECONDS
+        later (default 30 seconds): how long a replica trusts a key it verified before asking
+        identity again. Revoking a revoked key returns it unchanged. Needs an ADMIN key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateApiKey(self, request, context):
+        """Gives a key a new secret, returned once. The key keeps its name, scope and id; its old
+        secret goes on working for the overlap window (default 24 hours) so clients can move over,
+        then is refused everywhere: replicas never trust it past its expiry, except that one that
+        verified it before the rotation may for up to CJO_API_KEY_CACHE_SECONDS after the rotation
+        (so an overlap shorter than that may last that long). A second rotation inside the window
+        ends the first old secret at once. Needs an ADMIN key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +171,21 @@ def add_WorkspaceServiceServicer_to_server(servicer, server):
                     servicer.CreateApiKey,
                     request_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyRequest.FromString,
                     response_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'RotateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateApiKey,
+                    request_deserializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RotateApiKeyRequest.FromString,
+                    response_serializer=cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RotateApiKeyResponse.SerializeToString,
             ),
             'DeleteApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteApiKey,
@@ -220,6 +281,87 @@ class WorkspaceService:
             '/cjo.identity.v1.WorkspaceService/CreateApiKey',
             cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyRequest.SerializeToString,
             cjo_dot_identity_dot_v1_dot_workspace__service__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.WorkspaceService/ListApiKeys',
+            cjo_dot_identity_dot_v1_dot_workspace__service__pb2.ListApiKeysRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_workspace__service__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.WorkspaceService/RevokeApiKey',
+            cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RevokeApiKeyRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.identity.v1.WorkspaceService/RotateApiKey',
+            cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RotateApiKeyRequest.SerializeToString,
+            cjo_dot_identity_dot_v1_dot_workspace__service__pb2.RotateApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
