@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SERVICES := identity content orchestration delivery analytics decisioning
+# Type-checked with the services; an HTTP process (the web console), not a gRPC service.
+CONSOLE  := console
 STAMP  := $(VENV)/.installed-stamp
 # The last released contract: `make lint` refuses proto changes that would break its clients
 # (protos/releases/README.md says how to cut the next one).
@@ -28,7 +30,14 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-install: $(STAMP)
+# The console's browser tests drive Debian's Chromium (Playwright's own browsers cannot be
+# downloaded here). Idempotent; needs root, as on development and CI machines.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+install: $(STAMP) $(CHROMIUM)
 
 protos: install
 	$(BIN)/python -m cjo_platform.protogen
@@ -37,8 +46,8 @@ lint: install
 	$(BIN)/ruff check libs services tests examples
 	@# mypy cannot follow setuptools' package-dir mapping (services/x is imported as cjo_x): a
 	@# folder of links gives it the import names, so every service sees the others' types.
-	@mkdir -p build/mypy && for s in $(SERVICES); do ln -sfn ../../services/$$s build/mypy/cjo_$$s; done
-	$(BIN)/mypy -p cjo_platform -p cjo_client $(addprefix -p cjo_,$(SERVICES))
+	@mkdir -p build/mypy && for s in $(SERVICES) $(CONSOLE); do ln -sfn ../../services/$$s build/mypy/cjo_$$s; done
+	$(BIN)/mypy -p cjo_platform -p cjo_client $(addprefix -p cjo_,$(SERVICES) $(CONSOLE))
 	$(BIN)/buf lint protos
 	$(BIN)/buf breaking protos --against protos/releases/$(PROTO_RELEASE).binpb
 

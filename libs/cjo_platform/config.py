@@ -24,6 +24,11 @@ DEFAULT_PORTS: dict[str, int] = {
     "decisioning": 50056,
 }
 
+# Processes that speak HTTP, not gRPC (no grpc.health.v1 to wait on): the web console.
+HTTP_PORTS: dict[str, int] = {
+    "console": 8088,
+}
+
 MIN_SERVICE_TOKEN_LENGTH = 24
 
 # CJO_ENV: what kind of deployment this is. Only "test" unlocks test-only settings.

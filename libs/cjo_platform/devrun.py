@@ -1,8 +1,9 @@
-"""`make run`: all six services under one supervisor, for development.
+"""`make run`: all six services and the web console under one supervisor, for development.
 
 Starts a development mailbox (an SMTP server on loopback that keeps every email under
 ``.cjo/mail``), runs each service as its own process with readable interleaved logs, waits until
-every one reports SERVING, makes sure a development workspace exists and prints its API key.
+every one reports SERVING, starts the web console (HTTP: it answers GET /healthz, not gRPC
+health), makes sure a development workspace exists and prints its API key.
 Ctrl-C (or SIGTERM) stops everything cleanly: each service drains, then exits.
 """
 
@@ -22,14 +23,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
-from cjo_platform.config import DEFAULT_PORTS
+from cjo_platform.config import DEFAULT_PORTS, HTTP_PORTS
 from cjo_platform.rpc.client import on_behalf_of
 
 STATE = Path(os.environ.get("CJO_DEV_STATE", ".cjo"))
 DEV_WORKSPACE = "dev"
 MAIL_PORT = int(os.environ.get("CJO_DEV_SMTP_PORT", "1025"))
 COLORS = {"identity": 36, "content": 35, "orchestration": 33, "delivery": 32, "analytics": 34,
-          "decisioning": 31, "mailbox": 37}
+          "decisioning": 31, "console": 94, "mailbox": 37}
 
 
 def say(source: str, line: str) -> None:
@@ -87,6 +88,25 @@ async def wait_serving(name: str, target: str, proc: asyncio.subprocess.Process)
     raise SystemExit(f"{name} did not become ready at {target}")
 
 
+async def wait_http(name: str, port: int, proc: asyncio.subprocess.Process) -> None:
+    """Wait until an HTTP process answers ``GET /healthz`` with 200."""
+    for _ in range(300):
+        if proc.returncode is not None:
+            raise SystemExit(f"{name} exited with {proc.returncode} during start-up")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 1)
+            writer.close()
+            if b" 200 " in status:
+                return
+        except (OSError, TimeoutError):
+            pass
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"{name} did not become ready on port {port}")
+
+
 async def dev_api_key(token: str) -> str:
     """The development workspace's key: reuse the saved one while it works, else make one."""
     key_file = STATE / "dev-api-key"
@@ -137,7 +157,9 @@ async def supervise() -> int:
     }
     procs: dict[str, asyncio.subprocess.Process] = {}
     pumps = []
-    for name in DEFAULT_PORTS:
+    # The console only calls the services, so it can start with them; it is waited for apart,
+    # over HTTP.
+    for name in (*DEFAULT_PORTS, *HTTP_PORTS):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", f"cjo_{name}", env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -150,12 +172,15 @@ async def supervise() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.gather(*(wait_serving(n, f"127.0.0.1:{DEFAULT_PORTS[n]}", p)
-                               for n, p in procs.items()))
+        await asyncio.gather(*(wait_serving(n, f"127.0.0.1:{DEFAULT_PORTS[n]}", procs[n])
+                               for n in DEFAULT_PORTS),
+                             *(wait_http(n, HTTP_PORTS[n], procs[n]) for n in HTTP_PORTS))
         key = await dev_api_key(token)
         print("\ncjo is running:")
         for name, port in DEFAULT_PORTS.items():
             print(f"  {name:<14} 127.0.0.1:{port}")
+        print(f"  {'console':<14} http://127.0.0.1:{HTTP_PORTS['console']} "
+              "(sign in with the API key below)")
         print(f"  {'mailbox':<14} smtp://127.0.0.1:{MAIL_PORT} (emails saved in {STATE / 'mail'})")
         print(f"\nworkspace: {DEV_WORKSPACE}\nAPI key:   {key}\n"
               f"try:       CJO_API_KEY={key} .venv/bin/python examples/first_journey.py\n"

@@ -1,0 +1,3 @@
+from cjo_console.bootstrap import main
+
+main()

@@ -1,0 +1,250 @@
+"""The web console in a real browser (Debian's Chromium, driven by Playwright) against the
+suite's services as separate processes: a person signs in with an API key, watches the first
+journey's graph fill in as events arrive, pauses and resumes it, opens a profile and one of its
+messages. The key never appears in any page or any URL the browser asks for."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from cjo.common.v1 import common_pb2
+from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
+from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import workspace_service_pb2 as ws_pb
+from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
+from cjo.orchestration.v1 import journey_pb2, orchestration_service_pb2
+from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
+from cjo_platform.protobuf import dict_to_struct
+from suite import Suite, running_suite
+from support import SERVICE_TOKEN, Backend, bearer, eventually, free_port
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
+FAST = {"CJO_ORCHESTRATION_POLL_SECONDS": "0.1", "CJO_DELIVERY_POLL_SECONDS": "0.1"}
+EXPECT_MS = 30_000
+
+JOURNEY = journey_pb2.Journey(
+    display_name="Welcome new sign-ups",
+    event_trigger=journey_pb2.EventTrigger(event_name="signed_up"),
+    entry_node_id="welcome",
+    goal=journey_pb2.Goal(event_name="purchased", window={"seconds": 30 * 86400}),
+    nodes=[
+        journey_pb2.Node(id="welcome", send=journey_pb2.SendNode(
+            content_key="welcome", channel=common_pb2.CHANNEL_EMAIL, next_node_id="cool-off")),
+        # A long wait keeps everyone "in progress" at this node while the test looks.
+        journey_pb2.Node(id="cool-off", wait=journey_pb2.WaitNode(
+            duration={"seconds": 7 * 86400}, next_node_id="done")),
+        journey_pb2.Node(id="done", exit=journey_pb2.ExitNode()),
+    ])
+
+
+def signed_up(user: str, email: str, name: str) -> event_pb2.Event:
+    return event_pb2.Event(
+        message_id=f"signup-{user}", type=event_pb2.EVENT_TYPE_TRACK, name="signed_up",
+        identifiers=[event_pb2.Identifier(type="user_id", value=user)],
+        traits=dict_to_struct({"email": email, "first_name": name}), source="web")
+
+
+@asynccontextmanager
+async def console(suite: Suite) -> AsyncIterator[str]:
+    """The console as its own process (as `make run` and Kubernetes run it) on the suite."""
+    port = free_port()
+    env = {**suite.env, "CJO_CONSOLE_PORT": str(port), "CJO_CONSOLE_REFRESH_SECONDS": "0.5"}
+    log = (suite.logs / "console.log").open("ab")
+    proc = subprocess.Popen([sys.executable, "-m", "cjo_console"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            async def up() -> bool:
+                assert proc.poll() is None, (suite.logs / "console.log").read_text()
+                try:
+                    return (await client.get(f"{url}/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+            await eventually(up, timeout=30)
+        yield url
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 10)
+
+
+async def set_up(suite: Suite) -> tuple[str, str]:
+    """A workspace with the welcome email and the journey, published. Returns (key, journey)."""
+    identity_channel = grpc.aio.insecure_channel(suite.target("identity"))
+    key = (await ws_grpc.WorkspaceServiceStub(identity_channel).CreateWorkspace(
+        ws_pb.CreateWorkspaceRequest(workspace_id="acme", display_name="Acme"),
+        metadata=bearer(SERVICE_TOKEN))).api_key.secret
+    auth = bearer(key)
+    async with grpc.aio.insecure_channel(suite.target("content")) as channel:
+        content = content_service_pb2_grpc.ContentServiceStub(channel)
+        await content.CreateContentItem(content_service_pb2.CreateContentItemRequest(
+            content_item=content_item_pb2.ContentItem(key="welcome", email=(
+                content_item_pb2.EmailTemplate(
+                    subject="Welcome, {{ profile.first_name }}!",
+                    # A script in a body must never run in the console's origin.
+                    html=("<h1 id='greeting'>Hi {{ profile.first_name }}!</h1>"
+                          "<script>parent.document.title = 'pwned';</script>")))),
+            request_id="create-welcome"), metadata=auth)
+        await content.PublishContentItem(content_service_pb2.PublishContentItemRequest(
+            name="contentItems/welcome", request_id="publish-welcome"), metadata=auth)
+    async with grpc.aio.insecure_channel(suite.target("orchestration")) as channel:
+        orchestration = orch_grpc.OrchestrationServiceStub(channel)
+        created = (await orchestration.CreateJourney(
+            orchestration_service_pb2.CreateJourneyRequest(journey=JOURNEY),
+            metadata=auth)).journey
+        await orchestration.PublishJourney(orchestration_service_pb2.PublishJourneyRequest(
+            name=created.name), metadata=auth)
+    await identity_channel.close()
+    return key, created.journey_id
+
+
+async def ingest(suite: Suite, key: str, events: list[event_pb2.Event]) -> None:
+    async with grpc.aio.insecure_channel(suite.target("identity")) as channel:
+        reply = await identity_service_pb2_grpc.IdentityServiceStub(channel).IngestEvents(
+            identity_service_pb2.IngestEventsRequest(events=events), metadata=bearer(key))
+    assert [r.status.code for r in reply.results] == [0] * len(events)
+
+
+async def test_console_forms_refuse_forged_and_unsigned_requests(sqlite_backend: Backend,
+                                                                 tmp_path: Path) -> None:
+    """Without the browser: the cookie's flags, CSRF on every POST, a wrong key refused."""
+    async with running_suite(sqlite_backend, tmp_path) as suite, console(suite) as url:
+        key, journey_id = await set_up(suite)
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/journeys")).headers["location"] == "/sign-in"
+            page = await client.get("/sign-in")
+            cookie = page.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert csrf is not None
+            # No token, or another's: refused before the key is even looked at.
+            forged = await client.post("/sign-in", data={"api_key": key})
+            assert forged.status_code == 403
+            wrong = await client.post("/sign-in", data={"api_key": "cjo_not-a-key",
+                                                         "csrf_token": csrf.group(1)})
+            assert wrong.status_code == 401 and "not accepted" in wrong.text
+            signed = await client.post("/sign-in", data={"api_key": key,
+                                                          "csrf_token": csrf.group(1)})
+            assert signed.status_code == 303
+            journeys = await client.get("/journeys")
+            assert "Welcome new sign-ups" in journeys.text and key not in journeys.text
+            # A pause posted without the session's token (a cross-site form) does nothing.
+            refused = await client.post(f"/journeys/{journey_id}/pause", data={})
+            assert refused.status_code == 403
+            shown = await client.get(f"/journeys/{journey_id}")
+            assert 'id="journey-state">active<' in shown.text
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="needs Debian's Chromium at /usr/bin/chromium (make install adds it)")
+async def test_console_in_a_browser(sqlite_backend: Backend, tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with running_suite(sqlite_backend, tmp_path, extra_env=FAST) as suite, \
+            console(suite) as url, async_playwright() as pw:
+        key, _ = await set_up(suite)
+        # Ada says yes to email before she signs up: the profile page shows her consent.
+        await ingest(suite, key, [event_pb2.Event(
+            message_id="ada-consent", type=event_pb2.EVENT_TYPE_TRACK, name="subscribed",
+            identifiers=[event_pb2.Identifier(type="user_id", value="ada")],
+            properties=dict_to_struct({"channel": "email"}), source="web")])
+
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM),
+                                           args=["--no-sandbox", "--headless"])
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(EXPECT_MS)
+        asked: list[str] = []
+        page.on("request", lambda request: asked.append(request.url))
+        seen: list[str] = []
+
+        async def look(name: str) -> None:
+            seen.append(await page.content())
+            await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+        try:
+            await page.goto(f"{url}/journeys")
+            await expect(page).to_have_url(f"{url}/sign-in")
+            await page.fill("input[name=api_key]", key)
+            await page.click("button[type=submit]")
+            await expect(page.get_by_role("link", name="Welcome new sign-ups")).to_be_visible()
+            await look("journeys")
+
+            await page.get_by_role("link", name="Welcome new sign-ups").click()
+            graph = page.locator("svg.graph")
+            for node_id, kind in (("welcome", "send"), ("cool-off", "wait"), ("done", "exit")):
+                node = graph.locator(f"g.node[data-node='{node_id}']")
+                await expect(node.locator("text.node-id")).to_have_text(node_id)
+                await expect(node.locator("text.kind")).to_have_text(kind)
+            await expect(graph.locator("path.edge")).to_have_count(2)
+
+            def count(node_id: str, field: str) -> Any:
+                return graph.locator(f"tspan.count[data-node='{node_id}'][data-field='{field}']")
+
+            await expect(count("welcome", "entered")).to_have_text("0")
+            await look("journey-empty")
+
+            # Events arrive while the page is open: its counts rise without a reload.
+            await ingest(suite, key, [signed_up("ada", "ada@example.com", "Ada"),
+                                      signed_up("bob", "bob@example.com", "Bob")])
+            await expect(count("welcome", "entered")).to_have_text("2")
+            await expect(count("welcome", "completed")).to_have_text("2")
+            await expect(count("cool-off", "in_progress")).to_have_text("2")
+            await expect(page.locator("#conv-entered")).to_have_text("2")
+            await ingest(suite, key, [event_pb2.Event(
+                message_id="ada-buys", type=event_pb2.EVENT_TYPE_TRACK, name="purchased",
+                identifiers=[event_pb2.Identifier(type="user_id", value="ada")],
+                properties=dict_to_struct({"revenue": 30}), source="web")])
+            await expect(page.locator("#conv-converted")).to_have_text("1")
+            await expect(page.locator("#conv-rate")).to_have_text("50.0%")
+            await look("journey-live")
+
+            await page.get_by_role("button", name="Pause").click()
+            await expect(page.locator("#journey-state")).to_have_text("paused")
+            await expect(page.get_by_role("button", name="Resume")).to_be_enabled()
+            await look("journey-paused")
+            await page.get_by_role("button", name="Resume").click()
+            await expect(page.locator("#journey-state")).to_have_text("active")
+
+            await page.get_by_role("link", name="Profiles").click()
+            await page.select_option("select[name=type]", "email")
+            await page.fill("input[name=value]", "ada@example.com")
+            await page.get_by_role("button", name="Find").click()
+            identifiers = page.locator("#identifiers")
+            await expect(identifiers).to_contain_text("ada@example.com")
+            await expect(identifiers).to_contain_text("user_id")
+            await expect(page.locator("#traits")).to_contain_text("first_name")
+            await expect(page.locator("#consent")).to_contain_text("subscribed")
+            await expect(page.locator("#enrollments")).to_contain_text("Welcome new sign-ups")
+            await expect(page.locator("#enrollments")).to_contain_text("cool-off")
+            message_link = page.locator("#messages").get_by_role("link", name="Welcome, Ada!")
+            await expect(message_link).to_be_visible()
+            await look("profile")
+
+            await message_link.click()
+            await expect(page.locator("h1")).to_have_text("Welcome, Ada!")
+            body = page.frame_locator("iframe.rendered")
+            await expect(body.locator("#greeting")).to_have_text("Hi Ada!")
+            await expect(page.locator("iframe.rendered")).to_have_attribute("sandbox", "")
+            assert await page.title() != "pwned"  # the body's script never ran
+            await look("message")
+        finally:
+            await browser.close()
+
+        for html in seen:
+            assert key not in html
+        assert asked and not [u for u in asked if key in u]
