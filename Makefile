@@ -13,7 +13,7 @@ PROTO_RELEASE := 0.1.0
 .PHONY: help install protos lint test test-fast e2e run bench migration clean
 
 help:
-	@echo "make run        start all six services with a development workspace"
+	@echo "make run        start all six services and the web console (:8088) with a development workspace"
 	@echo "make test       install everything needed and run the whole test suite"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make lint       ruff, mypy, buf lint and buf breaking against the last release"

@@ -119,45 +119,47 @@ async def ingest(suite: Suite, key: str, events: list[event_pb2.Event]) -> None:
     assert [r.status.code for r in reply.results] == [0] * len(events)
 
 
-async def test_console_forms_refuse_forged_and_unsigned_requests(sqlite_backend: Backend,
-                                                                 tmp_path: Path) -> None:
+async def forms_refuse_forged_and_unsigned_requests(url: str, key: str, journey_id: str) -> None:
     """Without the browser: the cookie's flags, CSRF on every POST, a wrong key refused."""
-    async with running_suite(sqlite_backend, tmp_path) as suite, console(suite) as url:
-        key, journey_id = await set_up(suite)
-        async with httpx.AsyncClient(base_url=url) as client:
-            assert (await client.get("/journeys")).headers["location"] == "/sign-in"
-            page = await client.get("/sign-in")
-            cookie = page.headers["set-cookie"].lower()
-            assert "httponly" in cookie and "samesite=strict" in cookie
-            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-            assert csrf is not None
-            # No token, or another's: refused before the key is even looked at.
-            forged = await client.post("/sign-in", data={"api_key": key})
-            assert forged.status_code == 403
-            wrong = await client.post("/sign-in", data={"api_key": "cjo_not-a-key",
-                                                         "csrf_token": csrf.group(1)})
-            assert wrong.status_code == 401 and "not accepted" in wrong.text
-            signed = await client.post("/sign-in", data={"api_key": key,
-                                                          "csrf_token": csrf.group(1)})
-            assert signed.status_code == 303
-            journeys = await client.get("/journeys")
-            assert "Welcome new sign-ups" in journeys.text and key not in journeys.text
-            # A pause posted without the session's token (a cross-site form) does nothing.
-            refused = await client.post(f"/journeys/{journey_id}/pause", data={})
-            assert refused.status_code == 403
-            shown = await client.get(f"/journeys/{journey_id}")
-            assert 'id="journey-state">active<' in shown.text
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/journeys")).headers["location"] == "/sign-in"
+        page = await client.get("/sign-in")
+        cookie = page.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert csrf is not None
+        # No token, or another's: refused before the key is even looked at.
+        forged = await client.post("/sign-in", data={"api_key": key})
+        assert forged.status_code == 403
+        wrong = await client.post("/sign-in", data={"api_key": "cjo_not-a-key",
+                                                     "csrf_token": csrf.group(1)})
+        assert wrong.status_code == 401 and "not accepted" in wrong.text
+        signed = await client.post("/sign-in", data={"api_key": key,
+                                                      "csrf_token": csrf.group(1)})
+        assert signed.status_code == 303
+        journeys = await client.get("/journeys")
+        assert "Welcome new sign-ups" in journeys.text and key not in journeys.text
+        # A pause posted without the session's token (a cross-site form) does nothing.
+        refused = await client.post(f"/journeys/{journey_id}/pause", data={})
+        assert refused.status_code == 403
+        shown = await client.get(f"/journeys/{journey_id}")
+        assert 'id="journey-state">active<' in shown.text
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="needs Debian's Chromium at /usr/bin/chromium (make install adds it)")
-async def test_console_in_a_browser(sqlite_backend: Backend, tmp_path: Path) -> None:
+async def test_console_over_http_and_in_a_browser(sqlite_backend: Backend,
+                                                  tmp_path: Path) -> None:
+    """One suite for both parts (starting it is most of the time): the forms' protections over
+    plain HTTP, then what a person sees in Chromium."""
     from playwright.async_api import async_playwright, expect
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with running_suite(sqlite_backend, tmp_path, extra_env=FAST) as suite, \
             console(suite) as url, async_playwright() as pw:
-        key, _ = await set_up(suite)
+        key, journey_id = await set_up(suite)
+        await forms_refuse_forged_and_unsigned_requests(url, key, journey_id)
+        if not CHROMIUM.exists():
+            pytest.skip("the browser part needs Debian's Chromium at /usr/bin/chromium "
+                        "(make install adds it)")
         # Ada says yes to email before she signs up: the profile page shows her consent.
         await ingest(suite, key, [event_pb2.Event(
             message_id="ada-consent", type=event_pb2.EVENT_TYPE_TRACK, name="subscribed",
