@@ -29,6 +29,7 @@ from google.protobuf import struct_pb2
 from cjo.decisioning.v1 import action_pb2, decision_pb2, decision_point_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo_decisioning.service_layer.decide import profile_keys
 from cjo_identity.bootstrap import build as build_identity
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
@@ -351,3 +352,37 @@ async def test_a_batch_exposed_on_decide_spends_a_budget_no_further(backend: Bac
             "voucher": R.INELIGIBILITY_REASON_BUDGET_EXHAUSTED}
         later = await decide(stub, "home", "p9")
         assert reasons(later) == {"voucher": R.INELIGIBILITY_REASON_BUDGET_EXHAUSTED}
+
+
+def test_rules_convert_only_the_profile_keys_they_read() -> None:
+    # What the eligibility rules read decides what of a profile is converted for CEL: a read
+    # the text cannot pin to a key (index, macro on the profile, the whole profile) takes all.
+    assert profile_keys(['profile.tier == "gold"', "has(profile.age) && profile.age > 3",
+                         '"vip" in profile.segments']) == {"tier", "age", "segments"}
+    assert profile_keys(["context.hour > 3"]) == frozenset()
+    for whole in ('profile["tier"] == "gold"', "size(profile) > 3",
+                  'profile.exists(k, k == "tier")', 'profile.?tier == optional.of("gold")',
+                  '"profile" == context.channel'):
+        assert profile_keys(['profile.tier == "gold"', whole]) is None, whole
+
+
+async def test_rules_see_every_trait_they_read_however_they_read_it(backend: Backend) -> None:
+    async with decisioning_service(backend, ManualClock(NOW)) as services:
+        stub = services.decisioning
+        await create_action(stub, action("gold", eligibility='profile.tier == "gold"'))
+        await create_action(stub, action("aged", eligibility="has(profile.age)"))
+        await create_action(stub, action("counted", eligibility="profile.orders > 2.0"))
+        await create_point(stub, point("narrow", ["gold", "aged", "counted"]))
+        await create_action(stub, action("indexed", eligibility='profile["tier"] == "gold"'))
+        await create_point(stub, point("wide", ["gold", "aged", "indexed"]))
+
+        narrow = await decide(stub, "narrow", "p1", profile=profile(tier="gold", orders=1))
+        assert [a.action for a in narrow.actions] == ["gold"]
+        assert reasons(narrow) == {"aged": R.INELIGIBILITY_REASON_ELIGIBILITY_RULE,
+                                   "counted": R.INELIGIBILITY_REASON_ELIGIBILITY_RULE}
+        wide = await decide(stub, "wide", "p2", profile=profile(tier="gold", age=40))
+        assert len(wide.actions) == 1 and reasons(wide) == {}  # all three eligible
+        other = await decide(stub, "wide", "p3", profile=profile(tier="silver"))
+        assert list(other.actions) == []
+        assert reasons(other) == dict.fromkeys(["gold", "aged", "indexed"],
+                                               R.INELIGIBILITY_REASON_ELIGIBILITY_RULE)

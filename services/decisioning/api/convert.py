@@ -267,7 +267,18 @@ def context_to_proto(context: DecisionContext) -> decision_pb2.DecisionContext:
         enrollment_id=context.enrollment_id, node_id=context.node_id)
 
 
-def decision_to_proto(decision: Decision) -> decision_pb2.Decision:
+def decision_to_proto(decision: Decision,
+                      contexts: dict[int, decision_pb2.DecisionContext] | None = None,
+                      ) -> decision_pb2.Decision:
+    """``contexts``: the contexts converted so far for one reply, by id of the DecisionContext
+    (a batch's decisions share one)."""
+    if contexts is None:
+        context = context_to_proto(decision.context)
+    else:
+        found = contexts.get(id(decision.context))
+        if found is None:
+            found = contexts[id(decision.context)] = context_to_proto(decision.context)
+        context = found
     return decision_pb2.Decision(
         name=f"decisions/{decision.decision_id}", decision_id=decision.decision_id,
         decision_point=decision.decision_point, profile_id=decision.profile_id,
@@ -286,4 +297,4 @@ def decision_to_proto(decision: Decision) -> decision_pb2.Decision:
         outcome=decision.outcome,  # type: ignore[arg-type]
         expose_time=to_timestamp(decision.expose_time),
         reward_time=to_timestamp(decision.reward_time),
-        context=context_to_proto(decision.context))
+        context=context)

@@ -302,16 +302,17 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
                           context: grpc.aio.ServicerContext) -> pb.BatchDecideResponse:
         workspace = current_workspace()
         point = key_from_name(request.decision_point, POINTS, "decision_point")
-        shared = request.context
+        shared = _SharedContext(request.context)
         answer = BatchAnswer(request.items, "items", DOMAIN, pb.DecideResult)
         parsed = answer.parse(lambda item: _item(
             item.profile_id, item.profile if item.HasField("profile") else None,
             item.context if item.HasField("context") else shared, item.request_id))
+        contexts: dict[int, decision_pb2.DecisionContext] = {}
         for index, outcome in await self._decide(workspace, point, parsed):
             if isinstance(outcome, CjoError):
                 answer.fail(index, outcome)
             else:
-                answer.results[index].decision.CopyFrom(decision_to_proto(outcome))
+                answer.results[index].decision.CopyFrom(decision_to_proto(outcome, contexts))
         return pb.BatchDecideResponse(results=answer.results)
 
     async def GetDecision(self, request: pb.GetDecisionRequest,
@@ -354,11 +355,26 @@ class DecideRequestItem:
     request_id: str
 
 
+class _SharedContext:
+    """A BatchDecide's shared context, parsed once for the items that use it: one object, so
+    the decisions share its conversions (log JSON, reply proto) too."""
+
+    def __init__(self, proto: decision_pb2.DecisionContext) -> None:
+        self.proto = proto
+        self.parsed: DecisionContext | None = None
+
+    def get(self) -> DecisionContext:
+        if self.parsed is None:
+            self.parsed = context_from_proto(self.proto)
+        return self.parsed
+
+
 def _item(profile_id: str, profile: struct_pb2.Struct | None,
-          context: decision_pb2.DecisionContext, request_id: str) -> DecideRequestItem:
+          context: decision_pb2.DecisionContext | _SharedContext,
+          request_id: str) -> DecideRequestItem:
     if not profile_id:
         raise InvalidArgument.one("profile_id", "is required")
-    parsed = context_from_proto(context)
-    check_context(parsed)
+    parsed = context.get() if isinstance(context, _SharedContext) else context_from_proto(context)
+    check_context(parsed)  # each item's error, as if it had given the context itself
     return DecideRequestItem(profile_id, None if profile is None else struct_to_dict(profile),
                              parsed, request_id)

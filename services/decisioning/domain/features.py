@@ -69,7 +69,8 @@ class Features:
     values: np.ndarray
 
     def to_json(self) -> dict[str, list[Any]]:
-        return {"i": [int(i) for i in self.indices], "v": [float(v) for v in self.values]}
+        # tolist(): Python ints and floats in one C call, not a numpy scalar per element.
+        return {"i": self.indices.tolist(), "v": self.values.tolist()}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Features:
