@@ -144,6 +144,17 @@ async def forms_refuse_forged_and_unsigned_requests(url: str, key: str, journey_
         assert refused.status_code == 403
         shown = await client.get(f"/journeys/{journey_id}")
         assert 'id="journey-state">active<' in shown.text
+        assert (await client.get("/journeys/no-such-journey")).status_code == 404
+        for path, heading in (("/experiments", "Experiments"), ("/decisions", "Decision points")):
+            reply = await client.get(path)
+            assert reply.status_code == 200 and f"<h1>{heading}</h1>" in reply.text
+        # Signing out ends the session on the server: the old cookie opens nothing.
+        token = re.search(r'name="csrf_token" value="([^"]+)"', shown.text)
+        assert token is not None
+        session = client.cookies["cjo_console_session"]
+        await client.post("/sign-out", data={"csrf_token": token.group(1)})
+        client.cookies.set("cjo_console_session", session)
+        assert (await client.get("/journeys")).headers["location"] == "/sign-in"
 
 
 async def test_console_over_http_and_in_a_browser(sqlite_backend: Backend,
@@ -213,6 +224,8 @@ async def test_console_over_http_and_in_a_browser(sqlite_backend: Backend,
                 properties=dict_to_struct({"revenue": 30}), source="web")])
             await expect(page.locator("#conv-converted")).to_have_text("1")
             await expect(page.locator("#conv-rate")).to_have_text("50.0%")
+            await expect(page.locator("#versions tbody tr")).to_have_text(
+                ["1 (published)2150.0%"])
             await look("journey-live")
 
             await page.get_by_role("button", name="Pause").click()

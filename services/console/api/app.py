@@ -201,7 +201,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         counts = views.live_counts(found, funnel)
         return render(request, "journey.html", session, journey=found, graph=graph,
                       counts=counts, state=views.journey_state(found),
-                      trigger=found.WhichOneof("trigger") or "",
+                      trigger=views.trigger(found),
                       goal=found.goal.event_name)
 
     async def journey_counts(request: Request, session: Session, api: Services) -> Response:

@@ -28,6 +28,19 @@ def journey_state(journey: Any) -> str:
     return enum_label(journey_pb2.JourneyState, journey.state, "JOURNEY_STATE_")
 
 
+def trigger(journey: Any) -> str:
+    kind = journey.WhichOneof("trigger")
+    if kind == "event_trigger":
+        return f"on event {journey.event_trigger.event_name}"
+    if kind == "segment_trigger":
+        return f"on entering segment {journey.segment_trigger.segment_id}"
+    if kind == "scheduled_trigger":
+        return f"scheduled for segment {journey.scheduled_trigger.segment_id}"
+    if kind == "api_trigger":
+        return "by API (Enroll)"
+    return "no trigger"
+
+
 def channel(value: int) -> str:
     return enum_label(common_pb2.Channel, value, "CHANNEL_")
 

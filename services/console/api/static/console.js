@@ -26,6 +26,20 @@
       set("conv-entered", String(data.conversion.entered));
       set("conv-converted", String(data.conversion.converted));
       set("conv-rate", (data.conversion.conversion_rate * 100).toFixed(1) + "%");
+      const versions = document.querySelector("#versions tbody");
+      if (versions && data.versions.length) {
+        versions.replaceChildren(...data.versions.map((v) => {
+          const row = document.createElement("tr");
+          const published = v.version === data.conversion.version ? " (published)" : "";
+          for (const text of [String(v.version) + published, String(v.entered),
+                              String(v.converted), (v.conversion_rate * 100).toFixed(1) + "%"]) {
+            const cell = document.createElement("td");
+            cell.textContent = text;
+            row.appendChild(cell);
+          }
+          return row;
+        }));
+      }
       set("counts-updated", "updated " + new Date().toLocaleTimeString());
     } finally {
       window.setTimeout(refresh, every);
