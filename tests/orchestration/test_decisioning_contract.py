@@ -59,7 +59,10 @@ async def test_published_points_are_accepted_and_decide_among_the_arms(
     arms = {arm_action_key("j-contract", "pick", a) for a in ("Short", "long", "holdout")}
     items = [DecideItem(f"p{i}", {"email": f"p{i}@example.com", "plan": "pro"},
                         f"e{i}:pick:0", "j-contract", f"e{i}", "pick") for i in range(20)]
-    point = split_point_key("j-contract", "pick")
+    [split] = [n.action for n in GRAPH.nodes if n.id == "pick"]
+    assert isinstance(split, SplitAction)
+    point = split_point_key("j-contract", "pick", split)
+    assert [p.key for p in points] == [point]
     first = await peers.decide(WS, point, None, NOW, items)
     assert all(isinstance(a, DecisionAnswer) and a.action is not None
                and a.action.key in arms for a in first), first

@@ -6,6 +6,7 @@ nothing; the step round asks for the arms in one BatchDecide, the control arm ex
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -135,7 +136,8 @@ async def test_publish_upserts_the_point_with_the_goal_as_reward(
     [upsert] = servicer.points
     point = upsert.decision_point
     assert upsert.allow_missing
-    assert point.key == "journey.j1.pick" == split_point_key("j1", "pick")
+    assert point.key == split_point_key("j1", "pick", pick_split())
+    assert point.key.startswith("journey.j1.pick.")
     assert list(point.actions) == keys
     assert (point.reward.event_name, point.reward.filter,
             point.reward.window.ToTimedelta()) == (GOAL.event_name, GOAL.filter, GOAL.window)
@@ -215,7 +217,7 @@ async def test_publish_journey_upserts_through_the_service(backend: Backend) -> 
                                                metadata=as_service(WS))).journey
         assert published.published_version == 1
         [upsert] = recorder.points
-        assert upsert.decision_point.key == f"journey.{created.journey_id}.pick"
+        assert upsert.decision_point.key.startswith(f"journey.{created.journey_id}.pick.")
         assert upsert.decision_point.min_control_share == pytest.approx(0.1)
         assert published.nodes[0].split.optimize  # the journey reads back as written
     async with running(backend) as cluster:  # decisioning down
@@ -254,7 +256,7 @@ async def test_the_bandit_picks_the_arm_and_control_exits(tx: Transactions) -> N
             uow, WS, "j1", Entrant(p, {"email": f"{p}@example.com"}, {}), f"r-{p}", "", ids))
     fake = FakeDecisioning()
     arms = {"ada": "a", "bob": "b", "cy": "holdout"}
-    fake.points[split_point_key("j1", "pick")] = lambda item: ChosenAction(
+    fake.points[split_point_key("j1", "pick", pick_split())] = lambda item: ChosenAction(
         arm_action_key("j1", "pick", arms[item.profile_id]))
     peers = RecordingPeers(*people)
     peers.decisioning = fake
@@ -282,7 +284,7 @@ async def test_an_unreachable_decisioning_holds_the_split_without_failing_anyone
         uow, WS, "j1", Entrant("ada", {"email": "ada@example.com"}, {}), "r", "", Ids()))
     fake = FakeDecisioning()
     fake.down = True
-    fake.points[split_point_key("j1", "pick")] = lambda item: ChosenAction(
+    fake.points[split_point_key("j1", "pick", pick_split())] = lambda item: ChosenAction(
         arm_action_key("j1", "pick", "a"))
     peers = RecordingPeers("ada")
     peers.decisioning = fake
@@ -299,9 +301,36 @@ async def test_an_unreachable_decisioning_holds_the_split_without_failing_anyone
     assert [s.content.content_key for s in peers.sent] == ["a"]
 
 
+def pick_split(graph: JourneyGraph | None = None) -> SplitAction:
+    [split] = [n.action for n in (graph or split_journey()).nodes if n.id == "pick"]
+    assert isinstance(split, SplitAction)
+    return split
+
+
 def test_long_ids_give_keys_decisioning_accepts() -> None:
     journey_id, node_id = "j" * 64, "N" * 64
-    point = split_point_key(journey_id, node_id)
+    point = split_point_key(journey_id, node_id, pick_split())
     assert len(point) <= 128 and point.startswith("journey.")
     keys = {arm_action_key(journey_id, node_id, arm) for arm in ("A", "a", "x" * 64)}
     assert len(keys) == 3 and all(len(k) <= 64 and k == k.lower() for k in keys)
+
+
+def test_split_points_never_collide_and_follow_the_arms() -> None:
+    """Node ids are case-sensitive while decisioning keys are lower-case: two splits at `Offer`
+    and `offer` must not share a point (the second upsert would replace the first's arms and
+    every decision there would name no arm). A re-publish that keeps the arms keeps the point
+    (and what it learned); one that changes the arms gets its own point, so enrollments still
+    on the older version keep deciding among their own arms."""
+    split = pick_split()
+    assert split_point_key("j1", "Offer", split) != split_point_key("j1", "offer", split)
+    assert split_point_key("J1", "pick", split) != split_point_key("j1", "pick", split)
+    assert split_point_key("j1", "pick", pick_split()) == split_point_key("j1", "pick", split)
+    renamed = SplitAction((SplitArm("a", 0, "mail_a"), SplitArm("c", 0, "mail_b"),
+                           SplitArm("holdout", 0, control=True)), optimize=True)
+    no_control = pick_split(split_journey(control=False))
+    keys = {split_point_key("j1", "pick", s) for s in (split, renamed, no_control)}
+    assert len(keys) == 3
+    assert all(len(k) <= 128 and re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", k) for k in keys)
+    for journey_id, node_id in (("J1", "Offer"), ("j" * 100, "n" * 64)):
+        key = split_point_key(journey_id, node_id, split)
+        assert len(key) <= 128 and re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", key)

@@ -13,13 +13,24 @@ MAX_POINT_KEY = 128  # decisioning's DecisionPoint.key
 ACTION_KEY_HASH = 12  # hex characters of the journey/node digest in an arm's action key
 
 
-def split_point_key(journey_id: str, node_id: str) -> str:
-    """``journey.{journey_id}.{node_id}`` (lower-case: decisioning keys are ``a-z0-9_-.``), or
-    its digest when that is longer than a key may be."""
-    key = f"journey.{journey_id}.{node_id}".lower()
-    if len(key) <= MAX_POINT_KEY:
+def split_point_key(journey_id: str, node_id: str, split: SplitAction) -> str:
+    """The decision point of an optimising split: ``journey.{journey_id}.{node_id}.{arms}``,
+    where ``arms`` is a digest of the split's arms (names and which is the control).
+
+    A re-publish that keeps the arms keeps the point (and what its model learned); one that
+    renames, adds or removes an arm gets a point of its own, so enrollments still walking an
+    older version keep deciding among that version's arms. Decisioning keys are lower-case
+    ``a-z0-9_-.``, while journey and node ids are case-sensitive: an id with an upper-case
+    letter (or a key longer than 128 characters) is kept apart by a digest of the exact ids, so
+    nodes ``Offer`` and ``offer`` never share a point."""
+    arms = "\x00".join(sorted(f"{arm.name}\x01{int(arm.control)}" for arm in split.arms))
+    digest = hashlib.sha256(arms.encode()).hexdigest()[:8]
+    key = f"journey.{journey_id}.{node_id}.{digest}"
+    if key == key.lower() and len(key) <= MAX_POINT_KEY:
         return key
-    return f"journey.{hashlib.sha256(key.encode()).hexdigest()}"
+    exact = hashlib.sha256(f"{journey_id}\x00{node_id}\x00{arms}".encode()).hexdigest()[:16]
+    readable = f"journey.{journey_id}.{node_id}".lower()[:MAX_POINT_KEY - len(exact) - 1]
+    return f"{readable}.{exact}"
 
 
 def arm_action_key(journey_id: str, node_id: str, arm: str) -> str:
@@ -69,7 +80,7 @@ def split_points(journey_id: str, display_name: str, graph: JourneyGraph) -> lis
         name = f"{display_name or journey_id} / {node.id}"[:150]
         control = split.control
         points.append(SplitPoint(
-            key=split_point_key(journey_id, node.id),
+            key=split_point_key(journey_id, node.id, split),
             display_name=f"Journey {name}"[:200],
             actions=tuple((arm_action_key(journey_id, node.id, arm.name),
                            f"{name} / arm {arm.name}"[:200]) for arm in split.arms),

@@ -404,7 +404,7 @@ def _split(here: _Here, action: SplitAction) -> Transition:
         # Decisioning's bandit picks the arm (the step round asks for the node's people in one
         # BatchDecide), at the point publishing created for this node.
         return here.wait_for(DecideOrder(
-            here.node_id, here.visit, split_point_key(enrollment.journey_id, here.node_id),
+            here.node_id, here.visit, split_point_key(enrollment.journey_id, here.node_id, action),
             send_key(enrollment.enrollment_id, here.node_id, here.visit), split=True))
     arm = split_arm(action, enrollment.journey_id, enrollment.profile_id)
     return _enter_arm(here, arm, arm_weight=float(arm.percent))
