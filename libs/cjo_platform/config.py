@@ -29,6 +29,10 @@ HTTP_PORTS: dict[str, int] = {
     "console": 8088,
 }
 
+# Where each process serves /metrics for Prometheus unless CJO_METRICS_PORT says otherwise
+# (one service per pod, so one port for all; `make run` gives each its own).
+DEFAULT_METRICS_PORT = 9464
+
 MIN_SERVICE_TOKEN_LENGTH = 24
 
 # CJO_ENV: what kind of deployment this is. Only "test" unlocks test-only settings.
@@ -129,6 +133,8 @@ class ServiceSettings:
     # For end-to-end tests only (CJO_TEST_CLOCK_FILE, accepted with CJO_ENV=test): the file
     # whose offset every process adds to the wall clock (cjo_platform.clock.FileOffsetClock).
     test_clock_file: Path | None = None
+    # Where Prometheus scrapes this process's /metrics (CJO_METRICS_PORT); 0: no metrics.
+    metrics_port: int = 0
 
     @property
     def address(self) -> str:
@@ -171,6 +177,8 @@ def load_service_settings(service: str, env: Env) -> ServiceSettings:
         environment=environment,
         test_clock_file=_test_clock_file(env, environment),
         api_key_cache_seconds=_api_key_cache_seconds(env),
+        metrics_port=env.int("CJO_METRICS_PORT", DEFAULT_METRICS_PORT, minimum=0,
+                             maximum=65535),
     )
 
 

@@ -23,11 +23,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
-from cjo_platform.config import DEFAULT_PORTS, HTTP_PORTS
+from cjo_platform.config import DEFAULT_METRICS_PORT, DEFAULT_PORTS, HTTP_PORTS
 from cjo_platform.rpc.client import on_behalf_of
 
 STATE = Path(os.environ.get("CJO_DEV_STATE", ".cjo"))
 DEV_WORKSPACE = "dev"
+# On one machine each service needs its own /metrics port: 9464, 9465, ... in DEFAULT_PORTS order.
+METRICS_PORTS = {name: DEFAULT_METRICS_PORT + i for i, name in enumerate(DEFAULT_PORTS)}
 MAIL_PORT = int(os.environ.get("CJO_DEV_SMTP_PORT", "1025"))
 COLORS = {"identity": 36, "content": 35, "orchestration": 33, "delivery": 32, "analytics": 34,
           "decisioning": 31, "console": 94, "mailbox": 37}
@@ -161,7 +163,8 @@ async def supervise() -> int:
     # over HTTP.
     for name in (*DEFAULT_PORTS, *HTTP_PORTS):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"cjo_{name}", env=env,
+            sys.executable, "-m", f"cjo_{name}",
+            env={**env, "CJO_METRICS_PORT": str(METRICS_PORTS[name])},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         procs[name] = proc
         assert proc.stdout is not None
@@ -178,7 +181,8 @@ async def supervise() -> int:
         key = await dev_api_key(token)
         print("\ncjo is running:")
         for name, port in DEFAULT_PORTS.items():
-            print(f"  {name:<14} 127.0.0.1:{port}")
+            print(f"  {name:<14} 127.0.0.1:{port}   "
+                  f"metrics http://127.0.0.1:{METRICS_PORTS[name]}/metrics")
         print(f"  {'console':<14} http://127.0.0.1:{HTTP_PORTS['console']} "
               "(sign in with the API key below)")
         print(f"  {'mailbox':<14} smtp://127.0.0.1:{MAIL_PORT} (emails saved in {STATE / 'mail'})")

@@ -17,6 +17,7 @@ from cjo_platform.db.migrations import upgrade
 from cjo_platform.db.outbox import Outbox, define_outbox
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import Unavailable
+from cjo_platform.metrics import Probe, QueueGauges, outbox_probe
 from cjo_platform.protobuf import from_timestamp
 from cjo_platform.rpc.auth import Authenticator, CachingResolver, Principal
 from cjo_platform.rpc.client import channel
@@ -43,6 +44,10 @@ class Storage:
 
     def migrate(self) -> None:
         upgrade(self.db, self.migrations)
+
+    def queue_gauges(self, clock: Clock, *probes: Probe) -> QueueGauges:
+        """The outbox's gauges, which every service has, and the service's own ``probes``."""
+        return QueueGauges(self.db, clock, [outbox_probe(self.outbox.table), *probes])
 
 
 def open_storage(settings: ServiceSettings, metadata: MetaData, migrations: Path,

@@ -32,4 +32,5 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/RecordFacts"},
         migrate=storage.migrate,
+        gauges=storage.queue_gauges(clock),
     )

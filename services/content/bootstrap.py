@@ -35,4 +35,5 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         migrate=storage.migrate,
+        gauges=storage.queue_gauges(clock),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc
 from cjo_decisioning.adapters.content import ContentCatalog
+from cjo_decisioning.adapters.gauges import PROBE as QUEUES
 from cjo_decisioning.adapters.identity import ProfileBook
 from cjo_decisioning.adapters.tables import metadata
 from cjo_decisioning.api.servicer import SERVICE, SERVICE_ONLY_METHODS, DecisioningServicer
@@ -55,6 +56,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         service_only_methods=SERVICE_ONLY_METHODS,
         background=[learner.run],
         migrate=storage.migrate,
+        gauges=storage.queue_gauges(clock, QUEUES),
     )
 
 

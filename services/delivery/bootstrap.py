@@ -14,6 +14,7 @@ from typing import Any
 from cjo.delivery.v1 import delivery_service_pb2_grpc
 from cjo_delivery.adapters.consent import IdentityConsent
 from cjo_delivery.adapters.engagement_http import EngagementListener, Tracking
+from cjo_delivery.adapters.gauges import PROBE as QUEUES
 from cjo_delivery.adapters.identity_events import identity_events_forwarder
 from cjo_delivery.adapters.inbox import INBOX_SIGNAL, InboxHub, InboxProvider
 from cjo_delivery.adapters.provider_factory import ProviderFactory
@@ -193,6 +194,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         # Schema only: stored secrets are rewritten by `reseal-secrets`, never by the
         # initContainer, while pods that may not read the new form still run.
         migrate=storage.migrate,
+        gauges=storage.queue_gauges(clock, QUEUES),
         commands={RESEAL_COMMAND: partial(reseal_command, transactions, secret_box)},
         on_stop=[provider.close, routes.close, factory.close],
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cjo.identity.v1 import identity_service_pb2_grpc, workspace_service_pb2_grpc
+from cjo_identity.adapters.gauges import PROBE as QUEUES
 from cjo_identity.adapters.orchestration import events_forwarder
 from cjo_identity.adapters.tables import metadata
 from cjo_identity.api import identity_servicer, workspace_servicer
@@ -67,4 +68,5 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         # With forwarding off, rows written before still drain.
         background=[events.run, facts.run, rewards.run, time.run],
         migrate=storage.migrate,
+        gauges=storage.queue_gauges(clock, QUEUES),
     )

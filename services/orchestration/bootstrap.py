@@ -7,6 +7,7 @@ from pathlib import Path
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc
 from cjo_orchestration.adapters.audience import Audience
 from cjo_orchestration.adapters.erasures import erasures_forwarder
+from cjo_orchestration.adapters.gauges import PROBE as QUEUES
 from cjo_orchestration.adapters.peers import ContentCatalog, DecisioningCatalog, Peers
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.api.servicer import SERVICE, OrchestrationServicer
@@ -87,4 +88,5 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         background=[signals.run, events.run, steps.run, schedules.run, facts.run,
                     erasures.run],
         migrate=storage.migrate,
+        gauges=storage.queue_gauges(clock, QUEUES),
     )

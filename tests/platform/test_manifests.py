@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cjo_platform.config import DEFAULT_PORTS
+from cjo_platform.config import DEFAULT_METRICS_PORT, DEFAULT_PORTS, HTTP_PORTS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -59,7 +59,9 @@ def test_the_base_runs_every_service_on_its_port(service: str) -> None:
     (migrate,) = pod["initContainers"]
     assert server["args"] == [f"cjo_{service}"]
     assert migrate["args"] == [f"cjo_{service}", "migrate"]
-    assert server["ports"] == [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
+    assert server["ports"] == [{"name": "grpc", "containerPort": port, "protocol": "TCP"},
+                               {"name": "metrics", "containerPort": DEFAULT_METRICS_PORT,
+                                "protocol": "TCP"}]
     for container in (server, migrate):
         env = env_of(container)
         assert env[f"CJO_{service.upper()}_PORT"] == str(port)
@@ -118,7 +120,8 @@ def test_the_image_holds_and_exposes_every_service() -> None:
     (imports,) = re.findall(r'RUN python -c "import ([^"]+)"', dockerfile)
     assert {name.strip() for name in imports.split(",")} == {f"cjo_{s}" for s in SERVICES}
     (exposed,) = re.findall(r"^EXPOSE (.+)$", dockerfile, flags=re.MULTILINE)
-    assert {int(p) for p in exposed.split()} == set(DEFAULT_PORTS.values())
+    assert {int(p) for p in exposed.split()} == {
+        *DEFAULT_PORTS.values(), *HTTP_PORTS.values(), DEFAULT_METRICS_PORT}
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")

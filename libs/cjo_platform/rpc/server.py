@@ -23,6 +23,13 @@ from cjo_platform.clock import Clock, FileOffsetClock, SystemClock
 from cjo_platform.config import ConfigError, Env, ServiceSettings, load_service_settings
 from cjo_platform.db.engine import Database
 from cjo_platform.logging import configure_logging, get_logger
+from cjo_platform.metrics import (
+    MetricsInterceptor,
+    QueueGauges,
+    configure_metrics,
+    observe_queues,
+    shutdown_metrics,
+)
 from cjo_platform.rpc.auth import Authenticator
 from cjo_platform.rpc.client import MAX_MESSAGE_BYTES, close_channels
 from cjo_platform.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
@@ -61,6 +68,9 @@ class ServiceApp:
     # arguments and returns the process's exit code.
     commands: Mapping[str, Callable[[list[str]], int]] = field(default_factory=dict)
     on_stop: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Queue depths for operators (outbox, due work, consumer lag), read from the database by
+    # cheap cached queries when Prometheus scrapes (cjo_platform.metrics).
+    gauges: QueueGauges | None = None
 
 
 async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
@@ -80,11 +90,16 @@ async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
     if settings.auto_migrate:
         await app.db.run(app.migrate)
 
+    # Metrics (when on) sit outside logging and errors, so they see the caller's final code.
+    metered = [MetricsInterceptor()] if settings.metrics_port else []
+    if app.gauges is not None and settings.metrics_port:
+        app.on_stop.append(observe_queues(settings.service, app.gauges))
     server = grpc.aio.server(
         interceptors=[
             # opentelemetry-instrumentation-grpc has no annotations.
             aio_server_interceptor(  # type: ignore[no-untyped-call]
                 filter_=filters.negate(filters.health_check())),
+            *metered,
             LoggingInterceptor(),
             ErrorInterceptor(domain=f"{settings.service}.cjo"),
             AuthInterceptor(app.authenticator, app.service_only_methods),
@@ -182,6 +197,9 @@ def main(service: str, build: Build, argv: Sequence[str] | None = None) -> None:
         log.info("migrated")
         app.db.dispose()
         return
+    if command == "serve" and not _serve_metrics(service, settings, env):
+        app.db.dispose()
+        raise SystemExit(2)
     if command != "serve":
         run = app.commands.get(command)
         if run is None:
@@ -200,6 +218,25 @@ def main(service: str, build: Build, argv: Sequence[str] | None = None) -> None:
     asyncio.run(_serve_process(app))
 
 
+def _serve_metrics(service: str, settings: ServiceSettings, env: Env) -> bool:
+    """Start /metrics. A port chosen in CJO_METRICS_PORT that cannot be had stops the process
+    (exit 2); the default one taken (a second service on one machine) only costs the metrics."""
+    try:
+        port = configure_metrics(service, settings.host, settings.metrics_port)
+    except OSError as exc:
+        if env.environ.get("CJO_METRICS_PORT", "").strip():
+            print(f"cjo-{service}: CJO_METRICS_PORT={settings.metrics_port}: cannot listen "
+                  f"on {settings.host}:{settings.metrics_port}: {exc}", file=sys.stderr)
+            return False
+        log.warning("metrics port in use; this process serves no metrics (set "
+                    "CJO_METRICS_PORT to a free port, or 0)", port=settings.metrics_port,
+                    error=str(exc))
+        return True
+    if port is not None:
+        log.info("metrics", address=f"http://{settings.host}:{port}/metrics")
+    return True
+
+
 def _usage(service: str, commands: Collection[str]) -> NoReturn:
     names = "|".join(["serve", "migrate", *commands])
     print(f"usage: python -m cjo_{service} [{names}]", file=sys.stderr)
@@ -212,6 +249,7 @@ async def _serve_process(app: ServiceApp) -> None:
     finally:
         # Client channels are per process (shared by everything in it), so they close with it.
         await close_channels()
+        shutdown_metrics()
 
 
 def _format_stack(task: asyncio.Task[Any]) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, false, or_, select, update
+from sqlalchemy import and_, bindparam, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cjo_decisioning.adapters import catalogue
@@ -142,6 +142,12 @@ class Claimed:
 def _learnable(now: datetime) -> Any:
     return and_(d.learned == false(), or_(
         d.outcome == REWARDED, and_(d.outcome == EXPOSED, d.reward_deadline < now)))
+
+
+def count_learnable(session: Session, now: datetime) -> int:
+    """Decisions whose outcome is known and not yet learned: the learning worker's lag."""
+    return int(session.execute(
+        select(func.count()).select_from(decisions).where(_learnable(now))).scalar_one())
 
 
 def claim_learnable(session: Session, now: datetime, owner: str, lease: timedelta,
