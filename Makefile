@@ -47,7 +47,7 @@ lint: install
 	@# mypy cannot follow setuptools' package-dir mapping (services/x is imported as cjo_x): a
 	@# folder of links gives it the import names, so every service sees the others' types.
 	@mkdir -p build/mypy && for s in $(SERVICES) $(CONSOLE); do ln -sfn ../../services/$$s build/mypy/cjo_$$s; done
-	$(BIN)/mypy -p cjo_platform -p cjo_client $(addprefix -p cjo_,$(SERVICES) $(CONSOLE))
+	$(BIN)/mypy -p cjo_platform -p cjo_client -p cjo_cli $(addprefix -p cjo_,$(SERVICES) $(CONSOLE))
 	$(BIN)/buf lint protos
 	$(BIN)/buf breaking protos --against protos/releases/$(PROTO_RELEASE).binpb
 

@@ -1,0 +1,1 @@
+"""The `cjo` command: contexts, apply, get/list/describe, imports, reports, profiles, tail."""

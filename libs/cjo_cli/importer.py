@@ -1,0 +1,240 @@
+"""`cjo import events|profiles FILE`: rows of a CSV or NDJSON file sent to identity's
+IngestEvents in batches of 1,000, a checkpoint beside the file recording the last line identity
+acknowledged, so an interrupted import resumes where it stopped. Every row gets a message id
+derived from its line and text when it has none, so a row sent twice (a batch in flight when the
+import was killed) is acknowledged as a duplicate, never applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+
+from cjo.identity.v1 import event_pb2
+from cjo.identity.v1 import identity_service_pb2 as identity_pb
+from cjo_client import Client
+
+BATCH_SIZE = 1000
+IN_FLIGHT = 2  # batches sent before the oldest is acknowledged: identity works while we parse
+IDENTIFIER_TYPES = ("user_id", "anonymous_id", "email", "phone", "device_id")
+SOURCE = "cjo-import"
+_BATCH_INDEX = re.compile(r"^events\[\d+\]\.?")
+
+
+@dataclass
+class Rejected:
+    line: int
+    reason: str
+
+
+@dataclass
+class Summary:
+    total: int = 0  # data rows in the file
+    skipped: int = 0  # rows a previous run had imported (before the checkpoint)
+    accepted: int = 0
+    duplicates: int = 0  # accepted rows identity had already (sent again after a stop)
+    rejected: list[Rejected] = field(default_factory=list)
+    stopped: bool = False  # stopped before the end (max_batches); the checkpoint is kept
+
+    def reasons(self) -> Counter[str]:
+        return Counter(r.reason.split(":", 1)[0] for r in self.rejected)
+
+
+class ImportError_(Exception):
+    """The file cannot be imported at all (unreadable, unknown format, a stale checkpoint)."""
+
+
+def checkpoint_path(path: Path) -> Path:
+    return path.with_name(path.name + ".cjo-checkpoint")
+
+
+def _read_checkpoint(path: Path) -> int:
+    cp = checkpoint_path(path)
+    if not cp.exists():
+        return 0
+    data = json.loads(cp.read_text(encoding="utf-8"))
+    size = path.stat().st_size
+    if data.get("size") != size:
+        raise ImportError_(f"{path} changed since the interrupted import recorded in {cp} "
+                           f"(it was {data.get('size')} bytes, it is {size}); delete the "
+                           f"checkpoint to start over (rows already imported are recognised "
+                           f"by their message ids)")
+    return int(data["line"])
+
+
+def _write_checkpoint(path: Path, line: int) -> None:
+    cp = checkpoint_path(path)
+    tmp = cp.with_name(cp.name + ".tmp")
+    tmp.write_text(json.dumps({"line": line, "size": path.stat().st_size}), encoding="utf-8")
+    os.replace(tmp, cp)
+
+
+def _rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | str]]:
+    """(line number, raw text, row or why it cannot be read) for each data row."""
+    suffix = path.suffix.lower()
+    with path.open(encoding="utf-8", newline="") as f:
+        if suffix == ".csv":
+            reader = csv.DictReader(f)
+            for row in reader:
+                raw = json.dumps(row, sort_keys=True)
+                yield reader.line_num, raw, {k: v for k, v in row.items() if v not in ("", None)}
+            return
+        if suffix not in (".ndjson", ".jsonl", ".json"):
+            raise ImportError_(f"{path}: expected .csv, .ndjson or .jsonl")
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                yield number, line, f"not JSON: {exc}"
+                continue
+            yield number, line, row if isinstance(row, dict) else "not a JSON object"
+
+
+def count_rows(path: Path) -> int:
+    with path.open("rb") as f:
+        lines = sum(1 for line in f if line.strip())
+    return lines - 1 if path.suffix.lower() == ".csv" else lines
+
+
+def _message_id(path: Path, line: int, raw: str) -> str:
+    digest = hashlib.sha256(f"{path.name}\n{line}\n{raw}".encode()).hexdigest()[:32]
+    return f"import-{digest}"
+
+
+def _split_identifiers(row: dict[str, Any]) -> tuple[list[event_pb2.Identifier], dict[str, Any]]:
+    ids = [event_pb2.Identifier(type=t, value=str(row[t])) for t in IDENTIFIER_TYPES
+           if row.get(t) not in (None, "")]
+    rest = {k: v for k, v in row.items() if k not in IDENTIFIER_TYPES}
+    return ids, rest
+
+
+def event_from_row(kind: str, path: Path, line: int, raw: str,
+                   row: dict[str, Any]) -> event_pb2.Event:
+    """An NDJSON row in the Event proto's JSON form is taken as it is; otherwise (CSV, or a flat
+    object) identifier columns become identifiers and the others properties (events) or traits
+    (profiles). Raises ValueError naming what is wrong."""
+    event = event_pb2.Event()
+    if "identifiers" in row:
+        json_format.ParseDict(row, event)
+    else:
+        ids, rest = _split_identifiers(row)
+        meta = {k: rest.pop(k) for k in ("message_id", "name", "timestamp", "source", "type")
+                if k in rest}
+        json_format.ParseDict(meta, event)
+        event.identifiers.extend(ids)
+        target = event.traits if kind == "profiles" else event.properties
+        if kind == "profiles":
+            rest.update({k: row[k] for k in ("email", "phone") if k in row})
+        target.update(rest)
+    if kind == "profiles":
+        event.type = event_pb2.EVENT_TYPE_IDENTIFY
+    elif not event.type:
+        event.type = event_pb2.EVENT_TYPE_TRACK
+    if not event.message_id:
+        event.message_id = _message_id(path, line, raw)
+    if not event.source:
+        event.source = SOURCE
+    return event
+
+
+def _reason(status: Any) -> str:
+    parts = [status.message]
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            # The field path is the row's, not the batch's: `events[7].name` -> `name`.
+            parts = [f"{_BATCH_INDEX.sub('', v.field) or 'event'}: {v.description}"
+                     for v in bad.field_violations] or parts
+    return "; ".join(p for p in parts if p) or f"code {status.code}"
+
+
+async def run_import(client: Client, kind: str, path: Path, *,
+                     progress: Callable[[int], None] = lambda _: None,
+                     max_batches: int | None = None) -> Summary:
+    """Import ``path``; ``progress`` is called with the number of rows done after each batch
+    (rows skipped by a resume count as done at once)."""
+    if kind not in ("events", "profiles"):
+        raise ImportError_(f"cannot import {kind!r}: events or profiles")
+    if not path.is_file():
+        raise ImportError_(f"{path}: no such file")
+    summary = Summary(total=count_rows(path))
+    start_after = _read_checkpoint(path)
+    pending: list[tuple[int, asyncio.Task[Any], list[int]]] = []
+    sent_batches = 0
+
+    async def settle_oldest() -> None:
+        last_line, task, lines = pending.pop(0)
+        reply = await task
+        for line, result in zip(lines, reply.results, strict=True):
+            if result.status.code:
+                summary.rejected.append(Rejected(line, _reason(result.status)))
+            elif result.duplicate:
+                summary.duplicates += 1
+            else:
+                summary.accepted += 1
+        # Only now is every row up to last_line acknowledged (batches settle in order).
+        _write_checkpoint(path, last_line)
+        progress(summary.skipped + summary.accepted + summary.duplicates
+                 + len(summary.rejected))
+
+    batch: list[event_pb2.Event] = []
+    lines: list[int] = []
+    last = 0
+
+    async def send() -> None:
+        nonlocal batch, lines, sent_batches
+        task = asyncio.ensure_future(client.identity.IngestEvents(
+            identity_pb.IngestEventsRequest(events=batch), metadata=client.metadata))
+        pending.append((last, task, lines))
+        batch, lines = [], []
+        sent_batches += 1
+        while len(pending) >= IN_FLIGHT:
+            await settle_oldest()
+
+    try:
+        for line, raw, row in _rows(path):
+            if line <= start_after:
+                summary.skipped += 1
+                continue
+            if last == 0 and summary.skipped:
+                progress(summary.skipped)
+            last = line
+            if isinstance(row, str):
+                summary.rejected.append(Rejected(line, row))
+                continue
+            try:
+                batch.append(event_from_row(kind, path, line, raw, row))
+                lines.append(line)
+            except (ValueError, json_format.ParseError) as exc:
+                summary.rejected.append(Rejected(line, f"row: {exc}"))
+                continue
+            if len(batch) == BATCH_SIZE:
+                if max_batches is not None and sent_batches >= max_batches:
+                    summary.stopped = True
+                    break
+                await send()
+        if batch and not summary.stopped:
+            await send()
+        while pending:
+            await settle_oldest()
+    finally:
+        for _, task, _ in pending:
+            task.cancel()
+    summary.rejected.sort(key=lambda r: r.line)
+    if not summary.stopped:
+        # Done: a new run of the same file starts over, and finds every row a duplicate.
+        checkpoint_path(path).unlink(missing_ok=True)
+    return summary

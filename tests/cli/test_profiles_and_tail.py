@@ -1,0 +1,71 @@
+"""`cjo profile show|export|erase` and `cjo tail messages` against the services as processes;
+a bad argument's field violations are printed readably."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli_support import cjo_for, new_workspace
+from suite import running_suite
+from support import Backend
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_profile_show_erase_and_tail_a_sent_message(sqlite_backend: Backend,
+                                                          tmp_path: Path) -> None:
+    async with running_suite(sqlite_backend, tmp_path) as suite:
+        key = await new_workspace(suite, "acme")
+        cjo = cjo_for(suite, key, tmp_path / "config")
+        # The mailbox provider points at the suite's SMTP server.
+        provider = tmp_path / "manifests" / "provider.yaml"
+        provider.parent.mkdir()
+        provider.write_text(
+            "kind: Provider\nspec:\n  display_name: Test mailbox\n  channel: CHANNEL_EMAIL\n"
+            "  kind: PROVIDER_KIND_SMTP\n  config:\n    host: 127.0.0.1\n"
+            f"    port: '{suite.env['CJO_SMTP_PORT']}'\n    from: shop@example.com\n")
+        await cjo("apply", "-f", str(provider))
+        await cjo("apply", "-f", "examples/snippets/")
+        await cjo("apply", "-f", "examples/content/")
+        await cjo("apply", "-f", "examples/journeys/thank_you.yaml")
+
+        # Tail first: it prints the message the order below sends.
+        tail = subprocess.Popen(
+            [sys.executable, "-m", "cjo_cli.main", "tail", "messages", "--interval", "0.2",
+             "--count", "1"], env=cjo.env, cwd=cjo.cwd, stdout=subprocess.PIPE, text=True)
+        events = tmp_path / "orders.ndjson"
+        events.write_text('{"name": "order_completed", "user_id": "ada", '
+                          '"email": "ada@example.com", "total": 42}\n')
+        profiles = tmp_path / "people.csv"
+        profiles.write_text("user_id,email,first_name\nada,ada@example.com,Ada\n")
+        await cjo("import", "profiles", str(profiles))
+        await cjo("import", "events", str(events))
+        try:
+            printed, _ = await asyncio.to_thread(tail.communicate, timeout=60)
+        finally:
+            if tail.poll() is None:
+                tail.kill()
+        assert "SENT" in printed and "ada@example.com" in printed, printed
+
+        shown = await cjo("profile", "show", "user_id:ada")
+        assert "first_name" in shown.stdout and '"Ada"' in shown.stdout, shown.stdout
+        assert "ada@example.com" in shown.stdout
+        exported = await cjo("profile", "export", "user_id:ada")
+        assert "order_completed" in exported.stdout
+
+        erased = await cjo("profile", "erase", "user_id:ada", "--yes")
+        assert "erased" in erased.stdout
+        gone = await cjo("profile", "show", "user_id:ada", check=False)
+        assert gone.returncode == 1 and "NOT_FOUND" in gone.stderr
+
+        # A field violation, as the server names it.
+        bad = await cjo("list", "journeys", check=False, CJO_API_KEY="cjo_wrong")
+        assert bad.returncode == 1 and "UNAUTHENTICATED" in bad.stderr
+        assert key not in bad.stderr + bad.stdout
+        assert os.environ.get("CJO_API_KEY") != key
