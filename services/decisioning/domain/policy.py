@@ -184,6 +184,10 @@ def _thompson(mu: np.ndarray, var: np.ndarray, slope: np.ndarray, intercept: np.
     chance = np.zeros((n, width))
     first = np.full((n, width), -np.inf)
     sd = np.sqrt(var)
+    # An invalid cell scores -inf: slope 0 and intercept -inf (the propensity is finite), one
+    # pass fewer than a boolean-masked assignment over the draws.
+    slope = np.where(valid, slope, 0.0)
+    intercept = np.where(valid, intercept, -np.inf)
     for start in range(0, n, _CHUNK):
         block = slice(start, min(start + _CHUNK, n))
         m = block.stop - block.start
@@ -199,13 +203,27 @@ def _thompson(mu: np.ndarray, var: np.ndarray, slope: np.ndarray, intercept: np.
         np.reciprocal(z, out=z)
         z *= slope[block, :, None]
         z += intercept[block, :, None]
-        z[~valid[block]] = -np.inf
-        winners = np.argmax(z, axis=1)
+        winners = _argmax_columns(z)
         counts = np.bincount((np.arange(m)[:, None] * width + winners).ravel(),
                              minlength=m * width)
         chance[block] = counts.reshape(m, width) / draws
         first[block] = z[:, :, 0]
     return chance, first
+
+
+def _argmax_columns(z: np.ndarray) -> np.ndarray:
+    """``np.argmax(z, axis=1)`` of an (m, width, draws) array, as a running maximum over the
+    few columns: each step reads one contiguous (m, draws) slice, where argmax across the
+    middle axis strides through memory (two thirds of the policy's time at 8 candidates).
+    Strictly greater replaces, so ties go to the first column, as with argmax."""
+    best = z[:, 0, :].copy()
+    winners = np.zeros(best.shape, dtype=np.int64)
+    for j in range(1, z.shape[1]):
+        column = z[:, j, :]
+        better = column > best
+        winners[better] = j
+        np.maximum(best, column, out=best)
+    return winners
 
 
 def _nth_valid(valid: np.ndarray, nth: np.ndarray) -> np.ndarray:
