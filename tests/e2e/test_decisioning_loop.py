@@ -201,7 +201,8 @@ async def test_decisions_learn_from_exposures_and_purchases(backend: Backend,
             chosen = decision.actions[0].action
             assert decision.decision_point == "welcome_offer"
             assert decision.profile_id == shop.profiles[user]
-            (mail,) = await eventually(lambda s=shop, u=user: mail_to(suite, s.email(u)))
+            (mail,) = await eventually(lambda s=shop, u=user: mail_to(suite, s.email(u)),
+                                       timeout=30)
             first_name = "Ada" if user == "ada" else "Bob"
             assert mail["subject"] == f"{OFFERS[chosen]} for {first_name} ({shop.tag})"
             decisions[(shop.tag, user)] = decision
@@ -211,7 +212,7 @@ async def test_decisions_learn_from_exposures_and_purchases(backend: Backend,
             shop = acme if tag == "acme" else globex
             exposed = await eventually(lambda s=shop, d=decision: s.outcome(d.decision_id,
                                                                             EXPOSED),
-                                       timeout=30)
+                                       timeout=60)
             assert isinstance(exposed, decision_pb2.Decision)
             assert exposed.expose_time.seconds > 0
 
@@ -221,7 +222,7 @@ async def test_decisions_learn_from_exposures_and_purchases(backend: Backend,
         await acme.track("order-0", "purchase", "bob", amount=0)  # the filter refuses it
         try:
             rewarded = await eventually(lambda: acme.outcome(ada.decision_id, REWARDED),
-                                        timeout=30)
+                                        timeout=60)
         except AssertionError:
             raise AssertionError(
                 f"not rewarded: {await acme.decision(ada.decision_id)}\n"
@@ -235,7 +236,7 @@ async def test_decisions_learn_from_exposures_and_purchases(backend: Backend,
 
         # The report counts the reward on the chosen action...
         won = ada.actions[0].action
-        report = await eventually(lambda: _rewarded_in(acme, won), timeout=30)
+        report = await eventually(lambda: _rewarded_in(acme, won), timeout=60)
         assert isinstance(report, dict)
         assert report[won].exposures >= 1 and report[won].posterior_mean > 1 / 3
 
@@ -250,19 +251,19 @@ async def test_decisions_learn_from_exposures_and_purchases(backend: Backend,
             return ranked[won] if ranked[won] > ada.actions[0].propensity + 1e-6 else None
 
         # Each look is a new decision: look twice a second, not twenty times.
-        await eventually(learned, timeout=30, interval=0.5)
+        await eventually(learned, timeout=60, interval=0.5)
         assert abs(ada.actions[0].propensity - PRIOR) < 0.02  # chosen while the model knew nothing
 
         # Bob's hour lapses without a (matching) purchase: a failure, learned too.
         suite.advance(WINDOW + timedelta(minutes=5))
         bob = decisions[("acme", "bob")]
-        await eventually(lambda: acme.outcome(bob.decision_id, NOT_REWARDED), timeout=30)
+        await eventually(lambda: acme.outcome(bob.decision_id, NOT_REWARDED), timeout=60)
         assert (await acme.decision(ada.decision_id)).outcome == REWARDED
 
         # The other workspace noticed nothing: its Ada's decision lapsed unrewarded, its report
         # holds its own decision only, and acme's decisions do not exist for it.
         theirs = decisions[("globex", "ada")]
-        await eventually(lambda: globex.outcome(theirs.decision_id, NOT_REWARDED), timeout=30)
+        await eventually(lambda: globex.outcome(theirs.decision_id, NOT_REWARDED), timeout=60)
         globex_report = await globex.report()
         assert sum(a.decisions for a in globex_report.values()) == 1
         assert sum(a.rewards for a in globex_report.values()) == 0
