@@ -441,13 +441,18 @@ def _rng(engine: Engine, point: str, items: Sequence[DecideItem]) -> np.random.G
     return np.random.default_rng([engine.seed, digest])
 
 
-def _ranked_json(r: RankedAction, returned: bool) -> dict[str, Any]:
+def _contents_json(contents: Sequence[ActionContent]) -> list[dict[str, str]]:
+    return [{"channel": c.channel, "content_key": c.content_key} for c in contents]
+
+
+def _ranked_json(r: RankedAction, returned: bool,
+                 contents: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """``contents``: ``r.contents`` as JSON when the caller has it (one list per action)."""
     # By hand: dataclasses.asdict deep-copies every field, a third of a batch's time.
     return {"action": r.action, "propensity": r.propensity, "score": r.score,
             "pick_probability": r.pick_probability, "value": r.value, "lever": r.lever,
             "context_weight": r.context_weight,
-            "contents": [{"channel": c.channel, "content_key": c.content_key}
-                         for c in r.contents],
+            "contents": _contents_json(r.contents) if contents is None else contents,
             "mandatory": r.mandatory, "transactional": r.transactional, "topic": r.topic,
             "control": r.control, "returned": returned}
 
@@ -553,6 +558,8 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
             if on_decide and a.action.budget}
     # A batch's items mostly share one context (BatchDecide's): converted once per time.
     contexts: dict[tuple[int, datetime], tuple[DecisionContext, dict[str, Any]]] = {}
+    # An action's contents on a channel, and as JSON: the same for every decision of the batch.
+    offers: dict[tuple[str, str], tuple[tuple[ActionContent, ...], list[dict[str, str]]]] = {}
     for item, at, feats, found, ranking in zip(items, times, features, evaluated, rankings,
                                                strict=True):
         ranking = list(ranking)
@@ -565,9 +572,14 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
         ranked: list[RankedAction] = []
         for r in ranking:
             action = actions[r.action].action
-            contents = action.contents
-            if item.context.channel:
-                contents = tuple(c for c in contents if c.channel == item.context.channel)
+            channel = item.context.channel
+            offered = offers.get((r.action, channel))
+            if offered is None:
+                contents = action.contents
+                if channel:
+                    contents = tuple(c for c in contents if c.channel == channel)
+                offered = offers[(r.action, channel)] = (contents, _contents_json(contents))
+            contents = offered[0]
             ranked.append(RankedAction(
                 r.action, float(r.propensity), float(r.score), float(r.pick_probability),
                 action.effective_value, action.effective_lever, found.weights[r.action],
@@ -592,7 +604,8 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
             "pick_probability": first.pick_probability if first else 0.0,
             "control": bool(first and first.control), "request_id": item.request_id,
             "decide_time": at, "decide_hour": int(at.timestamp() // 3600),
-            "candidates": [_ranked_json(r, i < limit) for i, r in enumerate(ranked)],
+            "candidates": [_ranked_json(r, i < limit, offers[(r.action, item.context.channel)][1])
+                           for i, r in enumerate(ranked)],
             "ineligible": [{"action": i.action, "reason": i.reason, "detail": i.detail}
                            for i in found.ineligible],
             "features": feats.to_json(), "context": shared[1],
