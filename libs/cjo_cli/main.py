@@ -350,12 +350,17 @@ def experiment_cmd(experiment_id: str) -> None:
 
 
 @app.command("attribution")
-def attribution_cmd(lookback_days: int = typer.Option(30, help="Touchpoints this many days "
+def attribution_cmd(days: int = typer.Option(30, help="Conversions of this many days, up to "
+                                             "now."),
+                    lookback_days: int = typer.Option(30, help="Touchpoints this many days "
                                                       "before a conversion count.")) -> None:
     """Conversions credited to channels under each attribution model."""
     models = [m for m in reports_pb2.AttributionModel.values() if m]
+    window = reports_pb2.TimeWindow()
+    window.end_time.GetCurrentTime()
+    window.start_time.FromSeconds(window.end_time.seconds - days * 86400)
     reply = _run(lambda c: c.analytics.GetAttribution(reports_pb2.GetAttributionRequest(
-        lookback_days=lookback_days, models=models), metadata=c.metadata))
+        window=window, lookback_days=lookback_days, models=models), metadata=c.metadata))
     out.print(f"{reply.conversions} conversions, {reply.attributed_conversions} attributed "
               f"(revenue {reply.attributed_revenue:.2f})")
     table = Table("MODEL", "CHANNEL", "CONVERSIONS", "REVENUE")
@@ -364,6 +369,8 @@ def attribution_cmd(lookback_days: int = typer.Option(30, help="Touchpoints this
         for credit in m.channels:
             table.add_row(model, _channel(credit.channel), f"{credit.conversions:.2f}",
                           f"{credit.revenue:.2f}")
+        if not m.channels:
+            table.add_row(model, "-", "0", "0")
     out.print(table)
 
 

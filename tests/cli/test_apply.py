@@ -52,3 +52,12 @@ async def test_apply_examples_twice_then_dry_run_a_change(sqlite_backend: Backen
         applied = await cjo("apply", "-f", str(changed))
         assert "Segment/big-spenders updated" in applied.stdout
         assert "> 900.0" in (await cjo("get", "segment", "big-spenders")).stdout
+
+        # A refused manifest: the server's field violation, one readable line.
+        broken = tmp_path / "broken.yaml"
+        broken.write_text("kind: Segment\nspec:\n  segment_id: broken\n"
+                          "  display_name: Broken\n  condition: 'traits.age >'\n")
+        refused = await cjo("apply", "-f", str(broken), check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("INVALID_ARGUMENT"), refused.stderr
+        assert "  segment.condition: " in refused.stderr, refused.stderr

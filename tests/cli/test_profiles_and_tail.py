@@ -1,10 +1,11 @@
-"""`cjo profile show|export|erase` and `cjo tail messages` against the services as processes;
-a bad argument's field violations are printed readably."""
+"""`cjo profile show|export|erase`, `cjo tail messages`, `cjo funnel` and `cjo attribution`
+against the services as processes; a refused key is said so, without the key."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from cli_support import cjo_for, new_workspace
 from suite import running_suite
-from support import Backend
+from support import Backend, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +54,15 @@ async def test_profile_show_erase_and_tail_a_sent_message(sqlite_backend: Backen
                 tail.kill()
         assert "SENT" in printed and "ada@example.com" in printed, printed
 
+        # Analytics counts the journey's step from the facts forwarded to it.
+        async def funnel_counts_ada() -> str:
+            out = (await cjo("funnel", "Thank buyers")).stdout
+            return out if re.search(r"thank\s*│\s*1\s*│", out) else ""
+        funnel = await eventually(funnel_counts_ada, timeout=60, interval=1)
+        assert "version 1: 1 entered" in str(funnel), funnel
+        attribution = await cjo("attribution")
+        assert "LAST_TOUCH" in attribution.stdout, attribution.stdout
+
         shown = await cjo("profile", "show", "user_id:ada")
         assert "first_name" in shown.stdout and '"Ada"' in shown.stdout, shown.stdout
         assert "ada@example.com" in shown.stdout
@@ -64,7 +74,6 @@ async def test_profile_show_erase_and_tail_a_sent_message(sqlite_backend: Backen
         gone = await cjo("profile", "show", "user_id:ada", check=False)
         assert gone.returncode == 1 and "NOT_FOUND" in gone.stderr
 
-        # A field violation, as the server names it.
         bad = await cjo("list", "journeys", check=False, CJO_API_KEY="cjo_wrong")
         assert bad.returncode == 1 and "UNAUTHENTICATED" in bad.stderr
         assert key not in bad.stderr + bad.stdout
