@@ -1,16 +1,20 @@
 """The learning worker: rewarded decisions and lapsed windows update their action's model,
 each decision exactly once, even with two replicas learning from one PostgreSQL database; a
-point that is gone marks its decisions learned and stops nothing; the injected clock decides
-when a window lapsed."""
+point that is gone marks its decisions learned and stops nothing, a transient database error
+loses nothing; the injected clock decides when a window lapsed (after a grace for rewards
+forwarded late)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pytest
-from outcomes_support import START, decision_row, running, sent, track
+from outcomes_support import START, WS, decision_row, running, sent, track
+from sqlalchemy.exc import OperationalError
 
+from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo_decisioning.adapters.tables import (
     EXPOSED,
     NOT_REWARDED,
@@ -20,10 +24,12 @@ from cjo_decisioning.adapters.tables import (
     models,
 )
 from cjo_decisioning.domain.model import ActionModel
+from cjo_decisioning.service_layer import learning
 from cjo_platform.clock import ManualClock
 from support import Backend, eventually
 
 HOUR = timedelta(hours=1)
+GRACE = timedelta(minutes=5)  # CJO_DECISIONING_REWARD_GRACE_SECONDS' default
 
 
 async def test_a_reward_is_learned_at_once_and_the_model_grows(backend: Backend) -> None:
@@ -57,7 +63,8 @@ async def test_a_lapsed_window_is_learned_as_a_failure_when_the_clock_says_so(
         await d.decided("d1", "home", "p1", "a")
         await d.decided("d2", "home", "p2", "a")
         await d.facts(sent("m1", "d1", START), sent("m2", "d2", START + HOUR, "p2"))
-        clock.advance(2 * HOUR + timedelta(seconds=1))  # d1's window lapsed, d2's is open
+        # d1's window lapsed (and its grace), d2's is open
+        clock.advance(2 * HOUR + GRACE + timedelta(seconds=1))
 
         async def lapsed() -> bool:
             return bool((await d.decision("d1")).learned)
@@ -71,6 +78,98 @@ async def test_a_lapsed_window_is_learned_as_a_failure_when_the_clock_says_so(
         # A purchase after the lapse rewards nothing: the decision's outcome is settled.
         await d.events(track("e1", "p1", "order_completed", START + 2 * HOUR))
         assert (await d.decision("d1")).outcome == NOT_REWARDED
+
+
+async def test_a_conversion_inside_the_window_forwarded_late_still_rewards(
+        backend: Backend) -> None:
+    clock = ManualClock(START)
+    async with running(backend, clock) as d:
+        await d.point("home", "order_completed", window=HOUR)
+        # "old" lapsed long ago: once it is learned, a round ran with the clock below.
+        await d.decided("old", "home", "p0", "a")
+        await d.decided("late", "home", "p1", "a")
+        await d.decided("after", "home", "p2", "a")
+        await d.facts(sent("m0", "old", START - 2 * HOUR, "p0"), sent("m1", "late", START),
+                      sent("m2", "after", START, "p2"))
+        # 61 minutes on: both windows closed a minute ago, inside the grace.
+        clock.advance(HOUR + timedelta(minutes=1))
+
+        async def old_learned() -> bool:
+            return bool((await d.decision("old")).learned)
+
+        await eventually(old_learned)
+        assert (await d.decision("late")).outcome == EXPOSED
+        # The person converted at 59 minutes, forwarded only now: a reward. A purchase after
+        # the window (62 minutes) still rewards nothing: the grace does not widen the window.
+        await d.events(track("e1", "p1", "order_completed", START + timedelta(minutes=59)),
+                       track("e2", "p2", "order_completed", START + timedelta(minutes=62)))
+        assert (await d.decision("late")).outcome == REWARDED
+        assert (await d.decision("after")).outcome == EXPOSED
+        clock.advance(GRACE)
+
+        async def after_lapsed() -> bool:
+            return bool((await d.decision("after")).learned)
+
+        await eventually(after_lapsed)
+        assert (await d.decision("after")).outcome == NOT_REWARDED
+        row = await d.model("home", "a")
+        assert (row.observations, row.rewards) == (3, 1)
+
+
+async def test_a_transient_database_error_leaves_the_decisions_to_a_later_round(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = ManualClock(START)
+    failures: list[str] = []
+    save_model = learning.models.save_model
+
+    def flaky_save(*args: Any, **kwargs: Any) -> None:
+        if not failures:  # the connection drops once, as in a database restart
+            failures.append("dropped")
+            raise OperationalError("UPDATE models", {}, Exception("server closed the connection"))
+        save_model(*args, **kwargs)
+
+    monkeypatch.setattr(learning.models, "save_model", flaky_save)
+    async with running(backend, clock, CJO_DECISIONING_LEARN_LEASE_SECONDS="1") as d:
+        await d.point("home", "order_completed")
+        await d.decided("d1", "home", "p1", "a")
+        await d.facts(sent("m1", "d1", START))
+        await d.events(track("e1", "p1", "order_completed", START + HOUR))
+        await eventually(lambda: failures)
+        clock.advance(timedelta(seconds=2))  # the failed round's lease runs out
+
+        async def learned() -> bool:
+            return bool((await d.decision("d1")).learned)
+
+        await eventually(learned)
+        row = await d.model("home", "a")
+        assert (row.observations, row.rewards) == (1, 1)  # learned, not thrown away
+        [point] = await d.rows(decision_points)
+        assert point.error_count == 0
+
+
+async def test_a_point_deleted_and_created_again_starts_afresh(backend: Backend) -> None:
+    clock = ManualClock(START)
+    async with running(backend, clock) as d:
+        await d.point("home", "order_completed", window=HOUR)
+        await d.decided("old", "home", "p1", "a")
+        await d.facts(sent("m1", "old", START))
+        await d.stub.DeleteDecisionPoint(pb.DeleteDecisionPointRequest(
+            name="decisionPoints/home"), metadata=WS)
+        await d.point("home", "order_completed", window=HOUR)
+        await d.decided("new", "home", "p2", "a")
+        await d.facts(sent("m2", "new", START, "p2"))
+        # The new point's reward event rewards its own decision, not the old point's.
+        await d.events(track("e1", "p1", "order_completed", START + timedelta(minutes=5)),
+                       track("e2", "p2", "order_completed", START + timedelta(minutes=5)))
+
+        async def new_learned() -> bool:
+            return bool((await d.decision("new")).learned)
+
+        await eventually(new_learned)
+        old = await d.decision("old")
+        assert (old.outcome, old.learned) == (EXPOSED, True)
+        row = await d.model("home", "a")
+        assert (row.observations, row.rewards) == (1, 1)  # the new decision alone
 
 
 async def test_a_deleted_point_s_decisions_are_marked_learned_and_others_learn(

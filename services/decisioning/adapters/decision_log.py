@@ -1,17 +1,26 @@
 """Reads of the decision log for reports and off-policy evaluation: counts grouped in the
-database, and the decisions with a known outcome streamed in pages.
+database, and the decisions with a final outcome streamed in pages.
 
-Both go through ix_decisions_point_time (workspace, point, decide time)."""
+An outcome is final once the reward window closed (its deadline is before ``now``): a reward
+arrives while the window is open, a failure only when it closes, so counting open windows
+would count their successes and none of their failures. Open ones are counted apart as
+pending. Every read goes through ix_decisions_point_time (workspace, point, decide time)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, func, select
+from sqlalchemy import ColumnElement, Float, and_, case, cast, false, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from cjo_decisioning.adapters.tables import NO_ACTION, NOT_REWARDED, REWARDED, decisions
+from cjo_decisioning.adapters.tables import (
+    EXPOSED,
+    NO_ACTION,
+    NOT_REWARDED,
+    REWARDED,
+    decisions,
+)
 from cjo_decisioning.domain.evaluation import LoggedDecision
 from cjo_decisioning.domain.replay import logged_decision
 from cjo_decisioning.domain.reports import ActionCounts, BucketCount
@@ -30,28 +39,53 @@ def _in_period(workspace_id: str, point: str, start: datetime | None,
     return and_(*conditions)
 
 
+def _final(now: datetime) -> ColumnElement[bool]:
+    # NOT_REWARDED is only ever set after the deadline; REWARDED is set at once.
+    return and_(decisions.c.outcome.in_((REWARDED, NOT_REWARDED)),
+                decisions.c.reward_deadline < now)
+
+
+def _pending(now: datetime) -> ColumnElement[bool]:
+    # Exposed and not final; an exposed decision marked learned without an outcome (its point
+    # was deleted) never will be, and is neither.
+    return and_(decisions.c.expose_time.is_not(None), not_(_final(now)), or_(
+        decisions.c.outcome == REWARDED,
+        and_(decisions.c.outcome == EXPOSED, decisions.c.learned == false())))
+
+
 def action_counts(session: Session, workspace_id: str, point: str, start: datetime | None,
-                  end: datetime) -> tuple[list[ActionCounts], int]:
+                  end: datetime, now: datetime) -> tuple[list[ActionCounts], int]:
     """Per winning action ("" for decisions without an eligible action): decisions,
-    exposures, rewards, failures and the mean propensity of the winner (the first logged
-    candidate); and the decisions without an eligible action."""
+    exposures, final rewards and failures, pending ones (window open) and the mean propensity
+    of the winner (the first logged candidate); and the decisions without an eligible
+    action."""
     outcome = decisions.c.outcome
+    final = _final(now)
     # The winner is ranked first in the logged candidates.
     propensity = cast(decisions.c.candidates[(0, "propensity")].as_float(), Float)
     rows = session.execute(
         select(decisions.c.action,
                func.count(),
                func.count(decisions.c.expose_time),
-               func.sum(case((outcome == REWARDED, 1), else_=0)),
-               func.sum(case((outcome == NOT_REWARDED, 1), else_=0)),
+               func.sum(case((and_(final, outcome == REWARDED), 1), else_=0)),
+               func.sum(case((and_(final, outcome == NOT_REWARDED), 1), else_=0)),
+               func.sum(case((_pending(now), 1), else_=0)),
                func.sum(case((outcome == NO_ACTION, 1), else_=0)),
                func.avg(case((decisions.c.action != "", propensity))))
         .where(_in_period(workspace_id, point, start, end))
         .group_by(decisions.c.action)).all()
     counts = [ActionCounts(action, int(n), int(exposed or 0), int(rewarded or 0),
-                           int(failed or 0), float(mean or 0.0))
-              for action, n, exposed, rewarded, failed, _, mean in rows]
+                           int(failed or 0), float(mean or 0.0), int(pending or 0))
+              for action, n, exposed, rewarded, failed, pending, _, mean in rows]
     return counts, sum(int(none or 0) for *_, none, _ in rows)
+
+
+def count_pending(session: Session, workspace_id: str, point: str, start: datetime | None,
+                  end: datetime, now: datetime) -> int:
+    """The point's exposed decisions in the period whose outcome is not final yet."""
+    return int(session.execute(
+        select(func.count()).select_from(decisions)
+        .where(_in_period(workspace_id, point, start, end), _pending(now))).scalar_one())
 
 
 def traffic(session: Session, workspace_id: str, point: str, start: datetime | None,
@@ -68,16 +102,15 @@ def traffic(session: Session, workspace_id: str, point: str, start: datetime | N
 
 
 def decided_with_outcome(session: Session, workspace_id: str, point: str,
-                         start: datetime | None, end: datetime,
+                         start: datetime | None, end: datetime, now: datetime,
                          ) -> Iterator[list[LoggedDecision | None]]:
-    """The point's decisions in the period whose outcome is known (rewarded, or the window
-    lapsed without a reward), oldest first, in pages of :data:`PAGE`; None for a decision
-    whose log cannot be used (see domain.replay.logged_decision)."""
+    """The point's decisions in the period whose outcome is final (the window closed, with
+    or without a reward), oldest first, in pages of :data:`PAGE`; None for a decision whose
+    log cannot be used (see domain.replay.logged_decision)."""
     result = session.execute(
         select(decisions.c.action, decisions.c.pick_probability, decisions.c.candidates,
                decisions.c.outcome)
-        .where(_in_period(workspace_id, point, start, end),
-               decisions.c.outcome.in_((REWARDED, NOT_REWARDED)))
+        .where(_in_period(workspace_id, point, start, end), _final(now))
         .order_by(decisions.c.decide_time)
         .execution_options(yield_per=PAGE))
     for page in result.partitions():

@@ -3,7 +3,7 @@ are learned from. Profile id "" holds the workspace's totals (the population).""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -44,6 +44,15 @@ def move_engagements(session: Session, workspace_id: str, merged_profile_id: str
         lambda excluded: {"engagements": e.engagements + excluded.engagements})
     session.execute(delete(engagement_hours).where(
         e.workspace_id == workspace_id, e.profile_id == merged_profile_id))
+
+
+def erase(session: Session, workspace_id: str, profile_ids: Iterable[str]) -> None:
+    """An erased person's hours go; the population's totals keep what they added (counts
+    by hour across everyone, nothing about the person)."""
+    wanted = sorted(set(profile_ids) - {POPULATION})
+    if wanted:
+        session.execute(delete(engagement_hours).where(
+            e.workspace_id == workspace_id, one_of(session, e.profile_id, wanted)))
 
 
 def hour_counts(session: Session, workspace_id: str, profile_ids: Sequence[str],

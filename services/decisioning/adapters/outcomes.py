@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, false, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cjo_decisioning.adapters import catalogue
@@ -26,6 +26,9 @@ from cjo_decisioning.adapters.tables import (
 from cjo_decisioning.domain.catalogue import DecisionPoint, point_from_json
 from cjo_decisioning.domain.outcomes import OpenDecision, Rewarded
 from cjo_platform.db import insert_ignore, one_of, upsert
+
+# What an erased decision's features become: the bias alone (the column is not nullable).
+ERASED_FEATURES = {"i": [0], "v": [1.0]}
 
 d = decisions.c
 p = decision_points.c
@@ -99,6 +102,30 @@ def add_alias(session: Session, workspace_id: str, merged_profile_id: str,
                           "merge_time": excluded.merge_time})
 
 
+def erase_people(session: Session, workspace_id: str, profile_ids: Iterable[str]) -> int:
+    """Erase what decisions hold about the people of ``profile_ids`` (identity erased them),
+    and their aliases; how many decisions were anonymised.
+
+    Decisions are anonymised, not deleted: the action, its pick probability, the ranked
+    candidates and the outcome stay, so reports and off-policy evaluation keep counting
+    them, while the profile id, the request id (a replay finds nothing), the context (free
+    attributes), the features (hashed traits) and the reward event go. One not yet learned is
+    closed (learned without learning it): its features are gone."""
+    wanted = sorted(set(profile_ids))
+    if not wanted:
+        return 0
+    result = session.execute(
+        update(decisions)
+        .where(d.workspace_id == workspace_id, one_of(session, d.profile_id, wanted))
+        .values(profile_id="", request_id="", context={}, features=ERASED_FEATURES,
+                reward_event_id="", learned=True, lease_owner="", lease_until=None))
+    session.execute(delete(profile_aliases).where(
+        a.workspace_id == workspace_id,
+        or_(one_of(session, a.profile_id, wanted),
+            one_of(session, a.survivor_profile_id, wanted))))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[str],
                    point_keys: Iterable[str]) -> list[OpenDecision]:
     """The exposed (not yet rewarded or lapsed) decisions of ``profile_ids`` at the points."""
@@ -111,7 +138,8 @@ def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[st
                 select(d.decision_id, d.decision_point, d.profile_id, d.action, d.expose_time,
                        d.reward_deadline)
                 .where(d.workspace_id == workspace_id, one_of(session, d.profile_id, profiles),
-                       d.outcome == EXPOSED, one_of(session, d.decision_point, keys)))]
+                       d.outcome == EXPOSED, d.learned == false(),
+                       one_of(session, d.decision_point, keys)))]
 
 
 def reward(session: Session, workspace_id: str, rewarded: Sequence[Rewarded]) -> int:
@@ -128,6 +156,18 @@ def reward(session: Session, workspace_id: str, rewarded: Sequence[Rewarded]) ->
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def close_point_decisions(session: Session, workspace_id: str, point_key: str) -> int:
+    """Mark every not yet learned decision of a deleted point learned (its outcome as it
+    stands), so a point created again with the same key neither rewards them by its own
+    reward event nor learns them into its fresh models; how many were."""
+    result = session.execute(
+        update(decisions)
+        .where(d.workspace_id == workspace_id, d.decision_point == point_key,
+               d.learned == false())
+        .values(learned=True, lease_owner="", lease_until=None))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 # --- learning -------------------------------------------------------------------------------
 
 
@@ -139,26 +179,30 @@ class Claimed:
     decision_id: str
 
 
-def _learnable(now: datetime) -> Any:
+def _learnable(now: datetime, grace: timedelta) -> Any:
+    # A window counts as lapsed only ``grace`` after its deadline: a conversion inside the
+    # window reaches us through identity's outbox forwarder (polls, retries, restarts), and a
+    # decision learned as NOT_REWARDED can never be rewarded after. The grace does not widen
+    # the window: a reward's own event time must still fall inside it (domain.outcomes).
     return and_(d.learned == false(), or_(
-        d.outcome == REWARDED, and_(d.outcome == EXPOSED, d.reward_deadline < now)))
+        d.outcome == REWARDED, and_(d.outcome == EXPOSED, d.reward_deadline < now - grace)))
 
 
-def count_learnable(session: Session, now: datetime) -> int:
+def count_learnable(session: Session, now: datetime, grace: timedelta = timedelta(0)) -> int:
     """Decisions whose outcome is known and not yet learned: the learning worker's lag."""
     return int(session.execute(
-        select(func.count()).select_from(decisions).where(_learnable(now))).scalar_one())
+        select(func.count()).select_from(decisions).where(_learnable(now, grace))).scalar_one())
 
 
 def claim_learnable(session: Session, now: datetime, owner: str, lease: timedelta,
-                    limit: int) -> list[Claimed]:
+                    limit: int, grace: timedelta = timedelta(0)) -> list[Claimed]:
     """Lease up to ``limit`` decisions whose outcome is known and not yet learned: rewarded
-    ones, and exposed ones whose window lapsed. Listed and locked in one statement (SKIP LOCKED
-    on PostgreSQL, so replicas claim different decisions) and leased to ``owner``; a replica
-    that dies leaves them to the others once the lease runs out."""
+    ones, and exposed ones whose window lapsed ``grace`` ago. Listed and locked in one
+    statement (SKIP LOCKED on PostgreSQL, so replicas claim different decisions) and leased to
+    ``owner``; a replica that dies leaves them to the others once the lease runs out."""
     rows = session.execute(
         select(d.workspace_id, d.decision_id, d.decision_point, d.action)
-        .where(_learnable(now), or_(d.lease_until.is_(None), d.lease_until <= now))
+        .where(_learnable(now, grace), or_(d.lease_until.is_(None), d.lease_until <= now))
         .order_by(d.reward_deadline).limit(limit)
         .with_for_update(skip_locked=True)).all()
     if not rows:
@@ -172,14 +216,14 @@ def claim_learnable(session: Session, now: datetime, owner: str, lease: timedelt
 
 
 def held(session: Session, workspace_id: str, decision_ids: Sequence[str], owner: str,
-         now: datetime) -> list[tuple[str, Any, bool]]:
+         now: datetime, grace: timedelta = timedelta(0)) -> list[tuple[str, Any, bool]]:
     """The claimed decisions still held by ``owner`` and not learned, locked, as
     (decision_id, features JSON, rewarded), in id order. A decision whose lease ran out and
     was learned by another replica is left out (it is learned once)."""
     rows = session.execute(
         select(d.decision_id, d.features, d.outcome)
         .where(d.workspace_id == workspace_id, one_of(session, d.decision_id, decision_ids),
-               d.lease_owner == owner, _learnable(now))
+               d.lease_owner == owner, _learnable(now, grace))
         .order_by(d.decision_id).with_for_update()).all()
     return [(r.decision_id, r.features, r.outcome == REWARDED) for r in rows]
 

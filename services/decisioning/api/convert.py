@@ -224,7 +224,7 @@ def evaluation_reply(result: Evaluation) -> pb.EvaluatePolicyResponse:
         decisions=result.decisions, uncovered=result.uncovered,
         logged=_estimate(result.logged), ips=_estimate(result.ips),
         snips=_estimate(result.snips), doubly_robust=_estimate(result.doubly_robust),
-        effective_sample_size=result.effective_sample_size)
+        effective_sample_size=result.effective_sample_size, pending=result.pending)
 
 
 def report_query(request: pb.GetDecisionReportRequest) -> ReportQuery:
@@ -242,7 +242,7 @@ def report_reply(report: DecisionReport) -> pb.GetDecisionReportResponse:
             action=a.action, decisions=a.decisions, exposures=a.exposures, rewards=a.rewards,
             failures=a.failures, share=a.share, posterior_mean=a.posterior_mean,
             posterior_lower=a.posterior_lower, posterior_upper=a.posterior_upper,
-            mean_propensity=a.mean_propensity) for a in report.actions],
+            mean_propensity=a.mean_propensity, pending=a.pending) for a in report.actions],
         buckets=[pb.TrafficBucket(
             start_time=to_timestamp(b.start), decisions=b.decisions,
             actions=[pb.ActionShare(action=s.action, decisions=s.decisions, share=s.share)

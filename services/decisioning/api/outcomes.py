@@ -12,7 +12,13 @@ from cjo.analytics.v1 import fact_pb2
 from cjo.common.v1 import common_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
-from cjo_decisioning.domain.outcomes import PROFILE_MERGED, MessageFact, TrackEvent
+from cjo_decisioning.domain.outcomes import (
+    ERASER,
+    PROFILE_DELETED,
+    PROFILE_MERGED,
+    MessageFact,
+    TrackEvent,
+)
 from cjo_decisioning.service_layer import outcomes, send_times
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import InvalidArgument, Violations
@@ -62,7 +68,8 @@ def track_event(forwarded: orchestration_pb.ForwardedEvent) -> TrackEvent:
                              (segment_id(s) for s in forwarded.segments),
                              consent_from_proto(forwarded.consents),
                              ((i.type, i.value) for i in forwarded.identifiers)),
-        merged_profile_id=merged)
+        merged_profile_id=merged,
+        erased=event.name == PROFILE_DELETED and event.source == ERASER)
 
 
 class OutcomeRpcs:

@@ -115,6 +115,9 @@ class Evaluation:
     snips: Estimate
     doubly_robust: Estimate
     effective_sample_size: float
+    # Exposed decisions whose window is still open: not in the estimates (set by the caller,
+    # which reads the log; evaluate() sees only final outcomes).
+    pending: int = 0
 
 
 def _estimate(value: float, standard_error: float, z: float) -> Estimate:

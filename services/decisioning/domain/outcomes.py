@@ -17,6 +17,9 @@ from typing import Any
 from cjo_decisioning.domain.catalogue import DecisionPoint
 
 PROFILE_MERGED = "profile_merged"
+# identity's erasure (DeleteProfile): the person's data goes (service_layer.outcomes).
+PROFILE_DELETED = "profile_deleted"
+ERASER = "identity"  # the event source identity's erasures carry
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class TrackEvent:
     # The CEL `profile` (cjo_platform.profiles view).
     profile: Mapping[str, Any]
     merged_profile_id: str = ""  # for a profile_merged event: the profile merged away
+    erased: bool = False  # identity erased the profile (profile_deleted)
 
 
 @dataclass(frozen=True)

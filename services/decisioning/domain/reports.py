@@ -50,9 +50,10 @@ class ActionCounts:
     action: str
     decisions: int
     exposures: int
-    rewards: int
+    rewards: int  # final: the window closed
     failures: int
     mean_propensity: float
+    pending: int = 0  # exposed, the window still open (rewarded already or not)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class ActionFigures:
     posterior_lower: float
     posterior_upper: float
     mean_propensity: float
+    pending: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,8 @@ class DecisionReport:
 
 def action_figures(counts: ActionCounts, total: int) -> ActionFigures:
     """The counts with the share of ``total`` and the posterior Beta(1 + rewards, 1 +
-    failures) of the reward rate (a uniform prior: an action without outcomes reads 0.5 with
-    an interval as wide as it gets)."""
+    failures) of the reward rate from final outcomes only (a uniform prior: an action without
+    outcomes reads 0.5 with an interval as wide as it gets)."""
     a, b = 1 + counts.rewards, 1 + counts.failures
     lower, upper = beta_interval(a, b, CREDIBLE_LEVEL)
     return ActionFigures(
@@ -112,7 +114,7 @@ def action_figures(counts: ActionCounts, total: int) -> ActionFigures:
         rewards=counts.rewards, failures=counts.failures,
         share=counts.decisions / total if total else 0.0,
         posterior_mean=a / (a + b), posterior_lower=lower, posterior_upper=upper,
-        mean_propensity=counts.mean_propensity)
+        mean_propensity=counts.mean_propensity, pending=counts.pending)
 
 
 def decision_report(counts: Iterable[ActionCounts], no_action: int,

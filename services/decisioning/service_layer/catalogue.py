@@ -7,7 +7,7 @@ Content keys are checked against the content service by the caller before the tr
 from __future__ import annotations
 
 from cjo_decisioning.adapters import catalogue as repository
-from cjo_decisioning.adapters import models
+from cjo_decisioning.adapters import models, outcomes
 from cjo_decisioning.domain.catalogue import (
     Action,
     DecisionPoint,
@@ -139,7 +139,8 @@ def update_point(uow: UnitOfWork, workspace_id: str, patch: DecisionPoint, mask:
 
 
 def delete_point(uow: UnitOfWork, workspace_id: str, key: str, etag: str = "") -> None:
-    """The point and its models go; its logged decisions stay for the reports."""
+    """The point and its models go; its logged decisions stay for the reports, closed: they
+    are never rewarded or learned again (a point created with the same key starts afresh)."""
     current = repository.get_point(uow.session, workspace_id, key, for_update=True)
     if current is None:
         raise point_not_found(key)
@@ -147,3 +148,4 @@ def delete_point(uow: UnitOfWork, workspace_id: str, key: str, etag: str = "") -
     if not repository.delete_point(uow.session, workspace_id, key, current.etag):
         raise stale(POINT, key, current.etag)
     models.delete(uow, workspace_id, key)
+    outcomes.close_point_decisions(uow.session, workspace_id, key)

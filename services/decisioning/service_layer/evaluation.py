@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from cjo_decisioning.adapters import catalogue, decision_log
 from cjo_decisioning.domain import evaluation
 from cjo_decisioning.domain.catalogue import point_not_found
@@ -16,17 +18,19 @@ log = get_logger(__name__)
 
 async def evaluate_policy(transactions: Transactions, workspace_id: str,
                           query: EvaluationQuery) -> Evaluation:
-    """The estimates of the target policy's reward rate on the point's decisions with a known
-    outcome in the period. NOT_FOUND for an unknown point; INVALID_ARGUMENT for a policy it
-    cannot evaluate."""
+    """The estimates of the target policy's reward rate on the point's decisions with a final
+    outcome in the period (the pending ones, window still open, counted apart). NOT_FOUND for
+    an unknown point; INVALID_ARGUMENT for a policy it cannot evaluate."""
     check_query(query)
-    target, logged = await transactions.run(lambda uow: _read(uow, workspace_id, query))
+    target, logged, pending = await transactions.run(
+        lambda uow: _read(uow, workspace_id, query))
     # Estimating is CPU work on data already read: outside the transaction, off the loop.
-    return await transactions.db.run(evaluation.evaluate, logged, target, query.level)
+    result = await transactions.db.run(evaluation.evaluate, logged, target, query.level)
+    return dataclasses.replace(result, pending=pending)
 
 
 def _read(uow: UnitOfWork, workspace_id: str, query: EvaluationQuery,
-          ) -> tuple[Target, list[LoggedDecision]]:
+          ) -> tuple[Target, list[LoggedDecision], int]:
     stored = catalogue.get_point(uow.session, workspace_id, query.decision_point)
     if stored is None:
         raise point_not_found(query.decision_point)
@@ -37,8 +41,10 @@ def _read(uow: UnitOfWork, workspace_id: str, query: EvaluationQuery,
     target = target_policy(query.policy, point, actions)
     logged: list[LoggedDecision] = []
     skipped = 0
+    now = uow.now()
+    end = query.end or now
     for page in decision_log.decided_with_outcome(uow.session, workspace_id, point.key,
-                                                  query.start, query.end or uow.now()):
+                                                  query.start, end, now):
         for decision in page:
             if decision is None:
                 skipped += 1
@@ -47,6 +53,8 @@ def _read(uow: UnitOfWork, workspace_id: str, query: EvaluationQuery,
     if skipped:
         log.warning("logged decisions without usable candidates left out of an evaluation",
                     decision_point=point.key, skipped=skipped)
-    return target, logged
+    pending = decision_log.count_pending(uow.session, workspace_id, point.key, query.start,
+                                         end, now)
+    return target, logged, pending
 
 

@@ -7,8 +7,13 @@ locked (created from the point's prior when absent), ``domain.model.update`` app
 decisions' stored features and rewards, and the model is saved as its next version with the
 decisions marked learned. Only decisions still leased to this replica and not learned are
 taken, so a decision whose lease ran out and that another replica learned is not learned twice.
-A group that fails (a deleted point, features the model cannot read) marks its decisions
-learned with the error logged and on the point, and never stops the round or another group."""
+A group that cannot be learned (a deleted point, features the model cannot read: errors that
+would recur on every try) marks its decisions learned with the error logged and on the point.
+Any other failure (a dropped connection, a database restart) leaves the group's lease to run
+out, so the decisions are learned on a later round. Neither stops the round or another group.
+
+An exposed decision is learned as NOT_REWARDED only ``reward_grace`` after its window closed:
+a conversion inside the window may reach us late through identity's outbox forwarder."""
 
 from __future__ import annotations
 
@@ -34,6 +39,13 @@ class LearningSettings:
     batch: int = 1000  # decisions leased per round
     lease: timedelta = timedelta(seconds=60)  # after a crash, another replica learns them then
     poll_seconds: float = 1.0
+    # How long after a window closes a late-forwarded reward is still taken (see the module).
+    reward_grace: timedelta = timedelta(minutes=5)
+
+
+# Errors that learning the same decisions again would meet again: a deleted point
+# (LookupError), stored features the model cannot read (ValueError, TypeError).
+DETERMINISTIC = (LookupError, ValueError, TypeError)
 
 
 class LearningRound:
@@ -53,26 +65,35 @@ class LearningRound:
             try:
                 await self.transactions.run(partial(
                     learn_group, workspace_id=workspace_id, decision_point=point,
-                    action=action, decision_ids=ids, owner=self.owner))
-            except Exception as exc:
+                    action=action, decision_ids=ids, owner=self.owner,
+                    grace=self.settings.reward_grace))
+            except DETERMINISTIC as exc:
                 log.warning("learning failed; the decisions are marked learned",
                             workspace=workspace_id, decision_point=point, action=action,
                             decisions=len(ids), error=repr(exc), exc_info=exc)
                 await self.transactions.run(partial(
                     give_up, workspace_id=workspace_id, decision_point=point,
-                    decision_ids=ids, owner=self.owner, error=f"learning {action}: {exc!r}"))
+                    decision_ids=ids, owner=self.owner, error=f"learning {action}: {exc!r}",
+                    grace=self.settings.reward_grace))
+            except Exception as exc:
+                # Transient (the database or the connection): the claim stays until its lease
+                # runs out, then this or another replica learns the decisions.
+                log.warning("learning failed; the decisions are retried once their lease ends",
+                            workspace=workspace_id, decision_point=point, action=action,
+                            decisions=len(ids), error=repr(exc), exc_info=exc)
         return len(claimed) >= self.settings.batch
 
     def _claim(self, uow: UnitOfWork) -> list[Claimed]:
         return outcomes.claim_learnable(uow.session, uow.now(), self.owner,
-                                        self.settings.lease, self.settings.batch)
+                                        self.settings.lease, self.settings.batch,
+                                        self.settings.reward_grace)
 
 
 def learn_group(uow: UnitOfWork, workspace_id: str, decision_point: str, action: str,
-                decision_ids: Sequence[str], owner: str) -> int:
+                decision_ids: Sequence[str], owner: str, grace: timedelta = timedelta(0)) -> int:
     """Apply the decisions' outcomes to the model of (point, action); how many were learned."""
     session, now = uow.session, uow.now()
-    held = outcomes.held(session, workspace_id, decision_ids, owner, now)
+    held = outcomes.held(session, workspace_id, decision_ids, owner, now, grace)
     if not held:
         return 0
     stored_point = catalogue.get_point(session, workspace_id, decision_point)
@@ -90,9 +111,10 @@ def learn_group(uow: UnitOfWork, workspace_id: str, decision_point: str, action:
 
 
 def give_up(uow: UnitOfWork, workspace_id: str, decision_point: str,
-            decision_ids: Sequence[str], owner: str, error: str) -> None:
+            decision_ids: Sequence[str], owner: str, error: str,
+            grace: timedelta = timedelta(0)) -> None:
     """Mark the decisions learned without learning them, and record why on their point."""
-    held = outcomes.held(uow.session, workspace_id, decision_ids, owner, uow.now())
+    held = outcomes.held(uow.session, workspace_id, decision_ids, owner, uow.now(), grace)
     outcomes.mark_learned(uow.session, workspace_id, [(i, rewarded) for i, _, rewarded in held])
     outcomes.record_point_errors(uow.session, workspace_id, {decision_point: (1, error)},
                                  uow.now())

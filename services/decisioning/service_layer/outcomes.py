@@ -5,7 +5,9 @@
   to the person's and the workspace's engagement hours (best send times);
 - identity's track events and merges (RecordEvents): an event named by a point's reward rewards
   the person's open exposed decisions there (domain.outcomes: the last exposure wins); a merge
-  makes the merged profile's decisions and engagement the survivor's.
+  makes the merged profile's decisions and engagement the survivor's; an erasure
+  (profile_deleted, when identity's DeleteProfile erased the person) erases what decisioning
+  holds about the person (adapters.outcomes.erase_people).
 
 Forwarded items are deduplicated by their ids (the `received` table), so an item re-sent after
 a lost acknowledgement is taken once and answered as a duplicate."""
@@ -79,7 +81,14 @@ def record_events(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEven
                                event.profile_id, now)
             engagement.move_engagements(uow.session, workspace_id, event.merged_profile_id,
                                         event.profile_id)
-    rewarding = [e for e in taken if not e.merged_profile_id]
+    erased = {e.profile_id for e in taken if e.erased and e.profile_id}
+    if erased:
+        # After the merges: ids merged into the erased person in this batch go with them.
+        people = outcomes.people(uow.session, workspace_id, erased)
+        ids = {i for found in people.values() for i in found}
+        outcomes.erase_people(uow.session, workspace_id, ids)
+        engagement.erase(uow.session, workspace_id, ids)
+    rewarding = [e for e in taken if not e.merged_profile_id and not e.erased]
     if rewarding:
         _reward(uow, workspace_id, rewarding, on_reward)
     return [not new for new in fresh]

@@ -28,7 +28,8 @@ def decision_point_report(uow: UnitOfWork, workspace_id: str, query: ReportQuery
     end = query.end or uow.now()
     width = query.bucket_width
     counts, no_action = decision_log.action_counts(uow.session, workspace_id,
-                                                   query.decision_point, query.start, end)
+                                                   query.decision_point, query.start, end,
+                                                   uow.now())
     buckets = decision_log.traffic(uow.session, workspace_id, query.decision_point, query.start,
                                    end, width // timedelta(hours=1))
     return decision_report(counts, no_action, stored.point.actions, buckets, width)

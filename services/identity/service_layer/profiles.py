@@ -17,6 +17,7 @@ from cjo_identity.domain.profiles import Profile
 from cjo_identity.domain.segments import activation
 from cjo_platform.cel import Expression
 from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.decisioning import DECISIONING_EVENTS_TOPIC
 from cjo_platform.errors import NotFound
 
 # ListProfiles reads at most SCAN_ROUNDS * SCAN_CHUNK profiles per call, so a rare match cannot
@@ -112,7 +113,8 @@ def delete_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,
                    block_identifiers: bool, traceparent: str) -> None:
     """Erase the person: the profile, the profiles merged into it, their identifiers, events
     and memberships; with ``block_identifiers`` those identifiers never identify anyone again.
-    Orchestration hears of it so it drops its copies."""
+    Orchestration (and through it delivery) and decisioning hear of it so they drop their
+    copies."""
     session = uow.session
     now = uow.now()
     resolved = profiles.resolve_profile_ids(session, workspace_id, [profile_id])[profile_id]
@@ -120,5 +122,9 @@ def delete_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,
         raise _missing(profile_id)
     settings = load_settings(session, workspace_id)[0]
     segments.refresh(session, workspace_id, {}, [resolved], settings, now)
-    uow.publish(EVENTS_TOPIC, workspace_id, [
-        (erasure_event(resolved, now, traceparent), traceparent)])
+    erasure = erasure_event(resolved, now, traceparent)
+    uow.publish(EVENTS_TOPIC, workspace_id, [(erasure, traceparent)])
+    # Decisioning holds the person's decisions, engagement hours and merged ids: it erases
+    # them on the same event, whether or not track events are forwarded to it (there may be
+    # decisions from before forwarding was switched off).
+    uow.publish(DECISIONING_EVENTS_TOPIC, workspace_id, [(erasure, traceparent)])

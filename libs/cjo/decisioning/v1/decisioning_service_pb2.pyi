@@ -361,7 +361,7 @@ class EvaluatePolicyRequest(_message.Message):
     def __init__(self, decision_point: _Optional[str] = ..., policy: _Optional[_Union[_evaluation_pb2.TargetPolicy, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., confidence_level: _Optional[float] = ...) -> None: ...
 
 class EvaluatePolicyResponse(_message.Message):
-    __slots__ = ("decisions", "uncovered", "logged", "ips", "snips", "doubly_robust", "effective_sample_size")
+    __slots__ = ("decisions", "uncovered", "logged", "ips", "snips", "doubly_robust", "effective_sample_size", "pending")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     UNCOVERED_FIELD_NUMBER: _ClassVar[int]
     LOGGED_FIELD_NUMBER: _ClassVar[int]
@@ -369,6 +369,7 @@ class EvaluatePolicyResponse(_message.Message):
     SNIPS_FIELD_NUMBER: _ClassVar[int]
     DOUBLY_ROBUST_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     uncovered: int
     logged: _evaluation_pb2.Estimate
@@ -376,7 +377,8 @@ class EvaluatePolicyResponse(_message.Message):
     snips: _evaluation_pb2.Estimate
     doubly_robust: _evaluation_pb2.Estimate
     effective_sample_size: float
-    def __init__(self, decisions: _Optional[int] = ..., uncovered: _Optional[int] = ..., logged: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., ips: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., snips: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., doubly_robust: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., effective_sample_size: _Optional[float] = ...) -> None: ...
+    pending: int
+    def __init__(self, decisions: _Optional[int] = ..., uncovered: _Optional[int] = ..., logged: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., ips: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., snips: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., doubly_robust: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
 
 class GetDecisionReportRequest(_message.Message):
     __slots__ = ("decision_point", "start_time", "end_time", "bucket")
@@ -391,7 +393,7 @@ class GetDecisionReportRequest(_message.Message):
     def __init__(self, decision_point: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ActionReport(_message.Message):
-    __slots__ = ("action", "decisions", "exposures", "rewards", "failures", "share", "posterior_mean", "posterior_lower", "posterior_upper", "mean_propensity")
+    __slots__ = ("action", "decisions", "exposures", "rewards", "failures", "share", "posterior_mean", "posterior_lower", "posterior_upper", "mean_propensity", "pending")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     EXPOSURES_FIELD_NUMBER: _ClassVar[int]
@@ -402,6 +404,7 @@ class ActionReport(_message.Message):
     POSTERIOR_LOWER_FIELD_NUMBER: _ClassVar[int]
     POSTERIOR_UPPER_FIELD_NUMBER: _ClassVar[int]
     MEAN_PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
     action: str
     decisions: int
     exposures: int
@@ -412,7 +415,8 @@ class ActionReport(_message.Message):
     posterior_lower: float
     posterior_upper: float
     mean_propensity: float
-    def __init__(self, action: _Optional[str] = ..., decisions: _Optional[int] = ..., exposures: _Optional[int] = ..., rewards: _Optional[int] = ..., failures: _Optional[int] = ..., share: _Optional[float] = ..., posterior_mean: _Optional[float] = ..., posterior_lower: _Optional[float] = ..., posterior_upper: _Optional[float] = ..., mean_propensity: _Optional[float] = ...) -> None: ...
+    pending: int
+    def __init__(self, action: _Optional[str] = ..., decisions: _Optional[int] = ..., exposures: _Optional[int] = ..., rewards: _Optional[int] = ..., failures: _Optional[int] = ..., share: _Optional[float] = ..., posterior_mean: _Optional[float] = ..., posterior_lower: _Optional[float] = ..., posterior_upper: _Optional[float] = ..., mean_propensity: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
 
 class ActionShare(_message.Message):
     __slots__ = ("action", "decisions", "share")
