@@ -70,4 +70,8 @@ def load_learning_settings(env: Env) -> LearningSettings:
         # A window is learned as lapsed only this long after it closed, so a conversion inside
         # it that identity forwards late (outbox polls, retries, restarts) still rewards.
         reward_grace=timedelta(seconds=env.float("CJO_DECISIONING_REWARD_GRACE_SECONDS", 300.0,
-                                                 minimum=0.0)))
+                                                 minimum=0.0)),
+        # Forwarders re-send an item within minutes (retries, restarts): its id is kept for
+        # dedupe this long, then pruned by the learning worker.
+        received_retention=timedelta(hours=env.float(
+            "CJO_DECISIONING_RECEIVED_RETENTION_HOURS", 24.0, minimum=1.0)))

@@ -22,6 +22,7 @@ from cjo_decisioning.adapters.tables import (
     decision_points,
     decisions,
     models,
+    received,
 )
 from cjo_decisioning.domain.model import ActionModel
 from cjo_decisioning.service_layer import learning
@@ -249,3 +250,21 @@ async def test_two_replicas_learn_each_decision_exactly_once(backend: Backend) -
         assert sum(m.observations for m in found) == count
         assert sum(m.rewards for m in found) == sum(
             1 for r in rows if r["outcome"] == REWARDED)
+
+
+async def test_forwarded_ids_are_forgotten_after_the_retention(backend: Backend) -> None:
+    clock = ManualClock(START)
+    async with running(backend, clock, CJO_DECISIONING_RECEIVED_RETENTION_HOURS="24") as d:
+        await d.events(*(track(f"old{i}", "p1", "page_viewed", START) for i in range(5)))
+        clock.advance(23 * HOUR)
+        await d.events(track("recent", "p1", "page_viewed", START + 23 * HOUR))
+        # Inside the retention a re-sent id is still a duplicate.
+        again = await d.events(track("old0", "p1", "page_viewed", START))
+        assert again.results[0].duplicate
+        clock.advance(2 * HOUR)  # the five old ids are 25 hours old, "recent" 2
+
+        async def pruned() -> list[str]:
+            rows = await d.rows(received)
+            return sorted(r.source_id for r in rows) if len(rows) == 1 else []
+
+        assert await eventually(pruned) == ["event:recent"]

@@ -45,6 +45,20 @@ def first_received(session: Session, workspace_id: str, source_ids: Sequence[str
         returning=received.c.source_id))
 
 
+def prune_received(session: Session, before: datetime, limit: int) -> int:
+    """Forget up to ``limit`` forwarded ids received before ``before`` (ix_received_time);
+    how many. Rows another replica is pruning are skipped (SKIP LOCKED on PostgreSQL)."""
+    keys = session.execute(
+        select(received.c.workspace_id, received.c.source_id)
+        .where(received.c.receive_time < before).limit(limit)
+        .with_for_update(skip_locked=True)).all()
+    if keys:
+        session.execute(delete(received).where(
+            received.c.workspace_id == bindparam("w"), received.c.source_id == bindparam("s")),
+            [{"w": k.workspace_id, "s": k.source_id} for k in keys])
+    return len(keys)
+
+
 # --- decision points ------------------------------------------------------------------------
 
 

@@ -154,7 +154,8 @@ engagement_hours = Table(
     PrimaryKeyConstraint("workspace_id", "profile_id", "channel", "hour"),
 )
 
-# What identity and delivery forwarded, by id, so a re-sent event or fact is taken once.
+# What identity and delivery forwarded, by id, so a re-sent event or fact is taken once; kept
+# for CJO_DECISIONING_RECEIVED_RETENTION_HOURS (a forwarder re-sends within minutes).
 received = Table(
     "received",
     metadata,
@@ -162,6 +163,8 @@ received = Table(
     Column("source_id", String(MAX_ID_LENGTH + 16), nullable=False),
     Column("receive_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "source_id"),
+    # The learning worker prunes ids older than the retention (service_layer.learning).
+    Index("ix_received_time", "receive_time"),
 )
 
 # Profiles merged into another (identity's profile_merged): a reward of the survivor finds

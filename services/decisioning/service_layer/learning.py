@@ -13,7 +13,11 @@ Any other failure (a dropped connection, a database restart) leaves the group's 
 out, so the decisions are learned on a later round. Neither stops the round or another group.
 
 An exposed decision is learned as NOT_REWARDED only ``reward_grace`` after its window closed:
-a conversion inside the window may reach us late through identity's outbox forwarder."""
+a conversion inside the window may reach us late through identity's outbox forwarder.
+
+Each round also forgets forwarded ids (the `received` dedupe table) older than
+``received_retention``, ``prune_batch`` rows per transaction: forwarders re-send within
+minutes, so a day is ample, and the table holds one row per event identity forwards."""
 
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ class LearningSettings:
     poll_seconds: float = 1.0
     # How long after a window closes a late-forwarded reward is still taken (see the module).
     reward_grace: timedelta = timedelta(minutes=5)
+    # How long a forwarded id is remembered for dedupe, and how many are forgotten per round.
+    received_retention: timedelta = timedelta(days=1)
+    prune_batch: int = 1000
 
 
 # Errors that learning the same decisions again would meet again: a deleted point
@@ -81,7 +88,12 @@ class LearningRound:
                 log.warning("learning failed; the decisions are retried once their lease ends",
                             workspace=workspace_id, decision_point=point, action=action,
                             decisions=len(ids), error=repr(exc), exc_info=exc)
-        return len(claimed) >= self.settings.batch
+        pruned = await self.transactions.run(self._prune)
+        return len(claimed) >= self.settings.batch or pruned >= self.settings.prune_batch
+
+    def _prune(self, uow: UnitOfWork) -> int:
+        return outcomes.prune_received(uow.session, uow.now() - self.settings.received_retention,
+                                       self.settings.prune_batch)
 
     def _claim(self, uow: UnitOfWork) -> list[Claimed]:
         return outcomes.claim_learnable(uow.session, uow.now(), self.owner,
