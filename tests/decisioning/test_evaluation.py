@@ -17,6 +17,8 @@ from cjo_decisioning.domain.evaluation import (
     greedy,
     uniform_random,
 )
+from cjo_decisioning.domain.replay import FormulaTarget, logged_decision
+from cjo_platform.cel import load_expression
 
 ACTIONS = ["a", "b", "c", "d", "e"]
 KINDS = 4
@@ -142,3 +144,30 @@ def test_greedy_with_other_levers_and_values_and_a_wider_interval_for_higher_con
     assert wide.upper - wide.lower > 1.5 * (narrow.upper - narrow.lower)
     with pytest.raises(ValueError):
         evaluate(logged, greedy(), confidence=1.0)
+
+
+def test_decisions_the_logging_policy_could_not_have_picked_otherwise_are_left_out() -> None:
+    """A mandatory action's win (probability 1) and a winner that stood in for one a budget or
+    contact limit refused cannot be reweighted: left in, they weighed an always-b policy 0
+    there and pulled its value toward 0. They count as uncovered."""
+    candidates = [{"action": "a", "propensity": 0.1, "pick_probability": 0.5},
+                  {"action": "b", "propensity": 0.2, "pick_probability": 0.5}]
+    fair = logged_decision(candidates, "b", 0.5, True)
+    mandatory = logged_decision([{**candidates[0], "mandatory": True,
+                                  "pick_probability": 1.0}, candidates[1]], "a", 1.0, False)
+    replaced = logged_decision([{**candidates[0], "replaced": True}, candidates[1]], "a", 0.5,
+                               False)
+    assert fair is not None and mandatory is not None and replaced is not None
+    assert fair.supported and not mandatory.supported and not replaced.supported
+    result = evaluate([fair, mandatory, replaced], always("b"))
+    assert (result.decisions, result.uncovered, result.ips.value) == (1, 2, 2.0)
+
+
+def test_a_formula_breaks_ties_as_decisions_do() -> None:
+    """Ties go to the smallest action key, in production and in the replay alike (the replay
+    split them evenly, a different greedy policy for the same configuration)."""
+    target = FormulaTarget(load_expression("value * propensity", "formula"), {}, {}, {}, 0.0)
+    decision = LoggedDecision([LoggedCandidate("b", 0.1, 1.0, 1.0, 1.0, 0.5),
+                               LoggedCandidate("a", 0.1, 1.0, 1.0, 1.0, 0.5)], "a", 0.5, 1.0)
+    assert target(decision) == {"a": 1.0, "b": 0.0}
+    assert greedy()(decision) == {"a": 1.0, "b": 0.0}

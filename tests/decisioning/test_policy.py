@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from cjo_decisioning.domain.features import ContextView, Features, featurize
+from cjo_decisioning.domain.features import BIAS_ONLY, ContextView, Features, featurize
 from cjo_decisioning.domain.model import ActionModel, update
 from cjo_decisioning.domain.policy import Candidate, PolicyConfig, Ranked, decide
 
@@ -64,6 +64,34 @@ def test_logged_pick_probabilities_are_how_often_each_action_is_picked(
     # number of actions ever picked, when the probabilities are right.
     inverse = np.mean([1.0 / r[0].pick_probability for r in ranked])
     assert inverse == pytest.approx(sum(1 for a in ACTIONS if shares[a] > 0), rel=0.1)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.01])
+def test_a_rarely_picked_action_logs_the_probability_it_is_picked_with(epsilon: float) -> None:
+    """A weak, uncertain action wins about 0.04% of Thompson's draws. Its logged probability,
+    averaged over every decision, is how often it is picked, and off-policy evaluation's
+    weights 1[a] / p average 1 for each action: every action keeps a probability above 0. When
+    only the draws' winners could be picked, the rare action won none of the 256 draws in most
+    decisions, was logged with probability 0 there, and 1[b] / p averaged 0.1: its value under
+    an always-that-action policy came out ten times too small."""
+    strong = ActionModel.prior(0.5)
+    strong.precision[0] = 1e6
+    weak = ActionModel.prior(0.05)
+    weak.mean[0], weak.precision[0] = -2.0, 1.0 / 1.44
+    models = {"a": strong, "b": weak}
+    n = 200_000
+    ranked = decide(models, [BIAS_ONLY] * n, [[Candidate("a", 1.0), Candidate("b", 1.0)]] * n,
+                    PolicyConfig(epsilon=epsilon), np.random.default_rng(1))
+    logged = {a: np.array([next(x.pick_probability for x in r if x.action == a)
+                           for r in ranked]) for a in models}
+    picked = {a: np.array([r[0].action == a for r in ranked]) for a in models}
+    share = picked["b"].mean()
+    for a in models:
+        weights = picked[a] / logged[a]
+        assert weights.mean() == pytest.approx(1.0, abs=0.1), a
+    assert logged["b"].mean() == pytest.approx(share, rel=0.1)
+    # 256 draws at 0.04% and one pseudo-draw of which b has half: about 0.24% (+ epsilon / 2).
+    assert 0.0015 + epsilon / 2 < share < 0.0035 + epsilon / 2
 
 
 def test_thompson_explores_close_actions_and_prefers_the_best() -> None:

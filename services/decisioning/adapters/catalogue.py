@@ -108,6 +108,22 @@ def delete_action(session: Session, workspace_id: str, key: str, etag: str) -> b
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def lock_budgets(session: Session, workspace_id: str, keys: Collection[str]) -> dict[str, int]:
+    """The units of budget spent of each of ``keys``, the rows locked until the transaction
+    ends (in key order, so concurrent decisions never deadlock), so that no concurrent call
+    or replica can spend the same units. SQLite has no row locks: a no-op update takes its
+    database write lock first, so the count read is the one the transaction will add to."""
+    if not keys:
+        return {}
+    wanted = sorted(set(keys))
+    where = (_a.c.workspace_id == workspace_id, _a.c.key.in_(wanted))
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(_a).where(*where).values(exposures=_a.c.exposures))
+    rows = session.execute(select(_a.c.key, _a.c.exposures).where(*where)
+                           .order_by(_a.c.key).with_for_update())
+    return {row.key: int(row.exposures) for row in rows}
+
+
 def add_exposures(session: Session, workspace_id: str, counts: Mapping[str, int]) -> None:
     """Count exposures of actions (their budgets), one statement per action, in key order so
     concurrent transactions lock the rows in the same order."""

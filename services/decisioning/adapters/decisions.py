@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import RowMapping, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cjo_decisioning.adapters.tables import EXPOSED, PENDING
@@ -42,14 +42,20 @@ def replays(session: Session, workspace_id: str, point: str,
 
 def contacts(session: Session, workspace_id: str, profile_ids: Collection[str],
              actions: Collection[str], since: datetime) -> list[tuple[str, str, datetime]]:
-    """(profile, action, expose time) of the exposures of ``actions`` to these people since
-    ``since``: one query for a whole batch (ix_decisions_contacts)."""
+    """(profile, action, time) of the contacts with ``actions`` of these people since
+    ``since``: the exposures (at their expose time) and the decisions still waiting for theirs
+    (at their decision time: a REPORTED point's send is on its way), one query for a whole
+    batch (ix_decisions_contacts)."""
     if not profile_ids or not actions:
         return []
-    rows = session.execute(select(_d.c.profile_id, _d.c.action, _d.c.expose_time).where(
+    rows = session.execute(select(
+        _d.c.profile_id, _d.c.action, func.coalesce(_d.c.expose_time, _d.c.decide_time)
+        .label("contact_time")).where(
         _d.c.workspace_id == workspace_id, _d.c.profile_id.in_(sorted(set(profile_ids))),
-        _d.c.action.in_(sorted(set(actions))), _d.c.expose_time >= since))
-    return [(row.profile_id, row.action, row.expose_time) for row in rows]
+        _d.c.action.in_(sorted(set(actions))),
+        or_(_d.c.expose_time >= since,
+            and_(_d.c.outcome == PENDING, _d.c.decide_time >= since))))
+    return [(row.profile_id, row.action, row.contact_time) for row in rows]
 
 
 def get(session: Session, workspace_id: str, decision_id: str) -> RowMapping | None:
@@ -64,7 +70,7 @@ def for_exposure(session: Session, workspace_id: str,
         return {}
     rows = session.execute(select(
         _d.c.decision_id, _d.c.decision_point, _d.c.action, _d.c.outcome,
-        _d.c.expose_time).where(
+        _d.c.decide_time, _d.c.expose_time).where(
         _d.c.workspace_id == workspace_id,
         _d.c.decision_id.in_(sorted(set(decision_ids)))).with_for_update()).mappings()
     return {row["decision_id"]: row for row in rows}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -51,8 +51,13 @@ from cjo_decisioning.service_layer.decide import (
     replayed_requests,
 )
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
-from cjo_platform.errors import CjoError, InvalidArgument
-from cjo_platform.limits import check_batch
+from cjo_platform.errors import CjoError, InvalidArgument, Violations
+from cjo_platform.limits import (
+    MAX_PROFILE_ID_LENGTH,
+    check_batch,
+    check_id,
+    describe,
+)
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import from_timestamp, struct_to_dict
 from cjo_platform.rpc.auth import current_workspace
@@ -292,7 +297,7 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
         workspace = current_workspace()
         point = key_from_name(request.decision_point, POINTS, "decision_point")
         item = _item(request.profile_id, request.profile if request.HasField("profile") else None,
-                     request.context, request.request_id)
+                     request.context, request.request_id, self.transactions.clock.now())
         [(_, outcome)] = await self._decide(workspace, point, [(0, item)])
         if isinstance(outcome, CjoError):
             raise outcome
@@ -303,10 +308,13 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
         workspace = current_workspace()
         point = key_from_name(request.decision_point, POINTS, "decision_point")
         shared = _SharedContext(request.context)
+        now = self.transactions.clock.now()
+        if request.HasField("context"):
+            _check_shared(shared.get(), now)
         answer = BatchAnswer(request.items, "items", DOMAIN, pb.DecideResult)
         parsed = answer.parse(lambda item: _item(
             item.profile_id, item.profile if item.HasField("profile") else None,
-            item.context if item.HasField("context") else shared, item.request_id))
+            item.context if item.HasField("context") else shared, item.request_id, now))
         contexts: dict[int, decision_pb2.DecisionContext] = {}
         for index, outcome in await self._decide(workspace, point, parsed):
             if isinstance(outcome, CjoError):
@@ -330,16 +338,27 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
         check_batch(request.exposures, "exposures")
         results = [pb.RecordExposureResult() for _ in request.exposures]
         items: list[tuple[int, tuple[str, datetime | None]]] = []
+        now = self.transactions.clock.now()
         for index, exposure in enumerate(request.exposures):
-            if not exposure.decision_id:
-                results[index].status.CopyFrom(to_status_proto(InvalidArgument.one(
-                    f"exposures[{index}].decision_id", "is required"), DOMAIN))
+            problems = Violations()
+            check_id(problems, f"exposures[{index}].decision_id", exposure.decision_id,
+                     required=True)
+            when = (from_timestamp(exposure.expose_time) if exposure.HasField("expose_time")
+                    else None)
+            # Not after now (give or take clock skew): a window would never close. Not before
+            # the decision: checked with the decision, in exposures.expose.
+            problems.check(when is None or when <= now + exposures.MAX_CLOCK_SKEW,
+                           f"exposures[{index}].expose_time", "must not lie in the future")
+            if problems:
+                results[index].status.CopyFrom(to_status_proto(InvalidArgument(problems.items),
+                                                               DOMAIN))
                 continue
-            items.append((index, (exposure.decision_id, from_timestamp(exposure.expose_time)
-                                  if exposure.HasField("expose_time") else None)))
+            items.append((index, (exposure.decision_id, when)))
         answers = await self.transactions.run(lambda uow: exposures.expose(
             uow, workspace, [item for _, item in items]))
         for (index, _), outcome in zip(items, answers, strict=True):
+            if isinstance(outcome, InvalidArgument):
+                outcome = outcome.within(f"exposures[{index}]")
             if isinstance(outcome, CjoError):
                 results[index].status.CopyFrom(to_status_proto(outcome, DOMAIN))
             else:
@@ -369,12 +388,44 @@ class _SharedContext:
         return self.parsed
 
 
+# How far a caller's decision time may lie from the server's clock: a journey decides at its
+# step's time, a batch job may lag, but a time a year off would expose a decision whose window
+# had lapsed at once (or never does) and check contact limits at the wrong moment.
+MAX_CONTEXT_TIME_SKEW = timedelta(days=1)
+
+
+def _check_time(problems: Violations, field_path: str, context: DecisionContext,
+                now: datetime) -> None:
+    if context.time is not None:
+        problems.check(abs(context.time - now) <= MAX_CONTEXT_TIME_SKEW, field_path,
+                       f"must lie within {describe(MAX_CONTEXT_TIME_SKEW)} of now")
+
+
 def _item(profile_id: str, profile: struct_pb2.Struct | None,
           context: decision_pb2.DecisionContext | _SharedContext,
-          request_id: str) -> DecideRequestItem:
-    if not profile_id:
-        raise InvalidArgument.one("profile_id", "is required")
+          request_id: str, now: datetime) -> DecideRequestItem:
+    problems = Violations()
+    # The same limits as the log's columns, so one bad id fails its own item with a field
+    # path rather than the batch's insert.
+    check_id(problems, "profile_id", profile_id, required=True,
+             max_length=MAX_PROFILE_ID_LENGTH)
+    check_id(problems, "request_id", request_id)
+    shared = isinstance(context, _SharedContext)
     parsed = context.get() if isinstance(context, _SharedContext) else context_from_proto(context)
+    if not shared:
+        for name in ("journey_id", "enrollment_id", "node_id"):
+            check_id(problems, f"context.{name}", getattr(parsed, name))
+        _check_time(problems, "context.time", parsed, now)
+    problems.raise_if_any()
     check_context(parsed)  # each item's error, as if it had given the context itself
     return DecideRequestItem(profile_id, None if profile is None else struct_to_dict(profile),
                              parsed, request_id)
+
+
+def _check_shared(context: DecisionContext, now: datetime) -> None:
+    """A BatchDecide's shared context, checked once for the whole call."""
+    problems = Violations()
+    for name in ("journey_id", "enrollment_id", "node_id"):
+        check_id(problems, f"context.{name}", getattr(context, name))
+    _check_time(problems, "context.time", context, now)
+    problems.raise_if_any()

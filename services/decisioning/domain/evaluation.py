@@ -14,7 +14,11 @@ eligible candidate's propensity at decision time. For a target policy pi:
 
 Intervals are normal, from the per-decision terms. A decision the target policy has no action
 for (an always-action policy whose action was not eligible) is uncovered and left out; so is a
-decision logged with no pick probability (it cannot be reweighted).
+decision logged with no pick probability (it cannot be reweighted), and an unsupported one: a
+mandatory action won it (probability 1, no other action could have been picked) or its winner
+gave way to a budget or contact limit after the policy picked (the logged probability is not
+the one the pick was made with). Left in, they would weigh every other target's choice 0 and
+bias its value toward 0.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ class LoggedDecision:
     chosen: str
     pick_probability: float
     reward: float
+    supported: bool = True
+    """False when the logging policy could pick nothing else (a mandatory action won) or the
+    pick was replaced after it (a budget or contact limit): left out, counted as uncovered."""
 
 
 Target = Callable[[LoggedDecision], Mapping[str, float]]
@@ -146,7 +153,7 @@ def evaluate(logged: Sequence[LoggedDecision], target: Target,
     uncovered = 0
     for decision in logged:
         chances = target(decision)
-        if not chances or not decision.pick_probability > 0.0:
+        if not chances or not decision.pick_probability > 0.0 or not decision.supported:
             uncovered += 1
             continue
         propensity = {c.action: c.propensity for c in decision.candidates}

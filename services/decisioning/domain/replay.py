@@ -117,7 +117,10 @@ def _check_alternative(v: Violations, policy: Alternative) -> None:
 def logged_decision(candidates: Sequence[Mapping[str, Any]], chosen: str,
                     pick_probability: float, rewarded: bool) -> LoggedDecision | None:
     """A logged decision as the estimators see it; None when its log cannot be used (no
-    candidate, a malformed one, or no positive pick probability: nothing to re-weight)."""
+    candidate, a malformed one, or no positive pick probability: nothing to re-weight). A
+    decision a mandatory action won, or whose winner gave way to a budget or contact limit
+    (``replaced`` on its first candidate), is unsupported: no policy's other choice could be
+    reweighted there."""
     if not candidates or not pick_probability > 0:
         return None
     try:
@@ -128,7 +131,10 @@ def logged_decision(candidates: Sequence[Mapping[str, Any]], chosen: str,
             for c in candidates)
     except (KeyError, TypeError, ValueError):
         return None
-    return LoggedDecision(logged, chosen, pick_probability, 1.0 if rewarded else 0.0)
+    first = candidates[0]
+    supported = not (first.get("mandatory") or first.get("replaced"))
+    return LoggedDecision(logged, chosen, pick_probability, 1.0 if rewarded else 0.0,
+                          supported)
 
 
 def target_policy(policy: Policy, point: DecisionPoint, actions: Mapping[str, Action]) -> Target:
@@ -242,7 +248,10 @@ class FormulaTarget:
         if not scored:
             return {}
         best = max(scored.values())
-        winners = [action for action, s in scored.items() if s == best]
+        # Ties to the smallest action key, as decisions (and evaluation.greedy) break them, so
+        # the same configuration is the same policy here as in production.
+        winner = min(action for action, s in scored.items() if s == best)
         explore = self.epsilon / len(scored)
-        exploit = (1.0 - self.epsilon) / len(winners)
-        return {action: explore + (exploit if action in winners else 0.0) for action in scored}
+        chances = dict.fromkeys(scored, explore)
+        chances[winner] += 1.0 - self.epsilon
+        return chances

@@ -27,6 +27,7 @@ from sqlalchemy import RowMapping
 from cjo_decisioning.adapters import catalogue as repository
 from cjo_decisioning.adapters import decisions as log
 from cjo_decisioning.adapters import models as model_store
+from cjo_decisioning.adapters import outcomes as outcome_store
 from cjo_decisioning.adapters.tables import EXPOSED, NO_ACTION, PENDING
 from cjo_decisioning.domain.catalogue import (
     Action,
@@ -305,11 +306,14 @@ def _contacts(uow: UnitOfWork, workspace_id: str, items: Sequence[DecideItem],
         return {}
     longest = max(limit.period for a in limited.values() for limit in a.contact_limits)
     earliest = min(item.context.time or now for item in items)
+    # A person's contacts under the ids merged into them count too (a merge makes their
+    # decisions the survivor's).
+    ids = outcome_store.people(uow.session, workspace_id, {item.profile_id for item in items})
+    person = {alias: profile_id for profile_id, aliases in ids.items() for alias in aliases}
     found: dict[tuple[str, str], list[datetime]] = defaultdict(list)
     for profile_id, action, exposed in log.contacts(
-            uow.session, workspace_id, {item.profile_id for item in items}, limited,
-            earliest - longest):
-        found[(profile_id, action)].append(exposed)
+            uow.session, workspace_id, set(person), limited, earliest - longest):
+        found[(person[profile_id], action)].append(exposed)
     return found
 
 
@@ -446,7 +450,8 @@ def _contents_json(contents: Sequence[ActionContent]) -> list[dict[str, str]]:
 
 
 def _ranked_json(r: RankedAction, returned: bool,
-                 contents: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                 contents: list[dict[str, str]] | None = None,
+                 replaced: bool = False) -> dict[str, Any]:
     """``contents``: ``r.contents`` as JSON when the caller has it (one list per action)."""
     # By hand: dataclasses.asdict deep-copies every field, a third of a batch's time.
     return {"action": r.action, "propensity": r.propensity, "score": r.score,
@@ -454,12 +459,15 @@ def _ranked_json(r: RankedAction, returned: bool,
             "context_weight": r.context_weight,
             "contents": _contents_json(r.contents) if contents is None else contents,
             "mandatory": r.mandatory, "transactional": r.transactional, "topic": r.topic,
-            "control": r.control, "returned": returned}
+            "control": r.control, "returned": returned,
+            # The winner stands in for one the policy picked but a budget or contact limit
+            # refused (evaluation leaves the decision out: see domain.evaluation).
+            **({"replaced": True} if replaced else {})}
 
 
 def decision_from_row(row: RowMapping) -> Decision:
     ranked = tuple(RankedAction(**{
-        **{k: v for k, v in c.items() if k != "returned"},
+        **{k: v for k, v in c.items() if k not in ("returned", "replaced")},
         "contents": tuple(ActionContent(**x) for x in c.get("contents", ()))})
         for c in row["candidates"] if c.get("returned"))
     ineligible = tuple(IneligibleAction(i["action"], i["reason"], i.get("detail", ""))
@@ -523,11 +531,16 @@ def decide_batch(uow: UnitOfWork, workspace_id: str, point_key: str,
                               min_control_share=spec.min_control_share, draws=engine.draws)
         rankings = decide(models, features, [e.candidates for e in evaluated], config,
                           _rng(engine, point_key, todo))
-        decisions, rows, exposed = _log(uow, workspace_id, point, actions, exposures, todo,
-                                        times, features, evaluated, rankings, engine)
+        # Budgets are reserved as the decisions are made: the budgeted rows are locked and
+        # re-read now (the count the candidates were checked against may be stale), the winners
+        # spend them in order, and the units go in the same transaction.
+        spent = repository.lock_budgets(
+            uow.session, workspace_id, [k for k, a in actions.items() if a.action.budget])
+        decisions, rows, reserved = _log(uow, workspace_id, point, actions, spent, contacts,
+                                         todo, times, features, evaluated, rankings, engine)
         log.insert(uow.session, rows)
-        if exposed:
-            repository.add_exposures(uow.session, workspace_id, exposed)
+        if reserved:
+            repository.add_exposures(uow.session, workspace_id, reserved)
         if errors:
             repository.record_point_error(uow.session, workspace_id, point_key, len(errors),
                                           errors[-1], now)
@@ -541,7 +554,8 @@ def decide_batch(uow: UnitOfWork, workspace_id: str, point_key: str,
 
 def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
          actions: Mapping[str, _CompiledAction], spent: Mapping[str, int],
-         items: Sequence[DecideItem], times: Sequence[datetime], features: Sequence[Features],
+         contacts: dict[tuple[str, str], list[datetime]], items: Sequence[DecideItem],
+         times: Sequence[datetime], features: Sequence[Features],
          evaluated: Sequence[_Evaluated], rankings: Sequence[Sequence[Ranked]], engine: Engine,
          ) -> tuple[list[Decision], list[dict[str, Any]], dict[str, int]]:
     spec = point.stored.point
@@ -550,12 +564,14 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
     limit = spec.effective_max_actions
     decisions: list[Decision] = []
     rows: list[dict[str, Any]] = []
-    exposed: dict[str, int] = defaultdict(int)
-    # Exposed at once, a batch's winners spend budgets as they go: a winner whose budget the
-    # earlier decisions of the batch spent gives way to the next candidate (its logged pick
-    # probability is then the policy's without that constraint, a small bias for evaluation).
+    reserved: dict[str, int] = defaultdict(int)
+    # A batch's winners spend budgets and contacts as they go: a winner whose budget is spent
+    # (by this batch, or by another call since the candidates were checked) or whose contact
+    # limit this batch's earlier decisions for the same person reached gives way to the next
+    # candidate. Its logged pick probability is then the policy's without that constraint;
+    # evaluation leaves such decisions out (their `replaced` flag in the log).
     left = {key: a.action.budget - spent.get(key, 0) for key, a in actions.items()
-            if on_decide and a.action.budget}
+            if a.action.budget}
     # A batch's items mostly share one context (BatchDecide's): converted once per time.
     contexts: dict[tuple[int, datetime], tuple[DecisionContext, dict[str, Any]]] = {}
     # An action's contents on a channel, and as JSON: the same for every decision of the batch.
@@ -563,12 +579,26 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
     for item, at, feats, found, ranking in zip(items, times, features, evaluated, rankings,
                                                strict=True):
         ranking = list(ranking)
-        while ranking and left.get(ranking[0].action, 1) <= 0:
-            gone = ranking.pop(0)
-            found.ineligible.append(IneligibleAction(
-                gone.action, BUDGET_EXHAUSTED, "spent by this batch's earlier decisions"))
-        if ranking and ranking[0].action in left:
-            left[ranking[0].action] -= 1
+        replaced = False
+        while ranking:
+            head = actions[ranking[0].action].action
+            if left.get(head.key, 1) <= 0:
+                found.ineligible.append(IneligibleAction(
+                    head.key, BUDGET_EXHAUSTED, f"{head.budget} of {head.budget} reserved"))
+            elif head.contact_limits and not head.transactional and (reached := _limit_reached(
+                    head, contacts.get((item.profile_id, head.key), ()), at)):
+                found.ineligible.append(IneligibleAction(head.key, CONTACT_LIMIT, reached))
+            else:
+                break
+            ranking.pop(0)
+            replaced = True
+        if ranking:
+            head = actions[ranking[0].action].action
+            if head.key in left:
+                left[head.key] -= 1
+                reserved[head.key] += 1
+            if head.contact_limits and not head.transactional:
+                contacts.setdefault((item.profile_id, head.key), []).append(at)
         ranked: list[RankedAction] = []
         for r in ranking:
             action = actions[r.action].action
@@ -588,8 +618,6 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
         first = ranked[0] if ranked else None
         outcome = NO_ACTION if first is None else EXPOSED if on_decide else PENDING
         expose_time = at if outcome == EXPOSED else None
-        if first is not None and outcome == EXPOSED:
-            exposed[first.action] += 1
         shared = contexts.get((id(item.context), at))
         if shared is None:
             shared = contexts[(id(item.context), at)] = (replace(item.context, time=at),
@@ -604,7 +632,8 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
             "pick_probability": first.pick_probability if first else 0.0,
             "control": bool(first and first.control), "request_id": item.request_id,
             "decide_time": at, "decide_hour": int(at.timestamp() // 3600),
-            "candidates": [_ranked_json(r, i < limit, offers[(r.action, item.context.channel)][1])
+            "candidates": [_ranked_json(r, i < limit, offers[(r.action, item.context.channel)][1],
+                                        replaced and i == 0)
                            for i, r in enumerate(ranked)],
             "ineligible": [{"action": i.action, "reason": i.reason, "detail": i.detail}
                            for i in found.ineligible],
@@ -613,7 +642,7 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
             "reward_deadline": at + window if expose_time else None,
             "reward_time": None, "reward_event_id": "", "learned": False,
             "lease_owner": "", "lease_until": None})
-    return decisions, rows, dict(exposed)
+    return decisions, rows, dict(reserved)
 
 
 def get_decision(uow: UnitOfWork, workspace_id: str, decision_id: str) -> Decision:

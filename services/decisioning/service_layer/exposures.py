@@ -1,9 +1,8 @@
-"""Exposures: a decision the person saw opens its reward window and counts against the first
-action's budget, once."""
+"""Exposures: a decision the person saw opens its reward window, once. (The first action's
+budget was reserved when the decision was made: see decide.)"""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -12,14 +11,18 @@ from cjo_decisioning.adapters import decisions as log
 from cjo_decisioning.adapters.tables import NO_ACTION, PENDING
 from cjo_decisioning.domain.catalogue import DEFAULT_WINDOW, decision_not_found
 from cjo_platform.db.unit_of_work import UnitOfWork
-from cjo_platform.errors import CjoError
+from cjo_platform.errors import CjoError, InvalidArgument
+
+# How far ahead of the server's clock a caller's exposure time may be (its clock's skew).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 def expose(uow: UnitOfWork, workspace_id: str,
            exposures: Sequence[tuple[str, datetime | None]]) -> list[bool | CjoError]:
     """Per (decision id, expose time or None for now), in order: whether the decision had
     been exposed before (a repeat, also within the call), or NOT_FOUND (DECISION_NOT_FOUND).
-    A decision without an action (NO_ACTION) has nothing to expose: it is left as it is."""
+    A decision without an action (NO_ACTION) has nothing to expose: it is left as it is. An
+    exposure time before the decision's is INVALID_ARGUMENT (``expose_time``)."""
     now = uow.now()
     rows = log.for_exposure(uow.session, workspace_id, {d for d, _ in exposures})
     windows: dict[str, timedelta] = {}
@@ -27,7 +30,6 @@ def expose(uow: UnitOfWork, workspace_id: str,
         stored = repository.get_point(uow.session, workspace_id, point)
         # A deleted point's decisions still learn nothing, but keep the default window.
         windows[point] = stored.point.reward.effective_window if stored else DEFAULT_WINDOW
-    counted: dict[str, int] = defaultdict(int)
     done: set[str] = set()
     answers: list[bool | CjoError] = []
     for decision_id, when in exposures:
@@ -42,11 +44,12 @@ def expose(uow: UnitOfWork, workspace_id: str,
             answers.append(True)
             continue
         at = when or now
+        if at < row["decide_time"]:
+            answers.append(InvalidArgument.one(
+                "expose_time", f"must not be before the decision ({row['decide_time']})"))
+            continue
         log.expose(uow.session, workspace_id, decision_id, at,
                    at + windows[row["decision_point"]])
         done.add(decision_id)
-        if row["action"]:
-            counted[row["action"]] += 1
         answers.append(False)
-    repository.add_exposures(uow.session, workspace_id, counted)
     return answers
