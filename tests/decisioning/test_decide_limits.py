@@ -11,7 +11,7 @@ import grpc
 import pytest
 from decisioning_support import A, action, create_action, create_point, days, point
 from decisioning_support import decisioning_service as decisioning
-from outcomes_support import START, WS, merged, running
+from outcomes_support import START, WS, merged, running, sent
 from test_decide import NOW, ON_DECIDE, R, decide, profile, reasons
 
 from cjo.decisioning.v1 import action_pb2, decision_pb2
@@ -160,3 +160,21 @@ async def test_contact_limits_count_the_ids_merged_into_a_person(backend: Backen
         d.clock.advance(timedelta(minutes=2))
         survivor = await decide(d.stub, "home", "p1", WS)
         assert reasons(survivor) == {"capped": R.INELIGIBILITY_REASON_CONTACT_LIMIT}
+
+
+async def test_a_forwarded_send_before_the_decision_time_still_exposes_it(
+        backend: Backend) -> None:
+    """Delivery's clock is not decisioning's: its send fact is held to the decision's time,
+    not refused (the decision would never open its window)."""
+    async with running(backend) as d:
+        await d.stub.CreateAction(pb.CreateActionRequest(action=action("a")), metadata=WS)
+        await d.stub.CreateDecisionPoint(pb.CreateDecisionPointRequest(
+            decision_point=point("home", ["a"])), metadata=WS)
+        later = START + timedelta(hours=1)
+        made = await decide(d.stub, "home", "p1", WS, context=decision_pb2.DecisionContext(
+            time=to_timestamp(later)))
+        await d.facts(sent("m1", made.decision_id, START))
+        got = (await d.stub.GetDecision(pb.GetDecisionRequest(
+            name=f"decisions/{made.decision_id}"), metadata=WS)).decision
+        assert got.outcome == R.DECISION_OUTCOME_EXPOSED
+        assert got.expose_time == to_timestamp(later)

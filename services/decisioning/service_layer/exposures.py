@@ -18,11 +18,14 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 def expose(uow: UnitOfWork, workspace_id: str,
-           exposures: Sequence[tuple[str, datetime | None]]) -> list[bool | CjoError]:
+           exposures: Sequence[tuple[str, datetime | None]], *,
+           clamp: bool = False) -> list[bool | CjoError]:
     """Per (decision id, expose time or None for now), in order: whether the decision had
     been exposed before (a repeat, also within the call), or NOT_FOUND (DECISION_NOT_FOUND).
     A decision without an action (NO_ACTION) has nothing to expose: it is left as it is. An
-    exposure time before the decision's is INVALID_ARGUMENT (``expose_time``)."""
+    exposure time before the decision's is INVALID_ARGUMENT (``expose_time``); with ``clamp``
+    (a fact forwarded by delivery, whose clock may differ a little) it is the decision's
+    time instead."""
     now = uow.now()
     rows = log.for_exposure(uow.session, workspace_id, {d for d, _ in exposures})
     windows: dict[str, timedelta] = {}
@@ -44,6 +47,8 @@ def expose(uow: UnitOfWork, workspace_id: str,
             answers.append(True)
             continue
         at = when or now
+        if clamp:
+            at = max(at, row["decide_time"])
         if at < row["decide_time"]:
             answers.append(InvalidArgument.one(
                 "expose_time", f"must not be before the decision ({row['decide_time']})"))

@@ -53,9 +53,10 @@ def record_message_facts(uow: UnitOfWork, workspace_id: str,
     sent: list[tuple[str, datetime | None]] = [
         (f.decision_id, f.occur_time) for f in taken if f.kind == SENT and f.decision_id]
     if sent:
-        # The path RecordExposures takes: a decision is exposed once, its budget counted once;
-        # a decision this workspace does not have is no fault of the message (ignored).
-        exposures.expose(uow, workspace_id, sent)
+        # The path RecordExposures takes: a decision is exposed once; a decision this
+        # workspace does not have is no fault of the message (ignored). A send time off by
+        # the services' clock skew is moved up to the decision's time, not refused.
+        exposures.expose(uow, workspace_id, sent, clamp=True)
     engaged = [f for f in taken if f.kind in (OPENED, CLICKED) and f.profile_id]
     if engaged:
         # An engagement of a merged-away id counts for its survivor.
