@@ -87,7 +87,8 @@ async def test_a_conversion_inside_the_window_forwarded_late_still_rewards(
     async with running(backend, clock) as d:
         await d.point("home", "order_completed", window=HOUR)
         # "old" lapsed long ago: once it is learned, a round ran with the clock below.
-        await d.decided("old", "home", "p0", "a")
+        # (Decided before it was sent: an exposure is never earlier than its decision.)
+        await d.decided("old", "home", "p0", "a", decide_time=START - 3 * HOUR)
         await d.decided("late", "home", "p1", "a")
         await d.decided("after", "home", "p2", "a")
         await d.facts(sent("m0", "old", START - 2 * HOUR, "p0"), sent("m1", "late", START),
