@@ -1,12 +1,16 @@
-"""AIP-158 pagination: validated page sizes and opaque page tokens holding a keyset cursor."""
+"""AIP-158 pagination: validated page sizes and opaque page tokens holding a keyset cursor;
+and the key of a resource name (AIP-122), shared by every service's API edge."""
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+import re
+from typing import Any, TypeVar
 
 from cjo_platform.errors import InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -36,6 +40,33 @@ def decode_token(token: str, field: str = "page_token") -> dict[str, Any] | None
     if not isinstance(cursor, dict) or _holds_nul(cursor):
         raise InvalidArgument.one(field, "is not a token returned by this method")
     return cursor
+
+
+def cursor_value(token: str, name: str, kind: type[T], field: str = "page_token") -> T | None:
+    """The ``name`` entry of a token :func:`next_page_token` made (None for the first page);
+    INVALID_ARGUMENT naming ``field`` for a token this method did not return."""
+    cursor = decode_token(token, field)
+    if cursor is None:
+        return None
+    value = cursor.get(name)
+    if not isinstance(value, kind):
+        raise InvalidArgument.one(field, "is not a token returned by this method")
+    return value
+
+
+def next_page_token(name: str, after: object | None) -> str:
+    """The token of the page after ``after`` (a JSON value); "" when there is none."""
+    return "" if after is None else encode_token({name: after})
+
+
+def key_from_name(name: str, prefix: str, pattern: re.Pattern[str],
+                  field_path: str = "name") -> str:
+    """``{prefix}{key}`` -> key, the key matching ``pattern``; INVALID_ARGUMENT naming
+    ``field_path`` otherwise (a malformed name is the caller's mistake, not an unknown one)."""
+    key = name.removeprefix(prefix)
+    if not name.startswith(prefix) or pattern.fullmatch(key) is None:
+        raise InvalidArgument.one(field_path, f"must be {prefix}{{key}}")
+    return key
 
 
 def _holds_nul(value: Any) -> bool:

@@ -236,3 +236,18 @@ async def test_sms_content_is_checked_per_channel(sqlite_backend: Backend) -> No
                     action_pb2.ActionContent(channel=SMS, content_key="gone")]),
                 update_mask=field_mask_pb2.FieldMask(paths=["contents"])), metadata=A)
         assert refused(info)[1] == "CONTENT_NOT_FOUND"
+
+
+@pytest.mark.parametrize("call", [
+    lambda stub: stub.GetAction(pb.GetActionRequest(name="actions/Spring 10"), metadata=A),
+    lambda stub: stub.GetDecisionPoint(pb.GetDecisionPointRequest(
+        name="decisionPoints/home/x"), metadata=A),
+    lambda stub: stub.GetDecision(pb.GetDecisionRequest(name="decisions/a b"), metadata=A),
+])
+async def test_a_malformed_name_is_invalid_not_unknown(sqlite_backend: Backend,
+                                                       call: object) -> None:
+    async with decisioning_service(sqlite_backend) as services:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(services.decisioning)  # type: ignore[operator]
+        code, _, fields = refused(info)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "name" in fields

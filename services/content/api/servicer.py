@@ -29,7 +29,7 @@ from cjo_content.service_layer import content_items, settings, snippets, version
 from cjo_content.service_layer.rendering import Renderer
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import CjoError, InvalidArgument
-from cjo_platform.paging import decode_token, encode_token, page_size
+from cjo_platform.paging import cursor_value, next_page_token, page_size
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
 from cjo_platform.rpc.idempotent import once
@@ -38,7 +38,6 @@ SERVICE = "cjo.content.v1.ContentService"
 DOMAIN = "content.cjo"
 
 R = TypeVar("R", bound=Message)
-T = TypeVar("T")
 
 
 def _within(prefix: str, work: Callable[[UnitOfWork], R]) -> Callable[[UnitOfWork], R]:
@@ -50,20 +49,6 @@ def _within(prefix: str, work: Callable[[UnitOfWork], R]) -> Callable[[UnitOfWor
         except InvalidArgument as exc:
             raise exc.within(prefix) from None
     return run
-
-
-def _cursor(token: str, name: str, kind: type[T]) -> T | None:
-    cursor = decode_token(token)
-    if cursor is None:
-        return None
-    value = cursor.get(name)
-    if not isinstance(value, kind):
-        raise InvalidArgument.one("page_token", "is not a token returned by this method")
-    return value
-
-
-def _token(name: str, after: object | None) -> str:
-    return "" if after is None else encode_token({name: after})
 
 
 class ContentServicer(pb_grpc.ContentServiceServicer):
@@ -94,12 +79,12 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                                context: grpc.aio.ServicerContext,
                                ) -> pb.ListContentItemsResponse:
         size = page_size(request.page_size)
-        after = _cursor(request.page_token, "after", str)
+        after = cursor_value(request.page_token, "after", str)
         workspace = current_workspace()
         items, last = await self.transactions.run(
             lambda uow: content_items.page(uow, workspace, after, size, request.tag))
         return pb.ListContentItemsResponse(content_items=[item_to_proto(i) for i in items],
-                                           next_page_token=_token("after", last))
+                                           next_page_token=next_page_token("after", last))
 
     async def UpdateContentItem(self, request: pb.UpdateContentItemRequest,
                                 context: grpc.aio.ServicerContext,
@@ -153,13 +138,13 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                                       ) -> pb.ListContentItemVersionsResponse:
         key = key_from_name(request.parent, "parent")
         size = page_size(request.page_size)
-        before = _cursor(request.page_token, "before", int)
+        before = cursor_value(request.page_token, "before", int)
         workspace = current_workspace()
         found, last = await self.transactions.run(
             lambda uow: versions.page(uow, workspace, key, before, size))
         return pb.ListContentItemVersionsResponse(
             content_versions=[version_to_proto(v) for v in found],
-            next_page_token=_token("before", last))
+            next_page_token=next_page_token("before", last))
 
     # --- rendering -------------------------------------------------------------------------
 
@@ -219,12 +204,12 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
     async def ListSnippets(self, request: pb.ListSnippetsRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListSnippetsResponse:
         size = page_size(request.page_size)
-        after = _cursor(request.page_token, "after", str)
+        after = cursor_value(request.page_token, "after", str)
         workspace = current_workspace()
         found, last = await self.transactions.run(
             lambda uow: snippets.page(uow, workspace, after, size))
         return pb.ListSnippetsResponse(snippets=[snippet_to_proto(s) for s in found],
-                                       next_page_token=_token("after", last))
+                                       next_page_token=next_page_token("after", last))
 
     async def UpdateSnippet(self, request: pb.UpdateSnippetRequest,
                             context: grpc.aio.ServicerContext) -> pb.UpdateSnippetResponse:

@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import Enum
 
 from cjo_content.domain.locales import DEFAULT_LOCALE, is_bcp47
+from cjo_platform import paging
 from cjo_platform.errors import InvalidArgument, Violations
 
 KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
@@ -254,10 +255,7 @@ def check_key(key: str, field_path: str, problems: Violations) -> bool:
 
 def key_from_name(name: str, field_path: str = "name") -> str:
     """The key of ``contentItems/{key}``; INVALID_ARGUMENT naming ``field_path`` otherwise."""
-    key = name.removeprefix(NAME_PREFIX)
-    if not name.startswith(NAME_PREFIX) or KEY_PATTERN.fullmatch(key) is None:
-        raise InvalidArgument.one(field_path, "must be contentItems/{key}")
-    return key
+    return paging.key_from_name(name, NAME_PREFIX, KEY_PATTERN, field_path)
 
 
 def check_draft(draft: ContentDraft) -> Violations:

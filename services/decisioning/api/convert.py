@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,8 @@ from cjo.common.v1 import common_pb2
 from cjo.decisioning.v1 import action_pb2, decision_pb2, decision_point_pb2, evaluation_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo_decisioning.domain.catalogue import (
+    ACTION_KEY,
+    POINT_KEY,
     Action,
     ActionContent,
     Arbitration,
@@ -33,7 +36,7 @@ from cjo_decisioning.domain.replay import (
 )
 from cjo_decisioning.domain.reports import DecisionReport, ReportQuery
 from cjo_decisioning.service_layer.decide import Decision, DecisionContext
-from cjo_platform.errors import InvalidArgument
+from cjo_platform import paging
 from cjo_platform.protobuf import dict_to_struct, from_timestamp, struct_to_dict, to_timestamp
 
 CHANNEL_NAMES: dict[int, str] = {
@@ -62,11 +65,14 @@ _EXPOSURE_ENUMS = {"reported": decision_point_pb2.EXPOSURE_MODE_REPORTED,
                    "on_decide": decision_point_pb2.EXPOSURE_MODE_ON_DECIDE}
 
 
+# The key each resource name holds: a malformed one is INVALID_ARGUMENT, not NOT_FOUND.
+_KEYS = {"actions/": ACTION_KEY, "decisionPoints/": POINT_KEY,
+         "decisions/": re.compile(r"[A-Za-z0-9_-]{1,128}")}
+
+
 def key_from_name(name: str, prefix: str, field_path: str = "name") -> str:
     """``actions/{key}`` -> key (prefix ``actions/``)."""
-    if not name.startswith(prefix) or len(name) == len(prefix):
-        raise InvalidArgument.one(field_path, f"must be {prefix}{{key}}")
-    return name[len(prefix):]
+    return paging.key_from_name(name, prefix, _KEYS[prefix], field_path)
 
 
 def channel_name(channel: int) -> str:

@@ -58,7 +58,7 @@ from cjo_platform.limits import (
     check_id,
     describe,
 )
-from cjo_platform.paging import decode_token, encode_token, page_size
+from cjo_platform.paging import cursor_value, next_page_token, page_size
 from cjo_platform.protobuf import from_timestamp, struct_to_dict
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
@@ -83,20 +83,6 @@ def within(prefix: str, work: Callable[[UnitOfWork], R]) -> Callable[[UnitOfWork
         except InvalidArgument as exc:
             raise exc.within(prefix) from None
     return run
-
-
-def _after(token: str) -> str | None:
-    cursor = decode_token(token)
-    if cursor is None:
-        return None
-    after = cursor.get("after")
-    if not isinstance(after, str):
-        raise InvalidArgument.one("page_token", "is not a token returned by this method")
-    return after
-
-
-def _token(after: str | None) -> str:
-    return "" if after is None else encode_token({"after": after})
 
 
 class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
@@ -145,12 +131,12 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
 
     async def ListActions(self, request: pb.ListActionsRequest,
                           context: grpc.aio.ServicerContext) -> pb.ListActionsResponse:
-        size, after = page_size(request.page_size), _after(request.page_token)
+        size, after = page_size(request.page_size), cursor_value(request.page_token, "after", str)
         workspace = current_workspace()
         found, last = await self.transactions.run(
             lambda uow: catalogue.page_actions(uow, workspace, after, size))
         return pb.ListActionsResponse(actions=[action_to_proto(a) for a in found],
-                                      next_page_token=_token(last))
+                                      next_page_token=next_page_token("after", last))
 
     async def UpdateAction(self, request: pb.UpdateActionRequest,
                            context: grpc.aio.ServicerContext) -> pb.UpdateActionResponse:
@@ -202,12 +188,12 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
     async def ListDecisionPoints(self, request: pb.ListDecisionPointsRequest,
                                  context: grpc.aio.ServicerContext,
                                  ) -> pb.ListDecisionPointsResponse:
-        size, after = page_size(request.page_size), _after(request.page_token)
+        size, after = page_size(request.page_size), cursor_value(request.page_token, "after", str)
         workspace = current_workspace()
         found, last = await self.transactions.run(
             lambda uow: catalogue.page_points(uow, workspace, after, size))
         return pb.ListDecisionPointsResponse(decision_points=[point_to_proto(p) for p in found],
-                                             next_page_token=_token(last))
+                                             next_page_token=next_page_token("after", last))
 
     async def UpdateDecisionPoint(self, request: pb.UpdateDecisionPointRequest,
                                   context: grpc.aio.ServicerContext,
