@@ -65,7 +65,7 @@ def load_learning_settings(env: Env) -> LearningSettings:
         batch=env.int("CJO_DECISIONING_LEARN_BATCH", 1000, minimum=1, maximum=1000),
         lease=timedelta(seconds=env.float("CJO_DECISIONING_LEARN_LEASE_SECONDS", 60.0,
                                           minimum=1.0)),
-        # Lapsed windows are found by this poll; a reward wakes the worker at once.
+        # Closed reward windows are found by this poll.
         poll_seconds=env.float("CJO_DECISIONING_LEARN_POLL_SECONDS", 1.0, minimum=0.01),
         # A window is learned as lapsed only this long after it closed, so a conversion inside
         # it that identity forwards late (outbox polls, retries, restarts) still rewards.

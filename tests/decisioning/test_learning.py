@@ -6,6 +6,7 @@ forwarded late)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +25,8 @@ from cjo_decisioning.adapters.tables import (
     models,
     received,
 )
-from cjo_decisioning.domain.model import ActionModel
+from cjo_decisioning.domain.features import Features
+from cjo_decisioning.domain.model import ActionModel, mean_propensities
 from cjo_decisioning.service_layer import learning
 from cjo_platform.clock import ManualClock
 from support import Backend, eventually
@@ -33,27 +35,46 @@ HOUR = timedelta(hours=1)
 GRACE = timedelta(minutes=5)  # CJO_DECISIONING_REWARD_GRACE_SECONDS' default
 
 
-async def test_a_reward_is_learned_at_once_and_the_model_grows(backend: Backend) -> None:
-    # An hour between polls: only the wake-up after the reward's commit can learn it in time.
-    async with running(backend, CJO_DECISIONING_LEARN_POLL_SECONDS="3600") as d:
-        await d.point("home", "order_completed")
-        await d.decided("d1", "home", "p1", "a", features={"i": [0, 7], "v": [1.0, 1.0]})
-        await d.facts(sent("m1", "d1", START))
+async def test_a_reward_is_learned_with_its_window_s_failures_once_the_window_closes(
+        backend: Backend) -> None:
+    """Rewards are known at once, failures only when the window closes: learning the rewards
+    first feeds the sequential Laplace update one-sided batches that it does not compose (the
+    benchmark's bandit collapsed onto one action). A reward is learned when its window closes,
+    with the failures beside it, and the model's rate lands near what was observed."""
+    clock = ManualClock(START)
+    async with running(backend, clock) as d:
+        await d.point("home", "order_completed", window=2 * HOUR)
+        for i in range(40):
+            await d.decided(f"d{i}", "home", f"p{i}", "a",
+                            features={"i": [0, 7], "v": [1.0, 1.0]})
+        await d.facts(*(sent(f"m{i}", f"d{i}", START, f"p{i}") for i in range(40)))
         assert await d.model("home", "a") is None  # an exposure alone teaches nothing
-        await d.events(track("e1", "p1", "order_completed", START + HOUR))
+        await d.events(*(track(f"e{i}", f"p{i}", "order_completed", START + HOUR)
+                         for i in range(4)))
+        assert (await d.decision("d0")).outcome == REWARDED
+        clock.advance(HOUR)  # the rewards are in, the window still open: nothing learned
+        await asyncio.sleep(0.2)  # a few of the learner's 0.05 s polls
+        assert await d.model("home", "a") is None
+        assert not (await d.decision("d0")).learned
+
+        clock.advance(HOUR + timedelta(seconds=1))
 
         async def learned() -> bool:
-            return bool((await d.decision("d1")).learned)
+            row = await d.model("home", "a")
+            return row is not None and row.observations == 40
 
         await eventually(learned)
         row = await d.model("home", "a")
-        assert (row.version, row.observations, row.rewards) == (1, 1, 1)
+        assert (row.observations, row.rewards) == (40, 4)
+        assert (await d.decision("d0")).outcome == REWARDED
+        assert (await d.decision("d9")).outcome == NOT_REWARDED
         model = ActionModel.from_bytes(row.mean, row.precision)
         prior = ActionModel.prior(0.05)
-        # The rewarded features' weights moved up from the prior; the others stayed.
-        assert model.mean[0] > prior.mean[0] and model.mean[7] > prior.mean[7]
-        assert model.mean[8] == prior.mean[8]
-        assert (await d.decision("d1")).outcome == REWARDED
+        assert model.mean[8] == prior.mean[8]  # features never seen stay at the prior
+        # 4 of 40 converted: the model's rate for these people is near 10%, not pinned at
+        # either end as when rewards and failures were learned in separate batches.
+        [[rate]] = mean_propensities([model], [Features(np.array([0, 7]), np.array([1.0, 1.0]))])
+        assert 0.04 < rate < 0.25, rate
 
 
 async def test_a_lapsed_window_is_learned_as_a_failure_when_the_clock_says_so(
@@ -191,6 +212,7 @@ async def test_a_deleted_point_s_decisions_are_marked_learned_and_others_learn(
         await d.app.db.run(delete_point)
         clock.advance(2 * HOUR)  # d1's window lapses, its point gone
         await d.events(track("e1", "p1", "order_completed", START + HOUR))
+        clock.advance(timedelta(days=7))  # d2's window (7 days) closes: its reward is final
 
         async def both() -> bool:
             return all([(await d.decision(i)).learned for i in ("d1", "d2")])
@@ -203,13 +225,15 @@ async def test_a_deleted_point_s_decisions_are_marked_learned_and_others_learn(
 
 
 async def test_features_the_model_cannot_read_fail_their_group_alone(backend: Backend) -> None:
-    async with running(backend) as d:
+    clock = ManualClock(START)
+    async with running(backend, clock) as d:
         await d.point("home", "order_completed")
         await d.decided("bad", "home", "p1", "a", features={"i": [0, 1 << 40], "v": [1.0, 1.0]})
         await d.decided("good", "home", "p2", "b")
         await d.facts(sent("m1", "bad", START), sent("m2", "good", START, "p2"))
         await d.events(track("e1", "p1", "order_completed", START + HOUR),
                        track("e2", "p2", "order_completed", START + HOUR))
+        clock.advance(timedelta(days=7, seconds=1))  # the windows close: the rewards are final
 
         async def both() -> bool:
             return all([(await d.decision(i)).learned for i in ("bad", "good")])

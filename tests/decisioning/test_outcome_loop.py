@@ -6,6 +6,7 @@ Nothing is called by hand between the services."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -59,7 +60,7 @@ async def test_a_sent_decision_is_exposed_rewarded_and_learned(backend: Backend)
     decisioning = build_decisioning(
         settings_for("decisioning", backend, CJO_DECISIONING_PORT=str(decisioning_port),
                      CJO_CONTENT_TARGET=nowhere, CJO_IDENTITY_TARGET=nowhere),
-        Env({"CJO_DECISIONING_LEARN_POLL_SECONDS": "0.05"}), ManualClock())
+        Env({"CJO_DECISIONING_LEARN_POLL_SECONDS": "0.05"}), decisioning_clock := ManualClock())
     identity = build_identity(
         settings_for("identity", backend, CJO_ORCHESTRATION_TARGET=nowhere,
                      CJO_ANALYTICS_TARGET=nowhere, CJO_DECISIONING_TARGET=decisioning_target),
@@ -119,6 +120,8 @@ async def test_a_sent_decision_is_exposed_rewarded_and_learned(backend: Backend)
         await people.IngestEvents(identity_pb.IngestEventsRequest(events=[order]),
                                   metadata=acme)
         await eventually(lambda: _is(outcome(), REWARDED))
+        # A reward is learned once its window (7 days) closes, with the window's failures.
+        decisioning_clock.advance(timedelta(days=7, seconds=1))
 
         def learned() -> tuple[int, int, int] | None:
             with decisioning.db.transaction() as session:

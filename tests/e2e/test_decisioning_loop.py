@@ -7,10 +7,10 @@ offer, exit". Two people sign up:
 
 - each gets the email of the action decisioning chose, and delivery's message carries the
   decision id; once the email is sent the decision is EXPOSED;
-- Ada buys (through identity, as any backend would send it): her decision is REWARDED, the
-  report counts the reward, and the model learned: deciding for her again gives the rewarded
-  action a higher propensity than the prior it was chosen with;
-- Bob does not: when his hour lapses his decision is NOT_REWARDED.
+- Ada buys (through identity, as any backend would send it): her decision is REWARDED;
+- Bob does not: when his hour lapses his decision is NOT_REWARDED; the windows closed, the
+  report counts the reward and the model learned: deciding for Ada again gives the rewarded
+  action a higher propensity than the prior it was chosen with.
 
 Workspace ``globex`` runs the same set-up with the same keys and the same user ids in the same
 processes; acme's purchase rewards nothing of globex's, and neither sees the other's decisions.
@@ -242,8 +242,20 @@ async def test_decisions_learn_from_exposures_and_purchases(backend: Backend,
         assert isinstance(report, dict)
         assert report[won].exposures >= 1 and report[won].rewards == 0
 
-        # ... and the model learned it: deciding for Ada again, the action she bought from has
-        # a higher propensity than the prior it was chosen with.
+        # Bob's hour lapses without a (matching) purchase: a failure. (A window is final a grace
+        # after it closed, for rewards forwarded late.)
+        suite.advance(WINDOW + GRACE + timedelta(minutes=5))
+        bob = decisions[("acme", "bob")]
+        await eventually(lambda: acme.outcome(bob.decision_id, NOT_REWARDED), timeout=60)
+        assert (await acme.decision(ada.decision_id)).outcome == REWARDED
+        # The windows closed: the report counts Ada's reward on the chosen action.
+        report = await eventually(lambda: _rewarded_in(acme, won), timeout=60)
+        assert isinstance(report, dict)
+        assert report[won].posterior_mean > 1 / 3 and report[won].pending == 0
+
+        # ... and the model learned it (outcomes are learned once their window is final, rewards
+        # and failures together, as the model's update needs): deciding for Ada again, the
+        # action she bought from has a higher propensity than the prior it was chosen with.
         async def learned() -> float | None:
             again = (await acme.decisioning.Decide(dec_pb.DecideRequest(
                 decision_point="decisionPoints/welcome_offer", profile_id=acme.profiles["ada"],
@@ -255,17 +267,6 @@ async def test_decisions_learn_from_exposures_and_purchases(backend: Backend,
         # Each look is a new decision: look twice a second, not twenty times.
         await eventually(learned, timeout=60, interval=0.5)
         assert abs(ada.actions[0].propensity - PRIOR) < 0.02  # chosen while the model knew nothing
-
-        # Bob's hour lapses without a (matching) purchase: a failure, learned too.
-        # (A window is learned as lapsed after a grace for rewards forwarded late.)
-        suite.advance(WINDOW + GRACE + timedelta(minutes=5))
-        bob = decisions[("acme", "bob")]
-        await eventually(lambda: acme.outcome(bob.decision_id, NOT_REWARDED), timeout=60)
-        assert (await acme.decision(ada.decision_id)).outcome == REWARDED
-        # The windows closed: the report counts Ada's reward on the chosen action.
-        report = await eventually(lambda: _rewarded_in(acme, won), timeout=60)
-        assert isinstance(report, dict)
-        assert report[won].posterior_mean > 1 / 3 and report[won].pending == 0
 
         # The other workspace noticed nothing: its Ada's decision lapsed unrewarded, its report
         # holds its own decision only, and acme's decisions do not exist for it.

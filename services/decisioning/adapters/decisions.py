@@ -33,7 +33,9 @@ def replays(session: Session, workspace_id: str, point: str,
         return {}
     rows = session.execute(select(*_COLUMNS).where(
         _d.c.workspace_id == workspace_id, _d.c.decision_point == point,
-        _d.c.request_id.in_(sorted(set(request_ids))))).mappings()
+        # Repeats the partial index's own condition, without which neither database may use
+        # ux_decisions_request (SQLite then read every decision of the point on each call).
+        _d.c.request_id != "", _d.c.request_id.in_(sorted(set(request_ids))))).mappings()
     found: dict[str, RowMapping] = {}
     for row in rows:
         found.setdefault(row["request_id"], row)

@@ -142,8 +142,12 @@ def erase_people(session: Session, workspace_id: str, profile_ids: Iterable[str]
 
 def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[str],
                    point_keys: Iterable[str]) -> list[OpenDecision]:
-    """The exposed (not yet rewarded or lapsed) decisions of ``profile_ids`` at the points."""
-    profiles, keys = sorted(set(profile_ids)), sorted(set(point_keys))
+    """The exposed (not yet rewarded or lapsed) decisions of ``profile_ids`` at the points.
+
+    Selected by person only (ix_decisions_profile_outcome) and filtered by point here: with the
+    points in the WHERE clause SQLite planned the query on the point's time index and read
+    every decision the point ever logged on each call; a person has few open decisions."""
+    profiles, keys = sorted(set(profile_ids)), set(point_keys)
     if not profiles or not keys:
         return []
     return [OpenDecision(r.decision_id, r.decision_point, r.profile_id, r.action,
@@ -152,8 +156,8 @@ def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[st
                 select(d.decision_id, d.decision_point, d.profile_id, d.action, d.expose_time,
                        d.reward_deadline)
                 .where(d.workspace_id == workspace_id, one_of(session, d.profile_id, profiles),
-                       d.outcome == EXPOSED, d.learned == false(),
-                       one_of(session, d.decision_point, keys)))]
+                       d.outcome == EXPOSED, d.learned == false()))
+            if r.decision_point in keys]
 
 
 def reward(session: Session, workspace_id: str, rewarded: Sequence[Rewarded]) -> int:
@@ -194,12 +198,19 @@ class Claimed:
 
 
 def _learnable(now: datetime, grace: timedelta) -> Any:
-    # A window counts as lapsed only ``grace`` after its deadline: a conversion inside the
-    # window reaches us through identity's outbox forwarder (polls, retries, restarts), and a
-    # decision learned as NOT_REWARDED can never be rewarded after. The grace does not widen
-    # the window: a reward's own event time must still fall inside it (domain.outcomes).
-    return and_(d.learned == false(), or_(
-        d.outcome == REWARDED, and_(d.outcome == EXPOSED, d.reward_deadline < now - grace)))
+    """Decisions whose window closed ``grace`` ago and that are not learned yet, rewarded or not.
+
+    A reward is known as soon as it arrives but a failure only when the window closes; learning
+    rewards at once and failures a window later fed the model one-sided batches, which the
+    sequential Laplace update does not compose: a 5% action read 0.97 after its rewards and
+    0.0025 after its failures, and the benchmark's bandit collapsed onto one action (40% of
+    the oracle instead of 87%). So every decision teaches the model once its outcome is final,
+    in batches that mix rewards and failures as they happened. The grace: a conversion inside
+    the window reaches us through identity's outbox forwarder (polls, retries, restarts), and a
+    decision learned as NOT_REWARDED can never be rewarded after; it does not widen the window
+    (a reward's own event time must fall inside it, domain.outcomes)."""
+    return and_(d.learned == false(), d.outcome.in_((REWARDED, EXPOSED)),
+                d.reward_deadline < now - grace)
 
 
 def count_learnable(session: Session, now: datetime, grace: timedelta = timedelta(0)) -> int:

@@ -1,5 +1,5 @@
-"""The learning worker: rounds of service_layer.learning, woken right after a reward commits
-on this replica, else every ``poll_seconds`` (lapsed windows are found by the poll)."""
+"""The learning worker: rounds of service_layer.learning every ``poll_seconds``, each learning
+the decisions whose reward window has closed."""
 
 from __future__ import annotations
 
