@@ -33,6 +33,7 @@ from support import Backend, eventually
 
 HOUR = timedelta(hours=1)
 GRACE = timedelta(minutes=5)  # CJO_DECISIONING_REWARD_GRACE_SECONDS' default
+# Outcomes are learned once their window closed GRACE ago (rewards with their failures).
 
 
 async def test_a_reward_is_learned_with_its_window_s_failures_once_the_window_closes(
@@ -57,7 +58,7 @@ async def test_a_reward_is_learned_with_its_window_s_failures_once_the_window_cl
         assert await d.model("home", "a") is None
         assert not (await d.decision("d0")).learned
 
-        clock.advance(HOUR + timedelta(seconds=1))
+        clock.advance(HOUR + GRACE + timedelta(seconds=1))
 
         async def learned() -> bool:
             row = await d.model("home", "a")
@@ -157,6 +158,7 @@ async def test_a_transient_database_error_leaves_the_decisions_to_a_later_round(
         await d.decided("d1", "home", "p1", "a")
         await d.facts(sent("m1", "d1", START))
         await d.events(track("e1", "p1", "order_completed", START + HOUR))
+        clock.advance(timedelta(days=7) + GRACE + timedelta(seconds=1))
         await eventually(lambda: failures)
         clock.advance(timedelta(seconds=2))  # the failed round's lease runs out
 
@@ -184,6 +186,7 @@ async def test_a_point_deleted_and_created_again_starts_afresh(backend: Backend)
         # The new point's reward event rewards its own decision, not the old point's.
         await d.events(track("e1", "p1", "order_completed", START + timedelta(minutes=5)),
                        track("e2", "p2", "order_completed", START + timedelta(minutes=5)))
+        clock.advance(HOUR + GRACE + timedelta(seconds=1))
 
         async def new_learned() -> bool:
             return bool((await d.decision("new")).learned)
@@ -212,7 +215,7 @@ async def test_a_deleted_point_s_decisions_are_marked_learned_and_others_learn(
         await d.app.db.run(delete_point)
         clock.advance(2 * HOUR)  # d1's window lapses, its point gone
         await d.events(track("e1", "p1", "order_completed", START + HOUR))
-        clock.advance(timedelta(days=7))  # d2's window (7 days) closes: its reward is final
+        clock.advance(timedelta(days=7) + GRACE + timedelta(seconds=1))
 
         async def both() -> bool:
             return all([(await d.decision(i)).learned for i in ("d1", "d2")])
@@ -233,7 +236,7 @@ async def test_features_the_model_cannot_read_fail_their_group_alone(backend: Ba
         await d.facts(sent("m1", "bad", START), sent("m2", "good", START, "p2"))
         await d.events(track("e1", "p1", "order_completed", START + HOUR),
                        track("e2", "p2", "order_completed", START + HOUR))
-        clock.advance(timedelta(days=7, seconds=1))  # the windows close: the rewards are final
+        clock.advance(timedelta(days=7) + GRACE + timedelta(seconds=1))
 
         async def both() -> bool:
             return all([(await d.decision(i)).learned for i in ("bad", "good")])

@@ -121,7 +121,7 @@ async def test_a_sent_decision_is_exposed_rewarded_and_learned(backend: Backend)
                                   metadata=acme)
         await eventually(lambda: _is(outcome(), REWARDED))
         # A reward is learned once its window (7 days) closes, with the window's failures.
-        decisioning_clock.advance(timedelta(days=7, seconds=1))
+        decisioning_clock.advance(timedelta(days=7, minutes=6))  # + the 5-minute grace
 
         def learned() -> tuple[int, int, int] | None:
             with decisioning.db.transaction() as session:
