@@ -42,8 +42,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     servicer = DecisioningServicer(
         storage.transactions, ContentCatalog(settings, timeout), ProfileBook(settings, timeout),
         Engine(new_id, seed=engine.seed, draws=engine.draws,
-               model_refresh_seconds=engine.model_refresh_seconds),
-        on_reward=learner.wake)
+               model_refresh_seconds=engine.model_refresh_seconds))
     return ServiceApp(
         settings=settings,
         db=storage.db,

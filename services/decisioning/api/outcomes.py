@@ -3,7 +3,6 @@ RecordMessageFacts (service-only: identity's and delivery's forwarders) and GetS
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 
 import grpc
@@ -73,10 +72,9 @@ def track_event(forwarded: orchestration_pb.ForwardedEvent) -> TrackEvent:
 
 
 class OutcomeRpcs:
-    """Needs ``transactions`` and ``on_reward`` (wakes this replica's learning worker)."""
+    """Needs ``transactions``."""
 
     transactions: Transactions
-    on_reward: Callable[[], None]
 
     async def RecordMessageFacts(self, request: pb.RecordMessageFactsRequest,
                                  context: grpc.aio.ServicerContext
@@ -98,7 +96,7 @@ class OutcomeRpcs:
         if parsed:
             workspace = current_workspace()
             duplicates = await self.transactions.run(lambda uow: outcomes.record_events(
-                uow, workspace, [event for _, event in parsed], self.on_reward))
+                uow, workspace, [event for _, event in parsed]))
             for (index, _), duplicate in zip(parsed, duplicates, strict=True):
                 answer.results[index].duplicate = duplicate
         return pb.RecordEventsResponse(results=answer.results)

@@ -90,11 +90,8 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
     use-case in ``self.transactions`` (``once`` for mutating ones), convert."""
 
     def __init__(self, transactions: Transactions, content: ContentCatalog,
-                 profiles: ProfileBook, engine: Engine,
-                 on_reward: Callable[[], None] = lambda: None) -> None:
+                 profiles: ProfileBook, engine: Engine) -> None:
         self.transactions = transactions
-        # Called after a reward committed: wakes this replica's learning worker.
-        self.on_reward = on_reward
         self.content = content
         self.profiles = profiles
         self.engine = engine

@@ -15,7 +15,7 @@ a lost acknowledgement is taken once and answered as a duplicate."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -68,10 +68,10 @@ def record_message_facts(uow: UnitOfWork, workspace_id: str,
     return [not new for new in fresh]
 
 
-def record_events(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent],
-                  on_reward: Callable[[], None] = lambda: None) -> list[bool]:
-    """Take identity's events; per event, whether it was a duplicate. ``on_reward`` runs once
-    the transaction committed, when a decision was rewarded (it wakes the learning worker)."""
+def record_events(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent]
+                  ) -> list[bool]:
+    """Take identity's events; per event, whether it was a duplicate. A reward is learned with
+    its window's failures once the window is final (the learning worker's poll)."""
     fresh = _first_seen(uow, workspace_id, [f"event:{e.event_id}" for e in events])
     taken = [e for e, new in zip(events, fresh, strict=True) if new]
     now = uow.now()
@@ -91,12 +91,11 @@ def record_events(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEven
         engagement.erase(uow.session, workspace_id, ids)
     rewarding = [e for e in taken if not e.merged_profile_id and not e.erased]
     if rewarding:
-        _reward(uow, workspace_id, rewarding, on_reward)
+        _reward(uow, workspace_id, rewarding)
     return [not new for new in fresh]
 
 
-def _reward(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent],
-            on_reward: Callable[[], None]) -> None:
+def _reward(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent]) -> None:
     session = uow.session
     names = {e.name for e in events}
     points = [point for point in outcomes.workspace_points(session, workspace_id)
@@ -110,8 +109,7 @@ def _reward(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent],
         session, workspace_id, {i for ids in people.values() for i in ids},
         {point.key for point in points})
     plan = plan_rewards(events, points, open_decisions, people, _filter_holds)
-    if outcomes.reward(session, workspace_id, plan.rewarded):
-        uow.after_commit(on_reward)
+    outcomes.reward(session, workspace_id, plan.rewarded)
     outcomes.record_point_errors(session, workspace_id, plan.errors, uow.now())
 
 
