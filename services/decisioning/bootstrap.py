@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc
-from cjo_decisioning.adapters.content import ContentCatalog
 from cjo_decisioning.adapters.gauges import PROBE as QUEUES
 from cjo_decisioning.adapters.identity import ProfileBook
 from cjo_decisioning.adapters.tables import metadata
@@ -19,6 +18,7 @@ from cjo_decisioning.settings import load_decisioning_settings
 from cjo_decisioning.workers.learning import LearningWorker
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.content_catalog import ContentCatalog
 from cjo_platform.rpc.dead_letters import dead_letter_servicer
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator

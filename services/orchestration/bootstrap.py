@@ -8,7 +8,7 @@ from cjo.orchestration.v1 import orchestration_service_pb2_grpc
 from cjo_orchestration.adapters.audience import Audience
 from cjo_orchestration.adapters.erasures import erasures_forwarder
 from cjo_orchestration.adapters.gauges import PROBE as QUEUES
-from cjo_orchestration.adapters.peers import ContentCatalog, DecisioningCatalog, Peers
+from cjo_orchestration.adapters.peers import DecisioningCatalog, Peers
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.api.servicer import SERVICE, OrchestrationServicer
 from cjo_orchestration.service_layer.events import (
@@ -27,6 +27,7 @@ from cjo_orchestration.workers.steps import StepWorker
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.content_catalog import ContentCatalog
 from cjo_platform.db.signals import Signals
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.facts import facts_forwarder

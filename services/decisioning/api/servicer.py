@@ -15,7 +15,6 @@ from google.protobuf.message import Message
 from cjo.decisioning.v1 import decision_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc as pb_grpc
-from cjo_decisioning.adapters.content import ContentCatalog
 from cjo_decisioning.adapters.identity import Profile, ProfileBook
 from cjo_decisioning.api import convert
 from cjo_decisioning.api.convert import (
@@ -50,6 +49,7 @@ from cjo_decisioning.service_layer.decide import (
     profile_of,
     replayed_requests,
 )
+from cjo_platform.content_catalog import ContentCatalog
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import CjoError, InvalidArgument, Violations
 from cjo_platform.limits import (

@@ -9,7 +9,6 @@ because delivery deduplicates by the idempotency key).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -469,35 +468,3 @@ class DecisioningCatalog:
             raise FailedPrecondition(f"decisioning refused the decision point of an optimising "
                                      f"split: {exc.code().name}: {exc.details()}",
                                      reason="DECISION_POINT_REFUSED") from exc
-
-
-class ContentCatalog:
-    """Asks content which content keys exist, so publishing refuses a journey naming content
-    that is not there. When content cannot be reached, nothing is reported missing: publishing
-    must not depend on a peer being up, and a send to missing content fails visibly anyway."""
-
-    def __init__(self, settings: ServiceSettings, timeout: float) -> None:
-        self.settings = settings
-        self.timeout = timeout
-
-    async def missing(self, workspace_id: str, keys: set[str]) -> set[str]:
-        if not keys:
-            return set()
-        stub = stubs.content(channel(self.settings.peer("content")))
-        metadata = on_behalf_of(self.settings.service_token, workspace_id)
-
-        async def absent(key: str) -> bool:
-            try:
-                await stub.GetContentItem(
-                    content_service_pb2.GetContentItemRequest(name=f"contentItems/{key}"),
-                    metadata=metadata, timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:
-                    log.warning("content could not say whether an item exists", key=key,
-                                code=exc.code().name)
-                return bool(exc.code() == grpc.StatusCode.NOT_FOUND)
-            return False
-
-        ordered = sorted(keys)
-        answers = await asyncio.gather(*(absent(key) for key in ordered))
-        return {key for key, gone in zip(ordered, answers, strict=True) if gone}

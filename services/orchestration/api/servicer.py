@@ -11,7 +11,7 @@ import grpc
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
-from cjo_orchestration.adapters.peers import ContentCatalog, DecisioningCatalog
+from cjo_orchestration.adapters.peers import DecisioningCatalog
 from cjo_orchestration.api.convert import (
     OCCURRENCE_STATES_FROM_PROTO,
     enrollment_to_proto,
@@ -29,6 +29,7 @@ from cjo_orchestration.domain.names import (
 )
 from cjo_orchestration.service_layer import enrollment, events, journeys, schedules
 from cjo_orchestration.service_layer.ids import NewId
+from cjo_platform.content_catalog import ContentCatalog
 from cjo_platform.db.item_writes import write_each
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument, Violations

@@ -9,11 +9,12 @@ from datetime import datetime
 
 from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters import schedules as schedule_store
-from cjo_orchestration.adapters.peers import ContentCatalog, DecisioningCatalog
+from cjo_orchestration.adapters.peers import DecisioningCatalog
 from cjo_orchestration.domain import journeys as domain
 from cjo_orchestration.domain.decisions import split_points
 from cjo_orchestration.domain.graph import validate_for_publish, validate_shape
 from cjo_orchestration.domain.journeys import Journey, JourneyChanges, JourneyGraph
+from cjo_platform.content_catalog import ContentCatalog
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import Aborted, FieldViolation, InvalidArgument, Violations
 
@@ -68,7 +69,7 @@ async def missing_content(transactions: Transactions, catalog: ContentCatalog | 
     draft = await transactions.run(lambda uow: get(uow, workspace_id, journey_id))
     keys = {n.action.content_key for n in draft.graph.nodes
             if isinstance(n.action, domain.SendAction) and n.action.content_key}
-    return await catalog.missing(workspace_id, keys)
+    return set(await catalog.missing(workspace_id, keys))
 
 
 def _check_publishable(journey: Journey, missing_content: set[str], now: datetime) -> None:

@@ -1,4 +1,10 @@
-"""The content service, asked whether the content items an action names exist."""
+"""The content service, asked which content keys a workspace lacks: one client for every
+service that refuses to save something naming missing content (orchestration's journey
+publication, decisioning's actions).
+
+It asks GetContentItem per key, on behalf of the workspace with the service token. Saving must
+not depend on content being up: when content cannot answer, nothing is reported missing (it is
+logged), and a send of missing content fails visibly later."""
 
 from __future__ import annotations
 
@@ -16,19 +22,17 @@ log = get_logger(__name__)
 
 
 class ContentCatalog:
-    """Which content keys are missing in a workspace (GetContentItem on behalf of it, with the
-    service token). Like a journey's publication in orchestration, an action's save does not
-    depend on content being up: when content cannot answer, nothing is reported missing (it is
-    logged), and a send of missing content fails visibly later."""
+    """Which content keys are missing in a workspace."""
 
     def __init__(self, settings: ServiceSettings, timeout: float) -> None:
         self.settings = settings
         self.timeout = timeout
 
     async def missing(self, workspace_id: str, keys: Collection[str]) -> list[str]:
-        """The keys of ``keys`` content does not have, sorted."""
+        """The keys of ``keys`` content does not have, sorted (none when content cannot say)."""
         if not keys:
             return []
+        # The generated *_pb2_grpc modules carry no annotations.
         stub = content_service_pb2_grpc.ContentServiceStub(  # type: ignore[no-untyped-call]
             channel(self.settings.peer("content")))
         metadata = on_behalf_of(self.settings.service_token, workspace_id)
