@@ -89,6 +89,7 @@ def load_sender_settings(env: Env) -> SenderSettings:
         breaker_failures=env.int("CJO_DELIVERY_BREAKER_FAILURES", 5, minimum=1, maximum=1000),
         breaker_cool_down=timedelta(seconds=env.float("CJO_DELIVERY_BREAKER_COOL_DOWN_SECONDS",
                                                       30.0, minimum=0.0)),
+        forward_to_decisioning=env.bool("CJO_DELIVERY_FORWARD_TO_DECISIONING", True),
     )
 
 
@@ -149,11 +150,13 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
 
     forwarder = facts_forwarder(settings, storage.db, storage.outbox)
     events = identity_events_forwarder(settings, storage.db, storage.outbox)
-    # Exposures of decisions, opens and clicks for decisioning (rewards, send times).
+    # Exposures of decisions, opens and clicks for decisioning (rewards, send times). With
+    # CJO_DELIVERY_FORWARD_TO_DECISIONING off none is written; rows written before still drain.
     outcomes = decisioning_facts_forwarder(settings, storage.db, storage.outbox)
 
     async def record(engagement: Engagement) -> bool:
-        return await transactions.run(lambda uow: record_engagement(uow, engagement))
+        return await transactions.run(lambda uow: record_engagement(
+            uow, engagement, forward_to_decisioning=sending.forward_to_decisioning))
 
     async def send_messages() -> None:
         await sender.run()
@@ -172,7 +175,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     if tracking is not None:
         # Reports of real providers; SNS certificates are fetched with the providers' client.
         reports = ProviderReports(transactions, secret_box,
-                                  ProviderWebhooks(factory.client, clock))
+                                  ProviderWebhooks(factory.client, clock),
+                                  forward_to_decisioning=sending.forward_to_decisioning)
         listener = EngagementListener(tracking[0], record, settings.host, tracking[1],
                                       reports)
         background.append(listener.run)

@@ -1,11 +1,13 @@
 """Messages sent for a decisioning decision: the decision id is stored on the message, named on
 every fact of it, and its SENT fact goes to decisioning (a real gRPC stand-in for
 RecordMessageFacts) as the decision's exposure; a suppressed message is none. Every open and
-click goes to decisioning too, with or without a decision (send-time learning)."""
+click goes to decisioning too, with or without a decision (send-time learning), unless
+CJO_DELIVERY_FORWARD_TO_DECISIONING is off."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from html import unescape
 
 import grpc
@@ -30,7 +32,8 @@ from cjo.delivery.v1 import message_pb2
 from cjo_delivery.adapters.tables import outbox
 from cjo_delivery.bootstrap import build
 from cjo_platform.clock import ManualClock
-from cjo_platform.config import Env
+from cjo_platform.config import ConfigError, Env
+from cjo_platform.decisioning import DECISIONING_FACTS_TOPIC
 from cjo_platform.limits import MAX_ID_LENGTH
 from cjo_platform.rpc.status import OK
 from support import Backend, as_service, eventually, free_port, serving, settings_for
@@ -53,8 +56,18 @@ class DecisioningStandIn(dpb_grpc.DecisioningServiceServicer):
             dpb.RecordMessageFactResult(status=OK) for _ in request.facts])
 
 
-async def test_a_decision_s_message_is_its_exposure_and_opens_and_clicks_go_to_decisioning(
-        backend: Backend) -> None:
+@dataclass
+class Run:
+    names: list[str]  # the decided message, the suppressed decided one, one without a decision
+    decisioning: list[fact_pb2.Fact]  # what decisioning received
+    analytics: list[fact_pb2.Fact]  # what waits in the outbox for analytics
+    waiting: int  # outbox rows for decisioning still waiting
+
+
+async def send_open_and_click(backend: Backend, **env_vars: str) -> Run:
+    """Three messages sent (one suppressed), each sent email opened and clicked; returns once
+    analytics' facts of the opens and clicks are written (and, with forwarding on, decisioning
+    has its five facts)."""
     smtp_port, tracking_port = free_port(), free_port()
     decisioning = DecisioningStandIn()
     server = grpc.aio.server()
@@ -69,7 +82,7 @@ async def test_a_decision_s_message_is_its_exposure_and_opens_and_clicks_go_to_d
                     CJO_IDENTITY_TARGET=identity,
                     CJO_DECISIONING_TARGET=f"127.0.0.1:{decisioning_port}")
                 env = Env({"CJO_SMTP_PORT": str(smtp_port), "CJO_DELIVERY_POLL_SECONDS": "0.05",
-                           "CJO_DELIVERY_TRACKING_PORT": str(tracking_port)})
+                           "CJO_DELIVERY_TRACKING_PORT": str(tracking_port), **env_vars})
                 app = build(settings, env, ManualClock())
                 env.check()
                 async with serving(app) as address, grpc.aio.insecure_channel(address) as ch, \
@@ -98,19 +111,36 @@ async def test_a_decision_s_message_is_its_exposure_and_opens_and_clicks_go_to_d
                         body = email.get_body(("html",)).get_content()
                         await web.get(unescape(re.findall(r'href="([^"]+)"', body)[0]))
                         await web.get(unescape(re.findall(r'<img src="([^"]+)"', body)[0]))
-                    await eventually(lambda: len(decisioning.facts) == 5)
 
-                    def analytics_facts() -> list[fact_pb2.Fact]:
+                    def outbox_rows() -> tuple[list[fact_pb2.Fact], int]:
                         with app.db.transaction() as session:
                             rows = session.execute(select(outbox.c.payload).where(
                                 outbox.c.topic == "analytics.facts")).scalars().all()
-                        return [fact_pb2.Fact.FromString(r) for r in rows]
+                            waiting = len(session.execute(select(outbox.c.payload).where(
+                                outbox.c.topic == DECISIONING_FACTS_TOPIC)).all())
+                        return [fact_pb2.Fact.FromString(r) for r in rows], waiting
 
-                    recorded = await app.db.run(analytics_facts)
+                    async def engaged() -> bool:
+                        recorded, _ = await app.db.run(outbox_rows)
+                        return sum(f.type in (fact_pb2.FACT_TYPE_MESSAGE_OPENED,
+                                              fact_pb2.FACT_TYPE_MESSAGE_CLICKED)
+                                   for f in recorded) == 4
+
+                    await eventually(engaged)
+                    if env.bool("CJO_DELIVERY_FORWARD_TO_DECISIONING", True):
+                        await eventually(lambda: len(decisioning.facts) == 5)
+                    recorded, waiting = await app.db.run(outbox_rows)
     finally:
         await server.stop(None)
+    return Run(names, list(decisioning.facts), recorded, waiting)
+
+
+async def test_a_decision_s_message_is_its_exposure_and_opens_and_clicks_go_to_decisioning(
+        backend: Backend) -> None:
+    run = await send_open_and_click(backend)
+    names = run.names
     ids = {n: n.removeprefix("messages/") for n in names}
-    got = sorted((f.message_id, f.type, f.decision_id) for f in decisioning.facts)
+    got = sorted((f.message_id, f.type, f.decision_id) for f in run.decisioning)
     first, third = ids[names[0]], ids[names[2]]
     # The exposure is the decided message's SENT fact only: the suppressed decision's message
     # showed nothing, and a message without a decision exposes nothing.
@@ -121,8 +151,27 @@ async def test_a_decision_s_message_is_its_exposure_and_opens_and_clicks_go_to_d
         (third, fact_pb2.FACT_TYPE_MESSAGE_CLICKED, ""),
         (third, fact_pb2.FACT_TYPE_MESSAGE_OPENED, "")])
     # Analytics' facts of the decided message name the decision too.
-    assert {f.decision_id for f in recorded if f.message_id == first} == {"d-1"}
-    assert {f.decision_id for f in recorded if f.message_id == third} == {""}
+    assert {f.decision_id for f in run.analytics if f.message_id == first} == {"d-1"}
+    assert {f.decision_id for f in run.analytics if f.message_id == third} == {""}
+
+
+async def test_forwarding_to_decisioning_can_be_switched_off(backend: Backend) -> None:
+    """Where decisioning is not deployed: no exposure, open or click is queued for it (its rows
+    would wait in the outbox for good), and analytics still gets every fact."""
+    run = await send_open_and_click(backend, CJO_DELIVERY_FORWARD_TO_DECISIONING="false")
+    assert run.decisioning == []
+    assert run.waiting == 0  # none was written, rather than stuck
+    first = run.names[0].removeprefix("messages/")
+    assert {f.type for f in run.analytics if f.message_id == first} >= {
+        fact_pb2.FACT_TYPE_MESSAGE_SENT, fact_pb2.FACT_TYPE_MESSAGE_OPENED,
+        fact_pb2.FACT_TYPE_MESSAGE_CLICKED}
+
+
+def test_the_off_switch_is_validated_at_start_up(backend: Backend) -> None:
+    env = Env({"CJO_DELIVERY_FORWARD_TO_DECISIONING": "perhaps"})
+    build(settings_for("delivery", backend), env).db.dispose()
+    with pytest.raises(ConfigError, match="CJO_DELIVERY_FORWARD_TO_DECISIONING"):
+        env.check()
 
 
 @pytest.mark.parametrize("length", [MAX_ID_LENGTH + 1])

@@ -12,8 +12,10 @@ from cjo_platform.decisioning import DECISIONING_FACTS_TOPIC
 from cjo_platform.facts import FACTS_TOPIC
 
 
-def record_engagement(uow: UnitOfWork, engagement: Engagement) -> bool:
-    """False when the message does not exist (in the engagement's workspace)."""
+def record_engagement(uow: UnitOfWork, engagement: Engagement, *,
+                      forward_to_decisioning: bool = True) -> bool:
+    """False when the message does not exist (in the engagement's workspace). With
+    ``forward_to_decisioning``, opens and clicks also go to decisioning (its send times)."""
     message = engagement_store.engaged_message(uow.session, engagement)
     if message is None:
         return False
@@ -32,7 +34,7 @@ def record_engagement(uow: UnitOfWork, engagement: Engagement) -> bool:
     fact = engagement_store.fact_payload(engagement, message, now)
     if fact is not None:
         uow.publish(FACTS_TOPIC, engagement.workspace_id, [(fact, message.traceparent)])
-        if engagement_store.learns_send_times(engagement):
+        if forward_to_decisioning and engagement_store.learns_send_times(engagement):
             uow.publish(DECISIONING_FACTS_TOPIC, engagement.workspace_id,
                         [(fact, message.traceparent)])
     return True

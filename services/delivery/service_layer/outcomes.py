@@ -25,17 +25,19 @@ Change = tuple[Claim, Transition]
 
 
 async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
-                          now: datetime, breaker_resets: Sequence[BreakerKey] = ()) -> None:
+                          now: datetime, breaker_resets: Sequence[BreakerKey] = (), *,
+                          forward_to_decisioning: bool = True) -> None:
     """Write the transitions and their consequences (and zero the failure counts of the
     breakers in ``breaker_resets``: see :func:`~cjo_delivery.service_layer.breakers.
     clear_failures`).
 
     They go in a few bulk statements; only when a message of the group was claimed again
     meanwhile (this sender outlived its lease) is that transaction rolled back and the group
-    written message by message, keeping the newer sender's results."""
-    def write(record: Callable[[UnitOfWork, Sequence[Change], datetime], None],
+    written message by message, keeping the newer sender's results. With
+    ``forward_to_decisioning``, the exposures of decisions also go to decisioning."""
+    def write(record: Callable[[UnitOfWork, Sequence[Change], datetime, bool], None],
               uow: UnitOfWork) -> None:
-        record(uow, changes, now)
+        record(uow, changes, now, forward_to_decisioning)
         clear_failures(uow, breaker_resets)
 
     try:
@@ -44,12 +46,14 @@ async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
         await transactions.run(partial(write, record_each))
 
 
-def record_all(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> None:
+def record_all(uow: UnitOfWork, changes: Sequence[Change], now: datetime,
+               forward_to_decisioning: bool = True) -> None:
     repository.record_all(uow.session, changes, now)
-    _consequences(uow, changes, now)
+    _consequences(uow, changes, now, forward_to_decisioning)
 
 
-def record_each(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> None:
+def record_each(uow: UnitOfWork, changes: Sequence[Change], now: datetime,
+                forward_to_decisioning: bool = True) -> None:
     kept = []
     for claim, transition in changes:
         if repository.record(uow.session, claim, transition, now):
@@ -58,10 +62,11 @@ def record_each(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> No
             uow.after_commit(partial(  # logged once, for the attempt that committed
                 log.warning, "message was claimed again after this sender's lease ran out; "
                              "keeping the newer result", message_id=claim.message_id))
-    _consequences(uow, kept, now)
+    _consequences(uow, kept, now, forward_to_decisioning)
 
 
-def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> None:
+def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime,
+                  forward_to_decisioning: bool) -> None:
     """Suppress bounced addresses and queue the facts of recorded transitions (and the
     exposures of decisions for decisioning)."""
     facts: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
@@ -75,7 +80,7 @@ def _consequences(uow: UnitOfWork, changes: Sequence[Change], now: datetime) -> 
                             f"bounced: {transition.error}"))
         built = fact_payloads(claim, transition.status, now)
         facts[claim.workspace_id].extend((payload, claim.traceparent) for payload in built)
-        if built and exposes_decision(claim, transition.status):
+        if forward_to_decisioning and built and exposes_decision(claim, transition.status):
             exposures[claim.workspace_id].append((built[0], claim.traceparent))
     repository.suppress(uow.session, bounces, now)
     for workspace_id, payloads in facts.items():

@@ -35,14 +35,16 @@ class Answer:
 
 
 def record_provider_events(uow: UnitOfWork, workspace_id: str,
-                           events: Sequence[ProviderEvent]) -> int:
+                           events: Sequence[ProviderEvent], *,
+                           forward_to_decisioning: bool = True) -> int:
     """Records the events whose message exists; how many did."""
     found = webhook_store.resolve(uow.session, workspace_id, [e.ref for e in events])
     recorded = 0
     for e in events:
         message_id = found.get(e.ref)
         if message_id is not None and record_engagement(
-                uow, Engagement(e.kind, workspace_id, message_id, url=e.url, reason=e.reason)):
+                uow, Engagement(e.kind, workspace_id, message_id, url=e.url, reason=e.reason),
+                forward_to_decisioning=forward_to_decisioning):
             recorded += 1
     return recorded
 
@@ -51,8 +53,9 @@ class ProviderReports:
     """What the engagement listener hands a provider's report to."""
 
     def __init__(self, transactions: Transactions, secret_box: SecretBox,
-                 webhooks: ProviderWebhooks) -> None:
+                 webhooks: ProviderWebhooks, *, forward_to_decisioning: bool = True) -> None:
         self.transactions = transactions
+        self.forward_to_decisioning = forward_to_decisioning
         self.secret_box = secret_box
         self.webhooks = webhooks
 
@@ -82,7 +85,9 @@ class ProviderReports:
     async def record(self, workspace_id: str, events: Sequence[ProviderEvent],
                      where: dict[str, str]) -> Answer:
         recorded = await self.transactions.run(
-            lambda uow: record_provider_events(uow, workspace_id, events)) if events else 0
+            lambda uow: record_provider_events(
+                uow, workspace_id, events,
+                forward_to_decisioning=self.forward_to_decisioning)) if events else 0
         if recorded < len(events):
             log.info("provider report about unknown messages ignored",
                      events=len(events), recorded=recorded, **where)

@@ -99,6 +99,8 @@ class SenderSettings:
     retry: RetryPolicy = field(default_factory=lambda: MESSAGE_RETRY)
     breaker_failures: int = 5
     breaker_cool_down: timedelta = timedelta(seconds=30)
+    # Exposures of decisions for decisioning (CJO_DELIVERY_FORWARD_TO_DECISIONING).
+    forward_to_decisioning: bool = True
 
 
 @dataclass(frozen=True)
@@ -341,7 +343,8 @@ class SendRound:
         resets = self.breakers.take_resets()
         for delay in (*_RECORD_RETRY_DELAYS, None):
             try:
-                await record_outcomes(self.transactions, changes, now, resets)
+                await record_outcomes(self.transactions, changes, now, resets,
+                                      forward_to_decisioning=self.settings.forward_to_decisioning)
             except Exception as exc:
                 if delay is None:
                     raise
