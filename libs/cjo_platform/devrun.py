@@ -157,6 +157,12 @@ async def supervise() -> int:
         "CJO_SMTP_PORT": str(MAIL_PORT),
         "PYTHONUNBUFFERED": "1",
     }
+    if not os.environ.get("CJO_CONSOLE_SECRET", "").strip():
+        # Development only: a new one each `make run`, so console sign-ins last as long as
+        # this run. Set CJO_CONSOLE_SECRET to keep them across runs.
+        env["CJO_CONSOLE_SECRET"] = secrets.token_urlsafe(32)
+        say("console", "CJO_CONSOLE_SECRET is unset: sealing sessions under a development "
+            "secret generated for this run (sign-ins end when it stops)")
     procs: dict[str, asyncio.subprocess.Process] = {}
     pumps = []
     # The console only calls the services, so it can start with them; it is waited for apart,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from cjo_client import Endpoints
+from cjo_console.domain.sessions import MIN_SECRET_CHARS
 from cjo_platform.config import DEFAULT_PORTS, HTTP_PORTS, Env
 
 
@@ -15,7 +16,10 @@ class ConsoleSettings:
     host: str
     port: int
     endpoints: Endpoints
+    # The secrets sessions are sealed under: the first seals, every one opens (rotation).
+    session_secrets: tuple[str, ...]
     session_lifetime: timedelta
+    session_idle_timeout: timedelta
     # Secure cookies need HTTPS: true behind an Ingress with TLS; `make run` serves plain HTTP.
     secure_cookies: bool
     refresh_seconds: float  # how often a journey's graph asks for fresh counts
@@ -34,12 +38,27 @@ def load(environ: Mapping[str, str] | None = None) -> ConsoleSettings:
                        maximum=65535)
         return f"127.0.0.1:{port}"
 
+    secret = env.environ.get("CJO_CONSOLE_SECRET", "").strip()
+    if not secret:
+        env.errors.append("CJO_CONSOLE_SECRET is required: the secret every console replica "
+                          "seals sessions under (`make run` generates one; in Kubernetes it "
+                          "is key console-secret of the Secret cjo-secrets)")
+    previous = tuple(s.strip() for s in env.environ.get("CJO_CONSOLE_PREVIOUS_SECRETS", "")
+                     .split(",") if s.strip())
+    for name, value in (("CJO_CONSOLE_SECRET", secret),
+                        *(("CJO_CONSOLE_PREVIOUS_SECRETS", p) for p in previous)):
+        if value and len(value) < MIN_SECRET_CHARS:
+            env.errors.append(f"{name}: each secret needs at least {MIN_SECRET_CHARS} "
+                              "characters (e.g. `openssl rand -base64 32`)")
     settings = ConsoleSettings(
         host=env.str("CJO_HOST", "127.0.0.1"),
         port=env.int("CJO_CONSOLE_PORT", HTTP_PORTS["console"], minimum=0, maximum=65535),
         endpoints=Endpoints({name: target(name) for name in DEFAULT_PORTS}),
+        session_secrets=(secret, *previous),
         session_lifetime=timedelta(hours=env.float("CJO_CONSOLE_SESSION_HOURS", 8.0,
                                                    minimum=0.01)),
+        session_idle_timeout=timedelta(minutes=env.float("CJO_CONSOLE_IDLE_MINUTES", 30.0,
+                                                         minimum=0.01)),
         secure_cookies=env.bool("CJO_CONSOLE_SECURE_COOKIES", False),
         refresh_seconds=env.float("CJO_CONSOLE_REFRESH_SECONDS", 3.0, minimum=0.5),
         log_format=env.choice("CJO_LOG_FORMAT", "auto", ("auto", "json", "console")),

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import journey_pb2, orchestration_service_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
+from cjo_console.domain.sessions import SessionSealer
 from cjo_platform.protobuf import dict_to_struct
 from suite import Suite, running_suite
 from support import SERVICE_TOKEN, Backend, bearer, eventually, free_port
@@ -35,6 +38,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
 FAST = {"CJO_ORCHESTRATION_POLL_SECONDS": "0.1", "CJO_DELIVERY_POLL_SECONDS": "0.1"}
 EXPECT_MS = 30_000
+COOKIE = "cjo_console_session"
+SECRET = "console-test-secret-0123456789abcdefghij"
+ROTATED = "console-rotated-secret-0123456789abcdefgh"
 
 JOURNEY = journey_pb2.Journey(
     display_name="Welcome new sign-ups",
@@ -58,28 +64,52 @@ def signed_up(user: str, email: str, name: str) -> event_pb2.Event:
         traits=dict_to_struct({"email": email, "first_name": name}), source="web")
 
 
-@asynccontextmanager
-async def console(suite: Suite) -> AsyncIterator[str]:
-    """The console as its own process (as `make run` and Kubernetes run it) on the suite."""
-    port = free_port()
-    env = {**suite.env, "CJO_CONSOLE_PORT": str(port), "CJO_CONSOLE_REFRESH_SECONDS": "0.5"}
-    log = (suite.logs / "console.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "cjo_console"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
+@dataclass
+class Console:
+    """One console process (as `make run` and Kubernetes run it) on the suite, on a port of its
+    own that a restart keeps."""
+
+    suite: Suite
+    secrets: tuple[str, ...] = (SECRET,)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        env = {**self.suite.env, "CJO_CONSOLE_PORT": str(self.port),
+               "CJO_CONSOLE_REFRESH_SECONDS": "0.5", "CJO_CONSOLE_SECRET": self.secrets[0],
+               "CJO_CONSOLE_PREVIOUS_SECRETS": ",".join(self.secrets[1:])}
+        log_path = self.suite.logs / f"console-{self.port}.log"
+        with log_path.open("ab") as log:
+            proc = self.proc = subprocess.Popen([sys.executable, "-m", "cjo_console"], env=env,
+                                                stdout=log, stderr=subprocess.STDOUT)
         async with httpx.AsyncClient() as client:
             async def up() -> bool:
-                assert proc.poll() is None, (suite.logs / "console.log").read_text()
+                assert proc.poll() is None, log_path.read_text()
                 try:
-                    return (await client.get(f"{url}/healthz")).status_code == 200
+                    return (await client.get(f"{self.url}/healthz")).status_code == 200
                 except httpx.TransportError:
                     return False
             await eventually(up, timeout=30)
-        yield url
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            await asyncio.to_thread(self.proc.wait, 10)
+
+
+@asynccontextmanager
+async def consoles(suite: Suite, count: int) -> AsyncIterator[list[Console]]:
+    """``count`` console replicas sharing one secret, with no affinity of any kind."""
+    started = [Console(suite) for _ in range(count)]
+    try:
+        await asyncio.gather(*(c.start() for c in started))
+        yield started
     finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 10)
+        await asyncio.gather(*(c.stop() for c in started))
 
 
 async def set_up(suite: Suite) -> tuple[str, str]:
@@ -148,13 +178,83 @@ async def forms_refuse_forged_and_unsigned_requests(url: str, key: str, journey_
         for path, heading in (("/experiments", "Experiments"), ("/decisions", "Decision points")):
             reply = await client.get(path)
             assert reply.status_code == 200 and f"<h1>{heading}</h1>" in reply.text
-        # Signing out ends the session on the server: the old cookie opens nothing.
+        # Signing out deletes the session (it lives only in the cookie): this browser is
+        # signed out. A copy taken before stays good until its idle timeout (README).
         token = re.search(r'name="csrf_token" value="([^"]+)"', shown.text)
         assert token is not None
-        session = client.cookies["cjo_console_session"]
+        assert (await client.post("/sign-out", data={})).status_code == 403
         await client.post("/sign-out", data={"csrf_token": token.group(1)})
-        client.cookies.set("cjo_console_session", session)
+        assert COOKIE not in client.cookies
         assert (await client.get("/journeys")).headers["location"] == "/sign-in"
+
+
+def carry(client: httpx.AsyncClient, cookie: str) -> None:
+    """The browser's cookie for 127.0.0.1, which every port (every replica here) shares."""
+    client.cookies.set(COOKIE, cookie, domain="127.0.0.1")
+
+
+def journeys_shown(reply: httpx.Response, key: str) -> bool:
+    assert key not in reply.text and key not in str(reply.url)
+    return reply.status_code == 200 and "Welcome new sign-ups" in reply.text
+
+
+async def sessions_need_no_affinity_and_survive_restarts(a: Console, b: Console,
+                                                         key: str) -> None:
+    """Signed in on one replica, the next request on the other works; a restarted replica still
+    knows the session; a tampered, foreign or expired cookie is sent to sign in; a rotated
+    secret keeps the sessions sealed under the previous one."""
+    async with httpx.AsyncClient(base_url=a.url) as on_a, \
+            httpx.AsyncClient(base_url=b.url) as on_b:
+        page = await on_a.get("/sign-in")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert csrf is not None
+        # The sign-in form from A, posted to B: the CSRF token is in the sealed cookie.
+        carry(on_b, on_a.cookies[COOKIE])
+        signed = await on_b.post("/sign-in", data={"api_key": key, "csrf_token": csrf.group(1)})
+        assert signed.status_code == 303
+        cookie = on_b.cookies[COOKIE]
+        assert key not in cookie
+        carry(on_a, cookie)
+        assert journeys_shown(await on_a.get("/journeys"), key)
+
+        await a.stop()
+        await a.start()
+        assert journeys_shown(await on_a.get("/journeys"), key)
+
+        def sent_to_sign_in(reply: httpx.Response) -> bool:
+            return reply.status_code == 303 and reply.headers["location"] == "/sign-in"
+
+        async def with_cookie(value: str) -> httpx.Response:
+            async with httpx.AsyncClient(base_url=a.url, cookies={COOKIE: value}) as other:
+                return await other.get("/journeys")
+
+        tampered = cookie[:50] + ("A" if cookie[50] != "A" else "B") + cookie[51:]
+        assert sent_to_sign_in(await with_cookie(tampered))
+        now = datetime.now(UTC)
+        same_secret = SessionSealer([SECRET], timedelta(hours=8), timedelta(minutes=30))
+        expired = same_secret.sign_in(key, "x", now - timedelta(hours=9))
+        assert sent_to_sign_in(await with_cookie(same_secret.seal(
+            same_secret.touch(expired, now - timedelta(minutes=1)))))
+        idle = same_secret.sign_in(key, "x", now - timedelta(minutes=31))
+        assert sent_to_sign_in(await with_cookie(same_secret.seal(idle)))
+        fresh = same_secret.sign_in(key, "x", now)
+        assert journeys_shown(await with_cookie(same_secret.seal(fresh)), key)
+        foreign = SessionSealer([ROTATED], timedelta(hours=8), timedelta(minutes=30))
+        assert sent_to_sign_in(await with_cookie(foreign.seal(foreign.sign_in(key, "x", now))))
+
+        # Rotation: B restarts sealing under a new secret, still opening the previous one's.
+        await b.stop()
+        b.secrets = (ROTATED, SECRET)
+        await b.start()
+        carry(on_b, on_a.cookies[COOKIE])
+        assert journeys_shown(await on_b.get("/journeys"), key)
+        resealed = on_b.cookies[COOKIE]
+        assert foreign.open(resealed, datetime.now(UTC)) is not None
+        await a.stop()
+        a.secrets = (ROTATED, SECRET)
+        await a.start()
+        carry(on_a, resealed)
+        assert journeys_shown(await on_a.get("/journeys"), key)
 
 
 async def test_console_over_http_and_in_a_browser(sqlite_backend: Backend,
@@ -165,9 +265,11 @@ async def test_console_over_http_and_in_a_browser(sqlite_backend: Backend,
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with running_suite(sqlite_backend, tmp_path, extra_env=FAST) as suite, \
-            console(suite) as url, async_playwright() as pw:
+            consoles(suite, 2) as (a, b), async_playwright() as pw:
+        url = a.url
         key, journey_id = await set_up(suite)
         await forms_refuse_forged_and_unsigned_requests(url, key, journey_id)
+        await sessions_need_no_affinity_and_survive_restarts(a, b, key)
         if not CHROMIUM.exists():
             pytest.skip("the browser part needs Debian's Chromium at /usr/bin/chromium "
                         "(make install adds it)")
@@ -196,6 +298,13 @@ async def test_console_over_http_and_in_a_browser(sqlite_backend: Backend,
             await page.click("button[type=submit]")
             await expect(page.get_by_role("link", name="Welcome new sign-ups")).to_be_visible()
             await look("journeys")
+            # The other replica (same host, so the same cookie) and a restarted one: still in.
+            await page.goto(f"{b.url}/journeys")
+            await expect(page.get_by_role("link", name="Welcome new sign-ups")).to_be_visible()
+            await a.stop()
+            await a.start()
+            await page.goto(f"{url}/journeys")
+            await expect(page.get_by_role("link", name="Welcome new sign-ups")).to_be_visible()
 
             await page.get_by_role("link", name="Welcome new sign-ups").click()
             graph = page.locator("svg.graph")

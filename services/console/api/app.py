@@ -7,7 +7,9 @@ every response forbids framing, sniffing, referrers and any script but the conso
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,12 +33,13 @@ from cjo_client import Client
 from cjo_console.adapters.services import Services, is_unauthenticated
 from cjo_console.api import views
 from cjo_console.config import ConsoleSettings
-from cjo_console.domain.sessions import Session, SessionStore
+from cjo_console.domain.sessions import Session, SessionSealer
 from cjo_platform.logging import get_logger
 
 HERE = Path(__file__).parent
 COOKIE = "cjo_console_session"
 JOURNEY_ACTIONS = ("pause", "resume", "archive")
+MAX_CLIENTS = 64
 SECURITY_HEADERS = {
     # srcdoc iframes inherit this policy too: no script runs in a rendered message either.
     "content-security-policy": ("default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -62,23 +65,33 @@ def now() -> datetime:
 
 
 def create_app(settings: ConsoleSettings) -> Starlette:
-    store = SessionStore(settings.session_lifetime)
-    # One client (its channels) per signed-in session, dropped when the session ends.
-    clients: dict[str, Client] = {}
+    sealer = SessionSealer(settings.session_secrets, settings.session_lifetime,
+                           settings.session_idle_timeout)
+    # One client (its channels) per API key in use on this replica, the least recently used
+    # closed past MAX_CLIENTS; keyed by the key's digest so no map holds keys in the clear.
+    clients: OrderedDict[str, Client] = OrderedDict()
 
-    def services(session: Session) -> Services:
-        client = clients.get(session.session_id)
+    def key_id(session: Session) -> str:
+        return hashlib.sha256(session.api_key.encode()).hexdigest()
+
+    async def services(session: Session) -> Services:
+        kid = key_id(session)
+        client = clients.get(kid)
         if client is None:
-            client = clients[session.session_id] = Client(settings.endpoints, session.api_key)
+            client = clients[kid] = Client(settings.endpoints, session.api_key)
+            while len(clients) > MAX_CLIENTS:
+                await clients.popitem(last=False)[1].close()
+        clients.move_to_end(kid)
         return Services(client)
 
-    async def end(session_id: str) -> None:
-        store.end(session_id)
-        client = clients.pop(session_id, None)
+    async def forget(session: Session) -> None:
+        client = clients.pop(key_id(session), None)
         if client is not None:
             await client.close()
-        for gone in [sid for sid in clients if sid not in store.sessions]:
-            await clients.pop(gone).close()
+
+    def current(request: Request) -> Session | None:
+        return sealer.open(request.cookies.get(COOKIE), now())
+
     templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                             autoescape=select_autoescape(default=True), enable_async=False)
 
@@ -90,36 +103,43 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
 
     def set_cookie(response: Response, session: Session) -> Response:
-        response.set_cookie(COOKIE, session.session_id, httponly=True, samesite="strict",
-                            secure=settings.secure_cookies, path="/",
+        # Resealed on every answer: the idle timeout counts from the last request.
+        response.set_cookie(COOKIE, sealer.seal(sealer.touch(session, now())), httponly=True,
+                            samesite="strict", secure=settings.secure_cookies, path="/",
                             max_age=int(settings.session_lifetime.total_seconds()))
+        return response
+
+    def signed_out(response: Response) -> Response:
+        response.delete_cookie(COOKIE, path="/")
         return response
 
     def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         """Runs ``handler`` with the session's key; without one, off to the sign-in page. A
         key revoked since sign-in ends the session the same way."""
         async def endpoint(request: Request) -> Response:
-            session = store.get(request.cookies.get(COOKIE), now())
+            session = current(request)
             if session is None or not session.signed_in:
                 if request.url.path.endswith(".json"):
                     return JSONResponse({"error": "signed out"}, status_code=401,
                                         headers=SECURITY_HEADERS)
-                return RedirectResponse("/sign-in", status_code=303, headers=SECURITY_HEADERS)
+                return signed_out(RedirectResponse("/sign-in", status_code=303,
+                                                   headers=SECURITY_HEADERS))
             if request.method == "POST":
                 form = await request.form()
                 if not session.csrf_ok(str(form.get("csrf_token", ""))):
                     return PlainTextResponse("CSRF token missing or wrong", status_code=403,
                                              headers=SECURITY_HEADERS)
             try:
-                return await handler(request, session, services(session))
+                return set_cookie(await handler(request, session, await services(session)),
+                                  session)
             except NotFound as exc:
                 return render(request, "error.html", session, 404, title="Not found",
                               detail=str(exc))
             except grpc.aio.AioRpcError as exc:
                 if is_unauthenticated(exc):
-                    await end(session.session_id)
-                    return RedirectResponse("/sign-in", status_code=303,
-                                            headers=SECURITY_HEADERS)
+                    await forget(session)
+                    return signed_out(RedirectResponse("/sign-in", status_code=303,
+                                                       headers=SECURITY_HEADERS))
                 status = 404 if exc.code() == grpc.StatusCode.NOT_FOUND else 502
                 if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     status = 409
@@ -135,15 +155,15 @@ def create_app(settings: ConsoleSettings) -> Starlette:
 
     # Sign-in
     async def sign_in_page(request: Request) -> Response:
-        session = store.get(request.cookies.get(COOKIE), now())
+        session = current(request)
         if session is not None and session.signed_in:
             return RedirectResponse("/journeys", status_code=303, headers=SECURITY_HEADERS)
         if session is None:
-            session = store.new(now())
+            session = sealer.new(now())
         return set_cookie(render(request, "sign_in.html", session, error=""), session)
 
     async def sign_in(request: Request) -> Response:
-        session = store.get(request.cookies.get(COOKIE), now())
+        session = current(request)
         form = await request.form()
         if session is None or not session.csrf_ok(str(form.get("csrf_token", ""))):
             return PlainTextResponse("CSRF token missing or wrong: reload the sign-in page",
@@ -164,19 +184,22 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         if error:
             return render(request, "sign_in.html", session, 401 if api_key else 400, error=error)
         # What the header shows: a short random tag of this session, not any part of the key.
-        signed = store.sign_in(session, api_key, secrets.token_hex(3), now())
+        signed = sealer.sign_in(api_key, secrets.token_hex(3), now())
         log.info("console sign-in")
         return set_cookie(RedirectResponse("/journeys", status_code=303,
                                            headers=SECURITY_HEADERS), signed)
 
     async def sign_out(request: Request) -> Response:
-        session = store.get(request.cookies.get(COOKIE), now())
+        # No server state to end: the cookie is the session, and it is deleted here. A copy
+        # taken before stays openable until its idle timeout or expiry (domain/sessions.py).
+        session = current(request)
         form = await request.form()
-        if session is not None and session.csrf_ok(str(form.get("csrf_token", ""))):
-            await end(session.session_id)
-        response = RedirectResponse("/sign-in", status_code=303, headers=SECURITY_HEADERS)
-        response.delete_cookie(COOKIE, path="/")
-        return response
+        if session is None or not session.csrf_ok(str(form.get("csrf_token", ""))):
+            return PlainTextResponse("CSRF token missing or wrong", status_code=403,
+                                     headers=SECURITY_HEADERS)
+        log.info("console sign-out")
+        return signed_out(RedirectResponse("/sign-in", status_code=303,
+                                           headers=SECURITY_HEADERS))
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
