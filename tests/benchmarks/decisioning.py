@@ -423,7 +423,11 @@ async def evaluate(stub: dgrpc.DecisioningServiceStub, world: World, logged: Log
     rates = world.rates[logged.people]
     propensities = np.stack(logged.propensities)
     best_single = int(world.rates.mean(axis=0).argmax())
-    greedy = propensities.argmax(axis=1)
+    # Ties (every action at the prior before the first outcome) go to the smallest key, as the
+    # service breaks them: argmax in ACTIONS order picked another action there, and the
+    # greedy truth was off by the early decisions.
+    by_key = np.argsort(ACTIONS)
+    greedy = by_key[propensities[:, by_key].argmax(axis=1)]
     cases = [
         ("uniform random", evaluation_pb2.TargetPolicy(
             uniform_random=evaluation_pb2.UniformRandomPolicy()), float(rates.mean())),

@@ -236,3 +236,34 @@ async def test_a_point_formula_over_the_profile_cannot_be_replayed(
         error = await rpc_error(server, request(ev.TargetPolicy(greedy=ev.GreedyPolicy())))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "profile" in field_violations(rpc_status.from_call(error))["policy.greedy"]
+
+
+async def test_the_reply_says_why_decisions_are_left_out_and_whether_to_trust_it(
+        server: LogServer) -> None:
+    """Each left-out decision counted under its reason, and a target the log barely
+    supports (b picked with 0.1% in every decision) flagged, with the largest weight it
+    takes; the point explores without a floor, which the reply says too."""
+    later = T0 + timedelta(days=2)
+    a, b = candidate("a", 0.1, 0.999), candidate("b", 0.05, 0.001)
+    rows = [logged("ws-a", "offers", later, NOT_REWARDED, [a, b]) for _ in range(40)]
+    rows += [logged("ws-a", "offers", later, REWARDED, [{**a, "mandatory": True,
+                                                         "pick_probability": 1.0}, b]),
+             logged("ws-a", "offers", later, NOT_REWARDED, [{**a, "replaced": True}, b]),
+             logged("ws-a", "offers", later, REWARDED, [{**a, "propensity": "many"}, b]),
+             logged("ws-a", "offers", later, NOT_REWARDED, [a])]
+    unpicked = logged("ws-a", "offers", later, NOT_REWARDED, [a, b])
+    rows.append({**unpicked, "pick_probability": 0.0})
+    server.log(rows)
+    reply = await server.stub.EvaluatePolicy(request(
+        ev.TargetPolicy(always_action="b"), start_time=to_timestamp(later)), metadata=WS)
+    assert reply.decisions == 40
+    assert dict(reply.uncovered_reasons) == {"MANDATORY": 1, "REPLACED": 1, "UNUSABLE_LOG": 2,
+                                             "NO_TARGET_ACTION": 1}
+    assert reply.uncovered == 5
+    assert reply.max_weight == pytest.approx(1000)
+    assert reply.expected_effective_sample_size == pytest.approx(40 / 1000)
+    assert not reply.reliable
+    assert set(reply.warnings) == {"LOW_EFFECTIVE_SAMPLE_SIZE", "NO_EXPLORATION_FLOOR"}
+    # No pick of b among the 40: nothing is known of its rate, and the intervals say so.
+    assert (reply.snips.lower, reply.snips.upper) == (0.0, 1.0)
+    assert reply.ips.upper > 0.3 and reply.doubly_robust.upper > 0.3

@@ -8,10 +8,23 @@ pending. Every read goes through ix_decisions_point_time (workspace, point, deci
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, false, func, not_, or_, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Float,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from cjo_decisioning.adapters.tables import (
@@ -21,8 +34,8 @@ from cjo_decisioning.adapters.tables import (
     REWARDED,
     decisions,
 )
-from cjo_decisioning.domain.evaluation import LoggedDecision
-from cjo_decisioning.domain.replay import logged_decision
+from cjo_decisioning.domain.evaluation import UNUSABLE_LOG, LoggedDecisions
+from cjo_decisioning.domain.replay import log_reason
 from cjo_decisioning.domain.reports import ActionCounts, BucketCount
 
 # Rows fetched per round trip while streaming (on PostgreSQL a server-side cursor): the
@@ -101,18 +114,55 @@ def traffic(session: Session, workspace_id: str, point: str, start: datetime | N
     return [BucketCount(int(index), action, int(n)) for index, action, n in rows]
 
 
+# Only the numbers off-policy evaluation needs, extracted from the candidates' JSON by the
+# database (the contents and the rest are never decoded in Python): one small JSON array per
+# decision, [[action, propensity, value, lever, context weight, pick probability], ...].
+_TERMS = ("action", "propensity", "value", "lever", "context_weight", "pick_probability")
+_COMPACT = {
+    "sqlite": "(SELECT json_group_array(json_array({})) FROM json_each(decisions.candidates))"
+              .format(", ".join(f"json_extract(value, '$.{t}')" for t in _TERMS)),
+    "postgresql": "(SELECT json_agg(json_build_array({}) ORDER BY n) FROM "
+                  "json_array_elements(decisions.candidates) WITH ORDINALITY AS e(c, n))"
+                  .format(", ".join(f"c -> '{t}'" for t in _TERMS)),
+}
+_FIRST_FLAG = {
+    "sqlite": "json_extract(decisions.candidates, '$[0].{}')",
+    "postgresql": "(decisions.candidates -> 0 ->> '{}')",
+}
+
+
 def decided_with_outcome(session: Session, workspace_id: str, point: str,
                          start: datetime | None, end: datetime, now: datetime,
-                         ) -> Iterator[list[LoggedDecision | None]]:
+                         ) -> LoggedDecisions:
     """The point's decisions in the period whose outcome is final (the window closed, with
-    or without a reward), oldest first, in pages of :data:`PAGE`; None for a decision whose
-    log cannot be used (see domain.replay.logged_decision)."""
+    or without a reward), oldest first, as the estimators' arrays; a decision whose log
+    cannot be used is kept as UNUSABLE_LOG (see LoggedDecisions.from_rows)."""
+    dialect = session.get_bind().dialect.name
+    compact = literal_column(_COMPACT[dialect], JSON)
+    mandatory: ColumnElement[Any] = literal_column(_FIRST_FLAG[dialect].format("mandatory"))
+    replaced: ColumnElement[Any] = literal_column(_FIRST_FLAG[dialect].format("replaced"))
     result = session.execute(
-        select(decisions.c.action, decisions.c.pick_probability, decisions.c.candidates,
+        select(decisions.c.action, decisions.c.pick_probability, compact, mandatory, replaced,
                decisions.c.outcome)
         .where(_in_period(workspace_id, point, start, end), _final(now))
         .order_by(decisions.c.decide_time)
         .execution_options(yield_per=PAGE))
-    for page in result.partitions():
-        yield [logged_decision(candidates, action, float(pick), outcome == REWARDED)
-               for action, pick, candidates, outcome in page]
+    candidates: list[list[list[object]]] = []
+    chosen: list[str] = []
+    probability: list[float] = []
+    reward: list[float] = []
+    reason: list[str] = []
+    for action, pick, terms, is_mandatory, is_replaced, outcome in result:
+        usable = isinstance(terms, list) and bool(terms) and pick is not None and pick > 0
+        candidates.append(terms if usable else [])
+        chosen.append(action)
+        probability.append(float(pick or 0.0))
+        reward.append(1.0 if outcome == REWARDED else 0.0)
+        reason.append(log_reason(_flag(is_mandatory), _flag(is_replaced)) if usable
+                      else UNUSABLE_LOG)
+    return LoggedDecisions.from_rows(candidates, chosen, probability, reward, reason)
+
+
+def _flag(stored: object) -> bool:
+    # SQLite's json_extract gives 1/0 for JSON booleans, PostgreSQL's ->> 'true'/'false'.
+    return stored in (1, True, "true")

@@ -230,7 +230,11 @@ def evaluation_reply(result: Evaluation) -> pb.EvaluatePolicyResponse:
         decisions=result.decisions, uncovered=result.uncovered,
         logged=_estimate(result.logged), ips=_estimate(result.ips),
         snips=_estimate(result.snips), doubly_robust=_estimate(result.doubly_robust),
-        effective_sample_size=result.effective_sample_size, pending=result.pending)
+        effective_sample_size=result.effective_sample_size, pending=result.pending,
+        uncovered_reasons=dict(result.uncovered_reasons),
+        expected_effective_sample_size=result.expected_effective_sample_size,
+        max_weight=result.max_weight, unsupported_share=result.unsupported_share,
+        warnings=list(result.warnings), reliable=not result.warnings)
 
 
 def report_query(request: pb.GetDecisionReportRequest) -> ReportQuery:

@@ -14,9 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from cjo_decisioning.domain import evaluation
 from cjo_decisioning.domain.catalogue import Action, DecisionPoint
-from cjo_decisioning.domain.evaluation import LoggedCandidate, LoggedDecision, Target
+from cjo_decisioning.domain.evaluation import (
+    LoggedCandidate,
+    LoggedDecision,
+    LoggedDecisions,
+    Target,
+)
 from cjo_platform.cel import CelEvaluationError, Expression, compile_expression, load_expression
 from cjo_platform.errors import InvalidArgument, Violations
 
@@ -114,13 +121,21 @@ def _check_alternative(v: Violations, policy: Alternative) -> None:
             v.items.extend(exc.violations)
 
 
+def log_reason(mandatory: object, replaced: object) -> str:
+    """Why a logged decision cannot be reweighted, from its first candidate's flags: a
+    mandatory action won it (probability 1), or its winner gave way to a budget or contact
+    limit after the policy picked (``replaced``); "" when it can."""
+    if mandatory:
+        return evaluation.MANDATORY
+    if replaced:
+        return evaluation.REPLACED
+    return ""
+
+
 def logged_decision(candidates: Sequence[Mapping[str, Any]], chosen: str,
                     pick_probability: float, rewarded: bool) -> LoggedDecision | None:
-    """A logged decision as the estimators see it; None when its log cannot be used (no
-    candidate, a malformed one, or no positive pick probability: nothing to re-weight). A
-    decision a mandatory action won, or whose winner gave way to a budget or contact limit
-    (``replaced`` on its first candidate), is unsupported: no policy's other choice could be
-    reweighted there."""
+    """A logged decision as stored (candidates as dicts), for tests and tools; None when its
+    log cannot be used (no candidate, a malformed one, or no positive pick probability)."""
     if not candidates or not pick_probability > 0:
         return None
     try:
@@ -131,10 +146,9 @@ def logged_decision(candidates: Sequence[Mapping[str, Any]], chosen: str,
             for c in candidates)
     except (KeyError, TypeError, ValueError):
         return None
-    first = candidates[0]
-    supported = not (first.get("mandatory") or first.get("replaced"))
+    reason = log_reason(candidates[0].get("mandatory"), candidates[0].get("replaced"))
     return LoggedDecision(logged, chosen, pick_probability, 1.0 if rewarded else 0.0,
-                          supported)
+                          not reason, reason)
 
 
 def target_policy(policy: Policy, point: DecisionPoint, actions: Mapping[str, Action]) -> Target:
@@ -229,29 +243,34 @@ class FormulaTarget:
                 self._terms[terms] = (at_0, at_1 - at_0)
         return self._terms[terms]
 
-    def scores(self, candidates: Sequence[LoggedCandidate]) -> dict[str, float]:
-        scored: dict[str, float] = {}
-        for c in candidates:
-            terms = (c.action, self.values.get(c.action, c.value),
-                     self.levers.get(c.action, c.lever), c.context_weight)
-            coefficients = self._coefficients(terms)
-            if coefficients is not None:
-                scored[c.action] = coefficients[0] + coefficients[1] * c.propensity
-            else:
-                score = self._score(terms, c.propensity)
-                if score is not None:
-                    scored[c.action] = score
-        return {action: s for action, s in scored.items() if math.isfinite(s) and s >= 0}
+    def scores(self, logged: LoggedDecisions) -> np.ndarray:
+        """(n, width) scores; NaN where the candidate is ineligible (or a padding slot)."""
+        valid = logged.valid
+        values = evaluation.by_action(logged, self.values, logged.value)[valid]
+        levers = evaluation.by_action(logged, self.levers, logged.lever)[valid]
+        combos = np.stack([logged.action[valid].astype(float), values, levers,
+                           logged.context_weight[valid]], axis=1)
+        unique, inverse = np.unique(combos, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        coefficients = np.full((len(unique), 2), np.nan)
+        for u, (code, value, lever, weight) in enumerate(unique.tolist()):
+            found = self._coefficients((logged.keys[int(code)], value, lever, weight))
+            if found is not None:
+                coefficients[u] = found
+        propensity = logged.propensity[valid]
+        flat = coefficients[inverse, 0] + coefficients[inverse, 1] * propensity
+        for cell in np.flatnonzero(np.isnan(coefficients[inverse, 0])):
+            code, value, lever, weight = unique[inverse[cell]].tolist()
+            score = self._score((logged.keys[int(code)], value, lever, weight),
+                                float(propensity[cell]))
+            flat[cell] = np.nan if score is None else score
+        flat = np.where(np.isfinite(flat) & (flat >= 0), flat, np.nan)
+        scores = np.full(valid.shape, np.nan)
+        scores[valid] = flat
+        return scores
 
-    def __call__(self, decision: LoggedDecision) -> Mapping[str, float]:
-        scored = self.scores(decision.candidates)
-        if not scored:
-            return {}
-        best = max(scored.values())
-        # Ties to the smallest action key, as decisions (and evaluation.greedy) break them, so
-        # the same configuration is the same policy here as in production.
-        winner = min(action for action, s in scored.items() if s == best)
-        explore = self.epsilon / len(scored)
-        chances = dict.fromkeys(scored, explore)
-        chances[winner] += 1.0 - self.epsilon
-        return chances
+    def __call__(self, logged: LoggedDecisions) -> np.ndarray:
+        # Slots are in action-key order and best_of takes the first best: ties go to the
+        # smallest key, as decisions (and evaluation.greedy) break them, so the same
+        # configuration is the same policy here as in production.
+        return evaluation.best_of(self.scores(logged), self.epsilon)

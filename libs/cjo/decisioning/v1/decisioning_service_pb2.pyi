@@ -361,7 +361,14 @@ class EvaluatePolicyRequest(_message.Message):
     def __init__(self, decision_point: _Optional[str] = ..., policy: _Optional[_Union[_evaluation_pb2.TargetPolicy, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., confidence_level: _Optional[float] = ...) -> None: ...
 
 class EvaluatePolicyResponse(_message.Message):
-    __slots__ = ("decisions", "uncovered", "logged", "ips", "snips", "doubly_robust", "effective_sample_size", "pending")
+    __slots__ = ("decisions", "uncovered", "logged", "ips", "snips", "doubly_robust", "effective_sample_size", "pending", "uncovered_reasons", "expected_effective_sample_size", "max_weight", "unsupported_share", "warnings", "reliable")
+    class UncoveredReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     UNCOVERED_FIELD_NUMBER: _ClassVar[int]
     LOGGED_FIELD_NUMBER: _ClassVar[int]
@@ -370,6 +377,12 @@ class EvaluatePolicyResponse(_message.Message):
     DOUBLY_ROBUST_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    UNCOVERED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    UNSUPPORTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    RELIABLE_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     uncovered: int
     logged: _evaluation_pb2.Estimate
@@ -378,7 +391,13 @@ class EvaluatePolicyResponse(_message.Message):
     doubly_robust: _evaluation_pb2.Estimate
     effective_sample_size: float
     pending: int
-    def __init__(self, decisions: _Optional[int] = ..., uncovered: _Optional[int] = ..., logged: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., ips: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., snips: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., doubly_robust: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
+    uncovered_reasons: _containers.ScalarMap[str, int]
+    expected_effective_sample_size: float
+    max_weight: float
+    unsupported_share: float
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    reliable: bool
+    def __init__(self, decisions: _Optional[int] = ..., uncovered: _Optional[int] = ..., logged: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., ips: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., snips: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., doubly_robust: _Optional[_Union[_evaluation_pb2.Estimate, _Mapping]] = ..., effective_sample_size: _Optional[float] = ..., pending: _Optional[int] = ..., uncovered_reasons: _Optional[_Mapping[str, int]] = ..., expected_effective_sample_size: _Optional[float] = ..., max_weight: _Optional[float] = ..., unsupported_share: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ..., reliable: _Optional[bool] = ...) -> None: ...
 
 class GetDecisionReportRequest(_message.Message):
     __slots__ = ("decision_point", "start_time", "end_time", "bucket")
