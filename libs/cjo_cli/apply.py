@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from google.protobuf import json_format
 
-from cjo.orchestration.v1 import journey_pb2
 from cjo_cli.manifests import Manifest
-from cjo_cli.resources import KIND_TABLE, SETTINGS_PARTS, publish_journey, request_id, settable
+from cjo_cli.resources import KIND_TABLE, SETTINGS_PARTS, request_id, settable
 from cjo_client import Client
 
 
@@ -22,6 +21,7 @@ class Outcome:
     name: str
     action: str  # "created", "updated", "unchanged", "published"
     diff: str = ""
+    note: str = ""  # something to tell the person, e.g. the id a new journey got
 
 
 def _yaml(data: Any) -> str:
@@ -36,19 +36,36 @@ def _diff(label: str, before: dict[str, Any] | None, after: dict[str, Any]) -> s
     return "".join(lines)
 
 
-def _project(stored: Any, desired: Any) -> Any:
-    """``stored`` cut to the shape of ``desired``: the server fills in defaults the manifest
-    leaves out (a send node's failure policy), which are no difference."""
+def _shape(stored: Any, desired: Any, defaults: Mapping[str, Any], path: str = "") -> Any:
+    """``stored`` as the manifest would see it: where the manifest sets a mapping, the stored
+    keys it does not set are kept only when they hold something other than the service's
+    default (they are then removed by the apply); defaults the service fills in are no
+    difference (a send node's failure policy)."""
     if isinstance(desired, dict) and isinstance(stored, dict):
-        return {k: _project(stored[k], v) for k, v in desired.items() if k in stored}
+        shaped = {}
+        for k, v in stored.items():
+            here = f"{path}.{k}" if path else k
+            if k in desired:
+                shaped[k] = _shape(v, desired[k], defaults, here)
+            elif defaults.get(here, _NO_DEFAULT) != v:
+                shaped[k] = v
+        return shaped
     if isinstance(desired, list) and isinstance(stored, list) and len(desired) == len(stored):
-        return [_project(s, d) for s, d in zip(stored, desired, strict=True)]
+        return [_shape(s, d, defaults, path) for s, d in zip(stored, desired, strict=True)]
     return stored
 
 
-def _changed_fields(stored: dict[str, Any], desired: dict[str, Any]) -> list[str]:
-    """Top-level fields the manifest sets to something else than the server holds."""
-    return sorted(k for k, v in desired.items() if _project(stored.get(k), v) != v)
+_NO_DEFAULT = object()
+
+
+def _compare(stored: dict[str, Any], desired: dict[str, Any],
+             defaults: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The stored object as the manifest would see it (for the diff), and the top-level fields
+    to write: those the manifest sets to something else, and those it leaves out that the
+    server holds a non-default value for (to clear them)."""
+    before = _shape(stored, desired, defaults)
+    paths = sorted(k for k in {*desired, *before} if before.get(k) != desired.get(k))
+    return before, paths
 
 
 def _normalise(message_type: Any, spec: dict[str, Any]) -> dict[str, Any]:
@@ -77,43 +94,43 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool) -> list[Outcome
     key = kind.key_of(m.spec)
     if not key:
         raise ValueError(f"{m.source}: a {m.kind} needs `{kind.key_field}`")
-    desired = _normalise(kind.message, m.spec)
-    stored = await kind.get(client, key)
+    spec = dict(m.spec)
+    # The service-given id names the object; it is not a field to set.
+    given_id = str(spec.pop(kind.id_field, "")) if kind.id_field else ""
+    desired = _normalise(kind.message, spec)
+    stored = await kind.find(client, m.spec)
+    publish = kind.publish is not None and (kind.always_publish or m.publish)
+    label = f"{m.kind}/{key}"
     # Secrets are never read back: a provider's are compared by name only.
     secrets = desired.pop("secrets", None) if m.kind == "Provider" else None
     if stored is None:
-        diff = _diff(f"{m.kind}/{key}", None, desired)
+        diff = _diff(label, None, desired)
+        note = ""
         if not dry_run:
-            assert kind.create is not None
-            created = await kind.create(client, kind.parse(m.spec),
-                                        request_id(m.kind, key, m.spec))
-            if m.kind == "Journey" and m.publish:
-                await publish_journey(client, created, request_id(m.kind, key, m.spec))
-        return [Outcome(m.kind, key, "created", diff)]
+            rid = request_id(m.kind, key, m.spec)
+            created = await kind.create(client, kind.parse(spec), rid)
+            if publish and kind.publish is not None:
+                await kind.publish(client, created, rid)
+            if kind.id_field and not given_id:
+                new_id = getattr(created, kind.id_field)
+                note = (f"{kind.id_field} {new_id}: add `{kind.id_field}: {new_id}` to "
+                        f"{m.source} to keep it through a rename")
+        return [Outcome(m.kind, key, "created", diff, note)]
     current = settable(stored)
-    before = {k: _project(current.get(k), v) for k, v in desired.items()}
-    paths = _changed_fields(current, desired)
+    before, paths = _compare(current, desired, kind.defaults)
     if secrets and not set(secrets) <= set(getattr(stored, "secret_keys", [])):
         paths.append("secrets")
-    if m.kind == "Content" and getattr(stored, "latest_version", 1) == 0 and not paths:
-        # Applied content is published; a draft left unpublished is a change to make.
-        if not dry_run:
-            await kind.update(client, stored, kind.parse(m.spec), [],
-                              request_id(m.kind, key, m.spec, stored_etag(stored)))
-        return [Outcome(m.kind, key, "published")]
-    publish = (m.kind == "Journey" and m.publish
-               and getattr(stored, "state", 0) != journey_pb2.JOURNEY_STATE_ACTIVE)
-    if not paths and not publish:
+    to_publish = publish and (bool(paths) or kind.unpublished(stored))
+    if not paths and not to_publish:
         return [Outcome(m.kind, key, "unchanged")]
-    diff = _diff(f"{m.kind}/{key}", {k: v for k, v in before.items() if v is not None},
-                 desired) if paths else ""
+    diff = _diff(label, before, desired) if paths else ""
     if not dry_run:
         rid = request_id(m.kind, key, m.spec, stored_etag(stored))
         updated = stored
         if paths:
-            updated = await kind.update(client, stored, kind.parse(m.spec), paths, rid)
-        if m.kind == "Journey" and m.publish:
-            await publish_journey(client, updated, rid)
+            updated = await kind.update(client, stored, kind.parse(spec), paths, rid)
+        if to_publish and kind.publish is not None:
+            await kind.publish(client, updated, rid)
     return [Outcome(m.kind, key, "updated" if paths else "published", diff)]
 
 
@@ -133,19 +150,17 @@ async def _apply_settings(client: Client, m: Manifest, dry_run: bool) -> list[Ou
         desired = _normalise(part.message, m.spec[section])
         stored = await part.get(client)
         current = settable(stored)
-        paths = _changed_fields(current, desired)
+        before, paths = _compare(current, desired, part.defaults)
         if not paths:
             outcomes.append(Outcome("Settings", section, "unchanged"))
             continue
-        diff = _diff(f"Settings/{section}",
-                     {k: _project(current[k], v) for k, v in desired.items() if k in current},
-                     desired)
+        diff = _diff(f"Settings/{section}", before, desired)
         if not dry_run:
             merged = part.message()
             merged.CopyFrom(stored)
             for path in paths:
                 merged.ClearField(path)
-            json_format.ParseDict({p: desired[p] for p in paths}, merged)
+            json_format.ParseDict({p: desired[p] for p in paths if p in desired}, merged)
             await part.put(client, merged, paths,
                            request_id("Settings", section, desired, current))
         outcomes.append(Outcome("Settings", section, "updated", diff))

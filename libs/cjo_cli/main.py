@@ -27,7 +27,7 @@ from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo_cli import apply as applying
 from cjo_cli import importer, manifests
 from cjo_cli.config import Config, ConfigError, Context, parse_endpoints
-from cjo_cli.resources import KIND_TABLE, SETTINGS_PARTS, settable, to_dict
+from cjo_cli.resources import KIND_TABLE, SETTINGS_PARTS, manifest_spec, settable, to_dict
 from cjo_client import Client, describe_error
 
 app = typer.Typer(help="cjo from the command line: apply manifests, look at objects, import "
@@ -170,6 +170,8 @@ def apply_cmd(
         out.print(f"{o.kind}/{o.name} [{style}]{verb}[/]", highlight=False)
         if dry_run and o.diff:
             out.print(o.diff, markup=False, highlight=False, end="")
+        if o.note:
+            out.print(f"  {o.note}", markup=False, highlight=False)
 
     outcomes = _run(lambda c: applying.apply(c, found, dry_run=dry_run, report=report))
     changed = sum(o.action != "unchanged" for o in outcomes)
@@ -233,11 +235,11 @@ def get_cmd(kind: str, name: str | None = typer.Argument(None),
     if not name:
         list_cmd(kind, "table" if output == "yaml" else output)
         return
-    found = _run(lambda c: KIND_TABLE[k].get(c, name))
+    found = _run(lambda c: KIND_TABLE[k].lookup(c, name))
     if found is None:
         err.print(f"[red]error:[/] {k} {name!r} not found")
         raise typer.Exit(1)
-    _emit({"kind": k, "spec": settable(found)}, output)
+    _emit({"kind": k, "spec": manifest_spec(KIND_TABLE[k], found)}, output)
 
 
 @app.command("describe")
@@ -245,7 +247,7 @@ def describe_cmd(kind: str, name: str,
                  output: str = typer.Option("yaml", "-o", "--output")) -> None:
     """One object with every field the server holds (state, errors, times)."""
     k = _kind(kind)
-    found = _run(lambda c: KIND_TABLE[k].get(c, name))
+    found = _run(lambda c: KIND_TABLE[k].lookup(c, name))
     if found is None:
         err.print(f"[red]error:[/] {k} {name!r} not found")
         raise typer.Exit(1)
@@ -304,7 +306,7 @@ def import_cmd(
 async def _journey_name(c: Client, journey: str) -> str:
     if journey.startswith("journeys/"):
         return journey
-    found = await KIND_TABLE["Journey"].get(c, journey)
+    found = await KIND_TABLE["Journey"].lookup(c, journey)
     return str(getattr(found, "name", "")) or f"journeys/{journey}"
 
 

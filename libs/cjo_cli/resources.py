@@ -1,12 +1,17 @@
-"""Each kind `cjo apply` and `cjo get` know: how to find the object on the server, how to create
-and update it, and which of its fields a manifest may set (the rest are output only)."""
+"""Each kind `cjo apply` and `cjo get` know, as one row of a table: its proto, the service and
+RPC names that store it, how a manifest names it, and which of its fields a manifest may set
+(the rest are output only). Every kind goes through the same get / create / update / list
+shape, built from its row; the services name their RPCs and fields by the same conventions
+(`Get<Resource>`, `Create<Resource>Request.<field>`, `List<Resource>s` with paging)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -42,6 +47,15 @@ def settable(message: Message) -> dict[str, Any]:
     return {k: v for k, v in to_dict(message).items() if k not in OUTPUT_ONLY}
 
 
+def manifest_spec(kind: Kind, message: Message) -> dict[str, Any]:
+    """A stored object as a manifest's spec: its settable fields and, for the kinds the service
+    names itself, the id it gave (so applying the file again finds it even after a rename)."""
+    spec = settable(message)
+    if kind.id_field:
+        spec = {kind.id_field: getattr(message, kind.id_field), **spec}
+    return spec
+
+
 def request_id(*parts: object) -> str:
     # The same manifest against the same stored state is one change, so a retried apply never
     # applies twice; once the server's object changed (a new etag), it is a new change.
@@ -60,15 +74,37 @@ async def _missing_is_none(call: Awaitable[Any]) -> Any:
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of object: its proto, the field naming it in a manifest, and the calls."""
+    """One kind of object and how its service stores it.
+
+    ``key_field`` names the object in a manifest. Where the service lets the caller choose the
+    resource id (content, snippets, segments, actions, decision points), it is that id and the
+    object is read by its resource name. Journeys and providers are named by the service (its
+    API takes no caller-chosen id or key), so the most stable name is the id it gave:
+    ``id_field``. A manifest that carries it (`cjo get` writes it) is matched by it, so a
+    renamed display name updates the same object; one without it (a new file) is matched by
+    ``key_field``, the display name, and `cjo apply` prints the id to add."""
 
     name: str
     message: type[Message]
-    key_field: str  # what names the object in a manifest (a key, an id, a display name)
-    get: Callable[[Client, str], Awaitable[Message | None]]
-    create: Callable[[Client, Message, str], Awaitable[Message]] | None
-    update: Callable[[Client, Message, Message, list[str], str], Awaitable[Message]]
-    list: Callable[[Client], Awaitable[list[Message]]]
+    key_field: str
+    service: str  # the Client attribute: content, identity, ...
+    rpc: ModuleType  # the service's request/response messages
+    resource: str  # proto resource name: ContentItem, Snippet, ...
+    field: str  # the resource's field in requests and responses: content_item, snippet, ...
+    collection: str  # resource names are `<collection>/<id>`
+    id_field: str = ""  # the service-given id, when the service names the object itself
+    masked: bool = True  # Update takes an update_mask (else it replaces the whole object)
+    paged: bool = True  # List pages (else it returns everything at once)
+    plural: str = ""  # the List response's field; default `<field>s`
+    # After create or update: publish (content always; journeys when the manifest says so).
+    publish: Callable[[Client, Any, str], Awaitable[Message]] | None = None
+    always_publish: bool = False
+    unpublished: Callable[[Any], bool] = lambda _: False  # stored, but not published as is
+    live: Callable[[Any], bool] = lambda _: True  # which stored objects a name may match
+    # What the service stores for a field left unset, by path (`nodes.send.on_failure`: list
+    # items are not numbered). A field a manifest leaves out is reset (cleared, so the service
+    # stores its default again); it is a difference only when the stored value is not that.
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def parse(self, spec: dict[str, Any]) -> Message:
         message = self.message()
@@ -78,241 +114,91 @@ class Kind:
     def key_of(self, spec: dict[str, Any]) -> str:
         return str(spec.get(self.key_field, ""))
 
+    def _call(self, c: Client, verb: str, request: Message,
+              plural: str = "") -> Awaitable[Any]:
+        method: Callable[..., Awaitable[Any]] = getattr(getattr(c, self.service),
+                                                        f"{verb}{self.resource}{plural}")
+        return method(request, metadata=c.metadata)
 
-async def _paged(call: Callable[[str], Awaitable[Any]], field: str) -> list[Message]:
-    items: list[Message] = []
-    token = ""
-    while True:
-        reply = await call(token)
-        items.extend(getattr(reply, field))
-        token = reply.next_page_token
-        if not token:
-            return items
+    def _request(self, verb: str, **fields: Any) -> Message:
+        request: Message = getattr(self.rpc, f"{verb}{self.resource}Request")(**fields)
+        return request
+
+    async def get(self, c: Client, key: str) -> Message | None:
+        """By resource id where the service takes one; else by display name among the live."""
+        if self.id_field:
+            return next((i for i in await self.list(c)
+                         if self.live(i) and getattr(i, self.key_field) == key), None)
+        return await self.get_by_id(c, key)
+
+    async def get_by_id(self, c: Client, resource_id: str) -> Message | None:
+        reply = await _missing_is_none(self._call(c, "Get", self._request(
+            "Get", name=f"{self.collection}/{resource_id}")))
+        found: Message | None = getattr(reply, self.field) if reply is not None else None
+        return found
+
+    async def find(self, c: Client, spec: dict[str, Any]) -> Message | None:
+        """The stored object ``spec`` describes: by its service-given id when it has one (and
+        that object still exists), else by its key."""
+        resource_id = str(spec.get(self.id_field, "")) if self.id_field else ""
+        if resource_id:
+            try:
+                found = await self.get_by_id(c, resource_id)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:  # not an id at all
+                    raise
+                found = None
+            if found is not None and self.live(found):
+                return found
+        return await self.get(c, self.key_of(spec))
+
+    async def lookup(self, c: Client, name: str) -> Message | None:
+        """What a person names on the command line: an id or a key (a display name)."""
+        return await self.find(c, {self.key_field: name, self.id_field: name}
+                               if self.id_field else {self.key_field: name})
+
+    async def create(self, c: Client, item: Message, rid: str) -> Message:
+        reply = await self._call(c, "Create", self._request(
+            "Create", **{self.field: item, "request_id": rid}))
+        created: Message = getattr(reply, self.field)
+        return created
+
+    async def update(self, c: Client, stored: Any, item: Any, paths: list[str],
+                     rid: str) -> Message:
+        item.name = stored.name
+        fields: dict[str, Any] = {self.field: item, "request_id": rid}
+        if self.masked:
+            fields["update_mask"] = field_mask_pb2.FieldMask(paths=paths)
+        reply = await self._call(c, "Update", self._request("Update", **fields))
+        updated: Message = getattr(reply, self.field)
+        return updated
+
+    async def list(self, c: Client) -> list[Message]:
+        plural = self.plural or f"{self.field}s"
+        if not self.paged:
+            return list(getattr(await self._call(c, "List", self._list_request(), "s"),
+                                plural))
+        items: list[Message] = []
+        token = ""
+        while True:
+            reply = await self._call(c, "List", self._list_request(page_size=100,
+                                                                   page_token=token), "s")
+            items.extend(getattr(reply, plural))
+            token = reply.next_page_token
+            if not token:
+                return items
+
+    def _list_request(self, **fields: Any) -> Message:
+        request: Message = getattr(self.rpc, f"List{self.resource}sRequest")(**fields)
+        return request
 
 
-def _by(items: list[Message], field: str, value: str) -> Message | None:
-    return next((i for i in items if getattr(i, field) == value), None)
-
-
-# --- content -----------------------------------------------------------------------------------
-
-
-async def _get_content(c: Client, key: str) -> Message | None:
-    reply = await _missing_is_none(c.content.GetContentItem(
-        content_pb.GetContentItemRequest(name=f"contentItems/{key}"), metadata=c.metadata))
-    return reply.content_item if reply else None
-
-
-async def _create_content(c: Client, item: Message, rid: str) -> Message:
-    reply = await c.content.CreateContentItem(content_pb.CreateContentItemRequest(
-        content_item=item, request_id=rid), metadata=c.metadata)
-    return await _publish_content(c, reply.content_item, rid)
-
-
-async def _publish_content(c: Client, item: Any, rid: str) -> Message:
+async def publish_content(c: Client, item: Any, rid: str) -> Message:
     # Journeys and actions render published versions only: applied content is published.
     await c.content.PublishContentItem(content_pb.PublishContentItemRequest(
         name=item.name, request_id=f"{rid}-publish"), metadata=c.metadata)
     published: Message = item
     return published
-
-
-async def _update_content(c: Client, stored: Any, item: Any, paths: list[str],
-                          rid: str) -> Message:
-    item.name = stored.name
-    if paths:
-        reply = await c.content.UpdateContentItem(content_pb.UpdateContentItemRequest(
-            content_item=item, update_mask=field_mask_pb2.FieldMask(paths=paths),
-            request_id=rid), metadata=c.metadata)
-        stored = reply.content_item
-    return await _publish_content(c, stored, rid)
-
-
-async def _list_content(c: Client) -> list[Message]:
-    return await _paged(lambda t: c.content.ListContentItems(content_pb.ListContentItemsRequest(
-        page_size=100, page_token=t), metadata=c.metadata), "content_items")
-
-
-async def _get_snippet(c: Client, key: str) -> Message | None:
-    reply = await _missing_is_none(c.content.GetSnippet(
-        content_pb.GetSnippetRequest(name=f"snippets/{key}"), metadata=c.metadata))
-    return reply.snippet if reply else None
-
-
-async def _create_snippet(c: Client, snippet: Message, rid: str) -> Message:
-    reply = await c.content.CreateSnippet(content_pb.CreateSnippetRequest(
-        snippet=snippet, request_id=rid), metadata=c.metadata)
-    created: Message = reply.snippet
-    return created
-
-
-async def _update_snippet(c: Client, stored: Any, snippet: Any, paths: list[str],
-                          rid: str) -> Message:
-    snippet.name = stored.name
-    reply = await c.content.UpdateSnippet(content_pb.UpdateSnippetRequest(
-        snippet=snippet, request_id=rid), metadata=c.metadata)
-    updated: Message = reply.snippet
-    return updated
-
-
-async def _list_snippets(c: Client) -> list[Message]:
-    return await _paged(lambda t: c.content.ListSnippets(content_pb.ListSnippetsRequest(
-        page_size=100, page_token=t), metadata=c.metadata), "snippets")
-
-
-# --- identity ----------------------------------------------------------------------------------
-
-
-async def _get_segment(c: Client, segment_id: str) -> Message | None:
-    reply = await _missing_is_none(c.identity.GetSegment(
-        identity_pb.GetSegmentRequest(name=f"segments/{segment_id}"), metadata=c.metadata))
-    return reply.segment if reply else None
-
-
-async def _create_segment(c: Client, segment: Message, rid: str) -> Message:
-    reply = await c.identity.CreateSegment(identity_pb.CreateSegmentRequest(
-        segment=segment, request_id=rid), metadata=c.metadata)
-    created: Message = reply.segment
-    return created
-
-
-async def _update_segment(c: Client, stored: Any, segment: Any, paths: list[str],
-                          rid: str) -> Message:
-    segment.name = stored.name
-    reply = await c.identity.UpdateSegment(identity_pb.UpdateSegmentRequest(
-        segment=segment, update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=rid),
-        metadata=c.metadata)
-    updated: Message = reply.segment
-    return updated
-
-
-async def _list_segments(c: Client) -> list[Message]:
-    return await _paged(lambda t: c.identity.ListSegments(identity_pb.ListSegmentsRequest(
-        page_size=100, page_token=t), metadata=c.metadata), "segments")
-
-
-# --- delivery ----------------------------------------------------------------------------------
-
-
-async def _list_providers(c: Client) -> list[Message]:
-    reply = await c.delivery.ListProviders(delivery_pb.ListProvidersRequest(),
-                                           metadata=c.metadata)
-    return list(reply.providers)
-
-
-async def _get_provider(c: Client, display_name: str) -> Message | None:
-    # Delivery names providers itself; a manifest names one by its display name.
-    return _by(await _list_providers(c), "display_name", display_name)
-
-
-async def _create_provider(c: Client, provider: Message, rid: str) -> Message:
-    reply = await c.delivery.CreateProvider(delivery_pb.CreateProviderRequest(
-        provider=provider, request_id=rid), metadata=c.metadata)
-    created: Message = reply.provider
-    return created
-
-
-async def _update_provider(c: Client, stored: Any, provider: Any, paths: list[str],
-                           rid: str) -> Message:
-    provider.name = stored.name
-    reply = await c.delivery.UpdateProvider(delivery_pb.UpdateProviderRequest(
-        provider=provider, update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=rid),
-        metadata=c.metadata)
-    updated: Message = reply.provider
-    return updated
-
-
-# --- decisioning -------------------------------------------------------------------------------
-
-
-async def _get_action(c: Client, key: str) -> Message | None:
-    reply = await _missing_is_none(c.decisioning.GetAction(
-        dec_pb.GetActionRequest(name=f"actions/{key}"), metadata=c.metadata))
-    return reply.action if reply else None
-
-
-async def _create_action(c: Client, action: Message, rid: str) -> Message:
-    reply = await c.decisioning.CreateAction(dec_pb.CreateActionRequest(
-        action=action, request_id=rid), metadata=c.metadata)
-    created: Message = reply.action
-    return created
-
-
-async def _update_action(c: Client, stored: Any, action: Any, paths: list[str],
-                         rid: str) -> Message:
-    action.name = stored.name
-    reply = await c.decisioning.UpdateAction(dec_pb.UpdateActionRequest(
-        action=action, update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=rid),
-        metadata=c.metadata)
-    updated: Message = reply.action
-    return updated
-
-
-async def _list_actions(c: Client) -> list[Message]:
-    return await _paged(lambda t: c.decisioning.ListActions(dec_pb.ListActionsRequest(
-        page_size=100, page_token=t), metadata=c.metadata), "actions")
-
-
-async def _get_point(c: Client, key: str) -> Message | None:
-    reply = await _missing_is_none(c.decisioning.GetDecisionPoint(
-        dec_pb.GetDecisionPointRequest(name=f"decisionPoints/{key}"), metadata=c.metadata))
-    return reply.decision_point if reply else None
-
-
-async def _create_point(c: Client, point: Message, rid: str) -> Message:
-    reply = await c.decisioning.CreateDecisionPoint(dec_pb.CreateDecisionPointRequest(
-        decision_point=point, request_id=rid), metadata=c.metadata)
-    created: Message = reply.decision_point
-    return created
-
-
-async def _update_point(c: Client, stored: Any, point: Any, paths: list[str],
-                        rid: str) -> Message:
-    point.name = stored.name
-    reply = await c.decisioning.UpdateDecisionPoint(dec_pb.UpdateDecisionPointRequest(
-        decision_point=point, update_mask=field_mask_pb2.FieldMask(paths=paths),
-        request_id=rid), metadata=c.metadata)
-    updated: Message = reply.decision_point
-    return updated
-
-
-async def _list_points(c: Client) -> list[Message]:
-    return await _paged(lambda t: c.decisioning.ListDecisionPoints(
-        dec_pb.ListDecisionPointsRequest(page_size=100, page_token=t), metadata=c.metadata),
-        "decision_points")
-
-
-# --- orchestration -----------------------------------------------------------------------------
-
-
-async def _list_journeys(c: Client) -> list[Message]:
-    return await _paged(lambda t: c.orchestration.ListJourneys(orch_pb.ListJourneysRequest(
-        page_size=100, page_token=t), metadata=c.metadata), "journeys")
-
-
-async def _get_journey(c: Client, display_name: str) -> Message | None:
-    # Orchestration names journeys itself; a manifest names one by its display name (an
-    # archived journey of that name is history, not the one to update).
-    live = [j for j in await _list_journeys(c)
-            if j.state != journey_pb2.JOURNEY_STATE_ARCHIVED]
-    return _by(live, "display_name", display_name)
-
-
-async def _create_journey(c: Client, journey: Message, rid: str) -> Message:
-    reply = await c.orchestration.CreateJourney(orch_pb.CreateJourneyRequest(
-        journey=journey, request_id=rid), metadata=c.metadata)
-    created: Message = reply.journey
-    return created
-
-
-async def _update_journey(c: Client, stored: Any, journey: Any, paths: list[str],
-                          rid: str) -> Message:
-    journey.name = stored.name
-    reply = await c.orchestration.UpdateJourney(orch_pb.UpdateJourneyRequest(
-        journey=journey, update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=rid),
-        metadata=c.metadata)
-    updated: Message = reply.journey
-    return updated
 
 
 async def publish_journey(c: Client, journey: Any, rid: str) -> Message:
@@ -322,22 +208,43 @@ async def publish_journey(c: Client, journey: Any, rid: str) -> Message:
     return published
 
 
-KIND_TABLE: dict[str, Kind] = {
-    "Content": Kind("Content", content_item_pb2.ContentItem, "key", _get_content,
-                    _create_content, _update_content, _list_content),
-    "Snippet": Kind("Snippet", content_item_pb2.Snippet, "key", _get_snippet, _create_snippet,
-                    _update_snippet, _list_snippets),
-    "Segment": Kind("Segment", segment_pb2.Segment, "segment_id", _get_segment,
-                    _create_segment, _update_segment, _list_segments),
-    "Provider": Kind("Provider", provider_pb2.Provider, "display_name", _get_provider,
-                     _create_provider, _update_provider, _list_providers),
-    "Action": Kind("Action", action_pb2.Action, "key", _get_action, _create_action,
-                   _update_action, _list_actions),
-    "DecisionPoint": Kind("DecisionPoint", decision_point_pb2.DecisionPoint, "key", _get_point,
-                          _create_point, _update_point, _list_points),
-    "Journey": Kind("Journey", journey_pb2.Journey, "display_name", _get_journey,
-                    _create_journey, _update_journey, _list_journeys),
-}
+def _not_archived(journey: Any) -> bool:
+    # An archived journey of that name is history, not the one to update.
+    return bool(journey.state != journey_pb2.JOURNEY_STATE_ARCHIVED)
+
+
+def _journey_unpublished(journey: Any) -> bool:
+    return bool(journey.state != journey_pb2.JOURNEY_STATE_ACTIVE)
+
+
+def _content_unpublished(item: Any) -> bool:
+    # Applied content is published; a draft left unpublished is a change to make.
+    return bool(item.latest_version == 0)
+
+
+KIND_TABLE: dict[str, Kind] = {k.name: k for k in (
+    Kind("Content", content_item_pb2.ContentItem, "key", "content", content_pb, "ContentItem",
+         "content_item", "contentItems", publish=publish_content, always_publish=True,
+         unpublished=_content_unpublished),
+    # UpdateSnippet replaces the snippet's source: no mask.
+    Kind("Snippet", content_item_pb2.Snippet, "key", "content", content_pb, "Snippet",
+         "snippet", "snippets", masked=False),
+    Kind("Segment", segment_pb2.Segment, "segment_id", "identity", identity_pb, "Segment",
+         "segment", "segments"),
+    Kind("Provider", provider_pb2.Provider, "display_name", "delivery", delivery_pb, "Provider",
+         "provider", "providers", id_field="provider_id", paged=False),
+    Kind("Action", action_pb2.Action, "key", "decisioning", dec_pb, "Action", "action",
+         "actions"),
+    Kind("DecisionPoint", decision_point_pb2.DecisionPoint, "key", "decisioning", dec_pb,
+         "DecisionPoint", "decision_point", "decisionPoints",
+         defaults={"arbitration": {}, "model": {}, "exposure": "EXPOSURE_MODE_REPORTED",
+                   "exploration": {"method": "EXPLORATION_METHOD_THOMPSON"}}),
+    Kind("Journey", journey_pb2.Journey, "display_name", "orchestration", orch_pb, "Journey",
+         "journey", "journeys", id_field="journey_id", publish=publish_journey,
+         unpublished=_journey_unpublished, live=_not_archived,
+         defaults={"re_entry": "RE_ENTRY_POLICY_NEVER",
+                   "nodes.send.on_failure": "FAILURE_POLICY_EXIT"}),
+)}
 
 
 # --- settings: one of each per workspace ---------------------------------------------------------
@@ -345,64 +252,47 @@ KIND_TABLE: dict[str, Kind] = {
 
 @dataclass(frozen=True)
 class SettingsPart:
-    """A workspace-wide settings object a Settings manifest can hold under ``section``."""
+    """A workspace-wide settings object a Settings manifest can hold under ``section``: read
+    with `Get<resource>`, written with `Update<resource>` (the whole object, and a mask where
+    the RPC takes one)."""
 
     section: str
     message: type[Message]
-    get: Callable[[Client], Awaitable[Message]]
-    put: Callable[[Client, Message, list[str], str], Awaitable[Message]]
+    service: str
+    rpc: ModuleType
+    resource: str
+    field: str  # the object's field in the request and the response
+    masked: bool
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # as Kind.defaults
+
+    def _call(self, c: Client, verb: str, **fields: Any) -> Awaitable[Any]:
+        method: Callable[..., Awaitable[Any]] = getattr(getattr(c, self.service),
+                                                        f"{verb}{self.resource}")
+        request = getattr(self.rpc, f"{verb}{self.resource}Request")(**fields)
+        return method(request, metadata=c.metadata)
+
+    async def get(self, c: Client) -> Message:
+        got: Message = getattr(await self._call(c, "Get"), self.field)
+        return got
+
+    async def put(self, c: Client, merged: Message, paths: list[str], rid: str) -> Message:
+        fields: dict[str, Any] = {self.field: merged, "request_id": rid}
+        if self.masked:
+            fields["update_mask"] = field_mask_pb2.FieldMask(paths=paths)
+        got: Message = getattr(await self._call(c, "Update", **fields), self.field)
+        return got
 
 
-async def _get_identity_settings(c: Client) -> Message:
-    reply = await c.identity.GetIdentitySettings(identity_pb.GetIdentitySettingsRequest(),
-                                                 metadata=c.metadata)
-    got: Message = reply.settings
-    return got
-
-
-async def _put_identity_settings(c: Client, merged: Message, paths: list[str],
-                                 rid: str) -> Message:
-    reply = await c.identity.UpdateIdentitySettings(identity_pb.UpdateIdentitySettingsRequest(
-        settings=merged, request_id=rid), metadata=c.metadata)
-    got: Message = reply.settings
-    return got
-
-
-async def _get_content_settings(c: Client) -> Message:
-    reply = await c.content.GetContentSettings(content_pb.GetContentSettingsRequest(),
-                                               metadata=c.metadata)
-    got: Message = reply.content_settings
-    return got
-
-
-async def _put_content_settings(c: Client, merged: Message, paths: list[str],
-                                rid: str) -> Message:
-    reply = await c.content.UpdateContentSettings(content_pb.UpdateContentSettingsRequest(
-        content_settings=merged, update_mask=field_mask_pb2.FieldMask(paths=paths),
-        request_id=rid), metadata=c.metadata)
-    got: Message = reply.content_settings
-    return got
-
-
-async def _get_policy(c: Client) -> Message:
-    reply = await c.delivery.GetDeliveryPolicy(delivery_pb.GetDeliveryPolicyRequest(),
-                                               metadata=c.metadata)
-    got: Message = reply.policy
-    return got
-
-
-async def _put_policy(c: Client, merged: Message, paths: list[str], rid: str) -> Message:
-    reply = await c.delivery.UpdateDeliveryPolicy(delivery_pb.UpdateDeliveryPolicyRequest(
-        policy=merged, request_id=rid), metadata=c.metadata)
-    got: Message = reply.policy
-    return got
-
-
-SETTINGS_PARTS: dict[str, SettingsPart] = {
-    "identity": SettingsPart("identity", identity_settings_pb2.IdentitySettings,
-                             _get_identity_settings, _put_identity_settings),
-    "content": SettingsPart("content", content_item_pb2.ContentSettings,
-                            _get_content_settings, _put_content_settings),
-    "delivery_policy": SettingsPart("delivery_policy", policy_pb2.DeliveryPolicy, _get_policy,
-                                    _put_policy),
-}
+SETTINGS_PARTS: dict[str, SettingsPart] = {p.section: p for p in (
+    SettingsPart("identity", identity_settings_pb2.IdentitySettings, "identity", identity_pb,
+                 "IdentitySettings", "settings", masked=False, defaults={
+                     "identifier_types": [{"type": "user_id", "limit": 1}],
+                     "consent_defaults": [
+                         {"channel": "CHANNEL_EMAIL"}, {"channel": "CHANNEL_SMS", "opt_in": True},
+                         {"channel": "CHANNEL_PUSH"}, {"channel": "CHANNEL_IN_APP"},
+                         {"channel": "CHANNEL_WEBHOOK"}]}),
+    SettingsPart("content", content_item_pb2.ContentSettings, "content", content_pb,
+                 "ContentSettings", "content_settings", masked=True),
+    SettingsPart("delivery_policy", policy_pb2.DeliveryPolicy, "delivery", delivery_pb,
+                 "DeliveryPolicy", "policy", masked=False),
+)}
