@@ -3,18 +3,20 @@ callers. A service's ``bootstrap.py`` adds its own adapters and servicers on top
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import MetaData, Table
 
 from cjo_platform.clock import Clock
-from cjo_platform.config import ServiceSettings
+from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.db.dead_letters import DeadLetters, define_dead_letters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.idempotency import RequestLog, define_request_log
 from cjo_platform.db.migrations import upgrade
 from cjo_platform.db.outbox import Outbox, define_outbox
+from cjo_platform.db.retention import RetentionWorker, Rule, retention_worker
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import Unavailable
 from cjo_platform.metrics import Probe, QueueGauges, outbox_probe
@@ -48,6 +50,12 @@ class Storage:
     def queue_gauges(self, clock: Clock, *probes: Probe) -> QueueGauges:
         """The outbox's gauges, which every service has, and the service's own ``probes``."""
         return QueueGauges(self.db, clock, [outbox_probe(self.outbox.table), *probes])
+
+    def retention(self, env: Env, service: str, rules: Sequence[Rule] = ()) -> RetentionWorker:
+        """The worker that keeps the request log, the dead letters and ``rules``' kinds only
+        as long as ``CJO_<SERVICE>_RETENTION_<KIND>_DAYS`` say (cjo_platform.db.retention)."""
+        return retention_worker(env, service, self.transactions, self.requests.table,
+                                self.dead_letters.table, rules)
 
 
 def open_storage(settings: ServiceSettings, metadata: MetaData, migrations: Path,

@@ -31,6 +31,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/RecordFacts"},
+        background=[storage.retention(env, settings.service).run],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock),
     )

@@ -34,6 +34,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                    dead_letter_servicer(storage.transactions, storage.dead_letters, {},
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
+        background=[storage.retention(env, settings.service).run],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock),
     )

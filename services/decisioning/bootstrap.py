@@ -10,6 +10,7 @@ from pathlib import Path
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc
 from cjo_decisioning.adapters.gauges import PROBE as QUEUES
 from cjo_decisioning.adapters.identity import ProfileBook
+from cjo_decisioning.adapters.retention import RULES as RETENTION
 from cjo_decisioning.adapters.tables import metadata
 from cjo_decisioning.api.servicer import SERVICE, SERVICE_ONLY_METHODS, DecisioningServicer
 from cjo_decisioning.service_layer.decide import Engine
@@ -53,7 +54,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods=SERVICE_ONLY_METHODS,
-        background=[learner.run],
+        background=[learner.run, storage.retention(env, settings.service, RETENTION).run],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
     )

@@ -18,6 +18,7 @@ from cjo_delivery.adapters.gauges import PROBE as QUEUES
 from cjo_delivery.adapters.identity_events import identity_events_forwarder
 from cjo_delivery.adapters.inbox import INBOX_SIGNAL, InboxHub, InboxProvider
 from cjo_delivery.adapters.provider_factory import ProviderFactory
+from cjo_delivery.adapters.retention import RULES as RETENTION
 from cjo_delivery.adapters.routes import Routes
 from cjo_delivery.adapters.secret_box import load_secret_box
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
@@ -171,7 +172,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         await outcomes.run()
 
     background: list[Callable[[], Coroutine[Any, Any, None]]] = [
-        signals.run, send_messages, forward_facts, forward_events, forward_outcomes]
+        signals.run, send_messages, forward_facts, forward_events, forward_outcomes,
+        storage.retention(env, settings.service, RETENTION).run]
     if tracking is not None:
         # Reports of real providers; SNS certificates are fetched with the providers' client.
         reports = ProviderReports(transactions, secret_box,

@@ -10,6 +10,7 @@ from pathlib import Path
 from cjo.identity.v1 import identity_service_pb2_grpc, workspace_service_pb2_grpc
 from cjo_identity.adapters.gauges import PROBE as QUEUES
 from cjo_identity.adapters.orchestration import events_forwarder
+from cjo_identity.adapters.retention import RULES as RETENTION
 from cjo_identity.adapters.tables import metadata
 from cjo_identity.api import identity_servicer, workspace_servicer
 from cjo_identity.api.identity_servicer import IdentityServicer
@@ -66,7 +67,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         authenticator=Authenticator(settings.service_token, resolve_key),
         service_only_methods=workspace_servicer.SERVICE_ONLY_METHODS,
         # With forwarding off, rows written before still drain.
-        background=[events.run, facts.run, rewards.run, time.run],
+        background=[events.run, facts.run, rewards.run, time.run,
+                    storage.retention(env, settings.service, RETENTION).run],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
     )

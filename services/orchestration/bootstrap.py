@@ -9,6 +9,7 @@ from cjo_orchestration.adapters.audience import Audience
 from cjo_orchestration.adapters.erasures import erasures_forwarder
 from cjo_orchestration.adapters.gauges import PROBE as QUEUES
 from cjo_orchestration.adapters.peers import DecisioningCatalog, Peers
+from cjo_orchestration.adapters.retention import RULES as RETENTION
 from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.api.servicer import SERVICE, OrchestrationServicer
 from cjo_orchestration.service_layer.events import (
@@ -87,7 +88,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/HandleEvents"},
         background=[signals.run, events.run, steps.run, schedules.run, facts.run,
-                    erasures.run],
+                    erasures.run, storage.retention(env, settings.service, RETENTION).run],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
     )

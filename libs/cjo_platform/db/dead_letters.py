@@ -57,6 +57,8 @@ def define_dead_letters(metadata: MetaData) -> Table:
         Column("first_failed_time", UtcDateTime, nullable=False),
         Column("last_failed_time", UtcDateTime, nullable=False),
         Index("ix_dead_letters_workspace", "workspace_id", "id"),
+        # Retention (CJO_<SERVICE>_RETENTION_DEAD_LETTERS_DAYS, off by default).
+        Index("ix_dead_letters_failed", "last_failed_time"),
     )
 
 

@@ -11,6 +11,7 @@ import hashlib
 from google.protobuf.message import Message
 from sqlalchemy import (
     Column,
+    Index,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -42,6 +43,8 @@ def define_request_log(metadata: MetaData) -> Table:
         Column("response", LargeBinary, nullable=False),
         Column("create_time", UtcDateTime, nullable=False),
         PrimaryKeyConstraint("workspace_id", "method", "request_id"),
+        # Retention deletes answers older than CJO_<SERVICE>_RETENTION_REQUEST_LOG_DAYS.
+        Index("ix_request_log_created", "create_time"),
     )
 
 

@@ -139,6 +139,8 @@ decisions = Table(
     Index("ix_decisions_point_time", "workspace_id", "decision_point", "decide_time"),
     # The learning worker: lapsed windows and rewards not yet learned.
     Index("ix_decisions_learning", "learned", "outcome", "reward_deadline"),
+    # Retention deletes settled decisions by age (CJO_DECISIONING_RETENTION_DECISIONS_DAYS).
+    Index("ix_decisions_decided", "decide_time"),
 )
 
 # Opens and clicks per person, channel and hour of the day (UTC): what best send times are

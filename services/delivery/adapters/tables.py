@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from cjo_platform.db import UtcDateTime
@@ -65,6 +66,9 @@ messages = Table(
     # The decisioning decision the message carries out ("" for none): on its facts, and its
     # SENT fact goes to decisioning as the decision's exposure.
     Column("decision_id", String(MAX_ID_LENGTH), nullable=False, server_default=""),
+    # When retention (CJO_DELIVERY_RETENTION_MESSAGE_BODIES_DAYS) removed the rendered body from
+    # ``content`` (the content key, version, locale and variant stay); NULL while it is there.
+    Column("body_removed_time", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "message_id"),
     UniqueConstraint("workspace_id", "idempotency_key", name="uq_messages_idempotency_key"),
     # The sender's claim query: due QUEUED messages and SENDING ones whose lease ran out.
@@ -81,6 +85,9 @@ messages = Table(
     # by the device token it went to (adapters/webhook_store.py).
     Index("ix_messages_provider_message", "workspace_id", "provider_message_id"),
     Index("ix_messages_address", "workspace_id", "address", "channel", "sent_time"),
+    # Retention: the oldest messages whose body is still stored.
+    Index("ix_messages_bodies", "create_time", postgresql_where=text("body_removed_time IS NULL"),
+          sqlite_where=text("body_removed_time IS NULL")),
 )
 
 providers = Table(
@@ -140,6 +147,8 @@ inbox_messages = Table(
     Column("update_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "message_id"),
     Index("ix_inbox_profile", "workspace_id", "profile_id", "create_time", "message_id"),
+    # Retention deletes in-app messages by age (CJO_DELIVERY_RETENTION_INBOX_MESSAGES_DAYS).
+    Index("ix_inbox_messages_created", "create_time"),
 )
 
 # Provider rate limits shared by every sender replica: per rate-limited provider, the GCRA's

@@ -147,6 +147,8 @@ events = Table(
     # Deduplication: a source's message id is applied once per workspace.
     UniqueConstraint("workspace_id", "message_id", name="uq_events_message"),
     Index("ix_events_profile_time", "workspace_id", "profile_id", "timestamp", "event_id"),
+    # Retention (CJO_IDENTITY_RETENTION_EVENTS_DAYS) deletes the oldest received first.
+    Index("ix_events_received", "receive_time"),
 )
 
 segments = Table(

@@ -92,6 +92,9 @@ inbox = Table(
           postgresql_where=text("NOT processed"), sqlite_where=text("processed = 0")),
     # Erasure blanks a profile's stored events.
     Index("ix_inbox_profile", "workspace_id", "profile_id"),
+    # Retention deletes processed events by age (CJO_ORCHESTRATION_RETENTION_INBOX_DAYS).
+    Index("ix_inbox_processed_time", "receive_time", postgresql_where=text("processed"),
+          sqlite_where=text("processed = 1")),
 )
 
 # Profiles identity merged into another or erased (profile_merged / profile_deleted events).
@@ -173,6 +176,9 @@ steps = Table(
     Column("detail", Text, nullable=False, default=""),
     Column("time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "enrollment_id", "step_number"),
+    # Retention deletes finished enrollments' steps by age
+    # (CJO_ORCHESTRATION_RETENTION_STEPS_DAYS).
+    Index("ix_steps_time", "time"),
 )
 
 # One row per firing of a scheduled journey version. The scheduler claims due rows with a lease

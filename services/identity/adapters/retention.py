@@ -1,0 +1,17 @@
+"""Identity's retention kinds (cjo_platform.db.retention), besides the request log and dead
+letters every service has."""
+
+from __future__ import annotations
+
+from cjo_identity.adapters.tables import events
+from cjo_platform.db.retention import Rule
+
+# Kept forever by default: computed traits, segment rules, journey backfills and analytics
+# replays read a profile's whole history, and deleting events would silently change what they
+# answer. An operator who sets a limit accepts that only that much history counts.
+EVENTS_DAYS = 0
+
+RULES = [
+    Rule("events", events, events.c.receive_time, EVENTS_DAYS,
+         description="stored events, by the time identity received them"),
+]

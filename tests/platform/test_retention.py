@@ -1,0 +1,211 @@
+"""Retention (cjo_platform.db.retention): rows past their kind's age go in small batches, young
+rows and rows still needed stay, a rewrite keeps the row, two replicas share the work, and a
+failing kind neither stops the worker nor the other kinds. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ColumnElement,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    false,
+    select,
+)
+from structlog.testing import capture_logs
+
+from cjo_platform.clock import ManualClock
+from cjo_platform.config import ConfigError, Env
+from cjo_platform.db import Database, UtcDateTime
+from cjo_platform.db.dead_letters import define_dead_letters
+from cjo_platform.db.idempotency import define_request_log
+from cjo_platform.db.retention import (
+    Configured,
+    Retention,
+    RetentionWorker,
+    Rule,
+    configure,
+    retention_worker,
+    setting_name,
+)
+from cjo_platform.db.unit_of_work import Transactions
+from support import Backend, eventually
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+metadata = MetaData()
+notes = Table(
+    "notes", metadata,
+    Column("workspace_id", String(32), primary_key=True),
+    Column("note_id", Integer, primary_key=True),
+    Column("body", String(200), nullable=False),
+    Column("pinned", Boolean, nullable=False),
+    Column("create_time", UtcDateTime, nullable=False, index=True),
+    Column("blank_time", UtcDateTime, nullable=True),
+)
+# Declared but never created: every batch of its kind fails.
+missing = Table("missing", metadata, Column("id", Integer, primary_key=True),
+                Column("create_time", UtcDateTime, nullable=False))
+
+
+@dataclass
+class Db:
+    db: Database
+    clock: ManualClock
+    transactions: Transactions
+
+    def add(self, workspace: str, first: int, count: int, age: timedelta,
+            pinned: bool = False) -> None:
+        with self.db.transaction() as session:
+            session.execute(notes.insert(), [
+                {"workspace_id": workspace, "note_id": i, "body": f"note {i}", "pinned": pinned,
+                 "create_time": NOW - age} for i in range(first, first + count)])
+
+    def ids(self, workspace: str = "w1") -> list[int]:
+        with self.db.transaction() as session:
+            return list(session.execute(select(notes.c.note_id).where(
+                notes.c.workspace_id == workspace).order_by(notes.c.note_id)).scalars())
+
+    def bodies(self) -> dict[int, str]:
+        with self.db.transaction() as session:
+            return {r.note_id: r.body for r in session.execute(
+                select(notes.c.note_id, notes.c.body))}
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[Db]:
+    url = backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/retention.db")
+    backend.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(url, schema=backend.schema_prefix + "retention")
+    db.create_schema()
+    notes.create(db.engine)
+    clock = ManualClock(NOW)
+    try:
+        yield Db(db, clock, Transactions(db, clock))
+    finally:
+        db.dispose()
+
+
+def unpinned() -> ColumnElement[bool]:
+    return notes.c.pinned == false()
+
+
+DELETE = Rule("notes", notes, notes.c.create_time, 30, removable=unpinned)
+
+
+def retention(store: Db, *rules: Configured, batch: int = 10) -> Retention:
+    return Retention(store.transactions, "test", list(rules), batch)
+
+
+async def test_old_rows_go_in_batches_and_young_and_needed_rows_stay(store: Db) -> None:
+    store.add("w1", 0, 25, timedelta(days=31))  # past the 30 days
+    store.add("w1", 100, 5, timedelta(days=29))  # young
+    store.add("w1", 200, 3, timedelta(days=400), pinned=True)  # old, but still needed
+    store.add("w2", 0, 4, timedelta(days=31))  # retention is per environment: every workspace
+    keep = retention(store, Configured(DELETE, 30))
+
+    assert await keep.run_once() is True  # a full batch: more may be waiting
+    assert keep.last.removed == {"notes": 10}
+    assert await keep.run_once() is True
+    assert await keep.run_once() is False  # 9 left of w1 and w2: the last, partial batch
+    assert keep.last.removed == {"notes": 9}
+    assert await keep.run_once() is False
+    assert keep.last.removed == {"notes": 0}
+    assert store.ids("w1") == [*range(100, 105), 200, 201, 202]
+    assert store.ids("w2") == []
+
+    store.clock.advance(timedelta(days=2))  # the young ones come of age
+    await keep.run_once()
+    assert store.ids("w1") == [200, 201, 202]
+
+
+async def test_zero_days_keeps_a_kind_forever(store: Db) -> None:
+    store.add("w1", 0, 5, timedelta(days=3650))
+    keep = retention(store, Configured(DELETE, 0))
+    assert await keep.run_once() is False
+    assert store.ids() == [0, 1, 2, 3, 4]
+
+
+async def test_a_rewrite_keeps_the_row_and_happens_once(store: Db) -> None:
+    def blank(row: Any, now: datetime) -> dict[str, object]:
+        return {"body": f"[{row.body[:4]}]", "blank_time": now}
+
+    rule = Rule("bodies", notes, notes.c.create_time, 30,
+                removable=lambda: notes.c.blank_time.is_(None), rewrite=blank,
+                read=[notes.c.body])
+    store.add("w1", 0, 3, timedelta(days=31))
+    store.add("w1", 10, 1, timedelta(days=1))
+    keep = retention(store, Configured(rule, 30), batch=2)
+    assert await keep.run_once() is True
+    assert await keep.run_once() is False
+    assert await keep.run_once() is False
+    assert keep.last.removed == {"bodies": 0}  # rewritten rows are not taken again
+    assert store.bodies() == {0: "[note]", 1: "[note]", 2: "[note]", 10: "note 10"}
+
+
+async def test_a_failing_kind_is_logged_and_the_others_and_the_worker_go_on(store: Db) -> None:
+    broken = Rule("missing", missing, missing.c.create_time, 1)
+    store.add("w1", 0, 25, timedelta(days=31))
+    keep = retention(store, Configured(broken, 1), Configured(DELETE, 30))
+    worker = RetentionWorker(keep, poll_seconds=0.01)
+    with capture_logs() as logs:
+        task = asyncio.create_task(worker.run())
+        try:
+            await eventually(lambda: store.ids() == [])
+            await eventually(lambda: "missing" in keep.last.errors)
+            assert not task.done()
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    failures = [e for e in logs if e.get("kind") == "missing" and e["log_level"] == "warning"]
+    assert failures and "missing" in failures[0]["error"]
+
+
+async def test_two_replicas_share_the_work_and_remove_each_row_once(store: Db) -> None:
+    store.add("w1", 0, 300, timedelta(days=60))
+    store.add("w1", 1000, 7, timedelta(days=1))
+    replicas = [retention(store, Configured(DELETE, 30), batch=20) for _ in range(2)]
+    removed = [0, 0]
+
+    async def drain(i: int) -> None:
+        while True:
+            more = await replicas[i].run_once()
+            assert not replicas[i].last.errors
+            removed[i] += replicas[i].last.removed["notes"]
+            if not more:
+                return
+
+    await asyncio.gather(drain(0), drain(1))
+    # A last partial batch may meet rows the other replica just took: another round finds none.
+    for replica in replicas:
+        await replica.run_once()
+    assert store.ids() == list(range(1000, 1007))
+    assert sum(removed) == 300
+
+
+def test_settings_name_each_kind_and_are_validated() -> None:
+    rules = [DELETE, Rule("other", notes, notes.c.create_time, 7)]
+    env = Env({setting_name("orchestration", "notes"): "0"})
+    assert [(c.rule.kind, c.days) for c in configure(env, "orchestration", rules)] == [
+        ("notes", 0), ("other", 7)]
+    assert setting_name("orchestration", "notes") == "CJO_ORCHESTRATION_RETENTION_NOTES_DAYS"
+    env = Env({"CJO_CONTENT_RETENTION_REQUEST_LOG_DAYS": "-1",
+               "CJO_CONTENT_RETENTION_BATCH": "lots"})
+    shared = MetaData()
+    retention_worker(env, "content", Transactions(Database("sqlite://"), ManualClock()),
+                     define_request_log(shared), define_dead_letters(shared))
+    with pytest.raises(ConfigError) as raised:
+        env.check()
+    assert "CJO_CONTENT_RETENTION_REQUEST_LOG_DAYS=-1" in str(raised.value)
+    assert "CJO_CONTENT_RETENTION_BATCH='lots'" in str(raised.value)
