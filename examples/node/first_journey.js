@@ -6,7 +6,8 @@
  *   cd examples/node && npm ci
  *   CJO_API_KEY=cjo_... node first_journey.js
  *
- * It creates and publishes an email template, publishes the journey "on signed_up -> send the
+ * It first shows the Struct trap refused (a trait written {string_value: ...} is INVALID_ARGUMENT
+ * naming the field), then creates and publishes an email template, publishes the journey "on signed_up -> send the
  * welcome email", sends one signed_up event, waits until the enrollment has completed and
  * delivery has sent the email, then sends a deliberately bad request and prints the rich error
  * (google.rpc.Status -> ErrorInfo, BadRequest) decoded from the `grpc-status-details-bin`
@@ -46,10 +47,12 @@ const api = grpc.loadPackageDefinition(definition);
 // Value and ListValue come from protobufjs's built-in descriptors, whose fields are camelCase
 // whatever keepCase says: stringValue, numberValue, boolValue, nullValue, structValue,
 // listValue. A Value written in the protos' spelling, {string_value: 'ada@example.com'}, has no
-// field protobufjs knows: it is dropped without an error and the Value is sent with no kind,
-// which the server reads as null (a trait "email: null", and later a journey failing with "no
-// address"). A plain object ({email: 'ada@example.com'}) where a Struct is expected is dropped
-// the same way. So every Struct is built with toStruct below; main() shows the trap at run time.
+// field protobufjs knows: it is dropped without an error and the Value is sent with no kind.
+// cjo refuses such a Value (INVALID_ARGUMENT naming the field, e.g. events[0].traits.email)
+// rather than store null, so the mistake shows at the call, not later as a journey failing
+// with "no address". A plain object ({email: 'ada@example.com'}) where a Struct is expected is
+// dropped the same way, and arrives as an empty Struct: no trait, and no error either. So every
+// Struct is built with toStruct below; main() shows the refusal at run time.
 // ---------------------------------------------------------------------------------------------
 
 /** A JavaScript value as a google.protobuf.Value in proto-loader's (camelCase) shape. */
@@ -86,21 +89,13 @@ function fromValue(value) {
     case 'boolValue': return value.boolValue;
     case 'structValue': return fromStruct(value.structValue);
     case 'listValue': return (value.listValue.values || []).map(fromValue);
-    default: return null; // nullValue, or a Value with no kind at all (the trap's result)
+    default: return null; // nullValue (cjo never stores a Value with no kind)
   }
 }
 
 function fromStruct(struct) {
   return Object.fromEntries(
     Object.entries((struct && struct.fields) || {}).map(([key, v]) => [key, fromValue(v)]));
-}
-
-/** What the server would read from a Struct built some way: encode and decode it as the wire
- * would, through the IngestEvents request that carries event traits. */
-function roundTrip(traits) {
-  const method = api.cjo.identity.v1.IdentityService.service.IngestEvents;
-  const wire = method.requestSerialize({ events: [{ name: 'probe', traits }] });
-  return fromStruct(method.requestDeserialize(wire).events[0].traits);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -118,18 +113,39 @@ rpcTypes.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto'],
 });
 const Status = rpcTypes.lookupType('google.rpc.Status');
 
-/** The google.rpc.Status of a failed grpc-js call, its details unpacked, or null. */
-function richStatus(error) {
-  const [bytes] = (error.metadata && error.metadata.get('grpc-status-details-bin')) || [];
-  if (!bytes) return null;
-  const status = Status.toObject(Status.decode(bytes), { defaults: true });
-  status.details = status.details.map((any) => {
+/** The details of a google.rpc.Status (Any messages: {type_url, value}), unpacked. */
+function unpackDetails(details) {
+  return (details || []).map((any) => {
     // type_url is "type.googleapis.com/google.rpc.ErrorInfo"; the name follows the last slash.
     const typeName = any.type_url.slice(any.type_url.lastIndexOf('/') + 1);
     const type = rpcTypes.lookupTypeOrEnum(typeName);
     return { '@type': typeName, ...type.toObject(type.decode(any.value), { defaults: true }) };
   });
+}
+
+/** The google.rpc.Status of a failed grpc-js call, its details unpacked, or null. */
+function richStatus(error) {
+  const [bytes] = (error.metadata && error.metadata.get('grpc-status-details-bin')) || [];
+  if (!bytes) return null;
+  const status = Status.toObject(Status.decode(bytes), { defaults: true });
+  status.details = unpackDetails(status.details);
   return status;
+}
+
+/** Prints a google.rpc.Status's ErrorInfo and BadRequest details; whether it had a BadRequest. */
+function printDetails(details) {
+  for (const detail of details) {
+    if (detail['@type'] === 'google.rpc.ErrorInfo') {
+      console.log(`  ErrorInfo reason=${detail.reason} domain=${detail.domain}`);
+    } else if (detail['@type'] === 'google.rpc.BadRequest') {
+      for (const violation of detail.field_violations) {
+        console.log(`  BadRequest ${violation.field}: ${violation.description}`);
+      }
+    } else {
+      console.log(`  ${detail['@type']}`);
+    }
+  }
+  return details.some((d) => d['@type'] === 'google.rpc.BadRequest');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -164,11 +180,25 @@ async function main() {
   const orchestration = client(v1.orchestration.v1.OrchestrationService, 'orchestration', 50053);
   const delivery = client(v1.delivery.v1.DeliveryService, 'delivery', 50054);
 
-  // 0. The trap, shown: what the server would store for a trait written three ways.
-  const wrong = roundTrip({ fields: { email: { string_value: 'ada@example.com' } } });
-  const right = roundTrip(toStruct({ email: 'ada@example.com' }));
-  console.log(`struct:   {string_value: ...} arrives as ${JSON.stringify(wrong)};`
-    + ` toStruct() arrives as ${JSON.stringify(right)}`);
+  // 0. The trap, shown: a trait written in the protos' spelling ({string_value: ...}) leaves
+  //    as a Value with no kind, and cjo refuses the event (IngestEvents answers each event with
+  //    its own google.rpc.Status, whose BadRequest names the field) instead of storing null.
+  const trap = await call(identity, 'IngestEvents', {
+    events: [{
+      message_id: crypto.randomUUID(),
+      type: 'EVENT_TYPE_TRACK',
+      name: 'struct_trap',
+      identifiers: [{ type: 'user_id', value: 'node-example-trap' }],
+      traits: { fields: { email: { string_value: 'ada@example.com' } } },
+    }],
+  }, auth);
+  const [trapped] = trap.results;
+  if (!trapped.status || trapped.status.code !== grpc.status.INVALID_ARGUMENT) {
+    console.error('a Value with no kind was accepted');
+    return 1;
+  }
+  console.log(`struct:   {string_value: ...} refused: ${grpc.status[trapped.status.code]}`);
+  if (!printDetails(unpackDetails(trapped.status.details))) return 1;
 
   // 1. Content: an email template in Liquid, published. request_id makes re-running safe.
   try {
@@ -273,18 +303,7 @@ async function main() {
     const status = richStatus(error);
     if (!status) throw error;
     console.log(`error:    ${grpc.status[error.code]}: ${status.message}`);
-    for (const detail of status.details) {
-      if (detail['@type'] === 'google.rpc.ErrorInfo') {
-        console.log(`  ErrorInfo reason=${detail.reason} domain=${detail.domain}`);
-      } else if (detail['@type'] === 'google.rpc.BadRequest') {
-        for (const violation of detail.field_violations) {
-          console.log(`  BadRequest ${violation.field}: ${violation.description}`);
-        }
-      } else {
-        console.log(`  ${detail['@type']}`);
-      }
-    }
-    if (!status.details.some((d) => d['@type'] === 'google.rpc.BadRequest')) return 1;
+    if (!printDetails(status.details)) return 1;
   }
   for (const stub of [identity, content, orchestration, delivery]) stub.close();
   return 0;
@@ -297,4 +316,6 @@ if (require.main === module) {
   });
 }
 
-module.exports = { toStruct, toValue, fromStruct, fromValue, richStatus };
+module.exports = {
+  toStruct, toValue, fromStruct, fromValue, richStatus, unpackDetails,
+};

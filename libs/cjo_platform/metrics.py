@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from cjo_platform.clock import Clock
 from cjo_platform.db.engine import Database, utc
 from cjo_platform.logging import get_logger
-from cjo_platform.rpc.interceptors import Behavior, _Wrapping
+from cjo_platform.rpc.interceptors import Behavior, _Wrapping, around_each_call
 
 log = get_logger(__name__)
 
@@ -104,31 +104,15 @@ class MetricsInterceptor(_Wrapping):
         # One attribute dict per method and code, built once: recording then costs a lookup.
         attributes: dict[Any, Mapping[str, str]] = {}
 
-        def finish(context: grpc.aio.ServicerContext, started: float) -> None:
+        def finish(context: grpc.aio.ServicerContext, seconds: float) -> None:
             code = context.code() or grpc.StatusCode.OK
             labels = attributes.get(code)
             if labels is None:
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 labels = attributes[code] = {"rpc.method": method, "rpc.grpc.status_code": name}
-            record(time.perf_counter() - started, labels)
+            record(seconds, labels)
 
-        if streaming:
-            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                try:
-                    async for item in behavior(request, context):
-                        yield item
-                finally:
-                    finish(context, started)
-            return stream_behavior
-
-        async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            try:
-                return await behavior(request, context)
-            finally:
-                finish(context, started)
-        return unary_behavior
+        return around_each_call(behavior, streaming, finish)
 
 
 # --- queue depths ----------------------------------------------------------------------------

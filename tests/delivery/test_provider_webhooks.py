@@ -6,6 +6,7 @@ is answered 200 and ignored (providers retry anything else); a repeat is recorde
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -15,12 +16,13 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
 import grpc
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
-from delivery_support import self_signed, send_request
+from delivery_support import delivery_app, self_signed, send_request
 from grpc_status import rpc_status
 from http_sink import Answer, HttpSink, Request, http_sink
 from provider_webhook_support import (
@@ -43,8 +45,9 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import message_pb2, provider_pb2
 from cjo_delivery.adapters.webhooks import twilio
 from cjo_platform.rpc.status import field_violations
-from support import Backend, eventually
+from support import Backend, eventually, free_port, serving
 
+TOPIC = "arn:aws:sns:us-west-2:123456789012:MyTopic"  # the SNS samples' topic
 WEBHOOK_PASSWORD = "pm-basic-password-never-shown-41c2"
 SIGNING_KEY = "mg-signing-key-never-shown-77d1"
 
@@ -58,8 +61,10 @@ def p256() -> tuple[ec.EllipticCurvePrivateKey, str]:
     return private, base64.b64encode(public).decode()
 
 
-def sendgrid_headers(private: ec.EllipticCurvePrivateKey, body: bytes,
-                     timestamp: str = "1700000000") -> dict[str, str]:
+def sendgrid_headers(private: ec.EllipticCurvePrivateKey, body: bytes, at: datetime
+                     ) -> dict[str, str]:
+    """Signed as SendGrid signs a batch it posts at ``at``."""
+    timestamp = str(int(at.timestamp()))
     signature = private.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
             "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
@@ -93,28 +98,42 @@ async def test_sendgrid_sample_events_bounce_the_message_and_reach_the_profile(
         assert (await h.web.post(url, content=body)).status_code == 401
         other, _ = p256()
         assert (await h.web.post(url, content=body,
-                                 headers=sendgrid_headers(other, body))).status_code == 403
+                                 headers=sendgrid_headers(other, body, h.clock.now()))
+                ).status_code == 403
         altered = body.replace(b"5.0.0", b"4.0.0")
         assert (await h.web.post(url, content=altered,
-                                 headers=sendgrid_headers(private, body))).status_code == 403
+                                 headers=sendgrid_headers(private, body, h.clock.now()))
+                ).status_code == 403
         assert await h.status(message_id) == SENT and h.engagement_rows() == 0
 
         # About a message cjo never sent: acknowledged (SendGrid retries non-2xx), ignored.
         stranger = json.dumps(fixture("sendgrid_events.json", email="bo@example.com",
                                       smtp_id="<14c5d75ce93.dfd.64b469@ismtpd-555>")).encode()
         ignored = await h.web.post(url, content=stranger,
-                                   headers=sendgrid_headers(private, stranger))
+                                   headers=sendgrid_headers(private, stranger, h.clock.now()))
         assert ignored.status_code == 200 and h.engagement_rows() == 0
 
-        answer = await h.web.post(url, content=body, headers=sendgrid_headers(private, body))
+        answer = await h.web.post(url, content=body,
+                                  headers=sendgrid_headers(private, body, h.clock.now()))
         assert answer.status_code == 200
         message = await h.message(message_id)
         assert message.status == BOUNCED and "500 unknown recipient" in message.error
         await bounce_reaches_suppression(h, "ada@example.com", "k2")
 
         # SendGrid retries a batch it thinks failed: the same events, recorded once.
-        again = await h.web.post(url, content=body, headers=sendgrid_headers(private, body))
+        again = await h.web.post(url, content=body,
+                                 headers=sendgrid_headers(private, body, h.clock.now()))
         assert again.status_code == 200
+
+        # A signed batch from outside the ten minutes either way is refused, whatever it says.
+        retracted = json.dumps([{**e, "event": "delivered"} for e in events]).encode()
+        for skew in (timedelta(minutes=-11), timedelta(hours=-1), timedelta(minutes=11)):
+            stale = await h.web.post(url, content=retracted, headers=sendgrid_headers(
+                private, retracted, h.clock.now() + skew))
+            assert stale.status_code == 403
+        within = await h.web.post(url, content=b"[]", headers=sendgrid_headers(
+            private, b"[]", h.clock.now() - timedelta(minutes=9)))
+        assert within.status_code == 200
         await eventually(lambda: len(h.identity.events) >= 12)
 
     # delivered, open, click, bounce, spam report, unsubscribe, group unsubscribe (processed,
@@ -155,6 +174,17 @@ async def test_bad_webhook_settings_name_each_field_and_secrets_stay_hidden(
         assert status is not None and set(field_violations(status)) == {
             "provider.config[webhook_format]", "provider.config[webhook_public_key]"}
         with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await h.create(smtp_provider(h.sink_port, webhook_format="ses"))
+        status = rpc_status.from_call(caught.value)
+        assert status is not None and field_violations(status) == {
+            "provider.config[webhook_sns_topic_arns]": "is required for webhook_format ses"}
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await h.create(smtp_provider(h.sink_port, webhook_format="ses",
+                                         webhook_sns_topic_arns=f"{TOPIC},arn:aws:s3:::x"))
+        status = rpc_status.from_call(caught.value)
+        assert status is not None and set(field_violations(status)) == {
+            "provider.config[webhook_sns_topic_arns]"}
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
             await h.create(smtp_provider(h.sink_port, webhook_format="postmark",
                                          webhook_username="cjo"))
         status = rpc_status.from_call(caught.value)
@@ -189,7 +219,10 @@ async def test_ses_through_sns_confirms_verifies_and_records(
                    .not_valid_after(now + timedelta(days=1)).sign(signer, hashes.SHA256()))
     pem = certificate.public_bytes(serialization.Encoding.PEM)
 
-    def sign(envelope: dict[str, str]) -> dict[str, str]:
+    def sign(envelope: dict[str, str], at: datetime | None = None) -> dict[str, str]:
+        """Signed as SNS signs an envelope it sent ``at`` (default: now, the harness's clock)."""
+        sent = at or clock.now()
+        envelope = {**envelope, "Timestamp": sent.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
         fields = (("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
                   if envelope["Type"] == "Notification" else
                   ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn",
@@ -202,8 +235,10 @@ async def test_ses_through_sns_confirms_verifies_and_records(
     with cert_server(pem, tls_cert, tls_key) as sns:
         cert_url = sns.url("/SimpleNotificationService-0123456789abcdef.pem")
         async with harness(backend) as h:
-            provider = await h.create(smtp_provider(h.sink_port, webhook_format="ses",
-                                                    webhook_sns_hosts="127.0.0.1"))
+            clock = h.clock
+            provider = await h.create(smtp_provider(
+                h.sink_port, webhook_format="ses", webhook_sns_hosts="127.0.0.1",
+                webhook_sns_topic_arns=f"arn:aws:sns:eu-west-1:210987654321:other, {TOPIC}"))
             url = provider.status_webhook_url
             message_id = await h.send_email("k1")
             [email] = h.sink.received
@@ -212,6 +247,13 @@ async def test_ses_through_sns_confirms_verifies_and_records(
                                    cert_url=cert_url,
                                    subscribe_url=sns.url("/?Action=ConfirmSubscription"
                                                          "&Token=2336412f37")))
+            # Signed by SNS, but for a topic of somebody else's account, or sent two hours ago
+            # (a replay): refused, and neither the certificate nor the SubscribeURL is fetched.
+            strangers = sign({**confirm, "TopicArn": "arn:aws:sns:us-west-2:999999999999:MyTopic"})
+            assert (await h.web.post(url, json=strangers)).status_code == 403
+            old = sign(confirm, clock.now() - timedelta(hours=2))
+            assert (await h.web.post(url, json=old)).status_code == 403
+            assert sns.paths == []
             assert (await h.web.post(url, json=confirm)).status_code == 200
             assert sns.paths == ["/SimpleNotificationService-0123456789abcdef.pem",
                                  "/?Action=ConfirmSubscription&Token=2336412f37"]
@@ -256,6 +298,11 @@ async def test_ses_through_sns_confirms_verifies_and_records(
             unknown = notification(fixture("ses_complaint.json", email="cy@example.com",
                                             message_id="no-such", ses_message_id="y"), "2")
             assert (await h.web.post(url, json=unknown)).status_code == 200
+            # A notification captured and posted again an hour and more later: refused.
+            clock.advance(timedelta(minutes=61))
+            assert (await h.web.post(url, json=complaint)).status_code == 403
+            foreign = sign({**complaint, "TopicArn": "arn:aws:sns:us-west-2:999999999999:x"})
+            assert (await h.web.post(url, json=foreign)).status_code == 403
             # The certificate was fetched once and is cached.
             assert sns.paths.count("/SimpleNotificationService-0123456789abcdef.pem") == 1
             await eventually(lambda: len(h.identity.events) == 3)
@@ -309,6 +356,49 @@ async def test_mailgun_signed_events_with_a_replay_window(backend: Backend) -> N
     assert h.identity.names() == ["email_opened", "email_bounced"]
 
 
+async def test_a_mailgun_token_is_recorded_once_by_any_replica(backend: Backend) -> None:
+    """Mailgun signs the timestamp and token, not the event: a seen signature could carry other
+    event-data. The token is spent in the database with the events, so of two reports with one
+    token posted at once exactly one is recorded, and another replica refuses it too."""
+    async with harness(backend) as h:
+        provider = await h.create(smtp_provider(h.sink_port, webhook_format="mailgun",
+                                                secret_webhook_signing_key=SIGNING_KEY))
+        url = provider.status_webhook_url
+        message_id = await h.send_email("k1")
+        now = int(h.clock.now().timestamp())
+
+        def signed(sample: str, token: str) -> dict[str, object]:
+            return mailgun_signed(sample, SIGNING_KEY, now, token, email="ada@example.com",
+                                  message_id=message_id, message_id_header=f"{message_id}@cjo")
+
+        # The same signed token with two different event-data, posted together.
+        answers = await asyncio.gather(
+            h.web.post(url, json=signed("mailgun_opened.json", "tok-race")),
+            h.web.post(url, json=signed("mailgun_failed.json", "tok-race")))
+        assert sorted((a.status_code, a.text) for a in answers) == [
+            (200, "recorded 1 of 1"), (403, "replayed")]
+        assert h.engagement_rows() == 1
+
+        second_port = free_port()
+        replica = delivery_app(backend, h.sink_port, h.clock,
+                               CJO_DELIVERY_TRACKING_PORT=str(second_port))
+        async with serving(replica):
+            there = url.replace(f":{h.tracking_port}/", f":{second_port}/")
+
+            async def listening() -> bool:
+                try:
+                    await h.web.get(f"http://127.0.0.1:{second_port}/healthz")
+                except httpx.TransportError:
+                    return False
+                return True
+
+            await eventually(listening)
+            refused = await h.web.post(there, json=signed("mailgun_failed.json", "tok-race"))
+            assert refused.status_code == 403
+            fresh = await h.web.post(there, json=signed("mailgun_failed.json", "tok-other"))
+            assert fresh.status_code == 200 and fresh.text == "recorded 1 of 1"
+
+
 async def test_postmark_records_with_basic_auth(backend: Backend) -> None:
     async with harness(backend) as h:
         provider = await h.create(smtp_provider(
@@ -343,6 +433,31 @@ async def test_postmark_records_with_basic_auth(backend: Backend) -> None:
         await eventually(lambda: len(h.identity.events) == 2)
     assert h.identity.names() == ["email_bounced", "unsubscribed"]
     assert h.identity.events[1][2]["message_id"] == second
+
+
+async def test_a_provider_s_url_reaches_only_the_messages_it_sent(backend: Backend) -> None:
+    """A report through one provider's URL (here a Postmark password, or cjo's own JSON) names
+    a message another provider sent: acknowledged, nothing recorded."""
+    async with harness(backend) as h:
+        sender = await h.create(smtp_provider(h.sink_port))
+        postmark = smtp_provider(h.sink_port, webhook_format="postmark",
+                                 webhook_username="cjo-hooks",
+                                 secret_webhook_password=WEBHOOK_PASSWORD)
+        postmark.priority = 10  # the first provider sends
+        other = await h.create(postmark)
+        message_id = await h.send_email("k1")
+        assert (await h.message(message_id)).provider == sender.name
+        bounce = fixture("postmark_bounce.json", email="ada@example.com", message_id=message_id)
+        answer = await h.web.post(other.status_webhook_url, json=bounce,
+                                  auth=("cjo-hooks", WEBHOOK_PASSWORD))
+        assert answer.status_code == 200 and answer.text == "recorded 0 of 1"
+        own_json = {"message_id": message_id, "status": "bounced", "reason": "550"}
+        plain = await h.create(smtp_provider(h.sink_port))
+        assert (await h.web.post(plain.status_webhook_url, json=own_json)).status_code == 404
+        assert await h.status(message_id) == SENT and h.engagement_rows() == 0
+        # Through the URL of the provider that sent it, the same report is recorded.
+        assert (await h.web.post(sender.status_webhook_url, json=own_json)).status_code == 200
+        assert await h.status(message_id) == BOUNCED
 
 
 async def test_twilio_status_callbacks_are_signed_over_url_and_parameters(

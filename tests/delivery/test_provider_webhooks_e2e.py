@@ -5,6 +5,7 @@ services as separate processes) and see the bounce on the profile: identity's pr
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
@@ -82,7 +83,7 @@ async def test_sendgrid_sample_webhook_puts_the_bounce_on_the_profile(
         body = json.dumps(fixture("sendgrid_events.json", email="ada@example.com",
                                   smtp_id=smtp_id)).encode()
         answer = await web.post(provider.status_webhook_url, content=body,
-                                headers=sendgrid_headers(private, body))
+                                headers=sendgrid_headers(private, body, datetime.now(UTC)))
         assert answer.status_code == 200
         message_id = message.name.removeprefix("messages/")
 

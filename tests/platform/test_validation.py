@@ -81,6 +81,18 @@ def test_paths_name_the_exact_field() -> None:
     assert _found(request, skip="events") == {}
 
 
+def test_a_value_without_a_kind_is_refused_and_null_value_is_not() -> None:
+    event = _event(properties={"gone": None, "tags": ["a", None], "ok": {"x": None}})
+    event.properties.fields["missing"].CopyFrom(struct_pb2.Value())
+    event.properties.fields["tags"].list_value.values.add()
+    event.properties.fields["ok"].struct_value.fields["y"].CopyFrom(struct_pb2.Value())
+    assert _found(pb.IngestEventsRequest(events=[event])) == {
+        "events[0].properties.missing": validation.NO_KIND_RULE,
+        "events[0].properties.tags[2]": validation.NO_KIND_RULE,
+        "events[0].properties.ok.y": validation.NO_KIND_RULE,
+    }
+
+
 def test_map_keys_and_values() -> None:
     provider = provider_pb2.Provider(config={"host": "a\x00", "a\x00b": "x"})
     assert _found(delivery_pb.CreateProviderRequest(provider=provider)) == {
@@ -258,19 +270,25 @@ async def test_bad_items_of_a_batch_fail_alone(identity: Identity) -> None:
         _event(message_id="late", timestamp=timestamp_pb2.Timestamp(seconds=253_402_300_800)),
         _event(message_id="nanos", timestamp=timestamp_pb2.Timestamp(seconds=1, nanos=-1)),
         deep,
+        _event(message_id="no-kind"),
     ]
+    # What protobufjs sends for {string_value: ...}: a Value with no kind (JSON null is
+    # null_value), refused rather than stored as null.
+    events[8].traits.fields["email"].CopyFrom(struct_pb2.Value())
     for index, item in enumerate(events):
         item.identifiers[0].value = f"someone-{index}"
     reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=events),
                                                metadata=identity.metadata)
     codes = [r.status.code for r in reply.results]
-    assert codes == [0] + [grpc.StatusCode.INVALID_ARGUMENT.value[0]] * 7
+    assert codes == [0] + [grpc.StatusCode.INVALID_ARGUMENT.value[0]] * 8
     named = [set(field_violations(r.status)) for r in reply.results[1:]]
     assert named[:6] == [{"events[1].message_id"}, {"events[2].properties.price"},
                          {"events[3].traits.score"}, {'events[4].properties["a\\u0000"]'},
                          {"events[5].timestamp"}, {"events[6].timestamp"}]
     (too_deep,) = named[6]
     assert too_deep.startswith("events[7].properties.a.a.")
+    assert field_violations(reply.results[8].status) == {
+        "events[8].traits.email": validation.NO_KIND_RULE}
     assert await _profiles(identity) == 1  # only the good event's person
 
 

@@ -156,6 +156,14 @@ class CachingResolver:
     def ttl(self) -> float:
         return self._ttl
 
+    def trusted_for(self, principal: Principal) -> float:
+        """Seconds from now until ``principal`` must be resolved again: the cache's ``ttl``,
+        or less when its secret expires sooner."""
+        seconds = self._ttl if self._ttl > 0 else KEY_CACHE_SECONDS
+        if principal.expire_time is not None:
+            seconds = min(seconds, (principal.expire_time - self._now()).total_seconds())
+        return max(seconds, 0.0)
+
     async def __call__(self, secret: str) -> Principal | None:
         digest = hash_secret(secret)
         hit = self._cache.get(digest)
@@ -207,3 +215,12 @@ class Authenticator:
         if principal is None:
             raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
         return principal
+
+    def recheck_after(self, principal: Principal) -> float | None:
+        """Seconds after which a long call (a server stream) made as ``principal`` must
+        authenticate again, so a revoked key or a rotated-out secret ends it as it would end
+        the next unary call; None for the service token, which is not revoked."""
+        if principal.is_service:
+            return None
+        trusted_for = getattr(self._resolve_key, "trusted_for", None)
+        return trusted_for(principal) if trusted_for is not None else KEY_CACHE_SECONDS

@@ -8,8 +8,11 @@ with a request.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import grpc
@@ -18,7 +21,13 @@ import structlog
 from cjo_platform.db.item_writes import database_unavailable
 from cjo_platform.errors import CjoError, PermissionDenied
 from cjo_platform.logging import get_logger
-from cjo_platform.rpc.auth import Authenticator, authorize, set_method, set_principal
+from cjo_platform.rpc.auth import (
+    Authenticator,
+    Principal,
+    authorize,
+    set_method,
+    set_principal,
+)
 from cjo_platform.rpc.status import to_grpc_status
 
 log = get_logger("cjo.rpc")
@@ -74,38 +83,53 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _rewrap(handler, self.decorate, method)
 
 
+Finish = Callable[[grpc.aio.ServicerContext, float], None]
+
+
+def around_each_call(behavior: Behavior, streaming: bool, finish: Finish,
+                     begin: Callable[[], None] | None = None) -> Behavior:
+    """``behavior`` run between ``begin()`` and ``finish(context, seconds it took)``, for a
+    unary answer or a whole stream: what the logging and the metrics interceptors each add
+    around an RPC (``finish`` runs however the call ends, so it reads the final code)."""
+    if streaming:
+        async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if begin is not None:
+                begin()
+            started = time.perf_counter()
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            finally:
+                finish(context, time.perf_counter() - started)
+        return stream_behavior
+
+    async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if begin is not None:
+            begin()
+        started = time.perf_counter()
+        try:
+            return await behavior(request, context)
+        finally:
+            finish(context, time.perf_counter() - started)
+    return unary_behavior
+
+
 class LoggingInterceptor(_Wrapping):
     """One log line per RPC with method, workspace, status code and duration."""
 
     def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
-        def finish(context: grpc.aio.ServicerContext, started: float) -> None:
+        def begin() -> None:
+            structlog.contextvars.bind_contextvars(method=method)
+
+        def finish(context: grpc.aio.ServicerContext, seconds: float) -> None:
             code = context.code() or grpc.StatusCode.OK
             name = code.name if isinstance(code, grpc.StatusCode) else str(code)
             level = "info" if name in ("OK", "CANCELLED") else "warning"
             if name == "INTERNAL" or name == "UNKNOWN":
                 level = "error"
-            getattr(log, level)("rpc", code=name,
-                                duration_ms=round((time.perf_counter() - started) * 1000, 2))
+            getattr(log, level)("rpc", code=name, duration_ms=round(seconds * 1000, 2))
 
-        if streaming:
-            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                structlog.contextvars.bind_contextvars(method=method)
-                started = time.perf_counter()
-                try:
-                    async for item in behavior(request, context):
-                        yield item
-                finally:
-                    finish(context, started)
-            return stream_behavior
-
-        async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            structlog.contextvars.bind_contextvars(method=method)
-            started = time.perf_counter()
-            try:
-                return await behavior(request, context)
-            finally:
-                finish(context, started)
-        return unary_behavior
+        return around_each_call(behavior, streaming, finish, begin)
 
 
 class ErrorInterceptor(_Wrapping):
@@ -152,6 +176,10 @@ class ErrorInterceptor(_Wrapping):
         return unary_behavior
 
 
+async def _step(items: AsyncIterator[Any]) -> Any:
+    return await anext(items)
+
+
 class AuthInterceptor(_Wrapping):
     """Authenticates every non-public call, checks the key's scope covers the method, and binds
     the principal for the request."""
@@ -160,7 +188,7 @@ class AuthInterceptor(_Wrapping):
         self.authenticator = authenticator
         self.service_only = frozenset(service_only)
 
-    async def _login(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def _login(self, context: grpc.aio.ServicerContext, method: str) -> Principal:
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         principal = await self.authenticator.authenticate(metadata)
         if method in self.service_only and not principal.is_service:
@@ -171,12 +199,57 @@ class AuthInterceptor(_Wrapping):
         set_method(method)
         if principal.workspace_id:
             structlog.contextvars.bind_contextvars(workspace=principal.workspace_id)
+        return principal
+
+    async def _stream(self, behavior: Behavior, request: Any,
+                      context: grpc.aio.ServicerContext, method: str) -> Any:
+        """The stream's items while its key still holds: the key is authenticated again every
+        time the key cache would have asked again (and at the secret's expiry), whether or not
+        an item is due, so a revoked key or a rotated-out secret ends a stream it opened (with
+        UNAUTHENTICATED or PERMISSION_DENIED, as a new call would get) within the cache time."""
+        principal = await self._login(context, method)
+        items = aiter(behavior(request, context))
+        recheck = self.authenticator.recheck_after(principal)
+        if recheck is None:  # the service token: nothing to check again
+            async for item in items:
+                yield item
+            return
+        deadline = time.monotonic() + recheck
+        # Every step of the stream runs in one context of its own (what the servicer binds in
+        # it stays bound from item to item), in a task, so the check can run while it waits.
+        steps = contextvars.copy_context()
+        next_item: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                if next_item is None:
+                    next_item = asyncio.create_task(_step(items), context=steps)
+                done, _ = await asyncio.wait({next_item},
+                                             timeout=max(deadline - time.monotonic(), 0.0))
+                if time.monotonic() >= deadline:
+                    principal = await self._login(context, method)
+                    recheck = max(self.authenticator.recheck_after(principal) or 0.0, 0.05)
+                    deadline = time.monotonic() + recheck
+                if not done:
+                    continue
+                finished, next_item = next_item, None
+                try:
+                    item = finished.result()
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            if next_item is not None:
+                next_item.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await next_item
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:  # in the steps' context, where the servicer's finally was
+                await asyncio.create_task(aclose(), context=steps)
 
     def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
         if streaming:
             async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await self._login(context, method)
-                async for item in behavior(request, context):
+                async for item in self._stream(behavior, request, context, method):
                     yield item
             return stream_behavior
 

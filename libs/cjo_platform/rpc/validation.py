@@ -14,6 +14,10 @@ can store or compute with:
   of range or of the other sign (the protobuf ranges; a domain's narrower range is its own check,
   see :mod:`cjo_platform.limits`);
 - a ``double``/``float`` (also a ``Struct`` number) that is NaN or infinite;
+- a ``google.protobuf.Value`` (in a ``Struct`` or ``ListValue``, or a field of its own) with no
+  kind set: no client means "null" that way (JSON null is ``null_value``), it is what a client
+  sends when its Value was built with names its library does not know (``string_value`` for
+  protobufjs's ``stringValue``), and storing it as null loses the value without a word;
 - nesting deeper than :data:`cjo_platform.limits.MAX_NESTING` levels.
 
 A request that does not decode at all (malformed, or nested deeper than protobuf's own decoding
@@ -57,6 +61,9 @@ TIMESTAMP_RULE = ("must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.
                   "with nanos from 0 to 999,999,999")
 DURATION_RULE = ("must be between -315,576,000,000 and 315,576,000,000 seconds, with nanos "
                  "of the same sign and less than one second")
+NO_KIND_RULE = ("must set one kind of google.protobuf.Value (string_value, number_value, "
+                "bool_value, struct_value, list_value, or null_value for null); this one has "
+                "none, as when a client library drops a field name it does not know")
 MAX_VIOLATIONS = 100  # per request; a caller fixing them learns of the rest on the next try
 
 TIMESTAMP_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
@@ -301,6 +308,8 @@ def _check_struct(struct: Any, path: Path, depth: int, found: _Found) -> None:
             _check_struct(value.struct_value, (path, key, STRUCT_KEY), depth, found)
         elif kind == "list_value":
             _check_list(value.list_value, (path, key, STRUCT_KEY), depth, found)
+        elif kind is None:
+            found.add((path, key, STRUCT_KEY), NO_KIND_RULE)
 
 
 def _check_list(values: Any, path: Path, depth: int, found: _Found) -> None:
@@ -320,6 +329,8 @@ def _check_list(values: Any, path: Path, depth: int, found: _Found) -> None:
             _check_struct(value.struct_value, (path, index, INDEX), depth, found)
         elif kind == "list_value":
             _check_list(value.list_value, (path, index, INDEX), depth, found)
+        elif kind is None:
+            found.add((path, index, INDEX), NO_KIND_RULE)
 
 
 def _check_value(value: Any, path: Path, depth: int, found: _Found) -> None:
@@ -332,6 +343,8 @@ def _check_value(value: Any, path: Path, depth: int, found: _Found) -> None:
         _check_struct(value.struct_value, path, depth, found)
     elif kind == "list_value":
         _check_list(value.list_value, path, depth, found)
+    elif kind is None:
+        found.add(path, NO_KIND_RULE)
 
 
 def _walk(message: Message, plan: Plan, path: Path, depth: int, found: _Found,

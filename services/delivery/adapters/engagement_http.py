@@ -180,14 +180,15 @@ class EngagementListener:
                 return _Response(404, b"no such message")
             return _Response(200, b"You are unsubscribed.")
         if route == "s" and method == "POST":
-            return await self._status(w, body)
+            return await self._status(w, mid, body)
         return _Response(405, b"method not allowed")
 
-    async def _status(self, workspace_id: str, body: bytes) -> _Response:
+    async def _status(self, workspace_id: str, provider_id: str, body: bytes) -> _Response:
         """A provider's report: {"message_id": cjo's id, "status": delivered | bounced |
         complained | opened | clicked, "reason": "...", "url": "..."} (the provider learnt the
         id from the message). A push provider may name the device instead: "device_token"
-        finds the latest push sent to it, and so its profile."""
+        finds the latest push sent to it, and so its profile. Only messages the URL's provider
+        sent are found: another provider's message is answered 404, as an unknown one."""
         try:
             report = json.loads(body)
             kind = _STATUSES[str(report["status"])]
@@ -199,13 +200,16 @@ class EngagementListener:
             url = str(report.get("url", ""))
         except (ValueError, KeyError, TypeError, AttributeError):
             return _Response(400, b"expected {message_id or device_token, status, reason}")
-        if message_id:
+        if self.reports is not None:
+            ref = MessageRef(message_id=message_id) if message_id else MessageRef(
+                device_token=token)
+            answer = await self.reports.record(
+                workspace_id, [ProviderEvent(kind, ref, reason, url)],
+                {"workspace": workspace_id, "provider_id": provider_id}, provider_id)
+            found = answer.recorded == 1
+        elif message_id:
             found = await self.record(Engagement(kind, workspace_id, message_id, url=url,
                                                  reason=reason))
-        elif self.reports is not None:
-            answer = await self.reports.record(workspace_id, [ProviderEvent(
-                kind, MessageRef(device_token=token), reason, url)], {})
-            found = answer.recorded == 1
         else:
             found = False
         return _Response(200 if found else 404, b"ok" if found else b"no such message")

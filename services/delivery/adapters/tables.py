@@ -187,3 +187,17 @@ provider_breakers = Table(
     Column("trial_until", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "provider_id"),
 )
+
+# One-time tokens of signed provider reports already recorded (Mailgun's ``token``), per
+# provider, until the report's replay window ends: the primary key makes exactly one of two
+# reports carrying a token win, on any replica, in the transaction that records its events.
+webhook_tokens = Table(
+    "webhook_tokens",
+    metadata,
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("provider_id", String(64), nullable=False),
+    Column("token", String(256), nullable=False),
+    Column("expire_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "provider_id", "token"),
+    Index("ix_webhook_tokens_expiry", "workspace_id", "provider_id", "expire_time"),
+)

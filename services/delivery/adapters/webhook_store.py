@@ -1,17 +1,19 @@
 """Finds the messages providers report on (domain/provider_events.py): by cjo's id, by the id
 the provider answered the send with, or by the device token a push went to. One query per kind
-of reference for a whole batch."""
+of reference for a whole batch. Spends the one-time tokens of signed reports."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, delete, select, true
 from sqlalchemy.orm import Session
 
-from cjo_delivery.adapters.tables import messages
+from cjo_delivery.adapters.tables import messages, webhook_tokens
 from cjo_delivery.domain.messages import Channel, MessageStatus
-from cjo_delivery.domain.provider_events import MessageRef
+from cjo_delivery.domain.provider_events import MessageRef, OneTimeToken
+from cjo_platform.db.engine import insert_ignore
 
 m = messages.c
 _MAX_MESSAGE_ID = 64
@@ -21,10 +23,13 @@ _MAX_ADDRESS = 320
 _REACHED = (MessageStatus.SENT.value, MessageStatus.DELIVERED.value)
 
 
-def resolve(session: Session, workspace_id: str, refs: Sequence[MessageRef]
-            ) -> dict[MessageRef, str]:
-    """cjo's message id for each reference that finds a message of ``workspace_id``; cjo's id
-    first, then the provider's, then the device token."""
+def resolve(session: Session, workspace_id: str, refs: Sequence[MessageRef],
+            provider_id: str | None = None) -> dict[MessageRef, str]:
+    """cjo's message id for each reference that finds a message of ``workspace_id`` (sent
+    through ``provider_id``, when given); cjo's id first, then the provider's, then the device
+    token."""
+    sent_by: ColumnElement[bool] = (m.provider_id == provider_id if provider_id is not None
+                                    else true())
     ids = {r.message_id for r in refs if 0 < len(r.message_id) <= _MAX_MESSAGE_ID}
     provider_ids = {r.provider_message_id for r in refs
                     if 0 < len(r.provider_message_id) <= _MAX_PROVIDER_ID}
@@ -34,16 +39,17 @@ def resolve(session: Session, workspace_id: str, refs: Sequence[MessageRef]
     by_token: dict[str, str] = {}
     if ids:
         known = set(session.execute(select(m.message_id).where(
-            m.workspace_id == workspace_id, m.message_id.in_(ids))).scalars())
+            m.workspace_id == workspace_id, m.message_id.in_(ids), sent_by)).scalars())
     if provider_ids:
         for row in session.execute(select(m.provider_message_id, m.message_id).where(
-                m.workspace_id == workspace_id, m.provider_message_id.in_(provider_ids))):
+                m.workspace_id == workspace_id, m.provider_message_id.in_(provider_ids),
+                sent_by)):
             by_provider.setdefault(row.provider_message_id, row.message_id)
     if tokens:
         # The latest push each token got: what an engagement reported now is about.
         for row in session.execute(select(m.address, m.message_id).where(
                 m.workspace_id == workspace_id, m.channel == Channel.PUSH.value,
-                m.address.in_(tokens), m.status.in_(_REACHED)).order_by(
+                m.address.in_(tokens), m.status.in_(_REACHED), sent_by).order_by(
                 m.sent_time.desc(), m.message_id.desc())):
             by_token.setdefault(row.address, row.message_id)
     found: dict[MessageRef, str] = {}
@@ -54,3 +60,16 @@ def resolve(session: Session, workspace_id: str, refs: Sequence[MessageRef]
         if message_id:
             found[ref] = message_id
     return found
+
+
+def spend_token(session: Session, workspace_id: str, provider_id: str, token: OneTimeToken,
+                now: datetime) -> bool:
+    """Whether ``token`` was still unspent for the provider (it is spent now, in the caller's
+    transaction). A concurrent transaction spending the same token waits for this one on the
+    primary key and then finds it spent. Tokens past their expiry are dropped on the way."""
+    key = (webhook_tokens.c.workspace_id == workspace_id,
+           webhook_tokens.c.provider_id == provider_id)
+    session.execute(delete(webhook_tokens).where(*key, webhook_tokens.c.expire_time < now))
+    return bool(insert_ignore(session, webhook_tokens, [{
+        "workspace_id": workspace_id, "provider_id": provider_id, "token": token.value,
+        "expire_time": token.expire_time}], returning=webhook_tokens.c.token))

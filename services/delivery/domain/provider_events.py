@@ -14,6 +14,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -54,6 +55,16 @@ class ProviderEvent:
     ref: MessageRef
     reason: str = ""
     url: str = ""
+
+
+@dataclass(frozen=True)
+class OneTimeToken:
+    """A value a signed report may carry once (Mailgun's ``token``): spent in the transaction
+    that records the report's events, and remembered until ``expire_time``, when the report's
+    own timestamp check refuses it anyway."""
+
+    value: str
+    expire_time: datetime
 
 
 _CJO_MESSAGE_ID = re.compile(r"^\s*<?([A-Za-z0-9_.-]{1,64})@cjo>?\s*$")
@@ -115,6 +126,21 @@ def valid_sns_hosts(text: str) -> bool:
         if not all(_LABEL.match(label) for label in labels) or "*" in labels[-2:]:
             return False
     return bool(patterns)
+
+
+# arn:<partition>:sns:<region>:<12-digit account>:<topic name> (a FIFO topic ends in .fifo).
+_TOPIC_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
+                        r"(?:\.fifo)?")
+
+
+def sns_topic_arns(text: str) -> frozenset[str]:
+    """The topics of the setting ``webhook_sns_topic_arns`` (comma-separated)."""
+    return frozenset(arn.strip() for arn in text.split(",") if arn.strip())
+
+
+def valid_sns_topic_arns(text: str) -> bool:
+    arns = sns_topic_arns(text)
+    return bool(arns) and all(_TOPIC_ARN.fullmatch(arn) for arn in arns)
 
 
 CJO_MESSAGE_ID_HEADER = "X-Cjo-Message-Id"

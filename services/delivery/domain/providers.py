@@ -13,7 +13,12 @@ from urllib.parse import urlsplit
 
 from cjo_delivery.domain.addresses import parse_mailbox
 from cjo_delivery.domain.messages import Channel
-from cjo_delivery.domain.provider_events import WebhookFormat, valid_public_key, valid_sns_hosts
+from cjo_delivery.domain.provider_events import (
+    WebhookFormat,
+    valid_public_key,
+    valid_sns_hosts,
+    valid_sns_topic_arns,
+)
 from cjo_delivery.domain.ratelimit import (
     MAX_RATE_PER_SECOND,
     MIN_RATE_PER_SECOND,
@@ -54,7 +59,7 @@ RATE_SETTINGS = frozenset({"rate_per_second", "burst"})
 # Settings every kind takes: how its status webhook URL reads the provider's own reports
 # (adapters/webhooks/), and the credentials that prove a report is the provider's.
 WEBHOOK_SETTINGS = frozenset({"webhook_format", "webhook_public_key", "webhook_sns_hosts",
-                              "webhook_username"})
+                              "webhook_sns_topic_arns", "webhook_username"})
 WEBHOOK_SECRETS = frozenset({"webhook_signing_key", "webhook_password", "webhook_auth_token"})
 SHAPES = {
     ProviderKind.SMTP: _Shape(frozenset({Channel.EMAIL}),
@@ -166,6 +171,10 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
         if key == "webhook_sns_hosts":
             problems.check(valid_sns_hosts(value), f"{prefix}.config[{key}]",
                            "must be comma-separated host names; * stands for one label")
+        if key == "webhook_sns_topic_arns":
+            problems.check(valid_sns_topic_arns(value), f"{prefix}.config[{key}]",
+                           "must be comma-separated SNS topic ARNs "
+                           "(arn:aws:sns:<region>:<account>:<topic>)")
         if key == "starttls":
             problems.check(value in ("true", "false"), f"{prefix}.config[{key}]",
                            "must be true or false")
@@ -185,6 +194,9 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
 
 # What each webhook format needs to tell the provider's reports from forgeries.
 _WEBHOOK_NEEDS = {WebhookFormat.SENDGRID: (("config", "webhook_public_key"),),
+                  # SNS signs every topic's messages with one certificate: only the topics
+                  # named here tell this account's reports from anyone else's.
+                  WebhookFormat.SES: (("config", "webhook_sns_topic_arns"),),
                   WebhookFormat.MAILGUN: (("secrets", "webhook_signing_key"),),
                   WebhookFormat.POSTMARK: (("config", "webhook_username"),
                                            ("secrets", "webhook_password")),

@@ -4,8 +4,16 @@ is fetched), then record every event whose message is found in one transaction, 
 cjo's own engagement is recorded (service_layer/engagement.py): status, suppression, identity
 event, fact.
 
+A report through a provider's URL is about that provider's messages only: its references are
+looked up among the messages the provider sent, so a report through one provider's URL (a
+Postmark password, an unsigned bounce mailbox) cannot touch what another provider sent.
+
 A report about a message cjo does not know is answered 200 and ignored: providers retry
 anything else for days, and a message may be another system's sent through the same account.
+A report carrying a one-time token (Mailgun) spends it in the transaction that records its
+events, so of two deliveries of one token, to any replicas at once, exactly one is recorded and
+the other is refused (403); a report that failed to record leaves its token unspent for the
+provider's retry.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.adapters.webhooks.receiver import ProviderWebhooks, Unavailable
 from cjo_delivery.adapters.webhooks.request import Malformed, Refused, WebhookRequest
 from cjo_delivery.domain.engagement import Engagement
-from cjo_delivery.domain.provider_events import ProviderEvent
+from cjo_delivery.domain.provider_events import OneTimeToken, ProviderEvent
 from cjo_delivery.domain.providers import ProviderConfig
 from cjo_delivery.service_layer.engagement import record_engagement
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
@@ -34,11 +42,21 @@ class Answer:
     recorded: int = 0
 
 
+class Replayed(Exception):
+    """The report's one-time token was spent by an earlier report."""
+
+
 def record_provider_events(uow: UnitOfWork, workspace_id: str,
-                           events: Sequence[ProviderEvent], *,
+                           events: Sequence[ProviderEvent], provider_id: str | None = None,
+                           token: OneTimeToken | None = None, *,
                            forward_to_decisioning: bool = True) -> int:
-    """Records the events whose message exists; how many did."""
-    found = webhook_store.resolve(uow.session, workspace_id, [e.ref for e in events])
+    """Records the events whose message exists (among ``provider_id``'s messages, when given);
+    how many did. Raises Replayed, recording nothing, when ``token`` was spent before."""
+    if token is not None and provider_id is not None and not webhook_store.spend_token(
+            uow.session, workspace_id, provider_id, token, uow.now()):
+        raise Replayed
+    found = webhook_store.resolve(uow.session, workspace_id, [e.ref for e in events],
+                                  provider_id)
     recorded = 0
     for e in events:
         message_id = found.get(e.ref)
@@ -78,16 +96,22 @@ class ProviderReports:
         except Unavailable as exc:
             log.warning("provider report not checked", reason=str(exc), **where)
             return Answer(503, "try again later")
-        answer = await self.record(provider.workspace_id, reading.events, where)
-        reading.recorded()
-        return answer
+        try:
+            return await self.record(provider.workspace_id, reading.events, where,
+                                     provider.provider_id, reading.token)
+        except Replayed:
+            log.warning("provider report refused", reason="token already used", **where)
+            return Answer(403, "replayed")
 
     async def record(self, workspace_id: str, events: Sequence[ProviderEvent],
-                     where: dict[str, str]) -> Answer:
+                     where: dict[str, str], provider_id: str | None = None,
+                     token: OneTimeToken | None = None) -> Answer:
+        """Records ``events`` (about ``provider_id``'s messages, when given)."""
         recorded = await self.transactions.run(
             lambda uow: record_provider_events(
-                uow, workspace_id, events,
-                forward_to_decisioning=self.forward_to_decisioning)) if events else 0
+                uow, workspace_id, events, provider_id, token,
+                forward_to_decisioning=self.forward_to_decisioning)
+        ) if events or token is not None else 0
         if recorded < len(events):
             log.info("provider report about unknown messages ignored",
                      events=len(events), recorded=recorded, **where)

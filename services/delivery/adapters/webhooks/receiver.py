@@ -3,13 +3,13 @@ setting, checks the request is the provider's and returns the events it reports.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from cjo_delivery.adapters.http_client import HttpClient, HttpTimeout, HttpTransportError
 from cjo_delivery.adapters.webhooks import dsn, mailgun, postmark, sendgrid, ses, twilio
 from cjo_delivery.adapters.webhooks.request import Refused, WebhookRequest
-from cjo_delivery.domain.provider_events import ProviderEvent, WebhookFormat
+from cjo_delivery.domain.provider_events import OneTimeToken, ProviderEvent, WebhookFormat
 from cjo_delivery.domain.providers import ProviderConfig
 from cjo_platform.clock import Clock
 
@@ -21,16 +21,12 @@ class Unavailable(Exception):
     secrets): answered 503, so the provider retries."""
 
 
-def _nothing() -> None:
-    return None
-
-
 @dataclass(frozen=True)
 class Reading:
     events: list[ProviderEvent]
-    # Run once the events are recorded: a Mailgun token is used up then, not before, so
-    # Mailgun's retry of a report that failed here is not taken for a replay.
-    recorded: Callable[[], None] = field(default=_nothing)
+    # Spent with the events, in their transaction (a Mailgun token): not before, so Mailgun's
+    # retry of a report that failed here is not taken for a replay.
+    token: OneTimeToken | None = None
 
 
 class ProviderWebhooks:
@@ -38,7 +34,6 @@ class ProviderWebhooks:
         self.client = client
         self.clock = clock
         self.sns = ses.SnsVerifier(self._fetch)
-        self.mailgun_tokens = mailgun.ReplayGuard()
 
     async def _fetch(self, url: str) -> bytes:
         try:
@@ -58,15 +53,18 @@ class ProviderWebhooks:
         c, s = provider.config, provider.secrets
         match WebhookFormat(c["webhook_format"]):
             case WebhookFormat.SENDGRID:
-                return Reading(sendgrid.events(request, c.get("webhook_public_key", "")))
+                return Reading(sendgrid.events(request, c.get("webhook_public_key", ""),
+                                               self.clock.now().timestamp()))
             case WebhookFormat.SES:
                 return Reading(await ses.events(request, self.sns,
-                                                c.get("webhook_sns_hosts", "")))
+                                                c.get("webhook_sns_hosts", ""),
+                                                c.get("webhook_sns_topic_arns", ""),
+                                                self.clock.now()))
             case WebhookFormat.MAILGUN:
-                now = self.clock.now().timestamp()
-                found, token = mailgun.events(request, s.get("webhook_signing_key", ""),
-                                              self.mailgun_tokens, now)
-                return Reading(found, lambda: self.mailgun_tokens.used(token, now))
+                found, token, timestamp = mailgun.events(
+                    request, s.get("webhook_signing_key", ""), self.clock.now().timestamp())
+                expiry = datetime.fromtimestamp(timestamp + mailgun.REPLAY_WINDOW_SECONDS, UTC)
+                return Reading(found, OneTimeToken(token, expiry))
             case WebhookFormat.POSTMARK:
                 return Reading(postmark.events(request, c.get("webhook_username", ""),
                                                s.get("webhook_password", "")))

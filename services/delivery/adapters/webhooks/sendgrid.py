@@ -1,6 +1,8 @@
 """SendGrid's Event Webhook: a JSON array of events, signed (Signed Event Webhook) with ECDSA
 P-256 / SHA-256 over ``<timestamp><body>``; the verification key is the provider setting
-``webhook_public_key`` (the base64 key SendGrid shows, or PEM).
+``webhook_public_key`` (the base64 key SendGrid shows, or PEM). A timestamp more than ten
+minutes from now (SendGrid's guidance) is refused, so a captured batch cannot be replayed later
+(a replayed bounce would suppress an address taken off the list since).
 
 An event names cjo's message by the custom arg ``cjo_message_id``, by ``smtp-id`` (the
 Message-ID cjo wrote, when sent through SendGrid's SMTP relay), or by ``sg_message_id``
@@ -29,6 +31,7 @@ from cjo_delivery.domain.provider_events import (
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 CUSTOM_ARG = "cjo_message_id"
+TIMESTAMP_WINDOW_SECONDS = 10 * 60
 
 _KINDS = {"delivered": EngagementKind.DELIVERED, "bounce": EngagementKind.BOUNCED,
           "open": EngagementKind.OPENED, "click": EngagementKind.CLICKED,
@@ -36,7 +39,7 @@ _KINDS = {"delivered": EngagementKind.DELIVERED, "bounce": EngagementKind.BOUNCE
           "group_unsubscribe": EngagementKind.UNSUBSCRIBED}
 
 
-def verify(request: WebhookRequest, key_text: str) -> None:
+def verify(request: WebhookRequest, key_text: str, now: float) -> None:
     signature, timestamp = request.header(SIGNATURE_HEADER), request.header(TIMESTAMP_HEADER)
     if not signature or not timestamp:
         raise Refused(401, "unsigned: the Signed Event Webhook must be on")
@@ -46,10 +49,13 @@ def verify(request: WebhookRequest, key_text: str) -> None:
                                     ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError, binascii.Error):
         raise Refused(403, "bad signature") from None
+    if not timestamp.isdigit() or abs(now - int(timestamp)) > TIMESTAMP_WINDOW_SECONDS:
+        raise Refused(403, "stale or future timestamp")
 
 
-def events(request: WebhookRequest, key_text: str) -> list[ProviderEvent]:
-    verify(request, key_text)
+def events(request: WebhookRequest, key_text: str, now: float) -> list[ProviderEvent]:
+    """The events of a signed batch; ``now`` in Unix seconds (the service's clock)."""
+    verify(request, key_text, now)
     try:
         batch = request.json()
     except ValueError:

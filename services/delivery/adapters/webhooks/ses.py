@@ -5,8 +5,13 @@ SHA1, 2: SHA256) by the certificate at ``SigningCertURL``.
 Hosts are checked before anything is fetched: the certificate and a SubscribeURL must be https
 URLs on a host matching the provider's ``webhook_sns_hosts`` (comma-separated patterns, ``*``
 one DNS label; default ``sns.*.amazonaws.com``), so a forged envelope cannot make cjo fetch an
-address of the sender's choosing. Certificates are cached per URL. A subscription is confirmed
-by fetching its SubscribeURL once the envelope's signature holds.
+address of the sender's choosing. Certificates are cached per URL. SNS signs every topic's
+messages, in every AWS account, with the same certificates, so the signature only says the
+envelope came through SNS: an envelope is refused unless its ``TopicArn`` is one of the
+provider's ``webhook_sns_topic_arns`` (checked before anything is fetched or confirmed, so
+nobody can subscribe the URL to a topic of their own), and unless its ``Timestamp`` is within
+an hour of now (a captured envelope cannot be replayed later). A subscription is confirmed by
+fetching its SubscribeURL once all of that and the envelope's signature hold.
 
 A Notification's ``Message`` is SES's own JSON: a notification (``notificationType``) or a
 configuration set event (``eventType``): Bounce (permanent only), Complaint, Delivery, Open,
@@ -22,6 +27,7 @@ import binascii
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,8 +38,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from cjo_delivery.adapters.webhooks.request import Malformed, Refused, WebhookRequest
 from cjo_delivery.domain.engagement import EngagementKind
-from cjo_delivery.domain.provider_events import MessageRef, ProviderEvent, cjo_message_id, event
+from cjo_delivery.domain.provider_events import (
+    MessageRef,
+    ProviderEvent,
+    cjo_message_id,
+    event,
+    sns_topic_arns,
+)
 
+FRESHNESS = timedelta(hours=1)
 DEFAULT_HOSTS = "sns.*.amazonaws.com"
 TAG = "cjo-message-id"
 CJO_HEADER = "x-cjo-message-id"
@@ -154,14 +167,28 @@ def ses_events(notification: dict[str, Any]) -> list[ProviderEvent]:
     return [found] if found is not None else []
 
 
-async def events(request: WebhookRequest, verifier: SnsVerifier, hosts_setting: str
-                 ) -> list[ProviderEvent]:
+def check_topic_and_time(envelope: dict[str, Any], topics_setting: str, now: datetime) -> None:
+    """Refused unless the envelope is from one of the provider's topics and was sent within
+    :data:`FRESHNESS` of ``now`` (both are signed fields: checked again by the signature)."""
+    if str(envelope.get("TopicArn", "")) not in sns_topic_arns(topics_setting):
+        raise Refused(403, "TopicArn is not one of the provider's webhook_sns_topic_arns")
+    try:
+        sent = datetime.fromisoformat(str(envelope.get("Timestamp", "")))
+    except ValueError:
+        raise Refused(403, "Timestamp unreadable") from None
+    if sent.tzinfo is None or abs(now - sent) > FRESHNESS:
+        raise Refused(403, "stale or future Timestamp")
+
+
+async def events(request: WebhookRequest, verifier: SnsVerifier, hosts_setting: str,
+                 topics_setting: str, now: datetime) -> list[ProviderEvent]:
     try:
         envelope = request.json()
     except ValueError:
         raise Refused(403, "expected a signed SNS message") from None
     if not isinstance(envelope, dict):
         raise Refused(403, "expected a signed SNS message")
+    check_topic_and_time(envelope, topics_setting, now)
     hosts = host_pattern(hosts_setting or DEFAULT_HOSTS)
     await verifier.verify(envelope, hosts)
     kind = envelope.get("Type")
