@@ -3,6 +3,16 @@ off-policy estimators tell the truth?
 
     .venv/bin/python tests/benchmarks/decisioning.py [--decisions 100000] [--people 25000]
                                                      [--database sqlite|postgresql] [--seed 7]
+                                                     [--speed-only] [--speed-calls 300]
+                                                     [--py-spy profile.svg]
+
+``--speed-only`` runs step 5 alone (no people in identity, no learning simulation, no
+evaluation): the BatchDecide figures in about a minute, to iterate on decisioning's speed.
+``--py-spy FILE`` records the decisioning process with py-spy (when it is on PATH) while the
+speed step runs (only the thread holding the GIL: where the CPU goes): a flame graph for
+FILE.svg, else collapsed stacks (one line per stack). The speed step also prints the
+decisioning process's own CPU time per 1,000 decisions (read from /proc), a figure that a
+loaded, shared machine disturbs far less than the wall-clock ones.
 
 Identity and decisioning run as separate processes (python -m cjo_<service>) on one test clock;
 everything goes through their public gRPC APIs.
@@ -64,7 +74,10 @@ import asyncio
 import heapq
 import math
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -454,8 +467,14 @@ async def evaluate(stub: dgrpc.DecisioningServiceStub, world: World, logged: Log
                   f"truth {inside}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def speed(stub: dgrpc.DecisioningServiceStub, world: World, profile_ids: list[str],
-                calls: int) -> None:
+                calls: int, pid: int, py_spy: str = "") -> None:
     await define_point(stub, SPEED_POINT)
     profiles = [dict_to_struct(dict(t)) for t in world.traits]
     people = len(profiles)
@@ -471,6 +490,17 @@ async def speed(stub: dgrpc.DecisioningServiceStub, world: World, profile_ids: l
     requests = [request(c) for c in range(calls)]
     for r in requests[:5]:  # warm-up: caches, models, connections
         await stub.BatchDecide(r, metadata=WS)
+    recorder = None
+    if py_spy:
+        if shutil.which("py-spy") is None:
+            print("  (py-spy is not on PATH: no profile recorded)")
+        else:
+            recorder = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(pid), "--output", py_spy, "--rate", "200",
+                 "--nonblocking", "--gil", "--format",
+                 "flamegraph" if py_spy.endswith(".svg") else "raw"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu_began = cpu_seconds(pid)
     latencies: list[float] = []
     began = time.perf_counter()
     for r in requests:
@@ -488,13 +518,38 @@ async def speed(stub: dgrpc.DecisioningServiceStub, world: World, profile_ids: l
     began = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(4)))
     parallel = calls * BATCH / (time.perf_counter() - began)
+    cpu = cpu_seconds(pid) - cpu_began
+    if recorder is not None:
+        recorder.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+        recorder.wait(timeout=60)
+        print(f"  py-spy profile of the decisioning process: {py_spy}")
     print(f"  BatchDecide of {BATCH} (one decisioning process): one call at a time "
           f"{sequential:,.0f} decisions/s, p50 {statistics.median(latencies) * 1000:.1f} ms, "
           f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms; four in flight "
-          f"{parallel:,.0f} decisions/s")
+          f"{parallel:,.0f} decisions/s; decisioning CPU {cpu * 1000 / (2 * calls * BATCH):.3f} s "
+          f"per 1,000 decisions ({2 * calls * BATCH / cpu:,.0f} decisions per CPU-second)")
 
 
-async def bench(kind: str, decisions: int, people: int, seed: int) -> None:
+async def speed_only(kind: str, people: int, seed: int, calls: int, py_spy: str) -> None:
+    """Step 5 alone: decisioning (and identity, which the suite starts with it) with inline
+    profiles, so no person needs to exist in identity."""
+    world = build_world(people, np.random.default_rng(seed))
+    print(f"decisioning [{kind}] speed only: {people:,} people, {calls} calls of {BATCH}")
+    with tempfile.TemporaryDirectory() as tmp:
+        suite, backend = await start_services(kind, Path(tmp))
+        try:
+            async with grpc.aio.insecure_channel(suite.target("decisioning")) as dch:
+                await speed(dgrpc.DecisioningServiceStub(dch), world,
+                            [f"speed-{p}" for p in range(people)], calls,
+                            suite.processes["decisioning"].pid, py_spy)
+        finally:
+            for name in list(suite.processes):
+                await suite.stop(name)
+            drop_schemas(backend)
+
+
+async def bench(kind: str, decisions: int, people: int, seed: int, calls: int = 300,
+                py_spy: str = "") -> None:
     rng = np.random.default_rng(seed)
     world = build_world(people, rng)
     best_single = world.rates.mean(axis=0).max()
@@ -538,7 +593,8 @@ async def bench(kind: str, decisions: int, people: int, seed: int) -> None:
                       f"known after {time.perf_counter() - began:.1f} s; rewards "
                       f"{sum(a.rewards for a in report.actions):,}")
                 await evaluate(decisioning, world, logged)
-                await speed(decisioning, world, profile_ids, calls=300)
+                await speed(decisioning, world, profile_ids, calls,
+                            suite.processes["decisioning"].pid, py_spy)
         finally:
             for name in list(suite.processes):
                 await suite.stop(name)
@@ -551,11 +607,22 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=25_000)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only BatchDecide's speed (no learning simulation, no evaluation)")
+    parser.add_argument("--speed-calls", type=int, default=300,
+                        help="BatchDecide calls of 100 in each of the speed step's two parts")
+    parser.add_argument("--py-spy", default="", metavar="FILE",
+                        help="record the decisioning process with py-spy during the speed step")
     args = parser.parse_args()
     if args.database == "postgresql" and not postgres_available():
         print("decisioning [postgresql]: skipped, no PostgreSQL on 127.0.0.1:5432")
         return
-    asyncio.run(bench(args.database, args.decisions, args.people, args.seed))
+    if args.speed_only:
+        asyncio.run(speed_only(args.database, args.people, args.seed, args.speed_calls,
+                               args.py_spy))
+    else:
+        asyncio.run(bench(args.database, args.decisions, args.people, args.seed,
+                          args.speed_calls, args.py_spy))
 
 
 if __name__ == "__main__":

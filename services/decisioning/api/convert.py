@@ -6,7 +6,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from cjo.common.v1 import common_pb2
 from cjo.decisioning.v1 import action_pb2, decision_pb2, decision_point_pb2, evaluation_pb2
@@ -277,34 +277,63 @@ def context_to_proto(context: DecisionContext) -> decision_pb2.DecisionContext:
         enrollment_id=context.enrollment_id, node_id=context.node_id)
 
 
-def decision_to_proto(decision: Decision,
-                      contexts: dict[int, decision_pb2.DecisionContext] | None = None,
-                      ) -> decision_pb2.Decision:
-    """``contexts``: the contexts converted so far for one reply, by id of the DecisionContext
-    (a batch's decisions share one)."""
-    if contexts is None:
-        context = context_to_proto(decision.context)
-    else:
-        found = contexts.get(id(decision.context))
+class ReplyCache:
+    """What a reply's decisions share, converted once per reply: a batch's decisions share
+    their context, decision time and each action's contents (one object each)."""
+
+    def __init__(self) -> None:
+        self.contexts: dict[int, decision_pb2.DecisionContext] = {}
+        self.times: dict[datetime, timestamp_pb2.Timestamp] = {}
+        self.contents: dict[int, list[action_pb2.ActionContent]] = {}
+
+    def context(self, context: DecisionContext) -> decision_pb2.DecisionContext:
+        found = self.contexts.get(id(context))
         if found is None:
-            found = contexts[id(decision.context)] = context_to_proto(decision.context)
-        context = found
+            found = self.contexts[id(context)] = context_to_proto(context)
+        return found
+
+    def time(self, value: datetime | None) -> timestamp_pb2.Timestamp | None:
+        if value is None:
+            return None
+        found = self.times.get(value)
+        if found is None:
+            found = self.times[value] = to_timestamp(value)
+        return found
+
+    def contents_of(self, contents: tuple[ActionContent, ...]) -> list[action_pb2.ActionContent]:
+        found = self.contents.get(id(contents))
+        if found is None:
+            found = self.contents[id(contents)] = [content_to_proto(c) for c in contents]
+        return found
+
+
+_REASONS = {name: decision_pb2.IneligibilityReason.Value(f"INELIGIBILITY_REASON_{name}")
+            for name in (n.removeprefix("INELIGIBILITY_REASON_")
+                         for n in decision_pb2.IneligibilityReason.keys())}  # noqa: SIM118
+
+
+def decision_to_proto(decision: Decision, cache: ReplyCache | None = None,
+                      ) -> decision_pb2.Decision:
+    """``cache``: what was converted so far for one reply (a batch's decisions share their
+    context, time and contents; the id of each is its key, so the reply must hold on to the
+    decisions while it is built)."""
+    cache = cache or ReplyCache()
+    ranked = decision_pb2.RankedAction
     return decision_pb2.Decision(
         name=f"decisions/{decision.decision_id}", decision_id=decision.decision_id,
         decision_point=decision.decision_point, profile_id=decision.profile_id,
-        actions=[decision_pb2.RankedAction(
+        actions=[ranked(
             action=r.action, propensity=r.propensity, score=r.score,
             pick_probability=r.pick_probability, value=r.value, lever=r.lever,
-            context_weight=r.context_weight,
-            contents=[content_to_proto(c) for c in r.contents], mandatory=r.mandatory,
-            transactional=r.transactional, topic=r.topic, control=r.control)
+            context_weight=r.context_weight, contents=cache.contents_of(r.contents),
+            mandatory=r.mandatory, transactional=r.transactional, topic=r.topic,
+            control=r.control)
             for r in decision.actions],
         ineligible=[decision_pb2.IneligibleAction(
-            action=i.action,
-            reason=decision_pb2.IneligibilityReason.Value(f"INELIGIBILITY_REASON_{i.reason}"),
+            action=i.action, reason=_REASONS[i.reason],
             detail=i.detail) for i in decision.ineligible],
-        decide_time=to_timestamp(decision.decide_time),
+        decide_time=cache.time(decision.decide_time),
         outcome=decision.outcome,  # type: ignore[arg-type]
-        expose_time=to_timestamp(decision.expose_time),
-        reward_time=to_timestamp(decision.reward_time),
-        context=context)
+        expose_time=cache.time(decision.expose_time),
+        reward_time=cache.time(decision.reward_time),
+        context=cache.context(decision.context))

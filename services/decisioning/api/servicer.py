@@ -18,6 +18,7 @@ from cjo.decisioning.v1 import decisioning_service_pb2_grpc as pb_grpc
 from cjo_decisioning.adapters.identity import Profile, ProfileBook
 from cjo_decisioning.api import convert
 from cjo_decisioning.api.convert import (
+    ReplyCache,
     action_from_proto,
     action_to_proto,
     context_from_proto,
@@ -298,12 +299,12 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
         parsed = answer.parse(lambda item: _item(
             item.profile_id, item.profile if item.HasField("profile") else None,
             item.context if item.HasField("context") else shared, item.request_id, now))
-        contexts: dict[int, decision_pb2.DecisionContext] = {}
+        cache = ReplyCache()
         for index, outcome in await self._decide(workspace, point, parsed):
             if isinstance(outcome, CjoError):
                 answer.fail(index, outcome)
             else:
-                answer.results[index].decision.CopyFrom(decision_to_proto(outcome, contexts))
+                answer.results[index].decision.CopyFrom(decision_to_proto(outcome, cache))
         return pb.BatchDecideResponse(results=answer.results)
 
     async def GetDecision(self, request: pb.GetDecisionRequest,
