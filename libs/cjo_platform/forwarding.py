@@ -84,28 +84,38 @@ def peer_sender(settings: ServiceSettings, peer: str, *,
             code = exc.code().value[0]
             if code == code_pb2.UNAVAILABLE:
                 raise  # unreachable (the channel retried already): the round stops
-            message = f"{peer} refused the {what}: {exc.code().name}: {exc.details()}"
-            if code in FAULT_CODES or code in SUSPECT_CODES:
-                raise Undeliverable(message, certain=code in FAULT_CODES) from exc
-            raise Later(message, split=code in SPLIT_CODES) from exc
+            raise call_refused(code, f"{peer} refused the {what}: {exc.code().name}: "
+                                     f"{exc.details()}") from exc
         if check_reply is not None:
             check_reply(workspace_id, rows, reply)
             return []
-        if len(reply.results) != len(rows):
-            raise Later(f"{peer} answered {len(reply.results)} results for {len(rows)} {what}")
-        refused: list[Refusal] = []
-        for row, result in zip(rows, reply.results, strict=True):
-            code = result.status.code
-            # ALREADY_EXISTS: the peer has the item already, which is what was asked.
-            if code in (code_pb2.OK, code_pb2.ALREADY_EXISTS):
-                continue
-            refused.append(Refusal(row, f"{peer} refused the item: {_code_name(code)}: "
-                                        f"{result.status.message}",
-                                   transient=is_transient(code),
-                                   certain=code in FAULT_CODES))
-        return refused
+        return refusals(peer, what, rows, reply)
 
     return send
+
+
+def call_refused(code: int, message: str) -> Undeliverable | Later:
+    """What a call the peer refused as a whole, with ``code``, means for its rows."""
+    if code in FAULT_CODES or code in SUSPECT_CODES:
+        return Undeliverable(message, certain=code in FAULT_CODES)
+    return Later(message, split=code in SPLIT_CODES)
+
+
+def refusals(peer: str, what: str, rows: Sequence[OutboxRow], reply: Any) -> list[Refusal]:
+    """The rows a batch reply refused: ``reply.results[i].status`` answers row ``i``."""
+    if len(reply.results) != len(rows):
+        raise Later(f"{peer} answered {len(reply.results)} results for {len(rows)} {what}")
+    refused: list[Refusal] = []
+    for row, result in zip(rows, reply.results, strict=True):
+        code = result.status.code
+        # ALREADY_EXISTS: the peer has the item already, which is what was asked.
+        if code in (code_pb2.OK, code_pb2.ALREADY_EXISTS):
+            continue
+        refused.append(Refusal(row, f"{peer} refused the item: {_code_name(code)}: "
+                                    f"{result.status.message}",
+                               transient=is_transient(code),
+                               certain=code in FAULT_CODES))
+    return refused
 
 
 def _code_name(code: int) -> str:

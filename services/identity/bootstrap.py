@@ -20,6 +20,7 @@ from cjo_identity.service_layer.lapses import LapseRound
 from cjo_identity.service_layer.workspaces import local_key_resolver
 from cjo_identity.settings import load_time_settings
 from cjo_identity.workers.time import TimeWorker
+from cjo_platform.bus import load_bus
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.decisioning import decisioning_events_forwarder
@@ -40,7 +41,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     from_database = local_key_resolver(transactions)
     resolve_key = CachingResolver(from_database, ttl=settings.api_key_cache_seconds,
                                   now=clock.now)
-    events = events_forwarder(settings, storage.db, storage.outbox)
+    # CJO_EVENT_BUS set: the events go to JetStream instead of orchestration's HandleEvents.
+    events = events_forwarder(settings, storage.db, storage.outbox, load_bus(env))
     # Conversion and merge facts share the outbox; each forwarder drains only its own topic.
     facts = facts_forwarder(settings, storage.db, storage.outbox)
     # Decisioning learns from the track events (its rewards): one more outbox row per event.

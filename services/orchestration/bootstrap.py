@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc
 from cjo_orchestration.adapters.audience import Audience
+from cjo_orchestration.adapters.bus import events_consumer
 from cjo_orchestration.adapters.erasures import erasures_forwarder
 from cjo_orchestration.adapters.gauges import PROBE as QUEUES
 from cjo_orchestration.adapters.peers import DecisioningCatalog, Peers
@@ -26,6 +27,7 @@ from cjo_orchestration.workers.events import EventWorker
 from cjo_orchestration.workers.schedules import ScheduleWorker
 from cjo_orchestration.workers.steps import StepWorker
 from cjo_platform.backoff import RetryPolicy
+from cjo_platform.bus import load_bus
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.content_catalog import ContentCatalog
@@ -75,6 +77,10 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                      content=ContentCatalog(settings, timeout),
                                      decisioning=DecisioningCatalog(settings, timeout),
                                      on_enrolled=steps.wake, profiles=peers)
+    # With the event bus (CJO_EVENT_BUS), identity's events arrive from JetStream into the very
+    # HandleEvents that identity's forwarder calls otherwise.
+    bus = load_bus(env)
+    consumers = [] if bus is None else [events_consumer(bus, servicer, storage, clock)]
     return ServiceApp(
         settings=settings,
         db=storage.db,
@@ -88,7 +94,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/HandleEvents"},
         background=[signals.run, events.run, steps.run, schedules.run, facts.run,
-                    erasures.run, storage.retention(env, settings.service, RETENTION).run],
+                    erasures.run, storage.retention(env, settings.service, RETENTION).run,
+                    *(consumer.run for consumer in consumers)],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
     )

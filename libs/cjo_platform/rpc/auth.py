@@ -8,12 +8,13 @@ work they are doing, and can reach nothing else. A key may call only what its sc
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -85,6 +86,20 @@ def set_principal(principal: Principal | None) -> contextvars.Token[Principal | 
 
 def set_method(method: str) -> None:
     _method.set(method)
+
+
+@contextlib.contextmanager
+def acting_for(workspace_id: str, method: str) -> Iterator[None]:
+    """Run a servicer's method in-process as the service acting for ``workspace_id`` (what a
+    peer's call with the service token sets up): the event bus's consumers call the very
+    method a forwarder calls over gRPC."""
+    principal = _principal.set(Principal(workspace_id, "event-bus", is_service=True))
+    name = _method.set(method)
+    try:
+        yield
+    finally:
+        _method.reset(name)
+        _principal.reset(principal)
 
 
 # --- API keys -------------------------------------------------------------------------------

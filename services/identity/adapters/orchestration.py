@@ -1,5 +1,7 @@
 """The receiving end of the events outbox: accepted events, segment transitions, merges and
-erasures go to OrchestrationService.HandleEvents, one batch per workspace."""
+erasures go to OrchestrationService.HandleEvents, one batch per workspace; with the event bus
+(CJO_EVENT_BUS) they are published to JetStream instead, partitioned by profile, and
+orchestration's bus consumer hands them to the same HandleEvents."""
 
 from __future__ import annotations
 
@@ -11,19 +13,28 @@ import grpc
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC
+from cjo_platform.bus import Bus
+from cjo_platform.bus.relay import bus_sender
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db import Database
-from cjo_platform.db.outbox import Forwarder, Outbox
+from cjo_platform.db.outbox import Forwarder, Outbox, SendBatch
 from cjo_platform.forwarding import peer_sender
 
 
-def events_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox) -> Forwarder:
-    send = peer_sender(
-        settings, "orchestration",
-        method=_handle_events,
-        request=lambda rows: pb.HandleEventsRequest(
-            events=[pb.ForwardedEvent.FromString(row.payload) for row in rows]),
-        what="events")
+def events_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox,
+                     bus: Bus | None = None) -> Forwarder:
+    send: SendBatch
+    if bus is not None:
+        # A profile's events share a partition, so orchestration applies them in order.
+        send = bus_sender(bus, settings.service, EVENTS_TOPIC, ordering_key=lambda row: (
+            pb.ForwardedEvent.FromString(row.payload).profile_id))
+    else:
+        send = peer_sender(
+            settings, "orchestration",
+            method=_handle_events,
+            request=lambda rows: pb.HandleEventsRequest(
+                events=[pb.ForwardedEvent.FromString(row.payload) for row in rows]),
+            what="events")
     return Forwarder(db, outbox, EVENTS_TOPIC, send,
                      item_key=lambda row: pb.ForwardedEvent.FromString(row.payload).event_id)
 

@@ -1,0 +1,199 @@
+"""The bus's settings and its one NATS connection per process.
+
+Streams, their partition consumers and the claims bucket are created idempotently the first
+time a relay or a consumer needs them (a JetStream ``add`` with the same configuration is a
+no-op; one whose configuration changed is updated), so no deployment step has to run first and
+a service whose bus is down still starts: its outbox keeps the rows until the bus answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
+
+from cjo_platform.bus import naming
+from cjo_platform.config import Env
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+_PREFIX = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    # CJO_EVENT_BUS: the NATS server(s), comma separated (nats://host:4222).
+    url: str
+    # CJO_BUS_PREFIX: the first subject token and the stream names' prefix (one deployment's
+    # streams apart from another's on a shared server).
+    prefix: str = "cjo"
+    # CJO_BUS_PARTITIONS: partitions per topic, each with its own consumer; the most receiver
+    # replicas that work a topic at once. Change it only on drained streams.
+    partitions: int = 8
+    # CJO_BUS_ACK_WAIT_SECONDS: how long a message a consumer took may go unanswered before
+    # JetStream gives it to the partition's next holder (a replica killed mid-batch).
+    ack_wait_seconds: float = 30.0
+    # CJO_BUS_BATCH: messages one consumer takes at once (also its max_ack_pending).
+    batch: int = 500
+    # CJO_BUS_MAX_ATTEMPTS: refusals of one message before it goes to the dead letters (a
+    # receiver that is down or busy is waited for, never counted).
+    max_attempts: int = 5
+    # CJO_BUS_DUPLICATE_WINDOW_SECONDS: how long JetStream remembers a Nats-Msg-Id.
+    duplicate_window_seconds: float = 120.0
+    # CJO_BUS_MAX_AGE_HOURS: how long a stream keeps a message no consumer acknowledged (a
+    # receiver that never came): past it the message is gone, so alert long before.
+    max_age_hours: float = 24 * 7
+    # CJO_BUS_REPLICAS: JetStream replicas of each stream (3 on a three-node cluster).
+    replicas: int = 1
+
+    @property
+    def claim_seconds(self) -> float:
+        """A partition claim's lifetime: longer than ack_wait, so a partition whose holder died
+        changes hands only after JetStream gave back the messages it held, which are then
+        delivered first (per-profile order survives the change)."""
+        return self.ack_wait_seconds + 5.0
+
+
+def load_bus_settings(env: Env) -> BusSettings | None:
+    """The bus's settings, or ``None`` when CJO_EVENT_BUS is unset (the outbox + gRPC path)."""
+    url = env.str("CJO_EVENT_BUS", "")
+    if not url:
+        return None
+    if not all(part.strip().startswith(("nats://", "tls://")) for part in url.split(",")):
+        env.errors.append(f"CJO_EVENT_BUS must be nats:// or tls:// URLs, got {url!r}")
+    prefix = env.str("CJO_BUS_PREFIX", "cjo")
+    if not _PREFIX.match(prefix):
+        env.errors.append(f"CJO_BUS_PREFIX={prefix!r} must be 1-32 of a-z, 0-9, _ and -")
+    ack_wait = env.float("CJO_BUS_ACK_WAIT_SECONDS", 30.0, minimum=1.0)
+    return BusSettings(
+        url=url, prefix=prefix,
+        partitions=env.int("CJO_BUS_PARTITIONS", 8, minimum=1, maximum=1024),
+        ack_wait_seconds=ack_wait,
+        batch=env.int("CJO_BUS_BATCH", 500, minimum=1, maximum=10_000),
+        max_attempts=env.int("CJO_BUS_MAX_ATTEMPTS", 5, minimum=1, maximum=1000),
+        duplicate_window_seconds=env.float("CJO_BUS_DUPLICATE_WINDOW_SECONDS", 120.0,
+                                           minimum=1.0),
+        max_age_hours=env.float("CJO_BUS_MAX_AGE_HOURS", 24 * 7, minimum=0.1),
+        replicas=env.int("CJO_BUS_REPLICAS", 1, minimum=1, maximum=5),
+    )
+
+
+def load_bus(env: Env) -> Bus | None:
+    settings = load_bus_settings(env)
+    return Bus(settings) if settings is not None else None
+
+
+class Bus:
+    """One process's connection to JetStream (opened at first use, reconnecting for ever)."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._lock: asyncio.Lock | None = None
+        self._streams: set[str] = set()
+        self._claims: KeyValue | None = None
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.prefix
+
+    async def jetstream(self) -> JetStreamContext:
+        if self._js is not None and self._nc is not None and not self._nc.is_closed:
+            return self._js
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._js is None or self._nc is None or self._nc.is_closed:
+                self._nc = await nats.connect(
+                    servers=[s.strip() for s in self.settings.url.split(",")],
+                    name="cjo", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                    connect_timeout=2, error_cb=_log_error, disconnected_cb=_disconnected,
+                    reconnected_cb=_reconnected)
+                self._js = self._nc.jetstream(timeout=5)
+                self._streams.clear()
+        assert self._js is not None
+        return self._js
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
+        self._nc = self._js = None
+
+    async def ensure_stream(self, topic: str) -> str:
+        """Create (or bring up to date) the topic's stream; returns its name."""
+        name = naming.stream_name(self.prefix, topic)
+        if name in self._streams:
+            return name
+        js = await self.jetstream()
+        s = self.settings
+        config = StreamConfig(
+            name=name, subjects=[f"{naming.subject_root(self.prefix, topic)}.>"],
+            # Work queue: a message stays until its partition's consumer acknowledged it (also
+            # while no consumer exists yet), then it is gone; partitions' filters never overlap.
+            retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD, num_replicas=s.replicas,
+            max_age=s.max_age_hours * 3600, duplicate_window=s.duplicate_window_seconds,
+            description=f"cjo outbox topic {topic}")
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)  # created before with other settings
+        self._streams.add(name)
+        return name
+
+    async def ensure_consumer(self, topic: str, partition: int) -> tuple[str, str]:
+        """The partition's durable pull consumer: (stream, consumer) names."""
+        stream = await self.ensure_stream(topic)
+        js = await self.jetstream()
+        name = naming.consumer_name(topic, partition)
+        config = ConsumerConfig(
+            durable_name=name, name=name, ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            filter_subject=naming.partition_filter(self.prefix, topic, partition),
+            ack_wait=self.settings.ack_wait_seconds,
+            # The consumer gives up on nothing: the service decides when a message is dead.
+            max_deliver=-1,
+            # One batch in flight per partition: the next batch comes once this one is answered.
+            max_ack_pending=self.settings.batch)
+        await js.add_consumer(stream, config)
+        return stream, name
+
+    async def claims(self) -> KeyValue:
+        """The bucket in which replicas claim partitions (a key per partition, expiring)."""
+        if self._claims is None:
+            js = await self.jetstream()
+            bucket = naming.stream_name(self.prefix, "claims")
+            self._claims = await js.create_key_value(KeyValueConfig(
+                bucket=bucket, ttl=self.settings.claim_seconds, history=1,
+                replicas=self.settings.replicas))
+        return self._claims
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("event bus connection error", error=repr(exc))
+
+
+async def _disconnected() -> None:
+    log.warning("event bus disconnected; reconnecting")
+
+
+async def _reconnected() -> None:
+    log.info("event bus reconnected")

@@ -1,0 +1,388 @@
+"""A receiving service's consumer of one bus topic.
+
+**Partitions and replicas.** Each partition of the topic has its own durable pull consumer
+(filter ``<prefix>.<topic>.*.<partition>``, explicit acks, ``max_ack_pending`` = one batch).
+Replicas of the receiving service share the partitions by claiming them in a JetStream
+key-value bucket: a claim is a key created only if absent, renewed by a compare-and-set on its
+revision, and gone ``claim_seconds`` after its holder stopped renewing it. Only a partition's
+holder pulls from it, so a profile's messages (which share a partition) are applied one batch
+after another, in stream order, whatever the number of replicas; each replica claims about
+``partitions / replicas`` of them (the replicas count themselves by keys of their own in the
+bucket). A claim outlives ``ack_wait``: a partition whose holder was killed changes hands only
+after JetStream made the messages it held due again, and a consumer delivers those before
+anything newer, so the order survives the change. A replica that stops (or gives a partition up)
+naks what it held, then deletes its claim.
+
+**Answers.** The messages a round pulled are handed, per workspace and in order, to the
+service's receiver (:mod:`cjo_platform.bus.receiver`: the batch RPC's own method), and read the
+way an outbox forwarder reads a peer: a message taken is acked (after the receiver committed);
+a message the receiver refused for certain is written to the service's dead letters and then
+acked, so it never blocks the others; a whole call refused is split to find the message at
+fault. A message the receiver wants later (busy, or down) is kept, with the messages of its
+workspace behind it, and tried again with backoff (:data:`~cjo_platform.db.outbox.ROW_RETRY`),
+while the other workspaces go on; its refusals are counted, and after ``max_attempts`` it goes
+to the dead letters when the receiver is seen taking other messages (an outage is waited out,
+never blamed on a message). Kept messages are marked in progress every third of ``ack_wait``,
+so JetStream does not hand them out again while they wait or while a slow receiver works.
+Receivers deduplicate by their own ids, so a message delivered again after a crash is applied
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js.errors import KeyWrongLastSequenceError
+
+from cjo_platform.backoff import RetryPolicy
+from cjo_platform.bus import naming
+from cjo_platform.bus.connection import Bus, BusSettings
+from cjo_platform.bus.relay import TRACEPARENT_HEADER, WORKSPACE_HEADER
+from cjo_platform.clock import Clock
+from cjo_platform.db.dead_letters import DeadLetters
+from cjo_platform.db.engine import Database
+from cjo_platform.db.outbox import (
+    ROW_RETRY,
+    Later,
+    OutboxRow,
+    Refusal,
+    SendBatch,
+    Undeliverable,
+)
+from cjo_platform.logging import get_logger
+from cjo_platform.telemetry import batch_span
+
+log = get_logger(__name__)
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_=-]")
+
+
+@dataclass
+class _Held:
+    """A workspace's messages in one partition waiting for the receiver, in stream order."""
+
+    rows: list[OutboxRow] = field(default_factory=list)
+    due: float = 0.0  # loop time of the next try
+    waits: int = 0  # "later" answers in a row
+    attempts: dict[int, int] = field(default_factory=dict)  # refusals per stream sequence
+
+
+@dataclass(frozen=True)
+class _Stop:
+    error: str
+    later: bool = False
+    certain: bool = True
+
+
+class BusConsumer:
+    """Pulls ``topic`` from the partitions this replica holds into ``receive``."""
+
+    def __init__(self, bus: Bus, topic: str, receive: SendBatch, db: Database,
+                 dead_letters: DeadLetters, clock: Clock, *,
+                 item_key: Callable[[OutboxRow], str] | None = None,
+                 retry: RetryPolicy = ROW_RETRY, owner: str | None = None,
+                 fetch_seconds: float = 1.0) -> None:
+        self.name = f"bus:{topic}"
+        self.bus = bus
+        self.topic = topic
+        self.receive = receive
+        self.db = db
+        self.dead_letters = dead_letters
+        self.clock = clock
+        self.item_key = item_key or (lambda row: "")
+        self.retry = retry
+        self.fetch_seconds = fetch_seconds
+        raw = owner or f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.owner = _KEY_UNSAFE.sub("_", raw)
+        self._topic_key = _KEY_UNSAFE.sub("_", topic)
+        self._msgs: dict[int, Msg] = {}  # stream sequence -> the delivery to answer
+        self._partitions: dict[int, tuple[asyncio.Task[None], int]] = {}
+        self._last_taken: float = -math.inf
+
+    @property
+    def settings(self) -> BusSettings:
+        return self.bus.settings
+
+    def held_partitions(self) -> list[int]:
+        return sorted(self._partitions)
+
+    # --- claims ---------------------------------------------------------------------------
+
+    def _claim_key(self, partition: int) -> str:
+        return f"claim.{self._topic_key}.{partition}"
+
+    async def run(self) -> None:
+        """Claim partitions and work them until cancelled (then give them back)."""
+        interval = self.settings.claim_seconds / 3
+        try:
+            while True:
+                try:
+                    await self._tend_claims()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("event bus claims failed; will retry", worker=self.name,
+                                error=repr(exc))
+                await asyncio.sleep(interval)
+        finally:
+            await asyncio.shield(self._release_all())
+
+    async def _members(self) -> int:
+        js = await self.bus.jetstream()
+        bucket = naming.stream_name(self.bus.prefix, "claims")
+        info = await js.stream_info(f"KV_{bucket}",
+                                    subjects_filter=f"$KV.{bucket}.member.{self._topic_key}.>")
+        return max(1, len(info.state.subjects or {}))
+
+    async def _tend_claims(self) -> None:
+        kv = await self.bus.claims()
+        await kv.put(f"member.{self._topic_key}.{self.owner}", b"1")
+        partitions = self.settings.partitions
+        fair = math.ceil(partitions / await self._members())
+        for partition, (task, revision) in list(self._partitions.items()):
+            if task.done():
+                exc = task.exception() if not task.cancelled() else None
+                log.warning("event bus partition stopped; giving it back", worker=self.name,
+                            partition=partition, error=repr(exc))
+                await self._release(partition)
+                continue
+            try:
+                revision = await kv.update(self._claim_key(partition), self.owner.encode(),
+                                           last=revision)
+                self._partitions[partition] = (task, revision)
+            except KeyWrongLastSequenceError:
+                # Our claim lapsed and another replica took the partition: stop at once.
+                log.warning("event bus partition claim lost", worker=self.name,
+                            partition=partition)
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                del self._partitions[partition]
+        while len(self._partitions) > fair:
+            await self._release(max(self._partitions))
+        for partition in range(partitions):
+            if len(self._partitions) >= fair:
+                break
+            if partition in self._partitions:
+                continue
+            try:
+                revision = await kv.create(self._claim_key(partition), self.owner.encode())
+            except KeyWrongLastSequenceError:
+                continue  # another replica holds it
+            task = asyncio.create_task(self._work(partition), name=f"{self.name}:{partition}")
+            self._partitions[partition] = (task, revision)
+            log.info("event bus partition claimed", worker=self.name, partition=partition)
+
+    async def _release(self, partition: int) -> None:
+        task, revision = self._partitions.pop(partition)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        with contextlib.suppress(Exception):
+            kv = await self.bus.claims()
+            await kv.delete(self._claim_key(partition), last=revision)
+
+    async def _release_all(self) -> None:
+        for partition in list(self._partitions):
+            await self._release(partition)
+        with contextlib.suppress(Exception):
+            kv = await self.bus.claims()
+            await kv.delete(f"member.{self._topic_key}.{self.owner}")
+
+    # --- one partition --------------------------------------------------------------------
+
+    async def _work(self, partition: int) -> None:
+        stream, consumer = await self.bus.ensure_consumer(self.topic, partition)
+        js = await self.bus.jetstream()
+        sub = await js.pull_subscribe_bind(consumer, stream=stream)
+        held: dict[str, _Held] = {}
+        loop = asyncio.get_running_loop()
+        keepalive = asyncio.create_task(self._keepalive(held))
+        try:
+            while True:
+                now = loop.time()
+                for workspace_id in [w for w, h in held.items() if h.due <= now]:
+                    await self._try(held, workspace_id)
+                waiting = [h.due for h in held.values()]
+                timeout = self.fetch_seconds
+                if waiting:
+                    timeout = max(0.05, min(timeout, min(waiting) - loop.time()))
+                try:
+                    msgs = await sub.fetch(self.settings.batch, timeout=timeout)
+                except TimeoutError:  # nothing new (nats' TimeoutError is one too)
+                    continue
+                except nats.errors.Error as exc:
+                    # The connection dropped (it reconnects by itself): what is held is kept.
+                    log.warning("event bus fetch failed; will retry", worker=self.name,
+                                partition=partition, error=repr(exc))
+                    await asyncio.sleep(min(self.fetch_seconds, 1.0))
+                    continue
+                fresh: list[str] = []
+                for msg in msgs:
+                    row = self._row(msg)
+                    if row.id in self._msgs:
+                        self._msgs[row.id] = msg  # delivered again: answer the newest delivery
+                        continue
+                    self._msgs[row.id] = msg
+                    entry = held.get(row.workspace_id)
+                    if entry is None:
+                        entry = held[row.workspace_id] = _Held(due=loop.time())
+                        fresh.append(row.workspace_id)
+                    entry.rows.append(row)
+                for workspace_id in fresh:
+                    await self._try(held, workspace_id)
+        finally:
+            keepalive.cancel()
+            # Give back what this replica still holds, before its claim goes: JetStream then
+            # delivers it, first, to the partition's next holder.
+            for entry in held.values():
+                for row in entry.rows:
+                    given_back = self._msgs.pop(row.id, None)
+                    if given_back is not None:
+                        with contextlib.suppress(Exception):
+                            await given_back.nak()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _keepalive(self, held: dict[str, _Held]) -> None:
+        period = self.settings.ack_wait_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            for entry in list(held.values()):
+                for row in list(entry.rows):
+                    msg = self._msgs.get(row.id)
+                    if msg is not None:
+                        with contextlib.suppress(Exception):
+                            await msg.in_progress()
+
+    def _row(self, msg: Msg) -> OutboxRow:
+        meta = msg.metadata
+        headers = msg.headers or {}
+        created = meta.timestamp if meta.timestamp else datetime.now(UTC)
+        return OutboxRow(id=meta.sequence.stream, topic=self.topic,
+                         workspace_id=headers.get(WORKSPACE_HEADER, ""), payload=msg.data,
+                         traceparent=headers.get(TRACEPARENT_HEADER, ""), create_time=created)
+
+    async def _try(self, held: dict[str, _Held], workspace_id: str) -> None:
+        """Hand the workspace's kept messages to the receiver; what is left waits."""
+        entry = held[workspace_id]
+        loop = asyncio.get_running_loop()
+        taken_before = self._last_taken
+        while entry.rows:
+            done, stop = await self._deliver(workspace_id, entry.rows)
+            del entry.rows[:done]
+            if stop is None:
+                break
+            if stop.later:
+                entry.waits += 1
+                entry.due = loop.time() + self.retry.delay(entry.waits).total_seconds()
+                log.warning("receiver asked for a bus message later; its workspace waits",
+                            worker=self.name, workspace=workspace_id, error=stop.error)
+                return
+            entry.waits = 0
+            culprit = entry.rows[0]
+            attempts = entry.attempts.get(culprit.id, 0) + 1
+            entry.attempts[culprit.id] = attempts
+            # A refusal that names the message's fault counts at once; one that does not
+            # (INTERNAL) only once the receiver was seen taking others since.
+            proven = stop.certain or self._last_taken > taken_before
+            if attempts >= self.settings.max_attempts and proven:
+                await self._bury([(culprit, stop.error, attempts)])
+                del entry.rows[0]
+                entry.attempts.pop(culprit.id, None)
+                continue
+            entry.due = loop.time() + self.retry.delay(attempts).total_seconds()
+            log.warning("receiver refused a bus message; retrying it later", worker=self.name,
+                        workspace=workspace_id, sequence=culprit.id, attempts=attempts,
+                        error=stop.error)
+            return
+        del held[workspace_id]
+
+    async def _deliver(self, workspace_id: str, rows: Sequence[OutboxRow],
+                       ) -> tuple[int, _Stop | None]:
+        """Deliver the longest leading run of ``rows`` the receiver takes (refused-for-good
+        rows are dead-lettered on the way); returns how many are done, and why it stopped."""
+        try:
+            with batch_span(f"bus.receive {self.topic}", [r.traceparent for r in rows]):
+                refused = list(await self.receive(workspace_id, rows) or ())
+        except Undeliverable as exc:
+            if len(rows) == 1:
+                return 0, _Stop(str(exc) or repr(exc), certain=exc.certain)
+            return await self._halves(workspace_id, rows)
+        except Later as exc:
+            if exc.split and len(rows) > 1:
+                return await self._halves(workspace_id, rows)
+            return 0, _Stop(str(exc) or repr(exc), later=True)
+        except Exception as exc:  # the receiver's database is down: wait, blame nothing
+            return 0, _Stop(repr(exc), later=True)
+        by_id: dict[int, Refusal] = {r.row.id: r for r in refused}
+        others_taken = len(by_id) < len(rows)
+        if others_taken:
+            self._last_taken = asyncio.get_running_loop().time()
+
+        def holds(row: OutboxRow) -> bool:
+            refusal = by_id.get(row.id)
+            return refusal is not None and (
+                refusal.transient or (not refusal.certain and not others_taken))
+
+        stop = next((i for i, row in enumerate(rows) if holds(row)), len(rows))
+        taken = rows[:stop]
+        dead = [(row, by_id[row.id].error, 1) for row in taken if row.id in by_id]
+        if dead:
+            await self._bury(dead)
+        await self._ack([row for row in taken if row.id not in by_id])
+        if stop < len(rows):
+            return stop, _Stop(by_id[rows[stop].id].error, later=True)
+        return len(rows), None
+
+    async def _halves(self, workspace_id: str, rows: Sequence[OutboxRow],
+                      ) -> tuple[int, _Stop | None]:
+        half = len(rows) // 2
+        done, stop = await self._deliver(workspace_id, rows[:half])
+        if stop is not None:
+            return done, stop
+        more, stop = await self._deliver(workspace_id, rows[half:])
+        return half + more, stop
+
+    async def _ack(self, rows: Sequence[OutboxRow]) -> None:
+        for row in rows:
+            msg = self._msgs.pop(row.id, None)
+            if msg is not None:
+                await msg.ack()
+
+    async def _bury(self, dead: Sequence[tuple[OutboxRow, str, int]]) -> None:
+        """Write refused-for-good messages to the dead letters, then ack them."""
+
+        def write() -> None:
+            with self.db.transaction() as session:
+                for row, error, attempts in dead:
+                    self.dead_letters.add(
+                        session, workspace_id=row.workspace_id, source=self.name,
+                        item_key=_key(self.item_key, row), payload=row.payload, error=error,
+                        traceparent=row.traceparent, attempts=attempts)
+
+        await self.db.run(write)
+        for row, error, _ in dead:
+            log.error("receiver refused a bus message; moved to the dead letters",
+                      worker=self.name, sequence=row.id, workspace=row.workspace_id,
+                      error=error)
+        await self._ack([row for row, _, _ in dead])
+
+
+def _key(item_key: Callable[[OutboxRow], str], row: OutboxRow) -> str:
+    try:
+        return item_key(row)
+    except Exception:
+        return ""
+

@@ -1,0 +1,218 @@
+"""The suite with JetStream as its event stream (CJO_EVENT_BUS), as separate processes: an event
+ingested in identity reaches orchestration through the bus and a journey sends its email; an
+orchestration killed mid-stream and a broker restarted mid-stream lose nothing and send nothing
+twice (emails counted at a real SMTP server).
+
+The shared server at 127.0.0.1:4222 gets a stream prefix unique to each test; the broker
+restart runs a private ``nats-server`` of its own, which only that test may kill."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import nats
+import pytest
+from nats_support import NATS_URL, nats_listening, wait_listening
+
+from cjo.common.v1 import common_pb2
+from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
+from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import workspace_service_pb2 as ws_pb
+from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
+from cjo.orchestration.v1 import (
+    journey_pb2,
+    orchestration_service_pb2,
+    orchestration_service_pb2_grpc,
+)
+from cjo_platform.bus import naming
+from cjo_platform.protobuf import dict_to_struct
+from suite import Suite, free_port, running_suite
+from support import SERVICE_TOKEN, Backend, bearer, eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
+    not nats_listening(), reason="no NATS server with JetStream at 127.0.0.1:4222")]
+
+TOPIC = "orchestration.events"
+
+
+def bus_env(url: str, prefix: str) -> dict[str, str]:
+    # A short ack_wait so a killed consumer's messages come back within seconds.
+    return {"CJO_EVENT_BUS": url, "CJO_BUS_PREFIX": prefix, "CJO_BUS_PARTITIONS": "4",
+            "CJO_BUS_ACK_WAIT_SECONDS": "2"}
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    await drop_streams(NATS_URL, name)
+
+
+async def drop_streams(url: str, prefix: str) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for stream in (naming.stream_name(prefix, TOPIC),
+                   "KV_" + naming.stream_name(prefix, "claims")):
+        with contextlib.suppress(Exception):  # not created by this test
+            await js.delete_stream(stream)
+    await nc.close()
+
+
+async def stream_last_seq(url: str, prefix: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(naming.stream_name(prefix, TOPIC))
+        return int(info.state.last_seq)
+    finally:
+        await nc.close()
+
+
+async def welcome_journey(suite: Suite) -> list[tuple[str, str]]:
+    """A workspace whose journey emails everyone who signs up; returns the API key metadata."""
+    async with grpc.aio.insecure_channel(suite.target("identity")) as channel:
+        reply = await ws_grpc.WorkspaceServiceStub(channel).CreateWorkspace(
+            ws_pb.CreateWorkspaceRequest(workspace_id="acme", display_name="acme"),
+            metadata=bearer(SERVICE_TOKEN))
+    auth = bearer(reply.api_key.secret)
+    async with grpc.aio.insecure_channel(suite.target("content")) as channel:
+        content = content_service_pb2_grpc.ContentServiceStub(channel)
+        await content.CreateContentItem(content_service_pb2.CreateContentItemRequest(
+            content_item=content_item_pb2.ContentItem(
+                key="welcome", email=content_item_pb2.EmailTemplate(
+                    subject="Welcome {{ profile.first_name }}",
+                    html="<p>Hi {{ profile.first_name }}</p>")),
+            request_id="create-welcome"), metadata=auth)
+        await content.PublishContentItem(content_service_pb2.PublishContentItemRequest(
+            name="contentItems/welcome", request_id="publish-welcome"), metadata=auth)
+    async with grpc.aio.insecure_channel(suite.target("orchestration")) as channel:
+        orchestration = orchestration_service_pb2_grpc.OrchestrationServiceStub(channel)
+        journey = (await orchestration.CreateJourney(
+            orchestration_service_pb2.CreateJourneyRequest(journey=journey_pb2.Journey(
+                display_name="Welcome",
+                event_trigger=journey_pb2.EventTrigger(event_name="signed_up"),
+                entry_node_id="welcome",
+                nodes=[journey_pb2.Node(id="welcome", send=journey_pb2.SendNode(
+                           content_key="welcome", channel=common_pb2.CHANNEL_EMAIL,
+                           next_node_id="done")),
+                       journey_pb2.Node(id="done", exit=journey_pb2.ExitNode())])),
+            metadata=auth)).journey
+        await orchestration.PublishJourney(
+            orchestration_service_pb2.PublishJourneyRequest(name=journey.name), metadata=auth)
+    return auth
+
+
+async def sign_up(suite: Suite, auth: list[tuple[str, str]], users: range) -> None:
+    """One single-event IngestEvents call per user (each a sign-up with an email address)."""
+    async with grpc.aio.insecure_channel(suite.target("identity")) as channel:
+        identity = identity_service_pb2_grpc.IdentityServiceStub(channel)
+        for user in users:
+            reply = await identity.IngestEvents(identity_service_pb2.IngestEventsRequest(events=[
+                event_pb2.Event(
+                    message_id=f"m-{user}", type=event_pb2.EVENT_TYPE_TRACK, name="signed_up",
+                    identifiers=[event_pb2.Identifier(type="user_id", value=f"u-{user}")],
+                    traits=dict_to_struct({"email": f"u{user}@example.com",
+                                           "first_name": f"U{user}"}))]), metadata=auth)
+            assert reply.results[0].status.code == 0, reply.results[0].status
+
+
+def mailed(suite: Suite) -> Counter[str]:
+    return Counter(rcpt for envelope in suite.mail.envelopes for rcpt in envelope.rcpt_tos)
+
+
+def everyone_once(suite: Suite, users: range) -> bool:
+    return set(mailed(suite)) == {f"u{u}@example.com" for u in users}
+
+
+async def test_an_event_reaches_the_journey_through_jetstream(
+        backend: Backend, tmp_path: Path, prefix: str) -> None:
+    url = NATS_URL
+    async with running_suite(backend, tmp_path, extra_env=bus_env(url, prefix)) as suite:
+        auth = await welcome_journey(suite)
+        await sign_up(suite, auth, range(3))
+        await eventually(lambda: everyone_once(suite, range(3)), timeout=60)
+        await asyncio.sleep(1)  # a second email, had one been sent, would be in by now
+        assert mailed(suite) == Counter({f"u{u}@example.com": 1 for u in range(3)})
+        # The events went through the stream (identity published, orchestration acked).
+        assert await stream_last_seq(url, prefix) >= 3
+
+
+async def test_a_consumer_killed_mid_stream_loses_and_repeats_nothing(
+        sqlite_backend: Backend, tmp_path: Path, prefix: str) -> None:
+    url = NATS_URL
+    users = range(60)
+    async with running_suite(sqlite_backend, tmp_path,
+                             extra_env=bus_env(url, prefix)) as suite:
+        auth = await welcome_journey(suite)
+        sending = asyncio.create_task(sign_up(suite, auth, users))
+        await eventually(lambda: len(mailed(suite)) >= 5, timeout=60)
+        await suite.stop("orchestration", signal.SIGKILL)
+        suite.start("orchestration")
+        await suite.wait_ready("orchestration")
+        await sending
+        await eventually(lambda: everyone_once(suite, users), timeout=90)
+        await asyncio.sleep(2)
+        assert mailed(suite) == Counter({f"u{u}@example.com": 1 for u in users})
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
+    if shutil.which("nats-server") is None:
+        pytest.skip("no nats-server binary to run a private broker")
+    server = PrivateNats(free_port(), tmp_path / "jetstream", tmp_path / "nats.log")
+    server.start()
+    yield server
+    server.kill()
+
+
+class PrivateNats:
+    """A JetStream server of this test's own (its store kept across restarts)."""
+
+    def __init__(self, port: int, store: Path, log: Path) -> None:
+        self.port = port
+        self.store = store
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port),
+             "-sd", str(self.store)], stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        wait_listening("127.0.0.1", self.port)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+async def test_a_broker_restarted_mid_stream_loses_and_repeats_nothing(
+        sqlite_backend: Backend, tmp_path: Path, private_nats: PrivateNats) -> None:
+    users = range(45)
+    async with running_suite(sqlite_backend, tmp_path,
+                             extra_env=bus_env(private_nats.url, "cjo")) as suite:
+        auth = await welcome_journey(suite)
+        await sign_up(suite, auth, range(0, 15))
+        await eventually(lambda: len(mailed(suite)) >= 3, timeout=60)
+        private_nats.kill()  # mid-stream: some of the first 15 are still on their way
+        await sign_up(suite, auth, range(15, 30))  # identity's outbox keeps them meanwhile
+        await asyncio.sleep(1)
+        private_nats.start()
+        await sign_up(suite, auth, range(30, 45))
+        await eventually(lambda: everyone_once(suite, users), timeout=120)
+        await asyncio.sleep(2)
+        assert mailed(suite) == Counter({f"u{u}@example.com": 1 for u in users})
+

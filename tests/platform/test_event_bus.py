@@ -1,0 +1,236 @@
+"""The event bus against the real NATS JetStream at 127.0.0.1:4222: the outbox relay publishes
+each row once (Nats-Msg-Id), the partition consumers hand a workspace's messages to the
+receiver in order, a refused message goes to the dead letters without holding the others, a
+slow receiver is not handed its messages twice, and replicas share the partitions.
+
+Every test uses a subject/stream prefix of its own and removes its streams afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from nats_support import NATS_URL, nats_listening
+from outbox_support import Box, open_box
+
+from cjo_platform.bus import Bus, BusSettings, naming
+from cjo_platform.bus.consumer import BusConsumer
+from cjo_platform.bus.relay import bus_sender
+from cjo_platform.clock import ManualClock
+from cjo_platform.db.outbox import Forwarder, OutboxRow, Refusal
+from support import eventually
+
+TOPIC = "test.events"
+
+
+pytestmark = pytest.mark.skipif(not nats_listening(),
+                                reason="no NATS server with JetStream at 127.0.0.1:4222")
+
+
+def bus_settings(prefix: str, **overrides: float) -> BusSettings:
+    values: dict[str, float] = {"partitions": 4, "ack_wait_seconds": 2.0, "batch": 50,
+                                "max_attempts": 2, **overrides}
+    return BusSettings(url=NATS_URL, prefix=prefix, **values)  # type: ignore[arg-type]
+
+
+async def remove_streams(bus: Bus) -> None:
+    js = await bus.jetstream()
+    for name in (naming.stream_name(bus.prefix, TOPIC),
+                 "KV_" + naming.stream_name(bus.prefix, "claims")):
+        with contextlib.suppress(Exception):  # never created by this test
+            await js.delete_stream(name)
+    await bus.close()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    await remove_streams(Bus(bus_settings(name)))
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Box:
+    return open_box(f"sqlite:///{tmp_path / 'bus.db'}", "", ManualClock(), create=True)
+
+
+class Receiver:
+    """What the receiving service took, per profile, in order; refuses payloads it is told to."""
+
+    def __init__(self, refuse: frozenset[bytes] = frozenset(), delay: float = 0.0) -> None:
+        self.taken: list[bytes] = []
+        self.refuse = refuse
+        self.delay = delay
+        self.calls = 0
+
+    async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        refused = [Refusal(row, "INVALID_ARGUMENT: bad") for row in rows
+                   if row.payload in self.refuse]
+        self.taken.extend(row.payload for row in rows if row.payload not in self.refuse)
+        return refused
+
+    def by_profile(self) -> dict[str, list[int]]:
+        seen: dict[str, list[int]] = {}
+        for payload in self.taken:
+            profile, index = payload.decode().split(":")
+            seen.setdefault(profile, []).append(int(index))
+        return seen
+
+
+def payloads(profiles: int, per_profile: int) -> list[bytes]:
+    return [f"p{i % profiles}:{i // profiles}".encode() for i in range(profiles * per_profile)]
+
+
+def profile_of(row: OutboxRow) -> str:
+    return row.payload.decode().split(":")[0]
+
+
+async def relay(bus: Bus, box: Box, rows: list[bytes], workspace: str = "acme") -> Forwarder:
+    # SQLite gives an emptied outbox's rows the ids 1, 2, ... again: their creation time tells
+    # them apart (a manual clock stands still unless moved).
+    clock = box.outbox.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(timedelta(seconds=1))
+    box.queue(TOPIC, workspace, rows)
+    forwarder = Forwarder(box.db, box.outbox, TOPIC,
+                          bus_sender(bus, "tests", TOPIC, ordering_key=profile_of))
+    while await forwarder.drain_once():
+        pass
+    return forwarder
+
+
+async def running(consumer: BusConsumer) -> asyncio.Task[None]:
+    return asyncio.create_task(consumer.run())
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def stream_messages(bus: Bus) -> int:
+    js = await bus.jetstream()
+    info = await js.stream_info(naming.stream_name(bus.prefix, TOPIC))
+    return int(info.state.messages)
+
+
+async def test_rows_reach_the_receiver_once_in_profile_order(prefix: str, box: Box) -> None:
+    bus = Bus(bus_settings(prefix))
+    sent = payloads(profiles=5, per_profile=20)
+    await relay(bus, box, sent)
+    assert box.queued(TOPIC) == 0  # deleted once JetStream acknowledged them
+    assert await stream_messages(bus) == len(sent)
+    # A relay that crashed after the PubAck, before deleting its rows, publishes them again:
+    # the stream's duplicate window drops them (same producer, topic and row id).
+    republish = bus_sender(bus, "tests", TOPIC, ordering_key=profile_of)
+    again = [OutboxRow(id=i + 1, topic=TOPIC, workspace_id="acme", payload=p, traceparent="",
+                       create_time=box.outbox.clock.now()) for i, p in enumerate(sent)]
+    assert await republish("acme", again) == []
+    assert await stream_messages(bus) == len(sent)
+
+    receiver = Receiver()
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock())
+    task = await running(consumer)
+    try:
+        await eventually(lambda: len(receiver.taken) >= len(sent), timeout=20)
+        await eventually(lambda: _empty(bus), timeout=10)
+    finally:
+        await stop(task)
+    assert sorted(receiver.taken) == sorted(sent)  # each once
+    assert receiver.by_profile() == {f"p{k}": list(range(20)) for k in range(5)}
+    assert await stream_messages(bus) == 0  # acked: the work queue dropped them
+    await bus.close()
+
+
+async def test_a_refused_message_goes_to_the_dead_letters_and_the_rest_flow(
+        prefix: str, box: Box) -> None:
+    bus = Bus(bus_settings(prefix, partitions=1))
+    sent = payloads(profiles=1, per_profile=10)
+    bad = sent[3]
+    await relay(bus, box, sent)
+    receiver = Receiver(refuse=frozenset({bad}))
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
+                           item_key=lambda row: row.payload.decode())
+    task = await running(consumer)
+    try:
+        await eventually(lambda: len(receiver.taken) == 9 and box.letters("acme"), timeout=20)
+        await eventually(lambda: _empty(bus), timeout=10)
+    finally:
+        await stop(task)
+    assert receiver.taken == [p for p in sent if p != bad]
+    [letter] = box.letters("acme")
+    assert (letter.source, letter.item_key, letter.payload) == (f"bus:{TOPIC}", "p0:3", bad)
+    assert "INVALID_ARGUMENT" in letter.error
+    await bus.close()
+
+
+async def _empty(bus: Bus) -> bool:
+    return await stream_messages(bus) == 0
+
+
+async def test_a_slow_receiver_is_not_handed_its_messages_twice(prefix: str, box: Box) -> None:
+    # Each call takes longer than ack_wait: the consumer marks its messages in progress, so
+    # JetStream does not deliver them again meanwhile.
+    bus = Bus(bus_settings(prefix, partitions=1, ack_wait_seconds=1.0, batch=5))
+    sent = payloads(profiles=2, per_profile=5)
+    await relay(bus, box, sent)
+    receiver = Receiver(delay=2.5)
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock())
+    task = await running(consumer)
+    try:
+        await eventually(lambda: len(receiver.taken) >= len(sent), timeout=30)
+        await asyncio.sleep(2.5)  # a redelivery, had there been one, would show up by now
+    finally:
+        await stop(task)
+    assert sorted(receiver.taken) == sorted(sent)
+    assert receiver.by_profile() == {"p0": list(range(5)), "p1": list(range(5))}
+    await bus.close()
+
+
+async def test_replicas_share_the_partitions_and_keep_each_profiles_order(
+        prefix: str, box: Box) -> None:
+    bus_a, bus_b = Bus(bus_settings(prefix)), Bus(bus_settings(prefix))
+    receiver = Receiver(delay=0.01)
+    consumers = [BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
+                             owner=name) for bus, name in ((bus_a, "a"), (bus_b, "b"))]
+    tasks = [await running(c) for c in consumers]
+    try:
+        await eventually(lambda: all(len(c.held_partitions()) == 2 for c in consumers),
+                         timeout=20)
+        sent = payloads(profiles=20, per_profile=10)
+        await relay(bus_a, box, sent)
+        await eventually(lambda: len(receiver.taken) >= len(sent), timeout=20)
+        assert set(consumers[0].held_partitions()).isdisjoint(consumers[1].held_partitions())
+        # One replica stops: it gives its partitions back, and the other takes them over.
+        await stop(tasks.pop())
+        await eventually(lambda: len(consumers[0].held_partitions()) == 4, timeout=20)
+        more = [f"p{i % 20}:{10 + i // 20}".encode() for i in range(40)]
+        await relay(bus_a, box, more)
+        await eventually(lambda: len(receiver.taken) >= len(sent) + len(more), timeout=20)
+    finally:
+        for task in tasks:
+            await stop(task)
+    assert sorted(receiver.taken) == sorted(sent + more)
+    assert receiver.by_profile() == {f"p{k}": list(range(12)) for k in range(20)}
+    await bus_a.close()
+    await bus_b.close()
+
+
+def test_a_profile_always_has_the_same_partition() -> None:
+    # CRC-32: the same in every process and release (Python's hash() is salted per process).
+    assert naming.partition_of("profile-42", 8) == naming.partition_of("profile-42", 8) == 6
+    assert naming.subject("cjo", "orchestration.events", "acme", 3) == \
+        "cjo.orchestration.events.acme.3"
+    assert naming.token("a.b c") == "~" + b"a.b c".hex()
+    created = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    assert naming.message_id("identity", "orchestration.events", 7, created) == \
+        f"identity:orchestration.events:7:{created.timestamp():.6f}"
