@@ -155,9 +155,11 @@ class Retention:
             outcome.removed[rule.kind] = removed
             if removed:
                 self._removed.add(removed, {"service": self.service, "kind": rule.kind})
-                log.info("retention", kind=rule.kind, table=rule.table.name, rows=removed)
             more = more or removed >= self.batch
         self.last = outcome
+        if any(outcome.removed.values()):
+            # One line per round, not per batch: a backlog drains in many rounds.
+            log.info("retention round", removed={k: n for k, n in outcome.removed.items() if n})
         return more
 
     def _one(self, uow: UnitOfWork, configured: Configured) -> int:
