@@ -4,17 +4,21 @@ against the services as processes; a refused key is said so, without the key."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
+from cjo.decisioning.v1 import decisioning_service_pb2 as dc_pb
+from cjo.decisioning.v1 import decisioning_service_pb2_grpc as dc_grpc
 from cli_support import cjo_for, new_workspace
 from suite import running_suite
-from support import Backend, eventually
+from support import Backend, bearer, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -74,8 +78,21 @@ async def test_profile_show_erase_and_tail_a_sent_message(sqlite_backend: Backen
         shown = await cjo("profile", "show", "user_id:ada")
         assert "first_name" in shown.stdout and '"Ada"' in shown.stdout, shown.stdout
         assert "ada@example.com" in shown.stdout
+        # The export holds what decisioning logged about Ada too.
+        await cjo("apply", "-f", "examples/decisioning/")
+        profile_id = json.loads((await cjo("profile", "show", "user_id:ada", "-o", "json")
+                                 ).stdout)["name"].removeprefix("profiles/")
+        async with grpc.aio.insecure_channel(suite.target("decisioning")) as channel:
+            decided = (await dc_grpc.DecisioningServiceStub(channel).Decide(dc_pb.DecideRequest(
+                decision_point="decisionPoints/next-order-offer", profile_id=profile_id),
+                metadata=bearer(key))).decision
         exported = await cjo("profile", "export", "user_id:ada")
-        assert "order_completed" in exported.stdout
+        document = json.loads(exported.stdout)
+        assert "order_completed" in json.dumps(document["events"])
+        assert [d["decisionId"] for d in document["decisioning"]["decisions"]] == [
+            decided.decision_id]
+        assert document["decisioning"]["decisions"][0]["actions"]
+        assert [t["profileId"] for t in document["decisioning"]["sendTimes"]] == [profile_id]
 
         erased = await cjo("profile", "erase", "user_id:ada", "--yes")
         assert "erased" in erased.stdout

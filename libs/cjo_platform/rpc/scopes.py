@@ -96,7 +96,8 @@ REQUIRED_SCOPES: dict[str, Scope] = {
         "DeleteAction": W, "CreateDecisionPoint": W, "GetDecisionPoint": R,
         "ListDecisionPoints": R, "UpdateDecisionPoint": W, "DeleteDecisionPoint": W,
         # A decision is logged (and may be exposed, budgeted and learned from): a write.
-        "Decide": W, "BatchDecide": W, "GetDecision": R, "RecordExposures": W,
+        "Decide": W, "BatchDecide": W, "GetDecision": R, "ListDecisions": R,
+        "RecordExposures": W,
         "RecordEvents": W, "RecordMessageFacts": W, "GetSendTimes": R, "EvaluatePolicy": R,
         "GetDecisionReport": R,
     }),

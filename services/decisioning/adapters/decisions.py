@@ -21,6 +21,7 @@ from sqlalchemy.types import TypeDecorator
 
 from cjo_decisioning.adapters.tables import EXPOSED, PENDING
 from cjo_decisioning.adapters.tables import decisions as _d
+from cjo_platform.db import one_of
 from cjo_platform.db.bulk import bulk_insert
 
 # Everything but what only learning reads (features, leases).
@@ -126,3 +127,17 @@ def expose(session: Session, workspace_id: str, decision_id: str, expose_time: d
         _d.c.outcome == PENDING).values(outcome=EXPOSED, expose_time=expose_time,
                                         reward_deadline=reward_deadline))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def for_people(session: Session, workspace_id: str, profile_ids: Collection[str],
+               after: tuple[datetime, str] | None, limit: int) -> list[RowMapping]:
+    """Up to ``limit`` decisions of ``profile_ids``, newest first (by decide time, then id),
+    after the keyset cursor ``after`` (ix_decisions_profile_outcome finds a person's)."""
+    query = select(*_COLUMNS).where(_d.c.workspace_id == workspace_id,
+                                    one_of(session, _d.c.profile_id, sorted(set(profile_ids))))
+    if after is not None:
+        time, decision_id = after
+        query = query.where(or_(_d.c.decide_time < time,
+                                and_(_d.c.decide_time == time, _d.c.decision_id < decision_id)))
+    return list(session.execute(query.order_by(_d.c.decide_time.desc(), _d.c.decision_id.desc())
+                                .limit(limit)).mappings())

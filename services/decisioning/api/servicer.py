@@ -38,7 +38,7 @@ from cjo_decisioning.domain.catalogue import (
     content_not_found,
     parse_mask,
 )
-from cjo_decisioning.service_layer import catalogue, evaluation, exposures, reports
+from cjo_decisioning.service_layer import catalogue, evaluation, exposures, people, reports
 from cjo_decisioning.service_layer.decide import (
     DecideItem,
     Decision,
@@ -55,7 +55,6 @@ from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import CjoError, InvalidArgument, Violations
 from cjo_platform.limits import (
     MAX_PROFILE_ID_LENGTH,
-    check_batch,
     check_id,
     describe,
 )
@@ -64,7 +63,6 @@ from cjo_platform.protobuf import from_timestamp, struct_to_dict
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
 from cjo_platform.rpc.idempotent import once
-from cjo_platform.rpc.status import to_status_proto
 
 DOMAIN = "decisioning.cjo"
 SERVICE = "cjo.decisioning.v1.DecisioningService"
@@ -315,39 +313,50 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
             lambda uow: get_decision(uow, workspace, decision_id))
         return pb.GetDecisionResponse(decision=decision_to_proto(found))
 
+    async def ListDecisions(self, request: pb.ListDecisionsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListDecisionsResponse:
+        problems = Violations()
+        check_id(problems, "profile_id", request.profile_id, required=True,
+                 max_length=MAX_PROFILE_ID_LENGTH)
+        problems.raise_if_any()
+        size, after = page_size(request.page_size), _decision_cursor(request.page_token)
+        workspace, profile_id = current_workspace(), request.profile_id
+        found, last = await self.transactions.run(
+            lambda uow: people.list_decisions(uow, workspace, profile_id, after, size))
+        return pb.ListDecisionsResponse(
+            decisions=[decision_to_proto(d) for d in found],
+            next_page_token=next_page_token(
+                "after", None if last is None else [last[0].isoformat(), last[1]]))
+
     async def RecordExposures(self, request: pb.RecordExposuresRequest,
                               context: grpc.aio.ServicerContext,
                               ) -> pb.RecordExposuresResponse:
         workspace = current_workspace()
-        check_batch(request.exposures, "exposures")
-        results = [pb.RecordExposureResult() for _ in request.exposures]
-        items: list[tuple[int, tuple[str, datetime | None]]] = []
+        answer = BatchAnswer(request.exposures, "exposures", DOMAIN, pb.RecordExposureResult)
         now = self.transactions.clock.now()
-        for index, exposure in enumerate(request.exposures):
+
+        def parse(exposure: pb.Exposure) -> tuple[str, datetime | None]:
+            # The shared checks came first (BatchAnswer.parse): the time is in range.
             problems = Violations()
-            check_id(problems, f"exposures[{index}].decision_id", exposure.decision_id,
-                     required=True)
+            check_id(problems, "decision_id", exposure.decision_id, required=True)
             when = (from_timestamp(exposure.expose_time) if exposure.HasField("expose_time")
                     else None)
             # Not after now (give or take clock skew): a window would never close. Not before
             # the decision: checked with the decision, in exposures.expose.
             problems.check(when is None or when <= now + exposures.MAX_CLOCK_SKEW,
-                           f"exposures[{index}].expose_time", "must not lie in the future")
-            if problems:
-                results[index].status.CopyFrom(to_status_proto(InvalidArgument(problems.items),
-                                                               DOMAIN))
-                continue
-            items.append((index, (exposure.decision_id, when)))
+                           "expose_time", "must not lie in the future")
+            problems.raise_if_any()
+            return exposure.decision_id, when
+
+        items = answer.parse(parse)
         answers = await self.transactions.run(lambda uow: exposures.expose(
             uow, workspace, [item for _, item in items]))
         for (index, _), outcome in zip(items, answers, strict=True):
-            if isinstance(outcome, InvalidArgument):
-                outcome = outcome.within(f"exposures[{index}]")
             if isinstance(outcome, CjoError):
-                results[index].status.CopyFrom(to_status_proto(outcome, DOMAIN))
+                answer.fail(index, outcome)
             else:
-                results[index].duplicate = outcome
-        return pb.RecordExposuresResponse(results=results)
+                answer.results[index].duplicate = outcome
+        return pb.RecordExposuresResponse(results=answer.results)
 
 
 @dataclass(frozen=True)
@@ -413,3 +422,16 @@ def _check_shared(context: DecisionContext, now: datetime) -> None:
         check_id(problems, f"context.{name}", getattr(context, name))
     _check_time(problems, "context.time", context, now)
     problems.raise_if_any()
+
+
+def _decision_cursor(token: str) -> tuple[datetime, str] | None:
+    """ListDecisions' keyset cursor: the last decision's decide time and id."""
+    after = cursor_value(token, "after", list)
+    if after is None:
+        return None
+    try:
+        time, decision_id = after
+        return datetime.fromisoformat(time), str(decision_id)
+    except (TypeError, ValueError):
+        raise InvalidArgument.one("page_token", "is not a token returned by this method"
+                                  ) from None

@@ -248,6 +248,24 @@ class GetDecisionResponse(_message.Message):
     decision: _decision_pb2.Decision
     def __init__(self, decision: _Optional[_Union[_decision_pb2.Decision, _Mapping]] = ...) -> None: ...
 
+class ListDecisionsRequest(_message.Message):
+    __slots__ = ("profile_id", "page_size", "page_token")
+    PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    profile_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, profile_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDecisionsResponse(_message.Message):
+    __slots__ = ("decisions", "next_page_token")
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[_decision_pb2.Decision]
+    next_page_token: str
+    def __init__(self, decisions: _Optional[_Iterable[_Union[_decision_pb2.Decision, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class Exposure(_message.Message):
     __slots__ = ("decision_id", "expose_time")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]

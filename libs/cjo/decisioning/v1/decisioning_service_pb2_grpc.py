@@ -103,6 +103,11 @@ class DecisioningServiceStub:
                 request_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.GetDecisionRequest.SerializeToString,
                 response_deserializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.GetDecisionResponse.FromString,
                 _registered_method=True)
+        self.ListDecisions = channel.unary_unary(
+                '/cjo.decisioning.v1.DecisioningService/ListDecisions',
+                request_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.ListDecisionsRequest.SerializeToString,
+                response_deserializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.ListDecisionsResponse.FromString,
+                _registered_method=True)
         self.RecordExposures = channel.unary_unary(
                 '/cjo.decisioning.v1.DecisioningService/RecordExposures',
                 request_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordExposuresRequest.SerializeToString,
@@ -240,6 +245,16 @@ class DecisioningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDecisions(self, request, context):
+        """Lists one person's logged decisions with their outcomes, newest first: those made for the
+        profile and for the profiles identity merged into it (what decisioning holds about a
+        person, for a data subject access request; `cjo profile export` includes them). An erased
+        person has none (their decisions are anonymised).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordExposures(self, request, context):
         """Marks decisions as seen by the person (for points whose exposure is REPORTED, when the
         caller shows the action itself). A repeat is a no-op; an unknown id fails alone.
@@ -354,6 +369,11 @@ def add_DecisioningServiceServicer_to_server(servicer, server):
                     servicer.GetDecision,
                     request_deserializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.GetDecisionRequest.FromString,
                     response_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.GetDecisionResponse.SerializeToString,
+            ),
+            'ListDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDecisions,
+                    request_deserializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.ListDecisionsRequest.FromString,
+                    response_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.ListDecisionsResponse.SerializeToString,
             ),
             'RecordExposures': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordExposures,
@@ -741,6 +761,33 @@ class DecisioningService:
             '/cjo.decisioning.v1.DecisioningService/GetDecision',
             cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.GetDecisionRequest.SerializeToString,
             cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.GetDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.decisioning.v1.DecisioningService/ListDecisions',
+            cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.ListDecisionsRequest.SerializeToString,
+            cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.ListDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
