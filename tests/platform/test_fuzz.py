@@ -1,8 +1,13 @@
 """Fuzz every RPC of every service through the real gRPC servers: no request, however malformed,
 is answered INTERNAL or UNKNOWN, and no answer to workspace A's key shows workspace B's data.
 
-The five services run in-process on the test's database, with two workspaces and resources of
-each. Requests come from hypothesis strategies built from the proto descriptors (see
+The six services run in-process on the test's database, with two workspaces and resources of
+each. The RPCs are found in the generated modules (``fuzz_support.all_rpcs``), so a new RPC is
+fuzzed without a change here, and a new service's RPCs fail the test until it runs here too;
+every RPC must be answered by a service (never UNIMPLEMENTED). An INVALID_ARGUMENT answer must
+name the field at fault (a ``BadRequest`` field violation).
+
+Requests come from hypothesis strategies built from the proto descriptors (see
 ``fuzz_support``) and from mutations of a few known-good requests per RPC. Every failure is
 collected (grouped by RPC and by the server's exception) and reported together, each with the
 smallest request that caused it.
@@ -31,6 +36,7 @@ import structlog
 from fuzz_support import Findings, Fuzzer, Plausible, Rpc, all_rpcs, describe, mask_paths, requests
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
+from google.rpc import status_pb2
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from cjo.analytics.v1 import analytics_service_pb2 as an_pb
@@ -40,6 +46,10 @@ from cjo.common.v1 import common_pb2, dead_letter_service_pb2
 from cjo.content.v1 import content_item_pb2
 from cjo.content.v1 import content_service_pb2 as ct_pb
 from cjo.content.v1 import content_service_pb2_grpc as ct_grpc
+from cjo.decisioning.v1 import action_pb2, decision_point_pb2, evaluation_pb2
+from cjo.decisioning.v1 import decision_pb2 as dc_decision_pb2
+from cjo.decisioning.v1 import decisioning_service_pb2 as dc_pb
+from cjo.decisioning.v1 import decisioning_service_pb2_grpc as dc_grpc
 from cjo.delivery.v1 import delivery_service_pb2 as dl_pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as dl_grpc
 from cjo.delivery.v1 import inbox_pb2, message_pb2, policy_pb2, provider_pb2
@@ -53,12 +63,14 @@ from cjo.orchestration.v1 import orchestration_service_pb2 as or_pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as or_grpc
 from cjo_analytics.bootstrap import build as build_analytics
 from cjo_content.bootstrap import build as build_content
+from cjo_decisioning.bootstrap import build as build_decisioning
 from cjo_delivery.bootstrap import build as build_delivery
 from cjo_identity.bootstrap import build as build_identity
 from cjo_orchestration.bootstrap import build as build_orchestration
 from cjo_platform.config import Env
 from cjo_platform.protobuf import dict_to_struct
 from cjo_platform.rpc import interceptors
+from cjo_platform.rpc.status import field_violations
 from support import (
     SERVICE_TOKEN,
     Backend,
@@ -71,7 +83,9 @@ from support import (
     settings_for,
 )
 
-EXAMPLES = int(os.environ.get("CJO_FUZZ_EXAMPLES", "30"))  # ~35 s per database
+# 30: 121 s (SQLite) and 93 s (PostgreSQL) for the six services on the 2-core machine under a
+# load average of ~18 (2026-12-04); the five-service version took 111 s (SQLite) alike.
+EXAMPLES = int(os.environ.get("CJO_FUZZ_EXAMPLES", "30"))
 ONLY = {name for name in os.environ.get("CJO_FUZZ_RPC", "").split(",") if name}
 REPORT = os.environ.get("CJO_FUZZ_REPORT", "")  # a file to write the findings to
 SEED = os.environ.get("CJO_FUZZ_SEED", "")  # another deterministic set of requests
@@ -85,11 +99,12 @@ pytestmark = pytest.mark.timeout(max(300, EXAMPLES * 40))
 
 BUILDERS = {"identity": build_identity, "content": build_content,
             "orchestration": build_orchestration, "delivery": build_delivery,
-            "analytics": build_analytics}
+            "analytics": build_analytics, "decisioning": build_decisioning}
+SHARED_PACKAGES = {"common"}  # cjo.common.v1 services run in every service
 
 
 @asynccontextmanager
-async def five_services(backend: Backend) -> AsyncIterator[tuple[dict[str, str], set[str]]]:
+async def six_services(backend: Backend) -> AsyncIterator[tuple[dict[str, str], set[str]]]:
     """Every service as a real gRPC server in this event loop, each dialing the others (mail
     goes to a port where nothing listens: sends fail and are retried, as in an outage). Yields
     their addresses and the methods only cjo services may call (the fuzzer calls those with the
@@ -270,6 +285,33 @@ async def populate(world: World, workspace: str, metadata: Any, marker: str) -> 
                       type=fact_pb2.FACT_TYPE_EXPERIMENT_EXPOSED, experiment_id=experiment,
                       arm=arm, control=arm == "b", arm_weight=50.0) for arm in "ab")]),
         metadata=as_service(workspace))
+    # Decisioning: two actions on the content item, a point choosing between them, a decision
+    # for the profile, exposed.
+    decisioning = dc_grpc.DecisioningServiceStub(ch["decisioning"])
+    for key in (f"offer-{workspace}", f"plain-{workspace}"):
+        await decisioning.CreateAction(dc_pb.CreateActionRequest(action=action_pb2.Action(
+            key=key, display_name=f"Offer {marker}", value=10.0,
+            eligibility='profile.plan == "pro"', tags=["fuzz"],
+            contents=[action_pb2.ActionContent(channel=common_pb2.CHANNEL_EMAIL,
+                                               content_key=item.key)],
+            contact_limits=[action_pb2.ContactLimit(
+                max_exposures=3, period=duration_pb2.Duration(seconds=86_400))])),
+            metadata=metadata)
+    point = (await decisioning.CreateDecisionPoint(dc_pb.CreateDecisionPointRequest(
+        decision_point=decision_point_pb2.DecisionPoint(
+            key=f"point-{workspace}", display_name=f"Point {marker}",
+            actions=[f"offer-{workspace}", f"plain-{workspace}"],
+            reward=decision_point_pb2.Reward(event_name="order_completed",
+                                             window=duration_pb2.Duration(seconds=86_400)),
+            exposure=decision_point_pb2.EXPOSURE_MODE_REPORTED)),
+        metadata=metadata)).decision_point
+    decision = (await decisioning.Decide(dc_pb.DecideRequest(
+        decision_point=point.name, profile_id=got["profile_id"],
+        context=dc_decision_pb2.DecisionContext(channel=common_pb2.CHANNEL_EMAIL),
+        request_id=f"decide-{workspace}"), metadata=metadata)).decision
+    got.update(action=f"actions/offer-{workspace}", action_key=f"offer-{workspace}",
+               decision_point=point.name, decision_point_key=point.key,
+               decision=decision.name, decision_id=decision.decision_id)
     # A key of its own for DeleteApiKey (the workspace's first key stays in use).
     spare = (await ws_grpc.WorkspaceServiceStub(ch["identity"]).CreateApiKey(
         ws_pb.CreateApiKeyRequest(display_name="spare"), metadata=metadata)).api_key
@@ -295,6 +337,8 @@ async def build_world(addresses: dict[str, str]) -> World:
         "GetProfile": [b["profile"]], "GetSegment": [b["segment"]],
         "GetProvider": [b["provider"]], "GetMessage": [b["message"]],
         "GetEnrollment": [b["enrollment"]], "ExportProfile": [b["profile"]],
+        "GetAction": [b["action"]], "GetDecisionPoint": [b["decision_point"]],
+        "GetDecision": [b["decision"]],
     }
     add_seeds(world, a)
     return world
@@ -304,7 +348,8 @@ def add_plausible(p: Plausible, got: dict[str, str]) -> None:
     for kind, value in got.items():
         p.add(value, kind)
         if kind in ("content_item", "snippet", "journey", "api_journey", "profile", "segment",
-                    "provider", "message", "enrollment", "inbox", "spare_key"):
+                    "provider", "message", "enrollment", "inbox", "spare_key", "action",
+                    "decision_point", "decision"):
             p.add(value, "name", "parent")
     p.add(got["journey"], "journey")
     p.add(got["api_journey"], "journey")
@@ -314,6 +359,10 @@ def add_plausible(p: Plausible, got: dict[str, str]) -> None:
     p.add(got["segment_id"], "segment_id")
     p.add(got["experiment_id"], "experiment_id")
     p.add(got["journey_etag"], "etag")
+    p.add(got["action_key"], "key", "actions", "always_action", "control_action", "action")
+    p.add(got["decision_point_key"], "key")
+    p.add(got["decision_point"], "decision_point")
+    p.add(got["decision_id"], "decision_id")
     for value, fields in (
         ("signed_up", ("event_name", "name")), ("order_completed", ("event_name", "name")),
         ("user_id", ("type",)), ("email", ("type", "trait", "property")),
@@ -392,7 +441,87 @@ def add_seeds(world: World, a: dict[str, str]) -> None:
         display_name="Weekly", scheduled_trigger=journey_pb2.ScheduledTrigger(
             segment_id=a["segment_id"], cron="0 9 * * 1", time_zone="Europe/Paris"),
         entry_node_id="done", nodes=[journey_pb2.Node(id="done", exit=journey_pb2.ExitNode())])
+    offer = action_pb2.Action(
+        key="fresh-offer", display_name="Fresh", value=5.0, lever=1.5,
+        eligibility='profile.plan == "pro" && context.channel == "email"',
+        contents=[action_pb2.ActionContent(channel=common_pb2.CHANNEL_EMAIL,
+                                           content_key=a["content_key"])],
+        start_time={"seconds": now - 86_400}, end_time={"seconds": now + 86_400 * 30},
+        contact_limits=[action_pb2.ContactLimit(max_exposures=1,
+                                                period=duration_pb2.Duration(seconds=3600))],
+        budget=100, topic="newsletter", tags=["fuzz"])
+    point = decision_point_pb2.DecisionPoint(
+        key="fresh-point", display_name="Fresh", actions=[a["action_key"], "fresh-offer"],
+        arbitration=decision_point_pb2.Arbitration(
+            formula="propensity * value * lever", context_weight="1.0"),
+        max_actions=2, exploration=decision_point_pb2.Exploration(
+            method=decision_point_pb2.EXPLORATION_METHOD_EPSILON_GREEDY, epsilon=0.1),
+        model=decision_point_pb2.Model(features=["plan", "channel", "hour"],
+                                       prior_propensity=0.05),
+        reward=decision_point_pb2.Reward(event_name="order_completed",
+                                         filter="event.total > 10",
+                                         window=duration_pb2.Duration(seconds=86_400)),
+        exposure=decision_point_pb2.EXPOSURE_MODE_ON_DECIDE,
+        control_action=a["action_key"], min_control_share=0.1)
+    context = dc_decision_pb2.DecisionContext(
+        channel=common_pb2.CHANNEL_EMAIL, attributes=dict_to_struct({"page": "home"}),
+        time={"seconds": now}, journey_id=a["journey_id"],
+        enrollment_id=a["enrollment_id"], node_id="send")
+    decide = dc_pb.DecideRequest(decision_point=a["decision_point"], profile_id=a["profile_id"],
+                                 profile=dict_to_struct({"plan": "pro"}), context=context,
+                                 request_id="r-1")
     world.seed(
+        dc_pb.CreateActionRequest(action=offer, request_id="r-1"),
+        dc_pb.GetActionRequest(name=a["action"]), dc_pb.ListActionsRequest(page_size=5),
+        dc_pb.UpdateActionRequest(
+            action=action_pb2.Action(name=a["action"], display_name="Renamed", value=12.0),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name", "value"])),
+        dc_pb.UpdateActionRequest(action=action_pb2.Action(
+            name="actions/upserted", key="upserted", display_name="Upserted"),
+            allow_missing=True, request_id="r-2"),
+        dc_pb.DeleteActionRequest(name="actions/fresh-offer", request_id="r-1"),
+        dc_pb.CreateDecisionPointRequest(decision_point=point, request_id="r-1"),
+        dc_pb.GetDecisionPointRequest(name=a["decision_point"]),
+        dc_pb.ListDecisionPointsRequest(page_size=5),
+        dc_pb.UpdateDecisionPointRequest(
+            decision_point=decision_point_pb2.DecisionPoint(
+                name=a["decision_point"], display_name="Renamed", max_actions=2),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name", "max_actions"])),
+        dc_pb.DeleteDecisionPointRequest(name="decisionPoints/fresh-point"),
+        decide, dc_pb.DecideRequest(decision_point=a["decision_point"],
+                                    profile_id=a["profile_id"], context=context),
+        dc_pb.BatchDecideRequest(decision_point=a["decision_point"], context=context, items=[
+            dc_pb.DecideItem(profile_id=a["profile_id"], request_id="r-2"),
+            dc_pb.DecideItem(profile_id="nobody", profile=dict_to_struct({"plan": "pro"}))]),
+        dc_pb.GetDecisionRequest(name=a["decision"]),
+        dc_pb.RecordExposuresRequest(exposures=[dc_pb.Exposure(
+            decision_id=a["decision_id"], expose_time={"seconds": now})]),
+        dc_pb.RecordEventsRequest(events=[or_pb.ForwardedEvent(
+            event_id="seed-reward", profile_id=a["profile_id"], event=track)]),
+        dc_pb.RecordMessageFactsRequest(facts=[fact_pb2.Fact(
+            fact_id="seed-open", type=fact_pb2.FACT_TYPE_MESSAGE_OPENED,
+            profile_id=a["profile_id"], message_id=a["message_id"],
+            decision_id=a["decision_id"], occur_time={"seconds": now},
+            channel=common_pb2.CHANNEL_EMAIL)]),
+        dc_pb.GetSendTimesRequest(profile_ids=[a["profile_id"], "nobody"],
+                                  channel=common_pb2.CHANNEL_EMAIL,
+                                  earliest_time={"seconds": now},
+                                  max_delay=duration_pb2.Duration(seconds=86_400)),
+        dc_pb.EvaluatePolicyRequest(decision_point=a["decision_point"],
+                                    policy=evaluation_pb2.TargetPolicy(
+                                        uniform_random=evaluation_pb2.UniformRandomPolicy()),
+                                    start_time={"seconds": now - 86_400},
+                                    end_time={"seconds": now + 86_400}, confidence_level=0.95),
+        dc_pb.EvaluatePolicyRequest(decision_point=a["decision_point"],
+                                    policy=evaluation_pb2.TargetPolicy(
+                                        alternative=evaluation_pb2.AlternativePolicy(
+                                            arbitration=point.arbitration,
+                                            levers={a["action_key"]: 2.0},
+                                            values={a["action_key"]: 3.0}))),
+        dc_pb.GetDecisionReportRequest(decision_point=a["decision_point"],
+                                       start_time={"seconds": now - 86_400},
+                                       end_time={"seconds": now + 86_400},
+                                       bucket=duration_pb2.Duration(seconds=3600)),
         an_pb.RecordFactsRequest(facts=[fact_pb2.Fact(
             fact_id="seed-fact", type=fact_pb2.FACT_TYPE_MESSAGE_SENT,
             profile_id=a["profile_id"], journey_id=a["journey_id"],
@@ -514,6 +643,14 @@ def add_seeds(world: World, a: dict[str, str]) -> None:
     )
 
 
+def named_fields(exc: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The field violations of an error's rich status (``grpc-status-details-bin``)."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            return field_violations(status_pb2.Status.FromString(value))
+    return {}
+
+
 class Caller:
     """Sends one request of any RPC through its channel and records what went wrong."""
 
@@ -536,8 +673,10 @@ class Caller:
             answers = await self._send(rpc, request)
             code: grpc.StatusCode | None = grpc.StatusCode.OK
             details = ""
+            violations = {}
         except grpc.aio.AioRpcError as exc:
             answers, code, details = [], exc.code(), exc.details() or ""
+            violations = named_fields(exc)
         except DecodeError:
             # The server answered, but with more nesting than a client can decode.
             answers, code, details = [], None, ""
@@ -561,6 +700,13 @@ class Caller:
             else:
                 cause, detail = f"status details: {details[:120]}", ""
             self.findings.add(rpc.label, code.name, cause, detail, request)
+        elif code == grpc.StatusCode.INVALID_ARGUMENT and not violations:
+            self.findings.add(rpc.label, code.name, "no field violation names the field",
+                              details[:160], request)
+        elif code == grpc.StatusCode.UNIMPLEMENTED:
+            self.findings.add(rpc.label, code.name, "no service under test answers it",
+                              details[:160], request)
+
 
     async def _send(self, rpc: Rpc, request: Message) -> list[Message]:
         channel, metadata = self.channel(rpc), self.metadata(rpc)
@@ -633,23 +779,20 @@ async def isolation(world: World) -> list[str]:
     """B's resources, asked for by name with A's key, are never shown (NOT_FOUND, or A's own
     resource of the same name)."""
     breaches = []
-    stubs = {"GetJourney": or_grpc.OrchestrationServiceStub(world.channels["orchestration"]),
-             "GetEnrollment": or_grpc.OrchestrationServiceStub(world.channels["orchestration"]),
-             "GetContentItem": ct_grpc.ContentServiceStub(world.channels["content"]),
-             "GetProfile": id_grpc.IdentityServiceStub(world.channels["identity"]),
-             "ExportProfile": id_grpc.IdentityServiceStub(world.channels["identity"]),
-             "GetSegment": id_grpc.IdentityServiceStub(world.channels["identity"]),
-             "GetProvider": dl_grpc.DeliveryServiceStub(world.channels["delivery"]),
-             "GetMessage": dl_grpc.DeliveryServiceStub(world.channels["delivery"])}
-    modules = {"GetJourney": or_pb, "GetEnrollment": or_pb, "GetContentItem": ct_pb,
-               "GetProfile": id_pb, "ExportProfile": id_pb, "GetSegment": id_pb,
-               "GetProvider": dl_pb, "GetMessage": dl_pb}
+    by_name = {rpc.name: rpc for rpc in all_rpcs()}
+
+    def get(method: str) -> Any:
+        rpc = by_name[method]
+        return world.channels[rpc.service.split(".")[1]].unary_unary(
+            rpc.path, request_serializer=rpc.request_class.SerializeToString,
+            response_deserializer=rpc.response_class.FromString)
+
     for method, names in world.b_names.items():
-        request_class = getattr(modules[method], f"{method}Request")
+        request_class = by_name[method].request_class
         for name in names:
             try:
-                answer = await getattr(stubs[method], method)(request_class(name=name),
-                                                              metadata=bearer(world.key_a))
+                answer = await get(method)(request_class(name=name),  # type: ignore[call-arg]
+                                           metadata=bearer(world.key_a))
                 # Names chosen by the caller (content keys) can exist in both workspaces; A's
                 # own resource of that name is no breach, B's data would be.
                 if B_MARKER.encode() in answer.SerializeToString():
@@ -660,8 +803,8 @@ async def isolation(world: World) -> list[str]:
                                       grpc.StatusCode.INVALID_ARGUMENT):
                     breaches.append(f"{method}({name}) with A's key: {exc.code().name}")
             try:  # and nothing A did removed it
-                await getattr(stubs[method], method)(request_class(name=name),
-                                                     metadata=bearer(world.key_b))
+                await get(method)(request_class(name=name),  # type: ignore[call-arg]
+                                  metadata=bearer(world.key_b))
             except grpc.aio.AioRpcError as exc:
                 breaches.append(f"{method}({name}) with B's own key: {exc.code().name}")
     return breaches
@@ -711,13 +854,35 @@ async def still_flowing(world: World, timeout: float = 30.0) -> str:
 
 def served(rpcs: Sequence[Rpc]) -> list[Rpc]:
     """Each RPC with the service answering it: the shared cjo.common.v1 services (dead letters)
-    are fuzzed in every service."""
-    found = []
+    are fuzzed in every service. An RPC of a package no service here runs is an error."""
+    found, unserved = [], []
     for rpc in rpcs:
         package = rpc.service.split(".")[1]
-        names = [package] if package in BUILDERS else list(BUILDERS)
+        if package in BUILDERS:
+            names = [package]
+        elif package in SHARED_PACKAGES:
+            names = list(BUILDERS)
+        else:
+            unserved.append(rpc.path)
+            continue
         found += [replace(rpc, server=name) for name in names]
+    if unserved:
+        raise AssertionError(f"RPCs of services the fuzzer does not run (add their build to "
+                             f"BUILDERS): {unserved}")
     return found
+
+
+def test_every_rpc_of_the_protos_is_fuzzed_by_a_running_service() -> None:
+    """The RPC list comes from the descriptors: every one of them lands on a service here."""
+    rpcs = all_rpcs()
+    packages = {rpc.service.split(".")[1] for rpc in rpcs}
+    assert packages == set(BUILDERS) | SHARED_PACKAGES
+    labels = {rpc.label for rpc in served(rpcs)}
+    for rpc in rpcs:
+        assert any(label.startswith(f"{rpc.name}@") or label == rpc.name for label in labels)
+    assert {"Decide", "BatchDecide", "EvaluatePolicy", "GetDecisionReport", "GetSendTimes",
+            "RecordMessageFacts", "CreateAction", "UpdateDecisionPoint"} <= {
+        rpc.name for rpc in rpcs}
 
 
 def reproduce(backend: Backend) -> Any:
@@ -736,7 +901,7 @@ async def test_no_request_is_answered_internal_or_unknown(
     rpcs.sort(key=lambda rpc: rpc.name.startswith(RUNS_OF_LAST))
     findings = Findings()
     started = time.monotonic()
-    async with five_services(backend) as (addresses, service_only):
+    async with six_services(backend) as (addresses, service_only):
         world = await build_world(addresses)
         caller = Caller(world, errors, findings, service_only)
         # The B resources exist before A starts fuzzing, and stay B's only.
@@ -760,12 +925,14 @@ async def test_no_request_is_answered_internal_or_unknown(
 
 
 class Broken(ct_grpc.ContentServiceServicer):
-    """A content service with two bugs: a snippet name with NUL in it crashes it, and snippet
-    "leak" shows workspace B's data."""
+    """A content service with three bugs: a snippet name with NUL in it crashes it, an empty
+    name is refused without naming the field, and snippet "leak" shows workspace B's data."""
 
     async def GetSnippet(self, request: Any, context: Any) -> Any:
         if "\x00" in request.name:
             await context.abort(grpc.StatusCode.INTERNAL, "boom")
+        if not request.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
         source = B_MARKER if request.name == "snippets/leak" else ""
         return ct_pb.GetSnippetResponse(snippet=content_item_pb2.Snippet(name=request.name,
                                                                          source=source))
@@ -787,7 +954,10 @@ async def test_the_fuzzer_reports_each_failure_with_a_request_that_causes_it() -
             await asyncio.to_thread(fuzz, [rpc], world, caller, asyncio.get_running_loop(), 60)
     finally:
         await server.stop(None)
-    assert list(findings.classes) == [("GetSnippet", "INTERNAL", "status details: boom")]
-    (finding,) = findings.classes.values()
-    assert "\x00" in finding.request.name  # type: ignore[attr-defined]
+    assert sorted(findings.classes) == [
+        ("GetSnippet", "INTERNAL", "status details: boom"),
+        ("GetSnippet", "INVALID_ARGUMENT", "no field violation names the field")]
+    crash, unnamed = (findings.classes[key] for key in sorted(findings.classes))
+    assert "\x00" in crash.request.name  # type: ignore[attr-defined]
+    assert unnamed.request.name == "" and unnamed.detail == "bad request"  # type: ignore[attr-defined]
     assert findings.breaches and findings.breaches[0].startswith("GetSnippet: ")
