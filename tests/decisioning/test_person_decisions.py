@@ -15,6 +15,7 @@ from test_erasure import erased
 
 from cjo.decisioning.v1 import decision_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
+from cjo_platform.paging import next_page_token
 from support import Backend, as_service
 
 
@@ -66,8 +67,10 @@ async def test_a_person_s_decisions_are_listed_newest_first_with_their_merged_id
     (pb.ListDecisionsRequest(profile_id="x" * 129), "profile_id"),
     (pb.ListDecisionsRequest(profile_id="ada", page_size=-1), "page_size"),
     (pb.ListDecisionsRequest(profile_id="ada", page_token="bm90IGEgdG9rZW4="), "page_token"),
-    (pb.ListDecisionsRequest(profile_id="ada", page_token="eyJhZnRlciI6WzEsMl19"),
-     "page_token"),
+    *((pb.ListDecisionsRequest(profile_id="ada", page_token=next_page_token("after", after)),
+       "page_token") for after in ([1, 2], ["2026-05-04T09:00:00", "d"],
+                                   ["0001-01-01T00:00:00+01:00", "d"],
+                                   ["2026-05-04T09:00:00+00:00", 7], ["x"], "x")),
 ])
 async def test_bad_list_requests_name_the_field(sqlite_backend: Backend,
                                                 request_: pb.ListDecisionsRequest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -431,7 +431,10 @@ def _decision_cursor(token: str) -> tuple[datetime, str] | None:
         return None
     try:
         time, decision_id = after
-        return datetime.fromisoformat(time), str(decision_id)
-    except (TypeError, ValueError):
+        parsed = datetime.fromisoformat(time)
+        if parsed.tzinfo is None or not isinstance(decision_id, str):
+            raise ValueError("not a cursor this method made")
+        return parsed.astimezone(UTC), decision_id
+    except (TypeError, ValueError, OverflowError):
         raise InvalidArgument.one("page_token", "is not a token returned by this method"
                                   ) from None
