@@ -37,7 +37,14 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-install: $(STAMP) $(CHROMIUM)
+# The event bus tests (CJO_EVENT_BUS) run a private JetStream server for the broker restart;
+# Debian's nats-server. The shared one at 127.0.0.1:4222 is started by .ci/run if it is down.
+NATS_SERVER := /usr/sbin/nats-server
+
+$(NATS_SERVER):
+	command -v nats-server >/dev/null || (apt-get update -qq && apt-get install -y -qq nats-server)
+
+install: $(STAMP) $(CHROMIUM) $(NATS_SERVER)
 
 protos: install
 	$(BIN)/python -m cjo_platform.protogen

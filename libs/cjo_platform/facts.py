@@ -1,27 +1,62 @@
 """Facts for analytics, sent the safe way: services write serialized ``cjo.analytics.v1.Fact``
 rows to their outbox (topic :data:`FACTS_TOPIC`) in the transaction that made them true, and a
-forwarder records them with analytics in batches, on behalf of each row's workspace."""
+forwarder records them with analytics in batches, on behalf of each row's workspace. With the
+event bus (CJO_EVENT_BUS) the forwarder publishes them to JetStream instead and analytics'
+:func:`facts_consumer` hands them to its own RecordFacts."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
 from cjo.analytics.v1 import analytics_service_pb2, analytics_service_pb2_grpc, fact_pb2
+from cjo_platform.bus import Bus
+from cjo_platform.bus.consumer import BusConsumer
+from cjo_platform.bus.receiver import local_receiver
+from cjo_platform.bus.relay import bus_sender
+from cjo_platform.clock import Clock
 from cjo_platform.config import ServiceSettings
+from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
-from cjo_platform.db.outbox import Forwarder, Outbox
+from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, SendBatch
 from cjo_platform.forwarding import peer_sender
 
 FACTS_TOPIC = "analytics.facts"
+ANALYTICS_SERVICE = "cjo.analytics.v1.AnalyticsService"
+
+
+def _request(rows: Sequence[OutboxRow]) -> analytics_service_pb2.RecordFactsRequest:
+    return analytics_service_pb2.RecordFactsRequest(
+        facts=[fact_pb2.Fact.FromString(row.payload) for row in rows])
+
+
+def _fact_id(row: OutboxRow) -> str:
+    fact_id: str = fact_pb2.Fact.FromString(row.payload).fact_id
+    return fact_id
 
 
 def facts_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
-                    timeout: float = 10.0, poll_interval: float = 1.0) -> Forwarder:
-    send = peer_sender(
+                    timeout: float = 10.0, poll_interval: float = 1.0,
+                    bus: Bus | None = None) -> Forwarder:
+    if bus is not None:
+        # Facts are counted, not ordered: spread over the partitions by fact id.
+        return Forwarder(db, outbox, FACTS_TOPIC,
+                         bus_sender(bus, settings.service, FACTS_TOPIC, ordering_key=_fact_id),
+                         poll_interval=poll_interval, item_key=_fact_id)
+    send: SendBatch = peer_sender(
         settings, "analytics",
         # The generated *_pb2_grpc modules carry no annotations (no .pyi is generated for them).
         method=lambda ch: analytics_service_pb2_grpc.AnalyticsServiceStub(  # type: ignore[no-untyped-call]
             ch).RecordFacts,
-        request=lambda rows: analytics_service_pb2.RecordFactsRequest(
-            facts=[fact_pb2.Fact.FromString(row.payload) for row in rows]),
-        what="facts", timeout=timeout)
+        request=_request, what="facts", timeout=timeout)
     return Forwarder(db, outbox, FACTS_TOPIC, send, poll_interval=poll_interval,
-                     item_key=lambda row: fact_pb2.Fact.FromString(row.payload).fact_id)
+                     item_key=_fact_id)
+
+
+def facts_consumer(bus: Bus, record_facts: Callable[[Any, Any], Awaitable[Any]], db: Database,
+                   dead_letters: DeadLetters, clock: Clock) -> BusConsumer:
+    """Analytics' consumer of the facts every service publishes: ``record_facts`` is its
+    servicer's own RecordFacts."""
+    receive = local_receiver(ANALYTICS_SERVICE, "RecordFacts", record_facts, request=_request,
+                             what="facts", items_field="facts")
+    return BusConsumer(bus, FACTS_TOPIC, receive, db, dead_letters, clock, item_key=_fact_id)

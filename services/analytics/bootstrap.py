@@ -1,4 +1,5 @@
-"""Wires the analytics service: storage, authentication and the servicer."""
+"""Wires the analytics service: storage, authentication, the servicer and, with the event bus,
+its facts consumer."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 from cjo.analytics.v1 import analytics_service_pb2_grpc
 from cjo_analytics.adapters.tables import metadata
 from cjo_analytics.api.servicer import AnalyticsServicer
+from cjo_platform.bus import load_bus
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.facts import facts_consumer
 from cjo_platform.rpc.dead_letters import dead_letter_servicer
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
@@ -20,10 +23,16 @@ SERVICE = "cjo.analytics.v1.AnalyticsService"
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
     clock = clock or SystemClock()
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
+    servicer = AnalyticsServicer(storage.transactions)
+    # With the event bus (CJO_EVENT_BUS), every service's facts arrive from JetStream into this
+    # servicer's own RecordFacts.
+    bus = load_bus(env)
+    consumers = [] if bus is None else [facts_consumer(
+        bus, servicer.RecordFacts, storage.db, storage.dead_letters, clock)]
     return ServiceApp(
         settings=settings,
         db=storage.db,
-        servicers=[Servicer(AnalyticsServicer(storage.transactions),
+        servicers=[Servicer(servicer,
                             analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server,
                             SERVICE),
                    # Analytics forwards nothing: its dead letters can be listed, none replayed.
@@ -31,7 +40,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/RecordFacts"},
-        background=[storage.retention(env, settings.service).run],
+        background=[storage.retention(env, settings.service).run,
+                    *(consumer.run for consumer in consumers)],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock),
     )

@@ -34,6 +34,7 @@ from cjo_delivery.service_layer.provider_webhooks import ProviderReports
 from cjo_delivery.service_layer.send_round import MESSAGE_RETRY, SenderSettings, SendRound
 from cjo_delivery.workers.sender import Sender
 from cjo_platform.backoff import RetryPolicy
+from cjo_platform.bus import load_bus
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.db.signals import Signals
@@ -149,7 +150,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     def announce_queued(uow: UnitOfWork) -> None:
         signals.send(uow, QUEUED_SIGNAL)
 
-    forwarder = facts_forwarder(settings, storage.db, storage.outbox)
+    # CJO_EVENT_BUS set: the facts go to JetStream instead of analytics' RecordFacts.
+    forwarder = facts_forwarder(settings, storage.db, storage.outbox, bus=load_bus(env))
     events = identity_events_forwarder(settings, storage.db, storage.outbox)
     # Exposures of decisions, opens and clicks for decisioning (rewards, send times). With
     # CJO_DELIVERY_FORWARD_TO_DECISIONING off none is written; rows written before still drain.

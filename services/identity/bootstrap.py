@@ -41,10 +41,11 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     from_database = local_key_resolver(transactions)
     resolve_key = CachingResolver(from_database, ttl=settings.api_key_cache_seconds,
                                   now=clock.now)
-    # CJO_EVENT_BUS set: the events go to JetStream instead of orchestration's HandleEvents.
-    events = events_forwarder(settings, storage.db, storage.outbox, load_bus(env))
+    # CJO_EVENT_BUS set: the events and facts go to JetStream instead of the receivers' RPCs.
+    bus = load_bus(env)
+    events = events_forwarder(settings, storage.db, storage.outbox, bus)
     # Conversion and merge facts share the outbox; each forwarder drains only its own topic.
-    facts = facts_forwarder(settings, storage.db, storage.outbox)
+    facts = facts_forwarder(settings, storage.db, storage.outbox, bus=bus)
     # Decisioning learns from the track events (its rewards): one more outbox row per event.
     to_decisioning = env.bool("CJO_IDENTITY_FORWARD_TO_DECISIONING", True)
     rewards = decisioning_events_forwarder(settings, storage.db, storage.outbox)

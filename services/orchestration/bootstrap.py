@@ -60,8 +60,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     schedules = ScheduleWorker(
         ScheduleRound(transactions, engine, Audience(settings, timeout), new_id),
         engine.poll_seconds, steps.wake)
+    bus = load_bus(env)
     facts = facts_forwarder(settings, storage.db, storage.outbox, timeout=timeout,
-                            poll_interval=engine.poll_seconds)
+                            poll_interval=engine.poll_seconds, bus=bus)
     # Erasures reach delivery from the outbox, after the profile's enrollments ended.
     erasures = erasures_forwarder(settings, storage.db, storage.outbox, timeout=timeout,
                                   poll_interval=engine.poll_seconds)
@@ -79,7 +80,6 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                      on_enrolled=steps.wake, profiles=peers)
     # With the event bus (CJO_EVENT_BUS), identity's events arrive from JetStream into the very
     # HandleEvents that identity's forwarder calls otherwise.
-    bus = load_bus(env)
     consumers = [] if bus is None else [events_consumer(bus, servicer, storage, clock)]
     return ServiceApp(
         settings=settings,

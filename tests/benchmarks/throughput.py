@@ -7,7 +7,9 @@
    email handed to SMTP, and checks analytics counted each entry and send exactly once.
 
 Runs on SQLite and, when it listens on 127.0.0.1:5432, PostgreSQL. Figures depend on the
-machine; compare runs made on the same machine in one sitting.
+machine; compare runs made on the same machine in one sitting. `--bus nats` runs the same with
+the event stream on NATS JetStream at 127.0.0.1:4222 (CJO_EVENT_BUS; streams of a prefix of the
+run's own, removed afterwards); `--bus both` runs each backend both ways, one after the other.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -65,15 +68,38 @@ def track(i: int, name: str, profiles: int, run: str) -> event_pb2.Event:
         properties=dict_to_struct({"path": f"/p/{i % 50}", "plan": "pro"}), source="bench")
 
 
-async def bench(kind: str, events: int, signups: int) -> None:
+NATS_URL = "nats://127.0.0.1:4222"
+
+
+async def bench(kind: str, events: int, signups: int, bus: str = "none") -> None:
+    env = {"CJO_LOG_LEVEL": "warning", "CJO_DELIVERY_RETRY_BASE_SECONDS": "1"}
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    if bus == "nats":
+        env.update({"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_PREFIX": prefix})
+    label = f"{kind}, bus {bus}" if bus != "none" else kind
     with tempfile.TemporaryDirectory() as tmp:
         backend = new_backend(kind, Path(tmp))
         try:
-            async with running_suite(backend, Path(tmp), extra_env={
-                    "CJO_LOG_LEVEL": "warning", "CJO_DELIVERY_RETRY_BASE_SECONDS": "1"}) as suite:
-                await run_scenarios(kind, suite, events, signups)
+            async with running_suite(backend, Path(tmp), extra_env=env) as suite:
+                await run_scenarios(label, suite, events, signups)
         finally:
             drop_schemas(backend)
+            if bus == "nats":
+                await drop_bus_streams(prefix)
+
+
+async def drop_bus_streams(prefix: str) -> None:
+    import contextlib
+
+    import nats
+
+    nc = await nats.connect(NATS_URL)
+    js = nc.jetstream()
+    for stream in await js.streams_info():
+        if stream.config.name.startswith((prefix.upper() + "_", "KV_" + prefix.upper() + "_")):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(stream.config.name)
+    await nc.close()
 
 
 async def run_scenarios(kind: str, suite: object, events: int, signups: int) -> None:
@@ -167,13 +193,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--signups", type=int, default=2_000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="all")
+    parser.add_argument("--bus", choices=["none", "nats", "both"], default="none",
+                        help="the event stream: outbox + gRPC (none), NATS JetStream, or both")
     args = parser.parse_args()
+    buses = ["none", "nats"] if args.bus == "both" else [args.bus]
     kinds = ["sqlite", "postgresql"] if args.backend == "all" else [args.backend]
     for kind in kinds:
         if kind == "postgresql" and not postgres_available():
             print("[postgresql] skipped: nothing listens on 127.0.0.1:5432")
             continue
-        asyncio.run(bench(kind, args.events, args.signups))
+        for bus in buses:
+            asyncio.run(bench(kind, args.events, args.signups, bus))
 
 
 if __name__ == "__main__":

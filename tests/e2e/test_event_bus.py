@@ -23,6 +23,9 @@ import nats
 import pytest
 from nats_support import NATS_URL, nats_listening, wait_listening
 
+from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
+from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
+from cjo.analytics.v1 import fact_pb2
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
 from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
@@ -42,6 +45,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     not nats_listening(), reason="no NATS server with JetStream at 127.0.0.1:4222")]
 
 TOPIC = "orchestration.events"
+# The topics on the bus, each a stream of its own.
+TOPICS = ("orchestration.events", "analytics.facts")
 
 
 def bus_env(url: str, prefix: str) -> dict[str, str]:
@@ -60,17 +65,18 @@ async def prefix() -> AsyncIterator[str]:
 async def drop_streams(url: str, prefix: str) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
-    for stream in (naming.stream_name(prefix, TOPIC),
+    for stream in (*(naming.stream_name(prefix, topic) for topic in TOPICS),
                    "KV_" + naming.stream_name(prefix, "claims")):
         with contextlib.suppress(Exception):  # not created by this test
             await js.delete_stream(stream)
     await nc.close()
 
 
-async def stream_last_seq(url: str, prefix: str) -> int:
+async def stream_last_seq(url: str, prefix: str, topic: str = TOPIC) -> int:
+    """How many messages the topic's stream ever stored (work queues drop the acked ones)."""
     nc = await nats.connect(url)
     try:
-        info = await nc.jetstream().stream_info(naming.stream_name(prefix, TOPIC))
+        info = await nc.jetstream().stream_info(naming.stream_name(prefix, topic))
         return int(info.state.last_seq)
     finally:
         await nc.close()
@@ -124,6 +130,31 @@ async def sign_up(suite: Suite, auth: list[tuple[str, str]], users: range) -> No
             assert reply.results[0].status.code == 0, reply.results[0].status
 
 
+async def journey_counts(suite: Suite, auth: list[tuple[str, str]]) -> dict[int, int]:
+    """Entries and sends analytics counted for the workspace's journey, once they settle."""
+    async with grpc.aio.insecure_channel(suite.target("orchestration")) as channel:
+        journeys = await orchestration_service_pb2_grpc.OrchestrationServiceStub(
+            channel).ListJourneys(orchestration_service_pb2.ListJourneysRequest(),
+                                  metadata=auth)
+    name = journeys.journeys[0].name
+    wanted = (fact_pb2.FACT_TYPE_JOURNEY_ENTERED, fact_pb2.FACT_TYPE_MESSAGE_SENT)
+    async with grpc.aio.insecure_channel(suite.target("analytics")) as channel:
+        analytics = analytics_grpc.AnalyticsServiceStub(channel)
+        last: dict[int, int] = {}
+
+        async def settled() -> bool:
+            nonlocal last
+            report = (await analytics.GetJourneyReport(analytics_pb.GetJourneyReportRequest(
+                journey=name), metadata=auth)).report
+            counts = {c.type: c.count for c in report.counts if c.type in wanted}
+            done = counts == last and len(counts) == len(wanted)
+            last = counts
+            return done
+
+        await eventually(settled, timeout=60, interval=0.5)
+        return last
+
+
 def mailed(suite: Suite) -> Counter[str]:
     return Counter(rcpt for envelope in suite.mail.envelopes for rcpt in envelope.rcpt_tos)
 
@@ -143,6 +174,11 @@ async def test_an_event_reaches_the_journey_through_jetstream(
         assert mailed(suite) == Counter({f"u{u}@example.com": 1 for u in range(3)})
         # The events went through the stream (identity published, orchestration acked).
         assert await stream_last_seq(url, prefix) >= 3
+        # Facts too: analytics counts each entry and send once, from the facts stream.
+        analytics = await journey_counts(suite, auth)
+        assert analytics == {fact_pb2.FACT_TYPE_JOURNEY_ENTERED: 3,
+                             fact_pb2.FACT_TYPE_MESSAGE_SENT: 3}
+        assert await stream_last_seq(url, prefix, "analytics.facts") >= 6
 
 
 async def test_a_consumer_killed_mid_stream_loses_and_repeats_nothing(
@@ -161,6 +197,7 @@ async def test_a_consumer_killed_mid_stream_loses_and_repeats_nothing(
         await eventually(lambda: everyone_once(suite, users), timeout=90)
         await asyncio.sleep(2)
         assert mailed(suite) == Counter({f"u{u}@example.com": 1 for u in users})
+        assert await stream_last_seq(url, prefix) >= len(users)  # they came by the bus
 
 
 @pytest.fixture
@@ -215,4 +252,6 @@ async def test_a_broker_restarted_mid_stream_loses_and_repeats_nothing(
         await eventually(lambda: everyone_once(suite, users), timeout=120)
         await asyncio.sleep(2)
         assert mailed(suite) == Counter({f"u{u}@example.com": 1 for u in users})
+        # Every event through the restarted broker, each stored once (the stream survived).
+        assert await stream_last_seq(private_nats.url, "cjo") == len(users)
 
