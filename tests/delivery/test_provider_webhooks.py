@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from delivery_support import delivery_app, self_signed, send_request
+from google.protobuf import field_mask_pb2
 from grpc_status import rpc_status
 from http_sink import Answer, HttpSink, Request, http_sink
 from provider_webhook_support import (
@@ -458,6 +460,42 @@ async def test_a_provider_s_url_reaches_only_the_messages_it_sent(backend: Backe
         # Through the URL of the provider that sent it, the same report is recorded.
         assert (await h.web.post(sender.status_webhook_url, json=own_json)).status_code == 200
         assert await h.status(message_id) == BOUNCED
+
+
+async def test_a_provider_s_status_url_is_rotated_alone(backend: Backend) -> None:
+    """UpdateProvider with status_webhook_url in its mask issues a new URL: the old one is
+    refused from then on, another provider's URL and other updates change nothing."""
+    async with harness(backend) as h:
+        provider = await h.create(smtp_provider(h.sink_port))
+        second = smtp_provider(h.sink_port)
+        second.priority = 10  # the first provider sends
+        bystander = await h.create(second)
+        old = provider.status_webhook_url
+        message_id = await h.send_email("k1")
+        report = {"message_id": message_id, "status": "delivered"}
+
+        def update(*paths: str) -> Awaitable[pb.UpdateProviderResponse]:
+            return h.stub.UpdateProvider(pb.UpdateProviderRequest(
+                provider=provider_pb2.Provider(name=provider.name, display_name="renamed"),
+                update_mask=field_mask_pb2.FieldMask(paths=list(paths))), metadata=WS)
+
+        assert (await update("display_name")).provider.status_webhook_url == old
+        rotated = (await update("status_webhook_url")).provider.status_webhook_url
+        assert rotated != old
+        got = (await h.stub.GetProvider(pb.GetProviderRequest(name=provider.name),
+                                        metadata=WS)).provider
+        assert got.status_webhook_url == rotated
+        refused = await h.web.post(old, json=report)
+        assert refused.status_code == 403 and h.engagement_rows() == 0
+        assert (await h.web.post(rotated, json=report)).status_code == 200
+        assert await h.status(message_id) == DELIVERED
+        listed = (await h.stub.ListProviders(pb.ListProvidersRequest(), metadata=WS)).providers
+        assert {p.status_webhook_url for p in listed} == {
+            rotated, bystander.status_webhook_url}
+        # A deleted provider's URL is refused.
+        await h.stub.DeleteProvider(pb.DeleteProviderRequest(name=bystander.name), metadata=WS)
+        gone = await h.web.post(bystander.status_webhook_url, json=report)
+        assert gone.status_code == 403
 
 
 async def test_twilio_status_callbacks_are_signed_over_url_and_parameters(

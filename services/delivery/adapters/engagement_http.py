@@ -4,8 +4,11 @@ or a real provider's reports (SendGrid, SES via SNS, Mailgun, Postmark, Twilio, 
 messages) when the provider's ``webhook_format`` says so (service_layer/provider_webhooks.py).
 
 Every URL carries a token signed with the tracking secret; a forged or altered one is answered
-403 and changes nothing. Unsubscribing needs a POST (the one-click form mailbox providers send):
-a GET only shows a confirmation button, because link scanners fetch every link they see.
+403 and changes nothing. A status URL also carries its provider's webhook nonce: one issued
+before the provider's latest (UpdateProvider with ``status_webhook_url`` in its mask), or of a
+deleted provider, is answered 403. Unsubscribing needs a POST (the one-click form mailbox
+providers send): a GET only shows a confirmation button, because link scanners fetch every
+link they see.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cjo_delivery.adapters.webhooks.request import WebhookRequest
+from cjo_delivery.adapters.webhooks.request import WebhookRequest, same
 from cjo_delivery.domain.engagement import Engagement, EngagementKind, rewrite_links
 from cjo_delivery.domain.messages import Channel, Claim
 from cjo_delivery.domain.provider_events import MessageRef, ProviderEvent
@@ -68,8 +71,10 @@ class Tracking:
 
         return unsubscribe, rewrite
 
-    def status_url(self, workspace_id: str, provider_id: str) -> str:
-        return self.url("s", TrackingToken("status", workspace_id, provider_id))
+    def status_url(self, workspace_id: str, provider_id: str, nonce: str = "") -> str:
+        """The provider's status webhook URL; ``nonce`` is the provider's current one, so a
+        new nonce ends the URLs signed with the old."""
+        return self.url("s", TrackingToken("status", workspace_id, provider_id, nonce))
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,10 @@ class EngagementListener:
             return _Response(403, b"forged or damaged link")
         if route == "s" and self.reports is not None:
             provider = await self.reports.provider(token.workspace_id, token.message_id)
-            if provider is not None:
+            if provider is None or not same(token.url, provider.webhook_nonce):
+                # A deleted provider, or a URL from before UpdateProvider issued a new one.
+                return _Response(403, b"status URL no longer valid")
+            if provider.config.get("webhook_format"):
                 # The URL as the provider called it: Twilio signs it.
                 url = self.tracking.base_url.rstrip("/") + target
                 answer = await self.reports.receive(

@@ -37,7 +37,7 @@ def _provider(row: Row[Any], box: SecretBox) -> ProviderConfig:
         kind=ProviderKind(row.kind), priority=row.priority, display_name=row.display_name,
         config=json.loads(row.config), secrets=secrets,
         disabled=bool(row.disabled), etag=row.etag, create_time=row.create_time,
-        update_time=row.update_time, secrets_error=error)
+        update_time=row.update_time, secrets_error=error, webhook_nonce=row.webhook_nonce)
 
 
 def new_etag() -> str:
@@ -54,7 +54,8 @@ def insert_provider(session: Session, config: ProviderConfig, box: SecretBox) ->
         channel=config.channel.value, kind=config.kind.value, priority=config.priority,
         display_name=config.display_name, config=json.dumps(config.config, sort_keys=True),
         secrets=_sealed(box, config), disabled=config.disabled,
-        etag=config.etag, create_time=config.create_time, update_time=config.update_time))
+        etag=config.etag, create_time=config.create_time, update_time=config.update_time,
+        webhook_nonce=config.webhook_nonce))
 
 
 def replace_provider(session: Session, config: ProviderConfig, box: SecretBox, *,
@@ -64,7 +65,7 @@ def replace_provider(session: Session, config: ProviderConfig, box: SecretBox, *
     values: dict[str, Any] = dict(
         priority=config.priority, display_name=config.display_name,
         config=json.dumps(config.config, sort_keys=True), disabled=config.disabled,
-        etag=config.etag, update_time=config.update_time)
+        etag=config.etag, update_time=config.update_time, webhook_nonce=config.webhook_nonce)
     if secrets_changed:
         values["secrets"] = _sealed(box, config)
     before = session.execute(select(p.config, p.disabled).where(

@@ -104,6 +104,9 @@ providers = Table(
     Column("secrets", Text, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("etag", String(64), nullable=False),
+    # Signed into the provider's status webhook URL; a new one (UpdateProvider with
+    # status_webhook_url in its mask) ends the old URL. "" for providers from before it.
+    Column("webhook_nonce", String(32), nullable=False, server_default=""),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("workspace_id", "provider_id"),

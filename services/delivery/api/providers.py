@@ -47,13 +47,14 @@ _KINDS_OUT = {v: k for k, v in KINDS.items()}
 _CHANNELS_OUT = {v: k for k, v in CHANNELS.items()}
 
 
-StatusUrl = Callable[[str, str], str]
+StatusUrl = Callable[[str, str, str], str]  # workspace, provider, nonce
 
 
 def provider_to_proto(config: ProviderConfig,
                       status_url: StatusUrl | None = None) -> provider_pb2.Provider:
     return provider_pb2.Provider(
-        status_webhook_url=(status_url(config.workspace_id, config.provider_id)
+        status_webhook_url=(status_url(config.workspace_id, config.provider_id,
+                                       config.webhook_nonce)
                             if status_url is not None else ""),
         name=provider_name(config.provider_id), provider_id=config.provider_id,
         channel=_CHANNELS_OUT[config.channel], kind=_KINDS_OUT[config.kind],

@@ -97,7 +97,7 @@ def _to_proto(message: Message) -> message_pb2.Message:
 class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer):
     def __init__(self, transactions: Transactions,
                  announce_queued: Callable[[UnitOfWork], None],
-                 status_url: Callable[[str, str], str] | None = None,
+                 status_url: Callable[[str, str, str], str] | None = None,
                  hub: InboxHub | None = None, secret_box: SecretBox | None = None) -> None:
         self.transactions = transactions
         self.announce_queued = announce_queued

@@ -104,6 +104,8 @@ class ProviderConfig:
     # Why the stored secrets could not be read (``secrets`` is then empty): a provider in this
     # state is reported and sends nothing, while the workspace's other providers keep working.
     secrets_error: str = ""
+    # Signed into the status webhook URL: a new nonce ends the old URL.
+    webhook_nonce: str = ""
 
 
 def provider_name(provider_id: str) -> str:

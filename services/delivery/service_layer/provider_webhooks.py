@@ -78,10 +78,9 @@ class ProviderReports:
         self.webhooks = webhooks
 
     async def provider(self, workspace_id: str, provider_id: str) -> ProviderConfig | None:
-        """The provider, when its status webhook reads a provider's own format."""
-        config = await self.transactions.run(lambda uow: provider_store.get_provider(
+        """The provider a status webhook URL is for (None once deleted)."""
+        return await self.transactions.run(lambda uow: provider_store.get_provider(
             uow.session, workspace_id, provider_id, self.secret_box))
-        return config if config is not None and config.config.get("webhook_format") else None
 
     async def receive(self, provider: ProviderConfig, request: WebhookRequest) -> Answer:
         where = {"workspace": provider.workspace_id, "provider_id": provider.provider_id,

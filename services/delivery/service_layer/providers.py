@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from secrets import token_urlsafe
 
 from cjo_delivery.adapters import provider_store
 from cjo_delivery.adapters.secret_box import SecretBox
@@ -35,7 +36,14 @@ class ProviderDraft:
     disabled: bool = False
 
 
-UPDATABLE = frozenset({"priority", "display_name", "config", "secrets", "disabled"})
+# ``status_webhook_url`` in a mask issues the provider a new status URL (the old one is refused
+# from then on): for a URL that leaked, without touching any other provider's or link.
+UPDATABLE = frozenset({"priority", "display_name", "config", "secrets", "disabled",
+                       "status_webhook_url"})
+
+
+def new_webhook_nonce() -> str:
+    return token_urlsafe(12)
 
 
 def create_provider(uow: UnitOfWork, workspace_id: str, draft: ProviderDraft, *,
@@ -52,7 +60,8 @@ def create_provider(uow: UnitOfWork, workspace_id: str, draft: ProviderDraft, *,
         workspace_id=workspace_id, provider_id=uuid.uuid4().hex, channel=draft.channel,
         kind=draft.kind, priority=draft.priority, display_name=draft.display_name,
         config=dict(draft.config), secrets=dict(draft.secrets), disabled=draft.disabled,
-        etag=provider_store.new_etag(), create_time=now, update_time=now)
+        etag=provider_store.new_etag(), create_time=now, update_time=now,
+        webhook_nonce=new_webhook_nonce())
     provider_store.insert_provider(uow.session, config, box)
     return config
 
@@ -108,7 +117,9 @@ def update_provider(uow: UnitOfWork, workspace_id: str, provider_id: str, name: 
         display_name=display, config=config, secrets=secrets,
         disabled=changes.disabled if "disabled" in paths else current.disabled,
         etag=provider_store.new_etag(), create_time=current.create_time,
-        update_time=uow.now())
+        update_time=uow.now(),
+        webhook_nonce=(new_webhook_nonce() if "status_webhook_url" in paths
+                       else current.webhook_nonce))
     provider_store.replace_provider(uow.session, updated, box,
                                     secrets_changed="secrets" in paths)
     return updated
