@@ -314,26 +314,38 @@ _REASONS = {name: decision_pb2.IneligibilityReason.Value(f"INELIGIBILITY_REASON_
 
 def decision_to_proto(decision: Decision, cache: ReplyCache | None = None,
                       ) -> decision_pb2.Decision:
-    """``cache``: what was converted so far for one reply (a batch's decisions share their
-    context, time and contents; the id of each is its key, so the reply must hold on to the
+    """``cache``: what was converted so far for one reply (see :func:`fill_decision`)."""
+    out = decision_pb2.Decision()
+    fill_decision(out, decision, cache or ReplyCache())
+    return out
+
+
+def fill_decision(out: decision_pb2.Decision, decision: Decision, cache: ReplyCache) -> None:
+    """``decision`` written into the empty message ``out`` (a reply's own: built in place,
+    not built and copied in). A batch's decisions share their context, time and contents,
+    converted once in ``cache`` (keyed by the id of each, so the reply holds on to the
     decisions while it is built)."""
-    cache = cache or ReplyCache()
-    ranked = decision_pb2.RankedAction
-    return decision_pb2.Decision(
-        name=f"decisions/{decision.decision_id}", decision_id=decision.decision_id,
-        decision_point=decision.decision_point, profile_id=decision.profile_id,
-        actions=[ranked(
-            action=r.action, propensity=r.propensity, score=r.score,
+    out.name = f"decisions/{decision.decision_id}"
+    out.decision_id = decision.decision_id
+    out.decision_point = decision.decision_point
+    out.profile_id = decision.profile_id
+    add = out.actions.add
+    for r in decision.actions:
+        add(action=r.action, propensity=r.propensity, score=r.score,
             pick_probability=r.pick_probability, value=r.value, lever=r.lever,
             context_weight=r.context_weight, contents=cache.contents_of(r.contents),
             mandatory=r.mandatory, transactional=r.transactional, topic=r.topic,
             control=r.control)
-            for r in decision.actions],
-        ineligible=[decision_pb2.IneligibleAction(
-            action=i.action, reason=_REASONS[i.reason],
-            detail=i.detail) for i in decision.ineligible],
-        decide_time=cache.time(decision.decide_time),
-        outcome=decision.outcome,  # type: ignore[arg-type]
-        expose_time=cache.time(decision.expose_time),
-        reward_time=cache.time(decision.reward_time),
-        context=cache.context(decision.context))
+    add_ineligible = out.ineligible.add
+    for i in decision.ineligible:
+        add_ineligible(action=i.action, reason=_REASONS[i.reason],
+                       detail=i.detail)
+    decided = cache.time(decision.decide_time)
+    assert decided is not None
+    out.decide_time.CopyFrom(decided)
+    out.outcome = decision.outcome  # type: ignore[assignment]
+    for name in ("expose_time", "reward_time"):
+        time = cache.time(getattr(decision, name))
+        if time is not None:
+            getattr(out, name).CopyFrom(time)
+    out.context.CopyFrom(cache.context(decision.context))

@@ -23,6 +23,7 @@ from cjo_decisioning.api.convert import (
     action_to_proto,
     context_from_proto,
     decision_to_proto,
+    fill_decision,
     key_from_name,
     point_from_proto,
     point_to_proto,
@@ -302,7 +303,7 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
             if isinstance(outcome, CjoError):
                 answer.fail(index, outcome)
             else:
-                answer.results[index].decision.CopyFrom(decision_to_proto(outcome, cache))
+                fill_decision(answer.results[index].decision, outcome, cache)
         return pb.BatchDecideResponse(results=answer.results)
 
     async def GetDecision(self, request: pb.GetDecisionRequest,
