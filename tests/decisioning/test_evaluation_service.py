@@ -4,6 +4,7 @@ logged contexts."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from cjo.decisioning.v1 import decision_point_pb2 as dp
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo.decisioning.v1 import evaluation_pb2 as ev
 from cjo_decisioning.adapters.tables import EXPOSED, NO_ACTION, NOT_REWARDED, PENDING, REWARDED
-from cjo_decisioning.domain.catalogue import Action
+from cjo_decisioning.domain.catalogue import Action, Exploration
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.status import error_reason, field_violations
 from support import Backend, as_service
@@ -242,7 +243,7 @@ async def test_the_reply_says_why_decisions_are_left_out_and_whether_to_trust_it
         server: LogServer) -> None:
     """Each left-out decision counted under its reason, and a target the log barely
     supports (b picked with 0.1% in every decision) flagged, with the largest weight it
-    takes; the point explores without a floor, which the reply says too."""
+    takes."""
     later = T0 + timedelta(days=2)
     a, b = candidate("a", 0.1, 0.999), candidate("b", 0.05, 0.001)
     rows = [logged("ws-a", "offers", later, NOT_REWARDED, [a, b]) for _ in range(40)]
@@ -263,7 +264,25 @@ async def test_the_reply_says_why_decisions_are_left_out_and_whether_to_trust_it
     assert reply.max_weight == pytest.approx(1000)
     assert reply.expected_effective_sample_size == pytest.approx(40 / 1000)
     assert not reply.reliable
-    assert set(reply.warnings) == {"LOW_EFFECTIVE_SAMPLE_SIZE", "NO_EXPLORATION_FLOOR"}
+    assert list(reply.warnings) == ["LOW_EFFECTIVE_SAMPLE_SIZE"]
     # No pick of b among the 40: nothing is known of its rate, and the intervals say so.
     assert (reply.snips.lower, reply.snips.upper) == (0.0, 1.0)
     assert reply.ips.upper > 0.3 and reply.doubly_robust.upper > 0.3
+
+
+async def test_a_point_exploring_without_a_floor_is_flagged(
+        server: LogServer, simulated: tuple[list[dict[str, Any]], Simulated]) -> None:
+    """The fixture's point has the default floor: its uniform policy's estimate is
+    trusted. With the floor switched off (epsilon 0) the reply says the weights are unbounded,
+    whatever this log happens to hold."""
+    policy = ev.TargetPolicy(uniform_random=ev.UniformRandomPolicy())
+    floored = await server.stub.EvaluatePolicy(request(policy), metadata=WS)
+    assert floored.reliable and not floored.warnings
+    server.catalogue("ws-a", dataclasses.replace(
+        point("bare", ACTIONS), exploration=Exploration("thompson", 0.0)), [], T0)
+    server.log([{**row, "decision_point": "bare", "decision_id": f"bare-{i}"}
+                for i, row in enumerate(simulated[0][:200])])
+    bare = await server.stub.EvaluatePolicy(pb.EvaluatePolicyRequest(
+        decision_point="decisionPoints/bare", policy=policy), metadata=WS)
+    assert bare.decisions == 200
+    assert not bare.reliable and list(bare.warnings) == ["NO_EXPLORATION_FLOOR"]

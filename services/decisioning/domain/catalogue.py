@@ -33,6 +33,11 @@ MAX_CONTROL_SHARE = 0.5
 DEFAULT_WINDOW = timedelta(days=7)
 DEFAULT_PRIOR = 0.05
 DEFAULT_EPSILON_GREEDY = 0.1
+# Thompson sampling's default exploration floor: every eligible candidate keeps a pick
+# probability of at least 0.02 / candidates, so the importance weights of off-policy
+# evaluation stay below candidates / 0.02 (400 for 8 candidates) and every action keeps
+# support; it costs at most 2% of the gap between the policy and uniform random.
+DEFAULT_EXPLORATION_FLOOR = 0.02
 METHODS = ("thompson", "epsilon_greedy", "greedy", "uniform_random")
 EXPOSURES = ("reported", "on_decide")
 
@@ -181,13 +186,19 @@ class Arbitration:
 @dataclass(frozen=True)
 class Exploration:
     method: str = "thompson"
-    epsilon: float = 0.0
+    epsilon: float | None = None
+    """None: not set (the method's default)."""
 
     @property
     def effective_epsilon(self) -> float:
+        """The uniform share the policy mixes in: for epsilon-greedy its exploration (0.1 when
+        unset or 0); for Thompson sampling the exploration floor, DEFAULT_EXPLORATION_FLOOR
+        when unset (0 switches it off)."""
         if self.method == "epsilon_greedy" and not self.epsilon:
             return DEFAULT_EPSILON_GREEDY
-        return self.epsilon
+        if self.method == "thompson" and self.epsilon is None:
+            return DEFAULT_EXPLORATION_FLOOR
+        return self.epsilon or 0.0
 
 
 @dataclass(frozen=True)
@@ -279,7 +290,8 @@ def check_point(point: DecisionPoint) -> Violations:
                 CONTEXT_WEIGHT_VARIABLES)
     v.check(0 <= point.max_actions <= MAX_RANKED, "max_actions", f"must be 0 to {MAX_RANKED}")
     v.check(point.exploration.method in METHODS, "exploration.method", "is not a method")
-    v.check(math.isfinite(point.exploration.epsilon) and 0 <= point.exploration.epsilon <= 1,
+    epsilon = point.exploration.epsilon
+    v.check(epsilon is None or (math.isfinite(epsilon) and 0 <= epsilon <= 1),
             "exploration.epsilon", "must be from 0 to 1")
     v.check(len(point.model.features) <= MAX_FEATURES, "model.features",
             f"at most {MAX_FEATURES} names")

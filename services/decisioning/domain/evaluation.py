@@ -206,13 +206,19 @@ def _columns(flat: list[Sequence[Any]]) -> tuple[list[str], np.ndarray]:
     """Candidates as action keys and a (5, m) array of their numbers (None: NaN)."""
     if not flat:
         return [], np.zeros((5, 0))
-    names, *terms = zip(*flat, strict=True)
-    if len(terms) != 5 or not all(isinstance(a, str) for a in names):
+    # One object array, no list per candidate (the collector's passes over a million small
+    # lists cost more than the numbers); None (a term not logged) becomes NaN.
+    table = np.array(flat, dtype=object)
+    if table.ndim != 2 or table.shape[1] != 6:
         raise ValueError("malformed candidate")
-    numbers = np.array(terms, dtype=float)
+    names = table[:, 0].tolist()
+    if not all(isinstance(a, str) for a in names):
+        raise ValueError("malformed candidate")
+    terms = table[:, 1:]
+    numbers = np.where(terms == None, np.nan, terms).astype(float).T  # noqa: E711
     if np.isinf(numbers).any():
         raise ValueError("a number is not finite")
-    return list(names), numbers
+    return names, numbers
 
 
 Target = Callable[[LoggedDecisions], np.ndarray]

@@ -26,25 +26,25 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cjo/decisioning/v1/decision_point.proto\x12\x12\x63jo.decisioning.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n\x0b\x41rbitration\x12\x0f\n\x07\x66ormula\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontext_weight\x18\x02 \x01(\t\"U\n\x0b\x45xploration\x12\x35\n\x06method\x18\x01 \x01(\x0e\x32%.cjo.decisioning.v1.ExplorationMethod\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\"K\n\x05Model\x12\x16\n\x0enon_contextual\x18\x01 \x01(\x08\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\x12\x18\n\x10prior_propensity\x18\x03 \x01(\x01\"W\n\x06Reward\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12)\n\x06window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdd\x04\n\rDecisionPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x04 \x03(\t\x12\x34\n\x0b\x61rbitration\x18\x05 \x01(\x0b\x32\x1f.cjo.decisioning.v1.Arbitration\x12\x13\n\x0bmax_actions\x18\x06 \x01(\x05\x12\x34\n\x0b\x65xploration\x18\x07 \x01(\x0b\x32\x1f.cjo.decisioning.v1.Exploration\x12(\n\x05model\x18\x08 \x01(\x0b\x32\x19.cjo.decisioning.v1.Model\x12*\n\x06reward\x18\t \x01(\x0b\x32\x1a.cjo.decisioning.v1.Reward\x12\x32\n\x08\x65xposure\x18\n \x01(\x0e\x32 .cjo.decisioning.v1.ExposureMode\x12\x16\n\x0e\x63ontrol_action\x18\x0b \x01(\t\x12\x19\n\x11min_control_share\x18\x0c \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\r \x01(\x03\x12\x12\n\nlast_error\x18\x0e \x01(\t\x12\x33\n\x0flast_error_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc5\x01\n\x11\x45xplorationMethod\x12\"\n\x1e\x45XPLORATION_METHOD_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45XPLORATION_METHOD_THOMPSON\x10\x01\x12%\n!EXPLORATION_METHOD_EPSILON_GREEDY\x10\x02\x12\x1d\n\x19\x45XPLORATION_METHOD_GREEDY\x10\x03\x12%\n!EXPLORATION_METHOD_UNIFORM_RANDOM\x10\x04*f\n\x0c\x45xposureMode\x12\x1d\n\x19\x45XPOSURE_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPOSURE_MODE_REPORTED\x10\x01\x12\x1b\n\x17\x45XPOSURE_MODE_ON_DECIDE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cjo/decisioning/v1/decision_point.proto\x12\x12\x63jo.decisioning.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n\x0b\x41rbitration\x12\x0f\n\x07\x66ormula\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontext_weight\x18\x02 \x01(\t\"f\n\x0b\x45xploration\x12\x35\n\x06method\x18\x01 \x01(\x0e\x32%.cjo.decisioning.v1.ExplorationMethod\x12\x14\n\x07\x65psilon\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_epsilon\"K\n\x05Model\x12\x16\n\x0enon_contextual\x18\x01 \x01(\x08\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\x12\x18\n\x10prior_propensity\x18\x03 \x01(\x01\"W\n\x06Reward\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12)\n\x06window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdd\x04\n\rDecisionPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x04 \x03(\t\x12\x34\n\x0b\x61rbitration\x18\x05 \x01(\x0b\x32\x1f.cjo.decisioning.v1.Arbitration\x12\x13\n\x0bmax_actions\x18\x06 \x01(\x05\x12\x34\n\x0b\x65xploration\x18\x07 \x01(\x0b\x32\x1f.cjo.decisioning.v1.Exploration\x12(\n\x05model\x18\x08 \x01(\x0b\x32\x19.cjo.decisioning.v1.Model\x12*\n\x06reward\x18\t \x01(\x0b\x32\x1a.cjo.decisioning.v1.Reward\x12\x32\n\x08\x65xposure\x18\n \x01(\x0e\x32 .cjo.decisioning.v1.ExposureMode\x12\x16\n\x0e\x63ontrol_action\x18\x0b \x01(\t\x12\x19\n\x11min_control_share\x18\x0c \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\r \x01(\x03\x12\x12\n\nlast_error\x18\x0e \x01(\t\x12\x33\n\x0flast_error_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc5\x01\n\x11\x45xplorationMethod\x12\"\n\x1e\x45XPLORATION_METHOD_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45XPLORATION_METHOD_THOMPSON\x10\x01\x12%\n!EXPLORATION_METHOD_EPSILON_GREEDY\x10\x02\x12\x1d\n\x19\x45XPLORATION_METHOD_GREEDY\x10\x03\x12%\n!EXPLORATION_METHOD_UNIFORM_RANDOM\x10\x04*f\n\x0c\x45xposureMode\x12\x1d\n\x19\x45XPOSURE_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPOSURE_MODE_REPORTED\x10\x01\x12\x1b\n\x17\x45XPOSURE_MODE_ON_DECIDE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.decisioning.v1.decision_point_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPLORATIONMETHOD']._serialized_start=1046
-  _globals['_EXPLORATIONMETHOD']._serialized_end=1243
-  _globals['_EXPOSUREMODE']._serialized_start=1245
-  _globals['_EXPOSUREMODE']._serialized_end=1347
+  _globals['_EXPLORATIONMETHOD']._serialized_start=1063
+  _globals['_EXPLORATIONMETHOD']._serialized_end=1260
+  _globals['_EXPOSUREMODE']._serialized_start=1262
+  _globals['_EXPOSUREMODE']._serialized_end=1364
   _globals['_ARBITRATION']._serialized_start=128
   _globals['_ARBITRATION']._serialized_end=182
   _globals['_EXPLORATION']._serialized_start=184
-  _globals['_EXPLORATION']._serialized_end=269
-  _globals['_MODEL']._serialized_start=271
-  _globals['_MODEL']._serialized_end=346
-  _globals['_REWARD']._serialized_start=348
-  _globals['_REWARD']._serialized_end=435
-  _globals['_DECISIONPOINT']._serialized_start=438
-  _globals['_DECISIONPOINT']._serialized_end=1043
+  _globals['_EXPLORATION']._serialized_end=286
+  _globals['_MODEL']._serialized_start=288
+  _globals['_MODEL']._serialized_end=363
+  _globals['_REWARD']._serialized_start=365
+  _globals['_REWARD']._serialized_end=452
+  _globals['_DECISIONPOINT']._serialized_start=455
+  _globals['_DECISIONPOINT']._serialized_end=1060
 # @@protoc_insertion_point(module_scope)
