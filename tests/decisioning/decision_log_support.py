@@ -44,7 +44,10 @@ class LogServer:
 
 @asynccontextmanager
 async def log_server(backend: Backend) -> AsyncIterator[LogServer]:
-    app = build(settings_for("decisioning", backend), Env({}))
+    # The log's decisions are months old (fixed times): retention must not delete them while
+    # a test reads them.
+    app = build(settings_for("decisioning", backend),
+                Env({"CJO_DECISIONING_RETENTION_DECISIONS_DAYS": "0"}))
     async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
         yield LogServer(pb_grpc.DecisioningServiceStub(channel), app.db)
 
