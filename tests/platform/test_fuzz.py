@@ -312,10 +312,14 @@ async def populate(world: World, workspace: str, metadata: Any, marker: str) -> 
     got.update(action=f"actions/offer-{workspace}", action_key=f"offer-{workspace}",
                decision_point=point.name, decision_point_key=point.key,
                decision=decision.name, decision_id=decision.decision_id)
-    # A key of its own for DeleteApiKey (the workspace's first key stays in use).
-    spare = (await ws_grpc.WorkspaceServiceStub(ch["identity"]).CreateApiKey(
-        ws_pb.CreateApiKeyRequest(display_name="spare"), metadata=metadata)).api_key
-    got.update(experiment_id=experiment, spare_key=spare.name)
+    # Keys of their own for DeleteApiKey, RotateApiKey and RevokeApiKey (the workspace's first
+    # key stays in use).
+    workspaces = ws_grpc.WorkspaceServiceStub(ch["identity"])
+    spare, rotated, revoked = [(await workspaces.CreateApiKey(ws_pb.CreateApiKeyRequest(
+        display_name=name), metadata=metadata)).api_key for name in ("spare", "rotated",
+                                                                      "revoked")]
+    got.update(experiment_id=experiment, spare_key=spare.name, rotated_key=rotated.name,
+               revoked_key=revoked.name)
     return got
 
 
@@ -346,9 +350,12 @@ async def build_world(addresses: dict[str, str]) -> World:
 
 def add_plausible(p: Plausible, got: dict[str, str]) -> None:
     for kind, value in got.items():
+        if kind == "rotated_key":
+            continue  # no plausible value: RevokeApiKey, fuzzed first, would revoke it
         p.add(value, kind)
         if kind in ("content_item", "snippet", "journey", "api_journey", "profile", "segment",
-                    "provider", "message", "enrollment", "inbox", "spare_key", "action",
+                    "provider", "message", "enrollment", "inbox", "spare_key", "revoked_key",
+                    "action",
                     "decision_point", "decision"):
             p.add(value, "name", "parent")
     p.add(got["journey"], "journey")
@@ -616,6 +623,9 @@ def add_seeds(world: World, a: dict[str, str]) -> None:
         ws_pb.CreateApiKeyRequest(display_name="ci"),
         ws_pb.AuthenticateApiKeyRequest(secret=world.key_a),
         ws_pb.DeleteApiKeyRequest(name=a["spare_key"]),
+        ws_pb.RotateApiKeyRequest(name=a["rotated_key"],
+                                  overlap=duration_pb2.Duration(seconds=3600), request_id="r-1"),
+        ws_pb.RevokeApiKeyRequest(name=a["revoked_key"], request_id="r-1"),
         or_pb.CreateJourneyRequest(journey=journey("Fresh", a["content_key"])),
         or_pb.CreateJourneyRequest(journey=scheduled),
         or_pb.GetJourneyRequest(name=a["journey"]), or_pb.ListJourneysRequest(page_size=5),
