@@ -460,6 +460,9 @@ async def evaluate(stub: dgrpc.DecisioningServiceStub, world: World, logged: Log
         print(f"    {name:<30} truth {truth:.4f}; {reply.decisions:,} decisions, "
               f"{reply.uncovered:,} uncovered, ESS {reply.effective_sample_size:,.0f}, "
               f"{took:.1f} s")
+        print(f"      expected ESS {reply.expected_effective_sample_size:,.0f}, max weight "
+              f"{reply.max_weight:,.0f}, "
+              + ("reliable" if reply.reliable else "unreliable: " + ", ".join(reply.warnings)))
         for label in ("ips", "snips", "doubly_robust"):
             e = getattr(reply, label)
             inside = "inside" if e.lower <= truth <= e.upper else "OUTSIDE"
