@@ -46,18 +46,18 @@ SUPPRESSED = message_pb2.MESSAGE_STATUS_SUPPRESSED
 
 class IdentityWithEvents(IdentityStandIn):
     """Records the engagement events delivery forwards: (event id, name, properties,
-    identifiers)."""
+    identifiers, profile id)."""
 
     def __init__(self) -> None:
         super().__init__(set())
-        self.events: list[tuple[str, str, dict[str, Any], list[tuple[str, str]]]] = []
+        self.events: list[tuple[str, str, dict[str, Any], list[tuple[str, str]], str]] = []
 
     async def IngestEvents(self, request: identity_service_pb2.IngestEventsRequest,
                            context: grpc.aio.ServicerContext
                            ) -> identity_service_pb2.IngestEventsResponse:
         for e in request.events:
             self.events.append((e.message_id, e.name, dict(e.properties.items()),
-                                [(i.type, i.value) for i in e.identifiers]))
+                                [(i.type, i.value) for i in e.identifiers], e.profile_id))
         return identity_service_pb2.IngestEventsResponse(results=[
             identity_service_pb2.IngestEventResult(status=OK) for _ in request.events])
 

@@ -148,7 +148,8 @@ async def test_sendgrid_sample_events_bounce_the_message_and_reach_the_profile(
     assert len({e[0] for e in h.identity.events}) == 6
     bounce = h.identity.events[3]
     assert bounce[2]["message_id"] == message_id
-    assert bounce[3] == [("email", "ada@example.com")]  # the profile's address
+    # The profile the message was sent to, by id: not looked up by the address.
+    assert bounce[3:] == ([], "p1")
     assert h.identity.events[2][2]["url"] == "http://www.sendgrid.com/"
     facts = [f for f in h.facts() if f.message_id == message_id]
     bounced = [f for f in facts if f.type == fact_pb2.FACT_TYPE_MESSAGE_BOUNCED]
@@ -595,7 +596,7 @@ async def test_delivery_status_notifications_from_a_bounce_mailbox(backend: Back
     assert h.identity.names() == ["email_bounced"]
 
 
-async def test_push_engagement_by_device_token_reaches_the_token_s_profile(
+async def test_push_engagement_by_device_token_reaches_the_message_s_profile(
         backend: Backend) -> None:
     def fcm(request: object) -> Answer:
         return Answer(200, {"name": f"projects/acme/messages/{len(fcm_calls)}"})
@@ -629,10 +630,11 @@ async def test_push_engagement_by_device_token_reaches_the_token_s_profile(
             assert unknown.status_code == 404
             await eventually(lambda: len(h.identity.events) == 1)
             facts = [f for f in h.facts() if f.type == fact_pb2.FACT_TYPE_MESSAGE_OPENED]
-    [(_, name, properties, identifiers)] = h.identity.events
+    [(_, name, properties, identifiers, profile_id)] = h.identity.events
     assert name == "push_opened"
     assert properties["message_id"] == latest and properties["enrollment_id"] == "en-k2"
-    assert identifiers == [("device_id", "device-token-1")]
+    # The profile the push was sent to, by id: a token is no identifier of the person.
+    assert (identifiers, profile_id) == ([], "p1")
     [fact] = facts
     assert fact.profile_id == "p1" and fact.message_id == latest
 

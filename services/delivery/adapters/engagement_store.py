@@ -31,7 +31,9 @@ _FACTS = {
     EngagementKind.DELIVERED: fact_pb2.FACT_TYPE_MESSAGE_DELIVERED,
     EngagementKind.BOUNCED: fact_pb2.FACT_TYPE_MESSAGE_BOUNCED,
 }
-_IDENTIFIER_TYPES = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "device_id"}
+# A message sent to no profile (SendMessage to a bare address) tells identity by its address;
+# a push token is no identifier of identity's, so its engagement has nowhere to go.
+_IDENTIFIER_TYPES = {Channel.EMAIL: "email", Channel.SMS: "phone"}
 
 m = messages.c
 
@@ -76,10 +78,12 @@ def change_status(session: Session, engagement: Engagement, current: MessageStat
 
 def event_payload(engagement: Engagement, message: EngagedMessage, now: datetime
                   ) -> bytes | None:
-    """The serialized event telling identity about the engagement; None for a channel whose
-    address is no identifier (in-app, webhook)."""
+    """The serialized event telling identity about the engagement, on the profile the message
+    was sent to: named by its id, never looked up by the address, which another profile may
+    share (a family's email, a reused device token). A message sent to no profile is named by
+    its address where that is an identifier (email, SMS); None otherwise."""
     identifier = _IDENTIFIER_TYPES.get(message.channel)
-    if identifier is None:
+    if not message.profile_id and identifier is None:
         return None
     properties = Struct()
     # The journey and enrollment that sent the message: an event wait on an engagement holds
@@ -93,7 +97,9 @@ def event_payload(engagement: Engagement, message: EngagedMessage, now: datetime
     event: bytes = event_pb2.Event(
         message_id=f"cjo-delivery:{engagement.engagement_id}",
         type=event_pb2.EVENT_TYPE_TRACK, name=engagement.event_name(message.channel),
-        identifiers=[event_pb2.Identifier(type=identifier, value=message.address)],
+        profile_id=message.profile_id,
+        identifiers=([] if message.profile_id or identifier is None
+                     else [event_pb2.Identifier(type=identifier, value=message.address)]),
         properties=properties, timestamp=to_timestamp(now),
         source="cjo-delivery").SerializeToString()
     return event

@@ -305,6 +305,17 @@ def resolve_profile_ids(session: Session, workspace_id: str,
     return resolved
 
 
+def existing_profiles(session: Session, workspace_id: str, profile_ids: Iterable[str]
+                      ) -> set[str]:
+    """Those of ``profile_ids`` that are profiles today (not merged away, not erased)."""
+    found: set[str] = set()
+    for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
+        found.update(session.scalars(select(profiles.c.profile_id).where(
+            profiles.c.workspace_id == workspace_id,
+            one_of(session, profiles.c.profile_id, chunk))))
+    return found
+
+
 def get_profile(session: Session, workspace_id: str, profile_id: str) -> Profile | None:
     """The profile, following a merge: a merged-away id returns its survivor."""
     profile_id = resolve_profile_ids(session, workspace_id, [profile_id])[profile_id]

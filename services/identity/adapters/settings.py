@@ -54,6 +54,8 @@ def settings_to_json(settings: IdentitySettings) -> dict[str, Any]:
                                "currency_property": c.currency_property,
                                "currency": c.currency}
                               for c in settings.conversion_events],
+        "verification_required": settings.verification_required,
+        "verification_secret": settings.verification_secret,
     }
 
 
@@ -76,4 +78,6 @@ def settings_from_json(document: dict[str, Any]) -> IdentitySettings:
             ConversionEvent(c["event_name"], c.get("revenue_property", ""),
                             c.get("currency_property", ""), c.get("currency", ""))
             for c in document.get("conversion_events", ())),
+        verification_required=bool(document.get("verification_required", False)),
+        verification_secret=str(document.get("verification_secret", "")),
     )

@@ -29,6 +29,7 @@ from cjo_identity.domain.settings import (
     TypeRule,
     check_settings,
 )
+from cjo_identity.domain.verification import check_publishable
 from cjo_identity.domain.workspaces import ApiKey, Workspace
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.protobuf import dict_to_struct, from_timestamp, struct_to_dict, to_timestamp
@@ -66,9 +67,12 @@ _SURVIVORSHIP_PROTOS = {v: k for k, v in _SURVIVORSHIP.items()
 
 
 def event_from_proto(item: event_pb2.Event, now: datetime,
-                     settings: IdentitySettings | None = None) -> Event:
+                     settings: IdentitySettings | None = None,
+                     publishable_key: str = "") -> Event:
+    """The parsed event; ``publishable_key``: the id of the publishable key that sent it,
+    whose rules it must then pass (domain/verification.py)."""
     settings = settings or IdentitySettings()
-    return parse_event(
+    event = parse_event(
         message_id=item.message_id,
         event_type=_EVENT_TYPES.get(item.type),
         name=item.name,
@@ -80,7 +84,13 @@ def event_from_proto(item: event_pb2.Event, now: datetime,
         now=now,
         known_types=settings.known_types,
         phone_region=settings.default_phone_region,
+        profile_id=item.profile_id,
     )
+    if publishable_key:
+        event = check_publishable(
+            event, [(i.type, i.value, i.verification_hash) for i in item.identifiers],
+            settings, publishable_key)
+    return event
 
 
 def _event_time(item: event_pb2.Event) -> datetime | None:
@@ -160,6 +170,8 @@ def settings_from_proto(item: identity_settings_pb2.IdentitySettings) -> Identit
         conversion_events=tuple(ConversionEvent(
             c.event_name, c.revenue_property, c.currency_property, c.currency.strip().upper())
             for c in item.conversion_events),
+        verification_required=item.identity_verification.required,
+        verification_secret=item.identity_verification.secret,
     )
     check_settings(settings, channels)
     return settings
@@ -222,6 +234,10 @@ def settings_to_proto(settings: IdentitySettings, update_time: datetime | None,
             event_name=c.event_name, revenue_property=c.revenue_property,
             currency_property=c.currency_property, currency=c.currency)
             for c in settings.conversion_events],
+        # The secret is never returned.
+        identity_verification=identity_settings_pb2.IdentityVerification(
+            required=settings.verification_required,
+            secret_set=bool(settings.verification_secret)),
     )
 
 

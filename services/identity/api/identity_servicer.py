@@ -42,9 +42,10 @@ from cjo_platform.errors import InvalidArgument, NotFound, Violations
 from cjo_platform.limits import check_topic
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
-from cjo_platform.rpc.auth import current_workspace
+from cjo_platform.rpc.auth import current_principal, current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
 from cjo_platform.rpc.idempotent import once, seen
+from cjo_platform.rpc.scopes import Scope
 from cjo_platform.telemetry import current_traceparent
 
 SERVICE = "cjo.identity.v1.IdentityService"
@@ -70,7 +71,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         now = self.transactions.clock.now()
         current, _ = await self.transactions.run(
             lambda uow: settings.get_settings(uow, workspace))
-        parsed = answer.parse(lambda item: event_from_proto(item, now, current))
+        principal = current_principal()
+        # A publishable key's events pass its rules (source, verification, protected data).
+        publishable = (principal.key_id if not principal.is_service
+                       and principal.scope is Scope.INGEST else "")
+        parsed = answer.parse(lambda item: event_from_proto(item, now, current, publishable))
         if parsed:
             traceparent = current_traceparent()
             # An event the database cannot store fails alone; the others are ingested.
@@ -170,8 +175,10 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             update_time, backfill = settings.update_settings(uow, workspace, wanted)
             if backfill is not None and backfill.state is not BackfillState.DONE:
                 uow.after_commit(self.on_backfill)
+            # As saved: an empty verification secret kept the current one.
+            saved, _ = settings.get_settings(uow, workspace)
             return pb.UpdateIdentitySettingsResponse(
-                settings=settings_to_proto(wanted, update_time, backfill))
+                settings=settings_to_proto(saved, update_time, backfill))
 
         return await once(self.transactions, request, pb.UpdateIdentitySettingsResponse,
                           work=update)

@@ -42,6 +42,9 @@ class Event:
     traits: Mapping[str, Any]
     timestamp: datetime  # when it happened at the source
     source: str
+    # Set when the sender named the profile (then ``identifiers`` is empty): the event goes to
+    # it without resolution.
+    profile_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,10 @@ def parse_event(*, message_id: str, event_type: EventType | None, name: str,
                 identifiers: Sequence[tuple[str, str]], properties: Mapping[str, Any],
                 traits: Mapping[str, Any], timestamp: datetime | None, source: str,
                 now: datetime, known_types: frozenset[str] = frozenset(BUILT_IN_TYPES),
-                phone_region: str = "") -> Event:
+                phone_region: str = "", profile_id: str = "") -> Event:
     """A valid, normalised event; raises InvalidArgument naming every bad field (paths are
-    relative to the event, e.g. ``identifiers[0].type``). The time defaults to ``now``."""
+    relative to the event, e.g. ``identifiers[0].type``). The time defaults to ``now``. With
+    ``profile_id`` the event names its profile and carries no identifiers."""
     problems = Violations()
     problems.check(bool(message_id), "message_id", "is required")
     problems.check(len(message_id) <= MAX_ID_LENGTH, "message_id",
@@ -69,8 +73,13 @@ def parse_event(*, message_id: str, event_type: EventType | None, name: str,
     problems.check(len(name) <= MAX_NAME_LENGTH, "name", f"at most {MAX_NAME_LENGTH} characters")
     problems.check(len(source) <= MAX_SOURCE_LENGTH, "source",
                    f"at most {MAX_SOURCE_LENGTH} characters")
-    problems.check(1 <= len(identifiers) <= MAX_IDENTIFIERS, "identifiers",
-                   f"must hold 1 to {MAX_IDENTIFIERS} identifiers")
+    if profile_id:
+        problems.check(len(profile_id) <= MAX_ID_LENGTH, "profile_id",
+                       f"at most {MAX_ID_LENGTH} characters")
+        problems.check(not identifiers, "identifiers", "must be empty when profile_id is set")
+    else:
+        problems.check(1 <= len(identifiers) <= MAX_IDENTIFIERS, "identifiers",
+                       f"must hold 1 to {MAX_IDENTIFIERS} identifiers")
     parsed = [parse_identifier(kind, value, problems, f"identifiers[{index}]",
                                known_types=known_types, phone_region=phone_region)
               for index, (kind, value) in enumerate(identifiers)]
@@ -97,5 +106,5 @@ def parse_event(*, message_id: str, event_type: EventType | None, name: str,
         message_id=message_id, type=event_type, name=name,
         identifiers=tuple(dict.fromkeys(i for i in parsed if i is not None)),
         properties=properties, traits=traits,
-        timestamp=timestamp or now, source=source,
+        timestamp=timestamp or now, source=source, profile_id=profile_id,
     )

@@ -296,7 +296,9 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
         if earlier is not None:
             plan.outcomes.append(Outcome(earlier.event_id, earlier.profile_id, duplicate=True))
             continue
-        profile_id = profile_of(event, None)
+        # An event naming its profile follows it if this batch merges it away.
+        profile_id = (graph.successor.get(event.profile_id, event.profile_id)
+                      if event.profile_id else profile_of(event, None))
         if profile_id is None:  # only reachable if the adapter missed an identifier
             raise RuntimeError("an accepted event resolved to no profile")
         outcome = Outcome(new_id(), profile_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 
@@ -20,7 +20,7 @@ from cjo_identity.domain.conversions import (
 )
 from cjo_identity.domain.identifiers import BUILT_IN_TYPES, TYPE_NAME, USER_ID, Identifier
 from cjo_identity.domain.patterns import NESTED_REPETITION, nested_repetition
-from cjo_platform.errors import Violations
+from cjo_platform.errors import InvalidArgument, Violations
 from cjo_platform.profiles import CONSENT_CHANNELS
 
 CHANNELS = CONSENT_CHANNELS
@@ -49,6 +49,11 @@ class TraitRule:
     source_priority: tuple[str, ...] = ()
 
 
+# An HMAC key a brand's backend holds: long enough not to be guessed.
+MIN_SECRET_LENGTH = 32
+MAX_SECRET_LENGTH = 256
+
+
 @dataclass(frozen=True)
 class IdentitySettings:
     default_phone_region: str = ""
@@ -57,6 +62,9 @@ class IdentitySettings:
     consent_opt_in: Mapping[str, bool] = field(default_factory=lambda: {"sms": True})
     computed_traits: tuple[ComputedTrait, ...] = ()
     conversion_events: tuple[ConversionEvent, ...] = ()
+    # Identity verification of publishable keys' events (domain/verification.py).
+    verification_required: bool = False
+    verification_secret: str = ""
 
     @cached_property
     def type_order(self) -> tuple[str, ...]:
@@ -111,6 +119,10 @@ def check_settings(settings: IdentitySettings,
     """INVALID_ARGUMENT naming every bad field. ``channels`` are the consent defaults' channels
     as sent (None for one that is not a known channel)."""
     problems = Violations()
+    secret = settings.verification_secret
+    problems.check(not secret or MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH,
+                   "settings.identity_verification.secret",
+                   f"must have {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} characters")
     region = settings.default_phone_region
     problems.check(not region or region in phonenumbers.SUPPORTED_REGIONS,
                    "settings.default_phone_region",
@@ -156,3 +168,15 @@ def check_settings(settings: IdentitySettings,
         problems.check(channel in CHANNELS, f"settings.consent_defaults[{index}].channel",
                        f"must be one of {', '.join(CHANNELS)}")
     problems.raise_if_any()
+
+
+def keep_secret(wanted: IdentitySettings, current: IdentitySettings) -> IdentitySettings:
+    """``wanted`` as saved: an update that leaves the verification secret empty keeps the
+    current one (GetIdentitySettings never returns it, so a read-modify-write sends none).
+    Requiring verification needs a secret."""
+    if not wanted.verification_secret:
+        wanted = replace(wanted, verification_secret=current.verification_secret)
+    if wanted.verification_required and not wanted.verification_secret:
+        raise InvalidArgument.one("settings.identity_verification.secret",
+                                  "is required to require identity verification")
+    return wanted

@@ -53,6 +53,7 @@ STALE_ATTEMPTS = 5
 
 UNRESOLVABLE = InvalidArgument.one(
     "identifiers", "every identifier is blocked or erased; nothing to resolve the event to")
+NO_PROFILE = InvalidArgument.one("profile_id", "no such profile (it was erased)")
 
 
 class StaleGraph(Exception):
@@ -111,9 +112,21 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     session = uow.session
     wanted = {i for event in batch for i in event.identifiers}
     erased = profiles.erased_among(session, workspace_id, wanted) if wanted else set()
+    # Events that name their profile go to it, or to the profile it was merged into.
+    named = {event.profile_id for event in batch if event.profile_id}
+    resolved = profiles.resolve_profile_ids(session, workspace_id, named) if named else {}
+    existing = (profiles.existing_profiles(session, workspace_id, resolved.values())
+                if resolved else set())
     outcomes: list[Outcome | InvalidArgument | None] = []
     valid: list[Event] = []
     for event in batch:
+        if event.profile_id:
+            if resolved[event.profile_id] not in existing:
+                outcomes.append(NO_PROFILE)
+                continue
+            outcomes.append(None)
+            valid.append(replace(event, profile_id=resolved[event.profile_id]))
+            continue
         if erased & set(event.identifiers):
             event = replace(event, identifiers=tuple(
                 i for i in event.identifiers if i not in erased))
@@ -183,20 +196,23 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
     seen = profiles.earlier_outcomes(session, workspace_id, {e.message_id for e in batch})
     fresh = list({e.message_id: e for e in reversed(batch)
                   if e.message_id not in seen}.values())
-    wanted_edges = batch_edges(fresh, settings)
+    # An event that names its profile links nothing: it makes no edge.
+    wanted_edges = batch_edges((e for e in fresh if not e.profile_id), settings)
     owners = profiles.owners(session, workspace_id,
                              {i for edge in wanted_edges.values() for i in edge.identifiers})
     known = {key: edge for key, (edge, _) in
              profiles.edges_by_key(session, workspace_id, set(wanted_edges)).items()}
     changed = changed_edges(wanted_edges, known)
-    locked = {o.profile_id for o in owners.values()}
+    locked = {o.profile_id for o in owners.values()} | {e.profile_id for e in fresh
+                                                         if e.profile_id}
     held, computed = profiles.golden_for_update(session, workspace_id, locked | lock_first)
     # Profiles locked ahead (an earlier attempt needed them) join the batch only if its
     # clusters still include them.
     ahead = {p: (held.pop(p), computed.pop(p)) for p in lock_first - locked if p in held}
-    if owners and (set(held) != locked
-                   or profiles.owners(session, workspace_id, set(owners)) != owners):
-        # A concurrent batch merged or moved these profiles between our read and our lock.
+    if set(held) != locked or (
+            owners and profiles.owners(session, workspace_id, set(owners)) != owners):
+        # A concurrent batch merged, moved or erased these profiles between our read and our
+        # lock.
         raise StaleGraph()
     cluster_edges: dict[str, list[Edge]] = {}
     if any(relinks(edge, owners) for edge in changed):

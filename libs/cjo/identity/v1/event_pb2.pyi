@@ -21,15 +21,17 @@ EVENT_TYPE_TRACK: EventType
 EVENT_TYPE_IDENTIFY: EventType
 
 class Identifier(_message.Message):
-    __slots__ = ("type", "value")
+    __slots__ = ("type", "value", "verification_hash")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_HASH_FIELD_NUMBER: _ClassVar[int]
     type: str
     value: str
-    def __init__(self, type: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    verification_hash: str
+    def __init__(self, type: _Optional[str] = ..., value: _Optional[str] = ..., verification_hash: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("message_id", "type", "name", "identifiers", "properties", "traits", "timestamp", "source")
+    __slots__ = ("message_id", "type", "name", "identifiers", "properties", "traits", "timestamp", "source", "profile_id")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +40,7 @@ class Event(_message.Message):
     TRAITS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     type: EventType
     name: str
@@ -46,7 +49,8 @@ class Event(_message.Message):
     traits: _struct_pb2.Struct
     timestamp: _timestamp_pb2.Timestamp
     source: str
-    def __init__(self, message_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., name: _Optional[str] = ..., identifiers: _Optional[_Iterable[_Union[Identifier, _Mapping]]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+    profile_id: str
+    def __init__(self, message_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., name: _Optional[str] = ..., identifiers: _Optional[_Iterable[_Union[Identifier, _Mapping]]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., profile_id: _Optional[str] = ...) -> None: ...
 
 class StoredEvent(_message.Message):
     __slots__ = ("name", "event_id", "profile_id", "event", "receive_time")

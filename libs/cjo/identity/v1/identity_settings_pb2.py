@@ -28,17 +28,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cjo/identity/v1/identity_settings.proto\x12\x0f\x63jo.identity.v1\x1a\x1a\x63jo/common/v1/common.proto\x1a\x1e\x63jo/identity/v1/backfill.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\x12IdentifierTypeRule\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\x0e\x62locked_values\x18\x03 \x03(\t\"h\n\tTraitRule\x12\r\n\x05trait\x18\x01 \x01(\t\x12\x33\n\x0csurvivorship\x18\x02 \x01(\x0e\x32\x1d.cjo.identity.v1.Survivorship\x12\x17\n\x0fsource_priority\x18\x03 \x03(\t\"P\n\x15\x43hannelConsentDefault\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.cjo.common.v1.Channel\x12\x0e\n\x06opt_in\x18\x02 \x01(\x08\"\xc6\x03\n\x10IdentitySettings\x12\x1c\n\x14\x64\x65\x66\x61ult_phone_region\x18\x01 \x01(\t\x12=\n\x10identifier_types\x18\x02 \x03(\x0b\x32#.cjo.identity.v1.IdentifierTypeRule\x12/\n\x0btrait_rules\x18\x03 \x03(\x0b\x32\x1a.cjo.identity.v1.TraitRule\x12@\n\x10\x63onsent_defaults\x18\x04 \x03(\x0b\x32&.cjo.identity.v1.ChannelConsentDefault\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0f\x63omputed_traits\x18\x06 \x03(\x0b\x32\x1e.cjo.identity.v1.ComputedTrait\x12;\n\x11\x63onversion_events\x18\x07 \x03(\x0b\x32 .cjo.identity.v1.ConversionEvent\x12;\n\x18\x63omputed_traits_backfill\x18\x08 \x01(\x0b\x32\x19.cjo.identity.v1.Backfill\"l\n\x0f\x43onversionEvent\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x18\n\x10revenue_property\x18\x02 \x01(\t\x12\x19\n\x11\x63urrency_property\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"\xa9\x01\n\rComputedTrait\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x39\n\x0b\x61ggregation\x18\x02 \x01(\x0e\x32$.cjo.identity.v1.ComputedAggregation\x12\x12\n\nevent_name\x18\x03 \x01(\t\x12\x10\n\x08property\x18\x04 \x01(\t\x12)\n\x06window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*\x97\x01\n\x0cSurvivorship\x12\x1c\n\x18SURVIVORSHIP_UNSPECIFIED\x10\x00\x12\x17\n\x13SURVIVORSHIP_LATEST\x10\x01\x12\x16\n\x12SURVIVORSHIP_FIRST\x10\x02\x12 \n\x1cSURVIVORSHIP_SOURCE_PRIORITY\x10\x03\x12\x16\n\x12SURVIVORSHIP_UNION\x10\x04*\x9d\x01\n\x13\x43omputedAggregation\x12$\n COMPUTED_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43OMPUTED_AGGREGATION_COUNT\x10\x01\x12\x1c\n\x18\x43OMPUTED_AGGREGATION_SUM\x10\x02\x12\"\n\x1e\x43OMPUTED_AGGREGATION_LAST_TIME\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cjo/identity/v1/identity_settings.proto\x12\x0f\x63jo.identity.v1\x1a\x1a\x63jo/common/v1/common.proto\x1a\x1e\x63jo/identity/v1/backfill.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\x12IdentifierTypeRule\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\x0e\x62locked_values\x18\x03 \x03(\t\"h\n\tTraitRule\x12\r\n\x05trait\x18\x01 \x01(\t\x12\x33\n\x0csurvivorship\x18\x02 \x01(\x0e\x32\x1d.cjo.identity.v1.Survivorship\x12\x17\n\x0fsource_priority\x18\x03 \x03(\t\"P\n\x15\x43hannelConsentDefault\x12\'\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x16.cjo.common.v1.Channel\x12\x0e\n\x06opt_in\x18\x02 \x01(\x08\"\x8c\x04\n\x10IdentitySettings\x12\x1c\n\x14\x64\x65\x66\x61ult_phone_region\x18\x01 \x01(\t\x12=\n\x10identifier_types\x18\x02 \x03(\x0b\x32#.cjo.identity.v1.IdentifierTypeRule\x12/\n\x0btrait_rules\x18\x03 \x03(\x0b\x32\x1a.cjo.identity.v1.TraitRule\x12@\n\x10\x63onsent_defaults\x18\x04 \x03(\x0b\x32&.cjo.identity.v1.ChannelConsentDefault\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0f\x63omputed_traits\x18\x06 \x03(\x0b\x32\x1e.cjo.identity.v1.ComputedTrait\x12;\n\x11\x63onversion_events\x18\x07 \x03(\x0b\x32 .cjo.identity.v1.ConversionEvent\x12;\n\x18\x63omputed_traits_backfill\x18\x08 \x01(\x0b\x32\x19.cjo.identity.v1.Backfill\x12\x44\n\x15identity_verification\x18\t \x01(\x0b\x32%.cjo.identity.v1.IdentityVerification\"L\n\x14IdentityVerification\x12\x10\n\x08required\x18\x01 \x01(\x08\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x12\n\nsecret_set\x18\x03 \x01(\x08\"l\n\x0f\x43onversionEvent\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x18\n\x10revenue_property\x18\x02 \x01(\t\x12\x19\n\x11\x63urrency_property\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"\xa9\x01\n\rComputedTrait\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x39\n\x0b\x61ggregation\x18\x02 \x01(\x0e\x32$.cjo.identity.v1.ComputedAggregation\x12\x12\n\nevent_name\x18\x03 \x01(\t\x12\x10\n\x08property\x18\x04 \x01(\t\x12)\n\x06window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*\x97\x01\n\x0cSurvivorship\x12\x1c\n\x18SURVIVORSHIP_UNSPECIFIED\x10\x00\x12\x17\n\x13SURVIVORSHIP_LATEST\x10\x01\x12\x16\n\x12SURVIVORSHIP_FIRST\x10\x02\x12 \n\x1cSURVIVORSHIP_SOURCE_PRIORITY\x10\x03\x12\x16\n\x12SURVIVORSHIP_UNION\x10\x04*\x9d\x01\n\x13\x43omputedAggregation\x12$\n COMPUTED_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43OMPUTED_AGGREGATION_COUNT\x10\x01\x12\x1c\n\x18\x43OMPUTED_AGGREGATION_SUM\x10\x02\x12\"\n\x1e\x43OMPUTED_AGGREGATION_LAST_TIME\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.identity_settings_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SURVIVORSHIP']._serialized_start=1188
-  _globals['_SURVIVORSHIP']._serialized_end=1339
-  _globals['_COMPUTEDAGGREGATION']._serialized_start=1342
-  _globals['_COMPUTEDAGGREGATION']._serialized_end=1499
+  _globals['_SURVIVORSHIP']._serialized_start=1336
+  _globals['_SURVIVORSHIP']._serialized_end=1487
+  _globals['_COMPUTEDAGGREGATION']._serialized_start=1490
+  _globals['_COMPUTEDAGGREGATION']._serialized_end=1647
   _globals['_IDENTIFIERTYPERULE']._serialized_start=185
   _globals['_IDENTIFIERTYPERULE']._serialized_end=258
   _globals['_TRAITRULE']._serialized_start=260
@@ -46,9 +46,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANNELCONSENTDEFAULT']._serialized_start=366
   _globals['_CHANNELCONSENTDEFAULT']._serialized_end=446
   _globals['_IDENTITYSETTINGS']._serialized_start=449
-  _globals['_IDENTITYSETTINGS']._serialized_end=903
-  _globals['_CONVERSIONEVENT']._serialized_start=905
-  _globals['_CONVERSIONEVENT']._serialized_end=1013
-  _globals['_COMPUTEDTRAIT']._serialized_start=1016
-  _globals['_COMPUTEDTRAIT']._serialized_end=1185
+  _globals['_IDENTITYSETTINGS']._serialized_end=973
+  _globals['_IDENTITYVERIFICATION']._serialized_start=975
+  _globals['_IDENTITYVERIFICATION']._serialized_end=1051
+  _globals['_CONVERSIONEVENT']._serialized_start=1053
+  _globals['_CONVERSIONEVENT']._serialized_end=1161
+  _globals['_COMPUTEDTRAIT']._serialized_start=1164
+  _globals['_COMPUTEDTRAIT']._serialized_end=1333
 # @@protoc_insertion_point(module_scope)

@@ -66,7 +66,7 @@ class ChannelConsentDefault(_message.Message):
     def __init__(self, channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., opt_in: _Optional[bool] = ...) -> None: ...
 
 class IdentitySettings(_message.Message):
-    __slots__ = ("default_phone_region", "identifier_types", "trait_rules", "consent_defaults", "update_time", "computed_traits", "conversion_events", "computed_traits_backfill")
+    __slots__ = ("default_phone_region", "identifier_types", "trait_rules", "consent_defaults", "update_time", "computed_traits", "conversion_events", "computed_traits_backfill", "identity_verification")
     DEFAULT_PHONE_REGION_FIELD_NUMBER: _ClassVar[int]
     IDENTIFIER_TYPES_FIELD_NUMBER: _ClassVar[int]
     TRAIT_RULES_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class IdentitySettings(_message.Message):
     COMPUTED_TRAITS_FIELD_NUMBER: _ClassVar[int]
     CONVERSION_EVENTS_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_TRAITS_BACKFILL_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     default_phone_region: str
     identifier_types: _containers.RepeatedCompositeFieldContainer[IdentifierTypeRule]
     trait_rules: _containers.RepeatedCompositeFieldContainer[TraitRule]
@@ -83,7 +84,18 @@ class IdentitySettings(_message.Message):
     computed_traits: _containers.RepeatedCompositeFieldContainer[ComputedTrait]
     conversion_events: _containers.RepeatedCompositeFieldContainer[ConversionEvent]
     computed_traits_backfill: _backfill_pb2.Backfill
-    def __init__(self, default_phone_region: _Optional[str] = ..., identifier_types: _Optional[_Iterable[_Union[IdentifierTypeRule, _Mapping]]] = ..., trait_rules: _Optional[_Iterable[_Union[TraitRule, _Mapping]]] = ..., consent_defaults: _Optional[_Iterable[_Union[ChannelConsentDefault, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computed_traits: _Optional[_Iterable[_Union[ComputedTrait, _Mapping]]] = ..., conversion_events: _Optional[_Iterable[_Union[ConversionEvent, _Mapping]]] = ..., computed_traits_backfill: _Optional[_Union[_backfill_pb2.Backfill, _Mapping]] = ...) -> None: ...
+    identity_verification: IdentityVerification
+    def __init__(self, default_phone_region: _Optional[str] = ..., identifier_types: _Optional[_Iterable[_Union[IdentifierTypeRule, _Mapping]]] = ..., trait_rules: _Optional[_Iterable[_Union[TraitRule, _Mapping]]] = ..., consent_defaults: _Optional[_Iterable[_Union[ChannelConsentDefault, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computed_traits: _Optional[_Iterable[_Union[ComputedTrait, _Mapping]]] = ..., conversion_events: _Optional[_Iterable[_Union[ConversionEvent, _Mapping]]] = ..., computed_traits_backfill: _Optional[_Union[_backfill_pb2.Backfill, _Mapping]] = ..., identity_verification: _Optional[_Union[IdentityVerification, _Mapping]] = ...) -> None: ...
+
+class IdentityVerification(_message.Message):
+    __slots__ = ("required", "secret", "secret_set")
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    SECRET_SET_FIELD_NUMBER: _ClassVar[int]
+    required: bool
+    secret: str
+    secret_set: bool
+    def __init__(self, required: _Optional[bool] = ..., secret: _Optional[str] = ..., secret_set: _Optional[bool] = ...) -> None: ...
 
 class ConversionEvent(_message.Message):
     __slots__ = ("event_name", "revenue_property", "currency_property", "currency")
