@@ -1,9 +1,21 @@
-"""NATS for the event bus tests: is a server listening, and wait until one is."""
+"""NATS for the event bus tests: is a server listening, wait until one is, a producer's outbox
+to relay from, and a test's streams to remove."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy import MetaData, select
+
+from cjo_platform.bus import Bus, BusSettings, naming
+from cjo_platform.clock import ManualClock
+from cjo_platform.db import Database
+from cjo_platform.db.dead_letters import DeadLetters, define_dead_letters
+from cjo_platform.db.outbox import Forwarder, Outbox, define_outbox
 
 NATS_URL = "nats://127.0.0.1:4222"
 
@@ -23,3 +35,49 @@ def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"nothing listens on {host}:{port} after {timeout}s")
         time.sleep(0.05)
+
+
+class SenderOutbox:
+    """A producer's outbox (delivery's, identity's) in a SQLite file of its own, for tests that
+    run a producer's real forwarder against a real receiving service."""
+
+    def __init__(self, path: Path, workspace_id: str) -> None:
+        tables = MetaData()
+        clock = ManualClock()
+        self.workspace_id = workspace_id
+        self.outbox = Outbox(define_outbox(tables), clock,
+                             DeadLetters(define_dead_letters(tables), clock))
+        self.db = Database(f"sqlite:///{path}", schema="")
+        tables.create_all(self.db.engine)
+
+    def queue(self, topic: str, payloads: list[bytes]) -> None:
+        with self.db.transaction() as session:
+            self.outbox.add(session, topic, self.workspace_id, [(p, "") for p in payloads])
+
+    def queued(self) -> int:
+        with self.db.transaction() as session:
+            return len(session.execute(select(self.outbox.table)).all())
+
+
+async def drain(forwarder: Forwarder) -> None:
+    """Publish every row the forwarder has."""
+    while await forwarder.drain_once():
+        pass
+
+
+async def drop_streams(prefix: str, topics: Iterable[str]) -> None:
+    """Remove a test's streams (and its claims bucket) from the shared server."""
+    bus = Bus(BusSettings(url=NATS_URL, prefix=prefix))
+    js = await bus.jetstream()
+    for stream in (*(naming.stream_name(prefix, t) for t in topics),
+                   "KV_" + naming.stream_name(prefix, "claims")):
+        with contextlib.suppress(Exception):  # never created by this test
+            await js.delete_stream(stream)
+    await bus.close()
+
+
+def bus_env(prefix: str) -> dict[str, str]:
+    """A receiving service's environment: the shared server, the test's prefix, quick
+    redelivery and dead letters at the first refusal."""
+    return {"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_PREFIX": prefix, "CJO_BUS_PARTITIONS": "2",
+            "CJO_BUS_ACK_WAIT_SECONDS": "2", "CJO_BUS_MAX_ATTEMPTS": "1"}

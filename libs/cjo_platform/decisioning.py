@@ -4,51 +4,125 @@ under :data:`DECISIONING_FACTS_TOPIC`, identity its accepted track events and me
 rewards) under :data:`DECISIONING_EVENTS_TOPIC`, each in the transaction that made them true;
 a forwarder records them with decisioning in batches, on behalf of each row's workspace.
 Decisioning deduplicates by fact and event id, so a batch re-sent after a lost acknowledgement
-is taken once."""
+is taken once. With the event bus (CJO_EVENT_BUS) the forwarders publish the rows to JetStream
+instead, and decisioning's consumers (:func:`decisioning_facts_consumer`,
+:func:`decisioning_events_consumer`) hand them to its own RecordMessageFacts and RecordEvents."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from cjo.analytics.v1 import fact_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2, decisioning_service_pb2_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2
+from cjo_platform.bus import Bus
+from cjo_platform.bus.consumer import BusConsumer
+from cjo_platform.bus.receiver import local_receiver
+from cjo_platform.bus.relay import bus_sender
+from cjo_platform.clock import Clock
 from cjo_platform.config import ServiceSettings
+from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
-from cjo_platform.db.outbox import Forwarder, Outbox
+from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, SendBatch
 from cjo_platform.forwarding import peer_sender
 
 DECISIONING_FACTS_TOPIC = "decisioning.facts"
 DECISIONING_EVENTS_TOPIC = "decisioning.events"
+DECISIONING_SERVICE = "cjo.decisioning.v1.DecisioningService"
+
+
+def _facts_request(rows: Sequence[OutboxRow]
+                   ) -> decisioning_service_pb2.RecordMessageFactsRequest:
+    return decisioning_service_pb2.RecordMessageFactsRequest(
+        facts=[fact_pb2.Fact.FromString(row.payload) for row in rows])
+
+
+def _fact_id(row: OutboxRow) -> str:
+    fact_id: str = fact_pb2.Fact.FromString(row.payload).fact_id
+    return fact_id
+
+
+def _fact_profile(row: OutboxRow) -> str:
+    profile_id: str = fact_pb2.Fact.FromString(row.payload).profile_id
+    return profile_id
+
+
+def _events_request(rows: Sequence[OutboxRow]) -> decisioning_service_pb2.RecordEventsRequest:
+    return decisioning_service_pb2.RecordEventsRequest(
+        events=[orchestration_service_pb2.ForwardedEvent.FromString(row.payload)
+                for row in rows])
+
+
+def _event_id(row: OutboxRow) -> str:
+    event_id: str = orchestration_service_pb2.ForwardedEvent.FromString(row.payload).event_id
+    return event_id
+
+
+def _event_profile(row: OutboxRow) -> str:
+    profile_id: str = orchestration_service_pb2.ForwardedEvent.FromString(
+        row.payload).profile_id
+    return profile_id
 
 
 def decisioning_facts_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
-                                timeout: float = 10.0, poll_interval: float = 1.0
-                                ) -> Forwarder:
-    """Forwards serialized ``cjo.analytics.v1.Fact`` rows to RecordMessageFacts."""
-    send = peer_sender(
-        settings, "decisioning",
-        # The generated *_pb2_grpc modules carry no annotations.
-        method=lambda ch: decisioning_service_pb2_grpc.DecisioningServiceStub(  # type: ignore[no-untyped-call]
-            ch).RecordMessageFacts,
-        request=lambda rows: decisioning_service_pb2.RecordMessageFactsRequest(
-            facts=[fact_pb2.Fact.FromString(row.payload) for row in rows]),
-        what="message facts", timeout=timeout)
+                                timeout: float = 10.0, poll_interval: float = 1.0,
+                                bus: Bus | None = None) -> Forwarder:
+    """Forwards serialized ``cjo.analytics.v1.Fact`` rows to RecordMessageFacts, or with
+    ``bus`` publishes them to JetStream."""
+    send: SendBatch
+    if bus is not None:
+        # A profile's facts share a partition, so an exposure is taken before its opens.
+        send = bus_sender(bus, settings.service, DECISIONING_FACTS_TOPIC,
+                          ordering_key=_fact_profile)
+    else:
+        send = peer_sender(
+            settings, "decisioning",
+            # The generated *_pb2_grpc modules carry no annotations.
+            method=lambda ch: decisioning_service_pb2_grpc.DecisioningServiceStub(  # type: ignore[no-untyped-call]
+                ch).RecordMessageFacts,
+            request=_facts_request, what="message facts", timeout=timeout)
     return Forwarder(db, outbox, DECISIONING_FACTS_TOPIC, send, poll_interval=poll_interval,
-                     item_key=lambda row: fact_pb2.Fact.FromString(row.payload).fact_id)
+                     item_key=_fact_id)
+
+
+def decisioning_facts_consumer(bus: Bus, record_message_facts: Callable[[Any, Any], Awaitable[Any]],
+                               db: Database, dead_letters: DeadLetters, clock: Clock
+                               ) -> BusConsumer:
+    """Decisioning's consumer of the message facts delivery publishes:
+    ``record_message_facts`` is its servicer's own RecordMessageFacts."""
+    receive = local_receiver(DECISIONING_SERVICE, "RecordMessageFacts", record_message_facts,
+                             request=_facts_request, what="message facts", items_field="facts")
+    return BusConsumer(bus, DECISIONING_FACTS_TOPIC, receive, db, dead_letters, clock,
+                       item_key=_fact_id)
 
 
 def decisioning_events_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
-                                 timeout: float = 10.0, poll_interval: float = 1.0
-                                 ) -> Forwarder:
-    """Forwards serialized ``cjo.orchestration.v1.ForwardedEvent`` rows to RecordEvents."""
-    send = peer_sender(
-        settings, "decisioning",
-        method=lambda ch: decisioning_service_pb2_grpc.DecisioningServiceStub(  # type: ignore[no-untyped-call]
-            ch).RecordEvents,
-        request=lambda rows: decisioning_service_pb2.RecordEventsRequest(
-            events=[orchestration_service_pb2.ForwardedEvent.FromString(row.payload)
-                    for row in rows]),
-        what="events", timeout=timeout)
-    return Forwarder(
-        db, outbox, DECISIONING_EVENTS_TOPIC, send, poll_interval=poll_interval,
-        item_key=lambda row: orchestration_service_pb2.ForwardedEvent.FromString(
-            row.payload).event_id)
+                                 timeout: float = 10.0, poll_interval: float = 1.0,
+                                 bus: Bus | None = None) -> Forwarder:
+    """Forwards serialized ``cjo.orchestration.v1.ForwardedEvent`` rows to RecordEvents, or with
+    ``bus`` publishes them to JetStream."""
+    send: SendBatch
+    if bus is not None:
+        # A profile's events share a partition: a merge is taken in its place among the rewards.
+        send = bus_sender(bus, settings.service, DECISIONING_EVENTS_TOPIC,
+                          ordering_key=_event_profile)
+    else:
+        send = peer_sender(
+            settings, "decisioning",
+            method=lambda ch: decisioning_service_pb2_grpc.DecisioningServiceStub(  # type: ignore[no-untyped-call]
+                ch).RecordEvents,
+            request=_events_request, what="events", timeout=timeout)
+    return Forwarder(db, outbox, DECISIONING_EVENTS_TOPIC, send, poll_interval=poll_interval,
+                     item_key=_event_id)
+
+
+def decisioning_events_consumer(bus: Bus, record_events: Callable[[Any, Any], Awaitable[Any]],
+                                db: Database, dead_letters: DeadLetters, clock: Clock
+                                ) -> BusConsumer:
+    """Decisioning's consumer of the track events and merges identity publishes:
+    ``record_events`` is its servicer's own RecordEvents."""
+    receive = local_receiver(DECISIONING_SERVICE, "RecordEvents", record_events,
+                             request=_events_request, what="events", items_field="events")
+    return BusConsumer(bus, DECISIONING_EVENTS_TOPIC, receive, db, dead_letters, clock,
+                       item_key=_event_id)

@@ -17,9 +17,11 @@ from cjo_decisioning.service_layer.decide import Engine
 from cjo_decisioning.service_layer.learning import LearningRound, LearningSettings
 from cjo_decisioning.settings import load_decisioning_settings
 from cjo_decisioning.workers.learning import LearningWorker
+from cjo_platform.bus import load_bus
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.content_catalog import ContentCatalog
+from cjo_platform.decisioning import decisioning_events_consumer, decisioning_facts_consumer
 from cjo_platform.rpc.dead_letters import dead_letter_servicer
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
@@ -44,6 +46,14 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         storage.transactions, ContentCatalog(settings, timeout), ProfileBook(settings, timeout),
         Engine(new_id, seed=engine.seed, draws=engine.draws,
                model_refresh_seconds=engine.model_refresh_seconds))
+    # With the event bus (CJO_EVENT_BUS), delivery's message facts and identity's events arrive
+    # from JetStream into the servicer's own RecordMessageFacts and RecordEvents.
+    bus = load_bus(env)
+    consumers = [] if bus is None else [
+        decisioning_facts_consumer(bus, servicer.RecordMessageFacts, storage.db,
+                                   storage.dead_letters, clock),
+        decisioning_events_consumer(bus, servicer.RecordEvents, storage.db,
+                                    storage.dead_letters, clock)]
     return ServiceApp(
         settings=settings,
         db=storage.db,
@@ -54,7 +64,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods=SERVICE_ONLY_METHODS,
-        background=[learner.run, storage.retention(env, settings.service, RETENTION).run],
+        background=[learner.run, storage.retention(env, settings.service, RETENTION).run,
+                    *(consumer.run for consumer in consumers)],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
     )

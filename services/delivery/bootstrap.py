@@ -150,12 +150,13 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     def announce_queued(uow: UnitOfWork) -> None:
         signals.send(uow, QUEUED_SIGNAL)
 
-    # CJO_EVENT_BUS set: the facts go to JetStream instead of analytics' RecordFacts.
-    forwarder = facts_forwarder(settings, storage.db, storage.outbox, bus=load_bus(env))
+    # CJO_EVENT_BUS set: the facts go to JetStream instead of the receivers' RPCs.
+    bus = load_bus(env)
+    forwarder = facts_forwarder(settings, storage.db, storage.outbox, bus=bus)
     events = identity_events_forwarder(settings, storage.db, storage.outbox)
     # Exposures of decisions, opens and clicks for decisioning (rewards, send times). With
     # CJO_DELIVERY_FORWARD_TO_DECISIONING off none is written; rows written before still drain.
-    outcomes = decisioning_facts_forwarder(settings, storage.db, storage.outbox)
+    outcomes = decisioning_facts_forwarder(settings, storage.db, storage.outbox, bus=bus)
 
     async def record(engagement: Engagement) -> bool:
         return await transactions.run(lambda uow: record_engagement(

@@ -48,7 +48,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     facts = facts_forwarder(settings, storage.db, storage.outbox, bus=bus)
     # Decisioning learns from the track events (its rewards): one more outbox row per event.
     to_decisioning = env.bool("CJO_IDENTITY_FORWARD_TO_DECISIONING", True)
-    rewards = decisioning_events_forwarder(settings, storage.db, storage.outbox)
+    rewards = decisioning_events_forwarder(settings, storage.db, storage.outbox, bus=bus)
     timing = load_time_settings(env)
     time = TimeWorker(LapseRound(transactions, timing.lapses),
                       BackfillRound(transactions, timing.backfills), timing.poll_seconds)
