@@ -153,7 +153,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # CJO_EVENT_BUS set: the facts go to JetStream instead of the receivers' RPCs.
     bus = load_bus(env)
     forwarder = facts_forwarder(settings, storage.db, storage.outbox, bus=bus)
-    events = identity_events_forwarder(settings, storage.db, storage.outbox)
+    events = identity_events_forwarder(settings, storage.db, storage.outbox, bus=bus)
     # Exposures of decisions, opens and clicks for decisioning (rewards, send times). With
     # CJO_DELIVERY_FORWARD_TO_DECISIONING off none is written; rows written before still drain.
     outcomes = decisioning_facts_forwarder(settings, storage.db, storage.outbox, bus=bus)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cjo.identity.v1 import identity_service_pb2_grpc, workspace_service_pb2_grpc
+from cjo_identity.adapters.bus import engagement_consumer
 from cjo_identity.adapters.gauges import PROBE as QUEUES
 from cjo_identity.adapters.orchestration import events_forwarder
 from cjo_identity.adapters.retention import RULES as RETENTION
@@ -52,13 +53,16 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     timing = load_time_settings(env)
     time = TimeWorker(LapseRound(transactions, timing.lapses),
                       BackfillRound(transactions, timing.backfills), timing.poll_seconds)
+    ingest = IdentityServicer(transactions, on_backfill=time.wake,
+                              forward_to_decisioning=to_decisioning)
+    # With the bus, delivery's engagement events arrive from JetStream into the very
+    # IngestEvents that delivery's forwarder calls otherwise.
+    consumers = [] if bus is None else [engagement_consumer(bus, ingest, storage, clock)]
     return ServiceApp(
         settings=settings,
         db=storage.db,
         servicers=[
-            Servicer(IdentityServicer(transactions, on_backfill=time.wake,
-                                      forward_to_decisioning=to_decisioning),
-                     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server,
+            Servicer(ingest, identity_service_pb2_grpc.add_IdentityServiceServicer_to_server,
                      identity_servicer.SERVICE),
             Servicer(WorkspaceServicer(transactions, from_database, resolve_key.forget_key),
                      workspace_service_pb2_grpc.add_WorkspaceServiceServicer_to_server,
@@ -71,7 +75,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         service_only_methods=workspace_servicer.SERVICE_ONLY_METHODS,
         # With forwarding off, rows written before still drain.
         background=[events.run, facts.run, rewards.run, time.run,
-                    storage.retention(env, settings.service, RETENTION).run],
+                    storage.retention(env, settings.service, RETENTION).run,
+                    *(consumer.run for consumer in consumers)],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
     )
