@@ -132,8 +132,10 @@ class Suite:
             proc.wait()
             raise
 
-    async def wait_ready(self, service: str, timeout: float = 60) -> None:
-        """Wait until the process ``service`` (a service, or one replica) reports SERVING."""
+    async def wait_ready(self, service: str, timeout: float = 120) -> None:
+        """Wait until the process ``service`` (a service, or one replica) reports SERVING. A
+        process that exits fails at once; the long limit is for a machine busy with other work
+        (six processes importing at once on two cores), not for a normal start (~3 s)."""
         address = f"127.0.0.1:{self.process_ports[service]}"
         async with grpc.aio.insecure_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
