@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cjo.delivery.v1 import delivery_service_pb2_grpc
+from cjo_delivery.adapters.bus import erasures_consumer
 from cjo_delivery.adapters.consent import IdentityConsent
 from cjo_delivery.adapters.engagement_http import EngagementListener, Tracking
 from cjo_delivery.adapters.gauges import PROBE as QUEUES
@@ -186,12 +187,15 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                       reports)
         background.append(listener.run)
 
+    servicer = DeliveryServicer(transactions, announce_queued,
+                                tracking[0].status_url if tracking else None, hub, secret_box)
+    if bus is not None:
+        # With the bus, orchestration's erasures arrive from JetStream into this EraseProfiles.
+        background.append(erasures_consumer(bus, servicer, storage, clock).run)
     return ServiceApp(
         settings=settings,
         db=storage.db,
-        servicers=[Servicer(DeliveryServicer(
-            transactions, announce_queued, tracking[0].status_url if tracking else None, hub,
-            secret_box),
+        servicers=[Servicer(servicer,
                             delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server,
                             SERVICE),
                    dead_letter_servicer(transactions, storage.dead_letters,

@@ -65,7 +65,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                             poll_interval=engine.poll_seconds, bus=bus)
     # Erasures reach delivery from the outbox, after the profile's enrollments ended.
     erasures = erasures_forwarder(settings, storage.db, storage.outbox, timeout=timeout,
-                                  poll_interval=engine.poll_seconds)
+                                  poll_interval=engine.poll_seconds, bus=bus)
     # New inbox events wake the event worker of every replica (LISTEN/NOTIFY on PostgreSQL;
     # in-process on SQLite); polling stays the safety net.
     signals = Signals(storage.db)

@@ -39,9 +39,13 @@ class _InProcess:
 
 def local_receiver(service: str, rpc: str, method: Callable[[Any, Any], Awaitable[Any]],
                    request: Callable[[Sequence[OutboxRow]], Message], what: str,
-                   items_field: str) -> SendBatch:
+                   items_field: str,
+                   check_reply: Callable[[str, Sequence[OutboxRow], Any], None] | None = None
+                   ) -> SendBatch:
     """``send(workspace_id, rows)`` running ``method`` (a bound servicer method whose full
-    gRPC name is ``/<service>/<rpc>``) on ``request(rows)``; returns the refused rows."""
+    gRPC name is ``/<service>/<rpc>``) on ``request(rows)``; returns the refused rows.
+    ``check_reply``, when given, replaces the per-item check, as for
+    :func:`cjo_platform.forwarding.peer_sender` (it raises ``Later`` to keep the rows)."""
     full_method = f"/{service}/{rpc}"
 
     async def receive(workspace_id: str, rows: Sequence[OutboxRow]) -> list[Any]:
@@ -61,6 +65,9 @@ def local_receiver(service: str, rpc: str, method: Callable[[Any, Any], Awaitabl
                 if database_unavailable(exc):
                     raise  # an outage: nobody's fault; the consumer waits, counting nothing
                 raise Undeliverable(f"{rpc} failed: {exc!r}", certain=False) from exc
+        if check_reply is not None:
+            check_reply(workspace_id, rows, reply)
+            return []
         return refusals(service, what, rows, reply)
 
     return receive

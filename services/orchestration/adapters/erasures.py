@@ -5,6 +5,9 @@ enrollments, and a forwarder calls DeliveryService.EraseProfiles until delivery 
 Going through orchestration (rather than straight from identity) orders the two: by the time
 delivery erases, no enrollment of the profile can ask for another message, so delivery's
 cancellation is final.
+
+With the event bus (CJO_EVENT_BUS) the rows are published to JetStream instead (partitioned by
+profile) and delivery's bus consumer hands them to the same EraseProfiles.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from collections.abc import Sequence
 
 from cjo.delivery.v1 import delivery_service_pb2
 from cjo_orchestration.adapters import stubs
+from cjo_platform.bus import Bus
+from cjo_platform.bus.relay import bus_sender
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db.engine import Database
-from cjo_platform.db.outbox import Forwarder, Later, Outbox, OutboxRow
+from cjo_platform.db.outbox import Forwarder, Later, Outbox, OutboxRow, SendBatch
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.forwarding import peer_sender
 from cjo_platform.logging import get_logger
@@ -61,12 +66,18 @@ def _check_reply(workspace_id: str, rows: Sequence[OutboxRow],
 
 
 def erasures_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
-                       timeout: float = 10.0, poll_interval: float = 1.0) -> Forwarder:
-    send = peer_sender(
-        settings, "delivery",
-        method=lambda ch: stubs.delivery(ch).EraseProfiles,
-        request=lambda rows: delivery_service_pb2.EraseProfilesRequest(
-            profile_ids=_profiles(rows)),
-        what="erasures", check_reply=_check_reply, timeout=timeout)
+                       timeout: float = 10.0, poll_interval: float = 1.0,
+                       bus: Bus | None = None) -> Forwarder:
+    send: SendBatch
+    if bus is not None:
+        send = bus_sender(bus, settings.service, ERASURES_TOPIC,
+                          ordering_key=lambda row: ",".join(_profiles([row])))
+    else:
+        send = peer_sender(
+            settings, "delivery",
+            method=lambda ch: stubs.delivery(ch).EraseProfiles,
+            request=lambda rows: delivery_service_pb2.EraseProfilesRequest(
+                profile_ids=_profiles(rows)),
+            what="erasures", check_reply=_check_reply, timeout=timeout)
     return Forwarder(db, outbox, ERASURES_TOPIC, send, poll_interval=poll_interval,
                      item_key=lambda row: ",".join(_profiles([row])))
