@@ -11,7 +11,7 @@ import yaml
 from google.protobuf import json_format
 
 from cjo_cli.manifests import Manifest
-from cjo_cli.resources import KIND_TABLE, SETTINGS_PARTS, request_id, settable
+from cjo_cli.resources import KIND_TABLE, SETTINGS_PARTS, Retired, request_id, settable
 from cjo_client import Client
 
 
@@ -78,16 +78,20 @@ def _normalise(message_type: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def apply(client: Client, manifests: list[Manifest], *, dry_run: bool = False,
+                recreate: bool = False,
                 report: Callable[[Outcome], None] = lambda _: None) -> list[Outcome]:
+    """``recreate``: a manifest naming an archived journey creates a new one (else that is an
+    error: the archive was somebody's decision)."""
     outcomes: list[Outcome] = []
     for manifest in manifests:
-        for outcome in await _apply_one(client, manifest, dry_run):
+        for outcome in await _apply_one(client, manifest, dry_run, recreate):
             report(outcome)
             outcomes.append(outcome)
     return outcomes
 
 
-async def _apply_one(client: Client, m: Manifest, dry_run: bool) -> list[Outcome]:
+async def _apply_one(client: Client, m: Manifest, dry_run: bool,
+                     recreate: bool = False) -> list[Outcome]:
     if m.kind == "Settings":
         return await _apply_settings(client, m, dry_run)
     kind = KIND_TABLE[m.kind]
@@ -98,13 +102,19 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool) -> list[Outcome
     # The service-given id names the object; it is not a field to set.
     given_id = str(spec.pop(kind.id_field, "")) if kind.id_field else ""
     desired = _normalise(kind.message, spec)
-    stored = await kind.find(client, m.spec)
+    try:
+        stored = await kind.find(client, m.spec)
+    except Retired as exc:
+        if not recreate:
+            raise ValueError(f"{m.source}: {exc}") from None
+        stored, given_id = None, ""
     publish = kind.publish is not None and (kind.always_publish or m.publish)
     label = f"{m.kind}/{key}"
-    # Secrets are never read back: a provider's are compared by name only.
+    # Secrets are never read back, so they cannot be compared: a manifest that has any sends
+    # them on every apply (a rotated password then takes effect; the diff says so).
     secrets = desired.pop("secrets", None) if m.kind == "Provider" else None
     if stored is None:
-        diff = _diff(label, None, desired)
+        diff = _diff(label, None, desired) + _SECRETS_NOTE * bool(secrets)
         note = ""
         if not dry_run:
             rid = request_id(m.kind, key, m.spec)
@@ -118,12 +128,19 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool) -> list[Outcome
         return [Outcome(m.kind, key, "created", diff, note)]
     current = settable(stored)
     before, paths = _compare(current, desired, kind.defaults)
-    if secrets and not set(secrets) <= set(getattr(stored, "secret_keys", [])):
+    if secrets:
         paths.append("secrets")
     to_publish = publish and (bool(paths) or kind.unpublished(stored))
+    note = ""
+    if publish and kind.paused(stored):
+        # Publishing resumes: an operator's pause stands until they resume it.
+        to_publish, note = False, "paused; not published (resume it to publish)"
     if not paths and not to_publish:
-        return [Outcome(m.kind, key, "unchanged")]
-    diff = _diff(label, before, desired) if paths else ""
+        return [Outcome(m.kind, key, "unchanged", note=note)]
+    shown = [p for p in paths if p != "secrets"]
+    diff = _diff(label, before, desired) if shown else ""
+    if secrets:
+        diff += _SECRETS_NOTE
     if not dry_run:
         rid = request_id(m.kind, key, m.spec, stored_etag(stored))
         updated = stored
@@ -131,7 +148,10 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool) -> list[Outcome
             updated = await kind.update(client, stored, kind.parse(spec), paths, rid)
         if to_publish and kind.publish is not None:
             await kind.publish(client, updated, rid)
-    return [Outcome(m.kind, key, "updated" if paths else "published", diff)]
+    return [Outcome(m.kind, key, "updated" if paths else "published", diff, note)]
+
+
+_SECRETS_NOTE = "secrets: (not compared; sent again)\n"
 
 
 def stored_etag(stored: Any) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from cjo_client import SERVICES, Client, Endpoints
+from cjo_client import SERVICES, Client, Endpoints, is_loopback
 
 KEY_ENV = "CJO_API_KEY"
 
@@ -31,6 +31,28 @@ class Context:
     endpoints: dict[str, str] = field(default_factory=dict)
     api_key: str = ""  # stored key (the file is 0600); empty when read from api_key_env
     api_key_env: str = ""  # the environment variable holding the key instead
+    # TLS: None (not said) means on when any endpoint is off this machine. A CA file verifies
+    # the services' certificates against a private CA (implies TLS).
+    tls: bool | None = None
+    ca_file: str = ""
+    # Plaintext to a host off this machine is refused (the API key would cross the network in
+    # the clear) unless the context says so.
+    insecure: bool = False
+
+    def secure(self) -> bool:
+        """Whether this context dials TLS; refuses plaintext to a remote host unless
+        ``insecure``."""
+        remote = sorted(t for t in Endpoints(self.endpoints).targets.values()
+                        if not is_loopback(t))
+        if self.ca_file or self.tls:
+            return True
+        if self.tls is None and remote:
+            return True
+        if remote and not self.insecure:
+            raise ConfigError(f"context {self.name!r} would send its API key in plaintext to "
+                              f"{', '.join(remote)}: use --tls (and --ca-file for a private "
+                              "CA), or --insecure if that network is trusted")
+        return False
 
     def key(self) -> str:
         if self.api_key_env:
@@ -48,7 +70,8 @@ class Context:
         return key
 
     def client(self) -> Client:
-        return Client(Endpoints(self.endpoints), self.key())
+        return Client(Endpoints(self.endpoints), self.key(), secure=self.secure(),
+                      ca_file=self.ca_file)
 
 
 @dataclass
@@ -63,7 +86,8 @@ class Config:
             return cls()
         data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         contexts = {name: Context(name, dict(c.get("endpoints") or {}), c.get("api_key", ""),
-                                  c.get("api_key_env", ""))
+                                  c.get("api_key_env", ""), c.get("tls"), c.get("ca_file", ""),
+                                  bool(c.get("insecure", False)))
                     for name, c in (data.get("contexts") or {}).items()}
         return cls(contexts, data.get("current_context", ""))
 
@@ -72,7 +96,9 @@ class Config:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = {"current_context": self.current, "contexts": {
             c.name: {k: v for k, v in (("endpoints", c.endpoints), ("api_key", c.api_key),
-                                       ("api_key_env", c.api_key_env)) if v}
+                                       ("api_key_env", c.api_key_env), ("tls", c.tls),
+                                       ("ca_file", c.ca_file), ("insecure", c.insecure))
+                     if v or (k == "tls" and v is False)}
             for c in self.contexts.values()}}
         # Created 0600 before the key is written, never readable by others for a moment.
         fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -89,7 +115,12 @@ class Config:
             if wanted not in self.contexts:
                 raise ConfigError(f"no context {wanted!r}; `cjo context list` shows them")
             return self.contexts[wanted]
-        return Context("(environment)", dict(Endpoints.from_env().targets))
+        env = os.environ
+        tls = env.get("CJO_TLS", "").strip().lower()
+        return Context("(environment)", dict(Endpoints.from_env().targets),
+                       tls={"true": True, "1": True, "false": False, "0": False}.get(tls),
+                       ca_file=env.get("CJO_CA_FILE", "").strip(),
+                       insecure=env.get("CJO_INSECURE", "").strip().lower() in ("true", "1"))
 
 
 def parse_endpoints(host: str | None, pairs: list[str]) -> dict[str, str]:

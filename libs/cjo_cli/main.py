@@ -109,7 +109,14 @@ def context_add(
                                         "when the context is used (nothing stored)."),
         api_key_stdin: bool = typer.Option(False, help="Read the key from standard input and "
                                            "store it (the file is readable by you only)."),
-        use: bool = typer.Option(True, help="Make it the current context.")) -> None:
+        use: bool = typer.Option(True, help="Make it the current context."),
+        tls: bool = typer.Option(None, "--tls/--no-tls", help="TLS to the services (default: "
+                                 "on when a host is not this machine)."),
+        ca_file: str = typer.Option("", help="PEM file of the CA that signed the services' "
+                                    "certificates (implies --tls)."),
+        insecure: bool = typer.Option(False, help="Allow plaintext to a host that is not this "
+                                      "machine (the key then crosses the network in the clear)."),
+) -> None:
     """Add (or replace) a context."""
     try:
         endpoints = parse_endpoints(host, endpoint)
@@ -118,7 +125,11 @@ def context_add(
         raise typer.Exit(2) from None
     key = sys.stdin.readline().strip() if api_key_stdin else ""
     config = Config.load()
-    config.contexts[name] = Context(name, endpoints, key, api_key_env)
+    if ca_file and not Path(ca_file).is_file():
+        err.print(f"[red]error:[/] --ca-file {ca_file}: no such file")
+        raise typer.Exit(2)
+    config.contexts[name] = Context(name, endpoints, key, api_key_env, tls,
+                                    str(Path(ca_file).resolve()) if ca_file else "", insecure)
     if use or not config.current:
         config.current = name
     config.save()
@@ -158,8 +169,11 @@ def apply_cmd(
         file: Path = typer.Option(..., "-f", "--filename", help="A manifest file or a "
                                   "directory of them (read recursively)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change, as a "
-                                     "diff against the server; change nothing.")) -> None:
-    """Create or update what the manifests describe; unchanged objects are left alone."""
+                                     "diff against the server; change nothing."),
+        recreate: bool = typer.Option(False, "--recreate", help="Create a journey again whose "
+                                      "namesake was archived (else that is an error).")) -> None:
+    """Create or update what the manifests describe; unchanged objects are left alone. A
+    paused journey is never published (that would resume it)."""
     try:
         found = manifests.load(file)
     except manifests.ManifestError as exc:
@@ -175,7 +189,8 @@ def apply_cmd(
         if o.note:
             out.print(f"  {o.note}", markup=False, highlight=False)
 
-    outcomes = _run(lambda c: applying.apply(c, found, dry_run=dry_run, report=report))
+    outcomes = _run(lambda c: applying.apply(c, found, dry_run=dry_run, recreate=recreate,
+                                             report=report))
     changed = sum(o.action != "unchanged" for o in outcomes)
     if not changed:
         out.print("no changes")

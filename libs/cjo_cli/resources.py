@@ -72,6 +72,18 @@ async def _missing_is_none(call: Awaitable[Any]) -> Any:
         raise
 
 
+class AmbiguousName(ValueError):
+    """More than one live object has the name a manifest gives."""
+
+
+class Retired(ValueError):
+    """The object a manifest names was retired (an archived journey)."""
+
+    def __init__(self, stored: Any, message: str) -> None:
+        super().__init__(message)
+        self.stored = stored
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of object and how its service stores it.
@@ -101,6 +113,9 @@ class Kind:
     always_publish: bool = False
     unpublished: Callable[[Any], bool] = lambda _: False  # stored, but not published as is
     live: Callable[[Any], bool] = lambda _: True  # which stored objects a name may match
+    # Stored, but an operator stopped it: apply changes its draft and never publishes it
+    # (publishing would resume it).
+    paused: Callable[[Any], bool] = lambda _: False
     # What the service stores for a field left unset, by path (`nodes.send.on_failure`: list
     # items are not numbered). A field a manifest leaves out is reset (cleared, so the service
     # stores its default again); it is a difference only when the stored value is not that.
@@ -125,11 +140,23 @@ class Kind:
         return request
 
     async def get(self, c: Client, key: str) -> Message | None:
-        """By resource id where the service takes one; else by display name among the live."""
-        if self.id_field:
-            return next((i for i in await self.list(c)
-                         if self.live(i) and getattr(i, self.key_field) == key), None)
-        return await self.get_by_id(c, key)
+        """By resource id where the service takes one; else by display name among the live.
+        Two live objects of that name are refused (which one is meant cannot be told), and
+        where no live one has it but a retired one does (an archived journey), that is
+        refused too: creating a new one would bring back what somebody retired."""
+        if not self.id_field:
+            return await self.get_by_id(c, key)
+        named = [i for i in await self.list(c) if getattr(i, self.key_field) == key]
+        live = [i for i in named if self.live(i)]
+        if len(live) > 1:
+            ids = ", ".join(getattr(i, self.id_field) for i in live)
+            raise AmbiguousName(f"{len(live)} {self.name.lower()}s are named {key!r} ({ids}); "
+                                f"add `{self.id_field}: <id>` to the manifest to say which")
+        if not live and named:
+            raise Retired(named[0], f"{self.name}/{key} is archived "
+                          f"({self.id_field} {getattr(named[0], self.id_field)}); apply with "
+                          "--recreate to create a new one of that name")
+        return live[0] if live else None
 
     async def get_by_id(self, c: Client, resource_id: str) -> Message | None:
         reply = await _missing_is_none(self._call(c, "Get", self._request(
@@ -148,14 +175,23 @@ class Kind:
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:  # not an id at all
                     raise
                 found = None
-            if found is not None and self.live(found):
+            if found is not None:
+                if not self.live(found):
+                    raise Retired(found, f"{self.name}/{self.key_of(spec)} is archived "
+                                  f"({self.id_field} {resource_id}); remove `{self.id_field}` "
+                                  "and apply with --recreate to create a new one")
                 return found
         return await self.get(c, self.key_of(spec))
 
     async def lookup(self, c: Client, name: str) -> Message | None:
-        """What a person names on the command line: an id or a key (a display name)."""
-        return await self.find(c, {self.key_field: name, self.id_field: name}
-                               if self.id_field else {self.key_field: name})
+        """What a person names on the command line: an id or a key (a display name); an
+        archived journey is shown as it is."""
+        try:
+            return await self.find(c, {self.key_field: name, self.id_field: name}
+                                   if self.id_field else {self.key_field: name})
+        except Retired as exc:
+            found: Message = exc.stored
+            return found
 
     async def create(self, c: Client, item: Message, rid: str) -> Message:
         reply = await self._call(c, "Create", self._request(
@@ -214,7 +250,13 @@ def _not_archived(journey: Any) -> bool:
 
 
 def _journey_unpublished(journey: Any) -> bool:
-    return bool(journey.state != journey_pb2.JOURNEY_STATE_ACTIVE)
+    # Never published. A published journey is published again only when its draft changed
+    # (the apply updated it); a paused one never (see `paused`).
+    return bool(journey.published_version == 0)
+
+
+def _journey_paused(journey: Any) -> bool:
+    return bool(journey.state == journey_pb2.JOURNEY_STATE_PAUSED)
 
 
 def _content_unpublished(item: Any) -> bool:
@@ -241,7 +283,7 @@ KIND_TABLE: dict[str, Kind] = {k.name: k for k in (
                    "exploration": {"method": "EXPLORATION_METHOD_THOMPSON"}}),
     Kind("Journey", journey_pb2.Journey, "display_name", "orchestration", orch_pb, "Journey",
          "journey", "journeys", id_field="journey_id", publish=publish_journey,
-         unpublished=_journey_unpublished, live=_not_archived,
+         unpublished=_journey_unpublished, live=_not_archived, paused=_journey_paused,
          defaults={"re_entry": "RE_ENTRY_POLICY_NEVER",
                    "nodes.send.on_failure": "FAILURE_POLICY_EXIT"}),
 )}

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -46,6 +47,15 @@ _RETRY_POLICY = json.dumps({
 })
 
 
+def is_loopback(target: str) -> bool:
+    """Whether ``target`` (host:port) stays on this machine, where plaintext gRPC is safe."""
+    host = target.rsplit(":", 1)[0] if target.count(":") == 1 or target.startswith("[") \
+        else target
+    host = host.strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.") \
+        or target.startswith("unix:")
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """host:port per service. Missing services dial 127.0.0.1 on their default port."""
@@ -70,12 +80,16 @@ class Client:
     async context manager). Every stub call made through :attr:`metadata` is authorised as the
     API key's workspace."""
 
-    def __init__(self, endpoints: Endpoints, api_key: str, *, secure: bool = False) -> None:
+    def __init__(self, endpoints: Endpoints, api_key: str, *, secure: bool = False,
+                 ca_file: str = "") -> None:
+        """``secure``: TLS to every service, verified against the system's roots or, with
+        ``ca_file``, against the PEM certificates in it (a private CA)."""
         if not api_key:
             raise ValueError("an API key is needed")
         self.endpoints = endpoints
         self._api_key = api_key
-        self._secure = secure
+        self._secure = secure or bool(ca_file)
+        self._roots = Path(ca_file).read_bytes() if ca_file else None
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def __repr__(self) -> str:
@@ -96,7 +110,8 @@ class Client:
                 ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ]
             target = self.endpoints.target(service)
-            existing = (grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options)
+            existing = (grpc.aio.secure_channel(
+                target, grpc.ssl_channel_credentials(root_certificates=self._roots), options)
                         if self._secure else grpc.aio.insecure_channel(target, options))
             self._channels[service] = existing
         return existing

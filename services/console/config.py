@@ -23,6 +23,13 @@ class ConsoleSettings:
     # Secure cookies need HTTPS: true behind an Ingress with TLS; `make run` serves plain HTTP.
     secure_cookies: bool
     refresh_seconds: float  # how often a journey's graph asks for fresh counts
+    # How long one fetch of a journey's counts (a funnel query in analytics) serves every tab
+    # of the same key on this replica.
+    counts_cache_seconds: float
+    # TLS to the services' gRPC ports (the API key travels there), verified against the
+    # system's roots or the PEM file ca_file (a private CA; implies TLS).
+    tls: bool
+    ca_file: str
     log_format: str
     log_level: str
 
@@ -61,6 +68,9 @@ def load(environ: Mapping[str, str] | None = None) -> ConsoleSettings:
                                                          minimum=0.01)),
         secure_cookies=env.bool("CJO_CONSOLE_SECURE_COOKIES", False),
         refresh_seconds=env.float("CJO_CONSOLE_REFRESH_SECONDS", 3.0, minimum=0.5),
+        counts_cache_seconds=env.float("CJO_CONSOLE_COUNTS_CACHE_SECONDS", 2.0, minimum=0.0),
+        tls=env.bool("CJO_CONSOLE_TLS", False),
+        ca_file=env.str("CJO_CONSOLE_CA_FILE", ""),
         log_format=env.choice("CJO_LOG_FORMAT", "auto", ("auto", "json", "console")),
         log_level=env.choice("CJO_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
     )

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from cjo.orchestration.v1 import journey_pb2
+from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
+from cjo_cli.resources import KIND_TABLE
+from cjo_client import Client, Endpoints
 from cli_support import REPO, cjo_for, new_workspace
 from suite import running_suite
 from support import Backend
@@ -145,3 +149,67 @@ async def test_apply_clears_what_the_file_no_longer_says_and_follows_renames(
             listed = (await cjo("list", f"{kind}s")).stdout
             assert new in listed and name not in listed, listed
             assert "no changes" in (await cjo("apply", "-f", str(renamed))).stdout
+
+
+async def test_apply_keeps_a_pause_refuses_an_archive_or_a_shared_name_and_sends_secrets(
+        sqlite_backend: Backend, tmp_path: Path) -> None:
+    """An operator's pause outlives the next deploy (apply never publishes a paused journey,
+    which would resume it); a manifest naming an archived journey is an error, not a new
+    journey sending again (unless --recreate); two live journeys of one name are refused; a
+    provider's secrets, never read back, are sent on every apply so a rotation takes effect."""
+    async with running_suite(sqlite_backend, tmp_path) as suite:
+        key = await new_workspace(suite, "acme")
+        cjo = cjo_for(suite, key, tmp_path / "config")
+        await cjo("apply", "-f", "examples/")
+        async with Client(Endpoints.from_env(cjo.env), key) as client:
+            journeys = await KIND_TABLE["Journey"].list(client)
+            thank = next(j for j in journeys if j.display_name == "Thank buyers")
+            await client.orchestration.PauseJourney(orch_pb.PauseJourneyRequest(
+                name=thank.name, request_id="pause-1"), metadata=client.metadata)
+
+            again = await cjo("apply", "-f", "examples/")
+            assert "Journey/Thank buyers unchanged" in again.stdout, again.stdout
+            assert "paused; not published" in again.stdout, again.stdout
+            got = (await client.orchestration.GetJourney(orch_pb.GetJourneyRequest(
+                name=thank.name), metadata=client.metadata)).journey
+            assert got.state == journey_pb2.JOURNEY_STATE_PAUSED
+            assert got.published_version == thank.published_version
+
+            await client.orchestration.ArchiveJourney(orch_pb.ArchiveJourneyRequest(
+                name=thank.name, request_id="archive-1"), metadata=client.metadata)
+            refused = await cjo("apply", "-f", "examples/journeys/", check=False)
+            assert refused.returncode == 1, refused.stdout
+            assert "Thank buyers is archived" in refused.stderr, refused.stderr
+            named = [j for j in await KIND_TABLE["Journey"].list(client)
+                     if j.display_name == "Thank buyers"]
+            assert len(named) == 1  # no second journey
+            recreated = await cjo("apply", "-f", "examples/journeys/", "--recreate")
+            assert "Journey/Thank buyers created" in recreated.stdout, recreated.stdout
+
+            # A second live journey of the same name: which one is meant cannot be told.
+            twin = journey_pb2.Journey()
+            twin.CopyFrom(next(j for j in await KIND_TABLE["Journey"].list(client)
+                               if j.display_name == "Cart abandonment"))
+            twin.ClearField("name")
+            await client.orchestration.CreateJourney(orch_pb.CreateJourneyRequest(
+                journey=twin, request_id="twin-1"), metadata=client.metadata)
+            ambiguous = await cjo("apply", "-f", "examples/journeys/", check=False)
+            assert ambiguous.returncode == 1
+            assert "2 journeys are named 'Cart abandonment'" in ambiguous.stderr, \
+                ambiguous.stderr
+
+            # Secrets: a changed password is sent (the provider changes), and the diff says
+            # they are not compared.
+            provider = tmp_path / "provider.yaml"
+            text = (REPO / "examples/providers/dev_mailbox.yaml").read_text()
+            provider.write_text(text + "  secrets: {username: u, password: a}\n")
+            await cjo("apply", "-f", str(provider))
+            before = await KIND_TABLE["Provider"].get(client, "Development mailbox")
+            assert before is not None and sorted(before.secret_keys) == ["password", "username"]
+            provider.write_text(text + "  secrets: {username: u, password: b}\n")
+            dry = await cjo("apply", "-f", str(provider), "--dry-run")
+            assert "secrets: (not compared; sent again)" in dry.stdout, dry.stdout
+            rotated = await cjo("apply", "-f", str(provider))
+            assert "Provider/Development mailbox updated" in rotated.stdout, rotated.stdout
+            after = await KIND_TABLE["Provider"].get(client, "Development mailbox")
+            assert after is not None and after.etag != before.etag

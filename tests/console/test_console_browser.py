@@ -22,7 +22,12 @@ import pytest
 
 from cjo.common.v1 import common_pb2
 from cjo.content.v1 import content_item_pb2, content_service_pb2, content_service_pb2_grpc
-from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
+from cjo.identity.v1 import (
+    event_pb2,
+    identity_service_pb2,
+    identity_service_pb2_grpc,
+    workspace_pb2,
+)
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import journey_pb2, orchestration_service_pb2
@@ -79,7 +84,9 @@ class Console:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        # Counts are cached per journey (2 s by default); 0.5 s keeps the live graph quick here.
         env = {**self.suite.env, "CJO_CONSOLE_PORT": str(self.port),
+               "CJO_CONSOLE_COUNTS_CACHE_SECONDS": "0.5",
                "CJO_CONSOLE_REFRESH_SECONDS": "0.5", "CJO_CONSOLE_SECRET": self.secrets[0],
                "CJO_CONSOLE_PREVIOUS_SECRETS": ",".join(self.secrets[1:])}
         log_path = self.suite.logs / f"console-{self.port}.log"
@@ -188,6 +195,41 @@ async def forms_refuse_forged_and_unsigned_requests(url: str, key: str, journey_
         assert (await client.get("/journeys")).headers["location"] == "/sign-in"
 
 
+async def read_keys_see_no_buttons_and_get_403(suite: Suite, url: str, key: str,
+                                               journey_id: str) -> None:
+    """A READ key reads every page but has no pause, resume or archive button, and a forged
+    press is 403 (it was a 502, and signed the person out); counts are cached per journey."""
+    async with grpc.aio.insecure_channel(suite.target("identity")) as channel:
+        read_key = (await ws_grpc.WorkspaceServiceStub(channel).CreateApiKey(
+            ws_pb.CreateApiKeyRequest(display_name="viewer", request_id="viewer",
+                                      scope=workspace_pb2.API_KEY_SCOPE_READ),
+            metadata=bearer(key))).api_key.secret
+    async with httpx.AsyncClient(base_url=url) as client:
+        page = await client.get("/sign-in")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert csrf is not None
+        signed = await client.post("/sign-in", data={"api_key": read_key,
+                                                      "csrf_token": csrf.group(1)})
+        assert signed.status_code == 303
+        shown = await client.get(f"/journeys/{journey_id}")
+        assert shown.status_code == 200 and 'id="journey-state">active<' in shown.text
+        assert f"/journeys/{journey_id}/pause" not in shown.text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', shown.text)
+        assert token is not None
+        pressed = await client.post(f"/journeys/{journey_id}/pause",
+                                    data={"csrf_token": token.group(1)})
+        assert pressed.status_code == 403, pressed.text
+        still = await client.get(f"/journeys/{journey_id}")  # still signed in
+        assert still.status_code == 200 and 'id="journey-state">active<' in still.text
+    async with httpx.AsyncClient(base_url=url) as client:  # an ADMIN key keeps its buttons
+        page = await client.get("/sign-in")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert csrf is not None
+        await client.post("/sign-in", data={"api_key": key, "csrf_token": csrf.group(1)})
+        shown = await client.get(f"/journeys/{journey_id}")
+        assert f"/journeys/{journey_id}/pause" in shown.text
+
+
 def carry(client: httpx.AsyncClient, cookie: str) -> None:
     """The browser's cookie for 127.0.0.1, which every port (every replica here) shares."""
     client.cookies.set(COOKIE, cookie, domain="127.0.0.1")
@@ -269,6 +311,7 @@ async def test_console_over_http_and_in_a_browser(sqlite_backend: Backend,
         url = a.url
         key, journey_id = await set_up(suite)
         await forms_refuse_forged_and_unsigned_requests(url, key, journey_id)
+        await read_keys_see_no_buttons_and_get_403(suite, url, key, journey_id)
         await sessions_need_no_affinity_and_survive_restarts(a, b, key)
         if not CHROMIUM.exists():
             pytest.skip("the browser part needs Debian's Chromium at /usr/bin/chromium "

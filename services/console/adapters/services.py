@@ -19,6 +19,9 @@ from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
 from cjo_client import Client
 
 TIMEOUT = 10.0
+# At most this many ListEnrollments calls of one page view at a time: the RPC is per journey,
+# and a workspace may have thousands.
+ENROLLMENT_CONCURRENCY = 8
 
 
 class Services:
@@ -70,12 +73,29 @@ class Services:
                                          name=name, request_id=request_id))).journey
         raise ValueError(action)
 
+    async def may_change_journeys(self) -> bool:
+        """Whether the key may pause, resume and archive: asks to pause a journey that cannot
+        exist. The scope check comes first, so a key without the scope is refused
+        (PERMISSION_DENIED) and one with it hears NOT_FOUND; nothing is changed either way."""
+        try:
+            await self._call(self.orchestration.PauseJourney, orchestration_pb.PauseJourneyRequest(
+                name=f"journeys/{uuid.uuid4()}", request_id=str(uuid.uuid4())))
+        except grpc.aio.AioRpcError as exc:
+            return bool(exc.code() != grpc.StatusCode.PERMISSION_DENIED)
+        return True
+
     async def enrollments(self, profile_id: str, journey_ids: list[str]) -> list[Any]:
-        """The person's enrollments in every journey (the RPC is per journey), fetched at once."""
-        replies = await asyncio.gather(*(
-            self._call(self.orchestration.ListEnrollments, orchestration_pb.ListEnrollmentsRequest(
-                parent=f"journeys/{j}", profile_id=profile_id, page_size=100))
-            for j in journey_ids))
+        """The person's enrollments in every journey. The RPC is per journey (orchestration has
+        no listing by profile), so the calls run ENROLLMENT_CONCURRENCY at a time."""
+        gate = asyncio.Semaphore(ENROLLMENT_CONCURRENCY)
+
+        async def one(journey_id: str) -> Any:
+            async with gate:
+                return await self._call(
+                    self.orchestration.ListEnrollments, orchestration_pb.ListEnrollmentsRequest(
+                        parent=f"journeys/{journey_id}", profile_id=profile_id, page_size=100))
+
+        replies = await asyncio.gather(*(one(j) for j in journey_ids))
         return [e for r in replies for e in r.enrollments]
 
     # Analytics
@@ -143,4 +163,6 @@ class Services:
 
 
 def is_unauthenticated(exc: grpc.aio.AioRpcError) -> bool:
-    return exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+    """The key is no longer accepted (revoked, rotated out): the session ends. A key refused
+    one call for its scope (PERMISSION_DENIED) stays signed in: that call gets a 403."""
+    return bool(exc.code() == grpc.StatusCode.UNAUTHENTICATED)

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,16 @@ from cjo_client import Client
 from cjo_console.adapters.services import Services, is_unauthenticated
 from cjo_console.api import views
 from cjo_console.config import ConsoleSettings
+from cjo_console.domain.cache import TtlCache
 from cjo_console.domain.sessions import Session, SessionSealer
 from cjo_platform.logging import get_logger
 
 HERE = Path(__file__).parent
 COOKIE = "cjo_console_session"
 JOURNEY_ACTIONS = ("pause", "resume", "archive")
+# What a refused call shows as; anything else is the suite failing (502).
+_HTTP_STATUS = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.FAILED_PRECONDITION: 409,
+                grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.INVALID_ARGUMENT: 400}
 MAX_CLIENTS = 64
 SECURITY_HEADERS = {
     # srcdoc iframes inherit this policy too: no script runs in a rendered message either.
@@ -70,6 +74,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     # One client (its channels) per API key in use on this replica, the least recently used
     # closed past MAX_CLIENTS; keyed by the key's digest so no map holds keys in the clear.
     clients: OrderedDict[str, Client] = OrderedDict()
+    counts_cache = TtlCache(timedelta(seconds=settings.counts_cache_seconds))
 
     def key_id(session: Session) -> str:
         return hashlib.sha256(session.api_key.encode()).hexdigest()
@@ -78,7 +83,8 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         kid = key_id(session)
         client = clients.get(kid)
         if client is None:
-            client = clients[kid] = Client(settings.endpoints, session.api_key)
+            client = clients[kid] = Client(settings.endpoints, session.api_key,
+                                                secure=settings.tls, ca_file=settings.ca_file)
             while len(clients) > MAX_CLIENTS:
                 await clients.popitem(last=False)[1].close()
         clients.move_to_end(kid)
@@ -140,9 +146,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                     await forget(session)
                     return signed_out(RedirectResponse("/sign-in", status_code=303,
                                                        headers=SECURITY_HEADERS))
-                status = 404 if exc.code() == grpc.StatusCode.NOT_FOUND else 502
-                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                    status = 409
+                status = _HTTP_STATUS.get(exc.code(), 502)
                 log.warning("console call failed", path=request.url.path,
                             code=exc.code().name, detail=exc.details())
                 if request.url.path.endswith(".json"):
@@ -169,22 +173,25 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             return PlainTextResponse("CSRF token missing or wrong: reload the sign-in page",
                                      status_code=403, headers=SECURITY_HEADERS)
         api_key = str(form.get("api_key", "")).strip()
-        error = ""
+        error, can_change = "", False
         if not api_key:
             error = "Enter an API key."
         else:
             try:
                 # Any call the key is allowed to make proves it; listing journeys is the
                 # console's first page anyway.
-                async with Client(settings.endpoints, api_key) as trial:
+                async with Client(settings.endpoints, api_key, secure=settings.tls,
+                            ca_file=settings.ca_file) as trial:
                     await Services(trial).journeys()
+                    can_change = await Services(trial).may_change_journeys()
             except grpc.aio.AioRpcError as exc:
-                error = ("That API key was not accepted." if is_unauthenticated(exc)
+                refused = is_unauthenticated(exc) or exc.code() == grpc.StatusCode.PERMISSION_DENIED
+                error = ("That API key was not accepted." if refused
                          else f"The suite did not answer: {exc.code().name}")
         if error:
             return render(request, "sign_in.html", session, 401 if api_key else 400, error=error)
         # What the header shows: a short random tag of this session, not any part of the key.
-        signed = sealer.sign_in(api_key, secrets.token_hex(3), now())
+        signed = sealer.sign_in(api_key, secrets.token_hex(3), now(), can_change)
         log.info("console sign-in")
         return set_cookie(RedirectResponse("/journeys", status_code=303,
                                            headers=SECURITY_HEADERS), signed)
@@ -228,10 +235,16 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                       goal=found.goal.event_name)
 
     async def journey_counts(request: Request, session: Session, api: Services) -> Response:
+        # Every open tab polls; the funnel is a scan in analytics. One answer per key and
+        # journey is reused for COUNTS_CACHE_SECONDS, however many tabs ask.
         journey_id = request.path_params["journey_id"]
-        found = await api.journey(journey_id)
-        return JSONResponse(views.live_counts(found, await api.funnel(journey_id)),
-                            headers=SECURITY_HEADERS)
+        cache_key = (key_id(session), journey_id)
+        counts = counts_cache.get(cache_key, now())
+        if counts is None:
+            found = await api.journey(journey_id)
+            counts = views.live_counts(found, await api.funnel(journey_id))
+            counts_cache.put(cache_key, counts, now())
+        return JSONResponse(counts, headers=SECURITY_HEADERS)
 
     async def journey_action(request: Request, session: Session, api: Services) -> Response:
         journey_id, action = request.path_params["journey_id"], request.path_params["action"]

@@ -39,6 +39,9 @@ class Session:
     last_seen: datetime  # the idle timeout counts from here; each request moves it
     api_key: str = ""  # empty until signed in; only ever inside the sealed cookie
     label: str = ""  # what the header shows: a random tag, no part of the key
+    # Whether the key may pause, resume and archive (a READ key may not): the page hides the
+    # buttons when not. Learnt at sign-in; the services still decide each press.
+    can_change: bool = True
 
     @property
     def signed_in(self) -> bool:
@@ -76,10 +79,12 @@ class SessionSealer:
         """A signed-out session: only a CSRF token, for the sign-in form."""
         return Session(secrets.token_urlsafe(32), now + self.lifetime, now)
 
-    def sign_in(self, api_key: str, label: str, now: datetime) -> Session:
+    def sign_in(self, api_key: str, label: str, now: datetime,
+                can_change: bool = True) -> Session:
         """A fresh CSRF token and expiry on sign-in, so nothing planted before it (session
         fixation) is worth anything after."""
-        return Session(secrets.token_urlsafe(32), now + self.lifetime, now, api_key, label)
+        return Session(secrets.token_urlsafe(32), now + self.lifetime, now, api_key, label,
+                       can_change)
 
     def touch(self, session: Session, now: datetime) -> Session:
         return replace(session, last_seen=now)
@@ -87,7 +92,7 @@ class SessionSealer:
     def seal(self, session: Session) -> str:
         payload = {"v": PAYLOAD_VERSION, "csrf": session.csrf_token, "key": session.api_key,
                    "label": session.label, "exp": session.expires.timestamp(),
-                   "seen": session.last_seen.timestamp()}
+                   "seen": session.last_seen.timestamp(), "chg": session.can_change}
         return self._box.encrypt(json.dumps(payload, separators=(",", ":")).encode()).decode()
 
     def open(self, cookie: str | None, now: datetime) -> Session | None:
@@ -103,7 +108,8 @@ class SessionSealer:
                 csrf_token=str(payload["csrf"]),
                 expires=datetime.fromtimestamp(float(payload["exp"]), UTC),
                 last_seen=datetime.fromtimestamp(float(payload["seen"]), UTC),
-                api_key=str(payload["key"]), label=str(payload["label"]))
+                api_key=str(payload["key"]), label=str(payload["label"]),
+                can_change=bool(payload.get("chg", True)))
         except (InvalidToken, ValueError, KeyError, TypeError):
             return None
         if session.expires <= now or session.last_seen + self.idle_timeout <= now:
