@@ -329,6 +329,7 @@ SETTINGS_PARTS: dict[str, SettingsPart] = {p.section: p for p in (
     SettingsPart("identity", identity_settings_pb2.IdentitySettings, "identity", identity_pb,
                  "IdentitySettings", "settings", masked=False, defaults={
                      "identifier_types": [{"type": "user_id", "limit": 1}],
+                     "identity_verification": {},
                      "consent_defaults": [
                          {"channel": "CHANNEL_EMAIL"}, {"channel": "CHANNEL_SMS", "opt_in": True},
                          {"channel": "CHANNEL_PUSH"}, {"channel": "CHANNEL_IN_APP"},
