@@ -39,6 +39,7 @@ from cjo.orchestration.v1 import (
 from cjo_platform.bus import naming
 from cjo_platform.protobuf import dict_to_struct
 from suite import Suite, free_port, running_suite
+from test_cart_abandonment import fetch, open_pixel, parsed
 from support import SERVICE_TOKEN, Backend, bearer, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
@@ -46,7 +47,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
 
 TOPIC = "orchestration.events"
 # The topics on the bus, each a stream of its own.
-TOPICS = ("orchestration.events", "analytics.facts")
+TOPICS = ("orchestration.events", "analytics.facts", "decisioning.facts", "decisioning.events",
+          "identity.events", "delivery.erasures")
 
 
 def bus_env(url: str, prefix: str) -> dict[str, str]:
@@ -166,7 +168,12 @@ def everyone_once(suite: Suite, users: range) -> bool:
 async def test_an_event_reaches_the_journey_through_jetstream(
         backend: Backend, tmp_path: Path, prefix: str) -> None:
     url = NATS_URL
-    async with running_suite(backend, tmp_path, extra_env=bus_env(url, prefix)) as suite:
+    tracking_port = free_port()
+    tracking = {"CJO_DELIVERY_TRACKING_PORT": str(tracking_port),
+                "CJO_DELIVERY_TRACKING_URL": f"http://127.0.0.1:{tracking_port}",
+                "CJO_DELIVERY_TRACKING_SECRET": "t" * 32}
+    async with running_suite(backend, tmp_path,
+                             extra_env={**bus_env(url, prefix), **tracking}) as suite:
         auth = await welcome_journey(suite)
         await sign_up(suite, auth, range(3))
         await eventually(lambda: everyone_once(suite, range(3)), timeout=60)
@@ -179,6 +186,22 @@ async def test_an_event_reaches_the_journey_through_jetstream(
         assert analytics == {fact_pb2.FACT_TYPE_JOURNEY_ENTERED: 3,
                              fact_pb2.FACT_TYPE_MESSAGE_SENT: 3}
         assert await stream_last_seq(url, prefix, "analytics.facts") >= 6
+        # U0 opens the email: delivery -> identity through the bus (identity.events).
+        [mail] = [parsed(e) for e in suite.mail.envelopes if "u0@example.com" in e.rcpt_tos]
+        assert await asyncio.to_thread(fetch, open_pixel(mail)) == 200
+        async with grpc.aio.insecure_channel(suite.target("identity")) as channel:
+            identity = identity_service_pb2_grpc.IdentityServiceStub(channel)
+            profile = (await identity.LookupProfile(identity_service_pb2.LookupProfileRequest(
+                identifier=event_pb2.Identifier(type="email", value="u0@example.com")),
+                metadata=auth)).profile
+
+            async def opened() -> bool:
+                events = (await identity.ListProfileEvents(
+                    identity_service_pb2.ListProfileEventsRequest(parent=profile.name),
+                    metadata=auth)).events
+                return any(e.event.source == "cjo-delivery" for e in events)
+            await eventually(opened, timeout=60, interval=0.2)
+        assert await stream_last_seq(url, prefix, "identity.events") >= 1
 
 
 async def test_a_consumer_killed_mid_stream_loses_and_repeats_nothing(
