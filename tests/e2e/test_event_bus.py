@@ -1,5 +1,6 @@
 """The suite with JetStream as its event stream (CJO_EVENT_BUS), as separate processes: an event
-ingested in identity reaches orchestration through the bus and a journey sends its email; an
+ingested in identity reaches orchestration through the bus and a journey sends its email, whose
+open reaches identity through the bus too; an
 orchestration killed mid-stream and a broker restarted mid-stream lose nothing and send nothing
 twice (emails counted at a real SMTP server).
 
@@ -22,6 +23,7 @@ import grpc
 import nats
 import pytest
 from nats_support import NATS_URL, nats_listening, wait_listening
+from test_cart_abandonment import fetch, open_pixel, parsed
 
 from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
@@ -39,7 +41,6 @@ from cjo.orchestration.v1 import (
 from cjo_platform.bus import naming
 from cjo_platform.protobuf import dict_to_struct
 from suite import Suite, free_port, running_suite
-from test_cart_abandonment import fetch, open_pixel, parsed
 from support import SERVICE_TOKEN, Backend, bearer, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
