@@ -1,7 +1,7 @@
 """`cjo import events|profiles FILE`: rows of a CSV or NDJSON file sent to identity's
 IngestEvents in batches of 1,000, a checkpoint beside the file recording the last line identity
 acknowledged, so an interrupted import resumes where it stopped. Every row gets a message id
-derived from its line and text when it has none, so a row sent twice (a batch in flight when the
+derived from its text (not the file's name or the line) when it has none, so a row sent twice (a batch in flight when the
 import was killed) is acknowledged as a duplicate, never applied twice."""
 
 from __future__ import annotations
@@ -109,9 +109,16 @@ def count_rows(path: Path) -> int:
     return lines - 1 if path.suffix.lower() == ".csv" else lines
 
 
-def _message_id(path: Path, line: int, raw: str) -> str:
-    digest = hashlib.sha256(f"{path.name}\n{line}\n{raw}".encode()).hexdigest()[:32]
-    return f"import-{digest}"
+def row_digest(kind: str, raw: str) -> str:
+    """What a row says, whatever file it is in and wherever in it: the same row in a renamed
+    copy (or after lines were added above it) is the same row."""
+    return hashlib.sha256(f"{kind}\n{raw.strip()}".encode()).hexdigest()
+
+
+def _message_id(digest: str, occurrence: int) -> str:
+    # ``occurrence`` counts identical rows earlier in the file, so two equal rows are two
+    # events (a person clicking twice in one second), each with its own id.
+    return "import-" + hashlib.sha256(f"{digest}\n{occurrence}".encode()).hexdigest()[:32]
 
 
 def _split_identifiers(row: dict[str, Any]) -> tuple[list[event_pb2.Identifier], dict[str, Any]]:
@@ -121,7 +128,7 @@ def _split_identifiers(row: dict[str, Any]) -> tuple[list[event_pb2.Identifier],
     return ids, rest
 
 
-def event_from_row(kind: str, path: Path, line: int, raw: str,
+def event_from_row(kind: str, digest: str, occurrence: int,
                    row: dict[str, Any]) -> event_pb2.Event:
     """An NDJSON row in the Event proto's JSON form is taken as it is; otherwise (CSV, or a flat
     object) identifier columns become identifiers and the others properties (events) or traits
@@ -144,7 +151,7 @@ def event_from_row(kind: str, path: Path, line: int, raw: str,
     elif not event.type:
         event.type = event_pb2.EVENT_TYPE_TRACK
     if not event.message_id:
-        event.message_id = _message_id(path, line, raw)
+        event.message_id = _message_id(digest, occurrence)
     if not event.source:
         event.source = SOURCE
     return event
@@ -193,6 +200,7 @@ async def run_import(client: Client, kind: str, path: Path, *,
     batch: list[event_pb2.Event] = []
     lines: list[int] = []
     last = 0
+    seen: Counter[str] = Counter()
 
     async def send() -> None:
         nonlocal batch, lines, sent_batches
@@ -206,6 +214,10 @@ async def run_import(client: Client, kind: str, path: Path, *,
 
     try:
         for line, raw, row in _rows(path):
+            # Counted for skipped rows too, so a resumed run numbers repeats as the first did.
+            digest = row_digest(kind, raw)
+            occurrence = seen[digest]
+            seen[digest] += 1
             if line <= start_after:
                 summary.skipped += 1
                 continue
@@ -216,7 +228,7 @@ async def run_import(client: Client, kind: str, path: Path, *,
                 summary.rejected.append(Rejected(line, row))
                 continue
             try:
-                batch.append(event_from_row(kind, path, line, raw, row))
+                batch.append(event_from_row(kind, digest, occurrence, row))
                 lines.append(line)
             except (ValueError, json_format.ParseError) as exc:
                 summary.rejected.append(Rejected(line, f"row: {exc}"))

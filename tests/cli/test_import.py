@@ -96,3 +96,8 @@ async def test_bad_rows_and_resume(sqlite_backend: Backend, tmp_path: Path) -> N
         # Run again from the start: every row is recognised by its message id.
         again = await cjo("import", "events", str(data))
         assert "0 accepted, 5000 already imported" in again.stdout
+        # A renamed copy is the same rows: ids come from what a row says, not the file's name.
+        copy = tmp_path / "renamed copy.ndjson"
+        copy.write_text(data.read_text())
+        renamed = await cjo("import", "events", str(copy))
+        assert "0 accepted, 5000 already imported" in renamed.stdout, renamed.stdout
