@@ -1,8 +1,9 @@
 """`cjo import events|profiles FILE`: rows of a CSV or NDJSON file sent to identity's
 IngestEvents in batches of 1,000, a checkpoint beside the file recording the last line identity
 acknowledged, so an interrupted import resumes where it stopped. Every row gets a message id
-derived from its text (not the file's name or the line) when it has none, so a row sent twice (a batch in flight when the
-import was killed) is acknowledged as a duplicate, never applied twice."""
+derived from its text (not the file's name or the line) when it has none, so a row sent twice
+(a batch in flight when the import was killed, or a renamed copy of the file) is acknowledged
+as a duplicate, never applied twice."""
 
 from __future__ import annotations
 
