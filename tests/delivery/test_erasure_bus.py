@@ -21,7 +21,7 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
 from cjo_orchestration.adapters.erasures import ERASURES_TOPIC, erasures_forwarder
-from cjo_platform.bus import Bus, BusSettings
+from cjo_platform.bus import Bus, BusSettings, naming
 from support import Backend, eventually, free_port, serving, settings_for
 
 pytestmark = pytest.mark.skipif(not nats_listening(),
@@ -85,6 +85,13 @@ async def test_erasures_reach_delivery_through_jetstream(
                     return (found.status == message_pb2.MESSAGE_STATUS_SENT
                             and found.recipient.address == "")
                 await eventually(erased, timeout=90)
+
+                # Both erasures were answered and acknowledged: none is left in the stream.
+                async def acked() -> bool:
+                    js = await bus.jetstream()
+                    info = await js.stream_info(naming.stream_name(prefix, ERASURES_TOPIC))
+                    return int(info.state.messages) == 0
+                await eventually(acked, timeout=30)
     finally:
         await bus.close()
         box.db.dispose()
