@@ -5,6 +5,7 @@ backfills)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from cjo.identity.v1 import identity_service_pb2_grpc, workspace_service_pb2_grpc
@@ -16,6 +17,7 @@ from cjo_identity.adapters.tables import metadata
 from cjo_identity.api import identity_servicer, workspace_servicer
 from cjo_identity.api.identity_servicer import IdentityServicer
 from cjo_identity.api.workspace_servicer import WorkspaceServicer
+from cjo_identity.domain.events import DEFAULT_MAX_CLOCK_SKEW
 from cjo_identity.service_layer.backfills import BackfillRound
 from cjo_identity.service_layer.lapses import LapseRound
 from cjo_identity.service_layer.workspaces import local_key_resolver
@@ -53,8 +55,12 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     timing = load_time_settings(env)
     time = TimeWorker(LapseRound(transactions, timing.lapses),
                       BackfillRound(transactions, timing.backfills), timing.poll_seconds)
+    # An event dated further ahead of its receive time than this is taken as received then.
+    skew = env.float("CJO_IDENTITY_MAX_CLOCK_SKEW_SECONDS",
+                     DEFAULT_MAX_CLOCK_SKEW.total_seconds(), minimum=0.0)
     ingest = IdentityServicer(transactions, on_backfill=time.wake,
-                              forward_to_decisioning=to_decisioning)
+                              forward_to_decisioning=to_decisioning,
+                              max_clock_skew=timedelta(seconds=skew))
     # With the bus, delivery's engagement events arrive from JetStream into the very
     # IngestEvents that delivery's forwarder calls otherwise.
     consumers = [] if bus is None else [engagement_consumer(bus, ingest, storage, clock)]

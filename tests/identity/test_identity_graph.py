@@ -115,6 +115,8 @@ async def test_a_late_event_is_placed_by_its_event_time(identity: Identity) -> N
     moves to u2, as if the events had arrived in order."""
     acme = await identity.new_workspace("acme")
     tablet = ("device_id", "tablet")
+    # Received after all of them (a time ahead of the receive time would be corrected).
+    identity.clock.set(START + timedelta(hours=2))
     await ingest(identity, acme,
                  event("m1", ("user_id", "u1"), tablet, traits={"plan": "pro"}, identify=True,
                        at=START + timedelta(hours=1)),

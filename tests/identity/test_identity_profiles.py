@@ -118,7 +118,9 @@ async def test_an_anonymous_visitor_who_signs_in_stays_one_profile(identity: Ide
     assert by_email.profile.traits["first_name"] == "Ada"
 
     # Browsing on another device, then signing in there: the two profiles become one, the
-    # oldest survives and the other's id keeps resolving to it.
+    # oldest survives and the other's id keeps resolving to it. (Received after both events: a
+    # time ahead of the receive time would be corrected.)
+    identity.clock.set(START + timedelta(hours=2))
     elsewhere = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
         event("m4", ("anonymous_id", "a2"), name="product_viewed", at=START + timedelta(hours=1)),
     ]), metadata=acme)

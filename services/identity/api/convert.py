@@ -18,7 +18,14 @@ from cjo_identity.adapters.outbox_payloads import consent_to_proto, event_to_pro
 from cjo_identity.domain.backfills import Backfill, BackfillState
 from cjo_identity.domain.computed import MAX_WINDOW, MAX_WINDOW_TEXT, Aggregation, ComputedTrait
 from cjo_identity.domain.conversions import ConversionEvent
-from cjo_identity.domain.events import Event, EventType, StoredEvent, parse_event
+from cjo_identity.domain.events import (
+    DEFAULT_MAX_CLOCK_SKEW,
+    Event,
+    EventType,
+    StoredEvent,
+    corrected_time,
+    parse_event,
+)
 from cjo_identity.domain.golden import trait_values
 from cjo_identity.domain.profiles import Profile
 from cjo_identity.domain.settings import (
@@ -68,9 +75,12 @@ _SURVIVORSHIP_PROTOS = {v: k for k, v in _SURVIVORSHIP.items()
 
 def event_from_proto(item: event_pb2.Event, now: datetime,
                      settings: IdentitySettings | None = None,
-                     publishable_key: str = "") -> Event:
-    """The parsed event; ``publishable_key``: the id of the publishable key that sent it,
-    whose rules it must then pass (domain/verification.py)."""
+                     publishable_key: str = "",
+                     max_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW) -> Event:
+    """The parsed event, received at ``now``; ``publishable_key``: the id of the publishable
+    key that sent it, whose rules it must then pass (domain/verification.py). Its time is
+    corrected (domain/events.corrected_time): at most ``max_skew`` ahead of ``now``, and
+    ``now`` for a publishable key."""
     settings = settings or IdentitySettings()
     event = parse_event(
         message_id=item.message_id,
@@ -90,7 +100,7 @@ def event_from_proto(item: event_pb2.Event, now: datetime,
         event = check_publishable(
             event, [(i.type, i.value, i.verification_hash) for i in item.identifiers],
             settings, publishable_key)
-    return event
+    return corrected_time(event, now, max_skew, untrusted=bool(publishable_key))
 
 
 def _event_time(item: event_pb2.Event) -> datetime | None:

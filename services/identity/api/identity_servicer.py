@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import grpc
@@ -26,6 +26,7 @@ from cjo_identity.api.convert import (
 )
 from cjo_identity.domain.backfills import BackfillState
 from cjo_identity.domain.consent import ConsentState, Decision
+from cjo_identity.domain.events import DEFAULT_MAX_CLOCK_SKEW
 from cjo_identity.domain.identifiers import parse_identifier
 from cjo_identity.domain.segments import (
     Segment,
@@ -57,8 +58,11 @@ M = TypeVar("M", bound=Message)
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def __init__(self, transactions: Transactions,
                  on_backfill: Callable[[], None] = lambda: None,
-                 forward_to_decisioning: bool = True) -> None:
+                 forward_to_decisioning: bool = True,
+                 max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW) -> None:
         self.transactions = transactions
+        # How far ahead of its receive time an event's time may be (corrected_time).
+        self.max_clock_skew = max_clock_skew
         # Track events and merges also go to decisioning (rewards): one outbox row per event.
         self.forward_to_decisioning = forward_to_decisioning
         # Called after a backfill is committed: wakes this replica's time worker.
@@ -75,7 +79,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         # A publishable key's events pass its rules (source, verification, protected data).
         publishable = (principal.key_id if not principal.is_service
                        and principal.scope is Scope.INGEST else "")
-        parsed = answer.parse(lambda item: event_from_proto(item, now, current, publishable))
+        parsed = answer.parse(lambda item: event_from_proto(item, now, current, publishable,
+                                                            self.max_clock_skew))
         if parsed:
             traceparent = current_traceparent()
             # An event the database cannot store fails alone; the others are ingested.
@@ -88,7 +93,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                     continue
                 result = answer.results[index]
                 result.event_id = outcome.event_id
-                result.profile_id = outcome.profile_id
+                # Anyone can use a publishable key: it does not learn profile ids.
+                result.profile_id = "" if publishable else outcome.profile_id
                 result.duplicate = outcome.duplicate
         return pb.IngestEventsResponse(results=answer.results)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -108,3 +108,21 @@ def parse_event(*, message_id: str, event_type: EventType | None, name: str,
         properties=properties, traits=traits,
         timestamp=timestamp or now, source=source, profile_id=profile_id,
     )
+
+
+# How far ahead of the receive time an event's own time may be: clocks drift, and a browser's
+# may be set wrong. CJO_IDENTITY_MAX_CLOCK_SKEW_SECONDS.
+DEFAULT_MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def corrected_time(event: Event, received: datetime, max_skew: timedelta,
+                   untrusted: bool = False) -> Event:
+    """``event`` with a time it may have. Traits and consent resolve by the newest time, so an
+    event dated in the future would beat every real write until that date (an unsubscribe
+    delivery reports at its receive time would lose to a "subscribed" dated next year). As with
+    Segment's sentAt/receivedAt correction: a time more than ``max_skew`` ahead of ``received``
+    becomes ``received``. An ``untrusted`` sender's (a publishable key's: anyone can use it)
+    is always ``received``. The sent time is not kept."""
+    if untrusted or event.timestamp > received + max_skew:
+        return replace(event, timestamp=received)
+    return event

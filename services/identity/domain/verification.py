@@ -19,6 +19,7 @@ from dataclasses import replace
 from cjo_identity.domain.events import SUBSCRIBED, UNSUBSCRIBED, Event, EventType
 from cjo_identity.domain.identifiers import EMAIL, PHONE, USER_ID, Identifier, parse_identifier
 from cjo_identity.domain.settings import IdentitySettings
+from cjo_platform.engagement import is_message_event
 from cjo_platform.errors import InvalidArgument, Violations
 
 # Identifier types that claim to be a known person.
@@ -76,6 +77,11 @@ def check_publishable(event: Event, sent: Sequence[tuple[str, str, str]],
         problems.check(bool(verified), "name",
                        f"a publishable key may send {event.name} (consent) only with a "
                        "verified identifier (verification_hash)")
+    # Delivery's engagement events (email_opened, link_clicked, push_opened ...) release
+    # journeys' event waits on a message: only cjo itself reports them.
+    problems.check(not (event.type is EventType.TRACK and is_message_event(event.name)), "name",
+                   f"{event.name} is an engagement event that only cjo's delivery reports; "
+                   "a publishable key cannot send it")
     if problems:
         raise InvalidArgument(problems.items)
     return replace(event, source=publishable_source(key_id))
