@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from nats.js.api import KeyValueConfig
 from nats_support import NATS_URL, nats_listening
 from outbox_support import Box, open_box
 
@@ -223,6 +224,46 @@ async def test_replicas_share_the_partitions_and_keep_each_profiles_order(
     assert receiver.by_profile() == {f"p{k}": list(range(12)) for k in range(20)}
     await bus_a.close()
     await bus_b.close()
+
+
+async def test_a_claims_bucket_made_with_other_settings_is_used_and_lengthened(
+        prefix: str, box: Box) -> None:
+    # Another service (or this one before a config change) made the shared claims bucket with a
+    # shorter claim lifetime: this consumer still claims, and the bucket is made to keep a claim
+    # as long as this consumer needs (never shorter than its ack wait).
+    bus = Bus(bus_settings(prefix, partitions=2))
+    js = await bus.jetstream()
+    bucket = naming.stream_name(prefix, "claims")
+    await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=1.0, history=1))
+    receiver = Receiver()
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock())
+    task = await running(consumer)
+    try:
+        await eventually(lambda: consumer.held_partitions() == [0, 1], timeout=10)
+        assert consumer.claim_error is None
+        sent = payloads(profiles=2, per_profile=3)
+        await relay(bus, box, sent)
+        await eventually(lambda: len(receiver.taken) == len(sent), timeout=10)
+    finally:
+        await stop(task)
+    info = await js.stream_info(f"KV_{bucket}")
+    assert info.config.max_age is not None
+    assert info.config.max_age >= bus.settings.claim_seconds
+    await bus.close()
+
+
+async def test_a_consumer_that_cannot_claim_says_so(prefix: str, box: Box) -> None:
+    # Three replicas on a one-node server: the claims bucket cannot be made. The consumer keeps
+    # trying and exposes why it works nothing (an error log and a metric each round).
+    bus = Bus(bus_settings(prefix, replicas=3))
+    consumer = BusConsumer(bus, TOPIC, Receiver(), box.db, box.dead_letters, ManualClock())
+    task = await running(consumer)
+    try:
+        await eventually(lambda: consumer.claim_error is not None, timeout=10)
+        assert consumer.held_partitions() == []
+    finally:
+        await stop(task)
+    await bus.close()
 
 
 def test_a_profile_always_has_the_same_partition() -> None:

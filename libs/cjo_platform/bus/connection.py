@@ -181,10 +181,32 @@ class Bus:
         if self._claims is None:
             js = await self.jetstream()
             bucket = naming.stream_name(self.prefix, "claims")
-            self._claims = await js.create_key_value(KeyValueConfig(
-                bucket=bucket, ttl=self.settings.claim_seconds, history=1,
-                replicas=self.settings.replicas))
+            try:
+                self._claims = await js.create_key_value(KeyValueConfig(
+                    bucket=bucket, ttl=self.settings.claim_seconds, history=1,
+                    replicas=self.settings.replicas))
+            except BadRequestError:
+                # The bucket is shared by every service and topic of the deployment and was
+                # created by a process with other settings (ack wait, replicas): use it as it
+                # is, only making sure it keeps a claim at least as long as this process needs.
+                self._claims = await self._existing_claims(js, bucket)
         return self._claims
+
+    async def _existing_claims(self, js: JetStreamContext, bucket: str) -> KeyValue:
+        stream = f"KV_{bucket}"
+        info = await js.stream_info(stream)
+        config = info.config
+        ttl = self.settings.claim_seconds
+        if not config.max_age or config.max_age < ttl:  # 0: claims would never lapse
+            log.warning("event bus claims bucket keeps claims shorter than this process needs; "
+                        "lengthening it", bucket=bucket, ttl=config.max_age, needed=ttl)
+            config.max_age = ttl
+            await js.update_stream(config)
+        if config.num_replicas != self.settings.replicas:
+            log.warning("event bus claims bucket has other replicas than CJO_BUS_REPLICAS; "
+                        "kept as it is", bucket=bucket, replicas=config.num_replicas,
+                        wanted=self.settings.replicas)
+        return await js.key_value(bucket)
 
 
 async def _log_error(exc: Exception) -> None:

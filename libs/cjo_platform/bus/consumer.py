@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -61,6 +62,7 @@ from cjo_platform.db.outbox import (
     Undeliverable,
 )
 from cjo_platform.logging import get_logger
+from cjo_platform.metrics import meter
 from cjo_platform.telemetry import batch_span
 
 log = get_logger(__name__)
@@ -109,6 +111,9 @@ class BusConsumer:
         self._msgs: dict[int, Msg] = {}  # stream sequence -> the delivery to answer
         self._partitions: dict[int, tuple[asyncio.Task[None], int]] = {}
         self._last_taken: float = -math.inf
+        # Why the last claim round failed (None once one succeeded): the replica works no
+        # partition it could not renew or claim meanwhile.
+        self.claim_error: str | None = None
 
     @property
     def settings(self) -> BusSettings:
@@ -129,11 +134,16 @@ class BusConsumer:
             while True:
                 try:
                     await self._tend_claims()
+                    self.claim_error = None
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("event bus claims failed; will retry", worker=self.name,
-                                error=repr(exc))
+                    # Every time, as an error and a metric: a replica that cannot claim works
+                    # no partition, and its topic piles up in the stream.
+                    self.claim_error = repr(exc)
+                    _claim_failures().add(1, {"worker": self.name})
+                    log.error("event bus claims failed; no partition is worked until they "
+                              "succeed", worker=self.name, error=self.claim_error)
                 await asyncio.sleep(interval)
         finally:
             await asyncio.shield(self._release_all())
@@ -378,6 +388,18 @@ class BusConsumer:
                       worker=self.name, sequence=row.id, workspace=row.workspace_id,
                       error=error)
         await self._ack([row for row, _, _ in dead])
+
+
+_failures: Any = None
+
+
+def _claim_failures() -> Any:
+    global _failures
+    if _failures is None:
+        _failures = meter().create_counter(
+            "cjo.bus.claim.errors", unit="1",
+            description="Event bus claim rounds that failed (the replica claimed nothing then)")
+    return _failures
 
 
 def _key(item_key: Callable[[OutboxRow], str], row: OutboxRow) -> str:
