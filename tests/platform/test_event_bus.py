@@ -266,6 +266,41 @@ async def test_a_consumer_that_cannot_claim_says_so(prefix: str, box: Box) -> No
     await bus.close()
 
 
+@pytest.mark.parametrize("ack_wait", [1.0, 2.0, 30.0, 300.0])
+def test_a_dead_holders_claim_outlives_its_messages_ack_wait(ack_wait: float) -> None:
+    # A holder renews its claims every third of their lifetime and may die just before a
+    # renewal, right after a fetch: what is left of its claim must outlast the fetched
+    # messages' ack wait, or the next holder pulls newer messages of a profile first.
+    settings = bus_settings("t", ack_wait_seconds=ack_wait)
+    left_after_death = settings.claim_seconds - settings.claim_seconds / 3
+    assert left_after_death >= ack_wait + 5.0
+
+
+async def test_a_killed_holders_messages_come_before_newer_ones(prefix: str, box: Box) -> None:
+    # Replica "dead" renewed its claim, fetched p0:0 just before its next renewal and was
+    # killed. p0:1 is published after. The next holder must hand p0:0 to the receiver first.
+    bus = Bus(bus_settings(prefix, partitions=1))
+    kv = await bus.claims()
+    await relay(bus, box, [b"p0:0"])
+    await kv.create("claim.test_events.0", b"dead")
+    await asyncio.sleep(bus.settings.renew_seconds - 0.2)
+    stream, name = await bus.ensure_consumer(TOPIC, 0)
+    js = await bus.jetstream()
+    sub = await js.pull_subscribe_bind(name, stream=stream)
+    [taken] = await sub.fetch(1, timeout=5)
+    assert taken.data == b"p0:0"  # never answered: due again ack_wait from now
+    await relay(bus, box, [b"p0:1"])
+    receiver = Receiver()
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock())
+    task = await running(consumer)
+    try:
+        await eventually(lambda: len(receiver.taken) >= 2, timeout=30)
+    finally:
+        await stop(task)
+    assert receiver.taken == [b"p0:0", b"p0:1"]
+    await bus.close()
+
+
 def test_a_profile_always_has_the_same_partition() -> None:
     # CRC-32: the same in every process and release (Python's hash() is salted per process).
     assert naming.partition_of("profile-42", 8) == naming.partition_of("profile-42", 8) == 6

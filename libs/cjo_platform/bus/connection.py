@@ -34,6 +34,9 @@ from cjo_platform.logging import get_logger
 
 log = get_logger(__name__)
 
+# How much longer than ack_wait a dead holder's claim lasts, at the least, after its last fetch.
+CLAIM_MARGIN_SECONDS = 5.0
+
 _PREFIX = re.compile(r"^[a-z0-9_-]{1,32}$")
 
 
@@ -65,10 +68,18 @@ class BusSettings:
 
     @property
     def claim_seconds(self) -> float:
-        """A partition claim's lifetime: longer than ack_wait, so a partition whose holder died
-        changes hands only after JetStream gave back the messages it held, which are then
-        delivered first (per-profile order survives the change)."""
-        return self.ack_wait_seconds + 5.0
+        """A partition claim's lifetime, so that a partition whose holder died changes hands
+        only after JetStream gave back the messages it held, which are then delivered first
+        (per-profile order survives the change). A claim is renewed every
+        :attr:`renew_seconds` (a third of it), so a holder killed just before a renewal leaves
+        two thirds of it; its messages are due ``ack_wait`` after its last fetch or in-progress
+        mark. Two thirds of the lifetime must therefore exceed ``ack_wait`` by a margin."""
+        return 1.5 * (self.ack_wait_seconds + CLAIM_MARGIN_SECONDS)
+
+    @property
+    def renew_seconds(self) -> float:
+        """How often a holder renews its claims (and tends them)."""
+        return self.claim_seconds / 3
 
 
 def load_bus_settings(env: Env) -> BusSettings | None:

@@ -8,10 +8,11 @@ revision, and gone ``claim_seconds`` after its holder stopped renewing it. Only 
 holder pulls from it, so a profile's messages (which share a partition) are applied one batch
 after another, in stream order, whatever the number of replicas; each replica claims about
 ``partitions / replicas`` of them (the replicas count themselves by keys of their own in the
-bucket). A claim outlives ``ack_wait``: a partition whose holder was killed changes hands only
-after JetStream made the messages it held due again, and a consumer delivers those before
-anything newer, so the order survives the change. A replica that stops (or gives a partition up)
-naks what it held, then deletes its claim.
+bucket). A claim outlives ``ack_wait`` counted from the holder's last fetch (its lifetime is
+1.5 * (ack_wait + 5 s), renewed every third of it): a partition whose holder was killed
+changes hands only after JetStream made the messages it held due again, and a consumer
+delivers those before anything newer, so the order survives the change. A replica that stops
+(or gives a partition up) naks what it held, then deletes its claim.
 
 **Answers.** The messages a round pulled are handed, per workspace and in order, to the
 service's receiver (:mod:`cjo_platform.bus.receiver`: the batch RPC's own method), and read the
@@ -129,7 +130,7 @@ class BusConsumer:
 
     async def run(self) -> None:
         """Claim partitions and work them until cancelled (then give them back)."""
-        interval = self.settings.claim_seconds / 3
+        interval = self.settings.renew_seconds
         try:
             while True:
                 try:
