@@ -19,11 +19,12 @@ from nats.js.api import KeyValueConfig
 from nats_support import NATS_URL, nats_listening
 from outbox_support import Box, open_box
 
+from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import Bus, BusSettings, naming
 from cjo_platform.bus.consumer import BusConsumer
 from cjo_platform.bus.relay import bus_sender
 from cjo_platform.clock import ManualClock
-from cjo_platform.db.outbox import Forwarder, OutboxRow, Refusal
+from cjo_platform.db.outbox import Forwarder, Later, OutboxRow, Refusal
 from support import eventually
 
 TOPIC = "test.events"
@@ -298,6 +299,48 @@ async def test_a_killed_holders_messages_come_before_newer_ones(prefix: str, box
     finally:
         await stop(task)
     assert receiver.taken == [b"p0:0", b"p0:1"]
+    await bus.close()
+
+
+class Stalled(Receiver):
+    """Asks for workspace ``stalled``'s messages later until ``recover``; takes the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = True
+
+    async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        if workspace_id == "stalled" and self.stalled:
+            raise Later("busy")
+        return await super().__call__(workspace_id, rows)
+
+
+async def test_a_stalled_workspace_does_not_hold_up_the_others_on_its_partition(
+        prefix: str, box: Box) -> None:
+    # One partition, batch 5: the stalled workspace has 3 times a batch waiting; another
+    # workspace's message still flows, and once the stalled one recovers its messages come in
+    # stream order, each once.
+    bus = Bus(bus_settings(prefix, partitions=1, batch=5))
+    stalled = [f"s:{i}".encode() for i in range(15)]
+    await relay(bus, box, stalled, workspace="stalled")
+    await relay(bus, box, [b"o:0"], workspace="other")
+    receiver = Stalled()
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
+                           retry=RetryPolicy(base_delay=timedelta(seconds=0.2),
+                                             max_delay=timedelta(seconds=0.5)))
+    task = await running(consumer)
+    try:
+        await eventually(lambda: receiver.taken == [b"o:0"], timeout=10)
+        await relay(bus, box, [b"s:15"], workspace="stalled")
+        await relay(bus, box, [b"o:1"], workspace="other")
+        await eventually(lambda: receiver.taken == [b"o:0", b"o:1"], timeout=10)
+        receiver.stalled = False
+        await eventually(lambda: len(receiver.taken) == 18, timeout=20)
+        await eventually(lambda: _empty(bus), timeout=10)
+    finally:
+        await stop(task)
+    assert [p for p in receiver.taken if p.startswith(b"s:")] == [*stalled, b"s:15"]
+    assert box.letters("stalled") == []
     await bus.close()
 
 

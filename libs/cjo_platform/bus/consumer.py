@@ -23,10 +23,12 @@ fault. A message the receiver wants later (busy, or down) is kept, with the mess
 workspace behind it, and tried again with backoff (:data:`~cjo_platform.db.outbox.ROW_RETRY`),
 while the other workspaces go on; its refusals are counted, and after ``max_attempts`` it goes
 to the dead letters when the receiver is seen taking other messages (an outage is waited out,
-never blamed on a message). Kept messages are marked in progress every third of ``ack_wait``,
-so JetStream does not hand them out again while they wait or while a slow receiver works.
-Receivers deduplicate by their own ids, so a message delivered again after a crash is applied
-once.
+never blamed on a message). A waiting workspace keeps at most a tenth of a batch in the
+partition's ack-pending window; the rest goes round the stream again, in order
+(:class:`_Cycle`), so it never holds up the partition's other workspaces. Kept messages are
+marked in progress every third of ``ack_wait``, so JetStream does not hand them out again
+while they wait or while a slow receiver works. Receivers deduplicate by their own ids, so a
+message delivered again after a crash is applied once.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import naming
 from cjo_platform.bus.connection import Bus, BusSettings
-from cjo_platform.bus.relay import TRACEPARENT_HEADER, WORKSPACE_HEADER
+from cjo_platform.bus.relay import MSG_ID_HEADER, TRACEPARENT_HEADER, WORKSPACE_HEADER
 from cjo_platform.clock import Clock
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
@@ -69,6 +71,8 @@ from cjo_platform.telemetry import batch_span
 log = get_logger(__name__)
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_=-]")
+# On a copy of a waiting workspace's message: "<epoch> <ordinal>" (see _Cycle).
+CYCLE_HEADER = "Cjo-Cycle"
 
 
 @dataclass
@@ -79,6 +83,20 @@ class _Held:
     due: float = 0.0  # loop time of the next try
     waits: int = 0  # "later" answers in a row
     attempts: dict[int, int] = field(default_factory=dict)  # refusals per stream sequence
+
+
+@dataclass
+class _Cycle:
+    """A waiting workspace's messages beyond what it may hold, sent round the stream again.
+
+    Each of the workspace's messages gets an ordinal in the order this holder fetched it; a copy
+    carries its ordinal (:data:`CYCLE_HEADER`). Only the message with ordinal ``accept`` may
+    join the held ones; any other is published again at the stream's end, then acked, so copies
+    come back in ordinal order and the workspace's order is kept."""
+
+    epoch: str
+    assigned: int = 0  # ordinals handed out
+    accept: int = 0  # the ordinal that may be held next
 
 
 @dataclass(frozen=True)
@@ -218,6 +236,11 @@ class BusConsumer:
         js = await self.bus.jetstream()
         sub = await js.pull_subscribe_bind(consumer, stream=stream)
         held: dict[str, _Held] = {}
+        cycles: dict[str, _Cycle] = {}
+        # What one waiting workspace may keep from the partition's max_ack_pending (one batch):
+        # the rest goes round the stream, so the other workspaces' messages still come.
+        cap = max(1, self.settings.batch // 10)
+        epoch = f"{self.owner}/{partition}/{uuid.uuid4().hex[:8]}"
         loop = asyncio.get_running_loop()
         keepalive = asyncio.create_task(self._keepalive(held))
         try:
@@ -245,14 +268,39 @@ class BusConsumer:
                     if row.id in self._msgs:
                         self._msgs[row.id] = msg  # delivered again: answer the newest delivery
                         continue
-                    self._msgs[row.id] = msg
                     entry = held.get(row.workspace_id)
+                    cycle = cycles.get(row.workspace_id)
+                    if cycle is None and entry is not None and len(entry.rows) >= cap \
+                            and row.workspace_id not in fresh:
+                        cycle = cycles[row.workspace_id] = _Cycle(epoch)
+                    if cycle is not None:
+                        ordinal = _ordinal(msg, epoch)
+                        if ordinal is None:
+                            ordinal = cycle.assigned
+                            cycle.assigned += 1
+                        if ordinal != cycle.accept or (entry is not None
+                                                       and len(entry.rows) >= cap):
+                            await self._go_round(msg, epoch, ordinal)
+                            continue
+                        cycle.accept += 1
+                        if cycle.accept == cycle.assigned:
+                            del cycles[row.workspace_id]  # every copy is back
+                    self._msgs[row.id] = msg
                     if entry is None:
                         entry = held[row.workspace_id] = _Held(due=loop.time())
                         fresh.append(row.workspace_id)
                     entry.rows.append(row)
                 for workspace_id in fresh:
                     await self._try(held, workspace_id)
+                for workspace_id, entry in list(held.items()):
+                    if len(entry.rows) > cap and workspace_id not in cycles:
+                        # Waiting with more than it may keep: the rest goes round, in order.
+                        cycle = cycles[workspace_id] = _Cycle(epoch)
+                        for row in entry.rows[cap:]:
+                            msg = self._msgs.pop(row.id)
+                            await self._go_round(msg, epoch, cycle.assigned)
+                            cycle.assigned += 1
+                        del entry.rows[cap:]
         finally:
             keepalive.cancel()
             # Give back what this replica still holds, before its claim goes: JetStream then
@@ -265,6 +313,16 @@ class BusConsumer:
                             await given_back.nak()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _go_round(self, msg: Msg, epoch: str, ordinal: int) -> None:
+        """Publish ``msg`` again at the stream's end (it waits there, not in this consumer's
+        ack-pending window), then ack it. A crash in between delivers it twice: receivers
+        dedupe."""
+        js = await self.bus.jetstream()
+        headers = {k: v for k, v in (msg.headers or {}).items() if k != MSG_ID_HEADER}
+        headers[CYCLE_HEADER] = f"{epoch} {ordinal}"
+        await js.publish(msg.subject, msg.data, headers=headers)
+        await msg.ack()
 
     async def _keepalive(self, held: dict[str, _Held]) -> None:
         period = self.settings.ack_wait_seconds / 3
@@ -401,6 +459,13 @@ def _claim_failures() -> Any:
             "cjo.bus.claim.errors", unit="1",
             description="Event bus claim rounds that failed (the replica claimed nothing then)")
     return _failures
+
+
+def _ordinal(msg: Msg, epoch: str) -> int | None:
+    """A copy's ordinal when this holder's epoch sent it round (else it counts as new)."""
+    value = (msg.headers or {}).get(CYCLE_HEADER, "")
+    sent_by, _, ordinal = value.partition(" ")
+    return int(ordinal) if sent_by == epoch and ordinal.isdigit() else None
 
 
 def _key(item_key: Callable[[OutboxRow], str], row: OutboxRow) -> str:
