@@ -240,6 +240,7 @@ class BusConsumer:
         # What one waiting workspace may keep from the partition's max_ack_pending (one batch):
         # the rest goes round the stream, so the other workspaces' messages still come.
         cap = max(1, self.settings.batch // 10)
+        half = self.settings.batch // 2
         epoch = f"{self.owner}/{partition}/{uuid.uuid4().hex[:8]}"
         loop = asyncio.get_running_loop()
         keepalive = asyncio.create_task(self._keepalive(held))
@@ -278,8 +279,12 @@ class BusConsumer:
                         if ordinal is None:
                             ordinal = cycle.assigned
                             cycle.assigned += 1
+                        # A workspace seen waiting takes back at most ``cap``; one not seen
+                        # waiting since this fetch up to half a batch, so a long backlog comes
+                        # back in a few rounds rather than ``cap`` at a time.
+                        room = cap if row.workspace_id not in fresh else max(cap, half)
                         if ordinal != cycle.accept or (entry is not None
-                                                       and len(entry.rows) >= cap):
+                                                       and len(entry.rows) >= room):
                             await self._go_round(msg, epoch, ordinal)
                             continue
                         cycle.accept += 1
