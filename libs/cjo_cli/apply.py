@@ -102,11 +102,17 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool,
     # The service-given id names the object; it is not a field to set.
     given_id = str(spec.pop(kind.id_field, "")) if kind.id_field else ""
     desired = _normalise(kind.message, spec)
+    # What a create replaces goes into its request id: a --recreate of an archived journey
+    # whose manifest has not changed since its first create must not replay that create (the
+    # server would answer with the archived journey and nothing new would exist).
+    replaces: tuple[str, ...] = ()
     try:
         stored = await kind.find(client, m.spec)
     except Retired as exc:
         if not recreate:
             raise ValueError(f"{m.source}: {exc}") from None
+        retired = exc.args[0]
+        replaces = (str(getattr(retired, kind.id_field or "name", "")), stored_etag(retired))
         stored, given_id = None, ""
     publish = kind.publish is not None and (kind.always_publish or m.publish)
     label = f"{m.kind}/{key}"
@@ -117,7 +123,7 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool,
         diff = _diff(label, None, desired) + _SECRETS_NOTE * bool(secrets)
         note = ""
         if not dry_run:
-            rid = request_id(m.kind, key, m.spec)
+            rid = request_id(m.kind, key, m.spec, *replaces)
             created = await kind.create(client, kind.parse(spec), rid)
             if publish and kind.publish is not None:
                 await kind.publish(client, created, rid)

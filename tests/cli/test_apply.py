@@ -185,6 +185,13 @@ async def test_apply_keeps_a_pause_refuses_an_archive_or_a_shared_name_and_sends
             assert len(named) == 1  # no second journey
             recreated = await cjo("apply", "-f", "examples/journeys/", "--recreate")
             assert "Journey/Thank buyers created" in recreated.stdout, recreated.stdout
+            # A new journey exists (not the archived one's create replayed), live and published.
+            named = [j for j in await KIND_TABLE["Journey"].list(client)
+                     if j.display_name == "Thank buyers"]
+            fresh = [j for j in named if j.name != thank.name]
+            assert len(fresh) == 1, named
+            assert fresh[0].state == journey_pb2.JOURNEY_STATE_ACTIVE, fresh[0]
+            assert fresh[0].published_version, fresh[0]
 
             # A second live journey of the same name: which one is meant cannot be told.
             twin = journey_pb2.Journey()
