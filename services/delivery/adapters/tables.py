@@ -201,6 +201,8 @@ webhook_tokens = Table(
     Column("provider_id", String(64), nullable=False),
     Column("token", String(256), nullable=False),
     Column("expire_time", UtcDateTime, nullable=False),
+    # The recorded report's content: a retry of it carries the same (see OneTimeToken).
+    Column("content_digest", String(64), nullable=False, server_default=""),
     PrimaryKeyConstraint("workspace_id", "provider_id", "token"),
     Index("ix_webhook_tokens_expiry", "workspace_id", "provider_id", "expire_time"),
 )

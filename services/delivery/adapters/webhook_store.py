@@ -63,13 +63,19 @@ def resolve(session: Session, workspace_id: str, refs: Sequence[MessageRef],
 
 
 def spend_token(session: Session, workspace_id: str, provider_id: str, token: OneTimeToken,
-                now: datetime) -> bool:
-    """Whether ``token`` was still unspent for the provider (it is spent now, in the caller's
-    transaction). A concurrent transaction spending the same token waits for this one on the
-    primary key and then finds it spent. Tokens past their expiry are dropped on the way."""
+                now: datetime) -> str | None:
+    """None when ``token`` was still unspent for the provider (it is spent now, in the
+    caller's transaction); else the content digest of the report that spent it. A concurrent
+    transaction spending the same token waits for this one on the primary key and then finds it
+    spent. Tokens past their expiry are dropped on the way."""
     key = (webhook_tokens.c.workspace_id == workspace_id,
            webhook_tokens.c.provider_id == provider_id)
     session.execute(delete(webhook_tokens).where(*key, webhook_tokens.c.expire_time < now))
-    return bool(insert_ignore(session, webhook_tokens, [{
-        "workspace_id": workspace_id, "provider_id": provider_id, "token": token.value,
-        "expire_time": token.expire_time}], returning=webhook_tokens.c.token))
+    if insert_ignore(session, webhook_tokens, [{
+            "workspace_id": workspace_id, "provider_id": provider_id, "token": token.value,
+            "expire_time": token.expire_time, "content_digest": token.content_digest}],
+            returning=webhook_tokens.c.token):
+        return None
+    spent = session.execute(select(webhook_tokens.c.content_digest).where(
+        *key, webhook_tokens.c.token == token.value)).scalar_one_or_none()
+    return str(spent or "")

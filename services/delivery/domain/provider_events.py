@@ -61,10 +61,13 @@ class ProviderEvent:
 class OneTimeToken:
     """A value a signed report may carry once (Mailgun's ``token``): spent in the transaction
     that records the report's events, and remembered until ``expire_time``, when the report's
-    own timestamp check refuses it anyway."""
+    own timestamp check refuses it anyway. ``content_digest`` tells the provider's retry of a
+    recorded report (same content: answered as recorded, nothing recorded again) from the
+    token reused with other content (refused)."""
 
     value: str
     expire_time: datetime
+    content_digest: str = ""
 
 
 _CJO_MESSAGE_ID = re.compile(r"^\s*<?([A-Za-z0-9_.-]{1,64})@cjo>?\s*$")

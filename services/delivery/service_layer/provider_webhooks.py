@@ -43,7 +43,11 @@ class Answer:
 
 
 class Replayed(Exception):
-    """The report's one-time token was spent by an earlier report."""
+    """The report's one-time token was spent by an earlier report with other content."""
+
+
+class AlreadyRecorded(Exception):
+    """The report was recorded before (the provider retries one whose answer it missed)."""
 
 
 def record_provider_events(uow: UnitOfWork, workspace_id: str,
@@ -51,10 +55,15 @@ def record_provider_events(uow: UnitOfWork, workspace_id: str,
                            token: OneTimeToken | None = None, *,
                            forward_to_decisioning: bool = True) -> int:
     """Records the events whose message exists (among ``provider_id``'s messages, when given);
-    how many did. Raises Replayed, recording nothing, when ``token`` was spent before."""
-    if token is not None and provider_id is not None and not webhook_store.spend_token(
-            uow.session, workspace_id, provider_id, token, uow.now()):
-        raise Replayed
+    how many did. When ``token`` was spent before, records nothing and raises AlreadyRecorded
+    (the same content again: the provider's retry) or Replayed (other content)."""
+    if token is not None and provider_id is not None:
+        spent = webhook_store.spend_token(uow.session, workspace_id, provider_id, token,
+                                          uow.now())
+        if spent is not None:
+            if token.content_digest and spent == token.content_digest:
+                raise AlreadyRecorded
+            raise Replayed
     found = webhook_store.resolve(uow.session, workspace_id, [e.ref for e in events],
                                   provider_id)
     recorded = 0
@@ -98,6 +107,10 @@ class ProviderReports:
         try:
             return await self.record(provider.workspace_id, reading.events, where,
                                      provider.provider_id, reading.token)
+        except AlreadyRecorded:
+            # 2xx, or the provider retries it for hours; nothing is recorded twice.
+            log.info("provider report recorded before", **where)
+            return Answer(200, "recorded before")
         except Replayed:
             log.warning("provider report refused", reason="token already used", **where)
             return Answer(403, "replayed")

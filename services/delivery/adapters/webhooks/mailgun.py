@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from typing import Any
 
 from cjo_delivery.adapters.webhooks.request import Malformed, Refused, WebhookRequest, same
@@ -34,8 +35,10 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def events(request: WebhookRequest, signing_key: str, now: float
-           ) -> tuple[list[ProviderEvent], str, float]:
-    """The events, the report's token (spent when they are recorded) and its timestamp."""
+           ) -> tuple[list[ProviderEvent], str, float, str]:
+    """The events, the report's token (spent when they are recorded), its timestamp and a
+    digest of its event-data (Mailgun's retry of a report carries the same; a replay of the
+    token with other event-data does not)."""
     try:
         body = request.json()
     except ValueError:
@@ -65,4 +68,5 @@ def events(request: WebhookRequest, signing_key: str, now: float
     reason = " ".join(str(status.get(k)) for k in ("code", "message", "description")
                       if status.get(k)) or str(data.get("reason", ""))
     found = event(kind, ref, reason, data.get("url", ""))
-    return ([found] if found is not None else []), token, float(timestamp)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return ([found] if found is not None else []), token, float(timestamp), digest

@@ -61,10 +61,10 @@ class ProviderWebhooks:
                                                 c.get("webhook_sns_topic_arns", ""),
                                                 self.clock.now()))
             case WebhookFormat.MAILGUN:
-                found, token, timestamp = mailgun.events(
+                found, token, timestamp, digest = mailgun.events(
                     request, s.get("webhook_signing_key", ""), self.clock.now().timestamp())
                 expiry = datetime.fromtimestamp(timestamp + mailgun.REPLAY_WINDOW_SECONDS, UTC)
-                return Reading(found, OneTimeToken(token, expiry))
+                return Reading(found, OneTimeToken(token, expiry, digest))
             case WebhookFormat.POSTMARK:
                 return Reading(postmark.events(request, c.get("webhook_username", ""),
                                                s.get("webhook_password", "")))
