@@ -5,6 +5,8 @@ logged contexts."""
 from __future__ import annotations
 
 import dataclasses
+import gc
+import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,7 @@ from grpc_status import rpc_status
 from cjo.decisioning.v1 import decision_point_pb2 as dp
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo.decisioning.v1 import evaluation_pb2 as ev
+from cjo_decisioning.adapters import decision_log
 from cjo_decisioning.adapters.tables import EXPOSED, NO_ACTION, NOT_REWARDED, PENDING, REWARDED
 from cjo_decisioning.domain.catalogue import Action, Exploration
 from cjo_platform.protobuf import to_timestamp
@@ -286,3 +289,60 @@ async def test_a_point_exploring_without_a_floor_is_flagged(
         decision_point="decisionPoints/bare", policy=policy), metadata=WS)
     assert bare.decisions == 200
     assert not bare.reliable and list(bare.warnings) == ["NO_EXPLORATION_FLOOR"]
+
+
+async def test_a_log_read_in_chunks_gives_the_same_answer_and_leaves_the_collector_on(
+        server: LogServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log is read and decoded a chunk at a time (a long period is never all in memory at
+    once), with the same estimates as one read; the garbage collector, paused only around each
+    chunk's decode, is on again after an evaluation, and after one that fails."""
+    assert gc.isenabled()
+    policy = ev.TargetPolicy(greedy=ev.GreedyPolicy())
+    whole = await server.stub.EvaluatePolicy(request(policy), metadata=WS)
+    assert gc.isenabled()
+    monkeypatch.setattr(decision_log, "READ_CHUNK", 700)  # 6000 rows: 9 chunks, one partial
+    chunked = await server.stub.EvaluatePolicy(request(policy), metadata=WS)
+    assert chunked == whole
+    assert gc.isenabled()
+    error = await rpc_error(server, request(ev.TargetPolicy(always_action="z")))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert gc.isenabled()
+
+
+def test_overlapping_collector_pauses_leave_it_on_only_when_the_last_ends() -> None:
+    """Evaluations decode on worker threads at once; their pauses overlap in any order."""
+    assert gc.isenabled()
+    first, second = decision_log._collector_paused(), decision_log._collector_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the second decode is still running
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    with pytest.raises(ValueError), decision_log._collector_paused():
+        raise ValueError("a decode failed")
+    assert gc.isenabled()
+
+
+def test_a_log_read_in_chunks_holds_less_at_once(server: LogServer,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read whole (as before: every row and the whole period's text at once) against in chunks:
+    the chunked read's peak is lower, as only the estimators' inputs grow with the period."""
+
+    def peak() -> int:
+        tracemalloc.start()
+        try:
+            with server.db.transaction() as session:
+                logged = decision_log.decided_with_outcome(
+                    session, "ws-a", "offers", None, T0 + timedelta(days=1),
+                    datetime.now(UTC))
+            assert len(logged.action) == DECISIONS
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    monkeypatch.setattr(decision_log, "READ_CHUNK", 10 * DECISIONS)
+    whole = peak()
+    monkeypatch.setattr(decision_log, "READ_CHUNK", 500)
+    chunked = peak()
+    assert chunked < 0.9 * whole, (chunked, whole)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -145,32 +148,65 @@ def decided_with_outcome(session: Session, workspace_id: str, point: str,
     compact: ColumnElement[Any] = literal_column(_COMPACT[dialect])
     mandatory: ColumnElement[Any] = literal_column(_FIRST_FLAG[dialect].format("mandatory"))
     replaced: ColumnElement[Any] = literal_column(_FIRST_FLAG[dialect].format("replaced"))
-    rows = session.execute(
+    # Read and decoded a chunk at a time: a period of millions of decisions never holds all
+    # its rows and all their text at once (only the estimators' inputs are kept).
+    result = session.execute(
         select(decisions.c.action, decisions.c.pick_probability, compact, mandatory, replaced,
                decisions.c.outcome)
         .where(_in_period(workspace_id, point, start, end), _final(now))
-        .order_by(decisions.c.decide_time)).all()
-    # The decode makes a million small lists with no cycle among them: the collector's passes
-    # over them while they are made cost as much as the decode itself.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        terms = json.loads("[" + ",".join(row[2] or "[]" for row in rows) + "]")
-    except ValueError:  # never written so, but one bad row must not fail the rest
-        terms = [_decoded(row[2]) for row in rows]
-    finally:
-        if collecting:
-            gc.enable()
+        .order_by(decisions.c.decide_time),
+        execution_options={"yield_per": READ_CHUNK})
     candidates: list[list[list[Any]]] = []
     reason: list[str] = []
-    for (_, pick, _, is_mandatory, is_replaced, _), these in zip(rows, terms, strict=True):
-        usable = isinstance(these, list) and bool(these) and pick is not None and pick > 0
-        candidates.append(these if usable else [])
-        reason.append(log_reason(_flag(is_mandatory), _flag(is_replaced)) if usable
-                      else UNUSABLE_LOG)
-    return LoggedDecisions.from_rows(
-        candidates, [row[0] for row in rows], [float(row[1] or 0.0) for row in rows],
-        [1.0 if row[5] == REWARDED else 0.0 for row in rows], reason)
+    chosen: list[str] = []
+    pick_probability: list[float] = []
+    reward: list[float] = []
+    for rows in result.partitions():
+        with _collector_paused():
+            try:
+                terms = json.loads("[" + ",".join(row[2] or "[]" for row in rows) + "]")
+            except ValueError:  # never written so, but one bad row must not fail the rest
+                terms = [_decoded(row[2]) for row in rows]
+        for (action, pick, _, is_mandatory, is_replaced, outcome), these in zip(
+                rows, terms, strict=True):
+            usable = isinstance(these, list) and bool(these) and pick is not None and pick > 0
+            candidates.append(these if usable else [])
+            reason.append(log_reason(_flag(is_mandatory), _flag(is_replaced)) if usable
+                          else UNUSABLE_LOG)
+            chosen.append(action)
+            pick_probability.append(float(pick or 0.0))
+            reward.append(1.0 if outcome == REWARDED else 0.0)
+    return LoggedDecisions.from_rows(candidates, chosen, pick_probability, reward, reason)
+
+
+# Rows read and decoded at once by decided_with_outcome.
+READ_CHUNK = 20_000
+
+_pause_lock = threading.Lock()
+_pauses = 0
+_collecting_before = False
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The garbage collector off while a chunk is decoded: the decode makes many small lists
+    with no cycle among them, and the collector's passes over them cost as much as the decode.
+    The collector is process-wide and evaluations run on worker threads at once, so pauses are
+    counted: it is back on as it was when the last one ends, whatever raised, in any order
+    (a plain save-disable-restore per call can leave it off for good when two overlap)."""
+    global _pauses, _collecting_before
+    with _pause_lock:
+        if _pauses == 0:
+            _collecting_before = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _collecting_before:
+                gc.enable()
 
 
 def _decoded(text: str | None) -> Any:
