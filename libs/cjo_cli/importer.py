@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -60,24 +61,26 @@ def checkpoint_path(path: Path) -> Path:
     return path.with_name(path.name + ".cjo-checkpoint")
 
 
-def _read_checkpoint(path: Path) -> int:
+def _read_checkpoint(path: Path) -> tuple[int, str]:
+    """The last line acknowledged and the run's id (0 and a new id when none was stopped)."""
     cp = checkpoint_path(path)
     if not cp.exists():
-        return 0
+        return 0, uuid.uuid4().hex
     data = json.loads(cp.read_text(encoding="utf-8"))
     size = path.stat().st_size
     if data.get("size") != size:
         raise ImportError_(f"{path} changed since the interrupted import recorded in {cp} "
                            f"(it was {data.get('size')} bytes, it is {size}); delete the "
-                           f"checkpoint to start over (rows already imported are recognised "
-                           f"by their message ids)")
-    return int(data["line"])
+                           f"checkpoint to start over (a changed file is a new file: rows "
+                           f"without a message_id are imported again)")
+    return int(data["line"]), str(data.get("run", ""))
 
 
-def _write_checkpoint(path: Path, line: int) -> None:
+def _write_checkpoint(path: Path, line: int, run: str) -> None:
     cp = checkpoint_path(path)
     tmp = cp.with_name(cp.name + ".tmp")
-    tmp.write_text(json.dumps({"line": line, "size": path.stat().st_size}), encoding="utf-8")
+    tmp.write_text(json.dumps({"line": line, "size": path.stat().st_size, "run": run}),
+                   encoding="utf-8")
     os.replace(tmp, cp)
 
 
@@ -111,15 +114,26 @@ def count_rows(path: Path) -> int:
 
 
 def row_digest(kind: str, raw: str) -> str:
-    """What a row says, whatever file it is in and wherever in it: the same row in a renamed
-    copy (or after lines were added above it) is the same row."""
+    """What a row says, wherever it is in its file."""
     return hashlib.sha256(f"{kind}\n{raw.strip()}".encode()).hexdigest()
 
 
-def _message_id(digest: str, occurrence: int) -> str:
+def file_digest(path: Path) -> str:
+    """What the whole file says, whatever its name: a renamed copy has the same."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _message_id(digest: str, occurrence: int, in_file: str) -> str:
     # ``occurrence`` counts identical rows earlier in the file, so two equal rows are two
-    # events (a person clicking twice in one second), each with its own id.
-    return "import-" + hashlib.sha256(f"{digest}\n{occurrence}".encode()).hexdigest()[:32]
+    # events (a person clicking twice in one second), each with its own id. ``in_file`` (the
+    # file's content digest) keeps the same row in another file a new event (a profile
+    # snapshot going back to yesterday's plan), while a renamed copy is recognised.
+    return "import-" + hashlib.sha256(
+        f"{digest}\n{occurrence}\n{in_file}".encode()).hexdigest()[:32]
 
 
 def _split_identifiers(row: dict[str, Any]) -> tuple[list[event_pb2.Identifier], dict[str, Any]]:
@@ -129,7 +143,7 @@ def _split_identifiers(row: dict[str, Any]) -> tuple[list[event_pb2.Identifier],
     return ids, rest
 
 
-def event_from_row(kind: str, digest: str, occurrence: int,
+def event_from_row(kind: str, digest: str, occurrence: int, in_file: str,
                    row: dict[str, Any]) -> event_pb2.Event:
     """An NDJSON row in the Event proto's JSON form is taken as it is; otherwise (CSV, or a flat
     object) identifier columns become identifiers and the others properties (events) or traits
@@ -152,7 +166,7 @@ def event_from_row(kind: str, digest: str, occurrence: int,
     elif not event.type:
         event.type = event_pb2.EVENT_TYPE_TRACK
     if not event.message_id:
-        event.message_id = _message_id(digest, occurrence)
+        event.message_id = _message_id(digest, occurrence, in_file)
     if not event.source:
         event.source = SOURCE
     return event
@@ -179,7 +193,13 @@ async def run_import(client: Client, kind: str, path: Path, *,
     if not path.is_file():
         raise ImportError_(f"{path}: no such file")
     summary = Summary(total=count_rows(path))
-    start_after = _read_checkpoint(path)
+    start_after, run = _read_checkpoint(path)
+    # Events: a row is recognised in the same file content (a renamed copy), and the same row
+    # in another file is a new event. Profiles are snapshots of state: importing one again
+    # applies it again (Monday's gold after Tuesday's silver is gold, even when Wednesday's
+    # file is byte for byte Monday's), so their ids hold only to this run (kept by the
+    # checkpoint, so a resumed run's repeated batch is still recognised).
+    in_file = file_digest(path) + (f"\nrun {run}" if kind == "profiles" else "")
     pending: list[tuple[int, asyncio.Task[Any], list[int]]] = []
     sent_batches = 0
 
@@ -194,7 +214,7 @@ async def run_import(client: Client, kind: str, path: Path, *,
             else:
                 summary.accepted += 1
         # Only now is every row up to last_line acknowledged (batches settle in order).
-        _write_checkpoint(path, last_line)
+        _write_checkpoint(path, last_line, run)
         progress(summary.skipped + summary.accepted + summary.duplicates
                  + len(summary.rejected))
 
@@ -229,7 +249,7 @@ async def run_import(client: Client, kind: str, path: Path, *,
                 summary.rejected.append(Rejected(line, row))
                 continue
             try:
-                batch.append(event_from_row(kind, digest, occurrence, row))
+                batch.append(event_from_row(kind, digest, occurrence, in_file, row))
                 lines.append(line)
             except (ValueError, json_format.ParseError) as exc:
                 summary.rejected.append(Rejected(line, f"row: {exc}"))

@@ -45,6 +45,15 @@ async def events_of(suite: object, key: str, user_id: str) -> list[str]:
                 return pages
 
 
+async def plan_of(suite: object, key: str, user_id: str) -> str:
+    async with grpc.aio.insecure_channel(suite.target("identity")) as channel:  # type: ignore[attr-defined]
+        stub = id_grpc.IdentityServiceStub(channel)
+        profile = (await stub.LookupProfile(id_pb.LookupProfileRequest(
+            identifier=event_pb2.Identifier(type="user_id", value=user_id)),
+            metadata=bearer(key))).profile
+        return str(profile.traits["plan"])
+
+
 # Identity ingests ~2,400 events/s on an idle 2-core machine; a busy one takes minutes.
 @pytest.mark.timeout(900)
 async def test_import_100000_events_with_progress(sqlite_backend: Backend,
@@ -101,3 +110,19 @@ async def test_bad_rows_and_resume(sqlite_backend: Backend, tmp_path: Path) -> N
         copy.write_text(data.read_text())
         renamed = await cjo("import", "events", str(copy))
         assert "0 accepted, 5000 already imported" in renamed.stdout, renamed.stdout
+
+        # The same row in another file is another event (ids hold the file's content too).
+        other = tmp_path / "other.ndjson"
+        first = data.read_text().splitlines()[0]
+        other.write_text(first + "\n" + json.dumps({"name": "page_viewed", "user_id": "u3",
+                                                     "page": "/other"}) + "\n")
+        assert "2 accepted, 0 already imported" in (
+            await cjo("import", "events", str(other))).stdout
+        # Daily profile snapshots (Wednesday's file is Monday's, byte for byte): state applied
+        # again, not a duplicate.
+        for day, plan in (("monday", "gold"), ("tuesday", "silver"), ("wednesday", "gold")):
+            snapshot = tmp_path / f"profiles-{day}.csv"
+            snapshot.write_text(f"user_id,plan\n42,{plan}\n")
+            imported = await cjo("import", "profiles", str(snapshot))
+            assert "1 accepted, 0 already imported" in imported.stdout, (day, imported.stdout)
+        assert await plan_of(suite, key, "42") == "gold"
