@@ -344,6 +344,26 @@ async def test_a_stalled_workspace_does_not_hold_up_the_others_on_its_partition(
     await bus.close()
 
 
+async def test_a_replica_that_stopped_cleanly_is_not_counted(prefix: str, box: Box) -> None:
+    # A stops cleanly (deleting its member key); B, started alone right after, takes every
+    # partition in its first round instead of waiting for A's key to expire.
+    bus = Bus(bus_settings(prefix))
+    first = BusConsumer(bus, TOPIC, Receiver(), box.db, box.dead_letters, ManualClock(),
+                        owner="a")
+    task = await running(first)
+    await eventually(lambda: len(first.held_partitions()) == 4, timeout=10)
+    await stop(task)
+    second = BusConsumer(bus, TOPIC, Receiver(), box.db, box.dead_letters, ManualClock(),
+                         owner="b")
+    task = await running(second)
+    try:
+        await eventually(lambda: len(second.held_partitions()) == 4,
+                         timeout=bus.settings.renew_seconds / 2)
+    finally:
+        await stop(task)
+    await bus.close()
+
+
 def test_a_profile_always_has_the_same_partition() -> None:
     # CRC-32: the same in every process and release (Python's hash() is salted per process).
     assert naming.partition_of("profile-42", 8) == naming.partition_of("profile-42", 8) == 6

@@ -50,7 +50,6 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyWrongLastSequenceError
 
 from cjo_platform.backoff import RetryPolicy
-from cjo_platform.bus import naming
 from cjo_platform.bus.connection import Bus, BusSettings
 from cjo_platform.bus.relay import MSG_ID_HEADER, TRACEPARENT_HEADER, WORKSPACE_HEADER
 from cjo_platform.clock import Clock
@@ -168,11 +167,21 @@ class BusConsumer:
             await asyncio.shield(self._release_all())
 
     async def _members(self) -> int:
-        js = await self.bus.jetstream()
-        bucket = naming.stream_name(self.bus.prefix, "claims")
-        info = await js.stream_info(f"KV_{bucket}",
-                                    subjects_filter=f"$KV.{bucket}.member.{self._topic_key}.>")
-        return max(1, len(info.state.subjects or {}))
+        """The replicas working the topic: live member keys only (a replica that stopped
+        cleanly deleted its key, whose delete marker would still count as a subject)."""
+        kv = await self.bus.claims()
+        watcher = await kv.watch(f"member.{self._topic_key}.>", ignore_deletes=True,
+                                 meta_only=True)
+        count = 0
+        try:
+            async with asyncio.timeout(10):
+                async for entry in watcher:
+                    if entry is None:  # every current key seen
+                        break
+                    count += 1
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return max(1, count)
 
     async def _tend_claims(self) -> None:
         kv = await self.bus.claims()
