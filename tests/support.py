@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -34,17 +35,27 @@ def postgres_available() -> bool:
 # Ports free_port() handed out in this process: one not yet bound when the next is asked for
 # is still free, and would otherwise be handed out twice.
 _handed_out: set[int] = set()
+# Below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by
+# default) and above the loopback services (RabbitMQ's 25672 is the highest): a port taken from
+# the ephemeral range could, before the test binds it, become the local end of an outgoing
+# connection (to PostgreSQL, NATS...), and the bind would then fail with "address in use".
+_PORT_RANGE = (26000, 32767)
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on, never one this process was given before."""
+    """A loopback port nothing listens on or connects from, never one this process was given
+    before, outside the range the kernel picks outgoing connections' ports from."""
     while True:
+        port = random.randint(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))  # the kernel picks from the ephemeral range
-            port = int(s.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 @dataclass
