@@ -2,8 +2,9 @@
 real NATS JetStream at 127.0.0.1:4222 and a real SMTP server: the rows orchestration's forwarder
 publishes (delivery.erasures) are taken by delivery's own consumer into EraseProfiles, so a
 queued message of the erased person is canceled, and one a sender is handing to the provider
-right now is erased once its send finished (the erasure is kept and tried again, not lost). The
-test uses a stream prefix of its own and removes its streams afterwards."""
+right now is erased once its send finished (the erasure is kept and tried again, not lost); a
+consumer that cannot claim its partitions shows in the service's grpc.health.v1. Each test uses
+a stream prefix of its own and removes its streams afterwards."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from pathlib import Path
 import grpc
 import pytest
 from delivery_support import delivery_app, send_request, smtp_server
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats_support import NATS_URL, SenderOutbox, bus_env, drain, drop_streams, nats_listening
 from test_delivery_erasure import WS, HeldSink, status_of
 
+from cjo.common.v1 import dead_letter_service_pb2 as dead_letter_pb
+from cjo.common.v1 import dead_letter_service_pb2_grpc as dead_letter_grpc
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
@@ -26,6 +30,9 @@ from support import Backend, eventually, free_port, serving, settings_for
 
 pytestmark = pytest.mark.skipif(not nats_listening(),
                                 reason="no NATS server with JetStream at 127.0.0.1:4222")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 # Delivery's own topics go to the bus too once it is set.
 TOPICS = (ERASURES_TOPIC, "identity.events", "analytics.facts", "decisioning.facts")
@@ -86,12 +93,44 @@ async def test_erasures_reach_delivery_through_jetstream(
                             and found.recipient.address == "")
                 await eventually(erased, timeout=90)
 
-                # Both erasures were answered and acknowledged: none is left in the stream.
+                # Both erasures were taken by EraseProfiles and acknowledged, once each: the
+                # stream stored exactly the two (nothing went round or came twice) and holds
+                # none, no partition has one pending or unanswered, none was handed out again
+                # (Ada's waited in the consumer, in progress), and none was given up on.
+                js = await bus.jetstream()
+                stream = naming.stream_name(prefix, ERASURES_TOPIC)
+
                 async def acked() -> bool:
-                    js = await bus.jetstream()
-                    info = await js.stream_info(naming.stream_name(prefix, ERASURES_TOPIC))
-                    return int(info.state.messages) == 0
+                    return int((await js.stream_info(stream)).state.messages) == 0
                 await eventually(acked, timeout=30)
+                assert (await js.stream_info(stream)).state.last_seq == 2
+                for partition in range(2):
+                    consumer = await js.consumer_info(
+                        stream, naming.consumer_name(ERASURES_TOPIC, partition))
+                    assert (consumer.num_pending, consumer.num_ack_pending,
+                            consumer.num_redelivered) == (0, 0, 0)
+                letters = dead_letter_grpc.DeadLetterServiceStub(channel)
+                assert not (await letters.ListDeadLetters(
+                    dead_letter_pb.ListDeadLettersRequest(), metadata=WS)).dead_letters
     finally:
         await bus.close()
         box.db.dispose()
+
+
+async def test_a_consumer_that_cannot_claim_shows_in_health(
+        sqlite_backend: Backend, prefix: str) -> None:
+    # Three stream replicas asked of a one-node server: the claims bucket cannot be made, so
+    # delivery's erasures consumer works no partition. grpc.health.v1 says so under the
+    # consumer's own name, while the service as a whole keeps serving its RPCs.
+    app = delivery_app(sqlite_backend, free_port(), **bus_env(prefix), CJO_BUS_REPLICAS="3")
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def status(service: str) -> int:
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            return int(reply.status)
+
+        async def not_serving() -> bool:
+            return await status(f"cjo.bus.{ERASURES_TOPIC}") == NOT_SERVING
+        await eventually(not_serving, timeout=20)
+        assert await status("") == SERVING

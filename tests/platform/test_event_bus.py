@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -25,6 +28,7 @@ from cjo_platform.bus.consumer import BusConsumer
 from cjo_platform.bus.relay import bus_sender
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.outbox import Forwarder, Later, OutboxRow, Refusal
+from cjo_platform.ids import claimant_id
 from support import eventually
 
 TOPIC = "test.events"
@@ -373,3 +377,19 @@ def test_a_profile_always_has_the_same_partition() -> None:
     created = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
     assert naming.message_id("identity", "orchestration.events", 7, created) == \
         f"identity:orchestration.events:7:{created.timestamp():.6f}"
+
+
+def test_claimants_have_ids_of_their_own(box: Box) -> None:
+    # One rule for every holder of leases and claims (outbox forwarders, bus consumers): the
+    # host and process an operator looks for, unique per holder, short enough for a
+    # lease_owner column and a single token of a JetStream key-value key.
+    bus = Bus(bus_settings("t"))
+    ids = [Forwarder(box.db, box.outbox, TOPIC, Receiver()).owner,
+           Forwarder(box.db, box.outbox, TOPIC, Receiver()).owner,
+           BusConsumer(bus, TOPIC, Receiver(), box.db, box.dead_letters, ManualClock()).owner,
+           claimant_id()]
+    assert len(set(ids)) == len(ids)
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()[:30])
+    for value in ids:
+        assert value.startswith(f"{host}-{os.getpid()}-")
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value)

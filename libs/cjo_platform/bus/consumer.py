@@ -36,9 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import re
-import socket
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +61,7 @@ from cjo_platform.db.outbox import (
     SendBatch,
     Undeliverable,
 )
+from cjo_platform.ids import claimant_id
 from cjo_platform.logging import get_logger
 from cjo_platform.metrics import meter
 from cjo_platform.telemetry import batch_span
@@ -123,8 +122,7 @@ class BusConsumer:
         self.item_key = item_key or (lambda row: "")
         self.retry = retry
         self.fetch_seconds = fetch_seconds
-        raw = owner or f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.owner = _KEY_UNSAFE.sub("_", raw)
+        self.owner = _KEY_UNSAFE.sub("_", owner) if owner else claimant_id()
         self._topic_key = _KEY_UNSAFE.sub("_", topic)
         self._msgs: dict[int, Msg] = {}  # stream sequence -> the delivery to answer
         self._partitions: dict[int, tuple[asyncio.Task[None], int]] = {}
@@ -132,6 +130,9 @@ class BusConsumer:
         # Why the last claim round failed (None once one succeeded): the replica works no
         # partition it could not renew or claim meanwhile.
         self.claim_error: str | None = None
+        # The consumer's own entry in the service's grpc.health.v1 (NOT_SERVING while its
+        # claims fail; see cjo_platform.rpc.server.HealthReporting).
+        self.health_name = f"cjo.bus.{topic}"
 
     @property
     def settings(self) -> BusSettings:
@@ -139,6 +140,10 @@ class BusConsumer:
 
     def held_partitions(self) -> list[int]:
         return sorted(self._partitions)
+
+    def healthy(self) -> bool:
+        """False while claim rounds fail: this replica works no partition then."""
+        return self.claim_error is None
 
     # --- claims ---------------------------------------------------------------------------
 

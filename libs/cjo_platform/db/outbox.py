@@ -14,9 +14,6 @@ instead of holding up the rows behind it.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -49,6 +46,7 @@ from cjo_platform.db.bulk import bulk_insert
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.types import UtcDateTime
+from cjo_platform.ids import claimant_id
 from cjo_platform.limits import MAX_CALL_PAYLOAD_BYTES, MAX_WORKSPACE_ID_LENGTH
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import batch_span
@@ -257,7 +255,7 @@ class Forwarder(PollingWorker):
         self._later: dict[str, int] = {}
         self._cut = False
         # Unique per forwarder object: two forwarders of one process are two claimants.
-        self.owner = owner or f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.owner = owner or claimant_id()
         self._last_success: datetime | None = None
         self._lease_until: datetime | None = None
         # Rows of the current round still being sent (their leases are renewed if it runs long).

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -39,9 +39,24 @@ from cjo_platform.telemetry import configure_tracing, shutdown_tracing
 log = get_logger("cjo.server")
 
 BACKGROUND_STOP_SECONDS = 15.0
+# How often the health of the parts that report their own (HealthReporting) is read.
+HEALTH_REPORT_SECONDS = 1.0
 # Exit code of a service command (python -m cjo_<service> <command>) that raised: 2 stays for
 # bad configuration or usage, 0 and 1 for what the command itself reports.
 COMMAND_FAILED = 3
+
+
+@runtime_checkable
+class HealthReporting(Protocol):
+    """A background worker with a health of its own, reported by ``grpc.health.v1`` under
+    ``health_name`` (an event bus consumer: ``cjo.bus.<topic>``) while the service as a whole
+    (``""``) stays SERVING: a probe or an operator can watch it without the pod leaving its
+    Service's endpoints. Found among :attr:`ServiceApp.background` (the objects whose bound
+    methods the jobs are)."""
+
+    health_name: str
+
+    def healthy(self) -> bool: ...
 
 
 @dataclass
@@ -131,6 +146,11 @@ async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
         on_ready(port)
 
     tasks = [asyncio.create_task(job(), name=job.__name__) for job in app.background]
+    reporting = [part for part in (getattr(job, "__self__", None) for job in app.background)
+                 if isinstance(part, HealthReporting)]
+    if reporting:
+        tasks.append(asyncio.create_task(_report_health(health_servicer, reporting),
+                                         name="report_health"))
     stopper = asyncio.create_task(stop.wait())
     watched = {stopper, *tasks}
     done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -250,6 +270,20 @@ async def _serve_process(app: ServiceApp) -> None:
         # Client channels are per process (shared by everything in it), so they close with it.
         await close_channels()
         shutdown_metrics()
+
+
+async def _report_health(servicer: health.aio.HealthServicer,
+                         parts: Sequence[HealthReporting]) -> None:
+    """Keep each part's ``grpc.health.v1`` status up to date (SERVING or NOT_SERVING)."""
+    shown: dict[str, bool] = {}
+    while True:
+        for part in parts:
+            healthy = part.healthy()
+            if shown.get(part.health_name) != healthy:
+                shown[part.health_name] = healthy
+                await servicer.set(part.health_name, health_pb2.HealthCheckResponse.SERVING
+                                   if healthy else health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.sleep(HEALTH_REPORT_SECONDS)
 
 
 def _format_stack(task: asyncio.Task[Any]) -> list[str]:
