@@ -125,6 +125,12 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool,
         if not dry_run:
             rid = request_id(m.kind, key, m.spec, *replaces)
             created = await kind.create(client, kind.parse(spec), rid)
+            if await kind.get_by_id(client, kind.resource_id(created)) is None:
+                # The service answers a request id it has seen with its first answer (for
+                # days): the object that create made was deleted since, so the same manifest
+                # is a new change and must make a new one (and publish that one).
+                rid = request_id(rid, created.name, stored_etag(created))
+                created = await kind.create(client, kind.parse(spec), rid)
             if publish and kind.publish is not None:
                 await kind.publish(client, created, rid)
             if kind.id_field and not given_id:
@@ -161,7 +167,10 @@ _SECRETS_NOTE = "secrets: (not compared; sent again)\n"
 
 
 def stored_etag(stored: Any) -> str:
-    return str(getattr(stored, "etag", "")) or str(getattr(stored, "update_time", ""))
+    """The stored object's version, for request ids: its etag (or update time) and its create
+    time, so an object deleted and made again is never taken for the one before it."""
+    version = str(getattr(stored, "etag", "")) or stored.update_time.ToJsonString()
+    return f"{version}@{stored.create_time.ToJsonString()}"
 
 
 async def _apply_settings(client: Client, m: Manifest, dry_run: bool) -> list[Outcome]:

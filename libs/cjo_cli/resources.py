@@ -158,6 +158,10 @@ class Kind:
                           "--recreate to create a new one of that name")
         return live[0] if live else None
 
+    def resource_id(self, item: Any) -> str:
+        """The id :meth:`get_by_id` takes: the service-given id, else the resource name's."""
+        return str(getattr(item, self.id_field)) if self.id_field else item.name.split("/", 1)[1]
+
     async def get_by_id(self, c: Client, resource_id: str) -> Message | None:
         reply = await _missing_is_none(self._call(c, "Get", self._request(
             "Get", name=f"{self.collection}/{resource_id}")))

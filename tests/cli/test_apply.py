@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from cjo_cli.resources import KIND_TABLE
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.e2e
 async def test_apply_examples_twice_then_dry_run_a_change(sqlite_backend: Backend,
                                                           tmp_path: Path) -> None:
     async with running_suite(sqlite_backend, tmp_path) as suite:
-        cjo = cjo_for(suite, await new_workspace(suite, "acme"), tmp_path / "config")
+        key = await new_workspace(suite, "acme")
+        cjo = cjo_for(suite, key, tmp_path / "config")
 
         first = await cjo("apply", "-f", "examples/")
         for line in ("Snippet/footer created", "Content/thank-you-email created",
@@ -65,6 +67,15 @@ async def test_apply_examples_twice_then_dry_run_a_change(sqlite_backend: Backen
         assert refused.returncode == 1
         assert refused.stderr.startswith("INVALID_ARGUMENT"), refused.stderr
         assert "  segment.condition: " in refused.stderr, refused.stderr
+
+        # Deleted, then the first manifest applied again: the service would answer the first
+        # create's request id with its first answer (an object that is gone); apply makes it.
+        async with Client(Endpoints.from_env(cjo.env), key) as client:
+            await client.identity.DeleteSegment(identity_pb.DeleteSegmentRequest(
+                name="segments/big-spenders"), metadata=client.metadata)
+        again = await cjo("apply", "-f", "examples/segments/")
+        assert "Segment/big-spenders created" in again.stdout, again.stdout
+        assert "> 500.0" in (await cjo("get", "segment", "big-spenders")).stdout
 
 
 CONTENT = """kind: Content
