@@ -43,6 +43,7 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     start_unix_nano: int = 0  # when the span began, to tell the order of calls within a trace
+    end_unix_nano: int = 0
 
 
 class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -59,7 +60,8 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                 for span in scope.spans:
                     self.spans.append(ReceivedSpan(
                         service, span.name, span.kind, span.trace_id.hex(), span.span_id.hex(),
-                        span.parent_span_id.hex(), span.start_time_unix_nano))
+                        span.parent_span_id.hex(), span.start_time_unix_nano,
+                        span.end_time_unix_nano))
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
