@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from delivery_support import delivery_app
 from http_sink import Answer, HttpSink, Request, http_sink
+from sqlalchemy import event
 from test_delivery_rate_replicas import limited, rate_db
 
 from cjo.common.v1 import common_pb2
@@ -325,6 +326,31 @@ async def test_only_consecutive_failures_across_replicas_open_the_breaker(
         await breakers.record(a, BreakerChange.FAILED, now, None)
         later = now + timedelta(seconds=1)
         assert not await breakers.allow(b, later)
+
+
+async def test_concurrent_sends_finding_a_breaker_stale_share_one_read(
+        backend: Backend) -> None:
+    """The messages of a round in flight together (CJO_DELIVERY_CONCURRENCY) that find their
+    route's copy stale read the stored breaker once between them, not once each."""
+    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    with rate_db(backend) as db:
+        reads: list[str] = []
+
+        def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+            if "provider_breakers" in statement:
+                reads.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", count)
+        breakers = SharedBreakers(Transactions(db, ManualClock(t0)),
+                                  trial_lease=timedelta(minutes=5))
+        route = Route("smtp", None, CircuitBreaker(2, timedelta(seconds=30)))  # type: ignore[arg-type]
+        await breakers.refresh([route], t0)
+        assert len(reads) == 1
+        later = t0 + timedelta(seconds=2)  # stale
+        assert all(await asyncio.gather(*(breakers.allow(route, later) for _ in range(20))))
+        assert len(reads) == 2 and not breakers.stale(route, later)
+        await breakers.refresh([route], later + timedelta(seconds=2))  # stale again: read
+        assert len(reads) == 3
 
 
 # --- signals: the inbox and the sender's wake-ups ------------------------------------------

@@ -2,7 +2,9 @@
 (adapters/breaker_store.py; the rules in domain/breaker.py).
 
 Each route keeps a copy of its breaker, read afresh when it is older than ``refresh`` (1 s): at
-the start of a round (one query for the round's stale routes) and before a call. A change is
+the start of a round (one query for the round's stale routes) and before a call. The messages
+of a round in flight together that find a copy stale share one read of it (not one read each:
+64 concurrent sends once cost 64 reads a second of the same row). A change is
 made in the database under the row's lock and the copy replaced by what was stored, so a
 failure counts once whichever replica saw it and the breaker opens for all of them (a replica
 whose copy still shows it closed learns it at its next failure, or within the second). A
@@ -19,6 +21,7 @@ replica.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -49,23 +52,36 @@ class SharedBreakers:
         self.refresh_after = refresh
         # Providers that answered with a clean copy since the last take_resets().
         self._resets: set[breaker_store.BreakerKey] = set()
+        # Reads under way, by breaker: a copy found stale meanwhile waits for that read.
+        self._reading: dict[breaker_store.BreakerKey, asyncio.Future[None]] = {}
 
     def stale(self, route: Route, now: datetime) -> bool:
         return route.synced_at is None or now - route.synced_at >= self.refresh_after
 
     async def refresh(self, routes: Sequence[Route], now: datetime) -> None:
-        """Read the stored breakers of the stale ``routes`` into their copies, in one query."""
+        """Read the stored breakers of the stale ``routes`` into their copies, in one query;
+        those another caller is reading already are waited for instead."""
         by_key = {route.key: route for route in routes if self.stale(route, now)}
         if not by_key:
             return
-        try:
-            stored = await self.transactions.run(lambda uow: breaker_store.read(
-                uow.session, list(by_key), lambda key: by_key[key].breaker))
-        except Exception as exc:
-            log.warning("reading the shared circuit breakers failed", error=str(exc))
-            return
-        for key, breaker in stored.items():
-            _copy(by_key[key], breaker, now)
+        under_way = {self._reading[key] for key in by_key if key in self._reading}
+        mine = {key: route for key, route in by_key.items() if key not in self._reading}
+        if mine:
+            read = asyncio.get_running_loop().create_future()
+            self._reading |= dict.fromkeys(mine, read)
+            try:
+                stored = await self.transactions.run(lambda uow: breaker_store.read(
+                    uow.session, list(mine), lambda key: mine[key].breaker))
+                for key, breaker in stored.items():
+                    _copy(mine[key], breaker, now)
+            except Exception as exc:
+                log.warning("reading the shared circuit breakers failed", error=str(exc))
+            finally:
+                for key in mine:
+                    del self._reading[key]
+                read.set_result(None)
+        if under_way:
+            await asyncio.wait(under_way)  # not cancelled with this caller: others wait too
 
     async def allow(self, route: Route, now: datetime) -> bool:
         """Whether ``route`` may be called now; claims a half-open breaker's one trial (among
