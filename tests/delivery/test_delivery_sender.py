@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from delivery_support import (
     send_request,
     smtp_server,
 )
+from sqlalchemy import event
 
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
@@ -275,3 +277,37 @@ async def test_outcomes_are_recorded_in_bulk_unless_a_successor_took_one_over(
                            ("sending", 2, "", False)]
     assert recorded == [("sent", 1, "", False), ("queued", 1, "busy", False),
                         ("sending", 2, "", False)]
+
+
+async def test_a_round_claims_and_reads_its_context_in_one_transaction(backend: Backend) -> None:
+    """The claim and the reads the policies and the failover need (providers, policies,
+    suppressions) share one transaction: one commit fewer per round."""
+    transactions: list[list[str]] = []
+    current: dict[int, list[str]] = {}
+
+    def began(conn: Any) -> None:
+        current[id(conn)] = []
+
+    def executed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        current.setdefault(id(conn), []).append(statement)
+
+    def committed(conn: Any) -> None:
+        transactions.append(current.pop(id(conn), []))
+
+    port = free_port()
+    with smtp_server(SmtpSink(), port) as sink:
+        app = delivery_app(backend, port, ManualClock())
+        for name, listener in (("begin", began), ("before_cursor_execute", executed),
+                               ("commit", committed)):
+            event.listen(app.db.engine, name, listener)
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.DeliveryServiceStub(ch)
+            name = (await stub.SendMessage(send_request("k1"), metadata=WS)).message.name
+            await reaches(stub, name, SENT, 1)
+    assert len(sink.received) == 1
+
+    def has(statements: list[str], *words: str) -> bool:
+        return any(all(w in s for w in words) for s in statements)
+
+    reading = [t for t in transactions if has(t, "FROM policies")]
+    assert reading and all(has(t, "UPDATE messages SET status") for t in reading)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from cjo_delivery.adapters.tables import provider_breakers, providers
@@ -85,8 +85,11 @@ def reset_failures(session: Session, key: BreakerKey) -> None:
     conditional update, with no lock when there is nothing to reset (the usual case); an open
     or half-open breaker is left alone (only its trial's success closes it)."""
     workspace_id, provider_id = key
-    session.execute(
-        update(provider_breakers)
-        .where(b.workspace_id == workspace_id, b.provider_id == provider_id,
-               b.failures > 0, b.open_until.is_(None), b.trial_until.is_(None))
-        .values(failures=0))
+    session.execute(_RESET, {"w": workspace_id, "p": provider_id})
+
+
+# Run with every group of outcomes: built once.
+_RESET = update(provider_breakers).where(
+    b.workspace_id == bindparam("w"), b.provider_id == bindparam("p"), b.failures > 0,
+    b.open_until.is_(None), b.trial_until.is_(None),
+).values(failures=0)

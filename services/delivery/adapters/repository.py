@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Integer, Update, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -114,31 +114,34 @@ def list_messages(session: Session, workspace_id: str, *, profile_id: str, journ
     return [_message(row) for row in rows]
 
 
+# The sender's statements run every round (record ones every group of outcomes): built once
+# here, with bound parameters, so SQLAlchemy neither builds them nor derives their cache key
+# again per call.
+_DUE = select(
+    m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content, m.journey_id,
+    m.enrollment_id, m.attempts, m.traceparent, m.topic, m.transactional, m.time_zone,
+    m.decision_id,
+).where(or_(
+    and_(m.status.in_([MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value]),
+         m.next_attempt_time <= bindparam("now")),
+    and_(m.status == MessageStatus.SENDING.value, m.lease_until <= bindparam("now")),
+)).order_by(m.next_attempt_time).limit(bindparam("limit", type_=Integer)) \
+    .with_for_update(skip_locked=True)
+_CLAIM = update(messages).where(
+    m.workspace_id == bindparam("w"), m.message_id == bindparam("id"),
+).values(status=MessageStatus.SENDING.value, attempts=m.attempts + 1,
+         lease_until=bindparam("lease"), update_time=bindparam("now"), cap_time=None)
+
+
 def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:
     """Take up to ``limit`` due messages: QUEUED ones whose time has come and SENDING ones whose
     sender's lease ran out. Row locks with SKIP LOCKED let several senders share the table on
     PostgreSQL without waiting on each other (SQLite has one writer and ignores the clause)."""
-    due = or_(
-        and_(m.status.in_([MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value]),
-             m.next_attempt_time <= now),
-        and_(m.status == MessageStatus.SENDING.value, m.lease_until <= now),
-    )
-    rows = session.execute(
-        select(m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content,
-               m.journey_id, m.enrollment_id, m.attempts, m.traceparent, m.topic,
-               m.transactional, m.time_zone, m.decision_id)
-        .where(due).order_by(m.next_attempt_time).limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    rows = session.execute(_DUE, {"now": now, "limit": limit}).all()
     if not rows:
         return []
-    session.execute(
-        update(messages)
-        .where(m.workspace_id == bindparam("w"), m.message_id == bindparam("id"))
-        .values(status=MessageStatus.SENDING.value, attempts=m.attempts + 1,
-                lease_until=lease_until, update_time=now, cap_time=None),
-        [{"w": r.workspace_id, "id": r.message_id} for r in rows],
-    )
+    session.execute(_CLAIM, [{"w": r.workspace_id, "id": r.message_id, "lease": lease_until,
+                              "now": now} for r in rows])
     return [Claim(workspace_id=r.workspace_id, message_id=r.message_id, profile_id=r.profile_id,
                   address=r.address, channel=Channel(r.channel), content=r.content,
                   journey_id=r.journey_id, enrollment_id=r.enrollment_id,
@@ -166,33 +169,41 @@ def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
             "b_claim_attempts": claim.attempts, "b_status": transition.status.value,
             "b_attempts": transition.attempts, "b_next": transition.next_attempt_time,
             "b_provider_message_id": transition.provider_message_id,
-            "b_provider_id": transition.provider_id, "b_error": transition.error,
+            "b_provider_id": transition.provider_id, "b_error": transition.error, "b_now": now,
         }
         shapes.setdefault((sent, transition.error is not None), []).append(params)
     updated = 0
-    for (sent, with_error), rows in shapes.items():
-        values: dict[str, Any] = {
-            "status": bindparam("b_status"), "attempts": bindparam("b_attempts"),
-            "next_attempt_time": bindparam("b_next"), "lease_until": None,
-            "provider_message_id": bindparam("b_provider_message_id"), "update_time": now,
-            "provider_id": bindparam("b_provider_id"),
-        }
-        if sent:
-            values["sent_time"] = now
-        if with_error:
-            values["error"] = bindparam("b_error")
-        result = session.execute(
-            update(messages)
-            .where(m.workspace_id == bindparam("b_workspace_id"),
-                   m.message_id == bindparam("b_message_id"),
-                   m.status == MessageStatus.SENDING.value,
-                   m.attempts == bindparam("b_claim_attempts"))
-            .values(**values), rows)
+    for shape, rows in shapes.items():
+        result = session.execute(_RECORD[shape], rows)
         # Both dialects sum the rows of an executemany (supports_sane_multi_rowcount).
         updated += result.rowcount  # type: ignore[attr-defined]
     if updated != len(changes):
         raise LeaseLost(f"{len(changes) - updated} of {len(changes)} messages were claimed "
                         f"again")
+
+
+def _record_statement(sent: bool, with_error: bool) -> Update:
+    values: dict[str, Any] = {
+        "status": bindparam("b_status"), "attempts": bindparam("b_attempts"),
+        "next_attempt_time": bindparam("b_next"), "lease_until": None,
+        "provider_message_id": bindparam("b_provider_message_id"),
+        "update_time": bindparam("b_now"), "provider_id": bindparam("b_provider_id"),
+    }
+    if sent:
+        values["sent_time"] = bindparam("b_now")
+    if with_error:
+        values["error"] = bindparam("b_error")
+    return (update(messages)
+            .where(m.workspace_id == bindparam("b_workspace_id"),
+                   m.message_id == bindparam("b_message_id"),
+                   m.status == MessageStatus.SENDING.value,
+                   m.attempts == bindparam("b_claim_attempts"))
+            .values(**values))
+
+
+# By (sent, with an error): the columns a transition sets.
+_RECORD = {(sent, with_error): _record_statement(sent, with_error)
+           for sent in (False, True) for with_error in (False, True)}
 
 
 def record(session: Session, claim: Claim, transition: Transition, now: datetime) -> bool:
@@ -309,12 +320,14 @@ def reserve_caps(session: Session, claims: Sequence[Claim], now: datetime) -> No
     they are SENDING under this claim; any outcome but SENT gives it back (sent_time counts
     from then on), as does a later claim of the message."""
     if claims:
-        session.execute(
-            update(messages)
-            .where(m.workspace_id == bindparam("w"), m.message_id == bindparam("id"),
-                   m.status == MessageStatus.SENDING.value, m.attempts == bindparam("a"))
-            .values(cap_time=now),
-            [{"w": c.workspace_id, "id": c.message_id, "a": c.attempts} for c in claims])
+        session.execute(_RESERVE, [{"w": c.workspace_id, "id": c.message_id, "a": c.attempts,
+                                    "now": now} for c in claims])
+
+
+_RESERVE = update(messages).where(
+    m.workspace_id == bindparam("w"), m.message_id == bindparam("id"),
+    m.status == MessageStatus.SENDING.value, m.attempts == bindparam("a"),
+).values(cap_time=bindparam("now"))
 
 
 ERASED_REASON = "canceled: profile erased"

@@ -1,4 +1,4 @@
-"""The first transactions of a send round: claim due messages, and read what the policies and
+"""The first transaction of a send round: claim due messages and read what the policies and
 the failover need to know about them."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from cjo_platform.db.unit_of_work import UnitOfWork
 
 @dataclass(frozen=True)
 class RoundContext:
-    """What the policies and the failover need for one round, read in one transaction (the
-    frequency caps are counted later, under their lock: service_layer/caps.py)."""
+    """What the policies and the failover need for one round, read in the claim's transaction
+    (the frequency caps are counted later, under their lock: service_layer/caps.py)."""
 
     providers: dict[tuple[str, Channel], list[ProviderConfig]]
     policies: dict[str, DeliveryPolicy]
@@ -29,12 +29,17 @@ class RoundContext:
         return self.providers.get((claim.workspace_id, claim.channel), [])
 
 
-def claim_due(uow: UnitOfWork, now: datetime, lease: timedelta, batch_size: int) -> list[Claim]:
-    """Take up to ``batch_size`` due messages, SENDING under a lease until ``now + lease``."""
-    return repository.claim_due(uow.session, now, now + lease, batch_size)
+def claim_due(uow: UnitOfWork, now: datetime, lease: timedelta, batch_size: int,
+              box: SecretBox) -> tuple[list[Claim], RoundContext]:
+    """Take up to ``batch_size`` due messages, SENDING under a lease until ``now + lease``, with
+    their context: one transaction (one commit) for both, the context only read."""
+    claims = repository.claim_due(uow.session, now, now + lease, batch_size)
+    return claims, load_context(uow, claims, box)
 
 
 def load_context(uow: UnitOfWork, claims: Sequence[Claim], box: SecretBox) -> RoundContext:
+    if not claims:
+        return RoundContext({}, {}, {})
     workspaces = sorted({c.workspace_id for c in claims})
     session = uow.session
     configs = provider_store.providers_of(session, workspaces, box)

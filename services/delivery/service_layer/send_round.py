@@ -3,10 +3,11 @@ sends, hand each message to its providers (domain/failover.py decides the way), 
 outcomes.
 
 One round: claim a batch of due messages in one transaction (QUEUED ones whose time has come,
-SENDING ones whose lease ran out), marking them SENDING with ``attempts + 1`` and a lease;
-commit; call the providers for each (a few at a time); record the outcomes — SENT, QUEUED again
-with a backoff, or FAILED — as they arrive, each group in one transaction (a few bulk updates)
-together with the outbox rows of the facts for analytics.
+SENDING ones whose lease ran out), marking them SENDING with ``attempts + 1`` and a lease, and
+read their workspaces' providers, policies and suppressions in it; commit; call the providers
+for each (a few at a time); record the outcomes — SENT, QUEUED again with a backoff, or FAILED
+— as they arrive, each group in one transaction (a few bulk updates) together with the outbox
+rows of the facts for analytics.
 
 Crash safety: a message is in the database before any provider call, and its outcome is written
 only after the call returned. When the process dies in between, the message stays SENDING until
@@ -68,7 +69,7 @@ from cjo_delivery.domain.sending import (
 )
 from cjo_delivery.service_layer import caps
 from cjo_delivery.service_layer.breakers import SharedBreakers
-from cjo_delivery.service_layer.claims import RoundContext, claim_due, load_context
+from cjo_delivery.service_layer.claims import RoundContext, claim_due
 from cjo_delivery.service_layer.outcomes import record_outcomes
 from cjo_delivery.service_layer.rate_grants import RoundGrants
 from cjo_platform.backoff import RetryPolicy
@@ -147,11 +148,10 @@ class SendRound:
             return 0
         now = self.clock.now()
         settings = self.settings
-        claims = await self.transactions.run(
-            lambda uow: claim_due(uow, now, settings.lease, settings.batch_size))
+        claims, context = await self.transactions.run(
+            lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
+                                  self.secret_box))
         if claims:
-            context = await self.transactions.run(
-                lambda uow: load_context(uow, claims, self.secret_box))
             decided = await self._apply_policies(claims, context, now)
             await self.breakers.refresh(
                 [route for claim in claims if claim.message_id not in decided
