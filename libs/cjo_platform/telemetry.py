@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -41,7 +42,11 @@ def shutdown_tracing() -> None:
         _provider.shutdown()
 
 
+@cache
 def tracer(name: str = "cjo") -> trace.Tracer:
+    """The tracer ``name``, made once: the SDK's ``get_tracer`` builds a new one on every call
+    (a cost per span). One got before :func:`configure_tracing` is a proxy that follows the
+    provider installed later."""
     return trace.get_tracer(name)
 
 
