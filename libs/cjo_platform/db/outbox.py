@@ -548,7 +548,14 @@ class Forwarder(PollingWorker):
 
     async def run_once(self) -> bool:
         self._cut = False
-        return await self.drain_once() >= self.batch_size or self._cut
+        claimed = await self.drain_once()
+        # On PostgreSQL another replica may have written rows of a workspace this round had in
+        # flight: its forwarder's claim skipped them and it went back to sleep, and the wake-up
+        # of the write was its own, not ours. A round that sent rows is therefore followed by
+        # one more claim (an idle one reads one index entry), so those rows go now instead of
+        # at the next poll. SQLite has one process per database: every write wakes this one.
+        return (claimed >= self.batch_size or self._cut
+                or (claimed > 0 and not self.db.is_sqlite))
 
 
 def _within(rows: Sequence[Row[Any, Any, Any]], budget: int) -> list[Row[Any, Any, Any]]:
