@@ -75,8 +75,11 @@ def action_counts(session: Session, workspace_id: str, point: str, start: dateti
     action."""
     outcome = decisions.c.outcome
     final = _final(now)
-    # The winner is ranked first in the logged candidates.
-    propensity = cast(decisions.c.candidates[(0, "propensity")].as_float(), Float)
+    # The winner is ranked first in the logged candidates (compact: the first of "p"; the
+    # first format: the first object's).
+    candidates = decisions.c.candidates
+    propensity = cast(func.coalesce(candidates[("p", 0)].as_float(),
+                                    candidates[(0, "propensity")].as_float()), Float)
     rows = session.execute(
         select(decisions.c.action,
                func.count(),
@@ -117,22 +120,38 @@ def traffic(session: Session, workspace_id: str, point: str, start: datetime | N
 
 # Only the numbers off-policy evaluation needs, extracted from the candidates' JSON by the
 # database (the contents and the rest are never decoded in Python): one small JSON array per
-# decision, [[action, propensity, value, lever, context weight, pick probability], ...].
+# decision. Logged compactly (service_layer.decide), the six columns [[actions], [propensities],
+# [values], [levers], [context weights], [pick probabilities]]; in the first format (an object
+# per candidate), a row per candidate, [[action, propensity, value, lever, context weight,
+# pick probability], ...]. The third column of the query tells which.
 _TERMS = ("action", "propensity", "value", "lever", "context_weight", "pick_probability")
+_COMPACT_TERMS = ("a", "p", "v", "l", "w", "q")
 _COMPACT = {
-    # One json_extract with six paths parses each candidate once (six calls parsed it six
-    # times: three times the CPU).
-    "sqlite": "(SELECT json_group_array(json(json_extract(value, {}))) FROM "
-              "json_each(decisions.candidates))"
-              .format(", ".join(f"'$.{t}'" for t in _TERMS)),
-    "postgresql": "COALESCE((SELECT json_agg(json_build_array({}) ORDER BY n) FROM "
+    # One json_extract with six paths parses the log once (six calls parsed it six times:
+    # three times the CPU).
+    "sqlite": "CASE WHEN json_type(decisions.candidates) = 'object' "
+              "THEN json_extract(decisions.candidates, {}) "
+              "ELSE (SELECT json_group_array(json(json_extract(value, {}))) FROM "
+              "json_each(decisions.candidates)) END"
+              .format(", ".join(f"'$.{t}'" for t in _COMPACT_TERMS),
+                      ", ".join(f"'$.{t}'" for t in _TERMS)),
+    "postgresql": "CASE WHEN json_typeof(decisions.candidates) = 'object' "
+                  "THEN json_build_array({})::text "
+                  "ELSE COALESCE((SELECT json_agg(json_build_array({}) ORDER BY n) FROM "
                   "json_array_elements(decisions.candidates) WITH ORDINALITY AS e(c, n)), "
-                  "'[]')::text"
-                  .format(", ".join(f"c -> '{t}'" for t in _TERMS)),
+                  "'[]')::text END"
+                  .format(", ".join(f"decisions.candidates -> '{t}'" for t in _COMPACT_TERMS),
+                          ", ".join(f"c -> '{t}'" for t in _TERMS)),
 }
+_IS_COMPACT = {
+    "sqlite": "json_type(decisions.candidates) = 'object'",
+    "postgresql": "json_typeof(decisions.candidates) = 'object'",
+}
+# The first candidate's flag, in either format (a path of the other format finds nothing).
 _FIRST_FLAG = {
-    "sqlite": "json_extract(decisions.candidates, '$[0].{}')",
-    "postgresql": "(decisions.candidates -> 0 ->> '{}')",
+    "sqlite": "coalesce(json_extract(decisions.candidates, '$.{}'), "
+              "json_extract(decisions.candidates, '$[0].{}'))",
+    "postgresql": "coalesce(decisions.candidates ->> '{}', decisions.candidates -> 0 ->> '{}')",
 }
 
 
@@ -146,13 +165,14 @@ def decided_with_outcome(session: Session, workspace_id: str, point: str,
     # As text, decoded below in one json.loads for the whole period (a decode per row cost
     # more than the query).
     compact: ColumnElement[Any] = literal_column(_COMPACT[dialect])
-    mandatory: ColumnElement[Any] = literal_column(_FIRST_FLAG[dialect].format("mandatory"))
-    replaced: ColumnElement[Any] = literal_column(_FIRST_FLAG[dialect].format("replaced"))
+    mandatory: ColumnElement[Any] = literal_column(_FIRST_FLAG[dialect].format("m", "mandatory"))
+    replaced: ColumnElement[Any] = literal_column(_FIRST_FLAG[dialect].format("r", "replaced"))
+    is_compact: ColumnElement[Any] = literal_column(_IS_COMPACT[dialect])
     # Read and decoded a chunk at a time: a period of millions of decisions never holds all
     # its rows and all their text at once (only the estimators' inputs are kept).
     result = session.execute(
-        select(decisions.c.action, decisions.c.pick_probability, compact, mandatory, replaced,
-               decisions.c.outcome)
+        select(decisions.c.action, decisions.c.pick_probability, compact, is_compact,
+               mandatory, replaced, decisions.c.outcome)
         .where(_in_period(workspace_id, point, start, end), _final(now))
         .order_by(decisions.c.decide_time),
         execution_options={"yield_per": READ_CHUNK})
@@ -167,8 +187,10 @@ def decided_with_outcome(session: Session, workspace_id: str, point: str,
                 terms = json.loads("[" + ",".join(row[2] or "[]" for row in rows) + "]")
             except ValueError:  # never written so, but one bad row must not fail the rest
                 terms = [_decoded(row[2]) for row in rows]
-        for (action, pick, _, is_mandatory, is_replaced, outcome), these in zip(
+        for (action, pick, _, columns, is_mandatory, is_replaced, outcome), these in zip(
                 rows, terms, strict=True):
+            if columns and isinstance(these, list):
+                these = _rows_of(these)
             usable = isinstance(these, list) and bool(these) and pick is not None and pick > 0
             candidates.append(these if usable else [])
             reason.append(log_reason(_flag(is_mandatory), _flag(is_replaced)) if usable
@@ -207,6 +229,16 @@ def _collector_paused() -> Iterator[None]:
             _pauses -= 1
             if _pauses == 0 and _collecting_before:
                 gc.enable()
+
+
+def _rows_of(columns: list[Any]) -> list[Any] | None:
+    """A compact log's six columns as a row per candidate; None when they are malformed."""
+    if not all(isinstance(c, list) for c in columns):
+        return None
+    try:
+        return [list(row) for row in zip(*columns, strict=True)]
+    except ValueError:
+        return None
 
 
 def _decoded(text: str | None) -> Any:
