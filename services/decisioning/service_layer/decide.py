@@ -498,11 +498,13 @@ def _returned(stored: Any) -> tuple[RankedAction, ...]:
             for c in stored if c.get("returned"))
     offered = stored["o"]
     out = []
-    for action, *numbers in zip(*(stored[k][:stored["n"]] for k in COMPACT_KEYS), strict=True):
+    for action, propensity, score, pick, value, lever, weight in zip(
+            *(stored[k][:stored["n"]] for k in COMPACT_KEYS), strict=True):
         about = offered[action]
         out.append(RankedAction(
-            action, *numbers, tuple(ActionContent(**x) for x in about["contents"]),
-            about["mandatory"], about["transactional"], about["topic"], about["control"]))
+            action, propensity, score, pick, value, lever, weight,
+            tuple(ActionContent(**x) for x in about["contents"]), about["mandatory"],
+            about["transactional"], about["topic"], about["control"]))
     return tuple(out)
 
 
@@ -657,7 +659,7 @@ def _log(uow: UnitOfWork, workspace_id: str, point: _CompiledPoint,
         for r in ranking:
             action = actions[r.action].action
             channel = item.context.channel
-            contents = offers.get((r.action, channel))  # type: ignore[assignment]
+            contents = offers.get((r.action, channel))
             if contents is None:
                 contents = action.contents
                 if channel:
