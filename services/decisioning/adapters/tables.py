@@ -107,8 +107,10 @@ decisions = Table(
     Column("decide_time", UtcDateTime, nullable=False),
     # Whole hours since the Unix epoch of decide_time, for the traffic buckets.
     Column("decide_hour", BigInteger, nullable=False),
-    # [{action, propensity, score, pick_probability, value, lever, context_weight, ...}], best
-    # first: every eligible candidate, not only the returned ones (off-policy evaluation).
+    # Every eligible candidate, best first, not only the returned ones (off-policy
+    # evaluation): compact, {"a": [actions], "p": [propensities], "s", "q", "v", "l", "w",
+    # "n", "m", "r", "o"} (service_layer.decide, COMPACT_KEYS); logs written before hold
+    # [{action, propensity, score, pick_probability, value, lever, context_weight, ...}].
     Column("candidates", JSON, nullable=False),
     Column("ineligible", JSON, nullable=False),
     # The hashed features the model saw: {"i": [indices], "v": [values]}.
