@@ -36,6 +36,11 @@ class PollingWorker:
         """Do one round; return True when more work may be waiting."""
         raise NotImplementedError
 
+    def idle_seconds(self) -> float:
+        """How long to wait for a wake-up after a round that left no work waiting:
+        ``poll_seconds``, or less for a worker that knows when its next work falls due."""
+        return self.poll_seconds
+
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -69,7 +74,7 @@ class PollingWorker:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
             # that arrives as the event is set (an outbox write while the service stops).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
+                async with asyncio.timeout(self.idle_seconds()):
                     await self._wake.wait()
 
 

@@ -15,7 +15,9 @@ PROFILE_READ_BACKOFF = RetryPolicy(max_attempts=1000, base_delay=timedelta(secon
 
 @dataclass(frozen=True)
 class EngineSettings:
-    poll_seconds: float  # how often idle workers look for work they were not woken for
+    # How often idle workers look for work they were not woken for (the safety net: new work
+    # wakes them, and they sleep until the next timer they know of when that comes sooner).
+    poll_seconds: float
     event_batch: int  # inbox events matched per transaction
     step_batch: int  # enrollments claimed per pass
     # Passes a step worker runs at once. A pass mostly waits for content and delivery; with a
@@ -51,7 +53,7 @@ class EngineSettings:
 
 def load_engine_settings(env: Env) -> EngineSettings:
     prefix = "CJO_ORCHESTRATION_"
-    poll = env.float(f"{prefix}POLL_SECONDS", 0.2, minimum=0.01)
+    poll = env.float(f"{prefix}POLL_SECONDS", 2.0, minimum=0.01)
     timeout = env.float(f"{prefix}PEER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
     # A lease must outlast the peer calls made under it, or a second worker could take over.
     lease = env.float(f"{prefix}LEASE_SECONDS", 60.0, minimum=1.0)

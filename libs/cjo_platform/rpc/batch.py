@@ -16,6 +16,7 @@ from cjo_platform.rpc.status import OK, to_status_proto
 from cjo_platform.rpc.validation import check_item
 
 R = TypeVar("R", bound=Message)
+Response = TypeVar("Response", bound=Message)
 Item = TypeVar("Item")
 Parsed = TypeVar("Parsed")
 Outcome = TypeVar("Outcome")
@@ -26,19 +27,62 @@ class BatchAnswer(Generic[R]):
 
     Construction refuses an empty or oversized batch as a whole (INVALID_ARGUMENT naming the
     field); after that every problem is the item's own: :meth:`fail` records it on the item's
-    status, with field paths inside the item prefixed by ``field[index]``."""
+    status, with field paths inside the item prefixed by ``field[index]``.
+
+    Most items of a batch answer a plain OK. Only the results a servicer touches are built as
+    messages (:meth:`result`, :meth:`fail`); :meth:`response` encodes the plain ones from one
+    cached encoding and decodes the whole response in one call (in C): a thousand result
+    messages built, filled and copied one by one cost ~20 ms of CPU, the response alone well
+    under 1 ms. :attr:`results` (every result as a message) is there for servicers that fill
+    each item anyway."""
 
     def __init__(self, items: Sequence[Any], field: str, domain: str,
-                 result: Callable[[], R]) -> None:
+                 result: type[R]) -> None:
         check_batch(items, field)
         self.items = items
         self.field = field
         self.domain = domain
-        self.results: list[R] = []
-        for _ in items:
-            answer = result()
-            answer.status.CopyFrom(OK)
-            self.results.append(answer)
+        self._result = result
+        self._answered: dict[int, R] = {}  # the results built so far, by item index
+        self._all: list[R] | None = None
+
+    def result(self, index: int) -> R:
+        """The result of item ``index``, to fill in (status OK unless it failed)."""
+        if self._all is not None:
+            return self._all[index]
+        found = self._answered.get(index)
+        if found is not None:
+            return found
+        answer: R = self._result()
+        answer.ParseFromString(_ok_result(self._result))
+        self._answered[index] = answer
+        return answer
+
+    @property
+    def results(self) -> list[R]:
+        """Every item's result as a message, in item order."""
+        if self._all is None:
+            self._all = [self.result(index) for index in range(len(self.items))]
+        return self._all
+
+    def response(self, response: type[Response]) -> Response:
+        """The response of type ``response`` whose repeated ``results`` are these results."""
+        tag, plain = _entry(response, self._result)
+        built: Response = response()
+        if self._all is None and not self._answered:
+            built.ParseFromString(plain * len(self.items))
+            return built
+        answered = self._answered if self._all is None else dict(enumerate(self._all))
+        encoded = bytearray()
+        for index in range(len(self.items)):
+            answer = answered.get(index)
+            if answer is None:
+                encoded += plain
+            else:
+                body = answer.SerializeToString()
+                encoded += tag + _varint(len(body)) + body
+        built.ParseFromString(bytes(encoded))
+        return built
 
     def parse(self, parse: Callable[[Any], Parsed]) -> list[tuple[int, Parsed]]:
         """``(index, parse(item))`` for every item that passes the shared validation (which
@@ -56,7 +100,44 @@ class BatchAnswer(Generic[R]):
     def fail(self, index: int, error: CjoError) -> None:
         if isinstance(error, InvalidArgument):
             error = error.within(f"{self.field}[{index}]")
-        self.results[index].status.CopyFrom(to_status_proto(error, self.domain))
+        self.result(index).status.CopyFrom(to_status_proto(error, self.domain))
+
+
+# Encodings made once per result type (and per response type), by the types' full names.
+_ok_results: dict[str, bytes] = {}
+_entries: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def _ok_result(result: type[Message]) -> bytes:
+    """The encoding of a result that says OK and nothing else."""
+    name = result.DESCRIPTOR.full_name
+    found = _ok_results.get(name)
+    if found is None:
+        found = _ok_results[name] = result(status=OK).SerializeToString()
+    return found
+
+
+def _entry(response: type[Message], result: type[Message]) -> tuple[bytes, bytes]:
+    """The key of ``response``'s ``results`` field on the wire, and a whole plain-OK entry."""
+    key = (response.DESCRIPTOR.full_name, result.DESCRIPTOR.full_name)
+    found = _entries.get(key)
+    if found is None:
+        field = response.DESCRIPTOR.fields_by_name["results"]
+        if field.message_type is not result.DESCRIPTOR:
+            raise TypeError(f"{key[0]}.results does not hold {key[1]}")
+        tag = _varint(field.number << 3 | 2)  # wire type 2: length-delimited
+        body = _ok_result(result)
+        found = _entries[key] = (tag, tag + _varint(len(body)) + body)
+    return found
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def chunks(items: Sequence[Item], size: int = MAX_BATCH_ITEMS) -> list[Sequence[Item]]:

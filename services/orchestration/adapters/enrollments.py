@@ -178,6 +178,15 @@ def record_failure(session: Session, seq: int, error: str, retry_at: datetime) -
     return None if attempts is None else int(attempts)
 
 
+def next_retry(session: Session, now: datetime) -> datetime | None:
+    """When the earliest pending event backing off after a failed attempt may be tried again
+    (None: none is backing off)."""
+    c = inbox.c
+    found: datetime | None = session.execute(
+        select(func.min(c.not_before)).where(not_(c.processed), c.not_before > now)).scalar()
+    return found
+
+
 def give_up(session: Session, seqs: Sequence[int]) -> None:
     """Events no attempt could apply: out of the inbox's pending tail (their rows, attempts and
     last error stay, for the dead letters' replay and for dedupe). Call it holding the rows'
@@ -321,6 +330,16 @@ def claim_due(session: Session, now: datetime, until: datetime, token: str,
                         [(r.workspace_id, r.enrollment_id) for r in rows]))
         .values(lease_until=until, lease_token=token))
     return [_enrollment(r) for r in rows]
+
+
+def next_due(session: Session, now: datetime) -> datetime | None:
+    """The earliest due time after ``now`` of an active enrollment (the partial index's first
+    entry past ``now``): when the next timer falls due, so an idle step worker can sleep until
+    then. Enrollments due already but leased elsewhere are their holders' work."""
+    c = enrollments.c
+    found: datetime | None = session.execute(
+        select(func.min(c.due_time)).where(c.state == _ACTIVE, c.due_time > now)).scalar()
+    return found
 
 
 def still_leased(session: Session, token: str, keys: Sequence[tuple[str, str]]) -> set[

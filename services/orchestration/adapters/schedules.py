@@ -11,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     Row,
     and_,
+    case,
     delete,
     func,
     literal_column,
@@ -102,6 +103,17 @@ def claim_due(session: Session, now: datetime, until: datetime, token: str,
                                        r.fire_time) for r in rows]))
             .values(lease_until=until, lease_token=token))
     return [_occurrence(r) for r in rows]
+
+
+def next_due(session: Session, now: datetime) -> datetime | None:
+    """When the earliest open occurrence falls due after ``now``: its fire time, or the end of
+    its lease (a retry's backoff, a crashed holder). Open occurrences are few (one planned per
+    scheduled journey, and those firing)."""
+    c = schedule_occurrences.c
+    due = case((c.lease_until > c.fire_time, c.lease_until), else_=c.fire_time)
+    found: datetime | None = session.execute(
+        select(func.min(due)).where(c.state.in_(_OPEN_LITERALS), due > now)).scalar()
+    return found
 
 
 def held(session: Session, occurrence: Occurrence, token: str) -> Occurrence | None:

@@ -282,8 +282,9 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         new = await write_each(answer, parsed, lambda batch: self.transactions.run(
             lambda uow: receive(uow, batch)))
         for index, is_new in new:
-            answer.results[index].duplicate = not is_new
-        return pb.HandleEventsResponse(results=answer.results)
+            if not is_new:
+                answer.result(index).duplicate = True
+        return answer.response(pb.HandleEventsResponse)
 
     # --- scheduled occurrences -----------------------------------------------------------------
 

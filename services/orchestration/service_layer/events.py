@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -74,11 +74,15 @@ def receive(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent]
 
 @dataclass(frozen=True)
 class EventRound:
-    """What one event round did: events handled (applied or dropped; deferred ones wait) and
-    enrollments created or changed."""
+    """What one event round did: events handled (applied or dropped; deferred ones wait),
+    enrollments created or changed, and events deferred (their profile's step runs)."""
 
     handled: int
     enrolled: int
+    deferred: int = 0
+    # When the earliest event backing off after a failed attempt is due again (the whole
+    # batch's round only; None: none is, or not known).
+    next_retry: datetime | None = None
 
 
 def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
@@ -133,7 +137,8 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
                   changed=len(outcome.changed), unmatched=outcome.unmatched)
 
     uow.after_commit(report)
-    return EventRound(len(events) - len(outcome.deferred), len(inserted) + len(outcome.changed))
+    return EventRound(len(events) - len(outcome.deferred), len(inserted) + len(outcome.changed),
+                      len(outcome.deferred))
 
 
 def _watched(uow: UnitOfWork, profiles: set[tuple[str, str]],
@@ -312,20 +317,26 @@ class InboxRound:
 
     async def run(self) -> EventRound:
         claimed: list[InboxEvent] = []
+
+        def apply(uow: UnitOfWork) -> EventRound:
+            applied = apply_inbox(uow, self.batch, self.new_id, claimed=claimed)
+            return replace(applied,
+                           next_retry=enrollment_store.next_retry(uow.session, uow.now()))
+
         try:
-            return await self.transactions.run(
-                lambda uow: apply_inbox(uow, self.batch, self.new_id, claimed=claimed))
+            return await self.transactions.run(apply)
         except Exception as exc:
             if not claimed or database_unavailable(exc):
                 raise  # the database itself failed; the worker backs off
             log.warning("event round failed; applying its events one profile at a time",
                         events=len(claimed), error=repr(exc))
-        handled = enrolled = 0
+        handled = enrolled = deferred = 0
         for group in profile_groups(claimed):
             applied = await self._apply_group(group)
             handled += applied.handled
             enrolled += applied.enrolled
-        return EventRound(handled, enrolled)
+            deferred += applied.deferred
+        return EventRound(handled, enrolled, deferred)
 
     async def _apply(self, events: Sequence[InboxEvent]) -> EventRound:
         seqs = [e.seq for e in events]
@@ -340,7 +351,7 @@ class InboxRound:
                 raise
             if len(group) == 1:
                 return await self._failed(group[0], exc)
-        handled = enrolled = 0
+        handled = enrolled = deferred = 0
         for event in group:
             try:
                 applied = await self._apply([event])
@@ -352,7 +363,8 @@ class InboxRound:
                 break  # the profile's later events wait behind it
             handled += applied.handled
             enrolled += applied.enrolled
-        return EventRound(handled, enrolled)
+            deferred += applied.deferred
+        return EventRound(handled, enrolled, deferred)
 
     async def _failed(self, event: InboxEvent, exc: Exception) -> EventRound:
         error = error_detail(exc)

@@ -282,6 +282,7 @@ def sweep(uow: UnitOfWork, finished_before: datetime) -> bool:
 class ScheduleOutcome:
     enrolled: int  # enrollments made (the step worker has work)
     more: bool  # a firing, a settled occurrence or a full sweep: run again at once
+    next_due: datetime | None = None  # when the next open occurrence falls due, if known
 
 
 class ScheduleRound:
@@ -298,8 +299,13 @@ class ScheduleRound:
     async def run(self) -> ScheduleOutcome:
         token = secrets.token_hex(16)
         swept = await self.sweep()
-        firings, settled = await self.transactions.run(lambda uow: claim_due(
-            uow, self.settings.lease_seconds, token, self.settings.schedule_batch))
+
+        def claim(uow: UnitOfWork) -> tuple[list[Firing], bool, datetime | None]:
+            firings, settled = claim_due(uow, self.settings.lease_seconds, token,
+                                         self.settings.schedule_batch)
+            return firings, settled, schedule_store.next_due(uow.session, uow.now())
+
+        firings, settled, next_due = await self.transactions.run(claim)
         enrolled = 0
         for index, firing in enumerate(firings):
             try:
@@ -314,7 +320,7 @@ class ScheduleRound:
                 # Stopping: hand the rest back now, not at lease expiry.
                 await self._release(token, [f.occurrence for f in firings[index:]])
                 raise
-        return ScheduleOutcome(enrolled, bool(firings) or settled or swept)
+        return ScheduleOutcome(enrolled, bool(firings) or settled or swept, next_due)
 
     async def sweep(self) -> bool:
         """Delete occurrences past retention, at most every SWEEP_EVERY; True when a full batch

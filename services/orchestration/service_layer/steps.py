@@ -22,6 +22,7 @@ import secrets
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -80,6 +81,13 @@ def claim_due(uow: UnitOfWork, lease_seconds: float, token: str,
     now = uow.now()
     return enrollment_store.claim_due(uow.session, now, now + timedelta(seconds=lease_seconds),
                                       token, batch)
+
+
+def claim_due_and_next(uow: UnitOfWork, lease_seconds: float, token: str,
+                       batch: int) -> tuple[list[Enrollment], datetime | None]:
+    """:func:`claim_due`, and when the earliest enrollment not yet due falls due."""
+    claimed = claim_due(uow, lease_seconds, token, batch)
+    return claimed, enrollment_store.next_due(uow.session, uow.now())
 
 
 def record(uow: UnitOfWork, token: str, transitions: Sequence[Transition]) -> int:
@@ -150,6 +158,15 @@ class StepRound:
         self.identity_failures: dict[str, int] = {}
         # The same for decisioning's decisions (decide nodes, optimising splits).
         self.decisioning_failures: dict[str, int] = {}
+        # When the earliest timer this round knows of falls due: the next claim's, or a time
+        # this round recorded. Per task: each lane of a step worker sleeps until its own.
+        self._next_due: ContextVar[datetime | None] = ContextVar("next_due", default=None)
+
+    def next_due(self) -> datetime | None:
+        """When, as far as the latest round (of this task) knows, the next enrollment falls
+        due: the earliest future due time at its claim, or an earlier one it recorded since
+        (a wait, a retry, the next node). None: none is known."""
+        return self._next_due.get()
 
     def profile_read_summary(self) -> dict[str, float]:
         """How long the latest profile reads took (one per workspace group): count, p50, p90
@@ -163,8 +180,9 @@ class StepRound:
     async def run(self) -> bool:
         """Run one batch of due enrollments; True when the batch was full (more may wait)."""
         token = secrets.token_hex(16)
-        claimed = await self.transactions.run(lambda uow: claim_due(
+        claimed, next_due = await self.transactions.run(lambda uow: claim_due_and_next(
             uow, self.settings.lease_seconds, token, self.settings.step_batch))
+        self._next_due.set(next_due)
         if not claimed:
             return False
         try:
@@ -181,6 +199,9 @@ class StepRound:
             # Stopping or failing: hand the batch back now rather than when the leases expire.
             await self.transactions.run(lambda uow: release(uow, token, claimed))
             raise
+        self._next_due.set(min(filter(None, [next_due, *(t.enrollment.due_time
+                                                        for t in transitions)]),
+                               default=None))
         try:
             await self.transactions.run(lambda uow: record(uow, token, transitions))
         except Exception as exc:

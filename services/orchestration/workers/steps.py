@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from cjo_orchestration.service_layer.steps import StepRound
+from cjo_orchestration.workers.idle import seconds_until
 from cjo_platform.logging import get_logger
 from cjo_platform.worker import PollingWorker
 
@@ -31,4 +32,13 @@ class StepWorker(PollingWorker):
                      **self.round.profile_read_summary())
 
     async def run_once(self) -> bool:
-        return await self.round.run()
+        more = await self.round.run()
+        if more:
+            self.wake()  # a backlog: the idle lanes take their share now, not at their poll
+        return more
+
+    def idle_seconds(self) -> float:
+        """Until the next timer falls due (woken sooner by new work), at most ``poll_seconds``:
+        a wait ends on time however long the poll."""
+        return seconds_until(self.round.next_due(), self.round.transactions.clock.now(),
+                             self.poll_seconds)
