@@ -285,10 +285,30 @@ def _check_duration(value: Any, path: Path, depth: int, found: _Found) -> None:
 # Struct, Value and ListValue carry most of a request's bytes (event properties and traits), so
 # their checks are written out by hand rather than planned.
 
+# In the encoding of a Struct or ListValue, each thing refused leaves a byte of these: a NUL is
+# a zero byte; an empty Value (no kind) is a zero length; a NaN or an infinite double has all
+# exponent bits set, so its last byte is 0x7f or 0xff.
+_SUSPECT = re.compile(rb"[\x00\x7f\xff]")
+_NESTED = (b"*", b"2")  # the keys of Value.struct_value and Value.list_value on the wire
+
+
+def _clean(container: Any, depth: int) -> bool:
+    """Whether the encoding of ``container`` (a Struct or ListValue at nesting level ``depth``)
+    proves it holds nothing to refuse: no suspect byte, and too few nested containers to go
+    deeper than MAX_NESTING (each needs its key byte). One search in C instead of a walk in
+    Python, ~10 times cheaper; whatever it cannot clear (any zero byte: most whole numbers
+    have some) is walked."""
+    data = container.SerializeToString()
+    return (_SUSPECT.search(data) is None
+            and depth + sum(data.count(key) for key in _NESTED) <= MAX_NESTING)
+
+
 def _check_struct(struct: Any, path: Path, depth: int, found: _Found) -> None:
     depth += 1
     if depth > MAX_NESTING:
         found.add(path, NESTING_RULE)
+        return
+    if _clean(struct, depth):
         return
     fields = struct.fields
     if NUL in "".join(fields):
@@ -316,6 +336,8 @@ def _check_list(values: Any, path: Path, depth: int, found: _Found) -> None:
     depth += 1
     if depth > MAX_NESTING:
         found.add(path, NESTING_RULE)
+        return
+    if _clean(values, depth):
         return
     for index, value in enumerate(values.values):
         kind = value.WhichOneof("kind")
