@@ -157,6 +157,46 @@ async def test_rows_reach_the_receiver_once_in_profile_order(prefix: str, box: B
     await bus.close()
 
 
+async def test_a_failed_publish_holds_its_profile_and_the_rows_behind_it(
+        prefix: str, box: Box) -> None:
+    # The relay keeps many publishes in flight. The stream refuses p1:0 (larger than its
+    # max_msg_size) while p0:0 and p2:0, in flight with it, are stored: the rows from p1:0 on
+    # stay in the outbox, p1:1 is never sent before p1:0, and nothing behind the failure is
+    # sent this round. Once the stream takes the row, the rest goes, each message once.
+    bus = Bus(bus_settings(prefix, partitions=1))
+    stream = await bus.ensure_stream(TOPIC)
+    js = await bus.jetstream()
+    config = (await js.stream_info(stream)).config
+    config.max_msg_size = 1000
+    await js.update_stream(config)
+    large = b"p1:0" + b" " * 2000
+    sent = [b"p0:0", large, b"p0:1", b"p1:1", b"p2:0"]
+    forwarder = await relay(bus, box, sent)
+    assert await stored(bus) == [b"p0:0", b"p2:0"]  # one at a time would have stored p0:0 only
+    assert box.queued(TOPIC) == 4
+
+    config.max_msg_size = -1
+    await js.update_stream(config)
+    clock = box.outbox.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(timedelta(minutes=2))  # past the held rows' retry
+    while await forwarder.drain_once():
+        pass
+    assert box.queued(TOPIC) == 0
+    # p2:0 was published again and dropped as a duplicate; p1's rows are in their order.
+    assert await stored(bus) == [b"p0:0", b"p2:0", large, b"p0:1", b"p1:1"]
+    await bus.close()
+
+
+async def stored(bus: Bus) -> list[bytes]:
+    """The stream's messages, in stream order."""
+    js = await bus.jetstream()
+    stream = naming.stream_name(bus.prefix, TOPIC)
+    state = (await js.stream_info(stream)).state
+    return [(await js.get_msg(stream, seq)).data or b""
+            for seq in range(state.first_seq, state.last_seq + 1)]
+
+
 async def test_a_refused_message_goes_to_the_dead_letters_and_the_rest_flow(
         prefix: str, box: Box) -> None:
     bus = Bus(bus_settings(prefix, partitions=1))

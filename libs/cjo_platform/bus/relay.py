@@ -6,14 +6,30 @@ workspace, and deleted only once sent, which here means once JetStream's PubAck 
 stored them. Each message carries ``Nats-Msg-Id`` = producer + topic + row id (+ its creation
 time: SQLite reuses the ids of deleted rows), so a row published
 again after a crash between the PubAck and its deletion is dropped by the stream's duplicate
-window: at least once from the outbox, once in the stream. Rows are published one after another
-and the first that fails stops the workspace's rows (they are held, with backoff): a row is never
-stored after the ones behind it.
+window: at least once from the outbox, once in the stream.
+
+**Pipelined, in order per key.** A round's rows are published without waiting for each PubAck
+in turn: the rows of one ordering key (the profile) form a chain, and the first row of every
+chain is in flight at once, then the second of every chain that has one, and so on. A key's
+next row goes only after its previous one was stored, because a pipeline on one connection
+does not keep order on failure: a publish lost in a reconnect, or sent to a stream leader that
+just stepped down, fails while the ones behind it are stored, and sent again it would land
+after them. So a key whose row failed sends nothing more this round, no row behind the first
+failure (in id order) is sent any more, and the forwarder is told that the rows from the first
+failed one on are still to send: it deletes the ones before and keeps that one and every row
+behind it for later. Kept rows that were stored anyway (other keys' rows of the same waves) are
+dropped as duplicates when they are published again (past the duplicate window, the receiver
+drops them by its own ids). When the very first row fails the round stops, every row kept
+(the bus is down, most likely). The forwarder's claim bounds what is in flight (a batch of
+rows, a few megabytes).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+
+from nats.js.api import PubAck
 
 from cjo_platform.bus import naming
 from cjo_platform.bus.connection import Bus
@@ -23,17 +39,24 @@ WORKSPACE_HEADER = "Cjo-Workspace"
 TRACEPARENT_HEADER = "traceparent"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
+# How long a publish may wait for its PubAck before it counts as failed (it may still have
+# been stored: published again, it is dropped as a duplicate).
+PUBLISH_TIMEOUT_SECONDS = 5.0
+
 
 def bus_sender(bus: Bus, producer: str, topic: str,
                ordering_key: Callable[[OutboxRow], str] | None = None) -> SendBatch:
     """A forwarder's ``send`` publishing ``topic``'s rows. ``ordering_key(row)`` picks the
-    partition (the profile id where the payload has one); without it, or when it cannot read
-    the row, a workspace's rows share one partition."""
+    partition (the profile id where the payload has one) and the chain of rows published one
+    after another; without it, or when it cannot read the row, a workspace's rows share one
+    partition and one chain."""
 
     async def send(workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
         stream = await bus.ensure_stream(topic)
         js = await bus.jetstream()
         partitions = bus.settings.partitions
+        chains: dict[str, list[int]] = {}
+        subjects: list[str] = []
         for index, row in enumerate(rows):
             key = workspace_id
             if ordering_key is not None:
@@ -41,20 +64,63 @@ def bus_sender(bus: Bus, producer: str, topic: str,
                     key = ordering_key(row) or workspace_id
                 except Exception:  # an unreadable payload still goes: the receiver judges it
                     key = workspace_id
-            headers = {MSG_ID_HEADER: naming.message_id(producer, topic, row.id, row.create_time),
-                       WORKSPACE_HEADER: workspace_id}
-            if row.traceparent:
-                headers[TRACEPARENT_HEADER] = row.traceparent
-            subject = naming.subject(bus.prefix, topic, workspace_id,
-                                     naming.partition_of(key, partitions))
-            try:
-                await js.publish(subject, row.payload, stream=stream, headers=headers)
-            except Exception as exc:
-                if index == 0:
-                    raise  # nothing went: the round stops and every row is kept
-                # The rows before went: keep this one and the rows behind it for later.
-                return [Refusal(row, f"publishing to {stream} failed: {exc!r}",
-                                transient=True)]
-        return []
+            chains.setdefault(key, []).append(index)
+            subjects.append(naming.subject(bus.prefix, topic, workspace_id,
+                                           naming.partition_of(key, partitions)))
+        # The first row not stored (its index), and why.
+        failed: int = len(rows)
+        error: BaseException | None = None
+        live = list(chains.values())
+        step = 0
+        acks: dict[int, asyncio.Future[PubAck]] = {}
+        try:
+            while live:
+                acks = {}
+                for index in (chain[step] for chain in live):
+                    row = rows[index]
+                    headers = {MSG_ID_HEADER: naming.message_id(producer, topic, row.id,
+                                                                row.create_time),
+                               WORKSPACE_HEADER: workspace_id}
+                    if row.traceparent:
+                        headers[TRACEPARENT_HEADER] = row.traceparent
+                    try:
+                        acks[index] = await js.publish_async(subjects[index], row.payload,
+                                                             stream=stream, headers=headers)
+                    except Exception as exc:  # not even sent (too large, connection closed)
+                        if index < failed:
+                            failed, error = index, exc
+                if acks:
+                    await asyncio.wait(acks.values(), timeout=PUBLISH_TIMEOUT_SECONDS)
+                stored: set[int] = set()
+                for index, ack in acks.items():
+                    problem = _problem(ack)
+                    if problem is None:
+                        stored.add(index)
+                    elif index < failed:
+                        failed, error = index, problem
+                step += 1
+                # A chain whose row failed stops: its next row would be stored before it.
+                # Rows behind the first failure stay in the outbox anyway: not sent now.
+                live = [chain for chain in live if chain[step - 1] in stored
+                        and len(chain) > step and chain[step] < failed]
+        finally:
+            for ack in acks.values():
+                ack.cancel()  # unanswered (or the round was cancelled): frees its slot
+        if error is None:
+            return []
+        if failed == 0:
+            raise error  # the round stops and every row is kept
+        # The rows before went: keep this one and the rows behind it for later.
+        return [Refusal(rows[failed], f"publishing to {stream} failed: {error!r}",
+                        transient=True)]
 
     return send
+
+
+def _problem(ack: asyncio.Future[PubAck]) -> BaseException | None:
+    """Why a publish did not store its message (``None``: it did)."""
+    if not ack.done():
+        return TimeoutError(f"no PubAck within {PUBLISH_TIMEOUT_SECONDS}s")
+    if ack.cancelled():
+        return asyncio.CancelledError()
+    return ack.exception()
