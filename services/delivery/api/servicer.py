@@ -75,12 +75,16 @@ def _new_message(item: pb.SendMessageRequest) -> NewMessage:
         decision_id=item.decision_id)
 
 
-def _to_proto(message: Message) -> message_pb2.Message:
+def _to_proto(message: Message,
+              content: common_pb2.RenderedMessage | None = None) -> message_pb2.Message:
+    """``content``: the stored content already parsed (the request's, for a message it just
+    queued), else it is parsed from the row."""
     return message_pb2.Message(
         name=message_name(message.message_id), message_id=message.message_id,
         idempotency_key=message.idempotency_key,
         recipient=message_pb2.Recipient(profile_id=message.profile_id, address=message.address),
-        content=common_pb2.RenderedMessage.FromString(message.content),
+        content=(content if content is not None
+                 else common_pb2.RenderedMessage.FromString(message.content)),
         journey_id=message.journey_id, enrollment_id=message.enrollment_id,
         status=_STATUSES[message.status], attempts=message.attempts, error=message.error,
         provider_message_id=message.provider_message_id,
@@ -126,7 +130,9 @@ class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer)
         if valid:
             accepted = await self._queue([message for _, message in valid])
             for (index, _), queued in zip(valid, accepted, strict=True):
-                answer.results[index].message.CopyFrom(_to_proto(queued.message))
+                # A message queued now stores exactly its request's content: not parsed back.
+                content = None if queued.duplicate else request.requests[index].content
+                answer.results[index].message.CopyFrom(_to_proto(queued.message, content))
                 answer.results[index].duplicate = queued.duplicate
         return pb.BatchSendMessagesResponse(results=answer.results)
 
