@@ -16,14 +16,17 @@ so the unit of work still re-runs a unit of work that lost a race.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import psycopg
-from sqlalchemy import Column, Table, insert, null
+from sqlalchemy import Column, LargeBinary, Table, insert, null
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
+
+from cjo_platform.db.types import UtcDateTime
 
 # Below this many rows an executemany costs no more than a COPY. Measured on a local PostgreSQL
 # with outbox rows (CPU per call): 1 row ~0.5 ms either way, 10 rows 0.8 against 0.5 ms,
@@ -73,7 +76,7 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
 
 
 def _runs(table: Table, rows: Sequence[Mapping[str, Any]]
-          ) -> Iterator[tuple[list[Column[Any]], list[list[Any]]]]:
+          ) -> Iterator[tuple[list[Column[Any]], list[Sequence[Any]]]]:
     """Consecutive runs of rows normalised to one column list, as value lists (``MISSING``
     where a row lacks a column that is then written as SQL NULL)."""
     # Membership by key: `column in list` compares with Column.__eq__, which builds a SQL
@@ -88,7 +91,7 @@ def _runs(table: Table, rows: Sequence[Mapping[str, Any]]
              and not all(c.key in row for row in rows)]
     if not split:
         columns = given + filled
-        yield columns, [_values(row, columns) for row in rows]
+        yield columns, _value_lists(rows, given, filled)
         return
     start = 0
     while start < len(rows):
@@ -97,8 +100,8 @@ def _runs(table: Table, rows: Sequence[Mapping[str, Any]]
         while end < len(rows) and tuple(c.key in rows[end] for c in split) == shape:
             end += 1
         leave_out = {c.key for c, present in zip(split, shape, strict=True) if not present}
-        columns = [c for c in given if c.key not in leave_out] + filled
-        yield columns, [_values(row, columns) for row in rows[start:end]]
+        kept = [c for c in given if c.key not in leave_out]
+        yield kept + filled, _value_lists(rows[start:end], kept, filled)
         start = end
 
 
@@ -114,6 +117,29 @@ def _computed_default(table: Table, column: Column[Any]) -> bool:
             or column is table.autoincrement_column)
 
 
+def _value_lists(rows: Sequence[Mapping[str, Any]], given: Sequence[Column[Any]],
+                 filled: Sequence[Column[Any]]) -> list[Sequence[Any]]:
+    """Each row's values for ``given`` then ``filled`` (the columns no row gives: their
+    scalar defaults). A row that gives every column is read in one C call; one that lacks some
+    goes through :func:`_values`."""
+    if not given:
+        return [_values(row, filled) for row in rows]
+    keys = [c.key for c in given]
+    defaults = tuple(_scalar_default(c) for c in filled)
+    read: Callable[[Mapping[str, Any]], Any] = itemgetter(*keys)
+    if len(keys) == 1:
+        key = keys[0]
+        read = lambda row: (row[key],)  # noqa: E731 (itemgetter of one key gives no tuple)
+    columns = [*given, *filled]
+    found: list[Sequence[Any]] = []
+    for row in rows:
+        try:
+            found.append(read(row) + defaults)
+        except KeyError:
+            found.append(_values(row, columns))
+    return found
+
+
 def _values(row: Mapping[str, Any], columns: Sequence[Column[Any]]) -> list[Any]:
     values = []
     for c in columns:
@@ -126,7 +152,7 @@ def _values(row: Mapping[str, Any], columns: Sequence[Column[Any]]) -> list[Any]
 
 
 def _execute_many(session: Session, table: Table, columns: Sequence[Column[Any]],
-                  rows: list[list[Any]]) -> None:
+                  rows: list[Sequence[Any]]) -> None:
     connection = session.connection()
     dialect = connection.dialect
     given = {c.key for c in columns}
@@ -140,10 +166,7 @@ def _execute_many(session: Session, table: Table, columns: Sequence[Column[Any]]
         name = _table_name(table, connection.get_execution_options(), dialect)
         names = ", ".join(dialect.identifier_preparer.quote(c.name) for c in columns)
         statement = f"INSERT INTO {name} ({names}) VALUES ({', '.join('?' * len(columns))})"
-        processors = [_bind(c, dialect) for c in columns]
-        connection.exec_driver_sql(statement, [
-            tuple(None if v is MISSING else process(v)
-                  for process, v in zip(processors, row, strict=True)) for row in rows])
+        connection.exec_driver_sql(statement, _bound(columns, rows, dialect))
         return
     # SQL NULL for a missing value: null() for types that treat None as a value (JSON null).
     nulls = [null() if c.type.should_evaluate_none else None for c in columns]
@@ -154,25 +177,50 @@ def _execute_many(session: Session, table: Table, columns: Sequence[Column[Any]]
 
 
 def _copy(session: Session, table: Table, columns: Sequence[Column[Any]],
-          rows: list[list[Any]]) -> None:
+          rows: list[Sequence[Any]]) -> None:
     connection = session.connection()
     dialect = connection.dialect
     statement = (f"COPY {_table_name(table, connection.get_execution_options(), dialect)} "
                  f"({', '.join(dialect.identifier_preparer.quote(c.name) for c in columns)}) "
                  "FROM STDIN")
-    processors = [_bind(c, dialect) for c in columns]
+    bound = _bound(columns, rows, dialect)
     driver: Any = connection.connection.driver_connection
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row([None if v is MISSING else process(v)
-                                for process, v in zip(processors, row, strict=True)])
+            for row in bound:
+                copy.write_row(row)
     except psycopg.Error as error:
         raise DBAPIError.instance(statement, None, error, psycopg.Error) from error
 
 
+def _bound(columns: Sequence[Column[Any]], rows: Sequence[Sequence[Any]],
+           dialect: Dialect) -> list[tuple[Any, ...]]:
+    """The rows' values as the driver takes them (``MISSING`` as SQL NULL), bound a column at
+    a time: a column without a bind processor is left as it is, and a time column's processor
+    (string formatting on SQLite) runs once per distinct moment (a batch's rows share their
+    receive or creation time; equal moments bind alike, as they are all converted to UTC)."""
+    bound: list[Sequence[Any]] = []
+    for index, column in enumerate(columns):
+        values = [row[index] for row in rows]
+        process = _bind(column, dialect)
+        if isinstance(column.type, UtcDateTime):
+            distinct = set(values)
+            processed = {v: None if v is MISSING else process(v) for v in distinct}
+            values = [processed[v] for v in values]
+        elif process is not _identity:
+            values = [None if v is MISSING else process(v) for v in values]
+        elif any(v is MISSING for v in values):
+            values = [None if v is MISSING else v for v in values]
+        bound.append(values)
+    return list(zip(*bound, strict=True))
+
+
 def _bind(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
     """The column type's bind processor for the dialect: what an INSERT would send."""
+    if dialect.name == "sqlite" and isinstance(column.type, LargeBinary):
+        # sqlite3 stores bytes as a BLOB as they are; the processor would wrap each value in
+        # a memoryview first.
+        return _identity
     processor = column.type.dialect_impl(dialect).bind_processor(dialect)
     if processor is None:
         return _identity
