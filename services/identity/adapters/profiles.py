@@ -8,6 +8,7 @@ the profiles that change hands; then one bulk statement per table written.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -20,6 +21,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     or_,
     select,
     text,
@@ -104,14 +106,18 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
                 "values": [i.value for i in chunk]}))
         return found
     by_type: dict[str, list[str]] = defaultdict(list)
-    for identifier in sorted(wanted):
+    for identifier in wanted:
         by_type[identifier.type].append(identifier.value)
+    # The values as one JSON array parameter, not an IN list of one parameter each: the
+    # statement is then the same for any batch (compiled once, not expanded per value, which
+    # cost more than the lookup itself), and SQLite still probes the primary key per value.
+    listed = func.json_each(bindparam("values")).table_valued("value")
+    query = (select(*(table.c[c] for c in columns))
+             .where(table.c.workspace_id == workspace_id, table.c.type == bindparam("type"),
+                    table.c.value.in_(select(listed.c.value))))
     for kind, values in sorted(by_type.items()):
-        for some in chunks(values, IN_LIST_KEYS):
-            found.extend(session.execute(
-                select(*(table.c[c] for c in columns))
-                .where(table.c.workspace_id == workspace_id, table.c.type == kind,
-                       table.c.value.in_(some))))
+        for some in chunks(sorted(values), IN_LIST_KEYS):
+            found.extend(session.execute(query, {"type": kind, "values": json.dumps(some)}))
     return found
 
 

@@ -70,6 +70,8 @@ class StoredRef:
 
 def linkable(event: Event, settings: IdentitySettings) -> tuple[Identifier, ...]:
     """The event's identifiers that may link, strongest first."""
+    if len(event.identifiers) == 1:  # the usual event: nothing to sort
+        return () if settings.is_blocked(event.identifiers[0]) else event.identifiers
     return tuple(sorted((i for i in event.identifiers if not settings.is_blocked(i)),
                         key=settings.strength))
 
