@@ -112,12 +112,12 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
     # statement is then the same for any batch (compiled once, not expanded per value, which
     # cost more than the lookup itself), and SQLite still probes the primary key per value.
     listed = func.json_each(bindparam("values")).table_valued("value")
-    query = (select(*(table.c[c] for c in columns))
-             .where(table.c.workspace_id == workspace_id, table.c.type == bindparam("type"),
-                    table.c.value.in_(select(listed.c.value))))
+    lookup = (select(*(table.c[c] for c in columns))
+              .where(table.c.workspace_id == workspace_id, table.c.type == bindparam("type"),
+                     table.c.value.in_(select(listed.c.value))))
     for kind, values in sorted(by_type.items()):
         for some in chunks(sorted(values), IN_LIST_KEYS):
-            found.extend(session.execute(query, {"type": kind, "values": json.dumps(some)}))
+            found.extend(session.execute(lookup, {"type": kind, "values": json.dumps(some)}))
     return found
 
 
