@@ -26,8 +26,9 @@ def run(script: str, *args: str) -> str:
 
 
 def test_the_latency_benchmark_measures_every_email_of_a_small_rate() -> None:
+    # A long drain: on a machine busy with other work the 20 emails may take a while.
     out = run("latency.py", "--backend", "sqlite", "--rates", "20", "--seconds", "1",
-              "--hops")
+              "--drain", "120", "--hops")
     assert "emails still missing" not in out, out
     # The per-rate line: 20 offered, every call accepted, latencies measured, nothing missing.
     (row,) = [line for line in out.splitlines()
@@ -35,7 +36,10 @@ def test_the_latency_benchmark_measures_every_email_of_a_small_rate() -> None:
     fields = row.split()[1:]
     assert float(fields[1]) == 20 and fields[7:] == ["0", "0", "0"], row
     assert "20 events/s: per event" in out  # the CPU table
-    assert "delivery: delivery.send" in out  # where the time goes, from the traces
+    assert "services' CPU ms per event less idle polling" in out
+    # Where the time goes, from the traces (events that travelled alone; under load they may
+    # all have gone in batches).
+    assert "where the time goes at 20 events/s" in out
     assert "highest rate with p99 < 250 ms:" in out
 
 
