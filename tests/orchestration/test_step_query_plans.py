@@ -96,6 +96,8 @@ def test_claiming_and_recording_a_batch_reads_only_that_batch(db: Database) -> N
 
     assert_no_table_scan(plans(db, claim))
     assert len(claimed) == 100 and {e.workspace_id for e in claimed} == {"ws1"}
+    # An idle step worker asks when the next timer falls due (every timer here is due now).
+    assert_no_table_scan(plans(db, lambda session: store.next_due(session, NOW)))
     keys = [(e.workspace_id, e.enrollment_id) for e in claimed]
 
     def finish(session: Session) -> None:
@@ -146,6 +148,8 @@ def test_the_scheduler_claims_and_records_only_its_occurrences(db: Database) -> 
         claimed.extend(schedules.claim_due(session, NOW, lease, "worker", 10))
 
     assert_no_table_scan(plans(db, claim, "schedule_occurrences"), "schedule_occurrences")
+    assert_no_table_scan(plans(db, lambda session: schedules.next_due(session, NOW),
+                               "schedule_occurrences"), "schedule_occurrences")
     assert len(claimed) == 10 and {o.state for o in claimed} == {OccurrenceState.PENDING}
 
     def record(session: Session) -> None:
