@@ -11,6 +11,10 @@ machine; compare runs made on the same machine in one sitting. `--bus nats` runs
 the event stream on NATS JetStream at 127.0.0.1:4222 (CJO_EVENT_BUS; streams of a prefix of the
 run's own, removed afterwards); `--bus both` runs each backend both ways, one after the other.
 
+`--events 0` / `--signups 0` skip a scenario. With `--profile`, N single-event calls follow the
+ingest (`--calls`, from `--concurrency` callers at once, each sending its next call when its
+answer came, as many web backends' requests do): calls/s accepted and what one call costs.
+
 `--profile` adds, after each scenario, where its work went per service process: CPU ms (user +
 system, from /proc/<pid>/stat, so it holds on a busy machine where wall-clock figures do not),
 database commits, statements (round trips) and rows written, per event (ingest) or per journey,
@@ -63,13 +67,29 @@ def track(i: int, name: str, profiles: int, run: str) -> event_pb2.Event:
 
 
 async def bench(kind: str, events: int, signups: int, bus: str = "none", profile: bool = False,
-                spy_dir: Path | None = None) -> None:
+                spy_dir: Path | None = None, calls: int = 200, concurrency: int = 1) -> None:
     async with bench_suite(kind, bus, profile, spy_dir) as (suite, profiler, label):
-        await run_scenarios(label, suite, events, signups, profiler)
+        await run_scenarios(label, suite, events, signups, profiler, calls, concurrency)
+
+
+async def single_event_calls(identity: identity_service_pb2_grpc.IdentityServiceStub,
+                             auth: tuple[tuple[str, str], ...], calls: int,
+                             concurrency: int) -> None:
+    """``calls`` one-event IngestEvents calls from ``concurrency`` callers at once."""
+    numbers = iter(range(calls))
+
+    async def caller() -> None:
+        for i in numbers:
+            reply = await identity.IngestEvents(identity_service_pb2.IngestEventsRequest(
+                events=[track(i, "page_viewed", 5000, "single")]), metadata=auth, timeout=120)
+            assert reply.results[0].status.code == 0, reply
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
 
 
 async def run_scenarios(kind: str, suite: object, events: int, signups: int,
-                        profiler: Profiler | None) -> None:
+                        profiler: Profiler | None, calls: int = 200,
+                        concurrency: int = 1) -> None:
     target = suite.target  # type: ignore[attr-defined]
     channels = {n: grpc.aio.insecure_channel(target(n)) for n in
                 ("identity", "content", "orchestration", "analytics")}
@@ -93,29 +113,39 @@ async def run_scenarios(kind: str, suite: object, events: int, signups: int,
         latencies.append(time.perf_counter() - t0)
         assert all(r.status.code == 0 for r in reply.results)
     elapsed = time.perf_counter() - started
-    print(f"[{kind}] ingest: {events} events over 5,000 profiles in {elapsed:.2f}s = "
-          f"{events / elapsed:,.0f} events/s; 1,000-event batch p50 "
-          f"{statistics.median(latencies) * 1000:.0f} ms, "
-          f"p99 {percentile(latencies, .99) * 1000:.0f} ms",
-          flush=True)
+    if events:
+        print(f"[{kind}] ingest: {events} events over 5,000 profiles in {elapsed:.2f}s = "
+              f"{events / elapsed:,.0f} events/s; 1,000-event batch p50 "
+              f"{statistics.median(latencies) * 1000:.0f} ms, "
+              f"p99 {percentile(latencies, .99) * 1000:.0f} ms",
+              flush=True)
     # With 20 batches p99 is the slowest one: say which it was (the first batches create the
     # profiles; a late one points at the database, e.g. a checkpoint or autovacuum).
     slowest = sorted(range(len(latencies)), key=latencies.__getitem__, reverse=True)[:3]
-    print(f"[{kind}] slowest batches: " + ", ".join(
-        f"#{i + 1} {latencies[i] * 1000:.0f} ms" for i in slowest), flush=True)
+    if events:
+        print(f"[{kind}] slowest batches: " + ", ".join(
+            f"#{i + 1} {latencies[i] * 1000:.0f} ms" for i in slowest), flush=True)
     if profiler:
         after = await settle(profiler, idle_per_second)
         await profiler.stop_spy()
-        profiler.report("ingest (1,000-event batches, no journey)", before, after, events,
-                        "event")
+        if events:
+            profiler.report("ingest (1,000-event batches, no journey)", before, after, events,
+                            "event")
         # One event per call, as a web backend sends them: what one call costs on its own.
-        calls = 200
         before = await profiler.sample()
-        for i in range(calls):
-            await identity.IngestEvents(identity_service_pb2.IngestEventsRequest(
-                events=[track(i, "page_viewed", 5000, "single")]), metadata=auth, timeout=120)
+        t0 = time.perf_counter()
+        await single_event_calls(identity, auth, calls, concurrency)
+        elapsed = time.perf_counter() - t0
+        print(f"[{kind}] single-event calls: {calls} from {concurrency} caller(s) at once in "
+              f"{elapsed:.2f}s = {calls / elapsed:,.0f} calls/s accepted", flush=True)
         after = await settle(profiler, idle_per_second)
-        profiler.report("ingest (single-event calls, no journey)", before, after, calls, "call")
+        profiler.report(f"ingest (single-event calls, {concurrency} at a time, no journey)",
+                        before, after, calls, "call")
+
+    if not signups:
+        for channel in channels.values():
+            await channel.close()
+        return
 
     # 2. journey
     journey = await welcome_journey(channels["content"], channels["orchestration"], auth)
@@ -171,6 +201,10 @@ def main() -> None:
     parser.add_argument("--py-spy", type=Path, metavar="DIR", dest="spy_dir",
                         help="with --profile: sample each process with py-spy into DIR and "
                              "print its top functions")
+    parser.add_argument("--calls", type=int, default=200,
+                        help="with --profile: single-event calls after the ingest")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="with --profile: single-event callers at once")
     parser.add_argument("--bus", choices=["none", "nats", "both"], default="none",
                         help="the event stream: outbox + gRPC (none), NATS JetStream, or both")
     args = parser.parse_args()
@@ -186,7 +220,8 @@ def main() -> None:
             print("[postgresql] skipped: nothing listens on 127.0.0.1:5432")
             continue
         for bus in buses:
-            asyncio.run(bench(kind, args.events, args.signups, bus, args.profile, args.spy_dir))
+            asyncio.run(bench(kind, args.events, args.signups, bus, args.profile, args.spy_dir,
+                              args.calls, args.concurrency))
 
 
 if __name__ == "__main__":
