@@ -21,7 +21,7 @@ from cjo_identity.domain.events import DEFAULT_MAX_CLOCK_SKEW
 from cjo_identity.service_layer.backfills import BackfillRound
 from cjo_identity.service_layer.lapses import LapseRound
 from cjo_identity.service_layer.workspaces import local_key_resolver
-from cjo_identity.settings import load_time_settings
+from cjo_identity.settings import load_group_commit, load_time_settings
 from cjo_identity.workers.time import TimeWorker
 from cjo_platform.bus import load_bus
 from cjo_platform.clock import Clock, SystemClock
@@ -60,7 +60,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                      DEFAULT_MAX_CLOCK_SKEW.total_seconds(), minimum=0.0)
     ingest = IdentityServicer(transactions, on_backfill=time.wake,
                               forward_to_decisioning=to_decisioning,
-                              max_clock_skew=timedelta(seconds=skew))
+                              max_clock_skew=timedelta(seconds=skew),
+                              group_commit=load_group_commit(env))
     # With the bus, delivery's engagement events arrive from JetStream into the very
     # IngestEvents that delivery's forwarder calls otherwise.
     consumers = [] if bus is None else [engagement_consumer(bus, ingest, storage, clock)]

@@ -1,10 +1,12 @@
-"""Settings of identity's time worker, from environment variables (validated at start-up)."""
+"""Settings of identity's time worker and of ingest's group commit, from environment variables
+(validated at start-up)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from cjo_identity.service_layer.backfills import BackfillSettings
+from cjo_identity.service_layer.ingest import GroupCommitSettings
 from cjo_identity.service_layer.lapses import LapseSettings
 from cjo_platform.config import Env
 
@@ -31,3 +33,10 @@ def load_time_settings(env: Env) -> TimeSettings:
             max_attempts=env.int(f"{prefix}BACKFILL_MAX_ATTEMPTS", 10, minimum=1),
             batch=env.int(f"{prefix}BACKFILL_BATCH", 4, minimum=1, maximum=100)),
     )
+
+
+def load_group_commit(env: Env) -> GroupCommitSettings:
+    prefix = "CJO_IDENTITY_GROUP_COMMIT_"
+    return GroupCommitSettings(
+        window_seconds=env.float(f"{prefix}MS", 2.0, minimum=0.0) / 1000,
+        max_events=env.int(f"{prefix}MAX_EVENTS", 1000, minimum=1, maximum=10_000))

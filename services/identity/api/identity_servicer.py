@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 import grpc
@@ -26,7 +27,7 @@ from cjo_identity.api.convert import (
 )
 from cjo_identity.domain.backfills import BackfillState
 from cjo_identity.domain.consent import ConsentState, Decision
-from cjo_identity.domain.events import DEFAULT_MAX_CLOCK_SKEW
+from cjo_identity.domain.events import DEFAULT_MAX_CLOCK_SKEW, Event
 from cjo_identity.domain.identifiers import parse_identifier
 from cjo_identity.domain.segments import (
     Segment,
@@ -37,9 +38,10 @@ from cjo_identity.domain.segments import (
 )
 from cjo_identity.service_layer import consent, ingest, profiles, segments, settings
 from cjo_identity.service_layer.consent import ConsentQuery
+from cjo_identity.service_layer.ingest import NO_GROUP_COMMIT, GroupCommitSettings
 from cjo_platform.db.item_writes import write_each
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
-from cjo_platform.errors import InvalidArgument, NotFound, Violations
+from cjo_platform.errors import Aborted, InvalidArgument, NotFound, Violations
 from cjo_platform.limits import check_topic
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
@@ -55,11 +57,15 @@ DOMAIN = "identity.cjo"
 
 M = TypeVar("M", bound=Message)
 
+# A call parsed again this many times at most when the settings change under it.
+SETTINGS_ATTEMPTS = 3
+
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def __init__(self, transactions: Transactions,
                  on_backfill: Callable[[], None] = lambda: None,
                  forward_to_decisioning: bool = True,
-                 max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW) -> None:
+                 max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+                 group_commit: GroupCommitSettings = NO_GROUP_COMMIT) -> None:
         self.transactions = transactions
         # How far ahead of its receive time an event's time may be (corrected_time).
         self.max_clock_skew = max_clock_skew
@@ -67,36 +73,59 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self.forward_to_decisioning = forward_to_decisioning
         # Called after a backfill is committed: wakes this replica's time worker.
         self.on_backfill = on_backfill
+        # Events are parsed with cached settings, checked again in the write transaction.
+        self.settings = settings.SettingsCache(transactions)
+        self.ingest = ingest.IngestGroups(transactions, group_commit, forward_to_decisioning)
 
     async def IngestEvents(self, request: pb.IngestEventsRequest,
                            context: grpc.aio.ServicerContext) -> pb.IngestEventsResponse:
-        answer = BatchAnswer(request.events, "events", DOMAIN, pb.IngestEventResult)
         workspace = current_workspace()
         now = self.transactions.clock.now()
-        current, _ = await self.transactions.run(
-            lambda uow: settings.get_settings(uow, workspace))
         principal = current_principal()
         # A publishable key's events pass its rules (source, verification, protected data).
         publishable = (principal.key_id if not principal.is_service
                        and principal.scope is Scope.INGEST else "")
-        parsed = answer.parse(lambda item: event_from_proto(item, now, current, publishable,
-                                                            self.max_clock_skew))
-        if parsed:
-            traceparent = current_traceparent()
-            # An event the database cannot store fails alone; the others are ingested.
-            outcomes = await write_each(answer, parsed, lambda batch: ingest.ingest_events(
-                self.transactions, workspace, batch, current, traceparent,
-                self.forward_to_decisioning))
-            for index, outcome in outcomes:
-                if isinstance(outcome, InvalidArgument):
-                    answer.fail(index, outcome)
-                    continue
-                result = answer.results[index]
-                result.event_id = outcome.event_id
-                # Anyone can use a publishable key: it does not learn profile ids.
-                result.profile_id = "" if publishable else outcome.profile_id
-                result.duplicate = outcome.duplicate
-        return pb.IngestEventsResponse(results=answer.results)
+        traceparent = current_traceparent()
+        current = self.settings.cached(workspace)
+        fresh = current is None  # read from the database for this call
+        for _ in range(SETTINGS_ATTEMPTS):
+            if current is None:
+                current = await self.settings.load(workspace)
+            answer = BatchAnswer(request.events, "events", DOMAIN, pb.IngestEventResult)
+            parsed = answer.parse(partial(event_from_proto, now=now, settings=current.settings,
+                                          publishable_key=publishable,
+                                          max_skew=self.max_clock_skew))
+            if len(parsed) < len(request.events) and not fresh:
+                # Refused on cached settings: never without asking the database (another
+                # replica may have just allowed it).
+                current, fresh = None, True
+                continue
+            try:
+                await self._ingest(answer, parsed, workspace, current, traceparent,
+                                   hide_profiles=bool(publishable))
+            except settings.SettingsChanged as changed:
+                # They changed since cached (nothing was written): parse with the new ones.
+                current, fresh = self.settings.put(workspace, changed.current), True
+                continue
+            return pb.IngestEventsResponse(results=answer.results)
+        raise Aborted("the workspace's identity settings kept changing; try again",
+                      reason="SETTINGS_CHANGED")
+
+    async def _ingest(self, answer: BatchAnswer[pb.IngestEventResult],
+                      parsed: list[tuple[int, Event]], workspace: str,
+                      current: settings.Cached, traceparent: str, hide_profiles: bool) -> None:
+        # An event the database cannot store fails alone; the others are ingested.
+        outcomes = await write_each(answer, parsed, lambda batch: self.ingest.ingest(
+            workspace, current, batch, traceparent))
+        for index, outcome in outcomes:
+            if isinstance(outcome, InvalidArgument):
+                answer.fail(index, outcome)
+                continue
+            result = answer.results[index]
+            result.event_id = outcome.event_id
+            # Anyone can use a publishable key: it does not learn profile ids.
+            result.profile_id = "" if hide_profiles else outcome.profile_id
+            result.duplicate = outcome.duplicate
 
     async def GetProfile(self, request: pb.GetProfileRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetProfileResponse:
@@ -186,8 +215,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             return pb.UpdateIdentitySettingsResponse(
                 settings=settings_to_proto(saved, update_time, backfill))
 
-        return await once(self.transactions, request, pb.UpdateIdentitySettingsResponse,
-                          work=update)
+        response = await once(self.transactions, request, pb.UpdateIdentitySettingsResponse,
+                              work=update)
+        # Ingest here uses them from the next call (other replicas from their next write).
+        self.settings.forget(workspace)
+        return response
 
     async def ListProfiles(self, request: pb.ListProfilesRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListProfilesResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 
@@ -28,7 +28,9 @@ from cjo_identity.adapters.outbox_payloads import (
 from cjo_identity.domain.events import Event, EventType
 from cjo_identity.domain.graph import Edge
 from cjo_identity.domain.ingest import (
+    Accepted,
     BatchPlan,
+    Merge,
     Outcome,
     batch_edges,
     changed_edges,
@@ -39,11 +41,15 @@ from cjo_identity.domain.ingest import (
     relinks,
 )
 from cjo_identity.domain.settings import IdentitySettings
+from cjo_identity.service_layer.settings import Cached, check_unchanged
+from cjo_platform.db.item_writes import item_at_fault
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.decisioning import DECISIONING_EVENTS_TOPIC
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.facts import FACTS_TOPIC
+from cjo_platform.group_commit import GroupCommit
 from cjo_platform.logging import get_logger
+from cjo_platform.telemetry import batch_span
 
 log = get_logger(__name__)
 
@@ -79,18 +85,22 @@ class Applied:
 
 
 async def ingest_events(transactions: Transactions, workspace_id: str, batch: Sequence[Event],
-                        settings: IdentitySettings, traceparent: str,
-                        forward_to_decisioning: bool = True
+                        settings: IdentitySettings, traceparent: str | Sequence[str],
+                        forward_to_decisioning: bool = True, check_settings: bool = False
                         ) -> list[Outcome | InvalidArgument]:
     """Apply the events (parsed with ``settings``); one outcome or error per event, in order.
-    With ``forward_to_decisioning``, track events and merges also go to decisioning."""
+    ``traceparent``: the trace the events belong to, or each event's own (see
+    :func:`apply_events`). With ``forward_to_decisioning``, track events and merges also go to
+    decisioning. With ``check_settings`` (``settings`` came from a cache), raises
+    :class:`~cjo_identity.service_layer.settings.SettingsChanged`, writing nothing, when they
+    are not the stored ones."""
     lock_first: frozenset[str] = frozenset()
     for attempt in range(1, STALE_ATTEMPTS + 1):
         try:
             applied = await transactions.run(partial(
                 apply_events, workspace_id=workspace_id, batch=batch, settings=settings,
                 traceparent=traceparent, lock_first=lock_first,
-                forward_to_decisioning=forward_to_decisioning))
+                forward_to_decisioning=forward_to_decisioning, check_settings=check_settings))
         except StaleGraph as stale:
             if attempt == STALE_ATTEMPTS:
                 raise
@@ -102,14 +112,79 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class GroupCommitSettings:
+    window_seconds: float  # how long a call waits for others to share its transaction; 0: off
+    max_events: int  # events in one group; a call of this many or more goes alone
+
+
+# Every call in a transaction of its own.
+NO_GROUP_COMMIT = GroupCommitSettings(window_seconds=0.0, max_events=1)
+
+
+@dataclass(frozen=True)
+class _Lane:
+    """Calls whose events may share a transaction: one workspace, parsed with the same
+    settings."""
+
+    workspace_id: str
+    revision: int
+    settings: IdentitySettings = field(compare=False)
+
+
+class IngestGroups:
+    """Ingest for the servicer: the events of concurrent calls to one workspace (each call's
+    events in order, calls in arrival order) applied in one transaction (group commit,
+    :mod:`cjo_platform.group_commit`), each call answered with its own outcomes.
+
+    The guarantees of :func:`ingest_events` hold for the group as a whole: a message id sent
+    by two calls of one group is applied once (the second is a duplicate of the first), and
+    an event the database refuses fails alone (the group is written again per call, then the
+    call per event). Every event keeps its own call's trace. A workspace's groups never mix
+    with another's, and calls parsed with different settings never share one."""
+
+    def __init__(self, transactions: Transactions, settings: GroupCommitSettings,
+                 forward_to_decisioning: bool = True) -> None:
+        self._transactions = transactions
+        self._forward_to_decisioning = forward_to_decisioning
+        self._groups: GroupCommit[_Lane, tuple[Event, str], Outcome | InvalidArgument] = \
+            GroupCommit(self._apply, window=settings.window_seconds,
+                        max_items=settings.max_events, split=item_at_fault)
+
+    async def ingest(self, workspace_id: str, settings: Cached, batch: Sequence[Event],
+                     traceparent: str) -> list[Outcome | InvalidArgument]:
+        """One outcome or error per event, in order; raises
+        :class:`~cjo_identity.service_layer.settings.SettingsChanged` when ``settings`` are
+        no longer the stored ones (nothing of the call was written: parse it again)."""
+        return await self._groups.submit(
+            _Lane(workspace_id, settings.revision, settings.settings),
+            [(event, traceparent) for event in batch])
+
+    async def _apply(self, lane: _Lane, items: list[tuple[Event, str]]
+                     ) -> list[Outcome | InvalidArgument]:
+        traces = [trace for _, trace in items]
+        # One call continues its own trace; a group links to each of its calls' traces.
+        with batch_span("identity.ingest", traces):
+            return await ingest_events(
+                self._transactions, lane.workspace_id, [event for event, _ in items],
+                lane.settings, traces, self._forward_to_decisioning, check_settings=True)
+
+
 def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
-                 settings: IdentitySettings, traceparent: str,
+                 settings: IdentitySettings, traceparent: str | Sequence[str],
                  lock_first: frozenset[str] = frozenset(),
-                 forward_to_decisioning: bool = True) -> Applied:
+                 forward_to_decisioning: bool = True, check_settings: bool = False) -> Applied:
     """One attempt at the batch; raises :class:`StaleGraph` when the graph changed under it
     or it must lock more profiles out of order (run it again in a new unit of work, locking
-    the profiles of ``lock_first`` from the start)."""
+    the profiles of ``lock_first`` from the start).
+
+    ``traceparent`` is one for the whole batch, or one per event (a group of calls, each in
+    its own trace): an event's outbox rows carry its own; a merge carries the trace of the
+    event that linked it, a segment transition that of the profile's last event here."""
     session = uow.session
+    if check_settings:
+        check_unchanged(uow, workspace_id, settings)
+    traces = _Traces(batch, traceparent)
     wanted = {i for event in batch for i in event.identifiers}
     erased = profiles.erased_among(session, workspace_id, wanted) if wanted else set()
     # Events that name their profile go to it, or to the profile it was merged into.
@@ -149,33 +224,67 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
         session, workspace_id, {a.profile_id for a in plan.accepted}
         | {t.profile_id for t in transitions}
         | {m.survivor_profile_id for m in plan.graph.merges})
+    traces.follow(plan.accepted)
     # Merges first: the batch's events (and all later ones) carry the survivor's id, and must
     # find the merged profile's enrollments (and, in decisioning, its decisions) moved to it.
-    merges = [(merge_event(m, plan.golden.get(m.survivor_profile_id), now, traceparent,
-                           states.get(m.survivor_profile_id)), traceparent)
-              for m in plan.graph.merges]
-    accepted = [(a, forwarded_event(a, traceparent, states.get(a.profile_id)))
-                for a in plan.accepted]
+    merges = [(merge_event(m, plan.golden.get(m.survivor_profile_id), now, trace,
+                           states.get(m.survivor_profile_id)), trace)
+              for m, trace in ((m, traces.of_merge(m)) for m in plan.graph.merges)]
+    accepted = [(a, trace, forwarded_event(a, trace, states.get(a.profile_id)))
+                for a, trace in ((a, traces.of_event(a.event)) for a in plan.accepted)]
     uow.publish(EVENTS_TOPIC, workspace_id, [
         *merges,
-        *((payload, traceparent) for _, payload in accepted),
-        *((segment_event(t, plan.golden[t.profile_id], now, traceparent,
-                         state=states.get(t.profile_id)), traceparent)
-          for t in transitions)])
+        *((payload, trace) for _, trace, payload in accepted),
+        *((segment_event(t, plan.golden[t.profile_id], now, trace,
+                         state=states.get(t.profile_id)), trace)
+          for t, trace in ((t, traces.of_profile(t.profile_id)) for t in transitions))])
     if forward_to_decisioning:
         # The same bytes orchestration gets: decisioning rewards its decisions with the track
         # events and follows merges. Identify-only events reward nothing, so they stay here.
         uow.publish(DECISIONING_EVENTS_TOPIC, workspace_id, [
-            *merges, *((payload, traceparent) for a, payload in accepted
+            *merges, *((payload, trace) for a, trace, payload in accepted
                        if a.event.type is EventType.TRACK)])
     uow.publish(FACTS_TOPIC, workspace_id, [
         # Merges too, in the same transaction: analytics counts a merged profile's exposures
         # and conversions on the survivor.
-        *((merge_fact(m, now), traceparent) for m in plan.graph.merges),
-        *((conversion_fact(a, c), traceparent)
+        *((merge_fact(m, now), traces.of_merge(m)) for m in plan.graph.merges),
+        *((conversion_fact(a, c), traces.of_event(a.event))
           for a, c in conversions_of(plan.accepted, settings))])
     applied = iter(plan.outcomes)
     return Applied([o if o is not None else next(applied) for o in outcomes], plan)
+
+
+class _Traces:
+    """Which trace each outbox row of a batch belongs to."""
+
+    def __init__(self, batch: Sequence[Event], traceparent: str | Sequence[str]) -> None:
+        self._one = traceparent if isinstance(traceparent, str) else None
+        self._by_message: dict[str, str] = {}
+        self._by_profile: dict[str, str] = {}
+        if self._one is None:
+            # A repeated message id was applied (and is traced) as its first occurrence.
+            for event, trace in zip(batch, traceparent, strict=True):
+                self._by_message.setdefault(event.message_id, trace)
+        self._first = self._one if self._one is not None else next(iter(traceparent), "")
+
+    def follow(self, accepted: Sequence[Accepted]) -> None:
+        if self._one is None:
+            self._by_profile = {a.profile_id: self._by_message[a.event.message_id]
+                                for a in accepted}
+
+    def of_event(self, event: Event) -> str:
+        return self._one if self._one is not None else self._by_message[event.message_id]
+
+    def of_profile(self, profile_id: str) -> str:
+        if self._one is not None:
+            return self._one
+        return self._by_profile.get(profile_id, self._first)
+
+    def of_merge(self, merge: Merge) -> str:
+        if self._one is not None:
+            return self._one
+        found = self._by_message.get(merge.link.message_id)
+        return found if found is not None else self.of_profile(merge.survivor_profile_id)
 
 
 def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Event],

@@ -1,15 +1,22 @@
 """A workspace's identity settings: identifier rules, survivorship, consent defaults, computed
-traits and conversion events. Ingest reads them before it parses a batch."""
+traits and conversion events. Ingest parses a call's events with them (from
+:class:`SettingsCache`) and checks them again inside its write transaction."""
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 
 from cjo_identity.adapters import settings as stored
 from cjo_identity.domain.backfills import Backfill
 from cjo_identity.domain.settings import IdentitySettings, keep_secret
 from cjo_identity.service_layer import backfills
-from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+
+# Workspaces whose settings one process keeps (the least recently used go first).
+CACHED_WORKSPACES = 10_000
 
 
 def get_settings(uow: UnitOfWork, workspace_id: str
@@ -37,3 +44,79 @@ def update_settings(uow: UnitOfWork, workspace_id: str, settings: IdentitySettin
     stored.save_settings(uow.session, workspace_id, settings, now)
     backfills.start_computed(uow, workspace_id, old, settings)
     return now, backfills.computed_backfill(uow, workspace_id)
+
+
+class SettingsChanged(Exception):
+    """The settings a batch was parsed with are no longer the stored ones (they changed since
+    they were cached): parse it again with ``current`` (nothing was written)."""
+
+    def __init__(self, workspace_id: str, current: IdentitySettings) -> None:
+        super().__init__(workspace_id)
+        self.workspace_id = workspace_id
+        self.current = current
+
+
+def check_unchanged(uow: UnitOfWork, workspace_id: str, expected: IdentitySettings) -> None:
+    """Raise :class:`SettingsChanged` unless ``expected`` are the stored settings: read in the
+    write transaction, so a batch is never written under settings older than its commit (a
+    rotated verification secret or a removed identifier type is never honoured late)."""
+    current = stored.load_settings(uow.session, workspace_id)[0]
+    if current != expected:
+        raise SettingsChanged(workspace_id, current)
+
+
+@dataclass(frozen=True)
+class Cached:
+    """A workspace's settings as this process loaded them; ``revision`` tells two loads apart
+    (calls parsed with the same revision may share a write transaction)."""
+
+    settings: IdentitySettings
+    revision: int
+
+
+class SettingsCache:
+    """The settings ingest parses events with, kept in the process instead of read in a
+    transaction of their own per call.
+
+    Never trusted blindly: the write transaction reads them again (:func:`check_unchanged`)
+    and a call whose events were parsed with outdated settings is parsed again with the
+    stored ones, so a change (on any replica) holds from the first call that commits after it.
+    A call that refuses an event asks the database again before answering (see
+    ``IdentityServicer.IngestEvents``), so a newly allowed identifier type is not refused on
+    old settings either."""
+
+    def __init__(self, transactions: Transactions, max_workspaces: int = CACHED_WORKSPACES
+                 ) -> None:
+        self._transactions = transactions
+        self._max = max_workspaces
+        self._entries: OrderedDict[str, Cached] = OrderedDict()
+        self._revisions = itertools.count(1)
+
+    def cached(self, workspace_id: str) -> Cached | None:
+        """The workspace's settings as last loaded here, if they still are in the cache."""
+        hit = self._entries.get(workspace_id)
+        if hit is not None:
+            self._entries.move_to_end(workspace_id)
+        return hit
+
+    async def load(self, workspace_id: str) -> Cached:
+        """The workspace's settings read from the database (and cached)."""
+        current, _ = await self._transactions.run(
+            lambda uow: get_settings(uow, workspace_id))
+        return self.put(workspace_id, current)
+
+    def put(self, workspace_id: str, settings: IdentitySettings) -> Cached:
+        """Cache ``settings`` (just read from the database) as the workspace's."""
+        held = self._entries.get(workspace_id)
+        if held is not None and held.settings == settings:
+            self._entries.move_to_end(workspace_id)
+            return held
+        entry = self._entries[workspace_id] = Cached(settings, next(self._revisions))
+        self._entries.move_to_end(workspace_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+        return entry
+
+    def forget(self, workspace_id: str) -> None:
+        """Drop the workspace's settings (this process changed them)."""
+        self._entries.pop(workspace_id, None)

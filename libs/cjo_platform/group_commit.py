@@ -1,0 +1,163 @@
+"""Group commit: concurrent submissions of items under one key, arriving within a short window,
+are applied in one call of a batch function (one transaction for all of them), and each
+submission gets its own slice of the results.
+
+A commit costs the same round trips, fsync and bookkeeping whether it carries one item or a
+thousand; callers that each send one item (a web backend's single-event calls) pay it per
+item unless their items share a commit::
+
+    groups = GroupCommit(apply_batch, window=0.002, max_items=1000, split=item_at_fault)
+    outcomes = await groups.submit(workspace_id, items)  # len(outcomes) == len(items)
+
+Per key, groups run one after another, in the order their first submission arrived, and a
+group's items are in arrival order (a submission's own items stay together, in order); while
+one group runs, the next one collects what arrives. A lone submission waits ``window`` at most
+before its group starts. Different keys never share a call of ``apply``.
+
+A failure of ``apply`` is every submission's failure, unless ``split(error)`` says one item may
+have caused it (bad data, not a database outage): then each submission of the group is applied
+again on its own, so the error reaches only the submissions it belongs to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
+
+
+@dataclass
+class _Submission(Generic[R]):
+    start: int
+    end: int
+    answer: asyncio.Future[list[R]]
+
+
+@dataclass
+class _Group(Generic[I, R]):
+    items: list[I] = field(default_factory=list)
+    submissions: list[_Submission[R]] = field(default_factory=list)
+    # Set when the window has passed or the group is full: it may start.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Lane(Generic[I, R]):
+    """One key's groups, oldest first; the first runs (or waits for its window), the last
+    collects."""
+
+    groups: deque[_Group[I, R]] = field(default_factory=deque)
+    # The task that runs them (held: the event loop keeps only a weak reference).
+    driver: asyncio.Task[None] | None = None
+
+
+class GroupCommit(Generic[K, I, R]):
+    """Coalesces concurrent :meth:`submit` calls per key into calls of
+    ``apply(key, items) -> results`` (one result per item, in order)."""
+
+    def __init__(self, apply: Callable[[K, list[I]], Awaitable[Sequence[R]]], *,
+                 window: float, max_items: int,
+                 split: Callable[[BaseException], bool] = lambda error: False) -> None:
+        self._apply = apply
+        self.window = window
+        self.max_items = max_items
+        self._split = split
+        self._lanes: dict[K, _Lane[I, R]] = {}
+
+    async def submit(self, key: K, items: Sequence[I]) -> list[R]:
+        """The results of ``items`` (applied with others of ``key`` that arrived meanwhile).
+        With no window (group commit off), or items that fill a group on their own, they are
+        applied alone, straight away."""
+        if not items:
+            return []
+        if self.window <= 0 or len(items) >= self.max_items:
+            return await self._apply_alone(key, list(items))
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+            lane.driver = asyncio.get_running_loop().create_task(self._drive(key, lane))
+        group = lane.groups[-1] if lane.groups else None
+        # A group that started is no longer in the lane; one that would overflow is closed.
+        if group is None or len(group.items) + len(items) > self.max_items:
+            if group is not None:
+                group.ready.set()
+            group = _Group()
+            lane.groups.append(group)
+            asyncio.get_running_loop().call_later(self.window, group.ready.set)
+        answer: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
+        group.submissions.append(_Submission(len(group.items), len(group.items) + len(items),
+                                             answer))
+        group.items.extend(items)
+        if len(group.items) >= self.max_items:
+            group.ready.set()
+        return await answer
+
+    async def _apply_alone(self, key: K, items: list[I]) -> list[R]:
+        results = list(await self._apply(key, items))
+        if len(results) != len(items):
+            raise RuntimeError(f"group commit: {len(results)} results for {len(items)} items")
+        return results
+
+    async def _drive(self, key: K, lane: _Lane[I, R]) -> None:
+        """Runs the key's groups one after another until none is left."""
+        try:
+            while lane.groups:
+                group = lane.groups[0]
+                await group.ready.wait()
+                lane.groups.popleft()
+                await self._run(key, group)
+        except BaseException as error:
+            # Cancelled (the server stops): nobody may wait for a group that will not run.
+            for group in lane.groups:
+                for submission in group.submissions:
+                    _fail(submission, error)
+            raise
+        finally:
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    async def _run(self, key: K, group: _Group[I, R]) -> None:
+        try:
+            results = await self._apply_alone(key, group.items)
+        except Exception as error:
+            if len(group.submissions) == 1 or not self._split(error):
+                for submission in group.submissions:
+                    _fail(submission, error)
+                return
+            # Perhaps one item's fault: each submission again on its own, in arrival order.
+            for submission in group.submissions:
+                try:
+                    own = await self._apply_alone(
+                        key, group.items[submission.start:submission.end])
+                except Exception as own_error:
+                    _fail(submission, own_error)
+                else:
+                    _answer(submission, own)
+            return
+        except BaseException as error:
+            for submission in group.submissions:
+                _fail(submission, error)
+            raise
+        for submission in group.submissions:
+            _answer(submission, results[submission.start:submission.end])
+
+
+def _answer(submission: _Submission[R], results: list[R]) -> None:
+    # A caller that gave up (its deadline passed) no longer waits; its items were applied.
+    if not submission.answer.done():
+        submission.answer.set_result(results)
+
+
+def _fail(submission: _Submission[R], error: BaseException) -> None:
+    if submission.answer.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        submission.answer.cancel()
+    else:
+        submission.answer.set_exception(error)
