@@ -34,7 +34,8 @@ def trace(n: int) -> str:
 
 class IngestWrites:
     """Ingest's write transactions as committed: for each, the workspaces its statements named.
-    One is known by reading the settings (the check of the cached ones) and the events."""
+    One is known by what it reads: the events (earlier outcomes of its message ids) and the
+    identity graph's edges."""
 
     def __init__(self, engine: Engine, workspaces: set[str]) -> None:
         self.engine = engine
@@ -52,13 +53,13 @@ class IngestWrites:
     def _statement(self, conn: Any, cursor: Any, statement: str, parameters: Any,
                    context: Any, executemany: bool) -> None:
         seen = conn.info.setdefault("ingest", {"tables": set(), "workspaces": set()})
-        words = statement.replace(",", " ").replace("(", " ").split()
-        seen["tables"].update({"identity_settings", "events"} & set(words))
+        words = set(statement.replace(",", " ").replace("(", " ").replace(".", " ").split())
+        seen["tables"].update({"edges", "events"} & words)
         seen["workspaces"].update(v for v in _values(parameters) if v in self.workspaces)
 
     def _commit(self, conn: Any) -> None:
         seen = conn.info.pop("ingest", None)
-        if seen and seen["tables"] == {"identity_settings", "events"}:
+        if seen and seen["tables"] == {"edges", "events"}:
             self.committed.append(seen["workspaces"])
 
     def _forget(self, conn: Any) -> None:
@@ -121,7 +122,7 @@ async def test_concurrent_calls_share_transactions_and_each_gets_its_own_answer(
         ingest(grouping, acme, event(f"m{i}", ("user_id", f"u{i % 4}")), traceparent=trace(i + 1))
         for i in range(CALLS)))
     assert all(r.results[0].status.code == 0 and not r.results[0].duplicate for r in replies)
-    assert len(writes.committed) < CALLS
+    assert 1 <= len(writes.committed) < CALLS
     # Each call's own answer: the calls of one person got that person's profile, no other's.
     profile_of = {i: r.results[0].profile_id for i, r in enumerate(replies)}
     for i in range(CALLS):
@@ -199,7 +200,7 @@ async def test_two_workspaces_in_the_same_instant_never_share_a_transaction(
     assert all(r.results[0].status.code == 0 for r in replies)
     assert all(len(w) == 1 for w in writes.committed)
     assert {"acme", "globex"} == set().union(*writes.committed)
-    assert len(writes.committed) < CALLS
+    assert 2 <= len(writes.committed) < CALLS
     # The same message ids in two workspaces are two events each: nothing is a duplicate.
     assert len({r.results[0].event_id for r in replies}) == CALLS
 
