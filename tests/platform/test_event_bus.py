@@ -433,3 +433,25 @@ def test_claimants_have_ids_of_their_own(box: Box) -> None:
     for value in ids:
         assert value.startswith(f"{host}-{os.getpid()}-")
         assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value)
+
+
+async def test_a_burst_across_partitions_reaches_the_receiver_in_few_calls(
+        prefix: str, box: Box) -> None:
+    # 40 profiles over 4 partitions, already in the stream: while the receiver works on the
+    # first partition's rows (slowly), the other partitions' rows wait and then go in one
+    # call, not one call per partition; each profile's rows still come in order, once.
+    bus = Bus(bus_settings(prefix))
+    sent = payloads(profiles=40, per_profile=2)
+    await relay(bus, box, sent)
+    receiver = Receiver(delay=1.0)
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock())
+    task = await running(consumer)
+    try:
+        await eventually(lambda: len(receiver.taken) >= len(sent), timeout=30)
+        await eventually(lambda: _empty(bus), timeout=10)
+    finally:
+        await stop(task)
+    assert receiver.calls < bus.settings.partitions
+    assert sorted(receiver.taken) == sorted(sent)
+    assert receiver.by_profile() == {f"p{k}": [0, 1] for k in range(40)}
+    await bus.close()

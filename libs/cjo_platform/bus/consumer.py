@@ -15,21 +15,21 @@ delivers those before anything newer, so the order survives the change. A replic
 (or gives a partition up) naks what it held, then deletes its claim.
 
 **Answers.** The messages a round pulled are handed, per workspace and in order, to the
-service's receiver (:mod:`cjo_platform.bus.receiver`: the batch RPC's own method), and read the
-way an outbox forwarder reads a peer: a message taken is acked (after the receiver committed);
-a message the receiver refused for certain is written to the service's dead letters and then
-acked, so it never blocks the others; a whole call refused is split to find the message at
-fault. A message the receiver wants later (busy, or down) is kept, with the messages of its
+service's receiver (:mod:`cjo_platform.bus.receiver`: the batch RPC's own method), together with
+what the replica's other partitions brought for the workspace meanwhile (:class:`_Receiving`),
+and read the way an outbox forwarder reads a peer: a message taken is acked (after the receiver
+committed); a message the receiver refused for certain is written to the service's dead letters
+and then acked, so it never blocks the others; a whole call refused is split to find the message
+at fault. A message the receiver wants later (busy, or down) is kept, with the messages of its
 workspace behind it, and tried again with backoff (:data:`~cjo_platform.db.outbox.ROW_RETRY`),
 while the other workspaces go on; its refusals are counted, and after ``max_attempts`` it goes
 to the dead letters when the receiver is seen taking other messages (an outage is waited out,
 never blamed on a message). A waiting workspace keeps at most a tenth of a batch in the
 partition's ack-pending window; the rest goes round the stream again, in order
 (:class:`_Cycle`), so it never holds up the partition's other workspaces. Kept messages are
-marked in progress every third of ``ack_wait``, so JetStream does not hand them out again
-while they wait or while a slow receiver works. Receivers deduplicate by their own ids, so a
-message delivered again after a crash is applied once.
-"""
+marked in progress every third of ``ack_wait``, so JetStream does not hand them out again while
+they wait or while a slow receiver works. Receivers deduplicate by their own ids, so a message
+delivered again after a crash is applied once. """
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ from cjo_platform.db.outbox import (
     Undeliverable,
 )
 from cjo_platform.ids import claimant_id
+from cjo_platform.limits import MAX_CALL_PAYLOAD_BYTES
 from cjo_platform.logging import get_logger
 from cjo_platform.metrics import meter
 from cjo_platform.telemetry import batch_span
@@ -104,6 +105,101 @@ class _Stop:
     certain: bool = True
 
 
+@dataclass
+class _Call:
+    """One partition's rows for the receiver, and where its answer goes."""
+
+    rows: Sequence[OutboxRow]
+    answer: asyncio.Future[list[Refusal]]
+
+
+class _Receiving:
+    """The receiver, called for a workspace by the partition workers of one consumer.
+
+    While a call for a workspace is under way, the rows other partitions bring for it wait and
+    then go together in one call (up to a batch of rows and :data:`MAX_CALL_PAYLOAD_BYTES`):
+    a burst published across the partitions costs the receiver a few transactions, not one per
+    partition and fetch. Each partition's rows stay in their order and its worker still waits
+    for its own answer (the refusals of its rows), so nothing else changes for it. A combined
+    call that raises is made again for each partition's rows alone, which then get their own
+    answer (and find the row at fault as before); a receiver dedupes by its own ids, so rows a
+    failed call had applied are applied once."""
+
+    def __init__(self, receive: SendBatch, span: str, max_rows: int) -> None:
+        self.receive = receive
+        self.span = span
+        self.max_rows = max_rows
+        self._queued: dict[str, list[_Call]] = {}
+        self._flushing: dict[str, asyncio.Task[None]] = {}
+
+    async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        call = _Call(rows, asyncio.get_running_loop().create_future())
+        self._queued.setdefault(workspace_id, []).append(call)
+        if workspace_id not in self._flushing:
+            self._flushing[workspace_id] = asyncio.create_task(self._flush(workspace_id))
+        return await call.answer
+
+    async def stop(self) -> None:
+        """Stop the calls under way (the consumer stops; what they held is given back)."""
+        tasks = list(self._flushing.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _flush(self, workspace_id: str) -> None:
+        calls: list[_Call] = []
+        try:
+            while True:
+                queued = [c for c in self._queued.get(workspace_id, ()) if not c.answer.done()]
+                if not queued:
+                    break
+                calls, size, count = [], 0, 0
+                for call in queued:
+                    bytes_ = sum(len(row.payload) for row in call.rows)
+                    if calls and (count + len(call.rows) > self.max_rows
+                                  or size + bytes_ > MAX_CALL_PAYLOAD_BYTES):
+                        break
+                    calls.append(call)
+                    size, count = size + bytes_, count + len(call.rows)
+                self._queued[workspace_id] = queued[len(calls):]
+                await self._answer(workspace_id, calls)
+        finally:
+            self._flushing.pop(workspace_id, None)
+            left = [*calls, *self._queued.pop(workspace_id, ())]
+            for call in left:
+                call.answer.cancel()  # stopped: the waiting workers are being stopped too
+
+    async def _answer(self, workspace_id: str, calls: Sequence[_Call]) -> None:
+        if len(calls) > 1:
+            rows = [row for call in calls for row in call.rows]
+            try:
+                refused = await self._call(workspace_id, rows)
+            except Exception:
+                for call in calls:
+                    await self._answer(workspace_id, [call])
+                return
+            by_id = {refusal.row.id: refusal for refusal in refused}
+            for call in calls:
+                if not call.answer.done():
+                    call.answer.set_result([by_id[r.id] for r in call.rows if r.id in by_id])
+            return
+        [call] = calls
+        try:
+            refused = await self._call(workspace_id, call.rows)
+        except Exception as exc:
+            if not call.answer.done():
+                call.answer.set_exception(exc)
+            return
+        if not call.answer.done():
+            call.answer.set_result(refused)
+
+    async def _call(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        with batch_span(self.span, [r.traceparent for r in rows]):
+            return list(await self.receive(workspace_id, rows) or ())
+
+
 class BusConsumer:
     """Pulls ``topic`` from the partitions this replica holds into ``receive``."""
 
@@ -116,6 +212,7 @@ class BusConsumer:
         self.bus = bus
         self.topic = topic
         self.receive = receive
+        self._receiving = _Receiving(receive, f"bus.receive {topic}", bus.settings.batch)
         self.db = db
         self.dead_letters = dead_letters
         self.clock = clock
@@ -239,6 +336,7 @@ class BusConsumer:
     async def _release_all(self) -> None:
         for partition in list(self._partitions):
             await self._release(partition)
+        await self._receiving.stop()
         with contextlib.suppress(Exception):
             kv = await self.bus.claims()
             await kv.delete(f"member.{self._topic_key}.{self.owner}")
@@ -402,8 +500,7 @@ class BusConsumer:
         """Deliver the longest leading run of ``rows`` the receiver takes (refused-for-good
         rows are dead-lettered on the way); returns how many are done, and why it stopped."""
         try:
-            with batch_span(f"bus.receive {self.topic}", [r.traceparent for r in rows]):
-                refused = list(await self.receive(workspace_id, rows) or ())
+            refused = await self._receiving(workspace_id, rows)
         except Undeliverable as exc:
             if len(rows) == 1:
                 return 0, _Stop(str(exc) or repr(exc), certain=exc.certain)
