@@ -204,6 +204,9 @@ async def running_suite(backend: Backend, tmp_path: Path,
         "CJO_SMTP_HOST": "127.0.0.1",
         "CJO_SMTP_PORT": str(smtp_port),
         "CJO_SHUTDOWN_GRACE_SECONDS": "2",
+        # No /metrics listener unless a test asks for one: every process would otherwise try
+        # the default port 9464 and all but the first log that it is in use.
+        "CJO_METRICS_PORT": "0",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
