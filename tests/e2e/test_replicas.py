@@ -29,6 +29,7 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -142,25 +143,32 @@ GLOBEX = Tenant("globex", "globex@globex.example", "ACglobex", OTHER_PROFILES)
 
 
 class Mailbox:
-    """aiosmtpd handler: every envelope, by sender and recipient."""
+    """aiosmtpd handler: every envelope, by sender and recipient. The SMTP server runs in a
+    thread of its own: the test reads under the lock the handler writes under."""
 
     def __init__(self) -> None:
         self.received: Counter[tuple[str, str]] = Counter()  # (From, To) -> emails
         self.subjects: dict[str, str] = {}
+        self.lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         mail = message_from_bytes(envelope.original_content or envelope.content,
                                   policy=policy.default)
-        for to in envelope.rcpt_tos:
-            self.received[(envelope.mail_from, to)] += 1
-            self.subjects[to] = str(mail["subject"])
+        with self.lock:
+            for to in envelope.rcpt_tos:
+                self.received[(envelope.mail_from, to)] += 1
+                self.subjects[to] = str(mail["subject"])
         return "250 OK"
 
+    def _received(self) -> list[tuple[tuple[str, str], int]]:
+        with self.lock:
+            return list(self.received.items())
+
     def count(self, tenant: Tenant) -> int:
-        return sum(n for (sender, _), n in self.received.items() if sender == tenant.sender)
+        return sum(n for (sender, _), n in self._received() if sender == tenant.sender)
 
     def per_recipient(self, tenant: Tenant) -> Counter[str]:
-        return Counter({to: n for (sender, to), n in self.received.items()
+        return Counter({to: n for (sender, to), n in self._received()
                         if sender == tenant.sender})
 
 
