@@ -3,6 +3,8 @@ queue, and what is left of them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import MetaData, Table, func, select
@@ -11,6 +13,7 @@ from cjo_platform.clock import Clock, ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.dead_letters import DeadLetter, DeadLetters, define_dead_letters
 from cjo_platform.db.outbox import Outbox, define_outbox
+from support import Backend
 
 
 @dataclass
@@ -59,3 +62,24 @@ def open_box(url: str, schema: str, clock: Clock | None = None, *, create: bool 
         metadata.create_all(db.engine)
     letters = DeadLetters(dead_letters, clock)
     return Box(db, Outbox(outbox, clock, letters), letters)
+
+
+def url_of(backend: Backend) -> str:
+    return backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/outbox.db")
+
+
+@contextmanager
+def two_boxes(backend: Backend) -> Iterator[tuple[Box, Box]]:
+    """Two replicas' views of one outbox: separate Database objects, so separate pools (the
+    PostgreSQL schema is dropped afterwards)."""
+    clock = ManualClock()
+    schema = backend.schema_prefix + "outbox"
+    first = open_box(url_of(backend), schema, clock, create=True)
+    second = open_box(url_of(backend), schema, clock)
+    try:
+        yield first, second
+    finally:
+        second.close()
+        if backend.kind == "postgresql":
+            first.db.drop_schema()
+        first.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from outbox_replica import received, received_metadata
-from outbox_support import Box, open_box
+from outbox_support import Box, two_boxes
 from sqlalchemy import func, select
 
 from cjo_platform.clock import ManualClock
@@ -27,20 +27,10 @@ ROWS = 2000
 HERE = Path(__file__).parent
 
 
-def url_of(backend: Backend) -> str:
-    return backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/outbox.db")
-
-
 @pytest.fixture
 def boxes(backend: Backend) -> Iterator[tuple[Box, Box]]:
-    """Two replicas' views of one outbox: separate Database objects, so separate pools."""
-    clock = ManualClock()
-    schema = backend.schema_prefix + "outbox"
-    first = open_box(url_of(backend), schema, clock, create=True)
-    second = open_box(url_of(backend), schema, clock)
-    yield first, second
-    first.close()
-    second.close()
+    with two_boxes(backend) as pair:
+        yield pair
 
 
 def fill(box: Box) -> dict[str, list[int]]:

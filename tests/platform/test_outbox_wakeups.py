@@ -7,30 +7,18 @@ import asyncio
 from collections.abc import Iterator, Sequence
 
 import pytest
-from outbox_support import Box, open_box
+from outbox_support import Box, two_boxes
 
-from cjo_platform.clock import ManualClock
 from cjo_platform.db.outbox import Forwarder, OutboxRow
 from support import Backend, eventually
 
 POLL = 60.0  # seconds: longer than any test waits, so only a wake-up can move a row
 
 
-def url_of(backend: Backend) -> str:
-    return backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/outbox.db")
-
-
 @pytest.fixture
 def boxes(backend: Backend) -> Iterator[tuple[Box, Box]]:
-    clock = ManualClock()
-    schema = backend.schema_prefix + "outbox"
-    first = open_box(url_of(backend), schema, clock, create=True)
-    second = open_box(url_of(backend), schema, clock)
-    yield first, second
-    first.close()
-    second.close()
-    if backend.kind == "postgresql":
-        first.db.drop_schema()
+    with two_boxes(backend) as pair:
+        yield pair
 
 
 async def stop(*tasks: asyncio.Task[None]) -> None:
