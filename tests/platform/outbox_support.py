@@ -65,7 +65,7 @@ def open_box(url: str, schema: str, clock: Clock | None = None, *, create: bool 
 
 
 def url_of(backend: Backend) -> str:
-    return backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/outbox.db")
+    return str(backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/outbox.db"))
 
 
 @contextmanager
