@@ -111,7 +111,7 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool,
     except Retired as exc:
         if not recreate:
             raise ValueError(f"{m.source}: {exc}") from None
-        retired = exc.args[0]
+        retired = exc.stored  # (its args hold the message)
         replaces = (str(getattr(retired, kind.id_field or "name", "")), stored_etag(retired))
         stored, given_id = None, ""
     publish = kind.publish is not None and (kind.always_publish or m.publish)
