@@ -12,7 +12,8 @@ knowing how far it is from them on the same machine in the same sitting:
 - a render: python-liquid rendering a welcome email's subject and HTML body (template parsed
   once, as cjo's content service caches it);
 - SMTP: messages handed to a local aiosmtpd server over one connection;
-- HTTP: JSON POSTs to a local HTTP server (httpx, one keep-alive client, 32 in flight).
+- HTTP: JSON POSTs to a local HTTP server in another process (aiohttp, as delivery's HTTP
+  providers, 64 in flight).
 
 Other benchmarks call :func:`measure` and print its line beside their own figures.
 """
@@ -27,22 +28,21 @@ import smtplib
 import socket
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aiohttp
 import grpc
-import httpx
 import liquid
 from aiosmtpd.controller import Controller
+from http_sink import read_request_body
 from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, create_engine, event
 
 from cjo.identity.v1 import event_pb2
@@ -201,6 +201,7 @@ def smtp_limit() -> float:
         with smtplib.SMTP("127.0.0.1", port) as smtp:
             # smtplib writes each command and the message in pieces; asyncio (cjo's SMTP
             # client) sets TCP_NODELAY, so the raw figure does too.
+            assert smtp.sock is not None
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             deadline = time.perf_counter() + SECONDS
             start = time.perf_counter()
@@ -212,34 +213,51 @@ def smtp_limit() -> float:
         controller.stop()
 
 
+def _http_server(port: int, ready: Any) -> None:
+    """The HTTP server process: a raw asyncio keep-alive server answering every POST (as the
+    delivery benchmark's provider sink; a threaded http.server would be the bottleneck)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await read_request_body(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 11\r\n\r\n{\"ok\":true}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
 async def http_limit() -> float:
-    """JSON POSTs/s to a local threaded HTTP server, 32 in flight on one client."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two writes (see tests/http_sink.py)
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = b'{"ok":true}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    """JSON POSTs/s to a local HTTP server in another process, 64 in flight on one aiohttp
+    session (delivery's HTTP client and its default concurrency)."""
+    port = free_port()
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    server = context.Process(target=_http_server, args=(port, ready), daemon=True)
+    server.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        ready.wait(30)
+        url = f"http://127.0.0.1:{port}/hook"
         payload = {"to": "+15550100", "body": "Hello " * 20}
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as client:
-            return await _rate(lambda: client.post(url, json=payload), in_flight=32)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
+            async def post() -> None:
+                async with session.post(url, json=payload) as reply:
+                    await reply.read()
+
+            return await _rate(post, in_flight=64)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.terminate()
+        server.join()
 
 
 def measure(postgresql: bool | None = None) -> dict[str, float]:
@@ -267,7 +285,7 @@ def line(figures: dict[str, float]) -> str:
                 if "insert_postgresql_rows_per_s" in f else ""),
              f"Liquid email render {f['render_per_s']:,.0f}/s",
              f"SMTP {f['smtp_messages_per_s']:,.0f} messages/s (one connection)",
-             f"HTTP {f['http_posts_per_s']:,.0f} POSTs/s"]
+             f"HTTP {f['http_posts_per_s']:,.0f} POSTs/s (64 in flight)"]
     return "raw limits now: " + "; ".join(parts)
 
 
