@@ -30,7 +30,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -102,15 +103,26 @@ async def _rate(call: Callable[[], Awaitable[Any]], in_flight: int = 1) -> float
     return done / (time.perf_counter() - start)
 
 
-async def grpc_limits() -> tuple[float, float]:
-    """(items/s in 1,000-item calls, single-item calls/s)."""
+@contextmanager
+def _server_process(target: Callable[[int, Any], None]) -> Iterator[int]:
+    """``target(port, ready)`` in a process of its own (so it does not share this one's GIL);
+    yields the port once the server says it is ready."""
     port = free_port()
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
-    server = context.Process(target=_serve, args=(port, ready), daemon=True)
+    server = context.Process(target=target, args=(port, ready), daemon=True)
     server.start()
     try:
         ready.wait(30)
+        yield port
+    finally:
+        server.terminate()
+        server.join()
+
+
+async def grpc_limits() -> tuple[float, float]:
+    """(items/s in 1,000-item calls, single-item calls/s)."""
+    with _server_process(_serve) as port:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.unary_unary(
                 METHOD, request_serializer=pb.IngestEventsRequest.SerializeToString,
@@ -121,9 +133,6 @@ async def grpc_limits() -> tuple[float, float]:
             batches = await _rate(lambda: call(batch))
             singles = await _rate(lambda: call(one), in_flight=32)
         return batches * ROWS, singles
-    finally:
-        server.terminate()
-        server.join()
 
 
 def insert_limit(url: str) -> float:
@@ -239,13 +248,7 @@ def _http_server(port: int, ready: Any) -> None:
 async def http_limit() -> float:
     """JSON POSTs/s to a local HTTP server in another process, 64 in flight on one aiohttp
     session (delivery's HTTP client and its default concurrency)."""
-    port = free_port()
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    server = context.Process(target=_http_server, args=(port, ready), daemon=True)
-    server.start()
-    try:
-        ready.wait(30)
+    with _server_process(_http_server) as port:
         url = f"http://127.0.0.1:{port}/hook"
         payload = {"to": "+15550100", "body": "Hello " * 20}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
@@ -255,9 +258,6 @@ async def http_limit() -> float:
                     await reply.read()
 
             return await _rate(post, in_flight=64)
-    finally:
-        server.terminate()
-        server.join()
 
 
 def measure(postgresql: bool | None = None) -> dict[str, float]:
