@@ -12,7 +12,7 @@ from cjo.analytics.v1 import reports_pb2 as rpb
 from cjo.common.v1 import common_pb2
 from cjo_analytics.domain import attribution
 from cjo_analytics.domain.experiments import CONTENT_PREFIX, ExperimentResults, ExperimentSummary
-from cjo_analytics.domain.facts import Fact, FactCount, FactType, validate_fact
+from cjo_analytics.domain.facts import Fact, FactCount, FactType, is_valid, validate_fact
 from cjo_analytics.domain.reports import (
     DEFAULT_HALF_LIFE_HOURS,
     DEFAULT_LOOKBACK_DAYS,
@@ -87,7 +87,8 @@ def to_fact(item: fact_pb2.Fact) -> Fact:
                 conversion_deadline=(from_timestamp(item.conversion_deadline)
                                      if item.HasField("conversion_deadline") else None),
                 visit_sequence=item.visit_sequence, source_event_id=item.source_event_id)
-    validate_fact(fact).raise_if_any()
+    if not is_valid(fact):
+        validate_fact(fact).raise_if_any()
     return fact
 
 

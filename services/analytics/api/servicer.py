@@ -31,8 +31,10 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         recorded = await write_each(answer, parsed, lambda batch: self.transactions.run(
             lambda uow: facts.record_facts(uow, workspace, batch)))
         for index, duplicate in recorded:
-            answer.results[index].duplicate = duplicate
-        return pb.RecordFactsResponse(results=answer.results)
+            if duplicate:
+                answer.result(index).duplicate = True
+        # The plain OK answers come from one cached encoding, not a message each.
+        return answer.response(pb.RecordFactsResponse)
 
     async def GetJourneyReport(self, request: pb.GetJourneyReportRequest,
                                context: grpc.aio.ServicerContext) -> pb.GetJourneyReportResponse:
