@@ -49,7 +49,15 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     transactions = storage.transactions
     timeout = engine.peer_timeout_seconds
     peers = Peers(settings, timeout)
-    steps = StepWorker(StepRound(transactions, peers, engine),
+    # New inbox events wake the event worker of every replica (LISTEN/NOTIFY on PostgreSQL;
+    # in-process on SQLite); polling stays the safety net.
+    signals = Signals(storage.db)
+
+    def events_received(uow: UnitOfWork) -> None:
+        signals.send(uow, EVENTS_SIGNAL)
+
+    # A step that hands back a profile whose events the event round deferred sends the same.
+    steps = StepWorker(StepRound(transactions, peers, engine, events_waiting=events_received),
                        engine.poll_seconds, engine.step_lanes)
     events = EventWorker(
         InboxRound(transactions, engine.event_batch, new_id, engine.event_max_attempts,
@@ -66,13 +74,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # Erasures reach delivery from the outbox, after the profile's enrollments ended.
     erasures = erasures_forwarder(settings, storage.db, storage.outbox, timeout=timeout,
                                   poll_interval=engine.poll_seconds, bus=bus)
-    # New inbox events wake the event worker of every replica (LISTEN/NOTIFY on PostgreSQL;
-    # in-process on SQLite); polling stays the safety net.
-    signals = Signals(storage.db)
     signals.on(EVENTS_SIGNAL, lambda _: events.wake())
-
-    def events_received(uow: UnitOfWork) -> None:
-        signals.send(uow, EVENTS_SIGNAL)
 
     servicer = OrchestrationServicer(transactions, new_id, events_received,
                                      content=ContentCatalog(settings, timeout),

@@ -45,6 +45,36 @@ PY_SPY = next((str(p) for p in (Path(sys.executable).parent / "py-spy",) if p.ex
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu(pid: int) -> float:
+    """Seconds of user + system CPU process ``pid`` has used (from /proc, so it holds however
+    busy the machine is)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def start_py_spy(pid: int, path: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (only samples holding the GIL) into ``path``, as collapsed
+    stacks (speedscope, flamegraph), until :func:`stop_py_spy`."""
+    return subprocess.Popen(
+        [str(PY_SPY), "record", "--format", "raw", "--rate", "100", "--nonblocking", "--gil",
+         "--pid", str(pid), "--output", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes], path: Path, top: int = 6) -> str:
+    """Stop ``spy`` and summarise its samples: their count and the ``top`` functions by own
+    time."""
+    spy.send_signal(signal.SIGINT)
+    spy.wait(60)
+    own: Counter[str] = Counter()
+    for line in path.read_text().splitlines() if path.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        own[stack.rsplit(";", 1)[-1]] += int(count)
+    total = sum(own.values()) or 1
+    return f"{total} samples holding the GIL, own time: " + "; ".join(
+        f"{frame} {n * 100 / total:.0f}%" for frame, n in own.most_common(top))
+
+
 @dataclass(frozen=True)
 class Sample:
     cpu: float  # seconds of user + system CPU
@@ -85,8 +115,7 @@ class Profiler:
         for name, pid in pids.items():
             counts = json.loads((self.stats_dir / f"{pid}.json").read_text())
             self.seq[pid] = counts["seq"]
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            out[name] = Sample((int(fields[11]) + int(fields[12])) / TICK, counts["commits"],
+            out[name] = Sample(process_cpu(pid), counts["commits"],
                                counts["statements"], counts["rows_written"])
         times = os.times()
         out["load generator"] = Sample(times.user + times.system)
@@ -97,23 +126,12 @@ class Profiler:
             return
         for name, pid in self.pids().items():
             path = self.spy_dir / f"{self.kind}-{scenario}-{name}.txt"
-            self.spies[name] = (subprocess.Popen(
-                [str(PY_SPY), "record", "--format", "raw", "--rate", "100", "--nonblocking",
-                 "--gil", "--pid", str(pid), "--output", str(path)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
+            self.spies[name] = (start_py_spy(pid, path), path)
 
     async def stop_spy(self) -> None:
         for name, (proc, path) in self.spies.items():
-            proc.send_signal(signal.SIGINT)
-            await asyncio.to_thread(proc.wait, 60)
-            own: Counter[str] = Counter()
-            for line in path.read_text().splitlines() if path.exists() else []:
-                stack, _, count = line.rpartition(" ")
-                own[stack.rsplit(";", 1)[-1]] += int(count)
-            total = sum(own.values()) or 1
-            print(f"[{self.kind}]   py-spy {name} ({total} samples holding the GIL, own time): "
-                  + "; ".join(
-                f"{frame} {n * 100 / total:.0f}%" for frame, n in own.most_common(6)), flush=True)
+            summary = await asyncio.to_thread(stop_py_spy, proc, path)
+            print(f"[{self.kind}]   py-spy {name} ({summary})", flush=True)
         self.spies.clear()
 
     def report(self, scenario: str, before: dict[str, Sample], after: dict[str, Sample],

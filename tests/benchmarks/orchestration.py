@@ -4,6 +4,7 @@ by one `python -m cjo_orchestration` process (timer fires -> render -> send).
     .venv/bin/python tests/benchmarks/orchestration.py [--sizes 10000,100000]
                                                        [--step-batch 100] [--fake-content]
                                                        [--database sqlite|postgresql]
+                                                       [--profile] [--py-spy DIR]
 
 For each size, a fresh database (a SQLite file, or a schema in the PostgreSQL at
 127.0.0.1:5432) is seeded with a published journey (wait 1 h -> send an
@@ -18,6 +19,12 @@ enrollments table while the orchestrator drains it), and the orchestrator proces
 memory (VmHWM): it must not grow with N, because workers claim bounded batches; and the p50 /
 p90 of the profile read a round makes (timed in the round, logged by the orchestrator when its
 step worker stops).
+
+`--profile` adds the CPU (user + system, from /proc, so it holds on a busy machine) per timer
+fired from the first send to the last enrollment ended: of the orchestrator process, and of this
+process (content, the identity stand-in and the sink). `--py-spy DIR` samples the orchestrator
+over the same span into DIR/orchestration-timers-<size>.txt and prints its top functions by own
+time (implies --profile).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -37,6 +45,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "orchestration"))
 
+from bench_suite import PY_SPY, process_cpu, start_py_spy, stop_py_spy
 from orchestration_support import FakeContent, SeededIdentity, fake_server, seeded_email
 from test_orchestration_processes import (
     Orchestrator,
@@ -112,7 +121,8 @@ async def start_content(stack: AsyncExitStack, backend: object, fake: bool) -> t
     return target, "content stand-in (regex templates, in this process)"
 
 
-async def run(size: int, step_batch: int, fake_content: bool, database: str) -> None:
+async def run(size: int, step_batch: int, fake_content: bool, database: str,
+              profile: bool = False, spy_dir: Path | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backend = new_backend(database, Path(tmp))
         db = open_db(backend)
@@ -137,9 +147,14 @@ async def run(size: int, step_batch: int, fake_content: bool, database: str) -> 
                  "CJO_ORCHESTRATION_LEASE_SECONDS": "60",
                  "CJO_ORCHESTRATION_PEER_TIMEOUT_SECONDS": "10",
                  "CJO_LOG_LEVEL": "info"})
+            pid = orchestrator.process.pid
+            spy_path = spy_dir / f"orchestration-timers-{size}.txt" if spy_dir else None
+            spy = None
             try:
                 start = time.perf_counter()
                 first_send = 0.0
+                # CPU (orchestrator, this process) and sends at the first send seen.
+                at_first = (0.0, 0.0, 0)
                 # Every send reaches the sink before its enrollment can end; counting the sink
                 # costs nothing, counting ended enrollments is a scan, so it waits till then.
                 while len(delivery.attempts) < size or ended_count(db) < size:
@@ -147,9 +162,13 @@ async def run(size: int, step_batch: int, fake_content: bool, database: str) -> 
                         raise SystemExit(orchestrator.log.read_text()[-4000:])
                     if not first_send and delivery.attempts:
                         first_send = time.perf_counter()
+                        at_first = (process_cpu(pid), _own_cpu(), len(delivery.attempts))
+                        spy = start_py_spy(pid, spy_path) if spy_path else None
                     await asyncio.sleep(0.1 if len(delivery.attempts) >= size or not first_send
                                         else 0.25)
                 end = time.perf_counter()
+                at_end = (process_cpu(pid), _own_cpu())
+                spied = stop_py_spy(spy, spy_path) if spy and spy_path else ""
                 elapsed = end - start
                 # Without the process's start (imports, migrations check, connections).
                 drained = end - (first_send or start)
@@ -167,8 +186,21 @@ async def run(size: int, step_batch: int, fake_content: bool, database: str) -> 
               f"profile reads {reads.get('reads', 0):,} ({identity.calls:,} calls): "
               f"p50 {reads.get('p50_ms', float('nan'))} ms, "
               f"p90 {reads.get('p90_ms', float('nan'))} ms per round")
+        if profile or spy_dir:
+            fired = size - at_first[2]
+            mine, ours = ((at_end[i] - at_first[i]) * 1000 / fired for i in (0, 1))
+            print(f"{size:>7,} due timers: CPU per timer fired from the first send "
+                  f"({fired:,} timers): orchestrator {mine:.3f} ms, this process (content, "
+                  f"identity and delivery stand-ins) {ours:.3f} ms")
+        if spied:
+            print(f"{size:>7,} due timers: py-spy orchestrator ({spied})")
         db.dispose()
         drop_schemas(backend)
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def profile_reads(log: Path) -> dict[str, float]:
@@ -189,12 +221,21 @@ def main() -> None:
     parser.add_argument("--step-batch", type=int, default=100)
     parser.add_argument("--fake-content", action="store_true")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--profile", action="store_true",
+                        help="CPU per timer fired, of the orchestrator and of this process")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR", dest="spy_dir",
+                        help="sample the orchestrator with py-spy into DIR (implies --profile)")
     args = parser.parse_args()
+    if args.spy_dir:
+        if not PY_SPY:
+            parser.error("--py-spy needs py-spy (pip install py-spy)")
+        args.spy_dir.mkdir(parents=True, exist_ok=True)
     if args.database == "postgresql" and not postgres_available():
         raise SystemExit("PostgreSQL is not listening on 127.0.0.1:5432")
     configure_logging("bench", fmt="console", level="error")
     for size in (int(s) for s in ",".join(args.sizes).split(",") if s):
-        asyncio.run(run(size, args.step_batch, args.fake_content, args.database))
+        asyncio.run(run(size, args.step_batch, args.fake_content, args.database, args.profile,
+                        args.spy_dir))
 
 
 if __name__ == "__main__":

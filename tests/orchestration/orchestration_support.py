@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import re
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,7 +69,7 @@ from cjo_orchestration.domain.orders import (
     Sent,
     Unavailable,
 )
-from cjo_platform.clock import Clock
+from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env
 from cjo_platform.db import Database
 from cjo_platform.db.idempotency import RequestLog
@@ -759,6 +759,17 @@ def transactions_on(db: Database, clock: Clock) -> Transactions:
     tables = orchestration_metadata.tables
     return Transactions(db, clock, Outbox(tables["outbox"], clock),
                         RequestLog(tables["request_log"], clock))
+
+
+@contextmanager
+def wall_clock_transactions(backend: Backend) -> Iterator[Transactions]:
+    """:func:`transactions_on` a migrated database on ``backend`` with the system clock, for
+    tests of the real workers' timing (wake-ups, sleeps until a due time)."""
+    db = migrated_database(backend)
+    try:
+        yield transactions_on(db, SystemClock())
+    finally:
+        db.dispose()
 
 
 class Ids:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from orchestration_support import Ids, RecordingPeers, migrated_database, transactions_on
+from orchestration_support import Ids, RecordingPeers, wall_clock_transactions
 
 from cjo_orchestration.domain.journeys import (
     Channel,
@@ -27,7 +27,6 @@ from cjo_orchestration.service_layer.enrollment import Entrant
 from cjo_orchestration.service_layer.steps import StepRound
 from cjo_orchestration.settings import load_engine_settings
 from cjo_orchestration.workers.steps import StepWorker
-from cjo_platform.clock import SystemClock
 from cjo_platform.config import Env
 from cjo_platform.db.unit_of_work import Transactions
 from support import Backend
@@ -45,11 +44,8 @@ GRAPH = JourneyGraph(trigger=EventTrigger("signed_up"), entry_node_id="wait", no
 
 @pytest.fixture
 def tx(sqlite_backend: Backend) -> Iterator[Transactions]:
-    db = migrated_database(sqlite_backend)
-    try:
-        yield transactions_on(db, SystemClock())
-    finally:
-        db.dispose()
+    with wall_clock_transactions(sqlite_backend) as transactions:
+        yield transactions
 
 
 async def test_a_timer_fires_when_due_and_the_next_node_runs_at_once_despite_a_long_poll(

@@ -70,10 +70,11 @@ def failing_record(monkeypatch: pytest.MonkeyPatch, fails: Any) -> None:
     """``steps.record`` raises ``fails(transitions)`` when that returns an error."""
     real = steps.record
 
-    def record(uow: Any, token: str, transitions: Sequence[Any]) -> int:
+    def record(uow: Any, token: str, transitions: Sequence[Any],
+               events_waiting: Any = None) -> int:
         if (error := fails(transitions)) is not None:
             raise error
-        return real(uow, token, transitions)
+        return real(uow, token, transitions, events_waiting)
 
     monkeypatch.setattr(steps, "record", record)
 

@@ -161,6 +161,20 @@ def _concerns(event: InboxEvent) -> set[tuple[str, str]]:
     return keys
 
 
+def events_pending(session: Session, profiles: Iterable[tuple[str, str]]) -> bool:
+    """Whether an event of any of these (workspace, profile) pairs waits in the inbox: the
+    event round defers a profile's events while a step worker holds one of its enrollments,
+    so the step that hands them back knows to wake it (ix_inbox_pending_profile)."""
+    wanted = sorted(set(profiles))
+    if not wanted:
+        return False
+    c = inbox.c
+    return session.execute(
+        select(c.seq).where(not_(c.processed),
+                            _keys_in(session, (c.workspace_id, c.profile_id), wanted))
+        .limit(1)).first() is not None
+
+
 def record_failure(session: Session, seq: int, error: str, retry_at: datetime) -> int | None:
     """Count one more failed attempt to apply a pending event, with its error, and hold it back
     until ``retry_at``; returns the count, or None when the event is no longer pending or

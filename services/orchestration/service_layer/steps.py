@@ -21,7 +21,7 @@ import asyncio
 import secrets
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -90,9 +90,17 @@ def claim_due_and_next(uow: UnitOfWork, lease_seconds: float, token: str,
     return claimed, enrollment_store.next_due(uow.session, uow.now())
 
 
-def record(uow: UnitOfWork, token: str, transitions: Sequence[Transition]) -> int:
+# Called in a transaction that hands enrollments back while events of their profiles wait in
+# the inbox (the event round deferred them behind the step): wakes the event workers once it
+# commits (bootstrap: the ``orchestration.events`` signal, which reaches every replica).
+EventsWaiting = Callable[[UnitOfWork], None]
+
+
+def record(uow: UnitOfWork, token: str, transitions: Sequence[Transition],
+           events_waiting: EventsWaiting | None = None) -> int:
     """Write the transitions of enrollments still leased to ``token``, with their facts;
-    returns how many. One whose lease expired is left to its new holder."""
+    returns how many. One whose lease expired is left to its new holder. When events of their
+    profiles wait in the inbox, ``events_waiting(uow)``."""
     keys = [(t.enrollment.workspace_id, t.enrollment.enrollment_id) for t in transitions]
     held = enrollment_store.still_leased(uow.session, token, keys)
     kept = [t for t, key in zip(transitions, keys, strict=True) if key in held]
@@ -101,6 +109,7 @@ def record(uow: UnitOfWork, token: str, transitions: Sequence[Transition]) -> in
     facts.publish(uow, [f for t in kept for f in t.facts])
     count_errors(uow, [JourneyError(t.enrollment.workspace_id, t.enrollment.journey_id, t.error)
                        for t in kept if t.error])
+    _handed_back(uow, [t.enrollment for t in kept], events_waiting)
     if len(kept) < len(transitions):
         uow.after_commit(partial(  # logged once, for the attempt that committed
             log.warning, "leases expired before the steps were recorded; their new holders record "
@@ -108,10 +117,21 @@ def record(uow: UnitOfWork, token: str, transitions: Sequence[Transition]) -> in
     return len(kept)
 
 
-def release(uow: UnitOfWork, token: str, claimed: Sequence[Enrollment]) -> None:
+def release(uow: UnitOfWork, token: str, claimed: Sequence[Enrollment],
+            events_waiting: EventsWaiting | None = None) -> None:
     """Hand claimed enrollments back untouched (stopping or failing), not at lease expiry."""
     enrollment_store.release(uow.session, token,
                              [(e.workspace_id, e.enrollment_id) for e in claimed])
+    _handed_back(uow, claimed, events_waiting)
+
+
+def _handed_back(uow: UnitOfWork, handed: Iterable[Enrollment],
+                 events_waiting: EventsWaiting | None) -> None:
+    """Events the event round deferred while these enrollments were held apply now, not at
+    the event worker's next poll."""
+    if events_waiting is not None and enrollment_store.events_pending(
+            uow.session, {(e.workspace_id, e.profile_id) for e in handed}):
+        events_waiting(uow)
 
 
 ProfileAnswer = LiveProfile | ProfileGone | Rejected | Deferred
@@ -146,10 +166,13 @@ class StepRound:
     change, so caching them is free)."""
 
     def __init__(self, transactions: Transactions, peers: StepPeers,
-                 settings: EngineSettings) -> None:
+                 settings: EngineSettings, events_waiting: EventsWaiting | None = None) -> None:
         self.transactions = transactions
         self.peers = peers
         self.settings = settings
+        # Wakes the event workers when a round hands back enrollments whose profiles' events
+        # wait in the inbox (deferred behind the step).
+        self.events_waiting = events_waiting
         self._graphs: dict[VersionKey, JourneyGraph] = {}
         # Seconds each workspace group's profile read took (latest first out).
         self.profile_read_seconds: deque[float] = deque(maxlen=PROFILE_READS_KEPT)
@@ -197,13 +220,15 @@ class StepRound:
             transitions = [t for group_transitions in groups for t in group_transitions]
         except BaseException:
             # Stopping or failing: hand the batch back now rather than when the leases expire.
-            await self.transactions.run(lambda uow: release(uow, token, claimed))
+            await self.transactions.run(lambda uow: release(uow, token, claimed,
+                                                            self.events_waiting))
             raise
         self._next_due.set(min(filter(None, [next_due, *(t.enrollment.due_time
                                                         for t in transitions)]),
                                default=None))
         try:
-            await self.transactions.run(lambda uow: record(uow, token, transitions))
+            await self.transactions.run(lambda uow: record(uow, token, transitions,
+                                                           self.events_waiting))
         except Exception as exc:
             if database_unavailable(exc):
                 _database_failed(exc, len(transitions))
@@ -220,7 +245,8 @@ class StepRound:
         before = {e.enrollment_id: e for e in claimed}
         for transition in transitions:
             try:
-                await self.transactions.run(partial(record, token=token, transitions=[transition]))
+                await self.transactions.run(partial(record, token=token, transitions=[transition],
+                                                    events_waiting=self.events_waiting))
                 continue
             except Exception as exc:
                 if database_unavailable(exc):
@@ -232,7 +258,8 @@ class StepRound:
             failed = fail_enrollment(before[transition.enrollment.enrollment_id],
                                      self.transactions.clock.now(), detail)
             try:
-                await self.transactions.run(partial(record, token=token, transitions=[failed]))
+                await self.transactions.run(partial(record, token=token, transitions=[failed],
+                                                    events_waiting=self.events_waiting))
             except Exception:
                 # Left leased: retried once the lease expires, never in a tight loop.
                 log.exception("an enrollment's failure could not be recorded either",

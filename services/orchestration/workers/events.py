@@ -8,10 +8,6 @@ from cjo_orchestration.service_layer.events import EventRound, InboxRound
 from cjo_orchestration.workers.idle import seconds_until
 from cjo_platform.worker import PollingWorker
 
-# How soon events deferred behind their profile's running step are looked at again (the step
-# may run on another replica, whose end nothing here hears of).
-DEFERRED_SECONDS = 0.2
-
 
 class EventWorker(PollingWorker):
     name = "events"
@@ -28,16 +24,14 @@ class EventWorker(PollingWorker):
         self.last = applied
         if applied.enrolled:
             self.wake_steps()
-        # A full batch means more is waiting; a batch of only deferred events waits for the
-        # next look (idle_seconds), by which time the step holding their profile has finished.
+        # A full batch means more is waiting. Events deferred behind their profile's running
+        # step wait for it to end: the step round that hands the profile back signals every
+        # replica's event worker (StepRound.events_waiting); the poll is the safety net.
         return applied.handled >= self.round.batch
 
     def idle_seconds(self) -> float:
-        """New events wake the worker (signals reach every replica): it looks sooner than
-        ``poll_seconds`` only for events it left waiting, deferred ones every
-        ``DEFERRED_SECONDS``, one backing off when its retry is due."""
-        longest = self.poll_seconds
-        if self.last.deferred:
-            longest = min(longest, DEFERRED_SECONDS)
+        """New events, and the end of a step that held back a profile's events, wake the
+        worker (signals reach every replica): it looks sooner than ``poll_seconds`` only for
+        an event backing off, when its retry is due."""
         return seconds_until(self.last.next_retry, self.round.transactions.clock.now(),
-                             longest)
+                             self.poll_seconds)
