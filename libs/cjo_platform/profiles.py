@@ -88,10 +88,16 @@ def with_traits(view: Mapping[str, Any], traits: Mapping[str, Any]) -> dict[str,
 # --- from the identity protos -------------------------------------------------------------------
 
 
+_CHANNEL_NAMES: dict[int, str] = {
+    number: name.removeprefix("CHANNEL_").lower() for name, number in common_pb2.Channel.items()}
+
+
 def channel_name(channel: int) -> str:
-    """``CHANNEL_IN_APP`` -> ``in_app``."""
-    name: str = common_pb2.Channel.Name(channel)
-    return name.removeprefix("CHANNEL_").lower()
+    """``CHANNEL_IN_APP`` -> ``in_app`` (looked up: every profile read converts its consents)."""
+    name: str | None = _CHANNEL_NAMES.get(channel)
+    if name is None:  # not in these protos: Name raises as it did
+        return str(common_pb2.Channel.Name(channel)).removeprefix("CHANNEL_").lower()
+    return name
 
 
 def channel_proto(name: str) -> common_pb2.Channel:
