@@ -81,6 +81,7 @@ def load_sender_settings(env: Env) -> SenderSettings:
         poll_seconds=env.float("CJO_DELIVERY_POLL_SECONDS", 0.5, minimum=0.01),
         batch_size=env.int("CJO_DELIVERY_BATCH_SIZE", 100, minimum=1, maximum=1000),
         concurrency=env.int("CJO_DELIVERY_CONCURRENCY", 8, minimum=1, maximum=256),
+        rounds=env.int("CJO_DELIVERY_ROUNDS", 4, minimum=1, maximum=32),
         lease=timedelta(seconds=env.float("CJO_DELIVERY_LEASE_SECONDS", 300.0, minimum=1.0)),
         retry=RetryPolicy(
             max_attempts=env.int("CJO_DELIVERY_MAX_ATTEMPTS", 5, minimum=1, maximum=100),

@@ -192,8 +192,11 @@ async def a_send_round_passed(stub: Any) -> None:
     An in-app probe queued now is sent in a round that claimed every message due before it
     (rounds take the earliest due first; the manual clock stands still). Other messages of that
     round may still be with their providers when the probe is recorded, so a second probe is
-    sent too: a sender runs one round at a time, so the second is claimed only after the first
-    one's round has recorded everything it claimed. With several replicas, use one.
+    sent too, once the first one is recorded. With one round under way at a time
+    (CJO_DELIVERY_ROUNDS=1) the second is claimed only after the first one's round has recorded
+    everything it claimed; with overlapping rounds (the default) another round may claim it
+    first, so a slow message of the first probe's round may still be under way. With several
+    replicas, use one.
     """
     await _probe_sent(stub)
     await _probe_sent(stub)

@@ -60,8 +60,10 @@ async def test_erasures_reach_delivery_through_jetstream(
     sink = HeldSink()
     try:
         with smtp_server(sink, port):
+            # One round under way and one send at a time: Bob's message stays queued,
+            # unclaimed, behind Ada's.
             app = delivery_app(sqlite_backend, port, CJO_DELIVERY_CONCURRENCY="1",
-                               **bus_env(prefix))
+                               CJO_DELIVERY_ROUNDS="1", **bus_env(prefix))
             async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
                 stub = pb_grpc.DeliveryServiceStub(channel)
                 held = (await stub.SendMessage(send_request("k1", "ada@example.com",
@@ -71,7 +73,7 @@ async def test_erasures_reach_delivery_through_jetstream(
                 queued = (await stub.SendMessage(send_request("k2", "bob@example.com",
                                                               profile_id="bob"),
                                                  metadata=WS)).message
-                # Bob's waits behind Ada's (one sender at a time, held at the SMTP server).
+                # Bob's waits behind Ada's (held at the SMTP server).
                 box.queue(ERASURES_TOPIC, [erasure("bob"), erasure("ada")])
                 await drain(forwarder)
                 assert box.queued() == 0  # in the stream now

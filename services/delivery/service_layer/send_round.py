@@ -18,6 +18,13 @@ discard the repeat. A sender that outlives its lease cannot overwrite the result
 that took over: outcomes are recorded only while the row still carries the claim's attempt
 number. On an orderly shutdown (:meth:`SendRound.stop`), calls under way are finished and
 recorded and messages not yet handed over go back to the queue, so a restart repeats nothing.
+A message still waiting for a send slot when half its lease has passed goes back to the queue
+too, instead of being handed over so late that the lease could run out during the call.
+
+Rounds of one process overlap (workers/sender.py), so a profile's messages may be in two of
+them at once; in one process they still go to the providers in the order they were claimed:
+each waits, before taking a send slot, until the attempt of the profile's message claimed
+before it (in its round or an earlier one) has ended (:class:`ProfileTurns`).
 
 Before any provider call, each claimed message passes the workspace's policies: consent (asked
 of identity in one batch call per workspace and round), the suppression list, quiet hours and
@@ -94,7 +101,8 @@ MESSAGE_RETRY = RetryPolicy(max_attempts=5, base_delay=timedelta(seconds=30),
 class SenderSettings:
     poll_seconds: float = 0.5
     batch_size: int = 100
-    concurrency: int = 8
+    concurrency: int = 8  # provider calls at once, shared by every round under way
+    rounds: int = 4  # rounds under way at once (workers/sender.py)
     # Longer than the slowest provider call can take, or a live call's message is claimed twice.
     lease: timedelta = timedelta(minutes=5)
     retry: RetryPolicy = field(default_factory=lambda: MESSAGE_RETRY)
@@ -117,6 +125,46 @@ class _Outcome:
 LinkMaker = Callable[[Claim], tuple[str, Callable[[str], str] | None]]
 
 
+@dataclass
+class _Turn:
+    """A claimed message's place among its profile's messages in this process."""
+
+    after: asyncio.Future[None] | None  # the attempt of the message claimed before it
+    done: asyncio.Future[None]
+
+
+class ProfileTurns:
+    """The order of each profile's claimed messages in this process, across overlapping rounds:
+    a message is handed to a provider only once the one claimed before it is through."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], asyncio.Future[None]] = {}
+
+    def take(self, claims: Sequence[Claim]) -> dict[str, _Turn]:
+        """Turns for ``claims`` (in claim order), after those taken before; call it right
+        after the claim commits, with no await in between, so turns follow claim order."""
+        loop = asyncio.get_running_loop()
+        turns: dict[str, _Turn] = {}
+        for claim in claims:
+            if not claim.profile_id:
+                continue
+            key = (claim.workspace_id, claim.profile_id)
+            done = loop.create_future()
+            turns[claim.message_id] = _Turn(self._last.get(key), done)
+            self._last[key] = done
+        return turns
+
+    def end(self, claim: Claim, turn: _Turn | None) -> None:
+        """The message's attempt ended (sent, failed, decided or given back): the next may go."""
+        if turn is None:
+            return
+        if not turn.done.done():
+            turn.done.set_result(None)
+        key = (claim.workspace_id, claim.profile_id)
+        if self._last.get(key) is turn.done:
+            del self._last[key]
+
+
 class SendRound:
     """Sends due messages, one batch per :meth:`run`. Holds what outlives a round in this
     process: the providers' routes (live connections, this replica's copies of the shared
@@ -135,6 +183,7 @@ class SendRound:
         self.links = links
         self.secret_box = secret_box or SecretBox([])
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self.turns = ProfileTurns()
         self.breakers = SharedBreakers(transactions, trial_lease=settings.lease)
         self.stopping = False
 
@@ -142,8 +191,10 @@ class SendRound:
         """Hand no more messages over: those not yet with a provider go back to the queue."""
         self.stopping = True
 
-    async def run(self) -> int:
-        """Claim one batch of due messages and send it; returns how many were claimed."""
+    async def run(self, on_claimed: Callable[[int], None] | None = None) -> int:
+        """Claim one batch of due messages and send it; returns how many were claimed.
+        ``on_claimed`` is told how many as soon as the claim committed (the sender then claims
+        the next batch while this one is sent)."""
         if self.stopping:
             return 0
         now = self.clock.now()
@@ -151,7 +202,12 @@ class SendRound:
         claims, context = await self.transactions.run(
             lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
                                   self.secret_box))
-        if claims:
+        turns = self.turns.take(claims)
+        if on_claimed is not None:
+            on_claimed(len(claims))
+        if not claims:
+            return 0
+        try:
             decided = await self._apply_policies(claims, context, now)
             await self.breakers.refresh(
                 [route for claim in claims if claim.message_id not in decided
@@ -160,9 +216,13 @@ class SendRound:
             grants = RoundGrants(self.transactions, self.clock)
             await self._reserve(claims, decided, context, grants)
             try:
-                await self._deliver(claims, decided, context, grants)
+                await self._deliver(claims, decided, context, grants, turns,
+                                    now + settings.lease / 2)
             finally:
                 await grants.give_back()
+        finally:
+            for claim in claims:  # a round that failed early must not hold the next ones
+                self.turns.end(claim, turns.get(claim.message_id))
         return len(claims)
 
     async def _consent_of(self, claims: Sequence[Claim]
@@ -227,18 +287,28 @@ class SendRound:
         await grants.reserve(wants)
 
     async def _deliver(self, claims: Sequence[Claim], decided: dict[str, Transition],
-                       context: RoundContext, grants: RoundGrants) -> None:
+                       context: RoundContext, grants: RoundGrants, turns: dict[str, _Turn],
+                       hand_over_by: datetime) -> None:
         """Send every claim, recording outcomes in groups as they come in: under load a group
         holds many messages (one commit for all), while a slow message never holds back the
-        record of the fast ones."""
+        record of the fast ones. A message not handed over by ``hand_over_by`` goes back."""
         done: asyncio.Queue[_Outcome] = asyncio.Queue()
 
         async def attempt(claim: Claim) -> None:
-            transition = decided.get(claim.message_id)
-            if transition is not None:
-                done.put_nowait(_Outcome(claim, decided=transition))
-            else:
-                done.put_nowait(await self._attempt(claim, context, grants))
+            turn = turns.get(claim.message_id)
+            try:
+                if turn is not None and turn.after is not None:
+                    # The profile's message claimed before this one (waited for, not
+                    # awaited: cancelling this task must not cancel that turn).
+                    await asyncio.wait({turn.after})
+                transition = decided.get(claim.message_id)
+                if transition is not None:
+                    outcome = _Outcome(claim, decided=transition)
+                else:
+                    outcome = await self._attempt(claim, context, grants, hand_over_by)
+            finally:
+                self.turns.end(claim, turn)
+            done.put_nowait(outcome)
 
         tasks = [asyncio.create_task(attempt(claim)) for claim in claims]
         try:
@@ -253,10 +323,12 @@ class SendRound:
             for task in tasks:
                 task.cancel()
 
-    async def _attempt(self, claim: Claim, context: RoundContext,
-                       grants: RoundGrants) -> _Outcome:
+    async def _attempt(self, claim: Claim, context: RoundContext, grants: RoundGrants,
+                       hand_over_by: datetime) -> _Outcome:
         async with self._slots:
-            if self.stopping:
+            # Stopping, or so late that the lease could run out during the call (and another
+            # sender take the message over): back to the queue, unsent.
+            if self.stopping or self.clock.now() >= hand_over_by:
                 return _Outcome(claim, released=True)
             attributes = {"cjo.message.id": claim.message_id,
                           "cjo.workspace.id": claim.workspace_id,

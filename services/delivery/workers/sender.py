@@ -1,12 +1,25 @@
-"""The sender: a background loop running send rounds (service_layer/send_round.py) while due
-messages are waiting, woken at once when messages are queued."""
+"""The sender: a background loop claiming due messages and sending them
+(service_layer/send_round.py), woken at once when messages are queued.
+
+Rounds overlap. A round spends most of its time waiting (on identity's consent answer, on its
+providers, on recording), so the next claim is made as soon as messages are queued or a round
+came back full, not when the round before has recorded its last outcome: a slow consent answer
+or a slow provider holds only its own round's messages. At most ``rounds``
+(CJO_DELIVERY_ROUNDS) are under way at once, each with its own claims under its own lease (two
+rounds never hold one message, as two replicas never do), and their provider calls share the
+CJO_DELIVERY_CONCURRENCY slots. A burst of wake-ups while every round is under way coalesces
+into one claim when the next round ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 from cjo_delivery.service_layer.send_round import SendRound
+from cjo_platform.logging import get_logger
 from cjo_platform.worker import PollingWorker
+
+log = get_logger(__name__)
 
 _MAX_ROUND_BACKOFF = 30.0
 
@@ -17,12 +30,50 @@ class Sender(PollingWorker):
     def __init__(self, send_round: SendRound) -> None:
         super().__init__(send_round.settings.poll_seconds, _MAX_ROUND_BACKOFF)
         self.send_round = send_round
+        self._rounds = asyncio.Semaphore(send_round.settings.rounds)
+        self._under_way: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            # Stopping: the rounds under way finish (their claims committed, so they must be
+            # followed through), but what they have not handed to a provider goes back.
+            if self._under_way:
+                self.send_round.stop()
+                await asyncio.wait(set(self._under_way))
 
     async def run_once(self) -> bool:
-        return await self.send_due() >= self.send_round.settings.batch_size
+        """Claim a batch (once a round is free) and send it in the background; True when the
+        claim came back full (more may be waiting)."""
+        await self._rounds.acquire()
+        # Wake-ups that came while every round was under way are answered by this claim.
+        self._wake.clear()
+        claimed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._round(claimed))
+        self._under_way.add(task)
+        task.add_done_callback(self._under_way.discard)
+        return await asyncio.shield(claimed) >= self.send_round.settings.batch_size
+
+    async def _round(self, claimed: asyncio.Future[int]) -> None:
+        def on_claimed(count: int) -> None:
+            if not claimed.done():
+                claimed.set_result(count)
+
+        try:
+            await self.send_round.run(on_claimed)
+        except Exception as exc:
+            if not claimed.done():  # the claim failed: the loop backs off and tries again
+                claimed.set_exception(exc)
+            else:  # claimed messages are sent again once their lease runs out
+                log.warning("send round failed", error=repr(exc), exc_info=exc)
+        finally:
+            self._rounds.release()
+            if not claimed.done():  # stopping, or cancelled before it claimed
+                claimed.set_result(0)
 
     async def send_due(self) -> int:
-        """One round; returns how many messages it claimed.
+        """One whole round, in the caller's task; returns how many messages it claimed.
 
         Cancelling (shutdown) lets the round finish: the claim commits either way, so it must
         be followed through, but messages not yet handed to a provider go back to the queue.

@@ -1,0 +1,232 @@
+"""Overlapping send rounds: a round waiting for identity's consent answer or for a slow provider
+holds only its own messages, a profile's messages still go out in the order they were claimed,
+a message whose lease is running out is not handed over late, and two delivery processes on
+one database never send a message twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from delivery_support import (
+    IdentityStandIn,
+    SmtpSink,
+    delivery_app,
+    identity_stand_in,
+    send_request,
+    smtp_server,
+)
+from http_sink import Answer, HttpSink, Request, http_sink
+from test_delivery_replicas import sms, sms_provider
+
+from cjo.delivery.v1 import delivery_service_pb2 as pb
+from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
+from cjo.delivery.v1 import message_pb2
+from cjo.identity.v1 import identity_service_pb2
+from cjo_platform.clock import ManualClock
+from suite import Inbox, Suite, TraceReceiver
+from support import (
+    SERVICE_TOKEN,
+    Backend,
+    as_service,
+    eventually,
+    free_port,
+    serving,
+)
+
+WS = as_service("ws-a")
+SENT = message_pb2.MESSAGE_STATUS_SENT
+SENDING = message_pb2.MESSAGE_STATUS_SENDING
+
+
+async def status_of(stub: pb_grpc.DeliveryServiceStub, name: str) -> message_pb2.Message:
+    return (await stub.GetMessage(pb.GetMessageRequest(name=name), metadata=WS)).message
+
+
+async def sent(stub: pb_grpc.DeliveryServiceStub, name: str) -> bool:
+    return (await status_of(stub, name)).status == SENT
+
+
+class HeldConsent(IdentityStandIn):
+    """Answers consent questions at once, except those about ``topic``: held until
+    ``release`` is set."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(set())
+        self.topic = topic
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def BatchCheckConsent(self, request: identity_service_pb2.BatchCheckConsentRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> identity_service_pb2.BatchCheckConsentResponse:
+        if any(q.topic == self.topic for q in request.queries):
+            self.holding.set()
+            await self.release.wait()
+        return await super().BatchCheckConsent(request, context)
+
+
+def email(key: str, profile_id: str, topic: str = "") -> pb.SendMessageRequest:
+    request = send_request(key, f"{key}@example.com", profile_id=profile_id)
+    request.topic = topic
+    return request
+
+
+async def test_a_round_waiting_for_consent_holds_only_its_own_messages(
+        backend: Backend) -> None:
+    identity = HeldConsent("held")
+    port = free_port()
+    with smtp_server(SmtpSink(), port) as sink:
+        async with identity_stand_in(identity) as target:
+            app = delivery_app(backend, port, identity=target)
+            async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+                stub = pb_grpc.DeliveryServiceStub(ch)
+                first = (await stub.SendMessage(email("first", "ada", "held"),
+                                                metadata=WS)).message.name
+                await asyncio.wait_for(identity.holding.wait(), 10)
+                # Queued while the first round waits for identity: another person's message,
+                # and Ada's next one, whose consent is answered at once.
+                reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+                    email("next", "ada"), email("other", "bob")]), metadata=WS)
+                after, other = (r.message.name for r in reply.results)
+                assert await eventually(lambda: sent(stub, other))
+                # Ada's next message waits for her first: her messages go in claim order.
+                assert (await status_of(stub, after)).status == SENDING
+                assert (await status_of(stub, first)).status == SENDING
+                assert [m["To"] for m in sink.received] == ["other@example.com"]
+                identity.release.set()
+                assert await eventually(lambda: sent(stub, after))
+    assert [m["To"] for m in sink.received] == [
+        "other@example.com", "first@example.com", "next@example.com"]
+
+
+def held_provider(release: threading.Event) -> HttpSink:
+    """An SMS provider that answers the message "Code slow" only once ``release`` is set."""
+    def answer(request: Request) -> Answer:
+        if b"Code slow" in request.body:
+            release.wait(20)
+        return Answer(200, {"id": "ok"})
+
+    return HttpSink(default=answer)
+
+
+async def test_a_slow_provider_call_holds_only_its_own_message(backend: Backend) -> None:
+    release = threading.Event()
+    with http_sink(held_provider(release)) as sink:
+        app = delivery_app(backend, free_port())
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.DeliveryServiceStub(ch)
+            await stub.CreateProvider(pb.CreateProviderRequest(provider=sms_provider(sink.url)),
+                                      metadata=WS)
+            slow = (await stub.SendMessage(sms("slow", "p1"), metadata=WS)).message.name
+            await eventually(lambda: sink.count() == 1)  # with the provider, unanswered
+            fast = (await stub.SendMessage(sms("fast", "p2"), metadata=WS)).message.name
+            try:
+                assert await eventually(lambda: sent(stub, fast))
+                assert (await status_of(stub, slow)).status == SENDING
+            finally:
+                release.set()
+            assert await eventually(lambda: sent(stub, slow))
+
+
+async def test_a_message_whose_lease_is_running_out_is_not_handed_over(
+        backend: Backend) -> None:
+    """One send slot, held by a slow call past the lease of the message waiting for it: the
+    message went to the next round meanwhile (its lease ran out), and the first round must not
+    hand it over too when the slot frees."""
+    clock = ManualClock()
+    release = threading.Event()
+    with http_sink(held_provider(release)) as sink:
+        app = delivery_app(backend, free_port(), clock, CJO_DELIVERY_CONCURRENCY="1")
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.DeliveryServiceStub(ch)
+            await stub.CreateProvider(pb.CreateProviderRequest(provider=sms_provider(sink.url)),
+                                      metadata=WS)
+            reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+                sms("slow", "p1"), sms("waiting", "p2")]), metadata=WS)
+            slow, waiting = (r.message.name for r in reply.results)
+            try:
+                await eventually(lambda: sink.count() == 1)
+                clock.advance(timedelta(minutes=6))  # past the 5-minute lease
+                # Another round takes the waiting message over (it waits for the slot too).
+                assert await eventually(
+                    lambda: _attempts(stub, waiting, 2), timeout=10)
+            finally:
+                release.set()
+            # The takeover goes after the first round's turn of it: by now both were decided.
+            assert await eventually(lambda: sent(stub, waiting))
+            assert await eventually(lambda: sent(stub, slow))
+    bodies = Counter(r.json()["sms"]["text"] for r in sink.requests)
+    assert bodies["Code waiting"] == 1
+
+
+async def _attempts(stub: pb_grpc.DeliveryServiceStub, name: str, attempts: int) -> bool:
+    return (await status_of(stub, name)).attempts == attempts
+
+
+async def test_two_delivery_processes_never_send_a_message_twice(backend: Backend,
+                                                                 tmp_path: Path) -> None:
+    """Two delivery processes on one database, each with four rounds under way and few sends at
+    a time, share 300 emails queued through both; one is stopped (SIGTERM) half-way and gives
+    back what it had not handed over. Every email reaches the SMTP server exactly once."""
+    if backend.kind != "postgresql":
+        pytest.skip("replicas share a database on PostgreSQL only")
+    sink = SmtpSink(delay=0.05)
+    smtp_port = free_port()
+    names = ["delivery-0", "delivery-1"]
+    ports = {name: free_port() for name in names}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    env.update({**backend.env(), "CJO_SERVICE_TOKEN": SERVICE_TOKEN, "CJO_LOG_FORMAT": "json",
+                "CJO_METRICS_PORT": "0", "CJO_SHUTDOWN_GRACE_SECONDS": "2",
+                "CJO_SMTP_HOST": "127.0.0.1", "CJO_SMTP_PORT": str(smtp_port),
+                "CJO_IDENTITY_TARGET": f"127.0.0.1:{free_port()}",
+                "CJO_ANALYTICS_TARGET": f"127.0.0.1:{free_port()}",
+                "CJO_DELIVERY_CHECK_CONSENT": "false",
+                "CJO_DELIVERY_FORWARD_TO_DECISIONING": "false",
+                "CJO_DELIVERY_BATCH_SIZE": "5", "CJO_DELIVERY_ROUNDS": "4",
+                "CJO_DELIVERY_CONCURRENCY": "4", "CJO_DELIVERY_POLL_SECONDS": "0.05",
+                "PYTHONUNBUFFERED": "1"})
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    suite = Suite({"delivery": ports[names[0]]}, env, TraceReceiver(), Inbox(), logs,
+                  process_ports=ports)
+    with smtp_server(sink, smtp_port):
+        try:
+            for name in names:
+                suite.start(name)
+            await asyncio.gather(*(suite.wait_ready(name) for name in names))
+            channels = [grpc.aio.insecure_channel(f"127.0.0.1:{ports[n]}") for n in names]
+            stubs = [pb_grpc.DeliveryServiceStub(c) for c in channels]
+            queued: list[str] = []
+            for b in range(60):
+                reply = await stubs[b % 2].BatchSendMessages(pb.BatchSendMessagesRequest(
+                    requests=[send_request(f"k{b}-{i}", f"u{b}-{i}@example.com",
+                                           profile_id=f"p{(5 * b + i) % 40}")
+                              for i in range(5)]), metadata=WS)
+                queued += [r.message.name for r in reply.results]
+            await eventually(lambda: len(sink.received) >= 60, timeout=60)
+            assert await suite.stop(names[0]) == 0, suite.log(names[0])
+
+            async def all_sent() -> bool:
+                for name in queued:
+                    reply = await stubs[1].GetMessage(pb.GetMessageRequest(name=name),
+                                                      metadata=WS)
+                    if reply.message.status != SENT:
+                        return False
+                return True
+
+            assert await eventually(all_sent, timeout=60)
+            for channel in channels:
+                await channel.close()
+        finally:
+            for name in list(suite.processes):
+                await suite.stop(name)
+    received = Counter(m["Message-ID"] for m in sink.received)
+    assert len(received) == 300
+    assert received.most_common(1)[0][1] == 1
