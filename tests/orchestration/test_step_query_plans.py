@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters import enrollments as store
 from cjo_orchestration.adapters import schedules
-from cjo_orchestration.adapters.tables import schedule_occurrences
+from cjo_orchestration.adapters.tables import inbox, schedule_occurrences
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
 from cjo_orchestration.domain.schedule import Occurrence, OccurrenceState
 from cjo_platform.db import Database
@@ -197,3 +197,26 @@ def test_the_scheduler_claims_and_records_only_its_occurrences(db: Database) -> 
     assert len(swept) == 10 and set(left) == set(old) - set(swept)
     assert deleted == [(sum(old[key] for key in swept), 10)]
     assert len(journeys) == 300  # every journey kept its latest occurrence
+
+
+def test_a_step_handing_profiles_back_asks_only_for_their_pending_events(db: Database) -> None:
+    """A step round's record asks whether events of its profiles wait in the inbox (deferred
+    behind the step): the processed events, however many, are not read."""
+    rows = [{"workspace_id": f"ws{i % 2}", "event_id": f"ev{i}", "profile_id": f"p{i % 500}",
+             "event_name": "page_viewed", "properties": {}, "traits": {}, "traceparent": "",
+             "receive_time": NOW, "processed": i < ROWS - 3} for i in range(ROWS)]
+    with db.transaction() as session:
+        session.execute(inbox.insert(), rows)
+        if not db.is_sqlite:
+            session.execute(text("ANALYZE inbox"))
+    # The last three events are pending: profiles p497, p498 and p499.
+    waiting = [(f"ws{i % 2}", f"p{i % 500}") for i in range(ROWS - 3, ROWS)]
+    others = [(f"ws{i % 2}", f"p{i}") for i in range(100)]
+    found: list[bool] = []
+
+    def ask(session: Session) -> None:
+        found.append(store.events_pending(session, others))
+        found.append(store.events_pending(session, [*others, waiting[1]]))
+
+    assert_no_table_scan(plans(db, ask, "inbox"), "inbox")
+    assert found == [False, True]
