@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc
@@ -29,9 +30,14 @@ from cjo_platform.service import open_storage, remote_authenticator
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
 
-def new_id() -> str:
-    """80 random bits, hex: an unguessable decision id, short enough for message metadata."""
-    return secrets.token_hex(10)
+def new_id(clock: Clock) -> str:
+    """A decision id: the clock's milliseconds (12 hex digits) then 80 random bits (20 hex
+    digits), unguessable and short enough for message metadata. The time in front only puts a
+    batch's decisions next to each other in the log's primary key: with 80 random bits alone
+    every insert landed on its own page of that index, and on SQLite a 100-decision batch wrote
+    ~100 more pages once the log outgrew the page cache (2-3 ms of CPU per batch at 100,000
+    decisions, issue 14). Nothing reads the time back."""
+    return f"{int(clock.now().timestamp() * 1000):012x}{secrets.token_hex(10)}"
 
 
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
@@ -44,7 +50,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                              learning.poll_seconds)
     servicer = DecisioningServicer(
         storage.transactions, ContentCatalog(settings, timeout), ProfileBook(settings, timeout),
-        Engine(new_id, seed=engine.seed, draws=engine.draws,
+        Engine(partial(new_id, clock), seed=engine.seed, draws=engine.draws,
                model_refresh_seconds=engine.model_refresh_seconds))
     # With the event bus (CJO_EVENT_BUS), delivery's message facts and identity's events arrive
     # from JetStream into the servicer's own RecordMessageFacts and RecordEvents.

@@ -210,6 +210,29 @@ async def test_a_request_id_gets_its_first_decision(backend: Backend) -> None:
         assert ids[0] == ids[1] and ids[2] == first.decision_id
 
 
+async def test_decision_ids_are_unguessable_and_follow_the_decision_time(
+        sqlite_backend: Backend) -> None:
+    """A later decision's id sorts after an earlier one's (the log's primary key is appended
+    to, not written all over), and each carries 80 random bits after the time."""
+    clock = ManualClock(NOW)
+    async with decisioning_service(sqlite_backend, clock) as services:
+        stub = services.decisioning
+        await create_action(stub, action("a"))
+        await create_point(stub, point("home", ["a"]))
+        ids: list[str] = []
+        for _ in range(3):
+            reply = await stub.BatchDecide(pb.BatchDecideRequest(
+                decision_point="decisionPoints/home", items=[
+                    pb.DecideItem(profile_id=f"p{i}", profile=profile()) for i in range(50)]),
+                metadata=A)
+            ids.append(sorted(r.decision.decision_id for r in reply.results))
+            clock.advance(timedelta(milliseconds=5))
+    assert all(len(i) == 32 and int(i, 16) >= 0 for batch in ids for i in batch)
+    assert ids[0][-1] < ids[1][0] and ids[1][-1] < ids[2][0]
+    assert len({i[12:] for batch in ids for i in batch}) == 150  # the random part
+    assert len({i[:12] for i in ids[0]}) == 1  # one batch, one time
+
+
 async def test_the_same_seed_and_inputs_give_the_same_picks(sqlite_backend: Backend) -> None:
     async def picks(run: int) -> list[str]:
         async with decisioning_service(sqlite_backend, ManualClock(NOW),

@@ -10,7 +10,13 @@ import pytest
 
 from cjo_decisioning.domain.features import BIAS_ONLY, ContextView, Features, featurize
 from cjo_decisioning.domain.model import ActionModel, update
-from cjo_decisioning.domain.policy import Candidate, PolicyConfig, Ranked, decide
+from cjo_decisioning.domain.policy import (
+    Candidate,
+    PolicyConfig,
+    Ranked,
+    decide,
+    standard_normal,
+)
 
 CONTEXT = ContextView("email", datetime(2026, 3, 2, 9, tzinfo=UTC), {})
 PERSON = featurize({"plan": "gold"}, CONTEXT)
@@ -178,3 +184,19 @@ def test_decisions_without_candidates_rank_nothing() -> None:
                np.random.default_rng(0))
     with pytest.raises(ValueError):
         PolicyConfig(method="softmax")
+
+
+def test_thompson_draws_are_standard_normal_and_repeat_under_a_seed() -> None:
+    """The draws come from 16-bit integers through a table of normal quantiles: their
+    distribution is the normal's to within 2^-16 in probability, and one generator state gives
+    one set of draws."""
+    draws = standard_normal(np.random.default_rng(11), (400, 8, 256)).ravel()
+    assert draws.dtype == np.float32
+    assert float(draws.mean()) == pytest.approx(0.0, abs=0.005)
+    assert float(draws.std()) == pytest.approx(1.0, abs=0.005)
+    # Tail shares as the normal's: P(z > 1) = 15.87%, P(z > 2) = 2.275%, P(z > 3) = 0.135%.
+    for z, share in ((1.0, 0.158655), (2.0, 0.02275), (3.0, 0.0013499)):
+        assert float((draws > z).mean()) == pytest.approx(share, rel=0.03)
+        assert float((draws < -z).mean()) == pytest.approx(share, rel=0.03)
+    again = standard_normal(np.random.default_rng(11), (400, 8, 256)).ravel()
+    assert np.array_equal(draws, again)

@@ -24,8 +24,10 @@ a 100-decision batch with 8 candidates are one array.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +40,32 @@ EPSILON_GREEDY = "epsilon_greedy"
 GREEDY = "greedy"
 UNIFORM_RANDOM = "uniform_random"
 METHODS = (THOMPSON, EPSILON_GREEDY, GREEDY, UNIFORM_RANDOM)
+
+# Thompson's draws are 16-bit uniforms through a table of the standard normal's quantiles at
+# the midpoints (i + 0.5) / 2^16: a quarter of the CPU of numpy's float32 standard_normal (0.4
+# against 1.8 ms for a 100 x 8 x 256 batch), which was a fifth of a BatchDecide's CPU and
+# invisible to py-spy (numpy draws without the GIL). The draws are normal to within 2^-16 in
+# probability (|z| <= 4.33): ranking draws needs no more. Two equal candidates draw the same
+# value with probability 2^-16, and a tie goes to the smaller key, as with any equal scores.
+_DRAW_BITS = 16
+
+
+@cache
+def _normal_quantiles() -> np.ndarray:
+    levels = 1 << _DRAW_BITS
+    normal = statistics.NormalDist()
+    upper = np.array([normal.inv_cdf((levels // 2 + i + 0.5) / levels)
+                      for i in range(levels // 2)])
+    return np.concatenate([-upper[::-1], upper]).astype(np.float32)
+
+
+def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 standard normal draws of ``shape`` (a new array), from ``rng``'s 16-bit
+    integers through the quantile table: the same generator state gives the same draws."""
+    bits = rng.integers(0, 1 << _DRAW_BITS, size=shape, dtype=np.uint16)
+    draws: np.ndarray = np.take(_normal_quantiles(), bits)
+    return draws
+
 
 # Decisions whose draws are held in memory at once: 128 x 8 candidates x 256 draws of float64
 # is 2 MB per array, whatever the batch size.
@@ -224,7 +252,7 @@ def _thompson(mu: np.ndarray, var: np.ndarray, slope: np.ndarray, intercept: np.
         block = slice(start, min(start + _CHUNK, n))
         m = block.stop - block.start
         # float32 draws: ranking needs no more, and exp runs twice as fast on them.
-        z = rng.standard_normal((m, width, draws), dtype=np.float32)
+        z = standard_normal(rng, (m, width, draws))
         if alike[block].all():
             z *= logit_sd[block, :, None]
             z += logit_mu[block, :, None]
