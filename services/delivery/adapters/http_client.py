@@ -17,7 +17,6 @@ so the providers need not know the library.
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 from urllib.request import getproxies_environment
 
 import aiohttp
+import msgspec
 from multidict import CIMultiDictProxy
 
 # Providers answer with a few hundred bytes; more is read no further (the connection is then
@@ -33,6 +33,9 @@ MAX_ANSWER_BYTES = 256 * 1024
 # Shorter than the idle timeout of common servers and load balancers (60 s), so we close idle
 # connections before they do.
 KEEPALIVE_SECONDS = 30.0
+# Compact UTF-8 JSON, as json.dumps(ensure_ascii=False, separators=(",", ":")) writes it, in a
+# fraction of the time (msgspec).
+_encode_json = msgspec.json.Encoder().encode
 
 
 class HttpTimeout(Exception):
@@ -58,8 +61,8 @@ class HttpResponse:
         return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        """The body as JSON; ValueError when it is not."""
-        return json.loads(self.content)
+        """The body as JSON; ValueError when it is not (msgspec.DecodeError is one)."""
+        return msgspec.json.decode(self.content)
 
 
 class HttpClient:
@@ -97,7 +100,7 @@ class HttpClient:
             sent_headers["Authorization"] = aiohttp.encode_basic_auth(*auth)
         data: Any = None
         if json_body is not None:
-            data = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
+            data = _encode_json(json_body)
             sent_headers.setdefault("Content-Type", "application/json")
         elif form is not None:
             data = dict(form)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
@@ -75,10 +76,12 @@ def _new_message(item: pb.SendMessageRequest) -> NewMessage:
         decision_id=item.decision_id)
 
 
-def _to_proto(message: Message,
-              content: common_pb2.RenderedMessage | None = None) -> message_pb2.Message:
+def _to_proto(message: Message, content: common_pb2.RenderedMessage | None = None,
+              stamp: Callable[[datetime], Timestamp | None] = to_timestamp
+              ) -> message_pb2.Message:
     """``content``: the stored content already parsed (the request's, for a message it just
-    queued), else it is parsed from the row."""
+    queued), else it is parsed from the row. ``stamp`` converts the times (a batch's messages
+    share theirs: see :class:`_Stamps`)."""
     return message_pb2.Message(
         name=message_name(message.message_id), message_id=message.message_id,
         idempotency_key=message.idempotency_key,
@@ -88,14 +91,28 @@ def _to_proto(message: Message,
         journey_id=message.journey_id, enrollment_id=message.enrollment_id,
         status=_STATUSES[message.status], attempts=message.attempts, error=message.error,
         provider_message_id=message.provider_message_id,
-        create_time=to_timestamp(message.create_time),
-        update_time=to_timestamp(message.update_time), topic=message.topic,
+        create_time=stamp(message.create_time),
+        update_time=stamp(message.update_time), topic=message.topic,
         transactional=message.transactional,
-        next_attempt_time=(to_timestamp(message.next_attempt_time)
+        next_attempt_time=(stamp(message.next_attempt_time)
                            if message.next_attempt_time is not None else None),
         provider=provider_name(message.provider_id) if message.provider_id else "",
         decision_id=message.decision_id,
     )
+
+
+class _Stamps:
+    """Timestamps of one answer, each moment converted once: the messages a batch queued share
+    one creation, update and due time (a proto field set from it gets a copy)."""
+
+    def __init__(self) -> None:
+        self._made: dict[datetime, Timestamp | None] = {}
+
+    def __call__(self, moment: datetime) -> Timestamp | None:
+        made = self._made.get(moment)
+        if made is None:
+            made = self._made[moment] = to_timestamp(moment)
+        return made
 
 
 class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer):
@@ -129,10 +146,12 @@ class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer)
         valid = answer.parse(_new_message)
         if valid:
             accepted = await self._queue([message for _, message in valid])
+            stamp = _Stamps()
             for (index, _), queued in zip(valid, accepted, strict=True):
                 # A message queued now stores exactly its request's content: not parsed back.
                 content = None if queued.duplicate else request.requests[index].content
-                answer.results[index].message.CopyFrom(_to_proto(queued.message, content))
+                answer.results[index].message.CopyFrom(
+                    _to_proto(queued.message, content, stamp))
                 answer.results[index].duplicate = queued.duplicate
         return pb.BatchSendMessagesResponse(results=answer.results)
 
