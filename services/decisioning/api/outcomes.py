@@ -86,8 +86,9 @@ class OutcomeRpcs:
             duplicates = await self.transactions.run(lambda uow: outcomes.record_message_facts(
                 uow, workspace, [fact for _, fact in parsed]))
             for (index, _), duplicate in zip(parsed, duplicates, strict=True):
-                answer.results[index].duplicate = duplicate
-        return pb.RecordMessageFactsResponse(results=answer.results)
+                if duplicate:
+                    answer.result(index).duplicate = True
+        return answer.response(pb.RecordMessageFactsResponse)
 
     async def RecordEvents(self, request: pb.RecordEventsRequest,
                            context: grpc.aio.ServicerContext) -> pb.RecordEventsResponse:
@@ -98,8 +99,9 @@ class OutcomeRpcs:
             duplicates = await self.transactions.run(lambda uow: outcomes.record_events(
                 uow, workspace, [event for _, event in parsed]))
             for (index, _), duplicate in zip(parsed, duplicates, strict=True):
-                answer.results[index].duplicate = duplicate
-        return pb.RecordEventsResponse(results=answer.results)
+                if duplicate:
+                    answer.result(index).duplicate = True
+        return answer.response(pb.RecordEventsResponse)
 
     async def GetSendTimes(self, request: pb.GetSendTimesRequest,
                            context: grpc.aio.ServicerContext) -> pb.GetSendTimesResponse:

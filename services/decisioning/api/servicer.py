@@ -355,9 +355,9 @@ class DecisioningServicer(OutcomeRpcs, pb_grpc.DecisioningServiceServicer):
         for (index, _), outcome in zip(items, answers, strict=True):
             if isinstance(outcome, CjoError):
                 answer.fail(index, outcome)
-            else:
-                answer.results[index].duplicate = outcome
-        return pb.RecordExposuresResponse(results=answer.results)
+            elif outcome:
+                answer.result(index).duplicate = True
+        return answer.response(pb.RecordExposuresResponse)
 
 
 @dataclass(frozen=True)
