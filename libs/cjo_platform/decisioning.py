@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cjo.analytics.v1 import fact_pb2
-from cjo.decisioning.v1 import decisioning_service_pb2, decisioning_service_pb2_grpc
+from cjo.decisioning.v1 import decisioning_service_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2
 from cjo_platform.bus import Bus
 from cjo_platform.bus.consumer import BusConsumer
@@ -25,11 +25,12 @@ from cjo_platform.config import ServiceSettings
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, SendBatch
-from cjo_platform.forwarding import peer_sender
+from cjo_platform.forwarding import stored_items_sender
 
 DECISIONING_FACTS_TOPIC = "decisioning.facts"
 DECISIONING_EVENTS_TOPIC = "decisioning.events"
 DECISIONING_SERVICE = "cjo.decisioning.v1.DecisioningService"
+_SERVICE = decisioning_service_pb2.DESCRIPTOR.services_by_name["DecisioningService"]
 
 
 def _facts_request(rows: Sequence[OutboxRow]
@@ -76,12 +77,10 @@ def decisioning_facts_forwarder(settings: ServiceSettings, db: Database, outbox:
         send = bus_sender(bus, settings.service, DECISIONING_FACTS_TOPIC,
                           ordering_key=_fact_profile)
     else:
-        send = peer_sender(
-            settings, "decisioning",
-            # The generated *_pb2_grpc modules carry no annotations.
-            method=lambda ch: decisioning_service_pb2_grpc.DecisioningServiceStub(  # type: ignore[no-untyped-call]
-                ch).RecordMessageFacts,
-            request=_facts_request, what="message facts", timeout=timeout)
+        # The stored Facts are the request's items as they are.
+        send = stored_items_sender(settings, "decisioning", service=_SERVICE,
+                                   method="RecordMessageFacts", what="message facts",
+                                   timeout=timeout)
     return Forwarder(db, outbox, DECISIONING_FACTS_TOPIC, send, poll_interval=poll_interval,
                      item_key=_fact_id)
 
@@ -108,11 +107,9 @@ def decisioning_events_forwarder(settings: ServiceSettings, db: Database, outbox
         send = bus_sender(bus, settings.service, DECISIONING_EVENTS_TOPIC,
                           ordering_key=_event_profile)
     else:
-        send = peer_sender(
-            settings, "decisioning",
-            method=lambda ch: decisioning_service_pb2_grpc.DecisioningServiceStub(  # type: ignore[no-untyped-call]
-                ch).RecordEvents,
-            request=_events_request, what="events", timeout=timeout)
+        # The stored ForwardedEvents are the request's items as they are.
+        send = stored_items_sender(settings, "decisioning", service=_SERVICE,
+                                   method="RecordEvents", what="events", timeout=timeout)
     return Forwarder(db, outbox, DECISIONING_EVENTS_TOPIC, send, poll_interval=poll_interval,
                      item_key=_event_id)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from cjo.analytics.v1 import analytics_service_pb2, analytics_service_pb2_grpc, fact_pb2
+from cjo.analytics.v1 import analytics_service_pb2, fact_pb2
 from cjo_platform.bus import Bus
 from cjo_platform.bus.consumer import BusConsumer
 from cjo_platform.bus.receiver import local_receiver
@@ -19,7 +19,7 @@ from cjo_platform.config import ServiceSettings
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, SendBatch
-from cjo_platform.forwarding import peer_sender
+from cjo_platform.forwarding import stored_items_sender
 
 FACTS_TOPIC = "analytics.facts"
 ANALYTICS_SERVICE = "cjo.analytics.v1.AnalyticsService"
@@ -43,12 +43,11 @@ def facts_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
         return Forwarder(db, outbox, FACTS_TOPIC,
                          bus_sender(bus, settings.service, FACTS_TOPIC, ordering_key=_fact_id),
                          poll_interval=poll_interval, item_key=_fact_id)
-    send: SendBatch = peer_sender(
+    # The stored Facts are the request's items as they are.
+    send: SendBatch = stored_items_sender(
         settings, "analytics",
-        # The generated *_pb2_grpc modules carry no annotations (no .pyi is generated for them).
-        method=lambda ch: analytics_service_pb2_grpc.AnalyticsServiceStub(  # type: ignore[no-untyped-call]
-            ch).RecordFacts,
-        request=_request, what="facts", timeout=timeout)
+        service=analytics_service_pb2.DESCRIPTOR.services_by_name["AnalyticsService"],
+        method="RecordFacts", what="facts", timeout=timeout)
     return Forwarder(db, outbox, FACTS_TOPIC, send, poll_interval=poll_interval,
                      item_key=_fact_id)
 

@@ -11,6 +11,11 @@ problem) is :class:`~cjo_platform.db.outbox.Later`: only that workspace's rows w
 that cannot be reached (UNAVAILABLE, which the channel already retried) stops the forwarder's
 round. Receivers deduplicate by their own ids, so a batch re-sent after a lost acknowledgement
 is applied once.
+
+Rows whose payload is one item of the peer's batch request (an event, a fact) go as they are
+stored (:func:`stored_items_sender`): a repeated message field is encoded as each item's key,
+length and bytes, so the request is the payloads' concatenation, and nothing is decoded and
+encoded again on the way (the peer decodes the request once, as it would anyway).
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 from google.rpc import code_pb2
 
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db.outbox import Later, OutboxRow, Refusal, SendBatch, Undeliverable
+from cjo_platform.rpc.batch import varint
 from cjo_platform.rpc.client import channel, on_behalf_of
+from cjo_platform.rpc.validation import batch_items_field
 
 SEND_TIMEOUT_SECONDS = 10.0
 
@@ -58,12 +67,13 @@ def is_transient(code: int) -> bool:
 
 def peer_sender(settings: ServiceSettings, peer: str, *,
                 method: Callable[[grpc.aio.Channel], Callable[..., Any]],
-                request: Callable[[Sequence[OutboxRow]], Message],
+                request: Callable[[Sequence[OutboxRow]], Message | bytes],
                 what: str,
                 check_reply: Callable[[str, Sequence[OutboxRow], Any], None] | None = None,
                 timeout: float = SEND_TIMEOUT_SECONDS) -> SendBatch:
     """A forwarder's ``send``: ``method(channel)`` is the peer's bound RPC (for example
-    ``lambda ch: FooServiceStub(ch).RecordFacts``), ``request(rows)`` builds its request, and
+    ``lambda ch: FooServiceStub(ch).RecordFacts``), ``request(rows)`` builds its request (or its
+    encoding, for a method that takes bytes as they are: :class:`StoredItems`), and
     the reply's ``results[i].status`` answers row ``i`` (the refused rows are returned to the
     forwarder). ``check_reply``, when given, replaces that per-item check (for replies of another
     shape); it raises :class:`~cjo_platform.db.outbox.Later` to keep the workspace's rows for
@@ -92,6 +102,46 @@ def peer_sender(settings: ServiceSettings, peer: str, *,
         return refusals(peer, what, rows, reply)
 
     return send
+
+
+class StoredItems:
+    """A batch method of a peer called with rows whose payloads are each the encoding of one
+    item of its request's repeated field (a stored ``ForwardedEvent``, a ``Fact``): the
+    request is built from the stored bytes, never decoded here. A payload that does not decode
+    makes the peer refuse the whole call with INVALID_ARGUMENT (``REQUEST_NOT_DECODABLE``), so
+    the forwarder splits the call down to that row, as it does for any row at fault."""
+
+    def __init__(self, service: ServiceDescriptor, method: str) -> None:
+        found = service.methods_by_name[method]
+        field = batch_items_field(found.input_type, found.output_type)
+        if not field:
+            raise ValueError(f"{found.full_name} is not a batch method")
+        self._path = f"/{service.full_name}/{found.name}"
+        self._response: Any = GetMessageClass(found.output_type)
+        # The field's key: its number and wire type 2 (length-delimited).
+        self._key = varint(found.input_type.fields_by_name[field].number << 3 | 2)
+
+    def method(self, ch: grpc.aio.Channel) -> Callable[..., Any]:
+        """The method on ``ch``, taking the request's encoding as it is."""
+        call: Callable[..., Any] = ch.unary_unary(
+            self._path, request_serializer=None, response_deserializer=self._response.FromString)
+        return call
+
+    def request(self, rows: Sequence[OutboxRow]) -> bytes:
+        """The encoding of the request whose items are the rows' payloads, in order."""
+        key = self._key
+        return b"".join(b"".join((key, varint(len(row.payload)), row.payload))
+                        for row in rows)
+
+
+def stored_items_sender(settings: ServiceSettings, peer: str, *, service: ServiceDescriptor,
+                        method: str, what: str,
+                        timeout: float = SEND_TIMEOUT_SECONDS) -> SendBatch:
+    """:func:`peer_sender` for ``service.method`` (a batch method, answered per item), sending
+    the rows' payloads as the items of its request (:class:`StoredItems`)."""
+    items = StoredItems(service, method)
+    return peer_sender(settings, peer, method=items.method, request=items.request, what=what,
+                       timeout=timeout)
 
 
 def call_refused(code: int, message: str) -> Undeliverable | Later:

@@ -80,7 +80,7 @@ class BatchAnswer(Generic[R]):
                 encoded += plain
             else:
                 body = answer.SerializeToString()
-                encoded += tag + _varint(len(body)) + body
+                encoded += tag + varint(len(body)) + body
         built.ParseFromString(bytes(encoded))
         return built
 
@@ -125,13 +125,14 @@ def _entry(response: type[Message], result: type[Message]) -> tuple[bytes, bytes
         field = response.DESCRIPTOR.fields_by_name["results"]
         if field.message_type is not result.DESCRIPTOR:
             raise TypeError(f"{key[0]}.results does not hold {key[1]}")
-        tag = _varint(field.number << 3 | 2)  # wire type 2: length-delimited
+        tag = varint(field.number << 3 | 2)  # wire type 2: length-delimited
         body = _ok_result(result)
-        found = _entries[key] = (tag, tag + _varint(len(body)) + body)
+        found = _entries[key] = (tag, tag + varint(len(body)) + body)
     return found
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """``value`` (>= 0) as a protobuf varint: how lengths and field keys are written."""
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)

@@ -5,20 +5,14 @@ orchestration's bus consumer hands them to the same HandleEvents."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import grpc
-
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
-from cjo.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC
 from cjo_platform.bus import Bus
 from cjo_platform.bus.relay import bus_sender
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db import Database
 from cjo_platform.db.outbox import Forwarder, Outbox, SendBatch
-from cjo_platform.forwarding import peer_sender
+from cjo_platform.forwarding import stored_items_sender
 
 
 def events_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox,
@@ -29,19 +23,12 @@ def events_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox,
         send = bus_sender(bus, settings.service, EVENTS_TOPIC, ordering_key=lambda row: (
             pb.ForwardedEvent.FromString(row.payload).profile_id))
     else:
-        send = peer_sender(
+        # The stored ForwardedEvents are the request's items as they are.
+        send = stored_items_sender(
             settings, "orchestration",
-            method=_handle_events,
-            request=lambda rows: pb.HandleEventsRequest(
-                events=[pb.ForwardedEvent.FromString(row.payload) for row in rows]),
-            what="events")
+            service=pb.DESCRIPTOR.services_by_name["OrchestrationService"],
+            method="HandleEvents", what="events")
     return Forwarder(db, outbox, EVENTS_TOPIC, send,
                      item_key=lambda row: pb.ForwardedEvent.FromString(row.payload).event_id)
 
 
-def _handle_events(ch: grpc.aio.Channel) -> Callable[..., Any]:
-    # The generated *_grpc modules have no .pyi (only the messages do), so the stub class is
-    # untyped to mypy; this one line waits for libs to generate them.
-    stub = pb_grpc.OrchestrationServiceStub(ch)  # type: ignore[no-untyped-call]
-    handle_events: Callable[..., Any] = stub.HandleEvents
-    return handle_events
