@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Engine,
+    Integer,
     String,
     Table,
     and_,
@@ -24,7 +27,9 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     or_,
+    select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from cjo_platform.db.bulk import _NONE, _bound, _scalar_default, _table_name
+from cjo_platform.db.json_columns import decode_json, encode_json
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -62,7 +68,8 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                   json_serializer=encode_json, json_deserializer=decode_json)
 
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -78,7 +85,8 @@ class Database:
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         connect_args = {"options": f"-csearch_path={self.schema}"} if self.schema else {}
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                             pool_pre_ping=True, connect_args=connect_args)
+                             pool_pre_ping=True, connect_args=connect_args,
+                             json_serializer=encode_json, json_deserializer=decode_json)
 
     def create_schema(self) -> None:
         if self.schema:
@@ -199,14 +207,29 @@ def upsert(session: Session, table: Table, rows: Sequence[dict[str, Any]],
                     ordered)
 
 
-def one_of(session: Session, column: ColumnElement[str],
-           values: Sequence[str]) -> ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL as ONE array parameter. psycopg prepares statements
-    it sees repeatedly, and an IN list of n parameters is a new statement (and a new plan) for
-    every n, whose generic plan can degrade into a filter over the whole workspace."""
+# From this many values on, SQLite gets them as one JSON array parameter (below).
+JSON_LIST_VALUES = 8
+
+
+def one_of(session: Session, column: ColumnElement[Any],
+           values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values`` (strings, or integers for an integer column) as ONE parameter.
+
+    On PostgreSQL an array: psycopg prepares statements it sees repeatedly, and an IN list of n
+    parameters is a new statement (and a new plan) for every n, whose generic plan can degrade
+    into a filter over the whole workspace. On SQLite a JSON array read by ``json_each``
+    (``column IN (SELECT value FROM json_each(?))``, still one index probe per value): an IN
+    list is expanded and rendered, one parameter per value, at every execution, which for a
+    batch's thousand keys cost more (~2 ms) than the look-up itself. A short list stays a
+    plain IN list."""
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
-    return column.in_(values)
+        element = BigInteger() if isinstance(column.type, Integer) else String()
+        return column == any_(bindparam(None, list(values), type_=ARRAY(element)))
+    if len(values) < JSON_LIST_VALUES:
+        return column.in_(values)
+    listed = func.json_each(bindparam(None, json.dumps(list(values)), type_=String)
+                            ).table_valued("value")
+    return column.in_(select(listed.c.value))
 
 
 def keys_in(session: Session, columns: Sequence[ColumnElement[Any]],

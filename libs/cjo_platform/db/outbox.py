@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -44,7 +45,7 @@ from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock
 from cjo_platform.db.bulk import bulk_insert
 from cjo_platform.db.dead_letters import DeadLetters
-from cjo_platform.db.engine import Database
+from cjo_platform.db.engine import Database, one_of
 from cjo_platform.db.types import UtcDateTime
 from cjo_platform.ids import claimant_id
 from cjo_platform.limits import MAX_CALL_PAYLOAD_BYTES, MAX_WORKSPACE_ID_LENGTH
@@ -322,15 +323,20 @@ class Forwarder(PollingWorker):
             if not kept:
                 return []
             until = now + self.lease
-            # Leased and read in one statement.
+            # Leased and read in one statement (what a row is made of; the topic is ours).
             full = sorted(session.execute(
-                update(table).where(table.c.id.in_(kept))
+                update(table).where(one_of(session, table.c.id, kept))
                 .values(lease_owner=self.owner, lease_until=until)
-                .returning(*table.c)).all(), key=lambda r: r.id)
+                .returning(table.c.id, table.c.workspace_id, table.c.payload,
+                           table.c.traceparent, table.c.create_time, table.c.attempts,
+                           table.c.first_failed_time)).all(), key=itemgetter(0))
             self._lease_until = until
             self._sending = set(kept)
-        return [OutboxRow(r.id, r.topic, r.workspace_id, r.payload, r.traceparent,
-                          r.create_time, r.attempts, r.first_failed_time) for r in full]
+        topic = self.topic
+        return [OutboxRow(row_id, topic, workspace_id, payload, traceparent, create_time,
+                          attempts, failed)
+                for row_id, workspace_id, payload, traceparent, create_time, attempts, failed
+                in full]
 
     def _renew(self) -> None:
         """Extend the leases of the rows this round is still sending (a long round must not
@@ -338,7 +344,7 @@ class Forwarder(PollingWorker):
         table = self.outbox.table
         until = self.clock.now() + self.lease
         with self.db.transaction() as session:
-            session.execute(update(table).where(table.c.id.in_(sorted(self._sending)),
+            session.execute(update(table).where(one_of(session, table.c.id, sorted(self._sending)),
                                                 table.c.lease_owner == self.owner)
                             .values(lease_until=until))
         self._lease_until = until
@@ -355,7 +361,8 @@ class Forwarder(PollingWorker):
             held: set[int] = set()
             if gone:
                 held = set(session.execute(
-                    delete(table).where(table.c.id.in_(gone), table.c.lease_owner == self.owner)
+                    delete(table).where(one_of(session, table.c.id, gone),
+                                        table.c.lease_owner == self.owner)
                     .returning(table.c.id)).scalars())
             if len(held) < len(gone):
                 log.warning("outbox rows were taken over by another forwarder before this one "
@@ -379,10 +386,11 @@ class Forwarder(PollingWorker):
         self._sending.difference_update(r.id for r in rows)
         with self.db.transaction() as session:
             if rows:
-                session.execute(update(table).where(table.c.id.in_([r.id for r in rows]),
-                                                    table.c.lease_owner == self.owner)
-                                .values(lease_until=until, lease_owner=self.owner
-                                        if until is not None else None))
+                session.execute(
+                    update(table).where(one_of(session, table.c.id, [r.id for r in rows]),
+                                        table.c.lease_owner == self.owner)
+                    .values(lease_until=until,
+                            lease_owner=self.owner if until is not None else None))
             if refused is not None:
                 session.execute(update(table).where(table.c.id == refused.id,
                                                     table.c.lease_owner == self.owner).values(

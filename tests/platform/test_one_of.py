@@ -1,0 +1,68 @@
+"""``one_of`` (``column IN values``) finds exactly the rows whose column is among the values,
+strings or integers, on both backends, and sends a long list as one parameter: the statement is
+the same whatever the number of values (compiled once, not expanded per value at every call)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, event, insert, select
+
+from cjo_platform.db import Database
+from cjo_platform.db.engine import JSON_LIST_VALUES, one_of
+from support import Backend
+
+metadata = MetaData()
+items = Table(
+    "items", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("name", String(32), nullable=False, index=True),
+)
+ROWS = 3000
+
+
+@pytest.fixture
+def db(backend: Backend) -> Iterator[Database]:
+    url = backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/one_of.db")
+    database = Database(url, schema=backend.schema_prefix + "one_of")
+    database.create_schema()
+    metadata.create_all(database.engine)
+    with database.transaction() as session:
+        session.execute(insert(items), [{"id": n, "name": f"n{n}"} for n in range(ROWS)])
+    yield database
+    database.dispose()
+
+
+@pytest.mark.parametrize("size", [0, 1, JSON_LIST_VALUES - 1, JSON_LIST_VALUES, 2000])
+def test_the_rows_among_the_values_and_no_other(db: Database, size: int) -> None:
+    wanted = list(range(1, 2 * size, 2))  # every other row, some past the last one
+    names = [f"n{n}" for n in wanted] + ["absent", "n1'; --", "ü"]
+    expected = [n for n in wanted if n < ROWS]
+    with db.transaction() as session:
+        by_id = session.scalars(select(items.c.id).where(one_of(session, items.c.id, wanted))
+                                .order_by(items.c.id)).all()
+        by_name = session.scalars(select(items.c.id).where(one_of(session, items.c.name, names))
+                                  .order_by(items.c.id)).all()
+    assert by_id == expected and by_name == expected
+
+
+def test_a_long_list_is_one_parameter_of_one_statement(db: Database) -> None:
+    sent: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+               executemany: bool) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.transaction() as session:
+            for size in (100, 1000):
+                session.execute(select(items.c.id).where(
+                    one_of(session, items.c.name, [f"n{n}" for n in range(size)])))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    (short, short_parameters), (long, long_parameters) = sent
+    assert short == long
+    assert len(short_parameters) == len(long_parameters) == 1
