@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
+
+from google.protobuf import struct_pb2
 
 from cjo.analytics.v1 import fact_pb2
 from cjo.identity.v1 import consent_pb2, event_pb2
@@ -36,17 +38,29 @@ _EVENT_TYPES = {
 
 
 def event_to_proto(event: Event) -> event_pb2.Event:
-    return event_pb2.Event(
-        message_id=event.message_id,
-        type=_EVENT_TYPES[event.type],
-        name=event.name,
-        identifiers=[event_pb2.Identifier(type=i.type, value=i.value)
-                     for i in event.identifiers],
-        properties=dict_to_struct(dict(event.properties)),
-        traits=dict_to_struct(dict(event.traits)),
-        timestamp=to_timestamp(event.timestamp),
-        source=event.source,
-    )
+    proto = event_pb2.Event()
+    _fill_event(proto, event)
+    return proto
+
+
+def _fill_event(proto: event_pb2.Event, event: Event) -> None:
+    """``event`` written into ``proto`` in place (a message built and then copied into its
+    parent costs that copy; these run once per accepted event)."""
+    proto.message_id = event.message_id
+    proto.type = _EVENT_TYPES[event.type]
+    proto.name = event.name
+    for identifier in event.identifiers:
+        proto.identifiers.add(type=identifier.type, value=identifier.value)
+    _fill_struct(proto.properties, event.properties)
+    _fill_struct(proto.traits, event.traits)
+    proto.timestamp.FromDatetime(event.timestamp.astimezone(UTC))
+    proto.source = event.source
+
+
+def _fill_struct(struct: struct_pb2.Struct, value: Mapping[str, Any]) -> None:
+    struct.SetInParent()  # set, even when empty
+    if value:
+        struct.update(value)
 
 
 def consent_to_proto(record: ConsentRecord) -> consent_pb2.Consent:
@@ -57,33 +71,32 @@ def consent_to_proto(record: ConsentRecord) -> consent_pb2.Consent:
         source=record.source, update_time=to_timestamp(record.time))
 
 
-def _profile(golden: Golden | None, state: ProfileState | None) -> dict[str, Any]:
+def _fill_profile(message: orchestration_pb.ForwardedEvent, golden: Golden | None,
+                  state: ProfileState | None) -> None:
     """The ForwardedEvent fields describing the profile: its traits and consent from
     ``golden``, its computed traits, segments and identifiers from ``state``, for
-    orchestration's ``profile`` view (cjo_platform.profiles)."""
+    orchestration's ``profile`` view (cjo_platform.profiles). Nothing without ``golden``."""
     if golden is None:
-        return {}
+        return
     computed, segments, linked = state or ({}, (), ())
-    return {"profile_traits": dict_to_struct(trait_values(golden.traits)),
-            "computed_traits": dict_to_struct(dict(computed)),
-            "segments": [f"segments/{s}" for s in sorted(segments)],
-            "consents": [consent_to_proto(c) for c in sorted(
-                golden.consents.values(), key=lambda c: (c.channel, c.topic))],
-            "identifiers": [event_pb2.Identifier(type=kind, value=value)
-                            for kind, value in linked]}
+    _fill_struct(message.profile_traits, trait_values(golden.traits))
+    _fill_struct(message.computed_traits, computed)
+    message.segments.extend([f"segments/{s}" for s in sorted(segments)])
+    message.consents.extend([consent_to_proto(c) for c in sorted(
+        golden.consents.values(), key=lambda c: (c.channel, c.topic))])
+    for kind, value in linked:
+        message.identifiers.add(type=kind, value=value)
 
 
 def forwarded_event(accepted: Accepted, traceparent: str,
                     state: ProfileState | None = None) -> bytes:
     """The payload orchestration receives for an accepted event: the profile as of that event
     (traits and consent right after it, computed traits and segments after its batch)."""
-    return _payload(orchestration_pb.ForwardedEvent(
-        event_id=accepted.event_id,
-        profile_id=accepted.profile_id,
-        event=event_to_proto(accepted.event),
-        traceparent=traceparent,
-        **_profile(accepted.golden, state),
-    ))
+    message = orchestration_pb.ForwardedEvent(
+        event_id=accepted.event_id, profile_id=accepted.profile_id, traceparent=traceparent)
+    _fill_event(message.event, accepted.event)
+    _fill_profile(message, accepted.golden, state)
+    return _payload(message)
 
 
 def conversion_fact(accepted: Accepted, conversion: Conversion) -> bytes:
@@ -124,7 +137,7 @@ def segment_event(transition: Transition, golden: Golden, now: datetime,
     properties = {"segment_id": segment.segment_id, "segment_name": segment.display_name}
     if reason:
         properties["reason"] = reason
-    return _payload(orchestration_pb.ForwardedEvent(
+    message = orchestration_pb.ForwardedEvent(
         event_id=uuid.uuid4().hex,
         profile_id=transition.profile_id,
         event=event_pb2.Event(
@@ -132,9 +145,9 @@ def segment_event(transition: Transition, golden: Golden, now: datetime,
             type=event_pb2.EVENT_TYPE_TRACK, name=name,
             properties=dict_to_struct(properties),
             timestamp=to_timestamp(now), source="identity"),
-        traceparent=traceparent,
-        **_profile(golden, state),
-    ))
+        traceparent=traceparent)
+    _fill_profile(message, golden, state)
+    return _payload(message)
 
 
 def erasure_event(profile_id: str, now: datetime, traceparent: str) -> bytes:
@@ -154,16 +167,16 @@ def merge_event(merge: Merge, golden: Golden | None, now: datetime, traceparent:
     survivor, so enrollments of the merged profile follow the person. A profile is merged away
     once, so ids derived from the pair make a re-sent or re-planned merge deduplicate."""
     key = f"{PROFILE_MERGED}:{merge.merged_profile_id}:{merge.survivor_profile_id}"
-    return _payload(orchestration_pb.ForwardedEvent(
+    message = orchestration_pb.ForwardedEvent(
         event_id=key, profile_id=merge.survivor_profile_id,
         event=event_pb2.Event(message_id=key, type=event_pb2.EVENT_TYPE_TRACK,
                               name=PROFILE_MERGED,
                               properties=dict_to_struct(
                                   {"merged_profile_id": merge.merged_profile_id}),
                               timestamp=to_timestamp(now), source="identity"),
-        traceparent=traceparent,
-        **_profile(golden, state),
-    ))
+        traceparent=traceparent)
+    _fill_profile(message, golden, state)
+    return _payload(message)
 
 
 def _payload(message: Any) -> bytes:

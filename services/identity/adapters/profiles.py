@@ -125,7 +125,8 @@ def owners(session: Session, workspace_id: str, wanted: set[Identifier]
            ) -> dict[Identifier, Owner]:
     rows = _keyed_by_identifier(session, identifiers, workspace_id, wanted,
                                 ("type", "value", "profile_id", "cluster_id"))
-    return {Identifier(r.type, r.value): _owner(r) for r in rows}
+    return {Identifier(kind, value): Owner(profile_id, cluster_id)
+            for kind, value, profile_id, cluster_id in rows}
 
 
 def _edge(row: AnyRow) -> Edge:
@@ -248,7 +249,8 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
                                                 one_of(session, edges.c.edge_key, chunk)))
         bulk_insert(session, edges, [
             {"workspace_id": workspace_id, "edge_key": edge.key, "cluster_id": cluster,
-             "identifiers": [[i.type, i.value] for i in edge.identifiers],
+             # Identifiers are (type, value) tuples: stored as [type, value] arrays.
+             "identifiers": edge.identifiers,
              "first_time": edge.first_time, "first_message_id": edge.first_message_id}
             for edge, cluster in sorted(graph.edges, key=lambda ec: ec[0].key)])
     if graph.absorbed:
@@ -269,8 +271,7 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
         bulk_insert(session, events, [
             {"workspace_id": workspace_id, "event_id": a.event_id, "message_id": e.message_id,
              "profile_id": a.profile_id, "type": e.type.value, "name": e.name,
-             "identifiers": [[i.type, i.value] for i in e.identifiers],
-             "properties": dict(e.properties), "traits": dict(e.traits),
+             "identifiers": e.identifiers, "properties": e.properties, "traits": e.traits,
              "timestamp": e.timestamp, "source": e.source, "receive_time": now}
             for a in plan.accepted for e in [a.event]])
 

@@ -12,14 +12,15 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from cjo_identity.domain.events import SUBSCRIBED, UNSUBSCRIBED, Event, EventType
 from cjo_identity.domain.settings import IdentitySettings, Survivorship
 
 
-@dataclass(frozen=True)
-class Trait:
+class Trait(NamedTuple):
+    """A trait's value and where it came from (a tuple: made per trait of every event)."""
+
     value: Any  # a JSON value
     time: datetime  # event time of the event that set it
     message_id: str = ""

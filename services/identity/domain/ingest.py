@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cjo_identity.domain.conversions import Conversion, value_of
 from cjo_identity.domain.events import Event, EventType
@@ -27,8 +27,7 @@ from cjo_identity.domain.identifiers import Identifier
 from cjo_identity.domain.settings import IdentitySettings
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What became of one event of the batch."""
 
     event_id: str
@@ -36,8 +35,9 @@ class Outcome:
     duplicate: bool = False
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(NamedTuple):
+    """The profile and cluster an identifier belongs to."""
+
     profile_id: str
     cluster_id: str
 
@@ -318,15 +318,21 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
                                               else Golden())
         if merged in held:
             combine(golden, held[merged], settings)
+    # Each accepted event keeps the record as it left it: a record is copied only before a
+    # later event of the batch changes it (the usual batch has one event per profile).
+    kept: set[str] = set()
     for event, outcome in fresh:
         profile_id = outcome.profile_id
         if profile_id not in refold:
             golden = plan.golden.get(profile_id)
             if golden is None:
                 golden = held[profile_id].copy() if profile_id in held else Golden()
-                plan.golden[profile_id] = golden
+            elif profile_id in kept:
+                golden = golden.copy()
+            plan.golden[profile_id] = golden
             apply_event(golden, event, settings)
-            snapshot = golden.copy()
+            kept.add(profile_id)
+            snapshot = golden
         else:
             snapshot = plan.golden[profile_id]
         plan.accepted.append(Accepted(outcome.event_id, profile_id, event, snapshot))
