@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 from google.protobuf import duration_pb2
 from orchestration_support import (
     Cluster,
@@ -64,8 +65,14 @@ def checkout_journey() -> journey_pb2.Journey:
 
 
 async def funnel_rows(cluster: Cluster, journey: journey_pb2.Journey) -> tuple[Any, list[Row]]:
-    reply = await cluster.stub("analytics").GetJourneyFunnel(
-        reports_pb2.GetJourneyFunnelRequest(journey=journey.name), metadata=as_service(WS))
+    try:
+        reply = await cluster.stub("analytics").GetJourneyFunnel(
+            reports_pb2.GetJourneyFunnelRequest(journey=journey.name), metadata=as_service(WS))
+    except grpc.aio.AioRpcError as exc:
+        # No fact of the journey has reached analytics yet (UNKNOWN_JOURNEY): not yet.
+        if exc.code() is grpc.StatusCode.INVALID_ARGUMENT and "no facts" in (exc.details() or ""):
+            return None, []
+        raise
     if not reply.versions:
         return None, []
     [version] = reply.versions
