@@ -129,7 +129,7 @@ def contacts(session: Session, workspace_id: str, profile_ids: Collection[str],
     """(profile, action, time) of the contacts with ``actions`` of these people since
     ``since``: the exposures (at their expose time) and the decisions still waiting for theirs
     (at their decision time: a REPORTED point's send is on its way), one query for a whole
-    batch (ix_decisions_contacts)."""
+    batch (ix_decisions_person)."""
     if not profile_ids or not actions:
         return []
     rows = session.execute(select(
@@ -173,7 +173,7 @@ def expose(session: Session, workspace_id: str, decision_id: str, expose_time: d
 def for_people(session: Session, workspace_id: str, profile_ids: Collection[str],
                after: tuple[datetime, str] | None, limit: int) -> list[RowMapping]:
     """Up to ``limit`` decisions of ``profile_ids``, newest first (by decide time, then id),
-    after the keyset cursor ``after`` (ix_decisions_profile_outcome finds a person's)."""
+    after the keyset cursor ``after`` (ix_decisions_person finds a person's)."""
     query = select(*_COLUMNS).where(_d.c.workspace_id == workspace_id,
                                     one_of(session, _d.c.profile_id, sorted(set(profile_ids))))
     if after is not None:

@@ -144,9 +144,11 @@ def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[st
                    point_keys: Iterable[str]) -> list[OpenDecision]:
     """The exposed (not yet rewarded or lapsed) decisions of ``profile_ids`` at the points.
 
-    Selected by person only (ix_decisions_profile_outcome) and filtered by point here: with the
-    points in the WHERE clause SQLite planned the query on the point's time index and read
-    every decision the point ever logged on each call; a person has few open decisions."""
+    Selected by person and outcome only (ix_decisions_person) and filtered by point and by
+    ``learned`` here: with the points in the WHERE clause SQLite planned the query on the
+    point's time index, and with ``learned`` on the learning worker's index, and read every
+    decision the point ever logged, or every open one, on each call; a person has few
+    exposed decisions."""
     profiles, keys = sorted(set(profile_ids)), set(point_keys)
     if not profiles or not keys:
         return []
@@ -154,10 +156,10 @@ def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[st
                          r.expose_time, r.reward_deadline)
             for r in session.execute(
                 select(d.decision_id, d.decision_point, d.profile_id, d.action, d.expose_time,
-                       d.reward_deadline)
+                       d.reward_deadline, d.learned)
                 .where(d.workspace_id == workspace_id, one_of(session, d.profile_id, profiles),
-                       d.outcome == EXPOSED, d.learned == false()))
-            if r.decision_point in keys]
+                       d.outcome == EXPOSED))
+            if r.decision_point in keys and not r.learned]
 
 
 def reward(session: Session, workspace_id: str, rewarded: Sequence[Rewarded]) -> int:
