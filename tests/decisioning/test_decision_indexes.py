@@ -10,48 +10,18 @@ the statements it sends and asks the database for its plan of each.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from decision_log_support import log_server
-from sqlalchemy import event, inspect, text
-from sqlalchemy.orm import Session
+from query_plans import plans
+from sqlalchemy import inspect, text
 from test_decision_log_insert import CONTENTS, CONTEXT, NOW, row
 
 from cjo_decisioning.adapters import decisions as log
 from cjo_decisioning.adapters import outcomes
-from cjo_platform.db import Database
 from support import Backend
 
 ROWS = 4000  # enough that the planners prefer an index over a scan wherever one applies
-
-
-def plans(db: Database, work: Callable[[Session], Any]) -> list[str]:
-    """The plan of each statement ``work`` sends that reads the decisions."""
-    sent: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
-                executemany: bool) -> None:
-        if "FROM decisions" in statement:
-            sent.append((statement, parameters))
-
-    event.listen(db.engine, "before_cursor_execute", capture)
-    try:
-        with db.transaction() as session:
-            work(session)
-            cursor = session.connection().connection.driver_connection.cursor()
-            found = []
-            for statement, parameters in sent:
-                cursor.execute(("EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN ")
-                               + statement, parameters)
-                found.append("\n".join(str(r[-1] if db.is_sqlite else r[0])
-                                       for r in cursor.fetchall()))
-            cursor.close()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", capture)
-    assert found, "no statement captured"
-    return found
 
 
 def reads_by_person(plan: str) -> bool:
@@ -82,5 +52,5 @@ async def test_one_index_is_keyed_by_person_and_the_per_person_queries_use_it(
                 lambda s: outcomes.open_decisions(s, "ws", people, {"p"}),
                 lambda s: log.contacts(s, "ws", people, ["a"], NOW - timedelta(days=1)),
                 lambda s: log.for_people(s, "ws", people, None, 10)):
-            for plan in plans(db, work):
+            for _, plan in plans(db, work, "decisions"):
                 assert reads_by_person(plan), plan

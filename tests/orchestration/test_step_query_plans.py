@@ -17,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import query_plans
 from orchestration_support import migrated_database
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters import enrollments as store
@@ -53,31 +54,7 @@ def db(backend: Backend) -> Iterator[Database]:
 
 def plans(db: Database, work: Callable[[Session], Any],
           table: str = "enrollments") -> list[tuple[str, str]]:
-    """Run ``work`` in a transaction; returns (statement, plan) of each statement it sent that
-    reads or changes ``table``."""
-    sent: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
-                executemany: bool) -> None:
-        if table in statement and not statement.lstrip().upper().startswith("INSERT"):
-            sent.append((statement, parameters[0] if executemany else parameters))
-
-    event.listen(db.engine, "before_cursor_execute", capture)
-    try:
-        with db.transaction() as session:
-            work(session)
-            cursor = session.connection().connection.driver_connection.cursor()
-            found = []
-            for statement, parameters in sent:
-                prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
-                cursor.execute(prefix + statement, parameters)
-                found.append((statement, "\n".join(str(row[-1] if db.is_sqlite else row[0])
-                                                   for row in cursor.fetchall())))
-            cursor.close()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", capture)
-    assert found, "no statement captured"
-    return found
+    return query_plans.plans(db, work, table)
 
 
 def assert_no_table_scan(found: list[tuple[str, str]], table: str = "enrollments") -> None:
