@@ -9,10 +9,11 @@ from cjo.analytics.v1 import analytics_service_pb2_grpc
 from cjo_analytics.adapters.tables import metadata
 from cjo_analytics.api.servicer import AnalyticsServicer
 from cjo_platform.bus import load_bus
+from cjo_platform.bus.consumer import consumer_workers
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.facts import facts_consumer
-from cjo_platform.rpc.dead_letters import dead_letter_servicer
+from cjo_platform.rpc.dead_letters import bus_replays, dead_letter_servicer
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -35,13 +36,14 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         servicers=[Servicer(servicer,
                             analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server,
                             SERVICE),
-                   # Analytics forwards nothing: its dead letters can be listed, none replayed.
-                   dead_letter_servicer(storage.transactions, storage.dead_letters, {},
+                   # Analytics forwards nothing: only the bus's letters have a replay.
+                   dead_letter_servicer(storage.transactions, storage.dead_letters,
+                                        bus_replays(*consumers),
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/RecordFacts"},
         background=[storage.retention(env, settings.service).run,
-                    *(consumer.run for consumer in consumers)],
+                    *consumer_workers(consumers, storage.outbox)],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock),
     )

@@ -19,11 +19,12 @@ from cjo_decisioning.service_layer.learning import LearningRound, LearningSettin
 from cjo_decisioning.settings import load_decisioning_settings
 from cjo_decisioning.workers.learning import LearningWorker
 from cjo_platform.bus import load_bus
+from cjo_platform.bus.consumer import consumer_workers
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.content_catalog import ContentCatalog
 from cjo_platform.decisioning import decisioning_events_consumer, decisioning_facts_consumer
-from cjo_platform.rpc.dead_letters import dead_letter_servicer
+from cjo_platform.rpc.dead_letters import bus_replays, dead_letter_servicer
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -66,12 +67,13 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         servicers=[Servicer(servicer,
                             decisioning_service_pb2_grpc.add_DecisioningServiceServicer_to_server,
                             SERVICE),
-                   dead_letter_servicer(storage.transactions, storage.dead_letters, {},
+                   dead_letter_servicer(storage.transactions, storage.dead_letters,
+                                        bus_replays(*consumers),
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods=SERVICE_ONLY_METHODS,
         background=[learner.run, storage.retention(env, settings.service, RETENTION).run,
-                    *(consumer.run for consumer in consumers)],
+                    *consumer_workers(consumers, storage.outbox)],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
     )

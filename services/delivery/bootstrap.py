@@ -36,13 +36,14 @@ from cjo_delivery.service_layer.send_round import MESSAGE_RETRY, SenderSettings,
 from cjo_delivery.workers.sender import Sender
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import load_bus
+from cjo_platform.bus.consumer import consumer_workers
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.db.signals import Signals
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.decisioning import decisioning_facts_forwarder
 from cjo_platform.facts import facts_forwarder
-from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
+from cjo_platform.rpc.dead_letters import bus_replays, dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -190,9 +191,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
 
     servicer = DeliveryServicer(transactions, announce_queued,
                                 tracking[0].status_url if tracking else None, hub, secret_box)
-    if bus is not None:
-        # With the bus, orchestration's erasures arrive from JetStream into this EraseProfiles.
-        background.append(erasures_consumer(bus, servicer, storage, clock).run)
+    # With the bus, orchestration's erasures arrive from JetStream into this EraseProfiles.
+    consumers = [] if bus is None else [erasures_consumer(bus, servicer, storage, clock)]
+    background.extend(consumer_workers(consumers, storage.outbox))
     return ServiceApp(
         settings=settings,
         db=storage.db,
@@ -200,7 +201,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                             delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server,
                             SERVICE),
                    dead_letter_servicer(transactions, storage.dead_letters,
-                                        outbox_replays(forwarder, events, outcomes),
+                                        {**outbox_replays(forwarder, events, outcomes),
+                                         **bus_replays(*consumers)},
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/EraseProfiles"},

@@ -24,12 +24,13 @@ from cjo_identity.service_layer.workspaces import local_key_resolver
 from cjo_identity.settings import load_group_commit, load_time_settings
 from cjo_identity.workers.time import TimeWorker
 from cjo_platform.bus import load_bus
+from cjo_platform.bus.consumer import consumer_workers
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.decisioning import decisioning_events_forwarder
 from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.auth import Authenticator, CachingResolver
-from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
+from cjo_platform.rpc.dead_letters import bus_replays, dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage
 
@@ -75,7 +76,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                      workspace_service_pb2_grpc.add_WorkspaceServiceServicer_to_server,
                      workspace_servicer.SERVICE),
             dead_letter_servicer(transactions, storage.dead_letters,
-                                 outbox_replays(events, facts, rewards),
+                                 {**outbox_replays(events, facts, rewards),
+                                  **bus_replays(*consumers)},
                                  f"{settings.service}.cjo"),
         ],
         authenticator=Authenticator(settings.service_token, resolve_key),
@@ -83,7 +85,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         # With forwarding off, rows written before still drain.
         background=[events.run, facts.run, rewards.run, time.run,
                     storage.retention(env, settings.service, RETENTION).run,
-                    *(consumer.run for consumer in consumers)],
+                    *consumer_workers(consumers, storage.outbox)],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
     )

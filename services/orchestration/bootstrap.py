@@ -28,13 +28,14 @@ from cjo_orchestration.workers.schedules import ScheduleWorker
 from cjo_orchestration.workers.steps import StepWorker
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import load_bus
+from cjo_platform.bus.consumer import consumer_workers
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.content_catalog import ContentCatalog
 from cjo_platform.db.signals import Signals
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.facts import facts_forwarder
-from cjo_platform.rpc.dead_letters import dead_letter_servicer, outbox_replays
+from cjo_platform.rpc.dead_letters import bus_replays, dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
 from cjo_platform.service import open_storage, remote_authenticator
 
@@ -91,13 +92,14 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                             SERVICE),
                    dead_letter_servicer(transactions, storage.dead_letters,
                                         {**outbox_replays(facts, erasures),
-                                         INBOX_SOURCE: replay_events(events_received)},
+                                         INBOX_SOURCE: replay_events(events_received),
+                                         **bus_replays(*consumers)},
                                         f"{settings.service}.cjo")],
         authenticator=remote_authenticator(settings),
         service_only_methods={f"/{SERVICE}/HandleEvents"},
         background=[signals.run, events.run, steps.run, schedules.run, facts.run,
                     erasures.run, storage.retention(env, settings.service, RETENTION).run,
-                    *(consumer.run for consumer in consumers)],
+                    *consumer_workers(consumers, storage.outbox)],
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
     )

@@ -14,6 +14,7 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 from sqlalchemy import func, select
 
+from cjo.common.v1 import dead_letter_service_pb2_grpc as dl_grpc
 from cjo.decisioning.v1 import decisioning_service_pb2 as dec_pb
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc as dec_grpc
 from cjo.identity.v1 import (
@@ -106,6 +107,7 @@ class Identity:
     clock: ManualClock
     events: identity_service_pb2_grpc.IdentityServiceStub
     workspaces: ws_grpc.WorkspaceServiceStub
+    dead_letters: dl_grpc.DeadLetterServiceStub
 
     async def new_workspace(self, workspace_id: str) -> tuple[tuple[str, str], ...]:
         """Creates a workspace; returns call metadata carrying its first API key."""
@@ -144,7 +146,8 @@ async def serve_identity(backend: Backend, recorder: Recorder, clock: ManualCloc
     app = build(settings, Env({"CJO_IDENTITY_TIME_POLL_SECONDS": "0.05", **env}), clock=clock)
     async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
         yield Identity(app, clock, identity_service_pb2_grpc.IdentityServiceStub(channel),
-                       ws_grpc.WorkspaceServiceStub(channel))
+                       ws_grpc.WorkspaceServiceStub(channel),
+                       dl_grpc.DeadLetterServiceStub(channel))
 
 
 def event(message_id: str, *identifiers: tuple[str, str], name: str = "page_viewed",

@@ -16,12 +16,13 @@ from identity_support import Recorder, event, serve_identity
 from nats_support import NATS_URL, SenderOutbox, bus_env, drain, drop_streams, nats_listening
 from sqlalchemy import select
 
+from cjo.common.v1 import dead_letter_service_pb2 as dl_pb
 from cjo_delivery.adapters.engagement_store import IDENTITY_EVENTS_TOPIC
 from cjo_delivery.adapters.identity_events import identity_events_forwarder
 from cjo_identity.adapters.tables import events, metadata
 from cjo_platform.bus import Bus, BusSettings
 from cjo_platform.clock import ManualClock
-from support import Backend, eventually, settings_for
+from support import Backend, as_service, eventually, settings_for
 
 pytestmark = pytest.mark.skipif(not nats_listening(),
                                 reason="no NATS server with JetStream at 127.0.0.1:4222")
@@ -83,6 +84,24 @@ async def test_an_email_open_reaches_identity_through_jetstream_once(
                 return await identity.app.db.run(read)
             await eventually(refused, timeout=20)
             assert await refused() == ["bus:" + IDENTITY_EVENTS_TOPIC]
+
+            # Retried, it goes to IngestEvents again (in process) and, still without an
+            # identifier, comes back under the redelivery's source, which can be retried too.
+            redelivery = f"outbox:redeliver.{IDENTITY_EVENTS_TOPIC}"
+            retried = await identity.dead_letters.RetryDeadLetters(
+                dl_pb.RetryDeadLettersRequest(all=True, request_id="retry-1"),
+                metadata=as_service("acme"))
+            assert len(retried.retried_ids) == 1
+
+            async def back() -> bool:
+                return await refused() == [redelivery]
+            await eventually(back, timeout=20)
+            await identity.dead_letters.RetryDeadLetters(
+                dl_pb.RetryDeadLettersRequest(all=True, source=redelivery, request_id="retry-2"),
+                metadata=as_service("acme"))
+            await eventually(back, timeout=20)
+            assert await stored() == [("cjo-delivery:eng-1", "email_opened"),
+                                      ("cjo-delivery:eng-3", "email_clicked")]
     finally:
         await bus.close()
         box.db.dispose()

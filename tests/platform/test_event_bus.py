@@ -28,7 +28,9 @@ from cjo_platform.bus.consumer import BusConsumer
 from cjo_platform.bus.relay import bus_sender
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.outbox import Forwarder, Later, OutboxRow, Refusal
+from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.ids import claimant_id
+from cjo_platform.rpc.dead_letters import bus_replays
 from support import eventually
 
 TOPIC = "test.events"
@@ -216,6 +218,46 @@ async def test_a_refused_message_goes_to_the_dead_letters_and_the_rest_flow(
     [letter] = box.letters("acme")
     assert (letter.source, letter.item_key, letter.payload) == (f"bus:{TOPIC}", "p0:3", bad)
     assert "INVALID_ARGUMENT" in letter.error
+    await bus.close()
+
+
+async def test_a_retried_dead_letter_reaches_the_receiver_again(prefix: str, box: Box) -> None:
+    # A message refused for good is acked (the stream no longer holds it) and kept as a dead
+    # letter; once the cause is fixed, RetryDeadLetters' replay queues it in the service's own
+    # outbox and the consumer's redelivery forwarder hands it to the same receiver.
+    bus = Bus(bus_settings(prefix, partitions=1))
+    sent = payloads(profiles=1, per_profile=4)
+    bad = sent[1]
+    await relay(bus, box, sent)
+    receiver = Receiver(refuse=frozenset({bad}))
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
+                           item_key=lambda row: row.payload.decode())
+    task = await running(consumer)
+    try:
+        await eventually(lambda: len(receiver.taken) == 3 and box.letters("acme"), timeout=20)
+    finally:
+        await stop(task)
+    replays = bus_replays(consumer)
+    redelivery = consumer.redelivery(box.outbox)
+    assert set(replays) == {consumer.name, redelivery.name}
+
+    def retry(source: str) -> None:
+        with box.db.transaction() as session:
+            letters = box.dead_letters.take(session, "acme", None, sources=[source])
+            replays[source](UnitOfWork(session, box.outbox.clock, box.outbox), letters)
+
+    # Still refused: back in the dead letters, under the redelivery's source, retried the same way.
+    retry(consumer.name)
+    assert box.letters("acme") == [] and box.queued(consumer.redelivery_topic) == 1
+    assert await redelivery.drain_once() == 1
+    [again] = box.letters("acme")
+    assert (again.source, again.item_key, again.payload) == (redelivery.name, "p0:1", bad)
+    # The cause fixed: the receiver takes it, and nothing is left anywhere.
+    receiver.refuse = frozenset()
+    retry(again.source)
+    assert await redelivery.drain_once() == 1
+    assert receiver.taken == [sent[0], sent[2], sent[3], bad]
+    assert box.letters("acme") == [] and box.queued(consumer.redelivery_topic) == 0
     await bus.close()
 
 

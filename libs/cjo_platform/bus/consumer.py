@@ -38,7 +38,7 @@ import contextlib
 import math
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,7 +55,9 @@ from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.outbox import (
     ROW_RETRY,
+    Forwarder,
     Later,
+    Outbox,
     OutboxRow,
     Refusal,
     SendBatch,
@@ -230,6 +232,26 @@ class BusConsumer:
         # The consumer's own entry in the service's grpc.health.v1 (NOT_SERVING while its
         # claims fail; see cjo_platform.rpc.server.HealthReporting).
         self.health_name = f"cjo.bus.{topic}"
+
+    @property
+    def redelivery_topic(self) -> str:
+        """The outbox topic this consumer's retried dead letters are queued under."""
+        return f"redeliver.{self.topic}"
+
+    def redelivery(self, outbox: Outbox, *, poll_interval: float = 1.0) -> Forwarder:
+        """The forwarder that hands this consumer's retried dead letters to its receiver again.
+
+        A message refused for good is written to the service's dead letters and acked, so the
+        stream no longer holds it; ``RetryDeadLetters`` (see
+        :func:`cjo_platform.rpc.dead_letters.bus_replays`) queues it in the service's own outbox
+        under :attr:`redelivery_topic`, in the transaction that removes the letter, and this
+        forwarder drains that topic into the same receiver the partitions feed (the servicer's
+        own method, in process), with the outbox's guarantees: sent until taken, a workspace's
+        letters in order, a letter refused again back in the dead letters (under this
+        forwarder's source, retried the same way). A retried message arrives after the newer
+        messages of its profile that flowed meanwhile, as a retried dead letter always does."""
+        return Forwarder(self.db, outbox, self.redelivery_topic, self.receive,
+                         item_key=self.item_key, poll_interval=poll_interval)
 
     @property
     def settings(self) -> BusSettings:
@@ -590,3 +612,11 @@ def _key(item_key: Callable[[OutboxRow], str], row: OutboxRow) -> str:
     except Exception:
         return ""
 
+
+
+def consumer_workers(consumers: Sequence[BusConsumer], outbox: Outbox,
+                     ) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+    """What a service runs in the background for its bus consumers: each consumer, and the
+    forwarder of its retried dead letters (:meth:`BusConsumer.redelivery`)."""
+    return [worker for consumer in consumers
+            for worker in (consumer.run, consumer.redelivery(outbox).run)]

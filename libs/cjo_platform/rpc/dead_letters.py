@@ -9,6 +9,7 @@ letters back where they came from in the unit of work that removes them from the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import grpc
 
@@ -43,6 +44,29 @@ def to_outbox(topic: str) -> Replay:
 def outbox_replays(*forwarders: Forwarder) -> dict[str, Replay]:
     """One replay per forwarder, under the source its dead letters carry."""
     return {forwarder.name: to_outbox(forwarder.topic) for forwarder in forwarders}
+
+
+class Redelivering(Protocol):
+    """A bus consumer, as far as its replays go (:class:`cjo_platform.bus.consumer.BusConsumer`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def redelivery_topic(self) -> str: ...
+
+
+def bus_replays(*consumers: Redelivering) -> dict[str, Replay]:
+    """The replays of bus consumers' letters: queued under each consumer's redelivery topic in
+    the service's outbox, whose forwarder (``consumer.redelivery(outbox)``, run by the service)
+    hands them to the consumer's receiver. Letters that forwarder gave up on replay the same
+    way."""
+    replays: dict[str, Replay] = {}
+    for consumer in consumers:
+        replay = to_outbox(consumer.redelivery_topic)
+        replays[consumer.name] = replay
+        replays[f"outbox:{consumer.redelivery_topic}"] = replay
+    return replays
 
 
 def dead_letter_servicer(transactions: Transactions, dead_letters: DeadLetters,
