@@ -94,6 +94,7 @@ class MetricsInterceptor(_Wrapping):
     checks and reflection are not wrapped (they would swamp the rate with probes)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.duration = meter().create_histogram(
             "rpc.server.duration", unit="s",
             description="Duration of the RPCs this service answered, by method and status code",

@@ -133,12 +133,14 @@ async def run_scenarios(kind: str, suite: object, events: int, signups: int,
                             "event")
         # One event per call, as a web backend sends them: what one call costs on its own.
         before = await profiler.sample()
+        profiler.start_spy("single")
         t0 = time.perf_counter()
         await single_event_calls(identity, auth, calls, concurrency)
         elapsed = time.perf_counter() - t0
         print(f"[{kind}] single-event calls: {calls} from {concurrency} caller(s) at once in "
               f"{elapsed:.2f}s = {calls / elapsed:,.0f} calls/s accepted", flush=True)
         after = await settle(profiler, idle_per_second)
+        await profiler.stop_spy()
         profiler.report(f"ingest (single-event calls, {concurrency} at a time, no journey)",
                         before, after, calls, "call")
 

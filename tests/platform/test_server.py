@@ -56,3 +56,66 @@ async def test_stopping_returns_and_closes_the_port(sqlite_backend: Backend) -> 
                 health_pb2.HealthCheckRequest(), timeout=1)
         assert gone.value.code() in (grpc.StatusCode.UNAVAILABLE,
                                      grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def test_each_rpc_is_traced_and_health_checks_are_not(sqlite_backend: Backend) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    app = build(settings_for("analytics", sqlite_backend), Env({}))
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        stub = pb_grpc.AnalyticsServiceStub(channel)
+        for _ in range(2):
+            await health.Check(health_pb2.HealthCheckRequest(service=""))
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.GetJourneyReport(pb.GetJourneyReportRequest(journey="x"),
+                                            metadata=as_service("ws"))
+    server_spans = [s.name for s in spans.get_finished_spans()
+                    if s.kind == trace.SpanKind.SERVER]
+    assert server_spans == ["/cjo.analytics.v1.AnalyticsService/GetJourneyReport"] * 2
+
+
+async def test_a_method_is_decorated_once_not_on_every_call() -> None:
+    from cjo_platform.rpc.interceptors import ErrorInterceptor
+
+    async def behavior(request: object, context: object) -> object:
+        return request
+
+    registered = grpc.unary_unary_rpc_method_handler(behavior)
+    other = grpc.unary_unary_rpc_method_handler(behavior)
+    interceptor = ErrorInterceptor(domain="test.cjo")
+    decorated = 0
+    decorate = interceptor.decorate
+
+    def counting(behavior: object, method: str, streaming: bool) -> object:
+        nonlocal decorated
+        decorated += 1
+        return decorate(behavior, method, streaming)  # type: ignore[arg-type]
+
+    interceptor.decorate = counting  # type: ignore[method-assign]
+
+    class Details:
+        method = "/cjo.analytics.v1.AnalyticsService/GetJourneyReport"
+
+    below = registered
+
+    async def continuation(details: object) -> grpc.RpcMethodHandler:
+        return below
+
+    first = await interceptor.intercept_service(continuation, Details())
+    again = await interceptor.intercept_service(continuation, Details())
+    assert again is first and decorated == 1
+    assert await first.unary_unary("request", None) == "request"
+    # A different handler below (a lower interceptor that wraps per call) is wrapped anew.
+    below = other
+    assert await interceptor.intercept_service(continuation, Details()) is not first
+    assert decorated == 2

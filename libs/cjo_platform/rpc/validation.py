@@ -40,7 +40,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -50,7 +50,7 @@ from google.protobuf.message import Message
 
 from cjo_platform.errors import FieldViolation, InvalidArgument
 from cjo_platform.limits import MAX_NESTING
-from cjo_platform.rpc.interceptors import PUBLIC_PREFIXES, Behavior, _rewrap, _Wrapping
+from cjo_platform.rpc.interceptors import Behavior, _Wrapping
 
 NUL = "\x00"
 NUL_RULE = "must not contain the NUL character (U+0000)"
@@ -496,15 +496,8 @@ class ValidationInterceptor(_Wrapping):
     """Runs :func:`check_request` on every request of every non-public method (see the module
     docstring), after authentication and before the servicer."""
 
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_PREFIXES):
-            return handler
-        return _rewrap(handler, self.decorate, method, _decoding)
+    # A request that does not decode reaches the check as Undecodable (INVALID_ARGUMENT).
+    decoding = staticmethod(_decoding)
 
     def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
         skip = _items_field(method)
