@@ -21,6 +21,7 @@ from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as analytics_grpc
 from cjo.analytics.v1 import fact_pb2, reports_pb2
 from cjo.common.v1 import common_pb2
+from cjo.common.v1 import dead_letter_service_pb2_grpc as dl_grpc
 from cjo.identity.v1 import event_pb2, identity_service_pb2_grpc, identity_settings_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
@@ -59,7 +60,8 @@ async def pair(backend: Backend, recorder: Recorder) -> AsyncIterator[Pair]:
         app = build_identity(settings, Env({}), clock=clock)
         async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
             yield Pair(Identity(app, clock, identity_service_pb2_grpc.IdentityServiceStub(channel),
-                                ws_grpc.WorkspaceServiceStub(channel)),
+                                ws_grpc.WorkspaceServiceStub(channel),
+                                dl_grpc.DeadLetterServiceStub(channel)),
                        analytics_grpc.AnalyticsServiceStub(analytics_channel))
 
 
