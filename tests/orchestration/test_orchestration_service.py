@@ -348,6 +348,54 @@ async def test_workspaces_are_isolated(sqlite_backend: Backend) -> None:
         assert mine.display_name == "Cart reminder"
 
 
+async def test_a_persons_enrollments_in_every_journey_in_one_listing(
+        sqlite_backend: Backend) -> None:
+    # AIP-159: parent journeys/- with a profile lists that person's enrollments across the
+    # workspace's journeys (the console's profile page: one call, not one per journey).
+    async with running(sqlite_backend) as cluster:
+        stub = cluster.orchestration
+        for workspace in ("ws-a", "ws-b"):
+            await create_content(cluster, workspace, "cart", "Hi", "<p>Hi</p>")
+        first = await published(cluster, "ws-a", send_then_exit("cart", display_name="One"))
+        second = await published(cluster, "ws-a", send_then_exit("cart", display_name="Two"))
+        other = await published(cluster, "ws-b", send_then_exit("cart", display_name="B"))
+        for workspace, event_id, profile in (("ws-a", "ev-1", "ada"), ("ws-a", "ev-2", "bob"),
+                                             ("ws-b", "ev-1", "ada")):
+            await stub.HandleEvents(pb.HandleEventsRequest(events=[
+                forwarded(event_id, profile)]), metadata=as_service(workspace))
+
+        async def entered() -> bool:
+            found = [*await enrollments(cluster, "ws-a", first),
+                     *await enrollments(cluster, "ws-a", second),
+                     *await enrollments(cluster, "ws-b", other)]
+            return len(found) == 5 and all(e.steps for e in found)
+
+        await eventually(entered)
+
+        async def listing(workspace: str, profile: str) -> list[tuple[str, str]]:
+            found: list[tuple[str, str]] = []
+            token = ""
+            while True:
+                page = await stub.ListEnrollments(pb.ListEnrollmentsRequest(
+                    parent="journeys/-", profile_id=profile, page_size=1, page_token=token),
+                    metadata=as_service(workspace))
+                found.extend((e.journey_id, e.profile_id) for e in page.enrollments)
+                assert all(e.steps for e in page.enrollments)
+                token = page.next_page_token
+                if not token:
+                    return found
+
+        assert sorted(await listing("ws-a", "ada")) == sorted([
+            (first.journey_id, "ada"), (second.journey_id, "ada")])
+        assert await listing("ws-b", "ada") == [(other.journey_id, "ada")]
+        assert await listing("ws-b", "bob") == []
+        with pytest.raises(grpc.aio.AioRpcError) as no_profile:
+            await stub.ListEnrollments(pb.ListEnrollmentsRequest(parent="journeys/-"),
+                                       metadata=as_service("ws-a"))
+        assert field_violations(rpc_status.from_call(no_profile.value)) == {
+            "profile_id": "is required with parent journeys/- (every journey)"}
+
+
 async def test_handle_events_checks_each_item_and_the_caller(sqlite_backend: Backend) -> None:
     async with running(sqlite_backend) as cluster:
         stub = cluster.orchestration

@@ -3,7 +3,6 @@ person's API key, exactly as any client of cjo would."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -19,9 +18,8 @@ from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
 from cjo_client import Client
 
 TIMEOUT = 10.0
-# At most this many ListEnrollments calls of one page view at a time: the RPC is per journey,
-# and a workspace may have thousands.
-ENROLLMENT_CONCURRENCY = 8
+# A profile page shows at most this many of the person's enrollments, the newest.
+MAX_ENROLLMENTS = 200
 
 
 class Services:
@@ -84,19 +82,21 @@ class Services:
             return bool(exc.code() != grpc.StatusCode.PERMISSION_DENIED)
         return True
 
-    async def enrollments(self, profile_id: str, journey_ids: list[str]) -> list[Any]:
-        """The person's enrollments in every journey. The RPC is per journey (orchestration has
-        no listing by profile), so the calls run ENROLLMENT_CONCURRENCY at a time."""
-        gate = asyncio.Semaphore(ENROLLMENT_CONCURRENCY)
-
-        async def one(journey_id: str) -> Any:
-            async with gate:
-                return await self._call(
-                    self.orchestration.ListEnrollments, orchestration_pb.ListEnrollmentsRequest(
-                        parent=f"journeys/{journey_id}", profile_id=profile_id, page_size=100))
-
-        replies = await asyncio.gather(*(one(j) for j in journey_ids))
-        return [e for r in replies for e in r.enrollments]
+    async def enrollments(self, profile_id: str) -> list[Any]:
+        """The person's enrollments in every journey, newest first (at most MAX_ENROLLMENTS):
+        one listing across journeys (parent ``journeys/-``), whatever their number."""
+        found: list[Any] = []
+        token = ""
+        while len(found) < MAX_ENROLLMENTS:
+            reply = await self._call(
+                self.orchestration.ListEnrollments, orchestration_pb.ListEnrollmentsRequest(
+                    parent="journeys/-", profile_id=profile_id,
+                    page_size=min(100, MAX_ENROLLMENTS - len(found)), page_token=token))
+            found.extend(reply.enrollments)
+            token = reply.next_page_token
+            if not token:
+                break
+        return found
 
     # Analytics
     async def funnel(self, journey_id: str) -> Any:

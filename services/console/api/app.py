@@ -278,7 +278,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         found = await api.profile(request.path_params["profile_id"])
         all_journeys = await api.journeys()
         names = {j.journey_id: j.display_name or j.journey_id for j in all_journeys}
-        enrollments = await api.enrollments(found.profile_id, list(names))
+        enrollments = await api.enrollments(found.profile_id)
         messages = [views.message_view(m) for m in await api.messages(found.profile_id)]
         return render(request, "profile.html", session, profile=views.profile_view(found),
                       enrollments=[views.enrollment_view(e, names) for e in enrollments],

@@ -462,12 +462,14 @@ def get(session: Session, workspace_id: str, journey_id: str, enrollment_id: str
     return _enrollment(row)
 
 
-def page(session: Session, workspace_id: str, journey_id: str, profile_id: str, size: int,
-         before: tuple[datetime, str] | None) -> list[Enrollment]:
-    """Newest first; ``before`` is the (create_time, enrollment_id) of the previous page's last."""
+def page(session: Session, workspace_id: str, journey_id: str | None, profile_id: str,
+         size: int, before: tuple[datetime, str] | None) -> list[Enrollment]:
+    """Newest first; ``before`` is the (create_time, enrollment_id) of the previous page's last.
+    ``journey_id`` ``None``: every journey (with a ``profile_id``: ``ix_enrollments_watch``)."""
     c = enrollments.c
-    query = select(enrollments).where(c.workspace_id == workspace_id,
-                                      c.journey_id == journey_id)
+    query = select(enrollments).where(c.workspace_id == workspace_id)
+    if journey_id is not None:
+        query = query.where(c.journey_id == journey_id)
     if profile_id:
         query = query.where(c.profile_id == profile_id)
     if before is not None:

@@ -23,8 +23,10 @@ from cjo_orchestration.domain import journeys as domain
 from cjo_orchestration.domain.entry import validate_forwarded_event
 from cjo_orchestration.domain.journeys import Journey
 from cjo_orchestration.domain.names import (
+    ANY_JOURNEY,
     parse_enrollment_name,
     parse_journey_name,
+    parse_journey_parent,
     parse_occurrence_name,
 )
 from cjo_orchestration.service_layer import enrollment, events, journeys, schedules
@@ -252,9 +254,12 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
 
     async def ListEnrollments(self, request: pb.ListEnrollmentsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListEnrollmentsResponse:
-        journey_id = parse_journey_name(request.parent, "parent")
+        journey_id = parse_journey_parent(request.parent)
+        if journey_id is None and not request.profile_id:
+            raise InvalidArgument.one("profile_id", f"is required with parent {ANY_JOURNEY} "
+                                                    f"(every journey)")
         size = page_size(request.page_size)
-        listing = f"{journey_id}/{request.profile_id}"
+        listing = f"{journey_id or '-'}/{request.profile_id}"
         before = _cursor(request.page_token, listing)
         workspace = current_workspace()
         page, more = await self.transactions.run(lambda uow: enrollment.list_enrollments(

@@ -30,6 +30,16 @@ def parse_journey_name(name: str, field: str = "name") -> str:
     return parts[1]
 
 
+ANY_JOURNEY = "journeys/-"
+"""The parent of a listing across every journey (AIP-159); journey ids are made by the
+service and are never "-"."""
+
+
+def parse_journey_parent(name: str, field: str = "parent") -> str | None:
+    """The journey of a listing's parent, or ``None`` for :data:`ANY_JOURNEY`."""
+    return None if name == ANY_JOURNEY else parse_journey_name(name, field)
+
+
 def parse_enrollment_name(name: str, field: str = "name") -> tuple[str, str]:
     parts = name.split("/")
     if (len(parts) != 4 or parts[0] != "journeys" or parts[2] != "enrollments"

@@ -191,13 +191,15 @@ def get_enrollment(uow: UnitOfWork, workspace_id: str, journey_id: str,
     return found, steps.get(enrollment_id, [])
 
 
-def list_enrollments(uow: UnitOfWork, workspace_id: str, journey_id: str, profile_id: str,
-                     size: int, before: tuple[datetime, str] | None,
+def list_enrollments(uow: UnitOfWork, workspace_id: str, journey_id: str | None,
+                     profile_id: str, size: int, before: tuple[datetime, str] | None,
                      ) -> tuple[list[tuple[Enrollment, list[Step]]], bool]:
-    """Up to ``size`` of a journey's enrollments (of one profile, when given), newest first,
-    before the (create_time, enrollment_id) cursor, with their steps; and whether more follow.
-    NOT_FOUND for a journey that does not exist."""
-    journey_store.get(uow.session, workspace_id, journey_id)
+    """Up to ``size`` of a journey's enrollments (of one profile, when given; ``journey_id``
+    ``None``: the profile's in every journey), newest first, before the (create_time,
+    enrollment_id) cursor, with their steps; and whether more follow. NOT_FOUND for a journey
+    that does not exist."""
+    if journey_id is not None:
+        journey_store.get(uow.session, workspace_id, journey_id)
     found = enrollment_store.page(uow.session, workspace_id, journey_id, profile_id, size + 1,
                                   before)
     page = found[:size]
