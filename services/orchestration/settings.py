@@ -19,7 +19,12 @@ class EngineSettings:
     # wakes them, and they sleep until the next timer they know of when that comes sooner).
     poll_seconds: float
     event_batch: int  # inbox events matched per transaction
-    step_batch: int  # enrollments claimed per pass
+    # Enrollments claimed per pass. A pass has a fixed cost (its claim and record
+    # transactions, one profile read and one send call per workspace, its span) of several
+    # milliseconds of CPU; 500 spreads it over five times the timers of 100 when a backlog is
+    # due (a pass claims only what is due, so a quiet journey's passes stay small). Renders go
+    # out a hundred at a time and sends by payload bytes (adapters.peers), whatever the batch.
+    step_batch: int
     # Passes a step worker runs at once. A pass mostly waits for content and delivery; with a
     # few in flight, one pass's database work overlaps the others' peer calls. Each claims its
     # own batch under its own lease. After a crash, up to step_lanes x step_batch sends are
@@ -63,7 +68,7 @@ def load_engine_settings(env: Env) -> EngineSettings:
     return EngineSettings(
         poll_seconds=poll,
         event_batch=env.int(f"{prefix}EVENT_BATCH", 500, minimum=1, maximum=5000),
-        step_batch=env.int(f"{prefix}STEP_BATCH", 100, minimum=1, maximum=MAX_BATCH_ITEMS),
+        step_batch=env.int(f"{prefix}STEP_BATCH", 500, minimum=1, maximum=MAX_BATCH_ITEMS),
         step_lanes=env.int(f"{prefix}STEP_LANES", 3, minimum=1, maximum=32),
         lease_seconds=lease,
         peer_timeout_seconds=timeout,

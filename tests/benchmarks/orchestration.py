@@ -2,7 +2,7 @@
 by one `python -m cjo_orchestration` process (timer fires -> render -> send).
 
     .venv/bin/python tests/benchmarks/orchestration.py [--sizes 10000,100000]
-                                                       [--step-batch 100] [--fake-content]
+                                                       [--step-batch N] [--fake-content]
                                                        [--database sqlite|postgresql]
                                                        [--profile] [--py-spy DIR]
 
@@ -60,6 +60,7 @@ from cjo.content.v1 import content_service_pb2 as content_pb
 from cjo.content.v1 import content_service_pb2_grpc as content_grpc
 from cjo.delivery.v1 import delivery_service_pb2_grpc as delivery_grpc
 from cjo.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from cjo_orchestration.settings import load_engine_settings
 from cjo_platform.config import Env
 from cjo_platform.logging import configure_logging
 from support import (
@@ -71,6 +72,9 @@ from support import (
     serving,
     settings_for,
 )
+
+# The service's own default (the Orchestrator helper of the tests sets 100).
+DEFAULT_STEP_BATCH = load_engine_settings(Env({})).step_batch
 
 
 @contextmanager
@@ -121,7 +125,7 @@ async def start_content(stack: AsyncExitStack, backend: object, fake: bool) -> t
     return target, "content stand-in (regex templates, in this process)"
 
 
-async def run(size: int, step_batch: int, fake_content: bool, database: str,
+async def run(size: int, step_batch: int | None, fake_content: bool, database: str,
               profile: bool = False, spy_dir: Path | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backend = new_backend(database, Path(tmp))
@@ -143,7 +147,7 @@ async def run(size: int, step_batch: int, fake_content: bool, database: str,
                        "CJO_ANALYTICS_TARGET": f"127.0.0.1:{free_port()}"}
             orchestrator = Orchestrator(
                 backend, targets, Path(tmp), "bench",
-                {"CJO_ORCHESTRATION_STEP_BATCH": str(step_batch),
+                {"CJO_ORCHESTRATION_STEP_BATCH": str(step_batch or DEFAULT_STEP_BATCH),
                  "CJO_ORCHESTRATION_LEASE_SECONDS": "60",
                  "CJO_ORCHESTRATION_PEER_TIMEOUT_SECONDS": "10",
                  "CJO_LOG_LEVEL": "info"})
@@ -182,7 +186,8 @@ async def run(size: int, step_batch: int, fake_content: bool, database: str,
               f"({elapsed:.1f} s incl. process start; {size / drained:,.0f}/s from the first "
               f"send; seeded in {seeded:.1f} s), "
               f"orchestrator peak RSS {peak:.0f} MiB, duplicate send attempts {duplicates}, "
-              f"step batch {step_batch}; {database}; {content_kind}, sink delivery; "
+              f"step batch {step_batch or DEFAULT_STEP_BATCH}; {database}; {content_kind}, "
+              f"sink delivery; "
               f"profile reads {reads.get('reads', 0):,} ({identity.calls:,} calls): "
               f"p50 {reads.get('p50_ms', float('nan'))} ms, "
               f"p90 {reads.get('p90_ms', float('nan'))} ms per round")
@@ -218,7 +223,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", nargs="+", default=["10000,100000"],
                         help="e.g. --sizes 10000 100000, or --sizes 10000,100000")
-    parser.add_argument("--step-batch", type=int, default=100)
+    parser.add_argument("--step-batch", type=int, default=None,
+                        help="CJO_ORCHESTRATION_STEP_BATCH (default: the service's, 500)")
     parser.add_argument("--fake-content", action="store_true")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--profile", action="store_true",

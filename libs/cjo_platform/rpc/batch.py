@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 from google.protobuf.message import Message
 
 from cjo_platform.errors import CjoError, InvalidArgument
-from cjo_platform.limits import MAX_BATCH_ITEMS, check_batch
+from cjo_platform.limits import MAX_BATCH_ITEMS, MAX_CALL_PAYLOAD_BYTES, check_batch
 from cjo_platform.rpc.status import OK, to_status_proto
 from cjo_platform.rpc.validation import check_item
 
@@ -141,20 +141,38 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def chunks(items: Sequence[Item], size: int = MAX_BATCH_ITEMS) -> list[Sequence[Item]]:
-    """``items`` in order, in slices of at most ``size`` (a peer's batch limit)."""
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def chunks(items: Sequence[Item], size: int = MAX_BATCH_ITEMS, *,
+           weight: Callable[[Item], int] | None = None,
+           max_bytes: int = MAX_CALL_PAYLOAD_BYTES) -> list[Sequence[Item]]:
+    """``items`` in order, in slices of at most ``size`` (a peer's batch limit) and, with
+    ``weight`` (an item's encoded bytes), of at most ``max_bytes`` (one item larger than that
+    goes alone): a batch of large items (rendered emails) is never refused for its size."""
+    if weight is None:
+        return [items[i:i + size] for i in range(0, len(items), size)]
+    sliced: list[Sequence[Item]] = []
+    start, carried = 0, 0
+    for i, item in enumerate(items):
+        bytes_ = weight(item)
+        if i > start and (i - start >= size or carried + bytes_ > max_bytes):
+            sliced.append(items[start:i])
+            start, carried = i, 0
+        carried += bytes_
+    if start < len(items):
+        sliced.append(items[start:])
+    return sliced
 
 
 async def call_in_chunks(items: Sequence[Item],
                          call: Callable[[Sequence[Item]], Awaitable[Sequence[Outcome]]],
-                         *, size: int = MAX_BATCH_ITEMS) -> list[Outcome]:
-    """One outcome per item, from one ``call`` per chunk of at most ``size`` items (in order).
+                         *, size: int = MAX_BATCH_ITEMS,
+                         weight: Callable[[Item], int] | None = None) -> list[Outcome]:
+    """One outcome per item, from one ``call`` per chunk of at most ``size`` items (in order;
+    with ``weight``, also of at most :data:`MAX_CALL_PAYLOAD_BYTES`, see :func:`chunks`).
 
     ``call`` answers each item of its chunk; a failure it cannot pin on an item (the whole RPC
     failed, or it answered the wrong number of results) it turns into outcomes of its own."""
     outcomes: list[Outcome] = []
-    for chunk in chunks(items, size):
+    for chunk in chunks(items, size, weight=weight):
         answered = await call(chunk)
         if len(answered) != len(chunk):
             raise ValueError(f"a chunk of {len(chunk)} items got {len(answered)} outcomes")

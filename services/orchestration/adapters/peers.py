@@ -44,6 +44,7 @@ from cjo_orchestration.domain.orders import (
 from cjo_platform.config import ServiceSettings
 from cjo_platform.errors import FailedPrecondition
 from cjo_platform.errors import Unavailable as PeerUnavailable
+from cjo_platform.limits import MAX_BATCH_ITEMS
 from cjo_platform.logging import get_logger
 from cjo_platform.profiles import view_from_proto
 from cjo_platform.protobuf import dict_to_struct, from_timestamp, to_timestamp
@@ -147,6 +148,21 @@ RenderOutcome: TypeAlias = Message | Rejected | Deferred
 Metadata: TypeAlias = tuple[tuple[str, str], ...]
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
+
+
+# Renders per BatchRenderContent call. The answer carries every rendered message, whose size
+# is known only once rendered: a step round's batch (up to 1,000) is rendered a hundred at a
+# time, so an answer stays well inside a call's limit even for rendered emails of 300 KB.
+RENDER_CHUNK = 100
+# A send's bytes besides its rendered content (keys, ids, address, topic), a generous bound.
+SEND_ITEM_OVERHEAD = 512
+
+
+def _send_bytes(item: SendItem) -> int:
+    """About what ``item`` adds to a BatchSendMessages request: its rendered content (known
+    once rendered) plus the rest."""
+    size: int = item.content.ByteSize() if item.content is not None else 0
+    return size + SEND_ITEM_OVERHEAD
 
 
 def _item_failure(peer: str, status: status_pb2.Status) -> Rejected | Deferred:
@@ -301,8 +317,11 @@ class Peers(Decisioning):
                          call: Callable[[Sequence[Item], Metadata], Awaitable[Any]],
                          answer: Callable[[Any], Outcome],
                          failure: Callable[[str, status_pb2.Status], Outcome | Rejected | Deferred]
-                         = _item_failure) -> list[Outcome | Rejected | Deferred]:
-        """One batch call per chunk of ``items``; each result with an OK status becomes
+                         = _item_failure, *, size: int = MAX_BATCH_ITEMS,
+                         weight: Callable[[Item], int] | None = None,
+                         ) -> list[Outcome | Rejected | Deferred]:
+        """One batch call per chunk of ``items`` (at most ``size`` items, and with ``weight``
+        at most a call's payload bytes: ``call_in_chunks``); each result with an OK status becomes
         ``answer(result)``, any other its Rejected or Deferred. A failure that names no item
         (the whole call failed, or it answered the wrong number of results) defers every item
         of its chunk."""
@@ -332,7 +351,7 @@ class Peers(Decisioning):
             middle = len(chunk) // 2
             return [*await chunk_outcomes(chunk[:middle]), *await chunk_outcomes(chunk[middle:])]
 
-        return await call_in_chunks(items, chunk_outcomes)
+        return await call_in_chunks(items, chunk_outcomes, size=size, weight=weight)
 
     async def render(self, workspace_id: str, items: Sequence[RenderItem]) -> list[RenderOutcome]:
         stub = stubs.content(channel(self.settings.peer("content")))
@@ -351,7 +370,7 @@ class Peers(Decisioning):
                 metadata=metadata, timeout=self.timeout)
 
         return await self._in_chunks("content", workspace_id, items, call,
-                                     lambda result: result.message)
+                                     lambda result: result.message, size=RENDER_CHUNK)
 
     async def profiles(self, workspace_id: str, profile_ids: Sequence[str]
                        ) -> list[LiveProfile | ProfileGone | Rejected | Deferred]:
@@ -418,7 +437,8 @@ class Peers(Decisioning):
                 metadata=metadata, timeout=self.timeout)
 
         return [*await self._in_chunks("delivery", workspace_id, items, call,
-                                       lambda result: Sent(result.message.message_id))]
+                                       lambda result: Sent(result.message.message_id),
+                                       weight=_send_bytes)]
 
 
 class DecisioningCatalog:
