@@ -135,8 +135,10 @@ async def test_lines_starting_with_a_dot_arrive_intact() -> None:
 
 
 @asynccontextmanager
-async def pipelining_only_server(received: list[bytes]) -> AsyncIterator[int]:
-    """Offers PIPELINING and answers MAIL FROM, RCPT TO and DATA only once all three came."""
+async def pipelining_only_server(received: list[bytes], pause: float = 0.0
+                                 ) -> AsyncIterator[int]:
+    """Offers PIPELINING and answers MAIL FROM, RCPT TO and DATA only once all three came
+    (``pause`` seconds before each of those three replies)."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 strict ESMTP\r\n")
         while line := await reader.readline():
@@ -146,7 +148,9 @@ async def pipelining_only_server(received: list[bytes]) -> AsyncIterator[int]:
             elif verb == b"MAIL":
                 rcpt, data = await reader.readline(), await reader.readline()
                 assert rcpt.upper().startswith(b"RCPT") and data.upper() == b"DATA\r\n"
-                writer.write(b"250 ok\r\n250 ok\r\n354 go on\r\n")
+                for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go on\r\n"):
+                    await asyncio.sleep(pause)
+                    writer.write(reply)
                 message = b""
                 while (chunk := await reader.readline()) != b".\r\n":
                     message += chunk
@@ -173,6 +177,18 @@ async def test_commands_are_pipelined_where_the_server_offers_it() -> None:
         await smtp.close()
     assert ids == [f"<m{n}@cjo>" for n in range(5)]
     assert len(received) == 5 and all(b"Message-ID: <m" in m for m in received)
+
+
+async def test_the_replies_of_one_pipelined_round_trip_share_one_timeout() -> None:
+    received: list[bytes] = []
+    # Each reply comes within the timeout (3 s) of the one before; all three take 4.5 s.
+    async with pipelining_only_server(received, pause=1.5) as port:
+        smtp = provider(port)
+        with pytest.raises(ProviderError) as timed_out:
+            await smtp.send_email(email(1))
+        await smtp.close()
+    assert timed_out.value.transient and timed_out.value.message.endswith("timed out")
+    assert received == []
 
 
 

@@ -126,7 +126,8 @@ def classify(exc: BaseException, where: str) -> ProviderError:
 
 
 class _Connection:
-    """One SMTP session. Every reply is awaited at most ``timeout`` seconds (TimeoutError)."""
+    """One SMTP session. Every reply is awaited at most ``timeout`` seconds (TimeoutError); the
+    three replies to a pipelined MAIL FROM, RCPT TO and DATA, one round trip, together."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  timeout: float) -> None:
@@ -167,16 +168,24 @@ class _Connection:
 
     async def reply(self) -> tuple[int, bytes]:
         """One reply, all of its lines: the code and the text (lines joined by newlines)."""
-        lines: list[bytes] = []
         async with asyncio.timeout(self.timeout):
-            while True:
-                line = await self.reader.readline()
-                if not line:
-                    self.close()
-                    raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
-                lines.append(line[4:].rstrip(b"\r\n"))
-                if line[3:4] != b"-":
-                    break
+            return await self._reply()
+
+    async def replies(self, count: int) -> list[tuple[int, bytes]]:
+        """The replies to ``count`` pipelined commands: one round trip, so one timeout."""
+        async with asyncio.timeout(self.timeout):
+            return [await self._reply() for _ in range(count)]
+
+    async def _reply(self) -> tuple[int, bytes]:
+        lines: list[bytes] = []
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+            lines.append(line[4:].rstrip(b"\r\n"))
+            if line[3:4] != b"-":
+                break
         try:
             code = int(line[:3])
         except ValueError:
@@ -255,7 +264,7 @@ class _Connection:
         rcpt = f"RCPT TO:<{to}>".encode()
         if "pipelining" in self.extensions:
             self.writer.write(b"%s\r\n%s\r\nDATA\r\n" % (mail, rcpt))
-            replies = [await self.reply(), await self.reply(), await self.reply()]
+            replies = await self.replies(3)
         else:
             replies = [await self.command(mail)]
             if replies[0][0] == 250:

@@ -86,7 +86,8 @@ class SharedBreakers:
     async def allow(self, route: Route, now: datetime) -> bool:
         """Whether ``route`` may be called now; claims a half-open breaker's one trial (among
         every replica). When it answers False the copy is shut at ``now``."""
-        await self.refresh([route], now)
+        if self.stale(route, now):  # a fresh copy (the usual case) needs no read, no await
+            await self.refresh([route], now)
         breaker = route.breaker
         state = breaker.state(now)
         if state == "closed":
