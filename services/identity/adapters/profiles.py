@@ -12,6 +12,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -29,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from cjo_identity.adapters.tables import (
     edges,
@@ -81,7 +83,7 @@ def _owner(row: AnyRow) -> Owner:
 
 
 def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
-                         wanted: set[Identifier], columns: Sequence[str]) -> list[AnyRow]:
+                         wanted: set[Identifier], columns: tuple[str, ...]) -> list[AnyRow]:
     """Rows of ``table`` (keyed by workspace_id, type, value) for the wanted identifiers, each
     found by one probe of the primary key, so the cost follows the batch, not the workspace.
 
@@ -90,35 +92,50 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
     are missing or stale (a young or fast-growing table, autovacuum behind): each batch then
     cost more as the workspace grew. SQLite gets one statement per type; PostgreSQL a lateral
     join over the (type, value) arrays, whose OFFSET 0 keeps the planner from flattening it
-    into a hash join over the workspace."""
+    into a hash join over the workspace. Both statements are built once (see
+    :func:`_identifier_lookup`)."""
     found: list[AnyRow] = []
-    if session.get_bind().dialect.name == "postgresql":
-        picked = ", ".join(f"t.{c}" for c in columns)
-        query = text(
-            f"SELECT x.* FROM unnest(CAST(:types AS text[]), CAST(:values AS text[])) "
-            f"AS k(type, value) CROSS JOIN LATERAL (SELECT {picked} FROM {table.name} AS t "
-            f"WHERE t.workspace_id = :workspace_id AND t.type = k.type AND t.value = k.value "
-            f"OFFSET 0) AS x").bindparams(bindparam("types", type_=ARRAY(String)),
-                                          bindparam("values", type_=ARRAY(String)))
+    dialect = session.get_bind().dialect.name
+    lookup = _identifier_lookup(dialect, table, columns)
+    if dialect == "postgresql":
         for chunk in chunks(sorted(wanted), IN_LIST_KEYS):
-            found.extend(session.execute(query, {
+            found.extend(session.execute(lookup, {
                 "workspace_id": workspace_id, "types": [i.type for i in chunk],
                 "values": [i.value for i in chunk]}))
         return found
     by_type: dict[str, list[str]] = defaultdict(list)
     for identifier in wanted:
         by_type[identifier.type].append(identifier.value)
+    for kind, values in sorted(by_type.items()):
+        for some in chunks(sorted(values), IN_LIST_KEYS):
+            found.extend(session.execute(lookup, {"workspace_id": workspace_id, "type": kind,
+                                                  "values": json.dumps(some)}))
+    return found
+
+
+@cache
+def _identifier_lookup(dialect: str, table: Table, columns: tuple[str, ...]
+                       ) -> Executable:
+    """The statement of :func:`_keyed_by_identifier`, built once per table and dialect: every
+    value is a bound parameter, so each execution finds its compiled form by a cache key
+    computed once, instead of building a new statement (and its key) per batch, which cost
+    more than the look-up itself for a batch of a few events."""
+    if dialect == "postgresql":
+        picked = ", ".join(f"t.{c}" for c in columns)
+        return text(
+            f"SELECT x.* FROM unnest(CAST(:types AS text[]), CAST(:values AS text[])) "
+            f"AS k(type, value) CROSS JOIN LATERAL (SELECT {picked} FROM {table.name} AS t "
+            f"WHERE t.workspace_id = :workspace_id AND t.type = k.type AND t.value = k.value "
+            f"OFFSET 0) AS x").bindparams(bindparam("types", type_=ARRAY(String)),
+                                          bindparam("values", type_=ARRAY(String)))
     # The values as one JSON array parameter, not an IN list of one parameter each: the
     # statement is then the same for any batch (compiled once, not expanded per value, which
     # cost more than the lookup itself), and SQLite still probes the primary key per value.
-    listed = func.json_each(bindparam("values")).table_valued("value")
-    lookup = (select(*(table.c[c] for c in columns))
-              .where(table.c.workspace_id == workspace_id, table.c.type == bindparam("type"),
-                     table.c.value.in_(select(listed.c.value))))
-    for kind, values in sorted(by_type.items()):
-        for some in chunks(sorted(values), IN_LIST_KEYS):
-            found.extend(session.execute(lookup, {"type": kind, "values": json.dumps(some)}))
-    return found
+    listed = func.json_each(bindparam("values", type_=String)).table_valued("value")
+    return (select(*(table.c[c] for c in columns))
+            .where(table.c.workspace_id == bindparam("workspace_id", type_=String),
+                   table.c.type == bindparam("type", type_=String),
+                   table.c.value.in_(select(listed.c.value))))
 
 
 def owners(session: Session, workspace_id: str, wanted: set[Identifier]
