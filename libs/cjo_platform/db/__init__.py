@@ -1,8 +1,17 @@
 """SQLAlchemy 2 set-up shared by every service: engine, unit of work, migrations, outbox."""
 
 from cjo_platform.db.bulk import bulk_insert
-from cjo_platform.db.engine import Database, insert_ignore, keys_in, one_of, upsert, utc
+from cjo_platform.db.engine import (
+    Database,
+    insert_ignore,
+    keys_in,
+    keys_param,
+    one_of,
+    one_of_keys,
+    upsert,
+    utc,
+)
 from cjo_platform.db.types import UtcDateTime
 
-__all__ = ["Database", "UtcDateTime", "bulk_insert", "insert_ignore", "keys_in", "one_of",
-           "upsert", "utc"]
+__all__ = ["Database", "UtcDateTime", "bulk_insert", "insert_ignore", "keys_in", "keys_param",
+           "one_of", "one_of_keys", "upsert", "utc"]

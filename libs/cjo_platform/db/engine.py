@@ -232,6 +232,26 @@ def one_of(session: Session, column: ColumnElement[Any],
     return column.in_(select(listed.c.value))
 
 
+def one_of_keys(dialect: str, column: ColumnElement[Any], name: str = "keys"
+                ) -> ColumnElement[bool]:
+    """:func:`one_of` for a statement built once and run many times: the values come at
+    execution as the parameter ``name``, encoded by :func:`keys_param`. A statement built per
+    batch pays SQLAlchemy's construction and cache-key cost every time, which for a batch of a
+    few items costs more than the look-up itself; one built once (``functools.cache`` per
+    dialect) finds its compiled form at once. Always the array (PostgreSQL) or the JSON array
+    (SQLite), even for one value."""
+    if dialect == "postgresql":
+        element = BigInteger() if isinstance(column.type, Integer) else String()
+        return column == any_(bindparam(name, type_=ARRAY(element)))
+    listed = func.json_each(bindparam(name, type_=String)).table_valued("value")
+    return column.in_(select(listed.c.value))
+
+
+def keys_param(dialect: str, values: Sequence[Any]) -> Any:
+    """The values of a :func:`one_of_keys` parameter."""
+    return list(values) if dialect == "postgresql" else json.dumps(list(values))
+
+
 def keys_in(session: Session, columns: Sequence[ColumnElement[Any]],
             keys: Iterable[tuple[Any, ...]]) -> ColumnElement[bool]:
     """Rows whose ``columns`` equal one of ``keys`` (one value per column; the last a string),

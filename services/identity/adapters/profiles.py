@@ -53,7 +53,7 @@ from cjo_identity.domain.ingest import (
     StoredRef,
 )
 from cjo_identity.domain.profiles import MergeRecord, Profile
-from cjo_platform.db import bulk_insert, insert_ignore, one_of
+from cjo_platform.db import bulk_insert, insert_ignore, keys_param, one_of, one_of_keys
 from cjo_platform.rpc.batch import chunks
 
 # A result row of any number of columns.
@@ -68,14 +68,37 @@ IN_LIST_KEYS = 5000
 def earlier_outcomes(session: Session, workspace_id: str,
                      message_ids: set[str]) -> dict[str, Outcome]:
     found: dict[str, Outcome] = {}
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(message_ids), IN_LIST_KEYS):
-        rows = session.execute(
-            select(events.c.message_id, events.c.event_id, events.c.profile_id)
-            .where(events.c.workspace_id == workspace_id,
-                   one_of(session, events.c.message_id, chunk)))
+        rows = session.execute(_earlier_outcomes(dialect), {
+            "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)})
         found.update({r.message_id: Outcome(r.event_id, r.profile_id, duplicate=True)
                       for r in rows})
     return found
+
+
+# Statements of every ingest batch, built once per dialect (see one_of_keys).
+
+@cache
+def _earlier_outcomes(dialect: str) -> Executable:
+    return (select(events.c.message_id, events.c.event_id, events.c.profile_id)
+            .where(events.c.workspace_id == bindparam("workspace_id", type_=String),
+                   one_of_keys(dialect, events.c.message_id)))
+
+
+@cache
+def _edges_by_key(dialect: str) -> Executable:
+    return select(edges).where(edges.c.workspace_id == bindparam("workspace_id", type_=String),
+                               one_of_keys(dialect, edges.c.edge_key))
+
+
+@cache
+def _golden_for_update(dialect: str) -> Executable:
+    return (select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+                   profiles.c.consents, profiles.c.computed)
+            .where(profiles.c.workspace_id == bindparam("workspace_id", type_=String),
+                   one_of_keys(dialect, profiles.c.profile_id))
+            .order_by(profiles.c.profile_id).with_for_update())
 
 
 def _owner(row: AnyRow) -> Owner:
@@ -154,9 +177,10 @@ def _edge(row: AnyRow) -> Edge:
 def edges_by_key(session: Session, workspace_id: str, keys: set[str]
                  ) -> dict[str, tuple[Edge, str]]:
     found: dict[str, tuple[Edge, str]] = {}
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(keys), IN_LIST_KEYS):
-        rows = session.execute(select(edges).where(
-            edges.c.workspace_id == workspace_id, one_of(session, edges.c.edge_key, chunk)))
+        rows = session.execute(_edges_by_key(dialect), {
+            "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)})
         found.update({r.edge_key: (_edge(r), r.cluster_id) for r in rows})
     return found
 
@@ -191,13 +215,10 @@ def golden_for_update(session: Session, workspace_id: str, profile_ids: set[str]
     order so that concurrent batches neither lose each other's updates nor deadlock."""
     held: dict[str, Golden] = {}
     computed: dict[str, dict[str, Any]] = {}
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(profile_ids), IN_LIST_KEYS):
-        rows = session.execute(
-            select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
-                   profiles.c.consents, profiles.c.computed)
-            .where(profiles.c.workspace_id == workspace_id,
-                   one_of(session, profiles.c.profile_id, chunk))
-            .order_by(profiles.c.profile_id).with_for_update())
+        rows = session.execute(_golden_for_update(dialect), {
+            "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)})
         for r in rows:
             held[r.profile_id] = _load_golden(r)
             computed[r.profile_id] = dict(r.computed or {})

@@ -9,10 +9,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy import String, bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from cjo_identity.adapters import backfills
 from cjo_identity.adapters.profiles import IN_LIST_KEYS
@@ -36,7 +38,7 @@ from cjo_identity.domain.segments import (
 )
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.cel import Expression
-from cjo_platform.db import UtcDateTime, bulk_insert, one_of
+from cjo_platform.db import UtcDateTime, bulk_insert, keys_param, one_of, one_of_keys
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.rpc.batch import chunks
 
@@ -62,10 +64,15 @@ def _segment(row: Any) -> Segment:
 
 def load_segments(session: Session, workspace_id: str) -> list[Segment]:
     """The segments to evaluate: the active ones."""
-    rows = session.execute(select(segments).where(
-        segments.c.workspace_id == workspace_id,
-        segments.c.state == SegmentState.ACTIVE.value).order_by(segments.c.segment_id))
+    rows = session.execute(_ACTIVE_SEGMENTS, {"workspace_id": workspace_id})
     return [_segment(r) for r in rows]
+
+
+# Read by every ingest batch: built once.
+_ACTIVE_SEGMENTS = (select(segments)
+                    .where(segments.c.workspace_id == bindparam("workspace_id", type_=String),
+                           segments.c.state == SegmentState.ACTIVE.value)
+                    .order_by(segments.c.segment_id))
 
 
 def count_segments(session: Session, workspace_id: str) -> int:
@@ -228,13 +235,36 @@ def remove_members(session: Session, workspace_id: str, segment_id: str,
 def memberships(session: Session, workspace_id: str, profile_ids: Iterable[str]
                 ) -> dict[str, set[str]]:
     found: dict[str, set[str]] = defaultdict(set)
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
-        for row in session.execute(
-                select(segment_members.c.profile_id, segment_members.c.segment_id)
-                .where(segment_members.c.workspace_id == workspace_id,
-                       one_of(session, segment_members.c.profile_id, chunk))):
+        for row in session.execute(_memberships(dialect), {
+                "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)}):
             found[row.profile_id].add(row.segment_id)
     return found
+
+
+# Statements of every ingest batch, built once per dialect (see one_of_keys).
+
+@cache
+def _memberships(dialect: str) -> Executable:
+    return (select(segment_members.c.profile_id, segment_members.c.segment_id)
+            .where(segment_members.c.workspace_id == bindparam("workspace_id", type_=String),
+                   one_of_keys(dialect, segment_members.c.profile_id)))
+
+
+@cache
+def _linked_identifiers(dialect: str) -> Executable:
+    return (select(identifiers.c.profile_id, identifiers.c.type, identifiers.c.value)
+            .where(identifiers.c.workspace_id == bindparam("workspace_id", type_=String),
+                   one_of_keys(dialect, identifiers.c.profile_id))
+            .order_by(identifiers.c.create_time, identifiers.c.type, identifiers.c.value))
+
+
+@cache
+def _computed_traits(dialect: str) -> Executable:
+    return (select(profiles.c.profile_id, profiles.c.computed)
+            .where(profiles.c.workspace_id == bindparam("workspace_id", type_=String),
+                   one_of_keys(dialect, profiles.c.profile_id)))
 
 
 def profile_states(session: Session, workspace_id: str, profile_ids: Iterable[str]
@@ -246,17 +276,12 @@ def profile_states(session: Session, workspace_id: str, profile_ids: Iterable[st
     member_of = memberships(session, workspace_id, ids)
     linked: dict[str, list[tuple[str, str]]] = {}
     found: dict[str, tuple[dict[str, Any], list[str], list[tuple[str, str]]]] = {}
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(ids, IN_LIST_KEYS):
-        for row in session.execute(
-                select(identifiers.c.profile_id, identifiers.c.type, identifiers.c.value)
-                .where(identifiers.c.workspace_id == workspace_id,
-                       one_of(session, identifiers.c.profile_id, chunk))
-                .order_by(identifiers.c.create_time, identifiers.c.type, identifiers.c.value)):
+        keys = {"workspace_id": workspace_id, "keys": keys_param(dialect, chunk)}
+        for row in session.execute(_linked_identifiers(dialect), keys):
             linked.setdefault(row.profile_id, []).append((row.type, row.value))
-        for held in session.execute(
-                select(profiles.c.profile_id, profiles.c.computed)
-                .where(profiles.c.workspace_id == workspace_id,
-                       one_of(session, profiles.c.profile_id, chunk))):
+        for held in session.execute(_computed_traits(dialect), keys):
             found[held.profile_id] = (dict(held.computed or {}),
                                       sorted(member_of.get(held.profile_id, ())),
                                       linked.get(held.profile_id, []))
