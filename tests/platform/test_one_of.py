@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, event, insert, select
 
 from cjo_platform.db import Database
-from cjo_platform.db.engine import JSON_LIST_VALUES, one_of
+from cjo_platform.db.engine import JSON_LIST_VALUES, keys_param, one_of, one_of_keys
 from support import Backend
 
 metadata = MetaData()
@@ -66,3 +66,19 @@ def test_a_long_list_is_one_parameter_of_one_statement(db: Database) -> None:
     (short, short_parameters), (long, long_parameters) = sent
     assert short == long
     assert len(short_parameters) == len(long_parameters) == 1
+
+
+def test_a_statement_built_once_finds_each_runs_keys(db: Database) -> None:
+    with db.transaction() as session:
+        dialect = session.get_bind().dialect.name
+        by_id = select(items.c.id).where(one_of_keys(dialect, items.c.id)).order_by(items.c.id)
+        by_name = (select(items.c.id).where(one_of_keys(dialect, items.c.name, "names"))
+                   .order_by(items.c.id))
+        for size in (0, 1, JSON_LIST_VALUES, 2000):
+            wanted = list(range(1, 2 * size, 2))
+            names = [f"n{n}" for n in wanted] + ["absent", "n1'; --", "ü"]
+            expected = [n for n in wanted if n < ROWS]
+            assert session.scalars(by_id, {"keys": keys_param(dialect, wanted)}).all() \
+                == expected
+            assert session.scalars(by_name, {"names": keys_param(dialect, names)}).all() \
+                == expected
