@@ -71,10 +71,10 @@ def failing_record(monkeypatch: pytest.MonkeyPatch, fails: Any) -> None:
     real = steps.record
 
     def record(uow: Any, token: str, transitions: Sequence[Any],
-               events_waiting: Any = None) -> int:
+               events_waiting: Any = None, **options: Any) -> int:
         if (error := fails(transitions)) is not None:
             raise error
-        return real(uow, token, transitions, events_waiting)
+        return real(uow, token, transitions, events_waiting, **options)
 
     monkeypatch.setattr(steps, "record", record)
 
@@ -117,3 +117,51 @@ async def test_an_outcome_that_cannot_be_stored_fails_only_its_enrollment(
     await StepRound(tx, RecordingPeers("ada", "bob"), SETTINGS).run()
     assert states(tx) == {"ada": EnrollmentState.FAILED.value,
                           "bob": EnrollmentState.COMPLETED.value}
+
+
+def leases(tx: Transactions) -> dict[str, str | None]:
+    return {r.profile_id: r.lease_token for r in tx.run_sync(lambda uow: uow.session.execute(
+        select(enrollments.c.profile_id, enrollments.c.lease_token)).all())}
+
+
+async def test_a_round_recorded_well_inside_its_leases_does_not_read_them_again(
+        tx: Transactions, monkeypatch: pytest.MonkeyPatch) -> None:
+    checks: list[int] = []
+    real = steps.enrollment_store.still_leased
+
+    def still_leased(session: Any, token: str, keys: Any) -> Any:
+        checks.append(len(keys))
+        return real(session, token, keys)
+
+    monkeypatch.setattr(steps.enrollment_store, "still_leased", still_leased)
+    await StepRound(tx, RecordingPeers("ada", "bob"), SETTINGS).run()
+    assert states(tx) == {"ada": EnrollmentState.COMPLETED.value,
+                          "bob": EnrollmentState.COMPLETED.value}
+    assert checks == []  # nobody can have taken a lease over yet: not read again
+    assert leases(tx) == {"ada": None, "bob": None}
+
+
+class SlowPeers(RecordingPeers):
+    """The send takes so long (the clock moves on during it) that the leases run out, and
+    another worker claims the enrollments before this round records."""
+
+    def __init__(self, tx: Transactions, clock: ManualClock, *profile_ids: str) -> None:
+        super().__init__(*profile_ids)
+        self.tx, self.clock = tx, clock
+
+    async def send(self, workspace_id: str, items: Sequence[Any]) -> list[Any]:
+        answers = await super().send(workspace_id, items)
+        self.clock.advance(timedelta(seconds=SETTINGS.lease_seconds + 1))
+        taken = self.tx.run_sync(lambda uow: steps.claim_due(uow, SETTINGS.lease_seconds,
+                                                             "other-worker", 10))
+        assert len(taken) == len(items)
+        return answers
+
+
+async def test_a_round_whose_leases_ran_out_leaves_its_enrollments_to_their_new_holder(
+        tx: Transactions, clock: ManualClock) -> None:
+    peers = SlowPeers(tx, clock, "ada", "bob")
+    await StepRound(tx, peers, SETTINGS).run()
+    # Nothing of the late round was written: the new holder runs the step and records it.
+    assert states(tx) == {"ada": "active", "bob": "active"}
+    assert leases(tx) == {"ada": "other-worker", "bob": "other-worker"}
