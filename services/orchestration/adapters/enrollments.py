@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from types import MappingProxyType
 from typing import Any
 
@@ -42,7 +43,7 @@ from cjo_orchestration.domain.lifecycle import (
     merged_profile_id,
     resolve_profile,
 )
-from cjo_platform.db import bulk_insert, insert_ignore, keys_in, one_of
+from cjo_platform.db import bulk_insert, insert_ignore, keys_in, keys_param, one_of, one_of_keys
 from cjo_platform.errors import NotFound
 
 # Keys are matched as ``a = ? AND b IN (...)``, never as a row-value IN (a whole-table scan on
@@ -166,14 +167,10 @@ def events_pending(session: Session, profiles: Iterable[tuple[str, str]]) -> boo
     """Whether an event of any of these (workspace, profile) pairs waits in the inbox: the
     event round defers a profile's events while a step worker holds one of its enrollments,
     so the step that hands them back knows to wake it (ix_inbox_pending_profile)."""
-    wanted = sorted(set(profiles))
-    if not wanted:
-        return False
-    c = inbox.c
-    return session.execute(
-        select(c.seq).where(not_(c.processed),
-                            _keys_in(session, (c.workspace_id, c.profile_id), wanted))
-        .limit(1)).first() is not None
+    dialect = session.get_bind().dialect.name
+    return any(session.execute(_pending_statement(dialect), {
+        "ws": workspace_id, "ids": keys_param(dialect, ids)}).first() is not None
+        for workspace_id, ids in _by_workspace(profiles))
 
 
 def record_failure(session: Session, seq: int, error: str, retry_at: datetime) -> int | None:
@@ -366,16 +363,42 @@ def claim_due(session: Session, now: datetime, until: datetime, token: str,
     writer anyway). The lease outlives this transaction, so the peer calls that follow happen
     without holding row locks, and a crashed worker's batch is taken over once it expires.
     """
-    c = enrollments.c
     rows = session.execute(_CLAIM_DUE, {"now": now, "limit": limit}).all()
     if not rows:
         return []
-    session.execute(
-        update(enrollments)
-        .where(_keys_in(session, (c.workspace_id, c.enrollment_id),
-                        [(r.workspace_id, r.enrollment_id) for r in rows]))
-        .values(lease_until=until, lease_token=token))
+    dialect = session.get_bind().dialect.name
+    for workspace_id, ids in _by_workspace((r.workspace_id, r.enrollment_id) for r in rows):
+        session.execute(_lease_statement(dialect), {
+            "ws": workspace_id, "ids": keys_param(dialect, ids), "until": until,
+            "token": token})
     return [_enrollment(r, _NOT_READ) for r in rows]
+
+
+def _by_workspace(keys: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """(workspace, ids) keys grouped by workspace (a round's usually hold one), ids sorted."""
+    grouped: dict[str, set[str]] = defaultdict(set)
+    for workspace_id, key in keys:
+        grouped[workspace_id].add(key)
+    return [(w, sorted(ids)) for w, ids in sorted(grouped.items())]
+
+
+@cache
+def _lease_statement(dialect: str) -> Any:
+    """Lease a workspace's claimed enrollments (the ids as one parameter), built once."""
+    c = enrollments.c
+    return (update(enrollments)
+            .where(c.workspace_id == bindparam("ws"), one_of_keys(dialect, c.enrollment_id, "ids"))
+            .values(lease_until=bindparam("until"), lease_token=bindparam("token")))
+
+
+@cache
+def _pending_statement(dialect: str) -> Any:
+    """Whether an event of a workspace's profiles (one parameter) waits in the inbox."""
+    c = inbox.c
+    return (select(c.seq)
+            .where(not_(c.processed), c.workspace_id == bindparam("ws"),
+                   one_of_keys(dialect, c.profile_id, "ids"))
+            .limit(1))
 
 
 def next_due(session: Session, now: datetime) -> datetime | None:
