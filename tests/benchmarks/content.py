@@ -1,7 +1,7 @@
 """Content benchmark: render a realistic order-shipped email for many profiles through
 BatchRenderContent (1,000 renders per call) against an in-process content server.
 
-    .venv/bin/python tests/benchmarks/content.py [--profiles 100000] [--in-flight 1]
+    .venv/bin/python tests/benchmarks/content.py [--profiles 100000] [--in-flight 1] [--batch 1000]
                                                  [--backend sqlite|postgresql] [--profile-cpu]
                                                  [--baseline]
 
@@ -121,7 +121,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(stub: pb_grpc.ContentServiceStub, profiles: int, in_flight: int) -> None:
+async def run(stub: pb_grpc.ContentServiceStub, profiles: int, in_flight: int,
+              batch_size: int = BATCH) -> None:
     await stub.CreateSnippet(pb.CreateSnippetRequest(
         snippet=item_pb.Snippet(key="footer", source=FOOTER)), metadata=WS)
     await stub.CreateContentItem(pb.CreateContentItemRequest(content_item=ITEM), metadata=WS)
@@ -131,8 +132,9 @@ async def run(stub: pb_grpc.ContentServiceStub, profiles: int, in_flight: int) -
     rng = random.Random(1)
     # Requests are built before timing: the figures are the server's, plus gRPC transport.
     batches = [pb.BatchRenderContentRequest(
-        requests=[render_request(rng, start + i) for i in range(min(BATCH, profiles - start))])
-        for start in range(0, profiles, BATCH)]
+        requests=[render_request(rng, start + i)
+                  for i in range(min(batch_size, profiles - start))])
+        for start in range(0, profiles, batch_size)]
     first = await stub.BatchRenderContent(batches[0], metadata=WS)
     sample = first.results[0]
     assert sample.status.code == 0, sample.status
@@ -157,7 +159,7 @@ async def run(stub: pb_grpc.ContentServiceStub, profiles: int, in_flight: int) -
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(f"{profiles:,} renders in {elapsed:.1f} s: {profiles / elapsed:,.0f} renders/s; "
-          f"1,000-render batch p50 {statistics.median(latencies) * 1000:.0f} ms, "
+          f"{batch_size:,}-render batch p50 {statistics.median(latencies) * 1000:.0f} ms, "
           f"p99 {percentile(latencies, .99) * 1000:.0f} ms; {failed} failed", flush=True)
     # Wall time suffers when other work shares the cores; CPU time per render (server and this
     # client together: one process) is the figure to compare runs on a busy machine.
@@ -170,6 +172,8 @@ async def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--in-flight", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help="renders per call (1: what a journey step sends at a steady rate)")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--profile-cpu", action="store_true")
     parser.add_argument("--baseline", action="store_true",
@@ -190,7 +194,8 @@ async def main() -> None:
                       "flight", flush=True)
                 if profiler is not None:
                     _profile_render_threads(profiler)
-                await run(pb_grpc.ContentServiceStub(channel), args.profiles, args.in_flight)
+                await run(pb_grpc.ContentServiceStub(channel), args.profiles, args.in_flight,
+                          args.batch)
         finally:
             drop_schemas(backend)
     if profiler is not None:

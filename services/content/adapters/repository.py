@@ -6,11 +6,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, select, tuple_, update
+from sqlalchemy import (
+    BindParameter,
+    RowMapping,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from cjo_content.adapters.tables import content_items, content_settings, content_versions, snippets
@@ -259,6 +270,44 @@ def latest_versions(session: Session, workspace_id: str,
     rows = session.execute(select(_t.c.key, _t.c.latest_version).where(
         _t.c.workspace_id == workspace_id, _t.c.key.in_(list(keys)))).all()
     return {key: int(latest) for key, latest in rows}
+
+
+@dataclass(frozen=True)
+class RenderLookup:
+    """What rendering needs to know before it renders: per item that exists, its latest
+    published version (0 if never published) and that version's fingerprint ("" when none);
+    and the workspace's default locale."""
+
+    latest: dict[str, int]
+    latest_fingerprints: dict[tuple[str, int], str]
+    default_locale: str
+
+
+# The items' latest versions, their fingerprints and the workspace's default locale in ONE
+# statement, built once (a render call of one person used to run three, each built anew:
+# building and compiling them was a fifth of content's CPU per call at a steady rate).
+_w: BindParameter[str] = bindparam("w", type_=String())
+_LOOKUP = select(
+    _t.c.key, _t.c.latest_version, _v.c.fingerprint,
+    select(_cs.c.default_locale).where(_cs.c.workspace_id == _w).scalar_subquery(),
+).select_from(_t.outerjoin(_v, and_(_v.c.workspace_id == _t.c.workspace_id,
+                                     _v.c.key == _t.c.key,
+                                     _v.c.version == _t.c.latest_version))
+).where(_t.c.workspace_id == _w, _t.c.key.in_(bindparam("keys", expanding=True)))
+
+
+def render_lookup(session: Session, workspace_id: str, keys: Collection[str]) -> RenderLookup:
+    """The latest versions of the items among ``keys`` that exist, their fingerprints and the
+    workspace's default locale: one query (two when none of the items exists)."""
+    rows = (session.execute(_LOOKUP, {"w": workspace_id, "keys": sorted(keys)}).all()
+            if keys else [])
+    latest = {key: int(version) for key, version, _, _ in rows}
+    prints = {(key, int(version)): fingerprint for key, version, fingerprint, _ in rows
+              if version and fingerprint is not None}
+    if not rows:
+        return RenderLookup({}, {}, get_settings(session, workspace_id).default_locale)
+    # The column is NOT NULL: NULL says the workspace never saved settings.
+    return RenderLookup(latest, prints, rows[0][3] or ContentSettings().default_locale)
 
 
 def fingerprints(session: Session, workspace_id: str,

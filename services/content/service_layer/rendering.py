@@ -50,13 +50,17 @@ class _Lookup:
 
 
 def _look_up(uow: UnitOfWork, workspace_id: str, wanted: Collection[Wanted]) -> _Lookup:
-    """Latest versions, fingerprints and the workspace's default locale: one query each,
-    whatever the batch size."""
-    latest = repository.latest_versions(uow.session, workspace_id, {k for k, _ in wanted})
-    exact = {(k, v or latest.get(k, 0)) for k, v in wanted}
-    return _Lookup(latest,
-                   repository.fingerprints(uow.session, workspace_id, {e for e in exact if e[1]}),
-                   repository.get_settings(uow.session, workspace_id).default_locale)
+    """Latest versions, fingerprints and the workspace's default locale: one query when every
+    request asks for an item's latest version (what journeys send), one more for the exact
+    versions asked for that are not the latest, whatever the batch size."""
+    found = repository.render_lookup(uow.session, workspace_id, {k for k, _ in wanted})
+    exact = {(k, v or found.latest.get(k, 0)) for k, v in wanted}
+    other = {e for e in exact if e[1] and e not in found.latest_fingerprints}
+    fingerprints = {e: found.latest_fingerprints[e] for e in exact
+                    if e in found.latest_fingerprints}
+    if other:
+        fingerprints |= repository.fingerprints(uow.session, workspace_id, other)
+    return _Lookup(found.latest, fingerprints, found.default_locale)
 
 
 def _render(content: CompiledContent, version: int, target: RenderTarget,
