@@ -26,6 +26,10 @@ class PollingWorker:
         self.max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Whether this round began without a wake-up (the first round, a poll after
+        # ``idle_seconds``, a retry after a failed round): a round may then look for work that
+        # no wake-up announced.
+        self.polled = True
 
     def wake(self) -> None:
         """Start the next round now. Safe from any thread; a no-op before the worker runs."""
@@ -59,6 +63,7 @@ class PollingWorker:
                 log.warning("round cancelled; will retry", worker=self.name, error=repr(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
+                self.polled = True
                 continue
             except Exception as exc:
                 # A library may answer our cancellation with an error of its own (grpc.aio: an
@@ -68,14 +73,18 @@ class PollingWorker:
                             exc_info=exc, retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
+                self.polled = True
                 continue
             if more:
+                self.polled = False
                 continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
             # that arrives as the event is set (an outbox write while the service stops).
+            self.polled = True
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.idle_seconds()):
                     await self._wake.wait()
+                    self.polled = False
 
 
 def _raise_if_cancelling(task: asyncio.Task[object] | None) -> None:

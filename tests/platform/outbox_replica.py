@@ -1,10 +1,12 @@
 """One forwarder replica in a process of its own, for the replica tests:
 
-    python outbox_replica.py <database url> <schema> <name> <lease seconds> run|hang
+    python outbox_replica.py <database url> <schema> <name> <lease seconds> run|hang|write
 
 It forwards topic ``t`` of the outbox in ``schema`` to a "receiver" that records each row in the
 ``received`` table (in receipt order, with the replica's name). ``hang`` claims a batch and then
-never answers, like a replica that died mid-batch (the test kills it).
+never answers, like a replica that died mid-batch (the test kills it). ``write`` is a replica
+that writes rows 0..9 of workspace ``ws-a`` itself, one unit of work each, so they are handed
+to its own forwarder, which never answers either; it prints "written" once all are committed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy import BigInteger, Column, Identity, MetaData, String, Table, in
 
 from cjo_platform.clock import SystemClock
 from cjo_platform.db.outbox import Forwarder, OutboxRow
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 
 received_metadata = MetaData()
 received = Table(
@@ -37,6 +40,8 @@ async def main(url: str, schema: str, name: str, lease: float, mode: str) -> Non
         if mode == "hang":
             print("claimed", flush=True)
             await asyncio.Event().wait()
+        if mode == "write":
+            await asyncio.Event().wait()
 
         def record() -> None:
             with box.db.transaction() as session:
@@ -48,7 +53,18 @@ async def main(url: str, schema: str, name: str, lease: float, mode: str) -> Non
 
     forwarder = Forwarder(box.db, box.outbox, "t", send, batch_size=50, poll_interval=0.05,
                           lease=timedelta(seconds=lease))
-    await forwarder.run()
+    if mode != "write":
+        await forwarder.run()
+        return
+    task = asyncio.create_task(forwarder.run())
+    await asyncio.sleep(0)  # the forwarder runs: rows written from now on are handed to it
+    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+    for n in range(10):
+        def write(uow: UnitOfWork, n: int = n) -> None:
+            uow.publish("t", "ws-a", [(str(n).encode(), "")])
+        await transactions.run(write)
+    print("written", flush=True)
+    await task
 
 
 if __name__ == "__main__":

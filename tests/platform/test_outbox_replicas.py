@@ -196,3 +196,35 @@ async def test_a_long_round_keeps_its_rows(boxes: tuple[Box, Box]) -> None:
         first.queue("t", workspace, [str(n).encode()])
     await Forwarder(first.db, first.outbox, "t", slow, lease=timedelta(seconds=30)).drain_once()
     assert sent == [1, 2, 3] and stolen == []
+
+
+@pytest.mark.e2e
+async def test_a_killed_replicas_handed_off_rows_are_sent_by_the_other_after_its_lease(
+        backend: Backend, boxes: tuple[Box, Box]) -> None:
+    if backend.kind != "postgresql":
+        pytest.skip("replicas share a PostgreSQL database")
+    box = boxes[0]
+    received_metadata.create_all(box.db.engine)
+    # The replica writes its rows itself: they are handed to its own forwarder (inserted
+    # leased to it, no claim), which dies before the receiver answered.
+    writer = replica(backend, "dies", 2, "write")
+    try:
+        assert writer.stdout is not None
+        line = await asyncio.to_thread(writer.stdout.readline)
+        assert line.strip() == "written"
+        table = box.outbox.table
+        with box.db.transaction() as session:
+            owners = session.execute(select(table.c.lease_owner)).scalars().all()
+        assert len(owners) == 10 and None not in owners and len(set(owners)) == 1
+    finally:
+        stop(writer)  # killed mid-round: nothing of its own cleans up
+    survivor = replica(backend, "lives", 2, "run")
+    try:
+        await eventually(lambda: box.queued() == 0, timeout=30, interval=0.2)
+    finally:
+        stop(survivor)
+    with box.db.transaction() as session:
+        rows = session.execute(select(received.c.replica, received.c.payload)
+                               .order_by(received.c.seq)).all()
+    assert [r.payload for r in rows] == [str(n) for n in range(10)]
+    assert {r.replica for r in rows} == {"lives"}

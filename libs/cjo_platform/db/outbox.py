@@ -13,10 +13,13 @@ instead of holding up the rows behind it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
@@ -33,7 +36,9 @@ from sqlalchemy import (
     delete,
     false,
     func,
+    insert,
     not_,
+    or_,
     select,
     text,
     update,
@@ -43,7 +48,7 @@ from sqlalchemy.orm import Session
 
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock
-from cjo_platform.db.bulk import bulk_insert
+from cjo_platform.db.bulk import COPY_THRESHOLD, bulk_insert
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database, one_of
 from cjo_platform.db.types import UtcDateTime
@@ -95,7 +100,12 @@ class OutboxRow:
 
 
 class Outbox:
-    """Writes rows inside a caller's transaction; :class:`Forwarder` drains them."""
+    """Writes rows inside a caller's transaction; :class:`Forwarder` drains them.
+
+    :meth:`stage` (what a unit of work calls) hands the rows straight to this process's running
+    forwarder of their topic when that keeps their order: they are inserted already leased to
+    it, and once the transaction committed the forwarder sends them from memory, with no claim
+    transaction (see :class:`Forwarder`, "Hand-off")."""
 
     def __init__(self, table: Table, clock: Clock, dead_letters: DeadLetters | None = None,
                  ) -> None:
@@ -103,7 +113,11 @@ class Outbox:
         self.clock = clock
         # Where rows the receiver refused for good go (``None`` only in tests of the outbox).
         self.dead_letters = dead_letters
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: dict[str | None, list[Callable[[], None]]] = {}
+        # One wake-up per topic (a unit of work registers each once, however many rows).
+        self._notifiers: dict[str, Callable[[], None]] = {}
+        # The forwarder each topic's rows may be handed to (``None``: several, so none).
+        self._takers: dict[str, Forwarder | None] = {}
 
     def add(self, session: Session, topic: str, workspace_id: str,
             payloads: Sequence[tuple[bytes, str]]) -> None:
@@ -118,13 +132,92 @@ class Outbox:
             for payload, traceparent in payloads
         ])
 
-    def on_write(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
+    def stage(self, session: Session, topic: str, workspace_id: str,
+              payloads: Sequence[tuple[bytes, str]]) -> Staged | None:
+        """:meth:`add`, handing the rows to this process's forwarder of ``topic`` when it runs
+        and every row of the topic in the outbox is one it holds (so none of them is older than
+        these and waiting for a claim). The caller must then call the returned
+        :meth:`Staged.committed` once the transaction committed, or :meth:`Staged.rolled_back`
+        if it did not; ``None``: the rows wait for a claim as :meth:`add` leaves them (call
+        :meth:`notifier` (topic) after commit)."""
+        taker = self._takers.get(topic)
+        ticket = (taker._ticket() if taker is not None and payloads
+                  and len(payloads) <= self._handoff_rows(session, taker) else None)
+        if taker is None or ticket is None:
+            self.add(session, topic, workspace_id, payloads)
+            return None
+        table = self.table
+        now = _utc(self.clock.now())
+        owner = taker.owner
+        # After the producer's own locks (identity's profile lock): a row of this topic that
+        # is not in this forwarder's hands (unleased, another replica's, held for a retry,
+        # or a lease that ran out) may be older than ours, so ours must wait behind it.
+        foreign = session.execute(select(table.c.id).where(
+            table.c.topic == topic,
+            or_(table.c.lease_owner.is_(None), table.c.lease_owner != owner,
+                table.c.lease_until.is_(None), table.c.lease_until <= now)).limit(1)).first()
+        if foreign is not None:
+            self.add(session, topic, workspace_id, payloads)
+            return None
+        until = now + taker.lease
+        ids = session.execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True),
+            [{"topic": topic, "workspace_id": workspace_id, "payload": payload,
+              "traceparent": traceparent, "create_time": now, "lease_owner": owner,
+              "lease_until": until}
+             for payload, traceparent in payloads]).scalars().all()
+        rows = [OutboxRow(row_id, topic, workspace_id, payload, traceparent, now)
+                for row_id, (payload, traceparent) in zip(ids, payloads, strict=True)]
+        taker._reserve(rows)
+        return Staged(taker, ticket, rows, until)
+
+    @staticmethod
+    def _handoff_rows(session: Session, taker: Forwarder) -> int:
+        # On PostgreSQL a larger batch goes by COPY (no RETURNING) and by a claim, which is as
+        # cheap per row for a batch that size; SQLite inserts a batch in one statement anyway.
+        if session.get_bind().dialect.name == "postgresql":
+            return COPY_THRESHOLD - 1
+        return taker.batch_size
+
+    def on_write(self, listener: Callable[[], None], topic: str | None = None) -> None:
+        """Call ``listener`` when rows are written (of ``topic`` only, when given)."""
+        self._listeners.setdefault(topic, []).append(listener)
 
     def notify(self) -> None:
         """Call after committing rows so forwarders wake at once instead of at the next poll."""
-        for listener in self._listeners:
-            listener()
+        for listeners in list(self._listeners.values()):
+            for listener in listeners:
+                listener()
+
+    def notifier(self, topic: str) -> Callable[[], None]:
+        """:meth:`notify` for the forwarders of ``topic`` only (one callable per topic)."""
+        found = self._notifiers.get(topic)
+        if found is None:
+            def found() -> None:
+                for listener in (*self._listeners.get(topic, ()), *self._listeners.get(None, ())):
+                    listener()
+            self._notifiers[topic] = found
+        return found
+
+    def _take_rows_of(self, forwarder: Forwarder) -> None:
+        topic = forwarder.topic
+        self._takers[topic] = None if topic in self._takers else forwarder
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Rows :meth:`Outbox.stage` inserted leased to a forwarder, to hand over once committed."""
+
+    forwarder: Forwarder
+    ticket: int
+    rows: Sequence[OutboxRow]
+    until: datetime
+
+    def committed(self) -> None:
+        self.forwarder._handed(self)
+
+    def rolled_back(self) -> None:
+        self.forwarder._unreserve(self.rows)
 
 
 @dataclass(frozen=True)
@@ -189,6 +282,15 @@ MAX_CLAIM_BYTES = 4 * MAX_CALL_PAYLOAD_BYTES
 few megabytes at a time, never loaded or sent whole."""
 
 
+SETTLE_DELAY_SECONDS = 0.25
+"""How long delivered rows may wait to be deleted (by the next claim, or one delete for all the
+rows delivered meanwhile): a crash in between re-sends them, and receivers deduplicate."""
+
+HANDOFF_QUEUE_ROWS = 4
+"""Rows handed to a forwarder wait in memory up to this many batches; past that, new rows wait
+in the outbox for a claim (a slow receiver keeps its backlog in the database)."""
+
+
 class Forwarder(PollingWorker):
     """Sends one topic's outbox rows to a receiver, oldest first, in batches.
 
@@ -223,6 +325,21 @@ class Forwarder(PollingWorker):
     that cannot be reached at all (any other error) stops the round: every row is kept, and the
     round is retried with backoff.
 
+    **Hand-off.** A unit of work's rows (:meth:`Outbox.stage`) skip the claim when this
+    forwarder runs in the writer's process and every row of the topic in the outbox is in its
+    hands (in flight, queued, or delivered and not yet deleted), checked in the writer's
+    transaction after the producer's locks: they are inserted leased to it, and once committed
+    they are sent from memory, in id order, after what this forwarder is sending. Otherwise
+    (another replica's rows, rows waiting for a claim or held for a retry) they wait unleased for
+    a claim, as before. Rows the forwarder holds or releases (a refusal, an unreachable receiver)
+    end every hand-off then under way: those rows are released for a claim, so no row overtakes
+    one held. A process that dies leaves its handed-off rows leased: another replica (or the
+    process restarted) takes them over once the lease ran out, as a claimed batch.
+
+    **Settling** is lazy: delivered rows are deleted by the next claim's transaction, or in one
+    delete ``settle_delay`` seconds after the first of them was delivered, so a stream of single
+    rows costs no transaction per row. A crash in between re-sends them (receivers deduplicate).
+
     Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends at most
     one batch (after its lease ran out).
     """
@@ -235,7 +352,9 @@ class Forwarder(PollingWorker):
                  item_key: Callable[[OutboxRow], str] | None = None,
                  owner: str | None = None,
                  max_call_bytes: int = MAX_CALL_PAYLOAD_BYTES,
-                 max_claim_bytes: int = MAX_CLAIM_BYTES) -> None:
+                 max_claim_bytes: int = MAX_CLAIM_BYTES,
+                 settle_delay: float = SETTLE_DELAY_SECONDS,
+                 hand_off: bool = True) -> None:
         super().__init__(poll_interval, max_backoff)
         if outbox.dead_letters is None:
             raise ValueError("a forwarder needs the outbox's dead letters")
@@ -261,7 +380,24 @@ class Forwarder(PollingWorker):
         self._lease_until: datetime | None = None
         # Rows of the current round still being sent (their leases are renewed if it runs long).
         self._sending: set[int] = set()
-        outbox.on_write(self.wake)
+        self.settle_delay = settle_delay
+        # Delivered rows not deleted yet, and since when (loop time).
+        self._unsettled: list[int] = []
+        self._unsettled_since: float | None = None
+        # A write left rows for a claim (a hand-off needs none).
+        self._claim_due = True
+        # The hand-off (Outbox.stage), shared with the writers' threads under _lock. _epoch is
+        # odd while rows are being held or released: a hand-off whose ticket (the epoch read
+        # before its writer checked the outbox) is not the current epoch is released instead.
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._running = False
+        self._queue: list[tuple[OutboxRow, datetime]] = []
+        self._reserved: set[int] = set()
+        self._orphans: list[int] = []
+        outbox.on_write(self._written, topic)
+        if hand_off:
+            outbox._take_rows_of(self)
 
     @property
     def clock(self) -> Clock:
@@ -269,10 +405,11 @@ class Forwarder(PollingWorker):
 
     # --- the database side (runs in the database's thread pool) ------------------------------
 
-    def _claim(self) -> list[OutboxRow]:
+    def _claim(self, settled: Sequence[int] = ()) -> list[OutboxRow]:
         table = self.outbox.table
         now = self.clock.now()
         with self.db.transaction() as session:
+            self._delete_settled(session, settled)
             mine = table.c.topic == self.topic
             # An idle poll reads one index entry and takes no lock: the claim's lock (SQLite's
             # write lock, or the advisory lock) would hold back the writers for nothing.
@@ -339,35 +476,46 @@ class Forwarder(PollingWorker):
                 in full]
 
     def _renew(self) -> None:
-        """Extend the leases of the rows this round is still sending (a long round must not
-        lose them; rows held for a later retry keep their time)."""
+        """Extend the leases of the rows this round is still sending and of those delivered
+        but not deleted yet (a long round must not lose them; rows held for a later retry keep
+        their time)."""
         table = self.outbox.table
         until = self.clock.now() + self.lease
+        ids = sorted({*self._sending, *self._unsettled})
         with self.db.transaction() as session:
-            session.execute(update(table).where(one_of(session, table.c.id, sorted(self._sending)),
+            session.execute(update(table).where(one_of(session, table.c.id, ids),
                                                 table.c.lease_owner == self.owner)
                             .values(lease_until=until))
         self._lease_until = until
+
+    def _delete_settled(self, session: Session, settled: Sequence[int]) -> set[int]:
+        """Delete delivered rows this forwarder still holds; returns those it deleted."""
+        if not settled:
+            return set()
+        table = self.outbox.table
+        held = set(session.execute(
+            delete(table).where(one_of(session, table.c.id, settled),
+                                table.c.lease_owner == self.owner)
+            .returning(table.c.id)).scalars())
+        if len(held) < len(settled):
+            log.warning("outbox rows were taken over by another forwarder before this one "
+                        "settled them", worker=self.name,
+                        outbox_ids=sorted(set(settled) - held))
+        return held
+
+    def _flush(self, settled: Sequence[int]) -> None:
+        with self.db.transaction() as session:
+            self._delete_settled(session, settled)
 
     def _settle(self, delivered: Sequence[int], dead: Sequence[tuple[OutboxRow, str, int]],
                 ) -> None:
         """Delete delivered rows; move ``(row, error, attempts)`` to the dead letters. Only rows
         this forwarder still holds: a row another replica took over (this one's lease ran out)
         is that replica's to settle, so it is never dead-lettered twice."""
-        table = self.outbox.table
         with self.db.transaction() as session:
             gone = [*delivered, *(row.id for row, _, _ in dead)]
             self._sending.difference_update(gone)
-            held: set[int] = set()
-            if gone:
-                held = set(session.execute(
-                    delete(table).where(one_of(session, table.c.id, gone),
-                                        table.c.lease_owner == self.owner)
-                    .returning(table.c.id)).scalars())
-            if len(held) < len(gone):
-                log.warning("outbox rows were taken over by another forwarder before this one "
-                            "settled them", worker=self.name,
-                            outbox_ids=sorted(set(gone) - held))
+            held = self._delete_settled(session, gone)
             for row, error, attempts in dead:
                 if row.id not in held:
                     continue
@@ -380,22 +528,111 @@ class Forwarder(PollingWorker):
     def _hold(self, rows: Sequence[OutboxRow], until: datetime | None,
               refused: OutboxRow | None = None) -> None:
         """Keep ``rows`` (claimed by this forwarder) for later: leased until ``until`` (``None``:
-        released for the next claim), counting one more refusal of ``refused``."""
+        released for the next claim), counting one more refusal of ``refused``. Rows handed
+        off meanwhile are released too (they may be behind ``rows``), and so is every hand-off
+        under way."""
         table = self.outbox.table
         now = self.clock.now()
         self._sending.difference_update(r.id for r in rows)
-        with self.db.transaction() as session:
-            if rows:
-                session.execute(
-                    update(table).where(one_of(session, table.c.id, [r.id for r in rows]),
-                                        table.c.lease_owner == self.owner)
-                    .values(lease_until=until,
-                            lease_owner=self.owner if until is not None else None))
-            if refused is not None:
-                session.execute(update(table).where(table.c.id == refused.id,
-                                                    table.c.lease_owner == self.owner).values(
-                    attempts=refused.attempts + 1,
-                    first_failed_time=refused.first_failed_time or now))
+        with self._lock:
+            self._epoch += 1
+            released = [*self._orphans, *(row.id for row, _ in self._queue)]
+            self._queue, self._orphans = [], []
+        try:
+            with self.db.transaction() as session:
+                if refused is not None:
+                    session.execute(update(table).where(table.c.id == refused.id,
+                                                        table.c.lease_owner == self.owner)
+                                    .values(attempts=refused.attempts + 1,
+                                            first_failed_time=refused.first_failed_time or now))
+                if rows:
+                    # No owner: a held row is in no forwarder's hands, so no writer hands
+                    # rows off past it; the lease alone keeps claims away until ``until``.
+                    session.execute(
+                        update(table).where(one_of(session, table.c.id, [r.id for r in rows]),
+                                            table.c.lease_owner == self.owner)
+                        .values(lease_until=until, lease_owner=None))
+                self._release(session, released)
+        except BaseException:
+            with self._lock:
+                self._orphans.extend(released)
+            raise
+        finally:
+            with self._lock:
+                self._epoch += 1
+        if released:
+            self._claim_due = True
+
+    def _release(self, session: Session, ids: Sequence[int]) -> None:
+        if ids:
+            table = self.outbox.table
+            session.execute(update(table).where(one_of(session, table.c.id, sorted(ids)),
+                                                table.c.lease_owner == self.owner)
+                            .values(lease_until=None, lease_owner=None))
+
+    def _release_orphans(self) -> None:
+        """Release rows handed off too late (after a hold): a claim sends them."""
+        with self._lock:
+            orphans, self._orphans = self._orphans, []
+        try:
+            with self.db.transaction() as session:
+                self._release(session, orphans)
+        except BaseException:
+            with self._lock:
+                self._orphans.extend(orphans)
+            raise
+        self._claim_due = True
+
+    # --- the hand-off (writers' threads) ------------------------------------------------------
+
+    def _ticket(self) -> int | None:
+        """The epoch a writer's hand-off must still find, or ``None``: no hand-off now."""
+        with self._lock:
+            if (not self._running or self._epoch % 2
+                    or len(self._queue) >= HANDOFF_QUEUE_ROWS * self.batch_size):
+                return None
+            return self._epoch
+
+    def _reserve(self, rows: Sequence[OutboxRow]) -> None:
+        # Rows inserted but not committed yet: rows handed off behind them (a later id) wait,
+        # since a concurrent writer's rows may commit before them (PostgreSQL).
+        with self._lock:
+            self._reserved.update(row.id for row in rows)
+
+    def _unreserve(self, rows: Sequence[OutboxRow]) -> None:
+        with self._lock:
+            self._reserved.difference_update(row.id for row in rows)
+        self.wake()
+
+    def _handed(self, staged: Staged) -> None:
+        with self._lock:
+            self._reserved.difference_update(row.id for row in staged.rows)
+            if staged.ticket == self._epoch and self._running:
+                self._queue.extend((row, staged.until) for row in staged.rows)
+            else:
+                self._orphans.extend(row.id for row in staged.rows)
+        self.wake()
+
+    def _take_handed(self) -> tuple[list[OutboxRow], datetime | None]:
+        """The rows handed off that may go now, in id order, and when their leases end."""
+        with self._lock:
+            if not self._queue:
+                return [], None
+            low = min(self._reserved, default=None)
+            ready = [item for item in self._queue if low is None or item[0].id < low]
+            if len(ready) < len(self._queue):
+                self._queue = [item for item in self._queue if low is not None
+                               and item[0].id >= low]
+            else:
+                self._queue = []
+        if not ready:
+            return [], None
+        ready.sort(key=lambda item: item[0].id)
+        return [row for row, _ in ready], min(until for _, until in ready)
+
+    def _written(self) -> None:
+        self._claim_due = True
+        self.wake()
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -458,7 +695,14 @@ class Forwarder(PollingWorker):
         taken = rows[:stop]
         dead = [(row, by_id[row.id].error, row.attempts + 1) for row in taken if row.id in by_id]
         delivered = [row.id for row in taken if row.id not in by_id]
-        await self.db.run(self._settle, delivered, dead)
+        if dead:
+            await self.db.run(self._settle, delivered, dead)
+        elif delivered:
+            # Deleted later, with others (see "Settling").
+            self._sending.difference_update(delivered)
+            self._unsettled.extend(delivered)
+            if self._unsettled_since is None:
+                self._unsettled_since = time.monotonic()
         for row, error, _ in dead:
             log.error("receiver refused an outbox row; moved to the dead letters",
                       worker=self.name, outbox_id=row.id, workspace=workspace_id, error=error)
@@ -530,10 +774,42 @@ class Forwarder(PollingWorker):
                   worker=self.name, outbox_id=row.id, workspace=row.workspace_id, error=error)
 
     async def drain_once(self) -> int:
-        """Claim and send what is queued now; returns how many rows were claimed."""
-        rows = await self.db.run(self._claim)
+        """Claim and send what is queued now, and delete what was delivered; returns how many
+        rows were claimed."""
+        claimed = await self._claim_and_send()
+        await self._settle_now()
+        return claimed
+
+    async def _claim_and_send(self) -> int:
+        settled = self._take_unsettled()
+        try:
+            rows = await self.db.run(self._claim, settled)
+        except BaseException:
+            self._unsettled[:0] = settled
+            self._unsettled_since = self._unsettled_since or time.monotonic()
+            raise
         if not rows:
             return 0
+        await self._send(rows)
+        return len(rows)
+
+    def _take_unsettled(self) -> list[int]:
+        settled, self._unsettled, self._unsettled_since = self._unsettled, [], None
+        return settled
+
+    async def _settle_now(self) -> None:
+        settled = self._take_unsettled()
+        if not settled:
+            return
+        try:
+            await self.db.run(self._flush, settled)
+        except BaseException:
+            self._unsettled[:0] = settled
+            self._unsettled_since = self._unsettled_since or time.monotonic()
+            raise
+
+    async def _send(self, rows: Sequence[OutboxRow]) -> None:
+        """Send rows this forwarder holds (claimed or handed off), workspace by workspace."""
         groups: dict[str, list[OutboxRow]] = {}
         for row in rows:
             groups.setdefault(row.workspace_id, []).append(row)
@@ -552,18 +828,69 @@ class Forwarder(PollingWorker):
                     await self.db.run(self._hold, unsent, None)
             self._lease_until = None
             self._sending = set()
-        return len(rows)
 
     async def run_once(self) -> bool:
         self._cut = False
-        claimed = await self.drain_once()
+        if self._orphans:
+            await self.db.run(self._release_orphans)
+        handed, until = self._take_handed()
+        if handed:
+            self._lease_until = until
+            self._sending = {row.id for row in handed}
+            await self._send(handed)
+        claimed = 0
+        if self._claim_due or self.polled or (not handed and not self._queue):
+            self._claim_due = False
+            claimed = await self._claim_and_send()
+        if self._unsettled and (len(self._unsettled) >= self.batch_size or (
+                self._unsettled_since is not None
+                and time.monotonic() - self._unsettled_since >= self.settle_delay)):
+            await self._settle_now()
         # On PostgreSQL another replica may have written rows of a workspace this round had in
         # flight: its forwarder's claim skipped them and it went back to sleep, and the wake-up
         # of the write was its own, not ours. A round that sent rows is therefore followed by
         # one more claim (an idle one reads one index entry), so those rows go now instead of
         # at the next poll. SQLite has one process per database: every write wakes this one.
-        return (claimed >= self.batch_size or self._cut
-                or (claimed > 0 and not self.db.is_sqlite))
+        again = (claimed >= self.batch_size or self._cut
+                 or (claimed > 0 and not self.db.is_sqlite))
+        if again:
+            self._claim_due = True
+        return again or self._ready()
+
+    def _ready(self) -> bool:
+        """Handed-off rows wait that may go now (none behind an uncommitted writer)."""
+        with self._lock:
+            low = min(self._reserved, default=None)
+            return any(low is None or row.id < low for row, _ in self._queue)
+
+    def idle_seconds(self) -> float:
+        # Wake to delete delivered rows (the claim that follows a poll deletes them).
+        if self._unsettled_since is None:
+            return self.poll_seconds
+        due = self._unsettled_since + self.settle_delay - time.monotonic()
+        return max(0.0, min(self.poll_seconds, due))
+
+    async def run(self) -> None:
+        with self._lock:
+            self._running = True
+        try:
+            await super().run()
+        finally:
+            with self._lock:
+                self._running = False
+                self._epoch += 2
+                released = [*self._orphans, *(row.id for row, _ in self._queue)]
+                self._queue, self._orphans = [], []
+            settled = self._take_unsettled()
+            # Stopping: delete what was delivered and release what was handed off, so a
+            # replica (or this service restarted) sends it without waiting for the lease.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.db.run(self._stop, settled, released))
+
+    def _stop(self, settled: Sequence[int], released: Sequence[int]) -> None:
+        with self.db.transaction() as session:
+            self._delete_settled(session, settled)
+            self._release(session, released)
 
 
 def _within(rows: Sequence[Row[Any, Any, Any]], budget: int) -> list[Row[Any, Any, Any]]:
@@ -595,3 +922,9 @@ def _key(item_key: Callable[[OutboxRow], str], row: OutboxRow) -> str:
         return item_key(row)
     except Exception:  # a payload that does not even parse is exactly what dead letters hold
         return ""
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` as the outbox's columns give it back (UTC), so a handed-off row carries the
+    very create time a claim of it would read (the bus relay's message id includes it)."""
+    return moment.astimezone(UTC)

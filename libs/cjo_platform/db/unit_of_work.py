@@ -53,6 +53,7 @@ class UnitOfWork:
         self._outbox = outbox
         # Ordered and without repeats (every publish registers the same wake-up), in O(1).
         self._after_commit: dict[Callable[[], None], None] = {}
+        self._on_rollback: list[Callable[[], None]] = []
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -65,11 +66,23 @@ class UnitOfWork:
             return
         if self._outbox is None:
             raise RuntimeError("this service has no outbox")
-        self._outbox.add(self.session, topic, workspace_id, payloads)
-        self.after_commit(self._outbox.notify)
+        staged = self._outbox.stage(self.session, topic, workspace_id, payloads)
+        if staged is None:
+            self.after_commit(self._outbox.notifier(topic))
+        else:
+            # Handed to the forwarder once committed; given back if this attempt rolls back.
+            self.after_commit(staged.committed)
+            self._on_rollback.append(staged.rolled_back)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.setdefault(callback)
+
+    def _rolled_back(self) -> None:
+        for callback in self._on_rollback:
+            try:
+                callback()
+            except Exception:
+                log.exception("a callback after rollback failed")
 
     def _committed(self) -> None:
         # The change is committed whatever a wake-up does: a failing one is logged, never
@@ -99,16 +112,23 @@ class Transactions:
         transaction) when it lost a race: a unique key a concurrent writer inserted first, a
         serialization failure or a deadlock. The next attempt reads the winner's rows."""
         for attempt in range(1, attempts + 1):
+            uow: UnitOfWork | None = None
             try:
-                with self.db.transaction() as session:
-                    uow = UnitOfWork(session, self.clock, self.outbox)
-                    result = work(uow)
+                try:
+                    with self.db.transaction() as session:
+                        uow = UnitOfWork(session, self.clock, self.outbox)
+                        result = work(uow)
+                except BaseException:
+                    if uow is not None:
+                        uow._rolled_back()
+                    raise
             except DBAPIError as exc:
                 if attempt == attempts or not lost_race(exc):
                     raise
                 # A little jitter so a burst of identical requests does not collide again.
                 time.sleep(_jitter.uniform(0, 0.005 * attempt))
                 continue
+            assert uow is not None
             uow._committed()
             return result
         raise AssertionError("unreachable")

@@ -1,0 +1,248 @@
+"""A unit of work's outbox rows are handed to the forwarder running in its process: no claim
+transaction, delivered rows deleted lazily, and never at the cost of order, of a row sent twice,
+or of a bad row holding up the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from outbox_support import Box, open_box, url_of
+from sqlalchemy import event, select
+
+from cjo_platform.backoff import RetryPolicy
+from cjo_platform.clock import SystemClock
+from cjo_platform.db import Database
+from cjo_platform.db.outbox import Forwarder, Later, OutboxRow, Refusal
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from support import Backend, eventually
+
+FAST_RETRY = RetryPolicy(base_delay=timedelta(milliseconds=50),
+                         max_delay=timedelta(milliseconds=200))
+
+
+@contextmanager
+def replicas(backend: Backend, count: int) -> Iterator[list[Box]]:
+    """``count`` replicas' views of one outbox, on the wall clock (leases and retries run out)."""
+    schema = backend.schema_prefix + "handoff"
+    boxes = [open_box(url_of(backend), schema, SystemClock(), create=n == 0)
+             for n in range(count)]
+    try:
+        yield boxes
+    finally:
+        for box in reversed(boxes):
+            if box is boxes[0] and backend.kind == "postgresql":
+                box.db.drop_schema()
+            box.close()
+
+
+@pytest.fixture
+def box(backend: Backend) -> Iterator[Box]:
+    with replicas(backend, 1) as boxes:
+        yield boxes[0]
+
+
+def publisher(box: Box, db: Database | None = None) -> Any:
+    transactions = Transactions(db or box.db, box.outbox.clock, box.outbox)
+
+    async def publish(workspace: str, payload: bytes, topic: str = "t") -> None:
+        def work(uow: UnitOfWork) -> None:
+            uow.publish(topic, workspace, [(payload, "")])
+        await transactions.run(work)
+
+    return publish
+
+
+def commits(db: Database) -> list[int]:
+    counted = [0]
+
+    @event.listens_for(db.engine, "commit")
+    def committed(conn: object) -> None:
+        counted[0] += 1
+
+    return counted
+
+
+async def stop(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_rows_written_one_at_a_time_go_without_a_transaction_of_the_forwarder(
+        backend: Backend, box: Box) -> None:
+    got: list[bytes] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        got.extend(r.payload for r in rows)
+
+    # The forwarder has a connection pool of its own, so its transactions can be counted apart
+    # from the writers'.
+    forwarder_db = Database(url_of(backend), schema=box.db.schema)
+    forwarder = Forwarder(forwarder_db, box.outbox, "t", send, poll_interval=60,
+                          settle_delay=60)
+    counted = commits(forwarder_db)
+    publish = publisher(box)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await publish("ws", b"0")
+        await eventually(lambda: got == [b"0"])
+        before = counted[0]
+        for n in range(1, 20):
+            await publish("ws", str(n).encode())
+            await eventually(lambda n=n: len(got) == n + 1)
+        # Neither claimed nor deleted one by one (at most the claim that follows a round that
+        # claimed rows on PostgreSQL): the delivered rows wait for one delete.
+        assert counted[0] - before <= 1
+        assert box.queued() >= 19
+    finally:
+        await stop(task)
+        forwarder_db.dispose()
+    assert got == [str(n).encode() for n in range(20)]
+    # Stopping deletes what was delivered.
+    assert box.queued() == 0
+
+
+async def test_delivered_rows_are_deleted_in_one_go_after_the_settle_delay(box: Box) -> None:
+    got: list[bytes] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        got.extend(r.payload for r in rows)
+
+    forwarder = Forwarder(box.db, box.outbox, "t", send, poll_interval=60, settle_delay=0.2)
+    publish = publisher(box)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        for n in range(5):
+            await publish("ws", str(n).encode())
+        await eventually(lambda: len(got) == 5)
+        await eventually(lambda: box.queued() == 0, timeout=5)
+    finally:
+        await stop(task)
+
+
+async def test_rows_handed_off_behind_a_row_held_for_later_wait_for_it(box: Box) -> None:
+    got: list[bytes] = []
+    sending = asyncio.Event()
+    release = asyncio.Event()
+    refused_once = False
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        nonlocal refused_once
+        if rows[0].payload == b"1" and not refused_once:
+            refused_once = True
+            sending.set()
+            await release.wait()
+            raise Later("busy")
+        got.extend(r.payload for r in rows)
+
+    forwarder = Forwarder(box.db, box.outbox, "t", send, poll_interval=0.05, retry=FAST_RETRY)
+    publish = publisher(box)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await asyncio.sleep(0)
+        await publish("ws", b"1")
+        await asyncio.wait_for(sending.wait(), 10)
+        # Written while row 1 is in flight: handed to the forwarder, behind it.
+        await publish("ws", b"2")
+        await publish("other", b"x")
+        await publish("ws", b"3")
+        table = box.outbox.table
+        with box.db.transaction() as session:
+            owners = session.execute(select(table.c.lease_owner)).scalars().all()
+        assert None not in owners  # all of them handed off
+        release.set()  # row 1 is refused for now, and held
+        await eventually(lambda: len(got) == 4, timeout=10)
+    finally:
+        await stop(task)
+    assert [p for p in got if p != b"x"] == [b"1", b"2", b"3"] and b"x" in got
+
+
+async def test_a_bad_row_handed_off_goes_to_the_dead_letters_alone(box: Box) -> None:
+    got: list[bytes] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        got.extend(r.payload for r in rows if r.payload != b"bad")
+        return [Refusal(r, "INVALID_ARGUMENT: bad") for r in rows if r.payload == b"bad"]
+
+    forwarder = Forwarder(box.db, box.outbox, "t", send, poll_interval=60, settle_delay=0.05)
+    publish = publisher(box)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await asyncio.sleep(0)
+        for payload in (b"1", b"bad", b"2"):
+            await publish("ws", payload)
+        await eventually(lambda: got == [b"1", b"2"])
+        await eventually(lambda: box.queued() == 0, timeout=5)
+    finally:
+        await stop(task)
+    assert [letter.payload for letter in box.letters("ws")] == [b"bad"]
+
+
+async def test_a_rolled_back_unit_of_work_hands_nothing_off_and_holds_nothing_up(
+        box: Box) -> None:
+    got: list[bytes] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        got.extend(r.payload for r in rows)
+
+    forwarder = Forwarder(box.db, box.outbox, "t", send, poll_interval=60)
+    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await asyncio.sleep(0)
+
+        def fails(uow: UnitOfWork) -> None:
+            uow.publish("t", "ws", [(b"never", "")])
+            raise ValueError("the use-case failed")
+
+        with pytest.raises(ValueError):
+            await transactions.run(fails)
+        await publisher(box)("ws", b"1")
+        await eventually(lambda: got == [b"1"])
+    finally:
+        await stop(task)
+    assert box.queued() == 0
+
+
+async def test_two_replicas_writing_and_forwarding_send_each_row_once_in_order(
+        backend: Backend) -> None:
+    if backend.kind != "postgresql":
+        pytest.skip("replicas share a PostgreSQL database")
+    workspaces = [f"ws-{n}" for n in range(4)]
+    got: list[tuple[str, str, int]] = []
+
+    def receiver(name: str) -> Any:
+        async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+            await asyncio.sleep(0.002)  # a peer's round trip
+            got.extend((name, workspace, int(r.payload)) for r in rows)
+        return send
+
+    with replicas(backend, 2) as boxes:
+        forwarders = [Forwarder(box.db, box.outbox, "t", receiver(name), poll_interval=0.05)
+                      for name, box in zip(("one", "two"), boxes, strict=True)]
+        tasks = [asyncio.create_task(f.run()) for f in forwarders]
+        publishers = [publisher(box) for box in boxes]
+        sent: dict[str, list[int]] = {w: [] for w in workspaces}
+        try:
+            await asyncio.sleep(0)
+            for n in range(300):
+                workspace = workspaces[n * 7 % len(workspaces)]
+                # Each write commits before the next starts, from either replica.
+                await publishers[n // 10 % 2](workspace, str(n).encode())
+                sent[workspace].append(n)
+            await eventually(lambda: len(got) >= 300, timeout=60)
+            await eventually(lambda: boxes[0].queued() == 0, timeout=30)
+        finally:
+            await stop(*tasks)
+    counts = Counter(n for _, _, n in got)
+    assert len(counts) == 300 and set(counts.values()) == {1}
+    for workspace in workspaces:
+        assert [n for _, w, n in got if w == workspace] == sent[workspace]
+    by_replica = Counter(name for name, _, _ in got)
+    assert by_replica["one"] > 0 and by_replica["two"] > 0, by_replica
