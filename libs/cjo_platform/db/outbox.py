@@ -283,7 +283,7 @@ few megabytes at a time, never loaded or sent whole."""
 
 
 SETTLE_DELAY_SECONDS = 0.25
-"""How long delivered rows may wait to be deleted (by the next claim, or one delete for all the
+"""How long delivered rows may wait to be deleted (by the next claim's transaction, for all the
 rows delivered meanwhile): a crash in between re-sends them, and receivers deduplicate."""
 
 HANDOFF_QUEUE_ROWS = 4
@@ -336,9 +336,11 @@ class Forwarder(PollingWorker):
     one held. A process that dies leaves its handed-off rows leased: another replica (or the
     process restarted) takes them over once the lease ran out, as a claimed batch.
 
-    **Settling** is lazy: delivered rows are deleted by the next claim's transaction, or in one
-    delete ``settle_delay`` seconds after the first of them was delivered, so a stream of single
-    rows costs no transaction per row. A crash in between re-sends them (receivers deduplicate).
+    **Settling** is lazy: delivered rows are deleted by the next claim's transaction, which
+    comes at the latest ``settle_delay`` seconds after the first of them was delivered, so a
+    stream of single rows costs no transaction per row. A crash in between re-sends them
+    (receivers deduplicate). That claim also takes the rows a claim skipped while their
+    workspace was in flight here (another replica's, or rows written behind a held one).
 
     Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends at most
     one batch (after its lease ran out).
@@ -842,10 +844,12 @@ class Forwarder(PollingWorker):
         if self._claim_due or self.polled or (not handed and not self._queue):
             self._claim_due = False
             claimed = await self._claim_and_send()
-        if self._unsettled and (len(self._unsettled) >= self.batch_size or (
+        elif self._unsettled and (len(self._unsettled) >= self.batch_size or (
                 self._unsettled_since is not None
                 and time.monotonic() - self._unsettled_since >= self.settle_delay)):
-            await self._settle_now()
+            # The delete goes with a claim: rows a claim skipped while their workspace was in
+            # flight here (another replica's, or written behind a held row) go now.
+            claimed = await self._claim_and_send()
         # On PostgreSQL another replica may have written rows of a workspace this round had in
         # flight: its forwarder's claim skipped them and it went back to sleep, and the wake-up
         # of the write was its own, not ours. A round that sent rows is therefore followed by
