@@ -478,12 +478,15 @@ class Forwarder(PollingWorker):
                 in full]
 
     def _renew(self) -> None:
-        """Extend the leases of the rows this round is still sending and of those delivered
-        but not deleted yet (a long round must not lose them; rows held for a later retry keep
-        their time)."""
+        """Extend the leases of the rows this round is still sending, of those delivered but
+        not deleted yet and of those handed off meanwhile (a long round must not lose them; rows
+        held for a later retry keep their time)."""
         table = self.outbox.table
         until = self.clock.now() + self.lease
-        ids = sorted({*self._sending, *self._unsettled})
+        with self._lock:
+            # Rows handed off since the round began wait for the next one: theirs too.
+            queued = [row.id for row, _ in self._queue]
+        ids = sorted({*self._sending, *self._unsettled, *queued})
         with self.db.transaction() as session:
             session.execute(update(table).where(one_of(session, table.c.id, ids),
                                                 table.c.lease_owner == self.owner)
