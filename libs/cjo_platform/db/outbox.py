@@ -336,11 +336,12 @@ class Forwarder(PollingWorker):
     one held. A process that dies leaves its handed-off rows leased: another replica (or the
     process restarted) takes them over once the lease ran out, as a claimed batch.
 
-    **Settling** is lazy: delivered rows are deleted by the next claim's transaction, which
-    comes at the latest ``settle_delay`` seconds after the first of them was delivered, so a
-    stream of single rows costs no transaction per row. A crash in between re-sends them
-    (receivers deduplicate). That claim also takes the rows a claim skipped while their
-    workspace was in flight here (another replica's, or rows written behind a held one).
+    **Settling** handed-off rows is lazy: once delivered they are deleted by the next claim's
+    transaction, which comes at the latest ``settle_delay`` seconds after the first of them was
+    delivered, so a stream of single rows costs no transaction per row (a claimed batch is
+    deleted at once, which frees its workspaces for the other replicas). A crash in between
+    re-sends them (receivers deduplicate). That claim also takes the rows a claim skipped while
+    their workspace was in flight here (another replica's, or rows written behind a held one).
 
     Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends at most
     one batch (after its lease ran out).
@@ -388,6 +389,9 @@ class Forwarder(PollingWorker):
         self._unsettled_since: float | None = None
         # A write left rows for a claim (a hand-off needs none).
         self._claim_due = True
+        # Whether this round's rows were handed off (deleted lazily). A claimed batch is deleted
+        # at once: its rows' workspaces are then free for the other replicas' claims.
+        self._lazy = False
         # The hand-off (Outbox.stage), shared with the writers' threads under _lock. _epoch is
         # odd while rows are being held or released: a hand-off whose ticket (the epoch read
         # before its writer checked the outbox) is not the current epoch is released instead.
@@ -700,7 +704,7 @@ class Forwarder(PollingWorker):
         taken = rows[:stop]
         dead = [(row, by_id[row.id].error, row.attempts + 1) for row in taken if row.id in by_id]
         delivered = [row.id for row in taken if row.id not in by_id]
-        if dead:
+        if dead or (delivered and not self._lazy):
             await self.db.run(self._settle, delivered, dead)
         elif delivered:
             # Deleted later, with others (see "Settling").
@@ -842,7 +846,11 @@ class Forwarder(PollingWorker):
         if handed:
             self._lease_until = until
             self._sending = {row.id for row in handed}
-            await self._send(handed)
+            self._lazy = True
+            try:
+                await self._send(handed)
+            finally:
+                self._lazy = False
         claimed = 0
         if self._claim_due or self.polled or (not handed and not self._queue):
             self._claim_due = False
