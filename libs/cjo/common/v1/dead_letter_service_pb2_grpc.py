@@ -78,7 +78,9 @@ class DeadLetterServiceServicer:
     def RetryDeadLetters(self, request, context):
         """Puts dead letters back where they came from (e.g. the outbox they were forwarded from), so
         they are processed again; each leaves the list. One that fails again comes back as a new
-        dead letter.
+        dead letter. A letter of an event-bus consumer (source `bus:<topic>`) is handed to the
+        receiving service's own method again, through its outbox topic `redeliver.<topic>`; refused
+        again, it comes back under the source `outbox:redeliver.<topic>`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
