@@ -249,14 +249,9 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
             for p in sorted(plan.new_profiles)])
     rewritten = sorted(p for p in plan.changed_profiles if plan.record_changed(p))
     if rewritten:
-        session.execute(
-            update(profiles)
-            .where(profiles.c.workspace_id == workspace_id,
-                   profiles.c.profile_id == bindparam("b_profile_id"))
-            .values(traits=bindparam("b_traits"), trait_times=bindparam("b_trait_times"),
-                    consents=bindparam("b_consents"), update_time=now),
-            [{"b_profile_id": p, **{f"b_{k}": v for k, v in record(p).items()}}
-             for p in rewritten])
+        session.execute(_REWRITE_RECORD, [
+            {"b_workspace_id": workspace_id, "b_profile_id": p, "b_update_time": now,
+             **{f"b_{k}": v for k, v in record(p).items()}} for p in rewritten])
     # Touched, but the record came out the same (an event without traits): the time alone.
     for chunk in chunks(sorted(plan.changed_profiles - set(rewritten)), IN_LIST_KEYS):
         session.execute(update(profiles)
@@ -312,6 +307,15 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
              "identifiers": e.identifiers, "properties": e.properties, "traits": e.traits,
              "timestamp": e.timestamp, "source": e.source, "receive_time": now}
             for a in plan.accepted for e in [a.event]])
+
+
+# Every batch that changes a record: built once.
+_REWRITE_RECORD = (
+    update(profiles)
+    .where(profiles.c.workspace_id == bindparam("b_workspace_id"),
+           profiles.c.profile_id == bindparam("b_profile_id"))
+    .values(traits=bindparam("b_traits"), trait_times=bindparam("b_trait_times"),
+            consents=bindparam("b_consents"), update_time=bindparam("b_update_time")))
 
 
 def _record_merges(session: Session, workspace_id: str, merges: Sequence[Merge],
