@@ -165,3 +165,24 @@ async def test_an_answer_that_is_not_http_is_a_transport_error() -> None:
                 await client.post(seen.url, timeout=5, content=b"x")
         finally:
             await client.close()
+
+
+async def test_interim_answers_are_skipped_for_the_final_one() -> None:
+    # A server may send 1xx answers (100 Continue, 103 Early Hints) before the final one, even
+    # unasked; the call's answer is the final one, and the connection stays reusable.
+    answers = {
+        1: (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+            b"HTTP/1.1 201 Created\r\nContent-Length: 11\r\n\r\n{\"id\":\"p1\"}", False),
+        2: (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", False),
+    }
+    async with raw_server(lambda n: answers[n]) as seen:
+        client = HttpClient()
+        try:
+            first = await client.post(seen.url, timeout=5, content=b"1")
+            second = await client.post(seen.url, timeout=5, content=b"2")
+        finally:
+            await client.close()
+    assert (first.status_code, first.json()) == (201, {"id": "p1"})
+    assert "link" not in first.headers
+    assert second.status_code == 200
+    assert seen.connections == 1

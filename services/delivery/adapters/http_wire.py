@@ -115,6 +115,12 @@ class Connection(asyncio.Protocol):
         self._size += len(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:
+            # An interim answer (100 Continue, 103 Early Hints; 101 is refused as an upgrade)
+            # precedes the final one, which is what the call waits for (RFC 9110, 15.2).
+            self._headers = CIMultiDict()
+            self._headers_done = False
+            return
         self._complete = True
         if not self._capped:
             self._finish()
