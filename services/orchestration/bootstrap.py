@@ -15,10 +15,12 @@ from cjo_orchestration.adapters.tables import metadata
 from cjo_orchestration.api.servicer import SERVICE, OrchestrationServicer
 from cjo_orchestration.service_layer.events import (
     INBOX_SOURCE,
+    EventReceiver,
     InboxRound,
     replay_events,
     to_dead_letters,
 )
+from cjo_orchestration.service_layer.handoff import Handoff
 from cjo_orchestration.service_layer.ids import new_id
 from cjo_orchestration.service_layer.schedules import ScheduleRound
 from cjo_orchestration.service_layer.steps import StepRound
@@ -58,13 +60,16 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         signals.send(uow, EVENTS_SIGNAL)
 
     # A step that hands back a profile whose events the event round deferred sends the same.
+    # New enrollments due at once reach this process's step worker leased, from the very
+    # transaction that created them (no claim, no poll).
+    handoff = Handoff(engine.lease_seconds)
     steps = StepWorker(StepRound(transactions, peers, engine, events_waiting=events_received),
-                       engine.poll_seconds, engine.step_lanes)
+                       engine.poll_seconds, engine.step_lanes, handoff)
     events = EventWorker(
         InboxRound(transactions, engine.event_batch, new_id, engine.event_max_attempts,
                    to_dead_letters(storage.dead_letters),
                    RetryPolicy(base_delay=engine.retry.base_delay,
-                               max_delay=engine.retry.max_delay)),
+                               max_delay=engine.retry.max_delay), handoff),
         engine.poll_seconds, steps.wake)
     schedules = ScheduleWorker(
         ScheduleRound(transactions, engine, Audience(settings, timeout), new_id),
@@ -77,7 +82,11 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                   poll_interval=engine.poll_seconds, bus=bus)
     signals.on(EVENTS_SIGNAL, lambda _: events.wake())
 
-    servicer = OrchestrationServicer(transactions, new_id, events_received,
+    # HandleEvents applies what it stores in the same transaction; the event round applies
+    # what it leaves (events ordered behind others, failures, batches over event_batch).
+    receiver = EventReceiver(transactions, new_id, events_received, steps.wake,
+                             apply_limit=engine.event_batch, handoff=handoff)
+    servicer = OrchestrationServicer(transactions, new_id, receiver,
                                      content=ContentCatalog(settings, timeout),
                                      decisioning=DecisioningCatalog(settings, timeout),
                                      on_enrolled=steps.wake, profiles=peers)

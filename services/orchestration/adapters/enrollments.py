@@ -68,9 +68,11 @@ def receive(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
 
 
 def pending_events(session: Session, limit: int, seqs: Sequence[int] | None = None, *,
-                   now: datetime | None = None) -> list[InboxEvent]:
-    """The oldest unprocessed events (of ``seqs`` only, when given; due at ``now``, when given:
-    an event backing off after a failed attempt is not), locked for this transaction, leaving
+                   now: datetime | None = None,
+                   received: tuple[str, Sequence[str]] | None = None) -> list[InboxEvent]:
+    """The oldest unprocessed events (of ``seqs`` only, when given; of ``received``'s workspace
+    and event ids only, when given; due at ``now``, when given: an event backing off after a
+    failed attempt is not), locked for this transaction, leaving
     out every event of a profile whose older unprocessed event another replica holds (or that
     is backing off).
 
@@ -87,6 +89,9 @@ def pending_events(session: Session, limit: int, seqs: Sequence[int] | None = No
              .where(not_(c.processed)))
     if seqs is not None:
         query = query.where(c.seq.in_(sorted(seqs)))
+    if received is not None:
+        query = query.where(c.workspace_id == received[0],
+                            one_of(session, c.event_id, sorted(received[1])))
     if now is not None:
         query = query.where(or_(c.not_before.is_(None), c.not_before <= now))
     rows = session.execute(
@@ -242,16 +247,22 @@ def active_keys(session: Session, candidates: Iterable[ActiveKey]) -> set[Active
     return {(r.workspace_id, r.journey_id, r.profile_id) for r in rows}
 
 
-def insert_new(session: Session, batch: Sequence[Enrollment]) -> set[str]:
+def insert_new(session: Session, batch: Sequence[Enrollment],
+               leased: Mapping[str, tuple[str, datetime]] | None = None) -> set[str]:
     """Insert enrollments; one that would make a second active enrollment of the same profile in
-    the same journey (a racing replica) is skipped. Returns the enrollment ids inserted."""
+    the same journey (a racing replica) is skipped. ``leased`` gives enrollment ids the lease
+    (token, end) they are inserted with (as a claim would lease them). Returns the enrollment
+    ids inserted."""
+    leases = leased or {}
     rows = [{
         "workspace_id": e.workspace_id, "enrollment_id": e.enrollment_id,
         "journey_id": e.journey_id, "journey_version": e.journey_version,
         "profile_id": e.profile_id, "state": e.state.value,
         "current_node_id": e.current_node_id, "visits": dict(e.visits), "attempts": e.attempts,
         "last_error": e.last_error, "step_count": e.step_count, "due_time": e.due_time,
-        "lease_until": None, "lease_token": None, "traits": dict(e.traits),
+        "lease_until": leases[e.enrollment_id][1] if e.enrollment_id in leases else None,
+        "lease_token": leases[e.enrollment_id][0] if e.enrollment_id in leases else None,
+        "traits": dict(e.traits),
         "properties": dict(e.properties), "event_id": e.event_id,
         # What enrolled it, kept as it was: event_id is overwritten when a wait-for-event wakes.
         "entry_id": e.event_id,

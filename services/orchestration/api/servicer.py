@@ -117,14 +117,14 @@ def _forwarded(item: pb.ForwardedEvent, default_traceparent: str) -> events.Forw
 
 class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
     def __init__(self, transactions: Transactions, new_id: NewId,
-                 on_events: Callable[[UnitOfWork], None],
+                 receiver: events.EventReceiver,
                  content: ContentCatalog | None = None,
                  decisioning: DecisioningCatalog | None = None,
                  on_enrolled: Callable[[], None] | None = None,
                  profiles: enrollment.ProfileDirectory | None = None) -> None:
         self.transactions = transactions
         self.new_id = new_id
-        self.on_events = on_events  # wakes the event workers once the unit of work commits
+        self.receiver = receiver  # stores forwarded events and applies them (HandleEvents)
         self.content = content  # asked which content keys exist before publishing
         # Gets the decision points of optimising splits before a version is published.
         self.decisioning = decisioning
@@ -278,14 +278,8 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         traceparent = current_traceparent()
         parsed = answer.parse(lambda item: _forwarded(item, traceparent))
         # An event the database cannot store fails alone; the others are received.
-        def receive(uow: UnitOfWork, batch: list[events.ForwardedEvent]) -> list[bool]:
-            received = events.receive(uow, workspace, batch)
-            if any(received):
-                self.on_events(uow)  # every replica's event worker looks, once this commits
-            return received
-
-        new = await write_each(answer, parsed, lambda batch: self.transactions.run(
-            lambda uow: receive(uow, batch)))
+        new = await write_each(answer, parsed,
+                               lambda batch: self.receiver.receive(workspace, batch))
         for index, is_new in new:
             if not is_new:
                 answer.result(index).duplicate = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 from cjo_orchestration.adapters import enrollments as enrollment_store
@@ -27,6 +28,7 @@ from cjo_orchestration.domain.journeys import JourneyGraph, JourneyState
 from cjo_orchestration.domain.lifecycle import resolve_profile
 from cjo_orchestration.domain.orders import Rejected
 from cjo_orchestration.service_layer.errors import count_errors
+from cjo_orchestration.service_layer.handoff import Handoff
 from cjo_orchestration.service_layer.ids import NewId
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -107,15 +109,26 @@ def enroll(uow: UnitOfWork, entry: Entry, entrants: Sequence[Entrant],
             else Admission(None, ALREADY_ACTIVE) for a in answers]
 
 
-def admit(uow: UnitOfWork, created: Sequence[tuple[Enrollment, Sequence[Step]]]) -> set[str]:
+def admit(uow: UnitOfWork, created: Sequence[tuple[Enrollment, Sequence[Step]]],
+          handoff: Handoff | None = None) -> set[str]:
     """Insert new enrollments with the steps they already took. One that would be a second
     active enrollment of its profile in its journey (a racing replica or request) is left out;
-    the caller publishes facts only for the ids returned (the ones inserted)."""
+    the caller publishes facts only for the ids returned (the ones inserted). With a
+    ``handoff``, the ones due at once are inserted leased to it and given to it once the
+    transaction commits (this process's step worker runs them without claiming them)."""
+    now = uow.now()
+    rows = [replace(e, step_count=len(taken)) for e, taken in created]
+    ready = [e for e in rows if handoff is not None and handoff.ready(e, now)]
+    lease = handoff.lease(now) if handoff is not None and ready else None
     inserted = enrollment_store.insert_new(
-        uow.session, [replace(e, step_count=len(taken)) for e, taken in created])
+        uow.session, rows, {e.enrollment_id: lease for e in ready} if lease else None)
     enrollment_store.insert_steps(uow.session, [
         (replace(e, step_count=0), taken) for e, taken in created
         if taken and e.enrollment_id in inserted])
+    if handoff is not None and lease is not None:
+        handed = [e for e in ready if e.enrollment_id in inserted]
+        if handed:
+            uow.after_commit(partial(handoff.give, lease[1], handed))
     return inserted
 
 

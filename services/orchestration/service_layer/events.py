@@ -28,6 +28,7 @@ from cjo_orchestration.domain.lifecycle import (
 )
 from cjo_orchestration.service_layer.enrollment import MAX_TRACEPARENT_LENGTH, admit
 from cjo_orchestration.service_layer.errors import count_errors
+from cjo_orchestration.service_layer.handoff import Handoff
 from cjo_orchestration.service_layer.ids import NewId
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.db.dead_letters import DeadLetter, DeadLetters
@@ -54,6 +55,12 @@ class ForwardedEvent:
 def receive(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent]) -> list[bool]:
     """Store events not seen before in the inbox; for each event, whether it was new (a repeat
     within the batch, or of an earlier batch, is not)."""
+    return _store(uow, workspace_id, events)[0]
+
+
+def _store(uow: UnitOfWork, workspace_id: str,
+           events: Sequence[ForwardedEvent]) -> tuple[list[bool], list[str]]:
+    """:func:`receive`, and the ids of the events stored."""
     first: dict[str, ForwardedEvent] = {}
     for event in events:
         first.setdefault(event.event_id, event)
@@ -64,12 +71,13 @@ def receive(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent]
         # A malformed traceparent only costs the trace link, never the event.
         "traceparent": e.traceparent if len(e.traceparent) <= MAX_TRACEPARENT_LENGTH else "",
         "receive_time": now, "processed": False} for e in first.values()]) if first else set()
+    stored = sorted(new)
     answers: list[bool] = []
     for event in events:
         answers.append(event.event_id in new and first.get(event.event_id) is event)
         if answers[-1]:
             new.discard(event.event_id)  # a later copy in this batch is a duplicate
-    return answers
+    return answers, stored
 
 
 @dataclass(frozen=True)
@@ -83,16 +91,24 @@ class EventRound:
     # When the earliest event backing off after a failed attempt is due again (the whole
     # batch's round only; None: none is, or not known).
     next_retry: datetime | None = None
+    # Of the enrollments created, those handed to this process's step worker leased (the
+    # others, and the changed ones, wait for its claim).
+    handed_over: int = 0
 
 
 def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
                 seqs: Sequence[int] | None = None,
-                claimed: list[InboxEvent] | None = None) -> EventRound:
-    """Apply the oldest ``batch`` inbox events (of ``seqs`` only, when given), locked, in one
-    transaction. ``claimed`` receives the events this attempt claimed, so a caller whose
-    transaction failed knows which to apply one profile at a time."""
+                claimed: list[InboxEvent] | None = None,
+                received: tuple[str, Sequence[str]] | None = None,
+                handoff: Handoff | None = None) -> EventRound:
+    """Apply the oldest ``batch`` inbox events (of ``seqs`` only, when given; of ``received``'s
+    workspace and event ids only, when given), locked, in one transaction. ``claimed``
+    receives the events this attempt claimed, so a caller whose transaction failed knows which
+    to apply one profile at a time. With a ``handoff``, the enrollments created that are due
+    at once go to this process's step worker, leased (:func:`admit`)."""
     session = uow.session
-    events = enrollment_store.pending_events(session, batch, seqs, now=uow.now())
+    events = enrollment_store.pending_events(session, batch, seqs, now=uow.now(),
+                                             received=received)
     if claimed is not None:
         claimed[:] = events
     if not events:
@@ -123,7 +139,7 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
                       for journey_id in listening.get((e.workspace_id, e.event_name), ())}
         history = enrollment_store.history(session, candidates)
         outcome = apply_events(events, triggers, watched, history, busy, new_id, now, retired)
-        inserted = _record(uow, events, outcome)
+        inserted, handed_over = _record(uow, events, outcome, handoff)
 
     def report() -> None:  # once, for the attempt that committed
         if outcome.deferred:
@@ -138,7 +154,7 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
 
     uow.after_commit(report)
     return EventRound(len(events) - len(outcome.deferred), len(inserted) + len(outcome.changed),
-                      len(outcome.deferred))
+                      len(outcome.deferred), handed_over=handed_over)
 
 
 def _watched(uow: UnitOfWork, profiles: set[tuple[str, str]],
@@ -163,8 +179,10 @@ def _watched(uow: UnitOfWork, profiles: set[tuple[str, str]],
     return watched, busy
 
 
-def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome) -> set[str]:
-    """Write what the events did; returns the ids of the enrollments they created."""
+def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome,
+            handoff: Handoff | None = None) -> tuple[set[str], int]:
+    """Write what the events did; returns the ids of the enrollments they created, and how many
+    of them went to ``handoff``."""
     session = uow.session
     now = uow.now()
     # Ended ones first: a merge may end one profile's enrollment in a journey and move the
@@ -172,7 +190,10 @@ def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome
     changed = list(outcome.changed.values())
     enrollment_store.save_progress(session, [
         c for c in changed if c[0].state is not EnrollmentState.ACTIVE])
-    inserted = admit(uow, list(outcome.created.values()))
+    created = list(outcome.created.values())
+    inserted = admit(uow, created, handoff)
+    handed_over = 0 if handoff is None else sum(
+        1 for e, _ in created if e.enrollment_id in inserted and handoff.ready(e, now))
     enrollment_store.save_progress(session, [
         c for c in changed if c[0].state is EnrollmentState.ACTIVE])
     erased = enrollment_store.retire(session, outcome.retired, now)
@@ -185,8 +206,89 @@ def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome
     count_errors(uow, outcome.errors)
     deferred = set(outcome.deferred)
     enrollment_store.mark_processed(session, [e.seq for e in events if e.seq not in deferred])
-    return inserted
+    return inserted, handed_over
 
+
+
+@dataclass(frozen=True)
+class Received:
+    """What one receipt did: for each event, whether it was new; what applying the new ones
+    in the same transaction did; and whether any new one is left in the inbox for the event
+    round (ordered behind an event not applied yet, or deferred behind its profile's step)."""
+
+    new: list[bool]
+    applied: EventRound
+    waiting: bool
+
+
+def receive_and_apply(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent],
+                      new_id: NewId, handoff: Handoff | None = None) -> Received:
+    """:func:`receive`, then apply the events just stored in the same transaction, as the event
+    round would (:func:`apply_inbox` on them alone): an older pending event of the same person
+    (held by another replica, backing off, or not applied yet) keeps its later ones in the
+    inbox for the event round, so every profile's order holds."""
+    answers, stored = _store(uow, workspace_id, events)
+    if not stored:
+        return Received(answers, EventRound(0, 0), False)
+    applied = apply_inbox(uow, len(stored), new_id, received=(workspace_id, stored),
+                          handoff=handoff)
+    return Received(answers, applied, applied.handled < len(stored))
+
+
+class EventReceiver:
+    """HandleEvents' use-case: store a batch of forwarded events in the inbox (dedupe by event
+    id) and, in the same transaction, apply them: one commit per batch, and no event round
+    (its claim transaction and its wake-up) on an event's path.
+
+    What the caller is told never depends on applying: when applying fails (an event that
+    cannot be applied, whatever it raised), the batch is stored alone, in a transaction of its
+    own, and the event round applies it with its per-profile isolation (a bad event counts
+    its attempts and holds back only its profile). A batch larger than ``apply_limit`` is only
+    stored: the event round applies it in its own batches, while the caller sends the next.
+    ``events_waiting(uow)`` wakes the event workers when events are left in the inbox;
+    ``enrolled()`` wakes the step worker after a commit that created or changed enrollments;
+    with a ``handoff``, the ones created due at once are handed to it leased (no claim).
+    """
+
+    def __init__(self, transactions: Transactions, new_id: NewId,
+                 events_waiting: Callable[[UnitOfWork], None],
+                 enrolled: Callable[[], None], apply_limit: int,
+                 handoff: Handoff | None = None) -> None:
+        self.transactions = transactions
+        self.handoff = handoff
+        self.new_id = new_id
+        self.events_waiting = events_waiting
+        self.enrolled = enrolled
+        self.apply_limit = apply_limit
+
+    async def receive(self, workspace_id: str, events: Sequence[ForwardedEvent]) -> list[bool]:
+        """For each event, whether it was new (stored now)."""
+        if 0 < len(events) <= self.apply_limit:
+            try:
+                return await self.transactions.run(
+                    lambda uow: self._receive_and_apply(uow, workspace_id, events))
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise
+                log.info("applying received events failed; the event round applies them",
+                         events=len(events), error=error_detail(exc))
+        return await self.transactions.run(lambda uow: self._store(uow, workspace_id, events))
+
+    def _receive_and_apply(self, uow: UnitOfWork, workspace_id: str,
+                           events: Sequence[ForwardedEvent]) -> list[bool]:
+        received = receive_and_apply(uow, workspace_id, events, self.new_id, self.handoff)
+        if received.waiting:
+            self.events_waiting(uow)
+        if received.applied.enrolled > received.applied.handed_over:
+            uow.after_commit(self.enrolled)  # enrollments for the step worker's claim
+        return received.new
+
+    def _store(self, uow: UnitOfWork, workspace_id: str,
+               events: Sequence[ForwardedEvent]) -> list[bool]:
+        new = receive(uow, workspace_id, events)
+        if any(new):
+            self.events_waiting(uow)  # every replica's event worker looks, once this commits
+        return new
 
 
 # --- poison isolation ------------------------------------------------------------------------
@@ -307,8 +409,9 @@ class InboxRound:
 
     def __init__(self, transactions: Transactions, batch: int, new_id: NewId,
                  max_attempts: int, dead_letter: DeadLetterSink | None = None,
-                 backoff: RetryPolicy = EVENT_BACKOFF) -> None:
+                 backoff: RetryPolicy = EVENT_BACKOFF, handoff: Handoff | None = None) -> None:
         self.transactions = transactions
+        self.handoff = handoff  # where new enrollments due at once go, leased
         self.batch = batch
         self.new_id = new_id
         self.max_attempts = max_attempts
@@ -319,7 +422,8 @@ class InboxRound:
         claimed: list[InboxEvent] = []
 
         def apply(uow: UnitOfWork) -> EventRound:
-            applied = apply_inbox(uow, self.batch, self.new_id, claimed=claimed)
+            applied = apply_inbox(uow, self.batch, self.new_id, claimed=claimed,
+                                  handoff=self.handoff)
             return replace(applied,
                            next_retry=enrollment_store.next_retry(uow.session, uow.now()))
 
@@ -341,7 +445,8 @@ class InboxRound:
     async def _apply(self, events: Sequence[InboxEvent]) -> EventRound:
         seqs = [e.seq for e in events]
         return await self.transactions.run(
-            lambda uow: apply_inbox(uow, len(seqs), self.new_id, seqs=seqs))
+            lambda uow: apply_inbox(uow, len(seqs), self.new_id, seqs=seqs,
+                                    handoff=self.handoff))
 
     async def _apply_group(self, group: Sequence[InboxEvent]) -> EventRound:
         try:

@@ -222,6 +222,21 @@ class StepRound:
         self._next_due.set(next_due)
         if not claimed:
             return False
+        await self._run_claimed(token, claimed, next_due, surely_held_until)
+        return len(claimed) >= self.settings.step_batch
+
+    async def run_claimed(self, token: str, claimed: Sequence[Enrollment],
+                          surely_held_until: datetime | None = None) -> None:
+        """Run enrollments already leased to ``token`` (by the transaction that created them:
+        :class:`~cjo_orchestration.service_layer.handoff.Handoff`), as :meth:`run` runs the
+        ones it claims, without a claim of its own; ``surely_held_until`` as :func:`record`'s
+        (None: the leases are read again when recording)."""
+        if claimed:
+            await self._run_claimed(token, claimed, self._next_due.get(), surely_held_until)
+
+    async def _run_claimed(self, token: str, claimed: Sequence[Enrollment],
+                           next_due: datetime | None,
+                           surely_held_until: datetime | None) -> None:
         try:
             await self._load_graphs(claimed)
             by_workspace: dict[str, list[Enrollment]] = defaultdict(list)
@@ -253,7 +268,6 @@ class StepRound:
             log.warning("recording a step batch failed; recording one enrollment at a time",
                         enrollments=len(transitions), error=repr(exc))
             await self._record_one_by_one(token, claimed, transitions)
-        return len(claimed) >= self.settings.step_batch
 
     async def _record_one_by_one(self, token: str, claimed: Sequence[Enrollment],
                                  transitions: Sequence[Transition]) -> None:

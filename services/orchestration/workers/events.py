@@ -22,8 +22,8 @@ class EventWorker(PollingWorker):
     async def run_once(self) -> bool:
         applied = await self.round.run()
         self.last = applied
-        if applied.enrolled:
-            self.wake_steps()
+        if applied.enrolled > applied.handed_over:
+            self.wake_steps()  # enrollments for the step worker's claim (not handed over)
         # A full batch means more is waiting. Events deferred behind their profile's running
         # step wait for it to end: the step round that hands the profile back signals every
         # replica's event worker (StepRound.events_waiting); the poll is the safety net.
