@@ -246,3 +246,32 @@ async def test_two_replicas_writing_and_forwarding_send_each_row_once_in_order(
         assert [n for _, w, n in got if w == workspace] == sent[workspace]
     by_replica = Counter(name for name, _, _ in got)
     assert by_replica["one"] > 0 and by_replica["two"] > 0, by_replica
+
+
+async def test_a_unit_of_works_rows_are_handed_off_in_one_insert_in_their_order(
+        box: Box) -> None:
+    got: list[bytes] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        got.extend(r.payload for r in rows)
+
+    inserts: list[str] = []
+
+    @event.listens_for(box.db.engine, "before_cursor_execute")
+    def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
+            inserts.append(statement)
+
+    forwarder = Forwarder(box.db, box.outbox, "t", send, poll_interval=60)
+    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+    payloads = [str(n).encode() for n in range(7)]  # a PostgreSQL batch of 8+ goes by COPY
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await eventually(lambda: forwarder._running)
+        await transactions.run(lambda uow: uow.publish("t", "ws", [(p, "") for p in payloads]))
+        await eventually(lambda: len(got) == len(payloads))
+    finally:
+        await stop(task)
+    # Handed off (not left for a claim), in one statement, and sent in the order written.
+    assert len(inserts) == 1 and "RETURNING" in inserts[0].upper()
+    assert got == payloads

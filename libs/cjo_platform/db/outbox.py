@@ -160,12 +160,21 @@ class Outbox:
             self.add(session, topic, workspace_id, payloads)
             return None
         until = now + taker.lease
-        ids = session.execute(
-            insert(table).returning(table.c.id, sort_by_parameter_order=True),
-            [{"topic": topic, "workspace_id": workspace_id, "payload": payload,
-              "traceparent": traceparent, "create_time": now, "lease_owner": owner,
-              "lease_until": until}
-             for payload, traceparent in payloads]).scalars().all()
+        values = [{"topic": topic, "workspace_id": workspace_id, "payload": payload,
+                   "traceparent": traceparent, "create_time": now, "lease_owner": owner,
+                   "lease_until": until}
+                  for payload, traceparent in payloads]
+        if session.get_bind().dialect.name == "sqlite":
+            # One multi-row INSERT (SQLAlchemy's RETURNING in parameter order would send one
+            # per row on SQLite). Its rows get increasing ids in VALUES order (the writer holds
+            # SQLite's write lock: each new row takes the largest id + 1), whatever order
+            # RETURNING lists them in.
+            ids = sorted(session.execute(
+                insert(table).values(values).returning(table.c.id)).scalars())
+        else:
+            ids = list(session.execute(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                values).scalars())
         rows = [OutboxRow(row_id, topic, workspace_id, payload, traceparent, now)
                 for row_id, (payload, traceparent) in zip(ids, payloads, strict=True)]
         taker._reserve(rows)
