@@ -135,8 +135,10 @@ async def test_keys_and_workspaces_stay_within_their_workspace(identity: Identit
 async def test_a_deleted_key_stops_working_on_every_replica_within_the_bound(
         backend: Backend, recorder: Recorder) -> None:
     # Two identity replicas on one database, and analytics authenticating through identity;
-    # the bound (CJO_API_KEY_CACHE_SECONDS) is short here, 30 seconds by default.
-    bound = 1.0
+    # the bound (CJO_API_KEY_CACHE_SECONDS) is short here, 30 seconds by default. The slack
+    # covers a loaded CI machine's round trips (1.51 s against 1.0 + 0.5 once), and still fails
+    # a cache that outlives the bound twice over (a chain of caches: analytics -> identity).
+    bound = 2.0
     overrides = {"CJO_ORCHESTRATION_TARGET": recorder.address,
                  "CJO_API_KEY_CACHE_SECONDS": str(bound)}
     first = build(settings_for("identity", backend, **overrides), Env({}))
@@ -186,7 +188,7 @@ async def test_a_deleted_key_stops_working_on_every_replica_within_the_bound(
                 return True
 
             await eventually(refused_everywhere, timeout=bound + 2, interval=0.05)
-            assert asyncio.get_running_loop().time() - started <= bound + 0.5
+            assert asyncio.get_running_loop().time() - started <= bound + 1.0
             # The new key goes on working everywhere.
             await reports.GetJourneyReport(report, metadata=bearer(spare.api_key.secret))
             gone = await rpc_error(deleting.DeleteApiKey(
