@@ -49,3 +49,12 @@ def test_the_throughput_benchmark_runs_both_scenarios() -> None:
     assert "1000 events over 5,000 profiles" in out
     assert "analytics counted 20 entries and 20 sends; no duplicates" in out
     assert "journey (sign-up -> email -> analytics): per journey" in out
+
+
+def test_the_rpc_benchmark_measures_each_layer() -> None:
+    out = run("rpc.py", "--seconds", "0.2", "--variants", "bare,cjo,-auth")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert set(rows) == {"bare", "cjo", "-auth"}, out
+    # calls/s, server and client CPU µs per call, for 1 and for 32 in flight
+    assert all(len(r) == 6 and all(float(f.replace(",", "")) > 0 for f in r)
+               for r in rows.values()), out

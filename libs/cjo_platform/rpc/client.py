@@ -37,22 +37,29 @@ _channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, grpc.a
     weakref.WeakKeyDictionary())
 
 
+CHANNEL_OPTIONS = (
+    ("grpc.service_config", _RETRY_POLICY),
+    ("grpc.enable_retries", 1),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+"""The options of every cjo channel: retries on UNAVAILABLE and the message limits."""
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors of every cjo channel: the client span, which carries the trace to the
+    server in the ``traceparent`` metadata."""
+    # opentelemetry-instrumentation-grpc has no annotations.
+    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+
+
 def channel(target: str) -> grpc.aio.Channel:
     """The process-wide channel to ``target`` (created on first use, in the running loop)."""
     per_loop = _channels.setdefault(asyncio.get_running_loop(), {})
     existing = per_loop.get(target)
     if existing is None:
-        existing = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.service_config", _RETRY_POLICY),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-            # opentelemetry-instrumentation-grpc has no annotations.
-            interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
-        )
+        existing = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS,
+                                             interceptors=client_interceptors())
         per_loop[target] = existing
     return existing
 

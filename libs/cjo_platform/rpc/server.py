@@ -57,6 +57,34 @@ def traced(details: grpc.HandlerCallDetails) -> bool:
     return not details.method.startswith(HEALTH_PREFIX)
 
 
+LAYERS = ("tracing", "metrics", "logging", "errors", "auth", "validation")
+"""The layers every call to a cjo server passes, outermost first (``leave_out`` names)."""
+
+
+def server_interceptors(service: str, authenticator: Authenticator,
+                        service_only_methods: Collection[str] = (), *, metrics: bool,
+                        leave_out: Collection[str] = ()) -> list[grpc.aio.ServerInterceptor]:
+    """The interceptors of every cjo server, outermost first: the server span, metrics (when
+    on: outside logging and errors, so they see the caller's final code), the log line, error
+    mapping, authentication and, innermost, validation (what no service can store is refused
+    before any servicer runs). ``leave_out`` drops layers by name (:data:`LAYERS`): for
+    ``make bench-rpc``, which measures each one's cost on this very stack."""
+    unknown = set(leave_out) - set(LAYERS)
+    if unknown:
+        raise ValueError(f"unknown layers {sorted(unknown)}; known: {LAYERS}")
+    layers: list[tuple[str, Callable[[], grpc.aio.ServerInterceptor]]] = [
+        # opentelemetry-instrumentation-grpc has no annotations.
+        ("tracing", lambda: aio_server_interceptor(filter_=traced)),  # type: ignore[no-untyped-call]
+        ("metrics", MetricsInterceptor),
+        ("logging", LoggingInterceptor),
+        ("errors", lambda: ErrorInterceptor(domain=f"{service}.cjo")),
+        ("auth", lambda: AuthInterceptor(authenticator, service_only_methods)),
+        ("validation", ValidationInterceptor),
+    ]
+    return [make() for name, make in layers
+            if name not in leave_out and (metrics or name != "metrics")]
+
+
 @runtime_checkable
 class HealthReporting(Protocol):
     """A background worker with a health of its own, reported by ``grpc.health.v1`` under
@@ -116,22 +144,12 @@ async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
     if settings.auto_migrate:
         await app.db.run(app.migrate)
 
-    # Metrics (when on) sit outside logging and errors, so they see the caller's final code.
-    metered = [MetricsInterceptor()] if settings.metrics_port else []
     if app.gauges is not None and settings.metrics_port:
         app.on_stop.append(observe_queues(settings.service, app.gauges))
     server = grpc.aio.server(
-        interceptors=[
-            # opentelemetry-instrumentation-grpc has no annotations.
-            aio_server_interceptor(  # type: ignore[no-untyped-call]
-                filter_=traced),
-            *metered,
-            LoggingInterceptor(),
-            ErrorInterceptor(domain=f"{settings.service}.cjo"),
-            AuthInterceptor(app.authenticator, app.service_only_methods),
-            # Innermost: what no service can store is refused before any servicer runs.
-            ValidationInterceptor(),
-        ],
+        interceptors=server_interceptors(settings.service, app.authenticator,
+                                         app.service_only_methods,
+                                         metrics=bool(settings.metrics_port)),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
