@@ -102,6 +102,14 @@ def settings_for(service: str, backend: Backend, **overrides: str) -> ServiceSet
     return settings
 
 
+def command_env(data_dir: Path, **env: str) -> dict[str, str]:
+    """The environment of a `python -m cjo_<service>` process, as an operator would run it: this
+    process's, without its cjo settings, plus ``env``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    environ.update({"CJO_SERVICE_TOKEN": SERVICE_TOKEN, "CJO_DATA_DIR": str(data_dir), **env})
+    return environ
+
+
 def as_service(workspace_id: str) -> tuple[tuple[str, str], ...]:
     """Metadata of a cjo service acting for ``workspace_id``."""
     return on_behalf_of(SERVICE_TOKEN, workspace_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import MetaData, Table
 
@@ -44,8 +45,10 @@ class Storage:
     transactions: Transactions
     dead_letters: DeadLetters
 
-    def migrate(self) -> None:
-        upgrade(self.db, self.migrations)
+    def migrate(self, **attributes: Any) -> None:
+        """Migrate to the newest revision; ``attributes`` go to the data migrations (alembic's
+        ``config.attributes``)."""
+        upgrade(self.db, self.migrations, attributes)
 
     def queue_gauges(self, clock: Clock, *probes: Probe) -> QueueGauges:
         """The outbox's gauges, which every service has, and the service's own ``probes``."""

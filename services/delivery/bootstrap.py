@@ -21,17 +21,15 @@ from cjo_delivery.adapters.inbox import INBOX_SIGNAL, InboxHub, InboxProvider
 from cjo_delivery.adapters.provider_factory import ProviderFactory
 from cjo_delivery.adapters.retention import RULES as RETENTION
 from cjo_delivery.adapters.routes import Routes
-from cjo_delivery.adapters.secret_box import load_secret_box
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.adapters.tables import metadata
 from cjo_delivery.adapters.webhooks.receiver import ProviderWebhooks
 from cjo_delivery.api.servicer import DeliveryServicer
 from cjo_delivery.domain.engagement import Engagement
 from cjo_delivery.domain.providers import valid_from
-from cjo_delivery.reseal import COMMAND as RESEAL_COMMAND
-from cjo_delivery.reseal import reseal_command
 from cjo_delivery.service_layer.engagement import record_engagement
 from cjo_delivery.service_layer.provider_webhooks import ProviderReports
+from cjo_delivery.service_layer.secrets import SEALED
 from cjo_delivery.service_layer.send_round import MESSAGE_RETRY, SenderSettings, SendRound
 from cjo_delivery.workers.sender import Sender
 from cjo_platform.backoff import RetryPolicy
@@ -45,9 +43,12 @@ from cjo_platform.decisioning import decisioning_facts_forwarder
 from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.dead_letters import bus_replays, dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
+from cjo_platform.secret_box import RESEAL_COMMAND, load_secret_box, reseal_command
 from cjo_platform.service import open_storage, remote_authenticator
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+# The keys that encrypt the providers' stored secrets (cjo_platform.secret_box).
+SECRET_KEYS = "CJO_DELIVERY_SECRET_KEYS"
 SERVICE = "cjo.delivery.v1.DeliveryService"
 
 # A send is up to seven SMTP round trips (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL/RCPT,
@@ -123,7 +124,7 @@ def load_tracking(settings: ServiceSettings, env: Env) -> tuple[Tracking, int] |
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
     clock = clock or SystemClock()
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
-    secret_box = load_secret_box(env, settings.environment)
+    secret_box = load_secret_box(env, settings.environment, SECRET_KEYS, SEALED.what)
     sending = load_sender_settings(env)
     smtp = load_smtp_settings(env, connections=sending.concurrency)
     if sending.lease.total_seconds() < _LEASE_TIMEOUTS * smtp.timeout_seconds:
@@ -211,6 +212,6 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         # initContainer, while pods that may not read the new form still run.
         migrate=storage.migrate,
         gauges=storage.queue_gauges(clock, QUEUES),
-        commands={RESEAL_COMMAND: partial(reseal_command, transactions, secret_box)},
+        commands={RESEAL_COMMAND: partial(reseal_command, transactions, secret_box, SEALED)},
         on_stop=[provider.close, routes.close, factory.close],
     )

@@ -6,6 +6,7 @@ backfills)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from cjo.identity.v1 import identity_service_pb2_grpc, workspace_service_pb2_grpc
@@ -20,6 +21,7 @@ from cjo_identity.api.workspace_servicer import WorkspaceServicer
 from cjo_identity.domain.events import DEFAULT_MAX_CLOCK_SKEW
 from cjo_identity.service_layer.backfills import BackfillRound
 from cjo_identity.service_layer.lapses import LapseRound
+from cjo_identity.service_layer.settings import SEALED
 from cjo_identity.service_layer.workspaces import local_key_resolver
 from cjo_identity.settings import load_group_commit, load_time_settings
 from cjo_identity.workers.time import TimeWorker
@@ -32,15 +34,19 @@ from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.auth import Authenticator, CachingResolver
 from cjo_platform.rpc.dead_letters import bus_replays, dead_letter_servicer, outbox_replays
 from cjo_platform.rpc.server import ServiceApp, Servicer
+from cjo_platform.secret_box import RESEAL_COMMAND, load_secret_box, reseal_command
 from cjo_platform.service import open_storage
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+# The keys that encrypt the workspaces' verification secrets (cjo_platform.secret_box).
+SECRET_KEYS = "CJO_IDENTITY_SECRET_KEYS"
 
 
 def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> ServiceApp:
     clock = clock or SystemClock()
     storage = open_storage(settings, metadata, MIGRATIONS, clock)
     transactions = storage.transactions
+    secret_box = load_secret_box(env, settings.environment, SECRET_KEYS, SEALED.what)
     # Identity owns the keys: it checks them in its own database instead of calling itself.
     from_database = local_key_resolver(transactions)
     resolve_key = CachingResolver(from_database, ttl=settings.api_key_cache_seconds,
@@ -62,7 +68,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     ingest = IdentityServicer(transactions, on_backfill=time.wake,
                               forward_to_decisioning=to_decisioning,
                               max_clock_skew=timedelta(seconds=skew),
-                              group_commit=load_group_commit(env))
+                              group_commit=load_group_commit(env), secret_box=secret_box)
     # With the bus, delivery's engagement events arrive from JetStream into the very
     # IngestEvents that delivery's forwarder calls otherwise.
     consumers = [] if bus is None else [engagement_consumer(bus, ingest, storage, clock)]
@@ -86,6 +92,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         background=[events.run, facts.run, rewards.run, time.run,
                     storage.retention(env, settings.service, RETENTION).run,
                     *consumer_workers(consumers, storage.outbox)],
-        migrate=storage.migrate,
+        # Migration 0009 seals the verification secrets stored in plaintext with these keys.
+        migrate=partial(storage.migrate, secret_box=secret_box),
         gauges=storage.queue_gauges(clock, QUEUES),
+        commands={RESEAL_COMMAND: partial(reseal_command, transactions, secret_box, SEALED)},
     )

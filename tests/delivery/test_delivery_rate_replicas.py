@@ -22,7 +22,6 @@ from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import provider_pb2
 from cjo_delivery import adapters
 from cjo_delivery.adapters import provider_store, rate_store
-from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.adapters.tables import provider_rates
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
@@ -30,6 +29,7 @@ from cjo_delivery.domain.ratelimit import Grant, RateLimit
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.migrations import upgrade
+from cjo_platform.secret_box import SecretBox
 from support import Backend, eventually, free_port, serving, settings_for
 
 RATE, BURST, MESSAGES = 50, 50, 200

@@ -29,7 +29,6 @@ from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, policy_pb2, provider_pb2
 from cjo_delivery.adapters import breaker_store, provider_store
 from cjo_delivery.adapters.routes import Route
-from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.api.servicer import _new_message
 from cjo_delivery.bootstrap import QUEUED_SIGNAL
 from cjo_delivery.domain.breaker import CircuitBreaker
@@ -40,6 +39,7 @@ from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.signals import Signals
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.secret_box import SecretBox
 from support import Backend, as_service, eventually, free_port, serving, settings_for
 
 WS = as_service("ws-a")

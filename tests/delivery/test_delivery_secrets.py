@@ -29,23 +29,23 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, provider_pb2
 from cjo_delivery.adapters.provider_store import reseal_secrets
-from cjo_delivery.adapters.secret_box import (
-    KEYS_VARIABLE,
-    SecretBox,
-    SecretsUnreadable,
-    key_id_of,
-    load_secret_box,
-)
 from cjo_delivery.adapters.tables import providers
+from cjo_delivery.bootstrap import SECRET_KEYS as KEYS_VARIABLE
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import ConfigError, Env
 from cjo_platform.db import Database
 from cjo_platform.rpc.server import ServiceApp
 from cjo_platform.rpc.status import field_violations
+from cjo_platform.secret_box import (
+    SecretBox,
+    SecretsUnreadable,
+    key_id_of,
+    load_secret_box,
+)
 from support import (
-    SERVICE_TOKEN,
     Backend,
     as_service,
+    command_env,
     eventually,
     free_port,
     serving,
@@ -94,14 +94,6 @@ def stored(backend: Backend) -> dict[str, str]:
     with database(backend) as db, db.transaction() as session:
         rows = session.execute(select(providers.c.provider_id, providers.c.secrets)).all()
         return {r.provider_id: r.secrets for r in rows}
-
-
-def command_env(data_dir: Path, **env: str) -> dict[str, str]:
-    """The environment of a `python -m cjo_delivery` process, as an operator would run it: this
-    process's, without its cjo settings, plus ``env``."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
-    environ.update({"CJO_SERVICE_TOKEN": SERVICE_TOKEN, "CJO_DATA_DIR": str(data_dir), **env})
-    return environ
 
 
 def run_delivery(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -394,14 +386,14 @@ async def test_a_ciphertext_moved_to_another_provider_does_not_decrypt(
             providers.c.provider_id == first)).scalar_one()
         session.execute(update(providers).where(providers.c.provider_id == second)
                         .values(secrets=value))
-    with pytest.raises(SecretsUnreadable, match="belongs to another provider"):
+    with pytest.raises(SecretsUnreadable, match="belongs to another row"):
         SecretBox([NEW_KEY]).unseal("ws-a", second, stored(backend)[second])
 
 
 def test_keys_are_checked_at_start_by_name() -> None:
     good = text(NEW_KEY)
     env = Env({KEYS_VARIABLE: f"{good}, not-a-key ,{good}"})
-    load_secret_box(env, "development")
+    load_secret_box(env, "development", KEYS_VARIABLE, "provider secrets")
     with pytest.raises(ConfigError) as error:
         env.check()
     message = str(error.value)
@@ -410,11 +402,12 @@ def test_keys_are_checked_at_start_by_name() -> None:
     assert "not-a-key" not in message and good not in message
     # URL-safe base64 (a Fernet key) is taken as well as `openssl rand -base64 32` output.
     env = Env({KEYS_VARIABLE: base64.urlsafe_b64encode(b"\xff" * 32).decode()})
-    assert load_secret_box(env, "production").encrypts and not env.errors
+    box = load_secret_box(env, "production", KEYS_VARIABLE, "provider secrets")
+    assert box.encrypts and not env.errors
 
     with capture_logs() as logs:
         env = Env({})
-        box = load_secret_box(env, "development")
+        box = load_secret_box(env, "development", KEYS_VARIABLE, "provider secrets")
     assert not box.encrypts and not env.errors
     assert [e["log_level"] for e in logs] == ["warning"] and KEYS_VARIABLE in logs[0]["event"]
     assert box.seal("w", "p", {"k": "v"}) == '{"k": "v"}'

@@ -12,7 +12,6 @@ import pytest
 
 from cjo.common.v1 import common_pb2
 from cjo_delivery.adapters.routes import Routes
-from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.adapters.tables import metadata
 from cjo_delivery.bootstrap import MIGRATIONS
 from cjo_delivery.domain.engagement import Engagement, EngagementKind
@@ -26,6 +25,7 @@ from cjo_delivery.service_layer.send_round import SenderSettings, SendRound
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import Aborted, FailedPrecondition, NotFound
+from cjo_platform.secret_box import SecretBox
 from cjo_platform.service import open_storage
 from support import new_backend, settings_for
 

@@ -23,6 +23,7 @@ from cjo.identity.v1 import (
     identity_service_pb2,
     identity_service_pb2_grpc,
     segment_pb2,
+    workspace_pb2,
 )
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
@@ -32,11 +33,12 @@ from cjo_identity.adapters.tables import outbox
 from cjo_identity.bootstrap import build
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
-from cjo_platform.protobuf import to_timestamp
+from cjo_platform.protobuf import dict_to_struct, to_timestamp
 from cjo_platform.rpc.server import ServiceApp
 from support import SERVICE_TOKEN, Backend, bearer, eventually, serving, settings_for
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+Metadata = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -109,13 +111,13 @@ class Identity:
     workspaces: ws_grpc.WorkspaceServiceStub
     dead_letters: dl_grpc.DeadLetterServiceStub
 
-    async def new_workspace(self, workspace_id: str) -> tuple[tuple[str, str], ...]:
+    async def new_workspace(self, workspace_id: str) -> Metadata:
         """Creates a workspace; returns call metadata carrying its first API key."""
         reply = await self.workspaces.CreateWorkspace(
             ws_pb.CreateWorkspaceRequest(workspace_id=workspace_id), metadata=bearer(SERVICE_TOKEN))
         return bearer(reply.api_key.secret)
 
-    async def backfilled(self, metadata: tuple[tuple[str, str], ...],
+    async def backfilled(self, metadata: Metadata,
                          segment_id: str) -> segment_pb2.Segment:
         """The segment once the time worker finished its backfill (members complete)."""
         async def done() -> segment_pb2.Segment | None:
@@ -169,3 +171,35 @@ async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     return caught.value
+
+
+# Publishable keys and identity verification (test_publishable_keys and
+# test_identity_verification_secret).
+SECRET = "s" * 40
+
+
+def identifier(kind: str, value: str, proof: str = "") -> event_pb2.Identifier:
+    return event_pb2.Identifier(type=kind, value=value, verification_hash=proof)
+
+
+def sent(message_id: str, *identifiers: event_pb2.Identifier, name: str = "",
+         source: str = "web", **traits: str) -> event_pb2.Event:
+    return event_pb2.Event(
+        message_id=message_id, name=name, source=source, identifiers=identifiers,
+        type=event_pb2.EVENT_TYPE_TRACK if name else event_pb2.EVENT_TYPE_IDENTIFY,
+        traits=dict_to_struct(traits),
+        properties=dict_to_struct({"channel": "email"} if "subscribed" in name else {}))
+
+
+async def publishable(identity: Identity, admin: Metadata) -> tuple[Metadata, str]:
+    """Call metadata carrying a new publishable (ingest-only) key, and its id."""
+    key = (await identity.workspaces.CreateApiKey(ws_pb.CreateApiKeyRequest(
+        display_name="web", scope=workspace_pb2.API_KEY_SCOPE_INGEST), metadata=admin)).api_key
+    return bearer(key.secret), key.key_id
+
+
+async def ingest(identity: Identity, metadata: Metadata, *events: event_pb2.Event
+                 ) -> list[identity_service_pb2.IngestEventResult]:
+    reply = await identity.events.IngestEvents(
+        identity_service_pb2.IngestEventsRequest(events=events), metadata=metadata)
+    return list(reply.results)

@@ -28,6 +28,7 @@ from cjo_identity.domain.computed import (
 )
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.rpc.status import field_violations
+from cjo_platform.secret_box import SecretBox
 
 Metadata = tuple[tuple[str, str], ...]
 YEAR = 365 * 86400
@@ -105,7 +106,7 @@ async def test_a_window_saved_before_the_bound_does_not_stop_ingest(identity: Id
 
     def save() -> None:
         with identity.app.db.transaction() as session:
-            save_settings(session, "acme", stored, START)
+            save_settings(session, "acme", stored, START, SecretBox([]), secret_changed=True)
     await identity.app.db.run(save)
     reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
         event(f"o{n}", ("user_id", "u1"), name="order_completed",

@@ -142,6 +142,16 @@ def test_blocked_values_and_bad_settings() -> None:
         "settings.identifier_types[1].type", "settings.trait_rules[0].source_priority"}
 
 
+def test_a_secret_looking_sealed_is_refused_and_the_secret_is_never_in_a_repr() -> None:
+    """Stored values beginning with "enc:" are sealed ones: a plaintext secret so written
+    would be taken for one (adapters/settings.py)."""
+    with pytest.raises(InvalidArgument) as bad:
+        check_settings(IdentitySettings(verification_secret="enc:v1:" + "s" * 40))
+    assert [v.field for v in bad.value.violations] == ["settings.identity_verification.secret"]
+    check_settings(IdentitySettings(verification_secret="s" * 40))
+    assert "s" * 40 not in repr(IdentitySettings(verification_secret="s" * 40))
+
+
 def test_merging_profiles_keeps_the_oldest_and_records_the_link() -> None:
     ids = (f"id{n}" for n in count())
     owners = {ident(ANON, "a1"): Owner("p-anon", "c-anon"),

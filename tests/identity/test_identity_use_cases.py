@@ -34,6 +34,7 @@ from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import AlreadyExists, InvalidArgument, NotFound
 from cjo_platform.facts import FACTS_TOPIC
+from cjo_platform.secret_box import SecretBox
 
 WS = "acme"
 DEFAULTS = IdentitySettings()
@@ -151,11 +152,13 @@ async def test_conversions_become_facts_for_analytics(tx: Transactions) -> None:
 
 
 async def test_settings_are_saved_with_their_update_time(tx: Transactions) -> None:
-    assert tx.run_sync(lambda uow: settings.get_settings(uow, WS)) == (DEFAULTS, None)
+    box = SecretBox([])
+    assert tx.run_sync(lambda uow: settings.get_settings(uow, WS, box)) == (DEFAULTS, None)
     wanted = IdentitySettings(default_phone_region="DE")
-    saved_at, backfill = await tx.run(lambda uow: settings.update_settings(uow, WS, wanted))
+    saved_at, backfill = await tx.run(
+        lambda uow: settings.update_settings(uow, WS, wanted, box))
     assert (saved_at, backfill) == (START, None)  # no computed trait changed: nothing to redo
-    assert tx.run_sync(lambda uow: settings.get_settings(uow, WS)) == (wanted, START)
+    assert tx.run_sync(lambda uow: settings.get_settings(uow, WS, box)) == (wanted, START)
 
 
 async def test_a_new_segment_takes_in_the_matching_profiles(tx: Transactions) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, timedelta
 
 import grpc
 from grpc_status import rpc_status
-from identity_support import Identity, rpc_error
+from identity_support import SECRET, Identity, identifier, ingest, publishable, rpc_error, sent
 
 from cjo.common.v1 import common_pb2
 from cjo.identity.v1 import consent_pb2, event_pb2, workspace_pb2
@@ -22,33 +22,6 @@ from cjo_platform.rpc.status import field_violations
 from support import bearer
 
 Metadata = tuple[tuple[str, str], ...]
-SECRET = "s" * 40
-
-
-def identifier(kind: str, value: str, proof: str = "") -> event_pb2.Identifier:
-    return event_pb2.Identifier(type=kind, value=value, verification_hash=proof)
-
-
-def sent(message_id: str, *identifiers: event_pb2.Identifier, name: str = "",
-         source: str = "web", **traits: str) -> event_pb2.Event:
-    return event_pb2.Event(
-        message_id=message_id, name=name, source=source, identifiers=identifiers,
-        type=event_pb2.EVENT_TYPE_TRACK if name else event_pb2.EVENT_TYPE_IDENTIFY,
-        traits=dict_to_struct(traits),
-        properties=dict_to_struct({"channel": "email"} if "subscribed" in name else {}))
-
-
-async def publishable(identity: Identity, admin: Metadata) -> tuple[Metadata, str]:
-    key = (await identity.workspaces.CreateApiKey(ws_pb.CreateApiKeyRequest(
-        display_name="web", scope=workspace_pb2.API_KEY_SCOPE_INGEST), metadata=admin)).api_key
-    return bearer(key.secret), key.key_id
-
-
-async def ingest(identity: Identity, metadata: Metadata, *events: event_pb2.Event
-                 ) -> list[pb.IngestEventResult]:
-    reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=events),
-                                               metadata=metadata)
-    return list(reply.results)
 
 
 async def lookup(identity: Identity, admin: Metadata, kind: str, value: str) -> str:

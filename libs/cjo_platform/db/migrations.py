@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
@@ -12,17 +13,22 @@ from sqlalchemy import MetaData, text
 from cjo_platform.db.engine import Database
 
 
-def alembic_config(db: Database, script_location: Path) -> Config:
+def alembic_config(db: Database, script_location: Path,
+                   attributes: dict[str, Any] | None = None) -> Config:
+    """``attributes``: what a data migration needs from the service's configuration (say its
+    secret box), read as ``op.get_context().config.attributes``."""
     config = Config()
     config.set_main_option("script_location", str(script_location))
+    config.attributes.update(attributes or {})
     config.attributes["engine"] = db.engine
     return config
 
 
-def upgrade(db: Database, script_location: Path) -> None:
+def upgrade(db: Database, script_location: Path, attributes: dict[str, Any] | None = None
+            ) -> None:
     """Bring the service's schema to the newest revision (idempotent)."""
     db.create_schema()
-    command.upgrade(alembic_config(db, script_location), "head")
+    command.upgrade(alembic_config(db, script_location, attributes), "head")
 
 
 def run_env(target_metadata: MetaData) -> None:

@@ -12,13 +12,13 @@ from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from cjo_delivery.adapters.secret_box import MARKER, SecretBox, SecretsUnreadable
 from cjo_delivery.adapters.tables import policies, provider_breakers, provider_rates, providers
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap, QuietHours
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
 from cjo_platform.db.engine import one_of, upsert
 from cjo_platform.logging import get_logger
+from cjo_platform.secret_box import MARKER, SecretBox, SecretsUnreadable
 
 log = get_logger(__name__)
 

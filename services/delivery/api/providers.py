@@ -14,7 +14,6 @@ import grpc
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import policy_pb2, provider_pb2
 from cjo_delivery.adapters.contents import CHANNELS
-from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import (
     DeliveryPolicy,
@@ -35,6 +34,7 @@ from cjo_platform.errors import InvalidArgument
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.idempotent import once
+from cjo_platform.secret_box import SecretBox
 
 KINDS = {
     provider_pb2.PROVIDER_KIND_SMTP: ProviderKind.SMTP,

@@ -14,7 +14,6 @@ from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
 from cjo_delivery.adapters.contents import CHANNELS, body_of, email_of
 from cjo_delivery.adapters.inbox import InboxHub
-from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.api.inbox import InboxRpcs
 from cjo_delivery.api.providers import ProviderRpcs
 from cjo_delivery.domain.messages import (
@@ -37,6 +36,7 @@ from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
+from cjo_platform.secret_box import SecretBox
 from cjo_platform.telemetry import current_traceparent
 
 DOMAIN = "delivery.cjo"

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cjo_delivery.adapters import provider_store, repository
-from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.domain.messages import Channel, Claim
 from cjo_delivery.domain.policies import DeliveryPolicy
 from cjo_delivery.domain.providers import ProviderConfig
 from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.secret_box import SecretBox
 
 
 @dataclass(frozen=True)

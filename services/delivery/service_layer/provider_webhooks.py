@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cjo_delivery.adapters import provider_store, webhook_store
-from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.adapters.webhooks.receiver import ProviderWebhooks, Unavailable
 from cjo_delivery.adapters.webhooks.request import Malformed, Refused, WebhookRequest
 from cjo_delivery.domain.engagement import Engagement
@@ -31,6 +30,7 @@ from cjo_delivery.domain.providers import ProviderConfig
 from cjo_delivery.service_layer.engagement import record_engagement
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
+from cjo_platform.secret_box import SecretBox
 
 log = get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """A workspace's providers: create, read, list, update (field mask, etag) and delete.
 
-Secrets go in and never come out of the API; ``box`` seals them at rest (adapters/secret_box).
+Secrets go in and never come out of the API; ``box`` seals them at rest (cjo_platform.secret_box).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from secrets import token_urlsafe
 
 from cjo_delivery.adapters import provider_store
-from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.providers import (
     MAX_PROVIDERS_PER_CHANNEL,
@@ -21,6 +20,7 @@ from cjo_delivery.domain.providers import (
 )
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.errors import Aborted, FailedPrecondition, NotFound
+from cjo_platform.secret_box import SecretBox
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,6 @@ from opentelemetry.trace import Status, StatusCode
 
 from cjo_delivery.adapters.contents import decode_outgoing
 from cjo_delivery.adapters.routes import Route, Routes
-from cjo_delivery.adapters.secret_box import SecretBox
 from cjo_delivery.domain import failover
 from cjo_delivery.domain.messages import Claim
 from cjo_delivery.domain.policies import (
@@ -83,6 +82,7 @@ from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.logging import get_logger
+from cjo_platform.secret_box import SecretBox
 from cjo_platform.telemetry import continue_trace
 
 log = get_logger(__name__)

@@ -1,7 +1,15 @@
-"""Storage of a workspace's identity settings (one JSON document per workspace)."""
+"""Storage of a workspace's identity settings (one JSON document per workspace).
+
+The verification secret is stored sealed (cjo_platform.secret_box, keys from
+``CJO_IDENTITY_SECRET_KEYS``): every read opens it and every write of a new one seals it, so
+neither the database nor a dump of it holds it in plaintext once a key is configured. A value
+written before (or without a key) is the plaintext itself and is read as it is; migration 0009
+and ``python -m cjo_identity reseal-secrets`` seal those.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,20 +20,58 @@ from cjo_identity.adapters.tables import identity_settings
 from cjo_identity.domain.computed import Aggregation, ComputedTrait
 from cjo_identity.domain.conversions import ConversionEvent
 from cjo_identity.domain.settings import IdentitySettings, Survivorship, TraitRule, TypeRule
+from cjo_platform.logging import get_logger
+from cjo_platform.secret_box import SecretBox, SecretsUnreadable
+
+log = get_logger(__name__)
+
+# Where the sealed secret is in the settings document; with the workspace id, the associated
+# data of its encryption (a sealed secret copied into another workspace does not open there).
+SECRET_FIELD = "verification_secret"
+SECRET_OWNER = f"identity_settings.{SECRET_FIELD}"
 
 
-def load_settings(session: Session, workspace_id: str, *, for_update: bool = False
-                  ) -> tuple[IdentitySettings, datetime | None]:
+def load_settings(session: Session, workspace_id: str, box: SecretBox, *,
+                  for_update: bool = False) -> tuple[IdentitySettings, datetime | None]:
+    """The workspace's settings, their verification secret opened with ``box`` (one no key of
+    it opens is left empty, with ``verification_secret_error`` saying why: it fails that
+    workspace's verification alone)."""
     query = select(identity_settings).where(identity_settings.c.workspace_id == workspace_id)
     row = session.execute(query.with_for_update() if for_update else query).first()
     if row is None:
         return IdentitySettings(), None
-    return settings_from_json(row.settings), row.update_time
+    settings = settings_from_json(row.settings)
+    stored = str(row.settings.get(SECRET_FIELD, ""))
+    try:
+        secret, error = box.unseal_text(workspace_id, SECRET_OWNER, stored), ""
+    except SecretsUnreadable as exc:
+        secret, error = "", str(exc)
+    return replace(settings, verification_secret=secret,
+                   verification_secret_error=error), row.update_time
+
+
+def load_rules(session: Session, workspace_id: str) -> IdentitySettings:
+    """The workspace's settings WITHOUT the verification secret (left empty, so they fail
+    closed if ever used to verify): for the paths that never verify nor save them (erasure,
+    consent, time-based recomputes and backfills), which then need no key."""
+    row = session.execute(select(identity_settings.c.settings).where(
+        identity_settings.c.workspace_id == workspace_id)).first()
+    return IdentitySettings() if row is None else settings_from_json(row.settings)
 
 
 def save_settings(session: Session, workspace_id: str, settings: IdentitySettings,
-                  now: datetime) -> None:
+                  now: datetime, box: SecretBox, *, secret_changed: bool) -> None:
+    """Store ``settings``, their verification secret sealed with ``box``. Without
+    ``secret_changed`` the stored secret stays byte for byte: an update of other settings never
+    re-encrypts it, nor blanks one this process cannot open."""
     document = settings_to_json(settings)
+    if secret_changed:
+        document[SECRET_FIELD] = box.seal_text(workspace_id, SECRET_OWNER,
+                                               settings.verification_secret)
+    else:
+        current = session.execute(select(identity_settings.c.settings).where(
+            identity_settings.c.workspace_id == workspace_id)).scalar_one_or_none()
+        document[SECRET_FIELD] = (current or {}).get(SECRET_FIELD, "")
     updated = session.execute(
         identity_settings.update()
         .where(identity_settings.c.workspace_id == workspace_id)
@@ -33,6 +79,44 @@ def save_settings(session: Session, workspace_id: str, settings: IdentitySetting
     if not updated.rowcount:  # type: ignore[attr-defined]
         session.execute(identity_settings.insert().values(
             workspace_id=workspace_id, settings=document, update_time=now))
+
+
+def reseal_secrets(session: Session, reader: SecretBox, writer: SecretBox) -> tuple[int, int]:
+    """Rewrite, as ``writer`` writes it, every verification secret stored otherwise, opening it
+    with ``reader``; returns (rewritten, unreadable). Idempotent and safe with several
+    replicas (the rows are locked on PostgreSQL, and one already rewritten is left); a secret
+    ``reader`` cannot open is left as it is and logged with its workspace, never stopping the
+    others. Used by ``reseal-secrets`` and by migration 0009."""
+    rows = session.execute(
+        select(identity_settings.c.workspace_id, identity_settings.c.settings)
+        .order_by(identity_settings.c.workspace_id).with_for_update()).all()
+    rewritten = unreadable = 0
+    for row in rows:
+        stored = str(row.settings.get(SECRET_FIELD, ""))
+        if not stored or writer.is_current(stored):
+            continue
+        try:
+            secret = reader.unseal_text(row.workspace_id, SECRET_OWNER, stored)
+        except SecretsUnreadable as exc:
+            unreadable += 1
+            log.error("verification secret cannot be decrypted; the workspace's identity "
+                      "verification fails until its key is configured again or a new secret "
+                      "is set", workspace=row.workspace_id, error=str(exc))
+            continue
+        document = {**row.settings,
+                    SECRET_FIELD: writer.seal_text(row.workspace_id, SECRET_OWNER, secret)}
+        session.execute(identity_settings.update().where(
+            identity_settings.c.workspace_id == row.workspace_id).values(settings=document))
+        rewritten += 1
+    return rewritten, unreadable
+
+
+def count_not_as_written_by(session: Session, box: SecretBox) -> int:
+    """How many workspaces' verification secrets are not in the form ``box`` writes (what a
+    key rotation checks before the old key is dropped)."""
+    stored = session.execute(select(identity_settings.c.settings)).scalars()
+    return sum(1 for document in stored
+               if (value := str(document.get(SECRET_FIELD, ""))) and not box.is_current(value))
 
 
 def settings_to_json(settings: IdentitySettings) -> dict[str, Any]:
@@ -55,7 +139,7 @@ def settings_to_json(settings: IdentitySettings) -> dict[str, Any]:
                                "currency": c.currency}
                               for c in settings.conversion_events],
         "verification_required": settings.verification_required,
-        "verification_secret": settings.verification_secret,
+        # SECRET_FIELD: set by save_settings, sealed.
     }
 
 
@@ -79,5 +163,5 @@ def settings_from_json(document: dict[str, Any]) -> IdentitySettings:
                             c.get("currency_property", ""), c.get("currency", ""))
             for c in document.get("conversion_events", ())),
         verification_required=bool(document.get("verification_required", False)),
-        verification_secret=str(document.get("verification_secret", "")),
+        # The verification secret: opened by load_settings.
     )

@@ -247,7 +247,7 @@ def settings_to_proto(settings: IdentitySettings, update_time: datetime | None,
         # The secret is never returned.
         identity_verification=identity_settings_pb2.IdentityVerification(
             required=settings.verification_required,
-            secret_set=bool(settings.verification_secret)),
+            secret_set=bool(settings.verification_secret or settings.verification_secret_error)),
     )
 
 

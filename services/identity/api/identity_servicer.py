@@ -49,6 +49,7 @@ from cjo_platform.rpc.auth import current_principal, current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
 from cjo_platform.rpc.idempotent import once, seen
 from cjo_platform.rpc.scopes import Scope
+from cjo_platform.secret_box import SecretBox
 from cjo_platform.telemetry import current_traceparent
 
 SERVICE = "cjo.identity.v1.IdentityService"
@@ -65,8 +66,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                  on_backfill: Callable[[], None] = lambda: None,
                  forward_to_decisioning: bool = True,
                  max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
-                 group_commit: GroupCommitSettings = NO_GROUP_COMMIT) -> None:
+                 group_commit: GroupCommitSettings = NO_GROUP_COMMIT,
+                 secret_box: SecretBox | None = None) -> None:
         self.transactions = transactions
+        # Seals the workspaces' verification secrets at rest (none: stored in plaintext).
+        self.secret_box = secret_box or SecretBox([])
         # How far ahead of its receive time an event's time may be (corrected_time).
         self.max_clock_skew = max_clock_skew
         # Track events and merges also go to decisioning (rewards): one outbox row per event.
@@ -74,8 +78,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         # Called after a backfill is committed: wakes this replica's time worker.
         self.on_backfill = on_backfill
         # Events are parsed with cached settings, checked again in the write transaction.
-        self.settings = settings.SettingsCache(transactions)
-        self.ingest = ingest.IngestGroups(transactions, group_commit, forward_to_decisioning)
+        self.settings = settings.SettingsCache(transactions, self.secret_box)
+        self.ingest = ingest.IngestGroups(transactions, group_commit, self.secret_box,
+                                          forward_to_decisioning)
 
     async def IngestEvents(self, request: pb.IngestEventsRequest,
                            context: grpc.aio.ServicerContext) -> pb.IngestEventsResponse:
@@ -155,7 +160,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.LookupProfileResponse:
         workspace = current_workspace()
         current, _ = await self.transactions.run(
-            lambda uow: settings.get_settings(uow, workspace))
+            lambda uow: settings.get_settings(uow, workspace, self.secret_box))
         problems = Violations()
         identifier = parse_identifier(request.identifier.type, request.identifier.value,
                                       problems, "identifier", known_types=current.known_types,
@@ -196,7 +201,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     ) -> pb.GetIdentitySettingsResponse:
         workspace = current_workspace()
         current, update_time, backfill = await self.transactions.run(
-            lambda uow: settings.get_settings_and_backfill(uow, workspace))
+            lambda uow: settings.get_settings_and_backfill(uow, workspace, self.secret_box))
         return pb.GetIdentitySettingsResponse(
             settings=settings_to_proto(current, update_time, backfill))
 
@@ -207,11 +212,12 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         wanted = settings_from_proto(request.settings)
 
         def update(uow: UnitOfWork) -> pb.UpdateIdentitySettingsResponse:
-            update_time, backfill = settings.update_settings(uow, workspace, wanted)
+            update_time, backfill = settings.update_settings(uow, workspace, wanted,
+                                                               self.secret_box)
             if backfill is not None and backfill.state is not BackfillState.DONE:
                 uow.after_commit(self.on_backfill)
             # As saved: an empty verification secret kept the current one.
-            saved, _ = settings.get_settings(uow, workspace)
+            saved, _ = settings.get_settings(uow, workspace, self.secret_box)
             return pb.UpdateIdentitySettingsResponse(
                 settings=settings_to_proto(saved, update_time, backfill))
 

@@ -52,6 +52,7 @@ class TraitRule:
 # An HMAC key a brand's backend holds: long enough not to be guessed.
 MIN_SECRET_LENGTH = 32
 MAX_SECRET_LENGTH = 256
+SEALED_PREFIX = "enc:"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,11 @@ class IdentitySettings:
     conversion_events: tuple[ConversionEvent, ...] = ()
     # Identity verification of publishable keys' events (domain/verification.py).
     verification_required: bool = False
-    verification_secret: str = ""
+    # Never in a repr (so never in a log line); stored sealed (adapters/settings.py).
+    verification_secret: str = field(default="", repr=False)
+    # Why the stored secret could not be opened (no configured key decrypts it): verification
+    # then fails until a key opens it again or a new secret is set; "" when it opened.
+    verification_secret_error: str = ""
 
     @cached_property
     def type_order(self) -> tuple[str, ...]:
@@ -123,6 +128,9 @@ def check_settings(settings: IdentitySettings,
     problems.check(not secret or MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH,
                    "settings.identity_verification.secret",
                    f"must have {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} characters")
+    # Stored values with this prefix are encrypted ones (cjo_platform.secret_box).
+    problems.check(not secret.startswith(SEALED_PREFIX), "settings.identity_verification.secret",
+                   f"must not begin with {SEALED_PREFIX!r}")
     region = settings.default_phone_region
     problems.check(not region or region in phonenumbers.SUPPORTED_REGIONS,
                    "settings.default_phone_region",
@@ -175,8 +183,11 @@ def keep_secret(wanted: IdentitySettings, current: IdentitySettings) -> Identity
     current one (GetIdentitySettings never returns it, so a read-modify-write sends none).
     Requiring verification needs a secret."""
     if not wanted.verification_secret:
-        wanted = replace(wanted, verification_secret=current.verification_secret)
-    if wanted.verification_required and not wanted.verification_secret:
+        wanted = replace(wanted, verification_secret=current.verification_secret,
+                         verification_secret_error=current.verification_secret_error)
+    # One that cannot be opened here is still set (and kept as it is stored).
+    if wanted.verification_required and not (wanted.verification_secret
+                                             or wanted.verification_secret_error):
         raise InvalidArgument.one("settings.identity_verification.secret",
                                   "is required to require identity verification")
     return wanted

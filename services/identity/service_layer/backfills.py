@@ -30,7 +30,7 @@ from functools import partial
 
 from cjo_identity.adapters import backfills, profiles, segments
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC, segment_event
-from cjo_identity.adapters.settings import load_settings
+from cjo_identity.adapters.settings import load_rules
 from cjo_identity.domain.backfills import (
     COMPUTED_TRAITS,
     Backfill,
@@ -94,7 +94,7 @@ def chunk(uow: UnitOfWork, job: Backfill, token: str, lease_seconds: float,
     :class:`Superseded` when the chunk must not be written."""
     session = uow.session
     now = uow.now()
-    settings = load_settings(session, job.workspace_id)[0]
+    settings = load_rules(session, job.workspace_id)
     segment_id = job.segment_id
     until = now + timedelta(seconds=lease_seconds)
     only: list[Segment] = []

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cjo_identity.adapters import profiles
-from cjo_identity.adapters.settings import load_settings
+from cjo_identity.adapters.settings import load_rules
 from cjo_identity.domain.consent import Decision, decide
 from cjo_platform.db.unit_of_work import UnitOfWork
 
@@ -21,7 +21,7 @@ class ConsentQuery:
 def check_consent(uow: UnitOfWork, workspace_id: str, queries: Sequence[ConsentQuery]
                   ) -> list[Decision]:
     """One decision per query, in order; an unknown profile is never allowed."""
-    settings = load_settings(uow.session, workspace_id)[0]
+    settings = load_rules(uow.session, workspace_id)
     resolved = profiles.resolve_profile_ids(uow.session, workspace_id,
                                             [q.profile_id for q in queries])
     records = profiles.golden_of(uow.session, workspace_id, resolved.values())

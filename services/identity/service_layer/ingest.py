@@ -49,6 +49,7 @@ from cjo_platform.errors import InvalidArgument
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.group_commit import GroupCommit
 from cjo_platform.logging import get_logger
+from cjo_platform.secret_box import SecretBox
 from cjo_platform.telemetry import batch_span
 
 log = get_logger(__name__)
@@ -86,14 +87,15 @@ class Applied:
 
 async def ingest_events(transactions: Transactions, workspace_id: str, batch: Sequence[Event],
                         settings: IdentitySettings, traceparent: str | Sequence[str],
-                        forward_to_decisioning: bool = True, check_settings: bool = False
+                        forward_to_decisioning: bool = True,
+                        check_settings: SecretBox | None = None
                         ) -> list[Outcome | InvalidArgument]:
     """Apply the events (parsed with ``settings``); one outcome or error per event, in order.
     ``traceparent``: the trace the events belong to, or each event's own (see
     :func:`apply_events`). With ``forward_to_decisioning``, track events and merges also go to
-    decisioning. With ``check_settings`` (``settings`` came from a cache), raises
-    :class:`~cjo_identity.service_layer.settings.SettingsChanged`, writing nothing, when they
-    are not the stored ones."""
+    decisioning. With ``check_settings`` (``settings`` came from a cache; the box opens the
+    stored ones), raises :class:`~cjo_identity.service_layer.settings.SettingsChanged`,
+    writing nothing, when they are not the stored ones."""
     lock_first: frozenset[str] = frozenset()
     for attempt in range(1, STALE_ATTEMPTS + 1):
         try:
@@ -144,8 +146,9 @@ class IngestGroups:
     with another's, and calls parsed with different settings never share one."""
 
     def __init__(self, transactions: Transactions, settings: GroupCommitSettings,
-                 forward_to_decisioning: bool = True) -> None:
+                 box: SecretBox, forward_to_decisioning: bool = True) -> None:
         self._transactions = transactions
+        self._box = box  # opens the stored settings' secret (to check them unchanged)
         self._forward_to_decisioning = forward_to_decisioning
         self._groups: GroupCommit[_Lane, tuple[Event, str], Outcome | InvalidArgument] = \
             GroupCommit(self._apply, window=settings.window_seconds,
@@ -167,13 +170,14 @@ class IngestGroups:
         with batch_span("identity.ingest", traces):
             return await ingest_events(
                 self._transactions, lane.workspace_id, [event for event, _ in items],
-                lane.settings, traces, self._forward_to_decisioning, check_settings=True)
+                lane.settings, traces, self._forward_to_decisioning, check_settings=self._box)
 
 
 def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                  settings: IdentitySettings, traceparent: str | Sequence[str],
                  lock_first: frozenset[str] = frozenset(),
-                 forward_to_decisioning: bool = True, check_settings: bool = False) -> Applied:
+                 forward_to_decisioning: bool = True, check_settings: SecretBox | None = None
+                 ) -> Applied:
     """One attempt at the batch; raises :class:`StaleGraph` when the graph changed under it
     or it must lock more profiles out of order (run it again in a new unit of work, locking
     the profiles of ``lock_first`` from the start).
@@ -182,8 +186,8 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     its own trace): an event's outbox rows carry its own; a merge carries the trace of the
     event that linked it, a segment transition that of the profile's last event here."""
     session = uow.session
-    if check_settings:
-        check_unchanged(uow, workspace_id, settings)
+    if check_settings is not None:
+        check_unchanged(uow, workspace_id, settings, check_settings)
     traces = _Traces(batch, traceparent)
     wanted = {i for event in batch for i in event.identifiers}
     erased = profiles.erased_among(session, workspace_id, wanted) if wanted else set()

@@ -26,7 +26,7 @@ from functools import partial
 
 from cjo_identity.adapters import profiles, segments
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC, segment_event
-from cjo_identity.adapters.settings import load_settings
+from cjo_identity.adapters.settings import load_rules
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import current_traceparent, tracer
@@ -66,7 +66,7 @@ def recompute(uow: UnitOfWork, workspace_id: str, profile_ids: list[str], lease:
     ``traceparent``). Returns how many were recomputed."""
     session = uow.session
     now = uow.now()
-    settings = load_settings(session, workspace_id)[0]
+    settings = load_rules(session, workspace_id)
     held, computed = profiles.take_claimed(session, workspace_id, profile_ids, lease)
     if not held:
         return 0

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from cjo_identity.adapters import profiles, segments
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC, erasure_event
-from cjo_identity.adapters.settings import load_settings
+from cjo_identity.adapters.settings import load_rules
 from cjo_identity.domain.events import StoredEvent
 from cjo_identity.domain.identifiers import Identifier
 from cjo_identity.domain.profiles import Profile
@@ -120,7 +120,7 @@ def delete_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,
     resolved = profiles.resolve_profile_ids(session, workspace_id, [profile_id])[profile_id]
     if not profiles.erase_profile(session, workspace_id, resolved, block_identifiers, now):
         raise _missing(profile_id)
-    settings = load_settings(session, workspace_id)[0]
+    settings = load_rules(session, workspace_id)
     segments.refresh(session, workspace_id, {}, [resolved], settings, now)
     erasure = erasure_event(resolved, now, traceparent)
     uow.publish(EVENTS_TOPIC, workspace_id, [(erasure, traceparent)])

@@ -14,34 +14,42 @@ from cjo_identity.domain.backfills import Backfill
 from cjo_identity.domain.settings import IdentitySettings, keep_secret
 from cjo_identity.service_layer import backfills
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.logging import get_logger
+from cjo_platform.secret_box import Sealed, SecretBox
+
+log = get_logger(__name__)
 
 # Workspaces whose settings one process keeps (the least recently used go first).
 CACHED_WORKSPACES = 10_000
 
 
-def get_settings(uow: UnitOfWork, workspace_id: str
+def get_settings(uow: UnitOfWork, workspace_id: str, box: SecretBox
                  ) -> tuple[IdentitySettings, datetime | None]:
-    """The workspace's settings (the defaults until it saved any) and when they last changed."""
-    return stored.load_settings(uow.session, workspace_id)
+    """The workspace's settings (the defaults until it saved any) and when they last changed;
+    their verification secret opened with ``box``."""
+    return stored.load_settings(uow.session, workspace_id, box)
 
 
-def get_settings_and_backfill(uow: UnitOfWork, workspace_id: str
+def get_settings_and_backfill(uow: UnitOfWork, workspace_id: str, box: SecretBox
                               ) -> tuple[IdentitySettings, datetime | None, Backfill | None]:
     """The settings, when they last changed, and the backfill of their computed traits."""
-    current, update_time = stored.load_settings(uow.session, workspace_id)
+    current, update_time = stored.load_settings(uow.session, workspace_id, box)
     return current, update_time, backfills.computed_backfill(uow, workspace_id)
 
 
-def update_settings(uow: UnitOfWork, workspace_id: str, settings: IdentitySettings
-                    ) -> tuple[datetime, Backfill | None]:
+def update_settings(uow: UnitOfWork, workspace_id: str, settings: IdentitySettings,
+                    box: SecretBox) -> tuple[datetime, Backfill | None]:
     """Replace the workspace's settings (already validated; an empty verification secret keeps
     the current one, see ``keep_secret``); when the computed traits changed,
     every profile is recomputed in the background (a backfill is recorded). Returns their
-    update time and the computed traits' backfill."""
+    update time and the computed traits' backfill. A new secret is sealed with ``box``; a kept
+    one stays as it is stored."""
     now = uow.now()
-    old = stored.load_settings(uow.session, workspace_id, for_update=True)[0]
+    old = stored.load_settings(uow.session, workspace_id, box, for_update=True)[0]
+    secret_changed = bool(settings.verification_secret)
     settings = keep_secret(settings, old)
-    stored.save_settings(uow.session, workspace_id, settings, now)
+    stored.save_settings(uow.session, workspace_id, settings, now, box,
+                         secret_changed=secret_changed)
     backfills.start_computed(uow, workspace_id, old, settings)
     return now, backfills.computed_backfill(uow, workspace_id)
 
@@ -56,11 +64,12 @@ class SettingsChanged(Exception):
         self.current = current
 
 
-def check_unchanged(uow: UnitOfWork, workspace_id: str, expected: IdentitySettings) -> None:
+def check_unchanged(uow: UnitOfWork, workspace_id: str, expected: IdentitySettings,
+                    box: SecretBox) -> None:
     """Raise :class:`SettingsChanged` unless ``expected`` are the stored settings: read in the
     write transaction, so a batch is never written under settings older than its commit (a
     rotated verification secret or a removed identifier type is never honoured late)."""
-    current = stored.load_settings(uow.session, workspace_id)[0]
+    current = stored.load_settings(uow.session, workspace_id, box)[0]
     if current != expected:
         raise SettingsChanged(workspace_id, current)
 
@@ -85,9 +94,10 @@ class SettingsCache:
     ``IdentityServicer.IngestEvents``), so a newly allowed identifier type is not refused on
     old settings either."""
 
-    def __init__(self, transactions: Transactions, max_workspaces: int = CACHED_WORKSPACES
-                 ) -> None:
+    def __init__(self, transactions: Transactions, box: SecretBox,
+                 max_workspaces: int = CACHED_WORKSPACES) -> None:
         self._transactions = transactions
+        self._box = box
         self._max = max_workspaces
         self._entries: OrderedDict[str, Cached] = OrderedDict()
         self._revisions = itertools.count(1)
@@ -102,7 +112,7 @@ class SettingsCache:
     async def load(self, workspace_id: str) -> Cached:
         """The workspace's settings read from the database (and cached)."""
         current, _ = await self._transactions.run(
-            lambda uow: get_settings(uow, workspace_id))
+            lambda uow: get_settings(uow, workspace_id, self._box))
         return self.put(workspace_id, current)
 
     def put(self, workspace_id: str, settings: IdentitySettings) -> Cached:
@@ -111,6 +121,11 @@ class SettingsCache:
         if held is not None and held.settings == settings:
             self._entries.move_to_end(workspace_id)
             return held
+        if settings.verification_secret_error:
+            # Once per load, not per call: its publishable keys' verified events fail.
+            log.error("verification secret cannot be decrypted; the workspace's identity "
+                      "verification fails until its key is configured again or a new secret "
+                      "is set", workspace=workspace_id, error=settings.verification_secret_error)
         entry = self._entries[workspace_id] = Cached(settings, next(self._revisions))
         self._entries.move_to_end(workspace_id)
         while len(self._entries) > self._max:
@@ -120,3 +135,17 @@ class SettingsCache:
     def forget(self, workspace_id: str) -> None:
         """Drop the workspace's settings (this process changed them)."""
         self._entries.pop(workspace_id, None)
+
+
+def reseal(uow: UnitOfWork, reader: SecretBox, writer: SecretBox) -> tuple[int, int]:
+    """Rewrite every verification secret as ``writer`` writes it; (rewritten, unreadable)."""
+    return stored.reseal_secrets(uow.session, reader, writer)
+
+
+def count_left(uow: UnitOfWork, writer: SecretBox) -> int:
+    """How many verification secrets are stored in another form than ``writer``'s."""
+    return stored.count_not_as_written_by(uow.session, writer)
+
+
+# For `python -m cjo_identity reseal-secrets` (cjo_platform.secret_box.reseal_command).
+SEALED = Sealed("verification secrets", "identity", reseal, count_left)
