@@ -180,6 +180,7 @@ def test_migration_0009_seals_plaintext_secrets_and_its_downgrade_opens_them(
                                after["acme"][SECRET_FIELD]) == SECRET
 
         # Without the key the downgrade refuses (nothing changes); with it, plaintext again.
+        command.downgrade(alembic_config(db, MIGRATIONS), "0009")
         with pytest.raises(RuntimeError, match=f"cannot be decrypted with {SECRET_KEYS}"):
             command.downgrade(alembic_config(db, MIGRATIONS), "0008")
         assert documents() == after

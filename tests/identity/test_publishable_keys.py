@@ -184,6 +184,37 @@ async def test_a_server_key_keeps_a_time_within_the_skew_and_a_publishable_key_n
     assert times == {"ahead": now + timedelta(seconds=60), "web": now}
 
 
+async def test_a_corrected_time_keeps_the_time_sent_as_original_timestamp(
+        identity: Identity) -> None:
+    """The event's time is the receive time, the sender's is kept beside it (Segment's
+    originalTimestamp); an event whose time stands, or was sent without one, has none."""
+    admin = await identity.new_workspace("acme")
+    web, _ = await publishable(identity, admin)
+    now = identity.clock.now()
+    events = {name: sent(name, identifier("user_id", "ada"), name="page_viewed")
+              for name in ("future", "within", "web_past", "web_none", "none")}
+    sent_times = {"future": now + timedelta(days=365), "within": now + timedelta(seconds=60),
+                  "web_past": now - timedelta(days=1)}
+    for name, at in sent_times.items():
+        events[name].timestamp.FromDatetime(at)
+    [known, *_] = await ingest(identity, admin, events["future"], events["within"],
+                               events["none"])
+    await ingest(identity, web, events["web_past"], events["web_none"])
+    reply = await identity.events.ListProfileEvents(pb.ListProfileEventsRequest(
+        parent=f"profiles/{known.profile_id}", page_size=10), metadata=admin)
+    got = {e.event.message_id: (
+        e.event.timestamp.ToDatetime(tzinfo=UTC),
+        e.original_timestamp.ToDatetime(tzinfo=UTC) if e.HasField("original_timestamp")
+        else None) for e in reply.events}
+    assert got == {
+        "future": (now, sent_times["future"]),
+        "within": (sent_times["within"], None),
+        "web_past": (now, sent_times["web_past"]),
+        "web_none": (now, None),
+        "none": (now, None),
+    }
+
+
 async def test_a_publishable_key_cannot_forge_engagement_or_learn_profile_ids(
         identity: Identity) -> None:
     admin = await identity.new_workspace("acme")

@@ -305,7 +305,8 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
             {"workspace_id": workspace_id, "event_id": a.event_id, "message_id": e.message_id,
              "profile_id": a.profile_id, "type": e.type.value, "name": e.name,
              "identifiers": e.identifiers, "properties": e.properties, "traits": e.traits,
-             "timestamp": e.timestamp, "source": e.source, "receive_time": now}
+             "timestamp": e.timestamp, "source": e.source, "receive_time": now,
+             "original_timestamp": e.original_timestamp}
             for a in plan.accepted for e in [a.event]])
 
 
@@ -593,7 +594,7 @@ def _event(row: AnyRow) -> Event:
         message_id=row.message_id, type=EventType(row.type), name=row.name,
         identifiers=tuple(Identifier(t, v) for t, v in row.identifiers),
         properties=row.properties, traits=row.traits, timestamp=row.timestamp,
-        source=row.source)
+        source=row.source, original_timestamp=row.original_timestamp)
 
 
 def _golden_columns(golden: Golden) -> dict[str, Any]:

@@ -143,6 +143,8 @@ events = Table(
     Column("timestamp", UtcDateTime, nullable=False),
     Column("source", String(64), nullable=False, default=""),
     Column("receive_time", UtcDateTime, nullable=False),
+    # The sender's time when identity replaced it (domain/events.corrected_time); else NULL.
+    Column("original_timestamp", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "event_id"),
     # Deduplication: a source's message id is applied once per workspace.
     UniqueConstraint("workspace_id", "message_id", name="uq_events_message"),

@@ -119,6 +119,7 @@ def stored_event_to_proto(stored: StoredEvent) -> event_pb2.StoredEvent:
         profile_id=stored.profile_id,
         event=event_to_proto(stored.event),
         receive_time=to_timestamp(stored.receive_time),
+        original_timestamp=to_timestamp(stored.event.original_timestamp),
     )
 
 

@@ -45,6 +45,9 @@ class Event:
     # Set when the sender named the profile (then ``identifiers`` is empty): the event goes to
     # it without resolution.
     profile_id: str = ""
+    # The time the sender gave when ``timestamp`` replaced it (corrected_time); None when
+    # ``timestamp`` is the sender's own. Kept for the record, never used to order writes.
+    original_timestamp: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ def corrected_time(event: Event, received: datetime, max_skew: timedelta,
     delivery reports at its receive time would lose to a "subscribed" dated next year). As with
     Segment's sentAt/receivedAt correction: a time more than ``max_skew`` ahead of ``received``
     becomes ``received``. An ``untrusted`` sender's (a publishable key's: anyone can use it)
-    is always ``received``. The sent time is not kept."""
-    if untrusted or event.timestamp > received + max_skew:
-        return replace(event, timestamp=received)
+    is always ``received``. The sent time is kept as ``original_timestamp`` (when it was not
+    already ``received``: the default of an event sent without one)."""
+    if (untrusted or event.timestamp > received + max_skew) and event.timestamp != received:
+        return replace(event, timestamp=received, original_timestamp=event.timestamp)
     return event

@@ -26,19 +26,19 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63jo/identity/v1/event.proto\x12\x0f\x63jo.identity.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\nIdentifier\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x19\n\x11verification_hash\x18\x03 \x01(\t\"\xae\x02\n\x05\x45vent\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.cjo.identity.v1.EventType\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x30\n\x0bidentifiers\x18\x04 \x03(\x0b\x32\x1b.cjo.identity.v1.Identifier\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06traits\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x12\n\nprofile_id\x18\t \x01(\t\"\x9a\x01\n\x0bStoredEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12%\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x16.cjo.identity.v1.Event\x12\x30\n\x0creceive_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*V\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_TRACK\x10\x01\x12\x17\n\x13\x45VENT_TYPE_IDENTIFY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63jo/identity/v1/event.proto\x12\x0f\x63jo.identity.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\nIdentifier\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x19\n\x11verification_hash\x18\x03 \x01(\t\"\xae\x02\n\x05\x45vent\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.cjo.identity.v1.EventType\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x30\n\x0bidentifiers\x18\x04 \x03(\x0b\x32\x1b.cjo.identity.v1.Identifier\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06traits\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x12\n\nprofile_id\x18\t \x01(\t\"\xd2\x01\n\x0bStoredEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nprofile_id\x18\x03 \x01(\t\x12%\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x16.cjo.identity.v1.Event\x12\x30\n\x0creceive_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12original_timestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*V\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_TRACK\x10\x01\x12\x17\n\x13\x45VENT_TYPE_IDENTIFY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cjo.identity.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=643
-  _globals['_EVENTTYPE']._serialized_end=729
+  _globals['_EVENTTYPE']._serialized_start=699
+  _globals['_EVENTTYPE']._serialized_end=785
   _globals['_IDENTIFIER']._serialized_start=111
   _globals['_IDENTIFIER']._serialized_end=179
   _globals['_EVENT']._serialized_start=182
   _globals['_EVENT']._serialized_end=484
   _globals['_STOREDEVENT']._serialized_start=487
-  _globals['_STOREDEVENT']._serialized_end=641
+  _globals['_STOREDEVENT']._serialized_end=697
 # @@protoc_insertion_point(module_scope)

@@ -53,15 +53,17 @@ class Event(_message.Message):
     def __init__(self, message_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., name: _Optional[str] = ..., identifiers: _Optional[_Iterable[_Union[Identifier, _Mapping]]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., profile_id: _Optional[str] = ...) -> None: ...
 
 class StoredEvent(_message.Message):
-    __slots__ = ("name", "event_id", "profile_id", "event", "receive_time")
+    __slots__ = ("name", "event_id", "profile_id", "event", "receive_time", "original_timestamp")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     name: str
     event_id: str
     profile_id: str
     event: Event
     receive_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., event_id: _Optional[str] = ..., profile_id: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    original_timestamp: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., event_id: _Optional[str] = ..., profile_id: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., original_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
