@@ -135,6 +135,9 @@ class ServiceSettings:
     test_clock_file: Path | None = None
     # Where Prometheus scrapes this process's /metrics (CJO_METRICS_PORT); 0: no metrics.
     metrics_port: int = 0
+    # A successful RPC is logged (at info) only when it took at least this long
+    # (CJO_LOG_SLOW_RPC_MS); every one at CJO_LOG_LEVEL=debug. Failures are always logged.
+    log_slow_rpc_ms: float = 1000.0
 
     @property
     def address(self) -> str:
@@ -179,6 +182,7 @@ def load_service_settings(service: str, env: Env) -> ServiceSettings:
         api_key_cache_seconds=_api_key_cache_seconds(env),
         metrics_port=env.int("CJO_METRICS_PORT", DEFAULT_METRICS_PORT, minimum=0,
                              maximum=65535),
+        log_slow_rpc_ms=env.float("CJO_LOG_SLOW_RPC_MS", 1000.0),
     )
 
 

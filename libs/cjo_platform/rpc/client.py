@@ -8,10 +8,10 @@ import json
 import weakref
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from cjo_platform.limits import MAX_CALL_PAYLOAD_BYTES
 from cjo_platform.rpc.auth import WORKSPACE_HEADER
+from cjo_platform.rpc.tracing import UnaryStreamClientSpans, UnaryUnaryClientSpans
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """gRPC's message limit on every cjo channel and server: well above the payload bytes of one
@@ -48,9 +48,8 @@ CHANNEL_OPTIONS = (
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
     """The interceptors of every cjo channel: the client span, which carries the trace to the
-    server in the ``traceparent`` metadata."""
-    # opentelemetry-instrumentation-grpc has no annotations.
-    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    server in the ``traceparent`` metadata (:mod:`cjo_platform.rpc.tracing`)."""
+    return [UnaryUnaryClientSpans(), UnaryStreamClientSpans()]
 
 
 def channel(target: str) -> grpc.aio.Channel:

@@ -3,7 +3,9 @@
 Each wraps the method's behaviour; order (outermost first) is tracing, logging, errors, auth,
 validation (:mod:`cjo_platform.rpc.validation`), so the log line carries the final status code,
 auth failures become proper statuses, and only an authenticated caller learns what is wrong
-with a request.
+with a request. A server runs them all as one :class:`Layered` interceptor, which composes their
+decorators once per method: a chain of grpc.aio interceptors costs an ``intercept_service``
+coroutine per layer on every call.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import grpc
@@ -100,6 +102,28 @@ class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
 
+class Layered(_Wrapping):
+    """One interceptor running several layers, outermost first: each a :class:`_Wrapping`
+    (its ``decorate`` and request ``decoding``) or a bare decorator. Their decorators are
+    composed once per method, so a call pays one ``intercept_service``, not one per layer.
+    Health checks and reflection pass through every layer untouched, as with each alone."""
+
+    def __init__(self, layers: Sequence[_Wrapping | Decorator]) -> None:
+        super().__init__()
+        self._decorators = [layer.decorate if isinstance(layer, _Wrapping) else layer
+                            for layer in layers]
+        decodings = [layer.decoding for layer in layers
+                     if isinstance(layer, _Wrapping) and layer.decoding is not None]
+        if len(decodings) > 1:
+            raise ValueError("at most one layer may replace the request deserializer")
+        self.decoding = decodings[0] if decodings else None
+
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
+        for decorator in reversed(self._decorators):
+            behavior = decorator(behavior, method, streaming)
+        return behavior
+
+
 Finish = Callable[[grpc.aio.ServicerContext, float], None]
 
 
@@ -131,19 +155,36 @@ def around_each_call(behavior: Behavior, streaming: bool, finish: Finish,
     return unary_behavior
 
 
+SLOW_RPC_MS = 1000.0
+"""An OK call is logged (at info) only when at least this slow (``CJO_LOG_SLOW_RPC_MS``)."""
+
+
 class LoggingInterceptor(_Wrapping):
-    """One log line per RPC with method, workspace, status code and duration."""
+    """A log line per RPC that failed (warning; error for INTERNAL and UNKNOWN) or took at
+    least ``slow_ms`` (info, ``slow=True``), with method, workspace, status code and duration;
+    every other call at debug only (``CJO_LOG_LEVEL=debug``): a line per successful call was a
+    fixed cost on every call between the services."""
+
+    def __init__(self, slow_ms: float = SLOW_RPC_MS) -> None:
+        super().__init__()
+        self.slow_seconds = slow_ms / 1000
 
     def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
+        slow_seconds = self.slow_seconds
+
         def begin() -> None:
             structlog.contextvars.bind_contextvars(method=method)
 
         def finish(context: grpc.aio.ServicerContext, seconds: float) -> None:
             code = context.code() or grpc.StatusCode.OK
             name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            level = "info" if name in ("OK", "CANCELLED") else "warning"
-            if name == "INTERNAL" or name == "UNKNOWN":
-                level = "error"
+            if name == "OK" or name == "CANCELLED":
+                if seconds < slow_seconds:
+                    log.debug("rpc", code=name, duration_ms=round(seconds * 1000, 2))
+                    return
+                log.info("rpc", code=name, duration_ms=round(seconds * 1000, 2), slow=True)
+                return
+            level = "error" if name == "INTERNAL" or name == "UNKNOWN" else "warning"
             getattr(log, level)("rpc", code=name, duration_ms=round(seconds * 1000, 2))
 
         return around_each_call(behavior, streaming, finish, begin)

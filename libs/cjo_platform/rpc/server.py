@@ -17,7 +17,6 @@ from typing import Any, NoReturn, Protocol, runtime_checkable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from cjo_platform.clock import Clock, FileOffsetClock, SystemClock
 from cjo_platform.config import ConfigError, Env, ServiceSettings, load_service_settings
@@ -32,7 +31,16 @@ from cjo_platform.metrics import (
 )
 from cjo_platform.rpc.auth import Authenticator
 from cjo_platform.rpc.client import MAX_MESSAGE_BYTES, close_channels
-from cjo_platform.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
+from cjo_platform.rpc.interceptors import (
+    SLOW_RPC_MS,
+    AuthInterceptor,
+    Decorator,
+    ErrorInterceptor,
+    Layered,
+    LoggingInterceptor,
+    _Wrapping,
+)
+from cjo_platform.rpc.tracing import server_spans
 from cjo_platform.rpc.validation import ValidationInterceptor
 from cjo_platform.telemetry import configure_tracing, shutdown_tracing
 
@@ -46,43 +54,34 @@ HEALTH_REPORT_SECONDS = 1.0
 COMMAND_FAILED = 3
 
 
-HEALTH_PREFIX = "/grpc.health.v1.Health/"
-
-
-def traced(details: grpc.HandlerCallDetails) -> bool:
-    """Whether a call gets a server span: all but health checks (probes would swamp the
-    traces). The library's own filters (``filters.negate(filters.health_check())``) find the
-    method through ``isinstance`` checks against typing protocols, a cost on every call of
-    every service; the server's call details always carry ``method``."""
-    return not details.method.startswith(HEALTH_PREFIX)
-
-
 LAYERS = ("tracing", "metrics", "logging", "errors", "auth", "validation")
 """The layers every call to a cjo server passes, outermost first (``leave_out`` names)."""
 
 
 def server_interceptors(service: str, authenticator: Authenticator,
                         service_only_methods: Collection[str] = (), *, metrics: bool,
+                        slow_rpc_ms: float = SLOW_RPC_MS,
                         leave_out: Collection[str] = ()) -> list[grpc.aio.ServerInterceptor]:
-    """The interceptors of every cjo server, outermost first: the server span, metrics (when
-    on: outside logging and errors, so they see the caller's final code), the log line, error
-    mapping, authentication and, innermost, validation (what no service can store is refused
-    before any servicer runs). ``leave_out`` drops layers by name (:data:`LAYERS`): for
-    ``make bench-rpc``, which measures each one's cost on this very stack."""
+    """The interceptor of every cjo server: its layers, outermost first, are the server span
+    (health checks and reflection untraced), metrics (when on: outside logging and errors, so
+    they see the caller's final code), the log line, error mapping, authentication and,
+    innermost, validation (what no service can store is refused before any servicer runs),
+    composed once per method (:class:`~cjo_platform.rpc.interceptors.Layered`). ``leave_out``
+    drops layers by name (:data:`LAYERS`): for ``make bench-rpc``, which measures each one's
+    cost on this very stack."""
     unknown = set(leave_out) - set(LAYERS)
     if unknown:
         raise ValueError(f"unknown layers {sorted(unknown)}; known: {LAYERS}")
-    layers: list[tuple[str, Callable[[], grpc.aio.ServerInterceptor]]] = [
-        # opentelemetry-instrumentation-grpc has no annotations.
-        ("tracing", lambda: aio_server_interceptor(filter_=traced)),  # type: ignore[no-untyped-call]
+    layers: list[tuple[str, Callable[[], _Wrapping | Decorator]]] = [
+        ("tracing", lambda: server_spans),
         ("metrics", MetricsInterceptor),
-        ("logging", LoggingInterceptor),
+        ("logging", lambda: LoggingInterceptor(slow_rpc_ms)),
         ("errors", lambda: ErrorInterceptor(domain=f"{service}.cjo")),
         ("auth", lambda: AuthInterceptor(authenticator, service_only_methods)),
         ("validation", ValidationInterceptor),
     ]
-    return [make() for name, make in layers
-            if name not in leave_out and (metrics or name != "metrics")]
+    return [Layered([make() for name, make in layers
+                     if name not in leave_out and (metrics or name != "metrics")])]
 
 
 @runtime_checkable
@@ -149,7 +148,8 @@ async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
     server = grpc.aio.server(
         interceptors=server_interceptors(settings.service, app.authenticator,
                                          app.service_only_methods,
-                                         metrics=bool(settings.metrics_port)),
+                                         metrics=bool(settings.metrics_port),
+                                         slow_rpc_ms=settings.log_slow_rpc_ms),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
