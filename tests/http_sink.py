@@ -125,3 +125,56 @@ async def read_request_body(reader: asyncio.StreamReader) -> bytes:
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":", 1)[1])
     return await reader.readexactly(length)
+
+
+class CountingSink(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 server protocol answering every request 200 {"id": "sink-<n>"}
+    and adding one to ``count.value`` per request (its process the only writer): a fraction
+    of the CPU of a StreamReader server reading line by line, so a benchmark's sink is not
+    the limit of the client it measures. Requests carry a Content-Length (no chunked bodies),
+    as every provider request of delivery does; pipelined requests are answered in order."""
+
+    def __init__(self, count: Any) -> None:
+        self.count = count
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        answers = []
+        while (end := buffer.find(b"\r\n\r\n")) >= 0:
+            head = buffer[:end].lower()
+            at = head.find(b"\r\ncontent-length:")
+            length = 0
+            if at >= 0:
+                stop = head.find(b"\r\n", at + 2)
+                length = int(head[at + 17:stop if stop >= 0 else len(head)])
+            if len(buffer) < end + 4 + length:
+                break
+            buffer = buffer[end + 4 + length:]
+            self.count.value += 1
+            body = b'{"id":"sink-%d"}' % self.count.value
+            answers.append(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.buffer = buffer
+        if answers and self.transport is not None:
+            self.transport.write(b"".join(answers))
+
+
+def serve_counting_sink(port: int, count: Any) -> None:
+    """Run a :class:`CountingSink` server on ``port`` until the process is stopped."""
+    # A multiprocessing.Value's own ctypes value: its wrapper takes the lock on every get and
+    # set, and this process is the only writer (a 64-bit store is read whole elsewhere).
+    raw = count.get_obj() if hasattr(count, "get_obj") else count
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: CountingSink(raw), "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
