@@ -135,6 +135,36 @@ async def test_a_slow_provider_call_holds_only_its_own_message(backend: Backend)
             assert await eventually(lambda: sent(stub, slow))
 
 
+async def test_messages_waiting_for_their_profile_hold_up_no_other_message(
+        backend: Backend) -> None:
+    """Three send slots; Ada's first message is held by the provider, and the next round
+    claims three more of hers before Bob's. Hers wait for her first (claim order), but they
+    must not take the round's workers with them: Bob's goes out meanwhile."""
+    release = threading.Event()
+    with http_sink(held_provider(release)) as sink:
+        app = delivery_app(backend, free_port(), CJO_DELIVERY_CONCURRENCY="3")
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.DeliveryServiceStub(ch)
+            await stub.CreateProvider(pb.CreateProviderRequest(provider=sms_provider(sink.url)),
+                                      metadata=WS)
+            slow = (await stub.SendMessage(sms("slow", "ada"), metadata=WS)).message.name
+            await eventually(lambda: sink.count() == 1)  # with the provider, unanswered
+            reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
+                sms("a2", "ada"), sms("a3", "ada"), sms("a4", "ada"), sms("bob", "bob")]),
+                metadata=WS)
+            *hers, bobs = (r.message.name for r in reply.results)
+            try:
+                assert await eventually(lambda: sent(stub, bobs))
+                for name in (slow, *hers):
+                    assert (await status_of(stub, name)).status == SENDING
+            finally:
+                release.set()
+            for name in (slow, *hers):
+                assert await eventually(lambda: sent(stub, name))  # noqa: B023
+    assert [r.json()["sms"]["text"] for r in sink.requests] == [
+        "Code slow", "Code bob", "Code a2", "Code a3", "Code a4"]
+
+
 async def test_a_message_whose_lease_is_running_out_is_not_handed_over(
         backend: Backend) -> None:
     """One send slot, held by a slow call past the lease of the message waiting for it: the

@@ -291,16 +291,18 @@ class SendRound:
                        hand_over_by: datetime) -> None:
         """Send every claim, recording outcomes in groups as they come in: under load a group
         holds many messages (one commit for all), while a slow message never holds back the
-        record of the fast ones. A message not handed over by ``hand_over_by`` goes back."""
-        done: asyncio.Queue[_Outcome] = asyncio.Queue()
+        record of the fast ones. A message not handed over by ``hand_over_by`` goes back.
 
-        async def attempt(claim: Claim) -> None:
-            turn = turns.get(claim.message_id)
+        At most ``concurrency`` workers take the claims in claim order (a task per message
+        and a queue of outcomes cost ~10% of the CPU per message sent); a message whose
+        profile's message claimed before it is still under way waits in a task of its own,
+        so it holds up no worker."""
+        outcomes: list[_Outcome] = []
+        arrived = asyncio.Event()
+        waiting: list[asyncio.Task[None]] = []
+
+        async def attempt(claim: Claim, turn: _Turn | None) -> None:
             try:
-                if turn is not None and turn.after is not None:
-                    # The profile's message claimed before this one (waited for, not
-                    # awaited: cancelling this task must not cancel that turn).
-                    await asyncio.wait({turn.after})
                 transition = decided.get(claim.message_id)
                 if transition is not None:
                     outcome = _Outcome(claim, decided=transition)
@@ -308,19 +310,38 @@ class SendRound:
                     outcome = await self._attempt(claim, context, grants, hand_over_by)
             finally:
                 self.turns.end(claim, turn)
-            done.put_nowait(outcome)
+            outcomes.append(outcome)
+            arrived.set()
 
-        tasks = [asyncio.create_task(attempt(claim)) for claim in claims]
+        async def after_turn(claim: Claim, turn: _Turn, after: asyncio.Future[None]) -> None:
+            # Waited for, not awaited: cancelling this task must not cancel that turn.
+            await asyncio.wait({after})
+            await attempt(claim, turn)
+
+        next_claims = iter(claims)
+
+        async def worker() -> None:
+            for claim in next_claims:
+                turn = turns.get(claim.message_id)
+                if turn is not None and turn.after is not None and not turn.after.done():
+                    waiting.append(asyncio.create_task(after_turn(claim, turn, turn.after)))
+                else:
+                    await attempt(claim, turn)
+
+        workers = [asyncio.create_task(worker())
+                   for _ in range(min(len(claims), self.settings.concurrency))]
         try:
-            pending = len(tasks)
+            pending = len(claims)
             while pending:
-                group = [await done.get()]
-                while not done.empty():
-                    group.append(done.get_nowait())
+                if not outcomes:
+                    arrived.clear()
+                    await arrived.wait()
+                group = outcomes.copy()
+                outcomes.clear()
                 await self._record_with_retry(group)
                 pending -= len(group)
         finally:
-            for task in tasks:
+            for task in (*workers, *waiting):
                 task.cancel()
 
     async def _attempt(self, claim: Claim, context: RoundContext, grants: RoundGrants,
