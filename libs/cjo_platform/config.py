@@ -32,6 +32,9 @@ HTTP_PORTS: dict[str, int] = {
 # Where each process serves /metrics for Prometheus unless CJO_METRICS_PORT says otherwise
 # (one service per pod, so one port for all; `make run` gives each its own).
 DEFAULT_METRICS_PORT = 9464
+# CJO_FACTS_LINGER_MS: see ServiceSettings.facts_linger_seconds and docs/capacity.md.
+DEFAULT_FACTS_LINGER_MS = 50
+MAX_FACTS_LINGER_MS = 5000
 
 MIN_SERVICE_TOKEN_LENGTH = 24
 
@@ -138,6 +141,9 @@ class ServiceSettings:
     # A successful RPC is logged (at info) only when it took at least this long
     # (CJO_LOG_SLOW_RPC_MS); every one at CJO_LOG_LEVEL=debug. Failures are always logged.
     log_slow_rpc_ms: float = 1000.0
+    # How long the forwarders of facts (to analytics and decisioning), which nobody waits on,
+    # gather the rows of several units of work into one call (CJO_FACTS_LINGER_MS).
+    facts_linger_seconds: float = DEFAULT_FACTS_LINGER_MS / 1000
 
     @property
     def address(self) -> str:
@@ -183,6 +189,8 @@ def load_service_settings(service: str, env: Env) -> ServiceSettings:
         metrics_port=env.int("CJO_METRICS_PORT", DEFAULT_METRICS_PORT, minimum=0,
                              maximum=65535),
         log_slow_rpc_ms=env.float("CJO_LOG_SLOW_RPC_MS", 1000.0),
+        facts_linger_seconds=env.int("CJO_FACTS_LINGER_MS", DEFAULT_FACTS_LINGER_MS, minimum=0,
+                                     maximum=MAX_FACTS_LINGER_MS) / 1000,
     )
 
 

@@ -2,7 +2,8 @@
 the message facts decisioning learns from (a decision's exposure, opens and clicks) to its outbox
 under :data:`DECISIONING_FACTS_TOPIC`, identity its accepted track events and merges (the
 rewards) under :data:`DECISIONING_EVENTS_TOPIC`, each in the transaction that made them true;
-a forwarder records them with decisioning in batches, on behalf of each row's workspace.
+a forwarder records them with decisioning in batches, on behalf of each row's workspace
+(lingering ``CJO_FACTS_LINGER_MS``, like the facts).
 Decisioning deduplicates by fact and event id, so a batch re-sent after a lost acknowledgement
 is taken once. With the event bus (CJO_EVENT_BUS) the forwarders publish the rows to JetStream
 instead, and decisioning's consumers (:func:`decisioning_facts_consumer`,
@@ -82,7 +83,7 @@ def decisioning_facts_forwarder(settings: ServiceSettings, db: Database, outbox:
                                    method="RecordMessageFacts", what="message facts",
                                    timeout=timeout)
     return Forwarder(db, outbox, DECISIONING_FACTS_TOPIC, send, poll_interval=poll_interval,
-                     item_key=_fact_id)
+                     item_key=_fact_id, linger=settings.facts_linger_seconds)
 
 
 def decisioning_facts_consumer(bus: Bus, record_message_facts: Callable[[Any, Any], Awaitable[Any]],
@@ -111,7 +112,7 @@ def decisioning_events_forwarder(settings: ServiceSettings, db: Database, outbox
         send = stored_items_sender(settings, "decisioning", service=_SERVICE,
                                    method="RecordEvents", what="events", timeout=timeout)
     return Forwarder(db, outbox, DECISIONING_EVENTS_TOPIC, send, poll_interval=poll_interval,
-                     item_key=_event_id)
+                     item_key=_event_id, linger=settings.facts_linger_seconds)
 
 
 def decisioning_events_consumer(bus: Bus, record_events: Callable[[Any, Any], Awaitable[Any]],

@@ -1,6 +1,7 @@
 """Facts for analytics, sent the safe way: services write serialized ``cjo.analytics.v1.Fact``
 rows to their outbox (topic :data:`FACTS_TOPIC`) in the transaction that made them true, and a
-forwarder records them with analytics in batches, on behalf of each row's workspace. With the
+forwarder records them with analytics in batches, on behalf of each row's workspace, lingering
+``CJO_FACTS_LINGER_MS`` so the rows of several units of work share a call. With the
 event bus (CJO_EVENT_BUS) the forwarder publishes them to JetStream instead and analytics'
 :func:`facts_consumer` hands them to its own RecordFacts."""
 
@@ -42,14 +43,16 @@ def facts_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
         # Facts are counted, not ordered: spread over the partitions by fact id.
         return Forwarder(db, outbox, FACTS_TOPIC,
                          bus_sender(bus, settings.service, FACTS_TOPIC, ordering_key=_fact_id),
-                         poll_interval=poll_interval, item_key=_fact_id)
+                         poll_interval=poll_interval, item_key=_fact_id,
+                         linger=settings.facts_linger_seconds)
     # The stored Facts are the request's items as they are.
     send: SendBatch = stored_items_sender(
         settings, "analytics",
         service=analytics_service_pb2.DESCRIPTOR.services_by_name["AnalyticsService"],
         method="RecordFacts", what="facts", timeout=timeout)
+    # Nobody waits on facts: a unit of work's rows wait a little for the next ones'.
     return Forwarder(db, outbox, FACTS_TOPIC, send, poll_interval=poll_interval,
-                     item_key=_fact_id)
+                     item_key=_fact_id, linger=settings.facts_linger_seconds)
 
 
 def facts_consumer(bus: Bus, record_facts: Callable[[Any, Any], Awaitable[Any]], db: Database,

@@ -1,12 +1,13 @@
 """One forwarder replica in a process of its own, for the replica tests:
 
-    python outbox_replica.py <database url> <schema> <name> <lease seconds> run|hang|write
+    python outbox_replica.py <database url> <schema> <name> <lease seconds> run|hang|write|linger
 
 It forwards topic ``t`` of the outbox in ``schema`` to a "receiver" that records each row in the
 ``received`` table (in receipt order, with the replica's name). ``hang`` claims a batch and then
 never answers, like a replica that died mid-batch (the test kills it). ``write`` is a replica
 that writes rows 0..9 of workspace ``ws-a`` itself, one unit of work each, so they are handed
 to its own forwarder, which never answers either; it prints "written" once all are committed.
+``linger`` writes them the same way to a forwarder that lingers a minute before sending.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ async def main(url: str, schema: str, name: str, lease: float, mode: str) -> Non
         await box.db.run(record)
 
     forwarder = Forwarder(box.db, box.outbox, "t", send, batch_size=50, poll_interval=0.05,
-                          lease=timedelta(seconds=lease))
-    if mode != "write":
+                          lease=timedelta(seconds=lease),
+                          linger=60.0 if mode == "linger" else 0.0)
+    if mode not in ("write", "linger"):
         await forwarder.run()
         return
     task = asyncio.create_task(forwarder.run())

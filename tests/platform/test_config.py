@@ -45,3 +45,14 @@ def test_missing_service_token_is_named() -> None:
     load_service_settings("identity", env)
     with pytest.raises(ConfigError, match="CJO_SERVICE_TOKEN is required"):
         env.check()
+
+
+def test_the_facts_linger_is_read_in_milliseconds_and_bounded() -> None:
+    env = Env({"CJO_SERVICE_TOKEN": TOKEN})
+    assert load_service_settings("identity", env).facts_linger_seconds == 0.05
+    env = Env({"CJO_SERVICE_TOKEN": TOKEN, "CJO_FACTS_LINGER_MS": "0"})
+    assert load_service_settings("delivery", env).facts_linger_seconds == 0
+    env = Env({"CJO_SERVICE_TOKEN": TOKEN, "CJO_FACTS_LINGER_MS": "60000"})
+    load_service_settings("delivery", env)
+    with pytest.raises(ConfigError, match="CJO_FACTS_LINGER_MS"):
+        env.check()

@@ -199,15 +199,17 @@ async def test_a_long_round_keeps_its_rows(boxes: tuple[Box, Box]) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["write", "linger"], ids=["in-flight", "lingering"])
 async def test_a_killed_replicas_handed_off_rows_are_sent_by_the_other_after_its_lease(
-        backend: Backend, boxes: tuple[Box, Box]) -> None:
+        backend: Backend, boxes: tuple[Box, Box], mode: str) -> None:
     if backend.kind != "postgresql":
         pytest.skip("replicas share a PostgreSQL database")
     box = boxes[0]
     received_metadata.create_all(box.db.engine)
     # The replica writes its rows itself: they are handed to its own forwarder (inserted
-    # leased to it, no claim), which dies before the receiver answered.
-    writer = replica(backend, "dies", 2, "write")
+    # leased to it, no claim), which dies before the receiver answered (or, lingering, before
+    # it even sent them).
+    writer = replica(backend, "dies", 2, mode)
     try:
         assert writer.stdout is not None
         line = await asyncio.to_thread(writer.stdout.readline)

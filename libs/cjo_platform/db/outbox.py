@@ -352,6 +352,13 @@ class Forwarder(PollingWorker):
     re-sends them (receivers deduplicate). That claim also takes the rows a claim skipped while
     their workspace was in flight here (another replica's, or rows written behind a held one).
 
+    **Linger** (Kafka's ``linger.ms``), for topics nobody waits on (facts): with ``linger``
+    seconds, a round waits up to that long after the first row became ready (handed off, or
+    announced for a claim by a write) so the rows of several units of work go in one call per
+    workspace; it goes at once when a batch is full, and a round that follows a full or cut
+    claim does not wait. Order, leases and replicas are as without it: lingering rows are queued
+    hand-offs (released at stop, left leased by a crash) or rows not claimed yet.
+
     Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends at most
     one batch (after its lease ran out).
     """
@@ -366,7 +373,8 @@ class Forwarder(PollingWorker):
                  max_call_bytes: int = MAX_CALL_PAYLOAD_BYTES,
                  max_claim_bytes: int = MAX_CLAIM_BYTES,
                  settle_delay: float = SETTLE_DELAY_SECONDS,
-                 hand_off: bool = True) -> None:
+                 hand_off: bool = True,
+                 linger: float = 0.0) -> None:
         super().__init__(poll_interval, max_backoff)
         if outbox.dead_letters is None:
             raise ValueError("a forwarder needs the outbox's dead letters")
@@ -410,6 +418,12 @@ class Forwarder(PollingWorker):
         self._queue: list[tuple[OutboxRow, datetime]] = []
         self._reserved: set[int] = set()
         self._orphans: list[int] = []
+        # See "Linger": since when (monotonic) rows wait to be sent (``None``: none waits), and
+        # whether the next round goes at once (more is waiting after a full or cut claim).
+        self.linger = linger
+        self._linger_since: float | None = None
+        self._linger_ended = False
+        self._urgent = False
         outbox.on_write(self._written, topic)
         if hand_off:
             outbox._take_rows_of(self)
@@ -627,6 +641,8 @@ class Forwarder(PollingWorker):
             self._reserved.difference_update(row.id for row in staged.rows)
             if staged.ticket == self._epoch and self._running:
                 self._queue.extend((row, staged.until) for row in staged.rows)
+                if self._linger_since is None:
+                    self._linger_since = time.monotonic()
             else:
                 self._orphans.extend(row.id for row in staged.rows)
         self.wake()
@@ -650,7 +666,24 @@ class Forwarder(PollingWorker):
 
     def _written(self) -> None:
         self._claim_due = True
+        with self._lock:
+            if self._linger_since is None:
+                self._linger_since = time.monotonic()
         self.wake()
+
+    def _lingering(self) -> float:
+        """Seconds the rows ready now may still wait for others (0: send them now)."""
+        if self.linger <= 0 or self._urgent:
+            return 0.0
+        with self._lock:
+            if self._linger_since is None:
+                return 0.0
+            left = self._linger_since + self.linger - time.monotonic()
+            if left <= 0:
+                return 0.0
+            low = min(self._reserved, default=None)
+            ready = sum(1 for row, _ in self._queue if low is None or row.id < low)
+            return 0.0 if ready >= self.batch_size else left
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -848,6 +881,14 @@ class Forwarder(PollingWorker):
             self._sending = set()
 
     async def run_once(self) -> bool:
+        if self._lingering() > 0:
+            self._linger_ended = True
+            return False
+        # The round that ends a linger was woken by its timer, not by a poll: no claim for it.
+        polled = self.polled and not self._linger_ended
+        self._linger_ended = self._urgent = False
+        with self._lock:
+            self._linger_since = None
         self._cut = False
         if self._orphans:
             await self.db.run(self._release_orphans)
@@ -861,7 +902,7 @@ class Forwarder(PollingWorker):
             finally:
                 self._lazy = False
         claimed = 0
-        if self._claim_due or self.polled or (not handed and not self._queue):
+        if self._claim_due or polled or (not handed and not self._queue):
             self._claim_due = False
             claimed = await self._claim_and_send()
         elif self._unsettled and (len(self._unsettled) >= self.batch_size or (
@@ -878,7 +919,7 @@ class Forwarder(PollingWorker):
         again = (claimed >= self.batch_size or self._cut
                  or (claimed > 0 and not self.db.is_sqlite))
         if again:
-            self._claim_due = True
+            self._claim_due = self._urgent = True
         return again or self._ready()
 
     def _ready(self) -> bool:
@@ -888,11 +929,15 @@ class Forwarder(PollingWorker):
             return any(low is None or row.id < low for row, _ in self._queue)
 
     def idle_seconds(self) -> float:
-        # Wake to delete delivered rows (the claim that follows a poll deletes them).
-        if self._unsettled_since is None:
-            return self.poll_seconds
-        due = self._unsettled_since + self.settle_delay - time.monotonic()
-        return max(0.0, min(self.poll_seconds, due))
+        # Wake to delete delivered rows (the claim that follows a poll deletes them), and to
+        # send lingering rows.
+        wait = self.poll_seconds
+        if self._unsettled_since is not None:
+            wait = min(wait, self._unsettled_since + self.settle_delay - time.monotonic())
+        lingering = self._lingering()
+        if lingering > 0:
+            wait = min(wait, lingering)
+        return max(0.0, wait)
 
     async def run(self) -> None:
         with self._lock:
