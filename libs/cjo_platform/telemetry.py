@@ -10,11 +10,12 @@ from functools import cache
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.propagate import extract, inject
+from opentelemetry.propagate import inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _provider: TracerProvider | None = None
 
@@ -57,17 +58,26 @@ def current_traceparent() -> str:
     return carrier.get("traceparent", "")
 
 
+# The W3C propagator alone: a carrier holding only a traceparent has nothing for the global
+# composite's other propagators (baggage) to read, and skipping them saves ~1-4 us a call.
+_W3C = TraceContextTextMapPropagator()
+
+
 def context_from_traceparent(traceparent: str) -> otel_context.Context:
-    return extract({"traceparent": traceparent}) if traceparent else otel_context.Context()
+    return _W3C.extract({"traceparent": traceparent}) if traceparent else otel_context.Context()
 
 
 @contextmanager
 def continue_trace(name: str, traceparent: str, *, kind: SpanKind = SpanKind.INTERNAL,
                    attributes: dict[str, str] | None = None) -> Iterator[trace.Span]:
-    """Run a unit of work as a child of ``traceparent`` (e.g. an outbox row's origin)."""
-    with tracer().start_as_current_span(
-        name, context=context_from_traceparent(traceparent), kind=kind, attributes=attributes
-    ) as span:
+    """Run a unit of work as a child of ``traceparent`` (e.g. an outbox row's origin): the
+    span is current inside, ended on exit, and an exception escaping it is recorded and sets
+    its status to ERROR. ``start_span`` + ``use_span`` is what ``start_as_current_span`` does,
+    without its two context-manager layers (~5 us of the ~39 us of an SDK span: delivery
+    makes one per message sent)."""
+    span = tracer().start_span(name, context=context_from_traceparent(traceparent), kind=kind,
+                               attributes=attributes)
+    with trace.use_span(span, end_on_exit=True):
         yield span
 
 
