@@ -89,6 +89,19 @@ def test_new_rows_are_written_as_an_insert_writes_them(db: Database) -> None:
                                .where(items.c.key == "b")).scalar_one() is False
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_returning_several_columns_gives_a_tuple_per_new_row(db: Database, batch: int) -> None:
+    with db.transaction() as session:
+        insert_ignore(session, items, [{"key": "a"}])
+    with db.transaction() as session:
+        new = insert_ignore(session, items, [
+            {"key": "a", "rank": 9, "at": AT},  # stored already
+            *({"key": f"k{i}", "rank": i, "at": AT} for i in range(batch))],
+            returning=(items.c.key, items.c.rank, items.c.at))
+    assert sorted(new) == [(f"k{i}", i, AT) for i in range(batch)]
+    assert all(type(row) is tuple and row[2].utcoffset() == timedelta(0) for row in new)
+
+
 def test_without_returning(db: Database) -> None:
     with db.transaction() as session:
         assert insert_ignore(session, items, [{"key": "a", "rank": 1},

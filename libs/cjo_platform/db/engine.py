@@ -129,7 +129,8 @@ class Database:
 def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]],
                   returning: Any = None) -> list[Any]:
     """INSERT ... ON CONFLICT DO NOTHING for both dialects; returns the ``returning`` column of
-    the rows actually inserted (the ones that were new)."""
+    the rows actually inserted (the ones that were new); ``returning`` a tuple of columns: a
+    tuple of their values per row."""
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
@@ -143,6 +144,8 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]]
         session.execute(stmt, list(rows))
         return []
     # RETURNING with executemany is supported by both dialects in SQLAlchemy 2.
+    if isinstance(returning, tuple):
+        return [tuple(row) for row in session.execute(stmt.returning(*returning), list(rows))]
     result = session.execute(stmt.returning(returning), list(rows))
     return list(result.scalars())
 
@@ -183,10 +186,13 @@ def _insert_ignore_arrays(session: Session, table: Table, rows: Sequence[dict[st
     if returning is None:
         connection.exec_driver_sql(statement, arrays)
         return []
+    wanted = returning if isinstance(returning, tuple) else (returning,)
     result = connection.exec_driver_sql(
-        f"{statement} RETURNING {preparer.quote(returning.name)}", arrays)
-    process = returning.type.dialect_impl(dialect).result_processor(dialect, None)
-    return [row[0] for row in result] if process is None else [process(r[0]) for r in result]
+        f"{statement} RETURNING {', '.join(preparer.quote(c.name) for c in wanted)}", arrays)
+    processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in wanted]
+    found = [tuple(value if process is None else process(value)
+                   for process, value in zip(processors, row, strict=True)) for row in result]
+    return found if isinstance(returning, tuple) else [row[0] for row in found]
 
 
 def upsert(session: Session, table: Table, rows: Sequence[dict[str, Any]],

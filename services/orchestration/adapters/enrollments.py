@@ -62,17 +62,15 @@ _ACTIVE: ColumnElement[str] = literal_column(f"'{EnrollmentState.ACTIVE.value}'"
 INBOX_SOURCE = "inbox:events"
 
 
-def receive(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Store events not seen before; returns the event ids that were new."""
-    return set(insert_ignore(session, inbox, rows, returning=inbox.c.event_id))
+def receive(session: Session, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Store events not seen before; returns the seq of each event id that was new."""
+    return dict(insert_ignore(session, inbox, rows, returning=(inbox.c.event_id, inbox.c.seq)))
 
 
 def pending_events(session: Session, limit: int, seqs: Sequence[int] | None = None, *,
-                   now: datetime | None = None,
-                   received: tuple[str, Sequence[str]] | None = None) -> list[InboxEvent]:
-    """The oldest unprocessed events (of ``seqs`` only, when given; of ``received``'s workspace
-    and event ids only, when given; due at ``now``, when given: an event backing off after a
-    failed attempt is not), locked for this transaction, leaving
+                   now: datetime | None = None) -> list[InboxEvent]:
+    """The oldest unprocessed events (of ``seqs`` only, when given; due at ``now``, when given:
+    an event backing off after a failed attempt is not), locked for this transaction, leaving
     out every event of a profile whose older unprocessed event another replica holds (or that
     is backing off).
 
@@ -89,17 +87,23 @@ def pending_events(session: Session, limit: int, seqs: Sequence[int] | None = No
              .where(not_(c.processed)))
     if seqs is not None:
         query = query.where(c.seq.in_(sorted(seqs)))
-    if received is not None:
-        query = query.where(c.workspace_id == received[0],
-                            one_of(session, c.event_id, sorted(received[1])))
     if now is not None:
         query = query.where(or_(c.not_before.is_(None), c.not_before <= now))
     rows = session.execute(
         query.order_by(c.seq).limit(limit).with_for_update(skip_locked=True)).all()
-    if not rows:
+    return in_order(session, [
+        InboxEvent(r.workspace_id, r.seq, r.event_id, r.profile_id, r.event_name, r.properties,
+                   r.traits, r.traceparent, r.attempts) for r in rows])
+
+
+def in_order(session: Session, events: list[InboxEvent]) -> list[InboxEvent]:
+    """Of ``events`` (pending, in seq order, this transaction's: claimed by
+    :func:`pending_events`, or inserted by this transaction, which no other one sees or can
+    lock before it commits), those that may be applied now: an event waits while an older
+    pending event of its person is not among them."""
+    c = inbox.c
+    if not events:
         return []
-    events = [InboxEvent(r.workspace_id, r.seq, r.event_id, r.profile_id, r.event_name,
-                         r.properties, r.traits, r.traceparent, r.attempts) for r in rows]
     claimed = {e.seq for e in events}
     last = max(claimed)
     # The usual case, in one cheap statement: no other event up to the last claimed one is

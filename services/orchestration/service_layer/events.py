@@ -59,24 +59,28 @@ def receive(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent]
 
 
 def _store(uow: UnitOfWork, workspace_id: str,
-           events: Sequence[ForwardedEvent]) -> tuple[list[bool], list[str]]:
-    """:func:`receive`, and the ids of the events stored."""
+           events: Sequence[ForwardedEvent]) -> tuple[list[bool], list[InboxEvent]]:
+    """:func:`receive`, and the events stored, as the inbox holds them, in seq order."""
     first: dict[str, ForwardedEvent] = {}
     for event in events:
         first.setdefault(event.event_id, event)
     now = uow.now()
-    new = enrollment_store.receive(uow.session, [{
+    rows: list[dict[str, Any]] = [{
         "workspace_id": workspace_id, "event_id": e.event_id, "profile_id": e.profile_id,
         "event_name": e.event_name, "properties": dict(e.properties), "traits": dict(e.traits),
         # A malformed traceparent only costs the trace link, never the event.
         "traceparent": e.traceparent if len(e.traceparent) <= MAX_TRACEPARENT_LENGTH else "",
-        "receive_time": now, "processed": False} for e in first.values()]) if first else set()
-    stored = sorted(new)
+        "receive_time": now, "processed": False} for e in first.values()]
+    new = enrollment_store.receive(uow.session, rows) if rows else {}
+    stored = sorted((InboxEvent(workspace_id, new[row["event_id"]], row["event_id"],
+                                row["profile_id"], row["event_name"], row["properties"],
+                                row["traits"], row["traceparent"])
+                     for row in rows if row["event_id"] in new), key=lambda e: e.seq)
     answers: list[bool] = []
     for event in events:
         answers.append(event.event_id in new and first.get(event.event_id) is event)
         if answers[-1]:
-            new.discard(event.event_id)  # a later copy in this batch is a duplicate
+            del new[event.event_id]  # a later copy in this batch is a duplicate
     return answers, stored
 
 
@@ -99,16 +103,17 @@ class EventRound:
 def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
                 seqs: Sequence[int] | None = None,
                 claimed: list[InboxEvent] | None = None,
-                received: tuple[str, Sequence[str]] | None = None,
+                stored: list[InboxEvent] | None = None,
                 handoff: Handoff | None = None) -> EventRound:
-    """Apply the oldest ``batch`` inbox events (of ``seqs`` only, when given; of ``received``'s
-    workspace and event ids only, when given), locked, in one transaction. ``claimed``
+    """Apply the oldest ``batch`` inbox events (of ``seqs`` only, when given; the ``stored``
+    ones only, when given: inserted by this transaction, so neither read back nor locked
+    again), locked, in one transaction. ``claimed``
     receives the events this attempt claimed, so a caller whose transaction failed knows which
     to apply one profile at a time. With a ``handoff``, the enrollments created that are due
     at once go to this process's step worker, leased (:func:`admit`)."""
     session = uow.session
-    events = enrollment_store.pending_events(session, batch, seqs, now=uow.now(),
-                                             received=received)
+    events = enrollment_store.pending_events(session, batch, seqs, now=uow.now()) \
+        if stored is None else enrollment_store.in_order(session, stored[:batch])
     if claimed is not None:
         claimed[:] = events
     if not events:
@@ -230,8 +235,7 @@ def receive_and_apply(uow: UnitOfWork, workspace_id: str, events: Sequence[Forwa
     answers, stored = _store(uow, workspace_id, events)
     if not stored:
         return Received(answers, EventRound(0, 0), False)
-    applied = apply_inbox(uow, len(stored), new_id, received=(workspace_id, stored),
-                          handoff=handoff)
+    applied = apply_inbox(uow, len(stored), new_id, stored=stored, handoff=handoff)
     return Received(answers, applied, applied.handled < len(stored))
 
 
