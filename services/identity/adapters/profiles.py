@@ -22,7 +22,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    func,
     or_,
     select,
     text,
@@ -113,26 +112,21 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
     The obvious "type = t AND value IN (...) OR ..." is planned as a scan of the workspace's
     whole index by SQLite (the OR defeats the primary key), and by PostgreSQL when statistics
     are missing or stale (a young or fast-growing table, autovacuum behind): each batch then
-    cost more as the workspace grew. SQLite gets one statement per type; PostgreSQL a lateral
-    join over the (type, value) arrays, whose OFFSET 0 keeps the planner from flattening it
-    into a hash join over the workspace. Both statements are built once (see
-    :func:`_identifier_lookup`)."""
+    cost more as the workspace grew. Both get one statement whatever the types: PostgreSQL a
+    lateral join over the (type, value) arrays, whose OFFSET 0 keeps the planner from
+    flattening it into a hash join over the workspace; SQLite a CROSS JOIN (which fixes the
+    join order) of the (type, value) pairs, one JSON parameter, with the table. Both
+    statements are built once (see :func:`_identifier_lookup`)."""
     found: list[AnyRow] = []
     dialect = session.get_bind().dialect.name
     lookup = _identifier_lookup(dialect, table, columns)
-    if dialect == "postgresql":
-        for chunk in chunks(sorted(wanted), IN_LIST_KEYS):
-            found.extend(session.execute(lookup, {
-                "workspace_id": workspace_id, "types": [i.type for i in chunk],
-                "values": [i.value for i in chunk]}))
-        return found
-    by_type: dict[str, list[str]] = defaultdict(list)
-    for identifier in wanted:
-        by_type[identifier.type].append(identifier.value)
-    for kind, values in sorted(by_type.items()):
-        for some in chunks(sorted(values), IN_LIST_KEYS):
-            found.extend(session.execute(lookup, {"workspace_id": workspace_id, "type": kind,
-                                                  "values": json.dumps(some)}))
+    for chunk in chunks(sorted(wanted), IN_LIST_KEYS):
+        params: dict[str, Any]
+        if dialect == "postgresql":
+            params = {"types": [i.type for i in chunk], "values": [i.value for i in chunk]}
+        else:
+            params = {"pairs": json.dumps([[i.type, i.value] for i in chunk])}
+        found.extend(session.execute(lookup, {"workspace_id": workspace_id, **params}))
     return found
 
 
@@ -143,22 +137,21 @@ def _identifier_lookup(dialect: str, table: Table, columns: tuple[str, ...]
     value is a bound parameter, so each execution finds its compiled form by a cache key
     computed once, instead of building a new statement (and its key) per batch, which cost
     more than the look-up itself for a batch of a few events."""
+    picked = ", ".join(f"t.{c}" for c in columns)
     if dialect == "postgresql":
-        picked = ", ".join(f"t.{c}" for c in columns)
         return text(
             f"SELECT x.* FROM unnest(CAST(:types AS text[]), CAST(:values AS text[])) "
             f"AS k(type, value) CROSS JOIN LATERAL (SELECT {picked} FROM {table.name} AS t "
             f"WHERE t.workspace_id = :workspace_id AND t.type = k.type AND t.value = k.value "
             f"OFFSET 0) AS x").bindparams(bindparam("types", type_=ARRAY(String)),
                                           bindparam("values", type_=ARRAY(String)))
-    # The values as one JSON array parameter, not an IN list of one parameter each: the
-    # statement is then the same for any batch (compiled once, not expanded per value, which
-    # cost more than the lookup itself), and SQLite still probes the primary key per value.
-    listed = func.json_each(bindparam("values", type_=String)).table_valued("value")
-    return (select(*(table.c[c] for c in columns))
-            .where(table.c.workspace_id == bindparam("workspace_id", type_=String),
-                   table.c.type == bindparam("type", type_=String),
-                   table.c.value.in_(select(listed.c.value))))
+    # The pairs as one JSON array parameter, not an IN list of one parameter each: the
+    # statement is then the same for any batch (compiled once, not expanded per value), and
+    # SQLite probes the primary key once per pair (json_each is the outer loop).
+    return text(
+        f"SELECT {picked} FROM json_each(:pairs) AS k CROSS JOIN {table.name} AS t "
+        f"WHERE t.workspace_id = :workspace_id AND t.type = json_extract(k.value, '$[0]') "
+        f"AND t.value = json_extract(k.value, '$[1]')")
 
 
 def owners(session: Session, workspace_id: str, wanted: set[Identifier]
@@ -346,23 +339,82 @@ def resolve_profile_ids(session: Session, workspace_id: str,
     """Each id as it resolves today: itself, or the profile it was merged into."""
     ids = sorted(set(profile_ids))
     resolved = {p: p for p in ids}
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(ids, IN_LIST_KEYS):
-        rows = session.execute(
-            select(profile_merges.c.merged_profile_id, profile_merges.c.survivor_profile_id)
-            .where(profile_merges.c.workspace_id == workspace_id,
-                   one_of(session, profile_merges.c.merged_profile_id, chunk)))
+        rows = session.execute(_survivors(dialect), {
+            "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)})
         resolved.update({r.merged_profile_id: r.survivor_profile_id for r in rows})
     return resolved
+
+
+# Statements of every read of profiles by id (orchestration's BatchGetProfiles per step,
+# delivery's BatchCheckConsent per send, ingest's named profiles), built once per dialect (see
+# one_of_keys): built per call, their construction and cache key cost more CPU than the
+# look-ups.
+
+def _workspace() -> Any:
+    return bindparam("workspace_id", type_=String)
+
+
+@cache
+def _survivors(dialect: str) -> Executable:
+    return (select(profile_merges.c.merged_profile_id, profile_merges.c.survivor_profile_id)
+            .where(profile_merges.c.workspace_id == _workspace(),
+                   one_of_keys(dialect, profile_merges.c.merged_profile_id)))
+
+
+@cache
+def _existing(dialect: str) -> Executable:
+    return select(profiles.c.profile_id).where(profiles.c.workspace_id == _workspace(),
+                                               one_of_keys(dialect, profiles.c.profile_id))
+
+
+@cache
+def _profile_rows(dialect: str) -> Executable:
+    return select(profiles).where(profiles.c.workspace_id == _workspace(),
+                                  one_of_keys(dialect, profiles.c.profile_id))
+
+
+@cache
+def _owned_identifiers(dialect: str) -> Executable:
+    return (select(identifiers.c.profile_id, identifiers.c.type, identifiers.c.value)
+            .where(identifiers.c.workspace_id == _workspace(),
+                   one_of_keys(dialect, identifiers.c.profile_id))
+            .order_by(identifiers.c.create_time, identifiers.c.type, identifiers.c.value))
+
+
+@cache
+def _merges_into(dialect: str) -> Executable:
+    return (select(profile_merges)
+            .where(profile_merges.c.workspace_id == _workspace(),
+                   one_of_keys(dialect, profile_merges.c.survivor_profile_id))
+            .order_by(profile_merges.c.merge_time, profile_merges.c.merged_profile_id))
+
+
+@cache
+def _memberships(dialect: str) -> Executable:
+    return (select(segment_members.c.profile_id, segment_members.c.segment_id)
+            .where(segment_members.c.workspace_id == _workspace(),
+                   one_of_keys(dialect, segment_members.c.profile_id))
+            .order_by(segment_members.c.segment_id))
+
+
+@cache
+def _golden_of(dialect: str) -> Executable:
+    return (select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+                   profiles.c.consents)
+            .where(profiles.c.workspace_id == _workspace(),
+                   one_of_keys(dialect, profiles.c.profile_id)))
 
 
 def existing_profiles(session: Session, workspace_id: str, profile_ids: Iterable[str]
                       ) -> set[str]:
     """Those of ``profile_ids`` that are profiles today (not merged away, not erased)."""
     found: set[str] = set()
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
-        found.update(session.scalars(select(profiles.c.profile_id).where(
-            profiles.c.workspace_id == workspace_id,
-            one_of(session, profiles.c.profile_id, chunk))))
+        found.update(session.scalars(_existing(dialect), {
+            "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)}))
     return found
 
 
@@ -381,30 +433,18 @@ def load_profiles(session: Session, workspace_id: str, profile_ids: Sequence[str
     owned: dict[str, list[Identifier]] = defaultdict(list)
     merged: dict[str, list[MergeRecord]] = defaultdict(list)
     member_of: dict[str, list[str]] = defaultdict(list)
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(ids, IN_LIST_KEYS):
-        rows.update({r.profile_id: r for r in session.execute(select(profiles).where(
-            profiles.c.workspace_id == workspace_id,
-            one_of(session, profiles.c.profile_id, chunk)))})
-        for r in session.execute(
-                select(identifiers.c.profile_id, identifiers.c.type, identifiers.c.value)
-                .where(identifiers.c.workspace_id == workspace_id,
-                       one_of(session, identifiers.c.profile_id, chunk))
-                .order_by(identifiers.c.create_time, identifiers.c.type, identifiers.c.value)):
+        params = {"workspace_id": workspace_id, "keys": keys_param(dialect, chunk)}
+        rows.update({r.profile_id: r for r in session.execute(_profile_rows(dialect), params)})
+        for r in session.execute(_owned_identifiers(dialect), params):
             owned[r.profile_id].append(Identifier(r.type, r.value))
-        for m in session.execute(
-                select(profile_merges)
-                .where(profile_merges.c.workspace_id == workspace_id,
-                       one_of(session, profile_merges.c.survivor_profile_id, chunk))
-                .order_by(profile_merges.c.merge_time, profile_merges.c.merged_profile_id)):
+        for m in session.execute(_merges_into(dialect), params):
             merged[m.survivor_profile_id].append(MergeRecord(
                 Merge(m.merged_profile_id, m.survivor_profile_id,
                       Link(Identifier(m.identifier_type, m.identifier_value), m.message_id)),
                 m.merge_time))
-        for member in session.execute(
-                select(segment_members.c.profile_id, segment_members.c.segment_id)
-                .where(segment_members.c.workspace_id == workspace_id,
-                       one_of(session, segment_members.c.profile_id, chunk))
-                .order_by(segment_members.c.segment_id)):
+        for member in session.execute(_memberships(dialect), params):
             member_of[member.profile_id].append(member.segment_id)
     return [Profile(p, tuple(owned[p]), _load_golden(row), row.create_time, row.update_time,
                     tuple(merged[p]), dict(row.computed or {}), tuple(member_of[p]))
@@ -542,12 +582,10 @@ def golden_of(session: Session, workspace_id: str, profile_ids: Iterable[str]
               ) -> dict[str, Golden]:
     """Records of the (resolved) profiles that exist; no lock."""
     found: dict[str, Golden] = {}
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
-        rows = session.execute(
-            select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
-                   profiles.c.consents)
-            .where(profiles.c.workspace_id == workspace_id,
-                   one_of(session, profiles.c.profile_id, chunk)))
+        rows = session.execute(_golden_of(dialect), {
+            "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)})
         found.update({r.profile_id: _load_golden(r) for r in rows})
     return found
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import Session
 
 from cjo_identity.adapters.tables import identity_settings
@@ -36,8 +36,8 @@ def load_settings(session: Session, workspace_id: str, box: SecretBox, *,
     """The workspace's settings, their verification secret opened with ``box`` (one no key of
     it opens is left empty, with ``verification_secret_error`` saying why: it fails that
     workspace's verification alone)."""
-    query = select(identity_settings).where(identity_settings.c.workspace_id == workspace_id)
-    row = session.execute(query.with_for_update() if for_update else query).first()
+    row = session.execute(_SETTINGS_FOR_UPDATE if for_update else _SETTINGS,
+                          {"workspace_id": workspace_id}).first()
     if row is None:
         return IdentitySettings(), None
     settings = settings_from_json(row.settings)
@@ -54,9 +54,17 @@ def load_rules(session: Session, workspace_id: str) -> IdentitySettings:
     """The workspace's settings WITHOUT the verification secret (left empty, so they fail
     closed if ever used to verify): for the paths that never verify nor save them (erasure,
     consent, time-based recomputes and backfills), which then need no key."""
-    row = session.execute(select(identity_settings.c.settings).where(
-        identity_settings.c.workspace_id == workspace_id)).first()
+    row = session.execute(_RULES, {"workspace_id": workspace_id}).first()
     return IdentitySettings() if row is None else settings_from_json(row.settings)
+
+
+# Read by every ingest transaction (check_unchanged) and every consent check: built once, as a
+# statement built per call costs more CPU (its construction and cache key) than the read.
+_SETTINGS = select(identity_settings).where(
+    identity_settings.c.workspace_id == bindparam("workspace_id", type_=String))
+_SETTINGS_FOR_UPDATE = _SETTINGS.with_for_update()
+_RULES = select(identity_settings.c.settings).where(
+    identity_settings.c.workspace_id == bindparam("workspace_id", type_=String))
 
 
 def save_settings(session: Session, workspace_id: str, settings: IdentitySettings,
