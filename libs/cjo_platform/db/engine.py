@@ -138,16 +138,26 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]]
         inserted = _insert_ignore_arrays(session, table, rows, returning)
         if inserted is not None:
             return inserted
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table).on_conflict_do_nothing()
+    stmt = _insert_ignore_statement(dialect, table, returning)
     if returning is None:
         session.execute(stmt, list(rows))
         return []
     # RETURNING with executemany is supported by both dialects in SQLAlchemy 2.
     if isinstance(returning, tuple):
-        return [tuple(row) for row in session.execute(stmt.returning(*returning), list(rows))]
-    result = session.execute(stmt.returning(returning), list(rows))
+        return [tuple(row) for row in session.execute(stmt, list(rows))]
+    result = session.execute(stmt, list(rows))
     return list(result.scalars())
+
+
+@functools.cache
+def _insert_ignore_statement(dialect: str, table: Table, returning: Any) -> Any:
+    """:func:`insert_ignore`'s statement, built once per table: building it (and deriving its
+    cache key) at every call cost more than a one-row insert's execution on SQLite."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table).on_conflict_do_nothing()
+    if returning is None:
+        return stmt
+    return stmt.returning(*returning) if isinstance(returning, tuple) else stmt.returning(returning)
 
 
 def _insert_ignore_arrays(session: Session, table: Table, rows: Sequence[dict[str, Any]],
