@@ -10,7 +10,8 @@ waits at most `--drain` seconds for the last emails, and prints per rate: offere
 calls/s, emails/s (arrived during the sending window), p50/p95/p99/max event -> email latency,
 emails missing after the drain, and each service process's CPU ms, commits and statements per
 event (from /proc and the counting hook, as `throughput.py --profile`: robust on a busy
-machine). `--hops` adds where the time goes: for the events whose trace reached delivery, the
+machine). `--py-spy DIR` samples every process while each rate runs (what its CPU went to).
+`--hops` adds where the time goes: for the events whose trace reached delivery, the
 median offset at which each service's spans started, from the trace's first span.
 Rates go up until one leaves emails missing after the drain (higher ones would only pile up).
 Finally: the highest rate whose p99 stayed under 250 ms.
@@ -175,8 +176,8 @@ def hops(spans: list[Any], since_ns: int) -> str:
 
 
 async def bench(kind: str, rates: list[float], seconds: float, max_in_flight: int,
-                drain: float, show_hops: bool) -> None:
-    async with bench_suite(kind, profile=True) as (suite, profiler, label):
+                drain: float, show_hops: bool, spy_dir: Path | None = None) -> None:
+    async with bench_suite(kind, profile=True, spy_dir=spy_dir) as (suite, profiler, label):
         assert profiler is not None
         channels = {n: grpc.aio.insecure_channel(suite.target(n))
                     for n in ("identity", "content", "orchestration")}
@@ -192,10 +193,12 @@ async def bench(kind: str, rates: list[float], seconds: float, max_in_flight: in
             before = await profiler.sample()
             since_ns = time.time_ns()
             t0 = time.perf_counter()
+            profiler.start_spy(f"{rate:g}")
             result = await offer(identity, auth, arrivals, f"r{rate:g}", rate, seconds,
                                  max_in_flight, drain)
             after = await settle(profiler, idle_per_second)
             window = time.perf_counter() - t0
+            await profiler.stop_spy()
             results.append(result)
             print(f"[{label}] {HEADER}\n[{label}] {result.row()}", flush=True)
             for why, count in result.why_refused.most_common(3):
@@ -241,14 +244,20 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="all")
     parser.add_argument("--hops", action="store_true",
                         help="print where the time goes per hop, from the traces")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="sample every process with py-spy while a rate runs, "
+                             "into DIR/<backend>-<rate>-<process>.txt (collapsed stacks)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    if args.py_spy is not None:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
     kinds = ["sqlite", "postgresql"] if args.backend == "all" else [args.backend]
     for kind in kinds:
         if kind == "postgresql" and not postgres_available():
             print("[postgresql] skipped: nothing listens on 127.0.0.1:5432")
             continue
-        asyncio.run(bench(kind, rates, args.seconds, args.max_in_flight, args.drain, args.hops))
+        asyncio.run(bench(kind, rates, args.seconds, args.max_in_flight, args.drain, args.hops,
+                          args.py_spy))
 
 
 if __name__ == "__main__":
