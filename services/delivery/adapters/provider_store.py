@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -16,7 +17,7 @@ from cjo_delivery.adapters.tables import policies, provider_breakers, provider_r
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap, QuietHours
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
-from cjo_platform.db.engine import one_of, upsert
+from cjo_platform.db.engine import keys_param, one_of_keys, upsert
 from cjo_platform.logging import get_logger
 from cjo_platform.secret_box import MARKER, SecretBox, SecretsUnreadable
 
@@ -125,10 +126,24 @@ def providers_of(session: Session, workspace_ids: Sequence[str],
     """Every enabled provider of these workspaces, in the order they are tried."""
     if not workspace_ids:
         return []
-    rows = session.execute(select(providers).where(
-        one_of(session, p.workspace_id, sorted(set(workspace_ids))), p.disabled.is_(False))
-        .order_by(p.workspace_id, p.channel, p.priority, p.create_time, p.provider_id)).all()
+    dialect = session.get_bind().dialect.name
+    rows = session.execute(_providers_of(dialect),
+                           {"keys": keys_param(dialect, sorted(set(workspace_ids)))}).all()
     return [_provider(r, box) for r in rows]
+
+
+# Read by every send round's claim (with policies_of): built once per dialect, every value bound
+# (see cjo_platform.db.one_of_keys).
+@functools.cache
+def _providers_of(dialect: str) -> Select[Any]:
+    return (select(providers).where(one_of_keys(dialect, p.workspace_id), p.disabled.is_(False))
+            .order_by(p.workspace_id, p.channel, p.priority, p.create_time, p.provider_id))
+
+
+@functools.cache
+def _policies_of(dialect: str) -> Select[Any]:
+    return select(policies.c.workspace_id, policies.c.policy).where(
+        one_of_keys(dialect, policies.c.workspace_id))
 
 
 def _not_as_written_by(box: SecretBox) -> ColumnElement[bool]:
@@ -209,8 +224,9 @@ def get_policy(session: Session, workspace_id: str) -> DeliveryPolicy:
 def policies_of(session: Session, workspace_ids: Sequence[str]) -> dict[str, DeliveryPolicy]:
     if not workspace_ids:
         return {}
-    rows = session.execute(select(policies.c.workspace_id, policies.c.policy).where(
-        one_of(session, policies.c.workspace_id, sorted(set(workspace_ids))))).all()
+    dialect = session.get_bind().dialect.name
+    rows = session.execute(_policies_of(dialect),
+                           {"keys": keys_param(dialect, sorted(set(workspace_ids)))}).all()
     return {r.workspace_id: policy_from_json(r.policy) for r in rows}
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Update, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Integer, Select, Update, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -22,7 +23,7 @@ from cjo_delivery.domain.messages import (
 )
 from cjo_delivery.domain.sending import Transition
 from cjo_platform.db import insert_ignore
-from cjo_platform.db.engine import one_of
+from cjo_platform.db.engine import keys_param, one_of, one_of_keys
 
 m = messages.c
 
@@ -249,10 +250,11 @@ def suppressed_addresses(session: Session, keys: Sequence[tuple[str, str, str]]
     if not keys:
         return {}
     spellings = {key: suppression_spellings(key[1], key[2]) for key in keys}
-    s = suppressions.c
-    rows = session.execute(select(s.workspace_id, s.channel, s.address, s.reason).where(
-        one_of(session, s.address, sorted({a for found in spellings.values() for a in found})),
-        one_of(session, s.workspace_id, sorted({k[0] for k in keys})))).all()
+    dialect = session.get_bind().dialect.name
+    rows = session.execute(_suppressed(dialect), {
+        "addresses": keys_param(dialect, sorted({a for found in spellings.values()
+                                                 for a in found})),
+        "workspaces": keys_param(dialect, sorted({k[0] for k in keys}))}).all()
     reasons = {(r.workspace_id, r.channel, r.address): r.reason for r in rows}
     found: dict[tuple[str, str, str], str] = {}
     for key, stored in spellings.items():
@@ -261,6 +263,15 @@ def suppressed_addresses(session: Session, keys: Sequence[tuple[str, str, str]]
         if hits:
             found[key] = hits[0]
     return found
+
+
+# Read by every send round's claim: built once per dialect, every value bound (one_of_keys).
+@functools.cache
+def _suppressed(dialect: str) -> Select[Any]:
+    s = suppressions.c
+    return select(s.workspace_id, s.channel, s.address, s.reason).where(
+        one_of_keys(dialect, s.address, "addresses"),
+        one_of_keys(dialect, s.workspace_id, "workspaces"))
 
 
 def suppress(session: Session, rows: Sequence[tuple[str, str, str, str]], now: datetime) -> None:
