@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -229,7 +229,10 @@ def stored_refs(session: Session, workspace_id: str, profile_ids: set[str]
     return found
 
 
-def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datetime) -> None:
+def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datetime,
+                stored_edges: Set[str]) -> None:
+    """Store the batch's plan. ``stored_edges``: the keys of the edges the batch read (the
+    only ones of ``plan.graph.edges`` that can have a row already)."""
     graph = plan.graph
 
     def record(profile_id: str) -> dict[str, Any]:
@@ -269,7 +272,10 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
              "profile_id": o.profile_id, "cluster_id": o.cluster_id, "create_time": now}
             for i, o in sorted(graph.new_identifiers.items())])
     if graph.edges:
-        keys = sorted(edge.key for edge, _ in graph.edges)
+        # Rewritten edges go first; a new one (the usual: a new person's first event) has no
+        # row to delete. Should a concurrent batch have inserted it since our read, the
+        # insert fails on the key and the unit of work runs again on fresh reads.
+        keys = sorted(edge.key for edge, _ in graph.edges if edge.key in stored_edges)
         for chunk in chunks(keys, IN_LIST_KEYS):
             session.execute(delete(edges).where(edges.c.workspace_id == workspace_id,
                                                 one_of(session, edges.c.edge_key, chunk)))

@@ -350,7 +350,8 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
     plan = plan_batch(batch, seen=seen, graph=graph, held=held, stored=stored,
                       settings=settings, new_id=new_id)
     plan.before = {p: (golden, computed[p]) for p, golden in held.items()}
-    profiles.write_batch(session, workspace_id, plan, now)
+    profiles.write_batch(session, workspace_id, plan, now, stored_edges=set(known) | {
+        edge.key for cluster in cluster_edges.values() for edge in cluster})
     return plan
 
 
