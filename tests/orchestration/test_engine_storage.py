@@ -83,12 +83,16 @@ def test_inbox_stores_each_event_once_in_receive_order(db: Database) -> None:
                 "receive_time": NOW, "processed": False}
 
     with db.transaction() as session:
-        assert store.receive(session, [row("b"), row("a")]) == {"a", "b"}
+        first = store.receive(session, [row("b"), row("a")])
+    assert first.keys() == {("ws", "a"), ("ws", "b")}
     with db.transaction() as session:
-        assert store.receive(session, [row("a"), row("c"), row("a", "other")]) == {"c", "a"}
+        second = store.receive(session, [row("a"), row("c"), row("a", "other")])
+        assert second.keys() == {("ws", "c"), ("other", "a")}
         pending = store.pending_events(session, 10)
     assert [(e.workspace_id, e.event_id) for e in pending] == [
         ("ws", "b"), ("ws", "a"), ("ws", "c"), ("other", "a")]
+    # Each new event's seq, as stored.
+    assert {(e.workspace_id, e.event_id): e.seq for e in pending} == first | second
     assert pending[1].properties == {"a": 1}
     with db.transaction() as session:
         store.mark_processed(session, [e.seq for e in pending[:2]])

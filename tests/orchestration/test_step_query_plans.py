@@ -104,6 +104,12 @@ def test_the_event_worker_reads_only_the_profiles_of_its_events(db: Database) ->
     assert len(history) == len(profiles)
     assert active == {(ws, "j1", p) for ws, p in odd}
 
+    # One workspace's profiles (a HandleEvents call's): the statement built once.
+    one: list[Any] = []
+    lone = [(ws, p) for ws, p in profiles if ws == "ws0"]
+    assert_no_table_scan(plans(db, lambda session: one.extend(store.watched(session, lone, NOW))))
+    assert {(e.workspace_id, e.profile_id) for e, _ in one} == odd & set(lone)
+
 
 def test_the_scheduler_claims_and_records_only_its_occurrences(db: Database) -> None:
     """Scheduled occurrences pile up (one per firing, kept for the retention period): claiming

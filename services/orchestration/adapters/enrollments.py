@@ -62,9 +62,12 @@ _ACTIVE: ColumnElement[str] = literal_column(f"'{EnrollmentState.ACTIVE.value}'"
 INBOX_SOURCE = "inbox:events"
 
 
-def receive(session: Session, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """Store events not seen before; returns the seq of each event id that was new."""
-    return dict(insert_ignore(session, inbox, rows, returning=(inbox.c.event_id, inbox.c.seq)))
+def receive(session: Session, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """Store events not seen before; returns the seq of each (workspace, event id) that was
+    new."""
+    c = inbox.c
+    return {(w, e): seq for w, e, seq in insert_ignore(
+        session, inbox, rows, returning=(c.workspace_id, c.event_id, c.seq))}
 
 
 def pending_events(session: Session, limit: int, seqs: Sequence[int] | None = None, *,
@@ -231,7 +234,17 @@ def replay(session: Session, workspace_id: str, event_ids: Sequence[str]) -> int
 
 
 def mark_processed(session: Session, seqs: Sequence[int]) -> None:
-    session.execute(update(inbox).where(inbox.c.seq.in_(seqs)).values(processed=True))
+    if seqs:
+        dialect = session.get_bind().dialect.name
+        session.execute(_processed_statement(dialect), {"seqs": keys_param(dialect, seqs)})
+
+
+@cache
+def _processed_statement(dialect: str) -> Any:
+    """Mark inbox events processed (their seqs as one parameter), built once: a statement built
+    per event cost more CPU (its construction and cache key) than running it."""
+    return (update(inbox).where(one_of_keys(dialect, inbox.c.seq, "seqs"))
+            .values(processed=True))
 
 
 # --- enrollments -----------------------------------------------------------------------------
@@ -304,14 +317,40 @@ def watched(session: Session, profiles: Iterable[tuple[str, str]],
     if not wanted:
         return []
     c = enrollments.c
-    rows = session.execute(
-        select(enrollments)
-        .where(_keys_in(session, (c.workspace_id, c.profile_id), wanted),
-               or_(c.state == EnrollmentState.ACTIVE.value,
-                   and_(c.goal_time.is_(None), c.goal_deadline >= now)))
-        .order_by(c.create_time, c.enrollment_id).with_for_update()
-    ).all()
+    workspaces = {w for w, _ in wanted}
+    if len(workspaces) == 1:  # the usual case (one HandleEvents call): built once
+        dialect = session.get_bind().dialect.name
+        rows = session.execute(_watched_statement(dialect), {
+            "ws": wanted[0][0], "ids": keys_param(dialect, [p for _, p in wanted]),
+            "now": now}).all()
+    else:
+        rows = session.execute(
+            select(enrollments)
+            .where(_keys_in(session, (c.workspace_id, c.profile_id), wanted),
+                   or_(c.state == EnrollmentState.ACTIVE.value,
+                       and_(c.goal_time.is_(None), c.goal_deadline >= now)))
+            .order_by(c.create_time, c.enrollment_id).with_for_update()
+        ).all()
     return [(_enrollment(r), r.lease_until is not None and r.lease_until > now) for r in rows]
+
+
+@cache
+def _retired_statement(dialect: str) -> Any:
+    """The retirements of a workspace's profiles (one parameter), built once."""
+    c = retired_profiles.c
+    return (select(c.workspace_id, c.profile_id, c.successor_profile_id)
+            .where(c.workspace_id == bindparam("ws"), one_of_keys(dialect, c.profile_id, "ids")))
+
+
+@cache
+def _watched_statement(dialect: str) -> Any:
+    """:func:`watched` for one workspace's profiles (one parameter), built once."""
+    c = enrollments.c
+    return (select(enrollments)
+            .where(c.workspace_id == bindparam("ws"), one_of_keys(dialect, c.profile_id, "ids"),
+                   or_(c.state == EnrollmentState.ACTIVE.value,
+                       and_(c.goal_time.is_(None), c.goal_deadline >= bindparam("now"))))
+            .order_by(c.create_time, c.enrollment_id).with_for_update())
 
 
 def history(session: Session, keys: Iterable[ActiveKey]) -> dict[ActiveKey, History]:
@@ -554,10 +593,17 @@ def retired_successors(session: Session,
     found: dict[tuple[str, str], str] = {}
     wanted = set(profiles)
     c = retired_profiles.c
+    dialect = session.get_bind().dialect.name
     while wanted:
-        rows = session.execute(
-            select(c.workspace_id, c.profile_id, c.successor_profile_id)
-            .where(_keys_in(session, (c.workspace_id, c.profile_id), sorted(wanted)))).all()
+        workspaces = {w for w, _ in wanted}
+        if len(workspaces) == 1:  # the usual case (one HandleEvents call): built once
+            rows = session.execute(_retired_statement(dialect), {
+                "ws": next(iter(workspaces)),
+                "ids": keys_param(dialect, sorted(p for _, p in wanted))}).all()
+        else:
+            rows = session.execute(
+                select(c.workspace_id, c.profile_id, c.successor_profile_id)
+                .where(_keys_in(session, (c.workspace_id, c.profile_id), sorted(wanted)))).all()
         for r in rows:
             found[(r.workspace_id, r.profile_id)] = r.successor_profile_id
         wanted = {(r.workspace_id, r.successor_profile_id) for r in rows

@@ -71,7 +71,8 @@ def _store(uow: UnitOfWork, workspace_id: str,
         # A malformed traceparent only costs the trace link, never the event.
         "traceparent": e.traceparent if len(e.traceparent) <= MAX_TRACEPARENT_LENGTH else "",
         "receive_time": now, "processed": False} for e in first.values()]
-    new = enrollment_store.receive(uow.session, rows) if rows else {}
+    new = {event_id: seq for (_, event_id), seq in
+           (enrollment_store.receive(uow.session, rows) if rows else {}).items()}
     stored = sorted((InboxEvent(workspace_id, new[row["event_id"]], row["event_id"],
                                 row["profile_id"], row["event_name"], row["properties"],
                                 row["traits"], row["traceparent"])
