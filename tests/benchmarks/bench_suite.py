@@ -194,6 +194,8 @@ async def bench_suite(kind: str, bus: str = "none", profile: bool = False,
     every process and a :class:`Profiler`. Yields (suite, profiler, label)."""
     env = {"CJO_LOG_LEVEL": "warning", "CJO_DELIVERY_RETRY_BASE_SECONDS": "1",
            **(extra_env or {})}
+    if os.environ.get("CJO_BENCH_STMT_DIR"):  # the hook also writes per-statement counts there
+        env["CJO_BENCH_STMT_DIR"] = os.environ["CJO_BENCH_STMT_DIR"]
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     if bus == "nats":
         env.update({"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_PREFIX": prefix})

@@ -176,8 +176,10 @@ def hops(spans: list[Any], since_ns: int) -> str:
 
 
 async def bench(kind: str, rates: list[float], seconds: float, max_in_flight: int,
-                drain: float, show_hops: bool, spy_dir: Path | None = None) -> None:
-    async with bench_suite(kind, profile=True, spy_dir=spy_dir) as (suite, profiler, label):
+                drain: float, show_hops: bool, spy_dir: Path | None = None,
+                extra_env: dict[str, str] | None = None) -> None:
+    async with bench_suite(kind, profile=True, spy_dir=spy_dir,
+                           extra_env=extra_env) as (suite, profiler, label):
         assert profiler is not None
         channels = {n: grpc.aio.insecure_channel(suite.target(n))
                     for n in ("identity", "content", "orchestration")}
@@ -247,7 +249,11 @@ def main() -> None:
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="sample every process with py-spy while a rate runs, "
                              "into DIR/<backend>-<rate>-<process>.txt (collapsed stacks)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for every service process (repeatable), e.g. "
+                             "CJO_IDENTITY_GROUP_COMMIT_MS=0: one transaction per call")
     args = parser.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.env)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if args.py_spy is not None:
         args.py_spy.mkdir(parents=True, exist_ok=True)
@@ -257,7 +263,7 @@ def main() -> None:
             print("[postgresql] skipped: nothing listens on 127.0.0.1:5432")
             continue
         asyncio.run(bench(kind, rates, args.seconds, args.max_in_flight, args.drain, args.hops,
-                          args.py_spy))
+                          args.py_spy, extra_env))
 
 
 if __name__ == "__main__":

@@ -45,3 +45,21 @@ def test_without_the_variable_the_hook_does_nothing(tmp_path: Path) -> None:
     script = SCRIPT.replace("os.kill(os.getpid(), signal.SIGUSR1)\n", "", 2) + (
         "import sys; assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL\n")
     assert subprocess.run([sys.executable, "-c", script], env=env, timeout=60).returncode == 0
+
+
+def test_with_a_statement_folder_the_hook_also_counts_per_statement(tmp_path: Path) -> None:
+    stats, tally = tmp_path / "stats", tmp_path / "statements"
+    stats.mkdir()
+    tally.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HOOK), *sys.path]),
+           "CJO_BENCH_DB_STATS": str(stats), "CJO_BENCH_STMT_DIR": str(tally),
+           "DB": str(tmp_path / "t.db")}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, timeout=60)
+    assert proc.returncode == 0
+    (written,) = tally.glob("*.json")
+    assert json.loads(written.read_text()) == {
+        "CREATE TABLE t (x INTEGER)": 1, "INSERT INTO t VALUES (?)": 1,
+        "UPDATE t SET x = x + 10 WHERE x < 3": 1, "SELECT count(*) FROM t": 1}
+    # The counts the benchmark reads are unchanged.
+    (counts,) = stats.glob("*.json")
+    assert json.loads(counts.read_text())["statements"] == 4

@@ -3,7 +3,10 @@ PYTHONPATH and sets CJO_BENCH_DB_STATS): counts, per process, the database trans
 the statements sent (one per round trip; an executemany counts once) and the rows they inserted,
 updated or deleted, through SQLAlchemy's engine events. On SIGUSR1 the process writes its counts to
 `$CJO_BENCH_DB_STATS/<pid>.json` with a sequence number, so the benchmark reads a snapshot taken
-after it asked. Not part of the services: nothing here runs unless the benchmark asks for it."""
+after it asked. With CJO_BENCH_STMT_DIR set, it also counts per statement (its text, whitespace
+folded, first 160 characters) and writes those counts to `$CJO_BENCH_STMT_DIR/<pid>.json` at the
+same time: which statements a scenario sends, and how often. Not part of the services: nothing
+here runs unless the benchmark asks for it."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 _DIR = os.environ.get("CJO_BENCH_DB_STATS")
+_STMT_DIR = os.environ.get("CJO_BENCH_STMT_DIR")
 
 if _DIR:
     from sqlalchemy import event
@@ -22,6 +26,7 @@ if _DIR:
 
     _lock = threading.Lock()
     _counts = {"commits": 0, "rollbacks": 0, "statements": 0, "rows_written": 0, "seq": 0}
+    _by_statement: dict[str, int] = {}
 
     def _add(key: str, n: int = 1) -> None:
         with _lock:
@@ -39,6 +44,10 @@ if _DIR:
     def _executed(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                   executemany: bool) -> None:
         _add("statements")
+        if _STMT_DIR:
+            key = " ".join(statement.split())[:160]
+            with _lock:
+                _by_statement[key] = _by_statement.get(key, 0) + 1
         if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
             _add("rows_written", max(0, cursor.rowcount or 0))
 
@@ -50,5 +59,9 @@ if _DIR:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(data)
         tmp.replace(path)
+        if _STMT_DIR:
+            with _lock:
+                tally = json.dumps(_by_statement)
+            (Path(_STMT_DIR) / f"{os.getpid()}.json").write_text(tally)
 
     signal.signal(signal.SIGUSR1, _dump)
