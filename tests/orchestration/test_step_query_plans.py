@@ -109,6 +109,10 @@ def test_the_event_worker_reads_only_the_profiles_of_its_events(db: Database) ->
     lone = [(ws, p) for ws, p in profiles if ws == "ws0"]
     assert_no_table_scan(plans(db, lambda session: one.extend(store.watched(session, lone, NOW))))
     assert {(e.workspace_id, e.profile_id) for e, _ in one} == odd & set(lone)
+    one.clear()
+    assert_no_table_scan(plans(db, lambda session: one.append(
+        store.history(session, [(ws, "j1", p) for ws, p in lone]))))
+    assert one[0].keys() == {(ws, "j1", p) for ws, p in lone}
 
 
 def test_the_scheduler_claims_and_records_only_its_occurrences(db: Database) -> None:

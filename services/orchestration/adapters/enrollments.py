@@ -353,6 +353,16 @@ def _watched_statement(dialect: str) -> Any:
             .order_by(c.create_time, c.enrollment_id).with_for_update())
 
 
+@cache
+def _history_statement(dialect: str) -> Any:
+    """:func:`history` for one workspace's journey and its profiles (one parameter), built
+    once."""
+    c = enrollments.c
+    return (select(c.workspace_id, c.journey_id, c.profile_id, c.state, c.update_time)
+            .where(c.workspace_id == bindparam("ws"), c.journey_id == bindparam("journey"),
+                   one_of_keys(dialect, c.profile_id, "ids")))
+
+
 def history(session: Session, keys: Iterable[ActiveKey]) -> dict[ActiveKey, History]:
     """The latest enrollment of each (workspace, journey, profile): the active one if any, else
     the one that ended last."""
@@ -360,10 +370,16 @@ def history(session: Session, keys: Iterable[ActiveKey]) -> dict[ActiveKey, Hist
     if not wanted:
         return {}
     c = enrollments.c
-    rows = session.execute(
-        select(c.workspace_id, c.journey_id, c.profile_id, c.state, c.update_time)
-        .where(_keys_in(session, (c.workspace_id, c.journey_id, c.profile_id), wanted))
-    ).all()
+    if len({(w, j) for w, j, _ in wanted}) == 1:  # one journey's (a lone event's): built once
+        dialect = session.get_bind().dialect.name
+        rows = session.execute(_history_statement(dialect), {
+            "ws": wanted[0][0], "journey": wanted[0][1],
+            "ids": keys_param(dialect, [p for _, _, p in wanted])}).all()
+    else:
+        rows = session.execute(
+            select(c.workspace_id, c.journey_id, c.profile_id, c.state, c.update_time)
+            .where(_keys_in(session, (c.workspace_id, c.journey_id, c.profile_id), wanted))
+        ).all()
     found: dict[ActiveKey, History] = {}
     for r in rows:
         key = (r.workspace_id, r.journey_id, r.profile_id)
