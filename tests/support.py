@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from cjo.identity.v1 import backfill_pb2
 from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo_platform.config import Env, ServiceSettings, load_service_settings
@@ -171,3 +176,14 @@ async def segment_backfilled(identity: Any, metadata: Any, segment_id: str) -> A
         return got if got.backfill.state == backfill_pb2.BACKFILL_STATE_DONE else None
 
     return await eventually(done, timeout=30)
+
+
+def span_recorder() -> InMemorySpanExporter:
+    """Records spans whether or not this process already has an SDK tracer provider."""
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter

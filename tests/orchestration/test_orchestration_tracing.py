@@ -4,9 +4,6 @@ continue the traceparent identity forwarded with the event."""
 from __future__ import annotations
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from orchestration_support import (
     create_content,
     enrollments,
@@ -18,21 +15,10 @@ from orchestration_support import (
 
 from cjo.orchestration.v1 import enrollment_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
-from support import Backend, as_service, eventually
+from support import Backend, as_service, eventually, span_recorder
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
-
-
-def span_recorder() -> InMemorySpanExporter:
-    """Records spans whether or not this process already has an SDK tracer provider."""
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
 
 
 async def test_a_journey_step_continues_the_event_trace(sqlite_backend: Backend) -> None:

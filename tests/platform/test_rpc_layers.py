@@ -10,10 +10,6 @@ from typing import Any
 import grpc
 import pytest
 import structlog
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from structlog.testing import LogCapture
 
@@ -26,23 +22,12 @@ from cjo_platform.rpc import interceptors
 from cjo_platform.rpc.client import channel, close_channels
 from cjo_platform.rpc.interceptors import Layered
 from cjo_platform.telemetry import continue_trace
-from support import Backend, as_service, serving, settings_for
+from support import Backend, as_service, serving, settings_for, span_recorder
 
 LIST = "/cjo.analytics.v1.AnalyticsService/ListExperiments"
 REPORT = "/cjo.analytics.v1.AnalyticsService/GetJourneyReport"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-
-
-def span_recorder() -> InMemorySpanExporter:
-    """Records spans whether or not this process already has an SDK tracer provider."""
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
 
 
 async def _list_and_fail(address: str, **metadata: Any) -> None:
