@@ -148,7 +148,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                     inbox=InboxProvider(transactions, signals))
     sender = Sender(SendRound(transactions, routes, clock, sending, consent=consent,
                               links=tracking[0].links if tracking else None,
-                              secret_box=secret_box))
+                              secret_box=secret_box, signals=signals))
     signals.on(QUEUED_SIGNAL, lambda _: sender.wake())
 
     def announce_queued(uow: UnitOfWork) -> None:

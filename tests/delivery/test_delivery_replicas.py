@@ -304,35 +304,120 @@ def test_a_half_open_breaker_gives_its_trial_to_exactly_one_of_many_callers(
         assert stored.clean
 
 
+@asynccontextmanager
+async def breaker_replicas(backend: Backend, db: Database, clock: ManualClock
+                           ) -> AsyncIterator[tuple[SharedBreakers, SharedBreakers]]:
+    """Two replicas' shared breakers with their signals running: on PostgreSQL each with its
+    own Database (LISTEN/NOTIFY between them), on SQLite both in this one process."""
+    async with AsyncExitStack() as stack:
+        dbs = [db]
+        if backend.kind == "postgresql":
+            settings = settings_for("delivery", backend)
+            dbs.append(Database(settings.database_url, schema=settings.database_schema))
+            stack.callback(dbs[1].dispose)
+        signals = [Signals(d) for d in dbs]
+        replicas = tuple(SharedBreakers(Transactions(dbs[i % len(dbs)], clock),
+                                        trial_lease=timedelta(minutes=5),
+                                        signals=signals[i % len(signals)]) for i in range(2))
+        for each in signals:
+            task = asyncio.create_task(each.run())
+            stack.push_async_callback(_cancelled, task)
+            await asyncio.wait_for(each.listening.wait(), timeout=10)
+        yield replicas  # type: ignore[misc]
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def breaker_writes(db: Database) -> list[str]:
+    """The statements writing provider_breakers from now on."""
+    writes: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "provider_breakers" in statement and not statement.lstrip().startswith("SELECT"):
+            writes.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    return writes
+
+
 async def test_only_consecutive_failures_across_replicas_open_the_breaker(
         backend: Backend) -> None:
-    """Failures counted by one replica are cleared by a success another replica sees, even
-    when that replica's copy of the breaker still showed no failure: failures spread over time,
-    with successes in between, never open it."""
+    """Failures one replica stored are zeroed by the next success another replica sees, even
+    when that replica's copy of the breaker was fresh and showed none (it heard of them):
+    failures spread over time, with successes in between, never open it. A success that
+    knows of no failure anywhere writes nothing."""
+    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    clock = ManualClock(t0)
+    with rate_db(backend) as db:
+        writes = breaker_writes(db)
+        async with breaker_replicas(backend, db, clock) as (one, other):
+            # Two replicas' copies of the deployment's SMTP route (no provider row needed).
+            a, b = (Route("smtp", None, CircuitBreaker(2, timedelta(seconds=30)))  # type: ignore[arg-type]
+                    for _ in range(2))
+            await one.refresh([a], t0)
+            await other.refresh([b], t0)
+            for step in range(3):  # a fails, b (copy fresh and clean) succeeds, and again
+                now = t0 + timedelta(milliseconds=100 * step)
+                await one.record(a, BreakerChange.FAILED, now, None)
+                assert b.breaker.clean and not other.stale(b, now)
+
+                async def zeroed_by_a_success(now: datetime = now) -> bool:
+                    # b's send round records the outcome, zeroing the stored count with it
+                    # (a success before the signal arrived leaves it to the next one).
+                    await other.record(b, BreakerChange.SUCCEEDED, now, None)
+                    resets = other.take_resets()
+                    await other.transactions.run(lambda uow: clear_failures(uow, resets))
+                    return bool(resets)
+
+                await eventually(zeroed_by_a_success, timeout=10, interval=0.01)
+            with db.transaction() as session:
+                [stored] = breaker_store.read(session, [a.key], lambda k: a.breaker).values()
+            assert stored.state(now) == "closed" and stored.failures == 0
+            # a's copy still counts its last failure: its first success zeroes (nothing now).
+            await one.record(a, BreakerChange.SUCCEEDED, now, None)
+            assert one.take_resets() == [a.key]
+            # Successes that know of no failure stored anywhere write nothing.
+            written = len(writes)
+            for _ in range(3):
+                await other.record(b, BreakerChange.SUCCEEDED, now, None)
+                await one.record(a, BreakerChange.SUCCEEDED, now, None)
+            assert other.take_resets() == one.take_resets() == []
+            assert len(writes) == written
+            # Two failures in a row still open it, for both replicas.
+            await one.record(a, BreakerChange.FAILED, now, None)
+            await one.record(a, BreakerChange.FAILED, now, None)
+            later = now + timedelta(seconds=1)
+            assert not await other.allow(b, later)
+
+
+async def test_a_success_with_a_stale_copy_zeroes_failures_it_never_heard_of(
+        backend: Backend) -> None:
+    """A signal can be lost: a replica whose copy is older than the refresh zeroes the stored
+    count with its success all the same, so a lost signal delays the reset by a second at
+    most."""
     t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
     with rate_db(backend) as db:
-        transactions = Transactions(db, ManualClock(t0))
-        # Two replicas' copies of the deployment's SMTP route (no provider row needed).
-        a, b = (Route("smtp", None, CircuitBreaker(2, timedelta(seconds=30)))  # type: ignore[arg-type]
-                for _ in range(2))
-        breakers = SharedBreakers(transactions, trial_lease=timedelta(minutes=5))
-        await breakers.refresh([a, b], t0)
-        for second in range(3):  # a fails, b (copy fresh and clean) succeeds, and again
-            now = t0 + timedelta(milliseconds=100 * second)
-            await breakers.record(a, BreakerChange.FAILED, now, None)
-            assert b.breaker.clean and not breakers.stale(b, now)
-            await breakers.record(b, BreakerChange.SUCCEEDED, now, None)
-            # b's send round records the outcome, zeroing the stored count with it.
-            resets = breakers.take_resets()
-            await transactions.run(lambda uow, keys=resets: clear_failures(uow, keys))
+        breakers = SharedBreakers(Transactions(db, ManualClock(t0)),
+                                  trial_lease=timedelta(minutes=5))  # no signals: none heard
+        like = CircuitBreaker(3, timedelta(seconds=30))
+        route = Route("smtp", None, like)  # type: ignore[arg-type]
+        await breakers.refresh([route], t0)
+        with db.transaction() as session:  # another replica's failure, never signalled here
+            breaker_store.change(session, route.key, like, lambda b: b.failed(t0))
+        await breakers.record(route, BreakerChange.SUCCEEDED, t0, None)
+        assert breakers.take_resets() == []  # fresh and clean: nothing known to zero
+        later = t0 + timedelta(seconds=1)
+        await breakers.record(route, BreakerChange.SUCCEEDED, later, None)
+        resets = breakers.take_resets()
+        assert resets == [route.key]
+        await breakers.transactions.run(lambda uow: clear_failures(uow, resets))
         with db.transaction() as session:
-            [stored] = breaker_store.read(session, [a.key], lambda k: a.breaker).values()
-        assert stored.state(now) == "closed" and stored.failures == 0
-        # Two failures in a row still open it, for both replicas.
-        await breakers.record(a, BreakerChange.FAILED, now, None)
-        await breakers.record(a, BreakerChange.FAILED, now, None)
-        later = now + timedelta(seconds=1)
-        assert not await breakers.allow(b, later)
+            [stored] = breaker_store.read(session, [route.key], lambda k: like).values()
+        assert stored.clean
 
 
 async def test_concurrent_sends_finding_a_breaker_stale_share_one_read(

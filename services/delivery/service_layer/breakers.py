@@ -10,11 +10,15 @@ failure counts once whichever replica saw it and the breaker opens for all of th
 whose copy still shows it closed learns it at its next failure, or within the second). A
 half-open breaker's one trial is claimed in the database: of all the replicas wanting it,
 exactly one calls the provider (a copy cannot miss an opening for longer than the cool-down).
-A success of a breaker that is closed with no failure counted in the copy (the usual case)
-costs no transaction of its own: the sender zeroes a failure count another replica stored
-meanwhile in the transaction that records the round's outcomes (:func:`clear_failures`, one
-conditional update per provider that locks nothing when there is none), so the count is of
-consecutive failures across replicas. When the database cannot
+A success of a closed breaker costs no transaction of its own, and usually no statement: only
+when a failure may be stored that the success should zero (so that the count is of consecutive
+failures across replicas) does the transaction recording the round's outcomes zero it
+(:func:`clear_failures`, a conditional update that leaves an open breaker alone). That is
+known without asking the database: the copy counts failures (this replica's, or read from the
+database), another replica signalled that it stored one (:data:`FAILED_SIGNAL`: LISTEN/NOTIFY
+on PostgreSQL, sent only with a failure, the rare case), or the copy is stale (a signal can be
+lost; the refresh within the second is the net). A success with a fresh, clean copy and no
+such signal (the usual case) writes nothing. When the database cannot
 be reached, the copy decides alone: the breaker still protects the provider from this
 replica.
 """
@@ -22,6 +26,7 @@ replica.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -29,12 +34,16 @@ from cjo_delivery.adapters import breaker_store
 from cjo_delivery.adapters.routes import Route
 from cjo_delivery.domain.breaker import CircuitBreaker
 from cjo_delivery.domain.failover import BreakerChange
+from cjo_platform.db.signals import Signals
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 
 log = get_logger(__name__)
 
 REFRESH = timedelta(seconds=1)
+# Signalled to every replica when a failure is stored in a closed breaker: their next success
+# with the provider zeroes it.
+FAILED_SIGNAL = "breaker_failed"
 
 
 def _copy(route: Route, stored: CircuitBreaker, now: datetime) -> None:
@@ -46,12 +55,17 @@ def _copy(route: Route, stored: CircuitBreaker, now: datetime) -> None:
 
 class SharedBreakers:
     def __init__(self, transactions: Transactions, *, trial_lease: timedelta,
-                 refresh: timedelta = REFRESH) -> None:
+                 refresh: timedelta = REFRESH, signals: Signals | None = None) -> None:
         self.transactions = transactions
         self.trial_lease = trial_lease
         self.refresh_after = refresh
-        # Providers that answered with a clean copy since the last take_resets().
+        self.signals = signals
+        if signals is not None:
+            signals.on(FAILED_SIGNAL, self._heard_failure)
+        # Closed breakers a success should zero since the last take_resets().
         self._resets: set[breaker_store.BreakerKey] = set()
+        # Breakers in which another replica signalled a stored failure, not zeroed since.
+        self._failed_elsewhere: set[breaker_store.BreakerKey] = set()
         # Reads under way, by breaker: a copy found stale meanwhile waits for that read.
         self._reading: dict[breaker_store.BreakerKey, asyncio.Future[None]] = {}
 
@@ -113,23 +127,40 @@ class SharedBreakers:
         return allowed
 
     def take_resets(self) -> list[breaker_store.BreakerKey]:
-        """The breakers whose stored failures a success with a clean copy should zero (another
-        replica may have counted one since the copy was read); for :func:`clear_failures` in the
-        transaction that records the outcomes."""
+        """The closed breakers whose stored failures the successes since the last call should
+        zero; for :func:`clear_failures` in the transaction that records the outcomes."""
         keys, self._resets = sorted(self._resets), set()
         return keys
+
+    def _heard_failure(self, payload: str | None) -> None:
+        if payload is None:  # reconnected: whatever was missed, the stale copies cover
+            return
+        try:
+            workspace_id, provider_id = json.loads(payload)
+        except ValueError:
+            return
+        self._failed_elsewhere.add((workspace_id, provider_id))
+
+    def _succeeded_closed(self, route: Route, now: datetime) -> None:
+        """A success of a closed copy: zero the stored count with the outcomes when one may be
+        stored (see the module docstring), else nothing."""
+        key = route.key
+        if (route.breaker.failures or key in self._failed_elsewhere
+                or self.stale(route, now)):
+            self._resets.add(key)
+            self._failed_elsewhere.discard(key)
+        route.breaker.succeeded()
 
     async def record(self, route: Route, change: BreakerChange, now: datetime,
                      hold_until: datetime | None) -> None:
         """What a call told of the provider: applied to the copy at once (this replica's
         next messages see it), then to the shared breaker."""
         breaker = route.breaker
-        was_clean = breaker.clean
         if change is BreakerChange.SUCCEEDED:
-            breaker.succeeded()
-            if was_clean:
-                self._resets.add(route.key)
+            if breaker.open_until is None and breaker.trial_until is None:
+                self._succeeded_closed(route, now)
                 return
+            breaker.succeeded()  # a half-open breaker's trial: closed for every replica
         elif change is BreakerChange.FAILED:
             breaker.failed(now)
         else:
@@ -145,9 +176,15 @@ class SharedBreakers:
                 assert hold_until is not None
                 stored.hold_back(hold_until)
 
+        def store(uow: UnitOfWork) -> tuple[None, CircuitBreaker] | None:
+            done = breaker_store.change(uow.session, route.key, breaker, apply)
+            if (self.signals is not None and change is BreakerChange.FAILED
+                    and done is not None and done[1].open_until is None):
+                self.signals.send(uow, FAILED_SIGNAL, json.dumps(list(route.key)))
+            return done
+
         try:
-            done = await self.transactions.run(
-                lambda uow: breaker_store.change(uow.session, route.key, breaker, apply))
+            done = await self.transactions.run(store)
         except Exception as exc:
             log.warning("recording a breaker change failed; kept in this replica",
                         provider=route.provider_id, error=str(exc))

@@ -80,6 +80,7 @@ from cjo_delivery.service_layer.outcomes import record_outcomes
 from cjo_delivery.service_layer.rate_grants import RoundGrants
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock
+from cjo_platform.db.signals import Signals
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.logging import get_logger
 from cjo_platform.secret_box import SecretBox
@@ -173,7 +174,7 @@ class SendRound:
     def __init__(self, transactions: Transactions, routes: Routes, clock: Clock,
                  settings: SenderSettings, rng: random.Random | None = None, *,
                  consent: ConsentDirectory | None = None, links: LinkMaker | None = None,
-                 secret_box: SecretBox | None = None) -> None:
+                 secret_box: SecretBox | None = None, signals: Signals | None = None) -> None:
         self.transactions = transactions
         self.routes = routes
         self.clock = clock
@@ -184,7 +185,8 @@ class SendRound:
         self.secret_box = secret_box or SecretBox([])
         self._slots = asyncio.Semaphore(settings.concurrency)
         self.turns = ProfileTurns()
-        self.breakers = SharedBreakers(transactions, trial_lease=settings.lease)
+        self.breakers = SharedBreakers(transactions, trial_lease=settings.lease,
+                                       signals=signals)
         self.stopping = False
 
     def stop(self) -> None:
