@@ -18,7 +18,10 @@ delivery server with its client and the identity stand-in; user + system, all th
 on a loaded machine where sends/s is not; the event loop's thread apart: gRPC edge, policies
 and provider calls, where the database work runs in threads) and of the sink's process (is the
 sink the limit?), and (2) for ``--batches`` single batches of 1,000: the p50/p99 time from
-the call to the last of its 1,000 messages reaching the sink.
+the call to the last of its 1,000 messages reaching the sink. ``--lone N`` measures instead N
+lone messages, one SendMessage call at a time (as a journey step sends a lone event's
+message): per message the CPU ms, commits and statements of this process, and the p50/p99
+time from the call's answer to the message reaching the sink (intake -> send).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))
 import grpc
 from delivery_support import IdentityStandIn, identity_stand_in
 from http_sink import serve_counting_sink
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 
 from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
@@ -122,7 +126,9 @@ async def run(args: argparse.Namespace) -> None:
             async with identity_stand_in(identity) as target:
                 settings = settings_for("delivery", backend, CJO_IDENTITY_TARGET=target,
                                         CJO_ANALYTICS_TARGET=f"127.0.0.1:{free_port()}")
-                env = Env({"CJO_DELIVERY_POLL_SECONDS": "0.05", "CJO_SMTP_PORT": str(port),
+                # Lone messages: the sender's default poll, so idle polls add little to them.
+                env = Env({"CJO_DELIVERY_POLL_SECONDS": "0.5" if args.lone else "0.05",
+                           "CJO_SMTP_PORT": str(port),
                            "CJO_DELIVERY_BATCH_SIZE": str(args.claim),
                            "CJO_DELIVERY_CONCURRENCY": str(args.concurrency)})
                 app = build(settings, env)
@@ -144,8 +150,12 @@ async def run(args: argparse.Namespace) -> None:
                             quiet_hours=policy_pb2.QuietHours(
                                 start="03:00", end="03:01", default_time_zone="UTC"))),
                         metadata=WS)
-                    await throughput(stub, count, args.messages, sink.pid)
-                    await batch_latency(stub, count, args.messages, args.batches)
+                    if args.lone:
+                        await lone(stub, count, args.lone, app.db.engine)
+                        args.messages, args.batches = args.lone, 0
+                    else:
+                        await throughput(stub, count, args.messages, sink.pid)
+                        await batch_latency(stub, count, args.messages, args.batches)
 
                     def sent() -> int:
                         with app.db.transaction() as session:
@@ -188,6 +198,40 @@ async def throughput(stub: pb_grpc.DeliveryServiceStub, count: Synchronized,  # 
           f"sink CPU {sink_cpu * 1e6 / n:.0f} us per message")
 
 
+async def lone(stub: pb_grpc.DeliveryServiceStub, count: Synchronized,  # type: ignore[type-arg]
+               n: int, engine: Engine) -> None:
+    """``n`` lone messages, each sent once the one before reached the sink and was recorded."""
+    tally = {"commits": 0, "statements": 0}
+
+    def commit(conn: object) -> None:
+        tally["commits"] += 1
+
+    def statement(*args: object) -> None:
+        tally["statements"] += 1
+
+    latencies = []
+    for i in range(n + 5):  # the first five warm every path
+        if i == 5:
+            event.listen(engine, "commit", commit)
+            event.listen(engine, "after_cursor_execute", statement)
+            cpu, loop_cpu = _cpu_seconds(), time.thread_time()
+        base = count.value
+        await stub.SendMessage(request(f"lone{i}", i), metadata=WS)
+        t = time.perf_counter()
+        arrived = await wait_for(count, base + 1)
+        if i >= 5:
+            latencies.append(arrived - t)
+        await asyncio.sleep(0.02)  # the outcome recorded and the facts handed over, as a rule
+    cpu, loop_cpu = _cpu_seconds() - cpu, time.thread_time() - loop_cpu
+    event.remove(engine, "commit", commit)
+    event.remove(engine, "after_cursor_execute", statement)
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    print(f"lone messages: {n}; per message CPU {cpu * 1000 / n:.3f} ms (event loop "
+          f"{loop_cpu * 1000 / n:.3f}), {tally['commits'] / n:.2f} commits, "
+          f"{tally['statements'] / n:.2f} statements; SendMessage answered -> at the provider "
+          f"p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
+
+
 def _cpu_seconds() -> float:
     """User + system CPU of this process, every thread."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -228,6 +272,8 @@ def main() -> None:
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--channel", default="sms", choices=["sms", "email"],
                         help="sms: generic JSON HTTP provider; email: the deployment's SMTP")
+    parser.add_argument("--lone", type=int, default=0, metavar="N",
+                        help="instead: N lone messages, one call at a time (intake -> send)")
     parser.add_argument("--log-level", default="error")
     args = parser.parse_args()
     global CHANNEL
