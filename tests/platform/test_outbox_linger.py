@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +19,7 @@ from cjo.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from cjo.analytics.v1 import fact_pb2
 from cjo_analytics.bootstrap import build
 from cjo_platform.clock import SystemClock
-from cjo_platform.config import Env, ServiceSettings
+from cjo_platform.config import Env
 from cjo_platform.db.outbox import Forwarder, OutboxRow, Refusal
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.facts import FACTS_TOPIC, facts_forwarder
@@ -29,16 +28,6 @@ from cjo_platform.protobuf import to_timestamp
 from support import Backend, as_service, eventually, serving, settings_for
 
 WHEN = to_timestamp(datetime(2026, 3, 1, tzinfo=UTC))
-
-
-@pytest.fixture
-def box(backend: Backend) -> Iterator[Box]:
-    opened = open_box(url_of(backend), backend.schema_prefix + "linger", SystemClock(),
-                      create=True)
-    yield opened
-    if backend.kind == "postgresql":
-        opened.db.drop_schema()
-    opened.close()
 
 
 def fact(fact_id: str) -> bytes:
@@ -64,138 +53,129 @@ class Calls:
         forwarder.send = counted
 
 
-def publisher(box: Box) -> Any:
-    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+class Linger:
+    """A served analytics, an outbox of orchestration's facts and, once :meth:`start`-ed, a
+    facts forwarder from the one to the other with a linger, its calls counted."""
 
-    async def publish(fact_id: str) -> None:
+    def __init__(self, backend: Backend, box: Box, address: str,
+                 channel: grpc.aio.Channel) -> None:
+        self.backend = backend
+        self.box = box
+        self.address = address
+        self.channel = channel
+        self.transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, linger_ms: int, *, hand_off: bool = True,
+                    batch_size: int | None = None) -> tuple[Forwarder, Calls]:
+        """Runs a forwarder with ``linger_ms`` that takes hand-offs or, without, claims every
+        row; returns once its first round (a poll, which may claim) is over."""
+        settings = settings_for("orchestration", self.backend, CJO_ANALYTICS_TARGET=self.address,
+                                CJO_FACTS_LINGER_MS=str(linger_ms))
+        if hand_off:
+            forwarder = facts_forwarder(settings, self.box.db, self.box.outbox, poll_interval=60)
+        else:
+            send = stored_items_sender(
+                settings, "analytics",
+                service=pb.DESCRIPTOR.services_by_name["AnalyticsService"],
+                method="RecordFacts", what="facts", timeout=10)
+            forwarder = Forwarder(self.box.db, self.box.outbox, FACTS_TOPIC, send,
+                                  poll_interval=60, hand_off=False,
+                                  linger=settings.facts_linger_seconds)
+        if batch_size is not None:
+            forwarder.batch_size = batch_size
+        calls = Calls(forwarder)
+        self._task = asyncio.create_task(forwarder.run())
+        await eventually(lambda: forwarder._loop is not None and not forwarder._claim_due)
+        return forwarder, calls
+
+    async def stop(self) -> None:
+        """Stops the forwarder as the service's shutdown does."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def publish(self, fact_id: str) -> None:
+        """A unit of work that writes one fact."""
         def work(uow: UnitOfWork) -> None:
             uow.publish(FACTS_TOPIC, "ws-a", [(fact(fact_id), "")])
-        await transactions.run(work)
+        await self.transactions.run(work)
 
-    return publish
-
-
-def forwarder_of(settings: ServiceSettings, box: Box, *, hand_off: bool) -> Forwarder:
-    """A facts forwarder to analytics that takes hand-offs or, without, claims every row."""
-    if hand_off:
-        return facts_forwarder(settings, box.db, box.outbox, poll_interval=60)
-    send = stored_items_sender(
-        settings, "analytics", service=pb.DESCRIPTOR.services_by_name["AnalyticsService"],
-        method="RecordFacts", what="facts", timeout=10)
-    return Forwarder(box.db, box.outbox, FACTS_TOPIC, send, poll_interval=60,
-                     hand_off=False, linger=settings.facts_linger_seconds)
+    async def entered(self) -> int:
+        """How many entries analytics counts for the journey."""
+        report = (await pb_grpc.AnalyticsServiceStub(self.channel).GetJourneyReport(
+            pb.GetJourneyReportRequest(journey="journeys/j1"),
+            metadata=as_service("ws-a"))).report
+        return sum(c.count for c in report.counts)
 
 
-async def entered(channel: grpc.aio.Channel) -> int:
-    report = (await pb_grpc.AnalyticsServiceStub(channel).GetJourneyReport(
-        pb.GetJourneyReportRequest(journey="journeys/j1"), metadata=as_service("ws-a"))).report
-    return sum(c.count for c in report.counts)
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+@pytest.fixture
+async def linger(backend: Backend) -> AsyncIterator[Linger]:
+    box = open_box(url_of(backend), backend.schema_prefix + "linger", SystemClock(),
+                   create=True)
+    app = build(settings_for("analytics", backend), Env({}))
+    try:
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+            rig = Linger(backend, box, address, channel)
+            try:
+                yield rig
+            finally:
+                await rig.stop()
+    finally:
+        if backend.kind == "postgresql":
+            box.db.drop_schema()
+        box.close()
 
 
 @pytest.mark.parametrize("hand_off", [True, False], ids=["handed-off", "claimed"])
 async def test_units_of_work_written_within_the_linger_go_in_one_call(
-        backend: Backend, box: Box, hand_off: bool) -> None:
-    app = build(settings_for("analytics", backend), Env({}))
-    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
-        settings = settings_for("orchestration", backend, CJO_ANALYTICS_TARGET=address,
-                                CJO_FACTS_LINGER_MS="3000")
-        forwarder = forwarder_of(settings, box, hand_off=hand_off)
-        calls = Calls(forwarder)
-        publish = publisher(box)
-        task = asyncio.create_task(forwarder.run())
-        try:
-            await eventually(lambda: forwarder._loop is not None and not forwarder._claim_due)
-            for n in range(6):
-                await publish(f"f{n}")
-            await eventually(lambda: calls.sizes, timeout=15)
-            assert await eventually(lambda: entered(channel)) == 6
-            assert calls.sizes == [6]
-        finally:
-            await stop(task)
+        linger: Linger, hand_off: bool) -> None:
+    _, calls = await linger.start(3000, hand_off=hand_off)
+    for n in range(6):
+        await linger.publish(f"f{n}")
+    await eventually(lambda: calls.sizes, timeout=15)
+    assert await eventually(linger.entered) == 6
+    assert calls.sizes == [6]
 
 
-async def test_a_full_batch_goes_without_waiting_for_the_linger(
-        backend: Backend, box: Box) -> None:
-    app = build(settings_for("analytics", backend), Env({}))
-    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
-        settings = settings_for("orchestration", backend, CJO_ANALYTICS_TARGET=address,
-                                CJO_FACTS_LINGER_MS="5000")
-        forwarder = forwarder_of(settings, box, hand_off=True)
-        forwarder.batch_size = 3
-        calls = Calls(forwarder)
-        publish = publisher(box)
-        task = asyncio.create_task(forwarder.run())
-        try:
-            await eventually(lambda: forwarder._loop is not None and not forwarder._claim_due)
-            for n in range(3):
-                await publish(f"f{n}")
-            # Well before the linger runs out.
-            await eventually(lambda: calls.sizes == [3], timeout=3)
-            assert await eventually(lambda: entered(channel)) == 3
-        finally:
-            await stop(task)
+async def test_a_full_batch_goes_without_waiting_for_the_linger(linger: Linger) -> None:
+    _, calls = await linger.start(5000, batch_size=3)
+    for n in range(3):
+        await linger.publish(f"f{n}")
+    # Well before the linger runs out.
+    await eventually(lambda: calls.sizes == [3], timeout=3)
+    assert await eventually(linger.entered) == 3
 
 
 @pytest.mark.parametrize("hand_off", [True, False], ids=["handed-off", "claimed"])
 async def test_a_lone_row_goes_once_the_linger_ran_out_not_at_the_next_poll(
-        backend: Backend, box: Box, hand_off: bool) -> None:
-    linger = 0.3
-    app = build(settings_for("analytics", backend), Env({}))
-    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
-        settings = settings_for("orchestration", backend, CJO_ANALYTICS_TARGET=address,
-                                CJO_FACTS_LINGER_MS=str(int(linger * 1000)))
-        forwarder = forwarder_of(settings, box, hand_off=hand_off)
-        calls = Calls(forwarder)
-        publish = publisher(box)
-        task = asyncio.create_task(forwarder.run())
-        try:
-            # The first round (a poll, which may claim) is over.
-            await eventually(lambda: forwarder._loop is not None and not forwarder._claim_due)
-            await publish("f0")
-            written = time.monotonic()
-            # The poll interval is 60 s: only the linger's own timer sends it this soon.
-            await eventually(lambda: calls.sizes, timeout=linger + 5)
-            assert calls.sizes == [1]
-            # It did wait (the writer's commit came a little after the linger began).
-            assert calls.times[0] - written >= linger / 2
-            await eventually(lambda: entered(channel), timeout=5)
-        finally:
-            await stop(task)
+        linger: Linger, hand_off: bool) -> None:
+    seconds = 0.3
+    _, calls = await linger.start(int(seconds * 1000), hand_off=hand_off)
+    await linger.publish("f0")
+    written = time.monotonic()
+    # The poll interval is 60 s: only the linger's own timer sends it this soon.
+    await eventually(lambda: calls.sizes, timeout=seconds + 5)
+    assert calls.sizes == [1]
+    # It did wait (the writer's commit came a little after the linger began).
+    assert calls.times[0] - written >= seconds / 2
+    await eventually(linger.entered, timeout=5)
 
 
 async def test_rows_lingering_when_the_forwarder_stops_are_released_and_sent_later(
-        backend: Backend, box: Box) -> None:
-    app = build(settings_for("analytics", backend), Env({}))
-    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
-        settings = settings_for("orchestration", backend, CJO_ANALYTICS_TARGET=address,
-                                CJO_FACTS_LINGER_MS="5000")
-        forwarder = forwarder_of(settings, box, hand_off=True)
-        calls = Calls(forwarder)
-        publish = publisher(box)
-        task = asyncio.create_task(forwarder.run())
-        try:
-            await eventually(lambda: forwarder._loop is not None)
-            for n in range(3):
-                await publish(f"f{n}")
-        finally:
-            await stop(task)
-        assert calls.sizes == []
-        # Released, not left leased to a forwarder that is gone.
-        table = box.outbox.table
-        with box.db.transaction() as session:
-            leases = session.execute(select(table.c.lease_owner, table.c.lease_until)).all()
-        assert len(leases) == 3 and all(lease == (None, None) for lease in leases)
-        # The service started again sends them at once.
-        again = forwarder_of(settings_for("orchestration", backend, CJO_ANALYTICS_TARGET=address,
-                                          CJO_FACTS_LINGER_MS="0"), box, hand_off=True)
-        task = asyncio.create_task(again.run())
-        try:
-            assert await eventually(lambda: entered(channel)) == 3
-            await eventually(lambda: box.queued(FACTS_TOPIC) == 0)
-        finally:
-            await stop(task)
+        linger: Linger) -> None:
+    _, calls = await linger.start(5000)
+    for n in range(3):
+        await linger.publish(f"f{n}")
+    await linger.stop()
+    assert calls.sizes == []
+    # Released, not left leased to a forwarder that is gone.
+    table = linger.box.outbox.table
+    with linger.box.db.transaction() as session:
+        leases = session.execute(select(table.c.lease_owner, table.c.lease_until)).all()
+    assert len(leases) == 3 and all(lease == (None, None) for lease in leases)
+    # The service started again sends them at once.
+    await linger.start(0)
+    assert await eventually(linger.entered) == 3
+    await eventually(lambda: linger.box.queued(FACTS_TOPIC) == 0)
