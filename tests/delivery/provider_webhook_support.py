@@ -31,6 +31,7 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, provider_pb2
 from cjo.identity.v1 import identity_service_pb2
+from cjo_delivery.adapters.engagement_http import EngagementListener
 from cjo_delivery.adapters.tables import outbox
 from cjo_platform.clock import ManualClock
 from cjo_platform.rpc.server import ServiceApp
@@ -75,6 +76,7 @@ class Harness:
     clock: ManualClock
     tracking_port: int
     sink_port: int
+    identity_target: str
 
     async def create(self, provider: provider_pb2.Provider) -> provider_pb2.Provider:
         request = pb.CreateProviderRequest(provider=provider)
@@ -110,6 +112,13 @@ class Harness:
             return int(session.execute(select(func.count()).select_from(outbox).where(
                 outbox.c.topic == "identity.events")).scalar_one())
 
+    async def engagement_recorded(self) -> int:
+        """Engagement events recorded, counted once the outbox handed every one to identity:
+        a row identity acknowledged is deleted a moment later, so counting rows alone reads 0
+        for an event recorded and forwarded while the test was slow to look."""
+        await eventually(lambda: self.engagement_rows() == 0)
+        return len(self.identity.events)
+
     def facts(self) -> list[fact_pb2.Fact]:
         with self.app.db.transaction() as session:
             rows = session.execute(select(outbox.c.payload).where(
@@ -129,7 +138,13 @@ async def harness(backend: Backend, **env: str) -> AsyncIterator[Harness]:
             async with serving(app) as address, grpc.aio.insecure_channel(address) as ch, \
                     httpx.AsyncClient() as web:
                 yield Harness(app, pb_grpc.DeliveryServiceStub(ch), web, sink, identity, clock,
-                              tracking_port, smtp_port)
+                              tracking_port, smtp_port, target)
+
+
+def engagement_listener(app: ServiceApp) -> EngagementListener:
+    """The engagement listener among ``app``'s background workers."""
+    return next(job.__self__ for job in app.background
+                if isinstance(getattr(job, "__self__", None), EngagementListener))
 
 
 def smtp_provider(port: int, **config: str) -> provider_pb2.Provider:
