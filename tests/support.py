@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import random
 import socket
+import tempfile
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +43,12 @@ def postgres_available() -> bool:
 # Ports free_port() handed out in this process: one not yet bound when the next is asked for
 # is still free, and would otherwise be handed out twice.
 _handed_out: set[int] = set()
+# Other test processes on the machine (a second pytest, helpers' runs beside CI) pick from the
+# same range: each port handed out is also locked in a file here (flock, released when the
+# process ends) so another process skips it until it is bound. The newest locks are held.
+_PORT_LOCKS = Path(tempfile.gettempdir()) / "cjo-test-ports"
+_HELD_LOCKS = 64
+_held: deque[int] = deque()
 # Below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by
 # default) and above the loopback services (RabbitMQ's 25672 is the highest): a port taken from
 # the ephemeral range could, before the test binds it, become the local end of an outgoing
@@ -47,12 +56,29 @@ _handed_out: set[int] = set()
 _PORT_RANGE = (26000, 32767)
 
 
+def _reserve(port: int) -> bool:
+    """False when another process handed ``port`` out recently (it may not have bound it yet);
+    else it is this process's until :data:`_HELD_LOCKS` more are handed out."""
+    _PORT_LOCKS.mkdir(exist_ok=True)
+    fd = os.open(_PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held.append(fd)
+    if len(_held) > _HELD_LOCKS:
+        os.close(_held.popleft())
+    return True
+
+
 def free_port() -> int:
     """A loopback port nothing listens on or connects from, never one this process was given
-    before, outside the range the kernel picks outgoing connections' ports from."""
+    before nor one another process was given recently, outside the range the kernel picks
+    outgoing connections' ports from."""
     while True:
         port = random.randint(*_PORT_RANGE)
-        if port in _handed_out:
+        if port in _handed_out or not _reserve(port):
             continue
         with socket.socket() as s:
             try:
