@@ -49,6 +49,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus.connection import Bus, BusSettings
+from cjo_platform.bus.pull import PullBatches
 from cjo_platform.bus.relay import MSG_ID_HEADER, TRACEPARENT_HEADER, WORKSPACE_HEADER
 from cjo_platform.clock import Clock
 from cjo_platform.db.dead_letters import DeadLetters
@@ -367,8 +368,8 @@ class BusConsumer:
 
     async def _work(self, partition: int) -> None:
         stream, consumer = await self.bus.ensure_consumer(self.topic, partition)
-        js = await self.bus.jetstream()
-        sub = await js.pull_subscribe_bind(consumer, stream=stream)
+        batches = PullBatches(await self.bus.client(), stream, consumer)
+        await batches.start()
         held: dict[str, _Held] = {}
         cycles: dict[str, _Cycle] = {}
         # What one waiting workspace may keep from the partition's max_ack_pending (one batch):
@@ -388,15 +389,15 @@ class BusConsumer:
                 if waiting:
                     timeout = max(0.05, min(timeout, min(waiting) - loop.time()))
                 try:
-                    msgs = await sub.fetch(self.settings.batch, timeout=timeout)
-                except TimeoutError:  # nothing new (nats' TimeoutError is one too)
-                    continue
+                    msgs = await batches.fetch(self.settings.batch, timeout=timeout)
                 except nats.errors.Error as exc:
                     # The connection dropped (it reconnects by itself): what is held is kept.
                     log.warning("event bus fetch failed; will retry", worker=self.name,
                                 partition=partition, error=repr(exc))
                     await asyncio.sleep(min(self.fetch_seconds, 1.0))
                     continue
+                if not msgs:
+                    continue  # nothing new
                 fresh: list[str] = []
                 for msg in msgs:
                     row = self._row(msg)
@@ -451,7 +452,7 @@ class BusConsumer:
                         with contextlib.suppress(Exception):
                             await given_back.nak()
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await batches.stop()
 
     async def _go_round(self, msg: Msg, epoch: str, ordinal: int) -> None:
         """Publish ``msg`` again at the stream's end (it waits there, not in this consumer's
@@ -475,10 +476,9 @@ class BusConsumer:
                             await msg.in_progress()
 
     def _row(self, msg: Msg) -> OutboxRow:
-        meta = msg.metadata
         headers = msg.headers or {}
-        created = meta.timestamp if meta.timestamp else datetime.now(UTC)
-        return OutboxRow(id=meta.sequence.stream, topic=self.topic,
+        sequence, created = _position(msg)
+        return OutboxRow(id=sequence, topic=self.topic,
                          workspace_id=headers.get(WORKSPACE_HEADER, ""), payload=msg.data,
                          traceparent=headers.get(TRACEPARENT_HEADER, ""), create_time=created)
 
@@ -597,6 +597,18 @@ def _claim_failures() -> Any:
             "cjo.bus.claim.errors", unit="1",
             description="Event bus claim rounds that failed (the replica claimed nothing then)")
     return _failures
+
+
+def _position(msg: Msg) -> tuple[int, datetime]:
+    """The message's stream sequence and the time the stream stored it, read from its reply
+    subject ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time ns>.
+    <pending>`` without building nats-py's metadata objects (~4 us of CPU a message); another
+    form of the subject (with a domain) goes through nats-py."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[5]), datetime.fromtimestamp(int(tokens[7]) / 1e9, UTC)
+    meta = msg.metadata
+    return meta.sequence.stream, meta.timestamp or datetime.now(UTC)
 
 
 def _ordinal(msg: Msg, epoch: str) -> int | None:

@@ -1,0 +1,100 @@
+"""A durable pull consumer's batches, fetched with one wait per arrival, not per message.
+
+nats-py's ``PullSubscription.fetch`` waits for each message of a batch on its own (a task, a
+timer and a uuid4 per message): measured on the 2-core development machine, fetching and
+acking cost ~45-50 us of CPU per message against ~14 us this way, and a journey is a dozen bus
+messages. The protocol is the one nats-py speaks: a pull request to
+``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with ``batch``, ``no_wait`` and, when nothing
+is at hand, ``expires``: the server delivers what the consumer has (up to the batch) and ends the
+request with a status message (404 no messages, 408 request timeout), or, with nothing to
+deliver, holds it until the first message comes or it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import DEFAULT_PREFIX
+from nats.js.errors import APIError
+
+_STATUS = "Status"
+# The statuses that end a pull request with nothing wrong: no messages, request expired.
+_ENDS = ("404", "408")
+# A heartbeat or flow control: not asked for, ignored if it comes.
+_CONTROL = "100"
+
+
+class PullBatches:
+    """Fetches batches of a durable pull consumer on the connection ``nc``."""
+
+    def __init__(self, nc: Client, stream: str, consumer: str) -> None:
+        self._nc = nc
+        self._next = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._inbox = nc.new_inbox()
+        self._arrived: deque[Msg] = deque()
+        self._signal = asyncio.Event()
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._arrive)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _arrive(self, msg: Msg) -> None:
+        self._arrived.append(msg)
+        self._signal.set()
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+        """Up to ``batch`` messages: what the consumer has now, or else the first that comes
+        within ``timeout`` seconds (and any delivered with it); ``[]`` when none came."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        msgs: list[Msg] = []
+        # What an earlier request delivered after its fetch had returned (a status message of
+        # an earlier request ends nothing now).
+        while self._arrived:
+            msg = self._arrived.popleft()
+            if not _status(msg):
+                msgs.append(msg)
+        if len(msgs) >= batch:
+            return msgs
+        request: dict[str, int | bool] = {"batch": batch - len(msgs), "no_wait": True}
+        if not msgs:
+            # With expires, a request finding nothing waits for the first message to come.
+            request["expires"] = max(1, int(timeout * 1_000_000_000) - 100_000)
+        self._signal.clear()
+        await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._inbox)
+        while len(msgs) < batch:
+            if not self._arrived:
+                self._signal.clear()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await self._signal.wait()
+                except TimeoutError:
+                    break
+                continue
+            msg = self._arrived.popleft()
+            status = _status(msg)
+            if not status:
+                msgs.append(msg)
+            elif status in _ENDS:
+                break
+            elif status != _CONTROL:
+                if msgs:
+                    self._arrived.appendleft(msg)  # what came is handed over first
+                    break
+                APIError.from_msg(msg)  # raises: 409 consumer deleted, ...
+        return msgs
+
+
+def _status(msg: Msg) -> str:
+    headers = msg.headers
+    return headers.get(_STATUS, "") if headers else ""

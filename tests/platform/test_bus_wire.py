@@ -1,0 +1,149 @@
+"""The bus's own JetStream wire calls against the real server at 127.0.0.1:4222: a partition's
+batches (:class:`PullBatches`, in place of nats-py's per-message fetch) and the relay's
+publishes with a PubAck (:class:`PubAcks`, in place of ``publish_async``) mean what nats-py's
+calls meant."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.errors import APIError, NoStreamResponseError
+from nats_support import NATS_URL, nats_listening
+
+from cjo_platform.bus.consumer import _position
+from cjo_platform.bus.pubacks import PubAcks
+from cjo_platform.bus.pull import PullBatches
+from cjo_platform.bus.relay import EXPECTED_STREAM_HEADER, MSG_ID_HEADER
+
+pytestmark = pytest.mark.skipif(not nats_listening(),
+                                reason="no NATS server with JetStream at 127.0.0.1:4222")
+
+
+@dataclass
+class Wire:
+    nc: Client
+    js: JetStreamContext
+    stream: str
+    subject: str  # the stream's subjects: <subject>.>
+
+    async def publish(self, count: int) -> None:
+        for i in range(count):
+            await self.js.publish(f"{self.subject}.a", f"m{i}".encode())
+
+    async def batches(self, consumer: str = "c") -> PullBatches:
+        await self.js.add_consumer(self.stream, ConsumerConfig(
+            durable_name=consumer, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=100))
+        batches = PullBatches(self.nc, self.stream, consumer)
+        await batches.start()
+        return batches
+
+
+@pytest.fixture
+async def wire() -> AsyncIterator[Wire]:
+    nc = await nats.connect(NATS_URL)
+    js = nc.jetstream()
+    name = f"T{uuid.uuid4().hex[:10]}".upper()
+    await js.add_stream(StreamConfig(name=name, subjects=[f"{name.lower()}.>"],
+                                     retention=RetentionPolicy.WORK_QUEUE))
+    yield Wire(nc, js, name, name.lower())
+    await js.delete_stream(name)
+    await nc.close()
+
+
+async def test_a_fetch_takes_what_the_consumer_holds_in_stream_order(wire: Wire) -> None:
+    await wire.publish(30)
+    batches = await wire.batches()
+    msgs = await batches.fetch(20, timeout=5)
+    assert [m.data for m in msgs] == [f"m{i}".encode() for i in range(20)]
+    rest = await batches.fetch(20, timeout=5)
+    assert [m.data for m in rest] == [f"m{i}".encode() for i in range(20, 30)]
+    for msg in (*msgs, *rest):
+        await msg.ack()
+    assert await batches.fetch(20, timeout=0.2) == []  # nothing more: none within the timeout
+
+
+async def test_a_waiting_fetch_returns_the_first_message_that_comes(wire: Wire) -> None:
+    batches = await wire.batches()
+    fetching = asyncio.create_task(batches.fetch(20, timeout=30))
+    await wire.publish(1)
+    # It answers once the message came, not when the request expires.
+    msgs = await asyncio.wait_for(fetching, 15)
+    assert [m.data for m in msgs] == [b"m0"]
+
+
+async def test_a_message_not_acked_comes_again_and_an_acked_one_does_not(wire: Wire) -> None:
+    await wire.publish(2)
+    batches = await wire.batches()
+    first, second = await batches.fetch(10, timeout=5)
+    await first.ack()
+    await second.nak()
+    again = await batches.fetch(10, timeout=5)
+    assert [m.data for m in again] == [b"m1"]
+
+
+async def test_a_request_the_consumer_refuses_fails_rather_than_finding_nothing(
+        wire: Wire) -> None:
+    await wire.js.add_consumer(wire.stream, ConsumerConfig(
+        durable_name="one", ack_policy=AckPolicy.EXPLICIT, max_waiting=1))
+    waiting, refused = PullBatches(wire.nc, wire.stream, "one"), \
+        PullBatches(wire.nc, wire.stream, "one")
+    await waiting.start()
+    await refused.start()
+    first = asyncio.create_task(waiting.fetch(10, timeout=30))
+    await asyncio.sleep(0)  # its request goes first on the one connection
+    # The consumer's worker logs the error and waits before fetching again (no busy loop).
+    with pytest.raises(APIError, match="MaxWaiting"):
+        await refused.fetch(10, timeout=30)
+    await wire.publish(1)
+    assert [m.data for m in await first] == [b"m0"]
+
+
+async def test_the_position_read_from_the_reply_subject_is_nats_metadata(wire: Wire) -> None:
+    await wire.publish(3)
+    batches = await wire.batches()
+    for msg in await batches.fetch(10, timeout=5):
+        meta = msg.metadata
+        assert _position(msg) == (meta.sequence.stream, meta.timestamp)
+
+
+async def test_a_publish_is_answered_once_the_stream_stored_it(wire: Wire) -> None:
+    pub_acks = PubAcks(wire.nc)
+    await pub_acks.start()
+    answers = [await pub_acks.publish(f"{wire.subject}.a", f"m{i}".encode(),
+                                      {MSG_ID_HEADER: f"id-{i % 3}",
+                                       EXPECTED_STREAM_HEADER: wire.stream})
+               for i in range(6)]
+    assert [await answer for answer in answers] == [None] * 6
+    # The same Nats-Msg-Id again is answered as stored, and the stream holds it once.
+    info = await wire.js.stream_info(wire.stream)
+    assert info.state.messages == 3
+
+
+async def test_a_publish_the_stream_refuses_is_answered_with_its_error(wire: Wire) -> None:
+    pub_acks = PubAcks(wire.nc)
+    await pub_acks.start()
+    wrong_stream = await pub_acks.publish(f"{wire.subject}.a", b"x",
+                                          {EXPECTED_STREAM_HEADER: "ANOTHER"})
+    with pytest.raises(APIError):
+        await wrong_stream
+    no_stream = await pub_acks.publish(f"nostream{uuid.uuid4().hex[:8]}.a", b"x", {})
+    with pytest.raises(NoStreamResponseError):
+        await no_stream
+    assert (await wire.js.stream_info(wire.stream)).state.messages == 0
+
+
+async def test_a_publish_given_up_on_is_forgotten(wire: Wire) -> None:
+    pub_acks = PubAcks(wire.nc)
+    await pub_acks.start()
+    answer = await pub_acks.publish(f"{wire.subject}.a", b"x", {})
+    answer.cancel()
+    await asyncio.sleep(0)  # a future's done callbacks run at the loop's next turn
+    assert pub_acks._waiting == {}
