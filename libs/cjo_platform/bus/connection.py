@@ -29,6 +29,7 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from cjo_platform.bus import naming
+from cjo_platform.bus.pubacks import PubAcks
 from cjo_platform.config import Env
 from cjo_platform.logging import get_logger
 
@@ -121,6 +122,7 @@ class Bus:
         self._lock: asyncio.Lock | None = None
         self._streams: set[str] = set()
         self._claims: KeyValue | None = None
+        self._pub_acks: PubAcks | None = None
 
     @property
     def prefix(self) -> str:
@@ -140,13 +142,33 @@ class Bus:
                     reconnected_cb=_reconnected)
                 self._js = self._nc.jetstream(timeout=5)
                 self._streams.clear()
+                self._pub_acks = None
         assert self._js is not None
         return self._js
+
+    async def client(self) -> Client:
+        """The connection itself (for :class:`~cjo_platform.bus.pull.PullBatches`)."""
+        await self.jetstream()
+        assert self._nc is not None
+        return self._nc
+
+    async def pub_acks(self) -> PubAcks:
+        """The connection's publisher of messages whose PubAck is awaited."""
+        await self.jetstream()
+        assert self._lock is not None
+        async with self._lock:
+            if self._pub_acks is None or self._pub_acks.nc is not self._nc:
+                assert self._nc is not None
+                pub_acks = PubAcks(self._nc)
+                await pub_acks.start()
+                self._pub_acks = pub_acks
+            return self._pub_acks
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.drain()
         self._nc = self._js = None
+        self._pub_acks = None
 
     async def ensure_stream(self, topic: str) -> str:
         """Create (or bring up to date) the topic's stream; returns its name."""

@@ -29,8 +29,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from nats.js.api import PubAck
-
 from cjo_platform.bus import naming
 from cjo_platform.bus.connection import Bus
 from cjo_platform.db.outbox import OutboxRow, Refusal, SendBatch
@@ -38,6 +36,8 @@ from cjo_platform.db.outbox import OutboxRow, Refusal, SendBatch
 WORKSPACE_HEADER = "Cjo-Workspace"
 TRACEPARENT_HEADER = "traceparent"
 MSG_ID_HEADER = "Nats-Msg-Id"
+# The stream the message must land in (JetStream refuses it otherwise).
+EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
 
 # How long a publish may wait for its PubAck before it counts as failed (it may still have
 # been stored: published again, it is dropped as a duplicate).
@@ -53,7 +53,7 @@ def bus_sender(bus: Bus, producer: str, topic: str,
 
     async def send(workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
         stream = await bus.ensure_stream(topic)
-        js = await bus.jetstream()
+        pub_acks = await bus.pub_acks()
         partitions = bus.settings.partitions
         chains: dict[str, list[int]] = {}
         subjects: list[str] = []
@@ -72,7 +72,7 @@ def bus_sender(bus: Bus, producer: str, topic: str,
         error: BaseException | None = None
         live = list(chains.values())
         step = 0
-        acks: dict[int, asyncio.Future[PubAck]] = {}
+        acks: dict[int, asyncio.Future[None]] = {}
         try:
             while live:
                 acks = {}
@@ -80,12 +80,13 @@ def bus_sender(bus: Bus, producer: str, topic: str,
                     row = rows[index]
                     headers = {MSG_ID_HEADER: naming.message_id(producer, topic, row.id,
                                                                 row.create_time),
-                               WORKSPACE_HEADER: workspace_id}
+                               WORKSPACE_HEADER: workspace_id,
+                               EXPECTED_STREAM_HEADER: stream}
                     if row.traceparent:
                         headers[TRACEPARENT_HEADER] = row.traceparent
                     try:
-                        acks[index] = await js.publish_async(subjects[index], row.payload,
-                                                             stream=stream, headers=headers)
+                        acks[index] = await pub_acks.publish(subjects[index], row.payload,
+                                                             headers)
                     except Exception as exc:  # not even sent (too large, connection closed)
                         if index < failed:
                             failed, error = index, exc
@@ -117,7 +118,7 @@ def bus_sender(bus: Bus, producer: str, topic: str,
     return send
 
 
-def _problem(ack: asyncio.Future[PubAck]) -> BaseException | None:
+def _problem(ack: asyncio.Future[None]) -> BaseException | None:
     """Why a publish did not store its message (``None``: it did)."""
     if not ack.done():
         return TimeoutError(f"no PubAck within {PUBLISH_TIMEOUT_SECONDS}s")
