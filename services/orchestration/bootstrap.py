@@ -9,6 +9,7 @@ from cjo_orchestration.adapters.audience import Audience
 from cjo_orchestration.adapters.bus import events_consumer
 from cjo_orchestration.adapters.erasures import erasures_forwarder
 from cjo_orchestration.adapters.gauges import PROBE as QUEUES
+from cjo_orchestration.adapters.journeys import TriggerCache
 from cjo_orchestration.adapters.peers import DecisioningCatalog, Peers
 from cjo_orchestration.adapters.retention import RULES as RETENTION
 from cjo_orchestration.adapters.tables import metadata
@@ -63,13 +64,15 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # New enrollments due at once reach this process's step worker leased, from the very
     # transaction that created them (no claim, no poll).
     handoff = Handoff(engine.lease_seconds)
+    # Journeys' triggers kept between events, checked against the journeys' revision.
+    triggers = TriggerCache()
     steps = StepWorker(StepRound(transactions, peers, engine, events_waiting=events_received),
                        engine.poll_seconds, engine.step_lanes, handoff)
     events = EventWorker(
         InboxRound(transactions, engine.event_batch, new_id, engine.event_max_attempts,
                    to_dead_letters(storage.dead_letters),
                    RetryPolicy(base_delay=engine.retry.base_delay,
-                               max_delay=engine.retry.max_delay), handoff),
+                               max_delay=engine.retry.max_delay), handoff, triggers),
         engine.poll_seconds, steps.wake)
     schedules = ScheduleWorker(
         ScheduleRound(transactions, engine, Audience(settings, timeout), new_id),
@@ -85,7 +88,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # HandleEvents applies what it stores in the same transaction; the event round applies
     # what it leaves (events ordered behind others, failures, batches over event_batch).
     receiver = EventReceiver(transactions, new_id, events_received, steps.wake,
-                             apply_limit=engine.event_batch, handoff=handoff)
+                             apply_limit=engine.event_batch, handoff=handoff,
+                             triggers=triggers)
     servicer = OrchestrationServicer(transactions, new_id, receiver,
                                      content=ContentCatalog(settings, timeout),
                                      decisioning=DecisioningCatalog(settings, timeout),

@@ -19,6 +19,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
     literal_column,
     not_,
@@ -28,10 +29,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters.tables import (
     dead_letters,
     enrollments,
     inbox,
+    journeys,
     retired_profiles,
     steps,
 )
@@ -60,6 +63,23 @@ _ACTIVE: ColumnElement[str] = literal_column(f"'{EnrollmentState.ACTIVE.value}'"
 
 # The dead letters' source of events the event round gave up (their item key is the event id).
 INBOX_SOURCE = "inbox:events"
+
+
+# Whether any event is pending (the partial index's first entry), and the workspace's journeys
+# revision, in one round trip: what a receipt checks before it stores its events.
+_RECEIPT = select(
+    exists(select(inbox.c.seq).where(not_(inbox.c.processed))).label("pending"),
+    select(journey_store.REVISION).where(journeys.c.workspace_id == bindparam("ws"))
+    .scalar_subquery().label("revision"))
+
+
+def receipt(session: Session, workspace_id: str) -> tuple[bool, int]:
+    """Before a receipt stores a workspace's events: whether any event waits in the inbox
+    (none: the events stored now are every profile's oldest pending ones, so they may be
+    applied at once and stored processed), and the workspace's journeys revision
+    (:data:`journeys.REVISION`, for the trigger cache)."""
+    row = session.execute(_RECEIPT, {"ws": workspace_id}).one()
+    return bool(row.pending), int(row.revision)
 
 
 def receive(session: Session, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:
@@ -237,6 +257,20 @@ def mark_processed(session: Session, seqs: Sequence[int]) -> None:
     if seqs:
         dialect = session.get_bind().dialect.name
         session.execute(_processed_statement(dialect), {"seqs": keys_param(dialect, seqs)})
+
+
+def keep_pending(session: Session, seqs: Sequence[int]) -> None:
+    """Events stored processed that were not applied after all (deferred behind their
+    profile's step): back into the pending tail, for the event round."""
+    if seqs:
+        dialect = session.get_bind().dialect.name
+        session.execute(_pending_again_statement(dialect), {"seqs": keys_param(dialect, seqs)})
+
+
+@cache
+def _pending_again_statement(dialect: str) -> Any:
+    return (update(inbox).where(one_of_keys(dialect, inbox.c.seq, "seqs"))
+            .values(processed=False))
 
 
 @cache

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, or_, select, tuple_, update
+from sqlalchemy import Row, and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters.tables import journey_versions, journeys
@@ -99,6 +101,77 @@ def triggers(session: Session, wanted: Iterable[tuple[str, str]]) -> list[Trigge
     ).all()
     return [Trigger(r.workspace_id, r.journey_id, r.version, graph) for r in rows
             if (graph := _graph(r)) is not None]
+
+
+# A workspace's journeys revision: the sum of its journeys' revisions. Every change of a journey
+# (its draft, state or published version) adds one to its revision, a new journey comes with
+# revision 1, and journeys are never deleted; so the sum grows with every committed change, and
+# a trigger list read at a revision stays right while the sum is unchanged. One aggregate over
+# the workspace's journey rows, which costs far less than reading and decoding its triggers.
+REVISION = func.coalesce(func.sum(journeys.c.revision), 0)
+_REVISIONS = (select(journeys.c.workspace_id, REVISION)
+              .where(journeys.c.workspace_id.in_(bindparam("ws", expanding=True)))
+              .group_by(journeys.c.workspace_id))
+
+
+def revisions(session: Session, workspace_ids: Iterable[str]) -> dict[str, int]:
+    """The journeys revision (:data:`REVISION`) of each workspace; 0 for one without journeys."""
+    wanted = sorted(set(workspace_ids))
+    if not wanted:
+        return {}
+    found = dict.fromkeys(wanted, 0)
+    found.update({r[0]: int(r[1]) for r in session.execute(_REVISIONS, {"ws": wanted})})
+    return found
+
+
+class TriggerCache:
+    """The triggers of each (workspace, event name) kept between events, with the workspace's
+    journeys revision they were read at: while the revision read in the event's transaction is
+    the same, no journey of the workspace changed, so the list is reused (the rows and their
+    graphs, decoded once); when it moved (a journey published, paused or archived by any
+    replica), it is read again. Holds ``capacity`` lists at most, the least recently used
+    dropped first. One per process and database, shared by its event threads."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._lists: OrderedDict[tuple[str, str], tuple[int, tuple[Trigger, ...]]] = \
+            OrderedDict()
+        self._lock = threading.Lock()
+
+    def triggers(self, session: Session, wanted: Iterable[tuple[str, str]],
+                 revision: Mapping[str, int] | None = None) -> list[Trigger]:
+        """:func:`triggers`, from the lists read at the workspaces' current ``revision`` (read
+        here when not given; when given, it must have been read before this call, in the
+        caller's transaction)."""
+        pairs = sorted(set(wanted))
+        if not pairs:
+            return []
+        current = revisions(session, {w for w, _ in pairs}) if revision is None else revision
+        found: list[Trigger] = []
+        missing: list[tuple[str, str]] = []
+        with self._lock:
+            for pair in pairs:
+                kept = self._lists.get(pair)
+                if kept is not None and kept[0] == current.get(pair[0], 0):
+                    self._lists.move_to_end(pair)
+                    found.extend(kept[1])
+                else:
+                    missing.append(pair)
+        if not missing:
+            return found
+        # Read after the revision: a change committed in between makes the next event's
+        # revision differ, so the list is read again then (never kept under a newer one).
+        read = triggers(session, missing)
+        by_pair: dict[tuple[str, str], list[Trigger]] = defaultdict(list)
+        for trigger in read:
+            by_pair[(trigger.workspace_id, trigger.event_name)].append(trigger)
+        with self._lock:
+            for pair in missing:
+                self._lists[pair] = (current.get(pair[0], 0), tuple(by_pair.get(pair, ())))
+                self._lists.move_to_end(pair)
+            while len(self._lists) > self.capacity:
+                self._lists.popitem(last=False)
+        return found + read
 
 
 def versions(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[

@@ -15,6 +15,7 @@ from typing import Any
 from cjo_orchestration.adapters import enrollments as enrollment_store
 from cjo_orchestration.adapters import erasures, facts
 from cjo_orchestration.adapters import journeys as journey_store
+from cjo_orchestration.adapters.journeys import TriggerCache
 from cjo_orchestration.domain.conditions import error_detail
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
 from cjo_orchestration.domain.entry import InboxEvent
@@ -58,9 +59,10 @@ def receive(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent]
     return _store(uow, workspace_id, events)[0]
 
 
-def _store(uow: UnitOfWork, workspace_id: str,
-           events: Sequence[ForwardedEvent]) -> tuple[list[bool], list[InboxEvent]]:
-    """:func:`receive`, and the events stored, as the inbox holds them, in seq order."""
+def _store(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent],
+           processed: bool = False) -> tuple[list[bool], list[InboxEvent]]:
+    """:func:`receive`, and the events stored, as the inbox holds them, in seq order;
+    ``processed``: stored already marked so (the caller applies them in this transaction)."""
     first: dict[str, ForwardedEvent] = {}
     for event in events:
         first.setdefault(event.event_id, event)
@@ -70,7 +72,7 @@ def _store(uow: UnitOfWork, workspace_id: str,
         "event_name": e.event_name, "properties": dict(e.properties), "traits": dict(e.traits),
         # A malformed traceparent only costs the trace link, never the event.
         "traceparent": e.traceparent if len(e.traceparent) <= MAX_TRACEPARENT_LENGTH else "",
-        "receive_time": now, "processed": False} for e in first.values()]
+        "receive_time": now, "processed": processed} for e in first.values()]
     new = {event_id: seq for (_, event_id), seq in
            (enrollment_store.receive(uow.session, rows) if rows else {}).items()}
     stored = sorted((InboxEvent(workspace_id, new[row["event_id"]], row["event_id"],
@@ -105,26 +107,36 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
                 seqs: Sequence[int] | None = None,
                 claimed: list[InboxEvent] | None = None,
                 stored: list[InboxEvent] | None = None,
-                handoff: Handoff | None = None) -> EventRound:
+                handoff: Handoff | None = None,
+                marked: bool = False,
+                triggers: TriggerCache | None = None,
+                revision: Mapping[str, int] | None = None) -> EventRound:
     """Apply the oldest ``batch`` inbox events (of ``seqs`` only, when given; the ``stored``
     ones only, when given: inserted by this transaction, so neither read back nor locked
-    again), locked, in one transaction. ``claimed``
+    again), locked, in one transaction. ``marked``: the ``stored`` events were inserted
+    processed, no other event being pending (all of them apply; the deferred ones go back to
+    the pending tail). ``claimed``
     receives the events this attempt claimed, so a caller whose transaction failed knows which
     to apply one profile at a time. With a ``handoff``, the enrollments created that are due
-    at once go to this process's step worker, leased (:func:`admit`)."""
+    at once go to this process's step worker, leased (:func:`admit`). With ``triggers``, the
+    journeys' triggers come from that cache (at the workspaces' journeys ``revision``, when
+    given: read in this transaction before the events were stored)."""
     session = uow.session
-    events = enrollment_store.pending_events(session, batch, seqs, now=uow.now()) \
-        if stored is None else enrollment_store.in_order(session, stored[:batch])
+    if stored is None:
+        events = enrollment_store.pending_events(session, batch, seqs, now=uow.now())
+    else:
+        events = stored[:batch] if marked else enrollment_store.in_order(session, stored[:batch])
     if claimed is not None:
         claimed[:] = events
     if not events:
         return EventRound(0, 0)
     now = uow.now()
     with batch_span("orchestration.enroll", [e.traceparent for e in events]):
-        triggers = journey_store.triggers(
-            session, {(e.workspace_id, e.event_name) for e in events if e.event_name})
+        wanted = {(e.workspace_id, e.event_name) for e in events if e.event_name}
+        listeners = journey_store.triggers(session, wanted) if triggers is None \
+            else triggers.triggers(session, wanted, revision)
         listening: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for trigger in triggers:
+        for trigger in listeners:
             listening[(trigger.workspace_id, trigger.event_name)].append(trigger.journey_id)
         named = {(e.workspace_id, e.profile_id) for e in events} | {
             (e.workspace_id, merged_profile_id(e)) for e in events
@@ -144,8 +156,8 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
                       for e in events
                       for journey_id in listening.get((e.workspace_id, e.event_name), ())}
         history = enrollment_store.history(session, candidates)
-        outcome = apply_events(events, triggers, watched, history, busy, new_id, now, retired)
-        inserted, handed_over = _record(uow, events, outcome, handoff)
+        outcome = apply_events(events, listeners, watched, history, busy, new_id, now, retired)
+        inserted, handed_over = _record(uow, events, outcome, handoff, marked)
 
     def report() -> None:  # once, for the attempt that committed
         if outcome.deferred:
@@ -186,9 +198,9 @@ def _watched(uow: UnitOfWork, profiles: set[tuple[str, str]],
 
 
 def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome,
-            handoff: Handoff | None = None) -> tuple[set[str], int]:
+            handoff: Handoff | None = None, marked: bool = False) -> tuple[set[str], int]:
     """Write what the events did; returns the ids of the enrollments they created, and how many
-    of them went to ``handoff``."""
+    of them went to ``handoff``. ``marked``: the events were stored processed already."""
     session = uow.session
     now = uow.now()
     # Ended ones first: a merge may end one profile's enrollment in a journey and move the
@@ -211,7 +223,10 @@ def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome
     erasures.request(uow, erased)
     count_errors(uow, outcome.errors)
     deferred = set(outcome.deferred)
-    enrollment_store.mark_processed(session, [e.seq for e in events if e.seq not in deferred])
+    if marked:
+        enrollment_store.keep_pending(session, sorted(deferred))
+    else:
+        enrollment_store.mark_processed(session, [e.seq for e in events if e.seq not in deferred])
     return inserted, handed_over
 
 
@@ -228,15 +243,23 @@ class Received:
 
 
 def receive_and_apply(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent],
-                      new_id: NewId, handoff: Handoff | None = None) -> Received:
+                      new_id: NewId, handoff: Handoff | None = None,
+                      triggers: TriggerCache | None = None) -> Received:
     """:func:`receive`, then apply the events just stored in the same transaction, as the event
     round would (:func:`apply_inbox` on them alone): an older pending event of the same person
     (held by another replica, backing off, or not applied yet) keeps its later ones in the
-    inbox for the event round, so every profile's order holds."""
-    answers, stored = _store(uow, workspace_id, events)
+    inbox for the event round, so every profile's order holds.
+
+    When no event at all is pending before the insert (the usual case), none can be older than
+    these: they are stored processed, in the insert itself, and all applied (no statement to
+    count the older ones, none to mark them afterwards); a redelivery still meets its row."""
+    pending, revision = enrollment_store.receipt(uow.session, workspace_id)
+    answers, stored = _store(uow, workspace_id, events, processed=not pending)
     if not stored:
         return Received(answers, EventRound(0, 0), False)
-    applied = apply_inbox(uow, len(stored), new_id, stored=stored, handoff=handoff)
+    applied = apply_inbox(uow, len(stored), new_id, stored=stored, handoff=handoff,
+                          marked=not pending, triggers=triggers,
+                          revision={workspace_id: revision})
     return Received(answers, applied, applied.handled < len(stored))
 
 
@@ -258,8 +281,9 @@ class EventReceiver:
     def __init__(self, transactions: Transactions, new_id: NewId,
                  events_waiting: Callable[[UnitOfWork], None],
                  enrolled: Callable[[], None], apply_limit: int,
-                 handoff: Handoff | None = None) -> None:
+                 handoff: Handoff | None = None, triggers: TriggerCache | None = None) -> None:
         self.transactions = transactions
+        self.triggers = triggers
         self.handoff = handoff
         self.new_id = new_id
         self.events_waiting = events_waiting
@@ -281,7 +305,8 @@ class EventReceiver:
 
     def _receive_and_apply(self, uow: UnitOfWork, workspace_id: str,
                            events: Sequence[ForwardedEvent]) -> list[bool]:
-        received = receive_and_apply(uow, workspace_id, events, self.new_id, self.handoff)
+        received = receive_and_apply(uow, workspace_id, events, self.new_id, self.handoff,
+                                     self.triggers)
         if received.waiting:
             self.events_waiting(uow)
         if received.applied.enrolled > received.applied.handed_over:
@@ -414,8 +439,10 @@ class InboxRound:
 
     def __init__(self, transactions: Transactions, batch: int, new_id: NewId,
                  max_attempts: int, dead_letter: DeadLetterSink | None = None,
-                 backoff: RetryPolicy = EVENT_BACKOFF, handoff: Handoff | None = None) -> None:
+                 backoff: RetryPolicy = EVENT_BACKOFF, handoff: Handoff | None = None,
+                 triggers: TriggerCache | None = None) -> None:
         self.transactions = transactions
+        self.triggers = triggers
         self.handoff = handoff  # where new enrollments due at once go, leased
         self.batch = batch
         self.new_id = new_id
@@ -428,7 +455,7 @@ class InboxRound:
 
         def apply(uow: UnitOfWork) -> EventRound:
             applied = apply_inbox(uow, self.batch, self.new_id, claimed=claimed,
-                                  handoff=self.handoff)
+                                  handoff=self.handoff, triggers=self.triggers)
             return replace(applied,
                            next_retry=enrollment_store.next_retry(uow.session, uow.now()))
 
@@ -451,7 +478,7 @@ class InboxRound:
         seqs = [e.seq for e in events]
         return await self.transactions.run(
             lambda uow: apply_inbox(uow, len(seqs), self.new_id, seqs=seqs,
-                                    handoff=self.handoff))
+                                    handoff=self.handoff, triggers=self.triggers))
 
     async def _apply_group(self, group: Sequence[InboxEvent]) -> EventRound:
         try:

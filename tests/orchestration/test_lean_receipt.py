@@ -1,0 +1,189 @@
+"""A lone event's receipt (HandleEvents' use-case) on a quiet inbox: stored processed in its
+insert, its journeys' triggers kept between events while no journey of the workspace changed,
+and still right across replicas (a journey published or paused on one is seen by the other's
+next event) and for an event deferred behind its profile's step. On a real database (SQLite and
+PostgreSQL), the clock by hand, no worker running unless the test runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from orchestration_support import Ids, RecordingPeers, migrated_database, transactions_on
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
+
+from cjo_orchestration.adapters.journeys import TriggerCache
+from cjo_orchestration.adapters.tables import enrollments, inbox
+from cjo_orchestration.domain.journeys import (
+    Channel,
+    EventTrigger,
+    ExitAction,
+    ExitCriterion,
+    JourneyGraph,
+    Node,
+    SendAction,
+)
+from cjo_orchestration.service_layer import events, journeys
+from cjo_orchestration.service_layer.events import EventReceiver, InboxRound
+from cjo_orchestration.service_layer.handoff import Handoff
+from cjo_orchestration.service_layer.steps import StepRound
+from cjo_orchestration.settings import load_engine_settings
+from cjo_platform.clock import ManualClock
+from cjo_platform.config import Env
+from cjo_platform.db.engine import Database
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from support import Backend
+
+WS = "ws"
+START = datetime(2026, 6, 1, 9, tzinfo=UTC)
+# Watches its profile's events (an exit criterion): a later event of a profile whose step runs
+# is deferred behind it.
+WELCOME = JourneyGraph(
+    trigger=EventTrigger("signed_up"), entry_node_id="mail",
+    exit_criteria=(ExitCriterion("unsubscribed"),),
+    nodes=(Node("mail", SendAction("welcome", Channel.EMAIL, "done")), Node("done", ExitAction())))
+ORDERED = JourneyGraph(
+    trigger=EventTrigger("ordered"), entry_node_id="mail",
+    nodes=(Node("mail", SendAction("thanks", Channel.EMAIL, "done")), Node("done", ExitAction())))
+
+
+class Wakes:
+    def __init__(self) -> None:
+        self.event_workers = 0
+
+    def events_waiting(self, uow: UnitOfWork) -> None:
+        self.event_workers += 1
+
+    def enrolled(self) -> None:
+        pass
+
+
+class Statements:
+    """The statements a database ran, as sent."""
+
+    def __init__(self, db: Database) -> None:
+        self.engine = db.engine
+        self.seen: list[str] = []
+        sa_event.listen(self.engine, "before_cursor_execute", self._statement)
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.seen.append(" ".join(statement.split()))
+
+    def take(self) -> list[str]:
+        seen, self.seen = self.seen, []
+        return seen
+
+    def close(self) -> None:
+        sa_event.remove(self.engine, "before_cursor_execute", self._statement)
+
+
+def forwarded(event_id: str, profile_id: str, name: str) -> events.ForwardedEvent:
+    return events.ForwardedEvent(event_id, profile_id, name, {}, {}, "")
+
+
+def receiver_on(tx: Transactions, handoff: Handoff | None = None,
+                wakes: Wakes | None = None) -> EventReceiver:
+    wakes = wakes or Wakes()
+    return EventReceiver(tx, Ids(), wakes.events_waiting, wakes.enrolled, apply_limit=500,
+                         handoff=handoff, triggers=TriggerCache())
+
+
+def inbox_rows(tx: Transactions) -> dict[str, bool]:
+    with tx.db.transaction() as session:
+        return {r.event_id: r.processed for r in session.execute(
+            select(inbox.c.event_id, inbox.c.processed))}
+
+
+def enrolled(tx: Transactions) -> list[tuple[str, str]]:
+    with tx.db.transaction() as session:
+        return sorted((r.journey_id, r.profile_id) for r in session.execute(
+            select(enrollments.c.journey_id, enrollments.c.profile_id)))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def tx(backend: Backend, clock: ManualClock) -> Iterator[Transactions]:
+    db = migrated_database(backend)
+    transactions = transactions_on(db, clock)
+    transactions.run_sync(lambda uow: journeys.create(uow, WS, "j1", "Welcome", WELCOME))
+    transactions.run_sync(lambda uow: journeys.publish(uow, WS, "j1", set()))
+    yield transactions
+    db.dispose()
+
+
+async def test_a_lone_event_is_stored_processed_and_reads_its_triggers_once(
+        tx: Transactions) -> None:
+    receiver = receiver_on(tx)
+    statements = Statements(tx.db)
+    try:
+        assert await receiver.receive(WS, [forwarded("e1", "ada", "signed_up")]) == [True]
+        first = statements.take()
+        assert await receiver.receive(WS, [forwarded("e2", "bob", "signed_up")]) == [True]
+        second = statements.take()
+    finally:
+        statements.close()
+    assert enrolled(tx) == [("j1", "ada"), ("j1", "bob")]
+    assert inbox_rows(tx) == {"e1": True, "e2": True}
+    # Marked processed in its insert: never updated afterwards.
+    assert not [s for s in first + second if s.startswith("UPDATE inbox")]
+    # The triggers were read for the first event; the second one found them unchanged.
+    assert [s for s in first if "FROM journey_versions" in s]
+    assert not [s for s in second if "journey_versions" in s]
+
+
+async def test_a_journey_published_or_paused_on_one_replica_is_seen_by_the_others_next_event(
+        backend: Backend, clock: ManualClock) -> None:
+    databases = [migrated_database(backend) for _ in range(2)]
+    try:
+        here, there = (transactions_on(db, clock) for db in databases)
+        receiver = receiver_on(here)
+        await receiver.receive(WS, [forwarded("e1", "ada", "ordered")])
+        assert enrolled(here) == []  # no journey listens: that is kept too
+
+        there.run_sync(lambda uow: journeys.create(uow, WS, "j2", "Thanks", ORDERED))
+        await receiver.receive(WS, [forwarded("e2", "bob", "ordered")])
+        assert enrolled(here) == []  # a draft enrolls nobody
+
+        there.run_sync(lambda uow: journeys.publish(uow, WS, "j2", set()))
+        await receiver.receive(WS, [forwarded("e3", "cy", "ordered")])
+        assert enrolled(here) == [("j2", "cy")]
+
+        there.run_sync(lambda uow: journeys.pause(uow, WS, "j2"))
+        await receiver.receive(WS, [forwarded("e4", "dee", "ordered")])
+        assert enrolled(here) == [("j2", "cy")]
+
+        there.run_sync(lambda uow: journeys.resume(uow, WS, "j2"))
+        # Another workspace's journeys change nothing here, and its own triggers are its own.
+        there.run_sync(lambda uow: journeys.create(uow, "other", "j2", "Thanks", ORDERED))
+        await receiver.receive(WS, [forwarded("e5", "eve", "ordered")])
+        await receiver.receive("other", [forwarded("e6", "fay", "ordered")])
+        assert enrolled(here) == [("j2", "cy"), ("j2", "eve")]
+    finally:
+        for db in databases:
+            db.dispose()
+
+
+async def test_an_event_deferred_behind_its_profiles_step_stays_in_the_inbox(
+        tx: Transactions, clock: ManualClock) -> None:
+    handoff, wakes, ids = Handoff(lease_seconds=60), Wakes(), Ids()
+    receiver = receiver_on(tx, handoff, wakes)
+    await receiver.receive(WS, [forwarded("e1", "ada", "signed_up")])
+    handed, held_until = handoff.take(100, clock.now())  # ada's step holds her enrollment
+
+    await receiver.receive(WS, [forwarded("e2", "ada", "unsubscribed")])
+    assert inbox_rows(tx) == {"e1": True, "e2": False}
+    assert wakes.event_workers == 1
+
+    peers = RecordingPeers("ada")
+    settings = load_engine_settings(Env({}))
+    await StepRound(tx, peers, settings).run_claimed(handoff.token, handed, held_until)
+    applied = await InboxRound(tx, 100, ids, max_attempts=5, triggers=TriggerCache()).run()
+    assert (applied.handled, applied.deferred) == (1, 0)
+    assert inbox_rows(tx) == {"e1": True, "e2": True}
