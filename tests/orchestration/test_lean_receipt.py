@@ -7,16 +7,16 @@ PostgreSQL), the clock by hand, no worker running unless the test runs it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from orchestration_support import Ids, RecordingPeers, migrated_database, transactions_on
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
+from test_receive_handoff import START, WS, Wakes, inbox_rows
 
 from cjo_orchestration.adapters.journeys import TriggerCache
-from cjo_orchestration.adapters.tables import enrollments, inbox
+from cjo_orchestration.adapters.tables import enrollments
 from cjo_orchestration.domain.journeys import (
     Channel,
     EventTrigger,
@@ -34,11 +34,9 @@ from cjo_orchestration.settings import load_engine_settings
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.db.engine import Database
-from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_platform.db.unit_of_work import Transactions
 from support import Backend
 
-WS = "ws"
-START = datetime(2026, 6, 1, 9, tzinfo=UTC)
 # Watches its profile's events (an exit criterion): a later event of a profile whose step runs
 # is deferred behind it.
 WELCOME = JourneyGraph(
@@ -48,17 +46,6 @@ WELCOME = JourneyGraph(
 ORDERED = JourneyGraph(
     trigger=EventTrigger("ordered"), entry_node_id="mail",
     nodes=(Node("mail", SendAction("thanks", Channel.EMAIL, "done")), Node("done", ExitAction())))
-
-
-class Wakes:
-    def __init__(self) -> None:
-        self.event_workers = 0
-
-    def events_waiting(self, uow: UnitOfWork) -> None:
-        self.event_workers += 1
-
-    def enrolled(self) -> None:
-        pass
 
 
 class Statements:
@@ -89,12 +76,6 @@ def receiver_on(tx: Transactions, handoff: Handoff | None = None,
     wakes = wakes or Wakes()
     return EventReceiver(tx, Ids(), wakes.events_waiting, wakes.enrolled, apply_limit=500,
                          handoff=handoff, triggers=TriggerCache())
-
-
-def inbox_rows(tx: Transactions) -> dict[str, bool]:
-    with tx.db.transaction() as session:
-        return {r.event_id: r.processed for r in session.execute(
-            select(inbox.c.event_id, inbox.c.processed))}
 
 
 def enrolled(tx: Transactions) -> list[tuple[str, str]]:
@@ -136,6 +117,23 @@ async def test_a_lone_event_is_stored_processed_and_reads_its_triggers_once(
     # The triggers were read for the first event; the second one found them unchanged.
     assert [s for s in first if "FROM journey_versions" in s]
     assert not [s for s in second if "journey_versions" in s]
+
+
+async def test_a_lone_events_reads_bind_no_value_a_partial_index_depends_on(
+        tx: Transactions) -> None:
+    """SQLite prepares a statement again at every execution when a bound value decides whether
+    a partial index applies (``state = ?`` against ``WHERE state = 'active'``): that cost the
+    enrollments read of each event more than the read itself. The state goes as a literal."""
+    receiver = receiver_on(tx)
+    statements = Statements(tx.db)
+    try:
+        await receiver.receive(WS, [forwarded("e1", "ada", "signed_up")])
+        seen = statements.take()
+    finally:
+        statements.close()
+    reads = [s for s in seen if s.startswith("SELECT") and "FROM enrollments" in s]
+    assert reads
+    assert not [s for s in reads if "state = ?" in s or "state = %(" in s]
 
 
 async def test_a_journey_published_or_paused_on_one_replica_is_seen_by_the_others_next_event(

@@ -361,7 +361,7 @@ def watched(session: Session, profiles: Iterable[tuple[str, str]],
         rows = session.execute(
             select(enrollments)
             .where(_keys_in(session, (c.workspace_id, c.profile_id), wanted),
-                   or_(c.state == EnrollmentState.ACTIVE.value,
+                   or_(c.state == _ACTIVE,
                        and_(c.goal_time.is_(None), c.goal_deadline >= now)))
             .order_by(c.create_time, c.enrollment_id).with_for_update()
         ).all()
@@ -382,7 +382,7 @@ def _watched_statement(dialect: str) -> Any:
     c = enrollments.c
     return (select(enrollments)
             .where(c.workspace_id == bindparam("ws"), one_of_keys(dialect, c.profile_id, "ids"),
-                   or_(c.state == EnrollmentState.ACTIVE.value,
+                   or_(c.state == _ACTIVE,
                        and_(c.goal_time.is_(None), c.goal_deadline >= bindparam("now"))))
             .order_by(c.create_time, c.enrollment_id).with_for_update())
 
