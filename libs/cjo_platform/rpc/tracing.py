@@ -15,7 +15,8 @@ but OK.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import grpc
@@ -113,90 +114,70 @@ def server_spans(behavior: Behavior, method: str, streaming: bool) -> Behavior:
     return unary_behavior
 
 
-class _ClientSpans:
-    """Starts a call's CLIENT span and puts its ``traceparent`` in the call's metadata."""
-
-    def __init__(self) -> None:
-        self._attributes: dict[str, dict[str, str]] = {}
-
-    def begin(self, details: grpc.aio.ClientCallDetails,
-              ) -> tuple[trace.Span, grpc.aio.ClientCallDetails]:
-        method = details.method
-        if isinstance(method, bytes):  # grpc/grpc#31092: sometimes bytes
-            method = method.decode()
-        attributes = self._attributes.get(method)
-        if attributes is None:
-            attributes = self._attributes[method] = rpc_attributes(method)
-        span = tracer("cjo.rpc").start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
-        span_context = span.get_span_context()
-        if not span_context.is_valid:
-            return span, details
-        # What the W3C propagator writes, without the global propagators' round trip; a
-        # traceparent the caller put in the metadata is replaced, as the propagator's was.
-        metadata = [(k, v) for k, v in (details.metadata or ())
-                    if k not in (TRACEPARENT, TRACESTATE)]
-        metadata.append((TRACEPARENT, f"00-{span_context.trace_id:032x}-"
-                                      f"{span_context.span_id:016x}-"
-                                      f"{span_context.trace_flags:02x}"))
-        if span_context.trace_state:
-            metadata.append((TRACESTATE, span_context.trace_state.to_header()))
-        return span, grpc.aio.ClientCallDetails(
-            details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials,
-            details.wait_for_ready)
+def _with_traceparent(metadata: Any, span: trace.Span) -> Any:
+    """``metadata`` carrying ``span``'s context: what the W3C propagator writes, without the
+    global propagators' round trip; a traceparent the caller put in the metadata is replaced,
+    as the propagator's was."""
+    span_context = span.get_span_context()
+    if not span_context.is_valid:
+        return metadata
+    carried = [(k, v) for k, v in (metadata or ()) if k != TRACEPARENT and k != TRACESTATE]
+    carried.append((TRACEPARENT, f"00-{span_context.trace_id:032x}-"
+                                 f"{span_context.span_id:016x}-"
+                                 f"{span_context.trace_flags:02x}"))
+    if span_context.trace_state:
+        carried.append((TRACESTATE, span_context.trace_state.to_header()))
+    return tuple(carried)
 
 
-def _end_client_span(span: trace.Span, code: grpc.StatusCode, details: str | None) -> None:
-    span.set_attribute("rpc.grpc.status_code", code.value[0])
-    if code != grpc.StatusCode.OK:
-        span.set_status(Status(StatusCode.ERROR, details))
+def _end_client_span(span: trace.Span, call: Any) -> None:
+    """A call's done callback: its span ends with the call's status, however the call ended
+    (answered, failed, deadline, cancelled), whether or not anyone awaits it."""
+    # The status grpc.aio's own Call.__await__ reads once the call is done: the public
+    # accessors (code(), details()) are coroutines, which a done callback cannot await.
+    status = call._cython_call._status
+    code = status.code()
+    span.set_attribute("rpc.grpc.status_code", code)
+    if code != 0:  # any code but OK fails the call for its caller
+        span.set_status(Status(StatusCode.ERROR, status.details()))
     span.end()
 
 
+class _ClientSpans:
+    """A channel's multicallable whose every call runs in a CLIENT span: the span starts when
+    the call is made, its ``traceparent`` (and ``tracestate``) goes in the call's metadata, and
+    it ends in the call's done callback. The call is grpc.aio's own, returned as it is (awaited,
+    iterated, asked for its code or metadata as any call): unlike a grpc.aio client interceptor,
+    which runs every call in an asyncio task of its own (an ``InterceptedUnaryUnaryCall``)
+    besides the call's own task."""
+
+    def __init__(self, multicallable: Any, method: str) -> None:
+        self._multicallable = multicallable
+        self._method = method
+        self._attributes = rpc_attributes(method)
+        self._tracer = tracer("cjo.rpc")
+
+    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None,
+                 credentials: grpc.CallCredentials | None = None,
+                 wait_for_ready: bool | None = None,
+                 compression: grpc.Compression | None = None) -> Any:
+        span = self._tracer.start_span(self._method, kind=SpanKind.CLIENT,
+                                       attributes=self._attributes)
+        try:
+            call = self._multicallable(
+                request, timeout=timeout, metadata=_with_traceparent(metadata, span),
+                credentials=credentials, wait_for_ready=wait_for_ready, compression=compression)
+        except BaseException:
+            span.end()
+            raise
+        call.add_done_callback(partial(_end_client_span, span))
+        return call
+
+
 # grpcio ships no type information, so its base classes are Any to mypy.
-class UnaryUnaryClientSpans(_ClientSpans, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """The CLIENT span of a unary call: ends when the call does."""
-
-    async def intercept_unary_unary(
-        self, continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
-        span, details = self.begin(client_call_details)
-        try:
-            call = await continuation(details, request)
-            code = await call.code()
-            _end_client_span(span, code, await call.details() if code != grpc.StatusCode.OK
-                             else None)
-            return call
-        except grpc.aio.AioRpcError as exc:
-            _end_client_span(span, exc.code(), exc.details())
-            raise
-        except BaseException:
-            span.end()
-            raise
+class UnaryUnaryClientSpans(_ClientSpans, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[misc]
+    """A unary method in CLIENT spans: each span ends when its call does."""
 
 
-class UnaryStreamClientSpans(_ClientSpans, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """The CLIENT span of a server stream: ends when the stream does."""
-
-    async def intercept_unary_stream(
-        self, continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails, request: Any) -> Any:
-        span, details = self.begin(client_call_details)
-        try:
-            call = await continuation(details, request)
-        except BaseException:
-            span.end()
-            raise
-        return self._items(span, call)
-
-    @staticmethod
-    async def _items(span: trace.Span, call: Any) -> AsyncIterator[Any]:
-        try:
-            async for item in call:
-                yield item
-        except grpc.aio.AioRpcError as exc:
-            _end_client_span(span, exc.code(), exc.details())
-            raise
-        except BaseException:
-            span.end()
-            raise
-        _end_client_span(span, grpc.StatusCode.OK, None)
+class UnaryStreamClientSpans(_ClientSpans, grpc.aio.UnaryStreamMultiCallable):  # type: ignore[misc]
+    """A server-streaming method in CLIENT spans: each span ends when its stream does."""
