@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,7 @@ from cjo_delivery.adapters.tables import metadata
 from cjo_delivery.adapters.webhooks.receiver import ProviderWebhooks
 from cjo_delivery.api.servicer import DeliveryServicer
 from cjo_delivery.domain.engagement import Engagement
+from cjo_delivery.domain.messages import Message
 from cjo_delivery.domain.providers import valid_from
 from cjo_delivery.service_layer.engagement import record_engagement
 from cjo_delivery.service_layer.provider_webhooks import ProviderReports
@@ -151,7 +152,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                               secret_box=secret_box, signals=signals))
     signals.on(QUEUED_SIGNAL, lambda _: sender.wake())
 
-    def announce_queued(uow: UnitOfWork) -> None:
+    def announce_queued(uow: UnitOfWork, workspace_id: str, queued: Sequence[Message]) -> None:
+        # This process's sender learns what was queued before the wake-up reaches it.
+        uow.after_commit(partial(sender.expect, workspace_id, queued))
         signals.send(uow, QUEUED_SIGNAL)
 
     # CJO_EVENT_BUS set: the facts go to JetStream instead of the receivers' RPCs.

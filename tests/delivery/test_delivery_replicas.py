@@ -516,7 +516,7 @@ async def test_messages_queued_by_another_process_wake_the_senders(backend: Back
             signals = Signals(db)
             transactions = Transactions(db, ManualClock())
 
-            def announce(uow: UnitOfWork) -> None:
+            def announce(uow: UnitOfWork, workspace_id: str, queued: object) -> None:
                 signals.send(uow, QUEUED_SIGNAL)
 
             try:

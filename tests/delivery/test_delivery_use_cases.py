@@ -1,12 +1,17 @@
 """The delivery use-cases called directly, in units of work on a temporary SQLite database: no
-gRPC, no background loops; send rounds driven one at a time on a manual clock."""
+gRPC; send rounds driven one at a time on a manual clock (and the sender loop, once)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,19 +20,28 @@ from cjo_delivery.adapters.routes import Routes
 from cjo_delivery.adapters.tables import metadata
 from cjo_delivery.bootstrap import MIGRATIONS
 from cjo_delivery.domain.engagement import Engagement, EngagementKind
-from cjo_delivery.domain.messages import Channel, MessageStatus, NewMessage
-from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap
+from cjo_delivery.domain.messages import Channel, Message, MessageStatus, NewMessage
+from cjo_delivery.domain.policies import (
+    ConsentDecision,
+    ConsentDirectory,
+    ConsentQuery,
+    DeliveryPolicy,
+    FrequencyCap,
+)
 from cjo_delivery.domain.providers import MAX_PROVIDERS_PER_CHANNEL, ProviderKind
 from cjo_delivery.domain.sending import OutgoingMessage, ProviderError
 from cjo_delivery.service_layer import messages, policies, providers
+from cjo_delivery.service_layer import send_round as send_round_module
+from cjo_delivery.service_layer.claims import claim_due
 from cjo_delivery.service_layer.engagement import record_engagement
 from cjo_delivery.service_layer.send_round import SenderSettings, SendRound
+from cjo_delivery.workers.sender import Sender
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import Aborted, FailedPrecondition, NotFound
 from cjo_platform.secret_box import SecretBox
 from cjo_platform.service import open_storage
-from support import new_backend, settings_for
+from support import eventually, new_backend, settings_for
 
 WS = "ws-a"
 BOX = SecretBox([])
@@ -76,11 +90,12 @@ class Mailbox:
         pass
 
 
-def send_round(storage: Storage, mailbox: Mailbox) -> SendRound:
+def send_round(storage: Storage, mailbox: Mailbox,
+               consent: ConsentDirectory | None = None) -> SendRound:
     settings = SenderSettings()
     routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
                     breaker_cool_down=settings.breaker_cool_down)
-    return SendRound(storage.transactions, routes, storage.clock, settings)
+    return SendRound(storage.transactions, routes, storage.clock, settings, consent=consent)
 
 
 def status_of(storage: Storage, message_id: str) -> MessageStatus:
@@ -92,7 +107,7 @@ def test_queueing_answers_a_repeated_key_with_the_first_message_and_wakes_once(
         storage: Storage) -> None:
     wakes: list[str] = []
 
-    def announce(uow: UnitOfWork) -> None:
+    def announce(uow: UnitOfWork, workspace_id: str, queued: Sequence[Message]) -> None:
         uow.after_commit(lambda: wakes.append("woken"))
 
     first = storage.transactions.run_sync(lambda uow: messages.queue_messages(
@@ -108,7 +123,7 @@ async def test_a_send_round_sends_retries_with_backoff_and_records_each_outcome(
         storage: Storage) -> None:
     mailbox = Mailbox(failures=[ProviderError("451 later", transient=True)])
     (queued,) = await storage.transactions.run(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1")], "", lambda uow: None))
+        uow, WS, [email("k1")], "", lambda *announced: None))
     message_id = queued.message.message_id
     rounds = send_round(storage, mailbox)
 
@@ -127,7 +142,7 @@ async def test_a_frequency_cap_defers_the_message_over_it(storage: Storage) -> N
     await storage.transactions.run(lambda uow: policies.update_policy(uow, WS, DeliveryPolicy(
         {Channel.EMAIL: FrequencyCap(Channel.EMAIL, 1, timedelta(hours=1))})))
     accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1"), email("k2")], "", lambda uow: None))
+        uow, WS, [email("k1"), email("k2")], "", lambda *announced: None))
     mailbox = Mailbox()
     await send_round(storage, mailbox).run()
     statuses = sorted(status_of(storage, a.message.message_id).value for a in accepted)
@@ -171,7 +186,7 @@ def test_a_channel_takes_a_bounded_number_of_providers(storage: Storage) -> None
 def test_an_unsubscribe_suppresses_the_address_and_tells_identity_and_analytics(
         storage: Storage) -> None:
     (queued,) = storage.transactions.run_sync(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1")], "", lambda uow: None))
+        uow, WS, [email("k1")], "", lambda *announced: None))
     unsubscribe = Engagement(EngagementKind.UNSUBSCRIBED, WS, queued.message.message_id)
     assert storage.transactions.run_sync(lambda uow: record_engagement(uow, unsubscribe))
     unknown = Engagement(EngagementKind.OPENED, WS, "nope")
@@ -185,7 +200,97 @@ def test_an_unsubscribe_suppresses_the_address_and_tells_identity_and_analytics(
 
 def test_erasing_a_profile_cancels_its_queued_messages(storage: Storage) -> None:
     (queued,) = storage.transactions.run_sync(lambda uow: messages.queue_messages(
-        uow, WS, [email("k1")], "", lambda uow: None))
+        uow, WS, [email("k1")], "", lambda *announced: None))
     counts = storage.transactions.run_sync(lambda uow: messages.erase_profiles(uow, WS, ["p1"]))
     assert counts == [(1, 0)]
     assert status_of(storage, queued.message.message_id) is MessageStatus.SUPPRESSED
+
+
+@dataclass
+class Consent:
+    """A ConsentDirectory in memory: the profiles in ``denied`` are unsubscribed; each call's
+    profiles are logged (in ``calls`` and, as "consent", in ``order``), ``asked`` set at the
+    first."""
+
+    denied: set[str]
+    calls: list[list[str]] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    asked: threading.Event = field(default_factory=threading.Event)
+
+    async def check(self, workspace_id: str,
+                    queries: list[ConsentQuery]) -> list[ConsentDecision]:
+        self.calls.append(sorted(q.profile_id for q in queries))
+        self.order.append("consent")
+        self.asked.set()
+        return [ConsentDecision(q.profile_id not in self.denied, "unsubscribed")
+                for q in queries]
+
+
+def claims_once_consent_was_asked(monkeypatch: pytest.MonkeyPatch, consent: Consent
+                                  ) -> threading.Event:
+    """Once the returned event is set, a round's claim waits (in its database thread) until
+    identity was asked, and logs "claim" in ``consent.order``: a round that asks only after its
+    claim waits 5 s, then claims first."""
+    armed = threading.Event()
+
+    def claim(*args: Any) -> Any:
+        if armed.is_set():
+            consent.asked.wait(5)
+            consent.order.append("claim")
+        return claim_due(*args)
+
+    monkeypatch.setattr(send_round_module, "claim_due", claim)
+    return armed
+
+
+async def test_a_round_asks_for_the_consent_of_the_messages_it_expects_while_it_claims(
+        storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages just queued (``expected``) are asked about while the claim runs, not after
+    it; claimed messages the round did not expect are asked about once the claim is in."""
+    accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
+        uow, WS, [email("k1", "p1"), email("k2", "p2"), email("k3", "p3")], "",
+        lambda *announced: None))
+    consent = Consent(denied={"p2"})
+    claims_once_consent_was_asked(monkeypatch, consent).set()
+    rounds = send_round(storage, Mailbox(), consent)
+    expected = {WS: {ConsentQuery(p, Channel.EMAIL, "") for p in ("p1", "p2")}}
+    assert await rounds.run(expected=expected) == 3
+    assert consent.order == ["consent", "claim", "consent"]
+    assert consent.calls == [["p1", "p2"], ["p3"]]
+    assert [status_of(storage, a.message.message_id) for a in accepted] == [
+        MessageStatus.SENT, MessageStatus.SUPPRESSED, MessageStatus.SENT]
+
+
+async def test_the_sender_asks_for_the_consent_of_what_its_process_queued_while_it_claims(
+        storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The intake tells its process's sender what it queued, with the wake-up: the round it
+    wakes asks identity about those messages while it claims them, in one call."""
+    consent = Consent(denied=set())
+    armed = claims_once_consent_was_asked(monkeypatch, consent)
+    mailbox = Mailbox()
+    rounds = send_round(storage, mailbox, consent)
+    polled = rounds.run
+
+    async def run(*args: Any, **kwargs: Any) -> int:
+        claimed = await polled(*args, **kwargs)
+        armed.set()  # the first round (a poll, nothing due) is over
+        return claimed
+
+    rounds.run = run  # type: ignore[method-assign]
+    sender = Sender(rounds)
+    running = asyncio.create_task(sender.run())
+    try:
+        await eventually(armed.is_set)
+
+        def announce(uow: UnitOfWork, workspace_id: str, queued: Sequence[Message]) -> None:
+            uow.after_commit(partial(sender.expect, workspace_id, queued))
+            uow.after_commit(sender.wake)
+
+        (queued,) = await storage.transactions.run(lambda uow: messages.queue_messages(
+            uow, WS, [email("k1", "p1")], "", announce))
+        await eventually(lambda: mailbox.sent == [queued.message.message_id], timeout=10)
+        assert consent.order == ["consent", "claim"] and consent.calls == [["p1"]]
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

@@ -29,7 +29,8 @@ from cjo_delivery.domain.messages import (
 from cjo_delivery.domain.policies import load_zone
 from cjo_delivery.domain.providers import provider_name
 from cjo_delivery.service_layer import messages
-from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
+from cjo_delivery.service_layer.messages import Announce
+from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.limits import check_batch
 from cjo_platform.paging import decode_token, encode_token, page_size
@@ -117,7 +118,7 @@ class _Stamps:
 
 class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer):
     def __init__(self, transactions: Transactions,
-                 announce_queued: Callable[[UnitOfWork], None],
+                 announce_queued: Announce,
                  status_url: Callable[[str, str, str], str] | None = None,
                  hub: InboxHub | None = None, secret_box: SecretBox | None = None) -> None:
         self.transactions = transactions

@@ -12,17 +12,21 @@ from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.errors import NotFound, Violations
 from cjo_platform.limits import MAX_ID_LENGTH
 
+Announce = Callable[[UnitOfWork, str, Sequence[Message]], None]
+
 
 def queue_messages(uow: UnitOfWork, workspace_id: str, batch: Sequence[NewMessage],
-                   traceparent: str, announce: Callable[[UnitOfWork], None]) -> list[Accepted]:
+                   traceparent: str, announce: Announce) -> list[Accepted]:
     """Queue the messages whose idempotency key is new; one answer per item, in order (a key
     seen before answers with its first message, ``duplicate`` set). When any is new,
-    ``announce`` signals it in the transaction, so the senders of every replica wake once it
-    committed. ``traceparent`` is the request's trace, which the message's send follows."""
+    ``announce`` (uow, workspace, the new messages) signals it in the transaction, so the
+    senders of every replica wake once it committed. ``traceparent`` is the request's trace,
+    which the message's send follows."""
     accepted = repository.queue_messages(uow.session, workspace_id, batch, uow.now(),
                                          traceparent, lambda: uuid.uuid4().hex)
-    if any(not a.duplicate for a in accepted):
-        announce(uow)
+    queued = [a.message for a in accepted if not a.duplicate]
+    if queued:
+        announce(uow, workspace_id, queued)
     return accepted
 
 

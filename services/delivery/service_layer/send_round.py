@@ -31,7 +31,10 @@ of identity in one batch call per workspace and round), the suppression list, qu
 frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Frequency caps hold across
 every sender replica: a capped message reserves its slot in the database (service_layer/caps.py).
 Email falls back to the deployment's SMTP server when the workspace configured no email
-provider.
+provider. A round woken by messages this process just queued asks identity about them while it
+claims (``expected``), not after: the answer is still asked after they were queued and before
+they are sent, and the claim's transaction no longer stands between intake and send; claimed
+messages it did not expect are asked about once the claim is in.
 
 Rate limits (``rate_per_second``, ``burst``) hold across every sender replica sharing the
 database (service_layer/rate_grants.py). A call the provider received, failed or not, keeps its
@@ -45,9 +48,10 @@ round. Excess waits in the database, never in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -56,7 +60,7 @@ from opentelemetry.trace import Status, StatusCode
 from cjo_delivery.adapters.contents import decode_outgoing
 from cjo_delivery.adapters.routes import Route, Routes
 from cjo_delivery.domain import failover
-from cjo_delivery.domain.messages import Claim
+from cjo_delivery.domain.messages import Claim, Message
 from cjo_delivery.domain.policies import (
     ConsentDecision,
     ConsentDirectory,
@@ -124,6 +128,22 @@ class _Outcome:
 
 
 LinkMaker = Callable[[Claim], tuple[str, Callable[[str], str] | None]]
+# Consent decisions asked early, by (workspace, question).
+_Answers = dict[tuple[str, ConsentQuery], ConsentDecision]
+
+
+def question(message: Claim | Message) -> ConsentQuery:
+    """The consent question of a message."""
+    return ConsentQuery(message.profile_id, message.channel, message.topic)
+
+
+def _forget(task: asyncio.Task[_Answers]) -> None:
+    """An early consent question no longer wanted: cancelled, or its outcome taken (a failure
+    was logged where it mattered), so nothing is reported as never retrieved."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 @dataclass
@@ -193,24 +213,38 @@ class SendRound:
         """Hand no more messages over: those not yet with a provider go back to the queue."""
         self.stopping = True
 
-    async def run(self, on_claimed: Callable[[int], None] | None = None) -> int:
+    async def run(self, on_claimed: Callable[[Sequence[Claim]], None] | None = None,
+                  expected: Mapping[str, Collection[ConsentQuery]] | None = None) -> int:
         """Claim one batch of due messages and send it; returns how many were claimed.
-        ``on_claimed`` is told how many as soon as the claim committed (the sender then claims
-        the next batch while this one is sent)."""
+        ``on_claimed`` is told which as soon as the claim committed (the sender then claims
+        the next batch while this one is sent). ``expected``: the consent questions, by
+        workspace, of messages just queued, asked while the claim runs."""
         if self.stopping:
             return 0
         now = self.clock.now()
         settings = self.settings
-        claims, context = await self.transactions.run(
-            lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
-                                  self.secret_box))
-        turns = self.turns.take(claims)
-        if on_claimed is not None:
-            on_claimed(len(claims))
-        if not claims:
-            return 0
+        early = (asyncio.create_task(self._ask_consent(expected))
+                 if self.consent is not None and expected else None)
         try:
-            decided = await self._apply_policies(claims, context, now)
+            claims, context = await self.transactions.run(
+                lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
+                                      self.secret_box))
+            turns = self.turns.take(claims)
+            if on_claimed is not None:
+                on_claimed(claims)
+            if not claims:
+                return 0
+            return await self._send(claims, context, turns, now, early)
+        finally:
+            if early is not None:
+                _forget(early)
+
+    async def _send(self, claims: Sequence[Claim], context: RoundContext,
+                    turns: dict[str, _Turn], now: datetime,
+                    early: asyncio.Task[_Answers] | None) -> int:
+        settings = self.settings
+        try:
+            decided = await self._apply_policies(claims, context, now, early)
             await self.breakers.refresh(
                 [route for claim in claims if claim.message_id not in decided
                  for route in self.routes.of(claim, context.providers_of(claim))],
@@ -227,30 +261,49 @@ class SendRound:
                 self.turns.end(claim, turns.get(claim.message_id))
         return len(claims)
 
-    async def _consent_of(self, claims: Sequence[Claim]
+    async def _ask_consent(self, asking: Mapping[str, Collection[ConsentQuery]]) -> _Answers:
+        assert self.consent is not None
+        answers: _Answers = {}
+        for workspace, queries in asking.items():
+            ordered = list(queries)
+            decisions = await self.consent.check(workspace, ordered)
+            answers.update(zip(((workspace, q) for q in ordered), decisions, strict=True))
+        return answers
+
+    async def _consent_of(self, claims: Sequence[Claim],
+                          early: asyncio.Task[_Answers] | None = None,
                           ) -> dict[str, ConsentDecision] | ConsentUnavailable:
-        """Consent per message id of the claims that need one (a profile, not transactional)."""
+        """Consent per message id of the claims that need one (a profile, not transactional):
+        from the answers asked early, and of identity for the others."""
         if self.consent is None:
             return {}
+        known: _Answers = {}
+        if early is not None:
+            with contextlib.suppress(ConsentUnavailable):  # if so, asked below with the rest
+                known = await early
+        answers: dict[str, ConsentDecision] = {}
         asking: dict[str, list[Claim]] = defaultdict(list)
         for claim in claims:
             if claim.profile_id and not claim.transactional:
-                asking[claim.workspace_id].append(claim)
-        answers: dict[str, ConsentDecision] = {}
+                found = known.get((claim.workspace_id, question(claim)))
+                if found is not None:
+                    answers[claim.message_id] = found
+                else:
+                    asking[claim.workspace_id].append(claim)
         for workspace, group in asking.items():
             try:
-                decisions = await self.consent.check(workspace, [
-                    ConsentQuery(c.profile_id, c.channel, c.topic) for c in group])
+                decisions = await self.consent.check(workspace, [question(c) for c in group])
             except ConsentUnavailable as exc:
                 return exc
             answers.update({c.message_id: d for c, d in zip(group, decisions, strict=True)})
         return answers
 
     async def _apply_policies(self, claims: Sequence[Claim], context: RoundContext,
-                              now: datetime) -> dict[str, Transition]:
+                              now: datetime, early: asyncio.Task[_Answers] | None = None,
+                              ) -> dict[str, Transition]:
         """The transitions of claims a policy stops; the others are sent. Frequency caps are
         counted and reserved in one transaction shared with every replica (caps.py)."""
-        consent = await self._consent_of(claims)
+        consent = await self._consent_of(claims, early)
         if not caps.capped(claims, context):
             return caps.decide_policies(None, claims, context, consent, now)
         return await self.transactions.run(

@@ -9,13 +9,21 @@ or a slow provider holds only its own round's messages. At most ``rounds``
 rounds never hold one message, as two replicas never do), and their provider calls share the
 CJO_DELIVERY_CONCURRENCY slots. A burst of wake-ups while every round is under way coalesces
 into one claim when the next round ends.
+
+Messages queued in this process are announced to it with their consent questions
+(:meth:`Sender.expect`): the round that the wake-up starts asks identity about them while it
+claims (send_round.py). Other replicas, woken by the signal alone, ask after their claim.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
 
-from cjo_delivery.service_layer.send_round import SendRound
+from cjo_delivery.domain.messages import Claim, Message
+from cjo_delivery.domain.policies import ConsentQuery
+from cjo_delivery.service_layer.send_round import SendRound, question
 from cjo_platform.logging import get_logger
 from cjo_platform.worker import PollingWorker
 
@@ -32,6 +40,22 @@ class Sender(PollingWorker):
         self.send_round = send_round
         self._rounds = asyncio.Semaphore(send_round.settings.rounds)
         self._under_way: set[asyncio.Task[None]] = set()
+        # Consent questions of messages queued here since the last claim, by workspace.
+        self._expected: dict[str, set[ConsentQuery]] = defaultdict(set)
+
+    def expect(self, workspace_id: str, queued: Sequence[Message]) -> None:
+        """Messages just queued in this process (from any thread, right after their commit,
+        before the wake-up): the next claim asks for their consent early."""
+        loop = self._loop
+        questions = [question(m) for m in queued if m.profile_id and not m.transactional]
+        if loop is not None and questions and not loop.is_closed():
+            loop.call_soon_threadsafe(self._expect, workspace_id, questions)
+
+    def _expect(self, workspace_id: str, questions: list[ConsentQuery]) -> None:
+        # A burst larger than one claim: the claim takes other messages too; ask after it.
+        if sum(map(len, self._expected.values())) + len(questions) \
+                <= self.send_round.settings.batch_size:
+            self._expected[workspace_id].update(questions)
 
     async def run(self) -> None:
         try:
@@ -49,19 +73,25 @@ class Sender(PollingWorker):
         await self._rounds.acquire()
         # Wake-ups that came while every round was under way are answered by this claim.
         self._wake.clear()
+        expected, self._expected = dict(self._expected), defaultdict(set)
         claimed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._round(claimed))
+        task = asyncio.create_task(self._round(claimed, expected))
         self._under_way.add(task)
         task.add_done_callback(self._under_way.discard)
         return await asyncio.shield(claimed) >= self.send_round.settings.batch_size
 
-    async def _round(self, claimed: asyncio.Future[int]) -> None:
-        def on_claimed(count: int) -> None:
+    async def _round(self, claimed: asyncio.Future[int],
+                     expected: dict[str, set[ConsentQuery]]) -> None:
+        def on_claimed(claims: Sequence[Claim]) -> None:
+            # Claimed before its wake-up's round: that round need not ask about them early.
+            for claim in claims:
+                if claim.workspace_id in self._expected:
+                    self._expected[claim.workspace_id].discard(question(claim))
             if not claimed.done():
-                claimed.set_result(count)
+                claimed.set_result(len(claims))
 
         try:
-            await self.send_round.run(on_claimed)
+            await self.send_round.run(on_claimed, expected)
         except Exception as exc:
             if not claimed.done():  # the claim failed: the loop backs off and tries again
                 claimed.set_exception(exc)
