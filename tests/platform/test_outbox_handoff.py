@@ -275,3 +275,76 @@ async def test_a_unit_of_works_rows_are_handed_off_in_one_insert_in_their_order(
     # Handed off (not left for a claim), in one statement, and sent in the order written.
     assert len(inserts) == 1 and "RETURNING" in inserts[0].upper()
     assert got == payloads
+
+
+async def test_a_unit_of_works_topics_cost_one_check_and_one_insert_together(
+        box: Box) -> None:
+    got: dict[str, list[tuple[str, bytes]]] = {"a": [], "b": []}
+
+    def sender(topic: str) -> Any:
+        async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+            got[topic].extend((workspace, r.payload) for r in rows)
+        return send
+
+    checks: list[str] = []
+    inserts: list[str] = []
+
+    @event.listens_for(box.db.engine, "before_cursor_execute")
+    def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
+            inserts.append(statement)
+        elif "outbox.lease_owner !=" in statement:
+            checks.append(statement)
+
+    forwarders = [Forwarder(box.db, box.outbox, topic, sender(topic), poll_interval=60)
+                  for topic in ("a", "b")]
+    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+
+    def work(uow: UnitOfWork) -> None:
+        uow.publish("a", "ws-1", [(b"a1", ""), (b"a2", "")])
+        uow.publish("b", "ws-1", [(b"b1", "")])
+        uow.publish("a", "ws-2", [(b"a3", "")])
+
+    tasks = [asyncio.create_task(f.run()) for f in forwarders]
+    try:
+        await eventually(lambda: all(f._running for f in forwarders))
+        await transactions.run(work)
+        await eventually(lambda: len(got["a"]) == 3 and len(got["b"]) == 1)
+    finally:
+        await stop(*tasks)
+    # Both topics handed off, by one check and one insert for the whole unit of work.
+    assert len(checks) == 1 and len(inserts) == 1 and "RETURNING" in inserts[0].upper()
+    assert got == {"a": [("ws-1", b"a1"), ("ws-1", b"a2"), ("ws-2", b"a3")],
+                   "b": [("ws-1", b"b1")]}
+
+
+async def test_a_topic_with_a_row_waiting_for_a_claim_is_not_handed_off_with_the_others(
+        box: Box) -> None:
+    got: dict[str, list[bytes]] = {"a": [], "b": []}
+
+    def sender(topic: str) -> Any:
+        async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+            got[topic].extend(r.payload for r in rows)
+        return send
+
+    forwarders = {topic: Forwarder(box.db, box.outbox, topic, sender(topic), poll_interval=60)
+                  for topic in ("a", "b")}
+    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+    tasks = [asyncio.create_task(f.run()) for f in forwarders.values()]
+    try:
+        await eventually(lambda: all(f._running for f in forwarders.values()))
+        # A row of "a" written without a hand-off (as another replica's would be) waits for a
+        # claim; "a"'s rows of the unit of work must go after it, "b"'s need not wait.
+        with box.db.transaction() as session:
+            box.outbox.add(session, "a", "ws", [(b"older", "")])
+
+        def work(uow: UnitOfWork) -> None:
+            uow.publish("a", "ws", [(b"a1", "")])
+            uow.publish("b", "ws", [(b"b1", "")])
+
+        await transactions.run(work)
+        # "a"'s new row was left for the claim that follows its wake-up, behind the older.
+        await eventually(lambda: got["b"] == [b"b1"] and len(got["a"]) == 2)
+        assert got["a"] == [b"older", b"a1"]
+    finally:
+        await stop(*tasks)

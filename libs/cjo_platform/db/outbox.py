@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock
@@ -87,6 +88,10 @@ def define_outbox(metadata: MetaData) -> Table:
     )
 
 
+Publication = tuple[str, str, Sequence[tuple[bytes, str]]]
+"""Rows a unit of work publishes: (topic, workspace_id, [(payload, traceparent), ...])."""
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     id: int
@@ -103,10 +108,11 @@ class OutboxRow:
 class Outbox:
     """Writes rows inside a caller's transaction; :class:`Forwarder` drains them.
 
-    :meth:`stage` (what a unit of work calls) hands the rows straight to this process's running
-    forwarder of their topic when that keeps their order: they are inserted already leased to
-    it, and once the transaction committed the forwarder sends them from memory, with no claim
-    transaction (see :class:`Forwarder`, "Hand-off")."""
+    :meth:`stage` (what a unit of work calls as it commits, for all its topics at once) hands
+    the rows straight to this process's running forwarder of their topic when that keeps their
+    order: they are inserted already leased to it, and once the transaction committed the
+    forwarder sends them from memory, with no claim transaction (see :class:`Forwarder`,
+    "Hand-off")."""
 
     def __init__(self, table: Table, clock: Clock, dead_letters: DeadLetters | None = None,
                  ) -> None:
@@ -124,10 +130,7 @@ class Outbox:
         # has no cache key at all, so it was compiled anew at every hand-off (~0.5 ms of
         # the ~0.6 ms a one-row hand-off's insert cost on SQLite).
         c = table.c
-        self._foreign = select(c.id).where(
-            c.topic == bindparam("topic"),
-            or_(c.lease_owner.is_(None), c.lease_owner != bindparam("owner"),
-                c.lease_until.is_(None), c.lease_until <= bindparam("now"))).limit(1)
+        self._foreign_rows: dict[int, Executable] = {}
         # SQLite: executemany with RETURNING goes as one multi-row INSERT ("insertmanyvalues")
         # unless asked for RETURNING in parameter order, which it would send one per row.
         self._insert_ids = insert(table).returning(c.id)
@@ -136,56 +139,99 @@ class Outbox:
     def add(self, session: Session, topic: str, workspace_id: str,
             payloads: Sequence[tuple[bytes, str]]) -> None:
         """Queue (payload, traceparent) pairs; they are sent after the transaction commits."""
-        if not payloads:
+        self._add_rows(session, [(topic, workspace_id, payload, traceparent)
+                                 for payload, traceparent in payloads])
+
+    def _add_rows(self, session: Session, rows: Sequence[tuple[str, str, bytes, str]],
+                  now: datetime | None = None) -> None:
+        """Insert (topic, workspace_id, payload, traceparent) rows, unleased, in one go."""
+        if not rows:
             return
-        now = self.clock.now()
-        # Ids follow the order of ``payloads``, which is the order the forwarder sends them in.
+        now = now or self.clock.now()
+        # Ids follow the order of ``rows``, which is the order the forwarder sends them in.
         bulk_insert(session, self.table, [
             {"topic": topic, "workspace_id": workspace_id, "payload": payload,
              "traceparent": traceparent, "create_time": now}
-            for payload, traceparent in payloads
+            for topic, workspace_id, payload, traceparent in rows
         ])
 
-    def stage(self, session: Session, topic: str, workspace_id: str,
-              payloads: Sequence[tuple[bytes, str]]) -> Staged | None:
-        """:meth:`add`, handing the rows to this process's forwarder of ``topic`` when it runs
-        and every row of the topic in the outbox is one it holds (so none of them is older than
-        these and waiting for a claim). The caller must then call the returned
-        :meth:`Staged.committed` once the transaction committed, or :meth:`Staged.rolled_back`
-        if it did not; ``None``: the rows wait for a claim as :meth:`add` leaves them (call
-        :meth:`notifier` (topic) after commit)."""
-        taker = self._takers.get(topic)
-        ticket = (taker._ticket() if taker is not None and payloads
-                  and len(payloads) <= self._handoff_rows(session, taker) else None)
-        if taker is None or ticket is None:
-            self.add(session, topic, workspace_id, payloads)
-            return None
+    def stage(self, session: Session, batches: Sequence[Publication]
+              ) -> list[tuple[str, Staged | None]]:
+        """:meth:`add` the rows of every ``(topic, workspace_id, payloads)``, handing a topic's
+        rows to this process's forwarder of it when that forwarder runs and every row of the
+        topic in the outbox is one it holds (so none of them is older than these and waiting
+        for a claim). Returns, per topic in ``batches``, its :class:`Staged` rows, whose
+        :meth:`Staged.committed` the caller must call once the transaction committed (or
+        :meth:`Staged.rolled_back` if it did not), or ``None``: its rows wait for a claim as
+        :meth:`add` leaves them (call :meth:`notifier` (topic) after commit).
+
+        One unit of work's topics cost two statements in all, however many there are: one
+        check for foreign rows and one ``INSERT`` of the handed-off rows (each topic's rows
+        in their order: ids increase in ``VALUES`` order)."""
+        by_topic: dict[str, list[tuple[str, bytes, str]]] = {}
+        for topic, workspace_id, payloads in batches:
+            by_topic.setdefault(topic, []).extend(
+                (workspace_id, payload, traceparent) for payload, traceparent in payloads)
         now = _utc(self.clock.now())
-        owner = taker.owner
-        # After the producer's own locks (identity's profile lock): a row of this topic that
-        # is not in this forwarder's hands (unleased, another replica's, held for a retry,
-        # or a lease that ran out) may be older than ours, so ours must wait behind it.
-        foreign = session.execute(self._foreign,
-                                  {"topic": topic, "owner": owner, "now": now}).first()
-        if foreign is not None:
-            self.add(session, topic, workspace_id, payloads)
-            return None
-        until = now + taker.lease
-        values = [{"topic": topic, "workspace_id": workspace_id, "payload": payload,
-                   "traceparent": traceparent, "create_time": now, "lease_owner": owner,
-                   "lease_until": until}
-                  for payload, traceparent in payloads]
+        # A topic's rows go to its forwarder all or none: rows handed off ahead of the topic's
+        # rows left for a claim would overtake them.
+        handing: list[tuple[str, Forwarder, int]] = []
+        for topic, rows in by_topic.items():
+            taker = self._takers.get(topic)
+            ticket = (taker._ticket() if taker is not None and rows
+                      and len(rows) <= self._handoff_rows(session, taker) else None)
+            if taker is not None and ticket is not None:
+                handing.append((topic, taker, ticket))
+        if handing:
+            # After the producer's own locks (identity's profile lock): a row of the topic that
+            # is not in its forwarder's hands (unleased, another replica's, held for a retry,
+            # or a lease that ran out) may be older than ours, so ours must wait behind it.
+            params: dict[str, Any] = {"now": now}
+            for n, (topic, taker, _) in enumerate(handing):
+                params[f"topic_{n}"], params[f"owner_{n}"] = topic, taker.owner
+            foreign = session.execute(self._foreign(len(handing)), params).one()
+            handing = [h for h, found in zip(handing, foreign, strict=True) if found is None]
+        handed = {topic for topic, _, _ in handing}
+        self._add_rows(session, [(topic, *row) for topic, rows in by_topic.items()
+                                 if topic not in handed for row in rows])
+        outcome: dict[str, Staged | None] = dict.fromkeys(by_topic)
+        if not handing:
+            return list(outcome.items())
+        values = []
+        for topic, taker, _ in handing:
+            until = now + taker.lease
+            values += [{"topic": topic, "workspace_id": workspace_id, "payload": payload,
+                        "traceparent": traceparent, "create_time": now,
+                        "lease_owner": taker.owner, "lease_until": until}
+                       for workspace_id, payload, traceparent in by_topic[topic]]
         if session.get_bind().dialect.name == "sqlite":
             # Its rows get increasing ids in VALUES order (the writer holds SQLite's write
             # lock: each new row takes the largest id + 1), whatever order RETURNING lists
             # them in.
-            ids = sorted(session.execute(self._insert_ids, values).scalars())
+            ids = iter(sorted(session.execute(self._insert_ids, values).scalars()))
         else:
-            ids = list(session.execute(self._insert_ids_in_order, values).scalars())
-        rows = [OutboxRow(row_id, topic, workspace_id, payload, traceparent, now)
-                for row_id, (payload, traceparent) in zip(ids, payloads, strict=True)]
-        taker._reserve(rows)
-        return Staged(taker, ticket, rows, until)
+            ids = iter(session.execute(self._insert_ids_in_order, values).scalars())
+        for topic, taker, ticket in handing:
+            handed_rows = [OutboxRow(next(ids), topic, workspace_id, payload, traceparent, now)
+                           for workspace_id, payload, traceparent in by_topic[topic]]
+            taker._reserve(handed_rows)
+            outcome[topic] = Staged(taker, ticket, handed_rows, now + taker.lease)
+        return list(outcome.items())
+
+    def _foreign(self, topics: int) -> Executable:
+        """Per topic (``topic_<n>`` and its forwarder ``owner_<n>``), a row of it not in that
+        forwarder's hands, or NULL: one statement for all, built once per number of topics."""
+        found = self._foreign_rows.get(topics)
+        if found is None:
+            c = self.table.c
+            found = self._foreign_rows[topics] = select(*(
+                select(c.id).where(
+                    c.topic == bindparam(f"topic_{n}"),
+                    or_(c.lease_owner.is_(None), c.lease_owner != bindparam(f"owner_{n}"),
+                        c.lease_until.is_(None), c.lease_until <= bindparam("now")))
+                .limit(1).scalar_subquery()
+                for n in range(topics)))
+        return found
 
     @staticmethod
     def _handoff_rows(session: Session, taker: Forwarder) -> int:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from cjo_platform.clock import Clock
 from cjo_platform.db.engine import Database
 from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.db.outbox import Outbox
+from cjo_platform.db.outbox import Outbox, Publication
 from cjo_platform.db.retry import lost_race
 from cjo_platform.logging import get_logger
 
@@ -47,10 +47,15 @@ class UnitOfWork:
     outbox rows in the same transaction; :meth:`after_commit` runs a callback (a wake-up) only
     once the transaction committed, never for an attempt that was rolled back."""
 
-    def __init__(self, session: Session, clock: Clock, outbox: Outbox | None) -> None:
+    def __init__(self, session: Session, clock: Clock, outbox: Outbox | None, *,
+                 gather: bool = False) -> None:
         self.session = session
         self.clock = clock
         self._outbox = outbox
+        # With ``gather``, published rows are written by :meth:`flush` (which the owner of the
+        # transaction calls before commit), all topics together; otherwise at once.
+        self._gather = gather
+        self._published: list[Publication] = []
         # Ordered and without repeats (every publish registers the same wake-up), in O(1).
         self._after_commit: dict[Callable[[], None], None] = {}
         self._on_rollback: list[Callable[[], None]] = []
@@ -61,18 +66,29 @@ class UnitOfWork:
     def publish(self, topic: str, workspace_id: str,
                 payloads: Sequence[tuple[bytes, str]]) -> None:
         """Queue ``(payload, traceparent)`` rows for ``topic``'s forwarder; it wakes once the
-        transaction committed."""
+        transaction committed. Written in this transaction, at once or (``gather``) when the
+        unit of work is flushed before commit: one check and one insert for all its topics."""
         if not payloads:
             return
         if self._outbox is None:
             raise RuntimeError("this service has no outbox")
-        staged = self._outbox.stage(self.session, topic, workspace_id, payloads)
-        if staged is None:
-            self.after_commit(self._outbox.notifier(topic))
-        else:
-            # Handed to the forwarder once committed; given back if this attempt rolls back.
-            self.after_commit(staged.committed)
-            self._on_rollback.append(staged.rolled_back)
+        self._published.append((topic, workspace_id, payloads))
+        if not self._gather:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows published since the last flush (see :meth:`publish`)."""
+        published, self._published = self._published, []
+        if not published or self._outbox is None:
+            return
+        for topic, staged in self._outbox.stage(self.session, published):
+            if staged is None:
+                self.after_commit(self._outbox.notifier(topic))
+            else:
+                # Handed to the forwarder once committed; given back if this attempt rolls
+                # back.
+                self.after_commit(staged.committed)
+                self._on_rollback.append(staged.rolled_back)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.setdefault(callback)
@@ -116,8 +132,9 @@ class Transactions:
             try:
                 try:
                     with self.db.transaction() as session:
-                        uow = UnitOfWork(session, self.clock, self.outbox)
+                        uow = UnitOfWork(session, self.clock, self.outbox, gather=True)
                         result = work(uow)
+                        uow.flush()
                 except BaseException:
                     if uow is not None:
                         uow._rolled_back()
