@@ -6,7 +6,7 @@ the current memberships, then bulk writes."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
@@ -341,7 +341,9 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
             removed: Iterable[str], settings: IdentitySettings, now: datetime,
             only: Sequence[Segment] | None = None,
             before: Mapping[str, tuple[Golden, Mapping[str, Any]]] | None = None,
-            stored: Mapping[str, dict[str, Any]] | None = None) -> list[Transition]:
+            stored: Mapping[str, dict[str, Any]] | None = None,
+            computed_out: dict[str, dict[str, Any]] | None = None,
+            fresh: Set[str] = frozenset()) -> list[Transition]:
     """Recompute computed traits and memberships of the profiles in ``golden``; drop the
     memberships of ``removed`` profiles (merged away or erased). Returns who entered or left.
 
@@ -351,7 +353,11 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
     membership is a function of exactly those inputs.
 
     ``stored``: evaluate with these (stored) computed traits instead of recomputing them (a
-    segment's backfill: ingest and the time worker keep computed traits current)."""
+    segment's backfill: ingest and the time worker keep computed traits current).
+
+    ``computed_out``: filled with the computed traits of the profiles in ``golden`` as stored
+    after the refresh (when they were recomputed, not ``stored``). ``fresh``: profiles created
+    in this transaction (no memberships to read)."""
     before = before or {}
     removed = sorted(set(removed))
     for chunk in chunks(removed, IN_LIST_KEYS):
@@ -361,8 +367,10 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
     if not golden:
         return []
     if stored is not None:
-        return _evaluate(session, workspace_id, golden, dict(stored), before, only, now)
+        return _evaluate(session, workspace_id, golden, dict(stored), before, only, now, fresh)
     computed, due = computed_values(session, workspace_id, golden, settings, now)
+    if computed_out is not None:
+        computed_out.update(computed)
     # Written when they differ from the stored ones; a new profile's (or a scanned one's,
     # ``before`` unknown) only when there are some, so a workspace without computed traits
     # writes nothing here.
@@ -379,13 +387,14 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
     if settings.computed_traits:
         _store_due(session, workspace_id,
                    {p: due[p] for p in set(golden) - {p for p, _ in stale}})
-    return _evaluate(session, workspace_id, golden, computed, before, only, now)
+    return _evaluate(session, workspace_id, golden, computed, before, only, now, fresh)
 
 
 def _evaluate(session: Session, workspace_id: str, golden: Mapping[str, Golden],
               computed: Mapping[str, Mapping[str, Any]],
               before: Mapping[str, tuple[Golden, Mapping[str, Any]]],
-              only: Sequence[Segment] | None, now: datetime) -> list[Transition]:
+              only: Sequence[Segment] | None, now: datetime,
+              fresh: Set[str] = frozenset()) -> list[Transition]:
     """Memberships of the profiles whose record or computed traits changed: who entered or
     left (the conditions' errors recorded on their segments)."""
     all_segments = [s for s in (only if only is not None
@@ -394,7 +403,7 @@ def _evaluate(session: Session, workspace_id: str, golden: Mapping[str, Golden],
         return []
     changed = [p for p in sorted(golden) if p not in before
                or before[p][0] != golden[p] or before[p][1] != computed[p]]
-    held = memberships(session, workspace_id, changed)
+    held = memberships(session, workspace_id, [p for p in changed if p not in fresh])
     transitions: list[Transition] = []
     health = {s.segment_id: Health(held=s.consecutive_errors) for s in all_segments}
     programs: dict[str, Expression] = {}

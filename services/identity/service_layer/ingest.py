@@ -9,16 +9,18 @@ that carry the survivor's id, and every write of the batch commits together or n
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from cjo_identity.adapters import profiles, segments
 from cjo_identity.adapters.outbox_payloads import (
     EVENTS_TOPIC,
+    ProfileState,
     conversion_fact,
     forwarded_event,
     merge_event,
@@ -219,15 +221,19 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     now = uow.now()
     plan = _resolve_and_store(session, workspace_id, valid, now, settings, lock_first)
     merged = {m.merged_profile_id for m in plan.graph.merges}
+    computed: dict[str, dict[str, Any]] = {}
     transitions = segments.refresh(
         session, workspace_id, {p: g for p, g in plan.golden.items() if p not in merged},
-        merged, settings, now, before=plan.before)
+        merged, settings, now, before=plan.before, computed_out=computed,
+        fresh=plan.new_profiles)
     # Journeys' conditions on these events read the profile's computed traits and segments
-    # as this batch left them.
-    states = segments.profile_states(
-        session, workspace_id, {a.profile_id for a in plan.accepted}
-        | {t.profile_id for t in transitions}
-        | {m.survivor_profile_id for m in plan.graph.merges})
+    # as this batch left them: the batch's new profiles' as it wrote them, the others' read.
+    states: dict[str, ProfileState] = _new_profile_states(plan, computed, transitions)
+    states.update(segments.profile_states(
+        session, workspace_id, ({a.profile_id for a in plan.accepted}
+                                | {t.profile_id for t in transitions}
+                                | {m.survivor_profile_id for m in plan.graph.merges})
+        - set(states)))
     traces.follow(plan.accepted)
     # Merges first: the batch's events (and all later ones) carry the survivor's id, and must
     # find the merged profile's enrollments (and, in decisioning, its decisions) moved to it.
@@ -256,6 +262,32 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
           for a, c in conversions_of(plan.accepted, settings))])
     applied = iter(plan.outcomes)
     return Applied([o if o is not None else next(applied) for o in outcomes], plan)
+
+
+def _new_profile_states(plan: BatchPlan, computed: Mapping[str, dict[str, Any]],
+                        transitions: Sequence[segments.Transition]) -> dict[str, ProfileState]:
+    """What :func:`~cjo_identity.adapters.segments.profile_states` would read back for the
+    profiles this batch created, from what it wrote: their computed traits, the segments they
+    entered (a new profile had none) and their identifiers (all new, linked now: by type and
+    value). A profile the graph also moved identifiers to, merged, absorbed or refolded is
+    left out (read back)."""
+    graph = plan.graph
+    entangled = ({m.merged_profile_id for m in graph.merges}
+                 | {m.survivor_profile_id for m in graph.merges}
+                 | {o.profile_id for o in graph.moved_identifiers.values()}
+                 | set(graph.absorbed) | set(graph.absorbed.values()) | graph.refold)
+    new = {p for p in plan.new_profiles - entangled if p in computed}
+    if not new:
+        return {}
+    linked: dict[str, list[tuple[str, str]]] = {p: [] for p in new}
+    for item, owner in sorted(graph.new_identifiers.items()):
+        if owner.profile_id in linked:
+            linked[owner.profile_id].append((item.type, item.value))
+    entered: dict[str, list[str]] = {p: [] for p in new}
+    for t in transitions:
+        if t.entered and t.profile_id in entered:
+            entered[t.profile_id].append(t.segment.segment_id)
+    return {p: (dict(computed[p]), sorted(entered[p]), linked[p]) for p in new}
 
 
 class _Traces:

@@ -1,0 +1,130 @@
+"""A new person's first event travels with the profile as its batch wrote it (computed traits,
+segments, identifiers), without reading the new profile back: what orchestration receives is
+what the database holds, on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from identity_support import START
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
+
+from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
+from cjo_identity.adapters import segments as stored_segments
+from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC
+from cjo_identity.adapters.tables import metadata, outbox, request_log
+from cjo_identity.domain.computed import Aggregation, ComputedTrait
+from cjo_identity.domain.events import EventType, parse_event
+from cjo_identity.domain.ingest import Outcome
+from cjo_identity.domain.settings import IdentitySettings
+from cjo_identity.service_layer import ingest, segments
+from cjo_platform.clock import ManualClock
+from cjo_platform.db import Database
+from cjo_platform.db.idempotency import RequestLog
+from cjo_platform.db.outbox import Outbox
+from cjo_platform.db.unit_of_work import Transactions
+from support import PG_URL, Backend
+
+WS = "acme"
+SETTINGS = IdentitySettings(computed_traits=(
+    ComputedTrait("orders", Aggregation.COUNT, "order_completed"),
+    ComputedTrait("spent", Aggregation.SUM, "order_completed", "total"),
+    ComputedTrait("last_order", Aggregation.LAST_TIME, "order_completed"),
+))
+# What reads a profile's state back (segments.profile_states) and nothing else sends.
+READ_BACK = ("SELECT identifiers.profile_id, identifiers.type",
+             "SELECT profiles.profile_id, profiles.computed",
+             "SELECT segment_members.profile_id, segment_members.segment_id")
+
+
+@pytest.fixture
+def tx(backend: Backend) -> Iterator[Transactions]:
+    if backend.kind == "postgresql":
+        db = Database(PG_URL, schema=backend.schema_prefix + "identity")
+        db.create_schema()
+    else:
+        backend.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(f"sqlite:///{backend.data_dir}/identity.db")
+    metadata.create_all(db.engine)
+    clock = ManualClock(START)
+    try:
+        yield Transactions(db, clock, Outbox(outbox, clock), RequestLog(request_log, clock))
+    finally:
+        if backend.kind == "postgresql":
+            db.drop_schema()
+        db.engine.dispose()
+
+
+def order(message_id: str, *identifiers: tuple[str, str], total: float,
+          traits: dict[str, Any] | None = None) -> Any:
+    return parse_event(message_id=message_id, event_type=EventType.TRACK, name="order_completed",
+                       identifiers=identifiers, properties={"total": total},
+                       traits=traits or {}, timestamp=START - timedelta(minutes=1),
+                       source="web", now=START)
+
+
+def forwarded(tx: Transactions) -> dict[str, orchestration_pb.ForwardedEvent]:
+    payloads = tx.run_sync(lambda uow: list(uow.session.execute(
+        select(outbox.c.payload).where(outbox.c.topic == EVENTS_TOPIC).order_by(outbox.c.id))
+        .scalars()))
+    found = [orchestration_pb.ForwardedEvent.FromString(p) for p in payloads]
+    return {f.event.message_id: f for f in found if f.event.message_id}
+
+
+def as_stored(tx: Transactions, profile_id: str) -> tuple[dict[str, Any], list[str],
+                                                          list[tuple[str, str]]]:
+    states = tx.run_sync(lambda uow: stored_segments.profile_states(
+        uow.session, WS, [profile_id]))
+    return states[profile_id]
+
+
+def state_of(message: orchestration_pb.ForwardedEvent) -> tuple[dict[str, Any], list[str],
+                                                                 list[tuple[str, str]]]:
+    return (dict(message.computed_traits),
+            [s.removeprefix("segments/") for s in message.segments],
+            [(i.type, i.value) for i in message.identifiers])
+
+
+async def test_a_new_profile_is_forwarded_as_written_without_reading_it_back(
+        tx: Transactions) -> None:
+    await tx.run(lambda uow: segments.create_segment(
+        uow, WS, "pros", "Pros", 'traits.plan == "pro"'))
+    await tx.run(lambda uow: segments.create_segment(
+        uow, WS, "buyers", "Buyers", "computed.orders >= 1"))
+    statements: list[str] = []
+
+    def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    sa_event.listen(tx.db.engine, "before_cursor_execute", executed)
+    try:
+        outcomes = await ingest.ingest_events(tx, WS, [
+            order("m1", ("user_id", "u1"), ("email", "zoe@example.com"),
+                  ("anonymous_id", "a1"), total=12.5, traits={"plan": "pro"}),
+            order("m2", ("user_id", "u2"), total=3.0)], SETTINGS, "")
+    finally:
+        sa_event.remove(tx.db.engine, "before_cursor_execute", executed)
+    assert all(isinstance(o, Outcome) for o in outcomes), outcomes
+    assert not [s for s in statements if s.startswith(READ_BACK)], statements
+    sent = forwarded(tx)
+    zoe, other = (o.profile_id for o in outcomes if isinstance(o, Outcome))
+    assert state_of(sent["m1"]) == as_stored(tx, zoe)
+    assert state_of(sent["m2"]) == as_stored(tx, other)
+    computed, member_of, linked = state_of(sent["m1"])
+    assert (computed["orders"], computed["spent"], member_of) == (1, 12.5, ["buyers", "pros"])
+    assert sorted(linked) == [("anonymous_id", "a1"), ("email", "zoe@example.com"),
+                              ("user_id", "u1")]
+
+    # An existing profile's state is read back, and forwarded as stored.
+    [again] = await ingest.ingest_events(
+        tx, WS, [order("m3", ("user_id", "u2"), total=4.5, traits={"plan": "pro"})],
+        SETTINGS, "")
+    assert isinstance(again, Outcome) and again.profile_id == other
+    later = forwarded(tx)["m3"]
+    assert state_of(later) == as_stored(tx, other)
+    assert state_of(later)[:2] == ({"orders": 2, "spent": 7.5,
+                                    "last_order": computed["last_order"]}, ["buyers", "pros"])
