@@ -1,6 +1,6 @@
 """A new person's first event travels with the profile as its batch wrote it (computed traits,
 segments, identifiers), without reading the new profile back: what orchestration receives is
-what the database holds, on both backends."""
+what the database holds, on both backends. Its identifiers are looked up once (erased, owned)."""
 
 from __future__ import annotations
 
@@ -110,6 +110,9 @@ async def test_a_new_profile_is_forwarded_as_written_without_reading_it_back(
         sa_event.remove(tx.db.engine, "before_cursor_execute", executed)
     assert all(isinstance(o, Outcome) for o in outcomes), outcomes
     assert not [s for s in statements if s.startswith(READ_BACK)], statements
+    # The erased identifiers and the identifiers' owners are looked up in one statement.
+    lookups = [s for s in statements if "erased_identifiers" in s or "FROM identifiers AS t" in s]
+    assert len(lookups) == 1 and "UNION ALL" in lookups[0], lookups
     sent = forwarded(tx)
     zoe, other = (o.profile_id for o in outcomes if isinstance(o, Outcome))
     assert state_of(sent["m1"]) == as_stored(tx, zoe)

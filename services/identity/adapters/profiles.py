@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import (
     Row,
     String,
-    Table,
     and_,
     bindparam,
     delete,
@@ -104,9 +103,10 @@ def _owner(row: AnyRow) -> Owner:
     return Owner(row.profile_id, row.cluster_id)
 
 
-def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
-                         wanted: set[Identifier], columns: tuple[str, ...]) -> list[AnyRow]:
-    """Rows of ``table`` (keyed by workspace_id, type, value) for the wanted identifiers, each
+def _keyed_by_identifier(session: Session, lookup: Callable[[str], Executable],
+                         workspace_id: str, wanted: set[Identifier]) -> list[AnyRow]:
+    """Rows of a table keyed by (workspace_id, type, value) for the wanted identifiers, by the
+    statement ``lookup`` builds for the session's dialect (``_owners_lookup`` and the like), each
     found by one probe of the primary key, so the cost follows the batch, not the workspace.
 
     The obvious "type = t AND value IN (...) OR ..." is planned as a scan of the workspace's
@@ -116,48 +116,80 @@ def _keyed_by_identifier(session: Session, table: Table, workspace_id: str,
     lateral join over the (type, value) arrays, whose OFFSET 0 keeps the planner from
     flattening it into a hash join over the workspace; SQLite a CROSS JOIN (which fixes the
     join order) of the (type, value) pairs, one JSON parameter, with the table. Both
-    statements are built once (see :func:`_identifier_lookup`)."""
+    statements are built once."""
     found: list[AnyRow] = []
     dialect = session.get_bind().dialect.name
-    lookup = _identifier_lookup(dialect, table, columns)
+    statement = lookup(dialect)
     for chunk in chunks(sorted(wanted), IN_LIST_KEYS):
         params: dict[str, Any]
         if dialect == "postgresql":
             params = {"types": [i.type for i in chunk], "values": [i.value for i in chunk]}
         else:
             params = {"pairs": json.dumps([[i.type, i.value] for i in chunk])}
-        found.extend(session.execute(lookup, {"workspace_id": workspace_id, **params}))
+        found.extend(session.execute(statement, {"workspace_id": workspace_id, **params}))
     return found
 
 
+# The statements of _keyed_by_identifier, built once per dialect: every value is a bound
+# parameter, so each execution finds its compiled form by a cache key computed once, instead
+# of building a new statement (and its key) per batch, which cost more than the look-up itself
+# for a batch of a few events.
+
 @cache
-def _identifier_lookup(dialect: str, table: Table, columns: tuple[str, ...]
-                       ) -> Executable:
-    """The statement of :func:`_keyed_by_identifier`, built once per table and dialect: every
-    value is a bound parameter, so each execution finds its compiled form by a cache key
-    computed once, instead of building a new statement (and its key) per batch, which cost
-    more than the look-up itself for a batch of a few events."""
-    picked = ", ".join(f"t.{c}" for c in columns)
+def _owners_lookup(dialect: str) -> Executable:
+    return _lookup_text(dialect, _lookup_sql(
+        dialect, identifiers.name, "t.type, t.value, t.profile_id, t.cluster_id"))
+
+
+def _lookup_sql(dialect: str, table: str, picked: str) -> str:
     if dialect == "postgresql":
-        return text(
-            f"SELECT x.* FROM unnest(CAST(:types AS text[]), CAST(:values AS text[])) "
-            f"AS k(type, value) CROSS JOIN LATERAL (SELECT {picked} FROM {table.name} AS t "
-            f"WHERE t.workspace_id = :workspace_id AND t.type = k.type AND t.value = k.value "
-            f"OFFSET 0) AS x").bindparams(bindparam("types", type_=ARRAY(String)),
-                                          bindparam("values", type_=ARRAY(String)))
+        return (f"SELECT x.* FROM unnest(CAST(:types AS text[]), CAST(:values AS text[])) "
+                f"AS k(type, value) CROSS JOIN LATERAL (SELECT {picked} FROM {table} AS t "
+                f"WHERE t.workspace_id = :workspace_id AND t.type = k.type "
+                f"AND t.value = k.value OFFSET 0) AS x")
     # The pairs as one JSON array parameter, not an IN list of one parameter each: the
     # statement is then the same for any batch (compiled once, not expanded per value), and
     # SQLite probes the primary key once per pair (json_each is the outer loop).
-    return text(
-        f"SELECT {picked} FROM json_each(:pairs) AS k CROSS JOIN {table.name} AS t "
-        f"WHERE t.workspace_id = :workspace_id AND t.type = json_extract(k.value, '$[0]') "
-        f"AND t.value = json_extract(k.value, '$[1]')")
+    return (f"SELECT {picked} FROM json_each(:pairs) AS k CROSS JOIN {table} AS t "
+            f"WHERE t.workspace_id = :workspace_id AND t.type = json_extract(k.value, '$[0]') "
+            f"AND t.value = json_extract(k.value, '$[1]')")
+
+
+def _lookup_text(dialect: str, sql: str) -> Executable:
+    if dialect == "postgresql":
+        return text(sql).bindparams(bindparam("types", type_=ARRAY(String)),
+                                    bindparam("values", type_=ARRAY(String)))
+    return text(sql)
+
+
+@cache
+def _erased_and_owners_lookup(dialect: str) -> Executable:
+    """The erased identifiers and the owners of the wanted ones in one statement (UNION
+    ALL), built once."""
+    return _lookup_text(dialect, " UNION ALL ".join((
+        _lookup_sql(dialect, erased_identifiers.name,
+                    "'erased' AS kind, t.type, t.value, NULL AS profile_id, NULL AS cluster_id"),
+        _lookup_sql(dialect, identifiers.name,
+                    "'owner' AS kind, t.type, t.value, t.profile_id, t.cluster_id"))))
+
+
+def erased_and_owners(session: Session, workspace_id: str, wanted: set[Identifier]
+                      ) -> tuple[set[Identifier], dict[Identifier, Owner]]:
+    """Which of ``wanted`` were erased (they never identify anyone again), and the owners
+    of those that have one: read together, one statement for the two look-ups."""
+    erased: set[Identifier] = set()
+    found: dict[Identifier, Owner] = {}
+    for row in _keyed_by_identifier(session, _erased_and_owners_lookup, workspace_id, wanted):
+        if row.kind == "erased":
+            erased.add(Identifier(row.type, row.value))
+        else:
+            found[Identifier(row.type, row.value)] = Owner(row.profile_id, row.cluster_id)
+    return erased, found
 
 
 def owners(session: Session, workspace_id: str, wanted: set[Identifier]
            ) -> dict[Identifier, Owner]:
-    rows = _keyed_by_identifier(session, identifiers, workspace_id, wanted,
-                                ("type", "value", "profile_id", "cluster_id"))
+    rows = _keyed_by_identifier(session, _owners_lookup, workspace_id, wanted)
     return {Identifier(kind, value): Owner(profile_id, cluster_id)
             for kind, value, profile_id, cluster_id in rows}
 
@@ -533,13 +565,6 @@ def defer_due(session: Session, workspace_id: str, profile_ids: Sequence[str],
                                one_of(session, profiles.c.profile_id, chunk),
                                profiles.c.recompute_due == lease)
                         .values(recompute_due=until))
-
-
-def erased_among(session: Session, workspace_id: str, wanted: set[Identifier]
-                 ) -> set[Identifier]:
-    rows = _keyed_by_identifier(session, erased_identifiers, workspace_id, wanted,
-                                ("type", "value"))
-    return {Identifier(r.type, r.value) for r in rows}
 
 
 def erase_profile(session: Session, workspace_id: str, profile_id: str, block: bool,

@@ -29,11 +29,13 @@ from cjo_identity.adapters.outbox_payloads import (
 )
 from cjo_identity.domain.events import Event, EventType
 from cjo_identity.domain.graph import Edge
+from cjo_identity.domain.identifiers import Identifier
 from cjo_identity.domain.ingest import (
     Accepted,
     BatchPlan,
     Merge,
     Outcome,
+    Owner,
     batch_edges,
     changed_edges,
     conversions_of,
@@ -192,7 +194,10 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
         check_unchanged(uow, workspace_id, settings, check_settings)
     traces = _Traces(batch, traceparent)
     wanted = {i for event in batch for i in event.identifiers}
-    erased = profiles.erased_among(session, workspace_id, wanted) if wanted else set()
+    # The identifiers' owners too, in the same statement: resolution needs those of the
+    # batch's (unerased) identifiers.
+    erased, owners = (profiles.erased_and_owners(session, workspace_id, wanted) if wanted
+                      else (set(), {}))
     # Events that name their profile go to it, or to the profile it was merged into.
     named = {event.profile_id for event in batch if event.profile_id}
     resolved = profiles.resolve_profile_ids(session, workspace_id, named) if named else {}
@@ -219,7 +224,8 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     if not valid:
         return Applied([o for o in outcomes if o is not None], None)
     now = uow.now()
-    plan = _resolve_and_store(session, workspace_id, valid, now, settings, lock_first)
+    plan = _resolve_and_store(session, workspace_id, valid, now, settings, lock_first,
+                              read=(wanted, owners))
     merged = {m.merged_profile_id for m in plan.graph.merges}
     computed: dict[str, dict[str, Any]] = {}
     transitions = segments.refresh(
@@ -325,7 +331,9 @@ class _Traces:
 
 def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Event],
                        now: datetime, settings: IdentitySettings,
-                       lock_first: frozenset[str] = frozenset()) -> BatchPlan:
+                       lock_first: frozenset[str] = frozenset(),
+                       read: tuple[set[Identifier], dict[Identifier, Owner]] = (set(), {}),
+                       ) -> BatchPlan:
     """Dedupe, resolve, merge and fold the (resolvable) events, and store the result.
 
     Reads what the batch touches (a fixed number of queries whatever its size), locks the
@@ -337,14 +345,19 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
     needs are only known once its owners are locked; when one of them has an id below a
     profile already locked, taking it now would break the order, so the batch rolls back
     (releasing every lock) and runs again locking them all in one sorted pass. The time
-    worker's lapses never wait (SKIP LOCKED)."""
+    worker's lapses never wait (SKIP LOCKED).
+
+    ``read``: identifiers whose owners this transaction read already, and those owners."""
     seen = profiles.earlier_outcomes(session, workspace_id, {e.message_id for e in batch})
     fresh = list({e.message_id: e for e in reversed(batch)
                   if e.message_id not in seen}.values())
     # An event that names its profile links nothing: it makes no edge.
     wanted_edges = batch_edges((e for e in fresh if not e.profile_id), settings)
-    owners = profiles.owners(session, workspace_id,
-                             {i for edge in wanted_edges.values() for i in edge.identifiers})
+    needed = {i for edge in wanted_edges.values() for i in edge.identifiers}
+    looked_up, read_owners = read
+    owners = {i: o for i, o in read_owners.items() if i in needed}
+    if needed - looked_up:
+        owners.update(profiles.owners(session, workspace_id, needed - looked_up))
     known = {key: edge for key, (edge, _) in
              profiles.edges_by_key(session, workspace_id, set(wanted_edges)).items()}
     changed = changed_edges(wanted_edges, known)
