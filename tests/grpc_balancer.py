@@ -4,7 +4,10 @@ the service, as a Kubernetes Service gives, that hands each call to the next rep
 It forwards any unary call as raw bytes (metadata and deadline kept, errors passed back with
 their details), and counts, per method, every item id it was sent (``counted``): a forwarder
 that sends one outbox row twice shows here as an id received twice, even though the receiver's
-deduplication hides it from every report.
+deduplication hides it from every report. A call whose caller may not have had the answer (an
+error, the caller's deadline passed or the call cancelled, even after the replica took the
+items) may be sent again, legitimately: :meth:`Balancer.repeated` counts only the sends beyond
+those.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import grpc
 # is the caller's and travels on.
 _HOP_HEADERS = frozenset({"user-agent", "content-type", "te", "grpc-timeout", "grpc-encoding",
                           "grpc-accept-encoding", "accept-encoding"})
+# An answer handed back with less time than this left before the caller's deadline may arrive
+# too late: the call counts as failed (its items may be sent again).
+_ANSWER_MARGIN_SECONDS = 0.5
 _OPTIONS = [("grpc.max_receive_message_length", 32 * 1024 * 1024),
             ("grpc.max_send_message_length", 32 * 1024 * 1024)]
 
@@ -43,6 +49,8 @@ class Balancer(grpc.GenericRpcHandler):
         self.received: dict[str, Counter[str]] = defaultdict(Counter)
         # method -> calls that failed (the caller will send their items again, legitimately).
         self.failed: Counter[str] = Counter()
+        # method -> item id -> how many of the calls that failed carried it.
+        self.unanswered: dict[str, Counter[str]] = defaultdict(Counter)
         self.in_flight = 0
         self.address = ""
 
@@ -58,33 +66,42 @@ class Balancer(grpc.GenericRpcHandler):
     async def forward(self, method: str, request: bytes,
                       context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         ids = self.counted.get(method)
-        if ids is not None:
-            self.received[method].update(ids(request))
+        items = list(ids(request)) if ids is not None else []
+        self.received[method].update(items)
         upstream = next(self._turn)
         self.calls[(upstream, method)] += 1
         metadata = tuple((m.key, m.value) for m in context.invocation_metadata() or ()
                          if not m.key.startswith(":") and m.key not in _HOP_HEADERS)
         self.in_flight += 1
+        answered = False
         try:
             call = self.channels[upstream].unary_unary(method)
             reply: bytes = await call(request, metadata=metadata,
                                       timeout=context.time_remaining())
+            # An answer that comes back at the caller's deadline may not reach it in time.
+            remaining = context.time_remaining()
+            answered = remaining is None or remaining > _ANSWER_MARGIN_SECONDS
             return reply
         except grpc.aio.AioRpcError as exc:
-            self.failed[method] += 1
             trailing = tuple((k, v) for k, v in (exc.trailing_metadata() or ())
                              if not k.startswith(":"))
             await context.abort(exc.code(), exc.details() or "", trailing)
             raise  # abort raises; this line only tells type checkers so
         finally:
+            # An error, or the caller gone (its deadline passed: this call is cancelled).
+            if not answered:
+                self.failed[method] += 1
+                self.unanswered[method].update(items)
             self.in_flight -= 1
 
     def served(self, upstream: int) -> int:
         return sum(n for (u, _), n in self.calls.items() if u == upstream)
 
     def repeated(self, method: str) -> dict[str, int]:
-        """Item ids of ``method`` received more than once, with how often."""
-        return {i: n for i, n in self.received[method].items() if n > 1}
+        """Item ids of ``method`` received more than once, with how often, leaving out the
+        sends that follow a failed call carrying the item (a retry, not a repeat)."""
+        unanswered = self.unanswered[method]
+        return {i: n for i, n in self.received[method].items() if n - unanswered[i] > 1}
 
 
 @asynccontextmanager
