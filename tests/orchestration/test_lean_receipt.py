@@ -26,6 +26,7 @@ from cjo_orchestration.domain.journeys import (
     Node,
     SendAction,
 )
+from cjo_orchestration.domain.lifecycle import PROFILE_MERGED
 from cjo_orchestration.service_layer import events, journeys
 from cjo_orchestration.service_layer.events import EventReceiver, InboxRound
 from cjo_orchestration.service_layer.handoff import Handoff
@@ -84,6 +85,12 @@ def enrolled(tx: Transactions) -> list[tuple[str, str]]:
             select(enrollments.c.journey_id, enrollments.c.profile_id)))
 
 
+def states(tx: Transactions) -> dict[str, str]:
+    with tx.db.transaction() as session:
+        return {r.profile_id: r.state for r in session.execute(
+            select(enrollments.c.profile_id, enrollments.c.state))}
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)
@@ -117,6 +124,21 @@ async def test_a_lone_event_is_stored_processed_and_reads_its_triggers_once(
     # The triggers were read for the first event; the second one found them unchanged.
     assert [s for s in first if "FROM journey_versions" in s]
     assert not [s for s in second if "journey_versions" in s]
+    # No profile was ever retired: the receipt's first statement said so.
+    assert not [s for s in first + second if s.startswith("SELECT retired_profiles")]
+
+
+async def test_a_lone_event_for_a_merged_away_profile_reaches_its_survivor(
+        tx: Transactions) -> None:
+    receiver = receiver_on(tx)
+    await receiver.receive(WS, [forwarded("e1", "ada", "signed_up")])
+    await receiver.receive(WS, [events.ForwardedEvent(
+        "e2", "ada", PROFILE_MERGED, {"merged_profile_id": "ada-old"}, {}, "")])
+    assert states(tx) == {"ada": "active"}
+
+    await receiver.receive(WS, [forwarded("e3", "ada-old", "unsubscribed")])
+    assert states(tx) == {"ada": "exited"}
+    assert inbox_rows(tx) == {"e1": True, "e2": True, "e3": True}
 
 
 async def test_a_lone_events_reads_bind_no_value_a_partial_index_depends_on(

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -65,21 +65,37 @@ _ACTIVE: ColumnElement[str] = literal_column(f"'{EnrollmentState.ACTIVE.value}'"
 INBOX_SOURCE = "inbox:events"
 
 
-# Whether any event is pending (the partial index's first entry), and the workspace's journeys
-# revision, in one round trip: what a receipt checks before it stores its events.
-_RECEIPT = select(
-    exists(select(inbox.c.seq).where(not_(inbox.c.processed))).label("pending"),
-    select(journey_store.REVISION).where(journeys.c.workspace_id == bindparam("ws"))
-    .scalar_subquery().label("revision"))
+class Receipt(NamedTuple):
+    """What a receipt checks before it stores a workspace's events (:func:`receipt`)."""
+
+    pending: bool  # an event waits in the inbox
+    revision: int  # the workspace's journeys revision (journeys.REVISION)
+    retired: bool  # one of the events' profiles was merged away or erased
 
 
-def receipt(session: Session, workspace_id: str) -> tuple[bool, int]:
+@cache
+def _receipt_statement(dialect: str) -> Any:
+    """:func:`receipt` in one round trip (the profile ids as one parameter), built once."""
+    r = retired_profiles.c
+    return select(
+        exists(select(inbox.c.seq).where(not_(inbox.c.processed))).label("pending"),
+        select(journey_store.REVISION).where(journeys.c.workspace_id == bindparam("ws"))
+        .scalar_subquery().label("revision"),
+        exists(select(r.profile_id).where(r.workspace_id == bindparam("ws"),
+                                          one_of_keys(dialect, r.profile_id, "ids")))
+        .label("retired"))
+
+
+def receipt(session: Session, workspace_id: str, profile_ids: Sequence[str]) -> Receipt:
     """Before a receipt stores a workspace's events: whether any event waits in the inbox
     (none: the events stored now are every profile's oldest pending ones, so they may be
-    applied at once and stored processed), and the workspace's journeys revision
-    (:data:`journeys.REVISION`, for the trigger cache)."""
-    row = session.execute(_RECEIPT, {"ws": workspace_id}).one()
-    return bool(row.pending), int(row.revision)
+    applied at once and stored processed); the workspace's journeys revision (for the trigger
+    cache); and whether any of ``profile_ids`` is retired (none: no need to look up
+    :func:`retired_successors`)."""
+    dialect = session.get_bind().dialect.name
+    row = session.execute(_receipt_statement(dialect), {
+        "ws": workspace_id, "ids": keys_param(dialect, sorted(set(profile_ids)))}).one()
+    return Receipt(bool(row.pending), int(row.revision), bool(row.retired))
 
 
 def receive(session: Session, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, ExitReason, evolve
-from cjo_orchestration.domain.entry import InboxEvent
 from cjo_orchestration.domain.transitions import (
     Transition,
     end_enrollment,
@@ -39,7 +39,14 @@ class Retirement:
         return not self.successor_profile_id
 
 
-def merged_profile_id(event: InboxEvent) -> str:
+class _Addressed(Protocol):
+    """An event as received or as the inbox holds it: its properties name a merged profile."""
+
+    @property
+    def properties(self) -> Mapping[str, Any]: ...
+
+
+def merged_profile_id(event: _Addressed) -> str:
     value = event.properties.get("merged_profile_id")
     return value if isinstance(value, str) and len(value) <= MAX_ID_LENGTH else ""
 

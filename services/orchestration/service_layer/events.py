@@ -110,7 +110,8 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
                 handoff: Handoff | None = None,
                 marked: bool = False,
                 triggers: TriggerCache | None = None,
-                revision: Mapping[str, int] | None = None) -> EventRound:
+                revision: Mapping[str, int] | None = None,
+                none_retired: bool = False) -> EventRound:
     """Apply the oldest ``batch`` inbox events (of ``seqs`` only, when given; the ``stored``
     ones only, when given: inserted by this transaction, so neither read back nor locked
     again), locked, in one transaction. ``marked``: the ``stored`` events were inserted
@@ -120,7 +121,8 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
     to apply one profile at a time. With a ``handoff``, the enrollments created that are due
     at once go to this process's step worker, leased (:func:`admit`). With ``triggers``, the
     journeys' triggers come from that cache (at the workspaces' journeys ``revision``, when
-    given: read in this transaction before the events were stored)."""
+    given: read in this transaction before the events were stored). ``none_retired``: no
+    profile the events name was merged away or erased (checked in this transaction)."""
     session = uow.session
     if stored is None:
         events = enrollment_store.pending_events(session, batch, seqs, now=uow.now())
@@ -141,7 +143,7 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
         named = {(e.workspace_id, e.profile_id) for e in events} | {
             (e.workspace_id, merged_profile_id(e)) for e in events
             if e.event_name == PROFILE_MERGED and merged_profile_id(e)}
-        retired = enrollment_store.retired_successors(session, named)
+        retired = {} if none_retired else enrollment_store.retired_successors(session, named)
         # Events still addressed to a merged profile reach its survivor.
         profiles = {(w, resolved) for w, p in named
                     if (resolved := resolve_profile(retired, w, p))}
@@ -253,13 +255,17 @@ def receive_and_apply(uow: UnitOfWork, workspace_id: str, events: Sequence[Forwa
     When no event at all is pending before the insert (the usual case), none can be older than
     these: they are stored processed, in the insert itself, and all applied (no statement to
     count the older ones, none to mark them afterwards); a redelivery still meets its row."""
-    pending, revision = enrollment_store.receipt(uow.session, workspace_id)
-    answers, stored = _store(uow, workspace_id, events, processed=not pending)
+    named = {e.profile_id for e in events} | {
+        merged for e in events
+        if e.event_name == PROFILE_MERGED and (merged := merged_profile_id(e))}
+    checked = enrollment_store.receipt(uow.session, workspace_id, sorted(named))
+    answers, stored = _store(uow, workspace_id, events, processed=not checked.pending)
     if not stored:
         return Received(answers, EventRound(0, 0), False)
     applied = apply_inbox(uow, len(stored), new_id, stored=stored, handoff=handoff,
-                          marked=not pending, triggers=triggers,
-                          revision={workspace_id: revision})
+                          marked=not checked.pending, triggers=triggers,
+                          revision={workspace_id: checked.revision},
+                          none_retired=not checked.retired)
     return Received(answers, applied, applied.handled < len(stored))
 
 
