@@ -311,3 +311,55 @@ async def test_a_round_claims_and_reads_its_context_in_one_transaction(backend: 
 
     reading = [t for t in transactions if has(t, "FROM policies")]
     assert reading and all(has(t, "UPDATE messages SET status") for t in reading)
+
+
+async def test_a_claim_takes_due_messages_in_due_order_ties_as_stored(backend: Backend) -> None:
+    """The claim hands messages over in due order: a retry due later after a batch due before
+    it. On SQLite (one writer) it is one statement, and messages due together come in the
+    order they were queued (a profile's messages of one batch go out in that order; on
+    PostgreSQL that order is not kept: no column tells it)."""
+    clock = ManualClock()
+    app = delivery_app(backend, free_port(), clock)
+    await app.db.run(app.migrate)
+    lease = timedelta(minutes=5)
+    ids = iter(f"m{i}" for i in range(100))
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    def scenario() -> list[tuple[str, int]]:
+        def queue(keys: list[str], profile: str) -> None:
+            with app.db.transaction() as session:
+                repository.queue_messages(session, "ws-a", [NewMessage(
+                    idempotency_key=k, profile_id=profile, address=f"{k}@example.com",
+                    channel=Channel.EMAIL, content=rendered_email().SerializeToString(),
+                    journey_id="", enrollment_id="") for k in keys],
+                    clock.now(), "", lambda: next(ids))
+
+        queue(["first"], "p0")  # m0: sent once, failed, due again later than the batch below
+        with app.db.transaction() as session:
+            [claim] = repository.claim_due(session, clock.now(), clock.now() + lease, 10)
+            repository.record_all(session, [(claim, Transition(
+                MessageStatus.QUEUED, 1, clock.now() + timedelta(seconds=2), "busy", ""))],
+                clock.now())
+        clock.advance(timedelta(seconds=1))
+        queue([f"k{i}" for i in range(12)], "ada")  # m1..m12, due together
+        clock.advance(timedelta(seconds=5))
+        event.listen(app.db.engine, "before_cursor_execute", count)
+        try:
+            with app.db.transaction() as session:
+                claims = repository.claim_due(session, clock.now(), clock.now() + lease, 20)
+        finally:
+            event.remove(app.db.engine, "before_cursor_execute", count)
+        return [(c.message_id, c.attempts) for c in claims]
+
+    try:
+        claimed = await app.db.run(scenario)
+    finally:
+        app.db.dispose()
+    batch = [(f"m{i}", 1) for i in range(1, 13)]
+    assert sorted(claimed[:12]) == sorted(batch) and claimed[12:] == [("m0", 2)]
+    if backend.kind == "sqlite":
+        assert claimed[:12] == batch
+        assert len([s for s in statements if "messages" in s]) == 1

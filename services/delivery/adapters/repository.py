@@ -7,9 +7,22 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, Update, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from cjo_delivery.adapters.tables import cap_locks, inbox_messages, messages, suppressions
 from cjo_delivery.domain.addresses import canonical_email
@@ -118,38 +131,58 @@ def list_messages(session: Session, workspace_id: str, *, profile_id: str, journ
 # The sender's statements run every round (record ones every group of outcomes): built once
 # here, with bound parameters, so SQLAlchemy neither builds them nor derives their cache key
 # again per call.
-_DUE = select(
-    m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content, m.journey_id,
-    m.enrollment_id, m.attempts, m.traceparent, m.topic, m.transactional, m.time_zone,
-    m.decision_id,
-).where(or_(
+_DUE_NOW = or_(
     and_(m.status.in_([MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value]),
          m.next_attempt_time <= bindparam("now")),
     and_(m.status == MessageStatus.SENDING.value, m.lease_until <= bindparam("now")),
-)).order_by(m.next_attempt_time).limit(bindparam("limit", type_=Integer)) \
-    .with_for_update(skip_locked=True)
+)
+_CLAIMED_COLUMNS = (
+    m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content, m.journey_id,
+    m.enrollment_id, m.attempts, m.traceparent, m.topic, m.transactional, m.time_zone,
+    m.decision_id,
+)
+_DUE = select(*_CLAIMED_COLUMNS).where(_DUE_NOW).order_by(m.next_attempt_time) \
+    .limit(bindparam("limit", type_=Integer)).with_for_update(skip_locked=True)
 _CLAIM = update(messages).where(
     m.workspace_id == bindparam("w"), m.message_id == bindparam("id"),
 ).values(status=MessageStatus.SENDING.value, attempts=m.attempts + 1,
          lease_until=bindparam("lease"), update_time=bindparam("now"), cap_time=None)
+# SQLite (one writer, no row locks): the due messages claimed in one statement, which returns
+# them in no particular order; they are put back in due order, ties in the order they were
+# stored (rowid).
+_ROWID: ColumnElement[int] = literal_column("rowid", Integer)
+_CLAIM_DUE = update(messages).where(_ROWID.in_(
+    select(_ROWID).select_from(messages).where(_DUE_NOW).order_by(m.next_attempt_time)
+    .limit(bindparam("limit", type_=Integer)).scalar_subquery(),
+)).values(status=MessageStatus.SENDING.value, attempts=m.attempts + 1,
+          lease_until=bindparam("lease"), update_time=bindparam("now"), cap_time=None,
+          ).returning(*_CLAIMED_COLUMNS, m.next_attempt_time, _ROWID.label("stored"))
 
 
 def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:
     """Take up to ``limit`` due messages: QUEUED ones whose time has come and SENDING ones whose
     sender's lease ran out. Row locks with SKIP LOCKED let several senders share the table on
-    PostgreSQL without waiting on each other (SQLite has one writer and ignores the clause)."""
+    PostgreSQL without waiting on each other; SQLite (one writer) claims in one statement."""
+    if session.get_bind().dialect.name == "sqlite":
+        claimed = sorted(session.execute(_CLAIM_DUE, {"now": now, "limit": limit,
+                                                      "lease": lease_until}).all(),
+                         key=lambda r: (r.next_attempt_time, r.stored))
+        return [_claim(r, r.attempts) for r in claimed]
     rows = session.execute(_DUE, {"now": now, "limit": limit}).all()
     if not rows:
         return []
     session.execute(_CLAIM, [{"w": r.workspace_id, "id": r.message_id, "lease": lease_until,
                               "now": now} for r in rows])
-    return [Claim(workspace_id=r.workspace_id, message_id=r.message_id, profile_id=r.profile_id,
-                  address=r.address, channel=Channel(r.channel), content=r.content,
-                  journey_id=r.journey_id, enrollment_id=r.enrollment_id,
-                  attempts=r.attempts + 1, traceparent=r.traceparent, topic=r.topic,
-                  transactional=bool(r.transactional), time_zone=r.time_zone,
-                  decision_id=r.decision_id)
-            for r in rows]
+    return [_claim(r, r.attempts + 1) for r in rows]
+
+
+def _claim(r: Row[Any] | Any, attempts: int) -> Claim:
+    return Claim(workspace_id=r.workspace_id, message_id=r.message_id, profile_id=r.profile_id,
+                 address=r.address, channel=Channel(r.channel), content=r.content,
+                 journey_id=r.journey_id, enrollment_id=r.enrollment_id, attempts=attempts,
+                 traceparent=r.traceparent, topic=r.topic,
+                 transactional=bool(r.transactional), time_zone=r.time_zone,
+                 decision_id=r.decision_id)
 
 
 class LeaseLost(Exception):
