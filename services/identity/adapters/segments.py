@@ -11,8 +11,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import String, bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
@@ -23,6 +27,7 @@ from cjo_identity.adapters.tables import (
     identifiers,
     profiles,
     segment_members,
+    segment_revisions,
     segments,
 )
 from cjo_identity.domain.backfills import segment_target
@@ -62,10 +67,64 @@ def _segment(row: Any) -> Segment:
         etag=row.etag or "")
 
 
-def load_segments(session: Session, workspace_id: str) -> list[Segment]:
-    """The segments to evaluate: the active ones."""
+def load_segments(session: Session, workspace_id: str, revision: int | None = None
+                  ) -> list[Segment]:
+    """The segments to evaluate: the active ones. With ``revision`` (the workspace's
+    segments' revision, read in this transaction before: :func:`read_revision`), the ones this
+    process read at that revision, if it did (any write of a segment moves the revision)."""
+    if revision is None:
+        return _read_active(session, workspace_id)
+    cache = _kept.setdefault(session.get_bind().engine, {})
+    kept = cache.get(workspace_id)
+    if kept is not None and kept[0] == revision:
+        return list(kept[1])
+    # Read after the revision: at least as new as it (a newer list kept under an older
+    # revision is only read again once more).
+    found = _read_active(session, workspace_id)
+    cache[workspace_id] = (revision, tuple(found))
+    while len(cache) > KEPT_WORKSPACES:
+        del cache[next(iter(cache))]
+    return found
+
+
+def _read_active(session: Session, workspace_id: str) -> list[Segment]:
     rows = session.execute(_ACTIVE_SEGMENTS, {"workspace_id": workspace_id})
     return [_segment(r) for r in rows]
+
+
+# Workspaces whose active segments one process keeps per database (the oldest kept go first).
+KEPT_WORKSPACES = 10_000
+_kept: WeakKeyDictionary[Engine, dict[str, tuple[int, tuple[Segment, ...]]]] = \
+    WeakKeyDictionary()
+
+
+def read_revision(session: Session, workspace_id: str) -> int:
+    """The workspace's segments' revision (0 until a segment was written)."""
+    found = session.execute(SEGMENTS_REVISION, {"workspace_id": workspace_id}).scalar()
+    return int(found or 0)
+
+
+def _bump_revision(session: Session, workspace_id: str) -> None:
+    """Move the workspace's segments' revision (in the writer's transaction, after its
+    segment rows: every writer takes the segments' locks first)."""
+    dialect = session.get_bind().dialect.name
+    session.execute(_bump(dialect), {"workspace_id": workspace_id})
+
+
+@cache
+def _bump(dialect: str) -> Executable:
+    values = {"workspace_id": bindparam("workspace_id", type_=String), "revision": 1}
+    upsert = (postgresql_insert(segment_revisions) if dialect == "postgresql"
+              else sqlite_insert(segment_revisions)).values(values)
+    return upsert.on_conflict_do_update(
+        index_elements=[segment_revisions.c.workspace_id],
+        set_={"revision": segment_revisions.c.revision + 1})
+
+
+# Built once: folded into other reads (the settings' in an ingest transaction) as a subquery.
+SEGMENTS_REVISION = (select(segment_revisions.c.revision)
+                     .where(segment_revisions.c.workspace_id
+                            == bindparam("workspace_id", type_=String)))
 
 
 # Read by every ingest batch: built once.
@@ -141,12 +200,14 @@ def add_segment(session: Session, workspace_id: str, segment: Segment) -> None:
     session.execute(insert(segments).values(
         workspace_id=workspace_id, segment_id=segment.segment_id,
         create_time=segment.create_time, **_columns(segment)))
+    _bump_revision(session, workspace_id)
 
 
 def replace_segment(session: Session, workspace_id: str, segment: Segment) -> None:
     session.execute(update(segments).where(
         segments.c.workspace_id == workspace_id,
         segments.c.segment_id == segment.segment_id).values(**_columns(segment)))
+    _bump_revision(session, workspace_id)
 
 
 def delete_segment(session: Session, workspace_id: str, segment_id: str) -> None:
@@ -156,6 +217,7 @@ def delete_segment(session: Session, workspace_id: str, segment_id: str) -> None
         segment_members.c.segment_id == segment_id))
     session.execute(delete(segments).where(segments.c.workspace_id == workspace_id,
                                            segments.c.segment_id == segment_id))
+    _bump_revision(session, workspace_id)
 
 
 def lock_scan(session: Session, workspace_id: str, segment_id: str) -> None:
@@ -205,6 +267,8 @@ def record_health(session: Session, workspace_id: str, evaluated: Mapping[str, S
             .values(consecutive_errors=0),
             [{"b_segment_id": segment_id, "b_condition": evaluated[segment_id].condition}
              for segment_id in recovered])
+    if failed or recovered:
+        _bump_revision(session, workspace_id)
 
 
 def list_members(session: Session, workspace_id: str, segment_id: str, limit: int,
@@ -343,7 +407,8 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
             before: Mapping[str, tuple[Golden, Mapping[str, Any]]] | None = None,
             stored: Mapping[str, dict[str, Any]] | None = None,
             computed_out: dict[str, dict[str, Any]] | None = None,
-            fresh: Set[str] = frozenset()) -> list[Transition]:
+            fresh: Set[str] = frozenset(),
+            segments_revision: int | None = None) -> list[Transition]:
     """Recompute computed traits and memberships of the profiles in ``golden``; drop the
     memberships of ``removed`` profiles (merged away or erased). Returns who entered or left.
 
@@ -357,7 +422,8 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
 
     ``computed_out``: filled with the computed traits of the profiles in ``golden`` as stored
     after the refresh (when they were recomputed, not ``stored``). ``fresh``: profiles created
-    in this transaction (no memberships to read)."""
+    in this transaction (no memberships to read). ``segments_revision``: the workspace's
+    segments' revision read in this transaction (see :func:`load_segments`)."""
     before = before or {}
     removed = sorted(set(removed))
     for chunk in chunks(removed, IN_LIST_KEYS):
@@ -367,7 +433,8 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
     if not golden:
         return []
     if stored is not None:
-        return _evaluate(session, workspace_id, golden, dict(stored), before, only, now, fresh)
+        return _evaluate(session, workspace_id, golden, dict(stored), before, only, now, fresh,
+                         segments_revision)
     computed, due = computed_values(session, workspace_id, golden, settings, now)
     if computed_out is not None:
         computed_out.update(computed)
@@ -387,18 +454,21 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
     if settings.computed_traits:
         _store_due(session, workspace_id,
                    {p: due[p] for p in set(golden) - {p for p, _ in stale}})
-    return _evaluate(session, workspace_id, golden, computed, before, only, now, fresh)
+    return _evaluate(session, workspace_id, golden, computed, before, only, now, fresh,
+                     segments_revision)
 
 
 def _evaluate(session: Session, workspace_id: str, golden: Mapping[str, Golden],
               computed: Mapping[str, Mapping[str, Any]],
               before: Mapping[str, tuple[Golden, Mapping[str, Any]]],
               only: Sequence[Segment] | None, now: datetime,
-              fresh: Set[str] = frozenset()) -> list[Transition]:
+              fresh: Set[str] = frozenset(),
+              segments_revision: int | None = None) -> list[Transition]:
     """Memberships of the profiles whose record or computed traits changed: who entered or
     left (the conditions' errors recorded on their segments)."""
     all_segments = [s for s in (only if only is not None
-                                else load_segments(session, workspace_id)) if s.evaluated]
+                                else load_segments(session, workspace_id, segments_revision))
+                    if s.evaluated]
     if not all_segments:
         return []
     changed = [p for p in sorted(golden) if p not in before

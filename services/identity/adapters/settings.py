@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import Session
 
+from cjo_identity.adapters.segments import SEGMENTS_REVISION
 from cjo_identity.adapters.tables import identity_settings
 from cjo_identity.domain.computed import Aggregation, ComputedTrait
 from cjo_identity.domain.conversions import ConversionEvent
@@ -38,6 +39,20 @@ def load_settings(session: Session, workspace_id: str, box: SecretBox, *,
     workspace's verification alone)."""
     row = session.execute(_SETTINGS_FOR_UPDATE if for_update else _SETTINGS,
                           {"workspace_id": workspace_id}).first()
+    return _opened(workspace_id, row, box)
+
+
+def load_settings_and_revision(session: Session, workspace_id: str, box: SecretBox
+                               ) -> tuple[IdentitySettings, int]:
+    """:func:`load_settings` (without their update time) and the workspace's segments'
+    revision (see ``segments.load_segments``), in one statement."""
+    row = session.execute(_SETTINGS_AND_REVISION, {"workspace_id": workspace_id}).one()
+    settings, _ = _opened(workspace_id, row if row.settings is not None else None, box)
+    return settings, int(row.segments_revision or 0)
+
+
+def _opened(workspace_id: str, row: Any, box: SecretBox
+            ) -> tuple[IdentitySettings, datetime | None]:
     if row is None:
         return IdentitySettings(), None
     settings = settings_from_json(row.settings)
@@ -63,6 +78,15 @@ def load_rules(session: Session, workspace_id: str) -> IdentitySettings:
 _SETTINGS = select(identity_settings).where(
     identity_settings.c.workspace_id == bindparam("workspace_id", type_=String))
 _SETTINGS_FOR_UPDATE = _SETTINGS.with_for_update()
+# One row whether or not the workspace saved settings (NULLs: the defaults).
+_SETTINGS_AND_REVISION = select(
+    select(identity_settings.c.settings)
+    .where(identity_settings.c.workspace_id == bindparam("workspace_id", type_=String))
+    .scalar_subquery().label("settings"),
+    select(identity_settings.c.update_time)
+    .where(identity_settings.c.workspace_id == bindparam("workspace_id", type_=String))
+    .scalar_subquery().label("update_time"),
+    SEGMENTS_REVISION.scalar_subquery().label("segments_revision"))
 _RULES = select(identity_settings.c.settings).where(
     identity_settings.c.workspace_id == bindparam("workspace_id", type_=String))
 

@@ -174,6 +174,16 @@ segments = Table(
     PrimaryKeyConstraint("workspace_id", "segment_id"),
 )
 
+# Bumped by every write of a workspace's segments (definitions, state, error counts): a
+# process keeps the active segments it read with the revision they were read at, and reads
+# them again only when the revision moved (any replica's write moves it).
+segment_revisions = Table(
+    "segment_revisions",
+    metadata,
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+)
+
 segment_members = Table(
     "segment_members",
     metadata,

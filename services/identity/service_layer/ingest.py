@@ -190,8 +190,8 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     its own trace): an event's outbox rows carry its own; a merge carries the trace of the
     event that linked it, a segment transition that of the profile's last event here."""
     session = uow.session
-    if check_settings is not None:
-        check_unchanged(uow, workspace_id, settings, check_settings)
+    segments_revision = (check_unchanged(uow, workspace_id, settings, check_settings)
+                         if check_settings is not None else None)
     traces = _Traces(batch, traceparent)
     wanted = {i for event in batch for i in event.identifiers}
     # The identifiers' owners too, in the same statement: resolution needs those of the
@@ -231,7 +231,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     transitions = segments.refresh(
         session, workspace_id, {p: g for p, g in plan.golden.items() if p not in merged},
         merged, settings, now, before=plan.before, computed_out=computed,
-        fresh=plan.new_profiles)
+        fresh=plan.new_profiles, segments_revision=segments_revision)
     # Journeys' conditions on these events read the profile's computed traits and segments
     # as this batch left them: the batch's new profiles' as it wrote them, the others' read.
     states: dict[str, ProfileState] = _new_profile_states(plan, computed, transitions)

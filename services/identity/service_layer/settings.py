@@ -65,13 +65,17 @@ class SettingsChanged(Exception):
 
 
 def check_unchanged(uow: UnitOfWork, workspace_id: str, expected: IdentitySettings,
-                    box: SecretBox) -> None:
+                    box: SecretBox) -> int:
     """Raise :class:`SettingsChanged` unless ``expected`` are the stored settings: read in the
     write transaction, so a batch is never written under settings older than its commit (a
-    rotated verification secret or a removed identifier type is never honoured late)."""
-    current = stored.load_settings(uow.session, workspace_id, box)[0]
+    rotated verification secret or a removed identifier type is never honoured late).
+    Returns the workspace's segments' revision, read with them (the segments this process
+    keeps are used at that revision only)."""
+    current, segments_revision = stored.load_settings_and_revision(
+        uow.session, workspace_id, box)
     if current != expected:
         raise SettingsChanged(workspace_id, current)
+    return segments_revision
 
 
 @dataclass(frozen=True)
