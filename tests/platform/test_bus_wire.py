@@ -114,14 +114,14 @@ async def test_the_position_read_from_the_reply_subject_is_nats_metadata(wire: W
         assert _position(msg) == (meta.sequence.stream, meta.timestamp)
 
 
-async def test_a_publish_is_answered_once_the_stream_stored_it(wire: Wire) -> None:
+async def test_a_wave_is_answered_once_the_stream_stored_each_message(wire: Wire) -> None:
     pub_acks = PubAcks(wire.nc)
     await pub_acks.start()
-    answers = [await pub_acks.publish(f"{wire.subject}.a", f"m{i}".encode(),
-                                      {MSG_ID_HEADER: f"id-{i % 3}",
-                                       EXPECTED_STREAM_HEADER: wire.stream})
-               for i in range(6)]
-    assert [await answer for answer in answers] == [None] * 6
+    wave = pub_acks.wave()
+    for i in range(6):
+        await wave.publish(i, f"{wire.subject}.a", f"m{i}".encode(),
+                           {MSG_ID_HEADER: f"id-{i % 3}", EXPECTED_STREAM_HEADER: wire.stream})
+    assert await wave.wait(30) == dict.fromkeys(range(6))
     # The same Nats-Msg-Id again is answered as stored, and the stream holds it once.
     info = await wire.js.stream_info(wire.stream)
     assert info.state.messages == 3
@@ -130,20 +130,24 @@ async def test_a_publish_is_answered_once_the_stream_stored_it(wire: Wire) -> No
 async def test_a_publish_the_stream_refuses_is_answered_with_its_error(wire: Wire) -> None:
     pub_acks = PubAcks(wire.nc)
     await pub_acks.start()
-    wrong_stream = await pub_acks.publish(f"{wire.subject}.a", b"x",
-                                          {EXPECTED_STREAM_HEADER: "ANOTHER"})
-    with pytest.raises(APIError):
-        await wrong_stream
-    no_stream = await pub_acks.publish(f"nostream{uuid.uuid4().hex[:8]}.a", b"x", {})
-    with pytest.raises(NoStreamResponseError):
-        await no_stream
-    assert (await wire.js.stream_info(wire.stream)).state.messages == 0
+    wave = pub_acks.wave()
+    await wave.publish(0, f"{wire.subject}.a", b"x", {EXPECTED_STREAM_HEADER: "ANOTHER"})
+    await wave.publish(1, f"nostream{uuid.uuid4().hex[:8]}.a", b"x", {})
+    await wave.publish(2, f"{wire.subject}.a", b"y", {})
+    answers = await wave.wait(30)
+    assert isinstance(answers[0], APIError)
+    assert isinstance(answers[1], NoStreamResponseError)
+    assert answers[2] is None
+    assert (await wire.js.stream_info(wire.stream)).state.messages == 1
 
 
-async def test_a_publish_given_up_on_is_forgotten(wire: Wire) -> None:
+async def test_a_wave_not_answered_in_time_leaves_those_out_and_forgets_them(
+        wire: Wire) -> None:
     pub_acks = PubAcks(wire.nc)
     await pub_acks.start()
-    answer = await pub_acks.publish(f"{wire.subject}.a", b"x", {})
-    answer.cancel()
-    await asyncio.sleep(0)  # a future's done callbacks run at the loop's next turn
+    wave = pub_acks.wave()
+    # A subject a plain subscriber takes and never answers stands for an answer lost.
+    silent = await wire.nc.subscribe(f"silent{uuid.uuid4().hex[:8]}")
+    await wave.publish(0, silent.subject, b"lost", {})
+    assert await wave.wait(0.2) == {}
     assert pub_acks._waiting == {}

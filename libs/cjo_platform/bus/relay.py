@@ -26,7 +26,6 @@ rows, a few megabytes).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 
 from cjo_platform.bus import naming
@@ -72,10 +71,10 @@ def bus_sender(bus: Bus, producer: str, topic: str,
         error: BaseException | None = None
         live = list(chains.values())
         step = 0
-        acks: dict[int, asyncio.Future[None]] = {}
-        try:
-            while live:
-                acks = {}
+        while live:
+            wave = pub_acks.wave()
+            sent: list[int] = []
+            try:
                 for index in (chain[step] for chain in live):
                     row = rows[index]
                     headers = {MSG_ID_HEADER: naming.message_id(producer, topic, row.id,
@@ -85,28 +84,27 @@ def bus_sender(bus: Bus, producer: str, topic: str,
                     if row.traceparent:
                         headers[TRACEPARENT_HEADER] = row.traceparent
                     try:
-                        acks[index] = await pub_acks.publish(subjects[index], row.payload,
-                                                             headers)
+                        await wave.publish(index, subjects[index], row.payload, headers)
+                        sent.append(index)
                     except Exception as exc:  # not even sent (too large, connection closed)
                         if index < failed:
                             failed, error = index, exc
-                if acks:
-                    await asyncio.wait(acks.values(), timeout=PUBLISH_TIMEOUT_SECONDS)
-                stored: set[int] = set()
-                for index, ack in acks.items():
-                    problem = _problem(ack)
-                    if problem is None:
-                        stored.add(index)
-                    elif index < failed:
-                        failed, error = index, problem
-                step += 1
-                # A chain whose row failed stops: its next row would be stored before it.
-                # Rows behind the first failure stay in the outbox anyway: not sent now.
-                live = [chain for chain in live if chain[step - 1] in stored
-                        and len(chain) > step and chain[step] < failed]
-        finally:
-            for ack in acks.values():
-                ack.cancel()  # unanswered (or the round was cancelled): frees its slot
+                answers = await wave.wait(PUBLISH_TIMEOUT_SECONDS)
+            finally:
+                wave.close()  # unanswered (or the round was cancelled): forgotten
+            stored: set[int] = set()
+            for index in sent:
+                problem = answers[index] if index in answers else TimeoutError(
+                    f"no PubAck within {PUBLISH_TIMEOUT_SECONDS}s")
+                if problem is None:
+                    stored.add(index)
+                elif index < failed:
+                    failed, error = index, problem
+            step += 1
+            # A chain whose row failed stops: its next row would be stored before it.
+            # Rows behind the first failure stay in the outbox anyway: not sent now.
+            live = [chain for chain in live if chain[step - 1] in stored
+                    and len(chain) > step and chain[step] < failed]
         if error is None:
             return []
         if failed == 0:
@@ -116,12 +114,3 @@ def bus_sender(bus: Bus, producer: str, topic: str,
                         transient=True)]
 
     return send
-
-
-def _problem(ack: asyncio.Future[None]) -> BaseException | None:
-    """Why a publish did not store its message (``None``: it did)."""
-    if not ack.done():
-        return TimeoutError(f"no PubAck within {PUBLISH_TIMEOUT_SECONDS}s")
-    if ack.cancelled():
-        return asyncio.CancelledError()
-    return ack.exception()
