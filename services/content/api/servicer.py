@@ -55,6 +55,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
     def __init__(self, transactions: Transactions, renderer: Renderer) -> None:
         self.transactions = transactions
         self.renderer = renderer
+        self.published = renderer.published_cache
 
     # --- content items ---------------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         key = key_from_name(request.name)
 
         def delete(uow: UnitOfWork) -> pb.DeleteContentItemResponse:
-            content_items.delete(uow, workspace, key, request.etag)
+            content_items.delete(uow, workspace, key, request.etag, self.published)
             return pb.DeleteContentItemResponse()
 
         return await once(self.transactions, request, pb.DeleteContentItemResponse, delete)
@@ -121,7 +122,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         return await once(
             self.transactions, request, pb.PublishContentItemResponse,
             lambda uow: pb.PublishContentItemResponse(content_version=version_to_proto(
-                versions.publish(uow, workspace, key, request.etag))))
+                versions.publish(uow, workspace, key, request.etag, self.published))))
 
     async def RollbackContentItem(self, request: pb.RollbackContentItemRequest,
                                   context: grpc.aio.ServicerContext,
@@ -131,7 +132,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         return await once(
             self.transactions, request, pb.RollbackContentItemResponse,
             lambda uow: pb.RollbackContentItemResponse(content_version=version_to_proto(
-                versions.rollback(uow, workspace, key, request.version))))
+                versions.rollback(uow, workspace, key, request.version, self.published))))
 
     async def ListContentItemVersions(self, request: pb.ListContentItemVersionsRequest,
                                       context: grpc.aio.ServicerContext,
@@ -254,4 +255,4 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
             self.transactions, request, pb.UpdateContentSettingsResponse,
             _within("content_settings", lambda uow: pb.UpdateContentSettingsResponse(
                 content_settings=settings_to_proto(
-                    settings.update(uow, workspace, patch, mask, etag)))))
+                    settings.update(uow, workspace, patch, mask, etag, self.published)))))

@@ -15,6 +15,7 @@ from cjo_content.domain.content_items import (
 )
 from cjo_content.domain.errors import check_etag, item_not_found, stale
 from cjo_content.domain.validation import check_new_item, check_update
+from cjo_content.service_layer.published_cache import PublishedCache
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.errors import AlreadyExists
 
@@ -73,8 +74,12 @@ def update(uow: UnitOfWork, workspace_id: str, key: str, patch: ContentDraft, ma
     return saved
 
 
-def delete(uow: UnitOfWork, workspace_id: str, key: str, etag: str = "") -> None:
-    """Delete the item and its published versions. ABORTED when ``etag`` is stale."""
+def delete(uow: UnitOfWork, workspace_id: str, key: str, etag: str = "",
+           published: PublishedCache | None = None) -> None:
+    """Delete the item and its published versions (``published``, every replica's cache,
+    hears of it after the commit). ABORTED when ``etag`` is stale."""
     current = locked(uow, workspace_id, key, etag)
     if not repository.delete_revision(uow.session, workspace_id, key, current.revision):
         raise stale(ITEM, key, current.etag)
+    if published is not None:
+        published.changed(uow, workspace_id)

@@ -1,8 +1,9 @@
 """Rendering: find the published versions a request or a batch needs, compile each version
 once per process (the cache), render them for one person each; preview a draft.
 
-Reads run in units of work; compiling and rendering are CPU work and run in a worker thread,
-never in the database's thread pool or on the event loop."""
+Reads run in units of work; what they found stays in a PublishedCache (when the process has
+one) until a change is signalled. Compiling and rendering are CPU work and run in a worker
+thread, never in the database's thread pool or on the event loop."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cjo_content.domain.rendering import (
     RenderTarget,
 )
 from cjo_content.domain.snippets import resolve_snippets
+from cjo_content.service_layer.published_cache import PublishedCache
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import CjoError
 from cjo_platform.logging import get_logger
@@ -72,9 +74,11 @@ def _render(content: CompiledContent, version: int, target: RenderTarget,
 class Renderer:
     """Renders content for people. One per process: it owns the compiled-version cache."""
 
-    def __init__(self, transactions: Transactions, cache: CompiledCache) -> None:
+    def __init__(self, transactions: Transactions, cache: CompiledCache,
+                 published_cache: PublishedCache | None = None) -> None:
         self.transactions = transactions
         self.cache = cache
+        self.published_cache = published_cache
 
     async def render(self, workspace_id: str, target: RenderTarget,
                      context: RenderContext) -> RenderedContent:
@@ -139,7 +143,9 @@ class Renderer:
 
         The version documents are read (in a second transaction) and compiled only for
         versions this process has not compiled yet."""
-        lookup = await self.transactions.run(lambda uow: _look_up(uow, workspace_id, wanted))
+        lookup = self._known(workspace_id, wanted)
+        if lookup is None:
+            lookup = await self._read(workspace_id, wanted)
         compiled: dict[tuple[str, int], CompiledContent] = {}
         missing: set[tuple[str, int]] = set()
         for exact, fingerprint in lookup.fingerprints.items():
@@ -157,6 +163,25 @@ class Renderer:
         for key, requested in wanted:
             out[(key, requested)] = _resolve(key, requested, lookup.latest, compiled)
         return out, lookup.workspace_locale
+
+    def _known(self, workspace_id: str, wanted: Collection[Wanted]) -> _Lookup | None:
+        """What the published cache knows, when the requests ask only for latest versions
+        it holds (a pinned older version is read)."""
+        if self.published_cache is None:
+            return None
+        known = self.published_cache.known(workspace_id, {key for key, _ in wanted})
+        if known is None or any(v and v != known.latest[k] for k, v in wanted):
+            return None
+        return _Lookup(known.latest, known.fingerprints, known.locale)
+
+    async def _read(self, workspace_id: str, wanted: Collection[Wanted]) -> _Lookup:
+        cache = self.published_cache
+        generation = cache.generation if cache is not None else 0
+        lookup = await self.transactions.run(lambda uow: _look_up(uow, workspace_id, wanted))
+        if cache is not None:
+            cache.keep(workspace_id, generation, lookup.latest, lookup.fingerprints,
+                       lookup.workspace_locale)
+        return lookup
 
     def _compile(self, workspace_id: str, documents: dict[tuple[str, int], ContentVersion],
                  fingerprints: dict[tuple[str, int], str],

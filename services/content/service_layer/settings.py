@@ -7,6 +7,7 @@ from __future__ import annotations
 from cjo_content.adapters import repository
 from cjo_content.domain.errors import check_etag, stale
 from cjo_content.domain.settings import SETTINGS_NAME, ContentSettings, apply_settings_update
+from cjo_content.service_layer.published_cache import PublishedCache
 from cjo_platform.db.unit_of_work import UnitOfWork
 
 SETTINGS = "content settings"
@@ -18,7 +19,7 @@ def get(uow: UnitOfWork, workspace_id: str) -> ContentSettings:
 
 
 def update(uow: UnitOfWork, workspace_id: str, patch: ContentSettings, mask: frozenset[str],
-           etag: str = "") -> ContentSettings:
+           etag: str = "", published: PublishedCache | None = None) -> ContentSettings:
     """The masked fields of ``patch`` saved as the next revision; an update that changes
     nothing keeps the revision and etag.
 
@@ -33,4 +34,6 @@ def update(uow: UnitOfWork, workspace_id: str, patch: ContentSettings, mask: fro
     saved = repository.save_settings(uow.session, workspace_id, current, updated, uow.now())
     if saved is None:
         raise stale(SETTINGS, SETTINGS_NAME, current.etag)
+    if published is not None:  # renders read the default locale
+        published.changed(uow, workspace_id)
     return saved

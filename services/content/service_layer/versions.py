@@ -10,13 +10,16 @@ from cjo_content.domain.content_items import ContentVersion
 from cjo_content.domain.errors import item_not_found, stale, version_not_found
 from cjo_content.domain.snippets import resolve_snippets
 from cjo_content.service_layer.content_items import ITEM, locked
+from cjo_content.service_layer.published_cache import PublishedCache
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.errors import InvalidArgument
 
 
-def publish(uow: UnitOfWork, workspace_id: str, key: str, etag: str = "") -> ContentVersion:
+def publish(uow: UnitOfWork, workspace_id: str, key: str, etag: str = "",
+            published: PublishedCache | None = None) -> ContentVersion:
     """The item's draft as its next version. ABORTED when ``etag`` is stale;
-    FAILED_PRECONDITION when it includes a snippet that does not exist."""
+    FAILED_PRECONDITION when it includes a snippet that does not exist. ``published`` (every
+    replica's cache) hears of it after the commit."""
     current = locked(uow, workspace_id, key, etag)
     snippets = resolve_snippets(
         current.draft.template_sources().values(),
@@ -25,10 +28,13 @@ def publish(uow: UnitOfWork, workspace_id: str, key: str, etag: str = "") -> Con
                                  current.revision, snippets, uow.now())
     if version is None:
         raise stale(ITEM, key, current.etag)
+    if published is not None:
+        published.changed(uow, workspace_id)
     return version
 
 
-def rollback(uow: UnitOfWork, workspace_id: str, key: str, version: int) -> ContentVersion:
+def rollback(uow: UnitOfWork, workspace_id: str, key: str, version: int,
+             published: PublishedCache | None = None) -> ContentVersion:
     """Version ``version`` (draft and snippets as they were) published again as the next
     version; the draft is left alone."""
     if version <= 0:
@@ -37,11 +43,14 @@ def rollback(uow: UnitOfWork, workspace_id: str, key: str, version: int) -> Cont
     old = repository.get_version(uow.session, workspace_id, key, version)
     if old is None:
         raise version_not_found(key, version)
-    published = repository.publish(uow.session, workspace_id, current, old.draft, old.revision,
-                                   old.snippets, uow.now(), rolled_back_from=old.version)
-    if published is None:
+    republished = repository.publish(uow.session, workspace_id, current, old.draft,
+                                     old.revision, old.snippets, uow.now(),
+                                     rolled_back_from=old.version)
+    if republished is None:
         raise stale(ITEM, key, current.etag)
-    return published
+    if published is not None:
+        published.changed(uow, workspace_id)
+    return republished
 
 
 def page(uow: UnitOfWork, workspace_id: str, key: str, before: int | None,
