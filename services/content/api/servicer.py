@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -26,7 +25,7 @@ from cjo_content.domain.content_items import UpdateMask, key_from_name
 from cjo_content.domain.settings import check_settings_name, parse_settings_mask
 from cjo_content.domain.snippets import snippet_key_from_name
 from cjo_content.service_layer import content_items, settings, snippets, versions
-from cjo_content.service_layer.rendering import Renderer
+from cjo_content.service_layer.rendering import Renderer, off_loop
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import CjoError, InvalidArgument
 from cjo_platform.paging import cursor_value, next_page_token, page_size
@@ -162,9 +161,11 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
         workspace = current_workspace()
         answer = BatchAnswer(request.requests, "requests", DOMAIN, pb.BatchRenderContentResult)
         # Converting a thousand people's traits and building a thousand rendered messages is
-        # CPU work: off the event loop, like the rendering itself, so other calls keep flowing.
-        parsed = await asyncio.to_thread(
-            answer.parse, lambda item: render_request(item, workspace))
+        # CPU work: off the event loop, like the rendering itself, so other calls keep flowing
+        # (a call of a few people stays on the loop: the hop would cost more).
+        count = len(request.requests)
+        parsed = await off_loop(
+            count, lambda: answer.parse(lambda item: render_request(item, workspace)))
         outcomes = await self.renderer.render_batch(workspace, [r for _, r in parsed])
 
         def answer_each() -> None:
@@ -174,7 +175,7 @@ class ContentServicer(pb_grpc.ContentServiceServicer):
                 else:
                     answer.results[index].message.CopyFrom(rendered_message(outcome))
 
-        await asyncio.to_thread(answer_each)
+        await off_loop(count, answer_each)
         return pb.BatchRenderContentResponse(results=answer.results)
 
     async def PreviewContent(self, request: pb.PreviewContentRequest,

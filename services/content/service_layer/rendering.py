@@ -3,13 +3,15 @@ once per process (the cache), render them for one person each; preview a draft.
 
 Reads run in units of work; what they found stays in a PublishedCache (when the process has
 one) until a change is signalled. Compiling and rendering are CPU work and run in a worker
-thread, never in the database's thread pool or on the event loop."""
+thread, never in the database's thread pool; only a render call of a few people runs on the
+event loop, where the hop to a thread would cost more than the render."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from cjo_content.adapters import repository
 from cjo_content.domain.content_items import ContentItem, ContentVersion
@@ -30,8 +32,22 @@ from cjo_platform.telemetry import tracer
 
 log = get_logger("cjo.content")
 
+T = TypeVar("T")
+
 # (item key, requested version: 0 for the latest published)
 Wanted = tuple[str, int]
+
+# Render calls of up to this many people render on the event loop: a thread hop costs more
+# CPU than rendering a message or two (measured: tests/benchmarks/content.py --batch 1).
+INLINE_RENDERS = 4
+
+
+async def off_loop(count: int, work: Callable[[], T]) -> T:
+    """``work`` (CPU work for ``count`` requests) in a worker thread, or right here when the
+    call is small enough (INLINE_RENDERS) that the hop would cost more than the work."""
+    if count <= INLINE_RENDERS:
+        return work()
+    return await asyncio.to_thread(work)
 
 
 @dataclass(frozen=True)
@@ -88,9 +104,9 @@ class Renderer:
         published = found[(target.key, target.version)]
         if isinstance(published, CjoError):
             raise published
-        return await asyncio.to_thread(
-            _render, published.compiled, published.version, target,
-            replace(context, workspace_locale=workspace_locale))
+        return await off_loop(1, lambda: _render(
+            published.compiled, published.version, target,
+            replace(context, workspace_locale=workspace_locale)))
 
     async def render_batch(self, workspace_id: str,
                            requests: Sequence[tuple[RenderTarget, RenderContext]],
@@ -119,8 +135,8 @@ class Renderer:
         renderable = sum(isinstance(found[(t.key, t.version)], Published) for t, _ in requests)
         with tracer().start_as_current_span(
                 "content.render_batch", attributes={"cjo.render.count": renderable}):
-            return await asyncio.to_thread(
-                lambda: [outcome(target, context) for target, context in requests])
+            return await off_loop(
+                len(requests), lambda: [outcome(target, context) for target, context in requests])
 
     async def preview(self, workspace_id: str, target: RenderTarget,
                       context: RenderContext) -> RenderedContent:
