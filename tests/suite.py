@@ -33,6 +33,12 @@ from support import SERVICE_TOKEN, Backend, free_port
 
 SERVICES = ("identity", "content", "orchestration", "delivery", "analytics", "decisioning")
 
+# How long an end-to-end test waits for a state the suite reaches in a few seconds on a quiet
+# machine (a sent email, a moved enrollment, a span): the six service processes share two cores
+# with the test and, in CI beside helpers' runs, with other suites (load 20: three emails took
+# over 20 s once). Waits end as soon as the state is reached; this only bounds a stuck suite.
+STATE_TIMEOUT = 60.0
+
 
 @dataclass(frozen=True)
 class ReceivedSpan:

@@ -51,7 +51,7 @@ from cjo.orchestration.v1 import enrollment_pb2, orchestration_service_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from cjo_orchestration import journeyfile
 from cjo_platform.protobuf import dict_to_struct
-from suite import SERVICES, Suite, running_suite
+from suite import SERVICES, STATE_TIMEOUT, Suite, running_suite
 from support import SERVICE_TOKEN, Backend, bearer, eventually, free_port
 
 pytestmark = pytest.mark.e2e
@@ -276,7 +276,7 @@ async def run_journey(suite: Suite, channels: dict[str, grpc.aio.Channel],
     suite.advance(morning - suite.now() + timedelta(seconds=1))
 
     # 4. The localized emails arrive at the SMTP server.
-    await eventually(lambda: len(suite.mail.envelopes) >= 2, timeout=20)
+    await eventually(lambda: len(suite.mail.envelopes) >= 2, timeout=STATE_TIMEOUT)
     mails = {tuple(e.rcpt_tos): parsed(e) for e in suite.mail.envelopes}
     assert set(mails) == {("ada@example.com",), ("bob@example.com",)}
     assert mails[("ada@example.com",)]["subject"] == "Dein Warenkorb wartet, Ada"
@@ -291,7 +291,7 @@ async def run_journey(suite: Suite, channels: dict[str, grpc.aio.Channel],
 
     # 6. A day without opening: ada gets the push, in German, at her device token.
     suite.advance(timedelta(days=1))
-    await eventually(lambda: push_server.count() >= 1, timeout=20)
+    await eventually(lambda: push_server.count() >= 1, timeout=STATE_TIMEOUT)
     found = await settled(lambda f: f["ada"].state == COMPLETED)
     push = push_server.requests[0]
     assert push.path == "/v1/projects/shop/messages:send"
@@ -329,7 +329,7 @@ async def run_journey(suite: Suite, channels: dict[str, grpc.aio.Channel],
         return versions[0] if ok else None
 
     try:
-        counted = await eventually(funnel, timeout=20)
+        counted = await eventually(funnel, timeout=STATE_TIMEOUT)
     except AssertionError:
         reply = await analytics.GetJourneyFunnel(daily, metadata=auth)
         raise AssertionError(f"funnel: {reply}") from None
@@ -352,7 +352,7 @@ async def run_journey(suite: Suite, channels: dict[str, grpc.aio.Channel],
                      if c.fact_id.startswith("identity.conversion:")}
         return attribution if goals == [2] and len(converted) == 2 else None
 
-    attribution = await eventually(both_facts_arrived, timeout=20)
+    attribution = await eventually(both_facts_arrived, timeout=STATE_TIMEOUT)
     assert attribution.conversions == 2
     assert sorted(c.revenue for c in attribution.models[0].conversions) == [80.0, 90.0]
 
@@ -371,7 +371,7 @@ async def run_journey(suite: Suite, channels: dict[str, grpc.aio.Channel],
         return None if any(m.status in pending for m in listed.messages) else list(
             listed.messages)
 
-    final_messages = await eventually(quiet, timeout=20)
+    final_messages = await eventually(quiet, timeout=STATE_TIMEOUT)
     assert len(final_messages) == 3  # type: ignore[arg-type]  # two emails and one push
     assert Counter(tuple(e.rcpt_tos) for e in suite.mail.envelopes) == {
         ("ada@example.com",): 1, ("bob@example.com",): 1}

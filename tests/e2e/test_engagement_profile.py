@@ -28,7 +28,7 @@ from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo_platform.protobuf import dict_to_struct
-from suite import SERVICES, Inbox, running_suite
+from suite import SERVICES, STATE_TIMEOUT, Inbox, running_suite
 from support import SERVICE_TOKEN, Backend, bearer, eventually, free_port
 
 pytestmark = pytest.mark.e2e
@@ -111,7 +111,7 @@ async def engage(mail: Inbox, channels: dict[str, grpc.aio.Channel],
             got = await delivery.GetMessage(delivery_service_pb2.GetMessageRequest(name=name),
                                             metadata=keys["shop"])
             return got.message.status == SENT
-        await eventually(sent, timeout=20)
+        await eventually(sent, timeout=STATE_TIMEOUT)
         return str(name)
 
     await send("push-bob", TOKEN, common_pb2.RenderedMessage(
@@ -127,13 +127,13 @@ async def engage(mail: Inbox, channels: dict[str, grpc.aio.Channel],
         reported = await web.post(provider.status_webhook_url,
                                   json={"device_token": TOKEN, "status": "opened"})
     assert reported.status_code == 200
-    await eventually(lambda: len(mail.envelopes) >= 1, timeout=20)
+    await eventually(lambda: len(mail.envelopes) >= 1, timeout=STATE_TIMEOUT)
     [envelope] = mail.envelopes
     assert await asyncio.to_thread(fetch, open_pixel(parsed(envelope))) == 200
 
     async def on_bob() -> bool:
         return await events("shop", bob) == ["email_opened", "identify", "push_opened"]
-    await eventually(on_bob, timeout=20)
+    await eventually(on_bob, timeout=STATE_TIMEOUT)
     assert await events("shop", ada) == ["identify"]
     assert await profile_count("shop") == 2
     assert await events("mall", cy) == ["identify"]

@@ -24,7 +24,7 @@ from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from cjo_platform.protobuf import dict_to_struct
-from suite import SERVICES, Suite, running_suite
+from suite import SERVICES, STATE_TIMEOUT, Suite, running_suite
 from support import SERVICE_TOKEN, Backend, bearer, eventually, free_port
 
 pytestmark = pytest.mark.e2e
@@ -110,7 +110,7 @@ async def three_journeys(suite: Suite, channels: dict[str, grpc.aio.Channel]) ->
             found = await enrollments()
             return found if len(found) == len(JOURNEYS) and check(found) else None
         try:
-            return await eventually(ok, timeout=20)  # type: ignore[return-value]
+            return await eventually(ok, timeout=STATE_TIMEOUT)  # type: ignore[return-value]
         except AssertionError:
             raise AssertionError(f"enrollments did not settle: {await enrollments()}\n"
                                  + suite.log("orchestration")[-3000:]) from None
@@ -119,7 +119,7 @@ async def three_journeys(suite: Suite, channels: dict[str, grpc.aio.Channel]) ->
         return bool(e.steps) and e.steps[-1].node_id == "wait_open" and (
             e.steps[-1].outcome == WAITING)
 
-    await eventually(lambda: len(suite.mail.envelopes) >= len(JOURNEYS), timeout=20)
+    await eventually(lambda: len(suite.mail.envelopes) >= len(JOURNEYS), timeout=STATE_TIMEOUT)
     mails = {str(parsed(e)["subject"]): parsed(e) for e in suite.mail.envelopes}
     assert set(mails) == {f"From {j}, Bob" for j in JOURNEYS}
     await settled(lambda f: all(parked(e) for e in f.values()))

@@ -30,7 +30,7 @@ from cjo.orchestration.v1 import (
     orchestration_service_pb2_grpc,
 )
 from cjo_platform.protobuf import dict_to_struct
-from suite import SERVICES, ReceivedSpan, running_suite
+from suite import SERVICES, STATE_TIMEOUT, ReceivedSpan, running_suite
 from support import SERVICE_TOKEN, Backend, bearer, eventually
 
 pytestmark = pytest.mark.e2e
@@ -127,7 +127,7 @@ async def test_event_to_email_through_five_services(backend: Backend, tmp_path: 
         # call in it (decisioning may too: it hears of the event and of the message to learn).
         ingest_span = await eventually(lambda: next(
             (s for s in suite.traces.spans if s.name.endswith("IdentityService/IngestEvents")
-             and s.kind == SPAN_KIND_SERVER), None), timeout=15)
+             and s.kind == SPAN_KIND_SERVER), None), timeout=STATE_TIMEOUT)
 
         def services_in_trace() -> set[str] | None:
             found = {s.service for s in suite.traces.spans
@@ -135,7 +135,7 @@ async def test_event_to_email_through_five_services(backend: Backend, tmp_path: 
             return found if found >= {f"cjo-{n}" for n in SEND_PATH} else None
 
         try:
-            await eventually(services_in_trace, timeout=20)
+            await eventually(services_in_trace, timeout=STATE_TIMEOUT)
         except AssertionError:
             seen = sorted({(s.service, s.name) for s in suite.traces.spans
                            if s.trace_id == ingest_span.trace_id})
@@ -225,7 +225,7 @@ async def test_a_decide_step_is_one_trace(sqlite_backend: Backend, tmp_path: Pat
 
         ingest = await eventually(lambda: next(
             (s for s in suite.traces.spans if s.name.endswith("IdentityService/IngestEvents")
-             and s.kind == SPAN_KIND_SERVER), None), timeout=15)
+             and s.kind == SPAN_KIND_SERVER), None), timeout=STATE_TIMEOUT)
         assert isinstance(ingest, ReceivedSpan)
         step_calls = ("DecisioningService/BatchDecide", "ContentService/BatchRenderContent",
                       "DeliveryService/BatchSendMessages")
@@ -251,7 +251,7 @@ async def test_a_decide_step_is_one_trace(sqlite_backend: Backend, tmp_path: Pat
             return [s for s in served if s is not None] if one_step else None
 
         try:
-            served = await eventually(the_step, timeout=20)
+            served = await eventually(the_step, timeout=STATE_TIMEOUT)
         except AssertionError:
             seen = sorted({(s.service, s.name, s.span_id, s.parent_span_id)
                            for s in suite.traces.spans if s.trace_id == ingest.trace_id})

@@ -27,7 +27,7 @@ from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import enrollment_pb2, journey_pb2, orchestration_service_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from cjo_platform.protobuf import dict_to_struct
-from suite import SERVICES, running_suite
+from suite import SERVICES, STATE_TIMEOUT, running_suite
 from support import SERVICE_TOKEN, Backend, bearer, eventually
 
 pytestmark = pytest.mark.e2e
@@ -121,7 +121,7 @@ async def run(suite: Any, channels: dict[str, grpc.aio.Channel]) -> None:
             metadata=(*bearer(SERVICE_TOKEN), ("x-cjo-workspace", "shop")))
         return [r.decision.allowed for r in reply.results]
 
-    await eventually(lambda: _equal(allowed(), [False, True, False, False]), timeout=20)
+    await eventually(lambda: _equal(allowed(), [False, True, False, False]), timeout=STATE_TIMEOUT)
 
     ordered = await identity.IngestEvents(identity_service_pb2.IngestEventsRequest(events=[
         track("ada-order", "ada", "order_completed"),
@@ -184,7 +184,7 @@ async def run(suite: Any, channels: dict[str, grpc.aio.Channel]) -> None:
                 name=name), metadata=auth)).message
             return message if message.status in FINAL else None
 
-        done = await eventually(final, timeout=20)
+        done = await eventually(final, timeout=STATE_TIMEOUT)
         assert isinstance(done, message_pb2.Message)
         return done
 

@@ -39,7 +39,7 @@ from cjo.orchestration.v1 import enrollment_pb2, journey_pb2, orchestration_serv
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from cjo_platform.protobuf import dict_to_struct
 from cjo_platform.rpc.status import error_reason
-from suite import SERVICES, Suite, running_suite
+from suite import SERVICES, STATE_TIMEOUT, Suite, running_suite
 from support import SERVICE_TOKEN, Backend, bearer, eventually
 
 pytestmark = pytest.mark.e2e
@@ -167,7 +167,7 @@ async def run(suite: Suite, channels: dict[str, grpc.aio.Channel]) -> None:
     async def parked() -> bool:
         return waiting(await shop.enrollments(), 4) and waiting(await other.enrollments(), 1)
 
-    await eventually(parked, timeout=20)
+    await eventually(parked, timeout=STATE_TIMEOUT)
 
     # During the hour: (a) the first visitor logs in to a new account with an email;
     # (b) the second logs in to carl's existing account (merged into it); (c) dora changes
@@ -197,7 +197,7 @@ async def run(suite: Suite, channels: dict[str, grpc.aio.Channel]) -> None:
         # The merge reached orchestration: the visitor's enrollment now belongs to carl.
         return carl in {e.profile_id for e in await shop.enrollments()}
 
-    await eventually(moved, timeout=20)
+    await eventually(moved, timeout=STATE_TIMEOUT)
     suite.advance(timedelta(minutes=41))
 
     async def mailed() -> bool:
@@ -215,7 +215,7 @@ async def run(suite: Suite, channels: dict[str, grpc.aio.Channel]) -> None:
         return all(e.state == COMPLETED
                    for e in [*await shop.enrollments(), *await other.enrollments()])
 
-    await eventually(done, timeout=20)
+    await eventually(done, timeout=STATE_TIMEOUT)
     subjects = {tuple(e.rcpt_tos): message_from_bytes(
         e.original_content or e.content, policy=policy.default)["subject"]
         for e in suite.mail.envelopes}
