@@ -97,6 +97,7 @@ def load_sender_settings(env: Env) -> SenderSettings:
         breaker_cool_down=timedelta(seconds=env.float("CJO_DELIVERY_BREAKER_COOL_DOWN_SECONDS",
                                                       30.0, minimum=0.0)),
         forward_to_decisioning=env.bool("CJO_DELIVERY_FORWARD_TO_DECISIONING", True),
+        record_linger=timedelta(milliseconds=env.float("CJO_DELIVERY_RECORD_LINGER_MS", 10.0)),
     )
 
 

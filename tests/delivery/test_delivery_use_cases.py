@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from cjo.common.v1 import common_pb2
 from cjo_delivery.adapters.routes import Routes
@@ -291,6 +292,88 @@ async def test_the_sender_asks_for_the_consent_of_what_its_process_queued_while_
         await eventually(lambda: mailbox.sent == [queued.message.message_id], timeout=10)
         assert consent.order == ["consent", "claim"] and consent.calls == [["p1"]]
     finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+@dataclass
+class HeldMailbox(Mailbox):
+    """A Mailbox whose calls each wait for ``release``."""
+
+    release: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
+
+    async def send(self, message: OutgoingMessage) -> str:
+        await self.release.acquire()
+        return await super().send(message)
+
+
+async def test_a_rounds_outcomes_arriving_apart_are_recorded_together(
+        storage: Storage) -> None:
+    """Outcomes that arrive one after another within the linger are recorded in one
+    transaction, not one each."""
+    accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
+        uow, WS, [email(f"k{i}", f"p{i}") for i in range(3)], "", lambda *announced: None))
+    records: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("UPDATE messages SET status=?, attempts=?"):
+            records.append(statement)
+
+    engine = storage.transactions.db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    mailbox = HeldMailbox()
+    settings = SenderSettings(record_linger=timedelta(seconds=60))  # never runs out here
+    routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
+                    breaker_cool_down=settings.breaker_cool_down)
+    rounds = SendRound(storage.transactions, routes, storage.clock, settings)
+    running = asyncio.create_task(rounds.run())
+    try:
+        for sent in range(1, 4):  # the provider answers one message at a time
+            mailbox.release.release()
+            await eventually(lambda n=sent: len(mailbox.sent) == n)  # type: ignore[misc]
+        assert await running == 3
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(records) == 1
+    assert {status_of(storage, a.message.message_id) for a in accepted} == {MessageStatus.SENT}
+
+
+async def test_a_round_recording_its_last_outcomes_does_not_hold_up_the_next_claim(
+        storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one round at a time, the next claim comes once every message of the round was
+    attempted, not once their outcomes are recorded."""
+    recording = asyncio.Event()
+    go_on = asyncio.Event()
+    record = send_round_module.record_outcomes
+
+    async def held(*args: Any, **kwargs: Any) -> None:
+        if not recording.is_set():  # the first round's record waits
+            recording.set()
+            await go_on.wait()
+        await record(*args, **kwargs)
+
+    monkeypatch.setattr(send_round_module, "record_outcomes", held)
+    mailbox = Mailbox()
+    settings = SenderSettings(rounds=1)
+    routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
+                    breaker_cool_down=settings.breaker_cool_down)
+    sender = Sender(SendRound(storage.transactions, routes, storage.clock, settings))
+    running = asyncio.create_task(sender.run())
+    try:
+        await eventually(lambda: sender._loop is not None)
+        for key in ("k1", "k2"):
+            (queued,) = await storage.transactions.run(
+                lambda uow, key=key: messages.queue_messages(  # type: ignore[misc]
+                    uow, WS, [email(key, key)], "",
+                    lambda uow, *queued: uow.after_commit(sender.wake)))
+            await eventually(lambda q=queued: q.message.message_id in mailbox.sent)  # type: ignore[misc]
+        assert recording.is_set() and not go_on.is_set()  # k2 sent while k1 is recorded
+        go_on.set()
+        await eventually(lambda: status_of(storage, queued.message.message_id)
+                         is MessageStatus.SENT)
+    finally:
+        go_on.set()
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running

@@ -113,6 +113,9 @@ class SenderSettings:
     retry: RetryPolicy = field(default_factory=lambda: MESSAGE_RETRY)
     breaker_failures: int = 5
     breaker_cool_down: timedelta = timedelta(seconds=30)
+    # How long a round's outcomes wait for the others under way to be recorded with them (one
+    # transaction instead of one per outcome as they trickle in; CJO_DELIVERY_RECORD_LINGER_MS).
+    record_linger: timedelta = timedelta(milliseconds=10)
     # Exposures of decisions for decisioning (CJO_DELIVERY_FORWARD_TO_DECISIONING).
     forward_to_decisioning: bool = True
 
@@ -135,6 +138,17 @@ _Answers = dict[tuple[str, ConsentQuery], ConsentDecision]
 def question(message: Claim | Message) -> ConsentQuery:
     """The consent question of a message."""
     return ConsentQuery(message.profile_id, message.channel, message.topic)
+
+
+async def _more_within(seconds: float, outcomes: list[_Outcome], pending: int,
+                       arrived: asyncio.Event) -> None:
+    """Wait up to ``seconds`` for more of a round's ``pending`` outcomes to join ``outcomes``."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while len(outcomes) < pending and (left := until - loop.time()) > 0:
+        arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), left)
 
 
 def _forget(task: asyncio.Task[_Answers]) -> None:
@@ -214,11 +228,14 @@ class SendRound:
         self.stopping = True
 
     async def run(self, on_claimed: Callable[[Sequence[Claim]], None] | None = None,
-                  expected: Mapping[str, Collection[ConsentQuery]] | None = None) -> int:
+                  expected: Mapping[str, Collection[ConsentQuery]] | None = None,
+                  on_attempted: Callable[[], None] | None = None) -> int:
         """Claim one batch of due messages and send it; returns how many were claimed.
         ``on_claimed`` is told which as soon as the claim committed (the sender then claims
         the next batch while this one is sent). ``expected``: the consent questions, by
-        workspace, of messages just queued, asked while the claim runs."""
+        workspace, of messages just queued, asked while the claim runs. ``on_attempted`` is
+        called once every claimed message's attempt ended, before the last outcomes are
+        recorded (the sender may then claim again)."""
         if self.stopping:
             return 0
         now = self.clock.now()
@@ -234,14 +251,15 @@ class SendRound:
                 on_claimed(claims)
             if not claims:
                 return 0
-            return await self._send(claims, context, turns, now, early)
+            return await self._send(claims, context, turns, now, early, on_attempted)
         finally:
             if early is not None:
                 _forget(early)
 
     async def _send(self, claims: Sequence[Claim], context: RoundContext,
                     turns: dict[str, _Turn], now: datetime,
-                    early: asyncio.Task[_Answers] | None) -> int:
+                    early: asyncio.Task[_Answers] | None,
+                    on_attempted: Callable[[], None] | None) -> int:
         settings = self.settings
         try:
             decided = await self._apply_policies(claims, context, now, early)
@@ -253,7 +271,7 @@ class SendRound:
             await self._reserve(claims, decided, context, grants)
             try:
                 await self._deliver(claims, decided, context, grants, turns,
-                                    now + settings.lease / 2)
+                                    now + settings.lease / 2, on_attempted)
             finally:
                 await grants.give_back()
         finally:
@@ -343,10 +361,12 @@ class SendRound:
 
     async def _deliver(self, claims: Sequence[Claim], decided: dict[str, Transition],
                        context: RoundContext, grants: RoundGrants, turns: dict[str, _Turn],
-                       hand_over_by: datetime) -> None:
-        """Send every claim, recording outcomes in groups as they come in: under load a group
-        holds many messages (one commit for all), while a slow message never holds back the
-        record of the fast ones. A message not handed over by ``hand_over_by`` goes back.
+                       hand_over_by: datetime,
+                       on_attempted: Callable[[], None] | None = None) -> None:
+        """Send every claim, recording outcomes in groups as they come in: the outcomes that
+        arrive within ``record_linger`` of a group's first join it (one commit for all), while
+        a slow message never holds back the record of the fast ones for longer. A message not
+        handed over by ``hand_over_by`` goes back.
 
         At most ``concurrency`` workers take the claims in claim order (a task per message
         and a queue of outcomes cost ~10% of the CPU per message sent); a message whose
@@ -387,12 +407,17 @@ class SendRound:
                    for _ in range(min(len(claims), self.settings.concurrency))]
         try:
             pending = len(claims)
+            linger = self.settings.record_linger.total_seconds()
             while pending:
                 if not outcomes:
                     arrived.clear()
                     await arrived.wait()
+                if linger > 0 and len(outcomes) < pending:
+                    await _more_within(linger, outcomes, pending, arrived)
                 group = outcomes.copy()
                 outcomes.clear()
+                if len(group) == pending and on_attempted is not None:
+                    on_attempted()  # the last outcomes: only their record is left
                 await self._record_with_retry(group)
                 pending -= len(group)
         finally:

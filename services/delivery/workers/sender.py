@@ -90,15 +90,25 @@ class Sender(PollingWorker):
             if not claimed.done():
                 claimed.set_result(len(claims))
 
+        freed = False
+
+        def free() -> None:
+            # Every message of the round was attempted: recording the last outcomes (and
+            # their linger) does not hold up the next claim.
+            nonlocal freed
+            if not freed:
+                freed = True
+                self._rounds.release()
+
         try:
-            await self.send_round.run(on_claimed, expected)
+            await self.send_round.run(on_claimed, expected, free)
         except Exception as exc:
             if not claimed.done():  # the claim failed: the loop backs off and tries again
                 claimed.set_exception(exc)
             else:  # claimed messages are sent again once their lease runs out
                 log.warning("send round failed", error=repr(exc), exc_info=exc)
         finally:
-            self._rounds.release()
+            free()
             if not claimed.done():  # stopping, or cancelled before it claimed
                 claimed.set_result(0)
 
