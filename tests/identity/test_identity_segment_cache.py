@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 from identity_support import START
 from sqlalchemy import event as sa_event
+from sqlalchemy import update
 
 from cjo_identity.adapters import segments as stored_segments
+from cjo_identity.adapters import tables as stored_tables
 from cjo_identity.adapters.tables import metadata, outbox, request_log
 from cjo_identity.domain.events import EventType, parse_event
 from cjo_identity.domain.ingest import Outcome
-from cjo_identity.domain.segments import SegmentChanges
+from cjo_identity.domain.segments import SegmentChanges, SegmentState
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_identity.service_layer import ingest, segments
 from cjo_platform.clock import ManualClock
@@ -126,3 +128,21 @@ async def test_a_success_after_an_error_resets_the_kept_segments_error_run(
         properties={}, traits={"plan": 2}, timestamp=START, source="web", now=START)],
         IdentitySettings(), "", check_settings=BOX)
     assert run_of_errors() == 0
+
+
+async def test_a_segment_changed_without_moving_the_revision_is_seen_within_the_bound(
+        replicas: tuple[Transactions, Transactions], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that does not move the revision (a replica still on the code from before it, a
+    restore, a fix in SQL) is evaluated once the kept list is KEPT_SECONDS old, not never."""
+    a, b = replicas
+    now = [1000.0]
+    monkeypatch.setattr(stored_segments, "_monotonic", lambda: now[0])
+    await b.run(lambda uow: segments.create_segment(uow, WS, "pros", "", 'traits.plan == "pro"'))
+    assert await members_after(a, "m1", "pro") == ["pros"]
+    # Made invalid behind the revision's back.
+    b.run_sync(lambda uow: uow.session.execute(
+        update(stored_tables.segments).where(stored_tables.segments.c.segment_id == "pros")
+        .values(state=SegmentState.INVALID.value)))
+    assert await members_after(a, "m2", "pro") == ["pros"]  # kept: the revision did not move
+    now[0] += stored_segments.KEPT_SECONDS
+    assert await members_after(a, "m3", "pro") == []

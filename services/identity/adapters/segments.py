@@ -5,6 +5,8 @@ the current memberships, then bulk writes."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
@@ -76,14 +78,17 @@ def load_segments(session: Session, workspace_id: str, revision: int | None = No
         return _read_active(session, workspace_id)
     cache = _kept.setdefault(session.get_bind().engine, {})
     kept = cache.get(workspace_id)
-    if kept is not None and kept[0] == revision:
-        return list(kept[1])
+    now = _monotonic()
+    if kept is not None and kept[0] == revision and now - kept[1] < KEPT_SECONDS:
+        return list(kept[2])
     # Read after the revision: at least as new as it (a newer list kept under an older
     # revision is only read again once more).
     found = _read_active(session, workspace_id)
-    cache[workspace_id] = (revision, tuple(found))
-    while len(cache) > KEPT_WORKSPACES:
-        del cache[next(iter(cache))]
+    cache[workspace_id] = (revision, now, tuple(found))
+    if len(cache) > KEPT_WORKSPACES:
+        with _evicting:  # the writer threads share the cache
+            while len(cache) > KEPT_WORKSPACES:
+                del cache[next(iter(cache))]
     return found
 
 
@@ -94,7 +99,13 @@ def _read_active(session: Session, workspace_id: str) -> list[Segment]:
 
 # Workspaces whose active segments one process keeps per database (the oldest kept go first).
 KEPT_WORKSPACES = 10_000
-_kept: WeakKeyDictionary[Engine, dict[str, tuple[int, tuple[Segment, ...]]]] = \
+# How long a kept list is used at most, revision or not: a write that did not move the revision
+# (a replica still running the code from before the revision, a restore, a hand-made fix in
+# SQL) is evaluated within this bound instead of never.
+KEPT_SECONDS = 5.0
+_monotonic = time.monotonic
+_evicting = threading.Lock()
+_kept: WeakKeyDictionary[Engine, dict[str, tuple[int, float, tuple[Segment, ...]]]] = \
     WeakKeyDictionary()
 
 
