@@ -76,7 +76,8 @@ class Env:
             self.errors.append(f"{name}={value} is outside {minimum}..{maximum}")
         return value
 
-    def float(self, name: builtins.str, default: float, *, minimum: float = 0.0) -> float:
+    def float(self, name: builtins.str, default: float, *, minimum: float = 0.0,
+              maximum: float = float("inf")) -> float:
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
@@ -87,6 +88,8 @@ class Env:
             return default
         if value < minimum:
             self.errors.append(f"{name}={value} is below {minimum}")
+        elif value > maximum:
+            self.errors.append(f"{name}={value} is above {maximum}")
         return value
 
     def bool(self, name: builtins.str, default: bool) -> bool:

@@ -97,7 +97,10 @@ def load_sender_settings(env: Env) -> SenderSettings:
         breaker_cool_down=timedelta(seconds=env.float("CJO_DELIVERY_BREAKER_COOL_DOWN_SECONDS",
                                                       30.0, minimum=0.0)),
         forward_to_decisioning=env.bool("CJO_DELIVERY_FORWARD_TO_DECISIONING", True),
-        record_linger=timedelta(milliseconds=env.float("CJO_DELIVERY_RECORD_LINGER_MS", 10.0)),
+        # Sent messages wait for their record no longer than a second: a replica that dies
+        # meanwhile leaves them to be sent again once their lease ends.
+        record_linger=timedelta(milliseconds=env.float("CJO_DELIVERY_RECORD_LINGER_MS", 10.0,
+                                                       maximum=1000.0)),
     )
 
 

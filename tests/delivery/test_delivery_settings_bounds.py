@@ -1,0 +1,22 @@
+"""Delivery's settings are checked at start-up: a value outside its bounds is refused with its
+name, instead of running with it."""
+
+from __future__ import annotations
+
+from cjo_delivery.bootstrap import load_sender_settings
+from cjo_platform.config import Env
+
+
+def test_a_record_linger_over_a_second_is_refused() -> None:
+    # Sent messages wait for their record during the linger: a replica dying then leaves them
+    # to be sent again, so the wait stays short.
+    env = Env({"CJO_DELIVERY_RECORD_LINGER_MS": "5000"})
+    load_sender_settings(env)
+    assert env.errors == ["CJO_DELIVERY_RECORD_LINGER_MS=5000.0 is above 1000.0"]
+
+
+def test_a_record_linger_within_bounds_is_taken() -> None:
+    env = Env({"CJO_DELIVERY_RECORD_LINGER_MS": "25"})
+    settings = load_sender_settings(env)
+    assert env.errors == []
+    assert settings.record_linger.total_seconds() == 0.025
