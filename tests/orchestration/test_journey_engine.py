@@ -490,3 +490,28 @@ def test_facts_carry_the_exit_reason_the_split_exposure_and_the_goal_revenue() -
     [goal] = (decoded(f) for f in outcome.facts)
     assert (goal.type, goal.revenue, goal.currency) == (
         fact_pb2.FACT_TYPE_GOAL_REACHED, 42.5, "EUR")
+
+
+def test_each_fact_carries_its_own_time_and_every_field_once() -> None:
+    from cjo.analytics.v1 import fact_pb2
+    from cjo_orchestration.adapters.facts import encode
+
+    g = graph(send("s", "k"))
+    entered = enroll(g, START)
+    later = START + timedelta(hours=1, microseconds=250)
+    first = entered.fact("f1", FactKind.NODE_VISITED, START, node_id="s")
+    second = entered.fact("f2", FactKind.MESSAGE_REQUESTED, later, message_id="m1",
+                          node_id="s", channel="email", content_key="k")
+    decoded = []
+    for record in (first, second, first):
+        payload = encode(record)
+        assert payload is not None
+        decoded.append(fact_pb2.Fact.FromString(payload))
+    assert [f.occur_time.ToDatetime(UTC) for f in decoded] == [START, later, START]
+    assert (decoded[1].fact_id, decoded[1].profile_id, decoded[1].enrollment_id,
+            decoded[1].message_id, decoded[1].channel, decoded[1].content_key) == (
+        "f2", entered.profile_id, entered.enrollment_id, "m1", 1, "k")
+    # One occur_time field per fact (a message's singular field repeated would parse, but
+    # would mean the fact was encoded twice over).
+    assert all(f.ByteSize() == len(encode(r) or b"") for f, r in zip(
+        decoded, (first, second, first), strict=True))

@@ -8,8 +8,6 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from google.protobuf import timestamp_pb2
-
 from cjo.analytics.v1 import fact_pb2
 from cjo_orchestration.domain.enrollment import FactKind, FactRecord
 from cjo_platform.db.unit_of_work import UnitOfWork
@@ -46,12 +44,13 @@ _COMMON = tuple(name for name in ("fact_id", "profile_id", "journey_id", "enroll
 
 
 @lru_cache(maxsize=64)
-def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:
-    """The facts of one batch share their time: convert it once. The message is only ever
-    copied into facts (never changed), so sharing it is safe."""
-    stamp = to_timestamp(when)
-    assert stamp is not None
-    return stamp
+def _occur_time_field(when: datetime) -> bytes:
+    """A Fact holding only ``occur_time``, serialised. The facts of one batch share their time:
+    it is converted and encoded once and appended to each fact's other fields (a message's
+    fields may come in any order, so the bytes parse as the one Fact); building the Timestamp
+    into every Fact was about half of a fact's encoding."""
+    encoded: bytes = fact_pb2.Fact(occur_time=to_timestamp(when)).SerializeToString()
+    return encoded
 
 
 def encode(fact: FactRecord) -> bytes | None:
@@ -69,9 +68,8 @@ def encode(fact: FactRecord) -> bytes | None:
                   for k, v in fields.items() if k in _FIELDS and v is not None}
     if fact.kind is FactKind.JOURNEY_EXITED and "exit_reason" in _FIELDS:
         fields["exit_reason"] = fact.detail
-    payload: bytes = fact_pb2.Fact(type=kind, occur_time=_timestamp(fact.occur_time),
-                                   **fields).SerializeToString()
-    return payload
+    payload: bytes = fact_pb2.Fact(type=kind, **fields).SerializeToString()
+    return payload + _occur_time_field(fact.occur_time)
 
 
 def publish(uow: UnitOfWork, facts: Sequence[FactRecord]) -> None:
