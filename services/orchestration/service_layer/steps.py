@@ -73,6 +73,9 @@ log = get_logger(__name__)
 
 VersionKey = tuple[str, str, int]
 MAX_CACHED_GRAPHS = 10_000
+# What a version that vanished runs on (graphs are frozen, so one serves every lookup; built
+# per lookup as ``get``'s default, it cost a dataclass __init__ per enrollment and node).
+_NO_GRAPH = JourneyGraph()
 
 
 def claim_due(uow: UnitOfWork, lease_seconds: float, token: str,
@@ -310,7 +313,7 @@ class StepRound:
         # the enrollment with a recorded step instead of stalling it.
         return self._graphs.get(
             (enrollment.workspace_id, enrollment.journey_id, enrollment.journey_version),
-            JourneyGraph())
+            _NO_GRAPH)
 
     async def _run_workspace(self, workspace_id: str,
                              group: Sequence[Enrollment]) -> list[Transition]:
