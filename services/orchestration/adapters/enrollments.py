@@ -38,7 +38,13 @@ from cjo_orchestration.adapters.tables import (
     retired_profiles,
     steps,
 )
-from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
+from cjo_orchestration.domain.enrollment import (
+    Enrollment,
+    EnrollmentState,
+    Step,
+    StepOutcome,
+    restore,
+)
 from cjo_orchestration.domain.entry import ActiveKey, History, InboxEvent
 from cjo_orchestration.domain.lifecycle import (
     PROFILE_MERGED,
@@ -344,7 +350,7 @@ def insert_new(session: Session, batch: Sequence[Enrollment],
 def _enrollment(row: Row[Any], traits: Any = None) -> Enrollment:
     """The enrollment a row holds; ``traits`` instead of the row's, when given (a claim does
     not read them)."""
-    return Enrollment(
+    return restore(
         workspace_id=row.workspace_id, enrollment_id=row.enrollment_id,
         journey_id=row.journey_id, journey_version=row.journey_version,
         profile_id=row.profile_id, state=EnrollmentState(row.state),
