@@ -93,3 +93,24 @@ def test_chunks_by_bytes_keep_order_and_send_a_large_item_alone() -> None:
     sliced = chunks(list(range(len(sizes))), 3, weight=lambda i: sizes[i], max_bytes=6)
     assert [list(c) for c in sliced] == [[0, 1], [2], [3], [4, 5, 6], [7]]
     assert [list(c) for c in chunks(list(range(5)), 2)] == [[0, 1], [2, 3], [4]]
+
+
+async def test_each_item_reaches_content_and_delivery_with_its_own_data_and_a_bad_one_fails_alone(
+        served: tuple[CountingContent, CountingDelivery, Peers]) -> None:
+    content, delivery, peers = served
+    content.items[("ws", "hi")] = content_item_pb2.ContentItem(
+        key="hi", email=content_item_pb2.EmailTemplate(
+            subject="Hi {{ profile.name }} {{ event.plan }}", html="<p>x</p>"))
+    rendered = await peers.render("ws", [
+        RenderItem("p0", "hi", Channel.EMAIL, {"name": "Ann", "tags": ["a"]}, {"plan": "pro"}),
+        RenderItem("p1", "hi", Channel.EMAIL, {"name": object()}, {}),  # protobuf cannot carry
+        RenderItem("p2", "hi", Channel.EMAIL, {"name": "Bo"}, {})])
+    assert [r.email.subject if isinstance(r, common_pb2.RenderedMessage) else type(r).__name__
+            for r in rendered] == ["Hi Ann pro", "Rejected", "Hi Bo "]
+    answers = await peers.send("ws", [
+        SendItem(f"e{i}:mail:0", f"p{i}", f"p{i}@example.com", rendered[i], "j1", f"e{i}",
+                 topic="news") for i in (0, 2)])
+    assert all(isinstance(a, Sent) for a in answers), answers
+    assert sorted((m.recipient.profile_id, m.recipient.address, m.content.email.subject,
+                   m.enrollment_id) for m in delivery.messages.values()) == [
+        ("p0", "p0@example.com", "Hi Ann pro", "e0"), ("p2", "p2@example.com", "Hi Bo ", "e2")]

@@ -27,7 +27,7 @@ from cjo.decisioning.v1 import (
     decision_point_pb2,
     decisioning_service_pb2,
 )
-from cjo.delivery.v1 import delivery_service_pb2, message_pb2
+from cjo.delivery.v1 import delivery_service_pb2
 from cjo.identity.v1 import event_pb2, identity_service_pb2
 from cjo_orchestration.adapters import stubs
 from cjo_orchestration.domain.decisions import SplitPoint
@@ -357,17 +357,19 @@ class Peers(Decisioning):
         stub = stubs.content(channel(self.settings.peer("content")))
 
         async def call(chunk: Sequence[RenderItem], metadata: Metadata) -> Any:
-            return await stub.BatchRenderContent(
-                content_service_pb2.BatchRenderContentRequest(requests=[
-                    content_service_pb2.RenderContentRequest(
-                        name=f"contentItems/{item.content_key}", channel=CHANNELS[item.channel],
-                        context=content_service_pb2.RenderContext(
-                            profile_id=item.profile_id,
-                            traits=dict_to_struct(dict(item.traits)),
-                            event=dict_to_struct(dict(item.properties))),
-                        **_version(item.content_version))
-                    for item in chunk]),
-                metadata=metadata, timeout=self.timeout)
+            # Built in place: a message passed to a constructor is copied, and each item's
+            # context would be copied twice (into its request, its request into the batch).
+            request = content_service_pb2.BatchRenderContentRequest()
+            for item in chunk:
+                context = request.requests.add(
+                    name=f"contentItems/{item.content_key}", channel=CHANNELS[item.channel],
+                    **_version(item.content_version)).context
+                context.profile_id = item.profile_id
+                context.traits.update(item.traits)
+                context.event.SetInParent()
+                context.event.update(item.properties)
+            return await stub.BatchRenderContent(request, metadata=metadata,
+                                                 timeout=self.timeout)
 
         return await self._in_chunks("content", workspace_id, items, call,
                                      lambda result: result.message, size=RENDER_CHUNK)
@@ -423,18 +425,21 @@ class Peers(Decisioning):
         stub = stubs.delivery(channel(self.settings.peer("delivery")))
 
         async def call(chunk: Sequence[SendItem], metadata: Metadata) -> Any:
-            return await stub.BatchSendMessages(
-                delivery_service_pb2.BatchSendMessagesRequest(requests=[
-                    delivery_service_pb2.SendMessageRequest(
-                        idempotency_key=item.idempotency_key,
-                        recipient=message_pb2.Recipient(profile_id=item.profile_id,
-                                                        address=item.address),
-                        content=item.content, journey_id=item.journey_id,
-                        enrollment_id=item.enrollment_id, time_zone=item.time_zone,
-                        topic=item.topic, transactional=item.transactional,
-                        decision_id=item.decision_id)
-                    for item in chunk]),
-                metadata=metadata, timeout=self.timeout)
+            # Built in place, so each rendered content is copied once (a constructor copies
+            # the messages passed to it: into the request, then the request into the batch).
+            request = delivery_service_pb2.BatchSendMessagesRequest()
+            for item in chunk:
+                send = request.requests.add(
+                    idempotency_key=item.idempotency_key, journey_id=item.journey_id,
+                    enrollment_id=item.enrollment_id, time_zone=item.time_zone,
+                    topic=item.topic, transactional=item.transactional,
+                    decision_id=item.decision_id)
+                send.recipient.profile_id = item.profile_id
+                send.recipient.address = item.address
+                send.recipient.SetInParent()
+                send.content.CopyFrom(item.content)
+            return await stub.BatchSendMessages(request, metadata=metadata,
+                                                timeout=self.timeout)
 
         return [*await self._in_chunks("delivery", workspace_id, items, call,
                                        lambda result: Sent(result.message.message_id),
