@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
@@ -76,6 +77,45 @@ async def test_a_waiting_fetch_returns_the_first_message_that_comes(wire: Wire) 
     await wire.publish(1)
     # It answers once the message came, not when the request expires.
     msgs = await asyncio.wait_for(fetching, 15)
+    assert [m.data for m in msgs] == [b"m0"]
+
+
+async def test_a_fetch_right_after_one_that_gave_up_still_waits_for_its_message(
+        wire: Wire) -> None:
+    batches = await wire.batches()
+    # A fetch that gave up at its own deadline leaves its request to expire at the server a
+    # moment later: that request's late "408" must not end the next fetch. Whether it comes
+    # late depends on the server's timer, so the test tries a few times.
+    async def gave_up_then_fetched(gave_up: asyncio.Event) -> list[Msg]:
+        assert await batches.fetch(20, timeout=0.05) == []
+        gave_up.set()
+        return await batches.fetch(20, timeout=30)  # right away, as the consumer does
+
+    for i in range(5):
+        gave_up = asyncio.Event()
+        fetching = asyncio.create_task(gave_up_then_fetched(gave_up))
+        await gave_up.wait()
+        await wire.nc.flush()  # the second request is at the server
+        while (await wire.js.consumer_info(wire.stream, "c")).num_waiting > 1:
+            pass  # the first request expired: its 408 was sent before this answer
+        await wire.js.publish(f"{wire.subject}.a", f"m{i}".encode())
+        msgs = await asyncio.wait_for(fetching, 15)
+        assert [m.data for m in msgs] == [f"m{i}".encode()]
+        await msgs[0].ack()
+
+
+async def test_what_an_earlier_request_delivers_late_is_handed_to_the_next_fetch(
+        wire: Wire) -> None:
+    batches = await wire.batches()
+    abandoned = asyncio.create_task(batches.fetch(20, timeout=30))
+    while (await wire.js.consumer_info(wire.stream, "c")).num_waiting < 1:
+        pass
+    abandoned.cancel()  # its request still waits at the server
+    fetching = asyncio.create_task(batches.fetch(20, timeout=30))
+    while (await wire.js.consumer_info(wire.stream, "c")).num_waiting < 2:
+        pass
+    await wire.publish(1)  # the server hands it to the first request
+    msgs = await asyncio.wait_for(fetching, 15)  # not when the second request expires
     assert [m.data for m in msgs] == [b"m0"]
 
 

@@ -8,6 +8,11 @@ messages. The protocol is the one nats-py speaks: a pull request to
 is at hand, ``expires``: the server delivers what the consumer has (up to the batch) and ends the
 request with a status message (404 no messages, 408 request timeout), or, with nothing to
 deliver, holds it until the first message comes or it expires.
+
+Each request has its own reply subject (``<inbox>.<n>``, one subscription to ``<inbox>.*``):
+a request the fetch gave up on at its own deadline still ends at the server a moment later, and
+its status must not end (408) or fail (409) the next fetch. Messages it delivered late are kept
+all the same: they are this consumer's, and dropped they would only come again after ack_wait.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ class PullBatches:
         self._nc = nc
         self._next = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
+        self._requests = 0
         self._arrived: deque[Msg] = deque()
         self._signal = asyncio.Event()
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._inbox, cb=self._arrive)
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._arrive)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -70,8 +76,10 @@ class PullBatches:
         if not msgs:
             # With expires, a request finding nothing waits for the first message to come.
             request["expires"] = max(1, int(timeout * 1_000_000_000) - 100_000)
+        self._requests += 1
+        reply = f"{self._inbox}.{self._requests}"
         self._signal.clear()
-        await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._inbox)
+        await self._nc.publish(self._next, json.dumps(request).encode(), reply=reply)
         while len(msgs) < batch:
             if not self._arrived:
                 self._signal.clear()
@@ -85,6 +93,11 @@ class PullBatches:
             status = _status(msg)
             if not status:
                 msgs.append(msg)
+            elif msg.subject != reply:
+                # An earlier request's end ends nothing, unless messages came: those may be
+                # its own (delivered after its fetch gave up), and this request may wait long.
+                if msgs:
+                    break
             elif status in _ENDS:
                 break
             elif status != _CONTROL:
