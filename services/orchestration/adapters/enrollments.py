@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from functools import cache
 from types import MappingProxyType
@@ -350,18 +351,31 @@ def insert_new(session: Session, batch: Sequence[Enrollment],
 def _enrollment(row: Row[Any], traits: Any = None) -> Enrollment:
     """The enrollment a row holds; ``traits`` instead of the row's, when given (a claim does
     not read them)."""
-    return restore(
-        workspace_id=row.workspace_id, enrollment_id=row.enrollment_id,
-        journey_id=row.journey_id, journey_version=row.journey_version,
-        profile_id=row.profile_id, state=EnrollmentState(row.state),
-        current_node_id=row.current_node_id, due_time=row.due_time,
-        create_time=row.create_time, update_time=row.update_time, visits=row.visits,
-        attempts=row.attempts, last_error=row.last_error,
-        traits=row.traits if traits is None else traits,
-        properties=row.properties, event_id=row.event_id, traceparent=row.traceparent,
-        step_count=row.step_count, waiting=row.waiting, exit_reason=row.exit_reason,
-        goal_deadline=row.goal_deadline, goal_time=row.goal_time,
-        entry_properties=row.entry_properties, wait_deadline=row.wait_deadline)
+    return _enrollments([row], traits)[0]
+
+
+# Columns of the enrollments table that are not the enrollment's (the lease, the entry key).
+_STORED_ONLY = frozenset(c.key for c in enrollments.c) - {f.name for f in fields(Enrollment)}
+
+
+def _enrollments(rows: Sequence[Row[Any]], traits: Any = None) -> list[Enrollment]:
+    """The enrollments rows of one query hold (:func:`_enrollment`'s). Each row's values are
+    taken by position under the query's column names, read once: a Row's attribute access by
+    name cost ~0.4 us a column, 24 columns an enrollment, a claim 500 enrollments."""
+    if not rows:
+        return []
+    names = rows[0]._fields
+    stored_only = [name for name in names if name in _STORED_ONLY]
+    found = []
+    for row in rows:
+        values = dict(zip(names, row, strict=True))
+        for name in stored_only:
+            del values[name]
+        values["state"] = EnrollmentState(values["state"])
+        if traits is not None:
+            values["traits"] = traits
+        found.append(restore(values))
+    return found
 
 
 def watched(session: Session, profiles: Iterable[tuple[str, str]],
@@ -497,7 +511,7 @@ def claim_due(session: Session, now: datetime, until: datetime, token: str,
         session.execute(_lease_statement(dialect), {
             "ws": workspace_id, "ids": keys_param(dialect, ids), "until": until,
             "token": token})
-    return [_enrollment(r, _NOT_READ) for r in rows]
+    return _enrollments(rows, _NOT_READ)
 
 
 def _by_workspace(keys: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
@@ -629,7 +643,7 @@ def page(session: Session, workspace_id: str, journey_id: str | None, profile_id
                                 and_(c.create_time == when, c.enrollment_id < enrollment_id)))
     rows = session.execute(
         query.order_by(c.create_time.desc(), c.enrollment_id.desc()).limit(size)).all()
-    return [_enrollment(r) for r in rows]
+    return _enrollments(rows)
 
 
 def steps_of(session: Session, workspace_id: str,

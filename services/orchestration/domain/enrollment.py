@@ -144,9 +144,10 @@ def evolve(enrollment: Enrollment, **changes: Any) -> Enrollment:
     return copy
 
 
-def restore(**values: Any) -> Enrollment:
-    """The enrollment a stored row holds, every field given: built like :func:`evolve`, without
-    the frozen ``__init__``'s setattr per field (a claim restores a whole batch)."""
+def restore(values: dict[str, Any]) -> Enrollment:
+    """The enrollment a stored row holds, every field given (by name): built like
+    :func:`evolve`, without the frozen ``__init__``'s setattr per field (a claim restores a
+    whole batch)."""
     assert values.keys() == _ENROLLMENT_FIELDS, values.keys() ^ _ENROLLMENT_FIELDS
     enrollment = object.__new__(Enrollment)
     enrollment.__dict__.update(values)
