@@ -7,6 +7,7 @@ fails with one clear message instead of a stack trace later.
 from __future__ import annotations
 
 import builtins
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ class Env:
         try:
             value = float(raw)
         except ValueError:
+            value = math.nan
+        if math.isnan(value):  # "nan" parses, and passes every bound
             self.errors.append(f"{name}={raw!r} is not a number")
             return default
         if value < minimum:

@@ -146,3 +146,21 @@ async def test_a_segment_changed_without_moving_the_revision_is_seen_within_the_
     assert await members_after(a, "m2", "pro") == ["pros"]  # kept: the revision did not move
     now[0] += stored_segments.KEPT_SECONDS
     assert await members_after(a, "m3", "pro") == []
+
+
+async def test_the_workspaces_read_least_recently_are_let_go_first(
+        replicas: tuple[Transactions, Transactions], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, _ = replicas
+    monkeypatch.setattr(stored_segments, "KEPT_WORKSPACES", 2)
+    now = [1000.0]
+    monkeypatch.setattr(stored_segments, "_monotonic", lambda: now[0])
+
+    def load(workspace: str) -> None:
+        a.run_sync(lambda uow: stored_segments.load_segments(uow.session, workspace, 0))
+
+    load("w1")
+    load("w2")
+    now[0] += stored_segments.KEPT_SECONDS  # both due for a read again: w1 is read first
+    load("w1")
+    load("w3")  # one too many: w2, read longest ago, goes
+    assert list(stored_segments._kept[a.db.engine]) == ["w1", "w3"]

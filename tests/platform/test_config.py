@@ -56,3 +56,11 @@ def test_the_facts_linger_is_read_in_milliseconds_and_bounded() -> None:
     load_service_settings("delivery", env)
     with pytest.raises(ConfigError, match="CJO_FACTS_LINGER_MS"):
         env.check()
+
+
+def test_a_float_setting_of_nan_is_refused_with_its_name() -> None:
+    # "nan" parses as a float and passes every bound: it must be refused like any non-number.
+    env = Env({"CJO_DELIVERY_RECORD_LINGER_MS": "nan", "CJO_SMTP_TIMEOUT_SECONDS": "12.5"})
+    assert env.float("CJO_DELIVERY_RECORD_LINGER_MS", 10.0, maximum=1000.0) == 10.0
+    assert env.float("CJO_SMTP_TIMEOUT_SECONDS", 10.0) == 12.5
+    assert env.errors == ["CJO_DELIVERY_RECORD_LINGER_MS='nan' is not a number"]

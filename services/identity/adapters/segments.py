@@ -84,11 +84,12 @@ def load_segments(session: Session, workspace_id: str, revision: int | None = No
     # Read after the revision: at least as new as it (a newer list kept under an older
     # revision is only read again once more).
     found = _read_active(session, workspace_id)
-    cache[workspace_id] = (revision, now, tuple(found))
-    if len(cache) > KEPT_WORKSPACES:
-        with _evicting:  # the writer threads share the cache
-            while len(cache) > KEPT_WORKSPACES:
-                del cache[next(iter(cache))]
+    with _keeping:  # the writer threads share the cache
+        # Kept again at the end: the workspaces read from the database least recently go first.
+        cache.pop(workspace_id, None)
+        cache[workspace_id] = (revision, now, tuple(found))
+        while len(cache) > KEPT_WORKSPACES:
+            del cache[next(iter(cache))]
     return found
 
 
@@ -97,14 +98,15 @@ def _read_active(session: Session, workspace_id: str) -> list[Segment]:
     return [_segment(r) for r in rows]
 
 
-# Workspaces whose active segments one process keeps per database (the oldest kept go first).
+# Workspaces whose active segments one process keeps per database (those read from it least
+# recently go first).
 KEPT_WORKSPACES = 10_000
 # How long a kept list is used at most, revision or not: a write that did not move the revision
 # (a replica still running the code from before the revision, a restore, a hand-made fix in
 # SQL) is evaluated within this bound instead of never.
 KEPT_SECONDS = 5.0
 _monotonic = time.monotonic
-_evicting = threading.Lock()
+_keeping = threading.Lock()
 _kept: WeakKeyDictionary[Engine, dict[str, tuple[int, float, tuple[Segment, ...]]]] = \
     WeakKeyDictionary()
 
