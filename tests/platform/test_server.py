@@ -13,7 +13,7 @@ from cjo.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from cjo_analytics.bootstrap import build
 from cjo_platform.config import Env
 from cjo_platform.rpc.status import error_reason
-from support import Backend, as_service, serving, settings_for
+from support import Backend, as_service, serving, settings_for, span_recorder
 
 
 async def test_health_and_reflection_need_no_key(sqlite_backend: Backend) -> None:
@@ -60,16 +60,8 @@ async def test_stopping_returns_and_closes_the_port(sqlite_backend: Backend) -> 
 
 async def test_each_rpc_is_traced_and_health_checks_are_not(sqlite_backend: Backend) -> None:
     from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    spans = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(spans))
+    spans = span_recorder()
     app = build(settings_for("analytics", sqlite_backend), Env({}))
     async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
