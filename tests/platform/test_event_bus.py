@@ -1,7 +1,9 @@
 """The event bus against the real NATS JetStream at 127.0.0.1:4222: the outbox relay publishes
 each row once (Nats-Msg-Id), the partition consumers hand a workspace's messages to the
 receiver in order, a refused message goes to the dead letters without holding the others, a
-slow receiver is not handed its messages twice, and replicas share the partitions.
+slow receiver is not handed its messages twice, and replicas share the partitions. Packed
+messages: a round's rows of one subject go as one message, the same rows published again are
+dropped, each row is answered on its own, and single-row messages of a previous release are read.
 
 Every test uses a subject/stream prefix of its own and removes its streams afterwards."""
 
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.js.api import KeyValueConfig
@@ -25,7 +28,8 @@ from outbox_support import Box, open_box
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import Bus, BusSettings, naming
 from cjo_platform.bus.consumer import BusConsumer
-from cjo_platform.bus.relay import bus_sender
+from cjo_platform.bus.packing import PACK_HEADER, pack_message_id
+from cjo_platform.bus.relay import WORKSPACE_HEADER, bus_sender
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.outbox import Forwarder, Later, OutboxRow, Refusal
 from cjo_platform.db.unit_of_work import UnitOfWork
@@ -131,8 +135,31 @@ async def stream_messages(bus: Bus) -> int:
     return int(info.state.messages)
 
 
+def published_again(box: Box, sent: list[bytes]) -> list[OutboxRow]:
+    """The rows ``relay`` queued, as a relay that crashed after their PubAck reads them again."""
+    return [OutboxRow(id=i + 1, topic=TOPIC, workspace_id="acme", payload=p, traceparent="",
+                      create_time=box.outbox.clock.now()) for i, p in enumerate(sent)]
+
+
+async def consume(bus: Bus, box: Box, receiver: Receiver, taken: int,
+                  **options: Any) -> None:
+    """Runs a consumer into ``receiver`` until it took ``taken`` messages (and the dead letters
+    hold one, with ``letter``) and the stream is empty."""
+    letter = options.pop("letter", False)
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
+                           **options)
+    task = await running(consumer)
+    try:
+        await eventually(lambda: len(receiver.taken) >= taken
+                         and (not letter or bool(box.letters("acme"))), timeout=20)
+        await eventually(lambda: _empty(bus), timeout=10)
+    finally:
+        await stop(task)
+
+
 async def test_rows_reach_the_receiver_once_in_profile_order(prefix: str, box: Box) -> None:
-    bus = Bus(bus_settings(prefix))
+    # One message per row (as a relay without packing publishes; packed: test_bus_packing.py).
+    bus = Bus(bus_settings(prefix, pack_rows=1))
     sent = payloads(profiles=5, per_profile=20)
     await relay(bus, box, sent)
     assert box.queued(TOPIC) == 0  # deleted once JetStream acknowledged them
@@ -140,19 +167,11 @@ async def test_rows_reach_the_receiver_once_in_profile_order(prefix: str, box: B
     # A relay that crashed after the PubAck, before deleting its rows, publishes them again:
     # the stream's duplicate window drops them (same producer, topic and row id).
     republish = bus_sender(bus, "tests", TOPIC, ordering_key=profile_of)
-    again = [OutboxRow(id=i + 1, topic=TOPIC, workspace_id="acme", payload=p, traceparent="",
-                       create_time=box.outbox.clock.now()) for i, p in enumerate(sent)]
-    assert await republish("acme", again) == []
+    assert await republish("acme", published_again(box, sent)) == []
     assert await stream_messages(bus) == len(sent)
 
     receiver = Receiver()
-    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock())
-    task = await running(consumer)
-    try:
-        await eventually(lambda: len(receiver.taken) >= len(sent), timeout=20)
-        await eventually(lambda: _empty(bus), timeout=10)
-    finally:
-        await stop(task)
+    await consume(bus, box, receiver, len(sent))
     assert sorted(receiver.taken) == sorted(sent)  # each once
     assert receiver.by_profile() == {f"p{k}": list(range(20)) for k in range(5)}
     assert await stream_messages(bus) == 0  # acked: the work queue dropped them
@@ -165,7 +184,7 @@ async def test_a_failed_publish_holds_its_profile_and_the_rows_behind_it(
     # max_msg_size) while p0:0 and p2:0, in flight with it, are stored: the rows from p1:0 on
     # stay in the outbox, p1:1 is never sent before p1:0, and nothing behind the failure is
     # sent this round. Once the stream takes the row, the rest goes, each message once.
-    bus = Bus(bus_settings(prefix, partitions=1))
+    bus = Bus(bus_settings(prefix, partitions=1, pack_rows=1))
     stream = await bus.ensure_stream(TOPIC)
     js = await bus.jetstream()
     config = (await js.stream_info(stream)).config
@@ -199,21 +218,18 @@ async def stored(bus: Bus) -> list[bytes]:
             for seq in range(state.first_seq, state.last_seq + 1)]
 
 
+@pytest.mark.parametrize("pack_rows", [1, 64])
 async def test_a_refused_message_goes_to_the_dead_letters_and_the_rest_flow(
-        prefix: str, box: Box) -> None:
-    bus = Bus(bus_settings(prefix, partitions=1))
+        prefix: str, box: Box, pack_rows: int) -> None:
+    # Packed, the refused row is one of the message's ten: it goes to the dead letters alone,
+    # its neighbours are taken, and the message is acked (the stream empties).
+    bus = Bus(bus_settings(prefix, partitions=1, pack_rows=pack_rows))
     sent = payloads(profiles=1, per_profile=10)
     bad = sent[3]
     await relay(bus, box, sent)
+    assert await stream_messages(bus) == (10 if pack_rows == 1 else 1)
     receiver = Receiver(refuse=frozenset({bad}))
-    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
-                           item_key=lambda row: row.payload.decode())
-    task = await running(consumer)
-    try:
-        await eventually(lambda: len(receiver.taken) == 9 and box.letters("acme"), timeout=20)
-        await eventually(lambda: _empty(bus), timeout=10)
-    finally:
-        await stop(task)
+    await consume(bus, box, receiver, 9, letter=True, item_key=lambda row: row.payload.decode())
     assert receiver.taken == [p for p in sent if p != bad]
     [letter] = box.letters("acme")
     assert (letter.source, letter.item_key, letter.payload) == (f"bus:{TOPIC}", "p0:3", bad)
@@ -401,12 +417,14 @@ class Stalled(Receiver):
         return await super().__call__(workspace_id, rows)
 
 
+@pytest.mark.parametrize("pack_rows", [1, 4])
 async def test_a_stalled_workspace_does_not_hold_up_the_others_on_its_partition(
-        prefix: str, box: Box) -> None:
+        prefix: str, box: Box, pack_rows: int) -> None:
     # One partition, batch 5: the stalled workspace has 3 times a batch waiting; another
     # workspace's message still flows, and once the stalled one recovers its messages come in
-    # stream order, each once.
-    bus = Bus(bus_settings(prefix, partitions=1, batch=5))
+    # stream order, each once. Packed by 4, its messages beyond the one row it may keep go
+    # round the stream whole.
+    bus = Bus(bus_settings(prefix, partitions=1, batch=5, pack_rows=pack_rows))
     stalled = [f"s:{i}".encode() for i in range(15)]
     await relay(bus, box, stalled, workspace="stalled")
     await relay(bus, box, [b"o:0"], workspace="other")
@@ -496,4 +514,81 @@ async def test_a_burst_across_partitions_reaches_the_receiver_in_few_calls(
     assert receiver.calls < bus.settings.partitions
     assert sorted(receiver.taken) == sorted(sent)
     assert receiver.by_profile() == {f"p{k}": [0, 1] for k in range(40)}
+    await bus.close()
+
+
+# --- packed messages (CJO_BUS_PACK_ROWS, cjo_platform.bus.packing) -----------------------
+
+async def test_a_rounds_rows_of_a_subject_go_as_few_messages_each_once_in_order(
+        prefix: str, box: Box) -> None:
+    bus = Bus(bus_settings(prefix, partitions=2, pack_rows=8))
+    sent = payloads(profiles=5, per_profile=20)
+    await relay(bus, box, sent)
+    assert box.queued(TOPIC) == 0
+    messages = await stream_messages(bus)
+    assert 100 / 8 <= messages <= 100 / 8 + 2  # packs of 8 per subject, not one per row
+    # The same rows published again (a relay that crashed after the PubAck) get the same
+    # message ids: the stream drops them.
+    republish = bus_sender(bus, "tests", TOPIC, ordering_key=profile_of)
+    assert await republish("acme", published_again(box, sent)) == []
+    assert await stream_messages(bus) == messages
+
+    receiver = Receiver()
+    await consume(bus, box, receiver, len(sent))
+    assert sorted(receiver.taken) == sorted(sent)  # each once
+    assert receiver.by_profile() == {f"p{k}": list(range(20)) for k in range(5)}
+    await bus.close()
+
+
+def test_a_packs_message_id_is_its_rows_own() -> None:
+    # A relay restarted after a crash may claim the rows with others and pack them otherwise:
+    # that message must not be dropped as a duplicate of the first (its other rows would be
+    # lost); its repeated rows reach the receiver again, which drops them by its own ids.
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def rows(*ids: int) -> list[OutboxRow]:
+        return [OutboxRow(id=i, topic=TOPIC, workspace_id="acme", payload=b"x", traceparent="",
+                          create_time=at) for i in ids]
+
+    first = pack_message_id("p", TOPIC, rows(1, 2, 3))
+    assert pack_message_id("p", TOPIC, rows(1, 2, 3)) == first
+    others = {pack_message_id("p", TOPIC, rows(*ids))
+              for ids in [(1, 2, 3, 4), (1, 2), (1, 3, 4), (1, 2, 4), (2, 3)]}
+    assert first not in others and len(others) == 5
+
+
+async def test_single_row_messages_of_a_previous_release_are_read_beside_packed_ones(
+        prefix: str, box: Box) -> None:
+    old = payloads(profiles=2, per_profile=3)
+    new = [f"p{i % 2}:{3 + i // 2}".encode() for i in range(6)]
+    await relay(Bus(bus_settings(prefix, partitions=1, pack_rows=1)), box, old)
+    bus = Bus(bus_settings(prefix, partitions=1))
+    await relay(bus, box, new)
+    assert await stream_messages(bus) == len(old) + 1
+    receiver = Receiver()
+    await consume(bus, box, receiver, 12)
+    assert receiver.by_profile() == {"p0": list(range(6)), "p1": list(range(6))}
+    await bus.close()
+
+
+async def test_an_unreadable_packed_message_goes_to_the_dead_letters_and_the_rest_flow(
+        prefix: str, box: Box) -> None:
+    bus = Bus(bus_settings(prefix, partitions=1))
+    stream = await bus.ensure_stream(TOPIC)
+    js = await bus.jetstream()
+    await js.publish(naming.subject(prefix, TOPIC, "acme", 0), b"\xc1 not msgpack",
+                     stream=stream, headers={PACK_HEADER: "1", WORKSPACE_HEADER: "acme"})
+    await relay(bus, box, [b"p0:0", b"p0:1"])
+
+    class Strict(Receiver):
+        async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow]
+                           ) -> list[Refusal]:
+            self.refuse = frozenset(r.payload for r in rows if b":" not in r.payload)
+            return await super().__call__(workspace_id, rows)
+
+    receiver = Strict()
+    await consume(bus, box, receiver, 2, letter=True)
+    assert receiver.taken == [b"p0:0", b"p0:1"]
+    [letter] = box.letters("acme")
+    assert letter.payload == b"\xc1 not msgpack"
     await bus.close()

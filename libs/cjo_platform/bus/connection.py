@@ -29,6 +29,7 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from cjo_platform.bus import naming
+from cjo_platform.bus.packing import MAX_PACK_ROWS
 from cjo_platform.bus.pubacks import PubAcks
 from cjo_platform.config import Env
 from cjo_platform.logging import get_logger
@@ -66,6 +67,10 @@ class BusSettings:
     max_age_hours: float = 24 * 7
     # CJO_BUS_REPLICAS: JetStream replicas of each stream (3 on a three-node cluster).
     replicas: int = 1
+    # CJO_BUS_PACK_ROWS: outbox rows a relay packs into one message (a round's rows of one
+    # subject, see cjo_platform.bus.packing); 1 publishes one message per row, as releases
+    # before packing did and read.
+    pack_rows: int = 64
 
     @property
     def claim_seconds(self) -> float:
@@ -104,6 +109,7 @@ def load_bus_settings(env: Env) -> BusSettings | None:
                                            minimum=1.0),
         max_age_hours=env.float("CJO_BUS_MAX_AGE_HOURS", 24 * 7, minimum=0.1),
         replicas=env.int("CJO_BUS_REPLICAS", 1, minimum=1, maximum=5),
+        pack_rows=env.int("CJO_BUS_PACK_ROWS", 64, minimum=1, maximum=MAX_PACK_ROWS),
     )
 
 

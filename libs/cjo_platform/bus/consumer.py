@@ -29,7 +29,13 @@ partition's ack-pending window; the rest goes round the stream again, in order
 (:class:`_Cycle`), so it never holds up the partition's other workspaces. Kept messages are
 marked in progress every third of ``ack_wait``, so JetStream does not hand them out again while
 they wait or while a slow receiver works. Receivers deduplicate by their own ids, so a message
-delivered again after a crash is applied once. """
+delivered again after a crash is applied once.
+
+**Packed messages** (:mod:`cjo_platform.bus.packing`) are unpacked into their rows, which then
+go as any rows do: each is answered on its own (taken, or buried alone), and the message is
+acked once every row of it is; a workspace's messages beyond what it may keep go round whole.
+A message given back (naked) or delivered again brings all its rows again: receivers dedupe.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +55,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus.connection import Bus, BusSettings
+from cjo_platform.bus.packing import PACK_HEADER, row_id, sequence_of, unpack
 from cjo_platform.bus.pull import PullBatches
 from cjo_platform.bus.relay import MSG_ID_HEADER, TRACEPARENT_HEADER, WORKSPACE_HEADER
 from cjo_platform.clock import Clock
@@ -84,7 +91,7 @@ class _Held:
     rows: list[OutboxRow] = field(default_factory=list)
     due: float = 0.0  # loop time of the next try
     waits: int = 0  # "later" answers in a row
-    attempts: dict[int, int] = field(default_factory=dict)  # refusals per stream sequence
+    attempts: dict[int, int] = field(default_factory=dict)  # refusals per row id
 
 
 @dataclass
@@ -225,6 +232,9 @@ class BusConsumer:
         self.owner = _KEY_UNSAFE.sub("_", owner) if owner else claimant_id()
         self._topic_key = _KEY_UNSAFE.sub("_", topic)
         self._msgs: dict[int, Msg] = {}  # stream sequence -> the delivery to answer
+        # stream sequence -> its rows neither taken nor buried yet (a packed message is acked
+        # once each of its rows is; see cjo_platform.bus.packing)
+        self._open: dict[int, int] = {}
         self._partitions: dict[int, tuple[asyncio.Task[None], int]] = {}
         self._last_taken: float = -math.inf
         # Why the last claim round failed (None once one succeeded): the replica works no
@@ -400,10 +410,12 @@ class BusConsumer:
                     continue  # nothing new
                 fresh: list[str] = []
                 for msg in msgs:
-                    row = self._row(msg)
-                    if row.id in self._msgs:
-                        self._msgs[row.id] = msg  # delivered again: answer the newest delivery
+                    sequence, created = _position(msg)
+                    if sequence in self._msgs:
+                        self._msgs[sequence] = msg  # delivered again: answer the newest delivery
                         continue
+                    rows = self._rows(msg, sequence, created)
+                    row = rows[0]
                     entry = held.get(row.workspace_id)
                     cycle = cycles.get(row.workspace_id)
                     if cycle is None and entry is not None and len(entry.rows) >= cap \
@@ -425,29 +437,41 @@ class BusConsumer:
                         cycle.accept += 1
                         if cycle.accept == cycle.assigned:
                             del cycles[row.workspace_id]  # every copy is back
-                    self._msgs[row.id] = msg
+                    self._msgs[sequence] = msg
+                    self._open[sequence] = len(rows)
                     if entry is None:
                         entry = held[row.workspace_id] = _Held(due=loop.time())
                         fresh.append(row.workspace_id)
-                    entry.rows.append(row)
+                    entry.rows.extend(rows)
                 for workspace_id in fresh:
                     await self._try(held, workspace_id)
                 for workspace_id, entry in list(held.items()):
                     if len(entry.rows) > cap and workspace_id not in cycles:
-                        # Waiting with more than it may keep: the rest goes round, in order.
+                        # Waiting with more than it may keep: the rest goes round, in order,
+                        # whole messages only (a packed one goes with all its rows or stays).
+                        keep = cap
+                        while keep < len(entry.rows) and sequence_of(entry.rows[keep].id) \
+                                == sequence_of(entry.rows[keep - 1].id):
+                            keep += 1
+                        if keep == len(entry.rows):
+                            continue
                         cycle = cycles[workspace_id] = _Cycle(epoch)
-                        for row in entry.rows[cap:]:
-                            msg = self._msgs.pop(row.id)
+                        for sequence in dict.fromkeys(sequence_of(row.id)
+                                                      for row in entry.rows[keep:]):
+                            msg = self._msgs.pop(sequence)
+                            del self._open[sequence]
                             await self._go_round(msg, epoch, cycle.assigned)
                             cycle.assigned += 1
-                        del entry.rows[cap:]
+                        del entry.rows[keep:]
         finally:
             keepalive.cancel()
             # Give back what this replica still holds, before its claim goes: JetStream then
             # delivers it, first, to the partition's next holder.
             for entry in held.values():
                 for row in entry.rows:
-                    given_back = self._msgs.pop(row.id, None)
+                    sequence = sequence_of(row.id)
+                    self._open.pop(sequence, None)
+                    given_back = self._msgs.pop(sequence, None)
                     if given_back is not None:
                         with contextlib.suppress(Exception):
                             await given_back.nak()
@@ -468,19 +492,32 @@ class BusConsumer:
         period = self.settings.ack_wait_seconds / 3
         while True:
             await asyncio.sleep(period)
-            for entry in list(held.values()):
-                for row in list(entry.rows):
-                    msg = self._msgs.get(row.id)
-                    if msg is not None:
-                        with contextlib.suppress(Exception):
-                            await msg.in_progress()
+            sequences = {sequence_of(row.id) for entry in list(held.values())
+                         for row in list(entry.rows)}
+            for sequence in sequences:
+                msg = self._msgs.get(sequence)
+                if msg is not None:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
 
-    def _row(self, msg: Msg) -> OutboxRow:
+    def _rows(self, msg: Msg, sequence: int, created: datetime) -> list[OutboxRow]:
+        """The message's rows: one, or a packed message's each (ids: :func:`row_id`). A packed
+        message that cannot be read is one row holding its bytes: the receiver refuses it and
+        it goes to the dead letters, as any unreadable message does."""
         headers = msg.headers or {}
-        sequence, created = _position(msg)
-        return OutboxRow(id=sequence, topic=self.topic,
-                         workspace_id=headers.get(WORKSPACE_HEADER, ""), payload=msg.data,
-                         traceparent=headers.get(TRACEPARENT_HEADER, ""), create_time=created)
+        workspace_id = headers.get(WORKSPACE_HEADER, "")
+        if PACK_HEADER in headers:
+            unpacked = unpack(msg.data)
+            if unpacked.rows:
+                return [OutboxRow(id=row_id(sequence, index), topic=self.topic,
+                                  workspace_id=workspace_id, payload=payload,
+                                  traceparent=traceparent, create_time=created)
+                        for index, (payload, traceparent) in enumerate(unpacked.rows)]
+            log.error("bus message unreadable", worker=self.name, sequence=sequence,
+                      error=unpacked.error)
+        return [OutboxRow(id=row_id(sequence, 0), topic=self.topic, workspace_id=workspace_id,
+                          payload=msg.data, traceparent=headers.get(TRACEPARENT_HEADER, ""),
+                          create_time=created)]
 
     async def _try(self, held: dict[str, _Held], workspace_id: str) -> None:
         """Hand the workspace's kept messages to the receiver; what is left waits."""
@@ -488,10 +525,11 @@ class BusConsumer:
         loop = asyncio.get_running_loop()
         taken_before = self._last_taken
         while entry.rows:
-            done, stop = await self._deliver(workspace_id, entry.rows)
+            # At most a batch of rows per call (packed messages carry many rows each).
+            done, stop = await self._deliver(workspace_id, entry.rows[:self.settings.batch])
             del entry.rows[:done]
             if stop is None:
-                break
+                continue
             if stop.later:
                 entry.waits += 1
                 entry.due = loop.time() + self.retry.delay(entry.waits).total_seconds()
@@ -512,7 +550,8 @@ class BusConsumer:
                 continue
             entry.due = loop.time() + self.retry.delay(attempts).total_seconds()
             log.warning("receiver refused a bus message; retrying it later", worker=self.name,
-                        workspace=workspace_id, sequence=culprit.id, attempts=attempts,
+                        workspace=workspace_id, sequence=sequence_of(culprit.id),
+                        attempts=attempts,
                         error=stop.error)
             return
         del held[workspace_id]
@@ -563,8 +602,15 @@ class BusConsumer:
         return half + more, stop
 
     async def _ack(self, rows: Sequence[OutboxRow]) -> None:
+        """Count ``rows`` as answered; ack each message all of whose rows now are."""
         for row in rows:
-            msg = self._msgs.pop(row.id, None)
+            sequence = sequence_of(row.id)
+            left = self._open.get(sequence, 0) - 1
+            if left > 0:
+                self._open[sequence] = left
+                continue
+            self._open.pop(sequence, None)
+            msg = self._msgs.pop(sequence, None)
             if msg is not None:
                 await msg.ack()
 
@@ -582,7 +628,8 @@ class BusConsumer:
         await self.db.run(write)
         for row, error, _ in dead:
             log.error("receiver refused a bus message; moved to the dead letters",
-                      worker=self.name, sequence=row.id, workspace=row.workspace_id,
+                      worker=self.name, sequence=sequence_of(row.id),
+                      workspace=row.workspace_id,
                       error=error)
         await self._ack([row for row, _, _ in dead])
 

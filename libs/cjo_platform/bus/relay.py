@@ -22,13 +22,18 @@ dropped as duplicates when they are published again (past the duplicate window, 
 drops them by its own ids). When the very first row fails the round stops, every row kept
 (the bus is down, most likely). The forwarder's claim bounds what is in flight (a batch of
 rows, a few megabytes).
+
+**Packed.** With ``CJO_BUS_PACK_ROWS`` above 1 a round's rows of one subject form one chain and
+go as a few messages of many rows each (:mod:`cjo_platform.bus.packing`): a message is stored
+whole or not at all, so the rules above hold with "message" for "row", a failed message's first
+row being where the kept rows begin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from cjo_platform.bus import naming
+from cjo_platform.bus import naming, packing
 from cjo_platform.bus.connection import Bus
 from cjo_platform.db.outbox import OutboxRow, Refusal, SendBatch
 
@@ -54,7 +59,10 @@ def bus_sender(bus: Bus, producer: str, topic: str,
         stream = await bus.ensure_stream(topic)
         pub_acks = await bus.pub_acks()
         partitions = bus.settings.partitions
-        chains: dict[str, list[int]] = {}
+        pack_rows = bus.settings.pack_rows
+        # Each chain's messages, in order: one row each, or with packing a subject's rows cut
+        # into packs (every profile of a subject in one chain: its rows stay in id order).
+        keyed: dict[str, list[int]] = {}
         subjects: list[str] = []
         for index, row in enumerate(rows):
             key = workspace_id
@@ -63,37 +71,47 @@ def bus_sender(bus: Bus, producer: str, topic: str,
                     key = ordering_key(row) or workspace_id
                 except Exception:  # an unreadable payload still goes: the receiver judges it
                     key = workspace_id
-            chains.setdefault(key, []).append(index)
-            subjects.append(naming.subject(bus.prefix, topic, workspace_id,
-                                           naming.partition_of(key, partitions)))
+            subject = naming.subject(bus.prefix, topic, workspace_id,
+                                     naming.partition_of(key, partitions))
+            subjects.append(subject)
+            keyed.setdefault(subject if pack_rows > 1 else key, []).append(index)
+        chains = [packing.packs(rows, indexes, pack_rows) for indexes in keyed.values()]
         # The first row not stored (its index), and why.
         failed: int = len(rows)
         error: BaseException | None = None
-        live = list(chains.values())
+        live = chains
         step = 0
         while live:
             wave = pub_acks.wave()
-            sent: list[int] = []
+            sent: list[list[int]] = []
             try:
-                for index in (chain[step] for chain in live):
-                    row = rows[index]
-                    headers = {MSG_ID_HEADER: naming.message_id(producer, topic, row.id,
-                                                                row.create_time),
-                               WORKSPACE_HEADER: workspace_id,
-                               EXPECTED_STREAM_HEADER: stream}
-                    if row.traceparent:
-                        headers[TRACEPARENT_HEADER] = row.traceparent
+                for message in (chain[step] for chain in live):
+                    first = rows[message[0]]
+                    headers = {WORKSPACE_HEADER: workspace_id, EXPECTED_STREAM_HEADER: stream}
+                    if len(message) == 1:
+                        headers[MSG_ID_HEADER] = naming.message_id(producer, topic, first.id,
+                                                                   first.create_time)
+                        if first.traceparent:
+                            headers[TRACEPARENT_HEADER] = first.traceparent
+                        payload = first.payload
+                    else:
+                        packed = [rows[index] for index in message]
+                        headers[MSG_ID_HEADER] = packing.pack_message_id(producer, topic,
+                                                                         packed)
+                        headers[packing.PACK_HEADER] = packing.PACK_FORMAT
+                        payload = packing.pack(packed)
                     try:
-                        await wave.publish(index, subjects[index], row.payload, headers)
-                        sent.append(index)
+                        await wave.publish(message[0], subjects[message[0]], payload, headers)
+                        sent.append(message)
                     except Exception as exc:  # not even sent (too large, connection closed)
-                        if index < failed:
-                            failed, error = index, exc
+                        if message[0] < failed:
+                            failed, error = message[0], exc
                 answers = await wave.wait(PUBLISH_TIMEOUT_SECONDS)
             finally:
                 wave.close()  # unanswered (or the round was cancelled): forgotten
             stored: set[int] = set()
-            for index in sent:
+            for message in sent:
+                index = message[0]
                 problem = answers[index] if index in answers else TimeoutError(
                     f"no PubAck within {PUBLISH_TIMEOUT_SECONDS}s")
                 if problem is None:
@@ -101,10 +119,10 @@ def bus_sender(bus: Bus, producer: str, topic: str,
                 elif index < failed:
                     failed, error = index, problem
             step += 1
-            # A chain whose row failed stops: its next row would be stored before it.
+            # A chain whose message failed stops: its next message would be stored before it.
             # Rows behind the first failure stay in the outbox anyway: not sent now.
-            live = [chain for chain in live if chain[step - 1] in stored
-                    and len(chain) > step and chain[step] < failed]
+            live = [chain for chain in live if chain[step - 1][0] in stored
+                    and len(chain) > step and chain[step][0] < failed]
         if error is None:
             return []
         if failed == 0:
