@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import itertools
+import os
 import shutil
 import subprocess
 import threading
@@ -22,13 +23,15 @@ from aiosmtpd.controller import Controller
 
 from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
+from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
 from cjo.identity.v1 import consent_pb2, identity_service_pb2, identity_service_pb2_grpc
 from cjo_delivery.bootstrap import build
 from cjo_platform.clock import Clock
 from cjo_platform.config import Env
 from cjo_platform.rpc.server import ServiceApp
-from support import Backend, as_service, eventually, free_port, settings_for
+from suite import Inbox, Suite, TraceReceiver
+from support import SERVICE_TOKEN, Backend, as_service, eventually, free_port, settings_for
 
 
 @dataclass
@@ -94,6 +97,54 @@ def delivery_app(backend: Backend, smtp_port: int, clock: Clock | None = None, *
     app = build(settings, config, clock)
     config.check()
     return app
+
+
+@asynccontextmanager
+async def delivery_processes(backend: Backend, logs: Path, smtp_port: int, count: int = 2,
+                             **env: str
+                             ) -> AsyncIterator[tuple[Suite, list[str],
+                                                      list[pb_grpc.DeliveryServiceStub]]]:
+    """``count`` delivery processes on ``backend``'s one database (PostgreSQL), sending email
+    to 127.0.0.1:``smtp_port``, consent not asked, facts left in the outbox; ``env`` on top.
+    Yields the suite (to stop one), the processes' names and a stub for each."""
+    names = [f"delivery-{i}" for i in range(count)]
+    ports = {name: free_port() for name in names}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    environ.update({**backend.env(), "CJO_SERVICE_TOKEN": SERVICE_TOKEN,
+                    "CJO_LOG_FORMAT": "json", "CJO_METRICS_PORT": "0",
+                    "CJO_SHUTDOWN_GRACE_SECONDS": "2", "CJO_SMTP_HOST": "127.0.0.1",
+                    "CJO_SMTP_PORT": str(smtp_port),
+                    "CJO_IDENTITY_TARGET": f"127.0.0.1:{free_port()}",
+                    "CJO_ANALYTICS_TARGET": f"127.0.0.1:{free_port()}",
+                    "CJO_DELIVERY_CHECK_CONSENT": "false",
+                    "CJO_DELIVERY_FORWARD_TO_DECISIONING": "false",
+                    "PYTHONUNBUFFERED": "1", **env})
+    logs.mkdir()
+    suite = Suite({"delivery": ports[names[0]]}, environ, TraceReceiver(), Inbox(), logs,
+                  process_ports=ports)
+    try:
+        for name in names:
+            suite.start(name)
+        await asyncio.gather(*(suite.wait_ready(name) for name in names))
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{ports[n]}") for n in names]
+        try:
+            yield suite, names, [pb_grpc.DeliveryServiceStub(c) for c in channels]
+        finally:
+            for channel in channels:
+                await channel.close()
+    finally:
+        for name in list(suite.processes):
+            await suite.stop(name)
+
+
+async def all_sent(stub: pb_grpc.DeliveryServiceStub, names: list[str],
+                   metadata: tuple[tuple[str, str], ...]) -> bool:
+    """Whether every message named is SENT."""
+    for name in names:
+        reply = await stub.GetMessage(pb.GetMessageRequest(name=name), metadata=metadata)
+        if reply.message.status != message_pb2.MESSAGE_STATUS_SENT:
+            return False
+    return True
 
 
 def rendered_email(subject: str = "Welcome, Ada", html: str = "<p>Hello <b>Ada</b></p>",

@@ -6,7 +6,6 @@ one database never send a message twice."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -17,7 +16,9 @@ import pytest
 from delivery_support import (
     IdentityStandIn,
     SmtpSink,
+    all_sent,
     delivery_app,
+    delivery_processes,
     identity_stand_in,
     send_request,
     smtp_server,
@@ -30,9 +31,7 @@ from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2
 from cjo.identity.v1 import identity_service_pb2
 from cjo_platform.clock import ManualClock
-from suite import Inbox, Suite, TraceReceiver
 from support import (
-    SERVICE_TOKEN,
     Backend,
     as_service,
     eventually,
@@ -209,30 +208,11 @@ async def test_two_delivery_processes_never_send_a_message_twice(backend: Backen
         pytest.skip("replicas share a database on PostgreSQL only")
     sink = SmtpSink(delay=0.05)
     smtp_port = free_port()
-    names = ["delivery-0", "delivery-1"]
-    ports = {name: free_port() for name in names}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
-    env.update({**backend.env(), "CJO_SERVICE_TOKEN": SERVICE_TOKEN, "CJO_LOG_FORMAT": "json",
-                "CJO_METRICS_PORT": "0", "CJO_SHUTDOWN_GRACE_SECONDS": "2",
-                "CJO_SMTP_HOST": "127.0.0.1", "CJO_SMTP_PORT": str(smtp_port),
-                "CJO_IDENTITY_TARGET": f"127.0.0.1:{free_port()}",
-                "CJO_ANALYTICS_TARGET": f"127.0.0.1:{free_port()}",
-                "CJO_DELIVERY_CHECK_CONSENT": "false",
-                "CJO_DELIVERY_FORWARD_TO_DECISIONING": "false",
-                "CJO_DELIVERY_BATCH_SIZE": "5", "CJO_DELIVERY_ROUNDS": "4",
-                "CJO_DELIVERY_CONCURRENCY": "4", "CJO_DELIVERY_POLL_SECONDS": "0.05",
-                "PYTHONUNBUFFERED": "1"})
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    suite = Suite({"delivery": ports[names[0]]}, env, TraceReceiver(), Inbox(), logs,
-                  process_ports=ports)
     with smtp_server(sink, smtp_port):
-        try:
-            for name in names:
-                suite.start(name)
-            await asyncio.gather(*(suite.wait_ready(name) for name in names))
-            channels = [grpc.aio.insecure_channel(f"127.0.0.1:{ports[n]}") for n in names]
-            stubs = [pb_grpc.DeliveryServiceStub(c) for c in channels]
+        async with delivery_processes(
+                backend, tmp_path / "logs", smtp_port, CJO_DELIVERY_BATCH_SIZE="5",
+                CJO_DELIVERY_ROUNDS="4", CJO_DELIVERY_CONCURRENCY="4",
+                CJO_DELIVERY_POLL_SECONDS="0.05") as (suite, names, stubs):
             queued: list[str] = []
             for b in range(60):
                 reply = await stubs[b % 2].BatchSendMessages(pb.BatchSendMessagesRequest(
@@ -242,21 +222,7 @@ async def test_two_delivery_processes_never_send_a_message_twice(backend: Backen
                 queued += [r.message.name for r in reply.results]
             await eventually(lambda: len(sink.received) >= 60, timeout=60)
             assert await suite.stop(names[0]) == 0, suite.log(names[0])
-
-            async def all_sent() -> bool:
-                for name in queued:
-                    reply = await stubs[1].GetMessage(pb.GetMessageRequest(name=name),
-                                                      metadata=WS)
-                    if reply.message.status != SENT:
-                        return False
-                return True
-
-            assert await eventually(all_sent, timeout=60)
-            for channel in channels:
-                await channel.close()
-        finally:
-            for name in list(suite.processes):
-                await suite.stop(name)
+            assert await eventually(lambda: all_sent(stubs[1], queued, WS), timeout=60)
     received = Counter(m["Message-ID"] for m in sink.received)
     assert len(received) == 300
     assert received.most_common(1)[0][1] == 1

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
-from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -17,7 +15,7 @@ from cjo_delivery.adapters.tables import policies, provider_breakers, provider_r
 from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.policies import DeliveryPolicy, FrequencyCap, QuietHours
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
-from cjo_platform.db.engine import keys_param, one_of_keys, upsert
+from cjo_platform.db.engine import upsert
 from cjo_platform.logging import get_logger
 from cjo_platform.secret_box import MARKER, SecretBox, SecretsUnreadable
 
@@ -26,7 +24,7 @@ log = get_logger(__name__)
 p = providers.c
 
 
-def _provider(row: Row[Any], box: SecretBox) -> ProviderConfig:
+def provider_from_row(row: Row[Any], box: SecretBox) -> ProviderConfig:
     try:
         secrets, error = box.unseal(row.workspace_id, row.provider_id, row.secrets), ""
     except SecretsUnreadable as exc:
@@ -92,7 +90,7 @@ def get_provider(session: Session, workspace_id: str, provider_id: str, box: Sec
     if for_update:
         query = query.with_for_update()
     row = session.execute(query).first()
-    return _provider(row, box) if row is not None else None
+    return provider_from_row(row, box) if row is not None else None
 
 
 def delete_provider(session: Session, workspace_id: str, provider_id: str) -> bool:
@@ -118,32 +116,7 @@ def list_providers(session: Session, workspace_id: str, box: SecretBox,
         query = query.where(p.channel == channel.value)
     rows = session.execute(query.order_by(p.channel, p.priority, p.create_time,
                                           p.provider_id)).all()
-    return [_provider(r, box) for r in rows]
-
-
-def providers_of(session: Session, workspace_ids: Sequence[str],
-                 box: SecretBox) -> list[ProviderConfig]:
-    """Every enabled provider of these workspaces, in the order they are tried."""
-    if not workspace_ids:
-        return []
-    dialect = session.get_bind().dialect.name
-    rows = session.execute(_providers_of(dialect),
-                           {"keys": keys_param(dialect, sorted(set(workspace_ids)))}).all()
-    return [_provider(r, box) for r in rows]
-
-
-# Read by every send round's claim (with policies_of): built once per dialect, every value bound
-# (see cjo_platform.db.one_of_keys).
-@functools.cache
-def _providers_of(dialect: str) -> Select[Any]:
-    return (select(providers).where(one_of_keys(dialect, p.workspace_id), p.disabled.is_(False))
-            .order_by(p.workspace_id, p.channel, p.priority, p.create_time, p.provider_id))
-
-
-@functools.cache
-def _policies_of(dialect: str) -> Select[Any]:
-    return select(policies.c.workspace_id, policies.c.policy).where(
-        one_of_keys(dialect, policies.c.workspace_id))
+    return [provider_from_row(r, box) for r in rows]
 
 
 def _not_as_written_by(box: SecretBox) -> ColumnElement[bool]:
@@ -219,15 +192,6 @@ def get_policy(session: Session, workspace_id: str) -> DeliveryPolicy:
     row = session.execute(select(policies.c.policy).where(
         policies.c.workspace_id == workspace_id)).first()
     return policy_from_json(row.policy) if row is not None else DeliveryPolicy()
-
-
-def policies_of(session: Session, workspace_ids: Sequence[str]) -> dict[str, DeliveryPolicy]:
-    if not workspace_ids:
-        return {}
-    dialect = session.get_bind().dialect.name
-    rows = session.execute(_policies_of(dialect),
-                           {"keys": keys_param(dialect, sorted(set(workspace_ids)))}).all()
-    return {r.workspace_id: policy_from_json(r.policy) for r in rows}
 
 
 def put_policy(session: Session, workspace_id: str, policy: DeliveryPolicy,

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Integer,
-    Select,
     Update,
     and_,
     bindparam,
     delete,
+    exists,
     func,
     literal_column,
     or_,
@@ -36,7 +35,7 @@ from cjo_delivery.domain.messages import (
 )
 from cjo_delivery.domain.sending import Transition
 from cjo_platform.db import insert_ignore
-from cjo_platform.db.engine import keys_param, one_of, one_of_keys
+from cjo_platform.db.engine import one_of
 
 m = messages.c
 
@@ -131,49 +130,102 @@ def list_messages(session: Session, workspace_id: str, *, profile_id: str, journ
 # The sender's statements run every round (record ones every group of outcomes): built once
 # here, with bound parameters, so SQLAlchemy neither builds them nor derives their cache key
 # again per call.
-_DUE_NOW = or_(
-    and_(m.status.in_([MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value]),
-         m.next_attempt_time <= bindparam("now")),
-    and_(m.status == MessageStatus.SENDING.value, m.lease_until <= bindparam("now")),
-)
+_PENDING = (MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value,
+            MessageStatus.SENDING.value)
+
+
+# Written into the statement, not bound: a partial index's predicate is matched only by the
+# same literal values (ix_messages_pending on SQLite; PostgreSQL's generic plans).
+_PENDING_LITERALLY: list[ColumnElement[str]] = [literal_column(f"'{status}'")
+                                                for status in _PENDING]
+
+
+def _due(t: Any) -> ColumnElement[bool]:
+    """Due messages of ``t`` (the table or an alias): QUEUED or DEFERRED ones whose time has
+    come, SENDING ones whose sender's lease ran out."""
+    return or_(
+        and_(t.c.status.in_([MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value]),
+             t.c.next_attempt_time <= bindparam("now")),
+        and_(t.c.status == MessageStatus.SENDING.value, t.c.lease_until <= bindparam("now")),
+    )
+
+
+def _ahead(candidate: Any, earlier: Any, *also: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Whether a message of the candidate's profile queued before it (``earlier``, an alias) is
+    in its way: being sent by another sender (SENDING under a lease another process holds), or
+    ``also``. Messages to no profile keep no order. The status list repeats the predicate of
+    ``ix_messages_pending`` (literally: a bound list does not match it), so the look-up is that
+    index's, not the SENDING messages of ``ix_messages_lease`` (a backlog's every claimed
+    message, for each candidate)."""
+    return exists().where(
+        candidate.c.profile_id != "",
+        earlier.c.workspace_id == candidate.c.workspace_id,
+        earlier.c.profile_id == candidate.c.profile_id,
+        earlier.c.status.in_(_PENDING_LITERALLY),
+        earlier.c.queue_order < candidate.c.queue_order,
+        or_(and_(earlier.c.status == MessageStatus.SENDING.value,
+                 earlier.c.lease_until > bindparam("now"),
+                 earlier.c.lease_holder != bindparam("holder")), *also))
+
+
 _CLAIMED_COLUMNS = (
     m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content, m.journey_id,
     m.enrollment_id, m.attempts, m.traceparent, m.topic, m.transactional, m.time_zone,
-    m.decision_id,
+    m.decision_id, m.queue_order,
 )
-_DUE = select(*_CLAIMED_COLUMNS).where(_DUE_NOW).order_by(m.next_attempt_time) \
-    .limit(bindparam("limit", type_=Integer)).with_for_update(skip_locked=True)
-_CLAIM = update(messages).where(
-    m.workspace_id == bindparam("w"), m.message_id == bindparam("id"),
-).values(status=MessageStatus.SENDING.value, attempts=m.attempts + 1,
-         lease_until=bindparam("lease"), update_time=bindparam("now"), cap_time=None)
-# SQLite (one writer, no row locks): the due messages claimed in one statement, which returns
-# them in no particular order; they are put back in due order, ties in the order they were
-# stored (rowid).
+_SENDING = {"status": MessageStatus.SENDING.value, "attempts": m.attempts + 1,
+            "lease_until": bindparam("lease"), "lease_holder": bindparam("holder"),
+            "update_time": bindparam("now"), "cap_time": None}
+_EARLIER = messages.alias("earlier")
+# PostgreSQL: one statement. The due messages, oldest queued first, locked with SKIP LOCKED
+# (another sender's claim skips what this one holds), and of those the ones no message of
+# their profile queued before them is in the way of: sent by another process, or due and not
+# picked here (so locked by another sender's claim, whose transaction this one does not see;
+# or itself held back). The statement sees the table as it was when it began, so a message
+# another sender claims meanwhile still counts as due and not picked: it holds back, never
+# lets through.
+_PICKED = (select(m.workspace_id, m.message_id, m.profile_id, m.queue_order)
+           .where(_due(messages)).order_by(m.queue_order)
+           .limit(bindparam("limit", type_=Integer)).with_for_update(skip_locked=True)
+           .cte("picked"))
+_ALSO_PICKED = _PICKED.alias("also_picked")  # the picked rows again, not the one at hand
+_CLAIM_PICKED = update(messages).where(
+    m.workspace_id == _PICKED.c.workspace_id, m.message_id == _PICKED.c.message_id,
+    ~_ahead(_PICKED, _EARLIER, and_(_due(_EARLIER), ~exists().where(
+        _ALSO_PICKED.c.workspace_id == _EARLIER.c.workspace_id,
+        _ALSO_PICKED.c.message_id == _EARLIER.c.message_id))),
+).values(**_SENDING).returning(*_CLAIMED_COLUMNS)
+# SQLite (one writer, no row locks): one statement too. The due messages, oldest queued first,
+# and of those the ones no other process's claim is in the way of: every due message of a
+# profile queued before a candidate is among the candidates (or held back itself, then by the
+# same message), so only another process's lease can be in its way. Checked after the limit,
+# on the candidates only (before it, on every due message of a backlog).
 _ROWID: ColumnElement[int] = literal_column("rowid", Integer)
+_DUE_FIRST = (select(_ROWID.label("id"), m.workspace_id, m.profile_id, m.queue_order)
+              .where(_due(messages)).order_by(m.queue_order)
+              .limit(bindparam("limit", type_=Integer)).subquery("candidate"))
 _CLAIM_DUE = update(messages).where(_ROWID.in_(
-    select(_ROWID).select_from(messages).where(_DUE_NOW).order_by(m.next_attempt_time)
-    .limit(bindparam("limit", type_=Integer)).scalar_subquery(),
-)).values(status=MessageStatus.SENDING.value, attempts=m.attempts + 1,
-          lease_until=bindparam("lease"), update_time=bindparam("now"), cap_time=None,
-          ).returning(*_CLAIMED_COLUMNS, m.next_attempt_time, _ROWID.label("stored"))
+    select(_DUE_FIRST.c.id).where(~_ahead(_DUE_FIRST, _EARLIER)).scalar_subquery(),
+)).values(**_SENDING).returning(*_CLAIMED_COLUMNS)
 
 
-def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:
-    """Take up to ``limit`` due messages: QUEUED ones whose time has come and SENDING ones whose
-    sender's lease ran out. Row locks with SKIP LOCKED let several senders share the table on
-    PostgreSQL without waiting on each other; SQLite (one writer) claims in one statement."""
-    if session.get_bind().dialect.name == "sqlite":
-        claimed = sorted(session.execute(_CLAIM_DUE, {"now": now, "limit": limit,
-                                                      "lease": lease_until}).all(),
-                         key=lambda r: (r.next_attempt_time, r.stored))
-        return [_claim(r, r.attempts) for r in claimed]
-    rows = session.execute(_DUE, {"now": now, "limit": limit}).all()
-    if not rows:
-        return []
-    session.execute(_CLAIM, [{"w": r.workspace_id, "id": r.message_id, "lease": lease_until,
-                              "now": now} for r in rows])
-    return [_claim(r, r.attempts + 1) for r in rows]
+def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int, *,
+              holder: str) -> list[Claim]:
+    """Take up to ``limit`` due messages for the sender process ``holder``: QUEUED ones whose
+    time has come and SENDING ones whose sender's lease ran out, in the order they were queued.
+
+    A profile's message is taken only when no message of the profile queued before it is in
+    its way (being sent by another process, or due and not taken now): replicas never send a
+    profile's messages at once nor out of queue order. A message waiting for a retry or a
+    deferral holds nothing up (it is due later). The holder's own messages under way are not in
+    the way: its rounds keep their order in the process (send_round.ProfileTurns).
+    Row locks with SKIP LOCKED let several senders share the table on PostgreSQL without
+    waiting on each other; SQLite (one writer) claims in one statement too."""
+    statement = _CLAIM_DUE if session.get_bind().dialect.name == "sqlite" else _CLAIM_PICKED
+    claimed = session.execute(statement, {"now": now, "limit": limit, "lease": lease_until,
+                                          "holder": holder}).all()
+    # RETURNING answers in no set order.
+    return [_claim(r, r.attempts) for r in sorted(claimed, key=lambda r: r.queue_order)]
 
 
 def _claim(r: Row[Any] | Any, attempts: int) -> Claim:
@@ -276,35 +328,19 @@ def suppression_spellings(channel: str, address: str) -> tuple[str, ...]:
     return (canonical,) if canonical == address else (canonical, address)
 
 
-def suppressed_addresses(session: Session, keys: Sequence[tuple[str, str, str]]
-                         ) -> dict[tuple[str, str, str], str]:
-    """Reasons of the (workspace, channel, address) keys that are suppressed, in one query,
-    whichever spelling of an address a key and the list use."""
-    if not keys:
-        return {}
-    spellings = {key: suppression_spellings(key[1], key[2]) for key in keys}
-    dialect = session.get_bind().dialect.name
-    rows = session.execute(_suppressed(dialect), {
-        "addresses": keys_param(dialect, sorted({a for found in spellings.values()
-                                                 for a in found})),
-        "workspaces": keys_param(dialect, sorted({k[0] for k in keys}))}).all()
-    reasons = {(r.workspace_id, r.channel, r.address): r.reason for r in rows}
+def suppression_reasons(spellings: dict[tuple[str, str, str], tuple[str, ...]],
+                        stored: dict[tuple[str, str, str], str]
+                        ) -> dict[tuple[str, str, str], str]:
+    """Reasons of the (workspace, channel, address) keys (with their :func:`suppression_spellings`)
+    that are suppressed, given the ``stored`` rows of any of their spellings (read with the
+    round's context: adapters/round_context.py)."""
     found: dict[tuple[str, str, str], str] = {}
-    for key, stored in spellings.items():
+    for key, spelled in spellings.items():
         # The canonical row first: it holds the earliest reason the migration found.
-        hits = [reasons[(key[0], key[1], a)] for a in stored if (key[0], key[1], a) in reasons]
+        hits = [stored[(key[0], key[1], a)] for a in spelled if (key[0], key[1], a) in stored]
         if hits:
             found[key] = hits[0]
     return found
-
-
-# Read by every send round's claim: built once per dialect, every value bound (one_of_keys).
-@functools.cache
-def _suppressed(dialect: str) -> Select[Any]:
-    s = suppressions.c
-    return select(s.workspace_id, s.channel, s.address, s.reason).where(
-        one_of_keys(dialect, s.address, "addresses"),
-        one_of_keys(dialect, s.workspace_id, "workspaces"))
 
 
 def suppress(session: Session, rows: Sequence[tuple[str, str, str, str]], now: datetime) -> None:

@@ -1,6 +1,7 @@
 """Tables of the delivery database."""
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Index,
@@ -25,6 +26,8 @@ from cjo_platform.limits import (
 from cjo_platform.service import shared_tables
 
 metadata = MetaData()
+# Messages not final yet: what a profile's next message may wait for.
+PENDING = "status IN ('queued', 'deferred', 'sending')"
 outbox, request_log = shared_tables(metadata)
 
 messages = Table(
@@ -69,11 +72,22 @@ messages = Table(
     # When retention (CJO_DELIVERY_RETENTION_MESSAGE_BODIES_DAYS) removed the rendered body from
     # ``content`` (the content key, version, locale and variant stay); NULL while it is there.
     Column("body_removed_time", UtcDateTime, nullable=True),
+    # The order messages were queued in (migration 0014: a sequence's next value on
+    # PostgreSQL, the rowid on SQLite, set by the database at insert; a trigger on SQLite, which
+    # a migration recreating this table must create again). The sender claims each profile's
+    # messages in this order. NULL only for messages already final before the migration.
+    Column("queue_order", BigInteger, nullable=True),
+    # The sender process holding a SENDING message's lease (its token): its own messages under
+    # way do not hold up the profile's next ones in its claims, which it orders itself.
+    Column("lease_holder", String(32), nullable=False, server_default=""),
     PrimaryKeyConstraint("workspace_id", "message_id"),
     UniqueConstraint("workspace_id", "idempotency_key", name="uq_messages_idempotency_key"),
     # The sender's claim query: due QUEUED messages and SENDING ones whose lease ran out.
     Index("ix_messages_due", "status", "next_attempt_time"),
     Index("ix_messages_lease", "status", "lease_until"),
+    # The claim's check that no message of the profile queued earlier is in the way.
+    Index("ix_messages_pending", "workspace_id", "profile_id", "queue_order",
+          postgresql_where=text(PENDING), sqlite_where=text(PENDING)),
     # ListMessages, newest first, for the workspace, a profile or a journey.
     Index("ix_messages_recent", "workspace_id", "create_time", "message_id"),
     Index("ix_messages_profile", "workspace_id", "profile_id", "create_time"),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cjo_delivery.adapters import provider_store, repository
+from cjo_delivery.adapters import repository, round_context
 from cjo_delivery.domain.messages import Channel, Claim
 from cjo_delivery.domain.policies import DeliveryPolicy
 from cjo_delivery.domain.providers import ProviderConfig
@@ -30,22 +30,20 @@ class RoundContext:
 
 
 def claim_due(uow: UnitOfWork, now: datetime, lease: timedelta, batch_size: int,
-              box: SecretBox) -> tuple[list[Claim], RoundContext]:
-    """Take up to ``batch_size`` due messages, SENDING under a lease until ``now + lease``, with
-    their context: one transaction (one commit) for both, the context only read."""
-    claims = repository.claim_due(uow.session, now, now + lease, batch_size)
+              box: SecretBox, holder: str) -> tuple[list[Claim], RoundContext]:
+    """Take up to ``batch_size`` due messages, SENDING under a lease until ``now + lease`` held
+    by the sender process ``holder``, with their context: one transaction (one commit) for
+    both, the context only read."""
+    claims = repository.claim_due(uow.session, now, now + lease, batch_size, holder=holder)
     return claims, load_context(uow, claims, box)
 
 
 def load_context(uow: UnitOfWork, claims: Sequence[Claim], box: SecretBox) -> RoundContext:
     if not claims:
         return RoundContext({}, {}, {})
-    workspaces = sorted({c.workspace_id for c in claims})
-    session = uow.session
-    configs = provider_store.providers_of(session, workspaces, box)
-    policies = provider_store.policies_of(session, workspaces)
-    suppressions = repository.suppressed_addresses(
-        session, [(c.workspace_id, c.channel.value, c.address) for c in claims])
+    configs, policies, suppressions = round_context.read(
+        uow.session, sorted({c.workspace_id for c in claims}),
+        [(c.workspace_id, c.channel.value, c.address) for c in claims], box)
     providers: dict[tuple[str, Channel], list[ProviderConfig]] = defaultdict(list)
     for config in configs:
         providers[(config.workspace_id, config.channel)].append(config)

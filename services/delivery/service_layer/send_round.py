@@ -21,8 +21,10 @@ recorded and messages not yet handed over go back to the queue, so a restart rep
 A message still waiting for a send slot when half its lease has passed goes back to the queue
 too, instead of being handed over so late that the lease could run out during the call.
 
-Rounds of one process overlap (workers/sender.py), so a profile's messages may be in two of
-them at once; in one process they still go to the providers in the order they were claimed:
+Claims take each profile's messages in the order they were queued, and none while one queued
+before it is with another process (adapters/repository.claim_due). Rounds of one process
+overlap (workers/sender.py), so a profile's messages may be in two of them at once; in one
+process they still go to the providers in the order they were claimed:
 each waits, before taking a send slot, until the attempt of the profile's message claimed
 before it (in its round or an earlier one) has ended (:class:`ProfileTurns`).
 
@@ -50,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -222,6 +225,9 @@ class SendRound:
         self.breakers = SharedBreakers(transactions, trial_lease=settings.lease,
                                        signals=signals)
         self.stopping = False
+        # This process's leases (messages.lease_holder): its own messages under way do not
+        # hold up the next ones of their profile in its claims (self.turns orders them).
+        self.holder = uuid.uuid4().hex
 
     def stop(self) -> None:
         """Hand no more messages over: those not yet with a provider go back to the queue."""
@@ -245,7 +251,7 @@ class SendRound:
         try:
             claims, context = await self.transactions.run(
                 lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
-                                      self.secret_box))
+                                      self.secret_box, self.holder))
             turns = self.turns.take(claims)
             if on_claimed is not None:
                 on_claimed(claims)
