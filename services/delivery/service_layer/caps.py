@@ -23,7 +23,7 @@ replica behind identity). Rounds whose claims no cap applies to pay nothing.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from cjo_delivery.adapters import repository
@@ -42,7 +42,9 @@ from cjo_delivery.service_layer.claims import RoundContext
 from cjo_platform.db.unit_of_work import UnitOfWork
 
 CONSENT_WAIT = timedelta(seconds=30)
-Consent = dict[str, ConsentDecision] | ConsentUnavailable
+# Per message id of the claims that need consent: identity's answer, or why it could not be had
+# (that message's workspace only: another workspace's messages are decided on their own).
+Consent = Mapping[str, ConsentDecision | ConsentUnavailable]
 
 
 def capped(claims: Sequence[Claim], context: RoundContext) -> list[Claim]:
@@ -77,16 +79,12 @@ def decide_policies(uow: UnitOfWork | None, claims: Sequence[Claim], context: Ro
     decided: dict[str, Transition] = {}
     reserved: list[Claim] = []
     for claim in claims:
-        if isinstance(consent, ConsentUnavailable):
-            if claim.profile_id and not claim.transactional:
-                # Never send without knowing; try again soon, the attempt not counted.
-                decided[claim.message_id] = Transition(
-                    MessageStatus.QUEUED, claim.attempts - 1, now + CONSENT_WAIT,
-                    str(consent), "")
-                continue
-            answer = None
-        else:
-            answer = consent.get(claim.message_id)
+        answer = consent.get(claim.message_id)
+        if isinstance(answer, ConsentUnavailable):
+            # Never send without knowing; try again soon, the attempt not counted.
+            decided[claim.message_id] = Transition(
+                MessageStatus.QUEUED, claim.attempts - 1, now + CONSENT_WAIT, str(answer), "")
+            continue
         policy = context.policies.get(claim.workspace_id, DeliveryPolicy())
         decision = decide(
             claim, policy, consent=answer,

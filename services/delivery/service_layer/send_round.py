@@ -29,8 +29,10 @@ each waits, before taking a send slot, until the attempt of the profile's messag
 before it (in its round or an earlier one) has ended (:class:`ProfileTurns`).
 
 Before any provider call, each claimed message passes the workspace's policies: consent (asked
-of identity in one batch call per workspace and round), the suppression list, quiet hours and
-frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Frequency caps hold across
+of identity in one batch call per workspace and round, every workspace at once and once: the
+round goes on in waves as the answers come in, so a workspace whose answer is slow or fails
+holds back only its own messages), the suppression list, quiet hours and frequency caps.
+It may end SUPPRESSED, or wait DEFERRED, instead. Frequency caps hold across
 every sender replica: a capped message reserves its slot in the database (service_layer/caps.py).
 Email falls back to the deployment's SMTP server when the workspace configured no email
 provider. A round woken by messages this process just queued asks identity about them while it
@@ -134,8 +136,8 @@ class _Outcome:
 
 
 LinkMaker = Callable[[Claim], tuple[str, Callable[[str], str] | None]]
-# Consent decisions asked early, by (workspace, question).
-_Answers = dict[tuple[str, ConsentQuery], ConsentDecision]
+# Consent decisions of one workspace asked early, by question.
+_Answers = dict[ConsentQuery, ConsentDecision]
 
 
 def question(message: Claim | Message) -> ConsentQuery:
@@ -143,15 +145,31 @@ def question(message: Claim | Message) -> ConsentQuery:
     return ConsentQuery(message.profile_id, message.channel, message.topic)
 
 
-async def _more_within(seconds: float, outcomes: list[_Outcome], pending: int,
-                       arrived: asyncio.Event) -> None:
-    """Wait up to ``seconds`` for more of a round's ``pending`` outcomes to join ``outcomes``."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + seconds
-    while len(outcomes) < pending and (left := until - loop.time()) > 0:
-        arrived.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(arrived.wait(), left)
+@dataclass
+class _Arrivals:
+    """A round's outcomes as its waves add them, until they are recorded."""
+
+    pending: int  # outcomes still to come or to be recorded
+    outcomes: list[_Outcome] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, outcome: _Outcome) -> None:
+        self.outcomes.append(outcome)
+        self.arrived.set()
+
+    def give_up(self, count: int) -> None:
+        """``count`` outcomes will not come (their wave failed)."""
+        self.pending -= count
+        self.arrived.set()
+
+    async def more_within(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for more of the pending outcomes to arrive."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while len(self.outcomes) < self.pending and (left := until - loop.time()) > 0:
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), left)
 
 
 def _forget(task: asyncio.Task[_Answers]) -> None:
@@ -246,8 +264,9 @@ class SendRound:
             return 0
         now = self.clock.now()
         settings = self.settings
-        early = (asyncio.create_task(self._ask_consent(expected))
-                 if self.consent is not None and expected else None)
+        early = ({workspace: asyncio.create_task(self._ask(workspace, list(queries)))
+                  for workspace, queries in expected.items() if queries}
+                 if self.consent is not None and expected else {})
         try:
             claims, context = await self.transactions.run(
                 lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
@@ -259,75 +278,134 @@ class SendRound:
                 return 0
             return await self._send(claims, context, turns, now, early, on_attempted)
         finally:
-            if early is not None:
-                _forget(early)
+            for task in early.values():
+                _forget(task)
 
     async def _send(self, claims: Sequence[Claim], context: RoundContext,
                     turns: dict[str, _Turn], now: datetime,
-                    early: asyncio.Task[_Answers] | None,
+                    early: Mapping[str, asyncio.Task[_Answers]],
                     on_attempted: Callable[[], None] | None) -> int:
-        settings = self.settings
+        """Send the round's claims in waves, one per set of workspaces whose consent came in
+        together (every workspace is asked at once, and a workspace whose answer is slow or
+        fails holds only its own messages), recording the outcomes of every wave as they come
+        (one record transaction for what arrives together, whichever wave it is from)."""
+        arrivals = _Arrivals(len(claims))
+        recording = asyncio.create_task(self._record_as_they_come(arrivals, on_attempted))
+        sending = asyncio.create_task(self._waves(claims, context, turns, now, early, arrivals))
         try:
-            decided = await self._apply_policies(claims, context, now, early)
+            under_way = {recording, sending}
+            while under_way:
+                done, under_way = await asyncio.wait(under_way,
+                                                     return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # a wave or the record failed: the round fails
+        finally:
+            for task in (sending, recording):
+                task.cancel()
+            await asyncio.wait({sending, recording})
+            for claim in claims:  # a round that failed early must not hold the next ones
+                self.turns.end(claim, turns.get(claim.message_id))
+        return len(claims)
+
+    async def _waves(self, claims: Sequence[Claim], context: RoundContext,
+                     turns: dict[str, _Turn], now: datetime,
+                     early: Mapping[str, asyncio.Task[_Answers]],
+                     arrivals: _Arrivals) -> None:
+        by_workspace: dict[str, list[Claim]] = defaultdict(list)
+        for claim in claims:
+            by_workspace[claim.workspace_id].append(claim)
+        asking = {workspace: asyncio.create_task(
+                      self._consent_of(workspace, group, early.get(workspace)))
+                  for workspace, group in by_workspace.items()}
+        waves: list[asyncio.Task[None]] = []
+        hand_over_by = now + self.settings.lease / 2
+        try:
+            while asking:
+                await asyncio.wait(asking.values(), return_when=asyncio.FIRST_COMPLETED)
+                consent: dict[str, ConsentDecision | ConsentUnavailable] = {}
+                wave: list[Claim] = []
+                for workspace in [w for w, task in asking.items() if task.done()]:
+                    try:
+                        consent.update(asking.pop(workspace).result())
+                    except Exception as exc:  # not ConsentUnavailable: a bug, for this wave
+                        log.warning("asking for consent failed", workspace=workspace,
+                                    error=repr(exc), exc_info=exc)
+                        arrivals.give_up(len(by_workspace[workspace]))
+                        continue
+                    wave += by_workspace[workspace]
+                if wave:
+                    waves.append(asyncio.create_task(self._wave(
+                        wave, consent, context, turns, now, hand_over_by, arrivals)))
+            await asyncio.gather(*waves)
+        finally:
+            for under_way in (*asking.values(), *waves):
+                under_way.cancel()
+
+    async def _wave(self, claims: Sequence[Claim], consent: caps.Consent,
+                    context: RoundContext, turns: dict[str, _Turn], now: datetime,
+                    hand_over_by: datetime, arrivals: _Arrivals) -> None:
+        """Decide and send the claims of one wave. A wave that fails before its messages are
+        handed over leaves them SENDING until their lease runs out (then they are claimed
+        again), and the round's other waves go on."""
+        try:
+            decided = await self._apply_policies(claims, context, consent, now)
             await self.breakers.refresh(
                 [route for claim in claims if claim.message_id not in decided
                  for route in self.routes.of(claim, context.providers_of(claim))],
                 self.clock.now())
             grants = RoundGrants(self.transactions, self.clock)
             await self._reserve(claims, decided, context, grants)
-            try:
-                await self._deliver(claims, decided, context, grants, turns,
-                                    now + settings.lease / 2, on_attempted)
-            finally:
-                await grants.give_back()
+        except Exception as exc:
+            log.warning("a send round's wave failed before sending; its messages are sent "
+                        "again once their lease runs out", error=repr(exc), exc_info=exc)
+            arrivals.give_up(len(claims))
+            return
+        try:
+            await self._hand_over(claims, decided, context, grants, turns, hand_over_by,
+                                  arrivals)
         finally:
-            for claim in claims:  # a round that failed early must not hold the next ones
-                self.turns.end(claim, turns.get(claim.message_id))
-        return len(claims)
+            await grants.give_back()
 
-    async def _ask_consent(self, asking: Mapping[str, Collection[ConsentQuery]]) -> _Answers:
+    async def _ask(self, workspace: str, queries: list[ConsentQuery]) -> _Answers:
         assert self.consent is not None
-        answers: _Answers = {}
-        for workspace, queries in asking.items():
-            ordered = list(queries)
-            decisions = await self.consent.check(workspace, ordered)
-            answers.update(zip(((workspace, q) for q in ordered), decisions, strict=True))
-        return answers
+        return dict(zip(queries, await self.consent.check(workspace, queries), strict=True))
 
-    async def _consent_of(self, claims: Sequence[Claim],
-                          early: asyncio.Task[_Answers] | None = None,
-                          ) -> dict[str, ConsentDecision] | ConsentUnavailable:
-        """Consent per message id of the claims that need one (a profile, not transactional):
-        from the answers asked early, and of identity for the others."""
-        if self.consent is None:
+    async def _consent_of(self, workspace: str, claims: Sequence[Claim],
+                          early: asyncio.Task[_Answers] | None,
+                          ) -> dict[str, ConsentDecision | ConsentUnavailable]:
+        """Consent per message id of a workspace's claims that need one (a profile, not
+        transactional): from the answers asked early, and of identity for the others. Asked
+        once: when identity could not answer early, the workspace's messages wait."""
+        needing = [c for c in claims if c.profile_id and not c.transactional]
+        if self.consent is None or not needing:
             return {}
         known: _Answers = {}
         if early is not None:
-            with contextlib.suppress(ConsentUnavailable):  # if so, asked below with the rest
-                known = await early
-        answers: dict[str, ConsentDecision] = {}
-        asking: dict[str, list[Claim]] = defaultdict(list)
-        for claim in claims:
-            if claim.profile_id and not claim.transactional:
-                found = known.get((claim.workspace_id, question(claim)))
-                if found is not None:
-                    answers[claim.message_id] = found
-                else:
-                    asking[claim.workspace_id].append(claim)
-        for workspace, group in asking.items():
             try:
-                decisions = await self.consent.check(workspace, [question(c) for c in group])
+                known = await early
             except ConsentUnavailable as exc:
-                return exc
-            answers.update({c.message_id: d for c, d in zip(group, decisions, strict=True)})
+                return dict.fromkeys((c.message_id for c in needing), exc)
+        answers: dict[str, ConsentDecision | ConsentUnavailable] = {}
+        asking: list[Claim] = []
+        for claim in needing:
+            found = known.get(question(claim))
+            if found is not None:
+                answers[claim.message_id] = found
+            else:
+                asking.append(claim)
+        if asking:
+            try:
+                decisions: Sequence[ConsentDecision | ConsentUnavailable] = \
+                    await self.consent.check(workspace, [question(c) for c in asking])
+            except ConsentUnavailable as exc:
+                decisions = [exc] * len(asking)
+            answers.update(zip((c.message_id for c in asking), decisions, strict=True))
         return answers
 
     async def _apply_policies(self, claims: Sequence[Claim], context: RoundContext,
-                              now: datetime, early: asyncio.Task[_Answers] | None = None,
-                              ) -> dict[str, Transition]:
+                              consent: caps.Consent, now: datetime) -> dict[str, Transition]:
         """The transitions of claims a policy stops; the others are sent. Frequency caps are
         counted and reserved in one transaction shared with every replica (caps.py)."""
-        consent = await self._consent_of(claims, early)
         if not caps.capped(claims, context):
             return caps.decide_policies(None, claims, context, consent, now)
         return await self.transactions.run(
@@ -365,21 +443,16 @@ class SendRound:
                 wants[key] = (first.limit, wants.get(key, (first.limit, 0))[1] + 1)
         await grants.reserve(wants)
 
-    async def _deliver(self, claims: Sequence[Claim], decided: dict[str, Transition],
-                       context: RoundContext, grants: RoundGrants, turns: dict[str, _Turn],
-                       hand_over_by: datetime,
-                       on_attempted: Callable[[], None] | None = None) -> None:
-        """Send every claim, recording outcomes in groups as they come in: the outcomes that
-        arrive within ``record_linger`` of a group's first join it (one commit for all), while
-        a slow message never holds back the record of the fast ones for longer. A message not
-        handed over by ``hand_over_by`` goes back.
+    async def _hand_over(self, claims: Sequence[Claim], decided: dict[str, Transition],
+                         context: RoundContext, grants: RoundGrants, turns: dict[str, _Turn],
+                         hand_over_by: datetime, arrivals: _Arrivals) -> None:
+        """Send every claim, adding its outcome to ``arrivals``. A message not handed over by
+        ``hand_over_by`` goes back.
 
         At most ``concurrency`` workers take the claims in claim order (a task per message
         and a queue of outcomes cost ~10% of the CPU per message sent); a message whose
         profile's message claimed before it is still under way waits in a task of its own,
         so it holds up no worker."""
-        outcomes: list[_Outcome] = []
-        arrived = asyncio.Event()
         waiting: list[asyncio.Task[None]] = []
 
         async def attempt(claim: Claim, turn: _Turn | None) -> None:
@@ -391,8 +464,7 @@ class SendRound:
                     outcome = await self._attempt(claim, context, grants, hand_over_by)
             finally:
                 self.turns.end(claim, turn)
-            outcomes.append(outcome)
-            arrived.set()
+            arrivals.add(outcome)
 
         async def after_turn(claim: Claim, turn: _Turn, after: asyncio.Future[None]) -> None:
             # Waited for, not awaited: cancelling this task must not cancel that turn.
@@ -412,23 +484,32 @@ class SendRound:
         workers = [asyncio.create_task(worker())
                    for _ in range(min(len(claims), self.settings.concurrency))]
         try:
-            pending = len(claims)
-            linger = self.settings.record_linger.total_seconds()
-            while pending:
-                if not outcomes:
-                    arrived.clear()
-                    await arrived.wait()
-                if linger > 0 and len(outcomes) < pending:
-                    await _more_within(linger, outcomes, pending, arrived)
-                group = outcomes.copy()
-                outcomes.clear()
-                if len(group) == pending and on_attempted is not None:
-                    on_attempted()  # the last outcomes: only their record is left
-                await self._record_with_retry(group)
-                pending -= len(group)
+            await asyncio.gather(*workers)
+            while waiting:
+                await waiting.pop()
         finally:
             for task in (*workers, *waiting):
                 task.cancel()
+
+    async def _record_as_they_come(self, arrivals: _Arrivals,
+                                   on_attempted: Callable[[], None] | None) -> None:
+        """Record a round's outcomes in groups as they come in: the outcomes that arrive
+        within ``record_linger`` of a group's first join it (one commit for all), while a slow
+        message never holds back the record of the fast ones for longer."""
+        linger = self.settings.record_linger.total_seconds()
+        while arrivals.pending > 0:
+            if not arrivals.outcomes:
+                arrivals.arrived.clear()
+                await arrivals.arrived.wait()
+                continue
+            if linger > 0 and len(arrivals.outcomes) < arrivals.pending:
+                await arrivals.more_within(linger)
+            group = arrivals.outcomes.copy()
+            arrivals.outcomes.clear()
+            if len(group) == arrivals.pending and on_attempted is not None:
+                on_attempted()  # the last outcomes: only their record is left
+            await self._record_with_retry(group)
+            arrivals.pending -= len(group)
 
     async def _attempt(self, claim: Claim, context: RoundContext, grants: RoundGrants,
                        hand_over_by: datetime) -> _Outcome:
