@@ -68,6 +68,18 @@ class Statements:
         sa_event.remove(self.engine, "before_cursor_execute", self._statement)
 
 
+async def enrollment_reads(tx: Transactions, receiver: EventReceiver,
+                           event: events.ForwardedEvent) -> list[str]:
+    """The reads of the enrollments table the receipt of ``event`` sent."""
+    statements = Statements(tx.db)
+    try:
+        await receiver.receive(WS, [event])
+        seen = statements.take()
+    finally:
+        statements.close()
+    return [s for s in seen if s.startswith("SELECT") and "FROM enrollments" in s]
+
+
 def forwarded(event_id: str, profile_id: str, name: str) -> events.ForwardedEvent:
     return events.ForwardedEvent(event_id, profile_id, name, {}, {}, "")
 
@@ -146,16 +158,23 @@ async def test_a_lone_events_reads_bind_no_value_a_partial_index_depends_on(
     """SQLite prepares a statement again at every execution when a bound value decides whether
     a partial index applies (``state = ?`` against ``WHERE state = 'active'``): that cost the
     enrollments read of each event more than the read itself. The state goes as a literal."""
-    receiver = receiver_on(tx)
-    statements = Statements(tx.db)
-    try:
-        await receiver.receive(WS, [forwarded("e1", "ada", "signed_up")])
-        seen = statements.take()
-    finally:
-        statements.close()
-    reads = [s for s in seen if s.startswith("SELECT") and "FROM enrollments" in s]
+    reads = await enrollment_reads(tx, receiver_on(tx), forwarded("e1", "ada", "signed_up"))
     assert reads
     assert not [s for s in reads if "state = ?" in s or "state = %(" in s]
+
+
+async def test_a_lone_event_reads_its_profiles_enrollments_once(tx: Transactions) -> None:
+    """The enrollments its events can change and the history its triggers' entry rules need
+    come from one statement: an ended enrollment, which no event can change any more, still
+    keeps a journey that never lets a person in again from enrolling her twice."""
+    receiver = receiver_on(tx)
+    await receiver.receive(WS, [forwarded("e1", "ada", "signed_up")])
+    await receiver.receive(WS, [forwarded("e2", "ada", "unsubscribed")])
+    assert states(tx) == {"ada": "exited"}
+    reads = await enrollment_reads(tx, receiver, forwarded("e3", "ada", "signed_up"))
+    assert states(tx) == {"ada": "exited"}  # never re-entered
+    assert enrolled(tx) == [("j1", "ada")]
+    assert len(reads) == 1, reads
 
 
 async def test_a_journey_published_or_paused_on_one_replica_is_seen_by_the_others_next_event(

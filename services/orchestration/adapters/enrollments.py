@@ -354,8 +354,9 @@ def _enrollment(row: Row[Any], traits: Any = None) -> Enrollment:
     return _enrollments([row], traits)[0]
 
 
-# Columns of the enrollments table that are not the enrollment's (the lease, the entry key).
-_STORED_ONLY = frozenset(c.key for c in enrollments.c) - {f.name for f in fields(Enrollment)}
+# The enrollment's own fields: a query's other columns (the lease, the entry key, a flag it
+# computed) are not the enrollment's.
+_FIELDS = frozenset(f.name for f in fields(Enrollment))
 
 
 def _enrollments(rows: Sequence[Row[Any]], traits: Any = None) -> list[Enrollment]:
@@ -365,7 +366,7 @@ def _enrollments(rows: Sequence[Row[Any]], traits: Any = None) -> list[Enrollmen
     if not rows:
         return []
     names = rows[0]._fields
-    stored_only = [name for name in names if name in _STORED_ONLY]
+    stored_only = [name for name in names if name not in _FIELDS]
     found = []
     for row in rows:
         values = dict(zip(names, row, strict=True))
@@ -376,6 +377,41 @@ def _enrollments(rows: Sequence[Row[Any]], traits: Any = None) -> list[Enrollmen
             values["traits"] = traits
         found.append(restore(values))
     return found
+
+
+def watched_and_history(session: Session, profiles: Iterable[tuple[str, str]],
+                        keys: Iterable[ActiveKey], now: datetime,
+                        ) -> tuple[list[tuple[Enrollment, bool]], dict[ActiveKey, History]]:
+    """:func:`watched` (``profiles``) and :func:`history` (``keys``) at once. For one
+    workspace whose keys' profiles are among ``profiles`` (the events' own: every HandleEvents
+    call) one statement reads both, the history's rows locked with the watched ones; otherwise
+    the two reads."""
+    wanted = sorted(set(profiles))
+    latest = sorted(set(keys))
+    workspaces = {w for w, _ in wanted}
+    if len(workspaces) != 1 or not {(w, p) for w, _, p in latest} <= set(wanted):
+        return watched(session, wanted, now), history(session, latest)
+    dialect = session.get_bind().dialect.name
+    rows = session.execute(_watched_or_history_statement(dialect), {
+        "ws": wanted[0][0], "ids": keys_param(dialect, [p for _, p in wanted]),
+        "journeys": keys_param(dialect, sorted({j for _, j, _ in latest})), "now": now}).all()
+    asked = set(latest)
+    return ([(_enrollment(r), r.lease_until is not None and r.lease_until > now)
+             for r in rows if r.watches],
+            _latest(r for r in rows if (r.workspace_id, r.journey_id, r.profile_id) in asked))
+
+
+@cache
+def _watched_or_history_statement(dialect: str) -> Any:
+    """:func:`watched_and_history` in one statement, built once: the profiles' enrollments
+    that are watched (flagged ``watches``) or in one of the ``journeys``, locked."""
+    c = enrollments.c
+    watches = or_(c.state == _ACTIVE,
+                  and_(c.goal_time.is_(None), c.goal_deadline >= bindparam("now")))
+    return (select(enrollments, watches.label("watches"))
+            .where(c.workspace_id == bindparam("ws"), one_of_keys(dialect, c.profile_id, "ids"),
+                   or_(watches, one_of_keys(dialect, c.journey_id, "journeys")))
+            .order_by(c.create_time, c.enrollment_id).with_for_update())
 
 
 def watched(session: Session, profiles: Iterable[tuple[str, str]],
@@ -450,6 +486,11 @@ def history(session: Session, keys: Iterable[ActiveKey]) -> dict[ActiveKey, Hist
             select(c.workspace_id, c.journey_id, c.profile_id, c.state, c.update_time)
             .where(_keys_in(session, (c.workspace_id, c.journey_id, c.profile_id), wanted))
         ).all()
+    return _latest(rows)
+
+
+def _latest(rows: Iterable[Row[Any]]) -> dict[ActiveKey, History]:
+    """:func:`history`'s answer from the rows of the keys' enrollments."""
     found: dict[ActiveKey, History] = {}
     for r in rows:
         key = (r.workspace_id, r.journey_id, r.profile_id)

@@ -18,7 +18,7 @@ from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters.journeys import TriggerCache
 from cjo_orchestration.domain.conditions import error_detail
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
-from cjo_orchestration.domain.entry import InboxEvent
+from cjo_orchestration.domain.entry import ActiveKey, History, InboxEvent
 from cjo_orchestration.domain.events import EventOutcome, apply_events
 from cjo_orchestration.domain.journeys import JourneyGraph
 from cjo_orchestration.domain.lifecycle import (
@@ -152,12 +152,11 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
         lifecycle = {(e.workspace_id, resolve_profile(retired, e.workspace_id, p))
                      for e in events if e.event_name in LIFECYCLE_EVENTS
                      for p in (e.profile_id, merged_profile_id(e)) if p}
-        watched, busy = _watched(uow, profiles, lifecycle)
         candidates = {(e.workspace_id, journey_id,
                        resolve_profile(retired, e.workspace_id, e.profile_id))
                       for e in events
                       for journey_id in listening.get((e.workspace_id, e.event_name), ())}
-        history = enrollment_store.history(session, candidates)
+        watched, busy, history = _watched(uow, profiles, lifecycle, candidates)
         outcome = apply_events(events, listeners, watched, history, busy, new_id, now, retired)
         inserted, handed_over = _record(uow, events, outcome, handoff, marked)
 
@@ -178,11 +177,14 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
 
 
 def _watched(uow: UnitOfWork, profiles: set[tuple[str, str]],
-             lifecycle: set[tuple[str, str]],
-             ) -> tuple[list[tuple[Enrollment, JourneyGraph]], set[tuple[str, str]]]:
-    """The profiles' enrollments the events can change, with their graphs; and the profiles a
-    step worker holds right now (their events wait)."""
-    found = enrollment_store.watched(uow.session, profiles, uow.now())
+             lifecycle: set[tuple[str, str]], candidates: set[ActiveKey],
+             ) -> tuple[list[tuple[Enrollment, JourneyGraph]], set[tuple[str, str]],
+                        dict[ActiveKey, History]]:
+    """The profiles' enrollments the events can change, with their graphs; the profiles a
+    step worker holds right now (their events wait); and the ``candidates``' history (their
+    latest enrollments), read with them."""
+    found, history = enrollment_store.watched_and_history(uow.session, profiles, candidates,
+                                                          uow.now())
     graphs = journey_store.versions(
         uow.session, [(e.workspace_id, e.journey_id, e.journey_version) for e, _ in found])
     watched: list[tuple[Enrollment, JourneyGraph]] = []
@@ -196,7 +198,7 @@ def _watched(uow: UnitOfWork, profiles: set[tuple[str, str]],
         watched.append((enrollment, graph or JourneyGraph()))
         if leased:
             busy.add((enrollment.workspace_id, enrollment.profile_id))
-    return watched, busy
+    return watched, busy, history
 
 
 def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome,
