@@ -62,6 +62,16 @@ class Database:
         self._executor = ThreadPoolExecutor(
             max_workers=1 if self.is_sqlite else pool_size, thread_name_prefix="db"
         )
+        # Reads outside a transaction (see :meth:`reading`): PostgreSQL in autocommit (no BEGIN
+        # and COMMIT round trips); SQLite as it is (pysqlite begins a transaction before a
+        # write only), on a thread of their own for a database file: in WAL mode a read runs
+        # beside the writer instead of waiting in line behind every write transaction.
+        self._reads = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if not self.is_sqlite else self.engine, expire_on_commit=False)
+        in_memory = self.is_sqlite and url.split("///", 1)[-1] in ("", ":memory:", url)
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-read") \
+            if self.is_sqlite and not in_memory else self._executor
 
     def _create_engine(self, url: str, pool_size: int) -> Engine:
         if self.is_sqlite:
@@ -111,11 +121,27 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only, in no transaction: nothing to commit. Each statement sees
+        what was committed when it ran (as every statement of a READ COMMITTED transaction
+        does on PostgreSQL), not one snapshot for all. Not for writes: PostgreSQL would commit
+        each statement on its own, SQLite would leave them uncommitted."""
+        with self._reads() as session:
+            yield session
+
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking database work in the pool, keeping contextvars (trace, log context)."""
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def run_read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`run` for work that only reads (:meth:`reading`): on a SQLite file, on its own
+        thread, so it does not wait for the writes queued before it."""
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._read_executor, call)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -123,6 +149,7 @@ class Database:
 
     def dispose(self) -> None:
         self._executor.shutdown(wait=True)
+        self._read_executor.shutdown(wait=True)
         self.engine.dispose()
 
 

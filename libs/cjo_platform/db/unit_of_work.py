@@ -154,6 +154,18 @@ class Transactions:
         """:meth:`run_sync` in the database's thread pool (trace and log context kept)."""
         return await self.db.run(self.run_sync, work)
 
+    def read_sync(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Run ``work``, which only reads, in no transaction (``Database.reading``): no BEGIN,
+        no COMMIT, and each statement sees what was committed when it ran. ``work`` cannot
+        publish, and must not write (see ``Database.reading``)."""
+        with self.db.reading() as session:
+            return work(UnitOfWork(session, self.clock, None))
+
+    async def read(self, work: Callable[[UnitOfWork], T]) -> T:
+        """:meth:`read_sync` off the event loop, beside the writes on SQLite
+        (``Database.run_read``)."""
+        return await self.db.run_read(self.read_sync, work)
+
     async def once(self, *, workspace_id: str, method: str, request_id: str, request: Message,
                    response_type: type[M], work: Callable[[UnitOfWork], M]) -> M:
         """Run a mutating RPC's use-case once per ``request_id``: the answer is stored with the

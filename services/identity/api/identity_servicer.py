@@ -136,7 +136,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                          context: grpc.aio.ServicerContext) -> pb.GetProfileResponse:
         profile_id = profile_id_of(request.name, "name")
         workspace = current_workspace()
-        profile = await self.transactions.run(
+        profile = await self.transactions.read(
             lambda uow: profiles.get_profile(uow, workspace, profile_id))
         return pb.GetProfileResponse(profile=profile_to_proto(profile))
 
@@ -146,7 +146,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         workspace = current_workspace()
         # A name is a string: its violation has no field of its own and is named `names[i]`.
         wanted = answer.parse(lambda name: profile_id_of(name, ""))
-        found = await self.transactions.run(lambda uow: profiles.get_profiles(
+        # Reads only: in no transaction, beside the writes (Transactions.read).
+        found = await self.transactions.read(lambda uow: profiles.get_profiles(
             uow, workspace, [p for _, p in wanted])) if wanted else {}
         for index, profile_id in wanted:
             profile = found.get(profile_id)
@@ -190,7 +191,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         answer = BatchAnswer(request.queries, "queries", DOMAIN, pb.BatchCheckConsentResult)
         workspace = current_workspace()
         asked = answer.parse(_consent_query)
-        decisions = await self.transactions.run(lambda uow: consent.check_consent(
+        decisions = await self.transactions.read(lambda uow: consent.check_consent(
             uow, workspace, [q for _, q in asked])) if asked else []
         for (index, _), decision in zip(asked, decisions, strict=True):
             answer.results[index].decision.CopyFrom(_decision_proto(decision))
