@@ -113,6 +113,13 @@ def test_the_event_worker_reads_only_the_profiles_of_its_events(db: Database) ->
     assert_no_table_scan(plans(db, lambda session: one.append(
         store.history(session, [(ws, "j1", p) for ws, p in lone]))))
     assert one[0].keys() == {(ws, "j1", p) for ws, p in lone}
+    # Both in one statement (every HandleEvents call's).
+    one.clear()
+    assert_no_table_scan(plans(db, lambda session: one.append(store.watched_and_history(
+        session, lone, [(ws, "j1", p) for ws, p in lone], NOW))))
+    both_watched, both_history = one[0]
+    assert {(e.workspace_id, e.profile_id) for e, _ in both_watched} == odd & set(lone)
+    assert both_history.keys() == {(ws, "j1", p) for ws, p in lone}
 
 
 def test_the_scheduler_claims_and_records_only_its_occurrences(db: Database) -> None:
