@@ -131,6 +131,7 @@ async def run_scenarios(kind: str, suite: object, events: int, signups: int,
         if events:
             profiler.report("ingest (1,000-event batches, no journey)", before, after, events,
                             "event")
+    if profiler and calls:
         # One event per call, as a web backend sends them: what one call costs on its own.
         before = await profiler.sample()
         profiler.start_spy("single")

@@ -21,6 +21,8 @@ items = Table(
     Column("name", String(32), nullable=False, index=True),
 )
 ROWS = 3000
+# Values an array literal must quote or escape (they match no row; "n1" would).
+ODD = ["n1'; --", "ü", 'n1"', "n1\\", "{n1}", "n1,n3", "NULL", "", " n1"]
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def db(backend: Backend) -> Iterator[Database]:
 @pytest.mark.parametrize("size", [0, 1, JSON_LIST_VALUES - 1, JSON_LIST_VALUES, 2000])
 def test_the_rows_among_the_values_and_no_other(db: Database, size: int) -> None:
     wanted = list(range(1, 2 * size, 2))  # every other row, some past the last one
-    names = [f"n{n}" for n in wanted] + ["absent", "n1'; --", "ü"]
+    names = [f"n{n}" for n in wanted] + ["absent", *ODD]
     expected = [n for n in wanted if n < ROWS]
     with db.transaction() as session:
         by_id = session.scalars(select(items.c.id).where(one_of(session, items.c.id, wanted))
@@ -76,9 +78,41 @@ def test_a_statement_built_once_finds_each_runs_keys(db: Database) -> None:
                    .order_by(items.c.id))
         for size in (0, 1, JSON_LIST_VALUES, 2000):
             wanted = list(range(1, 2 * size, 2))
-            names = [f"n{n}" for n in wanted] + ["absent", "n1'; --", "ü"]
+            names = [f"n{n}" for n in wanted] + ["absent", *ODD]
             expected = [n for n in wanted if n < ROWS]
             assert session.scalars(by_id, {"keys": keys_param(dialect, wanted)}).all() \
                 == expected
             assert session.scalars(by_name, {"names": keys_param(dialect, names)}).all() \
                 == expected
+
+
+def test_values_an_array_literal_must_quote_or_escape_find_their_rows(db: Database) -> None:
+    """On PostgreSQL the values go as ONE array literal (psycopg dumps a list element by
+    element in Python); quotes, backslashes, braces, commas, "NULL" and "" are each matched as
+    themselves."""
+    odd = [*ODD, 'a"b\\c', "\\", '"']
+    with db.transaction() as session:
+        session.execute(insert(items), [{"id": ROWS + i, "name": name}
+                                        for i, name in enumerate(odd)])
+    sent: list[Any] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+               executemany: bool) -> None:
+        sent.append(parameters)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.transaction() as session:
+            dialect = session.get_bind().dialect.name
+            for name in odd:
+                assert session.scalars(select(items.c.id).where(
+                    one_of(session, items.c.name, [name, "absent"]))).all() \
+                    == [ROWS + odd.index(name)]
+            by_name = (select(items.c.id).where(one_of_keys(dialect, items.c.name))
+                       .order_by(items.c.id))
+            assert session.scalars(by_name, {"keys": keys_param(dialect, odd[::-1])}).all() \
+                == [ROWS + i for i in range(len(odd))]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    if dialect == "postgresql":
+        assert all(isinstance(v, str) for p in sent for v in p.values())

@@ -8,10 +8,11 @@ from cjo_platform.db.engine import (
     keys_param,
     one_of,
     one_of_keys,
+    pg_array,
     upsert,
     utc,
 )
 from cjo_platform.db.types import UtcDateTime
 
 __all__ = ["Database", "UtcDateTime", "bulk_insert", "insert_ignore", "keys_in", "keys_param",
-           "one_of", "one_of_keys", "upsert", "utc"]
+           "one_of", "one_of_keys", "pg_array", "upsert", "utc"]

@@ -23,7 +23,6 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    any_,
     bindparam,
     case,
     distinct,
@@ -36,7 +35,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from cjo_analytics.adapters.tables import facts, messages, profile_aliases
@@ -65,7 +63,7 @@ from cjo_analytics.domain.reports import (
     epoch_hour,
 )
 from cjo_analytics.domain.stats import ArmCounts
-from cjo_platform.db import bulk_insert, one_of, upsert
+from cjo_platform.db import bulk_insert, keys_param, one_of, one_of_keys, upsert
 
 _CONVERSION_TYPES = [t.value for t in CONVERSIONS]
 _TOUCH_TYPES = [t.value for t in TOUCHES]
@@ -163,14 +161,9 @@ def _fact_rows(workspace_id: str, recorded: Iterable[Fact], now: datetime,
 # The stored ids among a batch's: the ids bound as one parameter (an array on PostgreSQL, a
 # JSON array on SQLite), so the statement is built and compiled once for any batch, and each id
 # is one primary-key probe.
-_listed = func.json_each(bindparam("ids")).table_valued("value")
-_STORED_IDS = {
-    "postgresql": select(facts.c.fact_id).where(
-        facts.c.workspace_id == bindparam("w"),
-        facts.c.fact_id == any_(bindparam("ids", type_=ARRAY(String)))),
-    "sqlite": select(facts.c.fact_id).where(
-        facts.c.workspace_id == bindparam("w"), facts.c.fact_id.in_(select(_listed.c.value))),
-}
+_STORED_IDS = {dialect: select(facts.c.fact_id).where(
+    facts.c.workspace_id == bindparam("w"), one_of_keys(dialect, facts.c.fact_id, "ids"))
+    for dialect in ("postgresql", "sqlite")}
 _ID_CHUNK = 1000
 
 
@@ -183,7 +176,7 @@ def _stored_ids(session: Session, workspace_id: str, ids: set[str]) -> set[str]:
         some = wanted[start:start + _ID_CHUNK]
         stored.update(session.execute(statement, {
             "w": workspace_id,
-            "ids": some if dialect == "postgresql" else json.dumps(some)}).scalars())
+            "ids": keys_param(dialect, some)}).scalars())
     return stored
 
 

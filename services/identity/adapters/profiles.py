@@ -26,9 +26,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.sqltypes import NullType
 
 from cjo_identity.adapters.tables import (
     edges,
@@ -51,7 +51,14 @@ from cjo_identity.domain.ingest import (
     StoredRef,
 )
 from cjo_identity.domain.profiles import MergeRecord, Profile
-from cjo_platform.db import bulk_insert, insert_ignore, keys_param, one_of, one_of_keys
+from cjo_platform.db import (
+    bulk_insert,
+    insert_ignore,
+    keys_param,
+    one_of,
+    one_of_keys,
+    pg_array,
+)
 from cjo_platform.rpc.batch import chunks
 
 # A result row of any number of columns.
@@ -123,7 +130,8 @@ def _keyed_by_identifier(session: Session, lookup: Callable[[str], Executable],
     for chunk in chunks(sorted(wanted), IN_LIST_KEYS):
         params: dict[str, Any]
         if dialect == "postgresql":
-            params = {"types": [i.type for i in chunk], "values": [i.value for i in chunk]}
+            params = {"types": pg_array([i.type for i in chunk]),
+                      "values": pg_array([i.value for i in chunk])}
         else:
             params = {"pairs": json.dumps([[i.type, i.value] for i in chunk])}
         found.extend(session.execute(statement, {"workspace_id": workspace_id, **params}))
@@ -157,8 +165,9 @@ def _lookup_sql(dialect: str, table: str, picked: str) -> str:
 
 def _lookup_text(dialect: str, sql: str) -> Executable:
     if dialect == "postgresql":
-        return text(sql).bindparams(bindparam("types", type_=ARRAY(String)),
-                                    bindparam("values", type_=ARRAY(String)))
+        # Array literals (cjo_platform.db.pg_array: typed text[] by their value).
+        return text(sql).bindparams(bindparam("types", type_=NullType()),
+                                    bindparam("values", type_=NullType()))
     return text(sql)
 
 
