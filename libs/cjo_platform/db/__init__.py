@@ -1,6 +1,6 @@
 """SQLAlchemy 2 set-up shared by every service: engine, unit of work, migrations, outbox."""
 
-from cjo_platform.db.bulk import bulk_insert
+from cjo_platform.db.bulk import bulk_insert, bulk_update
 from cjo_platform.db.engine import (
     Database,
     insert_ignore,
@@ -14,5 +14,5 @@ from cjo_platform.db.engine import (
 )
 from cjo_platform.db.types import UtcDateTime
 
-__all__ = ["Database", "UtcDateTime", "bulk_insert", "insert_ignore", "keys_in", "keys_param",
-           "one_of", "one_of_keys", "pg_array", "upsert", "utc"]
+__all__ = ["Database", "UtcDateTime", "bulk_insert", "bulk_update", "insert_ignore", "keys_in",
+           "keys_param", "one_of", "one_of_keys", "pg_array", "upsert", "utc"]

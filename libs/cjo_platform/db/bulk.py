@@ -242,3 +242,43 @@ def _table_name(table: Table, options: Mapping[str, Any], dialect: Dialect) -> s
     preparer = dialect.identifier_preparer
     name = preparer.quote(table.name)
     return f"{preparer.quote_schema(schema)}.{name}" if schema else name
+
+
+def bulk_update(session: Session, table: Table, keys: Sequence[str],
+                rows: Sequence[Mapping[str, Any]]) -> None:
+    """``UPDATE table SET <the other columns> WHERE <keys>`` for each of ``rows`` (keyed by
+    column key; every row gives the same columns, ``keys`` among them, each key at most once),
+    in the session's transaction, the values bound as an UPDATE binds them.
+
+    PostgreSQL gets ONE statement, ``UPDATE ... FROM unnest(<one binary array per column>)``:
+    an executemany is a statement per row, which the server parses, plans and runs one by
+    one, and psycopg binds row by row in Python. SQLite gets the driver's executemany with the
+    values bound a column at a time (a time column's processor once per distinct moment), as
+    :func:`bulk_insert` does. The statement takes the rows' locks in the order the server
+    meets them: callers hold them already (identity locks its profiles first, in id order)."""
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    columns = [table.c[key] for key in rows[0]]
+    bound = _bound(columns, [itemgetter(*(c.key for c in columns))(row) for row in rows]
+                   if len(columns) > 1 else [(row[columns[0].key],) for row in rows], dialect)
+    preparer = dialect.identifier_preparer
+    name = _table_name(table, connection.get_execution_options(), dialect)
+    changed = [c for c in columns if c.key not in keys]
+    if dialect.name == "postgresql":
+        types = [c.type.compile(dialect=dialect) for c in columns]
+        statement = (
+            f"UPDATE {name} AS t SET "
+            + ", ".join(f"{preparer.quote(c.name)} = v.{preparer.quote(c.name)}"
+                        for c in changed)
+            + f" FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) AS v("
+            + ", ".join(preparer.quote(c.name) for c in columns) + ") WHERE "
+            + " AND ".join(f"t.{preparer.quote(k)} = v.{preparer.quote(k)}" for k in keys))
+        connection.exec_driver_sql(statement, tuple(list(a) for a in zip(*bound, strict=True)))
+        return
+    order = [columns.index(c) for c in changed] + [columns.index(table.c[k]) for k in keys]
+    statement = (f"UPDATE {name} SET "
+                 + ", ".join(f"{preparer.quote(c.name)} = ?" for c in changed) + " WHERE "
+                 + " AND ".join(f"{preparer.quote(k)} = ?" for k in keys))
+    connection.exec_driver_sql(statement, [tuple(row[i] for i in order) for row in bound])

@@ -531,7 +531,7 @@ class Forwarder(PollingWorker):
             self._cut = len(rows) < len(found)
             if not rows:
                 return []
-            kept = [row.id for row in rows]
+            kept = [row[0] for row in rows]  # the ids (by position: cheaper than by name)
             if postgres:
                 # Keep a workspace only when the claim holds all its rows up to the last one
                 # claimed: a row skipped because another transaction had it locked would
@@ -1025,8 +1025,8 @@ class Forwarder(PollingWorker):
 def _within(rows: Sequence[Row[Any, Any, Any]], budget: int) -> list[Row[Any, Any, Any]]:
     """The leading ``rows`` whose ``size`` adds up to at most ``budget`` (at least one)."""
     total = 0
-    for count, row in enumerate(rows):
-        total += int(row.size or 0)
+    for count, (_, _, size) in enumerate(rows):  # (id, workspace_id, size), by position
+        total += int(size or 0)
         if total > budget and count:
             return list(rows[:count])
     return list(rows)

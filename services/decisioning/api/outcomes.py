@@ -4,6 +4,7 @@ RecordMessageFacts (service-only: identity's and delivery's forwarders) and GetS
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import grpc
 
@@ -15,6 +16,7 @@ from cjo_decisioning.domain.outcomes import (
     ERASER,
     PROFILE_DELETED,
     PROFILE_MERGED,
+    EventDetails,
     MessageFact,
     TrackEvent,
 )
@@ -53,22 +55,27 @@ def track_event(forwarded: orchestration_pb.ForwardedEvent) -> TrackEvent:
     if not forwarded.event_id:
         raise InvalidArgument.one("event_id", "is required")
     event = forwarded.event
-    properties = struct_to_dict(event.properties)
     merged = ""
     if event.name == PROFILE_MERGED:
-        merged = str(properties.get("merged_profile_id") or "")
+        merged = str(struct_to_dict(event.properties).get("merged_profile_id") or "")
     return TrackEvent(
         event_id=forwarded.event_id, profile_id=forwarded.profile_id, name=event.name,
+        details=partial(_details, forwarded), merged_profile_id=merged,
+        erased=event.name == PROFILE_DELETED and event.source == ERASER)
+
+
+def _details(forwarded: orchestration_pb.ForwardedEvent) -> EventDetails:
+    """Made only for an event a point rewards (the request validated its time and values)."""
+    event = forwarded.event
+    return EventDetails(
         time=from_timestamp(event.timestamp),
-        event={"name": event.name, "properties": properties, "source": event.source,
-               "message_id": event.message_id},
+        event={"name": event.name, "properties": struct_to_dict(event.properties),
+               "source": event.source, "message_id": event.message_id},
         profile=profile_view(struct_to_dict(forwarded.profile_traits),
                              struct_to_dict(forwarded.computed_traits),
                              (segment_id(s) for s in forwarded.segments),
                              consent_from_proto(forwarded.consents),
-                             ((i.type, i.value) for i in forwarded.identifiers)),
-        merged_profile_id=merged,
-        erased=event.name == PROFILE_DELETED and event.source == ERASER)
+                             ((i.type, i.value) for i in forwarded.identifiers)))
 
 
 class OutcomeRpcs:

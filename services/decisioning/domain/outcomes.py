@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from cjo_decisioning.domain.catalogue import DecisionPoint
@@ -35,19 +36,45 @@ class MessageFact:
 
 
 @dataclass(frozen=True)
+class EventDetails:
+    """What only a reward reads of a track event."""
+
+    time: datetime
+    # The CEL `event`: {name, properties, source, message_id}.
+    event: Mapping[str, Any]
+    # The CEL `profile` (cjo_platform.profiles view).
+    profile: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class TrackEvent:
     """A track event identity accepted, with the profile as of that event."""
 
     event_id: str
     profile_id: str
     name: str
-    time: datetime
-    # The CEL `event`: {name, properties, source, message_id}.
-    event: Mapping[str, Any]
-    # The CEL `profile` (cjo_platform.profiles view).
-    profile: Mapping[str, Any]
+    # Its details, made when first read: most events are no point's reward event, and
+    # building the CEL maps (the profile's traits, consents, segments) was most of
+    # RecordEvents' CPU per event.
+    details: Callable[[], EventDetails] = field(repr=False, compare=False)
     merged_profile_id: str = ""  # for a profile_merged event: the profile merged away
     erased: bool = False  # identity erased the profile (profile_deleted)
+
+    @cached_property
+    def _details(self) -> EventDetails:
+        return self.details()
+
+    @property
+    def time(self) -> datetime:
+        return self._details.time
+
+    @property
+    def event(self) -> Mapping[str, Any]:
+        return self._details.event
+
+    @property
+    def profile(self) -> Mapping[str, Any]:
+        return self._details.profile
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from cjo_identity.domain.ingest import (
 from cjo_identity.domain.profiles import MergeRecord, Profile
 from cjo_platform.db import (
     bulk_insert,
+    bulk_update,
     insert_ignore,
     keys_param,
     one_of,
@@ -188,11 +189,13 @@ def erased_and_owners(session: Session, workspace_id: str, wanted: set[Identifie
     of those that have one: read together, one statement for the two look-ups."""
     erased: set[Identifier] = set()
     found: dict[Identifier, Owner] = {}
-    for row in _keyed_by_identifier(session, _erased_and_owners_lookup, workspace_id, wanted):
-        if row.kind == "erased":
-            erased.add(Identifier(row.type, row.value))
+    # By position: a Row's access by name costs ~0.4 us a column, per identifier.
+    for kind, type_, value, profile_id, cluster_id in _keyed_by_identifier(
+            session, _erased_and_owners_lookup, workspace_id, wanted):
+        if kind == "erased":
+            erased.add(Identifier(type_, value))
         else:
-            found[Identifier(row.type, row.value)] = Owner(row.profile_id, row.cluster_id)
+            found[Identifier(type_, value)] = Owner(profile_id, cluster_id)
     return erased, found
 
 
@@ -286,9 +289,9 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
             for p in sorted(plan.new_profiles)])
     rewritten = sorted(p for p in plan.changed_profiles if plan.record_changed(p))
     if rewritten:
-        session.execute(_REWRITE_RECORD, [
-            {"b_workspace_id": workspace_id, "b_profile_id": p, "b_update_time": now,
-             **{f"b_{k}": v for k, v in record(p).items()}} for p in rewritten])
+        bulk_update(session, profiles, ("workspace_id", "profile_id"), [
+            {"workspace_id": workspace_id, "profile_id": p, "update_time": now, **record(p)}
+            for p in rewritten])
     # Touched, but the record came out the same (an event without traits): the time alone.
     for chunk in chunks(sorted(plan.changed_profiles - set(rewritten)), IN_LIST_KEYS):
         session.execute(update(profiles)
@@ -348,15 +351,6 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
              "timestamp": e.timestamp, "source": e.source, "receive_time": now,
              "original_timestamp": e.original_timestamp}
             for a in plan.accepted for e in [a.event]])
-
-
-# Every batch that changes a record: built once.
-_REWRITE_RECORD = (
-    update(profiles)
-    .where(profiles.c.workspace_id == bindparam("b_workspace_id"),
-           profiles.c.profile_id == bindparam("b_profile_id"))
-    .values(traits=bindparam("b_traits"), trait_times=bindparam("b_trait_times"),
-            consents=bindparam("b_consents"), update_time=bindparam("b_update_time")))
 
 
 def _record_merges(session: Session, workspace_id: str, merges: Sequence[Merge],

@@ -1,0 +1,91 @@
+"""bulk_update writes what one UPDATE per row would write, on both backends (PostgreSQL: ONE
+``UPDATE ... FROM unnest(...)`` statement, not a statement per row): JSON (a None is JSON
+null, as an UPDATE binds it), UTC timestamps and odd strings round-trip, rows not given are
+left as they were, and a column not given keeps its value."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    JSON,
+    Column,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    event,
+    insert,
+    select,
+)
+
+from cjo_platform.db import Database, UtcDateTime, bulk_update
+from support import Backend
+
+AT = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+LATER = AT + timedelta(hours=1)
+metadata = MetaData()
+people = Table(
+    "people", metadata,
+    Column("ws", String(16), nullable=False),
+    Column("person_id", String(32), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("doc", JSON, nullable=True),
+    Column("at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("ws", "person_id"),
+)
+ODD = ['q"uote', "back\\slash", "{brace},comma", "NULL", "", "ü 😀"]
+
+
+@pytest.fixture
+def db(backend: Backend) -> Iterator[Database]:
+    url = backend.env().get("CJO_DATABASE_URL", f"sqlite:///{backend.data_dir}/bulk_update.db")
+    database = Database(url, schema=backend.schema_prefix + "bulk_update")
+    database.create_schema()
+    metadata.create_all(database.engine)
+    with database.transaction() as session:
+        session.execute(insert(people), [
+            {"ws": ws, "person_id": f"p{i}", "label": "old", "doc": {"n": i}, "at": AT}
+            for ws in ("w1", "w2") for i in range(300)])
+    yield database
+    database.dispose()
+
+
+def test_the_rows_given_get_their_values_and_no_other_row_changes(db: Database) -> None:
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    east = timezone(timedelta(hours=5))
+    event.listen(db.engine, "before_cursor_execute", record)
+    with db.transaction() as session:
+        bulk_update(session, people, ("ws", "person_id"), [
+            {"ws": "w1", "person_id": f"p{i}", "label": ODD[i % len(ODD)],
+             "doc": None if i % 7 == 0 else {"v": ODD[i % len(ODD)], "i": i},
+             "at": LATER.astimezone(east)}
+            for i in range(0, 300, 2)])
+        bulk_update(session, people, ("ws", "person_id"), [
+            {"ws": "w2", "person_id": "p1", "label": "label only"}])
+    event.remove(db.engine, "before_cursor_execute", record)
+    with db.transaction() as session:
+        rows = {(r.ws, r.person_id): r for r in session.execute(select(people))}
+        nulls = set(session.execute(select(people.c.person_id).where(
+            people.c.doc.is_(None))).scalars())
+    assert not nulls, "a None is JSON null, as an UPDATE binds it, not SQL NULL"
+    for i in range(300):
+        row = rows[("w1", f"p{i}")]
+        if i % 2:
+            assert (row.label, row.doc, row.at) == ("old", {"n": i}, AT)
+        else:
+            assert (row.label, row.doc, row.at) == (
+                ODD[i % len(ODD)], None if i % 7 == 0 else {"v": ODD[i % len(ODD)], "i": i},
+                LATER)
+            assert row.at.utcoffset() == timedelta(0)
+    assert rows[("w2", "p1")].label == "label only" and rows[("w2", "p1")].doc == {"n": 1}
+    assert all(rows[("w2", f"p{i}")].label == "old" for i in range(300) if i != 1)
+    if db.engine.dialect.name == "postgresql":
+        assert len([s for s in sent if s.lstrip().upper().startswith("UPDATE")]) == 2
