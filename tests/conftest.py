@@ -1,15 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from cjo_platform.event_loop import EVENT_LOOPS, configured_event_loop, loop_factory
 from cjo_platform.logging import configure_logging
 from cjo_platform.rpc.client import close_channels
 from support import Backend, drop_schemas, new_backend, postgres_available
 
 configure_logging("test", fmt="console", level="warning")
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -26,6 +30,18 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 @pytest.fixture
 def sqlite_backend(tmp_path: Path) -> Backend:
     return new_backend("sqlite", tmp_path)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config,
+                                   item: pytest.Item) -> dict[str, LoopFactory]:
+    """Tests run on the loop the services run on, CJO_EVENT_LOOP's: `CJO_EVENT_LOOP=uvloop make
+    test` runs the servers in tests and the service processes (support.operator_environ keeps
+    the variable) on uvloop. A test marked ``asyncio(loop_factories=[...])`` runs on each loop
+    it names."""
+    marker = item.get_closest_marker("asyncio")
+    names = EVENT_LOOPS if marker is not None and "loop_factories" in marker.kwargs \
+        else (configured_event_loop(),)
+    return {name: loop_factory(name) or asyncio.new_event_loop for name in names}
 
 
 @pytest.fixture(autouse=True)

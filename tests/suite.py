@@ -5,7 +5,6 @@ trace receiver, for end-to-end tests. A service may run as several replicas behi
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from cjo_platform.clock import (
     read_test_clock_offset,
     set_test_clock_offset,
 )
-from support import SERVICE_TOKEN, Backend, free_port
+from support import SERVICE_TOKEN, Backend, free_port, operator_environ
 
 SERVICES = ("identity", "content", "orchestration", "delivery", "analytics", "decisioning")
 
@@ -202,7 +201,7 @@ async def running_suite(backend: Backend, tmp_path: Path,
                 [f"127.0.0.1:{process_ports[f'{name}-{i}']}" for i in range(count)]))
             # Peers and the test dial the balancer; each replica listens on its own port.
             ports[name] = int(balancers[name].address.rsplit(":", 1)[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    env = operator_environ()
     env.update(backend.env())
     env.update({
         "CJO_SERVICE_TOKEN": SERVICE_TOKEN,

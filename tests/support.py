@@ -133,10 +133,18 @@ def settings_for(service: str, backend: Backend, **overrides: str) -> ServiceSet
     return settings
 
 
+def operator_environ() -> dict[str, str]:
+    """This process's environment without its cjo settings, but for the event loop the tests
+    run on (CJO_EVENT_LOOP): where a test starts a cjo process as an operator would."""
+    return {k: v for k, v in os.environ.items()
+            if k == "CJO_EVENT_LOOP" or not k.startswith(("CJO_", "OTEL_"))}
+
+
 def command_env(data_dir: Path, **env: str) -> dict[str, str]:
     """The environment of a `python -m cjo_<service>` process, as an operator would run it: this
-    process's, without its cjo settings, plus ``env``."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    process's, without its cjo settings (but for the event loop the tests run on), plus
+    ``env``."""
+    environ = operator_environ()
     environ.update({"CJO_SERVICE_TOKEN": SERVICE_TOKEN, "CJO_DATA_DIR": str(data_dir), **env})
     return environ
 

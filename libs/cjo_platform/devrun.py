@@ -23,7 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
-from cjo_platform.config import DEFAULT_METRICS_PORT, DEFAULT_PORTS, HTTP_PORTS
+from cjo_platform import event_loop
+from cjo_platform.config import DEFAULT_METRICS_PORT, DEFAULT_PORTS, HTTP_PORTS, ConfigError
 from cjo_platform.rpc.client import on_behalf_of
 
 STATE = Path(os.environ.get("CJO_DEV_STATE", ".cjo"))
@@ -218,7 +219,11 @@ async def supervise() -> int:
 
 
 def main() -> None:
-    raise SystemExit(asyncio.run(supervise()))
+    try:
+        raise SystemExit(event_loop.run(supervise()))
+    except ConfigError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -22,4 +22,4 @@ def main() -> None:
     # uvicorn handles SIGTERM: stops accepting, lets requests in flight finish, then exits.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level="warning", access_log=False, proxy_headers=False,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, loop=settings.event_loop)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from cjo_client import Endpoints
 from cjo_console.domain.sessions import MIN_SECRET_CHARS
 from cjo_platform.config import DEFAULT_PORTS, HTTP_PORTS, Env
+from cjo_platform.event_loop import DEFAULT_EVENT_LOOP, event_loop_setting
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class ConsoleSettings:
     ca_file: str
     log_format: str
     log_level: str
+    # The loop uvicorn serves on (CJO_EVENT_LOOP, as every cjo process): uvicorn would pick
+    # uvloop on its own whenever it is installed.
+    event_loop: str = DEFAULT_EVENT_LOOP
 
 
 def load(environ: Mapping[str, str] | None = None) -> ConsoleSettings:
@@ -73,6 +77,7 @@ def load(environ: Mapping[str, str] | None = None) -> ConsoleSettings:
         ca_file=env.str("CJO_CONSOLE_CA_FILE", ""),
         log_format=env.choice("CJO_LOG_FORMAT", "auto", ("auto", "json", "console")),
         log_level=env.choice("CJO_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        event_loop=event_loop_setting(env),
     )
     env.check()
     return settings

@@ -110,6 +110,7 @@ from support import (
     drop_schemas,
     free_port,
     new_backend,
+    operator_environ,
     postgres_available,
 )
 
@@ -250,7 +251,7 @@ def share_row(tally: Tally, oracle: Tally) -> str:
 async def start_services(kind: str, tmp: Path) -> tuple[Suite, Any]:
     backend = new_backend(kind, tmp)
     ports = {name: free_port() for name in SERVICES}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    env = operator_environ()
     env.update(backend.env())
     clock_file = tmp / "test-clock"
     set_test_clock_offset(clock_file, START - datetime.now(UTC))

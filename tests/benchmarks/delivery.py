@@ -54,6 +54,7 @@ from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, policy_pb2, provider_pb2
 from cjo_delivery.adapters.tables import messages
 from cjo_delivery.bootstrap import build
+from cjo_platform import event_loop
 from cjo_platform.config import Env
 from cjo_platform.logging import configure_logging
 from support import as_service, drop_schemas, free_port, new_backend, serving, settings_for
@@ -278,7 +279,7 @@ def main() -> None:
     args = parser.parse_args()
     global CHANNEL
     CHANNEL = args.channel
-    asyncio.run(run(args))
+    event_loop.run(run(args))  # CJO_EVENT_LOOP: the delivery server's loop
 
 
 if __name__ == "__main__":

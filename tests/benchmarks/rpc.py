@@ -8,6 +8,8 @@ once; this process calls it with one fact and the service token on cjo's real
 calls/s and CPU µs per call in the server process and in the client (process CPU time over the
 calls, every thread counted: gRPC's own included).
 
+Both processes run on the loop CJO_EVENT_LOOP names (uvloop unless ``asyncio``).
+
 Variants: ``bare`` (grpc.aio without any interceptor on either side), ``cjo`` (the full stack)
 and the full stack less one layer (``-tracing`` the server span, ``-client-tracing`` the client
 span, ``-metrics``, ``-logging``, ``-errors``, ``-auth``, ``-validation``): the difference to
@@ -37,6 +39,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from cjo.analytics.v1 import analytics_service_pb2 as pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from cjo.analytics.v1 import fact_pb2
+from cjo_platform import event_loop
 from cjo_platform.rpc.auth import Authenticator, Principal
 from cjo_platform.rpc.client import CHANNEL_OPTIONS, channel, on_behalf_of
 from cjo_platform.rpc.server import LAYERS, server_interceptors
@@ -102,7 +105,7 @@ def _serve(port: int, ready: Any, leave_out: tuple[str, ...] | None, cpu: Any) -
         ready.set()
         await server.wait_for_termination()
 
-    asyncio.run(main())
+    event_loop.run(main())
 
 
 @contextmanager
@@ -207,7 +210,7 @@ def main() -> None:
                              + ", ".join(v.name for v in variants()))
     args = parser.parse_args()
     names = [n.strip() for n in args.variants.split(",") if n.strip()] or None
-    results = asyncio.run(run(names, args.seconds))
+    results = event_loop.run(run(names, args.seconds))
     print(f"{'variant':<16}" + "".join(
         f"{f'{n} in flight: calls/s':>24}{'server µs':>11}{'client µs':>11}" for n in IN_FLIGHT))
     for name, figures in results:

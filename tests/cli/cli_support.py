@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import grpc
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from suite import SERVICES, Suite
-from support import SERVICE_TOKEN, bearer
+from support import SERVICE_TOKEN, bearer, operator_environ
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +45,7 @@ async def new_workspace(suite: Suite, workspace_id: str) -> str:
 def cjo_for(suite: Suite, key: str, home: Path) -> Cjo:
     """The command with the suite's endpoints and ``key`` in its environment, and a config
     directory of its own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    env = operator_environ()
     env.update({f"CJO_{s.upper()}_TARGET": suite.target(s) for s in SERVICES})
     env.update({"CJO_API_KEY": key, "XDG_CONFIG_HOME": str(home), "COLUMNS": "200"})
     return Cjo(env, REPO)

@@ -6,7 +6,6 @@ import asyncio
 import email
 import email.policy
 import itertools
-import os
 import shutil
 import subprocess
 import threading
@@ -31,7 +30,15 @@ from cjo_platform.clock import Clock
 from cjo_platform.config import Env
 from cjo_platform.rpc.server import ServiceApp
 from suite import Inbox, Suite, TraceReceiver
-from support import SERVICE_TOKEN, Backend, as_service, eventually, free_port, settings_for
+from support import (
+    SERVICE_TOKEN,
+    Backend,
+    as_service,
+    eventually,
+    free_port,
+    operator_environ,
+    settings_for,
+)
 
 
 @dataclass
@@ -109,7 +116,7 @@ async def delivery_processes(backend: Backend, logs: Path, smtp_port: int, count
     Yields the suite (to stop one), the processes' names and a stub for each."""
     names = [f"delivery-{i}" for i in range(count)]
     ports = {name: free_port() for name in names}
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    environ = operator_environ()
     environ.update({**backend.env(), "CJO_SERVICE_TOKEN": SERVICE_TOKEN,
                     "CJO_LOG_FORMAT": "json", "CJO_METRICS_PORT": "0",
                     "CJO_SHUTDOWN_GRACE_SECONDS": "2", "CJO_SMTP_HOST": "127.0.0.1",

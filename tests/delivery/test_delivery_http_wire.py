@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from cjo_delivery.adapters.http_client import HttpClient, HttpTransportError
+from cjo_platform.event_loop import EVENT_LOOPS
+
+# Each on asyncio's loop and on uvloop's, whose transports are no asyncio.Transport.
+pytestmark = pytest.mark.asyncio(loop_factories=list(EVENT_LOOPS))
 
 
 @dataclass

@@ -77,6 +77,7 @@ from support import (
     drop_schemas,
     free_port,
     new_backend,
+    operator_environ,
     postgres_available,
 )
 
@@ -254,7 +255,7 @@ async def cluster(backend: Backend, tmp_path: Path, smtp_port: int) -> AsyncIter
     async with AsyncExitStack() as stack:
         balancers = {s: await stack.enter_async_context(balancing(
             [f"127.0.0.1:{p}" for p in ports[s]], FORWARDED)) for s in SERVICES}
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+        env = operator_environ()
         env.update(backend.env())
         env.update({
             "CJO_SERVICE_TOKEN": SERVICE_TOKEN,

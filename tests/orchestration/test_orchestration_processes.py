@@ -11,7 +11,6 @@ The backlog is written straight into orchestration's database before the process
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -57,7 +56,14 @@ from cjo_orchestration.settings import load_engine_settings
 from cjo_platform.config import Env
 from cjo_platform.db import Database
 from cjo_platform.db.migrations import upgrade
-from support import SERVICE_TOKEN, Backend, free_port, new_backend, postgres_available
+from support import (
+    SERVICE_TOKEN,
+    Backend,
+    free_port,
+    new_backend,
+    operator_environ,
+    postgres_available,
+)
 
 pytestmark = pytest.mark.e2e
 MIGRATIONS = Path(str(cjo_orchestration.adapters.__file__)).parent / "migrations"
@@ -145,7 +151,7 @@ class Orchestrator:
 
     def __init__(self, backend: Backend, targets: dict[str, str], logs: Path, name: str,
                  extra_env: dict[str, str] | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+        env = operator_environ()
         env.update(backend.env())
         env.update(targets)
         env.update({

@@ -14,14 +14,15 @@ import pytest
 from cjo_platform.collector import YOUNG_COLLECTION_THRESHOLD
 from support import command_env
 
-# Runs the service's __main__ with asyncio.run replaced: it reports the collector's threshold at
-# the moment the server would start, and starts nothing.
+# Runs the service's __main__ with its loop's start replaced: it reports the collector's
+# threshold at the moment the server would start, and starts nothing.
 _PROBE = """
-import asyncio, gc, runpy, sys
-def report(coroutine):
+import gc, runpy, sys
+import cjo_platform.event_loop
+def report(coroutine, name=None):
     coroutine.close()
     print("threshold", gc.get_threshold()[0])
-asyncio.run = report
+cjo_platform.event_loop.run = report
 sys.argv = ["cjo", "serve"]
 runpy.run_module(sys.argv_service, run_name="__main__")
 """

@@ -5,7 +5,6 @@ scrape has; the manifests let Prometheus find the endpoint."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo_platform.config import DEFAULT_METRICS_PORT, DEFAULT_PORTS
-from support import SERVICE_TOKEN, bearer, free_port
+from support import SERVICE_TOKEN, bearer, free_port, operator_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "cjo-dashboard.json"
@@ -80,7 +79,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pro
     point at a port nobody listens on, so what identity puts in its outbox stays there."""
     tmp = tmp_path_factory.mktemp("metrics")
     nowhere = f"127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CJO_", "OTEL_"))}
+    env = operator_environ()
     env.update({"CJO_SERVICE_TOKEN": SERVICE_TOKEN, "CJO_DATA_DIR": str(tmp),
                 "CJO_LOG_FORMAT": "json", "CJO_SHUTDOWN_GRACE_SECONDS": "1",
                 "PYTHONUNBUFFERED": "1",

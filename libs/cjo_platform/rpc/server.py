@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cjo_platform import event_loop
 from cjo_platform.clock import Clock, FileOffsetClock, SystemClock
 from cjo_platform.collector import collect_rarely
 from cjo_platform.config import ConfigError, Env, ServiceSettings, load_service_settings
@@ -171,6 +172,7 @@ async def serve(app: ServiceApp, *, stop: asyncio.Event | None = None,
     for name in ["", *(s.full_name for s in app.servicers)]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving", address=f"{settings.host}:{port}",
+             event_loop=event_loop.running_loop_kind(),
              database=app.db.engine.url.render_as_string(hide_password=True))
     if on_ready is not None:
         on_ready(port)
@@ -234,6 +236,7 @@ def main(service: str, build: Build, argv: Sequence[str] | None = None) -> None:
     env = Env()  # the app's commands are known once it is built, so usage is checked after
     try:
         settings = load_service_settings(service, env)
+        loop = event_loop.event_loop_setting(env)
         env.check()
         configure_logging(service, fmt=settings.log_format, level=settings.log_level)
         configure_tracing(service)
@@ -269,7 +272,7 @@ def main(service: str, build: Build, argv: Sequence[str] | None = None) -> None:
     # dicts): the cyclic collector at its default threshold costs 13-20% of a process's CPU
     # there and finds almost nothing (cjo_platform.collector).
     collect_rarely()
-    asyncio.run(_serve_process(app))
+    event_loop.run(_serve_process(app), loop)
 
 
 def _serve_metrics(service: str, settings: ServiceSettings, env: Env) -> bool:
