@@ -25,6 +25,7 @@ from cjo_platform.db import Database
 from cjo_platform.db.idempotency import RequestLog
 from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.revision_cache import MAX_AGE_SECONDS, RevisionCache
 from cjo_platform.secret_box import SecretBox
 from support import PG_URL, Backend
 
@@ -133,10 +134,10 @@ async def test_a_success_after_an_error_resets_the_kept_segments_error_run(
 async def test_a_segment_changed_without_moving_the_revision_is_seen_within_the_bound(
         replicas: tuple[Transactions, Transactions], monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that does not move the revision (a replica still on the code from before it, a
-    restore, a fix in SQL) is evaluated once the kept list is KEPT_SECONDS old, not never."""
+    restore, a fix in SQL) is evaluated once the kept list is MAX_AGE_SECONDS old, not never."""
     a, b = replicas
     now = [1000.0]
-    monkeypatch.setattr(stored_segments, "_monotonic", lambda: now[0])
+    monkeypatch.setitem(stored_segments._kept, a.db.engine, RevisionCache(monotonic=lambda: now[0]))
     await b.run(lambda uow: segments.create_segment(uow, WS, "pros", "", 'traits.plan == "pro"'))
     assert await members_after(a, "m1", "pro") == ["pros"]
     # Made invalid behind the revision's back.
@@ -144,23 +145,5 @@ async def test_a_segment_changed_without_moving_the_revision_is_seen_within_the_
         update(stored_tables.segments).where(stored_tables.segments.c.segment_id == "pros")
         .values(state=SegmentState.INVALID.value)))
     assert await members_after(a, "m2", "pro") == ["pros"]  # kept: the revision did not move
-    now[0] += stored_segments.KEPT_SECONDS
+    now[0] += MAX_AGE_SECONDS
     assert await members_after(a, "m3", "pro") == []
-
-
-async def test_the_workspaces_read_least_recently_are_let_go_first(
-        replicas: tuple[Transactions, Transactions], monkeypatch: pytest.MonkeyPatch) -> None:
-    a, _ = replicas
-    monkeypatch.setattr(stored_segments, "KEPT_WORKSPACES", 2)
-    now = [1000.0]
-    monkeypatch.setattr(stored_segments, "_monotonic", lambda: now[0])
-
-    def load(workspace: str) -> None:
-        a.run_sync(lambda uow: stored_segments.load_segments(uow.session, workspace, 0))
-
-    load("w1")
-    load("w2")
-    now[0] += stored_segments.KEPT_SECONDS  # both due for a read again: w1 is read first
-    load("w1")
-    load("w3")  # one too many: w2, read longest ago, goes
-    assert list(stored_segments._kept[a.db.engine]) == ["w1", "w3"]

@@ -12,17 +12,19 @@ from typing import Any
 import pytest
 from orchestration_support import Ids, RecordingPeers, migrated_database, transactions_on
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
+from sqlalchemy import select, update
 from test_receive_handoff import START, WS, Wakes, inbox_rows
 
 from cjo_orchestration.adapters.journeys import TriggerCache
 from cjo_orchestration.adapters.tables import enrollments
+from cjo_orchestration.adapters.tables import journeys as journey_table
 from cjo_orchestration.domain.journeys import (
     Channel,
     EventTrigger,
     ExitAction,
     ExitCriterion,
     JourneyGraph,
+    JourneyState,
     Node,
     SendAction,
 )
@@ -36,6 +38,7 @@ from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.db.engine import Database
 from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.revision_cache import MAX_AGE_SECONDS
 from support import Backend
 
 # Watches its profile's events (an exit criterion): a later event of a profile whose step runs
@@ -85,10 +88,11 @@ def forwarded(event_id: str, profile_id: str, name: str) -> events.ForwardedEven
 
 
 def receiver_on(tx: Transactions, handoff: Handoff | None = None,
-                wakes: Wakes | None = None) -> EventReceiver:
+                wakes: Wakes | None = None, triggers: TriggerCache | None = None
+                ) -> EventReceiver:
     wakes = wakes or Wakes()
     return EventReceiver(tx, Ids(), wakes.events_waiting, wakes.enrolled, apply_limit=500,
-                         handoff=handoff, triggers=TriggerCache())
+                         handoff=handoff, triggers=triggers or TriggerCache())
 
 
 def enrolled(tx: Transactions) -> list[tuple[str, str]]:
@@ -204,6 +208,35 @@ async def test_a_journey_published_or_paused_on_one_replica_is_seen_by_the_other
         await receiver.receive(WS, [forwarded("e5", "eve", "ordered")])
         await receiver.receive("other", [forwarded("e6", "fay", "ordered")])
         assert enrolled(here) == [("j2", "cy"), ("j2", "eve")]
+    finally:
+        for db in databases:
+            db.dispose()
+
+
+async def test_a_journey_changed_without_moving_the_revision_is_seen_within_the_bound(
+        backend: Backend, clock: ManualClock) -> None:
+    """A change that does not move the journeys revision (a restore, a fix in SQL, a replica
+    on a release from before the revision) reaches the kept triggers once they are
+    MAX_AGE_SECONDS old, not never (before: never, until the process restarted)."""
+    databases = [migrated_database(backend) for _ in range(2)]
+    try:
+        here, there = (transactions_on(db, clock) for db in databases)
+        there.run_sync(lambda uow: journeys.create(uow, WS, "j2", "Thanks", ORDERED))
+        there.run_sync(lambda uow: journeys.publish(uow, WS, "j2", set()))
+        now = [1000.0]
+        receiver = receiver_on(here, triggers=TriggerCache(monotonic=lambda: now[0]))
+        await receiver.receive(WS, [forwarded("e1", "ada", "ordered")])
+        assert enrolled(here) == [("j2", "ada")]
+
+        # Paused behind the revision's back, on the other replica's connection.
+        with there.db.transaction() as session:
+            session.execute(update(journey_table).where(journey_table.c.journey_id == "j2")
+                            .values(state=JourneyState.PAUSED.value))
+        await receiver.receive(WS, [forwarded("e2", "bob", "ordered")])
+        assert enrolled(here) == [("j2", "ada"), ("j2", "bob")]  # kept: the revision is the same
+        now[0] += MAX_AGE_SECONDS
+        await receiver.receive(WS, [forwarded("e3", "cy", "ordered")])
+        assert enrolled(here) == [("j2", "ada"), ("j2", "bob")]
     finally:
         for db in databases:
             db.dispose()

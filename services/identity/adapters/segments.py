@@ -5,8 +5,6 @@ the current memberships, then bulk writes."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
@@ -47,6 +45,7 @@ from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.cel import Expression
 from cjo_platform.db import UtcDateTime, bulk_insert, keys_param, one_of, one_of_keys
 from cjo_platform.errors import InvalidArgument
+from cjo_platform.revision_cache import RevisionCache
 from cjo_platform.rpc.batch import chunks
 
 
@@ -73,24 +72,15 @@ def load_segments(session: Session, workspace_id: str, revision: int | None = No
                   ) -> list[Segment]:
     """The segments to evaluate: the active ones. With ``revision`` (the workspace's
     segments' revision, read in this transaction before: :func:`read_revision`), the ones this
-    process read at that revision, if it did (any write of a segment moves the revision)."""
+    process read at that revision, if it did (any write of a segment moves the revision), at
+    most 5 s ago (:mod:`cjo_platform.revision_cache`: a write that did not move the revision,
+    a restore or a fix made by hand in SQL, is evaluated within that bound)."""
     if revision is None:
         return _read_active(session, workspace_id)
-    cache = _kept.setdefault(session.get_bind().engine, {})
-    kept = cache.get(workspace_id)
-    now = _monotonic()
-    if kept is not None and kept[0] == revision and now - kept[1] < KEPT_SECONDS:
-        return list(kept[2])
-    # Read after the revision: at least as new as it (a newer list kept under an older
-    # revision is only read again once more).
-    found = _read_active(session, workspace_id)
-    with _keeping:  # the writer threads share the cache
-        # Kept again at the end: the workspaces read from the database least recently go first.
-        cache.pop(workspace_id, None)
-        cache[workspace_id] = (revision, now, tuple(found))
-        while len(cache) > KEPT_WORKSPACES:
-            del cache[next(iter(cache))]
-    return found
+    found = _kept_segments(session.get_bind().engine).get(
+        {workspace_id: revision},
+        lambda _: {workspace_id: tuple(_read_active(session, workspace_id))})
+    return list(found[workspace_id])
 
 
 def _read_active(session: Session, workspace_id: str) -> list[Segment]:
@@ -98,17 +88,16 @@ def _read_active(session: Session, workspace_id: str) -> list[Segment]:
     return [_segment(r) for r in rows]
 
 
-# Workspaces whose active segments one process keeps per database (those read from it least
-# recently go first).
-KEPT_WORKSPACES = 10_000
-# How long a kept list is used at most, revision or not: a write that did not move the revision
-# (a replica still running the code from before the revision, a restore, a hand-made fix in
-# SQL) is evaluated within this bound instead of never.
-KEPT_SECONDS = 5.0
-_monotonic = time.monotonic
-_keeping = threading.Lock()
-_kept: WeakKeyDictionary[Engine, dict[str, tuple[int, float, tuple[Segment, ...]]]] = \
-    WeakKeyDictionary()
+def _kept_segments(engine: Engine) -> RevisionCache[str, tuple[Segment, ...]]:
+    """The workspaces' active segments this process keeps for one database (tests run several
+    replicas in one process), by workspace."""
+    kept = _kept.get(engine)
+    if kept is None:
+        kept = _kept.setdefault(engine, RevisionCache())
+    return kept
+
+
+_kept: WeakKeyDictionary[Engine, RevisionCache[str, tuple[Segment, ...]]] = WeakKeyDictionary()
 
 
 def read_revision(session: Session, workspace_id: str) -> int:

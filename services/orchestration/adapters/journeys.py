@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +19,7 @@ from cjo_orchestration.domain.journeys import (
 )
 from cjo_platform.errors import NotFound
 from cjo_platform.logging import get_logger
+from cjo_platform.revision_cache import RevisionCache
 
 log = get_logger(__name__)
 
@@ -86,11 +85,40 @@ def page(session: Session, workspace_id: str, size: int,
     return [_journey(r) for r in rows]
 
 
-def triggers(session: Session, wanted: Iterable[tuple[str, str]]) -> list[Trigger]:
-    """The latest versions of active journeys listening for any (workspace_id, event_name)."""
+# The triggers of each (workspace, event name) kept between events, with the workspace's journeys
+# revision they were read at (:data:`REVISION`): while the revision read in the event's
+# transaction is the same, no journey of the workspace changed (on any replica), so the list is
+# reused, its graphs decoded once; when it moved (a journey published, paused or archived), or
+# the list is older than the cache's bound (a change that did not move the revision: a restore,
+# a fix in SQL), it is read again. One per process and database, shared by its event threads.
+TriggerCache = RevisionCache[tuple[str, str], tuple[Trigger, ...]]
+
+
+def triggers(session: Session, wanted: Iterable[tuple[str, str]],
+             kept: TriggerCache | None = None,
+             revision: Mapping[str, int] | None = None) -> list[Trigger]:
+    """The latest versions of active journeys listening for any (workspace_id, event_name).
+    With ``kept``, the lists it holds at the workspaces' journeys ``revision`` (read here when
+    not given; when given, it must have been read before this call, in the caller's
+    transaction) are used instead of a read (see :data:`TriggerCache`)."""
     pairs = sorted(set(wanted))
     if not pairs:
         return []
+    if kept is None:
+        return _read_triggers(session, pairs)
+    current = revisions(session, {w for w, _ in pairs}) if revision is None else revision
+
+    def read(missing: Collection[tuple[str, str]]) -> dict[tuple[str, str], tuple[Trigger, ...]]:
+        by_pair: dict[tuple[str, str], list[Trigger]] = {pair: [] for pair in missing}
+        for trigger in _read_triggers(session, sorted(missing)):
+            by_pair[(trigger.workspace_id, trigger.event_name)].append(trigger)
+        return {pair: tuple(found) for pair, found in by_pair.items()}
+
+    lists = kept.get({pair: current.get(pair[0], 0) for pair in pairs}, read)
+    return [trigger for pair in pairs for trigger in lists[pair]]
+
+
+def _read_triggers(session: Session, pairs: Sequence[tuple[str, str]]) -> list[Trigger]:
     j, v = journeys.c, journey_versions.c
     rows = session.execute(
         select(v.workspace_id, v.journey_id, v.version, v.trigger_event_name, v.definition)
@@ -122,56 +150,6 @@ def revisions(session: Session, workspace_ids: Iterable[str]) -> dict[str, int]:
     found = dict.fromkeys(wanted, 0)
     found.update({r[0]: int(r[1]) for r in session.execute(_REVISIONS, {"ws": wanted})})
     return found
-
-
-class TriggerCache:
-    """The triggers of each (workspace, event name) kept between events, with the workspace's
-    journeys revision they were read at: while the revision read in the event's transaction is
-    the same, no journey of the workspace changed, so the list is reused (the rows and their
-    graphs, decoded once); when it moved (a journey published, paused or archived by any
-    replica), it is read again. Holds ``capacity`` lists at most, the least recently used
-    dropped first. One per process and database, shared by its event threads."""
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        self.capacity = capacity
-        self._lists: OrderedDict[tuple[str, str], tuple[int, tuple[Trigger, ...]]] = \
-            OrderedDict()
-        self._lock = threading.Lock()
-
-    def triggers(self, session: Session, wanted: Iterable[tuple[str, str]],
-                 revision: Mapping[str, int] | None = None) -> list[Trigger]:
-        """:func:`triggers`, from the lists read at the workspaces' current ``revision`` (read
-        here when not given; when given, it must have been read before this call, in the
-        caller's transaction)."""
-        pairs = sorted(set(wanted))
-        if not pairs:
-            return []
-        current = revisions(session, {w for w, _ in pairs}) if revision is None else revision
-        found: list[Trigger] = []
-        missing: list[tuple[str, str]] = []
-        with self._lock:
-            for pair in pairs:
-                kept = self._lists.get(pair)
-                if kept is not None and kept[0] == current.get(pair[0], 0):
-                    self._lists.move_to_end(pair)
-                    found.extend(kept[1])
-                else:
-                    missing.append(pair)
-        if not missing:
-            return found
-        # Read after the revision: a change committed in between makes the next event's
-        # revision differ, so the list is read again then (never kept under a newer one).
-        read = triggers(session, missing)
-        by_pair: dict[tuple[str, str], list[Trigger]] = defaultdict(list)
-        for trigger in read:
-            by_pair[(trigger.workspace_id, trigger.event_name)].append(trigger)
-        with self._lock:
-            for pair in missing:
-                self._lists[pair] = (current.get(pair[0], 0), tuple(by_pair.get(pair, ())))
-                self._lists.move_to_end(pair)
-            while len(self._lists) > self.capacity:
-                self._lists.popitem(last=False)
-        return found + read
 
 
 def versions(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[

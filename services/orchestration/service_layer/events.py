@@ -135,8 +135,7 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
     now = uow.now()
     with batch_span("orchestration.enroll", [e.traceparent for e in events]):
         wanted = {(e.workspace_id, e.event_name) for e in events if e.event_name}
-        listeners = journey_store.triggers(session, wanted) if triggers is None \
-            else triggers.triggers(session, wanted, revision)
+        listeners = journey_store.triggers(session, wanted, triggers, revision)
         listening: dict[tuple[str, str], list[str]] = defaultdict(list)
         for trigger in listeners:
             listening[(trigger.workspace_id, trigger.event_name)].append(trigger.journey_id)
