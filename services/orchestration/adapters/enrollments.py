@@ -44,6 +44,7 @@ from cjo_orchestration.domain.enrollment import (
     EnrollmentState,
     Step,
     StepOutcome,
+    check_fields,
     restore,
 )
 from cjo_orchestration.domain.entry import ActiveKey, History, InboxEvent
@@ -367,6 +368,8 @@ def _enrollments(rows: Sequence[Row[Any]], traits: Any = None) -> list[Enrollmen
         return []
     names = rows[0]._fields
     stored_only = [name for name in names if name not in _FIELDS]
+    given = [name for name in names if name in _FIELDS]
+    check_fields([*given, "traits"] if traits is not None else given)
     found = []
     for row in rows:
         values = dict(zip(names, row, strict=True))
@@ -396,8 +399,9 @@ def watched_and_history(session: Session, profiles: Iterable[tuple[str, str]],
         "ws": wanted[0][0], "ids": keys_param(dialect, [p for _, p in wanted]),
         "journeys": keys_param(dialect, sorted({j for _, j, _ in latest})), "now": now}).all()
     asked = set(latest)
-    return ([(_enrollment(r), r.lease_until is not None and r.lease_until > now)
-             for r in rows if r.watches],
+    watching = [r for r in rows if r.watches]
+    return ([(e, r.lease_until is not None and r.lease_until > now)
+             for e, r in zip(_enrollments(watching), watching, strict=True)],
             _latest(r for r in rows if (r.workspace_id, r.journey_id, r.profile_id) in asked))
 
 
@@ -437,7 +441,8 @@ def watched(session: Session, profiles: Iterable[tuple[str, str]],
                        and_(c.goal_time.is_(None), c.goal_deadline >= now)))
             .order_by(c.create_time, c.enrollment_id).with_for_update()
         ).all()
-    return [(_enrollment(r), r.lease_until is not None and r.lease_until > now) for r in rows]
+    return [(e, r.lease_until is not None and r.lease_until > now)
+            for e, r in zip(_enrollments(rows), rows, strict=True)]
 
 
 @cache

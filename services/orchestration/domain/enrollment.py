@@ -3,7 +3,7 @@ facts it publishes for analytics."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
@@ -144,11 +144,21 @@ def evolve(enrollment: Enrollment, **changes: Any) -> Enrollment:
     return copy
 
 
+def check_fields(names: Collection[str]) -> None:
+    """Raise unless ``names`` are exactly Enrollment's fields: what :func:`restore` must be
+    given. The rows of one query share their names (its columns), so they are checked once per
+    query, not once per row; a raise, not an ``assert``, so ``python -O`` keeps it."""
+    given = frozenset(names)
+    if given != _ENROLLMENT_FIELDS:
+        raise TypeError(f"an enrollment is restored from its fields exactly: missing "
+                        f"{sorted(_ENROLLMENT_FIELDS - given)}, unknown "
+                        f"{sorted(given - _ENROLLMENT_FIELDS)}")
+
+
 def restore(values: dict[str, Any]) -> Enrollment:
-    """The enrollment a stored row holds, every field given (by name): built like
-    :func:`evolve`, without the frozen ``__init__``'s setattr per field (a claim restores a
-    whole batch)."""
-    assert values.keys() == _ENROLLMENT_FIELDS, values.keys() ^ _ENROLLMENT_FIELDS
+    """The enrollment a stored row holds, every field given (by name; the caller checked the
+    names with :func:`check_fields`): built like :func:`evolve`, without the frozen
+    ``__init__``'s setattr per field (a claim restores a whole batch)."""
     enrollment = object.__new__(Enrollment)
     enrollment.__dict__.update(values)
     return enrollment
