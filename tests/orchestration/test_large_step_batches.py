@@ -33,9 +33,11 @@ class CountingContent(FakeContent):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[int] = []
+        self.contexts: list[Any] = []  # each render's, as received
 
     async def BatchRenderContent(self, request: Any, context: Any) -> Any:
         self.calls.append(len(request.requests))
+        self.contexts.extend(render.context for render in request.requests)
         return await super().BatchRenderContent(request, context)
 
 
@@ -114,3 +116,14 @@ async def test_each_item_reaches_content_and_delivery_with_its_own_data_and_a_ba
     assert sorted((m.recipient.profile_id, m.recipient.address, m.content.email.subject,
                    m.enrollment_id) for m in delivery.messages.values()) == [
         ("p0", "p0@example.com", "Hi Ann pro", "e0"), ("p2", "p2@example.com", "Hi Bo ", "e2")]
+
+
+async def test_a_render_context_carries_traits_and_event_alike_even_when_empty(
+        served: tuple[CountingContent, CountingDelivery, Peers]) -> None:
+    content, _, peers = served
+    content.items[("ws", "hi")] = content_item_pb2.ContentItem(
+        key="hi", email=content_item_pb2.EmailTemplate(subject="Hi", html="<p>x</p>"))
+    await peers.render("ws", [RenderItem("p0", "hi", Channel.EMAIL, {}, {}),
+                              RenderItem("p1", "hi", Channel.EMAIL, {"name": "Bo"}, {"x": 1})])
+    assert [(c.HasField("traits"), c.HasField("event")) for c in content.contexts] == [
+        (True, True), (True, True)]

@@ -365,6 +365,9 @@ class Peers(Decisioning):
                     name=f"contentItems/{item.content_key}", channel=CHANNELS[item.channel],
                     **_version(item.content_version)).context
                 context.profile_id = item.profile_id
+                # Both present even when empty, as a constructor would set them (an empty
+                # update leaves a Struct unset).
+                context.traits.SetInParent()
                 context.traits.update(item.traits)
                 context.event.SetInParent()
                 context.event.update(item.properties)
