@@ -29,8 +29,11 @@ from cjo_platform.rpc.client import on_behalf_of
 
 STATE = Path(os.environ.get("CJO_DEV_STATE", ".cjo"))
 DEV_WORKSPACE = "dev"
-# On one machine each service needs its own /metrics port: 9464, 9465, ... in DEFAULT_PORTS order.
-METRICS_PORTS = {name: DEFAULT_METRICS_PORT + i for i, name in enumerate(DEFAULT_PORTS)}
+# On one machine each process needs its own /metrics port: 9464, 9465, ... in DEFAULT_PORTS order,
+# then the HTTP processes (the console serves none today; a port of its own keeps it from ever
+# taking identity's).
+METRICS_PORTS = {name: DEFAULT_METRICS_PORT + i
+                 for i, name in enumerate((*DEFAULT_PORTS, *HTTP_PORTS))}
 MAIL_PORT = int(os.environ.get("CJO_DEV_SMTP_PORT", "1025"))
 COLORS = {"identity": 36, "content": 35, "orchestration": 33, "delivery": 32, "analytics": 34,
           "decisioning": 31, "console": 94, "mailbox": 37}
