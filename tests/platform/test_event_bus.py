@@ -15,7 +15,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from nats.js.api import KeyValueConfig
 from nats_support import NATS_URL, nats_listening
-from outbox_support import Box, open_box
+from outbox_support import Box, open_box, url_of
 
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import Bus, BusSettings, naming
@@ -35,7 +35,7 @@ from cjo_platform.db.outbox import Forwarder, Later, OutboxRow, Refusal
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.ids import claimant_id
 from cjo_platform.rpc.dead_letters import bus_replays
-from support import eventually
+from support import Backend, eventually
 
 TOPIC = "test.events"
 
@@ -69,6 +69,17 @@ async def prefix() -> AsyncIterator[str]:
 @pytest.fixture
 def box(tmp_path: Path) -> Box:
     return open_box(f"sqlite:///{tmp_path / 'bus.db'}", "", ManualClock(), create=True)
+
+
+@pytest.fixture
+def stored_box(backend: Backend) -> Iterator[Box]:
+    """A box on SQLite and on PostgreSQL (where the dead letters' storage is what a test is
+    about)."""
+    opened = open_box(url_of(backend), backend.schema_prefix + "bus", ManualClock(), create=True)
+    yield opened
+    if backend.kind == "postgresql":
+        opened.db.drop_schema()
+    opened.close()
 
 
 class Receiver:
@@ -592,3 +603,45 @@ async def test_an_unreadable_packed_message_goes_to_the_dead_letters_and_the_res
     [letter] = box.letters("acme")
     assert letter.payload == b"\xc1 not msgpack"
     await bus.close()
+
+
+class Transient(Receiver):
+    """Refuses ``busy`` payloads for now (transient), as well as ``refuse`` for good."""
+
+    def __init__(self, refuse: frozenset[bytes], busy: frozenset[bytes]) -> None:
+        super().__init__(refuse=refuse)
+        self.busy = busy
+
+    async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        busy = [Refusal(row, "UNAVAILABLE: busy", transient=True) for row in rows
+                if row.payload in self.busy]
+        return [*await super().__call__(workspace_id, [r for r in rows if r not in
+                                                       [b.row for b in busy]]), *busy]
+
+
+async def test_a_packed_rows_dead_letter_is_kept_once_when_its_message_comes_again(
+        prefix: str, stored_box: Box) -> None:
+    # A pack of ten: row 3 refused for good (buried), row 5 refused for now, so the message is
+    # not acked. The consumer restarts: JetStream delivers the whole message again and row 3 is
+    # refused again; the dead letters still hold it once.
+    box = stored_box
+    bus = Bus(bus_settings(prefix, partitions=1))
+    sent = payloads(profiles=1, per_profile=10)
+    await relay(bus, box, sent)
+    assert await stream_messages(bus) == 1
+    first = Transient(refuse=frozenset({sent[3]}), busy=frozenset({sent[5]}))
+    consumer = BusConsumer(bus, TOPIC, first, box.db, box.dead_letters, ManualClock(),
+                           item_key=lambda row: row.payload.decode())
+    task = await running(consumer)
+    try:
+        await eventually(lambda: sent[4] in first.taken and len(box.letters("acme")) == 1,
+                         timeout=20)
+    finally:
+        await stop(task)
+    assert await stream_messages(bus) == 1
+
+    again = Receiver(refuse=frozenset({sent[3]}))
+    await consume(bus, box, again, 9, item_key=lambda row: row.payload.decode())
+    assert [letter.item_key for letter in box.letters("acme")] == ["p0:3"]
+    await bus.close()
+

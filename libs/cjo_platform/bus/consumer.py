@@ -46,7 +46,7 @@ import re
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats.errors
@@ -615,19 +615,23 @@ class BusConsumer:
                 await msg.ack()
 
     async def _bury(self, dead: Sequence[tuple[OutboxRow, str, int]]) -> None:
-        """Write refused-for-good messages to the dead letters, then ack them."""
+        """Write refused-for-good messages to the dead letters, then ack them. A packed
+        message is acked only once all its rows are answered: redelivered meanwhile (a restart,
+        a partition handed over) it brings back rows already buried, which are not kept
+        twice (the letters' origin: the row's place in the stream)."""
 
-        def write() -> None:
+        def write() -> list[bool]:
             with self.db.transaction() as session:
-                for row, error, attempts in dead:
-                    self.dead_letters.add(
-                        session, workspace_id=row.workspace_id, source=self.name,
-                        item_key=_key(self.item_key, row), payload=row.payload, error=error,
-                        traceparent=row.traceparent, attempts=attempts)
+                return [self.dead_letters.add(
+                    session, workspace_id=row.workspace_id, source=self.name,
+                    item_key=_key(self.item_key, row), payload=row.payload, error=error,
+                    traceparent=row.traceparent, attempts=attempts, origin=_origin(row))
+                    for row, error, attempts in dead]
 
-        await self.db.run(write)
-        for row, error, _ in dead:
-            log.error("receiver refused a bus message; moved to the dead letters",
+        kept = await self.db.run(write)
+        for (row, error, _), new in zip(dead, kept, strict=True):
+            log.error("receiver refused a bus message; moved to the dead letters"
+                      if new else "receiver refused a bus message already in the dead letters",
                       worker=self.name, sequence=sequence_of(row.id),
                       workspace=row.workspace_id,
                       error=error)
@@ -663,6 +667,17 @@ def _ordinal(msg: Msg, epoch: str) -> int | None:
     value = (msg.headers or {}).get(CYCLE_HEADER, "")
     sent_by, _, ordinal = value.partition(" ")
     return int(ordinal) if sent_by == epoch and ordinal.isdigit() else None
+
+
+def _origin(row: OutboxRow) -> str:
+    """A row's place in the stream, the same on every delivery of its message: its id (stream
+    sequence and index in the message) and the time the stream stored the message (sequences
+    start again in a stream deleted and created again)."""
+    stored = (row.create_time - _EPOCH) // timedelta(microseconds=1)
+    return f"{row.id}@{stored}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _key(item_key: Callable[[OutboxRow], str], row: OutboxRow) -> str:

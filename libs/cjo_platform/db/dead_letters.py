@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -38,6 +39,7 @@ from cjo_platform.limits import MAX_WORKSPACE_ID_LENGTH, storable_text
 MAX_SOURCE_LENGTH = 128
 MAX_ITEM_KEY_LENGTH = 256
 MAX_ERROR_LENGTH = 2000
+MAX_ORIGIN_LENGTH = 128
 
 
 def define_dead_letters(metadata: MetaData) -> Table:
@@ -56,7 +58,12 @@ def define_dead_letters(metadata: MetaData) -> Table:
         Column("attempts", Integer, nullable=False, default=1),
         Column("first_failed_time", UtcDateTime, nullable=False),
         Column("last_failed_time", UtcDateTime, nullable=False),
+        # Where the item came from, when it can come again (a bus message redelivered after a
+        # restart or a partition handover): a source keeps one letter per origin. NULL (the
+        # other sources) is never a duplicate.
+        Column("origin", String(MAX_ORIGIN_LENGTH), nullable=True),
         Index("ix_dead_letters_workspace", "workspace_id", "id"),
+        Index("ux_dead_letters_origin", "source", "origin", unique=True),
         # Retention (CJO_<SERVICE>_RETENTION_DEAD_LETTERS_DAYS, off by default).
         Index("ix_dead_letters_failed", "last_failed_time"),
     )
@@ -85,16 +92,25 @@ class DeadLetters:
 
     def add(self, session: Session, *, workspace_id: str, source: str, item_key: str,
             payload: bytes, error: str, traceparent: str = "", attempts: int = 1,
-            first_failed_time: datetime | None = None) -> None:
-        """Keep an item given up on, with the error that made it fail."""
+            first_failed_time: datetime | None = None, origin: str | None = None) -> bool:
+        """Keep an item given up on, with the error that made it fail. With an ``origin``, an
+        item of the source already kept from there is not kept twice: returns False then."""
         now = self.clock.now()
-        session.execute(self.table.insert().values(
+        values = dict(
             workspace_id=workspace_id, source=storable_text(source, MAX_SOURCE_LENGTH),
             item_key=storable_text(item_key, MAX_ITEM_KEY_LENGTH), payload=payload,
             traceparent=storable_text(traceparent, 64),
             error=storable_text(error, MAX_ERROR_LENGTH),
             attempts=max(attempts, 1), first_failed_time=first_failed_time or now,
-            last_failed_time=now))
+            last_failed_time=now, origin=origin)
+        if origin is None:
+            session.execute(self.table.insert().values(values))
+            return True
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(self.table).values(values).on_conflict_do_nothing(
+            index_elements=["source", "origin"])
+        return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
     def list(self, session: Session, workspace_id: str, source: str | None = None, *,
              after_id: int = 0, limit: int = 100) -> builtins.list[DeadLetter]:

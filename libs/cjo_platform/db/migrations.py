@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alembic import command, context
+import sqlalchemy as sa
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import MetaData, text
 
@@ -46,3 +47,17 @@ def run_env(target_metadata: MetaData) -> None:
             compare_type=True,
         )
         context.run_migrations()
+
+
+# --- revisions every service has (their bodies, written once; frozen once released) --------
+
+def add_dead_letter_origins() -> None:
+    """``dead_letters.origin`` and its unique index (see :mod:`cjo_platform.db.dead_letters`):
+    nullable and without a default, so adding it rewrites no table."""
+    op.add_column("dead_letters", sa.Column("origin", sa.String(length=128), nullable=True))
+    op.create_index("ux_dead_letters_origin", "dead_letters", ["source", "origin"], unique=True)
+
+
+def drop_dead_letter_origins() -> None:
+    op.drop_index("ux_dead_letters_origin", table_name="dead_letters")
+    op.drop_column("dead_letters", "origin")
