@@ -198,7 +198,9 @@ async def bench_suite(kind: str, bus: str = "none", profile: bool = False,
         env["CJO_BENCH_STMT_DIR"] = os.environ["CJO_BENCH_STMT_DIR"]
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     if bus == "nats":
-        env.update({"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_PREFIX": prefix})
+        # Packed as once every service reads packs (the release default is 1: upgrades).
+        env.update({"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_PREFIX": prefix,
+                    "CJO_BUS_PACK_ROWS": "64"})
     label = f"{kind}, bus {bus}" if bus != "none" else kind
     with tempfile.TemporaryDirectory() as tmp:
         backend = new_backend(kind, Path(tmp))

@@ -52,7 +52,7 @@ def erasure(profile_id: str) -> bytes:
 async def test_erasures_reach_delivery_through_jetstream(
         sqlite_backend: Backend, prefix: str, tmp_path: Path) -> None:
     box = SenderOutbox(tmp_path / "orchestration.db", "ws-erase")
-    bus = Bus(BusSettings(url=NATS_URL, prefix=prefix, partitions=2))
+    bus = Bus(BusSettings(url=NATS_URL, prefix=prefix, partitions=2, pack_rows=64))
     # The very forwarder orchestration's bootstrap runs with CJO_EVENT_BUS set.
     forwarder = erasures_forwarder(settings_for("orchestration", sqlite_backend), box.db,
                                    box.outbox, bus=bus)

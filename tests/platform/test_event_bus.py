@@ -27,10 +27,12 @@ from outbox_support import Box, open_box, url_of
 
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import Bus, BusSettings, naming
+from cjo_platform.bus.connection import load_bus_settings
 from cjo_platform.bus.consumer import BusConsumer
-from cjo_platform.bus.packing import PACK_HEADER, pack_message_id
+from cjo_platform.bus.packing import PACK_HEADER, pack, pack_message_id
 from cjo_platform.bus.relay import WORKSPACE_HEADER, bus_sender
 from cjo_platform.clock import ManualClock
+from cjo_platform.config import Env
 from cjo_platform.db.outbox import Forwarder, Later, OutboxRow, Refusal
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.ids import claimant_id
@@ -45,8 +47,9 @@ pytestmark = pytest.mark.skipif(not nats_listening(),
 
 
 def bus_settings(prefix: str, **overrides: float) -> BusSettings:
+    # Packed by 64 unless told (the setting once every service reads packs).
     values: dict[str, float] = {"partitions": 4, "ack_wait_seconds": 2.0, "batch": 50,
-                                "max_attempts": 2, **overrides}
+                                "max_attempts": 2, "pack_rows": 64, **overrides}
     return BusSettings(url=NATS_URL, prefix=prefix, **values)  # type: ignore[arg-type]
 
 
@@ -568,6 +571,20 @@ def test_a_packs_message_id_is_its_rows_own() -> None:
     assert first not in others and len(others) == 5
 
 
+async def test_a_relay_publishes_one_message_per_row_unless_told_to_pack(
+        prefix: str, box: Box) -> None:
+    # The release that first reads packs does not publish them by default: during a rolling
+    # upgrade a consumer of the previous release (which cannot read a pack, and would bury it
+    # whole) may still receive what a new relay publishes.
+    env = Env({"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_PREFIX": prefix, "CJO_BUS_PARTITIONS": "1"})
+    settings = load_bus_settings(env)
+    assert settings is not None and env.errors == []
+    bus = Bus(settings)
+    await relay(bus, box, payloads(profiles=1, per_profile=3))
+    assert await stream_messages(bus) == 3
+    await bus.close()
+
+
 async def test_single_row_messages_of_a_previous_release_are_read_beside_packed_ones(
         prefix: str, box: Box) -> None:
     old = payloads(profiles=2, per_profile=3)
@@ -645,3 +662,43 @@ async def test_a_packed_rows_dead_letter_is_kept_once_when_its_message_comes_aga
     assert [letter.item_key for letter in box.letters("acme")] == ["p0:3"]
     await bus.close()
 
+
+async def test_a_pack_a_previous_release_buried_whole_is_replayed_as_its_rows(
+        prefix: str, stored_box: Box) -> None:
+    # A consumer of the release before packing reads a packed message as one row and buries
+    # its bytes (with the first row's traceparent, no header). Retried after the upgrade, the
+    # letter reaches the receiver as its rows, each with its own traceparent; a row's own
+    # payload (not a pack) is replayed as it is.
+    box = stored_box
+    bus = Bus(bus_settings(prefix, partitions=1))
+    receiver = Receiver(refuse=frozenset({b"p0:1"}))
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock())
+    trace = [f"00-{i:032x}-{i:016x}-01" for i in range(1, 4)]
+    rows = [OutboxRow(id=i + 1, topic=TOPIC, workspace_id="acme", payload=f"p0:{i}".encode(),
+                      traceparent=trace[i], create_time=datetime.now(UTC)) for i in range(3)]
+    with box.db.transaction() as session:
+        for payload, traceparent in [(pack(rows), trace[0]), (b"\x92\x01 p1:0", "")]:
+            box.dead_letters.add(session, workspace_id="acme", source=consumer.name,
+                                 item_key="", payload=payload, error="INVALID_ARGUMENT",
+                                 traceparent=traceparent)
+    replay = bus_replays(consumer)[consumer.name]
+    with box.db.transaction() as session:
+        letters = box.dead_letters.take(session, "acme", None)
+        replay(UnitOfWork(session, box.outbox.clock, box.outbox), letters)
+    assert box.queued(consumer.redelivery_topic) == 4
+
+    seen: list[tuple[bytes, str]] = []
+
+    async def receive(workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        seen.extend((row.payload, row.traceparent) for row in rows)
+        return await receiver(workspace_id, rows)
+
+    redelivery = Forwarder(box.db, box.outbox, consumer.redelivery_topic, receive)
+    while await redelivery.drain_once():
+        pass
+    assert seen == [(b"p0:0", trace[0]), (b"p0:1", trace[1]), (b"p0:2", trace[2]),
+                    (b"\x92\x01 p1:0", "")]
+    # The refused row alone is back in the dead letters.
+    [letter] = box.letters("acme")
+    assert (letter.payload, letter.traceparent) == (b"p0:1", trace[1])
+    await bus.close()

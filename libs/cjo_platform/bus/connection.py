@@ -69,8 +69,10 @@ class BusSettings:
     replicas: int = 1
     # CJO_BUS_PACK_ROWS: outbox rows a relay packs into one message (a round's rows of one
     # subject, see cjo_platform.bus.packing); 1 publishes one message per row, as releases
-    # before packing did and read.
-    pack_rows: int = 64
+    # before packing did and read. 1 by default in the release that first reads packs, so a
+    # rolling upgrade never hands a pack to a consumer of the previous release (which would
+    # bury it whole); raise it (64) once every service runs this release.
+    pack_rows: int = 1
 
     @property
     def claim_seconds(self) -> float:
@@ -109,7 +111,7 @@ def load_bus_settings(env: Env) -> BusSettings | None:
                                            minimum=1.0),
         max_age_hours=env.float("CJO_BUS_MAX_AGE_HOURS", 24 * 7, minimum=0.1),
         replicas=env.int("CJO_BUS_REPLICAS", 1, minimum=1, maximum=5),
-        pack_rows=env.int("CJO_BUS_PACK_ROWS", 64, minimum=1, maximum=MAX_PACK_ROWS),
+        pack_rows=env.int("CJO_BUS_PACK_ROWS", 1, minimum=1, maximum=MAX_PACK_ROWS),
     )
 
 

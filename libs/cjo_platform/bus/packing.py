@@ -12,8 +12,9 @@ A packed message carries :data:`PACK_HEADER` and a MessagePack array of ``[paylo
 traceparent]`` pairs. A message without the header is one row, as every release before packing
 published (and a relay still publishes a round's single row of a subject): a consumer reads
 both, so messages of a previous release left in a stream are still consumed. A consumer of a
-previous release cannot read packed messages: upgrade the receiving services first, or run the
-producers with ``CJO_BUS_PACK_ROWS=1`` until they run this release.
+previous release cannot read packed messages (it buries one whole): ``CJO_BUS_PACK_ROWS`` is 1
+by default in this release and is raised once every service runs it; a pack buried whole
+anyway is replayed as its rows (:func:`packed_letter`).
 
 **De-duplication.** A packed message's ``Nats-Msg-Id`` is derived from its rows (producer,
 topic, first row, count, the last row's creation time and a digest of every row's id), so the
@@ -27,6 +28,7 @@ ids, event ids) as it does for any row published again past the duplicate window
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -94,6 +96,29 @@ def unpack(data: bytes) -> Unpacked:
     if not rows or len(rows) > MAX_PACK_ROWS:
         return Unpacked([], f"a packed message of {len(rows)} rows")
     return Unpacked(rows)
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def packed_letter(payload: bytes) -> list[tuple[bytes, str]] | None:
+    """The rows of a dead letter that holds a whole packed message, else None. A consumer of the
+    release before packing read a packed message as one row and kept its bytes, without the
+    header, as a letter; replayed, it must reach the receiver as its rows. Told apart from a
+    row's own payload (protobuf) by its form alone: exactly a MessagePack array of ``[bytes,
+    traceparent]`` pairs, each traceparent empty or W3C's."""
+    if not payload or payload[0] not in _ARRAY_FIRST_BYTES:
+        return None
+    unpacked = unpack(payload)
+    if not unpacked.rows or not all(
+            not traceparent or _TRACEPARENT.fullmatch(traceparent)
+            for _, traceparent in unpacked.rows):
+        return None
+    return unpacked.rows
+
+
+# MessagePack's fixarray (1-15 items), array 16 and array 32.
+_ARRAY_FIRST_BYTES = frozenset([*range(0x91, 0xA0), 0xDC, 0xDD])
 
 
 def row_id(sequence: int, index: int) -> int:

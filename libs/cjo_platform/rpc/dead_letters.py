@@ -15,6 +15,7 @@ import grpc
 
 from cjo.common.v1 import dead_letter_service_pb2 as pb
 from cjo.common.v1 import dead_letter_service_pb2_grpc as pb_grpc
+from cjo_platform.bus.packing import packed_letter
 from cjo_platform.db.dead_letters import DeadLetter, DeadLetters
 from cjo_platform.db.outbox import Forwarder
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
@@ -56,6 +57,20 @@ class Redelivering(Protocol):
     def redelivery_topic(self) -> str: ...
 
 
+def to_redelivery(topic: str) -> Replay:
+    """The replay of a bus consumer's letters: queued under its redelivery ``topic``, a letter
+    holding a whole packed message (kept so by a consumer of the release before packing) as
+    each of its rows."""
+
+    def replay(uow: UnitOfWork, letters: Sequence[DeadLetter]) -> None:
+        for letter in letters:
+            rows = packed_letter(letter.payload)
+            uow.publish(topic, letter.workspace_id,
+                        rows if rows is not None else [(letter.payload, letter.traceparent)])
+
+    return replay
+
+
 def bus_replays(*consumers: Redelivering) -> dict[str, Replay]:
     """The replays of bus consumers' letters: queued under each consumer's redelivery topic in
     the service's outbox, whose forwarder (``consumer.redelivery(outbox)``, run by the service)
@@ -63,7 +78,7 @@ def bus_replays(*consumers: Redelivering) -> dict[str, Replay]:
     way."""
     replays: dict[str, Replay] = {}
     for consumer in consumers:
-        replay = to_outbox(consumer.redelivery_topic)
+        replay = to_redelivery(consumer.redelivery_topic)
         replays[consumer.name] = replay
         replays[f"outbox:{consumer.redelivery_topic}"] = replay
     return replays
