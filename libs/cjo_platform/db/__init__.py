@@ -4,6 +4,7 @@ from cjo_platform.db.bulk import bulk_insert, bulk_update
 from cjo_platform.db.engine import (
     Database,
     insert_ignore,
+    insert_on_conflict,
     keys_in,
     keys_param,
     one_of,
@@ -14,5 +15,6 @@ from cjo_platform.db.engine import (
 )
 from cjo_platform.db.types import UtcDateTime
 
-__all__ = ["Database", "UtcDateTime", "bulk_insert", "bulk_update", "insert_ignore", "keys_in",
-           "keys_param", "one_of", "one_of_keys", "pg_array", "upsert", "utc"]
+__all__ = ["Database", "UtcDateTime", "bulk_insert", "bulk_update", "insert_ignore",
+           "insert_on_conflict", "keys_in", "keys_param", "one_of", "one_of_keys", "pg_array",
+           "upsert", "utc"]

@@ -166,8 +166,8 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[dict[str, Any]]
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql" and len(rows) > 1:
-        inserted = _insert_ignore_arrays(session, table, rows, returning)
+    if dialect == "sqlite" or len(rows) > 1:
+        inserted = _insert_bound(session, table, rows, "ON CONFLICT DO NOTHING", returning)
         if inserted is not None:
             return inserted
     stmt = _insert_ignore_statement(dialect, table, returning)
@@ -192,17 +192,66 @@ def _insert_ignore_statement(dialect: str, table: Table, returning: Any) -> Any:
     return stmt.returning(*returning) if isinstance(returning, tuple) else stmt.returning(returning)
 
 
-def _insert_ignore_arrays(session: Session, table: Table, rows: Sequence[dict[str, Any]],
-                          returning: Any) -> list[Any] | None:
-    """``insert_ignore`` on PostgreSQL as ``INSERT ... SELECT * FROM unnest(<one array per
-    column>) ON CONFLICT DO NOTHING``: one statement whose text depends on the columns only, not
-    on the number of rows. SQLAlchemy's executemany renders a multi-row VALUES list with a
-    placeholder per value instead, which psycopg parses in Python on every call (it caches
-    only short queries): most of the CPU of a batch insert. None when the rows cannot take this
-    path (rows giving different columns, a column whose Python default is computed per row, a
-    column type an array cast would not round-trip): the caller inserts them as before."""
+# SQLite's limit on a statement's parameters (SQLITE_MAX_VARIABLE_NUMBER since 3.32), and the
+# most rows one multi-row VALUES takes (as SQLAlchemy's insertmanyvalues pages them).
+SQLITE_MAX_PARAMETERS = 32_766
+SQLITE_ROWS_PER_INSERT = 1_000
+
+
+def insert_on_conflict(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+                       statement: Any) -> None:
+    """``session.execute(statement, rows)`` for ``statement``, an ``INSERT`` into ``table``
+    with an ``ON CONFLICT`` clause (an upsert the caller builds once), the rows sent as
+    :func:`insert_ignore` sends them (:func:`_insert_bound`): a batch upsert through
+    SQLAlchemy's executemany spent most of its CPU on a parameter dict per row, and on
+    PostgreSQL on psycopg parsing the multi-row VALUES list in Python. Falls back to the
+    executemany when the clause holds parameters of its own or the rows cannot take that path."""
+    if not rows:
+        return
+    clause = _conflict_clause(statement, session.get_bind().dialect)
+    if clause is None or _insert_bound(session, table, rows, clause, None) is None:
+        session.execute(statement, list(rows))
+
+
+_CONFLICT_CLAUSES: dict[tuple[int, str], tuple[Any, str | None]] = {}
+
+
+def _conflict_clause(statement: Any, dialect: Any) -> str | None:
+    """The ``ON CONFLICT ...`` clause of ``statement`` as the dialect writes it, compiled once
+    per statement; None when it has parameters (they would have to be bound per row)."""
+    key = (id(statement), dialect.name)
+    found = _CONFLICT_CLAUSES.get(key)
+    if found is None or found[0] is not statement:
+        compiled = statement.compile(dialect=dialect)
+        _, on, tail = compiled.string.partition(" ON CONFLICT ")
+        given = {name for name, bind in compiled.binds.items() if bind.value is not None}
+        plain = bool(on) and not given and "?" not in tail and "%(" not in tail
+        found = _CONFLICT_CLAUSES[key] = (statement, f"ON CONFLICT {tail}" if plain else None)
+    return found[1]
+
+
+def _insert_bound(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+                  conflict: str, returning: Any) -> list[Any] | None:
+    """An ``INSERT`` of ``rows`` with the ``conflict`` clause (``ON CONFLICT ...``) and
+    ``returning`` (as :func:`insert_ignore`'s), the rows' values bound a column at a time
+    (``bulk._bound``: each column type's bind processor, as an INSERT binds them) and sent as
+    the driver takes them, not through SQLAlchemy's executemany, which builds, processes and
+    checks a parameter dict per row (most of a batch insert's CPU on SQLite).
+
+    On PostgreSQL ``INSERT ... SELECT * FROM unnest(<one array per column>) ON CONFLICT ...``:
+    one statement whose text depends on the columns only, not on the number of rows (a
+    multi-row VALUES list with a placeholder per value is parsed by psycopg in Python on every
+    call; it caches only short queries). The arrays go in psycopg's binary format (``%b``): its
+    text format escapes every element in Python (a regular expression per JSON document or
+    quoted string), ~28 us per enrollment row against ~2 in binary. On SQLite a multi-row
+    ``INSERT ... VALUES (...), (...) ON CONFLICT ...``, as many rows per statement as its
+    parameter limit allows.
+
+    None when the rows cannot take this path (rows giving different columns, a column whose
+    Python default is computed per row, on PostgreSQL a column type an array cast would not
+    round-trip): the caller inserts them as before."""
     keys = rows[0].keys()
-    if not all(row.keys() == keys for row in rows):
+    if not keys or not all(row.keys() == keys for row in rows):
         return None
     connection = session.connection()
     dialect = connection.dialect
@@ -210,7 +259,8 @@ def _insert_ignore_arrays(session: Session, table: Table, rows: Sequence[dict[st
     filled = [c for c in table.columns if c.key not in keys and c.default is not None]
     if any(_scalar_default(c) is _NONE for c in filled):
         return None  # a callable or SQL default: only an INSERT computes it per row
-    types = [c.type.compile(dialect=dialect) for c in (*columns, *filled)]
+    postgres = dialect.name == "postgresql"
+    types = [c.type.compile(dialect=dialect) for c in (*columns, *filled)] if postgres else []
     if any("[" in name or " COLLATE " in name for name in types):
         return None  # an array column (unnest would flatten it), a collated type
     defaults = tuple(_scalar_default(c) for c in filled)
@@ -219,24 +269,35 @@ def _insert_ignore_arrays(session: Session, table: Table, rows: Sequence[dict[st
                                                                     for row in rows]
     bound = _bound([*columns, *filled], [(*v, *defaults) for v in values], dialect)
     preparer = dialect.identifier_preparer
-    arrays = tuple(list(column) for column in zip(*bound, strict=True))
-    # The arrays in psycopg's binary format (%b): its text format quotes and escapes every
-    # element in Python, with a regular expression each (a thousand JSON documents ~7 ms of
-    # CPU against ~0.3 ms in binary; it was half of orchestration's CPU per batched event).
-    statement = (
-        f"INSERT INTO {_table_name(table, connection.get_execution_options(), dialect)} "
-        f"({', '.join(preparer.quote(c.name) for c in (*columns, *filled))}) "
-        f"SELECT * FROM unnest({', '.join(f'%b::{name}[]' for name in types)}) "
-        "ON CONFLICT DO NOTHING")
-    if returning is None:
-        connection.exec_driver_sql(statement, arrays)
+    head = (f"INSERT INTO {_table_name(table, connection.get_execution_options(), dialect)} "
+            f"({', '.join(preparer.quote(c.name) for c in (*columns, *filled))}) ")
+    wanted = () if returning is None else (
+        returning if isinstance(returning, tuple) else (returning,))
+    tail = conflict + (
+        f" RETURNING {', '.join(preparer.quote(c.name) for c in wanted)}" if wanted else "")
+    if postgres:
+        arrays = tuple(list(column) for column in zip(*bound, strict=True))
+        statements = [(f"{head}SELECT * FROM unnest("
+                       f"{', '.join(f'%b::{name}[]' for name in types)}) {tail}", arrays)]
+    else:
+        width = len(bound[0])
+        per = max(1, min(SQLITE_ROWS_PER_INSERT, SQLITE_MAX_PARAMETERS // width))
+        one = f"({', '.join('?' * width)})"
+        statements = [(f"{head}VALUES {', '.join([one] * len(chunk))} {tail}",
+                       tuple(value for row in chunk for value in row))
+                      for chunk in (bound[start:start + per]
+                                    for start in range(0, len(bound), per))]
+    returned: list[Any] = []
+    for statement, parameters in statements:
+        result = connection.exec_driver_sql(statement, parameters)
+        if wanted:
+            returned += result.all()
+    if not wanted:
         return []
-    wanted = returning if isinstance(returning, tuple) else (returning,)
-    result = connection.exec_driver_sql(
-        f"{statement} RETURNING {', '.join(preparer.quote(c.name) for c in wanted)}", arrays)
     processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in wanted]
     found = [tuple(value if process is None else process(value)
-                   for process, value in zip(processors, row, strict=True)) for row in result]
+                   for process, value in zip(processors, row, strict=True))
+             for row in returned]
     return found if isinstance(returning, tuple) else [row[0] for row in found]
 
 

@@ -63,7 +63,14 @@ from cjo_analytics.domain.reports import (
     epoch_hour,
 )
 from cjo_analytics.domain.stats import ArmCounts
-from cjo_platform.db import bulk_insert, keys_param, one_of, one_of_keys, upsert
+from cjo_platform.db import (
+    bulk_insert,
+    insert_on_conflict,
+    keys_param,
+    one_of,
+    one_of_keys,
+    upsert,
+)
 
 _CONVERSION_TYPES = [t.value for t in CONVERSIONS]
 _TOUCH_TYPES = [t.value for t in TOUCHES]
@@ -245,8 +252,9 @@ def _fold_into_messages(session: Session, workspace_id: str, new: Iterable[Fact]
 
     if rows:
         # Primary-key order: concurrent folds of overlapping messages lock them alike.
-        session.execute(_fold_statement(session.get_bind().dialect.name),
-                        sorted(rows.values(), key=itemgetter("message_key")))
+        insert_on_conflict(session, messages,
+                           sorted(rows.values(), key=itemgetter("message_key")),
+                           _fold_statement(session.get_bind().dialect.name))
 
 
 @functools.cache
