@@ -142,8 +142,9 @@ async def run_scenarios(kind: str, suite: object, events: int, signups: int,
               f"{elapsed:.2f}s = {calls / elapsed:,.0f} calls/s accepted", flush=True)
         after = await settle(profiler, idle_per_second)
         await profiler.stop_spy()
-        profiler.report(f"ingest (single-event calls, {concurrency} at a time, no journey)",
-                        before, after, calls, "call")
+        if calls:
+            profiler.report(f"ingest (single-event calls, {concurrency} at a time, no journey)",
+                            before, after, calls, "call")
 
     if not signups:
         for channel in channels.values():
