@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence, Set
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Row,
@@ -61,6 +61,8 @@ from cjo_platform.db import (
     pg_array,
 )
 from cjo_platform.rpc.batch import chunks
+
+T = TypeVar("T")
 
 # A result row of any number of columns.
 AnyRow = Row[*tuple[Any, ...]]
@@ -459,11 +461,49 @@ def existing_profiles(session: Session, workspace_id: str, profile_ids: Iterable
     return found
 
 
+# How many times a read resolves again an id whose profile went missing after it was resolved.
+MERGE_ROUNDS = 3
+
+
+def following_merges(session: Session, workspace_id: str, profile_ids: Iterable[str],
+                     load: Callable[[Session, str, list[str]], dict[str, T]]
+                     ) -> tuple[dict[str, str], dict[str, T]]:
+    """Each id resolved (:func:`resolve_profile_ids`) and what ``load`` found for the resolved
+    ids. The reads share no snapshot (the profile and consent reads run in no transaction, and
+    each statement of a READ COMMITTED one sees its own): a merge that commits between the two
+    deletes a profile just resolved to itself. An id whose profile went missing is resolved again
+    and, if it now points elsewhere, loaded again, so a merge landing mid-read answers with its
+    survivor, not as missing (which a journey would take for an erased person)."""
+    resolved = resolve_profile_ids(session, workspace_id, profile_ids)
+    found = load(session, workspace_id, sorted(set(resolved.values())))
+    for _ in range(MERGE_ROUNDS):
+        lost = [asked for asked, held in resolved.items() if held not in found]
+        moved = {asked: held for asked, held in
+                 resolve_profile_ids(session, workspace_id, lost).items()
+                 if held != resolved[asked]} if lost else {}
+        if not moved:
+            break
+        resolved.update(moved)
+        found.update(load(session, workspace_id, sorted(set(moved.values()))))
+    return resolved, found
+
+
+def _profiles_by_id(session: Session, workspace_id: str, profile_ids: list[str]
+                    ) -> dict[str, Profile]:
+    return {p.profile_id: p for p in load_profiles(session, workspace_id, profile_ids)}
+
+
+def get_profiles(session: Session, workspace_id: str, profile_ids: Iterable[str]
+                 ) -> dict[str, Profile]:
+    """The profiles that exist among ``profile_ids``, following merges (a merged-away id
+    answered by its survivor), keyed by the id asked for."""
+    resolved, found = following_merges(session, workspace_id, profile_ids, _profiles_by_id)
+    return {asked: found[held] for asked, held in resolved.items() if held in found}
+
+
 def get_profile(session: Session, workspace_id: str, profile_id: str) -> Profile | None:
     """The profile, following a merge: a merged-away id returns its survivor."""
-    profile_id = resolve_profile_ids(session, workspace_id, [profile_id])[profile_id]
-    found = load_profiles(session, workspace_id, [profile_id])
-    return found[0] if found else None
+    return get_profiles(session, workspace_id, [profile_id]).get(profile_id)
 
 
 def load_profiles(session: Session, workspace_id: str, profile_ids: Sequence[str]

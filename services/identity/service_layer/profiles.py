@@ -45,10 +45,7 @@ def get_profiles(uow: UnitOfWork, workspace_id: str, profile_ids: Sequence[str]
                  ) -> dict[str, Profile]:
     """The profiles that exist among ``profile_ids`` (merged-away ids answered by their
     survivor), keyed by the id asked for."""
-    resolved = profiles.resolve_profile_ids(uow.session, workspace_id, profile_ids)
-    found = {p.profile_id: p for p in profiles.load_profiles(
-        uow.session, workspace_id, sorted(set(resolved.values())))}
-    return {asked: found[held] for asked, held in resolved.items() if held in found}
+    return profiles.get_profiles(uow.session, workspace_id, profile_ids)
 
 
 def lookup_profile(uow: UnitOfWork, workspace_id: str, identifier: Identifier) -> Profile:
