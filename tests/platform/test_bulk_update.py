@@ -21,6 +21,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 
 from cjo_platform.db import Database, UtcDateTime, bulk_update
 from support import Backend
@@ -89,3 +90,13 @@ def test_the_rows_given_get_their_values_and_no_other_row_changes(db: Database) 
     assert all(rows[("w2", f"p{i}")].label == "old" for i in range(300) if i != 1)
     if db.engine.dialect.name == "postgresql":
         assert len([s for s in sent if s.lstrip().upper().startswith("UPDATE")]) == 2
+
+
+def test_a_value_longer_than_its_column_is_refused_not_cut(db: Database) -> None:
+    """As a plain UPDATE does on PostgreSQL (SQLite keeps any length): the arrays are cast to
+    the unsized type, so the column's own assignment refuses the value."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite does not enforce a string column's length")
+    with pytest.raises(DBAPIError, match="too long"), db.transaction() as session:
+        bulk_update(session, people, ("ws", "person_id"), [
+            {"ws": "w1", "person_id": "p1", "label": "x" * 65}])

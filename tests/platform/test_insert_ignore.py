@@ -30,6 +30,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from cjo_platform.db import Database, UtcDateTime, insert_ignore, insert_on_conflict
 from support import Backend
@@ -243,3 +244,12 @@ def test_insert_on_conflict_runs_the_statements_conflict_clause(db: Database) ->
         insert_on_conflict(session, items, [{"key": "a"}, {"key": "d"}], labelled)
     assert [(r[0], r[1]) for r in read(db)] == [("a", "seen twice"), ("b", "unnamed"),
                                                 ("c", "unnamed"), ("d", "unnamed")]
+
+
+def test_a_key_longer_than_its_column_is_refused_not_cut(db: Database) -> None:
+    """As a plain INSERT does on PostgreSQL (SQLite keeps any length): cut to 32 characters, two
+    keys sharing their first 32 would collide and the second row would be dropped unseen."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite does not enforce a string column's length")
+    with pytest.raises(DBAPIError, match="too long"), db.transaction() as session:
+        insert_ignore(session, items, [{"key": "k" * 32 + "a"}, {"key": "k" * 32 + "b"}])

@@ -116,3 +116,16 @@ def test_values_an_array_literal_must_quote_or_escape_find_their_rows(db: Databa
         event.remove(db.engine, "before_cursor_execute", record)
     if dialect == "postgresql":
         assert all(isinstance(v, str) for p in sent for v in p.values())
+
+
+def test_none_among_the_values_matches_no_row_not_the_text_none(db: Database) -> None:
+    """A None is SQL NULL, which equals nothing, as a bound NULL would be; not the text
+    'None'. The escaping of the others holds beside it."""
+    odd = ["None", 'a"b\\c']
+    with db.transaction() as session:
+        session.execute(insert(items), [{"id": ROWS + i, "name": name}
+                                        for i, name in enumerate(odd)])
+    with db.transaction() as session:
+        found = session.scalars(select(items.c.id).where(
+            one_of(session, items.c.name, [None, 'a"b\\c', "n1"])).order_by(items.c.id)).all()
+    assert found == [1, ROWS + 1]

@@ -15,6 +15,7 @@ so the unit of work still re-runs a unit of work that lost a race.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
@@ -244,6 +245,14 @@ def _table_name(table: Table, options: Mapping[str, Any], dialect: Dialect) -> s
     return f"{preparer.quote_schema(schema)}.{name}" if schema else name
 
 
+def array_of(type_name: str) -> str:
+    """The array type to cast a column's unnest array to: its type without the size (``VARCHAR``
+    for ``VARCHAR(128)``). An explicit cast to a sized type cuts an over-long value silently,
+    where the INSERT's or UPDATE's own assignment to the column refuses it, as a plain
+    statement would; cut keys could even collide and drop a row ON CONFLICT."""
+    return re.sub(r"\(.*\)", "", type_name) + "[]"
+
+
 def bulk_update(session: Session, table: Table, keys: Sequence[str],
                 rows: Sequence[Mapping[str, Any]]) -> None:
     """``UPDATE table SET <the other columns> WHERE <keys>`` for each of ``rows`` (keyed by
@@ -272,7 +281,7 @@ def bulk_update(session: Session, table: Table, keys: Sequence[str],
             f"UPDATE {name} AS t SET "
             + ", ".join(f"{preparer.quote(c.name)} = v.{preparer.quote(c.name)}"
                         for c in changed)
-            + f" FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) AS v("
+            + f" FROM unnest({', '.join(f'%b::{array_of(t)}' for t in types)}) AS v("
             + ", ".join(preparer.quote(c.name) for c in columns) + ") WHERE "
             + " AND ".join(f"t.{preparer.quote(k)} = v.{preparer.quote(k)}" for k in keys))
         connection.exec_driver_sql(statement, tuple(list(a) for a in zip(*bound, strict=True)))

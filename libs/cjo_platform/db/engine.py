@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.sqltypes import NullType
 
-from cjo_platform.db.bulk import _NONE, _bound, _scalar_default, _table_name
+from cjo_platform.db.bulk import _NONE, _bound, _scalar_default, _table_name, array_of
 from cjo_platform.db.json_columns import decode_json, encode_json
 
 P = ParamSpec("P")
@@ -278,7 +278,7 @@ def _insert_bound(session: Session, table: Table, rows: Sequence[dict[str, Any]]
     if postgres:
         arrays = tuple(list(column) for column in zip(*bound, strict=True))
         statements = [(f"{head}SELECT * FROM unnest("
-                       f"{', '.join(f'%b::{name}[]' for name in types)}) {tail}", arrays)]
+                       f"{', '.join(f'%b::{array_of(name)}' for name in types)}) {tail}", arrays)]
     else:
         width = len(bound[0])
         per = max(1, min(SQLITE_ROWS_PER_INSERT, SQLITE_MAX_PARAMETERS // width))
@@ -405,13 +405,16 @@ def pg_array(values: Iterable[Any]) -> str:
     items = list(values)
     if items and all(type(v) is int for v in items):
         return _BigintArray("{" + ",".join(map(str, items)) + "}")
-    texts = [v if isinstance(v, str) else str(v) for v in items]
-    if not texts:
+    if not items:
         return _TextArray("{}")
-    joined = '","'.join(texts)
-    if "\\" in joined or '"' in joined:
-        joined = '","'.join(t.replace("\\", "\\\\").replace('"', '\\"') for t in texts)
-    return _TextArray('{"' + joined + '"}')
+    texts = [v if isinstance(v, str) else str(v) for v in items]
+    plain = "".join(texts)  # the separators hold quotes: look for them in the elements only
+    if "\\" in plain or '"' in plain:
+        texts = [t.replace("\\", "\\\\").replace('"', '\\"') for t in texts]
+    if any(v is None for v in items):  # SQL NULL (matches nothing), not the text "None"
+        return _TextArray("{" + ",".join("NULL" if v is None else f'"{t}"'
+                                         for v, t in zip(items, texts, strict=True)) + "}")
+    return _TextArray('{"' + '","'.join(texts) + '"}')
 
 
 def keys_in(session: Session, columns: Sequence[ColumnElement[Any]],
