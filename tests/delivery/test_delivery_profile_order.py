@@ -20,7 +20,8 @@ from delivery_support import (
     send_request,
     smtp_server,
 )
-from sqlalchemy import func, insert, select
+from query_plans import plans
+from sqlalchemy import func, insert, select, text, update
 
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo_delivery import adapters
@@ -184,3 +185,97 @@ async def test_two_processes_send_each_profiles_messages_in_queue_order(
     for message in sink.received:
         received[str(message["To"]).split("-")[0]].append(str(message["To"]))
     assert dict(received) == dict(queued)
+
+
+async def test_a_profile_held_back_by_another_process_leaves_the_claim_to_the_others(
+        backend: Backend) -> None:
+    """Process A holds Ada's first message (a crashed replica: for the whole lease); more of
+    Ada's are due than process B claims at once. B's claim still takes another workspace's
+    message and Bob's: the held-back ones are left before the limit, not after it."""
+    clock = ManualClock()
+    app = delivery_app(backend, free_port(), clock)
+    await app.db.run(app.migrate)
+    ids = iter(f"m{i}" for i in range(100))
+
+    def scenario() -> list[str]:
+        with app.db.transaction() as session:
+            repository.queue_messages(session, "ws-a", [new("a0", "ada")], clock.now(), "",
+                                      lambda: next(ids))
+        now = clock.now()
+        with app.db.transaction() as session:
+            assert [c.message_id for c in repository.claim_due(
+                session, now, now + LEASE, 10, holder="A")] == ["m0"]
+        with app.db.transaction() as session:
+            repository.queue_messages(session, "ws-a", [new(f"a{i}", "ada")
+                                                        for i in range(1, 13)],
+                                      clock.now(), "", lambda: next(ids))  # m1..m12
+            repository.queue_messages(session, "ws-b", [new("c1", "cleo")], clock.now(), "",
+                                      lambda: next(ids))  # m13
+            repository.queue_messages(session, "ws-a", [new("b1", "bob")], clock.now(), "",
+                                      lambda: next(ids))  # m14
+        with app.db.transaction() as session:
+            return [c.message_id for c in repository.claim_due(
+                session, now, now + LEASE, 10, holder="B")]
+
+    try:
+        assert await app.db.run(scenario) == ["m13", "m14"]
+    finally:
+        app.db.dispose()
+
+
+async def test_the_claim_reads_messages_not_final_through_their_indexes(
+        backend: Backend) -> None:
+    """On PostgreSQL the claim walks the pending messages in queue order through
+    ``ix_messages_queue`` and stops at its limit (no scan of the table, no sort of every due
+    message), and looks up a profile's earlier messages through ``ix_messages_pending`` (not
+    the profile's whole history); SQLite reads the other processes' live leases once, through
+    ``ix_messages_lease``."""
+    clock = ManualClock()
+    app = delivery_app(backend, free_port(), clock)
+    await app.db.run(app.migrate)
+    ids = iter(f"m{i}" for i in range(100_000))
+
+    def scenario() -> list[tuple[str, str]]:
+        with app.db.transaction() as session:
+            for start in range(0, 4000, 500):
+                repository.queue_messages(
+                    session, "ws-a", [new(f"k{i}", f"p{i % 50}")
+                                      for i in range(start, start + 500)],
+                    clock.now(), "", lambda: next(ids))
+            session.execute(update(messages).where(messages.c.queue_order % 10 != 0)
+                            .values(status="sent", sent_time=clock.now()))
+            if backend.kind == "postgresql":
+                session.execute(text("ANALYZE messages"))
+        now = clock.now()
+        return plans(app.db, lambda s: repository.claim_due(s, now, now + LEASE, 10,
+                                                           holder="B"), "messages")
+
+    try:
+        found = await app.db.run(scenario)
+    finally:
+        app.db.dispose()
+    for _, plan in found:
+        assert "Seq Scan on messages" not in plan and "SCAN messages\n" not in plan + "\n", plan
+        if backend.kind == "postgresql":
+            assert "ix_messages_queue" in plan and "Sort" not in plan, plan
+            assert "ix_messages_pending" in plan, plan
+        else:  # no statistics: it takes the due ones and sorts them, and reads the leases once
+            assert "USING INDEX ix_messages_lease (status=? AND lease_until>?)" in plan, plan
+
+
+async def test_sqlites_trigger_numbering_new_messages_exists_at_the_head_revision(
+        backend: Backend) -> None:
+    """SQLite numbers a new message's ``queue_order`` with a trigger (migration 0014): a later
+    migration recreating the table (``batch_alter_table``) drops it, and must create it again."""
+    if backend.kind != "sqlite":
+        pytest.skip("PostgreSQL numbers them with the column's default (a sequence)")
+    app = delivery_app(backend, free_port(), ManualClock())
+    await app.db.run(app.migrate)
+    try:
+        with app.db.transaction() as session:
+            triggers = session.execute(text(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name = 'messages'")).scalars().all()
+    finally:
+        app.db.dispose()
+    assert triggers == ["messages_queue_order"]

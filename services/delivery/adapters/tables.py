@@ -85,7 +85,11 @@ messages = Table(
     # The sender's claim query: due QUEUED messages and SENDING ones whose lease ran out.
     Index("ix_messages_due", "status", "next_attempt_time"),
     Index("ix_messages_lease", "status", "lease_until"),
-    # The claim's check that no message of the profile queued earlier is in the way.
+    # The claim: messages not final yet in queue order (it stops at its limit instead of
+    # sorting every due message), and its check that no message of the profile queued
+    # earlier is in the way.
+    Index("ix_messages_queue", "queue_order",
+          postgresql_where=text(PENDING), sqlite_where=text(PENDING)),
     Index("ix_messages_pending", "workspace_id", "profile_id", "queue_order",
           postgresql_where=text(PENDING), sqlite_where=text(PENDING)),
     # ListMessages, newest first, for the workspace, a profile or a journey.

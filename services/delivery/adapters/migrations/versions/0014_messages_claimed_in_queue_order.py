@@ -1,4 +1,4 @@
-"""messages claimed in queue order: queue_order, lease_holder, ix_messages_pending
+"""messages claimed in queue order: queue_order, lease_holder, ix_messages_queue, ix_messages_pending
 
 Revision ID: 0014
 Revises: 0013
@@ -44,6 +44,8 @@ def upgrade() -> None:
             CREATE TRIGGER messages_queue_order AFTER INSERT ON messages
             FOR EACH ROW WHEN NEW.queue_order IS NULL
             BEGIN UPDATE messages SET queue_order = NEW.rowid WHERE rowid = NEW.rowid; END""")
+    op.create_index('ix_messages_queue', 'messages', ['queue_order'],
+                    postgresql_where=sa.text(PENDING), sqlite_where=sa.text(PENDING))
     op.create_index('ix_messages_pending', 'messages',
                     ['workspace_id', 'profile_id', 'queue_order'],
                     postgresql_where=sa.text(PENDING), sqlite_where=sa.text(PENDING))
@@ -51,6 +53,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index('ix_messages_pending', table_name='messages')
+    op.drop_index('ix_messages_queue', table_name='messages')
     if op.get_bind().dialect.name != 'postgresql':
         op.execute("DROP TRIGGER IF EXISTS messages_queue_order")
     with op.batch_alter_table('messages') as batch:
