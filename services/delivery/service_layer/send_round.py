@@ -183,10 +183,20 @@ def _forget(task: asyncio.Task[_Answers]) -> None:
 
 @dataclass
 class _Turn:
-    """A claimed message's place among its profile's messages in this process."""
+    """A claimed message's place among its profile's messages in this process. ``done``'s
+    result: the message's id if it went back unsent (given back, or left to its lease), else
+    None: the profile's next messages must then not go before it, and go back too."""
 
-    after: asyncio.Future[None] | None  # the attempt of the message claimed before it
-    done: asyncio.Future[None]
+    after: asyncio.Future[str | None] | None  # the attempt of the message claimed before it
+    done: asyncio.Future[str | None]
+
+    def behind_unsent(self, claim: Claim) -> bool:
+        """Whether an earlier message of the profile (not this one: a claim taking it over
+        from an earlier round) went back unsent."""
+        if self.after is None or not self.after.done():
+            return False
+        unsent = self.after.result()
+        return unsent is not None and unsent != claim.message_id
 
 
 class ProfileTurns:
@@ -194,7 +204,7 @@ class ProfileTurns:
     a message is handed to a provider only once the one claimed before it is through."""
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._last: dict[tuple[str, str], asyncio.Future[str | None]] = {}
 
     def take(self, claims: Sequence[Claim]) -> dict[str, _Turn]:
         """Turns for ``claims`` (in claim order), after those taken before; call it right
@@ -210,12 +220,13 @@ class ProfileTurns:
             self._last[key] = done
         return turns
 
-    def end(self, claim: Claim, turn: _Turn | None) -> None:
-        """The message's attempt ended (sent, failed, decided or given back): the next may go."""
+    def end(self, claim: Claim, turn: _Turn | None, *, unsent: bool = False) -> None:
+        """The message's attempt ended (sent, failed or decided): the next may go; or it went
+        back ``unsent``: the next goes back too."""
         if turn is None:
             return
         if not turn.done.done():
-            turn.done.set_result(None)
+            turn.done.set_result(claim.message_id if unsent else None)
         key = (claim.workspace_id, claim.profile_id)
         if self._last.get(key) is turn.done:
             del self._last[key]
@@ -244,7 +255,10 @@ class SendRound:
                                        signals=signals)
         self.stopping = False
         # This process's leases (messages.lease_holder): its own messages under way do not
-        # hold up the next ones of their profile in its claims (self.turns orders them).
+        # hold up the next ones of their profile in its claims (self.turns orders them). A
+        # round that leaves messages SENDING (it failed before their outcome was recorded)
+        # takes a new one, so they hold up their profiles' next messages until their lease runs
+        # out, as another process's would, and are claimed again first.
         self.holder = uuid.uuid4().hex
 
     def stop(self) -> None:
@@ -303,8 +317,11 @@ class SendRound:
             for task in (sending, recording):
                 task.cancel()
             await asyncio.wait({sending, recording})
+            if arrivals.pending > 0 or any(not turn.done.done() for turn in turns.values()):
+                # Messages left SENDING (a wave or the record failed): they keep their place.
+                self.holder = uuid.uuid4().hex
             for claim in claims:  # a round that failed early must not hold the next ones
-                self.turns.end(claim, turns.get(claim.message_id))
+                self.turns.end(claim, turns.get(claim.message_id), unsent=True)
         return len(claims)
 
     async def _waves(self, claims: Sequence[Claim], context: RoundContext,
@@ -456,17 +473,21 @@ class SendRound:
         waiting: list[asyncio.Task[None]] = []
 
         async def attempt(claim: Claim, turn: _Turn | None) -> None:
+            outcome = _Outcome(claim, released=True)
             try:
                 transition = decided.get(claim.message_id)
-                if transition is not None:
+                if turn is not None and turn.behind_unsent(claim):
+                    pass  # the profile's message before it went back: so does it, after it
+                elif transition is not None:
                     outcome = _Outcome(claim, decided=transition)
                 else:
                     outcome = await self._attempt(claim, context, grants, hand_over_by)
             finally:
-                self.turns.end(claim, turn)
+                self.turns.end(claim, turn, unsent=outcome.released)
             arrivals.add(outcome)
 
-        async def after_turn(claim: Claim, turn: _Turn, after: asyncio.Future[None]) -> None:
+        async def after_turn(claim: Claim, turn: _Turn,
+                             after: asyncio.Future[str | None]) -> None:
             # Waited for, not awaited: cancelling this task must not cancel that turn.
             await asyncio.wait({after})
             await attempt(claim, turn)
