@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import grpc
 import pytest
 
 from cjo.analytics.v1 import reports_pb2
@@ -60,9 +61,15 @@ async def test_experiment_table_shows_arms_counts_and_intervals(sqlite_backend: 
 
         async with Client(Endpoints({"analytics": suite.target("analytics")}), key) as client:
             async def exposed() -> bool:
-                reply = await client.analytics.GetExperimentResults(
-                    reports_pb2.GetExperimentResultsRequest(experiment_id=experiment_id),
-                    metadata=client.metadata)
+                try:
+                    reply = await client.analytics.GetExperimentResults(
+                        reports_pb2.GetExperimentResultsRequest(experiment_id=experiment_id),
+                        metadata=client.metadata)
+                except grpc.aio.AioRpcError as refused:
+                    # Until analytics holds the first exposure, the experiment is unknown to it.
+                    if "no exposure was recorded" in (refused.details() or ""):
+                        return False
+                    raise
                 return sum(a.exposures for a in reply.arms) == PEOPLE
             await eventually(exposed, timeout=60, interval=0.5)
             # Every third person buys, after entering: the journey's goal converts them.
