@@ -53,6 +53,13 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+async def _in_thread(executor: ThreadPoolExecutor, call: Callable[[], T]) -> T:
+    """``call()`` on ``executor``, in a copy of this task's contextvars (trace, log context)."""
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(
+        executor, functools.partial(ctx.run, call))
+
+
 class Database:
     """One service's database: an engine bound to the service's own schema (PostgreSQL) or file
     (SQLite), a session factory, and a thread pool to run units of work off the event loop."""
@@ -137,16 +144,12 @@ class Database:
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking database work in the pool, keeping contextvars (trace, log context)."""
-        ctx = contextvars.copy_context()
-        call = functools.partial(ctx.run, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await _in_thread(self._executor, functools.partial(fn, *args, **kwargs))
 
     async def run_read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """:meth:`run` for work that only reads (:meth:`reading`): on a SQLite file, on its own
         thread, so it does not wait for the writes queued before it."""
-        ctx = contextvars.copy_context()
-        call = functools.partial(ctx.run, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._read_executor, call)
+        return await _in_thread(self._read_executor, functools.partial(fn, *args, **kwargs))
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
