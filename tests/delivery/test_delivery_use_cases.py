@@ -317,7 +317,7 @@ async def test_a_rounds_outcomes_arriving_apart_are_recorded_together(
     records: list[str] = []
 
     def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.startswith("UPDATE messages SET status=?, attempts=?"):
+        if statement.replace(" = ", "=").startswith("UPDATE messages SET status=?, attempts=?"):
             records.append(statement)
 
     engine = storage.transactions.db.engine

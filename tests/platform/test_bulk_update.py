@@ -100,3 +100,33 @@ def test_a_value_longer_than_its_column_is_refused_not_cut(db: Database) -> None
     with pytest.raises(DBAPIError, match="too long"), db.transaction() as session:
         bulk_update(session, people, ("ws", "person_id"), [
             {"ws": "w1", "person_id": "p1", "label": "x" * 65}])
+
+
+def test_compared_values_and_fixed_conditions_pick_the_rows_and_the_count_says_how_many(
+        db: Database) -> None:
+    """``match`` compares a row's value with a column it does not set (here the label a row
+    must still carry while the label itself changes), ``where`` adds one condition for all
+    rows; a row whose conditions do not hold is left alone and not counted."""
+    with db.transaction() as session:
+        bulk_update(session, people, ("ws", "person_id"), [
+            {"ws": "w1", "person_id": f"p{i}", "label": "taken"} for i in range(0, 10, 3)])
+    with db.transaction() as session:
+        updated = bulk_update(session, people, ("ws", "person_id"), [
+            {"ws": "w1", "person_id": f"p{i}", "was": "taken" if i % 2 else "old",
+             "label": f"new {i}", "at": LATER} for i in range(10)],
+            match={"was": "label"}, where={"at": AT})
+        # p0, p3, p6, p9 were taken: p3 and p9 match (odd: "taken"); of the others, the even
+        # ones match ("old"): p2, p4, p8.
+        assert updated == 5
+        assert bulk_update(session, people, ("ws", "person_id"), [
+            {"ws": "w2", "person_id": "p1", "label": "fixed"}], where={"label": "gone"}) == 0
+        assert bulk_update(session, people, ("ws", "person_id"), [
+            {"ws": "w2", "person_id": "p2", "label": "counted"}]) == 1
+    with db.transaction() as session:
+        labels = dict(session.execute(select(people.c.person_id, people.c.label).where(
+            people.c.ws == "w1", people.c.person_id.in_([f"p{i}" for i in range(10)]))).all())
+        w2 = dict(session.execute(select(people.c.person_id, people.c.label).where(
+            people.c.ws == "w2", people.c.person_id.in_(["p1", "p2"]))).all())
+    assert labels == {f"p{i}": f"new {i}" if i in (2, 3, 4, 8, 9) else
+                      ("taken" if i % 3 == 0 else "old") for i in range(10)}
+    assert w2 == {"p1": "old", "p2": "counted"}

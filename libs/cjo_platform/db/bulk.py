@@ -254,10 +254,17 @@ def array_of(type_name: str) -> str:
 
 
 def bulk_update(session: Session, table: Table, keys: Sequence[str],
-                rows: Sequence[Mapping[str, Any]]) -> None:
+                rows: Sequence[Mapping[str, Any]], *, match: Mapping[str, str] | None = None,
+                where: Mapping[str, Any] | None = None) -> int:
     """``UPDATE table SET <the other columns> WHERE <keys>`` for each of ``rows`` (keyed by
     column key; every row gives the same columns, ``keys`` among them, each key at most once),
-    in the session's transaction, the values bound as an UPDATE binds them.
+    in the session's transaction, the values bound as an UPDATE binds them; returns how many
+    rows it updated.
+
+    ``match`` names row values that are compared, not set: row key -> the column they must
+    equal (a claim's attempt number while ``attempts`` itself is set); ``where`` adds the same
+    condition to every row: column key -> value (``status = 'sending'``). A row whose
+    conditions do not hold is left alone and not counted.
 
     PostgreSQL gets ONE statement, ``UPDATE ... FROM unnest(<one binary array per column>)``:
     an executemany is a statement per row, which the server parses, plans and runs one by
@@ -266,28 +273,44 @@ def bulk_update(session: Session, table: Table, keys: Sequence[str],
     :func:`bulk_insert` does. The statement takes the rows' locks in the order the server
     meets them: callers hold them already (identity locks its profiles first, in id order)."""
     if not rows:
-        return
+        return 0
+    match = match or {}
+    where = where or {}
     connection = session.connection()
     dialect = connection.dialect
-    columns = [table.c[key] for key in rows[0]]
-    bound = _bound(columns, [itemgetter(*(c.key for c in columns))(row) for row in rows]
-                   if len(columns) > 1 else [(row[columns[0].key],) for row in rows], dialect)
+    names = list(rows[0])
+    # A compared value is bound as the column it is compared with.
+    columns = [table.c[match.get(name, name)] for name in names]
+    bound = _bound(columns, [itemgetter(*names)(row) for row in rows]
+                   if len(names) > 1 else [(row[names[0]],) for row in rows], dialect)
+    constants = [(table.c[key], _bind(table.c[key], dialect)(value))
+                 for key, value in where.items()]
     preparer = dialect.identifier_preparer
     name = _table_name(table, connection.get_execution_options(), dialect)
-    changed = [c for c in columns if c.key not in keys]
+    changed = [n for n in names if n not in keys and n not in match]
+    compared = [(table.c[match.get(n, n)], n) for n in names if n in keys or n in match]
     if dialect.name == "postgresql":
         types = [c.type.compile(dialect=dialect) for c in columns]
         statement = (
             f"UPDATE {name} AS t SET "
-            + ", ".join(f"{preparer.quote(c.name)} = v.{preparer.quote(c.name)}"
-                        for c in changed)
+            + ", ".join(f"{preparer.quote(table.c[n].name)} = v.{preparer.quote(n)}"
+                        for n in changed)
             + f" FROM unnest({', '.join(f'%b::{array_of(t)}' for t in types)}) AS v("
-            + ", ".join(preparer.quote(c.name) for c in columns) + ") WHERE "
-            + " AND ".join(f"t.{preparer.quote(k)} = v.{preparer.quote(k)}" for k in keys))
-        connection.exec_driver_sql(statement, tuple(list(a) for a in zip(*bound, strict=True)))
-        return
-    order = [columns.index(c) for c in changed] + [columns.index(table.c[k]) for k in keys]
+            + ", ".join(preparer.quote(n) for n in names) + ") WHERE "
+            + " AND ".join([f"t.{preparer.quote(c.name)} = v.{preparer.quote(n)}"
+                            for c, n in compared]
+                           + [f"t.{preparer.quote(c.name)} = %b" for c, _ in constants]))
+        result = connection.exec_driver_sql(statement, (
+            *(list(a) for a in zip(*bound, strict=True)), *(v for _, v in constants)))
+        return int(result.rowcount)
+    order = [names.index(n) for n in changed] + [names.index(n) for _, n in compared]
     statement = (f"UPDATE {name} SET "
-                 + ", ".join(f"{preparer.quote(c.name)} = ?" for c in changed) + " WHERE "
-                 + " AND ".join(f"{preparer.quote(k)} = ?" for k in keys))
-    connection.exec_driver_sql(statement, [tuple(row[i] for i in order) for row in bound])
+                 + ", ".join(f"{preparer.quote(table.c[n].name)} = ?" for n in changed)
+                 + " WHERE "
+                 + " AND ".join([f"{preparer.quote(c.name)} = ?" for c, _ in compared]
+                                + [f"{preparer.quote(c.name)} = ?" for c, _ in constants]))
+    fixed = tuple(v for _, v in constants)
+    result = connection.exec_driver_sql(
+        statement, [tuple(row[i] for i in order) + fixed for row in bound])
+    # sqlite3 sums the rows an executemany changed.
+    return int(result.rowcount)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
 from google.protobuf.message import DecodeError
 
@@ -19,6 +20,9 @@ _FACTS = {
     MessageStatus.BOUNCED: ("message_bounced", fact_pb2.FACT_TYPE_MESSAGE_BOUNCED),
 }
 _CHANNEL_PROTOS = {channel: value for value, channel in CHANNELS.items()}
+# The facts of one group of outcomes share their moment: converted once, not per message (a
+# message field given to a constructor is copied, so the cached Timestamp is never changed).
+_timestamp = lru_cache(maxsize=8)(to_timestamp)
 
 
 def _rendered(claim: Claim) -> common_pb2.RenderedMessage:
@@ -47,7 +51,7 @@ def fact_payloads(claim: Claim, status: MessageStatus, occur_time: datetime) -> 
     message = fact_pb2.Fact(
         fact_id=f"{prefix}:{claim.message_id}", type=kind, profile_id=claim.profile_id,
         journey_id=claim.journey_id, enrollment_id=claim.enrollment_id,
-        message_id=claim.message_id, occur_time=to_timestamp(occur_time),
+        message_id=claim.message_id, occur_time=_timestamp(occur_time),
         channel=_CHANNEL_PROTOS[claim.channel], content_key=rendered.content_key,
         variant=rendered.variant, decision_id=claim.decision_id)
     facts = [message]

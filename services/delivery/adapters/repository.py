@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     Select,
-    Update,
     and_,
     bindparam,
     delete,
@@ -35,7 +34,7 @@ from cjo_delivery.domain.messages import (
     NewMessage,
 )
 from cjo_delivery.domain.sending import Transition
-from cjo_platform.db import insert_ignore
+from cjo_platform.db import bulk_update, insert_ignore
 from cjo_platform.db.engine import one_of
 
 m = messages.c
@@ -265,52 +264,39 @@ class LeaseLost(Exception):
 
 def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
                now: datetime) -> None:
-    """Apply every transition in one statement per kind of change (executemany), each only if
-    its claim still holds the message. Raises :class:`LeaseLost` when one did not, having
-    already changed the others: the caller's transaction must then be rolled back."""
+    """Apply every transition in one bulk update per kind of change, each only if its claim
+    still holds the message. Raises :class:`LeaseLost` when one did not, having already
+    changed the others: the caller's transaction must then be rolled back."""
     shapes: dict[tuple[bool, bool], list[dict[str, Any]]] = {}
     for claim, transition in changes:
         sent = transition.status is MessageStatus.SENT
-        params = {
-            "b_workspace_id": claim.workspace_id, "b_message_id": claim.message_id,
-            "b_claim_attempts": claim.attempts, "b_status": transition.status.value,
-            "b_attempts": transition.attempts, "b_next": transition.next_attempt_time,
-            "b_provider_message_id": transition.provider_message_id,
-            "b_provider_id": transition.provider_id, "b_error": transition.error, "b_now": now,
+        row = {
+            "workspace_id": claim.workspace_id, "message_id": claim.message_id,
+            "claim_attempts": claim.attempts, "status": transition.status.value,
+            "attempts": transition.attempts, "next_attempt_time": transition.next_attempt_time,
+            "lease_until": None, "provider_message_id": transition.provider_message_id,
+            "provider_id": transition.provider_id, "update_time": now,
         }
-        shapes.setdefault((sent, transition.error is not None), []).append(params)
+        if sent:
+            row["sent_time"] = now
+        if transition.error is not None:
+            row["error"] = transition.error
+        shapes.setdefault((sent, transition.error is not None), []).append(row)
     updated = 0
-    for shape, rows in shapes.items():
-        result = session.execute(_RECORD[shape], rows)
-        # Both dialects sum the rows of an executemany (supports_sane_multi_rowcount).
-        updated += result.rowcount  # type: ignore[attr-defined]
+    for rows in shapes.values():
+        # Bound a column at a time (a statement per row on SQLite, one on PostgreSQL): an
+        # executemany through update() built and processed a parameter dict per row.
+        updated += bulk_update(session, messages, _MESSAGE_KEY, rows, match=_CLAIMED,
+                               where=_SENDING)
     if updated != len(changes):
         raise LeaseLost(f"{len(changes) - updated} of {len(changes)} messages were claimed "
                         f"again")
 
 
-def _record_statement(sent: bool, with_error: bool) -> Update:
-    values: dict[str, Any] = {
-        "status": bindparam("b_status"), "attempts": bindparam("b_attempts"),
-        "next_attempt_time": bindparam("b_next"), "lease_until": None,
-        "provider_message_id": bindparam("b_provider_message_id"),
-        "update_time": bindparam("b_now"), "provider_id": bindparam("b_provider_id"),
-    }
-    if sent:
-        values["sent_time"] = bindparam("b_now")
-    if with_error:
-        values["error"] = bindparam("b_error")
-    return (update(messages)
-            .where(m.workspace_id == bindparam("b_workspace_id"),
-                   m.message_id == bindparam("b_message_id"),
-                   m.status == MessageStatus.SENDING.value,
-                   m.attempts == bindparam("b_claim_attempts"))
-            .values(**values))
-
-
-# By (sent, with an error): the columns a transition sets.
-_RECORD = {(sent, with_error): _record_statement(sent, with_error)
-           for sent in (False, True) for with_error in (False, True)}
+# A message row, and the claim that must still hold it: SENDING at the attempt it claimed.
+_MESSAGE_KEY = ("workspace_id", "message_id")
+_CLAIMED = {"claim_attempts": "attempts"}
+_SENDING = {"status": MessageStatus.SENDING.value}
 
 
 def record(session: Session, claim: Claim, transition: Transition, now: datetime) -> bool:
@@ -420,15 +406,10 @@ def reserve_caps(session: Session, claims: Sequence[Claim], now: datetime) -> No
     """Mark the claimed messages as holding a cap slot since ``now``. The slot is theirs while
     they are SENDING under this claim; any outcome but SENT gives it back (sent_time counts
     from then on), as does a later claim of the message."""
-    if claims:
-        session.execute(_RESERVE, [{"w": c.workspace_id, "id": c.message_id, "a": c.attempts,
-                                    "now": now} for c in claims])
-
-
-_RESERVE = update(messages).where(
-    m.workspace_id == bindparam("w"), m.message_id == bindparam("id"),
-    m.status == MessageStatus.SENDING.value, m.attempts == bindparam("a"),
-).values(cap_time=bindparam("now"))
+    bulk_update(session, messages, _MESSAGE_KEY, [
+        {"workspace_id": c.workspace_id, "message_id": c.message_id,
+         "claim_attempts": c.attempts, "cap_time": now} for c in claims],
+        match=_CLAIMED, where=_SENDING)
 
 
 ERASED_REASON = "canceled: profile erased"
