@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence, Set
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from itertools import zip_longest
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -73,26 +75,7 @@ AnyRow = Row[*tuple[Any, ...]]
 IN_LIST_KEYS = 5000
 
 
-def earlier_outcomes(session: Session, workspace_id: str,
-                     message_ids: set[str]) -> dict[str, Outcome]:
-    found: dict[str, Outcome] = {}
-    dialect = session.get_bind().dialect.name
-    for chunk in chunks(sorted(message_ids), IN_LIST_KEYS):
-        rows = session.execute(_earlier_outcomes(dialect), {
-            "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)})
-        found.update({r.message_id: Outcome(r.event_id, r.profile_id, duplicate=True)
-                      for r in rows})
-    return found
-
-
 # Statements of every ingest batch, built once per dialect (see one_of_keys).
-
-@cache
-def _earlier_outcomes(dialect: str) -> Executable:
-    return (select(events.c.message_id, events.c.event_id, events.c.profile_id)
-            .where(events.c.workspace_id == bindparam("workspace_id", type_=String),
-                   one_of_keys(dialect, events.c.message_id)))
-
 
 @cache
 def _edges_by_key(dialect: str) -> Executable:
@@ -169,36 +152,73 @@ def _lookup_sql(dialect: str, table: str, picked: str) -> str:
 def _lookup_text(dialect: str, sql: str) -> Executable:
     if dialect == "postgresql":
         # Array literals (cjo_platform.db.pg_array: typed text[] by their value).
-        return text(sql).bindparams(bindparam("types", type_=NullType()),
-                                    bindparam("values", type_=NullType()))
+        return text(sql).bindparams(*(bindparam(name, type_=NullType())
+                                      for name in ("types", "values", "keys")
+                                      if f":{name}" in sql))
     return text(sql)
 
 
+def _earlier_sql(dialect: str) -> str:
+    """The events already stored under the message ids of ``:keys`` (see keys_param), in the
+    columns of :func:`_first_reads_lookup`."""
+    keys = ("ANY(CAST(:keys AS text[]))" if dialect == "postgresql"
+            else "(SELECT value FROM json_each(:keys))")
+    in_keys = f"= {keys}" if dialect == "postgresql" else f"IN {keys}"
+    return (f"SELECT 'seen' AS kind, e.message_id, e.event_id, e.profile_id, NULL "
+            f"FROM {events.name} AS e WHERE e.workspace_id = :workspace_id "
+            f"AND e.message_id {in_keys}")
+
+
 @cache
-def _erased_and_owners_lookup(dialect: str) -> Executable:
-    """The erased identifiers and the owners of the wanted ones in one statement (UNION
-    ALL), built once."""
+def _first_reads_lookup(dialect: str) -> Executable:
+    """A batch's first reads in one statement (UNION ALL), built once: the erased identifiers,
+    the owners of the wanted ones, and the events already stored under its message ids."""
     return _lookup_text(dialect, " UNION ALL ".join((
         _lookup_sql(dialect, erased_identifiers.name,
                     "'erased' AS kind, t.type, t.value, NULL AS profile_id, NULL AS cluster_id"),
         _lookup_sql(dialect, identifiers.name,
-                    "'owner' AS kind, t.type, t.value, t.profile_id, t.cluster_id"))))
+                    "'owner' AS kind, t.type, t.value, t.profile_id, t.cluster_id"),
+        _earlier_sql(dialect))))
 
 
-def erased_and_owners(session: Session, workspace_id: str, wanted: set[Identifier]
-                      ) -> tuple[set[Identifier], dict[Identifier, Owner]]:
-    """Which of ``wanted`` were erased (they never identify anyone again), and the owners
-    of those that have one: read together, one statement for the two look-ups."""
-    erased: set[Identifier] = set()
-    found: dict[Identifier, Owner] = {}
-    # By position: a Row's access by name costs ~0.4 us a column, per identifier.
-    for kind, type_, value, profile_id, cluster_id in _keyed_by_identifier(
-            session, _erased_and_owners_lookup, workspace_id, wanted):
-        if kind == "erased":
-            erased.add(Identifier(type_, value))
+@dataclass(frozen=True)
+class FirstReads:
+    """What a batch reads before it plans: which of its identifiers were erased (they never
+    identify anyone again), the owners of those that have one, and the outcomes of its
+    message ids already applied."""
+
+    erased: set[Identifier]
+    owners: dict[Identifier, Owner]
+    seen: dict[str, Outcome]
+
+
+def first_reads(session: Session, workspace_id: str, wanted: set[Identifier],
+                message_ids: set[str]) -> FirstReads:
+    """:class:`FirstReads` of the identifiers and message ids: one statement (per
+    IN_LIST_KEYS of each) for the three look-ups."""
+    read = FirstReads(set(), {}, {})
+    dialect = session.get_bind().dialect.name
+    statement = _first_reads_lookup(dialect)
+    chunk: Sequence[Identifier]
+    ids: Sequence[str]
+    for chunk, ids in zip_longest(chunks(sorted(wanted), IN_LIST_KEYS),
+                                  chunks(sorted(message_ids), IN_LIST_KEYS), fillvalue=()):
+        params: dict[str, Any] = {"workspace_id": workspace_id,
+                                  "keys": keys_param(dialect, ids)}
+        if dialect == "postgresql":
+            params.update(types=pg_array([i.type for i in chunk]),
+                          values=pg_array([i.value for i in chunk]))
         else:
-            found[Identifier(type_, value)] = Owner(profile_id, cluster_id)
-    return erased, found
+            params["pairs"] = json.dumps([[i.type, i.value] for i in chunk])
+        # By position: a Row's access by name costs ~0.4 us a column, per identifier.
+        for kind, first, second, profile_id, cluster_id in session.execute(statement, params):
+            if kind == "seen":
+                read.seen[first] = Outcome(second, profile_id, duplicate=True)
+            elif kind == "erased":
+                read.erased.add(Identifier(first, second))
+            else:
+                read.owners[Identifier(first, second)] = Owner(profile_id, cluster_id)
+    return read
 
 
 def owners(session: Session, workspace_id: str, wanted: set[Identifier]

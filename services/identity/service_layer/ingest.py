@@ -35,7 +35,6 @@ from cjo_identity.domain.ingest import (
     BatchPlan,
     Merge,
     Outcome,
-    Owner,
     batch_edges,
     changed_edges,
     conversions_of,
@@ -194,10 +193,11 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                          if check_settings is not None else None)
     traces = _Traces(batch, traceparent)
     wanted = {i for event in batch for i in event.identifiers}
-    # The identifiers' owners too, in the same statement: resolution needs those of the
-    # batch's (unerased) identifiers.
-    erased, owners = (profiles.erased_and_owners(session, workspace_id, wanted) if wanted
-                      else (set(), {}))
+    # The identifiers' owners and the message ids' earlier outcomes too, in the same
+    # statement: resolution needs those of the batch's (unerased) identifiers.
+    read = profiles.first_reads(session, workspace_id, wanted,
+                                {event.message_id for event in batch})
+    erased = read.erased
     # Events that name their profile go to it, or to the profile it was merged into.
     named = {event.profile_id for event in batch if event.profile_id}
     resolved = profiles.resolve_profile_ids(session, workspace_id, named) if named else {}
@@ -224,8 +224,8 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     if not valid:
         return Applied([o for o in outcomes if o is not None], None)
     now = uow.now()
-    plan = _resolve_and_store(session, workspace_id, valid, now, settings, lock_first,
-                              read=(wanted, owners))
+    plan = _resolve_and_store(session, workspace_id, valid, now, settings, read,
+                              looked_up=wanted, lock_first=lock_first)
     merged = {m.merged_profile_id for m in plan.graph.merges}
     computed: dict[str, dict[str, Any]] = {}
     transitions = segments.refresh(
@@ -330,9 +330,8 @@ class _Traces:
 
 
 def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Event],
-                       now: datetime, settings: IdentitySettings,
-                       lock_first: frozenset[str] = frozenset(),
-                       read: tuple[set[Identifier], dict[Identifier, Owner]] = (set(), {}),
+                       now: datetime, settings: IdentitySettings, read: profiles.FirstReads,
+                       looked_up: set[Identifier], lock_first: frozenset[str] = frozenset(),
                        ) -> BatchPlan:
     """Dedupe, resolve, merge and fold the (resolvable) events, and store the result.
 
@@ -347,15 +346,15 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
     (releasing every lock) and runs again locking them all in one sorted pass. The time
     worker's lapses never wait (SKIP LOCKED).
 
-    ``read``: identifiers whose owners this transaction read already, and those owners."""
-    seen = profiles.earlier_outcomes(session, workspace_id, {e.message_id for e in batch})
+    ``read``: what this transaction read first (:func:`~cjo_identity.adapters.profiles.
+    first_reads`) of the identifiers ``looked_up`` and of (at least) the batch's message ids."""
+    seen = read.seen
     fresh = list({e.message_id: e for e in reversed(batch)
                   if e.message_id not in seen}.values())
     # An event that names its profile links nothing: it makes no edge.
     wanted_edges = batch_edges((e for e in fresh if not e.profile_id), settings)
     needed = {i for edge in wanted_edges.values() for i in edge.identifiers}
-    looked_up, read_owners = read
-    owners = {i: o for i, o in read_owners.items() if i in needed}
+    owners = {i: o for i, o in read.owners.items() if i in needed}
     if needed - looked_up:
         owners.update(profiles.owners(session, workspace_id, needed - looked_up))
     known = {key: edge for key, (edge, _) in
