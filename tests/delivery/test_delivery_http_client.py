@@ -28,7 +28,6 @@ from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
 from cjo_delivery.domain.sending import OutgoingMessage, ProviderError
 from cjo_platform.clock import ManualClock
-from support import eventually
 
 
 @dataclass
@@ -159,34 +158,6 @@ async def test_a_provider_that_does_not_answer_times_out() -> None:
     assert timed_out.value.transient and timed_out.value.message.endswith("timed out")
     # uvloop's clock counts whole milliseconds: a 0.3 s timer can read 0.29999...
     assert 0.299 <= waited < 2.0
-
-
-async def test_a_call_cancelled_from_outside_stays_cancelled_and_a_finished_one_leaves_no_timeout(
-        ) -> None:
-    """The calls' timeouts are kept by slice of time (http_deadlines.py), not by
-    asyncio.timeout(): a caller that cancels a call (a send round stopping) gets its
-    CancelledError, not a timeout, and a call that ended cancels nothing of its task later."""
-    async with server(hang=True) as hanging, server() as answering:
-        client = HttpClient()
-        try:
-            call = asyncio.create_task(client.post(hanging.url(), timeout=0.3, content=b"{}"))
-            await eventually(lambda: hanging.bodies)
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-            assert call.cancelled()
-
-            async def answer_then_wait() -> str:
-                answer = await client.post(answering.url(), timeout=0.2, json_body={"a": 1})
-                # Past the call's deadline: nothing may cancel the task now.
-                await asyncio.sleep(0.5)
-                return str(answer.json()["id"])
-
-            assert await answer_then_wait() == "p-1"
-            with pytest.raises(HttpTimeout):  # and a late answer still times out
-                await client.post(hanging.url(), timeout=0.2, content=b"{}")
-        finally:
-            await client.close()
 
 
 async def test_answers_are_read_up_to_the_cap_and_refused_connections_reported() -> None:

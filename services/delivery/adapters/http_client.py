@@ -38,7 +38,6 @@ import msgspec
 import yarl
 from multidict import CIMultiDictProxy
 
-from cjo_delivery.adapters.http_deadlines import Deadlines
 from cjo_delivery.adapters.http_wire import Connection, WireError, request_bytes
 
 # Providers answer with a few hundred bytes; more is read no further (the connection is then
@@ -122,7 +121,6 @@ class HttpClient:
         self._idle: dict[_Key, list[Connection]] = {}
         self._open_count = 0
         self._slots: asyncio.Semaphore | None = None  # made on the loop that sends
-        self._deadlines = Deadlines()
         self._proxied: bool | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -202,24 +200,17 @@ class HttpClient:
             raise HttpTransportError(f"{type(exc).__name__}: {exc}") from None
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.connections)
-        # The timeout bounds the wait for a slot and a connection too (http_deadlines.py: one
-        # timer per slice of time, not one per call as asyncio.timeout() arms).
-        deadline = self._deadlines.start(timeout)
         try:
-            async with self._slots:
+            async with self._slots, asyncio.timeout(timeout):
                 conn = await self._connection(target.key)
                 try:
                     answer = await conn.exchange(request)
                 finally:
                     self._give_back(target.key, conn)
-        except asyncio.CancelledError:
-            if deadline.timed_out():
-                raise HttpTimeout(f"no answer within {timeout:g} s") from None
-            raise
+        except TimeoutError:
+            raise HttpTimeout(f"no answer within {timeout:g} s") from None
         except (WireError, OSError) as exc:
             raise HttpTransportError(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            self._deadlines.end(deadline)
         return HttpResponse(answer.status_code, answer.headers, answer.content)
 
     async def _connection(self, key: _Key) -> Connection:
