@@ -5,8 +5,9 @@
 
 A warm workspace of 2,500 profiles; each event is a known person's track event with two traits
 (an email, which links, and a changing first name), the shape of the throughput benchmark's
-single-event calls. CPU is the process's (all threads: the database thread pool included), so
-the figure holds on a busy machine where wall-clock times do not. PostgreSQL (127.0.0.1:5432,
+single-event calls. Prints the statements sent per group too. CPU is the process's (all
+threads: the database thread pool included), so the figure holds on a busy machine where
+wall-clock times do not. PostgreSQL (127.0.0.1:5432,
 database ``test``) runs in a schema of its own, dropped first.
 """
 
@@ -73,8 +74,15 @@ async def bench(kind: str, sizes: list[int], events: int) -> None:
         await ingest.ingest_events(tx, "ws", [event(i, "warm") for i in range(start, start + 500)],
                                    settings, TRACE)
     sent = 0
+    statements = [0]
+
+    def count(*_: object) -> None:
+        statements[0] += 1
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
     for size in sizes:
         groups = max(1, events // size)
+        statements[0] = 0
         cpu, wall = time.process_time(), time.perf_counter()
         for g in range(groups):
             # Later than the warm-up's: no edge moves, as for a known person's next event.
@@ -84,7 +92,9 @@ async def bench(kind: str, sizes: list[int], events: int) -> None:
         sent += groups * size
         print(f"[{kind}] groups of {size:>5}: {cpu * 1000 / (groups * size):.3f} ms CPU per "
               f"event, {cpu * 1000 / groups:.2f} ms per group ({groups} groups, wall "
-              f"{wall * 1000 / groups:.2f} ms per group)", flush=True)
+              f"{wall * 1000 / groups:.2f} ms per group; {statements[0] / groups:.1f} statements "
+              f"per group)", flush=True)
+    sa.event.remove(db.engine, "before_cursor_execute", count)
     if kind == "postgresql":
         with db.engine.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
