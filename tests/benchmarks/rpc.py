@@ -1,12 +1,12 @@
 """`make bench-rpc`: the fixed CPU cost of one call between cjo services, layer by layer.
 
 A server process with cjo's real server stack (:func:`cjo_platform.rpc.server.server_interceptors`,
-tracing and metrics configured as a service configures them, log lines at info as in production,
-written to /dev/null) serves ``AnalyticsService.RecordFacts`` from a servicer that answers at
-once; this process calls it with one fact and the service token on cjo's real
-:func:`~cjo_platform.rpc.client.channel`. Printed for each variant, 1 and 32 calls in flight:
-calls/s and CPU µs per call in the server process and in the client (process CPU time over the
-calls, every thread counted: gRPC's own included).
+tracing, metrics and the garbage collector configured as a service configures them, log lines at
+info as in production, written to /dev/null) serves ``AnalyticsService.RecordFacts`` from a
+servicer that answers at once; this process calls it with one fact and the service token on
+cjo's real :func:`~cjo_platform.rpc.client.channel`. Printed for each variant, 1 and 32 calls in
+flight: calls/s and CPU µs per call in the server process and in the client (process CPU time
+over the calls, every thread counted: gRPC's own included).
 
 Both processes run on the loop CJO_EVENT_LOOP names (uvloop unless ``asyncio``).
 
@@ -40,6 +40,7 @@ from cjo.analytics.v1 import analytics_service_pb2 as pb
 from cjo.analytics.v1 import analytics_service_pb2_grpc as pb_grpc
 from cjo.analytics.v1 import fact_pb2
 from cjo_platform import event_loop
+from cjo_platform.collector import collect_rarely
 from cjo_platform.rpc.auth import Authenticator, Principal
 from cjo_platform.rpc.client import CHANNEL_OPTIONS, channel, on_behalf_of
 from cjo_platform.rpc.server import LAYERS, server_interceptors
@@ -86,6 +87,7 @@ def _serve(port: int, ready: Any, leave_out: tuple[str, ...] | None, cpu: Any) -
     configure_logging("analytics", fmt="json", level="info")
     configure_tracing("analytics")
     configure_metrics("analytics", "127.0.0.1", free_port())
+    collect_rarely()  # as every service process does (cjo_platform.rpc.server.main)
 
     def answer_cpu() -> None:
         while True:
@@ -210,6 +212,7 @@ def main() -> None:
                              + ", ".join(v.name for v in variants()))
     args = parser.parse_args()
     names = [n.strip() for n in args.variants.split(",") if n.strip()] or None
+    collect_rarely()  # the client is a service process too
     results = event_loop.run(run(names, args.seconds))
     print(f"{'variant':<16}" + "".join(
         f"{f'{n} in flight: calls/s':>24}{'server µs':>11}{'client µs':>11}" for n in IN_FLIGHT))

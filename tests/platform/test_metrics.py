@@ -18,6 +18,7 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 
 from cjo.identity.v1 import event_pb2, identity_service_pb2, identity_service_pb2_grpc
@@ -233,3 +234,26 @@ def test_the_manifests_let_prometheus_scrape_every_service() -> None:
         server = next(c for c in template["spec"]["containers"] if c["name"] == "server")
         ports = {p["name"]: p["containerPort"] for p in server["ports"]}
         assert ports["metrics"] == DEFAULT_METRICS_PORT, service
+
+
+def test_an_rpc_duration_recorded_in_a_sampled_span_keeps_no_exemplar() -> None:
+    # Prometheus' text format drops exemplars: offering each RPC's duration to a reservoir
+    # (the SDK's default in a sampled span, i.e. on every traced call) was work for nothing.
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from cjo_platform.metrics import LATENCY_BUCKETS, meter_provider
+
+    reader = InMemoryMetricReader()
+    histogram = meter_provider("test", [reader]).get_meter("cjo").create_histogram(
+        "rpc.server.duration", unit="s", explicit_bucket_boundaries_advisory=LATENCY_BUCKETS)
+    span = TracerProvider().get_tracer("test").start_span("call")
+    assert span.get_span_context().trace_flags.sampled
+    with trace.use_span(span, end_on_exit=True):
+        histogram.record(0.002, {"rpc.method": INGEST, "rpc.grpc.status_code": "OK"})
+    data = reader.get_metrics_data()
+    assert data is not None
+    [point] = [point for resource in data.resource_metrics for scope in resource.scope_metrics
+               for metric in scope.metrics for point in metric.data.data_points]
+    assert point.count == 1 and point.sum == 0.002
+    assert list(point.exemplars) == []

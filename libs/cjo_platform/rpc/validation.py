@@ -499,7 +499,9 @@ class ValidationInterceptor(_Wrapping):
     # A request that does not decode reaches the check as Undecodable (INVALID_ARGUMENT).
     decoding = staticmethod(_decoding)
 
-    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
+    def preparer(self, method: str) -> Callable[[Any], Any]:
+        """What checks a request of ``method`` before its servicer sees it: a message at once
+        (raising InvalidArgument), a client stream's messages each as it comes."""
         skip = _items_field(method)
 
         async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -512,6 +514,10 @@ class ValidationInterceptor(_Wrapping):
                 _check(request, skip)
                 return request
             return checked(request)  # a client-streaming call: each message as it comes
+        return prepare
+
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
+        prepare = self.preparer(method)
 
         if streaming:
             async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
