@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import functools
 import json
+import select as io_select
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.sqltypes import NullType
@@ -58,6 +60,25 @@ async def _in_thread(executor: ThreadPoolExecutor, call: Callable[[], T]) -> T:
     ctx = contextvars.copy_context()
     return await asyncio.get_running_loop().run_in_executor(
         executor, functools.partial(ctx.run, call))
+
+
+def _check_idle_connection(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    """A pooled PostgreSQL connection checked out: refused (the pool opens a new one in its
+    place) when the server has ended it, seen without a round trip. An idle connection's socket
+    has nothing to read; when the server ends it (``pg_terminate_backend``, a restart or
+    failover, ``idle_session_timeout``), its last message (a FATAL error) and the end of the
+    stream are there to read. ``pool_pre_ping`` asked with a ``SELECT 1`` instead: a round trip
+    per unit of work, every service's share of the database's work. What this cannot see (a
+    connection cut without a word, or ended after this look) fails the unit of work's first
+    statement, which :class:`~cjo_platform.db.unit_of_work.Transactions` runs again."""
+    try:
+        socket = dbapi_conn.pgconn.socket
+    except psycopg.OperationalError as exc:  # closed on our side
+        raise DisconnectionError("the connection is closed") from exc
+    idle = io_select.poll()
+    idle.register(socket, io_select.POLLIN | io_select.POLLPRI)
+    if idle.poll(0):
+        raise DisconnectionError("the server ended the connection while it was idle")
 
 
 class Database:
@@ -106,9 +127,11 @@ class Database:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         connect_args = {"options": f"-csearch_path={self.schema}"} if self.schema else {}
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                             pool_pre_ping=True, connect_args=connect_args,
-                             json_serializer=encode_json, json_deserializer=decode_json)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                               connect_args=connect_args,
+                               json_serializer=encode_json, json_deserializer=decode_json)
+        event.listen(engine, "checkout", _check_idle_connection)
+        return engine
 
     def create_schema(self) -> None:
         if self.schema:

@@ -111,6 +111,12 @@ class UnitOfWork:
                 log.exception("a callback after commit failed")
 
 
+def _lost_connection(exc: DBAPIError) -> bool:
+    """The statement failed because the connection was gone (SQLAlchemy recognised a
+    disconnect and discarded the pool's connections opened before it)."""
+    return exc.connection_invalidated
+
+
 class Transactions:
     """Runs use-cases in units of work: off the event loop, retried when they lose a race to a
     concurrent transaction, their wake-ups sent after commit."""
@@ -126,29 +132,40 @@ class Transactions:
                  ) -> T:
         """Run ``work`` in one transaction in this thread; again (from the start, in a new
         transaction) when it lost a race: a unique key a concurrent writer inserted first, a
-        serialization failure or a deadlock. The next attempt reads the winner's rows."""
-        for attempt in range(1, attempts + 1):
+        serialization failure or a deadlock. The next attempt reads the winner's rows. Once more
+        too when the connection was lost before the commit was sent."""
+        reconnected = False
+        attempt = 1
+        while True:
             uow: UnitOfWork | None = None
+            committing = False
             try:
                 try:
                     with self.db.transaction() as session:
                         uow = UnitOfWork(session, self.clock, self.outbox, gather=True)
                         result = work(uow)
                         uow.flush()
+                        committing = True
                 except BaseException:
                     if uow is not None:
                         uow._rolled_back()
                     raise
             except DBAPIError as exc:
+                if _lost_connection(exc) and not committing and not reconnected:
+                    # The server ended the connection before the commit was sent (after the
+                    # pool's look at it): the transaction is rolled back, nothing was done.
+                    # Once, on a new connection; a database that is down fails it again.
+                    reconnected = True
+                    continue
                 if attempt == attempts or not lost_race(exc):
                     raise
                 # A little jitter so a burst of identical requests does not collide again.
                 time.sleep(_jitter.uniform(0, 0.005 * attempt))
+                attempt += 1
                 continue
             assert uow is not None
             uow._committed()
             return result
-        raise AssertionError("unreachable")
 
     async def run(self, work: Callable[[UnitOfWork], T]) -> T:
         """:meth:`run_sync` in the database's thread pool (trace and log context kept)."""
@@ -158,6 +175,13 @@ class Transactions:
         """Run ``work``, which only reads, in no transaction (``Database.reading``): no BEGIN,
         no COMMIT, and each statement sees what was committed when it ran. ``work`` cannot
         publish, and must not write (see ``Database.reading``)."""
+        try:
+            with self.db.reading() as session:
+                return work(UnitOfWork(session, self.clock, None))
+        except DBAPIError as exc:
+            if not _lost_connection(exc):
+                raise
+        # Once more on a new connection (as :meth:`run_sync`): a read changed nothing.
         with self.db.reading() as session:
             return work(UnitOfWork(session, self.clock, None))
 
