@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    event,
     insert,
     select,
     text,
@@ -200,3 +201,49 @@ def test_a_callable_default_is_called_per_row_as_by_an_insert(db: Database,
     with db.transaction() as session:
         assert session.execute(select(table).order_by(table.c.key)).all() == [
             ("a", 0), ("b", 1), ("c", 2), ("d", 50), ("e", 3)]
+
+
+def statistics(db: Database) -> tuple[float, int]:
+    """``things``' row estimate (-1: never analyzed) and the columns the planner has
+    statistics of."""
+    with db.transaction() as session:
+        return (float(session.execute(text(
+                    "SELECT reltuples FROM pg_class WHERE oid = to_regclass('things')"))
+                    .scalar_one()),
+                int(session.execute(text(
+                    "SELECT count(*) FROM pg_stats WHERE schemaname = current_schema() "
+                    "AND tablename = 'things'")).scalar_one()))
+
+
+def test_a_table_bulk_loaded_before_it_had_statistics_has_them_once_committed(
+        db: Database) -> None:
+    """The planner has a young table's statistics from its first bulk load on (not from
+    autovacuum's first pass, a minute or more later): a look-up that probes an index per key
+    is planned as one, not as a filter over every row of the index it guessed was small."""
+    if db.is_sqlite:
+        pytest.skip("SQLite's planner reads no statistics unless asked (ANALYZE)")
+    assert statistics(db)[0] < 0
+    with db.transaction() as session:
+        bulk_insert(session, things, [{"key": f"k{i}"} for i in range(50)], copy_threshold=1)
+        assert statistics(db)[0] < 0  # not before the commit
+    rows, columns = statistics(db)
+    assert rows == 50 and columns > 0
+
+
+def test_a_failed_analyze_after_the_commit_fails_nothing(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite's planner reads no statistics unless asked (ANALYZE)")
+
+    def refuse(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("ANALYZE"):
+            raise RuntimeError("analyze refused")
+
+    event.listen(db.engine, "before_cursor_execute", refuse)
+    try:
+        write(db, [{"key": "a"}, {"key": "b"}], 1)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", refuse)
+    assert [r["key"] for r in read(db)] == ["a", "b"]
+    assert statistics(db)[0] < 0
+    write(db, [{"key": "c"}, {"key": "d"}], 1)  # tried again: the table is still young
+    assert statistics(db)[0] == 4

@@ -29,6 +29,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from cjo_platform.db.types import UtcDateTime
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
 
 # Below this many rows an executemany costs no more than a COPY. Measured on a local PostgreSQL
 # with outbox rows (CPU per call): 1 row ~0.5 ms either way, 10 rows 0.8 against 0.5 ms,
@@ -223,8 +226,14 @@ def _analyze_when_young(session: Session, name: str) -> None:
         return
 
     def analyze(_: Session) -> None:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.exec_driver_sql(f"ANALYZE {name}")
+        # After the commit: a failure here must not reach the caller as the unit of work's
+        # (it committed). SKIP_LOCKED: autovacuum holding the table is analyzing it already.
+        try:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {name}")
+        except Exception:
+            log.warning("analyzing a bulk-loaded table failed", table=name, exc_info=True)
+            return
         known.add(name)
 
     event.listen(session, "after_commit", analyze, once=True)
