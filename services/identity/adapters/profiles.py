@@ -137,9 +137,16 @@ def _owners_lookup(dialect: str) -> Executable:
 
 def _lookup_sql(dialect: str, table: str, picked: str) -> str:
     if dialect == "postgresql":
-        return (f"SELECT x.* FROM unnest(CAST(:types AS text[]), CAST(:values AS text[])) "
+        # The workspace comes from a subquery (OFFSET 0 keeps it one), not as a constant: the
+        # planner then rates "workspace_id = w.id" by the table's number of workspaces, not by
+        # the statistics of this one, which know nothing of a workspace newer than them; with
+        # a constant, both a new workspace's probe by the primary key and a scan of its
+        # cluster index came out at one row, and the planner took the scan, filtering every
+        # identifier of the workspace per key.
+        return (f"SELECT x.* FROM (SELECT CAST(:workspace_id AS text) AS id OFFSET 0) AS w "
+                f"CROSS JOIN unnest(CAST(:types AS text[]), CAST(:values AS text[])) "
                 f"AS k(type, value) CROSS JOIN LATERAL (SELECT {picked} FROM {table} AS t "
-                f"WHERE t.workspace_id = :workspace_id AND t.type = k.type "
+                f"WHERE t.workspace_id = w.id AND t.type = k.type "
                 f"AND t.value = k.value OFFSET 0) AS x")
     # The pairs as one JSON array parameter, not an IN list of one parameter each: the
     # statement is then the same for any batch (compiled once, not expanded per value), and
