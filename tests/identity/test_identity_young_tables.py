@@ -37,7 +37,7 @@ async def second_batch_plans(identity: Identity, workspace_id: str) -> list[str]
     wanted = {Identifier("user_id", f"{workspace_id}-second-u{i}") for i in range(BATCH)}
     return [plan for _, plan in plans(
         identity.app.db,
-        lambda session: profiles.erased_and_owners(session, workspace_id, wanted),
+        lambda session: profiles.first_reads(session, workspace_id, wanted, set()),
         "identifiers")]
 
 
