@@ -87,14 +87,15 @@ def decisioning_facts_forwarder(settings: ServiceSettings, db: Database, outbox:
 
 
 def decisioning_facts_consumer(bus: Bus, record_message_facts: Callable[[Any, Any], Awaitable[Any]],
-                               db: Database, dead_letters: DeadLetters, clock: Clock
-                               ) -> BusConsumer:
+                               db: Database, dead_letters: DeadLetters, clock: Clock, *,
+                               linger: float = 0.0) -> BusConsumer:
     """Decisioning's consumer of the message facts delivery publishes:
-    ``record_message_facts`` is its servicer's own RecordMessageFacts."""
+    ``record_message_facts`` is its servicer's own RecordMessageFacts (lingering ``linger``
+    seconds, as :func:`cjo_platform.facts.facts_consumer`)."""
     receive = local_receiver(DECISIONING_SERVICE, "RecordMessageFacts", record_message_facts,
                              request=_facts_request, what="message facts", items_field="facts")
     return BusConsumer(bus, DECISIONING_FACTS_TOPIC, receive, db, dead_letters, clock,
-                       item_key=_fact_id)
+                       item_key=_fact_id, linger=linger)
 
 
 def decisioning_events_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
@@ -116,11 +117,12 @@ def decisioning_events_forwarder(settings: ServiceSettings, db: Database, outbox
 
 
 def decisioning_events_consumer(bus: Bus, record_events: Callable[[Any, Any], Awaitable[Any]],
-                                db: Database, dead_letters: DeadLetters, clock: Clock
-                                ) -> BusConsumer:
+                                db: Database, dead_letters: DeadLetters, clock: Clock, *,
+                                linger: float = 0.0) -> BusConsumer:
     """Decisioning's consumer of the track events and merges identity publishes:
-    ``record_events`` is its servicer's own RecordEvents."""
+    ``record_events`` is its servicer's own RecordEvents (lingering ``linger`` seconds: its
+    forwarder lingers too, nobody waits on the rewards)."""
     receive = local_receiver(DECISIONING_SERVICE, "RecordEvents", record_events,
                              request=_events_request, what="events", items_field="events")
     return BusConsumer(bus, DECISIONING_EVENTS_TOPIC, receive, db, dead_letters, clock,
-                       item_key=_event_id)
+                       item_key=_event_id, linger=linger)

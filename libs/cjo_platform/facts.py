@@ -56,9 +56,13 @@ def facts_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
 
 
 def facts_consumer(bus: Bus, record_facts: Callable[[Any, Any], Awaitable[Any]], db: Database,
-                   dead_letters: DeadLetters, clock: Clock) -> BusConsumer:
+                   dead_letters: DeadLetters, clock: Clock, *,
+                   linger: float = 0.0) -> BusConsumer:
     """Analytics' consumer of the facts every service publishes: ``record_facts`` is its
-    servicer's own RecordFacts."""
+    servicer's own RecordFacts. Nobody waits on facts: the rows of a round, which the relay
+    spread over the partitions, wait up to ``linger`` seconds for each other and go in one
+    call (CJO_FACTS_LINGER_MS, as on the forwarders)."""
     receive = local_receiver(ANALYTICS_SERVICE, "RecordFacts", record_facts, request=_request,
                              what="facts", items_field="facts")
-    return BusConsumer(bus, FACTS_TOPIC, receive, db, dead_letters, clock, item_key=_fact_id)
+    return BusConsumer(bus, FACTS_TOPIC, receive, db, dead_letters, clock, item_key=_fact_id,
+                       linger=linger)

@@ -29,7 +29,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # servicer's own RecordFacts.
     bus = load_bus(env)
     consumers = [] if bus is None else [facts_consumer(
-        bus, servicer.RecordFacts, storage.db, storage.dead_letters, clock)]
+        bus, servicer.RecordFacts, storage.db, storage.dead_letters, clock,
+        linger=settings.facts_linger_seconds)]
     return ServiceApp(
         settings=settings,
         db=storage.db,

@@ -58,9 +58,11 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     bus = load_bus(env)
     consumers = [] if bus is None else [
         decisioning_facts_consumer(bus, servicer.RecordMessageFacts, storage.db,
-                                   storage.dead_letters, clock),
+                                   storage.dead_letters, clock,
+                                   linger=settings.facts_linger_seconds),
         decisioning_events_consumer(bus, servicer.RecordEvents, storage.db,
-                                    storage.dead_letters, clock)]
+                                    storage.dead_letters, clock,
+                                    linger=settings.facts_linger_seconds)]
     return ServiceApp(
         settings=settings,
         db=storage.db,

@@ -531,6 +531,58 @@ async def test_a_burst_across_partitions_reaches_the_receiver_in_few_calls(
     await bus.close()
 
 
+async def test_a_lingering_consumer_hands_the_partitions_rows_over_in_one_call(
+        prefix: str, box: Box) -> None:
+    # Facts' consumers linger (CJO_FACTS_LINGER_MS): rows that come on one partition wait for
+    # what the other partitions bring, and go to an idle receiver in one call (here once they
+    # make a batch: 60 rows), as the facts' forwarder hands its rounds over; without a linger
+    # the first partition's rows went on their own.
+    bus = Bus(bus_settings(prefix, partitions=4, batch=60))
+    profiles = [f"p{k}" for k in range(40)]
+    on_0 = [p for p in profiles if naming.partition_of(p, 4) == 0][:5]
+    elsewhere = [p for p in profiles if naming.partition_of(p, 4) != 0][:15]
+    receiver = Receiver()
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
+                           linger=3600.0)
+    task = await running(consumer)
+    try:
+        await eventually(lambda: len(consumer.held_partitions()) == bus.settings.partitions,
+                         timeout=20)
+        first = [f"{p}:{i}".encode() for i in range(3) for p in on_0]
+        second = [f"{p}:{i}".encode() for i in range(3) for p in elsewhere]
+        await relay(bus, box, first)
+        # Partition 0 fetched them (held while it lingers, or else taken already).
+        await eventually(lambda: bool(consumer._msgs) or len(receiver.taken) >= len(first),
+                         timeout=20)
+        await relay(bus, box, second)
+        await eventually(lambda: len(receiver.taken) >= len(first) + len(second), timeout=30)
+        await eventually(lambda: _empty(bus), timeout=10)
+    finally:
+        await stop(task)
+    assert receiver.calls == 1
+    assert receiver.by_profile() == {p: [0, 1, 2] for p in on_0 + elsewhere}
+    await bus.close()
+
+
+async def test_a_lingering_consumer_hands_a_full_batch_over_at_once(
+        prefix: str, box: Box) -> None:
+    # A batch of rows does not wait for the linger to end.
+    bus = Bus(bus_settings(prefix, partitions=1, batch=50))
+    receiver = Receiver()
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
+                           linger=3600.0)
+    task = await running(consumer)
+    try:
+        sent = payloads(profiles=10, per_profile=5)
+        await relay(bus, box, sent)
+        await eventually(lambda: len(receiver.taken) >= len(sent), timeout=30)
+    finally:
+        await stop(task)
+    assert receiver.calls == 1
+    assert receiver.by_profile() == {f"p{k}": list(range(5)) for k in range(10)}
+    await bus.close()
+
+
 # --- packed messages (CJO_BUS_PACK_ROWS, cjo_platform.bus.packing) -----------------------
 
 async def test_a_rounds_rows_of_a_subject_go_as_few_messages_each_once_in_order(

@@ -16,7 +16,8 @@ delivers those before anything newer, so the order survives the change. A replic
 
 **Answers.** The messages a round pulled are handed, per workspace and in order, to the
 service's receiver (:mod:`cjo_platform.bus.receiver`: the batch RPC's own method), together with
-what the replica's other partitions brought for the workspace meanwhile (:class:`_Receiving`),
+what the replica's other partitions brought for the workspace meanwhile (:class:`_Receiving`;
+a consumer of facts, which nobody waits on, lingers ``CJO_FACTS_LINGER_MS`` for them first),
 and read the way an outbox forwarder reads a peer: a message taken is acked (after the receiver
 committed); a message the receiver refused for certain is written to the service's dead letters
 and then acked, so it never blocks the others; a whole call refused is split to find the message
@@ -133,21 +134,52 @@ class _Receiving:
     for its own answer (the refusals of its rows), so nothing else changes for it. A combined
     call that raises is made again for each partition's rows alone, which then get their own
     answer (and find the row at fault as before); a receiver dedupes by its own ids, so rows a
-    failed call had applied are applied once."""
+    failed call had applied are applied once.
 
-    def __init__(self, receive: SendBatch, span: str, max_rows: int) -> None:
+    **Linger** (``linger`` seconds, for topics nobody waits on: facts), as Kafka's
+    ``fetch.max.wait.ms``: the first rows of a workspace wait up to that long for the rows the
+    other partitions (and the other producers' rounds) bring, unless a batch of rows is there
+    first, so a relay's round spread over the partitions reaches the receiver as one call, as
+    the outbox forwarder hands it over, not one per partition that came first."""
+
+    def __init__(self, receive: SendBatch, span: str, max_rows: int,
+                 linger: float = 0.0) -> None:
         self.receive = receive
         self.span = span
         self.max_rows = max_rows
+        self.linger = linger
         self._queued: dict[str, list[_Call]] = {}
         self._flushing: dict[str, asyncio.Task[None]] = {}
+        # Set when a lingering workspace has a batch of rows queued: its call goes at once.
+        self._full: dict[str, asyncio.Event] = {}
 
     async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
         call = _Call(rows, asyncio.get_running_loop().create_future())
-        self._queued.setdefault(workspace_id, []).append(call)
+        queued = self._queued.setdefault(workspace_id, [])
+        queued.append(call)
         if workspace_id not in self._flushing:
             self._flushing[workspace_id] = asyncio.create_task(self._flush(workspace_id))
+        else:
+            full = self._full.get(workspace_id)
+            if full is not None and self._rows_queued(workspace_id) >= self.max_rows:
+                full.set()
         return await call.answer
+
+    def _rows_queued(self, workspace_id: str) -> int:
+        return sum(len(call.rows) for call in self._queued.get(workspace_id, ()))
+
+    async def _gather(self, workspace_id: str) -> None:
+        """Wait up to :attr:`linger` for more rows of the workspace, or a batch of them."""
+        if self._rows_queued(workspace_id) >= self.max_rows:
+            return
+        full = self._full[workspace_id] = asyncio.Event()
+        try:
+            async with asyncio.timeout(self.linger):
+                await full.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._full.pop(workspace_id, None)
 
     async def stop(self) -> None:
         """Stop the calls under way (the consumer stops; what they held is given back)."""
@@ -161,6 +193,8 @@ class _Receiving:
     async def _flush(self, workspace_id: str) -> None:
         calls: list[_Call] = []
         try:
+            if self.linger > 0:
+                await self._gather(workspace_id)
             while True:
                 queued = [c for c in self._queued.get(workspace_id, ()) if not c.answer.done()]
                 if not queued:
@@ -217,12 +251,14 @@ class BusConsumer:
                  dead_letters: DeadLetters, clock: Clock, *,
                  item_key: Callable[[OutboxRow], str] | None = None,
                  retry: RetryPolicy = ROW_RETRY, owner: str | None = None,
-                 fetch_seconds: float = 1.0) -> None:
+                 fetch_seconds: float = 1.0, linger: float = 0.0) -> None:
         self.name = f"bus:{topic}"
         self.bus = bus
         self.topic = topic
         self.receive = receive
-        self._receiving = _Receiving(receive, f"bus.receive {topic}", bus.settings.batch)
+        # linger: see _Receiving (facts' consumers linger as the facts' forwarders do).
+        self._receiving = _Receiving(receive, f"bus.receive {topic}", bus.settings.batch,
+                                     linger)
         self.db = db
         self.dead_letters = dead_letters
         self.clock = clock
@@ -572,6 +608,10 @@ class BusConsumer:
             return 0, _Stop(str(exc) or repr(exc), later=True)
         except Exception as exc:  # the receiver's database is down: wait, blame nothing
             return 0, _Stop(repr(exc), later=True)
+        if not refused:  # every row taken (the common case)
+            self._last_taken = asyncio.get_running_loop().time()
+            await self._ack(rows)
+            return len(rows), None
         by_id: dict[int, Refusal] = {r.row.id: r for r in refused}
         others_taken = len(by_id) < len(rows)
         if others_taken:

@@ -64,6 +64,8 @@ def bus_sender(bus: Bus, producer: str, topic: str,
         # into packs (every profile of a subject in one chain: its rows stay in id order).
         keyed: dict[str, list[int]] = {}
         subjects: list[str] = []
+        # The workspace's subject of each partition the round touches, made once a round.
+        subject_of: dict[int, str] = {}
         for index, row in enumerate(rows):
             key = workspace_id
             if ordering_key is not None:
@@ -71,8 +73,11 @@ def bus_sender(bus: Bus, producer: str, topic: str,
                     key = ordering_key(row) or workspace_id
                 except Exception:  # an unreadable payload still goes: the receiver judges it
                     key = workspace_id
-            subject = naming.subject(bus.prefix, topic, workspace_id,
-                                     naming.partition_of(key, partitions))
+            partition = naming.partition_of(key, partitions)
+            subject = subject_of.get(partition)
+            if subject is None:
+                subject = subject_of[partition] = naming.subject(bus.prefix, topic,
+                                                                 workspace_id, partition)
             subjects.append(subject)
             keyed.setdefault(subject if pack_rows > 1 else key, []).append(index)
         chains = [packing.packs(rows, indexes, pack_rows) for indexes in keyed.values()]
