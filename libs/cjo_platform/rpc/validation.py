@@ -30,10 +30,7 @@ BatchAnswer` runs :func:`check_item` on each item, so a bad item fails alone wit
 (``events[3].properties.price``) and the others go through.
 
 Walking is planned once per message type: a plan lists only the fields that can hold something
-to check, so subtrees of ints, enums, bools and bytes are never visited. A nested message (a
-forwarded event's ``event`` and ``consents``, a send request's ``content``), like a Struct, is
-first searched in its encoding: when nothing refused could be in it, only its Timestamps and
-Durations are checked (see :func:`_scanned_check`): the same rules, not a walk of every string.
+to check, so subtrees of ints, enums, bools and bytes are never visited.
 """
 
 from __future__ import annotations
@@ -225,9 +222,6 @@ def _message_check(message: Descriptor) -> Check | None:
             if b"\x00" in value.SerializeToString():
                 _walk(value, plan, path, depth + 1, found)
         return check_text
-    scanned = _scanned_check(message, plan)
-    if scanned is not None:
-        return scanned
 
     def check(value: Any, path: Path, depth: int, found: _Found) -> None:
         _walk(value, plan, path, depth + 1, found)
@@ -375,158 +369,6 @@ def _check_value(value: Any, path: Path, depth: int, found: _Found) -> None:
         _check_list(value.list_value, path, depth, found)
     elif kind is None:
         found.add(path, NO_KIND_RULE)
-
-
-# --- a message cleared from its encoding -----------------------------------------------------
-# What _clean does for a Struct, for any message whose type cannot hold itself (an event, a
-# consent, a render context): every rule but the ranges of Timestamp and Duration leaves a
-# suspect byte in the encoding (a NUL in a string or key, a kindless Value's zero length, a NaN
-# or infinite double's or float's 0x7f / 0xff), and each level of Struct or ListValue below the
-# first costs a key byte (see _clean). A message whose encoding holds no suspect byte and whose
-# deepest possible nesting stays within MAX_NESTING needs only its Timestamps and Durations
-# checked (a walk of the fields that can lead to one); any other is walked as before. Same
-# rules, same violations and paths: one search in C instead of a walk in Python over every
-# string and Struct of an event (see _scanned_check for the types it is tried on).
-
-_CONTAINERS = frozenset({_STRUCT, _VALUE, _LIST_VALUE})
-_TIMES = {_TIMESTAMP: _check_timestamp, _DURATION: _check_duration}
-# The fields of a message type that can lead to a Timestamp or Duration: (field, its name,
-# whether it is repeated or a map, the check of its value). Read by name, not by ListFields
-# (which would build every field's value, Structs included, to find one timestamp).
-TimePlan = tuple[tuple[FieldDescriptor, str, bool, Check], ...]
-_levels: dict[str, int | None] = {}
-_time_plans: dict[str, TimePlan] = {}
-
-
-def _levels_below(message: Descriptor, seen: frozenset[str] = frozenset()) -> int | None:
-    """How many levels the walk can go below a message of this type, counting each Struct,
-    ListValue or Value field as one (the containers nested in it are counted from the bytes);
-    None when the type can hold itself (no bound)."""
-    name = message.full_name
-    if name in _levels:
-        return _levels[name]
-    if name in seen:
-        return None
-    deepest: int | None = 0
-    for field in message.fields:
-        inner = _held_message(field)
-        if inner is None or inner.full_name in _TIMES or inner.full_name == _STATUS:
-            continue
-        below = 0 if inner.full_name in _CONTAINERS else _levels_below(inner, seen | {name})
-        if below is None or deepest is None:
-            deepest = None
-            break
-        deepest = max(deepest, 1 + below)
-    _levels[name] = deepest
-    return deepest
-
-
-def _held_message(field: FieldDescriptor) -> Descriptor | None:
-    """The message type of ``field``'s values (of a map's values), None for scalars."""
-    inner = field.message_type
-    if inner is not None and inner.GetOptions().map_entry:
-        return inner.fields_by_name["value"].message_type
-    return inner
-
-
-def _time_plan(message: Descriptor) -> TimePlan:
-    """The checks of the fields of a (non-recursive) message type that can lead to a Timestamp
-    or a Duration: all that is left to check once its encoding is clean."""
-    name = message.full_name
-    found = _time_plans.get(name)
-    if found is not None:
-        return found
-    plan: list[tuple[FieldDescriptor, str, bool, Check]] = []
-    for field in message.fields:
-        inner = _held_message(field)
-        if inner is None or inner.full_name in _CONTAINERS or inner.full_name == _STATUS:
-            continue
-        single = _TIMES.get(inner.full_name) or _times_within(inner)
-        if single is None:
-            continue
-        if field.message_type.GetOptions().map_entry:
-            plan.append((field, field.name, True, _each_value(single)))
-        elif field.is_repeated:
-            plan.append((field, field.name, True, _each_item(single)))
-        else:
-            plan.append((field, field.name, False, single))
-    _time_plans[name] = found = tuple(plan)
-    return found
-
-
-def _walk_times(message: Message, plan: TimePlan, path: Path, depth: int,
-                found: _Found) -> None:
-    for field, name, many, check in plan:
-        if many:
-            values = getattr(message, name)
-            if values:
-                check(values, (path, field, FIELD), depth, found)
-        elif message.HasField(name):
-            check(getattr(message, name), (path, field, FIELD), depth, found)
-
-
-def _times_within(message: Descriptor) -> Check | None:
-    inner_plan = _time_plan(message)
-    if not inner_plan:
-        return None
-
-    def check(value: Any, path: Path, depth: int, found: _Found) -> None:
-        _walk_times(value, inner_plan, path, depth + 1, found)
-    return check
-
-
-def _each_value(single: Check) -> Check:
-    def check(mapping: Any, path: Path, depth: int, found: _Found) -> None:
-        for key in mapping:
-            single(mapping[key], (path, key, MAP_KEY), depth, found)
-    return check
-
-
-def _each_item(single: Check) -> Check:
-    def check(values: Any, path: Path, depth: int, found: _Found) -> None:
-        for index, value in enumerate(values):
-            single(value, (path, index, INDEX), depth, found)
-    return check
-
-
-def _scanned_check(message: Descriptor, plan: Plan) -> Check | None:
-    """The check of a message of this type that first searches its encoding (see above); None
-    for a type that can hold itself, or where a search would seldom pay: one that can hold a
-    Struct fails the search on any empty Struct or list (a profile's ``computed: {}``) and is
-    walked after all, so it is searched only when its walk is dear: over repeated or mapped
-    messages, each encoded on its own (an event's identifiers)."""
-    below = _levels_below(message)
-    if below is None:
-        return None
-    containers = _holds_containers(message)
-    if containers and not any(
-            field.is_repeated and (inner := _held_message(field)) is not None
-            and inner.full_name not in _CONTAINERS for field in message.fields):
-        return None
-    times = _time_plan(message)
-
-    def scanned(value: Any, path: Path, depth: int, found: _Found) -> None:
-        data = value.SerializeToString()
-        deepest = depth + 1 + below
-        if containers:
-            deepest += data.count(b"*") + data.count(b"2")
-        if not _suspect(data) and deepest <= MAX_NESTING:
-            if times:
-                _walk_times(value, times, path, depth + 1, found)
-            return
-        _walk(value, plan, path, depth + 1, found)
-    return scanned
-
-
-def _holds_containers(message: Descriptor) -> bool:
-    """Whether a message of this (non-recursive) type can hold a Struct, Value or ListValue."""
-    for field in message.fields:
-        inner = _held_message(field)
-        if inner is not None and (inner.full_name in _CONTAINERS or (
-                inner.full_name not in _TIMES and inner.full_name != _STATUS
-                and _holds_containers(inner))):
-            return True
-    return False
 
 
 def _walk(message: Message, plan: Plan, path: Path, depth: int, found: _Found,
