@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from cjo_platform.clock import Clock
 from cjo_platform.db.engine import Database, utc
 from cjo_platform.logging import get_logger
-from cjo_platform.rpc.interceptors import Behavior, Finish, _Wrapping, around_each_call
+from cjo_platform.rpc.interceptors import Behavior, _Wrapping, around_each_call
 
 log = get_logger(__name__)
 
@@ -110,8 +110,7 @@ class MetricsInterceptor(_Wrapping):
             description="Duration of the RPCs this service answered, by method and status code",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS)
 
-    def finisher(self, method: str) -> Finish:
-        """What records a call of ``method`` once it has finished."""
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
         record = self.duration.record
         # One attribute dict per method and code, built once: recording then costs a lookup.
         attributes: dict[Any, Mapping[str, str]] = {}
@@ -123,10 +122,8 @@ class MetricsInterceptor(_Wrapping):
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 labels = attributes[code] = {"rpc.method": method, "rpc.grpc.status_code": name}
             record(seconds, labels)
-        return finish
 
-    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
-        return around_each_call(behavior, streaming, self.finisher(method))
+        return around_each_call(behavior, streaming, finish)
 
 
 # --- queue depths ----------------------------------------------------------------------------

@@ -5,8 +5,7 @@ validation (:mod:`cjo_platform.rpc.validation`), so the log line carries the fin
 auth failures become proper statuses, and only an authenticated caller learns what is wrong
 with a request. A server runs them all as one :class:`Layered` interceptor, which composes their
 decorators once per method: a chain of grpc.aio interceptors costs an ``intercept_service``
-coroutine per layer on every call (and :class:`~cjo_platform.rpc.stack.ServerStack` runs a
-unary method's layers as one coroutine, from the pieces each layer exposes).
+coroutine per layer on every call.
 """
 
 from __future__ import annotations
@@ -170,14 +169,11 @@ class LoggingInterceptor(_Wrapping):
         super().__init__()
         self.slow_seconds = slow_ms / 1000
 
-    def pieces(self, method: str) -> tuple[Callable[[], None], Finish]:
-        """What runs before a call of ``method`` (its name bound for every line the call logs)
-        and after it (the line, when one is due)."""
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
         slow_seconds = self.slow_seconds
-        bind = structlog.contextvars.bind_contextvars
 
         def begin() -> None:
-            bind(method=method)
+            structlog.contextvars.bind_contextvars(method=method)
 
         def finish(context: grpc.aio.ServicerContext, seconds: float) -> None:
             code = context.code() or grpc.StatusCode.OK
@@ -191,10 +187,6 @@ class LoggingInterceptor(_Wrapping):
             level = "error" if name == "INTERNAL" or name == "UNKNOWN" else "warning"
             getattr(log, level)("rpc", code=name, duration_ms=round(seconds * 1000, 2))
 
-        return begin, finish
-
-    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
-        begin, finish = self.pieces(method)
         return around_each_call(behavior, streaming, finish, begin)
 
 
@@ -208,8 +200,7 @@ class ErrorInterceptor(_Wrapping):
         super().__init__()
         self.domain = domain
 
-    async def abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
-        """End the call with the status ``exc`` stands for (raises grpc.aio's AbortError)."""
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if not isinstance(exc, CjoError) and database_unavailable(exc):
             log.warning("database unavailable; answered UNAVAILABLE", error=repr(exc)[:300])
             await context.abort(grpc.StatusCode.UNAVAILABLE,
@@ -231,7 +222,7 @@ class ErrorInterceptor(_Wrapping):
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
-                    await self.abort(context, exc)
+                    await self._abort(context, exc)
             return stream_behavior
 
         async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -240,7 +231,7 @@ class ErrorInterceptor(_Wrapping):
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await self.abort(context, exc)
+                await self._abort(context, exc)
         return unary_behavior
 
 
@@ -257,9 +248,7 @@ class AuthInterceptor(_Wrapping):
         self.authenticator = authenticator
         self.service_only = frozenset(service_only)
 
-    async def login(self, context: grpc.aio.ServicerContext, method: str) -> Principal:
-        """The caller of ``method``, authenticated, allowed and bound for the request (raises
-        Unauthenticated or PermissionDenied)."""
+    async def _login(self, context: grpc.aio.ServicerContext, method: str) -> Principal:
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         principal = await self.authenticator.authenticate(metadata)
         if method in self.service_only and not principal.is_service:
@@ -278,7 +267,7 @@ class AuthInterceptor(_Wrapping):
         time the key cache would have asked again (and at the secret's expiry), whether or not
         an item is due, so a revoked key or a rotated-out secret ends a stream it opened (with
         UNAUTHENTICATED or PERMISSION_DENIED, as a new call would get) within the cache time."""
-        principal = await self.login(context, method)
+        principal = await self._login(context, method)
         items = aiter(behavior(request, context))
         recheck = self.authenticator.recheck_after(principal)
         if recheck is None:  # the service token: nothing to check again
@@ -297,7 +286,7 @@ class AuthInterceptor(_Wrapping):
                 done, _ = await asyncio.wait({next_item},
                                              timeout=max(deadline - time.monotonic(), 0.0))
                 if time.monotonic() >= deadline:
-                    principal = await self.login(context, method)
+                    principal = await self._login(context, method)
                     recheck = max(self.authenticator.recheck_after(principal) or 0.0, 0.05)
                     deadline = time.monotonic() + recheck
                 if not done:
@@ -325,6 +314,6 @@ class AuthInterceptor(_Wrapping):
             return stream_behavior
 
         async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await self.login(context, method)
+            await self._login(context, method)
             return await behavior(request, context)
         return unary_behavior

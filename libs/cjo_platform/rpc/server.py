@@ -36,10 +36,13 @@ from cjo_platform.rpc.client import MAX_MESSAGE_BYTES, close_channels
 from cjo_platform.rpc.interceptors import (
     SLOW_RPC_MS,
     AuthInterceptor,
+    Decorator,
     ErrorInterceptor,
+    Layered,
     LoggingInterceptor,
+    _Wrapping,
 )
-from cjo_platform.rpc.stack import ServerStack
+from cjo_platform.rpc.tracing import server_spans
 from cjo_platform.rpc.validation import ValidationInterceptor
 from cjo_platform.telemetry import configure_tracing, shutdown_tracing
 
@@ -65,24 +68,22 @@ def server_interceptors(service: str, authenticator: Authenticator,
     (health checks and reflection untraced), metrics (when on: outside logging and errors, so
     they see the caller's final code), the log line, error mapping, authentication and,
     innermost, validation (what no service can store is refused before any servicer runs),
-    built once per method (:class:`~cjo_platform.rpc.stack.ServerStack`: a unary call runs them
-    as one coroutine). ``leave_out``
+    composed once per method (:class:`~cjo_platform.rpc.interceptors.Layered`). ``leave_out``
     drops layers by name (:data:`LAYERS`): for ``make bench-rpc``, which measures each one's
     cost on this very stack."""
     unknown = set(leave_out) - set(LAYERS)
     if unknown:
         raise ValueError(f"unknown layers {sorted(unknown)}; known: {LAYERS}")
-
-    def on(name: str) -> bool:
-        return name not in leave_out
-
-    return [ServerStack(
-        tracing=on("tracing"),
-        metrics=MetricsInterceptor() if metrics and on("metrics") else None,
-        logging=LoggingInterceptor(slow_rpc_ms) if on("logging") else None,
-        errors=ErrorInterceptor(domain=f"{service}.cjo") if on("errors") else None,
-        auth=AuthInterceptor(authenticator, service_only_methods) if on("auth") else None,
-        validation=ValidationInterceptor() if on("validation") else None)]
+    layers: list[tuple[str, Callable[[], _Wrapping | Decorator]]] = [
+        ("tracing", lambda: server_spans),
+        ("metrics", MetricsInterceptor),
+        ("logging", lambda: LoggingInterceptor(slow_rpc_ms)),
+        ("errors", lambda: ErrorInterceptor(domain=f"{service}.cjo")),
+        ("auth", lambda: AuthInterceptor(authenticator, service_only_methods)),
+        ("validation", ValidationInterceptor),
+    ]
+    return [Layered([make() for name, make in layers
+                     if name not in leave_out and (metrics or name != "metrics")])]
 
 
 @runtime_checkable

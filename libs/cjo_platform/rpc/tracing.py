@@ -16,7 +16,6 @@ but OK.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import Token
 from functools import partial
 from typing import Any
 
@@ -75,63 +74,43 @@ def _end_server_span(span: trace.Span, context: grpc.aio.ServicerContext) -> Non
     span.end()
 
 
-ServerSpan = tuple[trace.Span, Token[otel_context.Context]]
-"""A SERVER span and the token that detaches it from the current context."""
-
-
-def server_span_opener(method: str) -> Callable[[grpc.aio.ServicerContext], ServerSpan]:
-    """What starts ``method``'s SERVER span for a call, child of the caller's span, and makes
-    it current (its attributes and tracer looked up once per method)."""
+def server_spans(behavior: Behavior, method: str, streaming: bool) -> Behavior:
+    """``behavior`` in a SERVER span, current while it runs, child of the caller's span."""
     attributes = rpc_attributes(method)
     start = tracer("cjo.rpc").start_span
 
-    def open_span(context: grpc.aio.ServicerContext) -> ServerSpan:
-        parent = remote_context(context.invocation_metadata())
-        span = start(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
-        return span, otel_context.attach(trace.set_span_in_context(span, parent))
-    return open_span
-
-
-def close_server_span(opened: ServerSpan, context: grpc.aio.ServicerContext,
-                      exc: BaseException | None = None) -> None:
-    """End a span :func:`server_span_opener` opened, with the call's final code (and ``exc``,
-    an error that escaped the call other than an abort, recorded on it)."""
-    span, token = opened
-    if exc is not None and isinstance(exc, Exception) and not isinstance(
-            exc, grpc.aio.AbortError):
-        span.record_exception(exc)
-    _end_server_span(span, context)
-    otel_context.detach(token)
-
-
-def server_spans(behavior: Behavior, method: str, streaming: bool) -> Behavior:
-    """``behavior`` in a SERVER span, current while it runs, child of the caller's span."""
-    open_span = server_span_opener(method)
-
     if streaming:
         async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            opened = open_span(context)
-            escaped: BaseException | None = None
+            parent = remote_context(context.invocation_metadata())
+            span = start(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
             try:
                 async for item in behavior(request, context):
                     yield item
-            except BaseException as exc:
-                escaped = exc
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                span.record_exception(exc)
                 raise
             finally:
-                close_server_span(opened, context, escaped)
+                _end_server_span(span, context)
+                otel_context.detach(token)
         return stream_behavior
 
     async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        opened = open_span(context)
-        escaped: BaseException | None = None
+        parent = remote_context(context.invocation_metadata())
+        span = start(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
             return await behavior(request, context)
-        except BaseException as exc:
-            escaped = exc
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            span.record_exception(exc)
             raise
         finally:
-            close_server_span(opened, context, escaped)
+            _end_server_span(span, context)
+            otel_context.detach(token)
     return unary_behavior
 
 

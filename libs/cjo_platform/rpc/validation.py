@@ -501,9 +501,7 @@ class ValidationInterceptor(_Wrapping):
     # A request that does not decode reaches the check as Undecodable (INVALID_ARGUMENT).
     decoding = staticmethod(_decoding)
 
-    def preparer(self, method: str) -> Callable[[Any], Any]:
-        """What checks a request of ``method`` before its servicer sees it: a message at once
-        (raising InvalidArgument), a client stream's messages each as it comes."""
+    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
         skip = _items_field(method)
 
         async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -516,10 +514,6 @@ class ValidationInterceptor(_Wrapping):
                 _check(request, skip)
                 return request
             return checked(request)  # a client-streaming call: each message as it comes
-        return prepare
-
-    def decorate(self, behavior: Behavior, method: str, streaming: bool) -> Behavior:
-        prepare = self.preparer(method)
 
         if streaming:
             async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
