@@ -234,11 +234,11 @@ def claims_once_consent_was_asked(monkeypatch: pytest.MonkeyPatch, consent: Cons
     claim waits 5 s, then claims first."""
     armed = threading.Event()
 
-    def claim(*args: Any) -> Any:
+    def claim(*args: Any, **options: Any) -> Any:
         if armed.is_set():
             consent.asked.wait(5)
             consent.order.append("claim")
-        return claim_due(*args)
+        return claim_due(*args, **options)
 
     monkeypatch.setattr(send_round_module, "claim_due", claim)
     return armed

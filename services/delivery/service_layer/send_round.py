@@ -22,23 +22,27 @@ A message still waiting for a send slot when half its lease has passed goes back
 too, instead of being handed over so late that the lease could run out during the call.
 
 Claims take each profile's messages in the order they were queued, and none while one queued
-before it is with another process (adapters/repository.claim_due). Rounds of one process
+before it is with another process or put back to wait for its next attempt
+(adapters/repository.claim_due). Rounds of one process
 overlap (workers/sender.py), so a profile's messages may be in two of them at once; in one
 process they still go to the providers in the order they were claimed:
 each waits, before taking a send slot, until the attempt of the profile's message claimed
-before it (in its round or an earlier one) has ended (:class:`ProfileTurns`).
+before it (in its round or an earlier one) has ended (:class:`ProfileTurns`), and goes back
+unsent when that one went back (given back, or put back to wait for a retry, for identity's
+consent answer or a rate limit).
 
 Before any provider call, each claimed message passes the workspace's policies: consent (asked
 of identity in one batch call per workspace and round, every workspace at once and once: the
 round goes on in waves as the answers come in, so a workspace whose answer is slow or fails
-holds back only its own messages), the suppression list, quiet hours and frequency caps.
-It may end SUPPRESSED, or wait DEFERRED, instead. Frequency caps hold across
-every sender replica: a capped message reserves its slot in the database (service_layer/caps.py).
-Email falls back to the deployment's SMTP server when the workspace configured no email
-provider. A round woken by messages this process just queued asks identity about them while it
-claims (``expected``), not after: the answer is still asked after they were queued and before
-they are sent, and the claim's transaction no longer stands between intake and send; claimed
-messages it did not expect are asked about once the claim is in.
+holds back only its own messages; a round waiting only for such an answer lets the next start,
+and claims leave that workspace meanwhile: workers/sender.py), the suppression list, quiet
+hours and frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Frequency caps hold
+across every sender replica: a capped message reserves its slot in the database
+(service_layer/caps.py). Email falls back to the deployment's SMTP server when the workspace
+configured no email provider. A round woken by messages this process just queued asks identity
+about them while it claims (``expected``), not after: the answer is still asked after they were
+queued and before they are sent, and the claim's transaction no longer stands between intake
+and send; claimed messages it did not expect are asked about once the claim is in.
 
 Rate limits (``rate_per_second``, ``burst``) hold across every sender replica sharing the
 database (service_layer/rate_grants.py). A call the provider received, failed or not, keeps its
@@ -55,17 +59,18 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from opentelemetry.trace import Status, StatusCode
 
 from cjo_delivery.adapters.contents import decode_outgoing
 from cjo_delivery.adapters.routes import Route, Routes
 from cjo_delivery.domain import failover
-from cjo_delivery.domain.messages import Claim, Message
+from cjo_delivery.domain.messages import ORDER_HOLD, Claim, Message, MessageStatus
 from cjo_delivery.domain.policies import (
     ConsentDecision,
     ConsentDirectory,
@@ -81,6 +86,7 @@ from cjo_delivery.domain.sending import (
     after_success,
     rate_limited,
     released,
+    retried,
 )
 from cjo_delivery.service_layer import caps
 from cjo_delivery.service_layer.breakers import SharedBreakers
@@ -123,6 +129,12 @@ class SenderSettings:
     record_linger: timedelta = timedelta(milliseconds=10)
     # Exposures of decisions for decisioning (CJO_DELIVERY_FORWARD_TO_DECISIONING).
     forward_to_decisioning: bool = True
+    # How long after it was queued a message put back to wait still holds its profile's later
+    # messages back (CJO_DELIVERY_ORDER_HOLD_SECONDS; domain/messages.ORDER_HOLD).
+    order_hold: timedelta = ORDER_HOLD
+    # How long a round waits for a workspace's consent answer before it lets the sender start
+    # the next round without it (CJO_DELIVERY_CONSENT_PATIENCE_MS): see workers/sender.py.
+    consent_patience: timedelta = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,16 @@ class _Outcome:
     error: ProviderError | None = None
     released: bool = False
     decided: Transition | None = None  # set when a policy or a rate limit, not a call, decided
+
+    def goes_back(self, retry: RetryPolicy) -> bool:
+        """Whether the message goes back to the queue unsent: given back, put back to wait (a
+        retry, identity's consent answer, a rate limit). Its profile's next messages must then
+        not go before it (nor, in the claims, while it waits: adapters/repository.claim_due)."""
+        if self.decided is not None:
+            return self.decided.status is MessageStatus.QUEUED
+        if self.error is not None:
+            return retried(self.claim.attempts, self.error, retry)
+        return self.released
 
 
 LinkMaker = Callable[[Claim], tuple[str, Callable[[str], str] | None]]
@@ -152,15 +174,21 @@ class _Arrivals:
     pending: int  # outcomes still to come or to be recorded
     outcomes: list[_Outcome] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    attempted: int = 0  # claims whose attempt ended (or whose wave failed)
+    progress: asyncio.Event = field(default_factory=asyncio.Event)  # set as ``attempted`` grows
 
     def add(self, outcome: _Outcome) -> None:
         self.outcomes.append(outcome)
+        self.attempted += 1
         self.arrived.set()
+        self.progress.set()
 
     def give_up(self, count: int) -> None:
         """``count`` outcomes will not come (their wave failed)."""
         self.pending -= count
+        self.attempted += count
         self.arrived.set()
+        self.progress.set()
 
     async def more_within(self, seconds: float) -> None:
         """Wait up to ``seconds`` for more of the pending outcomes to arrive."""
@@ -184,27 +212,24 @@ def _forget(task: asyncio.Task[_Answers]) -> None:
 @dataclass
 class _Turn:
     """A claimed message's place among its profile's messages in this process. ``done``'s
-    result: the message's id if it went back unsent (given back, or left to its lease), else
-    None: the profile's next messages must then not go before it, and go back too."""
+    result: the message's id if it went back unsent (given back, put back to wait, or left to
+    its lease), else None: the profile's next messages must then not go before it, and go back
+    too."""
 
     after: asyncio.Future[str | None] | None  # the attempt of the message claimed before it
     done: asyncio.Future[str | None]
 
-    def behind_unsent(self, claim: Claim) -> bool:
-        """Whether an earlier message of the profile (not this one: a claim taking it over
-        from an earlier round) went back unsent."""
-        if self.after is None or not self.after.done():
-            return False
-        unsent = self.after.result()
-        return unsent is not None and unsent != claim.message_id
-
 
 class ProfileTurns:
     """The order of each profile's claimed messages in this process, across overlapping rounds:
-    a message is handed to a provider only once the one claimed before it is through."""
+    a message is handed to a provider only once the one claimed before it is through, and not
+    at all while one before it went back unsent and that is not yet recorded (until then the
+    claims do not see it waiting: it is still SENDING under this process's own lease)."""
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        # By profile: messages that went back unsent, until their record committed.
+        self._unsent: dict[tuple[str, str], set[str]] = {}
 
     def take(self, claims: Sequence[Claim]) -> dict[str, _Turn]:
         """Turns for ``claims`` (in claim order), after those taken before; call it right
@@ -220,16 +245,39 @@ class ProfileTurns:
             self._last[key] = done
         return turns
 
+    def behind_unsent(self, claim: Claim, turn: _Turn) -> bool:
+        """Whether an earlier message of the profile (not this one: a claim taking it over
+        from an earlier round) went back unsent."""
+        after = turn.after
+        if after is not None and after.done() and after.result() not in (None,
+                                                                         claim.message_id):
+            return True
+        unsent = self._unsent.get((claim.workspace_id, claim.profile_id), ())
+        return any(message_id != claim.message_id for message_id in unsent)
+
     def end(self, claim: Claim, turn: _Turn | None, *, unsent: bool = False) -> None:
         """The message's attempt ended (sent, failed or decided): the next may go; or it went
-        back ``unsent``: the next goes back too."""
+        back ``unsent``: the next goes back too, until :meth:`settled`."""
         if turn is None:
             return
+        key = (claim.workspace_id, claim.profile_id)
         if not turn.done.done():
             turn.done.set_result(claim.message_id if unsent else None)
-        key = (claim.workspace_id, claim.profile_id)
+            if unsent:
+                self._unsent.setdefault(key, set()).add(claim.message_id)
         if self._last.get(key) is turn.done:
             del self._last[key]
+
+    def settled(self, claims: Iterable[Claim]) -> None:
+        """The record of these claims' outcomes committed (or their round failed, leaving them
+        SENDING under a lease no longer this process's): the claims see them from now on."""
+        for claim in claims:
+            key = (claim.workspace_id, claim.profile_id)
+            unsent = self._unsent.get(key)
+            if unsent is not None:
+                unsent.discard(claim.message_id)
+                if not unsent:
+                    del self._unsent[key]
 
 
 class SendRound:
@@ -254,6 +302,9 @@ class SendRound:
         self.breakers = SharedBreakers(transactions, trial_lease=settings.lease,
                                        signals=signals)
         self.stopping = False
+        # Workspaces whose consent answer a round that let the next ones start is waiting for
+        # (a count of such rounds each): claims leave their messages until it came.
+        self._leaving: Counter[str] = Counter()
         # This process's leases (messages.lease_holder): its own messages under way do not
         # hold up the next ones of their profile in its claims (self.turns orders them). A
         # round that leaves messages SENDING (it failed before their outcome was recorded)
@@ -267,30 +318,38 @@ class SendRound:
 
     async def run(self, on_claimed: Callable[[Sequence[Claim]], None] | None = None,
                   expected: Mapping[str, Collection[ConsentQuery]] | None = None,
-                  on_attempted: Callable[[], None] | None = None) -> int:
+                  on_attempted: Callable[[], None] | None = None,
+                  on_waiting: Callable[[], None] | None = None) -> int:
         """Claim one batch of due messages and send it; returns how many were claimed.
         ``on_claimed`` is told which as soon as the claim committed (the sender then claims
         the next batch while this one is sent). ``expected``: the consent questions, by
         workspace, of messages just queued, asked while the claim runs. ``on_attempted`` is
         called once every claimed message's attempt ended, before the last outcomes are
-        recorded (the sender may then claim again)."""
+        recorded (the sender may then claim again). ``on_waiting`` is called when, after
+        ``consent_patience``, all the round still has to send waits for the consent answer of
+        some workspaces: the claims leave those workspaces' messages until it came, and the
+        sender may start the next round."""
         if self.stopping:
             return 0
         now = self.clock.now()
         settings = self.settings
+        leave = frozenset(self._leaving)
         early = ({workspace: asyncio.create_task(self._ask(workspace, list(queries)))
-                  for workspace, queries in expected.items() if queries}
+                  for workspace, queries in expected.items()
+                  if queries and workspace not in leave}
                  if self.consent is not None and expected else {})
         try:
             claims, context = await self.transactions.run(
                 lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
-                                      self.secret_box, self.holder))
+                                      self.secret_box, self.holder,
+                                      order_hold=settings.order_hold, leave=leave))
             turns = self.turns.take(claims)
             if on_claimed is not None:
                 on_claimed(claims)
             if not claims:
                 return 0
-            return await self._send(claims, context, turns, now, early, on_attempted)
+            return await self._send(claims, context, turns, now, early, on_attempted,
+                                    on_waiting)
         finally:
             for task in early.values():
                 _forget(task)
@@ -298,14 +357,16 @@ class SendRound:
     async def _send(self, claims: Sequence[Claim], context: RoundContext,
                     turns: dict[str, _Turn], now: datetime,
                     early: Mapping[str, asyncio.Task[_Answers]],
-                    on_attempted: Callable[[], None] | None) -> int:
+                    on_attempted: Callable[[], None] | None,
+                    on_waiting: Callable[[], None] | None = None) -> int:
         """Send the round's claims in waves, one per set of workspaces whose consent came in
         together (every workspace is asked at once, and a workspace whose answer is slow or
         fails holds only its own messages), recording the outcomes of every wave as they come
         (one record transaction for what arrives together, whichever wave it is from)."""
         arrivals = _Arrivals(len(claims))
         recording = asyncio.create_task(self._record_as_they_come(arrivals, on_attempted))
-        sending = asyncio.create_task(self._waves(claims, context, turns, now, early, arrivals))
+        sending = asyncio.create_task(self._waves(claims, context, turns, now, early, arrivals,
+                                                  on_waiting))
         try:
             under_way = {recording, sending}
             while under_way:
@@ -322,12 +383,13 @@ class SendRound:
                 self.holder = uuid.uuid4().hex
             for claim in claims:  # a round that failed early must not hold the next ones
                 self.turns.end(claim, turns.get(claim.message_id), unsent=True)
+            self.turns.settled(claims)
         return len(claims)
 
     async def _waves(self, claims: Sequence[Claim], context: RoundContext,
                      turns: dict[str, _Turn], now: datetime,
                      early: Mapping[str, asyncio.Task[_Answers]],
-                     arrivals: _Arrivals) -> None:
+                     arrivals: _Arrivals, on_waiting: Callable[[], None] | None) -> None:
         by_workspace: dict[str, list[Claim]] = defaultdict(list)
         for claim in claims:
             by_workspace[claim.workspace_id].append(claim)
@@ -335,6 +397,9 @@ class SendRound:
                       self._consent_of(workspace, group, early.get(workspace)))
                   for workspace, group in by_workspace.items()}
         waves: list[asyncio.Task[None]] = []
+        if self.consent is not None:
+            waves.append(asyncio.create_task(self._wait_for_slow_consent(
+                dict(asking), by_workspace, len(claims), arrivals, on_waiting)))
         hand_over_by = now + self.settings.lease / 2
         try:
             while asking:
@@ -357,6 +422,39 @@ class SendRound:
         finally:
             for under_way in (*asking.values(), *waves):
                 under_way.cancel()
+
+    async def _wait_for_slow_consent(self, asking: Mapping[str, asyncio.Task[object]],
+                                     by_workspace: Mapping[str, Sequence[Claim]], claimed: int,
+                                     arrivals: _Arrivals,
+                                     on_waiting: Callable[[], None] | None) -> None:
+        """When, after ``consent_patience``, every claim of the round has been attempted but
+        those of workspaces whose consent answer is still awaited: the claims of this process
+        leave those workspaces' messages until their answer came (so a slow workspace is in
+        one round at a time, not in every claim), and ``on_waiting`` lets the next round
+        start. Their claimed messages stay with this round (SENDING under its lease: the
+        profiles' later messages wait for them on every replica)."""
+        await asyncio.wait(asking.values(),
+                           timeout=self.settings.consent_patience.total_seconds())
+        while waiting := [w for w, task in asking.items() if not task.done()]:
+            if arrivals.attempted + sum(len(by_workspace[w]) for w in waiting) >= claimed:
+                for workspace in waiting:
+                    self._leaving[workspace] += 1
+                    asking[workspace].add_done_callback(partial(self._left, workspace))
+                if on_waiting is not None:
+                    on_waiting()
+                return
+            arrivals.progress.clear()
+            progress = asyncio.create_task(arrivals.progress.wait())
+            try:
+                await asyncio.wait([progress, *(asking[w] for w in waiting)],
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                progress.cancel()
+
+    def _left(self, workspace: str, _: object) -> None:
+        self._leaving[workspace] -= 1
+        if self._leaving[workspace] <= 0:
+            del self._leaving[workspace]
 
     async def _wave(self, claims: Sequence[Claim], consent: caps.Consent,
                     context: RoundContext, turns: dict[str, _Turn], now: datetime,
@@ -476,14 +574,14 @@ class SendRound:
             outcome = _Outcome(claim, released=True)
             try:
                 transition = decided.get(claim.message_id)
-                if turn is not None and turn.behind_unsent(claim):
+                if turn is not None and self.turns.behind_unsent(claim, turn):
                     pass  # the profile's message before it went back: so does it, after it
                 elif transition is not None:
                     outcome = _Outcome(claim, decided=transition)
                 else:
                     outcome = await self._attempt(claim, context, grants, hand_over_by)
             finally:
-                self.turns.end(claim, turn, unsent=outcome.released)
+                self.turns.end(claim, turn, unsent=outcome.goes_back(self.settings.retry))
             arrivals.add(outcome)
 
         async def after_turn(claim: Claim, turn: _Turn,
@@ -632,6 +730,7 @@ class SendRound:
                 log.warning("recording send outcomes failed; retrying", error=str(exc))
                 await asyncio.sleep(delay)
                 continue
+            self.turns.settled(outcome.claim for outcome in group)
             return
 
     def _transition(self, outcome: _Outcome, now: datetime) -> Transition:

@@ -10,6 +10,12 @@ rounds never hold one message, as two replicas never do), and their provider cal
 CJO_DELIVERY_CONCURRENCY slots. A burst of wake-ups while every round is under way coalesces
 into one claim when the next round ends.
 
+A round whose only messages left wait for a workspace's consent answer, ``consent_patience``
+after it asked (identity slow for that workspace: its timeout is 10 s), gives its place to the
+next round (at most ``rounds`` such rounds beside the others), and this process's claims leave
+that workspace's messages until the answer came: a slow workspace is in one round at a time,
+so it cannot take every round's place, and the rounds it is not in are not slowed by it.
+
 Messages queued in this process are announced to it with their consent questions
 (:meth:`Sender.expect`): the round that the wake-up starts asks identity about them while it
 claims (send_round.py). Other replicas, woken by the signal alone, ask after their claim.
@@ -39,6 +45,9 @@ class Sender(PollingWorker):
         super().__init__(send_round.settings.poll_seconds, _MAX_ROUND_BACKOFF)
         self.send_round = send_round
         self._rounds = asyncio.Semaphore(send_round.settings.rounds)
+        # Rounds that let the next ones start while they wait for a slow consent answer: at
+        # most ``rounds`` more (beyond that, such a round keeps its place).
+        self._waiting_rounds = 0
         self._under_way: set[asyncio.Task[None]] = set()
         # Consent questions of messages queued here since the last claim, by workspace.
         self._expected: dict[str, set[ConsentQuery]] = defaultdict(set)
@@ -90,7 +99,7 @@ class Sender(PollingWorker):
             if not claimed.done():
                 claimed.set_result(len(claims))
 
-        freed = False
+        freed = waiting = False
 
         def free() -> None:
             # Every message of the round was attempted: recording the last outcomes (and
@@ -100,8 +109,17 @@ class Sender(PollingWorker):
                 freed = True
                 self._rounds.release()
 
+        def wait_aside() -> None:
+            # All the round has left to send waits for a slow workspace's consent answer
+            # (claims leave that workspace meanwhile): the next round need not wait for it.
+            nonlocal waiting
+            if not freed and self._waiting_rounds < self.send_round.settings.rounds:
+                waiting = True
+                self._waiting_rounds += 1
+                free()
+
         try:
-            await self.send_round.run(on_claimed, expected, free)
+            await self.send_round.run(on_claimed, expected, free, wait_aside)
         except Exception as exc:
             if not claimed.done():  # the claim failed: the loop backs off and tries again
                 claimed.set_exception(exc)
@@ -109,6 +127,8 @@ class Sender(PollingWorker):
                 log.warning("send round failed", error=repr(exc), exc_info=exc)
         finally:
             free()
+            if waiting:
+                self._waiting_rounds -= 1
             if not claimed.done():  # stopping, or cancelled before it claimed
                 claimed.set_result(0)
 
