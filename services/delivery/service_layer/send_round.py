@@ -35,14 +35,14 @@ Before any provider call, each claimed message passes the workspace's policies: 
 of identity in one batch call per workspace and round, every workspace at once and once: the
 round goes on in waves as the answers come in, so a workspace whose answer is slow or fails
 holds back only its own messages; a round waiting only for such an answer lets the next start,
-and claims leave that workspace meanwhile: workers/sender.py), the suppression list, quiet
-hours and frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead. Frequency caps hold
-across every sender replica: a capped message reserves its slot in the database
-(service_layer/caps.py). Email falls back to the deployment's SMTP server when the workspace
-configured no email provider. A round woken by messages this process just queued asks identity
-about them while it claims (``expected``), not after: the answer is still asked after they were
-queued and before they are sent, and the claim's transaction no longer stands between intake
-and send; claimed messages it did not expect are asked about once the claim is in.
+and claims leave a workspace that many rounds wait for: workers/sender.py), the suppression
+list, quiet hours and frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead.
+Frequency caps hold across every sender replica: a capped message reserves its slot in the
+database (service_layer/caps.py). Email falls back to the deployment's SMTP server when the
+workspace configured no email provider. A round woken by messages this process just queued asks
+identity about them while it claims (``expected``), not after: the answer is still asked after
+they were queued and before they are sent, and the claim's transaction no longer stands between
+intake and send; claimed messages it did not expect are asked about once the claim is in.
 
 Rate limits (``rate_per_second``, ``burst``) hold across every sender replica sharing the
 database (service_layer/rate_grants.py). A call the provider received, failed or not, keeps its
@@ -303,7 +303,7 @@ class SendRound:
                                        signals=signals)
         self.stopping = False
         # Workspaces whose consent answer a round that let the next ones start is waiting for
-        # (a count of such rounds each): claims leave their messages until it came.
+        # (a count of such rounds each): claims leave their messages while ``rounds`` wait.
         self._leaving: Counter[str] = Counter()
         # This process's leases (messages.lease_holder): its own messages under way do not
         # hold up the next ones of their profile in its claims (self.turns orders them). A
@@ -327,13 +327,15 @@ class SendRound:
         called once every claimed message's attempt ended, before the last outcomes are
         recorded (the sender may then claim again). ``on_waiting`` is called when, after
         ``consent_patience``, all the round still has to send waits for the consent answer of
-        some workspaces: the claims leave those workspaces' messages until it came, and the
-        sender may start the next round."""
+        some workspaces: the sender may start the next round (and the claims leave a workspace
+        that ``rounds`` rounds wait for)."""
         if self.stopping:
             return 0
         now = self.clock.now()
         settings = self.settings
-        leave = frozenset(self._leaving)
+        # A workspace only once as many of its rounds wait for its answers as may be under
+        # way: a busy identity's slower answers keep every round they had (and more).
+        leave = frozenset(w for w, rounds in self._leaving.items() if rounds >= settings.rounds)
         early = ({workspace: asyncio.create_task(self._ask(workspace, list(queries)))
                   for workspace, queries in expected.items()
                   if queries and workspace not in leave}
@@ -428,11 +430,12 @@ class SendRound:
                                      arrivals: _Arrivals,
                                      on_waiting: Callable[[], None] | None) -> None:
         """When, after ``consent_patience``, every claim of the round has been attempted but
-        those of workspaces whose consent answer is still awaited: the claims of this process
-        leave those workspaces' messages until their answer came (so a slow workspace is in
-        one round at a time, not in every claim), and ``on_waiting`` lets the next round
-        start. Their claimed messages stay with this round (SENDING under its lease: the
-        profiles' later messages wait for them on every replica)."""
+        those of workspaces whose consent answer is still awaited: ``on_waiting`` lets the next
+        round start, and once ``rounds`` rounds wait for one workspace's answers, the claims of
+        this process leave its messages until one came (so a slow workspace is in at most that
+        many rounds waiting aside, not in every claim). Their claimed messages stay with this
+        round (SENDING under its lease: the profiles' later messages wait for them on every
+        replica)."""
         await asyncio.wait(asking.values(),
                            timeout=self.settings.consent_patience.total_seconds())
         while waiting := [w for w, task in asking.items() if not task.done()]:

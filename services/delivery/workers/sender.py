@@ -12,9 +12,9 @@ into one claim when the next round ends.
 
 A round whose only messages left wait for a workspace's consent answer, ``consent_patience``
 after it asked (identity slow for that workspace: its timeout is 10 s), gives its place to the
-next round (at most ``rounds`` such rounds beside the others), and this process's claims leave
-that workspace's messages until the answer came: a slow workspace is in one round at a time,
-so it cannot take every round's place, and the rounds it is not in are not slowed by it.
+next round (at most ``rounds`` such rounds beside the others); once ``rounds`` rounds wait for
+one workspace, this process's claims leave its messages until an answer came: a slow workspace
+cannot take every round's place, and the rounds it is not in are not slowed by it.
 
 Messages queued in this process are announced to it with their consent questions
 (:meth:`Sender.expect`): the round that the wake-up starts asks identity about them while it
