@@ -1,10 +1,11 @@
-"""The outbox on its own: units of work that each publish one row to each of ``--topics`` topics
-at ``--rate`` per second, forwarded by one running forwarder per topic to a receiver that only
-records the rows. Prints, per unit of work, the database commits and statements of the writers
-and forwarders together, the process's CPU ms, and p50 / p99 from the start of the unit of work
-to its first topic's row at the receiver::
+"""The outbox on its own: units of work that each publish ``--rows`` rows (one by default) to each
+of ``--topics`` topics at ``--rate`` per second, forwarded by one running forwarder per topic to a
+receiver that only records the rows. Prints, per unit of work, the database commits and
+statements of the writers and forwarders together, the process's CPU ms, p50 / p99 from the
+start of the unit of work to its first topic's rows at the receiver, and the CPU per row::
 
     make bench-outbox ARGS='--backend all --units 500 --rate 100'
+    make bench-outbox ARGS='--units 100 --rate 20 --rows 100'   # batches of 100 rows per topic
 
 What a single event pays at every outbox hop of the suite (identity's ingest publishes to three
 topics), without the services around it.
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support import PG_URL
 
 
-async def measure(url: str, units: int, rate: float, topics: int) -> str:
+async def measure(url: str, units: int, rate: float, topics: int, rows: int) -> str:
     metadata = MetaData()
     outbox_table, letters_table = define_outbox(metadata), define_dead_letters(metadata)
     db = Database(url, schema="bench_outbox_" + uuid.uuid4().hex[:8])
@@ -72,16 +73,16 @@ async def measure(url: str, units: int, rate: float, topics: int) -> str:
         await asyncio.sleep(0.3)  # the forwarders' first (idle) rounds
         before, cpu = dict(counts), time.process_time()
         for n in range(units):
-            payload = str(n).encode()
+            payloads = [f"{n}-{k}".encode() for k in range(rows)]
 
-            def work(uow: UnitOfWork, payload: bytes = payload) -> None:
+            def work(uow: UnitOfWork, payloads: list[bytes] = payloads) -> None:
                 for name in names:
-                    uow.publish(name, "ws", [(payload, "")])
+                    uow.publish(name, "ws", [(payload, "") for payload in payloads])
 
-            started[payload] = time.monotonic()
+            started.update(dict.fromkeys(payloads, time.monotonic()))
             await transactions.run(work)
             await asyncio.sleep(1 / rate)
-        while len(latencies) < units:
+        while len(latencies) < units * rows:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.5)  # the delivered rows' deletes
         cpu = time.process_time() - cpu
@@ -94,9 +95,11 @@ async def measure(url: str, units: int, rate: float, topics: int) -> str:
         db.dispose()
     latencies.sort()
     per = {key: (counts[key] - before[key]) / units for key in counts}
+    done = len(latencies)
     return (f"{db.engine.dialect.name:>10}  {per['commits']:7.2f}  {per['statements']:7.2f}  "
-            f"{cpu / units * 1000:7.2f}  {latencies[units // 2] * 1000:7.1f}  "
-            f"{latencies[min(units - 1, int(units * 0.99))] * 1000:7.1f}")
+            f"{cpu / units * 1000:7.2f}  {latencies[done // 2] * 1000:7.1f}  "
+            f"{latencies[min(done - 1, int(done * 0.99))] * 1000:7.1f}  "
+            f"{cpu / (units * rows * topics) * 1e6:10.1f}")
 
 
 def main() -> None:
@@ -105,16 +108,19 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=500)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--topics", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=1,
+                        help="rows each unit of work publishes to each topic")
     args = parser.parse_args()
-    print(f"{args.units} units of work at {args.rate:g}/s, one row to each of {args.topics} "
-          "topics; per unit of work:")
+    print(f"{args.units} units of work at {args.rate:g}/s, {args.rows} row(s) to each of "
+          f"{args.topics} topics; per unit of work (latencies per row), and CPU per row:")
     print(f"{'backend':>10}  {'commits':>7}  {'stmts':>7}  {'CPU ms':>7}  {'p50 ms':>7}  "
-          f"{'p99 ms':>7}")
+          f"{'p99 ms':>7}  {'CPU us/row':>10}")
     backends = ["sqlite", "postgresql"] if args.backend == "all" else [args.backend]
     for backend in backends:
         url = (PG_URL if backend == "postgresql"
                else f"sqlite:///{tempfile.mkdtemp()}/outbox.db")
-        print(asyncio.run(measure(url, args.units, args.rate, args.topics)), flush=True)
+        print(asyncio.run(measure(url, args.units, args.rate, args.topics, args.rows)),
+              flush=True)
 
 
 if __name__ == "__main__":

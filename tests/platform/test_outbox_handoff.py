@@ -292,7 +292,7 @@ async def test_a_unit_of_works_rows_are_handed_off_in_one_insert_in_their_order(
 
     forwarder = Forwarder(box.db, box.outbox, "t", send, poll_interval=60)
     transactions = Transactions(box.db, box.outbox.clock, box.outbox)
-    payloads = [str(n).encode() for n in range(7)]  # a PostgreSQL batch of 8+ goes by COPY
+    payloads = [str(n).encode() for n in range(7)]
     task = asyncio.create_task(forwarder.run())
     try:
         await eventually(lambda: forwarder._running)
@@ -303,6 +303,54 @@ async def test_a_unit_of_works_rows_are_handed_off_in_one_insert_in_their_order(
     # Handed off (not left for a claim), in one statement, and sent in the order written.
     assert len(inserts) == 1 and "RETURNING" in inserts[0].upper()
     assert got == payloads
+
+
+async def test_a_large_unit_of_work_is_handed_off_whole_and_each_topic_keeps_its_order(
+        box: Box) -> None:
+    """A batch as large as the forwarder's is handed off too (PostgreSQL: not by COPY and a
+    claim), its ids in the order written across statements (SQLite: 1,000 rows per INSERT)."""
+    got: dict[str, list[tuple[str, bytes]]] = {"a": [], "b": []}
+
+    def sender(topic: str) -> Any:
+        async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+            got[topic].extend((workspace, r.payload) for r in rows)
+        return send
+
+    forwarders = [Forwarder(box.db, box.outbox, topic, sender(topic), poll_interval=60,
+                            batch_size=1500) for topic in ("a", "b")]
+    rounds = [Rounds(f) for f in forwarders]
+    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+    written = {topic: [(f"ws-{n % 3}", f"{topic}{n}".encode()) for n in range(count)]
+               for topic, count in (("a", 1500), ("b", 40))}
+
+    def work(uow: UnitOfWork) -> None:
+        for topic, rows in written.items():
+            for workspace, payload in rows:
+                uow.publish(topic, workspace, [(payload, "")])
+
+    tasks = [asyncio.create_task(f.run()) for f in forwarders]
+    statements: list[str] = []
+    try:
+        await eventually(lambda: all(f._running for f in forwarders))
+        await eventually(lambda: all(r.idle() for r in rounds))
+
+        @event.listens_for(box.db.engine, "before_cursor_execute")
+        def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
+            statements.append(statement.lstrip().upper())
+
+        await transactions.run(work)
+        await eventually(lambda: len(got["a"]) == 1500 and len(got["b"]) == 40)
+    finally:
+        await stop(*tasks)
+    inserts = [s for s in statements if s.startswith(("INSERT INTO OUTBOX", "COPY"))]
+    assert inserts and all(s.startswith("INSERT") and "RETURNING" in s for s in inserts)
+    # No claim (it leases and reads in one UPDATE ... RETURNING).
+    assert not any(s.startswith("UPDATE OUTBOX SET LEASE_OWNER") and "RETURNING" in s
+                   for s in statements)
+    for topic, rows in written.items():
+        for workspace in ("ws-0", "ws-1", "ws-2"):
+            assert [r for r in got[topic] if r[0] == workspace] == \
+                [r for r in rows if r[0] == workspace]
 
 
 async def test_a_unit_of_works_topics_cost_one_check_and_one_insert_together(

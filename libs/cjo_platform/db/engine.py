@@ -256,8 +256,23 @@ def _conflict_clause(statement: Any, dialect: Any) -> str | None:
     return found[1]
 
 
+def insert_returning_ids(session: Session, table: Table, rows: Sequence[dict[str, Any]],
+                         ) -> list[int] | None:
+    """A plain ``INSERT`` of ``rows`` (every row giving the same columns) sent as
+    :func:`_insert_bound` sends them; returns the ids the table's autoincrement key gave them,
+    in the order of ``rows``, or None when the rows cannot take that path (the caller inserts
+    them another way). Each statement's rows take their ids in row order (SQLite: the writer
+    holds the write lock, each new row takes the largest id + 1; PostgreSQL: the rows are
+    selected ``ORDER BY`` their position, SQLAlchemy's own guarantee for RETURNING in
+    parameter order), and later statements larger ones, so sorting the ids gives row order
+    whatever order RETURNING lists them in."""
+    ids = _insert_bound(session, table, rows, "", table.autoincrement_column, in_order=True)
+    return None if ids is None else sorted(ids)
+
+
 def _insert_bound(session: Session, table: Table, rows: Sequence[dict[str, Any]],
-                  conflict: str, returning: Any) -> list[Any] | None:
+                  conflict: str, returning: Any, *, in_order: bool = False,
+                  ) -> list[Any] | None:
     """An ``INSERT`` of ``rows`` with the ``conflict`` clause (``ON CONFLICT ...``) and
     ``returning`` (as :func:`insert_ignore`'s), the rows' values bound a column at a time
     (``bulk._bound``: each column type's bind processor, as an INSERT binds them) and sent as
@@ -303,8 +318,15 @@ def _insert_bound(session: Session, table: Table, rows: Sequence[dict[str, Any]]
         f" RETURNING {', '.join(preparer.quote(c.name) for c in wanted)}" if wanted else "")
     if postgres:
         arrays = tuple(list(column) for column in zip(*bound, strict=True))
-        statements = [(f"{head}SELECT * FROM unnest("
-                       f"{', '.join(f'%b::{array_of(name)}' for name in types)}) {tail}", arrays)]
+        source = f"unnest({', '.join(f'%b::{array_of(name)}' for name in types)})"
+        if in_order:
+            # Ids taken in the arrays' order (``in_order``: see insert_returning_ids).
+            names = [f"v{n}" for n in range(len(types))]
+            source = (f"{source} WITH ORDINALITY AS v({', '.join(names)}, position) "
+                      "ORDER BY position")
+            statements = [(f"{head}SELECT {', '.join(names)} FROM {source} {tail}", arrays)]
+        else:
+            statements = [(f"{head}SELECT * FROM {source} {tail}", arrays)]
     else:
         width = len(bound[0])
         per = max(1, min(SQLITE_ROWS_PER_INSERT, SQLITE_MAX_PARAMETERS // width))
