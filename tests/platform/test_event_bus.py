@@ -564,6 +564,30 @@ async def test_a_lingering_consumer_hands_the_partitions_rows_over_in_one_call(
     await bus.close()
 
 
+async def test_a_lingering_partition_waits_one_linger_for_all_its_workspaces(
+        prefix: str, box: Box) -> None:
+    # A partition hands its fetch's workspaces to the receiver one after another: the linger is
+    # counted from the fetch, so a round of 6 workspaces waits one linger, not six (each
+    # workspace behind the others' waits: 6 x 2 s before, ~2 s now).
+    linger = 2.0
+    bus = Bus(bus_settings(prefix, partitions=1, batch=50))
+    for w in range(6):
+        await relay(bus, box, [f"p{w}:0".encode()], workspace=f"ws{w}")
+    receiver = Receiver()
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
+                           linger=linger)
+    loop = asyncio.get_running_loop()
+    task = await running(consumer)
+    start = loop.time()
+    try:
+        await eventually(lambda: len(receiver.taken) >= 6, timeout=60)
+    finally:
+        await stop(task)
+    assert loop.time() - start < 2.5 * linger
+    assert receiver.by_profile() == {f"p{w}": [0] for w in range(6)}
+    await bus.close()
+
+
 async def test_a_lingering_consumer_hands_a_full_batch_over_at_once(
         prefix: str, box: Box) -> None:
     # A batch of rows does not wait for the linger to end.

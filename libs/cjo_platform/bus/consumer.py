@@ -91,6 +91,7 @@ class _Held:
 
     rows: list[OutboxRow] = field(default_factory=list)
     due: float = 0.0  # loop time of the next try
+    fetched: float = 0.0  # loop time its first rows were fetched: a linger is counted from it
     waits: int = 0  # "later" answers in a row
     attempts: dict[int, int] = field(default_factory=dict)  # refusals per row id
 
@@ -137,10 +138,13 @@ class _Receiving:
     failed call had applied are applied once.
 
     **Linger** (``linger`` seconds, for topics nobody waits on: facts), as Kafka's
-    ``fetch.max.wait.ms``: the first rows of a workspace wait up to that long for the rows the
-    other partitions (and the other producers' rounds) bring, unless a batch of rows is there
-    first, so a relay's round spread over the partitions reaches the receiver as one call, as
-    the outbox forwarder hands it over, not one per partition that came first."""
+    ``fetch.max.wait.ms``: the first rows of a workspace wait, until ``linger`` after they were
+    fetched, for the rows the other partitions (and the other producers' rounds) bring, unless
+    a batch of rows is there first, so a relay's round spread over the partitions reaches the
+    receiver as one call, as the outbox forwarder hands it over, not one per partition that came
+    first. Counted from the fetch, not from the call: a partition hands its fetch's workspaces
+    over one after another, and each waiting a linger of its own would make a round of K
+    workspaces take K lingers (every workspace behind the others' waits)."""
 
     def __init__(self, receive: SendBatch, span: str, max_rows: int,
                  linger: float = 0.0) -> None:
@@ -153,12 +157,15 @@ class _Receiving:
         # Set when a lingering workspace has a batch of rows queued: its call goes at once.
         self._full: dict[str, asyncio.Event] = {}
 
-    async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+    async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow],
+                       fetched: float) -> list[Refusal]:
+        """The receiver's refusals of ``rows``, fetched at loop time ``fetched``."""
         call = _Call(rows, asyncio.get_running_loop().create_future())
         queued = self._queued.setdefault(workspace_id, [])
         queued.append(call)
         if workspace_id not in self._flushing:
-            self._flushing[workspace_id] = asyncio.create_task(self._flush(workspace_id))
+            self._flushing[workspace_id] = asyncio.create_task(
+                self._flush(workspace_id, fetched + self.linger))
         else:
             full = self._full.get(workspace_id)
             if full is not None and self._rows_queued(workspace_id) >= self.max_rows:
@@ -168,13 +175,14 @@ class _Receiving:
     def _rows_queued(self, workspace_id: str) -> int:
         return sum(len(call.rows) for call in self._queued.get(workspace_id, ()))
 
-    async def _gather(self, workspace_id: str) -> None:
-        """Wait up to :attr:`linger` for more rows of the workspace, or a batch of them."""
-        if self._rows_queued(workspace_id) >= self.max_rows:
+    async def _gather(self, workspace_id: str, until: float) -> None:
+        """Wait until loop time ``until`` for more rows of the workspace, or a batch of them."""
+        if (self._rows_queued(workspace_id) >= self.max_rows
+                or until <= asyncio.get_running_loop().time()):
             return
         full = self._full[workspace_id] = asyncio.Event()
         try:
-            async with asyncio.timeout(self.linger):
+            async with asyncio.timeout_at(until):
                 await full.wait()
         except TimeoutError:
             pass
@@ -190,11 +198,11 @@ class _Receiving:
             with contextlib.suppress(BaseException):
                 await task
 
-    async def _flush(self, workspace_id: str) -> None:
+    async def _flush(self, workspace_id: str, until: float) -> None:
         calls: list[_Call] = []
         try:
             if self.linger > 0:
-                await self._gather(workspace_id)
+                await self._gather(workspace_id, until)
             while True:
                 queued = [c for c in self._queued.get(workspace_id, ()) if not c.answer.done()]
                 if not queued:
@@ -444,6 +452,7 @@ class BusConsumer:
                     continue
                 if not msgs:
                     continue  # nothing new
+                fetched = loop.time()
                 fresh: list[str] = []
                 for msg in msgs:
                     sequence, created = _position(msg)
@@ -476,7 +485,7 @@ class BusConsumer:
                     self._msgs[sequence] = msg
                     self._open[sequence] = len(rows)
                     if entry is None:
-                        entry = held[row.workspace_id] = _Held(due=loop.time())
+                        entry = held[row.workspace_id] = _Held(due=fetched, fetched=fetched)
                         fresh.append(row.workspace_id)
                     entry.rows.extend(rows)
                 for workspace_id in fresh:
@@ -562,7 +571,8 @@ class BusConsumer:
         taken_before = self._last_taken
         while entry.rows:
             # At most a batch of rows per call (packed messages carry many rows each).
-            done, stop = await self._deliver(workspace_id, entry.rows[:self.settings.batch])
+            done, stop = await self._deliver(workspace_id, entry.rows[:self.settings.batch],
+                                             entry.fetched)
             del entry.rows[:done]
             if stop is None:
                 continue
@@ -592,19 +602,20 @@ class BusConsumer:
             return
         del held[workspace_id]
 
-    async def _deliver(self, workspace_id: str, rows: Sequence[OutboxRow],
+    async def _deliver(self, workspace_id: str, rows: Sequence[OutboxRow], fetched: float,
                        ) -> tuple[int, _Stop | None]:
-        """Deliver the longest leading run of ``rows`` the receiver takes (refused-for-good
-        rows are dead-lettered on the way); returns how many are done, and why it stopped."""
+        """Deliver the longest leading run of ``rows`` (fetched at loop time ``fetched``) the
+        receiver takes (refused-for-good rows are dead-lettered on the way); returns how many
+        are done, and why it stopped."""
         try:
-            refused = await self._receiving(workspace_id, rows)
+            refused = await self._receiving(workspace_id, rows, fetched)
         except Undeliverable as exc:
             if len(rows) == 1:
                 return 0, _Stop(str(exc) or repr(exc), certain=exc.certain)
-            return await self._halves(workspace_id, rows)
+            return await self._halves(workspace_id, rows, fetched)
         except Later as exc:
             if exc.split and len(rows) > 1:
-                return await self._halves(workspace_id, rows)
+                return await self._halves(workspace_id, rows, fetched)
             return 0, _Stop(str(exc) or repr(exc), later=True)
         except Exception as exc:  # the receiver's database is down: wait, blame nothing
             return 0, _Stop(repr(exc), later=True)
@@ -632,13 +643,13 @@ class BusConsumer:
             return stop, _Stop(by_id[rows[stop].id].error, later=True)
         return len(rows), None
 
-    async def _halves(self, workspace_id: str, rows: Sequence[OutboxRow],
+    async def _halves(self, workspace_id: str, rows: Sequence[OutboxRow], fetched: float,
                       ) -> tuple[int, _Stop | None]:
         half = len(rows) // 2
-        done, stop = await self._deliver(workspace_id, rows[:half])
+        done, stop = await self._deliver(workspace_id, rows[:half], fetched)
         if stop is not None:
             return done, stop
-        more, stop = await self._deliver(workspace_id, rows[half:])
+        more, stop = await self._deliver(workspace_id, rows[half:], fetched)
         return half + more, stop
 
     async def _ack(self, rows: Sequence[OutboxRow]) -> None:
