@@ -22,7 +22,7 @@ from operator import itemgetter
 from typing import Any
 
 import psycopg
-from sqlalchemy import Column, Engine, LargeBinary, Table, event, insert, null
+from sqlalchemy import Column, Connection, Engine, LargeBinary, Table, event, insert, null
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -218,25 +218,34 @@ def _analyze_when_young(session: Session, name: str) -> None:
     known = _WITH_STATISTICS.setdefault(engine, set())
     if name in known:
         return
-    young = session.connection().exec_driver_sql(
-        "SELECT reltuples < 0 FROM pg_class WHERE oid = to_regclass(%(name)s)",
-        {"name": name}).scalar()
-    if not young:
+    if not _never_analyzed(session.connection(), name):
         known.add(name)
         return
 
     def analyze(_: Session) -> None:
         # After the commit: a failure here must not reach the caller as the unit of work's
         # (it committed). SKIP_LOCKED: autovacuum holding the table is analyzing it already.
+        # A skip (another transaction holds the table) is only a WARNING and leaves the table
+        # as young as it was: known only once pg_class says it was analyzed.
         try:
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                 connection.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {name}")
+                analyzed = not _never_analyzed(connection, name)
         except Exception:
             log.warning("analyzing a bulk-loaded table failed", table=name, exc_info=True)
             return
-        known.add(name)
+        if analyzed:
+            known.add(name)
 
     event.listen(session, "after_commit", analyze, once=True)
+
+
+def _never_analyzed(connection: Connection, name: str) -> bool:
+    """Whether the table has no statistics yet (``reltuples`` -1 until the first ANALYZE or
+    VACUUM; False for a table that does not exist)."""
+    return bool(connection.exec_driver_sql(
+        "SELECT reltuples < 0 FROM pg_class WHERE oid = to_regclass(%(name)s)",
+        {"name": name}).scalar())
 
 
 def _bound(columns: Sequence[Column[Any]], rows: Sequence[Sequence[Any]],
