@@ -167,7 +167,7 @@ async def test_a_known_profile_is_read_back_and_a_batch_looked_up_in_one_stateme
     looked_up = [s for s in reads if "erased_identifiers" in s
                  or s.startswith("SELECT events.message_id")]
     assert len(looked_up) == 1, looked_up
-    assert " identifiers AS t " in looked_up[0] and " events AS e " in looked_up[0]
+    assert " identifiers AS t " in looked_up[0] and " events AS t " in looked_up[0]
     read_back = [s for s in reads if READ_BACK in s or s.startswith(SEPARATE_READ_BACKS)]
     assert len(read_back) == 1 and READ_BACK in read_back[0], read_back
     sent = forwarded(tx)

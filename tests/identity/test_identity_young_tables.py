@@ -3,7 +3,10 @@ identifier of the workspace per key through the workspace's cluster index: in a 
 second batch (PostgreSQL planned it so for tables that had no statistics yet, until
 autovacuum's first pass: 2.3 s for a 1,000-event batch instead of a few ms), and in a new
 workspace's second batch in a table whose statistics know other workspaces only (planned so
-for as long as the statistics did not know the workspace: a new tenant's import quadratic)."""
+for as long as the statistics did not know the workspace: a new tenant's import quadratic).
+The same holds for the events already stored under the batch's message ids (the look-up's
+third branch), probed by the unique (workspace_id, message_id) per id, not every event of the
+workspace read through ix_events_profile_time and filtered by the ids."""
 
 from __future__ import annotations
 
@@ -35,9 +38,13 @@ async def second_batch_plans(identity: Identity, workspace_id: str) -> list[str]
         metadata=as_service(workspace_id))
     assert all(r.event_id for r in reply.results)
     wanted = {Identifier("user_id", f"{workspace_id}-second-u{i}") for i in range(BATCH)}
+    # The second batch's message ids, and the first's (a retry): the events already stored
+    # under them are the look-up's third branch.
+    message_ids = {m.message_id for m in visits(f"{workspace_id}-second")} | {
+        m.message_id for m in visits(f"{workspace_id}-first")}
     return [plan for _, plan in plans(
         identity.app.db,
-        lambda session: profiles.first_reads(session, workspace_id, wanted, set()),
+        lambda session: profiles.first_reads(session, workspace_id, wanted, message_ids),
         "identifiers")]
 
 
@@ -45,8 +52,13 @@ def assert_probed_by_key(identity: Identity, found: list[str]) -> None:
     for plan in found:
         if identity.app.db.is_sqlite:
             assert "SCAN t" not in plan, plan
+            assert "(workspace_id=? AND message_id=?)" in plan, plan
         else:
             assert "identifiers_pkey" in plan and "ix_identifiers_cluster" not in plan, plan
+            # The events already stored under the batch's message ids: by the unique
+            # (workspace_id, message_id), not every event of the workspace through the index
+            # on (workspace_id, profile_id, ...) filtered by the message ids.
+            assert "uq_events_message" in plan and "ix_events_profile_time" not in plan, plan
 
 
 async def test_the_second_batchs_owners_are_probed_by_the_primary_key(

@@ -137,17 +137,7 @@ def _owners_lookup(dialect: str) -> Executable:
 
 def _lookup_sql(dialect: str, table: str, picked: str) -> str:
     if dialect == "postgresql":
-        # The workspace comes from a subquery (OFFSET 0 keeps it one), not as a constant: the
-        # planner then rates "workspace_id = w.id" by the table's number of workspaces, not by
-        # the statistics of this one, which know nothing of a workspace newer than them; with
-        # a constant, both a new workspace's probe by the primary key and a scan of its
-        # cluster index came out at one row, and the planner took the scan, filtering every
-        # identifier of the workspace per key.
-        return (f"SELECT x.* FROM (SELECT CAST(:workspace_id AS text) AS id OFFSET 0) AS w "
-                f"CROSS JOIN unnest(CAST(:types AS text[]), CAST(:values AS text[])) "
-                f"AS k(type, value) CROSS JOIN LATERAL (SELECT {picked} FROM {table} AS t "
-                f"WHERE t.workspace_id = w.id AND t.type = k.type "
-                f"AND t.value = k.value OFFSET 0) AS x")
+        return _pg_probes(table, picked, {"type": "types", "value": "values"})
     # The pairs as one JSON array parameter, not an IN list of one parameter each: the
     # statement is then the same for any batch (compiled once, not expanded per value), and
     # SQLite probes the primary key once per pair (json_each is the outer loop).
@@ -165,15 +155,37 @@ def _lookup_text(dialect: str, sql: str) -> Executable:
     return text(sql)
 
 
+def _pg_probes(table: str, picked: str, keys: dict[str, str]) -> str:
+    """PostgreSQL's look-up of ``table``'s rows of the workspace whose ``keys`` (column:
+    array parameter) match one element of the arrays: one probe of the index on
+    (workspace_id, *keys) per element.
+
+    The workspace comes from a subquery (OFFSET 0 keeps it one), not as a constant: the
+    planner then rates "workspace_id = w.id" by the table's number of workspaces, not by the
+    statistics of this one, which know nothing of a workspace newer than them; with a
+    constant, both a new workspace's probe by the key's index and a scan of another index
+    with the workspace as prefix came out at one row, and the planner took the scan,
+    filtering every row of the workspace per key. The lateral subquery (OFFSET 0 again) keeps
+    the planner from flattening the probes into a join over the workspace."""
+    arrays = ", ".join(f"CAST(:{parameter} AS text[])" for parameter in keys.values())
+    match = " AND ".join(f"t.{column} = k.{column}" for column in keys)
+    return (f"SELECT x.* FROM (SELECT CAST(:workspace_id AS text) AS id OFFSET 0) AS w "
+            f"CROSS JOIN unnest({arrays}) AS k({', '.join(keys)}) "
+            f"CROSS JOIN LATERAL (SELECT {picked} FROM {table} AS t "
+            f"WHERE t.workspace_id = w.id AND {match} OFFSET 0) AS x")
+
+
 def _earlier_sql(dialect: str) -> str:
     """The events already stored under the message ids of ``:keys`` (see keys_param), in the
     columns of :func:`_first_reads_lookup`."""
-    keys = ("ANY(CAST(:keys AS text[]))" if dialect == "postgresql"
-            else "(SELECT value FROM json_each(:keys))")
-    in_keys = f"= {keys}" if dialect == "postgresql" else f"IN {keys}"
-    return (f"SELECT 'seen' AS kind, e.message_id, e.event_id, e.profile_id, NULL "
-            f"FROM {events.name} AS e WHERE e.workspace_id = :workspace_id "
-            f"AND e.message_id {in_keys}")
+    picked = "'seen' AS kind, t.message_id, t.event_id, t.profile_id, NULL"
+    if dialect == "postgresql":
+        # Probed by uq_events_message, also for a workspace the statistics do not know (with
+        # "workspace_id = :workspace_id AND message_id = ANY(:keys)" PostgreSQL read such a
+        # workspace's events through ix_events_profile_time, filtering each by the keys).
+        return _pg_probes(events.name, picked, {"message_id": "keys"})
+    return (f"SELECT {picked} FROM {events.name} AS t WHERE t.workspace_id = :workspace_id "
+            f"AND t.message_id IN (SELECT value FROM json_each(:keys))")
 
 
 @cache
