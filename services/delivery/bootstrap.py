@@ -26,7 +26,7 @@ from cjo_delivery.adapters.tables import metadata
 from cjo_delivery.adapters.webhooks.receiver import ProviderWebhooks
 from cjo_delivery.api.servicer import DeliveryServicer
 from cjo_delivery.domain.engagement import Engagement
-from cjo_delivery.domain.messages import ORDER_HOLD, Message
+from cjo_delivery.domain.messages import Message
 from cjo_delivery.domain.providers import valid_from
 from cjo_delivery.service_layer.engagement import record_engagement
 from cjo_delivery.service_layer.provider_webhooks import ProviderReports
@@ -97,8 +97,6 @@ def load_sender_settings(env: Env) -> SenderSettings:
         breaker_cool_down=timedelta(seconds=env.float("CJO_DELIVERY_BREAKER_COOL_DOWN_SECONDS",
                                                       30.0, minimum=0.0)),
         forward_to_decisioning=env.bool("CJO_DELIVERY_FORWARD_TO_DECISIONING", True),
-        order_hold=timedelta(seconds=env.float("CJO_DELIVERY_ORDER_HOLD_SECONDS",
-                                               ORDER_HOLD.total_seconds(), minimum=0.0)),
         consent_patience=timedelta(milliseconds=env.float("CJO_DELIVERY_CONSENT_PATIENCE_MS",
                                                           1000.0, minimum=0.0,
                                                           maximum=60000.0)),

@@ -228,10 +228,8 @@ async def test_the_claim_reads_messages_not_final_through_their_indexes(
     """On PostgreSQL the claim walks the pending messages in queue order through
     ``ix_messages_queue`` and stops at its limit (no scan of the table, no sort of every due
     message), and looks up a profile's earlier messages through ``ix_messages_pending`` (not
-    the profile's whole history), for each candidate both before its limit and after (not by
-    reading every message leased or waiting for a retry, a provider outage's whole backlog,
-    for each claim); SQLite reads the other processes' live leases and the messages waiting for
-    their next attempt once, through ``ix_messages_lease`` and ``ix_messages_due``."""
+    the profile's whole history); SQLite reads the other processes' live leases once, through
+    ``ix_messages_lease``."""
     clock = ManualClock()
     app = delivery_app(backend, free_port(), clock)
     await app.db.run(app.migrate)
@@ -244,10 +242,8 @@ async def test_the_claim_reads_messages_not_final_through_their_indexes(
                     session, "ws-a", [new(f"k{i}", f"p{i % 50}")
                                       for i in range(start, start + 500)],
                     clock.now(), "", lambda: next(ids))
-            session.execute(update(messages).where(messages.c.queue_order % 4 == 0)
+            session.execute(update(messages).where(messages.c.queue_order % 10 != 0)
                             .values(status="sent", sent_time=clock.now()))
-            session.execute(update(messages).where(messages.c.queue_order % 20 == 0)
-                            .values(next_attempt_time=clock.now() + timedelta(seconds=30)))
             if backend.kind == "postgresql":
                 session.execute(text("ANALYZE messages"))
         now = clock.now()
@@ -262,10 +258,9 @@ async def test_the_claim_reads_messages_not_final_through_their_indexes(
         assert "Seq Scan on messages" not in plan and "SCAN messages\n" not in plan + "\n", plan
         if backend.kind == "postgresql":
             assert "ix_messages_queue" in plan and "Sort" not in plan, plan
-            assert plan.count("ix_messages_pending") == 2, plan
+            assert "ix_messages_pending" in plan, plan
         else:  # no statistics: it takes the due ones and sorts them, and reads the leases once
             assert "USING INDEX ix_messages_lease (status=? AND lease_until>?)" in plan, plan
-            assert "USING INDEX ix_messages_due (status=? AND next_attempt_time>?)" in plan, plan
 
 
 async def test_sqlites_trigger_numbering_new_messages_exists_at_the_head_revision(

@@ -161,11 +161,8 @@ async def test_a_send_that_fails_gives_its_cap_slot_back(backend: Backend) -> No
     # The first call fails for a while (500); every later one is accepted.
     flaky = HttpSink(script=[Answer(500, {"error": "busy"})])
     with http_sink(flaky) as sink:
-        # A message waiting for its retry holds its profile's next one back for the order
-        # hold (test_delivery_retry_order.py); none here, so the next one can use the slot.
         async with replicas(backend, clock, replica_count(backend),
-                            CJO_DELIVERY_BREAKER_FAILURES="100",
-                            CJO_DELIVERY_ORDER_HOLD_SECONDS="0") as stubs:
+                            CJO_DELIVERY_BREAKER_FAILURES="100") as stubs:
             stub = stubs[0]
             await stub.CreateProvider(pb.CreateProviderRequest(provider=sms_provider(sink.url)),
                                       metadata=WS)

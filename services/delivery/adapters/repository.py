@@ -27,7 +27,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from cjo_delivery.adapters.tables import cap_locks, inbox_messages, messages, suppressions
 from cjo_delivery.domain.addresses import canonical_email
 from cjo_delivery.domain.messages import (
-    ORDER_HOLD,
     Accepted,
     Channel,
     Claim,
@@ -159,46 +158,19 @@ def _leased_elsewhere(t: Any) -> ColumnElement[bool]:
                 t.c.lease_holder != bindparam("holder"))
 
 
-def _waiting(t: Any) -> ColumnElement[bool]:
-    """Messages of ``t`` (an alias) put back to wait before their next attempt (a send retry's
-    backoff, the wait after identity could not answer for consent, a provider's rate-limit
-    turn): QUEUED and due later. Only those queued after ``order_since``: one still waiting
-    long after it was queued (identity unable to answer for its workspace all along) no longer
-    holds its profile up. Deferred messages (quiet hours, a frequency cap) wait on a policy of
-    their own, which the profile's later messages meet on their own, or are exempt from
-    (transactional ones): they hold nothing up."""
-    return and_(t.c.status == MessageStatus.QUEUED.value,
-                t.c.next_attempt_time > bindparam("now"),
-                t.c.create_time > bindparam("order_since"))
-
-
-def _earlier_ones(candidate: Any, earlier: Any) -> tuple[ColumnElement[bool], ...]:
-    """The messages of the candidate's profile queued before it (``earlier``, an alias). The
-    status list repeats the predicate of ``ix_messages_pending`` (literally: a bound list does
-    not match it), so the look-up is that index's, not the SENDING messages of
-    ``ix_messages_lease`` (a backlog's every claimed message, for each candidate)."""
-    return (earlier.c.workspace_id == candidate.c.workspace_id,
-            earlier.c.profile_id == candidate.c.profile_id,
-            earlier.c.status.in_(_PENDING_LITERALLY),
-            earlier.c.queue_order < candidate.c.queue_order)
-
-
 def _ahead(candidate: Any, earlier: Any, why: ColumnElement[bool]) -> ColumnElement[bool]:
     """Whether a message of the candidate's profile queued before it (``earlier``, an alias) is
-    in its way: one that is ``why``. Messages to no profile keep no order."""
-    return exists().where(candidate.c.profile_id != "", *_earlier_ones(candidate, earlier), why)
-
-
-def _none_ahead(candidate: Any, earlier: Any, why: ColumnElement[bool]) -> ColumnElement[bool]:
-    """``~_ahead``, looked up for each candidate as the walk in queue order reaches it (a
-    scalar subquery, which PostgreSQL never turns into a join): through
-    ``ix_messages_pending``, the few pending messages of the candidate's profile. As a NOT
-    EXISTS, PostgreSQL may join the candidates against every message that is ``why`` instead,
-    read in full for each claim and compared with each candidate: a backlog waiting for its
-    retries (a provider down) is thousands (390 ms per claim of 100 from 10,000 waiting)."""
-    return ~exists(select(literal_column("1"))
-                   .where(candidate.c.profile_id != "", *_earlier_ones(candidate, earlier), why)
-                   .offset(0))
+    in its way: one that is ``why``. Messages to no profile keep no order. The status list
+    repeats the predicate of ``ix_messages_pending`` (literally: a bound list does not match
+    it), so the look-up is that index's, not the SENDING messages of ``ix_messages_lease`` (a
+    backlog's every claimed message, for each candidate)."""
+    return exists().where(
+        candidate.c.profile_id != "",
+        earlier.c.workspace_id == candidate.c.workspace_id,
+        earlier.c.profile_id == candidate.c.profile_id,
+        earlier.c.status.in_(_PENDING_LITERALLY),
+        earlier.c.queue_order < candidate.c.queue_order,
+        why)
 
 
 _CLAIMED_COLUMNS = (
@@ -210,12 +182,12 @@ _SENDING = {"status": MessageStatus.SENDING.value, "attempts": m.attempts + 1,
             "lease_until": bindparam("lease"), "lease_holder": bindparam("holder"),
             "update_time": bindparam("now"), "cap_time": None}
 _EARLIER = messages.alias("earlier")
-# The due messages no other sender process's live lease and no message put back to wait holds
-# back, oldest queued first: both are checked before the limit, so a profile held back (by a
-# replica that crashed mid-way, for the whole lease; by a retry's backoff) never fills a claim
-# with messages it then drops, for every workspace. ``ix_messages_queue`` walks them in queue
-# order. ``leaving``: without the messages of the workspaces bound as ``leave`` (the sender's
-# round is still waiting for identity's consent answer for them).
+# The due messages no other sender process's live lease holds back, oldest queued first: the
+# lease is checked before the limit, so a profile held back (by a replica that crashed mid-way,
+# for the whole lease) never fills a claim with messages it then drops, for every workspace.
+# ``ix_messages_queue`` walks them in queue order. ``leaving``: without the messages of the
+# workspaces bound as ``leave`` (the sender's rounds are waiting for identity's consent answer
+# for them).
 
 
 def _due_first(*columns: Any, unblocked: ColumnElement[bool], leaving: bool) -> Select[Any]:
@@ -227,17 +199,15 @@ def _due_first(*columns: Any, unblocked: ColumnElement[bool], leaving: bool) -> 
 
 def _claim_picked(leaving: bool) -> Update:
     """PostgreSQL: one statement. Those due messages (no earlier message of the profile under
-    another process's lease or waiting for its next attempt: ``ix_messages_pending`` looks the
-    profile's up), locked with SKIP LOCKED (another sender's claim skips what this one holds),
-    and of those the ones no message of their profile queued before them is in the way of: due
-    and not picked here (so locked by another sender's claim, whose transaction this one does
-    not see; or held back itself, then by the same lease or wait). The statement sees the table
-    as it was when it began, so a message another sender claims meanwhile still counts as due
-    and not picked: it holds back, never lets through."""
+    another process's lease: ``ix_messages_pending`` looks the profile's up), locked with SKIP
+    LOCKED (another sender's claim skips what this one holds), and of those the ones no
+    message of their profile queued before them is in the way of: due and not picked here (so
+    locked by another sender's claim, whose transaction this one does not see; or held back
+    itself, then by the same lease). The statement sees the table as it was when it began, so
+    a message another sender claims meanwhile still counts as due and not picked: it holds
+    back, never lets through."""
     picked = (_due_first(m.workspace_id, m.message_id, m.profile_id, m.queue_order,
-                         unblocked=_none_ahead(messages, _EARLIER,
-                                               or_(_leased_elsewhere(_EARLIER),
-                                                   _waiting(_EARLIER))),
+                         unblocked=~_ahead(messages, _EARLIER, _leased_elsewhere(_EARLIER)),
                          leaving=leaving)
               .with_for_update(skip_locked=True).cte("picked"))
     also_picked = picked.alias("also_picked")  # the picked rows again, not the one at hand
@@ -252,19 +222,17 @@ def _claim_picked(leaving: bool) -> Update:
 _ROWID: ColumnElement[int] = literal_column("messages.rowid", Integer)
 _HELD = (select(_EARLIER.c.workspace_id, _EARLIER.c.profile_id,
                 func.min(_EARLIER.c.queue_order).label("first"))
-         .where(or_(_leased_elsewhere(_EARLIER), _waiting(_EARLIER)),
-                _EARLIER.c.profile_id != "")
+         .where(_leased_elsewhere(_EARLIER), _EARLIER.c.profile_id != "")
          .group_by(_EARLIER.c.workspace_id, _EARLIER.c.profile_id).subquery("held"))
 
 
 def _claim_due(leaving: bool) -> Update:
     """SQLite (one writer, no row locks): one statement too. The profiles another process's
-    live lease or a message waiting for its next attempt holds, from their first such message
-    on, read once (``ix_messages_lease``, ``ix_messages_due``) rather than a look-up per due
-    message (SQLite sorts every due message: each a probe of the profile's pending ones, 140 ms
-    of CPU per claim of 500 from a 10,000 backlog). Every due message of a profile queued
-    before a candidate is among the candidates (or held back itself, then by the same lease or
-    wait), so nothing else can be in the way."""
+    live lease holds, from their first such message on, read once (``ix_messages_lease``)
+    rather than a look-up per due message (SQLite sorts every due message: each a probe of the
+    profile's pending ones, 140 ms of CPU per claim of 500 from a 10,000 backlog). Every due
+    message of a profile queued before a candidate is among the candidates (or held back
+    itself, then by the same lease), so nothing else can be in the way."""
     return update(messages).where(_ROWID.in_(
         select(_due_first(_ROWID.label("id"),
                           unblocked=or_(_HELD.c.first.is_(None), m.queue_order < _HELD.c.first),
@@ -282,28 +250,21 @@ _CLAIMS = {(sqlite, leaving): (_claim_due if sqlite else _claim_picked)(leaving)
 
 
 def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int, *,
-              holder: str, order_since: datetime | None = None,
-              leave: Collection[str] = ()) -> list[Claim]:
+              holder: str, leave: Collection[str] = ()) -> list[Claim]:
     """Take up to ``limit`` due messages for the sender process ``holder``: QUEUED ones whose
     time has come and SENDING ones whose sender's lease ran out, in the order they were queued.
 
     A profile's message is taken only when no message of the profile queued before it is in
-    its way (being sent by another process, due and not taken now, or put back to wait for its
-    next attempt: a retry, identity's consent answer, a rate limit): replicas never send a
-    profile's messages at once nor out of queue order. Messages that ended (sent, failed,
-    suppressed, canceled) hold nothing up, nor does a deferred one (quiet hours, a frequency
-    cap: the later ones meet those policies themselves) or one queued before ``order_since``
-    (by default :data:`~cjo_delivery.domain.messages.ORDER_HOLD` ago: still waiting that long
-    after, it no longer holds the profile up). The holder's own messages under way are not in
+    its way (being sent by another process, or due and not taken now): replicas never send a
+    profile's messages at once nor out of queue order. A message waiting for a retry or a
+    deferral holds nothing up (it is due later). The holder's own messages under way are not in
     the way: its rounds keep their order in the process (send_round.ProfileTurns). The
     messages of the workspaces in ``leave`` are not taken.
     Row locks with SKIP LOCKED let several senders share the table on PostgreSQL without
     waiting on each other; SQLite (one writer) claims in one statement too."""
     statement = _CLAIMS[(session.get_bind().dialect.name == "sqlite", bool(leave))]
     parameters: dict[str, Any] = {"now": now, "limit": limit, "lease": lease_until,
-                                  "holder": holder,
-                                  "order_since": (now - ORDER_HOLD if order_since is None
-                                                  else order_since)}
+                                  "holder": holder}
     if leave:
         parameters["leave"] = sorted(leave)
     claimed = session.execute(statement, parameters).all()

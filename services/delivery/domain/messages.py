@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from cjo_delivery.domain.addresses import is_plausible_email
@@ -54,13 +54,6 @@ class MessageStatus(StrEnum):
     DELIVERED = "delivered"
     BOUNCED = "bounced"
 
-
-ORDER_HOLD = timedelta(hours=1)
-"""How long after it was queued a message put back to wait for its next attempt (a retry's
-backoff, identity's consent answer, a rate limit) still holds its profile's later messages
-back (CJO_DELIVERY_ORDER_HOLD_SECONDS). The default retry policy's whole course takes under ten
-minutes; a message still waiting after an hour (identity unable to answer for its workspace all
-along) no longer keeps the profile's receipts and later messages from going out."""
 
 FINAL_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED,
                             MessageStatus.DELIVERED, MessageStatus.BOUNCED})

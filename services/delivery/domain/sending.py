@@ -127,16 +127,10 @@ def after_success(attempts: int, provider_message_id: str, provider_id: str = ""
     return Transition(MessageStatus.SENT, attempts, None, "", provider_message_id, provider_id)
 
 
-def retried(attempts: int, error: ProviderError, policy: RetryPolicy) -> bool:
-    """Whether a message whose attempt number ``attempts`` failed with ``error`` is tried
-    again (queued for later) rather than given up on."""
-    return error.transient and not policy.exhausted(attempts)
-
-
 def after_failure(attempts: int, error: ProviderError, policy: RetryPolicy, now: datetime,
                   rng: random.Random) -> Transition:
     text = truncate_error(error.message)
-    if retried(attempts, error, policy):
+    if error.transient and not policy.exhausted(attempts):
         wait = policy.delay(attempts, rng)
         if error.retry_after is not None:  # the provider said how long; never come back sooner
             wait = max(wait, timedelta(seconds=error.retry_after))

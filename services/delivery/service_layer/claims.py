@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cjo_delivery.adapters import repository, round_context
-from cjo_delivery.domain.messages import ORDER_HOLD, Channel, Claim
+from cjo_delivery.domain.messages import Channel, Claim
 from cjo_delivery.domain.policies import DeliveryPolicy
 from cjo_delivery.domain.providers import ProviderConfig
 from cjo_platform.db.unit_of_work import UnitOfWork
@@ -30,14 +30,13 @@ class RoundContext:
 
 
 def claim_due(uow: UnitOfWork, now: datetime, lease: timedelta, batch_size: int,
-              box: SecretBox, holder: str, *, order_hold: timedelta = ORDER_HOLD,
+              box: SecretBox, holder: str, *,
               leave: Collection[str] = ()) -> tuple[list[Claim], RoundContext]:
     """Take up to ``batch_size`` due messages, SENDING under a lease until ``now + lease`` held
     by the sender process ``holder``, with their context: one transaction (one commit) for
-    both, the context only read. A message put back to wait holds its profile's later ones back
-    for ``order_hold`` after it was queued; the workspaces in ``leave`` are not claimed from."""
+    both, the context only read; the workspaces in ``leave`` are not claimed from."""
     claims = repository.claim_due(uow.session, now, now + lease, batch_size, holder=holder,
-                                  order_since=now - order_hold, leave=leave)
+                                  leave=leave)
     return claims, load_context(uow, claims, box)
 
 

@@ -22,20 +22,18 @@ A message still waiting for a send slot when half its lease has passed goes back
 too, instead of being handed over so late that the lease could run out during the call.
 
 Claims take each profile's messages in the order they were queued, and none while one queued
-before it is with another process or put back to wait for its next attempt
-(adapters/repository.claim_due). Rounds of one process
+before it is with another process (adapters/repository.claim_due). Rounds of one process
 overlap (workers/sender.py), so a profile's messages may be in two of them at once; in one
 process they still go to the providers in the order they were claimed:
 each waits, before taking a send slot, until the attempt of the profile's message claimed
 before it (in its round or an earlier one) has ended (:class:`ProfileTurns`), and goes back
-unsent when that one went back (given back, or put back to wait for a retry, for identity's
-consent answer or a rate limit).
+unsent when that one was given back.
 
 Before any provider call, each claimed message passes the workspace's policies: consent (asked
 of identity in one batch call per workspace and round, every workspace at once and once: the
 round goes on in waves as the answers come in, so a workspace whose answer is slow or fails
-holds back only its own messages; a round waiting only for such an answer lets the next start,
-and claims leave a workspace that many rounds wait for: workers/sender.py), the suppression
+holds back only its own messages; a round waiting only for such answers lets the next start,
+and claims leave a workspace that ``rounds`` rounds wait for: workers/sender.py), the suppression
 list, quiet hours and frequency caps. It may end SUPPRESSED, or wait DEFERRED, instead.
 Frequency caps hold across every sender replica: a capped message reserves its slot in the
 database (service_layer/caps.py). Email falls back to the deployment's SMTP server when the
@@ -70,7 +68,7 @@ from opentelemetry.trace import Status, StatusCode
 from cjo_delivery.adapters.contents import decode_outgoing
 from cjo_delivery.adapters.routes import Route, Routes
 from cjo_delivery.domain import failover
-from cjo_delivery.domain.messages import ORDER_HOLD, Claim, Message, MessageStatus
+from cjo_delivery.domain.messages import Claim, Message
 from cjo_delivery.domain.policies import (
     ConsentDecision,
     ConsentDirectory,
@@ -86,7 +84,6 @@ from cjo_delivery.domain.sending import (
     after_success,
     rate_limited,
     released,
-    retried,
 )
 from cjo_delivery.service_layer import caps
 from cjo_delivery.service_layer.breakers import SharedBreakers
@@ -129,9 +126,6 @@ class SenderSettings:
     record_linger: timedelta = timedelta(milliseconds=10)
     # Exposures of decisions for decisioning (CJO_DELIVERY_FORWARD_TO_DECISIONING).
     forward_to_decisioning: bool = True
-    # How long after it was queued a message put back to wait still holds its profile's later
-    # messages back (CJO_DELIVERY_ORDER_HOLD_SECONDS; domain/messages.ORDER_HOLD).
-    order_hold: timedelta = ORDER_HOLD
     # How long a round waits for a workspace's consent answer before it lets the sender start
     # the next round without it (CJO_DELIVERY_CONSENT_PATIENCE_MS): see workers/sender.py.
     consent_patience: timedelta = timedelta(seconds=1)
@@ -145,16 +139,6 @@ class _Outcome:
     error: ProviderError | None = None
     released: bool = False
     decided: Transition | None = None  # set when a policy or a rate limit, not a call, decided
-
-    def goes_back(self, retry: RetryPolicy) -> bool:
-        """Whether the message goes back to the queue unsent: given back, put back to wait (a
-        retry, identity's consent answer, a rate limit). Its profile's next messages must then
-        not go before it (nor, in the claims, while it waits: adapters/repository.claim_due)."""
-        if self.decided is not None:
-            return self.decided.status is MessageStatus.QUEUED
-        if self.error is not None:
-            return retried(self.claim.attempts, self.error, retry)
-        return self.released
 
 
 LinkMaker = Callable[[Claim], tuple[str, Callable[[str], str] | None]]
@@ -212,8 +196,8 @@ def _forget(task: asyncio.Task[_Answers]) -> None:
 @dataclass
 class _Turn:
     """A claimed message's place among its profile's messages in this process. ``done``'s
-    result: the message's id if it went back unsent (given back, put back to wait, or left to
-    its lease), else None: the profile's next messages must then not go before it, and go back
+    result: the message's id if it went back unsent (given back, or left to its lease), else
+    None: the profile's next messages must then not go before it, and go back
     too."""
 
     after: asyncio.Future[str | None] | None  # the attempt of the message claimed before it
@@ -224,7 +208,7 @@ class ProfileTurns:
     """The order of each profile's claimed messages in this process, across overlapping rounds:
     a message is handed to a provider only once the one claimed before it is through, and not
     at all while one before it went back unsent and that is not yet recorded (until then the
-    claims do not see it waiting: it is still SENDING under this process's own lease)."""
+    claims do not see it given back: it is still SENDING under this process's own lease)."""
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, str], asyncio.Future[str | None]] = {}
@@ -302,8 +286,9 @@ class SendRound:
         self.breakers = SharedBreakers(transactions, trial_lease=settings.lease,
                                        signals=signals)
         self.stopping = False
-        # Workspaces whose consent answer a round that let the next ones start is waiting for
-        # (a count of such rounds each): claims leave their messages while ``rounds`` wait.
+        # Workspaces whose consent answer rounds that let the next ones start are waiting for
+        # (a count of such rounds each, whatever other workspaces they wait for): claims leave
+        # a workspace's messages while ``rounds`` of them wait.
         self._leaving: Counter[str] = Counter()
         # This process's leases (messages.lease_holder): its own messages under way do not
         # hold up the next ones of their profile in its claims (self.turns orders them). A
@@ -319,7 +304,7 @@ class SendRound:
     async def run(self, on_claimed: Callable[[Sequence[Claim]], None] | None = None,
                   expected: Mapping[str, Collection[ConsentQuery]] | None = None,
                   on_attempted: Callable[[], None] | None = None,
-                  on_waiting: Callable[[], None] | None = None) -> int:
+                  on_waiting: Callable[[], bool] | None = None) -> int:
         """Claim one batch of due messages and send it; returns how many were claimed.
         ``on_claimed`` is told which as soon as the claim committed (the sender then claims
         the next batch while this one is sent). ``expected``: the consent questions, by
@@ -327,8 +312,9 @@ class SendRound:
         called once every claimed message's attempt ended, before the last outcomes are
         recorded (the sender may then claim again). ``on_waiting`` is called when, after
         ``consent_patience``, all the round still has to send waits for the consent answer of
-        some workspaces: the sender may start the next round (and the claims leave a workspace
-        that ``rounds`` rounds wait for)."""
+        some workspaces: it answers whether the sender started the next round (then the round
+        counts as waiting for each of those workspaces, and the claims leave a workspace that
+        ``rounds`` rounds wait for)."""
         if self.stopping:
             return 0
         now = self.clock.now()
@@ -343,8 +329,7 @@ class SendRound:
         try:
             claims, context = await self.transactions.run(
                 lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
-                                      self.secret_box, self.holder,
-                                      order_hold=settings.order_hold, leave=leave))
+                                      self.secret_box, self.holder, leave=leave))
             turns = self.turns.take(claims)
             if on_claimed is not None:
                 on_claimed(claims)
@@ -360,7 +345,7 @@ class SendRound:
                     turns: dict[str, _Turn], now: datetime,
                     early: Mapping[str, asyncio.Task[_Answers]],
                     on_attempted: Callable[[], None] | None,
-                    on_waiting: Callable[[], None] | None = None) -> int:
+                    on_waiting: Callable[[], bool] | None = None) -> int:
         """Send the round's claims in waves, one per set of workspaces whose consent came in
         together (every workspace is asked at once, and a workspace whose answer is slow or
         fails holds only its own messages), recording the outcomes of every wave as they come
@@ -391,7 +376,7 @@ class SendRound:
     async def _waves(self, claims: Sequence[Claim], context: RoundContext,
                      turns: dict[str, _Turn], now: datetime,
                      early: Mapping[str, asyncio.Task[_Answers]],
-                     arrivals: _Arrivals, on_waiting: Callable[[], None] | None) -> None:
+                     arrivals: _Arrivals, on_waiting: Callable[[], bool] | None) -> None:
         by_workspace: dict[str, list[Claim]] = defaultdict(list)
         for claim in claims:
             by_workspace[claim.workspace_id].append(claim)
@@ -428,23 +413,25 @@ class SendRound:
     async def _wait_for_slow_consent(self, asking: Mapping[str, asyncio.Task[object]],
                                      by_workspace: Mapping[str, Sequence[Claim]], claimed: int,
                                      arrivals: _Arrivals,
-                                     on_waiting: Callable[[], None] | None) -> None:
+                                     on_waiting: Callable[[], bool] | None) -> None:
         """When, after ``consent_patience``, every claim of the round has been attempted but
         those of workspaces whose consent answer is still awaited: ``on_waiting`` lets the next
-        round start, and once ``rounds`` rounds wait for one workspace's answers, the claims of
-        this process leave its messages until one came (so a slow workspace is in at most that
-        many rounds waiting aside, not in every claim). Their claimed messages stay with this
+        round start, and once ``rounds`` rounds wait aside for one workspace's answers, the
+        claims of this process leave its messages until one came. Counted by workspace, not
+        overall: a slow workspace is in at most about that many rounds waiting aside, and any
+        number of slow workspaces each hold back only their own messages (a limit on all
+        waiting rounds together let two slow workspaces, each below it, fill it and keep every
+        round's place for identity's 10 s timeout). Their claimed messages stay with this
         round (SENDING under its lease: the profiles' later messages wait for them on every
         replica)."""
         await asyncio.wait(asking.values(),
                            timeout=self.settings.consent_patience.total_seconds())
         while waiting := [w for w, task in asking.items() if not task.done()]:
             if arrivals.attempted + sum(len(by_workspace[w]) for w in waiting) >= claimed:
-                for workspace in waiting:
-                    self._leaving[workspace] += 1
-                    asking[workspace].add_done_callback(partial(self._left, workspace))
-                if on_waiting is not None:
-                    on_waiting()
+                if on_waiting is not None and on_waiting():
+                    for workspace in waiting:
+                        self._leaving[workspace] += 1
+                        asking[workspace].add_done_callback(partial(self._left, workspace))
                 return
             arrivals.progress.clear()
             progress = asyncio.create_task(arrivals.progress.wait())
@@ -584,7 +571,7 @@ class SendRound:
                 else:
                     outcome = await self._attempt(claim, context, grants, hand_over_by)
             finally:
-                self.turns.end(claim, turn, unsent=outcome.goes_back(self.settings.retry))
+                self.turns.end(claim, turn, unsent=outcome.released)
             arrivals.add(outcome)
 
         async def after_turn(claim: Claim, turn: _Turn,

@@ -12,9 +12,9 @@ into one claim when the next round ends.
 
 A round whose only messages left wait for a workspace's consent answer, ``consent_patience``
 after it asked (identity slow for that workspace: its timeout is 10 s), gives its place to the
-next round (at most ``rounds`` such rounds beside the others); once ``rounds`` rounds wait for
-one workspace, this process's claims leave its messages until an answer came: a slow workspace
-cannot take every round's place, and the rounds it is not in are not slowed by it.
+next round; once ``rounds`` rounds wait aside for one workspace, this process's claims leave
+its messages until an answer came. Counted by workspace: any number of slow workspaces each
+take at most about ``rounds`` rounds aside, never a place of the rounds they are not in.
 
 Messages queued in this process are announced to it with their consent questions
 (:meth:`Sender.expect`): the round that the wake-up starts asks identity about them while it
@@ -45,9 +45,6 @@ class Sender(PollingWorker):
         super().__init__(send_round.settings.poll_seconds, _MAX_ROUND_BACKOFF)
         self.send_round = send_round
         self._rounds = asyncio.Semaphore(send_round.settings.rounds)
-        # Rounds that let the next ones start while they wait for a slow consent answer: at
-        # most ``rounds`` more (beyond that, such a round keeps its place).
-        self._waiting_rounds = 0
         self._under_way: set[asyncio.Task[None]] = set()
         # Consent questions of messages queued here since the last claim, by workspace.
         self._expected: dict[str, set[ConsentQuery]] = defaultdict(set)
@@ -99,7 +96,7 @@ class Sender(PollingWorker):
             if not claimed.done():
                 claimed.set_result(len(claims))
 
-        freed = waiting = False
+        freed = False
 
         def free() -> None:
             # Every message of the round was attempted: recording the last outcomes (and
@@ -109,14 +106,14 @@ class Sender(PollingWorker):
                 freed = True
                 self._rounds.release()
 
-        def wait_aside() -> None:
-            # All the round has left to send waits for a slow workspace's consent answer
-            # (claims leave that workspace meanwhile): the next round need not wait for it.
-            nonlocal waiting
-            if not freed and self._waiting_rounds < self.send_round.settings.rounds:
-                waiting = True
-                self._waiting_rounds += 1
-                free()
+        def wait_aside() -> bool:
+            # All the round has left to send waits for slow workspaces' consent answers: the
+            # next round need not wait for them. How many rounds may wait aside is bounded by
+            # workspace (send_round.py: claims leave a workspace ``rounds`` rounds wait for).
+            if freed:
+                return False
+            free()
+            return True
 
         try:
             await self.send_round.run(on_claimed, expected, free, wait_aside)
@@ -127,8 +124,6 @@ class Sender(PollingWorker):
                 log.warning("send round failed", error=repr(exc), exc_info=exc)
         finally:
             free()
-            if waiting:
-                self._waiting_rounds -= 1
             if not claimed.done():  # stopping, or cancelled before it claimed
                 claimed.set_result(0)
 
