@@ -35,6 +35,11 @@ DEV_WORKSPACE = "dev"
 METRICS_PORTS = {name: DEFAULT_METRICS_PORT + i
                  for i, name in enumerate((*DEFAULT_PORTS, *HTTP_PORTS))}
 MAIL_PORT = int(os.environ.get("CJO_DEV_SMTP_PORT", "1025"))
+# Each service's gRPC port: the default unless CJO_<SERVICE>_PORT moves it (50051-50056 lie in
+# Linux's ephemeral range, so another program's outgoing connection can hold one); the services
+# are told each other's (CJO_<SERVICE>_TARGET).
+PORTS = {name: int(os.environ.get(f"CJO_{name.upper()}_PORT", port))
+         for name, port in DEFAULT_PORTS.items()}
 COLORS = {"identity": 36, "content": 35, "orchestration": 33, "delivery": 32, "analytics": 34,
           "decisioning": 31, "console": 94, "mailbox": 37}
 
@@ -116,7 +121,7 @@ async def wait_http(name: str, port: int, proc: asyncio.subprocess.Process) -> N
 async def dev_api_key(token: str) -> str:
     """The development workspace's key: reuse the saved one while it works, else make one."""
     key_file = STATE / "dev-api-key"
-    target = f"127.0.0.1:{DEFAULT_PORTS['identity']}"
+    target = f"127.0.0.1:{PORTS['identity']}"
     async with grpc.aio.insecure_channel(target) as channel:
         # The generated *_pb2_grpc modules carry no annotations (no .pyi is generated for them).
         stub = ws_grpc.WorkspaceServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -160,6 +165,8 @@ async def supervise() -> int:
         "CJO_SMTP_HOST": "127.0.0.1",
         "CJO_SMTP_PORT": str(MAIL_PORT),
         "PYTHONUNBUFFERED": "1",
+        **{f"CJO_{name.upper()}_PORT": str(port) for name, port in PORTS.items()},
+        **{f"CJO_{name.upper()}_TARGET": f"127.0.0.1:{port}" for name, port in PORTS.items()},
     }
     if not os.environ.get("CJO_CONSOLE_SECRET", "").strip():
         # Development only: a new one each `make run`, so console sign-ins last as long as
@@ -185,19 +192,21 @@ async def supervise() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.gather(*(wait_serving(n, f"127.0.0.1:{DEFAULT_PORTS[n]}", procs[n])
+        await asyncio.gather(*(wait_serving(n, f"127.0.0.1:{PORTS[n]}", procs[n])
                                for n in DEFAULT_PORTS),
                              *(wait_http(n, HTTP_PORTS[n], procs[n]) for n in HTTP_PORTS))
         key = await dev_api_key(token)
+        moved = "".join(f"CJO_{name.upper()}_TARGET=127.0.0.1:{port} "
+                        for name, port in PORTS.items() if port != DEFAULT_PORTS[name])
         print("\ncjo is running:")
-        for name, port in DEFAULT_PORTS.items():
+        for name, port in PORTS.items():
             print(f"  {name:<14} 127.0.0.1:{port}   "
                   f"metrics http://127.0.0.1:{METRICS_PORTS[name]}/metrics")
         print(f"  {'console':<14} http://127.0.0.1:{HTTP_PORTS['console']} "
               "(sign in with the API key below)")
         print(f"  {'mailbox':<14} smtp://127.0.0.1:{MAIL_PORT} (emails saved in {STATE / 'mail'})")
         print(f"\nworkspace: {DEV_WORKSPACE}\nAPI key:   {key}\n"
-              f"try:       CJO_API_KEY={key} .venv/bin/python examples/first_journey.py\n"
+              f"try:       {moved}CJO_API_KEY={key} .venv/bin/python examples/first_journey.py\n"
               "Ctrl-C stops everything.\n", flush=True)
         waiters = [asyncio.create_task(p.wait()) for p in procs.values()]
         stopper = asyncio.create_task(stop.wait())
