@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -20,6 +21,7 @@ from cjo.analytics.v1 import fact_pb2
 from cjo_analytics.bootstrap import build
 from cjo_platform.clock import SystemClock
 from cjo_platform.config import Env
+from cjo_platform.db import outbox as outbox_module
 from cjo_platform.db.outbox import Forwarder, OutboxRow, Refusal
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.facts import FACTS_TOPIC, facts_forwarder
@@ -179,3 +181,18 @@ async def test_rows_lingering_when_the_forwarder_stops_are_released_and_sent_lat
     await linger.start(0)
     assert await eventually(linger.entered) == 3
     await eventually(lambda: linger.box.queued(FACTS_TOPIC) == 0)
+
+
+async def test_a_round_that_found_the_linger_all_but_over_waits_for_its_end_not_the_poll(
+        linger: Linger, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The race CI met under load: a round found 47 us of the linger left and waited; by the
+    # time it asked how long to sleep, the linger was over, and it slept the poll interval.
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(outbox_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    settings = settings_for("orchestration", linger.backend, CJO_FACTS_LINGER_MS="3000")
+    forwarder = facts_forwarder(settings, linger.box.db, linger.box.outbox, poll_interval=60)
+    forwarder._written()  # a unit of work wrote a fact: its linger starts
+    clock.now += 3 - 0.00005
+    assert await forwarder.run_once() is False  # it lingers, without a claim
+    clock.now += 0.0001
+    assert forwarder.idle_seconds() == 0.0

@@ -1014,9 +1014,13 @@ class Forwarder(PollingWorker):
         wait = self.poll_seconds
         if self._unsettled_since is not None:
             wait = min(wait, self._unsettled_since + self.settle_delay - time.monotonic())
-        lingering = self._lingering()
-        if lingering > 0:
-            wait = min(wait, lingering)
+        if self.linger > 0:
+            # Until the linger's end, not ``_lingering()``: a round that found a few
+            # microseconds left must not, once they have passed, wait for the next poll.
+            with self._lock:
+                since = self._linger_since
+            if since is not None:
+                wait = min(wait, since + self.linger - time.monotonic())
         return max(0.0, wait)
 
     async def run(self) -> None:
