@@ -134,11 +134,20 @@ async def linger(backend: Backend) -> AsyncIterator[Linger]:
 async def test_units_of_work_written_within_the_linger_go_in_one_call(
         linger: Linger, hand_off: bool) -> None:
     _, calls = await linger.start(3000, hand_off=hand_off)
+    began = time.monotonic()
     for n in range(6):
         await linger.publish(f"f{n}")
-    await eventually(lambda: calls.sizes, timeout=15)
-    assert await eventually(linger.entered) == 6
-    assert calls.sizes == [6]
+    written = time.monotonic() - began
+    await eventually(lambda: sum(calls.sizes) == 6, timeout=15)
+
+    async def all_entered() -> bool:
+        return await linger.entered() == 6
+    await eventually(all_entered)
+    # The six units of work are written within the linger unless the machine is so loaded
+    # that six commits take longer (seen at load 23 on two cores): then the linger rightly
+    # sent what it had when it ran out.
+    if written < 2.5:
+        assert calls.sizes == [6]
 
 
 async def test_a_full_batch_goes_without_waiting_for_the_linger(linger: Linger) -> None:
