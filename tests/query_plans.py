@@ -15,17 +15,21 @@ from cjo_platform.db import Database
 
 def plans(db: Database, work: Callable[[Session], Any], table: str) -> list[tuple[str, str]]:
     """Run ``work`` in a transaction; returns (statement, plan) of each statement it sent that
-    reads or changes ``table``."""
+    reads or changes ``table`` (only its own: not those the service's workers send meanwhile
+    on other connections of the engine)."""
     sent: list[tuple[str, Any]] = []
+    mine: list[Any] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                 executemany: bool) -> None:
-        if table in statement and not statement.lstrip().upper().startswith("INSERT"):
+        if (conn.connection.dbapi_connection in mine and table in statement
+                and not statement.lstrip().upper().startswith("INSERT")):
             sent.append((statement, parameters[0] if executemany else parameters))
 
     event.listen(db.engine, "before_cursor_execute", capture)
     try:
         with db.transaction() as session:
+            mine.append(session.connection().connection.dbapi_connection)
             work(session)
             cursor = session.connection().connection.driver_connection.cursor()
             found = []
