@@ -6,16 +6,24 @@ workspace's second batch in a table whose statistics know other workspaces only 
 for as long as the statistics did not know the workspace: a new tenant's import quadratic).
 The same holds for the events already stored under the batch's message ids (the look-up's
 third branch), probed by the unique (workspace_id, message_id) per id, not every event of the
-workspace read through ix_events_profile_time and filtered by the ids."""
+workspace read through ix_events_profile_time and filtered by the ids. And for the other
+reads by key, a batch's (its edges, its profiles, locked, and their stored events) and the
+profile reads': each probed by the index on (workspace_id, key), not every row of the
+workspace read through another index and filtered by the keys."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 from identity_support import Identity
 from query_plans import plans
+from sqlalchemy.orm import Session
 
 from cjo.identity.v1 import event_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo_identity.adapters import profiles
+from cjo_identity.domain.graph import edge_key
 from cjo_identity.domain.identifiers import Identifier
 from cjo_platform.protobuf import dict_to_struct
 from support import as_service
@@ -31,12 +39,18 @@ def visits(run: str) -> list[event_pb2.Event]:
         for i in range(BATCH)]
 
 
-async def second_batch_plans(identity: Identity, workspace_id: str) -> list[str]:
-    """The plans of the look-up of a second batch's identifiers after a first batch."""
+async def first_batch(identity: Identity, workspace_id: str) -> set[str]:
+    """The workspace's first batch; returns its profiles."""
     reply = await identity.events.IngestEvents(
         pb.IngestEventsRequest(events=visits(f"{workspace_id}-first")),
         metadata=as_service(workspace_id))
     assert all(r.event_id for r in reply.results)
+    return {r.profile_id for r in reply.results}
+
+
+async def second_batch_plans(identity: Identity, workspace_id: str) -> list[str]:
+    """The plans of the look-up of a second batch's identifiers after a first batch."""
+    await first_batch(identity, workspace_id)
     wanted = {Identifier("user_id", f"{workspace_id}-second-u{i}") for i in range(BATCH)}
     # The second batch's message ids, and the first's (a retry): the events already stored
     # under them are the look-up's third branch.
@@ -70,3 +84,37 @@ async def test_a_new_workspaces_second_batch_is_probed_by_the_primary_key(
         identity: Identity) -> None:
     await second_batch_plans(identity, "acme")  # the statistics know acme
     assert_probed_by_key(identity, await second_batch_plans(identity, "newcomer"))
+
+
+async def assert_reads_probed_by_key(identity: Identity, workspace_id: str) -> None:
+    """After a first batch, the reads by key of a second batch (its edges, its profiles,
+    locked, and their stored events) and of the profile reads (orchestration's per step,
+    delivery's consent per send) each search the index on (workspace_id, key): the key an
+    index condition, not a filter over the workspace's rows."""
+    ids = await first_batch(identity, workspace_id)
+    edge_keys = {edge_key([Identifier("user_id", f"{workspace_id}-first-u{i}")])
+                 for i in range(BATCH)}
+    reads: list[tuple[str, str, Callable[[Session], object]]] = [
+        ("edges", "edge_key", lambda s: profiles.edges_by_key(s, workspace_id, edge_keys)),
+        ("profiles", "profile_id", lambda s: profiles.golden_for_update(s, workspace_id, ids)),
+        ("events", "profile_id", lambda s: profiles.stored_refs(s, workspace_id, ids)),
+        ("profiles", "profile_id", lambda s: profiles.golden_of(s, workspace_id, ids)),
+        ("profiles", "profile_id", lambda s: profiles.existing_profiles(s, workspace_id, ids))]
+    reads += [(table, "profile_id", lambda s: profiles.load_profiles(s, workspace_id, sorted(ids)))
+              for table in ("profiles", "identifiers")]
+    for table, key, read in reads:
+        for _, plan in plans(identity.app.db, read, f" {table} "):
+            if identity.app.db.is_sqlite:
+                assert f"{key}=?" in plan, plan
+            else:
+                assert any(re.search(rf"\b{key}\b", line) for line in plan.splitlines()
+                           if "Index Cond" in line), plan
+
+
+async def test_the_second_batchs_reads_by_key_are_probed_by_key(identity: Identity) -> None:
+    await assert_reads_probed_by_key(identity, "acme")
+
+
+async def test_a_new_workspaces_reads_by_key_are_probed_by_key(identity: Identity) -> None:
+    await first_batch(identity, "acme")  # the statistics know acme
+    await assert_reads_probed_by_key(identity, "newcomer")

@@ -18,6 +18,7 @@ from itertools import zip_longest
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Column,
     Row,
     String,
     and_,
@@ -29,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import Executable, TextClause
 from sqlalchemy.sql.sqltypes import NullType
 
 from cjo_identity.adapters.tables import (
@@ -79,17 +80,40 @@ IN_LIST_KEYS = 5000
 
 @cache
 def _edges_by_key(dialect: str) -> Executable:
-    return select(edges).where(edges.c.workspace_id == bindparam("workspace_id", type_=String),
-                               one_of_keys(dialect, edges.c.edge_key))
+    return _by_keys(dialect, list(edges.c), edges.c.edge_key)
 
 
 @cache
 def _golden_for_update(dialect: str) -> Executable:
-    return (select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
-                   profiles.c.consents, profiles.c.computed)
-            .where(profiles.c.workspace_id == bindparam("workspace_id", type_=String),
-                   one_of_keys(dialect, profiles.c.profile_id))
-            .order_by(profiles.c.profile_id).with_for_update())
+    return _by_keys(dialect, [profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+                              profiles.c.consents, profiles.c.computed],
+                    profiles.c.profile_id, order_by=[profiles.c.profile_id], lock=True)
+
+
+@cache
+def _stored_refs_probes() -> Executable:
+    return _by_keys("postgresql", list(events.c), events.c.profile_id)
+
+
+def _by_keys(dialect: str, columns: Sequence[Column[Any]], key: Column[Any], *,
+             order_by: Sequence[Column[Any]] = (), lock: bool = False) -> Executable:
+    """The ``columns`` of the rows of the workspace (``:workspace_id``) whose ``key`` is one
+    of ``:keys`` (see keys_param), in ``order_by``; ``lock``: locked (FOR UPDATE, in the
+    key's order). On PostgreSQL one probe of the index on (workspace_id, key) per key
+    (:func:`_pg_probes`), also in a workspace the planner's statistics do not know yet; the
+    rows then also carry the ``order_by`` columns."""
+    if dialect == "postgresql":
+        named = {c.name for c in columns}
+        picked = [*columns, *(c for c in order_by if c.name not in named)]
+        sql = _pg_probes(key.table.name, ", ".join(f"t.{c.name}" for c in picked),
+                         {key.name: "keys"}, lock=lock)
+        if order_by:
+            sql += " ORDER BY " + ", ".join(f"x.{c.name}" for c in order_by)
+        return _lookup_text(dialect, sql).columns(*picked)
+    statement = (select(*columns)
+                 .where(key.table.c.workspace_id == _workspace(), one_of_keys(dialect, key))
+                 .order_by(*order_by))
+    return statement.with_for_update() if lock else statement
 
 
 def _owner(row: AnyRow) -> Owner:
@@ -146,7 +170,7 @@ def _lookup_sql(dialect: str, table: str, picked: str) -> str:
             f"AND t.value = json_extract(k.value, '$[1]')")
 
 
-def _lookup_text(dialect: str, sql: str) -> Executable:
+def _lookup_text(dialect: str, sql: str) -> TextClause:
     if dialect == "postgresql":
         # Array literals (cjo_platform.db.pg_array: typed text[] by their value).
         return text(sql).bindparams(*(bindparam(name, type_=NullType())
@@ -155,7 +179,7 @@ def _lookup_text(dialect: str, sql: str) -> Executable:
     return text(sql)
 
 
-def _pg_probes(table: str, picked: str, keys: dict[str, str]) -> str:
+def _pg_probes(table: str, picked: str, keys: dict[str, str], *, lock: bool = False) -> str:
     """PostgreSQL's look-up of ``table``'s rows of the workspace whose ``keys`` (column:
     array parameter) match one element of the arrays: one probe of the index on
     (workspace_id, *keys) per element.
@@ -166,13 +190,22 @@ def _pg_probes(table: str, picked: str, keys: dict[str, str]) -> str:
     constant, both a new workspace's probe by the key's index and a scan of another index
     with the workspace as prefix came out at one row, and the planner took the scan,
     filtering every row of the workspace per key. The lateral subquery (OFFSET 0 again) keeps
-    the planner from flattening the probes into a join over the workspace."""
+    the planner from flattening the probes into a join over the workspace.
+
+    ``lock``: each row found is locked (FOR UPDATE) as it is probed, so in the keys' order:
+    sorted here by the database, the order of every other statement that locks several of
+    the table's rows (ORDER BY the key)."""
     arrays = ", ".join(f"CAST(:{parameter} AS text[])" for parameter in keys.values())
+    names = ", ".join(keys)
     match = " AND ".join(f"t.{column} = k.{column}" for column in keys)
+    listed = f"unnest({arrays}) AS k({names})"
+    if lock:
+        listed = f"(SELECT * FROM {listed} ORDER BY {names}) AS k"
     return (f"SELECT x.* FROM (SELECT CAST(:workspace_id AS text) AS id OFFSET 0) AS w "
-            f"CROSS JOIN unnest({arrays}) AS k({', '.join(keys)}) "
+            f"CROSS JOIN {listed} "
             f"CROSS JOIN LATERAL (SELECT {picked} FROM {table} AS t "
-            f"WHERE t.workspace_id = w.id AND {match} OFFSET 0) AS x")
+            f"WHERE t.workspace_id = w.id AND {match} OFFSET 0"
+            f"{' FOR UPDATE' if lock else ''}) AS x")
 
 
 def _earlier_sql(dialect: str) -> str:
@@ -306,10 +339,15 @@ def golden_for_update(session: Session, workspace_id: str, profile_ids: set[str]
 def stored_refs(session: Session, workspace_id: str, profile_ids: set[str]
                 ) -> list[StoredRef]:
     found: list[StoredRef] = []
+    postgresql = session.get_bind().dialect.name == "postgresql"
     for chunk in chunks(sorted(profile_ids), IN_LIST_KEYS):
-        rows = session.execute(select(events).where(
-            events.c.workspace_id == workspace_id,
-            one_of(session, events.c.profile_id, chunk)))
+        if postgresql:
+            rows = session.execute(_stored_refs_probes(), {
+                "workspace_id": workspace_id, "keys": pg_array(chunk)})
+        else:
+            rows = session.execute(select(events).where(
+                events.c.workspace_id == workspace_id,
+                one_of(session, events.c.profile_id, chunk)))
         found.extend(StoredRef(r.event_id, r.profile_id, _event(r)) for r in rows)
     return found
 
@@ -447,22 +485,19 @@ def _survivors(dialect: str) -> Executable:
 
 @cache
 def _existing(dialect: str) -> Executable:
-    return select(profiles.c.profile_id).where(profiles.c.workspace_id == _workspace(),
-                                               one_of_keys(dialect, profiles.c.profile_id))
+    return _by_keys(dialect, [profiles.c.profile_id], profiles.c.profile_id)
 
 
 @cache
 def _profile_rows(dialect: str) -> Executable:
-    return select(profiles).where(profiles.c.workspace_id == _workspace(),
-                                  one_of_keys(dialect, profiles.c.profile_id))
+    return _by_keys(dialect, list(profiles.c), profiles.c.profile_id)
 
 
 @cache
 def _owned_identifiers(dialect: str) -> Executable:
-    return (select(identifiers.c.profile_id, identifiers.c.type, identifiers.c.value)
-            .where(identifiers.c.workspace_id == _workspace(),
-                   one_of_keys(dialect, identifiers.c.profile_id))
-            .order_by(identifiers.c.create_time, identifiers.c.type, identifiers.c.value))
+    return _by_keys(dialect, [identifiers.c.profile_id, identifiers.c.type, identifiers.c.value],
+                    identifiers.c.profile_id, order_by=[identifiers.c.create_time,
+                                                        identifiers.c.type, identifiers.c.value])
 
 
 @cache
@@ -483,10 +518,8 @@ def _memberships(dialect: str) -> Executable:
 
 @cache
 def _golden_of(dialect: str) -> Executable:
-    return (select(profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
-                   profiles.c.consents)
-            .where(profiles.c.workspace_id == _workspace(),
-                   one_of_keys(dialect, profiles.c.profile_id)))
+    return _by_keys(dialect, [profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+                              profiles.c.consents], profiles.c.profile_id)
 
 
 def existing_profiles(session: Session, workspace_id: str, profile_ids: Iterable[str]
