@@ -14,6 +14,8 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo_platform import event_loop
-from cjo_platform.config import DEFAULT_METRICS_PORT, DEFAULT_PORTS, HTTP_PORTS, ConfigError
+from cjo_platform.config import (
+    DEFAULT_METRICS_PORT,
+    DEFAULT_PORTS,
+    HTTP_PORTS,
+    ConfigError,
+    Env,
+)
 from cjo_platform.rpc.client import on_behalf_of
 
 STATE = Path(os.environ.get("CJO_DEV_STATE", ".cjo"))
@@ -34,12 +42,32 @@ DEV_WORKSPACE = "dev"
 # taking identity's).
 METRICS_PORTS = {name: DEFAULT_METRICS_PORT + i
                  for i, name in enumerate((*DEFAULT_PORTS, *HTTP_PORTS))}
-MAIL_PORT = int(os.environ.get("CJO_DEV_SMTP_PORT", "1025"))
-# Each service's gRPC port: the default unless CJO_<SERVICE>_PORT moves it (50051-50056 lie in
-# Linux's ephemeral range, so another program's outgoing connection can hold one); the services
-# are told each other's (CJO_<SERVICE>_TARGET).
-PORTS = {name: int(os.environ.get(f"CJO_{name.upper()}_PORT", port))
-         for name, port in DEFAULT_PORTS.items()}
+DEFAULT_MAIL_PORT = 1025
+
+
+@dataclass(frozen=True)
+class DevPorts:
+    """Where `make run` listens: each service's gRPC port (the default unless
+    CJO_<SERVICE>_PORT moves it: 50051-50056 lie in Linux's ephemeral range, so another
+    program's outgoing connection can hold one; the services are told each other's,
+    CJO_<SERVICE>_TARGET) and the development mailbox's (CJO_DEV_SMTP_PORT)."""
+
+    services: dict[str, int]
+    mail: int
+
+
+def dev_ports(environ: Mapping[str, str] | None = None) -> DevPorts:
+    """The ports, validated as every setting is: a bad one is a ConfigError naming it."""
+    env = Env(environ)
+    # Not 0 (a port of the kernel's choosing), which the services could not be told.
+    ports = DevPorts(
+        services={name: env.int(f"CJO_{name.upper()}_PORT", port, minimum=1, maximum=65535)
+                  for name, port in DEFAULT_PORTS.items()},
+        mail=env.int("CJO_DEV_SMTP_PORT", DEFAULT_MAIL_PORT, minimum=1, maximum=65535))
+    env.check()
+    return ports
+
+
 COLORS = {"identity": 36, "content": 35, "orchestration": 33, "delivery": 32, "analytics": 34,
           "decisioning": 31, "console": 94, "mailbox": 37}
 
@@ -118,10 +146,10 @@ async def wait_http(name: str, port: int, proc: asyncio.subprocess.Process) -> N
     raise SystemExit(f"{name} did not become ready on port {port}")
 
 
-async def dev_api_key(token: str) -> str:
+async def dev_api_key(token: str, identity_port: int) -> str:
     """The development workspace's key: reuse the saved one while it works, else make one."""
     key_file = STATE / "dev-api-key"
-    target = f"127.0.0.1:{PORTS['identity']}"
+    target = f"127.0.0.1:{identity_port}"
     async with grpc.aio.insecure_channel(target) as channel:
         # The generated *_pb2_grpc modules carry no annotations (no .pyi is generated for them).
         stub = ws_grpc.WorkspaceServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -151,11 +179,11 @@ async def dev_api_key(token: str) -> str:
     return secret
 
 
-async def supervise() -> int:
+async def supervise(ports: DevPorts) -> int:
     from aiosmtpd.controller import Controller
 
     token = service_token()
-    mailbox = Controller(Mailbox(STATE / "mail"), hostname="127.0.0.1", port=MAIL_PORT)
+    mailbox = Controller(Mailbox(STATE / "mail"), hostname="127.0.0.1", port=ports.mail)
     mailbox.start()
     env = {
         **os.environ,
@@ -163,10 +191,11 @@ async def supervise() -> int:
         "CJO_DATA_DIR": str(STATE / "data"),
         "CJO_LOG_FORMAT": os.environ.get("CJO_LOG_FORMAT", "console"),
         "CJO_SMTP_HOST": "127.0.0.1",
-        "CJO_SMTP_PORT": str(MAIL_PORT),
+        "CJO_SMTP_PORT": str(ports.mail),
         "PYTHONUNBUFFERED": "1",
-        **{f"CJO_{name.upper()}_PORT": str(port) for name, port in PORTS.items()},
-        **{f"CJO_{name.upper()}_TARGET": f"127.0.0.1:{port}" for name, port in PORTS.items()},
+        **{f"CJO_{name.upper()}_PORT": str(port) for name, port in ports.services.items()},
+        **{f"CJO_{name.upper()}_TARGET": f"127.0.0.1:{port}"
+           for name, port in ports.services.items()},
     }
     if not os.environ.get("CJO_CONSOLE_SECRET", "").strip():
         # Development only: a new one each `make run`, so console sign-ins last as long as
@@ -192,19 +221,20 @@ async def supervise() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.gather(*(wait_serving(n, f"127.0.0.1:{PORTS[n]}", procs[n])
+        await asyncio.gather(*(wait_serving(n, f"127.0.0.1:{ports.services[n]}", procs[n])
                                for n in DEFAULT_PORTS),
                              *(wait_http(n, HTTP_PORTS[n], procs[n]) for n in HTTP_PORTS))
-        key = await dev_api_key(token)
+        key = await dev_api_key(token, ports.services["identity"])
         moved = "".join(f"CJO_{name.upper()}_TARGET=127.0.0.1:{port} "
-                        for name, port in PORTS.items() if port != DEFAULT_PORTS[name])
+                        for name, port in ports.services.items() if port != DEFAULT_PORTS[name])
         print("\ncjo is running:")
-        for name, port in PORTS.items():
+        for name, port in ports.services.items():
             print(f"  {name:<14} 127.0.0.1:{port}   "
                   f"metrics http://127.0.0.1:{METRICS_PORTS[name]}/metrics")
         print(f"  {'console':<14} http://127.0.0.1:{HTTP_PORTS['console']} "
               "(sign in with the API key below)")
-        print(f"  {'mailbox':<14} smtp://127.0.0.1:{MAIL_PORT} (emails saved in {STATE / 'mail'})")
+        print(f"  {'mailbox':<14} smtp://127.0.0.1:{ports.mail} "
+              f"(emails saved in {STATE / 'mail'})")
         print(f"\nworkspace: {DEV_WORKSPACE}\nAPI key:   {key}\n"
               f"try:       {moved}CJO_API_KEY={key} .venv/bin/python examples/first_journey.py\n"
               "Ctrl-C stops everything.\n", flush=True)
@@ -232,7 +262,7 @@ async def supervise() -> int:
 
 def main() -> None:
     try:
-        raise SystemExit(event_loop.run(supervise()))
+        raise SystemExit(event_loop.run(supervise(dev_ports())))
     except ConfigError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
