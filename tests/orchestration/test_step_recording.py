@@ -152,8 +152,8 @@ class SlowPeers(RecordingPeers):
     async def send(self, workspace_id: str, items: Sequence[Any]) -> list[Any]:
         answers = await super().send(workspace_id, items)
         self.clock.advance(timedelta(seconds=SETTINGS.lease_seconds + 1))
-        taken = self.tx.run_sync(lambda uow: steps.claim_due(uow, SETTINGS.lease_seconds,
-                                                             "other-worker", 10))
+        taken = self.tx.run_sync(lambda uow: steps.claim_due(
+            uow, uow.now(), SETTINGS.lease_seconds, "other-worker", 10))
         assert len(taken) == len(items)
         return answers
 

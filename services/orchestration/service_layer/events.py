@@ -111,7 +111,8 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
                 marked: bool = False,
                 triggers: TriggerCache | None = None,
                 revision: Mapping[str, int] | None = None,
-                none_retired: bool = False) -> EventRound:
+                none_retired: bool = False,
+                due_at: datetime | None = None) -> EventRound:
     """Apply the oldest ``batch`` inbox events (of ``seqs`` only, when given; the ``stored``
     ones only, when given: inserted by this transaction, so neither read back nor locked
     again), locked, in one transaction. ``marked``: the ``stored`` events were inserted
@@ -122,10 +123,12 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
     at once go to this process's step worker, leased (:func:`admit`). With ``triggers``, the
     journeys' triggers come from that cache (at the workspaces' journeys ``revision``, when
     given: read in this transaction before the events were stored). ``none_retired``: no
-    profile the events name was merged away or erased (checked in this transaction)."""
+    profile the events name was merged away or erased (checked in this transaction).
+    ``due_at``: the clock reading at which the pending events are due (default: now)."""
     session = uow.session
     if stored is None:
-        events = enrollment_store.pending_events(session, batch, seqs, now=uow.now())
+        events = enrollment_store.pending_events(session, batch, seqs,
+                                                 now=due_at or uow.now())
     else:
         events = stored[:batch] if marked else enrollment_store.in_order(session, stored[:batch])
     if claimed is not None:
@@ -461,10 +464,12 @@ class InboxRound:
         claimed: list[InboxEvent] = []
 
         def apply(uow: UnitOfWork) -> EventRound:
+            # The events due and the next retry at one clock reading: an event due again
+            # between two would be neither applied nor next, and wait for the poll.
+            now = uow.now()
             applied = apply_inbox(uow, self.batch, self.new_id, claimed=claimed,
-                                  handoff=self.handoff, triggers=self.triggers)
-            return replace(applied,
-                           next_retry=enrollment_store.next_retry(uow.session, uow.now()))
+                                  handoff=self.handoff, triggers=self.triggers, due_at=now)
+            return replace(applied, next_retry=enrollment_store.next_retry(uow.session, now))
 
         try:
             return await self.transactions.run(apply)
@@ -479,7 +484,11 @@ class InboxRound:
             handled += applied.handled
             enrolled += applied.enrolled
             deferred += applied.deferred
-        return EventRound(handled, enrolled, deferred)
+        # The events that failed back off: the worker sleeps until the first is due again,
+        # not its poll.
+        next_retry = await self.transactions.run(
+            lambda uow: enrollment_store.next_retry(uow.session, uow.now()))
+        return EventRound(handled, enrolled, deferred, next_retry=next_retry)
 
     async def _apply(self, events: Sequence[InboxEvent]) -> EventRound:
         seqs = [e.seq for e in events]

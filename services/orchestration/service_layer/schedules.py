@@ -85,12 +85,12 @@ def list_occurrences(uow: UnitOfWork, workspace_id: str, journey_id: str,
 # --- one round's transactions ------------------------------------------------------------------
 
 
-def claim_due(uow: UnitOfWork, lease_seconds: float, token: str,
+def claim_due(uow: UnitOfWork, now: datetime, lease_seconds: float, token: str,
               batch: int) -> tuple[list[Firing], bool]:
-    """Due occurrences to enroll now; the others are settled here (cancelled, skipped, or
-    replaced by the latest missed one). Returns (firings, whether any was settled)."""
+    """Occurrences due at ``now`` to enroll now; the others are settled here (cancelled,
+    skipped, or replaced by the latest missed one). Returns (firings, whether any was
+    settled)."""
     session = uow.session
-    now = uow.now()
     claimed = schedule_store.claim_due(session, now, now + timedelta(seconds=lease_seconds),
                                        token, batch)
     graphs = journey_store.versions(session, [
@@ -301,9 +301,12 @@ class ScheduleRound:
         swept = await self.sweep()
 
         def claim(uow: UnitOfWork) -> tuple[list[Firing], bool, datetime | None]:
-            firings, settled = claim_due(uow, self.settings.lease_seconds, token,
+            # The claim and the next due time at one clock reading: an occurrence falling due
+            # between two would be neither claimed nor next, and wait for the poll.
+            now = uow.now()
+            firings, settled = claim_due(uow, now, self.settings.lease_seconds, token,
                                          self.settings.schedule_batch)
-            return firings, settled, schedule_store.next_due(uow.session, uow.now())
+            return firings, settled, schedule_store.next_due(uow.session, now)
 
         firings, settled, next_due = await self.transactions.run(claim)
         enrolled = 0

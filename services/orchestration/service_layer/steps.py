@@ -78,19 +78,21 @@ MAX_CACHED_GRAPHS = 10_000
 _NO_GRAPH = JourneyGraph()
 
 
-def claim_due(uow: UnitOfWork, lease_seconds: float, token: str,
+def claim_due(uow: UnitOfWork, now: datetime, lease_seconds: float, token: str,
               batch: int) -> list[Enrollment]:
-    """Due enrollments, leased to ``token`` (SKIP LOCKED: replicas share the work)."""
-    now = uow.now()
+    """Enrollments due at ``now``, leased to ``token`` (SKIP LOCKED: replicas share the work)."""
     return enrollment_store.claim_due(uow.session, now, now + timedelta(seconds=lease_seconds),
                                       token, batch)
 
 
 def claim_due_and_next(uow: UnitOfWork, lease_seconds: float, token: str,
                        batch: int) -> tuple[list[Enrollment], datetime | None]:
-    """:func:`claim_due`, and when the earliest enrollment not yet due falls due."""
-    claimed = claim_due(uow, lease_seconds, token, batch)
-    return claimed, enrollment_store.next_due(uow.session, uow.now())
+    """:func:`claim_due`, and when the earliest enrollment not yet due falls due, both at one
+    clock reading: the clock read again after the claim would miss an enrollment falling due
+    in between (neither claimed nor next), and the worker would sleep its poll past it."""
+    now = uow.now()
+    return (claim_due(uow, now, lease_seconds, token, batch),
+            enrollment_store.next_due(uow.session, now))
 
 
 # Called in a transaction that hands enrollments back while events of their profiles wait in
