@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from nats_support import PrivateNats
 
 from cjo_platform.event_loop import EVENT_LOOPS, configured_event_loop, loop_factory
 from cjo_platform.logging import configure_logging
 from cjo_platform.rpc.client import close_channels
-from support import Backend, drop_schemas, new_backend, postgres_available
+from support import Backend, drop_schemas, free_port, new_backend, postgres_available
 
 configure_logging("test", fmt="console", level="warning")
 
@@ -49,3 +51,14 @@ async def _close_client_channels() -> AsyncIterator[None]:
     """Services share one channel per target per event loop; each test has its own loop."""
     yield
     await close_channels()
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
+    """A NATS JetStream server of the test's own, which it may kill and start again."""
+    if shutil.which("nats-server") is None:
+        pytest.skip("no nats-server binary to run a private broker")
+    server = PrivateNats(free_port(), tmp_path / "jetstream", tmp_path / "nats.log")
+    server.start()
+    yield server
+    server.kill()

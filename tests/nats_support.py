@@ -4,7 +4,9 @@ to relay from, and a test's streams to remove."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +28,33 @@ def nats_listening(host: str = "127.0.0.1", port: int = 4222) -> bool:
             return True
     except OSError:
         return False
+
+
+class PrivateNats:
+    """A JetStream server of one test's own (its store kept across restarts), for tests that
+    kill or restart the broker, which no other test may see (the conftest's ``private_nats``)."""
+
+    def __init__(self, port: int, store: Path, log: Path) -> None:
+        self.port = port
+        self.store = store
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port),
+             "-sd", str(self.store)], stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        wait_listening("127.0.0.1", self.port)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self.process = None
 
 
 def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:

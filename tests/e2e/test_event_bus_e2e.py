@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import signal
-import subprocess
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import nats
 import pytest
-from nats_support import NATS_URL, nats_listening, wait_listening
+from nats_support import NATS_URL, PrivateNats, nats_listening
 from test_cart_abandonment import fetch, open_pixel, parsed
 
 from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
@@ -224,42 +222,6 @@ async def test_a_consumer_killed_mid_stream_loses_and_repeats_nothing(
         # They came by the bus (packed: a relay round's events of a partition in one message,
         # some of them handed out again after the kill, each applied once).
         assert await stream_last_seq(url, prefix) >= 1
-
-
-@pytest.fixture
-def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
-    if shutil.which("nats-server") is None:
-        pytest.skip("no nats-server binary to run a private broker")
-    server = PrivateNats(free_port(), tmp_path / "jetstream", tmp_path / "nats.log")
-    server.start()
-    yield server
-    server.kill()
-
-
-class PrivateNats:
-    """A JetStream server of this test's own (its store kept across restarts)."""
-
-    def __init__(self, port: int, store: Path, log: Path) -> None:
-        self.port = port
-        self.store = store
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port),
-             "-sd", str(self.store)], stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        wait_listening("127.0.0.1", self.port)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-        self.process = None
 
 
 @pytest.mark.parametrize("pack_rows", ["1", "64"])

@@ -16,13 +16,14 @@ import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.js.api import KeyValueConfig
-from nats_support import NATS_URL, nats_listening
+from nats_support import NATS_URL, PrivateNats, nats_listening
 from outbox_support import Box, open_box, url_of
 
 from cjo_platform.backoff import RetryPolicy
@@ -416,6 +417,33 @@ async def test_a_killed_holders_messages_come_before_newer_ones(prefix: str, box
         await stop(task)
     assert receiver.taken == [b"p0:0", b"p0:1"]
     await bus.close()
+
+
+async def test_a_partition_waiting_through_a_broker_restart_asks_again(
+        private_nats: PrivateNats, box: Box) -> None:
+    # An idle partition's pull request waits at the server for as long as the fetch may (long,
+    # so that idle partitions cost nothing); a restarted server forgot it. Reconnected, the
+    # consumer asks again, so what is published then comes at once, not at the fetch's end.
+    bus = Bus(replace(bus_settings("t", partitions=1), url=private_nats.url))
+    stream, name = await bus.ensure_consumer(TOPIC, 0)
+    js = await bus.jetstream()
+
+    async def waiting() -> int:
+        return (await js.consumer_info(stream, name)).num_waiting
+
+    receiver = Receiver()
+    consumer = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(),
+                           fetch_seconds=3600)
+    task = await running(consumer)
+    try:
+        await eventually(waiting, timeout=20)  # the partition's fetch waits at the server
+        private_nats.kill()
+        private_nats.start()
+        await relay(bus, box, [b"p0:0"])
+        await eventually(lambda: receiver.taken == [b"p0:0"], timeout=30)
+    finally:
+        await stop(task)
+        await bus.close()
 
 
 class Stalled(Receiver):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats
@@ -131,6 +132,8 @@ class Bus:
         self._streams: set[str] = set()
         self._claims: KeyValue | None = None
         self._pub_acks: PubAcks | None = None
+        # Called once the connection is established again (see on_reconnect).
+        self._reconnect_callbacks: set[Callable[[], None]] = set()
 
     @property
     def prefix(self) -> str:
@@ -147,12 +150,23 @@ class Bus:
                     servers=[s.strip() for s in self.settings.url.split(",")],
                     name="cjo", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                     connect_timeout=2, error_cb=_log_error, disconnected_cb=_disconnected,
-                    reconnected_cb=_reconnected)
+                    reconnected_cb=self._reconnected)
                 self._js = self._nc.jetstream(timeout=5)
                 self._streams.clear()
                 self._pub_acks = None
         assert self._js is not None
         return self._js
+
+    def on_reconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` each time the connection is established again (its subscriptions
+        restored); returns what stops that."""
+        self._reconnect_callbacks.add(callback)
+        return lambda: self._reconnect_callbacks.discard(callback)
+
+    async def _reconnected(self) -> None:
+        log.info("event bus reconnected")
+        for callback in list(self._reconnect_callbacks):
+            callback()
 
     async def client(self) -> Client:
         """The connection itself (for :class:`~cjo_platform.bus.pull.PullBatches`)."""
@@ -256,7 +270,3 @@ async def _log_error(exc: Exception) -> None:
 
 async def _disconnected() -> None:
     log.warning("event bus disconnected; reconnecting")
-
-
-async def _reconnected() -> None:
-    log.info("event bus reconnected")

@@ -83,6 +83,15 @@ log = get_logger(__name__)
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_=-]")
 # On a copy of a waiting workspace's message: "<epoch> <ordinal>" (see _Cycle).
 CYCLE_HEADER = "Cjo-Cycle"
+# How long a partition's pull request waits for a message. It costs nothing while it waits and
+# ends as soon as one comes, so it is long: an idle partition asks again twice a minute, not
+# every second. A server that restarted forgot it: the consumer asks again on reconnecting.
+FETCH_SECONDS = 30.0
+# How often the forwarder of retried dead letters looks for rows no write woke it for: the
+# replay's own write wakes it at once (it runs in the process that wrote them), so the poll only
+# picks up what a crashed process left leased or a refused letter's next try, and an idle
+# consumer does not pay a database read a second for it.
+REDELIVERY_POLL_SECONDS = 10.0
 
 
 @dataclass
@@ -259,7 +268,7 @@ class BusConsumer:
                  dead_letters: DeadLetters, clock: Clock, *,
                  item_key: Callable[[OutboxRow], str] | None = None,
                  retry: RetryPolicy = ROW_RETRY, owner: str | None = None,
-                 fetch_seconds: float = 1.0, linger: float = 0.0) -> None:
+                 fetch_seconds: float = FETCH_SECONDS, linger: float = 0.0) -> None:
         self.name = f"bus:{topic}"
         self.bus = bus
         self.topic = topic
@@ -293,7 +302,8 @@ class BusConsumer:
         """The outbox topic this consumer's retried dead letters are queued under."""
         return f"redeliver.{self.topic}"
 
-    def redelivery(self, outbox: Outbox, *, poll_interval: float = 1.0) -> Forwarder:
+    def redelivery(self, outbox: Outbox, *,
+                   poll_interval: float = REDELIVERY_POLL_SECONDS) -> Forwarder:
         """The forwarder that hands this consumer's retried dead letters to its receiver again.
 
         A message refused for good is written to the service's dead letters and acked, so the
@@ -424,6 +434,8 @@ class BusConsumer:
         stream, consumer = await self.bus.ensure_consumer(self.topic, partition)
         batches = PullBatches(await self.bus.client(), stream, consumer)
         await batches.start()
+        # A fetch waits up to fetch_seconds for a request a restarted server no longer has.
+        forget_reconnects = self.bus.on_reconnect(batches.interrupt)
         held: dict[str, _Held] = {}
         cycles: dict[str, _Cycle] = {}
         # What one waiting workspace may keep from the partition's max_ack_pending (one batch):
@@ -509,6 +521,7 @@ class BusConsumer:
                             cycle.assigned += 1
                         del entry.rows[keep:]
         finally:
+            forget_reconnects()
             keepalive.cancel()
             # Give back what this replica still holds, before its claim goes: JetStream then
             # delivers it, first, to the partition's next holder.

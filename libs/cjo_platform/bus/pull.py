@@ -45,6 +45,8 @@ class PullBatches:
         self._arrived: deque[Msg] = deque()
         self._signal = asyncio.Event()
         self._sub: Subscription | None = None
+        # Set by :meth:`interrupt`: the fetch under way ends now.
+        self._interrupted = False
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._arrive)
@@ -53,6 +55,13 @@ class PullBatches:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+
+    def interrupt(self) -> None:
+        """End the fetch under way now, with what came (``[]`` if nothing did), so the next
+        one asks again: call it when the connection was established again, since a server
+        that restarted forgot the request, which would otherwise be waited out in full."""
+        self._interrupted = True
+        self._signal.set()
 
     async def _arrive(self, msg: Msg) -> None:
         self._arrived.append(msg)
@@ -79,8 +88,11 @@ class PullBatches:
         self._requests += 1
         reply = f"{self._inbox}.{self._requests}"
         self._signal.clear()
+        self._interrupted = False
         await self._nc.publish(self._next, json.dumps(request).encode(), reply=reply)
         while len(msgs) < batch:
+            if self._interrupted:
+                break
             if not self._arrived:
                 self._signal.clear()
                 try:
