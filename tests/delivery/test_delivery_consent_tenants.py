@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.service import open_storage
 from support import Backend, eventually, settings_for
 
-SLOW, FAILING, OTHER = "ws-slow", "ws-failing", "ws-other"
+SLOW, FAILING, OTHER, QUICK = "ws-slow", "ws-failing", "ws-other", "ws-quick"
 
 
 @dataclass
@@ -138,3 +139,26 @@ async def test_a_workspace_whose_consent_check_fails_is_asked_once_and_waits_alo
     assert status(storage, FAILING, failing) == (
         MessageStatus.QUEUED, "identity did not answer the consent check: UNAVAILABLE")
     assert sorted(identity.calls) == [FAILING, OTHER]  # the failing one not asked twice
+
+
+async def test_a_round_whose_consent_answers_all_come_in_time_starts_no_watch_for_slow_ones(
+        storage: Storage) -> None:
+    """The guard against slow consent answers costs a round nothing but a timer while every
+    answer comes within ``consent_patience``: no task of its own (it was one per round)."""
+    two_workspaces(storage, QUICK, early=False)
+    started: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        started.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        mailbox = Mailbox()
+        assert await sending(storage, Identity(), mailbox).run() == 2
+    finally:
+        loop.set_task_factory(None)
+    assert len(mailbox.sent) == 2
+    assert "SendRound._wave" in started  # the factory saw the round's tasks
+    assert "SendRound._wait_for_slow_consent" not in started

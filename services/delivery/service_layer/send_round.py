@@ -384,9 +384,17 @@ class SendRound:
                       self._consent_of(workspace, group, early.get(workspace)))
                   for workspace, group in by_workspace.items()}
         waves: list[asyncio.Task[None]] = []
-        if self.consent is not None:
-            waves.append(asyncio.create_task(self._wait_for_slow_consent(
-                dict(asking), by_workspace, len(claims), arrivals, on_waiting)))
+
+        def watch_slow_consent() -> None:
+            # Only a round with an answer still awaited after the patience pays for a task.
+            late = {w: task for w, task in asking.items() if not task.done()}
+            if late:
+                waves.append(asyncio.create_task(self._wait_for_slow_consent(
+                    late, by_workspace, len(claims), arrivals, on_waiting)))
+
+        patience = (asyncio.get_running_loop().call_later(
+                        self.settings.consent_patience.total_seconds(), watch_slow_consent)
+                    if self.consent is not None else None)
         hand_over_by = now + self.settings.lease / 2
         try:
             while asking:
@@ -407,6 +415,8 @@ class SendRound:
                         wave, consent, context, turns, now, hand_over_by, arrivals)))
             await asyncio.gather(*waves)
         finally:
+            if patience is not None:
+                patience.cancel()
             for under_way in (*asking.values(), *waves):
                 under_way.cancel()
 
@@ -414,18 +424,18 @@ class SendRound:
                                      by_workspace: Mapping[str, Sequence[Claim]], claimed: int,
                                      arrivals: _Arrivals,
                                      on_waiting: Callable[[], bool] | None) -> None:
-        """When, after ``consent_patience``, every claim of the round has been attempted but
-        those of workspaces whose consent answer is still awaited: ``on_waiting`` lets the next
-        round start, and once ``rounds`` rounds wait aside for one workspace's answers, the
-        claims of this process leave its messages until one came. Counted by workspace, not
+        """Started once ``consent_patience`` has passed with answers still awaited (a round
+        whose answers all came sooner starts none: it only armed and cancelled a timer). When
+        every claim of the round has been attempted but those of workspaces whose consent
+        answer is still awaited: ``on_waiting`` lets the next round start, and once ``rounds``
+        rounds wait aside for one workspace's answers, the claims of this process leave its
+        messages until one came. Counted by workspace, not
         overall: a slow workspace is in at most about that many rounds waiting aside, and any
         number of slow workspaces each hold back only their own messages (a limit on all
         waiting rounds together let two slow workspaces, each below it, fill it and keep every
         round's place for identity's 10 s timeout). Their claimed messages stay with this
         round (SENDING under its lease: the profiles' later messages wait for them on every
         replica)."""
-        await asyncio.wait(asking.values(),
-                           timeout=self.settings.consent_patience.total_seconds())
         while waiting := [w for w, task in asking.items() if not task.done()]:
             if arrivals.attempted + sum(len(by_workspace[w]) for w in waiting) >= claimed:
                 if on_waiting is not None and on_waiting():
