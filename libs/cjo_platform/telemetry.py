@@ -1,5 +1,16 @@
 """OpenTelemetry tracing: one provider per process, OTLP export when configured, and helpers to
-carry a W3C ``traceparent`` through an outbox row or a batch item."""
+carry a W3C ``traceparent`` through an outbox row or a batch item.
+
+A process that exports no spans does not record them: the SDK's span (~14-22 us each: attributes,
+events, the processors' start and end) would be built only to be dropped, on every gRPC call,
+outbox forward, step, render and send. Its spans are the SDK's non-recording ones, sampled out
+(:data:`~opentelemetry.sdk.trace.sampling.ALWAYS_OFF`); each still has a valid context (the
+parent's trace id or a new one, a span id of its own), so logs carry trace and span ids and
+outbox rows, batch items and gRPC calls carry a ``traceparent`` as before, with the W3C sampled
+flag unset. Once a span processor is attached (the OTLP exporter at start-up, or a test's
+recorder), spans are sampled by the sampler ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``
+name, as the SDK reads them (default ``parentbased_always_on``).
+"""
 
 from __future__ import annotations
 
@@ -12,21 +23,65 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 _provider: TracerProvider | None = None
 
 
+class _OnceProcessed(Sampler):
+    """``configured`` once :meth:`processed` is called, :data:`ALWAYS_OFF` until then."""
+
+    def __init__(self, configured: Sampler) -> None:
+        self.configured = configured
+        self._current: Sampler = ALWAYS_OFF
+
+    def processed(self) -> None:
+        self._current = self.configured
+
+    def should_sample(self, parent_context: otel_context.Context | None, trace_id: int,
+                      name: str, kind: SpanKind | None = None,
+                      attributes: Attributes = None, links: Sequence[Link] | None = None,
+                      trace_state: TraceState | None = None) -> SamplingResult:
+        return self._current.should_sample(parent_context, trace_id, name, kind, attributes,
+                                           links, trace_state)
+
+    def get_description(self) -> str:
+        return f"OnceProcessed{{{self.configured.get_description()}}}"
+
+
+class _RecordingOnceProcessed(TracerProvider):
+    """The SDK's provider, whose spans are recorded only once a span processor takes them."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource=resource)  # the sampler the OTEL_TRACES_SAMPLER* variables name
+        self._gate = _OnceProcessed(self.sampler)
+        self.sampler = self._gate  # every tracer of this provider samples through the gate
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self._gate.processed()
+
+
+def tracer_provider(service: str) -> TracerProvider:
+    """A tracer provider for ``service``: spans recorded (and sampled as OTEL_TRACES_SAMPLER
+    says) once a span processor is added, non-recording with a valid context until then."""
+    resource = Resource.create({"service.name": f"cjo-{service}", "service.namespace": "cjo"})
+    return _RecordingOnceProcessed(resource)
+
+
 def configure_tracing(service: str) -> TracerProvider:
-    """Install the global tracer provider for ``service`` (idempotent per process)."""
+    """Install the global tracer provider for ``service`` (idempotent per process), exporting
+    over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set."""
     global _provider
     if _provider is not None:
         return _provider
-    resource = Resource.create({"service.name": f"cjo-{service}", "service.namespace": "cjo"})
-    provider = TracerProvider(resource=resource)
+    provider = tracer_provider(service)
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):

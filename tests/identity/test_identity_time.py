@@ -132,7 +132,7 @@ def test_the_next_change_is_when_the_first_counted_event_leaves_or_a_future_one_
 
 async def test_a_profile_leaves_a_segment_when_its_window_lapses_with_no_new_event(
         identity: Identity, recorder: Recorder) -> None:
-    configure_tracing("identity")  # as the service's main does: spans are recorded
+    configure_tracing("identity")  # as the service's main does: a trace context in every span
     acme = await identity.new_workspace("acme")
     await with_orders_30d(identity, acme)
     bought = (await ingest(identity, acme, order("o1", "u1", START))).results[0].profile_id
