@@ -184,15 +184,24 @@ def signup(user: str, message_id: str) -> event_pb2.Event:
 NATS_URL = "nats://127.0.0.1:4222"
 
 
+# How the services trace during a run (printed in every figure's label): ``export`` sends every
+# span over OTLP to the suite's receiver in the benchmark's process (the suite's default, which
+# latency.py's --hops reads); ``off`` sets no exporter, so the services record no span (their
+# trace context still flows: cjo_platform.telemetry).
+TRACING = ("export", "off")
+
+
 @contextlib.asynccontextmanager
 async def bench_suite(kind: str, bus: str = "none", profile: bool = False,
                       spy_dir: Path | None = None,
-                      extra_env: dict[str, str] | None = None,
+                      extra_env: dict[str, str] | None = None, tracing: str = "export",
                       ) -> AsyncIterator[tuple[Suite, Profiler | None, str]]:
     """The suite on a fresh ``kind`` database (``bus`` "nats": the event stream on JetStream,
-    streams of the run's own prefix, removed afterwards); with ``profile`` the counting hook in
-    every process and a :class:`Profiler`. Yields (suite, profiler, label)."""
+    streams of the run's own prefix, removed afterwards), tracing as ``tracing`` says (one of
+    :data:`TRACING`); with ``profile`` the counting hook in every process and a
+    :class:`Profiler`. Yields (suite, profiler, label)."""
     env = {"CJO_LOG_LEVEL": "warning", "CJO_DELIVERY_RETRY_BASE_SECONDS": "1",
+           **({"OTEL_EXPORTER_OTLP_ENDPOINT": ""} if tracing == "off" else {}),
            **(extra_env or {})}
     if os.environ.get("CJO_BENCH_STMT_DIR"):  # the hook also writes per-statement counts there
         env["CJO_BENCH_STMT_DIR"] = os.environ["CJO_BENCH_STMT_DIR"]
@@ -201,7 +210,7 @@ async def bench_suite(kind: str, bus: str = "none", profile: bool = False,
         # Packed as once every service reads packs (the release default is 1: upgrades).
         env.update({"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_PREFIX": prefix,
                     "CJO_BUS_PACK_ROWS": "64"})
-    label = f"{kind}, bus {bus}" if bus != "none" else kind
+    label = (f"{kind}, bus {bus}" if bus != "none" else kind) + f", tracing {tracing}"
     with tempfile.TemporaryDirectory() as tmp:
         backend = new_backend(kind, Path(tmp))
         stats_dir = Path(tmp) / "db-stats"

@@ -10,6 +10,11 @@ over the calls, every thread counted: gRPC's own included).
 
 Both processes run on the loop CJO_EVENT_LOOP names (uvloop unless ``asyncio``).
 
+``--tracing`` (printed first): ``off`` (the default: no exporter, so no span is recorded, only
+its context carried) or ``export`` (both processes send every span over OTLP, as a service with
+OTEL_EXPORTER_OTLP_ENDPOINT set does, to a sink in a third process that drops them): the
+``-tracing`` and ``-client-tracing`` variants give what tracing costs a call in that mode.
+
 Variants: ``bare`` (grpc.aio without any interceptor on either side), ``cjo`` (the full stack)
 and the full stack less one layer (``-tracing`` the server span, ``-client-tracing`` the client
 span, ``-metrics``, ``-logging``, ``-errors``, ``-auth``, ``-validation``): the difference to
@@ -76,7 +81,7 @@ async def _no_keys(secret: str) -> Principal | None:
     return None
 
 
-def _serve(port: int, ready: Any, leave_out: tuple[str, ...] | None, cpu: Any) -> None:
+def _serve(port: int, leave_out: tuple[str, ...] | None, cpu: Any, ready: Any) -> None:
     """The server process; answers its process CPU seconds on ``cpu`` whenever asked."""
     from cjo_platform.logging import configure_logging
     from cjo_platform.metrics import configure_metrics
@@ -102,35 +107,47 @@ def _serve(port: int, ready: Any, leave_out: tuple[str, ...] | None, cpu: Any) -
             leave_out=leave_out)
         server = grpc.aio.server(interceptors=interceptors)
         pb_grpc.add_AnalyticsServiceServicer_to_server(Answering(), server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        ready.set()
-        await server.wait_for_termination()
+        await _serve_until_terminated(server, port, ready)
 
     event_loop.run(main())
+
+
+async def _serve_until_terminated(server: grpc.aio.Server, port: int, ready: Any) -> None:
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    ready.set()
+    await server.wait_for_termination()
+
+
+@contextmanager
+def _spawned(target: Callable[..., None], *args: Any) -> Iterator[None]:
+    """``target(*args, ready)`` in a process of its own, until the block ends; the block starts
+    once it set ``ready``."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    process = context.Process(target=target, args=(*args, ready), daemon=True)
+    process.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError(f"the benchmark's {target.__name__} did not start")
+        yield
+    finally:
+        process.terminate()
+        process.join()
 
 
 @contextmanager
 def _server(leave_out: tuple[str, ...] | None) -> Iterator[tuple[int, Callable[[], float]]]:
     """The server in a process of its own; yields its port and a reader of its CPU seconds."""
     port = free_port()
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    ours, theirs = context.Pipe()
-    process = context.Process(target=_serve, args=(port, ready, leave_out, theirs), daemon=True)
-    process.start()
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
 
     def cpu() -> float:
         ours.send(None)
         return float(ours.recv())
 
-    try:
-        if not ready.wait(30):
-            raise RuntimeError("the benchmark's server did not start")
+    with _spawned(_serve, port, leave_out, theirs):
         yield port, cpu
-    finally:
-        process.terminate()
-        process.join()
 
 
 def _request() -> pb.RecordFactsRequest:
@@ -187,6 +204,43 @@ async def measure_variant(variant: Variant, seconds: float) -> dict[int, Figures
                 await own.close()
 
 
+def _sink(port: int, ready: Any) -> None:
+    """An OTLP trace receiver that drops what it is sent, in a process of its own."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
+
+    class Dropping(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
+        async def Export(self, request: Any, context: Any) -> Any:
+            return otlp.ExportTraceServiceResponse()
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        otlp_grpc.add_TraceServiceServicer_to_server(Dropping(), server)
+        await _serve_until_terminated(server, port, ready)
+
+    asyncio.run(main())
+
+
+@contextmanager
+def tracing_mode(mode: str) -> Iterator[str]:
+    """This process's and its servers' environment for ``mode``; yields what to print."""
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        os.environ.pop(name, None)
+    if mode == "off":
+        yield "tracing: off (no exporter: spans not recorded, their context carried)"
+        return
+    port = free_port()
+    with _spawned(_sink, port):
+        os.environ.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                           "OTEL_EXPORTER_OTLP_INSECURE": "true"})
+        try:
+            yield "tracing: export (every span sent over OTLP to a sink in another process)"
+        finally:
+            from cjo_platform.telemetry import shutdown_tracing
+
+            shutdown_tracing()  # the client's last spans go while the sink still listens
+
+
 async def run(names: list[str] | None, seconds: float) -> list[tuple[str, dict[int, Any]]]:
     from cjo_platform.rpc.client import close_channels
     from cjo_platform.telemetry import configure_tracing
@@ -210,10 +264,14 @@ def main() -> None:
     parser.add_argument("--variants", default="",
                         help="comma-separated subset of: "
                              + ", ".join(v.name for v in variants()))
+    parser.add_argument("--tracing", choices=("off", "export"), default="off",
+                        help="off: no exporter; export: every span sent to an OTLP sink")
     args = parser.parse_args()
     names = [n.strip() for n in args.variants.split(",") if n.strip()] or None
     collect_rarely()  # the client is a service process too
-    results = event_loop.run(run(names, args.seconds))
+    with tracing_mode(args.tracing) as mode:
+        results = event_loop.run(run(names, args.seconds))
+    print(mode)
     print(f"{'variant':<16}" + "".join(
         f"{f'{n} in flight: calls/s':>24}{'server µs':>11}{'client µs':>11}" for n in IN_FLIGHT))
     for name, figures in results:

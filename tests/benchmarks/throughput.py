@@ -10,6 +10,8 @@ Runs on SQLite and, when it listens on 127.0.0.1:5432, PostgreSQL. Figures depen
 machine; compare runs made on the same machine in one sitting. `--bus nats` runs the same with
 the event stream on NATS JetStream at 127.0.0.1:4222 (CJO_EVENT_BUS; streams of a prefix of the
 run's own, removed afterwards); `--bus both` runs each backend both ways, one after the other.
+`--tracing off` runs the services without an exporter (no span recorded) instead of sending
+every span to the benchmark's OTLP receiver; each figure's label names the mode.
 
 `--events 0` / `--signups 0` skip a scenario. With `--profile`, N single-event calls follow the
 ingest (`--calls`, from `--concurrency` callers at once, each sending its next call when its
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc
 from bench_suite import (
     PY_SPY,
+    TRACING,
     Profiler,
     bench_suite,
     percentile,
@@ -67,8 +70,10 @@ def track(i: int, name: str, profiles: int, run: str) -> event_pb2.Event:
 
 
 async def bench(kind: str, events: int, signups: int, bus: str = "none", profile: bool = False,
-                spy_dir: Path | None = None, calls: int = 200, concurrency: int = 1) -> None:
-    async with bench_suite(kind, bus, profile, spy_dir) as (suite, profiler, label):
+                spy_dir: Path | None = None, calls: int = 200, concurrency: int = 1,
+                tracing: str = "export") -> None:
+    async with bench_suite(kind, bus, profile, spy_dir,
+                           tracing=tracing) as (suite, profiler, label):
         await run_scenarios(label, suite, events, signups, profiler, calls, concurrency)
 
 
@@ -211,6 +216,9 @@ def main() -> None:
                         help="with --profile: single-event callers at once")
     parser.add_argument("--bus", choices=["none", "nats", "both"], default="none",
                         help="the event stream: outbox + gRPC (none), NATS JetStream, or both")
+    parser.add_argument("--tracing", choices=TRACING, default="export",
+                        help="export: every span sent over OTLP to the benchmark's receiver; "
+                             "off: no exporter, no span recorded")
     args = parser.parse_args()
     buses = ["none", "nats"] if args.bus == "both" else [args.bus]
     if args.spy_dir:
@@ -225,7 +233,7 @@ def main() -> None:
             continue
         for bus in buses:
             asyncio.run(bench(kind, args.events, args.signups, bus, args.profile, args.spy_dir,
-                              args.calls, args.concurrency))
+                              args.calls, args.concurrency, args.tracing))
 
 
 if __name__ == "__main__":

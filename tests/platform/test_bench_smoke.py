@@ -31,9 +31,11 @@ def test_the_latency_benchmark_measures_every_email_of_a_small_rate() -> None:
               "--drain", "120", "--hops")
     assert "emails still missing" not in out, out
     # The per-rate line: 20 offered, every call accepted, latencies measured, nothing missing.
-    (row,) = [line for line in out.splitlines()
-              if line.split()[1:2] == ["20"] and "events/s" not in line][-1:]
-    fields = row.split()[1:]
+    assert "[sqlite, tracing export] " in out  # the label names the tracing mode
+    unlabelled = [line.partition("] ")[2] for line in out.splitlines()]
+    (row,) = [line for line in unlabelled
+              if line.split()[:1] == ["20"] and "events/s" not in line][-1:]
+    fields = row.split()
     assert float(fields[1]) == 20 and fields[7:] == ["0", "0", "0"], row
     assert "20 events/s: per event" in out  # the CPU table
     assert "services' CPU ms per event less idle polling" in out
@@ -46,14 +48,15 @@ def test_the_latency_benchmark_measures_every_email_of_a_small_rate() -> None:
 def test_the_throughput_benchmark_runs_both_scenarios() -> None:
     out = run("throughput.py", "--backend", "sqlite", "--events", "1000", "--signups", "20",
               "--profile")
-    assert "1000 events over 5,000 profiles" in out
+    assert "[sqlite, tracing export] ingest: 1000 events over 5,000 profiles" in out, out
     assert "analytics counted 20 entries and 20 sends; no duplicates" in out
     assert "journey (sign-up -> email -> analytics): per journey" in out
 
 
 def test_the_rpc_benchmark_measures_each_layer() -> None:
     out = run("rpc.py", "--seconds", "0.2", "--variants", "bare,cjo,-auth")
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert out.startswith("tracing: off"), out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:]}
     assert set(rows) == {"bare", "cjo", "-auth"}, out
     # calls/s, server and client CPU µs per call, for 1 and for 32 in flight
     assert all(len(r) == 6 and all(float(f.replace(",", "")) > 0 for f in r)
