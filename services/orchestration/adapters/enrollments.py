@@ -54,7 +54,15 @@ from cjo_orchestration.domain.lifecycle import (
     merged_profile_id,
     resolve_profile,
 )
-from cjo_platform.db import bulk_insert, insert_ignore, keys_in, keys_param, one_of, one_of_keys
+from cjo_platform.db import (
+    bulk_insert,
+    bulk_update,
+    insert_ignore,
+    keys_in,
+    keys_param,
+    one_of,
+    one_of_keys,
+)
 from cjo_platform.errors import NotFound
 
 # Keys are matched as ``a = ? AND b IN (...)``, never as a row-value IN (a whole-table scan on
@@ -524,23 +532,6 @@ _CLAIM_DUE = (
     .order_by(_c.due_time).limit(bindparam("limit")).with_for_update(skip_locked=True))
 _NEXT_DUE = select(func.min(_c.due_time)).where(_c.state == _ACTIVE,
                                                 _c.due_time > bindparam("now"))
-_PROGRESS: dict[str, Any] = {
-    "state": bindparam("p_state"), "current_node_id": bindparam("p_node"),
-    "visits": bindparam("p_visits"), "attempts": bindparam("p_attempts"),
-    "last_error": bindparam("p_error"), "step_count": bindparam("p_count"),
-    "due_time": bindparam("p_due"), "update_time": bindparam("p_updated"),
-    "waiting": bindparam("p_waiting"), "exit_reason": bindparam("p_reason"),
-    "wait_deadline": bindparam("p_deadline"), "lease_until": None, "lease_token": None}
-_ONE_ENROLLMENT = update(enrollments).where(_c.workspace_id == bindparam("p_ws"),
-                                            _c.enrollment_id == bindparam("p_id"))
-_SAVE_PROGRESS = _ONE_ENROLLMENT.values(_PROGRESS)
-# With what events change too; merges move an enrollment to the surviving profile.
-_SAVE_WITH_CONTEXT = _ONE_ENROLLMENT.values({
-    **_PROGRESS, "profile_id": bindparam("p_profile"), "goal_time": bindparam("p_goal"),
-    "traits": bindparam("p_traits"), "properties": bindparam("p_properties"),
-    "event_id": bindparam("p_event"), "traceparent": bindparam("p_traceparent")})
-
-
 def claim_due(session: Session, now: datetime, until: datetime, token: str,
               limit: int) -> list[Enrollment]:
     """Lease up to ``limit`` due active enrollments, earliest first.
@@ -618,24 +609,37 @@ def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[S
     ``context=False`` leaves what only events change (traits, properties, the triggering event,
     the goal time) as stored: the step worker's transitions never change it, and not writing it
     saves encoding two JSON documents per enrollment on the hottest path.
+
+    One :func:`~cjo_platform.db.bulk_update` (the values bound a column at a time): on
+    PostgreSQL one ``UPDATE ... FROM unnest(...)`` joined on the primary key, not a statement
+    per enrollment that the server parses, plans and runs one by one (the step round's
+    ``record`` sent 500). Its rows change in the order the plan meets them, not the batch's:
+    no row may take a key (a profile's active enrollment in a journey) that another row of
+    the batch gives up. A step only ends enrollments; an event round writes the ones it ended
+    in a call before the others (:func:`~cjo_orchestration.service_layer.events._record`), and
+    a merge moves enrollments to the surviving profile, whose key none of them held.
     """
     if not batch:
         return
     rows: list[dict[str, Any]] = []
     for e, taken in batch:
-        row = {"p_ws": e.workspace_id, "p_id": e.enrollment_id, "p_state": e.state.value,
-               "p_node": e.current_node_id, "p_visits": dict(e.visits),
-               "p_attempts": e.attempts, "p_error": e.last_error,
-               "p_count": e.step_count + len(taken), "p_due": e.due_time,
-               "p_updated": e.update_time, "p_waiting": e.waiting, "p_reason": e.exit_reason,
-               "p_deadline": e.wait_deadline}
+        row = {"workspace_id": e.workspace_id, "enrollment_id": e.enrollment_id,
+               "state": e.state.value, "current_node_id": e.current_node_id,
+               "visits": dict(e.visits), "attempts": e.attempts, "last_error": e.last_error,
+               "step_count": e.step_count + len(taken), "due_time": e.due_time,
+               "update_time": e.update_time, "waiting": e.waiting,
+               "exit_reason": e.exit_reason, "wait_deadline": e.wait_deadline,
+               "lease_until": None, "lease_token": None}
         if context:
-            row.update(p_profile=e.profile_id, p_goal=e.goal_time, p_traits=dict(e.traits),
-                       p_properties=dict(e.properties), p_event=e.event_id,
-                       p_traceparent=e.traceparent)
+            row.update(profile_id=e.profile_id, goal_time=e.goal_time, traits=dict(e.traits),
+                       properties=dict(e.properties), event_id=e.event_id,
+                       traceparent=e.traceparent)
         rows.append(row)
-    session.execute(_SAVE_WITH_CONTEXT if context else _SAVE_PROGRESS, rows)
+    bulk_update(session, enrollments, _KEY, rows)
     insert_steps(session, batch)
+
+
+_KEY = ("workspace_id", "enrollment_id")
 
 
 def insert_steps(session: Session, batch: Sequence[tuple[Enrollment, Sequence[Step]]]) -> None:
