@@ -1,15 +1,17 @@
 """OpenTelemetry tracing: one provider per process, OTLP export when configured, and helpers to
 carry a W3C ``traceparent`` through an outbox row or a batch item.
 
-A process that exports no spans does not record them: the SDK's span (~14-22 us each: attributes,
-events, the processors' start and end) would be built only to be dropped, on every gRPC call,
-outbox forward, step, render and send. Its spans are the SDK's non-recording ones, sampled out
-(:data:`~opentelemetry.sdk.trace.sampling.ALWAYS_OFF`); each still has a valid context (the
-parent's trace id or a new one, a span id of its own), so logs carry trace and span ids and
+A process that exports no spans does not record the traces it starts: the SDK's span (~14-22
+us each: attributes, events, the processors' start and end) would be built only to be dropped,
+on every gRPC call, outbox forward, step, render and send. Its spans are the SDK's
+non-recording ones, sampled out (``ParentBased(ALWAYS_OFF)``); each still has a valid context
+(the parent's trace id or a new one, a span id of its own), so logs carry trace and span ids and
 outbox rows, batch items and gRPC calls carry a ``traceparent`` as before, with the W3C sampled
-flag unset. Once a span processor is attached (the OTLP exporter at start-up, or a test's
-recorder), spans are sampled by the sampler ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``
-name, as the SDK reads them (default ``parentbased_always_on``).
+flag unset. A trace a caller sampled (its ``traceparent``'s flag set) is still recorded, so the
+flag reaches the services after this one unchanged. Once a span processor is attached (the OTLP
+exporter at start-up, or a test's recorder), spans are sampled by the sampler
+``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` name, as the SDK reads them (default
+``parentbased_always_on``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from opentelemetry.propagate import inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
@@ -35,11 +37,13 @@ _provider: TracerProvider | None = None
 
 
 class _OnceProcessed(Sampler):
-    """``configured`` once :meth:`processed` is called, :data:`ALWAYS_OFF` until then."""
+    """``configured`` once :meth:`processed` is called; until then only what a caller sampled
+    (its traceparent's flag: the caller keeps that trace, and the services after this one
+    must see the flag), the traces this process starts never."""
 
     def __init__(self, configured: Sampler) -> None:
         self.configured = configured
-        self._current: Sampler = ALWAYS_OFF
+        self._current: Sampler = ParentBased(ALWAYS_OFF)
 
     def processed(self) -> None:
         self._current = self.configured

@@ -98,7 +98,8 @@ def continue_trace_of(spans: trace.Tracer, name: str, traceparent: str) -> Any:
 
 def test_an_unrecorded_span_s_context_reaches_logs_and_grpc_calls() -> None:
     spans = tracer_provider("test").get_tracer("test")
-    with continue_trace_of(spans, "work", TRACEPARENT) as span:
+    unsampled = TRACEPARENT[:-2] + "00"  # a caller that keeps no record of this trace
+    with continue_trace_of(spans, "work", unsampled) as span:
         assert not span.is_recording()
         line = _add_trace_ids(None, "info", {})
         metadata = _with_traceparent((("k", "v"),), span)
@@ -110,6 +111,16 @@ def test_an_unrecorded_span_s_context_reaches_logs_and_grpc_calls() -> None:
     parent = remote_context(metadata)
     with spans.start_as_current_span("server", context=parent) as server:
         assert format(server.get_span_context().trace_id, "032x") == TRACEPARENT[3:35]
+
+
+def test_a_trace_the_caller_sampled_keeps_its_flag_without_an_exporter() -> None:
+    # The caller keeps this trace: the services after this one must see it sampled, or an
+    # exporting service downstream would drop its part of the caller's trace.
+    spans = tracer_provider("test").get_tracer("test")
+    with continue_trace_of(spans, "work", TRACEPARENT) as span:
+        carried = current_traceparent()
+    assert span.get_span_context().trace_flags.sampled
+    assert carried == f"00-{TRACEPARENT[3:35]}-{span.get_span_context().span_id:016x}-01"
 
 
 def test_exported_spans_are_sampled_as_otel_traces_sampler_says(
