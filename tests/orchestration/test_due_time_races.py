@@ -150,3 +150,27 @@ async def test_an_event_due_again_during_the_claim_is_the_next_retry(
     assert await worker.run_once() is False  # not due yet at the claim; due right after it
     assert worker.last.next_retry == START + BACKOFF.base_delay
     assert worker.idle_seconds() == 0.0
+
+
+async def test_an_event_due_again_while_a_failed_round_falls_back_is_the_next_retry(
+        visits: Transactions, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The round's fallback (one transaction per profile after the batch failed) takes time
+    # too: its next retry is read at the claim's clock reading, not after the fallback.
+    raising(monkeypatch, RuntimeError("a bug"))
+    visits.run_sync(lambda uow: events.receive(uow, WS, [visit("v1", "ada", poison=True)]))
+    worker = event_worker(visits, clock)
+    await worker.run_once()  # v1 failed: due again at START + base delay
+    clock.set(START + BACKOFF.base_delay - timedelta(milliseconds=1))
+    visits.run_sync(lambda uow: events.receive(uow, WS, [visit("v2", "bob", poison=True)]))
+    group = InboxRound._apply_group
+
+    async def slow_group(self: InboxRound, events: Any) -> Any:
+        try:
+            return await group(self, events)
+        finally:
+            clock.advance(timedelta(milliseconds=2))
+
+    monkeypatch.setattr(InboxRound, "_apply_group", slow_group)
+    await worker.run_once()  # v2 fails, the round falls back; v1 falls due meanwhile
+    assert worker.last.next_retry == START + BACKOFF.base_delay
+    assert worker.idle_seconds() == 0.0

@@ -462,11 +462,13 @@ class InboxRound:
 
     async def run(self) -> EventRound:
         claimed: list[InboxEvent] = []
+        read_at: list[datetime] = []
 
         def apply(uow: UnitOfWork) -> EventRound:
             # The events due and the next retry at one clock reading: an event due again
             # between two would be neither applied nor next, and wait for the poll.
             now = uow.now()
+            read_at[:] = [now]
             applied = apply_inbox(uow, self.batch, self.new_id, claimed=claimed,
                                   handoff=self.handoff, triggers=self.triggers, due_at=now)
             return replace(applied, next_retry=enrollment_store.next_retry(uow.session, now))
@@ -487,7 +489,7 @@ class InboxRound:
         # The events that failed back off: the worker sleeps until the first is due again,
         # not its poll.
         next_retry = await self.transactions.run(
-            lambda uow: enrollment_store.next_retry(uow.session, uow.now()))
+            lambda uow: enrollment_store.next_retry(uow.session, read_at[0]))
         return EventRound(handled, enrolled, deferred, next_retry=next_retry)
 
     async def _apply(self, events: Sequence[InboxEvent]) -> EventRound:
