@@ -15,11 +15,14 @@ class PollingWorker:
     work waiting, otherwise after ``poll_seconds`` or as soon as :meth:`wake` is called.
 
     A failing round (database or peer down, a bug) is logged and retried with exponential
-    backoff: a background worker must never take its service down, and the work it left is
-    still in the database.
+    backoff (from the poll interval or ``first_backoff``, whichever is shorter): a background
+    worker must never take its service down, and the work it left is still in the database.
     """
 
     name = "worker"
+    # The first retry after a failed round, at most (then doubling up to ``max_backoff``): a
+    # worker that polls rarely (woken by writes) must not wait its whole poll after one error.
+    first_backoff = 1.0
 
     def __init__(self, poll_seconds: float, max_backoff: float = 30.0) -> None:
         self.poll_seconds = poll_seconds
@@ -48,13 +51,13 @@ class PollingWorker:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        backoff = self.poll_seconds
+        backoff = min(self.poll_seconds, self.first_backoff)
         while True:
             _raise_if_cancelling(task)
             self._wake.clear()
             try:
                 more = await self.run_once()
-                backoff = self.poll_seconds
+                backoff = min(self.poll_seconds, self.first_backoff)
             except asyncio.CancelledError as exc:
                 if task is None or task.cancelling():
                     raise  # the service is stopping

@@ -146,8 +146,9 @@ async def test_units_of_work_written_within_the_linger_go_in_one_call(
     # The six units of work are written within the linger unless the machine is so loaded
     # that six commits take longer (seen at load 23 on two cores): then the linger rightly
     # sent what it had when it ran out.
-    if written < 2.5:
-        assert calls.sizes == [6]
+    if written >= 2.5:
+        pytest.skip(f"six commits took {written:.1f} s, longer than the linger: not the case")
+    assert calls.sizes == [6]
 
 
 async def test_a_full_batch_goes_without_waiting_for_the_linger(linger: Linger) -> None:

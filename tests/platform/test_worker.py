@@ -49,3 +49,16 @@ async def test_wake_runs_a_pass_before_the_poll_interval() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_worker_that_polls_rarely_retries_a_failed_pass_within_a_second() -> None:
+    # A forwarder woken by writes may poll once a minute: one database error must not make it
+    # wait that minute.
+    loop = Flaky()
+    loop.passes = 1  # the next pass fails
+    loop.poll_seconds = 60
+    task = asyncio.create_task(loop.run())
+    await eventually(lambda: loop.passes == 3, timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
