@@ -18,7 +18,6 @@ from itertools import zip_longest
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    Column,
     Row,
     String,
     and_,
@@ -31,7 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable, TextClause
-from sqlalchemy.sql.sqltypes import NullType
 
 from cjo_identity.adapters.tables import (
     edges,
@@ -63,6 +61,7 @@ from cjo_platform.db import (
     one_of_keys,
     pg_array,
 )
+from cjo_platform.db.probes import by_keys, pg_probes, pg_text
 from cjo_platform.rpc.batch import chunks
 
 T = TypeVar("T")
@@ -80,40 +79,19 @@ IN_LIST_KEYS = 5000
 
 @cache
 def _edges_by_key(dialect: str) -> Executable:
-    return _by_keys(dialect, list(edges.c), edges.c.edge_key)
+    return by_keys(dialect, list(edges.c), edges.c.edge_key)
 
 
 @cache
 def _golden_for_update(dialect: str) -> Executable:
-    return _by_keys(dialect, [profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+    return by_keys(dialect, [profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
                               profiles.c.consents, profiles.c.computed],
                     profiles.c.profile_id, order_by=[profiles.c.profile_id], lock=True)
 
 
 @cache
 def _stored_refs_probes() -> Executable:
-    return _by_keys("postgresql", list(events.c), events.c.profile_id)
-
-
-def _by_keys(dialect: str, columns: Sequence[Column[Any]], key: Column[Any], *,
-             order_by: Sequence[Column[Any]] = (), lock: bool = False) -> Executable:
-    """The ``columns`` of the rows of the workspace (``:workspace_id``) whose ``key`` is one
-    of ``:keys`` (see keys_param), in ``order_by``; ``lock``: locked (FOR UPDATE, in the
-    key's order). On PostgreSQL one probe of the index on (workspace_id, key) per key
-    (:func:`_pg_probes`), also in a workspace the planner's statistics do not know yet; the
-    rows then also carry the ``order_by`` columns."""
-    if dialect == "postgresql":
-        named = {c.name for c in columns}
-        picked = [*columns, *(c for c in order_by if c.name not in named)]
-        sql = _pg_probes(key.table.name, ", ".join(f"t.{c.name}" for c in picked),
-                         {key.name: "keys"}, lock=lock)
-        if order_by:
-            sql += " ORDER BY " + ", ".join(f"x.{c.name}" for c in order_by)
-        return _lookup_text(dialect, sql).columns(*picked)
-    statement = (select(*columns)
-                 .where(key.table.c.workspace_id == _workspace(), one_of_keys(dialect, key))
-                 .order_by(*order_by))
-    return statement.with_for_update() if lock else statement
+    return by_keys("postgresql", list(events.c), events.c.profile_id)
 
 
 def _owner(row: AnyRow) -> Owner:
@@ -161,7 +139,7 @@ def _owners_lookup(dialect: str) -> Executable:
 
 def _lookup_sql(dialect: str, table: str, picked: str) -> str:
     if dialect == "postgresql":
-        return _pg_probes(table, picked, {"type": "types", "value": "values"})
+        return pg_probes(table, picked, {"type": "types", "value": "values"})
     # The pairs as one JSON array parameter, not an IN list of one parameter each: the
     # statement is then the same for any batch (compiled once, not expanded per value), and
     # SQLite probes the primary key once per pair (json_each is the outer loop).
@@ -172,40 +150,8 @@ def _lookup_sql(dialect: str, table: str, picked: str) -> str:
 
 def _lookup_text(dialect: str, sql: str) -> TextClause:
     if dialect == "postgresql":
-        # Array literals (cjo_platform.db.pg_array: typed text[] by their value).
-        return text(sql).bindparams(*(bindparam(name, type_=NullType())
-                                      for name in ("types", "values", "keys")
-                                      if f":{name}" in sql))
+        return pg_text(sql, ("types", "values", "keys"))
     return text(sql)
-
-
-def _pg_probes(table: str, picked: str, keys: dict[str, str], *, lock: bool = False) -> str:
-    """PostgreSQL's look-up of ``table``'s rows of the workspace whose ``keys`` (column:
-    array parameter) match one element of the arrays: one probe of the index on
-    (workspace_id, *keys) per element.
-
-    The workspace comes from a subquery (OFFSET 0 keeps it one), not as a constant: the
-    planner then rates "workspace_id = w.id" by the table's number of workspaces, not by the
-    statistics of this one, which know nothing of a workspace newer than them; with a
-    constant, both a new workspace's probe by the key's index and a scan of another index
-    with the workspace as prefix came out at one row, and the planner took the scan,
-    filtering every row of the workspace per key. The lateral subquery (OFFSET 0 again) keeps
-    the planner from flattening the probes into a join over the workspace.
-
-    ``lock``: each row found is locked (FOR UPDATE) as it is probed, so in the keys' order:
-    sorted here by the database, the order of every other statement that locks several of
-    the table's rows (ORDER BY the key)."""
-    arrays = ", ".join(f"CAST(:{parameter} AS text[])" for parameter in keys.values())
-    names = ", ".join(keys)
-    match = " AND ".join(f"t.{column} = k.{column}" for column in keys)
-    listed = f"unnest({arrays}) AS k({names})"
-    if lock:
-        listed = f"(SELECT * FROM {listed} ORDER BY {names}) AS k"
-    return (f"SELECT x.* FROM (SELECT CAST(:workspace_id AS text) AS id OFFSET 0) AS w "
-            f"CROSS JOIN {listed} "
-            f"CROSS JOIN LATERAL (SELECT {picked} FROM {table} AS t "
-            f"WHERE t.workspace_id = w.id AND {match} OFFSET 0"
-            f"{' FOR UPDATE' if lock else ''}) AS x")
 
 
 def _earlier_sql(dialect: str) -> str:
@@ -216,7 +162,7 @@ def _earlier_sql(dialect: str) -> str:
         # Probed by uq_events_message, also for a workspace the statistics do not know (with
         # "workspace_id = :workspace_id AND message_id = ANY(:keys)" PostgreSQL read such a
         # workspace's events through ix_events_profile_time, filtering each by the keys).
-        return _pg_probes(events.name, picked, {"message_id": "keys"})
+        return pg_probes(events.name, picked, {"message_id": "keys"})
     return (f"SELECT {picked} FROM {events.name} AS t WHERE t.workspace_id = :workspace_id "
             f"AND t.message_id IN (SELECT value FROM json_each(:keys))")
 
@@ -485,17 +431,17 @@ def _survivors(dialect: str) -> Executable:
 
 @cache
 def _existing(dialect: str) -> Executable:
-    return _by_keys(dialect, [profiles.c.profile_id], profiles.c.profile_id)
+    return by_keys(dialect, [profiles.c.profile_id], profiles.c.profile_id)
 
 
 @cache
 def _profile_rows(dialect: str) -> Executable:
-    return _by_keys(dialect, list(profiles.c), profiles.c.profile_id)
+    return by_keys(dialect, list(profiles.c), profiles.c.profile_id)
 
 
 @cache
 def _owned_identifiers(dialect: str) -> Executable:
-    return _by_keys(dialect, [identifiers.c.profile_id, identifiers.c.type, identifiers.c.value],
+    return by_keys(dialect, [identifiers.c.profile_id, identifiers.c.type, identifiers.c.value],
                     identifiers.c.profile_id, order_by=[identifiers.c.create_time,
                                                         identifiers.c.type, identifiers.c.value])
 
@@ -518,7 +464,7 @@ def _memberships(dialect: str) -> Executable:
 
 @cache
 def _golden_of(dialect: str) -> Executable:
-    return _by_keys(dialect, [profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
+    return by_keys(dialect, [profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
                               profiles.c.consents], profiles.c.profile_id)
 
 
