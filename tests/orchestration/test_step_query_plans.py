@@ -10,6 +10,7 @@ each one.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -24,7 +25,12 @@ from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters import enrollments as store
 from cjo_orchestration.adapters import schedules
-from cjo_orchestration.adapters.tables import enrollments, inbox, schedule_occurrences
+from cjo_orchestration.adapters.tables import (
+    enrollments,
+    inbox,
+    retired_profiles,
+    schedule_occurrences,
+)
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step, StepOutcome
 from cjo_orchestration.domain.schedule import Occurrence, OccurrenceState
 from cjo_platform.db import Database
@@ -284,3 +290,39 @@ def test_a_step_handing_profiles_back_asks_only_for_their_pending_events(db: Dat
 
     assert_no_table_scan(plans(db, ask, "inbox"), "inbox")
     assert found == [False, True]
+
+
+def test_a_new_workspaces_profiles_are_probed_by_profile(db: Database) -> None:
+    """The event worker's reads by profile of a workspace newer than the statistics (a new
+    tenant inside big tables, until autovacuum's ANALYZE) each probe the index on
+    (workspace_id, profile_id) per profile, not every row of the workspace read through an
+    index with the workspace as prefix and filtered by the profiles (a batch's cost then grew
+    with the workspace's rows)."""
+    with db.transaction() as session:
+        session.execute(retired_profiles.insert(), [
+            {"workspace_id": "ws0", "profile_id": f"p{i}", "successor_profile_id": "",
+             "retire_time": NOW} for i in range(ROWS)])
+        if not db.is_sqlite:
+            session.execute(text("ANALYZE retired_profiles"))
+        # The statistics know ws0 and ws1 only: the newcomer's rows come after them.
+        store.insert_new(session, [
+            Enrollment("newcomer", f"en{i:05d}", f"j{i % 3}", 1, f"p{i % 1000}",
+                       EnrollmentState.ACTIVE if i < 1000 else EnrollmentState.COMPLETED,
+                       "wait", NOW, NOW, NOW) for i in range(3000)])
+        session.execute(retired_profiles.insert(), [
+            {"workspace_id": "newcomer", "profile_id": f"r{i}", "successor_profile_id": "",
+             "retire_time": NOW} for i in range(3000)])
+    profiles = [("newcomer", f"p{i}") for i in range(0, 200, 3)]
+    keys = [(w, "j1", p) for w, p in profiles]
+    reads: list[tuple[str, Callable[[Session], Any]]] = [
+        ("enrollments", lambda s: store.watched(s, profiles, NOW)),
+        ("enrollments", lambda s: store.history(s, keys)),
+        ("enrollments", lambda s: store.watched_and_history(s, profiles, keys, NOW)),
+        ("retired_profiles", lambda s: store.retired_successors(s, profiles)),
+        ("retired_profiles", lambda s: store.receipt(s, "newcomer", [p for _, p in profiles]))]
+    filtered = [f"{statement}\n{plan}" for table, read in reads
+                for statement, plan in plans(db, read, table)
+                if not (db.is_sqlite and "profile_id=?" in plan)
+                and not any(re.search(r"\bprofile_id\b", line) for line in plan.splitlines()
+                            if "Index Cond" in line)]
+    assert not filtered, "\n\n".join(filtered)

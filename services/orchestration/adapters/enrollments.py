@@ -15,8 +15,10 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Row,
+    String,
     and_,
     bindparam,
     delete,
@@ -63,6 +65,7 @@ from cjo_platform.db import (
     one_of,
     one_of_keys,
 )
+from cjo_platform.db.probes import by_keys, pg_by_keys
 from cjo_platform.errors import NotFound
 
 # Keys are matched as ``a = ? AND b IN (...)``, never as a row-value IN (a whole-table scan on
@@ -97,8 +100,7 @@ def _receipt_statement(dialect: str) -> Any:
         exists(select(inbox.c.seq).where(not_(inbox.c.processed))).label("pending"),
         select(journey_store.REVISION).where(journeys.c.workspace_id == bindparam("ws"))
         .scalar_subquery().label("revision"),
-        exists(select(r.profile_id).where(r.workspace_id == bindparam("ws"),
-                                          one_of_keys(dialect, r.profile_id, "ids")))
+        exists(by_keys(dialect, [r.profile_id], r.profile_id, workspace="ws", keys="ids"))
         .label("retired"))
 
 
@@ -413,11 +415,30 @@ def watched_and_history(session: Session, profiles: Iterable[tuple[str, str]],
             _latest(r for r in rows if (r.workspace_id, r.journey_id, r.profile_id) in asked))
 
 
+# On PostgreSQL a workspace's enrollments and retirements are read by profile through
+# cjo_platform.db.probes: one probe per profile, also in a workspace the planner's statistics
+# do not know yet (a new tenant: its every row was read through another index and filtered by
+# the profiles); the locked reads lock in the profiles' order (sorted by the database).
+# The enrollments events can change (see watched), over the probed rows ("t").
+_PG_WATCHES = (f"t.state = {_ACTIVE} OR (t.goal_time IS NULL AND t.goal_deadline >= :now)")
+
+
+def _now() -> Any:
+    return bindparam("now", type_=enrollments.c.goal_deadline.type)
+
+
 @cache
 def _watched_or_history_statement(dialect: str) -> Any:
     """:func:`watched_and_history` in one statement, built once: the profiles' enrollments
     that are watched (flagged ``watches``) or in one of the ``journeys``, locked."""
     c = enrollments.c
+    if dialect == "postgresql":
+        return pg_by_keys(
+            list(enrollments.c), c.profile_id,
+            where=f"{_PG_WATCHES} OR t.journey_id = ANY(CAST(:journeys AS text[]))",
+            computed={"watches": (_PG_WATCHES, Boolean())}, binds=[_now()],
+            arrays=["journeys"], order_by=[c.create_time, c.enrollment_id], lock=True,
+            workspace="ws", keys="ids")
     watches = or_(c.state == _ACTIVE,
                   and_(c.goal_time.is_(None), c.goal_deadline >= bindparam("now")))
     return (select(enrollments, watches.label("watches"))
@@ -457,14 +478,18 @@ def watched(session: Session, profiles: Iterable[tuple[str, str]],
 def _retired_statement(dialect: str) -> Any:
     """The retirements of a workspace's profiles (one parameter), built once."""
     c = retired_profiles.c
-    return (select(c.workspace_id, c.profile_id, c.successor_profile_id)
-            .where(c.workspace_id == bindparam("ws"), one_of_keys(dialect, c.profile_id, "ids")))
+    return by_keys(dialect, [c.workspace_id, c.profile_id, c.successor_profile_id],
+                   c.profile_id, workspace="ws", keys="ids")
 
 
 @cache
 def _watched_statement(dialect: str) -> Any:
     """:func:`watched` for one workspace's profiles (one parameter), built once."""
     c = enrollments.c
+    if dialect == "postgresql":
+        return pg_by_keys(list(enrollments.c), c.profile_id, where=_PG_WATCHES, binds=[_now()],
+                          order_by=[c.create_time, c.enrollment_id], lock=True, workspace="ws",
+                          keys="ids")
     return (select(enrollments)
             .where(c.workspace_id == bindparam("ws"), one_of_keys(dialect, c.profile_id, "ids"),
                    or_(c.state == _ACTIVE,
@@ -477,7 +502,12 @@ def _history_statement(dialect: str) -> Any:
     """:func:`history` for one workspace's journey and its profiles (one parameter), built
     once."""
     c = enrollments.c
-    return (select(c.workspace_id, c.journey_id, c.profile_id, c.state, c.update_time)
+    picked = [c.workspace_id, c.journey_id, c.profile_id, c.state, c.update_time]
+    if dialect == "postgresql":
+        return pg_by_keys(picked, c.profile_id, where="t.journey_id = :journey",
+                          binds=[bindparam("journey", type_=String)], workspace="ws",
+                          keys="ids")
+    return (select(*picked)
             .where(c.workspace_id == bindparam("ws"), c.journey_id == bindparam("journey"),
                    one_of_keys(dialect, c.profile_id, "ids")))
 
