@@ -35,7 +35,7 @@ class Commits:
         sa_event.listen(self.engine, "commit", self._commit)
 
     def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "profile_merges.survivor_profile_id" in statement and "FROM profile_merges" in statement:
+        if "survivor_profile_id" in statement and "FROM profile_merges" in statement:
             self.reads.append(conn)
 
     def _commit(self, conn: Any) -> None:

@@ -16,13 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from identity_support import Identity
+from identity_support import START, Identity
 from query_plans import plans
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cjo.identity.v1 import event_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo_identity.adapters import profiles
+from cjo_identity.adapters.tables import profile_merges, segment_members
 from cjo_identity.domain.graph import edge_key
 from cjo_identity.domain.identifiers import Identifier
 from cjo_platform.protobuf import dict_to_struct
@@ -118,3 +120,45 @@ async def test_the_second_batchs_reads_by_key_are_probed_by_key(identity: Identi
 async def test_a_new_workspaces_reads_by_key_are_probed_by_key(identity: Identity) -> None:
     await first_batch(identity, "acme")  # the statistics know acme
     await assert_reads_probed_by_key(identity, "newcomer")
+
+
+async def test_a_new_workspaces_merges_and_memberships_are_probed_by_profile(
+        identity: Identity) -> None:
+    """The merges and segment memberships of a workspace the statistics do not know (the
+    survivors of merged ids, a profile read's merges into it and memberships) are probed by
+    the index on (workspace_id, profile id), not read whole through another index with the
+    workspace as prefix and filtered by the profiles."""
+    db = identity.app.db
+
+    def rows(workspace_id: str) -> None:
+        with db.transaction() as session:
+            session.execute(profile_merges.insert(), [{
+                "workspace_id": workspace_id, "merged_profile_id": f"m{i}",
+                "survivor_profile_id": f"s{i % 1500}", "identifier_type": "user_id",
+                "identifier_value": f"u{i}", "message_id": f"msg{i}", "merge_time": START}
+                for i in range(3000)])
+            session.execute(segment_members.insert(), [{
+                "workspace_id": workspace_id, "segment_id": f"seg{i // 1500}",
+                "profile_id": f"s{i % 1500}", "enter_time": START} for i in range(3000)])
+
+    rows("acme")
+    if not db.is_sqlite:
+        with db.transaction() as session:
+            session.execute(text("ANALYZE profile_merges"))
+            session.execute(text("ANALYZE segment_members"))
+    rows("newcomer")  # the statistics know acme only
+    ids = [f"s{i}" for i in range(0, 300, 3)]
+    reads: list[tuple[str, str, Callable[[Session], object]]] = [
+        ("profile_merges", "merged_profile_id",
+         lambda s: profiles.resolve_profile_ids(s, "newcomer", [f"m{i}" for i in range(100)])),
+        ("profile_merges", "survivor_profile_id",
+         lambda s: profiles.load_profiles(s, "newcomer", ids)),
+        ("segment_members", "profile_id", lambda s: profiles.load_profiles(s, "newcomer", ids))]
+    if db.is_sqlite:  # it searches the memberships' primary key by the workspace alone (left)
+        reads.pop()
+    filtered = [f"{statement}\n{plan}" for table, key, read in reads
+                for statement, plan in plans(db, read, f" {table} ")
+                if not (db.is_sqlite and f"{key}=?" in plan)
+                and not any(re.search(rf"\b{key}\b", line) for line in plan.splitlines()
+                            if "Index Cond" in line)]
+    assert not filtered, "\n\n".join(filtered)

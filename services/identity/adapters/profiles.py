@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     Row,
-    String,
     and_,
     bindparam,
     delete,
@@ -58,7 +57,6 @@ from cjo_platform.db import (
     insert_ignore,
     keys_param,
     one_of,
-    one_of_keys,
     pg_array,
 )
 from cjo_platform.db.probes import by_keys, pg_probes, pg_text
@@ -418,15 +416,11 @@ def resolve_profile_ids(session: Session, workspace_id: str,
 # one_of_keys): built per call, their construction and cache key cost more CPU than the
 # look-ups.
 
-def _workspace() -> Any:
-    return bindparam("workspace_id", type_=String)
-
-
 @cache
 def _survivors(dialect: str) -> Executable:
-    return (select(profile_merges.c.merged_profile_id, profile_merges.c.survivor_profile_id)
-            .where(profile_merges.c.workspace_id == _workspace(),
-                   one_of_keys(dialect, profile_merges.c.merged_profile_id)))
+    return by_keys(dialect, [profile_merges.c.merged_profile_id,
+                             profile_merges.c.survivor_profile_id],
+                   profile_merges.c.merged_profile_id)
 
 
 @cache
@@ -448,18 +442,14 @@ def _owned_identifiers(dialect: str) -> Executable:
 
 @cache
 def _merges_into(dialect: str) -> Executable:
-    return (select(profile_merges)
-            .where(profile_merges.c.workspace_id == _workspace(),
-                   one_of_keys(dialect, profile_merges.c.survivor_profile_id))
-            .order_by(profile_merges.c.merge_time, profile_merges.c.merged_profile_id))
+    return by_keys(dialect, list(profile_merges.c), profile_merges.c.survivor_profile_id,
+                   order_by=[profile_merges.c.merge_time, profile_merges.c.merged_profile_id])
 
 
 @cache
 def _memberships(dialect: str) -> Executable:
-    return (select(segment_members.c.profile_id, segment_members.c.segment_id)
-            .where(segment_members.c.workspace_id == _workspace(),
-                   one_of_keys(dialect, segment_members.c.profile_id))
-            .order_by(segment_members.c.segment_id))
+    return by_keys(dialect, [segment_members.c.profile_id, segment_members.c.segment_id],
+                   segment_members.c.profile_id, order_by=[segment_members.c.segment_id])
 
 
 @cache
