@@ -33,7 +33,7 @@ HTTP_PORTS: dict[str, int] = {
 # Where each process serves /metrics for Prometheus unless CJO_METRICS_PORT says otherwise
 # (one service per pod, so one port for all; `make run` gives each its own).
 DEFAULT_METRICS_PORT = 9464
-# CJO_FACTS_LINGER_MS: see ServiceSettings.facts_linger_seconds and docs/capacity.md.
+# CJO_FACTS_LINGER_MS: see ServiceSettings.facts_linger_seconds and docs/capacity-journal.md.
 DEFAULT_FACTS_LINGER_MS = 50
 MAX_FACTS_LINGER_MS = 5000
 

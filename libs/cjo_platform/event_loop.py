@@ -4,8 +4,8 @@ asyncio's own.
 Every service process (:func:`cjo_platform.rpc.server.main`) and ``make run``'s supervisor start
 their loop here, and the console hands the same choice to uvicorn, so one variable picks it for
 all of them. uvloop costs ~15-25 µs less CPU per gRPC call on each side; grpc.aio runs on it
-unchanged (docs/capacity.md). The ``cjo`` command line, a client package of its own that makes a
-few calls per command, keeps asyncio's loop.
+unchanged (docs/capacity-journal.md). The ``cjo`` command line, a client package of its own that
+makes a few calls per command, keeps asyncio's loop.
 """
 
 from __future__ import annotations
