@@ -15,7 +15,7 @@ import asyncio
 import re
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -762,14 +762,19 @@ def transactions_on(db: Database, clock: Clock) -> Transactions:
 
 
 @contextmanager
-def wall_clock_transactions(backend: Backend) -> Iterator[Transactions]:
-    """:func:`transactions_on` a migrated database on ``backend`` with the system clock, for
-    tests of the real workers' timing (wake-ups, sleeps until a due time)."""
+def clocked_transactions(backend: Backend, clock: Clock) -> Iterator[Transactions]:
+    """:func:`transactions_on` a migrated database on ``backend`` with ``clock``."""
     db = migrated_database(backend)
     try:
-        yield transactions_on(db, SystemClock())
+        yield transactions_on(db, clock)
     finally:
         db.dispose()
+
+
+def wall_clock_transactions(backend: Backend) -> AbstractContextManager[Transactions]:
+    """:func:`clocked_transactions` with the system clock, for tests of the real workers'
+    timing (wake-ups, sleeps until a due time)."""
+    return clocked_transactions(backend, SystemClock())
 
 
 class Ids:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from orchestration_support import Ids, RecordingPeers, migrated_database, transactions_on
+from orchestration_support import Ids, RecordingPeers, clocked_transactions
 
 from cjo_orchestration import journeyfile
 from cjo_orchestration.adapters import enrollments as store
@@ -55,11 +55,8 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def tx(backend: Backend, clock: ManualClock) -> Iterator[Transactions]:
-    db = migrated_database(backend)
-    try:
-        yield transactions_on(db, clock)
-    finally:
-        db.dispose()
+    with clocked_transactions(backend, clock) as transactions:
+        yield transactions
 
 
 class Delivery(RecordingPeers):
