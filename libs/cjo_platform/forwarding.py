@@ -30,7 +30,14 @@ from google.protobuf.message_factory import GetMessageClass
 from google.rpc import code_pb2
 
 from cjo_platform.config import ServiceSettings
-from cjo_platform.db.outbox import Later, OutboxRow, Refusal, SendBatch, Undeliverable
+from cjo_platform.db.outbox import (
+    Later,
+    OutboxRow,
+    Refusal,
+    SendBatch,
+    Undeliverable,
+    traced_call,
+)
 from cjo_platform.rpc.batch import varint
 from cjo_platform.rpc.client import channel, on_behalf_of
 from cjo_platform.rpc.validation import batch_items_field
@@ -101,7 +108,7 @@ def peer_sender(settings: ServiceSettings, peer: str, *,
             return []
         return refusals(peer, what, rows, reply)
 
-    return send
+    return traced_call(send)
 
 
 class StoredItems:

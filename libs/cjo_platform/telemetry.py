@@ -141,15 +141,29 @@ def continue_trace(name: str, traceparent: str, *, kind: SpanKind = SpanKind.INT
 
 
 @contextmanager
-def batch_span(name: str, traceparents: Sequence[str]) -> Iterator[trace.Span]:
+def batch_span(name: str, traceparents: Sequence[str], *,
+               only_to_link: bool = False) -> Iterator[trace.Span]:
     """Span for work on a batch of items that each carry their own trace.
 
     When every item comes from one trace, the batch continues it (a single event stays one trace
     end to end); otherwise the batch starts its own trace and links to each distinct origin, as
     the OpenTelemetry messaging conventions describe for batch publishing.
+
+    ``only_to_link``: the span is there only to link several traces, because the work makes a
+    span of its own (an outbox forwarder's call: its client span) or already is a span's (a
+    call's own events, in its server span). With one origin the work then runs in the origin's
+    context without a span of ``name`` (yielded: the origin's span, not recording): its spans
+    are the origin's children, and the trace holds one span fewer per hop, of the same
+    duration as the one it wrapped and telling nothing more (~25-30 µs of CPU each, recorded
+    and exported).
     """
     distinct = sorted({tp for tp in traceparents if tp})
     if len(distinct) == 1:
+        if only_to_link:
+            origin = trace.get_current_span(context_from_traceparent(distinct[0]))
+            with trace.use_span(origin):
+                yield origin
+            return
         with continue_trace(name, distinct[0], kind=SpanKind.PRODUCER) as span:
             yield span
         return

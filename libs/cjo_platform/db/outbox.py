@@ -309,6 +309,18 @@ class Refusal:
 
 
 SendBatch = Callable[[str, Sequence[OutboxRow]], Awaitable[Sequence[Refusal] | None]]
+
+TRACED_CALL = "cjo_traced_call"
+
+
+def traced_call(send: SendBatch) -> SendBatch:
+    """Mark ``send`` as one RPC in a client span of its own (what
+    :func:`cjo_platform.forwarding.peer_sender` makes): a forwarder's rows of one trace are then
+    sent in that trace's context, the call's client span the hop's only span (an
+    ``outbox.forward <topic>`` span around it would last as long and tell nothing more); rows of
+    several traces still go in an ``outbox.forward`` span of its own trace linking theirs."""
+    setattr(send, TRACED_CALL, True)
+    return send
 """A forwarder's ``send(workspace_id, rows)``: returns the rows the receiver refused (``None`` or
 empty when it took them all); raises :class:`Undeliverable` when the receiver refused the call
 as a whole for a reason that repeating the same call cannot change, :class:`Later` when it asked
@@ -467,6 +479,9 @@ class Forwarder(PollingWorker):
         self.dead_letters: DeadLetters = outbox.dead_letters
         self.topic = topic
         self.send = send
+        # A send that is one traced call (its client span the hop: see traced_call) needs no
+        # span of the forwarder's around it unless the rows come from several traces.
+        self._send_is_call = bool(getattr(send, TRACED_CALL, False))
         self.batch_size = batch_size
         self.lease = lease
         self.max_attempts = max_attempts
@@ -771,7 +786,8 @@ class Forwarder(PollingWorker):
         if self._lease_until is not None and \
                 self._lease_until - self.clock.now() < self.lease / 2:
             await self.db.run(self._renew)
-        with batch_span(f"outbox.forward {self.topic}", [r.traceparent for r in rows]):
+        with batch_span(f"outbox.forward {self.topic}", [r.traceparent for r in rows],
+                        only_to_link=self._send_is_call):
             refused = await self.send(workspace_id, rows)
         self._last_success = self.clock.now()
         return refused or ()

@@ -169,8 +169,8 @@ class IngestGroups:
     async def _apply(self, lane: _Lane, items: list[tuple[Event, str]]
                      ) -> list[Outcome | InvalidArgument]:
         traces = [trace for _, trace in items]
-        # One call continues its own trace; a group links to each of its calls' traces.
-        with batch_span("identity.ingest", traces):
+        # One call's events are its server span's work; a group links to each call's trace.
+        with batch_span("identity.ingest", traces, only_to_link=True):
             return await ingest_events(
                 self._transactions, lane.workspace_id, [event for event, _ in items],
                 lane.settings, traces, self._forward_to_decisioning, check_settings=self._box)
