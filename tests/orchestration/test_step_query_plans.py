@@ -331,3 +331,38 @@ def test_a_new_workspaces_pending_events_are_probed_by_profile(db: Database) -> 
         else:
             assert any(re.search(r"\bprofile_id\b", line) for line in plan.splitlines()
                        if "Index Cond" in line), f"{statement}\n{plan}"
+
+
+def test_a_new_workspaces_claims_are_leased_checked_and_released_by_key(db: Database) -> None:
+    """A step round's lease of the enrollments it claimed, its check that it still holds them
+    and a stopping worker's release, for a workspace newer than the statistics: one probe of
+    the primary key per enrollment, not every enrollment of the workspace read through
+    another index that leads with the workspace (ix_enrollments_watch) and filtered by the
+    ids, in every round."""
+    with db.transaction() as session:
+        store.insert_new(session, [
+            Enrollment("newcomer", f"en{i:05d}", f"j{i % 3}", 1, f"p{i % 1000}",
+                       EnrollmentState.ACTIVE, "wait", NOW - timedelta(hours=1), NOW, NOW,
+                       waiting=True) for i in range(5000)])
+    lease = NOW + timedelta(seconds=60)
+    claimed: list[Enrollment] = []
+
+    def claim(session: Session) -> None:
+        claimed.extend(store.claim_due(session, NOW, lease, "worker", 200))
+
+    found = [(s, p) for s, p in plans(db, claim) if s.lstrip().upper().startswith("UPDATE")]
+    assert len(claimed) == 200 and {e.workspace_id for e in claimed} == {"newcomer"}
+    with db.transaction() as session:  # the claim's plans ran in a transaction rolled back
+        claimed[:] = store.claim_due(session, NOW, lease, "worker", 200)
+    keys = [(e.workspace_id, e.enrollment_id) for e in claimed]
+    held: list[set[tuple[str, str]]] = []
+    found += plans(db, lambda session: held.append(store.still_leased(session, "worker", keys)))
+    assert held == [set(keys)]
+    found += plans(db, lambda session: store.release(session, "worker", keys))
+    assert len(found) == 3
+    for statement, plan in found:
+        if db.is_sqlite:
+            assert "(workspace_id=? AND enrollment_id=?)" in plan, f"{statement}\n{plan}"
+        else:
+            assert any(re.search(r"\benrollment_id\b", line) for line in plan.splitlines()
+                       if "Index Cond" in line), f"{statement}\n{plan}"

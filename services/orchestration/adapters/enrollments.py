@@ -574,10 +574,18 @@ def claim_due(session: Session, now: datetime, until: datetime, token: str,
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
-    for workspace_id, ids in _by_workspace((r.workspace_id, r.enrollment_id) for r in rows):
-        session.execute(_lease_statement(dialect), {
-            "ws": workspace_id, "ids": keys_param(dialect, ids), "until": until,
-            "token": token})
+    if dialect == "postgresql":
+        # One probe of the primary key per enrollment (bulk_update): "workspace_id = :ws AND
+        # enrollment_id = ANY(:ids)" read every enrollment of a workspace newer than the
+        # statistics through ix_enrollments_watch's workspace prefix, in every round.
+        bulk_update(session, enrollments, _KEY, [
+            {"workspace_id": w, "enrollment_id": e, "lease_until": until, "lease_token": token}
+            for w, e in sorted((r.workspace_id, r.enrollment_id) for r in rows)])
+    else:
+        for workspace_id, ids in _by_workspace((r.workspace_id, r.enrollment_id) for r in rows):
+            session.execute(_lease_statement(dialect), {
+                "ws": workspace_id, "ids": keys_param(dialect, ids), "until": until,
+                "token": token})
     return _enrollments(rows, _NOT_READ)
 
 
@@ -632,6 +640,13 @@ def still_leased(session: Session, token: str, keys: Sequence[tuple[str, str]]) 
     if not keys:
         return set()
     c = enrollments.c
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return {(workspace_id, enrollment_id)
+                for workspace_id, ids in _by_workspace(keys)
+                for enrollment_id in session.execute(_still_leased_statement(), {
+                    "ws": workspace_id, "ids": keys_param(dialect, ids),
+                    "token": token}).scalars()}
     rows = session.execute(
         select(c.workspace_id, c.enrollment_id)
         .where(_keys_in(session, (c.workspace_id, c.enrollment_id), keys),
@@ -639,6 +654,18 @@ def still_leased(session: Session, token: str, keys: Sequence[tuple[str, str]]) 
         .with_for_update()
     ).all()
     return {(r.workspace_id, r.enrollment_id) for r in rows}
+
+
+@cache
+def _still_leased_statement() -> Any:
+    """:func:`still_leased` on PostgreSQL for one workspace's enrollments (one parameter),
+    built once: one probe of the primary key per enrollment, locked as probed (in id order),
+    also for a workspace the statistics do not know (the key's ANY read its every enrollment
+    through ix_enrollments_watch's workspace prefix)."""
+    c = enrollments.c
+    return pg_by_keys([c.enrollment_id], c.enrollment_id, where="t.lease_token = :token",
+                      binds=[bindparam("token", type_=String)], lock=True, workspace="ws",
+                      keys="ids")
 
 
 def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[Step]]], *,
@@ -697,12 +724,10 @@ def release(session: Session, token: str, keys: Sequence[tuple[str, str]]) -> No
     """Give claimed enrollments back untouched (e.g. when the worker is stopping)."""
     if not keys:
         return
-    c = enrollments.c
-    session.execute(
-        update(enrollments)
-        .where(_keys_in(session, (c.workspace_id, c.enrollment_id), keys),
-               c.lease_token == token)
-        .values(lease_until=None, lease_token=None))
+    # One probe of the primary key per enrollment, whatever the statistics (bulk_update).
+    bulk_update(session, enrollments, _KEY, [
+        {"workspace_id": w, "enrollment_id": e, "lease_until": None, "lease_token": None}
+        for w, e in sorted(set(keys))], where={"lease_token": token})
 
 
 def get(session: Session, workspace_id: str, journey_id: str, enrollment_id: str) -> Enrollment:
