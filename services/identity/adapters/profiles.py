@@ -448,6 +448,16 @@ def _merges_into(dialect: str) -> Executable:
 
 @cache
 def _memberships(dialect: str) -> Executable:
+    if dialect == "sqlite":
+        # Without statistics (SQLite's are never gathered here) the planner took the primary
+        # key (workspace_id, segment_id, profile_id) for the workspace alone, covering and in
+        # the ORDER BY's order: every membership of the workspace read per profile read.
+        return text(
+            "SELECT profile_id, segment_id FROM segment_members "
+            "INDEXED BY ix_segment_members_profile "
+            "WHERE workspace_id = :workspace_id "
+            "AND profile_id IN (SELECT value FROM json_each(:keys)) ORDER BY segment_id"
+        ).columns(segment_members.c.profile_id, segment_members.c.segment_id)
     return by_keys(dialect, [segment_members.c.profile_id, segment_members.c.segment_id],
                    segment_members.c.profile_id, order_by=[segment_members.c.segment_id])
 
