@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import Table, text
+from sqlalchemy import Column, Integer, MetaData, PrimaryKeyConstraint, String, Table, text
 from sqlalchemy.orm import Session
 
 from cjo_delivery.adapters.tables import messages
@@ -41,6 +41,17 @@ BATCH = 500
 WORKSPACES = 4
 
 Update = Callable[..., int]
+
+# A narrow table (few pages for its rows: a seq scan looks cheap to the planner for longer).
+items = Table(
+    "items", MetaData(),
+    Column("workspace_id", String(64), nullable=False),
+    Column("item_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("label", String(64), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "item_id"),
+)
 
 FILL = {
     "enrollments": """INSERT INTO enrollments (workspace_id, enrollment_id, journey_id,
@@ -58,6 +69,8 @@ FILL = {
         'p' || i || '@example.com', 'email', '\\x0a0568656c6c6f'::bytea, 'j1', 'en' || i,
         CASE WHEN i % :every = 0 THEN 'sending' ELSE 'sent' END, 1, '', '', :now, '', :now,
         :now FROM generate_series(1, :size) AS i""",
+    "items": """INSERT INTO items SELECT 'w' || (i % 4), 'it' || lpad(i::text, 8, '0'), 'sending',
+        1, 'old' FROM generate_series(1, :size) AS i""",
 }
 
 
@@ -81,9 +94,17 @@ def message_batch(keys: Sequence[tuple[str, str]]) -> tuple[list[dict[str, Any]]
         "match": {"claim_attempts": "attempts"}, "where": {"status": "sending"}}
 
 
+def item_batch(keys: Sequence[tuple[str, str]]) -> tuple[list[dict[str, Any]],
+                                                         dict[str, Any]]:
+    """A label and a state for each, compared and conditioned as delivery's outcomes are."""
+    return [{"workspace_id": w, "item_id": i, "was": 1, "state": "sent", "label": "new"}
+            for w, i in keys], {"match": {"was": "attempts"}, "where": {"state": "sending"}}
+
+
 CASES: dict[str, tuple[Table, str, Callable[..., Any]]] = {
     "enrollments": (enrollments, "en", enrollment_batch),
     "messages": (messages, "m", message_batch),
+    "items": (items, "it", item_batch),
 }
 
 

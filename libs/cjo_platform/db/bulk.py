@@ -346,24 +346,24 @@ def bulk_update(session: Session, table: Table, keys: Sequence[str],
     changed = [n for n in names if n not in keys and n not in match]
     compared = [(table.c[match.get(n, n)], n) for n in names if n in keys or n in match]
     if dialect.name == "postgresql":
-        # A fixed condition is checked like a compared value, against a column of the given
+        # A fixed condition (where) is checked like a compared value, against a column of the given
         # rows holding the value for each: on the table alone, the planner would count the
         # rows it leaves (a guess of 0.5% on a table it never analyzed) and could scan them
         # once for the whole batch instead of probing the key (see _probed_by_key).
-        fixed = [(c, f"{c.name} (where)") for c, _ in constants]
+        conditions = [(c, f"{c.name} (where)") for c, _ in constants]
         arrays = [*(list(a) for a in zip(*bound, strict=True)),
                   *([v] * len(rows) for _, v in constants)]
-        types = [c.type.compile(dialect=dialect) for c in [*columns, *(c for c, _ in fixed)]]
+        types = [c.type.compile(dialect=dialect) for c in [*columns, *(c for c, _ in conditions)]]
         quote = preparer.quote
         statement = (
             f"UPDATE {name} AS t SET "
             + ", ".join(f"{quote(table.c[n].name)} = v.{quote(n)}" for n in changed)
             + f" FROM unnest({', '.join(f'%b::{array_of(t)}' for t in types)}) AS v("
-            + ", ".join(quote(n) for n in [*names, *(n for _, n in fixed)]) + ") WHERE "
+            + ", ".join(quote(n) for n in [*names, *(n for _, n in conditions)]) + ") WHERE "
             + " AND ".join([*(_probed_by_key(quote(c.name), quote(n))
                               for c, n in compared if n in keys),
                             *(_checked(quote(c.name), quote(n))
-                              for c, n in [*compared, *fixed] if n not in keys)]))
+                              for c, n in [*compared, *conditions] if n not in keys)]))
         result = connection.exec_driver_sql(statement, tuple(arrays))
         return int(result.rowcount)
     order = [names.index(n) for n in changed] + [names.index(n) for _, n in compared]
@@ -386,11 +386,12 @@ def _probed_by_key(column: str, value: str) -> str:
     PostgreSQL can make is a nested loop over the given rows with a probe of the index per
     row (one ``=`` left among the conditions would let it hash the table on that column).
 
-    With ``=`` the planner priced a batch of 500 against the whole table: between ~10,000
-    and ~90,000 rows it took a hash join over a seq scan (41-46 ms a round at 48,000 rows
-    where the probes take 6-8 ms), and the rows were then locked in the table's order, not
-    the batch's. No ``SET enable_hashjoin`` (it would hold for the rest of the caller's
-    transaction, or cost two more statements to undo); NULL never matches, as with ``=``."""
+    With ``=`` the planner priced a batch of 500 against the whole table and took a hash
+    join over a seq scan in tables of up to ~90,000 rows (by their width and statistics) and
+    in tables never analyzed: 2-2.5 times the probes' backend CPU at 50,000 rows
+    (docs/capacity-journal.md), and the side it hashed decided the order of the locks. No
+    ``SET enable_hashjoin`` (it would hold for the rest of the caller's transaction, or cost
+    two more statements to undo); NULL never matches, as with ``=``."""
     return f"t.{column} = ANY(ARRAY[v.{value}])"
 
 
