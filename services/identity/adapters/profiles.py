@@ -57,6 +57,7 @@ from cjo_platform.db import (
     insert_ignore,
     keys_param,
     one_of,
+    one_of_keys,
     pg_array,
 )
 from cjo_platform.db.probes import by_keys, pg_probes, pg_text
@@ -85,6 +86,19 @@ def _golden_for_update(dialect: str) -> Executable:
     return by_keys(dialect, [profiles.c.profile_id, profiles.c.traits, profiles.c.trait_times,
                               profiles.c.consents, profiles.c.computed],
                     profiles.c.profile_id, order_by=[profiles.c.profile_id], lock=True)
+
+
+@cache
+def _touch(dialect: str) -> Executable:
+    """The update time alone (``b_now``) of the workspace's (``b_workspace_id``) profiles by
+    id (``keys``): what an event that changes no trait writes, the usual track event of a known
+    person. Built per batch it cost ~10% of a group commit's CPU on SQLite (its construction
+    and cache key, more than running it)."""
+    return (update(profiles)
+            .where(profiles.c.workspace_id == bindparam("b_workspace_id",
+                                                        type_=profiles.c.workspace_id.type),
+                   one_of_keys(dialect, profiles.c.profile_id))
+            .values(update_time=bindparam("b_now", type_=profiles.c.update_time.type)))
 
 
 @cache
@@ -316,11 +330,10 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
             {"workspace_id": workspace_id, "profile_id": p, "update_time": now, **record(p)}
             for p in rewritten])
     # Touched, but the record came out the same (an event without traits): the time alone.
+    dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(plan.changed_profiles - set(rewritten)), IN_LIST_KEYS):
-        session.execute(update(profiles)
-                        .where(profiles.c.workspace_id == workspace_id,
-                               one_of(session, profiles.c.profile_id, chunk))
-                        .values(update_time=now))
+        session.execute(_touch(dialect), {"b_workspace_id": workspace_id, "b_now": now,
+                                          "keys": keys_param(dialect, chunk)})
     if graph.merges:
         _record_merges(session, workspace_id, graph.merges, now)
     if graph.moved_identifiers:
