@@ -21,6 +21,18 @@ def is_segment_id(value: str) -> bool:
     return SEGMENT_ID.fullmatch(value) is not None
 
 
+# uuid4's version (4) and variant (RFC 4122) bits, set on 128 random bits.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_hex_id() -> str:
+    """``uuid.uuid4().hex``, without building a ``UUID`` (whose checks cost more than the
+    random bytes): 32 lower-case hex digits of a version-4 UUID. ~2 us less per id, and a new
+    person's event takes three (event, profile, cluster)."""
+    return f"{int.from_bytes(os.urandom(16), 'big') & _UUID4_CLEAR | _UUID4_SET:032x}"
+
+
 def claimant_id() -> str:
     """A new id for one holder of leases or claims (an outbox forwarder, a bus consumer):
     ``<host>-<pid>-<random>``, so an operator sees which pod and process holds a row or a

@@ -8,7 +8,6 @@ that carry the survivor's id, and every write of the batch commits together or n
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -51,6 +50,7 @@ from cjo_platform.decisioning import DECISIONING_EVENTS_TOPIC
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.group_commit import GroupCommit
+from cjo_platform.ids import new_hex_id
 from cjo_platform.logging import get_logger
 from cjo_platform.secret_box import SecretBox
 from cjo_platform.telemetry import batch_span
@@ -77,7 +77,7 @@ class StaleGraph(Exception):
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return new_hex_id()
 
 
 @dataclass(frozen=True)
