@@ -3,8 +3,8 @@ identity service, and event builders."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
 from cjo.common.v1 import dead_letter_service_pb2_grpc as dl_grpc
@@ -29,13 +30,17 @@ from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from cjo.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
-from cjo_identity.adapters.tables import outbox
+from cjo_identity.adapters.tables import metadata, outbox, request_log
 from cjo_identity.bootstrap import build
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
+from cjo_platform.db import Database
+from cjo_platform.db.idempotency import RequestLog
+from cjo_platform.db.outbox import Outbox
+from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.protobuf import dict_to_struct, to_timestamp
 from cjo_platform.rpc.server import ServiceApp
-from support import SERVICE_TOKEN, Backend, bearer, eventually, serving, settings_for
+from support import PG_URL, SERVICE_TOKEN, Backend, bearer, eventually, serving, settings_for
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Metadata = tuple[tuple[str, str], ...]
@@ -203,3 +208,38 @@ async def ingest(identity: Identity, metadata: Metadata, *events: event_pb2.Even
     reply = await identity.events.IngestEvents(
         identity_service_pb2.IngestEventsRequest(events=events), metadata=metadata)
     return list(reply.results)
+
+
+@contextmanager
+def backend_transactions(backend: Backend) -> Iterator[Transactions]:
+    """Identity's use-cases' units of work on the test's backend (a schema of its own on
+    PostgreSQL, dropped afterwards), on a manual clock at START."""
+    if backend.kind == "postgresql":
+        db = Database(PG_URL, schema=backend.schema_prefix + "identity")
+        db.create_schema()
+    else:
+        backend.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(f"sqlite:///{backend.data_dir}/identity.db")
+    metadata.create_all(db.engine)
+    clock = ManualClock(START)
+    try:
+        yield Transactions(db, clock, Outbox(outbox, clock), RequestLog(request_log, clock))
+    finally:
+        if backend.kind == "postgresql":
+            db.drop_schema()
+        db.engine.dispose()
+
+
+@contextmanager
+def recorded(tx: Transactions) -> Iterator[list[str]]:
+    """The statements sent to the database meanwhile, whitespace collapsed."""
+    statements: list[str] = []
+
+    def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    sa_event.listen(tx.db.engine, "before_cursor_execute", executed)
+    try:
+        yield statements
+    finally:
+        sa_event.remove(tx.db.engine, "before_cursor_execute", executed)

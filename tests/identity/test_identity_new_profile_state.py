@@ -5,30 +5,24 @@ what the database holds, on both backends. Its identifiers are looked up once (e
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from identity_support import START
-from sqlalchemy import event as sa_event
+from identity_support import START, backend_transactions, recorded
 from sqlalchemy import select
 
 from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
 from cjo_identity.adapters import segments as stored_segments
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC
-from cjo_identity.adapters.tables import metadata, outbox, request_log
+from cjo_identity.adapters.tables import outbox
 from cjo_identity.domain.computed import Aggregation, ComputedTrait
 from cjo_identity.domain.events import EventType, parse_event
 from cjo_identity.domain.ingest import Outcome
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_identity.service_layer import ingest, segments
-from cjo_platform.clock import ManualClock
-from cjo_platform.db import Database
-from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
-from support import PG_URL, Backend
+from support import Backend
 
 WS = "acme"
 SETTINGS = IdentitySettings(computed_traits=(
@@ -45,20 +39,8 @@ SEPARATE_READ_BACKS = ("SELECT identifiers.profile_id, identifiers.type",
 
 @pytest.fixture
 def tx(backend: Backend) -> Iterator[Transactions]:
-    if backend.kind == "postgresql":
-        db = Database(PG_URL, schema=backend.schema_prefix + "identity")
-        db.create_schema()
-    else:
-        backend.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(f"sqlite:///{backend.data_dir}/identity.db")
-    metadata.create_all(db.engine)
-    clock = ManualClock(START)
-    try:
-        yield Transactions(db, clock, Outbox(outbox, clock), RequestLog(request_log, clock))
-    finally:
-        if backend.kind == "postgresql":
-            db.drop_schema()
-        db.engine.dispose()
+    with backend_transactions(backend) as transactions:
+        yield transactions
 
 
 def order(message_id: str, *identifiers: tuple[str, str], total: float,
@@ -67,21 +49,6 @@ def order(message_id: str, *identifiers: tuple[str, str], total: float,
                        identifiers=identifiers, properties={"total": total},
                        traits=traits or {}, timestamp=START - timedelta(minutes=1),
                        source="web", now=START)
-
-
-@contextmanager
-def recorded(tx: Transactions) -> Iterator[list[str]]:
-    """The statements sent to the database meanwhile, whitespace collapsed."""
-    statements: list[str] = []
-
-    def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
-        statements.append(" ".join(statement.split()))
-
-    sa_event.listen(tx.db.engine, "before_cursor_execute", executed)
-    try:
-        yield statements
-    finally:
-        sa_event.remove(tx.db.engine, "before_cursor_execute", executed)
 
 
 def forwarded(tx: Transactions) -> dict[str, orchestration_pb.ForwardedEvent]:

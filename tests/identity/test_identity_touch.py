@@ -5,45 +5,26 @@ profiles (its ids one parameter): on both backends, and only in the event's work
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from identity_support import START
-from sqlalchemy import event as sa_event
+from identity_support import START, backend_transactions, recorded
 
-from cjo_identity.adapters.tables import metadata, outbox, request_log
 from cjo_identity.domain.events import Event, EventType, parse_event
 from cjo_identity.domain.ingest import Outcome
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_identity.service_layer import ingest, profiles
-from cjo_platform.clock import ManualClock
-from cjo_platform.db import Database
-from cjo_platform.db.idempotency import RequestLog
-from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
-from support import PG_URL, Backend
+from support import Backend
 
 SETTINGS = IdentitySettings()
 
 
 @pytest.fixture
 def tx(backend: Backend) -> Iterator[Transactions]:
-    if backend.kind == "postgresql":
-        db = Database(PG_URL, schema=backend.schema_prefix + "identity")
-        db.create_schema()
-    else:
-        backend.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(f"sqlite:///{backend.data_dir}/identity.db")
-    metadata.create_all(db.engine)
-    clock = ManualClock(START)
-    try:
-        yield Transactions(db, clock, Outbox(outbox, clock), RequestLog(request_log, clock))
-    finally:
-        if backend.kind == "postgresql":
-            db.drop_schema()
-        db.engine.dispose()
+    with backend_transactions(backend) as transactions:
+        yield transactions
 
 
 def track(message_id: str, user: str, traits: dict[str, Any] | None = None) -> Event:
@@ -56,20 +37,6 @@ async def ingested(tx: Transactions, workspace: str, *events: Event) -> list[str
     outcomes = await ingest.ingest_events(tx, workspace, events, SETTINGS, "")
     assert all(isinstance(o, Outcome) for o in outcomes), outcomes
     return [o.profile_id for o in outcomes if isinstance(o, Outcome)]
-
-
-@contextmanager
-def recorded(tx: Transactions) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
-        statements.append(" ".join(statement.split()))
-
-    sa_event.listen(tx.db.engine, "before_cursor_execute", executed)
-    try:
-        yield statements
-    finally:
-        sa_event.remove(tx.db.engine, "before_cursor_execute", executed)
 
 
 async def test_an_event_without_traits_moves_the_update_time_alone(
