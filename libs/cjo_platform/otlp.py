@@ -59,6 +59,13 @@ _pack_d = struct.Struct("<d").pack
 # keys and names come from code, values may not (a workspace id), so the cache starts over when
 # full rather than growing with every distinct value.
 _CACHE_LIMIT = 8192
+# Only short strings are cached: a one-off long value (an exception's stack trace) would hold
+# its bytes until the cache fills and push the hot attributes out when it is cleared.
+_CACHED_STR_LIMIT = 256
+# An int attribute outside int64 goes to the library's encoder, which refuses it (the attribute
+# is left out, logged): written here it would be a wrong value, or bytes the receiver cannot
+# parse, failing the whole export request.
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _pairs: dict[tuple[bytes, str, type, Any], bytes] = {}
 _names: dict[str, bytes] = {}
 
@@ -88,7 +95,7 @@ def _any_value(value: Any) -> bytes:
         return _field(b"\x0a", value.encode())
     if value.__class__ is bool:
         return b"\x10\x01" if value else b"\x10\x00"
-    if value.__class__ is int:
+    if value.__class__ is int and _INT64_MIN <= value <= _INT64_MAX:
         return b"\x18" + _varint(value)
     if value.__class__ is float:
         return b"\x21" + _pack_d(value)
@@ -103,7 +110,8 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     out = []
     for key, value in attributes.items():
         cls = value.__class__
-        cacheable = cls is str or cls is bool or cls is int
+        cacheable = (cls is bool or cls is int
+                     or (cls is str and len(value) <= _CACHED_STR_LIMIT))
         pair = _pairs.get((tag, key, cls, value)) if cacheable else None
         if pair is None:
             try:

@@ -74,3 +74,21 @@ def test_a_batch_span_only_to_link_runs_one_trace_in_its_context() -> None:
         pass
     assert [s.name for s in spans.get_finished_spans()
             if s.context.trace_id == 0xC1] == ["the work", "continued"]
+
+
+def test_work_failing_outside_its_own_span_leaves_the_error_in_the_trace() -> None:
+    """A one-trace forward whose request cannot be built (or whose reply is refused) fails
+    outside the call's client span: the trace still shows the hop failed, with the exception."""
+    spans = span_recorder()
+    one = traceparent(0xE1, 0xF1)
+    try:
+        with batch_span("outbox.forward facts", [one], only_to_link=True):
+            raise ValueError("undecodable row")
+    except ValueError:
+        pass
+    failed = [s for s in spans.get_finished_spans() if s.context.trace_id == 0xE1]
+    assert [s.name for s in failed] == ["outbox.forward facts"]
+    assert failed[0].parent is not None and failed[0].parent.span_id == 0xF1
+    assert failed[0].status.status_code == trace.StatusCode.ERROR
+    assert [e.attributes["exception.message"] for e in failed[0].events
+            if e.name == "exception"] == ["undecodable row"]
