@@ -102,7 +102,7 @@ def load_sender_settings(env: Env) -> SenderSettings:
                                                           maximum=60000.0)),
         # Sent messages wait for their record no longer than a second: a replica that dies
         # meanwhile leaves them to be sent again once their lease ends.
-        record_linger=timedelta(milliseconds=env.float("CJO_DELIVERY_RECORD_LINGER_MS", 10.0,
+        record_linger=timedelta(milliseconds=env.float("CJO_DELIVERY_RECORD_LINGER_MS", 40.0,
                                                        maximum=1000.0)),
     )
 

@@ -339,6 +339,82 @@ async def test_a_rounds_outcomes_arriving_apart_are_recorded_together(
     assert {status_of(storage, a.message.message_id) for a in accepted} == {MessageStatus.SENT}
 
 
+async def test_outcomes_of_rounds_under_way_together_are_recorded_in_one_transaction(
+        storage: Storage) -> None:
+    """Rounds overlap and share the provider slots: their outcomes that arrive within the
+    linger are recorded in one transaction for the process, not one per round."""
+    accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
+        uow, WS, [email(f"k{i}", f"p{i}") for i in range(2)], "", lambda *announced: None))
+    records: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.replace(" = ", "=").startswith("UPDATE messages SET status=?, attempts=?"):
+            records.append(statement)
+
+    engine = storage.transactions.db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    mailbox = HeldMailbox()
+    settings = SenderSettings(batch_size=1, record_linger=timedelta(seconds=60))
+    routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
+                    breaker_cool_down=settings.breaker_cool_down)
+    rounds = SendRound(storage.transactions, routes, storage.clock, settings)
+    under_way: list[asyncio.Task[int]] = []
+    try:
+        for queued in accepted:  # a round each, both under way
+            under_way.append(asyncio.create_task(rounds.run()))
+            await eventually(lambda q=queued: status_of(  # type: ignore[misc]
+                storage, q.message.message_id) is MessageStatus.SENDING)
+        mailbox.release.release()  # the first round's message is sent; the other's waits
+        await eventually(lambda: len(mailbox.sent) == 1)
+        mailbox.release.release()
+        assert await asyncio.gather(*under_way) == [1, 1]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        for task in under_way:
+            task.cancel()
+    assert len(records) == 1
+    assert {status_of(storage, a.message.message_id) for a in accepted} == {MessageStatus.SENT}
+
+
+async def test_rounds_record_their_outcomes_alone_when_their_shared_record_failed(
+        storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record transaction shared by rounds that fails is tried again by each round for its
+    own outcomes: every message still ends SENT, once."""
+    accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
+        uow, WS, [email(f"k{i}", f"p{i}") for i in range(2)], "", lambda *announced: None))
+    record = send_round_module.record_outcomes
+    calls: list[int] = []
+
+    async def failing_once(transactions: Any, changes: Sequence[Any], *args: Any,
+                           **kwargs: Any) -> None:
+        calls.append(len(changes))
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        await record(transactions, changes, *args, **kwargs)
+
+    monkeypatch.setattr(send_round_module, "record_outcomes", failing_once)
+    mailbox = HeldMailbox()
+    settings = SenderSettings(batch_size=1, record_linger=timedelta(seconds=60))
+    routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
+                    breaker_cool_down=settings.breaker_cool_down)
+    rounds = SendRound(storage.transactions, routes, storage.clock, settings)
+    under_way: list[asyncio.Task[int]] = []
+    try:
+        for queued in accepted:
+            under_way.append(asyncio.create_task(rounds.run()))
+            await eventually(lambda q=queued: status_of(  # type: ignore[misc]
+                storage, q.message.message_id) is MessageStatus.SENDING)
+        mailbox.release.release()
+        mailbox.release.release()
+        assert await asyncio.gather(*under_way) == [1, 1]
+    finally:
+        for task in under_way:
+            task.cancel()
+    assert calls == [2, 1, 1]
+    assert {status_of(storage, a.message.message_id) for a in accepted} == {MessageStatus.SENT}
+    assert sorted(mailbox.sent) == sorted(a.message.message_id for a in accepted)
+
+
 async def test_a_round_recording_its_last_outcomes_does_not_hold_up_the_next_claim(
         storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     """With one round at a time, the next claim comes once every message of the round was

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from cjo_delivery.adapters import breaker_store
@@ -131,6 +131,10 @@ class SharedBreakers:
         zero; for :func:`clear_failures` in the transaction that records the outcomes."""
         keys, self._resets = sorted(self._resets), set()
         return keys
+
+    def give_back_resets(self, keys: Iterable[breaker_store.BreakerKey]) -> None:
+        """Resets :meth:`take_resets` gave whose transaction failed: the next record's."""
+        self._resets.update(keys)
 
     def _heard_failure(self, payload: str | None) -> None:
         if payload is None:  # reconnected: whatever was missed, the stale copies cover

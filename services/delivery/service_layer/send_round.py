@@ -6,8 +6,9 @@ One round: claim a batch of due messages in one transaction (QUEUED ones whose t
 SENDING ones whose lease ran out), marking them SENDING with ``attempts + 1`` and a lease, and
 read their workspaces' providers, policies and suppressions in it; commit; call the providers
 for each (a few at a time); record the outcomes — SENT, QUEUED again with a backoff, or FAILED
-— as they arrive, each group in one transaction (a few bulk updates) together with the outbox
-rows of the facts for analytics.
+— as they arrive, in one transaction (a few bulk updates) together with the outbox rows of the
+facts for analytics for the outcomes of every round of the process that arrive within
+``record_linger`` of each other (:class:`_RecordWindow`).
 
 Crash safety: a message is in the database before any provider call, and its outcome is written
 only after the call returned. When the process dies in between, the message stays SENDING until
@@ -58,10 +59,11 @@ import contextlib
 import random
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
 
@@ -121,9 +123,10 @@ class SenderSettings:
     retry: RetryPolicy = field(default_factory=lambda: MESSAGE_RETRY)
     breaker_failures: int = 5
     breaker_cool_down: timedelta = timedelta(seconds=30)
-    # How long a round's outcomes wait for the others under way to be recorded with them (one
-    # transaction instead of one per outcome as they trickle in; CJO_DELIVERY_RECORD_LINGER_MS).
-    record_linger: timedelta = timedelta(milliseconds=10)
+    # How long outcomes wait for the others under way, of every round of the process, to be
+    # recorded with them (one transaction instead of one per outcome as they trickle in;
+    # CJO_DELIVERY_RECORD_LINGER_MS).
+    record_linger: timedelta = timedelta(milliseconds=40)
     # Exposures of decisions for decisioning (CJO_DELIVERY_FORWARD_TO_DECISIONING).
     forward_to_decisioning: bool = True
     # How long a round waits for a workspace's consent answer before it lets the sender start
@@ -151,7 +154,7 @@ def question(message: Claim | Message) -> ConsentQuery:
     return ConsentQuery(message.profile_id, message.channel, message.topic)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Arrivals:
     """A round's outcomes as its waves add them, until they are recorded."""
 
@@ -160,12 +163,17 @@ class _Arrivals:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     attempted: int = 0  # claims whose attempt ended (or whose wave failed)
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # set as ``attempted`` grows
+    # Called as outcomes arrive or are given up (the process's record window watches them).
+    notify: Callable[[], None] = field(default=lambda: None)
+    # Called when the round's last outcomes are taken to be recorded.
+    on_attempted: Callable[[], None] | None = None
 
     def add(self, outcome: _Outcome) -> None:
         self.outcomes.append(outcome)
         self.attempted += 1
         self.arrived.set()
         self.progress.set()
+        self.notify()
 
     def give_up(self, count: int) -> None:
         """``count`` outcomes will not come (their wave failed)."""
@@ -173,15 +181,86 @@ class _Arrivals:
         self.attempted += count
         self.arrived.set()
         self.progress.set()
+        self.notify()
 
-    async def more_within(self, seconds: float) -> None:
-        """Wait up to ``seconds`` for more of the pending outcomes to arrive."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + seconds
-        while len(self.outcomes) < self.pending and (left := until - loop.time()) > 0:
-            self.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), left)
+    def all_in(self) -> bool:
+        """Whether no more of the round's outcomes are to come (all are in, to be recorded)."""
+        return len(self.outcomes) >= self.pending
+
+    def take(self) -> list[_Outcome]:
+        """The outcomes in, to be recorded now (``pending`` counts them until they are)."""
+        group, self.outcomes = self.outcomes, []
+        if group and len(group) == self.pending and self.on_attempted is not None:
+            self.on_attempted()  # the last outcomes: only their record is left
+        return group
+
+
+# What a round's outcomes taken into a record window came to: the group, and the error when
+# the window's transaction failed (the round then records the group on its own).
+_Written = tuple[list[_Outcome], Exception | None]
+
+
+class _RecordWindow:
+    """Records the outcomes of every round under way in this process together: the first
+    round with outcomes to record opens a window of ``linger`` (shorter when nothing more is to
+    come from any round), every round with outcomes in by its end joins it, and one
+    transaction records them all. Rounds overlap and share the provider slots, so each round's
+    outcomes trickle in at a fraction of the process's rate: a linger per round recorded about
+    ``rounds`` times as many groups, each with its own commit, statements and outbox insert."""
+
+    def __init__(self, linger: float,
+                 write: Callable[[list[_Outcome]], Coroutine[Any, Any, None]]) -> None:
+        self._linger = linger
+        self._write = write
+        self.live: set[_Arrivals] = set()  # the rounds under way
+        self.arrived = asyncio.Event()  # set as any round's outcomes arrive
+        self._joined: dict[_Arrivals, asyncio.Future[_Written]] = {}
+        self._closing: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
+
+    async def join(self, arrivals: _Arrivals) -> _Written:
+        """Wait for the window to close and its record to end; returns what of this round it
+        took (possibly more than was in when it joined)."""
+        written = self._joined.get(arrivals)
+        if written is None:
+            written = self._joined[arrivals] = asyncio.get_running_loop().create_future()
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close())
+        try:
+            return await written
+        except asyncio.CancelledError:
+            if self._joined.get(arrivals) is written:
+                del self._joined[arrivals]  # not taken: its outcomes are left unrecorded
+            raise
+
+    def _nothing_more(self) -> bool:
+        return all(arrivals.all_in() for arrivals in self.live)
+
+    async def _close(self) -> None:
+        joined: dict[_Arrivals, asyncio.Future[_Written]] = {}
+        try:
+            loop = asyncio.get_running_loop()
+            until = loop.time() + self._linger
+            while not self._nothing_more() and (left := until - loop.time()) > 0:
+                self.arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.arrived.wait(), left)
+            # Rounds joining from here on open the next window.
+            joined, self._joined, self._closing = self._joined, {}, None
+            groups = {arrivals: arrivals.take() for arrivals in joined}
+            error: Exception | None = None
+            try:
+                await self._write([o for group in groups.values() for o in group])
+            except Exception as exc:
+                error = exc
+            for arrivals, written in joined.items():
+                if not written.done():
+                    written.set_result((groups[arrivals], error))
+        except BaseException:  # cancelled (the loop is closing): so are the rounds' waits
+            if self._closing is asyncio.current_task():
+                joined, self._joined, self._closing = self._joined, {}, None
+            for written in joined.values():
+                written.cancel()
+            raise
 
 
 def _forget(task: asyncio.Task[_Answers]) -> None:
@@ -285,6 +364,7 @@ class SendRound:
         self.turns = ProfileTurns()
         self.breakers = SharedBreakers(transactions, trial_lease=settings.lease,
                                        signals=signals)
+        self._window = _RecordWindow(settings.record_linger.total_seconds(), self._record)
         self.stopping = False
         # Workspaces whose consent answer rounds that let the next ones start are waiting for
         # (a count of such rounds each, whatever other workspaces they wait for): claims leave
@@ -350,8 +430,10 @@ class SendRound:
         together (every workspace is asked at once, and a workspace whose answer is slow or
         fails holds only its own messages), recording the outcomes of every wave as they come
         (one record transaction for what arrives together, whichever wave it is from)."""
-        arrivals = _Arrivals(len(claims))
-        recording = asyncio.create_task(self._record_as_they_come(arrivals, on_attempted))
+        arrivals = _Arrivals(len(claims), notify=self._window.arrived.set,
+                             on_attempted=on_attempted)
+        self._window.live.add(arrivals)
+        recording = asyncio.create_task(self._record_as_they_come(arrivals))
         sending = asyncio.create_task(self._waves(claims, context, turns, now, early, arrivals,
                                                   on_waiting))
         try:
@@ -362,6 +444,8 @@ class SendRound:
                 for task in done:
                     task.result()  # a wave or the record failed: the round fails
         finally:
+            self._window.live.discard(arrivals)
+            self._window.arrived.set()  # a window waiting for this round's outcomes: no more
             for task in (sending, recording):
                 task.cancel()
             await asyncio.wait({sending, recording})
@@ -610,24 +694,22 @@ class SendRound:
             for task in (*workers, *waiting):
                 task.cancel()
 
-    async def _record_as_they_come(self, arrivals: _Arrivals,
-                                   on_attempted: Callable[[], None] | None) -> None:
-        """Record a round's outcomes in groups as they come in: the outcomes that arrive
-        within ``record_linger`` of a group's first join it (one commit for all), while a slow
+    async def _record_as_they_come(self, arrivals: _Arrivals) -> None:
+        """Record a round's outcomes as they come in, with those of every other round in
+        this process: the outcomes that arrive within ``record_linger`` of the first waiting
+        to be recorded join it (one commit for all: :class:`_RecordWindow`), while a slow
         message never holds back the record of the fast ones for longer."""
-        linger = self.settings.record_linger.total_seconds()
         while arrivals.pending > 0:
             if not arrivals.outcomes:
                 arrivals.arrived.clear()
                 await arrivals.arrived.wait()
                 continue
-            if linger > 0 and len(arrivals.outcomes) < arrivals.pending:
-                await arrivals.more_within(linger)
-            group = arrivals.outcomes.copy()
-            arrivals.outcomes.clear()
-            if len(group) == arrivals.pending and on_attempted is not None:
-                on_attempted()  # the last outcomes: only their record is left
-            await self._record_with_retry(group)
+            group, error = await self._window.join(arrivals)
+            if error is not None:  # the window's record failed: this round's on its own
+                log.warning("recording send outcomes failed; retrying", error=str(error))
+                await self._record_with_retry(group)
+            else:
+                self.turns.settled(outcome.claim for outcome in group)
             arrivals.pending -= len(group)
 
     async def _attempt(self, claim: Claim, context: RoundContext, grants: RoundGrants,
@@ -715,6 +797,21 @@ class SendRound:
             return decode_outgoing(claim, unsubscribe_url, rewrite)
         except ValueError as exc:
             raise ProviderError(str(exc), transient=False) from exc
+
+    async def _record(self, group: Sequence[_Outcome]) -> None:
+        """Record ``group`` in one transaction (a record window's outcomes)."""
+        if not group:
+            return
+        now = self.clock.now()
+        resets = self.breakers.take_resets()
+        try:
+            await record_outcomes(
+                self.transactions,
+                [(outcome.claim, self._transition(outcome, now)) for outcome in group], now,
+                resets, forward_to_decisioning=self.settings.forward_to_decisioning)
+        except BaseException:
+            self.breakers.give_back_resets(resets)  # for the rounds' own records that follow
+            raise
 
     async def _record_with_retry(self, group: Sequence[_Outcome]) -> None:
         now = self.clock.now()
