@@ -308,70 +308,75 @@ class HeldMailbox(Mailbox):
         return await super().send(message)
 
 
+@contextlib.contextmanager
+def record_statements(storage: Storage) -> Iterator[list[str]]:
+    """The record UPDATEs of messages run meanwhile (one per record transaction and shape)."""
+    records: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.replace(" = ", "=").startswith("UPDATE messages SET status=?, attempts=?"):
+            records.append(statement)
+
+    engine = storage.transactions.db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield records
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def lingering_rounds(storage: Storage, mailbox: Mailbox, batch_size: int = 100) -> SendRound:
+    settings = SenderSettings(batch_size=batch_size,
+                              record_linger=timedelta(seconds=60))  # never runs out here
+    routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
+                    breaker_cool_down=settings.breaker_cool_down)
+    return SendRound(storage.transactions, routes, storage.clock, settings)
+
+
 async def test_a_rounds_outcomes_arriving_apart_are_recorded_together(
         storage: Storage) -> None:
     """Outcomes that arrive one after another within the linger are recorded in one
     transaction, not one each."""
     accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
         uow, WS, [email(f"k{i}", f"p{i}") for i in range(3)], "", lambda *announced: None))
-    records: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.replace(" = ", "=").startswith("UPDATE messages SET status=?, attempts=?"):
-            records.append(statement)
-
-    engine = storage.transactions.db.engine
-    event.listen(engine, "before_cursor_execute", count)
     mailbox = HeldMailbox()
-    settings = SenderSettings(record_linger=timedelta(seconds=60))  # never runs out here
-    routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
-                    breaker_cool_down=settings.breaker_cool_down)
-    rounds = SendRound(storage.transactions, routes, storage.clock, settings)
-    running = asyncio.create_task(rounds.run())
-    try:
+    rounds = lingering_rounds(storage, mailbox)
+    with record_statements(storage) as records:
+        running = asyncio.create_task(rounds.run())
         for sent in range(1, 4):  # the provider answers one message at a time
             mailbox.release.release()
             await eventually(lambda n=sent: len(mailbox.sent) == n)  # type: ignore[misc]
         assert await running == 3
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert len(records) == 1
     assert {status_of(storage, a.message.message_id) for a in accepted} == {MessageStatus.SENT}
+
+
+async def two_rounds_under_way(storage: Storage, mailbox: HeldMailbox,
+                               ) -> tuple[list[Any], list[asyncio.Task[int]]]:
+    """Two messages queued, each claimed by a round of its own, both waiting for
+    ``mailbox``."""
+    accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
+        uow, WS, [email(f"k{i}", f"p{i}") for i in range(2)], "", lambda *announced: None))
+    rounds = lingering_rounds(storage, mailbox, batch_size=1)
+    under_way: list[asyncio.Task[int]] = []
+    for queued in accepted:
+        under_way.append(asyncio.create_task(rounds.run()))
+        await eventually(lambda q=queued: status_of(  # type: ignore[misc]
+            storage, q.message.message_id) is MessageStatus.SENDING)
+    return accepted, under_way
 
 
 async def test_outcomes_of_rounds_under_way_together_are_recorded_in_one_transaction(
         storage: Storage) -> None:
     """Rounds overlap and share the provider slots: their outcomes that arrive within the
     linger are recorded in one transaction for the process, not one per round."""
-    accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
-        uow, WS, [email(f"k{i}", f"p{i}") for i in range(2)], "", lambda *announced: None))
-    records: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.replace(" = ", "=").startswith("UPDATE messages SET status=?, attempts=?"):
-            records.append(statement)
-
-    engine = storage.transactions.db.engine
-    event.listen(engine, "before_cursor_execute", count)
     mailbox = HeldMailbox()
-    settings = SenderSettings(batch_size=1, record_linger=timedelta(seconds=60))
-    routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
-                    breaker_cool_down=settings.breaker_cool_down)
-    rounds = SendRound(storage.transactions, routes, storage.clock, settings)
-    under_way: list[asyncio.Task[int]] = []
-    try:
-        for queued in accepted:  # a round each, both under way
-            under_way.append(asyncio.create_task(rounds.run()))
-            await eventually(lambda q=queued: status_of(  # type: ignore[misc]
-                storage, q.message.message_id) is MessageStatus.SENDING)
+    with record_statements(storage) as records:
+        accepted, under_way = await two_rounds_under_way(storage, mailbox)
         mailbox.release.release()  # the first round's message is sent; the other's waits
         await eventually(lambda: len(mailbox.sent) == 1)
         mailbox.release.release()
         assert await asyncio.gather(*under_way) == [1, 1]
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-        for task in under_way:
-            task.cancel()
     assert len(records) == 1
     assert {status_of(storage, a.message.message_id) for a in accepted} == {MessageStatus.SENT}
 
@@ -380,8 +385,6 @@ async def test_rounds_record_their_outcomes_alone_when_their_shared_record_faile
         storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     """A record transaction shared by rounds that fails is tried again by each round for its
     own outcomes: every message still ends SENT, once."""
-    accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
-        uow, WS, [email(f"k{i}", f"p{i}") for i in range(2)], "", lambda *announced: None))
     record = send_round_module.record_outcomes
     calls: list[int] = []
 
@@ -394,22 +397,10 @@ async def test_rounds_record_their_outcomes_alone_when_their_shared_record_faile
 
     monkeypatch.setattr(send_round_module, "record_outcomes", failing_once)
     mailbox = HeldMailbox()
-    settings = SenderSettings(batch_size=1, record_linger=timedelta(seconds=60))
-    routes = Routes(mailbox, breaker_failures=settings.breaker_failures,
-                    breaker_cool_down=settings.breaker_cool_down)
-    rounds = SendRound(storage.transactions, routes, storage.clock, settings)
-    under_way: list[asyncio.Task[int]] = []
-    try:
-        for queued in accepted:
-            under_way.append(asyncio.create_task(rounds.run()))
-            await eventually(lambda q=queued: status_of(  # type: ignore[misc]
-                storage, q.message.message_id) is MessageStatus.SENDING)
-        mailbox.release.release()
-        mailbox.release.release()
-        assert await asyncio.gather(*under_way) == [1, 1]
-    finally:
-        for task in under_way:
-            task.cancel()
+    accepted, under_way = await two_rounds_under_way(storage, mailbox)
+    mailbox.release.release()
+    mailbox.release.release()
+    assert await asyncio.gather(*under_way) == [1, 1]
     assert calls == [2, 1, 1]
     assert {status_of(storage, a.message.message_id) for a in accepted} == {MessageStatus.SENT}
     assert sorted(mailbox.sent) == sorted(a.message.message_id for a in accepted)
