@@ -42,7 +42,7 @@ from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import Aborted, FailedPrecondition, NotFound
 from cjo_platform.secret_box import SecretBox
 from cjo_platform.service import open_storage
-from support import eventually, new_backend, settings_for
+from support import Backend, eventually, new_backend, settings_for
 
 WS = "ws-a"
 BOX = SecretBox([])
@@ -56,9 +56,18 @@ class Storage:
 
 @pytest.fixture
 def storage(tmp_path: Path) -> Iterator[Storage]:
+    yield from _storage(new_backend("sqlite", tmp_path))
+
+
+@pytest.fixture
+def any_storage(backend: Backend) -> Iterator[Storage]:
+    """:func:`storage` on each database."""
+    yield from _storage(backend)
+
+
+def _storage(backend: Backend) -> Iterator[Storage]:
     clock = ManualClock()
-    backend = new_backend("sqlite", tmp_path)
-    backend.data_dir.mkdir(parents=True)
+    backend.data_dir.mkdir(parents=True, exist_ok=True)
     opened = open_storage(settings_for("delivery", backend), metadata, MIGRATIONS, clock)
     opened.migrate()
     yield Storage(opened.transactions, clock)
@@ -367,18 +376,27 @@ async def two_rounds_under_way(storage: Storage, mailbox: HeldMailbox,
 
 
 async def test_outcomes_of_rounds_under_way_together_are_recorded_in_one_transaction(
-        storage: Storage) -> None:
+        any_storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rounds overlap and share the provider slots: their outcomes that arrive within the
     linger are recorded in one transaction for the process, not one per round."""
+    record = send_round_module.record_outcomes
+    records: list[int] = []
+
+    async def counted(transactions: Any, changes: Sequence[Any], *args: Any,
+                      **kwargs: Any) -> None:
+        records.append(len(changes))
+        await record(transactions, changes, *args, **kwargs)
+
+    monkeypatch.setattr(send_round_module, "record_outcomes", counted)
     mailbox = HeldMailbox()
-    with record_statements(storage) as records:
-        accepted, under_way = await two_rounds_under_way(storage, mailbox)
-        mailbox.release.release()  # the first round's message is sent; the other's waits
-        await eventually(lambda: len(mailbox.sent) == 1)
-        mailbox.release.release()
-        assert await asyncio.gather(*under_way) == [1, 1]
-    assert len(records) == 1
-    assert {status_of(storage, a.message.message_id) for a in accepted} == {MessageStatus.SENT}
+    accepted, under_way = await two_rounds_under_way(any_storage, mailbox)
+    mailbox.release.release()  # the first round's message is sent; the other's waits
+    await eventually(lambda: len(mailbox.sent) == 1)
+    mailbox.release.release()
+    assert await asyncio.gather(*under_way) == [1, 1]
+    assert records == [2]
+    assert {status_of(any_storage, a.message.message_id)
+            for a in accepted} == {MessageStatus.SENT}
 
 
 async def test_rounds_record_their_outcomes_alone_when_their_shared_record_failed(
