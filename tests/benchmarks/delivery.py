@@ -156,7 +156,8 @@ async def run(args: argparse.Namespace) -> None:
                         args.messages, args.batches = args.lone, 0
                     else:
                         await throughput(stub, count, args.messages, sink.pid)
-                        await batch_latency(stub, count, args.messages, args.batches)
+                        if args.batches:
+                            await batch_latency(stub, count, args.messages, args.batches)
 
                     def sent() -> int:
                         with app.db.transaction() as session:
