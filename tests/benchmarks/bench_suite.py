@@ -67,8 +67,15 @@ def stop_py_spy(spy: subprocess.Popen[bytes], path: Path, top: int = 6) -> str:
     spy.send_signal(signal.SIGINT)
     spy.wait(60)
     own: Counter[str] = Counter()
+    # A frame's name may span lines (a function whose source text py-spy quotes): a sample's
+    # line ends at the one that ends with its count.
+    pending = ""
     for line in path.read_text().splitlines() if path.exists() else []:
-        stack, _, count = line.rpartition(" ")
+        stack, _, count = (pending + line).rpartition(" ")
+        if not count.isdigit():
+            pending += line + "\\n"
+            continue
+        pending = ""
         own[stack.rsplit(";", 1)[-1]] += int(count)
     total = sum(own.values()) or 1
     return f"{total} samples holding the GIL, own time: " + "; ".join(

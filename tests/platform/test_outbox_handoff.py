@@ -353,6 +353,65 @@ async def test_a_large_unit_of_work_is_handed_off_whole_and_each_topic_keeps_its
                 [r for r in rows if r[0] == workspace]
 
 
+async def test_a_unit_of_work_of_several_batches_is_handed_off_and_sent_a_batch_per_call(
+        box: Box) -> None:
+    """A unit of work of more than a batch (a step round's facts) is handed off too, not left
+    for claims (an unleased INSERT, a claim reading every payload back, a DELETE), and reaches
+    the receiver in calls of at most a batch, in order; more than the forwarder's queue takes
+    waits for claims, as before."""
+    calls: list[list[tuple[str, bytes]]] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        calls.append([(workspace, r.payload) for r in rows])
+
+    forwarder = Forwarder(box.db, box.outbox, "t", send, poll_interval=60, batch_size=100)
+    rounds = Rounds(forwarder)
+    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+    statements: list[str] = []
+
+    def claims() -> int:
+        # A claim leases and reads its rows in one UPDATE ... RETURNING.
+        return sum(1 for s in statements
+                   if s.startswith("UPDATE OUTBOX SET LEASE_OWNER") and "RETURNING" in s)
+
+    def written(first: int, count: int) -> list[tuple[str, bytes]]:
+        return [(f"ws-{n % 2}", f"r{n}".encode()) for n in range(first, first + count)]
+
+    def work(rows: list[tuple[str, bytes]]) -> Any:
+        def publish(uow: UnitOfWork) -> None:
+            for workspace, payload in rows:
+                uow.publish("t", workspace, [(payload, "")])
+        return publish
+
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await eventually(lambda: forwarder._running)
+        await eventually(rounds.idle)
+
+        @event.listens_for(box.db.engine, "before_cursor_execute")
+        def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
+            statements.append(statement.lstrip().upper())
+
+        several = written(0, 350)
+        await transactions.run(work(several))
+        await eventually(lambda: sum(len(c) for c in calls) == 350)
+        assert claims() == 0  # handed off whole
+        assert max(len(c) for c in calls) <= 100
+        got = [row for call in calls for row in call]
+        for workspace in ("ws-0", "ws-1"):
+            assert [r for r in got if r[0] == workspace] == \
+                [r for r in several if r[0] == workspace]
+
+        # Past the queue's bound (HANDOFF_QUEUE_ROWS batches): claimed, in batches.
+        calls.clear()
+        too_many = written(350, 450)
+        await transactions.run(work(too_many))
+        await eventually(lambda: sum(len(c) for c in calls) == 450)
+        assert claims() > 0 and max(len(c) for c in calls) <= 100
+    finally:
+        await stop(task)
+
+
 async def test_a_unit_of_works_topics_cost_one_check_and_one_insert_together(
         box: Box) -> None:
     got: dict[str, list[tuple[str, bytes]]] = {"a": [], "b": []}

@@ -248,11 +248,13 @@ class Outbox:
 
     @staticmethod
     def _handoff_rows(session: Session, taker: Forwarder) -> int:
-        # Up to a batch: a larger one goes in rounds of claims anyway. (On PostgreSQL a batch
-        # of COPY_THRESHOLD rows or more went by COPY and a claim, while an executemany with
-        # RETURNING cost ~30 us per row; the unnest INSERT costs ~5, as COPY does, and saves
-        # the claim's transaction.)
-        return taker.batch_size
+        # Up to what the forwarder's queue takes (HANDOFF_QUEUE_ROWS batches; it sends them in
+        # calls of at most a batch). A unit of work of more than a batch (a step round's or a
+        # 1,000-event HandleEvents' facts) used to wait for claims: an unleased INSERT, then a
+        # claim's transaction that reads every payload back (SELECT, UPDATE ... RETURNING) and
+        # a DELETE, where a hand-off costs its leased INSERT and a lazy DELETE. (On PostgreSQL
+        # the unnest INSERT costs ~5 us per row, as COPY does.)
+        return HANDOFF_QUEUE_ROWS * taker.batch_size
 
     def on_write(self, listener: Callable[[], None], topic: str | None = None) -> None:
         """Call ``listener`` when rows are written (of ``topic`` only, when given)."""
@@ -423,9 +425,11 @@ class Forwarder(PollingWorker):
     forwarder runs in the writer's process and every row of the topic in the outbox is in its
     hands (in flight, queued, or delivered and not yet deleted), checked in the writer's
     transaction after the producer's locks: they are inserted leased to it, and once committed
-    they are sent from memory, in id order, after what this forwarder is sending. Otherwise
-    (another replica's rows, rows waiting for a claim or held for a retry) they wait unleased for
-    a claim, as before. Rows the forwarder holds or releases (a refusal, an unreachable receiver)
+    they are sent from memory, in id order, after what this forwarder is sending, in calls of
+    at most ``batch_size`` rows (a unit of work may hand off up to ``HANDOFF_QUEUE_ROWS``
+    batches). Otherwise (another replica's rows, rows waiting for a claim or held for a retry,
+    a unit of work larger than that, a queue already that full) they wait unleased for a claim,
+    as before. Rows the forwarder holds or releases (a refusal, an unreachable receiver)
     end every hand-off then under way: those rows are released for a claim, so no row overtakes
     one held. A process that dies leaves its handed-off rows leased: another replica (or the
     process restarted) takes them over once the lease ran out, as a claimed batch.
@@ -799,7 +803,7 @@ class Forwarder(PollingWorker):
         when it stopped early, why it stopped at the next row. Raises when the receiver is
         unreachable."""
         done = 0
-        for part in _parts(rows, self.max_call_bytes):
+        for part in _parts(rows, self.max_call_bytes, self.batch_size):
             taken, stop = await self._deliver_call(workspace_id, part)
             done += taken
             if stop is not None:
@@ -1072,12 +1076,14 @@ def _within(rows: Sequence[Row[Any, Any, Any]], budget: int) -> list[Row[Any, An
     return list(rows)
 
 
-def _parts(rows: Sequence[OutboxRow], budget: int) -> list[Sequence[OutboxRow]]:
-    """``rows`` in order, in calls of at most ``budget`` payload bytes (a larger row alone)."""
+def _parts(rows: Sequence[OutboxRow], budget: int, most: int) -> list[Sequence[OutboxRow]]:
+    """``rows`` in order, in calls of at most ``budget`` payload bytes (a larger row alone) and
+    ``most`` rows: handed-off rows (several units of work, or one larger than a batch) go in
+    calls no larger than a claimed batch's, within the receiver's items per call."""
     parts: list[Sequence[OutboxRow]] = []
     start, total = 0, 0
     for index, row in enumerate(rows):
-        if index > start and total + len(row.payload) > budget:
+        if index > start and (total + len(row.payload) > budget or index - start >= most):
             parts.append(rows[start:index])
             start, total = index, 0
         total += len(row.payload)
