@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from google.protobuf import struct_pb2
+
 from cjo.common.v1 import common_pb2
 from cjo.identity.v1 import consent_pb2, profile_pb2
 from cjo_platform.protobuf import struct_to_dict
@@ -126,3 +128,16 @@ def view_from_proto(profile: profile_pb2.Profile) -> dict[str, Any]:
                         (segment_id(s) for s in profile.segments),
                         consent_from_proto(profile.consents),
                         ((i.type, i.value) for i in profile.identifiers))
+
+
+def fill_view_struct(into: struct_pb2.Struct, profile: profile_pb2.Profile,
+                     view: Mapping[str, Any]) -> None:
+    """Set ``into`` (a request's Struct: a render's context) to ``view``, the view
+    :func:`view_from_proto` made of ``profile`` and not changed since, copying identity's
+    traits and computed traits as they came (a copy of the messages) instead of building every
+    value again from the dict (``Struct.update``: about half the time, more with more traits);
+    the other reserved keys come from ``view``."""
+    into.CopyFrom(profile.traits)
+    into.fields[COMPUTED].struct_value.CopyFrom(profile.computed_traits)
+    for key in (SEGMENTS, CONSENT, IDENTIFIERS):
+        into[key] = view[key]

@@ -46,7 +46,7 @@ from cjo_platform.errors import FailedPrecondition
 from cjo_platform.errors import Unavailable as PeerUnavailable
 from cjo_platform.limits import MAX_BATCH_ITEMS
 from cjo_platform.logging import get_logger
-from cjo_platform.profiles import view_from_proto
+from cjo_platform.profiles import fill_view_struct, view_from_proto
 from cjo_platform.protobuf import dict_to_struct, from_timestamp, to_timestamp
 from cjo_platform.rpc.batch import call_in_chunks
 from cjo_platform.rpc.client import channel, on_behalf_of
@@ -78,6 +78,9 @@ class RenderItem:
     traits: Mapping[str, Any]
     properties: Mapping[str, Any]
     content_version: int = 0
+    # Identity's Profile that ``traits`` is the view of, unchanged (a LiveProfile's
+    # ``message``): the context's traits are copied from it (profiles.fill_view_struct).
+    profile: Any = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ class LiveProfile:
     profile_id: str
     view: dict[str, Any]
     merged_from: tuple[tuple[str, datetime], ...] = ()
+    # The cjo.identity.v1.Profile identity answered, which ``view`` was made of.
+    message: Any = None
 
 
 @dataclass(frozen=True)
@@ -368,7 +373,10 @@ class Peers(Decisioning):
                 # Both present even when empty, as a constructor would set them (an empty
                 # update leaves a Struct unset).
                 context.traits.SetInParent()
-                context.traits.update(item.traits)
+                if item.profile is not None:
+                    fill_view_struct(context.traits, item.profile, item.traits)
+                else:
+                    context.traits.update(item.traits)
                 context.event.SetInParent()
                 context.event.update(item.properties)
             return await stub.BatchRenderContent(request, metadata=metadata,
@@ -398,7 +406,7 @@ class Peers(Decisioning):
             profile = result.profile
             return LiveProfile(profile.profile_id, view_from_proto(profile),
                                tuple((m.merged_profile_id, from_timestamp(m.merge_time))
-                                     for m in profile.merged_from))
+                                     for m in profile.merged_from), profile)
 
         return await self._in_chunks("identity", workspace_id, profile_ids, call, answer,
                                      failure)

@@ -21,7 +21,7 @@ import asyncio
 import secrets
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -149,6 +149,9 @@ def _handed_back(uow: UnitOfWork, handed: Iterable[Enrollment],
 
 
 ProfileAnswer = LiveProfile | ProfileGone | Rejected | Deferred
+ProfilesRead = dict[int, LiveProfile]
+"""A step round's profiles as identity answered them, by the ``id`` of their view (the very
+object each enrollment walks on, unless a step changed it: an update_profile's traits)."""
 PROFILE_READS_KEPT = 10_000  # durations of the latest profile reads, for the benchmark's p50
 
 
@@ -325,7 +328,7 @@ class StepRound:
             if len(group) == 1:
                 span.set_attribute("cjo.enrollment.id", group[0].enrollment_id)
                 span.set_attribute("cjo.journey.id", group[0].journey_id)
-            live = await self._live(workspace_id, group)
+            live, read = await self._live(workspace_id, group)
             now = self.transactions.clock.now()
             transitions = [self._advance(evolve(e, traits=view), now)
                            if isinstance(view, dict) else view
@@ -334,7 +337,8 @@ class StepRound:
             if not waiting:
                 return transitions
             try:
-                results = await self._perform(workspace_id, [transitions[i] for i in waiting])
+                results = await self._perform(workspace_id, [transitions[i] for i in waiting],
+                                              read)
             except Exception as exc:
                 # Not an answer about any one item (peers answer per item): this workspace's
                 # sends are retried with backoff, the other workspaces' go on.
@@ -367,11 +371,12 @@ class StepRound:
                                             before.facts + after.facts, error=error)
             return transitions
 
-    async def _live(self, workspace_id: str,
-                    group: Sequence[Enrollment]) -> list[dict[str, Any] | Transition]:
+    async def _live(self, workspace_id: str, group: Sequence[Enrollment],
+                    ) -> tuple[list[dict[str, Any] | Transition], ProfilesRead]:
         """Each enrollment's profile view as identity holds it now, or the transition that
         replaces its step: waiting (identity could not answer, or its merge has not reached
-        the journey yet), ended (erased), failed (identity refused the read)."""
+        the journey yet), ended (erased), failed (identity refused the read); and the profiles
+        read, by their view (:data:`ProfilesRead`)."""
         profile_ids = list(dict.fromkeys(e.profile_id for e in group))
         started = time.perf_counter()
         try:
@@ -386,8 +391,10 @@ class StepRound:
         now = self.transactions.clock.now()
         unanswered = self._identity_backoff(workspace_id, answers.values())
         unmerged = await self._merges_not_applied(workspace_id, answers.values(), now)
+        read: ProfilesRead = {id(a.view): a for a in answers.values()
+                              if isinstance(a, LiveProfile)}
         return [self._with_profile(e, answers[e.profile_id], now, unanswered, unmerged)
-                for e in group]
+                for e in group], read
 
     async def _merges_not_applied(self, workspace_id: str, answers: Iterable[ProfileAnswer],
                                   now: datetime) -> set[str]:
@@ -481,8 +488,8 @@ class StepRound:
         except Exception as exc:
             return fail_enrollment(enrollment, now, error_detail(exc))
 
-    async def _perform(self, workspace_id: str,
-                       waiting: Sequence[Transition]) -> list[SendResult]:
+    async def _perform(self, workspace_id: str, waiting: Sequence[Transition],
+                       read: ProfilesRead | None = None) -> list[SendResult]:
         """Carry out the orders the transitions wait on: profile updates through identity,
         sends through content (render) and delivery."""
         results: list[SendResult] = [Deferred("no answer")] * len(waiting)
@@ -516,7 +523,7 @@ class StepRound:
                                       strict=True):
                 results[i] = answer
         if sends:
-            answers = await self._send(workspace_id, [(e, o) for _, e, o in sends])
+            answers = await self._send(workspace_id, [(e, o) for _, e, o in sends], read)
             for (i, _, order), answer in zip(sends, answers, strict=True):
                 if i in decided and isinstance(answer, Sent):
                     # The decide node's action went out: the answer names the decision.
@@ -588,11 +595,12 @@ class StepRound:
                                for (channel, delay), positions in groups.items()))
         return answers
 
-    async def _send(self, workspace_id: str,
-                    waiting: Sequence[tuple[Enrollment, SendOrder]]) -> list[SendResult]:
+    async def _send(self, workspace_id: str, waiting: Sequence[tuple[Enrollment, SendOrder]],
+                    read: ProfilesRead | None = None) -> list[SendResult]:
         renders = await self.peers.render(workspace_id, [
             RenderItem(enrollment.profile_id, order.content_key, order.channel,
-                       enrollment.traits, enrollment.properties, order.content_version)
+                       enrollment.traits, enrollment.properties, order.content_version,
+                       _unchanged_profile(read, enrollment.traits))
             for enrollment, order in waiting])
         results: list[SendResult] = [Deferred("no answer")] * len(waiting)
         to_send: list[tuple[int, SendItem]] = []
@@ -638,6 +646,13 @@ def _decision_order(enrollment: Enrollment, order: DecideOrder,
     return SendOrder(order.node_id, order.visit, content_key, channel, address,
                      order.request_id, 0, action.topic, action.transactional,
                      answer.decision_id, action.key)
+
+
+def _unchanged_profile(read: ProfilesRead | None, view: Mapping[str, Any]) -> Any:
+    """Identity's Profile that ``view`` is the view of, if the walk did not change it (then the
+    render copies identity's traits instead of rebuilding them from the view); else None."""
+    live = read.get(id(view)) if read else None
+    return live.message if live is not None and live.view is view else None
 
 
 def _wait(enrollment: Enrollment, until: datetime, now: datetime, why: str) -> Transition:
