@@ -24,7 +24,7 @@ from cjo_identity.domain.golden import ConsentRecord, Golden, trait_values
 from cjo_identity.domain.ingest import Accepted, Merge
 from cjo_identity.domain.segments import ENTERED, EXITED, PROFILE_DELETED, PROFILE_MERGED
 from cjo_platform.profiles import channel_proto
-from cjo_platform.protobuf import dict_to_struct, to_timestamp
+from cjo_platform.protobuf import dict_to_struct, fill_struct, set_timestamp, to_timestamp
 
 EVENTS_TOPIC = "orchestration.events"
 
@@ -53,14 +53,14 @@ def _fill_event(proto: event_pb2.Event, event: Event) -> None:
         proto.identifiers.add(type=identifier.type, value=identifier.value)
     _fill_struct(proto.properties, event.properties)
     _fill_struct(proto.traits, event.traits)
-    proto.timestamp.FromDatetime(event.timestamp.astimezone(UTC))
+    set_timestamp(proto.timestamp, event.timestamp.astimezone(UTC))
     proto.source = event.source
 
 
 def _fill_struct(struct: struct_pb2.Struct, value: Mapping[str, Any]) -> None:
     struct.SetInParent()  # set, even when empty
     if value:
-        struct.update(value)
+        fill_struct(struct, value)
 
 
 def consent_to_proto(record: ConsentRecord) -> consent_pb2.Consent:
