@@ -9,6 +9,9 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A Timestamp's range (0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z), as FromDatetime checks it.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
 
 
 def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -24,7 +27,10 @@ def set_timestamp(ts: timestamp_pb2.Timestamp, value: datetime) -> None:
     epoch instead of a UTC time tuple: ~0.5 us instead of ~2.4, for a field set on every
     forwarded event and every timestamp of a response."""
     delta = value - _EPOCH
-    ts.seconds = delta.days * 86_400 + delta.seconds
+    seconds = delta.days * 86_400 + delta.seconds
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise ValueError(f"{value!r} is outside the range of a Timestamp (years 1 to 9999 UTC)")
+    ts.seconds = seconds
     ts.nanos = delta.microseconds * 1000
 
 

@@ -56,3 +56,12 @@ def test_set_timestamp_writes_what_from_datetime_writes(moment: datetime) -> Non
     set_timestamp(stamped, moment)
     assert (stamped.seconds, stamped.nanos) == (expected.seconds, expected.nanos)
     assert to_timestamp(moment) == expected
+
+
+def test_set_timestamp_refuses_what_from_datetime_refuses() -> None:
+    before_year_one = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    # The library's time tuple overflows; the distance to the epoch is checked against the range.
+    with pytest.raises(OverflowError):
+        timestamp_pb2.Timestamp().FromDatetime(before_year_one)
+    with pytest.raises(ValueError):
+        set_timestamp(timestamp_pb2.Timestamp(), before_year_one)
