@@ -16,6 +16,7 @@ from sqlalchemy import (
     text,
 )
 
+from cjo_delivery.domain.sending import MAX_PROVIDER_MESSAGE_ID_LENGTH
 from cjo_platform.db import UtcDateTime
 from cjo_platform.limits import (
     MAX_ID_LENGTH,
@@ -46,7 +47,8 @@ messages = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("error", String(1024), nullable=False, default=""),
-    Column("provider_message_id", String(256), nullable=False, default=""),
+    Column("provider_message_id", String(MAX_PROVIDER_MESSAGE_ID_LENGTH), nullable=False,
+           default=""),
     # When a QUEUED message is due; NULL once it is SENT or FAILED.
     Column("next_attempt_time", UtcDateTime, nullable=True),
     # Until when a SENDING message belongs to the sender that claimed it.

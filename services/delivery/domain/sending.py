@@ -123,7 +123,16 @@ class Transition:
         return self.status in FINAL_STATUSES
 
 
+# The longest provider message id a message keeps (messages.provider_message_id).
+MAX_PROVIDER_MESSAGE_ID_LENGTH = 256
+
+
 def after_success(attempts: int, provider_message_id: str, provider_id: str = "") -> Transition:
+    """SENT. A provider id longer than the column holds is not kept (cut, it would match no
+    report by that id anyway; stored, PostgreSQL would refuse the whole record, leaving every
+    message recorded with it SENDING, to be sent again when the lease runs out)."""
+    if len(provider_message_id) > MAX_PROVIDER_MESSAGE_ID_LENGTH:
+        provider_message_id = ""
     return Transition(MessageStatus.SENT, attempts, None, "", provider_message_id, provider_id)
 
 

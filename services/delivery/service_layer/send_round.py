@@ -711,6 +711,9 @@ class SendRound:
             else:
                 self.turns.settled(outcome.claim for outcome in group)
             arrivals.pending -= len(group)
+            # A window opened while this group was written may now have nothing more to
+            # wait for: it checks again (else it would wait out its whole linger).
+            self._window.arrived.set()
 
     async def _attempt(self, claim: Claim, context: RoundContext, grants: RoundGrants,
                        hand_over_by: datetime) -> _Outcome:
@@ -823,6 +826,8 @@ class SendRound:
                                       forward_to_decisioning=self.settings.forward_to_decisioning)
             except Exception as exc:
                 if delay is None:
+                    # Another round's record may still zero the breakers' counts with them.
+                    self.breakers.give_back_resets(resets)
                     raise
                 log.warning("recording send outcomes failed; retrying", error=str(exc))
                 await asyncio.sleep(delay)
