@@ -184,7 +184,7 @@ class Outbox:
         handing: list[tuple[str, Forwarder, int]] = []
         for topic, rows in by_topic.items():
             taker = self._takers.get(topic)
-            ticket = (taker._ticket() if taker is not None and rows
+            ticket = (taker._ticket(len(rows)) if taker is not None and rows
                       and len(rows) <= self._handoff_rows(session, taker) else None)
             if taker is not None and ticket is not None:
                 handing.append((topic, taker, ticket))
@@ -418,8 +418,9 @@ class Forwarder(PollingWorker):
     (INVALID_ARGUMENT and the like), any call since it first failed. A call the receiver wants
     later (:class:`Later`: busy, out of time, too large) holds only its workspace's rows, with
     backoff, counting no refusal; a call too large or too slow is split first. Only a receiver
-    that cannot be reached at all (any other error) stops the round: every row is kept, and the
-    round is retried with backoff.
+    that cannot be reached at all (any other error) stops the round: every row not delivered
+    yet is kept, and the round is retried with backoff (rows an earlier call of the round
+    delivered wait for their delete, they are not sent again).
 
     **Hand-off.** A unit of work's rows (:meth:`Outbox.stage`) skip the claim when this
     forwarder runs in the writer's process and every row of the topic in the outbox is in its
@@ -448,8 +449,9 @@ class Forwarder(PollingWorker):
     claim does not wait. Order, leases and replicas are as without it: lingering rows are queued
     hand-offs (released at stop, left leased by a crash) or rows not claimed yet.
 
-    Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends at most
-    one batch (after its lease ran out).
+    Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends (after
+    its lease ran out) at most the batch in flight and the handed-off rows delivered but not yet
+    deleted (up to ``HANDOFF_QUEUE_ROWS`` batches, ``settle_delay`` seconds' worth).
     """
 
     def __init__(self, db: Database, outbox: Outbox, topic: str, send: SendBatch, *,
@@ -716,11 +718,14 @@ class Forwarder(PollingWorker):
 
     # --- the hand-off (writers' threads) ------------------------------------------------------
 
-    def _ticket(self) -> int | None:
-        """The epoch a writer's hand-off must still find, or ``None``: no hand-off now."""
+    def _ticket(self, rows: int) -> int | None:
+        """The epoch a writer's hand-off of ``rows`` rows must still find, or ``None``: no
+        hand-off now. The queue's bound counts the rows queued, those of writers not committed
+        yet and these."""
         with self._lock:
             if (not self._running or self._epoch % 2
-                    or len(self._queue) >= HANDOFF_QUEUE_ROWS * self.batch_size):
+                    or len(self._queue) + len(self._reserved) + rows
+                    > HANDOFF_QUEUE_ROWS * self.batch_size):
                 return None
             return self._epoch
 
@@ -974,7 +979,9 @@ class Forwarder(PollingWorker):
             if left:
                 # The receiver is unreachable: release what this round did not send, so the
                 # next round (here or on another replica) sends it without waiting for leases.
-                unsent = [row for group in left for row in group]
+                # Not what an earlier call of the group delivered (a hand-off goes a batch per
+                # call): those rows left ``_sending`` and wait for their lazy delete.
+                unsent = [row for group in left for row in group if row.id in self._sending]
                 with contextlib.suppress(Exception):
                     await self.db.run(self._hold, unsent, None)
             self._lease_until = None
