@@ -37,7 +37,7 @@ from cjo_orchestration.domain.journeys import (
 from cjo_orchestration.domain.orders import SendResult, Sent
 from cjo_orchestration.service_layer import enrollment, journeys
 from cjo_orchestration.service_layer.enrollment import Entrant
-from cjo_orchestration.service_layer.steps import StepRound
+from cjo_orchestration.service_layer.steps import StepRound, _unchanged_profile
 from cjo_orchestration.settings import load_engine_settings
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
@@ -181,3 +181,17 @@ async def test_the_step_round_renders_from_identitys_profile_it_walked_on(
     for profile_id, item in by_profile.items():
         assert item.profile is peers.messages[profile_id]
         assert item.traits == view_from_proto(peers.messages[profile_id])
+
+
+
+def test_only_the_very_view_identity_answered_renders_from_its_message() -> None:
+    """A view the walk changed (an update, a merge, the event round: each builds a new mapping)
+    is rendered from the view, even when equal to identity's: only the object identity read
+    goes with identity's message (a stale message would lose what the walk changed)."""
+    message = identity_profile("ada")
+    view = view_from_proto(message)
+    read = {id(view): LiveProfile("ada", view, (), message)}
+    assert _unchanged_profile(read, view) is message
+    assert _unchanged_profile(read, {**view}) is None
+    assert _unchanged_profile(read, {**view, "plan": "gold"}) is None
+    assert _unchanged_profile(None, view) is None
