@@ -1,6 +1,6 @@
 """Group commit: concurrent submissions of items under one key, arriving within a short window,
 are applied in one call of a batch function (one transaction for all of them), and each
-submission gets its own slice of the results.
+submission gets its own slice of the results; a submission to an idle key goes at once.
 
 A commit costs the same round trips, fsync and bookkeeping whether it carries one item or a
 thousand; callers that each send one item (a web backend's single-event calls) pay it per
@@ -11,8 +11,16 @@ item unless their items share a commit::
 
 Per key, groups run one after another, in the order their first submission arrived, and a
 group's items are in arrival order (a submission's own items stay together, in order); while
-one group runs, the next one collects what arrives. A lone submission waits ``window`` at most
-before its group starts. Different keys never share a call of ``apply``.
+one group runs, the next one collects what arrives. Different keys never share a call of
+``apply``.
+
+The window is paid only under load: a group opened on a busy key (one of its groups runs,
+waits, or ended less than ``window`` ago) starts ``window`` after its first submission at the
+earliest (and after the group before it), so callers that come back at once (many callers,
+each sending its next call when its answer came) meet in one group instead of splitting into
+many small ones. A submission to an idle key (a lone call, calls spaced wider than the window)
+starts its group at once, with whatever the same pass of the event loop brought: it has nobody
+to wait for.
 
 A failure of ``apply`` is every submission's failure, unless ``split(error)`` says one item may
 have caused it (bad data, not a database outage): then each submission of the group is applied
@@ -69,6 +77,8 @@ class GroupCommit(Generic[K, I, R]):
         self.max_items = max_items
         self._split = split
         self._lanes: dict[K, _Lane[I, R]] = {}
+        # Keys whose last group ended less than ``window`` ago (loop time it ended): still busy.
+        self._ended: dict[K, float] = {}
 
     async def submit(self, key: K, items: Sequence[I]) -> list[R]:
         """The results of ``items`` (applied with others of ``key`` that arrived meanwhile).
@@ -78,10 +88,13 @@ class GroupCommit(Generic[K, I, R]):
             return []
         if self.window <= 0 or len(items) >= self.max_items:
             return await self._apply_alone(key, list(items))
+        loop = asyncio.get_running_loop()
         lane = self._lanes.get(key)
+        # Idle: nothing of the key runs or waits, and nothing ended within the window.
+        idle = lane is None and loop.time() - self._ended.get(key, float("-inf")) >= self.window
         if lane is None:
             lane = self._lanes[key] = _Lane()
-            lane.driver = asyncio.get_running_loop().create_task(self._drive(key, lane))
+            lane.driver = loop.create_task(self._drive(key, lane))
         group = lane.groups[-1] if lane.groups else None
         # A group that started is no longer in the lane; one that would overflow is closed.
         if group is None or len(group.items) + len(items) > self.max_items:
@@ -89,8 +102,11 @@ class GroupCommit(Generic[K, I, R]):
                 group.ready.set()
             group = _Group()
             lane.groups.append(group)
-            asyncio.get_running_loop().call_later(self.window, group.ready.set)
-        answer: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
+            if idle:
+                group.ready.set()  # the driver starts it after this pass of the loop
+            else:
+                loop.call_later(self.window, group.ready.set)
+        answer: asyncio.Future[list[R]] = loop.create_future()
         group.submissions.append(_Submission(len(group.items), len(group.items) + len(items),
                                              answer))
         group.items.extend(items)
@@ -121,6 +137,18 @@ class GroupCommit(Generic[K, I, R]):
         finally:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
+                self._busy_for_a_window(key)
+
+    def _busy_for_a_window(self, key: K) -> None:
+        """The key's last group just ended: a group opened within the window waits for it
+        (more calls are likely coming back), one opened later goes at once."""
+        loop = asyncio.get_running_loop()
+        ended = self._ended[key] = loop.time()
+
+        def forget() -> None:
+            if self._ended.get(key) == ended:
+                del self._ended[key]
+        loop.call_later(self.window, forget)
 
     async def _run(self, key: K, group: _Group[I, R]) -> None:
         try:

@@ -141,6 +141,17 @@ async def test_concurrent_calls_share_transactions_and_each_gets_its_own_answer(
         assert item.traceparent.split("-")[1] == f"{i + 1:032x}"
 
 
+async def test_a_lone_call_to_an_idle_workspace_waits_for_no_window(
+        backend: Backend, recorder: Recorder) -> None:
+    # A window of an hour: paid only by calls to a workspace written within it (a busy one).
+    async with serve_identity(backend, recorder, ManualClock(START),
+                              CJO_IDENTITY_GROUP_COMMIT_MS="3600000") as idle:
+        acme = await idle.new_workspace("acme")
+        reply = await asyncio.wait_for(
+            ingest(idle, acme, event("lone", ("user_id", "u1"))), timeout=30)
+        assert reply.results[0].status.code == 0 and reply.results[0].profile_id
+
+
 async def test_a_message_id_sent_by_two_calls_of_a_group_is_applied_once(
         grouping: Identity, writes: IngestWrites) -> None:
     acme = await grouping.new_workspace("acme")

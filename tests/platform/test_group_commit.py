@@ -1,6 +1,6 @@
 """Group commit (cjo_platform.group_commit): concurrent submissions of one key share one call of
 the batch function, each gets exactly its own results or its own error, keys never mix, and a
-key's groups run one after another in arrival order."""
+key's groups run one after another in arrival order; the window is paid only by a busy key."""
 
 from __future__ import annotations
 
@@ -103,6 +103,33 @@ async def test_a_keys_groups_run_one_after_another_and_the_next_collects_meanwhi
     assert await first == ["acme:1"]
     assert [await f for f in later] == [[f"acme:{i}"] for i in range(2, 7)]
     assert batches.calls == [("acme", ["1"]), ("acme", ["2", "3", "4", "5", "6"])]
+
+
+async def test_a_submission_to_an_idle_key_goes_at_once_whatever_the_window() -> None:
+    batches = Batches()
+    commit = groups(batches, window=3600)
+    assert await asyncio.wait_for(commit.submit("acme", ["1"]), timeout=10) == ["acme:1"]
+    # Submissions of the same pass of the loop go with it.
+    assert await asyncio.wait_for(asyncio.gather(
+        *(commit.submit("globex", [str(i)]) for i in range(3))), timeout=10) == [
+        ["globex:0"], ["globex:1"], ["globex:2"]]
+    assert batches.calls == [("acme", ["1"]), ("globex", ["0", "1", "2"])]
+
+
+async def test_a_key_whose_group_just_ended_is_busy_for_a_window() -> None:
+    batches = Batches()
+    commit = groups(batches, window=3600)
+    assert await asyncio.wait_for(commit.submit("acme", ["1"]), timeout=10) == ["acme:1"]
+    # A caller coming back at once (within the window) waits for others to come back too.
+    second = asyncio.ensure_future(commit.submit("acme", ["2"]))
+    await eventually(lambda: "acme" in commit._lanes and commit._lanes["acme"].groups)
+    [group] = commit._lanes["acme"].groups
+    assert not group.ready.is_set() and len(batches.calls) == 1
+    # Once the window has passed since the last group ended, the key is idle again.
+    group.ready.set()
+    assert await second == ["acme:2"]
+    commit._ended["acme"] -= 3600
+    assert await asyncio.wait_for(commit.submit("acme", ["3"]), timeout=10) == ["acme:3"]
 
 
 async def test_a_full_group_starts_without_waiting_for_the_window() -> None:

@@ -119,7 +119,9 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
 
 @dataclass(frozen=True)
 class GroupCommitSettings:
-    window_seconds: float  # how long a call waits for others to share its transaction; 0: off
+    # How long a call to a busy workspace (written within the window) waits for others to share
+    # its transaction; a call to an idle one goes at once. 0: every call alone.
+    window_seconds: float
     max_events: int  # events in one group; a call of this many or more goes alone
 
 
