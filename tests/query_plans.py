@@ -4,6 +4,7 @@ statement that scans a whole table makes every batch cost a pass over it)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -43,3 +44,12 @@ def plans(db: Database, work: Callable[[Session], Any], table: str) -> list[tupl
         event.remove(db.engine, "before_cursor_execute", capture)
     assert found, "no statement captured"
     return found
+
+
+def probed_by(db: Database, plan: str, key: str) -> bool:
+    """Whether ``plan`` searches an index by ``key`` (SQLite), or has ``key`` in an index
+    condition (PostgreSQL): a probe per key, not a filter over the workspace's rows."""
+    if db.is_sqlite:
+        return f"{key}=?" in plan
+    return any(re.search(rf"\b{key}\b", line) for line in plan.splitlines()
+               if "Index Cond" in line)

@@ -16,15 +16,29 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, Column, MetaData, RowMapping, Table, and_, func, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    MetaData,
+    RowMapping,
+    String,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
 from cjo_decisioning.adapters.tables import EXPOSED, PENDING
 from cjo_decisioning.adapters.tables import decisions as _d
-from cjo_platform.db import UtcDateTime, one_of
+from cjo_platform.db import UtcDateTime, one_of, pg_array
 from cjo_platform.db.bulk import bulk_insert
+from cjo_platform.db.probes import pg_by_keys
 
 # Everything but what only learning reads (features, leases).
 _COLUMNS = (_d.c.decision_id, _d.c.decision_point, _d.c.profile_id, _d.c.action,
@@ -110,14 +124,21 @@ def _same(value: Any) -> Any:
 
 def replays(session: Session, workspace_id: str, point: str,
             request_ids: Collection[str]) -> dict[str, RowMapping]:
-    """The decisions already made at ``point`` for these request ids (ux_decisions_request)."""
+    """The decisions already made at ``point`` for these request ids (ux_decisions_request;
+    on PostgreSQL probed per id, see :data:`_PG_REPLAYS`)."""
     if not request_ids:
         return {}
-    rows = session.execute(select(*_COLUMNS).where(
-        _d.c.workspace_id == workspace_id, _d.c.decision_point == point,
-        # Repeats the partial index's own condition, without which neither database may use
-        # ux_decisions_request (SQLite then read every decision of the point on each call).
-        _d.c.request_id != "", _d.c.request_id.in_(sorted(set(request_ids))))).mappings()
+    wanted = sorted(set(request_ids))
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(_PG_REPLAYS, {"workspace_id": workspace_id, "point": point,
+                                             "keys": pg_array(wanted)}).mappings()
+    else:
+        rows = session.execute(select(*_COLUMNS).where(
+            _d.c.workspace_id == workspace_id, _d.c.decision_point == point,
+            # Repeats the partial index's own condition, without which neither database may
+            # use ux_decisions_request (SQLite then read every decision of the point on each
+            # call).
+            _d.c.request_id != "", _d.c.request_id.in_(wanted))).mappings()
     found: dict[str, RowMapping] = {}
     for row in rows:
         found.setdefault(row["request_id"], row)
@@ -129,16 +150,22 @@ def contacts(session: Session, workspace_id: str, profile_ids: Collection[str],
     """(profile, action, time) of the contacts with ``actions`` of these people since
     ``since``: the exposures (at their expose time) and the decisions still waiting for theirs
     (at their decision time: a REPORTED point's send is on its way), one query for a whole
-    batch (ix_decisions_person)."""
+    batch (ix_decisions_person; on PostgreSQL probed per person, see :data:`_PG_CONTACTS`)."""
     if not profile_ids or not actions:
         return []
-    rows = session.execute(select(
-        _d.c.profile_id, _d.c.action, func.coalesce(_d.c.expose_time, _d.c.decide_time)
-        .label("contact_time")).where(
-        _d.c.workspace_id == workspace_id, _d.c.profile_id.in_(sorted(set(profile_ids))),
-        _d.c.action.in_(sorted(set(actions))),
-        or_(_d.c.expose_time >= since,
-            and_(_d.c.outcome == PENDING, _d.c.decide_time >= since))))
+    people, wanted = sorted(set(profile_ids)), sorted(set(actions))
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(_PG_CONTACTS, {
+            "workspace_id": workspace_id, "keys": pg_array(people),
+            "actions": pg_array(wanted), "since": since})
+    else:
+        rows = session.execute(select(
+            _d.c.profile_id, _d.c.action, func.coalesce(_d.c.expose_time, _d.c.decide_time)
+            .label("contact_time")).where(
+            _d.c.workspace_id == workspace_id, _d.c.profile_id.in_(people),
+            _d.c.action.in_(wanted),
+            or_(_d.c.expose_time >= since,
+                and_(_d.c.outcome == PENDING, _d.c.decide_time >= since))))
     return [(row.profile_id, row.action, row.contact_time) for row in rows]
 
 
@@ -149,15 +176,42 @@ def get(session: Session, workspace_id: str, decision_id: str) -> RowMapping | N
 
 def for_exposure(session: Session, workspace_id: str,
                  decision_ids: Collection[str]) -> dict[str, RowMapping]:
-    """The decisions of ``decision_ids``, locked until the exposure commits."""
+    """The decisions of ``decision_ids``, locked until the exposure commits (on PostgreSQL
+    probed per id, locked as probed in id order, see :data:`_PG_FOR_EXPOSURE`)."""
     if not decision_ids:
         return {}
-    rows = session.execute(select(
-        _d.c.decision_id, _d.c.decision_point, _d.c.action, _d.c.outcome,
-        _d.c.decide_time, _d.c.expose_time).where(
-        _d.c.workspace_id == workspace_id,
-        _d.c.decision_id.in_(sorted(set(decision_ids)))).with_for_update()).mappings()
+    wanted = sorted(set(decision_ids))
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(_PG_FOR_EXPOSURE, {"workspace_id": workspace_id,
+                                                  "keys": pg_array(wanted)}).mappings()
+    else:
+        rows = session.execute(select(*_EXPOSURE_COLUMNS).where(
+            _d.c.workspace_id == workspace_id,
+            _d.c.decision_id.in_(wanted)).with_for_update()).mappings()
     return {row["decision_id"]: row for row in rows}
+
+
+# On PostgreSQL the reads by key of a Decide call (its replays, its contacts) and of an
+# exposure probe the index on (workspace_id, key) once per key (cjo_platform.db.probes), also
+# for a workspace the planner's statistics do not know yet (a new tenant inside a big log, or
+# a fresh database before autovacuum): with the workspace a constant, the planner rated such
+# a workspace at one row and read all of it through an index's workspace prefix (the
+# point's, for the replays), filtering by the keys, on every call.
+_EXPOSURE_COLUMNS = (_d.c.decision_id, _d.c.decision_point, _d.c.action, _d.c.outcome,
+                     _d.c.decide_time, _d.c.expose_time)
+_PG_REPLAYS = pg_by_keys(
+    _COLUMNS, _d.c.request_id,
+    # The partial index's own condition, so ux_decisions_request is the probe's index.
+    where="t.decision_point = :point AND t.request_id <> ''",
+    binds=[bindparam("point", type_=String)])
+_PG_CONTACTS = pg_by_keys(
+    [_d.c.profile_id, _d.c.action], _d.c.profile_id,
+    where=f"t.action = ANY(CAST(:actions AS text[])) AND (t.expose_time >= :since "
+          f"OR (t.outcome = {PENDING} AND t.decide_time >= :since))",
+    computed={"contact_time": ("coalesce(t.expose_time, t.decide_time)", _d.c.decide_time.type)},
+    binds=[bindparam("since", type_=_d.c.decide_time.type)], arrays=["actions"])
+_PG_FOR_EXPOSURE = pg_by_keys(_EXPOSURE_COLUMNS, _d.c.decision_id, lock=True)
+
 
 
 def expose(session: Session, workspace_id: str, decision_id: str, expose_time: datetime,
