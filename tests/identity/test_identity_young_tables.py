@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import timedelta
 
 from identity_support import START, Identity
 from query_plans import plans
@@ -23,10 +24,12 @@ from sqlalchemy.orm import Session
 
 from cjo.identity.v1 import event_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
-from cjo_identity.adapters import profiles
+from cjo_identity.adapters import profiles, segments
 from cjo_identity.adapters.tables import profile_merges, segment_members
+from cjo_identity.domain.computed import Aggregation, ComputedTrait
 from cjo_identity.domain.graph import edge_key
 from cjo_identity.domain.identifiers import Identifier
+from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.protobuf import dict_to_struct
 from support import as_service
 
@@ -161,3 +164,60 @@ async def test_a_new_workspaces_merges_and_memberships_are_probed_by_profile(
                 and not any(re.search(rf"\b{key}\b", line) for line in plan.splitlines()
                             if "Index Cond" in line)]
     assert not filtered, "\n\n".join(filtered)
+
+
+async def test_a_new_workspaces_segment_reads_are_probed_by_profile(
+        identity: Identity) -> None:
+    """A batch's reads by profile in segments.py, for a workspace the statistics do not know:
+    the memberships its segments are evaluated against, the stored states (memberships,
+    identifiers, computed traits) forwarded with its events, and the events its computed
+    traits count. Each probes the index on (workspace_id, profile_id) per profile; with the
+    workspace a constant, PostgreSQL read the new workspace's every membership, identifier,
+    profile or event through an index's workspace prefix and filtered by the profiles."""
+    db = identity.app.db
+
+    async def fill(workspace_id: str) -> list[str]:
+        ids = sorted(await first_batch(identity, workspace_id))
+        with db.transaction() as session:
+            session.execute(segment_members.insert(), [{
+                "workspace_id": workspace_id, "segment_id": f"seg{i % 3}", "profile_id": p,
+                "enter_time": START} for i, p in enumerate(ids)])
+        return ids
+
+    await fill("acme")
+    if not db.is_sqlite:
+        with db.transaction() as session:
+            for table in ("segment_members", "identifiers", "profiles", "events"):
+                session.execute(text(f"ANALYZE {table}"))
+    ids = (await fill("newcomer"))[:300:7]  # the statistics know acme only
+    counted = IdentitySettings(computed_traits=(
+        ComputedTrait("views", Aggregation.COUNT, "page_viewed"),))
+    windowed = IdentitySettings(computed_traits=(
+        ComputedTrait("views", Aggregation.COUNT, "page_viewed", window=timedelta(days=3)),))
+    reads: list[tuple[str, Callable[[Session], object]]] = [
+        ("segment_members", lambda s: segments.memberships(s, "newcomer", ids)),
+        ("segment_members", lambda s: segments.profile_states(s, "newcomer", ids)),
+        ("events", lambda s: segments.computed_values(s, "newcomer", ids, counted, START)),
+        ("events", lambda s: segments.computed_values(s, "newcomer", ids, windowed, START))]
+    filtered = []
+    for table, read in reads:
+        for statement, plan in plans(db, read, f" {table} "):
+            # The union's three branches: each by profile.
+            wanted = 3 if "UNION ALL" in statement else 1
+            probed = ([line for line in plan.splitlines() if "profile_id=?" in line]
+                      if db.is_sqlite else
+                      [line for line in plan.splitlines() if "Index Cond" in line
+                       and re.search(r"\bprofile_id\b", line)])
+            if len(probed) < wanted:
+                filtered.append(f"{statement}\n{plan}")
+    assert not filtered, "\n\n".join(filtered)
+
+    # What the probes find is what the keys name.
+    with db.transaction() as session:
+        assert segments.memberships(session, "newcomer", ids[:2]) == {
+            ids[0]: {"seg0"}, ids[1]: {"seg1"}}
+        states = segments.profile_states(session, "newcomer", [ids[1], "nobody"])
+        assert list(states) == [ids[1]]
+        assert states[ids[1]][1] == ["seg1"] and len(states[ids[1]][2]) == 1
+        values, _ = segments.computed_values(session, "newcomer", ids[:1], counted, START)
+        assert values == {ids[0]: {"views": 1}}

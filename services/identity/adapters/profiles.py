@@ -460,7 +460,10 @@ def _merges_into(dialect: str) -> Executable:
 
 
 @cache
-def _memberships(dialect: str) -> Executable:
+def memberships_statement(dialect: str) -> Executable:
+    """The segment memberships (profile_id, segment_id) of the parameter ``keys``'s profiles
+    (keys_param) in the workspace ``workspace_id``, by segment id: probed by
+    ix_segment_members_profile per profile on both databases."""
     if dialect == "sqlite":
         # Without statistics (SQLite's are never gathered here) the planner took the primary
         # key (workspace_id, segment_id, profile_id) for the workspace alone, covering and in
@@ -556,7 +559,7 @@ def load_profiles(session: Session, workspace_id: str, profile_ids: Sequence[str
                 Merge(m.merged_profile_id, m.survivor_profile_id,
                       Link(Identifier(m.identifier_type, m.identifier_value), m.message_id)),
                 m.merge_time))
-        for member in session.execute(_memberships(dialect), params):
+        for member in session.execute(memberships_statement(dialect), params):
             member_of[member.profile_id].append(member.segment_id)
     return [Profile(p, tuple(owned[p]), _load_golden(row), row.create_time, row.update_time,
                     tuple(merged[p]), dict(row.computed or {}), tuple(member_of[p]))

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
 from cjo_identity.adapters import backfills
-from cjo_identity.adapters.profiles import IN_LIST_KEYS
+from cjo_identity.adapters.profiles import IN_LIST_KEYS, memberships_statement
 from cjo_identity.adapters.tables import (
     events,
     identifiers,
@@ -57,7 +57,8 @@ from cjo_identity.domain.segments import (
 )
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_platform.cel import Expression
-from cjo_platform.db import UtcDateTime, bulk_insert, keys_param, one_of, one_of_keys
+from cjo_platform.db import UtcDateTime, bulk_insert, keys_param, one_of, one_of_keys, pg_array
+from cjo_platform.db.probes import pg_by_keys, pg_probes, pg_text
 from cjo_platform.errors import InvalidArgument
 from cjo_platform.revision_cache import RevisionCache
 from cjo_platform.rpc.batch import chunks
@@ -317,7 +318,7 @@ def memberships(session: Session, workspace_id: str, profile_ids: Iterable[str]
     found: dict[str, set[str]] = defaultdict(set)
     dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
-        for row in session.execute(_memberships(dialect), {
+        for row in session.execute(memberships_statement(dialect), {
                 "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)}):
             found[row.profile_id].add(row.segment_id)
     return found
@@ -325,12 +326,12 @@ def memberships(session: Session, workspace_id: str, profile_ids: Iterable[str]
 
 # Statements of every ingest batch, built once per dialect (see one_of_keys).
 
-@cache
-def _memberships(dialect: str) -> Executable:
-    return (select(segment_members.c.profile_id, segment_members.c.segment_id)
-            .where(segment_members.c.workspace_id == bindparam("workspace_id", type_=String),
-                   one_of_keys(dialect, segment_members.c.profile_id)))
-
+# On PostgreSQL a batch's reads by profile (its memberships, profiles.memberships_statement;
+# its stored states; the events its computed traits count) probe the index on (workspace_id,
+# profile_id) once per profile (cjo_platform.db.probes), also for a workspace the planner's
+# statistics do not know yet (a new tenant, a fresh database): with the workspace a constant,
+# such a workspace's every membership, identifier, profile (or event) was read through an
+# index's workspace prefix and filtered by the batch's profiles, on every ingest batch.
 
 @cache
 def _profile_states(dialect: str) -> Executable:
@@ -339,16 +340,23 @@ def _profile_states(dialect: str) -> Executable:
     says which: "segment" (``segment_id``), "identifier" (``type``, ``value``, in the order
     they were linked) or "profile" (``computed``: one row per stored profile). The first
     select types the columns, so its NULLs carry the types the others fill in."""
+    if dialect == "postgresql":
+        return _pg_profile_states()
     workspace = bindparam("workspace_id", type_=String)
     # Typed NULLs (PostgreSQL resolves a UNION's column types pair by pair: two untyped NULLs
     # would make a text column that the computed traits' JSON cannot join).
     text_null = cast(null(), String)
     time_null = cast(null(), UtcDateTime)
     json_null = cast(null(), profiles.c.computed.type)
+    # A membership's time as its create_time (nothing reads it): SQLite then searches
+    # ix_segment_members_profile by (workspace, profile); with the two key columns alone it
+    # took the covering primary key (workspace_id, segment_id, profile_id) by the workspace
+    # alone and read every membership of the workspace per batch.
     members = (select(literal("segment", String).label("kind"),
                       segment_members.c.profile_id, segment_members.c.segment_id,
                       text_null.label("type"), text_null.label("value"),
-                      time_null.label("create_time"), json_null.label("computed"))
+                      segment_members.c.enter_time.label("create_time"),
+                      json_null.label("computed"))
                .where(segment_members.c.workspace_id == workspace,
                       one_of_keys(dialect, segment_members.c.profile_id)))
     linked = (select(literal("identifier", String), identifiers.c.profile_id, text_null,
@@ -362,6 +370,26 @@ def _profile_states(dialect: str) -> Executable:
                        one_of_keys(dialect, profiles.c.profile_id)))
     union = union_all(members, linked, computed).subquery("profile_states")
     return select(union).order_by(union.c.create_time, union.c.type, union.c.value)
+
+
+def _pg_profile_states() -> Executable:
+    """:func:`_profile_states` on PostgreSQL: each branch probes per profile (the first
+    names the columns)."""
+    members = pg_probes(segment_members.name, (
+        "'segment'::text AS kind, t.profile_id, t.segment_id::text AS segment_id, "
+        "NULL::text AS type, NULL::text AS value, NULL::timestamptz AS create_time, "
+        "NULL::json AS computed"), {"profile_id": "keys"})
+    linked = pg_probes(identifiers.name, (
+        "'identifier'::text, t.profile_id, NULL::text, t.type::text, t.value::text, "
+        "t.create_time, NULL::json"), {"profile_id": "keys"})
+    computed = pg_probes(profiles.name, (
+        "'profile'::text, t.profile_id, NULL::text, NULL::text, NULL::text, "
+        "NULL::timestamptz, t.computed"), {"profile_id": "keys"})
+    return pg_text(
+        f"SELECT * FROM ({members} UNION ALL {linked} UNION ALL {computed}) AS profile_states "
+        "ORDER BY create_time, type, value", ["keys"]).columns(
+        kind=String, profile_id=String, segment_id=String, type=String, value=String,
+        create_time=UtcDateTime, computed=profiles.c.computed.type)
 
 
 def profile_states(session: Session, workspace_id: str, profile_ids: Iterable[str]
@@ -408,18 +436,39 @@ def computed_values(session: Session, workspace_id: str, profile_ids: Iterable[s
     names = sorted({d.event_name for d in definitions})
     since = earliest_needed(definitions, now)
     facts: dict[str, list[EventFact]] = defaultdict(list)
+    postgresql = session.get_bind().dialect.name == "postgresql"
     for chunk in chunks(ids, IN_LIST_KEYS):
-        query = select(events.c.profile_id, events.c.name, events.c.properties,
-                       events.c.timestamp).where(
-            events.c.workspace_id == workspace_id,
-            one_of(session, events.c.profile_id, chunk),
-            one_of(session, events.c.name, names))
-        if since is not None:
-            query = query.where(events.c.timestamp >= since)
-        for row in session.execute(query):
+        if postgresql:
+            parameters: dict[str, Any] = {"workspace_id": workspace_id,
+                                          "keys": pg_array(chunk), "names": pg_array(names)}
+            if since is not None:
+                parameters["since"] = since
+            rows = session.execute(_PG_EVENT_FACTS[since is not None], parameters)
+        else:
+            query = select(*_EVENT_FACT_COLUMNS).where(
+                events.c.workspace_id == workspace_id,
+                one_of(session, events.c.profile_id, chunk),
+                one_of(session, events.c.name, names))
+            if since is not None:
+                query = query.where(events.c.timestamp >= since)
+            rows = session.execute(query)
+        for row in rows:
             facts[row.profile_id].append(EventFact(row.name, row.properties, row.timestamp))
     return ({p: compute(definitions, facts[p], now) for p in ids},
             {p: next_change(definitions, facts[p], now) for p in ids})
+
+
+_EVENT_FACT_COLUMNS = (events.c.profile_id, events.c.name, events.c.properties,
+                       events.c.timestamp)
+# The events of a batch's profiles that computed traits read (see _profile_states), those since
+# a time (True) or all of them (False).
+_PG_EVENT_FACTS = {
+    since: pg_by_keys(_EVENT_FACT_COLUMNS, events.c.profile_id,
+                      where="t.name = ANY(CAST(:names AS text[]))"
+                            + (" AND t.timestamp >= :since" if since else ""),
+                      binds=[bindparam("since", type_=UtcDateTime)] if since else [],
+                      arrays=["names"])
+    for since in (False, True)}
 
 
 def _store_due(session: Session, workspace_id: str, due: Mapping[str, datetime | None]) -> None:
