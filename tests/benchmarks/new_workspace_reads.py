@@ -1,0 +1,192 @@
+"""Backend CPU of decisioning's reads by key (a Decide call's replays, contacts and send-time
+hours, an exposure's decisions, a reward's aliases and open decisions, a merge's survivors)
+and identity's reads by profile in segments.py (an ingest batch's memberships, stored states
+and computed traits' events), for a workspace the planner's statistics do not know (a new
+tenant inside big tables, until autovacuum's next ANALYZE) and for a known one, on
+PostgreSQL, each beside the same read of another revision of the adapters.
+
+    .venv/bin/python tests/benchmarks/new_workspace_reads.py [--service decisioning|identity]
+        [--before main] [--known 200000] [--new 100000] [--keys 2] [--rounds 15]
+
+The service's schema gets ``--known`` rows in each table read (decisioning: decisions, hour
+rows, aliases; identity: profiles, identifiers, memberships, events) spread over 20
+workspaces, analyzed, then ``--new`` of a new workspace (autovacuum off for these tables, so
+the statistics stay as they were). Each read runs for ``--keys`` keys in a transaction
+rolled back, this tree's adapters and ``--before``'s (``git show <rev>:<adapter>``)
+alternating; prints the median backend CPU (/proc/<pid>/schedstat) per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import types
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+import cjo_decisioning.adapters
+import cjo_identity.adapters
+from cjo_decisioning.adapters import decisions, engagement, outcomes
+from cjo_identity.adapters import segments
+from cjo_identity.domain.computed import Aggregation, ComputedTrait
+from cjo_identity.domain.settings import IdentitySettings
+from cjo_platform.db import Database
+from cjo_platform.db.migrations import upgrade
+from support import PG_URL, drop_schemas, new_backend
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+WORKSPACE = "CASE WHEN :split THEN 'ws' || (i % 20) ELSE :ws END"
+DECISIONING = {
+    "decisions": f"""INSERT INTO decisions (workspace_id, decision_id, decision_point,
+        profile_id, action, pick_probability, control, request_id, decide_time, decide_hour,
+        candidates, ineligible, features, context, outcome, expose_time, reward_deadline,
+        reward_time, reward_event_id, learned, lease_owner, lease_until)
+        SELECT {WORKSPACE}, 'd' || i, 'p' || (i % 3), 'person-' || (i / 3), 'a', 0.5, false,
+        'r' || i, :now, 1, '[]', '[]', '{{}}', '{{}}', 2, :now, :now, NULL, '', false, '', NULL
+        FROM generate_series(1, :n) AS i""",
+    "engagement_hours": f"""INSERT INTO engagement_hours (workspace_id, profile_id, channel,
+        hour, engagements) SELECT {WORKSPACE}, 'person-' || (i / 24), 1, i % 24, 1
+        FROM generate_series(1, :n) AS i""",
+    "profile_aliases": f"""INSERT INTO profile_aliases (workspace_id, profile_id,
+        survivor_profile_id, merge_time) SELECT {WORKSPACE}, 'm' || i, 'person-' || (i / 2),
+        :now FROM generate_series(1, :n) AS i"""}
+IDENTITY = {
+    "profiles": f"""INSERT INTO profiles (workspace_id, profile_id, traits, trait_times,
+        create_time, update_time, computed) SELECT {WORKSPACE}, 'p' || i, '{{}}', '{{}}', :now,
+        :now, '{{}}' FROM generate_series(1, :n) AS i""",
+    "identifiers": f"""INSERT INTO identifiers (workspace_id, type, value, profile_id,
+        create_time) SELECT {WORKSPACE}, 'user_id', 'u' || i, 'p' || i, :now
+        FROM generate_series(1, :n) AS i""",
+    "segment_members": f"""INSERT INTO segment_members (workspace_id, segment_id, profile_id,
+        enter_time) SELECT {WORKSPACE}, 's' || (i % 5), 'p' || (i / 5), :now
+        FROM generate_series(1, :n) AS i""",
+    "events": f"""INSERT INTO events (workspace_id, event_id, message_id, profile_id, type,
+        name, identifiers, properties, traits, timestamp, source, receive_time)
+        SELECT {WORKSPACE}, 'e' || i, 'm' || i, 'p' || (i / 5), 'track',
+        CASE WHEN i % 2 = 0 THEN 'order_completed' ELSE 'page_viewed' END, '[]', '{{}}',
+        '{{}}', :now, '', :now FROM generate_series(1, :n) AS i"""}
+# A workspace counting orders, all-time and over a week (the read of a windowed trait's
+# events is bounded by time).
+COUNTED = IdentitySettings(computed_traits=(
+    ComputedTrait("orders", Aggregation.COUNT, "order_completed"),))
+WINDOWED = IdentitySettings(computed_traits=(
+    ComputedTrait("orders", Aggregation.COUNT, "order_completed", window=timedelta(days=7)),))
+
+
+def backend_cpu(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
+
+
+def module_at(revision: str, module: types.ModuleType) -> types.ModuleType:
+    """``module`` as it is at ``revision`` (its source from git, run as a new module)."""
+    path = Path(str(module.__file__))
+    source = subprocess.run(
+        ["git", "show", f"{revision}:{path.relative_to(Path(__file__).resolve().parents[2])}"],
+        capture_output=True, text=True, check=True, cwd=path.parent).stdout
+    old = types.ModuleType(f"{module.__name__}_at_{revision}")
+    sys.modules[old.__name__] = old  # dataclasses look their module up
+    exec(compile(source, f"{revision}:{path.name}", "exec"), old.__dict__)
+    return old
+
+
+def identity_reads(states: Any, ws: str, keys: int) -> dict[str, Callable[[Session], Any]]:
+    ids = [f"p{i}" for i in range(7, 20000, 20000 // keys)][:keys]
+    return {
+        "memberships (ingest)": lambda s: states.memberships(s, ws, ids),
+        "profile_states (ingest)": lambda s: states.profile_states(s, ws, ids),
+        "computed_values, all-time (ingest)": lambda s: states.computed_values(
+            s, ws, ids, COUNTED, NOW),
+        "computed_values, a week (ingest)": lambda s: states.computed_values(
+            s, ws, ids, WINDOWED, NOW)}
+
+
+def decisioning_reads(log: Any, hours: Any, people: Any, ws: str, keys: int
+                      ) -> dict[str, Callable[[Session], Any]]:
+    step = 2900 // keys
+    persons = [f"person-{i}" for i in range(7, 30000, 30000 // keys)][:keys]
+    return {
+        "replays (Decide)": lambda s: log.replays(
+            s, ws, "p1", [f"r{i}" for i in range(1, 2900, step)][:keys]),
+        "contacts (Decide)": lambda s: log.contacts(s, ws, persons, ["a"],
+                                                    NOW - timedelta(days=1)),
+        "hour_counts (Decide)": lambda s: hours.hour_counts(s, ws, persons, 0),
+        "for_exposure": lambda s: log.for_exposure(
+            s, ws, [f"d{i}" for i in range(5, 2900, step)][:keys]),
+        "open_decisions (reward)": lambda s: people.open_decisions(s, ws, persons, {"p1"}),
+        "people (reward)": lambda s: people.people(s, ws, persons),
+        "survivors (merge)": lambda s: people.survivors(
+            s, ws, [f"m{i}" for i in range(3, 2900, step)][:keys])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--service", choices=["decisioning", "identity"],
+                        default="decisioning")
+    parser.add_argument("--before", default="main")
+    parser.add_argument("--known", type=int, default=200_000)
+    parser.add_argument("--new", type=int, default=100_000)
+    parser.add_argument("--keys", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    if args.service == "identity":
+        fill, package, modules = IDENTITY, cjo_identity.adapters, [segments]
+        reads: Callable[..., dict[str, Callable[[Session], Any]]] = identity_reads
+    else:
+        fill, package = DECISIONING, cjo_decisioning.adapters
+        modules, reads = [decisions, engagement, outcomes], decisioning_reads
+    old = [module_at(args.before, m) for m in modules]
+    backend = new_backend("postgresql", Path(tempfile.mkdtemp()))
+    db = Database(PG_URL, schema=backend.schema_prefix + args.service)
+    upgrade(db, Path(str(package.__file__)).parent / "migrations")
+    try:
+        with db.transaction() as session:
+            for table, sql in fill.items():
+                session.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
+                session.execute(text(sql), {"ws": "", "split": True, "n": args.known,
+                                            "now": NOW})
+        with db.transaction() as session:
+            for table in fill:
+                session.execute(text(f"ANALYZE {table}"))
+        with db.transaction() as session:  # the statistics know ws0 ... ws19 only
+            for sql in fill.values():
+                session.execute(text(sql), {"ws": "newcomer", "split": False, "n": args.new,
+                                            "now": NOW})
+        print(f"| read, {args.keys} keys | workspace | {args.before} | this tree "
+              f"(backend CPU ms per call, median) |")
+        print("|---|---|---|---|")
+        for ws in ("newcomer", "ws7"):
+            before = reads(*old, ws, args.keys)
+            after = reads(*modules, ws, args.keys)
+            for name in after:
+                figures: list[list[float]] = [[], []]
+                for _ in range(args.rounds):
+                    for index, run in enumerate((before[name], after[name])):
+                        with db.engine.connect() as connection:
+                            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                            session = Session(bind=connection)
+                            with session.begin():
+                                session.connection()
+                                start = backend_cpu(pid)
+                                run(session)
+                                figures[index].append(backend_cpu(pid) - start)
+                                session.rollback()
+                was, now = (statistics.median(f) for f in figures)
+                print(f"| {name} | {ws} | {was:.2f} | {now:.2f} |", flush=True)
+    finally:
+        db.dispose()
+        drop_schemas(backend)
+
+
+if __name__ == "__main__":
+    main()
