@@ -19,7 +19,6 @@ alternating; prints the median backend CPU (/proc/<pid>/schedstat) per call.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import text
+from new_workspace import known_then_new, print_row
 from sqlalchemy.orm import Session
 
 import cjo_decisioning.adapters
@@ -81,10 +80,6 @@ COUNTED = IdentitySettings(computed_traits=(
     ComputedTrait("orders", Aggregation.COUNT, "order_completed"),))
 WINDOWED = IdentitySettings(computed_traits=(
     ComputedTrait("orders", Aggregation.COUNT, "order_completed", window=timedelta(days=7)),))
-
-
-def backend_cpu(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
 
 
 def module_at(revision: str, module: types.ModuleType) -> types.ModuleType:
@@ -150,18 +145,7 @@ def main() -> None:
     db = Database(PG_URL, schema=backend.schema_prefix + args.service)
     upgrade(db, Path(str(package.__file__)).parent / "migrations")
     try:
-        with db.transaction() as session:
-            for table, sql in fill.items():
-                session.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
-                session.execute(text(sql), {"ws": "", "split": True, "n": args.known,
-                                            "now": NOW})
-        with db.transaction() as session:
-            for table in fill:
-                session.execute(text(f"ANALYZE {table}"))
-        with db.transaction() as session:  # the statistics know ws0 ... ws19 only
-            for sql in fill.values():
-                session.execute(text(sql), {"ws": "newcomer", "split": False, "n": args.new,
-                                            "now": NOW})
+        known_then_new(db, fill, args.known, args.new, NOW)
         print(f"| read, {args.keys} keys | workspace | {args.before} | this tree "
               f"(backend CPU ms per call, median) |")
         print("|---|---|---|---|")
@@ -169,20 +153,7 @@ def main() -> None:
             before = reads(*old, ws, args.keys)
             after = reads(*modules, ws, args.keys)
             for name in after:
-                figures: list[list[float]] = [[], []]
-                for _ in range(args.rounds):
-                    for index, run in enumerate((before[name], after[name])):
-                        with db.engine.connect() as connection:
-                            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-                            session = Session(bind=connection)
-                            with session.begin():
-                                session.connection()
-                                start = backend_cpu(pid)
-                                run(session)
-                                figures[index].append(backend_cpu(pid) - start)
-                                session.rollback()
-                was, now = (statistics.median(f) for f in figures)
-                print(f"| {name} | {ws} | {was:.2f} | {now:.2f} |", flush=True)
+                print_row(db, name, ws, (before[name], after[name]), args.rounds)
     finally:
         db.dispose()
         drop_schemas(backend)

@@ -16,7 +16,6 @@ per call, and the same for a known workspace.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -27,8 +26,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "orchestration"))
 
+from new_workspace import known_then_new, print_row
 from orchestration_support import migrated_database
-from sqlalchemy import bindparam, not_, select, text
+from sqlalchemy import bindparam, not_, select
 from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters import enrollments as store
@@ -51,10 +51,6 @@ EVENTS = """INSERT INTO inbox (workspace_id, event_id, profile_id, event_name, p
     traits, traceparent, receive_time, processed, attempts, last_error)
     SELECT :ws || CASE WHEN :split THEN (i % 2)::text ELSE '' END, 'ev' || i, 'p' || (i % 20000),
     'page_viewed', '{}', '{}', '', :now, i % 10 <> 0, 0, '' FROM generate_series(1, :n) AS i"""
-
-
-def backend_cpu(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
 
 
 def old_still_leased(session: Session, token: str, keys: list[tuple[str, str]]) -> Any:
@@ -83,19 +79,8 @@ def main() -> None:
     backend = new_backend("postgresql", Path(tempfile.mkdtemp()))
     db = migrated_database(backend)
     try:
-        with db.transaction() as session:
-            for table in ("enrollments", "inbox"):
-                session.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
-            for sql in (ENROLLMENTS, EVENTS):
-                session.execute(text(sql), {"ws": "ws", "split": True, "n": args.known,
-                                            "now": NOW})
-        with db.transaction() as session:
-            session.execute(text("ANALYZE enrollments"))
-            session.execute(text("ANALYZE inbox"))
-        with db.transaction() as session:  # the statistics know ws0 and ws1 only
-            for sql in (ENROLLMENTS, EVENTS):
-                session.execute(text(sql), {"ws": "newcomer", "split": False, "n": args.new,
-                                            "now": NOW})
+        known_then_new(db, {"enrollments": ENROLLMENTS, "inbox": EVENTS}, args.known,
+                       args.new, NOW)
         until = NOW + timedelta(seconds=60)
         print("| statement | workspace | old | new (backend CPU ms per call, median) |")
         print("|---|---|---|---|")
@@ -118,20 +103,7 @@ def main() -> None:
                                    lambda s, p=pairs: store.events_pending(s, p)),
             }
             for name, variants in cases.items():
-                figures: list[list[float]] = [[], []]
-                for _ in range(args.rounds):
-                    for index, run in enumerate(variants):
-                        with db.engine.connect() as connection:
-                            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-                            session = Session(bind=connection)
-                            with session.begin():
-                                session.connection()
-                                before = backend_cpu(pid)
-                                run(session)
-                                figures[index].append(backend_cpu(pid) - before)
-                                session.rollback()
-                old, new = (statistics.median(f) for f in figures)
-                print(f"| {name} | {workspace_id} | {old:.2f} | {new:.2f} |", flush=True)
+                print_row(db, name, workspace_id, variants, args.rounds)
     finally:
         db.dispose()
         drop_schemas(backend)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, false, func, or_, select, update
+from sqlalchemy import Column, Row, and_, bindparam, delete, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cjo_decisioning.adapters import catalogue
@@ -86,13 +86,7 @@ def people(session: Session, workspace_id: str, profile_ids: Iterable[str]
     found: dict[str, list[str]] = {i: [i] for i in wanted}
     if not wanted:
         return found
-    if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(_PG_MERGED_INTO, {"workspace_id": workspace_id,
-                                                 "keys": pg_array(wanted)})
-    else:
-        rows = session.execute(select(a.profile_id, a.survivor_profile_id).where(
-            a.workspace_id == workspace_id, one_of(session, a.survivor_profile_id, wanted)))
-    for r in rows:
+    for r in _aliases(session, workspace_id, a.survivor_profile_id, wanted):
         found[r.survivor_profile_id].append(r.profile_id)
     return found
 
@@ -103,13 +97,18 @@ def survivors(session: Session, workspace_id: str, profile_ids: Iterable[str]
     wanted = sorted(set(profile_ids))
     if not wanted:
         return {}
+    return {r.profile_id: r.survivor_profile_id
+            for r in _aliases(session, workspace_id, a.profile_id, wanted)}
+
+
+def _aliases(session: Session, workspace_id: str, key: Column[str], wanted: list[str]
+             ) -> Iterable[Row[Any]]:
+    """The (profile_id, survivor_profile_id) aliases whose ``key`` is one of ``wanted``."""
     if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(_PG_SURVIVORS, {"workspace_id": workspace_id,
-                                               "keys": pg_array(wanted)})
-    else:
-        rows = session.execute(select(a.profile_id, a.survivor_profile_id).where(
-            a.workspace_id == workspace_id, one_of(session, a.profile_id, wanted)))
-    return {r.profile_id: r.survivor_profile_id for r in rows}
+        return session.execute(_PG_ALIASES[key.name], {"workspace_id": workspace_id,
+                                                       "keys": pg_array(wanted)})
+    return session.execute(select(a.profile_id, a.survivor_profile_id).where(
+        a.workspace_id == workspace_id, one_of(session, key, wanted)))
 
 
 def add_alias(session: Session, workspace_id: str, merged_profile_id: str,
@@ -183,8 +182,8 @@ _OPEN_COLUMNS = (d.decision_id, d.decision_point, d.profile_id, d.action, d.expo
                  d.reward_deadline, d.learned)
 _OPEN_SELECT = select(*_OPEN_COLUMNS)
 _PG_OPEN = pg_by_keys(_OPEN_COLUMNS, d.profile_id, where=f"t.outcome = {EXPOSED}")
-_PG_MERGED_INTO = pg_by_keys([a.profile_id, a.survivor_profile_id], a.survivor_profile_id)
-_PG_SURVIVORS = pg_by_keys([a.profile_id, a.survivor_profile_id], a.profile_id)
+_PG_ALIASES = {key.name: pg_by_keys([a.profile_id, a.survivor_profile_id], key)
+               for key in (a.survivor_profile_id, a.profile_id)}
 
 
 def reward(session: Session, workspace_id: str, rewarded: Sequence[Rewarded]) -> int:
