@@ -4,12 +4,13 @@ it was sent, each id once, and a batch in as few round trips as the database all
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import String, cast, event, func, insert, select
 
 from cjo_analytics import adapters
 from cjo_analytics.adapters import repository
@@ -99,3 +100,36 @@ def test_a_batch_takes_one_statement_on_postgresql(db: Database, backend: Backen
         event.remove(db.engine, "before_cursor_execute", count)
     writes = [s for s in statements if not s.lstrip().upper().startswith("SELECT 1")]
     assert len(writes) == (1 if backend.kind == "postgresql" else 2), writes
+
+
+def test_stored_values_are_what_an_insert_of_the_same_row_stores(db: Database) -> None:
+    """The batch path (SQLite: the driver's executemany of tuples made from the facts, its
+    times bound by the column's processor once per moment) stores every column exactly as an
+    SQLAlchemy INSERT of the same row does: the same text for times (microseconds 0, year 1,
+    another zone), the same storage class for booleans and floats."""
+    paris = timezone(timedelta(hours=1))
+    batch = [
+        Fact("f1", FactType.EXPERIMENT_EXPOSED, "p1", "j1", "e1", "", T0, experiment_id="x",
+             arm="a", control=True, arm_weight=40.0,
+             conversion_deadline=datetime(1, 1, 1, tzinfo=UTC)),
+        Fact("f2", FactType.CONVERTED, "p2", "", "", "", T0.replace(microsecond=0),
+             revenue=12.5, currency="EUR", source_event_id="ev"),
+        Fact("f3", FactType.NODE_VISITED, "p3", "j1", "e3", "", T0.astimezone(paris),
+             node_id="n", visit_sequence=2),
+    ]
+    now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    _record(db, batch, now)
+    twins = [replace(f, fact_id=f"twin-{f.fact_id}") for f in batch]
+    with db.transaction() as session:
+        session.execute(insert(facts), repository._fact_rows("ws-a", twins, now, lambda t: t))
+    columns = [c for c in facts.columns if c.name != "fact_id"]
+    raw = [cast(c, String).label(c.name) for c in columns]
+    if db.engine.dialect.name == "sqlite":
+        raw += [func.typeof(c).label(f"typeof_{c.name}") for c in columns]
+    with db.transaction() as session:
+        stored = {row.fact_id: row._asdict() for row in session.execute(
+            select(facts.c.fact_id, *raw).order_by(facts.c.fact_id))}
+    for f in batch:
+        got, expected = stored[f.fact_id], stored[f"twin-{f.fact_id}"]
+        del got["fact_id"], expected["fact_id"]
+        assert got == expected, f.fact_id
