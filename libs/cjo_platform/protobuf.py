@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -37,8 +37,15 @@ def set_timestamp(ts: timestamp_pb2.Timestamp, value: datetime) -> None:
 
 
 def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
-    moment: datetime = ts.ToDatetime(tzinfo=UTC)
-    return moment
+    """The moment as an aware UTC datetime (nanoseconds truncated to microseconds): what
+    ``ts.ToDatetime(tzinfo=UTC)`` gives, without its range check's and time zone conversion's
+    Python calls for a timestamp in range (every event and fact goes through here); one out of
+    range gets the library's own error."""
+    seconds, nanos = ts.seconds, ts.nanos
+    if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos <= 999_999_999):
+        moment: datetime = ts.ToDatetime(tzinfo=UTC)
+        return moment
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

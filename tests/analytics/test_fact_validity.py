@@ -4,13 +4,16 @@ names the fields)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, fields, replace
 from datetime import UTC, datetime
 
 import pytest
 
+from cjo.analytics.v1 import fact_pb2
+from cjo_analytics.api.convert import to_fact
 from cjo_analytics.domain.facts import Fact, FactType, is_valid, validate_fact
 from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH
+from cjo_platform.protobuf import to_timestamp
 
 GOOD = Fact("f1", FactType.MESSAGE_SENT, "p1", "j1", "e1", "m1",
             datetime(2026, 3, 1, tzinfo=UTC), journey_version=2, node_id="send", channel=1,
@@ -55,3 +58,33 @@ def test_the_fast_check_agrees_with_the_full_one(fact: Fact) -> None:
 
 def test_the_cases_hold_both_answers() -> None:
     assert {is_valid(f) for f in CASES} == {True, False}
+
+
+def test_a_fact_from_the_wire_has_every_field_of_fact_and_equals_one_built_by_fact() -> None:
+    """to_fact builds the Fact without its __init__ (see convert.to_fact): it must give every
+    field of Fact, nothing else, with the values the constructor would hold."""
+    wire = fact_pb2.Fact(
+        fact_id="f1", type=fact_pb2.FACT_TYPE_EXPERIMENT_EXPOSED, profile_id="p1",
+        journey_id="j1", enrollment_id="e1", message_id="m1",
+        occur_time=to_timestamp(datetime(2026, 3, 1, 9, 30, 1, 250000, tzinfo=UTC)),
+        journey_version=3, node_id="split", channel=2, content_key="welcome", variant="b",
+        experiment_id="x", arm="a", control=True, arm_weight=40.0, revenue=9.5, currency="EUR",
+        exit_reason="completed",
+        conversion_deadline=to_timestamp(datetime(2026, 3, 8, tzinfo=UTC)),
+        visit_sequence=4, source_event_id="ev")
+    fact = to_fact(wire)
+    assert set(vars(fact)) == {f.name for f in fields(Fact)}
+    built = Fact("f1", FactType.EXPERIMENT_EXPOSED, "p1", "j1", "e1", "m1",
+                 datetime(2026, 3, 1, 9, 30, 1, 250000, tzinfo=UTC), journey_version=3,
+                 node_id="split", channel=2, content_key="welcome", variant="b",
+                 experiment_id="x", arm="a", control=True, arm_weight=40.0, revenue=9.5,
+                 currency="EUR", exit_reason="completed",
+                 conversion_deadline=datetime(2026, 3, 8, tzinfo=UTC), visit_sequence=4,
+                 source_event_id="ev")
+    assert fact == built
+    assert hash(fact) == hash(built)
+    with pytest.raises(FrozenInstanceError):
+        fact.fact_id = "other"  # type: ignore[misc]
+    bare = to_fact(fact_pb2.Fact(fact_id="f2", type=fact_pb2.FACT_TYPE_JOURNEY_ENTERED,
+                                 profile_id="p1", occur_time=wire.occur_time))
+    assert bare == Fact("f2", FactType.JOURNEY_ENTERED, "p1", "", "", "", built.occur_time)
