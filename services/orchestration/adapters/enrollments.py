@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from functools import cache
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -679,9 +680,10 @@ def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[S
     One :func:`~cjo_platform.db.bulk_update` (the values bound a column at a time): on
     PostgreSQL one ``UPDATE ... FROM unnest(...)`` joined on the primary key, not a statement
     per enrollment that the server parses, plans and runs one by one (the step round's
-    ``record`` sent 500). Its rows change in the order the plan meets them, not the batch's:
-    no row may take a key (a profile's active enrollment in a journey) that another row of
-    the batch gives up. A step only ends enrollments; an event round writes the ones it ended
+    ``record`` sent 500). Its rows are locked and changed in key order (sorted here, so two
+    rounds writing overlapping enrollments lock them in one order), not the batch's: no row
+    may take a key (a profile's active enrollment in a journey) that another row of the batch
+    gives up. A step only ends enrollments; an event round writes the ones it ended
     in a call before the others (:func:`~cjo_orchestration.service_layer.events._record`), and
     a merge moves enrollments to the surviving profile, whose key none of them held.
     """
@@ -701,6 +703,7 @@ def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[S
                        properties=dict(e.properties), event_id=e.event_id,
                        traceparent=e.traceparent)
         rows.append(row)
+    rows.sort(key=itemgetter(*_KEY))
     bulk_update(session, enrollments, _KEY, rows)
     insert_steps(session, batch)
 
