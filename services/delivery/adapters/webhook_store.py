@@ -6,14 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
+from typing import NamedTuple
 
-from sqlalchemy import ColumnElement, delete, select, true
+from sqlalchemy import ColumnElement, String, bindparam, delete, select, true
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from cjo_delivery.adapters.tables import messages, webhook_tokens
 from cjo_delivery.domain.messages import Channel, MessageStatus
 from cjo_delivery.domain.provider_events import MessageRef, OneTimeToken
-from cjo_platform.db.engine import insert_ignore
+from cjo_platform.db.engine import insert_ignore, pg_array
+from cjo_platform.db.probes import pg_by_keys, pg_probes, pg_text
 
 m = messages.c
 _MAX_MESSAGE_ID = 64
@@ -37,21 +41,38 @@ def resolve(session: Session, workspace_id: str, refs: Sequence[MessageRef],
     known: set[str] = set()
     by_provider: dict[str, str] = {}
     by_token: dict[str, str] = {}
-    if ids:
-        known = set(session.execute(select(m.message_id).where(
-            m.workspace_id == workspace_id, m.message_id.in_(ids), sent_by)).scalars())
-    if provider_ids:
-        for row in session.execute(select(m.provider_message_id, m.message_id).where(
-                m.workspace_id == workspace_id, m.provider_message_id.in_(provider_ids),
-                sent_by)):
-            by_provider.setdefault(row.provider_message_id, row.message_id)
-    if tokens:
-        # The latest push each token got: what an engagement reported now is about.
-        for row in session.execute(select(m.address, m.message_id).where(
-                m.workspace_id == workspace_id, m.channel == Channel.PUSH.value,
-                m.address.in_(tokens), m.status.in_(_REACHED), sent_by).order_by(
-                m.sent_time.desc(), m.message_id.desc())):
-            by_token.setdefault(row.address, row.message_id)
+    if session.get_bind().dialect.name == "postgresql":
+        reads = _pg_reads(provider_id is not None)
+        params: dict[str, object] = {"workspace_id": workspace_id}
+        if provider_id is not None:
+            params["provider_id"] = provider_id
+        if ids:
+            known = set(session.execute(reads.by_id, {
+                **params, "keys": pg_array(sorted(ids))}).scalars())
+        if provider_ids:
+            for row in session.execute(reads.by_provider_id, {
+                    **params, "keys": pg_array(sorted(provider_ids))}):
+                by_provider.setdefault(row.provider_message_id, row.message_id)
+        if tokens:
+            for row in session.execute(reads.by_token, {
+                    **params, "keys": pg_array(sorted(tokens))}):
+                by_token.setdefault(row.address, row.message_id)
+    else:
+        if ids:
+            known = set(session.execute(select(m.message_id).where(
+                m.workspace_id == workspace_id, m.message_id.in_(ids), sent_by)).scalars())
+        if provider_ids:
+            for row in session.execute(select(m.provider_message_id, m.message_id).where(
+                    m.workspace_id == workspace_id, m.provider_message_id.in_(provider_ids),
+                    sent_by)):
+                by_provider.setdefault(row.provider_message_id, row.message_id)
+        if tokens:
+            # The latest push each token got: what an engagement reported now is about.
+            for row in session.execute(select(m.address, m.message_id).where(
+                    m.workspace_id == workspace_id, m.channel == Channel.PUSH.value,
+                    m.address.in_(tokens), m.status.in_(_REACHED), sent_by).order_by(
+                    m.sent_time.desc(), m.message_id.desc())):
+                by_token.setdefault(row.address, row.message_id)
     found: dict[MessageRef, str] = {}
     for ref in refs:
         message_id = (ref.message_id if ref.message_id in known
@@ -60,6 +81,36 @@ def resolve(session: Session, workspace_id: str, refs: Sequence[MessageRef],
         if message_id:
             found[ref] = message_id
     return found
+
+
+class _Reads(NamedTuple):
+    by_id: Executable
+    by_provider_id: Executable
+    by_token: Executable
+
+
+@cache
+def _pg_reads(by_provider: bool) -> _Reads:
+    """:func:`resolve`'s reads on PostgreSQL (``by_provider``: of the messages sent through
+    the parameter ``provider_id``): each probes its index on (workspace_id, key) once per key
+    (cjo_platform.db.probes), also for a workspace the planner's statistics do not know yet (a
+    new tenant, a fresh database). With the workspace a constant, such a workspace's every
+    message was read through an index's workspace prefix (ix_messages_address; for the tokens
+    by (workspace_id, channel) alone) and filtered by the batch's references, per report."""
+    sent_by = "t.provider_id = :provider_id" if by_provider else ""
+    binds = [bindparam("provider_id", type_=String)] if by_provider else []
+    # A push's token: the latest push it got that reached a provider (sent_time is the index's
+    # next column: the probe reads the token's pushes only).
+    reached = ", ".join(f"'{status}'" for status in _REACHED)
+    pushed = (f"t.channel = '{Channel.PUSH.value}' AND t.status IN ({reached})"
+              + (f" AND {sent_by}" if sent_by else ""))
+    return _Reads(
+        pg_by_keys([m.message_id], m.message_id, where=sent_by, binds=binds),
+        pg_by_keys([m.provider_message_id, m.message_id], m.provider_message_id, where=sent_by,
+                   binds=binds),
+        pg_text(pg_probes(messages.name, "t.address, t.message_id, t.sent_time", {
+            "address": "keys"}, where=pushed) + " ORDER BY x.sent_time DESC, x.message_id DESC",
+                ["keys"]).bindparams(*binds).columns(m.address, m.message_id, m.sent_time))
 
 
 def spend_token(session: Session, workspace_id: str, provider_id: str, token: OneTimeToken,
