@@ -1,17 +1,19 @@
 """Backend CPU of decisioning's reads by key (a Decide call's replays, contacts and send-time
-hours, an exposure's decisions, a reward's aliases and open decisions, a merge's survivors)
-and identity's reads by profile in segments.py (an ingest batch's memberships, stored states
-and computed traits' events), for a workspace the planner's statistics do not know (a new
-tenant inside big tables, until autovacuum's next ANALYZE) and for a known one, on
+hours, an exposure's decisions, a reward's aliases and open decisions, a merge's survivors),
+identity's reads by profile in segments.py (an ingest batch's memberships, stored states
+and computed traits' events) and delivery's look-ups by key (a send request's idempotency keys
+stored before, a provider report's messages), for a workspace the planner's statistics do not
+know (a new tenant inside big tables, until autovacuum's next ANALYZE) and for a known one, on
 PostgreSQL, each beside the same read of another revision of the adapters.
 
-    .venv/bin/python tests/benchmarks/new_workspace_reads.py [--service decisioning|identity]
-        [--before main] [--known 200000] [--new 100000] [--keys 2] [--rounds 15]
+    .venv/bin/python tests/benchmarks/new_workspace_reads.py
+        [--service decisioning|identity|delivery] [--before main] [--known 200000]
+        [--new 100000] [--keys 2] [--rounds 15]
 
 The service's schema gets ``--known`` rows in each table read (decisioning: decisions, hour
-rows, aliases; identity: profiles, identifiers, memberships, events) spread over 20
-workspaces, analyzed, then ``--new`` of a new workspace (autovacuum off for these tables, so
-the statistics stay as they were). Each read runs for ``--keys`` keys in a transaction
+rows, aliases; identity: profiles, identifiers, memberships, events; delivery: messages)
+spread over 20 workspaces, analyzed, then ``--new`` of a new workspace (autovacuum off for
+these tables, so the statistics stay as they were). Each read runs for ``--keys`` keys in a transaction
 rolled back, this tree's adapters and ``--before``'s (``git show <rev>:<adapter>``)
 alternating; prints the median backend CPU (/proc/<pid>/schedstat) per call.
 """
@@ -34,8 +36,12 @@ from new_workspace import known_then_new, print_row
 from sqlalchemy.orm import Session
 
 import cjo_decisioning.adapters
+import cjo_delivery.adapters
 import cjo_identity.adapters
 from cjo_decisioning.adapters import decisions, engagement, outcomes
+from cjo_delivery.adapters import repository, webhook_store
+from cjo_delivery.domain.messages import Channel, NewMessage
+from cjo_delivery.domain.provider_events import MessageRef
 from cjo_identity.adapters import segments
 from cjo_identity.domain.computed import Aggregation, ComputedTrait
 from cjo_identity.domain.settings import IdentitySettings
@@ -76,6 +82,13 @@ IDENTITY = {
         '{{}}', :now, '', :now FROM generate_series(1, :n) AS i"""}
 # A workspace counting orders, all-time and over a week (the read of a windowed trait's
 # events is bounded by time).
+DELIVERY = {
+    "messages": f"""INSERT INTO messages (workspace_id, message_id, idempotency_key, profile_id,
+        address, channel, content, journey_id, enrollment_id, status, attempts, error,
+        provider_message_id, traceparent, create_time, update_time, sent_time, provider_id)
+        SELECT {WORKSPACE}, 'm' || i, 'k' || i, 'p' || (i / 3), 'tok' || i,
+        CASE WHEN i % 2 = 1 THEN 'push' ELSE 'email' END, '\\x00'::bytea, '', '', 'sent', 1,
+        '', 'pm' || i, '', :now, :now, :now, 'prov' FROM generate_series(1, :n) AS i"""}
 COUNTED = IdentitySettings(computed_traits=(
     ComputedTrait("orders", Aggregation.COUNT, "order_completed"),))
 WINDOWED = IdentitySettings(computed_traits=(
@@ -123,10 +136,29 @@ def decisioning_reads(log: Any, hours: Any, people: Any, ws: str, keys: int
             s, ws, [f"m{i}" for i in range(3, 2900, step)][:keys])}
 
 
+def delivery_reads(queue: Any, webhooks: Any, ws: str, keys: int
+                   ) -> dict[str, Callable[[Session], Any]]:
+    # Numbers of messages both workspaces hold (ws7's are 7, 27, ...), all pushes.
+    numbers = list(range(7, 100_000, 20))[::max(1, 5000 // keys)][:keys]
+    repeated = [NewMessage(idempotency_key=f"k{i}", profile_id="p", address="a",
+                           channel=Channel.EMAIL, content=b"", journey_id="", enrollment_id="")
+                for i in numbers]
+    ids = (f"new-{i}" for i in range(10**9))
+    return {
+        "queue_messages, keys stored (SendMessages)": lambda s: queue.queue_messages(
+            s, ws, repeated, NOW, "", lambda: next(ids)),
+        "resolve by message id (report)": lambda s: webhooks.resolve(
+            s, ws, [MessageRef(message_id=f"m{i}") for i in numbers]),
+        "resolve by provider's id (report)": lambda s: webhooks.resolve(
+            s, ws, [MessageRef(provider_message_id=f"pm{i}") for i in numbers], "prov"),
+        "resolve by device token (report)": lambda s: webhooks.resolve(
+            s, ws, [MessageRef(device_token=f"tok{i}") for i in numbers])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--service", choices=["decisioning", "identity"],
+    parser.add_argument("--service", choices=["decisioning", "identity", "delivery"],
                         default="decisioning")
     parser.add_argument("--before", default="main")
     parser.add_argument("--known", type=int, default=200_000)
@@ -134,9 +166,12 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    if args.service == "identity":
-        fill, package, modules = IDENTITY, cjo_identity.adapters, [segments]
-        reads: Callable[..., dict[str, Callable[[Session], Any]]] = identity_reads
+    if args.service == "delivery":
+        package: types.ModuleType = cjo_delivery.adapters
+        fill, modules = DELIVERY, [repository, webhook_store]
+        reads: Callable[..., dict[str, Callable[[Session], Any]]] = delivery_reads
+    elif args.service == "identity":
+        fill, package, modules, reads = IDENTITY, cjo_identity.adapters, [segments], identity_reads
     else:
         fill, package = DECISIONING, cjo_decisioning.adapters
         modules, reads = [decisions, engagement, outcomes], decisioning_reads
