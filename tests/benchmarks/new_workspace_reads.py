@@ -13,8 +13,8 @@ PostgreSQL, each beside the same read of another revision of the adapters.
 The service's schema gets ``--known`` rows in each table read (decisioning: decisions, hour
 rows, aliases; identity: profiles, identifiers, memberships, events; delivery: messages)
 spread over 20 workspaces, analyzed, then ``--new`` of a new workspace (autovacuum off for
-these tables, so the statistics stay as they were). Each read runs for ``--keys`` keys in a transaction
-rolled back, this tree's adapters and ``--before``'s (``git show <rev>:<adapter>``)
+these tables, so the statistics stay as they were). Each read runs for ``--keys`` keys in a
+transaction rolled back, this tree's adapters and ``--before``'s (``git show <rev>:<adapter>``)
 alternating; prints the median backend CPU (/proc/<pid>/schedstat) per call.
 """
 

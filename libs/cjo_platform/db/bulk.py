@@ -327,9 +327,9 @@ def bulk_update(session: Session, table: Table, keys: Sequence[str],
     :func:`_probed_by_key`), so the rows are locked and changed in the order given (callers
     whose rounds may overlap sort them, as orchestration's ``save_progress`` does). A ``where``
     value is cast to its column's type: one the column cannot hold fails the statement rather
-    than matching nothing. SQLite gets the driver's executemany with the values bound a column at a time
-    (a time column's processor once per distinct moment), as :func:`bulk_insert` does: one
-    primary-key search per row, in the order given."""
+    than matching nothing. SQLite gets the driver's executemany with the values bound a column
+    at a time (a time column's processor once per distinct moment), as :func:`bulk_insert`
+    does: one primary-key search per row, in the order given."""
     if not rows:
         return 0
     match = match or {}
