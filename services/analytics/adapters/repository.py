@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable, TextClause
 
 from cjo_analytics.adapters.tables import facts, messages, profile_aliases
 from cjo_analytics.domain.attribution import Conversion, TouchFact
@@ -68,8 +69,10 @@ from cjo_platform.db import (
     keys_param,
     one_of,
     one_of_keys,
+    pg_array,
     upsert,
 )
+from cjo_platform.db.probes import pg_probes, pg_text
 
 _CONVERSION_TYPES = [t.value for t in CONVERSIONS]
 _TOUCH_TYPES = [t.value for t in TOUCHES]
@@ -663,24 +666,39 @@ def attribution_data(session: Session, workspace_id: str, window: Window,
 
     Profile ids are people: a merged profile's conversions and touches are its survivor's. A
     conversion is counted once per (person, source event), at its earliest fact."""
-    conversion_types = [facts.c.workspace_id == workspace_id,
-                        facts.c.type.in_(_CONVERSION_TYPES)]
     since = window.start - lookback if all_profiles else window.start
-    joined, person = _people(facts)
+    rows = (_pg_attribution_rows if session.get_bind().dialect.name == "postgresql"
+            else _attribution_rows)
+    conversion_rows, touch_rows = rows(session, workspace_id, window, since, lookback,
+                                       all_profiles)
     conversions: list[Conversion] = []
     counted: set[tuple[str, str]] = set()
-    for fid, profile, source, when, revenue in session.execute(
-        select(facts.c.fact_id, person, facts.c.source_event_id, facts.c.occur_time,
-               facts.c.revenue)
-        .select_from(joined)
-        .where(*conversion_types, facts.c.occur_time >= since, facts.c.occur_time < window.end)
-        .order_by(facts.c.occur_time, facts.c.fact_id)
-    ).all():
+    for fid, profile, source, when, revenue in conversion_rows:
         # One conversion per (person, source event): a goal that is also a converted fact is
         # listed once, as its earliest fact.
         if (profile, source or fid) not in counted:
             counted.add((profile, source or fid))
             conversions.append(Conversion(fid, profile, when, float(revenue)))
+    touches: dict[str, list[TouchFact]] = defaultdict(list)
+    for profile, message, channel, journey, content, when in touch_rows:
+        touches[profile].append(TouchFact(message, int(channel), journey, content, when))
+    return AttributionData(conversions, touches)
+
+
+def _attribution_rows(session: Session, workspace_id: str, window: Window, since: datetime,
+                      lookback: timedelta, all_profiles: bool
+                      ) -> tuple[Sequence[Any], Iterable[Any]]:
+    """:func:`attribution_data`'s conversions (of [``since``, window end)) and touches: on
+    SQLite (PostgreSQL: :func:`_pg_attribution_rows`)."""
+    joined, person = _people(facts)
+    conversions = session.execute(
+        select(facts.c.fact_id, person, facts.c.source_event_id, facts.c.occur_time,
+               facts.c.revenue)
+        .select_from(joined)
+        .where(facts.c.workspace_id == workspace_id, facts.c.type.in_(_CONVERSION_TYPES),
+               facts.c.occur_time >= since, facts.c.occur_time < window.end)
+        .order_by(facts.c.occur_time, facts.c.fact_id)
+    ).all()
     touch_query = (
         select(person, _or_fact(facts.c.message_id), facts.c.channel,
                facts.c.journey_id, facts.c.content_key, facts.c.occur_time)
@@ -705,7 +723,74 @@ def attribution_data(session: Session, workspace_id: str, window: Window,
             select(alias.merged_profile_id).where(alias.workspace_id == workspace_id,
                                                   alias.survivor_profile_id.in_(converting))))
         )
-    touches: dict[str, list[TouchFact]] = defaultdict(list)
-    for profile, message, channel, journey, content, when in session.execute(touch_query):
-        touches[profile].append(TouchFact(message, int(channel), journey, content, when))
-    return AttributionData(conversions, touches)
+    return conversions, session.execute(touch_query)
+
+
+# On PostgreSQL attribution's facts are probed by (workspace_id, type, time range) on
+# ix_facts_type_time, once per fact type (cjo_platform.db.probes), also for a workspace the
+# planner's statistics do not know yet (a new tenant, a fresh database): with the workspace a
+# constant, such a workspace's every fact was read through ix_facts_funnel (or
+# ix_facts_profile) by the workspace alone and filtered by type and time, per report. A fact's
+# person: the survivor its profile was merged into (the alias's primary key), else itself.
+_PG_PERSON = ("coalesce((SELECT a.survivor_profile_id FROM profile_aliases AS a "
+              "WHERE a.workspace_id = f.workspace_id AND a.merged_profile_id = f.profile_id), "
+              "f.profile_id)")
+
+
+def _pg_facts(picked: str, types: str, since: str) -> str:
+    """The facts of the parameter ``types``'s types in [``since``, :until), their columns
+    ``picked`` (and workspace_id, profile_id), one probe of ix_facts_type_time per type."""
+    return pg_probes(facts.name, f"t.workspace_id, t.profile_id, {picked}", {"type": types},
+                     where=f"t.occur_time >= :{since} AND t.occur_time < :until")
+
+
+_TIMES = [bindparam(name, type_=facts.c.occur_time.type)
+          for name in ("since", "until", "touch_since", "window_start")]
+
+
+def _pg_attribution_rows(session: Session, workspace_id: str, window: Window, since: datetime,
+                         lookback: timedelta, all_profiles: bool
+                         ) -> tuple[Sequence[Any], Iterable[Any]]:
+    """:func:`_attribution_rows` on PostgreSQL: the same rows, the facts probed per type."""
+    params = {"workspace_id": workspace_id, "since": since, "until": window.end,
+              "touch_since": window.start - lookback, "window_start": window.start,
+              "conversion_types": pg_array(_CONVERSION_TYPES),
+              "touch_types": pg_array(_TOUCH_TYPES)}
+    return (session.execute(_PG_CONVERSIONS, params).all(),
+            session.execute(_pg_touches(all_profiles), params))
+
+
+def _pg_attribution(sql: str) -> TextClause:
+    return pg_text(sql, ["conversion_types", "touch_types"]).bindparams(
+        *(time for time in _TIMES if f":{time.key}" in sql))
+
+
+_PG_CONVERSIONS = _pg_attribution(
+    f"SELECT f.fact_id, {_PG_PERSON} AS person, f.source_event_id, f.occur_time, f.revenue "
+    "FROM ({}) AS f ORDER BY f.occur_time, f.fact_id".format(_pg_facts(
+        "t.fact_id, t.source_event_id, t.occur_time, t.revenue", "conversion_types", "since"))
+).columns(facts.c.fact_id, facts.c.source_event_id, facts.c.occur_time, facts.c.revenue,
+          person=String)
+
+
+@functools.cache
+def _pg_touches(all_profiles: bool) -> Executable:
+    """Attribution's touches on PostgreSQL (:func:`attribution_data`): of every profile, or
+    of the window's converting people (their own profile ids and those merged into them)."""
+    touched = _pg_facts("t.fact_id, t.message_id, t.channel, t.journey_id, t.content_key, "
+                        "t.occur_time", "touch_types", "touch_since")
+    sql = (f"SELECT {_PG_PERSON} AS person, coalesce(nullif(f.message_id, ''), f.fact_id) "
+           "AS message, f.channel, f.journey_id, f.content_key, f.occur_time, f.fact_id "
+           f"FROM ({touched}) AS f")
+    if not all_profiles:
+        converting = (f"SELECT {_PG_PERSON} FROM ("
+                      f"{_pg_facts('t.fact_id', 'conversion_types', 'window_start')}) AS f")
+        sql = (f"WITH converting(person) AS ({converting}) {sql} WHERE f.profile_id IN ("
+               "SELECT person FROM converting UNION SELECT a.merged_profile_id "
+               "FROM profile_aliases AS a WHERE a.workspace_id = :workspace_id "
+               "AND a.survivor_profile_id IN (SELECT person FROM converting))")
+    sql = (f"SELECT person, message, channel, journey_id, content_key, occur_time FROM ({sql}) "
+           "AS touch ORDER BY person, occur_time, message, fact_id")
+    return _pg_attribution(sql).columns(
+        facts.c.channel, facts.c.journey_id, facts.c.content_key, facts.c.occur_time,
+        person=String, message=String)
