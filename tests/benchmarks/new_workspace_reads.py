@@ -2,20 +2,22 @@
 hours, an exposure's decisions, a reward's aliases and open decisions, a merge's survivors),
 identity's reads by profile in segments.py (an ingest batch's memberships, stored states
 and computed traits' events) and delivery's look-ups by key (a send request's idempotency keys
-stored before, a provider report's messages), for a workspace the planner's statistics do not
+stored before, a provider report's messages) and analytics' attribution (a 2-hour window's
+conversions and its week of touches), for a workspace the planner's statistics do not
 know (a new tenant inside big tables, until autovacuum's next ANALYZE) and for a known one, on
 PostgreSQL, each beside the same read of another revision of the adapters.
 
     .venv/bin/python tests/benchmarks/new_workspace_reads.py
-        [--service decisioning|identity|delivery] [--before main] [--known 200000]
+        [--service decisioning|identity|delivery|analytics] [--before main] [--known 200000]
         [--new 100000] [--keys 2] [--rounds 15]
 
 The service's schema gets ``--known`` rows in each table read (decisioning: decisions, hour
-rows, aliases; identity: profiles, identifiers, memberships, events; delivery: messages)
-spread over 20 workspaces, analyzed, then ``--new`` of a new workspace (autovacuum off for
-these tables, so the statistics stay as they were). Each read runs for ``--keys`` keys in a
-transaction rolled back, this tree's adapters and ``--before``'s (``git show <rev>:<adapter>``)
-alternating; prints the median backend CPU (/proc/<pid>/schedstat) per call.
+rows, aliases; identity: profiles, identifiers, memberships, events; delivery: messages;
+analytics: facts, a hundredth as many aliases) spread over 20 workspaces, analyzed, then
+``--new`` of a new workspace (autovacuum off for these tables, so the statistics stay as they
+were). Each read runs for ``--keys`` keys (analytics: one window) in a transaction rolled
+back, this tree's adapters and ``--before``'s (``git show <rev>:<adapter>``) alternating;
+prints the median backend CPU (/proc/<pid>/schedstat) per call.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from new_workspace import known_then_new, print_row
 from sqlalchemy.orm import Session
 
+import cjo_analytics.adapters
 import cjo_decisioning.adapters
 import cjo_delivery.adapters
 import cjo_identity.adapters
+from cjo_analytics.adapters import repository as analytics_repository
+from cjo_analytics.domain.reports import Window
 from cjo_decisioning.adapters import decisions, engagement, outcomes
 from cjo_delivery.adapters import repository, webhook_store
 from cjo_delivery.domain.messages import Channel, NewMessage
@@ -89,6 +94,17 @@ DELIVERY = {
         SELECT {WORKSPACE}, 'm' || i, 'k' || i, 'p' || (i / 3), 'tok' || i,
         CASE WHEN i % 2 = 1 THEN 'push' ELSE 'email' END, '\\x00'::bytea, '', '', 'sent', 1,
         '', 'pm' || i, '', :now, :now, :now, 'prov' FROM generate_series(1, :n) AS i"""}
+ANALYTICS = {
+    "facts": f"""INSERT INTO facts (workspace_id, fact_id, type, profile_id, journey_id,
+        enrollment_id, message_id, occur_time, record_time, channel, content_key, revenue,
+        source_event_id) SELECT {WORKSPACE}, 'f' || i, (ARRAY['message_delivered',
+        'message_opened', 'message_clicked', 'node_visited', 'converted', 'goal_reached'])[
+        i % 6 + 1], 'p' || (i % 2999), 'j' || (i % 4), 'e' || i, 'm' || (i / 6),
+        :now - i * interval '1 minute', :now, 1 + i % 3, 'c' || (i % 5), i % 7, 'ev' || (i / 6)
+        FROM generate_series(1, :n) AS i""",
+    "profile_aliases": f"""INSERT INTO profile_aliases (workspace_id, merged_profile_id,
+        survivor_profile_id) SELECT {WORKSPACE}, 'p' || i, 'p' || (i + 1)
+        FROM generate_series(1, :n / 100) AS i"""}
 COUNTED = IdentitySettings(computed_traits=(
     ComputedTrait("orders", Aggregation.COUNT, "order_completed"),))
 WINDOWED = IdentitySettings(computed_traits=(
@@ -155,10 +171,23 @@ def delivery_reads(queue: Any, webhooks: Any, ws: str, keys: int
             s, ws, [MessageRef(device_token=f"tok{i}") for i in numbers])}
 
 
+def analytics_reads(facts: Any, ws: str, keys: int) -> dict[str, Callable[[Session], Any]]:
+    # A workspace's fact a minute back from NOW (the known ones one in 20 minutes): a 2-hour
+    # window a day back, a week's look-back.
+    window = Window(NOW - timedelta(hours=26), NOW - timedelta(hours=24))
+
+    def report(every: bool) -> Callable[[Session], Any]:
+        return lambda s: facts.attribution_data(s, ws, window, timedelta(days=7), every)
+
+    return {"attribution_data, converting (report)": report(False),
+            "attribution_data, all profiles (report)": report(True)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--service", choices=["decisioning", "identity", "delivery"],
+    parser.add_argument("--service",
+                        choices=["decisioning", "identity", "delivery", "analytics"],
                         default="decisioning")
     parser.add_argument("--before", default="main")
     parser.add_argument("--known", type=int, default=200_000)
@@ -170,6 +199,9 @@ def main() -> None:
         package: types.ModuleType = cjo_delivery.adapters
         fill, modules = DELIVERY, [repository, webhook_store]
         reads: Callable[..., dict[str, Callable[[Session], Any]]] = delivery_reads
+    elif args.service == "analytics":
+        fill, package, modules = ANALYTICS, cjo_analytics.adapters, [analytics_repository]
+        reads = analytics_reads
     elif args.service == "identity":
         fill, package, modules, reads = IDENTITY, cjo_identity.adapters, [segments], identity_reads
     else:
