@@ -7,38 +7,22 @@ and time, on every report (151 ms for a 2-hour window of a 100,000-fact workspac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from query_plans import plans, probed_by
 from sqlalchemy import insert, text
+from test_fact_storage import db  # noqa: F401 - the fixture
 
-from cjo_analytics import adapters
 from cjo_analytics.adapters import repository
 from cjo_analytics.adapters.tables import profile_aliases
 from cjo_analytics.domain.facts import Fact, FactType
 from cjo_analytics.domain.reports import Window
 from cjo_platform.db import Database
-from cjo_platform.db.migrations import upgrade
-from support import PG_URL, Backend
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 FACTS = 3000
 KINDS = (FactType.MESSAGE_DELIVERED, FactType.MESSAGE_OPENED, FactType.MESSAGE_CLICKED,
          FactType.NODE_VISITED, FactType.CONVERTED, FactType.GOAL_REACHED)
-
-
-@pytest.fixture
-def db(backend: Backend) -> Iterator[Database]:
-    url = PG_URL if backend.kind == "postgresql" else f"sqlite:///{backend.data_dir}/a.db"
-    backend.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(url, schema=backend.schema_prefix + "analytics")
-    database.create_schema()
-    upgrade(database, Path(str(adapters.__file__)).parent / "migrations")
-    yield database
-    database.dispose()
 
 
 def facts_of(n: int) -> list[Fact]:
@@ -49,7 +33,7 @@ def facts_of(n: int) -> list[Fact]:
                  revenue=float(i % 7), source_event_id=f"ev{i // 6}") for i in range(n)]
 
 
-def test_a_new_workspaces_attribution_is_probed_by_type_and_time(db: Database) -> None:
+def test_a_new_workspaces_attribution_is_probed_by_type_and_time(db: Database) -> None:  # noqa: F811
     def load(workspace_id: str) -> None:
         with db.transaction() as session:
             for start in range(0, FACTS, 500):
