@@ -100,16 +100,18 @@ async def test_a_window_opened_while_another_is_written_closes_when_all_is_in() 
 
 async def test_resets_given_back_by_a_failed_record_outlive_the_bad_round(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A window fails on round A's bad row and gives its breaker resets back; A, retrying
+    """A window fails for round A's outcomes (an error the fallback one by one does not get
+    past) and gives its breaker resets back; A, retrying
     alone, takes them and fails every retry: it gives them back again, so the good round's
     record still zeroes the shared failure counts."""
     cleared: list[list[str]] = []
 
     async def record_outcomes(transactions: Any, changes: Any, now: Any, resets: Any = (),
-                              **kw: Any) -> None:
+                              **kw: Any) -> list[Any]:
         if any(claim.message_id == "bad" for claim, _ in changes):
-            raise RuntimeError("value too long for type character varying")
+            raise RuntimeError("the database keeps refusing A")
         cleared.append(list(resets))
+        return []
 
     monkeypatch.setattr(send_round_module, "record_outcomes", record_outcomes)
     monkeypatch.setattr(send_round_module, "_RECORD_RETRY_DELAYS", (0.0, 0.0, 0.0))
@@ -124,7 +126,7 @@ async def test_resets_given_back_by_a_failed_record_outlive_the_bad_round(
         turns=ProfileTurns(), transactions=None, clock=SimpleNamespace(now=lambda: None),
         breakers=SimpleNamespace(take_resets=take, give_back_resets=resets.update),
         settings=SimpleNamespace(forward_to_decisioning=False),
-        _transition=lambda outcome, now: None)
+        _transition=lambda outcome, now: None, _left_sending=lambda claims: None)
     fake._record_with_retry = lambda group: SendRound._record_with_retry(fake, group)  # type: ignore[arg-type]
     fake._window = _RecordWindow(0.0, lambda group: SendRound._record(fake, group))  # type: ignore[arg-type]
     a = _Arrivals(1, notify=fake._window.arrived.set)

@@ -383,9 +383,9 @@ async def test_outcomes_of_rounds_under_way_together_are_recorded_in_one_transac
     records: list[int] = []
 
     async def counted(transactions: Any, changes: Sequence[Any], *args: Any,
-                      **kwargs: Any) -> None:
+                      **kwargs: Any) -> Any:
         records.append(len(changes))
-        await record(transactions, changes, *args, **kwargs)
+        return await record(transactions, changes, *args, **kwargs)
 
     monkeypatch.setattr(send_round_module, "record_outcomes", counted)
     mailbox = HeldMailbox()
@@ -407,11 +407,11 @@ async def test_rounds_record_their_outcomes_alone_when_their_shared_record_faile
     calls: list[int] = []
 
     async def failing_once(transactions: Any, changes: Sequence[Any], *args: Any,
-                           **kwargs: Any) -> None:
+                           **kwargs: Any) -> Any:
         calls.append(len(changes))
         if len(calls) == 1:
             raise RuntimeError("database went away")
-        await record(transactions, changes, *args, **kwargs)
+        return await record(transactions, changes, *args, **kwargs)
 
     monkeypatch.setattr(send_round_module, "record_outcomes", failing_once)
     mailbox = HeldMailbox()
@@ -432,11 +432,11 @@ async def test_a_round_recording_its_last_outcomes_does_not_hold_up_the_next_cla
     go_on = asyncio.Event()
     record = send_round_module.record_outcomes
 
-    async def held(*args: Any, **kwargs: Any) -> None:
+    async def held(*args: Any, **kwargs: Any) -> Any:
         if not recording.is_set():  # the first round's record waits
             recording.set()
             await go_on.wait()
-        await record(*args, **kwargs)
+        return await record(*args, **kwargs)
 
     monkeypatch.setattr(send_round_module, "record_outcomes", held)
     mailbox = Mailbox()

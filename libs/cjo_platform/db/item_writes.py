@@ -56,7 +56,7 @@ async def write_each(answer: Failing, parsed: Sequence[tuple[int, Parsed]],
         except Exception as exc:
             if not item_at_fault(exc):
                 raise
-            answer.fail(index, InvalidArgument.one("", f"cannot be stored: {_brief(exc)}"))
+            answer.fail(index, InvalidArgument.one("", f"cannot be stored: {brief(exc)}"))
             continue
         written.append((index, outcome))
     return written
@@ -90,7 +90,8 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def _brief(exc: BaseException) -> str:
+def brief(exc: BaseException) -> str:
+    """The first line of what the database (or driver) said, at most 200 characters."""
     orig = getattr(exc, "orig", None) or exc
     first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
     return first if len(first) <= 200 else first[:199] + "…"

@@ -136,6 +136,20 @@ def after_success(attempts: int, provider_message_id: str, provider_id: str = ""
     return Transition(MessageStatus.SENT, attempts, None, "", provider_message_id, provider_id)
 
 
+# What a message's minimal record says instead of an error text the database refused.
+UNSTORED_ERROR = "the error text could not be stored; see the delivery log"
+
+
+def minimal(transition: Transition) -> Transition:
+    """``transition`` with only what the message's state needs (status, attempts, when it is
+    due): what is recorded when the database refused the whole one (a provider's id or error
+    text it cannot store). The provider message id and provider are left out, an error text is
+    replaced by :data:`UNSTORED_ERROR` (the log keeps the real one)."""
+    error = transition.error
+    return Transition(transition.status, transition.attempts, transition.next_attempt_time,
+                      UNSTORED_ERROR if error else error, "")
+
+
 def after_failure(attempts: int, error: ProviderError, policy: RetryPolicy, now: datetime,
                   rng: random.Random) -> Transition:
     text = truncate_error(error.message)

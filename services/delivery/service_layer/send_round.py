@@ -15,12 +15,16 @@ only after the call returned. When the process dies in between, the message stay
 its lease runs out and is then claimed again by whichever sender comes next. So a provider call
 cut off mid-way (or finished but not yet recorded) may be repeated once; nothing accepted is
 ever lost. The email carries a stable Message-ID ``<{message_id}@cjo>``, so receivers can
-discard the repeat. A sender that outlives its lease cannot overwrite the result of the sender
-that took over: outcomes are recorded only while the row still carries the claim's attempt
-number. On an orderly shutdown (:meth:`SendRound.stop`), calls under way are finished and
-recorded and messages not yet handed over go back to the queue, so a restart repeats nothing.
-A message still waiting for a send slot when half its lease has passed goes back to the queue
-too, instead of being handed over so late that the lease could run out during the call.
+discard the repeat. A message whose record the database refuses (a value it cannot store, a
+constraint) costs only itself: the group is then recorded message by message, the refused one
+with its status alone (outcomes.record_outcomes), and it is left SENDING, as if its sender had
+died, only when even that is refused. A sender that outlives its lease cannot overwrite the
+result of the sender that took over: outcomes are recorded only while the row still carries the
+claim's attempt number. On an orderly shutdown (:meth:`SendRound.stop`), calls under way are
+finished and recorded and messages not yet handed over go back to the queue, so a restart
+repeats nothing. A message still waiting for a send slot when half its lease has passed goes
+back to the queue too, instead of being handed over so late that the lease could run out during
+the call.
 
 Claims take each profile's messages in the order they were queued, and none while one queued
 before it is with another process (adapters/repository.claim_due). Rounds of one process
@@ -808,13 +812,14 @@ class SendRound:
         now = self.clock.now()
         resets = self.breakers.take_resets()
         try:
-            await record_outcomes(
+            left = await record_outcomes(
                 self.transactions,
                 [(outcome.claim, self._transition(outcome, now)) for outcome in group], now,
                 resets, forward_to_decisioning=self.settings.forward_to_decisioning)
         except BaseException:
             self.breakers.give_back_resets(resets)  # for the rounds' own records that follow
             raise
+        self._left_sending(left)
 
     async def _record_with_retry(self, group: Sequence[_Outcome]) -> None:
         now = self.clock.now()
@@ -822,8 +827,9 @@ class SendRound:
         resets = self.breakers.take_resets()
         for delay in (*_RECORD_RETRY_DELAYS, None):
             try:
-                await record_outcomes(self.transactions, changes, now, resets,
-                                      forward_to_decisioning=self.settings.forward_to_decisioning)
+                left = await record_outcomes(
+                    self.transactions, changes, now, resets,
+                    forward_to_decisioning=self.settings.forward_to_decisioning)
             except Exception as exc:
                 if delay is None:
                     # Another round's record may still zero the breakers' counts with them.
@@ -832,8 +838,16 @@ class SendRound:
                 log.warning("recording send outcomes failed; retrying", error=str(exc))
                 await asyncio.sleep(delay)
                 continue
+            self._left_sending(left)
             self.turns.settled(outcome.claim for outcome in group)
             return
+
+    def _left_sending(self, claims: Sequence[Claim]) -> None:
+        """``claims`` stay SENDING (the database refused even their minimal record): this
+        process takes a new lease holder, so they hold up their profiles' next messages in its
+        claims too until their lease runs out, as a failed round's do."""
+        if claims:
+            self.holder = uuid.uuid4().hex
 
     def _transition(self, outcome: _Outcome, now: datetime) -> Transition:
         attempts = outcome.claim.attempts
