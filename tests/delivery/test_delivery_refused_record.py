@@ -19,8 +19,6 @@ from test_delivery_use_cases import (  # noqa: F401 - the fixtures
     BOX,
     WS,
     Mailbox,
-    MessageStatus,
-    OutgoingMessage,
     any_storage,
     email,
     lingering_rounds,
@@ -29,7 +27,13 @@ from test_delivery_use_cases import (  # noqa: F401 - the fixtures
 
 from cjo.analytics.v1 import fact_pb2
 from cjo_delivery.adapters.tables import provider_breakers
-from cjo_delivery.domain.sending import UNSTORED_ERROR, Transition, after_success
+from cjo_delivery.domain.messages import MessageStatus
+from cjo_delivery.domain.sending import (
+    UNSTORED_ERROR,
+    OutgoingMessage,
+    Transition,
+    after_success,
+)
 from cjo_delivery.service_layer import send_round as send_round_module
 from cjo_delivery.service_layer.claims import claim_due
 from cjo_delivery.service_layer.outcomes import record_outcomes
