@@ -1,5 +1,6 @@
 """Identity migrations that move data: profiles with computed traits stored before 0006 are due
-at once, so their windows lapse without waiting for their next event."""
+at once, so their windows lapse without waiting for their next event; and 0013's storage
+parameter (room on each page of profiles for HOT updates)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import JSON, String, column, select, table
+from sqlalchemy import JSON, String, column, select, table, text
 
 from cjo_identity import adapters
-from cjo_identity.adapters.tables import profiles
+from cjo_identity.adapters.tables import PROFILES_FILLFACTOR, profiles
 from cjo_platform.db import Database, UtcDateTime
 from cjo_platform.db.migrations import alembic_config, upgrade
 from support import PG_URL, Backend
@@ -43,5 +44,41 @@ def test_profiles_with_computed_traits_are_due_after_the_upgrade(backend: Backen
             due = dict(conn.execute(
                 select(profiles.c.profile_id, profiles.c.recompute_due)).all())
         assert due == {"counted": datetime(1970, 1, 1, tzinfo=UTC), "plain": None}
+    finally:
+        db.dispose()
+
+
+def _fillfactor(db: Database) -> str | None:
+    with db.engine.connect() as conn:
+        options = conn.execute(text(
+            "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = 'profiles' AND n.nspname = current_schema()")).scalar_one()
+    found = [o.split("=", 1)[1] for o in options or () if o.startswith("fillfactor=")]
+    return found[0] if found else None
+
+
+def test_profiles_keep_room_for_hot_updates_after_the_upgrade(backend: Backend) -> None:
+    """Revision 0013 (and the declared table) leave PROFILES_FILLFACTOR percent of each page of
+    profiles filled on PostgreSQL, so the update of every event's profile stays on its page;
+    SQLite upgrades and downgrades through it untouched."""
+    url = PG_URL if backend.kind == "postgresql" else f"sqlite:///{backend.data_dir}/i.db"
+    backend.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(url, schema=backend.schema_prefix + "identity")
+    try:
+        db.create_schema()
+        config = alembic_config(db, MIGRATIONS)
+        command.upgrade(config, "0012")
+        if backend.kind == "postgresql":
+            assert _fillfactor(db) is None
+        upgrade(db, MIGRATIONS)
+        if backend.kind == "postgresql":
+            assert _fillfactor(db) == str(PROFILES_FILLFACTOR)
+        command.downgrade(config, "0012")
+        if backend.kind == "postgresql":
+            assert _fillfactor(db) is None
+            with db.engine.begin() as conn:
+                conn.execute(text("DROP TABLE profiles"))
+                profiles.create(conn)  # as the code declares it
+            assert _fillfactor(db) == str(PROFILES_FILLFACTOR)
     finally:
         db.dispose()
