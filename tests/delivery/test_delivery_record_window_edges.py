@@ -140,3 +140,34 @@ async def test_resets_given_back_by_a_failed_record_outlive_the_bad_round(
     assert isinstance(results[0], RuntimeError) and results[1] is None
     # The good round's record carried the reset, or it is still there for the next record.
     assert cleared == [["breaker-of-good-round"]] or resets == {"breaker-of-good-round"}
+
+
+async def test_a_cancelled_record_gives_its_breaker_resets_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round's own record cancelled mid-way (its round failed; a one-by-one fallback under
+    way) neither wrote its breaker resets nor lost them: they are given back (review rlast)."""
+    started = asyncio.Event()
+
+    async def record_outcomes(*args: Any, **kwargs: Any) -> list[Any]:
+        started.set()
+        await asyncio.Event().wait()
+        return []
+
+    monkeypatch.setattr(send_round_module, "record_outcomes", record_outcomes)
+    resets = {"smtp"}
+
+    def take() -> list[str]:
+        keys = sorted(resets)
+        resets.clear()
+        return keys
+
+    fake = SimpleNamespace(
+        turns=ProfileTurns(), transactions=None, clock=SimpleNamespace(now=lambda: None),
+        breakers=SimpleNamespace(take_resets=take, give_back_resets=resets.update),
+        settings=SimpleNamespace(forward_to_decisioning=False),
+        _transition=lambda outcome, now: None, _left_sending=lambda claims: None)
+    task = asyncio.create_task(SendRound._record_with_retry(fake, [outcome("m")]))  # type: ignore[arg-type]
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert resets == {"smtp"}

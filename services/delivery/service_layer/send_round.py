@@ -825,22 +825,26 @@ class SendRound:
         now = self.clock.now()
         changes = [(outcome.claim, self._transition(outcome, now)) for outcome in group]
         resets = self.breakers.take_resets()
-        for delay in (*_RECORD_RETRY_DELAYS, None):
-            try:
-                left = await record_outcomes(
-                    self.transactions, changes, now, resets,
-                    forward_to_decisioning=self.settings.forward_to_decisioning)
-            except Exception as exc:
-                if delay is None:
-                    # Another round's record may still zero the breakers' counts with them.
-                    self.breakers.give_back_resets(resets)
-                    raise
-                log.warning("recording send outcomes failed; retrying", error=str(exc))
-                await asyncio.sleep(delay)
-                continue
-            self._left_sending(left)
-            self.turns.settled(outcome.claim for outcome in group)
-            return
+        try:
+            for delay in (*_RECORD_RETRY_DELAYS, None):
+                try:
+                    left = await record_outcomes(
+                        self.transactions, changes, now, resets,
+                        forward_to_decisioning=self.settings.forward_to_decisioning)
+                except Exception as exc:
+                    if delay is None:
+                        raise
+                    log.warning("recording send outcomes failed; retrying", error=str(exc))
+                    await asyncio.sleep(delay)
+                    continue
+                self._left_sending(left)
+                self.turns.settled(outcome.claim for outcome in group)
+                return
+        except BaseException:
+            # Failed, or cancelled (the round's task): another round's record may still zero
+            # the breakers' counts with them.
+            self.breakers.give_back_resets(resets)
+            raise
 
     def _left_sending(self, claims: Sequence[Claim]) -> None:
         """``claims`` stay SENDING (the database refused even their minimal record): this
