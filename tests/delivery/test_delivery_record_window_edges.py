@@ -98,6 +98,20 @@ async def test_a_window_opened_while_another_is_written_closes_when_all_is_in() 
     assert writes[1][0] - released < 1.0
 
 
+def round_recording_with(resets: set[str]) -> Any:
+    """What SendRound's record methods use of ``self``, with breakers holding ``resets``."""
+    def take() -> list[str]:
+        keys = sorted(resets)
+        resets.clear()
+        return keys
+
+    return SimpleNamespace(
+        turns=ProfileTurns(), transactions=None, clock=SimpleNamespace(now=lambda: None),
+        breakers=SimpleNamespace(take_resets=take, give_back_resets=resets.update),
+        settings=SimpleNamespace(forward_to_decisioning=False),
+        _transition=lambda outcome, now: None, _left_sending=lambda claims: None)
+
+
 async def test_resets_given_back_by_a_failed_record_outlive_the_bad_round(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A window fails for round A's outcomes (an error the fallback one by one does not get
@@ -116,17 +130,7 @@ async def test_resets_given_back_by_a_failed_record_outlive_the_bad_round(
     monkeypatch.setattr(send_round_module, "record_outcomes", record_outcomes)
     monkeypatch.setattr(send_round_module, "_RECORD_RETRY_DELAYS", (0.0, 0.0, 0.0))
     resets: set[str] = {"breaker-of-good-round"}
-
-    def take() -> list[str]:
-        keys = sorted(resets)
-        resets.clear()
-        return keys
-
-    fake = SimpleNamespace(
-        turns=ProfileTurns(), transactions=None, clock=SimpleNamespace(now=lambda: None),
-        breakers=SimpleNamespace(take_resets=take, give_back_resets=resets.update),
-        settings=SimpleNamespace(forward_to_decisioning=False),
-        _transition=lambda outcome, now: None, _left_sending=lambda claims: None)
+    fake = round_recording_with(resets)
     fake._record_with_retry = lambda group: SendRound._record_with_retry(fake, group)  # type: ignore[arg-type]
     fake._window = _RecordWindow(0.0, lambda group: SendRound._record(fake, group))  # type: ignore[arg-type]
     a = _Arrivals(1, notify=fake._window.arrived.set)
@@ -155,17 +159,7 @@ async def test_a_cancelled_record_gives_its_breaker_resets_back(
 
     monkeypatch.setattr(send_round_module, "record_outcomes", record_outcomes)
     resets = {"smtp"}
-
-    def take() -> list[str]:
-        keys = sorted(resets)
-        resets.clear()
-        return keys
-
-    fake = SimpleNamespace(
-        turns=ProfileTurns(), transactions=None, clock=SimpleNamespace(now=lambda: None),
-        breakers=SimpleNamespace(take_resets=take, give_back_resets=resets.update),
-        settings=SimpleNamespace(forward_to_decisioning=False),
-        _transition=lambda outcome, now: None, _left_sending=lambda claims: None)
+    fake = round_recording_with(resets)
     task = asyncio.create_task(SendRound._record_with_retry(fake, [outcome("m")]))  # type: ignore[arg-type]
     await asyncio.wait_for(started.wait(), 10)
     task.cancel()
