@@ -3,10 +3,12 @@ bounced addresses and queue the facts for analytics, all in one transaction per 
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
+from typing import Any, TypeVar
 
 from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.breaker_store import BreakerKey
@@ -23,10 +25,80 @@ from cjo_platform.logging import get_logger
 log = get_logger(__name__)
 
 Change = tuple[Claim, Transition]
+T = TypeVar("T")
+
+
+class PartlyRecorded(Exception):
+    """Recording one by one stopped at a failure of the database (its ``__cause__``), not of
+    a message, after the outcomes of ``recorded`` ((workspace, message id) pairs) committed:
+    a retry records only the others (it would find these no longer SENDING at its claim and
+    log them as claimed again by another sender)."""
+
+    def __init__(self, recorded: frozenset[tuple[str, str]], error: Exception) -> None:
+        super().__init__(f"{brief(error)} (after {len(recorded)} outcomes were recorded one "
+                         f"by one)")
+        self.recorded = recorded
+
+    def holds(self, claim: Claim) -> bool:
+        """Whether ``claim``'s outcome is among those recorded."""
+        return (claim.workspace_id, claim.message_id) in self.recorded
+
+
+def unrecorded(changes: Sequence[Change], error: BaseException | None) -> list[Change]:
+    """``changes`` without those a failed :func:`record_outcomes` (``error``) recorded."""
+    if not isinstance(error, PartlyRecorded):
+        return list(changes)
+    return [change for change in changes if not error.holds(change[0])]
+
+
+def _drop(keys: Sequence[BreakerKey]) -> None:
+    """The default of :func:`record_outcomes`' ``give_back``: the resets are dropped."""
+
+
+class _Resets:
+    """The breaker resets a record carries: written by the one of its transactions that commits
+    with them, given back (``give_back``) when the record ends with none having committed.
+
+    A transaction goes on in its thread when its caller is cancelled (it commits or not all the
+    same), so a cancellation landing while one runs waits for its end (and is raised after it):
+    given back while that commit was still to come, the resets were written twice, the second
+    time over failures other replicas counted meanwhile."""
+
+    def __init__(self, keys: Sequence[BreakerKey],
+                 give_back: Callable[[Sequence[BreakerKey]], None]) -> None:
+        self.keys = keys
+        self._give_back = give_back
+        self._last: asyncio.Future[Any] | None = None  # the last transaction carrying them
+
+    async def run(self, transactions: Transactions, work: Callable[[UnitOfWork], T]) -> T:
+        """``work`` and the resets in one transaction."""
+        def with_resets(uow: UnitOfWork) -> T:
+            result = work(uow)
+            clear_failures(uow, self.keys)
+            return result
+
+        running = self._last = asyncio.ensure_future(transactions.run(with_resets))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await asyncio.wait({running})
+            raise
+
+    def settle(self) -> None:
+        """The record ended: the resets go back unless a transaction wrote them (once it ended,
+        when a second cancellation stopped the wait for it)."""
+        running = self._last
+        if running is not None and not running.done():
+            running.add_done_callback(lambda _: self.settle())
+            return
+        if self.keys and (running is None or running.cancelled()
+                          or running.exception() is not None):
+            self._give_back(self.keys)
 
 
 async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
                           now: datetime, breaker_resets: Sequence[BreakerKey] = (), *,
+                          give_back: Callable[[Sequence[BreakerKey]], None] = _drop,
                           forward_to_decisioning: bool = True) -> list[Claim]:
     """Write the transitions and their consequences (and zero the failure counts of the
     breakers in ``breaker_resets``: see :func:`~cjo_delivery.service_layer.breakers.
@@ -38,37 +110,44 @@ async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
     written message by message, keeping the newer sender's results. When the database refuses
     the group for a reason one message can cause, the messages are recorded one by one. With
     ``forward_to_decisioning``, the exposures of decisions also go to decisioning. Any other
-    failure raises, with nothing of the group written."""
+    failure raises, with nothing of the group written (:class:`PartlyRecorded` when it came
+    after some were recorded one by one). Whenever it ends without having written the breaker
+    resets (failed or cancelled), they are handed to ``give_back`` (:class:`_Resets`)."""
+    resets = _Resets(breaker_resets, give_back)
+
     def write(record: Callable[[UnitOfWork, Sequence[Change], datetime, bool], None],
               uow: UnitOfWork) -> None:
         record(uow, changes, now, forward_to_decisioning)
-        clear_failures(uow, breaker_resets)
 
     try:
         try:
-            await transactions.run(partial(write, record_all))
-        except repository.LeaseLost:
-            await transactions.run(partial(write, record_each))
-    except Exception as exc:
-        if not item_at_fault(exc):
-            raise
-        log.warning("the database refused a group of send outcomes; recording them one by one",
-                    messages=len(changes), error=brief(exc))
-        return await _record_one_by_one(transactions, changes, now, breaker_resets,
-                                        forward_to_decisioning)
-    return []
+            try:
+                await resets.run(transactions, partial(write, record_all))
+            except repository.LeaseLost:
+                await resets.run(transactions, partial(write, record_each))
+        except Exception as exc:
+            if not item_at_fault(exc):
+                raise
+            log.warning("the database refused a group of send outcomes; recording them one "
+                        "by one", messages=len(changes), error=brief(exc))
+            return await _record_one_by_one(transactions, changes, now, resets,
+                                            forward_to_decisioning)
+        return []
+    finally:
+        resets.settle()
 
 
 async def _record_one_by_one(transactions: Transactions, changes: Sequence[Change],
-                             now: datetime, breaker_resets: Sequence[BreakerKey],
+                             now: datetime, resets: _Resets,
                              forward_to_decisioning: bool) -> list[Claim]:
     """Record each change in a transaction of its own, so a row the database refuses costs
     only its own message: that one is recorded again with its :func:`~cjo_delivery.domain.
     sending.minimal` transition (its facts as with the full one), and when even that is refused
     it is logged and left SENDING, to be claimed (and sent) again once its lease runs out.
-    The breaker resets go last, alone: a failure before raises with them not written, for
-    the caller to give back."""
+    The breaker resets go last, alone. A failure not of a message raises
+    :class:`PartlyRecorded` when some were recorded before it."""
     left: list[Claim] = []
+    recorded: set[tuple[str, str]] = set()
     for claim, transition in changes:
         refusal = ""
         for attempt in (transition, minimal(transition)):
@@ -78,9 +157,12 @@ async def _record_one_by_one(transactions: Transactions, changes: Sequence[Chang
                     forward_to_decisioning=forward_to_decisioning))
             except Exception as exc:
                 if not item_at_fault(exc):
+                    if recorded:
+                        raise PartlyRecorded(frozenset(recorded), exc) from exc
                     raise
                 refusal = brief(exc)
                 continue
+            recorded.add((claim.workspace_id, claim.message_id))
             if attempt is not transition:
                 log.warning("the database refused a message's outcome; recorded its status "
                             "only", message_id=claim.message_id, workspace=claim.workspace_id,
@@ -94,8 +176,13 @@ async def _record_one_by_one(transactions: Transactions, changes: Sequence[Chang
                       workspace=claim.workspace_id, status=transition.status.value,
                       error=refusal)
             left.append(claim)
-    if breaker_resets:
-        await transactions.run(partial(clear_failures, keys=breaker_resets))
+    if resets.keys:
+        try:
+            await resets.run(transactions, lambda uow: None)
+        except Exception as exc:
+            if recorded:
+                raise PartlyRecorded(frozenset(recorded), exc) from exc
+            raise
     return left
 
 

@@ -94,7 +94,7 @@ from cjo_delivery.domain.sending import (
 from cjo_delivery.service_layer import caps
 from cjo_delivery.service_layer.breakers import SharedBreakers
 from cjo_delivery.service_layer.claims import RoundContext, claim_due
-from cjo_delivery.service_layer.outcomes import record_outcomes
+from cjo_delivery.service_layer.outcomes import record_outcomes, unrecorded
 from cjo_delivery.service_layer.rate_grants import RoundGrants
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock
@@ -711,7 +711,7 @@ class SendRound:
             group, error = await self._window.join(arrivals)
             if error is not None:  # the window's record failed: this round's on its own
                 log.warning("recording send outcomes failed; retrying", error=str(error))
-                await self._record_with_retry(group)
+                await self._record_with_retry(group, error)
             else:
                 self.turns.settled(outcome.claim for outcome in group)
             arrivals.pending -= len(group)
@@ -806,45 +806,44 @@ class SendRound:
             raise ProviderError(str(exc), transient=False) from exc
 
     async def _record(self, group: Sequence[_Outcome]) -> None:
-        """Record ``group`` in one transaction (a record window's outcomes)."""
+        """Record ``group`` in one transaction (a record window's outcomes). Breaker resets
+        not written (it failed, or was cancelled first) are given back, for the rounds' own
+        records that follow."""
         if not group:
             return
         now = self.clock.now()
-        resets = self.breakers.take_resets()
-        try:
-            left = await record_outcomes(
-                self.transactions,
-                [(outcome.claim, self._transition(outcome, now)) for outcome in group], now,
-                resets, forward_to_decisioning=self.settings.forward_to_decisioning)
-        except BaseException:
-            self.breakers.give_back_resets(resets)  # for the rounds' own records that follow
-            raise
+        left = await record_outcomes(
+            self.transactions,
+            [(outcome.claim, self._transition(outcome, now)) for outcome in group], now,
+            self.breakers.take_resets(), give_back=self.breakers.give_back_resets,
+            forward_to_decisioning=self.settings.forward_to_decisioning)
         self._left_sending(left)
 
-    async def _record_with_retry(self, group: Sequence[_Outcome]) -> None:
+    async def _record_with_retry(self, group: Sequence[_Outcome],
+                                 failed: Exception | None = None) -> None:
+        """Record a round's ``group`` on its own, retried for a while; ``failed``: the error of
+        the record window that took it (what that recorded one by one is not again). Each try
+        takes the breaker resets still to write and gives back what it did not write (another
+        round's record may still zero the breakers' counts with them)."""
         now = self.clock.now()
-        changes = [(outcome.claim, self._transition(outcome, now)) for outcome in group]
-        resets = self.breakers.take_resets()
-        try:
-            for delay in (*_RECORD_RETRY_DELAYS, None):
-                try:
-                    left = await record_outcomes(
-                        self.transactions, changes, now, resets,
-                        forward_to_decisioning=self.settings.forward_to_decisioning)
-                except Exception as exc:
-                    if delay is None:
-                        raise
-                    log.warning("recording send outcomes failed; retrying", error=str(exc))
-                    await asyncio.sleep(delay)
-                    continue
-                self._left_sending(left)
-                self.turns.settled(outcome.claim for outcome in group)
-                return
-        except BaseException:
-            # Failed, or cancelled (the round's task): another round's record may still zero
-            # the breakers' counts with them.
-            self.breakers.give_back_resets(resets)
-            raise
+        changes = unrecorded(
+            [(outcome.claim, self._transition(outcome, now)) for outcome in group], failed)
+        for delay in (*_RECORD_RETRY_DELAYS, None):
+            try:
+                left = await record_outcomes(
+                    self.transactions, changes, now, self.breakers.take_resets(),
+                    give_back=self.breakers.give_back_resets,
+                    forward_to_decisioning=self.settings.forward_to_decisioning)
+            except Exception as exc:
+                changes = unrecorded(changes, exc)
+                if delay is None:
+                    raise
+                log.warning("recording send outcomes failed; retrying", error=str(exc))
+                await asyncio.sleep(delay)
+                continue
+            self._left_sending(left)
+            self.turns.settled(outcome.claim for outcome in group)
+            return
 
     def _left_sending(self, claims: Sequence[Claim]) -> None:
         """``claims`` stay SENDING (the database refused even their minimal record): this

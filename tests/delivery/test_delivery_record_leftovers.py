@@ -1,0 +1,125 @@
+"""The record fallback's leftovers (review of the refused-record change): a message whose very
+status the database refuses is not sent once per lease forever; a retry after the fallback
+stopped mid-way does not call this sender's own records "claimed again"; a cancellation landing
+while the breaker resets' transaction commits does not give them back to be written twice."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, text
+from structlog.testing import capture_logs
+from test_delivery_refused_record import (
+    PoisonMailbox,
+    fact_ids,
+    queue,
+    refuse_poison_ids,
+    rows,
+)
+from test_delivery_use_cases import (  # noqa: F401 - the fixtures
+    BOX,
+    Mailbox,
+    any_storage,
+    lingering_rounds,
+)
+
+from cjo_delivery.adapters.tables import provider_breakers
+from cjo_delivery.service_layer import outcomes as outcomes_module
+from cjo_delivery.service_layer import send_round as send_round_module
+from cjo_delivery.service_layer.claims import claim_due
+from cjo_delivery.service_layer.send_round import _Outcome
+from support import Backend, eventually
+
+SMTP = ("", "smtp")  # the deployment's route: its breaker's key
+
+
+def claimed_again(logs: list[dict[str, Any]]) -> list[str]:
+    return [entry["message_id"] for entry in logs if "claimed again" in entry["event"]]
+
+
+async def test_a_retry_after_the_fallback_stopped_mid_way_skips_what_it_recorded(
+        any_storage: Any, backend: Backend, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """The group is refused for one message's provider id; one by one, the database fails
+    (not the data's fault) after a first message was recorded. The round's retry records only
+    the others: before, it found the first no longer SENDING at its claim and logged it as
+    claimed again by another sender (its data right, the log wrong)."""
+    monkeypatch.setattr(send_round_module, "_RECORD_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    ids = await queue(any_storage, 3)
+    refuse_poison_ids(any_storage, backend)
+    record_each = outcomes_module.record_each
+    alone: list[str] = []  # what was recorded one message at a time
+
+    def failing_after_one(uow: Any, changes: Any, *args: Any, **kwargs: Any) -> None:
+        if len(changes) == 1 and len(alone) == 1:
+            alone.append("failed")
+            raise RuntimeError("the connection was lost")
+        record_each(uow, changes, *args, **kwargs)
+        if len(changes) == 1 and not alone:
+            alone.append(changes[0][0].message_id)
+
+    monkeypatch.setattr(outcomes_module, "record_each", failing_after_one)
+    mailbox = PoisonMailbox(poison_for=ids[1])
+    rounds = lingering_rounds(any_storage, mailbox, batch_size=3)
+    with capture_logs() as logs:
+        assert await asyncio.wait_for(rounds.run(), 30) == 3
+    assert alone[1:] == ["failed"]  # the database failed after one was recorded
+    assert claimed_again(logs) == []
+    assert [status for status, _, _ in rows(any_storage, ids)] == ["sent"] * 3
+    assert sorted(mailbox.sent) == sorted(ids)
+    assert fact_ids(any_storage) == sorted(f"message_sent:{i}" for i in ids)
+
+
+@pytest.mark.parametrize("commits", [True, False], ids=["commits", "rolls-back"])
+async def test_a_cancellation_during_the_resets_transaction_gives_them_back_only_if_unwritten(
+        any_storage: Any, monkeypatch: pytest.MonkeyPatch, commits: bool,  # noqa: F811
+) -> None:
+    """A round's record is cancelled (its round failed) while the transaction carrying the
+    breaker resets runs in its thread, which goes on regardless. Committed, the resets were
+    written: given back too (before), the next record zeroed the failures other replicas had
+    counted since. Rolled back, they go back for the next record."""
+    await queue(any_storage, 1)
+    now = any_storage.clock.now()
+    rounds = lingering_rounds(any_storage, Mailbox())
+    (claim,), _ = await any_storage.transactions.run(
+        lambda uow: claim_due(uow, now, timedelta(minutes=5), 1, BOX, rounds.holder))
+    any_storage.transactions.run_sync(lambda uow: uow.session.execute(
+        insert(provider_breakers).values(workspace_id="", provider_id="smtp", failures=2,
+                                         open_until=None, trial_until=None)))
+    rounds.breakers.give_back_resets([SMTP])
+    entered, go_on = threading.Event(), threading.Event()
+    clear_failures = outcomes_module.clear_failures
+
+    def held(uow: Any, keys: Any) -> None:
+        clear_failures(uow, keys)
+        entered.set()
+        go_on.wait(10)
+        if not commits:
+            raise RuntimeError("the connection was lost")
+
+    monkeypatch.setattr(outcomes_module, "clear_failures", held)
+    recording = asyncio.create_task(rounds._record_with_retry(
+        [_Outcome(claim, provider_message_id="<sent@mailbox>")]))
+    await eventually(entered.is_set)
+    recording.cancel()
+    await asyncio.sleep(0)  # the cancellation reaches the record (no timing: one loop turn)
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(recording, 10)
+
+    def stored(uow: Any) -> tuple[int, str]:
+        failures = uow.session.execute(select(provider_breakers.c.failures)).scalar_one()
+        status = uow.session.execute(text("SELECT status FROM messages")).scalar_one()
+        return failures, status
+
+    if commits:  # (before, the cancelled record did not wait for its thread)
+        await eventually(lambda: any_storage.transactions.run_sync(stored)[1] == "sent")
+        assert any_storage.transactions.run_sync(stored) == (0, "sent")
+        assert rounds.breakers.take_resets() == []  # written once, not to be written again
+    else:
+        assert any_storage.transactions.run_sync(stored) == (2, "sending")
+        assert rounds.breakers.take_resets() == [SMTP]
