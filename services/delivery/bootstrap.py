@@ -86,6 +86,8 @@ def load_sender_settings(env: Env) -> SenderSettings:
         concurrency=env.int("CJO_DELIVERY_CONCURRENCY", 8, minimum=1, maximum=256),
         rounds=env.int("CJO_DELIVERY_ROUNDS", 4, minimum=1, maximum=32),
         lease=timedelta(seconds=env.float("CJO_DELIVERY_LEASE_SECONDS", 300.0, minimum=1.0)),
+        max_lease_expiries=env.int("CJO_DELIVERY_MAX_LEASE_EXPIRIES", 3, minimum=1,
+                                   maximum=100),
         retry=RetryPolicy(
             max_attempts=env.int("CJO_DELIVERY_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
             base_delay=timedelta(seconds=base),

@@ -17,6 +17,7 @@ from test_delivery_refused_record import (
     PoisonMailbox,
     fact_ids,
     queue,
+    refuse,
     refuse_poison_ids,
     rows,
 )
@@ -35,6 +36,52 @@ from cjo_delivery.service_layer.send_round import _Outcome
 from support import Backend, eventually
 
 SMTP = ("", "smtp")  # the deployment's route: its breaker's key
+
+
+async def test_a_message_whose_status_is_refused_is_failed_after_its_leases_ran_out(
+        any_storage: Any, backend: Backend, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """The database refuses the message's SENT status, even alone: each round sends it and
+    leaves it SENDING. Its lease runs out three times (the default of
+    CJO_DELIVERY_MAX_LEASE_EXPIRIES): the claim after the third fails it, with a note, instead
+    of sending it; nothing claims it again. Before, it was sent once per lease, forever."""
+    monkeypatch.setattr(send_round_module, "_RECORD_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    (message_id,) = await queue(any_storage, 1)
+    refuse(any_storage, backend, "never_sent", f"message_id <> '{message_id}' OR status <> 'sent'")
+    mailbox = Mailbox()
+    rounds = lingering_rounds(any_storage, mailbox, batch_size=1)
+    claimed = []
+    for _ in range(5):
+        claimed.append(await asyncio.wait_for(rounds.run(), 30))
+        any_storage.clock.advance(timedelta(minutes=5, seconds=1))  # the lease runs out
+    assert claimed == [1, 1, 1, 1, 0]
+    assert mailbox.sent == [message_id] * 3
+    ((status, provider_message_id, error),) = rows(any_storage, [message_id])
+    assert (status, provider_message_id) == ("failed", "")
+    assert error.startswith("not sent again: its lease ran out 3 times with no outcome recorded")
+    assert fact_ids(any_storage) == [f"message_failed:{message_id}"]
+
+
+async def test_only_a_claim_taking_over_a_run_out_lease_counts(
+        any_storage: Any) -> None:  # noqa: F811
+    """A message claimed again after its retry's wait (QUEUED) counts nothing; one claimed
+    again after its sender died (SENDING, its lease run out) counts one."""
+    await queue(any_storage, 1)
+    lease = timedelta(minutes=5)
+
+    async def claim(holder: str) -> Any:
+        now = any_storage.clock.now()
+        (found,), _ = await any_storage.transactions.run(
+            lambda uow: claim_due(uow, now, lease, 1, BOX, holder))
+        return found
+
+    assert (await claim("a")).lease_expiries == 0
+    any_storage.clock.advance(lease)  # "a" died mid-way
+    assert (await claim("b")).lease_expiries == 1
+    any_storage.transactions.run_sync(lambda uow: uow.session.execute(text(
+        "UPDATE messages SET status = 'queued', lease_until = NULL")))  # "b"'s retry waits
+    taken = await claim("c")
+    assert (taken.lease_expiries, taken.attempts) == (1, 3)
 
 
 def claimed_again(logs: list[dict[str, Any]]) -> list[str]:

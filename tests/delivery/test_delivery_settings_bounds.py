@@ -29,3 +29,11 @@ def test_a_sent_messages_record_lingers_40_ms_by_default() -> None:
     env = Env({})
     assert load_sender_settings(env).record_linger.total_seconds() == 0.040
     assert SenderSettings().record_linger == load_sender_settings(env).record_linger
+
+
+def test_a_message_is_failed_after_its_lease_ran_out_three_times_by_default() -> None:
+    env = Env({})
+    assert load_sender_settings(env).max_lease_expiries == SenderSettings().max_lease_expiries == 3
+    env = Env({"CJO_DELIVERY_MAX_LEASE_EXPIRIES": "0"})  # every message failed unsent
+    load_sender_settings(env)
+    assert env.errors == ["CJO_DELIVERY_MAX_LEASE_EXPIRIES=0 is outside 1..100"]

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -189,11 +190,15 @@ def _ahead(candidate: Any, earlier: Any, why: ColumnElement[bool]) -> ColumnElem
 _CLAIMED_COLUMNS = (
     m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content, m.journey_id,
     m.enrollment_id, m.attempts, m.traceparent, m.topic, m.transactional, m.time_zone,
-    m.decision_id, m.queue_order,
+    m.decision_id, m.queue_order, m.lease_expiries,
 )
+# A SENDING message claimed is one whose lease ran out (_due): counted, in the same statement
+# (SET reads the row as it was).
 _SENDING = {"status": MessageStatus.SENDING.value, "attempts": m.attempts + 1,
             "lease_until": bindparam("lease"), "lease_holder": bindparam("holder"),
-            "update_time": bindparam("now"), "cap_time": None}
+            "update_time": bindparam("now"), "cap_time": None,
+            "lease_expiries": m.lease_expiries + case(
+                (m.status == literal_column(f"'{MessageStatus.SENDING.value}'"), 1), else_=0)}
 _EARLIER = messages.alias("earlier")
 # The due messages no other sender process's live lease holds back, oldest queued first: the
 # lease is checked before the limit, so a profile held back (by a replica that crashed mid-way,
@@ -272,7 +277,8 @@ def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int
     profile's messages at once nor out of queue order. A message waiting for a retry or a
     deferral holds nothing up (it is due later). The holder's own messages under way are not in
     the way: its rounds keep their order in the process (send_round.ProfileTurns). The
-    messages of the workspaces in ``leave`` are not taken.
+    messages of the workspaces in ``leave`` are not taken. Taking a SENDING message (its lease
+    ran out) counts one more of its ``lease_expiries``.
     Row locks with SKIP LOCKED let several senders share the table on PostgreSQL without
     waiting on each other; SQLite (one writer) claims in one statement too."""
     statement = _CLAIMS[(session.get_bind().dialect.name == "sqlite", bool(leave))]
@@ -291,7 +297,7 @@ def _claim(r: Row[Any] | Any, attempts: int) -> Claim:
                  journey_id=r.journey_id, enrollment_id=r.enrollment_id, attempts=attempts,
                  traceparent=r.traceparent, topic=r.topic,
                  transactional=bool(r.transactional), time_zone=r.time_zone,
-                 decision_id=r.decision_id)
+                 decision_id=r.decision_id, lease_expiries=r.lease_expiries)
 
 
 class LeaseLost(Exception):

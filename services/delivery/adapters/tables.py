@@ -82,6 +82,10 @@ messages = Table(
     # The sender process holding a SENDING message's lease (its token): its own messages under
     # way do not hold up the profile's next ones in its claims, which it orders itself.
     Column("lease_holder", String(32), nullable=False, server_default=""),
+    # How many times the message's lease ran out while it was SENDING (its sender stopped, or
+    # could not record its outcome), counted by the claim that took it over (migration 0016):
+    # at CJO_DELIVERY_MAX_LEASE_EXPIRIES it is failed instead of sent again.
+    Column("lease_expiries", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("workspace_id", "message_id"),
     UniqueConstraint("workspace_id", "idempotency_key", name="uq_messages_idempotency_key"),
     # The sender's claim query: due QUEUED messages and SENDING ones whose lease ran out.

@@ -137,6 +137,8 @@ class Claim:
     time_zone: str = ""
     # The decisioning decision the message carries out: its SENT fact is the exposure.
     decision_id: str = ""
+    # How many times its lease ran out while it was SENDING, this claim's take-over included.
+    lease_expiries: int = 0
 
 
 _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")

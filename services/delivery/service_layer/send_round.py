@@ -18,7 +18,10 @@ ever lost. The email carries a stable Message-ID ``<{message_id}@cjo>``, so rece
 discard the repeat. A message whose record the database refuses (a value it cannot store, a
 constraint) costs only itself: the group is then recorded message by message, the refused one
 with its status alone (outcomes.record_outcomes), and it is left SENDING, as if its sender had
-died, only when even that is refused. A sender that outlives its lease cannot overwrite the
+died, only when even that is refused. A message whose lease ran out ``max_lease_expiries``
+times (its outcome never recorded: its sender died or the database refused it, each time
+after a provider may have taken it) is FAILED, with a note saying so, instead of sent again:
+at-least-once, at most that many times. A sender that outlives its lease cannot overwrite the
 result of the sender that took over: outcomes are recorded only while the row still carries the
 claim's attempt number. On an orderly shutdown (:meth:`SendRound.stop`), calls under way are
 finished and recorded and messages not yet handed over go back to the queue, so a restart
@@ -88,6 +91,7 @@ from cjo_delivery.domain.sending import (
     Transition,
     after_failure,
     after_success,
+    leases_ran_out,
     rate_limited,
     released,
 )
@@ -124,6 +128,10 @@ class SenderSettings:
     rounds: int = 4  # rounds under way at once (workers/sender.py)
     # Longer than the slowest provider call can take, or a live call's message is claimed twice.
     lease: timedelta = timedelta(minutes=5)
+    # A message whose lease ran out this many times (its sender stopped, or could not record
+    # its outcome: each time after a provider may have taken it) is failed instead of sent
+    # again (CJO_DELIVERY_MAX_LEASE_EXPIRIES).
+    max_lease_expiries: int = 3
     retry: RetryPolicy = field(default_factory=lambda: MESSAGE_RETRY)
     breaker_failures: int = 5
     breaker_cool_down: timedelta = timedelta(seconds=30)
@@ -551,7 +559,10 @@ class SendRound:
         handed over leaves them SENDING until their lease runs out (then they are claimed
         again), and the round's other waves go on."""
         try:
-            decided = await self._apply_policies(claims, context, consent, now)
+            decided = self._leases_ran_out(claims)
+            decided |= await self._apply_policies(
+                [claim for claim in claims if claim.message_id not in decided]
+                if decided else claims, context, consent, now)
             await self.breakers.refresh(
                 [route for claim in claims if claim.message_id not in decided
                  for route in self.routes.of(claim, context.providers_of(claim))],
@@ -568,6 +579,15 @@ class SendRound:
                                   arrivals)
         finally:
             await grants.give_back()
+
+    def _leases_ran_out(self, claims: Sequence[Claim]) -> dict[str, Transition]:
+        """The claims whose lease ran out ``max_lease_expiries`` times: FAILED, not sent again
+        (nor counted by a frequency cap or a rate limit). A message whose outcome the database
+        refused even in its minimal form was otherwise sent once per lease, forever; one that
+        takes its sender down with it, every replica in turn."""
+        most = self.settings.max_lease_expiries
+        return {claim.message_id: leases_ran_out(claim.attempts, claim.lease_expiries)
+                for claim in claims if claim.lease_expiries >= most}
 
     async def _ask(self, workspace: str, queries: list[ConsentQuery]) -> _Answers:
         assert self.consent is not None
