@@ -16,11 +16,18 @@ one group runs, the next one collects what arrives. Different keys never share a
 
 The window is paid only under load: a group opened on a busy key (one of its groups runs,
 waits, or ended less than ``window`` ago) starts ``window`` after its first submission at the
-earliest (and after the group before it), so callers that come back at once (many callers,
-each sending its next call when its answer came) meet in one group instead of splitting into
-many small ones. A submission to an idle key (a lone call, calls spaced wider than the window)
-starts its group at once, with whatever the same pass of the event loop brought: it has nobody
-to wait for.
+earliest, and ``window`` after the group before it ended, so callers that come back at once
+(many callers, each sending its next call when its answer came) meet in one group instead of
+splitting into many small ones. The pause after a group matters in a process whose one thread
+of Python (the GIL) is the bottleneck: while the group runs, the calls it answered and the
+calls arriving wait for the same GIL, so the next group holds only the few parsed meanwhile;
+started at once it costs a transaction for those few, the fixed part of its cost (statements,
+commit, a forwarder's call) divided by fewer items. The pause lets the process answer and
+parse what queued up before the next transaction starts (docs/capacity-journal.md: with 64
+callers on one workspace, identity's groups of ~8-10 calls grew to ~12-14 with a pause of a
+few ms). A full group (or one closed by an overflowing submission) never waits. A submission
+to an idle key (a lone call, calls spaced wider than the window) starts its group at once,
+with whatever the same pass of the event loop brought: it has nobody to wait for.
 
 A failure of ``apply`` is every submission's failure, unless ``split(error)`` says one item may
 have caused it (bad data, not a database outage): then each submission of the group is applied
@@ -53,6 +60,10 @@ class _Group(Generic[I, R]):
     submissions: list[_Submission[R]] = field(default_factory=list)
     # Set when the window has passed or the group is full: it may start.
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Loop time before which it may not start unless full (see GroupCommit._release).
+    not_before: float = float("-inf")
+    # Full, or closed by a submission that did not fit: starts as soon as the lane is free.
+    closed: bool = False
 
 
 @dataclass
@@ -99,20 +110,45 @@ class GroupCommit(Generic[K, I, R]):
         # A group that started is no longer in the lane; one that would overflow is closed.
         if group is None or len(group.items) + len(items) > self.max_items:
             if group is not None:
-                group.ready.set()
+                _close(group)
             group = _Group()
             lane.groups.append(group)
             if idle:
                 group.ready.set()  # the driver starts it after this pass of the loop
             else:
-                loop.call_later(self.window, group.ready.set)
+                group.not_before = loop.time() + self.window
+                loop.call_at(group.not_before, self._release, group)
         answer: asyncio.Future[list[R]] = loop.create_future()
         group.submissions.append(_Submission(len(group.items), len(group.items) + len(items),
                                              answer))
         group.items.extend(items)
         if len(group.items) >= self.max_items:
-            group.ready.set()
+            _close(group)
         return await answer
+
+    @staticmethod
+    def _release(group: _Group[I, R]) -> None:
+        """Lets ``group`` start once its ``not_before`` has come (or it is closed)."""
+        if group.closed or group.ready.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= group.not_before:
+            group.ready.set()
+        else:  # moved later (the group before it ended) since this call was scheduled
+            loop.call_at(group.not_before, GroupCommit._release, group)
+
+    def _pause_after(self, lane: _Lane[I, R]) -> None:
+        """A group of ``lane`` just ended: the next one, unless closed, starts ``window``
+        from now at the earliest (see the module's docstring)."""
+        if not lane.groups:
+            return
+        following = lane.groups[0]
+        if following.closed:
+            return
+        loop = asyncio.get_running_loop()
+        following.not_before = max(following.not_before, loop.time() + self.window)
+        following.ready.clear()
+        loop.call_at(following.not_before, self._release, following)
 
     async def _apply_alone(self, key: K, items: list[I]) -> list[R]:
         results = list(await self._apply(key, items))
@@ -128,6 +164,7 @@ class GroupCommit(Generic[K, I, R]):
                 await group.ready.wait()
                 lane.groups.popleft()
                 await self._run(key, group)
+                self._pause_after(lane)
         except BaseException as error:
             # Cancelled (the server stops): nobody may wait for a group that will not run.
             for group in lane.groups:
@@ -174,6 +211,11 @@ class GroupCommit(Generic[K, I, R]):
             raise
         for submission in group.submissions:
             _answer(submission, results[submission.start:submission.end])
+
+
+def _close(group: _Group[I, R]) -> None:
+    group.closed = True
+    group.ready.set()
 
 
 def _answer(submission: _Submission[R], results: list[R]) -> None:

@@ -175,3 +175,73 @@ async def test_a_caller_that_gives_up_does_not_stop_the_others() -> None:
         await impatient
     # The lane is gone once idle: a later submission starts a new one.
     assert await commit.submit("acme", ["3"]) == ["acme:3"]
+
+
+
+async def test_a_busy_keys_next_group_waits_a_window_after_the_group_before_it_ended() -> None:
+    """Its own window (from its first submission) passed while the group before it ran: it
+    still waits a window from that group's end, collecting the calls that come back."""
+    batches = Batches()
+    batches.gate = asyncio.Event()
+    commit = groups(batches, window=3600)
+    first = asyncio.ensure_future(commit.submit("acme", ["1"]))
+    await eventually(lambda: len(batches.calls) == 1)
+    second = asyncio.ensure_future(commit.submit("acme", ["2"]))
+    lane = commit._lanes["acme"]
+    await eventually(lambda: len(lane.groups) == 1 and len(lane.groups[0].items) == 1)
+    lane.groups[0].ready.set()  # as if its own window had passed while the first one ran
+    batches.gate.set()
+    assert await first == ["acme:1"]
+    # The first ended: the next one waits a window from now, and takes what comes meanwhile.
+    await eventually(lambda: not lane.groups[0].ready.is_set())
+    third = asyncio.ensure_future(commit.submit("acme", ["3"]))
+    await eventually(lambda: len(lane.groups[0].items) == 2)
+    assert len(batches.calls) == 1 and not second.done()
+    lane.groups[0].ready.set()  # that window passed
+    assert await asyncio.wait_for(asyncio.gather(second, third), timeout=10) == [
+        ["acme:2"], ["acme:3"]]
+    assert batches.calls == [("acme", ["1"]), ("acme", ["2", "3"])]
+
+
+async def test_the_pause_after_a_group_ends_on_its_own() -> None:
+    """The next group's timer, set when it opened, is moved to a window after the group
+    before it ended: it starts then, not before, and not later than needed."""
+    window = 0.05
+    batches = Batches()
+    batches.gate = asyncio.Event()
+    started: list[float] = []
+    ended: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def timed(key: str, items: list[str]) -> list[str]:
+        started.append(loop.time())
+        try:
+            return await batches(key, items)
+        finally:
+            ended.append(loop.time())
+
+    commit = GroupCommit(timed, window=window, max_items=100)
+    first = asyncio.ensure_future(commit.submit("acme", ["1"]))
+    await eventually(lambda: len(batches.calls) == 1)
+    second = asyncio.ensure_future(commit.submit("acme", ["2"]))
+    lane = commit._lanes["acme"]
+    # Its own window passes while the first group still runs.
+    await eventually(lambda: lane.groups and lane.groups[0].ready.is_set())
+    batches.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=10) == [
+        ["acme:1"], ["acme:2"]]
+    assert started[1] - ended[0] >= window * 0.99
+
+
+async def test_a_full_group_does_not_wait_after_the_group_before_it() -> None:
+    batches = Batches()
+    batches.gate = asyncio.Event()
+    commit = groups(batches, window=3600, max_items=2)
+    first = asyncio.ensure_future(commit.submit("acme", ["1"]))
+    await eventually(lambda: len(batches.calls) == 1)
+    # These fill the next group: it goes as soon as the first has ended, without a window.
+    more = [asyncio.ensure_future(commit.submit("acme", [str(i)])) for i in (2, 3)]
+    batches.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, *more), timeout=10) == [
+        ["acme:1"], ["acme:2"], ["acme:3"]]
+    assert batches.calls == [("acme", ["1"]), ("acme", ["2", "3"])]
