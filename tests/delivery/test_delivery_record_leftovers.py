@@ -58,7 +58,8 @@ async def test_a_message_whose_status_is_refused_is_failed_after_its_leases_ran_
     assert mailbox.sent == [message_id] * 3
     ((status, provider_message_id, error),) = rows(any_storage, [message_id])
     assert (status, provider_message_id) == ("failed", "")
-    assert error.startswith("not sent again: its lease ran out 3 times with no outcome recorded")
+    assert error.startswith("not sent again: its lease ran out 3 times in a row with no outcome "
+                            "recorded")
     assert fact_ids(any_storage) == [f"message_failed:{message_id}"]
 
 
@@ -170,3 +171,72 @@ async def test_a_cancellation_during_the_resets_transaction_gives_them_back_only
     else:
         assert any_storage.transactions.run_sync(stored) == (2, "sending")
         assert rounds.breakers.take_resets() == [SMTP]
+
+
+async def test_a_wave_failing_before_sending_does_not_count_its_leases_end(
+        any_storage: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A wave that fails before any provider has its messages (here the rate grants'
+    transaction meets a database error three rounds in a row) leaves them SENDING (their
+    profiles' next messages still wait) under a lease cut to the retry policy's first delay,
+    whose end does not count against them: they are sent once the failure passes. Before, the
+    fourth claim failed them "it may have been delivered" with no provider ever called."""
+    from sqlalchemy.exc import OperationalError
+    ids = await queue(any_storage, 2)
+    failures = {"left": 3}
+    reserve = send_round_module.SendRound._reserve
+
+    async def flaky_reserve(self: Any, *args: Any) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OperationalError("INSERT INTO rate_grants", {}, Exception("server closed"))
+        await reserve(self, *args)
+
+    monkeypatch.setattr(send_round_module.SendRound, "_reserve", flaky_reserve)
+    mailbox = Mailbox()
+    rounds = lingering_rounds(any_storage, mailbox)
+    await asyncio.wait_for(rounds.run(), 30)
+    assert [status for status, _, _ in rows(any_storage, ids)] == ["sending", "sending"]
+    assert lease_expiries(any_storage, ids) == [-1, -1]
+    any_storage.clock.advance(timedelta(seconds=31))  # past the retry policy's first delay
+    for _ in range(3):
+        await asyncio.wait_for(rounds.run(), 30)
+        any_storage.clock.advance(timedelta(seconds=31))
+    assert sorted(mailbox.sent) == sorted(ids)
+    assert [status for status, _, _ in rows(any_storage, ids)] == ["sent", "sent"]
+
+
+async def test_a_recorded_outcome_starts_the_lease_count_again(
+        any_storage: Any) -> None:  # noqa: F811
+    """``lease_expiries`` counts run-out leases in a row: an outcome recorded in between (a
+    transient failure queued for a retry) starts it again, so takeovers spread over a
+    message's life do not add up to failing it unsent."""
+    from cjo_delivery.domain.sending import ProviderError
+    (message_id,) = await queue(any_storage, 1)
+    lease = timedelta(minutes=5)
+
+    async def crash(holder: str) -> None:  # claims, then dies before any outcome
+        now = any_storage.clock.now()
+        await any_storage.transactions.run(lambda uow: claim_due(uow, now, lease, 1, BOX,
+                                                                 holder))
+        any_storage.clock.advance(lease + timedelta(seconds=1))
+
+    await crash("a")
+    await crash("b")  # took a's over: 1
+    mailbox = Mailbox(failures=[ProviderError("try later", transient=True)])
+    rounds = lingering_rounds(any_storage, mailbox)
+    await asyncio.wait_for(rounds.run(), 30)  # took b's over (2), recorded a retry: 0
+    assert [status for status, _, _ in rows(any_storage, [message_id])] == ["queued"]
+    assert lease_expiries(any_storage, [message_id]) == [0]
+    any_storage.clock.advance(timedelta(hours=1))  # past the retry's delay
+    await crash("c")  # from the queue: not counted
+    await crash("d")  # took c's over: 1
+    await asyncio.wait_for(rounds.run(), 30)  # took d's over: 2, under the cap of 3
+    assert mailbox.sent == [message_id]
+    assert [status for status, _, _ in rows(any_storage, [message_id])] == ["sent"]
+
+
+def lease_expiries(storage: Any, ids: list[str]) -> list[int]:
+    from cjo_delivery.adapters.tables import messages
+    return storage.transactions.run_sync(lambda uow: [
+        uow.session.execute(select(messages.c.lease_expiries).where(
+            messages.c.message_id == message_id)).scalar_one() for message_id in ids])

@@ -308,7 +308,8 @@ class LeaseLost(Exception):
 def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
                now: datetime) -> None:
     """Apply every transition in one bulk update per kind of change, each only if its claim
-    still holds the message. Raises :class:`LeaseLost` when one did not, having already
+    still holds the message (an outcome recorded: ``lease_expiries`` counts again from 0,
+    they count run-out leases in a row). Raises :class:`LeaseLost` when one did not, having already
     changed the others: the caller's transaction must then be rolled back."""
     shapes: dict[tuple[bool, bool], list[dict[str, Any]]] = {}
     for claim, transition in changes:
@@ -318,7 +319,7 @@ def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
             "claim_attempts": claim.attempts, "status": transition.status.value,
             "attempts": transition.attempts, "next_attempt_time": transition.next_attempt_time,
             "lease_until": None, "provider_message_id": transition.provider_message_id,
-            "provider_id": transition.provider_id, "update_time": now,
+            "provider_id": transition.provider_id, "update_time": now, "lease_expiries": 0,
         }
         if sent:
             row["sent_time"] = now
@@ -336,6 +337,18 @@ def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
                         f"again")
 
 
+def set_back(session: Session, claims: Sequence[Claim], until: datetime) -> None:
+    """Cut the lease of ``claims`` (no provider had them) to ``until``, each only while its
+    claim still holds the message, and take one off its ``lease_expiries``: the claim that
+    takes it over when that lease ends adds it back, so the end does not count."""
+    bulk_update(session, messages, _MESSAGE_KEY, [
+        {"workspace_id": claim.workspace_id, "message_id": claim.message_id,
+         "claim_attempts": claim.attempts, "lease_until": until,
+         "lease_expiries": claim.lease_expiries - 1}
+        for claim in sorted(claims, key=lambda c: (c.workspace_id, c.message_id))],
+        match=_CLAIMED, where=_SENDING)
+
+
 # A message row, and the claim that must still hold it: SENDING at the attempt it claimed.
 _MESSAGE_KEY = ("workspace_id", "message_id")
 _CLAIMED = {"claim_attempts": "attempts"}
@@ -349,7 +362,7 @@ def record(session: Session, claim: Claim, transition: Transition, now: datetime
         "status": transition.status.value, "attempts": transition.attempts,
         "next_attempt_time": transition.next_attempt_time, "lease_until": None,
         "provider_message_id": transition.provider_message_id, "update_time": now,
-        "provider_id": transition.provider_id,
+        "provider_id": transition.provider_id, "lease_expiries": 0,
     }
     if transition.status is MessageStatus.SENT:
         values["sent_time"] = now

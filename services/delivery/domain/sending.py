@@ -164,14 +164,14 @@ def after_failure(attempts: int, error: ProviderError, policy: RetryPolicy, now:
 
 
 def leases_ran_out(attempts: int, times: int) -> Transition:
-    """FAILED, not sent again: the message's lease ran out ``times`` times with no outcome
-    recorded (its sender stopped mid-way, or the database refused the outcome: the delivery
-    log says which), each time after a provider may have taken it. No provider is called now,
-    so this attempt is not counted."""
+    """FAILED, not sent again: the message's lease ran out ``times`` times in a row with no
+    outcome recorded (its sender stopped mid-way, or the database refused the outcome: the
+    delivery log says which), each time after a provider may have taken it. No provider is
+    called now, so this attempt is not counted."""
     return Transition(MessageStatus.FAILED, attempts - 1, None, truncate_error(
-        f"not sent again: its lease ran out {times} times with no outcome recorded (its "
-        f"sender stopped, or the database refused the outcome: see the delivery log); it may "
-        f"have been delivered"), "")
+        f"not sent again: its lease ran out {times} times in a row with no outcome recorded "
+        f"(its sender stopped, or the database refused the outcome: see the delivery log); it "
+        f"may have been delivered"), "")
 
 
 def suppressed(attempts: int, reason: str) -> Transition:

@@ -40,6 +40,12 @@ def claim_due(uow: UnitOfWork, now: datetime, lease: timedelta, batch_size: int,
     return claims, load_context(uow, claims, box)
 
 
+def set_back(uow: UnitOfWork, claims: Sequence[Claim], until: datetime) -> None:
+    """``claims`` never reached a provider: their lease ends at ``until``, and that end will not
+    count against them (see :func:`repository.set_back`)."""
+    repository.set_back(uow.session, claims, until)
+
+
 def load_context(uow: UnitOfWork, claims: Sequence[Claim], box: SecretBox) -> RoundContext:
     if not claims:
         return RoundContext({}, {}, {})

@@ -97,7 +97,7 @@ from cjo_delivery.domain.sending import (
 )
 from cjo_delivery.service_layer import caps
 from cjo_delivery.service_layer.breakers import SharedBreakers
-from cjo_delivery.service_layer.claims import RoundContext, claim_due
+from cjo_delivery.service_layer.claims import RoundContext, claim_due, set_back
 from cjo_delivery.service_layer.outcomes import record_outcomes, unrecorded
 from cjo_delivery.service_layer.rate_grants import RoundGrants
 from cjo_platform.backoff import RetryPolicy
@@ -503,7 +503,7 @@ class SendRound:
                     except Exception as exc:  # not ConsentUnavailable: a bug, for this wave
                         log.warning("asking for consent failed", workspace=workspace,
                                     error=repr(exc), exc_info=exc)
-                        arrivals.give_up(len(by_workspace[workspace]))
+                        await self._set_back(by_workspace[workspace], arrivals)
                         continue
                     wave += by_workspace[workspace]
                 if wave:
@@ -556,8 +556,7 @@ class SendRound:
                     context: RoundContext, turns: dict[str, _Turn], now: datetime,
                     hand_over_by: datetime, arrivals: _Arrivals) -> None:
         """Decide and send the claims of one wave. A wave that fails before its messages are
-        handed over leaves them SENDING until their lease runs out (then they are claimed
-        again), and the round's other waves go on."""
+        handed over sets them back (:meth:`_set_back`), and the round's other waves go on."""
         try:
             decided = self._leases_ran_out(claims)
             decided |= await self._apply_policies(
@@ -572,13 +571,29 @@ class SendRound:
         except Exception as exc:
             log.warning("a send round's wave failed before sending; its messages are sent "
                         "again once their lease runs out", error=repr(exc), exc_info=exc)
-            arrivals.give_up(len(claims))
+            await self._set_back(claims, arrivals)
             return
         try:
             await self._hand_over(claims, decided, context, grants, turns, hand_over_by,
                                   arrivals)
         finally:
             await grants.give_back()
+
+    async def _set_back(self, claims: Sequence[Claim], arrivals: _Arrivals) -> None:
+        """No provider had ``claims`` (their wave failed before the hand-over): they stay
+        SENDING, holding their profiles' next messages back, but their lease is cut to the
+        retry policy's delay (a failure that passes costs that, not a whole lease) and its end
+        will not count against them (``lease_expiries``: the claim that takes them over adds
+        the one taken off now). If even that write fails, their whole lease runs out, and
+        counts."""
+        arrivals.give_up(len(claims))
+        now = self.clock.now()
+        until = now + self.settings.retry.delay(1, self.rng)
+        try:
+            await self.transactions.run(lambda uow: set_back(uow, claims, until))
+        except Exception as exc:
+            log.warning("setting back a failed wave's messages failed; they are sent again "
+                        "once their lease runs out", error=repr(exc), exc_info=exc)
 
     def _leases_ran_out(self, claims: Sequence[Claim]) -> dict[str, Transition]:
         """The claims whose lease ran out ``max_lease_expiries`` times: FAILED, not sent again
