@@ -222,6 +222,12 @@ def _message_check(message: Descriptor) -> Check | None:
             if b"\x00" in value.SerializeToString():
                 _walk(value, plan, path, depth + 1, found)
         return check_text
+    clears = _clearing(message)
+    if clears is not None:
+        def check_encoded(value: Any, path: Path, depth: int, found: _Found) -> None:
+            if not clears(value, depth + 1):
+                _walk(value, plan, path, depth + 1, found)
+        return check_encoded
 
     def check(value: Any, path: Path, depth: int, found: _Found) -> None:
         _walk(value, plan, path, depth + 1, found)
@@ -238,6 +244,134 @@ def _text_only(message: Descriptor) -> bool:
     """Only strings and varints (no message, bytes, fixed-width number or map): the kind of
     message whose bytes can be searched for a NUL."""
     return all(field.type in _TEXT_TYPES for field in message.fields)
+
+
+# --- messages cleared from their encoding -----------------------------------------------------
+# A message whose subtree holds only strings, numbers, Structs and the like (no recursion but
+# through Struct, Value and ListValue) is cleared the way a Struct is: every fault in it leaves
+# a suspect byte in its encoding (see :func:`_suspect`), and its nesting is bounded by its
+# type's own depth plus one key byte per nested container; only its Timestamps and Durations
+# (their ranges leave no such byte) are read, by their fields. Whatever that cannot clear is
+# walked, field by field, as before: the walk alone names what is refused.
+
+_CONTAINERS = frozenset({_STRUCT, _VALUE, _LIST_VALUE})
+Clears = Callable[[Any, int], bool]  # (message, its nesting level) -> nothing to refuse
+Times = Callable[[Any], bool]  # message -> its Timestamps and Durations are in range
+_clearings: dict[str, Clears | None] = {}
+
+
+class _Unclearable(Exception):
+    """The type cannot be cleared from its encoding (recursive, or times inside a map)."""
+
+
+def _clearing(message: Descriptor) -> Clears | None:
+    """How to clear a message of this type from its encoding (None: it cannot be), made once."""
+    name = message.full_name
+    if name in _clearings:
+        return _clearings[name]
+    clears: Clears | None = None
+    try:
+        levels, times = _shape(message, frozenset())
+    except _Unclearable:
+        pass
+    else:
+        # Its own Struct fields, which may be set and empty (a forwarded event's computed
+        # traits): each such field leaves exactly one zero byte, its length.
+        structs = tuple(field.name for field in message.fields
+                        if field.message_type is not None and not field.is_repeated
+                        and field.message_type.full_name == _STRUCT)
+
+        def zeros_explained(value: Any, data: bytes) -> bool:
+            zeros = data.count(b"\x00")
+            return zeros <= len(structs) and zeros == sum(
+                1 for name in structs
+                if value.HasField(name) and not len(getattr(value, name).fields))
+
+        def clear(value: Any, depth: int) -> bool:
+            data = value.SerializeToString()
+            return (b"\x7f" not in data and b"\xff" not in data
+                    and (b"\x00" not in data or zeros_explained(value, data))
+                    and depth + levels + data.count(b"*") + data.count(b"2") <= MAX_NESTING
+                    and (times is None or times(value)))
+        clears = _while_it_pays(clear)
+    _clearings[name] = clears
+    return clears
+
+
+# A type whose last messages could not be cleared from their encoding (a render request's
+# profile view holds empty Structs and lists) is walked at once, its encoding tried again only
+# now and then: a failed try costs about a third of a walk. Counted without a lock: a race
+# only moves the next try.
+MISSES_BEFORE_WALKING = 8
+WALKS_BETWEEN_TRIES = 64
+
+
+def _while_it_pays(clears: Clears) -> Clears:
+    misses = walked = 0
+
+    def attempt(value: Any, depth: int) -> bool:
+        nonlocal misses, walked
+        if misses >= MISSES_BEFORE_WALKING:
+            walked += 1
+            if walked < WALKS_BETWEEN_TRIES:
+                return False
+            walked = 0
+        if clears(value, depth):
+            misses = 0
+            return True
+        misses += 1
+        return False
+    return attempt
+
+
+def _shape(message: Descriptor, outer: frozenset[str]) -> tuple[int, Times | None]:
+    """The levels a message of this type can nest below itself (Structs and lists counting one,
+    their own nesting apart) and the check of its times (None: it holds none)."""
+    if message.full_name in outer:
+        raise _Unclearable(message.full_name)
+    inside = outer | {message.full_name}
+    levels = 0
+    checks: list[Times] = []
+    for field in message.fields:
+        kind = field.message_type
+        if kind is None:
+            continue
+        kind_name = kind.full_name
+        if kind_name in (_TIMESTAMP, _DURATION):
+            ok = _timestamp_ok if kind_name == _TIMESTAMP else _duration_ok
+            checks.append(_each_time(field, ok))
+            levels = max(levels, 1)
+        elif kind_name in _CONTAINERS:
+            levels = max(levels, 1)
+        elif kind_name == _STATUS:
+            continue  # not walked (see _message_check); its bytes only ever cause a walk
+        elif kind.GetOptions().map_entry:
+            value = kind.fields_by_name["value"].message_type
+            if value is not None:
+                inner_levels, inner_times = (
+                    (1, None) if value.full_name in _CONTAINERS else _shape(value, inside))
+                if inner_times is not None or value.full_name in (_TIMESTAMP, _DURATION):
+                    raise _Unclearable(kind_name)
+                levels = max(levels, 1 + inner_levels)
+        else:
+            inner_levels, inner_times = _shape(kind, inside)
+            levels = max(levels, 1 + inner_levels)
+            if inner_times is not None:
+                checks.append(_each_time(field, inner_times))
+    if not checks:
+        return levels, None
+    return levels, functools.reduce(_both, checks)
+
+
+def _both(first: Times, second: Times) -> Times:
+    return lambda value: first(value) and second(value)
+
+
+def _each_time(field: FieldDescriptor, ok: Times) -> Times:
+    name = field.name
+    if field.is_repeated:
+        return lambda value: all(map(ok, getattr(value, name)))
+    return lambda value: ok(getattr(value, name))
 
 
 def _map_check(field: FieldDescriptor) -> Check | None:
@@ -268,17 +402,25 @@ def _check_number(value: float, path: Path, depth: int, found: _Found) -> None:
         found.add(path, FINITE_RULE)
 
 
+def _timestamp_ok(value: Any) -> bool:
+    return bool(TIMESTAMP_MIN_SECONDS <= value.seconds <= TIMESTAMP_MAX_SECONDS
+            and 0 <= value.nanos <= MAX_NANOS)
+
+
+def _duration_ok(value: Any) -> bool:
+    seconds, nanos = value.seconds, value.nanos
+    return bool(-DURATION_MAX_SECONDS <= seconds <= DURATION_MAX_SECONDS
+            and -MAX_NANOS <= nanos <= MAX_NANOS
+            and (seconds == 0 or nanos == 0 or (seconds > 0) == (nanos > 0)))
+
+
 def _check_timestamp(value: Any, path: Path, depth: int, found: _Found) -> None:
-    if not (TIMESTAMP_MIN_SECONDS <= value.seconds <= TIMESTAMP_MAX_SECONDS
-            and 0 <= value.nanos <= MAX_NANOS):
+    if not _timestamp_ok(value):
         found.add(path, TIMESTAMP_RULE)
 
 
 def _check_duration(value: Any, path: Path, depth: int, found: _Found) -> None:
-    seconds, nanos = value.seconds, value.nanos
-    if not (-DURATION_MAX_SECONDS <= seconds <= DURATION_MAX_SECONDS
-            and -MAX_NANOS <= nanos <= MAX_NANOS
-            and (seconds == 0 or nanos == 0 or (seconds > 0) == (nanos > 0))):
+    if not _duration_ok(value):
         found.add(path, DURATION_RULE)
 
 
@@ -397,6 +539,8 @@ def violations(message: Message, *, skip: str = "", depth: int = 1) -> list[Fiel
     ``skip``; ``depth`` is the nesting level of ``message`` itself."""
     found = _Found()
     descriptor = message.DESCRIPTOR
+    if not skip and (clears := _clearing(descriptor)) is not None and clears(message, depth):
+        return []
     left_out = descriptor.fields_by_name.get(skip) if skip else None
     _walk(message, _plan(descriptor), None, depth, found, left_out)
     return found.items
