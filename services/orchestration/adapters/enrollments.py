@@ -294,18 +294,22 @@ def mark_processed(session: Session, seqs: Sequence[int]) -> None:
         session.execute(_processed_statement(dialect), {"seqs": keys_param(dialect, seqs)})
 
 
-def keep_pending(session: Session, seqs: Sequence[int]) -> None:
+def keep_pending(session: Session, events: Sequence[InboxEvent]) -> None:
     """Events stored processed that were not applied after all (deferred behind their
-    profile's step): back into the pending tail, for the event round."""
-    if seqs:
-        dialect = session.get_bind().dialect.name
-        session.execute(_pending_again_statement(dialect), {"seqs": keys_param(dialect, seqs)})
+    profile's step): back into the pending tail, for the event round, with their properties
+    and traits (stored without them, not read yet then)."""
+    if events:
+        session.execute(_pending_again_statement(), [
+            {"b_seq": e.seq, "b_properties": dict(e.properties), "b_traits": dict(e.traits)}
+            for e in events])
 
 
 @cache
-def _pending_again_statement(dialect: str) -> Any:
-    return (update(inbox).where(one_of_keys(dialect, inbox.c.seq, "seqs"))
-            .values(processed=False))
+def _pending_again_statement() -> Any:
+    c = inbox.c
+    return (update(inbox).where(c.seq == bindparam("b_seq"))
+            .values(processed=False, properties=bindparam("b_properties", type_=c.properties.type),
+                    traits=bindparam("b_traits", type_=c.traits.type)))
 
 
 @cache

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import grpc
 
@@ -22,6 +23,7 @@ from cjo_orchestration.api.convert import (
 from cjo_orchestration.domain import journeys as domain
 from cjo_orchestration.domain.entry import validate_forwarded_event
 from cjo_orchestration.domain.journeys import Journey
+from cjo_orchestration.domain.lifecycle import LIFECYCLE_EVENTS
 from cjo_orchestration.domain.names import (
     ANY_JOURNEY,
     parse_enrollment_name,
@@ -103,16 +105,30 @@ def _changes(journey: journey_pb2.Journey, paths: list[str]) -> domain.JourneyCh
 def _forwarded(item: pb.ForwardedEvent, default_traceparent: str) -> events.ForwardedEvent:
     problems = validate_forwarded_event(item.event_id, item.profile_id, item.event.name)
     problems.raise_if_any()
+    name = item.event.name
+    if name in LIFECYCLE_EVENTS:  # read as received: a merge names its other profile
+        properties, traits = _contents(item)
+        return events.ForwardedEvent(
+            event_id=item.event_id, profile_id=item.profile_id, event_name=name,
+            properties=properties, traits=traits,
+            traceparent=item.traceparent or default_traceparent)
+    # Its properties and traits are read only if a journey may use them (the request
+    # validated them already): most events of a busy workspace reach no journey.
     return events.ForwardedEvent(
-        event_id=item.event_id, profile_id=item.profile_id, event_name=item.event.name,
-        properties=struct_to_dict(item.event.properties),
-        # The profile as of this event, as every condition evaluated on it reads `profile`.
-        traits=profile_view(struct_to_dict(item.profile_traits),
-                            struct_to_dict(item.computed_traits),
-                            (segment_id(s) for s in item.segments),
-                            consent_from_proto(item.consents),
-                            ((i.type, i.value) for i in item.identifiers)),
-        traceparent=item.traceparent or default_traceparent)
+        event_id=item.event_id, profile_id=item.profile_id, event_name=name,
+        properties={}, traits={}, traceparent=item.traceparent or default_traceparent,
+        unread=partial(_contents, item))
+
+
+def _contents(item: pb.ForwardedEvent) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A forwarded event's properties, and the profile as of this event (as every condition
+    evaluated on it reads ``profile``)."""
+    return (struct_to_dict(item.event.properties),
+            profile_view(struct_to_dict(item.profile_traits),
+                         struct_to_dict(item.computed_traits),
+                         (segment_id(s) for s in item.segments),
+                         consent_from_proto(item.consents),
+                         ((i.type, i.value) for i in item.identifiers)))
 
 
 class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):

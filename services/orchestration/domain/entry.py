@@ -3,8 +3,8 @@ in, and the enrollment it starts with."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,20 @@ class InboxEvent:
     traits: Mapping[str, Any]
     traceparent: str
     attempts: int = 0  # earlier rounds that failed to apply it
+    # Properties and traits not read yet (``properties`` and ``traits`` are empty until then):
+    # how to read them. HandleEvents reads a received event's only when a journey may use them.
+    unread: Contents | None = field(default=None, compare=False, repr=False)
+
+    def read(self) -> InboxEvent:
+        """This event with its properties and traits read."""
+        if self.unread is None:
+            return self
+        properties, traits = self.unread()
+        return replace(self, properties=properties, traits=traits, unread=None)
+
+
+# Reads an event's properties and traits (from the request that carried it).
+Contents = Callable[[], tuple[Mapping[str, Any], Mapping[str, Any]]]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -18,7 +18,7 @@ from cjo_orchestration.adapters import journeys as journey_store
 from cjo_orchestration.adapters.journeys import TriggerCache
 from cjo_orchestration.domain.conditions import error_detail
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
-from cjo_orchestration.domain.entry import ActiveKey, History, InboxEvent
+from cjo_orchestration.domain.entry import ActiveKey, Contents, History, InboxEvent
 from cjo_orchestration.domain.events import EventOutcome, apply_events
 from cjo_orchestration.domain.journeys import JourneyGraph
 from cjo_orchestration.domain.lifecycle import (
@@ -51,6 +51,13 @@ class ForwardedEvent:
     properties: Mapping[str, Any]
     traits: Mapping[str, Any]
     traceparent: str
+    # Properties and traits not read yet (the two above are empty until then): how to read
+    # them. Stored processed and applied in the same transaction, an event no journey can use
+    # is never read (see :func:`_store`).
+    unread: Contents | None = field(default=None, compare=False, repr=False)
+
+    def contents(self) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        return (self.properties, self.traits) if self.unread is None else self.unread()
 
 
 def receive(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent]) -> list[bool]:
@@ -67,17 +74,31 @@ def _store(uow: UnitOfWork, workspace_id: str, events: Sequence[ForwardedEvent],
     for event in events:
         first.setdefault(event.event_id, event)
     now = uow.now()
-    rows: list[dict[str, Any]] = [{
-        "workspace_id": workspace_id, "event_id": e.event_id, "profile_id": e.profile_id,
-        "event_name": e.event_name, "properties": dict(e.properties), "traits": dict(e.traits),
-        # A malformed traceparent only costs the trace link, never the event.
-        "traceparent": e.traceparent if len(e.traceparent) <= MAX_TRACEPARENT_LENGTH else "",
-        "receive_time": now, "processed": processed} for e in first.values()]
+    # An event stored processed is never read from its row again, unless it is deferred behind
+    # its profile's step (keep_pending writes its properties and traits then): one not read
+    # yet is stored without them, and read only if a journey may use it (apply_inbox). Its row
+    # still dedupes a redelivery; the event round reads only pending rows; erasure empties
+    # rows anyway. A pending one is stored whole, for the event round.
+    rows: list[dict[str, Any]] = []
+    unread: dict[str, Contents] = {}
+    for e in first.values():
+        if processed and e.unread is not None:
+            properties, traits = e.properties, e.traits
+            unread[e.event_id] = e.unread
+        else:
+            properties, traits = e.contents()
+        rows.append({
+            "workspace_id": workspace_id, "event_id": e.event_id, "profile_id": e.profile_id,
+            "event_name": e.event_name, "properties": dict(properties), "traits": dict(traits),
+            # A malformed traceparent only costs the trace link, never the event.
+            "traceparent": e.traceparent if len(e.traceparent) <= MAX_TRACEPARENT_LENGTH else "",
+            "receive_time": now, "processed": processed})
     new = {event_id: seq for (_, event_id), seq in
            (enrollment_store.receive(uow.session, rows) if rows else {}).items()}
     stored = sorted((InboxEvent(workspace_id, new[row["event_id"]], row["event_id"],
                                 row["profile_id"], row["event_name"], row["properties"],
-                                row["traits"], row["traceparent"])
+                                row["traits"], row["traceparent"],
+                                unread=unread.get(row["event_id"]))
                      for row in rows if row["event_id"] in new), key=lambda e: e.seq)
     answers: list[bool] = []
     for event in events:
@@ -159,6 +180,7 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
                       for e in events
                       for journey_id in listening.get((e.workspace_id, e.event_name), ())}
         watched, busy, history = _watched(uow, profiles, lifecycle, candidates)
+        events = _read_used(events, listening, watched, busy, retired)
         outcome = apply_events(events, listeners, watched, history, busy, new_id, now, retired)
         inserted, handed_over = _record(uow, events, outcome, handoff, marked)
 
@@ -176,6 +198,24 @@ def apply_inbox(uow: UnitOfWork, batch: int, new_id: NewId, *,
     uow.after_commit(report)
     return EventRound(len(events) - len(outcome.deferred), len(inserted) + len(outcome.changed),
                       len(outcome.deferred), handed_over=handed_over)
+
+
+def _read_used(events: list[InboxEvent], listening: Mapping[tuple[str, str], list[str]],
+               watched: Sequence[tuple[Enrollment, JourneyGraph]],
+               busy: set[tuple[str, str]], retired: Mapping[tuple[str, str], str],
+               ) -> list[InboxEvent]:
+    """``events`` with the properties and traits read of those not read yet that a journey may
+    use: a journey listens to their name, an enrollment of their profile watches events, or
+    their profile's step runs (deferred, they go back to the pending tail whole). The others
+    reach nothing (apply_events reads an event's properties and traits only for a trigger or
+    an enrollment of its profile); lifecycle events were read as received."""
+    if all(e.unread is None for e in events):
+        return events
+    reached = {(e.workspace_id, e.profile_id) for e, _ in watched} | busy
+    return [e.read() if e.unread is not None and (
+        (e.workspace_id, e.event_name) in listening
+        or (e.workspace_id, resolve_profile(retired, e.workspace_id, e.profile_id)) in reached)
+        else e for e in events]
 
 
 def _watched(uow: UnitOfWork, profiles: set[tuple[str, str]],
@@ -230,7 +270,7 @@ def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome
     count_errors(uow, outcome.errors)
     deferred = set(outcome.deferred)
     if marked:
-        enrollment_store.keep_pending(session, sorted(deferred))
+        enrollment_store.keep_pending(session, [e for e in events if e.seq in deferred])
     else:
         enrollment_store.mark_processed(session, [e.seq for e in events if e.seq not in deferred])
     return inserted, handed_over
