@@ -6,24 +6,24 @@ in the inbox (a redelivery is still a duplicate) without them. SQLite and Postgr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-import pytest
-from orchestration_support import Ids, migrated_database, transactions_on
+from orchestration_support import Ids
 from sqlalchemy import select
-from test_lean_receipt import WELCOME, receiver_on
-from test_receive_handoff import START, WS, Wakes
+
+# The clock and the database with the welcome journey published (fixtures).
+from test_lean_receipt import clock, receiver_on, tx  # noqa: F401
+from test_receive_handoff import WS, Wakes
 
 from cjo_orchestration.adapters.journeys import TriggerCache
 from cjo_orchestration.adapters.tables import enrollments, inbox
-from cjo_orchestration.service_layer import events, journeys
+from cjo_orchestration.service_layer import events
 from cjo_orchestration.service_layer.events import InboxRound
 from cjo_orchestration.service_layer.handoff import Handoff
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.unit_of_work import Transactions
-from support import Backend
 
 PROPERTIES = {"plan": "pro"}
 TRAITS = {"first_name": "Ada", "consent": {}}
@@ -46,30 +46,15 @@ def unread(event_id: str, profile_id: str, name: str,
     return events.ForwardedEvent(event_id, profile_id, name, {}, {}, "", unread=contents)
 
 
-def stored(tx: Transactions) -> dict[str, tuple[bool, Any, Any]]:
+def stored(db: Transactions) -> dict[str, tuple[bool, Any, Any]]:
     """Each inbox row's (processed, properties, traits), by event id."""
-    with tx.db.transaction() as session:
+    with db.db.transaction() as session:
         return {r.event_id: (r.processed, r.properties, r.traits) for r in session.execute(
             select(inbox.c.event_id, inbox.c.processed, inbox.c.properties, inbox.c.traits))}
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def tx(backend: Backend, clock: ManualClock) -> Iterator[Transactions]:
-    db = migrated_database(backend)
-    transactions = transactions_on(db, clock)
-    transactions.run_sync(lambda uow: journeys.create(uow, WS, "j1", "Welcome", WELCOME))
-    transactions.run_sync(lambda uow: journeys.publish(uow, WS, "j1", set()))
-    yield transactions
-    db.dispose()
-
-
 async def test_an_event_no_journey_can_use_is_stored_without_being_read(
-        tx: Transactions) -> None:
+        tx: Transactions) -> None:  # noqa: F811
     receiver = receiver_on(tx)
     contents = Lazy(PROPERTIES, TRAITS)
 
@@ -83,7 +68,7 @@ async def test_an_event_no_journey_can_use_is_stored_without_being_read(
 
 
 async def test_a_triggering_event_is_read_and_its_enrollment_holds_what_it_carried(
-        tx: Transactions) -> None:
+        tx: Transactions) -> None:  # noqa: F811
     receiver = receiver_on(tx)
     contents = Lazy(PROPERTIES, TRAITS)
 
@@ -96,7 +81,7 @@ async def test_a_triggering_event_is_read_and_its_enrollment_holds_what_it_carri
 
 
 async def test_events_deferred_behind_their_profiles_step_go_back_to_the_inbox_whole(
-        tx: Transactions, clock: ManualClock) -> None:
+        tx: Transactions, clock: ManualClock) -> None:  # noqa: F811
     handoff = Handoff(lease_seconds=60)
     receiver = receiver_on(tx, handoff, Wakes())
     await receiver.receive(WS, [unread("e1", "ada", "signed_up", Lazy(PROPERTIES, TRAITS))])

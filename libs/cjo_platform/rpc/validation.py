@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -324,22 +325,34 @@ def _while_it_pays(clears: Clears) -> Clears:
     return attempt
 
 
+# The way from a message to its Timestamps or Durations: (field name, repeated) per step.
+TimePath = tuple[tuple[str, bool], ...]
+
+
 def _shape(message: Descriptor, outer: frozenset[str]) -> tuple[int, Times | None]:
     """The levels a message of this type can nest below itself (Structs and lists counting one,
     their own nesting apart) and the check of its times (None: it holds none)."""
+    levels, times = _levels_and_times(message, outer)
+    if not times:
+        return levels, None
+    return levels, functools.reduce(_both, (_time_check(path, ok) for path, ok in times))
+
+
+def _levels_and_times(message: Descriptor, outer: frozenset[str]
+                      ) -> tuple[int, list[tuple[TimePath, Times]]]:
     if message.full_name in outer:
         raise _Unclearable(message.full_name)
     inside = outer | {message.full_name}
     levels = 0
-    checks: list[Times] = []
+    times: list[tuple[TimePath, Times]] = []
     for field in message.fields:
         kind = field.message_type
         if kind is None:
             continue
         kind_name = kind.full_name
+        step = ((field.name, field.is_repeated),)
         if kind_name in (_TIMESTAMP, _DURATION):
-            ok = _timestamp_ok if kind_name == _TIMESTAMP else _duration_ok
-            checks.append(_each_time(field, ok))
+            times.append((step, _timestamp_ok if kind_name == _TIMESTAMP else _duration_ok))
             levels = max(levels, 1)
         elif kind_name in _CONTAINERS:
             levels = max(levels, 1)
@@ -348,30 +361,43 @@ def _shape(message: Descriptor, outer: frozenset[str]) -> tuple[int, Times | Non
         elif kind.GetOptions().map_entry:
             value = kind.fields_by_name["value"].message_type
             if value is not None:
+                if value.full_name in (_TIMESTAMP, _DURATION):
+                    raise _Unclearable(kind_name)
                 inner_levels, inner_times = (
-                    (1, None) if value.full_name in _CONTAINERS else _shape(value, inside))
-                if inner_times is not None or value.full_name in (_TIMESTAMP, _DURATION):
+                    (1, []) if value.full_name in _CONTAINERS
+                    else _levels_and_times(value, inside))
+                if inner_times:
                     raise _Unclearable(kind_name)
                 levels = max(levels, 1 + inner_levels)
         else:
-            inner_levels, inner_times = _shape(kind, inside)
+            inner_levels, inner_times = _levels_and_times(kind, inside)
             levels = max(levels, 1 + inner_levels)
-            if inner_times is not None:
-                checks.append(_each_time(field, inner_times))
-    if not checks:
-        return levels, None
-    return levels, functools.reduce(_both, checks)
+            times.extend((step + path, ok) for path, ok in inner_times)
+    return levels, times
 
 
 def _both(first: Times, second: Times) -> Times:
     return lambda value: first(value) and second(value)
 
 
-def _each_time(field: FieldDescriptor, ok: Times) -> Times:
-    name = field.name
-    if field.is_repeated:
-        return lambda value: all(map(ok, getattr(value, name)))
-    return lambda value: ok(getattr(value, name))
+def _time_check(path: TimePath, ok: Times) -> Times:
+    """Whether the times at ``path`` are in range: the fields up to the first repeated one
+    (and after the last) read in one ``attrgetter`` of a dotted name, in C."""
+    singular = 0
+    while singular < len(path) and not path[singular][1]:
+        singular += 1
+    if singular == len(path):
+        time = operator.attrgetter(".".join(name for name, _ in path))
+        return lambda value: bool(ok(time(value)))
+    items = operator.attrgetter(".".join(name for name, _ in path[:singular + 1]))
+    rest = path[singular + 1:]
+    if not rest:
+        return lambda value: all(map(ok, items(value)))
+    if not any(repeated for _, repeated in rest):
+        time = operator.attrgetter(".".join(name for name, _ in rest))
+        return lambda value: all(map(ok, map(time, items(value))))
+    each = _time_check(rest, ok)
+    return lambda value: all(map(each, items(value)))
 
 
 def _map_check(field: FieldDescriptor) -> Check | None:
