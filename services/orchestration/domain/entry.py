@@ -19,10 +19,13 @@ from cjo_orchestration.domain.graph import MAX_EVENT_NAME_LENGTH
 from cjo_orchestration.domain.journeys import SEGMENT_ENTERED, JourneyGraph, ReEntry, TriggerKind
 from cjo_orchestration.domain.transitions import arrival_fact
 from cjo_platform.errors import Violations
-from cjo_platform.limits import MAX_PROFILE_ID_LENGTH, check_id
+from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, check_id
 
 
 def validate_forwarded_event(event_id: str, profile_id: str, event_name: str) -> Violations:
+    if (0 < len(event_id) <= MAX_ID_LENGTH and 0 < len(profile_id) <= MAX_PROFILE_ID_LENGTH
+            and len(event_name) <= MAX_EVENT_NAME_LENGTH):
+        return Violations()  # the usual case, without formatting each rule's text
     problems = Violations()
     check_id(problems, "event_id", event_id, required=True)
     check_id(problems, "profile_id", profile_id, required=True,
