@@ -1,6 +1,7 @@
 """`make bench-receivers`: the receivers of identity's events, in process: CPU per event of a
-1,000-event batch in orchestration's `HandleEvents` and decisioning's `RecordEvents`, called
-on the servicers as identity's forwarder's call reaches them (the batch's validation, parsing,
+500-event batch (what identity's forwarder sends per call, its outbox `batch_size`, for each
+1,000-event ingest batch) in orchestration's `HandleEvents` and decisioning's `RecordEvents`,
+called on the servicers as the forwarder's call reaches them (the batch's validation, parsing,
 the use-case's transaction), without gRPC.
 
     .venv/bin/python tests/benchmarks/receivers.py [--backend sqlite|postgresql] [--batches 10]
@@ -40,7 +41,7 @@ from cjo_platform.protobuf import dict_to_struct
 from cjo_platform.rpc.auth import acting_for
 from support import drop_schemas, new_backend, settings_for
 
-BATCH = 1000
+BATCH = 500  # the outbox forwarder's batch_size; also orchestration's EVENT_BATCH
 TRACEPARENT = f"00-{'a' * 32}-{'b' * 16}-01"
 
 
