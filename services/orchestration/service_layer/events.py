@@ -205,15 +205,24 @@ def _read_used(events: list[InboxEvent], listening: Mapping[tuple[str, str], lis
                busy: set[tuple[str, str]], retired: Mapping[tuple[str, str], str],
                ) -> list[InboxEvent]:
     """``events`` with the properties and traits read of those not read yet that a journey may
-    use: a journey listens to their name, an enrollment of their profile watches events, or
-    their profile's step runs (deferred, they go back to the pending tail whole). The others
-    reach nothing (apply_events reads an event's properties and traits only for a trigger or
-    an enrollment of its profile); lifecycle events were read as received."""
+    use: the event of a profile that has, or may have by the time the event applies, an
+    enrollment or a running step. That is a profile an enrollment of which watches events, one
+    whose step runs (deferred, its events go back to the pending tail whole), and one that an
+    event of this batch may enroll (a listened name) or give enrollments or a step to (either
+    side of a merge, an erasure), by its id as sent and as resolved. The others reach nothing
+    (apply_events reads an event's properties and traits only for a trigger or an enrollment
+    of its profile); lifecycle events were read as received."""
     if all(e.unread is None for e in events):
         return events
     reached = {(e.workspace_id, e.profile_id) for e, _ in watched} | busy
+    for e in events:
+        if (e.workspace_id, e.event_name) in listening or e.event_name in LIFECYCLE_EVENTS:
+            other = merged_profile_id(e) if e.event_name == PROFILE_MERGED else ""
+            for profile in (e.profile_id, other) if other else (e.profile_id,):
+                reached.add((e.workspace_id, profile))
+                reached.add((e.workspace_id, resolve_profile(retired, e.workspace_id, profile)))
     return [e.read() if e.unread is not None and (
-        (e.workspace_id, e.event_name) in listening
+        (e.workspace_id, e.profile_id) in reached
         or (e.workspace_id, resolve_profile(retired, e.workspace_id, e.profile_id)) in reached)
         else e for e in events]
 
@@ -270,7 +279,7 @@ def _record(uow: UnitOfWork, events: Sequence[InboxEvent], outcome: EventOutcome
     count_errors(uow, outcome.errors)
     deferred = set(outcome.deferred)
     if marked:
-        enrollment_store.keep_pending(session, [e for e in events if e.seq in deferred])
+        enrollment_store.keep_pending(session, [e.read() for e in events if e.seq in deferred])
     else:
         enrollment_store.mark_processed(session, [e.seq for e in events if e.seq not in deferred])
     return inserted, handed_over
