@@ -100,7 +100,7 @@ async def assert_reads_probed_by_key(identity: Identity, workspace_id: str) -> N
     edge_keys = {edge_key([Identifier("user_id", f"{workspace_id}-first-u{i}")])
                  for i in range(BATCH)}
     reads: list[tuple[str, str, Callable[[Session], object]]] = [
-        ("edges", "edge_key", lambda s: profiles.edges_by_key(s, workspace_id, edge_keys)),
+        ("edges", "edge_key", lambda s: profiles.edge_firsts(s, workspace_id, edge_keys)),
         ("profiles", "profile_id", lambda s: profiles.golden_for_update(s, workspace_id, ids)),
         ("events", "profile_id", lambda s: profiles.stored_refs(s, workspace_id, ids)),
         ("profiles", "profile_id", lambda s: profiles.golden_of(s, workspace_id, ids)),

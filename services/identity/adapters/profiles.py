@@ -8,7 +8,6 @@ the profiles that change hands; then one bulk statement per table written.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from cjo_platform.db import (
     one_of_keys,
     pg_array,
 )
+from cjo_platform.db.json_columns import encode_json
 from cjo_platform.db.probes import by_keys, pg_probes, pg_text
 from cjo_platform.rpc.batch import chunks
 
@@ -77,8 +77,9 @@ IN_LIST_KEYS = 5000
 # Statements of every ingest batch, built once per dialect (see one_of_keys).
 
 @cache
-def _edges_by_key(dialect: str) -> Executable:
-    return by_keys(dialect, list(edges.c), edges.c.edge_key)
+def _edge_firsts(dialect: str) -> Executable:
+    return by_keys(dialect, [edges.c.edge_key, edges.c.first_time, edges.c.first_message_id],
+                   edges.c.edge_key)
 
 
 @cache
@@ -133,7 +134,7 @@ def _keyed_by_identifier(session: Session, lookup: Callable[[str], Executable],
             params = {"types": pg_array([i.type for i in chunk]),
                       "values": pg_array([i.value for i in chunk])}
         else:
-            params = {"pairs": json.dumps([[i.type, i.value] for i in chunk])}
+            params = {"pairs": encode_json([[i.type, i.value] for i in chunk])}
         found.extend(session.execute(statement, {"workspace_id": workspace_id, **params}))
     return found
 
@@ -219,7 +220,7 @@ def first_reads(session: Session, workspace_id: str, wanted: set[Identifier],
             params.update(types=pg_array([i.type for i in chunk]),
                           values=pg_array([i.value for i in chunk]))
         else:
-            params["pairs"] = json.dumps([[i.type, i.value] for i in chunk])
+            params["pairs"] = encode_json([[i.type, i.value] for i in chunk])
         # By position: a Row's access by name costs ~0.4 us a column, per identifier.
         for kind, first, second, profile_id, cluster_id in session.execute(statement, params):
             if kind == "seen":
@@ -243,14 +244,18 @@ def _edge(row: AnyRow) -> Edge:
                 row.first_time, row.first_message_id)
 
 
-def edges_by_key(session: Session, workspace_id: str, keys: set[str]
-                 ) -> dict[str, tuple[Edge, str]]:
-    found: dict[str, tuple[Edge, str]] = {}
+def edge_firsts(session: Session, workspace_id: str, keys: set[str]
+                ) -> dict[str, tuple[datetime, str]]:
+    """The first event (time, message id) of each stored edge of ``keys``: all a batch needs
+    to tell whether its edges change anything (domain ``changed_edges``). Not the edges
+    themselves: decoding a thousand identifier lists and hashing them again for the order
+    cost ~8% of a 1,000-event batch of known people."""
+    found: dict[str, tuple[datetime, str]] = {}
     dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(keys), IN_LIST_KEYS):
-        rows = session.execute(_edges_by_key(dialect), {
+        rows = session.execute(_edge_firsts(dialect), {
             "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)})
-        found.update({r.edge_key: (_edge(r), r.cluster_id) for r in rows})
+        found.update({key: (time, message_id) for key, time, message_id in rows})
     return found
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from cjo_identity.domain.conversions import Conversion, value_of
@@ -85,10 +86,13 @@ def batch_edges(events: Iterable[Event], settings: IdentitySettings) -> dict[str
     return edges
 
 
-def changed_edges(batch: Mapping[str, Edge], known: Mapping[str, Edge]) -> list[Edge]:
-    """Edges that are new, or now have an earlier first event: only these can move links."""
+def changed_edges(batch: Mapping[str, Edge], known: Mapping[str, tuple[datetime, str]]
+                  ) -> list[Edge]:
+    """Edges that are new, or now have an earlier first event: only these can move links.
+    ``known``: the stored edges' first events (time, message id) by key (an edge's order is
+    its first event, then its key: the same key here)."""
     return [edge for key, edge in batch.items()
-            if key not in known or edge.order < known[key].order]
+            if key not in known or (edge.first_time, edge.first_message_id) < known[key]]
 
 
 def relinks(edge: Edge, owners: Mapping[Identifier, Owner]) -> bool:

@@ -359,8 +359,7 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
     owners = {i: o for i, o in read.owners.items() if i in needed}
     if needed - looked_up:
         owners.update(profiles.owners(session, workspace_id, needed - looked_up))
-    known = {key: edge for key, (edge, _) in
-             profiles.edges_by_key(session, workspace_id, set(wanted_edges)).items()}
+    known = profiles.edge_firsts(session, workspace_id, set(wanted_edges))
     changed = changed_edges(wanted_edges, known)
     locked = {o.profile_id for o in owners.values()} | {e.profile_id for e in fresh
                                                          if e.profile_id}
