@@ -408,7 +408,7 @@ def one_of_keys(dialect: str, column: ColumnElement[Any], name: str = "keys"
 
 def keys_param(dialect: str, values: Sequence[Any]) -> str:
     """The values of a :func:`one_of_keys` parameter."""
-    return pg_array(values) if dialect == "postgresql" else json.dumps(list(values))
+    return pg_array(values) if dialect == "postgresql" else encode_json(list(values))
 
 
 def _pg_array(column: ColumnElement[Any], parameter: Any) -> ColumnElement[Any]:

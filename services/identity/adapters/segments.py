@@ -369,7 +369,11 @@ def _profile_states(dialect: str) -> Executable:
                 .where(profiles.c.workspace_id == workspace,
                        one_of_keys(dialect, profiles.c.profile_id)))
     union = union_all(members, linked, computed).subquery("profile_states")
-    return select(union).order_by(union.c.create_time, union.c.type, union.c.value)
+    # The time orders the rows and is not read: left out of the result, no row pays for
+    # its conversion (on SQLite a string parsed into a datetime, ~2% of an ingest batch).
+    return (select(union.c.kind, union.c.profile_id, union.c.segment_id, union.c.type,
+                   union.c.value, union.c.computed)
+            .order_by(union.c.create_time, union.c.type, union.c.value))
 
 
 def _pg_profile_states() -> Executable:
@@ -386,10 +390,11 @@ def _pg_profile_states() -> Executable:
         "'profile'::text, t.profile_id, NULL::text, NULL::text, NULL::text, "
         "NULL::timestamptz, t.computed"), {"profile_id": "keys"})
     return pg_text(
-        f"SELECT * FROM ({members} UNION ALL {linked} UNION ALL {computed}) AS profile_states "
+        "SELECT kind, profile_id, segment_id, type, value, computed FROM "
+        f"({members} UNION ALL {linked} UNION ALL {computed}) AS profile_states "
         "ORDER BY create_time, type, value", ["keys"]).columns(
         kind=String, profile_id=String, segment_id=String, type=String, value=String,
-        create_time=UtcDateTime, computed=profiles.c.computed.type)
+        computed=profiles.c.computed.type)
 
 
 def profile_states(session: Session, workspace_id: str, profile_ids: Iterable[str]
@@ -403,7 +408,7 @@ def profile_states(session: Session, workspace_id: str, profile_ids: Iterable[st
     computed: dict[str, dict[str, Any]] = {}
     for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
         # By position: a Row's access by name costs ~0.4 us a column.
-        for kind, profile_id, segment_id, type_, value, _, values in session.execute(
+        for kind, profile_id, segment_id, type_, value, values in session.execute(
                 _profile_states(dialect),
                 {"workspace_id": workspace_id, "keys": keys_param(dialect, chunk)}):
             if kind == "identifier":
