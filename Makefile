@@ -72,7 +72,7 @@ run: install
 
 # Each benchmark prints its own figures; run one with e.g. `make bench-content`. Sizes are the
 # issues' (1,000,000 analytics facts take ~10 minutes per database); pass ARGS to change them.
-BENCHES := limits rpc throughput latency outbox bus identity ingest_groups content orchestration lone_event receivers delivery analytics decisioning retention
+BENCHES := limits rpc throughput latency outbox bus identity ingest_groups ingest_batches content orchestration lone_event receivers delivery analytics decisioning retention
 
 bench: $(addprefix bench-,$(BENCHES))
 

@@ -103,6 +103,19 @@ def test_defaults_json_and_timestamps_read_back_as_written(db: Database, thresho
 
 
 @pytest.mark.parametrize("threshold", PATHS)
+def test_times_read_back_to_the_microsecond_at_the_edges_of_the_range(
+        db: Database, threshold: int) -> None:
+    """COPY sends a time column as text, made once per distinct moment: every moment comes
+    back as the same UTC instant, the first and last a datetime holds and sub-second ones too,
+    repeated or not, given in any zone."""
+    west = timezone(-timedelta(hours=9, minutes=30))
+    moments = [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999_999, UTC),
+               AT + timedelta(microseconds=5), AT.astimezone(west), AT, AT]
+    write(db, [{"key": f"t{n}", "at": at} for n, at in enumerate(moments)], threshold)
+    assert [r["at"] for r in read(db)] == moments
+
+
+@pytest.mark.parametrize("threshold", PATHS)
 def test_a_naive_timestamp_is_refused_as_by_an_insert(db: Database, threshold: int) -> None:
     with pytest.raises(Exception, match="naive datetime"):
         write(db, [{"key": "a", "at": datetime(2026, 3, 1)}], threshold)
