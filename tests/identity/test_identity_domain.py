@@ -12,7 +12,14 @@ from cjo_identity.domain.events import Event, EventType, parse_event
 from cjo_identity.domain.golden import Golden, apply_event, fold
 from cjo_identity.domain.graph import Edge, partition
 from cjo_identity.domain.identifiers import Identifier, parse_identifier
-from cjo_identity.domain.ingest import Outcome, Owner, batch_edges, plan_batch, plan_graph
+from cjo_identity.domain.ingest import (
+    Outcome,
+    Owner,
+    batch_edges,
+    changed_edges,
+    plan_batch,
+    plan_graph,
+)
 from cjo_identity.domain.settings import (
     IdentitySettings,
     Survivorship,
@@ -75,6 +82,48 @@ def test_an_event_reports_every_problem_at_once() -> None:
         parse_event(message_id="m", event_type=None, name="", identifiers=[], properties={},
                     traits={}, timestamp=None, source="", now=T0)
     assert {v.field for v in untyped.value.violations} == {"type", "identifiers"}
+
+
+def test_each_problem_of_an_event_says_what_is_wrong() -> None:
+    with pytest.raises(InvalidArgument) as bad:
+        parse_event(message_id="m" * 129, event_type=EventType.TRACK, name="n" * 129,
+                    identifiers=[("user_id", "u1")], properties={}, traits={},
+                    timestamp=None, source="s" * 65, now=T0, profile_id="p" * 129)
+    assert [(v.field, v.description) for v in bad.value.violations] == [
+        ("message_id", "at most 128 characters"), ("name", "at most 128 characters"),
+        ("source", "at most 64 characters"), ("profile_id", "at most 128 characters"),
+        ("identifiers", "must be empty when profile_id is set")]
+    with pytest.raises(InvalidArgument) as many:
+        parse_event(message_id="", event_type=EventType.TRACK, name="",
+                    identifiers=[("user_id", f"u{n}") for n in range(21)], properties={},
+                    traits={}, timestamp=None, source="", now=T0)
+    assert [(v.field, v.description) for v in many.value.violations] == [
+        ("message_id", "is required"), ("name", "is required for track events"),
+        ("identifiers", "must hold 1 to 20 identifiers")]
+    problems = Violations()
+    # Lower-cased, "İ" is two characters: 256 of them become 512.
+    assert parse_identifier("email", "İ" * 256, problems, "identifiers[0]") is None
+    assert parse_identifier("email", "İ" * 256, problems) is None
+    assert parse_identifier("phone", "x", problems) is None
+    assert [(v.field, v.description) for v in problems.items] == [
+        ("identifiers[0].value", "at most 256 characters"), ("value", "at most 256 characters"),
+        ("value", "is not a phone number; write it with a country code (+...)")]
+
+
+def test_an_edge_changes_only_when_new_or_first_seen_earlier_than_stored() -> None:
+    """A batch's edges against the first events (time, message id) stored for their keys."""
+    stored = edge(5, ident(USER, "u1"))
+    same, later = edge(5, ident(USER, "u1")), edge(6, ident(USER, "u1"))
+    earlier = edge(4, ident(USER, "u1"))
+    # At the same time, the lower message id came first.
+    tie = Edge(stored.identifiers, stored.first_time, "m0")
+    new = edge(9, ident(USER, "u2"))
+    known = {stored.key: (stored.first_time, stored.first_message_id)}
+    assert changed_edges({same.key: same}, known) == []
+    assert changed_edges({later.key: later}, known) == []
+    assert changed_edges({earlier.key: earlier}, known) == [earlier]
+    assert changed_edges({tie.key: tie}, known) == [tie]
+    assert changed_edges({new.key: new, same.key: same}, known) == [new]
 
 
 def test_an_event_without_time_happened_when_received_and_repeats_collapse() -> None:

@@ -13,6 +13,7 @@ from cjo_platform.errors import Violations
 
 MAX_IDENTIFIER_LENGTH = 256
 MAX_TYPE_LENGTH = 16
+_TOO_LONG = f"at most {MAX_IDENTIFIER_LENGTH} characters"
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 
 USER_ID = "user_id"
@@ -50,22 +51,18 @@ def parse_identifier(kind: str, value: str, problems: Violations, field: str = "
     """The normalised identifier, or None after adding what is wrong to ``problems``.
 
     ``field`` prefixes the paths: ``identifiers[2]`` gives ``identifiers[2].type``."""
-    prefix = f"{field}." if field else ""
     value = value.strip()
     # The paths and messages are built only for what is wrong: this runs for every identifier
     # of every event, and sorting the known types for a message nobody reads cost more than
     # the check.
-    ok = True
-    if kind not in known_types:
-        problems.add(f"{prefix}type", f"must be one of {', '.join(sorted(known_types))}")
-        ok = False
-    if not value:
-        problems.add(f"{prefix}value", "is required")
-        ok = False
-    elif len(value) > MAX_IDENTIFIER_LENGTH:
-        problems.add(f"{prefix}value", f"at most {MAX_IDENTIFIER_LENGTH} characters")
-        ok = False
-    if not ok:
+    if kind not in known_types or not value or len(value) > MAX_IDENTIFIER_LENGTH:
+        prefix = f"{field}." if field else ""
+        if kind not in known_types:
+            problems.add(f"{prefix}type", f"must be one of {', '.join(sorted(known_types))}")
+        if not value:
+            problems.add(f"{prefix}value", "is required")
+        elif len(value) > MAX_IDENTIFIER_LENGTH:
+            problems.add(f"{prefix}value", _TOO_LONG)
         return None
     if kind == EMAIL:
         # Mailbox local parts are case-sensitive in theory but never in practice; treating them
@@ -73,15 +70,16 @@ def parse_identifier(kind: str, value: str, problems: Violations, field: str = "
         value = value.lower()
         # Lower-casing can lengthen a value ("İ" becomes two characters): checked again, or one
         # event would overflow the column and fail its whole batch.
-        if not problems.check(len(value) <= MAX_IDENTIFIER_LENGTH, f"{prefix}value",
-                              f"at most {MAX_IDENTIFIER_LENGTH} characters"):
+        if len(value) > MAX_IDENTIFIER_LENGTH:
+            problems.add(f"{field}.value" if field else "value", _TOO_LONG)
             return None
     elif kind == PHONE:
         phone = normalise_phone(value, phone_region)
         if phone is None:
             hint = ("with a country code (+...)" if not phone_region
                     else f"in E.164 or a number of region {phone_region}")
-            problems.add(f"{prefix}value", f"is not a phone number; write it {hint}")
+            problems.add(f"{field}.value" if field else "value",
+                         f"is not a phone number; write it {hint}")
             return None
         value = phone
     return Identifier(kind, value)
