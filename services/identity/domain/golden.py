@@ -64,12 +64,15 @@ def _union(held: Any, incoming: Any) -> list[Any]:
 def apply_trait(held: Trait | None, incoming: Trait, settings: IdentitySettings,
                 name: str) -> Trait:
     """The surviving value of trait ``name`` when ``incoming`` meets what is ``held``."""
+    rule = settings.set_trait_rule(name)
     if held is None:
-        if settings.trait_rule(name).survivorship is Survivorship.UNION:
+        if rule is not None and rule.survivorship is Survivorship.UNION:
             return Trait(_union([], incoming.value), incoming.time, incoming.message_id,
                          incoming.source)
         return incoming
-    rule = settings.trait_rule(name)
+    if rule is None:  # the usual trait: the latest wins
+        return incoming if (incoming.time, incoming.message_id) >= (
+            held.time, held.message_id) else held
     if rule.survivorship is Survivorship.FIRST:
         return incoming if incoming.key < held.key else held
     if rule.survivorship is Survivorship.UNION:

@@ -115,6 +115,11 @@ class IdentitySettings:
     def trait_rule(self, trait: str) -> TraitRule:
         return self._trait_rules.get(trait) or TraitRule(trait)
 
+    def set_trait_rule(self, trait: str) -> TraitRule | None:
+        """The rule the workspace set for ``trait``; None: the default (latest wins), with no
+        rule built for it (this runs per trait of every event)."""
+        return self._trait_rules.get(trait)
+
     def opt_in(self, channel: str) -> bool:
         return self.consent_opt_in.get(channel, False)
 
