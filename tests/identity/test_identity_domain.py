@@ -17,6 +17,7 @@ from cjo_identity.domain.ingest import (
     Owner,
     batch_edges,
     changed_edges,
+    linkable,
     plan_batch,
     plan_graph,
 )
@@ -145,6 +146,17 @@ def test_phones_become_e164_with_the_workspace_region_or_fail_naming_the_field()
     assert parse_identifier("phone", "call me", problems, "identifiers[1]",
                             phone_region="FR") is None
     assert [v.field for v in problems.items] == ["identifiers[0].value", "identifiers[1].value"]
+
+
+def test_an_events_identifiers_link_strongest_first_without_the_blocked_ones() -> None:
+    event = parse_event(message_id="m", event_type=EventType.IDENTIFY, name="",
+                        identifiers=[("anonymous_id", "a1"), ("email", "null"),
+                                     ("user_id", "u1")], properties={}, traits={},
+                        timestamp=None, source="", now=T0)
+    assert linkable(event, DEFAULTS) == (
+        ident(USER, "u1"), ident(EMAIL, "null"), ident(ANON, "a1"))
+    blocking = IdentitySettings(identifier_types=(TypeRule(EMAIL, blocked_values=("null",)),))
+    assert linkable(event, blocking) == (ident(USER, "u1"), ident(ANON, "a1"))
 
 
 def test_a_login_joins_the_anonymous_history_to_the_known_person() -> None:

@@ -289,12 +289,13 @@ def golden_for_update(session: Session, workspace_id: str, profile_ids: set[str]
     order so that concurrent batches neither lose each other's updates nor deadlock."""
     held: dict[str, Golden] = {}
     computed: dict[str, dict[str, Any]] = {}
+    moments: dict[str, datetime] = {}
     dialect = session.get_bind().dialect.name
     for chunk in chunks(sorted(profile_ids), IN_LIST_KEYS):
         rows = session.execute(_golden_for_update(dialect), {
             "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)})
         for r in rows:
-            held[r.profile_id] = _load_golden(r)
+            held[r.profile_id] = _load_golden(r, moments)
             computed[r.profile_id] = dict(r.computed or {})
     return held, computed
 
@@ -321,8 +322,10 @@ def write_batch(session: Session, workspace_id: str, plan: BatchPlan, now: datet
     only ones of ``plan.graph.edges`` that can have a row already)."""
     graph = plan.graph
 
+    times: dict[datetime, str] = {}
+
     def record(profile_id: str) -> dict[str, Any]:
-        return _golden_columns(plan.golden[profile_id])
+        return _golden_columns(plan.golden[profile_id], times)
 
     if plan.new_profiles:
         bulk_insert(session, profiles, [
@@ -748,11 +751,21 @@ def _event(row: AnyRow) -> Event:
         source=row.source, original_timestamp=row.original_timestamp)
 
 
-def _golden_columns(golden: Golden) -> dict[str, Any]:
+def _golden_columns(golden: Golden, times: dict[datetime, str] | None = None
+                    ) -> dict[str, Any]:
+    """The record's columns. ``times``: the text of the moments written so far (a batch's
+    records share a few: each event's traits one, a batch's defaulted times one)."""
+    texts = {} if times is None else times
+    trait_times: dict[str, dict[str, str]] = {}
+    for name, trait in golden.traits.items():
+        moment = trait.time
+        text = texts.get(moment)
+        if text is None:
+            text = texts[moment] = moment.isoformat()
+        trait_times[name] = {"t": text, "m": trait.message_id, "s": trait.source}
     return {
         "traits": {n: t.value for n, t in golden.traits.items()},
-        "trait_times": {n: {"t": t.time.isoformat(), "m": t.message_id, "s": t.source}
-                        for n, t in golden.traits.items()},
+        "trait_times": trait_times,
         "consents": [{"channel": c.channel, "topic": c.topic, "subscribed": c.subscribed,
                       "t": c.time.isoformat(), "m": c.message_id, "s": c.source}
                      for c in sorted(golden.consents.values(),
@@ -760,14 +773,22 @@ def _golden_columns(golden: Golden) -> dict[str, Any]:
     }
 
 
-def _load_golden(row: Any) -> Golden:
+def _load_golden(row: Any, moments: dict[str, datetime] | None = None) -> Golden:
+    """The record of a profile's row. ``moments``: the times read so far by their text (the
+    profiles a batch locks share a few: each event's traits one)."""
+    known = {} if moments is None else moments
     traits: dict[str, Trait] = {}
+    times = row.trait_times  # a Row's column by name costs ~0.4 us: once, not per trait
     for name, value in row.traits.items():
-        held = row.trait_times[name]
+        held = times[name]
         if isinstance(held, str):  # written before provenance was kept
             traits[name] = Trait(value, datetime.fromisoformat(held))
         else:
-            traits[name] = Trait(value, datetime.fromisoformat(held["t"]), held["m"], held["s"])
+            text = held["t"]
+            moment = known.get(text)
+            if moment is None:
+                moment = known[text] = datetime.fromisoformat(text)
+            traits[name] = Trait(value, moment, held["m"], held["s"])
     consents = {(c["channel"], c["topic"]): ConsentRecord(
         c["channel"], c["topic"], c["subscribed"], datetime.fromisoformat(c["t"]), c["m"],
         c["s"]) for c in row.consents or ()}

@@ -71,9 +71,12 @@ class StoredRef:
 
 def linkable(event: Event, settings: IdentitySettings) -> tuple[Identifier, ...]:
     """The event's identifiers that may link, strongest first."""
-    if len(event.identifiers) == 1:  # the usual event: nothing to sort
-        return () if settings.is_blocked(event.identifiers[0]) else event.identifiers
-    return tuple(sorted((i for i in event.identifiers if not settings.is_blocked(i)),
+    identifiers = event.identifiers
+    if len(identifiers) == 1:  # the usual event: nothing to sort
+        return () if settings.is_blocked(identifiers[0]) else identifiers
+    if settings.blocks_nothing:  # no blocked values: nothing to leave out
+        return tuple(sorted(identifiers, key=settings.strength))
+    return tuple(sorted((i for i in identifiers if not settings.is_blocked(i)),
                         key=settings.strength))
 
 

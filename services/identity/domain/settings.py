@@ -108,6 +108,11 @@ class IdentitySettings:
         return (self._rank.get(identifier.type, len(self._rank)), identifier.type,
                 identifier.value)
 
+    @cached_property
+    def blocks_nothing(self) -> bool:
+        """No identifier type has blocked values (the usual workspace)."""
+        return not self._blocked
+
     def is_blocked(self, identifier: Identifier) -> bool:
         pattern = self._blocked.get(identifier.type)
         return pattern is not None and pattern.fullmatch(identifier.value) is not None
