@@ -24,12 +24,10 @@ from functools import partial
 from pathlib import Path
 from statistics import median
 
-import sqlalchemy as sa
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest_groups import SCHEMA, TRACE, open_db
+from ingest_groups import TRACE, backends, close_db, open_db
 from throughput import BATCH, track
 
 from cjo.identity.v1 import identity_service_pb2
@@ -43,16 +41,16 @@ from cjo_platform.db.idempotency import RequestLog
 from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.rpc.batch import BatchAnswer
-from support import postgres_available
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 PEOPLE = 5000
 
 
 def request(first: int, run: str) -> bytes:
-    return identity_service_pb2.IngestEventsRequest(
+    data: bytes = identity_service_pb2.IngestEventsRequest(
         events=[track(i, "page_viewed", PEOPLE, run) for i in range(first, first + BATCH)]
     ).SerializeToString()
+    return data
 
 
 async def bench(kind: str, batches: int) -> None:
@@ -90,10 +88,7 @@ async def bench(kind: str, batches: int) -> None:
     print(f"[{kind}] {batches} batches of {BATCH}: CPU per event, median batch "
           f"{parse + apply:.4f} ms (parse {parse:.4f}, ingest_events {apply:.4f}); "
           f"best batch {best:.4f} ms", flush=True)
-    if kind == "postgresql":
-        with db.engine.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-    db.dispose()
+    close_db(kind, db)
 
 
 def main() -> None:
@@ -103,11 +98,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     args = parser.parse_args()
     collect_rarely()  # as every service process does
-    kinds = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    for kind in kinds:
-        if kind == "postgresql" and not postgres_available():
-            print("[postgresql] skipped: nothing listens on 127.0.0.1:5432")
-            continue
+    for kind in backends(args.backend):
         asyncio.run(bench(kind, args.batches))
 
 

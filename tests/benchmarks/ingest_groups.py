@@ -95,10 +95,26 @@ async def bench(kind: str, sizes: list[int], events: int) -> None:
               f"{wall * 1000 / groups:.2f} ms per group; {statements[0] / groups:.1f} statements "
               f"per group)", flush=True)
     sa.event.remove(db.engine, "before_cursor_execute", count)
+    close_db(kind, db)
+
+
+def close_db(kind: str, db: Database) -> None:
+    """Drop what :func:`open_db` made (PostgreSQL's schema) and close the engine."""
     if kind == "postgresql":
         with db.engine.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
     db.dispose()
+
+
+def backends(choice: str) -> list[str]:
+    """The databases of ``--backend`` (sqlite, postgresql or both) that can run here."""
+    found = []
+    for kind in ["sqlite", "postgresql"] if choice == "both" else [choice]:
+        if kind == "postgresql" and not postgres_available():
+            print("[postgresql] skipped: nothing listens on 127.0.0.1:5432")
+            continue
+        found.append(kind)
+    return found
 
 
 def main() -> None:
@@ -110,11 +126,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    kinds = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    for kind in kinds:
-        if kind == "postgresql" and not postgres_available():
-            print("[postgresql] skipped: nothing listens on 127.0.0.1:5432")
-            continue
+    for kind in backends(args.backend):
         asyncio.run(bench(kind, sizes, args.events))
 
 
