@@ -29,6 +29,7 @@ from cjo_delivery.domain.engagement import Engagement
 from cjo_delivery.domain.messages import Message
 from cjo_delivery.domain.providers import valid_from
 from cjo_delivery.service_layer.engagement import record_engagement
+from cjo_delivery.service_layer.messages import QUEUED_SIGNAL
 from cjo_delivery.service_layer.provider_webhooks import ProviderReports
 from cjo_delivery.service_layer.secrets import SEALED
 from cjo_delivery.service_layer.send_round import MESSAGE_RETRY, SenderSettings, SendRound
@@ -55,8 +56,6 @@ SERVICE = "cjo.delivery.v1.DeliveryService"
 # A send is up to seven SMTP round trips (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL/RCPT,
 # DATA), each bounded by the timeout; the lease must outlast all of them.
 _LEASE_TIMEOUTS = 8
-# The signal of messages queued: wakes the sender of every replica.
-QUEUED_SIGNAL = "queued"
 
 
 def load_smtp_settings(env: Env, connections: int) -> SmtpSettings:

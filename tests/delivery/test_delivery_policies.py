@@ -210,12 +210,12 @@ async def test_quiet_hours_defer_to_the_morning_in_the_profiles_time_zone(
             stub = pb_grpc.DeliveryServiceStub(ch)
             await set_policy(stub, policy_pb2.DeliveryPolicy(quiet_hours=policy_pb2.QuietHours(
                 start="21:00", end="08:00", default_time_zone="Asia/Tokyo")))
-            ny = send_request("k1", "ny@example.com")
+            ny = send_request("k1", "ny@example.com", profile_id="ny")
             ny.time_zone = "America/New_York"
-            paris = send_request("k2", "paris@example.com")
+            paris = send_request("k2", "paris@example.com", profile_id="paris")
             paris.time_zone = "Europe/Paris"
-            tokyo = send_request("k3", "tokyo@example.com")  # 12:30 in Tokyo: awake
-            urgent = send_request("k4", "urgent@example.com")
+            tokyo = send_request("k3", "tokyo@example.com", profile_id="tokyo")  # 12:30 in Tokyo: awake
+            urgent = send_request("k4", "urgent@example.com", profile_id="urgent")
             urgent.time_zone, urgent.transactional = "America/New_York", True
             reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(
                 requests=[ny, paris, tokyo, urgent]), metadata=WS)
@@ -296,7 +296,8 @@ async def test_a_crash_in_the_middle_of_a_batch_neither_loses_nor_doubles(
         async with serving(accepting) as address, grpc.aio.insecure_channel(address) as ch:
             stub = pb_grpc.DeliveryServiceStub(ch)
             reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(requests=[
-                send_request(f"k{i}", f"user{i}@example.com") for i in range(5)]), metadata=WS)
+                send_request(f"k{i}", f"user{i}@example.com", profile_id=f"user{i}")
+                for i in range(5)]), metadata=WS)
             names = [r.message.name for r in reply.results]
         hanging = HangingProvider(SmtpProvider(SmtpSettings(port=port), clock), healthy=2)
         settings = SenderSettings(concurrency=1, batch_size=10)

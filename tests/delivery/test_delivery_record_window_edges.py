@@ -109,7 +109,8 @@ def round_recording_with(resets: set[str]) -> Any:
         turns=ProfileTurns(), transactions=None, clock=SimpleNamespace(now=lambda: None),
         breakers=SimpleNamespace(take_resets=take, give_back_resets=resets.update),
         settings=SimpleNamespace(forward_to_decisioning=False),
-        _transition=lambda outcome, now: None, _left_sending=lambda claims: None)
+        _transition=lambda outcome, now: None, _left_sending=lambda claims: None,
+        _wake=lambda uow: None)
 
 
 async def test_resets_given_back_by_a_failed_record_outlive_the_bad_round(

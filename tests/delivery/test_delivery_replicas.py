@@ -46,6 +46,7 @@ WS = as_service("ws-a")
 SENT = message_pb2.MESSAGE_STATUS_SENT
 DEFERRED = message_pb2.MESSAGE_STATUS_DEFERRED
 QUEUED = message_pb2.MESSAGE_STATUS_QUEUED
+HELD = message_pb2.MESSAGE_STATUS_HELD
 FAILED = message_pb2.MESSAGE_STATUS_FAILED
 
 
@@ -119,7 +120,9 @@ async def test_a_frequency_cap_is_exact_across_replicas(backend: Backend) -> Non
                     channel=common_pb2.CHANNEL_SMS, max_messages=1, window_seconds=86400)])),
                 metadata=WS)
             # Many messages to one profile at once (and a few to another, counted apart),
-            # queued through both replicas so both senders claim them in parallel.
+            # queued through both replicas. A profile's messages on a channel are claimed one
+            # after the other (each later one HELD until the one before is final): the first is
+            # sent, the second deferred by the cap, the others held behind it.
             names = []
             for i in range(24):
                 reply = await stubs[i % len(stubs)].SendMessage(
@@ -128,7 +131,7 @@ async def test_a_frequency_cap_is_exact_across_replicas(backend: Backend) -> Non
 
             async def decided() -> list[message_pb2.Message] | None:
                 found = await statuses(stub, names)
-                return found if all(m.status in (SENT, DEFERRED) for m in found) else None
+                return found if all(m.status in (SENT, DEFERRED, HELD) for m in found) else None
 
             done = await eventually(decided, timeout=30)
             assert isinstance(done, list)
@@ -136,6 +139,7 @@ async def test_a_frequency_cap_is_exact_across_replicas(backend: Backend) -> Non
             for profile, mine in (("p1", done[:20]), ("p2", done[20:])):
                 sent = [m for m in mine if m.status == SENT]
                 assert len(sent) == 1, (profile, [m.status for m in mine])
+                assert [m.status for m in mine[:2]] == [SENT, DEFERRED]
                 for m in mine:
                     if m.status == DEFERRED:
                         assert m.error == "frequency cap: 1 per 86400 s on sms"
@@ -150,7 +154,7 @@ async def test_a_frequency_cap_is_exact_across_replicas(backend: Backend) -> Non
                 found = await statuses(stub, names)
                 return (sum(m.status == SENT for m in found[:20]) == 2
                         and sum(m.status == SENT for m in found[20:]) == 2
-                        and all(m.status in (SENT, DEFERRED) for m in found))
+                        and all(m.status in (SENT, DEFERRED, HELD) for m in found))
 
             assert await eventually(two_each, timeout=30)
             assert sink.count() == 4
@@ -177,14 +181,17 @@ async def test_a_send_that_fails_gives_its_cap_slot_back(backend: Backend) -> No
                 return bool(m.status == QUEUED and _answered_500(m.error))
 
             assert await eventually(retrying)
-            # The failed send holds no slot: the profile's next message goes out.
+            # The profile's next message on the channel waits behind the first (HELD).
             second = (await stub.SendMessage(sms("k2", "p1"), metadata=WS)).message.name
-            await eventually(lambda: _all_sent(stub, [second], WS))
-            # The first one, retried, now meets the cap the second one used.
+            [held] = await statuses(stub, [second])
+            assert held.status == HELD
+            # The failed send held no slot: the first one, retried, goes out; the second one,
+            # released, meets the cap the first one used.
             clock.advance(timedelta(hours=2))
+            await eventually(lambda: _all_sent(stub, [first], WS))
 
             async def capped() -> message_pb2.Message | None:
-                [m] = await statuses(stub, [first])
+                [m] = await statuses(stub, [second])
                 return m if m.status == DEFERRED else None
 
             late = await eventually(capped)

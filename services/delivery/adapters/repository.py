@@ -25,6 +25,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from cjo_delivery.adapters import held
 from cjo_delivery.adapters.tables import cap_locks, inbox_messages, messages, suppressions
 from cjo_delivery.domain.addresses import canonical_email
 from cjo_delivery.domain.messages import (
@@ -34,6 +35,7 @@ from cjo_delivery.domain.messages import (
     Message,
     MessageStatus,
     NewMessage,
+    held_on_queueing,
 )
 from cjo_delivery.domain.sending import Transition
 from cjo_platform.db import bulk_update, insert_ignore
@@ -85,10 +87,13 @@ def queue_messages(session: Session, workspace_id: str, batch: Sequence[NewMessa
             "time_zone": item.time_zone, "sent_time": None, "provider_id": "",
             "decision_id": item.decision_id,
         }
+    held_keys = _hold(session, workspace_id, list(rows.values()))
     # ON CONFLICT DO NOTHING: a concurrent request with the same key waits for ours (or we for
     # it) on the unique index, and exactly one of them inserts.
     inserted = set(insert_ignore(session, messages, list(rows.values()),
                                  returning=m.idempotency_key))
+    if held_keys and len(inserted) < len(rows):
+        _unhold(session, workspace_id, [rows[k] for k in rows if k in inserted], held_keys)
     stored = {key: _message(row) for key, row in rows.items() if key in inserted}
     existing = [key for key in rows if key not in inserted]
     if existing:
@@ -106,6 +111,55 @@ def queue_messages(session: Session, workspace_id: str, batch: Sequence[NewMessa
                      duplicate=item.idempotency_key not in inserted
                      or first_index[item.idempotency_key] != index)
             for index, item in enumerate(batch)]
+
+
+def _hold(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> set[str]:
+    """Queue HELD the new ``rows`` (in queue order) that an unfinished message of their profile
+    on their channel holds back, stored (marked ``holds`` and locked: adapters/held.py) or
+    earlier in ``rows`` (then marked ``holds`` too); returns the held rows' keys."""
+    scopes = {(r["profile_id"], r["channel"]) for r in rows if r["profile_id"]}
+    if not scopes:
+        return set()
+    blockers = held.hold_behind(session, workspace_id, scopes)
+    flags = held_on_queueing(
+        [(r["profile_id"], r["channel"], r["transactional"]) for r in rows], blockers)
+    followed: set[tuple[str, str]] = set()
+    keys = set()
+    for row, flag in zip(reversed(rows), reversed(flags), strict=True):
+        scope = (row["profile_id"], row["channel"])
+        row["holds"] = scope in followed  # a later one of the batch may be held behind it
+        if flag:
+            keys.add(row["idempotency_key"])
+            row["status"], row["next_attempt_time"] = MessageStatus.HELD.value, None
+        if row["profile_id"]:
+            followed.add(scope)
+    return keys
+
+
+def _unhold(session: Session, workspace_id: str, inserted: list[dict[str, Any]],
+            held_keys: set[str]) -> None:
+    """A held row whose only blocker was a row of its batch that was not inserted (its key
+    was stored before) is queued after all: the blockers stored are among those
+    :func:`_hold` marked, so the batch's inserted rows are decided again without the others."""
+    stored = held.hold_behind(
+        session, workspace_id, {(r["profile_id"], r["channel"]) for r in inserted
+                                if r["idempotency_key"] in held_keys},
+        leave={r["message_id"] for r in inserted})
+    earlier: list[tuple[str, str, bool]] = []
+    freed = []
+    for row in inserted:
+        if row["idempotency_key"] in held_keys and not any(held_on_queueing(
+                [(row["profile_id"], row["channel"], row["transactional"])],
+                [*stored, *earlier])):
+            freed.append(row)
+            row["status"], row["next_attempt_time"] = MessageStatus.QUEUED.value, row[
+                "create_time"]
+        earlier.append((row["profile_id"], row["channel"], row["transactional"]))
+    if freed:
+        session.execute(update(messages).where(
+            m.workspace_id == workspace_id,
+            m.message_id.in_([r["message_id"] for r in freed])).values(
+                status=MessageStatus.QUEUED.value, next_attempt_time=freed[0]["create_time"]))
 
 
 # On PostgreSQL the messages of the keys already stored probe uq_messages_idempotency_key per
@@ -190,7 +244,7 @@ def _ahead(candidate: Any, earlier: Any, why: ColumnElement[bool]) -> ColumnElem
 _CLAIMED_COLUMNS = (
     m.workspace_id, m.message_id, m.profile_id, m.address, m.channel, m.content, m.journey_id,
     m.enrollment_id, m.attempts, m.traceparent, m.topic, m.transactional, m.time_zone,
-    m.decision_id, m.queue_order, m.lease_expiries,
+    m.decision_id, m.queue_order, m.lease_expiries, m.holds,
 )
 # A SENDING message claimed is one whose lease ran out (_due): counted, in the same statement
 # (SET reads the row as it was).
@@ -297,12 +351,15 @@ def _claim(r: Row[Any] | Any, attempts: int) -> Claim:
                  journey_id=r.journey_id, enrollment_id=r.enrollment_id, attempts=attempts,
                  traceparent=r.traceparent, topic=r.topic,
                  transactional=bool(r.transactional), time_zone=r.time_zone,
-                 decision_id=r.decision_id, lease_expiries=r.lease_expiries)
+                 decision_id=r.decision_id, lease_expiries=r.lease_expiries,
+                 holds=bool(r.holds))
 
 
 class LeaseLost(Exception):
     """Raised by :func:`record_all` when a message of the group was claimed again by another
-    sender after this one's lease ran out: roll back and record one by one with :func:`record`."""
+    sender after this one's lease ran out, or had a later message held behind it since its
+    claim (``holds``, which its final outcome must release): roll back and record one by one
+    with :func:`record`."""
 
 
 def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
@@ -316,7 +373,8 @@ def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
         sent = transition.status is MessageStatus.SENT
         row = {
             "workspace_id": claim.workspace_id, "message_id": claim.message_id,
-            "claim_attempts": claim.attempts, "status": transition.status.value,
+            "claim_attempts": claim.attempts, "claim_holds": claim.holds,
+            "status": transition.status.value,
             "attempts": transition.attempts, "next_attempt_time": transition.next_attempt_time,
             "lease_until": None, "provider_message_id": transition.provider_message_id,
             "provider_id": transition.provider_id, "update_time": now, "lease_expiries": 0,
@@ -334,7 +392,9 @@ def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
                                where=_SENDING)
     if updated != len(changes):
         raise LeaseLost(f"{len(changes) - updated} of {len(changes)} messages were claimed "
-                        f"again")
+                        f"again or had a message held behind them since their claim")
+    held.release(session, [(c.workspace_id, c.profile_id, c.channel.value)
+                            for c, t in changes if c.holds and t.is_final], now)
 
 
 def set_back(session: Session, claims: Sequence[Claim], until: datetime) -> None:
@@ -351,13 +411,14 @@ def set_back(session: Session, claims: Sequence[Claim], until: datetime) -> None
 
 # A message row, and the claim that must still hold it: SENDING at the attempt it claimed.
 _MESSAGE_KEY = ("workspace_id", "message_id")
-_CLAIMED = {"claim_attempts": "attempts"}
+_CLAIMED = {"claim_attempts": "attempts", "claim_holds": "holds"}
 _SENDING = {"status": MessageStatus.SENDING.value}
 
 
 def record(session: Session, claim: Claim, transition: Transition, now: datetime) -> bool:
     """Apply ``transition`` if ``claim`` still holds the message; False when another sender took
-    it over after this one's lease ran out (its result then wins)."""
+    it over after this one's lease ran out (its result then wins). A final outcome releases the
+    messages held behind it (``holds`` as it is now, not as claimed)."""
     values: dict[str, Any] = {
         "status": transition.status.value, "attempts": transition.attempts,
         "next_attempt_time": transition.next_attempt_time, "lease_until": None,
@@ -368,12 +429,16 @@ def record(session: Session, claim: Claim, transition: Transition, now: datetime
         values["sent_time"] = now
     if transition.error is not None:
         values["error"] = transition.error
-    result = session.execute(
+    holds = session.execute(
         update(messages)
         .where(m.workspace_id == claim.workspace_id, m.message_id == claim.message_id,
                m.status == MessageStatus.SENDING.value, m.attempts == claim.attempts)
-        .values(**values))
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        .values(**values).returning(m.holds)).scalar_one_or_none()
+    if holds is None:
+        return False
+    if holds and transition.is_final:
+        held.release(session, [(claim.workspace_id, claim.profile_id, claim.channel.value)], now)
+    return True
 
 
 def suppression_spellings(channel: str, address: str) -> tuple[str, ...]:
@@ -499,7 +564,7 @@ def erase_profile(session: Session, workspace_id: str, profile_id: str,
     """Erase what delivery holds of a profile (GDPR erasure); returns (canceled, in flight).
 
     Messages not yet handed to a provider (QUEUED, DEFERRED: waiting on a frequency cap, quiet
-    hours, a rate limit or a retry) end as SUPPRESSED with :data:`ERASED_REASON`. Every other
+    hours, a rate limit or a retry; HELD behind an earlier one) end as SUPPRESSED with :data:`ERASED_REASON`. Every other
     message of the profile loses its address, rendered content and error text (which may quote
     the address); ids, channel, status, times and the provider's message id stay, so reports
     still count it and a late provider webhook still finds it. The in-app inbox is deleted.
@@ -511,7 +576,8 @@ def erase_profile(session: Session, workspace_id: str, profile_id: str,
     mine = and_(m.workspace_id == workspace_id, m.profile_id == profile_id)
     canceled = session.execute(
         update(messages)
-        .where(mine, m.status.in_([MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value]))
+        .where(mine, m.status.in_([MessageStatus.QUEUED.value, MessageStatus.DEFERRED.value,
+                                   MessageStatus.HELD.value]))
         .values(status=MessageStatus.SUPPRESSED.value, next_attempt_time=None, address="",
                 content=b"", error=ERASED_REASON, update_time=now)
     ).rowcount  # type: ignore[attr-defined]

@@ -29,6 +29,8 @@ from cjo_platform.service import shared_tables
 metadata = MetaData()
 # Messages not final yet: what a profile's next message may wait for.
 PENDING = "status IN ('queued', 'deferred', 'sending')"
+# Messages queued behind an earlier one of their profile on their channel (not claimable).
+HELD = "status = 'held'"
 outbox, request_log = shared_tables(metadata)
 
 messages = Table(
@@ -86,6 +88,10 @@ messages = Table(
     # could not record its outcome), counted by the claim that took it over (migration 0016):
     # at CJO_DELIVERY_MAX_LEASE_EXPIRIES it is failed instead of sent again.
     Column("lease_expiries", Integer, nullable=False, server_default="0"),
+    # A later message of its profile on its channel is HELD behind this unfinished one (migration
+    # 0016): its final outcome releases them. Set by queue_messages, which holds the row's lock
+    # until it commits, so a sender recording the outcome meanwhile sees it.
+    Column("holds", Boolean, nullable=False, server_default="0"),
     PrimaryKeyConstraint("workspace_id", "message_id"),
     UniqueConstraint("workspace_id", "idempotency_key", name="uq_messages_idempotency_key"),
     # The sender's claim query: due QUEUED messages and SENDING ones whose lease ran out.
@@ -98,6 +104,9 @@ messages = Table(
           postgresql_where=text(PENDING), sqlite_where=text(PENDING)),
     Index("ix_messages_pending", "workspace_id", "profile_id", "queue_order",
           postgresql_where=text(PENDING), sqlite_where=text(PENDING)),
+    # HELD messages by their scope, in queue order: what a final outcome releases.
+    Index("ix_messages_held", "workspace_id", "profile_id", "channel", "queue_order",
+          postgresql_where=text(HELD), sqlite_where=text(HELD)),
     # ListMessages, newest first, for the workspace, a profile or a journey.
     Index("ix_messages_recent", "workspace_id", "create_time", "message_id"),
     Index("ix_messages_profile", "workspace_id", "profile_id", "create_time"),

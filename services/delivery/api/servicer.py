@@ -51,6 +51,7 @@ _STATUSES = {
     MessageStatus.DEFERRED: message_pb2.MESSAGE_STATUS_DEFERRED,
     MessageStatus.DELIVERED: message_pb2.MESSAGE_STATUS_DELIVERED,
     MessageStatus.BOUNCED: message_pb2.MESSAGE_STATUS_BOUNCED,
+    MessageStatus.HELD: message_pb2.MESSAGE_STATUS_HELD,
 }
 _FROM_PROTO = {value: key for key, value in _STATUSES.items()}
 

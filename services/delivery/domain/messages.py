@@ -8,11 +8,17 @@ again. Lifecycle::
       ^                  |  \\--permanent error or attempts used up--> FAILED
       +-- transient -----+
       +-- lease expired (the sender died mid-way) --+
+
+A message queued while an earlier one of its profile on its channel is not final yet is HELD
+behind it (a transactional one only behind a transactional one) and QUEUED (due at once) when
+the last such earlier message is final: a later message never overtakes one that waits for its
+retry, a consent answer, quiet hours or a frequency cap (see :func:`holds_back`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -53,6 +59,8 @@ class MessageStatus(StrEnum):
     DEFERRED = "deferred"
     DELIVERED = "delivered"
     BOUNCED = "bounced"
+    # Queued behind an earlier message of its profile on its channel that is not final yet.
+    HELD = "held"
 
 
 FINAL_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED,
@@ -139,6 +147,35 @@ class Claim:
     decision_id: str = ""
     # How many times its lease ran out while it was SENDING, this claim's take-over included.
     lease_expiries: int = 0
+    # Whether a later message of its profile on its channel was held behind it when it was
+    # claimed (messages.holds): its final outcome then releases them.
+    holds: bool = False
+
+
+def holds_back(earlier_transactional: bool, later_transactional: bool) -> bool:
+    """Whether an unfinished message holds back a later one of its profile on its channel: a
+    marketing message waits behind any, a transactional one (a receipt, a password reset) only
+    behind a transactional one, never behind marketing waiting for quiet hours or a cap."""
+    return earlier_transactional or not later_transactional
+
+
+def held_on_queueing(new: Sequence[tuple[str, str, bool]],
+                     blockers: Iterable[tuple[str, str, bool]]) -> list[bool]:
+    """Whether each of the ``new`` messages (profile, channel, transactional; in queue order;
+    profile "" for none) is queued HELD: behind one of the unfinished ``blockers`` (same
+    form), or behind one before it in ``new``, of its profile and channel (:func:`holds_back`)."""
+    earlier: dict[tuple[str, str], list[bool]] = {}
+    for profile, channel, transactional in blockers:
+        earlier.setdefault((profile, channel), []).append(transactional)
+    held = []
+    for profile, channel, transactional in new:
+        if not profile:
+            held.append(False)
+            continue
+        ahead = earlier.setdefault((profile, channel), [])
+        held.append(any(holds_back(e, transactional) for e in ahead))
+        ahead.append(transactional)
+    return held
 
 
 _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")

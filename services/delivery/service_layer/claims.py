@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cjo_delivery.adapters import repository, round_context
+from cjo_delivery.adapters import held, repository, round_context
 from cjo_delivery.domain.messages import Channel, Claim
 from cjo_delivery.domain.policies import DeliveryPolicy
 from cjo_delivery.domain.providers import ProviderConfig
@@ -31,10 +31,14 @@ class RoundContext:
 
 def claim_due(uow: UnitOfWork, now: datetime, lease: timedelta, batch_size: int,
               box: SecretBox, holder: str, *,
-              leave: Collection[str] = ()) -> tuple[list[Claim], RoundContext]:
+              leave: Collection[str] = (), sweep: bool = False
+              ) -> tuple[list[Claim], RoundContext]:
     """Take up to ``batch_size`` due messages, SENDING under a lease until ``now + lease`` held
     by the sender process ``holder``, with their context: one transaction (one commit) for
-    both, the context only read; the workspaces in ``leave`` are not claimed from."""
+    both, the context only read; the workspaces in ``leave`` are not claimed from. ``sweep``:
+    first release the held messages nothing holds back any more (adapters/held.py)."""
+    if sweep:
+        held.release_orphans(uow.session, now)
     claims = repository.claim_due(uow.session, now, now + lease, batch_size, holder=holder,
                                   leave=leave)
     return claims, load_context(uow, claims, box)

@@ -13,6 +13,9 @@ from cjo_platform.errors import NotFound, Violations
 from cjo_platform.limits import MAX_ID_LENGTH
 
 Announce = Callable[[UnitOfWork, str, Sequence[Message]], None]
+# The signal (cjo_platform.db.signals) that wakes the senders of every replica: messages were
+# queued, or released from being held.
+QUEUED_SIGNAL = "queued"
 
 
 def queue_messages(uow: UnitOfWork, workspace_id: str, batch: Sequence[NewMessage],
@@ -24,7 +27,9 @@ def queue_messages(uow: UnitOfWork, workspace_id: str, batch: Sequence[NewMessag
     which the message's send follows."""
     accepted = repository.queue_messages(uow.session, workspace_id, batch, uow.now(),
                                          traceparent, lambda: uuid.uuid4().hex)
-    queued = [a.message for a in accepted if not a.duplicate]
+    # A held message is claimed only once released: nothing to wake a sender for.
+    queued = [a.message for a in accepted
+              if not a.duplicate and a.message.status is MessageStatus.QUEUED]
     if queued:
         announce(uow, workspace_id, queued)
     return accepted

@@ -25,6 +25,8 @@ from cjo_platform.logging import get_logger
 log = get_logger(__name__)
 
 Change = tuple[Claim, Transition]
+# Called in a record's transaction when it may have released held messages.
+Wake = Callable[[UnitOfWork], None]
 T = TypeVar("T")
 
 
@@ -99,7 +101,8 @@ class _Resets:
 async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
                           now: datetime, breaker_resets: Sequence[BreakerKey] = (), *,
                           give_back: Callable[[Sequence[BreakerKey]], None] = _drop,
-                          forward_to_decisioning: bool = True) -> list[Claim]:
+                          forward_to_decisioning: bool = True,
+                          wake: Wake | None = None) -> list[Claim]:
     """Write the transitions and their consequences (and zero the failure counts of the
     breakers in ``breaker_resets``: see :func:`~cjo_delivery.service_layer.breakers.
     clear_failures`); returns the claims whose record the database refused even in its minimal
@@ -109,15 +112,16 @@ async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
     meanwhile (this sender outlived its lease) is that transaction rolled back and the group
     written message by message, keeping the newer sender's results. When the database refuses
     the group for a reason one message can cause, the messages are recorded one by one. With
-    ``forward_to_decisioning``, the exposures of decisions also go to decisioning. Any other
+    ``forward_to_decisioning``, the exposures of decisions also go to decisioning. A final
+    outcome releases the messages held behind its message (adapters/held.py), and ``wake``
+    is then called in the transaction (to wake the senders once it committed). Any other
     failure raises, with nothing of the group written (:class:`PartlyRecorded` when it came
     after some were recorded one by one). Whenever it ends without having written the breaker
     resets (failed or cancelled), they are handed to ``give_back`` (:class:`_Resets`)."""
     resets = _Resets(breaker_resets, give_back)
 
-    def write(record: Callable[[UnitOfWork, Sequence[Change], datetime, bool], None],
-              uow: UnitOfWork) -> None:
-        record(uow, changes, now, forward_to_decisioning)
+    def write(record: Callable[..., None], uow: UnitOfWork) -> None:
+        record(uow, changes, now, forward_to_decisioning, wake)
 
     try:
         try:
@@ -131,7 +135,7 @@ async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
             log.warning("the database refused a group of send outcomes; recording them one "
                         "by one", messages=len(changes), error=brief(exc))
             return await _record_one_by_one(transactions, changes, now, resets,
-                                            forward_to_decisioning)
+                                            forward_to_decisioning, wake)
         return []
     finally:
         resets.settle()
@@ -139,7 +143,7 @@ async def record_outcomes(transactions: Transactions, changes: Sequence[Change],
 
 async def _record_one_by_one(transactions: Transactions, changes: Sequence[Change],
                              now: datetime, resets: _Resets,
-                             forward_to_decisioning: bool) -> list[Claim]:
+                             forward_to_decisioning: bool, wake: Wake | None) -> list[Claim]:
     """Record each change in a transaction of its own, so a row the database refuses costs
     only its own message: that one is recorded again with its :func:`~cjo_delivery.domain.
     sending.minimal` transition (its facts as with the full one), and when even that is refused
@@ -154,7 +158,7 @@ async def _record_one_by_one(transactions: Transactions, changes: Sequence[Chang
             try:
                 await transactions.run(partial(
                     record_each, changes=[(claim, attempt)], now=now,
-                    forward_to_decisioning=forward_to_decisioning))
+                    forward_to_decisioning=forward_to_decisioning, wake=wake))
             except Exception as exc:
                 if not item_at_fault(exc):
                     if recorded:
@@ -187,13 +191,17 @@ async def _record_one_by_one(transactions: Transactions, changes: Sequence[Chang
 
 
 def record_all(uow: UnitOfWork, changes: Sequence[Change], now: datetime,
-               forward_to_decisioning: bool = True) -> None:
+               forward_to_decisioning: bool = True, wake: Wake | None = None) -> None:
     repository.record_all(uow.session, changes, now)
+    if wake is not None and any(c.holds and t.is_final for c, t in changes):
+        wake(uow)
     _consequences(uow, changes, now, forward_to_decisioning)
 
 
 def record_each(uow: UnitOfWork, changes: Sequence[Change], now: datetime,
-                forward_to_decisioning: bool = True) -> None:
+                forward_to_decisioning: bool = True, wake: Wake | None = None) -> None:
+    """:func:`record_all` message by message (after a lease lost or ``holds`` set since a
+    claim: this path is rare, so any final outcome wakes the senders)."""
     kept = []
     for claim, transition in changes:
         if repository.record(uow.session, claim, transition, now):
@@ -202,6 +210,8 @@ def record_each(uow: UnitOfWork, changes: Sequence[Change], now: datetime,
             uow.after_commit(partial(  # logged once, for the attempt that committed
                 log.warning, "message was claimed again after this sender's lease ran out; "
                              "keeping the newer result", message_id=claim.message_id))
+    if wake is not None and any(t.is_final for _, t in kept):
+        wake(uow)
     _consequences(uow, kept, now, forward_to_decisioning)
 
 

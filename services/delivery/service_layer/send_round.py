@@ -97,13 +97,15 @@ from cjo_delivery.domain.sending import (
 )
 from cjo_delivery.service_layer import caps
 from cjo_delivery.service_layer.breakers import SharedBreakers
+from cjo_delivery.adapters.held import ORPHAN_SWEEP
 from cjo_delivery.service_layer.claims import RoundContext, claim_due, set_back
+from cjo_delivery.service_layer.messages import QUEUED_SIGNAL
 from cjo_delivery.service_layer.outcomes import record_outcomes, unrecorded
 from cjo_delivery.service_layer.rate_grants import RoundGrants
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock
 from cjo_platform.db.signals import Signals
-from cjo_platform.db.unit_of_work import Transactions
+from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 from cjo_platform.secret_box import SecretBox
 from cjo_platform.telemetry import continue_trace
@@ -372,12 +374,16 @@ class SendRound:
         self.consent = consent
         self.links = links
         self.secret_box = secret_box or SecretBox([])
+        self.signals = signals
         self._slots = asyncio.Semaphore(settings.concurrency)
         self.turns = ProfileTurns()
         self.breakers = SharedBreakers(transactions, trial_lease=settings.lease,
                                        signals=signals)
         self._window = _RecordWindow(settings.record_linger.total_seconds(), self._record)
         self.stopping = False
+        # When the next claim also releases held messages whose blockers are gone without
+        # releasing them (adapters/held.py: the safety net).
+        self._next_sweep = clock.now()
         # Workspaces whose consent answer rounds that let the next ones start are waiting for
         # (a count of such rounds each, whatever other workspaces they wait for): claims leave
         # a workspace's messages while ``rounds`` of them wait.
@@ -418,10 +424,13 @@ class SendRound:
                   for workspace, queries in expected.items()
                   if queries and workspace not in leave}
                  if self.consent is not None and expected else {})
+        sweep = now >= self._next_sweep
+        if sweep:
+            self._next_sweep = now + ORPHAN_SWEEP
         try:
             claims, context = await self.transactions.run(
                 lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
-                                      self.secret_box, self.holder, leave=leave))
+                                      self.secret_box, self.holder, leave=leave, sweep=sweep))
             turns = self.turns.take(claims)
             if on_claimed is not None:
                 on_claimed(claims)
@@ -851,7 +860,7 @@ class SendRound:
             self.transactions,
             [(outcome.claim, self._transition(outcome, now)) for outcome in group], now,
             self.breakers.take_resets(), give_back=self.breakers.give_back_resets,
-            forward_to_decisioning=self.settings.forward_to_decisioning)
+            forward_to_decisioning=self.settings.forward_to_decisioning, wake=self._wake)
         self._left_sending(left)
 
     async def _record_with_retry(self, group: Sequence[_Outcome],
@@ -868,7 +877,8 @@ class SendRound:
                 left = await record_outcomes(
                     self.transactions, changes, now, self.breakers.take_resets(),
                     give_back=self.breakers.give_back_resets,
-                    forward_to_decisioning=self.settings.forward_to_decisioning)
+                    forward_to_decisioning=self.settings.forward_to_decisioning,
+                    wake=self._wake)
             except Exception as exc:
                 changes = unrecorded(changes, exc)
                 if delay is None:
@@ -879,6 +889,12 @@ class SendRound:
             self._left_sending(left)
             self.turns.settled(outcome.claim for outcome in group)
             return
+
+    def _wake(self, uow: UnitOfWork) -> None:
+        """Held messages were released by this record: wake the senders of every replica once
+        it committed (as queueing does), not at their next poll."""
+        if self.signals is not None:
+            self.signals.send(uow, QUEUED_SIGNAL)
 
     def _left_sending(self, claims: Sequence[Claim]) -> None:
         """``claims`` stay SENDING (the database refused even their minimal record): this

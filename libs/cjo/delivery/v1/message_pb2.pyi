@@ -21,6 +21,7 @@ class MessageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_STATUS_DEFERRED: _ClassVar[MessageStatus]
     MESSAGE_STATUS_DELIVERED: _ClassVar[MessageStatus]
     MESSAGE_STATUS_BOUNCED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_HELD: _ClassVar[MessageStatus]
 MESSAGE_STATUS_UNSPECIFIED: MessageStatus
 MESSAGE_STATUS_QUEUED: MessageStatus
 MESSAGE_STATUS_SENDING: MessageStatus
@@ -30,6 +31,7 @@ MESSAGE_STATUS_SUPPRESSED: MessageStatus
 MESSAGE_STATUS_DEFERRED: MessageStatus
 MESSAGE_STATUS_DELIVERED: MessageStatus
 MESSAGE_STATUS_BOUNCED: MessageStatus
+MESSAGE_STATUS_HELD: MessageStatus
 
 class Recipient(_message.Message):
     __slots__ = ("profile_id", "address")

@@ -1,0 +1,151 @@
+"""Messages HELD behind an earlier unfinished message of their profile on their channel: who
+holds them back when they are queued, and their release when the last such message is final.
+
+The scope is (workspace, profile, channel); messages to no profile keep no order. A message
+holds back the later ones of its scope while it is not final (QUEUED, DEFERRED, SENDING or
+HELD itself), a transactional one only behind a transactional one (domain ``holds_back``).
+HELD messages are in neither of the claim's indexes (``ix_messages_queue``,
+``ix_messages_pending``): a blocked backlog costs the claim nothing.
+
+Who releases them: every unfinished message a later one is held behind carries ``holds``
+(set by :func:`hold_behind`, which locks the row until the queueing transaction commits), the
+claim reads it, and the record of its final outcome releases its scope's held messages no
+earlier unfinished message holds back any more (:func:`release`), in the same transaction.
+A record that finds ``holds`` set since its claim falls back to recording message by message
+(``repository.LeaseLost``), which reads it again. A message whose blockers are gone without
+releasing it (queued by two transactions at once, a refused record) is released by
+:func:`release_orphans`, which the sender runs every ``ORPHAN_SWEEP``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, bindparam, text
+from sqlalchemy.orm import Session
+
+from cjo_delivery.adapters.tables import messages
+from cjo_delivery.domain.messages import MessageStatus
+from cjo_platform.db import UtcDateTime
+from cjo_platform.db.engine import pg_array
+from cjo_platform.db.probes import pg_probes, pg_text
+
+# How often the sender releases held messages whose blockers are gone without releasing them.
+ORPHAN_SWEEP = timedelta(seconds=60)
+
+Scope = tuple[str, str, str]  # (workspace, profile, channel)
+
+_PENDING = "('queued', 'deferred', 'sending')"
+_HELD = MessageStatus.HELD.value
+_SEP = "\x1f"  # between the profile and the channel of a scope's key on SQLite
+
+# Unfinished messages of the queued ones' scopes get ``holds``; answers their scope and whether
+# they are transactional. Held ones too: a record committing meanwhile may have released one
+# that was held when this statement began (then the probe's snapshot sees no other). Probed
+# apart, each by its partial index (ix_messages_pending, ix_messages_held); on PostgreSQL one
+# probe per profile (cjo_platform.db.probes), the channel checked on the rows found.
+_UNFINISHED = f"('queued', 'deferred', 'sending', '{MessageStatus.HELD.value}')"
+_PG_HOLD_BEHIND = pg_text(
+    "UPDATE messages AS u SET holds = true FROM ("
+    + " UNION ALL ".join(
+        pg_probes("messages", "t.workspace_id, t.message_id",
+                  {"profile_id": "profiles", "channel": "channels"}, where=f"t.status {status}")
+        for status in (f"IN {_PENDING}", f"= '{MessageStatus.HELD.value}'"))
+    + ") AS b WHERE u.workspace_id = b.workspace_id AND u.message_id = b.message_id "
+      # Again on the row updated: a row a sender's record changed meanwhile is checked anew
+      # once its lock is released (the probe's own condition is not), so a message that has
+      # just become final is not marked (its held follower would wait for the safety net).
+      f"AND u.status IN {_UNFINISHED} "
+      "RETURNING u.message_id, u.profile_id, u.channel, u.transactional",
+    ["profiles", "channels"]).columns(messages.c.message_id, messages.c.profile_id,
+                                      messages.c.channel, messages.c.transactional)
+_SQLITE_HOLD_BEHIND = text(
+    "UPDATE messages SET holds = 1 WHERE rowid IN (" + " UNION ALL ".join(
+        "SELECT rowid FROM messages WHERE workspace_id = :workspace_id "
+        f"AND status {status} AND profile_id IN (SELECT value FROM json_each(:profiles)) "
+        "AND profile_id || char(31) || channel IN (SELECT value FROM json_each(:scopes))"
+        for status in (f"IN {_PENDING}", f"= '{MessageStatus.HELD.value}'"))
+    + ") RETURNING message_id, profile_id, channel, transactional").columns(
+        messages.c.message_id, messages.c.profile_id, messages.c.channel,
+        messages.c.transactional)
+
+
+def hold_behind(session: Session, workspace_id: str, scopes: Collection[tuple[str, str]],
+                leave: Collection[str] = ()) -> list[tuple[str, str, bool]]:
+    """Mark the unfinished messages of the workspace's (profile, channel) ``scopes`` as holding
+    a later one back (``holds``), locking them until commit; returns (profile, channel,
+    transactional) of each but the messages ``leave``. A sender recording one of them meanwhile waits for this
+    transaction, then sees ``holds`` changed since its claim."""
+    if not scopes:
+        return []
+    ordered = sorted(scopes)
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(_PG_HOLD_BEHIND, {
+            "workspace_id": workspace_id, "profiles": pg_array([p for p, _ in ordered]),
+            "channels": pg_array([c for _, c in ordered])}).all()
+    else:
+        rows = session.execute(_SQLITE_HOLD_BEHIND, {
+            "workspace_id": workspace_id,
+            "profiles": json.dumps(sorted({p for p, _ in ordered})),
+            "scopes": json.dumps([f"{p}{_SEP}{c}" for p, c in ordered])}).all()
+    return [(r.profile_id, r.channel, bool(r.transactional)) for r in rows
+            if r.message_id not in leave]
+
+
+# A held message is released when no earlier message of its scope holds it back any more:
+# neither an unfinished one (ix_messages_pending) nor a held one (ix_messages_held), a
+# transactional one only by transactional ones. It keeps ``holds`` when later ones are held.
+_RELEASED = (
+    f"SET status = '{MessageStatus.QUEUED.value}', next_attempt_time = :now, "
+    "update_time = :now, holds = EXISTS (SELECT 1 FROM messages AS l "
+    "WHERE l.workspace_id = h.workspace_id AND l.profile_id = h.profile_id "
+    f"AND l.channel = h.channel AND l.status = '{_HELD}' AND l.queue_order > h.queue_order)")
+_FREE = " AND ".join(
+    f"NOT EXISTS (SELECT 1 FROM messages AS e WHERE e.workspace_id = h.workspace_id "
+    f"AND e.profile_id = h.profile_id AND e.status {status} "
+    "AND e.channel = h.channel AND e.queue_order < h.queue_order "
+    "AND (e.transactional OR NOT h.transactional))"
+    for status in (f"IN {_PENDING}", f"= '{_HELD}'"))
+_BINDS = (bindparam("now", type_=UtcDateTime),)
+
+_PG_RELEASE = pg_text(
+    f"UPDATE messages AS h {_RELEASED} "
+    "FROM unnest(CAST(:workspaces AS text[]), CAST(:profiles AS text[]), "
+    "CAST(:channels AS text[])) AS k(workspace_id, profile_id, channel) "
+    "WHERE h.workspace_id = k.workspace_id AND h.profile_id = k.profile_id "
+    f"AND h.channel = k.channel AND h.status = '{_HELD}' AND {_FREE}",
+    ["workspaces", "profiles", "channels"]).bindparams(*_BINDS)
+_SQLITE_RELEASE = text(
+    f"UPDATE messages AS h {_RELEASED} WHERE h.status = '{_HELD}' "
+    "AND (h.workspace_id, h.profile_id, h.channel) IN (SELECT json_extract(value, '$[0]'), "
+    "json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(:scopes)) "
+    f"AND {_FREE}").bindparams(*_BINDS, bindparam("scopes", type_=String))
+_RELEASE_ORPHANS = text(
+    f"UPDATE messages AS h {_RELEASED} WHERE h.status = '{_HELD}' AND {_FREE}"
+).bindparams(*_BINDS)
+
+
+def release(session: Session, scopes: Collection[Scope], now: datetime) -> int:
+    """Make the held messages of ``scopes`` that nothing holds back any more QUEUED, due at
+    ``now``; returns how many."""
+    if not scopes:
+        return 0
+    ordered = sorted(set(scopes))
+    parameters: dict[str, Any] = {"now": now}
+    if session.get_bind().dialect.name == "postgresql":
+        statement = _PG_RELEASE
+        for index, name in enumerate(("workspaces", "profiles", "channels")):
+            parameters[name] = pg_array([scope[index] for scope in ordered])
+    else:
+        statement = _SQLITE_RELEASE
+        parameters["scopes"] = json.dumps(ordered)
+    return int(session.execute(statement, parameters).rowcount)  # type: ignore[attr-defined]
+
+
+def release_orphans(session: Session, now: datetime) -> int:
+    """Release every held message that nothing holds back any more (the safety net)."""
+    return int(session.execute(_RELEASE_ORPHANS,  # type: ignore[attr-defined]
+                               {"now": now}).rowcount)
