@@ -214,7 +214,8 @@ async def test_quiet_hours_defer_to_the_morning_in_the_profiles_time_zone(
             ny.time_zone = "America/New_York"
             paris = send_request("k2", "paris@example.com", profile_id="paris")
             paris.time_zone = "Europe/Paris"
-            tokyo = send_request("k3", "tokyo@example.com", profile_id="tokyo")  # 12:30 in Tokyo: awake
+            # 12:30 in Tokyo: awake
+            tokyo = send_request("k3", "tokyo@example.com", profile_id="tokyo")
             urgent = send_request("k4", "urgent@example.com", profile_id="urgent")
             urgent.time_zone, urgent.transactional = "America/New_York", True
             reply = await stub.BatchSendMessages(pb.BatchSendMessagesRequest(

@@ -48,7 +48,8 @@ async def test_a_profiles_message_waits_while_another_process_sends_the_one_befo
     """Ada's first message is being sent by process A: process B's claim leaves her next ones
     (and only hers) queued; A's own claim takes them (it orders its own sends), and so does B
     once A's lease ran out, the first message with them, first. (Each of hers on another
-    channel: on one channel the later ones are HELD behind the first: test_delivery_held_release.)"""
+    channel: on one channel the later ones are HELD behind the first, see
+    test_delivery_held_release.)"""
     clock = ManualClock()
     app = delivery_app(backend, free_port(), clock)
     await app.db.run(app.migrate)

@@ -42,6 +42,7 @@ from support import (
 WS = as_service("ws-a")
 SENT = message_pb2.MESSAGE_STATUS_SENT
 SENDING = message_pb2.MESSAGE_STATUS_SENDING
+HELD = message_pb2.MESSAGE_STATUS_HELD
 
 
 async def status_of(stub: pb_grpc.DeliveryServiceStub, name: str) -> message_pb2.Message:
@@ -95,8 +96,8 @@ async def test_a_round_waiting_for_consent_holds_only_its_own_messages(
                     email("next", "ada"), email("other", "bob")]), metadata=WS)
                 after, other = (r.message.name for r in reply.results)
                 assert await eventually(lambda: sent(stub, other))
-                # Ada's next message waits for her first: her messages go in claim order.
-                assert (await status_of(stub, after)).status == SENDING
+                # Ada's next message waits for her first (held behind it).
+                assert (await status_of(stub, after)).status == HELD
                 assert (await status_of(stub, first)).status == SENDING
                 assert [m["To"] for m in sink.received] == ["other@example.com"]
                 identity.release.set()
@@ -136,9 +137,9 @@ async def test_a_slow_provider_call_holds_only_its_own_message(backend: Backend)
 
 async def test_messages_waiting_for_their_profile_hold_up_no_other_message(
         backend: Backend) -> None:
-    """Three send slots; Ada's first message is held by the provider, and the next round
-    claims three more of hers before Bob's. Hers wait for her first (claim order), but they
-    must not take the round's workers with them: Bob's goes out meanwhile."""
+    """Three send slots; Ada's first message is held by the provider, and three more of hers
+    are queued before Bob's. Hers wait for her first (HELD behind it: no claim takes them, so
+    they take no worker): Bob's goes out meanwhile, hers in order after her first."""
     release = threading.Event()
     with http_sink(held_provider(release)) as sink:
         app = delivery_app(backend, free_port(), CJO_DELIVERY_CONCURRENCY="3")
@@ -154,8 +155,9 @@ async def test_messages_waiting_for_their_profile_hold_up_no_other_message(
             *hers, bobs = (r.message.name for r in reply.results)
             try:
                 assert await eventually(lambda: sent(stub, bobs))
-                for name in (slow, *hers):
-                    assert (await status_of(stub, name)).status == SENDING
+                assert (await status_of(stub, slow)).status == SENDING
+                for name in hers:
+                    assert (await status_of(stub, name)).status == HELD
             finally:
                 release.set()
             for name in (slow, *hers):

@@ -154,9 +154,12 @@ async def test_a_frequency_cap_defers_the_message_over_it(storage: Storage) -> N
     accepted = await storage.transactions.run(lambda uow: messages.queue_messages(
         uow, WS, [email("k1"), email("k2")], "", lambda *announced: None))
     mailbox = Mailbox()
-    await send_round(storage, mailbox).run()
-    statuses = sorted(status_of(storage, a.message.message_id).value for a in accepted)
-    assert statuses == sorted([MessageStatus.SENT.value, MessageStatus.DEFERRED.value])
+    rounds = send_round(storage, mailbox)
+    await rounds.run()
+    # The second, held behind the first, is released by its record and claimed next.
+    assert await rounds.run() == 1
+    statuses = [status_of(storage, a.message.message_id) for a in accepted]
+    assert statuses == [MessageStatus.SENT, MessageStatus.DEFERRED]
     assert len(mailbox.sent) == 1
 
 

@@ -109,6 +109,9 @@ async def test_a_new_workspaces_lookups_by_key_are_probed_by_key(backend: Backen
         await app.db.run(found)
     finally:
         app.db.dispose()
+    # Queueing also marks the profiles' unfinished messages a new one is held behind
+    # (adapters/held.py): a probe per profile.
     filtered = [f"{key}: {statement}\n{plan}" for key, statement, plan in captured
-                if not probed_by(app.db, plan, key)]
+                if not probed_by(app.db, plan, "profile_id" if "SET holds" in statement
+                                 else key)]
     assert not filtered, "\n\n".join(filtered)

@@ -564,10 +564,11 @@ def erase_profile(session: Session, workspace_id: str, profile_id: str,
     """Erase what delivery holds of a profile (GDPR erasure); returns (canceled, in flight).
 
     Messages not yet handed to a provider (QUEUED, DEFERRED: waiting on a frequency cap, quiet
-    hours, a rate limit or a retry; HELD behind an earlier one) end as SUPPRESSED with :data:`ERASED_REASON`. Every other
-    message of the profile loses its address, rendered content and error text (which may quote
-    the address); ids, channel, status, times and the provider's message id stay, so reports
-    still count it and a late provider webhook still finds it. The in-app inbox is deleted.
+    hours, a rate limit or a retry; HELD behind an earlier one) end as SUPPRESSED with
+    :data:`ERASED_REASON`. Every other message of the profile loses its address, rendered
+    content and error text (which may quote the address); ids, channel, status, times and the
+    provider's message id stay, so reports still count it and a late provider webhook still
+    finds it. The in-app inbox is deleted.
 
     A SENDING message belongs to a sender that may be talking to the provider right now: it is
     left alone and counted as in flight, so the caller erases again once it finished. Running

@@ -75,6 +75,7 @@ from typing import Any
 from opentelemetry.trace import Status, StatusCode
 
 from cjo_delivery.adapters.contents import decode_outgoing
+from cjo_delivery.adapters.held import ORPHAN_SWEEP
 from cjo_delivery.adapters.routes import Route, Routes
 from cjo_delivery.domain import failover
 from cjo_delivery.domain.messages import Claim, Message
