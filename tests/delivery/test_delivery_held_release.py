@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from cjo.common.v1 import common_pb2
 from cjo_delivery.adapters import repository
 from cjo_delivery.adapters.held import ORPHAN_SWEEP
 from cjo_delivery.adapters.tables import messages as messages_table
-from cjo_delivery.domain.messages import Channel, MessageStatus, NewMessage
+from cjo_delivery.domain.messages import Channel, Claim, MessageStatus, NewMessage
 from cjo_delivery.domain.sending import after_success
 from cjo_delivery.service_layer import messages
 from cjo_delivery.service_layer.claims import claim_due
@@ -47,6 +47,17 @@ def waiting_for_a_lock(storage: Storage) -> bool:
         return bool(connection.execute(text(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
             "AND datname = current_database()")).scalar_one())
+
+
+def claimed_on_postgresql(storage: Storage) -> tuple[datetime, str, Claim]:
+    """Ada's first message, claimed by sender "A" (the test is skipped on SQLite: row locks)."""
+    if storage.transactions.db.engine.dialect.name != "postgresql":
+        pytest.skip("row locks: PostgreSQL")
+    now = storage.clock.now()
+    first = queue(storage, "k1")
+    (claim,), _ = storage.transactions.run_sync(
+        lambda uow: claim_due(uow, now, LEASE, 10, SecretBox([]), "A"))
+    return now, first, claim
 
 
 def queue_batch(storage: Storage, *items: NewMessage) -> list[tuple[str, MessageStatus]]:
@@ -124,12 +135,7 @@ async def test_a_record_waits_for_a_queueing_that_holds_a_message_behind_its_mes
     """PostgreSQL: Ada's second message is being queued (its transaction open, her first
     marked and locked) when her first's outcome is recorded: the record waits for it, then
     releases the second."""
-    if storage.transactions.db.engine.dialect.name != "postgresql":
-        pytest.skip("row locks: PostgreSQL")
-    now = storage.clock.now()
-    first = queue(storage, "k1")
-    (claim,), _ = storage.transactions.run_sync(
-        lambda uow: claim_due(uow, now, LEASE, 10, SecretBox([]), "A"))
+    now, first, claim = claimed_on_postgresql(storage)
     queued, go = threading.Event(), threading.Event()
     ids: list[str] = []
 
@@ -189,12 +195,7 @@ async def test_a_message_queued_while_the_earlier_ones_record_commits_is_not_hel
     """PostgreSQL: Ada's second message is queued while her first's outcome (sent) is being
     recorded (its transaction open): the queueing waits for the record, sees the first final
     and queues the second at once (it would otherwise wait for the safety net)."""
-    if storage.transactions.db.engine.dialect.name != "postgresql":
-        pytest.skip("row locks: PostgreSQL")
-    now = storage.clock.now()
-    first = queue(storage, "k1")
-    (claim,), _ = storage.transactions.run_sync(
-        lambda uow: claim_due(uow, now, LEASE, 10, SecretBox([]), "A"))
+    now, first, claim = claimed_on_postgresql(storage)
     recorded, go = threading.Event(), threading.Event()
 
     def record_and_wait(uow: Any) -> None:

@@ -98,6 +98,16 @@ async def send_all(storage: Storage, rounds: SendRound, *ids: str) -> None:
     raise AssertionError([state(storage, i) for i in ids])
 
 
+async def goes_after(storage: Storage, rounds: SendRound, mailbox: Mailbox, first: str,
+                    second: str) -> None:
+    """While ``first`` waits, a round sends nothing; once it is due, ``second`` goes after it."""
+    await rounds.run()
+    assert mailbox.sent == []
+    storage.clock.advance(LATER)
+    await send_all(storage, rounds, first, second)
+    assert mailbox.sent == [first, second]
+
+
 async def test_a_later_message_waits_behind_one_waiting_for_its_retry(
         storage: Storage) -> None:
     """Ada's first message meets a transient provider error and waits for its retry: her second,
@@ -107,12 +117,7 @@ async def test_a_later_message_waits_behind_one_waiting_for_its_retry(
     first = queue(storage, "k1")
     assert await rounds.run() == 1
     assert state(storage, first) is MessageStatus.QUEUED  # waiting for its retry
-    second = queue(storage, "k2")
-    await rounds.run()
-    assert mailbox.sent == []
-    storage.clock.advance(LATER)
-    await send_all(storage, rounds, first, second)
-    assert mailbox.sent == [first, second]
+    await goes_after(storage, rounds, mailbox, first, queue(storage, "k2"))
 
 
 async def test_a_later_message_queued_while_the_first_is_sent_waits_for_its_retry(
@@ -128,12 +133,8 @@ async def test_a_later_message_queued_while_the_first_is_sent_waits_for_its_retr
     second = queue(storage, "k2")
     mailbox.go.set()
     assert await asyncio.wait_for(at_provider, 10) == 1
-    await rounds.run()
-    assert mailbox.sent == []
     assert state(storage, first) is MessageStatus.QUEUED
-    storage.clock.advance(LATER)
-    await send_all(storage, rounds, first, second)
-    assert mailbox.sent == [first, second]
+    await goes_after(storage, rounds, mailbox, first, second)
 
 
 async def test_a_later_message_waits_behind_one_waiting_for_a_consent_answer(
@@ -145,12 +146,7 @@ async def test_a_later_message_waits_behind_one_waiting_for_a_consent_answer(
     first = queue(storage, "k1")
     assert await rounds.run() == 1
     assert state(storage, first) is MessageStatus.QUEUED
-    second = queue(storage, "k2")
-    await rounds.run()
-    assert mailbox.sent == []
-    storage.clock.advance(LATER)
-    await send_all(storage, rounds, first, second)
-    assert mailbox.sent == [first, second]
+    await goes_after(storage, rounds, mailbox, first, queue(storage, "k2"))
 
 
 async def test_another_profile_and_a_transactional_message_do_not_wait(
