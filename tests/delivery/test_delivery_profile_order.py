@@ -241,7 +241,7 @@ async def test_the_claim_reads_messages_not_final_through_their_indexes(
     await app.db.run(app.migrate)
     ids = iter(f"m{i}" for i in range(100_000))
     # A backlog of due messages, many per profile on one channel, as queued before migration
-    # 0016 (since, a profile's later ones on a channel are HELD, out of the claim's indexes).
+    # 0017 (since, a profile's later ones on a channel are HELD, out of the claim's indexes).
     monkeypatch.setattr(repository, "_hold", lambda *args: set())
 
     def scenario() -> list[tuple[str, str]]:

@@ -324,7 +324,7 @@ async def test_a_claim_takes_due_messages_in_queue_order_in_one_statement(
     retry queued before a batch comes first, though due after it, and the batch's messages,
     due together, come in the order they were queued (a profile's messages of one batch go
     out in that order), on both databases, in one statement. (Queued as before migration
-    0016: since, a profile's later messages on a channel are HELD, test_delivery_held_release.)"""
+    0017: since, a profile's later messages on a channel are HELD, test_delivery_held_release.)"""
     monkeypatch.setattr(repository, "_hold", lambda *args: set())
     clock = ManualClock()
     app = delivery_app(backend, free_port(), clock)

@@ -89,7 +89,7 @@ messages = Table(
     # at CJO_DELIVERY_MAX_LEASE_EXPIRIES it is failed instead of sent again.
     Column("lease_expiries", Integer, nullable=False, server_default="0"),
     # A later message of its profile on its channel is HELD behind this unfinished one (migration
-    # 0016): its final outcome releases them. Set by queue_messages, which holds the row's lock
+    # 0017): its final outcome releases them. Set by queue_messages, which holds the row's lock
     # until it commits, so a sender recording the outcome meanwhile sees it.
     Column("holds", Boolean, nullable=False, server_default="0"),
     PrimaryKeyConstraint("workspace_id", "message_id"),
