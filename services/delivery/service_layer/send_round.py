@@ -98,7 +98,6 @@ from cjo_delivery.domain.sending import (
 )
 from cjo_delivery.service_layer import caps
 from cjo_delivery.service_layer.breakers import SharedBreakers
-from cjo_delivery.adapters.held import ORPHAN_SWEEP
 from cjo_delivery.service_layer.claims import RoundContext, claim_due, set_back
 from cjo_delivery.service_layer.messages import QUEUED_SIGNAL
 from cjo_delivery.service_layer.outcomes import record_outcomes, unrecorded
