@@ -164,6 +164,20 @@ def plan_graph(changed: Sequence[Edge], cluster_edges: Mapping[str, Sequence[Edg
     members_of: dict[str, list[str]] = {}
     for x in list(parent):
         members_of.setdefault(find(x), []).append(x)
+    # A lone edge (an earlier first event, nothing linked anew) of a cluster recomputed here is
+    # that cluster's: stored once with it, and its partition sees the earlier order.
+    recomputed = {x[2:]: root for root in super_clusters for x in members_of[root]
+                  if x.startswith("c:")}
+    if recomputed and lone:
+        kept: list[Edge] = []
+        for edge in lone:
+            owner = owners.get(edge.identifiers[0]) if edge.identifiers else None
+            root = recomputed.get(owner.cluster_id) if owner is not None else None
+            if root is None:
+                kept.append(edge)
+            else:
+                super_clusters[root].append(edge)
+        lone = kept
     claimed: set[str] = set()
     for root in sorted(super_clusters):
         clusters = sorted(x[2:] for x in members_of[root] if x.startswith("c:"))
