@@ -12,8 +12,10 @@ Who releases them: every unfinished message a later one is held behind carries `
 claim reads it, and the record of its final outcome releases its scope's held messages no
 earlier unfinished message holds back any more (:func:`release`), in the same transaction.
 A record that finds ``holds`` set since its claim falls back to recording message by message
-(``repository.LeaseLost``), which reads it again. A message whose blockers are gone without
-releasing it (queued by two transactions at once, a refused record) is released by
+(``repository.LeaseLost``), which reads it again. On PostgreSQL the releases of a scope wait
+for each other's commit (two blockers recorded at once would each see the other unfinished).
+A message whose blockers are gone without releasing it (queued by two transactions at once, a
+refused record) is released by
 :func:`release_orphans`, which the sender runs every ``ORPHAN_SWEEP``.
 """
 
@@ -131,9 +133,22 @@ _RELEASE_ORPHANS = text(
 ).bindparams(*_BINDS)
 
 
+# PostgreSQL: releases of one scope one after the other, each lock held until its commit, taken
+# in key order (no two releases wait for each other). READ COMMITTED: two records of a held
+# message's two blockers at once would each see the other blocker unfinished and neither
+# release it (held until the sweep); the second now starts its look-up after the first commits.
+# SQLite has one writer: a release runs after its record's write, so others have committed.
+_PG_SERIALIZE = text(
+    "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtext(current_schema() || "
+    "'delivery.held' || chr(31) || w || chr(31) || p || chr(31) || c) AS k "
+    "FROM unnest(CAST(:workspaces AS text[]), CAST(:profiles AS text[]), "
+    "CAST(:channels AS text[])) AS s(w, p, c)) AS keys ORDER BY k")
+
+
 def release(session: Session, scopes: Collection[Scope], now: datetime) -> int:
     """Make the held messages of ``scopes`` that nothing holds back any more QUEUED, due at
-    ``now``; returns how many."""
+    ``now``; returns how many. On PostgreSQL it first waits for the other transactions
+    releasing in these scopes to commit (:data:`_PG_SERIALIZE`)."""
     if not scopes:
         return 0
     ordered = sorted(set(scopes))
@@ -142,6 +157,8 @@ def release(session: Session, scopes: Collection[Scope], now: datetime) -> int:
         statement = _PG_RELEASE
         for index, name in enumerate(("workspaces", "profiles", "channels")):
             parameters[name] = pg_array([scope[index] for scope in ordered])
+        session.execute(_PG_SERIALIZE, {name: parameters[name]
+                                        for name in ("workspaces", "profiles", "channels")})
     else:
         statement = _SQLITE_RELEASE
         parameters["scopes"] = json.dumps(ordered)
