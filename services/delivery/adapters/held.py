@@ -15,8 +15,9 @@ A record that finds ``holds`` set since its claim falls back to recording messag
 (``repository.LeaseLost``), which reads it again. On PostgreSQL the releases of a scope wait
 for each other's commit (two blockers recorded at once would each see the other unfinished).
 A message whose blockers are gone without releasing it (queued by two transactions at once, a
-refused record) is released by
-:func:`release_orphans`, which the sender runs every ``ORPHAN_SWEEP``.
+refused record) is released by :func:`release_orphans`, the safety net: a pass every
+``ORPHAN_SWEEP``, ``ORPHAN_BATCH`` held messages at a time in key order, each batch in its own
+transaction before a round's claim, one replica at a time on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -128,9 +129,40 @@ _SQLITE_RELEASE = text(
     "AND (h.workspace_id, h.profile_id, h.channel) IN (SELECT json_extract(value, '$[0]'), "
     "json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(:scopes)) "
     f"AND {_FREE}").bindparams(*_BINDS, bindparam("scopes", type_=String))
-_RELEASE_ORPHANS = text(
-    f"UPDATE messages AS h {_RELEASED} WHERE h.status = '{_HELD}' AND {_FREE}"
-).bindparams(*_BINDS)
+
+# The sweep: a batch of held messages at a time in ix_messages_held's key order, from where the
+# last batch stopped (``after``) to the ORPHAN_BATCH-th held key (``last``): each checked by key
+# (a probe per message, not a scan of the unfinished ones). SQLite is told the index.
+_KEY = "(h.workspace_id, h.profile_id, h.channel, h.queue_order)"
+_AFTER = f"{_KEY} > (:after_workspace, :after_profile, :after_channel, :after_order)"
+_UPTO = f"{_KEY} <= (:last_workspace, :last_profile, :last_channel, :last_order)"
+ORPHAN_BATCH = 500
+
+HeldKey = tuple[str, str, str, int]  # (workspace, profile, channel, queue_order)
+
+
+def _orphan_statements(dialect: str, after: bool, bounded: bool) -> tuple[Any, Any]:
+    index = " INDEXED BY ix_messages_held" if dialect == "sqlite" else ""
+    where = f"h.status = '{_HELD}'" + (f" AND {_AFTER}" if after else "")
+    last = text(
+        f"SELECT h.workspace_id, h.profile_id, h.channel, h.queue_order FROM messages AS h"
+        f"{index} WHERE {where} ORDER BY h.workspace_id, h.profile_id, h.channel, "
+        "h.queue_order LIMIT 1 OFFSET :skip")
+    # SQLite's UPDATE takes no INDEXED BY with an alias: the rowids of the range, by the index
+    # (the status checked again on each, ``+``: not by an index of every held message).
+    upto = f" AND {_UPTO}" if bounded else ""
+    if dialect == "sqlite":
+        update = text(
+            f"UPDATE messages AS h {_RELEASED} WHERE h.rowid IN (SELECT h.rowid FROM messages "
+            f"AS h{index} WHERE {where}{upto}) AND +h.status = '{_HELD}' AND {_FREE}")
+    else:
+        update = text(f"UPDATE messages AS h {_RELEASED} WHERE {where}{upto} AND {_FREE}")
+    return last, update.bindparams(*_BINDS)
+
+
+# PostgreSQL: one replica sweeps at a time (the others skip: the sweep is a safety net).
+_PG_SWEEPER = text(
+    "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || 'delivery.orphan_sweep'))")
 
 
 # PostgreSQL: releases of one scope one after the other, each lock held until its commit, taken
@@ -165,7 +197,26 @@ def release(session: Session, scopes: Collection[Scope], now: datetime) -> int:
     return int(session.execute(statement, parameters).rowcount)  # type: ignore[attr-defined]
 
 
-def release_orphans(session: Session, now: datetime) -> int:
-    """Release every held message that nothing holds back any more (the safety net)."""
-    return int(session.execute(_RELEASE_ORPHANS,  # type: ignore[attr-defined]
-                               {"now": now}).rowcount)
+def release_orphans(session: Session, now: datetime, after: HeldKey | None = None,
+                    batch: int | None = None) -> tuple[int, HeldKey | None]:
+    """Release the held messages that nothing holds back any more among the next ``batch``
+    held ones (``ORPHAN_BATCH``) in key order after ``after`` (from the first when None): the
+    safety net, one batch per transaction. Returns how many, and the key to continue after
+    (None: the pass reached the end, or another replica is sweeping on PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and not session.execute(_PG_SWEEPER).scalar_one():
+        return 0, None
+    parameters: dict[str, Any] = {"now": now, "skip": (batch or ORPHAN_BATCH) - 1}
+    if after is not None:
+        parameters.update(zip(("after_workspace", "after_profile", "after_channel",
+                               "after_order"), after, strict=True))
+    find_last, _ = _orphan_statements(dialect, after is not None, False)
+    row = session.execute(find_last, parameters).first()
+    last: HeldKey | None = None
+    if row is not None:
+        last = (row[0], row[1], row[2], int(row[3]))
+        parameters.update(zip(("last_workspace", "last_profile", "last_channel", "last_order"),
+                              last, strict=True))
+    _, update = _orphan_statements(dialect, after is not None, last is not None)
+    released = int(session.execute(update, parameters).rowcount)  # type: ignore[attr-defined]
+    return released, last

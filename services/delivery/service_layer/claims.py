@@ -31,17 +31,21 @@ class RoundContext:
 
 def claim_due(uow: UnitOfWork, now: datetime, lease: timedelta, batch_size: int,
               box: SecretBox, holder: str, *,
-              leave: Collection[str] = (), sweep: bool = False
-              ) -> tuple[list[Claim], RoundContext]:
+              leave: Collection[str] = ()) -> tuple[list[Claim], RoundContext]:
     """Take up to ``batch_size`` due messages, SENDING under a lease until ``now + lease`` held
     by the sender process ``holder``, with their context: one transaction (one commit) for
-    both, the context only read; the workspaces in ``leave`` are not claimed from. ``sweep``:
-    first release the held messages nothing holds back any more (adapters/held.py)."""
-    if sweep:
-        held.release_orphans(uow.session, now)
+    both, the context only read; the workspaces in ``leave`` are not claimed from."""
     claims = repository.claim_due(uow.session, now, now + lease, batch_size, holder=holder,
                                   leave=leave)
     return claims, load_context(uow, claims, box)
+
+
+def release_orphans(uow: UnitOfWork, now: datetime,
+                    after: held.HeldKey | None) -> held.HeldKey | None:
+    """One batch of the safety net, in its own transaction (not the claim's): release the held
+    messages nothing holds back any more among the next ``held.ORPHAN_BATCH`` after ``after``;
+    returns where the next batch starts, None when the pass is over (adapters/held.py)."""
+    return held.release_orphans(uow.session, now, after)[1]
 
 
 def set_back(uow: UnitOfWork, claims: Sequence[Claim], until: datetime) -> None:

@@ -75,7 +75,7 @@ from typing import Any
 from opentelemetry.trace import Status, StatusCode
 
 from cjo_delivery.adapters.contents import decode_outgoing
-from cjo_delivery.adapters.held import ORPHAN_SWEEP
+from cjo_delivery.adapters.held import ORPHAN_SWEEP, HeldKey
 from cjo_delivery.adapters.routes import Route, Routes
 from cjo_delivery.domain import failover
 from cjo_delivery.domain.messages import Claim, Message
@@ -98,7 +98,7 @@ from cjo_delivery.domain.sending import (
 )
 from cjo_delivery.service_layer import caps
 from cjo_delivery.service_layer.breakers import SharedBreakers
-from cjo_delivery.service_layer.claims import RoundContext, claim_due, set_back
+from cjo_delivery.service_layer.claims import RoundContext, claim_due, release_orphans, set_back
 from cjo_delivery.service_layer.messages import QUEUED_SIGNAL
 from cjo_delivery.service_layer.outcomes import record_outcomes, unrecorded
 from cjo_delivery.service_layer.rate_grants import RoundGrants
@@ -381,9 +381,11 @@ class SendRound:
                                        signals=signals)
         self._window = _RecordWindow(settings.record_linger.total_seconds(), self._record)
         self.stopping = False
-        # When the next claim also releases held messages whose blockers are gone without
-        # releasing them (adapters/held.py: the safety net).
+        # When the next pass of the safety net begins: before their claims, rounds release held
+        # messages whose blockers are gone without releasing them, a batch per round in its own
+        # transaction, continuing after ``_sweep_after`` until the pass is over (None).
         self._next_sweep = clock.now()
+        self._sweep_after: HeldKey | None = None
         # Workspaces whose consent answer rounds that let the next ones start are waiting for
         # (a count of such rounds each, whatever other workspaces they wait for): claims leave
         # a workspace's messages while ``rounds`` of them wait.
@@ -424,13 +426,16 @@ class SendRound:
                   for workspace, queries in expected.items()
                   if queries and workspace not in leave}
                  if self.consent is not None and expected else {})
-        sweep = now >= self._next_sweep
-        if sweep:
-            self._next_sweep = now + ORPHAN_SWEEP
         try:
+            if self._sweep_after is not None or now >= self._next_sweep:
+                if self._sweep_after is None:  # a pass begins
+                    self._next_sweep = now + ORPHAN_SWEEP
+                after = self._sweep_after
+                self._sweep_after = await self.transactions.run(
+                    lambda uow: release_orphans(uow, now, after))
             claims, context = await self.transactions.run(
                 lambda uow: claim_due(uow, now, settings.lease, settings.batch_size,
-                                      self.secret_box, self.holder, leave=leave, sweep=sweep))
+                                      self.secret_box, self.holder, leave=leave))
             turns = self.turns.take(claims)
             if on_claimed is not None:
                 on_claimed(claims)
