@@ -131,33 +131,42 @@ _SQLITE_RELEASE = text(
     f"AND {_FREE}").bindparams(*_BINDS, bindparam("scopes", type_=String))
 
 # The sweep: a batch of held messages at a time in ix_messages_held's key order, from where the
-# last batch stopped (``after``) to the ORPHAN_BATCH-th held key (``last``): each checked by key
-# (a probe per message, not a scan of the unfinished ones). SQLite is told the index.
-_KEY = "(h.workspace_id, h.profile_id, h.channel, h.queue_order)"
-_AFTER = f"{_KEY} > (:after_workspace, :after_profile, :after_channel, :after_order)"
-_UPTO = f"{_KEY} <= (:last_workspace, :last_profile, :last_channel, :last_order)"
+# last batch stopped (``after``); each message checked by key, a probe per message, not a scan
+# of the unfinished ones. PostgreSQL is given the batch's keys (a range of the index, open or
+# not, is estimated as every held message: it hashed every unfinished one); SQLite is told the
+# index, for the range from ``after`` to the batch's last key.
+_KEY = "h.workspace_id, h.profile_id, h.channel, h.queue_order"
+_AFTER = f"({_KEY}) > (:after_workspace, :after_profile, :after_channel, :after_order)"
+_UPTO = f"({_KEY}) <= (:last_workspace, :last_profile, :last_channel, :last_order)"
 ORPHAN_BATCH = 500
 
 HeldKey = tuple[str, str, str, int]  # (workspace, profile, channel, queue_order)
+_START: HeldKey = ("", "", "", -1)  # before every key
 
 
-def _orphan_statements(dialect: str, after: bool, bounded: bool) -> tuple[Any, Any]:
+def _orphan_statements(dialect: str) -> tuple[Any, Any]:
+    """The batch (its messages in key order), and its release."""
     index = " INDEXED BY ix_messages_held" if dialect == "sqlite" else ""
-    where = f"h.status = '{_HELD}'" + (f" AND {_AFTER}" if after else "")
-    last = text(
-        f"SELECT h.workspace_id, h.profile_id, h.channel, h.queue_order FROM messages AS h"
-        f"{index} WHERE {where} ORDER BY h.workspace_id, h.profile_id, h.channel, "
-        "h.queue_order LIMIT 1 OFFSET :skip")
-    # SQLite's UPDATE takes no INDEXED BY with an alias: the rowids of the range, by the index
-    # (the status checked again on each, ``+``: not by an index of every held message).
-    upto = f" AND {_UPTO}" if bounded else ""
+    batch = text(
+        f"SELECT h.message_id, {_KEY} FROM messages AS h{index} WHERE h.status = '{_HELD}' "
+        f"AND {_AFTER} ORDER BY {_KEY} LIMIT :batch")
     if dialect == "sqlite":
+        # Its UPDATE takes no INDEXED BY with an alias: the rowids of the range by the index
+        # (the status checked again on each, ``+``: not by an index of every held message).
         update = text(
             f"UPDATE messages AS h {_RELEASED} WHERE h.rowid IN (SELECT h.rowid FROM messages "
-            f"AS h{index} WHERE {where}{upto}) AND +h.status = '{_HELD}' AND {_FREE}")
+            f"AS h{index} WHERE h.status = '{_HELD}' AND {_AFTER} AND {_UPTO}) "
+            f"AND +h.status = '{_HELD}' AND {_FREE}")
     else:
-        update = text(f"UPDATE messages AS h {_RELEASED} WHERE {where}{upto} AND {_FREE}")
-    return last, update.bindparams(*_BINDS)
+        update = pg_text(
+            f"UPDATE messages AS h {_RELEASED} FROM unnest(CAST(:workspaces AS text[]), "
+            "CAST(:message_ids AS text[])) AS k(workspace_id, message_id) "
+            "WHERE h.workspace_id = k.workspace_id AND h.message_id = k.message_id "
+            f"AND h.status = '{_HELD}' AND {_FREE}", ["workspaces", "message_ids"])
+    return batch, update.bindparams(*_BINDS)
+
+
+_ORPHANS = {dialect: _orphan_statements(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 # PostgreSQL: one replica sweeps at a time (the others skip: the sweep is a safety net).
@@ -206,17 +215,20 @@ def release_orphans(session: Session, now: datetime, after: HeldKey | None = Non
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql" and not session.execute(_PG_SWEEPER).scalar_one():
         return 0, None
-    parameters: dict[str, Any] = {"now": now, "skip": (batch or ORPHAN_BATCH) - 1}
-    if after is not None:
-        parameters.update(zip(("after_workspace", "after_profile", "after_channel",
-                               "after_order"), after, strict=True))
-    find_last, _ = _orphan_statements(dialect, after is not None, False)
-    row = session.execute(find_last, parameters).first()
-    last: HeldKey | None = None
-    if row is not None:
-        last = (row[0], row[1], row[2], int(row[3]))
+    find_batch, update = _ORPHANS[dialect]
+    size = batch or ORPHAN_BATCH
+    parameters: dict[str, Any] = {"now": now, "batch": size}
+    parameters.update(zip(("after_workspace", "after_profile", "after_channel", "after_order"),
+                          after or _START, strict=True))
+    rows = session.execute(find_batch, parameters).all()
+    if not rows:
+        return 0, None
+    last: HeldKey = (rows[-1][1], rows[-1][2], rows[-1][3], int(rows[-1][4]))
+    if dialect == "postgresql":
+        parameters = {"now": now, "workspaces": pg_array([r[1] for r in rows]),
+                      "message_ids": pg_array([r[0] for r in rows])}
+    else:
         parameters.update(zip(("last_workspace", "last_profile", "last_channel", "last_order"),
                               last, strict=True))
-    _, update = _orphan_statements(dialect, after is not None, last is not None)
     released = int(session.execute(update, parameters).rowcount)  # type: ignore[attr-defined]
-    return released, last
+    return released, (last if len(rows) == size else None)
