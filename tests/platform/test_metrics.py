@@ -180,7 +180,7 @@ def test_every_service_reports_its_queues(services: dict[str, Process]) -> None:
     assert value(orchestration, "cjo_inbox_events", source="identity") == 0
     delivery = services["delivery"].scrape()
     assert {labels["status"]: v for labels, v in delivery["cjo_delivery_messages"]} == {
-        "queued": 0, "sending": 0, "deferred": 0}
+        "queued": 0, "sending": 0, "deferred": 0, "held": 0}
     assert value(services["decisioning"].scrape(),
                  "cjo_decisioning_outcomes_unlearned") == 0
     assert value(services["identity"].scrape(), "cjo_identity_backfills", state="pending") == 0
