@@ -12,10 +12,14 @@ Who releases them: every unfinished message a later one is held behind carries `
 claim reads it, and the record of its final outcome releases its scope's held messages no
 earlier unfinished message holds back any more (:func:`release`), in the same transaction.
 A record that finds ``holds`` set since its claim falls back to recording message by message
-(``repository.LeaseLost``), which reads it again. On PostgreSQL the releases of a scope wait
-for each other's commit (two blockers recorded at once would each see the other unfinished).
-A message whose blockers are gone without releasing it (queued by two transactions at once, a
-refused record) is released by :func:`release_orphans`, the safety net: a pass every
+(``repository.LeaseLost``), which reads it again. On PostgreSQL every transaction that queues
+or records messages of a scope first takes the scope's lock (:func:`lock_scopes`, all of its
+scopes in one order): two queueings of one profile's messages at once would each see none of
+the other's (both queued, the later overtaking), two records of a held message's blockers at
+once would each see the other unfinished (neither releasing it), and a queueing and a record
+locking their rows in different orders could deadlock. A message whose blockers are gone
+without releasing it (a refused record, a blocker changed by hand) is released by
+:func:`release_orphans`, the safety net: a pass every
 ``ORPHAN_SWEEP``, ``ORPHAN_BATCH`` held messages at a time in key order, each batch in its own
 transaction before a round's claim, one replica at a time on PostgreSQL.
 """
@@ -174,22 +178,33 @@ _PG_SWEEPER = text(
     "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || 'delivery.orphan_sweep'))")
 
 
-# PostgreSQL: releases of one scope one after the other, each lock held until its commit, taken
-# in key order (no two releases wait for each other). READ COMMITTED: two records of a held
-# message's two blockers at once would each see the other blocker unfinished and neither
-# release it (held until the sweep); the second now starts its look-up after the first commits.
-# SQLite has one writer: a release runs after its record's write, so others have committed.
-_PG_SERIALIZE = text(
+# PostgreSQL: a transaction's scopes locked until its commit, in one order (of their keys) in
+# every transaction, before any of their rows, so no two transactions wait for each other.
+# SQLite has one writer: a transaction's first write waits for every other one's commit.
+_PG_LOCK_SCOPES = text(
     "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtext(current_schema() || "
     "'delivery.held' || chr(31) || w || chr(31) || p || chr(31) || c) AS k "
     "FROM unnest(CAST(:workspaces AS text[]), CAST(:profiles AS text[]), "
     "CAST(:channels AS text[])) AS s(w, p, c)) AS keys ORDER BY k")
 
 
+def lock_scopes(session: Session, scopes: Collection[Scope]) -> None:
+    """PostgreSQL: wait until no other transaction holds a lock on one of ``scopes``, and hold
+    theirs until this transaction ends (:data:`_PG_LOCK_SCOPES`). A transaction that queues or
+    records messages of a scope calls it once, for all its scopes, before it writes any of
+    their messages. Nothing on SQLite."""
+    if not scopes or session.get_bind().dialect.name != "postgresql":
+        return
+    ordered = sorted(set(scopes))
+    session.execute(_PG_LOCK_SCOPES, {
+        name: pg_array([scope[index] for scope in ordered])
+        for index, name in enumerate(("workspaces", "profiles", "channels"))})
+
+
 def release(session: Session, scopes: Collection[Scope], now: datetime) -> int:
     """Make the held messages of ``scopes`` that nothing holds back any more QUEUED, due at
-    ``now``; returns how many. On PostgreSQL it first waits for the other transactions
-    releasing in these scopes to commit (:data:`_PG_SERIALIZE`)."""
+    ``now``; returns how many. The transaction has locked ``scopes`` (:func:`lock_scopes`)
+    before it recorded the outcomes that release them."""
     if not scopes:
         return 0
     ordered = sorted(set(scopes))
@@ -198,8 +213,6 @@ def release(session: Session, scopes: Collection[Scope], now: datetime) -> int:
         statement = _PG_RELEASE
         for index, name in enumerate(("workspaces", "profiles", "channels")):
             parameters[name] = pg_array([scope[index] for scope in ordered])
-        session.execute(_PG_SERIALIZE, {name: parameters[name]
-                                        for name in ("workspaces", "profiles", "channels")})
     else:
         statement = _SQLITE_RELEASE
         parameters["scopes"] = json.dumps(ordered)

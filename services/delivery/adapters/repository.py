@@ -120,6 +120,7 @@ def _hold(session: Session, workspace_id: str, rows: list[dict[str, Any]]) -> se
     scopes = {(r["profile_id"], r["channel"]) for r in rows if r["profile_id"]}
     if not scopes:
         return set()
+    held.lock_scopes(session, [(workspace_id, profile, channel) for profile, channel in scopes])
     blockers = held.hold_behind(session, workspace_id, scopes)
     flags = held_on_queueing(
         [(r["profile_id"], r["channel"], r["transactional"]) for r in rows], blockers)
@@ -367,7 +368,9 @@ def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
     """Apply every transition in one bulk update per kind of change, each only if its claim
     still holds the message (an outcome recorded: ``lease_expiries`` counts again from 0,
     they count run-out leases in a row). Raises :class:`LeaseLost` when one did not, having already
-    changed the others: the caller's transaction must then be rolled back."""
+    changed the others: the caller's transaction must then be rolled back. Their scopes are
+    locked first (adapters/held.py)."""
+    lock_scopes(session, [claim for claim, _ in changes])
     shapes: dict[tuple[bool, bool], list[dict[str, Any]]] = {}
     for claim, transition in changes:
         sent = transition.status is MessageStatus.SENT
@@ -415,10 +418,20 @@ _CLAIMED = {"claim_attempts": "attempts", "claim_holds": "holds"}
 _SENDING = {"status": MessageStatus.SENDING.value}
 
 
+def lock_scopes(session: Session, claims: Sequence[Claim]) -> None:
+    """Lock the scopes of ``claims`` (adapters/held.py) before recording their outcomes: one
+    call for all the messages a transaction records."""
+    held.lock_scopes(session, [(c.workspace_id, c.profile_id, c.channel.value)
+                               for c in claims if c.profile_id])
+
+
 def record(session: Session, claim: Claim, transition: Transition, now: datetime) -> bool:
     """Apply ``transition`` if ``claim`` still holds the message; False when another sender took
     it over after this one's lease ran out (its result then wins). A final outcome releases the
-    messages held behind it (``holds`` as it is now, not as claimed)."""
+    messages held behind it (``holds`` as it is now, not as claimed). A transaction recording
+    several messages this way has locked their scopes first (:func:`lock_scopes`); a lone one
+    is locked here."""
+    lock_scopes(session, [claim])
     values: dict[str, Any] = {
         "status": transition.status.value, "attempts": transition.attempts,
         "next_attempt_time": transition.next_attempt_time, "lease_until": None,

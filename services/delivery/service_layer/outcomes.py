@@ -203,6 +203,7 @@ def record_each(uow: UnitOfWork, changes: Sequence[Change], now: datetime,
     """:func:`record_all` message by message (after a lease lost or ``holds`` set since a
     claim: this path is rare, so any final outcome wakes the senders)."""
     kept = []
+    repository.lock_scopes(uow.session, [claim for claim, _ in changes])
     for claim, transition in changes:
         if repository.record(uow.session, claim, transition, now):
             kept.append((claim, transition))

@@ -1,0 +1,105 @@
+"""PostgreSQL, READ COMMITTED: queueings and records of one profile's messages on one channel
+take the scope's lock first (adapters/held.py, ``lock_scopes``). Two queueings at once: the
+second waits and holds its message behind the first's (each saw none of the other's, and both
+went QUEUED: the later overtook, as two replicas of orchestration sending a profile's steps at
+once did in the two-replica end-to-end test). A queueing beside a record that releases: neither
+waits for the other while holding what the other needs (no deadlock, each in one attempt)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from test_delivery_consent_tenants import Storage, storage
+from test_delivery_held_release import LEASE, WS, new, waiting_for_a_lock
+from test_delivery_waiting_order import queue, state
+
+from cjo_delivery.adapters import held, repository
+from cjo_delivery.domain.messages import MessageStatus
+from cjo_delivery.domain.sending import after_success
+from cjo_delivery.service_layer import messages
+from cjo_delivery.service_layer.claims import claim_due
+from cjo_platform.secret_box import SecretBox
+from support import eventually
+
+__all__ = ["storage"]  # the fixture
+
+
+def on_postgresql(storage: Storage) -> None:
+    if storage.transactions.db.engine.dialect.name != "postgresql":
+        pytest.skip("overlapping writers: PostgreSQL (SQLite has one writer)")
+
+
+def queue_all(uow: Any, *keys: tuple[str, str]) -> list[str]:
+    return [a.message.message_id for a in messages.queue_messages(
+        uow, WS, [new(key, profile) for key, profile in keys], "", lambda *announced: None)]
+
+
+@pytest.mark.postgres
+async def test_a_message_queued_beside_an_earlier_ones_queueing_is_held_behind_it(
+        storage: Storage) -> None:
+    on_postgresql(storage)
+    queued, go = threading.Event(), threading.Event()
+    first: list[str] = []
+
+    def queue_and_wait(uow: Any) -> None:
+        first.extend(queue_all(uow, ("k1", "ada")))
+        queued.set()
+        assert go.wait(30)
+
+    queueing = asyncio.get_running_loop().run_in_executor(
+        None, lambda: storage.transactions.run_sync(queue_and_wait, attempts=1))
+    assert await asyncio.to_thread(queued.wait, 30)
+    second = asyncio.create_task(asyncio.to_thread(queue, storage, "k2"))
+    # Without the lock the second committed at once, QUEUED beside the first.
+    assert await eventually(lambda: second.done() or waiting_for_a_lock(storage), timeout=10)
+    go.set()
+    await asyncio.wait_for(queueing, 30)
+    later = await asyncio.wait_for(second, 30)
+    assert [state(storage, first[0]), state(storage, later)] == [MessageStatus.QUEUED,
+                                                                 MessageStatus.HELD]
+
+
+@pytest.mark.postgres
+async def test_a_queueing_beside_a_releasing_record_neither_deadlocks_nor_loses_the_order(
+        storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ada's and Bob's first messages are recorded sent (Bob's releases his second) while new
+    messages of both are queued: the record's rows are written when the queueing starts. Had
+    the record locked Bob's scope only to release (after its rows), and the queueing both
+    scopes before Ada's row, each would wait for the other."""
+    on_postgresql(storage)
+    now = storage.clock.now()
+    bob_first, bob_second = queue(storage, "b1", profile="bob"), queue(storage, "b2", profile="bob")
+    ada_first = queue(storage, "a1")
+    claims, _ = storage.transactions.run_sync(
+        lambda uow: claim_due(uow, now, LEASE, 10, SecretBox([]), "A"))
+    assert sorted(c.profile_id for c in claims) == ["ada", "bob"]
+    releasing, go = threading.Event(), threading.Event()
+    release = held.release
+
+    def release_when_told(*args: Any) -> int:
+        releasing.set()
+        assert go.wait(30)
+        return release(*args)
+
+    monkeypatch.setattr(held, "release", release_when_told)
+    recording = asyncio.get_running_loop().run_in_executor(None, lambda: (
+        storage.transactions.run_sync(lambda uow: repository.record_all(
+            uow.session, [(c, after_success(c.attempts, c.message_id)) for c in claims], now),
+            attempts=1)))
+    assert await asyncio.to_thread(releasing.wait, 30)
+    queueing = asyncio.create_task(asyncio.to_thread(
+        storage.transactions.run_sync,
+        lambda uow: queue_all(uow, ("a2", "ada"), ("b3", "bob")), attempts=1))
+    assert await eventually(lambda: queueing.done() or waiting_for_a_lock(storage), timeout=10)
+    go.set()
+    await asyncio.wait_for(recording, 30)  # one attempt each: a deadlock would raise in one
+    ada_second, bob_third = await asyncio.wait_for(queueing, 30)
+    assert {name: state(storage, message) for name, message in [
+        ("ada 1", ada_first), ("ada 2", ada_second), ("bob 1", bob_first),
+        ("bob 2", bob_second), ("bob 3", bob_third)]} == {
+        "ada 1": MessageStatus.SENT, "ada 2": MessageStatus.QUEUED,
+        "bob 1": MessageStatus.SENT, "bob 2": MessageStatus.QUEUED,
+        "bob 3": MessageStatus.HELD}
