@@ -98,7 +98,8 @@ def main() -> None:
                         {"workspace_id": w, "enrollment_id": e, "lease_until": until,
                          "lease_token": "t"} for w, e in k])),
                 "still_leased": (lambda s, k=keys: old_still_leased(s, "t", k),
-                                 lambda s, k=keys: store.still_leased(s, "t", k)),
+                                 lambda s, k=keys: store.still_leased(
+                                     s, "t", [(w, f"p{int(e[2:])}", e) for w, e in k])),
                 "events_pending": (lambda s, w=workspace_id, i=ids: old_pending(s, w, i),
                                    lambda s, p=pairs: store.events_pending(s, p)),
             }

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from test_delivery_consent_tenants import Storage, storage
 from test_delivery_held_release import LEASE, WS, new, waiting_for_a_lock
 from test_delivery_waiting_order import queue, state
@@ -103,3 +104,59 @@ async def test_a_queueing_beside_a_releasing_record_neither_deadlocks_nor_loses_
         "ada 1": MessageStatus.SENT, "ada 2": MessageStatus.QUEUED,
         "bob 1": MessageStatus.SENT, "bob 2": MessageStatus.QUEUED,
         "bob 3": MessageStatus.HELD}
+
+
+def nowait_locked(storage: Storage, message_ids: list[str]) -> set[str]:
+    """The messages another transaction holds (each tried with NOWAIT)."""
+    held_rows = set()
+    with storage.transactions.db.engine.connect() as connection:
+        for message_id in message_ids:
+            try:
+                with connection.begin():
+                    connection.execute(text(
+                        "SELECT 1 FROM messages WHERE workspace_id = :ws AND message_id = :id "
+                        "FOR UPDATE NOWAIT"), {"ws": WS, "id": message_id})
+            except Exception:
+                held_rows.add(message_id)
+    return held_rows
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("write", ["record_all", "reserve_caps", "set_back"])
+async def test_a_writer_of_several_claimed_messages_locks_their_scopes_before_their_rows(
+        storage: Storage, write: str) -> None:
+    """While another transaction holds Ada's scope, a write of Ada's and Bob's claimed
+    messages waits for it holding neither message (had it locked Bob's first, a queueing
+    holding both scopes and waiting for Bob's row would wait for it in a cycle)."""
+    on_postgresql(storage)
+    now = storage.clock.now()
+    ids = [queue(storage, "a1"), queue(storage, "b1", profile="bob")]
+    claims, _ = storage.transactions.run_sync(
+        lambda uow: claim_due(uow, now, LEASE, 10, SecretBox([]), "A"))
+    ordered = sorted(claims, key=lambda c: c.profile_id, reverse=True)  # Bob's first
+    writes = {
+        "record_all": lambda session: repository.record_all(
+            session, [(c, after_success(c.attempts, c.message_id)) for c in ordered], now),
+        "reserve_caps": lambda session: repository.reserve_caps(session, ordered, now),
+        "set_back": lambda session: repository.set_back(session, ordered, now),
+    }
+    holding, go = threading.Event(), threading.Event()
+
+    def hold_ada(uow: Any) -> None:
+        held.lock_scopes(uow.session, [(WS, "ada", "email")])
+        holding.set()
+        assert go.wait(30)
+
+    holder = asyncio.get_running_loop().run_in_executor(
+        None, lambda: storage.transactions.run_sync(hold_ada, attempts=1))
+    assert await asyncio.to_thread(holding.wait, 30)
+    writing = asyncio.create_task(asyncio.to_thread(
+        storage.transactions.run_sync, lambda uow: writes[write](uow.session), attempts=1))
+    try:
+        assert await eventually(lambda: waiting_for_a_lock(storage), timeout=10)
+        assert not writing.done()
+        assert await asyncio.to_thread(nowait_locked, storage, ids) == set()
+    finally:
+        go.set()
+        await asyncio.wait_for(holder, 30)
+        await asyncio.wait_for(writing, 30)

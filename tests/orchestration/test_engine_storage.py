@@ -51,8 +51,8 @@ def test_a_claimed_enrollment_is_leased_to_one_worker(db: Database) -> None:
         taken = store.claim_due(session, lease, lease + timedelta(seconds=60), "worker-b", 10)
     assert sorted(e.enrollment_id for e in taken) == ["e1", "e2"]
     with db.transaction() as session:
-        assert store.still_leased(session, "worker-a", [("ws", "e1")]) == set()
-        assert store.still_leased(session, "worker-b", [("ws", "e1")]) == {("ws", "e1")}
+        assert store.still_leased(session, "worker-a", [("ws", "p1", "e1")]) == set()
+        assert store.still_leased(session, "worker-b", [("ws", "p1", "e1")]) == {("ws", "e1")}
         done = replace(enrollment("e1"), state=EnrollmentState.COMPLETED, due_time=None,
                        current_node_id="")
         store.save_progress(session, [(done, [Step("send", 0, StepOutcome.SUCCEEDED, "m1",

@@ -84,7 +84,8 @@ def test_claiming_and_recording_a_batch_reads_only_that_batch(db: Database) -> N
     keys = [(e.workspace_id, e.enrollment_id) for e in claimed]
 
     def check(session: Session) -> None:
-        assert store.still_leased(session, "worker", keys) == set(keys)
+        assert store.still_leased(session, "worker", [
+            (e.workspace_id, e.profile_id, e.enrollment_id) for e in claimed]) == set(keys)
 
     assert_no_table_scan(plans(db, check))
     assert_no_table_scan(plans(db, lambda session: store.release(session, "other", keys)))
@@ -351,7 +352,8 @@ def test_a_new_workspaces_claims_are_leased_checked_and_released_by_key(db: Data
         claimed[:] = store.claim_due(session, NOW, lease, "worker", 200)
     keys = [(e.workspace_id, e.enrollment_id) for e in claimed]
     held: list[set[tuple[str, str]]] = []
-    found += plans(db, lambda session: held.append(store.still_leased(session, "worker", keys)))
+    found += plans(db, lambda session: held.append(store.still_leased(session, "worker", [
+        (e.workspace_id, e.profile_id, e.enrollment_id) for e in claimed])))
     assert held == [set(keys)]
     found += plans(db, lambda session: store.release(session, "worker", keys))
     assert len(found) == 3

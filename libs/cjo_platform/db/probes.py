@@ -36,20 +36,25 @@ def pg_by_keys(columns: Sequence[Column[Any]], key: Column[Any], *, where: str =
                computed: Mapping[str, tuple[str, TypeEngine[Any]]] | None = None,
                binds: Iterable[BindParameter[Any]] = (), arrays: Iterable[str] = (),
                order_by: Sequence[Column[Any]] = (), lock: bool = False,
-               workspace: str = "workspace_id", keys: str = "keys") -> TextualSelect:
+               workspace: str = "workspace_id", keys: str = "keys",
+               locked_before: Mapping[str, str] | None = None,
+               locked_within: Sequence[str] = ()) -> TextualSelect:
     """:func:`by_keys` on PostgreSQL (:func:`pg_probes`), read back as the table's column
     types. ``where``: a further condition on the rows, and ``computed``: further columns
     (name: SQL, type), both SQL over the table as ``t`` whose parameters other than the
-    workspace and the keys are ``binds``, or array literals named in ``arrays``."""
+    workspace and the keys are ``binds``, or array literals named in ``arrays``.
+    ``locked_before`` and ``locked_within``: see :func:`pg_probes`."""
     named = {c.name for c in columns}
     picked = [*columns, *(c for c in order_by if c.name not in named)]
     extra = computed or {}
     sql = pg_probes(key.table.name, ", ".join([*(f"t.{c.name}" for c in picked),
                                                *(f"{e} AS {n}" for n, (e, _) in extra.items())]),
-                    {key.name: keys}, lock=lock, where=where, workspace=workspace)
+                    {key.name: keys}, lock=lock, where=where, workspace=workspace,
+                    locked_before=locked_before, locked_within=locked_within)
     if order_by:
         sql += " ORDER BY " + ", ".join(f"x.{c.name}" for c in order_by)
-    return (pg_text(sql, [keys, *arrays]).bindparams(*binds)
+    locked_arrays = list((locked_before or {}).values())
+    return (pg_text(sql, [keys, *arrays, *locked_arrays]).bindparams(*binds)
             .columns(*picked, **{n: t for n, (_, t) in extra.items()}))
 
 
@@ -61,7 +66,9 @@ def pg_text(sql: str, arrays: Iterable[str]) -> TextClause:
 
 
 def pg_probes(table: str, picked: str, keys: dict[str, str], *, lock: bool = False,
-              where: str = "", workspace: str = "workspace_id") -> str:
+              where: str = "", workspace: str = "workspace_id",
+              locked_before: Mapping[str, str] | None = None,
+              locked_within: Sequence[str] = ()) -> str:
     """PostgreSQL's look-up of ``table``'s rows of the workspace (parameter ``workspace``)
     whose ``keys`` (column: array parameter) match one element of the arrays, and ``where``
     (SQL over the table as ``t``): one probe of the index on (workspace_id, *keys) per
@@ -77,17 +84,25 @@ def pg_probes(table: str, picked: str, keys: dict[str, str], *, lock: bool = Fal
 
     ``lock``: each row found is locked (FOR UPDATE) as it is probed, so in the keys' order:
     sorted here by the database, the order of every other statement that locks several of
-    the table's rows (ORDER BY the key)."""
-    arrays = ", ".join(f"CAST(:{parameter} AS text[])" for parameter in keys.values())
-    names = ", ".join(keys)
+    the table's rows (ORDER BY the key). When those lock them in another order, the keys are
+    sorted by ``locked_before`` first (column: array parameter, one value per key, not
+    matched: the column another statement locks by, a key's profile), and a key's several
+    rows (a key that is not unique) are locked in the order of ``locked_within`` (columns)."""
+    before = locked_before or {}
+    arrays = ", ".join(f"CAST(:{parameter} AS text[])"
+                       for parameter in [*keys.values(), *before.values()])
+    names = ", ".join([*keys, *before])
     match = " AND ".join(f"t.{column} = k.{column}" for column in keys)
     if where:
         match += f" AND ({where})"
     listed = f"unnest({arrays}) AS k({names})"
+    within = ""
     if lock:
-        listed = f"(SELECT * FROM {listed} ORDER BY {names}) AS k"
+        listed = f"(SELECT * FROM {listed} ORDER BY {', '.join([*before, *keys])}) AS k"
+        if locked_within:
+            within = " ORDER BY " + ", ".join(f"t.{column}" for column in locked_within)
     return (f"SELECT x.* FROM (SELECT CAST(:{workspace} AS text) AS id OFFSET 0) AS w "
             f"CROSS JOIN {listed} "
             f"CROSS JOIN LATERAL (SELECT {picked} FROM {table} AS t "
-            f"WHERE t.workspace_id = w.id AND {match} OFFSET 0"
+            f"WHERE t.workspace_id = w.id AND {match}{within} OFFSET 0"
             f"{' FOR UPDATE' if lock else ''}) AS x")

@@ -7,21 +7,22 @@ HELD itself), a transactional one only behind a transactional one (domain ``hold
 HELD messages are in neither of the claim's indexes (``ix_messages_queue``,
 ``ix_messages_pending``): a blocked backlog costs the claim nothing.
 
-Who releases them: every unfinished message a later one is held behind carries ``holds``
-(set by :func:`hold_behind`, which locks the row until the queueing transaction commits), the
-claim reads it, and the record of its final outcome releases its scope's held messages no
-earlier unfinished message holds back any more (:func:`release`), in the same transaction.
-A record that finds ``holds`` set since its claim falls back to recording message by message
+Who releases them: every unfinished message a later one is held behind carries ``holds`` (set
+by :func:`hold_behind`, which locks the row until the queueing transaction commits), the claim
+reads it, and the record of its final outcome releases its scope's held messages no earlier
+unfinished message holds back any more (:func:`release`), in the same transaction. A record
+that finds ``holds`` set since its claim falls back to recording message by message
 (``repository.LeaseLost``), which reads it again. On PostgreSQL every transaction that queues
-or records messages of a scope first takes the scope's lock (:func:`lock_scopes`, all of its
-scopes in one order): two queueings of one profile's messages at once would each see none of
-the other's (both queued, the later overtaking), two records of a held message's blockers at
-once would each see the other unfinished (neither releasing it), and a queueing and a record
+messages, records outcomes, reserves cap slots or sets claims back first takes the lock of each
+scope it writes (:func:`lock_scopes`, all of its scopes in one order): two queueings of one
+profile's messages at once would each see none of the other's (both queued, the later
+overtaking), two records of a held message's blockers at once would each see the other
+unfinished (neither releasing it), and a queueing and a writer of several claimed messages
 locking their rows in different orders could deadlock. A message whose blockers are gone
 without releasing it (a refused record, a blocker changed by hand) is released by
-:func:`release_orphans`, the safety net: a pass every
-``ORPHAN_SWEEP``, ``ORPHAN_BATCH`` held messages at a time in key order, each batch in its own
-transaction before a round's claim, one replica at a time on PostgreSQL.
+:func:`release_orphans`, the safety net: a pass every ``ORPHAN_SWEEP``, ``ORPHAN_BATCH`` held
+messages at a time in key order, each batch in its own transaction before a round's claim, one
+replica at a time on PostgreSQL.
 """
 
 from __future__ import annotations

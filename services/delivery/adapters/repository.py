@@ -403,7 +403,9 @@ def record_all(session: Session, changes: Sequence[tuple[Claim, Transition]],
 def set_back(session: Session, claims: Sequence[Claim], until: datetime) -> None:
     """Cut the lease of ``claims`` (no provider had them) to ``until``, each only while its
     claim still holds the message, and take one off its ``lease_expiries``: the claim that
-    takes it over when that lease ends adds it back, so the end does not count."""
+    takes it over when that lease ends adds it back, so the end does not count. Their scopes
+    are locked first (adapters/held.py)."""
+    lock_scopes(session, claims)
     bulk_update(session, messages, _MESSAGE_KEY, [
         {"workspace_id": claim.workspace_id, "message_id": claim.message_id,
          "claim_attempts": claim.attempts, "lease_until": until,
@@ -562,7 +564,9 @@ def cap_usage(session: Session, workspace_id: str, keys: Sequence[tuple[str, str
 def reserve_caps(session: Session, claims: Sequence[Claim], now: datetime) -> None:
     """Mark the claimed messages as holding a cap slot since ``now``. The slot is theirs while
     they are SENDING under this claim; any outcome but SENT gives it back (sent_time counts
-    from then on), as does a later claim of the message."""
+    from then on), as does a later claim of the message. Their scopes are locked first
+    (adapters/held.py: it writes messages of several)."""
+    lock_scopes(session, claims)
     bulk_update(session, messages, _MESSAGE_KEY, [
         {"workspace_id": c.workspace_id, "message_id": c.message_id,
          "claim_attempts": c.attempts, "cap_time": now} for c in claims],

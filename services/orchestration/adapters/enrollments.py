@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from functools import cache
-from operator import itemgetter
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -423,7 +423,10 @@ def watched_and_history(session: Session, profiles: Iterable[tuple[str, str]],
 # On PostgreSQL a workspace's enrollments and retirements are read by profile through
 # cjo_platform.db.probes: one probe per profile, also in a workspace the planner's statistics
 # do not know yet (a new tenant: its every row was read through another index and filtered by
-# the profiles); the locked reads lock in the profiles' order (sorted by the database).
+# the profiles); the locked reads lock in the profiles' order (sorted by the database), a
+# profile's enrollments in id order: every statement that locks several enrollments locks them
+# in (workspace, profile, enrollment) order (a step round's record too: save_progress,
+# still_leased), so an event round and a step round never wait for each other in a cycle.
 # The enrollments events can change (see watched), over the probed rows ("t").
 _PG_WATCHES = (f"t.state = {_ACTIVE} OR (t.goal_time IS NULL AND t.goal_deadline >= :now)")
 
@@ -443,7 +446,7 @@ def _watched_or_history_statement(dialect: str) -> Any:
             where=f"{_PG_WATCHES} OR t.journey_id = ANY(CAST(:journeys AS text[]))",
             computed={"watches": (_PG_WATCHES, Boolean())}, binds=[_now()],
             arrays=["journeys"], order_by=[c.create_time, c.enrollment_id], lock=True,
-            workspace="ws", keys="ids")
+            workspace="ws", keys="ids", locked_within=["enrollment_id"])
     watches = or_(c.state == _ACTIVE,
                   and_(c.goal_time.is_(None), c.goal_deadline >= bindparam("now")))
     return (select(enrollments, watches.label("watches"))
@@ -468,13 +471,15 @@ def watched(session: Session, profiles: Iterable[tuple[str, str]],
             "ws": wanted[0][0], "ids": keys_param(dialect, [p for _, p in wanted]),
             "now": now}).all()
     else:
-        rows = session.execute(
+        # Locked in (workspace, profile, enrollment) order (the rows are sorted before they
+        # are locked), answered in creation order.
+        rows = sorted(session.execute(
             select(enrollments)
             .where(_keys_in(session, (c.workspace_id, c.profile_id), wanted),
                    or_(c.state == _ACTIVE,
                        and_(c.goal_time.is_(None), c.goal_deadline >= now)))
-            .order_by(c.create_time, c.enrollment_id).with_for_update()
-        ).all()
+            .order_by(c.workspace_id, c.profile_id, c.enrollment_id).with_for_update()
+        ).all(), key=attrgetter("create_time", "enrollment_id"))
     return [(e, r.lease_until is not None and r.lease_until > now)
             for e, r in zip(_enrollments(rows), rows, strict=True)]
 
@@ -494,7 +499,7 @@ def _watched_statement(dialect: str) -> Any:
     if dialect == "postgresql":
         return pg_by_keys(list(enrollments.c), c.profile_id, where=_PG_WATCHES, binds=[_now()],
                           order_by=[c.create_time, c.enrollment_id], lock=True, workspace="ws",
-                          keys="ids")
+                          keys="ids", locked_within=["enrollment_id"])
     return (select(enrollments)
             .where(c.workspace_id == bindparam("ws"), one_of_keys(dialect, c.profile_id, "ids"),
                    or_(c.state == _ACTIVE,
@@ -638,20 +643,27 @@ def next_due(session: Session, now: datetime) -> datetime | None:
     return found
 
 
-def still_leased(session: Session, token: str, keys: Sequence[tuple[str, str]]) -> set[
-        tuple[str, str]]:
-    """Which claimed enrollments this worker still holds (a lease that expired mid-batch may
-    have been taken over; its new holder records the outcome instead)."""
-    if not keys:
+def still_leased(session: Session, token: str, claimed: Sequence[tuple[str, str, str]]
+                 ) -> set[tuple[str, str]]:
+    """Which of the ``claimed`` enrollments, (workspace, profile, enrollment) each, this worker
+    still holds (a lease that expired mid-batch may have been taken over; its new holder
+    records the outcome instead), as (workspace, enrollment) keys; locked, in (profile,
+    enrollment) order on PostgreSQL."""
+    if not claimed:
         return set()
     c = enrollments.c
     dialect = session.get_bind().dialect.name
+    keys = [(w, e) for w, _, e in claimed]
     if dialect == "postgresql":
-        return {(workspace_id, enrollment_id)
-                for workspace_id, ids in _by_workspace(keys)
-                for enrollment_id in session.execute(_still_leased_statement(), {
-                    "ws": workspace_id, "ids": keys_param(dialect, ids),
-                    "token": token}).scalars()}
+        held: set[tuple[str, str]] = set()
+        for workspace_id in sorted({w for w, _, _ in claimed}):
+            ordered = sorted((p, e) for w, p, e in claimed if w == workspace_id)
+            held.update((workspace_id, enrollment_id) for enrollment_id in session.execute(
+                _still_leased_statement(), {
+                    "ws": workspace_id, "ids": keys_param(dialect, [e for _, e in ordered]),
+                    "profiles": keys_param(dialect, [p for p, _ in ordered]),
+                    "token": token}).scalars())
+        return held
     rows = session.execute(
         select(c.workspace_id, c.enrollment_id)
         .where(_keys_in(session, (c.workspace_id, c.enrollment_id), keys),
@@ -663,14 +675,14 @@ def still_leased(session: Session, token: str, keys: Sequence[tuple[str, str]]) 
 
 @cache
 def _still_leased_statement() -> Any:
-    """:func:`still_leased` on PostgreSQL for one workspace's enrollments (one parameter),
-    built once: one probe of the primary key per enrollment, locked as probed (in id order),
-    also for a workspace the statistics do not know (the key's ANY read its every enrollment
-    through ix_enrollments_watch's workspace prefix)."""
+    """:func:`still_leased` on PostgreSQL for one workspace's enrollments (and their
+    profiles, in step), built once: one probe of the primary key per enrollment, locked as
+    probed (in (profile, id) order), also for a workspace the statistics do not know (the
+    key's ANY read its every enrollment through ix_enrollments_watch's workspace prefix)."""
     c = enrollments.c
     return pg_by_keys([c.enrollment_id], c.enrollment_id, where="t.lease_token = :token",
                       binds=[bindparam("token", type_=String)], lock=True, workspace="ws",
-                      keys="ids")
+                      keys="ids", locked_before={"profile_id": "profiles"})
 
 
 def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[Step]]], *,
@@ -684,8 +696,10 @@ def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[S
     One :func:`~cjo_platform.db.bulk_update` (the values bound a column at a time): on
     PostgreSQL one ``UPDATE ... FROM unnest(...)`` joined on the primary key, not a statement
     per enrollment that the server parses, plans and runs one by one (the step round's
-    ``record`` sent 500). Its rows are locked and changed in key order (sorted here, so two
-    rounds writing overlapping enrollments lock them in one order), not the batch's: no row
+    ``record`` sent 500). Its rows are locked and changed in (workspace, profile, enrollment)
+    order (sorted here: the order of every statement that locks several enrollments, so two
+    rounds writing overlapping enrollments, or a step round and an event round's locked
+    read, wait for each other in no cycle), not the batch's: no row
     may take a key (a profile's active enrollment in a journey) that another row of the batch
     gives up. A step only ends enrollments; an event round writes the ones it ended
     in a call before the others (:func:`~cjo_orchestration.service_layer.events._record`), and
@@ -694,7 +708,8 @@ def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[S
     if not batch:
         return
     rows: list[dict[str, Any]] = []
-    for e, taken in batch:
+    for e, taken in sorted(batch, key=lambda item: (item[0].workspace_id, item[0].profile_id,
+                                                      item[0].enrollment_id)):
         row = {"workspace_id": e.workspace_id, "enrollment_id": e.enrollment_id,
                "state": e.state.value, "current_node_id": e.current_node_id,
                "visits": dict(e.visits), "attempts": e.attempts, "last_error": e.last_error,
@@ -707,7 +722,6 @@ def save_progress(session: Session, batch: Sequence[tuple[Enrollment, Sequence[S
                        properties=dict(e.properties), event_id=e.event_id,
                        traceparent=e.traceparent)
         rows.append(row)
-    rows.sort(key=itemgetter(*_KEY))
     bulk_update(session, enrollments, _KEY, rows)
     insert_steps(session, batch)
 

@@ -115,9 +115,11 @@ def record(uow: UnitOfWork, token: str, transitions: Sequence[Transition],
     if surely_held_until is not None and uow.now() < surely_held_until:
         kept = list(transitions)
     else:
-        keys = [(t.enrollment.workspace_id, t.enrollment.enrollment_id) for t in transitions]
-        held = enrollment_store.still_leased(uow.session, token, keys)
-        kept = [t for t, key in zip(transitions, keys, strict=True) if key in held]
+        held = enrollment_store.still_leased(uow.session, token, [
+            (t.enrollment.workspace_id, t.enrollment.profile_id, t.enrollment.enrollment_id)
+            for t in transitions])
+        kept = [t for t in transitions
+                if (t.enrollment.workspace_id, t.enrollment.enrollment_id) in held]
     enrollment_store.save_progress(uow.session, [(t.enrollment, t.steps) for t in kept],
                                    context=False)
     facts.publish(uow, [f for t in kept for f in t.facts])
