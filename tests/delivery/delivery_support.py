@@ -197,7 +197,9 @@ class IdentityStandIn(identity_service_pb2_grpc.IdentityServiceServicer):
 
 @asynccontextmanager
 async def identity_stand_in(servicer: IdentityStandIn, port: int = 0) -> AsyncIterator[str]:
-    server = grpc.aio.server()
+    # As cjo's servers: no SO_REUSEPORT (a port shared with another listener of this process
+    # would split the connections between them).
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
