@@ -313,6 +313,43 @@ def outbox_rows(backend: Backend) -> dict[str, int]:
         engine.dispose()
 
 
+def where_things_stand(backend: Backend, deadlocks_before: int) -> str:
+    """For a failure message: delivery's messages by status, orchestration's enrollments by
+    state and unprocessed inbox rows, each outbox's rows, and the deadlocks PostgreSQL broke
+    in the test's database since the run began."""
+    engine = sa.create_engine(PG_URL)
+    delivery = f'"{backend.schema_prefix}delivery"'
+    orchestration = f'"{backend.schema_prefix}orchestration"'
+    try:
+        with engine.connect() as conn:
+            def counts(column: str, table: str) -> dict[str, int]:
+                return {str(k): int(n) for k, n in conn.execute(sa.text(
+                    f"SELECT {column}, count(*) FROM {table} GROUP BY {column}")).all()}
+            return (f"messages: {counts('status', f'{delivery}.messages')}; "
+                    f"enrollments: {counts('state', f'{orchestration}.enrollments')}; "
+                    f"inbox: {counts('processed', f'{orchestration}.inbox')}; "
+                    f"outboxes: {outbox_rows(backend)}; "
+                    f"deadlocks: {database_deadlocks(conn) - deadlocks_before}")
+    finally:
+        engine.dispose()
+
+
+def database_deadlocks(conn: Any) -> int:
+    """The deadlocks PostgreSQL broke in the current database since its statistics began."""
+    return int(conn.execute(sa.text(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    )).scalar_one())
+
+
+def deadlocks_now() -> int:
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            return database_deadlocks(conn)
+    finally:
+        engine.dispose()
+
+
 # --- the API, through both replicas ------------------------------------------------------------
 
 
@@ -516,6 +553,7 @@ async def journeys_through_replicas(running: Cluster, channels: dict[str, list[g
 
     # Everything at once: acme's sign-ups in batches, globex's, and each ordered profile's
     # numbered events one call at a time, alternating replicas.
+    deadlocks_before = await asyncio.to_thread(deadlocks_now)
     started = time.monotonic()
     deadline = started + RUN_SECONDS
 
@@ -554,6 +592,7 @@ async def journeys_through_replicas(running: Cluster, channels: dict[str, list[g
                     f"globex {mailbox.count(GLOBEX)}; SMS: acme "
                     f"{sum(sms_per_recipient(sms_sink, ACME).values())}, globex "
                     f"{sum(sms_per_recipient(sms_sink, GLOBEX).values())}\n"
+                    f"{where_things_stand(running.backend, deadlocks_before)}\n"
                     f"{running.errors()}")
             await asyncio.sleep(interval)
 
@@ -720,6 +759,7 @@ async def journeys_through_replicas(running: Cluster, channels: dict[str, list[g
                f"server after {delivered:.1f} s, settled after {settled:.1f} s, checked after "
                f"{finished:.1f} s; events forwarded {events_sent} times for {forwarded_events} "
                f"events; facts forwarded {facts_sent} times for "
-               f"{len(analytics_in.received[RECORD_FACTS])} facts")
+               f"{len(analytics_in.received[RECORD_FACTS])} facts; deadlocks PostgreSQL broke "
+               f"{await asyncio.to_thread(deadlocks_now) - deadlocks_before}")
     print(figures)
     assert not problems, "\n".join([*problems, figures])
