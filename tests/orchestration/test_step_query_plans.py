@@ -88,7 +88,8 @@ def test_claiming_and_recording_a_batch_reads_only_that_batch(db: Database) -> N
             (e.workspace_id, e.profile_id, e.enrollment_id) for e in claimed]) == set(keys)
 
     assert_no_table_scan(plans(db, check))
-    assert_no_table_scan(plans(db, lambda session: store.release(session, "other", keys)))
+    assert_no_table_scan(plans(db, lambda session: store.release(session, "other", [
+        (e.workspace_id, e.profile_id, e.enrollment_id) for e in claimed])))
     # Recording the round: test_recording_a_round_probes_each_enrollment_by_its_key.
 
 
@@ -355,7 +356,8 @@ def test_a_new_workspaces_claims_are_leased_checked_and_released_by_key(db: Data
     found += plans(db, lambda session: held.append(store.still_leased(session, "worker", [
         (e.workspace_id, e.profile_id, e.enrollment_id) for e in claimed])))
     assert held == [set(keys)]
-    found += plans(db, lambda session: store.release(session, "worker", keys))
+    found += plans(db, lambda session: store.release(session, "worker", [
+        (e.workspace_id, e.profile_id, e.enrollment_id) for e in claimed]))
     assert len(found) == 3
     assert_probed_by(db, found, "enrollment_id")
 

@@ -58,6 +58,10 @@ def pg_by_keys(columns: Sequence[Column[Any]], key: Column[Any], *, where: str =
             .columns(*picked, **{n: t for n, (_, t) in extra.items()}))
 
 
+def _in_byte_order(columns: Iterable[str]) -> str:
+    return ", ".join(f'{column} COLLATE "C"' for column in columns)
+
+
 def pg_text(sql: str, arrays: Iterable[str]) -> TextClause:
     """``sql`` whose parameters ``arrays`` are array literals (cjo_platform.db.pg_array: typed
     text[] by their value, not by SQLAlchemy)."""
@@ -83,11 +87,12 @@ def pg_probes(table: str, picked: str, keys: dict[str, str], *, lock: bool = Fal
     the planner from flattening the probes into a join over the workspace.
 
     ``lock``: each row found is locked (FOR UPDATE) as it is probed, so in the keys' order:
-    sorted here by the database, the order of every other statement that locks several of
-    the table's rows (ORDER BY the key). When those lock them in another order, the keys are
-    sorted by ``locked_before`` first (column: array parameter, one value per key, not
-    matched: the column another statement locks by, a key's profile), and a key's several
-    rows (a key that is not unique) are locked in the order of ``locked_within`` (columns)."""
+    sorted here by the database in byte order (Python's order of the same strings), the order of
+    every other statement that locks several of the table's rows. When those lock them in
+    another order, the keys are sorted by ``locked_before`` first (column: array parameter, one
+    value per key, not matched: the column another statement locks by, a key's profile), and a
+    key's several rows (a key that is not unique) are locked in the order of ``locked_within``
+    (columns)."""
     before = locked_before or {}
     arrays = ", ".join(f"CAST(:{parameter} AS text[])"
                        for parameter in [*keys.values(), *before.values()])
@@ -98,9 +103,11 @@ def pg_probes(table: str, picked: str, keys: dict[str, str], *, lock: bool = Fal
     listed = f"unnest({arrays}) AS k({names})"
     within = ""
     if lock:
-        listed = f"(SELECT * FROM {listed} ORDER BY {', '.join([*before, *keys])}) AS k"
+        # COLLATE "C": byte order, which for UTF-8 is Python's order of str, so a statement
+        # whose rows Python sorted locks in the same order under any database collation.
+        listed = f"(SELECT * FROM {listed} ORDER BY {_in_byte_order([*before, *keys])}) AS k"
         if locked_within:
-            within = " ORDER BY " + ", ".join(f"t.{column}" for column in locked_within)
+            within = " ORDER BY " + _in_byte_order(f"t.{column}" for column in locked_within)
     return (f"SELECT x.* FROM (SELECT CAST(:{workspace} AS text) AS id OFFSET 0) AS w "
             f"CROSS JOIN {listed} "
             f"CROSS JOIN LATERAL (SELECT {picked} FROM {table} AS t "

@@ -14,12 +14,12 @@ unfinished message holds back any more (:func:`release`), in the same transactio
 that finds ``holds`` set since its claim falls back to recording message by message
 (``repository.LeaseLost``), which reads it again. On PostgreSQL every transaction that queues
 messages, records outcomes, reserves cap slots or sets claims back first takes the lock of each
-scope it writes (:func:`lock_scopes`, all of its scopes in one order): two queueings of one
-profile's messages at once would each see none of the other's (both queued, the later
-overtaking), two records of a held message's blockers at once would each see the other
-unfinished (neither releasing it), and a queueing and a writer of several claimed messages
-locking their rows in different orders could deadlock. A message whose blockers are gone
-without releasing it (a refused record, a blocker changed by hand) is released by
+scope it writes (:func:`lock_scopes`, all of its scopes in one order; the safety net too): two
+queueings of one profile's messages at once would each see none of the other's (both queued,
+the later overtaking), two records of a held message's blockers at once would each see the
+other unfinished (neither releasing it), and a queueing and a writer of several claimed
+messages locking their rows in different orders could deadlock. A message whose blockers are
+gone without releasing it (a refused record, a blocker changed by hand) is released by
 :func:`release_orphans`, the safety net: a pass every ``ORPHAN_SWEEP``, ``ORPHAN_BATCH`` held
 messages at a time in key order, each batch in its own transaction before a round's claim, one
 replica at a time on PostgreSQL.
@@ -239,6 +239,9 @@ def release_orphans(session: Session, now: datetime, after: HeldKey | None = Non
         return 0, None
     last: HeldKey = (rows[-1][1], rows[-1][2], rows[-1][3], int(rows[-1][4]))
     if dialect == "postgresql":
+        # As every writer of a scope's messages: a queueing marking one of them ``holds``
+        # meanwhile commits first, and the release then sees it.
+        lock_scopes(session, [(r[1], r[2], r[3]) for r in rows])
         parameters = {"now": now, "workspaces": pg_array([r[1] for r in rows]),
                       "message_ids": pg_array([r[0] for r in rows])}
     else:

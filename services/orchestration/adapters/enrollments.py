@@ -478,10 +478,19 @@ def watched(session: Session, profiles: Iterable[tuple[str, str]],
             .where(_keys_in(session, (c.workspace_id, c.profile_id), wanted),
                    or_(c.state == _ACTIVE,
                        and_(c.goal_time.is_(None), c.goal_deadline >= now)))
-            .order_by(c.workspace_id, c.profile_id, c.enrollment_id).with_for_update()
+            .order_by(*_in_byte_order(session, c.workspace_id, c.profile_id, c.enrollment_id))
+            .with_for_update()
         ).all(), key=attrgetter("create_time", "enrollment_id"))
     return [(e, r.lease_until is not None and r.lease_until > now)
             for e, r in zip(_enrollments(rows), rows, strict=True)]
+
+
+def _in_byte_order(session: Session, *columns: Any) -> list[Any]:
+    """``columns`` to sort by in Python's order of their strings (byte order, COLLATE "C" on
+    PostgreSQL, whatever the database's collation; SQLite's default already is)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return list(columns)
+    return [column.collate("C") for column in columns]
 
 
 @cache
@@ -741,14 +750,15 @@ def insert_steps(session: Session, batch: Sequence[tuple[Enrollment, Sequence[St
         bulk_insert(session, steps, step_rows)
 
 
-def release(session: Session, token: str, keys: Sequence[tuple[str, str]]) -> None:
-    """Give claimed enrollments back untouched (e.g. when the worker is stopping)."""
-    if not keys:
+def release(session: Session, token: str, claimed: Sequence[tuple[str, str, str]]) -> None:
+    """Give claimed enrollments, (workspace, profile, enrollment) each, back untouched (e.g.
+    when the worker is stopping), locked in that order."""
+    if not claimed:
         return
     # One probe of the primary key per enrollment, whatever the statistics (bulk_update).
     bulk_update(session, enrollments, _KEY, [
         {"workspace_id": w, "enrollment_id": e, "lease_until": None, "lease_token": None}
-        for w, e in sorted(set(keys))], where={"lease_token": token})
+        for w, _, e in sorted(set(claimed))], where={"lease_token": token})
 
 
 def get(session: Session, workspace_id: str, journey_id: str, enrollment_id: str) -> Enrollment:

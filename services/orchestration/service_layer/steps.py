@@ -137,7 +137,7 @@ def release(uow: UnitOfWork, token: str, claimed: Sequence[Enrollment],
             events_waiting: EventsWaiting | None = None) -> None:
     """Hand claimed enrollments back untouched (stopping or failing), not at lease expiry."""
     enrollment_store.release(uow.session, token,
-                             [(e.workspace_id, e.enrollment_id) for e in claimed])
+                             [(e.workspace_id, e.profile_id, e.enrollment_id) for e in claimed])
     _handed_back(uow, claimed, events_waiting)
 
 
