@@ -240,6 +240,20 @@ class Cluster:
                 proc.kill()
                 proc.wait()
 
+    def stacks(self, service: str) -> str:
+        """Where ``service``'s replicas are right now (py-spy dump, when it is installed), for
+        a failure message: a stall shows what they wait for."""
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists():
+            return ""
+        dumps = []
+        for name, proc in sorted(self.processes.items()):
+            if name.startswith(service) and proc.poll() is None:
+                done = subprocess.run([str(spy), "dump", "--pid", str(proc.pid)],
+                                      capture_output=True, text=True, timeout=60, check=False)
+                dumps.append(f"{name}:\n{(done.stdout or done.stderr)[:6000]}")
+        return "\n".join(dumps)
+
     def errors(self) -> str:
         """The error lines of every replica's log, for a failure message."""
         lines = []
@@ -325,7 +339,11 @@ def where_things_stand(backend: Backend, deadlocks_before: int) -> str:
             def counts(column: str, table: str) -> dict[str, int]:
                 return {str(k): int(n) for k, n in conn.execute(sa.text(
                     f"SELECT {column}, count(*) FROM {table} GROUP BY {column}")).all()}
+            reasons = conn.execute(sa.text(
+                f"SELECT status, left(error, 120) AS error, count(*) AS n FROM {delivery}.messages "
+                "WHERE error <> '' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 6")).all()
             return (f"messages: {counts('status', f'{delivery}.messages')}; "
+                    f"their errors: {[tuple(r) for r in reasons]}; "
                     f"enrollments: {counts('state', f'{orchestration}.enrollments')}; "
                     f"inbox: {counts('processed', f'{orchestration}.inbox')}; "
                     f"outboxes: {outbox_rows(backend)}; "
@@ -593,7 +611,7 @@ async def journeys_through_replicas(running: Cluster, channels: dict[str, list[g
                     f"{sum(sms_per_recipient(sms_sink, ACME).values())}, globex "
                     f"{sum(sms_per_recipient(sms_sink, GLOBEX).values())}\n"
                     f"{where_things_stand(running.backend, deadlocks_before)}\n"
-                    f"{running.errors()}")
+                    f"{running.errors()}\n{running.stacks('delivery')}")
             await asyncio.sleep(interval)
 
     # 1. The mail and the texts arrive.
