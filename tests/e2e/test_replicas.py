@@ -198,6 +198,8 @@ class Cluster:
     def start(self, service: str, replica: int) -> None:
         name = f"{service}-{replica}"
         env = {**self.env, f"CJO_{service.upper()}_PORT": str(self.ports[service][replica])}
+        if service == "delivery":  # retries, consent waits, provider refusals: for a failure
+            env["CJO_LOG_LEVEL"] = "info"
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", f"cjo_{service}"], env=env,
             stdout=(self.logs / f"{name}.log").open("ab"), stderr=subprocess.STDOUT)
@@ -253,6 +255,15 @@ class Cluster:
                                       capture_output=True, text=True, timeout=60, check=False)
                 dumps.append(f"{name}:\n{(done.stdout or done.stderr)[:6000]}")
         return "\n".join(dumps)
+
+    def notes(self, service: str, count: int = 20) -> str:
+        """The last ``count`` lines ``service``'s replicas logged, but for messages deferred
+        (each profile's capped SMS logs one)."""
+        lines = [f"{name}: {line[:300]}" for name in sorted(self.processes)
+                 if name.startswith(service)
+                 for line in self.log(name, tail=400_000).splitlines()
+                 if '"message deferred"' not in line and "metrics port" not in line]
+        return "\n".join(lines[-count:])
 
     def errors(self) -> str:
         """The error lines of every replica's log, for a failure message."""
@@ -611,7 +622,8 @@ async def journeys_through_replicas(running: Cluster, channels: dict[str, list[g
                     f"{sum(sms_per_recipient(sms_sink, ACME).values())}, globex "
                     f"{sum(sms_per_recipient(sms_sink, GLOBEX).values())}\n"
                     f"{where_things_stand(running.backend, deadlocks_before)}\n"
-                    f"{running.errors()}\n{running.stacks('delivery')}")
+                    f"{running.errors()}\n{running.notes('delivery')}\n"
+                    f"{running.stacks('delivery')}")
             await asyncio.sleep(interval)
 
     # 1. The mail and the texts arrive.
