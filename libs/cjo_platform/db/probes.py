@@ -62,6 +62,14 @@ def _in_byte_order(columns: Iterable[str]) -> str:
     return ", ".join(f'{column} COLLATE "C"' for column in columns)
 
 
+def in_byte_order(dialect: str, *columns: Any) -> list[Any]:
+    """``columns`` to ORDER BY in Python's order of their strings, as the locked probes sort
+    their keys: COLLATE "C" on PostgreSQL, whatever the database's collation (SQLite's default
+    already is byte order)."""
+    return [column.collate("C") for column in columns] if dialect == "postgresql" \
+        else list(columns)
+
+
 def pg_text(sql: str, arrays: Iterable[str]) -> TextClause:
     """``sql`` whose parameters ``arrays`` are array literals (cjo_platform.db.pg_array: typed
     text[] by their value, not by SQLAlchemy)."""

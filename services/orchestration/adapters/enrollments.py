@@ -66,7 +66,7 @@ from cjo_platform.db import (
     one_of,
     one_of_keys,
 )
-from cjo_platform.db.probes import by_keys, pg_by_keys, pg_probes, pg_text
+from cjo_platform.db.probes import by_keys, in_byte_order, pg_by_keys, pg_probes, pg_text
 from cjo_platform.errors import NotFound
 
 # Keys are matched as ``a = ? AND b IN (...)``, never as a row-value IN (a whole-table scan on
@@ -478,19 +478,12 @@ def watched(session: Session, profiles: Iterable[tuple[str, str]],
             .where(_keys_in(session, (c.workspace_id, c.profile_id), wanted),
                    or_(c.state == _ACTIVE,
                        and_(c.goal_time.is_(None), c.goal_deadline >= now)))
-            .order_by(*_in_byte_order(session, c.workspace_id, c.profile_id, c.enrollment_id))
+            .order_by(*in_byte_order(session.get_bind().dialect.name, c.workspace_id,
+                                     c.profile_id, c.enrollment_id))
             .with_for_update()
         ).all(), key=attrgetter("create_time", "enrollment_id"))
     return [(e, r.lease_until is not None and r.lease_until > now)
             for e, r in zip(_enrollments(rows), rows, strict=True)]
-
-
-def _in_byte_order(session: Session, *columns: Any) -> list[Any]:
-    """``columns`` to sort by in Python's order of their strings (byte order, COLLATE "C" on
-    PostgreSQL, whatever the database's collation; SQLite's default already is)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return list(columns)
-    return [column.collate("C") for column in columns]
 
 
 @cache
