@@ -126,7 +126,17 @@ class Database:
             return engine
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        connect_args = {"options": f"-csearch_path={self.schema}"} if self.schema else {}
+        # plan_cache_mode: psycopg prepares a statement a connection runs five times, and
+        # PostgreSQL would then keep a generic plan for it until the table's next ANALYZE. Made
+        # on a young table (every estimate one row) such a plan reads a row through any index
+        # with the workspace as prefix, or a table scan per given row, and it stayed while the
+        # table grew to thousands of rows: delivery's claim took a second per round for
+        # minutes. Planned at each run (parsed once still), a statement follows the table's
+        # size as it is now.
+        options = "-cplan_cache_mode=force_custom_plan"
+        if self.schema:
+            options += f" -csearch_path={self.schema}"
+        connect_args = {"options": options}
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
                                connect_args=connect_args,
                                json_serializer=encode_json, json_deserializer=decode_json)
