@@ -211,14 +211,13 @@ async def test_a_profile_held_back_by_another_process_leaves_the_claim_to_the_ot
         with app.db.transaction() as session:
             assert [c.message_id for c in repository.claim_due(
                 session, now, now + LEASE, 10, holder="A")] == ["m0"]
-        with app.db.transaction() as session:
-            repository.queue_messages(session, "ws-a", [new(f"a{i}", "ada")
-                                                        for i in range(1, 13)],
-                                      clock.now(), "", lambda: next(ids))  # m1..m12
-            repository.queue_messages(session, "ws-b", [new("c1", "cleo")], clock.now(), "",
-                                      lambda: next(ids))  # m13
-            repository.queue_messages(session, "ws-a", [new("b1", "bob")], clock.now(), "",
-                                      lambda: next(ids))  # m14
+        # A queueing per transaction (each locks its scopes once: adapters/held.py).
+        for workspace, batch in [("ws-a", [new(f"a{i}", "ada") for i in range(1, 13)]),
+                                 ("ws-b", [new("c1", "cleo")]),  # m1..m12, m13
+                                 ("ws-a", [new("b1", "bob")])]:  # m14
+            with app.db.transaction() as session:
+                repository.queue_messages(session, workspace, batch, clock.now(), "",
+                                          lambda: next(ids))
         with app.db.transaction() as session:
             return [c.message_id for c in repository.claim_due(
                 session, now, now + LEASE, 10, holder="B")]

@@ -49,6 +49,7 @@ async def test_a_new_workspaces_caps_are_probed_by_profile(backend: Backend) -> 
             if backend.kind == "postgresql":
                 session.execute(text("ANALYZE messages"))
                 session.execute(text("ANALYZE cap_locks"))
+        with app.db.transaction() as session:  # its own: a transaction locks its scopes once
             load(session, "newcomer")  # the statistics know ws-a only
         since = clock.now() - timedelta(days=1)
         return [*plans(app.db, lambda s: repository.lock_caps(s, "newcomer", keys), "cap_locks"),
