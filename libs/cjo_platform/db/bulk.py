@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from cjo_platform.db.planning import PLANNED_EACH_RUN
 from cjo_platform.db.types import UtcDateTime
 from cjo_platform.logging import get_logger
 
@@ -371,7 +372,9 @@ def bulk_update(session: Session, table: Table, keys: Sequence[str],
                               for c, n in compared if n in keys),
                             *(_checked(quote(c.name), quote(n))
                               for c, n in [*compared, *conditions] if n not in keys)]))
-        result = connection.exec_driver_sql(statement, tuple(arrays))
+        # Planned at each run: a plan made while the table was young scanned it per row.
+        result = connection.exec_driver_sql(statement, tuple(arrays),
+                                            execution_options=PLANNED_EACH_RUN)
         return int(result.rowcount)
     order = [names.index(n) for n in changed] + [names.index(n) for _, n in compared]
     statement = (f"UPDATE {name} SET "

@@ -46,6 +46,7 @@ from sqlalchemy.sql.sqltypes import NullType
 
 from cjo_platform.db.bulk import _NONE, _bound, _scalar_default, _table_name, array_of
 from cjo_platform.db.json_columns import decode_json, encode_json
+from cjo_platform.db.planning import planned_each_run
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -126,21 +127,12 @@ class Database:
             return engine
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        # plan_cache_mode: psycopg prepares a statement a connection runs five times, and
-        # PostgreSQL would then keep a generic plan for it until the table's next ANALYZE. Made
-        # on a young table (every estimate one row) such a plan reads a row through any index
-        # with the workspace as prefix, or a table scan per given row, and it stayed while the
-        # table grew to thousands of rows: delivery's claim took a second per round for
-        # minutes. Planned at each run (parsed once still), a statement follows the table's
-        # size as it is now.
-        options = "-cplan_cache_mode=force_custom_plan"
-        if self.schema:
-            options += f" -csearch_path={self.schema}"
-        connect_args = {"options": options}
+        connect_args = {"options": f"-csearch_path={self.schema}"} if self.schema else {}
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
                                connect_args=connect_args,
                                json_serializer=encode_json, json_deserializer=decode_json)
         event.listen(engine, "checkout", _check_idle_connection)
+        event.listen(engine, "do_execute", planned_each_run)
         return engine
 
     def create_schema(self) -> None:

@@ -41,6 +41,7 @@ from cjo_delivery.adapters.tables import messages
 from cjo_delivery.domain.messages import MessageStatus
 from cjo_platform.db import UtcDateTime
 from cjo_platform.db.engine import pg_array
+from cjo_platform.db.planning import PLANNED_EACH_RUN
 from cjo_platform.db.probes import pg_probes, pg_text
 
 # How often the sender releases held messages whose blockers are gone without releasing them.
@@ -98,7 +99,8 @@ def hold_behind(session: Session, workspace_id: str, scopes: Collection[tuple[st
     if session.get_bind().dialect.name == "postgresql":
         rows = session.execute(_PG_HOLD_BEHIND, {
             "workspace_id": workspace_id, "profiles": pg_array([p for p, _ in ordered]),
-            "channels": pg_array([c for _, c in ordered])}).all()
+            "channels": pg_array([c for _, c in ordered])},
+            execution_options=PLANNED_EACH_RUN).all()
     else:
         rows = session.execute(_SQLITE_HOLD_BEHIND, {
             "workspace_id": workspace_id,
@@ -270,7 +272,10 @@ def release(session: Session, scopes: Collection[Scope], now: datetime) -> int:
     else:
         statement = _SQLITE_RELEASE
         parameters["scopes"] = json.dumps(ordered)
-    return int(session.execute(statement, parameters).rowcount)  # type: ignore[attr-defined]
+    # Planned at each run (cjo_platform.db.planning), as are the sweep's and hold_behind's: a
+    # plan made while the table was young joined the scopes with every held message.
+    return int(session.execute(  # type: ignore[attr-defined]
+        statement, parameters, execution_options=PLANNED_EACH_RUN).rowcount)
 
 
 def release_orphans(session: Session, now: datetime, after: HeldKey | None = None,
@@ -300,5 +305,6 @@ def release_orphans(session: Session, now: datetime, after: HeldKey | None = Non
     else:
         parameters.update(zip(("last_workspace", "last_profile", "last_channel", "last_order"),
                               last, strict=True))
-    released = int(session.execute(update, parameters).rowcount)  # type: ignore[attr-defined]
+    released = int(session.execute(  # type: ignore[attr-defined]
+        update, parameters, execution_options=PLANNED_EACH_RUN).rowcount)
     return released, (last if len(rows) == size else None)

@@ -40,6 +40,7 @@ from cjo_delivery.domain.messages import (
 from cjo_delivery.domain.sending import Transition
 from cjo_platform.db import bulk_update, insert_ignore
 from cjo_platform.db.engine import one_of, pg_array
+from cjo_platform.db.planning import PLANNED_EACH_RUN
 from cjo_platform.db.probes import pg_by_keys
 
 m = messages.c
@@ -341,7 +342,9 @@ def claim_due(session: Session, now: datetime, lease_until: datetime, limit: int
                                   "holder": holder}
     if leave:
         parameters["leave"] = sorted(leave)
-    claimed = session.execute(statement, parameters).all()
+    # Planned at each run (cjo_platform.db.planning): a plan made while the table was empty
+    # read a workspace's every message per claimed row for as long as it lasted.
+    claimed = session.execute(statement, parameters, execution_options=PLANNED_EACH_RUN).all()
     # RETURNING answers in no set order.
     return [_claim(r, r.attempts) for r in sorted(claimed, key=lambda r: r.queue_order)]
 
