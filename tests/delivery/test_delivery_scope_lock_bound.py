@@ -2,10 +2,10 @@
 ``lock_scopes``) are bounded per workspace. They share the server's lock table
 (max_locks_per_transaction x max_connections, for every database): a lock per scope cost a
 batch of one workspace a thousand slots, and a dozen such transactions at once filled the table
-("out of shared memory"). A transaction writing more than ``SCOPE_LOCK_LIMIT`` scopes of a
-workspace now holds the workspace's lock exclusively instead; one writing fewer holds it shared
-beside their scope locks, so it still goes on beside the workspace's other small writers and
-waits for (and holds off) a big one."""
+("out of shared memory"). A scope's lock is now one of ``SCOPE_BUCKETS`` of its workspace: a
+big batch of a workspace holds them all (and waits for, and holds off, the workspace's other
+writers), a batch spread over workspaces one per scope, and writers of scopes in other
+buckets go on side by side."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from test_delivery_consent_tenants import Storage, storage
 from test_delivery_held_release import LEASE, WS, new
 
 from cjo_delivery.adapters import held
-from cjo_delivery.adapters.held import SCOPE_LOCK_LIMIT, Scope
+from cjo_delivery.adapters.held import SCOPE_BUCKETS, Scope, scope_bucket
 from cjo_delivery.domain.sending import after_success
 from cjo_delivery.service_layer import messages, outcomes
 from cjo_delivery.service_layer.claims import claim_due
@@ -34,6 +34,8 @@ __all__ = ["storage"]  # the fixture
 pytestmark = pytest.mark.postgres
 BIG = [(WS, f"p{index:04}", "email") for index in range(1000)]  # a full batch's scopes
 ELSEWHERE = (WS, "zed", "email")  # a scope of the workspace outside BIG
+# Scopes of the workspace each in a bucket of its own.
+APART = list({scope_bucket(s): s for s in reversed(BIG)}.values())
 
 
 def on_postgresql(storage: Storage) -> None:
@@ -92,7 +94,8 @@ async def end_all(*transactions: Open) -> None:
         await asyncio.wait_for(transaction.finished, 30)
 
 
-async def test_a_queueing_of_a_thousand_profiles_holds_one_lock(storage: Storage) -> None:
+async def test_a_queueing_of_a_thousand_profiles_holds_its_workspaces_locks(
+        storage: Storage) -> None:
     """A batch of a thousand profiles' messages of one workspace (a lock per scope: 1,000)."""
     on_postgresql(storage)
 
@@ -101,55 +104,30 @@ async def test_a_queueing_of_a_thousand_profiles_holds_one_lock(storage: Storage
                                           enumerate(BIG)], "", lambda *announced: None)
         return advisory_locks(uow.session)
 
-    assert storage.transactions.run_sync(queue_and_count) == 1
+    assert storage.transactions.run_sync(queue_and_count) == SCOPE_BUCKETS
 
 
-def test_a_transaction_holds_at_most_one_lock_and_the_limit_per_workspace(
+def test_a_transaction_holds_a_lock_per_scope_bucket_of_each_workspace(
         storage: Storage) -> None:
-    """A thousand scopes of one workspace (its lock alone), the limit's worth of another (its
-    lock and theirs) and one of a third (two): a lock per scope took 1,033."""
+    """A thousand scopes of one workspace (its buckets: 32) and one scope of each of a hundred
+    others (one each, not two): a lock per scope took 1,100."""
     on_postgresql(storage)
-    scopes = [*BIG, *((f"{WS}-2", f"p{i}", "sms") for i in range(SCOPE_LOCK_LIMIT)),
-              (f"{WS}-3", "ada", "email")]
+    scopes = [*BIG, *((f"{WS}-{i}", "ada", "email") for i in range(100))]
 
     def lock_and_count(uow: Any) -> int:
         held.lock_scopes(uow.session, scopes)
         return advisory_locks(uow.session)
 
-    assert storage.transactions.run_sync(lock_and_count) == 1 + (1 + SCOPE_LOCK_LIMIT) + 2
-
-
-def test_a_later_call_in_the_transaction_takes_nothing_and_refuses_new_scopes(
-        storage: Storage) -> None:
-    """After the first call (the workspace's lock, exclusive), a call for scopes of that
-    workspace takes no lock more; one for another workspace's scope raises: its lock, taken
-    after scope locks, could deadlock."""
-    on_postgresql(storage)
-
-    def lock_twice(uow: Any) -> tuple[int, int]:
-        held.lock_scopes(uow.session, BIG[:100])
-        first = advisory_locks(uow.session)
-        held.lock_scopes(uow.session, [BIG[0], ELSEWHERE])
-        again = advisory_locks(uow.session)
-        with pytest.raises(RuntimeError, match="first lock_scopes"):
-            held.lock_scopes(uow.session, [("ws-other", "ada", "email")])
-        return first, again
-
-    assert storage.transactions.run_sync(lock_twice) == (1, 1)
-    # A new transaction starts afresh.
-    assert storage.transactions.run_sync(lambda uow: (
-        held.lock_scopes(uow.session, [("ws-other", "ada", "email")]),
-        advisory_locks(uow.session))[1]) == 2
+    assert storage.transactions.run_sync(lock_and_count) == SCOPE_BUCKETS + 100
 
 
 def test_recording_a_group_message_by_message_holds_the_groups_locks_only(
         storage: Storage) -> None:
     """outcomes.record_each locks the group's scopes, then each message's record asks for its
-    own again: those asks take nothing (each took its scope's lock and the workspace's shared,
-    which the group holds exclusively: a lock per message again)."""
+    own again: those take nothing new."""
     on_postgresql(storage)
     now = storage.clock.now()
-    count = SCOPE_LOCK_LIMIT + 8
+    count = 40
     storage.transactions.run_sync(lambda uow: messages.queue_messages(
         uow, WS, [new(f"k{i}", f"p{i}") for i in range(count)], "", lambda *announced: None))
     claims, _ = storage.transactions.run_sync(
@@ -161,7 +139,8 @@ def test_recording_a_group_message_by_message_holds_the_groups_locks_only(
                                    for c in claims], now)
         return advisory_locks(uow.session)
 
-    assert storage.transactions.run_sync(record_and_count) == 1
+    buckets = {scope_bucket((WS, f"p{i}", "email")) for i in range(count)}
+    assert storage.transactions.run_sync(record_and_count) == len(buckets) < count
 
 
 async def test_a_big_transaction_waits_for_a_small_one_of_its_workspace(
@@ -207,19 +186,19 @@ async def test_a_small_transaction_waits_for_a_big_one_of_its_workspace(
 
 async def test_small_transactions_on_other_scopes_of_a_workspace_go_on_side_by_side(
         storage: Storage) -> None:
-    """Each holds the workspace's lock shared: the second takes its scope while the first is
-    open (and one on the first's scope waits)."""
+    """Scopes in other buckets: the second takes its locks while the first is open (and one on
+    the first's scope waits)."""
     on_postgresql(storage)
-    first = await lock_and_stay(storage, BIG[:SCOPE_LOCK_LIMIT])
+    first = await lock_and_stay(storage, APART[:10])
     opened = []
     try:
         assert await asyncio.to_thread(first.locked.wait, 30)
-        beside = await lock_and_stay(storage, [ELSEWHERE, *BIG[SCOPE_LOCK_LIMIT:][:20]])
+        beside = await lock_and_stay(storage, APART[10:20])
         opened.append(beside)
         assert await eventually(
             lambda: beside.locked.is_set() or waits_for_a_lock(storage, beside.pid))
         assert beside.locked.is_set()
-        same = await lock_and_stay(storage, [BIG[0]])
+        same = await lock_and_stay(storage, [APART[0]])
         opened.append(same)
         assert await eventually(
             lambda: same.locked.is_set() or waits_for_a_lock(storage, same.pid))

@@ -14,8 +14,8 @@ unfinished message holds back any more (:func:`release`), in the same transactio
 that finds ``holds`` set since its claim falls back to recording message by message
 (``repository.LeaseLost``), which reads it again. On PostgreSQL every transaction that queues
 messages, records outcomes, reserves cap slots or sets claims back first takes the lock of each
-scope it writes, or of the whole workspace when it writes more than ``SCOPE_LOCK_LIMIT`` of its
-scopes (:func:`lock_scopes`, all in one order, once per transaction; the safety net too): two
+scope it writes (one of ``SCOPE_BUCKETS`` per workspace: :func:`lock_scopes`, all of them in one
+order, once per transaction; the safety net too): two
 queueings of one profile's messages at once would each see none of the other's (both queued,
 the later overtaking), two records of a held message's blockers at once would each see the
 other unfinished (neither releasing it), and a queueing and a writer of several claimed
@@ -29,7 +29,7 @@ replica at a time on PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections import Counter
+import zlib
 from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
@@ -190,71 +190,45 @@ _PG_SWEEPER = text(
 # The locks share the server's lock table (max_locks_per_transaction x max_connections slots,
 # for every database): a lock per scope cost a transaction recording a batch of one workspace a
 # thousand slots, and a dozen such at once filled the table ("out of shared memory", for every
-# database on the server). So each workspace has a lock of its own too (the two-int4 form of
-# the advisory lock: a key space apart from the scopes' one-bigint keys, and from every other
-# advisory lock of the suite), taken before any scope lock: SHARED by a transaction writing at
-# most SCOPE_LOCK_LIMIT scopes of the workspace, which then takes their scope locks as well
-# (writers of other scopes of the workspace go on beside it); EXCLUSIVE by one writing more,
-# which then takes none of them (it waits for, and excludes, every writer of the workspace).
-# A transaction holds at most SCOPE_LOCK_LIMIT + 1 locks per workspace it writes. Workspace
-# locks in key order, then scope locks in key order (a workspace lock is held in the stronger
-# mode its workspaces, should two share a key, ask for), all in one statement: the locking
-# functions run on the sorted rows (ORDER BY before the select list's volatile functions).
+# database on the server). So a scope's lock is one of SCOPE_BUCKETS locks of its workspace
+# (the two-int4 form of the advisory lock: the workspace's key and the scope's bucket, apart
+# from every one-bigint advisory lock of the suite): a transaction holds at most SCOPE_BUCKETS
+# locks per workspace it writes (a big batch of one workspace: all of them, so it waits for
+# and holds off that workspace's other writers until its commit), one per scope of a batch
+# spread over workspaces, and the same scope is always the same lock. Two writers of different
+# scopes of a workspace wait for each other needlessly when their scopes share a bucket (one
+# pair in SCOPE_BUCKETS). The locking function runs on the sorted rows (ORDER BY before the
+# select list's volatile functions).
 _PG_LOCK_SCOPES = text(
-    "SELECT CASE WHEN l.exclusive IS NULL THEN pg_advisory_xact_lock(l.k2) "
-    "WHEN l.exclusive THEN pg_advisory_xact_lock(l.k1, l.k2) "
-    "ELSE pg_advisory_xact_lock_shared(l.k1, l.k2) END FROM ("
-    "SELECT 0 AS step, hashtext(current_schema() || 'delivery.held') AS k1, hashtext(w) AS k2, "
-    "bool_or(x) AS exclusive FROM unnest(CAST(:lock_workspaces AS text[]), "
-    "CAST(:exclusive AS boolean[])) AS t(w, x) GROUP BY hashtext(w) "
-    "UNION ALL SELECT DISTINCT 1, 0, hashtext(current_schema() || "
-    "'delivery.held' || chr(31) || w || chr(31) || p || chr(31) || c), CAST(NULL AS boolean) "
-    "FROM unnest(CAST(:workspaces AS text[]), CAST(:profiles AS text[]), "
-    "CAST(:channels AS text[])) AS s(w, p, c)) AS l ORDER BY l.step, l.k1, l.k2")
+    "SELECT pg_advisory_xact_lock(k.workspace, k.bucket) FROM (SELECT DISTINCT "
+    "hashtext(current_schema() || 'delivery.held' || chr(31) || w) AS workspace, b AS bucket "
+    "FROM unnest(CAST(:workspaces AS text[]), CAST(:buckets AS integer[])) AS s(w, b)) AS k "
+    "ORDER BY k.workspace, k.bucket")
 
-# Up to this many scopes of a workspace a transaction locks each (beside the others' writers
-# of the workspace), beyond it the whole workspace (alone in it until its commit). 32: the
-# queueings of a journey step's profiles and a round's few messages of a workspace stay side by
-# side, and a transaction's share of the lock table stays about what PostgreSQL plans for one
+# 32: a journey step's or a round's few scopes of a workspace rarely share a lock, and a
+# transaction's share of the lock table stays below what PostgreSQL plans for one
 # (max_locks_per_transaction, 64 by default) per workspace it writes.
-SCOPE_LOCK_LIMIT = 32
+SCOPE_BUCKETS = 32
 
-# What the transaction under way (session.info) has locked: its workspaces held exclusively
-# and its scopes locked one by one.
-_LOCKED = "cjo_delivery.held.locked"
+
+def scope_bucket(scope: Scope) -> int:
+    """Which of its workspace's locks the scope's is (stable across processes and versions:
+    every replica must agree)."""
+    _, profile, channel = scope
+    return zlib.crc32(f"{profile}{_SEP}{channel}".encode()) % SCOPE_BUCKETS
 
 
 def lock_scopes(session: Session, scopes: Collection[Scope]) -> None:
-    """PostgreSQL: wait until no other transaction holds a lock on one of ``scopes`` or on the
-    workspace of one, and hold theirs until this transaction ends (:data:`_PG_LOCK_SCOPES`). A
-    transaction that queues or records messages of a scope calls it once, for all its scopes,
-    before it writes any of their messages. A later call in the transaction takes nothing: it
-    may only name scopes the first one covered (locked, or of a workspace it holds
-    exclusively), as a record after its group's lock does; another scope raises (locking it
-    then would break the order: a workspace lock after scope locks, or a shared lock made
-    exclusive while others hold it, could deadlock). Nothing on SQLite."""
+    """PostgreSQL: wait until no other transaction holds the lock of one of ``scopes``, and hold
+    theirs until this transaction ends (:data:`_PG_LOCK_SCOPES`). A transaction that queues or
+    records messages of a scope calls it once, for all its scopes, before it writes any of
+    their messages (a later call may only name scopes it locked already, as a record after its
+    group's lock does: it takes nothing new). Nothing on SQLite."""
     if not scopes or session.get_bind().dialect.name != "postgresql":
         return
-    wanted = set(scopes)
-    transaction = session.get_transaction()
-    earlier = session.info.get(_LOCKED)
-    if earlier is not None and transaction is not None and earlier[0] is transaction:
-        _, exclusive, locked = earlier
-        missed = sorted(s for s in wanted if s[0] not in exclusive and s not in locked)
-        if missed:
-            raise RuntimeError(f"scopes {missed[:3]} locked after the transaction's first "
-                               "lock_scopes: lock every scope of the transaction at once")
-        return
-    counts = Counter(workspace for workspace, _, _ in wanted)
-    exclusive = frozenset(w for w, n in counts.items() if n > SCOPE_LOCK_LIMIT)
-    ordered = sorted(s for s in wanted if s[0] not in exclusive)
-    workspaces = sorted(counts)
-    parameters = {"lock_workspaces": pg_array(workspaces),
-                  "exclusive": pg_array([w in exclusive for w in workspaces])}
-    parameters.update({name: pg_array([scope[index] for scope in ordered])
-                       for index, name in enumerate(("workspaces", "profiles", "channels"))})
-    session.execute(_PG_LOCK_SCOPES, parameters)
-    session.info[_LOCKED] = (session.get_transaction(), exclusive, frozenset(ordered))
+    keys = sorted({(scope[0], scope_bucket(scope)) for scope in scopes})
+    session.execute(_PG_LOCK_SCOPES, {"workspaces": pg_array([w for w, _ in keys]),
+                                      "buckets": pg_array([b for _, b in keys])})
 
 
 def release(session: Session, scopes: Collection[Scope], now: datetime) -> int:
