@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,22 @@ class ServiceSettings:
         return self.peers[service]
 
 
+# An unquoted PostgreSQL name, short enough for "<prefix>orchestration" to fit the 63 bytes of
+# an identifier: the schema reaches the server unquoted in the connection's search_path, which
+# folds it to lower case (a "Cjo_" schema created quoted was then never found) and takes no
+# space (the connection was refused).
+_SCHEMA_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,49}")
+
+
+def _schema_prefix(env: Env) -> str:
+    prefix = env.str("CJO_DATABASE_SCHEMA_PREFIX", "cjo_")
+    if not _SCHEMA_PREFIX.fullmatch(prefix):
+        env.errors.append(
+            "CJO_DATABASE_SCHEMA_PREFIX must be lower-case letters, digits and underscores, a "
+            f"letter or underscore first, at most 50 characters; got {prefix!r}")
+    return prefix
+
+
 def load_service_settings(service: str, env: Env) -> ServiceSettings:
     """Read the common settings of ``service``; call ``env.check()`` after adding your own."""
     upper = service.upper()
@@ -181,7 +198,7 @@ def load_service_settings(service: str, env: Env) -> ServiceSettings:
         host=env.str("CJO_HOST", "127.0.0.1"),
         port=env.int(f"CJO_{upper}_PORT", DEFAULT_PORTS[service], minimum=0, maximum=65535),
         database_url=database_url,
-        database_schema=env.str("CJO_DATABASE_SCHEMA_PREFIX", "cjo_") + service,
+        database_schema=_schema_prefix(env) + service,
         auto_migrate=env.bool("CJO_AUTO_MIGRATE", True),
         service_token=token,
         peers=peers,

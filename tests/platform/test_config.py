@@ -64,3 +64,21 @@ def test_a_float_setting_of_nan_is_refused_with_its_name() -> None:
     assert env.float("CJO_DELIVERY_RECORD_LINGER_MS", 10.0, maximum=1000.0) == 10.0
     assert env.float("CJO_SMTP_TIMEOUT_SECONDS", 10.0) == 12.5
     assert env.errors == ["CJO_DELIVERY_RECORD_LINGER_MS='nan' is not a number"]
+
+
+@pytest.mark.parametrize("prefix", ["Cjo_", "cjo prod_", "1cjo_", "cjo-", "x" * 51])
+def test_a_schema_prefix_postgresql_would_not_find_is_refused(prefix: str) -> None:
+    """The schema reaches the server unquoted in the connection's search_path: an upper-case
+    letter was folded (the schema created quoted never found), a space refused the
+    connection."""
+    env = Env({"CJO_SERVICE_TOKEN": TOKEN, "CJO_DATABASE_SCHEMA_PREFIX": prefix})
+    load_service_settings("orchestration", env)
+    with pytest.raises(ConfigError, match="CJO_DATABASE_SCHEMA_PREFIX"):
+        env.check()
+
+
+def test_a_plain_schema_prefix_is_taken() -> None:
+    env = Env({"CJO_SERVICE_TOKEN": TOKEN, "CJO_DATABASE_SCHEMA_PREFIX": "t0a1b2c3d4e_"})
+    settings = load_service_settings("orchestration", env)
+    env.check()
+    assert settings.database_schema == "t0a1b2c3d4e_orchestration"

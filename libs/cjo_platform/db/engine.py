@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import functools
 import json
+import os
 import select as io_select
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -127,7 +129,13 @@ class Database:
             return engine
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        connect_args = {"options": f"-csearch_path={self.schema}"} if self.schema else {}
+        connect_args = {}
+        if self.schema:
+            # libpq's options replace the URL's ?options= and PGOPTIONS: keep theirs too.
+            given = make_url(url).query.get("options") or os.environ.get("PGOPTIONS", "")
+            connect_args["options"] = " ".join(
+                [*([given] if isinstance(given, str) and given else []),
+                 f"-csearch_path={self.schema}"])
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
                                connect_args=connect_args,
                                json_serializer=encode_json, json_deserializer=decode_json)
