@@ -16,12 +16,13 @@ from typing import Any
 # Not for every statement: planning each run of a small one costs the server about as much
 # CPU as running it (+50% of PostgreSQL's CPU per lone event in orchestration when every
 # connection planned every run).
-PLANNED_EACH_RUN = {"cjo_planned_each_run": True}
+_OPTION = "cjo_planned_each_run"
+PLANNED_EACH_RUN = {_OPTION: True}
 
 
 def planned_each_run(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
     """do_execute hook (PostgreSQL): a statement run with :data:`PLANNED_EACH_RUN` unprepared."""
-    if context is not None and context.execution_options.get("cjo_planned_each_run"):
+    if context is not None and context.execution_options.get(_OPTION):
         cursor.execute(statement, parameters, prepare=False)
         return True
     return False
