@@ -16,8 +16,8 @@ that finds ``holds`` set since its claim falls back to recording message by mess
 messages, records outcomes, reserves cap slots or sets claims back first takes the lock of each
 scope it writes (one of ``SCOPE_BUCKETS`` per workspace: :func:`lock_scopes`, all of them in
 one order, once per transaction; the safety net too): two queueings of one profile's messages
-at once would each see none of the other's (both queued,
-the later overtaking), two records of a held message's blockers at once would each see the
+at once would each see none of the other's (both queued, the later overtaking), two records
+of a held message's blockers at once would each see the
 other unfinished (neither releasing it), and a queueing and a writer of several claimed
 messages locking their rows in different orders could deadlock. A message whose blockers are
 gone without releasing it (a refused record, a blocker changed by hand) is released by
