@@ -7,12 +7,14 @@ fails with one clear message instead of a stack trace later.
 from __future__ import annotations
 
 import builtins
+import difflib
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cjo_platform.rpc.auth import KEY_CACHE_SECONDS
 
@@ -44,6 +46,20 @@ MIN_SERVICE_TOKEN_LENGTH = 24
 ENVIRONMENTS = ("development", "test", "production")
 
 
+# The variables Kubernetes sets for a Service (its "service links"), after CJO_<SERVICE>_.
+_SERVICE_LINK = re.compile(r"^(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)$")
+
+
+def warn_unused(service: builtins.str,
+                unused: Iterable[tuple[builtins.str, builtins.str | None]], log: Any) -> None:
+    """Log each variable of :meth:`Env.unused` once, at start: a misspelt setting (say
+    ..._REQUEST_LOGS_DAYS for ..._REQUEST_LOG_DAYS) would otherwise leave its default in
+    force without a word."""
+    for name, near in unused:
+        log.warning("a setting of this service is set but not used: misspelt, or from "
+                    "another version?", service=service, setting=name, did_you_mean=near)
+
+
 class ConfigError(Exception):
     """Raised with every configuration problem found, one per line."""
 
@@ -54,9 +70,30 @@ class Env:
     def __init__(self, environ: Mapping[builtins.str, builtins.str] | None = None) -> None:
         self.environ = os.environ if environ is None else environ
         self.errors: list[builtins.str] = []
+        # Every name asked for, set or not: what is set and never asked for is unused
+        # (:meth:`unused`), most often a misspelt setting.
+        self.asked: set[builtins.str] = set()
+
+    def raw(self, name: builtins.str) -> builtins.str:
+        """The variable as set, stripped ("" when unset); for settings parsed by the caller."""
+        self.asked.add(name)
+        return self.environ.get(name, "").strip()
+
+    def unused(self, service: builtins.str) -> list[tuple[builtins.str, builtins.str | None]]:
+        """The variables named for ``service`` (CJO_<SERVICE>_...) that are set but that it
+        never asked for, each with the asked-for name it most resembles (None: none close).
+        Kubernetes' service links (a Service named cjo-<service> sets CJO_<SERVICE>_SERVICE_HOST,
+        CJO_<SERVICE>_PORT_50051_TCP and kin in every pod) are not settings and are left out."""
+        prefix = f"CJO_{service.upper()}_"
+        known = sorted(n for n in self.asked if n.startswith(prefix))
+        return [(name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.8)),
+                            None))
+                for name in sorted(self.environ)
+                if name.startswith(prefix) and name not in self.asked
+                and not _SERVICE_LINK.search(name[len(prefix):])]
 
     def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str:
-        value = self.environ.get(name, "").strip()
+        value = self.raw(name)
         if value:
             return value
         if default is None:
@@ -66,7 +103,7 @@ class Env:
 
     def int(self, name: builtins.str, default: int, *, minimum: int = 0,
             maximum: int = 2**31) -> int:
-        raw = self.environ.get(name, "").strip()
+        raw = self.raw(name)
         if not raw:
             return default
         try:
@@ -80,7 +117,7 @@ class Env:
 
     def float(self, name: builtins.str, default: float, *, minimum: float = 0.0,
               maximum: float = float("inf")) -> float:
-        raw = self.environ.get(name, "").strip()
+        raw = self.raw(name)
         if not raw:
             return default
         try:
@@ -97,7 +134,7 @@ class Env:
         return value
 
     def bool(self, name: builtins.str, default: bool) -> bool:
-        raw = self.environ.get(name, "").strip().lower()
+        raw = self.raw(name).lower()
         if not raw:
             return default
         if raw in ("1", "true", "yes", "on"):
@@ -245,7 +282,7 @@ def _test_clock_file(env: Env, environment: str) -> Path | None:
 def _peer_target(env: Env, name: str, default_port: int) -> str:
     """Where to dial ``name``: CJO_<NAME>_TARGET, else its local port. The port variable is
     read only without a target, since Kubernetes service links can set it to a URL."""
-    target = env.environ.get(f"CJO_{name.upper()}_TARGET", "").strip()
+    target = env.raw(f"CJO_{name.upper()}_TARGET")
     if target:
         return target
     port = env.int(f"CJO_{name.upper()}_PORT", default_port, minimum=0, maximum=65535)

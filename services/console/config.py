@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from cjo_client import Endpoints
@@ -36,26 +36,28 @@ class ConsoleSettings:
     # The loop uvicorn serves on (CJO_EVENT_LOOP, as every cjo process): uvicorn would pick
     # uvloop on its own whenever it is installed.
     event_loop: str = DEFAULT_EVENT_LOOP
+    # CJO_CONSOLE_ variables set but never read (Env.unused): logged at start.
+    unused: tuple[tuple[str, str | None], ...] = ()
 
 
 def load(environ: Mapping[str, str] | None = None) -> ConsoleSettings:
     env = Env(environ)
 
     def target(name: str) -> str:
-        explicit = env.environ.get(f"CJO_{name.upper()}_TARGET", "").strip()
+        explicit = env.raw(f"CJO_{name.upper()}_TARGET")
         if explicit:
             return explicit
         port = env.int(f"CJO_{name.upper()}_PORT", DEFAULT_PORTS[name], minimum=1,
                        maximum=65535)
         return f"127.0.0.1:{port}"
 
-    secret = env.environ.get("CJO_CONSOLE_SECRET", "").strip()
+    secret = env.raw("CJO_CONSOLE_SECRET")
     if not secret:
         env.errors.append("CJO_CONSOLE_SECRET is required: the secret every console replica "
                           "seals sessions under (`make run` generates one; in Kubernetes it "
                           "is key console-secret of the Secret cjo-secrets)")
-    previous = tuple(s.strip() for s in env.environ.get("CJO_CONSOLE_PREVIOUS_SECRETS", "")
-                     .split(",") if s.strip())
+    previous = tuple(s.strip() for s in env.raw("CJO_CONSOLE_PREVIOUS_SECRETS").split(",")
+                     if s.strip())
     for name, value in (("CJO_CONSOLE_SECRET", secret),
                         *(("CJO_CONSOLE_PREVIOUS_SECRETS", p) for p in previous)):
         if value and len(value) < MIN_SECRET_CHARS:
@@ -80,4 +82,4 @@ def load(environ: Mapping[str, str] | None = None) -> ConsoleSettings:
         event_loop=event_loop_setting(env),
     )
     env.check()
-    return settings
+    return replace(settings, unused=tuple(env.unused("console")))

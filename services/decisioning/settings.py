@@ -23,7 +23,7 @@ class DecisioningSettings:
 
 def load_decisioning_settings(env: Env) -> DecisioningSettings:
     prefix = "CJO_DECISIONING_"
-    raw_seed = env.environ.get(f"{prefix}SEED", "").strip()
+    raw_seed = env.raw(f"{prefix}SEED")
     seed: int | None = None
     if raw_seed:
         seed = env.int(f"{prefix}SEED", 0, minimum=0, maximum=2**63 - 1)

@@ -21,7 +21,13 @@ from grpc_reflection.v1alpha import reflection
 from cjo_platform import event_loop
 from cjo_platform.clock import Clock, FileOffsetClock, SystemClock
 from cjo_platform.collector import collect_rarely
-from cjo_platform.config import ConfigError, Env, ServiceSettings, load_service_settings
+from cjo_platform.config import (
+    ConfigError,
+    Env,
+    ServiceSettings,
+    load_service_settings,
+    warn_unused,
+)
 from cjo_platform.db.engine import Database
 from cjo_platform.logging import configure_logging, get_logger
 from cjo_platform.metrics import (
@@ -245,6 +251,7 @@ def main(service: str, build: Build, argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"cjo-{service}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    warn_unused(service, env.unused(service), log)
     if command == "migrate":
         app.migrate()
         log.info("migrated")
@@ -281,7 +288,7 @@ def _serve_metrics(service: str, settings: ServiceSettings, env: Env) -> bool:
     try:
         port = configure_metrics(service, settings.host, settings.metrics_port)
     except OSError as exc:
-        if env.environ.get("CJO_METRICS_PORT", "").strip():
+        if env.raw("CJO_METRICS_PORT"):
             print(f"cjo-{service}: CJO_METRICS_PORT={settings.metrics_port}: cannot listen "
                   f"on {settings.host}:{settings.metrics_port}: {exc}", file=sys.stderr)
             return False
