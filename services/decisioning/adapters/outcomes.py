@@ -10,7 +10,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Row, and_, bindparam, delete, false, func, or_, select, update
+from sqlalchemy import (
+    Column,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from cjo_decisioning.adapters import catalogue
@@ -112,17 +124,34 @@ def _aliases(session: Session, workspace_id: str, key: Column[str], wanted: list
 
 
 def add_alias(session: Session, workspace_id: str, merged_profile_id: str,
-              survivor_profile_id: str, now: datetime) -> None:
-    """``merged_profile_id`` is part of the survivor now, and so is every id merged into it
-    before (aliases point at the last link, so a person's ids are one lookup)."""
+              survivor_profile_id: str, now: datetime) -> str | None:
+    """``merged_profile_id`` is part of the survivor's person now, and so is every id merged
+    into it before; returns the id the person is known by (the survivor's own survivor when
+    the survivor was merged away already), or None for a merge that would close a cycle
+    (ignored: identity merges a profile away once, and a cycle would lose the person).
+
+    Aliases are flat (each points at the last link, so a person's ids are one lookup) whatever
+    order the merges arrive in: merges are forwarded keyed by their survivor, so b -> c may
+    come before a -> b, and a -> b then points at c, not b."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Two transactions folding a chain (a -> b, b -> c) at once would each miss the
+        # other's row.
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :key))"),
+                        {"key": f"profile_aliases:{workspace_id}"})
+    final = session.execute(select(a.survivor_profile_id).where(
+        a.workspace_id == workspace_id, a.profile_id == survivor_profile_id)
+    ).scalar_one_or_none() or survivor_profile_id
+    if final == merged_profile_id:
+        return None
     session.execute(update(profile_aliases).where(
         a.workspace_id == workspace_id, a.survivor_profile_id == merged_profile_id)
-        .values(survivor_profile_id=survivor_profile_id))
+        .values(survivor_profile_id=final))
     upsert(session, profile_aliases, [
         {"workspace_id": workspace_id, "profile_id": merged_profile_id,
-         "survivor_profile_id": survivor_profile_id, "merge_time": now}],
+         "survivor_profile_id": final, "merge_time": now}],
         lambda excluded: {"survivor_profile_id": excluded.survivor_profile_id,
                           "merge_time": excluded.merge_time})
+    return final
 
 
 def erase_people(session: Session, workspace_id: str, profile_ids: Iterable[str]) -> int:

@@ -78,10 +78,11 @@ def record_events(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEven
     # Merges first (identity sends them before the events that carry the survivor's id).
     for event in taken:
         if event.merged_profile_id and event.merged_profile_id != event.profile_id:
-            outcomes.add_alias(uow.session, workspace_id, event.merged_profile_id,
-                               event.profile_id, now)
-            engagement.move_engagements(uow.session, workspace_id, event.merged_profile_id,
-                                        event.profile_id)
+            person = outcomes.add_alias(uow.session, workspace_id, event.merged_profile_id,
+                                        event.profile_id, now)
+            if person is not None:
+                engagement.move_engagements(uow.session, workspace_id,
+                                            event.merged_profile_id, person)
     erased = {e.profile_id for e in taken if e.erased and e.profile_id}
     if erased:
         # After the merges: ids merged into the erased person in this batch go with them.
