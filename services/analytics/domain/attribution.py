@@ -137,9 +137,12 @@ def position_weights(n: int) -> list[float]:
     return [0.4] + [0.2 / (n - 2)] * (n - 2) + [0.4]
 
 
-def time_decay_weights(points: Sequence[Touchpoint], at: datetime,
-                       half_life_hours: float) -> list[float]:
-    return [2.0 ** (-((at - t.occur_time).total_seconds() / 3600.0) / half_life_hours)
+def time_decay_weights(points: Sequence[Touchpoint], half_life_hours: float) -> list[float]:
+    """2^(-age / half-life), up to a common factor: ages are taken from the newest touchpoint
+    (weight 1), not from the conversion, so a short half-life or old touchpoints never make
+    every weight underflow to 0 (which ``allocate`` would split equally)."""
+    newest = max(t.occur_time for t in points)
+    return [2.0 ** (-((newest - t.occur_time).total_seconds() / 3600.0) / half_life_hours)
             for t in points]
 
 
@@ -157,8 +160,8 @@ def weigher(model: Model, half_life_hours: float,
     def linear(points: Sequence[Touchpoint], _: Conversion) -> list[float]:
         return [1.0] * len(points)
 
-    def decay(points: Sequence[Touchpoint], conversion: Conversion) -> list[float]:
-        return time_decay_weights(points, conversion.occur_time, half_life_hours)
+    def decay(points: Sequence[Touchpoint], _: Conversion) -> list[float]:
+        return time_decay_weights(points, half_life_hours)
 
     def position(points: Sequence[Touchpoint], _: Conversion) -> list[float]:
         return position_weights(len(points))
