@@ -248,6 +248,19 @@ def channel_performance(report: ChannelPerformance) -> rpb.GetChannelPerformance
     )
 
 
+def _sample_ratio_warning(results: ExperimentResults) -> str:
+    srm = results.sample_ratio
+    if srm is None or not srm.mismatch:
+        return ""
+    advice = "check assignment and exposure logging before trusting these results"
+    unweighted = results.unweighted_exposed_arms
+    if unweighted:
+        return (f"sample ratio mismatch: exposed arm(s) {', '.join(unweighted)} have no "
+                f"weight in expected_weights; {advice}")
+    return (f"sample ratio mismatch: exposures differ from the configured split "
+            f"(chi-square p = {srm.p_value:.2g} < 0.001); {advice}")
+
+
 def experiment_results(experiment_id: str,
                        results: ExperimentResults) -> rpb.GetExperimentResultsResponse:
     reply = rpb.GetExperimentResultsResponse(experiment_id=experiment_id,
@@ -278,11 +291,7 @@ def experiment_results(experiment_id: str,
         srm = results.sample_ratio
         reply.sample_ratio.CopyFrom(rpb.SampleRatioCheck(
             chi_square=srm.chi_square, degrees_of_freedom=srm.degrees_of_freedom,
-            p_value=srm.p_value, mismatch=srm.mismatch,
-            warning=(f"sample ratio mismatch: exposures differ from the configured split "
-                     f"(chi-square p = {srm.p_value:.2g} < 0.001); check assignment and "
-                     f"exposure logging before trusting these results")
-            if srm.mismatch else ""))
+            p_value=srm.p_value, mismatch=srm.mismatch, warning=_sample_ratio_warning(results)))
     reply.currency = results.currency
     if results.mixed_currencies:
         reply.currency_warning = (

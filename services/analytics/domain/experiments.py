@@ -35,6 +35,12 @@ class ExperimentResults:
     currency: str = ""  # the one currency of the counted conversions, "" when none or mixed
     mixed_currencies: tuple[str, ...] = ()  # set when the conversions carry several
 
+    @property
+    def unweighted_exposed_arms(self) -> list[str]:
+        """Arms exposed though their expected weight is 0: each is a sample ratio mismatch."""
+        return [r.counts.arm for r in self.arms
+                if r.expected_share == 0 and r.counts.exposures > 0]
+
 
 CONTENT_PREFIX = CONTENT_EXPERIMENT_PREFIX
 """Experiment ids of content variant tests start with it (delivery derives them)."""

@@ -144,16 +144,27 @@ class SampleRatio:
 
 
 def sample_ratio_check(observed: Sequence[int], weights: Sequence[float]) -> SampleRatio:
-    """Pearson chi-square goodness of fit of the observed exposures to the weights."""
+    """Pearson chi-square goodness of fit of the observed exposures to the weights. An arm of
+    weight 0 should never be exposed: one exposure of it is a mismatch by itself (the statistic
+    is infinite and p is 0, as scipy's ``power_divergence`` gives); unexposed, its count is
+    fixed and it adds no degree of freedom."""
     total_weight = sum(weights)
     shares = tuple(w / total_weight for w in weights)
     n = sum(observed)
     statistic = 0.0
+    cells = 0
     for count, share in zip(observed, shares, strict=True):
+        if share <= 0:
+            if count > 0:
+                statistic = math.inf
+            continue
+        cells += 1
         expected = n * share
         if expected > 0:
             statistic += (count - expected) ** 2 / expected
-    df = len(observed) - 1
+    df = max(cells - 1, 0)
+    if math.isinf(statistic):
+        return SampleRatio(statistic, df, 0.0, shares)
     return SampleRatio(statistic, df, chi_square_sf(statistic, df) if df > 0 else 1.0, shares)
 
 
