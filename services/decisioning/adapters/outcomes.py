@@ -29,16 +29,19 @@ from cjo_decisioning.adapters import catalogue
 from cjo_decisioning.adapters.tables import (
     EXPOSED,
     NOT_REWARDED,
+    PENDING,
     REWARDED,
     decision_points,
     decisions,
+    early_rewards,
     profile_aliases,
     received,
 )
 from cjo_decisioning.domain.catalogue import DecisionPoint, point_from_json
-from cjo_decisioning.domain.outcomes import OpenDecision, Rewarded
+from cjo_decisioning.domain.outcomes import EarlyReward, OpenDecision, PendingDecision, Rewarded
 from cjo_platform.db import insert_ignore, one_of, pg_array, upsert
 from cjo_platform.db.probes import pg_by_keys
+from cjo_platform.limits import MAX_ID_LENGTH
 
 # What an erased decision's features become: the bias alone (the column is not nullable).
 ERASED_FEATURES = {"i": [0], "v": [1.0]}
@@ -46,6 +49,7 @@ ERASED_FEATURES = {"i": [0], "v": [1.0]}
 d = decisions.c
 p = decision_points.c
 a = profile_aliases.c
+e = early_rewards.c
 
 
 def first_received(session: Session, workspace_id: str, source_ids: Sequence[str],
@@ -175,12 +179,16 @@ def erase_people(session: Session, workspace_id: str, profile_ids: Iterable[str]
         a.workspace_id == workspace_id,
         or_(one_of(session, a.profile_id, wanted),
             one_of(session, a.survivor_profile_id, wanted))))
+    session.execute(delete(early_rewards).where(
+        e.workspace_id == workspace_id, one_of(session, e.profile_id, wanted)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[str],
-                   point_keys: Iterable[str]) -> list[OpenDecision]:
-    """The exposed (not yet rewarded or lapsed) decisions of ``profile_ids`` at the points.
+                   point_keys: Iterable[str]
+                   ) -> tuple[list[OpenDecision], list[PendingDecision]]:
+    """The exposed (not yet rewarded or lapsed) decisions of ``profile_ids`` at the points,
+    and their pending ones (decided, not exposed yet: a reward event may come first).
 
     Selected by person and outcome only (ix_decisions_person) and filtered by point and by
     ``learned`` here: with the points in the WHERE clause SQLite planned the query on the
@@ -189,17 +197,20 @@ def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[st
     exposed decisions."""
     profiles, keys = sorted(set(profile_ids)), set(point_keys)
     if not profiles or not keys:
-        return []
+        return [], []
     if session.get_bind().dialect.name == "postgresql":
         rows = session.execute(_PG_OPEN, {"workspace_id": workspace_id,
                                           "keys": pg_array(profiles)})
     else:
         rows = session.execute(_OPEN_SELECT.where(
             d.workspace_id == workspace_id, one_of(session, d.profile_id, profiles),
-            d.outcome == EXPOSED))
-    return [OpenDecision(r.decision_id, r.decision_point, r.profile_id, r.action,
-                         r.expose_time, r.reward_deadline)
-            for r in rows if r.decision_point in keys and not r.learned]
+            d.outcome.in_((EXPOSED, PENDING))))
+    found = [r for r in rows if r.decision_point in keys and not r.learned]
+    return ([OpenDecision(r.decision_id, r.decision_point, r.profile_id, r.action,
+                          r.expose_time, r.reward_deadline)
+             for r in found if r.outcome == EXPOSED],
+            [PendingDecision(r.decision_id, r.decision_point, r.profile_id, r.action,
+                             r.decide_time) for r in found if r.outcome == PENDING])
 
 
 # On PostgreSQL the reads by person of a reward (the ids merged into a person, their open
@@ -208,9 +219,10 @@ def open_decisions(session: Session, workspace_id: str, profile_ids: Iterable[st
 # with the workspace a constant, such a workspace's every alias (or exposed decision) was
 # read through an index's workspace prefix and filtered by the keys, per call.
 _OPEN_COLUMNS = (d.decision_id, d.decision_point, d.profile_id, d.action, d.expose_time,
-                 d.reward_deadline, d.learned)
+                 d.reward_deadline, d.learned, d.outcome, d.decide_time)
 _OPEN_SELECT = select(*_OPEN_COLUMNS)
-_PG_OPEN = pg_by_keys(_OPEN_COLUMNS, d.profile_id, where=f"t.outcome = {EXPOSED}")
+_PG_OPEN = pg_by_keys(_OPEN_COLUMNS, d.profile_id,
+                      where=f"t.outcome IN ({EXPOSED}, {PENDING})")
 _PG_ALIASES = {key.name: pg_by_keys([a.profile_id, a.survivor_profile_id], key)
                for key in (a.survivor_profile_id, a.profile_id)}
 
@@ -227,6 +239,74 @@ def reward(session: Session, workspace_id: str, rewarded: Sequence[Rewarded]) ->
         [{"i": r.decision_id, "t": r.reward_time, "e": r.reward_event_id[:128]}
          for r in rewarded])
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --- early rewards (a reward event before its decision's exposure) -----------------------
+
+
+def keep_early_rewards(session: Session, workspace_id: str, early: Sequence[EarlyReward]
+                       ) -> None:
+    """Keep reward events for pending decisions (a repeat is kept once)."""
+    if early:
+        insert_ignore(session, early_rewards, [
+            {"workspace_id": workspace_id, "decision_id": k.decision_id,
+             "event_id": k.event_id[:MAX_ID_LENGTH], "decision_point": k.decision_point,
+             "profile_id": k.profile_id, "event_time": k.event_time,
+             "expire_time": k.expire_time} for k in early])
+
+
+def early_rewards_of(session: Session, workspace_id: str, decision_ids: Iterable[str]
+                     ) -> list[EarlyReward]:
+    """The reward events kept for ``decision_ids``."""
+    wanted = sorted(set(decision_ids))
+    if not wanted:
+        return []
+    return [EarlyReward(r.decision_id, r.decision_point, r.profile_id, r.event_id,
+                        r.event_time, r.expire_time)
+            for r in session.execute(select(early_rewards).where(
+                e.workspace_id == workspace_id, one_of(session, e.decision_id, wanted)))]
+
+
+def drop_early_rewards(session: Session, workspace_id: str, decision_ids: Iterable[str],
+                       used: Iterable[tuple[str, str]]) -> None:
+    """Forget the events kept for ``decision_ids`` (exposed now) and the ``used`` (point,
+    event id) for every decision (an event rewards one decision per point)."""
+    wanted = sorted(set(decision_ids))
+    if wanted:
+        session.execute(delete(early_rewards).where(
+            e.workspace_id == workspace_id, one_of(session, e.decision_id, wanted)))
+    for point, event_id in sorted(set(used)):
+        session.execute(delete(early_rewards).where(
+            e.workspace_id == workspace_id, e.event_id == event_id,
+            e.decision_point == point))
+
+
+def exposed_with_early_rewards(session: Session, limit: int
+                               ) -> list[tuple[str, str, datetime | None, datetime | None]]:
+    """Up to ``limit`` decisions no longer pending that events are still kept for, as
+    (workspace, decision id, exposure, deadline): an event kept while its decision's exposure
+    was being recorded by another transaction (PostgreSQL), taken by the learning worker."""
+    rows = session.execute(
+        select(d.workspace_id, d.decision_id, d.expose_time, d.reward_deadline).distinct()
+        .select_from(early_rewards.join(decisions, and_(
+            d.workspace_id == e.workspace_id, d.decision_id == e.decision_id)))
+        .where(d.outcome != PENDING).order_by(d.workspace_id, d.decision_id)
+        .limit(limit)).all()
+    return [(r.workspace_id, r.decision_id, r.expose_time, r.reward_deadline) for r in rows]
+
+
+def prune_early_rewards(session: Session, before: datetime, limit: int) -> int:
+    """Forget up to ``limit`` kept events whose latest window ended before ``before`` (their
+    decision was never exposed in time); how many. SKIP LOCKED as prune_received."""
+    keys = session.execute(
+        select(e.workspace_id, e.decision_id, e.event_id)
+        .where(e.expire_time < before).limit(limit).with_for_update(skip_locked=True)).all()
+    if keys:
+        session.execute(delete(early_rewards).where(
+            e.workspace_id == bindparam("w"), e.decision_id == bindparam("i"),
+            e.event_id == bindparam("v")),
+            [{"w": k.workspace_id, "i": k.decision_id, "v": k.event_id} for k in keys])
+    return len(keys)
 
 
 def close_point_decisions(session: Session, workspace_id: str, point_key: str) -> int:

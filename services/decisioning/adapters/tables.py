@@ -187,3 +187,25 @@ profile_aliases = Table(
     Index("ix_profile_aliases_survivor", "workspace_id", "survivor_profile_id"),
 )
 
+
+# A point's reward event that reached us before its decision's exposure (delivery's SENT fact
+# and identity's event come on different topics): one row per (pending decision of the person
+# whose filter it matched, event), taken when the decision is exposed (the exposure's window
+# holds the event: the decision is rewarded, the event rewards nothing else at the point), and
+# forgotten CJO_DECISIONING_RECEIVED_RETENTION_HOURS after the latest window that could hold it
+# (expire_time: the event's time + the point's window).
+early_rewards = Table(
+    "early_rewards",
+    metadata,
+    _workspace(),
+    Column("decision_id", String(MAX_ID_LENGTH), nullable=False),
+    Column("event_id", String(MAX_ID_LENGTH), nullable=False),
+    Column("decision_point", String(MAX_POINT_KEY_LENGTH), nullable=False),
+    # The decision's profile, for an erasure.
+    Column("profile_id", String(MAX_PROFILE_ID_LENGTH), nullable=False),
+    Column("event_time", UtcDateTime, nullable=False),
+    Column("expire_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "decision_id", "event_id"),
+    Index("ix_early_rewards_event", "workspace_id", "event_id"),
+    Index("ix_early_rewards_expire", "expire_time"),
+)

@@ -5,7 +5,14 @@ A reward is the point's reward event arriving while a decision's window is open:
 exposure and no later than its deadline. When several exposed decisions of the person at one
 point are open and match the filter, the **last exposure wins**: the most recent thing the
 person saw is credited with the conversion, once (a decision is rewarded at most once, and one
-event rewards at most one decision per point)."""
+event rewards at most one decision per point).
+
+The exposure (delivery's SENT fact) and the reward event (identity's) come on different
+topics, so the event may arrive first. An event that rewards no exposed decision at a point is
+then kept for each of the person's decided, not yet exposed decisions there that its filter
+matches (an early reward); when one of them is exposed, the earliest kept event inside its
+window rewards it (that event then rewards nothing else at the point: among decisions exposed
+after their reward event, the first exposure recorded wins)."""
 
 from __future__ import annotations
 
@@ -90,6 +97,30 @@ class OpenDecision:
 
 
 @dataclass(frozen=True)
+class PendingDecision:
+    """A decision not yet exposed (decided, with an action): its reward event may come first."""
+
+    decision_id: str
+    decision_point: str
+    profile_id: str
+    action: str
+    decide_time: datetime
+
+
+@dataclass(frozen=True)
+class EarlyReward:
+    """A reward event kept for a pending decision whose filter it matched, until the exposure
+    (``expire_time``: the end of the latest window that could hold it)."""
+
+    decision_id: str
+    decision_point: str
+    profile_id: str
+    event_id: str
+    event_time: datetime
+    expire_time: datetime
+
+
+@dataclass(frozen=True)
 class Rewarded:
     decision_id: str
     reward_time: datetime
@@ -99,9 +130,16 @@ class Rewarded:
 @dataclass
 class RewardPlan:
     rewarded: list[Rewarded] = field(default_factory=list)
+    # Events kept for pending decisions (rewarding no exposed one at the point).
+    early: list[EarlyReward] = field(default_factory=list)
     # Point key -> (errors, the last one): the filter failed for these events.
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)
 
+
+# An event is kept for at most this many of the person's pending decisions at a point (the
+# latest decided): a person whose messages are never sent (suppressed, say) keeps their
+# decisions pending, and each conversion would otherwise be kept for every one of them.
+MAX_KEPT_PER_EVENT = 10
 
 # (filter source, activation) -> whether the event rewards; raises on a failing filter.
 FilterCheck = Callable[[str, Mapping[str, Any]], bool]
@@ -109,12 +147,15 @@ FilterCheck = Callable[[str, Mapping[str, Any]], bool]
 
 def plan_rewards(events: Sequence[TrackEvent], points: Sequence[DecisionPoint],
                  open_decisions: Sequence[OpenDecision],
-                 people: Mapping[str, Sequence[str]], check: FilterCheck) -> RewardPlan:
+                 people: Mapping[str, Sequence[str]], check: FilterCheck,
+                 pending: Sequence[PendingDecision] = ()) -> RewardPlan:
     """The decisions the events reward. ``people`` maps an event's profile to every profile id
     of that person (itself and the ids merged into it); ``open_decisions`` are the exposed
-    decisions of those people at the events' points. Events are taken in order, so a decision
-    rewarded by an earlier event is not rewarded again. A filter that fails counts an error for
-    its point; the event does not reward there, and everything else goes on."""
+    decisions of those people at the events' points, ``pending`` those not exposed yet (an
+    event rewarding no exposed decision at a point is kept for those its filter matches).
+    Events are taken in order, so a decision rewarded by an earlier event is not rewarded
+    again. A filter that fails counts an error for its point; the event does not reward there,
+    and everything else goes on."""
     plan = RewardPlan()
     by_event: dict[str, list[DecisionPoint]] = {}
     for point in points:
@@ -122,34 +163,82 @@ def plan_rewards(events: Sequence[TrackEvent], points: Sequence[DecisionPoint],
     open_by: dict[tuple[str, str], list[OpenDecision]] = {}
     for decision in open_decisions:
         open_by.setdefault((decision.profile_id, decision.decision_point), []).append(decision)
+    pending_by: dict[tuple[str, str], list[PendingDecision]] = {}
+    for waiting in pending:
+        pending_by.setdefault((waiting.profile_id, waiting.decision_point), []).append(waiting)
     taken: set[str] = set()
+
+    def matches(event: TrackEvent, point: DecisionPoint, action: str) -> bool | None:
+        """Whether the event's filter holds for a decision of ``action``; None: it failed."""
+        if not point.reward.filter:
+            return True
+        try:
+            return check(point.reward.filter, {
+                "event": event.event, "profile": event.profile,
+                "decision": {"action": action, "decision_point": point.key}})
+        except Exception as exc:
+            count, _ = plan.errors.get(point.key, (0, ""))
+            plan.errors[point.key] = (
+                count + 1, f"reward filter failed for event {event.event_id}: {exc}")
+            return None
+
     for event in events:
         for point in by_event.get(event.name, ()):
+            profiles = people.get(event.profile_id, (event.profile_id,))
             candidates = [
-                d for profile in people.get(event.profile_id, (event.profile_id,))
-                for d in open_by.get((profile, point.key), ())
+                d for profile in profiles for d in open_by.get((profile, point.key), ())
                 if d.decision_id not in taken
                 and d.expose_time <= event.time <= d.reward_deadline]
             # Last exposure wins: try the most recent first; the first that matches is it.
+            found: bool | None = False
             for decision in sorted(candidates, key=lambda d: (d.expose_time, d.decision_id),
                                    reverse=True):
-                if point.reward.filter:
-                    try:
-                        matches = check(point.reward.filter, {
-                            "event": event.event, "profile": event.profile,
-                            "decision": {"action": decision.action,
-                                         "decision_point": decision.decision_point}})
-                    except Exception as exc:
-                        count, _ = plan.errors.get(point.key, (0, ""))
-                        plan.errors[point.key] = (
-                            count + 1, f"reward filter failed for event {event.event_id}: {exc}")
-                        break  # the event does not reward at this point
-                    if not matches:
-                        continue
-                taken.add(decision.decision_id)
-                plan.rewarded.append(Rewarded(decision.decision_id, event.time, event.event_id))
-                break
+                found = matches(event, point, decision.action)
+                if found is None:
+                    break  # the event does not reward at this point
+                if found:
+                    taken.add(decision.decision_id)
+                    plan.rewarded.append(
+                        Rewarded(decision.decision_id, event.time, event.event_id))
+                    break
+            if found is not False:
+                continue
+            expire = event.time + point.reward.effective_window
+            waiting_ones = sorted((w for profile in profiles
+                                   for w in pending_by.get((profile, point.key), ())
+                                   if w.decide_time <= event.time),
+                                  key=lambda w: (w.decide_time, w.decision_id), reverse=True)
+            for waiting in waiting_ones[:MAX_KEPT_PER_EVENT]:
+                kept = matches(event, point, waiting.action)
+                if kept is None:
+                    break
+                if kept:
+                    plan.early.append(EarlyReward(
+                        waiting.decision_id, point.key, waiting.profile_id, event.event_id,
+                        event.time, expire))
     return plan
+
+
+def take_early_rewards(exposed: Sequence[tuple[str, datetime, datetime]],
+                       early: Sequence[EarlyReward]) -> list[Rewarded]:
+    """The rewards of just exposed decisions, (decision id, exposure, deadline), from the
+    events kept for them: each the earliest inside its window, an event rewarding one decision
+    per point (the first exposed in ``exposed``'s order)."""
+    by_decision: dict[str, list[EarlyReward]] = {}
+    for kept in early:
+        by_decision.setdefault(kept.decision_id, []).append(kept)
+    used: set[tuple[str, str]] = set()
+    rewarded: list[Rewarded] = []
+    for decision_id, exposed_at, deadline in exposed:
+        inside = sorted((k for k in by_decision.get(decision_id, ())
+                         if exposed_at <= k.event_time <= deadline
+                         and (k.decision_point, k.event_id) not in used),
+                        key=lambda k: (k.event_time, k.event_id))
+        if inside:
+            first = inside[0]
+            used.add((first.decision_point, first.event_id))
+            rewarded.append(Rewarded(decision_id, first.event_time, first.event_id))
+    return rewarded
 
 
 def engagement_hour(time: datetime) -> int:

@@ -1,15 +1,21 @@
-"""Exposures: a decision the person saw opens its reward window, once. (The first action's
-budget was reserved when the decision was made: see decide.)"""
+"""Exposures: a decision the person saw opens its reward window, once, and takes the reward
+event that came before it, if one did (delivery's SENT fact and identity's event come on
+different topics: domain.outcomes). (The first action's budget was reserved when the decision
+was made: see decide.)"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from cjo_decisioning.adapters import catalogue as repository
 from cjo_decisioning.adapters import decisions as log
+from cjo_decisioning.adapters import outcomes
 from cjo_decisioning.adapters.tables import NO_ACTION, PENDING
 from cjo_decisioning.domain.catalogue import DEFAULT_WINDOW, decision_not_found
+from cjo_decisioning.domain.outcomes import take_early_rewards
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.errors import CjoError, InvalidArgument
 
@@ -34,6 +40,7 @@ def expose(uow: UnitOfWork, workspace_id: str,
         # A deleted point's decisions still learn nothing, but keep the default window.
         windows[point] = stored.point.reward.effective_window if stored else DEFAULT_WINDOW
     done: set[str] = set()
+    exposed: list[tuple[str, datetime, datetime]] = []
     answers: list[bool | CjoError] = []
     for decision_id, when in exposures:
         row = rows.get(decision_id)
@@ -53,8 +60,27 @@ def expose(uow: UnitOfWork, workspace_id: str,
             answers.append(InvalidArgument.one(
                 "expose_time", f"must not be before the decision ({row['decide_time']})"))
             continue
-        log.expose(uow.session, workspace_id, decision_id, at,
-                   at + windows[row["decision_point"]])
+        deadline = at + windows[row["decision_point"]]
+        log.expose(uow.session, workspace_id, decision_id, at, deadline)
+        exposed.append((decision_id, at, deadline))
         done.add(decision_id)
         answers.append(False)
+    settle_early_rewards(uow.session, workspace_id, exposed)
     return answers
+
+
+def settle_early_rewards(session: Session, workspace_id: str,
+                         exposed: Sequence[tuple[str, datetime, datetime]]) -> None:
+    """Reward the decisions just exposed, (id, exposure, deadline), by the earliest reward event
+    that came before the exposure and lies inside its window (domain.outcomes), and forget the
+    events kept for them."""
+    if not exposed:
+        return
+    kept = outcomes.early_rewards_of(session, workspace_id, [i for i, _, _ in exposed])
+    if not kept:
+        return
+    rewarded = take_early_rewards(exposed, kept)
+    outcomes.reward(session, workspace_id, rewarded)
+    points = {k.decision_id: k.decision_point for k in kept}
+    outcomes.drop_early_rewards(session, workspace_id, [i for i, _, _ in exposed],
+                                [(points[r.decision_id], r.reward_event_id) for r in rewarded])

@@ -15,9 +15,12 @@ out, so the decisions are learned on a later round. Neither stops the round or a
 An exposed decision is learned as NOT_REWARDED only ``reward_grace`` after its window closed:
 a conversion inside the window may reach us late through identity's outbox forwarder.
 
-Each round also forgets forwarded ids (the `received` dedupe table) older than
-``received_retention``, ``prune_batch`` rows per transaction: forwarders re-send within
-minutes, so a day is ample, and the table holds one row per event identity forwards."""
+Each round first takes the reward events kept for decisions that were exposed meanwhile (an
+event kept while another transaction recorded the exposure: exposures.settle_early_rewards), and
+forgets forwarded ids (the `received` dedupe table) older than ``received_retention``, and
+kept reward events whose latest window ended that long ago (their decision was never exposed),
+``prune_batch`` rows per transaction: forwarders re-send within minutes, so a day is ample, and
+the table holds one row per event identity forwards."""
 
 from __future__ import annotations
 
@@ -25,13 +28,14 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from cjo_decisioning.adapters import catalogue, models, outcomes
 from cjo_decisioning.adapters.outcomes import Claimed
 from cjo_decisioning.domain.features import Features
 from cjo_decisioning.domain.model import update
+from cjo_decisioning.service_layer.exposures import settle_early_rewards
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 
@@ -64,6 +68,7 @@ class LearningRound:
 
     async def run_once(self) -> bool:
         """Learn one batch; True when more may be waiting."""
+        settled = await self.transactions.run(self._settle)
         claimed = await self.transactions.run(self._claim)
         groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         for c in claimed:
@@ -89,11 +94,27 @@ class LearningRound:
                             workspace=workspace_id, decision_point=point, action=action,
                             decisions=len(ids), error=repr(exc), exc_info=exc)
         pruned = await self.transactions.run(self._prune)
-        return len(claimed) >= self.settings.batch or pruned >= self.settings.prune_batch
+        return (len(claimed) >= self.settings.batch or pruned >= self.settings.prune_batch
+                or settled >= self.settings.batch)
 
     def _prune(self, uow: UnitOfWork) -> int:
-        return outcomes.prune_received(uow.session, uow.now() - self.settings.received_retention,
-                                       self.settings.prune_batch)
+        before = uow.now() - self.settings.received_retention
+        return max(outcomes.prune_received(uow.session, before, self.settings.prune_batch),
+                   outcomes.prune_early_rewards(uow.session, before, self.settings.prune_batch))
+
+    def _settle(self, uow: UnitOfWork) -> int:
+        """Take the reward events kept for decisions exposed meanwhile (kept while another
+        transaction recorded the exposure, so it did not see them), before any is learned."""
+        found = outcomes.exposed_with_early_rewards(uow.session, self.settings.batch)
+        by_workspace: dict[str, list[tuple[str, datetime, datetime]]] = defaultdict(list)
+        for workspace_id, decision_id, exposed, deadline in found:
+            if exposed is None or deadline is None:
+                outcomes.drop_early_rewards(uow.session, workspace_id, [decision_id], ())
+            else:
+                by_workspace[workspace_id].append((decision_id, exposed, deadline))
+        for workspace_id, exposures in sorted(by_workspace.items()):
+            settle_early_rewards(uow.session, workspace_id, exposures)
+        return len(found)
 
     def _claim(self, uow: UnitOfWork) -> list[Claimed]:
         return outcomes.claim_learnable(uow.session, uow.now(), self.owner,

@@ -106,11 +106,13 @@ def _reward(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent]) ->
     names = {point.reward.event_name for point in points}
     events = [e for e in events if e.name in names]
     people = outcomes.people(session, workspace_id, {e.profile_id for e in events})
-    open_decisions = outcomes.open_decisions(
+    open_decisions, pending = outcomes.open_decisions(
         session, workspace_id, {i for ids in people.values() for i in ids},
         {point.key for point in points})
-    plan = plan_rewards(events, points, open_decisions, people, _filter_holds)
+    plan = plan_rewards(events, points, open_decisions, people, _filter_holds, pending)
     outcomes.reward(session, workspace_id, plan.rewarded)
+    # An event before its decision's exposure (on delivery's topic) waits for it.
+    outcomes.keep_early_rewards(session, workspace_id, plan.early)
     outcomes.record_point_errors(session, workspace_id, plan.errors, uow.now())
 
 
