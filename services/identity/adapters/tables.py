@@ -4,15 +4,22 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    ColumnElement,
     Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
+    and_,
+    cast,
+    literal,
+    or_,
 )
 
+from cjo_identity.domain.events import SUBSCRIBED, UNSUBSCRIBED, EventType
 from cjo_platform.db import UtcDateTime
 from cjo_platform.limits import MAX_ID_LENGTH, MAX_WORKSPACE_ID_LENGTH
 from cjo_platform.service import shared_tables
@@ -157,9 +164,34 @@ events = Table(
     # Deduplication: a source's message id is applied once per workspace.
     UniqueConstraint("workspace_id", "message_id", name="uq_events_message"),
     Index("ix_events_profile_time", "workspace_id", "profile_id", "timestamp", "event_id"),
-    # Retention (CJO_IDENTITY_RETENTION_EVENTS_DAYS) deletes the oldest received first.
-    Index("ix_events_received", "receive_time"),
 )
+
+
+def _inline(value: str) -> ColumnElement[str]:
+    return literal(value, String, literal_execute=True)
+
+
+def events_removable() -> ColumnElement[bool]:
+    """Events no golden record is folded from (domain/golden.apply_event reads an event's
+    traits, and consent from track events named subscribed / unsubscribed): only these may be
+    deleted by retention, so a record refolded from the events left (a split) is the same.
+    ``traits`` is JSON text on both databases (plain JSON, not JSONB), an empty mapping written
+    as ``{}`` (cjo_platform.db.json_columns.encode_json); any other text is kept, the safe
+    side.
+
+    The constants are written into the statement, not bound: a planner uses the partial index
+    below only when it can see that the query's condition is its predicate."""
+    return and_(cast(events.c.traits, Text) == _inline("{}"),
+                or_(events.c.type != _inline(EventType.TRACK.value),
+                    and_(events.c.name != _inline(SUBSCRIBED),
+                         events.c.name != _inline(UNSUBSCRIBED))))
+
+
+# Retention (CJO_IDENTITY_RETENTION_EVENTS_DAYS) deletes the oldest received first, among the
+# removable events only: the kept ones (traits, consent) are not in it, so a batch never walks
+# past them however many pile up (migration 0014).
+Index("ix_events_removable", events.c.receive_time,
+      postgresql_where=events_removable(), sqlite_where=events_removable())
 
 segments = Table(
     "segments",

@@ -87,7 +87,8 @@ def apply_trait(held: Trait | None, incoming: Trait, settings: IdentitySettings,
 
 
 def apply_event(golden: Golden, event: Event, settings: IdentitySettings) -> None:
-    """Fold one event into ``golden`` (in place)."""
+    """Fold one event into ``golden`` (in place). Retention keeps every event this reads
+    (adapters/tables.events_removable): change both together."""
     for name, value in event.traits.items():
         golden.traits[name] = apply_trait(
             golden.traits.get(name), Trait(value, event.timestamp, event.message_id,
