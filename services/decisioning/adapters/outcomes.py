@@ -95,11 +95,17 @@ def record_point_errors(session: Session, workspace_id: str,
 # --- people and rewards ---------------------------------------------------------------------
 
 
+# The survivor of an erased profile id (and of the ids merged into it): what comes for it
+# late, queued before the erasure (an open, a merge into it), is ignored. The ids themselves
+# stay, as orchestration's retired profiles do; nothing links them to each other any more.
+ERASED = ""
+
+
 def people(session: Session, workspace_id: str, profile_ids: Iterable[str]
            ) -> dict[str, list[str]]:
     """Every profile id of each person: the id itself and the ids merged into it."""
-    wanted = sorted(set(profile_ids))
-    found: dict[str, list[str]] = {i: [i] for i in wanted}
+    found: dict[str, list[str]] = {i: [i] for i in set(profile_ids)}
+    wanted = sorted(found.keys() - {ERASED})
     if not wanted:
         return found
     for r in _aliases(session, workspace_id, a.survivor_profile_id, wanted):
@@ -109,7 +115,8 @@ def people(session: Session, workspace_id: str, profile_ids: Iterable[str]
 
 def survivors(session: Session, workspace_id: str, profile_ids: Iterable[str]
               ) -> dict[str, str]:
-    """The survivor of each of ``profile_ids`` that was merged away."""
+    """The survivor of each of ``profile_ids`` that was merged away (:data:`ERASED` for an
+    erased one)."""
     wanted = sorted(set(profile_ids))
     if not wanted:
         return {}
@@ -132,21 +139,20 @@ def add_alias(session: Session, workspace_id: str, merged_profile_id: str,
     """``merged_profile_id`` is part of the survivor's person now, and so is every id merged
     into it before; returns the id the person is known by (the survivor's own survivor when
     the survivor was merged away already), or None for a merge that would close a cycle
-    (ignored: identity merges a profile away once, and a cycle would lose the person).
+    (ignored: identity merges a profile away once, and a cycle would lose the person) or of
+    an erased profile, or :data:`ERASED` when the survivor was erased (nothing is recorded:
+    the caller erases the merged profile too, as identity did).
 
     Aliases are flat (each points at the last link, so a person's ids are one lookup) whatever
     order the merges arrive in: merges are forwarded keyed by their survivor, so b -> c may
     come before a -> b, and a -> b then points at c, not b."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Two transactions folding a chain (a -> b, b -> c) at once would each miss the
-        # other's row.
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :key))"),
-                        {"key": f"profile_aliases:{workspace_id}"})
-    final = session.execute(select(a.survivor_profile_id).where(
-        a.workspace_id == workspace_id, a.profile_id == survivor_profile_id)
-    ).scalar_one_or_none() or survivor_profile_id
-    if final == merged_profile_id:
+    _lock_aliases(session, workspace_id)
+    known = survivors(session, workspace_id, [merged_profile_id, survivor_profile_id])
+    final = known.get(survivor_profile_id, survivor_profile_id)
+    if final == merged_profile_id or known.get(merged_profile_id) == ERASED:
         return None
+    if final == ERASED:
+        return ERASED
     session.execute(update(profile_aliases).where(
         a.workspace_id == workspace_id, a.survivor_profile_id == merged_profile_id)
         .values(survivor_profile_id=final))
@@ -158,9 +164,19 @@ def add_alias(session: Session, workspace_id: str, merged_profile_id: str,
     return final
 
 
-def erase_people(session: Session, workspace_id: str, profile_ids: Iterable[str]) -> int:
+def _lock_aliases(session: Session, workspace_id: str) -> None:
+    """Serialise the workspace's merges and erasures (PostgreSQL): two transactions folding a
+    chain (a -> b, b -> c) at once would each miss the other's row."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :key))"),
+                        {"key": f"profile_aliases:{workspace_id}"})
+
+
+def erase_people(session: Session, workspace_id: str, profile_ids: Iterable[str],
+                 now: datetime) -> int:
     """Erase what decisions hold about the people of ``profile_ids`` (identity erased them),
-    and their aliases; how many decisions were anonymised.
+    and their aliases (each id now points at :data:`ERASED`); how many decisions were
+    anonymised.
 
     Decisions are anonymised, not deleted: the action, its pick probability, the ranked
     candidates and the outcome stay, so reports and off-policy evaluation keep counting
@@ -175,10 +191,15 @@ def erase_people(session: Session, workspace_id: str, profile_ids: Iterable[str]
         .where(d.workspace_id == workspace_id, one_of(session, d.profile_id, wanted))
         .values(profile_id="", request_id="", context={}, features=ERASED_FEATURES,
                 reward_event_id="", learned=True, lease_owner="", lease_until=None))
-    session.execute(delete(profile_aliases).where(
-        a.workspace_id == workspace_id,
-        or_(one_of(session, a.profile_id, wanted),
-            one_of(session, a.survivor_profile_id, wanted))))
+    _lock_aliases(session, workspace_id)
+    session.execute(update(profile_aliases).where(
+        a.workspace_id == workspace_id, one_of(session, a.survivor_profile_id, wanted))
+        .values(survivor_profile_id=ERASED))
+    upsert(session, profile_aliases, [
+        {"workspace_id": workspace_id, "profile_id": i, "survivor_profile_id": ERASED,
+         "merge_time": now} for i in wanted],
+        lambda excluded: {"survivor_profile_id": excluded.survivor_profile_id,
+                          "merge_time": excluded.merge_time})
     session.execute(delete(early_rewards).where(
         e.workspace_id == workspace_id, one_of(session, e.profile_id, wanted)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -59,11 +59,13 @@ def record_message_facts(uow: UnitOfWork, workspace_id: str,
         exposures.expose(uow, workspace_id, sent, clamp=True)
     engaged = [f for f in taken if f.kind in (OPENED, CLICKED) and f.profile_id]
     if engaged:
-        # An engagement of a merged-away id counts for its survivor.
+        # An engagement of a merged-away id counts for its survivor; one of an erased
+        # person's (queued before the erasure) for nobody.
         survivors = outcomes.survivors(uow.session, workspace_id,
                                        {f.profile_id for f in engaged})
-        counts = Counter((survivors.get(f.profile_id, f.profile_id), f.channel,
-                          engagement_hour(f.occur_time)) for f in engaged)
+        counts = Counter((person, f.channel, engagement_hour(f.occur_time)) for f in engaged
+                         if (person := survivors.get(f.profile_id, f.profile_id))
+                         != outcomes.ERASED)
         engagement.add_engagements(uow.session, workspace_id, counts)
     return [not new for new in fresh]
 
@@ -75,20 +77,23 @@ def record_events(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEven
     fresh = _first_seen(uow, workspace_id, [f"event:{e.event_id}" for e in events])
     taken = [e for e, new in zip(events, fresh, strict=True) if new]
     now = uow.now()
+    erased = {e.profile_id for e in taken if e.erased and e.profile_id}
     # Merges first (identity sends them before the events that carry the survivor's id).
     for event in taken:
         if event.merged_profile_id and event.merged_profile_id != event.profile_id:
             person = outcomes.add_alias(uow.session, workspace_id, event.merged_profile_id,
                                         event.profile_id, now)
-            if person is not None:
+            if person == outcomes.ERASED:
+                # Merged into a person erased before the merge arrived: erased with them.
+                erased.add(event.merged_profile_id)
+            elif person is not None:
                 engagement.move_engagements(uow.session, workspace_id,
                                             event.merged_profile_id, person)
-    erased = {e.profile_id for e in taken if e.erased and e.profile_id}
     if erased:
         # After the merges: ids merged into the erased person in this batch go with them.
         people = outcomes.people(uow.session, workspace_id, erased)
         ids = {i for found in people.values() for i in found}
-        outcomes.erase_people(uow.session, workspace_id, ids)
+        outcomes.erase_people(uow.session, workspace_id, ids, now)
         engagement.erase(uow.session, workspace_id, ids)
     rewarding = [e for e in taken if not e.merged_profile_id and not e.erased]
     if rewarding:
