@@ -22,7 +22,7 @@ from cjo_decisioning.domain.outcomes import (
 )
 from cjo_decisioning.service_layer import outcomes, send_times
 from cjo_platform.db.unit_of_work import Transactions
-from cjo_platform.errors import InvalidArgument, Violations
+from cjo_platform.errors import Violations
 from cjo_platform.limits import MAX_BATCH_ITEMS, MAX_PROFILE_ID_LENGTH, check_duration, check_id
 from cjo_platform.profiles import consent_from_proto, profile_view, segment_id
 from cjo_platform.protobuf import from_timestamp, struct_to_dict, to_timestamp
@@ -42,22 +42,30 @@ _SOURCES = {"profile": pb.SEND_TIME_SOURCE_PROFILE,
 
 
 def message_fact(fact: fact_pb2.Fact) -> MessageFact:
-    if not fact.fact_id:
-        raise InvalidArgument.one("fact_id", "is required")
-    if not fact.HasField("occur_time"):
-        raise InvalidArgument.one("occur_time", "is required")
+    # The ids as wide as decisioning stores them (cjo_platform.limits): a longer one failed
+    # the whole call on PostgreSQL.
+    problems = Violations()
+    check_id(problems, "fact_id", fact.fact_id, required=True)
+    check_id(problems, "profile_id", fact.profile_id, max_length=MAX_PROFILE_ID_LENGTH)
+    check_id(problems, "decision_id", fact.decision_id)
+    problems.check(fact.HasField("occur_time"), "occur_time", "is required")
+    problems.raise_if_any()
     return MessageFact(fact_id=fact.fact_id, kind=_KINDS.get(fact.type, "other"),
                        profile_id=fact.profile_id, decision_id=fact.decision_id,
                        channel=fact.channel, occur_time=from_timestamp(fact.occur_time))
 
 
 def track_event(forwarded: orchestration_pb.ForwardedEvent) -> TrackEvent:
-    if not forwarded.event_id:
-        raise InvalidArgument.one("event_id", "is required")
+    problems = Violations()
+    check_id(problems, "event_id", forwarded.event_id, required=True)
+    check_id(problems, "profile_id", forwarded.profile_id, max_length=MAX_PROFILE_ID_LENGTH)
     event = forwarded.event
     merged = ""
     if event.name == PROFILE_MERGED:
         merged = str(struct_to_dict(event.properties).get("merged_profile_id") or "")
+        check_id(problems, "event.properties.merged_profile_id", merged,
+                 max_length=MAX_PROFILE_ID_LENGTH)
+    problems.raise_if_any()
     return TrackEvent(
         event_id=forwarded.event_id, profile_id=forwarded.profile_id, name=event.name,
         details=partial(_details, forwarded), merged_profile_id=merged,
