@@ -19,6 +19,14 @@ of every cjo channel and server (``cjo_platform.rpc.client.MAX_MESSAGE_BYTES``, 
 batch of large items (an identity event carries the profile's traits) is never refused for its
 size."""
 
+MAX_EVENT_BYTES = 256 * 1024
+"""One event as identity's ``IngestEvents`` receives it, encoded (its properties and traits
+included): a larger one fails alone with INVALID_ARGUMENT. Each event travels on as one outbox
+row or bus message carrying it and the profile's traits (orchestration's ``ForwardedEvent``,
+decisioning's), which must fit the event bus's message limit (NATS' ``max_payload``, 1 MiB) with
+room to spare, and one such row is a fraction of a forwarder's call
+(:data:`MAX_CALL_PAYLOAD_BYTES`). Far above what a tracking plan sends (tens of properties)."""
+
 MAX_ID_LENGTH = 128
 """Identifiers a client chooses or one service hands to another: message ids, idempotency keys,
 fact ids, request ids, external ids, experiment ids, and journey, enrollment, event and message
@@ -77,6 +85,14 @@ def check_batch(items: Sized, field: str) -> None:
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise InvalidArgument.one(
             field, f"must hold 1 to {MAX_BATCH_ITEMS} items, got {len(items)}")
+
+
+def check_encoded_size(size: int, maximum: int) -> None:
+    """Refuse an item whose encoded ``size`` exceeds ``maximum`` bytes (the item itself is the
+    field: a batch names it ``events[3]``)."""
+    if size > maximum:
+        raise InvalidArgument.one(
+            "", f"at most {maximum // 1024} KiB encoded, got {size:,} bytes")
 
 
 def check_id(problems: Violations, field: str, value: str, *, required: bool = False,

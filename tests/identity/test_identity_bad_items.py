@@ -18,7 +18,12 @@ from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_settings_pb2 as settings_pb2
 from cjo_identity.domain.identifiers import MAX_IDENTIFIER_LENGTH
 from cjo_identity.domain.patterns import nested_repetition
-from cjo_platform.limits import MAX_COMPUTED_TRAITS, MAX_SEGMENTS, MAX_TOPIC_LENGTH
+from cjo_platform.limits import (
+    MAX_COMPUTED_TRAITS,
+    MAX_EVENT_BYTES,
+    MAX_SEGMENTS,
+    MAX_TOPIC_LENGTH,
+)
 from cjo_platform.rpc.status import field_violations
 
 
@@ -38,6 +43,29 @@ async def test_an_identifier_that_grows_when_normalised_fails_only_its_event(
         name=f"profiles/{reply.results[2].profile_id}"), metadata=acme)
     assert [i.type for i in profile.profile.identifiers] == ["user_id"]
     assert profile.profile.traits["email"] == grown
+
+
+async def test_an_event_larger_than_the_limit_fails_alone_before_anything_is_written(
+        identity: Identity) -> None:
+    """An event travels on to orchestration and decisioning as one row or bus message (NATS
+    takes at most 1 MiB): a larger one is refused at the edge, naming it, and the others of the
+    call are ingested."""
+    acme = await identity.new_workspace("acme")
+    big = event("m2", ("user_id", "big"))
+    big.properties.update({"blob": "x" * MAX_EVENT_BYTES})
+    largest = event("m3", ("user_id", "u3"))
+    length = MAX_EVENT_BYTES
+    for _ in range(3):  # the lengths' own varints grow with them
+        largest.properties.update({"blob": "x" * length})
+        length -= largest.ByteSize() - MAX_EVENT_BYTES
+    assert largest.ByteSize() == MAX_EVENT_BYTES
+    reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        event("m1", ("user_id", "u1")), big, largest]), metadata=acme)
+    assert [r.status.code for r in reply.results] == [0, 3, 0]
+    assert "at most 256 KiB" in field_violations(reply.results[1].status)["events[1]"]
+    missing = await rpc_error(identity.events.LookupProfile(pb.LookupProfileRequest(
+        identifier=event_pb2.Identifier(type="user_id", value="big")), metadata=acme))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.parametrize("pattern", ["(a+)+", "(\\w*)*@x", "(?:x|y+)*z", "((ab)*c)+"])

@@ -39,6 +39,7 @@ from cjo_identity.domain.settings import (
 from cjo_identity.domain.verification import check_publishable
 from cjo_identity.domain.workspaces import ApiKey, Workspace
 from cjo_platform.errors import InvalidArgument
+from cjo_platform.limits import MAX_EVENT_BYTES, check_encoded_size
 from cjo_platform.protobuf import dict_to_struct, from_timestamp, struct_to_dict, to_timestamp
 
 _EVENT_TYPES = {
@@ -80,7 +81,9 @@ def event_from_proto(item: event_pb2.Event, now: datetime,
     """The parsed event, received at ``now``; ``publishable_key``: the id of the publishable
     key that sent it, whose rules it must then pass (domain/verification.py). Its time is
     corrected (domain/events.corrected_time): at most ``max_skew`` ahead of ``now``, and
-    ``now`` for a publishable key."""
+    ``now`` for a publishable key. An event larger than ``MAX_EVENT_BYTES`` encoded is refused
+    first (it could not travel on to orchestration and decisioning)."""
+    check_encoded_size(item.ByteSize(), MAX_EVENT_BYTES)
     settings = settings or IdentitySettings()
     event = parse_event(
         message_id=item.message_id,
