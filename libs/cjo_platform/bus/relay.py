@@ -23,6 +23,15 @@ drops them by its own ids). When the very first row fails the round stops, every
 (the bus is down, most likely). The forwarder's claim bounds what is in flight (a batch of
 rows, a few megabytes).
 
+**A message that can never be published** (larger than the server's ``max_payload``,
+headers included, or a subject or header the client refuses) is its rows' own failure, not the
+bus's: its rows are refused for good (:class:`~cjo_platform.db.outbox.Refusal`, certain), so the
+forwarder moves them to the dead letters at once, as it does with a row a receiver refused, and
+its chain goes on as if it had been stored. Publishing it again could never succeed, and
+treating it as an outage would stop the topic for every workspace for ever. (A message the
+stream refuses, its ``max_msg_size`` or a full stream, is a setting of the deployment: kept and
+retried as above.)
+
 **Packed.** With ``CJO_BUS_PACK_ROWS`` above 1 a round's rows of one subject form one chain and
 go as a few messages of many rows each (:mod:`cjo_platform.bus.packing`): a message is stored
 whole or not at all, so the rules above hold with "message" for "row", a failed message's first
@@ -32,6 +41,8 @@ row being where the kept rows begin.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
+from nats.errors import BadHeaderError, BadSubjectError, MaxPayloadError
 
 from cjo_platform.bus import naming, packing
 from cjo_platform.bus.connection import Bus
@@ -47,6 +58,9 @@ EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
 # been stored: published again, it is dropped as a duplicate).
 PUBLISH_TIMEOUT_SECONDS = 5.0
 
+# What a publish raises when the message itself can never be published (however often tried).
+_NEVER_PUBLISHABLE = (MaxPayloadError, BadSubjectError, BadHeaderError)
+
 
 def bus_sender(bus: Bus, producer: str, topic: str,
                ordering_key: Callable[[OutboxRow], str] | None = None) -> SendBatch:
@@ -58,6 +72,9 @@ def bus_sender(bus: Bus, producer: str, topic: str,
     async def send(workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
         stream = await bus.ensure_stream(topic)
         pub_acks = await bus.pub_acks()
+        # The server's limit on a message, headers included (nats-py checks the payload only;
+        # the server closes the connection of a client that sends more).
+        max_payload = pub_acks.nc.max_payload
         partitions = bus.settings.partitions
         pack_rows = bus.settings.pack_rows
         # Each chain's messages, in order: one row each, or with packing a subject's rows cut
@@ -84,11 +101,15 @@ def bus_sender(bus: Bus, producer: str, topic: str,
         # The first row not stored (its index), and why.
         failed: int = len(rows)
         error: BaseException | None = None
+        # The rows of messages that can never be published (their indexes), and why.
+        never: dict[int, str] = {}
         live = chains
         step = 0
         while live:
             wave = pub_acks.wave()
             sent: list[list[int]] = []
+            # The first rows of this wave's messages that can never be published.
+            buried: set[int] = set()
             try:
                 for message in (chain[step] for chain in live):
                     first = rows[message[0]]
@@ -106,15 +127,26 @@ def bus_sender(bus: Bus, producer: str, topic: str,
                         headers[packing.PACK_HEADER] = packing.PACK_FORMAT
                         payload = packing.pack(packed)
                     try:
+                        size = _wire_size(payload, headers)
+                        if size > max_payload:
+                            raise MaxPayloadError
                         await wave.publish(message[0], subjects[message[0]], payload, headers)
                         sent.append(message)
-                    except Exception as exc:  # not even sent (too large, connection closed)
+                    except _NEVER_PUBLISHABLE as exc:
+                        buried.add(message[0])
+                        reason = (f"{size:,} bytes, more than the bus's max_payload "
+                                  f"({max_payload:,})" if isinstance(exc, MaxPayloadError)
+                                  else repr(exc))
+                        for index in message:
+                            never[index] = f"can never be published to {stream}: {reason}"
+                    except Exception as exc:  # not even sent (connection closed)
                         if message[0] < failed:
                             failed, error = message[0], exc
                 answers = await wave.wait(PUBLISH_TIMEOUT_SECONDS)
             finally:
                 wave.close()  # unanswered (or the round was cancelled): forgotten
-            stored: set[int] = set()
+            # A chain goes on past a message that can never be published: it is not waited for.
+            stored = set(buried)
             for message in sent:
                 index = message[0]
                 problem = answers[index] if index in answers else TimeoutError(
@@ -128,12 +160,21 @@ def bus_sender(bus: Bus, producer: str, topic: str,
             # Rows behind the first failure stay in the outbox anyway: not sent now.
             live = [chain for chain in live if chain[step - 1][0] in stored
                     and len(chain) > step and chain[step][0] < failed]
+        # Refused for good (the dead letters): those before the first row kept.
+        refused = [Refusal(rows[index], reason) for index, reason in never.items()
+                   if index < failed]
         if error is None:
-            return []
+            return refused
         if failed == 0:
             raise error  # the round stops and every row is kept
         # The rows before went: keep this one and the rows behind it for later.
-        return [Refusal(rows[failed], f"publishing to {stream} failed: {error!r}",
-                        transient=True)]
+        return [*refused, Refusal(rows[failed], f"publishing to {stream} failed: {error!r}",
+                                  transient=True)]
 
     return send
+
+
+def _wire_size(payload: bytes, headers: dict[str, str]) -> int:
+    """What the server counts against its ``max_payload``: the payload and the headers as
+    nats-py writes them (``NATS/1.0``, a ``key: value`` line each, an empty line)."""
+    return len(payload) + 12 + sum(len(k) + len(v.encode()) + 4 for k, v in headers.items())

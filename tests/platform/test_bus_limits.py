@@ -1,0 +1,86 @@
+"""The event bus's limits against the real NATS JetStream: a row too large for a bus message
+goes to the dead letters and every other row (of its workspace and the others) flows on."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from nats_support import nats_listening
+from outbox_support import Box
+from test_event_bus import (  # noqa: F401
+    TOPIC,
+    bus_settings,
+    prefix,
+    profile_of,
+    stored_box,
+)
+
+from cjo_platform.bus import Bus, naming
+from cjo_platform.bus.packing import PACK_HEADER, unpack
+from cjo_platform.bus.relay import bus_sender
+from cjo_platform.clock import ManualClock
+from cjo_platform.db.outbox import Forwarder
+
+pytestmark = pytest.mark.skipif(not nats_listening(),
+                                reason="no NATS server with JetStream at 127.0.0.1:4222")
+
+
+async def drain(forwarder: Forwarder) -> None:
+    while await asyncio.wait_for(forwarder.drain_once(), 30):
+        pass
+
+
+async def stored_rows(bus: Bus, topic: str = TOPIC) -> dict[str, list[bytes]]:
+    """The rows the topic's stream holds, by workspace, in stream order (packs unpacked)."""
+    js = await bus.jetstream()
+    stream = naming.stream_name(bus.prefix, topic)
+    state = (await js.stream_info(stream)).state
+    found: dict[str, list[bytes]] = {}
+    for seq in range(state.first_seq, state.last_seq + 1):
+        msg = await js.get_msg(stream, seq)
+        workspace = (msg.subject or "").split(".")[-2]
+        data = msg.data or b""
+        rows = ([payload for payload, _ in unpack(data).rows]
+                if (msg.headers or {}).get(PACK_HEADER) else [data])
+        found.setdefault(workspace, []).extend(rows)
+    return found
+
+
+def by_profile(rows: list[bytes]) -> dict[str, list[bytes]]:
+    found: dict[str, list[bytes]] = {}
+    for row in rows:
+        found.setdefault(row.decode().split(":")[0], []).append(row)
+    return found
+
+
+@pytest.mark.parametrize("pack_rows", [1, 64])
+async def test_a_row_too_large_for_the_bus_goes_to_the_dead_letters_and_the_rest_flow(
+        prefix: str, stored_box: Box, pack_rows: int) -> None:  # noqa: F811
+    # One row over the server's max_payload, one under it alone but over it with its headers
+    # (the server would close the connection): each can never be published. They go to the
+    # dead letters at once; the rows behind them, of their profile too, and the other
+    # workspace's rows are published in order, and the outbox empties.
+    bus = Bus(bus_settings(prefix, partitions=1, pack_rows=pack_rows))
+    max_payload = (await bus.client()).max_payload
+    big = b"p0:1" + b" " * max_payload
+    edge = b"p1:0" + b" " * (max_payload - 4 - 40)
+    clock = stored_box.outbox.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(timedelta(seconds=1))
+    stored_box.queue(TOPIC, "bigco", [b"p0:0", big, b"p0:2", edge, b"p1:1"])
+    stored_box.queue(TOPIC, "acme", [b"p0:0", b"p1:0"])
+    forwarder = Forwarder(stored_box.db, stored_box.outbox, TOPIC,
+                          bus_sender(bus, "tests", TOPIC, ordering_key=profile_of))
+    await drain(forwarder)
+    assert stored_box.queued(TOPIC) == 0
+    stored = await stored_rows(bus)
+    assert {workspace: by_profile(rows) for workspace, rows in stored.items()} == {
+        "bigco": {"p0": [b"p0:0", b"p0:2"], "p1": [b"p1:1"]},
+        "acme": {"p0": [b"p0:0"], "p1": [b"p1:0"]}}
+    letters = stored_box.letters("bigco")
+    assert sorted(letter.payload for letter in letters) == [big, edge]
+    assert all("max_payload" in letter.error and letter.source == f"outbox:{TOPIC}"
+               for letter in letters)
+    await bus.close()
