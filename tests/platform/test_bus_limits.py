@@ -1,5 +1,6 @@
 """The event bus's limits against the real NATS JetStream: a row too large for a bus message
-goes to the dead letters and every other row (of its workspace and the others) flows on."""
+goes to the dead letters and every other row (of its workspace and the others) flows on; a
+workspace id is a subject token only when all of it is one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from nats_support import nats_listening
 from outbox_support import Box
 from test_event_bus import (  # noqa: F401
     TOPIC,
+    box,
     bus_settings,
     prefix,
     profile_of,
@@ -83,4 +85,18 @@ async def test_a_row_too_large_for_the_bus_goes_to_the_dead_letters_and_the_rest
     assert sorted(letter.payload for letter in letters) == [big, edge]
     assert all("max_payload" in letter.error and letter.source == f"outbox:{TOPIC}"
                for letter in letters)
+    await bus.close()
+
+
+async def test_a_workspace_id_with_a_trailing_newline_is_carried_hex_encoded(
+        prefix: str, box: Box) -> None:  # noqa: F811
+    # A newline in a subject would be refused by the client (or split the protocol line).
+    assert naming.token("acme\n") == "~" + b"acme\n".hex()
+    assert naming.token("acme") == "acme"
+    bus = Bus(bus_settings(prefix, partitions=1, pack_rows=1))
+    box.queue(TOPIC, "acme\n", [b"p0:0"])
+    forwarder = Forwarder(box.db, box.outbox, TOPIC,
+                          bus_sender(bus, "tests", TOPIC, ordering_key=profile_of))
+    await drain(forwarder)
+    assert await stored_rows(bus) == {"~" + b"acme\n".hex(): [b"p0:0"]}
     await bus.close()

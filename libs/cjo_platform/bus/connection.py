@@ -40,7 +40,7 @@ log = get_logger(__name__)
 # How much longer than ack_wait a dead holder's claim lasts, at the least, after its last fetch.
 CLAIM_MARGIN_SECONDS = 5.0
 
-_PREFIX = re.compile(r"^[a-z0-9_-]{1,32}$")
+_PREFIX = re.compile(r"[a-z0-9_-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def load_bus_settings(env: Env) -> BusSettings | None:
     if not all(part.strip().startswith(("nats://", "tls://")) for part in url.split(",")):
         env.errors.append(f"CJO_EVENT_BUS must be nats:// or tls:// URLs, got {url!r}")
     prefix = env.str("CJO_BUS_PREFIX", "cjo")
-    if not _PREFIX.match(prefix):
+    if not _PREFIX.fullmatch(prefix):
         env.errors.append(f"CJO_BUS_PREFIX={prefix!r} must be 1-32 of a-z, 0-9, _ and -")
     ack_wait = env.float("CJO_BUS_ACK_WAIT_SECONDS", 30.0, minimum=1.0)
     return BusSettings(

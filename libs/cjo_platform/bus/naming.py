@@ -18,13 +18,13 @@ from datetime import datetime
 # A subject token may hold neither '.', '*', '>' nor white space; workspace ids are short
 # slugs, so they pass as they are, and anything else is carried hex-encoded (never ambiguous:
 # a slug holds no '~').
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def token(value: str) -> str:
     """``value`` as one subject token."""
-    return value if _TOKEN.match(value) else "~" + value.encode().hex()
+    return value if _TOKEN.fullmatch(value) else "~" + value.encode().hex()
 
 
 def stream_name(prefix: str, topic: str) -> str:
