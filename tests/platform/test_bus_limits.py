@@ -1,14 +1,18 @@
 """The event bus's limits against the real NATS JetStream: a row too large for a bus message
-goes to the dead letters and every other row (of its workspace and the others) flows on; a
-workspace id is a subject token only when all of it is one."""
+goes to the dead letters and every other row (of its workspace and the others) flows on; each
+stream is capped in bytes, and a full stream keeps the rows in the outbox without holding up
+other topics; a workspace id is a subject token only when all of it is one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
-from nats_support import nats_listening
+from nats.js.api import DiscardPolicy
+from nats.js.errors import APIError
+from nats_support import NATS_URL, nats_listening
 from outbox_support import Box
 from test_event_bus import (  # noqa: F401
     TOPIC,
@@ -20,9 +24,11 @@ from test_event_bus import (  # noqa: F401
 )
 
 from cjo_platform.bus import Bus, naming
+from cjo_platform.bus.connection import load_bus_settings
 from cjo_platform.bus.packing import PACK_HEADER, unpack
 from cjo_platform.bus.relay import bus_sender
 from cjo_platform.clock import ManualClock
+from cjo_platform.config import Env
 from cjo_platform.db.outbox import Forwarder
 
 pytestmark = pytest.mark.skipif(not nats_listening(),
@@ -100,3 +106,82 @@ async def test_a_workspace_id_with_a_trailing_newline_is_carried_hex_encoded(
     await drain(forwarder)
     assert await stored_rows(bus) == {"~" + b"acme\n".hex(): [b"p0:0"]}
     await bus.close()
+
+
+async def relay_until_held(forwarder: Forwarder) -> None:
+    """Publish until the round publishes nothing more (the stream refuses what is left)."""
+    with contextlib.suppress(APIError):
+        while await asyncio.wait_for(forwarder.drain_once(), 30):
+            pass
+
+
+async def take_all(bus: Bus) -> list[bytes]:
+    """Consume (and ack) what partition 0 of the topic holds."""
+    js = await bus.jetstream()
+    stream, name = await bus.ensure_consumer(TOPIC, 0)
+    sub = await js.pull_subscribe_bind(name, stream=stream)
+    taken: list[bytes] = []
+    while True:
+        try:
+            msgs = await sub.fetch(100, timeout=1)
+        except TimeoutError:
+            break
+        for msg in msgs:
+            taken.append(msg.data)
+            await msg.ack_sync()
+    await sub.unsubscribe()
+    return taken
+
+
+async def test_a_full_stream_keeps_the_rows_in_the_outbox_and_the_other_topics_flow(
+        prefix: str, box: Box) -> None:  # noqa: F811
+    # Nobody consumes the topic: its stream fills up to CJO_BUS_MAX_BYTES and refuses the next
+    # messages (discard NEW: none it holds is dropped); the rows stay in the outbox. Another
+    # topic of the same server still takes messages. Once a consumer took them, the relay
+    # publishes the rest: every row once, each profile's in order.
+    cap = 64 * 1024
+    bus = Bus(bus_settings(prefix, partitions=1, pack_rows=1, max_bytes=cap))
+    sent = [f"p{i % 4}:{i // 4:02}".encode() + b" " * 2000 for i in range(80)]
+    clock = box.outbox.clock
+    assert isinstance(clock, ManualClock)
+    box.queue(TOPIC, "acme", sent)
+    forwarder = Forwarder(box.db, box.outbox, TOPIC,
+                          bus_sender(bus, "tests", TOPIC, ordering_key=profile_of))
+    await relay_until_held(forwarder)
+    js = await bus.jetstream()
+    info = await js.stream_info(naming.stream_name(prefix, TOPIC))
+    assert (info.config.max_bytes, info.config.discard) == (cap, DiscardPolicy.NEW)
+    assert 0 < info.state.bytes <= cap
+    assert 0 < box.queued(TOPIC) < len(sent)
+    first = await stored_rows(bus)
+    assert by_profile(first["acme"]) == {p: rows[:len(first_rows)] for p, rows
+                                         in by_profile(sent).items()
+                                         for first_rows in [by_profile(first["acme"])[p]]}
+
+    other = "test.other"
+    try:
+        box.queue(other, "acme", [b"p0:0"])
+        await drain(Forwarder(box.db, box.outbox, other, bus_sender(bus, "tests", other)))
+        assert box.queued(other) == 0
+    finally:
+        await js.delete_stream(naming.stream_name(prefix, other))
+
+    taken: list[bytes] = []
+    for _ in range(10):
+        taken += await take_all(bus)
+        if box.queued(TOPIC) == 0:
+            break
+        clock.advance(timedelta(minutes=2))  # past the held rows' retry
+        await relay_until_held(forwarder)
+    assert box.queued(TOPIC) == 0
+    assert by_profile(taken) == by_profile(sent)
+    await bus.close()
+
+
+def test_a_streams_cap_is_set_from_the_environment() -> None:
+    env = Env({"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_MAX_BYTES": str(1024 ** 2)})
+    load_bus_settings(env)
+    assert any("CJO_BUS_MAX_BYTES" in error for error in env.errors)
+    env = Env({"CJO_EVENT_BUS": NATS_URL})
+    settings = load_bus_settings(env)
+    assert settings is not None and settings.max_bytes == 1024 ** 3 and not env.errors

@@ -42,6 +42,10 @@ CLAIM_MARGIN_SECONDS = 5.0
 
 _PREFIX = re.compile(r"[a-z0-9_-]{1,32}")
 
+DEFAULT_MAX_BYTES = 1024 ** 3
+"""A stream's default cap (1 GiB): the six topics' streams at most 6 GiB, within the
+jetstream overlay's ``max_file_store`` (9 GiB) with room for the claims bucket."""
+
 
 @dataclass(frozen=True)
 class BusSettings:
@@ -66,6 +70,10 @@ class BusSettings:
     # CJO_BUS_MAX_AGE_HOURS: how long a stream keeps a message no consumer acknowledged (a
     # receiver that never came): past it the message is gone, so alert long before.
     max_age_hours: float = 24 * 7
+    # CJO_BUS_MAX_BYTES: the most bytes one stream (topic) holds. A full stream refuses new
+    # messages (discard NEW): the relay keeps the rows in the outbox and retries that topic,
+    # nothing is lost, and one stalled receiver never fills the server's store for the others.
+    max_bytes: int = DEFAULT_MAX_BYTES
     # CJO_BUS_REPLICAS: JetStream replicas of each stream (3 on a three-node cluster).
     replicas: int = 1
     # CJO_BUS_PACK_ROWS: outbox rows a relay packs into one message (a round's rows of one
@@ -111,6 +119,8 @@ def load_bus_settings(env: Env) -> BusSettings | None:
         duplicate_window_seconds=env.float("CJO_BUS_DUPLICATE_WINDOW_SECONDS", 120.0,
                                            minimum=1.0),
         max_age_hours=env.float("CJO_BUS_MAX_AGE_HOURS", 24 * 7, minimum=0.1),
+        # At least a few of the largest messages (NATS' max_payload, 1 MiB).
+        max_bytes=env.int("CJO_BUS_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=8 * 1024 * 1024),
         replicas=env.int("CJO_BUS_REPLICAS", 1, minimum=1, maximum=5),
         pack_rows=env.int("CJO_BUS_PACK_ROWS", 1, minimum=1, maximum=MAX_PACK_ROWS),
     )
@@ -204,7 +214,9 @@ class Bus:
             # Work queue: a message stays until its partition's consumer acknowledged it (also
             # while no consumer exists yet), then it is gone; partitions' filters never overlap.
             retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
-            discard=DiscardPolicy.OLD, num_replicas=s.replicas,
+            # Full (max_bytes): new messages are refused and wait in the outbox; OLD would drop
+            # messages no consumer has taken yet.
+            discard=DiscardPolicy.NEW, max_bytes=s.max_bytes, num_replicas=s.replicas,
             max_age=s.max_age_hours * 3600, duplicate_window=s.duplicate_window_seconds,
             description=f"cjo outbox topic {topic}")
         try:
