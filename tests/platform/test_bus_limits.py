@@ -1,7 +1,8 @@
 """The event bus's limits against the real NATS JetStream: a row too large for a bus message
 goes to the dead letters and every other row (of its workspace and the others) flows on; each
 stream is capped in bytes, and a full stream keeps the rows in the outbox without holding up
-other topics; a workspace id is a subject token only when all of it is one."""
+other topics; a process whose CJO_BUS_PARTITIONS differs from its streams' refuses to start
+them; a workspace id is a subject token only when all of it is one."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from test_event_bus import (  # noqa: F401
 )
 
 from cjo_platform.bus import Bus, naming
-from cjo_platform.bus.connection import load_bus_settings
+from cjo_platform.bus.connection import BusSettingMismatch, load_bus_settings
 from cjo_platform.bus.packing import PACK_HEADER, unpack
 from cjo_platform.bus.relay import bus_sender
 from cjo_platform.clock import ManualClock
@@ -185,3 +186,36 @@ def test_a_streams_cap_is_set_from_the_environment() -> None:
     env = Env({"CJO_EVENT_BUS": NATS_URL})
     settings = load_bus_settings(env)
     assert settings is not None and settings.max_bytes == 1024 ** 3 and not env.errors
+
+
+async def test_a_process_with_other_partitions_than_its_streams_refuses_them(
+        prefix: str, box: Box) -> None:  # noqa: F811
+    # Its relay would publish a profile's events to another partition than the consumers
+    # read (or its consumers read other partitions): the stream records the setting it was
+    # made with, and a process with another one fails naming the setting; nothing is published.
+    made = Bus(bus_settings(prefix, partitions=2))
+    stream = await made.ensure_stream(TOPIC)
+    other = Bus(bus_settings(prefix, partitions=4))
+    with pytest.raises(BusSettingMismatch, match=r"CJO_BUS_PARTITIONS=4.* made with 2"):
+        await other.ensure_stream(TOPIC)
+    with pytest.raises(BusSettingMismatch):
+        await other.ensure_consumer(TOPIC, 3)
+    box.queue(TOPIC, "acme", [b"p0:0"])
+    forwarder = Forwarder(box.db, box.outbox, TOPIC, bus_sender(other, "tests", TOPIC))
+    with pytest.raises(BusSettingMismatch):
+        await forwarder.drain_once()
+    assert box.queued(TOPIC) == 1
+    # The same setting, other limits: brought up to date.
+    again = Bus(bus_settings(prefix, partitions=2, max_bytes=2 * 1024 * 1024))
+    assert await again.ensure_stream(TOPIC) == stream
+    js = await again.jetstream()
+    assert (await js.stream_info(stream)).config.max_bytes == 2 * 1024 * 1024
+    # A stream of a release that recorded nothing is taken over and records the setting.
+    config = (await js.stream_info(stream)).config
+    config.description = f"cjo outbox topic {TOPIC}"
+    await js.update_stream(config)
+    assert await Bus(bus_settings(prefix, partitions=4)).ensure_stream(TOPIC) == stream
+    with pytest.raises(BusSettingMismatch, match="made with 4"):
+        await Bus(bus_settings(prefix, partitions=2)).ensure_stream(TOPIC)
+    for bus in (made, other, again):
+        await bus.close()

@@ -42,9 +42,18 @@ CLAIM_MARGIN_SECONDS = 5.0
 
 _PREFIX = re.compile(r"[a-z0-9_-]{1,32}")
 
+# How a stream records the CJO_BUS_PARTITIONS it was made with (its description: stream
+# metadata needs NATS 2.10).
+_PARTITIONS = re.compile(r", (\d+) partitions$")
+
 DEFAULT_MAX_BYTES = 1024 ** 3
 """A stream's default cap (1 GiB): the six topics' streams at most 6 GiB, within the
 jetstream overlay's ``max_file_store`` (9 GiB) with room for the claims bucket."""
+
+
+class BusSettingMismatch(RuntimeError):
+    """A stream was made with another CJO_BUS_PARTITIONS than this process's: its producers
+    and consumers would not agree on where a profile's messages go."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,9 @@ class BusSettings:
     # streams apart from another's on a shared server).
     prefix: str = "cjo"
     # CJO_BUS_PARTITIONS: partitions per topic, each with its own consumer; the most receiver
-    # replicas that work a topic at once. Change it only on drained streams.
+    # replicas that work a topic at once. Recorded on each stream when it is made: a process
+    # with another value refuses the stream (BusSettingMismatch). Change it only on drained
+    # streams, removed first (docs/operations.md).
     partitions: int = 8
     # CJO_BUS_ACK_WAIT_SECONDS: how long a message a consumer took may go unanswered before
     # JetStream gives it to the partition's next holder (a replica killed mid-batch).
@@ -203,7 +214,8 @@ class Bus:
         self._pub_acks = None
 
     async def ensure_stream(self, topic: str) -> str:
-        """Create (or bring up to date) the topic's stream; returns its name."""
+        """Create (or bring up to date) the topic's stream; returns its name. Raises
+        :class:`BusSettingMismatch` when the stream has other partitions than this process."""
         name = naming.stream_name(self.prefix, topic)
         if name in self._streams:
             return name
@@ -218,11 +230,21 @@ class Bus:
             # messages no consumer has taken yet.
             discard=DiscardPolicy.NEW, max_bytes=s.max_bytes, num_replicas=s.replicas,
             max_age=s.max_age_hours * 3600, duplicate_window=s.duplicate_window_seconds,
-            description=f"cjo outbox topic {topic}")
+            description=f"cjo outbox topic {topic}, {s.partitions} partitions")
         try:
             await js.add_stream(config)
         except BadRequestError:
-            await js.update_stream(config)  # created before with other settings
+            # Created before with other settings: brought up to date, unless its partitions
+            # differ (the stream's producers and consumers would lose each other's messages).
+            info = await js.stream_info(name)
+            recorded = _PARTITIONS.search(info.config.description or "")
+            if recorded is not None and int(recorded.group(1)) != s.partitions:
+                raise BusSettingMismatch(
+                    f"CJO_BUS_PARTITIONS={s.partitions}, but the stream {name} was made with "
+                    f"{recorded.group(1)}: set the same CJO_BUS_PARTITIONS in every service of "
+                    "the deployment (to change it, drain and remove the streams first, see "
+                    "docs/operations.md)") from None
+            await js.update_stream(config)
         self._streams.add(name)
         return name
 
