@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,21 +39,29 @@ def queue_all(uow: Any, *keys: tuple[str, str]) -> list[str]:
         uow, WS, [new(key, profile) for key, profile in keys], "", lambda *announced: None)]
 
 
+async def held_open(storage: Storage, work: Callable[[Any], None]
+                    ) -> tuple[asyncio.Future[None], threading.Event]:
+    """``work`` done by a transaction left open until the event is set: the transaction's end,
+    and the event."""
+    done, go = threading.Event(), threading.Event()
+
+    def work_and_wait(uow: Any) -> None:
+        work(uow)
+        done.set()
+        assert go.wait(30)
+
+    transaction = asyncio.get_running_loop().run_in_executor(
+        None, lambda: storage.transactions.run_sync(work_and_wait, attempts=1))
+    assert await asyncio.to_thread(done.wait, 30)
+    return transaction, go
+
+
 async def queueing_held_open(storage: Storage, key: str
                              ) -> tuple[asyncio.Future[None], threading.Event, list[str]]:
     """Ada's message ``key`` queued by a transaction left open until the event is set: the
     transaction's end, the event, and the queued message's id once it is queued."""
-    queued, go = threading.Event(), threading.Event()
     ids: list[str] = []
-
-    def queue_and_wait(uow: Any) -> None:
-        ids.extend(queue_all(uow, (key, "ada")))
-        queued.set()
-        assert go.wait(30)
-
-    queueing = asyncio.get_running_loop().run_in_executor(
-        None, lambda: storage.transactions.run_sync(queue_and_wait, attempts=1))
-    assert await asyncio.to_thread(queued.wait, 30)
+    queueing, go = await held_open(storage, lambda uow: ids.extend(queue_all(uow, (key, "ada"))))
     return queueing, go, ids
 
 
@@ -197,3 +206,27 @@ async def test_the_safety_net_beside_a_queueing_keeps_the_hold_it_marks(
     storage.transactions.run_sync(lambda uow: repository.record_all(
         uow.session, [(claim, after_success(claim.attempts, claim.message_id))], now))
     assert state(storage, third[0]) is MessageStatus.QUEUED
+
+
+@pytest.mark.postgres
+async def test_a_message_queued_while_a_claim_takes_the_one_before_is_held_behind_it(
+        storage: Storage) -> None:
+    """The claim takes no scope lock: Ada's second message is queued while a claim of her first
+    is under way (its row locked, SENDING not committed): the queueing's marking waits for the
+    claim, finds the row it read changed (that version gone), and looks again: the second is
+    HELD behind the first, SENDING (with the changed row skipped it went QUEUED, free to
+    overtake the first once that waited for a retry)."""
+    on_postgresql(storage)
+    now = storage.clock.now()
+    first = queue(storage, "k1")
+    claimed: list[Any] = []
+    claiming, go = await held_open(storage, lambda uow: claimed.extend(
+        claim_due(uow, now, LEASE, 10, SecretBox([]), "A")[0]))
+    assert len(claimed) == 1
+    second = asyncio.create_task(asyncio.to_thread(queue, storage, "k2"))
+    assert await eventually(lambda: second.done() or waiting_for_a_lock(storage), timeout=10)
+    go.set()
+    await asyncio.wait_for(claiming, 30)
+    later = await asyncio.wait_for(second, 30)
+    assert [state(storage, first), state(storage, later)] == [MessageStatus.SENDING,
+                                                              MessageStatus.HELD]

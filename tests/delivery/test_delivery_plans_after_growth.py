@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -66,28 +67,42 @@ class Plans:
             self.found.append(diagnostic.message_primary)
 
 
-@pytest.fixture
-def planned(backend: Backend) -> Iterator[tuple[Storage, Plans]]:
+@contextmanager
+def explained_storage(backend: Backend, *, analyze: bool = False, prepare_threshold: int | None = 0
+                      ) -> Iterator[tuple[Storage, Plans]]:
+    """Delivery's storage whose connections hand ``plans`` the plan of every statement they
+    run (auto_explain; ``analyze``: with the rows and buffers each node read), preparing
+    statements from their ``prepare_threshold``-th run (psycopg's)."""
     clock = ManualClock()
     backend.data_dir.mkdir(parents=True, exist_ok=True)
     opened = open_storage(settings_for("delivery", backend), metadata, MIGRATIONS, clock)
     plans = Plans()
+    settings = [("auto_explain.log_min_duration", "0"), ("auto_explain.log_level", "notice")]
+    if analyze:
+        settings += [("auto_explain.log_analyze", "on"), ("auto_explain.log_buffers", "on")]
 
     def connected(dbapi_connection: Any, _: Any) -> None:
-        dbapi_connection.prepare_threshold = 0
+        dbapi_connection.prepare_threshold = prepare_threshold
         plans.connections.append(dbapi_connection)
         dbapi_connection.add_notice_handler(plans.notice)
         with dbapi_connection.cursor() as cursor:
             cursor.execute("LOAD 'auto_explain'")
-            for setting, value in (("auto_explain.log_min_duration", "0"),
-                                   ("auto_explain.log_level", "notice")):
+            for setting, value in settings:
                 cursor.execute("SELECT set_config(%s, %s, false)", (setting, value))
         dbapi_connection.commit()
 
     event.listen(opened.db.engine, "connect", connected)
     opened.migrate()
-    yield Storage(opened.transactions, clock), plans
-    opened.db.dispose()
+    try:
+        yield Storage(opened.transactions, clock), plans
+    finally:
+        opened.db.dispose()
+
+
+@pytest.fixture
+def planned(backend: Backend) -> Iterator[tuple[Storage, Plans]]:
+    with explained_storage(backend) as planned:
+        yield planned
 
 
 async def test_a_round_probes_by_key_after_the_table_grew(

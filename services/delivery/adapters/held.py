@@ -34,8 +34,9 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, bindparam, text
+from sqlalchemy import Integer, String, bindparam, column, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import TextClause
 
 from cjo_delivery.adapters.tables import messages
 from cjo_delivery.domain.messages import MessageStatus
@@ -57,22 +58,23 @@ _SEP = "\x1f"  # between the profile and the channel of a scope's key on SQLite
 # they are transactional. Held ones too: a record committing meanwhile may have released one
 # that was held when this statement began (then the probe's snapshot sees no other). Probed
 # apart, each by its partial index (ix_messages_pending, ix_messages_held); on PostgreSQL one
-# probe per profile (cjo_platform.db.probes), the channel checked on the rows found.
-_UNFINISHED = f"('queued', 'deferred', 'sending', '{MessageStatus.HELD.value}')"
+# probe per profile (cjo_platform.db.probes), the channel checked on the rows found, and each
+# row found updated by its ``ctid`` (the row version the probe read; see :func:`_pg_release`):
+# joined back by key with its status checked again, the planner trusted the statistics of
+# ``status`` instead, and with those made while few messages were held it hashed every
+# unfinished message, or (none held then) scanned them and ran the probes for each (266 s for
+# 10 scopes beside 7,500 unfinished).
 _PG_HOLD_BEHIND = pg_text(
-    "UPDATE messages AS u SET holds = true FROM ("
-    + " UNION ALL ".join(
-        pg_probes("messages", "t.workspace_id, t.message_id",
+    "WITH b AS (" + " UNION ALL ".join(
+        pg_probes("messages", "t.ctid AS tid",
                   {"profile_id": "profiles", "channel": "channels"}, where=f"t.status {status}")
         for status in (f"IN {_PENDING}", f"= '{MessageStatus.HELD.value}'"))
-    + ") AS b WHERE u.workspace_id = b.workspace_id AND u.message_id = b.message_id "
-      # Again on the row updated: a row a sender's record changed meanwhile is checked anew
-      # once its lock is released (the probe's own condition is not), so a message that has
-      # just become final is not marked (its held follower would wait for the safety net).
-      f"AND u.status IN {_UNFINISHED} "
-      "RETURNING u.message_id, u.profile_id, u.channel, u.transactional",
-    ["profiles", "channels"]).columns(messages.c.message_id, messages.c.profile_id,
-                                      messages.c.channel, messages.c.transactional)
+    + "), u AS (UPDATE messages AS u SET holds = true FROM b WHERE u.ctid = b.tid "
+      "RETURNING u.message_id, u.profile_id, u.channel, u.transactional) "
+      "SELECT n.found, u.* FROM (SELECT count(*) AS found FROM b) AS n LEFT JOIN u ON true",
+    ["profiles", "channels"]).columns(column("found", Integer), messages.c.message_id,
+                                      messages.c.profile_id, messages.c.channel,
+                                      messages.c.transactional)
 # SQLite (no statistics: it took ix_messages_status, a workspace's every held message) is
 # told the partial indexes.
 _SQLITE_HOLD_BEHIND = text(
@@ -95,17 +97,28 @@ def hold_behind(session: Session, workspace_id: str, scopes: Collection[tuple[st
     meanwhile waits for this transaction, then sees ``holds`` changed since its claim."""
     if not scopes:
         return []
-    ordered = sorted(scopes)
+    ordered = sorted(set(scopes))
     if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(_PG_HOLD_BEHIND, {
-            "workspace_id": workspace_id, "profiles": pg_array([p for p, _ in ordered]),
-            "channels": pg_array([c for _, c in ordered])},
-            execution_options=PLANNED_EACH_RUN).all()
+        parameters = {"workspace_id": workspace_id,
+                      "profiles": pg_array([p for p, _ in ordered]),
+                      "channels": pg_array([c for _, c in ordered])}
+        while True:
+            found = session.execute(_PG_HOLD_BEHIND, parameters,
+                                    execution_options=PLANNED_EACH_RUN).all()
+            rows = [r for r in found if r.message_id is not None]
+            # Every row found is marked unless a writer changed it while this statement ran
+            # (the ctid found is no longer its current version: EvalPlanQual skips it). Every
+            # writer of these scopes' messages that holds their lock committed before this
+            # statement began (lock_scopes), but the claim takes a QUEUED message (or a SENDING
+            # one whose lease ran out) without it: run again, its probes then see the claim's
+            # commit (the message SENDING: marked; final, as erasure leaves it: not found).
+            if len(rows) == found[0].found:
+                break
     else:
-        rows = session.execute(_SQLITE_HOLD_BEHIND, {
+        rows = list(session.execute(_SQLITE_HOLD_BEHIND, {
             "workspace_id": workspace_id,
             "profiles": json.dumps(sorted({p for p, _ in ordered})),
-            "scopes": json.dumps([f"{p}{_SEP}{c}" for p, c in ordered])}).all()
+            "scopes": json.dumps([f"{p}{_SEP}{c}" for p, c in ordered])}).all())
     return [(r.profile_id, r.channel, bool(r.transactional)) for r in rows
             if r.message_id not in leave]
 
@@ -113,11 +126,13 @@ def hold_behind(session: Session, workspace_id: str, scopes: Collection[tuple[st
 # A held message is released when no earlier message of its scope holds it back any more:
 # neither an unfinished one (ix_messages_pending) nor a held one (ix_messages_held), a
 # transactional one only by transactional ones. It keeps ``holds`` when later ones are held.
-_RELEASED = (
-    f"SET status = '{MessageStatus.QUEUED.value}', next_attempt_time = :now, "
-    "update_time = :now, holds = EXISTS (SELECT 1 FROM messages AS l "
-    "WHERE l.workspace_id = h.workspace_id AND l.profile_id = h.profile_id "
-    f"AND l.channel = h.channel AND l.status = '{_HELD}' AND l.queue_order > h.queue_order)")
+_LATER_HELD = (
+    "EXISTS (SELECT 1 FROM messages AS l WHERE l.workspace_id = h.workspace_id "
+    f"AND l.profile_id = h.profile_id AND l.channel = h.channel AND l.status = '{_HELD}' "
+    "AND l.queue_order > h.queue_order)")
+_QUEUED = (f"SET status = '{MessageStatus.QUEUED.value}', next_attempt_time = :now, "
+           "update_time = :now, holds = ")
+_RELEASED = _QUEUED + _LATER_HELD
 _FREE = " AND ".join(
     f"NOT EXISTS (SELECT 1 FROM messages AS e WHERE e.workspace_id = h.workspace_id "
     f"AND e.profile_id = h.profile_id AND e.status {status} "
@@ -126,13 +141,32 @@ _FREE = " AND ".join(
     for status in (f"IN {_PENDING}", f"= '{_HELD}'"))
 _BINDS = (bindparam("now", type_=UtcDateTime),)
 
-_PG_RELEASE = pg_text(
-    f"UPDATE messages AS h {_RELEASED} "
-    "FROM unnest(CAST(:workspaces AS text[]), CAST(:profiles AS text[]), "
-    "CAST(:channels AS text[])) AS k(workspace_id, profile_id, channel) "
-    "WHERE h.workspace_id = k.workspace_id AND h.profile_id = k.profile_id "
-    f"AND h.channel = k.channel AND h.status = '{_HELD}' AND {_FREE}",
-    ["workspaces", "profiles", "channels"]).bindparams(*_BINDS)
+
+def _pg_release(keys: str, match: str, arrays: list[str]) -> TextClause:
+    """PostgreSQL: release the held messages ``h`` that ``match`` one row of ``keys`` and
+    nothing holds back, found by a probe per row (LATERAL, OFFSET 0: not flattened into a join)
+    and each updated by its ``ctid``, the row version the probe read.
+
+    Joined back by key with their status checked again, as the UPDATE's own rows, the planner
+    trusted the statistics of ``status``: made while few messages were held, they rated "status
+    = 'held'" a few rows, and a backlog built since (a provider's outage) was scanned or hashed
+    whole per call (every held message of every workspace, for a record of one profile's
+    message) until the next ANALYZE. A probe's only way in is its key; a row by its ctid, its
+    TID. A row a writer changed while this statement ran is not matched by its old ctid
+    (EvalPlanQual skips it), which is safe: every writer of a held message holds its scope's
+    lock, as this transaction does (lock_scopes) — except erasure, which makes it final."""
+    return pg_text(
+        f"UPDATE messages AS u {_QUEUED}x.holds FROM {keys} CROSS JOIN LATERAL ("
+        f"SELECT h.ctid AS tid, {_LATER_HELD} AS holds FROM messages AS h WHERE {match} "
+        f"AND h.status = '{_HELD}' AND {_FREE} OFFSET 0) AS x WHERE u.ctid = x.tid",
+        arrays).bindparams(*_BINDS)
+
+
+_PG_RELEASE = _pg_release(
+    "unnest(CAST(:workspaces AS text[]), CAST(:profiles AS text[]), "
+    "CAST(:channels AS text[])) AS k(workspace_id, profile_id, channel)",
+    "h.workspace_id = k.workspace_id AND h.profile_id = k.profile_id "
+    "AND h.channel = k.channel", ["workspaces", "profiles", "channels"])
 _SQLITE_RELEASE = text(
     f"UPDATE messages AS h {_RELEASED} WHERE h.status = '{_HELD}' "
     "AND (h.workspace_id, h.profile_id, h.channel) IN (SELECT json_extract(value, '$[0]'), "
@@ -166,13 +200,12 @@ def _orphan_statements(dialect: str) -> tuple[Any, Any]:
             f"UPDATE messages AS h {_RELEASED} WHERE h.rowid IN (SELECT h.rowid FROM messages "
             f"AS h{index} WHERE h.status = '{_HELD}' AND {_AFTER} AND {_UPTO}) "
             f"AND +h.status = '{_HELD}' AND {_FREE}")
-    else:
-        update = pg_text(
-            f"UPDATE messages AS h {_RELEASED} FROM unnest(CAST(:workspaces AS text[]), "
-            "CAST(:message_ids AS text[])) AS k(workspace_id, message_id) "
-            "WHERE h.workspace_id = k.workspace_id AND h.message_id = k.message_id "
-            f"AND h.status = '{_HELD}' AND {_FREE}", ["workspaces", "message_ids"])
-    return batch, update.bindparams(*_BINDS)
+        return batch, update.bindparams(*_BINDS)
+    return batch, _pg_release(
+        "unnest(CAST(:workspaces AS text[]), CAST(:message_ids AS text[])) "
+        "AS k(workspace_id, message_id)",
+        "h.workspace_id = k.workspace_id AND h.message_id = k.message_id",
+        ["workspaces", "message_ids"])
 
 
 _ORPHANS = {dialect: _orphan_statements(dialect) for dialect in ("postgresql", "sqlite")}
