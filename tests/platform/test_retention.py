@@ -5,7 +5,7 @@ failing kind neither stops the worker nor the other kinds. On SQLite and Postgre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,11 +19,15 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    event,
     false,
+    func,
     select,
+    text,
 )
 from structlog.testing import capture_logs
 
+import cjo_platform.db.retention as library
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import ConfigError, Env
 from cjo_platform.db import Database, UtcDateTime
@@ -114,11 +118,14 @@ async def test_old_rows_go_in_batches_and_young_and_needed_rows_stay(store: Db) 
     store.add("w2", 0, 4, timedelta(days=31))  # retention is per environment: every workspace
     keep = retention(store, Configured(DELETE, 30))
 
-    assert await keep.run_once() is True  # a full batch: more may be waiting
-    assert keep.last.removed == {"notes": 10}
+    # Each batch reads the next 10 rows past their days, oldest first, and removes the
+    # removable ones among them: the 3 pinned rows and 7 others, then 10, 10 and the last 2.
+    assert await keep.run_once() is True  # a full window: more may be waiting
+    assert keep.last.removed == {"notes": 7}
     assert await keep.run_once() is True
-    assert await keep.run_once() is False  # 9 left of w1 and w2: the last, partial batch
-    assert keep.last.removed == {"notes": 9}
+    assert await keep.run_once() is True
+    assert await keep.run_once() is False  # the pass reached the cut-off
+    assert keep.last.removed == {"notes": 2}
     assert await keep.run_once() is False
     assert keep.last.removed == {"notes": 0}
     assert store.ids("w1") == [*range(100, 105), 200, 201, 202]
@@ -127,6 +134,86 @@ async def test_old_rows_go_in_batches_and_young_and_needed_rows_stay(store: Db) 
     store.clock.advance(timedelta(days=2))  # the young ones come of age
     await keep.run_once()
     assert store.ids("w1") == [200, 201, 202]
+
+
+def unpin(store: Db, *note_ids: int) -> None:
+    with store.db.transaction() as session:
+        session.execute(notes.update().where(notes.c.note_id.in_(note_ids)).values(pinned=False))
+
+
+async def test_kept_rows_are_looked_at_again_by_the_next_pass(store: Db) -> None:
+    store.add("w1", 0, 3, timedelta(days=400), pinned=True)
+    store.add("w1", 10, 4, timedelta(days=40))
+    keep = retention(store, Configured(DELETE, 30), batch=2)
+    while await keep.run_once():
+        pass
+    assert store.ids() == [0, 1, 2]
+    unpin(store, 0, 1)  # no longer needed (an enrollment ended, a decision was learned)
+    store.add("w1", 20, 1, timedelta(days=30, seconds=-30))  # comes of age within a minute
+
+    store.clock.advance(timedelta(minutes=1))
+    while await keep.run_once():
+        pass
+    # This pass reached the cut-off: it goes on with the rows that come of age; the rows it
+    # kept wait for the next pass.
+    assert store.ids() == [0, 1, 2]
+
+    store.clock.advance(library.PASS_INTERVAL)
+    while await keep.run_once():
+        pass
+    assert store.ids() == [2]
+
+
+def probe_calls(store: Db) -> Callable[[], int]:
+    """A ``probe(pinned)`` SQL function, the removable condition of :data:`PROBED`: NOT pinned,
+    counting the rows it is evaluated on (a sequence on PostgreSQL, a Python function on
+    SQLite); returns the count so far."""
+    if store.db.engine.dialect.name == "postgresql":
+        with store.db.transaction() as session:
+            session.execute(text("CREATE SEQUENCE probe_calls"))
+            session.execute(text(
+                "CREATE FUNCTION probe(pinned boolean) RETURNS boolean VOLATILE LANGUAGE plpgsql"
+                " AS $$ BEGIN PERFORM nextval('probe_calls'); RETURN NOT pinned; END $$"))
+
+        def read() -> int:
+            with store.db.transaction() as session:
+                value, called = session.execute(text(
+                    "SELECT last_value, is_called FROM probe_calls")).one()
+                return int(value) if called else 0
+        return read
+    calls = [0]
+
+    def probe(pinned: int) -> bool:
+        calls[0] += 1
+        return not pinned
+
+    event.listen(store.db.engine, "connect", lambda connection, _: connection.create_function(
+        "probe", 1, probe))
+    store.db.engine.dispose()  # connections made from now on have the function
+    return lambda: calls[0]
+
+
+PROBED = Rule("notes", notes, notes.c.create_time, 30,
+              removable=lambda: func.probe(notes.c.pinned, type_=Boolean).is_(True))
+
+
+async def test_a_batch_reads_its_window_however_many_old_rows_are_kept(store: Db) -> None:
+    calls = probe_calls(store)
+    for i in range(400):  # rows that stay, older than all others: at the head of the index
+        store.add("w1", i, 1, timedelta(days=400, seconds=-i), pinned=True)
+    store.add("w1", 1000, 30, timedelta(days=31))
+    keep = retention(store, Configured(PROBED, 30), batch=10)
+    rounds = 0
+    while True:
+        before = calls()
+        more = await keep.run_once()
+        # Each batch looks at its own 10 rows only, not at the 400 kept ones before them.
+        assert calls() - before <= 10
+        rounds += 1
+        if not more:
+            break
+    assert rounds == 44  # 430 rows read once each in 43 full windows, and an empty one
+    assert store.ids() == list(range(400))
 
 
 async def test_zero_days_keeps_a_kind_forever(store: Db) -> None:
@@ -201,7 +288,9 @@ def test_settings_name_each_kind_and_are_validated() -> None:
         ("notes", 0), ("other", 7)]
     assert setting_name("orchestration", "notes") == "CJO_ORCHESTRATION_RETENTION_NOTES_DAYS"
     env = Env({"CJO_CONTENT_RETENTION_REQUEST_LOG_DAYS": "-1",
-               "CJO_CONTENT_RETENTION_BATCH": "lots"})
+               "CJO_CONTENT_RETENTION_BATCH": "lots",
+               # Longer (or inf) and retention ran once, then never again.
+               "CJO_CONTENT_RETENTION_POLL_SECONDS": "inf"})
     shared = MetaData()
     retention_worker(env, "content", Transactions(Database("sqlite://"), ManualClock()),
                      define_request_log(shared), define_dead_letters(shared))
@@ -209,3 +298,4 @@ def test_settings_name_each_kind_and_are_validated() -> None:
         env.check()
     assert "CJO_CONTENT_RETENTION_REQUEST_LOG_DAYS=-1" in str(raised.value)
     assert "CJO_CONTENT_RETENTION_BATCH='lots'" in str(raised.value)
+    assert "CJO_CONTENT_RETENTION_POLL_SECONDS=inf is above 86400" in str(raised.value)

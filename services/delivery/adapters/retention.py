@@ -22,10 +22,16 @@ MESSAGE_BODIES_DAYS = 30
 INBOX_MESSAGES_DAYS = 180
 
 
+def _body_stored() -> ColumnElement[bool]:
+    """Messages whose body is still stored: the rows of ix_messages_bodies, which a pass walks
+    (not the ever more messages whose body went)."""
+    stored: ColumnElement[bool] = messages.c.body_removed_time.is_(None)
+    return stored
+
+
 def _bodies_removable() -> ColumnElement[bool]:
     """Final messages whose body is still stored (a queued or sending one needs it)."""
-    return and_(messages.c.body_removed_time.is_(None),
-                messages.c.status.in_(sorted(s.value for s in FINAL_STATUSES)))
+    return and_(_body_stored(), messages.c.status.in_(sorted(s.value for s in FINAL_STATUSES)))
 
 
 def without_body(content: bytes) -> bytes:
@@ -47,6 +53,7 @@ def _remove_body(row: Row[Any], now: datetime) -> dict[str, Any]:
 RULES = [
     Rule("message_bodies", messages, messages.c.create_time, MESSAGE_BODIES_DAYS,
          _bodies_removable, rewrite=_remove_body, read=[messages.c.content],
+         indexed=_body_stored,
          description="rendered bodies of final messages (the message row and status stay)"),
     Rule("inbox_messages", inbox_messages, inbox_messages.c.create_time, INBOX_MESSAGES_DAYS,
          description="in-app inbox messages"),

@@ -15,6 +15,12 @@ INBOX_DAYS = 7
 STEPS_DAYS = 90
 
 
+def _processed() -> ColumnElement[bool]:
+    """Processed events: the rows of ix_inbox_processed_time, which a pass walks."""
+    processed: ColumnElement[bool] = inbox.c.processed == true()
+    return processed
+
+
 def _inbox_removable() -> ColumnElement[bool]:
     """Processed, and not a given-up event a dead letter still points at (its replay needs the
     row)."""
@@ -22,7 +28,7 @@ def _inbox_removable() -> ColumnElement[bool]:
         dead_letters.c.workspace_id == inbox.c.workspace_id,
         dead_letters.c.source == INBOX_SOURCE,
         dead_letters.c.item_key == inbox.c.event_id))
-    return and_(inbox.c.processed == true(), or_(inbox.c.last_error == "", ~lettered))
+    return and_(_processed(), or_(inbox.c.last_error == "", ~lettered))
 
 
 def _steps_removable() -> ColumnElement[bool]:
@@ -34,7 +40,7 @@ def _steps_removable() -> ColumnElement[bool]:
 
 
 RULES = [
-    Rule("inbox", inbox, inbox.c.receive_time, INBOX_DAYS, _inbox_removable,
+    Rule("inbox", inbox, inbox.c.receive_time, INBOX_DAYS, _inbox_removable, indexed=_processed,
          description="events received from identity, once applied"),
     Rule("steps", steps, steps.c.time, STEPS_DAYS, _steps_removable,
          description="step history of finished enrollments"),
