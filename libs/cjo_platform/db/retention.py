@@ -155,7 +155,7 @@ def remove_batch(session: Session, rule: Rule, now: datetime, days: int, limit: 
         # The age alone bounds the index scan; the row comparison breaks ties by key.
         scope += [rule.age >= cursor.after[0], tuple_(*order) > cursor.after]
     columns = [*keys, *[c for c in rule.read if c not in keys]] if rule.rewrite else keys
-    if rule.removable is None and rule.needed is None:
+    if rule.needed is None and rule.removable in (None, rule.indexed):
         # Every row of the window is removable: one statement reads and locks it.
         rows = session.execute(_locked(session, select(
             *order, *[c for c in columns if c not in order]).where(*scope).order_by(*order)

@@ -16,6 +16,7 @@ EVENTS_DAYS = 0
 
 RULES = [
     Rule("events", events, events.c.receive_time, EVENTS_DAYS, events_removable,
+         indexed=events_removable,  # ix_events_removable: a pass never walks the kept ones
          description="stored events without traits and not consent, by the time identity "
                      "received them"),
 ]
