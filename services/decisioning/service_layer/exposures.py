@@ -73,14 +73,16 @@ def settle_early_rewards(session: Session, workspace_id: str,
                          exposed: Sequence[tuple[str, datetime, datetime]]) -> None:
     """Reward the decisions just exposed, (id, exposure, deadline), by the earliest reward event
     that came before the exposure and lies inside its window (domain.outcomes), and forget the
-    events kept for them."""
+    events kept for them. The kept rows are locked first (outcomes.early_rewards_of): another
+    exposure's transaction that took an event waits here, and its rows are then gone. An event
+    is forgotten for the other decisions only when its reward applied (a decision rewarded or
+    learned meanwhile takes nothing: the event stays for the others)."""
     if not exposed:
         return
     kept = outcomes.early_rewards_of(session, workspace_id, [i for i, _, _ in exposed])
     if not kept:
         return
-    rewarded = take_early_rewards(exposed, kept)
-    outcomes.reward(session, workspace_id, rewarded)
+    applied = outcomes.reward_each(session, workspace_id, take_early_rewards(exposed, kept))
     points = {k.decision_id: k.decision_point for k in kept}
     outcomes.drop_early_rewards(session, workspace_id, [i for i, _, _ in exposed],
-                                [(points[r.decision_id], r.reward_event_id) for r in rewarded])
+                                [(points[r.decision_id], r.reward_event_id) for r in applied])

@@ -104,7 +104,8 @@ class LearningRound:
 
     def _settle(self, uow: UnitOfWork) -> int:
         """Take the reward events kept for decisions exposed meanwhile (kept while another
-        transaction recorded the exposure, so it did not see them), before any is learned."""
+        transaction recorded the exposure, so it did not see them), before any is learned; a
+        decision rewarded, lapsed or learned meanwhile takes none, and only its own go."""
         found = outcomes.exposed_with_early_rewards(uow.session, self.settings.batch)
         by_workspace: dict[str, list[tuple[str, datetime, datetime]]] = defaultdict(list)
         for workspace_id, decision_id, exposed, deadline in found:

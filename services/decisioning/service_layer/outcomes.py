@@ -21,6 +21,7 @@ from typing import Any
 
 from cjo_decisioning.adapters import engagement, outcomes
 from cjo_decisioning.domain.outcomes import (
+    MAX_KEPT_PER_EVENT,
     MessageFact,
     TrackEvent,
     engagement_hour,
@@ -111,9 +112,11 @@ def _reward(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent]) ->
     names = {point.reward.event_name for point in points}
     events = [e for e in events if e.name in names]
     people = outcomes.people(session, workspace_id, {e.profile_id for e in events})
-    open_decisions, pending = outcomes.open_decisions(
-        session, workspace_id, {i for ids in people.values() for i in ids},
-        {point.key for point in points})
+    ids, keys = {i for ids in people.values() for i in ids}, {point.key for point in points}
+    open_decisions = outcomes.open_decisions(session, workspace_id, ids, keys)
+    # The pending decisions an event may be kept for: decided before it, the latest.
+    pending = outcomes.pending_decisions(session, workspace_id, ids, keys,
+                                         max(e.time for e in events), MAX_KEPT_PER_EVENT)
     plan = plan_rewards(events, points, open_decisions, people, _filter_holds, pending)
     outcomes.reward(session, workspace_id, plan.rewarded)
     # An event before its decision's exposure (on delivery's topic) waits for it.
