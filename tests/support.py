@@ -8,9 +8,10 @@ import os
 import random
 import socket
 import tempfile
+import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,26 @@ async def eventually(check: Callable[[], object], timeout: float = 10.0,
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+async def refused_within(bound: float, since: float, refused: Callable[[], Awaitable[bool]],
+                         slack: float = 0.5) -> None:
+    """Poll ``refused`` (whether a revoked or deleted key is refused wherever it is tried)
+    until it is; ``since`` is ``time.monotonic()`` when the revocation returned. Fails when a
+    poll begun more than ``bound`` + ``slack`` seconds after that still found the key trusted.
+    When the refusal is seen is not asserted: on a loaded machine polls come less often and
+    take longer (a deleted key's refusal was once seen 3.7 s after, against a bound of 2 s
+    and 1 s of slack), but no slow poll makes a late one pass; a cache trusting the key past
+    the bound does."""
+    async def poll() -> bool:
+        began = time.monotonic() - since
+        if await refused():
+            return True
+        assert began <= bound + slack, \
+            f"the key was still trusted by a call begun {began:.2f} s after (bound {bound} s)"
+        return False
+
+    await eventually(poll, timeout=bound + 30)
 
 
 async def same_answer_to_concurrent_repeats(call: Callable[..., Any], request: Any,
