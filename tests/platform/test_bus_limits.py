@@ -219,3 +219,37 @@ async def test_a_process_with_other_partitions_than_its_streams_refuses_them(
         await Bus(bus_settings(prefix, partitions=2)).ensure_stream(TOPIC)
     for bus in (made, other, again):
         await bus.close()
+
+
+async def test_a_stream_holding_more_than_the_cap_keeps_its_messages_until_it_drains(
+        prefix: str) -> None:  # noqa: F811
+    # A stream of a release without a cap (discard OLD) holds a backlog of 12 MiB (a receiver
+    # stalled) when a process capped at 8 MiB starts: the server would delete the oldest
+    # messages to fit at once. The cap waits until the stream holds at most half of it.
+    old = Bus(bus_settings(prefix, partitions=1))
+    stream = await old.ensure_stream(TOPIC)
+    js = await old.jetstream()
+    config = (await js.stream_info(stream)).config
+    config.max_bytes, config.discard = -1, DiscardPolicy.OLD
+    config.description = f"cjo outbox topic {TOPIC}"
+    await js.update_stream(config)
+    subject = naming.subject(prefix, TOPIC, "acme", 0)
+    for i in range(192):
+        await js.publish(subject, b"%03d" % i + b" " * (64 * 1024))
+    held = (await js.stream_info(stream)).state
+    assert held.messages == 192 and held.bytes > 12 * 1024 * 1024
+
+    capped = Bus(bus_settings(prefix, partitions=1, max_bytes=8 * 1024 * 1024))
+    assert await capped.ensure_stream(TOPIC) == stream
+    info = await js.stream_info(stream)
+    assert info.state.messages == 192, "messages no consumer took were deleted"
+    assert info.config.max_bytes == -1 and info.config.discard == DiscardPolicy.NEW
+    assert info.config.description == f"cjo outbox topic {TOPIC}, 1 partitions"
+
+    # Drained (consumed): the next start applies the cap.
+    await js.purge_stream(stream)
+    again = Bus(bus_settings(prefix, partitions=1, max_bytes=8 * 1024 * 1024))
+    await again.ensure_stream(TOPIC)
+    assert (await js.stream_info(stream)).config.max_bytes == 8 * 1024 * 1024
+    for bus in (old, capped, again):
+        await bus.close()

@@ -244,6 +244,19 @@ class Bus:
                     f"{recorded.group(1)}: set the same CJO_BUS_PARTITIONS in every service of "
                     "the deployment (to change it, drain and remove the streams first, see "
                     "docs/operations.md)") from None
+            held = info.state.bytes
+            if held > s.max_bytes // 2:
+                # The server enforces a lowered max_bytes at once by deleting the oldest
+                # messages, whatever the discard policy: messages no consumer has taken yet (a
+                # stream of a release without a cap, or a cap lowered, while a receiver was
+                # stalled). The old cap stays until the stream has drained to half the new one
+                # (the margin covers what is published between this read and the update); the
+                # next start applies it.
+                config.max_bytes = info.config.max_bytes
+                log.warning("bus stream holds more than half of CJO_BUS_MAX_BYTES: its cap is "
+                            "left as it was until it drains, so that no message is deleted",
+                            stream=name, bytes=held, max_bytes=s.max_bytes,
+                            kept_max_bytes=info.config.max_bytes)
             await js.update_stream(config)
         self._streams.add(name)
         return name
