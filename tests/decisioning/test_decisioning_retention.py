@@ -1,6 +1,7 @@
 """Decisioning's retention: settled decisions older than 90 days go; decisions whose outcome
 is not learned yet (a reward window open, or closed but not yet taken by the model) stay, and
-so do decisions a contact limit may still count (up to 366 days), whatever the days."""
+so do decisions a contact limit may still count (up to 366 days before a request's context
+time, which may lie a day before now), whatever the days."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from cjo_decisioning.adapters.tables import (
     REWARDED,
     decisions,
 )
-from cjo_decisioning.domain.catalogue import MAX_PERIOD
+from cjo_decisioning.domain.catalogue import MAX_CONTEXT_TIME_SKEW, MAX_PERIOD
 from cjo_platform.clock import ManualClock
 from support import Backend
 
@@ -40,22 +41,26 @@ async def test_settled_decisions_go_after_ninety_days(backend: Backend) -> None:
                     "context": {}, "outcome": outcome, "learned": learned}
 
         a_year = MAX_PERIOD.days  # the longest period a contact limit may count
+        # ... from a context time up to a day before now.
+        counted = (MAX_CONTEXT_TIME_SKEW + MAX_PERIOD).days
         db.insert(decisions, [
             decision("rewarded", a_year + 10, REWARDED, True, exposed=timedelta(days=1)),
-            decision("lapsed", a_year + 1, NOT_REWARDED, True, exposed=timedelta(0)),
+            decision("lapsed", counted + 1, NOT_REWARDED, True, exposed=timedelta(0)),
             decision("no-action", 91, NO_ACTION, False),
-            decision("never-sent", a_year + 1, PENDING, False),
+            decision("never-sent", counted + 1, PENDING, False),
             decision("window-open", a_year + 10, EXPOSED, False, exposed=timedelta(0)),
             decision("reward-unlearned", a_year + 10, REWARDED, False, exposed=timedelta(0)),
             decision("young", 89, REWARDED, True, exposed=timedelta(0)),
             # A contact limit still counts these, whatever their outcome and the days.
             decision("learned-contact", 100, REWARDED, True, exposed=timedelta(0)),
             decision("exposed-late", a_year + 1, NOT_REWARDED, True, exposed=timedelta(days=2)),
+            # A year and half a day ago: a year-long limit counts it at context.time = now - 1 d.
+            decision("skewed-contact", counted, REWARDED, True, exposed=timedelta(hours=12)),
             decision("pending-contact", a_year - 1, PENDING, False)])
         assert await db.retain(RULES) == {"request_log": 0, "decisions": 4}
         assert [r.decision_id for r in db.rows(decisions, decisions.c.decision_id)] == [
             "exposed-late", "learned-contact", "pending-contact", "reward-unlearned",
-            "window-open", "young"]
+            "skewed-contact", "window-open", "young"]
 
 
 async def test_a_contact_limit_counts_exposures_older_than_the_retention(

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, func, or_, true
 
 from cjo_decisioning.adapters.tables import NO_ACTION, PENDING, decisions
-from cjo_decisioning.domain.catalogue import MAX_PERIOD
+from cjo_decisioning.domain.catalogue import MAX_CONTEXT_TIME_SKEW, MAX_PERIOD
 from cjo_platform.db.retention import Rule
 
 # Off-policy evaluation and the decision reports read the log; 90 days holds a quarter's
@@ -26,10 +26,12 @@ def _decisions_removable() -> ColumnElement[bool]:
 def _counted_as_contact(now: datetime) -> ColumnElement[bool]:
     """Decisions a contact limit may still count, whatever the configured days: those with an
     action whose contact (the exposure, or the decision while it waits for one: see
-    adapters.decisions.contacts) lies within the longest period a limit may have."""
+    adapters.decisions.contacts) lies within the longest period a limit may have, counted from
+    the earliest decision time a request may give (its context time, up to
+    MAX_CONTEXT_TIME_SKEW before now)."""
     return and_(decisions.c.outcome != NO_ACTION,
                 func.coalesce(decisions.c.expose_time, decisions.c.decide_time)
-                >= now - MAX_PERIOD)
+                >= now - MAX_CONTEXT_TIME_SKEW - MAX_PERIOD)
 
 
 RULES = [

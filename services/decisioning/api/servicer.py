@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -31,6 +31,7 @@ from cjo_decisioning.api.convert import (
 from cjo_decisioning.api.outcomes import OutcomeRpcs
 from cjo_decisioning.domain.catalogue import (
     ACTION_MASK,
+    MAX_CONTEXT_TIME_SKEW,
     POINT_MASK,
     Action,
     check_action,
@@ -380,12 +381,6 @@ class _SharedContext:
         if self.parsed is None:
             self.parsed = context_from_proto(self.proto)
         return self.parsed
-
-
-# How far a caller's decision time may lie from the server's clock: a journey decides at its
-# step's time, a batch job may lag, but a time a year off would expose a decision whose window
-# had lapsed at once (or never does) and check contact limits at the wrong moment.
-MAX_CONTEXT_TIME_SKEW = timedelta(days=1)
 
 
 def _check_time(problems: Violations, field_path: str, context: DecisionContext,

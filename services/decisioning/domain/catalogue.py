@@ -25,6 +25,11 @@ MAX_TOPIC = 64
 MAX_TAGS, MAX_TAG = 20, 64
 MAX_CONTACT_LIMITS = 5
 MIN_PERIOD, MAX_PERIOD = timedelta(minutes=1), timedelta(days=366)
+# How far a caller's decision time may lie from the server's clock: a journey decides at its
+# step's time, a batch job may lag, but a time a year off would expose a decision whose window
+# had lapsed at once (or never does) and check contact limits at the wrong moment. A contact
+# limit checked at such a time counts contacts up to MAX_PERIOD before it.
+MAX_CONTEXT_TIME_SKEW = timedelta(days=1)
 MAX_POINT_ACTIONS = 100
 MAX_RANKED = 10
 MAX_FEATURES = 100
