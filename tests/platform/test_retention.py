@@ -164,6 +164,18 @@ async def test_kept_rows_are_looked_at_again_by_the_next_pass(store: Db) -> None
     assert store.ids() == [2]
 
 
+async def test_a_pass_longer_than_the_interval_goes_on_to_the_cut_off(store: Db) -> None:
+    store.add("w1", 0, 6, timedelta(days=400), pinned=True)
+    store.add("w1", 10, 2, timedelta(days=40))
+    keep = retention(store, Configured(DELETE, 30), batch=2)
+    # One round every 8 hours: the pass walks the kept rows for longer than PASS_INTERVAL; it
+    # must still reach the removable rows behind them, not start again from the oldest.
+    for _ in range(4):
+        await keep.run_once()
+        store.clock.advance(library.PASS_INTERVAL / 3 + timedelta(minutes=1))
+    assert store.ids() == [0, 1, 2, 3, 4, 5]
+
+
 def probe_calls(store: Db) -> Callable[[], int]:
     """A ``probe(pinned)`` SQL function, the removable condition of :data:`PROBED`: NOT pinned,
     counting the rows it is evaluated on (a sequence on PostgreSQL, a Python function on

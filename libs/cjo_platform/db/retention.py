@@ -18,8 +18,10 @@ share the age of its first and last row) however many older rows a kind must kee
 are looked at once per pass, not once per batch (before, every batch walked them all from the
 head of the index: 150-370 ms a batch with 300,000 kept rows on PostgreSQL). When a pass
 reaches the cut-off its cursor stays there and follows the rows that come of age; a new pass
-from the oldest row starts :data:`PASS_INTERVAL` after the last one began, to find kept rows
-that became removable since (an enrollment that ended, a decision learned). (Partial indexes
+from the oldest row starts once the last one reached the cut-off and :data:`PASS_INTERVAL`
+after it began, to find kept rows that became removable since (an enrollment that ended, a
+decision learned). A pass that takes longer than that goes on to the cut-off first: restarted
+on time, it would never reach the rows behind its first day's walk. (Partial indexes
 on the removable condition could not do it for every kind: steps' condition is on another
 table, decisions' depends on the time now.) Two replicas walk
 with cursors of their own: they skip each other's locked rows, and a row removed twice is
@@ -62,9 +64,10 @@ log = get_logger(__name__)
 DEFAULT_BATCH = 1000
 DEFAULT_POLL_SECONDS = 60.0
 MAX_POLL_SECONDS = 86_400.0  # a day: longer (or inf) and retention ran once, then never
-# How often a kind's walk starts again from its oldest row, to find the rows it kept that
-# became removable since. Between passes only rows that come of age are read, so a table that
-# keeps many old rows (decisions a contact limit still counts) costs one walk of them a day.
+# How often a kind's walk starts again from its oldest row (once the last pass reached the
+# cut-off), to find the rows it kept that became removable since. Between passes only rows that
+# come of age are read, so a table that keeps many old rows (decisions a contact limit still
+# counts) costs one walk of them a day.
 PASS_INTERVAL = timedelta(days=1)
 # Shared kinds every service has (cjo_platform.service.shared_tables).
 REQUEST_LOG_DAYS = 7  # a client retries within minutes; a week covers any sane retry policy
@@ -126,11 +129,13 @@ def configure(env: Env, service: str, rules: Sequence[Rule]) -> list[Configured]
 
 @dataclass
 class Cursor:
-    """Where a kind's pass stands in one process: when it began, and the (age, primary key) of
-    the last row it read (None: the pass starts from the oldest row)."""
+    """Where a kind's pass stands in one process: when it began, the (age, primary key) of the
+    last row it read (None: the pass starts from the oldest row), and whether its last batch
+    reached the cut-off (read less than a full window)."""
 
     started: datetime | None = None
     after: tuple[Any, ...] | None = None
+    reached: bool = False
 
 
 @dataclass(frozen=True)
@@ -253,13 +258,19 @@ class Retention:
     def _one(self, uow: UnitOfWork, configured: Configured) -> Batch:
         now = uow.now()
         cursor = self.cursors[configured.rule.kind]
-        if cursor.started is None or now - cursor.started >= PASS_INTERVAL:
-            cursor.started, cursor.after = now, None  # a new pass, from the oldest row
+        if cursor.started is None or (cursor.reached and now - cursor.started >= PASS_INTERVAL):
+            # A new pass, from the oldest row.
+            cursor.started, cursor.after, cursor.reached = now, None, False
         # A copy, kept once the batch committed: a failed one leaves the cursor where it was.
         moved = Cursor(cursor.started, cursor.after)
         batch = remove_batch(uow.session, configured.rule, now, configured.days, self.batch,
                              moved)
-        uow.after_commit(lambda: setattr(cursor, "after", moved.after))
+        moved.reached = batch.read < self.batch
+
+        def keep() -> None:
+            cursor.after, cursor.reached = moved.after, moved.reached
+
+        uow.after_commit(keep)
         return batch
 
 
