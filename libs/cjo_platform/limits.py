@@ -27,6 +27,12 @@ decisioning's), which must fit the event bus's message limit (NATS' ``max_payloa
 room to spare, and one such row is a fraction of a forwarder's call
 (:data:`MAX_CALL_PAYLOAD_BYTES`). Far above what a tracking plan sends (tens of properties)."""
 
+MAX_PROFILE_TRAITS_BYTES = 256 * 1024
+"""A profile's traits, all of them, encoded as every event of the profile forwards them
+(``ForwardedEvent.profile_traits``): an event whose traits would make its profile's larger
+fails alone with INVALID_ARGUMENT (``events[i].traits``), before anything is written. With the
+event itself (:data:`MAX_EVENT_BYTES`) a forwarded row stays well below the bus's 1 MiB."""
+
 MAX_ID_LENGTH = 128
 """Identifiers a client chooses or one service hands to another: message ids, idempotency keys,
 fact ids, request ids, external ids, experiment ids, and journey, enrollment, event and message

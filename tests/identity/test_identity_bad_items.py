@@ -6,25 +6,29 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 
 import grpc
 import pytest
 from grpc_status import rpc_status
-from identity_support import Identity, event, rpc_error
+from identity_support import DecisioningRecorder, Identity, Recorder, event, rpc_error
 
 from cjo.common.v1 import common_pb2
 from cjo.identity.v1 import consent_pb2, event_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_settings_pb2 as settings_pb2
+from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from cjo_identity.domain.identifiers import MAX_IDENTIFIER_LENGTH
 from cjo_identity.domain.patterns import nested_repetition
 from cjo_platform.limits import (
     MAX_COMPUTED_TRAITS,
     MAX_EVENT_BYTES,
+    MAX_PROFILE_TRAITS_BYTES,
     MAX_SEGMENTS,
     MAX_TOPIC_LENGTH,
 )
 from cjo_platform.rpc.status import field_violations
+from support import eventually
 
 
 async def test_an_identifier_that_grows_when_normalised_fails_only_its_event(
@@ -66,6 +70,50 @@ async def test_an_event_larger_than_the_limit_fails_alone_before_anything_is_wri
     missing = await rpc_error(identity.events.LookupProfile(pb.LookupProfileRequest(
         identifier=event_pb2.Identifier(type="user_id", value="big")), metadata=acme))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_profiles_traits_stay_within_the_limit_so_each_forwarded_event_fits_the_bus(
+        identity: Identity, recorder: Recorder, decisioning: DecisioningRecorder) -> None:
+    """Every forwarded event carries its profile's traits (orchestration's and decisioning's
+    conditions read them): events of 250 KB traits each, every one within the event limit,
+    once made a profile of 1.25 MB whose next track event no bus message could hold (NATS: 1
+    MiB). The event that would take the traits past the limit fails alone, naming them,
+    before anything is written; the others, and the profile's later events, go on."""
+    acme = await identity.new_workspace("acme")
+
+    def identify(message_id: str, trait: str) -> event_pb2.Event:
+        return event(message_id, ("user_id", "u1"), identify=True,
+                     traits={trait: "x" * 250_000})
+
+    first = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        identify("i0", "t0")]), metadata=acme)
+    assert first.results[0].status.code == 0
+    for n in range(1, 4):
+        reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+            identify(f"i{n}", f"t{n}")]), metadata=acme)
+        assert reply.results[0].status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert f"larger than {MAX_PROFILE_TRAITS_BYTES // 1024} KiB" in field_violations(
+            reply.results[0].status)["events[0].traits"]
+    # In one call too: the others of the call are ingested.
+    reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=[
+        event("i5", ("user_id", "u1"), identify=True, traits={"plan": "pro"}),
+        identify("i6", "t6"), event("e1", ("user_id", "u1"), name="order_completed")]),
+        metadata=acme)
+    assert [r.status.code for r in reply.results] == [0, 3, 0]
+    assert "events[1].traits" in field_violations(reply.results[1].status)
+    profile = await identity.events.GetProfile(pb.GetProfileRequest(
+        name=f"profiles/{first.results[0].profile_id}"), metadata=acme)
+    assert set(profile.profile.traits) == {"t0", "plan"}
+
+    def forwarded(receiver: Recorder | DecisioningRecorder) -> orch_pb.ForwardedEvent | None:
+        return next((e for e in receiver.events if e.event.message_id == "e1"), None)
+
+    for receiver in (recorder, decisioning):
+        found = await eventually(partial(forwarded, receiver))
+        assert isinstance(found, orch_pb.ForwardedEvent)
+        assert set(found.profile_traits) == {"t0", "plan"}
+        assert found.ByteSize() < MAX_EVENT_BYTES + MAX_PROFILE_TRAITS_BYTES
+    assert max(e.ByteSize() for e in recorder.events) < 1024 * 1024
 
 
 @pytest.mark.parametrize("pattern", ["(a+)+", "(\\w*)*@x", "(?:x|y+)*z", "((ab)*c)+"])

@@ -63,6 +63,15 @@ def _fill_struct(struct: struct_pb2.Struct, value: Mapping[str, Any]) -> None:
         fill_struct(struct, value)
 
 
+def traits_size(golden: Golden) -> int:
+    """Bytes ``golden``'s traits take encoded, as every forwarded event of the profile carries
+    them (``profile_traits``)."""
+    struct = struct_pb2.Struct()
+    _fill_struct(struct, trait_values(golden.traits))
+    size: int = struct.ByteSize()
+    return size
+
+
 def consent_to_proto(record: ConsentRecord) -> consent_pb2.Consent:
     return consent_pb2.Consent(
         channel=channel_proto(record.channel), topic=record.topic,

@@ -25,6 +25,7 @@ from cjo_identity.adapters.outbox_payloads import (
     merge_event,
     merge_fact,
     segment_event,
+    traits_size,
 )
 from cjo_identity.domain.events import Event, EventType
 from cjo_identity.domain.graph import Edge
@@ -51,6 +52,7 @@ from cjo_platform.errors import InvalidArgument
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.group_commit import GroupCommit
 from cjo_platform.ids import new_hex_id
+from cjo_platform.limits import MAX_PROFILE_TRAITS_BYTES
 from cjo_platform.logging import get_logger
 from cjo_platform.secret_box import SecretBox
 from cjo_platform.telemetry import batch_span
@@ -64,6 +66,9 @@ STALE_ATTEMPTS = 5
 UNRESOLVABLE = InvalidArgument.one(
     "identifiers", "every identifier is blocked or erased; nothing to resolve the event to")
 NO_PROFILE = InvalidArgument.one("profile_id", "no such profile (it was erased)")
+TRAITS_TOO_LARGE = InvalidArgument.one(
+    "traits", f"would make the profile's traits larger than "
+    f"{MAX_PROFILE_TRAITS_BYTES // 1024} KiB encoded")
 
 
 class StaleGraph(Exception):
@@ -74,6 +79,16 @@ class StaleGraph(Exception):
     def __init__(self, lock_first: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.lock_first = lock_first
+
+
+class TraitsTooLarge(Exception):
+    """Events of a batch (``message_ids``) whose traits would make their profile's traits
+    larger than :data:`~cjo_platform.limits.MAX_PROFILE_TRAITS_BYTES` (every forwarded event
+    of the profile carries them); run the batch again refusing them."""
+
+    def __init__(self, message_ids: frozenset[str]) -> None:
+        super().__init__()
+        self.message_ids = message_ids
 
 
 def new_id() -> str:
@@ -100,21 +115,28 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
     stored ones), raises :class:`~cjo_identity.service_layer.settings.SettingsChanged`,
     writing nothing, when they are not the stored ones."""
     lock_first: frozenset[str] = frozenset()
-    for attempt in range(1, STALE_ATTEMPTS + 1):
+    refused: frozenset[str] = frozenset()
+    attempt = 1
+    while True:
         try:
             applied = await transactions.run(partial(
                 apply_events, workspace_id=workspace_id, batch=batch, settings=settings,
                 traceparent=traceparent, lock_first=lock_first,
-                forward_to_decisioning=forward_to_decisioning, check_settings=check_settings))
+                forward_to_decisioning=forward_to_decisioning, check_settings=check_settings,
+                refused=refused))
         except StaleGraph as stale:
             if attempt == STALE_ATTEMPTS:
                 raise
+            attempt += 1
             lock_first = lock_first | stale.lock_first
+            continue
+        except TraitsTooLarge as large:
+            # Each time at least one more event is refused: this ends.
+            refused = refused | large.message_ids
             continue
         if applied.plan is not None:
             _log_committed(applied.plan, settings)
         return applied.outcomes
-    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -181,15 +203,18 @@ class IngestGroups:
 def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                  settings: IdentitySettings, traceparent: str | Sequence[str],
                  lock_first: frozenset[str] = frozenset(),
-                 forward_to_decisioning: bool = True, check_settings: SecretBox | None = None
-                 ) -> Applied:
+                 forward_to_decisioning: bool = True, check_settings: SecretBox | None = None,
+                 refused: frozenset[str] = frozenset()) -> Applied:
     """One attempt at the batch; raises :class:`StaleGraph` when the graph changed under it
     or it must lock more profiles out of order (run it again in a new unit of work, locking
     the profiles of ``lock_first`` from the start).
 
     ``traceparent`` is one for the whole batch, or one per event (a group of calls, each in
     its own trace): an event's outbox rows carry its own; a merge carries the trace of the
-    event that linked it, a segment transition that of the profile's last event here."""
+    event that linked it, a segment transition that of the profile's last event here.
+
+    Raises :class:`TraitsTooLarge`, writing nothing, when an event's traits would make its
+    profile's too large; the events of the message ids ``refused`` fail with that error."""
     session = uow.session
     segments_revision = (check_unchanged(uow, workspace_id, settings, check_settings)
                          if check_settings is not None else None)
@@ -208,6 +233,9 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     outcomes: list[Outcome | InvalidArgument | None] = []
     valid: list[Event] = []
     for event in batch:
+        if event.message_id in refused:
+            outcomes.append(TRAITS_TOO_LARGE)
+            continue
         if event.profile_id:
             if resolved[event.profile_id] not in existing:
                 outcomes.append(NO_PROFILE)
@@ -394,6 +422,11 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
               else [])
     plan = plan_batch(batch, seen=seen, graph=graph, held=held, stored=stored,
                       settings=settings, new_id=new_id)
+    # Every forwarded event carries its profile's traits: they stay within the bus's limit.
+    too_large = frozenset(a.event.message_id for a in plan.accepted if a.event.traits
+                          and traits_size(a.golden) > MAX_PROFILE_TRAITS_BYTES)
+    if too_large:
+        raise TraitsTooLarge(too_large)
     plan.before = {p: (golden, computed[p]) for p, golden in held.items()}
     profiles.write_batch(session, workspace_id, plan, now, stored_edges=set(known) | {
         edge.key for cluster in cluster_edges.values() for edge in cluster})
