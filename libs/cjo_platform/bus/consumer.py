@@ -12,7 +12,17 @@ bucket). A claim outlives ``ack_wait`` counted from the holder's last fetch (its
 1.5 * (ack_wait + 5 s), renewed every third of it): a partition whose holder was killed
 changes hands only after JetStream made the messages it held due again, and a consumer
 delivers those before anything newer, so the order survives the change. A replica that stops
-(or gives a partition up) naks what it held, then deletes its claim.
+(or gives a partition up) first waits for the end of a receiver call under way for the
+partition's rows (acking them if the receiver took them all), then ends its pull request at the
+server (:meth:`PullBatches.stop`: a request left waiting there would take a message given back
+and keep it for ``ack_wait``), naks what it still holds in stream order, and only then deletes
+its claim: the next holder gets those messages before anything newer, and two replicas never
+work a partition at once. A replica whose claim rounds fail stops each partition whose claim it
+could not renew for half the claim's lifetime (two rounds), a third of the lifetime before
+another replica may take it (:meth:`BusConsumer._fence`). A waiting workspace's messages going
+round the stream (:class:`_Cycle`, below), whose order only their holder knows, keep it when
+their holder gives the partition up (it hands its cycles over in the claims bucket), not when it
+was killed: the next holder may then apply them out of order.
 
 **Answers.** The messages a round pulled are handed, per workspace and in order, to the
 service's receiver (:mod:`cjo_platform.bus.receiver`: the batch RPC's own method), together with
@@ -42,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import re
 import uuid
@@ -52,7 +63,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus.connection import Bus, BusSettings
@@ -112,11 +123,17 @@ class _Cycle:
     Each of the workspace's messages gets an ordinal in the order this holder fetched it; a copy
     carries its ordinal (:data:`CYCLE_HEADER`). Only the message with ordinal ``accept`` may
     join the held ones; any other is published again at the stream's end, then acked, so copies
-    come back in ordinal order and the workspace's order is kept."""
+    come back in ordinal order and the workspace's order is kept.
+
+    A holder that gives the partition up hands its cycles over to the next holder in the claims
+    bucket (:meth:`BusConsumer._hand_over_cycles`): the epoch, each cycle's counters, and
+    ``ahead``, the ordinals (below ``accept``) of the messages it held and gives back, which come
+    back without the header. The next holder carries on with them as its own."""
 
     epoch: str
     assigned: int = 0  # ordinals handed out
     accept: int = 0  # the ordinal that may be held next
+    ahead: dict[int, int] = field(default_factory=dict)  # stream sequence -> ordinal
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,7 @@ class _Call:
 
     rows: Sequence[OutboxRow]
     answer: asyncio.Future[list[Refusal]]
+    started: bool = False  # handed to the receiver (it may be applying the rows)
 
 
 class _Receiving:
@@ -153,7 +171,13 @@ class _Receiving:
     receiver as one call, as the outbox forwarder hands it over, not one per partition that came
     first. Counted from the fetch, not from the call: a partition hands its fetch's workspaces
     over one after another, and each waiting a linger of its own would make a round of K
-    workspaces take K lingers (every workspace behind the others' waits)."""
+    workspaces take K lingers (every workspace behind the others' waits).
+
+    **A partition stopped** (given up, its claim failing, the consumer stopping) while its
+    worker waits for an answer: rows not handed to the receiver yet are dropped from the queue;
+    a call already under way cannot be called back (its transaction may commit), so it goes on
+    and is kept in :attr:`abandoned` for the stopping worker, which waits for its end before
+    the partition may change hands."""
 
     def __init__(self, receive: SendBatch, span: str, max_rows: int,
                  linger: float = 0.0) -> None:
@@ -165,10 +189,13 @@ class _Receiving:
         self._flushing: dict[str, asyncio.Task[None]] = {}
         # Set when a lingering workspace has a batch of rows queued: its call goes at once.
         self._full: dict[str, asyncio.Event] = {}
+        # partition -> its call under way when its worker was stopped
+        self.abandoned: dict[int, _Call] = {}
 
     async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow],
-                       fetched: float) -> list[Refusal]:
-        """The receiver's refusals of ``rows``, fetched at loop time ``fetched``."""
+                       fetched: float, partition: int) -> list[Refusal]:
+        """The receiver's refusals of ``rows`` (of ``partition``, fetched at loop time
+        ``fetched``)."""
         call = _Call(rows, asyncio.get_running_loop().create_future())
         queued = self._queued.setdefault(workspace_id, [])
         queued.append(call)
@@ -179,7 +206,14 @@ class _Receiving:
             full = self._full.get(workspace_id)
             if full is not None and self._rows_queued(workspace_id) >= self.max_rows:
                 full.set()
-        return await call.answer
+        try:
+            return await asyncio.shield(call.answer)
+        except asyncio.CancelledError:
+            if call.started:
+                self.abandoned[partition] = call
+            else:
+                call.answer.cancel()  # never sent: _flush skips it
+            raise
 
     def _rows_queued(self, workspace_id: str) -> int:
         return sum(len(call.rows) for call in self._queued.get(workspace_id, ()))
@@ -225,6 +259,8 @@ class _Receiving:
                     calls.append(call)
                     size, count = size + bytes_, count + len(call.rows)
                 self._queued[workspace_id] = queued[len(calls):]
+                for call in calls:
+                    call.started = True
                 await self._answer(workspace_id, calls)
         finally:
             self._flushing.pop(workspace_id, None)
@@ -288,10 +324,15 @@ class BusConsumer:
         # stream sequence -> its rows neither taken nor buried yet (a packed message is acked
         # once each of its rows is; see cjo_platform.bus.packing)
         self._open: dict[int, int] = {}
-        self._partitions: dict[int, tuple[asyncio.Task[None], int]] = {}
+        # partition -> its worker, its claim's revision, the loop time that revision was asked
+        # for (the claim lapses claim_seconds after it at the earliest)
+        self._partitions: dict[int, tuple[asyncio.Task[None], int, float]] = {}
+        # partition -> its claim's revision: stopped since its claim could not be renewed, and
+        # taken back at the next round that succeeds if nobody took it meanwhile
+        self._fenced: dict[int, int] = {}
         self._last_taken: float = -math.inf
-        # Why the last claim round failed (None once one succeeded): the replica works no
-        # partition it could not renew or claim meanwhile.
+        # Why the last claim round failed (None once one succeeded): the replica stops each
+        # partition whose claim it could not renew before that claim may lapse (_fence).
         self.claim_error: str | None = None
         # The consumer's own entry in the service's grpc.health.v1 (NOT_SERVING while its
         # claims fail; see cjo_platform.rpc.server.HealthReporting).
@@ -326,7 +367,7 @@ class BusConsumer:
         return sorted(self._partitions)
 
     def healthy(self) -> bool:
-        """False while claim rounds fail: this replica works no partition then."""
+        """False while claim rounds fail: this replica's partitions stop (see :meth:`_fence`)."""
         return self.claim_error is None
 
     # --- claims ---------------------------------------------------------------------------
@@ -345,12 +386,14 @@ class BusConsumer:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    # Every time, as an error and a metric: a replica that cannot claim works
-                    # no partition, and its topic piles up in the stream.
+                    # Every time, as an error and a metric: a replica that cannot claim stops
+                    # its partitions, and its topic piles up in the stream.
                     self.claim_error = repr(exc)
                     _claim_failures().add(1, {"worker": self.name})
-                    log.error("event bus claims failed; no partition is worked until they "
-                              "succeed", worker=self.name, error=self.claim_error)
+                    log.error("event bus claims failed; partitions not renewed stop before "
+                              "their claims can lapse", worker=self.name,
+                              error=self.claim_error)
+                    await self._fence()
                 await asyncio.sleep(interval)
         finally:
             await asyncio.shield(self._release_all())
@@ -372,12 +415,38 @@ class BusConsumer:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return max(1, count)
 
+    async def _fence(self) -> None:
+        """Stop working each partition whose claim was last renewed more than half its lifetime
+        ago (the renewals of two rounds failed): it stops a third of a lifetime before another
+        replica may take it, so two replicas never work it at once. Its claim, maybe still
+        ours, is taken back by the first round that succeeds, if nobody took it meanwhile."""
+        now = asyncio.get_running_loop().time()
+        for partition, (task, revision, asked) in list(self._partitions.items()):
+            if now - asked <= self.settings.claim_seconds / 2:
+                continue
+            log.error("event bus partition claim not renewed; partition stopped",
+                      worker=self.name, partition=partition)
+            del self._partitions[partition]
+            await _stopped(task)
+            self._fenced[partition] = revision
+
     async def _tend_claims(self) -> None:
         kv = await self.bus.claims()
+        loop = asyncio.get_running_loop()
         await kv.put(f"member.{self._topic_key}.{self.owner}", b"1")
         partitions = self.settings.partitions
         fair = math.ceil(partitions / await self._members())
-        for partition, (task, revision) in list(self._partitions.items()):
+        for partition, revision in list(self._fenced.items()):
+            asked = loop.time()
+            try:
+                revision = await kv.update(self._claim_key(partition), self.owner.encode(),
+                                           last=revision)
+            except KeyWrongLastSequenceError:
+                del self._fenced[partition]  # lapsed, or another replica took it
+                continue
+            del self._fenced[partition]
+            self._start(partition, revision, asked)
+        for partition, (task, revision, _) in list(self._partitions.items()):
             if task.done():
                 exc = task.exception() if not task.cancelled() else None
                 log.warning("event bus partition stopped; giving it back", worker=self.name,
@@ -385,17 +454,16 @@ class BusConsumer:
                 await self._release(partition)
                 continue
             try:
+                asked = loop.time()
                 revision = await kv.update(self._claim_key(partition), self.owner.encode(),
                                            last=revision)
-                self._partitions[partition] = (task, revision)
+                self._partitions[partition] = (task, revision, asked)
             except KeyWrongLastSequenceError:
                 # Our claim lapsed and another replica took the partition: stop at once.
                 log.warning("event bus partition claim lost", worker=self.name,
                             partition=partition)
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
                 del self._partitions[partition]
+                await _stopped(task)
         while len(self._partitions) > fair:
             await self._release(max(self._partitions))
         for partition in range(partitions):
@@ -404,18 +472,20 @@ class BusConsumer:
             if partition in self._partitions:
                 continue
             try:
+                asked = loop.time()
                 revision = await kv.create(self._claim_key(partition), self.owner.encode())
             except KeyWrongLastSequenceError:
                 continue  # another replica holds it
-            task = asyncio.create_task(self._work(partition), name=f"{self.name}:{partition}")
-            self._partitions[partition] = (task, revision)
-            log.info("event bus partition claimed", worker=self.name, partition=partition)
+            self._start(partition, revision, asked)
+
+    def _start(self, partition: int, revision: int, asked: float) -> None:
+        task = asyncio.create_task(self._work(partition), name=f"{self.name}:{partition}")
+        self._partitions[partition] = (task, revision, asked)
+        log.info("event bus partition claimed", worker=self.name, partition=partition)
 
     async def _release(self, partition: int) -> None:
-        task, revision = self._partitions.pop(partition)
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        task, revision, _ = self._partitions.pop(partition)
+        await _stopped(task)
         with contextlib.suppress(Exception):
             kv = await self.bus.claims()
             await kv.delete(self._claim_key(partition), last=revision)
@@ -426,30 +496,38 @@ class BusConsumer:
         await self._receiving.stop()
         with contextlib.suppress(Exception):
             kv = await self.bus.claims()
+            for partition, revision in self._fenced.items():
+                with contextlib.suppress(Exception):
+                    await kv.delete(self._claim_key(partition), last=revision)
             await kv.delete(f"member.{self._topic_key}.{self.owner}")
 
     # --- one partition --------------------------------------------------------------------
 
     async def _work(self, partition: int) -> None:
         stream, consumer = await self.bus.ensure_consumer(self.topic, partition)
+        epoch, cycles = await self._adopt_cycles(
+            partition, f"{self.owner}/{partition}/{uuid.uuid4().hex[:8]}")
         batches = PullBatches(await self.bus.client(), stream, consumer)
         await batches.start()
         # A fetch waits up to fetch_seconds for a request a restarted server no longer has.
         forget_reconnects = self.bus.on_reconnect(batches.interrupt)
         held: dict[str, _Held] = {}
-        cycles: dict[str, _Cycle] = {}
         # What one waiting workspace may keep from the partition's max_ack_pending (one batch):
         # the rest goes round the stream, so the other workspaces' messages still come.
         cap = max(1, self.settings.batch // 10)
         half = self.settings.batch // 2
-        epoch = f"{self.owner}/{partition}/{uuid.uuid4().hex[:8]}"
         loop = asyncio.get_running_loop()
         keepalive = asyncio.create_task(self._keepalive(held))
+        # The fetched messages being sorted (held, or sent round) and the index of the one at
+        # hand: a worker stopped meanwhile gives back those not sorted yet.
+        msgs: list[Msg] = []
+        at = 0
         try:
             while True:
+                msgs = []
                 now = loop.time()
                 for workspace_id in [w for w, h in held.items() if h.due <= now]:
-                    await self._try(held, workspace_id)
+                    await self._try(held, workspace_id, partition)
                 waiting = [h.due for h in held.values()]
                 timeout = self.fetch_seconds
                 if waiting:
@@ -466,7 +544,8 @@ class BusConsumer:
                     continue  # nothing new
                 fetched = loop.time()
                 fresh: list[str] = []
-                for msg in msgs:
+                for at in range(len(msgs)):
+                    msg = msgs[at]
                     sequence, created = _position(msg)
                     if sequence in self._msgs:
                         self._msgs[sequence] = msg  # delivered again: answer the newest delivery
@@ -479,7 +558,9 @@ class BusConsumer:
                             and row.workspace_id not in fresh:
                         cycle = cycles[row.workspace_id] = _Cycle(epoch)
                     if cycle is not None:
-                        ordinal = _ordinal(msg, epoch)
+                        ordinal = cycle.ahead.pop(sequence, None)
+                        if ordinal is None:
+                            ordinal = _ordinal(msg, epoch)
                         if ordinal is None:
                             ordinal = cycle.assigned
                             cycle.assigned += 1
@@ -487,21 +568,27 @@ class BusConsumer:
                         # waiting since this fetch up to half a batch, so a long backlog comes
                         # back in a few rounds rather than ``cap`` at a time.
                         room = cap if row.workspace_id not in fresh else max(cap, half)
-                        if ordinal != cycle.accept or (entry is not None
-                                                       and len(entry.rows) >= room):
+                        if ordinal > cycle.accept or (ordinal == cycle.accept
+                                                      and entry is not None
+                                                      and len(entry.rows) >= room):
                             await self._go_round(msg, epoch, ordinal)
                             continue
-                        cycle.accept += 1
-                        if cycle.accept == cycle.assigned:
-                            del cycles[row.workspace_id]  # every copy is back
+                        # Below accept: a second copy of a message already taken (its holder
+                        # stopped between publishing a copy and acking the message): kept, and
+                        # the receiver dedupes it.
+                        if ordinal == cycle.accept:
+                            cycle.accept += 1
+                            if cycle.accept == cycle.assigned:
+                                del cycles[row.workspace_id]  # every copy is back
                     self._msgs[sequence] = msg
                     self._open[sequence] = len(rows)
                     if entry is None:
                         entry = held[row.workspace_id] = _Held(due=fetched, fetched=fetched)
                         fresh.append(row.workspace_id)
                     entry.rows.extend(rows)
+                msgs = []
                 for workspace_id in fresh:
-                    await self._try(held, workspace_id)
+                    await self._try(held, workspace_id, partition)
                 for workspace_id, entry in list(held.items()):
                     if len(entry.rows) > cap and workspace_id not in cycles:
                         # Waiting with more than it may keep: the rest goes round, in order,
@@ -522,19 +609,103 @@ class BusConsumer:
                         del entry.rows[keep:]
         finally:
             forget_reconnects()
+            # Before the claim goes (the caller deletes it after this): a receiver call under
+            # way for this partition's rows ends first (its messages still marked in progress),
+            # so two replicas never work the partition at once.
+            await self._settle(partition)
             keepalive.cancel()
-            # Give back what this replica still holds, before its claim goes: JetStream then
-            # delivers it, first, to the partition's next holder.
-            for entry in held.values():
-                for row in entry.rows:
-                    sequence = sequence_of(row.id)
-                    self._open.pop(sequence, None)
-                    given_back = self._msgs.pop(sequence, None)
-                    if given_back is not None:
-                        with contextlib.suppress(Exception):
-                            await given_back.nak()
+            # Then the pull request ends at the server, and what this replica still holds is
+            # given back in stream order: JetStream delivers it, before anything newer, to the
+            # partition's next holder.
+            unsorted = [msg for msg in msgs[at:] if _position(msg)[0] not in self._msgs]
+            arrived: list[Msg] = []
             with contextlib.suppress(Exception):
-                await batches.stop()
+                arrived = await batches.stop()
+            await self._hand_over_cycles(partition, epoch, cycles, held)
+            await self._give_back(held, [*unsorted, *arrived])
+
+    async def _settle(self, partition: int) -> None:
+        """Wait for the end of the partition's receiver call its stopped worker left under way;
+        ack its messages if the receiver took every row (else they are given back)."""
+        call = self._receiving.abandoned.pop(partition, None)
+        if call is None:
+            return
+        try:
+            refused = await call.answer
+        except BaseException:  # refused, failed or stopped: given back
+            return
+        if not refused:
+            with contextlib.suppress(Exception):
+                await self._ack(call.rows)
+
+    def _cycles_key(self, partition: int) -> str:
+        return f"cycles.{self._topic_key}.{partition}"
+
+    async def _hand_over_cycles(self, partition: int, epoch: str, cycles: dict[str, _Cycle],
+                                held: dict[str, _Held]) -> None:
+        """Leave the partition's cycles for its next holder (see :class:`_Cycle`): the messages
+        a cycling workspace holds, given back, get the ordinals just below ``accept``."""
+        if not cycles:
+            return
+        record: dict[str, Any] = {}
+        for workspace_id, cycle in cycles.items():
+            entry = held.get(workspace_id)
+            given = [sequence for sequence in dict.fromkeys(
+                sequence_of(row.id) for row in (entry.rows if entry else ()))
+                if sequence in self._msgs]
+            first = cycle.accept - len(given)
+            ahead = {**{sequence: first + i for i, sequence in enumerate(given)}, **cycle.ahead}
+            record[workspace_id] = [first, cycle.assigned,
+                                    {str(sequence): ordinal for sequence, ordinal in ahead.items()}]
+        try:
+            kv = await self.bus.claims()
+            await kv.put(self._cycles_key(partition),
+                         json.dumps({"epoch": epoch, "cycles": record}).encode())
+        except Exception as exc:
+            log.warning("event bus cycles not handed over; the next holder may apply a waiting "
+                        "workspace's messages out of order", worker=self.name,
+                        partition=partition, error=repr(exc))
+
+    async def _adopt_cycles(self, partition: int, epoch: str) -> tuple[str, dict[str, _Cycle]]:
+        """The epoch and cycles the partition's previous holder handed over (the record is
+        removed once read), or ``epoch`` and none."""
+        kv = await self.bus.claims()
+        try:
+            entry = await kv.get(self._cycles_key(partition))
+        except KeyNotFoundError:
+            return epoch, {}
+        with contextlib.suppress(Exception):
+            await kv.delete(self._cycles_key(partition))
+        try:
+            record = json.loads(entry.value or b"")
+            adopted = str(record["epoch"])
+            cycles = {str(workspace_id): _Cycle(
+                adopted, accept=int(accept), assigned=int(assigned),
+                ahead={int(sequence): int(ordinal) for sequence, ordinal in ahead.items()})
+                for workspace_id, (accept, assigned, ahead) in record["cycles"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("event bus cycles handed over unreadable; ignored", worker=self.name,
+                        partition=partition, error=repr(exc))
+            return epoch, {}
+        return adopted, cycles
+
+    async def _give_back(self, held: dict[str, _Held], arrived: Sequence[Msg]) -> None:
+        """Nak what the partition's stopped worker held and what it fetched but did not sort
+        (``arrived``), in stream order (the order JetStream delivers it again)."""
+        given: dict[int, Msg] = {}
+        for entry in held.values():
+            for row in entry.rows:
+                sequence = sequence_of(row.id)
+                self._open.pop(sequence, None)
+                msg = self._msgs.pop(sequence, None)
+                if msg is not None:
+                    given[sequence] = msg
+        for msg in arrived:
+            sequence, _ = _position(msg)
+            given[sequence] = msg  # its latest delivery
+        for sequence in sorted(given):
+            with contextlib.suppress(Exception):
+                await given[sequence].nak()
 
     async def _go_round(self, msg: Msg, epoch: str, ordinal: int) -> None:
         """Publish ``msg`` again at the stream's end (it waits there, not in this consumer's
@@ -577,7 +748,8 @@ class BusConsumer:
                           payload=msg.data, traceparent=headers.get(TRACEPARENT_HEADER, ""),
                           create_time=created)]
 
-    async def _try(self, held: dict[str, _Held], workspace_id: str) -> None:
+    async def _try(self, held: dict[str, _Held], workspace_id: str, partition: int,
+                   ) -> None:
         """Hand the workspace's kept messages to the receiver; what is left waits."""
         entry = held[workspace_id]
         loop = asyncio.get_running_loop()
@@ -585,7 +757,7 @@ class BusConsumer:
         while entry.rows:
             # At most a batch of rows per call (packed messages carry many rows each).
             done, stop = await self._deliver(workspace_id, entry.rows[:self.settings.batch],
-                                             entry.fetched)
+                                             entry.fetched, partition)
             del entry.rows[:done]
             if stop is None:
                 continue
@@ -616,19 +788,19 @@ class BusConsumer:
         del held[workspace_id]
 
     async def _deliver(self, workspace_id: str, rows: Sequence[OutboxRow], fetched: float,
-                       ) -> tuple[int, _Stop | None]:
+                       partition: int) -> tuple[int, _Stop | None]:
         """Deliver the longest leading run of ``rows`` (fetched at loop time ``fetched``) the
         receiver takes (refused-for-good rows are dead-lettered on the way); returns how many
         are done, and why it stopped."""
         try:
-            refused = await self._receiving(workspace_id, rows, fetched)
+            refused = await self._receiving(workspace_id, rows, fetched, partition)
         except Undeliverable as exc:
             if len(rows) == 1:
                 return 0, _Stop(str(exc) or repr(exc), certain=exc.certain)
-            return await self._halves(workspace_id, rows, fetched)
+            return await self._halves(workspace_id, rows, fetched, partition)
         except Later as exc:
             if exc.split and len(rows) > 1:
-                return await self._halves(workspace_id, rows, fetched)
+                return await self._halves(workspace_id, rows, fetched, partition)
             return 0, _Stop(str(exc) or repr(exc), later=True)
         except Exception as exc:  # the receiver's database is down: wait, blame nothing
             return 0, _Stop(repr(exc), later=True)
@@ -657,12 +829,12 @@ class BusConsumer:
         return len(rows), None
 
     async def _halves(self, workspace_id: str, rows: Sequence[OutboxRow], fetched: float,
-                      ) -> tuple[int, _Stop | None]:
+                      partition: int) -> tuple[int, _Stop | None]:
         half = len(rows) // 2
-        done, stop = await self._deliver(workspace_id, rows[:half], fetched)
+        done, stop = await self._deliver(workspace_id, rows[:half], fetched, partition)
         if stop is not None:
             return done, stop
-        more, stop = await self._deliver(workspace_id, rows[half:], fetched)
+        more, stop = await self._deliver(workspace_id, rows[half:], fetched, partition)
         return half + more, stop
 
     async def _ack(self, rows: Sequence[OutboxRow]) -> None:
@@ -702,6 +874,20 @@ class BusConsumer:
         await self._ack([row for row, _, _ in dead])
 
 
+async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel a partition's worker and wait for its end (it gives back what it held), also when
+    the caller is cancelled meanwhile: that cancellation is raised once the worker ended."""
+    task.cancel()
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
 _failures: Any = None
 
 
@@ -730,7 +916,12 @@ def _ordinal(msg: Msg, epoch: str) -> int | None:
     """A copy's ordinal when this holder's epoch sent it round (else it counts as new)."""
     value = (msg.headers or {}).get(CYCLE_HEADER, "")
     sent_by, _, ordinal = value.partition(" ")
-    return int(ordinal) if sent_by == epoch and ordinal.isdigit() else None
+    if sent_by != epoch:
+        return None
+    try:
+        return int(ordinal)  # below 0 for messages a holder gave back (see _Cycle)
+    except ValueError:
+        return None
 
 
 def _origin(row: OutboxRow) -> str:

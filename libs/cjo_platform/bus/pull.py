@@ -18,6 +18,7 @@ all the same: they are this consumer's, and dropped they would only come again a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import deque
 
@@ -40,6 +41,7 @@ class PullBatches:
     def __init__(self, nc: Client, stream: str, consumer: str) -> None:
         self._nc = nc
         self._next = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._info = f"{DEFAULT_PREFIX}.CONSUMER.INFO.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
         self._requests = 0
         self._arrived: deque[Msg] = deque()
@@ -51,10 +53,29 @@ class PullBatches:
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._arrive)
 
-    async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+    async def stop(self) -> list[Msg]:
+        """End this consumer's pull requests at the server, then return the messages they
+        delivered that no fetch handed over (the caller gives them back).
+
+        A request still waiting at the server (a fetch cancelled mid-wait) would take the next
+        message the consumer delivers, one given back (naked) included, and keep it pending for
+        ``ack_wait`` in an inbox nobody reads. So the subscription is drained first (the server
+        drops the interest, a round trip brings what it delivered before), then the consumer's
+        info is asked for: that makes the server look over its waiting requests and drop those
+        whose reply subject lost its interest (nats-server 2.9 checks it then, not when it
+        delivers a message given back). Only then may anything be given back. On a connection
+        that is down, the subscription is just dropped."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.drain()  # type: ignore[no-untyped-call]
+                await self._nc.request(self._info, b"", timeout=5)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        left = [msg for msg in self._arrived if not _status(msg)]
+        self._arrived.clear()
+        return left
 
     def interrupt(self) -> None:
         """End the fetch under way now, with what came (``[]`` if nothing did), so the next
