@@ -105,8 +105,15 @@ async def drop_streams(prefix: str, topics: Iterable[str]) -> None:
     await bus.close()
 
 
+# Tests' streams are capped small: JetStream reserves each stream's cap (CJO_BUS_MAX_BYTES, 1 GiB
+# by default) from the server's store when it is made, and a machine with little free disk has
+# a small store.
+TEST_STREAM_BYTES = 64 * 1024 * 1024
+
+
 def bus_env(prefix: str) -> dict[str, str]:
     """A receiving service's environment: the shared server, the test's prefix, quick
     redelivery and dead letters at the first refusal."""
     return {"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_PREFIX": prefix, "CJO_BUS_PARTITIONS": "2",
-            "CJO_BUS_ACK_WAIT_SECONDS": "2", "CJO_BUS_MAX_ATTEMPTS": "1"}
+            "CJO_BUS_ACK_WAIT_SECONDS": "2", "CJO_BUS_MAX_ATTEMPTS": "1",
+            "CJO_BUS_MAX_BYTES": str(TEST_STREAM_BYTES)}

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
-from nats_support import NATS_URL, PrivateNats, nats_listening
+from nats_support import NATS_URL, TEST_STREAM_BYTES, PrivateNats, nats_listening
 from test_cart_abandonment import fetch, open_pixel, parsed
 
 from cjo.analytics.v1 import analytics_service_pb2 as analytics_pb
@@ -53,7 +53,7 @@ TOPICS = ("orchestration.events", "analytics.facts", "decisioning.facts", "decis
 def bus_env(url: str, prefix: str) -> dict[str, str]:
     # A short ack_wait so a killed consumer's messages come back within seconds.
     return {"CJO_EVENT_BUS": url, "CJO_BUS_PREFIX": prefix, "CJO_BUS_PARTITIONS": "4",
-            "CJO_BUS_ACK_WAIT_SECONDS": "2"}
+            "CJO_BUS_ACK_WAIT_SECONDS": "2", "CJO_BUS_MAX_BYTES": str(TEST_STREAM_BYTES)}
 
 
 @pytest.fixture

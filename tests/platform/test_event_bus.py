@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from nats.js.api import KeyValueConfig
-from nats_support import NATS_URL, PrivateNats, nats_listening
+from nats_support import NATS_URL, TEST_STREAM_BYTES, PrivateNats, nats_listening
 from outbox_support import Box, open_box, url_of
 
 from cjo_platform.backoff import RetryPolicy
@@ -48,9 +48,12 @@ pytestmark = pytest.mark.skipif(not nats_listening(),
 
 
 def bus_settings(prefix: str, **overrides: float) -> BusSettings:
-    # Packed by 64 unless told (the setting once every service reads packs).
+    # Packed by 64 unless told (the setting once every service reads packs). Streams capped
+    # at 64 MiB: JetStream reserves a stream's cap from its store when the stream is made, and
+    # a machine with little free disk has a small store.
     values: dict[str, float] = {"partitions": 4, "ack_wait_seconds": 2.0, "batch": 50,
-                                "max_attempts": 2, "pack_rows": 64, **overrides}
+                                "max_attempts": 2, "pack_rows": 64,
+                                "max_bytes": TEST_STREAM_BYTES, **overrides}
     return BusSettings(url=NATS_URL, prefix=prefix, **values)  # type: ignore[arg-type]
 
 
