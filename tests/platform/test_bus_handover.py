@@ -6,12 +6,14 @@ before their claims can lapse. Helpers from test_event_bus."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import test_event_bus
+from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from nats_support import nats_listening
 from outbox_support import Box
@@ -84,8 +86,8 @@ async def test_what_a_stopped_holder_gave_back_comes_before_newer_messages(
 
 
 class Logged(Receiver):
-    """Logs (replica, "start"/"end", payloads) of each call; replica A's calls wait for
-    ``a_may_end`` (set by the test) before they take their rows."""
+    """Logs (replica, "start"/"end"/"cancelled", payloads) of each call; replica A's calls wait
+    for ``a_may_end`` (set by the test) before they take their rows."""
 
     def __init__(self, name: str, log: list[tuple[str, str, list[str]]]) -> None:
         super().__init__()
@@ -96,7 +98,11 @@ class Logged(Receiver):
         payloads = [row.payload.decode() for row in rows]
         self.log.append((self.name, "start", payloads))
         if self.name == "A":
-            await self.a_may_end.wait()
+            try:
+                await self.a_may_end.wait()
+            except asyncio.CancelledError:
+                self.log.append((self.name, "cancelled", payloads))
+                raise
         out = await super().__call__(workspace_id, rows)
         self.log.append((self.name, "end", payloads))
         return out
@@ -116,40 +122,60 @@ def replica(bus: Bus, box: Box, name: str, log: list[tuple[str, str, list[str]]]
                        owner=name.lower()), receiver
 
 
-async def test_a_partition_given_up_mid_call_changes_hands_after_the_call(
-        prefix: str, box: Box) -> None:
-    # A holds both partitions and is applying a profile's first row when B joins: A gives
-    # partition 1 up (fair share). B may start on that profile only once A's call ended.
+@dataclass
+class Joining:
+    """Replica A holding both partitions, applying the first of the messages ``sent`` of a
+    partition-1 profile (its call waits for ``a_may_end``), when replica B joins."""
+
+    buses: tuple[Bus, Bus]
+    log: list[tuple[str, str, list[str]]]
+    a: BusConsumer
+    a_receiver: Logged
+    b: BusConsumer
+    tasks: tuple[asyncio.Task[None], asyncio.Task[None]]
+    sent: list[bytes]
+
+    async def end(self) -> None:
+        self.a_receiver.a_may_end.set()  # lets A stop, also where it waits for its call
+        for task in self.tasks:
+            await stop(task)
+        for bus in self.buses:
+            await bus.close()
+
+
+async def b_joining(prefix: str, box: Box, count: int) -> Joining:
     bus_a, bus_b = buses(prefix, partitions=2, batch=5)
-    settings = bus_a.settings
     log: list[tuple[str, str, list[str]]] = []
     a, a_receiver = replica(bus_a, box, "A", log)
     task_a = await running(a)
     await eventually(lambda: a.held_partitions() == [0, 1], timeout=10)
     profile = next(f"q{i}" for i in range(100) if naming.partition_of(f"q{i}", 2) == 1)
-    sent = [f"{profile}:{i}".encode() for i in range(4)]
+    sent = [f"{profile}:{i}".encode() for i in range(count)]
     await relay(bus_a, box, sent)
     await eventually(lambda: bool(log), timeout=10)
     b, _ = replica(bus_b, box, "B", log)
-    task_b = await running(b)
+    return Joining((bus_a, bus_b), log, a, a_receiver, b, (task_a, await running(b)), sent)
+
+
+async def test_a_partition_given_up_mid_call_changes_hands_after_the_call(
+        prefix: str, box: Box) -> None:
+    # A holds both partitions and is applying a profile's first row when B joins: A gives
+    # partition 1 up (fair share). B may start on that profile only once A's call ended (here:
+    # was cancelled, as it does not end within SETTLE_SHARE of the claim's lifetime).
+    joining = await b_joining(prefix, box, 4)
+    log, sent = joining.log, joining.sent
     try:
-        # A's call goes on until B holds partition 1, or B had two claim rounds to take it.
-        with contextlib.suppress(AssertionError):  # not within that time: as it should be
-            await eventually(lambda: b.held_partitions() == [1],
-                             timeout=2 * settings.renew_seconds + 1)
-        taken_by_b_meanwhile = [entry for entry in log if entry[0] == "B"]
-        a_receiver.a_may_end.set()
-        await eventually(lambda: b.held_partitions() == [1], timeout=20)
+        await eventually(lambda: joining.b.held_partitions() == [1], timeout=30)
+        joining.a_receiver.a_may_end.set()
         await eventually(lambda: sum(len(e[2]) for e in log if e[1] == "end") >= len(sent),
                          timeout=20)
     finally:
-        await stop(task_a)
-        await stop(task_b)
-    assert taken_by_b_meanwhile == []
+        await joining.end()
+    a_ended = next(i for i, entry in enumerate(log) if entry[0] == "A" and entry[1] != "start")
+    b_started = next(i for i, entry in enumerate(log) if entry[0] == "B")
+    assert a_ended < b_started
     applied = [payload for entry in log if entry[1] == "end" for payload in entry[2]]
     assert applied == [p.decode() for p in sent]  # each once, in order
-    await bus_a.close()
-    await bus_b.close()
 
 
 async def test_a_replica_whose_claim_rounds_fail_stops_before_its_claim_can_lapse(
@@ -204,4 +230,70 @@ async def test_a_waiting_workspaces_messages_going_round_keep_their_order_across
                              len(stalled))
     # A copy published by A just before it stopped may come twice: receivers dedupe.
     assert list(dict.fromkeys(taken)) == stalled
+    await bus.close()
+
+
+async def test_a_stuck_receiver_call_delays_no_other_partitions_claim(
+        prefix: str, box: Box) -> None:
+    # A holds both partitions; its receiver call for a partition-1 profile never ends. B joins
+    # and A gives partition 1 up: that waits for the stuck call, but only SETTLE_SHARE of the
+    # claim's lifetime, and the claim of partition 0 is renewed meanwhile (it lapsed and B took
+    # partition 0 while A's worker still ran it).
+    joining = await b_joining(prefix, box, 1)
+    a, b, log, [sent] = joining.a, joining.b, joining.log, joining.sent
+    try:
+        await eventually(lambda: bool(b.held_partitions()), timeout=30)
+        assert (a.held_partitions(), b.held_partitions()) == ([0], [1])
+        # The stuck call was cancelled; its message, given back, is B's.
+        await eventually(lambda: ("B", "end", [sent.decode()]) in log, timeout=30)
+        assert ("A", "cancelled", [sent.decode()]) in log
+    finally:
+        await joining.end()
+
+
+@pytest.mark.parametrize("failing", [4, 9])
+async def test_a_message_whose_copy_could_not_be_sent_round_keeps_its_place(
+        prefix: str, box: Box, failing: int) -> None:
+    # A waiting workspace's eleven messages, batch 5: A keeps s:0 and sends the others round
+    # (ordinals 0..8 for s:1..s:9, 9 for s:10, published later). Publishing the copy of ordinal
+    # ``failing`` fails once (a full stream): A's worker stops and takes the partition again
+    # with what it handed over; then B takes over and must apply the eleven in their order
+    # (ordinal 9's place never came: every later message went round for ever).
+    bus = Bus(bus_settings(prefix, partitions=1, batch=5, pack_rows=1))
+    stalled = [f"s:{i}".encode() for i in range(11)]
+    await relay(bus, box, stalled[:10], workspace="stalled")
+    a = BusConsumer(bus, TOPIC, Stalled(), box.db, box.dead_letters, ManualClock(), owner="a",
+                    retry=FAST)
+    go_round = a._go_round
+    failed: list[asyncio.Task[Any]] = []
+
+    async def failing_once(msg: Msg, epoch: str, ordinal: int) -> None:
+        if ordinal == failing and not failed:
+            failed.append(asyncio.current_task())  # type: ignore[arg-type]
+            raise RuntimeError("nats: maximum bytes exceeded")
+        await go_round(msg, epoch, ordinal)
+
+    a._go_round = failing_once  # type: ignore[method-assign]
+    task = await running(a)
+    if failing == 9:
+        await eventually(lambda: published(bus, 19), timeout=20)
+        await relay(bus, box, stalled[10:], workspace="stalled")
+    await eventually(lambda: bool(failed), timeout=20)
+    await eventually(lambda: 0 in a._partitions and a._partitions[0][0] is not failed[0],
+                     timeout=20)
+    js = await bus.jetstream()
+    info = await js.stream_info(naming.stream_name(bus.prefix, TOPIC))
+    await eventually(lambda: published(bus, int(info.state.last_seq) + 1), timeout=20)
+    if failing == 4:
+        await relay(bus, box, stalled[10:], workspace="stalled")
+    await stop(task)
+    receiver = Receiver()
+    b = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="b",
+                    retry=FAST)
+    task = await running(b)
+    try:
+        await eventually(lambda: len(set(receiver.taken)) >= len(stalled), timeout=30)
+    finally:
+        await stop(task)
+    assert list(dict.fromkeys(receiver.taken)) == stalled
     await bus.close()

@@ -103,6 +103,15 @@ FETCH_SECONDS = 30.0
 # picks up what a crashed process left leased or a refused letter's next try, and an idle
 # consumer does not pay a database read a second for it.
 REDELIVERY_POLL_SECONDS = 10.0
+# How long a stopped partition worker waits for its receiver call under way, as a share of the
+# claim's lifetime (claim_seconds): a partition is stopped at most half a lifetime after its
+# claim was last renewed (a round renews it every third; a fence stops it past half), so the
+# wait ends by two thirds of the lifetime and the claim still has a third left to give back.
+# After it the call is cancelled and its messages are given back unacked: nothing of it is
+# acked, the next holder gets them again (receivers dedupe by id); a receiver that does not
+# honour the cancellation (work in a thread) may still commit them, maybe after the next
+# holder applied newer messages of the profile.
+SETTLE_SHARE = 1 / 6
 
 
 @dataclass
@@ -149,7 +158,8 @@ class _Call:
 
     rows: Sequence[OutboxRow]
     answer: asyncio.Future[list[Refusal]]
-    started: bool = False  # handed to the receiver (it may be applying the rows)
+    # The task calling the receiver with the rows, once handed over (it may be applying them)
+    runner: asyncio.Task[None] | None = None
 
 
 class _Receiving:
@@ -209,7 +219,12 @@ class _Receiving:
         try:
             return await asyncio.shield(call.answer)
         except asyncio.CancelledError:
-            if call.started:
+            task = asyncio.current_task()
+            if call.answer.cancelled() and task is not None and not task.cancelling():
+                # The call was cancelled, not this worker: another partition's stopped worker
+                # gave up waiting for the call they shared (see BusConsumer._settle).
+                raise Later("receiver call cancelled") from None
+            if call.runner is not None:
                 self.abandoned[partition] = call
             else:
                 call.answer.cancel()  # never sent: _flush skips it
@@ -260,7 +275,7 @@ class _Receiving:
                     size, count = size + bytes_, count + len(call.rows)
                 self._queued[workspace_id] = queued[len(calls):]
                 for call in calls:
-                    call.started = True
+                    call.runner = asyncio.current_task()
                 await self._answer(workspace_id, calls)
         finally:
             self._flushing.pop(workspace_id, None)
@@ -421,14 +436,16 @@ class BusConsumer:
         replica may take it, so two replicas never work it at once. Its claim, maybe still
         ours, is taken back by the first round that succeeds, if nobody took it meanwhile."""
         now = asyncio.get_running_loop().time()
+        stopping = []
         for partition, (task, revision, asked) in list(self._partitions.items()):
             if now - asked <= self.settings.claim_seconds / 2:
                 continue
             log.error("event bus partition claim not renewed; partition stopped",
                       worker=self.name, partition=partition)
             del self._partitions[partition]
-            await _stopped(task)
             self._fenced[partition] = revision
+            stopping.append(_stopped(task))
+        await asyncio.gather(*stopping)  # together: each waits SETTLE_SHARE at most
 
     async def _tend_claims(self) -> None:
         kv = await self.bus.claims()
@@ -436,6 +453,7 @@ class BusConsumer:
         await kv.put(f"member.{self._topic_key}.{self.owner}", b"1")
         partitions = self.settings.partitions
         fair = math.ceil(partitions / await self._members())
+        stopping: list[Coroutine[Any, Any, None]] = []
         for partition, revision in list(self._fenced.items()):
             asked = loop.time()
             try:
@@ -463,9 +481,12 @@ class BusConsumer:
                 log.warning("event bus partition claim lost", worker=self.name,
                             partition=partition)
                 del self._partitions[partition]
-                await _stopped(task)
-        while len(self._partitions) > fair:
-            await self._release(max(self._partitions))
+                stopping.append(_stopped(task))
+        # Partitions are stopped only once every other claim was renewed, and together: a
+        # stopping worker waits for its receiver call (SETTLE_SHARE), renewals never do.
+        stopping.extend(self._release(partition)
+                        for partition in sorted(self._partitions)[fair:])
+        await asyncio.gather(*stopping)
         for partition in range(partitions):
             if len(self._partitions) >= fair:
                 break
@@ -485,14 +506,15 @@ class BusConsumer:
 
     async def _release(self, partition: int) -> None:
         task, revision, _ = self._partitions.pop(partition)
-        await _stopped(task)
-        with contextlib.suppress(Exception):
-            kv = await self.bus.claims()
-            await kv.delete(self._claim_key(partition), last=revision)
+        try:
+            await _stopped(task)
+        finally:  # also when cancelled meanwhile: the worker ended, its claim goes
+            with contextlib.suppress(Exception):
+                kv = await self.bus.claims()
+                await kv.delete(self._claim_key(partition), last=revision)
 
     async def _release_all(self) -> None:
-        for partition in list(self._partitions):
-            await self._release(partition)
+        await asyncio.gather(*(self._release(partition) for partition in list(self._partitions)))
         await self._receiving.stop()
         with contextlib.suppress(Exception):
             kv = await self.bus.claims()
@@ -571,7 +593,13 @@ class BusConsumer:
                         if ordinal > cycle.accept or (ordinal == cycle.accept
                                                       and entry is not None
                                                       and len(entry.rows) >= room):
-                            await self._go_round(msg, epoch, ordinal)
+                            try:
+                                await self._go_round(msg, epoch, ordinal)
+                            except BaseException:
+                                # Not sent round: given back without a copy, it keeps its
+                                # place for the next holder (else that place never came).
+                                cycle.ahead[sequence] = ordinal
+                                raise
                             continue
                         # Below accept: a second copy of a message already taken (its holder
                         # stopped between publishing a copy and acking the message): kept, and
@@ -600,11 +628,20 @@ class BusConsumer:
                         if keep == len(entry.rows):
                             continue
                         cycle = cycles[workspace_id] = _Cycle(epoch)
-                        for sequence in dict.fromkeys(sequence_of(row.id)
-                                                      for row in entry.rows[keep:]):
-                            msg = self._msgs.pop(sequence)
-                            del self._open[sequence]
-                            await self._go_round(msg, epoch, cycle.assigned)
+                        sending = list(dict.fromkeys(sequence_of(row.id)
+                                                     for row in entry.rows[keep:]))
+                        for sent, sequence in enumerate(sending):
+                            try:
+                                await self._go_round(self._msgs[sequence], epoch,
+                                                     cycle.assigned)
+                            except BaseException:
+                                # Those not sent round are given back (still held) with the
+                                # places after the copies sent.
+                                for left in sending[sent:]:
+                                    cycle.ahead[left] = cycle.assigned
+                                    cycle.assigned += 1
+                                raise
+                            del self._msgs[sequence], self._open[sequence]
                             cycle.assigned += 1
                         del entry.rows[keep:]
         finally:
@@ -626,15 +663,23 @@ class BusConsumer:
 
     async def _settle(self, partition: int) -> None:
         """Wait for the end of the partition's receiver call its stopped worker left under way;
-        ack its messages if the receiver took every row (else they are given back)."""
+        ack its messages if the receiver took every row (else they are given back). A call
+        that does not end within :data:`SETTLE_SHARE` of the claim's lifetime is cancelled
+        (with any it shares) and its messages are given back unacked."""
         call = self._receiving.abandoned.pop(partition, None)
         if call is None:
             return
-        try:
-            refused = await call.answer
-        except BaseException:  # refused, failed or stopped: given back
+        with contextlib.suppress(BaseException):
+            await asyncio.wait([call.answer], timeout=self.settings.claim_seconds * SETTLE_SHARE)
+        if not call.answer.done():
+            log.error("receiver call of a stopped partition did not end in time; cancelled, "
+                      "its messages given back", worker=self.name, partition=partition)
+            if call.runner is not None:
+                call.runner.cancel()
             return
-        if not refused:
+        if call.answer.cancelled() or call.answer.exception() is not None:
+            return  # refused, failed or stopped: given back
+        if not call.answer.result():
             with contextlib.suppress(Exception):
                 await self._ack(call.rows)
 
