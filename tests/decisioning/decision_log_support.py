@@ -44,10 +44,13 @@ class LogServer:
 
 @asynccontextmanager
 async def log_server(backend: Backend) -> AsyncIterator[LogServer]:
-    # The log's decisions are months old (fixed times): retention must not delete them while
-    # a test reads them.
+    # The log's decisions are months old (fixed times): retention must not delete them, and
+    # learning must not settle their open windows (EXPOSED whose deadline passed months ago
+    # would become NOT_REWARDED whenever its poll happened to run first), while a test reads
+    # them.
     app = build(settings_for("decisioning", backend),
-                Env({"CJO_DECISIONING_RETENTION_DECISIONS_DAYS": "0"}))
+                Env({"CJO_DECISIONING_RETENTION_DECISIONS_DAYS": "0",
+                     "CJO_DECISIONING_REWARD_GRACE_SECONDS": str(100 * 365 * 86400)}))
     async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
         yield LogServer(pb_grpc.DecisioningServiceStub(channel), app.db)
 
