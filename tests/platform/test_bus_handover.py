@@ -251,14 +251,16 @@ async def test_a_stuck_receiver_call_delays_no_other_partitions_claim(
         await joining.end()
 
 
-@pytest.mark.parametrize("failing", [4, 9])
+@pytest.mark.parametrize("failing", [1, 2, 3, 4, 9])
 async def test_a_message_whose_copy_could_not_be_sent_round_keeps_its_place(
         prefix: str, box: Box, failing: int) -> None:
     # A waiting workspace's eleven messages, batch 5: A keeps s:0 and sends the others round
-    # (ordinals 0..8 for s:1..s:9, 9 for s:10, published later). Publishing the copy of ordinal
-    # ``failing`` fails once (a full stream): A's worker stops and takes the partition again
-    # with what it handed over; then B takes over and must apply the eleven in their order
-    # (ordinal 9's place never came: every later message went round for ever).
+    # (ordinals 0..3 for s:1..s:4 from what its first fetch held, 4..8 for s:5..s:9 as they
+    # are fetched, 9 for s:10, published later). Publishing the copy of ordinal ``failing``
+    # fails once (a full stream): A's worker stops and takes the partition again with what it
+    # handed over; then B takes over and must apply the eleven in their order (ordinal 9's
+    # place never came; with 1..3 the messages not sent were handed over twice, so ordinals
+    # below the kept message were nobody's: every later message went round for ever).
     bus = Bus(bus_settings(prefix, partitions=1, batch=5, pack_rows=1))
     stalled = [f"s:{i}".encode() for i in range(11)]
     await relay(bus, box, stalled[:10], workspace="stalled")
@@ -284,8 +286,43 @@ async def test_a_message_whose_copy_could_not_be_sent_round_keeps_its_place(
     js = await bus.jetstream()
     info = await js.stream_info(naming.stream_name(bus.prefix, TOPIC))
     await eventually(lambda: published(bus, int(info.state.last_seq) + 1), timeout=20)
-    if failing == 4:
+    if failing != 9:
         await relay(bus, box, stalled[10:], workspace="stalled")
+    await stop(task)
+    receiver = Receiver()
+    b = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="b",
+                    retry=FAST)
+    task = await running(b)
+    try:
+        await eventually(lambda: len(set(receiver.taken)) >= len(stalled), timeout=30)
+    finally:
+        await stop(task)
+    assert list(dict.fromkeys(receiver.taken)) == stalled
+    await bus.close()
+
+
+async def test_a_replica_stopped_while_sending_a_workspace_round_keeps_its_order(
+        prefix: str, box: Box) -> None:
+    # As above, but A is stopped (a rolling deploy) while it publishes the copy of ordinal 2
+    # (s:3) of what its first fetch held: s:3 and s:4, not sent, are given back and must keep
+    # their places for B.
+    bus = Bus(bus_settings(prefix, partitions=1, batch=5, pack_rows=1))
+    stalled = [f"s:{i}".encode() for i in range(10)]
+    await relay(bus, box, stalled, workspace="stalled")
+    a = BusConsumer(bus, TOPIC, Stalled(), box.db, box.dead_letters, ManualClock(), owner="a",
+                    retry=FAST)
+    go_round = a._go_round
+    publishing = asyncio.Event()
+
+    async def stuck_at_two(msg: Msg, epoch: str, ordinal: int) -> None:
+        if ordinal == 2:
+            publishing.set()
+            await asyncio.Event().wait()  # until the replica stops
+        await go_round(msg, epoch, ordinal)
+
+    a._go_round = stuck_at_two  # type: ignore[method-assign]
+    task = await running(a)
+    await eventually(publishing.is_set, timeout=20)
     await stop(task)
     receiver = Receiver()
     b = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="b",

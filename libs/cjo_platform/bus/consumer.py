@@ -695,9 +695,12 @@ class BusConsumer:
         record: dict[str, Any] = {}
         for workspace_id, cycle in cycles.items():
             entry = held.get(workspace_id)
+            # Held messages the worker failed to send round (or was stopped sending) already
+            # have their places in ``ahead``: counted here too, they would push ``first`` below
+            # the ordinals they own, and places nobody holds would never come.
             given = [sequence for sequence in dict.fromkeys(
                 sequence_of(row.id) for row in (entry.rows if entry else ()))
-                if sequence in self._msgs]
+                if sequence in self._msgs and sequence not in cycle.ahead]
             first = cycle.accept - len(given)
             ahead = {**{sequence: first + i for i, sequence in enumerate(given)}, **cycle.ahead}
             record[workspace_id] = [first, cycle.assigned,
