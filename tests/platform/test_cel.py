@@ -134,7 +134,9 @@ COSTLY = (f"size({_ones(300)}.map(x, {_ones(300)}.map(y, [x, y, x, y]))) == 0"
                                     f"size({_ones(2000)}.map(x, [x, x, x, x])) == 0",
                                     f"{_ones(400)}.exists(x, {_ones(400)}.exists(y, x < y))"])
 def test_an_expression_too_costly_for_any_data_is_refused_fast(source: str) -> None:
-    started = time.perf_counter()
+    # The CPU this thread spent (the CEL core runs in it), not the wall clock: on a loaded
+    # machine the thread waits for a core, and waiting is not what the bound is about.
+    started = time.thread_time()
     with pytest.raises(InvalidArgument) as error:
         compile_expression(source, "event_trigger.filter", allowed={"event"})
     violation = error.value.violations[0]
@@ -144,7 +146,7 @@ def test_an_expression_too_costly_for_any_data_is_refused_fast(source: str) -> N
     expression = load_expression(source, "f")
     with pytest.raises(CelEvaluationError, match="too costly"):
         expression.evaluate({"event": {"a": 1}})
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
 
 
 @pytest.mark.parametrize("source", [
@@ -169,10 +171,10 @@ def test_a_comprehension_too_costly_for_ones_data_errs_for_that_data_only() -> N
     expression = compile_expression("size(traits.tags.map(x, traits.tags.map(y, [x, y]))) > 0",
                                     "f", allowed={"traits"})
     assert expression.holds({"traits": {"tags": list(range(10))}})
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU, not the wall clock (see above)
     with pytest.raises(CelEvaluationError, match="too costly for this data"):
         expression.holds({"traits": {"tags": list(range(1000))}})
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
     # The cost bound is an error of the condition, not missing data.
     with pytest.raises(CelEvaluationError) as error:
         expression.evaluate({"traits": {"tags": list(range(1000))}})
