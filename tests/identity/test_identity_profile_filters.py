@@ -53,13 +53,15 @@ async def test_a_filter_too_costly_for_any_data_is_refused_fast(identity: Identi
     acme = await identity.new_workspace("acme")
     ones = "[" + ",".join(["1"] * 300) + "]"
     costly = f"size({ones}.map(x, {ones}.map(y, [x, y, x, y]))) == 0 || traits.a == 1"
-    started = time.perf_counter()
+    # The CPU this process spent (the server runs in it), not the wall clock: on a loaded
+    # machine the call waits for a core, and waiting is not what the bound is about.
+    started = time.process_time()
     error = await rpc_error(identity.events.ListProfiles(
         pb.ListProfilesRequest(filter=costly), metadata=acme))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     violations = field_violations(rpc_status.from_call(error))
     assert "too costly" in violations["filter"]
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
     listed = await identity.events.ListProfiles(
         pb.ListProfilesRequest(filter="traits.tags.exists(t, t == 'vip')"), metadata=acme)
     assert list(listed.profiles) == []
