@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import test_event_bus
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats_support import nats_listening
 from outbox_support import Box
 from test_event_bus import TOPIC, Receiver, Stalled, bus_settings, relay, running, stop
@@ -47,6 +47,19 @@ async def waiting_holding(bus: Bus, holding: int) -> bool:
     return (info.num_waiting, info.num_ack_pending) == (1, holding)
 
 
+async def taken_by_b(bus: Bus, box: Box, expected: int) -> list[bytes]:
+    """What replica B takes of partition 0 (until ``expected`` distinct messages)."""
+    receiver = Receiver()
+    b = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="b",
+                    retry=FAST)
+    task = await running(b)
+    try:
+        await eventually(lambda: len(set(receiver.taken)) >= expected, timeout=30)
+    finally:
+        await stop(task)
+    return receiver.taken
+
+
 async def taken_over(bus: Bus, box: Box, ready: Callable[[], Awaitable[bool]],
                      more: list[bytes], expected: int) -> list[bytes]:
     """What replica B takes (until ``expected`` distinct messages) of partition 0 once replica
@@ -59,15 +72,7 @@ async def taken_over(bus: Bus, box: Box, ready: Callable[[], Awaitable[bool]],
     await stop(task)
     if more:
         await relay(bus, box, more, workspace="stalled")
-    receiver = Receiver()
-    b = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="b",
-                    retry=FAST)
-    task = await running(b)
-    try:
-        await eventually(lambda: len(set(receiver.taken)) >= expected, timeout=30)
-    finally:
-        await stop(task)
-    return receiver.taken
+    return await taken_by_b(bus, box, expected)
 
 
 @pytest.mark.parametrize("run", range(5))
@@ -281,7 +286,7 @@ async def test_a_message_whose_copy_could_not_be_sent_round_keeps_its_place(
         await eventually(lambda: published(bus, 19), timeout=20)
         await relay(bus, box, stalled[10:], workspace="stalled")
     await eventually(lambda: bool(failed), timeout=20)
-    await eventually(lambda: 0 in a._partitions and a._partitions[0][0] is not failed[0],
+    await eventually(lambda: 0 in a._partitions and a._partitions[0].task is not failed[0],
                      timeout=20)
     js = await bus.jetstream()
     info = await js.stream_info(naming.stream_name(bus.prefix, TOPIC))
@@ -289,15 +294,8 @@ async def test_a_message_whose_copy_could_not_be_sent_round_keeps_its_place(
     if failing != 9:
         await relay(bus, box, stalled[10:], workspace="stalled")
     await stop(task)
-    receiver = Receiver()
-    b = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="b",
-                    retry=FAST)
-    task = await running(b)
-    try:
-        await eventually(lambda: len(set(receiver.taken)) >= len(stalled), timeout=30)
-    finally:
-        await stop(task)
-    assert list(dict.fromkeys(receiver.taken)) == stalled
+    taken = await taken_by_b(bus, box, len(stalled))
+    assert list(dict.fromkeys(taken)) == stalled
     await bus.close()
 
 
@@ -324,13 +322,157 @@ async def test_a_replica_stopped_while_sending_a_workspace_round_keeps_its_order
     task = await running(a)
     await eventually(publishing.is_set, timeout=20)
     await stop(task)
-    receiver = Receiver()
-    b = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="b",
-                    retry=FAST)
-    task = await running(b)
-    try:
-        await eventually(lambda: len(set(receiver.taken)) >= len(stalled), timeout=30)
-    finally:
-        await stop(task)
-    assert list(dict.fromkeys(receiver.taken)) == stalled
+    taken = await taken_by_b(bus, box, len(stalled))
+    assert list(dict.fromkeys(taken)) == stalled
     await bus.close()
+
+
+async def test_a_partition_slow_to_stop_delays_no_other_claims_renewal(
+        prefix: str, box: Box) -> None:
+    # A gives partition 1 up (B joins) and stopping it takes long (its receiver call ends only
+    # at SETTLE_SHARE, then its pull request ends and what it held goes back over a slow
+    # connection). The claim of partition 0 must still be renewed every round: the next round
+    # waited for the stop, so a claim was renewed up to renew + settle + stop after the last
+    # time, and A killed then left a claim shorter than its messages' ack wait (B applied a
+    # profile's newer messages before those A had fetched).
+    bus_a, bus_b = buses(prefix, partitions=2, batch=5)
+    log: list[tuple[str, str, list[str]]] = []
+    a, _ = replica(bus_a, box, "A", log)
+    settle = a._settle
+    stopping, may_end = asyncio.Event(), asyncio.Event()
+
+    async def slow_settle(partition: int) -> None:
+        if partition == 1:
+            stopping.set()
+            await may_end.wait()
+        await settle(partition)
+
+    a._settle = slow_settle  # type: ignore[method-assign]
+    task_a = await running(a)
+    await eventually(lambda: a.held_partitions() == [0, 1], timeout=10)
+    b, _ = replica(bus_b, box, "B", log)
+    task_b = await running(b)
+    try:
+        await eventually(stopping.is_set, timeout=20)
+        kv = await bus_b.claims()
+        revisions: set[int] = set()
+
+        async def renewed_twice() -> bool:
+            entry = await kv.get("claim.test_events.0")
+            if entry.value == b"a":
+                revisions.add(entry.revision)
+            return len(revisions) >= 3
+
+        await eventually(renewed_twice, timeout=20)
+        assert not may_end.is_set() and a.held_partitions() == [0]
+    finally:
+        may_end.set()
+        await stop(task_a)
+        await stop(task_b)
+    await bus_a.close()
+    await bus_b.close()
+
+
+async def test_a_replica_whose_claim_rounds_are_slow_to_fail_stops_before_its_claim_lapses(
+        prefix: str, box: Box) -> None:
+    # A's receiver call for q:0 never ends; then each of A's claim rounds fails after 1.2 s (a
+    # request timing out, as nats-py's do after 5 s). A must stop (cancelling the call, giving
+    # q:0 back) before its claim lapses: it stopped only at the end of a failed round, past
+    # half the claim's lifetime counted without the failing rounds' own time, and then waited
+    # for the call, past the lapse; B took the partition and applied q:1 before q:0.
+    bus_a, bus_b = buses(prefix, partitions=1, batch=5)
+    log: list[tuple[str, str, list[str]]] = []
+    a, _ = replica(bus_a, box, "A", log)  # a_may_end is never set: A's calls never end
+    task_a = await running(a)
+    await eventually(lambda: a.held_partitions() == [0], timeout=10)
+    await relay(bus_a, box, [b"q:0"])
+    await eventually(lambda: ("A", "start", ["q:0"]) in log, timeout=10)
+    kv = await bus_b.claims()
+    last = (await kv.get("claim.test_events.0")).revision
+
+    async def renewed() -> bool:
+        return (await kv.get("claim.test_events.0")).revision != last
+
+    await eventually(renewed, timeout=10, interval=0.01)
+
+    async def slow_to_fail() -> None:
+        await asyncio.sleep(1.2)
+        raise TimeoutError("nats: timeout")
+
+    bus_a.claims = slow_to_fail  # type: ignore[assignment,method-assign]
+
+    async def lapsed() -> bool:
+        try:
+            await kv.get("claim.test_events.0")
+        except KeyNotFoundError:
+            return True
+        return False
+
+    b, _ = replica(bus_b, box, "B", log)
+    await eventually(lapsed, timeout=20)
+    task_b = await running(b)
+    try:
+        await eventually(lambda: b.held_partitions() == [0], timeout=10)
+        await relay(bus_b, box, [b"q:1"])
+        await eventually(lambda: ("B", "end", ["q:1"]) in log, timeout=20)
+    finally:
+        await stop(task_a)
+        await stop(task_b)
+    assert ("A", "cancelled", ["q:0"]) in log
+    assert [entry[2] for entry in log if entry[:2] == ("B", "end")] == [["q:0"], ["q:1"]]
+    await bus_a.close()
+    await bus_b.close()
+
+
+async def test_a_replica_cancelled_while_its_partitions_stop_deletes_each_claim_after_its_worker(
+        prefix: str, box: Box) -> None:
+    # A's claim rounds fail and both its partitions stop (each worker waits for its receiver
+    # call); A is cancelled meanwhile. Each claim must be deleted only once its own worker
+    # ended: the stops were gathered, the gather returned when the first ended, and A deleted
+    # the other claim while that worker still ran.
+    bus_a, _ = buses(prefix, partitions=2, batch=5)
+    a, _ = replica(bus_a, box, "A", [])
+    settle = a._settle
+    workers: dict[int, asyncio.Task[Any]] = {}
+    may_end = {0: asyncio.Event(), 1: asyncio.Event()}
+
+    async def slow_settle(partition: int) -> None:
+        workers[partition] = asyncio.current_task()  # type: ignore[assignment]
+        await may_end[partition].wait()
+        await settle(partition)
+
+    a._settle = slow_settle  # type: ignore[method-assign]
+    kv = await bus_a.claims()
+    deletes: list[tuple[str, bool]] = []  # (key, whether its worker had ended)
+    delete = kv.delete
+
+    async def noted_delete(key: str, *args: Any, **kwargs: Any) -> bool:
+        partition = int(key.rsplit(".", 1)[1]) if key.startswith("claim.") else None
+        deletes.append((key, partition is None or workers[partition].done()))
+        return await delete(key, *args, **kwargs)
+
+    kv.delete = noted_delete  # type: ignore[method-assign]
+    claims = bus_a.claims
+    broken = False
+
+    async def failing() -> Any:
+        if broken:
+            raise TimeoutError("claims bucket timed out")
+        return await claims()
+
+    bus_a.claims = failing  # type: ignore[method-assign]
+    task_a = await running(a)
+    await eventually(lambda: a.held_partitions() == [0, 1], timeout=10)
+    broken = True
+    await eventually(lambda: len(workers) == 2, timeout=20)
+    broken = False
+    task_a.cancel()
+    may_end[0].set()
+    await eventually(lambda: workers[0].done()
+                     and ("claim.test_events.0", True) in deletes, timeout=10)
+    may_end[1].set()
+    with pytest.raises(asyncio.CancelledError):
+        await task_a
+    assert all(ended for _, ended in deletes), deletes
+    assert {key for key, _ in deletes} >= {"claim.test_events.0", "claim.test_events.1"}
+    await bus_a.close()

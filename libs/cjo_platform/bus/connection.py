@@ -98,16 +98,24 @@ class BusSettings:
     def claim_seconds(self) -> float:
         """A partition claim's lifetime, so that a partition whose holder died changes hands
         only after JetStream gave back the messages it held, which are then delivered first
-        (per-profile order survives the change). A claim is renewed every
-        :attr:`renew_seconds` (a third of it), so a holder killed just before a renewal leaves
-        two thirds of it; its messages are due ``ack_wait`` after its last fetch or in-progress
-        mark. Two thirds of the lifetime must therefore exceed ``ack_wait`` by a margin."""
+        (per-profile order survives the change). A round renewing the claims starts every
+        :attr:`renew_seconds` (a third of it) counted from the last one's start, renews them
+        first, and fails after :attr:`claim_round_seconds` (stopping partitions never delays
+        it), so a holder killed just before a renewal that came as late as it may leaves
+        ``claim - renew - round`` of it; its messages are due ``ack_wait`` after its last
+        fetch or in-progress mark. That must therefore be ``ack_wait`` at the least."""
         return 1.5 * (self.ack_wait_seconds + CLAIM_MARGIN_SECONDS)
 
     @property
     def renew_seconds(self) -> float:
         """How often a holder renews its claims (and tends them)."""
         return self.claim_seconds / 3
+
+    @property
+    def claim_round_seconds(self) -> float:
+        """How long a claim round may take before it counts as failed (then tried again a
+        quarter of :attr:`renew_seconds` after it began)."""
+        return min(self.renew_seconds / 2, CLAIM_MARGIN_SECONDS)
 
 
 def load_bus_settings(env: Env) -> BusSettings | None:

@@ -17,9 +17,11 @@ partition's rows (acking them if the receiver took them all), then ends its pull
 server (:meth:`PullBatches.stop`: a request left waiting there would take a message given back
 and keep it for ``ack_wait``), naks what it still holds in stream order, and only then deletes
 its claim: the next holder gets those messages before anything newer, and two replicas never
-work a partition at once. A replica whose claim rounds fail stops each partition whose claim it
-could not renew for half the claim's lifetime (two rounds), a third of the lifetime before
-another replica may take it (:meth:`BusConsumer._fence`). A waiting workspace's messages going
+work a partition at once. Claim rounds never wait for a partition to stop (stops go on beside
+them), so they renew every claim on time. A partition's worker stops by itself once its claim was
+not renewed for half the claim's lifetime, whatever the rounds do (:meth:`BusConsumer._work`),
+and has given back what it held a third of the lifetime before another replica may take the
+partition. A waiting workspace's messages going
 round the stream (:class:`_Cycle`, below), whose order only their holder knows, keep it when
 their holder gives the partition up (it hands its cycles over in the claims bucket), not when it
 was killed: the next holder may then apply them out of order.
@@ -104,14 +106,19 @@ FETCH_SECONDS = 30.0
 # consumer does not pay a database read a second for it.
 REDELIVERY_POLL_SECONDS = 10.0
 # How long a stopped partition worker waits for its receiver call under way, as a share of the
-# claim's lifetime (claim_seconds): a partition is stopped at most half a lifetime after its
-# claim was last renewed (a round renews it every third; a fence stops it past half), so the
-# wait ends by two thirds of the lifetime and the claim still has a third left to give back.
+# claim's lifetime (claim_seconds): a worker is stopped at most FENCE_SHARE of a lifetime after
+# its claim was last asked for (a round renews it every third; the worker's own deadline stops
+# it at half), so the wait ends by two thirds of the lifetime and the claim still has a third
+# left for the worker to end its pull request and give back what it held.
 # After it the call is cancelled and its messages are given back unacked: nothing of it is
 # acked, the next holder gets them again (receivers dedupe by id); a receiver that does not
 # honour the cancellation (work in a thread) may still commit them, maybe after the next
 # holder applied newer messages of the profile.
 SETTLE_SHARE = 1 / 6
+# A partition's worker stops by itself once its claim was not renewed for this share of the
+# claim's lifetime (counted from the loop time the last renewal was asked for): a round renews
+# it every third, and one failing round is tried again a quarter of a third later.
+FENCE_SHARE = 1 / 2
 
 
 @dataclass
@@ -143,6 +150,32 @@ class _Cycle:
     assigned: int = 0  # ordinals handed out
     accept: int = 0  # the ordinal that may be held next
     ahead: dict[int, int] = field(default_factory=dict)  # stream sequence -> ordinal
+
+
+@dataclass
+class _Claim:
+    """A partition this replica holds: its claim's revision, the loop time that revision was
+    asked for (the claim lapses ``claim_seconds`` after it at the earliest), its worker, and
+    the worker's deadline (``asked`` + :data:`FENCE_SHARE` of the lifetime), which each renewal
+    moves on and which cancels the worker once passed (see :meth:`BusConsumer._work`)."""
+
+    revision: int
+    asked: float
+    deadline: float
+    task: asyncio.Task[None] = field(init=False)
+    lease: asyncio.Timeout | None = None  # the worker's deadline, once it runs
+    stopping: bool = False  # the worker is ending: the deadline no longer moves
+
+    def renewed(self, revision: int, asked: float, deadline: float) -> None:
+        self.revision, self.asked, self.deadline = revision, asked, deadline
+        if self.lease is not None and not self.stopping:
+            self.lease.reschedule(deadline)
+
+    def stop(self) -> None:
+        """The worker ends (it settles and gives back): its deadline cancels it no more."""
+        self.stopping = True
+        if self.lease is not None and not self.lease.expired():
+            self.lease.reschedule(None)
 
 
 @dataclass(frozen=True)
@@ -339,15 +372,15 @@ class BusConsumer:
         # stream sequence -> its rows neither taken nor buried yet (a packed message is acked
         # once each of its rows is; see cjo_platform.bus.packing)
         self._open: dict[int, int] = {}
-        # partition -> its worker, its claim's revision, the loop time that revision was asked
-        # for (the claim lapses claim_seconds after it at the earliest)
-        self._partitions: dict[int, tuple[asyncio.Task[None], int, float]] = {}
-        # partition -> its claim's revision: stopped since its claim could not be renewed, and
-        # taken back at the next round that succeeds if nobody took it meanwhile
-        self._fenced: dict[int, int] = {}
+        # partition -> its claim and worker (a worker that stopped by its deadline stays until
+        # a round succeeds: its claim, maybe still ours, is then deleted, and claimed again)
+        self._partitions: dict[int, _Claim] = {}
+        # Partitions being stopped beside the claim rounds (given up, or their claim lost):
+        # each deletes its claim, if still ours, once its worker ended.
+        self._stops: set[asyncio.Task[None]] = set()
         self._last_taken: float = -math.inf
-        # Why the last claim round failed (None once one succeeded): the replica stops each
-        # partition whose claim it could not renew before that claim may lapse (_fence).
+        # Why the last claim round failed (None once one succeeded): each partition's worker
+        # stops by itself before its claim may lapse (_work).
         self.claim_error: str | None = None
         # The consumer's own entry in the service's grpc.health.v1 (NOT_SERVING while its
         # claims fail; see cjo_platform.rpc.server.HealthReporting).
@@ -379,10 +412,12 @@ class BusConsumer:
         return self.bus.settings
 
     def held_partitions(self) -> list[int]:
-        return sorted(self._partitions)
+        """The partitions this replica works (their workers neither ended nor ending)."""
+        return sorted(partition for partition, claim in self._partitions.items()
+                      if not claim.stopping and not claim.task.done())
 
     def healthy(self) -> bool:
-        """False while claim rounds fail: this replica's partitions stop (see :meth:`_fence`)."""
+        """False while claim rounds fail: this replica's partitions stop (see :meth:`_work`)."""
         return self.claim_error is None
 
     # --- claims ---------------------------------------------------------------------------
@@ -392,11 +427,16 @@ class BusConsumer:
 
     async def run(self) -> None:
         """Claim partitions and work them until cancelled (then give them back)."""
-        interval = self.settings.renew_seconds
+        loop = asyncio.get_running_loop()
         try:
             while True:
+                began = loop.time()
+                interval = self.settings.renew_seconds
                 try:
-                    await self._tend_claims()
+                    # Bounded, so that a renewal comes renew_seconds + claim_round_seconds after
+                    # the last one at the latest (see BusSettings.claim_seconds).
+                    async with asyncio.timeout(self.settings.claim_round_seconds):
+                        await self._tend_claims()
                     self.claim_error = None
                 except asyncio.CancelledError:
                     raise
@@ -408,8 +448,9 @@ class BusConsumer:
                     log.error("event bus claims failed; partitions not renewed stop before "
                               "their claims can lapse", worker=self.name,
                               error=self.claim_error)
-                    await self._fence()
-                await asyncio.sleep(interval)
+                    interval /= 4  # tried again before the workers' deadlines
+                # Counted from the round's start: nothing a round does delays the next renewal.
+                await asyncio.sleep(max(0.0, began + interval - loop.time()))
         finally:
             await asyncio.shield(self._release_all())
 
@@ -430,63 +471,42 @@ class BusConsumer:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return max(1, count)
 
-    async def _fence(self) -> None:
-        """Stop working each partition whose claim was last renewed more than half its lifetime
-        ago (the renewals of two rounds failed): it stops a third of a lifetime before another
-        replica may take it, so two replicas never work it at once. Its claim, maybe still
-        ours, is taken back by the first round that succeeds, if nobody took it meanwhile."""
-        now = asyncio.get_running_loop().time()
-        stopping = []
-        for partition, (task, revision, asked) in list(self._partitions.items()):
-            if now - asked <= self.settings.claim_seconds / 2:
-                continue
-            log.error("event bus partition claim not renewed; partition stopped",
-                      worker=self.name, partition=partition)
-            del self._partitions[partition]
-            self._fenced[partition] = revision
-            stopping.append(_stopped(task))
-        await asyncio.gather(*stopping)  # together: each waits SETTLE_SHARE at most
-
     async def _tend_claims(self) -> None:
+        """Renew the claims held (first: nothing else of the round may delay them), then claim
+        or give up partitions towards this replica's fair share. Partitions are stopped beside
+        the round, never awaited by it: a stopping worker waits for its receiver call (up to
+        SETTLE_SHARE of the lifetime), and the next round must come on time."""
         kv = await self.bus.claims()
         loop = asyncio.get_running_loop()
-        await kv.put(f"member.{self._topic_key}.{self.owner}", b"1")
-        partitions = self.settings.partitions
-        fair = math.ceil(partitions / await self._members())
-        stopping: list[Coroutine[Any, Any, None]] = []
-        for partition, revision in list(self._fenced.items()):
-            asked = loop.time()
-            try:
-                revision = await kv.update(self._claim_key(partition), self.owner.encode(),
-                                           last=revision)
-            except KeyWrongLastSequenceError:
-                del self._fenced[partition]  # lapsed, or another replica took it
-                continue
-            del self._fenced[partition]
-            self._start(partition, revision, asked)
-        for partition, (task, revision, _) in list(self._partitions.items()):
-            if task.done():
-                exc = task.exception() if not task.cancelled() else None
+        fence_after = self.settings.claim_seconds * FENCE_SHARE
+        for partition, claim in list(self._partitions.items()):
+            if claim.task.done():
+                # Crashed, or stopped by its deadline: its claim (maybe still ours) is deleted,
+                # and the partition claimed again below if nobody takes it first.
+                exc = claim.task.exception() if not claim.task.cancelled() else None
                 log.warning("event bus partition stopped; giving it back", worker=self.name,
                             partition=partition, error=repr(exc))
                 await self._release(partition)
                 continue
+            if claim.stopping:
+                continue  # stopped by its deadline, still giving back: released once ended
             try:
                 asked = loop.time()
                 revision = await kv.update(self._claim_key(partition), self.owner.encode(),
-                                           last=revision)
-                self._partitions[partition] = (task, revision, asked)
+                                           last=claim.revision)
             except KeyWrongLastSequenceError:
                 # Our claim lapsed and another replica took the partition: stop at once.
                 log.warning("event bus partition claim lost", worker=self.name,
                             partition=partition)
                 del self._partitions[partition]
-                stopping.append(_stopped(task))
-        # Partitions are stopped only once every other claim was renewed, and together: a
-        # stopping worker waits for its receiver call (SETTLE_SHARE), renewals never do.
-        stopping.extend(self._release(partition)
-                        for partition in sorted(self._partitions)[fair:])
-        await asyncio.gather(*stopping)
+                self._beside(_stopped(claim))
+                continue
+            claim.renewed(revision, asked, asked + fence_after)
+        await kv.put(f"member.{self._topic_key}.{self.owner}", b"1")
+        partitions = self.settings.partitions
+        fair = math.ceil(partitions / await self._members())
+        for partition in sorted(self._partitions)[fair:]:
+            self._beside(self._release(partition))
         for partition in range(partitions):
             if len(self._partitions) >= fair:
                 break
@@ -496,36 +516,60 @@ class BusConsumer:
                 asked = loop.time()
                 revision = await kv.create(self._claim_key(partition), self.owner.encode())
             except KeyWrongLastSequenceError:
-                continue  # another replica holds it
-            self._start(partition, revision, asked)
+                continue  # another replica holds it (or is still giving it back)
+            self._start(partition, _Claim(revision, asked, asked + fence_after))
 
-    def _start(self, partition: int, revision: int, asked: float) -> None:
-        task = asyncio.create_task(self._work(partition), name=f"{self.name}:{partition}")
-        self._partitions[partition] = (task, revision, asked)
+    def _start(self, partition: int, claim: _Claim) -> None:
+        claim.task = asyncio.create_task(self._work(partition, claim),
+                                         name=f"{self.name}:{partition}")
+        self._partitions[partition] = claim
         log.info("event bus partition claimed", worker=self.name, partition=partition)
 
+    def _beside(self, stop: Coroutine[Any, Any, None]) -> None:
+        """Run a partition's stop beside the claim rounds (:meth:`_release_all` waits for it)."""
+        task = asyncio.create_task(stop)
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
+
     async def _release(self, partition: int) -> None:
-        task, revision, _ = self._partitions.pop(partition)
+        claim = self._partitions.pop(partition)
         try:
-            await _stopped(task)
+            await _stopped(claim)
         finally:  # also when cancelled meanwhile: the worker ended, its claim goes
             with contextlib.suppress(Exception):
                 kv = await self.bus.claims()
-                await kv.delete(self._claim_key(partition), last=revision)
+                await kv.delete(self._claim_key(partition), last=claim.revision)
 
     async def _release_all(self) -> None:
-        await asyncio.gather(*(self._release(partition) for partition in list(self._partitions)))
+        # Every worker ends (and each deletes its claim after) before the member key goes,
+        # also those stopping beside a round the consumer's cancellation interrupted.
+        await asyncio.gather(*(self._release(partition) for partition in list(self._partitions)),
+                             *self._stops, return_exceptions=True)
         await self._receiving.stop()
         with contextlib.suppress(Exception):
             kv = await self.bus.claims()
-            for partition, revision in self._fenced.items():
-                with contextlib.suppress(Exception):
-                    await kv.delete(self._claim_key(partition), last=revision)
             await kv.delete(f"member.{self._topic_key}.{self.owner}")
 
     # --- one partition --------------------------------------------------------------------
 
-    async def _work(self, partition: int) -> None:
+    async def _work(self, partition: int, claim: _Claim) -> None:
+        """Work the partition until stopped, or until its claim's deadline passed (the claim
+        was not renewed for FENCE_SHARE of its lifetime, however long the failing rounds take):
+        the worker then stops by itself, as if given up (its receiver call ends within
+        SETTLE_SHARE, what it held is given back), a third of the lifetime before another
+        replica may take the partition, so two replicas never work it at once. The next round
+        that succeeds deletes the claim, if still ours, and claims the partition again."""
+        lease = claim.lease = asyncio.timeout_at(claim.deadline)
+        try:
+            async with lease:
+                await self._pull(partition, claim)
+        except TimeoutError:
+            if not lease.expired():
+                raise
+            log.error("event bus partition claim not renewed; partition stopped",
+                      worker=self.name, partition=partition)
+
+    async def _pull(self, partition: int, claim: _Claim) -> None:
         stream, consumer = await self.bus.ensure_consumer(self.topic, partition)
         epoch, cycles = await self._adopt_cycles(
             partition, f"{self.owner}/{partition}/{uuid.uuid4().hex[:8]}")
@@ -645,6 +689,7 @@ class BusConsumer:
                             cycle.assigned += 1
                         del entry.rows[keep:]
         finally:
+            claim.stop()
             forget_reconnects()
             # Before the claim goes (the caller deletes it after this): a receiver call under
             # way for this partition's rows ends first (its messages still marked in progress),
@@ -922,10 +967,13 @@ class BusConsumer:
         await self._ack([row for row, _, _ in dead])
 
 
-async def _stopped(task: asyncio.Task[None]) -> None:
-    """Cancel a partition's worker and wait for its end (it gives back what it held), also when
+async def _stopped(claim: _Claim) -> None:
+    """Cancel a partition's worker (unless it is ending already: a second cancellation would
+    cut its giving back short) and wait for its end (it gives back what it held), also when
     the caller is cancelled meanwhile: that cancellation is raised once the worker ended."""
-    task.cancel()
+    task = claim.task
+    if not claim.stopping:
+        task.cancel()
     cancelled = False
     while not task.done():
         try:
