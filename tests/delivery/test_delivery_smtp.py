@@ -6,8 +6,8 @@ groups, so a client that waits for each reply hangs there (and times out) instea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 import grpc
@@ -135,6 +135,15 @@ async def test_lines_starting_with_a_dot_arrive_intact() -> None:
 
 
 @asynccontextmanager
+async def listening(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                     Awaitable[None]]) -> AsyncIterator[int]:
+    """A hand-written relay (``handle`` serves one connection) on a free port."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+@asynccontextmanager
 async def pipelining_only_server(received: list[bytes], pause: float = 0.0
                                  ) -> AsyncIterator[int]:
     """Offers PIPELINING and answers MAIL FROM, RCPT TO and DATA only once all three came
@@ -163,9 +172,8 @@ async def pipelining_only_server(received: list[bytes], pause: float = 0.0
                 writer.write(b"502 no\r\n")
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
+    async with listening(handle) as port:
+        yield port
 
 
 async def test_commands_are_pipelined_where_the_server_offers_it() -> None:
@@ -340,3 +348,75 @@ async def test_a_provider_without_smtputf8_hands_the_message_to_the_next_that_ha
         f"jörg{n}@xn--bcher-kva.example" for n in range(6)]
     assert sorted(to for _, [to] in plain_sink.envelopes) == ["ada@example.com",
                                                               "bob@example.com"]
+
+
+def fragmenting_server(received: list[bytes], *, drop_after_mail: int = 0,
+                       endless_reply: bool = False) -> AbstractAsyncContextManager[int]:
+    """A relay writing every reply a few bytes at a time (a multi-line EHLO reply split inside
+    and across its lines). The first ``drop_after_mail`` connections close after MAIL FROM;
+    ``endless_reply``: MAIL FROM is answered with an unending line."""
+    canned = {b"EHLO": b"250-slow\r\n250-8BITMIME\r\n250 SIZE 1000000\r\n",
+              b"MAIL": b"250 " + b"x" * 70_000 if endless_reply else b"250 2.1.0 ok\r\n",
+              b"RCPT": b"250 2.1.5 ok\r\n", b"DATA": b"354 go on\r\n", b"QUIT": b"221 bye\r\n"}
+    connections = 0
+
+    async def say(writer: asyncio.StreamWriter, reply: bytes) -> None:
+        step = 3 if len(reply) < 1000 else len(reply)
+        for start in range(0, len(reply), step):
+            writer.write(reply[start:start + step])
+            await writer.drain()
+            await asyncio.sleep(0)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        drop = connections <= drop_after_mail
+        await say(writer, b"220 slow ESMTP\r\n")
+        while (verb := (await reader.readline())[:4].upper()) and not (drop and verb == b"MAIL"):
+            await say(writer, canned.get(verb, b"502 no\r\n"))
+            if verb == b"DATA":
+                message = b""
+                while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                    message += chunk
+                received.append(message)
+                await say(writer, b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                break
+        writer.close()
+
+    return listening(handle)
+
+
+async def test_replies_that_arrive_in_pieces_are_read_whole() -> None:
+    received: list[bytes] = []
+    async with fragmenting_server(received) as port:
+        smtp = provider(port, connections=1)
+        assert await smtp.send_email(email(1)) == "<m1@cjo>"
+        assert await smtp.send_email(email(2)) == "<m2@cjo>"
+        await smtp.close()
+    assert [b"Message-ID: <m1@cjo>" in m for m in received] == [True, False]
+    assert b"Message-ID: <m2@cjo>" in received[1]
+
+
+async def test_a_connection_the_server_closes_mid_transaction_fails_the_message_for_now(
+) -> None:
+    received: list[bytes] = []
+    async with fragmenting_server(received, drop_after_mail=1) as port:
+        smtp = provider(port, connections=1)
+        with pytest.raises(ProviderError) as dropped:
+            await smtp.send_email(email(1))
+        assert dropped.value.transient and "connection closed" in dropped.value.message
+        # The broken connection is not reused: the next message opens another and goes.
+        assert await smtp.send_email(email(2)) == "<m2@cjo>"
+        await smtp.close()
+    assert len(received) == 1 and b"Message-ID: <m2@cjo>" in received[0]
+
+
+async def test_a_reply_line_without_end_fails_the_message_for_now_instead_of_filling_memory(
+) -> None:
+    async with fragmenting_server([], endless_reply=True) as port:
+        smtp = provider(port, connections=1)
+        with pytest.raises(ProviderError) as refused:
+            await smtp.send_email(email(1))
+        await smtp.close()
+    assert refused.value.transient and "reply line too long" in refused.value.message

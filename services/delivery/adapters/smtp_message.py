@@ -70,7 +70,7 @@ def build_email(email: OutgoingEmail, sender: str, date: datetime, *, to: str = 
         _from_header(sender, utf8),
         _header("To", to, plain=_PLAIN_ADDRESS.fullmatch(to) is not None, utf8=utf8),
         _header("Subject", email.subject, plain="=?" not in email.subject),
-        _header("Date", format_datetime(date)),
+        _date_header(date.replace(microsecond=0)),
         _header("Message-ID", message_id_header(email.message_id),
                 plain=" " not in email.message_id),
         *(_header(name, value) for name, value in headers),
@@ -114,6 +114,13 @@ def _from_header(sender: str, utf8: bool) -> bytes:
     """A provider's From is the same for every message: encoded once."""
     return _header("From", sender, plain=_PLAIN_ADDRESS.fullmatch(sender) is not None,
                    utf8=utf8)
+
+
+@lru_cache(maxsize=4)
+def _date_header(second: datetime) -> bytes:
+    """The Date field of the emails built within one second: formatted once (the email
+    package's ``format_datetime`` was ~5% of an SMTP send's CPU)."""
+    return _header("Date", format_datetime(second))
 
 
 def _text_part(content: str, subtype: str) -> bytes:
