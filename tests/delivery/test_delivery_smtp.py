@@ -6,14 +6,16 @@ groups, so a client that waits for each reply hangs there (and times out) instea
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from aiosmtpd.controller import Controller
-from delivery_support import SmtpSink, delivery_app, send_request
+from delivery_support import SmtpSink, delivery_app, self_signed, send_request
 
 from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
@@ -420,3 +422,103 @@ async def test_a_reply_line_without_end_fails_the_message_for_now_instead_of_fil
             await smtp.send_email(email(1))
         await smtp.close()
     assert refused.value.transient and "reply line too long" in refused.value.message
+
+
+async def test_a_relay_talking_to_an_idle_connection_is_not_buffered_without_bound() -> None:
+    """Lines nobody asked for are read no further than about twice the line limit (the relay
+    is then held back by TCP), and the connection holding them is not used again (review
+    rsmtp: a relay writing to a pooled connection made the client hold 100 MB and more)."""
+    flood = asyncio.Event()
+    done = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        writer.write(b"220 relay\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250 relay\r\n")
+            elif verb in (b"MAIL", b"RCPT"):
+                writer.write(b"250 ok\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go\r\n")
+                while (await reader.readline()) != b".\r\n":
+                    pass
+                writer.write(b"250 queued\r\n")
+                if len(writers) == 1:
+                    await flood.wait()
+                    chunk = (b"250-" + b"x" * 1020 + b"\r\n") * 64
+                    for _ in range(400):  # 26 MB while the client's connection is idle
+                        writer.write(chunk)
+                        await writer.drain()
+                    done.set()
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        smtp = provider(server.sockets[0].getsockname()[1], connections=1)
+        assert await smtp.send_email(email(1)) == "<m1@cjo>"
+        idle = smtp._idle[0]
+        flood.set()
+        # Either the relay wrote it all (the client read it) or TCP holds it back (the
+        # client stopped reading and the relay's own buffer fills).
+        await eventually(lambda: done.is_set()
+                         or writers[0].transport.get_write_buffer_size() > 0, timeout=30)
+        buffered = sum(map(len, idle.replies_in.lines)) + len(idle.replies_in.partial)
+        assert buffered <= 256 * 1024, f"{buffered / 1e6:.1f} MB buffered"
+        # The next email does not read the stray lines as its replies: a new connection.
+        assert await smtp.send_email(email(2)) == "<m2@cjo>"
+        assert len(writers) == 2
+        await smtp.close()
+        for writer in writers:
+            writer.transport.abort()
+
+
+async def test_replies_sent_in_plaintext_after_starttls_are_not_read_inside_tls(
+        tmp_path: Path) -> None:
+    """Bytes a man in the middle adds after the 220 to STARTTLS are not taken as the replies
+    to the commands sent inside TLS (RFC 3207 section 6; review rsmtp: a recipient refused
+    with 550 was counted as sent)."""
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    refused: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        secure = False
+        writer.write(b"220 relay\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250 relay\r\n" if secure else b"250-relay\r\n250 STARTTLS\r\n")
+            elif verb == b"STAR":
+                writer.write(b"220 go\r\n250 e\r\n250 m\r\n250 r\r\n354 d\r\n250 queued\r\n")
+                await writer.drain()
+                await writer.start_tls(server_tls)
+                secure = True
+                continue
+            elif verb == b"MAIL":
+                writer.write(b"250 ok\r\n")
+            elif verb == b"RCPT":
+                refused.append(line)
+                writer.write(b"550 5.1.1 no such user\r\n")
+            else:
+                writer.write(b"503 bad sequence\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        smtp = SmtpProvider(SmtpSettings(
+            port=server.sockets[0].getsockname()[1], connections=1, timeout_seconds=3,
+            starttls=True, tls_context=ssl.create_default_context(cafile=str(cert))),
+            ManualClock())
+        with pytest.raises(ProviderError) as failed:
+            await smtp.send_email(email(1))
+        await smtp.close()
+    assert failed.value.transient and "after the reply to STARTTLS" in failed.value.message
+    assert refused == []  # nothing was sent inside TLS on that connection

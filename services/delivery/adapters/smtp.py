@@ -145,6 +145,8 @@ class _Replies(asyncio.Protocol):
         self.partial = b""
         self.ended: str | None = None  # why the connection is gone, once it is
         self.waiter: asyncio.Future[None] | None = None
+        self.buffered = 0  # bytes in ``lines``
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -154,7 +156,11 @@ class _Replies(asyncio.Protocol):
             data, self.partial = self.partial + data, b""
         if b"\n" in data:
             *complete, rest = data.split(b"\n")
-            self.lines.extend(line + b"\n" for line in complete)
+            if max(map(len, complete)) > _MAX_REPLY_LINE:
+                rest = data  # a whole line too long, however the reads split it
+            else:
+                self.lines.extend(line + b"\n" for line in complete)
+                self.buffered += len(data) - len(rest)
         else:
             rest = data
         if len(rest) > _MAX_REPLY_LINE:
@@ -163,6 +169,9 @@ class _Replies(asyncio.Protocol):
                 self.transport.close()
             return
         self.partial = rest
+        if self.buffered > _MAX_REPLY_LINE and not self.paused and self.transport is not None:
+            self.paused = True  # what StreamReader did past twice its limit
+            self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -196,7 +205,12 @@ class _Replies(asyncio.Protocol):
             finally:
                 timer.cancel()
                 self.waiter = None
-        return self.lines.popleft()
+        line = self.lines.popleft()
+        self.buffered -= len(line)
+        if self.paused and self.buffered <= _MAX_REPLY_LINE // 2 and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return line
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:
@@ -236,6 +250,8 @@ class _Connection:
                 code, text = await conn.command(b"STARTTLS")
                 if code != 220:
                     raise smtplib.SMTPResponseException(code, text)
+                if replies.lines or replies.partial:  # sent before the handshake: injected
+                    raise smtplib.SMTPServerDisconnected("data after the reply to STARTTLS")
                 assert tls is not None
                 async with asyncio.timeout(settings.timeout_seconds):
                     upgraded = await loop.start_tls(conn.transport, replies, tls,
@@ -483,7 +499,10 @@ class SmtpProvider:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if now - conn.idle_since < _MAX_IDLE_SECONDS and not conn.closed:
+            # A reply nobody asked for (a relay talking to an idle connection) puts the
+            # replies out of step with the commands: such a connection is not used again.
+            if (now - conn.idle_since < _MAX_IDLE_SECONDS and not conn.closed
+                    and not conn.replies_in.lines and not conn.replies_in.partial):
                 return conn
             await conn.quit()
         if not self._local_name:
