@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 from cjo_identity.domain.conversions import Conversion, value_of
 from cjo_identity.domain.events import Event, EventType
-from cjo_identity.domain.golden import Golden, Trait, apply_event, apply_trait, combine, fold
-from cjo_identity.domain.graph import Edge, Link, edge_key, partition
+from cjo_identity.domain.golden import Golden, Trait, apply_event, combine, fold, traits_after
+from cjo_identity.domain.graph import Edge, Link, partition
 from cjo_identity.domain.identifiers import Identifier
 from cjo_identity.domain.settings import IdentitySettings
 
@@ -45,15 +45,11 @@ class Owner(NamedTuple):
 
 
 class Refusal(Enum):
-    """Why an event of a batch is refused: its traits would make its profile's too large, or
-    its identifiers would merge profiles into one too large, or move stored events into a
-    profile making it too large (a split), or (``CLUSTER``) they shape a part of the graph
-    whose change another event of the batch could not make within the limit."""
+    """Why an event of a batch is refused, as the field its error names: its traits, or the
+    identifiers whose merge would make its profile's traits too large."""
 
     TRAITS = "traits"
-    MERGE = "merge"
-    MOVE = "move"
-    CLUSTER = "cluster"
+    MERGE = "identifiers"
 
 
 class Replan(Exception):
@@ -70,17 +66,16 @@ class TraitsLimit:
     """A profile's traits stay within ``max_bytes`` as ``size`` measures them encoded (every
     event forwarded carries them). An event or a merge that would make them larger than that,
     and larger than they are, is refused: a record already over the limit (kept from before
-    the limit) can still shrink. ``size`` adds up over the traits (as a protobuf ``Struct``'s
-    map entries do): a record is measured once per batch, then by the traits that change."""
+    the limit) can still shrink."""
 
     max_bytes: int
     size: Callable[[Mapping[str, Trait]], int]
 
-    def exceeded(self, grown: int, before: int) -> bool:
-        return grown > self.max_bytes and grown > before
-
-    def entry(self, name: str, trait: Trait) -> int:
-        return self.size({name: trait})
+    def exceeded(self, after: Mapping[str, Trait], before: Mapping[str, Trait]) -> bool:
+        if not after:
+            return False
+        grown = self.size(after)
+        return grown > self.max_bytes and grown > self.size(before)
 
 
 @dataclass(frozen=True)
@@ -149,7 +144,6 @@ def relinks(edge: Edge, owners: Mapping[Identifier, Owner]) -> bool:
 @dataclass
 class GraphChange:
     owners: dict[Identifier, Owner] = field(default_factory=dict)  # final, for all touched
-    before: Mapping[Identifier, Owner] = field(default_factory=dict)  # as read, before
     new_identifiers: dict[Identifier, Owner] = field(default_factory=dict)
     moved_identifiers: dict[Identifier, Owner] = field(default_factory=dict)
     edges: list[tuple[Edge, str]] = field(default_factory=list)  # to (re)write, with cluster
@@ -174,7 +168,7 @@ def plan_graph(changed: Sequence[Edge], cluster_edges: Mapping[str, Sequence[Edg
 
     ``cluster_edges``: the stored edges of those clusters; ``owners``: the owner of every
     identifier of those clusters (and of the batch)."""
-    change = GraphChange(owners=dict(owners), before=owners)
+    change = GraphChange(owners=dict(owners))
     lone = [edge for edge in changed if not relinks(edge, owners)]
     changed = [edge for edge in changed if relinks(edge, owners)]
     # Clusters (and new identifiers) joined by the changed edges, ignoring limits.
@@ -334,20 +328,17 @@ class BatchPlan:
 def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: GraphChange,
                held: Mapping[str, Golden], stored: Sequence[StoredRef],
                settings: IdentitySettings, new_id: Callable[[], str],
-               limit: TraitsLimit | None = None, last_round: bool = False) -> BatchPlan:
+               limit: TraitsLimit | None = None) -> BatchPlan:
     """Decide the outcome of each event once the graph is settled.
 
     ``seen``: outcomes of message ids ingested before; ``held``: the current records of the
     profiles involved; ``stored``: the events of ``graph.sources`` (profiles being refolded).
 
-    With ``limit``, the events are judged one after another against the traits limit, as
-    single calls would be (:class:`_Judge`), and a refused event is absent for the later ones.
-    A refused event that shaped no edge, or whose edge only brought new identifiers to the one
-    profile of its cluster (the edge and those identifiers are left out of the plan), is
-    refused here; the other refused events that shaped the graph are raised together once the
-    pass is done (:class:`Replan`). With ``last_round``, that Replan refuses every event that
-    shaped the clusters concerned as well (``Refusal.CLUSTER``): the next plan changes nothing
-    in them, so it raises no Replan."""
+    With ``limit``, the events are applied one after another as single calls would be: an
+    event whose traits would make its profile's too large is refused (``Refusal.TRAITS``) and
+    later events see the record without it. Raises :class:`Replan` when an event to refuse
+    shaped the graph: the first such event whose traits are too large, or the events that
+    link a merge making the survivor's traits too large (``Refusal.MERGE``)."""
     plan = BatchPlan(graph=graph, new_profiles=set(graph.new_profiles))
     owners = graph.owners
 
@@ -368,20 +359,34 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
     # The batch's events are applied to these below, one after another, as to any record.
     for profile_id, folded in refold.items():
         plan.golden[profile_id] = fold(folded, settings)
+    too_large: list[Merge] = []
     for merged, survivor in sorted(graph.absorbed.items()):
         golden = plan.golden.get(survivor)
         if golden is None:
             golden = plan.golden[survivor] = (held[survivor].copy() if survivor in held
                                               else Golden())
         if merged in held:
+            before = dict(golden.traits) if limit is not None else {}
             combine(golden, held[merged], settings)
-    judge = (_Judge(limit, events, seen, graph, held, plan.golden, settings)
-             if limit is not None else None)
+            if limit is not None and limit.exceeded(golden.traits, before):
+                too_large += [m for m in graph.merges if m.merged_profile_id == merged]
+    if limit is not None:
+        # A split and merge: the survivor refolded from its events and the merged ones'.
+        too_large += [m for m in graph.merges if m.survivor_profile_id in refold
+                      and limit.exceeded(plan.golden[m.survivor_profile_id].traits,
+                                         held[m.survivor_profile_id].traits
+                                         if m.survivor_profile_id in held else {})]
+    # Events whose refusal changes the graph: the first event of an edge written anew.
+    shaping = {edge.first_message_id for edge, _ in graph.edges}
+    if too_large:
+        fresh = [event for event in events if event.message_id not in seen]
+        raise Replan(dict.fromkeys(_linking(too_large, fresh, shaping, profile_of),
+                                   Refusal.MERGE))
     known: dict[str, Outcome | Refusal] = dict(seen)
     # Each accepted event keeps the record as it left it: a record is copied only before a
     # later event of the batch changes it (the usual batch has one event per profile).
     kept: set[str] = set()
-    for index, event in enumerate(events):
+    for event in events:
         earlier = known.get(event.message_id)
         if isinstance(earlier, Refusal):  # a repeat, in this batch, of a refused event
             plan.outcomes.append(earlier)
@@ -395,16 +400,19 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
         if found is None:  # only reachable if the adapter missed an identifier
             raise RuntimeError("an accepted event resolved to no profile")
         profile_id = found
-        if judge is not None:
-            refusal = judge.judge(index, event, profile_id)
-            if refusal is not None:
-                known[event.message_id] = refusal
-                plan.outcomes.append(refusal)
+        golden = plan.golden.get(profile_id)
+        if limit is not None and event.traits:
+            current = golden.traits if golden is not None else (
+                held[profile_id].traits if profile_id in held else {})
+            if limit.exceeded(traits_after(current, event, settings), current):
+                if event.message_id in shaping:
+                    raise Replan({event.message_id: Refusal.TRAITS})
+                known[event.message_id] = Refusal.TRAITS
+                plan.outcomes.append(Refusal.TRAITS)
                 continue
         outcome = Outcome(new_id(), profile_id)
         known[event.message_id] = outcome
         plan.outcomes.append(outcome)
-        golden = plan.golden.get(profile_id)
         if golden is None:
             golden = held[profile_id].copy() if profile_id in held else Golden()
         elif profile_id in kept:
@@ -413,8 +421,6 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
         apply_event(golden, event, settings)
         kept.add(profile_id)
         plan.accepted.append(Accepted(outcome.event_id, profile_id, event, golden))
-    if judge is not None:
-        judge.finish(last_round)
     touched = set(plan.golden) | {o.profile_id for o in graph.moved_identifiers.values()} \
         | {o.profile_id for o in graph.new_identifiers.values()}
     for profile_id in touched:
@@ -425,225 +431,22 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
     return plan
 
 
-class _Judge:
-    """Judges a batch's events against a :class:`TraitsLimit` in batch order, each against
-    the record as the events before it left it, as single calls would.
-
-    A split's records (``graph.refold``: stored events moved between profiles) are judged
-    before the batch's events: one larger than the limit (and than it was) refuses the events
-    that shaped its cluster (``Refusal.MOVE``). A merge of whole profiles (``graph.absorbed``)
-    is judged at its linking event, on the records of both as the earlier events left them
-    (an event before it goes to the profile its identifiers named before the batch); one that
-    makes the survivor's traits too large refuses its link (``Refusal.MERGE``), or the events
-    that shaped its cluster when the link is a stored edge. Each record is measured once, then
-    by the traits each event changes. The records of the plan itself are made as before (a
-    merge combined first: every survivorship rule is order-free, so the result is the same)."""
-
-    def __init__(self, limit: TraitsLimit, events: Sequence[Event], seen: Mapping[str, Outcome],
-                 graph: GraphChange, held: Mapping[str, Golden], golden: dict[str, Golden],
-                 settings: IdentitySettings) -> None:
-        self.limit = limit
-        self.events = events
-        self.graph = graph
-        self.held = held
-        self.golden = golden  # the plan's records: those of the profiles not staged here
-        self.settings = settings
-        self.first: dict[str, int] = {}  # each new message id's first place in the batch
-        for index, event in enumerate(events):
-            if event.message_id not in seen:
-                self.first.setdefault(event.message_id, index)
-        # The batch's events that shaped the graph: the first event of an edge written anew.
-        self.edge_of: dict[str, tuple[Edge, str]] = {}
-        self.shaping_in: dict[str, list[str]] = {}  # by cluster
-        for edge, cluster in graph.edges:
-            if edge.first_message_id in self.first:
-                self.edge_of[edge.first_message_id] = (edge, cluster)
-                self.shaping_in.setdefault(cluster, []).append(edge.first_message_id)
-        self.refused: dict[str, Refusal] = {}  # shaping events: plan the batch again
-        self.sizes: dict[str, int] = {}  # of the records judged, by profile
-        # Absorbed merges' survivors and merged profiles, each merge applied at its link.
-        self.staged: dict[str, Golden] = {}
-        self.joined: set[str] = set()  # merged profiles whose merge was applied
-        self.merges_at: dict[int, list[tuple[Merge, tuple[str, ...]]]] = {}
-        self.dropped: set[str] = set()  # keys of edges left out of the plan
-        self._clusters: dict[str, str] | None = None
-        self._busy: set[str] | None = None
-        self._counts: tuple[dict[str, int], dict[Identifier, int]] | None = None
-        if not graph.refold and not graph.merges:
-            return
-        for profile_id in sorted(graph.refold):
-            before = self._measure(held[profile_id].traits) if profile_id in held else 0
-            if limit.exceeded(self._measure(golden[profile_id].traits), before):
-                self._refuse(self._shaping(profile_id), Refusal.MOVE)
-        for merge in graph.merges:
-            survivor, merged = merge.survivor_profile_id, merge.merged_profile_id
-            if graph.absorbed.get(merged) != survivor:
-                continue
-            at = self.first.get(merge.link.message_id)
-            blame: tuple[str, ...] = (merge.link.message_id,)
-            if at is None:
-                # The link is a stored edge the batch's moved: the events shaping its cluster.
-                blame = self._shaping(survivor)
-                at = min((self.first[m] for m in blame), default=min(self.first.values()))
-            self.merges_at.setdefault(at, []).append((merge, blame))
-            for profile_id in (survivor, merged):
-                if profile_id not in self.staged:
-                    self.staged[profile_id] = (held[profile_id].copy() if profile_id in held
-                                               else Golden())
-
-    def _measure(self, traits: Mapping[str, Trait]) -> int:
-        return self.limit.size(traits) if traits else 0
-
-    def _size(self, profile_id: str, record: Golden) -> int:
-        size = self.sizes.get(profile_id)
-        if size is None:
-            size = self.sizes[profile_id] = self._measure(record.traits)
-        return size
-
-    def _cluster_of(self) -> dict[str, str]:
-        if self._clusters is None:
-            self._clusters = {o.profile_id: o.cluster_id for o in self.graph.owners.values()}
-        return self._clusters
-
-    def _shaping(self, profile_id: str) -> tuple[str, ...]:
-        """The batch's events that shaped the cluster of ``profile_id`` (all that shaped the
-        graph if none did: a change needs one)."""
-        cluster = self._cluster_of().get(profile_id)
-        found = self.shaping_in.get(cluster, []) if cluster is not None else []
-        return tuple(found) or tuple(self.edge_of)
-
-    def _refuse(self, message_ids: Iterable[str], reason: Refusal) -> None:
-        for message_id in message_ids:
-            self.refused.setdefault(message_id, reason)
-
-    def judge(self, index: int, event: Event, profile_id: str) -> Refusal | None:
-        """Why the event (new, at ``index``, going to ``profile_id``) is refused, or None."""
-        message_id = event.message_id
-        if message_id in self.refused:  # its cluster's split or merge was refused
-            return self.refused[message_id]
-        trial: dict[str, Golden] = {}
-        trial_sizes: dict[str, int] = {}
-        joined: set[str] = set()
-        merges = self.merges_at.get(index)
-        if merges:
-            blamed: set[str] = set()
-            for merge, blame in merges:
-                if any(m in self.refused for m in blame):
-                    continue
-                survivor = merge.survivor_profile_id
-                record = trial.get(survivor)
-                if record is None:
-                    record = trial[survivor] = self.staged[survivor].copy()
-                combine(record, self.staged[merge.merged_profile_id], self.settings)
-                joined.add(merge.merged_profile_id)
-                blamed.update(blame)
-            for survivor, record in trial.items():
-                trial_sizes[survivor] = self._measure(record.traits)
-                if self.limit.exceeded(trial_sizes[survivor],
-                                       self._size(survivor, self.staged[survivor])):
-                    self._refuse(blamed, Refusal.MERGE)
-                    if message_id in self.refused:
-                        return self.refused[message_id]
-                    trial, joined = {}, set()  # a stored link's merge: none at this event
-                    break
-        key = self._route(event, profile_id, joined)
-        if event.traits:
-            record = trial.get(key) or self.staged.get(key) or self.golden.get(key) \
-                or self.held.get(key) or Golden()
-            size = trial_sizes[key] if key in trial else self._size(key, record)
-            grown = size
-            for name, value in event.traits.items():
-                held = record.traits.get(name)
-                after = apply_trait(held, Trait(value, event.timestamp, event.message_id,
-                                                event.source), self.settings, name)
-                if after is not held:
-                    grown += self.limit.entry(name, after) - (
-                        self.limit.entry(name, held) if held is not None else 0)
-            if self.limit.exceeded(grown, size):
-                if message_id in self.edge_of and not self._drop(message_id):
-                    self.refused[message_id] = Refusal.TRAITS
-                return Refusal.TRAITS
-            self.sizes[key] = grown
-        for survivor, record in trial.items():
-            self.staged[survivor] = record
-            if survivor != key or not event.traits:
-                self.sizes[survivor] = trial_sizes[survivor]
-        self.joined |= joined
-        if key in self.staged:
-            apply_event(self.staged[key], event, self.settings)
-        return None
-
-    def _route(self, event: Event, profile_id: str, joined: set[str]) -> str:
-        """The record the event is judged against: its profile's, or that of the profile its
-        identifiers named before the batch while that one is not merged into it yet."""
-        if profile_id not in self.staged:
-            return profile_id
-        before = event.profile_id or next(
-            (self.graph.before[i].profile_id for i in linkable(event, self.settings)
-             if i in self.graph.before), None)
-        if (before is None or before == profile_id or before not in self.graph.absorbed
-                or before in self.joined or before in joined):
-            return profile_id
-        return before
-
-    def _drop(self, message_id: str) -> bool:
-        """Leave the event's edge out of the plan when that changes nothing else: it was the
-        only event of the batch with that edge, and its cluster is one existing profile that
-        only gained identifiers (refusing it only takes away the identifiers it alone brought:
-        the partition of the rest is unchanged, limits only count fewer)."""
-        edge, cluster = self.edge_of[message_id]
-        graph = self.graph
-        if self._busy is None:
-            clusters = self._cluster_of()
-            busy = {o.cluster_id for o in graph.moved_identifiers.values()}
-            busy.update(clusters.get(p, "") for p in graph.refold | graph.new_profiles)
-            busy.update(clusters.get(m.survivor_profile_id, "") for m in graph.merges)
-            profiles_in: dict[str, set[str]] = {}
-            for owner in graph.owners.values():
-                profiles_in.setdefault(owner.cluster_id, set()).add(owner.profile_id)
-            busy.update(c for c, profiles in profiles_in.items() if len(profiles) > 1)
-            self._busy = busy
-        if self._counts is None:
-            keys: dict[str, int] = {}
-            for key in self._keys().values():
-                keys[key] = keys.get(key, 0) + 1
-            identifiers: dict[Identifier, int] = {}
-            for other, _ in graph.edges:
-                for item in other.identifiers:
-                    identifiers[item] = identifiers.get(item, 0) + 1
-            self._counts = keys, identifiers
-        keys, identifiers = self._counts
-        if cluster in self._busy or keys.get(edge.key, 0) > 1:
-            return False
-        self.dropped.add(edge.key)
-        for item in edge.identifiers:
-            identifiers[item] -= 1
-            if not identifiers[item] and item in graph.new_identifiers:
-                del graph.new_identifiers[item]
-                del graph.owners[item]
-        return True
-
-    def _keys(self) -> dict[str, str]:
-        """The edge key of each new event of the batch that links (names no profile)."""
-        return {message_id: edge_key(linkable(self.events[index], self.settings))
-                for message_id, index in self.first.items()
-                if not self.events[index].profile_id}
-
-    def finish(self, last_round: bool) -> None:
-        """Raise :class:`Replan` with every refused event that shaped the graph, or leave the
-        dropped edges out of the plan."""
-        graph = self.graph
-        if self.refused:
-            if last_round:
-                concerned = {self.edge_of[m][1] for m in self.refused if m in self.edge_of}
-                keys = {edge.key for edge, cluster in graph.edges
-                        if cluster in concerned and edge.first_message_id in self.first}
-                for message_id, key in self._keys().items():
-                    if key in keys:
-                        self.refused.setdefault(message_id, Refusal.CLUSTER)
-            raise Replan(self.refused)
-        if self.dropped:
-            graph.edges[:] = [(e, c) for e, c in graph.edges if e.key not in self.dropped]
+def _linking(merges: Sequence[Merge], fresh: Sequence[Event], shaping: set[str],
+             profile_of: Callable[[Event, str | None], str | None]) -> set[str]:
+    """The message ids of the batch's new events (``fresh``) that made ``merges``: each
+    merge's link, or (when the link is a stored edge the batch's moved in the canonical order)
+    the new events that shaped the graph and resolve to the merge's survivor, else all new
+    events that shaped it (a merge needs one: only new edges move links)."""
+    batch = {event.message_id for event in fresh}
+    blamed: set[str] = set()
+    for merge in merges:
+        if merge.link.message_id in batch:
+            blamed.add(merge.link.message_id)
+            continue
+        found = {event.message_id for event in fresh if event.message_id in shaping
+                 and profile_of(event, None) == merge.survivor_profile_id}
+        blamed |= found or (shaping & batch)
+    return blamed
 
 
 def conversions_of(accepted: Sequence[Accepted], settings: IdentitySettings

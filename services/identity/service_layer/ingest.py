@@ -65,10 +65,6 @@ log = get_logger(__name__)
 # A batch whose profiles a concurrent batch merged or moved between its read and its lock plans
 # again from fresh reads; more than a few in a row means something else is wrong.
 STALE_ATTEMPTS = 5
-# A batch whose plan refused events that shaped its graph is planned again without them (all
-# of one pass at once); the last of these rounds refuses every event shaping the clusters
-# concerned, so the plan after it changes nothing there and is the last.
-REPLAN_ROUNDS = 3
 
 UNRESOLVABLE = InvalidArgument.one(
     "identifiers", "every identifier is blocked or erased; nothing to resolve the event to")
@@ -79,16 +75,7 @@ TRAITS_TOO_LARGE = InvalidArgument.one(
 MERGE_TOO_LARGE = InvalidArgument.one(
     "identifiers", f"merging would make the profile's traits larger than "
     f"{MAX_PROFILE_TRAITS_BYTES // 1024} KiB encoded; the profiles stay apart")
-MOVE_TOO_LARGE = InvalidArgument.one(
-    "identifiers", f"linking them would move events into a profile whose traits would be "
-    f"larger than {MAX_PROFILE_TRAITS_BYTES // 1024} KiB encoded; nothing of the event was "
-    f"written")
-CLUSTER_REFUSED = InvalidArgument.one(
-    "identifiers", f"they link profiles that another event of the call could not change "
-    f"within the {MAX_PROFILE_TRAITS_BYTES // 1024} KiB traits limit; nothing of the event "
-    f"was written (send it again on its own)")
-REFUSED = {Refusal.TRAITS: TRAITS_TOO_LARGE, Refusal.MERGE: MERGE_TOO_LARGE,
-           Refusal.MOVE: MOVE_TOO_LARGE, Refusal.CLUSTER: CLUSTER_REFUSED}
+REFUSED = {Refusal.TRAITS: TRAITS_TOO_LARGE, Refusal.MERGE: MERGE_TOO_LARGE}
 # Every event forwarded carries its profile's traits: they stay within the bus's limit.
 TRAITS_LIMIT = TraitsLimit(MAX_PROFILE_TRAITS_BYTES, traits_size)
 
@@ -129,14 +116,13 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
     lock_first: frozenset[str] = frozenset()
     refused: dict[str, Refusal] = {}
     attempt = 1
-    replans = 0
     while True:
         try:
             applied = await transactions.run(partial(
                 apply_events, workspace_id=workspace_id, batch=batch, settings=settings,
                 traceparent=traceparent, lock_first=lock_first,
                 forward_to_decisioning=forward_to_decisioning, check_settings=check_settings,
-                refused=refused, last_round=replans >= REPLAN_ROUNDS - 1))
+                refused=refused))
         except StaleGraph as stale:
             if attempt == STALE_ATTEMPTS:
                 raise
@@ -144,14 +130,11 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
             lock_first = lock_first | stale.lock_first
             continue
         except Replan as replan:
-            # Events that shaped the graph are refused, all those of the pass at once: each
-            # time at least one more (the events refused before are left out of the plan).
-            # After REPLAN_ROUNDS - 1 rounds the clusters concerned are refused whole, so the
-            # next plan raises no Replan unless a concurrent batch changed the graph (stale).
+            # Events that shaped the graph are refused: each time at least one more (the
+            # events refused before are left out of the plan), so this ends.
             if not replan.refused.keys() - refused.keys():
                 raise RuntimeError("a batch was planned again refusing nothing new") from None
             refused = {**refused, **replan.refused}
-            replans += 1
             continue
         if applied.plan is not None:
             _log_committed(applied.plan, settings)
@@ -223,8 +206,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                  settings: IdentitySettings, traceparent: str | Sequence[str],
                  lock_first: frozenset[str] = frozenset(),
                  forward_to_decisioning: bool = True, check_settings: SecretBox | None = None,
-                 refused: Mapping[str, Refusal] | None = None,
-                 last_round: bool = False) -> Applied:
+                 refused: Mapping[str, Refusal] | None = None) -> Applied:
     """One attempt at the batch; raises :class:`StaleGraph` when the graph changed under it
     or it must lock more profiles out of order (run it again in a new unit of work, locking
     the profiles of ``lock_first`` from the start).
@@ -237,9 +219,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     profiles into one too large) fails alone (:data:`TRAITS_TOO_LARGE`,
     :data:`MERGE_TOO_LARGE`); when that changes the graph, raises
     :class:`~cjo_identity.domain.ingest.Replan`, writing nothing: run it again with those in
-    ``refused`` (by message id), which then fail without being planned; with ``last_round``
-    the Replan refuses every event shaping the clusters concerned
-    (:func:`~cjo_identity.domain.ingest.plan_batch`)."""
+    ``refused`` (by message id), which then fail without being planned."""
     session = uow.session
     segments_revision = (check_unchanged(uow, workspace_id, settings, check_settings)
                          if check_settings is not None else None)
@@ -281,7 +261,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
         return Applied([o for o in outcomes if o is not None], None)
     now = uow.now()
     plan = _resolve_and_store(session, workspace_id, valid, now, settings, read,
-                              looked_up=wanted, lock_first=lock_first, last_round=last_round)
+                              looked_up=wanted, lock_first=lock_first)
     merged = {m.merged_profile_id for m in plan.graph.merges}
     computed: dict[str, dict[str, Any]] = {}
     transitions = segments.refresh(
@@ -388,7 +368,7 @@ class _Traces:
 def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Event],
                        now: datetime, settings: IdentitySettings, read: profiles.FirstReads,
                        looked_up: set[Identifier], lock_first: frozenset[str] = frozenset(),
-                       last_round: bool = False) -> BatchPlan:
+                       ) -> BatchPlan:
     """Dedupe, resolve, merge and fold the (resolvable) events, and store the result.
 
     Reads what the batch touches (a fixed number of queries whatever its size), locks the
@@ -447,8 +427,7 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
     stored = (profiles.stored_refs(session, workspace_id, graph.sources) if graph.sources
               else [])
     plan = plan_batch(batch, seen=seen, graph=graph, held=held, stored=stored,
-                      settings=settings, new_id=new_id, limit=TRAITS_LIMIT,
-                      last_round=last_round)
+                      settings=settings, new_id=new_id, limit=TRAITS_LIMIT)
     plan.before = {p: (golden, computed[p]) for p, golden in held.items()}
     profiles.write_batch(session, workspace_id, plan, now, stored_edges=set(known) | {
         edge.key for cluster in cluster_edges.values() for edge in cluster})
