@@ -30,10 +30,8 @@ room to spare, and one such row is a fraction of a forwarder's call
 MAX_PROFILE_TRAITS_BYTES = 256 * 1024
 """A profile's traits, all of them, encoded as every event of the profile forwards them
 (``ForwardedEvent.profile_traits``): an event whose traits would make its profile's larger
-fails alone with INVALID_ARGUMENT (``events[i].traits``), and so does an event whose
-identifiers would merge profiles into one with larger traits (``events[i].identifiers``),
-before anything is written. With the event itself (:data:`MAX_EVENT_BYTES`) a forwarded row
-stays well below the bus's 1 MiB."""
+fails alone with INVALID_ARGUMENT (``events[i].traits``), before anything is written. With the
+event itself (:data:`MAX_EVENT_BYTES`) a forwarded row stays well below the bus's 1 MiB."""
 
 MAX_ID_LENGTH = 128
 """Identifiers a client chooses or one service hands to another: message ids, idempotency keys,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
@@ -10,16 +9,12 @@ import pytest
 
 from cjo_identity.domain.consent import ConsentState, decide
 from cjo_identity.domain.events import Event, EventType, parse_event
-from cjo_identity.domain.golden import Golden, Trait, apply_event, fold, trait_values
+from cjo_identity.domain.golden import Golden, apply_event, fold
 from cjo_identity.domain.graph import Edge, partition
 from cjo_identity.domain.identifiers import Identifier, parse_identifier
 from cjo_identity.domain.ingest import (
-    GraphChange,
     Outcome,
     Owner,
-    Refusal,
-    Replan,
-    TraitsLimit,
     batch_edges,
     changed_edges,
     linkable,
@@ -341,58 +336,6 @@ def test_a_batch_dedupes_message_ids() -> None:
     assert [{n: t.value for n, t in a.golden.traits.items()} for a in plan.accepted] == [
         {"plan": "free"}, {"plan": "pro"}]
     assert plan.new_profiles == {profile}
-
-
-def test_a_batch_is_checked_against_the_traits_limit_event_by_event() -> None:
-    """An event that would make its profile's traits larger than the limit, and larger than
-    they are, is refused without planning again (it shaped no edge); the later events see the
-    record without it, and a record already over the limit may shrink."""
-    limit = TraitsLimit(100, lambda traits: len(json.dumps(trait_values(traits))))
-    user = ident(USER, "u1")
-
-    def ev(minute: int, **traits: object) -> Event:
-        return parse_event(message_id=f"m{minute}", event_type=EventType.IDENTIFY, name="",
-                           identifiers=[(USER, "u1")], properties={}, traits=traits,
-                           timestamp=T0 + timedelta(minutes=minute), source="",
-                           now=T0 + timedelta(hours=1))
-
-    held = {"p1": Golden({"big": Trait("x" * 200, T0)})}
-    batch = [ev(1, more="y"), ev(2, big="small"), ev(3, big="x" * 200), ev(4, more="y"),
-             ev(5, much="z" * 120)]
-    plan = plan_batch(batch, seen={}, graph=GraphChange(owners={user: Owner("p1", "c1")}),
-                      held=held, stored=[], settings=DEFAULTS, new_id=lambda: "e",
-                      limit=limit)
-    assert [o if isinstance(o, Refusal) else o.profile_id for o in plan.outcomes] == [
-        Refusal.TRAITS, "p1", Refusal.TRAITS, "p1", Refusal.TRAITS]
-    assert [trait_values(a.golden.traits) for a in plan.accepted] == [
-        {"big": "small"}, {"big": "small", "more": "y"}]
-    assert trait_values(plan.golden["p1"].traits) == {"big": "small", "more": "y"}
-
-
-def test_a_merge_that_would_make_the_traits_too_large_is_planned_again_without_its_link(
-        ) -> None:
-    limit = TraitsLimit(100, lambda traits: len(json.dumps(trait_values(traits))))
-    user, anon = ident(USER, "u1"), ident(ANON, "a1")
-    owners = {user: Owner("p1", "c1"), anon: Owner("p2", "c2")}
-    cluster_edges = {"c1": [edge(1, user)], "c2": [edge(2, anon)]}
-    link = parse_event(message_id="link", event_type=EventType.IDENTIFY, name="",
-                       identifiers=[(USER, "u1"), (ANON, "a1")], properties={}, traits={},
-                       timestamp=None, source="", now=T0 + timedelta(hours=1))
-
-    def planned(held: dict[str, Golden]) -> list[Outcome | Refusal]:
-        graph = plan_graph(list(batch_edges([link], DEFAULTS).values()), cluster_edges,
-                           owners, DEFAULTS, lambda: "new")
-        assert graph.absorbed == {"p2": "p1"}
-        return plan_batch([link], seen={}, graph=graph, held=held, stored=[],
-                          settings=DEFAULTS, new_id=lambda: "e", limit=limit).outcomes
-
-    with pytest.raises(Replan) as replan:
-        planned({"p1": Golden({"a": Trait("x" * 60, T0)}),
-                 "p2": Golden({"b": Trait("y" * 60, T0)})})
-    assert replan.value.refused == {"link": Refusal.MERGE}
-    # A record already over the limit (from before it) that the merge does not grow.
-    assert planned({"p1": Golden({"a": Trait("x" * 200, T0)}),
-                    "p2": Golden({"a": Trait("y", T0)})}) == [Outcome("e", "p1")]
 
 
 def test_workspace_ids_are_dns_labels() -> None:

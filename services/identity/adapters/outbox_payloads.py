@@ -20,7 +20,7 @@ from cjo.orchestration.v1 import orchestration_service_pb2 as orchestration_pb
 from cjo_identity.adapters.segments import Transition
 from cjo_identity.domain.conversions import Conversion
 from cjo_identity.domain.events import Event, EventType
-from cjo_identity.domain.golden import ConsentRecord, Golden, Trait, trait_values
+from cjo_identity.domain.golden import ConsentRecord, Golden, trait_values
 from cjo_identity.domain.ingest import Accepted, Merge
 from cjo_identity.domain.segments import ENTERED, EXITED, PROFILE_DELETED, PROFILE_MERGED
 from cjo_platform.profiles import channel_proto
@@ -63,11 +63,11 @@ def _fill_struct(struct: struct_pb2.Struct, value: Mapping[str, Any]) -> None:
         fill_struct(struct, value)
 
 
-def traits_size(traits: Mapping[str, Trait]) -> int:
-    """Bytes a profile's ``traits`` take encoded, as every forwarded event of the profile
-    carries them (``profile_traits``)."""
+def traits_size(golden: Golden) -> int:
+    """Bytes ``golden``'s traits take encoded, as every forwarded event of the profile carries
+    them (``profile_traits``)."""
     struct = struct_pb2.Struct()
-    _fill_struct(struct, trait_values(traits))
+    _fill_struct(struct, trait_values(golden.traits))
     size: int = struct.ByteSize()
     return size
 

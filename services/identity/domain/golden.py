@@ -103,18 +103,6 @@ def apply_event(golden: Golden, event: Event, settings: IdentitySettings) -> Non
             golden.consents[(channel, topic)] = record
 
 
-def traits_after(traits: Mapping[str, Trait], event: Event, settings: IdentitySettings
-                 ) -> dict[str, Trait]:
-    """The traits ``event`` would leave (a new dict; ``traits`` stay as they are): what
-    :func:`apply_event` would make of them."""
-    after = dict(traits)
-    for name, value in event.traits.items():
-        after[name] = apply_trait(after.get(name), Trait(value, event.timestamp,
-                                                         event.message_id, event.source),
-                                  settings, name)
-    return after
-
-
 def combine(golden: Golden, other: Golden, settings: IdentitySettings) -> None:
     """Merge ``other`` into ``golden`` (in place): the same record as folding both profiles'
     events together, since every rule is a choice by (time, message id) or a union."""

@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 from typing import Any, NamedTuple
 
 from cjo_identity.domain.conversions import Conversion, value_of
 from cjo_identity.domain.events import Event, EventType
-from cjo_identity.domain.golden import Golden, Trait, apply_event, combine, fold, traits_after
+from cjo_identity.domain.golden import Golden, apply_event, combine, fold
 from cjo_identity.domain.graph import Edge, Link, partition
 from cjo_identity.domain.identifiers import Identifier
 from cjo_identity.domain.settings import IdentitySettings
@@ -42,40 +41,6 @@ class Owner(NamedTuple):
 
     profile_id: str
     cluster_id: str
-
-
-class Refusal(Enum):
-    """Why an event of a batch is refused, as the field its error names: its traits, or the
-    identifiers whose merge would make its profile's traits too large."""
-
-    TRAITS = "traits"
-    MERGE = "identifiers"
-
-
-class Replan(Exception):
-    """Events to refuse that shaped the batch's graph (their links, a merge): nothing of this
-    plan may be written; plan the batch again without them (``refused``: by message id)."""
-
-    def __init__(self, refused: Mapping[str, Refusal]) -> None:
-        super().__init__()
-        self.refused = dict(refused)
-
-
-@dataclass(frozen=True)
-class TraitsLimit:
-    """A profile's traits stay within ``max_bytes`` as ``size`` measures them encoded (every
-    event forwarded carries them). An event or a merge that would make them larger than that,
-    and larger than they are, is refused: a record already over the limit (kept from before
-    the limit) can still shrink."""
-
-    max_bytes: int
-    size: Callable[[Mapping[str, Trait]], int]
-
-    def exceeded(self, after: Mapping[str, Trait], before: Mapping[str, Trait]) -> bool:
-        if not after:
-            return False
-        grown = self.size(after)
-        return grown > self.max_bytes and grown > self.size(before)
 
 
 @dataclass(frozen=True)
@@ -306,9 +271,7 @@ def _assign(change: GraphChange, edges: Iterable[Edge], cluster_id: str,
 
 @dataclass
 class BatchPlan:
-    # One per event, in order: its outcome, or why it is refused (an event whose refusal
-    # changes nothing in the graph is refused here, without planning the batch again).
-    outcomes: list[Outcome | Refusal] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)  # one per event, in order
     accepted: list[Accepted] = field(default_factory=list)
     golden: dict[str, Golden] = field(default_factory=dict)  # per written profile, after
     new_profiles: set[str] = field(default_factory=set)
@@ -327,18 +290,11 @@ class BatchPlan:
 
 def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: GraphChange,
                held: Mapping[str, Golden], stored: Sequence[StoredRef],
-               settings: IdentitySettings, new_id: Callable[[], str],
-               limit: TraitsLimit | None = None) -> BatchPlan:
+               settings: IdentitySettings, new_id: Callable[[], str]) -> BatchPlan:
     """Decide the outcome of each event once the graph is settled.
 
     ``seen``: outcomes of message ids ingested before; ``held``: the current records of the
-    profiles involved; ``stored``: the events of ``graph.sources`` (profiles being refolded).
-
-    With ``limit``, the events are applied one after another as single calls would be: an
-    event whose traits would make its profile's too large is refused (``Refusal.TRAITS``) and
-    later events see the record without it. Raises :class:`Replan` when an event to refuse
-    shaped the graph: the first such event whose traits are too large, or the events that
-    link a merge making the survivor's traits too large (``Refusal.MERGE``)."""
+    profiles involved; ``stored``: the events of ``graph.sources`` (profiles being refolded)."""
     plan = BatchPlan(graph=graph, new_profiles=set(graph.new_profiles))
     owners = graph.owners
 
@@ -356,71 +312,51 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
             plan.repointed[ref.event_id] = target
         if target in refold:
             refold[target].append(ref.event)
-    # The batch's events are applied to these below, one after another, as to any record.
+    seen = dict(seen)
+    fresh: list[tuple[Event, Outcome]] = []
+    for event in events:
+        earlier = seen.get(event.message_id)
+        if earlier is not None:
+            plan.outcomes.append(Outcome(earlier.event_id, earlier.profile_id, duplicate=True))
+            continue
+        # An event naming its profile follows it if this batch merges it away.
+        profile_id = (graph.successor.get(event.profile_id, event.profile_id)
+                      if event.profile_id else profile_of(event, None))
+        if profile_id is None:  # only reachable if the adapter missed an identifier
+            raise RuntimeError("an accepted event resolved to no profile")
+        outcome = Outcome(new_id(), profile_id)
+        seen[event.message_id] = outcome
+        plan.outcomes.append(outcome)
+        fresh.append((event, outcome))
+        if profile_id in refold:
+            refold[profile_id].append(event)
     for profile_id, folded in refold.items():
         plan.golden[profile_id] = fold(folded, settings)
-    too_large: list[Merge] = []
     for merged, survivor in sorted(graph.absorbed.items()):
         golden = plan.golden.get(survivor)
         if golden is None:
             golden = plan.golden[survivor] = (held[survivor].copy() if survivor in held
                                               else Golden())
         if merged in held:
-            before = dict(golden.traits) if limit is not None else {}
             combine(golden, held[merged], settings)
-            if limit is not None and limit.exceeded(golden.traits, before):
-                too_large += [m for m in graph.merges if m.merged_profile_id == merged]
-    if limit is not None:
-        # A split and merge: the survivor refolded from its events and the merged ones'.
-        too_large += [m for m in graph.merges if m.survivor_profile_id in refold
-                      and limit.exceeded(plan.golden[m.survivor_profile_id].traits,
-                                         held[m.survivor_profile_id].traits
-                                         if m.survivor_profile_id in held else {})]
-    # Events whose refusal changes the graph: the first event of an edge written anew.
-    shaping = {edge.first_message_id for edge, _ in graph.edges}
-    if too_large:
-        fresh = [event for event in events if event.message_id not in seen]
-        raise Replan(dict.fromkeys(_linking(too_large, fresh, shaping, profile_of),
-                                   Refusal.MERGE))
-    known: dict[str, Outcome | Refusal] = dict(seen)
     # Each accepted event keeps the record as it left it: a record is copied only before a
     # later event of the batch changes it (the usual batch has one event per profile).
     kept: set[str] = set()
-    for event in events:
-        earlier = known.get(event.message_id)
-        if isinstance(earlier, Refusal):  # a repeat, in this batch, of a refused event
-            plan.outcomes.append(earlier)
-            continue
-        if earlier is not None:
-            plan.outcomes.append(Outcome(earlier.event_id, earlier.profile_id, duplicate=True))
-            continue
-        # An event naming its profile follows it if this batch merges it away.
-        found = (graph.successor.get(event.profile_id, event.profile_id)
-                 if event.profile_id else profile_of(event, None))
-        if found is None:  # only reachable if the adapter missed an identifier
-            raise RuntimeError("an accepted event resolved to no profile")
-        profile_id = found
-        golden = plan.golden.get(profile_id)
-        if limit is not None and event.traits:
-            current = golden.traits if golden is not None else (
-                held[profile_id].traits if profile_id in held else {})
-            if limit.exceeded(traits_after(current, event, settings), current):
-                if event.message_id in shaping:
-                    raise Replan({event.message_id: Refusal.TRAITS})
-                known[event.message_id] = Refusal.TRAITS
-                plan.outcomes.append(Refusal.TRAITS)
-                continue
-        outcome = Outcome(new_id(), profile_id)
-        known[event.message_id] = outcome
-        plan.outcomes.append(outcome)
-        if golden is None:
-            golden = held[profile_id].copy() if profile_id in held else Golden()
-        elif profile_id in kept:
-            golden = golden.copy()
-        plan.golden[profile_id] = golden
-        apply_event(golden, event, settings)
-        kept.add(profile_id)
-        plan.accepted.append(Accepted(outcome.event_id, profile_id, event, golden))
+    for event, outcome in fresh:
+        profile_id = outcome.profile_id
+        if profile_id not in refold:
+            golden = plan.golden.get(profile_id)
+            if golden is None:
+                golden = held[profile_id].copy() if profile_id in held else Golden()
+            elif profile_id in kept:
+                golden = golden.copy()
+            plan.golden[profile_id] = golden
+            apply_event(golden, event, settings)
+            kept.add(profile_id)
+            snapshot = golden
+        else:
+            snapshot = plan.golden[profile_id]
+        plan.accepted.append(Accepted(outcome.event_id, profile_id, event, snapshot))
     touched = set(plan.golden) | {o.profile_id for o in graph.moved_identifiers.values()} \
         | {o.profile_id for o in graph.new_identifiers.values()}
     for profile_id in touched:
@@ -429,24 +365,6 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
         plan.golden.setdefault(profile_id, held[profile_id].copy() if profile_id in held
                                else Golden())
     return plan
-
-
-def _linking(merges: Sequence[Merge], fresh: Sequence[Event], shaping: set[str],
-             profile_of: Callable[[Event, str | None], str | None]) -> set[str]:
-    """The message ids of the batch's new events (``fresh``) that made ``merges``: each
-    merge's link, or (when the link is a stored edge the batch's moved in the canonical order)
-    the new events that shaped the graph and resolve to the merge's survivor, else all new
-    events that shaped it (a merge needs one: only new edges move links)."""
-    batch = {event.message_id for event in fresh}
-    blamed: set[str] = set()
-    for merge in merges:
-        if merge.link.message_id in batch:
-            blamed.add(merge.link.message_id)
-            continue
-        found = {event.message_id for event in fresh if event.message_id in shaping
-                 and profile_of(event, None) == merge.survivor_profile_id}
-        blamed |= found or (shaping & batch)
-    return blamed
 
 
 def conversions_of(accepted: Sequence[Accepted], settings: IdentitySettings

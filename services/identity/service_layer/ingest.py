@@ -35,9 +35,6 @@ from cjo_identity.domain.ingest import (
     BatchPlan,
     Merge,
     Outcome,
-    Refusal,
-    Replan,
-    TraitsLimit,
     batch_edges,
     changed_edges,
     conversions_of,
@@ -72,12 +69,6 @@ NO_PROFILE = InvalidArgument.one("profile_id", "no such profile (it was erased)"
 TRAITS_TOO_LARGE = InvalidArgument.one(
     "traits", f"would make the profile's traits larger than "
     f"{MAX_PROFILE_TRAITS_BYTES // 1024} KiB encoded")
-MERGE_TOO_LARGE = InvalidArgument.one(
-    "identifiers", f"merging would make the profile's traits larger than "
-    f"{MAX_PROFILE_TRAITS_BYTES // 1024} KiB encoded; the profiles stay apart")
-REFUSED = {Refusal.TRAITS: TRAITS_TOO_LARGE, Refusal.MERGE: MERGE_TOO_LARGE}
-# Every event forwarded carries its profile's traits: they stay within the bus's limit.
-TRAITS_LIMIT = TraitsLimit(MAX_PROFILE_TRAITS_BYTES, traits_size)
 
 
 class StaleGraph(Exception):
@@ -88,6 +79,16 @@ class StaleGraph(Exception):
     def __init__(self, lock_first: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.lock_first = lock_first
+
+
+class TraitsTooLarge(Exception):
+    """Events of a batch (``message_ids``) whose traits would make their profile's traits
+    larger than :data:`~cjo_platform.limits.MAX_PROFILE_TRAITS_BYTES` (every forwarded event
+    of the profile carries them); run the batch again refusing them."""
+
+    def __init__(self, message_ids: frozenset[str]) -> None:
+        super().__init__()
+        self.message_ids = message_ids
 
 
 def new_id() -> str:
@@ -114,7 +115,7 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
     stored ones), raises :class:`~cjo_identity.service_layer.settings.SettingsChanged`,
     writing nothing, when they are not the stored ones."""
     lock_first: frozenset[str] = frozenset()
-    refused: dict[str, Refusal] = {}
+    refused: frozenset[str] = frozenset()
     attempt = 1
     while True:
         try:
@@ -129,12 +130,9 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
             attempt += 1
             lock_first = lock_first | stale.lock_first
             continue
-        except Replan as replan:
-            # Events that shaped the graph are refused: each time at least one more (the
-            # events refused before are left out of the plan), so this ends.
-            if not replan.refused.keys() - refused.keys():
-                raise RuntimeError("a batch was planned again refusing nothing new") from None
-            refused = {**refused, **replan.refused}
+        except TraitsTooLarge as large:
+            # Each time at least one more event is refused: this ends.
+            refused = refused | large.message_ids
             continue
         if applied.plan is not None:
             _log_committed(applied.plan, settings)
@@ -206,7 +204,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                  settings: IdentitySettings, traceparent: str | Sequence[str],
                  lock_first: frozenset[str] = frozenset(),
                  forward_to_decisioning: bool = True, check_settings: SecretBox | None = None,
-                 refused: Mapping[str, Refusal] | None = None) -> Applied:
+                 refused: frozenset[str] = frozenset()) -> Applied:
     """One attempt at the batch; raises :class:`StaleGraph` when the graph changed under it
     or it must lock more profiles out of order (run it again in a new unit of work, locking
     the profiles of ``lock_first`` from the start).
@@ -215,11 +213,8 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     its own trace): an event's outbox rows carry its own; a merge carries the trace of the
     event that linked it, a segment transition that of the profile's last event here.
 
-    An event whose traits would make its profile's too large (or whose link would merge
-    profiles into one too large) fails alone (:data:`TRAITS_TOO_LARGE`,
-    :data:`MERGE_TOO_LARGE`); when that changes the graph, raises
-    :class:`~cjo_identity.domain.ingest.Replan`, writing nothing: run it again with those in
-    ``refused`` (by message id), which then fail without being planned."""
+    Raises :class:`TraitsTooLarge`, writing nothing, when an event's traits would make its
+    profile's too large; the events of the message ids ``refused`` fail with that error."""
     session = uow.session
     segments_revision = (check_unchanged(uow, workspace_id, settings, check_settings)
                          if check_settings is not None else None)
@@ -237,10 +232,9 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                 if resolved else set())
     outcomes: list[Outcome | InvalidArgument | None] = []
     valid: list[Event] = []
-    refused = refused or {}
     for event in batch:
         if event.message_id in refused:
-            outcomes.append(REFUSED[refused[event.message_id]])
+            outcomes.append(TRAITS_TOO_LARGE)
             continue
         if event.profile_id:
             if resolved[event.profile_id] not in existing:
@@ -302,7 +296,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
         *((merge_fact(m, now), traces.of_merge(m)) for m in plan.graph.merges),
         *((conversion_fact(a, c), traces.of_event(a.event))
           for a, c in conversions_of(plan.accepted, settings))])
-    applied = (o if isinstance(o, Outcome) else REFUSED[o] for o in plan.outcomes)
+    applied = iter(plan.outcomes)
     return Applied([o if o is not None else next(applied) for o in outcomes], plan)
 
 
@@ -427,7 +421,12 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
     stored = (profiles.stored_refs(session, workspace_id, graph.sources) if graph.sources
               else [])
     plan = plan_batch(batch, seen=seen, graph=graph, held=held, stored=stored,
-                      settings=settings, new_id=new_id, limit=TRAITS_LIMIT)
+                      settings=settings, new_id=new_id)
+    # Every forwarded event carries its profile's traits: they stay within the bus's limit.
+    too_large = frozenset(a.event.message_id for a in plan.accepted if a.event.traits
+                          and traits_size(a.golden) > MAX_PROFILE_TRAITS_BYTES)
+    if too_large:
+        raise TraitsTooLarge(too_large)
     plan.before = {p: (golden, computed[p]) for p, golden in held.items()}
     profiles.write_batch(session, workspace_id, plan, now, stored_edges=set(known) | {
         edge.key for cluster in cluster_edges.values() for edge in cluster})
