@@ -29,8 +29,9 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 def new_hex_id() -> str:
     """``uuid.uuid4().hex``, without building a ``UUID`` (whose checks cost more than the
     random bytes): 32 lower-case hex digits of a version-4 UUID. ~2 us less per id, and a new
-    person's event takes three (event, profile, cluster)."""
-    return f"{int.from_bytes(os.urandom(16), 'big') & _UUID4_CLEAR | _UUID4_SET:032x}"
+    person's event takes three (event, profile, cluster). ``bytes.hex`` writes the digits in C
+    (~1 us less than formatting the int)."""
+    return (int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16).hex()
 
 
 def claimant_id() -> str:

@@ -51,7 +51,10 @@ def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as plain Python values. Struct numbers are doubles; whole ones become ints, so a
     template shows ``42``, not ``42.0``, and JSON columns keep integers as integers."""
-    return {key: _plain(value) for key, value in struct.fields.items()}
+    fields = struct.fields
+    # By key: the map's ``items()`` is collections.abc's, a Python generator over the keys
+    # that looks each up again (~25% of a small Struct's conversion, most of an empty one's).
+    return {key: _plain(fields[key]) for key in fields} if fields else {}
 
 
 def _plain(value: struct_pb2.Value) -> Any:

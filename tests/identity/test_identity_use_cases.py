@@ -3,6 +3,7 @@ gRPC): what a user of each one would notice."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -138,6 +139,37 @@ async def test_a_batch_planned_on_a_stale_graph_is_planned_again(
     assert outcome.profile_id == known.profile_id
     # Only the committed attempt's rows were written.
     assert [e.event_id for e in forwarded(tx)] == [known.event_id, outcome.event_id]
+
+
+async def test_a_batch_holds_the_sqlite_files_writes_from_its_first_read(
+        tx: Transactions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (known,) = await ingest_ok(tx, track("m1", ("user_id", "u1")))
+    real = ingest.profiles.first_reads
+    other_writer: list[str] = []
+
+    def with_another_writer(*args: Any, **kwargs: Any) -> Any:
+        # Another replica on the file tries to write while the batch reads.
+        other = sqlite3.connect(tmp_path / "identity.db", timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            other_writer.append("wrote")
+        except sqlite3.OperationalError as exc:
+            other_writer.append(str(exc))
+        finally:
+            other.close()
+        return real(*args, **kwargs)
+
+    owners_read_again = []
+    real_owners = ingest.profiles.owners
+    monkeypatch.setattr(ingest.profiles, "first_reads", with_another_writer)
+    monkeypatch.setattr(ingest.profiles, "owners", lambda *a: owners_read_again.append(a)
+                        or real_owners(*a))
+    (outcome,) = await ingest_ok(tx, track("m2", ("user_id", "u1")))
+    assert outcome.profile_id == known.profile_id
+    assert other_writer == ["database is locked"]
+    # Nobody could change the owners it read: they are not read again once locked.
+    assert owners_read_again == []
 
 
 async def test_conversions_become_facts_for_analytics(tx: Transactions) -> None:

@@ -203,6 +203,24 @@ class FirstReads:
     seen: dict[str, Outcome]
 
 
+def hold_writes(session: Session) -> bool:
+    """On SQLite, take the database's write lock before the batch's first read (``BEGIN
+    IMMEDIATE``) and return True: until the commit no other writer (another replica on the
+    file) can change what the batch reads, so nothing read needs reading again after the
+    profiles are locked. pysqlite would otherwise begin the transaction only at the first
+    write, leaving every earlier read to see the file as it was at that read. PostgreSQL:
+    False (rows are locked one by one, ``FOR UPDATE``). A transaction that already began is
+    left as it is (False)."""
+    if session.get_bind().dialect.name != "sqlite":
+        return False
+    driver = session.connection().connection.driver_connection
+    if driver is None or driver.in_transaction:
+        return False
+    # Straight to the driver: a statement of SQLAlchemy's would cost more than the lock.
+    driver.execute("BEGIN IMMEDIATE")
+    return True
+
+
 def first_reads(session: Session, workspace_id: str, wanted: set[Identifier],
                 message_ids: set[str]) -> FirstReads:
     """:class:`FirstReads` of the identifiers and message ids: one statement (per

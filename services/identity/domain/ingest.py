@@ -82,8 +82,19 @@ def linkable(event: Event, settings: IdentitySettings) -> tuple[Identifier, ...]
 
 def batch_edges(events: Iterable[Event], settings: IdentitySettings) -> dict[str, Edge]:
     edges: dict[str, Edge] = {}
+    blocks_nothing = settings.blocks_nothing
     for event in events:
-        edge = Edge(tuple(sorted(linkable(event, settings))), event.timestamp, event.message_id)
+        # ``sorted(linkable(event, settings))``: an edge's identifiers are a set in (type,
+        # value) order, so linkable's sort by strength would only be undone.
+        identifiers = event.identifiers
+        linked: tuple[Identifier, ...]
+        if len(identifiers) == 1:
+            linked = () if settings.is_blocked(identifiers[0]) else identifiers
+        elif blocks_nothing:
+            linked = tuple(sorted(identifiers))
+        else:
+            linked = tuple(sorted(i for i in identifiers if not settings.is_blocked(i)))
+        edge = Edge(linked, event.timestamp, event.message_id)
         held = edges.get(edge.key)
         edges[edge.key] = edge if held is None else held.earliest(edge)
     return edges

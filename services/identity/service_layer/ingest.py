@@ -216,6 +216,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     Raises :class:`TraitsTooLarge`, writing nothing, when an event's traits would make its
     profile's too large; the events of the message ids ``refused`` fail with that error."""
     session = uow.session
+    held_writes = profiles.hold_writes(session)
     segments_revision = (check_unchanged(uow, workspace_id, settings, check_settings)
                          if check_settings is not None else None)
     traces = _Traces(batch, traceparent)
@@ -255,7 +256,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
         return Applied([o for o in outcomes if o is not None], None)
     now = uow.now()
     plan = _resolve_and_store(session, workspace_id, valid, now, settings, read,
-                              looked_up=wanted, lock_first=lock_first)
+                              looked_up=wanted, lock_first=lock_first, reread=not held_writes)
     merged = {m.merged_profile_id for m in plan.graph.merges}
     computed: dict[str, dict[str, Any]] = {}
     transitions = segments.refresh(
@@ -362,7 +363,7 @@ class _Traces:
 def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Event],
                        now: datetime, settings: IdentitySettings, read: profiles.FirstReads,
                        looked_up: set[Identifier], lock_first: frozenset[str] = frozenset(),
-                       ) -> BatchPlan:
+                       reread: bool = True) -> BatchPlan:
     """Dedupe, resolve, merge and fold the (resolvable) events, and store the result.
 
     Reads what the batch touches (a fixed number of queries whatever its size), locks the
@@ -377,7 +378,10 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
     worker's lapses never wait (SKIP LOCKED).
 
     ``read``: what this transaction read first (:func:`~cjo_identity.adapters.profiles.
-    first_reads`) of the identifiers ``looked_up`` and of (at least) the batch's message ids."""
+    first_reads`) of the identifiers ``looked_up`` and of (at least) the batch's message ids;
+    ``reread``: whether the owners must be read again once their profiles are locked (not when
+    the transaction holds the database's writes: :func:`~cjo_identity.adapters.profiles.
+    hold_writes`)."""
     seen = read.seen
     fresh = list({e.message_id: e for e in reversed(batch)
                   if e.message_id not in seen}.values())
@@ -396,7 +400,7 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
     # clusters still include them.
     ahead = {p: (held.pop(p), computed.pop(p)) for p in lock_first - locked if p in held}
     if set(held) != locked or (
-            owners and profiles.owners(session, workspace_id, set(owners)) != owners):
+            reread and owners and profiles.owners(session, workspace_id, set(owners)) != owners):
         # A concurrent batch merged, moved or erased these profiles between our read and our
         # lock.
         raise StaleGraph()
