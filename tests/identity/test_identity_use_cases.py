@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from identity_support import START
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from cjo.analytics.v1 import fact_pb2
@@ -31,6 +32,7 @@ from cjo_identity.service_layer.consent import ConsentQuery
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.idempotency import RequestLog
+from cjo_platform.db.item_writes import database_unavailable
 from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import AlreadyExists, InvalidArgument, NotFound
@@ -170,6 +172,32 @@ async def test_a_batch_holds_the_sqlite_files_writes_from_its_first_read(
     assert other_writer == ["database is locked"]
     # Nobody could change the owners it read: they are not read again once locked.
     assert owners_read_again == []
+
+
+async def test_a_file_locked_by_another_writer_is_an_outage(tmp_path: Path) -> None:
+    """Another process (the importer, a replica) holds the file's write lock past the busy
+    timeout: the batch fails as the database being unavailable (UNAVAILABLE, consumers wait
+    and blame no row), not as a bug (review rperfid: the driver's own error from BEGIN
+    IMMEDIATE answered INTERNAL and the bus consumer split and counted the batch)."""
+    db = Database(f"sqlite:///{tmp_path}/identity.db")
+
+    @sa_event.listens_for(db.engine, "connect")
+    def short_busy_timeout(connection: Any, _: Any) -> None:
+        connection.execute("PRAGMA busy_timeout = 100")
+
+    metadata.create_all(db.engine)
+    clock = ManualClock(START)
+    tx = Transactions(db, clock, Outbox(outbox, clock), RequestLog(request_log, clock))
+    other = sqlite3.connect(tmp_path / "identity.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Exception) as locked:
+            await ingest.ingest_events(tx, WS, [track("m1", ("user_id", "u1"))], DEFAULTS, "")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert database_unavailable(locked.value), repr(locked.value)
+    (outcome,) = await ingest_ok(tx, track("m1", ("user_id", "u1")))  # and then goes on
 
 
 async def test_conversions_become_facts_for_analytics(tx: Transactions) -> None:

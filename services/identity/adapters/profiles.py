@@ -8,6 +8,7 @@ the profiles that change hands; then one bulk statement per table written.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable, TextClause
 
@@ -217,7 +219,12 @@ def hold_writes(session: Session) -> bool:
     if driver is None or driver.in_transaction:
         return False
     # Straight to the driver: a statement of SQLAlchemy's would cost more than the lock.
-    driver.execute("BEGIN IMMEDIATE")
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        # A file locked past the busy timeout is an outage (UNAVAILABLE, the consumers
+        # wait), as SQLAlchemy's own statement meeting the lock says: wrapped as it would be.
+        raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
     return True
 
 
