@@ -6,6 +6,9 @@ before their claims can lapse. Helpers from test_event_bus."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,9 +22,11 @@ from nats_support import nats_listening
 from outbox_support import Box
 from test_event_bus import TOPIC, Receiver, Stalled, bus_settings, relay, running, stop
 
+import cjo_platform.bus.consumer as consumer_module
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import Bus, naming
-from cjo_platform.bus.consumer import BusConsumer
+from cjo_platform.bus.consumer import BusConsumer, _Claim
+from cjo_platform.bus.pull import PullBatches, _status
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.outbox import OutboxRow, Refusal
 from support import eventually
@@ -476,3 +481,133 @@ async def test_a_replica_cancelled_while_its_partitions_stop_deletes_each_claim_
     assert all(ended for _, ended in deletes), deletes
     assert {key for key, _ in deletes} >= {"claim.test_events.0", "claim.test_events.1"}
     await bus_a.close()
+
+
+class HeldEnd(PullBatches):
+    """Partition 0's pull requests (the only consumer's), whose first end status to come once
+    ``came`` messages came (the end of the burst under way) is held until a fetch was
+    cancelled: the fetch then holds those messages in hand."""
+
+    made: list[HeldEnd] = []
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.came, self.held, self.release = 0, False, asyncio.Event()
+        HeldEnd.made.append(self)
+
+    async def _arrive(self, msg: Msg) -> None:
+        if not _status(msg):
+            self.came += 1
+        elif self.came >= 5 and not self.release.is_set():
+            self.held = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), 10)
+        await super()._arrive(msg)
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+        try:
+            return await super().fetch(batch, timeout)
+        except asyncio.CancelledError:
+            self.release.set()
+            raise
+
+
+async def test_a_worker_stopped_mid_fetch_gives_back_what_the_fetch_took(
+        prefix: str, box: Box, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A's fetch took q:0..q:4 (or the last of them: earlier fetches may have returned some)
+    # and waits for its request's end when A stops (a deploy; a give-up or its deadline is
+    # the same). What the fetch took must be given back: it was kept nowhere, so B got it
+    # only ack_wait later, after q:5..q:9.
+    HeldEnd.made.clear()
+    monkeypatch.setattr(consumer_module, "PullBatches", HeldEnd)
+    bus = Bus(bus_settings(prefix, partitions=1, batch=50, pack_rows=1))
+    a_receiver = Receiver()
+    a = BusConsumer(bus, TOPIC, a_receiver, box.db, box.dead_letters, ManualClock(), owner="a")
+    task = await running(a)
+    await eventually(lambda: waiting_holding(bus, 0), timeout=20)
+    first = [f"q:{i}".encode() for i in range(5)]
+    await relay(bus, box, first)
+    [pulls] = HeldEnd.made
+    await eventually(lambda: pulls.held and not pulls._arrived, timeout=10)
+    await stop(task)
+    more = [f"q:{i}".encode() for i in range(5, 10)]
+    await relay(bus, box, more)
+    taken = await taken_by_b(bus, box, len(first) + len(more) - len(a_receiver.taken))
+    assert list(dict.fromkeys(a_receiver.taken + taken)) == first + more
+    await bus.close()
+
+
+async def test_one_slow_claim_round_stops_no_partition(prefix: str, box: Box) -> None:
+    # One claims request of A hangs (a KV hiccup): its round fails after claim_round_seconds
+    # and is tried again a quarter of renew_seconds after it began. That retry must renew the
+    # claims well before the workers' deadlines (half the lifetime after the last renewal):
+    # with the round bound at claim / 6 (ack_wait <= 15 s) the retry began just as they fired,
+    # and one slow request stopped and restarted every partition.
+    bus = Bus(bus_settings(prefix, partitions=2, batch=5, ack_wait_seconds=1.0, pack_rows=1))
+    renew = bus.settings.renew_seconds
+    a = BusConsumer(bus, TOPIC, Receiver(), box.db, box.dead_letters, ManualClock(), owner="a")
+    loop = asyncio.get_running_loop()
+    hang = {"armed": False, "hung": False}
+    retry: list[tuple[float, float, bool]] = []  # (began, earliest deadline, any stopping)
+    claims = bus.claims
+
+    async def hanging_update(key: str, value: bytes, last: int | None = None) -> int:
+        if hang["armed"]:
+            hang["armed"], hang["hung"] = False, True
+            await asyncio.Event().wait()  # until the round's bound cuts it
+        return await kv.update(key, value, last=last)
+
+    async def noted_claims() -> Any:
+        if hang["hung"] and not retry:
+            retry.append((loop.time(), min(c.deadline for c in a._partitions.values()),
+                          any(c.stopping for c in a._partitions.values())))
+        return bucket
+
+    kv = await claims()
+    bucket = copy.copy(kv)
+    bucket.update = hanging_update  # type: ignore[method-assign]
+    bus.claims = noted_claims  # type: ignore[method-assign]
+    task = await running(a)
+    try:
+        await eventually(lambda: a.held_partitions() == [0, 1], timeout=10)
+        workers = {p: claim.task for p, claim in a._partitions.items()}
+        revisions = {p: claim.revision for p, claim in a._partitions.items()}
+        hang["armed"] = True
+        await eventually(lambda: all(a._partitions[p].revision > revisions[p] for p in workers)
+                         and a.claim_error is None and bool(retry), timeout=20)
+        [(began, deadline, stopping)] = retry
+        assert not stopping
+        assert deadline - began >= renew / 8
+        assert {p: claim.task for p, claim in a._partitions.items()} == workers
+        assert not any(claim.stopping or claim.task.done() for claim in a._partitions.values())
+    finally:
+        await stop(task)
+        await bus.close()
+
+
+async def test_a_renewal_answered_as_the_deadline_fires_does_not_fail_the_round() -> None:
+    # A renewal's answer handled in the loop iteration in which the worker's deadline fired,
+    # before the worker ran its finally (I/O callbacks before timers, on a busy loop): the
+    # deadline must not be moved on (Timeout.reschedule raised RuntimeError "Cannot change
+    # state of expiring Timeout", failing the whole claim round and the replica's health).
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    claim = _Claim(revision=1, asked=now, deadline=now + 0.05)
+
+    async def work() -> None:  # BusConsumer._work and _pull, reduced
+        lease = claim.lease = asyncio.timeout_at(claim.deadline)
+        with contextlib.suppress(TimeoutError):
+            async with lease:
+                try:
+                    await asyncio.Event().wait()  # fetching
+                finally:
+                    claim.stop()
+
+    claim.task = asyncio.create_task(work())
+    answer: asyncio.Future[int] = loop.create_future()  # the kv.update the round awaits
+    loop.call_at(claim.deadline - 0.002, time.sleep, 0.01)  # the loop is busy for 10 ms
+    loop.call_at(claim.deadline - 0.001, answer.set_result, 2)  # the answer comes just before
+    revision = await answer
+    claim.renewed(revision, loop.time(), loop.time() + 5)  # as _tend_claims does
+    await claim.task
+    assert claim.lease is not None and claim.lease.expired()

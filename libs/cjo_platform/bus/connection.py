@@ -37,7 +37,9 @@ from cjo_platform.logging import get_logger
 
 log = get_logger(__name__)
 
-# How much longer than ack_wait a dead holder's claim lasts, at the least, after its last fetch.
+# A claim lasts 1.5 x (ack_wait + this): a holder killed after its last fetch leaves ack_wait
+# plus this less a claim round's bound (claim_round_seconds, at most half of it: 2.5 s or more
+# to spare) of its claim, so JetStream gives its messages back before anyone else may pull.
 CLAIM_MARGIN_SECONDS = 5.0
 
 _PREFIX = re.compile(r"[a-z0-9_-]{1,32}")
@@ -103,7 +105,8 @@ class BusSettings:
         first, and fails after :attr:`claim_round_seconds` (stopping partitions never delays
         it), so a holder killed just before a renewal that came as late as it may leaves
         ``claim - renew - round`` of it; its messages are due ``ack_wait`` after its last
-        fetch or in-progress mark. That must therefore be ``ack_wait`` at the least."""
+        fetch or in-progress mark. That must therefore be ``ack_wait`` at the least: it is
+        ``ack_wait + CLAIM_MARGIN_SECONDS - round``."""
         return 1.5 * (self.ack_wait_seconds + CLAIM_MARGIN_SECONDS)
 
     @property
@@ -113,9 +116,12 @@ class BusSettings:
 
     @property
     def claim_round_seconds(self) -> float:
-        """How long a claim round may take before it counts as failed (then tried again a
-        quarter of :attr:`renew_seconds` after it began)."""
-        return min(self.renew_seconds / 2, CLAIM_MARGIN_SECONDS)
+        """How long a claim round may take before it counts as failed (then tried again as it
+        ends, a quarter of :attr:`renew_seconds` after it began, well before the workers'
+        deadlines at half the lifetime = 1.5 x renew after the last renewal: the retry renews
+        them at ``renew + renew / 4`` at the latest). At most half CLAIM_MARGIN_SECONDS: a
+        holder killed then still leaves ack_wait + 2.5 s of its claim."""
+        return min(self.renew_seconds / 4, CLAIM_MARGIN_SECONDS / 2)
 
 
 def load_bus_settings(env: Env) -> BusSettings | None:

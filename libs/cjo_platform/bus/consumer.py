@@ -117,7 +117,9 @@ REDELIVERY_POLL_SECONDS = 10.0
 SETTLE_SHARE = 1 / 6
 # A partition's worker stops by itself once its claim was not renewed for this share of the
 # claim's lifetime (counted from the loop time the last renewal was asked for): a round renews
-# it every third, and one failing round is tried again a quarter of a third later.
+# it every third, and one failing round (bounded by a quarter of a third) is tried again a
+# quarter of a third after it began, at 5/12 of the lifetime: before the deadline, so one slow
+# claims request stops no partition.
 FENCE_SHARE = 1 / 2
 
 
@@ -168,7 +170,7 @@ class _Claim:
 
     def renewed(self, revision: int, asked: float, deadline: float) -> None:
         self.revision, self.asked, self.deadline = revision, asked, deadline
-        if self.lease is not None and not self.stopping:
+        if self.lease is not None and not self.stopping and not self.lease.expired():
             self.lease.reschedule(deadline)
 
     def stop(self) -> None:

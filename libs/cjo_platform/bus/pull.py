@@ -90,7 +90,9 @@ class PullBatches:
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to ``batch`` messages: what the consumer has now, or else the first that comes
-        within ``timeout`` seconds (and any delivered with it); ``[]`` when none came."""
+        within ``timeout`` seconds (and any delivered with it); ``[]`` when none came. A fetch
+        cancelled or failing leaves what it took for :meth:`stop` (the caller gives it back):
+        kept nowhere, it would come again only ``ack_wait`` later, after newer messages."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         msgs: list[Msg] = []
@@ -110,7 +112,17 @@ class PullBatches:
         reply = f"{self._inbox}.{self._requests}"
         self._signal.clear()
         self._interrupted = False
-        await self._nc.publish(self._next, json.dumps(request).encode(), reply=reply)
+        try:
+            await self._nc.publish(self._next, json.dumps(request).encode(), reply=reply)
+            await self._collect(msgs, batch, deadline, reply)
+        except BaseException:
+            self._arrived.extendleft(reversed(msgs))  # stopped: batches.stop() returns them
+            raise
+        return msgs
+
+    async def _collect(self, msgs: list[Msg], batch: int, deadline: float, reply: str) -> None:
+        """Add what request ``reply`` delivers to ``msgs`` until the batch is full, the
+        request ends, or ``deadline``."""
         while len(msgs) < batch:
             if self._interrupted:
                 break
@@ -138,7 +150,6 @@ class PullBatches:
                     self._arrived.appendleft(msg)  # what came is handed over first
                     break
                 APIError.from_msg(msg)  # raises: 409 consumer deleted, ...
-        return msgs
 
 
 def _status(msg: Msg) -> str:
