@@ -25,7 +25,7 @@ from test_event_bus import TOPIC, Receiver, Stalled, bus_settings, relay, runnin
 import cjo_platform.bus.consumer as consumer_module
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import Bus, naming
-from cjo_platform.bus.consumer import BusConsumer, _Claim
+from cjo_platform.bus.consumer import BusConsumer, _Claim, _stopped
 from cjo_platform.bus.pull import PullBatches, _status
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.outbox import OutboxRow, Refusal
@@ -483,6 +483,19 @@ async def test_a_replica_cancelled_while_its_partitions_stop_deletes_each_claim_
     await bus_a.close()
 
 
+async def bucket_of(bus: Bus) -> tuple[Any, Any]:
+    """The claims bucket, and a copy of it that ``bus.claims`` returns from now on (the test
+    replaces its methods, calling the bucket's)."""
+    kv = await bus.claims()
+    bucket = copy.copy(kv)
+
+    async def claims() -> Any:
+        return bucket
+
+    bus.claims = claims  # type: ignore[method-assign]
+    return kv, bucket
+
+
 class HeldEnd(PullBatches):
     """Partition 0's pull requests (the only consumer's), whose first end status to come once
     ``came`` messages came (the end of the burst under way) is held until a fetch was
@@ -611,3 +624,125 @@ async def test_a_renewal_answered_as_the_deadline_fires_does_not_fail_the_round(
     claim.renewed(revision, loop.time(), loop.time() + 5)  # as _tend_claims does
     await claim.task
     assert claim.lease is not None and claim.lease.expired()
+
+
+async def test_a_renewal_applied_but_answered_too_late_keeps_the_partition(
+        prefix: str, box: Box) -> None:
+    # The server applied a renewal of A's claim whose answer came after the round's bound: A
+    # kept the revision before it, so the next round's renewal failed on it and was read as
+    # the claim lost; the partition stopped and stalled until its own claim lapsed (nobody
+    # could create it meanwhile, A included). The claim, still A's, is renewed at its revision.
+    bus = Bus(bus_settings(prefix, partitions=1, batch=5, ack_wait_seconds=1.0, pack_rows=1))
+    receiver = Receiver()
+    a = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="a")
+    state: dict[str, Any] = {"armed": False, "applied": None, "rounds": 0}
+
+    async def late_update(key: str, value: bytes, last: int | None = None) -> int:
+        revision: int = await kv.update(key, value, last=last)
+        if state["armed"]:
+            state["armed"], state["applied"] = False, revision
+            await asyncio.Event().wait()  # answered after the round's bound cut it
+        return revision
+
+    async def noted_put(key: str, value: bytes) -> int:
+        if state["applied"] is not None and key.startswith("member."):
+            state["rounds"] += 1  # a round after the late one renewed its claims
+        revision: int = await kv.put(key, value)
+        return revision
+
+    kv, bucket = await bucket_of(bus)
+    bucket.update = late_update  # type: ignore[method-assign]
+    bucket.put = noted_put  # type: ignore[method-assign]
+    task = await running(a)
+    try:
+        await eventually(lambda: a.held_partitions() == [0], timeout=10)
+        worker = a._partitions[0].task
+        state["armed"] = True
+        await eventually(lambda: state["rounds"] >= 1, timeout=20)
+        assert a.held_partitions() == [0] and a.claim_error is None
+        claim = a._partitions[0]
+        assert claim.task is worker and not claim.stopping and claim.revision > state["applied"]
+        await relay(bus, box, [b"q:0"])
+        await eventually(lambda: receiver.taken == [b"q:0"], timeout=10)
+    finally:
+        await stop(task)
+        await bus.close()
+
+
+async def test_a_claim_of_its_own_left_behind_is_taken_up_at_once(prefix: str, box: Box) -> None:
+    # A claim of A's own is left (its delete failed on a stale revision after a renewal
+    # answered too late): A's next round takes the partition up rather than waiting a claim
+    # lifetime for it to lapse (the create failed on it; nobody else could take it either).
+    bus = Bus(bus_settings(prefix, partitions=1, batch=5, ack_wait_seconds=1.0, pack_rows=1))
+    a = BusConsumer(bus, TOPIC, Receiver(), box.db, box.dead_letters, ManualClock(), owner="a")
+    kv, bucket = await bucket_of(bus)
+    await kv.create("claim.test_events.0", b"a")
+    rounds = 0
+
+    async def noted_put(key: str, value: bytes) -> int:
+        nonlocal rounds
+        if key.startswith("member."):
+            rounds += 1
+        revision: int = await kv.put(key, value)
+        return revision
+
+    bucket.put = noted_put  # type: ignore[method-assign]
+    task = await running(a)
+    try:
+        await eventually(lambda: rounds >= 2, timeout=10)  # the first round ended
+        assert a.held_partitions() == [0] and a.claim_error is None
+    finally:
+        await stop(task)
+        await bus.close()
+
+
+async def test_a_round_renews_the_claims_before_deleting_those_of_ended_workers(
+        prefix: str, box: Box) -> None:
+    # Partition 0's worker ended (crashed): the next round deletes its claim, after renewing
+    # partition 1's (a slow delete delayed the renewals behind it).
+    bus = Bus(bus_settings(prefix, partitions=2, batch=5, ack_wait_seconds=1.0, pack_rows=1))
+    a = BusConsumer(bus, TOPIC, Receiver(), box.db, box.dead_letters, ManualClock(), owner="a")
+    kv, bucket = await bucket_of(bus)
+    calls: list[tuple[str, str]] = []
+
+    async def noted_update(key: str, value: bytes, last: int | None = None) -> int:
+        calls.append(("update", key))
+        revision: int = await kv.update(key, value, last=last)
+        return revision
+
+    async def noted_delete(key: str, *args: Any, **kwargs: Any) -> bool:
+        calls.append(("delete", key))
+        done: bool = await kv.delete(key, *args, **kwargs)
+        return done
+
+    bucket.update = noted_update  # type: ignore[method-assign]
+    bucket.delete = noted_delete  # type: ignore[method-assign]
+    task = await running(a)
+    try:
+        await eventually(lambda: a.held_partitions() == [0, 1], timeout=10)
+        worker = a._partitions[0].task
+        worker.cancel()
+        await eventually(worker.done, timeout=10)
+        calls.clear()
+        await eventually(lambda: ("delete", "claim.test_events.0") in calls, timeout=10)
+        assert calls.index(("update", "claim.test_events.1")) < calls.index(
+            ("delete", "claim.test_events.0"))
+    finally:
+        await stop(task)
+        await bus.close()
+
+
+async def test_a_worker_crashing_as_it_stops_has_its_exception_read() -> None:
+    # A worker stopped (given up) that fails while giving back: its exception is read and
+    # logged, not left for "Task exception was never retrieved" at garbage collection.
+    async def work() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            raise RuntimeError("giving back failed")
+
+    claim = _Claim(revision=1, asked=0.0, deadline=0.0)
+    claim.task = asyncio.create_task(work())
+    await asyncio.sleep(0)  # the worker runs
+    await _stopped(claim)
+    assert claim.task.done() and not claim.task._log_traceback  # type: ignore[attr-defined]

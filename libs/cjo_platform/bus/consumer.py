@@ -66,6 +66,7 @@ from typing import Any
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus.connection import Bus, BusSettings
@@ -380,6 +381,9 @@ class BusConsumer:
         # Partitions being stopped beside the claim rounds (given up, or their claim lost):
         # each deletes its claim, if still ours, once its worker ended.
         self._stops: set[asyncio.Task[None]] = set()
+        # Partitions whose worker ended or is ending beside the rounds: a claim of ours found
+        # on one of them is never taken up again before the worker ended (and it was deleted).
+        self._ending: set[int] = set()
         self._last_taken: float = -math.inf
         # Why the last claim round failed (None once one succeeded): each partition's worker
         # stops by itself before its claim may lapse (_work).
@@ -481,29 +485,39 @@ class BusConsumer:
         kv = await self.bus.claims()
         loop = asyncio.get_running_loop()
         fence_after = self.settings.claim_seconds * FENCE_SHARE
+        ended: list[int] = []
         for partition, claim in list(self._partitions.items()):
             if claim.task.done():
-                # Crashed, or stopped by its deadline: its claim (maybe still ours) is deleted,
-                # and the partition claimed again below if nobody takes it first.
-                exc = claim.task.exception() if not claim.task.cancelled() else None
-                log.warning("event bus partition stopped; giving it back", worker=self.name,
-                            partition=partition, error=repr(exc))
-                await self._release(partition)
+                ended.append(partition)
                 continue
             if claim.stopping:
                 continue  # stopped by its deadline, still giving back: released once ended
+            key = self._claim_key(partition)
             try:
                 asked = loop.time()
-                revision = await kv.update(self._claim_key(partition), self.owner.encode(),
-                                           last=claim.revision)
+                revision = await kv.update(key, self.owner.encode(), last=claim.revision)
             except KeyWrongLastSequenceError:
-                # Our claim lapsed and another replica took the partition: stop at once.
-                log.warning("event bus partition claim lost", worker=self.name,
-                            partition=partition)
-                del self._partitions[partition]
-                self._beside(_stopped(claim))
-                continue
+                # A renewal the server applied but answered too late left a stale revision:
+                # the claim is still ours at the revision it holds (nobody else may take it).
+                own = await self._own_revision(kv, key)
+                if own is None:
+                    # Our claim lapsed and another replica took the partition: stop at once.
+                    log.warning("event bus partition claim lost", worker=self.name,
+                                partition=partition)
+                    del self._partitions[partition]
+                    self._beside(self._ended(partition, _stopped(claim)))
+                    continue
+                asked = loop.time()
+                revision = await kv.update(key, self.owner.encode(), last=own)
             claim.renewed(revision, asked, asked + fence_after)
+        for partition in ended:
+            # Crashed, or stopped by its deadline: its claim (maybe still ours) is deleted after
+            # the renewals, and the partition claimed again below if nobody takes it first.
+            task = self._partitions[partition].task
+            exc = task.exception() if not task.cancelled() else None
+            log.warning("event bus partition stopped; giving it back", worker=self.name,
+                        partition=partition, error=repr(exc))
+            await self._release(partition)
         await kv.put(f"member.{self._topic_key}.{self.owner}", b"1")
         partitions = self.settings.partitions
         fair = math.ceil(partitions / await self._members())
@@ -514,12 +528,27 @@ class BusConsumer:
                 break
             if partition in self._partitions:
                 continue
+            key = self._claim_key(partition)
             try:
                 asked = loop.time()
-                revision = await kv.create(self._claim_key(partition), self.owner.encode())
+                revision = await kv.create(key, self.owner.encode())
             except KeyWrongLastSequenceError:
-                continue  # another replica holds it (or is still giving it back)
+                # Another replica holds it (or is still giving it back), or a claim of ours
+                # whose delete failed (a stale revision) is left: taken up, not waited out.
+                own = None if partition in self._ending else await self._own_revision(kv, key)
+                if own is None:
+                    continue
+                asked = loop.time()
+                revision = await kv.update(key, self.owner.encode(), last=own)
             self._start(partition, _Claim(revision, asked, asked + fence_after))
+
+    async def _own_revision(self, kv: KeyValue, key: str) -> int | None:
+        """The revision of claim ``key`` if this replica holds it, else None."""
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.revision if entry.value == self.owner.encode() else None
 
     def _start(self, partition: int, claim: _Claim) -> None:
         claim.task = asyncio.create_task(self._work(partition, claim),
@@ -535,12 +564,23 @@ class BusConsumer:
 
     async def _release(self, partition: int) -> None:
         claim = self._partitions.pop(partition)
+        await self._ended(partition, self._delete_after(partition, claim))
+
+    async def _delete_after(self, partition: int, claim: _Claim) -> None:
         try:
             await _stopped(claim)
         finally:  # also when cancelled meanwhile: the worker ended, its claim goes
             with contextlib.suppress(Exception):
                 kv = await self.bus.claims()
                 await kv.delete(self._claim_key(partition), last=claim.revision)
+
+    async def _ended(self, partition: int, stop: Coroutine[Any, Any, None]) -> None:
+        """Run a partition's ``stop``, the partition counted as ending meanwhile."""
+        self._ending.add(partition)
+        try:
+            await stop
+        finally:
+            self._ending.discard(partition)
 
     async def _release_all(self) -> None:
         # Every worker ends (and each deletes its claim after) before the member key goes,
@@ -974,6 +1014,7 @@ async def _stopped(claim: _Claim) -> None:
     cut its giving back short) and wait for its end (it gives back what it held), also when
     the caller is cancelled meanwhile: that cancellation is raised once the worker ended."""
     task = claim.task
+    ended = task.done()  # crashed before: the round that found it logged it
     if not claim.stopping:
         task.cancel()
     cancelled = False
@@ -982,6 +1023,9 @@ async def _stopped(claim: _Claim) -> None:
             await asyncio.wait([task])
         except asyncio.CancelledError:
             cancelled = True
+    if not ended and not task.cancelled() and task.exception() is not None:  # crashed
+        log.warning("event bus partition worker failed", worker=task.get_name(),
+                    error=repr(task.exception()))
     if cancelled:
         raise asyncio.CancelledError
 
