@@ -746,3 +746,42 @@ async def test_a_worker_crashing_as_it_stops_has_its_exception_read() -> None:
     await asyncio.sleep(0)  # the worker runs
     await _stopped(claim)
     assert claim.task.done() and not claim.task._log_traceback  # type: ignore[attr-defined]
+
+
+async def test_a_partition_still_ending_is_not_taken_up_again(
+        prefix: str, box: Box, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partition given up (fair share) while its worker is slow to end is not taken up
+    again from our own claim, still in the bucket, before that worker ended (review rho3: no
+    test failed without the guard); once it ended, the claim is deleted and the partition
+    claimed again, and nothing stays marked as ending."""
+    bus = Bus(bus_settings(prefix, partitions=2, batch=5, ack_wait_seconds=1.0, pack_rows=1))
+    renew = bus.settings.renew_seconds
+    a = BusConsumer(bus, TOPIC, Receiver(), box.db, box.dead_letters, ManualClock(), owner="a")
+    real_stop = PullBatches.stop
+    slow = asyncio.Event()
+
+    async def slow_stop(self: PullBatches) -> list[Any]:
+        if slow.is_set():
+            await asyncio.sleep(2.5 * renew)  # the worker ends over two rounds
+        return await real_stop(self)
+
+    monkeypatch.setattr(PullBatches, "stop", slow_stop)
+    kv = await bus.claims()
+    task = await running(a)
+    try:
+        await eventually(lambda: a.held_partitions() == [0, 1], timeout=10)
+        old = a._partitions[1].task
+        slow.set()
+        await kv.put("member.test_events.other", b"1")  # a fair share of 1: partition 1 goes
+        await eventually(lambda: 1 not in a._partitions, timeout=10)
+        await kv.delete("member.test_events.other")  # a fair share of 2: wanted back
+        taken_up_early = False
+        while not old.done():
+            taken_up_early |= 1 in a._partitions
+            await asyncio.sleep(0.05)
+        assert not taken_up_early, "partition 1 taken up again while its worker was ending"
+        await eventually(lambda: a.held_partitions() == [0, 1], timeout=3 * renew)
+        assert a._ending == set()
+    finally:
+        await stop(task)
+        await bus.close()
