@@ -69,32 +69,25 @@ class StoredRef:
     event: Event
 
 
-def linkable(event: Event, settings: IdentitySettings) -> tuple[Identifier, ...]:
-    """The event's identifiers that may link, strongest first."""
+def linkable(event: Event, settings: IdentitySettings,
+             strongest_first: bool = True) -> tuple[Identifier, ...]:
+    """The event's identifiers that may link, strongest first (or in (type, value) order)."""
     identifiers = event.identifiers
     if len(identifiers) == 1:  # the usual event: nothing to sort
         return () if settings.is_blocked(identifiers[0]) else identifiers
+    key = settings.strength if strongest_first else None
     if settings.blocks_nothing:  # no blocked values: nothing to leave out
-        return tuple(sorted(identifiers, key=settings.strength))
-    return tuple(sorted((i for i in identifiers if not settings.is_blocked(i)),
-                        key=settings.strength))
+        return tuple(sorted(identifiers, key=key))
+    return tuple(sorted((i for i in identifiers if not settings.is_blocked(i)), key=key))
 
 
 def batch_edges(events: Iterable[Event], settings: IdentitySettings) -> dict[str, Edge]:
     edges: dict[str, Edge] = {}
-    blocks_nothing = settings.blocks_nothing
     for event in events:
-        # ``sorted(linkable(event, settings))``: an edge's identifiers are a set in (type,
-        # value) order, so linkable's sort by strength would only be undone.
-        identifiers = event.identifiers
-        linked: tuple[Identifier, ...]
-        if len(identifiers) == 1:
-            linked = () if settings.is_blocked(identifiers[0]) else identifiers
-        elif blocks_nothing:
-            linked = tuple(sorted(identifiers))
-        else:
-            linked = tuple(sorted(i for i in identifiers if not settings.is_blocked(i)))
-        edge = Edge(linked, event.timestamp, event.message_id)
+        # An edge's identifiers are a set in (type, value) order: a sort by strength first
+        # would only be undone.
+        edge = Edge(linkable(event, settings, strongest_first=False), event.timestamp,
+                    event.message_id)
         held = edges.get(edge.key)
         edges[edge.key] = edge if held is None else held.earliest(edge)
     return edges
