@@ -32,7 +32,12 @@ from cjo_delivery.service_layer.engagement import record_engagement
 from cjo_delivery.service_layer.messages import QUEUED_SIGNAL
 from cjo_delivery.service_layer.provider_webhooks import ProviderReports
 from cjo_delivery.service_layer.secrets import SEALED
-from cjo_delivery.service_layer.send_round import MESSAGE_RETRY, SenderSettings, SendRound
+from cjo_delivery.service_layer.send_round import (
+    CALLS_END,
+    MESSAGE_RETRY,
+    SenderSettings,
+    SendRound,
+)
 from cjo_delivery.workers.sender import Sender
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import load_bus
@@ -53,9 +58,10 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 SECRET_KEYS = "CJO_DELIVERY_SECRET_KEYS"
 SERVICE = "cjo.delivery.v1.DeliveryService"
 
-# A send is up to seven SMTP round trips (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL/RCPT,
-# DATA), each bounded by the timeout; the lease must outlast all of them.
-_LEASE_TIMEOUTS = 8
+# A send is up to seven SMTP round trips (connect, EHLO, STARTTLS, TLS handshake, EHLO, AUTH,
+# MAIL/RCPT/DATA), each bounded by the timeout, and the content's reply, by the data timeout;
+# the share of the lease a send's calls may take (send_round.CALLS_END) must fit them all.
+_SMTP_TIMEOUTS = 7
 
 
 def load_smtp_settings(env: Env, connections: int) -> SmtpSettings:
@@ -67,6 +73,7 @@ def load_smtp_settings(env: Env, connections: int) -> SmtpSettings:
         username=env.str("CJO_SMTP_USERNAME", ""),
         password=env.str("CJO_SMTP_PASSWORD", ""),
         timeout_seconds=env.float("CJO_SMTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        data_timeout_seconds=env.float("CJO_SMTP_DATA_TIMEOUT_SECONDS", 60.0, minimum=0.1),
         connections=connections,
     )
     if not valid_from(settings.sender):
@@ -136,10 +143,12 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     secret_box = load_secret_box(env, settings.environment, SECRET_KEYS, SEALED.what)
     sending = load_sender_settings(env)
     smtp = load_smtp_settings(env, connections=sending.concurrency)
-    if sending.lease.total_seconds() < _LEASE_TIMEOUTS * smtp.timeout_seconds:
+    longest = _SMTP_TIMEOUTS * smtp.timeout_seconds + smtp.data_timeout_seconds
+    if sending.lease.total_seconds() * CALLS_END < longest:
         env.errors.append(
-            f"CJO_DELIVERY_LEASE_SECONDS must be at least {_LEASE_TIMEOUTS} x "
-            f"CJO_SMTP_TIMEOUT_SECONDS, or a slow send would be claimed and sent twice")
+            f"CJO_DELIVERY_LEASE_SECONDS must be at least ({_SMTP_TIMEOUTS} x "
+            f"CJO_SMTP_TIMEOUT_SECONDS + CJO_SMTP_DATA_TIMEOUT_SECONDS) / {CALLS_END:g} = "
+            f"{longest / CALLS_END:g} s, or a slow send would be cut off before its timeouts")
     provider = SmtpProvider(smtp, clock)
     # At most one HTTP connection per provider call in flight (CJO_DELIVERY_CONCURRENCY).
     factory = ProviderFactory(clock, smtp_connections=max(1, sending.concurrency // 2),

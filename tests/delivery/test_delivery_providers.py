@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 from datetime import timedelta
 
 import grpc
@@ -29,6 +30,7 @@ from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, provider_pb2
 from cjo_platform.clock import ManualClock
+from cjo_platform.config import ConfigError
 from cjo_platform.rpc.status import field_violations
 from support import Backend, as_service, eventually, free_port, serving
 
@@ -312,3 +314,39 @@ async def test_a_channel_without_a_provider_fails_with_a_clear_error(backend: Ba
         name = (await stub.SendMessage(sms("k1"), metadata=WS)).message.name
         failed = await final(stub, name, FAILED)
         assert failed.error == "no sms provider is configured in this workspace"
+
+
+async def test_a_provider_call_never_outlives_the_message_lease(backend: Backend) -> None:
+    """A workspace's provider may set a long timeout and hang: the call is cut off at nine
+    tenths of the lease and the message retried later, so no other sender claims the message
+    (and calls a provider for it) while the call is still under way."""
+    release = threading.Event()
+
+    def hang(request: Request) -> Answer:
+        release.wait(60)
+        return Answer(200, {"id": "late"})
+
+    clock = ManualClock()
+    with http_sink(HttpSink(default=hang)) as sink:
+        app = delivery_app(backend, free_port(), clock, CJO_DELIVERY_LEASE_SECONDS="2",
+                           CJO_SMTP_TIMEOUT_SECONDS="0.1", CJO_SMTP_DATA_TIMEOUT_SECONDS="0.5")
+        try:
+            async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+                stub = pb_grpc.DeliveryServiceStub(ch)
+                slow = json_provider(sink.url, common_pb2.CHANNEL_SMS)
+                slow.config["timeout_seconds"] = "300"
+                await create(stub, slow)
+                name = (await stub.SendMessage(sms("k1"), metadata=WS)).message.name
+                waiting = await retrying(stub, name)
+                assert "cut off" in waiting.error and "lease" in waiting.error
+                assert sink.count() == 1
+        finally:
+            release.set()
+
+
+async def test_the_lease_must_fit_the_smtp_timeouts(backend: Backend) -> None:
+    with pytest.raises(ConfigError) as refused:
+        delivery_app(backend, free_port(), CJO_DELIVERY_LEASE_SECONDS="60",
+                     CJO_SMTP_TIMEOUT_SECONDS="5", CJO_SMTP_DATA_TIMEOUT_SECONDS="30")
+    assert "CJO_DELIVERY_LEASE_SECONDS must be at least" in str(refused.value)
+    assert "72.2222 s" in str(refused.value)  # (7 x 5 + 30) / 0.9

@@ -522,3 +522,39 @@ async def test_replies_sent_in_plaintext_after_starttls_are_not_read_inside_tls(
         await smtp.close()
     assert failed.value.transient and "after the reply to STARTTLS" in failed.value.message
     assert refused == []  # nothing was sent inside TLS on that connection
+
+
+class ScanningSink(CountingSink):
+    """Answers the end of the content only after ``scan`` seconds, as a relay that scans
+    content for spam and viruses before it answers does."""
+
+    def __init__(self, scan: float) -> None:
+        super().__init__()
+        self.scan = scan
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.scan)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_the_reply_to_the_content_has_its_own_longer_timeout() -> None:
+    """A relay that takes longer than the command timeout to answer the content has taken the
+    message: timed out there, the message was retried and arrived twice."""
+    sink = ScanningSink(scan=0.9)
+    with relay(sink) as port:
+        smtp = SmtpProvider(SmtpSettings(port=port, connections=1, timeout_seconds=0.3,
+                                         data_timeout_seconds=30), ManualClock())
+        assert await smtp.send_email(email(1)) == "<m1@cjo>"
+        await smtp.close()
+    assert [m["Message-ID"] for m in sink.received] == ["<m1@cjo>"]
+
+
+async def test_the_content_reply_times_out_after_the_data_timeout() -> None:
+    sink = ScanningSink(scan=5)
+    with relay(sink) as port:
+        smtp = SmtpProvider(SmtpSettings(port=port, connections=1, timeout_seconds=5,
+                                         data_timeout_seconds=0.3), ManualClock())
+        with pytest.raises(ProviderError) as timed_out:
+            await smtp.send_email(email(1))
+        await smtp.close()
+    assert timed_out.value.transient and timed_out.value.message.endswith("timed out")

@@ -68,6 +68,7 @@ class ProviderFactory:
                 sender=c["from"], starttls=starttls, username=s.get("username", ""),
                 password=s.get("password", ""),
                 timeout_seconds=float(c.get("timeout_seconds", "10")),
+                data_timeout_seconds=float(c.get("data_timeout_seconds", "60")),
                 connections=self.smtp_connections, ca_file=c.get("ca_file", ""),
                 webhook_format=c.get("webhook_format", ""),
                 # A workspace's own CA bundle wins over the deployment's TLS context.

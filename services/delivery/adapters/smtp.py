@@ -62,6 +62,11 @@ class SmtpSettings:
     username: str = ""
     password: str = field(default="", repr=False)
     timeout_seconds: float = 10.0
+    # How long the reply to the content's end may take (counted from handing the content to
+    # the connection, so a large body's transfer counts too). Longer than the others: relays
+    # scan the content before they answer, and a message timed out here may have been taken
+    # (RFC 5321 4.5.3.2.6 allows 10 minutes; a retry would send it twice).
+    data_timeout_seconds: float = 60.0
     connections: int = 8
     # TLS context for STARTTLS; None: the system's trust store with host name checks, or the
     # CA bundle ``ca_file`` (PEM) when one is set (a relay with a private CA).
@@ -220,13 +225,15 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 
 class _Connection:
     """One SMTP session. Every reply is awaited at most ``timeout`` seconds (TimeoutError); the
-    three replies to a pipelined MAIL FROM, RCPT TO and DATA, one round trip, together."""
+    three replies to a pipelined MAIL FROM, RCPT TO and DATA, one round trip, together; the
+    reply to the content, ``data_timeout``."""
 
     def __init__(self, transport: asyncio.Transport, replies: _Replies,
-                 timeout: float) -> None:
+                 timeout: float, data_timeout: float) -> None:
         self.transport = transport
         self.replies_in = replies
         self.timeout = timeout
+        self.data_timeout = data_timeout
         self.extensions: dict[str, str] = {}
         self.idle_since = time.monotonic()
 
@@ -237,7 +244,7 @@ class _Connection:
         async with asyncio.timeout(settings.timeout_seconds):
             transport, replies = await loop.create_connection(
                 _Replies, settings.host, settings.port)
-        conn = cls(transport, replies, settings.timeout_seconds)
+        conn = cls(transport, replies, settings.timeout_seconds, settings.data_timeout_seconds)
         try:
             code, text = await conn.reply()
             if code != 220:
@@ -388,7 +395,7 @@ class _Connection:
         if data.startswith(b"."):
             data = b"." + data
         self.transport.write(data.replace(b"\r\n.", b"\r\n..") + b".\r\n")
-        code, text = await self.reply()
+        code, text = await self._reply(asyncio.get_running_loop().time() + self.data_timeout)
         if code != 250:
             await self.reset()
             raise smtplib.SMTPDataError(code, text)

@@ -64,7 +64,7 @@ WEBHOOK_SECRETS = frozenset({"webhook_signing_key", "webhook_password", "webhook
 SHAPES = {
     ProviderKind.SMTP: _Shape(frozenset({Channel.EMAIL}),
                               frozenset({"host", "port", "from", "starttls", "timeout_seconds",
-                                         "ca_file"}),
+                                         "data_timeout_seconds", "ca_file"}),
                               frozenset({"host", "from"}), frozenset({"username", "password"})),
     ProviderKind.HTTP_JSON: _Shape(_ALL, frozenset({"url", "timeout_seconds"}),
                                    frozenset({"url"}), frozenset({"api_key"}),
@@ -154,9 +154,9 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
         if key == "from" and kind is ProviderKind.SMTP:
             problems.check(valid_from(value), f"{prefix}.config[{key}]",
                            "must be one address like 'Brand <news@brand.example>'")
-        if key == "timeout_seconds":
+        if key in ("timeout_seconds", "data_timeout_seconds"):
             problems.check(_is_positive_number(value), f"{prefix}.config[{key}]",
-                           "must be a positive number of seconds")
+                           "must be a number of seconds above 0, at most 300")
         if key == "rate_per_second":
             problems.check(valid_rate(value), f"{prefix}.config[{key}]",
                            "must be a number of messages per second from "

@@ -27,7 +27,10 @@ claim's attempt number. On an orderly shutdown (:meth:`SendRound.stop`), calls u
 finished and recorded and messages not yet handed over go back to the queue, so a restart
 repeats nothing. A message still waiting for a send slot when half its lease has passed goes
 back to the queue too, instead of being handed over so late that the lease could run out during
-the call.
+the call, and provider calls still under way at nine tenths of the lease are cut off (a
+transient failure, retried with backoff): however long a workspace's provider timeouts, and
+however many providers a failover tries, no other sender claims a message while a provider is
+being called for it.
 
 Claims take each profile's messages in the order they were queued, and none while one queued
 before it is with another process (adapters/repository.claim_due). Rounds of one process
@@ -122,13 +125,22 @@ MESSAGE_RETRY = RetryPolicy(max_attempts=5, base_delay=timedelta(seconds=30),
                             max_delay=timedelta(hours=1), jitter=0.5)
 
 
+# A message's provider calls end by this share of its lease (a call under way then is cut off,
+# a transient failure), leaving the rest to record the outcome before another sender may claim
+# the message: a provider hanging longer than its timeout, a workspace's long timeouts or a
+# failover through several slow providers never outlive the lease (two senders calling
+# providers for one message at once).
+CALLS_END = 0.9
+
+
 @dataclass(frozen=True)
 class SenderSettings:
     poll_seconds: float = 0.5
     batch_size: int = 100
     concurrency: int = 8  # provider calls at once, shared by every round under way
     rounds: int = 4  # rounds under way at once (workers/sender.py)
-    # Longer than the slowest provider call can take, or a live call's message is claimed twice.
+    # Longer than the slowest send should take: calls still under way at CALLS_END of it are
+    # cut off (a transient failure), or another sender could claim the message meanwhile.
     lease: timedelta = timedelta(minutes=5)
     # A message whose lease ran out this many times (its sender stopped, or could not record
     # its outcome: each time after a provider may have taken it) is failed instead of sent
@@ -146,6 +158,12 @@ class SenderSettings:
     # How long a round waits for a workspace's consent answer before it lets the sender start
     # the next round without it (CJO_DELIVERY_CONSENT_PATIENCE_MS): see workers/sender.py.
     consent_patience: timedelta = timedelta(seconds=1)
+
+
+def _out_of_lease(lease: timedelta) -> ProviderError:
+    return ProviderError(f"the provider calls took {CALLS_END:.0%} of the message's lease "
+                         f"({lease.total_seconds():g} s, CJO_DELIVERY_LEASE_SECONDS) and were "
+                         "cut off", transient=True)
 
 
 @dataclass(frozen=True)
@@ -505,7 +523,6 @@ class SendRound:
         patience = (asyncio.get_running_loop().call_later(
                         self.settings.consent_patience.total_seconds(), watch_slow_consent)
                     if self.consent is not None else None)
-        hand_over_by = now + self.settings.lease / 2
         try:
             while asking:
                 await asyncio.wait(asking.values(), return_when=asyncio.FIRST_COMPLETED)
@@ -522,7 +539,7 @@ class SendRound:
                     wave += by_workspace[workspace]
                 if wave:
                     waves.append(asyncio.create_task(self._wave(
-                        wave, consent, context, turns, now, hand_over_by, arrivals)))
+                        wave, consent, context, turns, now, arrivals)))
             await asyncio.gather(*waves)
         finally:
             if patience is not None:
@@ -568,7 +585,7 @@ class SendRound:
 
     async def _wave(self, claims: Sequence[Claim], consent: caps.Consent,
                     context: RoundContext, turns: dict[str, _Turn], now: datetime,
-                    hand_over_by: datetime, arrivals: _Arrivals) -> None:
+                    arrivals: _Arrivals) -> None:
         """Decide and send the claims of one wave. A wave that fails before its messages are
         handed over sets them back (:meth:`_set_back`), and the round's other waves go on."""
         try:
@@ -588,8 +605,7 @@ class SendRound:
             await self._set_back(claims, arrivals)
             return
         try:
-            await self._hand_over(claims, decided, context, grants, turns, hand_over_by,
-                                  arrivals)
+            await self._hand_over(claims, decided, context, grants, turns, now, arrivals)
         finally:
             await grants.give_back()
 
@@ -697,9 +713,9 @@ class SendRound:
 
     async def _hand_over(self, claims: Sequence[Claim], decided: dict[str, Transition],
                          context: RoundContext, grants: RoundGrants, turns: dict[str, _Turn],
-                         hand_over_by: datetime, arrivals: _Arrivals) -> None:
-        """Send every claim, adding its outcome to ``arrivals``. A message not handed over by
-        ``hand_over_by`` goes back.
+                         claimed_at: datetime, arrivals: _Arrivals) -> None:
+        """Send every claim (leased from ``claimed_at``), adding its outcome to ``arrivals``. A
+        message not handed over by half its lease goes back.
 
         At most ``concurrency`` workers take the claims in claim order (a task per message
         and a queue of outcomes cost ~10% of the CPU per message sent); a message whose
@@ -716,7 +732,7 @@ class SendRound:
                 elif transition is not None:
                     outcome = _Outcome(claim, decided=transition)
                 else:
-                    outcome = await self._attempt(claim, context, grants, hand_over_by)
+                    outcome = await self._attempt(claim, context, grants, claimed_at)
             finally:
                 self.turns.end(claim, turn, unsent=outcome.released)
             arrivals.add(outcome)
@@ -769,12 +785,16 @@ class SendRound:
             self._window.arrived.set()
 
     async def _attempt(self, claim: Claim, context: RoundContext, grants: RoundGrants,
-                       hand_over_by: datetime) -> _Outcome:
+                       claimed_at: datetime) -> _Outcome:
         async with self._slots:
             # Stopping, or so late that the lease could run out during the call (and another
             # sender take the message over): back to the queue, unsent.
-            if self.stopping or self.clock.now() >= hand_over_by:
+            now = self.clock.now()
+            if self.stopping or now >= claimed_at + self.settings.lease / 2:
                 return _Outcome(claim, released=True)
+            # Every provider call ends before CALLS_END of the lease: see _through_providers.
+            left = claimed_at + self.settings.lease * CALLS_END - now
+            calls_end = asyncio.get_running_loop().time() + left.total_seconds()
             attributes = {"cjo.message.id": claim.message_id,
                           "cjo.workspace.id": claim.workspace_id,
                           "cjo.message.attempt": str(claim.attempts)}
@@ -783,7 +803,8 @@ class SendRound:
                 try:
                     outgoing = self._outgoing(claim)
                     routes = self.routes.of(claim, context.providers_of(claim))
-                    outcome = await self._through_providers(claim, outgoing, routes, grants)
+                    outcome = await self._through_providers(claim, outgoing, routes, grants,
+                                                            calls_end)
                 except ProviderError as exc:
                     outcome = _Outcome(claim, error=exc)
                 except Exception as exc:  # a provider bug must not stop the other messages
@@ -796,8 +817,14 @@ class SendRound:
                 return outcome
 
     async def _through_providers(self, claim: Claim, outgoing: OutgoingMessage,
-                                 routes: Sequence[Route], grants: RoundGrants) -> _Outcome:
-        """Carry out the failover's steps until it reaches a verdict."""
+                                 routes: Sequence[Route], grants: RoundGrants,
+                                 calls_end: float) -> _Outcome:
+        """Carry out the failover's steps until it reaches a verdict. Provider calls end by
+        ``calls_end`` (the loop's clock), whatever the providers' own timeouts (a workspace's
+        may be long, and a trip may call several one after another): a call still under way
+        then is cut off and fails as a transient error, and no call starts after it, so the
+        outcome is recorded while the lease still holds and no other sender calls a provider
+        for the message while this one does."""
         if not routes:
             return _Outcome(claim, error=ProviderError(
                 f"no {claim.channel.value} provider is configured in this workspace",
@@ -829,8 +856,16 @@ class SendRound:
                     # failover sees it shut and moves on.
                     last = None
                     continue
+                if asyncio.get_running_loop().time() >= calls_end:
+                    return _Outcome(claim, error=_out_of_lease(self.settings.lease))
                 try:
-                    last = failover.Delivered(await route.provider.send(outgoing))
+                    async with asyncio.timeout_at(calls_end) as bound:
+                        sent = await route.provider.send(outgoing)
+                    last = failover.Delivered(sent)
+                except TimeoutError:
+                    if not bound.expired():
+                        raise
+                    last = failover.CallFailed(_out_of_lease(self.settings.lease))
                 except ProviderError as exc:
                     last = failover.CallFailed(exc)
                     if exc.transient or exc.unsupported:
