@@ -552,8 +552,8 @@ async def test_a_worker_stopped_mid_fetch_gives_back_what_the_fetch_took(
 
 async def test_one_slow_claim_round_stops_no_partition(prefix: str, box: Box) -> None:
     # One claims request of A hangs (a KV hiccup): its round fails after claim_round_seconds
-    # and is tried again a quarter of renew_seconds after it began. That retry must renew the
-    # claims well before the workers' deadlines (half the lifetime after the last renewal):
+    # and is tried again a fifth of renew_seconds after it began. That retry must renew the
+    # claims well before the workers' deadlines (fence_seconds after the last renewal):
     # with the round bound at claim / 6 (ack_wait <= 15 s) the retry began just as they fired,
     # and one slow request stopped and restarted every partition.
     bus = Bus(bus_settings(prefix, partitions=2, batch=5, ack_wait_seconds=1.0, pack_rows=1))

@@ -29,7 +29,7 @@ from outbox_support import Box, open_box, url_of
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.bus import Bus, BusSettings, naming
 from cjo_platform.bus.connection import CLAIM_MARGIN_SECONDS, load_bus_settings
-from cjo_platform.bus.consumer import FENCE_SHARE, BusConsumer
+from cjo_platform.bus.consumer import SETTLE_SHARE, BusConsumer
 from cjo_platform.bus.packing import PACK_HEADER, pack, pack_message_id
 from cjo_platform.bus.relay import WORKSPACE_HEADER, bus_sender
 from cjo_platform.clock import ManualClock
@@ -389,22 +389,26 @@ async def test_a_consumer_that_cannot_claim_says_so(prefix: str, box: Box) -> No
 
 @pytest.mark.parametrize("ack_wait", [1.0, 2.0, 30.0, 300.0])
 def test_a_dead_holders_claim_outlives_its_messages_ack_wait(ack_wait: float) -> None:
-    # A holder renews its claims every third of their lifetime and may die just before a
-    # renewal, right after a fetch: what is left of its claim must outlast the fetched
-    # messages' ack wait, or the next holder pulls newer messages of a profile first. A round
-    # starts renew_seconds after the last one began and renews first; it fails after
-    # claim_round_seconds. Stopping a partition (its receiver call settling, up to
-    # SETTLE_SHARE of the lifetime, then its pull request ended and what it held given back)
-    # goes on beside the rounds: it delayed the next round (renewals came up to 26.25 s apart
-    # by default, 35 s were needed) and is no part of the gap.
-    # A failed round is tried again a quarter of renew_seconds after it began (as it ends):
-    # well before the workers' deadlines, or one slow claims request stopped every partition.
+    # A partition's worker fetches and marks in progress only before its deadline,
+    # fence_seconds after its last renewal was asked for; the claim lapses claim_seconds
+    # after it at the earliest. Killed at any moment (a failed round's retry under way or
+    # not), the holder leaves its claim ack_wait + the margin after the last message it was
+    # handed: the next holder gets those messages before newer ones of their profiles
+    # (test_bus_claim_fence runs it).
     settings = bus_settings("t", ack_wait_seconds=ack_wait)
-    latest_renewal = settings.renew_seconds + settings.claim_round_seconds
-    assert settings.claim_seconds - latest_renewal >= ack_wait + CLAIM_MARGIN_SECONDS / 2
-    retry = settings.renew_seconds + max(settings.claim_round_seconds,
-                                         settings.renew_seconds / 4)
-    assert retry <= settings.claim_seconds * FENCE_SHARE - settings.renew_seconds / 4
+    claim, fence = settings.claim_seconds, settings.fence_seconds
+    assert fence + ack_wait + CLAIM_MARGIN_SECONDS <= claim
+    # A round starts renew_seconds after the last one began and renews first, answered within
+    # claim_round_seconds; a failed one is tried again a fifth of renew_seconds after it
+    # began (as it ends): the retry's renewal is answered before the deadline, so one slow
+    # claims request stops no partition.
+    renew, round_ = settings.renew_seconds, settings.claim_round_seconds
+    assert round_ <= renew / 5
+    assert renew + renew / 5 + round_ < fence
+    # A worker stopped (at its deadline at the latest) waits up to SETTLE_SHARE of the claim
+    # for its receiver call, then ends its pull request, gives back what it held and deletes
+    # its claim: a third of the claim is left for that.
+    assert claim - fence - claim * SETTLE_SHARE >= claim / 3
 
 
 async def test_a_killed_holders_messages_come_before_newer_ones(prefix: str, box: Box) -> None:

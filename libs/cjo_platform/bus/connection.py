@@ -37,9 +37,9 @@ from cjo_platform.logging import get_logger
 
 log = get_logger(__name__)
 
-# A claim lasts 1.5 x (ack_wait + this): a holder killed after its last fetch leaves ack_wait
-# plus this less a claim round's bound (claim_round_seconds, at most half of it: 2.5 s or more
-# to spare) of its claim, so JetStream gives its messages back before anyone else may pull.
+# What a claim keeps beyond the ack wait after its holder's last fetch (network latency, the
+# server's clocks, a pull request's expiry rounded up): a claim lasts 2 x (ack_wait + this), and
+# its holder fetches nothing for the last ack_wait + this of it (BusSettings.fence_seconds).
 CLAIM_MARGIN_SECONDS = 5.0
 
 _PREFIX = re.compile(r"[a-z0-9_-]{1,32}")
@@ -98,30 +98,41 @@ class BusSettings:
 
     @property
     def claim_seconds(self) -> float:
-        """A partition claim's lifetime, so that a partition whose holder died changes hands
-        only after JetStream gave back the messages it held, which are then delivered first
-        (per-profile order survives the change). A round renewing the claims starts every
-        :attr:`renew_seconds` (a third of it) counted from the last one's start, renews them
-        first, and fails after :attr:`claim_round_seconds` (stopping partitions never delays
-        it), so a holder killed just before a renewal that came as late as it may leaves
-        ``claim - renew - round`` of it; its messages are due ``ack_wait`` after its last
-        fetch or in-progress mark. That must therefore be ``ack_wait`` at the least: it is
-        ``ack_wait + CLAIM_MARGIN_SECONDS - round``."""
-        return 1.5 * (self.ack_wait_seconds + CLAIM_MARGIN_SECONDS)
+        """A partition claim's lifetime: ``2 * (ack_wait + CLAIM_MARGIN_SECONDS)``, 70 s at the
+        defaults. Its holder's worker fetches nothing (and marks nothing in progress) after
+        :attr:`fence_seconds` counted from the moment its last renewal was asked for, and the
+        claim lapses ``claim_seconds`` after the server applied that renewal at the earliest, so
+        every message the holder was handed is due again at JetStream ``CLAIM_MARGIN_SECONDS``
+        before another replica may take the partition, whenever the holder is killed and
+        whatever its claim rounds did: a partition whose holder died changes hands only after
+        JetStream gave back the messages it held, which are then delivered first (per-profile
+        order survives the change). Twice ack_wait plus the margin, so that the fence lies a
+        renewal and a half after the last renewal: room for a failed round's retry (below)."""
+        return 2 * (self.ack_wait_seconds + CLAIM_MARGIN_SECONDS)
+
+    @property
+    def fence_seconds(self) -> float:
+        """How long after its last renewal was asked for a partition's worker may go on: it
+        fetches and marks in progress only before, and stops then (its deadline). ``claim -
+        ack_wait - CLAIM_MARGIN_SECONDS`` (35 s at the defaults): half the claim, a renewal
+        and a half (``1.5 * renew_seconds``), so a failed round's retry (``1.2 * renew``,
+        answered within :attr:`claim_round_seconds`) renews before it."""
+        return self.claim_seconds - self.ack_wait_seconds - CLAIM_MARGIN_SECONDS
 
     @property
     def renew_seconds(self) -> float:
-        """How often a holder renews its claims (and tends them)."""
+        """How often a holder renews its claims (and tends them): a round starts every third
+        of the claim counted from the last one's start and renews first."""
         return self.claim_seconds / 3
 
     @property
     def claim_round_seconds(self) -> float:
         """How long a claim round may take before it counts as failed (then tried again as it
-        ends, a quarter of :attr:`renew_seconds` after it began, well before the workers'
-        deadlines at half the lifetime = 1.5 x renew after the last renewal: the retry renews
-        them at ``renew + renew / 4`` at the latest). At most half CLAIM_MARGIN_SECONDS: a
-        holder killed then still leaves ack_wait + 2.5 s of its claim."""
-        return min(self.renew_seconds / 4, CLAIM_MARGIN_SECONDS / 2)
+        ends, a fifth of :attr:`renew_seconds` after it began): the retry renews the claims by
+        ``1.2 * renew + round`` <= ``1.4 * renew`` after the last renewal, before the workers'
+        deadlines at :attr:`fence_seconds` = ``1.5 * renew``, so one slow claims request stops
+        no partition (4.5 s to spare at the defaults, a tenth of a renewal at least)."""
+        return min(self.renew_seconds / 5, CLAIM_MARGIN_SECONDS / 2)
 
 
 def load_bus_settings(env: Env) -> BusSettings | None:

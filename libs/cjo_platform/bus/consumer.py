@@ -8,20 +8,37 @@ revision, and gone ``claim_seconds`` after its holder stopped renewing it. Only 
 holder pulls from it, so a profile's messages (which share a partition) are applied one batch
 after another, in stream order, whatever the number of replicas; each replica claims about
 ``partitions / replicas`` of them (the replicas count themselves by keys of their own in the
-bucket). A claim outlives ``ack_wait`` counted from the holder's last fetch (its lifetime is
-1.5 * (ack_wait + 5 s), renewed every third of it): a partition whose holder was killed
-changes hands only after JetStream made the messages it held due again, and a consumer
-delivers those before anything newer, so the order survives the change. A replica that stops
-(or gives a partition up) first waits for the end of a receiver call under way for the
+bucket). A holder renews its claims every third of their lifetime (``claim = 2 * (ack_wait +
+5 s)``, :attr:`BusSettings.claim_seconds`); each partition's worker fetches, and marks messages
+in progress, only before its deadline, ``claim - ack_wait - 5 s`` after its last renewal was
+asked for (:attr:`BusSettings.fence_seconds`), and stops by itself then, whatever the claim
+rounds do: a partition whose holder was killed at any moment, a failed round's retry under way
+or not, changes hands only after JetStream made every message it was handed due again, and a
+consumer delivers those before anything newer, so the order survives the change. A replica that
+stops (or gives a partition up) first waits for the end of a receiver call under way for the
 partition's rows (acking them if the receiver took them all), then ends its pull request at the
 server (:meth:`PullBatches.stop`: a request left waiting there would take a message given back
 and keep it for ``ack_wait``), naks what it still holds in stream order, and only then deletes
 its claim: the next holder gets those messages before anything newer, and two replicas never
 work a partition at once. Claim rounds never wait for a partition to stop (stops go on beside
-them), so they renew every claim on time. A partition's worker stops by itself once its claim was
-not renewed for half the claim's lifetime, whatever the rounds do (:meth:`BusConsumer._work`),
-and has given back what it held a third of the lifetime before another replica may take the
-partition. A waiting workspace's messages going
+them), so they renew every claim on time. The timeline after a claim's last renewal was asked
+for at ``a`` (``R`` = ``claim / 3``; defaults: ack_wait 30 s, claim 70 s, R 23.3 s):
+
+    a +                       default  what
+    R                          23.3 s  the next round renews (answered within min(R/5, 2.5 s))
+    1.2 R (+ 2.5 s)            28   s  a failed round's retry renews (answered by 30.5 s)
+    claim - ack_wait - 5 s     35   s  the worker's deadline (= 1.5 R): its last fetch, its pull
+                                       request's expiry, its last in-progress mark; it stops
+    ... + claim / 6            46.7 s  its receiver call under way has ended (or is cancelled);
+                                       it ends its pull request, naks what it held, and
+                                       deletes its claim (23.3 s before the claim could lapse)
+    claim - 5 s                65   s  the last message it was handed is due again at JetStream
+    claim                      70   s  the claim lapses at the earliest (a killed holder, or
+                                       rounds failing: nothing renewed it)
+    claim + R                  93.3 s  another replica's round has taken the partition, at
+                                       the latest
+
+A waiting workspace's messages going
 round the stream (:class:`_Cycle`, below), whose order only their holder knows, keep it when
 their holder gives the partition up (it hands its cycles over in the claims bucket), not when it
 was killed: the next holder may then apply them out of order.
@@ -40,9 +57,9 @@ to the dead letters when the receiver is seen taking other messages (an outage i
 never blamed on a message). A waiting workspace keeps at most a tenth of a batch in the
 partition's ack-pending window; the rest goes round the stream again, in order
 (:class:`_Cycle`), so it never holds up the partition's other workspaces. Kept messages are
-marked in progress every third of ``ack_wait``, so JetStream does not hand them out again while
-they wait or while a slow receiver works. Receivers deduplicate by their own ids, so a message
-delivered again after a crash is applied once.
+marked in progress every third of ``ack_wait`` (up to the worker's deadline), so JetStream does
+not hand them out again while they wait or while a slow receiver works. Receivers deduplicate by
+their own ids, so a message delivered again after a crash is applied once.
 
 **Packed messages** (:mod:`cjo_platform.bus.packing`) are unpacked into their rows, which then
 go as any rows do: each is answered on its own (taken, or buried alone), and the message is
@@ -107,21 +124,16 @@ FETCH_SECONDS = 30.0
 # consumer does not pay a database read a second for it.
 REDELIVERY_POLL_SECONDS = 10.0
 # How long a stopped partition worker waits for its receiver call under way, as a share of the
-# claim's lifetime (claim_seconds): a worker is stopped at most FENCE_SHARE of a lifetime after
-# its claim was last asked for (a round renews it every third; the worker's own deadline stops
-# it at half), so the wait ends by two thirds of the lifetime and the claim still has a third
-# left for the worker to end its pull request and give back what it held.
+# claim's lifetime (claim_seconds): a worker is stopped at its deadline at the latest
+# (BusSettings.fence_seconds, half the lifetime after its claim was last asked for), so the wait
+# ends by two thirds of the lifetime and the claim still has a third left (23.3 s by default)
+# for the worker to end its pull request, give back what it held and delete its claim. Its
+# in-progress marks go on during the wait, up to the deadline, not after it (see _keepalive).
 # After it the call is cancelled and its messages are given back unacked: nothing of it is
 # acked, the next holder gets them again (receivers dedupe by id); a receiver that does not
 # honour the cancellation (work in a thread) may still commit them, maybe after the next
 # holder applied newer messages of the profile.
 SETTLE_SHARE = 1 / 6
-# A partition's worker stops by itself once its claim was not renewed for this share of the
-# claim's lifetime (counted from the loop time the last renewal was asked for): a round renews
-# it every third, and one failing round (bounded by a quarter of a third) is tried again a
-# quarter of a third after it began, at 5/12 of the lifetime: before the deadline, so one slow
-# claims request stops no partition.
-FENCE_SHARE = 1 / 2
 
 
 @dataclass
@@ -159,8 +171,9 @@ class _Cycle:
 class _Claim:
     """A partition this replica holds: its claim's revision, the loop time that revision was
     asked for (the claim lapses ``claim_seconds`` after it at the earliest), its worker, and
-    the worker's deadline (``asked`` + :data:`FENCE_SHARE` of the lifetime), which each renewal
-    moves on and which cancels the worker once passed (see :meth:`BusConsumer._work`)."""
+    the worker's deadline (``asked`` + :attr:`BusSettings.fence_seconds`), which each renewal
+    moves on, which cancels the worker once passed (see :meth:`BusConsumer._work`), and after
+    which the worker neither fetches nor marks anything in progress."""
 
     revision: int
     asked: float
@@ -439,8 +452,8 @@ class BusConsumer:
                 began = loop.time()
                 interval = self.settings.renew_seconds
                 try:
-                    # Bounded, so that a renewal comes renew_seconds + claim_round_seconds after
-                    # the last one at the latest (see BusSettings.claim_seconds).
+                    # Bounded, so that a failed round's retry renews before the workers'
+                    # deadlines (see BusSettings.claim_round_seconds).
                     async with asyncio.timeout(self.settings.claim_round_seconds):
                         await self._tend_claims()
                     self.claim_error = None
@@ -454,7 +467,7 @@ class BusConsumer:
                     log.error("event bus claims failed; partitions not renewed stop before "
                               "their claims can lapse", worker=self.name,
                               error=self.claim_error)
-                    interval /= 4  # tried again before the workers' deadlines
+                    interval /= 5  # tried again as its bound ends: before the workers' deadlines
                 # Counted from the round's start: nothing a round does delays the next renewal.
                 await asyncio.sleep(max(0.0, began + interval - loop.time()))
         finally:
@@ -484,7 +497,7 @@ class BusConsumer:
         SETTLE_SHARE of the lifetime), and the next round must come on time."""
         kv = await self.bus.claims()
         loop = asyncio.get_running_loop()
-        fence_after = self.settings.claim_seconds * FENCE_SHARE
+        fence_after = self.settings.fence_seconds
         ended: list[int] = []
         for partition, claim in list(self._partitions.items()):
             if claim.task.done():
@@ -596,11 +609,15 @@ class BusConsumer:
 
     async def _work(self, partition: int, claim: _Claim) -> None:
         """Work the partition until stopped, or until its claim's deadline passed (the claim
-        was not renewed for FENCE_SHARE of its lifetime, however long the failing rounds take):
-        the worker then stops by itself, as if given up (its receiver call ends within
+        was not renewed for :attr:`BusSettings.fence_seconds`, however long the failing rounds
+        take): the worker then stops by itself, as if given up (its receiver call ends within
         SETTLE_SHARE, what it held is given back), a third of the lifetime before another
-        replica may take the partition, so two replicas never work it at once. The next round
-        that succeeds deletes the claim, if still ours, and claims the partition again."""
+        replica may take the partition, so two replicas never work it at once. Nothing it was
+        handed comes due later than ``ack_wait`` after the deadline: its fetches' pull
+        requests expire by it, and its in-progress marks stop at it (:meth:`_keepalive`), so a
+        replica killed at any moment leaves its messages due before its claim may lapse. The
+        next round that succeeds deletes the claim, if still ours, and claims the partition
+        again."""
         lease = claim.lease = asyncio.timeout_at(claim.deadline)
         try:
             async with lease:
@@ -625,7 +642,7 @@ class BusConsumer:
         cap = max(1, self.settings.batch // 10)
         half = self.settings.batch // 2
         loop = asyncio.get_running_loop()
-        keepalive = asyncio.create_task(self._keepalive(held))
+        keepalive = asyncio.create_task(self._keepalive(held, claim))
         # The fetched messages being sorted (held, or sent round) and the index of the one at
         # hand: a worker stopped meanwhile gives back those not sorted yet.
         msgs: list[Msg] = []
@@ -636,10 +653,10 @@ class BusConsumer:
                 now = loop.time()
                 for workspace_id in [w for w, h in held.items() if h.due <= now]:
                     await self._try(held, workspace_id, partition)
-                waiting = [h.due for h in held.values()]
-                timeout = self.fetch_seconds
-                if waiting:
-                    timeout = max(0.05, min(timeout, min(waiting) - loop.time()))
+                # The pull request expires by the worker's deadline: the server hands it nothing
+                # later (also to a replica frozen meanwhile), so nothing is due after the claim.
+                until = min([claim.deadline, *(h.due for h in held.values())])
+                timeout = max(0.05, min(self.fetch_seconds, until - loop.time()))
                 try:
                     msgs = await batches.fetch(self.settings.batch, timeout=timeout)
                 except nats.errors.Error as exc:
@@ -852,13 +869,19 @@ class BusConsumer:
         await js.publish(msg.subject, msg.data, headers=headers)
         await msg.ack()
 
-    async def _keepalive(self, held: dict[str, _Held]) -> None:
+    async def _keepalive(self, held: dict[str, _Held], claim: _Claim) -> None:
+        """Mark the held messages in progress every third of ``ack_wait`` (also while a stopped
+        worker settles its receiver call), but only before the worker's deadline: a mark after
+        it would keep a killed replica's message from coming due before its claim may lapse."""
         period = self.settings.ack_wait_seconds / 3
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(period)
             sequences = {sequence_of(row.id) for entry in list(held.values())
                          for row in list(entry.rows)}
             for sequence in sequences:
+                if loop.time() >= claim.deadline:
+                    break  # past it: marks go on only if a renewal answered late moves it on
                 msg = self._msgs.get(sequence)
                 if msg is not None:
                     with contextlib.suppress(Exception):
