@@ -26,6 +26,7 @@ from cjo_platform.config import ServiceSettings
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
 from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, SendBatch
+from cjo_platform.facts import FACTS_HAND_OFF_BATCHES
 from cjo_platform.forwarding import stored_items_sender
 
 DECISIONING_FACTS_TOPIC = "decisioning.facts"
@@ -83,7 +84,8 @@ def decisioning_facts_forwarder(settings: ServiceSettings, db: Database, outbox:
                                    method="RecordMessageFacts", what="message facts",
                                    timeout=timeout)
     return Forwarder(db, outbox, DECISIONING_FACTS_TOPIC, send, poll_interval=poll_interval,
-                     item_key=_fact_id, linger=settings.facts_linger_seconds)
+                     item_key=_fact_id, hand_off_batches=FACTS_HAND_OFF_BATCHES,
+                     linger=settings.facts_linger_seconds)
 
 
 def decisioning_facts_consumer(bus: Bus, record_message_facts: Callable[[Any, Any], Awaitable[Any]],

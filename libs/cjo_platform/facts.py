@@ -23,6 +23,14 @@ from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, SendBatch
 from cjo_platform.forwarding import stored_items_sender
 
 FACTS_TOPIC = "analytics.facts"
+FACTS_HAND_OFF_BATCHES = 32
+"""Batches of facts a forwarder holds in memory (16,000 at the default 500), where other topics
+hold ``HANDOFF_QUEUE_ROWS`` (4): a fact is a few hundred bytes at most (ids and scalars), and
+nobody waits on facts, so while the receiver is behind (a burst: a step round's facts come
+1,500 at a time, faster than analytics records them) they queue here instead of in the database,
+where every unit of work behind the first one over the bound went by an unleased INSERT and a
+claim reading each payload back (2,000 rows: 45-64% of orchestration's facts in a burst of
+2,000-8,000 sign-ups; docs/capacity-journal.md)."""
 ANALYTICS_SERVICE = "cjo.analytics.v1.AnalyticsService"
 
 
@@ -44,6 +52,7 @@ def facts_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
         return Forwarder(db, outbox, FACTS_TOPIC,
                          bus_sender(bus, settings.service, FACTS_TOPIC, ordering_key=_fact_id),
                          poll_interval=poll_interval, item_key=_fact_id,
+                         hand_off_batches=FACTS_HAND_OFF_BATCHES,
                          linger=settings.facts_linger_seconds)
     # The stored Facts are the request's items as they are.
     send: SendBatch = stored_items_sender(
@@ -52,7 +61,8 @@ def facts_forwarder(settings: ServiceSettings, db: Database, outbox: Outbox, *,
         method="RecordFacts", what="facts", timeout=timeout)
     # Nobody waits on facts: a unit of work's rows wait a little for the next ones'.
     return Forwarder(db, outbox, FACTS_TOPIC, send, poll_interval=poll_interval,
-                     item_key=_fact_id, linger=settings.facts_linger_seconds)
+                     item_key=_fact_id, hand_off_batches=FACTS_HAND_OFF_BATCHES,
+                     linger=settings.facts_linger_seconds)
 
 
 def facts_consumer(bus: Bus, record_facts: Callable[[Any, Any], Awaitable[Any]], db: Database,

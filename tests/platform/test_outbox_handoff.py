@@ -20,7 +20,8 @@ from cjo_platform.clock import SystemClock
 from cjo_platform.db import Database
 from cjo_platform.db.outbox import HANDOFF_QUEUE_ROWS, Forwarder, Later, OutboxRow, Refusal
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
-from support import Backend, eventually
+from cjo_platform.facts import FACTS_TOPIC, facts_forwarder
+from support import Backend, eventually, settings_for
 
 FAST_RETRY = RetryPolicy(base_delay=timedelta(milliseconds=50),
                          max_delay=timedelta(milliseconds=200))
@@ -89,6 +90,18 @@ class Rounds:
 
     def idle(self) -> bool:
         return not (self.running or self.more or self.forwarder._wake.is_set())
+
+
+async def record_once_idle(box: Box, forwarder: Forwarder, rounds: Rounds,
+                           statements: list[str]) -> None:
+    """Waits until ``forwarder`` runs and is idle, then records the statements sent (upper
+    case) into ``statements``."""
+    await eventually(lambda: forwarder._running)
+    await eventually(rounds.idle)
+
+    @event.listens_for(box.db.engine, "before_cursor_execute")
+    def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(statement.lstrip().upper())
 
 
 async def stop(*tasks: asyncio.Task[None]) -> None:
@@ -385,13 +398,7 @@ async def test_a_unit_of_work_of_several_batches_is_handed_off_and_sent_a_batch_
 
     task = asyncio.create_task(forwarder.run())
     try:
-        await eventually(lambda: forwarder._running)
-        await eventually(rounds.idle)
-
-        @event.listens_for(box.db.engine, "before_cursor_execute")
-        def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
-            statements.append(statement.lstrip().upper())
-
+        await record_once_idle(box, forwarder, rounds, statements)
         several = written(0, 350)
         await transactions.run(work(several))
         await eventually(lambda: sum(len(c) for c in calls) == 350)
@@ -485,6 +492,54 @@ async def test_the_hand_off_queue_holds_no_more_than_its_bound(box: Box) -> None
         await stop(task)
     assert queued <= bound
     assert len(got) == len(set(got)) == 2 * bound
+
+
+async def test_a_facts_forwarder_behind_its_receiver_takes_units_past_four_batches(
+        backend: Backend, box: Box) -> None:
+    """Facts queue up to FACTS_HAND_OFF_BATCHES batches in memory while the receiver is behind
+    (a burst: a step round's facts come 1,500 at a time), where other topics' queues hold
+    HANDOFF_QUEUE_ROWS: the units behind the first one past four batches went by an unleased
+    INSERT and claims reading every payload back (45-64% of orchestration's facts in a burst
+    of sign-ups). Still handed off, they keep their order."""
+    gate = asyncio.Event()
+    got: list[bytes] = []
+
+    async def send(workspace: str, rows: Sequence[OutboxRow]) -> None:
+        await gate.wait()
+        got.extend(r.payload for r in rows)
+
+    forwarder = facts_forwarder(settings_for("orchestration", backend), box.db, box.outbox,
+                                poll_interval=60)
+    forwarder.send = send
+    rounds = Rounds(forwarder)
+    transactions = Transactions(box.db, box.outbox.clock, box.outbox)
+    statements: list[str] = []
+    unit = 3 * HANDOFF_QUEUE_ROWS * forwarder.batch_size // 2  # six batches
+
+    def work(first: int) -> Any:
+        def publish(uow: UnitOfWork) -> None:
+            uow.publish(FACTS_TOPIC, "ws", [(f"f{n}".encode(), "")
+                                            for n in range(first, first + unit)])
+        return publish
+
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await record_once_idle(box, forwarder, rounds, statements)
+        # The first unit's first call waits for the receiver; the second unit queues behind.
+        await transactions.run(work(0))
+        await eventually(lambda: rounds.running)
+        await transactions.run(work(unit))
+        queued = len(forwarder._queue)
+        gate.set()
+        await eventually(lambda: len(got) == 2 * unit, timeout=30)
+    finally:
+        await stop(task)
+    assert unit > HANDOFF_QUEUE_ROWS * forwarder.batch_size
+    assert queued >= unit  # the second unit was handed off whole, behind the first
+    # No claim (it leases and reads in one UPDATE ... RETURNING).
+    assert not any(s.startswith("UPDATE OUTBOX SET LEASE_OWNER") and "RETURNING" in s
+                   for s in statements)
+    assert got == [f"f{n}".encode() for n in range(2 * unit)]
 
 
 async def test_a_unit_of_works_topics_cost_one_check_and_one_insert_together(

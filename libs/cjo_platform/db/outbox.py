@@ -248,13 +248,13 @@ class Outbox:
 
     @staticmethod
     def _handoff_rows(session: Session, taker: Forwarder) -> int:
-        # Up to what the forwarder's queue takes (HANDOFF_QUEUE_ROWS batches; it sends them in
+        # Up to what the forwarder's queue takes (``hand_off_batches``; it sends them in
         # calls of at most a batch). A unit of work of more than a batch (a step round's or a
         # 1,000-event HandleEvents' facts) used to wait for claims: an unleased INSERT, then a
         # claim's transaction that reads every payload back (SELECT, UPDATE ... RETURNING) and
         # a DELETE, where a hand-off costs its leased INSERT and a lazy DELETE. (On PostgreSQL
         # the unnest INSERT costs ~5 us per row, as COPY does.)
-        return HANDOFF_QUEUE_ROWS * taker.batch_size
+        return taker.hand_off_rows
 
     def on_write(self, listener: Callable[[], None], topic: str | None = None) -> None:
         """Call ``listener`` when rows are written (of ``topic`` only, when given)."""
@@ -383,8 +383,9 @@ row against ~5; PostgreSQL ~30 against ~5), but its compiled statement costs les
 rows (SQLite ~48 us against ~70 for one row; PostgreSQL ~130 against ~280)."""
 
 HANDOFF_QUEUE_ROWS = 4
-"""Rows handed to a forwarder wait in memory up to this many batches; past that, new rows wait
-in the outbox for a claim (a slow receiver keeps its backlog in the database)."""
+"""Rows handed to a forwarder wait in memory up to this many batches unless it is given another
+bound (``hand_off_batches``: the facts' forwarders, whose rows are small); past that, new rows
+wait in the outbox for a claim (a slow receiver keeps its backlog in the database)."""
 
 
 class Forwarder(PollingWorker):
@@ -427,13 +428,14 @@ class Forwarder(PollingWorker):
     hands (in flight, queued, or delivered and not yet deleted), checked in the writer's
     transaction after the producer's locks: they are inserted leased to it, and once committed
     they are sent from memory, in id order, after what this forwarder is sending, in calls of
-    at most ``batch_size`` rows (a unit of work may hand off up to ``HANDOFF_QUEUE_ROWS``
-    batches). Otherwise (another replica's rows, rows waiting for a claim or held for a retry,
-    a unit of work larger than that, a queue already that full) they wait unleased for a claim,
-    as before. Rows the forwarder holds or releases (a refusal, an unreachable receiver)
-    end every hand-off then under way: those rows are released for a claim, so no row overtakes
-    one held. A process that dies leaves its handed-off rows leased: another replica (or the
-    process restarted) takes them over once the lease ran out, as a claimed batch.
+    at most ``batch_size`` rows (a unit of work may hand off up to ``hand_off_batches``
+    batches, ``HANDOFF_QUEUE_ROWS`` unless given, and the queue holds as many). Otherwise
+    (another replica's rows, rows waiting for a claim or held for a retry, a unit of work larger
+    than that, a queue already that full) they wait unleased for a claim, as before. Rows the
+    forwarder holds or releases (a refusal, an unreachable receiver) end every hand-off then
+    under way: those rows are released for a claim, so no row overtakes one held. A process
+    that dies leaves its handed-off rows leased: another replica (or the process restarted)
+    takes them over once the lease ran out, as a claimed batch.
 
     **Settling** handed-off rows is lazy: once delivered they are deleted by the next claim's
     transaction, which comes at the latest ``settle_delay`` seconds after the first of them was
@@ -451,7 +453,7 @@ class Forwarder(PollingWorker):
 
     Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends (after
     its lease ran out) at most the batch in flight and the handed-off rows delivered but not yet
-    deleted (up to ``HANDOFF_QUEUE_ROWS`` batches, ``settle_delay`` seconds' worth).
+    deleted (up to ``hand_off_batches`` batches, ``settle_delay`` seconds' worth).
     """
 
     def __init__(self, db: Database, outbox: Outbox, topic: str, send: SendBatch, *,
@@ -465,6 +467,7 @@ class Forwarder(PollingWorker):
                  max_claim_bytes: int = MAX_CLAIM_BYTES,
                  settle_delay: float = SETTLE_DELAY_SECONDS,
                  hand_off: bool = True,
+                 hand_off_batches: int = HANDOFF_QUEUE_ROWS,
                  linger: float = 0.0) -> None:
         super().__init__(poll_interval, max_backoff)
         if outbox.dead_letters is None:
@@ -489,6 +492,10 @@ class Forwarder(PollingWorker):
         # span of the forwarder's around it unless the rows come from several traces.
         self._send_is_call = bool(getattr(send, TRACED_CALL, False))
         self.batch_size = batch_size
+        # The most rows the hand-off queue holds (queued, and inserted by writers not committed
+        # yet): a unit of work that would take it past this goes by claims, and so do the units
+        # after it until the claims caught up.
+        self.hand_off_rows = hand_off_batches * batch_size
         self.lease = lease
         self.max_attempts = max_attempts
         self.retry = retry
@@ -725,7 +732,7 @@ class Forwarder(PollingWorker):
         with self._lock:
             if (not self._running or self._epoch % 2
                     or len(self._queue) + len(self._reserved) + rows
-                    > HANDOFF_QUEUE_ROWS * self.batch_size):
+                    > self.hand_off_rows):
                 return None
             return self._epoch
 
