@@ -296,12 +296,12 @@ def test_consent_decisions() -> None:
 
     record = fold([ev(1, "subscribed", "sms"), ev(2, "unsubscribed", "email", "promo"),
                    ev(0, "unsubscribed", "sms")], DEFAULTS)
-    assert decide(record, "sms", "", DEFAULTS).allowed  # the later subscribe wins
-    promo = decide(record, "email", "promo", DEFAULTS)
+    assert decide(record.consents, "sms", "", DEFAULTS).allowed  # the later subscribe wins
+    promo = decide(record.consents, "email", "promo", DEFAULTS)
     assert (promo.state, promo.allowed, promo.reason) == (
         ConsentState.UNSUBSCRIBED, False, "unsubscribed via link")
-    assert decide(record, "email", "news", DEFAULTS).allowed  # email is opt-out by default
-    assert not decide(Golden(), "sms", "", DEFAULTS).allowed  # sms is opt-in by default
+    assert decide(record.consents, "email", "news", DEFAULTS).allowed  # email is opt-out by default
+    assert not decide({}, "sms", "", DEFAULTS).allowed  # sms is opt-in by default
     assert not decide(None, "email", "", DEFAULTS).allowed
     with pytest.raises(InvalidArgument) as bad:
         ev(3, "unsubscribed", "fax")

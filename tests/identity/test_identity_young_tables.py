@@ -104,6 +104,7 @@ async def assert_reads_probed_by_key(identity: Identity, workspace_id: str) -> N
         ("profiles", "profile_id", lambda s: profiles.golden_for_update(s, workspace_id, ids)),
         ("events", "profile_id", lambda s: profiles.stored_refs(s, workspace_id, ids)),
         ("profiles", "profile_id", lambda s: profiles.golden_of(s, workspace_id, ids)),
+        ("profiles", "profile_id", lambda s: profiles.consents_of(s, workspace_id, ids)),
         ("profiles", "profile_id", lambda s: profiles.existing_profiles(s, workspace_id, ids))]
     reads += [(table, "profile_id", lambda s: profiles.load_profiles(s, workspace_id, sorted(ids)))
               for table in ("profiles", "identifiers")]

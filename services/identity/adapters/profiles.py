@@ -517,6 +517,11 @@ def _golden_of(dialect: str) -> Executable:
                               profiles.c.consents], profiles.c.profile_id)
 
 
+@cache
+def _consents_of(dialect: str) -> Executable:
+    return by_keys(dialect, [profiles.c.profile_id, profiles.c.consents], profiles.c.profile_id)
+
+
 def existing_profiles(session: Session, workspace_id: str, profile_ids: Iterable[str]
                       ) -> set[str]:
     """Those of ``profile_ids`` that are profiles today (not merged away, not erased)."""
@@ -731,6 +736,20 @@ def golden_of(session: Session, workspace_id: str, profile_ids: Iterable[str]
     return found
 
 
+def consents_of(session: Session, workspace_id: str, profile_ids: Iterable[str]
+                ) -> dict[str, dict[tuple[str, str], ConsentRecord]]:
+    """The consents of the (resolved) profiles that exist, by (channel, topic); no lock. Only
+    that column: a consent check (delivery asks before every send) has no use for the traits,
+    which :func:`golden_of` decodes with each trait's time."""
+    found: dict[str, dict[tuple[str, str], ConsentRecord]] = {}
+    dialect = session.get_bind().dialect.name
+    for chunk in chunks(sorted(set(profile_ids)), IN_LIST_KEYS):
+        rows = session.execute(_consents_of(dialect), {
+            "workspace_id": workspace_id, "keys": keys_param(dialect, chunk)})
+        found.update({r.profile_id: _load_consents(r.consents) for r in rows})
+    return found
+
+
 def owner_of(session: Session, workspace_id: str, identifier: Identifier) -> str | None:
     return session.execute(select(identifiers.c.profile_id).where(
         identifiers.c.workspace_id == workspace_id,
@@ -814,8 +833,11 @@ def _load_golden(row: Any, moments: dict[str, datetime] | None = None) -> Golden
             if moment is None:
                 moment = known[text] = datetime.fromisoformat(text)
             traits[name] = Trait(value, moment, held["m"], held["s"])
-    consents = {(c["channel"], c["topic"]): ConsentRecord(
+    return Golden(traits, _load_consents(row.consents))
+
+
+def _load_consents(stored: Any) -> dict[tuple[str, str], ConsentRecord]:
+    return {(c["channel"], c["topic"]): ConsentRecord(
         c["channel"], c["topic"], c["subscribed"], datetime.fromisoformat(c["t"]), c["m"],
-        c["s"]) for c in row.consents or ()}
-    return Golden(traits, consents)
+        c["s"]) for c in stored or ()}
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cjo_identity.domain.golden import ConsentRecord, Golden
+from cjo_identity.domain.golden import ConsentRecord
 from cjo_identity.domain.settings import IdentitySettings
 
 
@@ -29,17 +30,18 @@ def _said(record: ConsentRecord) -> Decision:
     return Decision(ConsentState.UNSUBSCRIBED, False, f"unsubscribed{how}")
 
 
-def decide(golden: Golden | None, channel: str, topic: str,
+def decide(consents: Mapping[tuple[str, str], ConsentRecord] | None, channel: str, topic: str,
            settings: IdentitySettings) -> Decision:
-    """An unsubscribe from the whole channel covers every topic; otherwise what the person said
+    """``consents``: a profile's (its record's, by (channel, topic)), ``None`` for no profile.
+    An unsubscribe from the whole channel covers every topic; otherwise what the person said
     about the topic, then about the channel, then the workspace's default for the channel."""
-    if golden is None:
+    if consents is None:
         return Decision(ConsentState.UNKNOWN, False, "unknown profile")
-    whole = golden.consents.get((channel, ""))
+    whole = consents.get((channel, ""))
     if whole is not None and not whole.subscribed:
         return _said(whole)
-    if topic and (channel, topic) in golden.consents:
-        return _said(golden.consents[(channel, topic)])
+    if topic and (channel, topic) in consents:
+        return _said(consents[(channel, topic)])
     if whole is not None:
         return _said(whole)
     if settings.opt_in(channel):

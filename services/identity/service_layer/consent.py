@@ -23,6 +23,6 @@ def check_consent(uow: UnitOfWork, workspace_id: str, queries: Sequence[ConsentQ
     """One decision per query, in order; an unknown profile is never allowed."""
     settings = load_rules(uow.session, workspace_id)
     resolved, records = profiles.following_merges(
-        uow.session, workspace_id, [q.profile_id for q in queries], profiles.golden_of)
+        uow.session, workspace_id, [q.profile_id for q in queries], profiles.consents_of)
     return [decide(records.get(resolved[q.profile_id]), q.channel, q.topic, settings)
             for q in queries]
