@@ -17,7 +17,7 @@ import itertools
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -32,6 +32,7 @@ _OPTIONS = [("grpc.max_receive_message_length", 32 * 1024 * 1024),
             ("grpc.max_send_message_length", 32 * 1024 * 1024)]
 
 ItemIds = Callable[[bytes], Iterable[str]]
+B = TypeVar("B", bound="Balancer")
 
 
 class Balancer(grpc.GenericRpcHandler):
@@ -106,9 +107,11 @@ class Balancer(grpc.GenericRpcHandler):
 
 @asynccontextmanager
 async def balancing(upstreams: list[str],
-                    counted: Mapping[str, ItemIds] | None = None) -> AsyncIterator[Balancer]:
-    """Run a :class:`Balancer` in this event loop; its ``address`` is set while it runs."""
-    balancer = Balancer(upstreams, counted or {})
+                    counted: Mapping[str, ItemIds] | None = None,
+                    kind: type[B] = Balancer) -> AsyncIterator[B]:  # type: ignore[assignment]
+    """Run a :class:`Balancer` (or ``kind``, a subclass) in this event loop; its ``address``
+    is set while it runs."""
+    balancer = kind(upstreams, counted or {})
     balancer.channels = [grpc.aio.insecure_channel(u, options=_OPTIONS) for u in upstreams]
     server = grpc.aio.server(options=_OPTIONS)
     server.add_generic_rpc_handlers((balancer,))

@@ -7,15 +7,23 @@ a forwarder records them with decisioning in batches, on behalf of each row's wo
 Decisioning deduplicates by fact and event id, so a batch re-sent after a lost acknowledgement
 is taken once. With the event bus (CJO_EVENT_BUS) the forwarders publish the rows to JetStream
 instead, and decisioning's consumers (:func:`decisioning_facts_consumer`,
-:func:`decisioning_events_consumer`) hand them to its own RecordMessageFacts and RecordEvents."""
+:func:`decisioning_events_consumer`) hand them to its own RecordMessageFacts and RecordEvents.
+
+Identity also reports how far its events have been delivered (:class:`WatermarkReporter`, the
+forwarding watermark of RecordForwardingWatermark) so that decisioning learns a lapsed reward
+window only once every conversion that could reward it has arrived. Only over gRPC: with the bus
+the outbox is drained into JetStream, not into decisioning, so its watermark would say nothing
+of what decisioning has consumed (decisioning then learns after the grace alone, as before)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from cjo.analytics.v1 import fact_pb2
-from cjo.decisioning.v1 import decisioning_service_pb2
+from cjo.decisioning.v1 import decisioning_service_pb2, decisioning_service_pb2_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2
 from cjo_platform.bus import Bus
 from cjo_platform.bus.consumer import BusConsumer
@@ -25,9 +33,18 @@ from cjo_platform.clock import Clock
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
-from cjo_platform.db.outbox import Forwarder, Outbox, OutboxRow, SendBatch
+from cjo_platform.db.outbox import (
+    DeliveryWatermark,
+    Forwarder,
+    Outbox,
+    OutboxRow,
+    SendBatch,
+    delivery_watermark,
+)
 from cjo_platform.facts import FACTS_HAND_OFF_BATCHES
-from cjo_platform.forwarding import stored_items_sender
+from cjo_platform.forwarding import SEND_TIMEOUT_SECONDS, stored_items_sender
+from cjo_platform.rpc.client import channel
+from cjo_platform.worker import PollingWorker
 
 DECISIONING_FACTS_TOPIC = "decisioning.facts"
 DECISIONING_EVENTS_TOPIC = "decisioning.events"
@@ -128,3 +145,70 @@ def decisioning_events_consumer(bus: Bus, record_events: Callable[[Any, Any], Aw
                              request=_events_request, what="events", items_field="events")
     return BusConsumer(bus, DECISIONING_EVENTS_TOPIC, receive, db, dead_letters, clock,
                        item_key=_event_id, linger=linger)
+
+
+# How often identity reports its events' forwarding watermark (CJO_IDENTITY_WATERMARK_SECONDS).
+WATERMARK_SECONDS = 5.0
+# Workspaces a report lists behind the others at most (decisioning's limit too).
+MAX_BEHIND_WORKSPACES = 1000
+
+
+class WatermarkReporter(PollingWorker):
+    """Reports a topic's :class:`~cjo_platform.db.outbox.DeliveryWatermark` every
+    ``poll_seconds`` while it runs, busy or idle (read from the outbox, so it is true whatever
+    the forwarders are doing); a report that fails is retried with the worker's backoff, and
+    the receiver's watermark stays where it was meanwhile (holding its learning, as it
+    should)."""
+
+    def __init__(self, db: Database, outbox: Outbox, topic: str,
+                 report: Callable[[DeliveryWatermark], Awaitable[None]],
+                 poll_seconds: float = WATERMARK_SECONDS) -> None:
+        super().__init__(poll_seconds)
+        self.name = f"watermark:{topic}"
+        self.db = db
+        self.outbox = outbox
+        self.topic = topic
+        self.report = report
+
+    def read(self) -> DeliveryWatermark:
+        now = self.outbox.clock.now()  # before the read: see delivery_watermark
+        with self.db.transaction() as session:
+            return delivery_watermark(session, self.outbox.table, self.topic, now,
+                                      MAX_BEHIND_WORKSPACES)
+
+    async def run_once(self) -> bool:
+        await self.report(await self.db.run(self.read))
+        return False
+
+
+def _timestamp(moment: Any) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def watermark_request(stream: int, found: DeliveryWatermark
+                      ) -> decisioning_service_pb2.RecordForwardingWatermarkRequest:
+    return decisioning_service_pb2.RecordForwardingWatermarkRequest(
+        stream=stream,  # type: ignore[arg-type]
+        delivered_before=_timestamp(found.delivered_before),
+        behind_workspaces=[decisioning_service_pb2.WorkspaceWatermark(
+            workspace_id=workspace_id, delivered_before=_timestamp(time))
+            for workspace_id, time in found.behind])
+
+
+def decisioning_events_watermark(settings: ServiceSettings, db: Database, outbox: Outbox, *,
+                                 poll_seconds: float = WATERMARK_SECONDS,
+                                 timeout: float = SEND_TIMEOUT_SECONDS) -> WatermarkReporter:
+    """Identity's reporter of its events' forwarding watermark to decisioning (gRPC only; the
+    call names no workspace: the watermark covers them all)."""
+    metadata = (("authorization", f"Bearer {settings.service_token}"),)
+
+    async def report(found: DeliveryWatermark) -> None:
+        stub = decisioning_service_pb2_grpc.DecisioningServiceStub(  # type: ignore[no-untyped-call]
+            channel(settings.peer("decisioning")))
+        await stub.RecordForwardingWatermark(
+            watermark_request(decisioning_service_pb2.FORWARDED_STREAM_EVENTS, found),
+            metadata=metadata, timeout=timeout)
+
+    return WatermarkReporter(db, outbox, DECISIONING_EVENTS_TOPIC, report, poll_seconds)

@@ -4,6 +4,7 @@ worker."""
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -47,15 +48,19 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     engine = load_decisioning_settings(env)
     timeout = engine.peer_timeout_seconds
     learning = load_learning_settings(env)
+    # With the event bus (CJO_EVENT_BUS), delivery's message facts and identity's events arrive
+    # from JetStream into the servicer's own RecordMessageFacts and RecordEvents.
+    bus = load_bus(env)
+    if bus is not None:
+        # Identity's watermark says what its outbox published, not what the consumer took: a
+        # watermark left from before the bus must not hold learning back (the grace alone).
+        learning = replace(learning, max_watermark_hold=timedelta(0))
     learner = LearningWorker(LearningRound(storage.transactions, learning),
                              learning.poll_seconds)
     servicer = DecisioningServicer(
         storage.transactions, ContentCatalog(settings, timeout), ProfileBook(settings, timeout),
         Engine(partial(new_id, clock), seed=engine.seed, draws=engine.draws,
                model_refresh_seconds=engine.model_refresh_seconds))
-    # With the event bus (CJO_EVENT_BUS), delivery's message facts and identity's events arrive
-    # from JetStream into the servicer's own RecordMessageFacts and RecordEvents.
-    bus = load_bus(env)
     consumers = [] if bus is None else [
         decisioning_facts_consumer(bus, servicer.RecordMessageFacts, storage.db,
                                    storage.dead_letters, clock,
@@ -92,6 +97,10 @@ def load_learning_settings(env: Env) -> LearningSettings:
         # it that identity forwards late (outbox polls, retries, restarts) still rewards.
         reward_grace=timedelta(seconds=env.float("CJO_DECISIONING_REWARD_GRACE_SECONDS", 300.0,
                                                  minimum=0.0)),
+        # A forwarding watermark that stopped moving (identity's forwarder down, behind, or
+        # gone) holds lapsed windows at most this long (domain.watermarks); 0: watermarks off.
+        max_watermark_hold=timedelta(hours=env.float(
+            "CJO_DECISIONING_WATERMARK_MAX_HOLD_HOURS", 24.0, minimum=0.0)),
         # Forwarders re-send an item within minutes (retries, restarts): its id is kept for
         # dedupe this long, then pruned by the learning worker.
         received_retention=timedelta(hours=env.float(

@@ -29,7 +29,11 @@ from cjo_platform.bus import load_bus
 from cjo_platform.bus.consumer import consumer_workers
 from cjo_platform.clock import Clock, SystemClock
 from cjo_platform.config import Env, ServiceSettings
-from cjo_platform.decisioning import decisioning_events_forwarder
+from cjo_platform.decisioning import (
+    WATERMARK_SECONDS,
+    decisioning_events_forwarder,
+    decisioning_events_watermark,
+)
 from cjo_platform.facts import facts_forwarder
 from cjo_platform.rpc.auth import Authenticator, CachingResolver
 from cjo_platform.rpc.dead_letters import bus_replays, dead_letter_servicer, outbox_replays
@@ -59,6 +63,12 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # Decisioning learns from the track events (its rewards): one more outbox row per event.
     to_decisioning = env.bool("CJO_IDENTITY_FORWARD_TO_DECISIONING", True)
     rewards = decisioning_events_forwarder(settings, storage.db, storage.outbox, bus=bus)
+    # How far those events have been delivered, so decisioning learns no lapsed window before
+    # a conversion queued here arrived (gRPC only: over the bus it would say nothing of what
+    # decisioning consumed, which then learns after its grace alone).
+    every = env.float("CJO_IDENTITY_WATERMARK_SECONDS", WATERMARK_SECONDS, minimum=0.05)
+    watermark = ([] if bus is not None or not to_decisioning else [decisioning_events_watermark(
+        settings, storage.db, storage.outbox, poll_seconds=every).run])
     timing = load_time_settings(env)
     time = TimeWorker(LapseRound(transactions, timing.lapses),
                       BackfillRound(transactions, timing.backfills), timing.poll_seconds)
@@ -89,7 +99,7 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         authenticator=Authenticator(settings.service_token, resolve_key),
         service_only_methods=workspace_servicer.SERVICE_ONLY_METHODS,
         # With forwarding off, rows written before still drain.
-        background=[events.run, facts.run, rewards.run, time.run,
+        background=[events.run, facts.run, rewards.run, *watermark, time.run,
                     storage.retention(env, settings.service, RETENTION).run,
                     *consumer_workers(consumers, storage.outbox)],
         # Migration 0009 seals the verification secrets stored in plaintext with these keys.

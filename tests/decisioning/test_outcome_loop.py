@@ -64,7 +64,7 @@ async def test_a_sent_decision_is_exposed_rewarded_and_learned(backend: Backend)
     identity = build_identity(
         settings_for("identity", backend, CJO_ORCHESTRATION_TARGET=nowhere,
                      CJO_ANALYTICS_TARGET=nowhere, CJO_DECISIONING_TARGET=decisioning_target),
-        Env({}), ManualClock())
+        Env({"CJO_IDENTITY_WATERMARK_SECONDS": "0.05"}), identity_clock := ManualClock())
     delivery = build_delivery(
         settings_for("delivery", backend, CJO_ANALYTICS_TARGET=nowhere,
                      CJO_IDENTITY_TARGET=nowhere, CJO_DECISIONING_TARGET=decisioning_target),
@@ -120,8 +120,10 @@ async def test_a_sent_decision_is_exposed_rewarded_and_learned(backend: Backend)
         await people.IngestEvents(identity_pb.IngestEventsRequest(events=[order]),
                                   metadata=acme)
         await eventually(lambda: _is(outcome(), REWARDED))
-        # A reward is learned once its window (7 days) closes, with the window's failures.
-        decisioning_clock.advance(timedelta(days=7, minutes=6))  # + the 5-minute grace
+        # A reward is learned once its window (7 days) closes, with the window's failures,
+        # and identity's watermark of its events has passed it too (its clock moves as well).
+        for clock in (decisioning_clock, identity_clock):
+            clock.advance(timedelta(days=7, minutes=6))  # + the 5-minute grace
 
         def learned() -> tuple[int, int, int] | None:
             with decisioning.db.transaction() as session:

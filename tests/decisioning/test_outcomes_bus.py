@@ -16,7 +16,8 @@ import pytest
 from nats_support import NATS_URL, SenderOutbox, bus_env, drain, drop_streams, nats_listening
 from outcomes_support import START, running, sent, track
 
-from cjo_decisioning.adapters.tables import EXPOSED, REWARDED, metadata
+from cjo.decisioning.v1 import decisioning_service_pb2 as pb
+from cjo_decisioning.adapters.tables import EXPOSED, NOT_REWARDED, REWARDED, metadata
 from cjo_platform.bus import Bus, BusSettings
 from cjo_platform.clock import ManualClock
 from cjo_platform.decisioning import (
@@ -25,7 +26,8 @@ from cjo_platform.decisioning import (
     decisioning_events_forwarder,
     decisioning_facts_forwarder,
 )
-from support import Backend, eventually, settings_for
+from cjo_platform.protobuf import to_timestamp
+from support import SERVICE_TOKEN, Backend, bearer, eventually, settings_for
 
 pytestmark = pytest.mark.skipif(not nats_listening(),
                                 reason="no NATS server with JetStream at 127.0.0.1:4222")
@@ -89,3 +91,23 @@ async def test_facts_and_events_reach_decisioning_through_jetstream(
     finally:
         await bus.close()
         box.db.dispose()
+
+
+async def test_a_watermark_left_from_before_the_bus_holds_no_window_back(
+        sqlite_backend: Backend, prefix: str) -> None:
+    """Over the bus identity reports no forwarding watermark (its outbox's would tell what was
+    published, not what decisioning took): a lapsed window is learned after the grace alone,
+    as before watermarks, even with one left from the gRPC days that stopped moving."""
+    async with running(sqlite_backend, ManualClock(START), **bus_env(prefix)) as d:
+        await d.point("home", "order_completed", window=HOUR)
+        await d.decided("d1", "home", "p1")
+        await d.facts(sent("m1", "d1", START))
+        await d.stub.RecordForwardingWatermark(pb.RecordForwardingWatermarkRequest(
+            stream=pb.FORWARDED_STREAM_EVENTS, delivered_before=to_timestamp(START)),
+            metadata=bearer(SERVICE_TOKEN))
+        d.clock.advance(HOUR + timedelta(minutes=5, seconds=1))  # the window and the grace
+
+        async def learned() -> bool:
+            return bool((await d.decision("d1")).learned)
+        await eventually(learned, timeout=20)
+        assert (await d.decision("d1")).outcome == NOT_REWARDED

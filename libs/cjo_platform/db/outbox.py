@@ -1080,6 +1080,39 @@ class Forwarder(PollingWorker):
             self._release(session, released)
 
 
+@dataclass(frozen=True)
+class DeliveryWatermark:
+    """How far a topic's outbox has been delivered: every row written before
+    ``delivered_before`` has been (its receiver acknowledged it and it was deleted, or it was
+    dead-lettered), but in the ``behind`` workspaces, where only the rows written before their
+    own time (their oldest row's) have been."""
+
+    delivered_before: datetime
+    behind: Sequence[tuple[str, datetime]]
+
+
+def delivery_watermark(session: Session, table: Table, topic: str, now: datetime,
+                       most: int) -> DeliveryWatermark:
+    """The topic's :class:`DeliveryWatermark` as of ``now`` (read before this transaction's
+    first statement), listing at most ``most`` workspaces behind: past those, the watermark is
+    the oldest row of the next one. Read from the table every replica's forwarder shares, so it
+    is true whichever replica reads it and whatever each forwarder is doing: rows pending,
+    claimed, held for a retry or handed off are all still in the table. One read of the topic's
+    rows (grouped by workspace), so a reporter calls it every few seconds, not per batch. A row
+    whose transaction read the clock before ``now`` but commits after this read is not seen:
+    that lateness (a transaction's length) is the receiver's grace's to cover."""
+    c = table.c
+    oldest = func.min(c.create_time)
+    rows = session.execute(
+        select(c.workspace_id, oldest).where(c.topic == topic).group_by(c.workspace_id)
+        .order_by(oldest, c.workspace_id).limit(most + 1)).all()
+    before = _utc(now)
+    if len(rows) > most:
+        before = min(before, _utc(rows[most][1]))
+    return DeliveryWatermark(before, [(workspace_id, _utc(time)) for workspace_id, time
+                                      in rows[:most] if _utc(time) < before])
+
+
 def _within(rows: Sequence[Row[Any, Any, Any]], budget: int) -> list[Row[Any, Any, Any]]:
     """The leading ``rows`` whose ``size`` adds up to at most ``budget`` (at least one)."""
     total = 0

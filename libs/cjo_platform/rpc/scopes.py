@@ -98,7 +98,8 @@ REQUIRED_SCOPES: dict[str, Scope] = {
         # A decision is logged (and may be exposed, budgeted and learned from): a write.
         "Decide": W, "BatchDecide": W, "GetDecision": R, "ListDecisions": R,
         "RecordExposures": W,
-        "RecordEvents": W, "RecordMessageFacts": W, "GetSendTimes": R, "EvaluatePolicy": R,
+        "RecordEvents": W, "RecordMessageFacts": W,
+        "RecordForwardingWatermark": W, "GetSendTimes": R, "EvaluatePolicy": R,
         "GetDecisionReport": R,
     }),
     **_service("cjo.common.v1.DeadLetterService", {

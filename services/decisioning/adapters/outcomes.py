@@ -15,9 +15,11 @@ from sqlalchemy import (
     Row,
     and_,
     bindparam,
+    case,
     delete,
     false,
     func,
+    literal,
     or_,
     select,
     text,
@@ -39,6 +41,7 @@ from cjo_decisioning.adapters.tables import (
 )
 from cjo_decisioning.domain.catalogue import DecisionPoint, point_from_json
 from cjo_decisioning.domain.outcomes import EarlyReward, OpenDecision, PendingDecision, Rewarded
+from cjo_decisioning.domain.watermarks import LearningCutoffs
 from cjo_platform.db import insert_ignore, one_of, pg_array, upsert
 from cjo_platform.db.probes import pg_by_keys, pg_text
 from cjo_platform.limits import MAX_ID_LENGTH
@@ -432,8 +435,10 @@ class Claimed:
     decision_id: str
 
 
-def _learnable(now: datetime, grace: timedelta) -> Any:
-    """Decisions whose window closed ``grace`` ago and that are not learned yet, rewarded or not.
+def _learnable(cutoffs: LearningCutoffs) -> Any:
+    """Decisions whose outcome is final (their window closed before their workspace's cutoff:
+    the grace ago, and the grace before the watermark of the rewards forwarded, see
+    domain.watermarks) and that are not learned yet, rewarded or not.
 
     A reward is known as soon as it arrives but a failure only when the window closes; learning
     rewards at once and failures a window later fed the model one-sided batches, which the
@@ -444,25 +449,34 @@ def _learnable(now: datetime, grace: timedelta) -> Any:
     the window reaches us through identity's outbox forwarder (polls, retries, restarts), and a
     decision learned as NOT_REWARDED can never be rewarded after; it does not widen the window
     (a reward's own event time must fall inside it, domain.outcomes)."""
-    return and_(d.learned == false(), d.outcome.in_((REWARDED, EXPOSED)),
-                d.reward_deadline < now - grace)
+    clause = and_(d.learned == false(), d.outcome.in_((REWARDED, EXPOSED)),
+                  d.reward_deadline < cutoffs.default)
+    if cutoffs.by_workspace:
+        # The workspaces held further back (few: those identity reported behind). The range
+        # above still bounds the scan of ix_decisions_learning.
+        deadline_type = d.reward_deadline.type
+        clause = and_(clause, d.reward_deadline < case(
+            *((d.workspace_id == workspace_id, literal(cutoff, deadline_type))
+              for workspace_id, cutoff in sorted(cutoffs.by_workspace.items())),
+            else_=literal(cutoffs.default, deadline_type)))
+    return clause
 
 
-def count_learnable(session: Session, now: datetime, grace: timedelta = timedelta(0)) -> int:
-    """Decisions whose outcome is known and not yet learned: the learning worker's lag."""
+def count_learnable(session: Session, cutoffs: LearningCutoffs) -> int:
+    """Decisions whose outcome is final and not yet learned: the learning worker's lag."""
     return int(session.execute(
-        select(func.count()).select_from(decisions).where(_learnable(now, grace))).scalar_one())
+        select(func.count()).select_from(decisions).where(_learnable(cutoffs))).scalar_one())
 
 
 def claim_learnable(session: Session, now: datetime, owner: str, lease: timedelta,
-                    limit: int, grace: timedelta = timedelta(0)) -> list[Claimed]:
-    """Lease up to ``limit`` decisions whose outcome is known and not yet learned: rewarded
-    ones, and exposed ones whose window lapsed ``grace`` ago. Listed and locked in one
+                    limit: int, cutoffs: LearningCutoffs) -> list[Claimed]:
+    """Lease up to ``limit`` decisions whose outcome is final and not yet learned: rewarded
+    ones and exposed ones whose window closed before ``cutoffs``. Listed and locked in one
     statement (SKIP LOCKED on PostgreSQL, so replicas claim different decisions) and leased to
     ``owner``; a replica that dies leaves them to the others once the lease runs out."""
     rows = session.execute(
         select(d.workspace_id, d.decision_id, d.decision_point, d.action)
-        .where(_learnable(now, grace), or_(d.lease_until.is_(None), d.lease_until <= now))
+        .where(_learnable(cutoffs), or_(d.lease_until.is_(None), d.lease_until <= now))
         .order_by(d.reward_deadline).limit(limit)
         .with_for_update(skip_locked=True)).all()
     if not rows:
@@ -476,14 +490,14 @@ def claim_learnable(session: Session, now: datetime, owner: str, lease: timedelt
 
 
 def held(session: Session, workspace_id: str, decision_ids: Sequence[str], owner: str,
-         now: datetime, grace: timedelta = timedelta(0)) -> list[tuple[str, Any, bool]]:
+         cutoffs: LearningCutoffs) -> list[tuple[str, Any, bool]]:
     """The claimed decisions still held by ``owner`` and not learned, locked, as
     (decision_id, features JSON, rewarded), in id order. A decision whose lease ran out and
     was learned by another replica is left out (it is learned once)."""
     rows = session.execute(
         select(d.decision_id, d.features, d.outcome)
         .where(d.workspace_id == workspace_id, one_of(session, d.decision_id, decision_ids),
-               d.lease_owner == owner, _learnable(now, grace))
+               d.lease_owner == owner, _learnable(LearningCutoffs(cutoffs.of(workspace_id))))
         .order_by(d.decision_id).with_for_update()).all()
     return [(r.decision_id, r.features, r.outcome == REWARDED) for r in rows]
 

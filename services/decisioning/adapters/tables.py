@@ -209,3 +209,17 @@ early_rewards = Table(
     Index("ix_early_rewards_event", "workspace_id", "event_id"),
     Index("ix_early_rewards_expire", "expire_time"),
 )
+
+# The forwarding watermark of each stream decisioning learns from (domain.watermarks): the row
+# of workspace "" is the stream's own (every workspace not listed), the other rows the
+# workspaces reported behind it. Rewritten by each report (RecordForwardingWatermark).
+forwarding_watermarks = Table(
+    "forwarding_watermarks",
+    metadata,
+    Column("stream", String(32), nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("delivered_before", UtcDateTime, nullable=False),
+    # When decisioning took the report (its own clock), for operators.
+    Column("update_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("stream", "workspace_id"),
+)

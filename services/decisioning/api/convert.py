@@ -247,7 +247,7 @@ def report_query(request: pb.GetDecisionReportRequest) -> ReportQuery:
 
 
 def report_reply(report: DecisionReport) -> pb.GetDecisionReportResponse:
-    return pb.GetDecisionReportResponse(
+    reply = pb.GetDecisionReportResponse(
         decisions=report.decisions, no_action=report.no_action,
         actions=[pb.ActionReport(
             action=a.action, decisions=a.decisions, exposures=a.exposures, rewards=a.rewards,
@@ -258,6 +258,9 @@ def report_reply(report: DecisionReport) -> pb.GetDecisionReportResponse:
             start_time=to_timestamp(b.start), decisions=b.decisions,
             actions=[pb.ActionShare(action=s.action, decisions=s.decisions, share=s.share)
                      for s in b.actions]) for b in report.buckets])
+    if report.rewards_delivered_before is not None:
+        reply.rewards_delivered_before.CopyFrom(to_timestamp(report.rewards_delivered_before))
+    return reply
 
 # --- decisions -------------------------------------------------------------------------------
 

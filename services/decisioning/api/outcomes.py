@@ -1,9 +1,10 @@
-"""The outcome RPCs of DecisioningService (mixed into the servicer): RecordEvents and
-RecordMessageFacts (service-only: identity's and delivery's forwarders) and GetSendTimes."""
+"""The outcome RPCs of DecisioningService (mixed into the servicer): RecordEvents,
+RecordForwardingWatermark and RecordMessageFacts (service-only: identity's and delivery's
+forwarders) and GetSendTimes."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import grpc
@@ -20,10 +21,18 @@ from cjo_decisioning.domain.outcomes import (
     MessageFact,
     TrackEvent,
 )
+from cjo_decisioning.domain.watermarks import EVENTS, MAX_BEHIND_WORKSPACES, Watermark
 from cjo_decisioning.service_layer import outcomes, send_times
+from cjo_decisioning.service_layer.watermarks import record_watermark
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import Violations
-from cjo_platform.limits import MAX_BATCH_ITEMS, MAX_PROFILE_ID_LENGTH, check_duration, check_id
+from cjo_platform.limits import (
+    MAX_BATCH_ITEMS,
+    MAX_PROFILE_ID_LENGTH,
+    MAX_WORKSPACE_ID_LENGTH,
+    check_duration,
+    check_id,
+)
 from cjo_platform.profiles import consent_from_proto, profile_view, segment_id
 from cjo_platform.protobuf import from_timestamp, struct_to_dict, to_timestamp
 from cjo_platform.rpc.auth import current_workspace
@@ -36,6 +45,7 @@ DEFAULT_SEND_DELAY = timedelta(days=1)
 _KINDS = {fact_pb2.FACT_TYPE_MESSAGE_SENT: outcomes.SENT,
           fact_pb2.FACT_TYPE_MESSAGE_OPENED: outcomes.OPENED,
           fact_pb2.FACT_TYPE_MESSAGE_CLICKED: outcomes.CLICKED}
+_STREAMS = {pb.FORWARDED_STREAM_EVENTS: EVENTS}
 _SOURCES = {"profile": pb.SEND_TIME_SOURCE_PROFILE,
             "population": pb.SEND_TIME_SOURCE_POPULATION,
             "default": pb.SEND_TIME_SOURCE_DEFAULT}
@@ -86,6 +96,29 @@ def _details(forwarded: orchestration_pb.ForwardedEvent) -> EventDetails:
                              ((i.type, i.value) for i in forwarded.identifiers)))
 
 
+def forwarding_watermark(request: pb.RecordForwardingWatermarkRequest) -> tuple[str, Watermark]:
+    """The stream and watermark a sender reported; INVALID_ARGUMENT naming the field."""
+    problems = Violations()
+    stream = _STREAMS.get(request.stream, "")
+    problems.check(bool(stream), "stream", "must name a stream (FORWARDED_STREAM_EVENTS)")
+    problems.check(request.HasField("delivered_before"), "delivered_before", "is required")
+    behind = request.behind_workspaces
+    problems.check(len(behind) <= MAX_BEHIND_WORKSPACES, "behind_workspaces",
+                   f"must hold at most {MAX_BEHIND_WORKSPACES} workspaces, got {len(behind)}")
+    for index, item in enumerate(behind[:MAX_BEHIND_WORKSPACES + 1]):
+        field = f"behind_workspaces[{index}]"
+        check_id(problems, f"{field}.workspace_id", item.workspace_id, required=True,
+                 max_length=MAX_WORKSPACE_ID_LENGTH)
+        problems.check(item.HasField("delivered_before"), f"{field}.delivered_before",
+                       "is required")
+    problems.raise_if_any()
+    workspaces: dict[str, datetime] = {}
+    for item in behind:  # a workspace listed twice: its earliest time holds
+        time = from_timestamp(item.delivered_before)
+        workspaces[item.workspace_id] = min(time, workspaces.get(item.workspace_id, time))
+    return stream, Watermark(from_timestamp(request.delivered_before), workspaces)
+
+
 class OutcomeRpcs:
     """Needs ``transactions``."""
 
@@ -117,6 +150,13 @@ class OutcomeRpcs:
                 if duplicate:
                     answer.result(index).duplicate = True
         return answer.response(pb.RecordEventsResponse)
+
+    async def RecordForwardingWatermark(self, request: pb.RecordForwardingWatermarkRequest,
+                                        context: grpc.aio.ServicerContext
+                                        ) -> pb.RecordForwardingWatermarkResponse:
+        stream, report = forwarding_watermark(request)
+        held = await self.transactions.run(lambda uow: record_watermark(uow, stream, report))
+        return pb.RecordForwardingWatermarkResponse(delivered_before=to_timestamp(held))
 
     async def GetSendTimes(self, request: pb.GetSendTimesRequest,
                            context: grpc.aio.ServicerContext) -> pb.GetSendTimesResponse:

@@ -68,8 +68,10 @@ from cjo_platform.rpc.idempotent import once
 
 DOMAIN = "decisioning.cjo"
 SERVICE = "cjo.decisioning.v1.DecisioningService"
-# Called by other cjo services only (identity's events, delivery's message facts).
-SERVICE_ONLY_METHODS = {f"/{SERVICE}/RecordEvents", f"/{SERVICE}/RecordMessageFacts"}
+# Called by other cjo services only (identity's events and their watermark, delivery's
+# message facts).
+SERVICE_ONLY_METHODS = {f"/{SERVICE}/RecordEvents", f"/{SERVICE}/RecordMessageFacts",
+                        f"/{SERVICE}/RecordForwardingWatermark"}
 ACTIONS, POINTS = "actions/", "decisionPoints/"
 
 R = TypeVar("R", bound=Message)

@@ -101,6 +101,8 @@ class DecisionReport:
     no_action: int
     actions: tuple[ActionFigures, ...]
     buckets: tuple[Bucket, ...]
+    # The workspace's forwarding watermark of the rewards (domain.watermarks), if reported.
+    rewards_delivered_before: datetime | None = None
 
 
 def action_figures(counts: ActionCounts, total: int) -> ActionFigures:

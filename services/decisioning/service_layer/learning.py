@@ -12,8 +12,10 @@ would recur on every try) marks its decisions learned with the error logged and 
 Any other failure (a dropped connection, a database restart) leaves the group's lease to run
 out, so the decisions are learned on a later round. Neither stops the round or another group.
 
-An exposed decision is learned as NOT_REWARDED only ``reward_grace`` after its window closed:
-a conversion inside the window may reach us late through identity's outbox forwarder.
+An exposed decision is learned as NOT_REWARDED only ``reward_grace`` after its window closed,
+and only once identity's forwarding watermark (domain.watermarks) has passed that too: a
+conversion inside the window may reach us late through identity's outbox forwarder, later than
+any grace while forwarding is down or behind. A round reads the watermark once (its cutoffs).
 
 Each round first takes the reward events kept for decisions that were exposed meanwhile (an
 event kept while another transaction recorded the exposure: exposures.settle_early_rewards), and
@@ -35,7 +37,9 @@ from cjo_decisioning.adapters import catalogue, models, outcomes
 from cjo_decisioning.adapters.outcomes import Claimed
 from cjo_decisioning.domain.features import Features
 from cjo_decisioning.domain.model import update
+from cjo_decisioning.domain.watermarks import LearningCutoffs
 from cjo_decisioning.service_layer.exposures import settle_early_rewards
+from cjo_decisioning.service_layer.watermarks import cutoffs
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.logging import get_logger
 
@@ -49,6 +53,8 @@ class LearningSettings:
     poll_seconds: float = 1.0
     # How long after a window closes a late-forwarded reward is still taken (see the module).
     reward_grace: timedelta = timedelta(minutes=5)
+    # How far back, at most, a stale forwarding watermark holds lapsed windows (domain.watermarks).
+    max_watermark_hold: timedelta = timedelta(hours=24)
     # How long a forwarded id is remembered for dedupe, and how many are forgotten per round.
     received_retention: timedelta = timedelta(days=1)
     prune_batch: int = 1000
@@ -69,7 +75,7 @@ class LearningRound:
     async def run_once(self) -> bool:
         """Learn one batch; True when more may be waiting."""
         settled = await self.transactions.run(self._settle)
-        claimed = await self.transactions.run(self._claim)
+        cutoffs, claimed = await self.transactions.run(self._claim)
         groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         for c in claimed:
             groups[(c.workspace_id, c.decision_point, c.action)].append(c.decision_id)
@@ -77,8 +83,7 @@ class LearningRound:
             try:
                 await self.transactions.run(partial(
                     learn_group, workspace_id=workspace_id, decision_point=point,
-                    action=action, decision_ids=ids, owner=self.owner,
-                    grace=self.settings.reward_grace))
+                    action=action, decision_ids=ids, owner=self.owner, cutoffs=cutoffs))
             except DETERMINISTIC as exc:
                 log.warning("learning failed; the decisions are marked learned",
                             workspace=workspace_id, decision_point=point, action=action,
@@ -86,7 +91,7 @@ class LearningRound:
                 await self.transactions.run(partial(
                     give_up, workspace_id=workspace_id, decision_point=point,
                     decision_ids=ids, owner=self.owner, error=f"learning {action}: {exc!r}",
-                    grace=self.settings.reward_grace))
+                    cutoffs=cutoffs))
             except Exception as exc:
                 # Transient (the database or the connection): the claim stays until its lease
                 # runs out, then this or another replica learns the decisions.
@@ -117,17 +122,17 @@ class LearningRound:
             settle_early_rewards(uow.session, workspace_id, exposures)
         return len(found)
 
-    def _claim(self, uow: UnitOfWork) -> list[Claimed]:
-        return outcomes.claim_learnable(uow.session, uow.now(), self.owner,
-                                        self.settings.lease, self.settings.batch,
-                                        self.settings.reward_grace)
+    def _claim(self, uow: UnitOfWork) -> tuple[LearningCutoffs, list[Claimed]]:
+        found = cutoffs(uow, self.settings.reward_grace, self.settings.max_watermark_hold)
+        return found, outcomes.claim_learnable(uow.session, uow.now(), self.owner,
+                                               self.settings.lease, self.settings.batch, found)
 
 
 def learn_group(uow: UnitOfWork, workspace_id: str, decision_point: str, action: str,
-                decision_ids: Sequence[str], owner: str, grace: timedelta = timedelta(0)) -> int:
+                decision_ids: Sequence[str], owner: str, cutoffs: LearningCutoffs) -> int:
     """Apply the decisions' outcomes to the model of (point, action); how many were learned."""
     session, now = uow.session, uow.now()
-    held = outcomes.held(session, workspace_id, decision_ids, owner, now, grace)
+    held = outcomes.held(session, workspace_id, decision_ids, owner, cutoffs)
     if not held:
         return 0
     stored_point = catalogue.get_point(session, workspace_id, decision_point)
@@ -146,9 +151,9 @@ def learn_group(uow: UnitOfWork, workspace_id: str, decision_point: str, action:
 
 def give_up(uow: UnitOfWork, workspace_id: str, decision_point: str,
             decision_ids: Sequence[str], owner: str, error: str,
-            grace: timedelta = timedelta(0)) -> None:
+            cutoffs: LearningCutoffs) -> None:
     """Mark the decisions learned without learning them, and record why on their point."""
-    held = outcomes.held(uow.session, workspace_id, decision_ids, owner, uow.now(), grace)
+    held = outcomes.held(uow.session, workspace_id, decision_ids, owner, cutoffs)
     outcomes.mark_learned(uow.session, workspace_id, [(i, rewarded) for i, _, rewarded in held])
     outcomes.record_point_errors(uow.session, workspace_id, {decision_point: (1, error)},
                                  uow.now())

@@ -1,9 +1,11 @@
 """GetDecisionReport: per action of a decision point, its decisions, exposures, rewards and
-failures, the posterior of its reward rate, and its share of the traffic over time. Counted by
+failures, the posterior of its reward rate, and its share of the traffic over time, with how
+far the workspace's rewards have been delivered (the forwarding watermark). Counted by
 the database (GROUP BY), so a report over a million decisions reads a few hundred rows."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from cjo_decisioning.adapters import catalogue, decision_log
@@ -14,6 +16,7 @@ from cjo_decisioning.domain.reports import (
     check_query,
     decision_report,
 )
+from cjo_decisioning.service_layer.watermarks import rewards_delivered_before
 from cjo_platform.db.unit_of_work import UnitOfWork
 
 
@@ -32,4 +35,5 @@ def decision_point_report(uow: UnitOfWork, workspace_id: str, query: ReportQuery
                                                    uow.now())
     buckets = decision_log.traffic(uow.session, workspace_id, query.decision_point, query.start,
                                    end, width // timedelta(hours=1))
-    return decision_report(counts, no_action, stored.point.actions, buckets, width)
+    return replace(decision_report(counts, no_action, stored.point.actions, buckets, width),
+                   rewards_delivered_before=rewards_delivered_before(uow, workspace_id))

@@ -21,12 +21,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ForwardedStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FORWARDED_STREAM_UNSPECIFIED: _ClassVar[ForwardedStream]
+    FORWARDED_STREAM_EVENTS: _ClassVar[ForwardedStream]
+
 class SendTimeSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SEND_TIME_SOURCE_UNSPECIFIED: _ClassVar[SendTimeSource]
     SEND_TIME_SOURCE_PROFILE: _ClassVar[SendTimeSource]
     SEND_TIME_SOURCE_POPULATION: _ClassVar[SendTimeSource]
     SEND_TIME_SOURCE_DEFAULT: _ClassVar[SendTimeSource]
+FORWARDED_STREAM_UNSPECIFIED: ForwardedStream
+FORWARDED_STREAM_EVENTS: ForwardedStream
 SEND_TIME_SOURCE_UNSPECIFIED: SendTimeSource
 SEND_TIME_SOURCE_PROFILE: SendTimeSource
 SEND_TIME_SOURCE_POPULATION: SendTimeSource
@@ -334,6 +341,30 @@ class RecordMessageFactsResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[RecordMessageFactResult]
     def __init__(self, results: _Optional[_Iterable[_Union[RecordMessageFactResult, _Mapping]]] = ...) -> None: ...
 
+class WorkspaceWatermark(_message.Message):
+    __slots__ = ("workspace_id", "delivered_before")
+    WORKSPACE_ID_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    workspace_id: str
+    delivered_before: _timestamp_pb2.Timestamp
+    def __init__(self, workspace_id: _Optional[str] = ..., delivered_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RecordForwardingWatermarkRequest(_message.Message):
+    __slots__ = ("stream", "delivered_before", "behind_workspaces")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    BEHIND_WORKSPACES_FIELD_NUMBER: _ClassVar[int]
+    stream: ForwardedStream
+    delivered_before: _timestamp_pb2.Timestamp
+    behind_workspaces: _containers.RepeatedCompositeFieldContainer[WorkspaceWatermark]
+    def __init__(self, stream: _Optional[_Union[ForwardedStream, str]] = ..., delivered_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., behind_workspaces: _Optional[_Iterable[_Union[WorkspaceWatermark, _Mapping]]] = ...) -> None: ...
+
+class RecordForwardingWatermarkResponse(_message.Message):
+    __slots__ = ("delivered_before",)
+    DELIVERED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    delivered_before: _timestamp_pb2.Timestamp
+    def __init__(self, delivered_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class GetSendTimesRequest(_message.Message):
     __slots__ = ("profile_ids", "channel", "earliest_time", "max_delay")
     PROFILE_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -476,13 +507,15 @@ class TrafficBucket(_message.Message):
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decisions: _Optional[int] = ..., actions: _Optional[_Iterable[_Union[ActionShare, _Mapping]]] = ...) -> None: ...
 
 class GetDecisionReportResponse(_message.Message):
-    __slots__ = ("decisions", "no_action", "actions", "buckets")
+    __slots__ = ("decisions", "no_action", "actions", "buckets", "rewards_delivered_before")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     NO_ACTION_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_DELIVERED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     no_action: int
     actions: _containers.RepeatedCompositeFieldContainer[ActionReport]
     buckets: _containers.RepeatedCompositeFieldContainer[TrafficBucket]
-    def __init__(self, decisions: _Optional[int] = ..., no_action: _Optional[int] = ..., actions: _Optional[_Iterable[_Union[ActionReport, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[TrafficBucket, _Mapping]]] = ...) -> None: ...
+    rewards_delivered_before: _timestamp_pb2.Timestamp
+    def __init__(self, decisions: _Optional[int] = ..., no_action: _Optional[int] = ..., actions: _Optional[_Iterable[_Union[ActionReport, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[TrafficBucket, _Mapping]]] = ..., rewards_delivered_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -123,6 +123,11 @@ class DecisioningServiceStub:
                 request_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordMessageFactsRequest.SerializeToString,
                 response_deserializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordMessageFactsResponse.FromString,
                 _registered_method=True)
+        self.RecordForwardingWatermark = channel.unary_unary(
+                '/cjo.decisioning.v1.DecisioningService/RecordForwardingWatermark',
+                request_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordForwardingWatermarkRequest.SerializeToString,
+                response_deserializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordForwardingWatermarkResponse.FromString,
+                _registered_method=True)
         self.GetSendTimes = channel.unary_unary(
                 '/cjo.decisioning.v1.DecisioningService/GetSendTimes',
                 request_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.GetSendTimesRequest.SerializeToString,
@@ -278,6 +283,18 @@ class DecisioningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordForwardingWatermark(self, request, context):
+        """Service-only, naming no workspace: a forwarder reports how far its outbox has been
+        delivered (a forwarding watermark), every few seconds while it runs; identity's reports
+        the track events and merges (the rewards). Decisioning learns a lapsed reward window as
+        NOT_REWARDED only once the watermark has passed the window's deadline plus the grace, so a
+        conversion queued in identity's outbox while forwarding was down or behind still rewards
+        it. The watermark never moves back: a report older than the one held changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSendTimes(self, request, context):
         """The best time to reach each person on a channel: the hour they most often open or click,
         learned from their engagement (falling back to the workspace's), within a maximum delay.
@@ -389,6 +406,11 @@ def add_DecisioningServiceServicer_to_server(servicer, server):
                     servicer.RecordMessageFacts,
                     request_deserializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordMessageFactsRequest.FromString,
                     response_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordMessageFactsResponse.SerializeToString,
+            ),
+            'RecordForwardingWatermark': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordForwardingWatermark,
+                    request_deserializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordForwardingWatermarkRequest.FromString,
+                    response_serializer=cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordForwardingWatermarkResponse.SerializeToString,
             ),
             'GetSendTimes': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSendTimes,
@@ -869,6 +891,33 @@ class DecisioningService:
             '/cjo.decisioning.v1.DecisioningService/RecordMessageFacts',
             cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordMessageFactsRequest.SerializeToString,
             cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordMessageFactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordForwardingWatermark(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cjo.decisioning.v1.DecisioningService/RecordForwardingWatermark',
+            cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordForwardingWatermarkRequest.SerializeToString,
+            cjo_dot_decisioning_dot_v1_dot_decisioning__service__pb2.RecordForwardingWatermarkResponse.FromString,
             options,
             channel_credentials,
             insecure,

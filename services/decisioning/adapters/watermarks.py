@@ -1,0 +1,56 @@
+"""The forwarding watermarks decisioning holds (domain.watermarks), one small table: a stream's
+own row (workspace "") and a row per workspace reported behind it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from cjo_decisioning.adapters.tables import forwarding_watermarks
+from cjo_decisioning.domain.watermarks import Watermark
+from cjo_platform.db import insert_ignore
+
+w = forwarding_watermarks.c
+STREAM_ROW = ""  # the workspace_id of a stream's own row
+
+
+def load(session: Session, stream: str) -> Watermark | None:
+    """The stream's watermark, or None when it was never reported."""
+    rows = session.execute(select(w.workspace_id, w.delivered_before)
+                           .where(w.stream == stream)).all()
+    own = [r.delivered_before for r in rows if r.workspace_id == STREAM_ROW]
+    if not own:
+        return None
+    return Watermark(own[0], {r.workspace_id: r.delivered_before for r in rows
+                              if r.workspace_id != STREAM_ROW})
+
+
+def lock(session: Session, stream: str, report: Watermark, now: datetime) -> Watermark | None:
+    """Serialize the reports of ``stream`` (replicas take them concurrently): its own row is
+    created with ``report`` when absent (then None: nothing was held), or else locked until
+    the transaction ends and the watermark held returned."""
+    created = insert_ignore(session, forwarding_watermarks, [
+        {"stream": stream, "workspace_id": STREAM_ROW,
+         "delivered_before": report.delivered_before, "update_time": now}],
+        returning=w.workspace_id)
+    if created:
+        return None
+    session.execute(select(w.stream).where(w.stream == stream, w.workspace_id == STREAM_ROW)
+                    .with_for_update())
+    return load(session, stream)
+
+
+def save(session: Session, stream: str, watermark: Watermark, now: datetime) -> None:
+    """Replace the stream's watermark (its row locked or created by :func:`lock`)."""
+    session.execute(update(forwarding_watermarks)
+                    .where(w.stream == stream, w.workspace_id == STREAM_ROW)
+                    .values(delivered_before=watermark.delivered_before, update_time=now))
+    session.execute(delete(forwarding_watermarks)
+                    .where(w.stream == stream, w.workspace_id != STREAM_ROW))
+    if watermark.behind:
+        session.execute(insert(forwarding_watermarks), [
+            {"stream": stream, "workspace_id": workspace_id, "delivered_before": time,
+             "update_time": now}
+            for workspace_id, time in sorted(watermark.behind.items())])

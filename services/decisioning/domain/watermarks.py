@@ -1,0 +1,92 @@
+"""Forwarding watermarks: when a lapsed reward window is final. Pure.
+
+A decision exposed and not rewarded is learned as NOT_REWARDED once its window closed; but the
+conversion that would reward it travels through identity's outbox forwarder, which may be down
+or behind for longer than any fixed grace (decisioning unreachable, a failing forwarder, a
+backlog). Identity therefore reports a **watermark** of its reward events: every event written
+to its outbox before ``delivered_before`` has been delivered, except in the few workspaces
+listed as ``behind``, each with its own (its oldest undelivered event's write time). A window
+is final, and learned, once its deadline plus the grace is before both the clock and the
+watermark of its workspace: a conversion inside the window was written to identity's outbox
+within the grace after the deadline (the grace still covers identity's own delay, and the two
+services' clocks' skew), and everything written before the watermark has arrived.
+
+The watermark is computed by identity from its outbox table (shared by its replicas), not per
+process, so any replica's report is true; reports may arrive out of order, so a report older
+than the one held changes nothing, and no workspace's watermark ever moves back.
+
+A stream never reported on (identity too old, forwarding switched off, the event bus: see
+docs/operations.md) holds nothing: windows are then learned after the grace alone, as before
+watermarks. A watermark holds learning back at most ``max_hold``: a source that stopped
+reporting for good (decommissioned, moved to the bus) must not stall learning forever; by then
+the forwarded ids' dedupe is forgotten too (``received_retention``, also a day)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+EVENTS = "events"  # identity's track events and merges (the rewards)
+MAX_BEHIND_WORKSPACES = 1000
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Every item of a stream written before ``delivered_before`` has been delivered, but in
+    the ``behind`` workspaces: there only those written before their own time."""
+
+    delivered_before: datetime
+    behind: Mapping[str, datetime] = field(default_factory=dict)
+
+    def of(self, workspace_id: str) -> datetime:
+        return self.behind.get(workspace_id, self.delivered_before)
+
+    def oldest(self) -> datetime:
+        return min((self.delivered_before, *self.behind.values()))
+
+
+def merge(held: Watermark | None, report: Watermark, now: datetime) -> Watermark | None:
+    """The watermark after ``report``, or None when it is older than the one ``held`` (a
+    report another replica computed earlier, arriving late): it changes nothing. No
+    workspace's watermark moves back: a workspace reported behind keeps at least what it had.
+    A report ahead of ``now`` (the sender's clock runs fast) counts up to ``now`` only, so one
+    from a clock that jumped ahead does not make the true reports after it look old."""
+    delivered_before = min(report.delivered_before, now)
+    if held is not None and delivered_before < held.delivered_before:
+        return None
+    behind = {}
+    for workspace_id, reported in report.behind.items():
+        kept = max(reported, held.of(workspace_id)) if held is not None else reported
+        if kept < delivered_before:
+            behind[workspace_id] = kept
+    return Watermark(delivered_before, behind)
+
+
+@dataclass(frozen=True)
+class LearningCutoffs:
+    """A decision's outcome is final once its reward deadline is before its workspace's
+    cutoff: ``by_workspace`` for the workspaces held further back, ``default`` for the rest
+    (never earlier than any of ``by_workspace``)."""
+
+    default: datetime
+    by_workspace: Mapping[str, datetime] = field(default_factory=dict)
+
+    def of(self, workspace_id: str) -> datetime:
+        return self.by_workspace.get(workspace_id, self.default)
+
+
+def learning_cutoffs(now: datetime, grace: timedelta, watermark: Watermark | None,
+                     max_hold: timedelta) -> LearningCutoffs:
+    """When windows are final: their deadline plus ``grace`` before the clock and before the
+    workspace's watermark (see the module); a watermark older than ``max_hold`` holds no
+    further back than that."""
+    if watermark is None:
+        return LearningCutoffs(now - grace)
+    floor = now - max_hold
+
+    def cutoff(delivered_before: datetime) -> datetime:
+        return min(now, max(delivered_before, floor)) - grace
+
+    return LearningCutoffs(cutoff(watermark.delivered_before),
+                           {w: cutoff(t) for w, t in watermark.behind.items()})

@@ -1,0 +1,46 @@
+"""Forwarding watermarks (domain.watermarks): a sender's report, and when lapsed windows are
+final for the learning worker."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from cjo_decisioning.adapters import watermarks
+from cjo_decisioning.domain.watermarks import (
+    EVENTS,
+    LearningCutoffs,
+    Watermark,
+    learning_cutoffs,
+    merge,
+)
+from cjo_platform.db.unit_of_work import UnitOfWork
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def record_watermark(uow: UnitOfWork, stream: str, report: Watermark) -> datetime:
+    """Take a sender's report; returns the stream's watermark held now (never moved back)."""
+    now = uow.now()
+    held = watermarks.lock(uow.session, stream, Watermark(min(report.delivered_before, now)),
+                           now)
+    merged = merge(held, report, now)
+    if merged is None:
+        assert held is not None  # merge keeps every report when nothing is held
+        return held.delivered_before
+    if held is None:
+        log.info("first forwarding watermark of the stream: lapsed windows wait for it now",
+                 stream=stream, delivered_before=report.delivered_before.isoformat())
+    watermarks.save(uow.session, stream, merged, now)
+    return merged.delivered_before
+
+
+def cutoffs(uow: UnitOfWork, grace: timedelta, max_hold: timedelta) -> LearningCutoffs:
+    """When lapsed windows are final now (the rewards' stream: identity's events)."""
+    return learning_cutoffs(uow.now(), grace, watermarks.load(uow.session, EVENTS), max_hold)
+
+
+def rewards_delivered_before(uow: UnitOfWork, workspace_id: str) -> datetime | None:
+    """The workspace's watermark of its reward events, or None when never reported."""
+    held = watermarks.load(uow.session, EVENTS)
+    return None if held is None else held.of(workspace_id)
