@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -58,10 +60,15 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 SECRET_KEYS = "CJO_DELIVERY_SECRET_KEYS"
 SERVICE = "cjo.delivery.v1.DeliveryService"
 
-# A send is up to seven SMTP round trips (connect, EHLO, STARTTLS, TLS handshake, EHLO, AUTH,
-# MAIL/RCPT/DATA), each bounded by the timeout, and the content's reply, by the data timeout;
-# the share of the lease a send's calls may take (send_round.CALLS_END) must fit them all.
-_SMTP_TIMEOUTS = 7
+# A send to the deployment's SMTP server is up to eight round trips (connect, greeting, EHLO,
+# STARTTLS, TLS handshake, EHLO, AUTH, the pipelined MAIL/RCPT/DATA), each bounded by the
+# timeout, then the content's reply, by the data timeout (SenderSettings.longest_send). Without
+# PIPELINING or with AUTH mechanisms failing in turn it takes more: such a send is cut off, or
+# not started, when the lease has too little left (send_round.CALLS_END, smtp.send_email).
+_SMTP_TIMEOUTS = 8
+# The lease leaves at least this share of itself for messages to wait for a send slot after
+# their claim (send_round.hand_over_share): longest_send must fit in CALLS_END minus it.
+_HAND_OVER_AT_LEAST = 0.25
 
 
 def load_smtp_settings(env: Env, connections: int) -> SmtpSettings:
@@ -144,11 +151,14 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     sending = load_sender_settings(env)
     smtp = load_smtp_settings(env, connections=sending.concurrency)
     longest = _SMTP_TIMEOUTS * smtp.timeout_seconds + smtp.data_timeout_seconds
-    if sending.lease.total_seconds() * CALLS_END < longest:
+    sending = replace(sending, longest_send=timedelta(seconds=longest))
+    shortest = longest / (CALLS_END - _HAND_OVER_AT_LEAST)
+    if sending.lease.total_seconds() < shortest:
         env.errors.append(
             f"CJO_DELIVERY_LEASE_SECONDS must be at least ({_SMTP_TIMEOUTS} x "
-            f"CJO_SMTP_TIMEOUT_SECONDS + CJO_SMTP_DATA_TIMEOUT_SECONDS) / {CALLS_END:g} = "
-            f"{longest / CALLS_END:g} s, or a slow send would be cut off before its timeouts")
+            f"CJO_SMTP_TIMEOUT_SECONDS + CJO_SMTP_DATA_TIMEOUT_SECONDS) / "
+            f"{CALLS_END - _HAND_OVER_AT_LEAST:g} = {math.ceil(shortest)} s, or a slow send "
+            "would be cut off before its timeouts")
     provider = SmtpProvider(smtp, clock)
     # At most one HTTP connection per provider call in flight (CJO_DELIVERY_CONCURRENCY).
     factory = ProviderFactory(clock, smtp_connections=max(1, sending.concurrency // 2),

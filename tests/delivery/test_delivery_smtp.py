@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -558,3 +559,40 @@ async def test_the_content_reply_times_out_after_the_data_timeout() -> None:
             await smtp.send_email(email(1))
         await smtp.close()
     assert timed_out.value.transient and timed_out.value.message.endswith("timed out")
+
+
+# Review rlease: a send cut off while it QUIT a stale pooled connection to a relay that stopped
+# answering left the socket open (and each stale connection could hold the send a timeout).
+async def test_a_stale_pooled_connection_is_closed_even_when_the_send_is_cut_off() -> None:
+    answering = True
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 hi\r\n")
+        while line := await reader.readline():
+            if line.startswith(b"QUIT") or not answering:
+                continue  # a relay that stopped answering
+            if line.startswith(b"EHLO"):
+                writer.write(b"250-hi\r\n250 PIPELINING\r\n")
+            elif line.startswith(b"DATA"):
+                writer.write(b"354 go\r\n")
+            elif line == b".\r\n" or line.startswith((b"MAIL", b"RCPT")):
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    smtp = SmtpProvider(SmtpSettings(port=port, connections=1, timeout_seconds=5), ManualClock())
+    mail = OutgoingEmail(message_id="m1", to="a@example.com", subject="s", preheader="",
+                         html="<p>x</p>", text="x")
+    await smtp.send_email(mail)
+    [stale] = smtp._idle
+    stale.idle_since = time.monotonic() - 60  # older than _MAX_IDLE_SECONDS
+    answering = False
+    try:
+        async with asyncio.timeout(0.3):  # the cut-off at calls_end
+            await smtp.send_email(mail)
+    except TimeoutError:
+        pass
+    assert stale not in smtp._idle
+    assert stale.closed, "the stale connection's socket was left open"
+    server.close()

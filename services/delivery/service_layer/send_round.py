@@ -129,8 +129,14 @@ MESSAGE_RETRY = RetryPolicy(max_attempts=5, base_delay=timedelta(seconds=30),
 # a transient failure), leaving the rest to record the outcome before another sender may claim
 # the message: a provider hanging longer than its timeout, a workspace's long timeouts or a
 # failover through several slow providers never outlive the lease (two senders calling
-# providers for one message at once).
+# providers for one message at once). A message is handed over only while its lease leaves
+# ``longest_send`` before that, and at most half of it has passed.
 CALLS_END = 0.9
+
+
+def hand_over_share(settings: SenderSettings) -> timedelta:
+    """How long after its claim a message may still be handed to the providers."""
+    return min(settings.lease / 2, settings.lease * CALLS_END - settings.longest_send)
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,10 @@ class SenderSettings:
     # Longer than the slowest send should take: calls still under way at CALLS_END of it are
     # cut off (a transient failure), or another sender could claim the message meanwhile.
     lease: timedelta = timedelta(minutes=5)
+    # The longest a send through the deployment's SMTP server takes with every reply at its
+    # timeout's end (bootstrap: 8 x CJO_SMTP_TIMEOUT_SECONDS + CJO_SMTP_DATA_TIMEOUT_SECONDS): a
+    # message is handed to the providers only while that much is left before CALLS_END.
+    longest_send: timedelta = timedelta(seconds=140)
     # A message whose lease ran out this many times (its sender stopped, or could not record
     # its outcome: each time after a provider may have taken it) is failed instead of sent
     # again (CJO_DELIVERY_MAX_LEASE_EXPIRIES).
@@ -160,10 +170,12 @@ class SenderSettings:
     consent_patience: timedelta = timedelta(seconds=1)
 
 
-def _out_of_lease(lease: timedelta) -> ProviderError:
-    return ProviderError(f"the provider calls took {CALLS_END:.0%} of the message's lease "
-                         f"({lease.total_seconds():g} s, CJO_DELIVERY_LEASE_SECONDS) and were "
-                         "cut off", transient=True)
+def _out_of_lease(lease: timedelta, *, cut: bool) -> ProviderError:
+    what = ("the provider call was cut off (it may have been delivered)" if cut
+            else "no time was left for the next provider")
+    return ProviderError(f"{what}: {CALLS_END:.0%} of the message's lease "
+                         f"({lease.total_seconds():g} s, CJO_DELIVERY_LEASE_SECONDS) had passed",
+                         transient=True)
 
 
 @dataclass(frozen=True)
@@ -388,6 +400,7 @@ class SendRound:
         self.routes = routes
         self.clock = clock
         self.settings = settings
+        self._hand_over_within = hand_over_share(settings)
         self.rng = rng or random.Random()
         self.consent = consent
         self.links = links
@@ -790,18 +803,18 @@ class SendRound:
             # Stopping, or so late that the lease could run out during the call (and another
             # sender take the message over): back to the queue, unsent.
             now = self.clock.now()
-            if self.stopping or now >= claimed_at + self.settings.lease / 2:
+            if self.stopping or now >= claimed_at + self._hand_over_within:
                 return _Outcome(claim, released=True)
             # Every provider call ends before CALLS_END of the lease: see _through_providers.
-            left = claimed_at + self.settings.lease * CALLS_END - now
-            calls_end = asyncio.get_running_loop().time() + left.total_seconds()
+            answer_by = claimed_at + self.settings.lease * CALLS_END
+            calls_end = asyncio.get_running_loop().time() + (answer_by - now).total_seconds()
             attributes = {"cjo.message.id": claim.message_id,
                           "cjo.workspace.id": claim.workspace_id,
                           "cjo.message.attempt": str(claim.attempts)}
             with continue_trace("delivery.send", claim.traceparent,
                                 attributes=attributes) as span:
                 try:
-                    outgoing = self._outgoing(claim)
+                    outgoing = self._outgoing(claim, answer_by)
                     routes = self.routes.of(claim, context.providers_of(claim))
                     outcome = await self._through_providers(claim, outgoing, routes, grants,
                                                             calls_end)
@@ -822,9 +835,11 @@ class SendRound:
         """Carry out the failover's steps until it reaches a verdict. Provider calls end by
         ``calls_end`` (the loop's clock), whatever the providers' own timeouts (a workspace's
         may be long, and a trip may call several one after another): a call still under way
-        then is cut off and fails as a transient error, and no call starts after it, so the
-        outcome is recorded while the lease still holds and no other sender calls a provider
-        for the message while this one does."""
+        then is cut off and fails as a transient error (counted against its provider's
+        breaker, as a timeout is), and no further step starts after it, so no other sender
+        calls a provider for the message while this one does. The outcome is recorded in the
+        tenth of the lease left; should that take longer, the attempt number keeps it from
+        overwriting the sender that took the message over."""
         if not routes:
             return _Outcome(claim, error=ProviderError(
                 f"no {claim.channel.value} provider is configured in this workspace",
@@ -841,6 +856,17 @@ class SendRound:
                 index, change = step.breaker
                 await self.breakers.record(routes[index], change, now, step.hold_until)
             action = step.action
+            if (isinstance(action, failover.TakeSend | failover.Call)
+                    and asyncio.get_running_loop().time() >= calls_end):
+                # Out of time before the next provider: nothing of it is claimed (a half-open
+                # breaker's one trial, a rate-limited send); what the trip met so far stays.
+                if trip.holding_send:
+                    grants.grants[(claim.workspace_id,
+                                   routes[action.index].provider_id)].put_back()
+                late = _out_of_lease(self.settings.lease, cut=False).message
+                return _Outcome(claim, error=ProviderError(
+                    "; ".join((*trip.errors, late)), transient=True,
+                    retry_after=trip.retry_after))
             if isinstance(action, failover.TakeSend):
                 route = routes[action.index]
                 assert route.limit is not None
@@ -856,8 +882,6 @@ class SendRound:
                     # failover sees it shut and moves on.
                     last = None
                     continue
-                if asyncio.get_running_loop().time() >= calls_end:
-                    return _Outcome(claim, error=_out_of_lease(self.settings.lease))
                 try:
                     async with asyncio.timeout_at(calls_end) as bound:
                         sent = await route.provider.send(outgoing)
@@ -865,7 +889,7 @@ class SendRound:
                 except TimeoutError:
                     if not bound.expired():
                         raise
-                    last = failover.CallFailed(_out_of_lease(self.settings.lease))
+                    last = failover.CallFailed(_out_of_lease(self.settings.lease, cut=True))
                 except ProviderError as exc:
                     last = failover.CallFailed(exc)
                     if exc.transient or exc.unsupported:
@@ -882,10 +906,10 @@ class SendRound:
             else:
                 return _Outcome(claim, error=action.error)
 
-    def _outgoing(self, claim: Claim) -> OutgoingMessage:
+    def _outgoing(self, claim: Claim, answer_by: datetime) -> OutgoingMessage:
         unsubscribe_url, rewrite = ("", None) if self.links is None else self.links(claim)
         try:
-            return decode_outgoing(claim, unsubscribe_url, rewrite)
+            return decode_outgoing(claim, unsubscribe_url, rewrite, answer_by)
         except ValueError as exc:
             raise ProviderError(str(exc), transient=False) from exc
 
