@@ -30,24 +30,8 @@ room to spare, and one such row is a fraction of a forwarder's call
 MAX_PROFILE_TRAITS_BYTES = 256 * 1024
 """A profile's traits, all of them, encoded as every event of the profile forwards them
 (``ForwardedEvent.profile_traits``): an event whose traits would make its profile's larger
-fails alone with INVALID_ARGUMENT (``events[i].traits``), and so does an event whose
-identifiers would merge profiles into one with larger traits (``events[i].identifiers``),
-before anything is written."""
-
-MAX_PROFILE_CONSENTS = 250
-"""Consents (channel and topic pairs) one profile holds; every event of the profile forwards
-them (``ForwardedEvent.consents``, up to about 540 bytes each): a consent event for one more
-fails alone with INVALID_ARGUMENT (``events[i].properties.topic``), and so does an event whose
-identifiers would merge profiles into one with more (``events[i].identifiers``)."""
-
-MAX_PROFILE_IDENTIFIERS = 200
-"""Identifiers one profile holds, all types together, whatever the workspace's per-type limits;
-every event of the profile forwards them (``ForwardedEvent.identifiers``, up to about 1 KiB
-each). The identity graph treats it as a limit: a link that would give a profile more is
-dropped (the profile that used its identifiers first keeps them; the event still goes to its
-strongest identifier's profile). With :data:`MAX_EVENT_BYTES`, :data:`MAX_PROFILE_TRAITS_BYTES`
-and :data:`MAX_PROFILE_CONSENTS` (and at most 100 segments and 50 computed traits), a forwarded
-row stays below 900 KiB: within the bus's 1 MiB."""
+fails alone with INVALID_ARGUMENT (``events[i].traits``), before anything is written. With the
+event itself (:data:`MAX_EVENT_BYTES`) a forwarded row stays well below the bus's 1 MiB."""
 
 MAX_ID_LENGTH = 128
 """Identifiers a client chooses or one service hands to another: message ids, idempotency keys,

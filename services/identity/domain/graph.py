@@ -7,9 +7,7 @@ identifiers to its strongest one, and a link that would give a profile more iden
 type than the workspace's limit is dropped (the lower-priority link loses; the profile that
 used the identifier first keeps it). A late event with an early time is placed where it belongs
 by recomputing the partition of the cluster it touches (the identifiers connected when limits
-are ignored), so the result equals ingesting everything in event-time order. Whatever the
-per-type limits, a profile holds at most MAX_PROFILE_IDENTIFIERS identifiers (every event
-forwarded carries them): a link past it is dropped the same way.
+are ignored), so the result equals ingesting everything in event-time order.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from functools import cached_property
 
 from cjo_identity.domain.identifiers import Identifier
 from cjo_identity.domain.settings import IdentitySettings
-from cjo_platform.limits import MAX_PROFILE_IDENTIFIERS
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,6 @@ class _Groups:
     def __init__(self, settings: IdentitySettings) -> None:
         self.parent: dict[Identifier, Identifier] = {}
         self.counts: dict[Identifier, dict[str, int]] = {}
-        self.sizes: dict[Identifier, int] = {}  # identifiers of each group, all types
         self.limits = settings.limits
 
     def add(self, item: Identifier) -> None:
@@ -70,7 +66,6 @@ class _Groups:
             self.parent[item] = item
             # Only limited types are counted: plain dicts, since this runs for every identifier.
             self.counts[item] = {item.type: 1} if item.type in self.limits else {}
-            self.sizes[item] = 1
 
     def find(self, item: Identifier) -> Identifier:
         root = item
@@ -86,13 +81,10 @@ class _Groups:
         if ra == rb:
             return True
         held, joining = self.counts[ra], self.counts[rb]
-        size = self.sizes[ra] + self.sizes[rb]
-        if size > MAX_PROFILE_IDENTIFIERS or any(
-                held.get(kind, 0) + joining.get(kind, 0) > limit
-                for kind, limit in self.limits.items()):
+        if any(held.get(kind, 0) + joining.get(kind, 0) > limit
+               for kind, limit in self.limits.items()):
             return False
         self.parent[rb] = ra
-        self.sizes[ra] = size
         for kind, count in joining.items():
             held[kind] = held.get(kind, 0) + count
         return True

@@ -21,12 +21,11 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from cjo_identity.domain.conversions import Conversion, value_of
-from cjo_identity.domain.events import SUBSCRIBED, UNSUBSCRIBED, Event, EventType
+from cjo_identity.domain.events import Event, EventType
 from cjo_identity.domain.golden import Golden, apply_event, combine, fold
 from cjo_identity.domain.graph import Edge, Link, partition
 from cjo_identity.domain.identifiers import Identifier
 from cjo_identity.domain.settings import IdentitySettings
-from cjo_platform.limits import MAX_PROFILE_CONSENTS
 
 
 class Outcome(NamedTuple):
@@ -370,157 +369,6 @@ def plan_batch(events: Sequence[Event], *, seen: Mapping[str, Outcome], graph: G
         plan.golden.setdefault(profile_id, held[profile_id].copy() if profile_id in held
                                else Golden())
     return plan
-
-
-class Oversize(NamedTuple):
-    """Why an event is refused: it would make a record break a profile's limit."""
-
-    field: str  # the event's field to name: "traits", "properties.topic" or "identifiers"
-    limit: str  # the limit: "traits" (their encoded size) or "consents" (how many)
-
-
-_CONSENT_EVENTS = frozenset((SUBSCRIBED, UNSUBSCRIBED))
-
-
-def _grows(event: Event) -> bool:
-    """Whether the event can make its profile's record larger by itself (a consent event
-    adds a (channel, topic) pair when it is new)."""
-    return bool(event.traits) or (event.type is EventType.TRACK
-                                  and event.name in _CONSENT_EVENTS)
-
-
-def _grown_field(limit: str) -> str:
-    """The field of an event that grew a record past ``limit``."""
-    return "traits" if limit == "traits" else "properties.topic"
-
-
-def _broken(golden: Golden, traits_over: Callable[[Golden], bool]) -> str | None:
-    if len(golden.consents) > MAX_PROFILE_CONSENTS:
-        return "consents"
-    return "traits" if traits_over(golden) else None
-
-
-def oversized(plan: BatchPlan, before: Mapping[Identifier, Owner], held: Mapping[str, Golden],
-              settings: IdentitySettings, traits_over: Callable[[Golden], bool]
-              ) -> dict[str, Oversize]:
-    """The events to refuse, by message id, so that no record the plan forwards breaks a
-    profile's limits (every forwarded event carries its profile's traits and consents):
-    ``traits_over`` says whether a record's traits are too large. Planned again without
-    them, the batch keeps every profile within its limits (when it does not, call this
-    again: the graph may differ without them).
-
-    A record is measured only where it can grow: after an event with traits or consent, and
-    where merges or splits changed it (then as the batch's first event of the profile left
-    it, and as the batch leaves it). The blame goes to events in batch order, against the
-    records as the events before them left them (see :func:`_blame`): the identify that
-    would merge too much, not the later events of the person. ``before``: the identifiers'
-    owners before the batch (every identifier of the batch's edges, and of the clusters it
-    relinks); ``held``: the records of their profiles before the batch."""
-    graph = plan.graph
-    changed = {m.survivor_profile_id for m in graph.merges} | graph.refold
-    over: set[str] = set()
-    first: set[str] = set()
-    for accepted in plan.accepted:
-        event = accepted.event
-        profile_id = accepted.profile_id
-        # An event that grows nothing leaves the record before it: new only as a changed
-        # profile's first event. (Inline, not _grows: this runs for every event.)
-        if not (event.traits or event.name in _CONSENT_EVENTS) and (
-                profile_id not in changed or profile_id in first):
-            continue
-        first.add(profile_id)
-        if profile_id not in over and _broken(accepted.golden, traits_over):
-            over.add(profile_id)
-    over.update(p for p in changed - over if _broken(plan.golden[p], traits_over))
-    refused: dict[str, Oversize] = {}
-    for profile_id in sorted(over):
-        refused.update(_blame(profile_id, plan, before, held, settings, traits_over))
-    return refused
-
-
-def _blame(profile_id: str, plan: BatchPlan, before: Mapping[Identifier, Owner],
-           held: Mapping[str, Golden], settings: IdentitySettings,
-           traits_over: Callable[[Golden], bool]) -> dict[str, Oversize]:
-    """The events of the batch to refuse for ``profile_id``'s record. The profiles that end
-    in it (itself, those merged into it) start as they were; its events, in batch order,
-    join them (an event naming identifiers of two or more joins their records) and grow
-    them (traits, consent). An event whose join or growth would break a limit is refused
-    and its effect left out of what the later events see; the others are kept. Merges no
-    event of the batch names, and records over a limit before the batch, refuse nothing
-    that does not grow them."""
-    graph = plan.graph
-    mine = [a for a in plan.accepted if a.profile_id == profile_id]
-    refused: dict[str, Oversize] = {}
-    if profile_id in graph.refold:
-        # Split and refolded from its events (rare: only limits make the graph split):
-        # every event of the batch that linked or grew it is refused.
-        for accepted in mine:
-            event = accepted.event
-            links = not event.profile_id and len(linkable(event, settings)) > 1
-            if links or _grows(event):
-                broken = _broken(accepted.golden, traits_over) or "traits"
-                refused[event.message_id] = Oversize(
-                    "identifiers" if links else _grown_field(broken), broken)
-        return refused
-    merged = {m.merged_profile_id for m in graph.merges if m.survivor_profile_id == profile_id}
-    joined = merged | {profile_id}
-    parent: dict[object, object] = {}
-
-    def find(key: object) -> object:
-        parent.setdefault(key, key)
-        while parent[key] != key:
-            key = parent[key]
-        return key
-
-    # By group (its root): the record of the profiles it joined so far. A group of new
-    # identifiers only has none.
-    records: dict[object, Golden] = {p: held.get(p) or Golden() for p in joined}
-    verdicts: dict[tuple[object, ...], str | None] = {}  # until the next change of records
-    for accepted in mine:
-        event = accepted.event
-        if event.profile_id:
-            keys: set[object] = {event.profile_id if event.profile_id in joined else profile_id}
-        else:
-            keys = set()
-            for item in linkable(event, settings):
-                owner = before.get(item)
-                if owner is not None:
-                    if owner.profile_id in joined:
-                        keys.add(owner.profile_id)
-                elif item in graph.new_identifiers:
-                    keys.add(item)
-        roots = {find(k) for k in keys or (profile_id,)}
-        holding = sorted((r for r in roots if r in records), key=str)
-        grows = _grows(event)
-        if len(holding) > 1 or grows:
-            joins = tuple(holding) if len(holding) > 1 else None
-            # The same records joined again (1,000 identifies of one pair): judged once.
-            limit = verdicts.get(joins) if joins else None
-            if limit is not None:
-                refused[event.message_id] = Oversize("identifiers", limit)
-                continue
-            candidate = records[holding[0]].copy() if holding else Golden()
-            for root in holding[1:]:
-                combine(candidate, records[root], settings)
-            if joins and joins not in verdicts:
-                limit = verdicts[joins] = _broken(candidate, traits_over)
-                if limit is not None:
-                    refused[event.message_id] = Oversize("identifiers", limit)
-                    continue
-            if grows:
-                apply_event(candidate, event, settings)
-                limit = _broken(candidate, traits_over)
-                if limit is not None:
-                    refused[event.message_id] = Oversize(_grown_field(limit), limit)
-                    continue
-            for root in holding:
-                del records[root]
-            records[holding[0] if holding else min(roots, key=str)] = candidate
-            verdicts.clear()
-        top = holding[0] if holding else min(roots, key=str)
-        for root in roots:
-            parent[root] = top
-    return refused
 
 
 def conversions_of(accepted: Sequence[Accepted], settings: IdentitySettings

@@ -28,7 +28,6 @@ from cjo_identity.adapters.outbox_payloads import (
     traits_size,
 )
 from cjo_identity.domain.events import Event, EventType
-from cjo_identity.domain.golden import Golden
 from cjo_identity.domain.graph import Edge
 from cjo_identity.domain.identifiers import Identifier
 from cjo_identity.domain.ingest import (
@@ -36,12 +35,10 @@ from cjo_identity.domain.ingest import (
     BatchPlan,
     Merge,
     Outcome,
-    Oversize,
     batch_edges,
     changed_edges,
     conversions_of,
     linkable,
-    oversized,
     plan_batch,
     plan_graph,
     relinks,
@@ -55,7 +52,7 @@ from cjo_platform.errors import InvalidArgument
 from cjo_platform.facts import FACTS_TOPIC
 from cjo_platform.group_commit import GroupCommit
 from cjo_platform.ids import new_hex_id
-from cjo_platform.limits import MAX_PROFILE_CONSENTS, MAX_PROFILE_TRAITS_BYTES
+from cjo_platform.limits import MAX_PROFILE_TRAITS_BYTES
 from cjo_platform.logging import get_logger
 from cjo_platform.secret_box import SecretBox
 from cjo_platform.telemetry import batch_span
@@ -69,19 +66,9 @@ STALE_ATTEMPTS = 5
 UNRESOLVABLE = InvalidArgument.one(
     "identifiers", "every identifier is blocked or erased; nothing to resolve the event to")
 NO_PROFILE = InvalidArgument.one("profile_id", "no such profile (it was erased)")
-_BROKEN = {"traits": f"make the profile's traits larger than "
-                     f"{MAX_PROFILE_TRAITS_BYTES // 1024} KiB encoded",
-           "consents": f"give the profile more than {MAX_PROFILE_CONSENTS} consents "
-                       f"(channel and topic pairs)"}
-
-
-def refusal(why: Oversize) -> InvalidArgument:
-    """The error of an event refused for a profile's limits, naming its field."""
-    if why.field == "identifiers":
-        return InvalidArgument.one(
-            why.field, f"merging would {_BROKEN[why.limit]}; the profiles stay apart")
-    return InvalidArgument.one(why.field, f"would {_BROKEN[why.limit]}")
-
+TRAITS_TOO_LARGE = InvalidArgument.one(
+    "traits", f"would make the profile's traits larger than "
+    f"{MAX_PROFILE_TRAITS_BYTES // 1024} KiB encoded")
 
 
 class StaleGraph(Exception):
@@ -94,15 +81,14 @@ class StaleGraph(Exception):
         self.lock_first = lock_first
 
 
-class RecordTooLarge(Exception):
-    """Events of a batch that would make a profile's record break its limits (every
-    forwarded event of the profile carries it: :data:`~cjo_platform.limits.
-    MAX_PROFILE_TRAITS_BYTES`, :data:`~cjo_platform.limits.MAX_PROFILE_CONSENTS`), with the
-    error of each, by message id; run the batch again refusing them."""
+class TraitsTooLarge(Exception):
+    """Events of a batch (``message_ids``) whose traits would make their profile's traits
+    larger than :data:`~cjo_platform.limits.MAX_PROFILE_TRAITS_BYTES` (every forwarded event
+    of the profile carries them); run the batch again refusing them."""
 
-    def __init__(self, refusals: Mapping[str, InvalidArgument]) -> None:
+    def __init__(self, message_ids: frozenset[str]) -> None:
         super().__init__()
-        self.refusals = refusals
+        self.message_ids = message_ids
 
 
 def new_id() -> str:
@@ -129,7 +115,7 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
     stored ones), raises :class:`~cjo_identity.service_layer.settings.SettingsChanged`,
     writing nothing, when they are not the stored ones."""
     lock_first: frozenset[str] = frozenset()
-    refused: dict[str, InvalidArgument] = {}
+    refused: frozenset[str] = frozenset()
     attempt = 1
     while True:
         try:
@@ -144,10 +130,9 @@ async def ingest_events(transactions: Transactions, workspace_id: str, batch: Se
             attempt += 1
             lock_first = lock_first | stale.lock_first
             continue
-        except RecordTooLarge as large:
-            # All the events found at once (usually one plan more); each time at least one
-            # more is refused (those refused are left out of the plan): this ends.
-            refused = {**refused, **large.refusals}
+        except TraitsTooLarge as large:
+            # Each time at least one more event is refused: this ends.
+            refused = refused | large.message_ids
             continue
         if applied.plan is not None:
             _log_committed(applied.plan, settings)
@@ -219,7 +204,7 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                  settings: IdentitySettings, traceparent: str | Sequence[str],
                  lock_first: frozenset[str] = frozenset(),
                  forward_to_decisioning: bool = True, check_settings: SecretBox | None = None,
-                 refused: Mapping[str, InvalidArgument] | None = None) -> Applied:
+                 refused: frozenset[str] = frozenset()) -> Applied:
     """One attempt at the batch; raises :class:`StaleGraph` when the graph changed under it
     or it must lock more profiles out of order (run it again in a new unit of work, locking
     the profiles of ``lock_first`` from the start).
@@ -228,9 +213,8 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     its own trace): an event's outbox rows carry its own; a merge carries the trace of the
     event that linked it, a segment transition that of the profile's last event here.
 
-    Raises :class:`RecordTooLarge`, writing nothing, when events would make a profile's
-    record break its limits; the events of the message ids ``refused`` fail with their
-    error."""
+    Raises :class:`TraitsTooLarge`, writing nothing, when an event's traits would make its
+    profile's too large; the events of the message ids ``refused`` fail with that error."""
     session = uow.session
     held_writes = profiles.hold_writes(session)
     segments_revision = (check_unchanged(uow, workspace_id, settings, check_settings)
@@ -249,10 +233,9 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
                 if resolved else set())
     outcomes: list[Outcome | InvalidArgument | None] = []
     valid: list[Event] = []
-    refused = refused or {}
     for event in batch:
         if event.message_id in refused:
-            outcomes.append(refused[event.message_id])
+            outcomes.append(TRAITS_TOO_LARGE)
             continue
         if event.profile_id:
             if resolved[event.profile_id] not in existing:
@@ -443,18 +426,15 @@ def _resolve_and_store(session: Session, workspace_id: str, batch: Sequence[Even
               else [])
     plan = plan_batch(batch, seen=seen, graph=graph, held=held, stored=stored,
                       settings=settings, new_id=new_id)
-    # Every forwarded event carries its profile's record: it stays within the bus's limit.
-    too_large = oversized(plan, owners, held, settings, _traits_over)
+    # Every forwarded event carries its profile's traits: they stay within the bus's limit.
+    too_large = frozenset(a.event.message_id for a in plan.accepted if a.event.traits
+                          and traits_size(a.golden) > MAX_PROFILE_TRAITS_BYTES)
     if too_large:
-        raise RecordTooLarge({m: refusal(why) for m, why in too_large.items()})
+        raise TraitsTooLarge(too_large)
     plan.before = {p: (golden, computed[p]) for p, golden in held.items()}
     profiles.write_batch(session, workspace_id, plan, now, stored_edges=set(known) | {
         edge.key for cluster in cluster_edges.values() for edge in cluster})
     return plan
-
-
-def _traits_over(golden: Golden) -> bool:
-    return traits_size(golden) > MAX_PROFILE_TRAITS_BYTES
 
 
 def _log_committed(plan: BatchPlan, settings: IdentitySettings) -> None:
