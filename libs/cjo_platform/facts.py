@@ -24,13 +24,15 @@ from cjo_platform.forwarding import stored_items_sender
 
 FACTS_TOPIC = "analytics.facts"
 FACTS_HAND_OFF_BATCHES = 32
-"""Batches of facts a forwarder holds in memory (16,000 at the default 500), where other topics
-hold ``HANDOFF_QUEUE_ROWS`` (4): a fact is a few hundred bytes at most (ids and scalars), and
-nobody waits on facts, so while the receiver is behind (a burst: a step round's facts come
-1,500 at a time, faster than analytics records them) they queue here instead of in the database,
-where every unit of work behind the first one over the bound went by an unleased INSERT and a
-claim reading each payload back (2,000 rows: 45-64% of orchestration's facts in a burst of
-2,000-8,000 sign-ups; docs/capacity-journal.md)."""
+"""Batches of facts a forwarder queues in memory (16,000 at the default 500), where other topics
+queue ``HANDOFF_QUEUE_ROWS`` (4), and as many again in the round in flight, which took a queue
+as large: 32,000 facts of ~200 bytes (ids and scalars) hold ~16 MB; the queue's bound in payload
+bytes (``HANDOFF_QUEUE_BYTES``, 8 MiB) caps facts of longer ids (~1.6 KB at their limits) at
+~20 MB in all. Nobody waits on facts, so while the receiver is behind (a burst: a step round's
+facts come 1,500 at a time, faster than analytics records them) they queue here instead of in
+the database, where every unit of work behind the first one over the bound went by an unleased
+INSERT and a claim reading each payload back (2,000 rows: 45-64% of orchestration's facts in a
+burst of 2,000-8,000 sign-ups; docs/capacity-journal.md)."""
 ANALYTICS_SERVICE = "cjo.analytics.v1.AnalyticsService"
 
 

@@ -3,6 +3,7 @@ queue, and what is left of them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ from sqlalchemy import MetaData, Table, func, select
 from cjo_platform.clock import Clock, ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.dead_letters import DeadLetter, DeadLetters, define_dead_letters
-from cjo_platform.db.outbox import Outbox, define_outbox
-from support import Backend
+from cjo_platform.db.outbox import Forwarder, Outbox, define_outbox
+from support import Backend, eventually
 
 
 @dataclass
@@ -83,3 +84,48 @@ def two_boxes(backend: Backend) -> Iterator[tuple[Box, Box]]:
         if backend.kind == "postgresql":
             first.db.drop_schema()
         first.close()
+
+
+class Rounds:
+    """Watches a forwarder's rounds, so a test can wait until it is idle: its last round found
+    no more work and no wake-up is pending (it waits for one, or for its poll)."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+        self._round = forwarder.run_once
+        self.running = False
+        self.more = True  # until a round said otherwise
+        self.failures: list[Exception] = []  # rounds that raised
+        forwarder.run_once = self.run_once  # type: ignore[method-assign]
+
+    async def run_once(self) -> bool:
+        self.running = True
+        try:
+            self.more = await self._round()
+            return self.more
+        except Exception as exc:
+            self.failures.append(exc)
+            raise
+        finally:
+            self.running = False
+
+    def idle(self) -> bool:
+        return not (self.running or self.more or self.forwarder._wake.is_set())
+
+
+async def stop(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def started(forwarder: Forwarder, rounds: Rounds) -> asyncio.Task[None]:
+    """``forwarder`` running, once it is idle (``rounds`` watches it)."""
+    task = asyncio.create_task(forwarder.run())
+    try:
+        await eventually(lambda: forwarder._running)
+        await eventually(rounds.idle)
+    except BaseException:
+        await stop(task)
+        raise
+    return task

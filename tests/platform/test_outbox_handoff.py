@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from outbox_support import Box, open_box, url_of
+from outbox_support import Box, Rounds, open_box, stop, url_of
 from sqlalchemy import event, select
 
 from cjo_platform.backoff import RetryPolicy
@@ -69,29 +69,6 @@ def commits(db: Database) -> list[int]:
     return counted
 
 
-class Rounds:
-    """Watches a forwarder's rounds, so a test can wait until it is idle: its last round found
-    no more work and no wake-up is pending (it waits for one, or for its poll)."""
-
-    def __init__(self, forwarder: Forwarder) -> None:
-        self.forwarder = forwarder
-        self._round = forwarder.run_once
-        self.running = False
-        self.more = True  # until a round said otherwise
-        forwarder.run_once = self.run_once  # type: ignore[method-assign]
-
-    async def run_once(self) -> bool:
-        self.running = True
-        try:
-            self.more = await self._round()
-            return self.more
-        finally:
-            self.running = False
-
-    def idle(self) -> bool:
-        return not (self.running or self.more or self.forwarder._wake.is_set())
-
-
 async def record_once_idle(box: Box, forwarder: Forwarder, rounds: Rounds,
                            statements: list[str]) -> None:
     """Waits until ``forwarder`` runs and is idle, then records the statements sent (upper
@@ -102,12 +79,6 @@ async def record_once_idle(box: Box, forwarder: Forwarder, rounds: Rounds,
     @event.listens_for(box.db.engine, "before_cursor_execute")
     def executed(conn: object, cursor: object, statement: str, *rest: object) -> None:
         statements.append(statement.lstrip().upper())
-
-
-async def stop(*tasks: asyncio.Task[None]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_rows_written_one_at_a_time_go_without_a_transaction_of_the_forwarder(

@@ -182,11 +182,14 @@ class Outbox:
         # A topic's rows go to its forwarder all or none: rows handed off ahead of the topic's
         # rows left for a claim would overtake them.
         handing: list[tuple[str, Forwarder, int]] = []
+        sizes: dict[str, int] = {}
         for topic, rows in by_topic.items():
             taker = self._takers.get(topic)
-            ticket = (taker._ticket(len(rows)) if taker is not None and rows
-                      and len(rows) <= self._handoff_rows(session, taker) else None)
-            if taker is not None and ticket is not None:
+            if taker is None or not rows or len(rows) > self._handoff_rows(session, taker):
+                continue
+            sizes[topic] = size = sum(len(payload) for _, payload, _ in rows)
+            ticket = taker._ticket(len(rows), size)
+            if ticket is not None:
                 handing.append((topic, taker, ticket))
         if handing:
             # After the producer's own locks (identity's profile lock): a row of the topic that
@@ -227,8 +230,8 @@ class Outbox:
         for topic, taker, ticket in handing:
             handed_rows = [OutboxRow(next(ids), topic, workspace_id, payload, traceparent, now)
                            for workspace_id, payload, traceparent in by_topic[topic]]
-            taker._reserve(handed_rows)
-            outcome[topic] = Staged(taker, ticket, handed_rows, now + taker.lease)
+            taker._reserve(handed_rows, sizes[topic])
+            outcome[topic] = Staged(taker, ticket, handed_rows, now + taker.lease, sizes[topic])
         return list(outcome.items())
 
     def _foreign(self, topics: int) -> Executable:
@@ -289,12 +292,13 @@ class Staged:
     ticket: int
     rows: Sequence[OutboxRow]
     until: datetime
+    size: int  # the rows' payload bytes
 
     def committed(self) -> None:
         self.forwarder._handed(self)
 
     def rolled_back(self) -> None:
-        self.forwarder._unreserve(self.rows)
+        self.forwarder._unreserve(self.rows, self.size)
 
 
 @dataclass(frozen=True)
@@ -353,6 +357,11 @@ class Later(Exception):
         self.split = split
 
 
+class _TakenOver(Exception):
+    """Rows of the round were taken over by another forwarder: the round ends without sending
+    them (see "Taken over" in :class:`Forwarder`)."""
+
+
 @dataclass(frozen=True)
 class _Stop:
     """Why delivering a workspace's rows stopped at a row: refused alone (``later``: asked for
@@ -386,6 +395,12 @@ HANDOFF_QUEUE_ROWS = 4
 """Rows handed to a forwarder wait in memory up to this many batches unless it is given another
 bound (``hand_off_batches``: the facts' forwarders, whose rows are small); past that, new rows
 wait in the outbox for a claim (a slow receiver keeps its backlog in the database)."""
+
+HANDOFF_QUEUE_BYTES = 8 * 1024 * 1024
+"""Payload bytes the hand-off queue holds at most, beside its bound in rows (``hand_off_bytes``):
+past it, a unit of work's rows wait for a claim too. The rows a round is sending were taken from
+the queue, so a forwarder holds at most twice as many in memory (in flight plus queued; a claimed
+batch at most ``max_claim_bytes``)."""
 
 
 class Forwarder(PollingWorker):
@@ -429,7 +444,8 @@ class Forwarder(PollingWorker):
     transaction after the producer's locks: they are inserted leased to it, and once committed
     they are sent from memory, in id order, after what this forwarder is sending, in calls of
     at most ``batch_size`` rows (a unit of work may hand off up to ``hand_off_batches``
-    batches, ``HANDOFF_QUEUE_ROWS`` unless given, and the queue holds as many). Otherwise
+    batches, ``HANDOFF_QUEUE_ROWS`` unless given, and ``hand_off_bytes`` of payload; the queue
+    holds as many, and the round in flight as many again). Otherwise
     (another replica's rows, rows waiting for a claim or held for a retry, a unit of work larger
     than that, a queue already that full) they wait unleased for a claim, as before. Rows the
     forwarder holds or releases (a refusal, an unreachable receiver) end every hand-off then
@@ -438,11 +454,13 @@ class Forwarder(PollingWorker):
     takes them over once the lease ran out, as a claimed batch.
 
     **Settling** handed-off rows is lazy: once delivered they are deleted by the next claim's
-    transaction, which comes at the latest ``settle_delay`` seconds after the first of them was
-    delivered, so a stream of single rows costs no transaction per row (a claimed batch is
-    deleted at once, which frees its workspaces for the other replicas). A crash in between
-    re-sends them (receivers deduplicate). That claim also takes the rows a claim skipped while
-    their workspace was in flight here (another replica's, or rows written behind a held one).
+    transaction, which comes after the round that delivered them (a round sends the whole
+    queue) and, when that round delivered less than a batch, at the latest ``settle_delay``
+    seconds after the first of them, so a stream of single rows costs no transaction per row
+    (a claimed batch is deleted at once, which frees its workspaces for the other replicas).
+    A crash in between re-sends them (receivers deduplicate). That claim also takes the rows a
+    claim skipped while their workspace was in flight here (another replica's, or rows written
+    behind a held one).
 
     **Linger** (Kafka's ``linger.ms``), for topics nobody waits on (facts): with ``linger``
     seconds, a round waits up to that long after the first row became ready (handed off, or
@@ -451,9 +469,20 @@ class Forwarder(PollingWorker):
     claim does not wait. Order, leases and replicas are as without it: lingering rows are queued
     hand-offs (released at stop, left leased by a crash) or rows not claimed yet.
 
+    **Taken over.** A forwarder paused past its lease (a GC pause, CPU starvation) may find its
+    rows taken over by another replica, which sends them. The renewal of its leases (when a
+    call finds less than half the lease left) reads back which rows are still its own: those
+    that are not are dropped from memory (in flight, queued or delivered), and when any of them
+    was still to be sent the round ends there, releasing the rest for a claim as a refusal
+    would (rows of a workspace taken over must not be overtaken by its later rows): only the
+    call under way when it paused, and what it had delivered but not deleted yet, are sent by
+    both.
+
     Nothing is deleted before the receiver acknowledged, so a crash at any point re-sends (after
     its lease ran out) at most the batch in flight and the handed-off rows delivered but not yet
-    deleted (up to ``hand_off_batches`` batches, ``settle_delay`` seconds' worth).
+    deleted: those of the round under way, deleted together after it (up to the whole queue,
+    ``hand_off_batches`` batches), and under a batch delivered less than ``settle_delay``
+    seconds before it.
     """
 
     def __init__(self, db: Database, outbox: Outbox, topic: str, send: SendBatch, *,
@@ -468,6 +497,7 @@ class Forwarder(PollingWorker):
                  settle_delay: float = SETTLE_DELAY_SECONDS,
                  hand_off: bool = True,
                  hand_off_batches: int = HANDOFF_QUEUE_ROWS,
+                 hand_off_bytes: int = HANDOFF_QUEUE_BYTES,
                  linger: float = 0.0) -> None:
         super().__init__(poll_interval, max_backoff)
         if outbox.dead_letters is None:
@@ -496,6 +526,7 @@ class Forwarder(PollingWorker):
         # yet): a unit of work that would take it past this goes by claims, and so do the units
         # after it until the claims caught up.
         self.hand_off_rows = hand_off_batches * batch_size
+        self.hand_off_bytes = hand_off_bytes
         self.lease = lease
         self.max_attempts = max_attempts
         self.retry = retry
@@ -528,6 +559,9 @@ class Forwarder(PollingWorker):
         self._running = False
         self._queue: list[tuple[OutboxRow, datetime]] = []
         self._reserved: set[int] = set()
+        # Payload bytes queued and reserved (the byte bound's counts of the two above).
+        self._queued_bytes = 0
+        self._reserved_bytes = 0
         self._orphans: list[int] = []
         # See "Linger": since when (monotonic) rows wait to be sent (``None``: none waits), and
         # whether the next round goes at once (more is waiting after a full or cut claim).
@@ -615,10 +649,11 @@ class Forwarder(PollingWorker):
                 for row_id, workspace_id, payload, traceparent, create_time, attempts, failed
                 in full]
 
-    def _renew(self) -> None:
+    def _renew(self) -> set[int]:
         """Extend the leases of the rows this round is still sending, of those delivered but
         not deleted yet and of those handed off meanwhile (a long round must not lose them; rows
-        held for a later retry keep their time)."""
+        held for a later retry keep their time). Returns those of them that are no longer this
+        forwarder's (see "Taken over")."""
         table = self.outbox.table
         until = self.clock.now() + self.lease
         with self._lock:
@@ -626,10 +661,32 @@ class Forwarder(PollingWorker):
             queued = [row.id for row, _ in self._queue]
         ids = sorted({*self._sending, *self._unsettled, *queued})
         with self.db.transaction() as session:
-            session.execute(update(table).where(one_of(session, table.c.id, ids),
-                                                table.c.lease_owner == self.owner)
-                            .values(lease_until=until))
+            renewed = set(session.execute(
+                update(table).where(one_of(session, table.c.id, ids),
+                                    table.c.lease_owner == self.owner)
+                .values(lease_until=until).returning(table.c.id)).scalars())
         self._lease_until = until
+        return set(ids) - renewed if len(renewed) < len(ids) else set()
+
+    def _forget(self, lost: set[int]) -> bool:
+        """Drop from memory rows this forwarder no longer holds (another replica took them
+        over, and may have delivered and deleted them); returns whether any was still to be
+        sent (in flight or queued). A row this forwarder settled or held is in none of these,
+        so only a takeover makes them disagree with the table."""
+        unsent = not lost.isdisjoint(self._sending)
+        self._sending.difference_update(lost)
+        self._unsettled = [row_id for row_id in self._unsettled if row_id not in lost]
+        if not self._unsettled:
+            self._unsettled_since = None
+        with self._lock:
+            kept = [item for item in self._queue if item[0].id not in lost]
+            if len(kept) < len(self._queue):
+                unsent = True
+                self._set_queue(kept)
+        log.warning("outbox rows were taken over by another forwarder (this one was paused "
+                    "past their lease); not sending them again", worker=self.name,
+                    rows=len(lost), unsent=unsent)
+        return unsent
 
     def _delete_settled(self, session: Session, settled: Sequence[int]) -> set[int]:
         """Delete delivered rows this forwarder still holds; returns those it deleted."""
@@ -677,7 +734,8 @@ class Forwarder(PollingWorker):
         with self._lock:
             self._epoch += 1
             released = [*self._orphans, *(row.id for row, _ in self._queue)]
-            self._queue, self._orphans = [], []
+            self._orphans = []
+            self._set_queue([])
         try:
             with self.db.transaction() as session:
                 if refused is not None:
@@ -725,33 +783,37 @@ class Forwarder(PollingWorker):
 
     # --- the hand-off (writers' threads) ------------------------------------------------------
 
-    def _ticket(self, rows: int) -> int | None:
-        """The epoch a writer's hand-off of ``rows`` rows must still find, or ``None``: no
-        hand-off now. The queue's bound counts the rows queued, those of writers not committed
-        yet and these."""
+    def _ticket(self, rows: int, size: int) -> int | None:
+        """The epoch a writer's hand-off of ``rows`` rows of ``size`` payload bytes must still
+        find, or ``None``: no hand-off now. The queue's bounds count the rows (and bytes)
+        queued, those of writers not committed yet and these."""
         with self._lock:
             if (not self._running or self._epoch % 2
-                    or len(self._queue) + len(self._reserved) + rows
-                    > self.hand_off_rows):
+                    or len(self._queue) + len(self._reserved) + rows > self.hand_off_rows
+                    or self._queued_bytes + self._reserved_bytes + size > self.hand_off_bytes):
                 return None
             return self._epoch
 
-    def _reserve(self, rows: Sequence[OutboxRow]) -> None:
+    def _reserve(self, rows: Sequence[OutboxRow], size: int) -> None:
         # Rows inserted but not committed yet: rows handed off behind them (a later id) wait,
         # since a concurrent writer's rows may commit before them (PostgreSQL).
         with self._lock:
             self._reserved.update(row.id for row in rows)
+            self._reserved_bytes += size
 
-    def _unreserve(self, rows: Sequence[OutboxRow]) -> None:
+    def _unreserve(self, rows: Sequence[OutboxRow], size: int) -> None:
         with self._lock:
             self._reserved.difference_update(row.id for row in rows)
+            self._reserved_bytes -= size
         self.wake()
 
     def _handed(self, staged: Staged) -> None:
         with self._lock:
             self._reserved.difference_update(row.id for row in staged.rows)
+            self._reserved_bytes -= staged.size
             if staged.ticket == self._epoch and self._running:
                 self._queue.extend((row, staged.until) for row in staged.rows)
+                self._queued_bytes += staged.size
                 if self._linger_since is None:
                     self._linger_since = time.monotonic()
             else:
@@ -766,14 +828,19 @@ class Forwarder(PollingWorker):
             low = min(self._reserved, default=None)
             ready = [item for item in self._queue if low is None or item[0].id < low]
             if len(ready) < len(self._queue):
-                self._queue = [item for item in self._queue if low is not None
-                               and item[0].id >= low]
+                self._set_queue([item for item in self._queue if low is not None
+                                 and item[0].id >= low])
             else:
-                self._queue = []
+                self._set_queue([])
         if not ready:
             return [], None
         ready.sort(key=lambda item: item[0].id)
         return [row for row, _ in ready], min(until for _, until in ready)
+
+    def _set_queue(self, items: list[tuple[OutboxRow, datetime]]) -> None:
+        """Replace the queue (under ``_lock``), and its count of bytes."""
+        self._queue = items
+        self._queued_bytes = sum(len(row.payload) for row, _ in items)
 
     def _written(self) -> None:
         self._claim_due = True
@@ -801,7 +868,9 @@ class Forwarder(PollingWorker):
     async def _call(self, workspace_id: str, rows: Sequence[OutboxRow]) -> Sequence[Refusal]:
         if self._lease_until is not None and \
                 self._lease_until - self.clock.now() < self.lease / 2:
-            await self.db.run(self._renew)
+            lost = await self.db.run(self._renew)
+            if lost and self._forget(lost):
+                raise _TakenOver
         with batch_span(f"outbox.forward {self.topic}", [r.traceparent for r in rows],
                         only_to_link=self._send_is_call):
             refused = await self.send(workspace_id, rows)
@@ -982,10 +1051,15 @@ class Forwarder(PollingWorker):
                 group = left[0]
                 await self._forward(group[0].workspace_id, group)
                 left.pop(0)
+        except _TakenOver:
+            # The round ends here; what is still ours is released below, for a claim now.
+            self._claim_due = True
+            self.wake()
         finally:
             if left:
-                # The receiver is unreachable: release what this round did not send, so the
-                # next round (here or on another replica) sends it without waiting for leases.
+                # The receiver is unreachable (or rows were taken over): release what this
+                # round did not send, so the next round (here or on another replica) sends it
+                # without waiting for leases.
                 # Not what an earlier call of the group delivered (a hand-off goes a batch per
                 # call): those rows left ``_sending`` and wait for their lazy delete.
                 unsent = [row for group in left for row in group if row.id in self._sending]
@@ -1067,7 +1141,8 @@ class Forwarder(PollingWorker):
                 self._running = False
                 self._epoch += 2
                 released = [*self._orphans, *(row.id for row, _ in self._queue)]
-                self._queue, self._orphans = [], []
+                self._orphans = []
+                self._set_queue([])
             settled = self._take_unsettled()
             # Stopping: delete what was delivered and release what was handed off, so a
             # replica (or this service restarted) sends it without waiting for the lease.
