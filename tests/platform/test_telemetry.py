@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,6 +21,8 @@ from cjo_platform.telemetry import (
     context_from_traceparent,
     continue_trace,
     current_traceparent,
+    span_context_from_traceparent,
+    traceparent_of,
     tracer,
     tracer_provider,
 )
@@ -143,3 +147,81 @@ def test_exported_spans_are_sampled_as_otel_traces_sampler_says(
     with continue_trace_of(spans, "dropped upstream", carried):
         pass
     assert [s.name for s in recorded.get_finished_spans()] == ["child", "sampled upstream"]
+
+
+# What a traceparent may look like on the wire: cjo's own form, and every way of being another.
+TRACEPARENTS = [
+    TRACEPARENT, TRACEPARENT[:-2] + "00", "", "not-a-traceparent",
+    TRACEPARENT.upper(), " " + TRACEPARENT, TRACEPARENT + " ", TRACEPARENT + "-extra",
+    "01" + TRACEPARENT[2:], "01" + TRACEPARENT[2:] + "-future-fields", "ff" + TRACEPARENT[2:],
+    f"00-{'0' * 32}-b7ad6b7169203331-01", f"00-0af7651916cd43dd8448eb211c80319c-{'0' * 16}-01",
+    TRACEPARENT[:-1], TRACEPARENT + "1", TRACEPARENT.replace("-", "_"),
+    "00-0af7651916cd43dd_8448eb211c80319c-b7ad6b716920333-01",  # int() would take the '_'
+    "00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+]
+
+
+def _as_the_propagator_reads_it(traceparent: str) -> Any:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    context = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    return context, trace.get_current_span(context).get_span_context()
+
+
+def _same_as_the_propagator(traceparent: str) -> None:
+    expected_context, expected = _as_the_propagator_reads_it(traceparent)
+    found = span_context_from_traceparent(traceparent)
+    assert (found if found is not None else trace.INVALID_SPAN_CONTEXT) == expected
+    if found is not None:  # SpanContext compares its ids only
+        assert (found.trace_flags, found.is_remote, found.trace_state) == (
+            expected.trace_flags, expected.is_remote, expected.trace_state)
+    context = context_from_traceparent(traceparent)
+    assert dict(context).keys() == dict(expected_context).keys()
+    got = trace.get_current_span(context).get_span_context()
+    assert (got, got.trace_flags, got.is_remote) == (
+        expected, expected.trace_flags, expected.is_remote)
+
+
+@pytest.mark.parametrize("traceparent", TRACEPARENTS)
+def test_a_traceparent_reads_as_the_w3c_propagator_reads_it(traceparent: str) -> None:
+    # cjo's own form is parsed without the propagator (every receiver reads one per item,
+    # every batch span one per link); whatever else arrives must read exactly as before.
+    _same_as_the_propagator(traceparent)
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEF-_ +x", max_size=60)
+       | st.builds(lambda a, b, c, d: f"{a}-{b}-{c}-{d}",
+                   st.text("0123456789abcdef", min_size=2, max_size=2),
+                   st.text("0123456789abcdef0", min_size=32, max_size=32),
+                   st.text("0123456789abcdef0", min_size=16, max_size=16),
+                   st.text("0123456789abcdef", min_size=2, max_size=2)))
+@settings(max_examples=300, deadline=None)
+def test_any_traceparent_reads_as_the_w3c_propagator_reads_it(traceparent: str) -> None:
+    _same_as_the_propagator(traceparent)
+
+
+def test_a_server_span_continues_the_callers_trace_with_or_without_tracestate() -> None:
+    plain = trace.get_current_span(remote_context([("traceparent", TRACEPARENT)]))
+    assert traceparent_of(plain.get_span_context()) == TRACEPARENT
+    stated = trace.get_current_span(remote_context(
+        [("traceparent", TRACEPARENT), ("tracestate", "vendor=value")])).get_span_context()
+    assert traceparent_of(stated) == TRACEPARENT and stated.trace_state.get("vendor") == "value"
+    assert remote_context([("other", "x")]) is None
+
+
+def test_the_current_traceparent_is_written_whatever_the_global_propagators() -> None:
+    # cjo's rows and items carry a W3C traceparent (the channels write the calls' directly):
+    # the global propagators (OTEL_PROPAGATORS) are not asked, so one without tracecontext
+    # (b3 alone, none) no longer leaves every outbox row and batch item without its trace.
+    from opentelemetry import propagate
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    span = trace.NonRecordingSpan(trace.get_current_span(
+        context_from_traceparent(TRACEPARENT)).get_span_context())
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(CompositePropagator([]))
+    try:
+        with trace.use_span(span):
+            assert current_traceparent() == TRACEPARENT
+    finally:
+        propagate.set_global_textmap(before)

@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from cjo_platform.telemetry import tracer
+from cjo_platform.telemetry import context_from_traceparent, traceparent_of, tracer
 
 Behavior = Callable[..., Any]
 
@@ -58,10 +58,9 @@ def remote_context(metadata: Any) -> otel_context.Context | None:
             tracestate = value
     if traceparent is None:
         return None
-    carrier = {TRACEPARENT: traceparent}
-    if tracestate is not None:
-        carrier[TRACESTATE] = tracestate
-    return _W3C.extract(carrier)
+    if tracestate is None:  # what the propagator extracts, read without it
+        return context_from_traceparent(traceparent)
+    return _W3C.extract({TRACEPARENT: traceparent, TRACESTATE: tracestate})
 
 
 def _end_server_span(span: trace.Span, context: grpc.aio.ServicerContext) -> None:
@@ -122,9 +121,7 @@ def _with_traceparent(metadata: Any, span: trace.Span) -> Any:
     if not span_context.is_valid:
         return metadata
     carried = [(k, v) for k, v in (metadata or ()) if k != TRACEPARENT and k != TRACESTATE]
-    carried.append((TRACEPARENT, f"00-{span_context.trace_id:032x}-"
-                                 f"{span_context.span_id:016x}-"
-                                 f"{span_context.trace_flags:02x}"))
+    carried.append((TRACEPARENT, traceparent_of(span_context)))
     if span_context.trace_state:
         carried.append((TRACESTATE, span_context.trace_state.to_header()))
     return tuple(carried)
