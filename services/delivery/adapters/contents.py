@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
 from google.protobuf.message import DecodeError
 
@@ -56,10 +55,9 @@ def body_of(rendered: common_pb2.RenderedMessage, channel: Channel | None) -> st
 
 
 def decode_outgoing(claim: Claim, unsubscribe_url: str = "",
-                    rewrite_html: Callable[[str], str] | None = None,
-                    answer_by: datetime | None = None) -> OutgoingMessage:
-    """What a provider needs to send ``claim`` (by ``answer_by``); ValueError when the stored
-    content does not fit its channel."""
+                    rewrite_html: Callable[[str], str] | None = None) -> OutgoingMessage:
+    """What a provider needs to send ``claim``; ValueError when the stored content does not fit
+    its channel."""
     try:
         rendered = common_pb2.RenderedMessage.FromString(claim.content)
     except DecodeError as exc:
@@ -92,4 +90,4 @@ def decode_outgoing(claim: Claim, unsubscribe_url: str = "",
         message_id=claim.message_id, channel=channel, to=claim.address, email=email,
         sms_text=sms_text, push=push, webhook_body=webhook_body,
         unsubscribe_url=unsubscribe_url if email is not None else "", in_app=in_app,
-        workspace_id=claim.workspace_id, journey_id=claim.journey_id, answer_by=answer_by)
+        workspace_id=claim.workspace_id, journey_id=claim.journey_id)

@@ -30,7 +30,6 @@ import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import cast
 
 from cjo_delivery.adapters.smtp_message import (
@@ -438,8 +437,6 @@ class SmtpProvider:
         self.settings = settings
         self.clock = clock
         self._where = f"SMTP server {settings.host}:{settings.port}"
-        # MAIL, RCPT and DATA one round trip each (no PIPELINING), then the content's reply.
-        self._transaction_seconds = 3 * settings.timeout_seconds + settings.data_timeout_seconds
         self._idle: list[_Connection] = []
         self._tls: ssl.SSLContext | None = settings.tls_context
         self._local_name = ""
@@ -449,12 +446,9 @@ class SmtpProvider:
     async def send(self, message: OutgoingMessage) -> str:
         if message.email is None:
             raise ProviderError("an SMTP provider sends only email", transient=False)
-        return await self.send_email(message.as_email(), message.answer_by)
+        return await self.send_email(message.as_email())
 
-    async def send_email(self, email: OutgoingEmail, answer_by: datetime | None = None) -> str:
-        """Send ``email``; with ``answer_by``, only if the transaction's replies, the content's
-        included, can come before it: a send cut off after the content was handed over may
-        have been taken, and its retry would deliver it twice."""
+    async def send_email(self, email: OutgoingEmail) -> str:
         sender = self._sender()
         try:
             to = parse_email(email.to)
@@ -477,13 +471,6 @@ class SmtpProvider:
                 conn = await self._acquire()
             except Exception as exc:
                 raise classify(exc, self._where) from exc
-            if answer_by is not None and (
-                    (answer_by - self.clock.now()).total_seconds() < self._transaction_seconds):
-                self._release(conn)  # nothing was sent on it
-                raise ProviderError(
-                    f"{self._where}: too little of the message's lease is left to wait for the "
-                    "relay's replies (3 x timeout_seconds + data_timeout_seconds); not sent",
-                    transient=True)
             if needs_smtputf8 and not conn.smtputf8:
                 self._release(conn)  # nothing was sent on it; the next message may use it
                 raise ProviderError(

@@ -58,10 +58,6 @@ class OutgoingMessage:
     in_app: bytes | None = None  # the serialized RenderedInApp, stored as rendered
     workspace_id: str = ""
     journey_id: str = ""
-    # When the send's lease leaves no more time for the provider (the sender cuts a call off
-    # then): a provider that could hand the message over and then be cut off before it hears
-    # whether it was taken (SMTP's content) does not start when too little is left.
-    answer_by: datetime | None = None
 
     def as_email(self) -> OutgoingEmail:
         assert self.email is not None

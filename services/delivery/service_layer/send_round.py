@@ -135,8 +135,11 @@ CALLS_END = 0.9
 
 
 def hand_over_share(settings: SenderSettings) -> timedelta:
-    """How long after its claim a message may still be handed to the providers."""
-    return min(settings.lease / 2, settings.lease * CALLS_END - settings.longest_send)
+    """How long after its claim a message may still be handed to the providers: never less
+    than a quarter of the lease (what the start check guarantees; settings made another way
+    must not release every message, round after round)."""
+    return max(settings.lease / 4, min(settings.lease / 2,
+                                       settings.lease * CALLS_END - settings.longest_send))
 
 
 @dataclass(frozen=True)
@@ -806,15 +809,15 @@ class SendRound:
             if self.stopping or now >= claimed_at + self._hand_over_within:
                 return _Outcome(claim, released=True)
             # Every provider call ends before CALLS_END of the lease: see _through_providers.
-            answer_by = claimed_at + self.settings.lease * CALLS_END
-            calls_end = asyncio.get_running_loop().time() + (answer_by - now).total_seconds()
+            left = claimed_at + self.settings.lease * CALLS_END - now
+            calls_end = asyncio.get_running_loop().time() + left.total_seconds()
             attributes = {"cjo.message.id": claim.message_id,
                           "cjo.workspace.id": claim.workspace_id,
                           "cjo.message.attempt": str(claim.attempts)}
             with continue_trace("delivery.send", claim.traceparent,
                                 attributes=attributes) as span:
                 try:
-                    outgoing = self._outgoing(claim, answer_by)
+                    outgoing = self._outgoing(claim)
                     routes = self.routes.of(claim, context.providers_of(claim))
                     outcome = await self._through_providers(claim, outgoing, routes, grants,
                                                             calls_end)
@@ -906,10 +909,10 @@ class SendRound:
             else:
                 return _Outcome(claim, error=action.error)
 
-    def _outgoing(self, claim: Claim, answer_by: datetime) -> OutgoingMessage:
+    def _outgoing(self, claim: Claim) -> OutgoingMessage:
         unsubscribe_url, rewrite = ("", None) if self.links is None else self.links(claim)
         try:
-            return decode_outgoing(claim, unsubscribe_url, rewrite, answer_by)
+            return decode_outgoing(claim, unsubscribe_url, rewrite)
         except ValueError as exc:
             raise ProviderError(str(exc), transient=False) from exc
 
