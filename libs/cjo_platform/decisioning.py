@@ -18,6 +18,7 @@ of what decisioning has consumed (decisioning then learns after the grace alone,
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -149,8 +150,15 @@ def decisioning_events_consumer(bus: Bus, record_events: Callable[[Any, Any], Aw
 
 # How often identity reports its events' forwarding watermark (CJO_IDENTITY_WATERMARK_SECONDS).
 WATERMARK_SECONDS = 5.0
-# Workspaces a report lists behind the others at most (decisioning's limit too).
-MAX_BEHIND_WORKSPACES = 1000
+# Workspaces a report lists behind the others at most (decisioning takes up to 1,000): past
+# those, the watermark of all is the next one's, and decisioning's claim of lapsed windows
+# compares each decision with its workspace's time, so the list stays short.
+MAX_BEHIND_WORKSPACES = 50
+# A workspace is listed only when its oldest waiting event is older than this: a healthy flow's
+# events, in flight for a moment, are covered by the watermark of all (see delivery_watermark).
+WATERMARK_SLACK = timedelta(seconds=30)
+# The outbox rows a report reads at most (the topic's oldest by id), whatever the backlog.
+WATERMARK_SCAN_ROWS = 10_000
 
 
 class WatermarkReporter(PollingWorker):
@@ -174,7 +182,8 @@ class WatermarkReporter(PollingWorker):
         now = self.outbox.clock.now()  # before the read: see delivery_watermark
         with self.db.transaction() as session:
             return delivery_watermark(session, self.outbox.table, self.topic, now,
-                                      MAX_BEHIND_WORKSPACES)
+                                      MAX_BEHIND_WORKSPACES, WATERMARK_SLACK,
+                                      WATERMARK_SCAN_ROWS)
 
     async def run_once(self) -> bool:
         await self.report(await self.db.run(self.read))

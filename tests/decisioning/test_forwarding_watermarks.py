@@ -6,13 +6,19 @@ refused naming the field before anything is written."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from outcomes_support import START, Decisioning, running, sent, track
+from sqlalchemy import event
 
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
+from cjo_decisioning.adapters import gauges
+from cjo_decisioning.adapters.gauges import WATERMARK_LAG
 from cjo_decisioning.adapters.tables import EXPOSED, NOT_REWARDED, REWARDED
+from cjo_platform.metrics import Reading
 from cjo_platform.protobuf import from_timestamp, to_timestamp
 from support import SERVICE_TOKEN, Backend, as_service, bearer, eventually
 
@@ -104,22 +110,52 @@ async def test_the_watermark_never_moves_back(backend: Backend) -> None:
         assert await report(d, START + 30 * HOUR) == START + 3 * HOUR
 
 
-async def test_a_stale_watermark_holds_lapsed_windows_at_most_the_maximum_hold(
+async def test_a_watermark_stuck_behind_holds_lapsed_windows_at_most_the_maximum_hold(
         backend: Backend) -> None:
     async with running(backend, CJO_DECISIONING_WATERMARK_MAX_HOLD_HOURS="2") as d:
         await d.point("home", "order_completed", window=HOUR)
         await d.decided("late", "home", "p1")
         await d.facts(sent("m1", "late", START))
-        await report(d, START)  # and then identity never reports again
-        d.clock.advance(2 * HOUR + GRACE)
+        await report(d, START)
+        d.clock.advance(HOUR)
+        await report(d, START)  # identity still reports, its forwarder stuck
+        d.clock.advance(HOUR + GRACE)
         await d.decided("old", "home", "p0", outcome=EXPOSED, expose_time=START - 4 * HOUR,
                         reward_deadline=START - 3 * HOUR)
         await eventually(lambda: learned(d, "old"))
         assert not await learned(d, "late")  # held: the watermark is 2 h 5 min old
+        await report(d, START)
         # The window closed the hold plus the grace before the clock.
         d.clock.advance(HOUR + timedelta(seconds=1))
         await eventually(lambda: learned(d, "late"))
         assert (await d.decision("late")).outcome == NOT_REWARDED
+
+
+async def test_a_watermark_no_longer_reported_is_dropped_after_the_maximum_hold(
+        backend: Backend) -> None:
+    # Identity rolled back to a version without reports, or switched to the bus: its last
+    # watermark must not hold every lapsed window the maximum hold behind the clock forever.
+    async with running(backend, CJO_DECISIONING_WATERMARK_MAX_HOLD_HOURS="2") as d:
+        await d.point("home", "order_completed", window=HOUR)
+        await report(d, START)  # and then identity never reports again
+        d.clock.advance(5 * HOUR)
+        await d.decided("late", "home", "p1", outcome=EXPOSED, expose_time=START + 3 * HOUR,
+                        reward_deadline=START + 4 * HOUR)
+        # Closed the grace before the clock: learned, as if never reported.
+        await eventually(lambda: learned(d, "late"))
+        assert (await d.decision("late")).outcome == NOT_REWARDED
+        assert await shown(d, "ws-a") is None  # dropped: no report, no gauge shows it
+        assert [r for r in await gauge_readings(d) if r.gauge == WATERMARK_LAG.name] == []
+        # Identity reports again: the watermark holds again.
+        assert await report(d, START + 5 * HOUR - 10 * MINUTE) == START + 5 * HOUR - 10 * MINUTE
+        assert await shown(d, "ws-a") == START + 5 * HOUR - 10 * MINUTE
+
+
+async def gauge_readings(d: Decisioning) -> list[Reading]:
+    def read() -> list[Reading]:
+        with d.app.db.transaction() as session:
+            return list(gauges.read(session, d.clock.now()))
+    return await d.app.db.run(read)
 
 
 @pytest.mark.parametrize(("request_", "field"), [
@@ -133,6 +169,13 @@ async def test_a_stale_watermark_holds_lapsed_windows_at_most_the_maximum_hold(
         stream=EVENTS, delivered_before=to_timestamp(START),
         behind_workspaces=[pb.WorkspaceWatermark(workspace_id="ws-a")]),
      "behind_workspaces[0].delivered_before"),
+    (pb.RecordForwardingWatermarkRequest(
+        stream=EVENTS, delivered_before=Timestamp(seconds=-10**12)), "delivered_before"),
+    (pb.RecordForwardingWatermarkRequest(
+        stream=EVENTS, delivered_before=to_timestamp(START),
+        behind_workspaces=[pb.WorkspaceWatermark(
+            workspace_id="ws-a", delivered_before=Timestamp(seconds=10**12))]),
+     "behind_workspaces[0].delivered_before"),
 ])
 async def test_a_bad_report_is_refused_naming_the_field(
         backend: Backend, request_: pb.RecordForwardingWatermarkRequest, field: str) -> None:
@@ -143,3 +186,32 @@ async def test_a_bad_report_is_refused_naming_the_field(
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field in (info.value.details() or "")
         assert await shown(d, "ws-a") is None  # nothing written
+
+
+async def test_a_report_rewrites_in_place_and_deletes_only_the_workspaces_caught_up(
+        backend: Backend) -> None:
+    async with running(backend) as d:
+        for workspace in ("ws-a", "ws-b"):
+            await d.point("home", "order_completed", workspace_id=workspace)
+        deleted: list[int] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.lstrip().upper().startswith("DELETE") \
+                    and "forwarding_watermarks" in statement:
+                deleted.append(max(cursor.rowcount, 0))
+
+        event.listen(d.app.db.engine, "after_cursor_execute", count)
+        try:
+            await report(d, START, ws_a=START - HOUR, ws_b=START - HOUR)
+            d.clock.advance(MINUTE)
+            # The same workspaces behind (ws-a further on): their rows are updated in place.
+            await report(d, START + MINUTE, ws_a=START - HOUR / 2, ws_b=START - HOUR)
+            assert sum(deleted) == 0
+            assert await shown(d, "ws-a") == START - HOUR / 2
+            # ws-b caught up: its row alone is deleted.
+            await report(d, START + MINUTE, ws_a=START - HOUR / 2)
+            assert sum(deleted) == 1
+            assert await shown(d, "ws-b") == START + MINUTE
+            assert await shown(d, "ws-a") == START - HOUR / 2
+        finally:
+            event.remove(d.app.db.engine, "after_cursor_execute", count)

@@ -4,8 +4,9 @@ reaching decisioning through a link the test cuts.
 
 While identity's events cannot reach decisioning for longer than the reward grace, a purchase
 inside a decision's window waits in identity's outbox; the window lapses by the clock, but
-decisioning's watermark of identity's events (reported by identity's watermark reporter, which
-cannot reach it either) stays where it was, so the decision is not learned as NOT_REWARDED.
+decisioning's watermark of identity's events, which identity's reporter keeps reporting (only
+the events are refused), stays at the waiting purchase's write time however far the clock
+moves, so the decision is not learned as NOT_REWARDED.
 Once the link is back the queued purchase rewards it and it is learned as REWARDED. Before the
 outage, identity's idle reporter (nothing queued) moves the watermark with its clock."""
 
@@ -26,7 +27,13 @@ from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from cjo.identity.v1 import workspace_service_pb2 as ws_pb
 from cjo.identity.v1 import workspace_service_pb2_grpc as ws_grpc
-from cjo_decisioning.adapters.tables import EXPOSED, NOT_REWARDED, REWARDED, decisions
+from cjo_decisioning.adapters.tables import (
+    EXPOSED,
+    NOT_REWARDED,
+    REWARDED,
+    decisions,
+    forwarding_watermarks,
+)
 from cjo_decisioning.bootstrap import build as build_decisioning
 from cjo_identity.bootstrap import build as build_identity
 from cjo_platform.clock import ManualClock
@@ -48,13 +55,14 @@ GRACE = timedelta(minutes=5)  # CJO_DECISIONING_REWARD_GRACE_SECONDS' default
 
 
 class Link(Balancer):
-    """One upstream, as the network gives it: refuses every call (UNAVAILABLE) while cut."""
+    """One upstream, as the network gives it: refuses the events (UNAVAILABLE) while cut; the
+    watermark's reports still pass, so what they say is what is tested."""
 
     cut = False
 
     async def forward(self, method: str, request: bytes,
                       context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        if self.cut:
+        if self.cut and method.endswith("/RecordEvents"):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the link is cut")
         return await super().forward(method, request, context)
 
@@ -130,38 +138,44 @@ async def test_a_conversion_queued_through_an_outage_rewards_its_lapsed_window(
                 profile=dict_to_struct({})), metadata=service)).decision
             assert (await decision(decided.decision_id)).outcome == EXPOSED
 
-            # The outage: identity cannot reach decisioning. Ada buys inside the window; the
-            # purchase waits in identity's outbox while the window lapses, grace and all.
+            # The outage: identity's events cannot reach decisioning. Ada buys inside the
+            # window; the purchase waits in identity's outbox while the window lapses, grace
+            # and all, and identity's reports go on.
             to_decisioning.cut = True
             advance(HOUR / 2)
+            written = identity_clock.now()
             await people.IngestEvents(identity_pb.IngestEventsRequest(
                 events=[track("e2", "order_completed")]), metadata=bearer(key))
-            advance(2 * HOUR)
-            held = await watermark()
-            assert held is not None and held < start + GRACE + HOUR / 2
-
-            # A decision whose window lapsed long before the watermark: once it is learned, a
-            # round ran with the clock past Ada's window.
-            await decisioning.db.run(copy_as_old(decisioning, decided.decision_id, start))
-            await eventually(lambda: _learned(decision("old")))
-            ada = await decision(decided.decision_id)
-            assert (ada.outcome, ada.learned) == (EXPOSED, False)
+            for step in range(5):
+                advance(HOUR / 2)
+                # A report read at this clock arrived; it holds the watermark at the waiting
+                # purchase's write time.
+                await eventually(lambda: _reported_since(decisioning, decisioning_clock.now()))
+                held = await watermark()
+                assert held is not None and held <= written
+                # A decision whose window lapsed long before the watermark: once it is
+                # learned, a round ran with the clock past Ada's window (and the grace).
+                await decisioning.db.run(copy_as_old(decisioning, decided.decision_id, start,
+                                                     f"old-{step}"))
+                await eventually(lambda: _learned(decision(f"old-{step}")))  # noqa: B023
+                ada = await decision(decided.decision_id)
+                assert (ada.outcome, ada.learned) == (EXPOSED, False)
 
             # The link is back: the queued purchase rewards the decision, which is learned.
             to_decisioning.cut = False
             await eventually(lambda: _learned(decision(decided.decision_id)), timeout=60)
             ada = await decision(decided.decision_id)
             assert ada.outcome == REWARDED
-            assert (await decision("old")).outcome == NOT_REWARDED
+            assert (await decision("old-0")).outcome == NOT_REWARDED
 
 
-def copy_as_old(app: Any, decision_id: str, start: datetime) -> Any:
-    """Copy ``decision_id``'s row as "old", exposed and lapsed long before ``start``."""
+def copy_as_old(app: Any, decision_id: str, start: datetime, old_id: str) -> Any:
+    """Copy ``decision_id``'s row as ``old_id``, exposed and lapsed long before ``start``."""
     def write() -> None:
         with app.db.transaction() as session:
             row = dict(session.execute(select(decisions).where(
                 decisions.c.decision_id == decision_id)).one()._mapping)
-            row.update(decision_id="old", profile_id="someone-else", outcome=EXPOSED,
+            row.update(decision_id=old_id, profile_id=f"someone-else-{old_id}", outcome=EXPOSED,
                        decide_time=start - 4 * HOUR, expose_time=start - 4 * HOUR,
                        reward_deadline=start - 3 * HOUR, learned=False, lease_owner="",
                        lease_until=None)
@@ -176,3 +190,13 @@ async def _is_at_least(value: Any, moment: datetime) -> bool:
 
 async def _learned(row: Any) -> bool:
     return bool((await row).learned)
+
+
+async def _reported_since(app: Any, moment: datetime) -> bool:
+    """Whether decisioning took a watermark report at ``moment`` or later (its clock)."""
+    def read() -> bool:
+        with app.db.transaction() as session:
+            reported = session.execute(select(forwarding_watermarks.c.update_time).where(
+                forwarding_watermarks.c.workspace_id == "")).scalar()
+        return reported is not None and reported >= moment
+    return bool(await app.db.run(read))

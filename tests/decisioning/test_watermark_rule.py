@@ -67,3 +67,13 @@ def test_a_window_is_final_once_the_grace_before_the_clock_and_its_workspace_s_w
     assert learning_cutoffs(T, GRACE, Watermark(T + DAY), DAY) == LearningCutoffs(T - GRACE)
     # A maximum hold of 0 turns watermarks off.
     assert learning_cutoffs(T, GRACE, watermark, timedelta(0)).of("late") == T - GRACE
+
+
+def test_a_watermark_not_reported_for_the_maximum_hold_holds_nothing() -> None:
+    stuck = Watermark(T, {"a": T - MINUTE}, reported=LATER - DAY / 2)
+    gone = Watermark(T, {"a": T - MINUTE}, reported=LATER - DAY - MINUTE)
+    # Still reported (its forwarder stuck): held back the maximum hold.
+    assert learning_cutoffs(LATER, GRACE, stuck, DAY) == LearningCutoffs(
+        T - GRACE, {"a": T - GRACE})
+    # Not reported for longer (its sender gone): as if never reported.
+    assert learning_cutoffs(LATER, GRACE, gone, DAY) == LearningCutoffs(LATER - GRACE)

@@ -1167,25 +1167,41 @@ class DeliveryWatermark:
 
 
 def delivery_watermark(session: Session, table: Table, topic: str, now: datetime,
-                       most: int) -> DeliveryWatermark:
+                       most: int, slack: timedelta = timedelta(0),
+                       scan: int = 10_000) -> DeliveryWatermark:
     """The topic's :class:`DeliveryWatermark` as of ``now`` (read before this transaction's
     first statement), listing at most ``most`` workspaces behind: past those, the watermark is
     the oldest row of the next one. Read from the table every replica's forwarder shares, so it
     is true whichever replica reads it and whatever each forwarder is doing: rows pending,
-    claimed, held for a retry or handed off are all still in the table. One read of the topic's
-    rows (grouped by workspace), so a reporter calls it every few seconds, not per batch. A row
-    whose transaction read the clock before ``now`` but commits after this read is not seen:
-    that lateness (a transaction's length) is the receiver's grace's to cover."""
+    claimed, held for a retry or handed off are all still in the table. A row whose
+    transaction read the clock before ``now`` but commits after this read is not seen (nor is
+    one of a long transaction that took its id after younger rows): that lateness (a
+    transaction's length) is the receiver's grace's to cover.
+
+    Bounded, whatever the backlog: only the topic's ``scan`` oldest rows by id are read (the
+    forwarders' own index, no other on the insert path), grouped by workspace; when there are
+    more, every workspace not listed is taken to be behind from the first row not read on
+    (ids are taken in write order). A workspace is listed only when its oldest row is more
+    than ``slack`` old: the rows of a healthy flow, in flight for a moment, are covered by the
+    watermark of all, which is then the oldest of them (at most ``slack`` behind)."""
     c = table.c
-    oldest = func.min(c.create_time)
+    oldest_rows = (select(c.id, c.workspace_id, c.create_time).where(c.topic == topic)
+                   .order_by(c.id).limit(scan).subquery("oldest_rows"))
+    o = oldest_rows.c
+    oldest = func.min(o.create_time)
     rows = session.execute(
-        select(c.workspace_id, oldest).where(c.topic == topic).group_by(c.workspace_id)
-        .order_by(oldest, c.workspace_id).limit(most + 1)).all()
+        select(o.workspace_id, oldest).group_by(o.workspace_id)
+        .order_by(oldest, o.workspace_id).limit(most + 1)).all()
     before = _utc(now)
-    if len(rows) > most:
-        before = min(before, _utc(rows[most][1]))
-    return DeliveryWatermark(before, [(workspace_id, _utc(time)) for workspace_id, time
-                                      in rows[:most] if _utc(time) < before])
+    unread = session.execute(select(c.create_time).where(c.topic == topic).order_by(c.id)
+                             .offset(scan).limit(1)).scalar()
+    if unread is not None:  # more rows wait than were read
+        before = min(before, _utc(unread))
+    listed = [(workspace_id, _utc(time)) for workspace_id, time in rows[:most]
+              if _utc(time) < _utc(now) - slack]
+    if len(rows) > len(listed):  # the oldest of the workspaces not listed
+        before = min(before, _utc(rows[len(listed)][1]))
+    return DeliveryWatermark(before, [(w, time) for w, time in listed if time < before])
 
 
 def _within(rows: Sequence[Row[Any, Any, Any]], budget: int) -> list[Row[Any, Any, Any]]:

@@ -12,10 +12,13 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
+    FromClause,
     Row,
+    String,
     and_,
     bindparam,
-    case,
+    column,
     delete,
     false,
     func,
@@ -24,6 +27,7 @@ from sqlalchemy import (
     select,
     text,
     update,
+    values,
 )
 from sqlalchemy.orm import Session
 
@@ -435,7 +439,7 @@ class Claimed:
     decision_id: str
 
 
-def _learnable(cutoffs: LearningCutoffs) -> Any:
+def _learnable(cutoffs: LearningCutoffs) -> tuple[FromClause, ColumnElement[bool]]:
     """Decisions whose outcome is final (their window closed before their workspace's cutoff:
     the grace ago, and the grace before the watermark of the rewards forwarded, see
     domain.watermarks) and that are not learned yet, rewarded or not.
@@ -451,21 +455,27 @@ def _learnable(cutoffs: LearningCutoffs) -> Any:
     (a reward's own event time must fall inside it, domain.outcomes)."""
     clause = and_(d.learned == false(), d.outcome.in_((REWARDED, EXPOSED)),
                   d.reward_deadline < cutoffs.default)
-    if cutoffs.by_workspace:
-        # The workspaces held further back (few: those identity reported behind). The range
-        # above still bounds the scan of ix_decisions_learning.
-        deadline_type = d.reward_deadline.type
-        clause = and_(clause, d.reward_deadline < case(
-            *((d.workspace_id == workspace_id, literal(cutoff, deadline_type))
-              for workspace_id, cutoff in sorted(cutoffs.by_workspace.items())),
-            else_=literal(cutoffs.default, deadline_type)))
-    return clause
+    if not cutoffs.by_workspace:
+        return decisions, clause
+    # The workspaces held further back (those identity reported behind), as a list the
+    # decisions are joined to (a hash or index look-up per decision), not a CASE of a branch
+    # per workspace, which every candidate decision ran through (1,000 workspaces and 200,000
+    # decisions waiting: 3 s a claim). The range above still bounds the scan of
+    # ix_decisions_learning.
+    deadline_type = d.reward_deadline.type
+    held_back = values(column("workspace_id", String), column("cutoff", deadline_type),
+                       name="held_back").data(sorted(cutoffs.by_workspace.items())
+                                              ).cte("held_back")
+    return (decisions.outerjoin(held_back, held_back.c.workspace_id == d.workspace_id),
+            and_(clause, d.reward_deadline < func.coalesce(
+                held_back.c.cutoff, literal(cutoffs.default, deadline_type))))
 
 
 def count_learnable(session: Session, cutoffs: LearningCutoffs) -> int:
     """Decisions whose outcome is final and not yet learned: the learning worker's lag."""
+    source, learnable = _learnable(cutoffs)
     return int(session.execute(
-        select(func.count()).select_from(decisions).where(_learnable(cutoffs))).scalar_one())
+        select(func.count()).select_from(source).where(learnable)).scalar_one())
 
 
 def claim_learnable(session: Session, now: datetime, owner: str, lease: timedelta,
@@ -474,11 +484,12 @@ def claim_learnable(session: Session, now: datetime, owner: str, lease: timedelt
     ones and exposed ones whose window closed before ``cutoffs``. Listed and locked in one
     statement (SKIP LOCKED on PostgreSQL, so replicas claim different decisions) and leased to
     ``owner``; a replica that dies leaves them to the others once the lease runs out."""
+    source, learnable = _learnable(cutoffs)
     rows = session.execute(
-        select(d.workspace_id, d.decision_id, d.decision_point, d.action)
-        .where(_learnable(cutoffs), or_(d.lease_until.is_(None), d.lease_until <= now))
+        select(d.workspace_id, d.decision_id, d.decision_point, d.action).select_from(source)
+        .where(learnable, or_(d.lease_until.is_(None), d.lease_until <= now))
         .order_by(d.reward_deadline).limit(limit)
-        .with_for_update(skip_locked=True)).all()
+        .with_for_update(of=decisions, skip_locked=True)).all()
     if not rows:
         return []
     session.execute(
@@ -497,7 +508,7 @@ def held(session: Session, workspace_id: str, decision_ids: Sequence[str], owner
     rows = session.execute(
         select(d.decision_id, d.features, d.outcome)
         .where(d.workspace_id == workspace_id, one_of(session, d.decision_id, decision_ids),
-               d.lease_owner == owner, _learnable(LearningCutoffs(cutoffs.of(workspace_id))))
+               d.lease_owner == owner, _learnable(LearningCutoffs(cutoffs.of(workspace_id)))[1])
         .order_by(d.decision_id).with_for_update()).all()
     return [(r.decision_id, r.features, r.outcome == REWARDED) for r in rows]
 

@@ -18,8 +18,11 @@ than the one held changes nothing, and no workspace's watermark ever moves back.
 A stream never reported on (identity too old, forwarding switched off, the event bus: see
 docs/operations.md) holds nothing: windows are then learned after the grace alone, as before
 watermarks. A watermark holds learning back at most ``max_hold``: a source that stopped
-reporting for good (decommissioned, moved to the bus) must not stall learning forever; by then
-the forwarded ids' dedupe is forgotten too (``received_retention``, also a day)."""
+reporting for good (decommissioned, rolled back to a version without reports, moved to the bus,
+forwarding switched off) must not stall learning forever; by then the forwarded ids' dedupe is
+forgotten too (``received_retention``, also a day). A watermark not reported for ``max_hold``
+is stale: it holds nothing (the grace alone, as if never reported), and is dropped, until its
+sender reports again. (One still reported but far behind holds lapsed windows ``max_hold``.)"""
 
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ class Watermark:
 
     delivered_before: datetime
     behind: Mapping[str, datetime] = field(default_factory=dict)
+    # When its sender last reported it (a watermark held; None: a report).
+    reported: datetime | None = None
 
     def of(self, workspace_id: str) -> datetime:
         return self.behind.get(workspace_id, self.delivered_before)
@@ -80,8 +85,8 @@ def learning_cutoffs(now: datetime, grace: timedelta, watermark: Watermark | Non
                      max_hold: timedelta) -> LearningCutoffs:
     """When windows are final: their deadline plus ``grace`` before the clock and before the
     workspace's watermark (see the module); a watermark older than ``max_hold`` holds no
-    further back than that."""
-    if watermark is None:
+    further back than that, and a stale one (not reported for ``max_hold``) not at all."""
+    if watermark is None or stale(watermark, now, max_hold):
         return LearningCutoffs(now - grace)
     floor = now - max_hold
 
@@ -90,3 +95,9 @@ def learning_cutoffs(now: datetime, grace: timedelta, watermark: Watermark | Non
 
     return LearningCutoffs(cutoff(watermark.delivered_before),
                            {w: cutoff(t) for w, t in watermark.behind.items()})
+
+
+def stale(watermark: Watermark, now: datetime, max_hold: timedelta) -> bool:
+    """Whether ``watermark`` (held) was last reported more than ``max_hold`` ago: its sender
+    stopped reporting (see the module)."""
+    return watermark.reported is not None and watermark.reported < now - max_hold

@@ -12,6 +12,7 @@ from cjo_decisioning.domain.watermarks import (
     Watermark,
     learning_cutoffs,
     merge,
+    stale,
 )
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.logging import get_logger
@@ -36,8 +37,19 @@ def record_watermark(uow: UnitOfWork, stream: str, report: Watermark) -> datetim
 
 
 def cutoffs(uow: UnitOfWork, grace: timedelta, max_hold: timedelta) -> LearningCutoffs:
-    """When lapsed windows are final now (the rewards' stream: identity's events)."""
-    return learning_cutoffs(uow.now(), grace, watermarks.load(uow.session, EVENTS), max_hold)
+    """When lapsed windows are final now (the rewards' stream: identity's events). A stale
+    watermark (its sender stopped reporting) is dropped, so that reports and gauges no longer
+    show it either (with ``max_hold`` 0, watermarks off, it is only ignored)."""
+    now = uow.now()
+    held = watermarks.load(uow.session, EVENTS)
+    if (held is not None and max_hold > timedelta(0) and stale(held, now, max_hold)
+            and watermarks.drop_stale(uow.session, EVENTS, now - max_hold)):
+        log.warning("forwarding watermark not reported for the maximum hold: dropped; lapsed "
+                    "windows wait the grace alone until its sender reports again",
+                    stream=EVENTS, reported=str(held.reported),
+                    max_hold_hours=max_hold / timedelta(hours=1))
+        held = None
+    return learning_cutoffs(now, grace, held, max_hold)
 
 
 def rewards_delivered_before(uow: UnitOfWork, workspace_id: str) -> datetime | None:
