@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -785,3 +786,131 @@ async def test_a_partition_still_ending_is_not_taken_up_again(
     finally:
         await stop(task)
         await bus.close()
+
+
+class CutOff:
+    """A replica's claims bucket on a connection that dropped: each write times out for the
+    caller, but nats-py keeps it buffered and sends it when it reconnects (:meth:`reconnect`),
+    maybe after another replica took the partition."""
+
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+        self.buffered: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...],
+                                  dict[str, Any]]] = []
+        self.methods = {name: getattr(kv, name) for name in ("put", "update", "delete",
+                                                              "create")}
+        for name, method in self.methods.items():
+            setattr(kv, name, self._buffering(method))
+
+    def _buffering(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def buffered(*args: Any, **kwargs: Any) -> Any:
+            self.buffered.append((method, args, kwargs))
+            raise TimeoutError("nats: timeout")
+        return buffered
+
+    async def reconnect(self) -> None:
+        for name, method in self.methods.items():
+            setattr(self.kv, name, method)
+        for method, args, kwargs in self.buffered:
+            with contextlib.suppress(Exception):  # a compare-and-set may fail now
+                await method(*args, **kwargs)
+
+
+async def test_a_release_sent_late_leaves_no_cycles_for_a_later_holder(
+        prefix: str, box: Box) -> None:
+    # A sends a waiting workspace's messages round, its connection drops and it stops: its
+    # hand-over of the cycles times out, but goes out when the connection comes back, after B
+    # took the partition (having found nothing). B takes everything and stops with no cycles of
+    # its own. C must not adopt A's stale cycles: they wait for an ordinal whose message B
+    # took, and every new message of the workspace went round the stream for ever.
+    settings = bus_settings(prefix, partitions=1, ack_wait_seconds=1.0, batch=5, pack_rows=1)
+    bus_a, bus_b, bus_c = Bus(settings), Bus(settings), Bus(settings)
+    stalled = [f"s:{i}".encode() for i in range(10)]
+    await relay(bus_a, box, stalled, workspace="stalled")
+    a = BusConsumer(bus_a, TOPIC, Stalled(), box.db, box.dead_letters, ManualClock(), owner="a",
+                    retry=FAST)
+    task_a = await running(a)
+    await eventually(lambda: published(bus_a, len(stalled) + 4), timeout=20)
+    cut = CutOff(await bus_a.claims())
+    await stop(task_a)
+    assert cut.buffered  # the hand-over (and the claim's delete) timed out
+    receiver_b = Receiver()
+    b = BusConsumer(bus_b, TOPIC, receiver_b, box.db, box.dead_letters, ManualClock(),
+                    owner="b", retry=FAST)
+    task_b = await running(b)  # takes the partition once A's claim lapsed
+    await eventually(lambda: set(receiver_b.taken) == set(stalled), timeout=30)
+    await cut.reconnect()
+    await stop(task_b)
+    more = [f"n:{i}".encode() for i in range(3)]
+    await relay(bus_c, box, more, workspace="stalled")
+    receiver_c = Receiver()
+    c = BusConsumer(bus_c, TOPIC, receiver_c, box.db, box.dead_letters, ManualClock(),
+                    owner="c", retry=FAST)
+    task_c = await running(c)
+    try:
+        # Well within a claim's lifetime (12 s), after which C gives up on stale cycles.
+        await eventually(lambda: set(receiver_c.taken) >= set(more), timeout=8)
+    finally:
+        await stop(task_c)
+    assert [p for p in receiver_c.taken if p in more] == more
+    for bus in (bus_a, bus_b, bus_c):
+        await bus.close()
+
+
+async def released(prefix: str, cycle: list[Any]) -> tuple[Bus, bytes]:
+    """A bus (ack wait 1 s) whose partition 0 a holder released with workspace ``stalled``'s
+    ``cycle`` ([accept, assigned, ahead]) in it, and that release."""
+    bus = Bus(bus_settings(prefix, partitions=1, ack_wait_seconds=1.0, batch=5, pack_rows=1))
+    record = json.dumps({"released": "x", "epoch": "x/0/gone",
+                         "cycles": {"stalled": cycle}}).encode()
+    await (await bus.claims()).put("claim.test_events.0", record)
+    return bus, record
+
+
+async def test_cycles_whose_accepted_place_never_comes_are_given_up_on(
+        prefix: str, box: Box) -> None:
+    # A claim released with cycles that cannot be right (they wait for ordinal 5 of an epoch
+    # nobody sends round): the waiting workspace's new messages go round until a claim's
+    # lifetime after the adoption, then are applied, in order, rather than go round for ever.
+    bus, _ = await released(prefix, [5, 6, {}])
+    more = [f"n:{i}".encode() for i in range(3)]
+    await relay(bus, box, more, workspace="stalled")
+    receiver = Receiver()
+    c = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="c",
+                    retry=FAST)
+    task = await running(c)
+    try:
+        await eventually(lambda: c.held_partitions() == [0], timeout=10)
+        assert 0 in c._partitions and c._partitions[0].adopted  # taken over with the cycles
+        await eventually(lambda: set(receiver.taken) >= set(more), timeout=40)
+    finally:
+        await stop(task)
+    assert receiver.taken == more
+    await bus.close()
+
+
+async def test_a_worker_failing_before_it_fetched_passes_the_cycles_it_took_over_on(
+        prefix: str, box: Box) -> None:
+    # C takes over a claim released with cycles; its worker fails before it fetched anything
+    # (its consumer could not be made): the cycles must go on with the claim's release, to C's
+    # next worker here, not be lost with the worker.
+    bus, record = await released(prefix, [0, 2, {}])
+    ensure = bus.ensure_consumer
+    calls: list[int] = []
+
+    async def failing_once(topic: str, partition: int) -> tuple[str, str]:
+        calls.append(partition)
+        if len(calls) == 1:
+            raise RuntimeError("nats: timeout")
+        return await ensure(topic, partition)
+
+    bus.ensure_consumer = failing_once  # type: ignore[method-assign]
+    c = BusConsumer(bus, TOPIC, Receiver(), box.db, box.dead_letters, ManualClock(), owner="c",
+                    retry=FAST)
+    task = await running(c)
+    try:
+        await eventually(lambda: len(calls) >= 2 and c.held_partitions() == [0], timeout=20)
+        assert c._partitions[0].adopted == record
+    finally:
+        await stop(task)
+    await bus.close()

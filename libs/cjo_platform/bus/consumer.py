@@ -19,10 +19,11 @@ stops (or gives a partition up) first waits for the end of a receiver call under
 partition's rows (acking them if the receiver took them all), then ends its pull request at the
 server (:meth:`PullBatches.stop`: a request left waiting there would take a message given back
 and keep it for ``ack_wait``), naks what it still holds in stream order, and only then deletes
-its claim: the next holder gets those messages before anything newer, and two replicas never
-work a partition at once. Claim rounds never wait for a partition to stop (stops go on beside
-them), so they renew every claim on time. The timeline after a claim's last renewal was asked
-for at ``a`` (``R`` = ``claim / 3``; defaults: ack_wait 30 s, claim 70 s, R 23.3 s):
+its claim (or releases it with its cycles, below), if still its: the next holder gets those
+messages before anything newer, and two replicas never work a partition at once. Claim rounds
+never wait for a partition to stop (stops go on beside them), so they renew every claim on time.
+The timeline after a claim's last renewal was asked for at ``a`` (``R`` = ``claim / 3``;
+defaults: ack_wait 30 s, claim 70 s, R 23.3 s):
 
     a +                       default  what
     R                          23.3 s  the next round renews (answered within min(R/5, 2.5 s))
@@ -40,8 +41,9 @@ for at ``a`` (``R`` = ``claim / 3``; defaults: ack_wait 30 s, claim 70 s, R 23.3
 
 A waiting workspace's messages going
 round the stream (:class:`_Cycle`, below), whose order only their holder knows, keep it when
-their holder gives the partition up (it hands its cycles over in the claims bucket), not when it
-was killed: the next holder may then apply them out of order.
+their holder gives the partition up (it releases its claim with its cycles in it, see
+:meth:`BusConsumer._hand_over_cycles`), not when it was killed or its release failed: the next
+holder may then apply them out of order.
 
 **Answers.** The messages a round pulled are handed, per workspace and in order, to the
 service's receiver (:mod:`cjo_platform.bus.receiver`: the batch RPC's own method), together with
@@ -114,6 +116,9 @@ log = get_logger(__name__)
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_=-]")
 # On a copy of a waiting workspace's message: "<epoch> <ordinal>" (see _Cycle).
 CYCLE_HEADER = "Cjo-Cycle"
+# A claim released with the cycles of its holder in it (JSON; an owner is never one): the next
+# holder takes the claim over by its revision and the cycles with it (see _hand_over_cycles).
+_RELEASED = b"{"
 # How long a partition's pull request waits for a message. It costs nothing while it waits and
 # ends as soon as one comes, so it is long: an idle partition asks again twice a minute, not
 # every second. A server that restarted forgot it: the consumer asks again on reconnecting.
@@ -156,15 +161,22 @@ class _Cycle:
     join the held ones; any other is published again at the stream's end, then acked, so copies
     come back in ordinal order and the workspace's order is kept.
 
-    A holder that gives the partition up hands its cycles over to the next holder in the claims
-    bucket (:meth:`BusConsumer._hand_over_cycles`): the epoch, each cycle's counters, and
+    A holder that gives the partition up hands its cycles over to the next holder in its claim's
+    release (:meth:`BusConsumer._hand_over_cycles`): the epoch, each cycle's counters, and
     ``ahead``, the ordinals (below ``accept``) of the messages it held and gives back, which come
-    back without the header. The next holder carries on with them as its own."""
+    back without the header. The next holder carries on with them as its own. An adopted cycle
+    whose ``accept`` has not come :attr:`BusSettings.claim_seconds` after the adoption while a
+    later ordinal does is given up on (its missing places skipped, with a warning): a record
+    that cannot be right never makes a workspace go round for ever."""
 
     epoch: str
     assigned: int = 0  # ordinals handed out
     accept: int = 0  # the ordinal that may be held next
     ahead: dict[int, int] = field(default_factory=dict)  # stream sequence -> ordinal
+    # Loop time an adopted cycle was adopted, until its ``accept`` first comes (then None),
+    # and the lowest ordinal above ``accept`` that came meanwhile.
+    adopted: float | None = None
+    lowest: int | None = None
 
 
 @dataclass
@@ -181,6 +193,10 @@ class _Claim:
     task: asyncio.Task[None] = field(init=False)
     lease: asyncio.Timeout | None = None  # the worker's deadline, once it runs
     stopping: bool = False  # the worker is ending: the deadline no longer moves
+    # The cycles the previous holder left in the claim it released (see _hand_over_cycles),
+    # and those this worker leaves for the next holder: written by the claim's release.
+    adopted: bytes = b""
+    handover: bytes = b""
 
     def renewed(self, revision: int, asked: float, deadline: float) -> None:
         self.revision, self.asked, self.deadline = revision, asked, deadline
@@ -547,12 +563,21 @@ class BusConsumer:
                 revision = await kv.create(key, self.owner.encode())
             except KeyWrongLastSequenceError:
                 # Another replica holds it (or is still giving it back), or a claim of ours
-                # whose delete failed (a stale revision) is left: taken up, not waited out.
-                own = None if partition in self._ending else await self._own_revision(kv, key)
-                if own is None:
+                # whose delete failed (a stale revision) is left: taken up, not waited out; or
+                # a holder released it with its cycles in it: taken over with them.
+                found = None if partition in self._ending else await self._takeable(kv, key)
+                if found is None:
                     continue
+                last, adopted = found
                 asked = loop.time()
-                revision = await kv.update(key, self.owner.encode(), last=own)
+                try:
+                    revision = await kv.update(key, self.owner.encode(), last=last)
+                except KeyWrongLastSequenceError:
+                    continue  # another replica took it first
+                # A worker failing before it fetched passes the cycles on as they came.
+                self._start(partition, _Claim(revision, asked, asked + fence_after,
+                                              adopted=adopted, handover=adopted))
+                continue
             self._start(partition, _Claim(revision, asked, asked + fence_after))
 
     async def _own_revision(self, kv: KeyValue, key: str) -> int | None:
@@ -562,6 +587,21 @@ class BusConsumer:
         except KeyNotFoundError:
             return None
         return entry.revision if entry.value == self.owner.encode() else None
+
+    async def _takeable(self, kv: KeyValue, key: str) -> tuple[int, bytes] | None:
+        """The revision of claim ``key`` if this replica holds it (and no cycles), or if a
+        holder released it with its cycles (and the release), else None."""
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if entry.revision is None:
+            return None
+        if entry.value == self.owner.encode():
+            return entry.revision, b""
+        if entry.value and entry.value.startswith(_RELEASED):
+            return entry.revision, entry.value
+        return None
 
     def _start(self, partition: int, claim: _Claim) -> None:
         claim.task = asyncio.create_task(self._work(partition, claim),
@@ -584,8 +624,24 @@ class BusConsumer:
             await _stopped(claim)
         finally:  # also when cancelled meanwhile: the worker ended, its claim goes
             with contextlib.suppress(Exception):
-                kv = await self.bus.claims()
-                await kv.delete(self._claim_key(partition), last=claim.revision)
+                await self._give_up_claim(partition, claim)
+
+    async def _give_up_claim(self, partition: int, claim: _Claim) -> None:
+        """Delete the claim if still ours, or release it with the cycles its worker left in it,
+        by a compare-and-set on its revision: a release sent late (nats-py sends what a dropped
+        connection left buffered once it reconnects) never lands after another replica took
+        the partition, as a record of its own could (and be adopted by a later holder)."""
+        kv = await self.bus.claims()
+        key = self._claim_key(partition)
+        if claim.handover:
+            try:
+                await kv.update(key, claim.handover, last=claim.revision)
+                return
+            except Exception as exc:
+                log.warning("event bus cycles not handed over; the next holder may apply a "
+                            "waiting workspace's messages out of order", worker=self.name,
+                            partition=partition, error=repr(exc))
+        await kv.delete(key, last=claim.revision)
 
     async def _ended(self, partition: int, stop: Coroutine[Any, Any, None]) -> None:
         """Run a partition's ``stop``, the partition counted as ending meanwhile."""
@@ -630,8 +686,8 @@ class BusConsumer:
 
     async def _pull(self, partition: int, claim: _Claim) -> None:
         stream, consumer = await self.bus.ensure_consumer(self.topic, partition)
-        epoch, cycles = await self._adopt_cycles(
-            partition, f"{self.owner}/{partition}/{uuid.uuid4().hex[:8]}")
+        epoch, cycles = self._adopt_cycles(
+            partition, claim.adopted, f"{self.owner}/{partition}/{uuid.uuid4().hex[:8]}")
         batches = PullBatches(await self.bus.client(), stream, consumer)
         await batches.start()
         # A fetch waits up to fetch_seconds for a request a restarted server no longer has.
@@ -689,6 +745,8 @@ class BusConsumer:
                         if ordinal is None:
                             ordinal = cycle.assigned
                             cycle.assigned += 1
+                        if cycle.adopted is not None:
+                            self._check_adopted(cycle, ordinal, row.workspace_id, partition)
                         # A workspace seen waiting takes back at most ``cap``; one not seen
                         # waiting since this fetch up to half a batch, so a long backlog comes
                         # back in a few rounds rather than ``cap`` at a time.
@@ -762,7 +820,7 @@ class BusConsumer:
             arrived: list[Msg] = []
             with contextlib.suppress(Exception):
                 arrived = await batches.stop()
-            await self._hand_over_cycles(partition, epoch, cycles, held)
+            self._hand_over_cycles(claim, epoch, cycles, held)
             await self._give_back(held, [*unsorted, *arrived])
 
     async def _settle(self, partition: int) -> None:
@@ -787,13 +845,13 @@ class BusConsumer:
             with contextlib.suppress(Exception):
                 await self._ack(call.rows)
 
-    def _cycles_key(self, partition: int) -> str:
-        return f"cycles.{self._topic_key}.{partition}"
-
-    async def _hand_over_cycles(self, partition: int, epoch: str, cycles: dict[str, _Cycle],
-                                held: dict[str, _Held]) -> None:
-        """Leave the partition's cycles for its next holder (see :class:`_Cycle`): the messages
-        a cycling workspace holds, given back, get the ordinals just below ``accept``."""
+    def _hand_over_cycles(self, claim: _Claim, epoch: str, cycles: dict[str, _Cycle],
+                          held: dict[str, _Held]) -> None:
+        """Leave the partition's cycles for its next holder (see :class:`_Cycle`) in the claim's
+        release (:meth:`_delete_after`, after what the worker held was given back): the
+        messages a cycling workspace holds, given back, get the ordinals just below
+        ``accept``."""
+        claim.handover = b""
         if not cycles:
             return
         record: dict[str, Any] = {}
@@ -809,37 +867,53 @@ class BusConsumer:
             ahead = {**{sequence: first + i for i, sequence in enumerate(given)}, **cycle.ahead}
             record[workspace_id] = [first, cycle.assigned,
                                     {str(sequence): ordinal for sequence, ordinal in ahead.items()}]
-        try:
-            kv = await self.bus.claims()
-            await kv.put(self._cycles_key(partition),
-                         json.dumps({"epoch": epoch, "cycles": record}).encode())
-        except Exception as exc:
-            log.warning("event bus cycles not handed over; the next holder may apply a waiting "
-                        "workspace's messages out of order", worker=self.name,
-                        partition=partition, error=repr(exc))
+        claim.handover = json.dumps(
+            {"released": self.owner, "epoch": epoch, "cycles": record}).encode()
 
-    async def _adopt_cycles(self, partition: int, epoch: str) -> tuple[str, dict[str, _Cycle]]:
-        """The epoch and cycles the partition's previous holder handed over (the record is
-        removed once read), or ``epoch`` and none."""
-        kv = await self.bus.claims()
-        try:
-            entry = await kv.get(self._cycles_key(partition))
-        except KeyNotFoundError:
+    def _adopt_cycles(self, partition: int, adopted: bytes, epoch: str,
+                      ) -> tuple[str, dict[str, _Cycle]]:
+        """The epoch and cycles the partition's previous holder left in the claim it released
+        (``adopted``), or ``epoch`` and none."""
+        if not adopted:
             return epoch, {}
-        with contextlib.suppress(Exception):
-            await kv.delete(self._cycles_key(partition))
+        now = asyncio.get_running_loop().time()
         try:
-            record = json.loads(entry.value or b"")
-            adopted = str(record["epoch"])
+            record = json.loads(adopted)
+            kept = str(record["epoch"])
             cycles = {str(workspace_id): _Cycle(
-                adopted, accept=int(accept), assigned=int(assigned),
+                kept, accept=int(accept), assigned=int(assigned), adopted=now,
                 ahead={int(sequence): int(ordinal) for sequence, ordinal in ahead.items()})
                 for workspace_id, (accept, assigned, ahead) in record["cycles"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("event bus cycles handed over unreadable; ignored", worker=self.name,
                         partition=partition, error=repr(exc))
             return epoch, {}
-        return adopted, cycles
+        return kept, cycles
+
+    def _check_adopted(self, cycle: _Cycle, ordinal: int, workspace_id: str,
+                       partition: int) -> None:
+        """An adopted cycle whose ``accept`` has not come a claim's lifetime after the adoption
+        while a later ordinal does (a copy of the previous holder's, or a new message) cannot
+        be right: JetStream gives the messages a holder gave back to the next one first, and
+        its copies come in ordinal order. Its missing places are skipped up to the lowest
+        ordinal seen going round, when that comes again (a lap of the copies starts with it,
+        so those behind it keep their order), and the workspace goes on rather than go round
+        for ever (a skipped place, if it comes, is kept as a second copy)."""
+        assert cycle.adopted is not None
+        if ordinal == cycle.accept:
+            cycle.adopted = None  # its accept came: the record was right so far
+            return
+        if ordinal < cycle.accept:
+            return
+        cycle.lowest = ordinal if cycle.lowest is None else min(cycle.lowest, ordinal)
+        waited = asyncio.get_running_loop().time() - cycle.adopted
+        if ordinal != cycle.lowest or waited < self.settings.claim_seconds:
+            return
+        log.warning("event bus waiting workspace's handed-over order never came; skipped, its "
+                    "messages may be applied out of order", worker=self.name,
+                    partition=partition, workspace=workspace_id, waited_for=cycle.accept,
+                    came=ordinal)
+        cycle.accept, cycle.adopted = ordinal, None
 
     async def _give_back(self, held: dict[str, _Held], arrived: Sequence[Msg]) -> None:
         """Nak what the partition's stopped worker held and what it fetched but did not sort
