@@ -86,7 +86,16 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     )
 
 
+# A smaller maximum hold than a few reports' interval drops and re-creates the watermark
+# between identity's reports (review rmark2).
+_MIN_WATERMARK_HOLD_HOURS = 0.1
+
+
 def load_learning_settings(env: Env) -> LearningSettings:
+    hold = env.float("CJO_DECISIONING_WATERMARK_MAX_HOLD_HOURS", 24.0, minimum=0.0)
+    if 0 < hold < _MIN_WATERMARK_HOLD_HOURS:
+        env.errors.append("CJO_DECISIONING_WATERMARK_MAX_HOLD_HOURS must be 0 (watermarks off) "
+                          f"or at least {_MIN_WATERMARK_HOLD_HOURS:g}")
     return LearningSettings(
         batch=env.int("CJO_DECISIONING_LEARN_BATCH", 1000, minimum=1, maximum=1000),
         lease=timedelta(seconds=env.float("CJO_DECISIONING_LEARN_LEASE_SECONDS", 60.0,
@@ -99,8 +108,7 @@ def load_learning_settings(env: Env) -> LearningSettings:
                                                  minimum=0.0)),
         # A forwarding watermark that stopped moving (identity's forwarder down, behind, or
         # gone) holds lapsed windows at most this long (domain.watermarks); 0: watermarks off.
-        max_watermark_hold=timedelta(hours=env.float(
-            "CJO_DECISIONING_WATERMARK_MAX_HOLD_HOURS", 24.0, minimum=0.0)),
+        max_watermark_hold=timedelta(hours=hold),
         # Forwarders re-send an item within minutes (retries, restarts): its id is kept for
         # dedupe this long, then pruned by the learning worker.
         received_retention=timedelta(hours=env.float(

@@ -18,6 +18,8 @@ from cjo.decisioning.v1 import decisioning_service_pb2 as pb
 from cjo_decisioning.adapters import gauges
 from cjo_decisioning.adapters.gauges import WATERMARK_LAG
 from cjo_decisioning.adapters.tables import EXPOSED, NOT_REWARDED, REWARDED
+from cjo_decisioning.bootstrap import load_learning_settings
+from cjo_platform.config import Env
 from cjo_platform.metrics import Reading
 from cjo_platform.protobuf import from_timestamp, to_timestamp
 from support import SERVICE_TOKEN, Backend, as_service, bearer, eventually
@@ -215,3 +217,32 @@ async def test_a_report_rewrites_in_place_and_deletes_only_the_workspaces_caught
             assert await shown(d, "ws-a") == START - HOUR / 2
         finally:
             event.remove(d.app.db.engine, "after_cursor_execute", count)
+
+
+async def test_a_sender_reporting_all_along_is_not_dropped(backend: Backend) -> None:
+    """Review rmark2: identity reports all along, each report older than the one held (a row
+    committed late, its forwarder then stuck on it). The watermark was taken as not reported,
+    dropped after the maximum hold, and the held window learned by the grace alone."""
+    async with running(backend, CJO_DECISIONING_WATERMARK_MAX_HOLD_HOURS="2") as d:
+        await d.point("home", "order_completed", window=HOUR)
+        await d.decided("late", "home", "p1")
+        await d.facts(sent("m1", "late", START))
+        await report(d, START)
+        for _ in range(8):  # every 15 min for 2 h: reported, a minute older than held
+            d.clock.advance(15 * MINUTE)
+            assert await report(d, START - MINUTE) == START  # late: not moved back
+        d.clock.advance(MINUTE)
+        await report(d, START - MINUTE)
+        await d.decided("old", "home", "p0", outcome=EXPOSED, expose_time=START - 4 * HOUR,
+                        reward_deadline=START - 3 * HOUR)
+        await eventually(lambda: learned(d, "old"))  # a learning round ran at this clock
+        # The hold's floor is now START + 1 min; the window closed at START + 1 h (+ grace).
+        assert not await learned(d, "late"), "dropped as stale although reported all along"
+
+
+
+@pytest.mark.parametrize(("hours", "refused"), [("0", False), ("0.01", True), ("0.1", False)])
+def test_a_maximum_hold_shorter_than_a_few_reports_is_refused(hours: str, refused: bool) -> None:
+    env = Env({"CJO_DECISIONING_WATERMARK_MAX_HOLD_HOURS": hours})
+    load_learning_settings(env)
+    assert bool(env.errors) == refused

@@ -32,15 +32,19 @@ def lock(session: Session, stream: str, report: Watermark, now: datetime) -> Wat
     """Serialize the reports of ``stream`` (replicas take them concurrently): its own row is
     created with ``report`` when absent (then None: nothing was held), or else locked until
     the transaction ends and the watermark held returned."""
-    created = insert_ignore(session, forwarding_watermarks, [
-        {"stream": stream, "workspace_id": STREAM_ROW,
-         "delivered_before": report.delivered_before, "update_time": now}],
-        returning=w.workspace_id)
-    if created:
-        return None
-    session.execute(select(w.stream).where(w.stream == stream, w.workspace_id == STREAM_ROW)
-                    .with_for_update())
-    return load(session, stream)
+    while True:
+        created = insert_ignore(session, forwarding_watermarks, [
+            {"stream": stream, "workspace_id": STREAM_ROW,
+             "delivered_before": report.delivered_before, "update_time": now}],
+            returning=w.workspace_id)
+        if created:
+            return None
+        # None: the learning worker dropped it as stale between the two statements (review
+        # rmark2: the report was then lost); it is created again.
+        if session.execute(select(w.stream)
+                           .where(w.stream == stream, w.workspace_id == STREAM_ROW)
+                           .with_for_update()).first() is not None:
+            return load(session, stream)
 
 
 def save(session: Session, stream: str, watermark: Watermark, now: datetime) -> None:
@@ -58,6 +62,14 @@ def save(session: Session, stream: str, watermark: Watermark, now: datetime) -> 
          "delivered_before": watermark.behind[workspace_id], "update_time": now}
         for workspace_id in listed],
         lambda new: {"delivered_before": new.delivered_before, "update_time": new.update_time})
+
+
+def touch(session: Session, stream: str, now: datetime) -> None:
+    """Mark the stream's watermark (its row locked by :func:`lock`) reported at ``now``: a
+    report older than the one held still says its sender reports (not stale)."""
+    session.execute(update(forwarding_watermarks)
+                    .where(w.stream == stream, w.workspace_id == STREAM_ROW)
+                    .values(update_time=now))
 
 
 def drop_stale(session: Session, stream: str, reported_before: datetime) -> bool:

@@ -28,6 +28,10 @@ def record_watermark(uow: UnitOfWork, stream: str, report: Watermark) -> datetim
     merged = merge(held, report, now)
     if merged is None:
         assert held is not None  # merge keeps every report when nothing is held
+        # Older than the one held (a row committed late, its forwarder stuck on it): its
+        # sender still reports, so the watermark is not stale (review rmark2: it was dropped
+        # after the maximum hold, and windows were learned on the grace alone).
+        watermarks.touch(uow.session, stream, now)
         return held.delivered_before
     if held is None:
         log.info("first forwarding watermark of the stream: lapsed windows wait for it now",
