@@ -197,3 +197,75 @@ async def test_the_hand_off_queue_holds_no_more_than_its_payload_bytes(
     assert recv.got == [payload + n.to_bytes(5) for n in range(15)]
     assert forwarder._queued_bytes == forwarder._reserved_bytes == 0
     assert rounds.failures == []
+
+
+def one_call_each(workspace: str, count: int) -> list[bytes]:
+    """Rows of 5 bytes: one call each under ``max_call_bytes=10``."""
+    return [f"{workspace}-{n:03}".encode() for n in range(count)]
+
+
+def watch_renewals(forwarder: Forwarder) -> list[set[int]]:
+    renewals: list[set[int]] = []
+    renew = forwarder._renew
+
+    def watched() -> set[int]:
+        renewals.append(lost := renew())
+        return lost
+
+    forwarder._renew = watched  # type: ignore[method-assign]
+    return renewals
+
+
+async def test_queued_rows_lapse_during_a_claimed_round_of_16s_calls(
+        boxes: tuple[Box, Box]) -> None:
+    """Review rrenew: with no pause at all, a claimed round's renewal time was the claim's, so
+    rows queued before it (leased at their hand-off) were renewed only when the claim's lease
+    was half gone: with 16-s calls (each well under half the lease) they lapsed, another replica
+    took them, and this one cut its round as if it had been paused."""
+    first, second = boxes
+    clock = clock_of(first)
+    gate, entered = asyncio.Event(), asyncio.Event()
+    log: list[tuple[str, bytes, float]] = []
+    b_got: list[bytes] = []
+
+    async def send_b(workspace: str, batch: Sequence[OutboxRow]) -> None:
+        b_got.extend(r.payload for r in batch)
+
+    b = Forwarder(second.db, second.outbox, "t", send_b, lease=LEASE, hand_off=False)
+    b_claimed: list[int] = []
+
+    async def send(workspace: str, batch: Sequence[OutboxRow]) -> None:
+        if workspace == "h":
+            entered.set()
+            await gate.wait()
+        elif workspace == "c":
+            clock.advance(timedelta(seconds=16))  # a slow receiver: 16 s per call
+            b_claimed.append(await b.drain_once())  # B's poll meanwhile
+        log.extend(("A", r.payload, 0.0) for r in batch)
+
+    a = Forwarder(first.db, first.outbox, "t", send, lease=LEASE, batch_size=10,
+                  poll_interval=60, max_call_bytes=10)
+    renewals = watch_renewals(a)
+    rounds = Rounds(a)
+    transactions = Transactions(first.db, clock, first.outbox)
+
+    def work(workspace: str, count: int) -> Any:
+        def publish(uow: UnitOfWork) -> None:
+            uow.publish("t", workspace, [(p, "") for p in one_call_each(workspace, count)])
+        return publish
+
+    task = await started(a, rounds)
+    try:
+        await transactions.run(work("h", 1))  # a hand-off round, in flight at t=0
+        await asyncio.wait_for(entered.wait(), 10)
+        await transactions.run(work("q", 3))  # queued behind it, leased until t=60
+        first.queue("t", "c", one_call_each("c", 3))   # left for a claim (one call per row)
+        first.outbox.notify()
+        clock.advance(timedelta(seconds=29))
+        gate.set()  # the hand-off round ends at t=29; the claim takes c's rows until t=89
+        await eventually(lambda: first.queued() == 0)
+        await eventually(rounds.idle)
+    finally:
+        await stop(task)
+    assert b_got == [], f"B took over A's queued rows with no pause: {b_got}"
+    assert not any(renewals), renewals  # no renewal found rows taken over

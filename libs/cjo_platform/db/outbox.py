@@ -641,7 +641,11 @@ class Forwarder(PollingWorker):
                 .returning(table.c.id, table.c.workspace_id, table.c.payload,
                            table.c.traceparent, table.c.create_time, table.c.attempts,
                            table.c.first_failed_time)).all(), key=itemgetter(0))
-            self._lease_until = until
+            with self._lock:
+                # Rows queued before this claim were leased at their hand-off (or last
+                # renewal): renewed by theirs when earlier, or they lapse while this round runs
+                # and another replica takes them (review rrenew).
+                self._lease_until = min([until, *(held for _, held in self._queue)])
             self._sending = set(kept)
         topic = self.topic
         return [OutboxRow(row_id, topic, workspace_id, payload, traceparent, create_time,
@@ -666,6 +670,9 @@ class Forwarder(PollingWorker):
                                     table.c.lease_owner == self.owner)
                 .values(lease_until=until).returning(table.c.id)).scalars())
         self._lease_until = until
+        with self._lock:  # the queued rows' own leases, for the next claim's renewal time
+            self._set_queue([(row, until if row.id in renewed else held)
+                             for row, held in self._queue])
         return set(ids) - renewed if len(renewed) < len(ids) else set()
 
     def _forget(self, lost: set[int]) -> bool:
@@ -683,8 +690,9 @@ class Forwarder(PollingWorker):
             if len(kept) < len(self._queue):
                 unsent = True
                 self._set_queue(kept)
-        log.warning("outbox rows were taken over by another forwarder (this one was paused "
-                    "past their lease); not sending them again", worker=self.name,
+        log.warning("outbox rows were taken over by another forwarder (their lease ran out "
+                    "here: this process paused, or a call outlasted it); not sending them "
+                    "again", worker=self.name,
                     rows=len(lost), unsent=unsent)
         return unsent
 
