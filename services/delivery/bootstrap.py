@@ -63,8 +63,8 @@ SERVICE = "cjo.delivery.v1.DeliveryService"
 # A send to the deployment's SMTP server is up to eight round trips (connect, greeting, EHLO,
 # STARTTLS, TLS handshake, EHLO, AUTH, the pipelined MAIL/RCPT/DATA), each bounded by the
 # timeout, then the content's reply, by the data timeout (SenderSettings.longest_send). Without
-# PIPELINING or with AUTH mechanisms failing in turn it takes more: such a send is cut off, or
-# not started, when the lease has too little left (send_round.CALLS_END, smtp.send_email).
+# PIPELINING or with AUTH mechanisms failing in turn it takes more: such a send is cut off when
+# the lease has too little left (send_round.CALLS_END, send_round.hand_over_share).
 _SMTP_TIMEOUTS = 8
 # The lease leaves at least this share of itself for messages to wait for a send slot after
 # their claim (send_round.hand_over_share): longest_send must fit in CALLS_END minus it.

@@ -24,13 +24,18 @@ from cjo_delivery.adapters import breaker_store
 from cjo_delivery.adapters.routes import Route, Routes
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.adapters.tables import metadata
-from cjo_delivery.bootstrap import MIGRATIONS
+from cjo_delivery.bootstrap import _HAND_OVER_AT_LEAST, MIGRATIONS
 from cjo_delivery.domain.breaker import CircuitBreaker
 from cjo_delivery.domain.messages import Channel, Claim
 from cjo_delivery.domain.ratelimit import Grant, RateLimit
 from cjo_delivery.domain.sending import ProviderError
 from cjo_delivery.service_layer.rate_grants import RoundGrants
-from cjo_delivery.service_layer.send_round import SenderSettings, SendRound
+from cjo_delivery.service_layer.send_round import (
+    CALLS_END,
+    SenderSettings,
+    SendRound,
+    hand_over_share,
+)
 from cjo_platform.clock import ManualClock
 from cjo_platform.service import open_storage
 from support import new_backend, settings_for
@@ -191,3 +196,50 @@ async def test_a_message_is_handed_over_only_while_its_lease_fits_the_longest_se
         assert len(sink.received) == 1
     else:
         assert outcome.released and outcome.error is None and sink.received == []
+
+
+@pytest.mark.parametrize("left", [5.0, 20.0])
+async def test_a_failover_calls_the_next_provider_only_while_the_longest_send_fits(
+        parts: Any, left: float) -> None:
+    """Review rtrace: after a provider failed, the next one was called with whatever was left
+    before the cut-off, and cut off after its relay took the content (retried: sent twice).
+    It is called only while the longest send (10 s here) still fits."""
+    class Fails:
+        async def send(self, message: Any) -> str:
+            raise ProviderError("503 down", transient=True)
+
+        async def close(self) -> None:
+            pass
+
+    transactions, clock = parts
+    settings = SenderSettings(lease=timedelta(seconds=300), longest_send=timedelta(seconds=10))
+    sender = SendRound(transactions, Routes(Takes(), breaker_failures=5, breaker_cool_down=COOL),
+                       clock, settings)
+    takes = Takes()
+    a = Route("a", Fails(), CircuitBreaker(5, COOL))
+    b = Route("b", takes, CircuitBreaker(5, COOL))
+    claim = SimpleNamespace(workspace_id="", message_id="m1", attempts=1)
+    calls_end = asyncio.get_running_loop().time() + left
+    outcome = await sender._through_providers(claim, None, [a, b],  # type: ignore[arg-type]
+                                              RoundGrants(transactions, clock), calls_end)
+    if left < 10:
+        assert takes.calls == 0 and outcome.error is not None
+        assert "503 down" in outcome.error.message
+        assert "no time was left" in outcome.error.message
+    else:
+        assert takes.calls == 1 and outcome.error is None
+
+
+def test_the_hand_over_window_fits_the_longest_send_whenever_the_start_check_passes() -> None:
+    """Review rtrace: the window is max(lease/4, min(lease/2, 0.9 lease - longest)); the floor
+    binds only where the start check refuses the settings."""
+    for lease_s in range(1, 3601, 7):
+        for longest_s in (0, 1, 13, 90, 140, 216, 600, 5000):
+            s = SenderSettings(lease=timedelta(seconds=lease_s),
+                               longest_send=timedelta(seconds=longest_s))
+            window, lease, longest = hand_over_share(s), s.lease, s.longest_send
+            assert lease / 4 <= window <= lease / 2
+            if lease_s >= longest_s / (CALLS_END - _HAND_OVER_AT_LEAST):  # the start check
+                assert window + longest <= lease * CALLS_END + timedelta(microseconds=1)
+                assert window == min(lease / 2, lease * CALLS_END - longest)
+    assert hand_over_share(SenderSettings(lease=timedelta(seconds=4))) == timedelta(seconds=1)

@@ -172,7 +172,7 @@ def _same_as_the_propagator(traceparent: str) -> None:
     expected_context, expected = _as_the_propagator_reads_it(traceparent)
     found = span_context_from_traceparent(traceparent)
     assert (found if found is not None else trace.INVALID_SPAN_CONTEXT) == expected
-    if found is not None:  # SpanContext compares its ids only
+    if found is not None:  # spelled out, for a readable failure
         assert (found.trace_flags, found.is_remote, found.trace_state) == (
             expected.trace_flags, expected.is_remote, expected.trace_state)
     context = context_from_traceparent(traceparent)

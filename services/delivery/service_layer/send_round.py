@@ -849,6 +849,7 @@ class SendRound:
                 transient=False))
         trip = failover.Trip()
         last: failover.Outcome | None = None
+        reserve = 0.0  # what the next provider needs left before ``calls_end``
         while True:
             now = self.clock.now()
             step = failover.decide(trip, [route.state(now) for route in routes], last, now)
@@ -860,7 +861,7 @@ class SendRound:
                 await self.breakers.record(routes[index], change, now, step.hold_until)
             action = step.action
             if (isinstance(action, failover.TakeSend | failover.Call)
-                    and asyncio.get_running_loop().time() >= calls_end):
+                    and asyncio.get_running_loop().time() >= calls_end - reserve):
                 # Out of time before the next provider: nothing of it is claimed (a half-open
                 # breaker's one trial, a rate-limited send); what the trip met so far stays.
                 if trip.holding_send:
@@ -885,6 +886,10 @@ class SendRound:
                     # failover sees it shut and moves on.
                     last = None
                     continue
+                # A provider after this one is called only while the longest send fits before
+                # the cut-off (the first, by the hand-over's bound): one cut off after its
+                # relay took the content would send it twice (review rtrace).
+                reserve = self.settings.longest_send.total_seconds()
                 try:
                     async with asyncio.timeout_at(calls_end) as bound:
                         sent = await route.provider.send(outgoing)
