@@ -164,19 +164,16 @@ class _Cycle:
     A holder that gives the partition up hands its cycles over to the next holder in its claim's
     release (:meth:`BusConsumer._hand_over_cycles`): the epoch, each cycle's counters, and
     ``ahead``, the ordinals (below ``accept``) of the messages it held and gives back, which come
-    back without the header. The next holder carries on with them as its own. An adopted cycle
-    whose ``accept`` has not come :attr:`BusSettings.claim_seconds` after the adoption while a
-    later ordinal does is given up on (its missing places skipped, with a warning): a record
-    that cannot be right never makes a workspace go round for ever."""
+    back without the header. The next holder carries on with them as its own. A record is only
+    ever written by the claim's holder as it releases it (a compare-and-set on its revision), so
+    it is the holder's state as it left; no time limit second-guesses it (review rcycles: one
+    skipped the places of a partition that was merely more than a claim's lifetime behind, and
+    applied a newer message before the older copies)."""
 
     epoch: str
     assigned: int = 0  # ordinals handed out
     accept: int = 0  # the ordinal that may be held next
     ahead: dict[int, int] = field(default_factory=dict)  # stream sequence -> ordinal
-    # Loop time an adopted cycle was adopted, until its ``accept`` first comes (then None),
-    # and the lowest ordinal above ``accept`` that came meanwhile.
-    adopted: float | None = None
-    lowest: int | None = None
 
 
 @dataclass
@@ -745,8 +742,6 @@ class BusConsumer:
                         if ordinal is None:
                             ordinal = cycle.assigned
                             cycle.assigned += 1
-                        if cycle.adopted is not None:
-                            self._check_adopted(cycle, ordinal, row.workspace_id, partition)
                         # A workspace seen waiting takes back at most ``cap``; one not seen
                         # waiting since this fetch up to half a batch, so a long backlog comes
                         # back in a few rounds rather than ``cap`` at a time.
@@ -876,12 +871,11 @@ class BusConsumer:
         (``adopted``), or ``epoch`` and none."""
         if not adopted:
             return epoch, {}
-        now = asyncio.get_running_loop().time()
         try:
             record = json.loads(adopted)
             kept = str(record["epoch"])
             cycles = {str(workspace_id): _Cycle(
-                kept, accept=int(accept), assigned=int(assigned), adopted=now,
+                kept, accept=int(accept), assigned=int(assigned),
                 ahead={int(sequence): int(ordinal) for sequence, ordinal in ahead.items()})
                 for workspace_id, (accept, assigned, ahead) in record["cycles"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -889,31 +883,6 @@ class BusConsumer:
                         partition=partition, error=repr(exc))
             return epoch, {}
         return kept, cycles
-
-    def _check_adopted(self, cycle: _Cycle, ordinal: int, workspace_id: str,
-                       partition: int) -> None:
-        """An adopted cycle whose ``accept`` has not come a claim's lifetime after the adoption
-        while a later ordinal does (a copy of the previous holder's, or a new message) cannot
-        be right: JetStream gives the messages a holder gave back to the next one first, and
-        its copies come in ordinal order. Its missing places are skipped up to the lowest
-        ordinal seen going round, when that comes again (a lap of the copies starts with it,
-        so those behind it keep their order), and the workspace goes on rather than go round
-        for ever (a skipped place, if it comes, is kept as a second copy)."""
-        assert cycle.adopted is not None
-        if ordinal == cycle.accept:
-            cycle.adopted = None  # its accept came: the record was right so far
-            return
-        if ordinal < cycle.accept:
-            return
-        cycle.lowest = ordinal if cycle.lowest is None else min(cycle.lowest, ordinal)
-        waited = asyncio.get_running_loop().time() - cycle.adopted
-        if ordinal != cycle.lowest or waited < self.settings.claim_seconds:
-            return
-        log.warning("event bus waiting workspace's handed-over order never came; skipped, its "
-                    "messages may be applied out of order", worker=self.name,
-                    partition=partition, workspace=workspace_id, waited_for=cycle.accept,
-                    came=ordinal)
-        cycle.accept, cycle.adopted = ordinal, None
 
     async def _give_back(self, held: dict[str, _Held], arrived: Sequence[Msg]) -> None:
         """Nak what the partition's stopped worker held and what it fetched but did not sort
