@@ -934,3 +934,43 @@ async def test_a_partition_more_than_a_claim_behind_keeps_the_handed_over_order(
         await stop(task)
     await bus.close()
     assert [p for p in receiver.taken if p.startswith(b"s:")] == [b"s:1", b"s:2", b"s:3"]
+
+
+async def test_a_held_message_the_stream_aged_out_does_not_stall_the_next_holder(
+        prefix: str, box: Box) -> None:
+    """Review rcyc2: A holds a waiting workspace's first message (its receiver busy) until the
+    stream's max_age removes it, then gives the partition up: its record placed that message
+    just below ``accept``, B waited for it for ever and sent every message of the workspace
+    round the stream in a busy loop. B now finds it gone from the stream and skips its place."""
+    bus = Bus(bus_settings(prefix, partitions=1, batch=5, pack_rows=1, ack_wait_seconds=1.0,
+                           max_age_hours=3 / 3600, duplicate_window_seconds=1.0))
+    stalled = [f"s:{i}".encode() for i in range(10)]
+    await relay(bus, box, stalled, workspace="stalled")
+    js = await bus.jetstream()
+    stream = naming.stream_name(bus.prefix, TOPIC)
+
+    async def first_gone() -> bool:
+        try:
+            await js.get_msg(stream, 1)  # s:0, held by A
+        except NotFoundError:
+            return True
+        return False
+
+    a = BusConsumer(bus, TOPIC, Stalled(), box.db, box.dead_letters, ManualClock(), owner="a",
+                    retry=FAST)
+    task = await running(a)
+    try:
+        await eventually(lambda: published(bus, 20), timeout=20)  # s:1.. going round
+        await eventually(first_gone, timeout=20)  # max_age removed s:0 while A held it
+    finally:
+        await stop(task)
+    receiver = Receiver()  # the workspace's receiver is back
+    b = BusConsumer(bus, TOPIC, receiver, box.db, box.dead_letters, ManualClock(), owner="b",
+                    retry=FAST)
+    task = await running(b)
+    try:
+        await eventually(lambda: set(receiver.taken) >= set(stalled[1:]), timeout=20)
+    finally:
+        await stop(task)
+    await bus.close()
+    assert list(dict.fromkeys(receiver.taken)) == stalled[1:]  # in order; s:0 lost to max_age

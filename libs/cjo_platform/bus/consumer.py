@@ -84,7 +84,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from cjo_platform.backoff import RetryPolicy
@@ -722,6 +722,7 @@ class BusConsumer:
                     continue  # nothing new
                 fetched = loop.time()
                 fresh: list[str] = []
+                checked: set[int] = set()  # given-back places looked up in the stream
                 for at in range(len(msgs)):
                     msg = msgs[at]
                     sequence, created = _position(msg)
@@ -742,6 +743,9 @@ class BusConsumer:
                         if ordinal is None:
                             ordinal = cycle.assigned
                             cycle.assigned += 1
+                        if ordinal > cycle.accept and cycle.ahead:
+                            await self._skip_gone(stream, cycle, checked, row.workspace_id,
+                                                  partition)
                         # A workspace seen waiting takes back at most ``cap``; one not seen
                         # waiting since this fetch up to half a batch, so a long backlog comes
                         # back in a few rounds rather than ``cap`` at a time.
@@ -883,6 +887,32 @@ class BusConsumer:
                         partition=partition, error=repr(exc))
             return epoch, {}
         return kept, cycles
+
+    async def _skip_gone(self, stream: str, cycle: _Cycle, checked: set[int],
+                         workspace_id: str, partition: int) -> None:
+        """Skip the places of ``cycle`` from ``accept`` on whose message, given back (``ahead``),
+        the stream no longer holds: taken, or removed by its limits (max_age: a message held
+        while its workspace waited longer). A sequence gone from a work-queue stream never
+        comes again, so its place would be waited for for ever. Each sequence is looked up at
+        most once a fetch (``checked``)."""
+        js = await self.bus.jetstream()
+        while True:
+            waiting = next((s for s, o in cycle.ahead.items() if o == cycle.accept), None)
+            if waiting is None or waiting in checked:
+                return
+            checked.add(waiting)
+            try:
+                await js.get_msg(stream, waiting)
+                return
+            except NotFoundError:
+                pass
+            except Exception:  # not known: waited for, looked up again next fetch
+                return
+            log.warning("event bus waiting workspace's message given back is gone from the "
+                        "stream (max_age?); its place skipped", worker=self.name,
+                        partition=partition, workspace=workspace_id, sequence=waiting)
+            del cycle.ahead[waiting]
+            cycle.accept += 1
 
     async def _give_back(self, held: dict[str, _Held], arrived: Sequence[Msg]) -> None:
         """Nak what the partition's stopped worker held and what it fetched but did not sort
