@@ -25,7 +25,8 @@ at-least-once, at most that many times. A sender that outlives its lease cannot 
 result of the sender that took over: outcomes are recorded only while the row still carries the
 claim's attempt number. On an orderly shutdown (:meth:`SendRound.stop`), calls under way are
 finished and recorded and messages not yet handed over go back to the queue, so a restart
-repeats nothing. A message still waiting for a send slot when half its lease has passed goes
+repeats nothing. A message still waiting for a send slot when its hand-over window (half its
+lease at most, less when the longest send would not fit before the cut-off) has passed goes
 back to the queue too, instead of being handed over so late that the lease could run out during
 the call, and provider calls still under way at nine tenths of the lease are cut off (a
 transient failure, retried with backoff): however long a workspace's provider timeouts, and
@@ -731,7 +732,7 @@ class SendRound:
                          context: RoundContext, grants: RoundGrants, turns: dict[str, _Turn],
                          claimed_at: datetime, arrivals: _Arrivals) -> None:
         """Send every claim (leased from ``claimed_at``), adding its outcome to ``arrivals``. A
-        message not handed over by half its lease goes back.
+        message not handed over within :func:`hand_over_share` of its lease goes back.
 
         At most ``concurrency`` workers take the claims in claim order (a task per message
         and a queue of outcomes cost ~10% of the CPU per message sent); a message whose
