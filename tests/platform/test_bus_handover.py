@@ -281,11 +281,11 @@ async def test_a_message_whose_copy_could_not_be_sent_round_keeps_its_place(
     go_round = a._go_round
     failed: list[asyncio.Task[Any]] = []
 
-    async def failing_once(msg: Msg, epoch: str, ordinal: int) -> None:
+    async def failing_once(msg: Msg, cycle: Any, ordinal: int) -> None:
         if ordinal == failing and not failed:
             failed.append(asyncio.current_task())  # type: ignore[arg-type]
             raise RuntimeError("nats: maximum bytes exceeded")
-        await go_round(msg, epoch, ordinal)
+        await go_round(msg, cycle, ordinal)
 
     a._go_round = failing_once  # type: ignore[method-assign]
     task = await running(a)
@@ -319,11 +319,11 @@ async def test_a_replica_stopped_while_sending_a_workspace_round_keeps_its_order
     go_round = a._go_round
     publishing = asyncio.Event()
 
-    async def stuck_at_two(msg: Msg, epoch: str, ordinal: int) -> None:
+    async def stuck_at_two(msg: Msg, cycle: Any, ordinal: int) -> None:
         if ordinal == 2:
             publishing.set()
             await asyncio.Event().wait()  # until the replica stops
-        await go_round(msg, epoch, ordinal)
+        await go_round(msg, cycle, ordinal)
 
     a._go_round = stuck_at_two  # type: ignore[method-assign]
     task = await running(a)

@@ -77,7 +77,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,6 +92,7 @@ from cjo_platform.bus.connection import Bus, BusSettings
 from cjo_platform.bus.packing import PACK_HEADER, row_id, sequence_of, unpack
 from cjo_platform.bus.pull import PullBatches
 from cjo_platform.bus.relay import MSG_ID_HEADER, TRACEPARENT_HEADER, WORKSPACE_HEADER
+from cjo_platform.bus.watermark import WRITTEN_HEADER, decode, is_marker, written_at
 from cjo_platform.clock import Clock
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
@@ -139,6 +140,12 @@ REDELIVERY_POLL_SECONDS = 10.0
 # honour the cancellation (work in a thread) may still commit them, maybe after the next
 # holder applied newer messages of the profile.
 SETTLE_SHARE = 1 / 6
+# A consumer's watermark callback (see BusConsumer): the partition, and the marker's watermark
+# with the workspaces behind it as the consumer sees them.
+OnWatermark = Callable[[int, datetime, Mapping[str, datetime]], Awaitable[None]]
+# The workspaces a marker lists at most as the consumer passes it on: past those, the
+# watermark of all is the next one's time (as a producer's report, capped the same way).
+MAX_MARKER_BEHIND = 1000
 
 
 @dataclass
@@ -174,6 +181,9 @@ class _Cycle:
     assigned: int = 0  # ordinals handed out
     accept: int = 0  # the ordinal that may be held next
     ahead: dict[int, int] = field(default_factory=dict)  # stream sequence -> ordinal
+    # The oldest write time of the messages sent round (a watermark marker lists the workspace
+    # behind with it until every copy is back; see cjo_platform.bus.watermark).
+    written: datetime | None = None
 
 
 @dataclass
@@ -375,14 +385,25 @@ class _Receiving:
 
 
 class BusConsumer:
-    """Pulls ``topic`` from the partitions this replica holds into ``receive``."""
+    """Pulls ``topic`` from the partitions this replica holds into ``receive``.
+
+    **Watermark markers** (:mod:`cjo_platform.bus.watermark`), which a producer publishes to
+    every partition after reading its outbox's watermark, go to ``on_watermark`` (partition,
+    watermark, workspaces behind), never to ``receive``: a partition's worker passes a marker
+    on only once every earlier message of the partition was answered (taken or buried), with
+    the workspaces whose messages it still keeps (wanted later, refused and waiting for a
+    retry) or has sent round the stream added as behind, each with its oldest waiting row's
+    write time (or the time the marker lists, if earlier); then it acks the marker. A
+    consumer without ``on_watermark`` acks and drops markers."""
 
     def __init__(self, bus: Bus, topic: str, receive: SendBatch, db: Database,
                  dead_letters: DeadLetters, clock: Clock, *,
                  item_key: Callable[[OutboxRow], str] | None = None,
                  retry: RetryPolicy = ROW_RETRY, owner: str | None = None,
-                 fetch_seconds: float = FETCH_SECONDS, linger: float = 0.0) -> None:
+                 fetch_seconds: float = FETCH_SECONDS, linger: float = 0.0,
+                 on_watermark: OnWatermark | None = None) -> None:
         self.name = f"bus:{topic}"
+        self.on_watermark = on_watermark
         self.bus = bus
         self.topic = topic
         self.receive = receive
@@ -700,6 +721,8 @@ class BusConsumer:
         # hand: a worker stopped meanwhile gives back those not sorted yet.
         msgs: list[Msg] = []
         at = 0
+        # Watermark markers of the fetch at hand, passed on once its messages were tried.
+        markers: list[Msg] = []
         try:
             while True:
                 msgs = []
@@ -725,6 +748,9 @@ class BusConsumer:
                 checked: set[int] = set()  # given-back places looked up in the stream
                 for at in range(len(msgs)):
                     msg = msgs[at]
+                    if is_marker(msg):
+                        markers.append(msg)
+                        continue
                     sequence, created = _position(msg)
                     if sequence in self._msgs:
                         self._msgs[sequence] = msg  # delivered again: answer the newest delivery
@@ -754,7 +780,7 @@ class BusConsumer:
                                                       and entry is not None
                                                       and len(entry.rows) >= room):
                             try:
-                                await self._go_round(msg, epoch, ordinal)
+                                await self._go_round(msg, cycle, ordinal)
                             except BaseException:
                                 # Not sent round: given back without a copy, it keeps its
                                 # place for the next holder (else that place never came).
@@ -792,7 +818,7 @@ class BusConsumer:
                                                      for row in entry.rows[keep:]))
                         for sent, sequence in enumerate(sending):
                             try:
-                                await self._go_round(self._msgs[sequence], epoch,
+                                await self._go_round(self._msgs[sequence], cycle,
                                                      cycle.assigned)
                             except BaseException:
                                 # Those not sent round are given back (still held) with the
@@ -804,6 +830,10 @@ class BusConsumer:
                             del self._msgs[sequence], self._open[sequence]
                             cycle.assigned += 1
                         del entry.rows[keep:]
+                # Every message before the markers is now answered, kept or sent round.
+                while markers:
+                    await self._pass_on(markers[0], held, cycles, partition)
+                    del markers[0]
         finally:
             claim.stop()
             forget_reconnects()
@@ -815,7 +845,8 @@ class BusConsumer:
             # Then the pull request ends at the server, and what this replica still holds is
             # given back in stream order: JetStream delivers it, before anything newer, to the
             # partition's next holder.
-            unsorted = [msg for msg in msgs[at:] if _position(msg)[0] not in self._msgs]
+            unsorted = [*markers, *(msg for msg in msgs[at:]
+                                    if _position(msg)[0] not in self._msgs)]
             arrived: list[Msg] = []
             with contextlib.suppress(Exception):
                 arrived = await batches.stop()
@@ -866,8 +897,13 @@ class BusConsumer:
             ahead = {**{sequence: first + i for i, sequence in enumerate(given)}, **cycle.ahead}
             record[workspace_id] = [first, cycle.assigned,
                                     {str(sequence): ordinal for sequence, ordinal in ahead.items()}]
+        # The cycles' write times (markers list their workspaces behind): a key of its own, so
+        # a release that does not know it reads the rest as before.
+        written = {workspace_id: cycle.written.timestamp()
+                   for workspace_id, cycle in cycles.items() if cycle.written is not None}
         claim.handover = json.dumps(
-            {"released": self.owner, "epoch": epoch, "cycles": record}).encode()
+            {"released": self.owner, "epoch": epoch, "cycles": record,
+             "written": written}).encode()
 
     def _adopt_cycles(self, partition: int, adopted: bytes, epoch: str,
                       ) -> tuple[str, dict[str, _Cycle]]:
@@ -878,11 +914,14 @@ class BusConsumer:
         try:
             record = json.loads(adopted)
             kept = str(record["epoch"])
+            written = record.get("written") or {}
             cycles = {str(workspace_id): _Cycle(
                 kept, accept=int(accept), assigned=int(assigned),
-                ahead={int(sequence): int(ordinal) for sequence, ordinal in ahead.items()})
+                ahead={int(sequence): int(ordinal) for sequence, ordinal in ahead.items()},
+                written=(datetime.fromtimestamp(float(written[workspace_id]), UTC)
+                         if workspace_id in written else None))
                 for workspace_id, (accept, assigned, ahead) in record["cycles"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             log.warning("event bus cycles handed over unreadable; ignored", worker=self.name,
                         partition=partition, error=repr(exc))
             return epoch, {}
@@ -932,15 +971,63 @@ class BusConsumer:
             with contextlib.suppress(Exception):
                 await given[sequence].nak()
 
-    async def _go_round(self, msg: Msg, epoch: str, ordinal: int) -> None:
+    async def _go_round(self, msg: Msg, cycle: _Cycle, ordinal: int) -> None:
         """Publish ``msg`` again at the stream's end (it waits there, not in this consumer's
         ack-pending window), then ack it. A crash in between delivers it twice: receivers
-        dedupe."""
+        dedupe. The copy carries its row's write time (:data:`WRITTEN_HEADER`), which its
+        ``Nats-Msg-Id`` told (dropped: the stream would drop the copy as a duplicate)."""
         js = await self.bus.jetstream()
+        written = written_at(msg, _position(msg)[1])
         headers = {k: v for k, v in (msg.headers or {}).items() if k != MSG_ID_HEADER}
-        headers[CYCLE_HEADER] = f"{epoch} {ordinal}"
+        headers[CYCLE_HEADER] = f"{cycle.epoch} {ordinal}"
+        headers[WRITTEN_HEADER] = f"{written.timestamp():.6f}"
+        cycle.written = written if cycle.written is None else min(cycle.written, written)
         await js.publish(msg.subject, msg.data, headers=headers)
         await msg.ack()
+
+    async def _pass_on(self, marker: Msg, held: dict[str, _Held], cycles: dict[str, _Cycle],
+                       partition: int) -> None:
+        """Hand a watermark marker to :attr:`on_watermark` with the workspaces this worker
+        keeps or sends round listed behind (see the class), then ack it. Called once every
+        message before it was tried. A marker that cannot be read, or that the callback
+        fails to record, is dropped with a warning: the watermark stays where it was (holding
+        learning back, as it should) until the next marker."""
+        if self.on_watermark is not None:
+            try:
+                found = decode(marker.data)
+                behind = dict(found.behind)
+                waiting: list[tuple[str, datetime]] = [
+                    (workspace_id, self._oldest_written(entry))
+                    for workspace_id, entry in held.items() if entry.rows]
+                # A cycle adopted from a release that did not hand its time over: unknown, so
+                # as old as can be (held back up to the maximum hold, until its copies are back).
+                waiting += [(workspace_id, cycle.written or _EPOCH)
+                            for workspace_id, cycle in cycles.items()]
+                for workspace_id, time in waiting:
+                    behind[workspace_id] = min(time, behind.get(workspace_id, time))
+                delivered_before = found.delivered_before
+                listed = sorted((time, workspace_id) for workspace_id, time in behind.items()
+                                if time < delivered_before)
+                if len(listed) > MAX_MARKER_BEHIND:
+                    delivered_before = listed[MAX_MARKER_BEHIND][0]
+                    listed = listed[:MAX_MARKER_BEHIND]
+                await self.on_watermark(partition, delivered_before,
+                                        {workspace_id: time for time, workspace_id in listed})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event bus watermark marker not recorded; dropped (the next one "
+                            "moves the watermark on)", worker=self.name, partition=partition,
+                            error=repr(exc))
+        with contextlib.suppress(Exception):
+            await marker.ack()
+
+    def _oldest_written(self, entry: _Held) -> datetime:
+        """The write time of the oldest row a workspace's kept messages carry."""
+        times = [written_at(msg, _position(msg)[1]) for msg in (
+            self._msgs.get(sequence) for sequence in dict.fromkeys(
+                sequence_of(row.id) for row in entry.rows)) if msg is not None]
+        return min(times, default=_EPOCH)
 
     async def _keepalive(self, held: dict[str, _Held], claim: _Claim) -> None:
         """Mark the held messages in progress every third of ``ack_wait`` (also while a stopped
