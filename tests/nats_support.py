@@ -1,5 +1,6 @@
 """NATS for the event bus tests: is a server listening, wait until one is, a producer's outbox
-to relay from, and a test's streams to remove."""
+to relay from, a test's streams to remove, and a running service's consumer to find (and make
+its receiver ask for workspaces' messages later)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from sqlalchemy import MetaData, select
 
 from cjo_platform.bus import Bus, BusSettings, naming
+from cjo_platform.bus.consumer import BusConsumer
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.dead_letters import DeadLetters, define_dead_letters
-from cjo_platform.db.outbox import Forwarder, Outbox, define_outbox
+from cjo_platform.db.outbox import Forwarder, Later, Outbox, OutboxRow, Refusal, define_outbox
+from cjo_platform.rpc.server import ServiceApp
 
 NATS_URL = "nats://127.0.0.1:4222"
 
@@ -70,18 +73,19 @@ class SenderOutbox:
     """A producer's outbox (delivery's, identity's) in a SQLite file of its own, for tests that
     run a producer's real forwarder against a real receiving service."""
 
-    def __init__(self, path: Path, workspace_id: str) -> None:
+    def __init__(self, path: Path, workspace_id: str, clock: ManualClock | None = None) -> None:
         tables = MetaData()
-        clock = ManualClock()
+        clock = clock or ManualClock()
         self.workspace_id = workspace_id
         self.outbox = Outbox(define_outbox(tables), clock,
                              DeadLetters(define_dead_letters(tables), clock))
         self.db = Database(f"sqlite:///{path}", schema="")
         tables.create_all(self.db.engine)
 
-    def queue(self, topic: str, payloads: list[bytes]) -> None:
+    def queue(self, topic: str, payloads: list[bytes], workspace_id: str = "") -> None:
         with self.db.transaction() as session:
-            self.outbox.add(session, topic, self.workspace_id, [(p, "") for p in payloads])
+            self.outbox.add(session, topic, workspace_id or self.workspace_id,
+                            [(p, "") for p in payloads])
 
     def queued(self) -> int:
         with self.db.transaction() as session:
@@ -117,3 +121,30 @@ def bus_env(prefix: str) -> dict[str, str]:
     return {"CJO_EVENT_BUS": NATS_URL, "CJO_BUS_PREFIX": prefix, "CJO_BUS_PARTITIONS": "2",
             "CJO_BUS_ACK_WAIT_SECONDS": "2", "CJO_BUS_MAX_ATTEMPTS": "1",
             "CJO_BUS_MAX_BYTES": str(TEST_STREAM_BYTES)}
+
+
+def bus_consumer(app: ServiceApp, topic: str) -> BusConsumer:
+    """The running service's consumer of ``topic`` (among its background workers)."""
+    for worker in app.background:
+        owner = getattr(worker, "__self__", None)
+        if isinstance(owner, BusConsumer) and owner.topic == topic:
+            return owner
+    raise AssertionError(f"the service consumes no {topic}")
+
+
+class LaterFor:
+    """Put in front of a consumer's receiver: asks for the messages of the workspaces in
+    :attr:`workspaces` later (as a receiver that is busy for them), hands the others on."""
+
+    def __init__(self, consumer: BusConsumer) -> None:
+        self.workspaces: set[str] = set()
+        self.asked: set[str] = set()  # the workspaces it asked later for
+        receiving = consumer._receiving  # the receiver the partitions call
+        self._receive = receiving.receive
+        receiving.receive = self
+
+    async def __call__(self, workspace_id: str, rows: Sequence[OutboxRow]) -> list[Refusal]:
+        if workspace_id in self.workspaces:
+            self.asked.add(workspace_id)
+            raise Later("the test asks for it later")
+        return list(await self._receive(workspace_id, rows) or ())

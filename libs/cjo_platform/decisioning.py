@@ -11,9 +11,11 @@ instead, and decisioning's consumers (:func:`decisioning_facts_consumer`,
 
 Identity also reports how far its events have been delivered (:class:`WatermarkReporter`, the
 forwarding watermark of RecordForwardingWatermark) so that decisioning learns a lapsed reward
-window only once every conversion that could reward it has arrived. Only over gRPC: with the bus
-the outbox is drained into JetStream, not into decisioning, so its watermark would say nothing
-of what decisioning has consumed (decisioning then learns after the grace alone, as before)."""
+window only once every conversion that could reward it has arrived. With the bus the outbox is
+drained into JetStream, not into decisioning, so its watermark says only what was published: it
+goes as a marker through every partition of the topic, after the rows it covers, and
+decisioning's consumer passes each on once it answered what came before, listing the workspaces
+it still keeps (:mod:`cjo_platform.bus.watermark`)."""
 
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ from cjo.analytics.v1 import fact_pb2
 from cjo.decisioning.v1 import decisioning_service_pb2, decisioning_service_pb2_grpc
 from cjo.orchestration.v1 import orchestration_service_pb2
 from cjo_platform.bus import Bus
-from cjo_platform.bus.consumer import BusConsumer
+from cjo_platform.bus.consumer import BusConsumer, OnWatermark
 from cjo_platform.bus.receiver import local_receiver
 from cjo_platform.bus.relay import bus_sender
+from cjo_platform.bus.watermark import publish_markers
 from cjo_platform.clock import Clock
 from cjo_platform.config import ServiceSettings
 from cjo_platform.db.dead_letters import DeadLetters
@@ -138,14 +141,16 @@ def decisioning_events_forwarder(settings: ServiceSettings, db: Database, outbox
 
 def decisioning_events_consumer(bus: Bus, record_events: Callable[[Any, Any], Awaitable[Any]],
                                 db: Database, dead_letters: DeadLetters, clock: Clock, *,
-                                linger: float = 0.0) -> BusConsumer:
+                                linger: float = 0.0,
+                                on_watermark: OnWatermark | None = None) -> BusConsumer:
     """Decisioning's consumer of the track events and merges identity publishes:
     ``record_events`` is its servicer's own RecordEvents (lingering ``linger`` seconds: its
-    forwarder lingers too, nobody waits on the rewards)."""
+    forwarder lingers too, nobody waits on the rewards); identity's watermark markers go to
+    ``on_watermark`` (see :class:`WatermarkReporter`)."""
     receive = local_receiver(DECISIONING_SERVICE, "RecordEvents", record_events,
                              request=_events_request, what="events", items_field="events")
     return BusConsumer(bus, DECISIONING_EVENTS_TOPIC, receive, db, dead_letters, clock,
-                       item_key=_event_id, linger=linger)
+                       item_key=_event_id, linger=linger, on_watermark=on_watermark)
 
 
 # How often identity reports its events' forwarding watermark (CJO_IDENTITY_WATERMARK_SECONDS).
@@ -208,10 +213,18 @@ def watermark_request(stream: int, found: DeliveryWatermark
 
 def decisioning_events_watermark(settings: ServiceSettings, db: Database, outbox: Outbox, *,
                                  poll_seconds: float = WATERMARK_SECONDS,
-                                 timeout: float = SEND_TIMEOUT_SECONDS) -> WatermarkReporter:
-    """Identity's reporter of its events' forwarding watermark to decisioning (gRPC only; the
-    call names no workspace: the watermark covers them all)."""
+                                 timeout: float = SEND_TIMEOUT_SECONDS,
+                                 bus: Bus | None = None) -> WatermarkReporter:
+    """Identity's reporter of its events' forwarding watermark to decisioning: a call that
+    names no workspace (the watermark covers them all), or with ``bus`` a marker published to
+    every partition of the topic, after the rows it covers (see
+    :mod:`cjo_platform.bus.watermark`), which decisioning's consumer passes on."""
     metadata = (("authorization", f"Bearer {settings.service_token}"),)
+
+    async def publish(found: DeliveryWatermark) -> None:
+        assert bus is not None
+        await publish_markers(bus, DECISIONING_EVENTS_TOPIC, found.delivered_before,
+                              found.behind)
 
     async def report(found: DeliveryWatermark) -> None:
         stub = decisioning_service_pb2_grpc.DecisioningServiceStub(  # type: ignore[no-untyped-call]
@@ -220,4 +233,5 @@ def decisioning_events_watermark(settings: ServiceSettings, db: Database, outbox
             watermark_request(decisioning_service_pb2.FORWARDED_STREAM_EVENTS, found),
             metadata=metadata, timeout=timeout)
 
-    return WatermarkReporter(db, outbox, DECISIONING_EVENTS_TOPIC, report, poll_seconds)
+    return WatermarkReporter(db, outbox, DECISIONING_EVENTS_TOPIC,
+                             report if bus is None else publish, poll_seconds)

@@ -14,6 +14,7 @@ from cjo_decisioning.adapters.gauges import PROBE as QUEUES
 from cjo_decisioning.adapters.identity import ProfileBook
 from cjo_decisioning.adapters.retention import RULES as RETENTION
 from cjo_decisioning.adapters.tables import metadata
+from cjo_decisioning.api.outcomes import bus_watermarks
 from cjo_decisioning.api.servicer import SERVICE, SERVICE_ONLY_METHODS, DecisioningServicer
 from cjo_decisioning.service_layer.decide import Engine
 from cjo_decisioning.service_layer.learning import LearningRound, LearningSettings
@@ -52,9 +53,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     # from JetStream into the servicer's own RecordMessageFacts and RecordEvents.
     bus = load_bus(env)
     if bus is not None:
-        # Identity's watermark says what its outbox published, not what the consumer took: a
-        # watermark left from before the bus must not hold learning back (the grace alone).
-        learning = replace(learning, max_watermark_hold=timedelta(0))
+        # Identity's watermark comes as markers through the partitions, which the consumer
+        # passes on: it holds once every partition has (one left from the gRPC days does not).
+        learning = replace(learning, bus_partitions=bus.settings.partitions)
     learner = LearningWorker(LearningRound(storage.transactions, learning),
                              learning.poll_seconds)
     servicer = DecisioningServicer(
@@ -67,7 +68,9 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
                                    linger=settings.facts_linger_seconds),
         decisioning_events_consumer(bus, servicer.RecordEvents, storage.db,
                                     storage.dead_letters, clock,
-                                    linger=settings.facts_linger_seconds)]
+                                    linger=settings.facts_linger_seconds,
+                                    on_watermark=bus_watermarks(storage.transactions,
+                                                                bus.settings.partitions))]
     return ServiceApp(
         settings=settings,
         db=storage.db,

@@ -64,11 +64,11 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
     to_decisioning = env.bool("CJO_IDENTITY_FORWARD_TO_DECISIONING", True)
     rewards = decisioning_events_forwarder(settings, storage.db, storage.outbox, bus=bus)
     # How far those events have been delivered, so decisioning learns no lapsed window before
-    # a conversion queued here arrived (gRPC only: over the bus it would say nothing of what
-    # decisioning consumed, which then learns after its grace alone).
+    # a conversion queued here arrived (over the bus: a marker through every partition, after
+    # the events it covers, which decisioning's consumer passes on once it took them).
     every = env.float("CJO_IDENTITY_WATERMARK_SECONDS", WATERMARK_SECONDS, minimum=0.05)
-    watermark = ([] if bus is not None or not to_decisioning else [decisioning_events_watermark(
-        settings, storage.db, storage.outbox, poll_seconds=every).run])
+    watermark = [] if not to_decisioning else [decisioning_events_watermark(
+        settings, storage.db, storage.outbox, poll_seconds=every, bus=bus).run]
     timing = load_time_settings(env)
     time = TimeWorker(LapseRound(transactions, timing.lapses),
                       BackfillRound(transactions, timing.backfills), timing.poll_seconds)

@@ -24,7 +24,7 @@ from cjo_decisioning.adapters.tables import PENDING, decisions, models
 from cjo_decisioning.bootstrap import build
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
-from cjo_platform.protobuf import dict_to_struct, to_timestamp
+from cjo_platform.protobuf import dict_to_struct, from_timestamp, to_timestamp
 from cjo_platform.rpc.server import ServiceApp
 from support import Backend, as_service, serving, settings_for
 
@@ -103,6 +103,18 @@ def decision_row(decision_id: str, point: str, profile_id: str, action: str = "a
             "decide_time": START, "decide_hour": int(START.timestamp()) // 3600,
             "candidates": [], "ineligible": [], "context": {},
             "features": features or {"i": [0], "v": [1.0]}, "outcome": PENDING, **values}
+
+
+async def shown(d: Decisioning, workspace_id: str, point: str = "home") -> datetime | None:
+    """The workspace's rewards' watermark as GetDecisionReport shows it (None: none held)."""
+    reply = await d.stub.GetDecisionReport(pb.GetDecisionReportRequest(
+        decision_point=f"decisionPoints/{point}"), metadata=as_service(workspace_id))
+    return (from_timestamp(reply.rewards_delivered_before)
+            if reply.HasField("rewards_delivered_before") else None)
+
+
+async def learned(d: Decisioning, decision_id: str, workspace_id: str = "ws-a") -> bool:
+    return bool((await d.decision(decision_id, workspace_id)).learned)
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from outcomes_support import START, Decisioning, running, sent, track
+from outcomes_support import START, Decisioning, learned, running, sent, shown, track
 from sqlalchemy import event
 
 from cjo.decisioning.v1 import decisioning_service_pb2 as pb
@@ -39,17 +39,6 @@ async def report(d: Decisioning, delivered_before: datetime,
                                                  delivered_before=to_timestamp(t))
                            for w, t in behind.items()]), metadata=SERVICE)
     return from_timestamp(reply.delivered_before)
-
-
-async def shown(d: Decisioning, workspace_id: str) -> datetime | None:
-    reply = await d.stub.GetDecisionReport(pb.GetDecisionReportRequest(
-        decision_point="decisionPoints/home"), metadata=as_service(workspace_id))
-    return (from_timestamp(reply.rewards_delivered_before)
-            if reply.HasField("rewards_delivered_before") else None)
-
-
-async def learned(d: Decisioning, decision_id: str, workspace_id: str = "ws-a") -> bool:
-    return bool((await d.decision(decision_id, workspace_id)).learned)
 
 
 async def test_a_lapsed_window_waits_for_its_workspace_s_watermark(backend: Backend) -> None:

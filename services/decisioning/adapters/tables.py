@@ -223,3 +223,17 @@ forwarding_watermarks = Table(
     Column("update_time", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("stream", "workspace_id"),
 )
+
+# With the event bus, the latest watermark marker of each partition of a stream (its row of
+# workspace "" and a row per workspace behind it), folded into the stream's forwarding_watermarks
+# once every partition has reported (domain.watermarks.fold).
+bus_watermarks = Table(
+    "bus_watermarks",
+    metadata,
+    Column("stream", String(32), nullable=False),
+    Column("bus_partition", Integer, nullable=False),
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("delivered_before", UtcDateTime, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("stream", "bus_partition", "workspace_id"),
+)

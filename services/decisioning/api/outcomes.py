@@ -4,6 +4,7 @@ forwarders) and GetSendTimes."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -23,7 +24,7 @@ from cjo_decisioning.domain.outcomes import (
 )
 from cjo_decisioning.domain.watermarks import EVENTS, MAX_BEHIND_WORKSPACES, Watermark
 from cjo_decisioning.service_layer import outcomes, send_times
-from cjo_decisioning.service_layer.watermarks import record_watermark
+from cjo_decisioning.service_layer.watermarks import record_bus_watermark, record_watermark
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import Violations
 from cjo_platform.limits import (
@@ -117,6 +118,20 @@ def forwarding_watermark(request: pb.RecordForwardingWatermarkRequest) -> tuple[
         time = from_timestamp(item.delivered_before)
         workspaces[item.workspace_id] = min(time, workspaces.get(item.workspace_id, time))
     return stream, Watermark(from_timestamp(request.delivered_before), workspaces)
+
+
+def bus_watermarks(transactions: Transactions, partitions: int
+                  ) -> Callable[[int, datetime, Mapping[str, datetime]], Awaitable[None]]:
+    """What decisioning's consumer of identity's events does with a watermark marker of a
+    partition (of ``partitions``): records it (see service_layer.watermarks)."""
+
+    async def record(partition: int, delivered_before: datetime,
+                     behind: Mapping[str, datetime]) -> None:
+        report = Watermark(delivered_before, dict(behind))
+        await transactions.run(lambda uow: record_bus_watermark(
+            uow, EVENTS, partition, partitions, report))
+
+    return record
 
 
 class OutcomeRpcs:

@@ -22,11 +22,18 @@ reporting for good (decommissioned, rolled back to a version without reports, mo
 forwarding switched off) must not stall learning forever; by then the forwarded ids' dedupe is
 forgotten too (``received_retention``, also a day). A watermark not reported for ``max_hold``
 is stale: it holds nothing (the grace alone, as if never reported), and is dropped, until its
-sender reports again. (One still reported but far behind holds lapsed windows ``max_hold``.)"""
+sender reports again. (One still reported but far behind holds lapsed windows ``max_hold``.)
+
+**Over the event bus** identity publishes its watermark as a marker to every partition of the
+stream (cjo_platform.bus.watermark), and decisioning's consumer passes each on once everything
+before it in its partition was answered, listing the workspaces it still keeps. Each
+partition's latest marker is kept (merged as a report is: never moved back), and the stream's
+watermark is their :func:`fold`: the earliest of all partitions', none until every partition
+has reported once (a partition not heard from may hold anything)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -66,6 +73,24 @@ def merge(held: Watermark | None, report: Watermark, now: datetime) -> Watermark
         if kept < delivered_before:
             behind[workspace_id] = kept
     return Watermark(delivered_before, behind)
+
+
+def fold(partitions: Sequence[Watermark], limit: int = MAX_BEHIND_WORKSPACES) -> Watermark:
+    """The stream's watermark from each partition's (every partition's, at least one): the
+    earliest of theirs, and a workspace behind it at the earliest time any partition has for
+    it (its own, or the partition's watermark), listed only if before the stream's; at most
+    ``limit`` workspaces, past which the watermark of all is the next one's time."""
+    delivered_before = min(p.delivered_before for p in partitions)
+    behind: dict[str, datetime] = {}
+    for partition in partitions:
+        for workspace_id, time in partition.behind.items():
+            if time < delivered_before:
+                behind[workspace_id] = min(time, behind.get(workspace_id, time))
+    listed = sorted((time, workspace_id) for workspace_id, time in behind.items())
+    if len(listed) > limit:
+        delivered_before = listed[limit][0]
+        listed = listed[:limit]
+    return Watermark(delivered_before, {workspace_id: time for time, workspace_id in listed})
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ class LearningSettings:
     reward_grace: timedelta = timedelta(minutes=5)
     # How far back, at most, a stale forwarding watermark holds lapsed windows (domain.watermarks).
     max_watermark_hold: timedelta = timedelta(hours=24)
+    # With the event bus, its partitions: the watermark holds once each passed on a marker.
+    bus_partitions: int = 0
     # How long a forwarded id is remembered for dedupe, and how many are forgotten per round.
     received_retention: timedelta = timedelta(days=1)
     prune_batch: int = 1000
@@ -123,7 +125,8 @@ class LearningRound:
         return len(found)
 
     def _claim(self, uow: UnitOfWork) -> tuple[LearningCutoffs, list[Claimed]]:
-        found = cutoffs(uow, self.settings.reward_grace, self.settings.max_watermark_hold)
+        found = cutoffs(uow, self.settings.reward_grace, self.settings.max_watermark_hold,
+                        self.settings.bus_partitions)
         return found, outcomes.claim_learnable(uow.session, uow.now(), self.owner,
                                                self.settings.lease, self.settings.batch, found)
 
