@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -174,6 +175,22 @@ async def serving(app: ServiceApp) -> AsyncIterator[str]:
     finally:
         stop.set()
         await task
+
+
+@asynccontextmanager
+async def receiving_at_most(limit: int, register: Callable[[grpc.aio.Server], None],
+                            ) -> AsyncIterator[str]:
+    """A bare gRPC server (a stand-in for a peer) whose servicers ``register`` adds, taking
+    requests of ``limit`` bytes at most (gRPC answers a larger one RESOURCE_EXHAUSTED, "...
+    larger than max"); yields its address."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
+    register(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
 
 
 async def eventually(check: Callable[[], object], timeout: float = 10.0,

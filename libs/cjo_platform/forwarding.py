@@ -39,7 +39,7 @@ from cjo_platform.db.outbox import (
     traced_call,
 )
 from cjo_platform.rpc.batch import varint
-from cjo_platform.rpc.client import channel, on_behalf_of
+from cjo_platform.rpc.client import channel, on_behalf_of, too_large
 from cjo_platform.rpc.validation import batch_items_field
 
 SEND_TIMEOUT_SECONDS = 10.0
@@ -101,6 +101,14 @@ def peer_sender(settings: ServiceSettings, peer: str, *,
             code = exc.code().value[0]
             if code == code_pb2.UNAVAILABLE:
                 raise  # unreachable (the channel retried already): the round stops
+            if len(rows) == 1 and too_large(exc):
+                # One row past the message limit, its own or the peer's: no call will ever
+                # carry it (a larger call is split down to its rows first). It alone goes to
+                # the dead letters at once, as the bus's relay buries a row past max_payload.
+                return [Refusal(rows[0], f"{peer} refused the {what}: the row of "
+                                         f"{len(rows[0].payload):,} bytes passes the gRPC "
+                                         f"message limit: {exc.details()}",
+                                transient=False, certain=True)]
             raise call_refused(code, f"{peer} refused the {what}: {exc.code().name}: "
                                      f"{exc.details()}") from exc
         if check_reply is not None:

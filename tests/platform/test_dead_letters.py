@@ -41,10 +41,11 @@ class Letters:
     db: Database
     clock: ManualClock
 
-    def add(self, workspace: str, key: str, source: str = SOURCE) -> None:
+    def add(self, workspace: str, key: str, source: str = SOURCE, size: int = 0) -> None:
         with self.db.transaction() as session:
             self.dead_letters.add(session, workspace_id=workspace, source=source, item_key=key,
-                                  payload=key.encode(), error=f"refused {key}\x00!",
+                                  payload=key.encode() + b" " * size,
+                                  error=f"refused {key}\x00!",
                                   traceparent="00-t", attempts=3,
                                   first_failed_time=START - timedelta(minutes=5))
 
@@ -112,6 +113,25 @@ async def test_letters_are_listed_per_workspace_page_by_page(letters: Letters) -
             source="inbox:events", page_token=first.next_page_token),
             metadata=as_service("ws-a"))
     assert mixed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_page_of_large_letters_fits_one_answer(letters: Letters) -> None:
+    # 40 buried rows of 1 MiB (a bus message's limit): a page of 100 would be a 40 MiB answer,
+    # past gRPC's 32 MiB, and the workspace's letters could not be listed at all. Pages hold
+    # 4 MiB of payloads; every letter is listed once, in order.
+    for i in range(40):
+        letters.add("acme", f"k{i:02}", size=1024 * 1024)
+    listed: list[str] = []
+    token = ""
+    while True:
+        page = await letters.stub.ListDeadLetters(pb.ListDeadLettersRequest(
+            page_token=token), metadata=as_service("acme"))
+        assert 1 <= len(page.dead_letters) <= 4
+        listed += [x.item_key for x in page.dead_letters]
+        token = page.next_page_token
+        if not token:
+            break
+    assert listed == [f"k{i:02}" for i in range(40)]
 
 
 async def test_retried_letters_go_back_to_the_outbox_once(letters: Letters) -> None:

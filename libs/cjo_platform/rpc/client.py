@@ -20,6 +20,16 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 batch call (:data:`~cjo_platform.limits.MAX_CALL_PAYLOAD_BYTES`) plus its framing."""
 assert MAX_MESSAGE_BYTES >= 2 * MAX_CALL_PAYLOAD_BYTES
 
+
+
+def too_large(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a call failed because a message passed gRPC's limit (the request at the client or
+    the server, or the answer), as gRPC's own RESOURCE_EXHAUSTED says ("... message larger
+    than max"), not because the peer is busy: a smaller call may pass, the same one never."""
+    return (exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and "larger than max" in (exc.details() or ""))
+
+
 _RETRY_POLICY = json.dumps({
     "methodConfig": [{
         "name": [{}],

@@ -20,6 +20,7 @@ from cjo_platform.db.dead_letters import DeadLetter, DeadLetters
 from cjo_platform.db.outbox import Forwarder
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import InvalidArgument, Violations
+from cjo_platform.limits import MAX_CALL_PAYLOAD_BYTES
 from cjo_platform.paging import MAX_PAGE_SIZE, decode_token, encode_token, page_size
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_workspace
@@ -133,6 +134,15 @@ class DeadLetterServicer(pb_grpc.DeadLetterServiceServicer):
             uow.session, workspace, request.source or None, after_id=after, limit=size + 1))
         more = len(letters) > size
         letters = letters[:size]
+        # Payloads of MAX_CALL_PAYLOAD_BYTES at most a page (one letter at least): a page of
+        # large rows (buried because they were too large) must still fit one gRPC answer.
+        kept, total = 0, 0
+        while kept < len(letters) and (kept == 0 or total + len(letters[kept].payload)
+                                       <= MAX_CALL_PAYLOAD_BYTES):
+            total += len(letters[kept].payload)
+            kept += 1
+        more = more or kept < len(letters)
+        letters = letters[:kept]
         token = encode_token({"after": letters[-1].id, "source": request.source}) if more else ""
         return pb.ListDeadLettersResponse(dead_letters=[_to_proto(x) for x in letters],
                                           next_page_token=token)
