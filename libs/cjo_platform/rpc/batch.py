@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+import grpc
 from google.protobuf.message import Message
 
 from cjo_platform.errors import CjoError, InvalidArgument
 from cjo_platform.limits import MAX_BATCH_ITEMS, MAX_CALL_PAYLOAD_BYTES, check_batch
+from cjo_platform.rpc.client import too_large
 from cjo_platform.rpc.status import OK, to_status_proto
 from cjo_platform.rpc.validation import check_item
 
@@ -178,3 +180,20 @@ async def call_in_chunks(items: Sequence[Item],
             raise ValueError(f"a chunk of {len(chunk)} items got {len(answered)} outcomes")
         outcomes.extend(answered)
     return outcomes
+
+
+async def in_halves_when_too_large(items: Sequence[Item],
+                                   call: Callable[[Sequence[Item]], Awaitable[Sequence[Outcome]]],
+                                   ) -> list[Outcome]:
+    """``call(items)``'s answers, one per item; a call that passes gRPC's message limit
+    (:func:`~cjo_platform.rpc.client.too_large`: many large answers, e.g. profiles near their
+    limit) is made again as two calls of half the items each, down to one item. Any other
+    failure is raised."""
+    try:
+        return list(await call(items))
+    except grpc.aio.AioRpcError as exc:
+        if len(items) < 2 or not too_large(exc):
+            raise
+    middle = len(items) // 2
+    return [*await in_halves_when_too_large(items[:middle], call),
+            *await in_halves_when_too_large(items[middle:], call)]

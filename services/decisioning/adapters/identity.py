@@ -13,6 +13,7 @@ from cjo.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from cjo_platform.config import ServiceSettings
 from cjo_platform.errors import CjoError, NotFound, Unavailable
 from cjo_platform.profiles import view_from_proto
+from cjo_platform.rpc.batch import in_halves_when_too_large
 from cjo_platform.rpc.client import channel, on_behalf_of
 
 
@@ -30,6 +31,10 @@ def profile_not_found(profile_id: str) -> NotFound:
                     metadata={"profile_id": profile_id})
 
 
+class _Miscounted(Exception):
+    """Identity answered another number of profiles than asked."""
+
+
 class ProfileBook:
     """BatchGetProfiles on behalf of the workspace, with the service token."""
 
@@ -45,20 +50,28 @@ class ProfileBook:
             return []
         stub = identity_service_pb2_grpc.IdentityServiceStub(  # type: ignore[no-untyped-call]
             channel(self.settings.peer("identity")))
-        try:
+
+        async def call(ids: Sequence[str]) -> Sequence[Any]:
             reply = await stub.BatchGetProfiles(
                 identity_service_pb2.BatchGetProfilesRequest(
-                    names=[f"profiles/{profile_id}" for profile_id in profile_ids]),
+                    names=[f"profiles/{profile_id}" for profile_id in ids]),
                 metadata=on_behalf_of(self.settings.service_token, workspace_id),
                 timeout=self.timeout)
+            if len(reply.results) != len(ids):
+                raise _Miscounted
+            return list(reply.results)
+
+        try:
+            # An answer too large for one message (profiles near their limit) comes in halves.
+            results = await in_halves_when_too_large(profile_ids, call)
         except grpc.aio.AioRpcError as exc:
             failure = Unavailable(f"identity: {exc.code().name}: {exc.details()}")
             return [failure] * len(profile_ids)
-        if len(reply.results) != len(profile_ids):
+        except _Miscounted:
             return [Unavailable("identity answered the wrong number of profiles")] * len(
                 profile_ids)
         answers: list[Profile | CjoError] = []
-        for profile_id, result in zip(profile_ids, reply.results, strict=True):
+        for profile_id, result in zip(profile_ids, results, strict=True):
             if result.status.code == code_pb2.OK:
                 answers.append(Profile(result.profile.profile_id,
                                        view_from_proto(result.profile)))

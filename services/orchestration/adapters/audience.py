@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import grpc
@@ -14,7 +15,7 @@ from cjo.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from cjo_orchestration.adapters import stubs
 from cjo_platform.config import ServiceSettings
 from cjo_platform.profiles import view_from_proto
-from cjo_platform.rpc.batch import chunks
+from cjo_platform.rpc.batch import chunks, in_halves_when_too_large
 from cjo_platform.rpc.client import channel, on_behalf_of
 
 # Answers that a retry cannot change: the occurrence fails (the next one is still planned).
@@ -76,6 +77,18 @@ class Audience:
             raise AudienceError.of(exc, f"listing segment {segment_id}") from None
         return MemberPage(list(reply.profile_ids), reply.next_page_token)
 
+    async def _profiles(self, workspace_id: str, profile_ids: Sequence[str]) -> list[Any]:
+        reply = await self._stub().BatchGetProfiles(
+            identity_service_pb2.BatchGetProfilesRequest(
+                names=[f"profiles/{p}" for p in profile_ids]),
+            metadata=on_behalf_of(self.settings.service_token, workspace_id),
+            timeout=self.timeout)
+        if len(reply.results) != len(profile_ids):
+            raise AudienceError(code_pb2.INTERNAL,
+                                f"identity answered {len(reply.results)} profiles for "
+                                f"{len(profile_ids)} names")
+        return list(reply.results)
+
     async def traits(self, workspace_id: str,
                      profile_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Profile views (cjo_platform.profiles) keyed by the profile identity answered with, in
@@ -85,18 +98,13 @@ class Audience:
         found: dict[str, dict[str, Any]] = {}
         for chunk in chunks(profile_ids):
             try:
-                reply = await self._stub().BatchGetProfiles(
-                    identity_service_pb2.BatchGetProfilesRequest(
-                        names=[f"profiles/{p}" for p in chunk]),
-                    metadata=on_behalf_of(self.settings.service_token, workspace_id),
-                    timeout=self.timeout)
+                # An answer too large for one message (profiles near their limit) comes in
+                # halves.
+                results = await in_halves_when_too_large(chunk, partial(
+                    self._profiles, workspace_id))
             except grpc.aio.AioRpcError as exc:
                 raise AudienceError.of(exc, "reading profiles") from None
-            if len(reply.results) != len(chunk):
-                raise AudienceError(code_pb2.INTERNAL,
-                                    f"identity answered {len(reply.results)} profiles for "
-                                    f"{len(chunk)} names")
-            for profile_id, result in zip(chunk, reply.results, strict=True):
+            for profile_id, result in zip(chunk, results, strict=True):
                 if result.status.code == code_pb2.OK:
                     survivor = result.profile.profile_id or profile_id
                     found.setdefault(survivor, view_from_proto(result.profile))

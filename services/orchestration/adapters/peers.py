@@ -48,8 +48,8 @@ from cjo_platform.limits import MAX_BATCH_ITEMS
 from cjo_platform.logging import get_logger
 from cjo_platform.profiles import fill_view_struct, view_from_proto
 from cjo_platform.protobuf import dict_to_struct, from_timestamp, to_timestamp
-from cjo_platform.rpc.batch import call_in_chunks
-from cjo_platform.rpc.client import channel, on_behalf_of
+from cjo_platform.rpc.batch import call_in_chunks, in_halves_when_too_large
+from cjo_platform.rpc.client import channel, on_behalf_of, too_large
 
 channel_to = channel  # `channel` is also a parameter name in the decisioning client
 
@@ -256,26 +256,32 @@ class Decisioning:
             channel=CHANNELS[channel] if channel else common_pb2.CHANNEL_UNSPECIFIED,
             time=to_timestamp(time))
 
-        async def call(chunk: Sequence[DecideItem]) -> list[DecisionAnswer | Rejected
-                                                            | Unavailable]:
-            try:
-                reply = await stub.BatchDecide(decisioning_service_pb2.BatchDecideRequest(
-                    decision_point=f"decisionPoints/{decision_point}", context=context,
-                    items=[decisioning_service_pb2.DecideItem(
-                        profile_id=item.profile_id, profile=dict_to_struct(dict(item.profile)),
-                        request_id=item.request_id,
-                        context=decision_pb2.DecisionContext(
-                            channel=context.channel, time=context.time,
-                            journey_id=item.journey_id, enrollment_id=item.enrollment_id,
-                            node_id=item.node_id))
-                        for item in chunk]), metadata=metadata, timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                return [_decisioning_call_failure(exc)] * len(chunk)
+        async def decide(chunk: Sequence[DecideItem]) -> list[Any]:
+            reply = await stub.BatchDecide(decisioning_service_pb2.BatchDecideRequest(
+                decision_point=f"decisionPoints/{decision_point}", context=context,
+                items=[decisioning_service_pb2.DecideItem(
+                    profile_id=item.profile_id, profile=dict_to_struct(dict(item.profile)),
+                    request_id=item.request_id,
+                    context=decision_pb2.DecisionContext(
+                        channel=context.channel, time=context.time,
+                        journey_id=item.journey_id, enrollment_id=item.enrollment_id,
+                        node_id=item.node_id))
+                    for item in chunk]), metadata=metadata, timeout=self.timeout)
             if len(reply.results) != len(chunk):
                 return [Unavailable(f"decisioning: answered {len(reply.results)} results for "
                                     f"{len(chunk)} people")] * len(chunk)
             return [_decision(r.decision) if r.status.code == code_pb2.OK
                     else _decisioning_item_failure(r.status) for r in reply.results]
+
+        async def call(chunk: Sequence[DecideItem]) -> list[DecisionAnswer | Rejected
+                                                            | Unavailable]:
+            try:
+                # Each item carries its profile: many large ones go in halves.
+                answers: list[DecisionAnswer | Rejected | Unavailable] = (
+                    await in_halves_when_too_large(chunk, decide))
+            except grpc.aio.AioRpcError as exc:
+                return [_decisioning_call_failure(exc)] * len(chunk)
+            return answers
 
         return await call_in_chunks(items, call)
 
@@ -329,15 +335,18 @@ class Peers(Decisioning):
         at most a call's payload bytes: ``call_in_chunks``); each result with an OK status becomes
         ``answer(result)``, any other its Rejected or Deferred. A failure that names no item
         (the whole call failed, or it answered the wrong number of results) defers every item
-        of its chunk."""
+        of its chunk; a chunk the peer refused, or one whose call or answer passed gRPC's
+        message limit, is split in halves first."""
         metadata = self._metadata(workspace_id)
 
         async def chunk_outcomes(chunk: Sequence[Item]) -> list[Outcome | Rejected | Deferred]:
             try:
                 reply = await call(chunk, metadata)
             except grpc.aio.AioRpcError as exc:
-                if len(chunk) > 1 and exc.code() not in TRANSIENT_CODES:
-                    return await halves(chunk)  # find the item the peer refuses
+                if len(chunk) > 1 and (exc.code() not in TRANSIENT_CODES or too_large(exc)):
+                    # Find the item the peer refuses, or make calls (and answers: identity's
+                    # profiles, content's renders) small enough for gRPC's message limit.
+                    return await halves(chunk)
                 return [_call_failure(peer, exc)] * len(chunk)
             except Exception as exc:
                 # The request could not be built (an item's data protobuf cannot carry): that
