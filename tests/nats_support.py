@@ -16,6 +16,7 @@ from sqlalchemy import MetaData, select
 
 from cjo_platform.bus import Bus, BusSettings, naming
 from cjo_platform.bus.consumer import BusConsumer
+from cjo_platform.bus.packing import PACK_HEADER, unpack
 from cjo_platform.clock import ManualClock
 from cjo_platform.db import Database
 from cjo_platform.db.dead_letters import DeadLetters, define_dead_letters
@@ -148,3 +149,19 @@ class LaterFor:
             self.asked.add(workspace_id)
             raise Later("the test asks for it later")
         return list(await self._receive(workspace_id, rows) or ())
+
+
+async def stream_rows(bus: Bus, topic: str) -> dict[str, list[bytes]]:
+    """The rows the topic's stream holds, by workspace, in stream order (packs unpacked)."""
+    js = await bus.jetstream()
+    stream = naming.stream_name(bus.prefix, topic)
+    state = (await js.stream_info(stream)).state
+    found: dict[str, list[bytes]] = {}
+    for seq in range(state.first_seq, state.last_seq + 1):
+        msg = await js.get_msg(stream, seq)
+        workspace = (msg.subject or "").split(".")[-2]
+        data = msg.data or b""
+        rows = ([payload for payload, _ in unpack(data).rows]
+                if (msg.headers or {}).get(PACK_HEADER) else [data])
+        found.setdefault(workspace, []).extend(rows)
+    return found

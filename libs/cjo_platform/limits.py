@@ -33,6 +33,16 @@ MAX_PROFILE_TRAITS_BYTES = 256 * 1024
 fails alone with INVALID_ARGUMENT (``events[i].traits``), before anything is written. With the
 event itself (:data:`MAX_EVENT_BYTES`) a forwarded row stays well below the bus's 1 MiB."""
 
+MAX_FORWARDED_PROFILE_BYTES = 768 * 1024
+"""A profile as identity hands it to another service, encoded: a whole ``ForwardedEvent`` (the
+event with the profile's traits, consents and identifiers) and each profile of a
+``BatchGetProfiles`` answer. A profile within the limits above stays well below it (an event and
+its traits, 256 KiB each), but merges join records without those checks, so a merged profile
+may hold several people's traits, identifiers and consents: past this bound its copy leaves out
+the largest traits first, then the lists, and says so (``profile_trimmed``;
+:func:`cjo_platform.profiles.trim_profile`). So a forwarded row always fits the bus's 1 MiB
+``max_payload`` with its headers, and an answer carries any profile."""
+
 MAX_ID_LENGTH = 128
 """Identifiers a client chooses or one service hands to another: message ids, idempotency keys,
 fact ids, request ids, external ids, experiment ids, and journey, enrollment, event and message

@@ -21,10 +21,11 @@ through identity's GetProfile).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 
 from cjo.common.v1 import common_pb2
 from cjo.identity.v1 import consent_pb2, profile_pb2
@@ -141,3 +142,53 @@ def fill_view_struct(into: struct_pb2.Struct, profile: profile_pb2.Profile,
     into.fields[COMPUTED].struct_value.CopyFrom(profile.computed_traits)
     for key in (SEGMENTS, CONSENT, IDENTIFIERS):
         into[key] = view[key]
+
+
+# --- bounded copies (limits.MAX_FORWARDED_PROFILE_BYTES) -----------------------------------------
+
+
+def _entry_bytes(size: int) -> int:
+    """What an element of ``size`` bytes takes in its repeated (or map) field: its tag (one
+    byte: every field trimmed is numbered below 16) and its length, a varint."""
+    return 1 + (size.bit_length() + 6) // 7 + size if size else 2
+
+
+def trim_profile(message: Message, bound: int, traits: str,
+                 lists: Sequence[tuple[str, bool]] = (), provenance: str = "") -> bool:
+    """Bound ``message`` (a ``ForwardedEvent``, a ``Profile``), in place, to ``bound`` bytes
+    encoded, for a profile grown past the limits by merges: the largest values of its Struct
+    field ``traits`` are left out first (with their entries in the map field ``provenance``),
+    then the elements of each repeated field of ``lists`` in turn, from its end (``False``: the
+    newest of a list in link order) or its start (``True``: the oldest), until it fits. Returns
+    whether anything was left out. A message within the bound costs one ``ByteSize``."""
+    excess = message.ByteSize() - bound
+    if excess <= 0:
+        return False
+    struct = getattr(message, traits).fields
+    held = getattr(message, provenance) if provenance else None
+    by_size = sorted(((_entry_bytes(len(key.encode()) + value.ByteSize() + 4), key)
+                      for key, value in struct.items()), reverse=True)
+    for size, key in by_size:
+        if excess <= 0:
+            break
+        del struct[key]
+        excess -= size
+        if held is not None and key in held:
+            excess -= _entry_bytes(len(key.encode()) + held[key].ByteSize() + 4)
+            del held[key]
+    for field, oldest_first in lists:
+        items = getattr(message, field)
+        excess = message.ByteSize() - bound
+        while excess > 0 and items:
+            # As many elements from the chosen end as cover the excess, in one deletion.
+            count, freed = 0, 0
+            while freed < excess and count < len(items):
+                index = count if oldest_first else len(items) - 1 - count
+                freed += _entry_bytes(items[index].ByteSize())
+                count += 1
+            if oldest_first:
+                del items[:count]
+            else:
+                del items[len(items) - count:]
+            excess = message.ByteSize() - bound
+    return True

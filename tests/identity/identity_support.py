@@ -115,6 +115,7 @@ class Identity:
     events: identity_service_pb2_grpc.IdentityServiceStub
     workspaces: ws_grpc.WorkspaceServiceStub
     dead_letters: dl_grpc.DeadLetterServiceStub
+    address: str = ""  # where it listens, for other services' clients
 
     async def new_workspace(self, workspace_id: str) -> Metadata:
         """Creates a workspace; returns call metadata carrying its first API key."""
@@ -154,7 +155,7 @@ async def serve_identity(backend: Backend, recorder: Recorder, clock: ManualCloc
     async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
         yield Identity(app, clock, identity_service_pb2_grpc.IdentityServiceStub(channel),
                        ws_grpc.WorkspaceServiceStub(channel),
-                       dl_grpc.DeadLetterServiceStub(channel))
+                       dl_grpc.DeadLetterServiceStub(channel), address)
 
 
 def event(message_id: str, *identifiers: tuple[str, str], name: str = "page_viewed",

@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from nats.js.api import DiscardPolicy
 from nats.js.errors import APIError
-from nats_support import NATS_URL, nats_listening
+from nats_support import NATS_URL, nats_listening, stream_rows
 from outbox_support import Box
 from test_event_bus import (  # noqa: F401
     TOPIC,
@@ -26,7 +26,6 @@ from test_event_bus import (  # noqa: F401
 
 from cjo_platform.bus import Bus, naming
 from cjo_platform.bus.connection import BusSettingMismatch, load_bus_settings
-from cjo_platform.bus.packing import PACK_HEADER, unpack
 from cjo_platform.bus.relay import bus_sender
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
@@ -43,18 +42,7 @@ async def drain(forwarder: Forwarder) -> None:
 
 async def stored_rows(bus: Bus, topic: str = TOPIC) -> dict[str, list[bytes]]:
     """The rows the topic's stream holds, by workspace, in stream order (packs unpacked)."""
-    js = await bus.jetstream()
-    stream = naming.stream_name(bus.prefix, topic)
-    state = (await js.stream_info(stream)).state
-    found: dict[str, list[bytes]] = {}
-    for seq in range(state.first_seq, state.last_seq + 1):
-        msg = await js.get_msg(stream, seq)
-        workspace = (msg.subject or "").split(".")[-2]
-        data = msg.data or b""
-        rows = ([payload for payload, _ in unpack(data).rows]
-                if (msg.headers or {}).get(PACK_HEADER) else [data])
-        found.setdefault(workspace, []).extend(rows)
-    return found
+    return await stream_rows(bus, topic)
 
 
 def by_profile(rows: list[bytes]) -> dict[str, list[bytes]]:

@@ -23,10 +23,18 @@ from cjo_identity.domain.events import Event, EventType
 from cjo_identity.domain.golden import ConsentRecord, Golden, trait_values
 from cjo_identity.domain.ingest import Accepted, Merge
 from cjo_identity.domain.segments import ENTERED, EXITED, PROFILE_DELETED, PROFILE_MERGED
-from cjo_platform.profiles import channel_proto
+from cjo_platform.limits import MAX_FORWARDED_PROFILE_BYTES
+from cjo_platform.logging import get_logger
+from cjo_platform.profiles import channel_proto, trim_profile
 from cjo_platform.protobuf import dict_to_struct, fill_struct, set_timestamp, to_timestamp
 
+log = get_logger(__name__)
+
 EVENTS_TOPIC = "orchestration.events"
+
+# What a forwarded copy leaves out after the largest traits, in turn: the newest identifiers
+# (a send falls back to the oldest), then the last consents (delivery asks identity anyway).
+_FORWARDED_LISTS = (("identifiers", False), ("consents", False))
 
 # A profile's computed traits, segment ids and identifiers (type, value), as a batch left them.
 ProfileState: TypeAlias = tuple[Mapping[str, Any], Iterable[str], Iterable[tuple[str, str]]]
@@ -105,7 +113,7 @@ def forwarded_event(accepted: Accepted, traceparent: str,
         event_id=accepted.event_id, profile_id=accepted.profile_id, traceparent=traceparent)
     _fill_event(message.event, accepted.event)
     _fill_profile(message, accepted.golden, state)
-    return _payload(message)
+    return _forwarded(message)
 
 
 def conversion_fact(accepted: Accepted, conversion: Conversion) -> bytes:
@@ -156,7 +164,7 @@ def segment_event(transition: Transition, golden: Golden, now: datetime,
             timestamp=to_timestamp(now), source="identity"),
         traceparent=traceparent)
     _fill_profile(message, golden, state)
-    return _payload(message)
+    return _forwarded(message)
 
 
 def erasure_event(profile_id: str, now: datetime, traceparent: str) -> bytes:
@@ -185,7 +193,25 @@ def merge_event(merge: Merge, golden: Golden | None, now: datetime, traceparent:
                               timestamp=to_timestamp(now), source="identity"),
         traceparent=traceparent)
     _fill_profile(message, golden, state)
-    return _payload(message)
+    return _forwarded(message)
+
+
+def _forwarded(message: orchestration_pb.ForwardedEvent) -> bytes:
+    """The payload of a ForwardedEvent, bounded (:data:`MAX_FORWARDED_PROFILE_BYTES`): a
+    profile grown past the limits by merges travels without its largest parts, flagged
+    ``profile_trimmed``. The bound is checked on the encoding made anyway: a profile within the
+    limits costs nothing more."""
+    payload = _payload(message)
+    if len(payload) <= MAX_FORWARDED_PROFILE_BYTES:
+        return payload
+    message.profile_trimmed = True  # counted in the bound
+    trim_profile(message, MAX_FORWARDED_PROFILE_BYTES, "profile_traits", _FORWARDED_LISTS)
+    trimmed = _payload(message)
+    log.warning("a profile past the limits (grown by merges) is forwarded without its largest "
+                "traits", profile=message.profile_id, event_id=message.event_id,
+                encoded_bytes=len(payload), forwarded_bytes=len(trimmed),
+                limit_bytes=MAX_FORWARDED_PROFILE_BYTES)
+    return trimmed
 
 
 def _payload(message: Any) -> bytes:

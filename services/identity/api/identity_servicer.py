@@ -42,8 +42,10 @@ from cjo_identity.service_layer.ingest import NO_GROUP_COMMIT, GroupCommitSettin
 from cjo_platform.db.item_writes import write_each
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import Aborted, InvalidArgument, NotFound, Violations
-from cjo_platform.limits import check_topic
+from cjo_platform.limits import MAX_FORWARDED_PROFILE_BYTES, check_topic
+from cjo_platform.logging import get_logger
 from cjo_platform.paging import decode_token, encode_token, page_size
+from cjo_platform.profiles import trim_profile
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_principal, current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
@@ -53,6 +55,11 @@ from cjo_platform.secret_box import SecretBox
 from cjo_platform.telemetry import current_traceparent
 
 SERVICE = "cjo.identity.v1.IdentityService"
+log = get_logger(__name__)
+# What a BatchGetProfiles answer leaves out of a profile past the bound after its largest
+# traits, in turn: the oldest merges (orchestration waits on the recent ones), the newest
+# identifiers (a send falls back to the oldest), the last consents (delivery asks anyway).
+_ANSWERED_LISTS = (("merged_from", True), ("identifiers", False), ("consents", False))
 DOMAIN = "identity.cjo"
 
 
@@ -155,7 +162,19 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                 answer.fail(index, NotFound(f"profile {request.names[index]!r} does not exist"))
             else:
                 answer.results[index].profile.CopyFrom(profile_to_proto(profile))
-        return pb.BatchGetProfilesResponse(results=answer.results)
+        response = pb.BatchGetProfilesResponse(results=answer.results)
+        # A profile grown past the limits by merges is answered bounded, so one never makes
+        # the answer too large for the others (a caller splits an answer of many large ones).
+        # Measured once for the whole answer: profiles within the limits cost one ByteSize.
+        if response.ByteSize() > MAX_FORWARDED_PROFILE_BYTES:
+            for result in response.results:
+                if trim_profile(result.profile, MAX_FORWARDED_PROFILE_BYTES, "traits",
+                                _ANSWERED_LISTS, provenance="trait_provenance"):
+                    result.profile_trimmed = True
+                    log.warning("a profile past the limits (grown by merges) is answered "
+                                "without its largest traits", profile=result.profile.profile_id,
+                                limit_bytes=MAX_FORWARDED_PROFILE_BYTES)
+        return response
 
     async def LookupProfile(self, request: pb.LookupProfileRequest,
                             context: grpc.aio.ServicerContext) -> pb.LookupProfileResponse:

@@ -56,12 +56,14 @@ class BatchGetProfilesRequest(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BatchGetProfileResult(_message.Message):
-    __slots__ = ("status", "profile")
+    __slots__ = ("status", "profile", "profile_trimmed")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_TRIMMED_FIELD_NUMBER: _ClassVar[int]
     status: _status_pb2.Status
     profile: _profile_pb2.Profile
-    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., profile: _Optional[_Union[_profile_pb2.Profile, _Mapping]] = ...) -> None: ...
+    profile_trimmed: bool
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., profile: _Optional[_Union[_profile_pb2.Profile, _Mapping]] = ..., profile_trimmed: _Optional[bool] = ...) -> None: ...
 
 class BatchGetProfilesResponse(_message.Message):
     __slots__ = ("results",)

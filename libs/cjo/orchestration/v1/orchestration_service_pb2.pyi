@@ -151,7 +151,7 @@ class ArchiveJourneyResponse(_message.Message):
     def __init__(self, journey: _Optional[_Union[_journey_pb2.Journey, _Mapping]] = ...) -> None: ...
 
 class ForwardedEvent(_message.Message):
-    __slots__ = ("event_id", "profile_id", "event", "profile_traits", "traceparent", "computed_traits", "segments", "consents", "identifiers")
+    __slots__ = ("event_id", "profile_id", "event", "profile_traits", "traceparent", "computed_traits", "segments", "consents", "identifiers", "profile_trimmed")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,7 @@ class ForwardedEvent(_message.Message):
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     CONSENTS_FIELD_NUMBER: _ClassVar[int]
     IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_TRIMMED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     profile_id: str
     event: _event_pb2.Event
@@ -170,7 +171,8 @@ class ForwardedEvent(_message.Message):
     segments: _containers.RepeatedScalarFieldContainer[str]
     consents: _containers.RepeatedCompositeFieldContainer[_consent_pb2.Consent]
     identifiers: _containers.RepeatedCompositeFieldContainer[_event_pb2.Identifier]
-    def __init__(self, event_id: _Optional[str] = ..., profile_id: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., profile_traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., traceparent: _Optional[str] = ..., computed_traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., segments: _Optional[_Iterable[str]] = ..., consents: _Optional[_Iterable[_Union[_consent_pb2.Consent, _Mapping]]] = ..., identifiers: _Optional[_Iterable[_Union[_event_pb2.Identifier, _Mapping]]] = ...) -> None: ...
+    profile_trimmed: bool
+    def __init__(self, event_id: _Optional[str] = ..., profile_id: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., profile_traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., traceparent: _Optional[str] = ..., computed_traits: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., segments: _Optional[_Iterable[str]] = ..., consents: _Optional[_Iterable[_Union[_consent_pb2.Consent, _Mapping]]] = ..., identifiers: _Optional[_Iterable[_Union[_event_pb2.Identifier, _Mapping]]] = ..., profile_trimmed: _Optional[bool] = ...) -> None: ...
 
 class HandleEventsRequest(_message.Message):
     __slots__ = ("events",)

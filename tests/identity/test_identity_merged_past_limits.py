@@ -1,0 +1,201 @@
+"""A profile grown past the limits by merges hurts only itself, at every seam where identity hands
+it on: an identify call joining 20 people of ~240 KB of traits each makes a 4.8 MB record, which
+no check refuses (merges are never refused). Its events are forwarded bounded (the largest
+traits left out, ``profile_trimmed``), so they reach a receiver that takes 4 MiB at most and
+nothing of its workspace waits behind them; BatchGetProfiles answers it bounded, and an answer
+too large for one gRPC message (150 profiles of ~240 KB, each within the limits) comes in halves
+to orchestration and decisioning instead of failing every profile of the step.
+
+Real gRPC servers: identity in-process, the recorder (a stand-in for orchestration and
+decisioning with gRPC's default 4 MiB receive limit) on a server of its own; with the event bus,
+the real NATS JetStream at 127.0.0.1:4222 (whose messages hold 1 MiB at most)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import grpc
+import pytest
+from identity_support import START, Identity, Metadata, Recorder, event, serve_identity
+from nats_support import NATS_URL, bus_env, drop_streams, nats_listening, stream_rows
+
+from cjo.common.v1 import dead_letter_service_pb2 as dl_pb
+from cjo.identity.v1 import identity_service_pb2 as pb
+from cjo.identity.v1.identity_service_pb2_grpc import IdentityServiceStub
+from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
+from cjo_decisioning.adapters.identity import Profile, ProfileBook
+from cjo_orchestration.adapters.audience import Audience
+from cjo_orchestration.adapters.peers import LiveProfile, Peers
+from cjo_platform.bus import Bus, BusSettings
+from cjo_platform.clock import ManualClock
+from cjo_platform.rpc.client import CHANNEL_OPTIONS
+from support import Backend, eventually, settings_for
+
+# What identity hands on of one profile at most (limits.MAX_FORWARDED_PROFILE_BYTES, as
+# docs/api-guide.md "Limits" states it).
+MAX_FORWARDED_PROFILE_BYTES = 768 * 1024
+BLOB = 240_000  # one person's traits, each within the 256 KiB limits
+PEOPLE = 20  # the most identifiers one event carries: one identify call joins them all
+
+
+def blob(i: int) -> str:
+    return chr(ord("a") + i % 26) * BLOB
+
+
+async def ingest(identity: Identity, metadata: Metadata,
+                 events: Sequence[object]) -> list[pb.IngestEventResult]:
+    reply = await identity.events.IngestEvents(pb.IngestEventsRequest(events=events),
+                                               metadata=metadata)
+    assert all(r.status.code == 0 for r in reply.results), reply
+    return list(reply.results)
+
+
+async def merged_giant(identity: Identity, metadata: Metadata) -> str:
+    """20 people of ~240 KB of traits each, then one identify call naming them all: one profile
+    of ~4.8 MB of traits (plus a small ``first_name``). Returns its profile id."""
+    for start in range(0, PEOPLE, 10):
+        await ingest(identity, metadata, [
+            event(f"big-{i}", ("anonymous_id", f"g{i}"), identify=True,
+                  traits={f"blob_{i}": blob(i), **({"first_name": "Ada"} if i == 0 else {})})
+            for i in range(start, start + 10)])
+    results = await ingest(identity, metadata, [event(
+        "join", *((("anonymous_id", f"g{i}")) for i in range(PEOPLE)), identify=True)])
+    return results[0].profile_id
+
+
+async def test_a_merged_profile_past_the_limits_is_forwarded_bounded_and_nothing_waits(
+        identity: Identity, recorder: Recorder) -> None:
+    acme = await identity.new_workspace("acme")
+    other = await identity.new_workspace("other")
+    giant = await merged_giant(identity, acme)
+    # The giant's next event, then someone else's of the same workspace, and another
+    # workspace's: each must arrive (the giant's rows passed the receiver's 4 MiB whole and
+    # were asked for "later" for ever, holding up every later row of acme).
+    await ingest(identity, acme, [event("after", ("anonymous_id", "g0"),
+                                        name="order_completed")])
+    await ingest(identity, acme, [event("later", ("user_id", "bo"), name="order_completed")])
+    await ingest(identity, other, [event("elsewhere", ("user_id", "cy"),
+                                         name="order_completed")])
+
+    def arrived() -> set[str]:
+        return {e.event.message_id for e in recorder.events}
+
+    await eventually(lambda: {"join", "after", "later", "elsewhere"} <= arrived(), timeout=30)
+    forwarded = {e.event.message_id: e for e in recorder.events}
+    for message_id in ("join", "after"):
+        copy = forwarded[message_id]
+        assert copy.profile_id == giant
+        assert copy.profile_trimmed
+        assert copy.ByteSize() <= MAX_FORWARDED_PROFILE_BYTES
+        # The largest traits went first: the small ones stay for conditions and templates.
+        assert copy.profile_traits["first_name"] == "Ada"
+        assert len(copy.profile_traits) < PEOPLE + 1
+        assert len(copy.identifiers) == PEOPLE
+    merges = [e for e in recorder.events if e.event.name == "profile_merged"]
+    assert merges and all(m.profile_trimmed and m.ByteSize() <= MAX_FORWARDED_PROFILE_BYTES
+                          for m in merges)
+    # Profiles within the limits travel whole and unflagged.
+    for message_id in ("big-1", "later", "elsewhere"):
+        assert not forwarded[message_id].profile_trimmed
+    assert forwarded["big-1"].profile_traits["blob_1"] == blob(1)
+    # Nothing was buried, and the profile itself is whole.
+    letters = await identity.dead_letters.ListDeadLetters(dl_pb.ListDeadLettersRequest(),
+                                                          metadata=acme)
+    assert list(letters.dead_letters) == []
+    async with grpc.aio.insecure_channel(identity.address, options=CHANNEL_OPTIONS) as channel:
+        whole = (await IdentityServiceStub(channel).GetProfile(
+            pb.GetProfileRequest(name=f"profiles/{giant}"), metadata=acme)).profile
+    assert len(whole.traits) == PEOPLE + 1
+
+
+async def test_batch_get_profiles_answers_a_giant_bounded_and_a_large_answer_in_halves(
+        identity: Identity, backend: Backend) -> None:
+    acme = await identity.new_workspace("acme")
+    giant = await merged_giant(identity, acme)
+    # 150 people of ~240 KB each, within the limits: ~36 MB together, past the 32 MiB of one
+    # gRPC message, so one BatchGetProfiles of them all fails RESOURCE_EXHAUSTED.
+    people: list[str] = []
+    for start in range(0, 150, 30):
+        people += [r.profile_id for r in await ingest(identity, acme, [
+            event(f"p-{i}", ("user_id", f"p{i}"), identify=True,
+                  traits={"first_name": f"P{i}", "notes": blob(i)})
+            for i in range(start, start + 30)])]
+    small = (await ingest(identity, acme, [event("s", ("user_id", "s"), identify=True,
+                                                 traits={"first_name": "Sam"})]))[0].profile_id
+
+    # A journey step's read of them all (orchestration), a BatchDecide's (decisioning) and a
+    # scheduled journey's (below):
+    # every profile answered, none held back by the others' size.
+    wanted = [*people[:75], giant, *people[75:], small]
+    peers = Peers(settings_for("orchestration", backend, CJO_IDENTITY_TARGET=identity.address),
+                  timeout=30)
+    answers = await peers.profiles("acme", wanted)
+    assert all(isinstance(a, LiveProfile) for a in answers), {
+        type(a).__name__: str(a)[:200] for a in answers if not isinstance(a, LiveProfile)}
+    views = [a.view for a in answers if isinstance(a, LiveProfile)]
+    assert [v["first_name"] for v in views] == [
+        *(f"P{i}" for i in range(75)), "Ada", *(f"P{i}" for i in range(75, 150)), "Sam"]
+    assert views[0]["notes"] == blob(0)
+    book = ProfileBook(settings_for("decisioning", backend,
+                                    CJO_IDENTITY_TARGET=identity.address), timeout=30)
+    decided = await book.profiles("acme", wanted)
+    assert [p.profile_id for p in decided if isinstance(p, Profile)] == [
+        *people[:75], giant, *people[75:], small]
+
+    # A scheduled journey's read of a segment's members (orchestration's audience).
+    audience = Audience(settings_for("orchestration", backend,
+                                     CJO_IDENTITY_TARGET=identity.address), timeout=30)
+    assert list(await audience.traits("acme", wanted)) == wanted
+
+    # Identity answers the giant bounded and flagged, the others whole.
+    reply = await identity.events.BatchGetProfiles(pb.BatchGetProfilesRequest(
+        names=[f"profiles/{p}" for p in (giant, small)]), metadata=acme)
+    trimmed, whole = reply.results
+    assert trimmed.profile_trimmed and not whole.profile_trimmed
+    assert trimmed.profile.ByteSize() <= MAX_FORWARDED_PROFILE_BYTES
+    assert trimmed.profile.traits["first_name"] == "Ada"
+    assert set(trimmed.profile.trait_provenance) == set(trimmed.profile.traits)
+    assert dict(whole.profile.traits) == {"first_name": "Sam"}
+
+
+@pytest.mark.skipif(not nats_listening(), reason="no NATS server with JetStream at 127.0.0.1:4222")
+async def test_with_the_bus_a_merged_profile_past_the_limits_is_published_bounded(
+        backend: Backend, recorder: Recorder) -> None:
+    # Over the bus (1 MiB a message) the giant's 4.8 MB rows were buried in the dead letters:
+    # its events never reached a journey. Bounded, they are published like any other; the
+    # rows behind them, of its workspace and another, flow as before.
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    topics = ("orchestration.events", "analytics.facts", "decisioning.events")
+    try:
+        async with serve_identity(backend, recorder, ManualClock(START),
+                                  **bus_env(prefix)) as identity:
+            acme = await identity.new_workspace("acme")
+            other = await identity.new_workspace("other")
+            giant = await merged_giant(identity, acme)
+            await ingest(identity, acme, [event("after", ("anonymous_id", "g0"),
+                                                name="order_completed")])
+            await ingest(identity, acme, [event("later", ("user_id", "bo"),
+                                                name="order_completed")])
+            await ingest(identity, other, [event("elsewhere", ("user_id", "cy"),
+                                                 name="order_completed")])
+
+            async def published() -> bool:
+                return await identity.outbox_rows() == 0
+            await eventually(published, timeout=30)
+            letters = await identity.dead_letters.ListDeadLetters(
+                dl_pb.ListDeadLettersRequest(), metadata=acme)
+            assert [letter.error for letter in letters.dead_letters] == []
+        bus = Bus(BusSettings(url=NATS_URL, prefix=prefix))
+        rows = await stream_rows(bus, "orchestration.events")
+        await bus.close()
+    finally:
+        await drop_streams(prefix, topics)
+    forwarded = {e.event.message_id: e for e in (
+        orch_pb.ForwardedEvent.FromString(row) for found in rows.values() for row in found)}
+    assert {"join", "after", "later", "elsewhere"} <= set(forwarded)
+    for message_id in ("join", "after"):
+        assert forwarded[message_id].profile_id == giant
+        assert forwarded[message_id].profile_trimmed
+        assert forwarded[message_id].profile_traits["first_name"] == "Ada"
+    assert not forwarded["later"].profile_trimmed
