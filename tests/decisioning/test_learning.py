@@ -283,11 +283,13 @@ async def test_two_replicas_learn_each_decision_exactly_once(backend: Backend) -
 async def test_forwarded_ids_are_forgotten_after_the_retention(backend: Backend) -> None:
     clock = ManualClock(START)
     async with running(backend, clock, CJO_DECISIONING_RECEIVED_RETENTION_HOURS="24") as d:
-        await d.events(*(track(f"old{i}", "p1", "page_viewed", START) for i in range(5)))
+        # Events a point rewards: only those leave their ids (the others change nothing).
+        await d.point("home", "order_completed", window=HOUR)
+        await d.events(*(track(f"old{i}", "p1", "order_completed", START) for i in range(5)))
         clock.advance(23 * HOUR)
-        await d.events(track("recent", "p1", "page_viewed", START + 23 * HOUR))
+        await d.events(track("recent", "p1", "order_completed", START + 23 * HOUR))
         # Inside the retention a re-sent id is still a duplicate.
-        again = await d.events(track("old0", "p1", "page_viewed", START))
+        again = await d.events(track("old0", "p1", "order_completed", START))
         assert again.results[0].duplicate
         clock.advance(2 * HOUR)  # the five old ids are 25 hours old, "recent" 2
 

@@ -10,7 +10,10 @@
   holds about the person (adapters.outcomes.erase_people).
 
 Forwarded items are deduplicated by their ids (the `received` table), so an item re-sent after
-a lost acknowledgement is taken once and answered as a duplicate."""
+a lost acknowledgement is taken once and answered as a duplicate. A track event decisioning does
+nothing with (neither a merge nor an erasure, and no decision point of its workspace rewards its
+name when it arrives) leaves no id behind: taking it again does nothing again, and most events
+are such (the id's row was a third of RecordEvents' CPU per event: capacity journal)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from cjo_decisioning.adapters import engagement, outcomes
+from cjo_decisioning.domain.catalogue import DecisionPoint
 from cjo_decisioning.domain.outcomes import (
     MAX_KEPT_PER_EVENT,
     MessageFact,
@@ -74,9 +78,21 @@ def record_message_facts(uow: UnitOfWork, workspace_id: str,
 def record_events(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent]
                   ) -> list[bool]:
     """Take identity's events; per event, whether it was a duplicate. A reward is learned with
-    its window's failures once the window is final (the learning worker's poll)."""
-    fresh = _first_seen(uow, workspace_id, [f"event:{e.event_id}" for e in events])
-    taken = [e for e, new in zip(events, fresh, strict=True) if new]
+    its window's failures once the window is final (the learning worker's poll).
+
+    Only the events decisioning acts on are deduplicated (their ids recorded): merges,
+    erasures, and events a point of the workspace rewards, read in this transaction. The
+    others change nothing, now or when sent again, and are never duplicates: a repeat of one
+    after a point began rewarding its name is taken as its first copy would have been had it
+    come only then (an event sent late), never twice."""
+    acting = [e for e in events if not e.merged_profile_id and not e.erased]
+    points = outcomes.workspace_points(uow.session, workspace_id) if acting else []
+    rewarded = {point.reward.event_name for point in points}
+    kept = [bool(e.merged_profile_id) or e.erased or e.name in rewarded for e in events]
+    first = iter(_first_seen(uow, workspace_id, [
+        f"event:{e.event_id}" for e, k in zip(events, kept, strict=True) if k]))
+    fresh = [next(first) if k else True for k in kept]
+    taken = [e for e, new, k in zip(events, fresh, kept, strict=True) if new and k]
     now = uow.now()
     erased = {e.profile_id for e in taken if e.erased and e.profile_id}
     # Merges first (identity sends them before the events that carry the survivor's id).
@@ -98,15 +114,15 @@ def record_events(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEven
         engagement.erase(uow.session, workspace_id, ids)
     rewarding = [e for e in taken if not e.merged_profile_id and not e.erased]
     if rewarding:
-        _reward(uow, workspace_id, rewarding)
+        _reward(uow, workspace_id, rewarding, points)
     return [not new for new in fresh]
 
 
-def _reward(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent]) -> None:
+def _reward(uow: UnitOfWork, workspace_id: str, events: Sequence[TrackEvent],
+            workspace_points: Sequence[DecisionPoint]) -> None:
     session = uow.session
     names = {e.name for e in events}
-    points = [point for point in outcomes.workspace_points(session, workspace_id)
-              if point.reward.event_name in names]
+    points = [point for point in workspace_points if point.reward.event_name in names]
     if not points:
         return
     names = {point.reward.event_name for point in points}
