@@ -5,7 +5,7 @@ backoff, but never past arrival + max_delay, and then moves on. On SQLite and Po
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +13,7 @@ from orchestration_support import (
     FakeDecisioning,
     Ids,
     RecordingPeers,
+    clocked_transactions,
     migrated_database,
     transactions_on,
 )
@@ -21,17 +22,21 @@ from cjo.orchestration.v1 import journey_pb2
 from cjo_orchestration import journeyfile
 from cjo_orchestration.api.convert import graph_from_proto, node_to_proto
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState
+from cjo_orchestration.domain.graph import validate_for_publish
 from cjo_orchestration.domain.journeys import (
+    Action,
     BestTime,
     Channel,
+    DecideAction,
     EventTrigger,
     ExitAction,
     JourneyGraph,
     Node,
     SendAction,
+    UpdateProfileAction,
     WaitAction,
 )
-from cjo_orchestration.domain.orders import SendTimeFound
+from cjo_orchestration.domain.orders import ProfileOrder, SendResult, SendTimeFound, Sent
 from cjo_orchestration.service_layer import enrollment, journeys
 from cjo_orchestration.service_layer.enrollment import Entrant
 from cjo_orchestration.service_layer.steps import StepRound
@@ -203,3 +208,109 @@ nodes:
 """)
     wait = graph_from_proto(unset).nodes[0].action
     assert isinstance(wait, WaitAction) and wait.best_time == BestTime(None, timedelta(days=1))
+
+
+
+# --- a best-time wait after I/O, and best-time waits in loops ----------------------------------
+
+
+@pytest.fixture
+def db_tx(backend: Backend, clock: ManualClock) -> Iterator[Transactions]:
+    with clocked_transactions(backend, clock) as transactions:
+        yield transactions
+
+
+def enroll_ada(tx: Transactions, graph: JourneyGraph) -> None:
+    tx.run_sync(lambda uow: journeys.create(uow, WS, "j1", "Loop", graph))
+    tx.run_sync(lambda uow: journeys.publish(uow, WS, "j1", set()))
+    tx.run_sync(lambda uow: enrollment.enroll_profile(
+        uow, WS, "j1", Entrant("ada", {"email": "ada@example.com"}, {}), "r-ada", "", Ids()))
+
+
+class ProfilePeers(RecordingPeers):
+    async def update_profiles(self, workspace_id: str,
+                              orders: Sequence[ProfileOrder]) -> list[SendResult]:
+        return [Sent(f"p-{order.idempotency_key}") for order in orders]
+
+
+BEFORE_THE_WAIT: dict[str, Action] = {
+    "send": SendAction("welcome", Channel.EMAIL, "best"),
+    "update_profile": UpdateProfileAction({"onboarded": True}, "best"),
+    "decide": DecideAction("offers", Channel.EMAIL, "best", "best"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BEFORE_THE_WAIT))
+async def test_a_best_time_wait_right_after_io_asks_decisioning(
+        db_tx: Transactions, clock: ManualClock, kind: str) -> None:
+    # The walk after the first node's answer arrives at the wait: the question must still be
+    # asked (it was dropped, and the enrollment waited out max_delay).
+    enroll_ada(db_tx, JourneyGraph(
+        trigger=EventTrigger("visit"), entry_node_id="first",
+        nodes=(Node("first", BEFORE_THE_WAIT[kind]),
+               Node("best", WaitAction(best_time=BestTime(Channel.EMAIL, MAX_DELAY),
+                                       next_node_id="tips")),
+               Node("tips", SendAction("tips", Channel.EMAIL, "done")),
+               Node("done", ExitAction()))))
+    fake = FakeDecisioning()
+    fake.points["offers"] = lambda _: None  # no action: on to the wait
+    fake.send_time = lambda earliest, _: earliest + timedelta(hours=3)
+    peers = ProfilePeers("ada")
+    peers.decisioning = fake
+    steps = StepRound(db_tx, peers, SETTINGS)
+    await steps.run()  # the first node, then the walk into the wait
+    await steps.run()  # the question
+    found, _ = db_tx.run_sync(lambda uow: enrollment.list_enrollments(uow, WS, "j1", "", 10,
+                                                                     None))
+    [(ada, _)] = found
+    assert (ada.current_node_id, ada.due_time, len(fake.send_time_calls)) == (
+        "best", START + timedelta(hours=3), 1)
+    clock.advance(timedelta(hours=3))
+    await steps.run()
+    assert [s.idempotency_key.split(":")[1] for s in peers.sent][-1:] == ["tips"]
+
+
+def weekly_loop(entry: str = "mail") -> JourneyGraph:
+    return JourneyGraph(
+        trigger=EventTrigger("visit"), entry_node_id=entry,
+        nodes=(Node("mail", SendAction("news", Channel.EMAIL, "best")),
+               Node("best", WaitAction(best_time=BestTime(Channel.EMAIL, timedelta(days=7)),
+                                       next_node_id="mail"))))
+
+
+def test_a_loop_whose_only_wait_is_a_best_time_wait_is_refused_naming_it() -> None:
+    # Decisioning answers "now" with no engagement yet or in the person's best hour: the loop
+    # would mail in every step round without the clock moving.
+    found = {v.field: v.description for v in validate_for_publish("News", weekly_loop()).items}
+    assert found == {"nodes[1].wait.best_time": (
+        "is in the loop best -> mail -> best, which no duration, local_time or event wait "
+        "paces; a best time can be now (no engagement yet, or the person's best hour), so the "
+        "loop could go round at once: add one")}
+    # Another wait in the loop paces it.
+    paced = JourneyGraph(
+        trigger=EventTrigger("visit"), entry_node_id="mail",
+        nodes=(Node("mail", SendAction("news", Channel.EMAIL, "week")),
+               Node("week", WaitAction(duration=timedelta(days=7), next_node_id="best")),
+               Node("best", WaitAction(best_time=BestTime(Channel.EMAIL, MAX_DELAY),
+                                       next_node_id="mail"))))
+    assert not validate_for_publish("News", paced)
+
+
+@pytest.mark.parametrize("entry", ["mail", "best"])
+async def test_a_loop_published_before_the_check_waits_max_delay_without_spinning(
+        db_tx: Transactions, clock: ManualClock, monkeypatch: pytest.MonkeyPatch,
+        entry: str) -> None:
+    # Such a best-time wait is a plain max_delay wait: decisioning is not asked, whose "now"
+    # would send the loop round again in the next step round.
+    monkeypatch.setattr(journeys, "_check_publishable", lambda *_: None)  # an older version
+    enroll_ada(db_tx, weekly_loop(entry))
+    fake = FakeDecisioning()  # answers "now", as decisioning does without engagement
+    peers = peers_with(fake)
+    steps = StepRound(db_tx, peers, SETTINGS)
+    for _ in range(6):
+        await steps.run()
+    assert (len(peers.sent), fake.send_time_calls) == (int(entry == "mail"), [])
+    clock.advance(timedelta(days=7))
+    for _ in range(6):
+        await steps.run()
+    assert (len(peers.sent), fake.send_time_calls) == (1 + int(entry == "mail"), [])

@@ -272,7 +272,8 @@ def validate_for_publish(display_name: str, graph: JourneyGraph,
     """Every reason the graph cannot run, each as its own violation: the shape problems, then a
     missing trigger (or a schedule without a segment or a time; with ``now``, a one-off time
     already past), a missing or unknown entry node, dangling edges, nodes no enrollment can
-    reach, cycles without a wait node (they would send in a tight loop), and send nodes naming
+    reach, cycles without a wait node or whose only waits are best-time waits (they would send
+    in a tight loop), and send nodes naming
     content in ``missing_content`` (keys content said it does not know)."""
     problems = validate_shape(display_name, graph)
     if graph.trigger is None:
@@ -293,25 +294,16 @@ def validate_for_publish(display_name: str, graph: JourneyGraph,
     if not graph.nodes:
         problems.add("nodes", "at least one node is required")
 
-    index_of: dict[str, int] = {}
-    for index, node in enumerate(graph.nodes):
-        index_of.setdefault(node.id, index)
+    index_of, successors, dangling = _adjacency(graph)
     entry_known = graph.entry_node_id in index_of
     if not graph.entry_node_id:
         problems.add("entry_node_id", "is required")
     elif not entry_known:
         problems.add("entry_node_id", f"names no node: {graph.entry_node_id!r}")
 
-    # Adjacency over known targets only; dangling edges are reported and otherwise ignored.
-    successors: list[list[tuple[str, int]]] = []
-    for index, node in enumerate(graph.nodes):
-        targets = []
-        for field, target in node.edges():
-            if target in index_of:
-                targets.append((field, index_of[target]))
-            else:
-                problems.add(f"nodes[{index}].{field}", f"names no node: {target!r}")
-        successors.append(targets)
+    # Dangling edges are reported here and otherwise ignored.
+    for index, field, target in dangling:
+        problems.add(f"nodes[{index}].{field}", f"names no node: {target!r}")
 
     if entry_known:
         reached = _reachable(successors, index_of[graph.entry_node_id])
@@ -321,13 +313,77 @@ def validate_for_publish(display_name: str, graph: JourneyGraph,
                              f"node {node.id!r} cannot be reached from the entry node")
 
     # A wait node breaks a loop's tight spin, so only cycles through no wait node are refused:
-    # look for cycles with the waits' outgoing edges removed.
+    # look for cycles with the waits' outgoing edges removed. A best-time wait may end at once,
+    # so a loop whose only waits are best-time waits is refused below, naming them.
     unwaited = [[] if isinstance(graph.nodes[i].action, WaitAction) else edges
                 for i, edges in enumerate(successors)]
     for index, field, path in _cycles(unwaited):
         names = " -> ".join(graph.nodes[i].id for i in path)
         problems.add(f"nodes[{index}].{field}", f"closes a cycle without a wait: {names}")
+    for node_id, cycle in unpaced_best_time_waits(graph).items():
+        problems.add(f"nodes[{index_of[node_id]}].wait.best_time",
+                     f"is in the loop {' -> '.join(cycle)}, which no duration, local_time or "
+                     "event wait paces; a best time can be now (no engagement yet, or the "
+                     "person's best hour), so the loop could go round at once: add one")
     return problems
+
+
+def _adjacency(graph: JourneyGraph) -> tuple[dict[str, int], list[list[tuple[str, int]]],
+                                             list[tuple[int, str, str]]]:
+    """Each node id's index (its first node), each node's edges to known nodes as (field,
+    target index), and the dangling edges as (node index, field, target id)."""
+    index_of: dict[str, int] = {}
+    for index, node in enumerate(graph.nodes):
+        index_of.setdefault(node.id, index)
+    successors: list[list[tuple[str, int]]] = []
+    dangling: list[tuple[int, str, str]] = []
+    for index, node in enumerate(graph.nodes):
+        targets = []
+        for field, target in node.edges():
+            if target in index_of:
+                targets.append((field, index_of[target]))
+            else:
+                dangling.append((index, field, target))
+        successors.append(targets)
+    return index_of, successors, dangling
+
+
+def unpaced_best_time_waits(graph: JourneyGraph) -> dict[str, tuple[str, ...]]:
+    """The best-time waits that are the only waits of a loop, each with one such loop (node ids,
+    from the wait back to it). Decisioning answers "now" when the workspace has no engagement
+    yet or during the person's best hour, so such a wait can end at once, and its loop would
+    go round (and send) without the clock moving. Publishing refuses them; a version published
+    before that check waits max_delay there (the engine reads this too)."""
+    index_of, successors, _ = _adjacency(graph)
+    # Only the waits that always take time break a loop here.
+    paced = [[] if isinstance(node.action, WaitAction) and node.action.best_time is None
+             else edges for node, edges in zip(graph.nodes, successors, strict=True)]
+    found: dict[str, tuple[str, ...]] = {}
+    for index, node in enumerate(graph.nodes):
+        if (index_of[node.id] != index or not isinstance(node.action, WaitAction)
+                or node.action.best_time is None):
+            continue
+        cycle = _cycle_through(paced, index)
+        if cycle:
+            found[node.id] = tuple(graph.nodes[i].id for i in cycle)
+    return found
+
+
+def _cycle_through(successors: list[list[tuple[str, int]]], start: int) -> list[int]:
+    """A shortest path from ``start`` back to itself (breadth first), or [] when none."""
+    parent: dict[int, int] = {}
+    queue = [start]
+    for current in queue:  # the list grows while it is walked: a queue
+        for _, target in successors[current]:
+            if target == start:
+                path = [current]
+                while path[-1] != start:
+                    path.append(parent[path[-1]])
+                return [*reversed(path), start]
+            if target not in parent:
+                parent[target] = current
+                queue.append(target)
+    return []
 
 
 def _check_optimised_split(problems: Violations, at: str, graph: JourneyGraph) -> None:

@@ -298,6 +298,15 @@ class JourneyGraph:
         return bool(self.goal or self.exit_criteria or any(
             isinstance(n.action, WaitAction) and n.action.event for n in self.nodes))
 
+    @cached_property
+    def unpaced_best_times(self) -> frozenset[str]:
+        """The best-time waits that are the only waits of a loop: publishing refuses them now,
+        but a version published before waits max_delay there (see the engine's walk)."""
+        # graph.py imports this module; the analysis lives there with the publish check.
+        from cjo_orchestration.domain.graph import unpaced_best_time_waits
+
+        return frozenset(unpaced_best_time_waits(self))
+
     # Stored as JSON: readable in the database, and new node kinds only add keys.
     def to_dict(self) -> dict[str, Any]:
         return {key: _plain(value) for key, value in asdict(self).items()}

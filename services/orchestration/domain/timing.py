@@ -65,6 +65,11 @@ def wait_until(action: WaitAction, traits: Mapping[str, Any], now: datetime
     elif action.local_time is not None:
         zone = profile_zone(traits, action.local_time.default_time_zone)
         until, detail = next_local_time(now, zone, action.local_time), f"until ({zone.key})"
+    elif action.best_time is not None:
+        # Only a best-time wait that paces a loop alone (an older version): its max_delay.
+        until = now + action.best_time.max_delay
+        return until, (f"until {until.isoformat()} (max_delay: the only kind of wait in a loop, "
+                       "so decisioning is not asked)")
     else:
         assert action.event is not None
         until = now + action.event.timeout

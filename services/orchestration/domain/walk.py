@@ -211,6 +211,10 @@ def _settle(transition: Transition, graph: JourneyGraph, now: datetime) -> Trans
     if transition.send is KEEP_WALKING:
         transition = _walk(transition.enrollment, graph, now, transition.steps,
                            transition.facts, transition.error)
+    if isinstance(transition.send, SendTimeOrder):
+        # Arriving at a best-time wait parked the enrollment until its max_delay; the question
+        # to decisioning is this order, so it is due now, or it would never be asked.
+        transition = replace(transition, enrollment=evolve(transition.enrollment, due_time=now))
     return replace(transition, send=None)
 
 
@@ -300,7 +304,7 @@ def _run_node(enrollment: Enrollment, graph: JourneyGraph, now: datetime,
         case UpdateProfileAction() as update:
             return _update_profile(here, update)
         case WaitAction() as wait:
-            return _wait(here, wait)
+            return _wait(here, wait, node_id in graph.unpaced_best_times)
         case BranchAction() as branch:
             return _branch(here, branch)
         case SplitAction() as split:
@@ -340,10 +344,12 @@ def _update_profile(here: _Here, action: UpdateProfileAction) -> Transition:
         send_key(here.enrollment.enrollment_id, here.node_id, here.visit)))
 
 
-def _wait(here: _Here, action: WaitAction) -> Transition:
+def _wait(here: _Here, action: WaitAction, unpaced: bool = False) -> Transition:
     """Park the enrollment until the timer; once it fired, leave by the timer's edge (an event
-    wait's timeout edge)."""
-    if action.best_time is not None:
+    wait's timeout edge). ``unpaced``: a best-time wait that is the only wait of a loop, in a
+    version published before publishing refused that; it waits max_delay, never asking
+    decisioning, so its loop cannot go round without the clock moving."""
+    if action.best_time is not None and not unpaced:
         return _best_time(here, action)
     if here.enrollment.waiting:
         # The timer fired: the duration passed, the local time came, or the event timed out.
