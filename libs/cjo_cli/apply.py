@@ -11,7 +11,14 @@ import yaml
 from google.protobuf import json_format
 
 from cjo_cli.manifests import Manifest
-from cjo_cli.resources import KIND_TABLE, SETTINGS_PARTS, Retired, request_id, settable
+from cjo_cli.resources import (
+    KIND_TABLE,
+    SETTINGS_PARTS,
+    Retired,
+    request_id,
+    settable,
+    stored_etag,
+)
 from cjo_client import Client
 
 
@@ -164,13 +171,6 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool,
 
 
 _SECRETS_NOTE = "secrets: (not compared; sent again)\n"
-
-
-def stored_etag(stored: Any) -> str:
-    """The stored object's version, for request ids: its etag (or update time) and its create
-    time, so an object deleted and made again is never taken for the one before it."""
-    version = str(getattr(stored, "etag", "")) or stored.update_time.ToJsonString()
-    return f"{version}@{stored.create_time.ToJsonString()}"
 
 
 async def _apply_settings(client: Client, m: Manifest, dry_run: bool) -> list[Outcome]:

@@ -63,6 +63,13 @@ def request_id(*parts: object) -> str:
     return "cjo-apply-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def stored_etag(stored: Any) -> str:
+    """The stored object's version, for request ids: its etag (or update time) and its create
+    time, so an object deleted and made again is never taken for the one before it."""
+    version = str(getattr(stored, "etag", "")) or stored.update_time.ToJsonString()
+    return f"{version}@{stored.create_time.ToJsonString()}"
+
+
 async def _missing_is_none(call: Awaitable[Any]) -> Any:
     try:
         return await call

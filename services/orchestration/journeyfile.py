@@ -28,10 +28,11 @@ from google.protobuf import field_mask_pb2, json_format
 
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
+from cjo_cli.resources import request_id, stored_etag
 from cjo_orchestration.adapters import stubs
 from cjo_orchestration.api.convert import graph_from_proto
 from cjo_orchestration.domain.graph import validate_for_publish
-from cjo_orchestration.domain.journeys import UPDATABLE_FIELDS
+from cjo_orchestration.domain.journeys import TRIGGER_FIELDS, UPDATABLE_FIELDS
 from cjo_platform.errors import FieldViolation, InvalidArgument
 
 # Set by the server; a file may carry them (e.g. after `export`) but they are not applied.
@@ -111,30 +112,48 @@ def _metadata() -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {key}"),) if key else ()
 
 
+def _settable(journey: journey_pb2.Journey) -> journey_pb2.Journey:
+    """``journey`` without the fields the server sets."""
+    body = journey_pb2.Journey()
+    body.CopyFrom(journey)
+    for name in OUTPUT_ONLY:
+        body.ClearField(name)
+    return body
+
+
 async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Journey:
     target = os.environ.get("CJO_ORCHESTRATION_TARGET", "127.0.0.1:50053")
-    # The same file applied twice is one change: the request id is the content's hash.
     digest = hashlib.sha256(journey.SerializeToString(deterministic=True)).hexdigest()[:32]
     async with grpc.aio.insecure_channel(target) as channel:
         stub = stubs.orchestration(channel)
-        body = journey_pb2.Journey()
-        body.CopyFrom(journey)
-        for name in OUTPUT_ONLY:
-            body.ClearField(name)
+        body = _settable(journey)
+        changed = True
         if journey.journey_id:
-            body.name = f"journeys/{journey.journey_id}"
-            paths = [f for f in UPDATABLE_FIELDS
-                     if f not in ("event_trigger", "segment_trigger", "api_trigger")
-                     or body.WhichOneof("trigger") == f]
-            stored: journey_pb2.Journey = (await stub.UpdateJourney(pb.UpdateJourneyRequest(
-                journey=body, update_mask=field_mask_pb2.FieldMask(paths=paths),
-                request_id=f"file-{digest}"), metadata=_metadata())).journey
+            name = f"journeys/{journey.journey_id}"
+            stored: journey_pb2.Journey = (await stub.GetJourney(
+                pb.GetJourneyRequest(name=name), metadata=_metadata())).journey
+            # As `cjo apply`: the same file against the same stored journey is one change (a
+            # retry applies it once); once the journey changed (its etag), the file is a new
+            # change, so applying an earlier file again (a revert) applies it.
+            rid = request_id("journeyfile", name, digest, stored_etag(stored))
+            changed = _settable(stored) != body
+            if changed:
+                body.name = name
+                # One trigger field: the one the file sets (the others are cleared with it).
+                paths = [f for f in UPDATABLE_FIELDS
+                         if f not in TRIGGER_FIELDS or body.WhichOneof("trigger") == f]
+                stored = (await stub.UpdateJourney(pb.UpdateJourneyRequest(
+                    journey=body, update_mask=field_mask_pb2.FieldMask(paths=paths),
+                    request_id=rid), metadata=_metadata())).journey
         else:
+            # The same file applied twice makes one journey.
+            rid = request_id("journeyfile", digest)
             stored = (await stub.CreateJourney(pb.CreateJourneyRequest(
-                journey=body, request_id=f"file-{digest}"), metadata=_metadata())).journey
-        if publish:
+                journey=body, request_id=rid), metadata=_metadata())).journey
+        # An unchanged draft that was published already is not published again.
+        if publish and (changed or stored.published_version == 0):
             stored = (await stub.PublishJourney(pb.PublishJourneyRequest(
-                name=stored.name, request_id=f"publish-{digest}"),
+                name=stored.name, request_id=f"{rid}-publish"),
                 metadata=_metadata())).journey
         return stored
 
