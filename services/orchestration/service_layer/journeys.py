@@ -139,12 +139,13 @@ def _change_state(uow: UnitOfWork, workspace_id: str, journey_id: str,
 
 
 def pause(uow: UnitOfWork, workspace_id: str, journey_id: str) -> Journey:
-    """Stop enrolling and stop running steps until resumed."""
+    """Stop enrolling new profiles until resumed. Enrollments in flight keep walking: their
+    steps (sends among them) run as before."""
     return _change_state(uow, workspace_id, journey_id, domain.pause)
 
 
 def resume(uow: UnitOfWork, workspace_id: str, journey_id: str) -> Journey:
-    """Run again; scheduled occurrences that came due while paused are skipped."""
+    """Enroll again; scheduled occurrences that came due while paused are skipped."""
     return _change_state(uow, workspace_id, journey_id, domain.resume)
 
 
