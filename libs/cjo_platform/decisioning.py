@@ -5,7 +5,8 @@ rewards) under :data:`DECISIONING_EVENTS_TOPIC`, each in the transaction that ma
 a forwarder records them with decisioning in batches, on behalf of each row's workspace
 (lingering ``CJO_FACTS_LINGER_MS``, like the facts).
 Decisioning deduplicates by fact and event id, so a batch re-sent after a lost acknowledgement
-is taken once. With the event bus (CJO_EVENT_BUS) the forwarders publish the rows to JetStream
+is taken once (a track event it does not act on leaves no id: taken again, as if it came
+then). With the event bus (CJO_EVENT_BUS) the forwarders publish the rows to JetStream
 instead, and decisioning's consumers (:func:`decisioning_facts_consumer`,
 :func:`decisioning_events_consumer`) hand them to its own RecordMessageFacts and RecordEvents.
 

@@ -12,8 +12,9 @@
 Forwarded items are deduplicated by their ids (the `received` table), so an item re-sent after
 a lost acknowledgement is taken once and answered as a duplicate. A track event decisioning does
 nothing with (neither a merge nor an erasure, and no decision point of its workspace rewards its
-name when it arrives) leaves no id behind: taking it again does nothing again, and most events
-are such (the id's row was a third of RecordEvents' CPU per event: capacity journal)."""
+name when it arrives) leaves no id behind: a repeat is taken as its first copy would have been
+had it come only then (rewarding, if a point has meanwhile begun to reward its name), and most
+events are such (the id's row was a third of RecordEvents' CPU per event: capacity journal)."""
 
 from __future__ import annotations
 
