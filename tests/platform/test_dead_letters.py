@@ -8,6 +8,7 @@ import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -19,7 +20,8 @@ from cjo.common.v1 import dead_letter_service_pb2_grpc as pb_grpc
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.db import Database
-from cjo_platform.db.dead_letters import DeadLetters, define_dead_letters
+from cjo_platform.db import dead_letters as dead_letters_module
+from cjo_platform.db.dead_letters import DeadLetter, DeadLetters, define_dead_letters
 from cjo_platform.db.idempotency import RequestLog, define_request_log
 from cjo_platform.db.outbox import Outbox, define_outbox
 from cjo_platform.db.unit_of_work import Transactions
@@ -132,6 +134,42 @@ async def test_a_page_of_large_letters_fits_one_answer(letters: Letters) -> None
         if not token:
             break
     assert listed == [f"k{i:02}" for i in range(40)]
+
+
+async def test_a_page_of_large_letters_reads_only_the_payloads_it_answers(
+        letters: Letters, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ListDeadLetters read page_size + 1 whole payloads and then answered 4 MiB of them: with
+    # page_size 1000, 300 buried rows of 1 MiB read 15 GiB (up to 1 GiB held at once) to list
+    # them 4 a page. The sizes come first now, then only the payloads answered.
+    for i in range(3):
+        letters.add("acme", f"s{i}")
+    for i in range(12):
+        letters.add("acme", f"k{i:02}", size=1024 * 1024)
+        letters.add("acme", f"x{i:02}", source="inbox:events", size=1024 * 1024)
+    letters.add("acme", "s3")
+    read: list[int] = []
+    loaded = dead_letters_module._letter
+
+    def counted(row: Any) -> DeadLetter:
+        letter = loaded(row)
+        read.append(len(letter.payload))
+        return letter
+
+    monkeypatch.setattr(dead_letters_module, "_letter", counted)
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        read.clear()
+        page = await letters.stub.ListDeadLetters(pb.ListDeadLettersRequest(
+            source=SOURCE, page_token=token, page_size=1000), metadata=as_service("acme"))
+        pages.append([x.item_key for x in page.dead_letters])
+        assert sum(read) == sum(len(x.payload) for x in page.dead_letters)
+        token = page.next_page_token
+        if not token:
+            break
+    # 4 MiB a page at most: three letters of 1 MiB and their keys, and the small ones.
+    assert pages == [["s0", "s1", "s2", "k00", "k01", "k02"], ["k03", "k04", "k05"],
+                     ["k06", "k07", "k08"], ["k09", "k10", "k11", "s3"]]
 
 
 async def test_retried_letters_go_back_to_the_outbox_once(letters: Letters) -> None:

@@ -83,6 +83,15 @@ class DeadLetter:
     last_failed_time: datetime
 
 
+@dataclass(frozen=True)
+class LetterPage:
+    """A page of letters, oldest first, and the last id it covers when more letters follow
+    (``None``: the last page). A letter taken meanwhile (a purge) is missing from it."""
+
+    letters: list[DeadLetter]
+    after_id: int | None
+
+
 class DeadLetters:
     """Reads and writes dead letters inside a caller's transaction."""
 
@@ -122,6 +131,37 @@ class DeadLetters:
             query = query.where(table.c.source == source)
         rows = session.execute(query.order_by(table.c.id).limit(limit)).all()
         return [_letter(row) for row in rows]
+
+    def page(self, session: Session, workspace_id: str, source: str | None = None, *,
+             after_id: int = 0, limit: int = 100, max_bytes: int) -> LetterPage:
+        """A page of :meth:`list`: at most ``limit`` letters, and at most ``max_bytes`` of their
+        payloads (one letter at least, however large). Their ids and payload sizes are read
+        first, then the payloads of the letters kept only, so a page of large letters reads
+        what it answers (not ``limit`` payloads to answer a few)."""
+        table = self.table
+        dialect = session.get_bind().dialect.name
+        # Bytes on both: PostgreSQL's bytea, SQLite's BLOB (the column only ever holds bytes;
+        # SQLite's length() counts a BLOB's bytes, from its header, without reading it).
+        size = func.octet_length(table.c.payload) if dialect == "postgresql" \
+            else func.length(table.c.payload)
+        query = select(table.c.id, size).where(table.c.workspace_id == workspace_id,
+                                               table.c.id > after_id)
+        if source:
+            query = query.where(table.c.source == source)
+        sizes = session.execute(query.order_by(table.c.id).limit(limit + 1)).all()
+        kept: builtins.list[int] = []
+        total = 0
+        for letter_id, payload_bytes in sizes[:limit]:
+            total += int(payload_bytes or 0)
+            if kept and total > max_bytes:
+                break
+            kept.append(int(letter_id))
+        if not kept:
+            return LetterPage([], None)
+        rows = session.execute(select(table).where(table.c.id.in_(kept))
+                               .order_by(table.c.id)).all()
+        more = len(sizes) > len(kept)
+        return LetterPage([_letter(row) for row in rows], kept[-1] if more else None)
 
     def count(self, session: Session, workspace_id: str, *,
               sources: Collection[str] | None = None) -> int:

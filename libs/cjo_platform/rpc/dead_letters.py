@@ -130,21 +130,15 @@ class DeadLetterServicer(pb_grpc.DeadLetterServiceServicer):
                 raise InvalidArgument.one("page_token",
                                           "belongs to a listing of another source")
         workspace = current_workspace()
-        letters = await self.transactions.run(lambda uow: self.dead_letters.list(
-            uow.session, workspace, request.source or None, after_id=after, limit=size + 1))
-        more = len(letters) > size
-        letters = letters[:size]
         # Payloads of MAX_CALL_PAYLOAD_BYTES at most a page (one letter at least): a page of
-        # large rows (buried because they were too large) must still fit one gRPC answer.
-        kept, total = 0, 0
-        while kept < len(letters) and (kept == 0 or total + len(letters[kept].payload)
-                                       <= MAX_CALL_PAYLOAD_BYTES):
-            total += len(letters[kept].payload)
-            kept += 1
-        more = more or kept < len(letters)
-        letters = letters[:kept]
-        token = encode_token({"after": letters[-1].id, "source": request.source}) if more else ""
-        return pb.ListDeadLettersResponse(dead_letters=[_to_proto(x) for x in letters],
+        # large rows (buried because they were too large) must still fit one gRPC answer, and
+        # only the payloads answered are read.
+        page = await self.transactions.run(lambda uow: self.dead_letters.page(
+            uow.session, workspace, request.source or None, after_id=after, limit=size,
+            max_bytes=MAX_CALL_PAYLOAD_BYTES))
+        token = "" if page.after_id is None else encode_token(
+            {"after": page.after_id, "source": request.source})
+        return pb.ListDeadLettersResponse(dead_letters=[_to_proto(x) for x in page.letters],
                                           next_page_token=token)
 
     async def RetryDeadLetters(self, request: pb.RetryDeadLettersRequest,
