@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, MutableMapping
 from typing import Any
 
 import structlog
@@ -52,3 +54,25 @@ def configure_logging(service: str, *, fmt: str = "auto", level: str = "info") -
 
 def get_logger(name: str | None = None) -> Any:
     return structlog.get_logger(name)
+
+
+class LogOnce:
+    """Whether to log about a key (a profile, say) now: once per ``period`` seconds at most per
+    key in this process, for a warning a condition raises at every read of the same thing.
+    Remembers the ``size`` keys logged last (monotonic time)."""
+
+    def __init__(self, period: float, size: int = 10_000) -> None:
+        self.period = period
+        self.size = size
+        self._last: OrderedDict[Hashable, float] = OrderedDict()
+
+    def __call__(self, key: Hashable) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.period:
+            return False
+        self._last[key] = now
+        self._last.move_to_end(key)
+        if len(self._last) > self.size:
+            self._last.popitem(last=False)
+        return True

@@ -146,6 +146,11 @@ def fill_view_struct(into: struct_pb2.Struct, profile: profile_pb2.Profile,
 
 # --- bounded copies (limits.MAX_FORWARDED_PROFILE_BYTES) -----------------------------------------
 
+LARGE_TRAIT_BYTES = 1024
+"""A trait at least this large (encoded, with its provenance) is one that makes a profile's size:
+a bounded copy leaves such traits out before touching its lists only when they alone cover the
+excess. Smaller traits (an address, a name) go only when nothing else is left to leave out."""
+
 
 def _entry_bytes(size: int) -> int:
     """What an element of ``size`` bytes takes in its repeated (or map) field: its tag (one
@@ -154,41 +159,88 @@ def _entry_bytes(size: int) -> int:
 
 
 def trim_profile(message: Message, bound: int, traits: str,
-                 lists: Sequence[tuple[str, bool]] = (), provenance: str = "") -> bool:
+                 lists: Sequence[tuple[str, bool, str]] = (), provenance: str = "") -> bool:
     """Bound ``message`` (a ``ForwardedEvent``, a ``Profile``), in place, to ``bound`` bytes
-    encoded, for a profile grown past the limits by merges: the largest values of its Struct
-    field ``traits`` are left out first (with their entries in the map field ``provenance``),
-    then the elements of each repeated field of ``lists`` in turn, from its end (``False``: the
-    newest of a list in link order) or its start (``True``: the oldest), until it fits. Returns
-    whether anything was left out. A message within the bound costs one ``ByteSize``."""
+    encoded, for a profile grown past the limits by merges, leaving out what makes its size and
+    what its readers miss least. Returns whether anything was left out; a message within the
+    bound costs one ``ByteSize``.
+
+    The Struct field ``traits`` (its entries in the map field ``provenance`` go with them) and
+    the repeated fields ``lists``, each ``(field, oldest_first, kept_per)``: its elements are
+    left out from its start (``oldest_first``: lists kept in link order) or its end, except the
+    newest element per value of the attribute ``kept_per`` (the newest identifier of each
+    type: a send's address falls back to it, an update of the profile resolves by it).
+
+    - When the large traits (:data:`LARGE_TRAIT_BYTES` and more) cover the excess, they are left
+      out, largest first, until they do; the lists and the other traits stay whole.
+    - Otherwise the lists make the size: their elements go first, in the order of ``lists``,
+      until the copy fits; then the traits, largest first; at last the newest elements kept
+      per ``kept_per``.
+    """
     excess = message.ByteSize() - bound
     if excess <= 0:
         return False
     struct = getattr(message, traits).fields
     held = getattr(message, provenance) if provenance else None
-    by_size = sorted(((_entry_bytes(len(key.encode()) + value.ByteSize() + 4), key)
-                      for key, value in struct.items()), reverse=True)
+    by_size = sorted(((_trait_bytes(key, value, held), key) for key, value in struct.items()),
+                     reverse=True)
+    if sum(size for size, _ in by_size if size >= LARGE_TRAIT_BYTES) < excess:
+        for field, oldest_first, kept_per in lists:
+            _trim_list(message, bound, field, oldest_first, kept_per)
+        excess = message.ByteSize() - bound
     for size, key in by_size:
         if excess <= 0:
             break
         del struct[key]
-        excess -= size
         if held is not None and key in held:
-            excess -= _entry_bytes(len(key.encode()) + held[key].ByteSize() + 4)
             del held[key]
-    for field, oldest_first in lists:
-        items = getattr(message, field)
-        excess = message.ByteSize() - bound
-        while excess > 0 and items:
-            # As many elements from the chosen end as cover the excess, in one deletion.
-            count, freed = 0, 0
-            while freed < excess and count < len(items):
-                index = count if oldest_first else len(items) - 1 - count
-                freed += _entry_bytes(items[index].ByteSize())
-                count += 1
-            if oldest_first:
-                del items[:count]
-            else:
-                del items[len(items) - count:]
-            excess = message.ByteSize() - bound
+        excess -= size
+    for field, oldest_first, kept_per in lists:
+        _trim_list(message, bound, field, oldest_first, kept_per)
+    for field, oldest_first, _ in lists:
+        _trim_list(message, bound, field, oldest_first, "")
     return True
+
+
+def _trait_bytes(key: str, value: Message, held: Any) -> int:
+    """What a trait takes in a copy, its provenance included: its map entry's key and value
+    (with their tags and lengths, 4 bytes at most below 2 MiB)."""
+    key_bytes = len(key.encode())
+    size = _entry_bytes(key_bytes + value.ByteSize() + 4)
+    if held is not None and key in held:
+        size += _entry_bytes(key_bytes + held[key].ByteSize() + 4)
+    return size
+
+
+def _trim_list(message: Message, bound: int, field: str, oldest_first: bool,
+               kept_per: str) -> None:
+    """Leave out elements of the repeated field ``field`` from its start (``oldest_first``) or
+    its end until ``message`` fits ``bound``, in one deletion, except the last element per
+    value of ``kept_per`` (moved to the end: the last of its kind, it stays after every other
+    element of its kind)."""
+    items = getattr(message, field)
+    while (excess := message.ByteSize() - bound) > 0 and items:
+        kept = set({getattr(x, kept_per): i for i, x in enumerate(items)}.values()) \
+            if kept_per else set()
+        order = range(len(items)) if oldest_first else range(len(items) - 1, -1, -1)
+        count, freed, spared = 0, 0, []
+        for index in order:
+            if freed >= excess:
+                break
+            count += 1
+            if index in kept:
+                spared.append(index)
+            else:
+                freed += _entry_bytes(items[index].ByteSize())
+        if not freed:
+            return  # only the kept elements are left
+        copies = [type(items[index])() for index in spared]
+        for copy, index in zip(copies, spared, strict=True):
+            copy.CopyFrom(items[index])
+        if oldest_first:
+            del items[:count]
+        else:
+            del items[len(items) - count:]
+            copies.reverse()
+        for copy in copies:
+            items.add().CopyFrom(copy)

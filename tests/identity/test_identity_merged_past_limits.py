@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -27,8 +28,12 @@ from cjo.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from cjo_decisioning.adapters.identity import Profile, ProfileBook
 from cjo_orchestration.adapters.audience import Audience
 from cjo_orchestration.adapters.peers import LiveProfile, Peers
+from cjo_orchestration.domain.journeys import Channel
+from cjo_orchestration.domain.orders import recipient_address
 from cjo_platform.bus import Bus, BusSettings
 from cjo_platform.clock import ManualClock
+from cjo_platform.profiles import identifier_values, profile_view
+from cjo_platform.protobuf import struct_to_dict
 from cjo_platform.rpc.client import CHANNEL_OPTIONS
 from support import Backend, eventually, settings_for
 
@@ -199,3 +204,54 @@ async def test_with_the_bus_a_merged_profile_past_the_limits_is_published_bounde
         assert forwarded[message_id].profile_trimmed
         assert forwarded[message_id].profile_traits["first_name"] == "Ada"
     assert not forwarded["later"].profile_trimmed
+
+
+async def test_a_profile_past_the_limits_by_its_identifiers_keeps_its_traits_and_address(
+        identity: Identity, recorder: Recorder, backend: Backend) -> None:
+    # A person joined over time to ~4,000 anonymous ids of 200 characters (web sessions, device
+    # tokens): ~0.9 MB of identifiers, small traits. The copies left out every trait (the
+    # email trait too) and then the newest identifiers, so a send went to the person's old
+    # address and every condition saw no traits. Now the oldest identifiers go, the newest of
+    # each type and every trait stay.
+    acme = await identity.new_workspace("acme")
+    [first] = await ingest(identity, acme, [event(
+        "u0", ("user_id", "u"), ("email", "old@example.com"), identify=True,
+        traits={"email": "old@example.com", "first_name": "Ada"})])
+    for start in range(0, 210, 70):
+        identity.clock.advance(timedelta(seconds=1))
+        await ingest(identity, acme, [event(f"s{i}", ("user_id", "u"), *(
+            ("anonymous_id", f"{i:03d}-{j:02d}-" + "a" * 193) for j in range(19)),
+            identify=True) for i in range(start, start + 70)])
+    identity.clock.advance(timedelta(seconds=1))
+    # The person's new address: the newest email identifier and the email trait.
+    await ingest(identity, acme, [event("u1", ("user_id", "u"), ("email", "new@example.com"),
+                                        identify=True, traits={"email": "new@example.com"})])
+    profile_id = first.profile_id
+    traits = {"email": "new@example.com", "first_name": "Ada"}
+
+    peers = Peers(settings_for("orchestration", backend, CJO_IDENTITY_TARGET=identity.address),
+                  timeout=30)
+    [answer] = await peers.profiles("acme", [profile_id])
+    assert isinstance(answer, LiveProfile)
+    assert {k: answer.view[k] for k in traits} == traits
+    assert recipient_address(Channel.EMAIL, answer.view) == "new@example.com"
+    reply = await identity.events.BatchGetProfiles(pb.BatchGetProfilesRequest(
+        names=[f"profiles/{profile_id}"]), metadata=acme)
+    [answered] = reply.results
+    assert answered.profile_trimmed
+    assert answered.profile.ByteSize() <= MAX_FORWARDED_PROFILE_BYTES
+    kept = [(i.type, i.value) for i in answered.profile.identifiers]
+    assert ("user_id", "u") in kept
+    assert [v for t, v in kept if t == "email"][-1] == "new@example.com"
+    assert 3000 < len(kept) < 4000  # the oldest anonymous ids left out, as few as fit
+
+    await eventually(lambda: any(e.event.message_id == "u1" for e in recorder.events),
+                     timeout=60)
+    forwarded = next(e for e in recorder.events if e.event.message_id == "u1")
+    assert forwarded.profile_trimmed
+    assert forwarded.ByteSize() <= MAX_FORWARDED_PROFILE_BYTES
+    assert {k: forwarded.profile_traits[k] for k in traits} == traits
+    view = profile_view(struct_to_dict(forwarded.profile_traits),
+                        identifiers=[(i.type, i.value) for i in forwarded.identifiers])
+    assert recipient_address(Channel.EMAIL, view) == "new@example.com"
+    assert identifier_values(view, "user_id") == ["u"]

@@ -24,7 +24,7 @@ from cjo_identity.domain.golden import ConsentRecord, Golden, trait_values
 from cjo_identity.domain.ingest import Accepted, Merge
 from cjo_identity.domain.segments import ENTERED, EXITED, PROFILE_DELETED, PROFILE_MERGED
 from cjo_platform.limits import MAX_FORWARDED_PROFILE_BYTES
-from cjo_platform.logging import get_logger
+from cjo_platform.logging import LogOnce, get_logger
 from cjo_platform.profiles import channel_proto, trim_profile
 from cjo_platform.protobuf import dict_to_struct, fill_struct, set_timestamp, to_timestamp
 
@@ -32,9 +32,13 @@ log = get_logger(__name__)
 
 EVENTS_TOPIC = "orchestration.events"
 
-# What a forwarded copy leaves out after the largest traits, in turn: the newest identifiers
-# (a send falls back to the oldest), then the last consents (delivery asks identity anyway).
-_FORWARDED_LISTS = (("identifiers", False), ("consents", False))
+# The lists a forwarded copy of a profile past the bound shortens (trim_profile), in turn: the
+# oldest identifiers, keeping the newest of each type (a send's address falls back to it, an
+# update_profile node resolves the profile by it), then the last consents (delivery asks
+# identity anyway).
+_FORWARDED_LISTS = (("identifiers", True, "type"), ("consents", False, ""))
+# Profiles past the bound logged lately: each is logged once an hour, not at every event.
+_logged = LogOnce(3600.0)
 
 # A profile's computed traits, segment ids and identifiers (type, value), as a batch left them.
 ProfileState: TypeAlias = tuple[Mapping[str, Any], Iterable[str], Iterable[tuple[str, str]]]
@@ -198,7 +202,7 @@ def merge_event(merge: Merge, golden: Golden | None, now: datetime, traceparent:
 
 def _forwarded(message: orchestration_pb.ForwardedEvent) -> bytes:
     """The payload of a ForwardedEvent, bounded (:data:`MAX_FORWARDED_PROFILE_BYTES`): a
-    profile grown past the limits by merges travels without its largest parts, flagged
+    profile grown past the limits by merges travels without what makes its size, flagged
     ``profile_trimmed``. The bound is checked on the encoding made anyway: a profile within the
     limits costs nothing more."""
     payload = _payload(message)
@@ -207,10 +211,14 @@ def _forwarded(message: orchestration_pb.ForwardedEvent) -> bytes:
     message.profile_trimmed = True  # counted in the bound
     trim_profile(message, MAX_FORWARDED_PROFILE_BYTES, "profile_traits", _FORWARDED_LISTS)
     trimmed = _payload(message)
-    log.warning("a profile past the limits (grown by merges) is forwarded without its largest "
-                "traits", profile=message.profile_id, event_id=message.event_id,
-                encoded_bytes=len(payload), forwarded_bytes=len(trimmed),
-                limit_bytes=MAX_FORWARDED_PROFILE_BYTES)
+    if _logged(message.profile_id):
+        log.warning("a profile past the limits (grown by merges) is forwarded without some of "
+                    "its traits or identifiers (logged once an hour per profile)",
+                    profile=message.profile_id, event_id=message.event_id,
+                    encoded_bytes=len(payload), forwarded_bytes=len(trimmed),
+                    traits_kept=len(message.profile_traits.fields),
+                    identifiers_kept=len(message.identifiers),
+                    limit_bytes=MAX_FORWARDED_PROFILE_BYTES)
     return trimmed
 
 

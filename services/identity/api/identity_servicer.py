@@ -43,7 +43,7 @@ from cjo_platform.db.item_writes import write_each
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import Aborted, InvalidArgument, NotFound, Violations
 from cjo_platform.limits import MAX_FORWARDED_PROFILE_BYTES, check_topic
-from cjo_platform.logging import get_logger
+from cjo_platform.logging import LogOnce, get_logger
 from cjo_platform.paging import decode_token, encode_token, page_size
 from cjo_platform.profiles import trim_profile
 from cjo_platform.protobuf import to_timestamp
@@ -56,10 +56,14 @@ from cjo_platform.telemetry import current_traceparent
 
 SERVICE = "cjo.identity.v1.IdentityService"
 log = get_logger(__name__)
-# What a BatchGetProfiles answer leaves out of a profile past the bound after its largest
-# traits, in turn: the oldest merges (orchestration waits on the recent ones), the newest
-# identifiers (a send falls back to the oldest), the last consents (delivery asks anyway).
-_ANSWERED_LISTS = (("merged_from", True), ("identifiers", False), ("consents", False))
+# The lists a BatchGetProfiles answer shortens of a profile past the bound (trim_profile), in
+# turn: the oldest merges (orchestration waits on the recent ones), the oldest identifiers,
+# keeping the newest of each type (a send's address falls back to it, an update_profile node
+# resolves the profile by it), the last consents (delivery asks identity anyway).
+_ANSWERED_LISTS = (("merged_from", True, ""), ("identifiers", True, "type"),
+                   ("consents", False, ""))
+# Profiles past the bound logged lately: each is logged once an hour, not at every step round.
+_logged = LogOnce(3600.0)
 DOMAIN = "identity.cjo"
 
 
@@ -171,9 +175,14 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                 if trim_profile(result.profile, MAX_FORWARDED_PROFILE_BYTES, "traits",
                                 _ANSWERED_LISTS, provenance="trait_provenance"):
                     result.profile_trimmed = True
-                    log.warning("a profile past the limits (grown by merges) is answered "
-                                "without its largest traits", profile=result.profile.profile_id,
-                                limit_bytes=MAX_FORWARDED_PROFILE_BYTES)
+                    copy = result.profile
+                    if _logged(copy.profile_id):
+                        log.warning("a profile past the limits (grown by merges) is answered "
+                                    "without some of its traits or lists (logged once an "
+                                    "hour per profile)", profile=copy.profile_id,
+                                    traits_kept=len(copy.traits.fields),
+                                    identifiers_kept=len(copy.identifiers),
+                                    limit_bytes=MAX_FORWARDED_PROFILE_BYTES)
         return response
 
     async def LookupProfile(self, request: pb.LookupProfileRequest,
