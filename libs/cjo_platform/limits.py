@@ -43,6 +43,12 @@ what makes its size (its large traits, else the oldest identifiers and merges) a
 (``profile_trimmed``; :func:`cjo_platform.profiles.trim_profile`). So a forwarded row always
 fits the bus's 1 MiB ``max_payload`` with its headers, and an answer carries any profile."""
 
+MAX_EMAIL_BODY_BYTES = 5 * 1024 * 1024
+"""A rendered email's HTML plus text in UTF-8 bytes: delivery refuses a larger message and
+content fails a render that makes one (RENDER_FAILED), so such an email fails where its
+template is, not at sending. Providers refuse much larger messages anyway (SES caps the whole
+at 10 MB)."""
+
 MAX_ID_LENGTH = 128
 """Identifiers a client chooses or one service hands to another: message ids, idempotency keys,
 fact ids, request ids, external ids, experiment ids, and journey, enrollment, event and message

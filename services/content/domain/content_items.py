@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
@@ -23,6 +23,15 @@ NAME_PREFIX = "contentItems/"
 
 MAX_TEMPLATE_BYTES = 256 * 1024
 """Each template field (subject, preheader, html, text), in UTF-8 bytes."""
+
+MAX_ITEM_TEMPLATE_BYTES = 8 * 1024 * 1024
+"""All the templates of one item (its bodies, localizations and variants) together, in UTF-8
+bytes: an item, one of its versions or a page of them stays well inside one gRPC message
+(32 MiB), which 100 localizations x 26 variants of fields within MAX_TEMPLATE_BYTES did not."""
+
+MAX_PAGE_TEMPLATE_BYTES = 16 * 1024 * 1024
+"""A page of items or versions ends early once their templates (and a version's snippets)
+would pass this, so it too fits one message; it always holds at least one."""
 
 MAX_SUBJECT_CHARS = 998
 """RFC 5322 caps a header line at 998 characters; a longer subject cannot be sent unfolded."""
@@ -270,7 +279,42 @@ def check_draft(draft: ContentDraft) -> Violations:
     check_bodies(draft.bodies, "", problems)
     check_locales(draft, problems)
     check_variants(draft, problems)
+    check_item_size(draft, problems)
     return problems
+
+
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def template_bytes(draft: ContentDraft) -> int:
+    """What the item's templates take in UTF-8 bytes."""
+    return sum(utf8_size(source) for source in draft.template_sources().values())
+
+
+def check_item_size(draft: ContentDraft, problems: Violations) -> None:
+    """The item's templates together within MAX_ITEM_TEMPLATE_BYTES; the violation names the
+    field that passes it."""
+    total = 0
+    for path, source in draft.template_sources().items():
+        total += utf8_size(source)
+        if total > MAX_ITEM_TEMPLATE_BYTES:
+            problems.add(path, f"the item's templates (bodies, localizations and variants) "
+                               f"together must be at most {MAX_ITEM_TEMPLATE_BYTES // 2**20} "
+                               "MiB; this field takes them past it")
+            return
+
+
+def fit_page(sizes: Iterable[int]) -> int:
+    """How many leading entries of a page, each of ``sizes`` bytes, to answer: as many as fit
+    MAX_PAGE_TEMPLATE_BYTES, and at least one."""
+    total = count = 0
+    for size in sizes:
+        total += size
+        if count and total > MAX_PAGE_TEMPLATE_BYTES:
+            break
+        count += 1
+    return count
 
 
 def check_bodies(bodies: ChannelBodies, prefix: str, problems: Violations) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 import liquid
 
+from cjo_content.domain import templates as liquid_templates
 from cjo_content.domain.content_items import (
     ChannelTemplate,
     ContentDraft,
@@ -23,6 +25,7 @@ from cjo_content.domain.content_items import (
     SmsTemplate,
     Variant,
     WebhookTemplate,
+    utf8_size,
 )
 from cjo_content.domain.locales import DEFAULT_LOCALE, fallback_chain, is_bcp47, locale_chain
 from cjo_content.domain.plain_text import html_to_text
@@ -35,7 +38,15 @@ from cjo_content.domain.templates import (
     compile_template,
     render,
 )
+from cjo_content.domain.watchdog import WATCHDOG, DeadlinePassed
 from cjo_platform.errors import FailedPrecondition, Violations
+from cjo_platform.limits import MAX_EMAIL_BODY_BYTES
+
+# A version renders on the event loop (see service_layer/rendering.py) once this many of its
+# renders in a row each took less than FAST_RENDER_SECONDS of CPU; a slower one sends it back
+# to worker threads until it has been fast that many times again.
+FAST_RENDER_SECONDS = 0.002
+FAST_RENDERS_TO_INLINE = 3
 
 
 def kind_of(field_path: str) -> TemplateKind:
@@ -163,6 +174,11 @@ class RenderedWebhook:
 RenderedBody = RenderedEmail | RenderedSms | RenderedPush | RenderedInApp | RenderedWebhook
 
 
+class RenderTimeLimitExceeded(FailedPrecondition):
+    """A render ran past MAX_RENDER_SECONDS and was interrupted: the version's template is
+    too slow for anyone, so a batch fails its other requests for the version at once."""
+
+
 def _one_line(value: str) -> str:
     # Header-like values: a newline in a subject would end the header (or inject another one).
     return " ".join(value.split())
@@ -193,6 +209,13 @@ class CompiledContent:
             path: html_to_text(html) for path, html in self.sources.items()
             if path.endswith("email.html") and "{" not in html
             and path.removesuffix("html") + "text" not in self.sources}
+        self._fast_renders = 0  # renders in a row that took under FAST_RENDER_SECONDS of CPU
+
+    def seen_fast(self) -> bool:
+        """Whether the last renders of this version were all fast (cheap enough for the
+        event loop). Updated without a lock: a lost update only moves a render to a thread or
+        back, and a slow version's renders are all slow."""
+        return self._fast_renders >= FAST_RENDERS_TO_INLINE
 
     def render(self, channel: str, context: RenderContext) -> RenderedBody:
         """Just the body of :meth:`render_for`."""
@@ -217,14 +240,30 @@ class CompiledContent:
         # (a `ko` body for `ko-KR` formats as ko-KR); else in the body's own locale.
         formatting = requested if requested and locale.lower() in (
             tag.lower() for tag in fallback_chain(requested, requested)) else locale
+        data = context.data(formatting)
+        current = [prefix]  # the field being rendered, for a render interrupted in it
+        started = time.thread_time()
+        limit = liquid_templates.MAX_RENDER_SECONDS
         try:
-            rendered = self._render(body, context.data(formatting), prefix)
+            rendered = WATCHDOG.call(lambda: self._render(body, data, prefix, current), limit)
+        except DeadlinePassed:
+            self._fast_renders = 0
+            raise RenderTimeLimitExceeded(
+                f"content item {self.key!r} cannot be rendered: {current[0]}: render time "
+                f"limit of {limit:g} s reached",
+                reason="RENDER_FAILED",
+                metadata={"content_key": self.key, "field": current[0]}) from None
         except TemplateRenderError as err:
+            self._fast_renders = 0
             metadata = {"content_key": self.key, "field": err.field}
             if err.position is not None:
                 metadata |= {"line": str(err.position.line), "column": str(err.position.column)}
             raise FailedPrecondition(f"content item {self.key!r} cannot be rendered: {err}",
                                      reason="RENDER_FAILED", metadata=metadata) from None
+        if time.thread_time() - started < FAST_RENDER_SECONDS:
+            self._fast_renders += 1
+        else:
+            self._fast_renders = 0
         return Rendering(rendered, locale, variant.key if variant else "",
                          variant.weight if variant else 0)
 
@@ -256,14 +295,19 @@ class CompiledContent:
                             draft.localizations[index].locale
         return draft.body(channel), "", base_locale
 
-    def _field(self, name: str, data: Mapping[str, object], prefix: str) -> str:
+    def _field(self, name: str, data: Mapping[str, object], prefix: str,
+               current: list[str]) -> str:
         path = prefix + name
         template = self.templates.get(path)
-        return "" if template is None else render(template, self.sources[path], data, path)
+        if template is None:
+            return ""
+        current[0] = path
+        return render(template, self.sources[path], data, path)
 
-    def _render(self, body: object, data: Mapping[str, object], prefix: str) -> RenderedBody:
+    def _render(self, body: object, data: Mapping[str, object], prefix: str,
+                current: list[str]) -> RenderedBody:
         def f(name: str, data: Mapping[str, object]) -> str:
-            return self._field(name, data, prefix)
+            return self._field(name, data, prefix, current)
         if isinstance(body, EmailTemplate):
             html = f("email.html", data)
             if prefix + "email.text" in self.sources:
@@ -272,6 +316,12 @@ class CompiledContent:
                 text = self._static_text[prefix + "email.html"]
             else:
                 text = html_to_text(html)
+            if (len(html) + len(text)) * 4 > MAX_EMAIL_BODY_BYTES:  # else surely within
+                size = utf8_size(html) + utf8_size(text)
+                if size > MAX_EMAIL_BODY_BYTES:
+                    raise TemplateRenderError(
+                        prefix + "email.html", f"the rendered html and text are {size} bytes "
+                        f"together; at most {MAX_EMAIL_BODY_BYTES} can be sent", None)
             return RenderedEmail(subject=_one_line(f("email.subject", data)),
                                  preheader=_one_line(f("email.preheader", data)),
                                  html=html, text=text)

@@ -72,7 +72,9 @@ class TemplateRenderError(Exception):
 # --- environments ----------------------------------------------------------------------------
 
 MAX_RENDER_SECONDS = 2.0
-"""Wall time one template may take; checked as output is written."""
+"""Wall time one render (all the fields of one body for one person) may take: the render is
+interrupted by the watchdog (domain/watchdog.py) once past it, however little it writes. Each
+template's output buffer checks it too, which costs a clock read every 64 writes."""
 
 
 class RenderTimeLimitError(LiquidError):

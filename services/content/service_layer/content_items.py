@@ -12,6 +12,8 @@ from cjo_content.domain.content_items import (
     UpdateMask,
     apply_update,
     check_draft,
+    fit_page,
+    template_bytes,
 )
 from cjo_content.domain.errors import check_etag, item_not_found, stale
 from cjo_content.domain.validation import check_new_item, check_update
@@ -41,9 +43,11 @@ def get(uow: UnitOfWork, workspace_id: str, key: str) -> ContentItem:
 
 def page(uow: UnitOfWork, workspace_id: str, after: str | None, size: int,
          tag: str = "") -> tuple[list[ContentItem], str | None]:
-    """Up to ``size`` items by key after ``after``, only those tagged ``tag`` when it is set;
-    and the key to continue after, None on the last page."""
+    """Up to ``size`` items by key after ``after``, only those tagged ``tag`` when it is set,
+    fewer when their templates would not fit a message (fit_page); and the key to continue
+    after, None on the last page."""
     items = repository.page(uow.session, workspace_id, after, size + 1, tag)
+    size = min(size, fit_page(template_bytes(item.draft) for item in items[:size]))
     return items[:size], items[size - 1].key if len(items) > size else None
 
 

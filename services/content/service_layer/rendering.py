@@ -3,8 +3,11 @@ once per process (the cache), render them for one person each; preview a draft.
 
 Reads run in units of work; what they found stays in a PublishedCache (when the process has
 one) until a change is signalled. Compiling and rendering are CPU work and run in a worker
-thread, never in the database's thread pool; only a render call of a few people runs on the
-event loop, where the hop to a thread would cost more than the render."""
+thread, never in the database's thread pool; only a render call of a few people, of versions
+whose recent renders were all fast, runs on the event loop, where the hop to a thread would
+cost more than the render. Every render is interrupted at the render time limit wherever it
+runs (domain/watchdog.py), and within one batch a version that reached it fails the rest of
+its requests at once."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from cjo_content.domain.rendering import (
     RenderContext,
     RenderedContent,
     RenderTarget,
+    RenderTimeLimitExceeded,
 )
 from cjo_content.domain.snippets import resolve_snippets
 from cjo_content.service_layer.published_cache import PublishedCache
@@ -37,8 +41,9 @@ T = TypeVar("T")
 # (item key, requested version: 0 for the latest published)
 Wanted = tuple[str, int]
 
-# Render calls of up to this many people render on the event loop: a thread hop costs more
-# CPU than rendering a message or two (measured: tests/benchmarks/content.py --batch 1).
+# Render calls of up to this many people render on the event loop when their versions were
+# seen fast (CompiledContent.seen_fast): a thread hop costs more CPU than rendering a message
+# or two (measured: tests/benchmarks/content.py --batch 1).
 INLINE_RENDERS = 4
 
 
@@ -104,9 +109,11 @@ class Renderer:
         published = found[(target.key, target.version)]
         if isinstance(published, CjoError):
             raise published
-        return await off_loop(1, lambda: _render(
-            published.compiled, published.version, target,
-            replace(context, workspace_locale=workspace_locale)))
+        def work() -> RenderedContent:
+            return _render(published.compiled, published.version, target,
+                           replace(context, workspace_locale=workspace_locale))
+
+        return work() if published.compiled.seen_fast() else await asyncio.to_thread(work)
 
     async def render_batch(self, workspace_id: str,
                            requests: Sequence[tuple[RenderTarget, RenderContext]],
@@ -118,13 +125,21 @@ class Renderer:
         found, workspace_locale = await self.published(
             workspace_id, {(target.key, target.version) for target, _ in requests})
 
+        too_slow: dict[int, CjoError] = {}  # id(compiled) -> its render time limit error
+
         def outcome(target: RenderTarget, context: RenderContext) -> RenderedContent | CjoError:
             published = found[(target.key, target.version)]
             if isinstance(published, CjoError):
                 return published
+            failed = too_slow.get(id(published.compiled))
+            if failed is not None:
+                return failed  # one render of it took the whole limit: so would this one
             try:
                 return _render(published.compiled, published.version, target,
                                replace(context, workspace_locale=workspace_locale))
+            except RenderTimeLimitExceeded as exc:
+                too_slow[id(published.compiled)] = exc
+                return exc
             except CjoError as exc:
                 return exc
             except Exception:
@@ -132,11 +147,16 @@ class Renderer:
                 log.exception("render failed unexpectedly", content_key=target.key)
                 return CjoError("render failed")
 
+        def work() -> list[RenderedContent | CjoError]:
+            return [outcome(target, context) for target, context in requests]
+
+        versions = [p for p in found.values() if isinstance(p, Published)]
         renderable = sum(isinstance(found[(t.key, t.version)], Published) for t, _ in requests)
         with tracer().start_as_current_span(
                 "content.render_batch", attributes={"cjo.render.count": renderable}):
-            return await off_loop(
-                len(requests), lambda: [outcome(target, context) for target, context in requests])
+            if len(requests) <= INLINE_RENDERS and all(p.compiled.seen_fast() for p in versions):
+                return work()
+            return await asyncio.to_thread(work)
 
     async def preview(self, workspace_id: str, target: RenderTarget,
                       context: RenderContext) -> RenderedContent:

@@ -6,7 +6,12 @@ snippet changed later never changes what was published."""
 from __future__ import annotations
 
 from cjo_content.adapters import repository
-from cjo_content.domain.content_items import ContentVersion
+from cjo_content.domain.content_items import (
+    ContentVersion,
+    fit_page,
+    template_bytes,
+    utf8_size,
+)
 from cjo_content.domain.errors import item_not_found, stale, version_not_found
 from cjo_content.domain.snippets import resolve_snippets
 from cjo_content.service_layer.content_items import ITEM, locked
@@ -55,9 +60,13 @@ def rollback(uow: UnitOfWork, workspace_id: str, key: str, version: int,
 
 def page(uow: UnitOfWork, workspace_id: str, key: str, before: int | None,
          size: int) -> tuple[list[ContentVersion], int | None]:
-    """Up to ``size`` versions of the item, newest first, older than ``before``; and the
-    version to continue before, None on the last page."""
+    """Up to ``size`` versions of the item, newest first, older than ``before``, fewer when
+    they would not fit a message (fit_page); and the version to continue before, None on the
+    last page."""
     if repository.get(uow.session, workspace_id, key) is None:
         raise item_not_found(key)
     versions = repository.versions_page(uow.session, workspace_id, key, before, size + 1)
+    size = min(size, fit_page(
+        template_bytes(v.draft) + sum(map(utf8_size, v.snippets.values()))
+        for v in versions[:size]))
     return versions[:size], versions[size - 1].version if len(versions) > size else None

@@ -25,15 +25,18 @@ from enum import StrEnum
 
 from cjo_delivery.domain.addresses import is_plausible_email
 from cjo_platform.errors import InvalidArgument, Violations
-from cjo_platform.limits import MAX_ID_LENGTH, MAX_PROFILE_ID_LENGTH, check_id, check_topic
+from cjo_platform.limits import (
+    MAX_EMAIL_BODY_BYTES,
+    MAX_ID_LENGTH,
+    MAX_PROFILE_ID_LENGTH,
+    check_id,
+    check_topic,
+)
 
 NAME_PREFIX = "messages/"
 
 MAX_SUBJECT_LENGTH = 998
 """RFC 5322's line limit; a longer subject is a template bug, not a message."""
-
-MAX_EMAIL_BODY_BYTES = 5 * 1024 * 1024
-"""HTML plus text; providers refuse much larger messages anyway (SES caps the whole at 10 MB)."""
 
 MAX_ERROR_LENGTH = 1000
 

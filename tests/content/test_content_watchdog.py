@@ -1,0 +1,51 @@
+"""The watchdog that interrupts renders past their time limit: its exception never escapes a
+guarded call, so the pool threads and the event loop that run renders go on working."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from cjo_content.domain.watchdog import DeadlinePassed, Watchdog
+
+
+def test_the_watchdog_never_leaks_its_exception_into_the_calling_thread() -> None:
+    """Calls ending right around their deadline, on a pool thread and on an event loop's:
+    some are interrupted, some finish, and the threads go on working afterwards."""
+    watchdog = Watchdog(interval=0.002)
+
+    def spin(seconds: float) -> int:
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+    def near_deadline_calls() -> int:
+        interrupted = 0
+        for i in range(150):
+            try:
+                watchdog.call(lambda i=i: spin(0.004 + (i % 7) * 0.003), 0.005)
+            except DeadlinePassed:
+                interrupted += 1
+        return interrupted
+
+    def after() -> str:
+        spin(0.2)  # room for a stray exception to be delivered
+        return threading.current_thread().name
+
+    with ThreadPoolExecutor(1, thread_name_prefix="render") as pool:
+        interrupted = pool.submit(near_deadline_calls).result()
+        assert 0 < interrupted < 150
+        assert pool.submit(after).result().startswith("render")
+
+    async def on_the_loop() -> tuple[int, str]:
+        count = near_deadline_calls()
+        await asyncio.sleep(0)
+        return count, await asyncio.to_thread(after)
+
+    interrupted, name = asyncio.run(on_the_loop())
+    assert 0 < interrupted < 150 and name
+    assert spin(0.2) > 0  # the main thread too
