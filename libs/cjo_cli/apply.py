@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from google.protobuf import json_format
 
+from cjo_cli.compare import compare
 from cjo_cli.manifests import Manifest
 from cjo_cli.resources import (
     KIND_TABLE,
@@ -41,38 +42,6 @@ def _diff(label: str, before: dict[str, Any] | None, after: dict[str, Any]) -> s
         fromfile=f"{label} (server)" if before is not None else "/dev/null",
         tofile=f"{label} (manifest)")
     return "".join(lines)
-
-
-def _shape(stored: Any, desired: Any, defaults: Mapping[str, Any], path: str = "") -> Any:
-    """``stored`` as the manifest would see it: where the manifest sets a mapping, the stored
-    keys it does not set are kept only when they hold something other than the service's
-    default (they are then removed by the apply); defaults the service fills in are no
-    difference (a send node's failure policy)."""
-    if isinstance(desired, dict) and isinstance(stored, dict):
-        shaped = {}
-        for k, v in stored.items():
-            here = f"{path}.{k}" if path else k
-            if k in desired:
-                shaped[k] = _shape(v, desired[k], defaults, here)
-            elif defaults.get(here, _NO_DEFAULT) != v:
-                shaped[k] = v
-        return shaped
-    if isinstance(desired, list) and isinstance(stored, list) and len(desired) == len(stored):
-        return [_shape(s, d, defaults, path) for s, d in zip(stored, desired, strict=True)]
-    return stored
-
-
-_NO_DEFAULT = object()
-
-
-def _compare(stored: dict[str, Any], desired: dict[str, Any],
-             defaults: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The stored object as the manifest would see it (for the diff), and the top-level fields
-    to write: those the manifest sets to something else, and those it leaves out that the
-    server holds a non-default value for (to clear them)."""
-    before = _shape(stored, desired, defaults)
-    paths = sorted(k for k in {*desired, *before} if before.get(k) != desired.get(k))
-    return before, paths
 
 
 def _normalise(message_type: Any, spec: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +115,7 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool,
                         f"{m.source} to keep it through a rename")
         return [Outcome(m.kind, key, "created", diff, note)]
     current = settable(stored)
-    before, paths = _compare(current, desired, kind.defaults)
+    before, paths = compare(current, desired, kind.defaults)
     if secrets:
         paths.append("secrets")
     to_publish = publish and (bool(paths) or kind.unpublished(stored))
@@ -185,7 +154,7 @@ async def _apply_settings(client: Client, m: Manifest, dry_run: bool) -> list[Ou
         desired = _normalise(part.message, m.spec[section])
         stored = await part.get(client)
         current = settable(stored)
-        before, paths = _compare(current, desired, part.defaults)
+        before, paths = compare(current, desired, part.defaults)
         if not paths:
             outcomes.append(Outcome("Settings", section, "unchanged"))
             continue

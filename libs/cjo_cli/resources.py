@@ -34,7 +34,7 @@ OUTPUT_ONLY = {"name", "etag", "revision", "create_time", "update_time", "state"
                "published_version", "latest_version", "missing_variables", "member_count",
                "error_count", "consecutive_error_count", "last_error", "last_error_time",
                "last_error_profile_id", "backfill", "secret_keys", "status_webhook_url",
-               "computed_traits_backfill", "journey_id", "provider_id"}
+               "computed_traits_backfill", "journey_id", "provider_id", "unpublished_changes"}
 
 
 def to_dict(message: Message) -> dict[str, Any]:
@@ -260,14 +260,25 @@ def _not_archived(journey: Any) -> bool:
     return bool(journey.state != journey_pb2.JOURNEY_STATE_ARCHIVED)
 
 
-def _journey_unpublished(journey: Any) -> bool:
-    # Never published. A published journey is published again only when its draft changed
-    # (the apply updated it); a paused one never (see `paused`).
-    return bool(journey.published_version == 0)
+def journey_unpublished(journey: Any) -> bool:
+    """Whether the journey's draft holds what no published version has: never published, or
+    a draft that differs from the latest version (an apply that changed it and whose publish
+    failed, or that was run without publishing), so an apply that publishes publishes it. A
+    paused journey is never published by an apply (see :func:`journey_paused`)."""
+    return bool(journey.published_version == 0 or journey.unpublished_changes)
 
 
-def _journey_paused(journey: Any) -> bool:
+def journey_paused(journey: Any) -> bool:
+    """Publishing resumes a journey: an operator's pause stands until they resume it."""
     return bool(journey.state == journey_pb2.JOURNEY_STATE_PAUSED)
+
+
+# What orchestration stores for a journey's fields left unset (see `Kind.defaults`).
+JOURNEY_DEFAULTS: Mapping[str, Any] = {
+    "re_entry": "RE_ENTRY_POLICY_NEVER",
+    "nodes.send.on_failure": "FAILURE_POLICY_EXIT",
+    "nodes.decide.on_failure": "FAILURE_POLICY_EXIT",
+    "nodes.wait.best_time.max_delay": "86400s"}
 
 
 def _content_unpublished(item: Any) -> bool:
@@ -294,9 +305,8 @@ KIND_TABLE: dict[str, Kind] = {k.name: k for k in (
                    "exploration": {"method": "EXPLORATION_METHOD_THOMPSON"}}),
     Kind("Journey", journey_pb2.Journey, "display_name", "orchestration", orch_pb, "Journey",
          "journey", "journeys", id_field="journey_id", publish=publish_journey,
-         unpublished=_journey_unpublished, live=_not_archived, paused=_journey_paused,
-         defaults={"re_entry": "RE_ENTRY_POLICY_NEVER",
-                   "nodes.send.on_failure": "FAILURE_POLICY_EXIT"}),
+         unpublished=journey_unpublished, live=_not_archived, paused=journey_paused,
+         defaults=JOURNEY_DEFAULTS),
 )}
 
 

@@ -7,8 +7,12 @@
 
 `validate` checks the file offline, with the same rules PublishJourney applies (except whether
 the content exists, which only content knows). `apply` creates the journey, or, when the file
-names a `journey_id`, updates that journey's draft; `--publish` then publishes it. The server is
-CJO_ORCHESTRATION_TARGET (default 127.0.0.1:50053), the key CJO_API_KEY.
+names a `journey_id`, updates that journey's draft where the file differs from it (the server's
+defaults, e.g. an unset failure policy, are no difference); `--publish` then publishes the draft
+when it differs from the latest published version (or was never published), so a publish that
+failed or was left out is made by the next `apply --publish`. A paused journey is not published
+(publishing would resume it). The server is CJO_ORCHESTRATION_TARGET (default
+127.0.0.1:50053), the key CJO_API_KEY.
 """
 
 from __future__ import annotations
@@ -28,15 +32,26 @@ from google.protobuf import field_mask_pb2, json_format
 
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
-from cjo_cli.resources import request_id, stored_etag
+from cjo_cli.compare import compare
+from cjo_cli.resources import (
+    JOURNEY_DEFAULTS,
+    journey_paused,
+    journey_unpublished,
+    request_id,
+    stored_etag,
+)
+from cjo_cli.resources import OUTPUT_ONLY as SERVER_SET
+from cjo_cli.resources import settable as server_settable
 from cjo_orchestration.adapters import stubs
 from cjo_orchestration.api.convert import graph_from_proto
 from cjo_orchestration.domain.graph import validate_for_publish
 from cjo_orchestration.domain.journeys import TRIGGER_FIELDS, UPDATABLE_FIELDS
 from cjo_platform.errors import FieldViolation, InvalidArgument
 
-# Set by the server; a file may carry them (e.g. after `export`) but they are not applied.
-OUTPUT_ONLY = ("name", "state", "published_version", "etag", "create_time", "update_time")
+# Set by the server; a file may carry them (e.g. after `export`) but they are not applied. The
+# list `cjo apply` uses, but for `journey_id`: in a file it names the journey to update.
+OUTPUT_ONLY = tuple(f.name for f in journey_pb2.Journey.DESCRIPTOR.fields
+                    if f.name in SERVER_SET and f.name != "journey_id")
 
 
 class JourneyFileError(ValueError):
@@ -121,6 +136,10 @@ def _settable(journey: journey_pb2.Journey) -> journey_pb2.Journey:
     return body
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
 async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Journey:
     target = os.environ.get("CJO_ORCHESTRATION_TARGET", "127.0.0.1:50053")
     digest = hashlib.sha256(journey.SerializeToString(deterministic=True)).hexdigest()[:32]
@@ -136,9 +155,15 @@ async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Jou
             # retry applies it once); once the journey changed (its etag), the file is a new
             # change, so applying an earlier file again (a revert) applies it.
             rid = request_id("journeyfile", name, digest, stored_etag(stored))
-            changed = _settable(stored) != body
+            # Compared as `cjo apply` compares: a default the server fills in for a field the
+            # file leaves unset is no difference.
+            desired = to_dict(body)
+            desired.pop("journey_id", None)
+            changed = bool(compare(server_settable(stored), desired, JOURNEY_DEFAULTS)[1])
             if changed:
                 body.name = name
+                # Someone else's edit since the read is refused (ABORTED), not overwritten.
+                body.etag = stored.etag
                 # One trigger field: the one the file sets (the others are cleared with it).
                 paths = [f for f in UPDATABLE_FIELDS
                          if f not in TRIGGER_FIELDS or body.WhichOneof("trigger") == f]
@@ -146,12 +171,16 @@ async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Jou
                     journey=body, update_mask=field_mask_pb2.FieldMask(paths=paths),
                     request_id=rid), metadata=_metadata())).journey
         else:
-            # The same file applied twice makes one journey.
-            rid = request_id("journeyfile", digest)
+            # The same file applied twice makes one journey (the id earlier releases sent too,
+            # so a file applied before an upgrade does not make a second one after it).
+            rid = f"file-{digest}"
             stored = (await stub.CreateJourney(pb.CreateJourneyRequest(
                 journey=body, request_id=rid), metadata=_metadata())).journey
-        # An unchanged draft that was published already is not published again.
-        if publish and (changed or stored.published_version == 0):
+        if publish and journey_paused(stored):
+            if changed or journey_unpublished(stored):
+                _say(f"{stored.name} is paused: its draft is not published (publishing would "
+                     "resume it); resume it, then apply --publish again")
+        elif publish and (changed or journey_unpublished(stored)):
             stored = (await stub.PublishJourney(pb.PublishJourneyRequest(
                 name=stored.name, request_id=f"{rid}-publish"),
                 metadata=_metadata())).journey
@@ -201,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except grpc.RpcError as exc:
         print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        if exc.code() == grpc.StatusCode.ABORTED:
+            print(f"{getattr(args, 'file', args.command)}: the journey changed while this ran "
+                  "(nothing was overwritten); run the command again", file=sys.stderr)
         return 1
 
 

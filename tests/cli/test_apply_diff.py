@@ -3,7 +3,7 @@ the server's own defaults are not."""
 
 from __future__ import annotations
 
-from cjo_cli.apply import _compare
+from cjo_cli.compare import compare
 from cjo_cli.resources import KIND_TABLE
 
 JOURNEY_DEFAULTS = KIND_TABLE["Journey"].defaults
@@ -13,7 +13,7 @@ def test_a_field_the_manifest_no_longer_sets_is_a_change_at_any_depth() -> None:
     stored = {"display_name": "J", "goal": {"event_name": "bought"},
               "event_trigger": {"event_name": "signed_up", "filter": "event.pro"}}
     desired = {"display_name": "J", "event_trigger": {"event_name": "signed_up"}}
-    before, paths = _compare(stored, desired, JOURNEY_DEFAULTS)
+    before, paths = compare(stored, desired, JOURNEY_DEFAULTS)
     assert paths == ["event_trigger", "goal"]
     assert before["event_trigger"] == {"event_name": "signed_up", "filter": "event.pro"}
 
@@ -24,7 +24,7 @@ def test_defaults_the_server_fills_in_are_no_change_but_other_values_are() -> No
     stored = {"display_name": "J", "re_entry": "RE_ENTRY_POLICY_NEVER",
               "nodes": [{"id": "send", "send": {**node["send"],
                                                 "on_failure": "FAILURE_POLICY_EXIT"}}]}
-    assert _compare(stored, desired, JOURNEY_DEFAULTS)[1] == []
+    assert compare(stored, desired, JOURNEY_DEFAULTS)[1] == []
     stored["re_entry"] = "RE_ENTRY_POLICY_AFTER_COOLDOWN"
     stored["nodes"][0]["send"]["on_failure"] = "FAILURE_POLICY_CONTINUE"
-    assert _compare(stored, desired, JOURNEY_DEFAULTS)[1] == ["nodes", "re_entry"]
+    assert compare(stored, desired, JOURNEY_DEFAULTS)[1] == ["nodes", "re_entry"]

@@ -312,7 +312,8 @@ def journey_to_proto(journey: Journey) -> journey_pb2.Journey:
         re_entry=_RE_ENTRY_PROTOS[graph.re_entry],
         exit_criteria=[journey_pb2.ExitCriterion(event_name=c.event_name, filter=c.filter)
                        for c in graph.exit_criteria],
-        error_count=journey.error_count, last_error=journey.last_error)
+        error_count=journey.error_count, last_error=journey.last_error,
+        unpublished_changes=journey.unpublished_changes)
     if journey.last_error_time is not None:
         message.last_error_time.CopyFrom(to_timestamp(journey.last_error_time))
     if graph.re_entry_cooldown:

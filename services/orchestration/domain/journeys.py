@@ -428,6 +428,10 @@ class Journey:
     error_count: int = 0
     last_error: str = ""
     last_error_time: datetime | None = None
+    # Whether the draft holds what no published version has (never published, or a graph other
+    # than the latest version's): worked out when the journey is read for a caller (see
+    # service_layer.journeys.with_unpublished_changes), not stored.
+    unpublished_changes: bool = True
 
     @property
     def etag(self) -> str:
@@ -515,7 +519,8 @@ def publish(journey: Journey, now: datetime) -> tuple[Journey, JourneyVersion]:
     ensure_editable(journey, "published")
     number = journey.published_version + 1
     published = replace(journey, state=JourneyState.ACTIVE, published_version=number,
-                        revision=journey.revision + 1, update_time=now)
+                        revision=journey.revision + 1, update_time=now,
+                        unpublished_changes=False)
     return published, JourneyVersion(journey.workspace_id, journey.journey_id, number,
                                      journey.graph, now)
 

@@ -5,6 +5,7 @@ change of state here, in the same transaction."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from cjo_orchestration.adapters import journeys as journey_store
@@ -38,8 +39,20 @@ def create(uow: UnitOfWork, workspace_id: str, journey_id: str, display_name: st
     return journey
 
 
+def with_unpublished_changes(uow: UnitOfWork, found: list[Journey]) -> list[Journey]:
+    """``found``, each with ``unpublished_changes`` worked out: its draft compared with its
+    latest version (one query for them all). A version that no longer reads counts as
+    different, so a deploy publishes the draft again."""
+    keys = [(j.workspace_id, j.journey_id, j.published_version)
+            for j in found if j.published_version]
+    published = journey_store.versions(uow.session, keys)
+    return [replace(j, unpublished_changes=published.get(
+        (j.workspace_id, j.journey_id, j.published_version)) != j.graph) for j in found]
+
+
 def get(uow: UnitOfWork, workspace_id: str, journey_id: str) -> Journey:
-    return journey_store.get(uow.session, workspace_id, journey_id)
+    return with_unpublished_changes(
+        uow, [journey_store.get(uow.session, workspace_id, journey_id)])[0]
 
 
 def list_journeys(uow: UnitOfWork, workspace_id: str, size: int,
@@ -47,7 +60,7 @@ def list_journeys(uow: UnitOfWork, workspace_id: str, size: int,
     """Up to ``size`` journeys, oldest first, after the (create_time, journey_id) cursor; and
     whether more follow."""
     found = journey_store.page(uow.session, workspace_id, size + 1, after)
-    return found[:size], len(found) > size
+    return with_unpublished_changes(uow, found[:size]), len(found) > size
 
 
 def update(uow: UnitOfWork, workspace_id: str, journey_id: str, changes: JourneyChanges,
@@ -57,7 +70,7 @@ def update(uow: UnitOfWork, workspace_id: str, journey_id: str, changes: Journey
     changed = domain.apply_changes(current, changes, etag, uow.now())
     _check_shape(changed.display_name, changed.graph)
     journey_store.save(uow.session, changed)
-    return changed
+    return with_unpublished_changes(uow, [changed])[0]
 
 
 async def missing_content(transactions: Transactions, catalog: ContentCatalog | None,
@@ -128,14 +141,14 @@ def _change_state(uow: UnitOfWork, workspace_id: str, journey_id: str,
     now = uow.now()
     changed = change(current, now)
     if changed is current:  # already in that state: nothing to write
-        return changed
+        return with_unpublished_changes(uow, [changed])[0]
     journey_store.save(uow.session, changed)
     graph = None
     if changed.state is domain.JourneyState.ACTIVE:
         version = (workspace_id, journey_id, changed.published_version)
         graph = journey_store.versions(uow.session, [version]).get(version)
     schedule_store.after_lifecycle(uow.session, changed, graph, now)
-    return changed
+    return with_unpublished_changes(uow, [changed])[0]
 
 
 def pause(uow: UnitOfWork, workspace_id: str, journey_id: str) -> Journey:

@@ -255,7 +255,7 @@ class Node(_message.Message):
     def __init__(self, id: _Optional[str] = ..., send: _Optional[_Union[SendNode, _Mapping]] = ..., exit: _Optional[_Union[ExitNode, _Mapping]] = ..., wait: _Optional[_Union[WaitNode, _Mapping]] = ..., branch: _Optional[_Union[BranchNode, _Mapping]] = ..., split: _Optional[_Union[SplitNode, _Mapping]] = ..., update_profile: _Optional[_Union[UpdateProfileNode, _Mapping]] = ..., decide: _Optional[_Union[DecideNode, _Mapping]] = ...) -> None: ...
 
 class Journey(_message.Message):
-    __slots__ = ("name", "journey_id", "display_name", "state", "event_trigger", "segment_trigger", "api_trigger", "scheduled_trigger", "nodes", "entry_node_id", "published_version", "etag", "create_time", "update_time", "re_entry", "re_entry_cooldown", "goal", "exit_criteria", "error_count", "last_error", "last_error_time")
+    __slots__ = ("name", "journey_id", "display_name", "state", "event_trigger", "segment_trigger", "api_trigger", "scheduled_trigger", "nodes", "entry_node_id", "published_version", "etag", "create_time", "update_time", "re_entry", "re_entry_cooldown", "goal", "exit_criteria", "error_count", "last_error", "last_error_time", "unpublished_changes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     JOURNEY_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +277,7 @@ class Journey(_message.Message):
     ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_TIME_FIELD_NUMBER: _ClassVar[int]
+    UNPUBLISHED_CHANGES_FIELD_NUMBER: _ClassVar[int]
     name: str
     journey_id: str
     display_name: str
@@ -298,4 +299,5 @@ class Journey(_message.Message):
     error_count: int
     last_error: str
     last_error_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., journey_id: _Optional[str] = ..., display_name: _Optional[str] = ..., state: _Optional[_Union[JourneyState, str]] = ..., event_trigger: _Optional[_Union[EventTrigger, _Mapping]] = ..., segment_trigger: _Optional[_Union[SegmentTrigger, _Mapping]] = ..., api_trigger: _Optional[_Union[ApiTrigger, _Mapping]] = ..., scheduled_trigger: _Optional[_Union[ScheduledTrigger, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., entry_node_id: _Optional[str] = ..., published_version: _Optional[int] = ..., etag: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., re_entry: _Optional[_Union[ReEntryPolicy, str]] = ..., re_entry_cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., goal: _Optional[_Union[Goal, _Mapping]] = ..., exit_criteria: _Optional[_Iterable[_Union[ExitCriterion, _Mapping]]] = ..., error_count: _Optional[int] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    unpublished_changes: bool
+    def __init__(self, name: _Optional[str] = ..., journey_id: _Optional[str] = ..., display_name: _Optional[str] = ..., state: _Optional[_Union[JourneyState, str]] = ..., event_trigger: _Optional[_Union[EventTrigger, _Mapping]] = ..., segment_trigger: _Optional[_Union[SegmentTrigger, _Mapping]] = ..., api_trigger: _Optional[_Union[ApiTrigger, _Mapping]] = ..., scheduled_trigger: _Optional[_Union[ScheduledTrigger, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., entry_node_id: _Optional[str] = ..., published_version: _Optional[int] = ..., etag: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., re_entry: _Optional[_Union[ReEntryPolicy, str]] = ..., re_entry_cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., goal: _Optional[_Union[Goal, _Mapping]] = ..., exit_criteria: _Optional[_Iterable[_Union[ExitCriterion, _Mapping]]] = ..., error_count: _Optional[int] = ..., last_error: _Optional[str] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unpublished_changes: _Optional[bool] = ...) -> None: ...
