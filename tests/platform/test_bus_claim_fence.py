@@ -236,6 +236,9 @@ class Pulls:
     async def start(self) -> None:
         pass
 
+    async def outstanding(self) -> tuple[int, int]:
+        return self.stream.sequence, 0
+
     async def stop(self) -> list[Any]:
         return []
 

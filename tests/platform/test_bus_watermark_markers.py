@@ -1,14 +1,17 @@
 """Watermark markers through a bus consumer, against the real NATS JetStream at 127.0.0.1:4222:
 a marker reaches the consumer's watermark callback only after every message before it in its
 partition was answered, with the workspaces the consumer still keeps (the receiver wants them
-later) or sends round the stream listed behind at their oldest waiting row's write time; a
-consumer without a callback acks markers and never hands them to its receiver; and the write
+later) or sends round the stream listed behind at their oldest waiting row's write time, also
+when a delivery before it was lost in transit or left unacked by the partition's previous
+holder; markers taken at once are passed on as one, and a partition holds one waiting at most;
+a consumer without a callback acks markers and never hands them to its receiver; and the write
 time a message carries (its relay's Nats-Msg-Id, or a copy's own header)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,11 +24,22 @@ from nats_support import NATS_URL, TEST_STREAM_BYTES, drain, drop_streams, nats_
 from outbox_support import Box, open_box
 
 from cjo_platform.backoff import RetryPolicy
-from cjo_platform.bus import Bus, BusSettings, naming
+from cjo_platform.bus import Bus, BusSettings, naming, pull
+from cjo_platform.bus.connection import CLAIM_MARGIN_SECONDS
 from cjo_platform.bus.consumer import BusConsumer
 from cjo_platform.bus.packing import pack_message_id
+from cjo_platform.bus.pull import PullBatches
 from cjo_platform.bus.relay import bus_sender
-from cjo_platform.bus.watermark import WRITTEN_HEADER, publish_markers, written_at
+from cjo_platform.bus.watermark import (
+    MARKER_HEADER,
+    MARKER_TOKEN,
+    WRITTEN_HEADER,
+    Marker,
+    encode,
+    latest,
+    publish_markers,
+    written_at,
+)
 from cjo_platform.clock import ManualClock
 from cjo_platform.db.outbox import Forwarder, Later, OutboxRow, Refusal
 from support import eventually
@@ -172,3 +186,136 @@ def test_a_message_carries_its_rows_write_time() -> None:
     assert written_at(msg(**{WRITTEN_HEADER: f"{START.timestamp():.6f}"}), stored) == START
     # Neither (a copy a release before markers sent round): when the stream stored it.
     assert written_at(msg(), stored) == stored
+
+
+async def test_a_marker_waits_for_a_delivery_lost_in_transit(
+        bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review rbusmark: the connection dropped after the server sent a:0 (JetStream counts it
+    delivered and sends it again only ack_wait later); the marker behind it came first and
+    passed with a:0 neither taken nor listed, so decisioning could learn a lapsed window whose
+    conversion a:0 was as a failure for good."""
+    arrive = PullBatches._arrive
+    lost: list[bytes] = []
+
+    async def lossy(self: PullBatches, msg: Any) -> None:
+        if not lost and msg.data == b"a:0":
+            lost.append(msg.data)  # its first delivery never reaches the consumer
+            return
+        await arrive(self, msg)
+
+    monkeypatch.setattr(pull.PullBatches, "_arrive", lossy)
+    box = producer(tmp_path, "x", START)
+    receiver = Receiver()
+    marks = Marks(receiver)
+    await publish(bus, box, "x", a=[b"a:0"])
+    await publish_markers(bus, TOPIC, START + HOUR, [])
+    async with consuming(consumer(bus, box, receiver, on_watermark=marks)):
+        await eventually(lambda: marks.seen, timeout=30)
+    assert lost == [b"a:0"]
+    [(_, delivered_before, behind, taken)] = marks.seen
+    assert (delivered_before, behind, taken) == (START + HOUR, {}, [b"a:0"])
+
+
+async def test_a_new_holder_s_marker_waits_for_what_the_previous_holder_left_unacked(
+        bus: Bus, tmp_path: Path) -> None:
+    """The partition's previous holder was handed a:0 and its give-back never arrived: a:0
+    comes again only ack_wait later, and the marker after it must wait for it."""
+    box = producer(tmp_path, "x", START)
+    receiver = Receiver()
+    marks = Marks(receiver)
+    await publish(bus, box, "x", a=[b"a:0"])
+    stream, name = await bus.ensure_consumer(TOPIC, 0)
+    previous = PullBatches(await bus.client(), stream, name)
+    await previous.start()
+    assert [m.data for m in await previous.fetch(1, timeout=5)] == [b"a:0"]  # never answered
+    await previous.stop()
+    await publish_markers(bus, TOPIC, START + HOUR, [])
+    async with consuming(consumer(bus, box, receiver, on_watermark=marks)):
+        await eventually(lambda: marks.seen, timeout=30)
+    [(_, delivered_before, behind, taken)] = marks.seen
+    assert (delivered_before, behind, taken) == (START + HOUR, {}, [b"a:0"])
+
+
+async def publish_raw_markers(bus: Bus, times: Sequence[datetime]) -> None:
+    """Markers as a producer that does not bound them publishes them (every one stored)."""
+    js = await bus.jetstream()
+    await bus.ensure_stream(TOPIC)
+    for time in times:
+        await js.publish(naming.subject(bus.prefix, TOPIC, MARKER_TOKEN, 0), encode(time, []),
+                         headers={MARKER_HEADER: "1"})
+
+
+async def test_markers_taken_at_once_are_passed_on_as_the_latest(
+        bus: Bus, tmp_path: Path) -> None:
+    """Review rbusmark: each marker of a backlog was its own callback (a transaction in
+    decisioning, ~70 times slower than events); the latest says all the others do."""
+    box = producer(tmp_path, "x", START)
+    receiver = Receiver()
+    marks = Marks(receiver)
+    times = [START + timedelta(seconds=5 * i) for i in range(40)]
+    await publish_raw_markers(bus, times)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    async with consuming(consumer(bus, box, receiver, on_watermark=marks)):
+        await eventually(lambda: marks.seen and marks.seen[-1][1] == times[-1], timeout=30)
+        # Nothing was lost on the way: no marker waited for a lost delivery to come again.
+        assert loop.time() - began < bus.settings.ack_wait_seconds + CLAIM_MARGIN_SECONDS
+    # Batches of 10: a callback a fetch at most, not one a marker.
+    assert len(marks.seen) <= 40 // bus.settings.batch
+    assert [seen[1] for seen in marks.seen] == sorted(seen[1] for seen in marks.seen)
+
+
+def test_the_latest_of_two_markers() -> None:
+    early = Marker(START, {"a": START - HOUR})
+    late = Marker(START + HOUR, {"b": START})
+    assert latest(None, early) == early
+    assert latest(early, late) == late
+    assert latest(late, early) == late
+    # The same watermark: each workspace behind at the earlier of its times.
+    same = Marker(START, {"a": START - 2 * HOUR, "c": START - HOUR})
+    assert latest(early, same) == Marker(START, {"a": START - 2 * HOUR, "c": START - HOUR})
+
+
+async def test_a_partition_holds_one_marker_waiting_at_most(bus: Bus, tmp_path: Path) -> None:
+    """Review rbusmark: identity published a marker to every partition each report whether
+    consumed or not (a day's outage: ~415,000 markers to drain)."""
+    stored = [await publish_markers(bus, TOPIC, START + timedelta(seconds=i), [])
+              for i in range(3)]
+    assert stored == [1, 0, 0]
+
+    async def waiting() -> int:
+        info = await (await bus.jetstream()).stream_info(naming.stream_name(bus.prefix, TOPIC))
+        return int(info.state.messages)
+    assert await waiting() == 1
+
+    box = producer(tmp_path, "x", START)
+    receiver = Receiver()
+    marks = Marks(receiver)
+    async with consuming(consumer(bus, box, receiver, on_watermark=marks)):
+        await eventually(lambda: marks.seen, timeout=20)
+        assert marks.seen[0][1] == START
+        # Taken: the next report stores one again.
+
+        async def none_waiting() -> bool:
+            return await waiting() == 0
+        await eventually(none_waiting, timeout=20)
+        assert await publish_markers(bus, TOPIC, START + HOUR, []) == 1
+        await eventually(lambda: len(marks.seen) == 2, timeout=20)
+        assert marks.seen[1][1] == START + HOUR
+
+
+def test_a_cycle_s_write_time_unreadable_keeps_the_cycles(tmp_path: Path) -> None:
+    """Review rbusmark: a malformed ``written`` in a released claim dropped every cycle
+    handed over (and with them their order); now only that time is unknown."""
+    worker = consumer(Bus(BusSettings(url=NATS_URL)), producer(tmp_path, "x", START),
+                      Receiver())
+    record = {"released": "r", "epoch": "e", "cycles": {"a": [2, 5, {"17": 1}], "b": [0, 1, {}]},
+              "written": {"a": "soon", "b": START.timestamp()}}
+    epoch, cycles = worker._adopt_cycles(0, json.dumps(record).encode(), "mine")
+    assert epoch == "e" and sorted(cycles) == ["a", "b"]
+    assert (cycles["a"].accept, cycles["a"].assigned, cycles["a"].ahead) == (2, 5, {17: 1})
+    assert (cycles["a"].written, cycles["b"].written) == (None, START)
+    for written in ("nonsense", 5, [1]):
+        _, cycles = worker._adopt_cycles(0, json.dumps({**record, "written": written}).encode(),
+                                         "mine")
+        assert sorted(cycles) == ["a", "b"]

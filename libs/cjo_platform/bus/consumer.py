@@ -88,11 +88,18 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KeyValue
 
 from cjo_platform.backoff import RetryPolicy
-from cjo_platform.bus.connection import Bus, BusSettings
+from cjo_platform.bus.connection import CLAIM_MARGIN_SECONDS, Bus, BusSettings
 from cjo_platform.bus.packing import PACK_HEADER, row_id, sequence_of, unpack
 from cjo_platform.bus.pull import PullBatches
 from cjo_platform.bus.relay import MSG_ID_HEADER, TRACEPARENT_HEADER, WORKSPACE_HEADER
-from cjo_platform.bus.watermark import WRITTEN_HEADER, decode, is_marker, written_at
+from cjo_platform.bus.watermark import (
+    WRITTEN_HEADER,
+    Marker,
+    decode,
+    is_marker,
+    latest,
+    written_at,
+)
 from cjo_platform.clock import Clock
 from cjo_platform.db.dead_letters import DeadLetters
 from cjo_platform.db.engine import Database
@@ -184,6 +191,37 @@ class _Cycle:
     # The oldest write time of the messages sent round (a watermark marker lists the workspace
     # behind with it until every copy is back; see cjo_platform.bus.watermark).
     written: datetime | None = None
+
+
+@dataclass
+class _Deliveries:
+    """Whether every message the partition's consumer delivered before now has reached its
+    worker, which a watermark marker must know before it passes (review rbusmark: a delivery
+    lost in transit, when the connection dropped after the server sent it, is counted delivered
+    and comes again only ``ack_wait`` later, so the marker behind it would pass it unanswered
+    and unlisted). Every delivery, a redelivery too, takes the consumer's next sequence
+    (:func:`_delivery`) and this worker is the partition's only client, so a sequence skipped
+    (or going back: a server that lost state) is a delivery lost. Then, after a reconnection,
+    and at the start while messages delivered to a previous holder are unacked (one whose
+    give-back was lost may come again only ``ack_wait`` after its last in-progress mark, before
+    this worker claimed the partition), the worker is **suspect** until every delivery lost is
+    due again and delivered (``ack_wait`` and :data:`CLAIM_MARGIN_SECONDS`): markers wait."""
+
+    ack_wait: float
+    expected: int | None = None  # the consumer sequence of the next delivery
+    suspect_until: float = -math.inf  # loop time
+
+    def lost(self, now: float) -> None:
+        self.suspect_until = max(self.suspect_until, now + self.ack_wait + CLAIM_MARGIN_SECONDS)
+
+    def seen(self, msg: Msg, now: float) -> None:
+        delivery = _delivery(msg)
+        if self.expected is not None and delivery != self.expected:
+            self.lost(now)
+        self.expected = delivery + 1
+
+    def sure(self, now: float) -> bool:
+        return now >= self.suspect_until
 
 
 @dataclass
@@ -393,7 +431,11 @@ class BusConsumer:
     on only once every earlier message of the partition was answered (taken or buried), with
     the workspaces whose messages it still keeps (wanted later, refused and waiting for a
     retry) or has sent round the stream added as behind, each with its oldest waiting row's
-    write time (or the time the marker lists, if earlier); then it acks the marker. A
+    write time (or the time the marker lists, if earlier). A marker is acked as it comes (one
+    lost with a worker that stopped moves nothing: the next one does); of the markers waiting
+    to pass only the latest is kept (:func:`~cjo_platform.bus.watermark.latest`), so a
+    backlog of markers costs one ``on_watermark`` call a fetch. A worker that may have lost a
+    delivery keeps its marker until that delivery came again (:class:`_Deliveries`). A
     consumer without ``on_watermark`` acks and drops markers."""
 
     def __init__(self, bus: Bus, topic: str, receive: SendBatch, db: Database,
@@ -707,31 +749,49 @@ class BusConsumer:
         epoch, cycles = self._adopt_cycles(
             partition, claim.adopted, f"{self.owner}/{partition}/{uuid.uuid4().hex[:8]}")
         batches = PullBatches(await self.bus.client(), stream, consumer)
+        loop = asyncio.get_running_loop()
+        deliveries = _Deliveries(self.settings.ack_wait_seconds)
+        try:
+            last, unacked = await batches.outstanding()
+            deliveries.expected = last + 1
+            if unacked:
+                deliveries.lost(loop.time())
+        except Exception:
+            deliveries.lost(loop.time())
         await batches.start()
-        # A fetch waits up to fetch_seconds for a request a restarted server no longer has.
-        forget_reconnects = self.bus.on_reconnect(batches.interrupt)
+
+        def reconnected() -> None:
+            # A fetch waits up to fetch_seconds for a request a restarted server no longer
+            # has; and what the server sent as the connection dropped is lost.
+            deliveries.lost(loop.time())
+            batches.interrupt()
+        forget_reconnects = self.bus.on_reconnect(reconnected)
         held: dict[str, _Held] = {}
         # What one waiting workspace may keep from the partition's max_ack_pending (one batch):
         # the rest goes round the stream, so the other workspaces' messages still come.
         cap = max(1, self.settings.batch // 10)
         half = self.settings.batch // 2
-        loop = asyncio.get_running_loop()
         keepalive = asyncio.create_task(self._keepalive(held, claim))
         # The fetched messages being sorted (held, or sent round) and the index of the one at
         # hand: a worker stopped meanwhile gives back those not sorted yet.
         msgs: list[Msg] = []
         at = 0
-        # Watermark markers of the fetch at hand, passed on once its messages were tried.
-        markers: list[Msg] = []
+        # The latest watermark marker taken, passed on once every message fetched before it
+        # was tried and no delivery may be lost (see _Deliveries).
+        marker: Marker | None = None
         try:
             while True:
                 msgs = []
                 now = loop.time()
                 for workspace_id in [w for w, h in held.items() if h.due <= now]:
                     await self._try(held, workspace_id, partition)
+                if marker is not None and deliveries.sure(loop.time()):
+                    found, marker = marker, None
+                    await self._pass_on(found, held, cycles, partition)
                 # The pull request expires by the worker's deadline: the server hands it nothing
                 # later (also to a replica frozen meanwhile), so nothing is due after the claim.
-                until = min([claim.deadline, *(h.due for h in held.values())])
+                until = min([claim.deadline, *(h.due for h in held.values()),
+                             *([deliveries.suspect_until] if marker is not None else [])])
                 timeout = max(0.05, min(self.fetch_seconds, until - loop.time()))
                 try:
                     msgs = await batches.fetch(self.settings.batch, timeout=timeout)
@@ -744,12 +804,14 @@ class BusConsumer:
                 if not msgs:
                     continue  # nothing new
                 fetched = loop.time()
+                for msg in msgs:
+                    deliveries.seen(msg, fetched)
                 fresh: list[str] = []
                 checked: set[int] = set()  # given-back places looked up in the stream
                 for at in range(len(msgs)):
                     msg = msgs[at]
                     if is_marker(msg):
-                        markers.append(msg)
+                        marker = await self._take_marker(msg, marker, partition)
                         continue
                     sequence, created = _position(msg)
                     if sequence in self._msgs:
@@ -830,10 +892,6 @@ class BusConsumer:
                             del self._msgs[sequence], self._open[sequence]
                             cycle.assigned += 1
                         del entry.rows[keep:]
-                # Every message before the markers is now answered, kept or sent round.
-                while markers:
-                    await self._pass_on(markers[0], held, cycles, partition)
-                    del markers[0]
         finally:
             claim.stop()
             forget_reconnects()
@@ -845,8 +903,7 @@ class BusConsumer:
             # Then the pull request ends at the server, and what this replica still holds is
             # given back in stream order: JetStream delivers it, before anything newer, to the
             # partition's next holder.
-            unsorted = [*markers, *(msg for msg in msgs[at:]
-                                    if _position(msg)[0] not in self._msgs)]
+            unsorted = [msg for msg in msgs[at:] if _position(msg)[0] not in self._msgs]
             arrived: list[Msg] = []
             with contextlib.suppress(Exception):
                 arrived = await batches.stop()
@@ -914,17 +971,26 @@ class BusConsumer:
         try:
             record = json.loads(adopted)
             kept = str(record["epoch"])
-            written = record.get("written") or {}
             cycles = {str(workspace_id): _Cycle(
                 kept, accept=int(accept), assigned=int(assigned),
-                ahead={int(sequence): int(ordinal) for sequence, ordinal in ahead.items()},
-                written=(datetime.fromtimestamp(float(written[workspace_id]), UTC)
-                         if workspace_id in written else None))
+                ahead={int(sequence): int(ordinal) for sequence, ordinal in ahead.items()})
                 for workspace_id, (accept, assigned, ahead) in record["cycles"].items()}
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             log.warning("event bus cycles handed over unreadable; ignored", worker=self.name,
                         partition=partition, error=repr(exc))
             return epoch, {}
+        # The cycles' write times only list their workspaces behind a marker: one that cannot
+        # be read leaves its cycle's time unknown (as old as can be), and the cycles' order
+        # stands (review rbusmark: it dropped every cycle).
+        written = record.get("written") or {}
+        for workspace_id, cycle in cycles.items():
+            try:
+                if workspace_id in written:
+                    cycle.written = datetime.fromtimestamp(float(written[workspace_id]), UTC)
+            except (ValueError, TypeError, OverflowError) as exc:
+                log.warning("event bus cycle's write time handed over unreadable; taken as "
+                            "unknown", worker=self.name, partition=partition,
+                            workspace=workspace_id, error=repr(exc))
         return kept, cycles
 
     async def _skip_gone(self, stream: str, cycle: _Cycle, checked: set[int],
@@ -985,42 +1051,54 @@ class BusConsumer:
         await js.publish(msg.subject, msg.data, headers=headers)
         await msg.ack()
 
-    async def _pass_on(self, marker: Msg, held: dict[str, _Held], cycles: dict[str, _Cycle],
-                       partition: int) -> None:
-        """Hand a watermark marker to :attr:`on_watermark` with the workspaces this worker
-        keeps or sends round listed behind (see the class), then ack it. Called once every
-        message before it was tried. A marker that cannot be read, or that the callback
-        fails to record, is dropped with a warning: the watermark stays where it was (holding
-        learning back, as it should) until the next marker."""
+    async def _take_marker(self, msg: Msg, kept: Marker | None, partition: int,
+                           ) -> Marker | None:
+        """Ack a watermark marker; returns the one to pass on of it and ``kept`` (None without
+        :attr:`on_watermark`). One that cannot be read is dropped with a warning: the
+        watermark stays where it was (holding learning back, as it should) until the next."""
         if self.on_watermark is not None:
             try:
-                found = decode(marker.data)
-                behind = dict(found.behind)
-                waiting: list[tuple[str, datetime]] = [
-                    (workspace_id, self._oldest_written(entry))
-                    for workspace_id, entry in held.items() if entry.rows]
-                # A cycle adopted from a release that did not hand its time over: unknown, so
-                # as old as can be (held back up to the maximum hold, until its copies are back).
-                waiting += [(workspace_id, cycle.written or _EPOCH)
-                            for workspace_id, cycle in cycles.items()]
-                for workspace_id, time in waiting:
-                    behind[workspace_id] = min(time, behind.get(workspace_id, time))
-                delivered_before = found.delivered_before
-                listed = sorted((time, workspace_id) for workspace_id, time in behind.items()
-                                if time < delivered_before)
-                if len(listed) > MAX_MARKER_BEHIND:
-                    delivered_before = listed[MAX_MARKER_BEHIND][0]
-                    listed = listed[:MAX_MARKER_BEHIND]
-                await self.on_watermark(partition, delivered_before,
-                                        {workspace_id: time for time, workspace_id in listed})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("event bus watermark marker not recorded; dropped (the next one "
-                            "moves the watermark on)", worker=self.name, partition=partition,
-                            error=repr(exc))
+                kept = latest(kept, decode(msg.data))
+            except ValueError as exc:
+                log.warning("event bus watermark marker unreadable; dropped", worker=self.name,
+                            partition=partition, error=repr(exc))
         with contextlib.suppress(Exception):
-            await marker.ack()
+            await msg.ack()
+        return kept
+
+    async def _pass_on(self, marker: Marker, held: dict[str, _Held], cycles: dict[str, _Cycle],
+                       partition: int) -> None:
+        """Hand a watermark marker to :attr:`on_watermark` with the workspaces this worker
+        keeps or sends round listed behind (see the class). Called once every message before
+        it was tried. A marker the callback fails to record is dropped with a warning: the
+        watermark stays where it was until the next marker."""
+        if self.on_watermark is None:
+            return
+        try:
+            behind = dict(marker.behind)
+            waiting: list[tuple[str, datetime]] = [
+                (workspace_id, self._oldest_written(entry))
+                for workspace_id, entry in held.items() if entry.rows]
+            # A cycle adopted from a release that did not hand its time over: unknown, so
+            # as old as can be (held back up to the maximum hold, until its copies are back).
+            waiting += [(workspace_id, cycle.written or _EPOCH)
+                        for workspace_id, cycle in cycles.items()]
+            for workspace_id, time in waiting:
+                behind[workspace_id] = min(time, behind.get(workspace_id, time))
+            delivered_before = marker.delivered_before
+            listed = sorted((time, workspace_id) for workspace_id, time in behind.items()
+                            if time < delivered_before)
+            if len(listed) > MAX_MARKER_BEHIND:
+                delivered_before = listed[MAX_MARKER_BEHIND][0]
+                listed = listed[:MAX_MARKER_BEHIND]
+            await self.on_watermark(partition, delivered_before,
+                                    {workspace_id: time for time, workspace_id in listed})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("event bus watermark marker not recorded; dropped (the next one "
+                        "moves the watermark on)", worker=self.name, partition=partition,
+                        error=repr(exc))
 
     def _oldest_written(self, entry: _Held) -> datetime:
         """The write time of the oldest row a workspace's kept messages carry."""
@@ -1226,15 +1304,29 @@ def _claim_failures() -> Any:
 
 
 def _position(msg: Msg) -> tuple[int, datetime]:
-    """The message's stream sequence and the time the stream stored it, read from its reply
-    subject ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time ns>.
-    <pending>`` without building nats-py's metadata objects (~4 us of CPU a message); another
-    form of the subject (with a domain) goes through nats-py."""
-    tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+    """The message's stream sequence and the time the stream stored it."""
+    tokens = _ack_tokens(msg)
+    if tokens is not None:
         return int(tokens[5]), datetime.fromtimestamp(int(tokens[7]) / 1e9, UTC)
     meta = msg.metadata
     return meta.sequence.stream, meta.timestamp or datetime.now(UTC)
+
+
+def _delivery(msg: Msg) -> int:
+    """The message's consumer sequence: which delivery of the consumer it is."""
+    tokens = _ack_tokens(msg)
+    if tokens is not None:
+        return int(tokens[6])
+    return int(msg.metadata.sequence.consumer)
+
+
+def _ack_tokens(msg: Msg) -> list[str] | None:
+    """The tokens of the message's reply subject ``$JS.ACK.<stream>.<consumer>.<delivered>.
+    <stream seq>.<consumer seq>.<time ns>.<pending>``, read without building nats-py's
+    metadata objects (~4 us of CPU a message); None for another form of the subject (with a
+    domain), which goes through nats-py."""
+    tokens = (msg.reply or "").split(".")
+    return tokens if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK" else None
 
 
 def _ordinal(msg: Msg, epoch: str) -> int | None:

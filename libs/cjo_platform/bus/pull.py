@@ -77,6 +77,16 @@ class PullBatches:
         self._arrived.clear()
         return left
 
+    async def outstanding(self) -> tuple[int, int]:
+        """The consumer's last delivery (its consumer sequence: every delivery, a redelivery
+        too, takes the next one) and how many messages it delivered and has not had acked,
+        before this holder fetches anything."""
+        reply = await self._nc.request(self._info, b"", timeout=5)
+        info = json.loads(reply.data)
+        if "error" in info:
+            APIError.from_error(info["error"])  # raises
+        return int(info["delivered"]["consumer_seq"]), int(info.get("num_ack_pending", 0))
+
     def interrupt(self) -> None:
         """End the fetch under way now, with what came (``[]`` if nothing did), so the next
         one asks again: call it when the connection was established again, since a server

@@ -12,9 +12,17 @@ waiting row's write time (:func:`written_at`), and hands it to its watermark cal
 (:class:`cjo_platform.bus.consumer.BusConsumer`): the receiver folds the partitions' markers
 into one watermark (the minimum over every partition, none until each has reported).
 
-A marker's subject is its partition's under the workspace token :data:`MARKER_TOKEN`, which no
-workspace id can take (:func:`cjo_platform.bus.naming.token` gives ``~`` and hex digits to ids
-that are not slugs, never a ``w``); it carries :data:`MARKER_HEADER` and no workspace header.
+A partition holds **at most one marker waiting** (:func:`publish_markers`): a marker is stored
+only while none of its partition is (the stream checks it, :data:`_NONE_WAITING`), so a
+consumer stopped for a day finds one marker per partition, not one per report and producer
+replica (review rbusmark: ~415,000). A report skipped there only lets the watermark lag, by the
+time the consumer takes to reach the marker waiting. A consumer that takes several markers at
+once passes on only the latest (:func:`latest`).
+
+A marker's subject is its partition's under the workspace token ``~watermark``, which
+:func:`cjo_platform.bus.naming.token` hex-encodes as it does any id that is not a slug:
+``<prefix>.<topic>.~7e77617465726d61726b.<partition>`` (workspace ids are slugs, so none
+shares it); it carries :data:`MARKER_HEADER` and no workspace header.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
+from nats.js.errors import BadRequestError
 
 from cjo_platform.bus import naming
 from cjo_platform.bus.connection import Bus
@@ -37,6 +46,10 @@ MARKER_TOKEN = "~watermark"
 # stream would drop the copy): the original row's write time, as epoch seconds.
 WRITTEN_HEADER = "Cjo-Written"
 MSG_ID_HEADER = "Nats-Msg-Id"
+# A marker is stored only while its partition holds none (see the module).
+_NONE_WAITING = {"Nats-Expected-Last-Subject-Sequence": "0"}
+# JetStream's error code for a publish whose expected last subject sequence is not the stream's.
+_WRONG_LAST_SEQUENCE = 10071
 # The first row's write time in a relay's Nats-Msg-Id (see naming.message_id and
 # packing.pack_message_id): "<producer>:<topic>:<row id>:<epoch seconds>[+<pack's rest>]".
 _MSG_ID_WRITTEN = re.compile(r"^.*:\d+:(\d+\.\d+)(?:\+.*)?$")
@@ -49,6 +62,21 @@ class Marker:
 
     delivered_before: datetime
     behind: Mapping[str, datetime]
+
+
+def latest(kept: Marker | None, found: Marker) -> Marker:
+    """The one marker to pass on of two a consumer took (``kept`` before ``found``), both
+    behind every message it has tried: the one of the later watermark (a whole report of the
+    producer's outbox, as the other; a receiver would ignore the older one after it anyway);
+    of two of the same watermark, both (each workspace behind at the earlier of its times)."""
+    if kept is None or found.delivered_before > kept.delivered_before:
+        return found
+    if found.delivered_before < kept.delivered_before:
+        return kept
+    behind = dict(kept.behind)
+    for workspace_id, time in found.behind.items():
+        behind[workspace_id] = min(time, behind.get(workspace_id, time))
+    return Marker(kept.delivered_before, behind)
 
 
 def is_marker(msg: Msg) -> bool:
@@ -81,17 +109,27 @@ def _moment(value: object) -> datetime:
 
 
 async def publish_markers(bus: Bus, topic: str, delivered_before: datetime,
-                          behind: Sequence[tuple[str, datetime]]) -> None:
-    """Publish a marker to every partition of ``topic`` and wait for each PubAck (raises when
-    one fails: the next report publishes them all again)."""
+                          behind: Sequence[tuple[str, datetime]]) -> int:
+    """Publish a marker to every partition of ``topic`` that holds none waiting (see the
+    module) and wait for each PubAck; returns how many were stored. Raises when one fails
+    otherwise: the next report publishes them all again."""
     stream = await bus.ensure_stream(topic)
     js = await bus.jetstream()
     payload = encode(delivered_before, behind)
-    headers = {MARKER_HEADER: "1", "Nats-Expected-Stream": stream}
-    await asyncio.gather(*(
-        js.publish(naming.subject(bus.prefix, topic, MARKER_TOKEN, partition), payload,
-                   headers=headers)
-        for partition in range(bus.settings.partitions)))
+    headers = {MARKER_HEADER: "1", "Nats-Expected-Stream": stream, **_NONE_WAITING}
+
+    async def publish(partition: int) -> int:
+        try:
+            await js.publish(naming.subject(bus.prefix, topic, MARKER_TOKEN, partition),
+                             payload, headers=headers)
+        except BadRequestError as exc:
+            if exc.err_code != _WRONG_LAST_SEQUENCE:
+                raise
+            return 0  # the partition's consumer has not taken the last one yet
+        return 1
+
+    return sum(await asyncio.gather(*(publish(partition)
+                                      for partition in range(bus.settings.partitions))))
 
 
 def written_at(msg: Msg, stored: datetime) -> datetime:
