@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats_support import (
@@ -31,6 +32,7 @@ from nats_support import (
     nats_listening,
 )
 from outcomes_support import START, Decisioning, learned, running, sent, shown, track
+from sqlalchemy import event
 
 from cjo_decisioning.adapters.tables import EXPOSED, NOT_REWARDED, REWARDED
 from cjo_platform.bus import Bus, BusSettings
@@ -188,3 +190,35 @@ async def test_partition_markers_hold_only_once_all_reported_and_never_move_back
         await record(1, START + 2 * HOUR, {})
         await eventually(lambda: learned(d, "second"), timeout=20)
         assert (await d.decision("second")).outcome == NOT_REWARDED
+
+
+async def test_a_learning_claim_reads_no_workspace_behind_a_partition(
+        backend: Backend, prefix: str) -> None:
+    """Review rbusmark: each learning claim read every partition's rows of workspaces behind
+    (up to a thousand each) only to see whether all partitions had reported."""
+    clock = ManualClock(START + 2 * HOUR)
+    async with running(backend, clock, **bus_env(prefix)) as d:
+        record = bus_consumer(d.app, DECISIONING_EVENTS_TOPIC).on_watermark
+        assert record is not None
+        for workspace_id in ("ws-a", "ws-b"):
+            await d.point("home", "order_completed", window=HOUR, workspace_id=workspace_id)
+        behind = {"ws-b": START - HOUR, **{f"ws-{i:03d}": START + i * MINUTE for i in range(99)}}
+        await record(0, START + 2 * HOUR, behind)
+        read: list[str] = []
+
+        def note(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "bus_watermarks" in statement:
+                read.append(statement)
+
+        event.listen(d.app.db.engine, "after_cursor_execute", note)
+        try:
+            # Partition 1 not reported: nothing holds, windows are learned after the grace.
+            await a_round_ran(d, "old-1")
+            await record(1, START + 2 * HOUR, behind)
+            read.clear()
+            await a_round_ran(d, "old-2")
+        finally:
+            event.remove(d.app.db.engine, "after_cursor_execute", note)
+        assert read and not [s for s in read if "delivered_before" in s]
+        assert await shown(d, "ws-a") == START + 2 * HOUR
+        assert await shown(d, "ws-b") == START - HOUR

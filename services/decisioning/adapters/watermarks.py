@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, delete, not_, select, update
+from sqlalchemy import ColumnElement, Table, delete, func, not_, select, update
 from sqlalchemy.orm import Session
 
 from cjo_decisioning.adapters.tables import bus_watermarks, forwarding_watermarks
@@ -61,6 +61,18 @@ def lock_markers(session: Session, stream: str, now: datetime) -> None:
     partitions' markers taken at once would each miss the other's row (not committed yet),
     and neither would find every partition reported."""
     lock(session, stream, Watermark(now), now, _MARKERS_LOCK)
+
+
+def partitions_reported(session: Session, stream: str, partitions: int) -> bool:
+    """Whether each of the stream's ``partitions`` (0 to partitions - 1) has reported: a count
+    of their own rows (a key look-up each), not a read of every workspace they list behind
+    (the learning worker asks it each claim; review rbusmark)."""
+    b = bus_watermarks.c
+    reported = session.execute(
+        select(func.count()).select_from(bus_watermarks)
+        .where(b.stream == stream, one_of(session, b.bus_partition, list(range(partitions))),
+               b.workspace_id == STREAM_ROW)).scalar_one()
+    return int(reported) >= partitions
 
 
 def load_partitions(session: Session, stream: str, partitions: int

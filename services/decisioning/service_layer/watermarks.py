@@ -71,8 +71,8 @@ def cutoffs(uow: UnitOfWork, grace: timedelta, max_hold: timedelta,
     bus (``bus_partitions``) the watermark holds only once every partition has passed on a
     marker: one left from the gRPC days, whose sender no longer reports it, holds nothing."""
     now = uow.now()
-    if bus_partitions and watermarks.load_partitions(uow.session, EVENTS,
-                                                     bus_partitions) is None:
+    if bus_partitions and not watermarks.partitions_reported(uow.session, EVENTS,
+                                                             bus_partitions):
         return learning_cutoffs(now, grace, None, max_hold)
     held = watermarks.load(uow.session, EVENTS)
     if (held is not None and max_hold > timedelta(0) and stale(held, now, max_hold)
