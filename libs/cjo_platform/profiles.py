@@ -148,8 +148,21 @@ def fill_view_struct(into: struct_pb2.Struct, profile: profile_pb2.Profile,
 
 LARGE_TRAIT_BYTES = 1024
 """A trait at least this large (encoded, with its provenance) is one that makes a profile's size:
-a bounded copy leaves such traits out before touching its lists only when they alone cover the
-excess. Smaller traits (an address, a name) go only when nothing else is left to leave out."""
+a bounded copy leaves such traits out first. Smaller traits (an address, a name) go only after
+the oldest identifiers, when those cannot cover the excess."""
+
+KEPT_MERGES = 100
+"""The newest ``merged_from`` entries a bounded copy always keeps (while anything else is left
+to leave out): orchestration holds a profile's steps back for a merge made in the last
+``merge_wait_limit`` (10 minutes by default) whose event has not reached it yet, reading the
+recent entries only."""
+
+# The fields :func:`trim_profile` may shorten in identity's copies of a profile: a ``Profile``
+# (BatchGetProfiles' answers; its Struct ``traits``) and a ``ForwardedEvent`` (its
+# ``profile_traits``; it carries no merges).
+PROFILE_TRIM_FIELDS = {"provenance": "trait_provenance", "identifiers": "identifiers",
+                       "merges": "merged_from", "consents": "consents"}
+FORWARDED_TRIM_FIELDS = {"identifiers": "identifiers", "consents": "consents"}
 
 
 def _entry_bytes(size: int) -> int:
@@ -158,24 +171,31 @@ def _entry_bytes(size: int) -> int:
     return 1 + (size.bit_length() + 6) // 7 + size if size else 2
 
 
-def trim_profile(message: Message, bound: int, traits: str,
-                 lists: Sequence[tuple[str, bool, str]] = (), provenance: str = "") -> bool:
+def trim_profile(message: Message, bound: int, traits: str, *, provenance: str = "",
+                 identifiers: str = "", merges: str = "", consents: str = "") -> bool:
     """Bound ``message`` (a ``ForwardedEvent``, a ``Profile``), in place, to ``bound`` bytes
-    encoded, for a profile grown past the limits by merges, leaving out what makes its size and
-    what its readers miss least. Returns whether anything was left out; a message within the
-    bound costs one ``ByteSize``.
+    encoded, for a profile grown past the limits by merges: it leaves out, one element at a
+    time, only what it must, what makes the size and what its readers miss least first. Returns
+    whether anything was left out; a message within the bound costs one ``ByteSize``.
 
-    The Struct field ``traits`` (its entries in the map field ``provenance`` go with them) and
-    the repeated fields ``lists``, each ``(field, oldest_first, kept_per)``: its elements are
-    left out from its start (``oldest_first``: lists kept in link order) or its end, except the
-    newest element per value of the attribute ``kept_per`` (the newest identifier of each
-    type: a send's address falls back to it, an update of the profile resolves by it).
+    Its fields by name: the Struct ``traits`` (a trait's entry in the map ``provenance`` goes
+    with it) and the repeated ``identifiers`` (in link order), ``merges`` (``merged_from``,
+    oldest first) and ``consents``; a field not named is never touched. In turn, each step
+    only while the copy is past the bound:
 
-    - When the large traits (:data:`LARGE_TRAIT_BYTES` and more) cover the excess, they are left
-      out, largest first, until they do; the lists and the other traits stay whole.
-    - Otherwise the lists make the size: their elements go first, in the order of ``lists``,
-      until the copy fits; then the traits, largest first; at last the newest elements kept
-      per ``kept_per``.
+    1. the large traits (:data:`LARGE_TRAIT_BYTES` and more), largest first;
+    2. the oldest identifiers, keeping the newest of each type (a send's address falls back to
+       it, an update_profile node resolves the profile by it), but only when they can cover
+       what is left of the excess;
+    3. the other traits, largest first;
+    4. the oldest identifiers as in 2, whatever they cover;
+    5. the oldest merges, keeping the newest :data:`KEPT_MERGES` (orchestration's merge wait
+       reads them), then the consents to a topic, the oldest said first: the channel-wide
+       consents (``profile.consent.email``, at most one per channel) stay;
+    6. whatever is left, so the bound holds: the rest of the identifiers, merges and consents,
+       oldest first (a copy of a profile with hundreds of identifier types).
+
+    Ties go by trait name and list position: the same profile is always cut the same way.
     """
     excess = message.ByteSize() - bound
     if excess <= 0:
@@ -184,63 +204,94 @@ def trim_profile(message: Message, bound: int, traits: str,
     held = getattr(message, provenance) if provenance else None
     by_size = sorted(((_trait_bytes(key, value, held), key) for key, value in struct.items()),
                      reverse=True)
-    if sum(size for size, _ in by_size if size >= LARGE_TRAIT_BYTES) < excess:
-        for field, oldest_first, kept_per in lists:
-            _trim_list(message, bound, field, oldest_first, kept_per)
-        excess = message.ByteSize() - bound
-    for size, key in by_size:
+    large = [trait for trait in by_size if trait[0] >= LARGE_TRAIT_BYTES]
+    excess = _drop_traits(message, bound, struct, held, large, excess)
+    older = _older_identifiers(message, identifiers)
+    excess = _drop_elements(message, bound, identifiers, older, excess, covering=True)
+    excess = _drop_traits(message, bound, struct, held, by_size[len(large):], excess)
+    excess = _drop_elements(message, bound, identifiers,
+                            _older_identifiers(message, identifiers), excess)
+    if merges:
+        count = len(getattr(message, merges))
+        excess = _drop_elements(message, bound, merges, range(count - KEPT_MERGES), excess)
+    if consents:
+        items = getattr(message, consents)
+        on_topics = sorted((i for i, c in enumerate(items) if c.topic),
+                           key=lambda i: (items[i].update_time.seconds,
+                                          items[i].update_time.nanos, i))
+        excess = _drop_elements(message, bound, consents, on_topics, excess)
+    for field in (identifiers, merges, consents):
+        if field:
+            excess = _drop_elements(message, bound, field,
+                                    range(len(getattr(message, field))), excess)
+    return True
+
+
+def _trait_bytes(key: str, value: Message, held: Any) -> int:
+    """What a trait takes in a copy, its provenance included: its map entries (key and value,
+    each with its tag and length)."""
+    key_bytes = _entry_bytes(len(key.encode()))
+    size = _entry_bytes(key_bytes + _entry_bytes(value.ByteSize()))
+    if held is not None and key in held:
+        size += _entry_bytes(key_bytes + _entry_bytes(held[key].ByteSize()))
+    return size
+
+
+def _drop_traits(message: Message, bound: int, struct: Any, held: Any,
+                 candidates: Sequence[tuple[int, str]], excess: int) -> int:
+    """Leave out the traits ``candidates`` ((size, key), in that order) one at a time until
+    ``message`` fits ``bound``; returns the excess left (0 or less: it fits)."""
+    dropped = False
+    for size, key in candidates:
         if excess <= 0:
             break
         del struct[key]
         if held is not None and key in held:
             del held[key]
+        dropped = True
         excess -= size
-    for field, oldest_first, kept_per in lists:
-        _trim_list(message, bound, field, oldest_first, kept_per)
-    for field, oldest_first, _ in lists:
-        _trim_list(message, bound, field, oldest_first, "")
-    return True
+        if excess <= 0:  # the nested Struct's length may have shrunk too: measure
+            excess = message.ByteSize() - bound
+    # Measured: what a trait freed is counted without the Struct's own shorter length.
+    return message.ByteSize() - bound if dropped and excess > 0 else excess
 
 
-def _trait_bytes(key: str, value: Message, held: Any) -> int:
-    """What a trait takes in a copy, its provenance included: its map entry's key and value
-    (with their tags and lengths, 4 bytes at most below 2 MiB)."""
-    key_bytes = len(key.encode())
-    size = _entry_bytes(key_bytes + value.ByteSize() + 4)
-    if held is not None and key in held:
-        size += _entry_bytes(key_bytes + held[key].ByteSize() + 4)
-    return size
-
-
-def _trim_list(message: Message, bound: int, field: str, oldest_first: bool,
-               kept_per: str) -> None:
-    """Leave out elements of the repeated field ``field`` from its start (``oldest_first``) or
-    its end until ``message`` fits ``bound``, in one deletion, except the last element per
-    value of ``kept_per`` (moved to the end: the last of its kind, it stays after every other
-    element of its kind)."""
+def _older_identifiers(message: Message, field: str) -> list[int]:
+    """The positions of the identifiers of ``field`` (in link order) but the last of each
+    type; none without a field."""
+    if not field:
+        return []
     items = getattr(message, field)
-    while (excess := message.ByteSize() - bound) > 0 and items:
-        kept = set({getattr(x, kept_per): i for i, x in enumerate(items)}.values()) \
-            if kept_per else set()
-        order = range(len(items)) if oldest_first else range(len(items) - 1, -1, -1)
-        count, freed, spared = 0, 0, []
-        for index in order:
-            if freed >= excess:
-                break
-            count += 1
-            if index in kept:
-                spared.append(index)
-            else:
-                freed += _entry_bytes(items[index].ByteSize())
-        if not freed:
-            return  # only the kept elements are left
-        copies = [type(items[index])() for index in spared]
-        for copy, index in zip(copies, spared, strict=True):
-            copy.CopyFrom(items[index])
-        if oldest_first:
-            del items[:count]
-        else:
-            del items[len(items) - count:]
-            copies.reverse()
-        for copy in copies:
-            items.add().CopyFrom(copy)
+    newest = {item.type: index for index, item in enumerate(items)}
+    kept = set(newest.values())
+    return [index for index in range(len(items)) if index not in kept]
+
+
+def _drop_elements(message: Message, bound: int, field: str, order: Iterable[int],
+                   excess: int, covering: bool = False) -> int:
+    """Leave out the elements of the repeated field ``field`` at the positions ``order``, in
+    that order, one at a time until ``message`` fits ``bound`` (``covering``: none unless they
+    can all together cover ``excess``). The others keep their order. Returns the excess
+    left."""
+    if excess <= 0 or not field:
+        return excess
+    items = getattr(message, field)
+    sizes = [(index, _entry_bytes(items[index].ByteSize())) for index in order]
+    if not sizes or (covering and sum(size for _, size in sizes) < excess):
+        return excess
+    dropped: list[int] = []
+    for index, size in sizes:
+        dropped.append(index)
+        excess -= size
+        if excess <= 0:
+            break
+    # Deleted in runs of neighbours, from the end, so the positions still ahead hold.
+    dropped.sort()
+    end = len(dropped)
+    while end:
+        start = end - 1
+        while start and dropped[start - 1] == dropped[start] - 1:
+            start -= 1
+        del items[dropped[start]:dropped[end - 1] + 1]
+        end = start
+    return int(message.ByteSize()) - bound

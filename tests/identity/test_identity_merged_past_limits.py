@@ -255,3 +255,51 @@ async def test_a_profile_past_the_limits_by_its_identifiers_keeps_its_traits_and
                         identifiers=[(i.type, i.value) for i in forwarded.identifiers])
     assert recipient_address(Channel.EMAIL, view) == "new@example.com"
     assert identifier_values(view, "user_id") == ["u"]
+
+
+async def test_people_of_many_small_traits_merged_keep_their_merges_and_consent(
+        identity: Identity, recorder: Recorder, backend: Backend) -> None:
+    # Four people of ~200 KB of small traits each (400 of 500 characters), joined by one
+    # identify call: the copies are past the bound by their small traits. They left out every
+    # merge (orchestration's merge wait reads them: the person was mailed twice), every consent
+    # (an unsubscribe read as "unknown") and the older identifiers, and then traits anyway. Now
+    # only the largest of the small traits go; the lists stay whole.
+    acme = await identity.new_workspace("acme")
+    for p in range(4):
+        await ingest(identity, acme, [event(
+            f"id-{p}", ("anonymous_id", f"g{p}"), ("email", f"p{p}@example.com"),
+            identify=True, traits={f"p{p}_t{i:03d}": chr(97 + p) * 500 for i in range(400)})])
+    unsubscribed = event("unsub", ("anonymous_id", "g0"), name="unsubscribed")
+    unsubscribed.properties.update({"channel": "email"})
+    await ingest(identity, acme, [unsubscribed])
+    identity.clock.advance(timedelta(seconds=1))
+    [joined] = await ingest(identity, acme, [event(
+        "join", *(("anonymous_id", f"g{p}") for p in range(4)), identify=True)])
+    whole = (await identity.events.GetProfile(pb.GetProfileRequest(
+        name=f"profiles/{joined.profile_id}"), metadata=acme)).profile
+    assert len(whole.merged_from) == 3 and whole.ByteSize() > MAX_FORWARDED_PROFILE_BYTES
+
+    reply = await identity.events.BatchGetProfiles(pb.BatchGetProfilesRequest(
+        names=[f"profiles/{joined.profile_id}"]), metadata=acme)
+    [answered] = reply.results
+    copy = answered.profile
+    assert answered.profile_trimmed and copy.ByteSize() <= MAX_FORWARDED_PROFILE_BYTES
+    assert list(copy.merged_from) == list(whole.merged_from)
+    assert list(copy.consents) == list(whole.consents)
+    assert list(copy.identifiers) == list(whole.identifiers)
+    assert copy.ByteSize() > MAX_FORWARDED_PROFILE_BYTES - 1024  # as few traits left out as fit
+    # What orchestration's merge wait and conditions read of it.
+    peers = Peers(settings_for("orchestration", backend, CJO_IDENTITY_TARGET=identity.address),
+                  timeout=30)
+    [answer] = await peers.profiles("acme", [joined.profile_id])
+    assert isinstance(answer, LiveProfile)
+    assert sorted(merged for merged, _ in answer.merged_from) == sorted(
+        m.merged_profile_id for m in whole.merged_from)
+    assert answer.view["consent"]["email"] == "unsubscribed"
+
+    await eventually(lambda: any(e.event.message_id == "join" for e in recorder.events),
+                     timeout=60)
+    forwarded = next(e for e in recorder.events if e.event.message_id == "join")
+    assert forwarded.profile_trimmed and forwarded.ByteSize() <= MAX_FORWARDED_PROFILE_BYTES
+    assert list(forwarded.consents) == list(whole.consents)
+    assert list(forwarded.identifiers) == list(whole.identifiers)

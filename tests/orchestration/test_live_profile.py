@@ -13,6 +13,7 @@ import pytest
 from orchestration_support import Ids, ProfileBook, migrated_database, transactions_on
 
 from cjo.common.v1.common_pb2 import RenderedMessage
+from cjo.identity.v1 import profile_pb2
 from cjo_orchestration.adapters.peers import RenderItem, RenderOutcome, SendItem
 from cjo_orchestration.domain.enrollment import Enrollment, EnrollmentState, Step
 from cjo_orchestration.domain.journeys import (
@@ -35,7 +36,13 @@ from cjo_orchestration.settings import load_engine_settings
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.db.unit_of_work import Transactions
-from cjo_platform.profiles import profile_view
+from cjo_platform.limits import MAX_FORWARDED_PROFILE_BYTES
+from cjo_platform.profiles import (
+    PROFILE_TRIM_FIELDS,
+    profile_view,
+    trim_profile,
+    view_from_proto,
+)
 from support import Backend
 
 WS = "ws"
@@ -202,6 +209,43 @@ async def test_both_profiles_of_one_person_in_a_journey_get_one_mail_after_a_mer
         ("known", EnrollmentState.EXITED, "merged")]
     [kept] = [e for e in found if e.state is EnrollmentState.COMPLETED]
     assert sent.enrollment_id == kept.enrollment_id  # the visitor's: it entered first
+
+
+async def test_a_merge_of_people_past_the_profile_bound_still_holds_back_their_mail(
+        tx: Transactions, clock: ManualClock) -> None:
+    """The same person as above, but identity's copy of the merged profile is past its bound by
+    many small traits (4 people of 400 traits of 500 characters) and comes trimmed as identity
+    trims it: the copy left out every merge, so the merge wait did not hold and the person was
+    mailed twice (the visitor's enrollment and the known one's, to the same address). The
+    merges stay now: one mail, after the event round merged the enrollments."""
+    publish(tx, MAIL)
+    enroll(tx, "visitor", {"anonymous_id": "cookie-1"})
+    clock.advance(timedelta(seconds=5))
+    enroll(tx, "known", {"email": "known@example.com"})
+    record = profile_pb2.Profile(profile_id="known")
+    record.traits.update({f"p{n}_t{i:03d}": chr(97 + n) * 500 for n in range(4)
+                          for i in range(400)})
+    record.traits["email"] = "known@example.com"
+    for kind, value in (("anonymous_id", "cookie-1"), ("email", "known@example.com")):
+        record.identifiers.add(type=kind, value=value)
+    merge = record.merged_from.add(merged_profile_id="visitor", survivor_profile_id="known")
+    merge.merge_time.FromDatetime(clock.now())
+    assert trim_profile(record, MAX_FORWARDED_PROFILE_BYTES, "traits", **PROFILE_TRIM_FIELDS)
+    peers = Peers()
+    peers.people["known"] = view_from_proto(record)
+    peers.merged["visitor"] = "known"
+    merges = {m.merged_profile_id: m.merge_time.ToDatetime(tzinfo=UTC)
+              for m in record.merged_from}  # what the trimmed copy lists
+    peers.merged_at.update(merges)
+    peers.unlisted.update({"visitor"} - set(merges))
+    steps_round = StepRound(tx, peers, SETTINGS)
+    await steps_round.run()
+    assert not peers.sent
+    forward_merge(tx, "visitor", "known")
+    await apply_events(tx)
+    clock.advance(SETTINGS.merge_wait)
+    await steps_round.run()
+    assert [(s.profile_id, s.address) for s in peers.sent] == [("known", "known@example.com")]
 
 
 async def test_a_merge_whose_event_never_came_holds_nobody_back_for_good(

@@ -25,18 +25,13 @@ from cjo_identity.domain.ingest import Accepted, Merge
 from cjo_identity.domain.segments import ENTERED, EXITED, PROFILE_DELETED, PROFILE_MERGED
 from cjo_platform.limits import MAX_FORWARDED_PROFILE_BYTES
 from cjo_platform.logging import LogOnce, get_logger
-from cjo_platform.profiles import channel_proto, trim_profile
+from cjo_platform.profiles import FORWARDED_TRIM_FIELDS, channel_proto, trim_profile
 from cjo_platform.protobuf import dict_to_struct, fill_struct, set_timestamp, to_timestamp
 
 log = get_logger(__name__)
 
 EVENTS_TOPIC = "orchestration.events"
 
-# The lists a forwarded copy of a profile past the bound shortens (trim_profile), in turn: the
-# oldest identifiers, keeping the newest of each type (a send's address falls back to it, an
-# update_profile node resolves the profile by it), then the last consents (delivery asks
-# identity anyway).
-_FORWARDED_LISTS = (("identifiers", True, "type"), ("consents", False, ""))
 # Profiles past the bound logged lately: each is logged once an hour, not at every event.
 _logged = LogOnce(3600.0)
 
@@ -209,7 +204,7 @@ def _forwarded(message: orchestration_pb.ForwardedEvent) -> bytes:
     if len(payload) <= MAX_FORWARDED_PROFILE_BYTES:
         return payload
     message.profile_trimmed = True  # counted in the bound
-    trim_profile(message, MAX_FORWARDED_PROFILE_BYTES, "profile_traits", _FORWARDED_LISTS)
+    trim_profile(message, MAX_FORWARDED_PROFILE_BYTES, "profile_traits", **FORWARDED_TRIM_FIELDS)
     trimmed = _payload(message)
     if _logged(message.profile_id):
         log.warning("a profile past the limits (grown by merges) is forwarded without some of "

@@ -45,7 +45,7 @@ from cjo_platform.errors import Aborted, InvalidArgument, NotFound, Violations
 from cjo_platform.limits import MAX_FORWARDED_PROFILE_BYTES, check_topic
 from cjo_platform.logging import LogOnce, get_logger
 from cjo_platform.paging import decode_token, encode_token, page_size
-from cjo_platform.profiles import trim_profile
+from cjo_platform.profiles import PROFILE_TRIM_FIELDS, trim_profile
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_principal, current_workspace
 from cjo_platform.rpc.batch import BatchAnswer
@@ -56,12 +56,6 @@ from cjo_platform.telemetry import current_traceparent
 
 SERVICE = "cjo.identity.v1.IdentityService"
 log = get_logger(__name__)
-# The lists a BatchGetProfiles answer shortens of a profile past the bound (trim_profile), in
-# turn: the oldest merges (orchestration waits on the recent ones), the oldest identifiers,
-# keeping the newest of each type (a send's address falls back to it, an update_profile node
-# resolves the profile by it), the last consents (delivery asks identity anyway).
-_ANSWERED_LISTS = (("merged_from", True, ""), ("identifiers", True, "type"),
-                   ("consents", False, ""))
 # Profiles past the bound logged lately: each is logged once an hour, not at every step round.
 _logged = LogOnce(3600.0)
 DOMAIN = "identity.cjo"
@@ -173,7 +167,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         if response.ByteSize() > MAX_FORWARDED_PROFILE_BYTES:
             for result in response.results:
                 if trim_profile(result.profile, MAX_FORWARDED_PROFILE_BYTES, "traits",
-                                _ANSWERED_LISTS, provenance="trait_provenance"):
+                                **PROFILE_TRIM_FIELDS):
                     result.profile_trimmed = True
                     copy = result.profile
                     if _logged(copy.profile_id):
