@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cjo_identity.domain.events import EventType, parse_event
 from cjo_orchestration.domain.enrollment import (
     Enrollment,
     EnrollmentState,
@@ -62,6 +63,7 @@ from cjo_orchestration.domain.transitions import (
 from cjo_orchestration.domain.walk import advance, after_send
 from cjo_orchestration.settings import load_engine_settings
 from cjo_platform.config import Env
+from cjo_platform.profiles import profile_view
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday
 GOAL = Goal("order", 'event.total > 10', timedelta(days=7))
@@ -293,6 +295,21 @@ def test_addresses_come_from_the_channels_trait_and_identifiers_in_a_fixed_order
     assert recipient_address(Channel.IN_APP, {}) == "-"
     assert identity_identifiers({"email": "a@x", "phone": " ", "user_id": "u1"}) == (
         ("user_id", "u1"), ("email", "a@x"))
+
+
+def test_an_update_of_a_profile_of_many_identifiers_names_the_newest_of_each_type() -> None:
+    # A profile merged from many people: 2 emails, 30 anonymous ids. Every one went into the
+    # identify event, which identity refused (1 to 20 identifiers): the update_profile node
+    # failed. The newest of each type (what a bounded copy of the profile keeps) and the
+    # traits resolve it.
+    view = profile_view({"email": "new@example.com"}, identifiers=[
+        ("user_id", "u"), ("email", "old@example.com"), ("email", "new@example.com"),
+        *(("anonymous_id", f"a{i}") for i in range(30))])
+    found = identity_identifiers(view)
+    assert found == (("user_id", "u"), ("email", "new@example.com"), ("anonymous_id", "a29"))
+    parse_event(message_id="orchestration:k", event_type=EventType.IDENTIFY, name="",
+                identifiers=found, properties={}, traits={"plan": "pro"}, timestamp=None,
+                source="orchestration", now=NOW)  # accepted: raises naming the field else
 
 
 def test_split_arms_follow_their_percentages_and_name_the_experiment() -> None:

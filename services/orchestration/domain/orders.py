@@ -154,12 +154,16 @@ def recipient_address(channel: Channel, view: Mapping[str, Any]) -> str:
 
 
 def identity_identifiers(view: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """Identifiers identity resolves an update of this profile by: the profile's own identifiers
-    (the view's ``identifiers``), then its user_id / email / phone traits."""
+    """Identifiers identity resolves an update of this profile by: of each type of
+    :data:`UPDATE_IDENTIFIERS`, the profile's identifier identity linked last (the view's
+    ``identifiers``; a copy of a profile past identity's bound always keeps it), then its
+    user_id / email / phone traits: 7 at most, within the 20 an event may carry (a profile
+    merged from many people holds more, and an event with all of them was refused)."""
     found: dict[tuple[str, str], None] = {}
     for kind in UPDATE_IDENTIFIERS:
-        for value in identifier_values(view, kind):
-            found[(kind, value.strip())] = None
+        values = identifier_values(view, kind)
+        if values:
+            found[(kind, values[-1].strip())] = None
     for kind in ("user_id", "email", "phone"):
         trait = view.get(kind)
         if isinstance(trait, str) and trait.strip():
