@@ -13,15 +13,14 @@ from typing import Any
 import grpc
 import pytest
 from grpc_status import rpc_status
-from sqlalchemy import MetaData, select
+from sqlalchemy import Engine, MetaData, event, select
 
 from cjo.common.v1 import dead_letter_service_pb2 as pb
 from cjo.common.v1 import dead_letter_service_pb2_grpc as pb_grpc
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env, ServiceSettings
 from cjo_platform.db import Database
-from cjo_platform.db import dead_letters as dead_letters_module
-from cjo_platform.db.dead_letters import DeadLetter, DeadLetters, define_dead_letters
+from cjo_platform.db.dead_letters import DeadLetters, define_dead_letters
 from cjo_platform.db.idempotency import RequestLog, define_request_log
 from cjo_platform.db.outbox import Outbox, define_outbox
 from cjo_platform.db.unit_of_work import Transactions
@@ -136,34 +135,54 @@ async def test_a_page_of_large_letters_fits_one_answer(letters: Letters) -> None
     assert listed == [f"k{i:02}" for i in range(40)]
 
 
+def database_reads(engine: Engine) -> tuple[list[int], list[str]]:
+    """The bytes of binary values (payloads) each SELECT of the dead letters returns from the
+    database, and its statement: each is run again on its connection, in its transaction, and
+    what comes back counted (whatever the code then does with the rows)."""
+    returned: list[int] = []
+    statements: list[str] = []
+
+    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+              executemany: bool) -> None:
+        if not statement.lstrip().upper().startswith("SELECT") or "dead_letters" not in statement:
+            return
+        statements.append(statement)
+        again = cursor.connection.cursor()
+        try:
+            again.execute(statement, parameters)
+            returned.append(sum(len(value) for row in again.fetchall() for value in row
+                                if isinstance(value, bytes | bytearray | memoryview)))
+        finally:
+            again.close()
+
+    event.listen(engine, "after_cursor_execute", after)
+    return returned, statements
+
+
 async def test_a_page_of_large_letters_reads_only_the_payloads_it_answers(
-        letters: Letters, monkeypatch: pytest.MonkeyPatch) -> None:
+        letters: Letters) -> None:
     # ListDeadLetters read page_size + 1 whole payloads and then answered 4 MiB of them: with
     # page_size 1000, 300 buried rows of 1 MiB read 15 GiB (up to 1 GiB held at once) to list
-    # them 4 a page. The sizes come first now, then only the payloads answered.
+    # them 4 a page. The sizes come first now, then only the payloads answered, and every read
+    # is of the workspace's letters (the second read chose by id alone).
     for i in range(3):
         letters.add("acme", f"s{i}")
     for i in range(12):
         letters.add("acme", f"k{i:02}", size=1024 * 1024)
         letters.add("acme", f"x{i:02}", source="inbox:events", size=1024 * 1024)
     letters.add("acme", "s3")
-    read: list[int] = []
-    loaded = dead_letters_module._letter
-
-    def counted(row: Any) -> DeadLetter:
-        letter = loaded(row)
-        read.append(len(letter.payload))
-        return letter
-
-    monkeypatch.setattr(dead_letters_module, "_letter", counted)
+    letters.add("other", "o0", size=1024 * 1024)
+    read, statements = database_reads(letters.db.engine)
     pages: list[list[str]] = []
     token = ""
     while True:
         read.clear()
+        statements.clear()
         page = await letters.stub.ListDeadLetters(pb.ListDeadLettersRequest(
             source=SOURCE, page_token=token, page_size=1000), metadata=as_service("acme"))
         pages.append([x.item_key for x in page.dead_letters])
         assert sum(read) == sum(len(x.payload) for x in page.dead_letters)
+        assert statements and all("workspace_id" in s.split("WHERE", 1)[1] for s in statements)
         token = page.next_page_token
         if not token:
             break

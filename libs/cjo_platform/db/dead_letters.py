@@ -158,7 +158,8 @@ class DeadLetters:
             kept.append(int(letter_id))
         if not kept:
             return LetterPage([], None)
-        rows = session.execute(select(table).where(table.c.id.in_(kept))
+        rows = session.execute(select(table).where(table.c.workspace_id == workspace_id,
+                                                   table.c.id.in_(kept))
                                .order_by(table.c.id)).all()
         more = len(sizes) > len(kept)
         return LetterPage([_letter(row) for row in rows], kept[-1] if more else None)
