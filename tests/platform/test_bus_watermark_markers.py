@@ -216,6 +216,42 @@ async def test_a_marker_waits_for_a_delivery_lost_in_transit(
     assert (delivered_before, behind, taken) == (START + HOUR, {}, [b"a:0"])
 
 
+async def test_a_marker_waits_for_the_lost_delivery_to_be_fetched_not_for_time_alone(
+        bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review rbusmark2: the marker held for a lost delivery passed once ack_wait + 5 s had
+    gone by, though a receiver call longer than that (another workspace's, b:0) kept the worker
+    from fetching the redelivery meanwhile: a:0 was neither taken nor listed. A held marker
+    passes only once a request sent after that time was answered in full."""
+    arrive = PullBatches._arrive
+    lost: list[bytes] = []
+
+    async def lossy(self: PullBatches, msg: Any) -> None:
+        if not lost and msg.data == b"a:0":
+            lost.append(msg.data)
+            return
+        await arrive(self, msg)
+
+    class SlowB(Receiver):
+        async def __call__(self, workspace_id: str, rows: Any) -> Any:
+            if workspace_id == "b":  # longer than the hold (ack_wait + margin)
+                await asyncio.sleep(bus.settings.ack_wait_seconds + CLAIM_MARGIN_SECONDS + 2)
+            return await super().__call__(workspace_id, rows)
+
+    monkeypatch.setattr(pull.PullBatches, "_arrive", lossy)
+    x, y = producer(tmp_path, "x", START), producer(tmp_path, "y", START)
+    receiver = SlowB()
+    marks = Marks(receiver)
+    await publish(bus, x, "x", a=[b"a:0"])
+    await publish_markers(bus, TOPIC, START + HOUR, [])
+    await publish(bus, y, "y", b=[b"b:0"])
+    async with consuming(consumer(bus, x, receiver, on_watermark=marks)):
+        await eventually(lambda: marks.seen, timeout=40)
+        await eventually(lambda: len(receiver.taken) == 2, timeout=40)
+    assert lost == [b"a:0"]
+    [(_, _, behind, taken)] = marks.seen
+    assert b"a:0" in taken or "a" in behind
+
+
 async def test_a_new_holder_s_marker_waits_for_what_the_previous_holder_left_unacked(
         bus: Bus, tmp_path: Path) -> None:
     """The partition's previous holder was handed a:0 and its give-back never arrived: a:0

@@ -205,7 +205,10 @@ class _Deliveries:
     and at the start while messages delivered to a previous holder are unacked (one whose
     give-back was lost may come again only ``ack_wait`` after its last in-progress mark, before
     this worker claimed the partition), the worker is **suspect** until every delivery lost is
-    due again and delivered (``ack_wait`` and :data:`CLAIM_MARGIN_SECONDS`): markers wait."""
+    due again (``ack_wait`` and :data:`CLAIM_MARGIN_SECONDS`) and a pull request sent after
+    that was answered in full (:attr:`PullBatches.requested`; the server hands redeliveries out
+    first): markers wait. Time alone is not enough (review rbusmark2: a receiver call longer
+    than the hold kept the worker from fetching the redelivery, and the marker passed it)."""
 
     ack_wait: float
     expected: int | None = None  # the consumer sequence of the next delivery
@@ -220,8 +223,10 @@ class _Deliveries:
             self.lost(now)
         self.expected = delivery + 1
 
-    def sure(self, now: float) -> bool:
-        return now >= self.suspect_until
+    def sure(self, requested: float) -> bool:
+        """Whether a request sent at loop time ``requested`` (answered in full) came after
+        every delivery lost was due again."""
+        return requested >= self.suspect_until
 
 
 @dataclass
@@ -785,7 +790,7 @@ class BusConsumer:
                 now = loop.time()
                 for workspace_id in [w for w, h in held.items() if h.due <= now]:
                     await self._try(held, workspace_id, partition)
-                if marker is not None and deliveries.sure(loop.time()):
+                if marker is not None and deliveries.sure(batches.requested):
                     found, marker = marker, None
                     await self._pass_on(found, held, cycles, partition)
                 # The pull request expires by the worker's deadline: the server hands it nothing

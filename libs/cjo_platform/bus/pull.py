@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections import deque
 
 from nats.aio.client import Client
@@ -49,6 +50,9 @@ class PullBatches:
         self._sub: Subscription | None = None
         # Set by :meth:`interrupt`: the fetch under way ends now.
         self._interrupted = False
+        # Loop time a request was sent whose answer the last fetch collected in full: any
+        # redelivery due by then came with it (the server sends redeliveries first).
+        self.requested = -math.inf
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._arrive)
@@ -122,9 +126,12 @@ class PullBatches:
         reply = f"{self._inbox}.{self._requests}"
         self._signal.clear()
         self._interrupted = False
+        sent = loop.time()
         try:
             await self._nc.publish(self._next, json.dumps(request).encode(), reply=reply)
             await self._collect(msgs, batch, deadline, reply)
+            if not self._interrupted:
+                self.requested = sent
         except BaseException:
             self._arrived.extendleft(reversed(msgs))  # stopped: batches.stop() returns them
             raise
