@@ -122,7 +122,7 @@ def test_experiment_results_compare_arms_with_the_control(tx: Transactions) -> N
     for i in range(10):
         arm, control = ("control", True) if i % 2 == 0 else ("treatment", False)
         batch.append(fact(FactType.EXPERIMENT_EXPOSED, f"p{i}", T0, experiment_id="x",
-                          arm=arm, control=control))
+                          arm=arm, control=control, arm_weight=50.0))
     for i in (1, 3, 5, 0):
         batch.append(fact(FactType.CONVERTED, f"p{i}", T0 + timedelta(hours=1), revenue=10.0))
     record(tx, batch)

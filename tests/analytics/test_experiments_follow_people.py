@@ -326,3 +326,30 @@ async def test_a_merge_fact_names_its_survivor(sqlite_backend: Backend) -> None:
         assert [set(field_violations(r.status)) for r in reply.results] == [
             {"facts[0].survivor_profile_id"}, {"facts[1].survivor_profile_id"}, set(),
             {"facts[3].survivor_profile_id"}]
+
+
+async def test_a_purchase_across_a_window_s_start_counts_in_one_window_whatever_the_models(
+        backend: Backend) -> None:
+    """Review rhunt2: identity's conversion carries the purchase event's time, orchestration's
+    goal the time it applied it; with the first before a window's start and the second inside,
+    the purchase counted in both adjacent windows, and in the later one only when the
+    data-driven model was not asked for (its conversions were read from the window's start)."""
+    app = build(settings_for("analytics", backend), Env({}))
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.AnalyticsServiceStub(channel)
+        await record(stub, [
+            fact_pb2.Fact(fact_id="identity.conversion:ev1", type=CONVERTED, profile_id="p1",
+                          occur_time=at(23.8), revenue=10.0, source_event_id="ev1"),
+            fact_pb2.Fact(fact_id="goal:e1", type=fact_pb2.FACT_TYPE_GOAL_REACHED,
+                          profile_id="p1", journey_id="j1", enrollment_id="e1",
+                          occur_time=at(24.1), revenue=10.0, source_event_id="ev1")])
+
+        async def conversions(start: float, end: float, *models: int) -> int:
+            reply = await stub.GetAttribution(rpb.GetAttributionRequest(
+                window=rpb.TimeWindow(start_time=at(start), end_time=at(end)),
+                models=models), metadata=WS)
+            return reply.conversions
+
+        last, data_driven = rpb.ATTRIBUTION_MODEL_LAST_TOUCH, rpb.ATTRIBUTION_MODEL_DATA_DRIVEN
+        assert (await conversions(0, 24, last), await conversions(24, 48, last),
+                await conversions(24, 48, last, data_driven)) == (1, 0, 0)

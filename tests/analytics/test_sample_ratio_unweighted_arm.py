@@ -51,3 +51,16 @@ def test_the_reply_names_the_arm_exposed_without_a_weight() -> None:
     assert weighted.unweighted_exposed_arms == []
     assert weighted.sample_ratio is not None and not weighted.sample_ratio.mismatch
     assert convert.experiment_results("e1", weighted).sample_ratio.warning == ""
+
+
+def test_an_optimising_split_with_no_configured_weights_is_not_checked() -> None:
+    """Review rhunt2: an optimising split's exposures carry weight 0 (its allocation adapts);
+    tested against equal weights, every such split showed a sample ratio mismatch."""
+    arms = [ArmCounts("a", True, 300, 30, 0.0), ArmCounts("b", False, 700, 90, 0.0)]
+    results = experiment_results(arms, "", {}, {})
+    assert results.sample_ratio is None
+    assert convert._sample_ratio_warning(results) == ""
+    # With weights (the request's or the facts'), the check is made as before.
+    assert experiment_results(arms, "", {"a": 1, "b": 1}, {}).sample_ratio.mismatch
+    assert experiment_results(arms, "", {}, {"a": 50, "b": 50}).sample_ratio.mismatch
+    assert not experiment_results(arms, "", {}, {"a": 30, "b": 70}).sample_ratio.mismatch

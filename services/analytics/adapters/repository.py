@@ -663,8 +663,12 @@ def attribution_data(session: Session, workspace_id: str, window: Window,
     conversions of [window start - lookback, window start) too, which end earlier paths).
 
     Profile ids are people: a merged profile's conversions and touches are its survivor's. A
-    conversion is counted once per (person, source event), at its earliest fact."""
-    since = window.start - lookback if all_profiles else window.start
+    conversion is counted once per (person, source event), at its earliest fact, so the
+    conversions of [window start - lookback, window start) are read whatever the models: a
+    purchase whose identity fact (the event's time) is before the window and whose goal fact
+    (when orchestration applied it) is inside was counted in both windows, and in the later
+    one only when the data-driven model was not asked for (review rhunt2)."""
+    since = window.start - lookback
     rows = (_pg_attribution_rows if session.get_bind().dialect.name == "postgresql"
             else _attribution_rows)
     conversion_rows, touch_rows = rows(session, workspace_id, window, since, lookback,

@@ -72,21 +72,25 @@ def experiment_results(arms: Sequence[ArmCounts], control_arm: str,
                        fact_weights: Mapping[str, float],
                        currencies: Set[str] = frozenset()) -> ExperimentResults:
     """Compare every arm with the control (the named one, else the one flagged control).
-    Expected weights: the request's, else those carried by the facts, else equal; an arm with
-    no weight (or not exposed at all) counts with weight 0 / exposures 0."""
+    Expected weights: the request's, else those carried by the facts (when every arm has
+    one); else there is no configured split to test (an optimising split adapts its
+    allocation: its facts carry weight 0) and no sample-ratio check is made. An arm with no
+    weight (or not exposed at all) counts with weight 0 / exposures 0."""
     names = sorted({a.arm for a in arms} | set(request_weights))
     by_name = {a.arm: a for a in arms}
     if not control_arm:
         flagged = sorted(a.arm for a in arms if a.control)
         control_arm = flagged[0] if flagged else ""
     counts = [by_name.get(n, ArmCounts(n, False, 0, 0, 0.0)) for n in names]
+    weights: list[float] | None = None
     if request_weights:
         weights = [request_weights.get(n, 0.0) for n in names]
     elif fact_weights and all(n in fact_weights for n in names):
         weights = [fact_weights[n] for n in names]
-    else:
-        weights = [1.0] * len(names)
-    srm = sample_ratio_check([c.exposures for c in counts], weights) if len(names) > 1 else None
+    # Review rhunt2: testing an optimising split's adaptive allocation against equal weights
+    # flagged every one as a sample ratio mismatch.
+    srm = (sample_ratio_check([c.exposures for c in counts], weights)
+           if weights is not None and len(names) > 1 else None)
     shares = srm.expected_shares if srm else tuple(1.0 for _ in names)
     control = by_name.get(control_arm)
     results = [
