@@ -3,23 +3,24 @@
 python-liquid limits loop iterations, output size, local variables and context depth, but not
 time, and a loop of filters over a large string (``split`` / ``join``) runs for minutes while
 writing nothing, so a check on output alone never fires. Each guarded call registers its
-thread and deadline here; one daemon thread per process wakes every ``interval`` seconds and
+thread and deadline here; one daemon thread per process wakes at the nearest deadline and
 raises a private exception in a thread whose call is overdue (``PyThreadState_SetAsyncExc``:
 delivered at the thread's next bytecode, so after at most one C-level call such as one
 ``split`` of a large string). :meth:`Watchdog.call` turns it into :class:`DeadlinePassed`.
 
 The exception can never escape a guarded call into its caller's code (a thread pool, the
-event loop): it is raised at most once per call, only while the call is registered, and under
-the same lock that unregisters the call and clears one still pending.
+event loop): it is raised only while the call is registered, and under the same lock that
+unregisters the call and clears one still pending.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -49,37 +50,56 @@ class _Call:
 
 
 class Watchdog:
-    """Interrupts guarded calls that run past their deadline; one per process is enough."""
+    """Interrupts guarded calls that run past their deadline; one per process is enough.
 
-    def __init__(self, interval: float = 0.1) -> None:
+    Its thread sleeps until the nearest deadline (at least ``resolution``), indefinitely
+    while no call is registered: a call registered with a nearer deadline than the one it
+    sleeps to wakes it, so short limits (the event loop's) hold as well as long ones, and a
+    stream of calls within their limits wakes it about once per limit. A call still
+    registered after it fired is fired at again every ``interval``: an interrupt delivered
+    inside a finalizer (``__del__``, a weakref callback) is swallowed there."""
+
+    def __init__(self, interval: float = 0.1, resolution: float = 0.001) -> None:
         self.interval = interval
+        self.resolution = resolution
         self._calls: dict[int, _Call] = {}  # thread id -> its guarded call
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._sleeps_until = math.inf  # when the thread wakes next (inf: idle)
         self._thread: threading.Thread | None = None
 
-    def call(self, work: Callable[[], T], seconds: float) -> T:
-        """``work()``, or :class:`DeadlinePassed` once it has run ``seconds`` (give or take
-        ``interval`` and one C-level call)."""
+    def call(self, work: Callable[..., T], seconds: float, *args: Any) -> T:
+        """``work(*args)``, or :class:`DeadlinePassed` once it has run ``seconds`` (give or
+        take ``resolution`` and one C-level call)."""
         guarded = _Call(threading.get_ident(), time.monotonic() + seconds)
         try:
             try:
                 self._add(guarded)
-                return work()
+                return work(*args)
             finally:
                 self._remove(guarded)
         except _Overdue:
-            # Delivered in work() or in the finally above (maybe before it unregistered):
-            # it is raised once per call, so unregistering again here cannot be interrupted.
-            self._remove(guarded)
+            # Delivered in work() or in the finally above (maybe before it unregistered); it
+            # is fired again while the call stays registered, so unregister until that
+            # completes: afterwards nothing is pending or fired for this call.
+            while True:
+                try:
+                    self._remove(guarded)
+                    break
+                except _Overdue:
+                    continue
             raise DeadlinePassed from None
 
     def _add(self, guarded: _Call) -> None:
         with self._lock:
             self._calls[guarded.thread] = guarded
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, name="cjo-render-watchdog",
-                                                daemon=True)
-                self._thread.start()
+            if guarded.deadline < self._sleeps_until:
+                self._sleeps_until = guarded.deadline
+                self._wake.set()
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._watch, daemon=True,
+                                                    name="cjo-render-watchdog")
+                    self._thread.start()
 
     def _remove(self, guarded: _Call) -> None:
         with self._lock:
@@ -90,13 +110,22 @@ class Watchdog:
 
     def _watch(self) -> None:
         while True:
-            time.sleep(self.interval)
+            self._wake.clear()
             now = time.monotonic()
             with self._lock:
+                until = math.inf
                 for guarded in self._calls.values():
-                    if not guarded.fired and now >= guarded.deadline:
+                    if now >= guarded.deadline:
                         guarded.fired = True
                         _raise_in(guarded.thread, _Overdue)
+                        until = min(until, now + self.interval)
+                    else:
+                        until = min(until, guarded.deadline)
+                self._sleeps_until = until
+            if until == math.inf:
+                self._wake.wait()
+            else:
+                self._wake.wait(max(until - time.monotonic(), self.resolution))
 
 
 WATCHDOG = Watchdog()
