@@ -4,6 +4,8 @@ anything is written, and list pages end early rather than outgrow a message."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from content_support import (
@@ -106,3 +108,30 @@ def test_a_rendered_email_delivery_would_refuse_fails_its_render() -> None:
     assert err.value.metadata["field"] == "email.html"
     within = email.render("email", RenderContext(event={"block": block[:100]}))
     assert len(within.html.encode()) + len(within.text.encode()) <= 5 * 1024 * 1024
+
+
+async def test_an_item_stored_past_the_bound_may_change_without_growing(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item stored before the bound existed (here: the bound lowered under it) is not
+    stuck: an update that does not grow its templates is accepted, one that grows them is
+    refused."""
+    async with content_service(backend) as stub:
+        item = item_pb.ContentItem(key="old", email=item_pb.EmailTemplate(subject="s",
+                                                                          html=FIELD))
+        for i in range(4):
+            loc = item.localizations.add(locale=f"a{chr(97 + i)}")
+            loc.email.subject, loc.email.html = "s", FIELD
+        await create(stub, item)  # 1 MB
+        monkeypatch.setattr(content_items, "MAX_ITEM_TEMPLATE_BYTES", 512 * 1024)
+
+        def update(html: str) -> Any:
+            patch = item_pb.ContentItem(name="contentItems/old", email=item_pb.EmailTemplate(
+                subject="s", html=html))
+            return stub.UpdateContentItem(pb.UpdateContentItemRequest(
+                content_item=patch, update_mask=mask("email")), metadata=A)
+
+        await update("<p>smaller</p>")  # accepted: the item shrinks
+        refused = await rpc_error(update(FIELD))  # back to where it was: grows
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+        [(field, why)] = violations(refused).items()
+        assert "no more than the" in why and field.startswith("content_item.")

@@ -26,8 +26,14 @@ MAX_TEMPLATE_BYTES = 256 * 1024
 
 MAX_ITEM_TEMPLATE_BYTES = 8 * 1024 * 1024
 """All the templates of one item (its bodies, localizations and variants) together, in UTF-8
-bytes: an item, one of its versions or a page of them stays well inside one gRPC message
-(32 MiB), which 100 localizations x 26 variants of fields within MAX_TEMPLATE_BYTES did not."""
+bytes: an item or a page of them stays well inside one gRPC message (32 MiB), which 100
+localizations x 26 variants of fields within MAX_TEMPLATE_BYTES did not. A version adds the
+snippets it includes; MAX_VERSION_BYTES bounds the two together."""
+
+MAX_VERSION_BYTES = 24 * 1024 * 1024
+"""A published version's templates and the snippets it includes together, in UTF-8 bytes:
+publish refuses a draft past it (FAILED_PRECONDITION), so a version always fits one gRPC
+message (32 MiB) with room for its other fields."""
 
 MAX_PAGE_TEMPLATE_BYTES = 16 * 1024 * 1024
 """A page of items or versions ends early once their templates (and a version's snippets)
@@ -267,8 +273,10 @@ def key_from_name(name: str, field_path: str = "name") -> str:
     return paging.key_from_name(name, NAME_PREFIX, KEY_PATTERN, field_path)
 
 
-def check_draft(draft: ContentDraft) -> Violations:
-    """Structural problems of a whole item (not template syntax); cheap, no parsing."""
+def check_draft(draft: ContentDraft, stored_bytes: int = 0) -> Violations:
+    """Structural problems of a whole item (not template syntax); cheap, no parsing.
+    ``stored_bytes``: what the stored item's templates take, when it is an update (an item
+    stored past MAX_ITEM_TEMPLATE_BYTES before it was set may change without growing)."""
     problems = Violations()
     problems.check(len(draft.display_name) <= MAX_DISPLAY_NAME_CHARS, "display_name",
                    f"at most {MAX_DISPLAY_NAME_CHARS} characters")
@@ -279,7 +287,7 @@ def check_draft(draft: ContentDraft) -> Violations:
     check_bodies(draft.bodies, "", problems)
     check_locales(draft, problems)
     check_variants(draft, problems)
-    check_item_size(draft, problems)
+    check_item_size(draft, problems, stored_bytes)
     return problems
 
 
@@ -292,17 +300,26 @@ def template_bytes(draft: ContentDraft) -> int:
     return sum(utf8_size(source) for source in draft.template_sources().values())
 
 
-def check_item_size(draft: ContentDraft, problems: Violations) -> None:
-    """The item's templates together within MAX_ITEM_TEMPLATE_BYTES; the violation names the
-    field that passes it."""
+def check_item_size(draft: ContentDraft, problems: Violations, stored_bytes: int = 0) -> None:
+    """The item's templates together within MAX_ITEM_TEMPLATE_BYTES, or within
+    ``stored_bytes`` when the stored item already takes more; the violation names the field
+    that passes it."""
+    bound = max(MAX_ITEM_TEMPLATE_BYTES, stored_bytes)
     total = 0
     for path, source in draft.template_sources().items():
         total += utf8_size(source)
-        if total > MAX_ITEM_TEMPLATE_BYTES:
+        if total > bound:
+            also = (f" (or no more than the {stored_bytes} bytes they take now)"
+                    if stored_bytes > MAX_ITEM_TEMPLATE_BYTES else "")
             problems.add(path, f"the item's templates (bodies, localizations and variants) "
                                f"together must be at most {MAX_ITEM_TEMPLATE_BYTES // 2**20} "
-                               "MiB; this field takes them past it")
+                               f"MiB{also}; this field takes them past it")
             return
+
+
+def version_bytes(draft: ContentDraft, snippets: Mapping[str, str]) -> int:
+    """What a version of ``draft`` including ``snippets`` takes in UTF-8 bytes."""
+    return template_bytes(draft) + sum(map(utf8_size, snippets.values()))
 
 
 def fit_page(sizes: Iterable[int]) -> int:

@@ -48,6 +48,17 @@ from cjo_platform.limits import MAX_EMAIL_BODY_BYTES
 FAST_RENDER_SECONDS = 0.002
 FAST_RENDERS_TO_INLINE = 3
 
+SLOW_RENDER_SECONDS = 0.1
+"""A render of this much CPU or more (or one that reached a limit) has its version seen slow:
+its renders then run in the workspace's slow lane (service_layer/rendering.py)."""
+
+INLINE_RENDER_SECONDS = 0.03
+"""What the renders of one call may take together on the event loop: a version seen fast
+whose render for this person's data is slow is interrupted there (TooSlowInline) and rendered
+again in a thread with the full limit (renders have no side effects). So however many versions
+or calls turn slow, each holds the loop at most this long, once per FAST_RENDERS_TO_INLINE
+fast renders."""
+
 
 def kind_of(field_path: str) -> TemplateKind:
     """HTML-escaping applies to email HTML bodies only; everything else is text."""
@@ -179,6 +190,11 @@ class RenderTimeLimitExceeded(FailedPrecondition):
     too slow for anyone, so a batch fails its other requests for the version at once."""
 
 
+class TooSlowInline(Exception):
+    """A render on the event loop ran past its share of INLINE_RENDER_SECONDS: render it again
+    in a thread."""
+
+
 def _one_line(value: str) -> str:
     # Header-like values: a newline in a subject would end the header (or inject another one).
     return " ".join(value.split())
@@ -210,6 +226,7 @@ class CompiledContent:
             if path.endswith("email.html") and "{" not in html
             and path.removesuffix("html") + "text" not in self.sources}
         self._fast_renders = 0  # renders in a row that took under FAST_RENDER_SECONDS of CPU
+        self._slow = False  # the last render measured took SLOW_RENDER_SECONDS, or a limit
 
     def seen_fast(self) -> bool:
         """Whether the last renders of this version were all fast (cheap enough for the
@@ -217,14 +234,23 @@ class CompiledContent:
         back, and a slow version's renders are all slow."""
         return self._fast_renders >= FAST_RENDERS_TO_INLINE
 
+    def seen_slow(self) -> bool:
+        """Whether the last render measured took SLOW_RENDER_SECONDS or more of CPU or reached
+        a time limit; a version never rendered is neither fast nor slow."""
+        return self._slow
+
     def render(self, channel: str, context: RenderContext) -> RenderedBody:
         """Just the body of :meth:`render_for`."""
         return self.render_for(channel, context).body
 
-    def render_for(self, channel: str, context: RenderContext) -> Rendering:
+    def render_for(self, channel: str, context: RenderContext, inline: float = 0.0) -> Rendering:
         """The ``channel`` body for one person: their variant's body if it has one, else the
         first body along the locale fallback chain. FAILED_PRECONDITION when there is no body
-        for the channel or a template cannot be rendered for this context."""
+        for the channel or a template cannot be rendered for this context.
+
+        ``inline``: the seconds the render may take on the event loop (0: it runs in a thread,
+        limited to MAX_RENDER_SECONDS); past them it raises :class:`TooSlowInline`, and the
+        version no longer counts as seen fast."""
         draft = self.draft
         variant = (assign_variant(context.workspace_id, draft.experiment_key or self.key,
                                   context.profile_id, draft.variants)
@@ -242,12 +268,19 @@ class CompiledContent:
             tag.lower() for tag in fallback_chain(requested, requested)) else locale
         data = context.data(formatting)
         current = [prefix]  # the field being rendered, for a render interrupted in it
-        started = time.thread_time()
-        limit = liquid_templates.MAX_RENDER_SECONDS
+        # The CPU a render takes decides where the version renders next (seen_fast): on the
+        # event loop the wall clock is the CPU (nothing else runs there) and costs less to
+        # read; in a thread, CPU time is read until the version is seen fast.
+        clock = time.monotonic if inline else (
+            time.thread_time if self._fast_renders < FAST_RENDERS_TO_INLINE else None)
+        started = clock() if clock else 0.0
+        limit = inline or liquid_templates.MAX_RENDER_SECONDS
         try:
-            rendered = WATCHDOG.call(lambda: self._render(body, data, prefix, current), limit)
+            rendered = WATCHDOG.call(self._render, limit, body, data, prefix, current)
         except DeadlinePassed:
-            self._fast_renders = 0
+            self._fast_renders, self._slow = 0, True
+            if inline:
+                raise TooSlowInline from None
             raise RenderTimeLimitExceeded(
                 f"content item {self.key!r} cannot be rendered: {current[0]}: render time "
                 f"limit of {limit:g} s reached",
@@ -260,10 +293,12 @@ class CompiledContent:
                 metadata |= {"line": str(err.position.line), "column": str(err.position.column)}
             raise FailedPrecondition(f"content item {self.key!r} cannot be rendered: {err}",
                                      reason="RENDER_FAILED", metadata=metadata) from None
-        if time.thread_time() - started < FAST_RENDER_SECONDS:
-            self._fast_renders += 1
-        else:
-            self._fast_renders = 0
+        if clock:
+            took = clock() - started
+            if took < FAST_RENDER_SECONDS:
+                self._fast_renders, self._slow = self._fast_renders + 1, False
+            else:
+                self._fast_renders, self._slow = 0, took >= SLOW_RENDER_SECONDS
         return Rendering(rendered, locale, variant.key if variant else "",
                          variant.weight if variant else 0)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -73,33 +72,24 @@ class TemplateRenderError(Exception):
 
 MAX_RENDER_SECONDS = 2.0
 """Wall time one render (all the fields of one body for one person) may take: the render is
-interrupted by the watchdog (domain/watchdog.py) once past it, however little it writes. Each
-template's output buffer checks it too, which costs a clock read every 64 writes."""
-
-
-class RenderTimeLimitError(LiquidError):
-    """Raised by the output buffer when a render runs past its deadline."""
+interrupted by the watchdog (domain/watchdog.py) once past it, however little it writes. A
+render on the event loop gets far less (rendering.INLINE_RENDER_SECONDS) before it moves to a
+thread."""
 
 
 class _Output(StringIO):
-    """Output buffer with a size limit (in characters, so no per-write encoding) and a
-    deadline, checked every 64 writes to keep the clock out of the hot path."""
+    """Output buffer with a size limit, in characters, so no per-write encoding. (Time is the
+    watchdog's: a check here would only end a render with another error than its.)"""
 
-    def __init__(self, limit: int, seconds: float) -> None:
+    def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
         self.size = 0
-        self.writes = 0
-        self.deadline = time.monotonic() + seconds
 
     def write(self, text: str) -> int:
         self.size += len(text)
         if self.size > self.limit:
             raise OutputStreamLimitError("output stream limit reached", token=None)
-        self.writes += 1
-        if not self.writes & 63 and time.monotonic() > self.deadline:
-            raise RenderTimeLimitError(
-                f"render time limit of {MAX_RENDER_SECONDS:g} s reached", token=None)
         return super().write(text)
 
 
@@ -107,7 +97,7 @@ class _Template(liquid.BoundTemplate):
     snippets: SnippetSet | None = None
 
     def _get_buffer(self) -> StringIO:
-        return _Output(self.env.output_stream_limit or 4 * 1024 * 1024, MAX_RENDER_SECONDS)
+        return _Output(self.env.output_stream_limit or 4 * 1024 * 1024)
 
 
 class SnippetSet:

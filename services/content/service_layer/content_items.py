@@ -71,7 +71,7 @@ def update(uow: UnitOfWork, workspace_id: str, key: str, patch: ContentDraft, ma
     draft = apply_update(current.draft, patch, mask)
     if draft == current.draft:
         return current
-    check_draft(draft).raise_if_any()
+    check_draft(draft, template_bytes(current.draft)).raise_if_any()
     saved = repository.save_revision(uow.session, workspace_id, current, draft, uow.now())
     if saved is None:
         raise stale(ITEM, key, current.etag)

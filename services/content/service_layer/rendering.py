@@ -5,32 +5,39 @@ Reads run in units of work; what they found stays in a PublishedCache (when the 
 one) until a change is signalled. Compiling and rendering are CPU work and run in a worker
 thread, never in the database's thread pool; only a render call of a few people, of versions
 whose recent renders were all fast, runs on the event loop, where the hop to a thread would
-cost more than the render. Every render is interrupted at the render time limit wherever it
-runs (domain/watchdog.py), and within one batch a version that reached it fails the rest of
-its requests at once."""
+cost more than the render. There a call's renders get INLINE_RENDER_SECONDS together; past
+that the version is no longer seen fast and the rest renders again in a thread. Every render
+is interrupted at the render time limit wherever it runs (domain/watchdog.py); within one
+batch a version that reached it skips the rest of its requests (UNAVAILABLE RENDER_SKIPPED,
+retried by the caller). A workspace's renders of versions seen slow run one at a time (its
+slow lane), so its slow templates hold one thread, never the threads every other render
+uses, nor the GIL turns of the event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cjo_content.adapters import repository
 from cjo_content.domain.content_items import ContentItem, ContentVersion
 from cjo_content.domain.errors import item_not_found, not_published, version_not_found
 from cjo_content.domain.rendering import (
+    INLINE_RENDER_SECONDS,
     CompiledCache,
     CompiledContent,
     RenderContext,
     RenderedContent,
     RenderTarget,
     RenderTimeLimitExceeded,
+    TooSlowInline,
 )
 from cjo_content.domain.snippets import resolve_snippets
 from cjo_content.service_layer.published_cache import PublishedCache
 from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
-from cjo_platform.errors import CjoError
+from cjo_platform.errors import CjoError, Unavailable
 from cjo_platform.logging import get_logger
 from cjo_platform.telemetry import tracer
 
@@ -45,6 +52,23 @@ Wanted = tuple[str, int]
 # seen fast (CompiledContent.seen_fast): a thread hop costs more CPU than rendering a message
 # or two (measured: tests/benchmarks/content.py --batch 1).
 INLINE_RENDERS = 4
+
+INLINE_PAUSE_SECONDS = 1.0
+"""After a render on the event loop ran past INLINE_RENDER_SECONDS, the workspace's renders
+all run in its slow lane for this long: its concurrent calls whose versions all turned slow at
+once (their renders run back to back when nothing they await yields) hold the loop once
+together, not once each, and never crowd the shared threads (CPU-bound threads contend with
+the event loop for the GIL). Another workspace's calls are not concerned."""
+
+
+class _Lane:
+    """A workspace's renders of versions seen slow, one at a time."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 async def off_loop(count: int, work: Callable[[], T]) -> T:
@@ -87,9 +111,18 @@ def _look_up(uow: UnitOfWork, workspace_id: str, wanted: Collection[Wanted]) -> 
 
 
 def _render(content: CompiledContent, version: int, target: RenderTarget,
-            context: RenderContext) -> RenderedContent:
+            context: RenderContext, inline: float = 0.0) -> RenderedContent:
     return RenderedContent(content.key, content.revision, version, target.channel,
-                           content.render_for(target.channel, context))
+                           content.render_for(target.channel, context, inline))
+
+
+
+
+def _skipped(key: str) -> CjoError:
+    return Unavailable(
+        f"content item {key!r} was not rendered: another render of its version in this batch "
+        "reached the render time limit; retry it on its own",
+        reason="RENDER_SKIPPED", metadata={"content_key": key})
 
 
 class Renderer:
@@ -100,6 +133,38 @@ class Renderer:
         self.transactions = transactions
         self.cache = cache
         self.published_cache = published_cache
+        self._lanes: dict[str, _Lane] = {}  # workspace -> its slow lane, while in use
+        self._paused: dict[str, float] = {}  # workspace -> until when it renders slow only
+
+    def _is_paused(self, workspace_id: str) -> bool:
+        until = self._paused.get(workspace_id)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._paused[workspace_id]
+        return False
+
+    def _pause(self, workspace_id: str) -> None:
+        self._paused[workspace_id] = time.monotonic() + INLINE_PAUSE_SECONDS
+
+    async def _in_thread(self, workspace_id: str | None, work: Callable[..., T],
+                         *args: Any) -> T:
+        """``work(*args)`` in a worker thread (with this context, the trace, as
+        asyncio.to_thread does); in the workspace's slow lane when ``workspace_id`` is set."""
+        if workspace_id is None:
+            return await asyncio.to_thread(work, *args)
+        lane = self._lanes.get(workspace_id)
+        if lane is None:
+            lane = self._lanes[workspace_id] = _Lane()
+        lane.users += 1
+        try:
+            async with lane.lock:
+                return await asyncio.to_thread(work, *args)
+        finally:
+            lane.users -= 1
+            if not lane.users:
+                del self._lanes[workspace_id]
 
     async def render(self, workspace_id: str, target: RenderTarget,
                      context: RenderContext) -> RenderedContent:
@@ -109,11 +174,19 @@ class Renderer:
         published = found[(target.key, target.version)]
         if isinstance(published, CjoError):
             raise published
-        def work() -> RenderedContent:
-            return _render(published.compiled, published.version, target,
-                           replace(context, workspace_locale=workspace_locale))
-
-        return work() if published.compiled.seen_fast() else await asyncio.to_thread(work)
+        compiled, context = published.compiled, replace(context,
+                                                        workspace_locale=workspace_locale)
+        paused = self._is_paused(workspace_id)
+        if not paused and compiled.seen_fast():
+            try:
+                return _render(compiled, published.version, target, context,
+                               INLINE_RENDER_SECONDS)
+            except TooSlowInline:  # no longer seen fast: rendered again in a thread
+                self._pause(workspace_id)
+                paused = True
+        lane = workspace_id if paused or compiled.seen_slow() else None
+        return await self._in_thread(lane, _render, compiled, published.version, target,
+                                     context)
 
     async def render_batch(self, workspace_id: str,
                            requests: Sequence[tuple[RenderTarget, RenderContext]],
@@ -125,20 +198,24 @@ class Renderer:
         found, workspace_locale = await self.published(
             workspace_id, {(target.key, target.version) for target, _ in requests})
 
-        too_slow: dict[int, CjoError] = {}  # id(compiled) -> its render time limit error
+        too_slow: set[int] = set()  # id(compiled) of the versions that reached the limit
 
-        def outcome(target: RenderTarget, context: RenderContext) -> RenderedContent | CjoError:
+        def outcome(target: RenderTarget, context: RenderContext,
+                    inline: float = 0.0) -> RenderedContent | CjoError:
             published = found[(target.key, target.version)]
             if isinstance(published, CjoError):
                 return published
-            failed = too_slow.get(id(published.compiled))
-            if failed is not None:
-                return failed  # one render of it took the whole limit: so would this one
+            if id(published.compiled) in too_slow:
+                # One render of it took the whole limit, and this one might too: the batch
+                # would take requests x limit. Skipped, retryable: it may well be fast.
+                return _skipped(target.key)
             try:
                 return _render(published.compiled, published.version, target,
-                               replace(context, workspace_locale=workspace_locale))
+                               replace(context, workspace_locale=workspace_locale), inline)
+            except TooSlowInline:
+                raise
             except RenderTimeLimitExceeded as exc:
-                too_slow[id(published.compiled)] = exc
+                too_slow.add(id(published.compiled))
                 return exc
             except CjoError as exc:
                 return exc
@@ -147,16 +224,30 @@ class Renderer:
                 log.exception("render failed unexpectedly", content_key=target.key)
                 return CjoError("render failed")
 
-        def work() -> list[RenderedContent | CjoError]:
-            return [outcome(target, context) for target, context in requests]
+        def work(rest: Sequence[tuple[RenderTarget, RenderContext]],
+                 ) -> list[RenderedContent | CjoError]:
+            return [outcome(target, context) for target, context in rest]
 
         versions = [p for p in found.values() if isinstance(p, Published)]
         renderable = sum(isinstance(found[(t.key, t.version)], Published) for t, _ in requests)
         with tracer().start_as_current_span(
                 "content.render_batch", attributes={"cjo.render.count": renderable}):
-            if len(requests) <= INLINE_RENDERS and all(p.compiled.seen_fast() for p in versions):
-                return work()
-            return await asyncio.to_thread(work)
+            done: list[RenderedContent | CjoError] = []
+            paused = self._is_paused(workspace_id)
+            if (not paused and len(requests) <= INLINE_RENDERS
+                    and all(p.compiled.seen_fast() for p in versions)):
+                deadline = time.monotonic() + INLINE_RENDER_SECONDS
+                try:
+                    for target, context in requests:
+                        left = max(deadline - time.monotonic(), 0.001)
+                        done.append(outcome(target, context, left))
+                    return done
+                except TooSlowInline:  # the rest renders again in a thread
+                    self._pause(workspace_id)
+                    paused = True
+            slow = paused or any(p.compiled.seen_slow() for p in versions)
+            return done + await self._in_thread(workspace_id if slow else None, work,
+                                                requests[len(done):])
 
     async def preview(self, workspace_id: str, target: RenderTarget,
                       context: RenderContext) -> RenderedContent:

@@ -185,7 +185,8 @@ class ContentServiceServicer:
     def PublishContentItem(self, request, context):
         """Freezes the current draft into a new immutable numbered version, with the snippets it
         includes as they are now. Fails with FAILED_PRECONDITION (reason SNIPPET_NOT_FOUND) when an
-        included snippet does not exist.
+        included snippet does not exist, and (reason VERSION_TOO_LARGE) when the templates and the
+        snippets together pass 24 MiB; nothing is written then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
