@@ -39,9 +39,9 @@ event with the profile's traits, consents and identifiers) and each profile of a
 ``BatchGetProfiles`` answer. A profile within the limits above stays well below it (an event and
 its traits, 256 KiB each), but merges join records without those checks, so a merged profile
 may hold several people's traits, identifiers and consents: past this bound its copy leaves out
-only what it must, what makes its size first (its large traits, then its oldest identifiers or
-its small traits; the newest merges, the channel-wide consents and the newest identifier of each
-type while anything else is left) and says so (``profile_trimmed``;
+only what it must, what makes its size first (its oldest identifiers, its large traits, its
+small traits; the newest merges, the channel-wide consents, the address, time zone, locale and
+name traits and the newest identifier of each type while anything else is left) and says so (``profile_trimmed``;
 :func:`cjo_platform.profiles.trim_profile`). So a forwarded row always
 fits the bus's 1 MiB ``max_payload`` with its headers, and an answer carries any profile."""
 

@@ -148,9 +148,14 @@ def fill_view_struct(into: struct_pb2.Struct, profile: profile_pb2.Profile,
 
 LARGE_TRAIT_BYTES = 1024
 """A trait at least this large (encoded, with its provenance) is one that makes a profile's size:
-a bounded copy leaves such traits out first. Smaller traits (an address, a name) go only after
-the oldest identifiers, when those cannot cover the excess."""
+a bounded copy leaves such traits out, unless the oldest identifiers alone cover the excess.
+Smaller traits go only when neither covers it, those of :data:`KEPT_TRAITS` last of all."""
 
+KEPT_TRAITS = frozenset({"email", "phone", "push_token", "timezone", "time_zone", "locale",
+                         "first_name", "last_name"})
+"""Traits a bounded copy leaves out only as a last resort, whatever their size: those the
+services read by name (a send's address: review rbigrow3 HIGH, the person's time zone, their
+locale) and a greeting's names."""
 KEPT_MERGES = 100
 """The newest ``merged_from`` entries a bounded copy always keeps (while anything else is left
 to leave out): orchestration holds a profile's steps back for a merge made in the last
@@ -183,16 +188,19 @@ def trim_profile(message: Message, bound: int, traits: str, *, provenance: str =
     oldest first) and ``consents``; a field not named is never touched. In turn, each step
     only while the copy is past the bound:
 
-    1. the large traits (:data:`LARGE_TRAIT_BYTES` and more), largest first;
-    2. the oldest identifiers, keeping the newest of each type (a send's address falls back to
+    1. the oldest identifiers, keeping the newest of each type (a send's address falls back to
        it, an update_profile node resolves the profile by it), but only when they can cover
-       what is left of the excess;
-    3. the other traits, largest first;
-    4. the oldest identifiers as in 2, whatever they cover;
-    5. the oldest merges, keeping the newest :data:`KEPT_MERGES` (orchestration's merge wait
+       the excess (review rbigrow3: a template's 4 KB cart went while old identifiers made
+       the size);
+    2. the large traits (:data:`LARGE_TRAIT_BYTES` and more), largest first;
+    3. the oldest identifiers as in 1, when they cover what is left;
+    4. the other traits, largest first, but those of :data:`KEPT_TRAITS`;
+    5. the oldest identifiers as in 1, whatever they cover;
+    6. the oldest merges, keeping the newest :data:`KEPT_MERGES` (orchestration's merge wait
        reads them), then the consents to a topic, the oldest said first: the channel-wide
        consents (``profile.consent.email``, at most one per channel) stay;
-    6. whatever is left, so the bound holds: the rest of the identifiers, merges and consents,
+    7. the traits of :data:`KEPT_TRAITS` (an address, a time zone, a locale, names);
+    8. whatever is left, so the bound holds: the rest of the identifiers, merges and consents,
        oldest first (a copy of a profile with hundreds of identifier types).
 
     Ties go by trait name and list position: the same profile is always cut the same way.
@@ -205,10 +213,13 @@ def trim_profile(message: Message, bound: int, traits: str, *, provenance: str =
     by_size = sorted(((_trait_bytes(key, value, held), key) for key, value in struct.items()),
                      reverse=True)
     large = [trait for trait in by_size if trait[0] >= LARGE_TRAIT_BYTES]
-    excess = _drop_traits(message, bound, struct, held, large, excess)
+    small = [trait for trait in by_size[len(large):] if trait[1] not in KEPT_TRAITS]
     older = _older_identifiers(message, identifiers)
     excess = _drop_elements(message, bound, identifiers, older, excess, covering=True)
-    excess = _drop_traits(message, bound, struct, held, by_size[len(large):], excess)
+    excess = _drop_traits(message, bound, struct, held, large, excess)
+    excess = _drop_elements(message, bound, identifiers,
+                            _older_identifiers(message, identifiers), excess, covering=True)
+    excess = _drop_traits(message, bound, struct, held, small, excess)
     excess = _drop_elements(message, bound, identifiers,
                             _older_identifiers(message, identifiers), excess)
     if merges:
@@ -220,6 +231,8 @@ def trim_profile(message: Message, bound: int, traits: str, *, provenance: str =
                            key=lambda i: (items[i].update_time.seconds,
                                           items[i].update_time.nanos, i))
         excess = _drop_elements(message, bound, consents, on_topics, excess)
+    excess = _drop_traits(message, bound, struct, held,
+                          [t for t in by_size[len(large):] if t[1] in KEPT_TRAITS], excess)
     for field in (identifiers, merges, consents):
         if field:
             excess = _drop_elements(message, bound, field,

@@ -33,6 +33,7 @@ from cjo_orchestration.domain.orders import recipient_address
 from cjo_platform.bus import Bus, BusSettings
 from cjo_platform.clock import ManualClock
 from cjo_platform.profiles import identifier_values, profile_view
+from cjo_platform.profiles import view_from_proto as profile_view_from_proto
 from cjo_platform.protobuf import struct_to_dict
 from cjo_platform.rpc.client import CHANNEL_OPTIONS
 from support import Backend, eventually, settings_for
@@ -303,3 +304,66 @@ async def test_people_of_many_small_traits_merged_keep_their_merges_and_consent(
     assert forwarded.profile_trimmed and forwarded.ByteSize() <= MAX_FORWARDED_PROFILE_BYTES
     assert list(forwarded.consents) == list(whole.consents)
     assert list(forwarded.identifiers) == list(whole.identifiers)
+
+
+CART = [{"sku": f"SKU-{i:04d}", "name": "Running shoe, size 42, blue", "qty": 1,
+         "price": 89.9} for i in range(40)]
+
+
+async def test_a_template_s_cart_stays_while_old_identifiers_make_the_size(
+        identity: Identity, backend: Backend) -> None:
+    """Review rbigrow3 MEDIUM: a 4 KB cart trait went first though ~20 of the ~4,000 old
+    anonymous ids would have covered it: an abandoned-cart condition saw no cart."""
+    acme = await identity.new_workspace("acme")
+    [first] = await ingest(identity, acme, [event(
+        "u0", ("user_id", "u"), ("email", "ada@example.com"), identify=True,
+        traits={"email": "ada@example.com", "first_name": "Ada", "cart": CART})])
+    for start in range(0, 210, 70):
+        identity.clock.advance(timedelta(seconds=1))
+        await ingest(identity, acme, [event(f"s{i}", ("user_id", "u"), *(
+            ("anonymous_id", f"{i:03d}-{j:02d}-" + "a" * 193) for j in range(19)),
+            identify=True) for i in range(start, start + 70)])
+    pid = first.profile_id
+    peers = Peers(settings_for("orchestration", backend, CJO_IDENTITY_TARGET=identity.address),
+                  timeout=30)
+    [answer] = await peers.profiles("acme", [pid])
+    assert isinstance(answer, LiveProfile) and answer.view.get("cart") == CART
+
+
+async def test_many_small_traits_keep_the_address_trait_and_the_send_its_address(
+        identity: Identity, backend: Backend) -> None:
+    """Review rbigrow3 HIGH: six people of 3,000 flag traits each joined; small traits went
+    largest first, the email trait among the first, and the send fell back to the newest email
+    identifier: another person's address."""
+    acme = await identity.new_workspace("acme")
+    people, flags = 6, 3000
+    for p in range(people):
+        await ingest(identity, acme, [event(
+            f"id-{p}", ("anonymous_id", f"g{p}"), ("email", f"person.{p}@example.com"),
+            identify=True, traits={"email": f"person.{p}@example.com", "first_name": f"P{p}",
+                                   **{f"f{p}_{i:04d}": True for i in range(flags)}})])
+        identity.clock.advance(timedelta(seconds=1))
+    identity.clock.advance(timedelta(seconds=1))
+    # person 0 logs in again: the login's identify repeats the email trait (newest trait value)
+    await ingest(identity, acme, [event("login-0", ("anonymous_id", "g0"), identify=True,
+                                        traits={"email": "person.0@example.com"})])
+    identity.clock.advance(timedelta(seconds=1))
+    [joined] = await ingest(identity, acme, [event(
+        "join", *(("anonymous_id", f"g{p}") for p in range(people)), identify=True)])
+    pid = joined.profile_id
+    whole = (await identity.events.GetProfile(pb.GetProfileRequest(name=f"profiles/{pid}"),
+                                              metadata=acme)).profile
+    reply = await identity.events.BatchGetProfiles(pb.BatchGetProfilesRequest(
+        names=[f"profiles/{pid}"]), metadata=acme)
+    [answered] = reply.results
+    assert answered.profile_trimmed
+    copy = answered.profile
+    assert (copy.traits["email"], copy.traits["first_name"]) == (
+        whole.traits["email"], whole.traits["first_name"])
+    peers = Peers(settings_for("orchestration", backend, CJO_IDENTITY_TARGET=identity.address),
+                  timeout=30)
+    [answer] = await peers.profiles("acme", [pid])
+    assert isinstance(answer, LiveProfile)
+    assert recipient_address(Channel.EMAIL, answer.view) == recipient_address(
+        Channel.EMAIL, profile_view_from_proto(whole)) == "person.0@example.com"
+

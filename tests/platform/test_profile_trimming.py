@@ -1,6 +1,6 @@
 """trim_profile, the bound on a copy of a profile grown past the limits by merges: it leaves out
-what makes the size, and never what its readers need for little room (the address trait, the
-newest identifier of each type)."""
+what makes the size, and never what its readers need for little room (the address, time zone,
+locale and name traits, the newest identifier of each type)."""
 
 from __future__ import annotations
 
@@ -51,10 +51,11 @@ def trimmed(p: profile_pb2.Profile, slack: int = 1024) -> profile_pb2.Profile:
 
 
 def test_when_the_identifiers_make_the_size_the_oldest_go_and_the_rest_stays() -> None:
-    # The review's case: ~4,000 anonymous ids and a merge made just now. The large trait goes
-    # first, then only as many of the oldest identifiers as cover the rest.
-    traits = {"email": "new@example.com", "first_name": "Ada"}
-    p = trimmed(profile({**traits, "preferences": "x" * 5000}, 4000))
+    # The review's case: ~4,000 anonymous ids and a merge made just now. The oldest identifiers
+    # cover the excess, so only as many of them go and every trait stays, the 5 KB one a
+    # template reads too (review rbigrow3: it went first).
+    traits = {"email": "new@example.com", "first_name": "Ada", "preferences": "x" * 5000}
+    p = trimmed(profile(traits, 4000))
 
     assert dict(p.traits) == traits and set(p.trait_provenance) == set(traits)
     kept = [(i.type, i.value) for i in p.identifiers]
@@ -129,7 +130,8 @@ def test_the_lists_shorten_last_keeping_the_newest_merges_and_the_channel_consen
     consent = view_from_proto(p)["consent"]
     assert consent["email"] == "unsubscribed" and consent["sms"] == "subscribed"
     assert [i.value for i in p.identifiers] == ["+15550100", "new@example.com"]
-    assert not p.traits  # the small traits go before merges and consents
+    # An address trait goes only after merges and consents (KEPT_TRAITS; review rbigrow3).
+    assert dict(p.traits) == {"email": "new@example.com"}
 
 
 def test_a_profile_within_the_bound_is_left_alone() -> None:
