@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cjo.identity.v1 import backfill_pb2
+from cjo.identity.v1 import backfill_pb2, identity_settings_pb2
 from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo_platform.config import Env, ServiceSettings, load_service_settings
 from cjo_platform.rpc.client import on_behalf_of
@@ -248,6 +248,16 @@ async def segment_backfilled(identity: Any, metadata: Any, segment_id: str) -> A
         return got if got.backfill.state == backfill_pb2.BACKFILL_STATE_DONE else None
 
     return await eventually(done, timeout=30)
+
+
+def counted_events(**traits: str) -> identity_settings_pb2.IdentitySettings:
+    """Identity settings whose computed traits each count one event's occurrences: trait name
+    -> event name."""
+    return identity_settings_pb2.IdentitySettings(computed_traits=[
+        identity_settings_pb2.ComputedTrait(
+            name=name, event_name=event_name,
+            aggregation=identity_settings_pb2.COMPUTED_AGGREGATION_COUNT)
+        for name, event_name in traits.items()])
 
 
 def span_recorder() -> InMemorySpanExporter:

@@ -22,13 +22,20 @@ from typing import Any
 import grpc
 from aiosmtpd.controller import Controller
 from google.protobuf import duration_pb2
-from orchestration_support import ENGINE_ENV, Cluster, _start_content, create_content, parked
+from orchestration_support import (
+    ENGINE_ENV,
+    Cluster,
+    _start_content,
+    create_content,
+    enrollments,
+    parked,
+)
 from sqlalchemy import select
 
 from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as delivery_pb
 from cjo.delivery.v1 import message_pb2, policy_pb2
-from cjo.identity.v1 import event_pb2
+from cjo.identity.v1 import event_pb2, segment_pb2
 from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from cjo.orchestration.v1 import enrollment_pb2, journey_pb2
@@ -53,7 +60,16 @@ from cjo_platform.config import Env
 from cjo_platform.db import Database
 from cjo_platform.protobuf import dict_to_struct
 from cjo_platform.rpc.server import ServiceApp
-from support import Backend, as_service, eventually, free_port, serving, settings_for
+from support import (
+    Backend,
+    as_service,
+    counted_events,
+    eventually,
+    free_port,
+    segment_backfilled,
+    serving,
+    settings_for,
+)
 
 WS = "ws-lifecycle"
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -331,6 +347,54 @@ async def test_an_identified_visitor_exits_by_the_buyers_order(backend: Backend)
             return got.message.recipient.address == ""
 
         await eventually(blanked)
+
+
+async def test_a_segment_member_merged_into_a_buyer_exits_the_segments_journey(
+        backend: Backend) -> None:
+    """An abandoned-cart segment's journey ends on segment_exited. A visitor adds to cart
+    (enters the segment and the journey); logging in merges them into an account that has
+    ordered: identity moves the membership to the survivor, which no longer matches, and
+    orchestration applies the survivor's segment_exited to the enrollment the merge moved."""
+    async with lifecycle_suite(backend) as suite:
+        await suite.identity.UpdateIdentitySettings(identity_pb.UpdateIdentitySettingsRequest(
+            settings=counted_events(carts="cart_updated", orders="order_completed")),
+            metadata=as_service(WS))
+        await suite.identity.CreateSegment(identity_pb.CreateSegmentRequest(
+            segment=segment_pb2.Segment(
+                segment_id="abandoned", condition="computed.carts >= 1 && computed.orders == 0")),
+            metadata=as_service(WS))
+        await segment_backfilled(suite.identity, as_service(WS), "abandoned")
+        wait = duration_pb2.Duration()
+        wait.FromTimedelta(timedelta(hours=1))
+        in_segment = 'event.segment_id == "abandoned"'
+        created = (await suite.orchestration.CreateJourney(pb.CreateJourneyRequest(
+            journey=journey_pb2.Journey(
+                display_name="Abandoned cart segment",
+                event_trigger=journey_pb2.EventTrigger(event_name="segment_entered",
+                                                       filter=in_segment),
+                exit_criteria=[journey_pb2.ExitCriterion(event_name="segment_exited",
+                                                         filter=in_segment)],
+                entry_node_id="wait",
+                nodes=[journey_pb2.Node(id="wait", wait=journey_pb2.WaitNode(
+                           duration=wait, next_node_id="done")),
+                       journey_pb2.Node(id="done", exit=journey_pb2.ExitNode())])),
+            metadata=as_service(WS))).journey
+        journey = (await suite.orchestration.PublishJourney(pb.PublishJourneyRequest(
+            name=created.name), metadata=as_service(WS))).journey
+        buyer = await ingest(suite, "order-3", "order_completed", {"user_id": "u-3"})
+        visitor = await ingest(suite, "cart-anon-3", "cart_updated", {"anonymous_id": "anon-3"})
+        (entered,) = await parked(suite.cluster, WS, journey, suite.clock, visitor)
+        assert await ingest(suite, "login-3", "identify",
+                            {"anonymous_id": "anon-3", "user_id": "u-3"}) == buyer
+
+        async def exited() -> Any:
+            found = await enrollments(suite.cluster, WS, journey, buyer)
+            return found[0] if found and found[0].state == EXITED else None
+
+        ended = await eventually(exited)
+        assert ended.enrollment_id == entered.enrollment_id
+        assert ended.exit_reason == "exit_criteria"
+        assert await enrollments(suite.cluster, WS, journey, visitor) == []
 
 
 async def both_enrolled_then_merged(suite: Suite) -> tuple[str, str, Any, Any]:

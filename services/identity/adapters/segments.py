@@ -19,12 +19,14 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    exists,
     func,
     insert,
     literal,
     null,
     select,
     text,
+    tuple_,
     union_all,
     update,
 )
@@ -498,9 +500,16 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
             stored: Mapping[str, dict[str, Any]] | None = None,
             computed_out: dict[str, dict[str, Any]] | None = None,
             fresh: Set[str] = frozenset(),
-            segments_revision: int | None = None) -> list[Transition]:
+            segments_revision: int | None = None,
+            merged_into: Mapping[str, str] | None = None) -> list[Transition]:
     """Recompute computed traits and memberships of the profiles in ``golden``; drop the
     memberships of ``removed`` profiles (merged away or erased). Returns who entered or left.
+
+    ``merged_into``: the survivor of each profile merged away (also in ``removed``, its
+    survivor in ``golden``). The merged profile's memberships move to its survivor before the
+    survivor is evaluated: the person was in those segments, so a survivor that no longer
+    matches leaves them (a segment_exited under its id, which orchestration applies to the
+    enrollments the merge moved to it) and one that matches does not enter them again.
 
     ``before``: the stored record and computed traits of profiles that existed (when known).
     Computed traits equal to the stored ones are not rewritten, and a profile whose record and
@@ -515,6 +524,8 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
     in this transaction (no memberships to read). ``segments_revision``: the workspace's
     segments' revision read in this transaction (see :func:`load_segments`)."""
     before = before or {}
+    merged_into = merged_into or {}
+    _move_memberships(session, workspace_id, merged_into)
     removed = sorted(set(removed))
     for chunk in chunks(removed, IN_LIST_KEYS):
         session.execute(delete(segment_members).where(
@@ -524,7 +535,7 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
         return []
     if stored is not None:
         return _evaluate(session, workspace_id, golden, dict(stored), before, only, now, fresh,
-                         segments_revision)
+                         segments_revision, set(merged_into.values()))
     computed, due = computed_values(session, workspace_id, golden, settings, now)
     if computed_out is not None:
         computed_out.update(computed)
@@ -545,7 +556,28 @@ def refresh(session: Session, workspace_id: str, golden: Mapping[str, Golden],
         _store_due(session, workspace_id,
                    {p: due[p] for p in set(golden) - {p for p, _ in stale}})
     return _evaluate(session, workspace_id, golden, computed, before, only, now, fresh,
-                     segments_revision)
+                     segments_revision, set(merged_into.values()))
+
+
+def _move_memberships(session: Session, workspace_id: str, merged_into: Mapping[str, str]
+                      ) -> None:
+    """Give each merged profile's memberships to its survivor, one statement per merged
+    profile (a membership the survivor holds already stays its own; the merged profile's
+    copy is deleted with its other rows)."""
+    if not merged_into:
+        return
+    held = segment_members.alias("held")
+    survivor = bindparam("b_survivor", type_=String)
+    session.execute(
+        update(segment_members)
+        .where(segment_members.c.workspace_id == workspace_id,
+               segment_members.c.profile_id == bindparam("b_merged", type_=String),
+               ~exists().where(held.c.workspace_id == workspace_id,
+                               held.c.segment_id == segment_members.c.segment_id,
+                               held.c.profile_id == survivor))
+        .values(profile_id=survivor),
+        [{"b_merged": merged, "b_survivor": kept}
+         for merged, kept in sorted(merged_into.items())])
 
 
 def _evaluate(session: Session, workspace_id: str, golden: Mapping[str, Golden],
@@ -553,17 +585,21 @@ def _evaluate(session: Session, workspace_id: str, golden: Mapping[str, Golden],
               before: Mapping[str, tuple[Golden, Mapping[str, Any]]],
               only: Sequence[Segment] | None, now: datetime,
               fresh: Set[str] = frozenset(),
-              segments_revision: int | None = None) -> list[Transition]:
-    """Memberships of the profiles whose record or computed traits changed: who entered or
-    left (the conditions' errors recorded on their segments)."""
+              segments_revision: int | None = None,
+              inherited: Set[str] = frozenset()) -> list[Transition]:
+    """Memberships of the profiles whose record or computed traits changed, or that
+    ``inherited`` memberships (merge survivors): who entered or left (the conditions' errors
+    recorded on their segments). A leaving is returned only when this transaction deleted the
+    membership: a concurrent DeleteSegment's drain that removed it announced it already."""
     all_segments = [s for s in (only if only is not None
                                 else load_segments(session, workspace_id, segments_revision))
                     if s.evaluated]
     if not all_segments:
         return []
-    changed = [p for p in sorted(golden) if p not in before
+    changed = [p for p in sorted(golden) if p not in before or p in inherited
                or before[p][0] != golden[p] or before[p][1] != computed[p]]
-    held = memberships(session, workspace_id, [p for p in changed if p not in fresh])
+    held = memberships(session, workspace_id,
+                       [p for p in changed if p not in fresh or p in inherited])
     transitions: list[Transition] = []
     health = {s.segment_id: Health(held=s.consecutive_errors) for s in all_segments}
     programs: dict[str, Expression] = {}
@@ -593,12 +629,23 @@ def _evaluate(session: Session, workspace_id: str, golden: Mapping[str, Golden],
             {"workspace_id": workspace_id, "segment_id": t.segment.segment_id,
              "profile_id": t.profile_id, "enter_time": now} for t in entered])
     if left:
-        session.execute(
-            delete(segment_members).where(
-                segment_members.c.workspace_id == workspace_id,
-                segment_members.c.segment_id == bindparam("b_segment_id"),
-                segment_members.c.profile_id == bindparam("b_profile_id")),
-            [{"b_segment_id": t.segment.segment_id, "b_profile_id": t.profile_id}
-             for t in left])
+        gone = _remove_pairs(session, workspace_id,
+                             [(t.segment.segment_id, t.profile_id) for t in left])
+        transitions = [t for t in transitions
+                       if t.entered or (t.segment.segment_id, t.profile_id) in gone]
     return transitions
 
+
+def _remove_pairs(session: Session, workspace_id: str, pairs: Sequence[tuple[str, str]]
+                  ) -> set[tuple[str, str]]:
+    """Delete these (segment id, profile id) memberships; returns those this statement
+    deleted (not a concurrent one: each leaving is announced once)."""
+    gone: set[tuple[str, str]] = set()
+    for chunk in chunks(sorted(set(pairs)), IN_LIST_KEYS):
+        gone.update(session.execute(
+            delete(segment_members)
+            .where(segment_members.c.workspace_id == workspace_id,
+                   tuple_(segment_members.c.segment_id,
+                          segment_members.c.profile_id).in_(chunk))
+            .returning(segment_members.c.segment_id, segment_members.c.profile_id)).tuples())
+    return gone

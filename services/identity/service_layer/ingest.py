@@ -257,12 +257,14 @@ def apply_events(uow: UnitOfWork, workspace_id: str, batch: Sequence[Event],
     now = uow.now()
     plan = _resolve_and_store(session, workspace_id, valid, now, settings, read,
                               looked_up=wanted, lock_first=lock_first, reread=not held_writes)
-    merged = {m.merged_profile_id for m in plan.graph.merges}
+    merged = {m.merged_profile_id: m.survivor_profile_id for m in plan.graph.merges}
     computed: dict[str, dict[str, Any]] = {}
+    # A merged profile's memberships go to its survivor (its enrollments do, in orchestration):
+    # the survivor leaves what it no longer matches and enters nothing the person was in.
     transitions = segments.refresh(
         session, workspace_id, {p: g for p, g in plan.golden.items() if p not in merged},
         merged, settings, now, before=plan.before, computed_out=computed,
-        fresh=plan.new_profiles, segments_revision=segments_revision)
+        fresh=plan.new_profiles, segments_revision=segments_revision, merged_into=merged)
     # Journeys' conditions on these events read the profile's computed traits and segments
     # as this batch left them: the batch's new profiles' as it wrote them, the others' read.
     states: dict[str, ProfileState] = _new_profile_states(plan, computed, transitions)

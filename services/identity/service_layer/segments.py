@@ -108,11 +108,11 @@ def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: str,
     segment = segments.read_segment(session, workspace_id, segment_id, for_update=True)
     if segment is None:
         raise _missing(segment_id)
-    after = ""
-    while members := segments.list_members(session, workspace_id, segment_id, SCAN_CHUNK,
-                                           after):
-        after = members[-1]
-        _publish_exits(uow, workspace_id, segment, members, traceparent)
+    # Each member is announced by whoever deletes its row: here, or an ingest that saw it
+    # leave at the same moment (never both).
+    while members := segments.list_members(session, workspace_id, segment_id, SCAN_CHUNK, ""):
+        gone = segments.remove_members(session, workspace_id, segment_id, members)
+        _publish_exits(uow, workspace_id, segment, gone, traceparent)
     segments.delete_segment(session, workspace_id, segment_id)
     backfills.remove(session, workspace_id, segment_target(segment_id))
 
