@@ -41,8 +41,8 @@ its traits, 256 KiB each), but merges join records without those checks, so a me
 may hold several people's traits, identifiers and consents: past this bound its copy leaves out
 only what it must, what makes its size first (its oldest identifiers, its large traits, its
 small traits; the newest merges, the channel-wide consents, the address, time zone, locale and
-name traits and the newest identifier of each type while anything else is left) and says so (``profile_trimmed``;
-:func:`cjo_platform.profiles.trim_profile`). So a forwarded row always
+name traits and the newest identifier of each type while anything else is left) and says so
+(``profile_trimmed``; :func:`cjo_platform.profiles.trim_profile`). So a forwarded row always
 fits the bus's 1 MiB ``max_payload`` with its headers, and an answer carries any profile."""
 
 MAX_EMAIL_BODY_BYTES = 5 * 1024 * 1024
