@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import Row, Select, Text, and_, bindparam, cast, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cjo_orchestration.adapters.tables import journey_versions, journeys
@@ -17,6 +18,7 @@ from cjo_orchestration.domain.journeys import (
     JourneyState,
     JourneyVersion,
 )
+from cjo_platform.db import keys_in
 from cjo_platform.errors import NotFound
 from cjo_platform.logging import get_logger
 from cjo_platform.revision_cache import RevisionCache
@@ -59,6 +61,50 @@ def get(session: Session, workspace_id: str, journey_id: str, *,
     return _journey(row)
 
 
+def read(session: Session, workspace_id: str, journey_id: str) -> Journey:
+    """The journey for a caller, with ``unpublished_changes`` worked out (see :func:`_compared`)."""
+    c = journeys.c
+    found = _compared(session, select(journeys).where(
+        c.workspace_id == workspace_id, c.journey_id == journey_id))
+    if not found:
+        raise NotFound(f"journey {journey_id} not found", reason="JOURNEY_NOT_FOUND")
+    return found[0]
+
+
+# Whether the draft's stored JSON is the latest version's, text for text. Both are written from
+# JourneyGraph.to_dict through the one JSON encoder (cjo_platform.db.json_columns), so equal
+# graphs are equal text and most journeys are settled without decoding their version; a text
+# that differs (a version an older release wrote otherwise) is decoded and compared as graphs.
+# NULL: no such version (never published, or gone).
+_SAME_AS_PUBLISHED = (cast(journeys.c.definition, Text)
+                      == cast(journey_versions.c.definition, Text)).label("same_as_published")
+
+
+def _compared(session: Session, query: Select[Any]) -> list[Journey]:
+    """The journeys ``query`` (on ``journeys``) reads, each with ``unpublished_changes``: its
+    draft compared with its latest version, joined by primary key in the same query. A version
+    that no longer reads counts as different, so a deploy publishes the draft again."""
+    j, v = journeys.c, journey_versions.c
+    rows = session.execute(query.add_columns(_SAME_AS_PUBLISHED).outerjoin(
+        journey_versions, and_(v.workspace_id == j.workspace_id, v.journey_id == j.journey_id,
+                               v.version == j.published_version))).all()
+    differing = [(r.workspace_id, r.journey_id, r.published_version) for r in rows
+                 if r.same_as_published is not None and not r.same_as_published]
+    decoded = versions(session, differing)
+    found = []
+    for r in rows:
+        journey = _journey(r)
+        if r.same_as_published is None:
+            unpublished = True
+        elif r.same_as_published:
+            unpublished = False
+        else:
+            unpublished = decoded.get(
+                (r.workspace_id, r.journey_id, r.published_version)) != journey.graph
+        found.append(replace(journey, unpublished_changes=unpublished))
+    return found
+
+
 def save(session: Session, journey: Journey) -> None:
     session.execute(update(journeys).where(
         journeys.c.workspace_id == journey.workspace_id,
@@ -74,15 +120,15 @@ def add_version(session: Session, version: JourneyVersion) -> None:
 
 def page(session: Session, workspace_id: str, size: int,
          after: tuple[datetime, str] | None) -> list[Journey]:
-    """Oldest first; ``after`` is the (create_time, journey_id) of the previous page's last."""
+    """Oldest first; ``after`` is the (create_time, journey_id) of the previous page's last.
+    Each with ``unpublished_changes`` (see :func:`_compared`)."""
     c = journeys.c
     query = select(journeys).where(c.workspace_id == workspace_id)
     if after is not None:
         when, journey_id = after
         query = query.where(or_(c.create_time > when,
                                 and_(c.create_time == when, c.journey_id > journey_id)))
-    rows = session.execute(query.order_by(c.create_time, c.journey_id).limit(size)).all()
-    return [_journey(r) for r in rows]
+    return _compared(session, query.order_by(c.create_time, c.journey_id).limit(size))
 
 
 # The triggers of each (workspace, event name) kept between events, with the workspace's journeys
@@ -154,13 +200,14 @@ def revisions(session: Session, workspace_ids: Iterable[str]) -> dict[str, int]:
 
 def versions(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[
         tuple[str, str, int], JourneyGraph]:
-    """Frozen graphs by (workspace_id, journey_id, version)."""
+    """Frozen graphs by (workspace_id, journey_id, version), each version found by primary key
+    (cjo_platform.db.keys_in: a row-value IN made SQLite scan every workspace's versions)."""
     if not keys:
         return {}
     v = journey_versions.c
     rows = session.execute(
         select(v.workspace_id, v.journey_id, v.version, v.definition)
-        .where(tuple_(v.workspace_id, v.journey_id, v.version).in_(sorted(set(keys))))
+        .where(keys_in(session, (v.workspace_id, v.journey_id, v.version), sorted(set(keys))))
     ).all()
     return {(r.workspace_id, r.journey_id, r.version): graph for r in rows
             if (graph := _graph(r)) is not None}

@@ -430,7 +430,8 @@ class Journey:
     last_error_time: datetime | None = None
     # Whether the draft holds what no published version has (never published, or a graph other
     # than the latest version's): worked out when the journey is read for a caller (see
-    # service_layer.journeys.with_unpublished_changes), not stored.
+    # adapters.journeys.read, page and service_layer.journeys.with_unpublished_changes), not
+    # stored.
     unpublished_changes: bool = True
 
     @property

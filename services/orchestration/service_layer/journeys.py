@@ -42,7 +42,8 @@ def create(uow: UnitOfWork, workspace_id: str, journey_id: str, display_name: st
 def with_unpublished_changes(uow: UnitOfWork, found: list[Journey]) -> list[Journey]:
     """``found``, each with ``unpublished_changes`` worked out: its draft compared with its
     latest version (one query for them all). A version that no longer reads counts as
-    different, so a deploy publishes the draft again."""
+    different, so a deploy publishes the draft again. (Journeys read for a caller come with it
+    from journey_store.read and .page.)"""
     keys = [(j.workspace_id, j.journey_id, j.published_version)
             for j in found if j.published_version]
     published = journey_store.versions(uow.session, keys)
@@ -51,8 +52,7 @@ def with_unpublished_changes(uow: UnitOfWork, found: list[Journey]) -> list[Jour
 
 
 def get(uow: UnitOfWork, workspace_id: str, journey_id: str) -> Journey:
-    return with_unpublished_changes(
-        uow, [journey_store.get(uow.session, workspace_id, journey_id)])[0]
+    return journey_store.read(uow.session, workspace_id, journey_id)
 
 
 def list_journeys(uow: UnitOfWork, workspace_id: str, size: int,
@@ -60,7 +60,7 @@ def list_journeys(uow: UnitOfWork, workspace_id: str, size: int,
     """Up to ``size`` journeys, oldest first, after the (create_time, journey_id) cursor; and
     whether more follow."""
     found = journey_store.page(uow.session, workspace_id, size + 1, after)
-    return with_unpublished_changes(uow, found[:size]), len(found) > size
+    return found[:size], len(found) > size
 
 
 def update(uow: UnitOfWork, workspace_id: str, journey_id: str, changes: JourneyChanges,
