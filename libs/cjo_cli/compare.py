@@ -11,7 +11,9 @@ def _shape(stored: Any, desired: Any, defaults: Mapping[str, Any], path: str = "
     """``stored`` as the manifest would see it: where the manifest sets a mapping, the stored
     keys it does not set are kept only when they hold something other than the service's
     default (they are then removed by the apply); defaults the service fills in are no
-    difference (a send node's failure policy)."""
+    difference (a send node's failure policy). A key the manifest sets to the service's
+    default is no difference either where the stored object leaves it out (the service does
+    not keep a default it is sent: a zero re-entry cooldown)."""
     if isinstance(desired, dict) and isinstance(stored, dict):
         shaped = {}
         for k, v in stored.items():
@@ -19,6 +21,9 @@ def _shape(stored: Any, desired: Any, defaults: Mapping[str, Any], path: str = "
             if k in desired:
                 shaped[k] = _shape(v, desired[k], defaults, here)
             elif defaults.get(here, _NO_DEFAULT) != v:
+                shaped[k] = v
+        for k, v in desired.items():
+            if k not in stored and defaults.get(f"{path}.{k}" if path else k, _NO_DEFAULT) == v:
                 shaped[k] = v
         return shaped
     if isinstance(desired, list) and isinstance(stored, list) and len(desired) == len(stored):

@@ -276,6 +276,7 @@ def journey_paused(journey: Any) -> bool:
 # What orchestration stores for a journey's fields left unset (see `Kind.defaults`).
 JOURNEY_DEFAULTS: Mapping[str, Any] = {
     "re_entry": "RE_ENTRY_POLICY_NEVER",
+    "re_entry_cooldown": "0s",
     "nodes.send.on_failure": "FAILURE_POLICY_EXIT",
     "nodes.decide.on_failure": "FAILURE_POLICY_EXIT",
     "nodes.wait.best_time.max_delay": "86400s"}

@@ -11,7 +11,7 @@ names a `journey_id`, updates that journey's draft where the file differs from i
 defaults, e.g. an unset failure policy, are no difference); `--publish` then publishes the draft
 when it differs from the latest published version (or was never published), so a publish that
 failed or was left out is made by the next `apply --publish`. A paused journey is not published
-(publishing would resume it). The server is CJO_ORCHESTRATION_TARGET (default
+(publishing would resume it), nor an archived one. The server is CJO_ORCHESTRATION_TARGET (default
 127.0.0.1:50053), the key CJO_API_KEY.
 """
 
@@ -32,20 +32,17 @@ from google.protobuf import field_mask_pb2, json_format
 
 from cjo.orchestration.v1 import journey_pb2
 from cjo.orchestration.v1 import orchestration_service_pb2 as pb
-from cjo_cli.compare import compare
+from cjo_cli.resources import OUTPUT_ONLY as SERVER_SET
 from cjo_cli.resources import (
-    JOURNEY_DEFAULTS,
     journey_paused,
     journey_unpublished,
     request_id,
     stored_etag,
 )
-from cjo_cli.resources import OUTPUT_ONLY as SERVER_SET
-from cjo_cli.resources import settable as server_settable
 from cjo_orchestration.adapters import stubs
 from cjo_orchestration.api.convert import graph_from_proto
 from cjo_orchestration.domain.graph import validate_for_publish
-from cjo_orchestration.domain.journeys import TRIGGER_FIELDS, UPDATABLE_FIELDS
+from cjo_orchestration.domain.journeys import TRIGGER_FIELDS, UPDATABLE_FIELDS, JourneyGraph
 from cjo_platform.errors import FieldViolation, InvalidArgument
 
 # Set by the server; a file may carry them (e.g. after `export`) but they are not applied. The
@@ -155,11 +152,15 @@ async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Jou
             # retry applies it once); once the journey changed (its etag), the file is a new
             # change, so applying an earlier file again (a revert) applies it.
             rid = request_id("journeyfile", name, digest, stored_etag(stored))
-            # Compared as `cjo apply` compares: a default the server fills in for a field the
-            # file leaves unset is no difference.
-            desired = to_dict(body)
-            desired.pop("journey_id", None)
-            changed = bool(compare(server_settable(stored), desired, JOURNEY_DEFAULTS)[1])
+            # Compared as the server stores them (its own conversion): a default it fills in
+            # for a field the file leaves unset, or a value it does not keep (a zero cooldown),
+            # is no difference.
+            try:
+                draft: JourneyGraph | None = graph_from_proto(body)
+            except InvalidArgument:  # sent as it is: the server refuses it, naming the field
+                draft = None
+            changed = (body.display_name != stored.display_name
+                       or draft != graph_from_proto(stored))
             if changed:
                 body.name = name
                 # Someone else's edit since the read is refused (ABORTED), not overwritten.
@@ -176,15 +177,32 @@ async def _apply(journey: journey_pb2.Journey, publish: bool) -> journey_pb2.Jou
             rid = f"file-{digest}"
             stored = (await stub.CreateJourney(pb.CreateJourneyRequest(
                 journey=body, request_id=rid), metadata=_metadata())).journey
-        if publish and journey_paused(stored):
-            if changed or journey_unpublished(stored):
-                _say(f"{stored.name} is paused: its draft is not published (publishing would "
-                     "resume it); resume it, then apply --publish again")
-        elif publish and (changed or journey_unpublished(stored)):
-            stored = (await stub.PublishJourney(pb.PublishJourneyRequest(
-                name=stored.name, request_id=f"{rid}-publish"),
-                metadata=_metadata())).journey
+        if not publish or not (changed or journey_unpublished(stored)):
+            return stored
+        if journey_paused(stored):
+            _say(f"{stored.name} is paused: its draft is not published (publishing would "
+                 "resume it); resume it, then apply --publish again")
+        elif stored.state == journey_pb2.JOURNEY_STATE_ARCHIVED:
+            _say(f"{stored.name} is archived: it is not published (an archived journey cannot "
+                 "be)")
+        else:
+            try:
+                stored = (await stub.PublishJourney(pb.PublishJourneyRequest(
+                    name=stored.name, request_id=f"{rid}-publish"),
+                    metadata=_metadata())).journey
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.ABORTED:
+                    raise
+                raise PublishAborted(exc.details() or "", changed) from exc
         return stored
+
+
+class PublishAborted(Exception):
+    """PublishJourney answered ABORTED (the journey changed while it was being published)."""
+
+    def __init__(self, details: str, updated: bool) -> None:
+        super().__init__(details)
+        self.updated = updated  # this apply wrote the draft before publishing
 
 
 async def _export(name: str) -> journey_pb2.Journey:
@@ -228,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     except JourneyFileError as exc:
         print(f"{getattr(args, 'file', args.command)}: {exc}", file=sys.stderr)
         return 2
+    except PublishAborted as exc:
+        print(f"ABORTED: {exc}", file=sys.stderr)
+        print(f"{args.file}: " + ("the draft was updated but " if exc.updated else "")
+              + "the journey changed while it was being published, so it was not published; "
+              "run the command again", file=sys.stderr)
+        return 1
     except grpc.RpcError as exc:
         print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
         if exc.code() == grpc.StatusCode.ABORTED:

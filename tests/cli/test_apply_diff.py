@@ -28,3 +28,15 @@ def test_defaults_the_server_fills_in_are_no_change_but_other_values_are() -> No
     stored["re_entry"] = "RE_ENTRY_POLICY_AFTER_COOLDOWN"
     stored["nodes"][0]["send"]["on_failure"] = "FAILURE_POLICY_CONTINUE"
     assert compare(stored, desired, JOURNEY_DEFAULTS)[1] == ["nodes", "re_entry"]
+
+
+def test_a_default_the_manifest_spells_out_is_no_change_where_the_server_leaves_it_out() -> None:
+    # The server does not keep a zero re-entry cooldown: `0s` in a manifest was a change (and
+    # a new version) on every apply.
+    desired = {"display_name": "J", "re_entry_cooldown": "0s",
+               "nodes": [{"id": "send", "send": {"content_key": "c",
+                                                 "on_failure": "FAILURE_POLICY_EXIT"}}]}
+    stored = {"display_name": "J", "nodes": [{"id": "send", "send": {"content_key": "c"}}]}
+    assert compare(stored, desired, JOURNEY_DEFAULTS)[1] == []
+    desired["re_entry_cooldown"] = "60s"
+    assert compare(stored, desired, JOURNEY_DEFAULTS)[1] == ["re_entry_cooldown"]

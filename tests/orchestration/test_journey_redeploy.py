@@ -5,6 +5,7 @@ edit made by someone else meanwhile is not overwritten."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from datetime import UTC, datetime
@@ -225,14 +226,18 @@ class _WorkspaceClient(Client):
         return journeyfile._metadata()
 
 
+def _cjo_client() -> _WorkspaceClient:
+    """`cjo apply`'s client of the test cluster's orchestration."""
+    return _WorkspaceClient(Endpoints(
+        {"orchestration": os.environ["CJO_ORCHESTRATION_TARGET"]}), SERVICE_TOKEN)
+
+
 async def test_cjo_apply_publishes_a_draft_it_left_unpublished(
         backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     async with serving_the_example(backend, monkeypatch):
         spec = json_format.MessageToDict(journeyfile.load(EXAMPLE),
                                          preserving_proto_field_name=True)
-        client = _WorkspaceClient(Endpoints(
-            {"orchestration": os.environ["CJO_ORCHESTRATION_TARGET"]}), SERVICE_TOKEN)
-        async with client:
+        async with _cjo_client() as client:
             await apply(client, [Manifest("Journey", spec, "cart.yaml", publish=True)])
             spec["nodes"][0]["wait"]["event"]["timeout"] = "7200s"
             await apply(client, [Manifest("Journey", spec, "cart.yaml", publish=False)])
@@ -245,3 +250,95 @@ async def test_cjo_apply_publishes_a_draft_it_left_unpublished(
             assert not found.unpublished_changes
             again = await apply(client, [Manifest("Journey", spec, "cart.yaml", publish=True)])
             assert [o.action for o in again] == ["unchanged"]
+
+
+async def test_an_explicit_zero_cooldown_is_no_change_to_publish(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server does not keep a zero cooldown: compared as the file says, it was a change on
+    # every apply, and every `apply --publish` published a new version.
+    async with serving_the_example(backend, monkeypatch):
+        a = journeyfile.load(EXAMPLE)
+        a.re_entry = journey_pb2.RE_ENTRY_POLICY_NEVER
+        a.re_entry_cooldown.FromSeconds(0)  # the default, spelled out
+        assert (await _published(a)).published_version == 1
+        assert await _versions_of_three_applies(a) == [1, 1, 1]
+        spec = json_format.MessageToDict(a, preserving_proto_field_name=True)
+        assert spec["re_entry_cooldown"] == "0s"
+        spec.pop("journey_id")
+        async with _cjo_client() as client:
+            await apply(client, [Manifest("Journey", spec, "cart.yaml", publish=True)])
+            again = await apply(client, [Manifest("Journey", spec, "cart.yaml", publish=True)])
+            assert [o.action for o in again] == ["unchanged"]
+
+
+async def test_an_unspecified_channel_in_a_preference_is_refused_naming_it(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # It was dropped: the stored list differed from the file's, a change on every deploy.
+    async with serving_the_example(backend, monkeypatch):
+        a = journeyfile.load(EXAMPLE)
+        at = next(i for i, n in enumerate(a.nodes) if n.WhichOneof("kind") == "send")
+        a.nodes[at].send.channel_preference[:] = [common_pb2.CHANNEL_EMAIL,
+                                                  common_pb2.CHANNEL_UNSPECIFIED]
+        field = f"nodes[{at}].send.channel_preference[1]"
+        assert [v.field for v in journeyfile.problems(a)] == [field]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await journeyfile._apply(a, publish=True)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"journey.{field}" in (refused.value.details() or "")
+        async with grpc.aio.insecure_channel(os.environ["CJO_ORCHESTRATION_TARGET"]) as ch:
+            listed = await stubs.orchestration(ch).ListJourneys(
+                pb.ListJourneysRequest(), metadata=journeyfile._metadata())
+        assert list(listed.journeys) == []  # nothing written
+        del a.nodes[at].send.channel_preference[1]
+        first = await _published(a)
+        a.nodes[at].send.channel_preference.append(common_pb2.CHANNEL_UNSPECIFIED)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await journeyfile._apply(a, publish=True)  # an update: refused the same way
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"journey.{field}" in (refused.value.details() or "")
+        assert (await journeyfile._export(first.name)).etag == first.etag
+
+
+async def test_an_archived_journey_is_not_published(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    async with serving_the_example(backend, monkeypatch):
+        a = journeyfile.load(EXAMPLE)
+        created = await journeyfile._apply(a, publish=False)
+        a.journey_id = created.journey_id
+        async with grpc.aio.insecure_channel(os.environ["CJO_ORCHESTRATION_TARGET"]) as ch:
+            await stubs.orchestration(ch).ArchiveJourney(pb.ArchiveJourneyRequest(
+                name=created.name), metadata=journeyfile._metadata())
+        after = await journeyfile._apply(a, publish=True)
+        assert (after.state, after.published_version) == (journey_pb2.JOURNEY_STATE_ARCHIVED, 0)
+        assert "is archived: it is not published" in capsys.readouterr().err
+
+
+async def test_a_publish_refused_after_the_update_says_the_draft_was_updated(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    async with serving_the_example(backend, monkeypatch):
+        a = journeyfile.load(EXAMPLE)
+        first = await _published(a)
+        a.display_name = "Mine"
+        path = tmp_path / "cart.yaml"
+        path.write_text(journeyfile.dump(a))
+        real = stubs.orchestration
+
+        def publish_aborted(channel: grpc.aio.Channel) -> Any:
+            stub = real(channel)
+
+            async def aborted(request: Any, **kwargs: Any) -> Any:
+                raise grpc.aio.AioRpcError(grpc.StatusCode.ABORTED, grpc.aio.Metadata(),
+                                           grpc.aio.Metadata(), details="changed meanwhile")
+
+            stub.PublishJourney = aborted
+            return stub
+
+        monkeypatch.setattr(stubs, "orchestration", publish_aborted)
+        assert await asyncio.to_thread(journeyfile.main, ["apply", str(path), "--publish"]) == 1
+        err = capsys.readouterr().err
+        assert "the draft was updated but the journey changed while it was being published" in err
+        assert "nothing was overwritten" not in err
+        monkeypatch.setattr(stubs, "orchestration", real)
+        assert (await journeyfile._export(first.name)).display_name == "Mine"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -169,6 +169,20 @@ def _optional_channel(value: int, field: str) -> Channel | None:
     return channel
 
 
+def _listed_channels(values: Iterable[int], field: str) -> tuple[Channel, ...]:
+    """A channel preference: every entry a channel. CHANNEL_UNSPECIFIED ("any") or a value no
+    channel has is refused rather than dropped: dropped, the stored list differed from the
+    request's, so a tool that deploys the same file again saw a change every time."""
+    listed = []
+    for i, value in enumerate(values):
+        channel = _CHANNELS.get(value)
+        if channel is None:
+            raise InvalidArgument.one(f"{field}[{i}]", f"is not a channel: {value} (list "
+                                      "channels; leave the list empty for any channel)")
+        listed.append(channel)
+    return tuple(listed)
+
+
 def node_from_proto(node: journey_pb2.Node, at: str = "journey.nodes[0]") -> Node:
     kind = node.WhichOneof("kind")
     action: Action | None = None
@@ -176,8 +190,8 @@ def node_from_proto(node: journey_pb2.Node, at: str = "journey.nodes[0]") -> Nod
         send = node.send
         action = SendAction(send.content_key, _channel(send.channel), send.next_node_id,
                             send.content_version,
-                            tuple(c for c in (_channel(v) for v in send.channel_preference)
-                                  if c is not None),
+                            _listed_channels(send.channel_preference,
+                                             f"{at}.send.channel_preference"),
                             _FAILURE.get(send.on_failure, FailurePolicy.EXIT),
                             send.topic, send.transactional)
     elif kind == "exit":
