@@ -54,10 +54,11 @@ def test_a_new_workspaces_attribution_is_probed_by_type_and_time(db: Database) -
     reads = [lambda s, every=every: repository.attribution_data(
         s, "newcomer", window, timedelta(hours=3), every) for every in (False, True)]
     captured = [found for read in reads for found in plans(db, read, " facts ")]
-    # Every read of facts searches by type (SQLite: type=?; PostgreSQL: an index condition),
-    # none by the workspace alone.
+    # Every read of facts searches by type or, for the converting people's earlier facts, by
+    # profile id (SQLite: type=? / profile_id=?; PostgreSQL: an index condition), none by the
+    # workspace alone.
     filtered = [f"{statement}\n{plan}" for statement, plan in captured
-                if not probed_by(db, plan, "type")
+                if not (probed_by(db, plan, "type") or probed_by(db, plan, "profile_id"))
                 or any(re.fullmatch(r"\s*Index Cond: \(\(workspace_id\)::text = \S+\)", line)
                        for line in plan.splitlines())]
     assert not filtered, "\n\n".join(filtered)

@@ -353,3 +353,30 @@ async def test_a_purchase_across_a_window_s_start_counts_in_one_window_whatever_
         last, data_driven = rpb.ATTRIBUTION_MODEL_LAST_TOUCH, rpb.ATTRIBUTION_MODEL_DATA_DRIVEN
         assert (await conversions(0, 24, last), await conversions(24, 48, last),
                 await conversions(24, 48, last, data_driven)) == (1, 0, 0)
+
+
+async def test_a_purchase_sent_later_than_the_lookback_counts_in_one_window(
+        backend: Backend) -> None:
+    """Review rmine: an event sent late (an SDK's offline queue, a nightly import) puts its
+    identity fact (the event's time) more than the lookback before its goal fact (when
+    orchestration applied it): the purchase counted in both windows. Earlier facts of the
+    window's converting people are looked up by profile, whatever their age."""
+    app = build(settings_for("analytics", backend), Env({}))
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.AnalyticsServiceStub(channel)
+        await record(stub, [
+            fact_pb2.Fact(fact_id="identity.conversion:ev1", type=CONVERTED, profile_id="p1",
+                          occur_time=at(-30), revenue=10.0, source_event_id="ev1"),
+            fact_pb2.Fact(fact_id="goal:e1", type=fact_pb2.FACT_TYPE_GOAL_REACHED,
+                          profile_id="p1", journey_id="j1", enrollment_id="e1",
+                          occur_time=at(0.5), revenue=10.0, source_event_id="ev1")])
+
+        async def conversions(start: float, end: float, lookback: int) -> int:
+            reply = await stub.GetAttribution(rpb.GetAttributionRequest(
+                window=rpb.TimeWindow(start_time=at(start), end_time=at(end)),
+                models=[rpb.ATTRIBUTION_MODEL_LAST_TOUCH], lookback_days=lookback), metadata=WS)
+            return reply.conversions
+
+        for lookback in (1, 2):
+            assert (await conversions(-48, -24, lookback),
+                    await conversions(0, 24, lookback)) == (1, 0), lookback

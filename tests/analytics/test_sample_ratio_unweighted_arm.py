@@ -60,6 +60,8 @@ def test_an_optimising_split_with_no_configured_weights_is_not_checked() -> None
     results = experiment_results(arms, "", {}, {})
     assert results.sample_ratio is None
     assert convert._sample_ratio_warning(results) == ""
+    assert [r.expected_share for r in results.arms] == [0.0, 0.0]  # not known
+    assert not results.unweighted_exposed_arms
     # With weights (the request's or the facts'), the check is made as before.
     assert experiment_results(arms, "", {"a": 1, "b": 1}, {}).sample_ratio.mismatch
     assert experiment_results(arms, "", {}, {"a": 50, "b": 50}).sample_ratio.mismatch

@@ -663,18 +663,18 @@ def attribution_data(session: Session, workspace_id: str, window: Window,
     conversions of [window start - lookback, window start) too, which end earlier paths).
 
     Profile ids are people: a merged profile's conversions and touches are its survivor's. A
-    conversion is counted once per (person, source event), at its earliest fact, so the
-    conversions of [window start - lookback, window start) are read whatever the models: a
-    purchase whose identity fact (the event's time) is before the window and whose goal fact
-    (when orchestration applied it) is inside was counted in both windows, and in the later
-    one only when the data-driven model was not asked for (review rhunt2)."""
-    since = window.start - lookback
+    conversion is counted once per (person, source event), at its earliest fact: one whose
+    person has a conversion fact of the same source event before the facts read (an identity
+    fact, stamped with the purchase event's time, before the window, its goal fact, stamped
+    when orchestration applied it, inside: reviews rhunt2, rmine) was counted in an earlier
+    window and is not counted again."""
+    since = window.start - lookback if all_profiles else window.start
     rows = (_pg_attribution_rows if session.get_bind().dialect.name == "postgresql"
             else _attribution_rows)
     conversion_rows, touch_rows = rows(session, workspace_id, window, since, lookback,
                                        all_profiles)
     conversions: list[Conversion] = []
-    counted: set[tuple[str, str]] = set()
+    counted = _counted_before(session, workspace_id, conversion_rows, since)
     for fid, profile, source, when, revenue in conversion_rows:
         # One conversion per (person, source event): a goal that is also a converted fact is
         # listed once, as its earliest fact.
@@ -685,6 +685,55 @@ def attribution_data(session: Session, workspace_id: str, window: Window,
     for profile, message, channel, journey, content, when in touch_rows:
         touches[profile].append(TouchFact(message, int(channel), journey, content, when))
     return AttributionData(conversions, touches)
+
+
+def _counted_before(session: Session, workspace_id: str, rows: Sequence[Any],
+                    before: datetime) -> set[tuple[str, str]]:
+    """The (person, source event)s of ``rows`` (conversions of [``before``, window end)) with
+    a conversion fact before ``before``: counted in an earlier window, whatever the lag
+    between identity's fact (the event's time) and the goal's (when it was applied). Index
+    lookups by profile id (ix_facts_profile) of the converting people only."""
+    wanted = {(person, source) for _, person, source, _, _ in rows if source}
+    if not wanted:
+        return set()
+    person_of = {who: who for who, _ in wanted}
+    alias = profile_aliases.c
+    survivors = sorted(person_of)
+    for start in range(0, len(survivors), _LOOKUP_CHUNK):
+        person_of.update(session.execute(
+            select(alias.merged_profile_id, alias.survivor_profile_id)
+            .where(alias.workspace_id == workspace_id,
+                   one_of(session, alias.survivor_profile_id,
+                          survivors[start:start + _LOOKUP_CHUNK])),
+            execution_options=PLANNED_EACH_RUN).all())
+    found: set[tuple[str, str]] = set()
+    profile_ids = sorted(person_of)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for start in range(0, len(profile_ids), _LOOKUP_CHUNK):
+        chunk = profile_ids[start:start + _LOOKUP_CHUNK]
+        if postgres:  # one probe of ix_facts_profile per profile id (a young workspace too)
+            rows = session.execute(_PG_CONVERTED_BEFORE, {
+                "workspace_id": workspace_id, "keys": pg_array(chunk), "before": before,
+                "conversion_types": pg_array(_CONVERSION_TYPES)}).all()
+        else:
+            rows = session.execute(
+                select(facts.c.profile_id, facts.c.source_event_id)
+                .where(facts.c.workspace_id == workspace_id, one_of(session, facts.c.profile_id,
+                                                                    chunk),
+                       facts.c.occur_time < before, facts.c.type.in_(_CONVERSION_TYPES),
+                       facts.c.source_event_id != ""),
+                execution_options=PLANNED_EACH_RUN).all()
+        for profile, source in rows:
+            if (person_of[profile], source) in wanted:
+                found.add((person_of[profile], source))
+    return found
+
+
+_PG_CONVERTED_BEFORE = pg_text(pg_probes(
+    facts.name, "t.profile_id, t.source_event_id", {"profile_id": "keys"},
+    where="t.occur_time < :before AND t.type = ANY(CAST(:conversion_types AS text[])) "
+          "AND t.source_event_id <> ''"), ["keys", "conversion_types"]).bindparams(
+    bindparam("before", type_=facts.c.occur_time.type))
 
 
 def _attribution_rows(session: Session, workspace_id: str, window: Window, since: datetime,

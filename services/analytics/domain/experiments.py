@@ -38,6 +38,8 @@ class ExperimentResults:
     @property
     def unweighted_exposed_arms(self) -> list[str]:
         """Arms exposed though their expected weight is 0: each is a sample ratio mismatch."""
+        if self.sample_ratio is None:  # no weights known: no arm is unweighted
+            return []
         return [r.counts.arm for r in self.arms
                 if r.expected_share == 0 and r.counts.exposures > 0]
 
@@ -91,7 +93,9 @@ def experiment_results(arms: Sequence[ArmCounts], control_arm: str,
     # flagged every one as a sample ratio mismatch.
     srm = (sample_ratio_check([c.exposures for c in counts], weights)
            if weights is not None and len(names) > 1 else None)
-    shares = srm.expected_shares if srm else tuple(1.0 for _ in names)
+    # No check: one arm expects every exposure; several arms without weights, none known.
+    shares = srm.expected_shares if srm else tuple(
+        1.0 if len(names) == 1 else 0.0 for _ in names)
     control = by_name.get(control_arm)
     results = [
         ArmResult(c, c.arm == control_arm,
