@@ -26,7 +26,6 @@ from sqlalchemy import (
     null,
     select,
     text,
-    tuple_,
     union_all,
     update,
 )
@@ -640,12 +639,10 @@ def _remove_pairs(session: Session, workspace_id: str, pairs: Sequence[tuple[str
                   ) -> set[tuple[str, str]]:
     """Delete these (segment id, profile id) memberships; returns those this statement
     deleted (not a concurrent one: each leaving is announced once)."""
-    gone: set[tuple[str, str]] = set()
-    for chunk in chunks(sorted(set(pairs)), IN_LIST_KEYS):
-        gone.update(session.execute(
-            delete(segment_members)
-            .where(segment_members.c.workspace_id == workspace_id,
-                   tuple_(segment_members.c.segment_id,
-                          segment_members.c.profile_id).in_(chunk))
-            .returning(segment_members.c.segment_id, segment_members.c.profile_id)).tuples())
-    return gone
+    # A statement per segment, its profile ids in one array (review rsegmerge: a row-value IN
+    # of 5,000 pairs was an OR of 5,000 index scans on PostgreSQL, 15-22 s).
+    by_segment: dict[str, list[str]] = defaultdict(list)
+    for segment_id, profile_id in pairs:
+        by_segment[segment_id].append(profile_id)
+    return {(segment_id, profile_id) for segment_id, profile_ids in sorted(by_segment.items())
+            for profile_id in remove_members(session, workspace_id, segment_id, profile_ids)}
