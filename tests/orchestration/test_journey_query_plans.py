@@ -70,6 +70,25 @@ def test_versions_are_found_by_primary_key(db: Database) -> None:
         assert sorted(store.versions(session, keys)) == sorted(keys)
 
 
+def test_versions_of_many_journeys_are_read_in_one_statement(db: Database) -> None:
+    """Review rorchfix3: the event worker reads the versions of every active enrollment of a
+    round's profiles (500 events, any number of journeys each); an OR of a condition per key
+    failed on SQLite past ~1,000 keys ("Expression tree is too large") and its events went to
+    the dead letters, and PostgreSQL spent seconds planning it."""
+    keys = [(ws, f"j{i:04d}", version) for ws in ("ws0", "ws1") for i in range(JOURNEYS)
+            for version in (1, 3)]  # 1,600 keys of 800 journeys
+    absent = [("ws2", f"j{i:04d}", 1) for i in range(600)]  # 1,400 journeys in all
+    found = query_plans.plans(db, lambda s: store.versions(s, [*keys, *absent]),
+                              "journey_versions")
+    assert len(found) == 1
+    [(statement, plan)] = found
+    assert "SCAN journey_versions" not in plan, (statement, plan)
+    with db.transaction() as session:
+        graphs = store.versions(session, [*keys, ("ws0", "gone", 1)])
+    assert sorted(graphs) == sorted(keys)
+    assert graphs[("ws1", "j0007", 3)] == _graph("b") and graphs[("ws0", "j0007", 1)] == _graph("a")
+
+
 def test_a_page_of_journeys_finds_each_latest_version_by_primary_key(db: Database) -> None:
     found = query_plans.plans(db, lambda s: store.page(s, "ws0", 100, None), "journey_versions")
     for statement, plan in found:
