@@ -4,13 +4,15 @@ guarded call, so the pool threads and the event loop that run renders go on work
 from __future__ import annotations
 
 import asyncio
+import dis
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cjo_content.domain.watchdog import DeadlinePassed, Watchdog
+from cjo_content.domain import watchdog as watchdog_module
+from cjo_content.domain.watchdog import DeadlinePassed, Watchdog, _Call, _Overdue
 
 
 def test_the_watchdog_never_leaks_its_exception_into_the_calling_thread() -> None:
@@ -95,3 +97,49 @@ def test_a_short_deadline_holds_while_a_long_one_is_waited_for() -> None:
             watchdog.call(spin, 0.03, 1.0)
         assert time.monotonic() - started < 0.2
         long_call.result()
+
+
+def test_an_interrupt_while_unregistering_never_escapes() -> None:
+    """Review rendercap2 M1: a backward jump (the ``continue`` of a retry loop) is an interrupt
+    check point, and one in call()'s handler, outside every try, let a late fire escape with
+    the call still registered: call() has none. Two fires delivered as it unregisters (at the
+    first statement of _remove, before its lock: still registered; no more come once
+    ``removing`` is set) still end in DeadlinePassed, unregistered."""
+    jumps = [i.offset for i in dis.get_instructions(Watchdog.call)
+             if "JUMP_BACKWARD" in i.opname]
+    assert jumps == []
+    watchdog = Watchdog()
+    remove = watchdog._remove
+    removes: list[bool] = []
+
+    def interrupted_remove(guarded: _Call) -> None:
+        removes.append(guarded.removing)
+        if len(removes) <= 2:
+            raise _Overdue
+        remove(guarded)
+
+    watchdog._remove = interrupted_remove  # type: ignore[method-assign]
+    with pytest.raises(DeadlinePassed):
+        watchdog.call(lambda: "rendered", 10.0)
+    assert removes == [True, True, True]
+    assert threading.get_ident() not in watchdog._calls
+
+
+def test_an_overdue_call_is_fired_at_once_per_interval_and_not_while_unregistering(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review rendercap2 M1: every wake-up (a nearer deadline registering, another deadline)
+    fired at every overdue call again, 37 times a second; and a call unregistering is left
+    alone, so no interrupt can reach it past its finally."""
+    fired: list[int] = []
+    monkeypatch.setattr(watchdog_module, "_raise_in",
+                        lambda thread, exc: exc is not None and fired.append(thread))
+    watchdog = Watchdog(interval=0.1)
+    overdue, leaving = _Call(1, 10.0), _Call(2, 10.0)
+    leaving.removing = True
+    watchdog._calls = {1: overdue, 2: leaving, 3: _Call(3, 12.0)}
+    assert watchdog._fire(10.0) == pytest.approx(10.1)
+    assert watchdog._fire(10.03) == pytest.approx(10.1)  # woken early: not fired again
+    assert watchdog._fire(10.099) == pytest.approx(10.1)
+    assert fired == [1]
+    watchdog._fire(10.1)
+    assert fired == [1, 1]

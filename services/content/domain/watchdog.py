@@ -41,12 +41,16 @@ def _raise_in(thread: int, exception: type[BaseException] | None) -> None:
 
 
 class _Call:
-    __slots__ = ("deadline", "fired", "thread")
+    __slots__ = ("deadline", "fired", "fired_at", "removing", "thread")
 
     def __init__(self, thread: int, deadline: float) -> None:
         self.thread = thread
         self.deadline = deadline
         self.fired = False
+        self.fired_at = -math.inf  # when it was last fired at
+        # Set (a plain attribute store, where no interrupt is delivered) as the call starts to
+        # unregister: never fired at from then on.
+        self.removing = False
 
 
 class Watchdog:
@@ -77,17 +81,19 @@ class Watchdog:
                 self._add(guarded)
                 return work(*args)
             finally:
+                guarded.removing = True  # first: no interrupt is delivered before it
                 self._remove(guarded)
         except _Overdue:
-            # Delivered in work() or in the finally above (maybe before it unregistered); it
-            # is fired again while the call stays registered, so unregister until that
-            # completes: afterwards nothing is pending or fired for this call.
-            while True:
-                try:
-                    self._remove(guarded)
-                    break
-                except _Overdue:
-                    continue
+            # Delivered in work() or in the finally above (maybe before it unregistered). Once
+            # ``removing`` is set the watchdog fires no more: at most one fire set before it
+            # (pending) and one decided before it but made after are delivered, the second
+            # at the latest in the first _remove below, so the retry completes; no statement
+            # here outside a try checks for interrupts (no loop: a backward jump does).
+            guarded.removing = True
+            try:
+                self._remove(guarded)
+            except _Overdue:
+                self._remove(guarded)
             raise DeadlinePassed from None
 
     def _add(self, guarded: _Call) -> None:
@@ -111,21 +117,29 @@ class Watchdog:
     def _watch(self) -> None:
         while True:
             self._wake.clear()
-            now = time.monotonic()
             with self._lock:
-                until = math.inf
-                for guarded in self._calls.values():
-                    if now >= guarded.deadline:
-                        guarded.fired = True
-                        _raise_in(guarded.thread, _Overdue)
-                        until = min(until, now + self.interval)
-                    else:
-                        until = min(until, guarded.deadline)
+                until = self._fire(time.monotonic())
                 self._sleeps_until = until
             if until == math.inf:
                 self._wake.wait()
             else:
                 self._wake.wait(max(until - time.monotonic(), self.resolution))
+
+    def _fire(self, now: float) -> float:
+        """Fire at the overdue calls not fired at for ``interval`` and not unregistering (under
+        the lock); returns when to wake next."""
+        until = math.inf
+        for guarded in self._calls.values():
+            if guarded.removing:
+                continue
+            if now >= guarded.deadline:
+                if now >= guarded.fired_at + self.interval:
+                    guarded.fired, guarded.fired_at = True, now
+                    _raise_in(guarded.thread, _Overdue)
+                until = min(until, guarded.fired_at + self.interval)
+            else:
+                until = min(until, guarded.deadline)
+        return until
 
 
 WATCHDOG = Watchdog()
