@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +23,7 @@ from cjo_content.bootstrap import build
 from cjo_content.domain import rendering, templates
 from cjo_content.domain.content_items import ContentDraft, SmsTemplate
 from cjo_content.domain.rendering import CompiledContent, RenderContext
+from cjo_content.service_layer.rendering import Renderer
 from cjo_platform.clock import ManualClock
 from cjo_platform.config import Env
 from cjo_platform.rpc.status import error_reason
@@ -224,3 +227,57 @@ async def test_a_version_that_would_outgrow_a_message_is_not_published(
         listed = await stub.ListContentItemVersions(pb.ListContentItemVersionsRequest(
             parent="contentItems/big", page_size=1), metadata=A)
         assert not listed.content_versions
+
+
+def _seen_fast(content: CompiledContent) -> CompiledContent:
+    for _ in range(50):  # a busy machine may make one of them slow
+        content.render_for("sms", RenderContext(event={"n": 0}))
+        if content.seen_fast():
+            break
+    assert content.seen_fast()
+    return content
+
+
+def test_other_threads_holding_the_gil_neither_demote_nor_pause_a_fast_version(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review rendercap2 M2: on the event loop a render's time was read from the wall clock,
+    which counts other threads' turns with the GIL: a fast version was demoted, or interrupted
+    and its workspace paused. A sleep in the render stands for those turns (wall time, no CPU
+    of this thread): the version stays seen fast, and an interrupted one is not demoted."""
+    content = _seen_fast(CompiledContent("d", ContentDraft(sms=SmsTemplate("Hi")), {}, 1))
+    render = CompiledContent._render
+
+    def waiting(self: CompiledContent, *args: Any) -> Any:
+        time.sleep(wait)
+        return render(self, *args)
+
+    monkeypatch.setattr(CompiledContent, "_render", waiting)
+    inline = rendering.INLINE_RENDER_SECONDS
+    wait = 0.01  # past FAST_RENDER_SECONDS of wall time, within the inline budget
+    content.render_for("sms", RenderContext(), inline)
+    assert content.seen_fast()
+    wait = inline + 0.02  # past the inline budget: interrupted once the sleep returns
+    with pytest.raises(rendering.TooSlowInline) as raised:
+        content.render_for("sms", RenderContext(), inline)
+    assert not raised.value.demoted
+    assert content.seen_fast() and not content.seen_slow()
+
+
+async def test_a_cancelled_call_holds_the_slow_lane_until_its_render_ends() -> None:
+    """Review rendercap2 M3: the lane's lock was released when its caller was cancelled (its
+    deadline) while the render went on in its thread, so the next call started another."""
+    renderer = Renderer.__new__(Renderer)
+    renderer._lanes, renderer._paused = {}, {}
+    release = threading.Event()
+    call = asyncio.ensure_future(renderer._in_thread("ws", release.wait, 10.0))
+    while "ws" not in renderer._lanes or not renderer._lanes["ws"].lock.locked():
+        await asyncio.sleep(0.001)
+    lane = renderer._lanes["ws"]
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert lane.lock.locked()  # the render still runs
+    assert await asyncio.wait_for(renderer._in_thread("other", lambda: "other"), 5) == "other"
+    release.set()
+    while "ws" in renderer._lanes or lane.lock.locked():
+        await asyncio.sleep(0.001)

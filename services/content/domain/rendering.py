@@ -191,8 +191,14 @@ class RenderTimeLimitExceeded(FailedPrecondition):
 
 
 class TooSlowInline(Exception):
-    """A render on the event loop ran past its share of INLINE_RENDER_SECONDS: render it again
-    in a thread."""
+    """A render on the event loop ran past its share of INLINE_RENDER_SECONDS on the wall
+    clock: render it again in a thread. ``demoted``: its thread's CPU time passed
+    FAST_RENDER_SECONDS, so the version is no longer seen fast; otherwise other threads held
+    the GIL (the render itself is fast) and the version stays as it was."""
+
+    def __init__(self, demoted: bool) -> None:
+        super().__init__("render ran past its inline budget")
+        self.demoted = demoted
 
 
 def _one_line(value: str) -> str:
@@ -268,19 +274,22 @@ class CompiledContent:
             tag.lower() for tag in fallback_chain(requested, requested)) else locale
         data = context.data(formatting)
         current = [prefix]  # the field being rendered, for a render interrupted in it
-        # The CPU a render takes decides where the version renders next (seen_fast): on the
-        # event loop the wall clock is the CPU (nothing else runs there) and costs less to
-        # read; in a thread, CPU time is read until the version is seen fast.
-        clock = time.monotonic if inline else (
-            time.thread_time if self._fast_renders < FAST_RENDERS_TO_INLINE else None)
+        # The CPU a render takes decides where the version renders next (seen_fast): read on
+        # the event loop (whose wall clock also counts other threads' turns with the GIL)
+        # and, in a thread, until the version is seen fast. The wall clock is the hard stop.
+        clock = time.thread_time if inline or self._fast_renders < FAST_RENDERS_TO_INLINE \
+            else None
         started = clock() if clock else 0.0
         limit = inline or liquid_templates.MAX_RENDER_SECONDS
         try:
             rendered = WATCHDOG.call(self._render, limit, body, data, prefix, current)
         except DeadlinePassed:
-            self._fast_renders, self._slow = 0, True
             if inline:
-                raise TooSlowInline from None
+                demoted = time.thread_time() - started >= FAST_RENDER_SECONDS
+                if demoted:
+                    self._fast_renders, self._slow = 0, True
+                raise TooSlowInline(demoted) from None
+            self._fast_renders, self._slow = 0, True
             raise RenderTimeLimitExceeded(
                 f"content item {self.key!r} cannot be rendered: {current[0]}: render time "
                 f"limit of {limit:g} s reached",

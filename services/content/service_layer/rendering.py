@@ -158,13 +158,29 @@ class Renderer:
         if lane is None:
             lane = self._lanes[workspace_id] = _Lane()
         lane.users += 1
-        try:
-            async with lane.lock:
-                return await asyncio.to_thread(work, *args)
-        finally:
+
+        def leave() -> None:
             lane.users -= 1
             if not lane.users:
                 del self._lanes[workspace_id]
+
+        try:
+            await lane.lock.acquire()
+        except BaseException:
+            leave()
+            raise
+
+        def release(done: asyncio.Future[T]) -> None:
+            if not done.cancelled():
+                done.exception()  # retrieved: a caller gone away is no error to log
+            lane.lock.release()
+            leave()
+
+        # The lane is released when the render ends, not when its caller does: a call
+        # cancelled (its deadline, its client) leaves the render running in its thread.
+        rendering = asyncio.ensure_future(asyncio.to_thread(work, *args))
+        rendering.add_done_callback(release)
+        return await asyncio.shield(rendering)
 
     async def render(self, workspace_id: str, target: RenderTarget,
                      context: RenderContext) -> RenderedContent:
@@ -181,9 +197,10 @@ class Renderer:
             try:
                 return _render(compiled, published.version, target, context,
                                INLINE_RENDER_SECONDS)
-            except TooSlowInline:  # no longer seen fast: rendered again in a thread
-                self._pause(workspace_id)
-                paused = True
+            except TooSlowInline as exc:  # rendered again in a thread
+                if exc.demoted:  # the version turned slow, not the GIL busy elsewhere
+                    self._pause(workspace_id)
+                    paused = True
         lane = workspace_id if paused or compiled.seen_slow() else None
         return await self._in_thread(lane, _render, compiled, published.version, target,
                                      context)
@@ -236,15 +253,17 @@ class Renderer:
             paused = self._is_paused(workspace_id)
             if (not paused and len(requests) <= INLINE_RENDERS
                     and all(p.compiled.seen_fast() for p in versions)):
-                deadline = time.monotonic() + INLINE_RENDER_SECONDS
+                # The budget counts this thread's CPU, not other threads' turns with the GIL.
+                budget_end = time.thread_time() + INLINE_RENDER_SECONDS
                 try:
                     for target, context in requests:
-                        left = max(deadline - time.monotonic(), 0.001)
+                        left = max(budget_end - time.thread_time(), 0.001)
                         done.append(outcome(target, context, left))
                     return done
-                except TooSlowInline:  # the rest renders again in a thread
-                    self._pause(workspace_id)
-                    paused = True
+                except TooSlowInline as exc:  # the rest renders again in a thread
+                    if exc.demoted:
+                        self._pause(workspace_id)
+                        paused = True
             slow = paused or any(p.compiled.seen_slow() for p in versions)
             return done + await self._in_thread(workspace_id if slow else None, work,
                                                 requests[len(done):])
