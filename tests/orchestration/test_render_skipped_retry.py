@@ -1,8 +1,9 @@
 """A step round's renders against the real content service (review rendercap): when one
 person's data makes a template reach the render time limit, content skips the batch's other
 renders of that version with a retryable status, so orchestration fails that person's step
-alone and defers the others (retried next round, each charged an attempt as any transient
-failure, bounded by the retry policy); the next round renders them."""
+alone and sends the others again at once (review rendercap2); skipped past its bound (one extra
+pass per version), they are deferred (retried next round, each charged an attempt, bounded by
+the retry policy) and the next round renders them."""
 
 from __future__ import annotations
 
@@ -46,9 +47,19 @@ async def test_one_slow_render_fails_alone_and_the_skipped_ones_render_next_roun
             return RenderItem(f"p{i}", "d", Channel.EMAIL, {}, {"n": n})
 
         cheap = [item(i, 0) for i in range(1, 10)]
-        first = await peers.render("ws", [item(0, 600), *cheap])
-        assert isinstance(first[0], Rejected) and "render time limit" in first[0].detail
+        # The skipped ones are sent again at once, without the rejected one (review
+        # rendercap2), once per version in the call: a second slow person of the version
+        # in it leaves them skipped, deferred to the next round.
+        first = await peers.render("ws", [item(0, 600), item(10, 600), *cheap])
+        assert all(isinstance(r, Rejected) and "render time limit" in r.detail
+                   for r in first[:2]), first[:2]
         assert all(isinstance(r, Deferred) and "UNAVAILABLE" in r.detail
-                   for r in first[1:]), first[1:]
+                   for r in first[2:]), first[2:]
         again = await peers.render("ws", cheap)  # the next round: the deferred ones alone
         assert all(isinstance(r, common_pb2.RenderedMessage) for r in again), again
+        # Review rendercap2: a fast person behind another slow one in every round was skipped
+        # (an attempt charged) each time until the retry policy gave up; now rendered.
+        for round_ in range(3):
+            got = await peers.render("ws", [item(20 + round_, 600), item(1, 0)])
+            assert isinstance(got[0], Rejected), got
+            assert isinstance(got[1], common_pb2.RenderedMessage), got

@@ -50,6 +50,7 @@ from cjo_platform.profiles import fill_view_struct, view_from_proto
 from cjo_platform.protobuf import dict_to_struct, from_timestamp, to_timestamp
 from cjo_platform.rpc.batch import call_in_chunks, in_halves_when_too_large
 from cjo_platform.rpc.client import channel, on_behalf_of, too_large
+from cjo_platform.rpc.status import error_reason
 
 channel_to = channel  # `channel` is also a parameter name in the decisioning client
 
@@ -178,6 +179,12 @@ def _item_failure(peer: str, status: status_pb2.Status) -> Rejected | Deferred:
 # Whole-call failures that say the peer is busy or away, not that an item is bad.
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                              grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+@dataclass(frozen=True)
+class _Skipped(Deferred):
+    """Content skipped the render (RENDER_SKIPPED): another request of its version in the batch
+    reached the render time limit."""
 
 
 def _call_failure(peer: str, exc: grpc.aio.AioRpcError) -> Deferred:
@@ -391,8 +398,29 @@ class Peers(Decisioning):
             return await stub.BatchRenderContent(request, metadata=metadata,
                                                  timeout=self.timeout)
 
-        return await self._in_chunks("content", workspace_id, items, call,
-                                     lambda result: result.message, size=RENDER_CHUNK)
+        def failure(peer: str, status: status_pb2.Status) -> Rejected | Deferred:
+            if error_reason(status) == "RENDER_SKIPPED":
+                return _Skipped(f"{peer}: {code_pb2.Code.Name(status.code)}: {status.message}")
+            return _item_failure(peer, status)
+
+        outcomes: list[RenderOutcome] = await self._in_chunks(
+            "content", workspace_id, items, call, lambda result: result.message, failure,
+            size=RENDER_CHUNK)
+        # A request skipped because another of its version reached the render time limit
+        # (RENDER_SKIPPED) is sent again at once without the rejected ones, so a fast person is
+        # not charged an attempt for someone else's slow render. Each pass rejects at least
+        # one slow request of every version it skips; the passes are bounded by the number of
+        # versions, and what is still skipped after them is deferred as before.
+        for _ in range(len({(item.content_key, item.content_version) for item in items})):
+            again = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, _Skipped)]
+            if not again:
+                break
+            redone = await self._in_chunks(
+                "content", workspace_id, [items[n] for n in again], call,
+                lambda result: result.message, failure, size=RENDER_CHUNK)
+            for n, outcome in zip(again, redone, strict=True):
+                outcomes[n] = outcome
+        return [Deferred(o.detail) if isinstance(o, _Skipped) else o for o in outcomes]
 
     async def profiles(self, workspace_id: str, profile_ids: Sequence[str]
                        ) -> list[LiveProfile | ProfileGone | Rejected | Deferred]:
