@@ -47,9 +47,9 @@ async def test_one_slow_render_fails_alone_and_the_skipped_ones_render_next_roun
             return RenderItem(f"p{i}", "d", Channel.EMAIL, {}, {"n": n})
 
         cheap = [item(i, 0) for i in range(1, 10)]
-        # The skipped ones are sent again at once, without the rejected one (review
-        # rendercap2), once per version in the call: a second slow person of the version
-        # in it leaves them skipped, deferred to the next round.
+        # The skipped ones are sent again at once, once, without the rejected one (review
+        # rendercap2; once: review rendercap3): a second slow person of the version in the
+        # call leaves them skipped, deferred to the next round.
         first = await peers.render("ws", [item(0, 600), item(10, 600), *cheap])
         assert all(isinstance(r, Rejected) and "render time limit" in r.detail
                    for r in first[:2]), first[:2]

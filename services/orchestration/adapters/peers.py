@@ -407,14 +407,13 @@ class Peers(Decisioning):
             "content", workspace_id, items, call, lambda result: result.message, failure,
             size=RENDER_CHUNK)
         # A request skipped because another of its version reached the render time limit
-        # (RENDER_SKIPPED) is sent again at once without the rejected ones, so a fast person is
-        # not charged an attempt for someone else's slow render. Each pass rejects at least
-        # one slow request of every version it skips; the passes are bounded by the number of
-        # versions, and what is still skipped after them is deferred as before.
-        for _ in range(len({(item.content_key, item.content_version) for item in items})):
-            again = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, _Skipped)]
-            if not again:
-                break
+        # (RENDER_SKIPPED) is sent again at once, once, without the rejected ones, so a fast
+        # person behind one slow person of its version is not charged an attempt for them.
+        # One pass only (review rrendercap3: passes bounded by the number of versions re-ran
+        # an always-slow version's 2 s renders 117 times in one round, past the step lease);
+        # what is still skipped is deferred as before.
+        again = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, _Skipped)]
+        if again:
             redone = await self._in_chunks(
                 "content", workspace_id, [items[n] for n in again], call,
                 lambda result: result.message, failure, size=RENDER_CHUNK)
