@@ -256,7 +256,8 @@ class CompiledContent:
 
         ``inline``: the seconds the render may take on the event loop (0: it runs in a thread,
         limited to MAX_RENDER_SECONDS); past them it raises :class:`TooSlowInline`, and the
-        version no longer counts as seen fast."""
+        version no longer counts as seen fast when the render used its budget of its own CPU
+        (``demoted``; else other threads held the loop and it just renders again in a thread)."""
         draft = self.draft
         variant = (assign_variant(context.workspace_id, draft.experiment_key or self.key,
                                   context.profile_id, draft.variants)
