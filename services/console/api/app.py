@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cjo_client import Client
+from cjo_console.adapters.clients import ClientPool
 from cjo_console.adapters.services import Services, is_unauthenticated
 from cjo_console.api import views
 from cjo_console.config import ConsoleSettings
@@ -72,28 +73,20 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     sealer = SessionSealer(settings.session_secrets, settings.session_lifetime,
                            settings.session_idle_timeout)
     # One client (its channels) per API key in use on this replica, the least recently used
-    # closed past MAX_CLIENTS; keyed by the key's digest so no map holds keys in the clear.
-    clients: OrderedDict[str, Client] = OrderedDict()
+    # dropped past MAX_CLIENTS (closed once its requests end); keyed by the key's digest so no
+    # map holds keys in the clear.
+    clients = ClientPool(MAX_CLIENTS)
     counts_cache = TtlCache(timedelta(seconds=settings.counts_cache_seconds))
 
     def key_id(session: Session) -> str:
         return hashlib.sha256(session.api_key.encode()).hexdigest()
 
-    async def services(session: Session) -> Services:
-        kid = key_id(session)
-        client = clients.get(kid)
-        if client is None:
-            client = clients[kid] = Client(settings.endpoints, session.api_key,
-                                                secure=settings.tls, ca_file=settings.ca_file)
-            while len(clients) > MAX_CLIENTS:
-                await clients.popitem(last=False)[1].close()
-        clients.move_to_end(kid)
-        return Services(client)
+    def client_for(session: Session) -> AbstractAsyncContextManager[Client]:
+        return clients.lease(key_id(session), lambda: Client(
+            settings.endpoints, session.api_key, secure=settings.tls, ca_file=settings.ca_file))
 
     async def forget(session: Session) -> None:
-        client = clients.pop(key_id(session), None)
-        if client is not None:
-            await client.close()
+        await clients.forget(key_id(session))
 
     def current(request: Request) -> Session | None:
         return sealer.open(request.cookies.get(COOKIE), now())
@@ -136,8 +129,9 @@ def create_app(settings: ConsoleSettings) -> Starlette:
                     return PlainTextResponse("CSRF token missing or wrong", status_code=403,
                                              headers=SECURITY_HEADERS)
             try:
-                return set_cookie(await handler(request, session, await services(session)),
-                                  session)
+                async with client_for(session) as client:
+                    response = await handler(request, session, Services(client))
+                return set_cookie(response, session)
             except NotFound as exc:
                 return render(request, "error.html", session, 404, title="Not found",
                               detail=str(exc))
