@@ -441,9 +441,17 @@ def profile_export(who: str) -> None:
     """Everything cjo holds about a person, as JSON (a data subject access request): identity's
     profile and events, and decisioning's decisions and learned send time."""
     async def work(c: Client) -> tuple[dict[str, Any], str]:
-        exported = await c.identity.ExportProfile(identity_pb.ExportProfileRequest(
-            name=await _profile_name(c, who)), metadata=c.metadata)
-        document: dict[str, Any] = json.loads(exported.json)
+        # Every page: the profile is on the first, the events (newest first) on them all.
+        request = identity_pb.ExportProfileRequest(name=await _profile_name(c, who))
+        document: dict[str, Any] = {}
+        while True:
+            exported = await c.identity.ExportProfile(request, metadata=c.metadata)
+            page: dict[str, Any] = json.loads(exported.json)
+            document.setdefault("events", []).extend(page.pop("events", []))
+            document.update(page)
+            if not exported.next_page_token:
+                break
+            request.page_token = exported.next_page_token
         profile_id = str(document["profile"]["name"]).removeprefix("profiles/")
         try:
             document["decisioning"] = await _decisioning_export(c, profile_id)

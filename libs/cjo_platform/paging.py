@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from cjo_platform.errors import InvalidArgument
@@ -14,6 +15,9 @@ T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# What one page of a list holds at most, of its large items' bytes (half the 32 MiB message
+# limit: room for what the encoding adds); it ends early, with a next page token, past it.
+MAX_PAGE_BYTES = 16 * 1024 * 1024
 
 
 def page_size(value: int, field: str = "page_size") -> int:
@@ -22,6 +26,18 @@ def page_size(value: int, field: str = "page_size") -> int:
     if value == 0:
         return DEFAULT_PAGE_SIZE
     return min(value, MAX_PAGE_SIZE)
+
+
+def fit(sizes: Iterable[int], max_bytes: int, least: int = 1) -> int:
+    """How many leading entries, each of ``sizes`` bytes, make a page of at most ``max_bytes``;
+    at least ``least`` (one by default: an item larger than a page is a page of its own)."""
+    total = count = 0
+    for size in sizes:
+        total += size
+        if count >= least and total > max_bytes:
+            break
+        count += 1
+    return count
 
 
 def encode_token(cursor: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from cjo_platform.clock import Clock
 from cjo_platform.db.types import UtcDateTime
 from cjo_platform.limits import MAX_WORKSPACE_ID_LENGTH, storable_text
+from cjo_platform.paging import fit
 
 MAX_SOURCE_LENGTH = 128
 MAX_ITEM_KEY_LENGTH = 256
@@ -149,13 +150,8 @@ class DeadLetters:
         if source:
             query = query.where(table.c.source == source)
         sizes = session.execute(query.order_by(table.c.id).limit(limit + 1)).all()
-        kept: builtins.list[int] = []
-        total = 0
-        for letter_id, payload_bytes in sizes[:limit]:
-            total += int(payload_bytes or 0)
-            if kept and total > max_bytes:
-                break
-            kept.append(int(letter_id))
+        kept = [int(letter_id) for letter_id, _ in
+                sizes[:fit((int(b or 0) for _, b in sizes[:limit]), max_bytes)]]
         if not kept:
             return LetterPage([], None)
         rows = session.execute(select(table).where(table.c.workspace_id == workspace_id,

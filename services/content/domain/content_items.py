@@ -325,13 +325,7 @@ def version_bytes(draft: ContentDraft, snippets: Mapping[str, str]) -> int:
 def fit_page(sizes: Iterable[int]) -> int:
     """How many leading entries of a page, each of ``sizes`` bytes, to answer: as many as fit
     MAX_PAGE_TEMPLATE_BYTES, and at least one."""
-    total = count = 0
-    for size in sizes:
-        total += size
-        if count and total > MAX_PAGE_TEMPLATE_BYTES:
-            break
-        count += 1
-    return count
+    return paging.fit(sizes, MAX_PAGE_TEMPLATE_BYTES)
 
 
 def check_bodies(bodies: ChannelBodies, prefix: str, problems: Violations) -> None:

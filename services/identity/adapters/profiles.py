@@ -18,10 +18,14 @@ from itertools import zip_longest
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    LargeBinary,
     Row,
+    Text,
     and_,
     bindparam,
+    cast,
     delete,
+    func,
     or_,
     select,
     text,
@@ -63,6 +67,7 @@ from cjo_platform.db import (
 )
 from cjo_platform.db.json_columns import encode_json
 from cjo_platform.db.probes import by_keys, pg_probes, pg_text
+from cjo_platform.paging import fit
 from cjo_platform.rpc.batch import chunks
 
 T = TypeVar("T")
@@ -773,18 +778,45 @@ def profile_exists(session: Session, workspace_id: str, profile_id: str) -> bool
         profiles.c.profile_id == profile_id)).first() is not None
 
 
-def list_events(session: Session, workspace_id: str, profile_id: str, limit: int,
-                after: tuple[datetime, str] | None) -> list[StoredEvent]:
-    """A profile's events, newest (by event time) first, continuing after ``after``."""
-    query = select(events).where(events.c.workspace_id == workspace_id,
-                                 events.c.profile_id == profile_id)
+# What an event holds beyond its JSON columns (ids, name, source, times), at most, in bytes.
+EVENT_OVERHEAD_BYTES = 1024
+
+
+def page_events(session: Session, workspace_id: str, profile_id: str, limit: int,
+                after: tuple[datetime, str] | None, max_bytes: int
+                ) -> tuple[list[StoredEvent], tuple[datetime, str] | None]:
+    """Up to ``limit`` of a profile's events, newest (by event time) first, continuing after
+    ``after``, fewer when their stored size would pass ``max_bytes`` (one at least); and the
+    (time, id) to continue after, None on the last page. The events' sizes are read first, then
+    the events kept only, so a page of large events reads what it answers."""
+    binary = session.get_bind().dialect.name != "postgresql"
+
+    def size(column: Any) -> Any:
+        # Bytes on both: PostgreSQL's json as text, SQLite's TEXT as a BLOB.
+        return func.length(cast(column, LargeBinary)) if binary \
+            else func.octet_length(cast(column, Text))
+
+    query = select(events.c.event_id, events.c.timestamp,
+                   size(events.c.identifiers) + size(events.c.properties)
+                   + size(events.c.traits)).where(events.c.workspace_id == workspace_id,
+                                                 events.c.profile_id == profile_id)
     if after is not None:
         time, event_id = after
         query = query.where(or_(events.c.timestamp < time,
                                 and_(events.c.timestamp == time, events.c.event_id < event_id)))
+    sizes = session.execute(query.order_by(events.c.timestamp.desc(), events.c.event_id.desc())
+                            .limit(limit + 1)).all()
+    kept = sizes[:fit((int(b or 0) + EVENT_OVERHEAD_BYTES for _, _, b in sizes[:limit]),
+                      max_bytes)]
+    if not kept:
+        return [], None
     rows = session.execute(
-        query.order_by(events.c.timestamp.desc(), events.c.event_id.desc()).limit(limit))
-    return [StoredEvent(r.event_id, r.profile_id, _event(r), r.receive_time) for r in rows]
+        select(events).where(events.c.workspace_id == workspace_id,
+                             events.c.event_id.in_([event_id for event_id, _, _ in kept]))
+        .order_by(events.c.timestamp.desc(), events.c.event_id.desc())).all()
+    found = [StoredEvent(r.event_id, r.profile_id, _event(r), r.receive_time) for r in rows]
+    last = kept[-1]
+    return found, (last[1], last[0]) if len(sizes) > len(kept) else None
 
 
 def _event(row: AnyRow) -> Event:

@@ -27,7 +27,7 @@ from cjo_identity.api.convert import (
 )
 from cjo_identity.domain.backfills import BackfillState
 from cjo_identity.domain.consent import ConsentState, Decision
-from cjo_identity.domain.events import DEFAULT_MAX_CLOCK_SKEW, Event
+from cjo_identity.domain.events import DEFAULT_MAX_CLOCK_SKEW, Event, StoredEvent
 from cjo_identity.domain.identifiers import parse_identifier
 from cjo_identity.domain.segments import (
     Segment,
@@ -44,7 +44,7 @@ from cjo_platform.db.unit_of_work import Transactions, UnitOfWork
 from cjo_platform.errors import Aborted, InvalidArgument, NotFound, Violations
 from cjo_platform.limits import MAX_FORWARDED_PROFILE_BYTES, check_topic
 from cjo_platform.logging import LogOnce, get_logger
-from cjo_platform.paging import decode_token, encode_token, page_size
+from cjo_platform.paging import MAX_PAGE_BYTES, decode_token, encode_token, fit, page_size
 from cjo_platform.profiles import PROFILE_TRIM_FIELDS, trim_profile
 from cjo_platform.protobuf import to_timestamp
 from cjo_platform.rpc.auth import current_principal, current_workspace
@@ -203,9 +203,12 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         workspace = current_workspace()
         page, more = await self.transactions.run(lambda uow: profiles.list_profile_events(
             uow, workspace, profile_id, size, after))
-        token = encode_token({"t": more[0].isoformat(), "id": more[1]}) if more else ""
-        return pb.ListProfileEventsResponse(events=[stored_event_to_proto(e) for e in page],
-                                            next_page_token=token)
+        found = [stored_event_to_proto(e) for e in page]
+        # Bounded by their stored size already; by what they encode to as well (a Struct may
+        # encode larger than its JSON).
+        kept, more = _fit_events(page, [e.ByteSize() for e in found], MAX_PAGE_BYTES, more)
+        return pb.ListProfileEventsResponse(events=found[:kept],
+                                            next_page_token=_event_token(more))
 
     async def BatchCheckConsent(
         self, request: pb.BatchCheckConsentRequest, context: grpc.aio.ServicerContext,
@@ -365,14 +368,39 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def ExportProfile(self, request: pb.ExportProfileRequest,
                             context: grpc.aio.ServicerContext) -> pb.ExportProfileResponse:
         profile_id = profile_id_of(request.name, "name")
+        after = _event_cursor(request.page_token)
         workspace = current_workspace()
-        profile, history = await self.transactions.run(
-            lambda uow: profiles.export_profile(uow, workspace, profile_id))
-        document = {
-            "profile": json_format.MessageToDict(profile_to_proto(profile)),
-            "events": [json_format.MessageToDict(stored_event_to_proto(e)) for e in history],
-        }
-        return pb.ExportProfileResponse(json=json.dumps(document, sort_keys=True))
+        profile, history, more = await self.transactions.run(
+            lambda uow: profiles.export_profile(uow, workspace, profile_id, after,
+                                                MAX_PAGE_BYTES))
+        # The document json.dumps(..., sort_keys=True) writes, each part encoded once (ASCII:
+        # characters are bytes), the page cut where its JSON would pass MAX_PAGE_BYTES.
+        head = "" if after else _json(profile_to_proto(profile))
+        found = [_json(stored_event_to_proto(e)) for e in history]
+        kept, more = _fit_events(history, [len(e) + 2 for e in found],
+                                 MAX_PAGE_BYTES - len(head), more)
+        document = '{"events": [' + ", ".join(found[:kept]) + "]" \
+            + (f', "profile": {head}' if head else "") + "}"
+        return pb.ExportProfileResponse(json=document, next_page_token=_event_token(more))
+
+
+def _json(message: Message) -> str:
+    return json.dumps(json_format.MessageToDict(message), sort_keys=True)
+
+
+def _fit_events(page: list[StoredEvent], sizes: list[int], max_bytes: int,
+                more: tuple[datetime, str] | None) -> tuple[int, tuple[datetime, str] | None]:
+    """How many leading events of ``page`` (each of ``sizes`` bytes) to answer within
+    ``max_bytes`` (one at least), and where the next page starts."""
+    kept = fit(sizes, max_bytes)
+    if kept < len(page):
+        last = page[kept - 1]
+        return kept, (last.event.timestamp, last.event_id)
+    return kept, more
+
+
+def _event_token(after: tuple[datetime, str] | None) -> str:
+    return encode_token({"t": after[0].isoformat(), "id": after[1]}) if after else ""
 
 
 _STATES = {

@@ -19,14 +19,12 @@ from cjo_platform.cel import Expression
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.decisioning import DECISIONING_EVENTS_TOPIC
 from cjo_platform.errors import NotFound
+from cjo_platform.paging import MAX_PAGE_BYTES, MAX_PAGE_SIZE
 
 # ListProfiles reads at most SCAN_ROUNDS * SCAN_CHUNK profiles per call, so a rare match cannot
 # make one call read the whole workspace; its page token continues the scan.
 SCAN_CHUNK = 1000
 SCAN_ROUNDS = 10
-# Events read per query of an export.
-EXPORT_CHUNK = 1000
-
 EventCursor = tuple[datetime, str]
 
 
@@ -58,18 +56,15 @@ def lookup_profile(uow: UnitOfWork, workspace_id: str, identifier: Identifier) -
 
 
 def list_profile_events(uow: UnitOfWork, workspace_id: str, profile_id: str, size: int,
-                        after: EventCursor | None
+                        after: EventCursor | None, max_bytes: int = MAX_PAGE_BYTES
                         ) -> tuple[list[StoredEvent], EventCursor | None]:
-    """Up to ``size`` of the profile's events, newest (by event time) first, after ``after``;
-    and where the next page starts (None on the last page)."""
+    """Up to ``size`` of the profile's events, newest (by event time) first, after ``after``,
+    fewer when they would pass ``max_bytes`` stored (one at least); and where the next page
+    starts (None on the last page)."""
     resolved = profiles.resolve_profile_ids(uow.session, workspace_id, [profile_id])[profile_id]
     if not profiles.profile_exists(uow.session, workspace_id, resolved):
         raise _missing(profile_id)
-    page = profiles.list_events(uow.session, workspace_id, resolved, size + 1, after)
-    if len(page) <= size:
-        return page, None
-    last = page[size - 1]
-    return page[:size], (last.event.timestamp, last.event_id)
+    return profiles.page_events(uow.session, workspace_id, resolved, size, after, max_bytes)
 
 
 def list_profiles(uow: UnitOfWork, workspace_id: str, condition: Expression | None, size: int,
@@ -93,17 +88,16 @@ def list_profiles(uow: UnitOfWork, workspace_id: str, condition: Expression | No
     return profiles.load_profiles(uow.session, workspace_id, matched), last if more else None
 
 
-def export_profile(uow: UnitOfWork, workspace_id: str, profile_id: str
-                   ) -> tuple[Profile, list[StoredEvent]]:
-    """Everything held about a person: the profile and all its events, newest first."""
+def export_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,
+                   after: EventCursor | None, max_bytes: int
+                   ) -> tuple[Profile, list[StoredEvent], EventCursor | None]:
+    """A page of everything held about a person: the profile and the events after ``after``,
+    newest first, as many as fit ``max_bytes`` stored (one at least); and where the next page
+    starts (None on the last page)."""
     profile = get_profile(uow, workspace_id, profile_id)
-    history: list[StoredEvent] = []
-    after: EventCursor | None = None
-    while page := profiles.list_events(uow.session, workspace_id, profile.profile_id,
-                                       EXPORT_CHUNK, after):
-        history += page
-        after = (page[-1].event.timestamp, page[-1].event_id)
-    return profile, history
+    history, more = profiles.page_events(uow.session, workspace_id, profile.profile_id,
+                                         MAX_PAGE_SIZE, after, max_bytes)
+    return profile, history, more
 
 
 def delete_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,

@@ -266,13 +266,17 @@ class DeleteProfileResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ExportProfileRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "page_token")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ExportProfileResponse(_message.Message):
-    __slots__ = ("json",)
+    __slots__ = ("json", "next_page_token")
     JSON_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     json: str
-    def __init__(self, json: _Optional[str] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, json: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -182,7 +182,8 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListProfileEvents(self, request, context):
-        """Lists a profile's events, newest first.
+        """Lists a profile's events, newest first. A page ends early (with a `next_page_token`) once
+        its events would pass 16 MiB stored; it holds at least one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -286,7 +287,9 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportProfile(self, request, context):
-        """Everything identity holds about a profile, as one JSON document.
+        """Everything identity holds about a profile, as JSON documents in pages: the profile and its
+        newest events on the first page, older events on each next one (follow `next_page_token`
+        until it is empty; a page is at most 16 MiB, so an export of any size completes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
