@@ -67,7 +67,9 @@ test-fast: install
 e2e: install
 	$(BIN)/python -m pytest -m e2e
 
-run: install
+# The services need only the virtualenv: not the test suite's Chromium and nats-server, whose
+# apt-get install needs root.
+run: $(STAMP)
 	$(BIN)/python -m cjo_platform.devrun
 
 # Each benchmark prints its own figures; run one with e.g. `make bench-content`. Sizes are the

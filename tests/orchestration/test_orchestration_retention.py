@@ -38,7 +38,8 @@ async def test_processed_inbox_events_go_after_seven_days(backend: Backend) -> N
         db.insert(dead_letters, [{"workspace_id": "w1", "source": INBOX_SOURCE,
                                   "item_key": "given-up", "payload": b"", "error": "boom",
                                   "first_failed_time": OLD, "last_failed_time": OLD}])
-        assert await db.retain(RULES, steps=0) == {"request_log": 0, "inbox": 7}
+        assert await db.retain(RULES, steps=0, enrollment_snapshots=0) == {
+            "request_log": 0, "inbox": 7}
         assert db.rows(inbox, inbox.c.workspace_id, inbox.c.event_id) == [
             ("w1", "given-up"), ("w1", "pending"), ("w1", "young")]
 
@@ -55,6 +56,7 @@ async def test_steps_of_finished_enrollments_go_after_ninety_days(backend: Backe
             {"workspace_id": "w1", "enrollment_id": enrollment_id, "step_number": n,
              "node_id": "n", "visit": 1, "outcome": "ok", "time": NOW - timedelta(days=age)}
             for enrollment_id in ("done", "live") for n, age in enumerate([200, 120, 91, 80])])
-        assert await db.retain(RULES, inbox=0) == {"request_log": 0, "steps": 3}
+        assert await db.retain(RULES, inbox=0, enrollment_snapshots=0) == {
+            "request_log": 0, "steps": 3}
         assert db.rows(steps, steps.c.enrollment_id, steps.c.step_number) == [
             ("done", 3), ("live", 0), ("live", 1), ("live", 2), ("live", 3)]

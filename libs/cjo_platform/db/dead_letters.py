@@ -67,6 +67,9 @@ def define_dead_letters(metadata: MetaData) -> Table:
         Index("ux_dead_letters_origin", "source", "origin", unique=True),
         # Retention (CJO_<SERVICE>_RETENTION_DEAD_LETTERS_DAYS, off by default).
         Index("ix_dead_letters_failed", "last_failed_time"),
+        # A letter by its item: orchestration's inbox retention keeps a given-up event's row
+        # while a letter points at it, and an erasure drops a person's letters by event id.
+        Index("ix_dead_letters_item", "workspace_id", "source", "item_key"),
     )
 
 

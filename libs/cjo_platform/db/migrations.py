@@ -61,3 +61,13 @@ def add_dead_letter_origins() -> None:
 def drop_dead_letter_origins() -> None:
     op.drop_index("ux_dead_letters_origin", table_name="dead_letters")
     op.drop_column("dead_letters", "origin")
+
+
+def add_dead_letter_item_index() -> None:
+    """``ix_dead_letters_item`` (see :mod:`cjo_platform.db.dead_letters`): a letter found by its
+    item, not by walking its workspace's letters."""
+    op.create_index("ix_dead_letters_item", "dead_letters", ["workspace_id", "source", "item_key"])
+
+
+def drop_dead_letter_item_index() -> None:
+    op.drop_index("ix_dead_letters_item", table_name="dead_letters")

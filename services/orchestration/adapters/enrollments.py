@@ -315,9 +315,11 @@ def _pending_again_statement() -> Any:
 @cache
 def _processed_statement(dialect: str) -> Any:
     """Mark inbox events processed (their seqs as one parameter), built once: a statement built
-    per event cost more CPU (its construction and cache key) than running it."""
+    per event cost more CPU (its construction and cache key) than running it. An event applied
+    after failed attempts loses their error: only a given-up event (:func:`give_up`) keeps one,
+    and inbox retention looks for a dead letter only behind a row with an error."""
     return (update(inbox).where(one_of_keys(dialect, inbox.c.seq, "seqs"))
-            .values(processed=True))
+            .values(processed=True, last_error=""))
 
 
 # --- enrollments -----------------------------------------------------------------------------

@@ -111,6 +111,8 @@ retired_profiles = Table(
     PrimaryKeyConstraint("workspace_id", "profile_id"),
 )
 
+_SNAPSHOT_STORED = "snapshot_removed_time IS NULL"
+
 enrollments = Table(
     "enrollments",
     metadata,
@@ -152,6 +154,9 @@ enrollments = Table(
     # While a best-time wait asks decisioning for the send time: the latest moment it waits
     # (arrival + max_delay), which retries after an outage never pass.
     Column("wait_deadline", UtcDateTime, nullable=True),
+    # When retention emptied an ended enrollment's copy of the person (traits, properties,
+    # entry_properties); NULL while it holds one.
+    Column("snapshot_removed_time", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("workspace_id", "enrollment_id"),
     Index("ix_enrollments_due", "due_time", postgresql_where=text("state = 'active'"),
           sqlite_where=text("state = 'active'")),
@@ -162,6 +167,11 @@ enrollments = Table(
     # A profile walks a journey at most once at a time, even if two workers race.
     Index("uq_enrollments_active", "workspace_id", "journey_id", "profile_id", unique=True,
           postgresql_where=text("state = 'active'"), sqlite_where=text("state = 'active'")),
+    # Retention (CJO_ORCHESTRATION_RETENTION_ENROLLMENT_SNAPSHOTS_DAYS): ended enrollments that
+    # still hold the person's copy, by end time (an active one is never in it).
+    Index("ix_enrollments_snapshots", "update_time",
+          postgresql_where=text(f"state <> 'active' AND {_SNAPSHOT_STORED}"),
+          sqlite_where=text(f"state <> 'active' AND {_SNAPSHOT_STORED}")),
 )
 
 steps = Table(
