@@ -9,7 +9,6 @@ import functools
 import json
 import os
 import select as io_select
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from psycopg import postgres
 from psycopg.adapt import Dumper
 from sqlalchemy import (
     BigInteger,
+    DateTime,
     Engine,
     Integer,
     String,
@@ -34,19 +34,19 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    or_,
     select,
     text,
 )
+from sqlalchemy import column as sql_column
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.sqltypes import NullType
 
-from cjo_platform.db.bulk import _NONE, _bound, _scalar_default, _table_name, array_of
+from cjo_platform.db.bulk import _NONE, _bind, _bound, _scalar_default, _table_name, array_of
 from cjo_platform.db.json_columns import decode_json, encode_json
 from cjo_platform.db.planning import planned_each_run
 
@@ -476,18 +476,78 @@ def pg_array(values: Iterable[Any]) -> str:
 
 
 def keys_in(session: Session, columns: Sequence[ColumnElement[Any]],
-            keys: Iterable[tuple[Any, ...]]) -> ColumnElement[bool]:
-    """Rows whose ``columns`` equal one of ``keys`` (one value per column; the last a string),
-    as an index-friendly predicate.
+            keys: Iterable[Sequence[Any]]) -> ColumnElement[bool]:
+    """Rows whose ``columns`` (of one table) equal one of ``keys`` (one value per column:
+    strings, integers or times), whatever their number, as a condition of a SELECT (locking
+    or not), UPDATE or DELETE whose keys are ONE parameter per column (the statement's text is
+    the same for any batch), which both databases answer with one probe of the index on
+    ``columns`` (the primary key, say) per key.
 
-    A row-value ``(a, b) IN (VALUES ...)`` makes SQLite scan the whole table, so a batch cost a
-    pass over every row ever written. Keys are matched instead as ``a = ? AND b IN (...)`` per
-    leading value, which both databases answer from their indexes (the IN list is ``one_of``:
-    one array parameter on PostgreSQL, one prepared statement for any batch size)."""
-    *leading, last = columns
-    groups: dict[tuple[Any, ...], set[str]] = defaultdict(set)
-    for key in keys:
-        groups[key[:-1]].add(key[-1])
-    return or_(*(and_(*(column == value for column, value in zip(leading, prefix, strict=True)),
-                      one_of(session, last, sorted(values)))
-                 for prefix, values in sorted(groups.items())))
+    SQLite: ``rowid IN (SELECT t.rowid FROM json_each(?) AS k, table AS t WHERE t.a =
+    json_extract(k.value, '$[0]') AND ...)``, the keys one JSON array (a rowid table): the
+    only plan with an index is the keys as the outer loop, a search of every column per key (a
+    row-value IN a subquery searched by the first two columns only, then filtered; a
+    row-value IN a VALUES list scanned the whole table). PostgreSQL: a join with ``unnest`` of
+    one array per column, written ``a = ANY(ARRAY[k.a]) AND b = ANY(ARRAY[k.b]) AND b >= k.b
+    AND b <= k.b AND ...``, no condition hashable nor mergeable, so the only join PostgreSQL
+    can make is a nested loop, and with the keys outside, probing the index per key, whatever
+    its statistics say of the table (plain ``=`` let it hash the whole table for a hundred
+    keys): the first column's ``= ANY`` and the others' bounds are the probe's index
+    conditions (before PostgreSQL 17 a btree scan takes one ``= ANY``, the others were a
+    filter over the workspace's rows), the others' ``= ANY`` rate the probe at the rows it
+    finds (with the bounds alone, a probe looked dearer than a scan of a small table). The
+    keys are deduplicated (the join gives a row once per key that matches it) and sorted: rows
+    found are locked in the keys' order unless the statement orders them.
+
+    An OR of ``a = ? AND b IN (...)`` per leading value, used before, failed on SQLite past
+    ~1,000 distinct leading values ("Expression tree is too large (maximum depth 1000)") and
+    cost PostgreSQL seconds of planning."""
+    wanted = sorted({tuple(key) for key in keys})
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        listed = func.unnest(*(
+            cast(bindparam(None, pg_array(_bound_values(column, dialect, values, as_text=True)),
+                           type_=NullType()), ARRAY(_element_type(column)))
+            for column, values in _columns_of(columns, wanted))
+        ).table_valued(*(f"k{i}" for i in range(len(columns)))).render_derived()
+        pairs = [(column, listed.c[f"k{i}"]) for i, column in enumerate(columns)]
+        return and_(*(column == any_(array([value])) for column, value in pairs),
+                    *(condition for column, value in pairs[1:]
+                      for condition in (column >= value, column <= value)))
+    rows = [list(key) for key in zip(*(_bound_values(column, dialect, values)
+                                       for column, values in _columns_of(columns, wanted)),
+                                     strict=True)]
+    table = columns[0].table
+    probed = table.alias()
+    each = func.json_each(bindparam(None, encode_json(rows), type_=String)).table_valued("value")
+    return sql_column("rowid", Integer, _selectable=table).in_(
+        select(sql_column("rowid", Integer, _selectable=probed)).select_from(each, probed)
+        .where(*(probed.c[column.key] == func.json_extract(each.c.value, f"$[{i}]")
+                 for i, column in enumerate(columns))))
+
+
+def _columns_of(columns: Sequence[ColumnElement[Any]], keys: Sequence[tuple[Any, ...]]
+                ) -> Iterator[tuple[ColumnElement[Any], list[Any]]]:
+    """Each column with its value of every key."""
+    for index, column in enumerate(columns):
+        yield column, [key[index] for key in keys]
+
+
+def _bound_values(column: ColumnElement[Any], dialect: Any, values: list[Any],
+                  as_text: bool = False) -> list[Any]:
+    """``values`` as a comparison with ``column`` would bind them (a time as the UTC moment,
+    which SQLite stores as text); ``as_text``: times as PostgreSQL's text form of the
+    moment."""
+    process = _bind(column, dialect)  # type: ignore[arg-type]
+    found = [process(v) for v in values]
+    return [str(v) if isinstance(v, datetime) else v for v in found] if as_text else found
+
+
+def _element_type(column: ColumnElement[Any]) -> Any:
+    """The type of a :func:`keys_in` array's elements on PostgreSQL (pg_array sends text[] or
+    bigint[]): the column's own for a time, as bulk_update casts its arrays."""
+    if isinstance(column.type, Integer):
+        return BigInteger()
+    if isinstance(getattr(column.type, "impl", column.type), DateTime):
+        return column.type
+    return String()

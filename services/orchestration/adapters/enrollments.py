@@ -69,8 +69,8 @@ from cjo_platform.db import (
 from cjo_platform.db.probes import by_keys, in_byte_order, pg_by_keys, pg_probes, pg_text
 from cjo_platform.errors import NotFound
 
-# Keys are matched as ``a = ? AND b IN (...)``, never as a row-value IN (a whole-table scan on
-# SQLite): see cjo_platform.db.keys_in, shared with the scheduler's occurrence claims.
+# Keys are matched by one index probe per key, their values one parameter per column, whatever
+# their number: see cjo_platform.db.keys_in, shared with the scheduler's occurrence claims.
 _keys_in = keys_in
 
 

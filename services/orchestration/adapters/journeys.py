@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -18,7 +17,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
@@ -32,8 +30,7 @@ from cjo_orchestration.domain.journeys import (
     JourneyState,
     JourneyVersion,
 )
-from cjo_platform.db import pg_array
-from cjo_platform.db.probes import pg_text
+from cjo_platform.db import keys_in
 from cjo_platform.errors import NotFound
 from cjo_platform.logging import get_logger
 from cjo_platform.revision_cache import RevisionCache
@@ -217,36 +214,15 @@ def versions(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[
         tuple[str, str, int], JourneyGraph]:
     """Frozen graphs by (workspace_id, journey_id, version), each version found by primary key,
     one probe per key, whatever their number, in one statement whose keys are one parameter
-    (review rorchfix3: a row-value IN made SQLite scan every workspace's versions; an OR of a
-    condition per key failed on SQLite past ~1,000 keys, "Expression tree is too large", and
-    cost PostgreSQL seconds of planning)."""
+    (cjo_platform.db.keys_in; review rorchfix3)."""
     if not keys:
         return {}
-    wanted = sorted(set(keys))
-    if session.get_bind().dialect.name == "postgresql":
-        params: dict[str, Any] = {"ws": pg_array(k[0] for k in wanted),
-                                  "js": pg_array(k[1] for k in wanted),
-                                  "vs": pg_array(int(k[2]) for k in wanted)}
-        rows = session.execute(_PG_VERSIONS, params).all()
-    else:
-        rows = session.execute(_SQLITE_VERSIONS, {"keys": json.dumps(wanted)}).all()
+    v = journey_versions.c
+    rows = session.execute(
+        select(v.workspace_id, v.journey_id, v.version, v.definition)
+        .where(keys_in(session, (v.workspace_id, v.journey_id, v.version), keys))).all()
     return {(r.workspace_id, r.journey_id, r.version): graph for r in rows
             if (graph := _graph(r)) is not None}
-
-
-_VERSION_COLUMNS = (journey_versions.c.workspace_id, journey_versions.c.journey_id,
-                    journey_versions.c.version, journey_versions.c.definition)
-_PG_VERSIONS = pg_text(
-    "SELECT x.* FROM unnest(CAST(:ws AS text[]), CAST(:js AS text[]), CAST(:vs AS bigint[])) "
-    "AS k(w, j, v) CROSS JOIN LATERAL (SELECT t.workspace_id, t.journey_id, t.version, "
-    "t.definition FROM journey_versions AS t WHERE t.workspace_id = k.w AND t.journey_id = k.j "
-    "AND t.version = k.v OFFSET 0) AS x", ["ws", "js", "vs"]).columns(*_VERSION_COLUMNS)
-# json_each is the outer loop (SQLite keeps a CROSS JOIN's order): a primary-key probe per key.
-_SQLITE_VERSIONS = text(
-    "SELECT t.workspace_id, t.journey_id, t.version, t.definition FROM json_each(:keys) AS k "
-    "CROSS JOIN journey_versions AS t WHERE t.workspace_id = json_extract(k.value, '$[0]') "
-    "AND t.journey_id = json_extract(k.value, '$[1]') "
-    "AND t.version = json_extract(k.value, '$[2]')").columns(*_VERSION_COLUMNS)
 
 
 def _graph(row: Any) -> JourneyGraph | None:

@@ -58,12 +58,10 @@ def _where_key(key: tuple[str, str, int, datetime]) -> Any:
 
 
 def _keys_in(session: Session, occurrences: Iterable[tuple[str, str, int, datetime]]) -> Any:
-    """Occurrences by key, as ``workspace_id = ? AND ... AND journey_id IN (...)`` (a row-value
-    IN makes SQLite scan every occurrence ever planned)."""
+    """Occurrences by key, one primary-key probe per occurrence (cjo_platform.db.keys_in)."""
     c = schedule_occurrences.c
-    return keys_in(session, (c.workspace_id, c.journey_version, c.fire_time, c.journey_id),
-                   [(ws, version, fire_time, journey_id)
-                    for ws, journey_id, version, fire_time in occurrences])
+    return keys_in(session, (c.workspace_id, c.journey_id, c.journey_version, c.fire_time),
+                   occurrences)
 
 
 def plan(session: Session, workspace_id: str, journey_id: str, version: int,
