@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from google.protobuf import json_format
 
-from cjo_cli.compare import compare
+from cjo_cli.compare import compare, masked
 from cjo_cli.manifests import Manifest
 from cjo_cli.resources import (
     KIND_TABLE,
@@ -37,8 +37,10 @@ def _yaml(data: Any) -> str:
 
 
 def _diff(label: str, before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+    # Secrets are masked: a dry run's output goes to terminals and CI logs.
     lines = difflib.unified_diff(
-        _yaml(before).splitlines(keepends=True), _yaml(after).splitlines(keepends=True),
+        _yaml(masked(before)).splitlines(keepends=True),
+        _yaml(masked(after)).splitlines(keepends=True),
         fromfile=f"{label} (server)" if before is not None else "/dev/null",
         tofile=f"{label} (manifest)")
     return "".join(lines)

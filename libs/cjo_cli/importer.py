@@ -3,12 +3,15 @@ IngestEvents in batches of 1,000, a checkpoint beside the file recording the las
 acknowledged, so an interrupted import resumes where it stopped. Every row gets a message id
 derived from its text (not the file's name or the line) when it has none, so a row sent twice
 (a batch in flight when the import was killed, or a renamed copy of the file) is acknowledged
-as a duplicate, never applied twice."""
+as a duplicate, never applied twice. Rejected rows are kept in the checkpoint (which stays until
+none is left): the next run sends them again, so a user who fixes them in place and runs the
+same command imports only those, with the ids of the file as it was first imported."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 
@@ -28,6 +32,9 @@ from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo_client import Client
 
 BATCH_SIZE = 1000
+# A batch's encoded events at most (a single larger row goes alone): far below the 32 MiB gRPC
+# message limit however large the rows (identity takes events up to 256 KiB each).
+BATCH_BYTES = 4 * 1024 * 1024
 IN_FLIGHT = 2  # batches sent before the oldest is acknowledged: identity works while we parse
 IDENTIFIER_TYPES = ("user_id", "anonymous_id", "email", "phone", "device_id")
 SOURCE = "cjo-import"
@@ -61,37 +68,70 @@ def checkpoint_path(path: Path) -> Path:
     return path.with_name(path.name + ".cjo-checkpoint")
 
 
-def _read_checkpoint(path: Path) -> tuple[int, str]:
-    """The last line acknowledged and the run's id (0 and a new id when none was stopped)."""
+@dataclass
+class Checkpoint:
+    """An import under way: what ``FILE.cjo-checkpoint`` holds."""
+    line: int = 0  # rows up to this line were acknowledged (or rejected)
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The file's digest when its import began: derived ids hold it, so rows a user fixes in
+    # place after a rejection do not change the ids of the rows imported before.
+    file: str = ""
+    # What the acknowledged rows said (a sum of their line and digest hashes, so rows accepted
+    # on a later run add to it): a resumed run refuses a file whose imported rows changed.
+    acked: int | None = None
+    rejected: dict[int, str] = field(default_factory=dict)  # line -> reason
+
+
+def _read_checkpoint(path: Path) -> Checkpoint | None:
     cp = checkpoint_path(path)
     if not cp.exists():
-        return 0, uuid.uuid4().hex
+        return None
     data = json.loads(cp.read_text(encoding="utf-8"))
-    size = path.stat().st_size
-    if data.get("size") != size:
-        raise ImportError_(f"{path} changed since the interrupted import recorded in {cp} "
-                           f"(it was {data.get('size')} bytes, it is {size}); delete the "
-                           f"checkpoint to start over (a changed file is a new file: rows "
-                           f"without a message_id are imported again)")
-    return int(data["line"]), str(data.get("run", ""))
+    if "file" not in data:  # written by an earlier cjo: only the size was recorded
+        size = path.stat().st_size
+        if data.get("size") != size:
+            raise ImportError_(f"{path} changed since the interrupted import recorded in {cp} "
+                               f"(it was {data.get('size')} bytes, it is {size}); delete the "
+                               f"checkpoint to start over (a changed file is a new file: rows "
+                               f"without a message_id are imported again)")
+        return Checkpoint(int(data["line"]), str(data.get("run", "")), file_digest(path))
+    return Checkpoint(int(data["line"]), str(data["run"]), str(data["file"]),
+                      int(data["acked"], 16),
+                      {int(line): str(why) for line, why in data.get("rejected", {}).items()})
 
 
-def _write_checkpoint(path: Path, line: int, run: str) -> None:
+def _write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     cp = checkpoint_path(path)
     tmp = cp.with_name(cp.name + ".tmp")
-    tmp.write_text(json.dumps({"line": line, "size": path.stat().st_size, "run": run}),
-                   encoding="utf-8")
+    data = dataclasses.asdict(checkpoint)
+    data["acked"] = f"{checkpoint.acked or 0:x}"
+    tmp.write_text(json.dumps(data), encoding="utf-8")
     os.replace(tmp, cp)
+
+
+_MOD = 1 << 256
+
+
+def _row_hash(line: int, digest: str) -> int:
+    return int(hashlib.sha256(f"{line}\n{digest}".encode()).hexdigest(), 16)
 
 
 def _rows(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | str]]:
     """(line number, raw text, row or why it cannot be read) for each data row."""
     suffix = path.suffix.lower()
-    with path.open(encoding="utf-8", newline="") as f:
+    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+    with path.open(encoding="utf-8-sig", newline="") as f:
         if suffix == ".csv":
             reader = csv.DictReader(f)
             for row in reader:
-                raw = json.dumps(row, sort_keys=True)
+                extra = row.pop(None, None)
+                raw = json.dumps([row, extra], sort_keys=True) if extra else json.dumps(
+                    row, sort_keys=True)
+                if extra:
+                    fields = f"{len(extra)} extra field" + "s" * (len(extra) > 1)
+                    yield (reader.line_num, raw, f"row: {fields} (the header has "
+                           f"{len(reader.fieldnames or ())} columns)")
+                    continue
                 yield reader.line_num, raw, {k: v for k, v in row.items() if v not in ("", None)}
             return
         if suffix not in (".ndjson", ".jsonl", ".json"):
@@ -193,72 +233,154 @@ async def run_import(client: Client, kind: str, path: Path, *,
     if not path.is_file():
         raise ImportError_(f"{path}: no such file")
     summary = Summary(total=count_rows(path))
-    start_after, run = _read_checkpoint(path)
+    previous = _read_checkpoint(path)
+    state = dataclasses.replace(previous) if previous else Checkpoint(file=file_digest(path))
+    start_after = state.line
+    retry = dict(state.rejected)  # rows rejected before: sent again (fixed or not)
     # Events: a row is recognised in the same file content (a renamed copy), and the same row
     # in another file is a new event. Profiles are snapshots of state: importing one again
     # applies it again (Monday's gold after Tuesday's silver is gold, even when Wednesday's
     # file is byte for byte Monday's), so their ids hold only to this run (kept by the
-    # checkpoint, so a resumed run's repeated batch is still recognised).
-    in_file = file_digest(path) + (f"\nrun {run}" if kind == "profiles" else "")
-    pending: list[tuple[int, asyncio.Task[Any], list[int]]] = []
+    # checkpoint, so a resumed run's repeated batch is still recognised). The file is the one
+    # the import began with, whatever was fixed in it since.
+    in_file = state.file + (f"\nrun {state.run}" if kind == "profiles" else "")
+    pending: list[tuple[int, asyncio.Task[Any], list[tuple[int, str, event_pb2.Event]]]] = []
     sent_batches = 0
+    acked = 0  # the rows' hashes up to the checkpoint, recomputed to check the file
+
+    def settled(line: int, digest: str, result: Any) -> None:
+        if result.status.code:
+            rejected(line, _reason(result.status))
+            return
+        state.acked = ((state.acked or 0) + _row_hash(line, digest)) % _MOD
+        state.rejected.pop(line, None)  # a rejected row fixed since
+        if result.duplicate:
+            summary.duplicates += 1
+        else:
+            summary.accepted += 1
+
+    def rejected(line: int, reason: str) -> None:
+        summary.rejected.append(Rejected(line, reason))
+        state.rejected[line] = reason
+
+    async def call(rows: list[tuple[int, str, event_pb2.Event]]) -> None:
+        """Send ``rows`` now; a call refused as too large is split, a row alone rejected."""
+        try:
+            reply = await client.identity.IngestEvents(identity_pb.IngestEventsRequest(
+                events=[e for _, _, e in rows]), metadata=client.metadata)
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            if len(rows) == 1:
+                rejected(rows[0][0], f"row: too large ({rows[0][2].ByteSize()} bytes encoded)")
+                return
+            half = len(rows) // 2
+            await call(rows[:half])
+            await call(rows[half:])
+            return
+        for (line, digest, _), result in zip(rows, reply.results, strict=True):
+            settled(line, digest, result)
 
     async def settle_oldest() -> None:
-        last_line, task, lines = pending.pop(0)
-        reply = await task
-        for line, result in zip(lines, reply.results, strict=True):
-            if result.status.code:
-                summary.rejected.append(Rejected(line, _reason(result.status)))
-            elif result.duplicate:
-                summary.duplicates += 1
-            else:
-                summary.accepted += 1
+        last_line, task, rows = pending.pop(0)
+        try:
+            reply = await task
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            await call(rows)
+        else:
+            for (line, digest, _), result in zip(rows, reply.results, strict=True):
+                settled(line, digest, result)
         # Only now is every row up to last_line acknowledged (batches settle in order).
-        _write_checkpoint(path, last_line, run)
+        state.line = max(state.line, last_line)
+        _write_checkpoint(path, state)
         progress(summary.skipped + summary.accepted + summary.duplicates
                  + len(summary.rejected))
 
-    batch: list[event_pb2.Event] = []
-    lines: list[int] = []
+    batch: list[tuple[int, str, event_pb2.Event]] = []
+    batch_bytes = 0
     last = 0
     seen: Counter[str] = Counter()
+    checked = False  # the rows acknowledged before are those of this file
 
     async def send() -> None:
-        nonlocal batch, lines, sent_batches
-        task = asyncio.ensure_future(client.identity.IngestEvents(
-            identity_pb.IngestEventsRequest(events=batch), metadata=client.metadata))
-        pending.append((last, task, lines))
-        batch, lines = [], []
+        nonlocal batch, batch_bytes, sent_batches
+        request = identity_pb.IngestEventsRequest(events=[e for _, _, e in batch])
+        task = asyncio.ensure_future(client.identity.IngestEvents(request,
+                                                                  metadata=client.metadata))
+        pending.append((batch[-1][0], task, batch))
+        batch, batch_bytes = [], 0
         sent_batches += 1
         while len(pending) >= IN_FLIGHT:
             await settle_oldest()
 
+    async def add(item: tuple[int, str, event_pb2.Event]) -> bool:
+        """Batch ``item``, sending a batch once full (1,000 rows or 4 MiB); False once
+        ``max_batches`` were sent."""
+        nonlocal batch_bytes
+        size = item[2].ByteSize()
+        if batch and batch_bytes + size > BATCH_BYTES:
+            await send()
+        batch.append(item)
+        batch_bytes += size
+        if len(batch) == BATCH_SIZE:
+            if max_batches is not None and sent_batches >= max_batches:
+                summary.stopped = True
+                return False
+            await send()
+        return True
+
+    def check() -> None:
+        nonlocal checked
+        checked = True
+        if previous is not None and previous.acked is not None and acked != previous.acked:
+            raise ImportError_(
+                f"{path} changed since the import recorded in {checkpoint_path(path)}, in "
+                f"rows it had imported (only the rejected rows may be edited, in place); "
+                f"delete the checkpoint to import it as a new file (rows without a "
+                f"message_id are then imported again)")
+        state.acked = acked
+
     try:
+        held: list[tuple[int, str, event_pb2.Event]] = []
         for line, raw, row in _rows(path):
             # Counted for skipped rows too, so a resumed run numbers repeats as the first did.
             digest = row_digest(kind, raw)
             occurrence = seen[digest]
             seen[digest] += 1
-            if line <= start_after:
+            if line <= start_after and line not in retry:
+                acked = (acked + _row_hash(line, digest)) % _MOD
                 summary.skipped += 1
                 continue
-            if last == 0 and summary.skipped:
-                progress(summary.skipped)
-            last = line
+            if not checked and line > start_after:
+                check()  # before anything is sent
+                if summary.skipped:
+                    progress(summary.skipped)
+            last = max(last, line)
             if isinstance(row, str):
-                summary.rejected.append(Rejected(line, row))
+                rejected(line, row)
                 continue
             try:
-                batch.append(event_from_row(kind, digest, occurrence, in_file, row))
-                lines.append(line)
-            except (ValueError, json_format.ParseError) as exc:
-                summary.rejected.append(Rejected(line, f"row: {exc}"))
+                event = event_from_row(kind, digest, occurrence, in_file, row)
+            except (ValueError, TypeError, json_format.ParseError) as exc:
+                # Whatever a row holds, it is rejected alone: no row stops the import.
+                rejected(line, f"row: {exc}")
                 continue
-            if len(batch) == BATCH_SIZE:
-                if max_batches is not None and sent_batches >= max_batches:
-                    summary.stopped = True
+            held.append((line, digest, event))  # rows rejected before, until the file is checked
+            if not checked:
+                continue
+            for item in held:
+                if not await add(item):
                     break
-                await send()
+            held = []
+            if summary.stopped:
+                break
+        if not checked:
+            check()
+            for item in held:
+                if not await add(item):
+                    break
         if batch and not summary.stopped:
             await send()
         while pending:
@@ -268,6 +390,12 @@ async def run_import(client: Client, kind: str, path: Path, *,
             task.cancel()
     summary.rejected.sort(key=lambda r: r.line)
     if not summary.stopped:
-        # Done: a new run of the same file starts over, and finds every row a duplicate.
-        checkpoint_path(path).unlink(missing_ok=True)
+        if summary.rejected:
+            # Kept: running the same command again sends the rejected rows again (once fixed,
+            # with the ids of the file as it was imported), and only them.
+            state.line = max(state.line, last)
+            _write_checkpoint(path, state)
+        else:
+            # Done: a new run of the same file starts over, and finds every row a duplicate.
+            checkpoint_path(path).unlink(missing_ok=True)
     return summary

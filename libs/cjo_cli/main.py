@@ -283,8 +283,9 @@ def import_cmd(
         max_batches: int = typer.Option(None, hidden=True,
                                         help="Stop after this many batches (to test resume).")
 ) -> None:
-    """Send rows to identity in batches of 1,000; resumable (a checkpoint beside the file);
-    exits 1 when rows were rejected, after saying which and why."""
+    """Send rows to identity in batches of 1,000 (or 4 MiB); resumable (a checkpoint beside the
+    file, kept while rows are rejected: run again once they are fixed); exits 1 when rows were
+    rejected, after saying which and why."""
     show = err.is_terminal if progress is None else progress
     bar = Progress(TextColumn("[bold]importing {task.fields[file]}"), BarColumn(),
                    MofNCompleteColumn(), TimeRemainingColumn(), console=err,

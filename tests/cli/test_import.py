@@ -7,16 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import grpc
 import pytest
 
-from cjo.identity.v1 import event_pb2
-from cjo.identity.v1 import identity_service_pb2 as id_pb
-from cjo.identity.v1 import identity_service_pb2_grpc as id_grpc
 from cjo_cli.importer import checkpoint_path
-from cli_support import cjo_for, new_workspace
-from suite import running_suite
-from support import Backend, bearer
+from cli_support import cjo_for, events_of_user, lookup, new_workspace
+from suite import Suite, running_suite
+from support import Backend
 
 pytestmark = pytest.mark.e2e
 
@@ -28,30 +24,12 @@ def write_events(path: Path, rows: int, people: int) -> None:
                                 "page": f"/p/{i}"}) + "\n")
 
 
-async def events_of(suite: object, key: str, user_id: str) -> list[str]:
-    async with grpc.aio.insecure_channel(suite.target("identity")) as channel:  # type: ignore[attr-defined]
-        stub = id_grpc.IdentityServiceStub(channel)
-        profile = (await stub.LookupProfile(id_pb.LookupProfileRequest(
-            identifier=event_pb2.Identifier(type="user_id", value=user_id)),
-            metadata=bearer(key))).profile
-        pages: list[str] = []
-        token = ""
-        while True:
-            reply = await stub.ListProfileEvents(id_pb.ListProfileEventsRequest(
-                parent=profile.name, page_size=1000, page_token=token), metadata=bearer(key))
-            pages.extend(e.event.properties["page"] for e in reply.events)
-            token = reply.next_page_token
-            if not token:
-                return pages
+async def events_of(suite: Suite, key: str, user_id: str) -> list[str]:
+    return [e.properties["page"] for e in await events_of_user(suite, key, user_id)]
 
 
-async def plan_of(suite: object, key: str, user_id: str) -> str:
-    async with grpc.aio.insecure_channel(suite.target("identity")) as channel:  # type: ignore[attr-defined]
-        stub = id_grpc.IdentityServiceStub(channel)
-        profile = (await stub.LookupProfile(id_pb.LookupProfileRequest(
-            identifier=event_pb2.Identifier(type="user_id", value=user_id)),
-            metadata=bearer(key))).profile
-        return str(profile.traits["plan"])
+async def plan_of(suite: Suite, key: str, user_id: str) -> str:
+    return str((await lookup(suite, key, "user_id", user_id)).traits["plan"])
 
 
 # Identity ingests ~2,400 events/s on an idle 2-core machine; a busy one takes minutes.

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from cjo_identity.domain.numbers import parse_number
 from cjo_platform.errors import Violations
 from cjo_platform.limits import MAX_COMPUTED_TRAITS
 
@@ -100,12 +101,9 @@ def compute(definitions: Sequence[ComputedTrait], facts: Iterable[EventFact],
 
 
 def _number(value: Any) -> float:
-    """A summed property's value: numbers count, anything else (and NaN or infinity, which no
-    JSON column can store) counts as 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0.0
-    number = float(value)
-    return number if math.isfinite(number) else 0.0
+    """A summed property's value: what conversions read as revenue (numbers and numeric
+    strings, a CSV import's "19.99"); anything else counts as 0."""
+    return parse_number(value) or 0.0
 
 
 def _bounded(total: float) -> float:

@@ -3,12 +3,12 @@ how to read the revenue and currency of one. Each accepted one is forwarded to a
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cjo_identity.domain.numbers import parse_number
 from cjo_platform.errors import Violations
 
 MAX_CONVERSION_EVENTS = 50
@@ -70,23 +70,8 @@ def value_of(definition: ConversionEvent, properties: Mapping[str, Any]) -> Conv
     if raw is None:
         return Conversion(0.0, currency,
                           f"property {definition.revenue_property!r} is missing")
-    revenue = _number(raw)
+    revenue = parse_number(raw)
     if revenue is None:
         return Conversion(0.0, currency,
                           f"property {definition.revenue_property!r} is not a number")
     return Conversion(revenue, currency)
-
-
-def _number(raw: Any) -> float | None:
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int | float):
-        value = float(raw)
-    elif isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return value if math.isfinite(value) else None

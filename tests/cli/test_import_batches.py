@@ -1,0 +1,97 @@
+"""`cjo import` against an in-process stand-in for identity (review hident): a call is never
+larger than the gRPC message limit allows and one refused as too large does not stop the
+import (batches are flushed at 4 MiB encoded, a refused batch is split and sent again, a row
+too large even alone is rejected); rejected rows are kept in the checkpoint, sent again by the
+next run (a resumed one too) and, fixed in place, imported without any other row's id
+changing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from google.rpc import status_pb2
+
+from cjo.identity.v1 import identity_service_pb2 as identity_pb
+from cjo_cli.importer import checkpoint_path, run_import
+
+LIMIT = 1024 * 1024  # what the fake service takes in one call: less than a batch
+
+
+@dataclass
+class FakeIdentity:
+    calls: list[int] = field(default_factory=list)  # encoded size of each call
+    ids: list[str] = field(default_factory=list)  # message ids accepted
+
+    async def IngestEvents(self, request: identity_pb.IngestEventsRequest,
+                           metadata: object) -> identity_pb.IngestEventsResponse:
+        self.calls.append(request.ByteSize())
+        if request.ByteSize() > LIMIT:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(),
+                                       grpc.aio.Metadata(), details="message too large")
+        assert len(request.events) <= 1000
+        results = []
+        for event in request.events:
+            if "bad" in event.properties:
+                results.append(identity_pb.IngestEventResult(
+                    status=status_pb2.Status(code=3, message="bad row")))
+                continue
+            results.append(identity_pb.IngestEventResult(duplicate=event.message_id in self.ids))
+            self.ids.append(event.message_id)
+        return identity_pb.IngestEventsResponse(results=results)
+
+
+@dataclass
+class FakeClient:
+    identity: FakeIdentity = field(default_factory=FakeIdentity)
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+async def test_large_rows_are_sent_in_calls_below_the_limit(tmp_path: Path) -> None:
+    data = tmp_path / "docs.ndjson"
+    with data.open("w") as f:
+        for i in range(15):
+            f.write(json.dumps({"name": "doc_viewed", "user_id": f"u{i}",
+                                "body": "x" * 100_000}) + "\n")
+        # Larger than any call may be: rejected alone, the rows after it still imported.
+        f.write(json.dumps({"name": "doc_viewed", "user_id": "huge",
+                            "body": "x" * (LIMIT + 1)}) + "\n")
+        f.write(json.dumps({"name": "doc_viewed", "user_id": "last"}) + "\n")
+    client = FakeClient()
+    summary = await run_import(client, "events", data)  # type: ignore[arg-type]
+    assert summary.accepted == 16
+    assert [(r.line, r.reason.split(" (")[0]) for r in summary.rejected] == [
+        (16, "row: too large")]
+    # The first batch (1.5 MB) was refused, then sent again in halves.
+    assert client.identity.calls[0] > LIMIT and max(client.identity.calls) <= 4 * 1024 * 1024
+
+
+async def test_rejected_rows_are_kept_until_fixed(tmp_path: Path) -> None:
+    data = tmp_path / "clicks.ndjson"
+    rows = [{"name": "page_viewed", "user_id": f"u{i % 7}", "page": f"/p/{i}"}
+            for i in range(2500)]
+    for i in range(0, 1500, 2):  # 750 rows identity rejects, among the first 1,500
+        rows[i]["bad"] = True
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    client = FakeClient()
+    stopped = await run_import(client, "events", data, max_batches=1)  # type: ignore[arg-type]
+    # The first batch (lines 1 to 1,000) settled: its 500 rejected rows are in the checkpoint.
+    assert stopped.stopped and len(stopped.rejected) == 500
+    assert len(json.loads(checkpoint_path(data).read_text())["rejected"]) == 500
+    # Resumed: the rejected rows are sent again, and reported again.
+    resumed = await run_import(client, "events", data)  # type: ignore[arg-type]
+    assert (resumed.accepted, resumed.duplicates, len(resumed.rejected)) == (1250, 0, 750)
+    assert resumed.skipped == 500
+    assert checkpoint_path(data).exists()
+    first_ids = list(client.identity.ids)
+    # Fixed in place: only those rows go, and no other row's id changed.
+    for row in rows:
+        row.pop("bad", None)
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fixed = await run_import(client, "events", data)  # type: ignore[arg-type]
+    assert (fixed.accepted, fixed.duplicates, len(fixed.rejected), fixed.skipped) == (
+        750, 0, 0, 1750)
+    assert not checkpoint_path(data).exists()
+    assert len(set(client.identity.ids)) == 2500 and client.identity.ids[:1750] == first_ids
