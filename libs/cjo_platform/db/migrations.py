@@ -66,7 +66,8 @@ def drop_dead_letter_origins() -> None:
 def add_dead_letter_item_index() -> None:
     """``ix_dead_letters_item`` (see :mod:`cjo_platform.db.dead_letters`): a letter found by its
     item, not by walking its workspace's letters."""
-    op.create_index("ix_dead_letters_item", "dead_letters", ["workspace_id", "source", "item_key"])
+    op.create_index("ix_dead_letters_item", "dead_letters", ["workspace_id", "source", "item_key"],
+                    if_not_exists=True)
 
 
 def drop_dead_letter_item_index() -> None:
