@@ -16,17 +16,22 @@ one group runs, the next one collects what arrives. Different keys never share a
 
 The window is paid only under load: a group opened on a busy key (one of its groups runs,
 waits, or ended less than ``window`` ago) starts ``window`` after its first submission at the
-earliest, and ``window`` after the group before it ended, so callers that come back at once
+earliest, and a pause after the group before it ended, so callers that come back at once
 (many callers, each sending its next call when its answer came) meet in one group instead of
 splitting into many small ones. The pause after a group matters in a process whose one thread
 of Python (the GIL) is the bottleneck: while the group runs, the calls it answered and the
 calls arriving wait for the same GIL, so the next group holds only the few parsed meanwhile;
 started at once it costs a transaction for those few, the fixed part of its cost (statements,
 commit, a forwarder's call) divided by fewer items. The pause lets the process answer and
-parse what queued up before the next transaction starts (docs/capacity-journal.md: with 64
-callers on one workspace, identity's groups of ~8-10 calls grew to ~12-14 with a pause of a
-few ms). A full group (or one closed by an overflowing submission) never waits. A submission
-to an idle key (a lone call, calls spaced wider than the window) starts its group at once,
+parse what queued up before the next transaction starts, and lasts as long as the group before
+it took (from its start to its answers), ``window`` at the least and :data:`MAX_PAUSE_WINDOWS`
+windows at the most: a group that took long under load did so because the process was busy,
+and the calls behind it need as long again to be answered and parsed. A fixed pause of a few
+ms was a small part of a group's time under load, and groups stayed small (with 64 callers on
+one workspace on SQLite, identity's groups and CPU per call: docs/capacity-journal.md). A lone
+call's group is quick, so its pause stays near ``window``. A full group (or one closed by an
+overflowing submission) never waits. A submission to an idle key (a lone call, calls spaced
+wider than the window) starts its group at once,
 with whatever the same pass of the event loop brought: it has nobody to wait for.
 
 A failure of ``apply`` is every submission's failure, unless ``split(error)`` says one item may
@@ -45,6 +50,10 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
+
+MAX_PAUSE_WINDOWS = 10
+"""The longest pause after a busy key's group, in windows (20 ms for identity's 2 ms): a group
+slowed by a lock or a database that stalls does not hold the next one back as long again."""
 
 
 @dataclass
@@ -137,16 +146,18 @@ class GroupCommit(Generic[K, I, R]):
         else:  # moved later (the group before it ended) since this call was scheduled
             loop.call_at(group.not_before, GroupCommit._release, group)
 
-    def _pause_after(self, lane: _Lane[I, R]) -> None:
-        """A group of ``lane`` just ended: the next one, unless closed, starts ``window``
-        from now at the earliest (see the module's docstring)."""
+    def _pause_after(self, lane: _Lane[I, R], took: float) -> None:
+        """A group of ``lane`` just ended, ``took`` seconds after it started: the next one,
+        unless closed, starts that long from now at the earliest, within ``window`` and
+        :data:`MAX_PAUSE_WINDOWS` windows (see the module's docstring)."""
         if not lane.groups:
             return
         following = lane.groups[0]
         if following.closed:
             return
         loop = asyncio.get_running_loop()
-        following.not_before = max(following.not_before, loop.time() + self.window)
+        pause = min(max(took, self.window), self.window * MAX_PAUSE_WINDOWS)
+        following.not_before = max(following.not_before, loop.time() + pause)
         following.ready.clear()
         loop.call_at(following.not_before, self._release, following)
 
@@ -158,13 +169,15 @@ class GroupCommit(Generic[K, I, R]):
 
     async def _drive(self, key: K, lane: _Lane[I, R]) -> None:
         """Runs the key's groups one after another until none is left."""
+        loop = asyncio.get_running_loop()
         try:
             while lane.groups:
                 group = lane.groups[0]
                 await group.ready.wait()
                 lane.groups.popleft()
+                started = loop.time()
                 await self._run(key, group)
-                self._pause_after(lane)
+                self._pause_after(lane, loop.time() - started)
         except BaseException as error:
             # Cancelled (the server stops): nobody may wait for a group that will not run.
             for group in lane.groups:

@@ -203,10 +203,10 @@ async def test_a_busy_keys_next_group_waits_a_window_after_the_group_before_it_e
     assert batches.calls == [("acme", ["1"]), ("acme", ["2", "3"])]
 
 
-async def test_the_pause_after_a_group_ends_on_its_own() -> None:
-    """The next group's timer, set when it opened, is moved to a window after the group
-    before it ended: it starts then, not before, and not later than needed."""
-    window = 0.05
+async def pause_between_two_groups(window: float, first_takes: float = 0.0) -> float:
+    """Two groups of one key, the second opened while the first runs, and whose own window
+    passes meanwhile; the first runs at least ``first_takes`` seconds. Returns the time from
+    the first group's end to the second's start."""
     batches = Batches()
     batches.gate = asyncio.Event()
     started: list[float] = []
@@ -225,12 +225,30 @@ async def test_the_pause_after_a_group_ends_on_its_own() -> None:
     await eventually(lambda: len(batches.calls) == 1)
     second = asyncio.ensure_future(commit.submit("acme", ["2"]))
     lane = commit._lanes["acme"]
-    # Its own window passes while the first group still runs.
     await eventually(lambda: lane.groups and lane.groups[0].ready.is_set())
+    await eventually(lambda: loop.time() - started[0] >= first_takes, interval=0.005)
     batches.gate.set()
     assert await asyncio.wait_for(asyncio.gather(first, second), timeout=10) == [
         ["acme:1"], ["acme:2"]]
-    assert started[1] - ended[0] >= window * 0.99
+    return started[1] - ended[0]
+
+
+async def test_the_pause_after_a_group_ends_on_its_own() -> None:
+    """The next group's timer, set when it opened, is moved to a window after the group
+    before it ended: it starts then, not before, and not later than needed."""
+    window = 0.05
+    assert await pause_between_two_groups(window) >= window * 0.99
+
+
+@pytest.mark.parametrize(("took", "pause", "below"), [(0.12, 0.12, None), (0.6, 0.2, 0.4)])
+async def test_the_pause_after_a_slow_group_is_as_long_as_it_took_within_ten_windows(
+        took: float, pause: float, below: float | None) -> None:
+    """Under load a group takes long because the process is busy: the next one waits as long
+    again (the calls it answered come back and join), but never more than ten windows."""
+    gap = await pause_between_two_groups(0.02, first_takes=took)
+    assert gap >= pause * 0.99
+    if below is not None:  # ten windows, not the whole time the first group took
+        assert gap < below
 
 
 async def test_a_full_group_does_not_wait_after_the_group_before_it() -> None:
@@ -245,3 +263,4 @@ async def test_a_full_group_does_not_wait_after_the_group_before_it() -> None:
     assert await asyncio.wait_for(asyncio.gather(first, *more), timeout=10) == [
         ["acme:1"], ["acme:2"], ["acme:3"]]
     assert batches.calls == [("acme", ["1"]), ("acme", ["2", "3"])]
+
