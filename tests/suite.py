@@ -208,6 +208,8 @@ async def running_suite(backend: Backend, tmp_path: Path,
         "CJO_LOG_FORMAT": "json",
         "CJO_SMTP_HOST": "127.0.0.1",
         "CJO_SMTP_PORT": str(smtp_port),
+        # The tests' providers are sinks on 127.0.0.1.
+        "CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS": "true",
         "CJO_SHUTDOWN_GRACE_SECONDS": "2",
         # No /metrics listener unless a test asks for one: every process would otherwise try
         # the default port 9464 and all but the first log that it is in use.

@@ -192,6 +192,10 @@ async def supervise(ports: DevPorts) -> int:
         "CJO_LOG_FORMAT": os.environ.get("CJO_LOG_FORMAT", "console"),
         "CJO_SMTP_HOST": "127.0.0.1",
         "CJO_SMTP_PORT": str(ports.mail),
+        # Development: a workspace's providers may be on this machine (the development mailbox
+        # of examples/providers/dev_mailbox.yaml is 127.0.0.1:1025).
+        "CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS": os.environ.get(
+            "CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS", "true"),
         "PYTHONUNBUFFERED": "1",
         **{f"CJO_{name.upper()}_PORT": str(port) for name, port in ports.services.items()},
         **{f"CJO_{name.upper()}_TARGET": f"127.0.0.1:{port}"

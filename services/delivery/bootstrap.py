@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cjo.delivery.v1 import delivery_service_pb2_grpc
+from cjo_delivery.adapters import destinations
 from cjo_delivery.adapters.bus import erasures_consumer
 from cjo_delivery.adapters.consent import IdentityConsent
 from cjo_delivery.adapters.engagement_http import EngagementListener, Tracking
@@ -82,6 +83,8 @@ def load_smtp_settings(env: Env, connections: int) -> SmtpSettings:
         timeout_seconds=env.float("CJO_SMTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         data_timeout_seconds=env.float("CJO_SMTP_DATA_TIMEOUT_SECONDS", 60.0, minimum=0.1),
         connections=connections,
+        # The operator's own relay, on the deployment's network as often as not.
+        allow_private=True,
     )
     if not valid_from(settings.sender):
         env.errors.append("CJO_SMTP_FROM must be one address like "
@@ -160,9 +163,12 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
             f"{CALLS_END - _HAND_OVER_AT_LEAST:g} = {math.ceil(shortest)} s, or a slow send "
             "would be cut off before its timeouts")
     provider = SmtpProvider(smtp, clock)
+    # Workspaces' providers dial only public addresses unless the operator allows private ones.
+    private_destinations = env.bool(destinations.SETTING, False)
     # At most one HTTP connection per provider call in flight (CJO_DELIVERY_CONCURRENCY).
     factory = ProviderFactory(clock, smtp_connections=max(1, sending.concurrency // 2),
-                              http_connections=sending.concurrency)
+                              http_connections=sending.concurrency,
+                              allow_private=private_destinations)
     consent = (IdentityConsent(settings)
                if env.bool("CJO_DELIVERY_CHECK_CONSENT", True) else None)
     tracking = load_tracking(settings, env)
@@ -221,7 +227,8 @@ def build(settings: ServiceSettings, env: Env, clock: Clock | None = None) -> Se
         background.append(listener.run)
 
     servicer = DeliveryServicer(transactions, announce_queued,
-                                tracking[0].status_url if tracking else None, hub, secret_box)
+                                tracking[0].status_url if tracking else None, hub, secret_box,
+                                private_destinations=private_destinations)
     # With the bus, orchestration's erasures arrive from JetStream into this EraseProfiles.
     consumers = [] if bus is None else [erasures_consumer(bus, servicer, storage, clock)]
     background.extend(consumer_workers(consumers, storage.outbox))

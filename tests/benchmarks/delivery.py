@@ -130,6 +130,8 @@ async def run(args: argparse.Namespace) -> None:
                 # Lone messages: the sender's default poll, so idle polls add little to them.
                 env = Env({"CJO_DELIVERY_POLL_SECONDS": "0.5" if args.lone else "0.05",
                            "CJO_SMTP_PORT": str(port),
+                           # The workspace's provider is the sink on 127.0.0.1.
+                           "CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS": "true",
                            "CJO_DELIVERY_BATCH_SIZE": str(args.claim),
                            "CJO_DELIVERY_CONCURRENCY": str(args.concurrency)})
                 app = build(settings, env)

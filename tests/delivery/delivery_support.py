@@ -99,6 +99,8 @@ def delivery_app(backend: Backend, smtp_port: int, clock: Clock | None = None, *
                             CJO_IDENTITY_TARGET=identity or f"127.0.0.1:{free_port()}")
     environ = {"CJO_SMTP_PORT": str(smtp_port), "CJO_DELIVERY_POLL_SECONDS": "0.05",
                "CJO_SMTP_TIMEOUT_SECONDS": "5",
+               # The tests' providers are sinks on 127.0.0.1.
+               "CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS": "true",
                "CJO_DELIVERY_CHECK_CONSENT": "true" if identity else "false", **env}
     config = Env(environ)
     app = build(settings, config, clock)
@@ -125,6 +127,8 @@ async def delivery_processes(backend: Backend, logs: Path, smtp_port: int, count
                     "CJO_ANALYTICS_TARGET": f"127.0.0.1:{free_port()}",
                     "CJO_DELIVERY_CHECK_CONSENT": "false",
                     "CJO_DELIVERY_FORWARD_TO_DECISIONING": "false",
+                    # The tests' providers are sinks on 127.0.0.1.
+                    "CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS": "true",
                     "PYTHONUNBUFFERED": "1", **env})
     logs.mkdir()
     suite = Suite({"delivery": ports[names[0]]}, environ, TraceReceiver(), Inbox(), logs,

@@ -108,7 +108,8 @@ async def test_https_is_verified_and_its_connection_reused(
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
     async with server(tls) as seen:
-        trusting = HttpClient(tls_context=ssl.create_default_context(cafile=str(cert)))
+        trusting = HttpClient(allow_private=True,
+                              tls_context=ssl.create_default_context(cafile=str(cert)))
         try:
             sender = provider(seen.url("https"), trusting)
             ids = [await sender.send(sms(i)) for i in range(5)]
@@ -121,7 +122,7 @@ async def test_https_is_verified_and_its_connection_reused(
             "sms": {"text": "code 0"}}
 
         # The system's trust store does not know the throwaway CA: refused, and retryable.
-        default = HttpClient()
+        default = HttpClient(allow_private=True)
         try:
             with pytest.raises(ProviderError) as refused:
                 await provider(seen.url("https"), default).send(sms(9))
@@ -133,7 +134,7 @@ async def test_https_is_verified_and_its_connection_reused(
 
 async def test_connections_are_bounded_and_reused_under_load() -> None:
     async with server(delay=0.05) as seen:
-        client = HttpClient(connections=4)
+        client = HttpClient(connections=4, allow_private=True)
         try:
             sender = provider(seen.url(), client)
             await asyncio.gather(*(sender.send(sms(i)) for i in range(40)))
@@ -145,7 +146,7 @@ async def test_connections_are_bounded_and_reused_under_load() -> None:
 
 async def test_a_provider_that_does_not_answer_times_out() -> None:
     async with server(hang=True) as seen:
-        client = HttpClient()
+        client = HttpClient(allow_private=True)
         try:
             started = asyncio.get_running_loop().time()
             with pytest.raises(ProviderError) as timed_out:
@@ -162,14 +163,14 @@ async def test_a_provider_that_does_not_answer_times_out() -> None:
 
 async def test_answers_are_read_up_to_the_cap_and_refused_connections_reported() -> None:
     async with server(answer_bytes=MAX_ANSWER_BYTES * 2) as seen:
-        client = HttpClient()
+        client = HttpClient(allow_private=True)
         try:
             answer = await client.post(seen.url(), timeout=5, json_body={"a": 1})
             port = seen.port
         finally:
             await client.close()
     assert answer.status_code == 200 and len(answer.content) == MAX_ANSWER_BYTES
-    client = HttpClient()
+    client = HttpClient(allow_private=True)
     try:
         with pytest.raises(HttpTransportError):  # the server is gone
             await client.post(f"http://127.0.0.1:{port}/send", timeout=5, content=b"{}")

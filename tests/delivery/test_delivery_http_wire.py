@@ -80,7 +80,7 @@ async def test_chunked_and_closing_answers_are_read_whole_and_close_their_connec
             False),
     }
     async with raw_server(lambda n: answers[n]) as seen:
-        client = HttpClient()
+        client = HttpClient(allow_private=True)
         try:
             first = await client.post(seen.url, timeout=5, json_body={"a": "é"},
                                       headers={"Authorization": "Bearer k"})
@@ -108,7 +108,7 @@ async def test_chunked_and_closing_answers_are_read_whole_and_close_their_connec
 async def test_a_connection_the_server_dropped_while_idle_is_not_used_again() -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
     async with raw_server(lambda n: (ok, n == 1)) as seen:
-        client = HttpClient()
+        client = HttpClient(allow_private=True)
         try:
             await client.post(seen.url, timeout=5, content=b"1")
             # The server closed the connection after answering (without saying so); wait
@@ -136,7 +136,7 @@ async def test_the_pool_bounds_sockets_across_hosts() -> None:
     async with raw_server(answer, shared) as first:
         first_url = first.url
         async with raw_server(answer, shared) as second:
-            client = HttpClient(connections=2)
+            client = HttpClient(connections=2, allow_private=True)
             try:
                 for url in (first_url, second.url, first_url, second.url):
                     await asyncio.gather(*(client.post(url, timeout=5, content=b"x")
@@ -152,7 +152,7 @@ async def test_a_header_that_would_smuggle_another_is_refused_unsent(
         headers: dict[str, str]) -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
     async with raw_server(lambda n: (ok, False)) as seen:
-        client = HttpClient()
+        client = HttpClient(allow_private=True)
         try:
             with pytest.raises(HttpTransportError):
                 await client.post(seen.url, timeout=5, content=b"x", headers=headers)
@@ -163,7 +163,7 @@ async def test_a_header_that_would_smuggle_another_is_refused_unsent(
 
 async def test_an_answer_that_is_not_http_is_a_transport_error() -> None:
     async with raw_server(lambda n: (b"SSH-2.0-OpenSSH\r\n\r\n", True)) as seen:
-        client = HttpClient()
+        client = HttpClient(allow_private=True)
         try:
             with pytest.raises(HttpTransportError):
                 await client.post(seen.url, timeout=5, content=b"x")
@@ -180,7 +180,7 @@ async def test_interim_answers_are_skipped_for_the_final_one() -> None:
         2: (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", False),
     }
     async with raw_server(lambda n: answers[n]) as seen:
-        client = HttpClient()
+        client = HttpClient(allow_private=True)
         try:
             first = await client.post(seen.url, timeout=5, content=b"1")
             second = await client.post(seen.url, timeout=5, content=b"2")

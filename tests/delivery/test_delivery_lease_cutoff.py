@@ -175,7 +175,8 @@ async def test_a_message_is_handed_over_only_while_its_lease_fits_the_longest_se
     sink = TakesThenScans()
     with relay(sink) as port:
         smtp = SmtpProvider(SmtpSettings(port=port, connections=1, timeout_seconds=timeout,
-                                         data_timeout_seconds=data_timeout), clock)
+                                         data_timeout_seconds=data_timeout,
+                                         allow_private=True), clock)
         settings = SenderSettings(lease=timedelta(seconds=20),
                                   longest_send=timedelta(seconds=8 * timeout + data_timeout))
         sender = SendRound(transactions, Routes(smtp, breaker_failures=5,

@@ -300,7 +300,8 @@ async def test_a_crash_in_the_middle_of_a_batch_neither_loses_nor_doubles(
                 send_request(f"k{i}", f"user{i}@example.com", profile_id=f"user{i}")
                 for i in range(5)]), metadata=WS)
             names = [r.message.name for r in reply.results]
-        hanging = HangingProvider(SmtpProvider(SmtpSettings(port=port), clock), healthy=2)
+        hanging = HangingProvider(SmtpProvider(SmtpSettings(port=port, allow_private=True),
+                                               clock), healthy=2)
         settings = SenderSettings(concurrency=1, batch_size=10)
         doomed = Sender(SendRound(
             Transactions(app.db, clock, Outbox(outbox, clock)),

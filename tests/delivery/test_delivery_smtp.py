@@ -85,7 +85,7 @@ def email(n: int, to: str = "", text: str = "Hello Ada") -> OutgoingEmail:
 def provider(port: int, connections: int = 4,
              sender: str = "cjo <no-reply@cjo.localhost>") -> SmtpProvider:
     return SmtpProvider(SmtpSettings(port=port, connections=connections, timeout_seconds=3,
-                                     sender=sender), ManualClock())
+                                     sender=sender, allow_private=True), ManualClock())
 
 
 @pytest.mark.parametrize("pipelining", [False, True])
@@ -517,7 +517,8 @@ async def test_replies_sent_in_plaintext_after_starttls_are_not_read_inside_tls(
     async with server:
         smtp = SmtpProvider(SmtpSettings(
             port=server.sockets[0].getsockname()[1], connections=1, timeout_seconds=3,
-            starttls=True, tls_context=ssl.create_default_context(cafile=str(cert))),
+            starttls=True, tls_context=ssl.create_default_context(cafile=str(cert)),
+            allow_private=True),
             ManualClock())
         with pytest.raises(ProviderError) as failed:
             await smtp.send_email(email(1))
@@ -545,7 +546,8 @@ async def test_the_reply_to_the_content_has_its_own_longer_timeout() -> None:
     sink = ScanningSink(scan=0.9)
     with relay(sink) as port:
         smtp = SmtpProvider(SmtpSettings(port=port, connections=1, timeout_seconds=0.3,
-                                         data_timeout_seconds=30), ManualClock())
+                                         data_timeout_seconds=30, allow_private=True),
+                            ManualClock())
         assert await smtp.send_email(email(1)) == "<m1@cjo>"
         await smtp.close()
     assert [m["Message-ID"] for m in sink.received] == ["<m1@cjo>"]
@@ -555,7 +557,8 @@ async def test_the_content_reply_times_out_after_the_data_timeout() -> None:
     sink = ScanningSink(scan=5)
     with relay(sink) as port:
         smtp = SmtpProvider(SmtpSettings(port=port, connections=1, timeout_seconds=5,
-                                         data_timeout_seconds=0.3), ManualClock())
+                                         data_timeout_seconds=0.3, allow_private=True),
+                            ManualClock())
         with pytest.raises(ProviderError) as timed_out:
             await smtp.send_email(email(1))
         await smtp.close()
@@ -582,7 +585,8 @@ async def test_a_stale_pooled_connection_is_closed_even_when_the_send_is_cut_off
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    smtp = SmtpProvider(SmtpSettings(port=port, connections=1, timeout_seconds=5), ManualClock())
+    smtp = SmtpProvider(SmtpSettings(port=port, connections=1, timeout_seconds=5,
+                                     allow_private=True), ManualClock())
     mail = OutgoingEmail(message_id="m1", to="a@example.com", subject="s", preheader="",
                          html="<p>x</p>", text="x")
     try:

@@ -349,7 +349,7 @@ async def test_nul_in_a_map_key_is_refused_and_nothing_is_written(backend: Backe
         provider = provider_pb2.Provider(
             channel=common_pb2.CHANNEL_SMS,
             kind=provider_pb2.PROVIDER_KIND_HTTP_JSON,
-            config={"url": "http://127.0.0.1:9/", "x\x00y": "1"}, secrets={"api_key": "k\x00"})
+            config={"url": "https://sms.example/", "x\x00y": "1"}, secrets={"api_key": "k\x00"})
         found, _ = await _refused(stub.CreateProvider(
             delivery_pb.CreateProviderRequest(provider=provider), metadata=workspace))
         assert found == {'provider.config["x\\u0000y"]': KEY_NUL,

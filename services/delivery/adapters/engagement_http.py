@@ -9,6 +9,15 @@ before the provider's latest (UpdateProvider with ``status_webhook_url`` in its 
 deleted provider, is answered 403. Unsubscribing needs a POST (the one-click form mailbox
 providers send): a GET only shows a confirmation button, because link scanners fetch every
 link they see.
+
+The listener is public, so what a stranger can make it hold is bounded: the token (and a status
+URL's provider) is checked from the request's head, before any of its body is read; a body of
+up to 4 MiB is read only for a valid status URL (providers batch their reports), 64 KiB for
+the other links; at most ``_MAX_CONNECTIONS`` connections are served at once (more are
+answered 503 unread) and at most ``_MAX_LARGE_BODIES`` bodies over 64 KiB are read at once.
+A request whose head did not arrive within ``_READ_TIMEOUT`` is answered 400; one that was
+still being read or handled then (a slow certificate fetch or transaction) 503, which
+providers retry (they take a 4xx as final).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from cjo_delivery.domain.tracking import TrackingToken, sign, verify
 from cjo_platform.logging import get_logger
 
 if TYPE_CHECKING:
+    from cjo_delivery.domain.providers import ProviderConfig
     from cjo_delivery.service_layer.provider_webhooks import ProviderReports
 
 log = get_logger(__name__)
@@ -39,6 +49,10 @@ _MAX_BODY = 64 * 1024
 _MAX_REPORT_BODY = 4 * 1024 * 1024
 _MAX_HEAD = 16 * 1024
 _READ_TIMEOUT = 10.0
+# Each holds at most its head (16 KiB) until its token is checked: ~10 MB in all.
+_MAX_CONNECTIONS = 512
+# Report bodies over _MAX_BODY (a valid status URL's) read and handled at once: 64 MiB at most.
+_MAX_LARGE_BODIES = 16
 _STATUSES = {"delivered": EngagementKind.DELIVERED, "bounced": EngagementKind.BOUNCED,
              "complained": EngagementKind.COMPLAINED, "opened": EngagementKind.OPENED,
              "clicked": EngagementKind.CLICKED}
@@ -85,6 +99,13 @@ class _Response:
     location: str = ""
 
 
+@dataclass
+class _Progress:
+    """How far a request was read when its time ran out."""
+
+    head: bool = False
+
+
 _REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
             500: "Internal Server Error", 503: "Service Unavailable"}
@@ -99,6 +120,8 @@ class EngagementListener:
         self.host = host
         self.port = port
         self.bound_port = 0
+        self.connections = 0  # being served now
+        self._large_bodies: asyncio.Semaphore | None = None  # made on the serving loop
 
     async def run(self) -> None:
         server = await asyncio.start_server(self._serve, self.host, self.port,
@@ -109,14 +132,32 @@ class EngagementListener:
             await server.serve_forever()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections >= _MAX_CONNECTIONS:
+            await self._answer(writer, _Response(503, b"busy, try again later"))
+            return
+        self.connections += 1
         try:
-            response = await asyncio.wait_for(self._handle(reader), _READ_TIMEOUT)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError, ConnectionError):
-            response = _Response(400, b"bad request")
+            await self._answer(writer, await self._response(reader))
+        finally:
+            self.connections -= 1
+
+    async def _response(self, reader: asyncio.StreamReader) -> _Response:
+        read = _Progress()
+        try:
+            return await asyncio.wait_for(self._handle(reader, read), _READ_TIMEOUT)
+        except TimeoutError:
+            # Once the head is in, the request is one to answer: a provider retries a 503.
+            return (_Response(503, b"try again later") if read.head
+                    else _Response(400, b"bad request"))
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                ConnectionError):
+            return _Response(400, b"bad request")
         except Exception as exc:  # answer 500 rather than drop the connection
             log.error("engagement request failed", exc_info=exc)
-            response = _Response(500, b"internal error")
+            return _Response(500, b"internal error")
+
+    @staticmethod
+    async def _answer(writer: asyncio.StreamWriter, response: _Response) -> None:
         head = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'OK')}",
                 f"Content-Type: {response.content_type}",
                 f"Content-Length: {len(response.body)}", "Connection: close",
@@ -131,43 +172,60 @@ class EngagementListener:
         finally:
             writer.close()
 
-    async def _handle(self, reader: asyncio.StreamReader) -> _Response:
-        request_line = (await reader.readuntil(b"\r\n")).decode("latin-1").strip()
-        method, target, _ = request_line.split(" ", 2)
+    async def _handle(self, reader: asyncio.StreamReader, read: _Progress) -> _Response:
+        # The whole head at once: longer than _MAX_HEAD is a LimitOverrunError (400).
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        method, target, _ = head[0].strip().split(" ", 2)
         headers: dict[str, str] = {}
-        while True:
-            line = (await reader.readuntil(b"\r\n")).decode("latin-1").strip()
-            if not line:
-                break
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        for line in head[1:]:
+            if line.strip():
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
         length = int(headers.get("content-length", "0"))
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        read.head = True
         path = urlsplit(target).path
-        parts = path.strip("/").split("/")
-        if length > (_MAX_REPORT_BODY if parts[0] == "s" else _MAX_BODY):
-            return _Response(413, b"too large")
-        body = await reader.readexactly(length) if length else b""
         if path == "/healthz" and method == "GET":
             # For a load balancer or Ingress in front of the listener (deploy/k8s/base).
             return _Response(200, b"ok")
+        parts = path.strip("/").split("/")
         if len(parts) != 2 or parts[0] not in ("o", "c", "u", "s"):
             return _Response(404, b"not found")
         route, signed = parts
+        # Checked before any of the body is read: a forged link costs its head only.
         token = verify(signed, self.tracking.secret)
         expected = {"o": "open", "c": "click", "u": "unsubscribe", "s": "status"}[route]
         if token is None or token.action != expected:
             return _Response(403, b"forged or damaged link")
+        provider = None
         if route == "s" and self.reports is not None:
             provider = await self.reports.provider(token.workspace_id, token.message_id)
             if provider is None or not same(token.url, provider.webhook_nonce):
                 # A deleted provider, or a URL from before UpdateProvider issued a new one.
                 return _Response(403, b"status URL no longer valid")
-            if provider.config.get("webhook_format"):
-                # The URL as the provider called it: Twilio signs it.
-                url = self.tracking.base_url.rstrip("/") + target
-                answer = await self.reports.receive(
-                    provider, WebhookRequest(method, url, headers, body))
-                return _Response(answer.status, answer.text.encode())
+        if length > (_MAX_REPORT_BODY if route == "s" else _MAX_BODY):
+            return _Response(413, b"too large")
+        if length <= _MAX_BODY:
+            return await self._with_body(reader, length, route, method, target, headers,
+                                         token, provider)
+        if self._large_bodies is None:
+            self._large_bodies = asyncio.Semaphore(_MAX_LARGE_BODIES)
+        async with self._large_bodies:
+            return await self._with_body(reader, length, route, method, target, headers,
+                                         token, provider)
+
+    async def _with_body(self, reader: asyncio.StreamReader, length: int, route: str,
+                         method: str, target: str, headers: dict[str, str],
+                         token: TrackingToken, provider: ProviderConfig | None) -> _Response:
+        body = await reader.readexactly(length) if length else b""
+        if provider is not None and provider.config.get("webhook_format"):
+            assert self.reports is not None
+            # The URL as the provider called it: Twilio signs it.
+            url = self.tracking.base_url.rstrip("/") + target
+            answer = await self.reports.receive(
+                provider, WebhookRequest(method, url, headers, body))
+            return _Response(answer.status, answer.text.encode())
         return await self._route(route, method, token, body)
 
     async def _route(self, route: str, method: str, token: TrackingToken,

@@ -17,8 +17,10 @@ per host (scheme, host, port) and reused while the server allows it (not closed 
 open in all, so a slow provider cannot open sockets without bound; no redirects followed (a
 provider that redirects has answered); no cookies kept (providers of different workspaces
 share the pool); answers read up to ``MAX_ANSWER_BYTES``; a call is never repeated (a POST that
-broke may have been taken). Errors come out as :class:`HttpTimeout` and
-:class:`HttpTransportError`, so the providers need not know the library.
+broke may have been taken); only public addresses dialled unless ``allow_private``
+(adapters/destinations.py; a call through a proxy has its name checked here, and the proxy
+dials). Errors come out as :class:`HttpTimeout` and :class:`HttpTransportError`, so the
+providers need not know the library.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from urllib.request import getproxies_environment
 import aiohttp
 import msgspec
 import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDictProxy
 
+from cjo_delivery.adapters.destinations import check_name, connect, public_socket
 from cjo_delivery.adapters.http_wire import Connection, WireError, request_bytes
 
 # Providers answer with a few hundred bytes; more is read no further (the connection is then
@@ -111,28 +115,53 @@ class HttpClient:
     pool is opened on first use) and :meth:`close` it at shutdown."""
 
     def __init__(self, *, connections: int = 64, tls_context: ssl.SSLContext | None = None,
-                 keepalive_seconds: float = KEEPALIVE_SECONDS) -> None:
+                 keepalive_seconds: float = KEEPALIVE_SECONDS,
+                 allow_private: bool = False) -> None:
         self.connections = connections
+        # Private addresses may be dialled (CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS).
+        self.allow_private = allow_private
         # The system trust store (SSL_CERT_FILE / SSL_CERT_DIR apply) unless one is given.
         self.tls_context = tls_context or ssl.create_default_context()
         self.keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
+        self._proxy_session: aiohttp.ClientSession | None = None
         # The lean path's pool: idle connections per host, and how many are open in all.
         self._idle: dict[_Key, list[Connection]] = {}
         self._open_count = 0
         self._slots: asyncio.Semaphore | None = None  # made on the loop that sends
         self._proxied: bool | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _new_session(self, *, proxied: bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self.connections, limit_per_host=self.connections, ssl=self.tls_context,
+            keepalive_timeout=self.keepalive_seconds,
+            # Sees the address each connection dials; a proxy's is the operator's own.
+            socket_factory=None if self.allow_private or proxied else public_socket)
+        return aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+            # Honour HTTP(S)_PROXY / NO_PROXY like the previous client (httpx) did, but only
+            # for the calls a proxy makes: aiohttp then reads ~/.netrc on every call.
+            trust_env=proxied)
+
+    async def _open(self, url: str) -> aiohttp.ClientSession:
+        """The session for ``url``: through the proxy the environment names for it, if any
+        (its name checked here first), else direct."""
+        proxied = False
+        if getproxies_environment():
+            target = yarl.URL(url)
+            try:
+                get_env_proxy_for_url(target)
+                proxied = True
+            except LookupError:
+                pass
+            if proxied and not self.allow_private and target.raw_host:
+                await check_name(target.raw_host, target.port or 0)
+        if proxied:
+            if self._proxy_session is None or self._proxy_session.closed:
+                self._proxy_session = self._new_session(proxied=True)
+            return self._proxy_session
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.connections, limit_per_host=self.connections,
-                ssl=self.tls_context, keepalive_timeout=self.keepalive_seconds)
-            self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                # Honour HTTP(S)_PROXY / NO_PROXY like the previous client (httpx) did, but
-                # only when one is set: aiohttp then reads ~/.netrc on every call.
-                trust_env=bool(getproxies_environment()))
+            self._session = self._new_session(proxied=False)
         return self._session
 
     async def post(self, url: str, *, timeout: float, headers: Mapping[str, str] | None = None,
@@ -157,7 +186,7 @@ class HttpClient:
         elif content is not None:
             data = content
         try:
-            async with self._open().post(
+            async with (await self._open(url)).post(
                     url, data=data, headers=sent_headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 body = await _read_capped(response)
@@ -228,8 +257,9 @@ class HttpClient:
         scheme, host, port = key
         self._open_count += 1
         try:
-            _, conn = await asyncio.get_running_loop().create_connection(
+            _, conn = await connect(
                 lambda: Connection(MAX_ANSWER_BYTES), host, port,
+                allow_private=self.allow_private,
                 ssl=self.tls_context if scheme == "https" else None,
                 server_hostname=host if scheme == "https" else None)
         except BaseException:
@@ -259,7 +289,7 @@ class HttpClient:
     async def get(self, url: str, *, timeout: float) -> HttpResponse:
         """GET ``url`` and read the answer (capped like any other), within ``timeout``."""
         try:
-            async with self._open().get(
+            async with (await self._open(url)).get(
                     url, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 return HttpResponse(response.status, response.headers,
@@ -274,9 +304,10 @@ class HttpClient:
             for conn in idle:
                 self._close(conn)
         self._idle.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._proxy_session):
+            if session is not None:
+                await session.close()
+        self._session = self._proxy_session = None
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:

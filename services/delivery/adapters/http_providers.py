@@ -4,7 +4,10 @@ generic JSON provider, a Twilio-shaped SMS API, FCM HTTP v1 push, and signed web
 Every adapter turns the provider's answer into a ProviderError that says whether a retry can
 help, whether the address is gone for good (a bounce: it is then suppressed) and how long the
 provider asked us to wait (429 Retry-After). Error texts never contain a secret: credentials
-travel only in headers, and headers are never part of an error.
+travel only in headers, and headers are never part of an error. Nor do they quote the answer's
+body: only its status and, where the provider documents them, its error code (a number for
+Twilio, an upper-case name for FCM). The error is read back by the workspace (GetMessage), so
+whatever answered must not be able to pass its text through it.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import Any
 
 from cjo_delivery.adapters.http_client import (
@@ -61,8 +66,16 @@ def _json(response: HttpResponse) -> Any:
         return None
 
 
-def _snippet(response: HttpResponse) -> str:
-    return " ".join(response.text[:300].split())
+def _status(response: HttpResponse) -> str:
+    """``503 Service Unavailable``: the code and its standard phrase, never the body's text."""
+    try:
+        return f"{response.status_code} {HTTPStatus(response.status_code).phrase}"
+    except ValueError:
+        return str(response.status_code)
+
+
+# FCM's error status and errorCode values (UNREGISTERED, QUOTA_EXCEEDED, ...).
+_FCM_CODE = re.compile(r"[A-Z][A-Z_]{0,63}")
 
 
 class HttpProvider:
@@ -85,13 +98,10 @@ class HttpProvider:
             raise ProviderError(f"{self.where}: {exc}", transient=True) from None
         if response.status_code == 429:
             raise ProviderError(
-                f"{self.where}: 429 rate limited: {self._describe(response)}", transient=True,
+                f"{self.where}: {_status(response)}", transient=True,
                 retry_after=retry_after_seconds(response.headers.get("Retry-After"),
                                                 self.clock.now()))
         return response
-
-    def _describe(self, response: HttpResponse) -> str:
-        return _snippet(response)
 
     async def close(self) -> None:
         """The client is shared and closed by its owner."""
@@ -125,7 +135,7 @@ class JsonHttpProvider(HttpProvider):
                 provider_id: str = data["id"]
                 return provider_id
             return message.message_id
-        raise ProviderError(f"{self.where}: {response.status_code} {_snippet(response)}",
+        raise ProviderError(f"{self.where}: {_status(response)}",
                             transient=response.status_code >= 500
                             or response.status_code in (401, 403, 408))
 
@@ -154,8 +164,9 @@ class TwilioSmsProvider(HttpProvider):
             sid: str = data["sid"]
             return sid
         code = data.get("code") if isinstance(data, dict) else None
-        text = data.get("message", "") if isinstance(data, dict) else _snippet(response)
-        described = f"{self.where}: {response.status_code} error {code}: {text}"
+        if not isinstance(code, int) or isinstance(code, bool) or not 0 < code < 10**6:
+            code = None  # Twilio's codes are numbers of up to five digits
+        described = f"{self.where}: {_status(response)}" + (f" error {code}" if code else "")
         if response.is_success:
             raise ProviderError(f"{self.where}: answer without a sid", transient=True)
         if code in _TWILIO_BOUNCES:
@@ -192,15 +203,18 @@ class FcmPushProvider(HttpProvider):
                 and isinstance(answer.get("name"), str):
             name: str = answer["name"]
             return name
-        status, error_code, text = "", "", _snippet(response)
+        status, error_code = "", ""
         if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
             error = answer["error"]
-            status, text = str(error.get("status", "")), str(error.get("message", ""))
-            for detail in error.get("details", []):
+            status = str(error.get("status", ""))
+            details = error.get("details", [])
+            for detail in details if isinstance(details, list) else []:
                 if isinstance(detail, dict) and "errorCode" in detail:
                     error_code = str(detail["errorCode"])
         code = error_code or status
-        described = f"{self.where}: {response.status_code} {code}: {text}"
+        if not _FCM_CODE.fullmatch(code):
+            code = ""
+        described = f"{self.where}: {_status(response)}" + (f" {code}" if code else "")
         if code == "UNREGISTERED":  # the app was uninstalled or the token expired
             raise ProviderError(described, transient=False, bounce=True)
         if code in _FCM_PERMANENT:
@@ -224,5 +238,4 @@ class WebhookProvider(HttpProvider):
             return message.message_id
         # A receiver that says the body is wrong or the endpoint is gone will say so again.
         permanent = response.status_code in (400, 404, 410, 413, 422)
-        raise ProviderError(f"{self.where}: {response.status_code} {_snippet(response)}",
-                            transient=not permanent)
+        raise ProviderError(f"{self.where}: {_status(response)}", transient=not permanent)

@@ -42,14 +42,17 @@ class UnreadableSecretsProvider:
 
 class ProviderFactory:
     """Builds providers; the HTTP ones share one pooled client (``http_connections`` connections
-    at most, TLS verified with ``tls_context`` or the system's trust store)."""
+    at most, TLS verified with ``tls_context`` or the system's trust store). They dial only
+    public addresses unless ``allow_private`` (adapters/destinations.py)."""
 
     def __init__(self, clock: Clock, *, smtp_connections: int = 4, http_connections: int = 64,
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None, allow_private: bool = False) -> None:
         self.clock = clock
         self.smtp_connections = smtp_connections
         self.tls_context = tls_context
-        self.client = HttpClient(connections=http_connections, tls_context=tls_context)
+        self.allow_private = allow_private
+        self.client = HttpClient(connections=http_connections, tls_context=tls_context,
+                                 allow_private=allow_private)
 
     def build(self, config: ProviderConfig) -> Provider:
         if config.secrets_error:
@@ -70,7 +73,7 @@ class ProviderFactory:
                 timeout_seconds=float(c.get("timeout_seconds", "10")),
                 data_timeout_seconds=float(c.get("data_timeout_seconds", "60")),
                 connections=self.smtp_connections, ca_file=c.get("ca_file", ""),
-                webhook_format=c.get("webhook_format", ""),
+                webhook_format=c.get("webhook_format", ""), allow_private=self.allow_private,
                 # A workspace's own CA bundle wins over the deployment's TLS context.
                 tls_context=None if c.get("ca_file") else self.tls_context), self.clock)
         if kind is ProviderKind.HTTP_JSON:

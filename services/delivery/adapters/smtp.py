@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import cast
 
+from cjo_delivery.adapters.destinations import connect
 from cjo_delivery.adapters.smtp_message import (
     build_email,
     message_id_header,
@@ -75,6 +76,9 @@ class SmtpSettings:
     # The provider's webhook_format: which relay's tagging headers each email carries, so that
     # the relay's reports name cjo's message (domain/provider_events.tagging_headers).
     webhook_format: str = ""
+    # Whether ``host`` may be a private address (adapters/destinations.py): the deployment's
+    # own server (CJO_SMTP_*) always, a workspace's with CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS.
+    allow_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,8 +246,8 @@ class _Connection:
                    tls: ssl.SSLContext | None) -> _Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(settings.timeout_seconds):
-            transport, replies = await loop.create_connection(
-                _Replies, settings.host, settings.port)
+            transport, replies = await connect(_Replies, settings.host, settings.port,
+                                               allow_private=settings.allow_private)
         conn = cls(transport, replies, settings.timeout_seconds, settings.data_timeout_seconds)
         try:
             code, text = await conn.reply()

@@ -101,6 +101,8 @@ class ProviderRpcs:
     transactions: Transactions
     status_url: StatusUrl | None
     secret_box: SecretBox
+    # CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS: providers may name private IP addresses.
+    private_destinations: bool
 
     async def CreateProvider(self, request: pb.CreateProviderRequest,
                              context: grpc.aio.ServicerContext) -> pb.CreateProviderResponse:
@@ -110,7 +112,8 @@ class ProviderRpcs:
         return await once(
             self.transactions, request, pb.CreateProviderResponse,
             work=lambda uow: pb.CreateProviderResponse(provider=provider_to_proto(
-                providers.create_provider(uow, workspace, draft, box=self.secret_box),
+                providers.create_provider(uow, workspace, draft, box=self.secret_box,
+                                          private_destinations=self.private_destinations),
                 self.status_url)))
 
     async def GetProvider(self, request: pb.GetProviderRequest,
@@ -150,7 +153,8 @@ class ProviderRpcs:
             self.transactions, request, pb.UpdateProviderResponse,
             work=lambda uow: pb.UpdateProviderResponse(provider=provider_to_proto(
                 providers.update_provider(uow, workspace, provider_id, p.name, changes, paths,
-                                          p.etag, box=self.secret_box),
+                                          p.etag, box=self.secret_box,
+                                          private_destinations=self.private_destinations),
                 self.status_url)))
 
     async def DeleteProvider(self, request: pb.DeleteProviderRequest,

@@ -121,8 +121,10 @@ class DeliveryServicer(ProviderRpcs, InboxRpcs, pb_grpc.DeliveryServiceServicer)
     def __init__(self, transactions: Transactions,
                  announce_queued: Announce,
                  status_url: Callable[[str, str, str], str] | None = None,
-                 hub: InboxHub | None = None, secret_box: SecretBox | None = None) -> None:
+                 hub: InboxHub | None = None, secret_box: SecretBox | None = None,
+                 private_destinations: bool = False) -> None:
         self.transactions = transactions
+        self.private_destinations = private_destinations
         self.announce_queued = announce_queued
         self.status_url = status_url
         self.secret_box = secret_box or SecretBox([])

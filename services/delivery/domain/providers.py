@@ -6,6 +6,8 @@ or logged (``ProviderConfig.secrets`` is left out of its repr).
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -108,6 +110,41 @@ class ProviderConfig:
     webhook_nonce: str = ""
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits which a gateway may reach for
+# us: NAT64's well-known prefix (RFC 6052) and the deprecated IPv4-compatible addresses.
+_EMBEDDING_V4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+
+
+def is_public_address(address: str) -> bool:
+    """Whether delivery may send a workspace's messages to ``address`` (an IP address, as
+    getaddrinfo gives it): globally routable, so neither this host, its network, a cloud's
+    metadata service nor any other private, shared, reserved or multicast range. An IPv6
+    address that stands for an IPv4 one (IPv4-mapped, 6to4, NAT64, IPv4-compatible) is judged
+    by that one too."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # fe80::1%eth0: without the zone
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and any(ip in net for net in _EMBEDDING_V4):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and not is_public_address(str(embedded)):
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
+def literal_address(host: str) -> str | None:
+    """The IP address ``host`` spells, in any form a resolver takes (``[::1]``, ``127.1``,
+    ``0x7f000001``), else None (a name)."""
+    host = host.strip("[]")
+    try:
+        return str(ipaddress.ip_address(host.split("%", 1)[0]))
+    except ValueError:
+        pass
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))  # the shorthands inet_aton reads
+    except (OSError, UnicodeError, ValueError):
+        return None
+
+
 def provider_name(provider_id: str) -> str:
     return f"{NAME_PREFIX}{provider_id}"
 
@@ -122,9 +159,12 @@ def provider_id_of(name: str, field: str = "name") -> str:
 
 def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
                       display_name: str, config: dict[str, str], secrets: dict[str, str],
-                      prefix: str = "provider") -> Violations:
+                      prefix: str = "provider", private_destinations: bool = False
+                      ) -> Violations:
     """Every problem of a provider's settings. ``secrets`` are the ones it will have after the
-    change (stored and new). Descriptions never quote a secret's value."""
+    change (stored and new). Descriptions never quote a secret's value. A URL or SMTP host that
+    is an IP address must be a public one unless ``private_destinations`` (the deployment's
+    CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS); names are checked when they are dialled."""
     problems = Violations()
     problems.check(len(display_name) <= 256, f"{prefix}.display_name", "at most 256 characters")
     ok_channel = problems.check(channel is not None and channel is not Channel.IN_APP,
@@ -146,8 +186,13 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
                        f"at most {MAX_SETTING_LENGTH} characters")
         if key in shape.urls:
             url = urlsplit(value)
-            problems.check(url.scheme in ("http", "https") and bool(url.netloc),
-                           f"{prefix}.config[{key}]", "must be an http(s) URL")
+            if problems.check(url.scheme in ("http", "https") and bool(url.netloc),
+                              f"{prefix}.config[{key}]", "must be an http(s) URL"):
+                _check_destination(url.hostname or "", private_destinations,
+                                   f"{prefix}.config[{key}]", problems)
+        if key == "host" and kind is ProviderKind.SMTP:
+            _check_destination(value, private_destinations, f"{prefix}.config[{key}]",
+                               problems)
         if key in ("port",):
             problems.check(value.isdigit() and 1 <= int(value) <= 65535,
                            f"{prefix}.config[{key}]", "must be a port number")
@@ -192,6 +237,16 @@ def validate_provider(*, channel: Channel | None, kind: ProviderKind | None,
     for key in sorted(REQUIRED_SECRETS.get(kind, frozenset()) - secrets.keys()):
         problems.add(f"{prefix}.secrets[{key}]", f"is required for a {kind.value} provider")
     return problems
+
+
+def _check_destination(host: str, private_destinations: bool, where: str,
+                       problems: Violations) -> None:
+    address = None if private_destinations else literal_address(host)
+    if address is not None:
+        problems.check(is_public_address(address), where,
+                       f"must not be a private, loopback, link-local or reserved address "
+                       f"({address}); the deployment allows them only with "
+                       "CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS")
 
 
 # What each webhook format needs to tell the provider's reports from forgeries.

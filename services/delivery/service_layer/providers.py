@@ -47,9 +47,12 @@ def new_webhook_nonce() -> str:
 
 
 def create_provider(uow: UnitOfWork, workspace_id: str, draft: ProviderDraft, *,
-                    box: SecretBox) -> ProviderConfig:
+                    box: SecretBox, private_destinations: bool = False) -> ProviderConfig:
+    """``private_destinations``: the deployment lets providers send to private addresses
+    (CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS)."""
     validate_provider(channel=draft.channel, kind=draft.kind, display_name=draft.display_name,
-                      config=draft.config, secrets=draft.secrets).raise_if_any()
+                      config=draft.config, secrets=draft.secrets,
+                      private_destinations=private_destinations).raise_if_any()
     assert draft.channel is not None and draft.kind is not None
     existing = provider_store.list_providers(uow.session, workspace_id, box, draft.channel)
     if len(existing) >= MAX_PROVIDERS_PER_CHANNEL:
@@ -82,10 +85,12 @@ def list_providers(uow: UnitOfWork, workspace_id: str, channel: Channel | None, 
 
 def update_provider(uow: UnitOfWork, workspace_id: str, provider_id: str, name: str,
                     changes: ProviderDraft, paths: frozenset[str], etag: str, *,
-                    box: SecretBox) -> ProviderConfig:
+                    box: SecretBox, private_destinations: bool = False) -> ProviderConfig:
     """Change the fields named in ``paths`` (some of :data:`UPDATABLE`) to those of
     ``changes``; given secrets are merged into the stored ones. Refused when ``etag`` is
-    given and the provider changed since it was read."""
+    given and the provider changed since it was read. A private address is refused only in
+    a new ``config``: a provider stored before can still be disabled or deleted (its sends
+    are refused when they dial it)."""
     current = provider_store.get_provider(uow.session, workspace_id, provider_id, box,
                                           for_update=True)
     if current is None:
@@ -109,7 +114,9 @@ def update_provider(uow: UnitOfWork, workspace_id: str, provider_id: str, name: 
     kept = (dict.fromkeys(REQUIRED_SECRETS.get(current.kind, ()), "")
             if current.secrets_error and "secrets" not in paths else secrets)
     validate_provider(channel=current.channel, kind=current.kind, display_name=display,
-                      config=config, secrets=kept).raise_if_any()
+                      config=config, secrets=kept,
+                      private_destinations=private_destinations or "config" not in paths
+                      ).raise_if_any()
     updated = ProviderConfig(
         workspace_id=workspace_id, provider_id=provider_id, channel=current.channel,
         kind=current.kind,

@@ -3,6 +3,7 @@ setting, checks the request is the provider's and returns the events it reports.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,7 +14,12 @@ from cjo_delivery.domain.provider_events import OneTimeToken, ProviderEvent, Web
 from cjo_delivery.domain.providers import ProviderConfig
 from cjo_platform.clock import Clock
 
-FETCH_TIMEOUT = 10.0
+# Well within the engagement listener's read timeout (10 s), so that a slow fetch is answered
+# with this module's 503 (the provider retries), with time left for the transaction.
+FETCH_TIMEOUT = 4.0
+# A bounce's status (RFC 3464) comes before the original message it returns: what follows is
+# not read, so a crafted "bounce" costs at most this much parsing.
+MAX_DSN_BYTES = 256 * 1024
 
 
 class Unavailable(Exception):
@@ -72,5 +78,7 @@ class ProviderWebhooks:
                 return Reading(twilio.events(request, s.get("webhook_auth_token")
                                              or s.get("auth_token", "")))
             case WebhookFormat.DSN:
-                # A bounce mailbox has no signature: the signed URL is the credential.
-                return Reading(dsn.events(request.body))
+                # A bounce mailbox has no signature: the signed URL is the credential. Parsed
+                # off the event loop, which every RPC and send of the process shares.
+                return Reading(await asyncio.to_thread(dsn.events,
+                                                       request.body[:MAX_DSN_BYTES]))

@@ -1,0 +1,186 @@
+"""A workspace's providers reach only public addresses (review hdeliv HIGH, SSRF): an ADMIN key
+could point a provider at loopback, the cloud's metadata address or an internal service, and
+read its answer back in GetMessage.error. Literal private addresses are refused at
+CreateProvider / UpdateProvider; names are checked on the address actually dialled (every
+path: the lean HTTP client, aiohttp, SMTP); the error never quotes the answer's body.
+CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS lets them through (the rest of the suite sets it)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from delivery_support import SmtpSink, delivery_app, send_request, smtp_server
+from http_sink import Answer, HttpSink, http_sink
+
+from cjo.common.v1 import common_pb2
+from cjo.delivery.v1 import delivery_service_pb2 as pb
+from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
+from cjo.delivery.v1 import message_pb2, provider_pb2
+from cjo_delivery.adapters.http_client import HttpClient, HttpTransportError
+from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
+from cjo_delivery.domain.sending import OutgoingEmail, ProviderError
+from cjo_platform.clock import ManualClock
+from support import Backend, as_service, eventually, free_port, serving
+
+WS = as_service("ws-a")
+STRICT = {"CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS": "false"}
+SECRET = "AKIA-INTERNAL-SECRET-42"
+
+
+def _webhook(url: str) -> provider_pb2.Provider:
+    return provider_pb2.Provider(channel=common_pb2.CHANNEL_WEBHOOK,
+                                 kind=provider_pb2.PROVIDER_KIND_WEBHOOK, config={"url": url},
+                                 secrets={"signing_secret": "s"})
+
+
+def _webhook_message(key: str) -> pb.SendMessageRequest:
+    return pb.SendMessageRequest(
+        idempotency_key=key, recipient=message_pb2.Recipient(profile_id="p1", address="x"),
+        content=common_pb2.RenderedMessage(channel=common_pb2.CHANNEL_WEBHOOK,
+                                           webhook=common_pb2.RenderedWebhook(json_body="{}")))
+
+
+async def _error_of(stub: pb_grpc.DeliveryServiceStub, name: str) -> str:
+    async def failed() -> str:
+        m = (await stub.GetMessage(pb.GetMessageRequest(name=name), metadata=WS)).message
+        return m.error
+    return str(await eventually(failed))
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+    "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+    "64:ff9b::a9fe:a9fe", "2002:7f00:1::", "::127.0.0.1", "224.0.0.1"])
+def test_private_loopback_link_local_and_mapped_addresses_are_not_public(address: str) -> None:
+    from cjo_delivery.domain.providers import is_public_address  # new with the fix
+    assert not is_public_address(address)
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"])
+def test_global_addresses_are_public(address: str) -> None:
+    from cjo_delivery.domain.providers import is_public_address  # new with the fix
+    assert is_public_address(address)
+
+
+async def test_literal_private_addresses_are_refused_naming_the_field(backend: Backend) -> None:
+    app = delivery_app(backend, free_port(), ManualClock(), **STRICT)
+    async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+        stub = pb_grpc.DeliveryServiceStub(ch)
+        refused = [
+            (_webhook("http://169.254.169.254/latest/meta-data/"), "provider.config[url]"),
+            (_webhook("http://[::1]:8080/x"), "provider.config[url]"),
+            (_webhook("https://127.1/x"), "provider.config[url]"),
+            (provider_pb2.Provider(channel=common_pb2.CHANNEL_SMS,
+                                   kind=provider_pb2.PROVIDER_KIND_HTTP_JSON,
+                                   config={"url": "http://10.0.0.8/send"}),
+             "provider.config[url]"),
+            (provider_pb2.Provider(channel=common_pb2.CHANNEL_SMS,
+                                   kind=provider_pb2.PROVIDER_KIND_TWILIO_SMS,
+                                   config={"account_sid": "AC1", "from": "+15550000000",
+                                           "base_url": "http://[::ffff:127.0.0.1]"},
+                                   secrets={"auth_token": "t"}), "provider.config[base_url]"),
+            (provider_pb2.Provider(channel=common_pb2.CHANNEL_EMAIL,
+                                   kind=provider_pb2.PROVIDER_KIND_SMTP,
+                                   config={"host": "127.0.0.1", "port": "25",
+                                           "from": "Acme <news@acme.example>"}),
+             "provider.config[host]"),
+        ]
+        for provider, field in refused:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.CreateProvider(pb.CreateProviderRequest(provider=provider),
+                                          metadata=WS)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field in str(error.value.details()), field
+        assert not (await stub.ListProviders(pb.ListProvidersRequest(), metadata=WS)).providers
+
+        made = (await stub.CreateProvider(pb.CreateProviderRequest(
+            provider=_webhook("https://hooks.example.com/x")), metadata=WS)).provider
+        made.config["url"] = "http://192.168.0.10/x"
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.UpdateProvider(pb.UpdateProviderRequest(
+                provider=made, update_mask={"paths": ["config"]}), metadata=WS)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "provider.config[url]" in str(error.value.details())
+
+
+async def test_a_name_of_a_private_address_is_refused_when_dialled(backend: Backend) -> None:
+    """``localhost`` passes validation (a name), but the address it resolves to is dialled by
+    no path: the internal service is never reached and its answer never read back."""
+    internal = HttpSink(default=lambda r: Answer(403, {"internal": SECRET}))
+    mail_port = free_port()
+    with http_sink(internal) as sink, smtp_server(SmtpSink(), mail_port) as mail:
+        app = delivery_app(backend, free_port(), ManualClock(), **STRICT)
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.DeliveryServiceStub(ch)
+            await stub.CreateProvider(pb.CreateProviderRequest(
+                provider=_webhook(f"http://localhost:{sink.port}/admin/keys")), metadata=WS)
+            await stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+                channel=common_pb2.CHANNEL_EMAIL, kind=provider_pb2.PROVIDER_KIND_SMTP,
+                config={"host": "localhost", "port": str(mail_port),
+                        "from": "Acme <news@acme.example>"})), metadata=WS)
+            hook = (await stub.SendMessage(_webhook_message("k1"), metadata=WS)).message
+            email = (await stub.SendMessage(send_request("k2"), metadata=WS)).message
+            hook_error = await _error_of(stub, hook.name)
+            email_error = await _error_of(stub, email.name)
+    assert "not a public address" in hook_error and SECRET not in hook_error
+    assert "not a public address" in email_error
+    assert internal.requests == [] and mail.received == []
+
+
+async def test_the_error_quotes_the_status_never_the_answer_s_body(backend: Backend) -> None:
+    """Even where private destinations are allowed, what answered cannot pass its text through
+    GetMessage.error: the status and its standard phrase only."""
+    internal = HttpSink(default=lambda r: Answer(403, {"internal": SECRET}))
+    with http_sink(internal) as sink:
+        app = delivery_app(backend, free_port(), ManualClock())
+        async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.DeliveryServiceStub(ch)
+            await stub.CreateProvider(pb.CreateProviderRequest(
+                provider=_webhook(f"{sink.url}/admin/keys")), metadata=WS)
+            hook = (await stub.SendMessage(_webhook_message("k1"), metadata=WS)).message
+            error = await _error_of(stub, hook.name)
+    assert internal.requests and "403 Forbidden" in error and SECRET not in error
+
+
+async def test_every_http_path_checks_the_address_it_dials(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name is checked on the address it resolves to when dialled, whatever it resolved to
+    before (DNS rebinding): ``localhost`` stands for a name that now resolves to loopback."""
+    with http_sink(HttpSink()) as sink:
+        client = HttpClient()
+        url = f"http://localhost:{sink.port}/x"
+        try:
+            for call in (lambda: client.post(url, timeout=5, json_body={}),
+                         lambda: client.get(url, timeout=5),
+                         lambda: client.post(f"http://127.0.0.1:{sink.port}/x", timeout=5)):
+                with pytest.raises(HttpTransportError, match="not a public address"):
+                    await call()
+            # Through a proxy (the operator's, on a private address: allowed), the name is
+            # checked here before the proxy is asked to dial it.
+            monkeypatch.setenv("HTTP_PROXY", sink.url)
+            proxied = HttpClient()
+            try:
+                with pytest.raises(HttpTransportError, match="not a public address"):
+                    await proxied.post(url, timeout=5, json_body={})
+            finally:
+                await proxied.close()
+        finally:
+            await client.close()
+    assert sink.requests == []
+
+
+async def test_a_workspace_smtp_server_is_dialled_only_at_a_public_address() -> None:
+    connected: list[int] = []
+    server = await asyncio.start_server(lambda r, w: connected.append(1), "127.0.0.1", 0)
+    async with server:
+        smtp = SmtpProvider(SmtpSettings(host="localhost",
+                                         port=server.sockets[0].getsockname()[1],
+                                         timeout_seconds=5), ManualClock())
+        mail = OutgoingEmail(message_id="m1", to="a@example.com", subject="s", preheader="",
+                             html="<p>x</p>", text="x")
+        with pytest.raises(ProviderError, match="not a public address"):
+            await smtp.send_email(mail)
+        await smtp.close()
+    assert connected == []
