@@ -99,7 +99,10 @@ def load_sender_settings(env: Env) -> SenderSettings:
     return SenderSettings(
         poll_seconds=env.float("CJO_DELIVERY_POLL_SECONDS", 0.5, minimum=0.01),
         batch_size=env.int("CJO_DELIVERY_BATCH_SIZE", 100, minimum=1, maximum=1000),
-        concurrency=env.int("CJO_DELIVERY_CONCURRENCY", 8, minimum=1, maximum=256),
+        concurrency=(concurrency := env.int("CJO_DELIVERY_CONCURRENCY", 8, minimum=1,
+                                            maximum=256)),
+        workspace_share=env.int("CJO_DELIVERY_WORKSPACE_SHARE", max(1, concurrency // 4),
+                                minimum=1, maximum=256),
         rounds=env.int("CJO_DELIVERY_ROUNDS", 4, minimum=1, maximum=32),
         lease=timedelta(seconds=env.float("CJO_DELIVERY_LEASE_SECONDS", 300.0, minimum=1.0)),
         max_lease_expiries=env.int("CJO_DELIVERY_MAX_LEASE_EXPIRIES", 3, minimum=1,

@@ -224,6 +224,19 @@ provider_breakers = Table(
     PrimaryKeyConstraint("workspace_id", "provider_id"),
 )
 
+# Providers whose call for a message failed but that may have taken it (a late answer, an error
+# after the content went; a failover then sent it through another, or a retry will): their
+# reports about it are found (adapters/webhook_store.py), as the one that took it is by
+# messages.provider_id. Written before the outcome is recorded, only for such calls.
+message_providers = Table(
+    "message_providers",
+    metadata,
+    Column("workspace_id", String(MAX_WORKSPACE_ID_LENGTH), nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("provider_id", String(64), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "message_id", "provider_id"),
+)
+
 # One-time tokens of signed provider reports already recorded (Mailgun's ``token``), per
 # provider, until the report's replay window ends: the primary key makes exactly one of two
 # reports carrying a token win, on any replica, in the transaction that records its events.

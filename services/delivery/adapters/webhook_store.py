@@ -9,17 +9,18 @@ from datetime import datetime
 from functools import cache
 from typing import NamedTuple
 
-from sqlalchemy import ColumnElement, String, bindparam, delete, select, true
+from sqlalchemy import ColumnElement, String, bindparam, delete, exists, or_, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
-from cjo_delivery.adapters.tables import messages, webhook_tokens
+from cjo_delivery.adapters.tables import message_providers, messages, webhook_tokens
 from cjo_delivery.domain.messages import Channel, MessageStatus
 from cjo_delivery.domain.provider_events import MessageRef, OneTimeToken
 from cjo_platform.db.engine import insert_ignore, pg_array
 from cjo_platform.db.probes import pg_by_keys, pg_probes, pg_text
 
 m = messages.c
+mp = message_providers.c
 _MAX_MESSAGE_ID = 64
 _MAX_PROVIDER_ID = 256
 _MAX_ADDRESS = 320
@@ -29,11 +30,15 @@ _REACHED = (MessageStatus.SENT.value, MessageStatus.DELIVERED.value)
 
 def resolve(session: Session, workspace_id: str, refs: Sequence[MessageRef],
             provider_id: str | None = None) -> dict[MessageRef, str]:
-    """cjo's message id for each reference that finds a message of ``workspace_id`` (sent
-    through ``provider_id``, when given); cjo's id first, then the provider's, then the device
-    token."""
-    sent_by: ColumnElement[bool] = (m.provider_id == provider_id if provider_id is not None
-                                    else true())
+    """cjo's message id for each reference that finds a message of ``workspace_id`` (one that
+    ``provider_id`` may have been handed, when given: recorded as the provider that took it,
+    or as one whose call failed (``message_providers``), or any while it is SENDING: a report
+    may come before the provider's answer was recorded); cjo's id first, then the provider's,
+    then the device token."""
+    sent_by: ColumnElement[bool] = (or_(
+        m.provider_id == provider_id, m.status == MessageStatus.SENDING.value, exists().where(
+            mp.workspace_id == m.workspace_id, mp.message_id == m.message_id,
+            mp.provider_id == provider_id)) if provider_id is not None else true())
     ids = {r.message_id for r in refs if 0 < len(r.message_id) <= _MAX_MESSAGE_ID}
     provider_ids = {r.provider_message_id for r in refs
                     if 0 < len(r.provider_message_id) <= _MAX_PROVIDER_ID}
@@ -97,7 +102,11 @@ def _pg_reads(by_provider: bool) -> _Reads:
     new tenant, a fresh database). With the workspace a constant, such a workspace's every
     message was read through an index's workspace prefix (ix_messages_address; for the tokens
     by (workspace_id, channel) alone) and filtered by the batch's references, per report."""
-    sent_by = "t.provider_id = :provider_id" if by_provider else ""
+    sent_by = ("(t.provider_id = :provider_id "
+               f"OR t.status = '{MessageStatus.SENDING.value}' "
+               "OR EXISTS (SELECT 1 FROM message_providers p "
+               "WHERE p.workspace_id = t.workspace_id AND p.message_id = t.message_id "
+               "AND p.provider_id = :provider_id))") if by_provider else ""
     binds = [bindparam("provider_id", type_=String)] if by_provider else []
     # A push's token: the latest push it got that reached a provider (sent_time is the index's
     # next column: the probe reads the token's pushes only).
@@ -111,6 +120,13 @@ def _pg_reads(by_provider: bool) -> _Reads:
         pg_text(pg_probes(messages.name, "t.address, t.message_id, t.sent_time", {
             "address": "keys"}, where=pushed) + " ORDER BY x.sent_time DESC, x.message_id DESC",
                 ["keys"]).bindparams(*binds).columns(m.address, m.message_id, m.sent_time))
+
+
+def remember_providers(session: Session, rows: Sequence[tuple[str, str, str]]) -> None:
+    """Write down (workspace_id, message_id, provider_id): the provider may have taken the
+    message although its call failed (one statement; known ones are left as they are)."""
+    insert_ignore(session, message_providers, [
+        {"workspace_id": w, "message_id": m_id, "provider_id": p} for w, m_id, p in rows])
 
 
 def spend_token(session: Session, workspace_id: str, provider_id: str, token: OneTimeToken,

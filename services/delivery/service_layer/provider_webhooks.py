@@ -5,8 +5,10 @@ cjo's own engagement is recorded (service_layer/engagement.py): status, suppress
 event, fact.
 
 A report through a provider's URL is about that provider's messages only: its references are
-looked up among the messages the provider sent, so a report through one provider's URL (a
-Postmark password, an unsigned bounce mailbox) cannot touch what another provider sent.
+looked up among the messages the provider may have been handed (recorded as taken by it, its
+call failed but it may have taken them, or still SENDING: webhook_store.resolve), so a report
+through one provider's URL (a Postmark password, an unsigned bounce mailbox) cannot touch what
+another provider sent.
 
 A report about a message cjo does not know is answered 200 and ignored: providers retry
 anything else for days, and a message may be another system's sent through the same account.

@@ -78,6 +78,7 @@ from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
 
+from cjo_delivery.adapters import webhook_store
 from cjo_delivery.adapters.contents import decode_outgoing
 from cjo_delivery.adapters.held import ORPHAN_SWEEP, HeldKey
 from cjo_delivery.adapters.routes import Route, Routes
@@ -106,6 +107,7 @@ from cjo_delivery.service_layer.claims import RoundContext, claim_due, release_o
 from cjo_delivery.service_layer.messages import QUEUED_SIGNAL
 from cjo_delivery.service_layer.outcomes import record_outcomes, unrecorded
 from cjo_delivery.service_layer.rate_grants import RoundGrants
+from cjo_delivery.service_layer.send_slots import SendSlots
 from cjo_platform.backoff import RetryPolicy
 from cjo_platform.clock import Clock
 from cjo_platform.db.signals import Signals
@@ -148,6 +150,9 @@ class SenderSettings:
     poll_seconds: float = 0.5
     batch_size: int = 100
     concurrency: int = 8  # provider calls at once, shared by every round under way
+    # Of those, what one workspace may hold (more only while as many stay free for the
+    # others: service_layer/send_slots.py; CJO_DELIVERY_WORKSPACE_SHARE); 0: a quarter.
+    workspace_share: int = 0
     rounds: int = 4  # rounds under way at once (workers/sender.py)
     # Longer than the slowest send should take: calls still under way at CALLS_END of it are
     # cut off (a transient failure), or another sender could claim the message meanwhile.
@@ -190,6 +195,9 @@ class _Outcome:
     error: ProviderError | None = None
     released: bool = False
     decided: Transition | None = None  # set when a policy or a rate limit, not a call, decided
+    # Providers called that may have taken the message though their call failed (a timeout,
+    # an error after the content went): they may report on it (adapters/webhook_store.py).
+    handed: tuple[str, ...] = ()
 
 
 LinkMaker = Callable[[Claim], tuple[str, Callable[[str], str] | None]]
@@ -215,8 +223,21 @@ class _Arrivals:
     notify: Callable[[], None] = field(default=lambda: None)
     # Called when the round's last outcomes are taken to be recorded.
     on_attempted: Callable[[], None] | None = None
+    # Called when every claim of the round not yet attempted is with a provider or waits for
+    # its workspace's share of the send slots: the next round need not wait for them. True
+    # when it let the next round start.
+    on_aside: Callable[[], bool] | None = None
+    claimed: int = 0
+    aside: set[str] = field(default_factory=set)  # such claims' message ids
+
+    def set_aside(self, message_ids: Iterable[str]) -> None:
+        self.aside.update(message_ids)
+        if (self.on_aside is not None and self.attempted + len(self.aside) >= self.claimed
+                and self.on_aside()):
+            self.on_aside = None
 
     def add(self, outcome: _Outcome) -> None:
+        self.aside.discard(outcome.claim.message_id)
         self.outcomes.append(outcome)
         self.attempted += 1
         self.arrived.set()
@@ -410,7 +431,8 @@ class SendRound:
         self.links = links
         self.secret_box = secret_box or SecretBox([])
         self.signals = signals
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._slots = SendSlots(settings.concurrency, settings.workspace_share
+                                or max(1, settings.concurrency // 4))
         self.turns = ProfileTurns()
         self.breakers = SharedBreakers(transactions, trial_lease=settings.lease,
                                        signals=signals)
@@ -457,6 +479,8 @@ class SendRound:
         # A workspace only once as many of its rounds wait for its answers as may be under
         # way: a busy identity's slower answers keep every round they had (and more).
         leave = frozenset(w for w, rounds in self._leaving.items() if rounds >= settings.rounds)
+        # And one whose messages wait for its share of the send slots: it has enough here.
+        leave |= self._slots.crowded()
         early = ({workspace: asyncio.create_task(self._ask(workspace, list(queries)))
                   for workspace, queries in expected.items()
                   if queries and workspace not in leave}
@@ -492,7 +516,11 @@ class SendRound:
         fails holds only its own messages), recording the outcomes of every wave as they come
         (one record transaction for what arrives together, whichever wave it is from)."""
         arrivals = _Arrivals(len(claims), notify=self._window.arrived.set,
-                             on_attempted=on_attempted)
+                             on_attempted=on_attempted, claimed=len(claims),
+                             # Only while slots are free: with every slot taken, a next
+                             # round's claims would only wait for one.
+                             on_aside=None if on_waiting is None else (
+                                 lambda: self._slots.any_free() and on_waiting()))
         self._window.live.add(arrivals)
         recording = asyncio.create_task(self._record_as_they_come(arrivals))
         sending = asyncio.create_task(self._waves(claims, context, turns, now, early, arrivals,
@@ -737,8 +765,15 @@ class SendRound:
         At most ``concurrency`` workers take the claims in claim order (a task per message
         and a queue of outcomes cost ~10% of the CPU per message sent); a message whose
         profile's message claimed before it is still under way waits in a task of its own,
-        so it holds up no worker."""
+        so it holds up no worker, and so does one whose workspace holds its share of the send
+        slots (:class:`SendSlots`) while the wave has other workspaces' messages (a wave of
+        one workspace waits in its workers: each next message would wait too). Once every
+        claim of the round not yet attempted is with a provider or waits for its workspace's
+        share, while some slot is free, the round lets the next one start (``on_waiting``): a
+        slow provider holds neither the slots nor the rounds of the other workspaces."""
         waiting: list[asyncio.Task[None]] = []
+        alone = len({claim.workspace_id for claim in claims}) == 1
+        taken, rest_aside = 0, False
 
         async def attempt(claim: Claim, turn: _Turn | None) -> None:
             outcome = _Outcome(claim, released=True)
@@ -749,7 +784,7 @@ class SendRound:
                 elif transition is not None:
                     outcome = _Outcome(claim, decided=transition)
                 else:
-                    outcome = await self._attempt(claim, context, grants, claimed_at)
+                    outcome = await self._attempt(claim, context, grants, claimed_at, arrivals)
             finally:
                 self.turns.end(claim, turn, unsent=outcome.released)
             arrivals.add(outcome)
@@ -763,10 +798,22 @@ class SendRound:
         next_claims = iter(claims)
 
         async def worker() -> None:
+            nonlocal taken, rest_aside
             for claim in next_claims:
+                taken += 1
                 turn = turns.get(claim.message_id)
                 if turn is not None and turn.after is not None and not turn.after.done():
                     waiting.append(asyncio.create_task(after_turn(claim, turn, turn.after)))
+                elif (claim.message_id not in decided
+                      and self._slots.waits_for_share(claim.workspace_id)):
+                    if alone:  # the rest of the wave waits for the same share
+                        if not rest_aside:
+                            rest_aside = True
+                            arrivals.set_aside(c.message_id for c in claims[taken - 1:])
+                        await attempt(claim, turn)
+                    else:
+                        arrivals.set_aside((claim.message_id,))
+                        waiting.append(asyncio.create_task(attempt(claim, turn)))
                 else:
                     await attempt(claim, turn)
 
@@ -802,8 +849,10 @@ class SendRound:
             self._window.arrived.set()
 
     async def _attempt(self, claim: Claim, context: RoundContext, grants: RoundGrants,
-                       claimed_at: datetime) -> _Outcome:
-        async with self._slots:
+                       claimed_at: datetime, arrivals: _Arrivals | None = None) -> _Outcome:
+        async with self._slots.slot(claim.workspace_id):
+            if arrivals is not None:
+                arrivals.set_aside((claim.message_id,))
             # Stopping, or so late that the lease could run out during the call (and another
             # sender take the message over): back to the queue, unsent.
             now = self.clock.now()
@@ -850,6 +899,7 @@ class SendRound:
                 transient=False))
         trip = failover.Trip()
         last: failover.Outcome | None = None
+        handed: list[str] = []  # providers whose call failed
         reserve = 0.0  # what the next provider needs left before ``calls_end``
         while True:
             now = self.clock.now()
@@ -898,8 +948,10 @@ class SendRound:
                 except TimeoutError:
                     if not bound.expired():
                         raise
+                    handed.append(route.provider_id)
                     last = failover.CallFailed(_out_of_lease(self.settings.lease, cut=True))
                 except ProviderError as exc:
+                    handed.append(route.provider_id)
                     last = failover.CallFailed(exc)
                     if exc.transient or exc.unsupported:
                         log.info("provider did not take the message; trying the next",
@@ -907,13 +959,15 @@ class SendRound:
                                  error=exc.message)
             elif isinstance(action, failover.Sent):
                 return _Outcome(claim, provider_message_id=action.provider_message_id,
-                                provider_id=routes[action.index].provider_id)
+                                provider_id=routes[action.index].provider_id,
+                                handed=tuple(handed))
             elif isinstance(action, failover.WaitForTurn):
                 key = (claim.workspace_id, routes[action.index].provider_id)
                 grants.grants[key].promise(action.turn)
-                return _Outcome(claim, decided=rate_limited(claim.attempts, action.turn))
+                return _Outcome(claim, decided=rate_limited(claim.attempts, action.turn),
+                                handed=tuple(handed))
             else:
-                return _Outcome(claim, error=action.error)
+                return _Outcome(claim, error=action.error, handed=tuple(handed))
 
     def _outgoing(self, claim: Claim) -> OutgoingMessage:
         unsubscribe_url, rewrite = ("", None) if self.links is None else self.links(claim)
@@ -928,6 +982,7 @@ class SendRound:
         records that follow."""
         if not group:
             return
+        await self._remember_handed(group)
         now = self.clock.now()
         left = await record_outcomes(
             self.transactions,
@@ -942,6 +997,10 @@ class SendRound:
         the record window that took it (what that recorded one by one is not again). Each try
         takes the breaker resets still to write and gives back what it did not write (another
         round's record may still zero the breakers' counts with them)."""
+        try:
+            await self._remember_handed(group)
+        except Exception as exc:  # their reports are ignored: the outcome is recorded still
+            log.warning("writing down providers whose call failed failed", error=repr(exc))
         now = self.clock.now()
         changes = unrecorded(
             [(outcome.claim, self._transition(outcome, now)) for outcome in group], failed)
@@ -962,6 +1021,17 @@ class SendRound:
             self._left_sending(left)
             self.turns.settled(outcome.claim for outcome in group)
             return
+
+    async def _remember_handed(self, group: Sequence[_Outcome]) -> None:
+        """Write down the providers whose call failed but that may have taken the message
+        (their late answer, an error after the content went), before the outcome: their
+        reports about it are then found (the provider that took it is on the message). Only
+        rounds with such calls pay for it."""
+        rows = [(o.claim.workspace_id, o.claim.message_id, provider_id)
+                for o in group for provider_id in o.handed]
+        if rows:
+            await self.transactions.run(
+                lambda uow: webhook_store.remember_providers(uow.session, rows))
 
     def _wake(self, uow: UnitOfWork) -> None:
         """Held messages were released by this record: wake the senders of every replica once
