@@ -442,17 +442,15 @@ def profile_export(who: str) -> None:
     """Everything cjo holds about a person, as JSON (a data subject access request): identity's
     profile and events, and decisioning's decisions and learned send time."""
     async def work(c: Client) -> tuple[dict[str, Any], str]:
-        # Every page: the profile is on the first, the events (newest first) on them all.
-        request = identity_pb.ExportProfileRequest(name=await _profile_name(c, who))
-        document: dict[str, Any] = {}
-        while True:
-            exported = await c.identity.ExportProfile(request, metadata=c.metadata)
-            page: dict[str, Any] = json.loads(exported.json)
-            document.setdefault("events", []).extend(page.pop("events", []))
-            document.update(page)
-            if not exported.next_page_token:
+        name = await _profile_name(c, who)
+        for attempt in range(EXPORT_ATTEMPTS):
+            try:
+                document = await _identity_export(c, name)
                 break
-            request.page_token = exported.next_page_token
+            except grpc.aio.AioRpcError as exc:
+                # ABORTED: the profile was merged between two pages; start again.
+                if exc.code() != grpc.StatusCode.ABORTED or attempt == EXPORT_ATTEMPTS - 1:
+                    raise
         profile_id = str(document["profile"]["name"]).removeprefix("profiles/")
         try:
             document["decisioning"] = await _decisioning_export(c, profile_id)
@@ -471,6 +469,26 @@ def profile_export(who: str) -> None:
         err.print(f"error: decisioning could not be read ({problem}): the export lacks what it "
                   "holds", style="red", highlight=False, markup=False)
         raise typer.Exit(1)
+
+
+# Times `cjo profile export` starts identity's export again when the profile changed
+# (was merged) between two of its pages.
+EXPORT_ATTEMPTS = 5
+
+
+async def _identity_export(c: Client, name: str) -> dict[str, Any]:
+    """Every page of identity's export: the profile is on the first, the events (newest
+    first) on them all."""
+    request = identity_pb.ExportProfileRequest(name=name)
+    document: dict[str, Any] = {}
+    while True:
+        exported = await c.identity.ExportProfile(request, metadata=c.metadata)
+        page: dict[str, Any] = json.loads(exported.json)
+        document.setdefault("events", []).extend(page.pop("events", []))
+        document.update(page)
+        if not exported.next_page_token:
+            return document
+        request.page_token = exported.next_page_token
 
 
 async def _decisioning_export(c: Client, profile_id: str) -> dict[str, Any]:

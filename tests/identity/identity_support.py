@@ -3,10 +3,14 @@ identity service, and event builders."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 import pytest
@@ -40,7 +44,16 @@ from cjo_platform.db.outbox import Outbox
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.protobuf import dict_to_struct, to_timestamp
 from cjo_platform.rpc.server import ServiceApp
-from support import PG_URL, SERVICE_TOKEN, Backend, bearer, eventually, serving, settings_for
+from support import (
+    PG_URL,
+    SERVICE_TOKEN,
+    Backend,
+    bearer,
+    eventually,
+    operator_environ,
+    serving,
+    settings_for,
+)
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Metadata = tuple[tuple[str, str], ...]
@@ -104,6 +117,31 @@ class DecisioningRecorder(dec_grpc.DecisioningServiceServicer):
     @property
     def events(self) -> list[orch_pb.ForwardedEvent]:
         return [e for d in self.deliveries for e in d.events]
+
+
+class EmptyDecisioning(dec_grpc.DecisioningServiceServicer):
+    """Decisioning holding nothing about anyone (what `cjo profile export` reads of it)."""
+
+    async def ListDecisions(self, request: dec_pb.ListDecisionsRequest,
+                            context: grpc.aio.ServicerContext) -> dec_pb.ListDecisionsResponse:
+        return dec_pb.ListDecisionsResponse()
+
+    async def GetSendTimes(self, request: dec_pb.GetSendTimesRequest,
+                           context: grpc.aio.ServicerContext) -> dec_pb.GetSendTimesResponse:
+        return dec_pb.GetSendTimesResponse()
+
+
+async def cli_profile_export(who: str, api_key: str, identity: str, decisioning: str,
+                             config: Path, timeout: float = 120
+                             ) -> subprocess.CompletedProcess[str]:
+    """`cjo profile export WHO` run as an operator would, against ``identity`` and
+    ``decisioning`` (addresses)."""
+    env = {**operator_environ(), "CJO_API_KEY": api_key, "CJO_IDENTITY_TARGET": identity,
+           "CJO_DECISIONING_TARGET": decisioning, "XDG_CONFIG_HOME": str(config)}
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "cjo_cli.main", "profile", "export", who],
+        env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True,
+        timeout=timeout)
 
 
 @dataclass

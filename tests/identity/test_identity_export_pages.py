@@ -5,39 +5,22 @@ by count. 200 events of 200 KB (40 MB) used to fail both with RESOURCE_EXHAUSTED
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 from google.protobuf import struct_pb2
-from identity_support import Identity
+from identity_support import EmptyDecisioning, Identity, cli_profile_export
 
-from cjo.decisioning.v1 import decisioning_service_pb2 as dc_pb
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc as dc_grpc
 from cjo.identity.v1 import event_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_service_pb2_grpc as pb_grpc
-from support import operator_environ
 
 EVENTS = 200
 NOTE = 200_000
 MESSAGE_LIMIT = 32 * 1024 * 1024  # every cjo channel's
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Decisioning(dc_grpc.DecisioningServiceServicer):
-    """Decisioning holding nothing about the person."""
-
-    async def ListDecisions(self, request: dc_pb.ListDecisionsRequest,
-                            context: grpc.aio.ServicerContext) -> dc_pb.ListDecisionsResponse:
-        return dc_pb.ListDecisionsResponse()
-
-    async def GetSendTimes(self, request: dc_pb.GetSendTimesRequest,
-                           context: grpc.aio.ServicerContext) -> dc_pb.GetSendTimesResponse:
-        return dc_pb.GetSendTimesResponse()
 
 
 async def test_a_history_past_the_message_limit_exports_whole(identity: Identity,
@@ -92,17 +75,13 @@ async def test_a_history_past_the_message_limit_exports_whole(identity: Identity
 
     # The command writes every page into one document.
     server = grpc.aio.server()
-    dc_grpc.add_DecisioningServiceServicer_to_server(Decisioning(), server)
+    dc_grpc.add_DecisioningServiceServicer_to_server(EmptyDecisioning(), server)
     decisioning = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
     await server.start()
     try:
-        env = {**operator_environ(), "CJO_API_KEY": metadata[0][1].removeprefix("Bearer "),
-               "CJO_IDENTITY_TARGET": identity.address, "CJO_DECISIONING_TARGET": decisioning,
-               "XDG_CONFIG_HOME": str(tmp_path / "config")}
-        done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "cjo_cli.main", "profile", "export",
-                             "user_id:ada"],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+        done = await cli_profile_export("user_id:ada", metadata[0][1].removeprefix("Bearer "),
+                                        identity.address, decisioning, tmp_path / "config",
+                                        timeout=240)
     finally:
         await server.stop(None)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -67,7 +67,6 @@ from cjo_platform.db import (
 )
 from cjo_platform.db.json_columns import encode_json
 from cjo_platform.db.probes import by_keys, pg_probes, pg_text
-from cjo_platform.paging import fit
 from cjo_platform.rpc.batch import chunks
 
 T = TypeVar("T")
@@ -782,13 +781,29 @@ def profile_exists(session: Session, workspace_id: str, profile_id: str) -> bool
 EVENT_OVERHEAD_BYTES = 1024
 
 
+@dataclass(frozen=True)
+class EventPage:
+    """Events of a page, newest first; the (time, id) to continue after, None on the last
+    page; and the events' stored size (their JSON columns, plus EVENT_OVERHEAD_BYTES each)."""
+
+    events: list[StoredEvent]
+    more: tuple[datetime, str] | None
+    size: int
+
+
+# Rows of a page's first query; each next query of the page reads four times as many. A page
+# of large events so reads (and, on PostgreSQL, transfers) at most a chunk past its end.
+FIRST_EVENT_CHUNK = 128
+
+
 def page_events(session: Session, workspace_id: str, profile_id: str, limit: int,
-                after: tuple[datetime, str] | None, max_bytes: int
-                ) -> tuple[list[StoredEvent], tuple[datetime, str] | None]:
+                after: tuple[datetime, str] | None, max_bytes: int, least: int = 1,
+                overhead: int = EVENT_OVERHEAD_BYTES) -> EventPage:
     """Up to ``limit`` of a profile's events, newest (by event time) first, continuing after
-    ``after``, fewer when their stored size would pass ``max_bytes`` (one at least); and the
-    (time, id) to continue after, None on the last page. The events' sizes are read first, then
-    the events kept only, so a page of large events reads what it answers."""
+    ``after``, fewer when their stored size (JSON columns, and ``overhead`` each) would pass
+    ``max_bytes`` (``least`` at least). Each row is read with its size, in queries of growing
+    chunks (one for a page of up to FIRST_EVENT_CHUNK - 1 events), left once the page is
+    full: an event past the page is not decoded."""
     binary = session.get_bind().dialect.name != "postgresql"
 
     def size(column: Any) -> Any:
@@ -796,27 +811,38 @@ def page_events(session: Session, workspace_id: str, profile_id: str, limit: int
         return func.length(cast(column, LargeBinary)) if binary \
             else func.octet_length(cast(column, Text))
 
-    query = select(events.c.event_id, events.c.timestamp,
-                   size(events.c.identifiers) + size(events.c.properties)
-                   + size(events.c.traits)).where(events.c.workspace_id == workspace_id,
-                                                 events.c.profile_id == profile_id)
-    if after is not None:
-        time, event_id = after
-        query = query.where(or_(events.c.timestamp < time,
-                                and_(events.c.timestamp == time, events.c.event_id < event_id)))
-    sizes = session.execute(query.order_by(events.c.timestamp.desc(), events.c.event_id.desc())
-                            .limit(limit + 1)).all()
-    kept = sizes[:fit((int(b or 0) + EVENT_OVERHEAD_BYTES for _, _, b in sizes[:limit]),
-                      max_bytes)]
-    if not kept:
-        return [], None
-    rows = session.execute(
-        select(events).where(events.c.workspace_id == workspace_id,
-                             events.c.event_id.in_([event_id for event_id, _, _ in kept]))
-        .order_by(events.c.timestamp.desc(), events.c.event_id.desc())).all()
-    found = [StoredEvent(r.event_id, r.profile_id, _event(r), r.receive_time) for r in rows]
-    last = kept[-1]
-    return found, (last[1], last[0]) if len(sizes) > len(kept) else None
+    query = select(events, (size(events.c.identifiers) + size(events.c.properties)
+                            + size(events.c.traits)).label("stored_bytes")).where(
+        events.c.workspace_id == workspace_id, events.c.profile_id == profile_id
+    ).order_by(events.c.timestamp.desc(), events.c.event_id.desc())
+    found: list[StoredEvent] = []
+    total = 0
+    cursor, chunk = after, FIRST_EVENT_CHUNK
+    while True:
+        chunked = query
+        if cursor is not None:
+            time, event_id = cursor
+            chunked = query.where(or_(events.c.timestamp < time, and_(
+                events.c.timestamp == time, events.c.event_id < event_id)))
+        want = min(limit - len(found) + 1, chunk)
+        result = session.execute(chunked.limit(want))
+        read = 0
+        try:
+            for row in result:
+                read += 1
+                stored = int(row.stored_bytes or 0) + overhead
+                if len(found) == limit or (len(found) >= least and total + stored > max_bytes):
+                    # Full: the next page starts after the last event kept.
+                    return EventPage(found, cursor, total)
+                total += stored
+                found.append(StoredEvent(row.event_id, row.profile_id, _event(row),
+                                         row.receive_time))
+                cursor = (row.timestamp, row.event_id)
+        finally:
+            result.close()
+        if read < want:
+            return EventPage(found, None, total)  # no more events
+        chunk *= 4
 
 
 def _event(row: AnyRow) -> Event:

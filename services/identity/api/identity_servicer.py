@@ -368,20 +368,23 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def ExportProfile(self, request: pb.ExportProfileRequest,
                             context: grpc.aio.ServicerContext) -> pb.ExportProfileResponse:
         profile_id = profile_id_of(request.name, "name")
-        after = _event_cursor(request.page_token)
+        cursor = _export_cursor(request.page_token)
         workspace = current_workspace()
         profile, history, more = await self.transactions.run(
-            lambda uow: profiles.export_profile(uow, workspace, profile_id, after,
+            lambda uow: profiles.export_profile(uow, workspace, profile_id, cursor,
                                                 MAX_PAGE_BYTES))
         # The document json.dumps(..., sort_keys=True) writes, each part encoded once (ASCII:
         # characters are bytes), the page cut where its JSON would pass MAX_PAGE_BYTES.
-        head = "" if after else _json(profile_to_proto(profile))
+        head = "" if cursor else _json(profile_to_proto(profile))
         found = [_json(stored_event_to_proto(e)) for e in history]
-        kept, more = _fit_events(history, [len(e) + 2 for e in found],
-                                 MAX_PAGE_BYTES - len(head), more)
+        kept, after = _fit_events(history, [len(e) + 2 for e in found],
+                                  MAX_PAGE_BYTES - len(head), more.after if more else None)
         document = '{"events": [' + ", ".join(found[:kept]) + "]" \
             + (f', "profile": {head}' if head else "") + "}"
-        return pb.ExportProfileResponse(json=document, next_page_token=_event_token(more))
+        token = "" if after is None else encode_token({
+            "t": after[0].isoformat(), "id": after[1],
+            "p": profile.profile_id, "m": len(profile.merged_from)})
+        return pb.ExportProfileResponse(json=document, next_page_token=token)
 
 
 def _json(message: Message) -> str:
@@ -450,6 +453,18 @@ def segment_id_of(name: str, field: str) -> str:
     if not name.startswith("segments/") or not rest or "/" in rest:
         raise InvalidArgument.one(field, "must be segments/{segment_id}")
     return rest
+
+
+def _export_cursor(token: str) -> profiles.ExportCursor | None:
+    """An ExportProfile page token: where the page starts, and what identifies the set of events
+    exported (the profile resolved to and how many profiles were merged into it)."""
+    after = _event_cursor(token)
+    if after is None:
+        return None
+    cursor = decode_token(token) or {}
+    if not isinstance(cursor.get("p"), str) or not isinstance(cursor.get("m"), int):
+        raise InvalidArgument.one("page_token", "is not a token returned by this method")
+    return profiles.ExportCursor(after, cursor["p"], cursor["m"])
 
 
 def _event_cursor(token: str) -> tuple[datetime, str] | None:

@@ -6,6 +6,7 @@ A profile id merged into another resolves to the survivor everywhere."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from cjo_identity.adapters import profiles, segments
@@ -18,7 +19,7 @@ from cjo_identity.domain.segments import activation
 from cjo_platform.cel import Expression
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.decisioning import DECISIONING_EVENTS_TOPIC
-from cjo_platform.errors import NotFound
+from cjo_platform.errors import Aborted, NotFound
 from cjo_platform.paging import MAX_PAGE_BYTES, MAX_PAGE_SIZE
 
 # ListProfiles reads at most SCAN_ROUNDS * SCAN_CHUNK profiles per call, so a rare match cannot
@@ -26,6 +27,10 @@ from cjo_platform.paging import MAX_PAGE_BYTES, MAX_PAGE_SIZE
 SCAN_CHUNK = 1000
 SCAN_ROUNDS = 10
 EventCursor = tuple[datetime, str]
+# What an exported event's JSON holds beyond its JSON columns, at least (its ids, type and times
+# with their keys): the export reads events up to its page's bound on this estimate, never
+# under it, and the page is cut where its encoding passes the bound.
+EXPORTED_EVENT_LEAST_BYTES = 128
 
 
 def _missing(profile_id: str) -> NotFound:
@@ -64,7 +69,8 @@ def list_profile_events(uow: UnitOfWork, workspace_id: str, profile_id: str, siz
     resolved = profiles.resolve_profile_ids(uow.session, workspace_id, [profile_id])[profile_id]
     if not profiles.profile_exists(uow.session, workspace_id, resolved):
         raise _missing(profile_id)
-    return profiles.page_events(uow.session, workspace_id, resolved, size, after, max_bytes)
+    page = profiles.page_events(uow.session, workspace_id, resolved, size, after, max_bytes)
+    return page.events, page.more
 
 
 def list_profiles(uow: UnitOfWork, workspace_id: str, condition: Expression | None, size: int,
@@ -88,15 +94,44 @@ def list_profiles(uow: UnitOfWork, workspace_id: str, condition: Expression | No
     return profiles.load_profiles(uow.session, workspace_id, matched), last if more else None
 
 
+@dataclass(frozen=True)
+class ExportCursor:
+    """Where an export's next page starts: after the event at ``after``, of the set of events
+    the export began with: the profile ``profile_id`` (the one the name resolved to) holding
+    ``merges`` profiles merged into it. A merge since changes either, and the export must
+    start again (the merged-in events newer than ``after`` would be left out)."""
+
+    after: EventCursor
+    profile_id: str
+    merges: int
+
+
 def export_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,
-                   after: EventCursor | None, max_bytes: int
-                   ) -> tuple[Profile, list[StoredEvent], EventCursor | None]:
-    """A page of everything held about a person: the profile and the events after ``after``,
-    newest first, as many as fit ``max_bytes`` stored (one at least); and where the next page
-    starts (None on the last page)."""
+                   cursor: ExportCursor | None, max_bytes: int
+                   ) -> tuple[Profile, list[StoredEvent], ExportCursor | None]:
+    """A page of everything held about a person: the profile and its events after ``cursor``,
+    newest first, as many as their JSON columns fit ``max_bytes`` (one at least; bounded by
+    bytes only, so a history within ``max_bytes`` is one page whatever its number of events;
+    the caller cuts the page where its encoding passes its bound); and where the
+    next page starts (None on the last page). Aborted when the profile was merged with another
+    (or into one) since the export began."""
     profile = get_profile(uow, workspace_id, profile_id)
-    history, more = profiles.page_events(uow.session, workspace_id, profile.profile_id,
-                                         MAX_PAGE_SIZE, after, max_bytes)
+    merges = len(profile.merged_from)
+    if cursor is not None and (cursor.profile_id, cursor.merges) != (profile.profile_id, merges):
+        raise Aborted("profile changed during export; start again (it was merged with another "
+                      "profile since the export's first page)", reason="PROFILE_CHANGED")
+    after = cursor.after if cursor is not None else None
+    history: list[StoredEvent] = []
+    left, least = max_bytes, 1
+    while True:
+        page = profiles.page_events(uow.session, workspace_id, profile.profile_id,
+                                    MAX_PAGE_SIZE, after, left, least,
+                                    overhead=EXPORTED_EVENT_LEAST_BYTES)
+        history += page.events
+        left, least, after = left - page.size, 0, page.more
+        if after is None or len(page.events) < MAX_PAGE_SIZE:
+            break
+    more = ExportCursor(after, profile.profile_id, merges) if after is not None else None
     return profile, history, more
 
 

@@ -289,7 +289,9 @@ class IdentityServiceServicer:
     def ExportProfile(self, request, context):
         """Everything identity holds about a profile, as JSON documents in pages: the profile and its
         newest events on the first page, older events on each next one (follow `next_page_token`
-        until it is empty; a page is at most 16 MiB, so an export of any size completes).
+        until it is empty; a page is at most 16 MiB of JSON and is cut by size only, so a history
+        within 16 MiB is one page). ABORTED ("profile changed during export; start again") when
+        the profile was merged with another between two pages: start again from the first page.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
