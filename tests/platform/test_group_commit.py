@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from cjo_platform.group_commit import GroupCommit
+from cjo_platform.group_commit import MIN_CALLERS_TO_WAIT_FOR, GroupCommit
 from support import eventually
 
 
@@ -203,10 +203,11 @@ async def test_a_busy_keys_next_group_waits_a_window_after_the_group_before_it_e
     assert batches.calls == [("acme", ["1"]), ("acme", ["2", "3"])]
 
 
-async def pause_between_two_groups(window: float, first_takes: float = 0.0) -> float:
-    """Two groups of one key, the second opened while the first runs, and whose own window
-    passes meanwhile; the first runs at least ``first_takes`` seconds. Returns the time from
-    the first group's end to the second's start."""
+async def pause_between_two_groups(window: float, first_takes: float = 0.0,
+                                   callers: int = 1) -> float:
+    """Two groups of one key, the second opened while the first (of ``callers`` submissions)
+    runs, and whose own window passes meanwhile; the first runs at least ``first_takes``
+    seconds. Returns the time from the first group's end to the second's start."""
     batches = Batches()
     batches.gate = asyncio.Event()
     started: list[float] = []
@@ -221,15 +222,16 @@ async def pause_between_two_groups(window: float, first_takes: float = 0.0) -> f
             ended.append(loop.time())
 
     commit = GroupCommit(timed, window=window, max_items=100)
-    first = asyncio.ensure_future(commit.submit("acme", ["1"]))
+    first = [asyncio.ensure_future(commit.submit("acme", [f"1.{n}"])) for n in range(callers)]
     await eventually(lambda: len(batches.calls) == 1)
+    assert len(batches.calls[0][1]) == callers  # one group
     second = asyncio.ensure_future(commit.submit("acme", ["2"]))
     lane = commit._lanes["acme"]
     await eventually(lambda: lane.groups and lane.groups[0].ready.is_set())
     await eventually(lambda: loop.time() - started[0] >= first_takes, interval=0.005)
     batches.gate.set()
-    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=10) == [
-        ["acme:1"], ["acme:2"]]
+    assert await asyncio.wait_for(asyncio.gather(*first, second), timeout=10) == [
+        *([f"acme:1.{n}"] for n in range(callers)), ["acme:2"]]
     return started[1] - ended[0]
 
 
@@ -245,10 +247,20 @@ async def test_the_pause_after_a_slow_group_is_as_long_as_it_took_within_ten_win
         took: float, pause: float, below: float | None) -> None:
     """Under load a group takes long because the process is busy: the next one waits as long
     again (the calls it answered come back and join), but never more than ten windows."""
-    gap = await pause_between_two_groups(0.02, first_takes=took)
+    gap = await pause_between_two_groups(0.02, first_takes=took,
+                                         callers=MIN_CALLERS_TO_WAIT_FOR)
     assert gap >= pause * 0.99
     if below is not None:  # ten windows, not the whole time the first group took
         assert gap < below
+
+
+async def test_a_slow_group_of_few_callers_pauses_the_window_only() -> None:
+    """Calls at a moderate rate on a loaded machine: the group took long, but nobody it
+    answered comes back at once; waiting as long again only delays the next calls (review
+    rgroup)."""
+    gap = await pause_between_two_groups(0.02, first_takes=0.6,
+                                         callers=MIN_CALLERS_TO_WAIT_FOR - 1)
+    assert 0.02 * 0.99 <= gap < 0.15
 
 
 async def test_a_full_group_does_not_wait_after_the_group_before_it() -> None:
