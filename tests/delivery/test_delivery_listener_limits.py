@@ -1,6 +1,7 @@
 """What a stranger can make the public engagement listener do (review hdeliv): a forged link is
 answered from its head, before any of its body is read (150 forged 4 MiB POSTs held 600 MB);
-connections beyond the cap are answered 503 unread; a report whose handling outlives the read
+requests beyond the cap are answered 503 and silent sockets count toward no cap (review rssrf);
+one provider holds at most two large-body slots; a report whose handling outlives the read
 timeout is answered 503, which providers retry (not 400, which they take as final); a bounce
 mailbox's report is parsed off the event loop and only its first 256 KiB."""
 
@@ -95,22 +96,77 @@ async def test_a_forged_link_is_answered_from_its_head_before_any_body_is_read()
         assert await _ask(port, _post(status, 4 * BIG + 1)) == b"HTTP/1.1 413 Payload Too Large"
 
 
-async def test_connections_beyond_the_cap_are_answered_503_unread(
+async def test_requests_beyond_the_cap_are_answered_503_and_healthz_is_always_answered(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engagement_http, "_MAX_CONNECTIONS", 2)
-    async with _listening(_Reports()) as (listener, _):
-        idle = [await asyncio.open_connection("127.0.0.1", listener.bound_port)
-                for _ in range(2)]
+    async with _listening(_Reports()) as (listener, status):
+        port = listener.bound_port
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
         try:
+            for _, writer in held:  # heads in, bodies never sent
+                writer.write(_post(status, 2))
             await eventually(lambda: listener.connections == 2)
-            answer = await _ask(listener.bound_port, b"GET /healthz HTTP/1.1\r\n\r\n")
-            assert answer == b"HTTP/1.1 503 Service Unavailable"
+            assert await _ask(port, _post(status, 2), b"{}") == (
+                b"HTTP/1.1 503 Service Unavailable")
+            assert await _ask(port, b"GET /healthz HTTP/1.1\r\n\r\n") == b"HTTP/1.1 200 OK"
         finally:
-            for _, writer in idle:
+            for _, writer in held:
                 writer.close()
         await eventually(lambda: listener.connections == 0)
-        answer = await _ask(listener.bound_port, b"GET /healthz HTTP/1.1\r\n\r\n")
-        assert answer == b"HTTP/1.1 200 OK"
+        assert await _ask(port, _post(status, 2), b"{}") == b"HTTP/1.1 200 OK"
+
+
+async def test_silent_sockets_hold_no_request_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review rssrf MEDIUM: 512 sockets that sent nothing (renewed every 10 s) held every
+    connection: clicks, opens, unsubscribes, reports and /healthz all 503, and the load
+    balancer took the replica for dead. A socket without a head counts toward no cap, is
+    dropped after _HEAD_TIMEOUT, and the oldest is dropped when more than _MAX_PENDING_HEADS
+    wait."""
+    monkeypatch.setattr(engagement_http, "_MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(engagement_http, "_MAX_PENDING_HEADS", 3, raising=False)
+    reports = _Reports()
+    async with _listening(reports) as (listener, status):
+        port = listener.bound_port
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+        try:
+            assert await _ask(port, b"GET /healthz HTTP/1.1\r\n\r\n") == b"HTTP/1.1 200 OK"
+            assert await _ask(port, _post(status, 2), b"{}") == b"HTTP/1.1 200 OK"
+            assert reports.bodies == [2]
+            # The oldest silent ones were dropped, unanswered; the newest three still wait.
+            for reader, _ in silent[:2]:
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+            assert listener.pending_heads <= 3
+        finally:
+            for _, writer in silent:
+                writer.close()
+        # A head that never comes is a bad request after _HEAD_TIMEOUT, not _READ_TIMEOUT.
+        monkeypatch.setattr(engagement_http, "_HEAD_TIMEOUT", 0.3, raising=False)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert (await asyncio.wait_for(reader.readline(), 5)).strip() == (
+                b"HTTP/1.1 400 Bad Request")
+        finally:
+            writer.close()
+
+
+async def test_one_provider_holds_at_most_two_large_body_slots() -> None:
+    """Review rssrf LOW: one workspace's status URL (known to all its ADMIN keys) held all 16
+    large-body slots with heads announcing 4 MiB, and another's reports waited (503)."""
+    reports = _Reports()
+    async with _listening(reports) as (listener, status):
+        port = listener.bound_port
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        try:
+            for _, writer in held:
+                writer.write(_post(status, BIG))
+            await eventually(lambda: listener._large_by_provider.get(("w", "p")) == 2)
+            assert await _ask(port, _post(status, BIG)) == b"HTTP/1.1 503 Service Unavailable"
+            other = urlsplit(listener.tracking.status_url("w", "q", "n")).path
+            assert await _ask(port, _post(other, BIG), b"x" * BIG) == b"HTTP/1.1 200 OK"
+            assert reports.bodies == [BIG]
+        finally:
+            for _, writer in held:
+                writer.close()
 
 
 async def test_a_report_outliving_the_read_timeout_is_answered_503(

@@ -8,19 +8,26 @@ CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS lets them through (the rest of the suite
 from __future__ import annotations
 
 import asyncio
+import socket
+from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
 from delivery_support import SmtpSink, delivery_app, send_request, smtp_server
 from http_sink import Answer, HttpSink, http_sink
+from structlog.testing import capture_logs
 
 from cjo.common.v1 import common_pb2
 from cjo.delivery.v1 import delivery_service_pb2 as pb
 from cjo.delivery.v1 import delivery_service_pb2_grpc as pb_grpc
 from cjo.delivery.v1 import message_pb2, provider_pb2
 from cjo_delivery.adapters.http_client import HttpClient, HttpTransportError
+from cjo_delivery.adapters.http_providers import JsonHttpProvider
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
-from cjo_delivery.domain.sending import OutgoingEmail, ProviderError
+from cjo_delivery.domain.messages import Channel
+from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
+from cjo_delivery.domain.sending import OutgoingEmail, OutgoingMessage, ProviderError
 from cjo_platform.clock import ManualClock
 from support import Backend, as_service, eventually, free_port, serving
 
@@ -52,7 +59,10 @@ async def _error_of(stub: pb_grpc.DeliveryServiceStub, name: str) -> str:
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
     "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-    "64:ff9b::a9fe:a9fe", "2002:7f00:1::", "::127.0.0.1", "224.0.0.1"])
+    "64:ff9b::a9fe:a9fe", "2002:7f00:1::", "::127.0.0.1", "224.0.0.1",
+    # is_global (Python 3.11.7) takes these for public (review rssrf LOW): NAT64 local-use,
+    # IPv4-translated, Azure's host endpoint.
+    "64:ff9b:1::a9fe:a9fe", "::ffff:0:a9fe:a9fe", "::ffff:0:808:808", "168.63.129.16"])
 def test_private_loopback_link_local_and_mapped_addresses_are_not_public(address: str) -> None:
     from cjo_delivery.domain.providers import is_public_address  # new with the fix
     assert not is_public_address(address)
@@ -157,13 +167,14 @@ async def test_every_http_path_checks_the_address_it_dials(
                          lambda: client.post(f"http://127.0.0.1:{sink.port}/x", timeout=5)):
                 with pytest.raises(HttpTransportError, match="not a public address"):
                     await call()
-            # Through a proxy (the operator's, on a private address: allowed), the name is
-            # checked here before the proxy is asked to dial it.
+            # Through a proxy (the operator's, on a private address: allowed), a private IP
+            # literal is refused before the proxy is asked to dial it.
             monkeypatch.setenv("HTTP_PROXY", sink.url)
             proxied = HttpClient()
             try:
                 with pytest.raises(HttpTransportError, match="not a public address"):
-                    await proxied.post(url, timeout=5, json_body={})
+                    await proxied.post(f"http://127.0.0.1:{sink.port}/x", timeout=5,
+                                       json_body={})
             finally:
                 await proxied.close()
         finally:
@@ -184,3 +195,82 @@ async def test_a_workspace_smtp_server_is_dialled_only_at_a_public_address() -> 
             await smtp.send_email(mail)
         await smtp.close()
     assert connected == []
+
+
+async def test_through_a_proxy_a_name_is_the_proxy_s_to_resolve(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review rssrf MEDIUM: behind HTTP(S)_PROXY every send first resolved the provider's name
+    in delivery's own DNS: where only the proxy resolves outside names, every send failed
+    (gaierror), and each cost a look-up. The name now goes to the proxy unresolved."""
+    asked: list[str] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append((await reader.readline()).decode().strip())
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    looked_up: list[str] = []
+    real = socket.getaddrinfo
+
+    def counting(host: Any, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(str(host))
+        return real(host, *args, **kwargs)
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    async with server:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        monkeypatch.setattr(socket, "getaddrinfo", counting)
+        client = HttpClient()
+        try:
+            answer = await client.post("http://api.sms-provider.invalid/send", timeout=5,
+                                       json_body={})
+        finally:
+            await client.close()
+    assert answer.status_code == 200
+    assert asked == ["POST http://api.sms-provider.invalid/send HTTP/1.1"]
+    assert "api.sms-provider.invalid" not in looked_up
+
+
+async def test_a_name_that_does_not_resolve_fails_as_a_private_one_does() -> None:
+    """Review rssrf LOW: which names delivery's DNS knows (internal ones) is not told: an
+    unresolvable name's error is the private name's, on every path."""
+    client = HttpClient()
+    try:
+        errors = []
+        for host in ("localhost", "no-such-host.invalid"):
+            url = f"http://{host}:9/x"
+            for call in (client.post(url, timeout=5, json_body={}), client.get(url, timeout=5)):
+                with pytest.raises(HttpTransportError) as failed:
+                    await call
+                errors.append(str(failed.value).replace(host, "HOST"))
+    finally:
+        await client.close()
+    assert "not a public address" in errors[0]
+    assert errors[2:] == errors[:2]
+
+
+async def test_a_failed_answer_s_body_goes_to_the_operator_s_log_only() -> None:
+    """Review rssrf LOW: the body kept out of GetMessage.error is what tells the operator why a
+    provider refused; its first 300 characters are logged."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    internal = HttpSink(default=lambda r: Answer(400, {"why": SECRET, "pad": "x" * 1000}))
+    with http_sink(internal) as sink:
+        client = HttpClient(allow_private=True)
+        sender = JsonHttpProvider(ProviderConfig(
+            workspace_id="ws-a", provider_id="json-1", channel=Channel.SMS,
+            kind=ProviderKind.HTTP_JSON, priority=0, display_name="", etag="e1",
+            config={"url": f"{sink.url}/send"}, secrets={"api_key": "k"}, disabled=False,
+            create_time=now, update_time=now), client, ManualClock())
+        try:
+            with capture_logs() as logs, pytest.raises(ProviderError) as failed:
+                await sender.send(OutgoingMessage(message_id="m1", channel=Channel.SMS,
+                                                  to="+14155550100", sms_text="x"))
+        finally:
+            await client.close()
+    assert SECRET not in str(failed.value)
+    logged = [e for e in logs if e["event"] == "provider answered an error"]
+    assert len(logged) == 1 and SECRET in logged[0]["body"]
+    assert len(logged[0]["body"]) <= 300 and logged[0]["provider_id"] == "json-1"

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 from aiohappyeyeballs import AddrInfoType, start_connection
 
-from cjo_delivery.domain.providers import is_public_address
+from cjo_delivery.domain.providers import is_public_address, literal_address
 
 SETTING = "CJO_DELIVERY_ALLOW_PRIVATE_DESTINATIONS"
 
@@ -37,7 +37,7 @@ class PrivateDestination(OSError):
     """The address to dial is not a public one: refused before connecting."""
 
 
-def _refused(what: str) -> PrivateDestination:
+def refused(what: str) -> PrivateDestination:
     # errno and strerror: what aiohttp's ClientConnectorError shows; one text for every address
     # of a name, so that aiohappyeyeballs raises it as it is rather than a list.
     return PrivateDestination(errno.EACCES, f"{what}not a public address (refused unless "
@@ -49,7 +49,7 @@ def public_socket(addr_info: AddrInfoType) -> socket.socket:
     for aiohappyeyeballs and aiohttp's connector: it sees the very address dialled)."""
     family, type_, proto, _, sockaddr = addr_info
     if not is_public_address(str(sockaddr[0])):
-        raise _refused("")
+        raise refused("")
     return socket.socket(family=family, type=type_, proto=proto)
 
 
@@ -57,16 +57,20 @@ async def connect(protocol_factory: Callable[[], _P], host: str, port: int, *,
                   allow_private: bool, ssl: ssl_module.SSLContext | None = None,
                   server_hostname: str | None = None) -> tuple[asyncio.Transport, _P]:
     """``loop.create_connection`` to ``host``:``port``, dialling only the public addresses
-    ``host`` resolves to (:class:`PrivateDestination` when it has none) unless
-    ``allow_private``."""
+    ``host`` resolves to (:class:`PrivateDestination` when it has none, or does not resolve)
+    unless ``allow_private``."""
     loop = asyncio.get_running_loop()
     if allow_private:
         return await loop.create_connection(protocol_factory, host, port, ssl=ssl,
                                             server_hostname=server_hostname)
-    infos = [info for info in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-             if is_public_address(str(info[4][0]))]
+    try:
+        resolved = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        # The same error as a private name's: which names delivery's DNS knows is not told.
+        raise refused(f"{host}: ") from None
+    infos = [info for info in resolved if is_public_address(str(info[4][0]))]
     if not infos:
-        raise _refused(f"{host}: ")
+        raise refused(f"{host}: ")
     sock = await start_connection(infos, socket_factory=public_socket)
     try:
         return await loop.create_connection(
@@ -77,9 +81,10 @@ async def connect(protocol_factory: Callable[[], _P], host: str, port: int, *,
         raise
 
 
-async def check_name(host: str, port: int) -> None:
-    """For a call a proxy makes for us: every address ``host`` resolves to here must be public
-    (the proxy resolves it again; its own rules must refuse private destinations too)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    if not all(is_public_address(str(sockaddr[0])) for *_, sockaddr in infos):
-        raise _refused(f"{host}: ")
+def check_literal(host: str) -> None:
+    """For a call a proxy makes for us: ``host`` must not spell a private address. A name is
+    left to the proxy, which resolves it (delivery may not be able to) and whose own rules must
+    refuse private destinations (docs/operations.md): no lookup here, so none per send."""
+    address = literal_address(host)
+    if address is not None and not is_public_address(address):
+        raise refused(f"{host}: ")

@@ -13,11 +13,16 @@ link they see.
 The listener is public, so what a stranger can make it hold is bounded: the token (and a status
 URL's provider) is checked from the request's head, before any of its body is read; a body of
 up to 4 MiB is read only for a valid status URL (providers batch their reports), 64 KiB for
-the other links; at most ``_MAX_CONNECTIONS`` connections are served at once (more are
-answered 503 unread) and at most ``_MAX_LARGE_BODIES`` bodies over 64 KiB are read at once.
-A request whose head did not arrive within ``_READ_TIMEOUT`` is answered 400; one that was
-still being read or handled then (a slow certificate fetch or transaction) 503, which
-providers retry (they take a 4xx as final).
+the other links. A request's head must arrive within ``_HEAD_TIMEOUT`` (else 400); of the
+connections still waiting for theirs, the oldest is dropped when more than
+``_MAX_PENDING_HEADS`` wait, so silent sockets hold nothing for long and a request that sends
+its head at once (every real client) is always read. Requests whose head is in: at most
+``_MAX_CONNECTIONS`` served at once (more are answered 503), at most ``_MAX_LARGE_BODIES``
+bodies over 64 KiB read at once, and at most ``_LARGE_BODIES_PER_PROVIDER`` of them one
+provider's (more 503), so one workspace cannot hold the others' reports up. ``/healthz`` is
+answered from its head whatever the load. A request still being read or handled
+``_READ_TIMEOUT`` after its head (a slow certificate fetch or transaction) is answered 503,
+which providers retry (they take a 4xx as final).
 """
 
 from __future__ import annotations
@@ -48,11 +53,18 @@ _MAX_BODY = 64 * 1024
 # Providers post reports in batches (SendGrid: up to thousands of events per POST).
 _MAX_REPORT_BODY = 4 * 1024 * 1024
 _MAX_HEAD = 16 * 1024
+# Real clients send their head at once; a silent socket is dropped after this.
+_HEAD_TIMEOUT = 2.0
+# From the head's arrival to the answer.
 _READ_TIMEOUT = 10.0
-# Each holds at most its head (16 KiB) until its token is checked: ~10 MB in all.
+# Connections waiting for their head (each holds at most 16 KiB): the oldest is dropped beyond.
+_MAX_PENDING_HEADS = 1024
+# Requests whose head is in, being read and handled at once.
 _MAX_CONNECTIONS = 512
-# Report bodies over _MAX_BODY (a valid status URL's) read and handled at once: 64 MiB at most.
+# Report bodies over _MAX_BODY (a valid status URL's) read and handled at once: 64 MiB at most;
+# of them, one provider's at once (its workspace's status URL is known to all its ADMIN keys).
 _MAX_LARGE_BODIES = 16
+_LARGE_BODIES_PER_PROVIDER = 2
 _STATUSES = {"delivered": EngagementKind.DELIVERED, "bounced": EngagementKind.BOUNCED,
              "complained": EngagementKind.COMPLAINED, "opened": EngagementKind.OPENED,
              "clicked": EngagementKind.CLICKED}
@@ -99,11 +111,30 @@ class _Response:
     location: str = ""
 
 
-@dataclass
-class _Progress:
-    """How far a request was read when its time ran out."""
+@dataclass(frozen=True)
+class _Head:
+    """A request's head, read before anything else of it."""
 
-    head: bool = False
+    method: str
+    target: str
+    path: str
+    headers: dict[str, str]
+    length: int
+
+
+async def _read_head(reader: asyncio.StreamReader) -> _Head:
+    # The whole head at once: longer than _MAX_HEAD is a LimitOverrunError (400).
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    method, target, _ = head[0].strip().split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in head[1:]:
+        if line.strip():
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    if length < 0:
+        raise ValueError("negative Content-Length")
+    return _Head(method, target, urlsplit(target).path, headers, length)
 
 
 _REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -120,8 +151,15 @@ class EngagementListener:
         self.host = host
         self.port = port
         self.bound_port = 0
-        self.connections = 0  # being served now
+        self.connections = 0  # heads in, being served now
+        # Connections waiting for their head, oldest first (a dict keeps the order).
+        self._pending: dict[asyncio.StreamWriter, None] = {}
         self._large_bodies: asyncio.Semaphore | None = None  # made on the serving loop
+        self._large_by_provider: dict[tuple[str, str], int] = {}
+
+    @property
+    def pending_heads(self) -> int:
+        return len(self._pending)
 
     async def run(self) -> None:
         server = await asyncio.start_server(self._serve, self.host, self.port,
@@ -132,23 +170,39 @@ class EngagementListener:
             await server.serve_forever()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.connections >= _MAX_CONNECTIONS:
-            await self._answer(writer, _Response(503, b"busy, try again later"))
-            return
-        self.connections += 1
+        self._pending[writer] = None
+        if len(self._pending) > _MAX_PENDING_HEADS:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            oldest.transport.abort()  # its head read ends (400, not sent: it is closed)
         try:
-            await self._answer(writer, await self._response(reader))
+            head: _Head | None = await asyncio.wait_for(_read_head(reader), _HEAD_TIMEOUT)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError, ConnectionError):
+            head = None
         finally:
-            self.connections -= 1
+            self._pending.pop(writer, None)
+        if head is None:
+            await self._answer(writer, _Response(400, b"bad request"))
+        elif head.path == "/healthz" and head.method == "GET":
+            # For a load balancer or Ingress in front of the listener (deploy/k8s/base):
+            # answered whatever the load, so a busy replica is not taken for a dead one.
+            await self._answer(writer, _Response(200, b"ok"))
+        elif self.connections >= _MAX_CONNECTIONS:
+            await self._answer(writer, _Response(503, b"busy, try again later"))
+        else:
+            self.connections += 1
+            try:
+                await self._answer(writer, await self._response(reader, head))
+            finally:
+                self.connections -= 1
 
-    async def _response(self, reader: asyncio.StreamReader) -> _Response:
-        read = _Progress()
+    async def _response(self, reader: asyncio.StreamReader, head: _Head) -> _Response:
         try:
-            return await asyncio.wait_for(self._handle(reader, read), _READ_TIMEOUT)
+            return await asyncio.wait_for(self._handle(reader, head), _READ_TIMEOUT)
         except TimeoutError:
-            # Once the head is in, the request is one to answer: a provider retries a 503.
-            return (_Response(503, b"try again later") if read.head
-                    else _Response(400, b"bad request"))
+            # The head is in, so the request is one to answer: a provider retries a 503.
+            return _Response(503, b"try again later")
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
                 ConnectionError):
             return _Response(400, b"bad request")
@@ -164,6 +218,9 @@ class EngagementListener:
                 "Cache-Control: no-store"]
         if response.location:
             head.append(f"Location: {response.location}")
+        if writer.transport.is_closing():  # dropped while waiting for its head
+            writer.close()
+            return
         try:
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + response.body)
             await writer.drain()
@@ -172,24 +229,9 @@ class EngagementListener:
         finally:
             writer.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, read: _Progress) -> _Response:
-        # The whole head at once: longer than _MAX_HEAD is a LimitOverrunError (400).
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        method, target, _ = head[0].strip().split(" ", 2)
-        headers: dict[str, str] = {}
-        for line in head[1:]:
-            if line.strip():
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        if length < 0:
-            raise ValueError("negative Content-Length")
-        read.head = True
-        path = urlsplit(target).path
-        if path == "/healthz" and method == "GET":
-            # For a load balancer or Ingress in front of the listener (deploy/k8s/base).
-            return _Response(200, b"ok")
-        parts = path.strip("/").split("/")
+    async def _handle(self, reader: asyncio.StreamReader, head: _Head) -> _Response:
+        method, target, headers, length = head.method, head.target, head.headers, head.length
+        parts = head.path.strip("/").split("/")
         if len(parts) != 2 or parts[0] not in ("o", "c", "u", "s"):
             return _Response(404, b"not found")
         route, signed = parts
@@ -211,9 +253,18 @@ class EngagementListener:
                                          token, provider)
         if self._large_bodies is None:
             self._large_bodies = asyncio.Semaphore(_MAX_LARGE_BODIES)
-        async with self._large_bodies:
-            return await self._with_body(reader, length, route, method, target, headers,
-                                         token, provider)
+        key = (token.workspace_id, token.message_id)  # a status URL's: its provider
+        if self._large_by_provider.get(key, 0) >= _LARGE_BODIES_PER_PROVIDER:
+            return _Response(503, b"try again later")
+        self._large_by_provider[key] = self._large_by_provider.get(key, 0) + 1
+        try:
+            async with self._large_bodies:
+                return await self._with_body(reader, length, route, method, target, headers,
+                                             token, provider)
+        finally:
+            self._large_by_provider[key] -= 1
+            if not self._large_by_provider[key]:
+                del self._large_by_provider[key]
 
     async def _with_body(self, reader: asyncio.StreamReader, length: int, route: str,
                          method: str, target: str, headers: dict[str, str],

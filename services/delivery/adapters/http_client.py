@@ -18,14 +18,16 @@ open in all, so a slow provider cannot open sockets without bound; no redirects 
 provider that redirects has answered); no cookies kept (providers of different workspaces
 share the pool); answers read up to ``MAX_ANSWER_BYTES``; a call is never repeated (a POST that
 broke may have been taken); only public addresses dialled unless ``allow_private``
-(adapters/destinations.py; a call through a proxy has its name checked here, and the proxy
-dials). Errors come out as :class:`HttpTimeout` and :class:`HttpTransportError`, so the
-providers need not know the library.
+(adapters/destinations.py; through a proxy, a private IP literal is refused here and a name
+is left to the proxy, which resolves it and must refuse private ones itself). Errors come out
+as :class:`HttpTimeout` and :class:`HttpTransportError`, so the providers need not know the
+library.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import Mapping
@@ -41,7 +43,13 @@ import yarl
 from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDictProxy
 
-from cjo_delivery.adapters.destinations import check_name, connect, public_socket
+from cjo_delivery.adapters.destinations import (
+    PrivateDestination,
+    check_literal,
+    connect,
+    public_socket,
+    refused,
+)
 from cjo_delivery.adapters.http_wire import Connection, WireError, request_bytes
 
 # Providers answer with a few hundred bytes; more is read no further (the connection is then
@@ -143,9 +151,10 @@ class HttpClient:
             # for the calls a proxy makes: aiohttp then reads ~/.netrc on every call.
             trust_env=proxied)
 
-    async def _open(self, url: str) -> aiohttp.ClientSession:
+    def _open(self, url: str) -> aiohttp.ClientSession:
         """The session for ``url``: through the proxy the environment names for it, if any
-        (its name checked here first), else direct."""
+        (a private IP literal refused here; a name is the proxy's to resolve and judge), else
+        direct."""
         proxied = False
         if getproxies_environment():
             target = yarl.URL(url)
@@ -155,7 +164,7 @@ class HttpClient:
             except LookupError:
                 pass
             if proxied and not self.allow_private and target.raw_host:
-                await check_name(target.raw_host, target.port or 0)
+                check_literal(target.raw_host)
         if proxied:
             if self._proxy_session is None or self._proxy_session.closed:
                 self._proxy_session = self._new_session(proxied=True)
@@ -186,7 +195,7 @@ class HttpClient:
         elif content is not None:
             data = content
         try:
-            async with (await self._open(url)).post(
+            async with self._open(url).post(
                     url, data=data, headers=sent_headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 body = await _read_capped(response)
@@ -289,13 +298,21 @@ class HttpClient:
     async def get(self, url: str, *, timeout: float) -> HttpResponse:
         """GET ``url`` and read the answer (capped like any other), within ``timeout``."""
         try:
-            async with (await self._open(url)).get(
+            async with self._open(url).get(
                     url, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 return HttpResponse(response.status, response.headers,
                                     await _read_capped(response))
         except TimeoutError:
             raise HttpTimeout(f"no answer within {timeout:g} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            if not self.allow_private and isinstance(
+                    exc.os_error, (socket.gaierror, PrivateDestination)):
+                # One text whether the name does not resolve or resolves to private addresses:
+                # which names delivery's DNS knows is not told (the lean path's text too).
+                raise HttpTransportError(
+                    f"PrivateDestination: {refused(f'{exc.host}: ')}") from None
+            raise HttpTransportError(f"{type(exc).__name__}: {exc}") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise HttpTransportError(f"{type(exc).__name__}: {exc}") from None
 

@@ -7,7 +7,8 @@ provider asked us to wait (429 Retry-After). Error texts never contain a secret:
 travel only in headers, and headers are never part of an error. Nor do they quote the answer's
 body: only its status and, where the provider documents them, its error code (a number for
 Twilio, an upper-case name for FCM). The error is read back by the workspace (GetMessage), so
-whatever answered must not be able to pass its text through it.
+whatever answered must not be able to pass its text through it; the operator's log has the
+first ``LOGGED_BODY_CHARS`` of a failed answer's body.
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.providers import ProviderConfig
 from cjo_delivery.domain.sending import OutgoingMessage, ProviderError
 from cjo_platform.clock import Clock
+from cjo_platform.logging import get_logger
+
+log = get_logger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
+# Of a failed answer's body, what the operator's log shows (never the workspace: GetMessage).
+LOGGED_BODY_CHARS = 300
 SIGNATURE_HEADER = "X-Cjo-Signature"
 TIMESTAMP_HEADER = "X-Cjo-Timestamp"
 
@@ -96,6 +102,11 @@ class HttpProvider:
             raise ProviderError(f"{self.where}: timed out", transient=True) from None
         except HttpTransportError as exc:
             raise ProviderError(f"{self.where}: {exc}", transient=True) from None
+        if response.status_code >= 400:
+            # The body helps the operator find out why; it stays out of the message's error.
+            log.warning("provider answered an error", workspace_id=self.config.workspace_id,
+                        provider_id=self.config.provider_id, status=response.status_code,
+                        body=" ".join(response.text[:LOGGED_BODY_CHARS].split()))
         if response.status_code == 429:
             raise ProviderError(
                 f"{self.where}: {_status(response)}", transient=True,

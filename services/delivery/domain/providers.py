@@ -113,6 +113,12 @@ class ProviderConfig:
 # IPv6 ranges that carry an IPv4 address in their last 32 bits which a gateway may reach for
 # us: NAT64's well-known prefix (RFC 6052) and the deprecated IPv4-compatible addresses.
 _EMBEDDING_V4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+# Not public, but ``is_global`` (Python 3.11.7) takes them for public: NAT64's local-use prefix
+# (RFC 8215), IPv4-translated addresses (SIIT, RFC 2765) and Azure's host endpoint (wire
+# server: DNS, DHCP, the VM agent's metadata).
+_NOT_PUBLIC: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv4Network("168.63.129.16/32"))
 
 
 def is_public_address(address: str) -> bool:
@@ -128,7 +134,8 @@ def is_public_address(address: str) -> bool:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None and not is_public_address(str(embedded)):
             return False
-    return ip.is_global and not ip.is_multicast
+    return ip.is_global and not ip.is_multicast and not any(
+        ip.version == net.version and ip in net for net in _NOT_PUBLIC)
 
 
 def literal_address(host: str) -> str | None:
