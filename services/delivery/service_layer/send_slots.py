@@ -64,7 +64,7 @@ class SendSlots:
                 self._give(workspace)
             else:
                 queue = self._waiting.get(workspace)
-                if queue is not None:
+                if queue is not None and waiter in queue:
                     queue.remove(waiter)
                     if not queue:
                         del self._waiting[workspace]
@@ -79,6 +79,12 @@ class SendSlots:
         while granted and self._free > 0 and self._waiting:
             granted = False
             for waiting in list(self._waiting):
+                queue = self._waiting[waiting]
+                while queue and queue[0].cancelled():  # cancelled, not yet run: not granted
+                    queue.popleft()
+                if not queue:
+                    del self._waiting[waiting]
+                    continue
                 if not self._may(waiting):
                     continue
                 queue = self._waiting.pop(waiting)
