@@ -501,7 +501,14 @@ def keys_in(session: Session, columns: Sequence[ColumnElement[Any]],
 
     An OR of ``a = ? AND b IN (...)`` per leading value, used before, failed on SQLite past
     ~1,000 distinct leading values ("Expression tree is too large (maximum depth 1000)") and
-    cost PostgreSQL seconds of planning."""
+    cost PostgreSQL seconds of planning.
+
+    Only as a top-level AND of the WHERE clause: on PostgreSQL the ``unnest`` is a FROM item
+    of the statement (a join), so inside OR or NOT it gives rows twice or none (review
+    rkeysin). Known limit (review rkeysin, helper keysin2): on a table PostgreSQL holds no
+    statistics for yet (new, not yet analysed by autovacuum), a statement with another
+    condition on the table may scan it once per key instead (100 keys over 30,000 young rows:
+    ~1 s); once analysed, a probe per key."""
     wanted = sorted({tuple(key) for key in keys})
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
