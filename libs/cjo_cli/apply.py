@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from google.protobuf import json_format
 
-from cjo_cli.compare import compare, masked
+from cjo_cli.compare import compare, held_secrets, masked
 from cjo_cli.manifests import Manifest
 from cjo_cli.resources import (
     KIND_TABLE,
@@ -56,22 +56,24 @@ def _normalise(message_type: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def apply(client: Client, manifests: list[Manifest], *, dry_run: bool = False,
-                recreate: bool = False,
+                recreate: bool = False, rotate_secrets: bool = False,
                 report: Callable[[Outcome], None] = lambda _: None) -> list[Outcome]:
     """``recreate``: a manifest naming an archived journey creates a new one (else that is an
-    error: the archive was somebody's decision)."""
+    error: the archive was somebody's decision). ``rotate_secrets``: every secret a manifest
+    sets is sent, even one the server holds already (they are never read back, so a secret
+    changed alone in a manifest is otherwise not seen: each gets a note saying so)."""
     outcomes: list[Outcome] = []
     for manifest in manifests:
-        for outcome in await _apply_one(client, manifest, dry_run, recreate):
+        for outcome in await _apply_one(client, manifest, dry_run, recreate, rotate_secrets):
             report(outcome)
             outcomes.append(outcome)
     return outcomes
 
 
 async def _apply_one(client: Client, m: Manifest, dry_run: bool,
-                     recreate: bool = False) -> list[Outcome]:
+                     recreate: bool = False, rotate: bool = False) -> list[Outcome]:
     if m.kind == "Settings":
-        return await _apply_settings(client, m, dry_run)
+        return await _apply_settings(client, m, dry_run, rotate)
     kind = KIND_TABLE[m.kind]
     key = kind.key_of(m.spec)
     if not key:
@@ -118,13 +120,14 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool,
         return [Outcome(m.kind, key, "created", diff, note)]
     current = settable(stored)
     before, paths = compare(current, desired, kind.defaults)
+    paths, note = _secrets(current, desired, paths, rotate)
     if secrets:
         paths.append("secrets")
     to_publish = publish and (bool(paths) or kind.unpublished(stored))
-    note = ""
     if publish and kind.paused(stored):
         # Publishing resumes: an operator's pause stands until they resume it.
-        to_publish, note = False, "paused; not published (resume it to publish)"
+        to_publish = False
+        note = "; ".join(n for n in (note, "paused; not published (resume it to publish)") if n)
     if not paths and not to_publish:
         return [Outcome(m.kind, key, "unchanged", note=note)]
     shown = [p for p in paths if p != "secrets"]
@@ -144,7 +147,19 @@ async def _apply_one(client: Client, m: Manifest, dry_run: bool,
 _SECRETS_NOTE = "secrets: (not compared; sent again)\n"
 
 
-async def _apply_settings(client: Client, m: Manifest, dry_run: bool) -> list[Outcome]:
+def _secrets(current: dict[str, Any], desired: dict[str, Any], paths: list[str],
+             rotate: bool) -> tuple[list[str], str]:
+    """``paths`` with the fields of the secrets the server holds when ``rotate`` (a rotated
+    secret is sent), else a note naming those not sent: never silently left as they were."""
+    held = [p for p in held_secrets(desired, current) if p.split(".", 1)[0] not in paths]
+    if rotate:
+        return sorted({*paths, *(p.split(".", 1)[0] for p in held)}), ""
+    return paths, "; ".join(f"{p} not compared (the server holds one); --rotate-secrets sends it"
+                            for p in held)
+
+
+async def _apply_settings(client: Client, m: Manifest, dry_run: bool,
+                          rotate: bool = False) -> list[Outcome]:
     outcomes: list[Outcome] = []
     unknown = set(m.spec) - set(SETTINGS_PARTS)
     if unknown:
@@ -157,8 +172,9 @@ async def _apply_settings(client: Client, m: Manifest, dry_run: bool) -> list[Ou
         stored = await part.get(client)
         current = settable(stored)
         before, paths = compare(current, desired, part.defaults)
+        paths, note = _secrets(current, desired, paths, rotate)
         if not paths:
-            outcomes.append(Outcome("Settings", section, "unchanged"))
+            outcomes.append(Outcome("Settings", section, "unchanged", note=note))
             continue
         diff = _diff(f"Settings/{section}", before, desired)
         if not dry_run:
@@ -169,5 +185,5 @@ async def _apply_settings(client: Client, m: Manifest, dry_run: bool) -> list[Ou
             json_format.ParseDict({p: desired[p] for p in paths if p in desired}, merged)
             await part.put(client, merged, paths,
                            request_id("Settings", section, desired, current))
-        outcomes.append(Outcome("Settings", section, "updated", diff))
+        outcomes.append(Outcome("Settings", section, "updated", diff, note))
     return outcomes

@@ -77,6 +77,24 @@ def _unheld(desired: Any, stored: Any) -> bool:
     return False
 
 
+def held_secrets(desired: Any, stored: Any, path: str = "") -> list[str]:
+    """The secrets ``desired`` sets that the server says it holds (dotted paths): not compared,
+    so sent only with another change of their field, or by ``cjo apply --rotate-secrets``."""
+    if not isinstance(desired, dict):
+        return []
+    stored = stored if isinstance(stored, dict) else {}
+    found = []
+    for k, v in desired.items():
+        here = f"{path}.{k}" if path else k
+        companion = SECRETS.get(k)
+        if k in SECRETS:
+            if companion and v not in (None, "") and stored.get(companion):
+                found.append(here)
+        else:
+            found += held_secrets(v, stored.get(k), here)
+    return found
+
+
 def masked(data: Any) -> Any:
     """``data`` with every secret's value replaced by a mask, to be shown (a diff)."""
     if isinstance(data, list):

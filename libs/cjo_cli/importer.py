@@ -30,6 +30,7 @@ from google.rpc import error_details_pb2
 from cjo.identity.v1 import event_pb2
 from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo_client import Client
+from cjo_platform.rpc.client import too_large
 
 BATCH_SIZE = 1000
 # A batch's encoded events at most (a single larger row goes alone): far below the 32 MiB gRPC
@@ -103,8 +104,9 @@ def _read_checkpoint(path: Path) -> Checkpoint | None:
 def _write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     cp = checkpoint_path(path)
     tmp = cp.with_name(cp.name + ".tmp")
-    data = dataclasses.asdict(checkpoint)
-    data["acked"] = f"{checkpoint.acked or 0:x}"
+    # The fields as they are (asdict deep-copied the rejected rows at every batch).
+    data = {"line": checkpoint.line, "run": checkpoint.run, "file": checkpoint.file,
+            "acked": f"{checkpoint.acked or 0:x}", "rejected": checkpoint.rejected}
     tmp.write_text(json.dumps(data), encoding="utf-8")
     os.replace(tmp, cp)
 
@@ -167,7 +169,7 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _message_id(digest: str, occurrence: int, in_file: str) -> str:
+def _message_id(digest: str, occurrence: int | str, in_file: str) -> str:
     # ``occurrence`` counts identical rows earlier in the file, so two equal rows are two
     # events (a person clicking twice in one second), each with its own id. ``in_file`` (the
     # file's content digest) keeps the same row in another file a new event (a profile
@@ -183,7 +185,7 @@ def _split_identifiers(row: dict[str, Any]) -> tuple[list[event_pb2.Identifier],
     return ids, rest
 
 
-def event_from_row(kind: str, digest: str, occurrence: int, in_file: str,
+def event_from_row(kind: str, digest: str, occurrence: int | str, in_file: str,
                    row: dict[str, Any]) -> event_pb2.Event:
     """An NDJSON row in the Event proto's JSON form is taken as it is; otherwise (CSV, or a flat
     object) identifier columns become identifiers and the others properties (events) or traits
@@ -246,7 +248,6 @@ async def run_import(client: Client, kind: str, path: Path, *,
     in_file = state.file + (f"\nrun {state.run}" if kind == "profiles" else "")
     pending: list[tuple[int, asyncio.Task[Any], list[tuple[int, str, event_pb2.Event]]]] = []
     sent_batches = 0
-    acked = 0  # the rows' hashes up to the checkpoint, recomputed to check the file
 
     def settled(line: int, digest: str, result: Any) -> None:
         if result.status.code:
@@ -268,8 +269,8 @@ async def run_import(client: Client, kind: str, path: Path, *,
         try:
             reply = await client.identity.IngestEvents(identity_pb.IngestEventsRequest(
                 events=[e for _, _, e in rows]), metadata=client.metadata)
-        except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        except grpc.aio.AioRpcError as exc:
+            if not too_large(exc):  # a busy server's RESOURCE_EXHAUSTED is not the row's fault
                 raise
             if len(rows) == 1:
                 rejected(rows[0][0], f"row: too large ({rows[0][2].ByteSize()} bytes encoded)")
@@ -285,8 +286,8 @@ async def run_import(client: Client, kind: str, path: Path, *,
         last_line, task, rows = pending.pop(0)
         try:
             reply = await task
-        except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        except grpc.aio.AioRpcError as exc:
+            if not too_large(exc):
                 raise
             await call(rows)
         else:
@@ -302,7 +303,7 @@ async def run_import(client: Client, kind: str, path: Path, *,
     batch_bytes = 0
     last = 0
     seen: Counter[str] = Counter()
-    checked = False  # the rows acknowledged before are those of this file
+    reported = False  # the rows skipped (imported before) were reported to ``progress``
 
     async def send() -> None:
         nonlocal batch, batch_bytes, sent_batches
@@ -332,8 +333,14 @@ async def run_import(client: Client, kind: str, path: Path, *,
         return True
 
     def check() -> None:
-        nonlocal checked
-        checked = True
+        """Before anything is sent, in a pass of its own (rows to send again are not held in
+        memory meanwhile): the rows acknowledged before are those of this file."""
+        acked = 0  # the rows' hashes up to the checkpoint
+        for line, raw, _ in _rows(path):
+            if line > start_after:
+                break
+            if line not in retry:
+                acked = (acked + _row_hash(line, row_digest(kind, raw))) % _MOD
         if previous is not None and previous.acked is not None and acked != previous.acked:
             raise ImportError_(
                 f"{path} changed since the import recorded in {checkpoint_path(path)}, in "
@@ -343,18 +350,22 @@ async def run_import(client: Client, kind: str, path: Path, *,
         state.acked = acked
 
     try:
-        held: list[tuple[int, str, event_pb2.Event]] = []
+        if previous is not None:
+            check()
         for line, raw, row in _rows(path):
             # Counted for skipped rows too, so a resumed run numbers repeats as the first did.
             digest = row_digest(kind, raw)
-            occurrence = seen[digest]
-            seen[digest] += 1
+            if line <= start_after and line in retry:
+                # Re-sent (fixed or not): an id of its own, never a row acknowledged before.
+                occurrence: int | str = f"line {line}"
+            else:
+                occurrence = seen[digest]
+                seen[digest] += 1
             if line <= start_after and line not in retry:
-                acked = (acked + _row_hash(line, digest)) % _MOD
                 summary.skipped += 1
                 continue
-            if not checked and line > start_after:
-                check()  # before anything is sent
+            if not reported:
+                reported = True
                 if summary.skipped:
                     progress(summary.skipped)
             last = max(last, line)
@@ -367,20 +378,8 @@ async def run_import(client: Client, kind: str, path: Path, *,
                 # Whatever a row holds, it is rejected alone: no row stops the import.
                 rejected(line, f"row: {exc}")
                 continue
-            held.append((line, digest, event))  # rows rejected before, until the file is checked
-            if not checked:
-                continue
-            for item in held:
-                if not await add(item):
-                    break
-            held = []
-            if summary.stopped:
+            if not await add((line, digest, event)):
                 break
-        if not checked:
-            check()
-            for item in held:
-                if not await add(item):
-                    break
         if batch and not summary.stopped:
             await send()
         while pending:
@@ -396,6 +395,12 @@ async def run_import(client: Client, kind: str, path: Path, *,
             state.line = max(state.line, last)
             _write_checkpoint(path, state)
         else:
-            # Done: a new run of the same file starts over, and finds every row a duplicate.
-            checkpoint_path(path).unlink(missing_ok=True)
+            if state.file != file_digest(path):
+                # Rows were fixed in place: their ids hold the file as it began, so the
+                # checkpoint stays (nothing rejected, everything done) and a new run skips all.
+                state.line = max(state.line, last)
+                _write_checkpoint(path, state)
+            else:
+                # Done: a new run of the same file starts over, and finds every row a duplicate.
+                checkpoint_path(path).unlink(missing_ok=True)
     return summary

@@ -171,7 +171,11 @@ def apply_cmd(
         dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change, as a "
                                      "diff against the server; change nothing."),
         recreate: bool = typer.Option(False, "--recreate", help="Create a journey again whose "
-                                      "namesake was archived (else that is an error).")) -> None:
+                                      "namesake was archived (else that is an error)."),
+        rotate_secrets: bool = typer.Option(
+            False, "--rotate-secrets", help="Send every secret the manifests set, even one the "
+            "server holds (secrets are never read back, so one changed alone is otherwise not "
+            "sent: apply says so).")) -> None:
     """Create or update what the manifests describe; unchanged objects are left alone. A
     paused journey is never published (that would resume it)."""
     try:
@@ -190,7 +194,7 @@ def apply_cmd(
             out.print(f"  {o.note}", markup=False, highlight=False)
 
     outcomes = _run(lambda c: applying.apply(c, found, dry_run=dry_run, recreate=recreate,
-                                             report=report))
+                                             rotate_secrets=rotate_secrets, report=report))
     changed = sum(o.action != "unchanged" for o in outcomes)
     if not changed:
         out.print("no changes")

@@ -47,6 +47,15 @@ async def test_identity_verification_settles(backend: Backend, tmp_path: Path) -
         assert await verification(suite, key) == (True, True)
         again = await cjo("apply", "-f", str(manifest))
         assert "Settings/identity unchanged" in again.stdout, again.stdout
+        # Rotated alone (review rimport): never read back, so not compared, but never silently
+        # kept either: apply says so, and --rotate-secrets sends it.
+        manifest.write_text((SETTINGS % "FR").replace(SECRET, SECRET.upper()))
+        rotated = await cjo("apply", "-f", str(manifest))
+        assert "identity_verification.secret not compared (the server holds one); " \
+            "--rotate-secrets sends it" in rotated.stdout, rotated.stdout
+        sent = await cjo("apply", "-f", str(manifest), "--rotate-secrets")
+        assert "Settings/identity updated" in sent.stdout and SECRET.upper() not in sent.stdout
+        assert await verification(suite, key) == (True, True)
         # Another change: shown without the secret, which stays set.
         manifest.write_text(SETTINGS % "DE")
         dry = await cjo("apply", "-f", str(manifest), "--dry-run")

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import pytest
 from google.rpc import status_pb2
 
 from cjo.identity.v1 import identity_service_pb2 as identity_pb
 from cjo_cli.importer import checkpoint_path, run_import
 
 LIMIT = 1024 * 1024  # what the fake service takes in one call: less than a batch
+TOO_LARGE = "Sent message larger than max (1048577 vs. 1048576)"  # gRPC's own words
 
 
 @dataclass
@@ -30,7 +32,7 @@ class FakeIdentity:
         self.calls.append(request.ByteSize())
         if request.ByteSize() > LIMIT:
             raise grpc.aio.AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(),
-                                       grpc.aio.Metadata(), details="message too large")
+                                       grpc.aio.Metadata(), details=TOO_LARGE)
         assert len(request.events) <= 1000
         results = []
         for event in request.events:
@@ -93,5 +95,45 @@ async def test_rejected_rows_are_kept_until_fixed(tmp_path: Path) -> None:
     fixed = await run_import(client, "events", data)  # type: ignore[arg-type]
     assert (fixed.accepted, fixed.duplicates, len(fixed.rejected), fixed.skipped) == (
         750, 0, 0, 1750)
-    assert not checkpoint_path(data).exists()
     assert len(set(client.identity.ids)) == 2500 and client.identity.ids[:1750] == first_ids
+    # Done, but its ids hold the file as it began: the checkpoint stays (nothing rejected), so
+    # the same file imported again sends nothing (review rimport: every row was stored twice).
+    assert json.loads(checkpoint_path(data).read_text())["rejected"] == {}
+    again = await run_import(client, "events", data)  # type: ignore[arg-type]
+    assert (again.accepted, again.duplicates, len(again.rejected), again.skipped) == (
+        0, 0, 0, 2500)
+    assert len(client.identity.ids) == 2500
+
+
+async def test_a_fixed_row_equal_to_a_later_row_is_its_own_event(tmp_path: Path) -> None:
+    # Two identical clicks; the first rejected, then fixed in place (review rimport): it took
+    # the second's occurrence number, so its id, and was acknowledged as a duplicate.
+    data = tmp_path / "clicks.ndjson"
+    click = {"name": "clicked", "user_id": "u1", "timestamp": "2026-12-01T10:00:00Z"}
+    rows = [dict(click, bad=True)] + [{"name": "x", "user_id": f"u{i}"} for i in range(5)] + [
+        dict(click)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    client = FakeClient()
+    first = await run_import(client, "events", data)  # type: ignore[arg-type]
+    assert (first.accepted, len(first.rejected)) == (6, 1)
+    rows[0].pop("bad")
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fixed = await run_import(client, "events", data)  # type: ignore[arg-type]
+    assert (fixed.accepted, fixed.duplicates, len(fixed.rejected)) == (1, 0, 0)
+    assert len(set(client.identity.ids)) == 7
+
+
+async def test_a_busy_server_is_not_a_row_too_large(tmp_path: Path) -> None:
+    # RESOURCE_EXHAUSTED for a quota or a full queue stops the import (the checkpoint stays for
+    # the next run) instead of splitting and rejecting every row as "too large".
+    class Busy(FakeIdentity):
+        async def IngestEvents(self, request: identity_pb.IngestEventsRequest,
+                               metadata: object) -> identity_pb.IngestEventsResponse:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(),
+                                       grpc.aio.Metadata(), details="quota exceeded")
+
+    data = tmp_path / "clicks.ndjson"
+    data.write_text("".join(json.dumps({"name": "x", "user_id": f"u{i}"}) + "\n"
+                            for i in range(3)))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await run_import(FakeClient(Busy()), "events", data)  # type: ignore[arg-type]

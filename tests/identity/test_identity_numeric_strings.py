@@ -12,6 +12,7 @@ from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_settings_pb2 as settings_pb2
 from cjo_identity.domain.computed import Aggregation, ComputedTrait, EventFact, compute
 from cjo_identity.domain.conversions import ConversionEvent, value_of
+from cjo_identity.domain.numbers import parse_number
 
 
 @pytest.mark.parametrize("value", [19.99, 5, "19.99", " 5 ", "1e3", "abc", "", True, None,
@@ -22,6 +23,20 @@ def test_a_sum_reads_a_property_as_revenue_does(value: object) -> None:
     summed = compute([total], [EventFact("order_completed", {"total": value}, now)], now)
     revenue = value_of(ConversionEvent("order_completed", "total"), {"total": value}).revenue
     assert summed == {"spent": pytest.approx(revenue)}
+
+
+@pytest.mark.parametrize("value", ["\uff11\uff12", "\u0663", "1_000", "1,000", "0x10", "+", ".",
+                                   "1e"])
+def test_only_ascii_decimal_strings_are_numbers(value: str) -> None:
+    # float() reads "1_000" and other scripts' digits (review rimport): a CSV's "1,000" counted
+    # 0 while "1_000" counted 1,000.
+    assert parse_number(value) is None
+
+
+@pytest.mark.parametrize(("value", "number"), [("19.99", 19.99), (" -5 ", -5.0), ("1e3", 1e3),
+                                               (".5", 0.5), ("5.", 5.0), ("+2", 2.0)])
+def test_ascii_decimal_strings_are_numbers(value: str, number: float) -> None:
+    assert parse_number(value) == number
 
 
 async def test_csv_numbers_are_summed(identity: Identity) -> None:
