@@ -1,31 +1,52 @@
 """Review rexport: an export page is bounded by bytes only (1,001 small events exported in one
 answer at 74dadca, 1,000 of them at 486669c: a client not following page tokens got a
 truncated data-subject export); a merge between two pages of an export is ABORTED rather than
-leaving out the merged-in events newer than the cursor; a page of events is one query."""
+leaving out the merged-in events newer than the cursor; a page of events is one query.
+
+Review rexport2: ExportProfile reads on the read path (at e284688 it ran as a write: on SQLite
+the single writer thread, where another profile's ingest waited 11.2 s behind a 40,000-event
+export) and reads about what it answers (events are measured as the servicer encodes them:
+e284688 read until an estimate of 128 bytes beyond the JSON columns per event reached the
+bound, ~426 bytes encoded, and dropped the rest); an identifier moving events into the
+profile between two pages is ABORTED (the marker of profile and merge count did not change,
+and the moved-in events newer than the cursor were left out); a page token of an earlier
+release starts the export again (ABORTED) rather than failing (INVALID_ARGUMENT)."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from identity_support import START, EmptyDecisioning, backend_transactions, cli_profile_export
+from identity_support import (
+    START,
+    EmptyDecisioning,
+    Identity,
+    backend_transactions,
+    cli_profile_export,
+    event,
+    rpc_error,
+)
+from identity_support import ingest as ingest_rpc
 from sqlalchemy import event as sa_event
 
 from cjo.decisioning.v1 import decisioning_service_pb2_grpc as dc_grpc
+from cjo.identity.v1 import event_pb2
 from cjo.identity.v1 import identity_service_pb2 as pb
 from cjo.identity.v1 import identity_service_pb2_grpc as pb_grpc
-from cjo_identity.domain.events import Event, EventType, parse_event
+from cjo_identity.api import identity_servicer
+from cjo_identity.domain.events import Event, EventType, StoredEvent, parse_event
 from cjo_identity.domain.ingest import Outcome
 from cjo_identity.domain.settings import IdentitySettings
 from cjo_identity.service_layer import ingest, profiles
 from cjo_platform.db.unit_of_work import Transactions
 from cjo_platform.errors import Aborted
-from cjo_platform.paging import MAX_PAGE_BYTES
+from cjo_platform.paging import MAX_PAGE_BYTES, encode_token
 from support import Backend
 
 WS = "acme"
@@ -52,8 +73,8 @@ async def ingest_ok(tx: Transactions, *events: Event) -> list[Outcome]:
 
 
 def export_page(tx: Transactions, profile_id: str, cursor: Any, max_bytes: int) -> Any:
-    return tx.run_sync(lambda uow: profiles.export_profile(uow, WS, profile_id, cursor,
-                                                           max_bytes))
+    return tx.read_sync(lambda uow: profiles.export_profile(
+        uow, WS, profile_id, cursor, max_bytes, lambda _p: 0, lambda _e: 1))
 
 
 def export_all(tx: Transactions, profile_id: str, max_bytes: int) -> list[str]:
@@ -154,3 +175,113 @@ async def test_cjo_profile_export_starts_again_when_the_profile_changed(tmp_path
     document = json.loads(done.stdout)
     assert [e["eventId"] for e in document["events"]] == ["e2", "e1"]  # each once
     assert document["profile"] == {"name": "profiles/p1"}
+
+
+async def test_an_identifier_move_between_export_pages_aborts(tx: Transactions) -> None:
+    (p1, _) = await ingest_ok(tx, track("m1", ("user_id", "u1"), at=1 * HOUR),
+                              track("m10", ("user_id", "u1"), at=10 * HOUR))
+    (p2, a) = await ingest_ok(tx, track("m6", ("user_id", "u2"), ("anonymous_id", "a1"),
+                                        at=6 * HOUR),
+                              track("m12", ("anonymous_id", "a1"), at=12 * HOUR))
+    assert p2.profile_id != p1.profile_id and a.profile_id == p2.profile_id
+    _, first, cursor = export_page(tx, p1.profile_id, None, 1)  # one event a page
+    assert [e.event.message_id for e in first] == ["m10"]
+    # A late event dated before m6: a1 was u1's first, so a1 (and m12, newer than the cursor)
+    # moves to u1's profile, which merged nothing.
+    await ingest_ok(tx, track("m0", ("user_id", "u1"), ("anonymous_id", "a1"), at=-24 * HOUR))
+    assert "m12" in export_all(tx, p1.profile_id, MAX_PAGE_BYTES)
+    with pytest.raises(Aborted, match="profile changed during export; start again"):
+        while cursor is not None:
+            _, _, cursor = export_page(tx, p1.profile_id, cursor, 1)
+    assert export_all(tx, p1.profile_id, 1) == ["m12", "m10", "m1", "m0"]
+
+
+async def test_events_received_during_an_export_do_not_abort_it(tx: Transactions) -> None:
+    (p1, *_) = await ingest_ok(tx, *(track(f"m{i}", ("user_id", "u1"), at=i * HOUR)
+                                     for i in range(3)))
+    _, first, cursor = export_page(tx, p1.profile_id, None, 1)
+    tx.clock.advance(timedelta(seconds=1))  # type: ignore[attr-defined]
+    await ingest_ok(tx, track("m9", ("user_id", "u1"), at=9 * HOUR))
+    ids = [e.event.message_id for e in first]
+    while cursor is not None:
+        _, page, cursor = export_page(tx, p1.profile_id, cursor, 1)
+        ids += [e.event.message_id for e in page]
+    assert ids == ["m2", "m1", "m0"]
+
+
+async def test_the_export_reads_on_the_read_path_and_sends_all_it_encodes(
+        identity: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    metadata = await identity.new_workspace(WS)
+    for batch in range(4):
+        results = await ingest_rpc(identity, metadata, *(
+            event(f"m{n}", ("user_id", "u1"), at=START - (200 - n) * timedelta(minutes=1))
+            for n in range(batch * 50, batch * 50 + 50)))
+        assert [r.status.code for r in results] == [0] * 50
+    name = (await identity.events.LookupProfile(pb.LookupProfileRequest(
+        identifier=event_pb2.Identifier(type="user_id", value="u1")),
+        metadata=metadata)).profile.name
+    writing = threading.local()
+    run_sync = Transactions.run_sync
+
+    def as_writer(self: Transactions, work: Any, **options: Any) -> Any:
+        writing.on = True
+        try:
+            return run_sync(self, work, **options)
+        finally:
+            writing.on = False
+
+    real_export = profiles.export_profile
+    in_writer: list[bool] = []
+
+    def export(uow: Any, *args: Any, **options: Any) -> Any:
+        in_writer.append(getattr(writing, "on", False))
+        return real_export(uow, *args, **options)
+
+    encoded: list[str] = []
+    to_proto = identity_servicer.stored_event_to_proto
+
+    def encode(stored: StoredEvent) -> Any:
+        encoded.append(stored.event.message_id)
+        return to_proto(stored)
+
+    monkeypatch.setattr(Transactions, "run_sync", as_writer)
+    monkeypatch.setattr(profiles, "export_profile", export)
+    monkeypatch.setattr(identity_servicer, "stored_event_to_proto", encode)
+    monkeypatch.setattr(identity_servicer, "MAX_PAGE_BYTES", 20_000)  # ~40 events a page
+    sent: list[str] = []
+    pages = 0
+    token = ""
+    while True:
+        encoded.clear()
+        exported = await identity.events.ExportProfile(pb.ExportProfileRequest(
+            name=name, page_token=token), metadata=metadata)
+        assert len(exported.json) <= 20_000
+        page = [e["event"]["messageId"] for e in json.loads(exported.json)["events"]]
+        # Every event read and encoded is sent, but one looked at past the page.
+        assert len(encoded) - len(page) <= 1, (len(encoded), len(page))
+        sent += page
+        pages += 1
+        token = exported.next_page_token
+        if not token:
+            break
+    assert sent == [f"m{i}" for i in reversed(range(200))] and pages > 4
+    assert in_writer and not any(in_writer), in_writer
+
+
+async def test_a_page_token_of_an_earlier_release_starts_the_export_again(
+        identity: Identity) -> None:
+    metadata = await identity.new_workspace(WS)
+    await ingest_rpc(identity, metadata, event("m1", ("user_id", "u1"), at=START))
+    name = (await identity.events.LookupProfile(pb.LookupProfileRequest(
+        identifier=event_pb2.Identifier(type="user_id", value="u1")),
+        metadata=metadata)).profile.name
+    old = encode_token({"t": datetime(2026, 3, 1, tzinfo=UTC).isoformat(), "id": "e1"})
+    error = await rpc_error(identity.events.ExportProfile(pb.ExportProfileRequest(
+        name=name, page_token=old), metadata=metadata))
+    assert error.code() == grpc.StatusCode.ABORTED, error.details()
+    bad = encode_token({"t": datetime(2026, 3, 1, tzinfo=UTC).isoformat(), "id": "e1",
+                        "p": "x", "m": 0, "s": "then", "n": 1})
+    error = await rpc_error(identity.events.ExportProfile(pb.ExportProfileRequest(
+        name=name, page_token=bad), metadata=metadata))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+

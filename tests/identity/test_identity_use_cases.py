@@ -261,8 +261,8 @@ async def test_profiles_are_listed_by_filter_and_their_events_page_newest_first(
     assert [e.event.message_id for e in page] == ["m2", "m1"]
     tail, end = tx.run_sync(lambda uow: profiles.list_profile_events(uow, WS, u1, 2, cursor))
     assert [e.event.message_id for e in tail] == ["m0"] and end is None
-    profile, history, more = tx.run_sync(
-        lambda uow: profiles.export_profile(uow, WS, u1, None, 1 << 20))
+    profile, history, more = tx.read_sync(lambda uow: profiles.export_profile(
+        uow, WS, u1, None, 1 << 20, lambda _p: 0, lambda _e: 1))
     assert more is None
     assert profile.golden.traits["visits"].value == 2
     assert [e.event.message_id for e in history] == ["m2", "m1", "m0"]

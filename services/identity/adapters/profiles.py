@@ -798,12 +798,15 @@ FIRST_EVENT_CHUNK = 128
 
 def page_events(session: Session, workspace_id: str, profile_id: str, limit: int,
                 after: tuple[datetime, str] | None, max_bytes: int, least: int = 1,
-                overhead: int = EVENT_OVERHEAD_BYTES) -> EventPage:
+                overhead: int = EVENT_OVERHEAD_BYTES,
+                measure: Callable[[StoredEvent], int] | None = None) -> EventPage:
     """Up to ``limit`` of a profile's events, newest (by event time) first, continuing after
     ``after``, fewer when their stored size (JSON columns, and ``overhead`` each) would pass
     ``max_bytes`` (``least`` at least). Each row is read with its size, in queries of growing
     chunks (one for a page of up to FIRST_EVENT_CHUNK - 1 events), left once the page is
-    full: an event past the page is not decoded."""
+    full: an event past the page is not decoded. With ``measure``, an event's size is what
+    ``measure`` answers for it instead (each event is decoded to be measured: the one past
+    the page too)."""
     binary = session.get_bind().dialect.name != "postgresql"
 
     def size(column: Any) -> Any:
@@ -830,19 +833,49 @@ def page_events(session: Session, workspace_id: str, profile_id: str, limit: int
         try:
             for row in result:
                 read += 1
-                stored = int(row.stored_bytes or 0) + overhead
-                if len(found) == limit or (len(found) >= least and total + stored > max_bytes):
+                if len(found) == limit:
+                    return EventPage(found, cursor, total)  # full, by number
+                event = None
+                if measure is None:
+                    stored = int(row.stored_bytes or 0) + overhead
+                else:
+                    event = StoredEvent(row.event_id, row.profile_id, _event(row),
+                                        row.receive_time)
+                    stored = measure(event)
+                if len(found) >= least and total + stored > max_bytes:
                     # Full: the next page starts after the last event kept.
                     return EventPage(found, cursor, total)
                 total += stored
-                found.append(StoredEvent(row.event_id, row.profile_id, _event(row),
-                                         row.receive_time))
+                found.append(event or StoredEvent(row.event_id, row.profile_id, _event(row),
+                                                  row.receive_time))
                 cursor = (row.timestamp, row.event_id)
         finally:
             result.close()
         if read < want:
             return EventPage(found, None, total)  # no more events
         chunk *= 4
+
+
+def count_events_through(session: Session, workspace_id: str, profile_id: str,
+                         received_by: datetime, through: tuple[datetime, str] | None) -> int:
+    """How many of the profile's events received by ``received_by`` come, newest (by event
+    time) first, before or at ``through`` (all of them when None)."""
+    query = select(func.count()).select_from(events).where(
+        events.c.workspace_id == workspace_id, events.c.profile_id == profile_id,
+        events.c.receive_time <= received_by)
+    if through is not None:
+        time, event_id = through
+        query = query.where(or_(events.c.timestamp > time, and_(
+            events.c.timestamp == time, events.c.event_id >= event_id)))
+    return int(session.execute(query).scalar_one())
+
+
+def latest_receive_time(session: Session, workspace_id: str, profile_id: str
+                        ) -> datetime | None:
+    """When the profile's latest event was received (None without events)."""
+    latest: datetime | None = session.execute(select(func.max(events.c.receive_time)).where(
+        events.c.workspace_id == workspace_id, events.c.profile_id == profile_id)).scalar_one()
+    return latest
 
 
 def _event(row: AnyRow) -> Event:

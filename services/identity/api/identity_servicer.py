@@ -29,6 +29,7 @@ from cjo_identity.domain.backfills import BackfillState
 from cjo_identity.domain.consent import ConsentState, Decision
 from cjo_identity.domain.events import DEFAULT_MAX_CLOCK_SKEW, Event, StoredEvent
 from cjo_identity.domain.identifiers import parse_identifier
+from cjo_identity.domain.profiles import Profile
 from cjo_identity.domain.segments import (
     Segment,
     SegmentChanges,
@@ -370,20 +371,30 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         profile_id = profile_id_of(request.name, "name")
         cursor = _export_cursor(request.page_token)
         workspace = current_workspace()
-        profile, history, more = await self.transactions.run(
-            lambda uow: profiles.export_profile(uow, workspace, profile_id, cursor,
-                                                MAX_PAGE_BYTES))
         # The document json.dumps(..., sort_keys=True) writes, each part encoded once (ASCII:
-        # characters are bytes), the page cut where its JSON would pass MAX_PAGE_BYTES.
-        head = "" if cursor else _json(profile_to_proto(profile))
-        found = [_json(stored_event_to_proto(e)) for e in history]
-        kept, after = _fit_events(history, [len(e) + 2 for e in found],
-                                  MAX_PAGE_BYTES - len(head), more.after if more else None)
-        document = '{"events": [' + ", ".join(found[:kept]) + "]" \
-            + (f', "profile": {head}' if head else "") + "}"
-        token = "" if after is None else encode_token({
-            "t": after[0].isoformat(), "id": after[1],
-            "p": profile.profile_id, "m": len(profile.merged_from)})
+        # characters are bytes) as it is read: the read stops where the page's JSON would pass
+        # MAX_PAGE_BYTES (on the read path: a long export holds up no writer).
+        head: list[str] = []
+        encoded: dict[str, str] = {}
+
+        def profile_bytes(profile: Profile) -> int:
+            if cursor is not None:
+                return 0
+            head.append(_json(profile_to_proto(profile)))
+            return len(head[-1])
+
+        def event_bytes(event: StoredEvent) -> int:
+            text = encoded[event.event_id] = _json(stored_event_to_proto(event))
+            return len(text) + 2
+
+        _, history, more = await self.transactions.read(
+            lambda uow: profiles.export_profile(uow, workspace, profile_id, cursor,
+                                                MAX_PAGE_BYTES, profile_bytes, event_bytes))
+        document = '{"events": [' + ", ".join(encoded[e.event_id] for e in history) + "]" \
+            + (f', "profile": {head[-1]}' if cursor is None else "") + "}"
+        token = "" if more is None else encode_token({
+            "t": more.after[0].isoformat(), "id": more.after[1], "p": more.profile_id,
+            "m": more.merges, "s": more.received_by.isoformat(), "n": more.exported})
         return pb.ExportProfileResponse(json=document, next_page_token=token)
 
 
@@ -457,14 +468,26 @@ def segment_id_of(name: str, field: str) -> str:
 
 def _export_cursor(token: str) -> profiles.ExportCursor | None:
     """An ExportProfile page token: where the page starts, and what identifies the set of events
-    exported (the profile resolved to and how many profiles were merged into it)."""
+    exported (the profile resolved to, how many profiles were merged into it, when the export
+    began and how many of the events received by then it answered so far). A token of an
+    earlier release, without them, starts the export again (ABORTED, as a change would)."""
     after = _event_cursor(token)
     if after is None:
         return None
     cursor = decode_token(token) or {}
-    if not isinstance(cursor.get("p"), str) or not isinstance(cursor.get("m"), int):
+    if not {"p", "m", "s", "n"} <= cursor.keys():
+        raise Aborted("the page token is from an earlier release; start the export again",
+                      reason="PROFILE_CHANGED")
+    profile, merges, exported = cursor["p"], cursor["m"], cursor["n"]
+    try:
+        received_by = datetime.fromisoformat(cursor["s"])
+    except (TypeError, ValueError):
+        received_by = None
+    if not isinstance(profile, str) or not isinstance(merges, int) \
+            or not isinstance(exported, int) or received_by is None \
+            or received_by.tzinfo is None:
         raise InvalidArgument.one("page_token", "is not a token returned by this method")
-    return profiles.ExportCursor(after, cursor["p"], cursor["m"])
+    return profiles.ExportCursor(after, profile, merges, received_by, exported)
 
 
 def _event_cursor(token: str) -> tuple[datetime, str] | None:

@@ -5,9 +5,10 @@ A profile id merged into another resolves to the survivor everywhere."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NoReturn
 
 from cjo_identity.adapters import profiles, segments
 from cjo_identity.adapters.outbox_payloads import EVENTS_TOPIC, erasure_event
@@ -20,17 +21,13 @@ from cjo_platform.cel import Expression
 from cjo_platform.db.unit_of_work import UnitOfWork
 from cjo_platform.decisioning import DECISIONING_EVENTS_TOPIC
 from cjo_platform.errors import Aborted, NotFound
-from cjo_platform.paging import MAX_PAGE_BYTES, MAX_PAGE_SIZE
+from cjo_platform.paging import MAX_PAGE_BYTES
 
 # ListProfiles reads at most SCAN_ROUNDS * SCAN_CHUNK profiles per call, so a rare match cannot
 # make one call read the whole workspace; its page token continues the scan.
 SCAN_CHUNK = 1000
 SCAN_ROUNDS = 10
 EventCursor = tuple[datetime, str]
-# What an exported event's JSON holds beyond its JSON columns, at least (its ids, type and times
-# with their keys): the export reads events up to its page's bound on this estimate, never
-# under it, and the page is cut where its encoding passes the bound.
-EXPORTED_EVENT_LEAST_BYTES = 128
 
 
 def _missing(profile_id: str) -> NotFound:
@@ -98,41 +95,64 @@ def list_profiles(uow: UnitOfWork, workspace_id: str, condition: Expression | No
 class ExportCursor:
     """Where an export's next page starts: after the event at ``after``, of the set of events
     the export began with: the profile ``profile_id`` (the one the name resolved to) holding
-    ``merges`` profiles merged into it. A merge since changes either, and the export must
-    start again (the merged-in events newer than ``after`` would be left out)."""
+    ``merges`` profiles merged into it, and its events received by ``received_by``, of which
+    ``exported`` come up to ``after``. A merge since, or an event moved into or out of the
+    profile (an identifier moving to another profile takes its events), changes one of them,
+    and the export must start again (moved-in events newer than ``after`` would be left
+    out)."""
 
     after: EventCursor
     profile_id: str
     merges: int
+    received_by: datetime
+    exported: int
 
 
 def export_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,
-                   cursor: ExportCursor | None, max_bytes: int
+                   cursor: ExportCursor | None, max_bytes: int,
+                   profile_bytes: Callable[[Profile], int],
+                   event_bytes: Callable[[StoredEvent], int]
                    ) -> tuple[Profile, list[StoredEvent], ExportCursor | None]:
     """A page of everything held about a person: the profile and its events after ``cursor``,
-    newest first, as many as their JSON columns fit ``max_bytes`` (one at least; bounded by
-    bytes only, so a history within ``max_bytes`` is one page whatever its number of events;
-    the caller cuts the page where its encoding passes its bound); and where the
-    next page starts (None on the last page). Aborted when the profile was merged with another
-    (or into one) since the export began."""
+    newest first, as many as fit ``max_bytes`` as the caller encodes them (``profile_bytes``
+    for the profile, on the first page only, and ``event_bytes`` for each event; one event at
+    least; bounded by bytes only, so a history within ``max_bytes`` is one page whatever its
+    number of events): each event is measured as it is read, so a page reads one event past
+    what it answers at most; and where the next page starts (None on the last
+    page). Aborted when the profile was merged with another (or into one), or had events moved
+    into or out of it, since the export began. Only reads: run it with ``Transactions.read``
+    (each statement sees what was committed when it ran; the check after the page's read covers
+    everything exported so far, so a change it does not see came after that page)."""
+    session = uow.session
     profile = get_profile(uow, workspace_id, profile_id)
     merges = len(profile.merged_from)
     if cursor is not None and (cursor.profile_id, cursor.merges) != (profile.profile_id, merges):
-        raise Aborted("profile changed during export; start again (it was merged with another "
-                      "profile since the export's first page)", reason="PROFILE_CHANGED")
-    after = cursor.after if cursor is not None else None
-    history: list[StoredEvent] = []
-    left, least = max_bytes, 1
-    while True:
-        page = profiles.page_events(uow.session, workspace_id, profile.profile_id,
-                                    MAX_PAGE_SIZE, after, left, least,
-                                    overhead=EXPORTED_EVENT_LEAST_BYTES)
-        history += page.events
-        left, least, after = left - page.size, 0, page.more
-        if after is None or len(page.events) < MAX_PAGE_SIZE:
-            break
-    more = ExportCursor(after, profile.profile_id, merges) if after is not None else None
-    return profile, history, more
+        _changed()
+    if cursor is None:
+        latest = profiles.latest_receive_time(session, workspace_id, profile.profile_id)
+        received_by = latest or uow.now()
+        after, exported, left = None, 0, max_bytes - profile_bytes(profile)
+    else:
+        received_by, after, exported = cursor.received_by, cursor.after, cursor.exported
+        left = max_bytes
+    # No bound by number: every event measures one byte at least.
+    page = profiles.page_events(session, workspace_id, profile.profile_id, max(left, 1),
+                                after, left, measure=event_bytes)
+    exported += sum(1 for e in page.events if e.receive_time <= received_by)
+    # The events received by then, up to where this page ends (all of them on the last page),
+    # are the ones exported: else some moved in or out (or were erased) meanwhile.
+    if profiles.count_events_through(session, workspace_id, profile.profile_id, received_by,
+                                     page.more) != exported:
+        _changed()
+    more = ExportCursor(page.more, profile.profile_id, merges, received_by, exported) \
+        if page.more is not None else None
+    return profile, page.events, more
+
+
+def _changed() -> NoReturn:
+    raise Aborted("profile changed during export; start again (it was merged with another "
+                  "profile, or had events moved into or out of it, since the export's first "
+                  "page)", reason="PROFILE_CHANGED")
 
 
 def delete_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,

@@ -291,7 +291,9 @@ class IdentityServiceServicer:
         newest events on the first page, older events on each next one (follow `next_page_token`
         until it is empty; a page is at most 16 MiB of JSON and is cut by size only, so a history
         within 16 MiB is one page). ABORTED ("profile changed during export; start again") when
-        the profile was merged with another between two pages: start again from the first page.
+        the profile was merged with another, or had events moved into or out of it (an identifier
+        moving between profiles takes its events), between two pages, or for a page token of an
+        earlier release: start again from the first page.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
