@@ -1,7 +1,8 @@
 """What a stranger can make the public engagement listener do (review hdeliv): a forged link is
 answered from its head, before any of its body is read (150 forged 4 MiB POSTs held 600 MB);
 requests beyond the cap are answered 503 and silent sockets count toward no cap (review rssrf);
-one provider holds at most two large-body slots; a report whose handling outlives the read
+one provider holds at most two large-body slots; a link's holder holds a slot for
+_BODY_TIMEOUT at most (review rssrf2); a report whose handling outlives the read
 timeout is answered 503, which providers retry (not 400, which they take as final); a bounce
 mailbox's report is parsed off the event loop and only its first 256 KiB."""
 
@@ -21,6 +22,7 @@ from provider_webhook_support import BOUNCED, fixture, harness, smtp_provider
 from cjo_delivery.adapters import engagement_http
 from cjo_delivery.adapters.engagement_http import EngagementListener, Tracking
 from cjo_delivery.adapters.webhooks import dsn, receiver
+from cjo_delivery.domain.tracking import TrackingToken
 from cjo_delivery.service_layer.provider_webhooks import Answer
 from support import Backend, eventually
 
@@ -99,6 +101,7 @@ async def test_a_forged_link_is_answered_from_its_head_before_any_body_is_read()
 async def test_requests_beyond_the_cap_are_answered_503_and_healthz_is_always_answered(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engagement_http, "_MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(engagement_http, "_BODY_TIMEOUT", 30.0, raising=False)
     async with _listening(_Reports()) as (listener, status):
         port = listener.bound_port
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
@@ -178,6 +181,30 @@ async def test_a_report_outliving_the_read_timeout_is_answered_503(
         assert answer == b"HTTP/1.1 503 Service Unavailable"
         # A head that never came is still a bad request.
         assert await _ask(listener.bound_port, b"POST /s/") == b"HTTP/1.1 400 Bad Request"
+
+
+async def test_a_links_holder_holds_a_slot_for_the_body_timeout_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review rssrf2 MEDIUM: anyone with one open link sent `GET /o/<token>` heads announcing
+    64 KiB and never the body, each holding a served slot _READ_TIMEOUT (10 s): 512 of them
+    and every open, click, unsubscribe and report was 503. A GET of a pixel, click or
+    unsubscribe link with a body is refused from its head; a small body must follow its head
+    within _BODY_TIMEOUT (408)."""
+    monkeypatch.setattr(engagement_http, "_READ_TIMEOUT", 60.0)
+    monkeypatch.setattr(engagement_http, "_BODY_TIMEOUT", 0.3, raising=False)
+    async with _listening(_Reports()) as (listener, status):
+        port = listener.bound_port
+        for route, action in (("o", "open"), ("c", "click"), ("u", "unsubscribe")):
+            path = urlsplit(listener.tracking.url(route, TrackingToken(action, "w", "m1"))).path
+            for extra in ("Content-Length: 65536", "Transfer-Encoding: chunked"):
+                head = f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n\r\n".encode()
+                assert await _ask(port, head) == b"HTTP/1.1 400 Bad Request"
+        unsubscribe = urlsplit(
+            listener.tracking.url("u", TrackingToken("unsubscribe", "w", "m1"))).path
+        for path in (unsubscribe, status):  # the body never sent
+            assert await _ask(port, _post(path, 2)) == b"HTTP/1.1 408 Request Timeout"
+        assert listener.connections == 0
+        assert await _ask(port, _post(status, 2), b"{}") == b"HTTP/1.1 200 OK"
 
 
 def test_a_certificate_fetch_times_out_well_within_the_read_timeout() -> None:

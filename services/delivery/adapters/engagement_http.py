@@ -13,7 +13,9 @@ link they see.
 The listener is public, so what a stranger can make it hold is bounded: the token (and a status
 URL's provider) is checked from the request's head, before any of its body is read; a body of
 up to 4 MiB is read only for a valid status URL (providers batch their reports), 64 KiB for
-the other links. A request's head must arrive within ``_HEAD_TIMEOUT`` (else 400); of the
+the other links, and none for a GET of a pixel, click or unsubscribe link (400 from the head).
+A request's head must arrive within ``_HEAD_TIMEOUT`` (else 400), a body of up to 64 KiB within
+``_BODY_TIMEOUT`` of it (else 408); of the
 connections still waiting for theirs, the oldest is dropped when more than
 ``_MAX_PENDING_HEADS`` wait, so silent sockets hold nothing for long and a request that sends
 its head at once (every real client) is always read. Requests whose head is in: at most
@@ -55,6 +57,9 @@ _MAX_REPORT_BODY = 4 * 1024 * 1024
 _MAX_HEAD = 16 * 1024
 # Real clients send their head at once; a silent socket is dropped after this.
 _HEAD_TIMEOUT = 2.0
+# A body of up to _MAX_BODY must follow its head within this (else 408): a valid link's holder
+# holds a served slot this long at most, not _READ_TIMEOUT.
+_BODY_TIMEOUT = 2.0
 # From the head's arrival to the answer.
 _READ_TIMEOUT = 10.0
 # Connections waiting for their head (each holds at most 16 KiB): the oldest is dropped beyond.
@@ -138,8 +143,8 @@ async def _read_head(reader: asyncio.StreamReader) -> _Head:
 
 
 _REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+            404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+            413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class EngagementListener:
@@ -246,6 +251,9 @@ class EngagementListener:
             if provider is None or not same(token.url, provider.webhook_nonce):
                 # A deleted provider, or a URL from before UpdateProvider issued a new one.
                 return _Response(403, b"status URL no longer valid")
+        if method == "GET" and route != "s" and (length or "transfer-encoding" in headers):
+            # A pixel, a click or the unsubscribe page has no body: refused from the head.
+            return _Response(400, b"a GET has no body")
         if length > (_MAX_REPORT_BODY if route == "s" else _MAX_BODY):
             return _Response(413, b"too large")
         if length <= _MAX_BODY:
@@ -269,7 +277,15 @@ class EngagementListener:
     async def _with_body(self, reader: asyncio.StreamReader, length: int, route: str,
                          method: str, target: str, headers: dict[str, str],
                          token: TrackingToken, provider: ProviderConfig | None) -> _Response:
-        body = await reader.readexactly(length) if length else b""
+        if length > _MAX_BODY:  # a large report's: under _READ_TIMEOUT and the large-body caps
+            body = await reader.readexactly(length)
+        elif length:
+            try:
+                body = await asyncio.wait_for(reader.readexactly(length), _BODY_TIMEOUT)
+            except TimeoutError:
+                return _Response(408, b"request body too slow")
+        else:
+            body = b""
         if provider is not None and provider.config.get("webhook_format"):
             assert self.reports is not None
             # The URL as the provider called it: Twilio signs it.
