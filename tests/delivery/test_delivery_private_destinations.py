@@ -26,7 +26,7 @@ from cjo_delivery.adapters.http_client import HttpClient, HttpTransportError
 from cjo_delivery.adapters.http_providers import JsonHttpProvider
 from cjo_delivery.adapters.smtp import SmtpProvider, SmtpSettings
 from cjo_delivery.domain.messages import Channel
-from cjo_delivery.domain.providers import ProviderConfig, ProviderKind
+from cjo_delivery.domain.providers import ProviderConfig, ProviderKind, validate_provider
 from cjo_delivery.domain.sending import OutgoingEmail, OutgoingMessage, ProviderError
 from cjo_platform.clock import ManualClock
 from support import Backend, as_service, eventually, free_port, serving
@@ -115,9 +115,16 @@ async def test_literal_private_addresses_are_refused_naming_the_field(backend: B
         assert "provider.config[url]" in str(error.value.details())
 
 
-async def test_a_name_of_a_private_address_is_refused_when_dialled(backend: Backend) -> None:
-    """``localhost`` passes validation (a name), but the address it resolves to is dialled by
-    no path: the internal service is never reached and its answer never read back."""
+async def test_a_name_of_a_private_address_is_refused_when_dialled(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name passes validation, but the address it resolves to is dialled by no path: the
+    internal service is never reached and its answer never read back."""
+    real = socket.getaddrinfo
+
+    def resolving(host: Any, *args: Any, **kwargs: Any) -> Any:  # an internal DNS name
+        return real("127.0.0.1" if host == "internal.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolving)
     internal = HttpSink(default=lambda r: Answer(403, {"internal": SECRET}))
     mail_port = free_port()
     with http_sink(internal) as sink, smtp_server(SmtpSink(), mail_port) as mail:
@@ -125,10 +132,11 @@ async def test_a_name_of_a_private_address_is_refused_when_dialled(backend: Back
         async with serving(app) as address, grpc.aio.insecure_channel(address) as ch:
             stub = pb_grpc.DeliveryServiceStub(ch)
             await stub.CreateProvider(pb.CreateProviderRequest(
-                provider=_webhook(f"http://localhost:{sink.port}/admin/keys")), metadata=WS)
+                provider=_webhook(f"http://internal.example:{sink.port}/admin/keys")),
+                metadata=WS)
             await stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
                 channel=common_pb2.CHANNEL_EMAIL, kind=provider_pb2.PROVIDER_KIND_SMTP,
-                config={"host": "localhost", "port": str(mail_port),
+                config={"host": "internal.example", "port": str(mail_port),
                         "from": "Acme <news@acme.example>"})), metadata=WS)
             hook = (await stub.SendMessage(_webhook_message("k1"), metadata=WS)).message
             email = (await stub.SendMessage(send_request("k2"), metadata=WS)).message
@@ -154,6 +162,20 @@ async def test_the_error_quotes_the_status_never_the_answer_s_body(backend: Back
     assert internal.requests and "403 Forbidden" in error and SECRET not in error
 
 
+@pytest.mark.parametrize("host", ["localhost", "LocalHost", "localhost.", "api.localhost",
+                                  "127.0.0.1.", "169.254.169.254."])
+def test_localhost_names_and_a_literal_s_trailing_dot_are_private(host: str) -> None:
+    """Review rssrf2 LOW: ``localhost``, the names under it (RFC 6761: always this host) and
+    a literal with the root's dot passed CreateProvider and, through a proxy, went to it."""
+    from cjo_delivery.adapters.destinations import PrivateDestination, check_literal
+    with pytest.raises(PrivateDestination):
+        check_literal(host)
+    problems = validate_provider(channel=Channel.WEBHOOK, kind=ProviderKind.WEBHOOK,
+                                 display_name="", config={"url": f"http://{host}:8080/x"},
+                                 secrets={"signing_secret": "s"})
+    assert [v.field for v in problems.items] == ["provider.config[url]"]
+
+
 async def test_every_http_path_checks_the_address_it_dials(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A name is checked on the address it resolves to when dialled, whatever it resolved to
@@ -172,9 +194,10 @@ async def test_every_http_path_checks_the_address_it_dials(
             monkeypatch.setenv("HTTP_PROXY", sink.url)
             proxied = HttpClient()
             try:
-                with pytest.raises(HttpTransportError, match="not a public address"):
-                    await proxied.post(f"http://127.0.0.1:{sink.port}/x", timeout=5,
-                                       json_body={})
+                for host in ("127.0.0.1", "localhost", "127.0.0.1."):  # rssrf2: the last two
+                    with pytest.raises(HttpTransportError, match="not a public address"):
+                        await proxied.post(f"http://{host}:{sink.port}/x", timeout=5,
+                                           json_body={})
             finally:
                 await proxied.close()
         finally:
@@ -252,18 +275,22 @@ async def test_a_name_that_does_not_resolve_fails_as_a_private_one_does() -> Non
     assert errors[2:] == errors[:2]
 
 
+def _json_provider(provider_id: str, url: str, client: HttpClient) -> JsonHttpProvider:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return JsonHttpProvider(ProviderConfig(
+        workspace_id="ws-a", provider_id=provider_id, channel=Channel.SMS,
+        kind=ProviderKind.HTTP_JSON, priority=0, display_name="", etag="e1",
+        config={"url": f"{url}/send"}, secrets={"api_key": "k"}, disabled=False,
+        create_time=now, update_time=now), client, ManualClock())
+
+
 async def test_a_failed_answer_s_body_goes_to_the_operator_s_log_only() -> None:
     """Review rssrf LOW: the body kept out of GetMessage.error is what tells the operator why a
     provider refused; its first 300 characters are logged."""
-    now = datetime(2026, 1, 1, tzinfo=UTC)
     internal = HttpSink(default=lambda r: Answer(400, {"why": SECRET, "pad": "x" * 1000}))
     with http_sink(internal) as sink:
         client = HttpClient(allow_private=True)
-        sender = JsonHttpProvider(ProviderConfig(
-            workspace_id="ws-a", provider_id="json-1", channel=Channel.SMS,
-            kind=ProviderKind.HTTP_JSON, priority=0, display_name="", etag="e1",
-            config={"url": f"{sink.url}/send"}, secrets={"api_key": "k"}, disabled=False,
-            create_time=now, update_time=now), client, ManualClock())
+        sender = _json_provider("json-1", sink.url, client)
         try:
             with capture_logs() as logs, pytest.raises(ProviderError) as failed:
                 await sender.send(OutgoingMessage(message_id="m1", channel=Channel.SMS,
@@ -274,3 +301,32 @@ async def test_a_failed_answer_s_body_goes_to_the_operator_s_log_only() -> None:
     logged = [e for e in logs if e["event"] == "provider answered an error"]
     assert len(logged) == 1 and SECRET in logged[0]["body"]
     assert len(logged[0]["body"]) <= 300 and logged[0]["provider_id"] == "json-1"
+
+
+async def test_a_failed_answer_is_logged_once_a_period_without_personal_data() -> None:
+    """Review rssrf2 LOW: every failed answer was logged, quoting what the provider quoted of
+    the recipient (Twilio: the phone number), control characters included. Now once per
+    provider per period, with e-mail addresses, digit runs and control characters masked."""
+    why = ("The 'To' number +14155550100 is not valid\r\n\x1b[31mforged line, "
+           f"bob.smith@example.com, (415) 555-0100, {SECRET}")
+    internal = HttpSink(default=lambda r: Answer(400, {"why": why}))
+    with http_sink(internal) as sink:
+        client = HttpClient(allow_private=True)
+        sender = _json_provider("json-pii", sink.url, client)
+        try:
+            with capture_logs() as logs:
+                for n in range(3):
+                    with pytest.raises(ProviderError):
+                        await sender.send(OutgoingMessage(message_id=f"m{n}", channel=Channel.SMS,
+                                                          to="+14155550100", sms_text="x"))
+        finally:
+            await client.close()
+    logged = [e for e in logs if e["event"] == "provider answered an error"]
+    assert len(logged) == 1 and len(internal.requests) == 3
+    body = logged[0]["body"]
+    assert SECRET in body and "forged line" in body
+    for personal in ("4155550100", "555-0100", "bob.smith", "example.com"):
+        assert personal not in body, personal
+    # A body that is not JSON brings its control characters as they are.
+    from cjo_delivery.adapters.http_providers import logged_body
+    assert logged_body("a\x1b[31m\x00b\r\nc\x85d") == "a [31m b c d"

@@ -32,13 +32,22 @@ from cjo_delivery.domain.messages import Channel
 from cjo_delivery.domain.providers import ProviderConfig
 from cjo_delivery.domain.sending import OutgoingMessage, ProviderError
 from cjo_platform.clock import Clock
-from cjo_platform.logging import get_logger
+from cjo_platform.logging import LogOnce, get_logger
 
 log = get_logger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
-# Of a failed answer's body, what the operator's log shows (never the workspace: GetMessage).
+# Of a failed answer's body, what the operator's log shows (never the workspace: GetMessage),
+# once per provider per _LOG_PERIOD seconds: a provider refusing every send logs once a minute.
 LOGGED_BODY_CHARS = 300
+_LOG_PERIOD = 60.0
+_logged = LogOnce(_LOG_PERIOD)
+# What a provider's error may quote of the recipient (Twilio: "The 'To' number +14155550100
+# is not a valid phone number"): e-mail addresses, and runs of 6 digits or more (phone
+# numbers, with their separators); control characters could forge log lines.
+_PERSONAL = re.compile(r"[^\s@<>\"',;:()\[\]]+@[^\s@<>\"',;:()\[\]]+"
+                       r"|\+?\(?(?:\d[\s().-]{0,2}){5,}\d")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 SIGNATURE_HEADER = "X-Cjo-Signature"
 TIMESTAMP_HEADER = "X-Cjo-Timestamp"
 
@@ -84,6 +93,13 @@ def _status(response: HttpResponse) -> str:
 _FCM_CODE = re.compile(r"[A-Z][A-Z_]{0,63}")
 
 
+def logged_body(text: str) -> str:
+    """Of a failed answer's body, what the operator's log shows: its first characters on one
+    line, with no control character, e-mail address or phone number."""
+    text = _CONTROL.sub(" ", text[:LOGGED_BODY_CHARS])
+    return " ".join(_PERSONAL.sub("***", text).split())
+
+
 class HttpProvider:
     """Shared plumbing: POST, transport errors, 429 and 5xx. Subclasses build the request and
     read the provider's own error format."""
@@ -102,11 +118,12 @@ class HttpProvider:
             raise ProviderError(f"{self.where}: timed out", transient=True) from None
         except HttpTransportError as exc:
             raise ProviderError(f"{self.where}: {exc}", transient=True) from None
-        if response.status_code >= 400:
-            # The body helps the operator find out why; it stays out of the message's error.
+        # The body helps the operator find out why; it stays out of the message's error.
+        if response.status_code >= 400 and _logged((self.config.workspace_id,
+                                                    self.config.provider_id)):
             log.warning("provider answered an error", workspace_id=self.config.workspace_id,
                         provider_id=self.config.provider_id, status=response.status_code,
-                        body=" ".join(response.text[:LOGGED_BODY_CHARS].split()))
+                        body=logged_body(response.text))
         if response.status_code == 429:
             raise ProviderError(
                 f"{self.where}: {_status(response)}", transient=True,

@@ -140,8 +140,11 @@ def is_public_address(address: str) -> bool:
 
 def literal_address(host: str) -> str | None:
     """The IP address ``host`` spells, in any form a resolver takes (``[::1]``, ``127.1``,
-    ``0x7f000001``), else None (a name)."""
-    host = host.strip("[]")
+    ``0x7f000001``, ``127.0.0.1.`` with the root's dot), else None (a name). ``localhost`` and
+    the names under it spell loopback (RFC 6761: never looked up, always this host)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "127.0.0.1"
     try:
         return str(ipaddress.ip_address(host.split("%", 1)[0]))
     except ValueError:
