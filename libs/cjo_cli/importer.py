@@ -81,6 +81,8 @@ class Checkpoint:
     # on a later run add to it): a resumed run refuses a file whose imported rows changed.
     acked: int | None = None
     rejected: dict[int, str] = field(default_factory=dict)  # line -> reason
+    # Lines ever sent again (ids "line N"): never counted among identical rows, in every run.
+    resent: list[int] = field(default_factory=list)
 
 
 def _read_checkpoint(path: Path) -> Checkpoint | None:
@@ -98,7 +100,8 @@ def _read_checkpoint(path: Path) -> Checkpoint | None:
         return Checkpoint(int(data["line"]), str(data.get("run", "")), file_digest(path))
     return Checkpoint(int(data["line"]), str(data["run"]), str(data["file"]),
                       int(data["acked"], 16),
-                      {int(line): str(why) for line, why in data.get("rejected", {}).items()})
+                      {int(line): str(why) for line, why in data.get("rejected", {}).items()},
+                      [int(line) for line in data.get("resent", [])])
 
 
 def _write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -106,7 +109,8 @@ def _write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     tmp = cp.with_name(cp.name + ".tmp")
     # The fields as they are (asdict deep-copied the rejected rows at every batch).
     data = {"line": checkpoint.line, "run": checkpoint.run, "file": checkpoint.file,
-            "acked": f"{checkpoint.acked or 0:x}", "rejected": checkpoint.rejected}
+            "acked": f"{checkpoint.acked or 0:x}", "rejected": checkpoint.rejected,
+            "resent": checkpoint.resent}
     tmp.write_text(json.dumps(data), encoding="utf-8")
     os.replace(tmp, cp)
 
@@ -239,6 +243,8 @@ async def run_import(client: Client, kind: str, path: Path, *,
     state = dataclasses.replace(previous) if previous else Checkpoint(file=file_digest(path))
     start_after = state.line
     retry = dict(state.rejected)  # rows rejected before: sent again (fixed or not)
+    resent = {*state.resent, *(line for line in retry if line <= start_after)}
+    state.resent = sorted(resent)
     # Events: a row is recognised in the same file content (a renamed copy), and the same row
     # in another file is a new event. Profiles are snapshots of state: importing one again
     # applies it again (Monday's gold after Tuesday's silver is gold, even when Wednesday's
@@ -355,7 +361,7 @@ async def run_import(client: Client, kind: str, path: Path, *,
         for line, raw, row in _rows(path):
             # Counted for skipped rows too, so a resumed run numbers repeats as the first did.
             digest = row_digest(kind, raw)
-            if line <= start_after and line in retry:
+            if line <= start_after and line in resent:
                 # Re-sent (fixed or not): an id of its own, never a row acknowledged before.
                 occurrence: int | str = f"line {line}"
             else:
@@ -395,7 +401,7 @@ async def run_import(client: Client, kind: str, path: Path, *,
             state.line = max(state.line, last)
             _write_checkpoint(path, state)
         else:
-            if state.file != file_digest(path):
+            if kind == "events" and state.file != file_digest(path):
                 # Rows were fixed in place: their ids hold the file as it began, so the
                 # checkpoint stays (nothing rejected, everything done) and a new run skips all.
                 state.line = max(state.line, last)

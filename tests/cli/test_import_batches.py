@@ -137,3 +137,49 @@ async def test_a_busy_server_is_not_a_row_too_large(tmp_path: Path) -> None:
                             for i in range(3)))
     with pytest.raises(grpc.aio.AioRpcError):
         await run_import(FakeClient(Busy()), "events", data)  # type: ignore[arg-type]
+
+
+async def test_a_resent_row_keeps_its_own_id_after_an_interrupted_run(tmp_path: Path) -> None:
+    # Review rimport2 HIGH: a rejected row fixed into a copy of a later row, the run sending it
+    # again lost after the later row's batch was stored but before the checkpoint; the next run
+    # counted the fixed row among identical rows again and gave the later row another id.
+    class Lost(FakeIdentity):
+        lose_call: int | None = None
+
+        async def IngestEvents(self, request: identity_pb.IngestEventsRequest,
+                               metadata: object) -> identity_pb.IngestEventsResponse:
+            answer = await super().IngestEvents(request, metadata)  # stored
+            if len(self.calls) == self.lose_call:
+                raise ConnectionError("connection lost after the server stored the batch")
+            return answer
+
+    data = tmp_path / "clicks.ndjson"
+    rows = [{"name": "page_viewed", "user_id": f"u{i}", "page": f"/p/{i}"} for i in range(3000)]
+    rows[4] = {"name": "page_viewed", "user_id": "u4", "bad": True}
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    client = FakeClient(Lost())
+    await run_import(client, "events", data, max_batches=1)  # type: ignore[arg-type]
+    rows[4] = dict(rows[2499])
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    client.identity.lose_call = len(client.identity.calls) + 2
+    with pytest.raises(ConnectionError):
+        await run_import(client, "events", data)  # type: ignore[arg-type]
+    await run_import(client, "events", data)  # type: ignore[arg-type]
+    assert len(set(client.identity.ids)) == 3000
+
+
+async def test_a_profiles_file_fixed_in_place_applies_again(tmp_path: Path) -> None:
+    # Review rimport2 MEDIUM: profiles are snapshots, applied again at each import; the
+    # checkpoint kept for an events file fixed in place made a profiles file's next import
+    # send nothing.
+    data = tmp_path / "customers.ndjson"
+    rows = [{"user_id": f"u{i}", "plan": "gold"} for i in range(5)]
+    lines = [json.dumps(r) for r in rows]
+    lines[2] = "[1]"  # not an object: rejected
+    data.write_text("".join(line + "\n" for line in lines))
+    client = FakeClient()
+    await run_import(client, "profiles", data)  # type: ignore[arg-type]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    await run_import(client, "profiles", data)  # type: ignore[arg-type]
+    again = await run_import(client, "profiles", data)  # type: ignore[arg-type]
+    assert again.accepted == 5 and not checkpoint_path(data).exists()
