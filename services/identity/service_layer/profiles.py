@@ -130,7 +130,9 @@ def export_profile(uow: UnitOfWork, workspace_id: str, profile_id: str,
         _changed()
     if cursor is None:
         latest = profiles.latest_receive_time(session, workspace_id, profile.profile_id)
-        received_by = latest or uow.now()
+        # Now, not the profile's latest: events received elsewhere before the export began
+        # and moved in later must count.
+        received_by = max(latest, uow.now()) if latest else uow.now()
         after, exported, left = None, 0, max_bytes - profile_bytes(profile)
     else:
         received_by, after, exported = cursor.received_by, cursor.after, cursor.exported
