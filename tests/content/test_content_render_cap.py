@@ -196,7 +196,8 @@ async def test_slow_renders_keep_to_their_own_threads(sqlite_backend: Backend) -
         results = await asyncio.gather(
             *(stub.RenderContent(render_request("heavy"), metadata=A) for _ in range(threads)),
             light_meanwhile(), return_exceptions=True)
-        assert isinstance(results[-1], float) and results[-1] < 0.3, results[-1]
+        # Before: 0.44 s (a heavy render's LIMIT); 0.35 s seen in CI beside other work.
+        assert isinstance(results[-1], float) and results[-1] < LIMIT, results[-1]
 
 
 BIG = [("grpc.max_receive_message_length", 64 * 2**20),
